@@ -1,0 +1,67 @@
+//! The `Catalog` seam: table definitions, the schema version, and id allocation; and the
+//! local catalog persisted in the store's meta column family.
+//!
+//! The catalog is the single source of truth for schema: storage never holds a schema the
+//! catalog does not. A schema change is computed in full from one snapshot and committed
+//! only if the catalog is still at that snapshot's version (compare-and-swap), so a
+//! change is all or nothing and concurrent DDL cannot interleave.
+//!
+//! Architecture invariant: knows table definitions, never SQL text parsing, execution or
+//! transactions; persists only through the storage seam.
+
+mod local;
+mod schema;
+
+use std::ops::Range;
+use std::sync::Arc;
+
+pub use local::LocalCatalog;
+pub use schema::{
+    CatalogSnapshot, ColumnDef, Handle, IndexDef, IndexState, SchemaChange, SqlType, TableDef,
+};
+
+/// Errors of the catalog.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The catalog moved on since the snapshot the change was computed from.
+    #[error("schema changed concurrently (version {expected} is now {actual}); retry the statement")]
+    VersionMismatch {
+        /// The version the change was based on.
+        expected: u64,
+        /// The catalog's version now.
+        actual: u64,
+    },
+    /// The change is invalid against the current schema.
+    #[error("{0}")]
+    Invalid(String),
+    /// Persisting failed; nothing changed.
+    #[error("catalog storage failure: {0}")]
+    Storage(String),
+}
+
+/// What kind of identifier to allocate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdKind {
+    /// Table ids and storage ids (one space, so a truncated table's new storage id never
+    /// collides with another table).
+    Table,
+    /// Hidden row handles of the given table.
+    RowId(i64),
+}
+
+/// The schema's single source of truth.
+pub trait Catalog: Send + Sync + 'static {
+    /// The current schema.
+    fn snapshot(&self) -> Arc<CatalogSnapshot>;
+
+    /// Commits `change`, computed from the snapshot at `change.base_version`. Fails without
+    /// effect if the catalog is no longer at that version or the change is invalid.
+    fn commit(&self, change: SchemaChange) -> Result<Arc<CatalogSnapshot>, CatalogError>;
+
+    /// Allocates `count` consecutive ids of `kind`, never handed out before (also across
+    /// restarts).
+    fn allocate(&self, kind: IdKind, count: u64) -> Result<Range<i64>, CatalogError>;
+}
+
+/// Shared handle to a catalog.
+pub type CatalogRef = Arc<dyn Catalog>;

@@ -1,0 +1,112 @@
+//! The `flotilla` binary: every role as a subcommand.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use flotilla_server::{Standalone, StandaloneConfig};
+
+/// Flotilla: a highly available, horizontally scalable SQL database that speaks
+/// PostgreSQL's wire protocol.
+#[derive(Parser)]
+#[command(name = "flotilla", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run meta, one store and SQL in one process (replication factor 1).
+    Standalone(StandaloneArgs),
+}
+
+#[derive(clap::Args)]
+struct StandaloneArgs {
+    /// TOML configuration file; flags override its values.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./flotilla-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// PostgreSQL protocol listen address [default: 127.0.0.1:5434].
+    #[arg(long, value_name = "HOST:PORT")]
+    sql_addr: Option<SocketAddr>,
+    /// HTTP listen address for /metrics and /status [default: 127.0.0.1:8434].
+    #[arg(long, value_name = "HOST:PORT")]
+    http_addr: Option<SocketAddr>,
+}
+
+async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => StandaloneConfig::from_file(path)?,
+        None => StandaloneConfig::default(),
+    };
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(addr) = args.sql_addr {
+        config.sql_addr = addr;
+    }
+    if let Some(addr) = args.http_addr {
+        config.http_addr = addr;
+    }
+    let node = Standalone::start(config).await.context("starting flotilla standalone")?;
+    println!(
+        "flotilla standalone serving PostgreSQL on {} and HTTP on {}",
+        node.sql_addr(),
+        node.http_addr()
+    );
+    println!(
+        "connect with: psql -h {} -p {} -U postgres postgres",
+        node.sql_addr().ip(),
+        node.sql_addr().port()
+    );
+    wait_for_signal().await;
+    println!("shutting down");
+    node.stop().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Standalone(args) => run_standalone(args).await,
+        }
+    })
+}

@@ -1,0 +1,38 @@
+//! Physical keys of the three Percolator column families.
+//!
+//! A user key is stored memcomparable-encoded (self-delimiting, order-preserving), followed
+//! in `default` and `write` by a descending timestamp so the newest version sorts first.
+
+use flotilla_codec::{decode_bytes, decode_u64_desc, encode_bytes, encode_u64_desc};
+use flotilla_types::Timestamp;
+
+use crate::error::MvccError;
+
+/// The encoded user key: the `lock` CF key, and the prefix of all versions of the key.
+pub(crate) fn encode_user_key(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + key.len() / 8 + 9 + 8);
+    encode_bytes(&mut out, key);
+    out
+}
+
+/// The key of one version: encoded user key then descending timestamp.
+pub(crate) fn versioned_key(encoded_user_key: &[u8], ts: Timestamp) -> Vec<u8> {
+    let mut out = Vec::with_capacity(encoded_user_key.len() + 8);
+    out.extend_from_slice(encoded_user_key);
+    encode_u64_desc(&mut out, ts.0);
+    out
+}
+
+/// Splits a versioned key into (user key, timestamp).
+pub(crate) fn decode_versioned_key(key: &[u8]) -> Result<(Vec<u8>, Timestamp), MvccError> {
+    let mut input = key;
+    let user = decode_bytes(&mut input).map_err(|e| MvccError::Corrupt(e.to_string()))?;
+    let ts = decode_u64_desc(&mut input).map_err(|e| MvccError::Corrupt(e.to_string()))?;
+    Ok((user, Timestamp(ts)))
+}
+
+/// Decodes an encoded user key (a `lock` CF key).
+pub(crate) fn decode_user_key(key: &[u8]) -> Result<Vec<u8>, MvccError> {
+    let mut input = key;
+    decode_bytes(&mut input).map_err(|e| MvccError::Corrupt(e.to_string()))
+}

@@ -1,0 +1,23 @@
+//! Percolator MVCC over the storage seam: the store-side half of Flotilla's transactions.
+//!
+//! Three column families hold a transaction's state: `lock` (one lock per key being
+//! written), `default` (large values at the writer's start_ts) and `write` (commit and
+//! rollback records at their commit_ts). Every operation here is a read-modify-write on one
+//! store, serialised per key by latches, and applied in one atomic write batch.
+//!
+//! Architecture invariant: knows keys and timestamps, never tables, schemas or SQL; never
+//! waits for other transactions (waiting and deadlock detection live above, in the
+//! `TxnKv` implementation) and never asks for timestamps.
+
+mod error;
+mod keys;
+mod latches;
+mod records;
+mod store;
+
+pub use error::{LockInfo, MvccError};
+pub use records::{Lock, LockKind, Write, WriteKind};
+pub use store::{Mutation, MutationOp, Mvcc, TxnStatus};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,653 @@
+use flotilla_codec::prefix_end;
+use flotilla_storage::{Cf, EngineRef, KvPair, WriteBatch};
+use flotilla_types::Timestamp;
+
+use crate::error::{LockInfo, MvccError};
+use crate::keys::{decode_user_key, decode_versioned_key, encode_user_key, versioned_key};
+use crate::latches::Latches;
+use crate::records::{Lock, LockKind, SHORT_VALUE_MAX_BYTES, Write, WriteKind};
+
+/// What a transaction does to one key at prewrite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MutationOp {
+    /// Write this value.
+    Put(Vec<u8>),
+    /// Delete the key.
+    Delete,
+    /// Change nothing; only lock the key (conflict detection).
+    Lock,
+}
+
+/// One key's mutation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mutation {
+    /// The user key.
+    pub key: Vec<u8>,
+    /// What to do.
+    pub op: MutationOp,
+    /// The transaction holds a pessimistic lock on the key (taken when the statement wrote
+    /// it). Keys written without one (a fresh hidden row handle cannot conflict) are checked
+    /// optimistically against the transaction's start_ts instead.
+    pub pessimistic: bool,
+}
+
+/// The fate of a transaction as recorded at its primary key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnStatus {
+    /// Still locked and alive: the holder may yet commit.
+    Locked {
+        /// The primary lock.
+        lock: Lock,
+    },
+    /// Committed at this timestamp: its secondaries must be committed too.
+    Committed {
+        /// The commit timestamp.
+        commit_ts: Timestamp,
+    },
+    /// Rolled back (or never prewritten, now fenced by a rollback record).
+    RolledBack,
+}
+
+/// Number of latch slots; a power of two well above any realistic concurrency.
+const LATCH_SLOTS: usize = 4096;
+
+/// Percolator MVCC on one store.
+pub struct Mvcc {
+    engine: EngineRef,
+    latches: Latches,
+}
+
+fn lock_info(key: &[u8], lock: &Lock) -> LockInfo {
+    LockInfo {
+        key: key.to_vec(),
+        primary: lock.primary.clone(),
+        start_ts: lock.start_ts,
+        ttl_ms: lock.ttl_ms,
+        kind: lock.kind,
+    }
+}
+
+impl Mvcc {
+    /// MVCC over `engine`.
+    pub fn new(engine: EngineRef) -> Self {
+        Self {
+            engine,
+            latches: Latches::new(LATCH_SLOTS),
+        }
+    }
+
+    /// The engine underneath.
+    pub fn engine(&self) -> &EngineRef {
+        &self.engine
+    }
+
+    /// The lock on `key`, if any.
+    pub fn lock_of(&self, key: &[u8]) -> Result<Option<Lock>, MvccError> {
+        self.load_lock(&encode_user_key(key))
+    }
+
+    fn load_lock(&self, ek: &[u8]) -> Result<Option<Lock>, MvccError> {
+        match self.engine.get(Cf::Lock, ek)? {
+            Some(bytes) => Ok(Some(Lock::from_bytes(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Write records of `ek` with commit_ts <= `ts`, newest first.
+    fn writes_at_or_before<'a>(
+        &'a self,
+        ek: &[u8],
+        ts: Timestamp,
+    ) -> impl Iterator<Item = Result<(Timestamp, Write), MvccError>> + 'a {
+        let start = versioned_key(ek, ts);
+        let end = prefix_end(ek);
+        let ek_len = ek.len();
+        self.engine
+            .scan(Cf::Write, &start, &end, false)
+            .map(move |item| {
+                let (key, value) = item?;
+                if key.len() != ek_len + 8 {
+                    return Err(MvccError::Corrupt("write key length".into()));
+                }
+                let mut ts_bytes = &key[ek_len..];
+                let commit_ts = flotilla_codec::decode_u64_desc(&mut ts_bytes)
+                    .map_err(|e| MvccError::Corrupt(e.to_string()))?;
+                Ok((Timestamp(commit_ts), Write::from_bytes(&value)?))
+            })
+    }
+
+    fn value_of(&self, ek: &[u8], write: Write) -> Result<Vec<u8>, MvccError> {
+        match write.short_value {
+            Some(v) => Ok(v),
+            None => self
+                .engine
+                .get(Cf::Default, &versioned_key(ek, write.start_ts))?
+                .ok_or_else(|| MvccError::Corrupt("missing value for committed write".into())),
+        }
+    }
+
+    /// The committed value visible at `ts`, ignoring locks.
+    fn read_committed(&self, ek: &[u8], ts: Timestamp) -> Result<Option<Vec<u8>>, MvccError> {
+        for item in self.writes_at_or_before(ek, ts) {
+            let (_, write) = item?;
+            match write.kind {
+                WriteKind::Put => return self.value_of(ek, write).map(Some),
+                WriteKind::Delete => return Ok(None),
+                WriteKind::Lock | WriteKind::Rollback => continue,
+            }
+        }
+        Ok(None)
+    }
+
+    /// The newest record that changed data (Put or Delete), with its commit_ts.
+    fn newest_data_write(&self, ek: &[u8]) -> Result<Option<(Timestamp, Write)>, MvccError> {
+        for item in self.writes_at_or_before(ek, Timestamp::MAX) {
+            let (commit_ts, write) = item?;
+            if matches!(write.kind, WriteKind::Put | WriteKind::Delete) {
+                return Ok(Some((commit_ts, write)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The commit or rollback record of transaction `start_ts` on `ek`, if any.
+    fn txn_record(
+        &self,
+        ek: &[u8],
+        start_ts: Timestamp,
+    ) -> Result<Option<(Timestamp, Write)>, MvccError> {
+        for item in self.writes_at_or_before(ek, Timestamp::MAX) {
+            let (commit_ts, write) = item?;
+            if commit_ts < start_ts {
+                break;
+            }
+            if write.start_ts == start_ts {
+                return Ok(Some((commit_ts, write)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn blocks_reader(lock: &Lock, read_ts: Timestamp, reader: Option<Timestamp>) -> bool {
+        // Pessimistic locks are taken before the value is known; they never block readers.
+        lock.kind != LockKind::Pessimistic
+            && lock.kind != LockKind::Lock
+            && lock.start_ts <= read_ts
+            && Some(lock.start_ts) != reader
+    }
+
+    /// Reads `key` at `read_ts`. `reader` is the reading transaction's start_ts, whose own
+    /// locks never block it. Fails with `KeyIsLocked` if a transaction that may commit
+    /// before `read_ts` holds a lock on the key.
+    pub fn get(
+        &self,
+        key: &[u8],
+        read_ts: Timestamp,
+        reader: Option<Timestamp>,
+    ) -> Result<Option<Vec<u8>>, MvccError> {
+        let ek = encode_user_key(key);
+        // The lock is checked before the write records: a writer prewrites before it takes
+        // its commit_ts, so a commit below read_ts that we could miss leaves a lock here.
+        if let Some(lock) = self.load_lock(&ek)?
+            && Self::blocks_reader(&lock, read_ts, reader)
+        {
+            return Err(MvccError::KeyIsLocked(lock_info(key, &lock)));
+        }
+        self.read_committed(&ek, read_ts)
+    }
+
+    /// Scans at most `limit` visible pairs in `[start, end)` (empty end = unbounded) at
+    /// `read_ts`, in key order. Fails with `KeyIsLocked` as `get` does, for any blocking
+    /// lock in the range.
+    pub fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        read_ts: Timestamp,
+        limit: usize,
+        reader: Option<Timestamp>,
+    ) -> Result<Vec<KvPair>, MvccError> {
+        let es = encode_user_key(start);
+        let ee = if end.is_empty() {
+            Vec::new()
+        } else {
+            encode_user_key(end)
+        };
+        for item in self.engine.scan(Cf::Lock, &es, &ee, false) {
+            let (lock_key, bytes) = item?;
+            let lock = Lock::from_bytes(&bytes)?;
+            if Self::blocks_reader(&lock, read_ts, reader) {
+                return Err(MvccError::KeyIsLocked(lock_info(
+                    &decode_user_key(&lock_key)?,
+                    &lock,
+                )));
+            }
+        }
+        let mut out = Vec::new();
+        let mut decided: Option<Vec<u8>> = None;
+        for item in self.engine.scan(Cf::Write, &es, &ee, false) {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = item?;
+            if key.len() < 8 {
+                return Err(MvccError::Corrupt("write key length".into()));
+            }
+            let ek = &key[..key.len() - 8];
+            if decided.as_deref() == Some(ek) {
+                continue;
+            }
+            let (user_key, commit_ts) = decode_versioned_key(&key)?;
+            if commit_ts > read_ts {
+                continue;
+            }
+            let write = Write::from_bytes(&value)?;
+            match write.kind {
+                WriteKind::Lock | WriteKind::Rollback => continue,
+                WriteKind::Delete => {}
+                WriteKind::Put => {
+                    let value = self.value_of(ek, write)?;
+                    out.push((user_key, value));
+                }
+            }
+            decided = Some(ek.to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Takes pessimistic locks on `keys` for transaction `start_ts`, checking each against
+    /// versions committed after `for_update_ts`. `should_not_exist` keys must hold no
+    /// committed value. All keys are locked or none. Returns the newest committed value of
+    /// each key when `need_values`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn acquire_pessimistic_lock(
+        &self,
+        keys: &[(Vec<u8>, bool)],
+        primary: &[u8],
+        start_ts: Timestamp,
+        for_update_ts: Timestamp,
+        ttl_ms: u64,
+        need_values: bool,
+    ) -> Result<Vec<Option<Vec<u8>>>, MvccError> {
+        let encoded: Vec<Vec<u8>> = keys.iter().map(|(k, _)| encode_user_key(k)).collect();
+        let _latch = self.latches.acquire(&encoded);
+        let mut batch = WriteBatch::new();
+        let mut values = Vec::with_capacity(if need_values { keys.len() } else { 0 });
+        for ((key, should_not_exist), ek) in keys.iter().zip(&encoded) {
+            let existing = self.load_lock(ek)?;
+            if let Some(lock) = &existing {
+                if lock.start_ts != start_ts {
+                    return Err(MvccError::KeyIsLocked(lock_info(key, lock)));
+                }
+            } else {
+                if let Some((_, write)) = self.txn_record(ek, start_ts)?
+                    && write.kind == WriteKind::Rollback
+                {
+                    return Err(MvccError::TxnLockNotFound {
+                        key: key.clone(),
+                        start_ts,
+                    });
+                }
+                if let Some((commit_ts, _)) = self.newest_data_write(ek)?
+                    && commit_ts > for_update_ts
+                {
+                    return Err(MvccError::WriteConflict {
+                        key: key.clone(),
+                        for_update_ts,
+                        conflict_commit_ts: commit_ts,
+                    });
+                }
+            }
+            let current = if *should_not_exist || need_values {
+                self.read_committed(ek, Timestamp::MAX)?
+            } else {
+                None
+            };
+            if *should_not_exist && current.is_some() {
+                return Err(MvccError::AlreadyExists { key: key.clone() });
+            }
+            if need_values {
+                values.push(current);
+            }
+            let lock = match existing {
+                Some(mut lock) => {
+                    // Already ours: keep its kind (it may be prewritten), raise for_update_ts.
+                    lock.for_update_ts = lock.for_update_ts.max(for_update_ts);
+                    lock
+                }
+                None => Lock {
+                    kind: LockKind::Pessimistic,
+                    primary: primary.to_vec(),
+                    start_ts,
+                    for_update_ts,
+                    ttl_ms,
+                    short_value: None,
+                },
+            };
+            batch.put(Cf::Lock, ek.clone(), lock.to_bytes());
+        }
+        // Pessimistic locks need not be durable: if this store crashes, the transaction's
+        // coordinator finds them gone at prewrite and the transaction fails cleanly.
+        self.engine.write(batch, false)?;
+        Ok(values)
+    }
+
+    /// Releases the pessimistic locks of `start_ts` on `keys` (statement or transaction
+    /// rollback before prewrite). Prewritten locks and other transactions' locks stay.
+    pub fn pessimistic_rollback(&self, keys: &[Vec<u8>], start_ts: Timestamp) -> Result<(), MvccError> {
+        let encoded: Vec<Vec<u8>> = keys.iter().map(|k| encode_user_key(k)).collect();
+        let _latch = self.latches.acquire(&encoded);
+        let mut batch = WriteBatch::new();
+        for ek in &encoded {
+            if let Some(lock) = self.load_lock(ek)?
+                && lock.start_ts == start_ts
+                && lock.kind == LockKind::Pessimistic
+            {
+                batch.delete(Cf::Lock, ek.clone());
+            }
+        }
+        self.engine.write(batch, false)?;
+        Ok(())
+    }
+
+    /// Prewrites `mutations` for transaction `start_ts`. A pessimistic mutation must find
+    /// the transaction's lock on its key; any other is checked for write conflicts against
+    /// `start_ts`.
+    pub fn prewrite(
+        &self,
+        mutations: &[Mutation],
+        primary: &[u8],
+        start_ts: Timestamp,
+        ttl_ms: u64,
+    ) -> Result<(), MvccError> {
+        let encoded: Vec<Vec<u8>> = mutations.iter().map(|m| encode_user_key(&m.key)).collect();
+        let _latch = self.latches.acquire(&encoded);
+        let mut batch = WriteBatch::new();
+        for (mutation, ek) in mutations.iter().zip(&encoded) {
+            let existing = self.load_lock(ek)?;
+            match &existing {
+                Some(lock) if lock.start_ts != start_ts => {
+                    return Err(MvccError::KeyIsLocked(lock_info(&mutation.key, lock)));
+                }
+                Some(_) => {}
+                None => {
+                    if let Some((_, write)) = self.txn_record(ek, start_ts)? {
+                        if write.kind == WriteKind::Rollback {
+                            return Err(MvccError::TxnLockNotFound {
+                                key: mutation.key.clone(),
+                                start_ts,
+                            });
+                        }
+                        // Already committed: a retried prewrite after commit is a no-op.
+                        continue;
+                    }
+                    if mutation.pessimistic {
+                        return Err(MvccError::TxnLockNotFound {
+                            key: mutation.key.clone(),
+                            start_ts,
+                        });
+                    }
+                    if let Some((commit_ts, _)) = self.newest_data_write(ek)?
+                        && commit_ts >= start_ts
+                    {
+                        return Err(MvccError::WriteConflict {
+                            key: mutation.key.clone(),
+                            for_update_ts: start_ts,
+                            conflict_commit_ts: commit_ts,
+                        });
+                    }
+                }
+            }
+            let (kind, short_value) = match &mutation.op {
+                MutationOp::Put(value) if value.len() <= SHORT_VALUE_MAX_BYTES => {
+                    (LockKind::Put, Some(value.clone()))
+                }
+                MutationOp::Put(value) => {
+                    batch.put(Cf::Default, versioned_key(ek, start_ts), value.clone());
+                    (LockKind::Put, None)
+                }
+                MutationOp::Delete => (LockKind::Delete, None),
+                MutationOp::Lock => (LockKind::Lock, None),
+            };
+            let lock = Lock {
+                kind,
+                primary: primary.to_vec(),
+                start_ts,
+                for_update_ts: existing
+                    .as_ref()
+                    .map(|l| l.for_update_ts)
+                    .unwrap_or(start_ts),
+                ttl_ms: existing.as_ref().map(|l| l.ttl_ms.max(ttl_ms)).unwrap_or(ttl_ms),
+                short_value,
+            };
+            batch.put(Cf::Lock, ek.clone(), lock.to_bytes());
+        }
+        // Not synced: the commit batch comes later in the same journal, and syncing it makes
+        // this one durable too.
+        self.engine.write(batch, false)?;
+        Ok(())
+    }
+
+    fn commit_key(
+        &self,
+        batch: &mut WriteBatch,
+        key: &[u8],
+        ek: &[u8],
+        start_ts: Timestamp,
+        commit_ts: Timestamp,
+    ) -> Result<(), MvccError> {
+        match self.load_lock(ek)? {
+            Some(lock) if lock.start_ts == start_ts => {
+                let kind = match lock.kind {
+                    LockKind::Put => WriteKind::Put,
+                    LockKind::Delete => WriteKind::Delete,
+                    LockKind::Lock => WriteKind::Lock,
+                    // Locked by a statement but never prewritten: nothing to commit; just
+                    // release it.
+                    LockKind::Pessimistic => {
+                        batch.delete(Cf::Lock, ek.to_vec());
+                        return Ok(());
+                    }
+                };
+                let write = Write {
+                    kind,
+                    start_ts,
+                    short_value: lock.short_value,
+                };
+                batch.put(Cf::Write, versioned_key(ek, commit_ts), write.to_bytes());
+                batch.delete(Cf::Lock, ek.to_vec());
+                Ok(())
+            }
+            _ => match self.txn_record(ek, start_ts)? {
+                Some((_, write)) if write.kind != WriteKind::Rollback => Ok(()),
+                _ => Err(MvccError::TxnLockNotFound {
+                    key: key.to_vec(),
+                    start_ts,
+                }),
+            },
+        }
+    }
+
+    /// Commits transaction `start_ts` on `keys` at `commit_ts`, durably. Committing a key
+    /// twice is harmless; committing a key whose lock was rolled back fails.
+    pub fn commit(
+        &self,
+        keys: &[Vec<u8>],
+        start_ts: Timestamp,
+        commit_ts: Timestamp,
+    ) -> Result<(), MvccError> {
+        assert!(commit_ts > start_ts, "commit_ts must follow start_ts");
+        let encoded: Vec<Vec<u8>> = keys.iter().map(|k| encode_user_key(k)).collect();
+        let _latch = self.latches.acquire(&encoded);
+        let mut batch = WriteBatch::new();
+        for (key, ek) in keys.iter().zip(&encoded) {
+            self.commit_key(&mut batch, key, ek, start_ts, commit_ts)?;
+        }
+        self.engine.write(batch, true)?;
+        Ok(())
+    }
+
+    fn rollback_key(
+        &self,
+        batch: &mut WriteBatch,
+        ek: &[u8],
+        start_ts: Timestamp,
+    ) -> Result<(), MvccError> {
+        match self.load_lock(ek)? {
+            Some(lock) if lock.start_ts == start_ts => {
+                batch.delete(Cf::Lock, ek.to_vec());
+                if lock.kind == LockKind::Put && lock.short_value.is_none() {
+                    batch.delete(Cf::Default, versioned_key(ek, start_ts));
+                }
+            }
+            _ => match self.txn_record(ek, start_ts)? {
+                Some((commit_ts, write)) if write.kind != WriteKind::Rollback => {
+                    return Err(MvccError::Committed {
+                        start_ts,
+                        commit_ts,
+                    });
+                }
+                Some(_) => return Ok(()),
+                None => {}
+            },
+        }
+        // The rollback record fences off a prewrite of this transaction that arrives late.
+        let record = Write {
+            kind: WriteKind::Rollback,
+            start_ts,
+            short_value: None,
+        };
+        batch.put(Cf::Write, versioned_key(ek, start_ts), record.to_bytes());
+        Ok(())
+    }
+
+    /// Rolls back transaction `start_ts` on `keys`. Fails with `Committed` if it committed.
+    pub fn rollback(&self, keys: &[Vec<u8>], start_ts: Timestamp) -> Result<(), MvccError> {
+        let encoded: Vec<Vec<u8>> = keys.iter().map(|k| encode_user_key(k)).collect();
+        let _latch = self.latches.acquire(&encoded);
+        let mut batch = WriteBatch::new();
+        for ek in &encoded {
+            self.rollback_key(&mut batch, ek, start_ts)?;
+        }
+        self.engine.write(batch, false)?;
+        Ok(())
+    }
+
+    /// Decides the fate of transaction `lock_ts` at its primary key. A lock that has
+    /// outlived its TTL at `current_ts` (or any lock, with `force_expire`, used when the
+    /// caller knows the coordinator is gone) is rolled back; a missing lock with no record
+    /// is fenced with a rollback record.
+    pub fn check_txn_status(
+        &self,
+        primary: &[u8],
+        lock_ts: Timestamp,
+        current_ts: Timestamp,
+        force_expire: bool,
+    ) -> Result<TxnStatus, MvccError> {
+        let ek = encode_user_key(primary);
+        let _latch = self.latches.acquire(&[&ek]);
+        match self.load_lock(&ek)? {
+            Some(lock) if lock.start_ts == lock_ts => {
+                if !force_expire && !lock.is_expired(current_ts) {
+                    return Ok(TxnStatus::Locked { lock });
+                }
+            }
+            _ => match self.txn_record(&ek, lock_ts)? {
+                Some((commit_ts, write)) if write.kind != WriteKind::Rollback => {
+                    return Ok(TxnStatus::Committed { commit_ts });
+                }
+                Some(_) => return Ok(TxnStatus::RolledBack),
+                None => {}
+            },
+        }
+        let mut batch = WriteBatch::new();
+        self.rollback_key(&mut batch, &ek, lock_ts)?;
+        self.engine.write(batch, false)?;
+        Ok(TxnStatus::RolledBack)
+    }
+
+    /// Extends the primary lock's lifetime to `ttl_ms` after its start_ts, so a live but
+    /// slow transaction is not rolled back by others. Returns the lock's new TTL.
+    pub fn txn_heartbeat(
+        &self,
+        primary: &[u8],
+        start_ts: Timestamp,
+        ttl_ms: u64,
+    ) -> Result<u64, MvccError> {
+        let ek = encode_user_key(primary);
+        let _latch = self.latches.acquire(&[&ek]);
+        match self.load_lock(&ek)? {
+            Some(mut lock) if lock.start_ts == start_ts => {
+                if ttl_ms > lock.ttl_ms {
+                    lock.ttl_ms = ttl_ms;
+                    let mut batch = WriteBatch::new();
+                    batch.put(Cf::Lock, ek, lock.to_bytes());
+                    self.engine.write(batch, false)?;
+                }
+                Ok(lock.ttl_ms)
+            }
+            _ => Err(MvccError::TxnLockNotFound {
+                key: primary.to_vec(),
+                start_ts,
+            }),
+        }
+    }
+
+    /// Commits (with `commit_ts`) or rolls back the locks of `start_ts` on `keys`, once its
+    /// fate is known from the primary.
+    pub fn resolve_lock(
+        &self,
+        keys: &[Vec<u8>],
+        start_ts: Timestamp,
+        commit_ts: Option<Timestamp>,
+    ) -> Result<(), MvccError> {
+        match commit_ts {
+            Some(commit_ts) => {
+                let encoded: Vec<Vec<u8>> = keys.iter().map(|k| encode_user_key(k)).collect();
+                let _latch = self.latches.acquire(&encoded);
+                let mut batch = WriteBatch::new();
+                for (key, ek) in keys.iter().zip(&encoded) {
+                    match self.commit_key(&mut batch, key, ek, start_ts, commit_ts) {
+                        Ok(()) | Err(MvccError::TxnLockNotFound { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                self.engine.write(batch, true)?;
+                Ok(())
+            }
+            None => match self.rollback(keys, start_ts) {
+                Ok(()) => Ok(()),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// Up to `limit` locks in `[start, end)` (empty end = unbounded) with start_ts at or
+    /// below `max_ts`.
+    pub fn scan_locks(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        max_ts: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Lock)>, MvccError> {
+        let es = encode_user_key(start);
+        let ee = if end.is_empty() {
+            Vec::new()
+        } else {
+            encode_user_key(end)
+        };
+        let mut out = Vec::new();
+        for item in self.engine.scan(Cf::Lock, &es, &ee, false) {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, bytes) = item?;
+            let lock = Lock::from_bytes(&bytes)?;
+            if lock.start_ts <= max_ts {
+                out.push((decode_user_key(&key)?, lock));
+            }
+        }
+        Ok(out)
+    }
+}

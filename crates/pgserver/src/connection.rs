@@ -1,0 +1,1050 @@
+//! One client connection: pgwire handlers that map protocol messages onto a `Session`.
+//!
+//! pgwire drives the socket (framing, SSL refusal, message dispatch, discarding messages
+//! after an extended-protocol error until Sync); these handlers decide what each message
+//! means. Every handler that ends a query cycle reports the transaction status the session
+//! itself holds, so ReadyForQuery never drifts from the SQL layer's view.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, LazyLock};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::Schema;
+use datafusion::scalar::ScalarValue;
+use flotilla_sql::{PreparedStatement, QueryResult, Session, SqlError, TransactionState};
+use futures::{Sink, SinkExt, StreamExt};
+use pgwire::api::auth::{
+    ServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
+    save_startup_parameters_to_metadata,
+};
+use pgwire::api::portal::{Format, Portal, PortalExecutionState};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldFormat, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::api::store::{Entry, PortalStore};
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, DEFAULT_NAME, ErrorHandler, METADATA_APPLICATION_NAME,
+    METADATA_USER, PgWireConnectionState, PgWireServerHandlers, PidSecretKeyGenerator,
+    RandomPidSecretKeyGenerator, Type,
+};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::data::{
+    DataRow, FieldDescription, NoData, ParameterDescription, RowDescription,
+};
+use pgwire::messages::extendedquery::{
+    Bind, BindComplete, Describe, Execute, Parse, ParseComplete, PortalSuspended, Sync as PgSync,
+    TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
+};
+use pgwire::messages::response::{EmptyQueryResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::simplequery::Query;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use tokio::sync::{Mutex, Notify};
+
+use crate::values;
+
+/// Version reported to clients; drivers parse the leading number to pick features.
+pub(crate) const SERVER_VERSION: &str = "15.0 (Flotilla)";
+
+/// Process ids and cancel keys for BackendKeyData (cancel requests are accepted but ignored).
+static PID_GENERATOR: LazyLock<RandomPidSecretKeyGenerator> =
+    LazyLock::new(RandomPidSecretKeyGenerator::default);
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/// The ErrorResponse fields for a SQL error: severity ERROR, its SQLSTATE, message, and the
+/// position ('P') and hint ('H') when known.
+pub(crate) fn error_info(error: &SqlError) -> ErrorInfo {
+    let mut info = ErrorInfo::new(
+        "ERROR".to_owned(),
+        error.code.to_owned(),
+        error.message.clone(),
+    );
+    info.severity_nonlocalized = Some("ERROR".to_owned());
+    info.position = error.position.map(|p| p.to_string());
+    info.hint = error.hint.clone();
+    info
+}
+
+/// A SQL error as a pgwire error, so pgwire sends it and (in the extended protocol) skips
+/// to the next Sync, as PostgreSQL does.
+fn pg_error(error: &SqlError) -> PgWireError {
+    PgWireError::UserError(Box::new(error_info(error)))
+}
+
+fn protocol_error(code: &'static str, message: String) -> PgWireError {
+    pg_error(&SqlError {
+        code,
+        message,
+        position: None,
+        hint: None,
+    })
+}
+
+/// How error messages name a statement or portal: the unnamed one is `""`.
+fn display_name(name: &str) -> &str {
+    if name == DEFAULT_NAME { "" } else { name }
+}
+
+/// ReadyForQuery's status byte for a session transaction state.
+pub(crate) fn transaction_status(state: TransactionState) -> TransactionStatus {
+    match state {
+        TransactionState::Idle => TransactionStatus::Idle,
+        TransactionState::InBlock => TransactionStatus::Transaction,
+        TransactionState::Failed => TransactionStatus::Error,
+    }
+}
+
+/// The command part of a tag whose trailing number is a row count ("SELECT 5" → "SELECT",
+/// "INSERT 0 5" → "INSERT 0"), for completing a portal fetched in pieces.
+pub(crate) fn tag_command(tag: &str) -> &str {
+    match tag.rsplit_once(' ') {
+        Some((command, count))
+            if !count.is_empty() && count.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            command
+        }
+        _ => tag,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Startup
+// ---------------------------------------------------------------------------------------------
+
+/// Server parameters sent after authentication (the ones drivers read to pick encodings and
+/// date formats).
+struct ServerParameters;
+
+impl ServerParameterProvider for ServerParameters {
+    fn server_parameters<C>(&self, client: &C) -> Option<HashMap<String, String>>
+    where
+        C: ClientInfo,
+    {
+        let mut params: HashMap<String, String> = [
+            ("server_version", SERVER_VERSION),
+            ("server_encoding", "UTF8"),
+            ("client_encoding", "UTF8"),
+            ("DateStyle", "ISO, MDY"),
+            ("IntervalStyle", "postgres"),
+            ("integer_datetimes", "on"),
+            ("standard_conforming_strings", "on"),
+            ("TimeZone", "UTC"),
+            ("is_superuser", "on"),
+            ("default_transaction_read_only", "off"),
+            ("in_hot_standby", "off"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let metadata = client.metadata();
+        params.insert(
+            METADATA_APPLICATION_NAME.to_owned(),
+            metadata
+                .get(METADATA_APPLICATION_NAME)
+                .cloned()
+                .unwrap_or_default(),
+        );
+        if let Some(user) = metadata.get(METADATA_USER) {
+            params.insert("session_authorization".to_owned(), user.clone());
+        }
+        Some(params)
+    }
+}
+
+/// Trust authentication: any user, any database, no password.
+async fn accept_startup<C>(client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<bool>
+where
+    C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let PgWireFrontendMessage::Startup(startup) = message else {
+        return Ok(false);
+    };
+    protocol_negotiation(client, &startup).await?;
+    save_startup_parameters_to_metadata(client, &startup);
+    if !client.metadata().contains_key(METADATA_USER) {
+        return Err(PgWireError::UserNameRequired);
+    }
+    let (pid, secret_key) = PID_GENERATOR.generate(client);
+    client.set_pid_and_secret_key(pid, secret_key);
+    // Sends AuthenticationOk, ParameterStatus, BackendKeyData and ReadyForQuery(Idle).
+    finish_authentication(client, &ServerParameters).await?;
+    Ok(true)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admitted connections
+// ---------------------------------------------------------------------------------------------
+
+/// Handlers for an admitted connection; pgwire asks for each handler once per connection.
+pub(crate) struct Admitted(pub(crate) Arc<ConnectionHandler>);
+
+impl PgWireServerHandlers for Admitted {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.0.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.0.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.0.clone()
+    }
+
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::new(LogErrors)
+    }
+}
+
+/// Logs protocol-level errors (the client is told separately by pgwire).
+struct LogErrors;
+
+impl ErrorHandler for LogErrors {
+    fn on_error<C>(&self, client: &C, error: &mut PgWireError)
+    where
+        C: ClientInfo,
+    {
+        tracing::debug!(peer = %client.socket_addr(), error = %error, "pgwire error");
+    }
+}
+
+/// The per-connection state behind every handler: the client's session.
+pub(crate) struct ConnectionHandler {
+    /// Messages on one connection are handled one at a time, so this lock is never contended;
+    /// it exists because pgwire hands handlers out as shared references.
+    session: Mutex<Session>,
+    /// Signalled once startup completes, which ends the startup deadline.
+    started: Arc<Notify>,
+    describer: Arc<StatementDescriber>,
+}
+
+impl ConnectionHandler {
+    pub(crate) fn new(session: Session, started: Arc<Notify>) -> Self {
+        Self {
+            session: Mutex::new(session),
+            started,
+            describer: Arc::new(StatementDescriber),
+        }
+    }
+
+    async fn status(&self) -> TransactionStatus {
+        transaction_status(self.session.lock().await.transaction_state())
+    }
+}
+
+#[async_trait]
+impl StartupHandler for ConnectionHandler {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if accept_startup(client, message).await? {
+            self.started.notify_one();
+        }
+        Ok(())
+    }
+}
+
+/// Sends one statement's result in the simple protocol (text format throughout).
+async fn send_simple_result<C>(client: &mut C, result: &QueryResult) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    match result {
+        QueryResult::Rows {
+            schema,
+            batches,
+            tag,
+        } => {
+            // Encode first, so an unencodable value becomes an error without partial rows.
+            let rows = values::encode_batches(batches, &[]).map_err(|e| pg_error(&e))?;
+            client
+                .feed(PgWireBackendMessage::RowDescription(row_description(
+                    schema,
+                    &[],
+                )))
+                .await?;
+            for row in rows {
+                client.feed(PgWireBackendMessage::DataRow(row)).await?;
+            }
+            client
+                .feed(PgWireBackendMessage::CommandComplete(Tag::new(tag).into()))
+                .await?;
+        }
+        QueryResult::Command { tag } => {
+            client
+                .feed(PgWireBackendMessage::CommandComplete(Tag::new(tag).into()))
+                .await?;
+        }
+        QueryResult::Empty => {
+            client
+                .feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+fn row_description(schema: &Schema, formats: &[FieldFormat]) -> RowDescription {
+    RowDescription::new(
+        values::field_infos(schema, formats)
+            .iter()
+            .map(FieldDescription::from)
+            .collect(),
+    )
+}
+
+#[async_trait]
+impl SimpleQueryHandler for ConnectionHandler {
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let mut session = self.session.lock().await;
+        let (results, mut error) = session.simple_query(&query.query).await;
+        for result in &results {
+            if let Err(e) = send_simple_result(client, result).await {
+                match e {
+                    // An unencodable result ends the query string like a statement error.
+                    PgWireError::UserError(info) => {
+                        client
+                            .feed(PgWireBackendMessage::ErrorResponse((*info).into()))
+                            .await?;
+                        error = None;
+                        break;
+                    }
+                    other => return Err(other),
+                }
+            }
+        }
+        if let Some(error) = &error {
+            client
+                .feed(PgWireBackendMessage::ErrorResponse(
+                    error_info(error).into(),
+                ))
+                .await?;
+        } else if results.is_empty() {
+            // Only whitespace and semicolons: PostgreSQL answers EmptyQueryResponse.
+            client
+                .feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse))
+                .await?;
+        }
+        let status = transaction_status(session.transaction_state());
+        drop(session);
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        client.set_transaction_status(status);
+        client
+            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                status,
+            )))
+            .await?;
+        Ok(())
+    }
+
+    async fn do_query<C>(&self, _client: &mut C, _query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // `on_query` is overridden and never calls this.
+        Err(protocol_error(
+            "XX000",
+            "simple query path not available".to_owned(),
+        ))
+    }
+}
+
+/// Describes stored statements from what `Session::prepare` returned; pgwire requires a
+/// parser type, but parsing itself happens in `on_parse` through the session.
+pub(crate) struct StatementDescriber;
+
+#[async_trait]
+impl QueryParser for StatementDescriber {
+    type Statement = PreparedStatement;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        _sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        // `on_parse` is overridden and prepares through the session instead.
+        Err(protocol_error(
+            "XX000",
+            "statements are prepared by the session".to_owned(),
+        ))
+    }
+
+    fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        Ok(stmt.param_types.iter().map(values::pg_type_of).collect())
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Self::Statement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        Ok(match &stmt.result_schema {
+            Some(schema) => {
+                let formats = result_formats(column_format, schema.fields().len());
+                values::field_infos(schema, &formats)
+            }
+            None => Vec::new(),
+        })
+    }
+}
+
+/// Whether parameter or column `idx` uses binary format; out-of-range entries (rejected at
+/// Bind anyway) read as text rather than panic.
+fn is_binary(format: &Format, idx: usize) -> bool {
+    match format {
+        Format::UnifiedText => false,
+        Format::UnifiedBinary => true,
+        Format::Individual(codes) => codes.get(idx) == Some(&1),
+    }
+}
+
+fn result_formats(format: Option<&Format>, columns: usize) -> Vec<FieldFormat> {
+    (0..columns)
+        .map(|idx| match format {
+            Some(f) if is_binary(f, idx) => FieldFormat::Binary,
+            _ => FieldFormat::Text,
+        })
+        .collect()
+}
+
+/// Checks a Bind's counts and format codes against the statement, as PostgreSQL does, so
+/// nothing later indexes past what the client sent.
+fn check_bind(bind: &Bind, statement: &PreparedStatement, name: &str) -> PgWireResult<()> {
+    let params = bind.parameters.len();
+    let param_formats = bind.parameter_format_codes.len();
+    if param_formats > 1 && param_formats != params {
+        return Err(protocol_error(
+            "08P01",
+            format!("bind message has {param_formats} parameter formats but {params} parameters"),
+        ));
+    }
+    if params != statement.param_types.len() {
+        return Err(protocol_error(
+            "08P01",
+            format!(
+                "bind message supplies {params} parameters, but prepared statement \"{}\" requires {}",
+                display_name(name),
+                statement.param_types.len()
+            ),
+        ));
+    }
+    let columns = statement
+        .result_schema
+        .as_ref()
+        .map_or(0, |s| s.fields().len());
+    let result_formats = bind.result_column_format_codes.len();
+    if result_formats > 1 && result_formats != columns {
+        return Err(protocol_error(
+            "08P01",
+            format!(
+                "bind message has {result_formats} result formats but query has {columns} columns"
+            ),
+        ));
+    }
+    if let Some(code) = bind
+        .parameter_format_codes
+        .iter()
+        .chain(&bind.result_column_format_codes)
+        .find(|c| **c != 0 && **c != 1)
+    {
+        return Err(protocol_error(
+            "22023",
+            format!("unsupported format code: {code}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Decodes a portal's parameters into the statement's parameter types.
+fn decode_params(
+    parameters: &[Option<impl std::ops::Deref<Target = [u8]>>],
+    format: &Format,
+    statement: &StoredStatement<PreparedStatement>,
+) -> Result<Vec<ScalarValue>, SqlError> {
+    parameters
+        .iter()
+        .enumerate()
+        .map(|(idx, raw)| {
+            let target = statement
+                .statement
+                .param_types
+                .get(idx)
+                .ok_or_else(|| SqlError {
+                    code: "08P01",
+                    message: format!("parameter ${} is not in the statement", idx + 1),
+                    position: None,
+                    hint: None,
+                })?;
+            let declared = statement.parameter_types.get(idx).and_then(Option::as_ref);
+            values::decode_param(
+                raw.as_deref(),
+                is_binary(format, idx),
+                declared,
+                target,
+                idx,
+            )
+        })
+        .collect()
+}
+
+fn is_empty_query(sql: &str) -> bool {
+    sql.chars().all(|c| c == ';' || c.is_whitespace())
+}
+
+impl ConnectionHandler {
+    /// Runs or resumes a portal, sending its rows (at most `max_rows` when non-zero) and its
+    /// completion or suspension.
+    async fn execute_portal<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<PreparedStatement>,
+        max_rows: usize,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let state = portal.state();
+        let mut state = state.lock().await;
+        match &mut *state {
+            PortalExecutionState::Initial => {
+                let params = decode_params(
+                    &portal.parameters,
+                    &portal.parameter_format,
+                    &portal.statement,
+                )
+                .map_err(|e| pg_error(&e))?;
+                let result = self
+                    .session
+                    .lock()
+                    .await
+                    .execute_prepared(&portal.statement.statement, params)
+                    .await
+                    .map_err(|e| pg_error(&e))?;
+                match result {
+                    QueryResult::Rows {
+                        schema,
+                        batches,
+                        tag,
+                    } => {
+                        let formats = result_formats(
+                            Some(&portal.result_column_format),
+                            schema.fields().len(),
+                        );
+                        let rows =
+                            values::encode_batches(&batches, &formats).map_err(|e| pg_error(&e))?;
+                        // Like PostgreSQL, a fetch that fills `max_rows` exactly suspends.
+                        if max_rows == 0 || rows.len() < max_rows {
+                            for row in rows {
+                                client.feed(PgWireBackendMessage::DataRow(row)).await?;
+                            }
+                            client
+                                .feed(PgWireBackendMessage::CommandComplete(Tag::new(&tag).into()))
+                                .await?;
+                            *state = PortalExecutionState::Finished;
+                        } else {
+                            let mut rows = rows.into_iter();
+                            for row in rows.by_ref().take(max_rows) {
+                                client.feed(PgWireBackendMessage::DataRow(row)).await?;
+                            }
+                            client
+                                .feed(PgWireBackendMessage::PortalSuspended(PortalSuspended))
+                                .await?;
+                            let rest: Vec<PgWireResult<DataRow>> = rows.map(Ok).collect();
+                            let fields = Arc::new(values::field_infos(&schema, &formats));
+                            let mut response =
+                                QueryResponse::new(fields, futures::stream::iter(rest));
+                            response.set_command_tag(tag_command(&tag));
+                            *state = PortalExecutionState::Suspended(response);
+                        }
+                    }
+                    QueryResult::Command { tag } => {
+                        client
+                            .feed(PgWireBackendMessage::CommandComplete(Tag::new(&tag).into()))
+                            .await?;
+                        *state = PortalExecutionState::Finished;
+                    }
+                    QueryResult::Empty => {
+                        client
+                            .feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse))
+                            .await?;
+                        *state = PortalExecutionState::Finished;
+                    }
+                }
+            }
+            PortalExecutionState::Suspended(response) => {
+                let command = response.command_tag().to_owned();
+                let rows = response.data_rows();
+                let mut sent = 0;
+                let mut exhausted = false;
+                while max_rows == 0 || sent < max_rows {
+                    match rows.next().await {
+                        Some(row) => {
+                            client.feed(PgWireBackendMessage::DataRow(row?)).await?;
+                            sent += 1;
+                        }
+                        None => {
+                            exhausted = true;
+                            break;
+                        }
+                    }
+                }
+                if exhausted {
+                    client
+                        .feed(PgWireBackendMessage::CommandComplete(
+                            Tag::new(&command).with_rows(sent).into(),
+                        ))
+                        .await?;
+                    *state = PortalExecutionState::Finished;
+                } else {
+                    client
+                        .feed(PgWireBackendMessage::PortalSuspended(PortalSuspended))
+                        .await?;
+                }
+            }
+            PortalExecutionState::Finished => {
+                if portal.statement.statement.result_schema.is_some() {
+                    // A drained row-returning portal completes again with no rows.
+                    client
+                        .feed(PgWireBackendMessage::CommandComplete(
+                            Tag::new("SELECT").with_rows(0).into(),
+                        ))
+                        .await?;
+                } else {
+                    return Err(protocol_error(
+                        "55000",
+                        format!("portal \"{}\" cannot be run", display_name(&portal.name)),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for ConnectionHandler {
+    type Statement = PreparedStatement;
+    type QueryParser = StatementDescriber;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.describer.clone()
+    }
+
+    async fn on_parse<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message
+            .name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAME.to_owned());
+        // Only the unnamed statement may be silently replaced.
+        if name != DEFAULT_NAME && client.portal_store().get_statement(&name).is_some() {
+            return Err(protocol_error(
+                "42P05",
+                format!("prepared statement \"{name}\" already exists"),
+            ));
+        }
+        // OID 0 (unspecified) and unknown OIDs become `None`: the server infers those.
+        let declared: Vec<Option<Type>> = message
+            .type_oids
+            .iter()
+            .map(|oid| Type::from_oid(*oid))
+            .collect();
+        if is_empty_query(&message.query) {
+            client.portal_store().put_empty_statement(&name);
+        } else {
+            let arrow_types: Vec<_> = declared
+                .iter()
+                .map(|t| t.as_ref().and_then(values::arrow_type_of))
+                .collect();
+            let statement = self
+                .session
+                .lock()
+                .await
+                .prepare(&message.query, &arrow_types)
+                .await
+                .map_err(|e| pg_error(&e))?;
+            client
+                .portal_store()
+                .put_statement(Arc::new(StoredStatement::new(name, statement, declared)));
+        }
+        client
+            .feed(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_bind<C>(&self, client: &mut C, message: Bind) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statement_name = message.statement_name.as_deref().unwrap_or(DEFAULT_NAME);
+        let portal_name = message.portal_name.as_deref().unwrap_or(DEFAULT_NAME);
+        if portal_name != DEFAULT_NAME && client.portal_store().get_portal(portal_name).is_some() {
+            return Err(protocol_error(
+                "42P03",
+                format!("cursor \"{portal_name}\" already exists"),
+            ));
+        }
+        match client.portal_store().get_statement(statement_name) {
+            Some(Entry::Value(statement)) => {
+                check_bind(&message, &statement.statement, statement_name)?;
+                let portal = Portal::try_new(&message, statement)?;
+                // Decode now so a malformed parameter fails the Bind, as in PostgreSQL; the
+                // values are decoded again at Execute (portals keep only the raw bytes).
+                decode_params(
+                    &portal.parameters,
+                    &portal.parameter_format,
+                    &portal.statement,
+                )
+                .map_err(|e| pg_error(&e))?;
+                client.portal_store().put_portal(Arc::new(portal));
+            }
+            Some(Entry::Empty) => {
+                if !message.parameters.is_empty() {
+                    return Err(protocol_error(
+                        "08P01",
+                        format!(
+                            "bind message supplies {} parameters, but prepared statement \"{}\" requires 0",
+                            message.parameters.len(),
+                            display_name(statement_name)
+                        ),
+                    ));
+                }
+                client.portal_store().put_empty_portal(portal_name);
+            }
+            None => {
+                return Err(protocol_error(
+                    "26000",
+                    format!(
+                        "prepared statement \"{}\" does not exist",
+                        display_name(statement_name)
+                    ),
+                ));
+            }
+        }
+        client
+            .feed(PgWireBackendMessage::BindComplete(BindComplete::new()))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        let portal_name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        let portal = match client.portal_store().get_portal(portal_name) {
+            Some(Entry::Value(portal)) => portal,
+            Some(Entry::Empty) => {
+                client
+                    .feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse))
+                    .await?;
+                return Ok(());
+            }
+            None => {
+                return Err(protocol_error(
+                    "34000",
+                    format!("portal \"{}\" does not exist", display_name(portal_name)),
+                ));
+            }
+        };
+        // Zero or negative means "no limit".
+        let max_rows = usize::try_from(message.max_rows).unwrap_or(0);
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let result = self.execute_portal(client, &portal, max_rows).await;
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        let status = self.status().await;
+        client.set_transaction_status(status);
+        result
+    }
+
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        // Describe answers NoData exactly when the statement returns no rows (pgwire's
+        // default would send an empty RowDescription for a parameterised DML statement).
+        let schema =
+            match message.target_type {
+                TARGET_TYPE_BYTE_STATEMENT => match client.portal_store().get_statement(name) {
+                    Some(Entry::Value(stored)) => {
+                        let param_oids = stored
+                            .statement
+                            .param_types
+                            .iter()
+                            .enumerate()
+                            .map(|(idx, data_type)| {
+                                // The client's declared type, when it gave one, is the encoding
+                                // it will send; otherwise the type the server will decode.
+                                stored
+                                    .parameter_types
+                                    .get(idx)
+                                    .and_then(Option::as_ref)
+                                    .cloned()
+                                    .unwrap_or_else(|| values::pg_type_of(data_type))
+                                    .oid()
+                            })
+                            .collect();
+                        client
+                            .feed(PgWireBackendMessage::ParameterDescription(
+                                ParameterDescription::new(param_oids),
+                            ))
+                            .await?;
+                        stored
+                            .statement
+                            .result_schema
+                            .clone()
+                            .map(|schema| (schema, Vec::new()))
+                    }
+                    Some(Entry::Empty) => {
+                        client
+                            .feed(PgWireBackendMessage::ParameterDescription(
+                                ParameterDescription::new(Vec::new()),
+                            ))
+                            .await?;
+                        None
+                    }
+                    None => {
+                        return Err(protocol_error(
+                            "26000",
+                            format!(
+                                "prepared statement \"{}\" does not exist",
+                                display_name(name)
+                            ),
+                        ));
+                    }
+                },
+                TARGET_TYPE_BYTE_PORTAL => match client.portal_store().get_portal(name) {
+                    Some(Entry::Value(portal)) => portal
+                        .statement
+                        .statement
+                        .result_schema
+                        .clone()
+                        .map(|schema| {
+                            let formats = result_formats(
+                                Some(&portal.result_column_format),
+                                schema.fields().len(),
+                            );
+                            (schema, formats)
+                        }),
+                    Some(Entry::Empty) => None,
+                    None => {
+                        return Err(protocol_error(
+                            "34000",
+                            format!("portal \"{}\" does not exist", display_name(name)),
+                        ));
+                    }
+                },
+                other => return Err(PgWireError::InvalidTargetType(other)),
+            };
+        match schema {
+            Some((schema, formats)) => {
+                client
+                    .feed(PgWireBackendMessage::RowDescription(row_description(
+                        &schema, &formats,
+                    )))
+                    .await?;
+            }
+            None => client.feed(PgWireBackendMessage::NoData(NoData)).await?,
+        }
+        Ok(())
+    }
+
+    async fn on_sync<C>(&self, client: &mut C, _message: PgSync) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        client.portal_store().rm_portal(DEFAULT_NAME);
+        // The session, not pgwire's bookkeeping, knows whether an error failed the block.
+        let status = self.status().await;
+        client.set_transaction_status(status);
+        client
+            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                status,
+            )))
+            .await?;
+        Ok(())
+    }
+
+    async fn do_query<C>(
+        &self,
+        _client: &mut C,
+        _portal: &Portal<Self::Statement>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // `on_execute` is overridden and never calls this.
+        Err(protocol_error(
+            "XX000",
+            "extended query path not available".to_owned(),
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rejected connections
+// ---------------------------------------------------------------------------------------------
+
+/// Handlers for a connection past `max_connections`: answer the startup packet with
+/// `53300 sorry, too many clients already` and close, as PostgreSQL does.
+pub(crate) struct Rejected;
+
+impl PgWireServerHandlers for Rejected {
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::new(RejectStartup)
+    }
+}
+
+struct RejectStartup;
+
+#[async_trait]
+impl StartupHandler for RejectStartup {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if matches!(message, PgWireFrontendMessage::Startup(_)) {
+            let mut info = ErrorInfo::new(
+                "FATAL".to_owned(),
+                "53300".to_owned(),
+                "sorry, too many clients already".to_owned(),
+            );
+            info.severity_nonlocalized = Some("FATAL".to_owned());
+            // Sent directly rather than returned: pgwire would follow a returned error
+            // with ReadyForQuery, which a refused client must not see.
+            client
+                .send(PgWireBackendMessage::ErrorResponse(info.into()))
+                .await?;
+            client.close().await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_drop_trailing_row_counts() {
+        assert_eq!(tag_command("SELECT 5"), "SELECT");
+        assert_eq!(tag_command("INSERT 0 2"), "INSERT 0");
+        assert_eq!(tag_command("SHOW"), "SHOW");
+        assert_eq!(tag_command("CREATE TABLE"), "CREATE TABLE");
+    }
+
+    #[test]
+    fn transaction_states_map_to_status_bytes() {
+        assert_eq!(
+            transaction_status(TransactionState::Idle),
+            TransactionStatus::Idle
+        );
+        assert_eq!(
+            transaction_status(TransactionState::InBlock),
+            TransactionStatus::Transaction
+        );
+        assert_eq!(
+            transaction_status(TransactionState::Failed),
+            TransactionStatus::Error
+        );
+    }
+
+    #[test]
+    fn sql_errors_carry_position_and_hint() {
+        let info = error_info(&SqlError {
+            code: "42601",
+            message: "syntax error at or near \"FORM\"".to_owned(),
+            position: Some(10),
+            hint: Some("check the spelling".to_owned()),
+        });
+        assert_eq!(info.severity, "ERROR");
+        assert_eq!(info.code, "42601");
+        assert_eq!(info.position.as_deref(), Some("10"));
+        assert_eq!(info.hint.as_deref(), Some("check the spelling"));
+    }
+
+    #[test]
+    fn empty_queries() {
+        assert!(is_empty_query(""));
+        assert!(is_empty_query(" ;\n; "));
+        assert!(!is_empty_query("select 1"));
+    }
+
+    #[test]
+    fn format_lookups_never_panic() {
+        assert!(!is_binary(&Format::UnifiedText, 3));
+        assert!(is_binary(&Format::UnifiedBinary, 3));
+        assert!(is_binary(&Format::Individual(vec![0, 1]), 1));
+        assert!(!is_binary(&Format::Individual(vec![0, 1]), 7));
+        assert_eq!(
+            result_formats(Some(&Format::UnifiedBinary), 2),
+            vec![FieldFormat::Binary, FieldFormat::Binary]
+        );
+        assert_eq!(result_formats(None, 1), vec![FieldFormat::Text]);
+    }
+}

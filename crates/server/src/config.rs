@@ -1,0 +1,135 @@
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Errors reading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this configuration.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with its location.
+        message: String,
+    },
+}
+
+/// Limits and defaults of the SQL front end. Every field has a documented default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SqlSection {
+    /// Most concurrent client connections; more are refused with SQLSTATE 53300.
+    pub max_connections: usize,
+    /// Largest statement text in bytes (54000 past it).
+    pub statement_bytes_max: usize,
+    /// Most rows one query may return or one statement change (54000 past it).
+    pub rows_per_query_max: usize,
+    /// Memory for query execution (sorts, joins, aggregates), in bytes (53200 past it).
+    pub query_memory_bytes_max: usize,
+    /// Default and largest lock wait (`lock_timeout`), in milliseconds (55P03 past it).
+    pub lock_wait_timeout_ms: u64,
+}
+
+impl Default for SqlSection {
+    fn default() -> Self {
+        let sql = flotilla_sql::SqlConfig::default();
+        Self {
+            max_connections: 256,
+            statement_bytes_max: sql.statement_bytes_max,
+            rows_per_query_max: sql.rows_per_query_max,
+            query_memory_bytes_max: sql.query_memory_bytes_max,
+            lock_wait_timeout_ms: sql.lock_wait_timeout_ms,
+        }
+    }
+}
+
+/// Storage settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSection {
+    /// "fsync" (default): a commit is acknowledged after its journal write is fsynced
+    /// (shared by concurrent commits). "buffered": acknowledged after the write reaches the
+    /// OS, which survives a process crash but not power loss.
+    pub sync: String,
+    /// Block cache size in bytes.
+    pub cache_size_bytes: u64,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        Self {
+            sync: "fsync".into(),
+            cache_size_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// Configuration of `flotilla standalone`: a TOML file, overridden by flags.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StandaloneConfig {
+    /// Where data lives (default `./flotilla-data`).
+    pub data_dir: PathBuf,
+    /// PostgreSQL protocol listen address (default 127.0.0.1:5434, beside PostgreSQL's 5432).
+    pub sql_addr: SocketAddr,
+    /// HTTP listen address for /metrics and /status (default 127.0.0.1:8434).
+    pub http_addr: SocketAddr,
+    /// SQL limits.
+    pub sql: SqlSection,
+    /// Storage settings.
+    pub storage: StorageSection,
+}
+
+impl Default for StandaloneConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("flotilla-data"),
+            sql_addr: "127.0.0.1:5434".parse().expect("valid address"),
+            http_addr: "127.0.0.1:8434".parse().expect("valid address"),
+            sql: SqlSection::default(),
+            storage: StorageSection::default(),
+        }
+    }
+}
+
+impl StandaloneConfig {
+    /// Reads a TOML configuration file; absent keys keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_values_override_defaults_and_unknown_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.toml");
+        std::fs::write(&path, "data_dir = \"/x\"\n[sql]\nmax_connections = 3\n").unwrap();
+        let c = StandaloneConfig::from_file(&path).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/x"));
+        assert_eq!(c.sql.max_connections, 3);
+        assert_eq!(c.sql_addr, StandaloneConfig::default().sql_addr);
+        std::fs::write(&path, "no_such_key = 1\n").unwrap();
+        assert!(matches!(StandaloneConfig::from_file(&path), Err(ConfigError::Parse { .. })));
+    }
+}

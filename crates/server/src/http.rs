@@ -1,0 +1,87 @@
+//! The HTTP endpoints: `/metrics` (Prometheus text format) and `/status` (JSON).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use flotilla_sql::SqlEngine;
+use flotilla_storage::EngineRef;
+use prometheus::{Encoder, IntGauge, Registry, TextEncoder};
+
+/// What the endpoints report on.
+pub(crate) struct HttpState {
+    pub(crate) started: Instant,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) sql: Arc<SqlEngine>,
+    pub(crate) storage: EngineRef,
+    registry: Registry,
+    uptime: IntGauge,
+    tables: IntGauge,
+    disk: IntGauge,
+}
+
+impl HttpState {
+    pub(crate) fn new(data_dir: PathBuf, sql: Arc<SqlEngine>, storage: EngineRef) -> Self {
+        let registry = Registry::new();
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric name");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let uptime = gauge("flotilla_uptime_seconds", "Seconds since the node started.");
+        let tables = gauge("flotilla_tables", "Number of user tables in the catalog.");
+        let disk = gauge("flotilla_storage_disk_bytes", "Bytes the storage engine uses on disk.");
+        Self {
+            started: Instant::now(),
+            data_dir,
+            sql,
+            storage,
+            registry,
+            uptime,
+            tables,
+            disk,
+        }
+    }
+}
+
+async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
+    state.uptime.set(state.started.elapsed().as_secs() as i64);
+    state.tables.set(state.sql.table_count() as i64);
+    state.disk.set(state.storage.disk_space_bytes() as i64);
+    let mut body = Vec::new();
+    match TextEncoder::new().encode(&state.registry.gather(), &mut body) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            body,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            e.to_string().into_bytes(),
+        ),
+    }
+}
+
+async fn status(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
+    axum::Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "role": "standalone",
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "data_dir": state.data_dir.display().to_string(),
+        "table_count": state.sql.table_count(),
+    }))
+}
+
+/// The router of the HTTP endpoints.
+pub(crate) fn router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .with_state(state)
+}

@@ -1,0 +1,12 @@
+//! Wiring of Flotilla's roles: configuration, the standalone node (meta + store + SQL in
+//! one process), and the HTTP endpoints every role serves (`/metrics`, `/status`).
+//!
+//! Architecture invariant: this crate only assembles layers through their seams; it holds
+//! no SQL, transaction or storage logic of its own.
+
+mod config;
+mod http;
+mod standalone;
+
+pub use config::{ConfigError, SqlSection, StandaloneConfig, StorageSection};
+pub use standalone::{Standalone, StartError};

@@ -1,0 +1,175 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use flotilla_catalog::LocalCatalog;
+use flotilla_pgserver::PgServerConfig;
+use flotilla_sql::{SqlConfig, SqlEngine};
+use flotilla_storage::{EngineRef, FjallEngine, FjallOptions, SyncPolicy};
+use flotilla_tso::LocalTso;
+use flotilla_txn::LocalTxnKv;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::StandaloneConfig;
+use crate::http::{HttpState, router};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A configuration value is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The data directory could not be opened (in use by another process, unreadable,
+    /// corrupt).
+    #[error("cannot open data directory {dir}: {message}")]
+    Storage {
+        /// The directory.
+        dir: String,
+        /// What failed.
+        message: String,
+    },
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Another start-up step failed.
+    #[error("start-up failed: {0}")]
+    Other(String),
+}
+
+/// A running standalone node: meta, store and SQL in one process, replication factor 1,
+/// wired through the same seams a cluster uses.
+pub struct Standalone {
+    sql_addr: SocketAddr,
+    http_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Standalone {
+    /// Opens the data directory, recovers, and starts serving.
+    pub async fn start(config: StandaloneConfig) -> Result<Self, StartError> {
+        let sync_policy = match config.storage.sync.as_str() {
+            "fsync" => SyncPolicy::Fsync,
+            "buffered" => SyncPolicy::Buffered,
+            other => {
+                return Err(StartError::Config(format!(
+                    "storage.sync must be \"fsync\" or \"buffered\", not \"{other}\""
+                )));
+            }
+        };
+        let store_dir = config.data_dir.join("store");
+        let storage_err = |message: String| StartError::Storage {
+            dir: config.data_dir.display().to_string(),
+            message,
+        };
+        let engine: EngineRef = Arc::new(
+            FjallEngine::open(
+                &store_dir,
+                &FjallOptions {
+                    cache_size_bytes: config.storage.cache_size_bytes,
+                    sync_policy,
+                },
+            )
+            .map_err(|e| storage_err(e.to_string()))?,
+        );
+        let tso = Arc::new(
+            LocalTso::open(engine.clone(), LocalTso::DEFAULT_WINDOW_MS)
+                .map_err(|e| storage_err(e.to_string()))?,
+        );
+        let catalog = Arc::new(LocalCatalog::open(engine.clone()).map_err(|e| storage_err(e.to_string()))?);
+        let mvcc = Arc::new(flotilla_mvcc::Mvcc::new(engine.clone()));
+        let kv = Arc::new(LocalTxnKv::new(mvcc, tso.clone()));
+        let resolved = kv
+            .recover_orphan_locks()
+            .await
+            .map_err(|e| storage_err(format!("resolving locks left by the previous run: {e}")))?;
+        if resolved > 0 {
+            tracing::info!(resolved, "resolved locks left by the previous run");
+        }
+        let sql = SqlEngine::new(
+            kv,
+            tso,
+            catalog,
+            SqlConfig {
+                statement_bytes_max: config.sql.statement_bytes_max,
+                rows_per_query_max: config.sql.rows_per_query_max,
+                query_memory_bytes_max: config.sql.query_memory_bytes_max,
+                lock_wait_timeout_ms: config.sql.lock_wait_timeout_ms,
+            },
+        )
+        .map_err(|e| StartError::Other(e.to_string()))?;
+
+        let sql_listener = tokio::net::TcpListener::bind(config.sql_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.sql_addr,
+                source,
+            })?;
+        let http_listener = tokio::net::TcpListener::bind(config.http_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.http_addr,
+                source,
+            })?;
+        let sql_addr = sql_listener.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
+        let http_addr = http_listener.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
+
+        let (shutdown, watcher) = watch::channel(false);
+        let stopped = |mut w: watch::Receiver<bool>| async move {
+            let _ = w.wait_for(|stop| *stop).await;
+        };
+        let pg = {
+            let sql = sql.clone();
+            let config = PgServerConfig {
+                max_connections: config.sql.max_connections,
+                ..PgServerConfig::default()
+            };
+            let stop = stopped(watcher.clone());
+            tokio::spawn(async move {
+                if let Err(e) = flotilla_pgserver::serve(sql_listener, sql, config, stop).await {
+                    tracing::error!(error = %e, "PostgreSQL listener failed");
+                }
+            })
+        };
+        let http = {
+            let state = Arc::new(HttpState::new(config.data_dir.clone(), sql.clone(), engine.clone()));
+            let stop = stopped(watcher.clone());
+            tokio::spawn(async move {
+                let server = axum::serve(http_listener, router(state)).with_graceful_shutdown(stop);
+                if let Err(e) = server.await {
+                    tracing::error!(error = %e, "HTTP listener failed");
+                }
+            })
+        };
+        tracing::info!(%sql_addr, %http_addr, data_dir = %config.data_dir.display(), "flotilla standalone is serving");
+        Ok(Self {
+            sql_addr,
+            http_addr,
+            shutdown,
+            tasks: vec![pg, http],
+        })
+    }
+
+    /// Where PostgreSQL clients connect.
+    pub fn sql_addr(&self) -> SocketAddr {
+        self.sql_addr
+    }
+
+    /// Where /metrics and /status are served.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Stops accepting connections and waits for the listeners to finish.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! The data types of the SQL layer's public face.
+
+use std::sync::Arc;
+
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+
+/// An error for the client: SQLSTATE, message, and where known the position in the
+/// statement text (1-based character offset, as PostgreSQL reports it) and a hint.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct SqlError {
+    /// Five-character SQLSTATE code, e.g. "42P01".
+    pub code: &'static str,
+    /// Primary message.
+    pub message: String,
+    /// 1-based character position of the error in the statement.
+    pub position: Option<usize>,
+    /// What to do about it.
+    pub hint: Option<String>,
+}
+
+/// The outcome of one statement.
+#[derive(Debug, Clone)]
+pub enum QueryResult {
+    /// Rows (SELECT, or DML with RETURNING), followed by the command tag.
+    Rows {
+        /// Column names and types.
+        schema: SchemaRef,
+        /// The rows.
+        batches: Vec<RecordBatch>,
+        /// Command tag, e.g. "SELECT 3" or "INSERT 0 2".
+        tag: String,
+    },
+    /// A command without rows; its tag, e.g. "CREATE TABLE", "UPDATE 3", "BEGIN".
+    Command {
+        /// Command tag.
+        tag: String,
+    },
+    /// The query string was empty.
+    Empty,
+}
+
+/// Transaction state of a session, as ReadyForQuery reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionState {
+    /// Not in a transaction block.
+    Idle,
+    /// In a transaction block.
+    InBlock,
+    /// In a failed transaction block: everything but ROLLBACK is refused (25P02).
+    Failed,
+}
+
+/// A statement parsed and described for the extended query protocol.
+#[derive(Debug, Clone)]
+pub struct PreparedStatement {
+    /// The statement text.
+    pub sql: String,
+    /// Types of $1, $2, ... (inferred where the client did not give them; `Utf8` when
+    /// nothing constrains a parameter).
+    pub param_types: Vec<DataType>,
+    /// Result columns, or `None` when the statement returns no rows.
+    pub result_schema: Option<SchemaRef>,
+    /// The parsed statement (`None` for an empty query string).
+    pub(crate) statement: Option<Arc<Statement>>,
+}
+
+/// Limits and defaults of the SQL layer.
+#[derive(Debug, Clone)]
+pub struct SqlConfig {
+    /// Largest statement text accepted, in bytes.
+    pub statement_bytes_max: usize,
+    /// Most rows one query may return or one statement may change.
+    pub rows_per_query_max: usize,
+    /// Memory one query's execution may use (DataFusion memory pool), in bytes.
+    pub query_memory_bytes_max: usize,
+    /// Default lock wait (`lock_timeout`) in milliseconds; also the cap for `SET lock_timeout = 0`.
+    pub lock_wait_timeout_ms: u64,
+}
+
+impl Default for SqlConfig {
+    fn default() -> Self {
+        Self {
+            statement_bytes_max: 1024 * 1024,
+            rows_per_query_max: 10_000_000,
+            query_memory_bytes_max: 1024 * 1024 * 1024,
+            lock_wait_timeout_ms: 50_000,
+        }
+    }
+}
+

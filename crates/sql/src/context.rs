@@ -1,0 +1,146 @@
+//! The DataFusion context of one statement: the catalog snapshot's tables, each bound to
+//! the statement's transaction view.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, SchemaProvider, TableProvider};
+use datafusion::error::Result as DfResult;
+use datafusion::execution::SessionState;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::Statement;
+use flotilla_catalog::CatalogSnapshot;
+use flotilla_txn::TxnView;
+use futures::StreamExt;
+
+use crate::error::{SqlError, datafusion_error};
+use crate::table::KvTable;
+
+/// Builds the DataFusion state every statement starts from.
+pub(crate) fn template_state(query_memory_bytes_max: usize) -> Result<SessionState, SqlError> {
+    let mut config = SessionConfig::new()
+        .with_target_partitions(1)
+        .with_information_schema(false)
+        .with_batch_size(8192);
+    let options = config.options_mut();
+    options.sql_parser.map_string_types_to_utf8view = false;
+    options.sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(query_memory_bytes_max, 1.0)
+        .build_arc()
+        .map_err(datafusion_error)?;
+    Ok(SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .build())
+}
+
+/// Resolves table names against one catalog snapshot and one transaction view.
+#[derive(Debug)]
+struct FlotillaSchema {
+    snapshot: Arc<CatalogSnapshot>,
+    view: TxnView,
+    /// Tables whose scans also produce the row handle (the target of a DML statement).
+    with_handle: Option<String>,
+    /// Tables replaced for this statement (RETURNING reads the changed rows).
+    overrides: HashMap<String, Arc<dyn TableProvider>>,
+}
+
+#[async_trait]
+impl SchemaProvider for FlotillaSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.snapshot.tables.keys().cloned().collect()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if let Some(t) = self.overrides.get(name) {
+            return Ok(Some(t.clone()));
+        }
+        Ok(self.snapshot.table(name).map(|def| {
+            let with_handle = self.with_handle.as_deref() == Some(name);
+            Arc::new(KvTable::new(def.clone(), self.view.clone(), with_handle))
+                as Arc<dyn TableProvider>
+        }))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.overrides.contains_key(name) || self.snapshot.tables.contains_key(name)
+    }
+}
+
+/// A statement's DataFusion context.
+pub(crate) struct StatementContext {
+    ctx: SessionContext,
+}
+
+impl StatementContext {
+    /// A context over `snapshot` read through `view`.
+    pub(crate) fn new(
+        template: &SessionState,
+        snapshot: Arc<CatalogSnapshot>,
+        view: TxnView,
+        with_handle: Option<String>,
+        overrides: HashMap<String, Arc<dyn TableProvider>>,
+    ) -> Self {
+        let ctx = SessionContext::new_with_state(template.clone());
+        let catalog = MemoryCatalogProvider::new();
+        let schema = FlotillaSchema {
+            snapshot,
+            view,
+            with_handle,
+            overrides,
+        };
+        catalog
+            .register_schema("public", Arc::new(schema))
+            .expect("memory catalog accepts schemas");
+        ctx.register_catalog("datafusion", Arc::new(catalog));
+        Self { ctx }
+    }
+
+    /// Plans a statement.
+    pub(crate) async fn plan(&self, statement: Statement) -> Result<LogicalPlan, SqlError> {
+        self.ctx
+            .state()
+            .statement_to_plan(DfStatement::Statement(Box::new(statement)))
+            .await
+            .map_err(datafusion_error)
+    }
+
+    /// Plans and runs a query, collecting at most `rows_max` rows.
+    pub(crate) async fn run(
+        &self,
+        plan: LogicalPlan,
+        rows_max: usize,
+    ) -> Result<Vec<RecordBatch>, SqlError> {
+        let df = self
+            .ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(datafusion_error)?;
+        let mut stream = df.execute_stream().await.map_err(datafusion_error)?;
+        let mut batches = Vec::new();
+        let mut rows = 0usize;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(datafusion_error)?;
+            rows += batch.num_rows();
+            if rows > rows_max {
+                return Err(SqlError::new(
+                    "54000",
+                    format!("query returns more than {rows_max} rows (rows_per_query_max)"),
+                )
+                .with_hint("Add a LIMIT or a narrower WHERE clause, or raise the limit in the configuration."));
+            }
+            if batch.num_rows() > 0 {
+                batches.push(batch);
+            }
+        }
+        Ok(batches)
+    }
+}

@@ -1,0 +1,631 @@
+//! Schema changes: CREATE/DROP TABLE, TRUNCATE, CREATE/DROP INDEX and ALTER TABLE ADD
+//! PRIMARY KEY / UNIQUE. Each is validated in full against one catalog snapshot before
+//! anything changes, and committed as one catalog change. Indexes on tables that hold data
+//! are built in three steps: the index becomes write-only (new writes maintain it), older
+//! transactions drain, then existing rows are backfilled under row locks before the index
+//! becomes public.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use datafusion::sql::sqlparser::ast::{
+    AlterTableOperation, CharacterLength, ColumnOption, CreateIndex, CreateTable,
+    DataType as AstType, ExactNumberInfo, Expr, IndexColumn, ObjectName, ObjectType, Statement,
+    TableConstraint, TimezoneInfo,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use flotilla_catalog::{
+    ColumnDef, Handle, IdKind, IndexDef, IndexState, SchemaChange, SqlType, TableDef,
+};
+use flotilla_codec::{prefix_end, record_prefix};
+use flotilla_txn::{Transaction, TxnError};
+use flotilla_types::Timestamp;
+
+use crate::api::QueryResult;
+use crate::dml::{ident_name, relation_name};
+use crate::error::SqlError;
+use crate::rows::{decode_row_value, handle_of_key, index_entry};
+use crate::session::Session;
+
+/// How long a schema change waits for older transactions before giving up.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Rows backfilled per transaction.
+const BACKFILL_CHUNK_ROWS: usize = 1024;
+/// Most digits a NUMERIC column may have (Arrow's Decimal128).
+const NUMERIC_PRECISION_MAX: u64 = 38;
+
+/// True for the statements this module executes.
+pub(crate) fn is_ddl(statement: &Statement) -> bool {
+    matches!(
+        statement,
+        Statement::CreateTable(_)
+            | Statement::Drop { .. }
+            | Statement::Truncate(_)
+            | Statement::CreateIndex(_)
+            | Statement::AlterTable(_)
+    )
+}
+
+fn command(tag: &str) -> QueryResult {
+    QueryResult::Command { tag: tag.into() }
+}
+
+/// Runs a schema change.
+pub(crate) async fn execute(session: &mut Session, statement: Statement) -> Result<QueryResult, SqlError> {
+    let engine = session.engine.clone();
+    let _serial = engine.ddl_lock.lock().await;
+    match statement {
+        Statement::CreateTable(ct) => create_table(session, ct).await,
+        Statement::Drop {
+            object_type,
+            if_exists,
+            names,
+            ..
+        } => match object_type {
+            ObjectType::Table => drop_tables(session, &names, if_exists),
+            ObjectType::Index => drop_indexes(session, &names, if_exists),
+            other => Err(SqlError::unsupported(format!("DROP {other}"))),
+        },
+        Statement::Truncate(t) => {
+            let names: Vec<ObjectName> = t.table_names.iter().map(|n| n.name.clone()).collect();
+            truncate(session, &names)
+        }
+        Statement::CreateIndex(ci) => create_index(session, ci).await,
+        Statement::AlterTable(at) => {
+            let name = relation_name(&at.name);
+            let mut result = command("ALTER TABLE");
+            for op in at.operations {
+                result = match op {
+                    AlterTableOperation::AddConstraint { constraint, .. } => {
+                        add_constraint(session, &name, constraint).await?
+                    }
+                    other => {
+                        return Err(SqlError::unsupported(format!("ALTER TABLE {other}")));
+                    }
+                };
+            }
+            Ok(result)
+        }
+        other => Err(SqlError::unsupported(format!("statement {other}"))),
+    }
+}
+
+fn char_length(l: &Option<CharacterLength>) -> Option<u32> {
+    match l {
+        Some(CharacterLength::IntegerLength { length, .. }) => Some(*length as u32),
+        _ => None,
+    }
+}
+
+/// The catalog type of a SQL type name.
+pub(crate) fn sql_type(t: &AstType) -> Result<SqlType, SqlError> {
+    Ok(match t {
+        AstType::Bool | AstType::Boolean => SqlType::Bool,
+        AstType::SmallInt(_) | AstType::Int2(_) => SqlType::Int16,
+        AstType::Int(_) | AstType::Integer(_) | AstType::Int4(_) => SqlType::Int32,
+        AstType::BigInt(_) | AstType::Int8(_) => SqlType::Int64,
+        AstType::Real | AstType::Float4 => SqlType::Float32,
+        AstType::DoublePrecision | AstType::Float8 | AstType::Double(_) | AstType::Float64 => {
+            SqlType::Float64
+        }
+        AstType::Float(info) => match info {
+            ExactNumberInfo::Precision(p) if *p <= 24 => SqlType::Float32,
+            _ => SqlType::Float64,
+        },
+        AstType::Numeric(info) | AstType::Decimal(info) => {
+            let (precision, scale) = match info {
+                // Unconstrained NUMERIC is stored with 38 digits, 10 after the point.
+                ExactNumberInfo::None => (38, 10),
+                ExactNumberInfo::Precision(p) => (*p, 0),
+                ExactNumberInfo::PrecisionAndScale(p, s) => (*p, *s),
+            };
+            if precision == 0 || precision > NUMERIC_PRECISION_MAX {
+                return Err(SqlError::new(
+                    "22023",
+                    format!("NUMERIC precision {precision} must be between 1 and {NUMERIC_PRECISION_MAX}"),
+                ));
+            }
+            if scale < 0 || scale as u64 > precision {
+                return Err(SqlError::new(
+                    "22023",
+                    format!("NUMERIC scale {scale} must be between 0 and precision {precision}"),
+                ));
+            }
+            SqlType::Numeric {
+                precision: precision as u8,
+                scale: scale as i8,
+            }
+        }
+        AstType::Text | AstType::String(_) => SqlType::Text,
+        AstType::Varchar(l) | AstType::CharacterVarying(l) | AstType::CharVarying(l) => {
+            SqlType::Varchar(char_length(l))
+        }
+        AstType::Char(l) | AstType::Character(l) => SqlType::Char(char_length(l).unwrap_or(1)),
+        AstType::Bytea => SqlType::Bytea,
+        AstType::Date => SqlType::Date,
+        AstType::Timestamp(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => {
+            SqlType::Timestamp
+        }
+        AstType::Timestamp(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => SqlType::TimestampTz,
+        AstType::Custom(name, _) => match relation_name(name).as_str() {
+            "timestamptz" => SqlType::TimestampTz,
+            "int2" => SqlType::Int16,
+            "int4" => SqlType::Int32,
+            "int8" => SqlType::Int64,
+            "float4" => SqlType::Float32,
+            "float8" => SqlType::Float64,
+            "bpchar" => SqlType::Char(1),
+            other => return Err(SqlError::unsupported(format!("type \"{other}\""))),
+        },
+        other => return Err(SqlError::unsupported(format!("type \"{other}\""))),
+    })
+}
+
+fn index_column_names(columns: &[IndexColumn]) -> Result<Vec<String>, SqlError> {
+    columns
+        .iter()
+        .map(|c| match &c.column.expr {
+            Expr::Identifier(i) => Ok(ident_name(i)),
+            other => Err(SqlError::unsupported(format!("index on expression {other}"))),
+        })
+        .collect()
+}
+
+fn column_ids(table: &TableDef, names: &[String]) -> Result<Vec<u32>, SqlError> {
+    let mut ids = Vec::with_capacity(names.len());
+    for name in names {
+        let col = table.column(name).ok_or_else(|| {
+            SqlError::new("42703", format!("column \"{name}\" named in key does not exist"))
+        })?;
+        if ids.contains(&col.id) {
+            return Err(SqlError::new(
+                "42701",
+                format!("column \"{name}\" appears twice in index definition"),
+            ));
+        }
+        ids.push(col.id);
+    }
+    Ok(ids)
+}
+
+/// Checks that a default expression is a valid expression of no columns.
+async fn validate_default(session: &Session, expr: &Expr) -> Result<(), SqlError> {
+    let ctx = session.context(Timestamp::MAX, None, HashMap::new());
+    let statement = Parser::parse_sql(&PostgreSqlDialect {}, &format!("SELECT {expr}"))
+        .map_err(|e| SqlError::new("42601", e.to_string()))?
+        .pop()
+        .ok_or_else(|| SqlError::internal("empty default"))?;
+    ctx.plan(statement).await.map(|_| ())
+}
+
+async fn create_table(session: &mut Session, ct: CreateTable) -> Result<QueryResult, SqlError> {
+    let catalog = session.engine.catalog.clone();
+    let snapshot = catalog.snapshot();
+    let name = relation_name(&ct.name);
+    if snapshot.relation_exists(&name) {
+        if ct.if_not_exists {
+            return Ok(command("CREATE TABLE"));
+        }
+        return Err(SqlError::new("42P07", format!("relation \"{name}\" already exists")));
+    }
+    if ct.query.is_some() {
+        return Err(SqlError::unsupported("CREATE TABLE ... AS"));
+    }
+    if ct.columns.is_empty() {
+        return Err(SqlError::unsupported("a table without columns"));
+    }
+    let mut table = TableDef {
+        id: 0,
+        storage_id: 0,
+        name: name.clone(),
+        columns: Vec::new(),
+        handle: Handle::RowId,
+        indexes: Vec::new(),
+        next_column_id: 0,
+        next_index_id: 1,
+    };
+    let mut primary: Option<Vec<String>> = None;
+    let mut uniques: Vec<(Option<String>, Vec<String>)> = Vec::new();
+    let set_primary = |primary: &mut Option<Vec<String>>, cols: Vec<String>| {
+        if primary.is_some() {
+            return Err(SqlError::new(
+                "42P16",
+                format!("multiple primary keys for table \"{name}\" are not allowed"),
+            ));
+        }
+        *primary = Some(cols);
+        Ok(())
+    };
+    for column in &ct.columns {
+        let col_name = ident_name(&column.name);
+        if table.column(&col_name).is_some() {
+            return Err(SqlError::new(
+                "42701",
+                format!("column \"{col_name}\" specified more than once"),
+            ));
+        }
+        let mut def = ColumnDef {
+            id: table.next_column_id,
+            name: col_name.clone(),
+            ty: sql_type(&column.data_type)?,
+            nullable: true,
+            default: None,
+        };
+        table.next_column_id += 1;
+        for option in &column.options {
+            match &option.option {
+                ColumnOption::Null => def.nullable = true,
+                ColumnOption::NotNull => def.nullable = false,
+                ColumnOption::Default(expr) => {
+                    validate_default(session, expr).await?;
+                    def.default = Some(expr.to_string());
+                }
+                ColumnOption::PrimaryKey(_) => set_primary(&mut primary, vec![col_name.clone()])?,
+                ColumnOption::Unique(u) => {
+                    uniques.push((u.name.as_ref().map(ident_name), vec![col_name.clone()]))
+                }
+                other => {
+                    return Err(SqlError::unsupported(format!("column option {other}")));
+                }
+            }
+        }
+        table.columns.push(def);
+    }
+    for constraint in &ct.constraints {
+        match constraint {
+            TableConstraint::PrimaryKey(pk) => {
+                set_primary(&mut primary, index_column_names(&pk.columns)?)?
+            }
+            TableConstraint::Unique(u) => uniques.push((
+                u.name.as_ref().map(ident_name),
+                index_column_names(&u.columns)?,
+            )),
+            other => return Err(SqlError::unsupported(format!("constraint {other}"))),
+        }
+    }
+    if let Some(cols) = primary {
+        let ids = column_ids(&table, &cols)?;
+        for id in &ids {
+            if let Some(c) = table.columns.iter_mut().find(|c| c.id == *id) {
+                c.nullable = false;
+            }
+        }
+        table.handle = Handle::PrimaryKey(ids.clone());
+        table.indexes.push(IndexDef {
+            id: table.next_index_id,
+            name: format!("{name}_pkey"),
+            columns: ids,
+            unique: true,
+            primary: true,
+            clustered: true,
+            state: IndexState::Public,
+        });
+        table.next_index_id += 1;
+    }
+    for (index_name, cols) in uniques {
+        let ids = column_ids(&table, &cols)?;
+        table.indexes.push(IndexDef {
+            id: table.next_index_id,
+            name: index_name.unwrap_or_else(|| format!("{name}_{}_key", cols.join("_"))),
+            columns: ids,
+            unique: true,
+            primary: false,
+            clustered: false,
+            state: IndexState::Public,
+        });
+        table.next_index_id += 1;
+    }
+    let id = catalog.allocate(IdKind::Table, 1)?.start;
+    table.id = id;
+    table.storage_id = id;
+    catalog.commit(SchemaChange {
+        base_version: snapshot.version,
+        upserts: vec![table],
+        drops: vec![],
+    })?;
+    Ok(command("CREATE TABLE"))
+}
+
+fn drop_tables(session: &Session, names: &[ObjectName], if_exists: bool) -> Result<QueryResult, SqlError> {
+    let catalog = session.engine.catalog.clone();
+    let snapshot = catalog.snapshot();
+    let mut drops = Vec::new();
+    for name in names {
+        let name = relation_name(name);
+        match snapshot.table(&name) {
+            Some(t) => drops.push(t.id),
+            None if if_exists => {}
+            None => return Err(SqlError::new("42P01", format!("table \"{name}\" does not exist"))),
+        }
+    }
+    if !drops.is_empty() {
+        // The rows stay behind as unreachable keys under the old storage id; reclaiming
+        // them is left to garbage collection.
+        catalog.commit(SchemaChange {
+            base_version: snapshot.version,
+            upserts: vec![],
+            drops,
+        })?;
+    }
+    Ok(command("DROP TABLE"))
+}
+
+fn drop_indexes(session: &Session, names: &[ObjectName], if_exists: bool) -> Result<QueryResult, SqlError> {
+    let catalog = session.engine.catalog.clone();
+    let snapshot = catalog.snapshot();
+    let mut upserts: Vec<TableDef> = Vec::new();
+    for name in names {
+        let name = relation_name(name);
+        let Some(table) = snapshot.table_of_index(&name) else {
+            if if_exists {
+                continue;
+            }
+            return Err(SqlError::new("42704", format!("index \"{name}\" does not exist")));
+        };
+        let mut table = upserts
+            .iter()
+            .position(|t| t.id == table.id)
+            .map(|i| upserts.remove(i))
+            .unwrap_or_else(|| (**table).clone());
+        let index = table
+            .indexes
+            .iter()
+            .find(|i| i.name == name)
+            .expect("found by name");
+        if index.primary {
+            return Err(SqlError::new(
+                "2BP01",
+                format!(
+                    "cannot drop index {name} because constraint {name} on table {} requires it",
+                    table.name
+                ),
+            ));
+        }
+        table.indexes.retain(|i| i.name != name);
+        upserts.push(table);
+    }
+    if !upserts.is_empty() {
+        catalog.commit(SchemaChange {
+            base_version: snapshot.version,
+            upserts,
+            drops: vec![],
+        })?;
+    }
+    Ok(command("DROP INDEX"))
+}
+
+fn truncate(session: &Session, names: &[ObjectName]) -> Result<QueryResult, SqlError> {
+    let catalog = session.engine.catalog.clone();
+    let snapshot = catalog.snapshot();
+    let mut upserts = Vec::new();
+    for name in names {
+        let name = relation_name(name);
+        let table = snapshot
+            .table(&name)
+            .ok_or_else(|| SqlError::new("42P01", format!("relation \"{name}\" does not exist")))?;
+        let mut table = (**table).clone();
+        // A fresh key prefix empties the table at once; the old rows become garbage.
+        table.storage_id = catalog.allocate(IdKind::Table, 1)?.start;
+        upserts.push(table);
+    }
+    catalog.commit(SchemaChange {
+        base_version: snapshot.version,
+        upserts,
+        drops: vec![],
+    })?;
+    Ok(command("TRUNCATE TABLE"))
+}
+
+async fn create_index(session: &mut Session, ci: CreateIndex) -> Result<QueryResult, SqlError> {
+    let table_name = relation_name(&ci.table_name);
+    let snapshot = session.engine.catalog.snapshot();
+    let table = snapshot
+        .table(&table_name)
+        .ok_or_else(|| SqlError::new("42P01", format!("relation \"{table_name}\" does not exist")))?;
+    if ci.predicate.is_some() {
+        return Err(SqlError::unsupported("partial indexes"));
+    }
+    let cols = index_column_names(&ci.columns)?;
+    let name = match &ci.name {
+        Some(n) => relation_name(n),
+        None => format!("{table_name}_{}_idx", cols.join("_")),
+    };
+    if snapshot.relation_exists(&name) {
+        if ci.if_not_exists {
+            return Ok(command("CREATE INDEX"));
+        }
+        return Err(SqlError::new("42P07", format!("relation \"{name}\" already exists")));
+    }
+    let ids = column_ids(table, &cols)?;
+    build_index(session, &table_name, name, ids, ci.unique, false).await?;
+    Ok(command("CREATE INDEX"))
+}
+
+async fn add_constraint(
+    session: &mut Session,
+    table_name: &str,
+    constraint: TableConstraint,
+) -> Result<QueryResult, SqlError> {
+    let snapshot = session.engine.catalog.snapshot();
+    let table = snapshot
+        .table(table_name)
+        .ok_or_else(|| SqlError::new("42P01", format!("relation \"{table_name}\" does not exist")))?;
+    let (name, cols, primary) = match &constraint {
+        TableConstraint::PrimaryKey(pk) => {
+            if table.primary_key().is_some() {
+                return Err(SqlError::new(
+                    "42P16",
+                    format!("multiple primary keys for table \"{table_name}\" are not allowed"),
+                ));
+            }
+            let cols = index_column_names(&pk.columns)?;
+            let name = pk
+                .name
+                .as_ref()
+                .map(ident_name)
+                .unwrap_or_else(|| format!("{table_name}_pkey"));
+            (name, cols, true)
+        }
+        TableConstraint::Unique(u) => {
+            let cols = index_column_names(&u.columns)?;
+            let name = u
+                .name
+                .as_ref()
+                .map(ident_name)
+                .unwrap_or_else(|| format!("{table_name}_{}_key", cols.join("_")));
+            (name, cols, false)
+        }
+        other => return Err(SqlError::unsupported(format!("constraint {other}"))),
+    };
+    if snapshot.relation_exists(&name) {
+        return Err(SqlError::new("42P07", format!("relation \"{name}\" already exists")));
+    }
+    let ids = column_ids(table, &cols)?;
+    build_index(session, table_name, name, ids, true, primary).await?;
+    Ok(command("ALTER TABLE"))
+}
+
+/// Adds an index (or a non-clustered primary key) to a table that may hold rows.
+async fn build_index(
+    session: &mut Session,
+    table_name: &str,
+    name: String,
+    columns: Vec<u32>,
+    unique: bool,
+    primary: bool,
+) -> Result<(), SqlError> {
+    let catalog = session.engine.catalog.clone();
+    let snapshot = catalog.snapshot();
+    let mut table = (**snapshot.table(table_name).expect("checked by caller")).clone();
+    let index = IndexDef {
+        id: table.next_index_id,
+        name: name.clone(),
+        columns: columns.clone(),
+        unique,
+        primary,
+        clustered: false,
+        state: IndexState::WriteOnly,
+    };
+    table.next_index_id += 1;
+    table.indexes.push(index.clone());
+    let write_only = catalog.commit(SchemaChange {
+        base_version: snapshot.version,
+        upserts: vec![table.clone()],
+        drops: vec![],
+    })?;
+    let result = backfill(session, &table, &index, primary).await;
+    // Publish, or take the index away again; either way from the newest catalog.
+    let current = catalog.snapshot();
+    let Some(latest) = current.tables.values().find(|t| t.id == table.id) else {
+        return result;
+    };
+    let mut latest = (**latest).clone();
+    match &result {
+        Ok(()) => {
+            for i in &mut latest.indexes {
+                if i.id == index.id {
+                    i.state = IndexState::Public;
+                }
+            }
+            if primary {
+                for c in &mut latest.columns {
+                    if columns.contains(&c.id) {
+                        c.nullable = false;
+                    }
+                }
+            }
+        }
+        Err(_) => latest.indexes.retain(|i| i.id != index.id),
+    }
+    let _ = write_only;
+    catalog.commit(SchemaChange {
+        base_version: current.version,
+        upserts: vec![latest],
+        drops: vec![],
+    })?;
+    result
+}
+
+/// Writes the index entries of every existing row. Runs after every transaction older
+/// than the write-only index has finished, so every row it cannot see maintains the index
+/// itself; each row is locked while its entry is written so no writer slips in between.
+async fn backfill(session: &Session, table: &TableDef, index: &IndexDef, not_null: bool) -> Result<(), SqlError> {
+    let engine = session.engine.clone();
+    let since = engine.tso.get_ts().await.map_err(|e| SqlError::internal(e.to_string()))?;
+    let own = session.open.as_ref().map(|o| o.txn.start_ts());
+    engine.wait_for_transactions_before(since, own, DRAIN_TIMEOUT).await?;
+    let prefix = record_prefix(table.storage_id);
+    let end = prefix_end(&prefix);
+    let mut cursor = prefix.clone();
+    loop {
+        let mut txn = Transaction::begin(engine.kv.clone(), engine.tso.clone(), engine.txn_options.clone()).await?;
+        let read_ts = txn.fresh_ts().await?;
+        txn.set_for_update_ts(read_ts);
+        let rows = txn.view(read_ts).scan(&cursor, &end, BACKFILL_CHUNK_ROWS).await?;
+        let Some((last, _)) = rows.last() else {
+            txn.rollback().await?;
+            return Ok(());
+        };
+        cursor = last.clone();
+        cursor.push(0);
+        let keys: Vec<(Vec<u8>, bool)> = rows.iter().map(|(k, _)| (k.clone(), false)).collect();
+        let latest = txn.lock_keys(keys, true).await?;
+        let mut claims = Vec::new();
+        let mut entries = Vec::new();
+        for ((key, _), value) in rows.iter().zip(latest) {
+            let Some(value) = value else { continue };
+            let row = decode_row_value(table, &value)?;
+            let handle = handle_of_key(table, key)?.to_vec();
+            if not_null {
+                for id in &index.columns {
+                    let pos = table.column_position(*id).expect("index column");
+                    if row[pos].is_null() {
+                        let _ = txn.rollback().await;
+                        return Err(SqlError::new(
+                            "23502",
+                            format!(
+                                "column \"{}\" of relation \"{}\" contains null values",
+                                table.columns[pos].name, table.name
+                            ),
+                        ));
+                    }
+                }
+            }
+            let (ikey, ivalue, unique) = index_entry(table, index, &row, &handle);
+            if unique {
+                claims.push((ikey.clone(), false));
+            }
+            entries.push((ikey, ivalue, unique, handle));
+        }
+        // A unique entry may already exist for the same row (written by a transaction
+        // that maintained the write-only index); any other holder is a duplicate.
+        let existing = txn.lock_keys(claims, true).await?;
+        let mut existing = existing.into_iter();
+        let mut seen = std::collections::HashSet::new();
+        for (ikey, ivalue, unique, handle) in entries {
+            if unique {
+                let current = existing.next().flatten();
+                if current.as_ref().is_some_and(|h| *h != handle) || !seen.insert(ikey.clone()) {
+                    let _ = txn.rollback().await;
+                    return Err(SqlError::new(
+                        "23505",
+                        format!("could not create unique index \"{}\": key is duplicated", index.name),
+                    ));
+                }
+            }
+            txn.put(ikey, ivalue)?;
+        }
+        match txn.commit().await {
+            Ok(_) => {}
+            Err(TxnError::AlreadyExists { .. }) => {
+                return Err(SqlError::new(
+                    "23505",
+                    format!("could not create unique index \"{}\": key is duplicated", index.name),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+

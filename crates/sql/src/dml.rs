@@ -1,0 +1,908 @@
+//! Queries and DML: SELECT/EXPLAIN through DataFusion; INSERT, UPDATE and DELETE by
+//! planning their reads through DataFusion and writing rows, index entries and
+//! pessimistic locks through the session's transaction.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, BinaryArray};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::MemTable;
+use datafusion::scalar::ScalarValue;
+use datafusion::sql::sqlparser::ast::{
+    AssignmentTarget, Delete, Expr, FromTable, Ident, Insert, ObjectName, OnConflictAction,
+    OnInsert, Query, SelectItem, SetExpr, Statement, TableFactor, TableObject, TableWithJoins,
+    Update,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use flotilla_catalog::{Handle, IndexDef, TableDef};
+use flotilla_codec::{Datum, record_prefix};
+use flotilla_txn::TxnError;
+use flotilla_types::Timestamp;
+
+use crate::api::QueryResult;
+use crate::error::{SqlError, datafusion_error};
+use crate::rows::{index_entry, primary_handle, row_id_handle, row_key, row_value};
+use crate::session::Session;
+use crate::table::{HANDLE_COLUMN, table_schema};
+use crate::types::{ColumnBuilder, cast_to_column, datum_at, fit_to_column};
+
+/// Rows written per lock request and per buffered chunk.
+const WRITE_CHUNK_ROWS: usize = 1024;
+
+/// The relation name of an object name, folded as PostgreSQL folds identifiers.
+pub(crate) fn relation_name(name: &ObjectName) -> String {
+    match name.0.last().and_then(|p| p.as_ident()) {
+        Some(ident) => ident_name(ident),
+        None => name.to_string(),
+    }
+}
+
+/// An identifier's name: unquoted identifiers fold to lower case.
+pub(crate) fn ident_name(ident: &Ident) -> String {
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_lowercase()
+    }
+}
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn no_such_table(name: &str) -> SqlError {
+    SqlError::new("42P01", format!("relation \"{name}\" does not exist"))
+}
+
+fn parse_one(sql: &str) -> Result<Statement, SqlError> {
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+        .map_err(|e| SqlError::internal(format!("re-parse of {sql}: {e}")))?;
+    statements
+        .pop()
+        .ok_or_else(|| SqlError::internal("empty internal statement"))
+}
+
+/// PostgreSQL names the single column of a function in FROM after its alias
+/// (`generate_series(1, 3) AS x` has column `x`); DataFusion needs that said explicitly.
+fn alias_function_columns(query: &mut Query) {
+    fn factor(f: &mut TableFactor) {
+        match f {
+            TableFactor::Table {
+                args: Some(_),
+                alias: Some(alias),
+                ..
+            } if alias.columns.is_empty() => {
+                alias
+                    .columns
+                    .push(datafusion::sql::sqlparser::ast::TableAliasColumnDef::from_name(
+                        alias.name.value.clone(),
+                    ));
+            }
+            TableFactor::Function { alias: Some(alias), .. } if alias.columns.is_empty() => {
+                alias
+                    .columns
+                    .push(datafusion::sql::sqlparser::ast::TableAliasColumnDef::from_name(
+                        alias.name.value.clone(),
+                    ));
+            }
+            TableFactor::Derived { subquery, .. } => alias_function_columns(subquery),
+            TableFactor::NestedJoin {
+                table_with_joins, ..
+            } => tables(std::slice::from_mut(table_with_joins)),
+            _ => {}
+        }
+    }
+    fn tables(from: &mut [TableWithJoins]) {
+        for t in from {
+            factor(&mut t.relation);
+            for j in &mut t.joins {
+                factor(&mut j.relation);
+            }
+        }
+    }
+    fn set_expr(s: &mut SetExpr) {
+        match s {
+            SetExpr::Select(select) => tables(&mut select.from),
+            SetExpr::Query(q) => alias_function_columns(q),
+            SetExpr::SetOperation { left, right, .. } => {
+                set_expr(left);
+                set_expr(right);
+            }
+            _ => {}
+        }
+    }
+    if let Some(with) = &mut query.with {
+        for cte in &mut with.cte_tables {
+            alias_function_columns(&mut cte.query);
+        }
+    }
+    set_expr(&mut query.body);
+}
+
+fn prepare_query_statement(statement: &Statement) -> Statement {
+    let mut statement = statement.clone();
+    match &mut statement {
+        Statement::Query(q) => alias_function_columns(q),
+        Statement::Explain { statement: inner, .. } => {
+            if let Statement::Query(q) = inner.as_mut() {
+                alias_function_columns(q);
+            }
+        }
+        _ => {}
+    }
+    statement
+}
+
+fn rows_tag(verb: &str, n: usize) -> String {
+    match verb {
+        "INSERT" => format!("INSERT 0 {n}"),
+        _ => format!("{verb} {n}"),
+    }
+}
+
+/// Parameter types and result schema of a statement, for the extended protocol.
+pub(crate) async fn describe(
+    session: &Session,
+    statement: &Statement,
+) -> Result<(HashMap<String, DataType>, Option<SchemaRef>), SqlError> {
+    let ts = Timestamp::MAX;
+    let collect_types = |plan: &datafusion::logical_expr::LogicalPlan| -> HashMap<String, DataType> {
+        plan.get_parameter_types()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|t| (k, t)))
+            .collect()
+    };
+    match statement {
+        Statement::Query(_) | Statement::Explain { .. } => {
+            let ctx = session.context(ts, None, HashMap::new());
+            let plan = ctx.plan(prepare_query_statement(statement)).await?;
+            let schema = plan.schema().inner().clone();
+            Ok((collect_types(&plan), Some(schema)))
+        }
+        Statement::Insert(insert) => {
+            let table = target_table(session, &insert_table_name(insert)?)?;
+            let targets = insert_targets(&table, insert)?;
+            let mut types = HashMap::new();
+            if let Some(source) = &insert.source {
+                if let SetExpr::Values(values) = source.body.as_ref() {
+                    for row in &values.rows {
+                        for (expr, &col) in row.iter().zip(&targets) {
+                            if let Expr::Value(v) = expr
+                                && let datafusion::sql::sqlparser::ast::Value::Placeholder(p) = &v.value
+                            {
+                                types.insert(p.clone(), crate::types::arrow_type(&table.columns[col].ty));
+                            }
+                        }
+                    }
+                }
+                let ctx = session.context(ts, None, HashMap::new());
+                if let Ok(plan) = ctx.plan(Statement::Query(source.clone())).await {
+                    for (k, v) in collect_types(&plan) {
+                        types.entry(k).or_insert(v);
+                    }
+                }
+            }
+            let schema = returning_schema(session, &table, insert.returning.as_deref()).await?;
+            Ok((types, schema))
+        }
+        Statement::Update(update) => {
+            let (table, alias) = update_target(session, &update.table)?;
+            let select = update_select(&table, alias.as_deref(), update)?;
+            let ctx = session.context(ts, Some(table.name.clone()), HashMap::new());
+            let plan = ctx.plan(select).await?;
+            let schema = returning_schema(session, &table, update.returning.as_deref()).await?;
+            Ok((collect_types(&plan), schema))
+        }
+        Statement::Delete(delete) => {
+            let (table, alias) = delete_target(session, delete)?;
+            let select = delete_select(&table, alias.as_deref(), delete.selection.as_ref())?;
+            let ctx = session.context(ts, Some(table.name.clone()), HashMap::new());
+            let plan = ctx.plan(select).await?;
+            let schema = returning_schema(session, &table, delete.returning.as_deref()).await?;
+            Ok((collect_types(&plan), schema))
+        }
+        _ => Ok((HashMap::new(), None)),
+    }
+}
+
+/// Executes a query or DML statement at `read_ts` in the session's open transaction.
+pub(crate) async fn execute(
+    session: &mut Session,
+    statement: &Statement,
+    read_ts: Timestamp,
+) -> Result<QueryResult, SqlError> {
+    match statement {
+        Statement::Query(_) | Statement::Explain { .. } => {
+            let ctx = session.context(read_ts, None, HashMap::new());
+            let plan = ctx.plan(prepare_query_statement(statement)).await?;
+            let schema = plan.schema().inner().clone();
+            let batches = ctx.run(plan, session.engine.config.rows_per_query_max).await?;
+            let n: usize = batches.iter().map(|b| b.num_rows()).sum();
+            let tag = if matches!(statement, Statement::Explain { .. }) {
+                "EXPLAIN".to_string()
+            } else {
+                format!("SELECT {n}")
+            };
+            Ok(QueryResult::Rows {
+                schema,
+                batches,
+                tag,
+            })
+        }
+        Statement::Insert(insert) => execute_insert(session, insert, read_ts).await,
+        Statement::Update(update) => execute_update(session, update, read_ts).await,
+        Statement::Delete(delete) => execute_delete(session, delete, read_ts).await,
+        other => Err(SqlError::unsupported(format!(
+            "statement \"{}\"",
+            other.to_string().split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+        ))),
+    }
+}
+
+pub(crate) fn target_table(session: &Session, name: &str) -> Result<Arc<TableDef>, SqlError> {
+    session
+        .engine
+        .catalog
+        .snapshot()
+        .table(name)
+        .cloned()
+        .ok_or_else(|| no_such_table(name))
+}
+
+fn insert_table_name(insert: &Insert) -> Result<String, SqlError> {
+    match &insert.table {
+        TableObject::TableName(name) => Ok(relation_name(name)),
+        _ => Err(SqlError::unsupported("INSERT INTO a table function")),
+    }
+}
+
+/// Positions (in table column order) of the INSERT's target columns.
+fn insert_targets(table: &TableDef, insert: &Insert) -> Result<Vec<usize>, SqlError> {
+    if insert.columns.is_empty() {
+        return Ok((0..table.columns.len()).collect());
+    }
+    let mut targets = Vec::with_capacity(insert.columns.len());
+    for column in &insert.columns {
+        let name = relation_name(column);
+        let pos = table
+            .columns
+            .iter()
+            .position(|c| c.name == name)
+            .ok_or_else(|| {
+                SqlError::new(
+                    "42703",
+                    format!("column \"{name}\" of relation \"{}\" does not exist", table.name),
+                )
+            })?;
+        if targets.contains(&pos) {
+            return Err(SqlError::new(
+                "42701",
+                format!("column \"{name}\" specified more than once"),
+            ));
+        }
+        targets.push(pos);
+    }
+    Ok(targets)
+}
+
+fn default_expr(table: &TableDef, pos: usize) -> Result<Expr, SqlError> {
+    let sql = table.columns[pos].default.as_deref().unwrap_or("NULL");
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| SqlError::internal(format!("stored default {sql}: {e}")))
+}
+
+fn is_default_keyword(e: &Expr) -> bool {
+    matches!(e, Expr::Identifier(i) if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"))
+}
+
+/// Evaluates the default of column `pos` for `n` rows.
+async fn default_array(
+    session: &Session,
+    table: &TableDef,
+    pos: usize,
+    n: usize,
+    read_ts: Timestamp,
+) -> Result<ArrayRef, SqlError> {
+    let column = &table.columns[pos];
+    let array = match &column.default {
+        None => ScalarValue::Null.to_array_of_size(n).map_err(datafusion_error)?,
+        Some(sql) => {
+            let ctx = session.context(read_ts, None, HashMap::new());
+            let plan = ctx.plan(parse_one(&format!("SELECT {sql}"))?).await?;
+            let batches = ctx.run(plan, 1).await?;
+            let value = batches
+                .first()
+                .map(|b| ScalarValue::try_from_array(b.column(0), 0))
+                .transpose()
+                .map_err(datafusion_error)?
+                .unwrap_or(ScalarValue::Null);
+            value.to_array_of_size(n).map_err(datafusion_error)?
+        }
+    };
+    cast_to_column(&array, &column.ty, &column.name)
+}
+
+/// Turns arrays in table column order into checked rows.
+fn arrays_to_rows(table: &TableDef, columns: &[ArrayRef], n: usize) -> Result<Vec<Vec<Datum>>, SqlError> {
+    let mut rows = Vec::with_capacity(n);
+    for r in 0..n {
+        let mut row = Vec::with_capacity(columns.len());
+        for (c, array) in columns.iter().enumerate() {
+            let def = &table.columns[c];
+            let datum = fit_to_column(datum_at(array, r, &def.ty), &def.ty)?;
+            if datum.is_null() && !def.nullable {
+                return Err(SqlError::new(
+                    "23502",
+                    format!(
+                        "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
+                        def.name, table.name
+                    ),
+                ));
+            }
+            row.push(datum);
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+fn rows_to_batch(table: &TableDef, rows: &[Vec<Datum>]) -> Result<RecordBatch, SqlError> {
+    let schema = table_schema(table, false);
+    let columns: Vec<ArrayRef> = table
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut b = ColumnBuilder::new(&c.ty, rows.len());
+            for row in rows {
+                b.push(&row[i]);
+            }
+            b.finish()
+        })
+        .collect();
+    RecordBatch::try_new(schema, columns).map_err(|e| SqlError::internal(e.to_string()))
+}
+
+fn datum_text(d: &Datum) -> String {
+    match d {
+        Datum::Null => "null".into(),
+        Datum::Bool(b) => if *b { "t" } else { "f" }.into(),
+        Datum::Int(v) => v.to_string(),
+        Datum::Float(v) => v.to_string(),
+        Datum::Decimal(v) => v.to_string(),
+        Datum::Bytes(b) => format!("\\x{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+        Datum::String(s) => s.clone(),
+        Datum::Date(v) => v.to_string(),
+        Datum::Timestamp(v) => v.to_string(),
+    }
+}
+
+/// A unique violation for `key`, naming the constraint and the duplicate values.
+fn unique_violation(table: &TableDef, key: &[u8], row: Option<&[Datum]>) -> SqlError {
+    let index: Option<&IndexDef> = if key.starts_with(&record_prefix(table.storage_id)) {
+        table.primary_key()
+    } else {
+        flotilla_codec::decode_index_key(key, 0)
+            .ok()
+            .and_then(|(_, id, _, _)| table.indexes.iter().find(|i| i.id == id))
+    };
+    let name = index.map(|i| i.name.clone()).unwrap_or_else(|| format!("{}_pkey", table.name));
+    let mut err = SqlError::new(
+        "23505",
+        format!("duplicate key value violates unique constraint \"{name}\""),
+    );
+    if let (Some(index), Some(row)) = (index, row) {
+        let cols: Vec<String> = index
+            .columns
+            .iter()
+            .filter_map(|id| table.column_by_id(*id).map(|c| c.name.clone()))
+            .collect();
+        let vals: Vec<String> = crate::rows::index_values(table, index, row)
+            .iter()
+            .map(datum_text)
+            .collect();
+        err = err.with_hint(format!("Key ({})=({}) already exists.", cols.join(", "), vals.join(", ")));
+    }
+    err
+}
+
+/// Keys an inserted row claims: (key, must not exist). Returns also whether the row
+/// collides with a row this transaction already wrote.
+fn claimed_keys(
+    session: &Session,
+    table: &TableDef,
+    row: &[Datum],
+    handle: &[u8],
+    fresh_handle: bool,
+) -> Result<Vec<(Vec<u8>, bool)>, Vec<u8>> {
+    let txn = &session.open.as_ref().expect("open transaction").txn;
+    let mut keys = Vec::new();
+    let mut claim = |key: Vec<u8>| -> Result<(), Vec<u8>> {
+        match txn.buffered(&key) {
+            Some(Some(_)) => Err(key),
+            Some(None) => {
+                keys.push((key, false));
+                Ok(())
+            }
+            None => {
+                keys.push((key, true));
+                Ok(())
+            }
+        }
+    };
+    if !fresh_handle {
+        claim(row_key(table, handle))?;
+    }
+    for index in table.stored_indexes() {
+        let (key, _, unique) = index_entry(table, index, row, handle);
+        if unique {
+            claim(key)?;
+        }
+    }
+    Ok(keys)
+}
+
+fn put_row(session: &mut Session, table: &TableDef, row: &[Datum], handle: &[u8]) -> Result<(), SqlError> {
+    let txn = &mut session.open.as_mut().expect("open transaction").txn;
+    txn.put(row_key(table, handle), row_value(table, row))?;
+    for index in table.stored_indexes() {
+        let (key, value, _) = index_entry(table, index, row, handle);
+        txn.put(key, value)?;
+    }
+    Ok(())
+}
+
+/// Inserts checked rows; returns those inserted (ON CONFLICT DO NOTHING skips some).
+async fn insert_rows(
+    session: &mut Session,
+    table: &TableDef,
+    rows: Vec<Vec<Datum>>,
+    do_nothing: bool,
+) -> Result<Vec<Vec<Datum>>, SqlError> {
+    let mut inserted = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(WRITE_CHUNK_ROWS) {
+        let handles: Vec<(Vec<u8>, bool)> = match table.handle {
+            Handle::RowId => {
+                let ids = session
+                    .engine
+                    .catalog
+                    .allocate(flotilla_catalog::IdKind::RowId(table.id), chunk.len() as u64)?;
+                ids.map(|id| (row_id_handle(id), true)).collect()
+            }
+            Handle::PrimaryKey(_) => chunk
+                .iter()
+                .map(|row| (primary_handle(table, row).expect("pk table"), false))
+                .collect(),
+        };
+        let mut claims = Vec::new();
+        let mut ok_rows = Vec::with_capacity(chunk.len());
+        let mut seen: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+        for (row, (handle, fresh)) in chunk.iter().zip(&handles) {
+            match claimed_keys(session, table, row, handle, *fresh) {
+                Ok(keys) => {
+                    // Two rows of this very statement claiming one key collide too.
+                    if let Some((dup, _)) = keys.iter().find(|(k, _)| seen.contains(k)) {
+                        if do_nothing {
+                            continue;
+                        }
+                        return Err(unique_violation(table, dup, Some(row)));
+                    }
+                    seen.extend(keys.iter().map(|(k, _)| k.clone()));
+                    claims.push(keys);
+                    ok_rows.push((row, handle));
+                }
+                Err(key) if do_nothing => {
+                    let _ = key;
+                }
+                Err(key) => return Err(unique_violation(table, &key, Some(row))),
+            }
+        }
+        let all: Vec<(Vec<u8>, bool)> = claims.iter().flatten().cloned().collect();
+        let txn = &mut session.open.as_mut().expect("open transaction").txn;
+        match txn.lock_keys(all, false).await {
+            Ok(_) => {
+                for (row, handle) in ok_rows {
+                    put_row(session, table, row, handle)?;
+                    inserted.push(row.clone());
+                }
+            }
+            Err(TxnError::AlreadyExists { key }) => {
+                if !do_nothing {
+                    let row = ok_rows
+                        .iter()
+                        .zip(&claims)
+                        .find(|(_, keys)| keys.iter().any(|(k, _)| *k == key))
+                        .map(|((row, _), _)| row.as_slice());
+                    return Err(unique_violation(table, &key, row));
+                }
+                // Row by row, so only the conflicting rows are skipped.
+                for ((row, handle), keys) in ok_rows.into_iter().zip(claims) {
+                    let txn = &mut session.open.as_mut().expect("open transaction").txn;
+                    match txn.lock_keys(keys, false).await {
+                        Ok(_) => {
+                            put_row(session, table, row, handle)?;
+                            inserted.push(row.clone());
+                        }
+                        Err(TxnError::AlreadyExists { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(inserted)
+}
+
+async fn execute_insert(
+    session: &mut Session,
+    insert: &Insert,
+    read_ts: Timestamp,
+) -> Result<QueryResult, SqlError> {
+    let table = target_table(session, &insert_table_name(insert)?)?;
+    let targets = insert_targets(&table, insert)?;
+    let do_nothing = match &insert.on {
+        None => false,
+        Some(OnInsert::OnConflict(c)) => match c.action {
+            OnConflictAction::DoNothing => true,
+            OnConflictAction::DoUpdate(_) => {
+                return Err(SqlError::unsupported("ON CONFLICT DO UPDATE"));
+            }
+        },
+        Some(_) => return Err(SqlError::unsupported("this ON clause of INSERT")),
+    };
+    let batches: Vec<RecordBatch> = match &insert.source {
+        None => {
+            // DEFAULT VALUES: one row of defaults.
+            let mut columns = Vec::with_capacity(table.columns.len());
+            for pos in 0..table.columns.len() {
+                columns.push(default_array(session, &table, pos, 1, read_ts).await?);
+            }
+            let rows = arrays_to_rows(&table, &columns, 1)?;
+            let inserted = insert_rows(session, &table, rows, do_nothing).await?;
+            return finish_dml(session, &table, "INSERT", inserted, insert.returning.as_deref(), read_ts).await;
+        }
+        Some(source) => {
+            let mut source = source.clone();
+            if let SetExpr::Values(values) = source.body.as_mut() {
+                for row in &mut values.rows {
+                    if row.len() > targets.len() {
+                        return Err(SqlError::new("42601", "INSERT has more expressions than target columns"));
+                    }
+                    for (expr, &pos) in row.iter_mut().zip(&targets) {
+                        if is_default_keyword(expr) {
+                            *expr = default_expr(&table, pos)?;
+                        }
+                    }
+                }
+            }
+            alias_function_columns(&mut source);
+            let ctx = session.context(read_ts, None, HashMap::new());
+            let plan = ctx.plan(Statement::Query(source)).await?;
+            ctx.run(plan, session.engine.config.rows_per_query_max).await?
+        }
+    };
+    let mut all_rows = Vec::new();
+    for batch in &batches {
+        if batch.num_columns() > targets.len() {
+            return Err(SqlError::new("42601", "INSERT has more expressions than target columns"));
+        }
+        let n = batch.num_rows();
+        let mut columns: Vec<Option<ArrayRef>> = vec![None; table.columns.len()];
+        for (j, &pos) in targets.iter().enumerate().take(batch.num_columns()) {
+            let def = &table.columns[pos];
+            columns[pos] = Some(cast_to_column(batch.column(j), &def.ty, &def.name)?);
+        }
+        let mut full = Vec::with_capacity(table.columns.len());
+        for (pos, c) in columns.into_iter().enumerate() {
+            full.push(match c {
+                Some(a) => a,
+                None => default_array(session, &table, pos, n, read_ts).await?,
+            });
+        }
+        all_rows.extend(arrays_to_rows(&table, &full, n)?);
+    }
+    let inserted = insert_rows(session, &table, all_rows, do_nothing).await?;
+    finish_dml(session, &table, "INSERT", inserted, insert.returning.as_deref(), read_ts).await
+}
+
+/// The command result of a DML statement: its tag, or its RETURNING rows.
+async fn finish_dml(
+    session: &Session,
+    table: &TableDef,
+    verb: &str,
+    rows: Vec<Vec<Datum>>,
+    returning: Option<&[SelectItem]>,
+    read_ts: Timestamp,
+) -> Result<QueryResult, SqlError> {
+    let tag = rows_tag(verb, rows.len());
+    let Some(items) = returning else {
+        return Ok(QueryResult::Command { tag });
+    };
+    let batch = rows_to_batch(table, &rows)?;
+    let mem = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(datafusion_error)?;
+    let mut overrides: HashMap<String, Arc<dyn TableProvider>> = HashMap::new();
+    overrides.insert(table.name.clone(), Arc::new(mem));
+    let ctx = session.context(read_ts, None, overrides);
+    let sql = format!(
+        "SELECT {} FROM {}",
+        items.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", "),
+        quote(&table.name)
+    );
+    let plan = ctx.plan(parse_one(&sql)?).await?;
+    let schema = plan.schema().inner().clone();
+    let batches = ctx.run(plan, usize::MAX).await?;
+    Ok(QueryResult::Rows { schema, batches, tag })
+}
+
+async fn returning_schema(
+    session: &Session,
+    table: &TableDef,
+    returning: Option<&[SelectItem]>,
+) -> Result<Option<SchemaRef>, SqlError> {
+    let Some(items) = returning else {
+        return Ok(None);
+    };
+    let ctx = session.context(Timestamp::MAX, None, HashMap::new());
+    let sql = format!(
+        "SELECT {} FROM {}",
+        items.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", "),
+        quote(&table.name)
+    );
+    let plan = ctx.plan(parse_one(&sql)?).await?;
+    Ok(Some(plan.schema().inner().clone()))
+}
+
+fn update_target(session: &Session, target: &TableWithJoins) -> Result<(Arc<TableDef>, Option<String>), SqlError> {
+    if !target.joins.is_empty() {
+        return Err(SqlError::unsupported("UPDATE with joins"));
+    }
+    match &target.relation {
+        TableFactor::Table { name, alias, .. } => Ok((
+            target_table(session, &relation_name(name))?,
+            alias.as_ref().map(|a| ident_name(&a.name)),
+        )),
+        _ => Err(SqlError::unsupported("UPDATE of this relation")),
+    }
+}
+
+fn select_of_row(table: &TableDef, alias: Option<&str>, extra: &[String], selection: Option<&Expr>) -> Result<Statement, SqlError> {
+    let qualifier = quote(alias.unwrap_or(&table.name));
+    let mut items: Vec<String> = table
+        .columns
+        .iter()
+        .map(|c| format!("{qualifier}.{}", quote(&c.name)))
+        .collect();
+    items.push(format!("{qualifier}.{}", quote(HANDLE_COLUMN)));
+    items.extend(extra.iter().map(|e| format!("({e})")));
+    let mut sql = format!("SELECT {} FROM {}", items.join(", "), quote(&table.name));
+    if let Some(alias) = alias {
+        sql.push_str(&format!(" AS {}", quote(alias)));
+    }
+    if let Some(selection) = selection {
+        sql.push_str(&format!(" WHERE {selection}"));
+    }
+    parse_one(&sql)
+}
+
+/// The positions of the assigned columns, checked.
+fn assignment_targets(table: &TableDef, update: &Update) -> Result<Vec<usize>, SqlError> {
+    let mut targets = Vec::new();
+    for a in &update.assignments {
+        let AssignmentTarget::ColumnName(name) = &a.target else {
+            return Err(SqlError::unsupported("assignment to a tuple of columns"));
+        };
+        let col = relation_name(name);
+        let pos = table.columns.iter().position(|c| c.name == col).ok_or_else(|| {
+            SqlError::new(
+                "42703",
+                format!("column \"{col}\" of relation \"{}\" does not exist", table.name),
+            )
+        })?;
+        if targets.contains(&pos) {
+            return Err(SqlError::new("42601", format!("multiple assignments to same column \"{col}\"")));
+        }
+        targets.push(pos);
+    }
+    Ok(targets)
+}
+
+fn update_select(table: &TableDef, alias: Option<&str>, update: &Update) -> Result<Statement, SqlError> {
+    if update.from.is_some() {
+        return Err(SqlError::unsupported("UPDATE ... FROM"));
+    }
+    assignment_targets(table, update)?;
+    let extra: Vec<String> = update
+        .assignments
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            if is_default_keyword(&a.value) {
+                format!("NULL AS __flotilla_default_{i}")
+            } else {
+                a.value.to_string()
+            }
+        })
+        .collect();
+    select_of_row(table, alias, &extra, update.selection.as_ref())
+}
+
+/// Old rows (with handles) read by a DML statement's internal SELECT.
+async fn read_target_rows(
+    session: &Session,
+    table: &TableDef,
+    select: Statement,
+    read_ts: Timestamp,
+) -> Result<Vec<RecordBatch>, SqlError> {
+    let ctx = session.context(read_ts, Some(table.name.clone()), HashMap::new());
+    let plan = ctx.plan(select).await?;
+    ctx.run(plan, session.engine.config.rows_per_query_max).await
+}
+
+fn old_row(table: &TableDef, batch: &RecordBatch, r: usize) -> (Vec<Datum>, Vec<u8>) {
+    let row: Vec<Datum> = table
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| datum_at(batch.column(i), r, &c.ty))
+        .collect();
+    let handles = batch
+        .column(table.columns.len())
+        .as_any()
+        .downcast_ref::<BinaryArray>()
+        .expect("handle column is binary");
+    (row, handles.value(r).to_vec())
+}
+
+async fn execute_update(
+    session: &mut Session,
+    update: &Update,
+    read_ts: Timestamp,
+) -> Result<QueryResult, SqlError> {
+    let (table, alias) = update_target(session, &update.table)?;
+    let targets = assignment_targets(&table, update)?;
+    let select = update_select(&table, alias.as_deref(), update)?;
+    let batches = read_target_rows(session, &table, select, read_ts).await?;
+    let ncols = table.columns.len();
+    let mut changes: Vec<(Vec<Datum>, Vec<u8>, Vec<Datum>, Vec<u8>)> = Vec::new();
+    for batch in &batches {
+        let n = batch.num_rows();
+        let mut new_values: Vec<ArrayRef> = Vec::with_capacity(targets.len());
+        for (j, &pos) in targets.iter().enumerate() {
+            let def = &table.columns[pos];
+            let source = if is_default_keyword(&update.assignments[j].value) {
+                default_array(session, &table, pos, n, read_ts).await?
+            } else {
+                batch.column(ncols + 1 + j).clone()
+            };
+            new_values.push(cast_to_column(&source, &def.ty, &def.name)?);
+        }
+        for r in 0..n {
+            let (old, handle) = old_row(&table, batch, r);
+            let mut new = old.clone();
+            for (j, &pos) in targets.iter().enumerate() {
+                let def = &table.columns[pos];
+                let d = fit_to_column(datum_at(&new_values[j], r, &def.ty), &def.ty)?;
+                if d.is_null() && !def.nullable {
+                    return Err(SqlError::new(
+                        "23502",
+                        format!(
+                            "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
+                            def.name, table.name
+                        ),
+                    ));
+                }
+                new[pos] = d;
+            }
+            let new_handle = primary_handle(&table, &new).unwrap_or_else(|| handle.clone());
+            changes.push((old, handle, new, new_handle));
+        }
+    }
+    // Lock every changed row first (the statement re-runs if any changed after read_ts),
+    // then the unique keys the new versions claim.
+    let mut locks: Vec<(Vec<u8>, bool)> = Vec::new();
+    for (old, handle, new, new_handle) in &changes {
+        locks.push((row_key(&table, handle), false));
+        if new_handle != handle {
+            let key = row_key(&table, new_handle);
+            let exists = matches!(session.open.as_ref().expect("open").txn.buffered(&key), Some(Some(_)));
+            if exists {
+                return Err(unique_violation(&table, &key, Some(new)));
+            }
+            locks.push((key, true));
+        }
+        for index in table.stored_indexes() {
+            let (old_key, _, _) = index_entry(&table, index, old, handle);
+            let (new_key, _, unique) = index_entry(&table, index, new, new_handle);
+            if unique && new_key != old_key {
+                locks.push((new_key, !matches!(session.open.as_ref().expect("open").txn.buffered(&index_entry(&table, index, new, new_handle).0), Some(None))));
+            }
+        }
+    }
+    for chunk in locks.chunks(WRITE_CHUNK_ROWS) {
+        let txn = &mut session.open.as_mut().expect("open transaction").txn;
+        if let Err(e) = txn.lock_keys(chunk.to_vec(), false).await {
+            return Err(match e {
+                TxnError::AlreadyExists { key } => unique_violation(&table, &key, None),
+                other => other.into(),
+            });
+        }
+    }
+    let txn = &mut session.open.as_mut().expect("open transaction").txn;
+    let mut returned = Vec::with_capacity(changes.len());
+    for (old, handle, new, new_handle) in changes {
+        if new_handle != handle {
+            txn.delete(row_key(&table, &handle))?;
+        }
+        txn.put(row_key(&table, &new_handle), row_value(&table, &new))?;
+        for index in table.stored_indexes() {
+            let (old_key, _, _) = index_entry(&table, index, &old, &handle);
+            let (new_key, new_value, _) = index_entry(&table, index, &new, &new_handle);
+            if old_key != new_key {
+                txn.delete(old_key)?;
+                txn.put(new_key, new_value)?;
+            } else if new_handle != handle {
+                txn.put(new_key, new_value)?;
+            }
+        }
+        returned.push(new);
+    }
+    finish_dml(session, &table, "UPDATE", returned, update.returning.as_deref(), read_ts).await
+}
+
+fn delete_target(session: &Session, delete: &Delete) -> Result<(Arc<TableDef>, Option<String>), SqlError> {
+    if delete.using.is_some() {
+        return Err(SqlError::unsupported("DELETE ... USING"));
+    }
+    let from = match &delete.from {
+        FromTable::WithFromKeyword(f) | FromTable::WithoutKeyword(f) => f,
+    };
+    match from.as_slice() {
+        [t] => update_target(session, t),
+        _ => Err(SqlError::unsupported("DELETE from several tables")),
+    }
+}
+
+fn delete_select(table: &TableDef, alias: Option<&str>, selection: Option<&Expr>) -> Result<Statement, SqlError> {
+    select_of_row(table, alias, &[], selection)
+}
+
+async fn execute_delete(
+    session: &mut Session,
+    delete: &Delete,
+    read_ts: Timestamp,
+) -> Result<QueryResult, SqlError> {
+    let (table, alias) = delete_target(session, delete)?;
+    let select = delete_select(&table, alias.as_deref(), delete.selection.as_ref())?;
+    let batches = read_target_rows(session, &table, select, read_ts).await?;
+    let mut victims = Vec::new();
+    for batch in &batches {
+        for r in 0..batch.num_rows() {
+            victims.push(old_row(&table, batch, r));
+        }
+    }
+    let keys: Vec<(Vec<u8>, bool)> = victims.iter().map(|(_, h)| (row_key(&table, h), false)).collect();
+    for chunk in keys.chunks(WRITE_CHUNK_ROWS) {
+        let txn = &mut session.open.as_mut().expect("open transaction").txn;
+        txn.lock_keys(chunk.to_vec(), false).await?;
+    }
+    let txn = &mut session.open.as_mut().expect("open transaction").txn;
+    let mut returned = Vec::with_capacity(victims.len());
+    for (row, handle) in victims {
+        txn.delete(row_key(&table, &handle))?;
+        for index in table.stored_indexes() {
+            let (key, _, _) = index_entry(&table, index, &row, &handle);
+            txn.delete(key)?;
+        }
+        returned.push(row);
+    }
+    finish_dml(session, &table, "DELETE", returned, delete.returning.as_deref(), read_ts).await
+}
+

@@ -1,0 +1,213 @@
+//! Errors for the client, with their SQLSTATE, and the mapping from lower layers.
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::error::DataFusionError;
+use datafusion::sql::sqlparser::parser::ParserError;
+use flotilla_catalog::CatalogError;
+use flotilla_txn::TxnError;
+
+pub use crate::api::SqlError;
+
+impl SqlError {
+    /// An error with SQLSTATE `code`.
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            position: None,
+            hint: None,
+        }
+    }
+
+    /// Adds a hint.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Adds a 1-based character position.
+    pub fn with_position(mut self, position: usize) -> Self {
+        self.position = Some(position);
+        self
+    }
+
+    /// 0A000: a feature Flotilla does not have yet, named.
+    pub fn unsupported(feature: impl std::fmt::Display) -> Self {
+        Self::new("0A000", format!("{feature} is not supported"))
+    }
+
+    /// XX000: a bug or an unexpected failure below.
+    pub fn internal(message: impl std::fmt::Display) -> Self {
+        Self::new("XX000", message.to_string())
+    }
+
+    /// True for errors after which the client should retry the transaction.
+    pub fn is_serialization_failure(&self) -> bool {
+        self.code == "40001" || self.code == "40P01"
+    }
+}
+
+/// PostgreSQL's name for an Arrow type, for messages.
+pub(crate) fn pg_type_name(t: &DataType) -> String {
+    match t {
+        DataType::Boolean => "boolean".into(),
+        DataType::Int8 | DataType::Int16 => "smallint".into(),
+        DataType::Int32 => "integer".into(),
+        DataType::Int64 => "bigint".into(),
+        DataType::Float32 => "real".into(),
+        DataType::Float64 => "double precision".into(),
+        DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => "numeric".into(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "text".into(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "bytea".into(),
+        DataType::Date32 | DataType::Date64 => "date".into(),
+        DataType::Timestamp(_, None) => "timestamp without time zone".into(),
+        DataType::Timestamp(_, Some(_)) => "timestamp with time zone".into(),
+        DataType::Null => "unknown".into(),
+        other => other.to_string().to_lowercase(),
+    }
+}
+
+impl From<TxnError> for SqlError {
+    fn from(e: TxnError) -> Self {
+        match &e {
+            TxnError::LockWaitTimeout { .. } => SqlError::new("55P03", e.to_string())
+                .with_hint("Raise lock_timeout, or retry when the other transaction has finished."),
+            TxnError::Deadlock { .. } => SqlError::new("40P01", e.to_string())
+                .with_hint("Retry the transaction."),
+            TxnError::WriteConflict { .. } | TxnError::Aborted => {
+                SqlError::new("40001", e.to_string()).with_hint("Retry the transaction.")
+            }
+            TxnError::AlreadyExists { .. } => {
+                SqlError::new("23505", "duplicate key value violates unique constraint")
+            }
+            TxnError::TooLarge { .. } => SqlError::new("54000", e.to_string())
+                .with_hint("Split the change into smaller transactions."),
+            TxnError::Tso(_) | TxnError::Internal(_) => SqlError::new("XX000", e.to_string()),
+        }
+    }
+}
+
+impl From<CatalogError> for SqlError {
+    fn from(e: CatalogError) -> Self {
+        match &e {
+            CatalogError::VersionMismatch { .. } => SqlError::new("40001", e.to_string()),
+            CatalogError::Invalid(m) => {
+                let code = if m.contains("already exists") {
+                    "42P07"
+                } else if m.contains("more than once") {
+                    "42701"
+                } else {
+                    "42P16"
+                };
+                SqlError::new(code, m.clone())
+            }
+            CatalogError::Storage(_) => SqlError::new("XX000", e.to_string()),
+        }
+    }
+}
+
+/// Converts a parser error, turning its "Line: l, Column: c" into a character position.
+pub(crate) fn parser_error(e: &ParserError, sql: &str) -> SqlError {
+    let text = e.to_string();
+    let message = text
+        .strip_prefix("sql parser error: ")
+        .unwrap_or(&text)
+        .to_string();
+    let mut err = SqlError::new("42601", format!("syntax error: {message}"));
+    if let Some(pos) = line_column_position(&message, sql) {
+        err = err.with_position(pos);
+    }
+    err
+}
+
+fn line_column_position(message: &str, sql: &str) -> Option<usize> {
+    let line_at = message.find("Line: ")?;
+    let rest = &message[line_at + 6..];
+    let line: usize = rest.split(',').next()?.trim().parse().ok()?;
+    let col_at = rest.find("Column: ")?;
+    let column: usize = rest[col_at + 8..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .ok()?;
+    let mut position = 0;
+    for (i, l) in sql.split('\n').enumerate() {
+        if i + 1 == line {
+            return Some(position + column);
+        }
+        position += l.chars().count() + 1;
+    }
+    None
+}
+
+/// Classifies a DataFusion error into a SQLSTATE by what it says.
+pub(crate) fn datafusion_error(e: DataFusionError) -> SqlError {
+    let e = e.find_root();
+    let text = e.to_string();
+    let lower = text.to_lowercase();
+    let code = match e {
+        DataFusionError::SQL(_, _) => "42601",
+        DataFusionError::NotImplemented(_) => "0A000",
+        DataFusionError::ResourcesExhausted(_) => "53200",
+        DataFusionError::ArrowError(a, _)
+            if matches!(a.as_ref(), datafusion::arrow::error::ArrowError::DivideByZero) =>
+        {
+            "22012"
+        }
+        _ if lower.contains("divide by zero") || lower.contains("division by zero") => "22012",
+        _ if lower.contains("table '") && lower.contains("not found") => "42P01",
+        _ if lower.contains("no field named") || lower.contains("not found in schema") => "42703",
+        _ if lower.contains("overflow") => "22003",
+        _ if lower.contains("cannot cast") || lower.contains("can't cast") || lower.contains("cast error") => "22P02",
+        _ if lower.contains("coercion")
+            || lower.contains("cannot infer common")
+            || lower.contains("does not support")
+            || lower.contains("unsupported data type")
+            || lower.contains("invalid function")
+            || lower.contains("no function matches") =>
+        {
+            "42804"
+        }
+        _ if lower.contains("ambiguous") => "42702",
+        _ if lower.contains("resources exhausted") || lower.contains("memory") => "53200",
+        _ if matches!(e, DataFusionError::Plan(_) | DataFusionError::SchemaError(_, _)) => "42601",
+        _ if matches!(e, DataFusionError::Execution(_)) => "22023",
+        _ => "XX000",
+    };
+    let message = text
+        .trim_start_matches("Error during planning: ")
+        .trim_start_matches("Execution error: ")
+        .trim_start_matches("Arrow error: ")
+        .trim_start_matches("Schema error: ")
+        .trim_start_matches("This feature is not implemented: ")
+        .to_string();
+    let message = if code == "42P01" {
+        match extract_quoted(&message) {
+            Some(name) => format!("relation \"{}\" does not exist", name.trim_start_matches("datafusion.public.").trim_start_matches("public.")),
+            None => message,
+        }
+    } else if code == "22012" {
+        "division by zero".to_string()
+    } else {
+        message
+    };
+    SqlError::new(code, message)
+}
+
+fn extract_quoted(s: &str) -> Option<&str> {
+    let start = s.find('\'')? + 1;
+    let end = s[start..].find('\'')? + start;
+    Some(&s[start..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parser_positions_count_characters_across_lines() {
+        assert_eq!(line_column_position("Expected x, found: y at Line: 2, Column: 3", "ab\ncdef"), Some(6));
+        assert_eq!(line_column_position("no position here", "x"), None);
+    }
+}

@@ -1,0 +1,23 @@
+//! The SQL layer: sessions, statement execution and transactions, with DataFusion planning
+//! and executing queries over the `TxnKv` and `Catalog` seams.
+//!
+//! Architecture invariant: reaches storage only through `TxnKv`, time only through `Tso`,
+//! and schema only through `Catalog`; knows nothing of the wire protocol (the `pgserver`
+//! crate maps sessions to PostgreSQL's protocol) and nothing of fjall.
+
+mod api;
+mod context;
+mod ddl;
+mod dml;
+mod engine;
+mod error;
+mod params;
+mod psql;
+mod rows;
+mod session;
+mod table;
+mod types;
+
+pub use api::{PreparedStatement, QueryResult, SqlConfig, SqlError, TransactionState};
+pub use engine::SqlEngine;
+pub use session::Session;

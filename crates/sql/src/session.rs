@@ -1,0 +1,571 @@
+//! A client's session: statement dispatch, transaction blocks and isolation, settings, and
+//! the extended protocol's prepare/execute.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::array::StringArray;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::scalar::ScalarValue;
+use datafusion::sql::sqlparser::ast::{
+    Expr, Set, Statement, TransactionIsolationLevel, TransactionMode, Value,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use flotilla_txn::{Transaction, TxnView};
+use flotilla_types::Timestamp;
+
+use crate::api::{PreparedStatement, QueryResult, TransactionState};
+use crate::context::StatementContext;
+use crate::engine::{ActiveTxn, SqlEngine};
+use crate::error::{SqlError, parser_error};
+use crate::params;
+
+/// Isolation levels Flotilla implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isolation {
+    /// Each statement reads a fresh snapshot; a write that meets a newer committed version
+    /// waits for its lock and re-runs the statement on the newest data.
+    ReadCommitted,
+    /// Snapshot isolation: one snapshot for the whole transaction; a write that meets a
+    /// newer committed version fails with 40001.
+    RepeatableRead,
+}
+
+impl Isolation {
+    fn name(self) -> &'static str {
+        match self {
+            Isolation::ReadCommitted => "read committed",
+            Isolation::RepeatableRead => "repeatable read",
+        }
+    }
+}
+
+/// An explicit transaction block (BEGIN ... COMMIT).
+struct Block {
+    isolation: Isolation,
+    failed: bool,
+}
+
+/// An open transaction and its registration with the engine.
+pub(crate) struct OpenTxn {
+    pub(crate) txn: Transaction,
+    _active: ActiveTxn,
+}
+
+/// Most times a READ COMMITTED statement is re-run after meeting newer versions of the
+/// rows it writes before it gives up with 40001.
+const STATEMENT_RETRIES_MAX: usize = 100;
+
+/// Message prefix of the error that makes a READ COMMITTED statement re-run.
+pub(crate) const WRITE_CONFLICT_MESSAGE: &str = "could not serialize access due to concurrent update";
+
+/// One client's session: its transaction, settings and prepared statements.
+pub struct Session {
+    pub(crate) engine: Arc<SqlEngine>,
+    pub(crate) open: Option<OpenTxn>,
+    block: Option<Block>,
+    default_isolation: Isolation,
+    pub(crate) lock_timeout_ms: u64,
+    settings: BTreeMap<String, String>,
+}
+
+fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
+    Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| parser_error(&e, sql))
+}
+
+fn single_text_column(name: &str, value: &str) -> QueryResult {
+    let schema = Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, true)]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(StringArray::from(vec![value.to_string()]))],
+    )
+    .expect("one text column");
+    QueryResult::Rows {
+        schema,
+        batches: vec![batch],
+        tag: "SHOW".into(),
+    }
+}
+
+fn command(tag: &str) -> QueryResult {
+    QueryResult::Command { tag: tag.into() }
+}
+
+/// Statements that are accepted and do nothing in Flotilla (maintenance that the storage
+/// engine does by itself), recognised before parsing because the parser lacks them.
+fn no_op_tag(sql: &str) -> Option<&'static str> {
+    let first = sql.split_whitespace().next()?.to_ascii_lowercase();
+    let first = first.trim_end_matches(';');
+    match first {
+        "vacuum" => Some("VACUUM"),
+        "checkpoint" => Some("CHECKPOINT"),
+        _ => None,
+    }
+}
+
+fn isolation_of(modes: &[TransactionMode]) -> Result<Option<Isolation>, SqlError> {
+    let mut isolation = None;
+    for mode in modes {
+        if let TransactionMode::IsolationLevel(level) = mode {
+            isolation = Some(match level {
+                TransactionIsolationLevel::ReadUncommitted
+                | TransactionIsolationLevel::ReadCommitted => Isolation::ReadCommitted,
+                TransactionIsolationLevel::RepeatableRead | TransactionIsolationLevel::Snapshot => {
+                    Isolation::RepeatableRead
+                }
+                TransactionIsolationLevel::Serializable => {
+                    return Err(SqlError::unsupported("SERIALIZABLE isolation").with_hint(
+                        "Use REPEATABLE READ (snapshot isolation) or READ COMMITTED.",
+                    ));
+                }
+            });
+        }
+    }
+    Ok(isolation)
+}
+
+fn parse_isolation_name(value: &str) -> Result<Isolation, SqlError> {
+    match value.trim().to_ascii_lowercase().replace('_', " ").as_str() {
+        "read committed" | "read uncommitted" | "default" => Ok(Isolation::ReadCommitted),
+        "repeatable read" => Ok(Isolation::RepeatableRead),
+        "serializable" => Err(SqlError::unsupported("SERIALIZABLE isolation")
+            .with_hint("Use REPEATABLE READ (snapshot isolation) or READ COMMITTED.")),
+        other => Err(SqlError::new(
+            "22023",
+            format!("invalid value for parameter \"transaction_isolation\": \"{other}\""),
+        )),
+    }
+}
+
+fn expr_text(e: &Expr) -> String {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+            Value::Number(n, _) => n.clone(),
+            other => other.to_string(),
+        },
+        Expr::Identifier(i) => i.value.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Parses PostgreSQL's duration syntax for lock_timeout: a number of milliseconds or a
+/// number with a unit.
+fn parse_duration_ms(text: &str) -> Option<u64> {
+    let t = text.trim().to_ascii_lowercase();
+    let digits: String = t.chars().take_while(|c| c.is_ascii_digit()).collect();
+    let n: u64 = digits.parse().ok()?;
+    let unit = t[digits.len()..].trim();
+    let factor = match unit {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "min" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
+impl Session {
+    pub(crate) fn new(engine: Arc<SqlEngine>) -> Self {
+        let lock_timeout_ms = engine.config.lock_wait_timeout_ms;
+        Self {
+            engine,
+            open: None,
+            block: None,
+            default_isolation: Isolation::ReadCommitted,
+            lock_timeout_ms,
+            settings: BTreeMap::new(),
+        }
+    }
+
+    /// The session's transaction state.
+    pub fn transaction_state(&self) -> TransactionState {
+        match &self.block {
+            None => TransactionState::Idle,
+            Some(b) if b.failed => TransactionState::Failed,
+            Some(_) => TransactionState::InBlock,
+        }
+    }
+
+    fn check_size(&self, sql: &str) -> Result<(), SqlError> {
+        let max = self.engine.config.statement_bytes_max;
+        if sql.len() > max {
+            return Err(SqlError::new(
+                "54000",
+                format!("statement is {} bytes, more than the limit of {max} (statement_bytes_max)", sql.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs a simple-protocol query string, statement by statement, stopping at the first
+    /// error. Returns the results of the statements that ran and the error, if any.
+    pub async fn simple_query(&mut self, sql: &str) -> (Vec<QueryResult>, Option<SqlError>) {
+        if let Err(e) = self.check_size(sql) {
+            return (vec![], Some(e));
+        }
+        if let Some(tag) = no_op_tag(sql) {
+            return (vec![command(tag)], None);
+        }
+        if let Some(answer) = crate::psql::answer(sql, &self.engine.catalog.snapshot()) {
+            return (vec![answer], None);
+        }
+        let statements = match parse(sql) {
+            Ok(s) => s,
+            Err(e) => return (vec![], Some(e)),
+        };
+        if statements.is_empty() {
+            return (vec![QueryResult::Empty], None);
+        }
+        let mut results = Vec::with_capacity(statements.len());
+        for statement in statements {
+            match self.execute_statement(statement).await {
+                Ok(r) => results.push(r),
+                Err(e) => return (results, Some(e)),
+            }
+        }
+        (results, None)
+    }
+
+    /// Parses and describes one statement for the extended protocol. `param_types` are the
+    /// types the client declared (`None` = let the server infer).
+    pub async fn prepare(
+        &mut self,
+        sql: &str,
+        param_types: &[Option<DataType>],
+    ) -> Result<PreparedStatement, SqlError> {
+        self.check_size(sql)?;
+        if no_op_tag(sql).is_some() {
+            return Ok(PreparedStatement {
+                sql: sql.to_string(),
+                param_types: vec![],
+                result_schema: None,
+                statement: None,
+            });
+        }
+        let mut statements = parse(sql)?;
+        if statements.len() > 1 {
+            return Err(SqlError::new(
+                "42601",
+                "cannot insert multiple commands into a prepared statement",
+            ));
+        }
+        let Some(statement) = statements.pop() else {
+            return Ok(PreparedStatement {
+                sql: sql.to_string(),
+                param_types: vec![],
+                result_schema: None,
+                statement: None,
+            });
+        };
+        let count = params::parameter_count(&statement).max(param_types.len());
+        let (inferred, result_schema) = crate::dml::describe(self, &statement).await?;
+        let param_types = (0..count)
+            .map(|i| {
+                param_types
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .or_else(|| inferred.get(&format!("${}", i + 1)).cloned())
+                    .unwrap_or(DataType::Utf8)
+            })
+            .collect();
+        Ok(PreparedStatement {
+            sql: sql.to_string(),
+            param_types,
+            result_schema,
+            statement: Some(Arc::new(statement)),
+        })
+    }
+
+    /// Executes a prepared statement with parameter values (already converted to the
+    /// statement's `param_types`; NULL as a typed null).
+    pub async fn execute_prepared(
+        &mut self,
+        statement: &PreparedStatement,
+        params: Vec<ScalarValue>,
+    ) -> Result<QueryResult, SqlError> {
+        let Some(parsed) = &statement.statement else {
+            return Ok(match no_op_tag(&statement.sql) {
+                Some(tag) => command(tag),
+                None => QueryResult::Empty,
+            });
+        };
+        let mut bound = (**parsed).clone();
+        if !params.is_empty() || params::parameter_count(&bound) > 0 {
+            params::bind(&mut bound, &params)?;
+        }
+        self.execute_statement(bound).await
+    }
+
+    fn isolation(&self) -> Isolation {
+        self.block
+            .as_ref()
+            .map(|b| b.isolation)
+            .unwrap_or(Isolation::ReadCommitted)
+    }
+
+    async fn begin_txn(&mut self) -> Result<(), SqlError> {
+        let mut options = self.engine.txn_options.clone();
+        options.lock_wait_timeout_ms = self.lock_timeout_ms;
+        let txn = Transaction::begin(self.engine.kv.clone(), self.engine.tso.clone(), options).await?;
+        let active = self.engine.register_txn(txn.start_ts());
+        self.open = Some(OpenTxn {
+            txn,
+            _active: active,
+        });
+        Ok(())
+    }
+
+    async fn finish_txn(&mut self, commit: bool) -> Result<(), SqlError> {
+        if let Some(open) = self.open.take() {
+            if commit {
+                open.txn.commit().await?;
+            } else {
+                open.txn.rollback().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one parsed statement with PostgreSQL's transaction semantics.
+    pub(crate) async fn execute_statement(
+        &mut self,
+        statement: Statement,
+    ) -> Result<QueryResult, SqlError> {
+        match &statement {
+            Statement::StartTransaction { modes, .. } => {
+                let isolation = isolation_of(modes)?.unwrap_or(self.default_isolation);
+                if self.block.is_some() {
+                    // PostgreSQL warns and carries on; so do we.
+                    return Ok(command("BEGIN"));
+                }
+                self.begin_txn().await?;
+                self.block = Some(Block {
+                    isolation,
+                    failed: false,
+                });
+                return Ok(command("BEGIN"));
+            }
+            Statement::Commit { .. } => {
+                let Some(block) = self.block.take() else {
+                    return Ok(command("COMMIT"));
+                };
+                if block.failed {
+                    self.finish_txn(false).await?;
+                    return Ok(command("ROLLBACK"));
+                }
+                self.finish_txn(true).await?;
+                return Ok(command("COMMIT"));
+            }
+            Statement::Rollback { savepoint: None, .. } => {
+                self.block = None;
+                self.finish_txn(false).await?;
+                return Ok(command("ROLLBACK"));
+            }
+            _ => {}
+        }
+        if let Some(block) = &self.block
+            && block.failed
+        {
+            return Err(SqlError::new(
+                "25P02",
+                "current transaction is aborted, commands ignored until end of transaction block",
+            )
+            .with_hint("Issue ROLLBACK to end the failed transaction."));
+        }
+        let result = self.execute_in_transaction(statement).await;
+        if result.is_err() && self.block.is_some() {
+            // The whole block fails, as in PostgreSQL; release its locks now rather than
+            // at ROLLBACK so others need not wait for a client that may never send it.
+            if let Some(block) = &mut self.block {
+                block.failed = true;
+            }
+            let _ = self.finish_txn(false).await;
+        }
+        result
+    }
+
+    async fn execute_in_transaction(
+        &mut self,
+        statement: Statement,
+    ) -> Result<QueryResult, SqlError> {
+        match &statement {
+            Statement::Set(set) => return self.set(set),
+            Statement::ShowVariable { variable } => {
+                let name = variable
+                    .iter()
+                    .map(|i| i.value.to_ascii_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                return self.show(&name);
+            }
+            Statement::Rollback { savepoint: Some(_), .. }
+            | Statement::Savepoint { .. }
+            | Statement::ReleaseSavepoint { .. } => {
+                return Err(SqlError::unsupported("SAVEPOINT"));
+            }
+            _ => {}
+        }
+        if crate::ddl::is_ddl(&statement) {
+            return crate::ddl::execute(self, statement).await;
+        }
+        let autocommit = self.block.is_none();
+        if autocommit {
+            self.begin_txn().await?;
+        }
+        let result = self.run_with_retries(&statement).await;
+        if autocommit {
+            match &result {
+                Ok(_) => self.finish_txn(true).await?,
+                Err(_) => {
+                    let _ = self.finish_txn(false).await;
+                }
+            }
+        }
+        result
+    }
+
+    /// Runs a DML statement or query inside the open transaction. Under READ COMMITTED a
+    /// statement that meets a row changed after its snapshot is undone and re-run on a
+    /// newer snapshot (PostgreSQL re-checks the newest row version; re-running the
+    /// statement gives the same outcome).
+    async fn run_with_retries(&mut self, statement: &Statement) -> Result<QueryResult, SqlError> {
+        let isolation = self.isolation();
+        let mut attempts = 0;
+        loop {
+            let open = self.open.as_mut().expect("a transaction is open");
+            open.txn.set_lock_wait_timeout_ms(self.lock_timeout_ms);
+            open.txn.start_statement();
+            let read_ts = match isolation {
+                Isolation::RepeatableRead => open.txn.start_ts(),
+                Isolation::ReadCommitted => {
+                    let ts = open.txn.fresh_ts().await?;
+                    open.txn.set_for_update_ts(ts);
+                    ts
+                }
+            };
+            let result = crate::dml::execute(self, statement, read_ts).await;
+            let open = self.open.as_mut().expect("a transaction is open");
+            match result {
+                Err(e)
+                    if isolation == Isolation::ReadCommitted
+                        && e.code == "40001"
+                        && e.message.starts_with(WRITE_CONFLICT_MESSAGE)
+                        && attempts < STATEMENT_RETRIES_MAX =>
+                {
+                    open.txn.rollback_statement();
+                    attempts += 1;
+                }
+                other => {
+                    open.txn.finish_statement();
+                    return other;
+                }
+            }
+        }
+    }
+
+    /// A view for reading at `read_ts` within the open transaction (or without one).
+    pub(crate) fn view(&self, read_ts: Timestamp) -> TxnView {
+        match &self.open {
+            Some(open) => open.txn.view(read_ts),
+            None => TxnView::detached(self.engine.kv.clone(), read_ts, self.lock_timeout_ms),
+        }
+    }
+
+    /// A statement context reading at `read_ts`.
+    pub(crate) fn context(
+        &self,
+        read_ts: Timestamp,
+        with_handle: Option<String>,
+        overrides: HashMap<String, Arc<dyn datafusion::catalog::TableProvider>>,
+    ) -> StatementContext {
+        StatementContext::new(
+            &self.engine.template,
+            self.engine.catalog.snapshot(),
+            self.view(read_ts),
+            with_handle,
+            overrides,
+        )
+    }
+
+    fn set(&mut self, set: &Set) -> Result<QueryResult, SqlError> {
+        match set {
+            Set::SingleAssignment {
+                variable, values, ..
+            } => {
+                let name = variable.to_string().to_ascii_lowercase();
+                let value = values.iter().map(expr_text).collect::<Vec<_>>().join(", ");
+                match name.as_str() {
+                    "lock_timeout" => {
+                        let ms = parse_duration_ms(&value).ok_or_else(|| {
+                            SqlError::new("22023", format!("invalid value for parameter \"lock_timeout\": \"{value}\""))
+                        })?;
+                        let max = self.engine.config.lock_wait_timeout_ms;
+                        // 0 means "wait forever" in PostgreSQL; every wait here is bounded.
+                        self.lock_timeout_ms = if ms == 0 { max } else { ms.min(max) };
+                    }
+                    "default_transaction_isolation" => {
+                        self.default_isolation = parse_isolation_name(&value)?;
+                    }
+                    "transaction_isolation" => {
+                        let level = parse_isolation_name(&value)?;
+                        if let Some(b) = &mut self.block {
+                            b.isolation = level;
+                        }
+                    }
+                    _ => {}
+                }
+                self.settings.insert(name, value);
+                Ok(command("SET"))
+            }
+            Set::SetTransaction { modes, session, .. } => {
+                if let Some(level) = isolation_of(modes)? {
+                    if *session {
+                        self.default_isolation = level;
+                    } else if let Some(b) = &mut self.block {
+                        b.isolation = level;
+                    }
+                }
+                Ok(command("SET"))
+            }
+            Set::SetTimeZone { value, .. } => {
+                self.settings.insert("timezone".into(), expr_text(value));
+                Ok(command("SET"))
+            }
+            _ => Ok(command("SET")),
+        }
+    }
+
+    fn show(&self, name: &str) -> Result<QueryResult, SqlError> {
+        let value = match name {
+            "transaction isolation level" | "transaction_isolation" => {
+                self.isolation().name().to_string()
+            }
+            "default_transaction_isolation" => self.default_isolation.name().to_string(),
+            "lock_timeout" => format!("{}ms", self.lock_timeout_ms),
+            "server_version" => "15.0".to_string(),
+            "server_encoding" | "client_encoding" => "UTF8".to_string(),
+            "standard_conforming_strings" => "on".to_string(),
+            "timezone" => self
+                .settings
+                .get("timezone")
+                .cloned()
+                .unwrap_or_else(|| "UTC".into()),
+            "datestyle" => "ISO, MDY".to_string(),
+            other => match self.settings.get(other) {
+                Some(v) => v.clone(),
+                None => {
+                    return Err(SqlError::new(
+                        "42704",
+                        format!("unrecognized configuration parameter \"{other}\""),
+                    ));
+                }
+            },
+        };
+        Ok(single_text_column(name, &value))
+    }
+}

@@ -1,0 +1,348 @@
+//! Conversions between catalog types, Arrow types, storage datums and Arrow arrays.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder, Date32Array,
+    Date32Builder, Decimal128Array, Decimal128Builder, Float32Array, Float32Builder,
+    Float64Array, Float64Builder, Int16Array, Int16Builder, Int32Array, Int32Builder,
+    Int64Array, Int64Builder, StringArray, StringBuilder, TimestampMicrosecondArray,
+    TimestampMicrosecondBuilder,
+};
+use datafusion::arrow::compute::{CastOptions, cast_with_options};
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::util::display::FormatOptions;
+use datafusion::scalar::ScalarValue;
+use flotilla_catalog::SqlType;
+use flotilla_codec::Datum;
+
+use crate::error::SqlError;
+
+/// Time zone label of TIMESTAMPTZ columns: values are stored in UTC.
+pub(crate) const UTC: &str = "+00:00";
+
+/// The Arrow type a column of `ty` is read and written as.
+pub(crate) fn arrow_type(ty: &SqlType) -> DataType {
+    match ty {
+        SqlType::Bool => DataType::Boolean,
+        SqlType::Int16 => DataType::Int16,
+        SqlType::Int32 => DataType::Int32,
+        SqlType::Int64 => DataType::Int64,
+        SqlType::Float32 => DataType::Float32,
+        SqlType::Float64 => DataType::Float64,
+        SqlType::Numeric { precision, scale } => DataType::Decimal128(*precision, *scale),
+        SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) => DataType::Utf8,
+        SqlType::Bytea => DataType::Binary,
+        SqlType::Date => DataType::Date32,
+        SqlType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+        SqlType::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
+    }
+}
+
+/// True if PostgreSQL would assign a value of Arrow type `from` to a column of `to`
+/// (implicitly or by assignment cast). Anything else is a 42804 datatype mismatch.
+pub(crate) fn assignable(from: &DataType, to: &SqlType) -> bool {
+    use DataType as D;
+    let numeric = |t: &D| {
+        matches!(
+            t,
+            D::Int8
+                | D::Int16
+                | D::Int32
+                | D::Int64
+                | D::UInt8
+                | D::UInt16
+                | D::UInt32
+                | D::UInt64
+                | D::Float16
+                | D::Float32
+                | D::Float64
+                | D::Decimal128(_, _)
+                | D::Decimal256(_, _)
+        )
+    };
+    let stringy = |t: &D| matches!(t, D::Utf8 | D::LargeUtf8 | D::Utf8View);
+    if matches!(from, D::Null) || stringy(from) {
+        // NULL and string literals (PostgreSQL's "unknown") are assignable to anything.
+        return true;
+    }
+    match to {
+        SqlType::Bool => matches!(from, D::Boolean),
+        SqlType::Int16
+        | SqlType::Int32
+        | SqlType::Int64
+        | SqlType::Float32
+        | SqlType::Float64
+        | SqlType::Numeric { .. } => numeric(from),
+        SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) => true,
+        SqlType::Bytea => matches!(from, D::Binary | D::LargeBinary | D::BinaryView),
+        SqlType::Date => matches!(from, D::Date32 | D::Date64 | D::Timestamp(_, _)),
+        SqlType::Timestamp | SqlType::TimestampTz => {
+            matches!(from, D::Date32 | D::Date64 | D::Timestamp(_, _))
+        }
+    }
+}
+
+/// Casts `array` to the column type, failing (not nulling) on values that do not fit.
+pub(crate) fn cast_to_column(
+    array: &ArrayRef,
+    ty: &SqlType,
+    column: &str,
+) -> Result<ArrayRef, SqlError> {
+    if !assignable(array.data_type(), ty) {
+        return Err(SqlError::new(
+            "42804",
+            format!(
+                "column \"{column}\" is of type {} but expression is of type {}",
+                ty.pg_name(),
+                crate::error::pg_type_name(array.data_type())
+            ),
+        )
+        .with_hint("You will need to rewrite or cast the expression."));
+    }
+    let target = arrow_type(ty);
+    if array.data_type() == &target {
+        return Ok(array.clone());
+    }
+    let options = CastOptions {
+        safe: false,
+        format_options: FormatOptions::default(),
+    };
+    let source = if matches!(ty, SqlType::Int16 | SqlType::Int32 | SqlType::Int64)
+        && matches!(array.data_type(), DataType::Float32 | DataType::Float64)
+    {
+        // PostgreSQL rounds a float assigned to an integer column; Arrow truncates.
+        let as_f64 = cast_with_options(array, &DataType::Float64, &options)
+            .map_err(|e| cast_error(e, ty))?;
+        let f = as_f64
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .expect("cast to Float64");
+        Arc::new(f.unary::<_, datafusion::arrow::datatypes::Float64Type>(|v| v.round_ties_even()))
+            as ArrayRef
+    } else {
+        array.clone()
+    };
+    cast_with_options(&source, &target, &options).map_err(|e| cast_error(e, ty))
+}
+
+fn cast_error(e: datafusion::arrow::error::ArrowError, ty: &SqlType) -> SqlError {
+    let text = e.to_string();
+    if text.contains("overflow") || text.contains("Overflow") || text.contains("too large") {
+        SqlError::new("22003", format!("value out of range for type {}", ty.pg_name()))
+    } else {
+        SqlError::new(
+            "22P02",
+            format!("invalid input syntax for type {}: {text}", ty.pg_name()),
+        )
+    }
+}
+
+/// The storage datum of row `row` of `array` (already of the column's Arrow type).
+pub(crate) fn datum_at(array: &ArrayRef, row: usize, ty: &SqlType) -> Datum {
+    if array.is_null(row) {
+        return Datum::Null;
+    }
+    let any = array.as_any();
+    match ty {
+        SqlType::Bool => Datum::Bool(downcast::<BooleanArray>(any).value(row)),
+        SqlType::Int16 => Datum::Int(downcast::<Int16Array>(any).value(row) as i64),
+        SqlType::Int32 => Datum::Int(downcast::<Int32Array>(any).value(row) as i64),
+        SqlType::Int64 => Datum::Int(downcast::<Int64Array>(any).value(row)),
+        SqlType::Float32 => Datum::Float(downcast::<Float32Array>(any).value(row) as f64),
+        SqlType::Float64 => Datum::Float(downcast::<Float64Array>(any).value(row)),
+        SqlType::Numeric { .. } => Datum::Decimal(downcast::<Decimal128Array>(any).value(row)),
+        SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) => {
+            Datum::String(downcast::<StringArray>(any).value(row).to_string())
+        }
+        SqlType::Bytea => Datum::Bytes(downcast::<BinaryArray>(any).value(row).to_vec()),
+        SqlType::Date => Datum::Date(downcast::<Date32Array>(any).value(row)),
+        SqlType::Timestamp | SqlType::TimestampTz => {
+            Datum::Timestamp(downcast::<TimestampMicrosecondArray>(any).value(row))
+        }
+    }
+}
+
+fn downcast<T: 'static>(any: &dyn std::any::Any) -> &T {
+    any.downcast_ref::<T>()
+        .expect("array was cast to the column's Arrow type")
+}
+
+/// Checks a datum against its column's length limit and pads CHAR(n), as PostgreSQL does
+/// on assignment.
+pub(crate) fn fit_to_column(datum: Datum, ty: &SqlType) -> Result<Datum, SqlError> {
+    match (ty, datum) {
+        (SqlType::Varchar(Some(n)), Datum::String(s)) => {
+            let trimmed = s.trim_end_matches(' ');
+            if s.chars().count() > *n as usize && trimmed.chars().count() > *n as usize {
+                return Err(SqlError::new(
+                    "22001",
+                    format!("value too long for type character varying({n})"),
+                ));
+            }
+            if s.chars().count() > *n as usize {
+                Ok(Datum::String(s.chars().take(*n as usize).collect()))
+            } else {
+                Ok(Datum::String(s))
+            }
+        }
+        (SqlType::Char(n), Datum::String(s)) => {
+            let len = s.chars().count();
+            let n = *n as usize;
+            if len > n {
+                if s.chars().skip(n).all(|c| c == ' ') {
+                    return Ok(Datum::String(s.chars().take(n).collect()));
+                }
+                return Err(SqlError::new(
+                    "22001",
+                    format!("value too long for type character({n})"),
+                ));
+            }
+            let mut padded = s;
+            padded.extend(std::iter::repeat_n(' ', n - len));
+            Ok(Datum::String(padded))
+        }
+        (_, d) => Ok(d),
+    }
+}
+
+/// Builds an Arrow array of the column's type from datums.
+pub(crate) struct ColumnBuilder {
+    inner: Builder,
+}
+
+enum Builder {
+    Bool(BooleanBuilder),
+    Int16(Int16Builder),
+    Int32(Int32Builder),
+    Int64(Int64Builder),
+    Float32(Float32Builder),
+    Float64(Float64Builder),
+    Decimal(Decimal128Builder, u8, i8),
+    String(StringBuilder),
+    Binary(BinaryBuilder),
+    Date(Date32Builder),
+    Timestamp(TimestampMicrosecondBuilder, Option<Arc<str>>),
+}
+
+impl ColumnBuilder {
+    /// A builder for a column of `ty` with room for `capacity` values.
+    pub(crate) fn new(ty: &SqlType, capacity: usize) -> Self {
+        let inner = match ty {
+            SqlType::Bool => Builder::Bool(BooleanBuilder::with_capacity(capacity)),
+            SqlType::Int16 => Builder::Int16(Int16Builder::with_capacity(capacity)),
+            SqlType::Int32 => Builder::Int32(Int32Builder::with_capacity(capacity)),
+            SqlType::Int64 => Builder::Int64(Int64Builder::with_capacity(capacity)),
+            SqlType::Float32 => Builder::Float32(Float32Builder::with_capacity(capacity)),
+            SqlType::Float64 => Builder::Float64(Float64Builder::with_capacity(capacity)),
+            SqlType::Numeric { precision, scale } => Builder::Decimal(
+                Decimal128Builder::with_capacity(capacity),
+                *precision,
+                *scale,
+            ),
+            SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) => {
+                Builder::String(StringBuilder::with_capacity(capacity, capacity * 16))
+            }
+            SqlType::Bytea => Builder::Binary(BinaryBuilder::with_capacity(capacity, capacity * 16)),
+            SqlType::Date => Builder::Date(Date32Builder::with_capacity(capacity)),
+            SqlType::Timestamp => {
+                Builder::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity), None)
+            }
+            SqlType::TimestampTz => Builder::Timestamp(
+                TimestampMicrosecondBuilder::with_capacity(capacity),
+                Some(UTC.into()),
+            ),
+        };
+        Self { inner }
+    }
+
+    /// Appends one datum (NULL for a datum of the wrong kind, which cannot happen for rows
+    /// written through the catalog's types).
+    pub(crate) fn push(&mut self, datum: &Datum) {
+        match (&mut self.inner, datum) {
+            (Builder::Bool(b), Datum::Bool(v)) => b.append_value(*v),
+            (Builder::Int16(b), Datum::Int(v)) => b.append_value(*v as i16),
+            (Builder::Int32(b), Datum::Int(v)) => b.append_value(*v as i32),
+            (Builder::Int64(b), Datum::Int(v)) => b.append_value(*v),
+            (Builder::Float32(b), Datum::Float(v)) => b.append_value(*v as f32),
+            (Builder::Float64(b), Datum::Float(v)) => b.append_value(*v),
+            (Builder::Decimal(b, _, _), Datum::Decimal(v)) => b.append_value(*v),
+            (Builder::String(b), Datum::String(v)) => b.append_value(v),
+            (Builder::Binary(b), Datum::Bytes(v)) => b.append_value(v),
+            (Builder::Date(b), Datum::Date(v)) => b.append_value(*v),
+            (Builder::Timestamp(b, _), Datum::Timestamp(v)) => b.append_value(*v),
+            (Builder::Bool(b), _) => b.append_null(),
+            (Builder::Int16(b), _) => b.append_null(),
+            (Builder::Int32(b), _) => b.append_null(),
+            (Builder::Int64(b), _) => b.append_null(),
+            (Builder::Float32(b), _) => b.append_null(),
+            (Builder::Float64(b), _) => b.append_null(),
+            (Builder::Decimal(b, _, _), _) => b.append_null(),
+            (Builder::String(b), _) => b.append_null(),
+            (Builder::Binary(b), _) => b.append_null(),
+            (Builder::Date(b), _) => b.append_null(),
+            (Builder::Timestamp(b, _), _) => b.append_null(),
+        }
+    }
+
+    /// The finished array.
+    pub(crate) fn finish(self) -> ArrayRef {
+        match self.inner {
+            Builder::Bool(mut b) => Arc::new(b.finish()),
+            Builder::Int16(mut b) => Arc::new(b.finish()),
+            Builder::Int32(mut b) => Arc::new(b.finish()),
+            Builder::Int64(mut b) => Arc::new(b.finish()),
+            Builder::Float32(mut b) => Arc::new(b.finish()),
+            Builder::Float64(mut b) => Arc::new(b.finish()),
+            Builder::Decimal(mut b, p, s) => Arc::new(
+                b.finish()
+                    .with_precision_and_scale(p, s)
+                    .expect("catalog precision and scale are valid"),
+            ),
+            Builder::String(mut b) => Arc::new(b.finish()),
+            Builder::Binary(mut b) => Arc::new(b.finish()),
+            Builder::Date(mut b) => Arc::new(b.finish()),
+            Builder::Timestamp(mut b, tz) => Arc::new(b.finish().with_timezone_opt(tz)),
+        }
+    }
+}
+
+/// The datum of a scalar (a literal in a predicate) as a value of column type `ty`, when
+/// the conversion is exact; `None` otherwise (the predicate is then not used for access
+/// paths, only evaluated).
+pub(crate) fn scalar_to_datum(value: &ScalarValue, ty: &SqlType) -> Option<Datum> {
+    if value.is_null() {
+        return None;
+    }
+    let array = value.to_array().ok()?;
+    let target = arrow_type(ty);
+    if array.data_type() != &target {
+        // Only lossless conversions: cast there and back must give the same value.
+        let options = CastOptions {
+            safe: false,
+            format_options: FormatOptions::default(),
+        };
+        let there = cast_with_options(&array, &target, &options).ok()?;
+        let back = cast_with_options(&there, array.data_type(), &options).ok()?;
+        if ScalarValue::try_from_array(&back, 0).ok()? != *value {
+            return None;
+        }
+        return Some(datum_at(&there, 0, ty));
+    }
+    Some(datum_at(&array, 0, ty))
+}
+
+/// Converts a datum decoded from a memcomparable key (where every integer-like kind comes
+/// back as `Int` and strings as `Bytes`) to the column's datum.
+pub(crate) fn datum_from_key(datum: Datum, ty: &SqlType) -> Datum {
+    match (ty, datum) {
+        (_, Datum::Null) => Datum::Null,
+        (SqlType::Bool, Datum::Int(v)) => Datum::Bool(v != 0),
+        (SqlType::Date, Datum::Int(v)) => Datum::Date(v as i32),
+        (SqlType::Timestamp | SqlType::TimestampTz, Datum::Int(v)) => Datum::Timestamp(v),
+        (SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_), Datum::Bytes(b)) => {
+            Datum::String(String::from_utf8_lossy(&b).into_owned())
+        }
+        (_, d) => d,
+    }
+}

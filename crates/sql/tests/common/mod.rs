@@ -1,0 +1,56 @@
+//! An in-process standalone engine for the SQL layer's tests: real fjall, MVCC, TSO and
+//! catalog, wired exactly as `flotilla standalone` wires them.
+
+use std::sync::Arc;
+
+use flotilla_catalog::LocalCatalog;
+use flotilla_mvcc::Mvcc;
+use flotilla_sql::{QueryResult, Session, SqlConfig, SqlEngine, SqlError};
+use flotilla_storage::{FjallEngine, FjallOptions, SyncPolicy};
+use flotilla_tso::LocalTso;
+use flotilla_txn::LocalTxnKv;
+
+pub struct TestDb {
+    pub engine: Arc<SqlEngine>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        Self::with_config(SqlConfig::default()).await
+    }
+
+    pub async fn with_config(config: SqlConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Arc::new(
+            FjallEngine::open(
+                dir.path(),
+                &FjallOptions {
+                    // Tests check semantics, not power-loss durability.
+                    sync_policy: SyncPolicy::Buffered,
+                    ..FjallOptions::default()
+                },
+            )
+            .unwrap(),
+        );
+        let tso = Arc::new(LocalTso::open(storage.clone(), 3_000).unwrap());
+        let catalog = Arc::new(LocalCatalog::open(storage.clone()).unwrap());
+        let kv = Arc::new(LocalTxnKv::new(Arc::new(Mvcc::new(storage)), tso.clone()));
+        let engine = SqlEngine::new(kv, tso, catalog, config).unwrap();
+        Self { engine, _dir: dir }
+    }
+
+    pub fn session(&self) -> Session {
+        self.engine.session()
+    }
+}
+
+/// Runs one statement, returning its result or error.
+#[allow(dead_code)]
+pub async fn run(session: &mut Session, sql: &str) -> Result<QueryResult, SqlError> {
+    let (mut results, error) = session.simple_query(sql).await;
+    match error {
+        Some(e) => Err(e),
+        None => Ok(results.pop().unwrap_or(QueryResult::Empty)),
+    }
+}

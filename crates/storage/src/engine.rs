@@ -1,0 +1,139 @@
+use std::ops::Bound;
+use std::sync::Arc;
+
+/// The column families every store has. Fixed at compile time so a typo cannot create one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cf {
+    /// Percolator data: values at their writer's start_ts.
+    Default,
+    /// Percolator locks: one per locked key.
+    Lock,
+    /// Percolator commit records at their commit_ts.
+    Write,
+    /// Node-local metadata: catalog, timestamp window, id allocators.
+    Meta,
+}
+
+impl Cf {
+    /// Every column family, in a stable order.
+    pub const ALL: [Cf; 4] = [Cf::Default, Cf::Lock, Cf::Write, Cf::Meta];
+
+    /// The on-disk name of the column family.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Default => "default",
+            Cf::Lock => "lock",
+            Cf::Write => "write",
+            Cf::Meta => "meta",
+        }
+    }
+}
+
+/// Errors from the storage engine. Any of them means the engine could not do what was asked;
+/// none is retryable by the caller without operator action except `Busy`.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The underlying engine failed (I/O, corruption, poisoned after a failed fsync).
+    #[error("storage engine error: {0}")]
+    Engine(String),
+    /// A background sync failed earlier; the engine refuses writes to avoid acknowledging
+    /// data that may not be durable.
+    #[error("storage is read-only after a failed sync: {0}")]
+    Poisoned(String),
+}
+
+/// A key-value pair as read from the engine.
+pub type KvPair = (Vec<u8>, Vec<u8>);
+
+/// An iterator over a key range, in key order (or reverse order when asked).
+pub type KvIter<'a> = Box<dyn Iterator<Item = Result<KvPair, StorageError>> + Send + 'a>;
+
+/// One write in a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOp {
+    /// Set `key` to `value`.
+    Put { cf: Cf, key: Vec<u8>, value: Vec<u8> },
+    /// Remove `key`.
+    Delete { cf: Cf, key: Vec<u8> },
+}
+
+/// Writes applied atomically: after a crash either all of them are present or none.
+#[derive(Debug, Default, Clone)]
+pub struct WriteBatch {
+    ops: Vec<WriteOp>,
+    size_bytes: usize,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a put.
+    pub fn put(&mut self, cf: Cf, key: Vec<u8>, value: Vec<u8>) {
+        self.size_bytes += key.len() + value.len();
+        self.ops.push(WriteOp::Put { cf, key, value });
+    }
+
+    /// Adds a delete.
+    pub fn delete(&mut self, cf: Cf, key: Vec<u8>) {
+        self.size_bytes += key.len();
+        self.ops.push(WriteOp::Delete { cf, key });
+    }
+
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// True when the batch holds no operation.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Approximate payload size in bytes (keys plus values).
+    pub fn size_bytes(&self) -> usize {
+        self.size_bytes
+    }
+
+    /// The operations, in insertion order.
+    pub fn ops(&self) -> &[WriteOp] {
+        &self.ops
+    }
+
+    /// Consumes the batch into its operations.
+    pub fn into_ops(self) -> Vec<WriteOp> {
+        self.ops
+    }
+}
+
+/// What Flotilla needs from a local storage engine.
+pub trait KvEngine: Send + Sync + 'static {
+    /// Reads one key.
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Iterates keys in `[start, end)` (an empty `end` means unbounded) in ascending order,
+    /// or descending when `reverse`.
+    fn scan<'a>(&'a self, cf: Cf, start: &[u8], end: &[u8], reverse: bool) -> KvIter<'a>;
+
+    /// Applies a batch atomically. With `sync`, returns only after the batch is durable
+    /// (fsync), sharing the fsync with concurrent writers (group commit).
+    fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StorageError>;
+
+    /// Approximate bytes on disk, for status reporting.
+    fn disk_space_bytes(&self) -> u64;
+}
+
+/// Shared handle to an engine.
+pub type EngineRef = Arc<dyn KvEngine>;
+
+/// Converts `[start, end)` with "empty end = unbounded" into range bounds.
+pub(crate) fn bounds(start: &[u8], end: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let upper = if end.is_empty() {
+        Bound::Unbounded
+    } else {
+        Bound::Excluded(end.to_vec())
+    };
+    (Bound::Included(start.to_vec()), upper)
+}

@@ -1,0 +1,12 @@
+//! The storage seam: what Flotilla needs from a local key-value engine, and its fjall
+//! implementation.
+//!
+//! Architecture invariant: this is the only crate that names fjall. It knows nothing of
+//! MVCC, tables or SQL: keys and values are opaque bytes in a fixed set of column families.
+
+mod engine;
+mod fjall_engine;
+mod group_commit;
+
+pub use engine::{Cf, EngineRef, KvEngine, KvPair, KvIter, StorageError, WriteBatch, WriteOp};
+pub use fjall_engine::{FjallEngine, FjallOptions, SyncPolicy};

@@ -1,0 +1,102 @@
+use std::sync::Arc;
+
+use flotilla_mvcc::{Mutation, TxnStatus};
+use flotilla_types::Timestamp;
+
+use crate::error::TxnError;
+
+/// A request for pessimistic locks.
+#[derive(Debug, Clone)]
+pub struct LockRequest {
+    /// Keys, each with "must not exist" (INSERT of a unique key).
+    pub keys: Vec<(Vec<u8>, bool)>,
+    /// The transaction's primary key.
+    pub primary: Vec<u8>,
+    /// The transaction.
+    pub start_ts: Timestamp,
+    /// Versions committed after this are conflicts.
+    pub for_update_ts: Timestamp,
+    /// Lock lifetime without heartbeat.
+    pub ttl_ms: u64,
+    /// Return each key's newest committed value.
+    pub need_values: bool,
+    /// How long to wait for other transactions' locks.
+    pub lock_wait_timeout_ms: u64,
+}
+
+/// Percolator operations over the whole key space. Implementations resolve or wait for
+/// other transactions' locks themselves: a read returns what is committed at its
+/// timestamp, waiting (bounded) while a transaction that may commit below it is in flight.
+#[async_trait::async_trait]
+pub trait TxnKv: Send + Sync + 'static {
+    /// The value of `key` committed at `ts`; `reader` is the reading transaction (its own
+    /// locks never block it).
+    async fn get(
+        &self,
+        key: &[u8],
+        ts: Timestamp,
+        reader: Option<Timestamp>,
+        lock_wait_timeout_ms: u64,
+    ) -> Result<Option<Vec<u8>>, TxnError>;
+
+    /// At most `limit` pairs in `[start, end)` (empty end = unbounded) committed at `ts`.
+    async fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        ts: Timestamp,
+        limit: usize,
+        reader: Option<Timestamp>,
+        lock_wait_timeout_ms: u64,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, TxnError>;
+
+    /// Takes pessimistic locks, waiting for other holders (bounded, with deadlock
+    /// detection).
+    async fn acquire_pessimistic_lock(
+        &self,
+        request: LockRequest,
+    ) -> Result<Vec<Option<Vec<u8>>>, TxnError>;
+
+    /// Releases pessimistic locks that were never prewritten.
+    async fn pessimistic_rollback(&self, keys: &[Vec<u8>], start_ts: Timestamp)
+    -> Result<(), TxnError>;
+
+    /// Prewrites mutations (first phase of commit).
+    async fn prewrite(
+        &self,
+        mutations: Vec<Mutation>,
+        primary: &[u8],
+        start_ts: Timestamp,
+        ttl_ms: u64,
+    ) -> Result<(), TxnError>;
+
+    /// Commits keys at `commit_ts`. When `keys` contains the primary it must come first:
+    /// committing the primary is the transaction's commit point.
+    async fn commit(
+        &self,
+        keys: Vec<Vec<u8>>,
+        start_ts: Timestamp,
+        commit_ts: Timestamp,
+    ) -> Result<(), TxnError>;
+
+    /// Rolls back keys of a transaction that will not commit.
+    async fn rollback(&self, keys: Vec<Vec<u8>>, start_ts: Timestamp) -> Result<(), TxnError>;
+
+    /// Keeps a live transaction's primary lock from lapsing.
+    async fn txn_heartbeat(
+        &self,
+        primary: &[u8],
+        start_ts: Timestamp,
+        ttl_ms: u64,
+    ) -> Result<u64, TxnError>;
+
+    /// The fate of transaction `lock_ts`, rolling it back if its primary lock lapsed.
+    async fn check_txn_status(
+        &self,
+        primary: &[u8],
+        lock_ts: Timestamp,
+    ) -> Result<TxnStatus, TxnError>;
+}
+
+/// Shared handle to a `TxnKv`.
+pub type TxnKvRef = Arc<dyn TxnKv>;

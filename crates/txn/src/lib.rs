@@ -1,0 +1,24 @@
+//! Transactions: the `TxnKv` seam (Percolator operations over the whole key space), its
+//! local implementation for a single store, and the client-side `Transaction` that SQL
+//! sessions use (write buffer, pessimistic locks, two-phase commit, heartbeats).
+//!
+//! Architecture invariant: knows keys, values and timestamps, never tables or SQL. The
+//! `Transaction` reaches storage only through `TxnKv` and time only through `Tso`, so the
+//! same client runs over a cluster once `TxnKv` is implemented by a routing client.
+
+mod deadlock;
+mod error;
+mod kv;
+mod local;
+mod transaction;
+mod waits;
+
+pub use error::TxnError;
+pub use kv::{LockRequest, TxnKv, TxnKvRef};
+pub use local::LocalTxnKv;
+pub use transaction::{Transaction, TxnOptions, TxnView};
+
+pub use flotilla_mvcc::{Mutation, MutationOp, TxnStatus};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,201 @@
+//! Transactions over the local TxnKv: lock waits, timeouts, deadlocks, crash recovery.
+
+use std::sync::Arc;
+
+use flotilla_mvcc::Mvcc;
+use flotilla_storage::{FjallEngine, FjallOptions};
+use flotilla_tso::{LocalTso, TsoRef};
+
+use crate::{LocalTxnKv, Transaction, TxnError, TxnKvRef, TxnOptions};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    kv: Arc<LocalTxnKv>,
+    tso: TsoRef,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(FjallEngine::open(dir.path(), &FjallOptions::default()).unwrap());
+    let tso: TsoRef = Arc::new(LocalTso::open(engine.clone(), 3_000).unwrap());
+    let kv = Arc::new(LocalTxnKv::new(Arc::new(Mvcc::new(engine)), tso.clone()));
+    Fixture { _dir: dir, kv, tso }
+}
+
+impl Fixture {
+    async fn begin(&self, lock_wait_timeout_ms: u64) -> Transaction {
+        let options = TxnOptions {
+            lock_wait_timeout_ms,
+            ..TxnOptions::default()
+        };
+        Transaction::begin(self.kv.clone() as TxnKvRef, self.tso.clone(), options)
+            .await
+            .unwrap()
+    }
+
+    async fn read(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let t = self.begin(1_000).await;
+        let ts = t.fresh_ts().await.unwrap();
+        let v = t.view(ts).get(key).await.unwrap();
+        t.rollback().await.unwrap();
+        v
+    }
+}
+
+#[tokio::test]
+async fn reads_see_own_writes_and_commits_become_visible() {
+    let f = fixture();
+    let mut t = f.begin(1_000).await;
+    t.lock_keys(vec![(b"a".to_vec(), true)], false).await.unwrap();
+    t.put(b"a".to_vec(), b"1".to_vec()).unwrap();
+    t.put(b"c".to_vec(), b"3".to_vec()).unwrap();
+    let ts = t.fresh_ts().await.unwrap();
+    assert_eq!(t.view(ts).get(b"a").await.unwrap(), Some(b"1".to_vec()));
+    assert_eq!(f.read(b"a").await, None, "uncommitted writes are invisible to others");
+    t.commit().await.unwrap();
+    assert_eq!(f.read(b"a").await, Some(b"1".to_vec()));
+
+    // A scan merges the buffer (including deletions) with committed data, in order.
+    let mut t = f.begin(1_000).await;
+    t.put(b"b".to_vec(), b"2".to_vec()).unwrap();
+    t.lock_keys(vec![(b"c".to_vec(), false)], false).await.unwrap();
+    t.delete(b"c".to_vec()).unwrap();
+    let ts = t.fresh_ts().await.unwrap();
+    let rows = t.view(ts).scan(b"", b"", 1).await.unwrap();
+    assert_eq!(rows, vec![(b"a".to_vec(), b"1".to_vec())]);
+    let rows = t.view(ts).scan(b"", b"", 10).await.unwrap();
+    assert_eq!(
+        rows,
+        vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())]
+    );
+    t.rollback().await.unwrap();
+    assert_eq!(f.read(b"c").await, Some(b"3".to_vec()));
+}
+
+#[tokio::test]
+async fn a_second_writer_waits_for_the_first_and_then_sees_its_commit_as_a_conflict() {
+    let f = fixture();
+    let mut first = f.begin(10_000).await;
+    first.lock_keys(vec![(b"k".to_vec(), false)], false).await.unwrap();
+    first.put(b"k".to_vec(), b"first".to_vec()).unwrap();
+
+    let mut second = f.begin(10_000).await;
+    let waiter = tokio::spawn(async move {
+        let r = second.lock_keys(vec![(b"k".to_vec(), false)], false).await;
+        (second, r)
+    });
+    first.commit().await.unwrap();
+    let (mut second, r) = waiter.await.unwrap();
+    // It waited (a timeout would say so) and then found the newer commit.
+    assert!(matches!(r, Err(TxnError::WriteConflict { .. })), "got {r:?}");
+    // READ COMMITTED retries with a newer for_update_ts and succeeds.
+    let ts = second.fresh_ts().await.unwrap();
+    second.set_for_update_ts(ts);
+    let values = second.lock_keys(vec![(b"k".to_vec(), false)], true).await.unwrap();
+    assert_eq!(values, vec![Some(b"first".to_vec())]);
+    second.put(b"k".to_vec(), b"second".to_vec()).unwrap();
+    second.commit().await.unwrap();
+    assert_eq!(f.read(b"k").await, Some(b"second".to_vec()));
+}
+
+#[tokio::test]
+async fn lock_waits_are_bounded() {
+    let f = fixture();
+    let mut holder = f.begin(1_000).await;
+    holder.lock_keys(vec![(b"k".to_vec(), false)], false).await.unwrap();
+    let mut waiter = f.begin(50).await;
+    let r = waiter.lock_keys(vec![(b"k".to_vec(), false)], false).await;
+    assert!(matches!(r, Err(TxnError::LockWaitTimeout { .. })), "got {r:?}");
+    holder.rollback().await.unwrap();
+    waiter.lock_keys(vec![(b"k".to_vec(), false)], false).await.unwrap();
+    waiter.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_deadlock_is_broken_by_failing_one_of_its_transactions() {
+    let f = fixture();
+    let mut a = f.begin(20_000).await;
+    let mut b = f.begin(20_000).await;
+    a.lock_keys(vec![(b"x".to_vec(), false)], false).await.unwrap();
+    b.lock_keys(vec![(b"y".to_vec(), false)], false).await.unwrap();
+    let a_task = tokio::spawn(async move {
+        let r = a.lock_keys(vec![(b"y".to_vec(), false)], false).await;
+        (a, r)
+    });
+    let b_task = tokio::spawn(async move {
+        let r = b.lock_keys(vec![(b"x".to_vec(), false)], false).await;
+        (b, r)
+    });
+    // Whichever closes the cycle is refused; the other then gets its lock once the
+    // refused one rolls back.
+    let (a_result, b_result) = tokio::join!(
+        async {
+            let (a, r) = a_task.await.unwrap();
+            if r.is_err() {
+                a.rollback().await.unwrap();
+            } else {
+                a.commit().await.unwrap();
+            }
+            r
+        },
+        async {
+            let (b, r) = b_task.await.unwrap();
+            if r.is_err() {
+                b.rollback().await.unwrap();
+            } else {
+                b.commit().await.unwrap();
+            }
+            r
+        }
+    );
+    let deadlocks = [&a_result, &b_result]
+        .iter()
+        .filter(|r| matches!(r, Err(TxnError::Deadlock { .. })))
+        .count();
+    assert_eq!(deadlocks, 1, "a: {a_result:?}, b: {b_result:?}");
+    assert!(a_result.is_ok() || b_result.is_ok());
+}
+
+#[tokio::test]
+async fn restart_recovery_commits_or_rolls_back_every_orphan_lock() {
+    let f = fixture();
+    let kv = f.kv.clone() as TxnKvRef;
+    let start = f.tso.get_ts().await.unwrap();
+    let put = |k: &[u8], v: &[u8]| flotilla_mvcc::Mutation {
+        key: k.to_vec(),
+        op: flotilla_mvcc::MutationOp::Put(v.to_vec()),
+        pessimistic: false,
+    };
+    // Transaction 1 committed its primary and died before its secondary.
+    kv.prewrite(vec![put(b"p1", b"1"), put(b"s1", b"1")], b"p1", start, 60_000)
+        .await
+        .unwrap();
+    let commit = f.tso.get_ts().await.unwrap();
+    kv.commit(vec![b"p1".to_vec()], start, commit).await.unwrap();
+    // Transaction 2 died after prewrite.
+    let start2 = f.tso.get_ts().await.unwrap();
+    kv.prewrite(vec![put(b"p2", b"2"), put(b"s2", b"2")], b"p2", start2, 60_000)
+        .await
+        .unwrap();
+    assert_eq!(f.kv.recover_orphan_locks().await.unwrap(), 3);
+    assert_eq!(f.read(b"s1").await, Some(b"1".to_vec()));
+    assert_eq!(f.read(b"p2").await, None);
+    assert_eq!(f.read(b"s2").await, None);
+}
+
+#[tokio::test]
+async fn a_reader_resolves_the_secondary_of_a_committed_transaction() {
+    let f = fixture();
+    let kv = f.kv.clone() as TxnKvRef;
+    let start = f.tso.get_ts().await.unwrap();
+    let put = |k: &[u8]| flotilla_mvcc::Mutation {
+        key: k.to_vec(),
+        op: flotilla_mvcc::MutationOp::Put(b"v".to_vec()),
+        pessimistic: false,
+    };
+    kv.prewrite(vec![put(b"p"), put(b"s")], b"p", start, 60_000).await.unwrap();
+    let commit = f.tso.get_ts().await.unwrap();
+    kv.commit(vec![b"p".to_vec()], start, commit).await.unwrap();
+    // The lock on s has a long TTL, but its primary says committed: no waiting.
+    assert_eq!(f.read(b"s").await, Some(b"v".to_vec()));
+}
