@@ -291,7 +291,9 @@ where
         }
         QueryResult::Empty => {
             client
-                .feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse))
+                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                    EmptyQueryResponse::new(),
+                ))
                 .await?;
         }
     }
@@ -346,7 +348,9 @@ impl SimpleQueryHandler for ConnectionHandler {
         } else if results.is_empty() {
             // Only whitespace and semicolons: PostgreSQL answers EmptyQueryResponse.
             client
-                .feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse))
+                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                    EmptyQueryResponse::new(),
+                ))
                 .await?;
         }
         let status = transaction_status(session.transaction_state());
@@ -580,7 +584,7 @@ impl ConnectionHandler {
                                 client.feed(PgWireBackendMessage::DataRow(row)).await?;
                             }
                             client
-                                .feed(PgWireBackendMessage::PortalSuspended(PortalSuspended))
+                                .feed(PgWireBackendMessage::PortalSuspended(PortalSuspended::new()))
                                 .await?;
                             let rest: Vec<PgWireResult<DataRow>> = rows.map(Ok).collect();
                             let fields = Arc::new(values::field_infos(&schema, &formats));
@@ -598,7 +602,9 @@ impl ConnectionHandler {
                     }
                     QueryResult::Empty => {
                         client
-                            .feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse))
+                            .feed(PgWireBackendMessage::EmptyQueryResponse(
+                                EmptyQueryResponse::new(),
+                            ))
                             .await?;
                         *state = PortalExecutionState::Finished;
                     }
@@ -630,7 +636,7 @@ impl ConnectionHandler {
                     *state = PortalExecutionState::Finished;
                 } else {
                     client
-                        .feed(PgWireBackendMessage::PortalSuspended(PortalSuspended))
+                        .feed(PgWireBackendMessage::PortalSuspended(PortalSuspended::new()))
                         .await?;
                 }
             }
@@ -784,7 +790,9 @@ impl ExtendedQueryHandler for ConnectionHandler {
             Some(Entry::Value(portal)) => portal,
             Some(Entry::Empty) => {
                 client
-                    .feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse))
+                    .feed(PgWireBackendMessage::EmptyQueryResponse(
+                        EmptyQueryResponse::new(),
+                    ))
                     .await?;
                 return Ok(());
             }
@@ -896,7 +904,11 @@ impl ExtendedQueryHandler for ConnectionHandler {
                     )))
                     .await?;
             }
-            None => client.feed(PgWireBackendMessage::NoData(NoData)).await?,
+            None => {
+                client
+                    .feed(PgWireBackendMessage::NoData(NoData::new()))
+                    .await?
+            }
         }
         Ok(())
     }

@@ -1051,23 +1051,23 @@ fn parse_numeric(
             )),
         }
     };
+    // Digits kept from the input, then zeros for an exponent reaching past them; `keep` can
+    // be astronomically large ("0e999999999999"), so the zeros are one power, not a loop.
+    let kept = usize::try_from(keep.max(0)).unwrap_or(usize::MAX);
     let mut unscaled: i128 = 0;
-    let mut started = false;
-    for i in 0..keep.max(0) {
-        let d = usize::try_from(i)
+    for &d in digits.iter().take(kept) {
+        unscaled = unscaled
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(i128::from(d)))
+            .ok_or_else(overflow)?;
+    }
+    let zeros = kept.saturating_sub(digits.len());
+    if unscaled != 0 && zeros > 0 {
+        let factor = u32::try_from(zeros)
             .ok()
-            .and_then(|i| digits.get(i))
-            .copied()
-            .unwrap_or(0);
-        if d != 0 {
-            started = true;
-        }
-        if started {
-            unscaled = unscaled
-                .checked_mul(10)
-                .and_then(|v| v.checked_add(i128::from(d)))
-                .ok_or_else(overflow)?;
-        }
+            .and_then(|z| 10i128.checked_pow(z))
+            .ok_or_else(overflow)?;
+        unscaled = unscaled.checked_mul(factor).ok_or_else(overflow)?;
     }
     let next = usize::try_from(keep)
         .ok()
@@ -1571,7 +1571,6 @@ mod tests {
     fn numeric_binary_matches_reference() {
         for (unscaled, scale) in [
             (0i128, 0i8),
-            (0, 2),
             (1230, 2),
             (-1230, 2),
             (5, 1),
@@ -1590,6 +1589,12 @@ mod tests {
                 "{unscaled} scale {scale}"
             );
         }
+    }
+
+    #[test]
+    fn numeric_binary_zero_keeps_display_scale() {
+        // PostgreSQL sends 0.00 as no digits with dscale 2 (rust_decimal drops the scale).
+        assert_eq!(binary(PgValue::Numeric(0, 2)), vec![0, 0, 0, 0, 0, 0, 0, 2]);
     }
 
     #[test]
@@ -1952,6 +1957,11 @@ mod tests {
                 .code,
             "22003"
         );
+        assert_eq!(
+            param("0e99999999999999", &wide).ok(),
+            Some(ScalarValue::Decimal128(Some(0), 38, 0))
+        );
+        assert_eq!(param("1e-99999999999999", &d).ok(), dec(0));
         assert_eq!(
             param("1e99999999999999", &wide).expect_err("overflow").code,
             "22003"

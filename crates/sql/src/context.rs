@@ -119,6 +119,9 @@ impl StatementContext {
         plan: LogicalPlan,
         rows_max: usize,
     ) -> Result<Vec<RecordBatch>, SqlError> {
+        let state = self.ctx.state();
+        let optimized = state.optimize(&plan).map_err(datafusion_error)?;
+        let plan = crate::subquery::rewrite(optimized, &state).map_err(datafusion_error)?;
         let df = self
             .ctx
             .execute_logical_plan(plan)

@@ -123,13 +123,64 @@ fn alias_function_columns(query: &mut Query) {
     set_expr(&mut query.body);
 }
 
+/// DataFusion names every scalar subquery column "(<subquery>)" and refuses two columns
+/// of one name; PostgreSQL allows duplicate names. Unnamed subquery columns get distinct
+/// names when a projection has several.
+fn name_subquery_columns(query: &mut Query) {
+    fn has_subquery(e: &Expr) -> bool {
+        let mut found = false;
+        let _ = datafusion::sql::sqlparser::ast::visit_expressions(e, |x: &Expr| {
+            if matches!(x, Expr::Subquery(_)) {
+                found = true;
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        found
+    }
+    fn set_expr(s: &mut SetExpr) {
+        match s {
+            SetExpr::Select(select) => {
+                let count = select
+                    .projection
+                    .iter()
+                    .filter(|i| matches!(i, SelectItem::UnnamedExpr(e) if has_subquery(e)))
+                    .count();
+                if count < 2 {
+                    return;
+                }
+                for (n, item) in select.projection.iter_mut().enumerate() {
+                    if let SelectItem::UnnamedExpr(e) = item
+                        && has_subquery(e)
+                    {
+                        *item = SelectItem::ExprWithAlias {
+                            expr: e.clone(),
+                            alias: Ident::with_quote('"', format!("?column?{}", n + 1)),
+                        };
+                    }
+                }
+            }
+            SetExpr::Query(q) => name_subquery_columns(q),
+            SetExpr::SetOperation { left, right, .. } => {
+                set_expr(left);
+                set_expr(right);
+            }
+            _ => {}
+        }
+    }
+    set_expr(&mut query.body);
+}
+
 fn prepare_query_statement(statement: &Statement) -> Statement {
     let mut statement = statement.clone();
     match &mut statement {
-        Statement::Query(q) => alias_function_columns(q),
+        Statement::Query(q) => {
+            alias_function_columns(q);
+            name_subquery_columns(q);
+        }
         Statement::Explain { statement: inner, .. } => {
             if let Statement::Query(q) = inner.as_mut() {
                 alias_function_columns(q);
+                name_subquery_columns(q);
             }
         }
         _ => {}
@@ -584,6 +635,7 @@ async fn execute_insert(
                 }
             }
             alias_function_columns(&mut source);
+            name_subquery_columns(&mut source);
             let ctx = session.context(read_ts, None, HashMap::new());
             let plan = ctx.plan(Statement::Query(source)).await?;
             ctx.run(plan, session.engine.config.rows_per_query_max).await?

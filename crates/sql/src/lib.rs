@@ -15,6 +15,7 @@ mod params;
 mod psql;
 mod rows;
 mod session;
+mod subquery;
 mod table;
 mod types;
 

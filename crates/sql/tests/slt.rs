@@ -128,6 +128,11 @@ async fn run_file(path: &Path) -> (usize, usize, Vec<String>) {
             Ok(_) => {}
             Err(e) => {
                 failed += 1;
+                if let Ok(log) = std::env::var("FLOTILLA_SLT_FAILURES") {
+                    use std::io::Write;
+                    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+                    writeln!(f, "{}\n----", e).unwrap();
+                }
                 if failures.len() < 5 {
                     failures.push(e.to_string());
                 }

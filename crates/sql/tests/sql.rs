@@ -100,7 +100,7 @@ async fn every_type_round_trips() {
     assert_eq!(got, vec!["true|1|2|3|1.5|2.25|12.35|text|abc|x  |2024-01-31"]);
     assert_eq!(rows(&mut s, "SELECT count(*) FROM ty WHERE b IS NULL").await, vec!["1"]);
     // NUMERIC is exact.
-    assert_eq!(rows(&mut s, "SELECT n * 3 FROM ty WHERE i = 2").await, vec!["37.0500"]);
+    assert_eq!(rows(&mut s, "SELECT n * 3 FROM ty WHERE i = 2").await, vec!["37.05"]);
     assert_eq!(code(&mut s, "INSERT INTO ty (v) VALUES ('toolong')").await, "22001");
 }
 
@@ -268,7 +268,7 @@ async fn indexes_are_backfilled_used_and_kept_up_to_date() {
     assert!(plan.contains("point get"), "{plan}");
     assert_eq!(rows(&mut s, "SELECT c FROM p WHERE a = 3 AND b = 4").await, vec!["34"]);
     assert_eq!(rows(&mut s, "SELECT count(*) FROM p WHERE a = 3 AND b >= 5").await, vec!["5"]);
-    assert_eq!(rows(&mut s, "SELECT sum(c) FROM p WHERE a BETWEEN 2 AND 3").await, vec!["545"]);
+    assert_eq!(rows(&mut s, "SELECT sum(c) FROM p WHERE a BETWEEN 2 AND 3").await, vec!["590"]);
 }
 
 #[tokio::test]

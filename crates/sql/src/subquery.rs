@@ -1,0 +1,327 @@
+//! Subqueries DataFusion cannot turn into joins (correlated through non-equality
+//! predicates, or IN / EXISTS outside WHERE) are executed the way PostgreSQL executes
+//! them: once per distinct set of outer values, with the outer values substituted into the
+//! subquery's plan. Each such subquery becomes a call to a volatile scalar function whose
+//! arguments are the outer columns it references.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use datafusion::arrow::array::{Array, ArrayRef};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Subquery, Volatility, expr::Exists, expr::InSubquery, expr::ScalarFunction,
+};
+use datafusion::prelude::SessionContext;
+use datafusion::scalar::ScalarValue;
+use futures::future::BoxFuture;
+
+/// Stack size of the thread that runs subqueries (DataFusion plans recursively).
+const SUBQUERY_THREAD_STACK_BYTES: usize = 8 * 1024 * 1024;
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Scalar,
+    In { negated: bool },
+    Exists { negated: bool },
+}
+
+/// A subquery evaluated per row.
+struct SubqueryFunction {
+    id: usize,
+    name: String,
+    kind: Kind,
+    plan: Arc<LogicalPlan>,
+    /// Outer columns in argument order (after the IN operand, for IN).
+    outer: Vec<Expr>,
+    return_type: DataType,
+    state: SessionState,
+    signature: Signature,
+}
+
+impl std::fmt::Debug for SubqueryFunction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.name)
+    }
+}
+
+impl PartialEq for SubqueryFunction {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for SubqueryFunction {}
+
+impl Hash for SubqueryFunction {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+    }
+}
+
+fn ext(e: impl std::fmt::Display) -> DataFusionError {
+    DataFusionError::Execution(e.to_string())
+}
+
+/// Replaces outer references with the given values.
+fn bind_outer(plan: &LogicalPlan, outer: &[Expr], values: &[ScalarValue]) -> DfResult<LogicalPlan> {
+    let bind = |e: Expr| -> DfResult<Transformed<Expr>> {
+        if let Expr::OuterReferenceColumn(field, column) = &e {
+            for (o, v) in outer.iter().zip(values) {
+                if let Expr::OuterReferenceColumn(_, oc) = o
+                    && oc == column
+                {
+                    let v = if v.data_type() == *field.data_type() {
+                        v.clone()
+                    } else {
+                        v.cast_to(field.data_type())?
+                    };
+                    return Ok(Transformed::yes(Expr::Literal(v, None)));
+                }
+            }
+        }
+        Ok(Transformed::no(e))
+    };
+    plan.clone()
+        .transform_up_with_subqueries(|node| node.map_expressions(|e| e.transform_up(bind)))
+        .map(|t| t.data)
+}
+
+/// Optimises, rewrites remaining subqueries, and runs a plan.
+pub(crate) fn run_plan(state: SessionState, plan: LogicalPlan) -> BoxFuture<'static, DfResult<Vec<RecordBatch>>> {
+    Box::pin(async move {
+        let ctx = SessionContext::new_with_state(state.clone());
+        let optimized = ctx.state().optimize(&plan)?;
+        let rewritten = rewrite(optimized, &state)?;
+        ctx.execute_logical_plan(rewritten).await?.collect().await
+    })
+}
+
+impl SubqueryFunction {
+    fn evaluate(&self, operand: Option<&ScalarValue>, values: &[ScalarValue], rt: &tokio::runtime::Runtime) -> DfResult<ScalarValue> {
+        let plan = bind_outer(&self.plan, &self.outer, values)?;
+        let batches = rt.block_on(run_plan(self.state.clone(), plan))?;
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        match self.kind {
+            Kind::Exists { negated } => Ok(ScalarValue::Boolean(Some((rows > 0) != negated))),
+            Kind::Scalar => {
+                if rows > 1 {
+                    return Err(ext("more than one row returned by a subquery used as an expression"));
+                }
+                match batches.iter().find(|b| b.num_rows() > 0) {
+                    Some(b) => ScalarValue::try_from_array(b.column(0), 0),
+                    None => ScalarValue::try_from(&self.return_type),
+                }
+            }
+            Kind::In { negated } => {
+                let operand = operand.expect("IN has an operand");
+                let mut saw_null = false;
+                let mut found = false;
+                if !operand.is_null() {
+                    let target = operand.data_type();
+                    'outer: for b in &batches {
+                        let col: ArrayRef = if b.column(0).data_type() == &target {
+                            b.column(0).clone()
+                        } else {
+                            cast(b.column(0), &target)?
+                        };
+                        for r in 0..col.len() {
+                            if col.is_null(r) {
+                                saw_null = true;
+                            } else if ScalarValue::try_from_array(&col, r)? == *operand {
+                                found = true;
+                                break 'outer;
+                            }
+                        }
+                    }
+                }
+                let result = if found {
+                    Some(true)
+                } else if rows == 0 {
+                    Some(false)
+                } else if operand.is_null() || saw_null {
+                    None
+                } else {
+                    Some(false)
+                };
+                Ok(ScalarValue::Boolean(result.map(|r| r != negated)))
+            }
+        }
+    }
+}
+
+impl ScalarUDFImpl for SubqueryFunction {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
+        Ok(self.return_type.clone())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let n = args.number_rows;
+        let arrays: Vec<ArrayRef> = args
+            .args
+            .iter()
+            .map(|a| a.to_array(n))
+            .collect::<DfResult<_>>()?;
+        let with_operand = matches!(self.kind, Kind::In { .. });
+        // Subqueries run to completion on their own thread and runtime: this function is
+        // called synchronously from inside an executing plan.
+        let result: DfResult<Vec<ScalarValue>> = std::thread::scope(|scope| {
+            let handle = std::thread::Builder::new()
+                .name("flotilla-subquery".into())
+                .stack_size(SUBQUERY_THREAD_STACK_BYTES)
+                .spawn_scoped(scope, || -> DfResult<Vec<ScalarValue>> {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(ext)?;
+                    let mut cache: HashMap<Vec<ScalarValue>, ScalarValue> = HashMap::new();
+                    let mut out = Vec::with_capacity(n);
+                    for row in 0..n {
+                        let key: Vec<ScalarValue> = arrays
+                            .iter()
+                            .map(|a| ScalarValue::try_from_array(a, row))
+                            .collect::<DfResult<_>>()?;
+                        if let Some(v) = cache.get(&key) {
+                            out.push(v.clone());
+                            continue;
+                        }
+                        let (operand, outer) = if with_operand {
+                            (Some(&key[0]), &key[1..])
+                        } else {
+                            (None, &key[..])
+                        };
+                        let v = self.evaluate(operand, outer, &rt)?;
+                        cache.insert(key, v.clone());
+                        out.push(v);
+                    }
+                    Ok(out)
+                })
+                .map_err(ext)?;
+            handle.join().map_err(|_| ext("subquery thread panicked"))?
+        });
+        let values = result?;
+        if n == 0 {
+            return Ok(ColumnarValue::Array(
+                ScalarValue::try_from(&self.return_type)?.to_array_of_size(0)?,
+            ));
+        }
+        let array = ScalarValue::iter_to_array(values)?;
+        let array = if array.data_type() == &self.return_type {
+            array
+        } else {
+            cast(&array, &self.return_type)?
+        };
+        Ok(ColumnarValue::Array(array))
+    }
+}
+
+fn function_call(kind: Kind, sq: &Subquery, operand: Option<Expr>, return_type: DataType, state: &SessionState) -> Expr {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let outer: Vec<Expr> = sq.outer_ref_columns.clone();
+    let mut args: Vec<Expr> = operand.into_iter().collect();
+    for o in &outer {
+        if let Expr::OuterReferenceColumn(_, c) = o {
+            args.push(Expr::Column(c.clone()));
+        }
+    }
+    let udf = SubqueryFunction {
+        id,
+        name: format!("__flotilla_subquery_{id}"),
+        kind,
+        plan: sq.subquery.clone(),
+        outer,
+        return_type,
+        state: state.clone(),
+        signature: Signature::variadic_any(Volatility::Volatile),
+    };
+    let udf = Arc::new(ScalarUDF::new_from_impl(udf));
+    Expr::ScalarFunction(ScalarFunction::new_udf(udf, args))
+}
+
+/// True if the plan still holds subquery expressions that the physical planner cannot
+/// execute.
+fn needs_rewrite(e: &Expr) -> bool {
+    match e {
+        Expr::ScalarSubquery(sq) => !sq.outer_ref_columns.is_empty(),
+        Expr::InSubquery(_) | Expr::Exists(_) => true,
+        _ => false,
+    }
+}
+
+/// Rewrites remaining subqueries of an optimised plan into per-row function calls.
+pub(crate) fn rewrite(plan: LogicalPlan, state: &SessionState) -> DfResult<LogicalPlan> {
+    let mut found = false;
+    plan.apply(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|sub| {
+                if needs_rewrite(sub) {
+                    found = true;
+                }
+                Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+            })
+        })
+    })?;
+    if !found {
+        return Ok(plan);
+    }
+    plan.transform_up(|node| {
+        // Columns are referenced by name above this node: a rewritten projection keeps
+        // the name its expression had.
+        let keeps_names = matches!(node, LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_));
+        let rewritten = node.map_expressions(|e| {
+            let name = e.schema_name().to_string();
+            let t = e.transform_up(|e| {
+                Ok(match e {
+                    Expr::ScalarSubquery(sq) if !sq.outer_ref_columns.is_empty() => {
+                        let t = sq.subquery.schema().field(0).data_type().clone();
+                        Transformed::yes(function_call(Kind::Scalar, &sq, None, t, state))
+                    }
+                    Expr::InSubquery(InSubquery { expr, subquery, negated }) => Transformed::yes(function_call(
+                        Kind::In { negated },
+                        &subquery,
+                        Some(*expr),
+                        DataType::Boolean,
+                        state,
+                    )),
+                    Expr::Exists(Exists { subquery, negated }) => Transformed::yes(function_call(
+                        Kind::Exists { negated },
+                        &subquery,
+                        None,
+                        DataType::Boolean,
+                        state,
+                    )),
+                    other => Transformed::no(other),
+                })
+            })?;
+            if t.transformed && keeps_names {
+                Ok(Transformed::yes(t.data.alias_if_changed(name)?))
+            } else {
+                Ok(t)
+            }
+        })?;
+        if rewritten.transformed {
+            Ok(Transformed::yes(rewritten.data.recompute_schema()?))
+        } else {
+            Ok(rewritten)
+        }
+    })
+    .map(|t| t.data)
+}
