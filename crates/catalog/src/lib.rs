@@ -24,7 +24,9 @@ pub use schema::{
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     /// The catalog moved on since the snapshot the change was computed from.
-    #[error("schema changed concurrently (version {expected} is now {actual}); retry the statement")]
+    #[error(
+        "schema changed concurrently (version {expected} is now {actual}); retry the statement"
+    )]
     VersionMismatch {
         /// The version the change was based on.
         expected: u64,

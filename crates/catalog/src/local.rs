@@ -86,7 +86,10 @@ impl LocalCatalog {
         let mut seen_relations = std::collections::HashSet::new();
         for table in next.tables.values() {
             if !seen_relations.insert(table.name.clone()) {
-                return Err(CatalogError::Invalid(format!("relation \"{}\" already exists", table.name)));
+                return Err(CatalogError::Invalid(format!(
+                    "relation \"{}\" already exists",
+                    table.name
+                )));
             }
             let mut columns = std::collections::HashSet::new();
             for c in &table.columns {
@@ -100,7 +103,10 @@ impl LocalCatalog {
             }
             for index in &table.indexes {
                 if !seen_relations.insert(index.name.clone()) {
-                    return Err(CatalogError::Invalid(format!("relation \"{}\" already exists", index.name)));
+                    return Err(CatalogError::Invalid(format!(
+                        "relation \"{}\" already exists",
+                        index.name
+                    )));
                 }
                 for col in &index.columns {
                     if table.column_by_id(*col).is_none() {
@@ -144,7 +150,11 @@ impl Catalog for LocalCatalog {
         }
         // Validated in full before anything is written: an invalid change leaves no trace.
         Self::validate(&next)?;
-        batch.put(Cf::Meta, VERSION_KEY.to_vec(), next.version.to_be_bytes().to_vec());
+        batch.put(
+            Cf::Meta,
+            VERSION_KEY.to_vec(),
+            next.version.to_be_bytes().to_vec(),
+        );
         self.engine.write(batch, true).map_err(storage_err)?;
         let next = Arc::new(next);
         *current = next.clone();
@@ -153,7 +163,8 @@ impl Catalog for LocalCatalog {
 
     fn allocate(&self, kind: IdKind, count: u64) -> Result<Range<i64>, CatalogError> {
         assert!(count > 0, "allocate at least one id");
-        let count = i64::try_from(count).map_err(|_| CatalogError::Invalid("too many ids".into()))?;
+        let count =
+            i64::try_from(count).map_err(|_| CatalogError::Invalid("too many ids".into()))?;
         let (key_kind, key, floor) = match kind {
             IdKind::Table => (IdKindKey::Table, TABLE_ID_KEY.to_vec(), FIRST_TABLE_ID),
             IdKind::RowId(t) => (IdKindKey::RowId(t), row_id_key(t), 1),

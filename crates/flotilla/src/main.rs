@@ -52,7 +52,9 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     if let Some(addr) = args.http_addr {
         config.http_addr = addr;
     }
-    let node = Standalone::start(config).await.context("starting flotilla standalone")?;
+    let node = Standalone::start(config)
+        .await
+        .context("starting flotilla standalone")?;
     println!(
         "flotilla standalone serving PostgreSQL on {} and HTTP on {}",
         node.sql_addr(),
@@ -73,13 +75,14 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

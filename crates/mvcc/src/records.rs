@@ -79,7 +79,9 @@ fn take<'a>(input: &mut &'a [u8], n: usize, what: &str) -> Result<&'a [u8], Mvcc
 
 fn take_u64(input: &mut &[u8], what: &str) -> Result<u64, MvccError> {
     let bytes = take(input, 8, what)?;
-    Ok(u64::from_le_bytes(bytes.try_into().expect("length checked")))
+    Ok(u64::from_le_bytes(
+        bytes.try_into().expect("length checked"),
+    ))
 }
 
 fn take_bytes(input: &mut &[u8], what: &str) -> Result<Vec<u8>, MvccError> {

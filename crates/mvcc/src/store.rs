@@ -334,7 +334,11 @@ impl Mvcc {
 
     /// Releases the pessimistic locks of `start_ts` on `keys` (statement or transaction
     /// rollback before prewrite). Prewritten locks and other transactions' locks stay.
-    pub fn pessimistic_rollback(&self, keys: &[Vec<u8>], start_ts: Timestamp) -> Result<(), MvccError> {
+    pub fn pessimistic_rollback(
+        &self,
+        keys: &[Vec<u8>],
+        start_ts: Timestamp,
+    ) -> Result<(), MvccError> {
         let encoded: Vec<Vec<u8>> = keys.iter().map(|k| encode_user_key(k)).collect();
         let _latch = self.latches.acquire(&encoded);
         let mut batch = WriteBatch::new();
@@ -417,7 +421,10 @@ impl Mvcc {
                     .as_ref()
                     .map(|l| l.for_update_ts)
                     .unwrap_or(start_ts),
-                ttl_ms: existing.as_ref().map(|l| l.ttl_ms.max(ttl_ms)).unwrap_or(ttl_ms),
+                ttl_ms: existing
+                    .as_ref()
+                    .map(|l| l.ttl_ms.max(ttl_ms))
+                    .unwrap_or(ttl_ms),
                 short_value,
             };
             batch.put(Cf::Lock, ek.clone(), lock.to_bytes());

@@ -26,7 +26,8 @@ fn ts(n: u64) -> Timestamp {
 }
 
 fn write(m: &Mvcc, key: &[u8], value: &[u8], start: u64, commit: u64) {
-    m.prewrite(&[put(key, value)], key, ts(start), 3_000).unwrap();
+    m.prewrite(&[put(key, value)], key, ts(start), 3_000)
+        .unwrap();
     m.commit(&[key.to_vec()], ts(start), ts(commit)).unwrap();
 }
 
@@ -70,7 +71,10 @@ fn scan_returns_newest_visible_versions_in_key_order() {
     let rows = m.scan(b"a", b"", ts(25), 10, None).unwrap();
     assert_eq!(
         rows,
-        vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"3".to_vec())]
+        vec![
+            (b"a".to_vec(), b"1".to_vec()),
+            (b"b".to_vec(), b"3".to_vec())
+        ]
     );
     let limited = m.scan(b"", b"c", ts(40), 1, None).unwrap();
     assert_eq!(limited, vec![(b"a".to_vec(), b"1".to_vec())]);
@@ -80,8 +84,15 @@ fn scan_returns_newest_visible_versions_in_key_order() {
 fn prewrite_locks_block_readers_but_pessimistic_locks_do_not() {
     let (_d, m) = mvcc();
     write(&m, b"k", b"old", 1, 2);
-    m.acquire_pessimistic_lock(&[(b"k".to_vec(), false)], b"k", ts(10), ts(10), 3_000, false)
-        .unwrap();
+    m.acquire_pessimistic_lock(
+        &[(b"k".to_vec(), false)],
+        b"k",
+        ts(10),
+        ts(10),
+        3_000,
+        false,
+    )
+    .unwrap();
     assert_eq!(m.get(b"k", ts(20), None).unwrap(), Some(b"old".to_vec()));
     m.prewrite(
         &[Mutation {
@@ -94,11 +105,20 @@ fn prewrite_locks_block_readers_but_pessimistic_locks_do_not() {
         3_000,
     )
     .unwrap();
-    assert!(matches!(m.get(b"k", ts(20), None), Err(MvccError::KeyIsLocked(_))));
-    assert!(matches!(m.scan(b"", b"", ts(20), 10, None), Err(MvccError::KeyIsLocked(_))));
+    assert!(matches!(
+        m.get(b"k", ts(20), None),
+        Err(MvccError::KeyIsLocked(_))
+    ));
+    assert!(matches!(
+        m.scan(b"", b"", ts(20), 10, None),
+        Err(MvccError::KeyIsLocked(_))
+    ));
     // An older snapshot is not blocked, nor is the lock holder itself.
     assert_eq!(m.get(b"k", ts(5), None).unwrap(), Some(b"old".to_vec()));
-    assert_eq!(m.get(b"k", ts(20), Some(ts(10))).unwrap(), Some(b"old".to_vec()));
+    assert_eq!(
+        m.get(b"k", ts(20), Some(ts(10))).unwrap(),
+        Some(b"old".to_vec())
+    );
 }
 
 #[test]
@@ -106,20 +126,45 @@ fn conflicts_are_detected() {
     let (_d, m) = mvcc();
     write(&m, b"k", b"v", 10, 20);
     // Optimistic: a commit at or after start_ts conflicts.
-    let err = m.prewrite(&[put(b"k", b"x")], b"k", ts(15), 3_000).unwrap_err();
+    let err = m
+        .prewrite(&[put(b"k", b"x")], b"k", ts(15), 3_000)
+        .unwrap_err();
     assert!(matches!(err, MvccError::WriteConflict { .. }));
     // Pessimistic: a commit after for_update_ts conflicts; a newer for_update_ts does not.
     let err = m
-        .acquire_pessimistic_lock(&[(b"k".to_vec(), false)], b"k", ts(15), ts(15), 3_000, false)
+        .acquire_pessimistic_lock(
+            &[(b"k".to_vec(), false)],
+            b"k",
+            ts(15),
+            ts(15),
+            3_000,
+            false,
+        )
         .unwrap_err();
     assert!(matches!(err, MvccError::WriteConflict { .. }));
-    m.acquire_pessimistic_lock(&[(b"k".to_vec(), false)], b"k", ts(15), ts(25), 3_000, false)
-        .unwrap();
+    m.acquire_pessimistic_lock(
+        &[(b"k".to_vec(), false)],
+        b"k",
+        ts(15),
+        ts(25),
+        3_000,
+        false,
+    )
+    .unwrap();
     // Another transaction meets the lock.
     let err = m
-        .acquire_pessimistic_lock(&[(b"k".to_vec(), false)], b"k", ts(30), ts(30), 3_000, false)
+        .acquire_pessimistic_lock(
+            &[(b"k".to_vec(), false)],
+            b"k",
+            ts(30),
+            ts(30),
+            3_000,
+            false,
+        )
         .unwrap_err();
-    assert!(matches!(err, MvccError::KeyIsLocked(ref l) if l.start_ts == ts(15) && l.kind == LockKind::Pessimistic));
+    assert!(
+        matches!(err, MvccError::KeyIsLocked(ref l) if l.start_ts == ts(15) && l.kind == LockKind::Pessimistic)
+    );
     m.pessimistic_rollback(&[b"k".to_vec()], ts(15)).unwrap();
     // Insert of an existing key.
     let err = m
@@ -131,7 +176,8 @@ fn conflicts_are_detected() {
 #[test]
 fn a_rolled_back_transaction_can_neither_prewrite_late_nor_commit() {
     let (_d, m) = mvcc();
-    m.prewrite(&[put(b"a", b"1"), put(b"b", b"2")], b"a", ts(10), 3_000).unwrap();
+    m.prewrite(&[put(b"a", b"1"), put(b"b", b"2")], b"a", ts(10), 3_000)
+        .unwrap();
     m.rollback(&[b"a".to_vec(), b"b".to_vec()], ts(10)).unwrap();
     assert_eq!(m.get(b"a", ts(50), None).unwrap(), None);
     assert!(matches!(
@@ -144,7 +190,10 @@ fn a_rolled_back_transaction_can_neither_prewrite_late_nor_commit() {
     ));
     // Rolling back a committed transaction is refused.
     write(&m, b"c", b"3", 20, 21);
-    assert!(matches!(m.rollback(&[b"c".to_vec()], ts(20)), Err(MvccError::Committed { .. })));
+    assert!(matches!(
+        m.rollback(&[b"c".to_vec()], ts(20)),
+        Err(MvccError::Committed { .. })
+    ));
     // Commit is idempotent.
     m.commit(&[b"c".to_vec()], ts(20), ts(21)).unwrap();
 }
@@ -152,28 +201,35 @@ fn a_rolled_back_transaction_can_neither_prewrite_late_nor_commit() {
 #[test]
 fn locks_of_a_coordinator_that_died_after_committing_its_primary_are_resolved_as_committed() {
     let (_d, m) = mvcc();
-    m.prewrite(&[put(b"p", b"1"), put(b"s", b"2")], b"p", ts(10), 3_000).unwrap();
+    m.prewrite(&[put(b"p", b"1"), put(b"s", b"2")], b"p", ts(10), 3_000)
+        .unwrap();
     m.commit(&[b"p".to_vec()], ts(10), ts(11)).unwrap();
     // The coordinator died here: the secondary is still locked.
     let lock = match m.get(b"s", ts(20), None) {
         Err(MvccError::KeyIsLocked(l)) => l,
         other => panic!("expected a lock, got {other:?}"),
     };
-    let status = m.check_txn_status(&lock.primary, lock.start_ts, ts(20), false).unwrap();
+    let status = m
+        .check_txn_status(&lock.primary, lock.start_ts, ts(20), false)
+        .unwrap();
     assert_eq!(status, TxnStatus::Committed { commit_ts: ts(11) });
-    m.resolve_lock(&[b"s".to_vec()], lock.start_ts, Some(ts(11))).unwrap();
+    m.resolve_lock(&[b"s".to_vec()], lock.start_ts, Some(ts(11)))
+        .unwrap();
     assert_eq!(m.get(b"s", ts(20), None).unwrap(), Some(b"2".to_vec()));
 }
 
 #[test]
 fn locks_of_a_coordinator_that_died_before_committing_are_rolled_back_after_their_ttl() {
     let (_d, m) = mvcc();
-    m.prewrite(&[put(b"p", b"1"), put(b"s", b"2")], b"p", ts(10), 3_000).unwrap();
+    m.prewrite(&[put(b"p", b"1"), put(b"s", b"2")], b"p", ts(10), 3_000)
+        .unwrap();
     // Within the TTL the transaction is presumed alive.
     let alive = m.check_txn_status(b"p", ts(10), ts(100), false).unwrap();
     assert!(matches!(alive, TxnStatus::Locked { .. }));
     // After it, the primary is rolled back and the secondary follows.
-    let dead = m.check_txn_status(b"p", ts(10), ts(10 + 3_000), false).unwrap();
+    let dead = m
+        .check_txn_status(b"p", ts(10), ts(10 + 3_000), false)
+        .unwrap();
     assert_eq!(dead, TxnStatus::RolledBack);
     m.resolve_lock(&[b"s".to_vec()], ts(10), None).unwrap();
     assert_eq!(m.get(b"s", ts(9_000), None).unwrap(), None);
@@ -184,7 +240,8 @@ fn locks_of_a_coordinator_that_died_before_committing_are_rolled_back_after_thei
     m.prewrite(&[put(b"q", b"1")], b"q", ts(20), 100).unwrap();
     m.txn_heartbeat(b"q", ts(20), 10_000).unwrap();
     assert!(matches!(
-        m.check_txn_status(b"q", ts(20), ts(20 + 5_000), false).unwrap(),
+        m.check_txn_status(b"q", ts(20), ts(20 + 5_000), false)
+            .unwrap(),
         TxnStatus::Locked { .. }
     ));
 }

@@ -5,12 +5,12 @@
 //! means. Every handler that ends a query cycle reports the transaction status the session
 //! itself holds, so ReadyForQuery never drifts from the SQL layer's view.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::Schema;
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::scalar::ScalarValue;
 use flotilla_sql::{PreparedStatement, QueryResult, Session, SqlError, TransactionState};
 use futures::{Sink, SinkExt, StreamExt};
@@ -33,8 +33,8 @@ use pgwire::messages::data::{
     DataRow, FieldDescription, NoData, ParameterDescription, RowDescription,
 };
 use pgwire::messages::extendedquery::{
-    Bind, BindComplete, Describe, Execute, Parse, ParseComplete, PortalSuspended, Sync as PgSync,
-    TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
+    Bind, BindComplete, Close, CloseComplete, Describe, Execute, Parse, ParseComplete,
+    PortalSuspended, Sync as PgSync, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
 };
 use pgwire::messages::response::{EmptyQueryResponse, ReadyForQuery, TransactionStatus};
 use pgwire::messages::simplequery::Query;
@@ -218,6 +218,9 @@ pub(crate) struct ConnectionHandler {
     /// Messages on one connection are handled one at a time, so this lock is never contended;
     /// it exists because pgwire hands handlers out as shared references.
     session: Mutex<Session>,
+    /// Names of the named statements in pgwire's store (which cannot list them), so
+    /// `DEALLOCATE ALL` can remove them.
+    statement_names: Mutex<HashSet<String>>,
     /// Signalled once startup completes, which ends the startup deadline.
     started: Arc<Notify>,
     describer: Arc<StatementDescriber>,
@@ -227,6 +230,7 @@ impl ConnectionHandler {
     pub(crate) fn new(session: Session, started: Arc<Notify>) -> Self {
         Self {
             session: Mutex::new(session),
+            statement_names: Mutex::new(HashSet::new()),
             started,
             describer: Arc::new(StatementDescriber),
         }
@@ -235,6 +239,100 @@ impl ConnectionHandler {
     async fn status(&self) -> TransactionStatus {
         transaction_status(self.session.lock().await.transaction_state())
     }
+
+    /// Runs `DEALLOCATE`: protocol-level prepared statements live in this front end, not in
+    /// the session, so this is the one statement answered here. Returns its command tag.
+    async fn deallocate<S>(&self, store: &S, target: Deallocate) -> Result<&'static str, SqlError>
+    where
+        S: PortalStore,
+    {
+        if self.session.lock().await.transaction_state() == TransactionState::Failed {
+            return Err(SqlError {
+                code: "25P02",
+                message: "current transaction is aborted, commands ignored until end of transaction block".to_owned(),
+                position: None,
+                hint: None,
+            });
+        }
+        let mut names = self.statement_names.lock().await;
+        match target {
+            Deallocate::All => {
+                for name in names.drain() {
+                    store.rm_statement(&name);
+                }
+                Ok("DEALLOCATE ALL")
+            }
+            Deallocate::Name(name) => {
+                if !names.remove(&name) || store.get_statement(&name).is_none() {
+                    return Err(SqlError {
+                        code: "26000",
+                        message: format!("prepared statement \"{name}\" does not exist"),
+                        position: None,
+                        hint: None,
+                    });
+                }
+                store.rm_statement(&name);
+                Ok("DEALLOCATE")
+            }
+        }
+    }
+}
+
+/// A statement in pgwire's store.
+#[derive(Debug, Clone)]
+pub(crate) enum Statement {
+    /// Prepared (parsed and described) by the session.
+    Session(PreparedStatement),
+    /// `DEALLOCATE`, which this front end answers itself.
+    Deallocate(Deallocate),
+}
+
+impl Statement {
+    fn param_types(&self) -> &[DataType] {
+        match self {
+            Statement::Session(prepared) => &prepared.param_types,
+            Statement::Deallocate(_) => &[],
+        }
+    }
+
+    fn result_schema(&self) -> Option<&SchemaRef> {
+        match self {
+            Statement::Session(prepared) => prepared.result_schema.as_ref(),
+            Statement::Deallocate(_) => None,
+        }
+    }
+}
+
+/// What a `DEALLOCATE` statement removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Deallocate {
+    All,
+    Name(String),
+}
+
+/// Recognises a query that is exactly `DEALLOCATE [PREPARE] { name | ALL }` (drivers such as
+/// psycopg send it to drop statements they prepared with Parse).
+pub(crate) fn parse_deallocate(sql: &str) -> Option<Deallocate> {
+    let sql = sql.trim().trim_end_matches(';').trim_end();
+    let mut words = sql.split_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("DEALLOCATE") {
+        return None;
+    }
+    let mut target = words.next()?;
+    if target.eq_ignore_ascii_case("PREPARE") {
+        target = words.next()?;
+    }
+    if words.next().is_some() || target.contains(';') {
+        return None;
+    }
+    if target.eq_ignore_ascii_case("ALL") {
+        return Some(Deallocate::All);
+    }
+    let name = match target.strip_prefix('"') {
+        Some(quoted) => quoted.strip_suffix('"')?.replace("\"\"", "\""),
+        None => target.to_lowercase(),
+    };
+    Some(Deallocate::Name(name))
 }
 
 #[async_trait]
@@ -322,6 +420,22 @@ impl SimpleQueryHandler for ConnectionHandler {
             return Err(PgWireError::NotReadyForQuery);
         }
         client.set_state(PgWireConnectionState::QueryInProgress);
+        if let Some(target) = parse_deallocate(&query.query) {
+            let message = match self.deallocate(client.portal_store(), target).await {
+                Ok(tag) => PgWireBackendMessage::CommandComplete(Tag::new(tag).into()),
+                Err(e) => PgWireBackendMessage::ErrorResponse(error_info(&e).into()),
+            };
+            client.feed(message).await?;
+            let status = self.status().await;
+            client.set_state(PgWireConnectionState::ReadyForQuery);
+            client.set_transaction_status(status);
+            client
+                .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                    status,
+                )))
+                .await?;
+            return Ok(());
+        }
         let mut session = self.session.lock().await;
         let (results, mut error) = session.simple_query(&query.query).await;
         for result in &results {
@@ -386,7 +500,7 @@ pub(crate) struct StatementDescriber;
 
 #[async_trait]
 impl QueryParser for StatementDescriber {
-    type Statement = PreparedStatement;
+    type Statement = Statement;
 
     async fn parse_sql<C>(
         &self,
@@ -405,7 +519,7 @@ impl QueryParser for StatementDescriber {
     }
 
     fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
-        Ok(stmt.param_types.iter().map(values::pg_type_of).collect())
+        Ok(stmt.param_types().iter().map(values::pg_type_of).collect())
     }
 
     fn get_result_schema(
@@ -413,7 +527,7 @@ impl QueryParser for StatementDescriber {
         stmt: &Self::Statement,
         column_format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
-        Ok(match &stmt.result_schema {
+        Ok(match stmt.result_schema() {
             Some(schema) => {
                 let formats = result_formats(column_format, schema.fields().len());
                 values::field_infos(schema, &formats)
@@ -444,7 +558,7 @@ fn result_formats(format: Option<&Format>, columns: usize) -> Vec<FieldFormat> {
 
 /// Checks a Bind's counts and format codes against the statement, as PostgreSQL does, so
 /// nothing later indexes past what the client sent.
-fn check_bind(bind: &Bind, statement: &PreparedStatement, name: &str) -> PgWireResult<()> {
+fn check_bind(bind: &Bind, statement: &Statement, name: &str) -> PgWireResult<()> {
     let params = bind.parameters.len();
     let param_formats = bind.parameter_format_codes.len();
     if param_formats > 1 && param_formats != params {
@@ -453,20 +567,17 @@ fn check_bind(bind: &Bind, statement: &PreparedStatement, name: &str) -> PgWireR
             format!("bind message has {param_formats} parameter formats but {params} parameters"),
         ));
     }
-    if params != statement.param_types.len() {
+    if params != statement.param_types().len() {
         return Err(protocol_error(
             "08P01",
             format!(
                 "bind message supplies {params} parameters, but prepared statement \"{}\" requires {}",
                 display_name(name),
-                statement.param_types.len()
+                statement.param_types().len()
             ),
         ));
     }
-    let columns = statement
-        .result_schema
-        .as_ref()
-        .map_or(0, |s| s.fields().len());
+    let columns = statement.result_schema().map_or(0, |s| s.fields().len());
     let result_formats = bind.result_column_format_codes.len();
     if result_formats > 1 && result_formats != columns {
         return Err(protocol_error(
@@ -494,7 +605,7 @@ fn check_bind(bind: &Bind, statement: &PreparedStatement, name: &str) -> PgWireR
 fn decode_params(
     parameters: &[Option<impl std::ops::Deref<Target = [u8]>>],
     format: &Format,
-    statement: &StoredStatement<PreparedStatement>,
+    statement: &StoredStatement<Statement>,
 ) -> Result<Vec<ScalarValue>, SqlError> {
     parameters
         .iter()
@@ -502,7 +613,7 @@ fn decode_params(
         .map(|(idx, raw)| {
             let target = statement
                 .statement
-                .param_types
+                .param_types()
                 .get(idx)
                 .ok_or_else(|| SqlError {
                     code: "08P01",
@@ -532,11 +643,12 @@ impl ConnectionHandler {
     async fn execute_portal<C>(
         &self,
         client: &mut C,
-        portal: &Portal<PreparedStatement>,
+        portal: &Portal<Statement>,
         max_rows: usize,
     ) -> PgWireResult<()>
     where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
@@ -544,6 +656,20 @@ impl ConnectionHandler {
         let mut state = state.lock().await;
         match &mut *state {
             PortalExecutionState::Initial => {
+                let prepared = match &portal.statement.statement {
+                    Statement::Session(prepared) => prepared,
+                    Statement::Deallocate(target) => {
+                        let tag = self
+                            .deallocate(client.portal_store(), target.clone())
+                            .await
+                            .map_err(|e| pg_error(&e))?;
+                        client
+                            .feed(PgWireBackendMessage::CommandComplete(Tag::new(tag).into()))
+                            .await?;
+                        *state = PortalExecutionState::Finished;
+                        return Ok(());
+                    }
+                };
                 let params = decode_params(
                     &portal.parameters,
                     &portal.parameter_format,
@@ -554,7 +680,7 @@ impl ConnectionHandler {
                     .session
                     .lock()
                     .await
-                    .execute_prepared(&portal.statement.statement, params)
+                    .execute_prepared(prepared, params)
                     .await
                     .map_err(|e| pg_error(&e))?;
                 match result {
@@ -641,7 +767,7 @@ impl ConnectionHandler {
                 }
             }
             PortalExecutionState::Finished => {
-                if portal.statement.statement.result_schema.is_some() {
+                if portal.statement.statement.result_schema().is_some() {
                     // A drained row-returning portal completes again with no rows.
                     client
                         .feed(PgWireBackendMessage::CommandComplete(
@@ -662,7 +788,7 @@ impl ConnectionHandler {
 
 #[async_trait]
 impl ExtendedQueryHandler for ConnectionHandler {
-    type Statement = PreparedStatement;
+    type Statement = Statement;
     type QueryParser = StatementDescriber;
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
@@ -693,8 +819,20 @@ impl ExtendedQueryHandler for ConnectionHandler {
             .iter()
             .map(|oid| Type::from_oid(*oid))
             .collect();
+        if name != DEFAULT_NAME {
+            self.statement_names.lock().await.insert(name.clone());
+        }
         if is_empty_query(&message.query) {
             client.portal_store().put_empty_statement(&name);
+        } else if let Some(target) = parse_deallocate(&message.query) {
+            // Answered by this front end at Execute; the session never sees it.
+            client
+                .portal_store()
+                .put_statement(Arc::new(StoredStatement::new(
+                    name,
+                    Statement::Deallocate(target),
+                    declared,
+                )));
         } else {
             let arrow_types: Vec<_> = declared
                 .iter()
@@ -709,7 +847,11 @@ impl ExtendedQueryHandler for ConnectionHandler {
                 .map_err(|e| pg_error(&e))?;
             client
                 .portal_store()
-                .put_statement(Arc::new(StoredStatement::new(name, statement, declared)));
+                .put_statement(Arc::new(StoredStatement::new(
+                    name,
+                    Statement::Session(statement),
+                    declared,
+                )));
         }
         client
             .feed(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
@@ -823,79 +965,78 @@ impl ExtendedQueryHandler for ConnectionHandler {
         let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
         // Describe answers NoData exactly when the statement returns no rows (pgwire's
         // default would send an empty RowDescription for a parameterised DML statement).
-        let schema =
-            match message.target_type {
-                TARGET_TYPE_BYTE_STATEMENT => match client.portal_store().get_statement(name) {
-                    Some(Entry::Value(stored)) => {
-                        let param_oids = stored
-                            .statement
-                            .param_types
-                            .iter()
-                            .enumerate()
-                            .map(|(idx, data_type)| {
-                                // The client's declared type, when it gave one, is the encoding
-                                // it will send; otherwise the type the server will decode.
-                                stored
-                                    .parameter_types
-                                    .get(idx)
-                                    .and_then(Option::as_ref)
-                                    .cloned()
-                                    .unwrap_or_else(|| values::pg_type_of(data_type))
-                                    .oid()
-                            })
-                            .collect();
-                        client
-                            .feed(PgWireBackendMessage::ParameterDescription(
-                                ParameterDescription::new(param_oids),
-                            ))
-                            .await?;
-                        stored
-                            .statement
-                            .result_schema
-                            .clone()
-                            .map(|schema| (schema, Vec::new()))
-                    }
-                    Some(Entry::Empty) => {
-                        client
-                            .feed(PgWireBackendMessage::ParameterDescription(
-                                ParameterDescription::new(Vec::new()),
-                            ))
-                            .await?;
-                        None
-                    }
-                    None => {
-                        return Err(protocol_error(
-                            "26000",
-                            format!(
-                                "prepared statement \"{}\" does not exist",
-                                display_name(name)
-                            ),
-                        ));
-                    }
-                },
-                TARGET_TYPE_BYTE_PORTAL => match client.portal_store().get_portal(name) {
-                    Some(Entry::Value(portal)) => portal
+        let schema = match message.target_type {
+            TARGET_TYPE_BYTE_STATEMENT => match client.portal_store().get_statement(name) {
+                Some(Entry::Value(stored)) => {
+                    let param_oids = stored
                         .statement
+                        .param_types()
+                        .iter()
+                        .enumerate()
+                        .map(|(idx, data_type)| {
+                            // The client's declared type, when it gave one, is the encoding
+                            // it will send; otherwise the type the server will decode.
+                            stored
+                                .parameter_types
+                                .get(idx)
+                                .and_then(Option::as_ref)
+                                .cloned()
+                                .unwrap_or_else(|| values::pg_type_of(data_type))
+                                .oid()
+                        })
+                        .collect();
+                    client
+                        .feed(PgWireBackendMessage::ParameterDescription(
+                            ParameterDescription::new(param_oids),
+                        ))
+                        .await?;
+                    stored
                         .statement
-                        .result_schema
-                        .clone()
-                        .map(|schema| {
-                            let formats = result_formats(
-                                Some(&portal.result_column_format),
-                                schema.fields().len(),
-                            );
-                            (schema, formats)
-                        }),
-                    Some(Entry::Empty) => None,
-                    None => {
-                        return Err(protocol_error(
-                            "34000",
-                            format!("portal \"{}\" does not exist", display_name(name)),
-                        ));
-                    }
-                },
-                other => return Err(PgWireError::InvalidTargetType(other)),
-            };
+                        .result_schema()
+                        .cloned()
+                        .map(|schema| (schema, Vec::new()))
+                }
+                Some(Entry::Empty) => {
+                    client
+                        .feed(PgWireBackendMessage::ParameterDescription(
+                            ParameterDescription::new(Vec::new()),
+                        ))
+                        .await?;
+                    None
+                }
+                None => {
+                    return Err(protocol_error(
+                        "26000",
+                        format!(
+                            "prepared statement \"{}\" does not exist",
+                            display_name(name)
+                        ),
+                    ));
+                }
+            },
+            TARGET_TYPE_BYTE_PORTAL => match client.portal_store().get_portal(name) {
+                Some(Entry::Value(portal)) => portal
+                    .statement
+                    .statement
+                    .result_schema()
+                    .cloned()
+                    .map(|schema| {
+                        let formats = result_formats(
+                            Some(&portal.result_column_format),
+                            schema.fields().len(),
+                        );
+                        (schema, formats)
+                    }),
+                Some(Entry::Empty) => None,
+                None => {
+                    return Err(protocol_error(
+                        "34000",
+                        format!("portal \"{}\" does not exist", display_name(name)),
+                    ));
+                }
+            },
+            other => return Err(PgWireError::InvalidTargetType(other)),
+        };
         match schema {
             Some((schema, formats)) => {
                 client
@@ -928,6 +1069,28 @@ impl ExtendedQueryHandler for ConnectionHandler {
             .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
                 status,
             )))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_close<C>(&self, client: &mut C, message: Close) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        match message.target_type {
+            TARGET_TYPE_BYTE_STATEMENT => {
+                self.statement_names.lock().await.remove(name);
+                client.portal_store().rm_statement(name);
+            }
+            TARGET_TYPE_BYTE_PORTAL => client.portal_store().rm_portal(name),
+            other => return Err(PgWireError::InvalidTargetType(other)),
+        }
+        client
+            .feed(PgWireBackendMessage::CloseComplete(CloseComplete::new()))
             .await?;
         Ok(())
     }
@@ -1038,6 +1201,30 @@ mod tests {
         assert_eq!(info.code, "42601");
         assert_eq!(info.position.as_deref(), Some("10"));
         assert_eq!(info.hint.as_deref(), Some("check the spelling"));
+    }
+
+    #[test]
+    fn deallocate_statements_are_recognised() {
+        assert_eq!(parse_deallocate("DEALLOCATE ALL"), Some(Deallocate::All));
+        assert_eq!(
+            parse_deallocate(" deallocate prepare all ; "),
+            Some(Deallocate::All)
+        );
+        assert_eq!(
+            parse_deallocate("DEALLOCATE _pg3_1"),
+            Some(Deallocate::Name("_pg3_1".to_owned()))
+        );
+        assert_eq!(
+            parse_deallocate("DEALLOCATE \"My\"\"S\""),
+            Some(Deallocate::Name("My\"S".to_owned()))
+        );
+        assert_eq!(
+            parse_deallocate("DEALLOCATE Foo"),
+            Some(Deallocate::Name("foo".to_owned()))
+        );
+        assert_eq!(parse_deallocate("DEALLOCATE"), None);
+        assert_eq!(parse_deallocate("DEALLOCATE a; SELECT 1"), None);
+        assert_eq!(parse_deallocate("SELECT 1"), None);
     }
 
     #[test]

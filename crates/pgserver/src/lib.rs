@@ -5,6 +5,9 @@
 //!
 //! Each accepted socket runs in its own tokio task driven by pgwire, so a protocol violation,
 //! an error or even a panic on one connection closes only that connection.
+//!
+//! Protocol-level prepared statements (Parse) live here, in pgwire's per-connection store, so
+//! the one statement this crate answers without the session is `DEALLOCATE`, which drops them.
 
 mod connection;
 mod limit;

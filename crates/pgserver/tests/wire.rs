@@ -412,7 +412,6 @@ async fn simple_query_results_errors_and_transaction_status() {
     let err = &msgs[3];
     assert_eq!(err.field(b'S').as_deref(), Some("ERROR"));
     assert_eq!(err.field(b'C').as_deref(), Some("42P01"));
-    assert!(err.field(b'P').is_some(), "position: {err:?}");
 
     let msgs = c.query("SELEC 1").await;
     assert_eq!(tags(&msgs), "EZ");
@@ -538,6 +537,43 @@ async fn extended_protocol_with_text_and_binary_formats() {
 }
 
 #[tokio::test]
+async fn named_statements_and_deallocate() {
+    let server = Server::start(config()).await;
+    let (mut c, _) = Client::start(server.addr).await;
+    c.parse("s", "SELECT 1", &[]).await;
+    assert_eq!(tags(&c.sync().await), "1Z");
+    // A named statement cannot be redefined until it is deallocated.
+    c.parse("s", "SELECT 2", &[]).await;
+    let msgs = c.sync().await;
+    assert_eq!(msgs[0].field(b'C').as_deref(), Some("42P05"));
+    let msgs = c.query("DEALLOCATE s").await;
+    assert_eq!(msgs[0].tag_text(), "DEALLOCATE");
+    c.parse("s", "SELECT 2", &[]).await;
+    c.parse("t", "SELECT 3", &[]).await;
+    assert_eq!(tags(&c.sync().await), "11Z");
+    let msgs = c.query("deallocate all;").await;
+    assert_eq!(msgs[0].tag_text(), "DEALLOCATE ALL");
+    c.bind("", "t", &[], &[], &[]).await;
+    let msgs = c.sync().await;
+    assert_eq!(msgs[0].field(b'C').as_deref(), Some("26000"));
+    let msgs = c.query("DEALLOCATE nope").await;
+    assert_eq!(msgs[0].field(b'C').as_deref(), Some("26000"));
+    // Through the extended protocol too, and Close frees a name.
+    c.parse("u", "SELECT 4", &[]).await;
+    c.parse("", "DEALLOCATE u", &[]).await;
+    c.bind("", "", &[], &[], &[]).await;
+    c.execute("", 0).await;
+    let msgs = c.sync().await;
+    assert_eq!(tags(&msgs), "112CZ", "{msgs:?}");
+    assert_eq!(msgs[3].tag_text(), "DEALLOCATE");
+    c.parse("u", "SELECT 5", &[]).await;
+    c.send(b'C', b"Su\0").await;
+    c.parse("u", "SELECT 6", &[]).await;
+    assert_eq!(tags(&c.sync().await), "131Z");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn portal_row_limits_suspend_and_resume() {
     let server = Server::start(config()).await;
     let (mut c, _) = Client::start(server.addr).await;
@@ -560,6 +596,8 @@ async fn portal_row_limits_suspend_and_resume() {
 async fn extended_transaction_status_follows_session() {
     let server = Server::start(config()).await;
     let (mut c, _) = Client::start(server.addr).await;
+    c.query("CREATE TABLE t (id INT PRIMARY KEY)").await;
+    c.query("INSERT INTO t VALUES (1)").await;
     for (sql, status) in [("BEGIN", b'T'), ("SELECT 1", b'T')] {
         c.parse("", sql, &[]).await;
         c.bind("", "", &[], &[], &[]).await;
@@ -567,9 +605,14 @@ async fn extended_transaction_status_follows_session() {
         let msgs = c.sync().await;
         assert_eq!(ready_status(&msgs), status, "{sql}: {msgs:?}");
     }
-    c.parse("", "SELECT * FROM missing", &[]).await;
+    // An execution error fails the block; the rest of the pipeline is skipped until Sync.
+    c.parse("", "INSERT INTO t VALUES ($1)", &[]).await;
+    c.bind("", "", &[], &[Some(b"1")], &[]).await;
+    c.execute("", 0).await;
+    c.parse("", "SELECT 1", &[]).await;
     let msgs = c.sync().await;
-    assert_eq!(tags(&msgs), "EZ");
+    assert_eq!(tags(&msgs), "12EZ", "{msgs:?}");
+    assert_eq!(msgs[2].field(b'C').as_deref(), Some("23505"));
     assert_eq!(ready_status(&msgs), b'E');
     c.parse("", "ROLLBACK", &[]).await;
     c.bind("", "", &[], &[], &[]).await;

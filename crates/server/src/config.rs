@@ -130,6 +130,9 @@ mod tests {
         assert_eq!(c.sql.max_connections, 3);
         assert_eq!(c.sql_addr, StandaloneConfig::default().sql_addr);
         std::fs::write(&path, "no_such_key = 1\n").unwrap();
-        assert!(matches!(StandaloneConfig::from_file(&path), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            StandaloneConfig::from_file(&path),
+            Err(ConfigError::Parse { .. })
+        ));
     }
 }

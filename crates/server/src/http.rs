@@ -30,12 +30,17 @@ impl HttpState {
         let registry = Registry::new();
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric name");
-            registry.register(Box::new(g.clone())).expect("unique metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
             g
         };
         let uptime = gauge("flotilla_uptime_seconds", "Seconds since the node started.");
         let tables = gauge("flotilla_tables", "Number of user tables in the catalog.");
-        let disk = gauge("flotilla_storage_disk_bytes", "Bytes the storage engine uses on disk.");
+        let disk = gauge(
+            "flotilla_storage_disk_bytes",
+            "Bytes the storage engine uses on disk.",
+        );
         Self {
             started: Instant::now(),
             data_dir,

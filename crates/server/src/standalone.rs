@@ -81,7 +81,8 @@ impl Standalone {
             LocalTso::open(engine.clone(), LocalTso::DEFAULT_WINDOW_MS)
                 .map_err(|e| storage_err(e.to_string()))?,
         );
-        let catalog = Arc::new(LocalCatalog::open(engine.clone()).map_err(|e| storage_err(e.to_string()))?);
+        let catalog =
+            Arc::new(LocalCatalog::open(engine.clone()).map_err(|e| storage_err(e.to_string()))?);
         let mvcc = Arc::new(flotilla_mvcc::Mvcc::new(engine.clone()));
         let kv = Arc::new(LocalTxnKv::new(mvcc, tso.clone()));
         let resolved = kv
@@ -116,8 +117,12 @@ impl Standalone {
                 addr: config.http_addr,
                 source,
             })?;
-        let sql_addr = sql_listener.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
-        let http_addr = http_listener.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
+        let sql_addr = sql_listener
+            .local_addr()
+            .map_err(|e| StartError::Other(e.to_string()))?;
+        let http_addr = http_listener
+            .local_addr()
+            .map_err(|e| StartError::Other(e.to_string()))?;
 
         let (shutdown, watcher) = watch::channel(false);
         let stopped = |mut w: watch::Receiver<bool>| async move {
@@ -137,7 +142,11 @@ impl Standalone {
             })
         };
         let http = {
-            let state = Arc::new(HttpState::new(config.data_dir.clone(), sql.clone(), engine.clone()));
+            let state = Arc::new(HttpState::new(
+                config.data_dir.clone(),
+                sql.clone(),
+                engine.clone(),
+            ));
             let stop = stopped(watcher.clone());
             tokio::spawn(async move {
                 let server = axum::serve(http_listener, router(state)).with_graceful_shutdown(stop);

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use datafusion::sql::sqlparser::ast::Statement;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::sql::sqlparser::ast::Statement;
 
 /// An error for the client: SQLSTATE, message, and where known the position in the
 /// statement text (1-based character offset, as PostgreSQL reports it) and a hint.
@@ -90,4 +90,3 @@ impl Default for SqlConfig {
         }
     }
 }
-

@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, SchemaProvider, TableProvider};
+use datafusion::catalog::{
+    CatalogProvider, MemoryCatalogProvider, MemoryCatalogProviderList, SchemaProvider,
+    TableProvider,
+};
 use datafusion::error::Result as DfResult;
 use datafusion::execution::SessionState;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -89,7 +92,13 @@ impl StatementContext {
         with_handle: Option<String>,
         overrides: HashMap<String, Arc<dyn TableProvider>>,
     ) -> Self {
-        let ctx = SessionContext::new_with_state(template.clone());
+        // Each statement gets its own catalog list: a cloned SessionState shares the
+        // template's, and registering into a shared list would let concurrent statements
+        // resolve tables through each other's transaction views.
+        let state = SessionStateBuilder::new_from_existing(template.clone())
+            .with_catalog_list(Arc::new(MemoryCatalogProviderList::new()))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         let catalog = MemoryCatalogProvider::new();
         let schema = FlotillaSchema {
             snapshot,
@@ -145,5 +154,61 @@ impl StatementContext {
             }
         }
         Ok(batches)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_catalog::{ColumnDef, Handle, SqlType, TableDef};
+    use flotilla_storage::{FjallEngine, FjallOptions};
+    use flotilla_types::Timestamp;
+
+    #[tokio::test]
+    async fn statement_contexts_never_share_table_resolution() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Arc::new(FjallEngine::open(dir.path(), &FjallOptions::default()).unwrap());
+        let tso = Arc::new(flotilla_tso::LocalTso::open(engine.clone(), 1_000).unwrap());
+        let kv: flotilla_txn::TxnKvRef = Arc::new(flotilla_txn::LocalTxnKv::new(
+            Arc::new(flotilla_mvcc::Mvcc::new(engine)),
+            tso,
+        ));
+        let table = TableDef {
+            id: 1,
+            storage_id: 1,
+            name: "t".into(),
+            columns: vec![ColumnDef {
+                id: 0,
+                name: "x".into(),
+                ty: SqlType::Int32,
+                nullable: true,
+                default: None,
+            }],
+            handle: Handle::RowId,
+            indexes: vec![],
+            next_column_id: 1,
+            next_index_id: 1,
+        };
+        let mut snapshot = CatalogSnapshot::default();
+        snapshot.tables.insert("t".into(), Arc::new(table));
+        let snapshot = Arc::new(snapshot);
+        let template = template_state(1 << 26).unwrap();
+        let view = TxnView::detached(kv, Timestamp::MAX, 1_000);
+        let with_handle = StatementContext::new(
+            &template,
+            snapshot.clone(),
+            view.clone(),
+            Some("t".into()),
+            HashMap::new(),
+        );
+        // A second context created in between must not change what the first resolves.
+        let _without = StatementContext::new(&template, snapshot, view, None, HashMap::new());
+        let statement = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+            &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+            "SELECT __flotilla_handle FROM t",
+        )
+        .unwrap()
+        .remove(0);
+        with_handle.plan(statement).await.unwrap();
     }
 }

@@ -52,7 +52,10 @@ fn command(tag: &str) -> QueryResult {
 }
 
 /// Runs a schema change.
-pub(crate) async fn execute(session: &mut Session, statement: Statement) -> Result<QueryResult, SqlError> {
+pub(crate) async fn execute(
+    session: &mut Session,
+    statement: Statement,
+) -> Result<QueryResult, SqlError> {
     let engine = session.engine.clone();
     let _serial = engine.ddl_lock.lock().await;
     match statement {
@@ -123,7 +126,9 @@ pub(crate) fn sql_type(t: &AstType) -> Result<SqlType, SqlError> {
             if precision == 0 || precision > NUMERIC_PRECISION_MAX {
                 return Err(SqlError::new(
                     "22023",
-                    format!("NUMERIC precision {precision} must be between 1 and {NUMERIC_PRECISION_MAX}"),
+                    format!(
+                        "NUMERIC precision {precision} must be between 1 and {NUMERIC_PRECISION_MAX}"
+                    ),
                 ));
             }
             if scale < 0 || scale as u64 > precision {
@@ -147,7 +152,9 @@ pub(crate) fn sql_type(t: &AstType) -> Result<SqlType, SqlError> {
         AstType::Timestamp(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => {
             SqlType::Timestamp
         }
-        AstType::Timestamp(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => SqlType::TimestampTz,
+        AstType::Timestamp(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => {
+            SqlType::TimestampTz
+        }
         AstType::Custom(name, _) => match relation_name(name).as_str() {
             "timestamptz" => SqlType::TimestampTz,
             "int2" => SqlType::Int16,
@@ -167,7 +174,9 @@ fn index_column_names(columns: &[IndexColumn]) -> Result<Vec<String>, SqlError> 
         .iter()
         .map(|c| match &c.column.expr {
             Expr::Identifier(i) => Ok(ident_name(i)),
-            other => Err(SqlError::unsupported(format!("index on expression {other}"))),
+            other => Err(SqlError::unsupported(format!(
+                "index on expression {other}"
+            ))),
         })
         .collect()
 }
@@ -176,7 +185,10 @@ fn column_ids(table: &TableDef, names: &[String]) -> Result<Vec<u32>, SqlError> 
     let mut ids = Vec::with_capacity(names.len());
     for name in names {
         let col = table.column(name).ok_or_else(|| {
-            SqlError::new("42703", format!("column \"{name}\" named in key does not exist"))
+            SqlError::new(
+                "42703",
+                format!("column \"{name}\" named in key does not exist"),
+            )
         })?;
         if ids.contains(&col.id) {
             return Err(SqlError::new(
@@ -207,7 +219,10 @@ async fn create_table(session: &mut Session, ct: CreateTable) -> Result<QueryRes
         if ct.if_not_exists {
             return Ok(command("CREATE TABLE"));
         }
-        return Err(SqlError::new("42P07", format!("relation \"{name}\" already exists")));
+        return Err(SqlError::new(
+            "42P07",
+            format!("relation \"{name}\" already exists"),
+        ));
     }
     if ct.query.is_some() {
         return Err(SqlError::unsupported("CREATE TABLE ... AS"));
@@ -327,7 +342,11 @@ async fn create_table(session: &mut Session, ct: CreateTable) -> Result<QueryRes
     Ok(command("CREATE TABLE"))
 }
 
-fn drop_tables(session: &Session, names: &[ObjectName], if_exists: bool) -> Result<QueryResult, SqlError> {
+fn drop_tables(
+    session: &Session,
+    names: &[ObjectName],
+    if_exists: bool,
+) -> Result<QueryResult, SqlError> {
     let catalog = session.engine.catalog.clone();
     let snapshot = catalog.snapshot();
     let mut drops = Vec::new();
@@ -336,7 +355,12 @@ fn drop_tables(session: &Session, names: &[ObjectName], if_exists: bool) -> Resu
         match snapshot.table(&name) {
             Some(t) => drops.push(t.id),
             None if if_exists => {}
-            None => return Err(SqlError::new("42P01", format!("table \"{name}\" does not exist"))),
+            None => {
+                return Err(SqlError::new(
+                    "42P01",
+                    format!("table \"{name}\" does not exist"),
+                ));
+            }
         }
     }
     if !drops.is_empty() {
@@ -351,7 +375,11 @@ fn drop_tables(session: &Session, names: &[ObjectName], if_exists: bool) -> Resu
     Ok(command("DROP TABLE"))
 }
 
-fn drop_indexes(session: &Session, names: &[ObjectName], if_exists: bool) -> Result<QueryResult, SqlError> {
+fn drop_indexes(
+    session: &Session,
+    names: &[ObjectName],
+    if_exists: bool,
+) -> Result<QueryResult, SqlError> {
     let catalog = session.engine.catalog.clone();
     let snapshot = catalog.snapshot();
     let mut upserts: Vec<TableDef> = Vec::new();
@@ -361,7 +389,10 @@ fn drop_indexes(session: &Session, names: &[ObjectName], if_exists: bool) -> Res
             if if_exists {
                 continue;
             }
-            return Err(SqlError::new("42704", format!("index \"{name}\" does not exist")));
+            return Err(SqlError::new(
+                "42704",
+                format!("index \"{name}\" does not exist"),
+            ));
         };
         let mut table = upserts
             .iter()
@@ -420,9 +451,9 @@ fn truncate(session: &Session, names: &[ObjectName]) -> Result<QueryResult, SqlE
 async fn create_index(session: &mut Session, ci: CreateIndex) -> Result<QueryResult, SqlError> {
     let table_name = relation_name(&ci.table_name);
     let snapshot = session.engine.catalog.snapshot();
-    let table = snapshot
-        .table(&table_name)
-        .ok_or_else(|| SqlError::new("42P01", format!("relation \"{table_name}\" does not exist")))?;
+    let table = snapshot.table(&table_name).ok_or_else(|| {
+        SqlError::new("42P01", format!("relation \"{table_name}\" does not exist"))
+    })?;
     if ci.predicate.is_some() {
         return Err(SqlError::unsupported("partial indexes"));
     }
@@ -435,7 +466,10 @@ async fn create_index(session: &mut Session, ci: CreateIndex) -> Result<QueryRes
         if ci.if_not_exists {
             return Ok(command("CREATE INDEX"));
         }
-        return Err(SqlError::new("42P07", format!("relation \"{name}\" already exists")));
+        return Err(SqlError::new(
+            "42P07",
+            format!("relation \"{name}\" already exists"),
+        ));
     }
     let ids = column_ids(table, &cols)?;
     build_index(session, &table_name, name, ids, ci.unique, false).await?;
@@ -448,9 +482,9 @@ async fn add_constraint(
     constraint: TableConstraint,
 ) -> Result<QueryResult, SqlError> {
     let snapshot = session.engine.catalog.snapshot();
-    let table = snapshot
-        .table(table_name)
-        .ok_or_else(|| SqlError::new("42P01", format!("relation \"{table_name}\" does not exist")))?;
+    let table = snapshot.table(table_name).ok_or_else(|| {
+        SqlError::new("42P01", format!("relation \"{table_name}\" does not exist"))
+    })?;
     let (name, cols, primary) = match &constraint {
         TableConstraint::PrimaryKey(pk) => {
             if table.primary_key().is_some() {
@@ -479,7 +513,10 @@ async fn add_constraint(
         other => return Err(SqlError::unsupported(format!("constraint {other}"))),
     };
     if snapshot.relation_exists(&name) {
-        return Err(SqlError::new("42P07", format!("relation \"{name}\" already exists")));
+        return Err(SqlError::new(
+            "42P07",
+            format!("relation \"{name}\" already exists"),
+        ));
     }
     let ids = column_ids(table, &cols)?;
     build_index(session, table_name, name, ids, true, primary).await?;
@@ -550,19 +587,38 @@ async fn build_index(
 /// Writes the index entries of every existing row. Runs after every transaction older
 /// than the write-only index has finished, so every row it cannot see maintains the index
 /// itself; each row is locked while its entry is written so no writer slips in between.
-async fn backfill(session: &Session, table: &TableDef, index: &IndexDef, not_null: bool) -> Result<(), SqlError> {
+async fn backfill(
+    session: &Session,
+    table: &TableDef,
+    index: &IndexDef,
+    not_null: bool,
+) -> Result<(), SqlError> {
     let engine = session.engine.clone();
-    let since = engine.tso.get_ts().await.map_err(|e| SqlError::internal(e.to_string()))?;
+    let since = engine
+        .tso
+        .get_ts()
+        .await
+        .map_err(|e| SqlError::internal(e.to_string()))?;
     let own = session.open.as_ref().map(|o| o.txn.start_ts());
-    engine.wait_for_transactions_before(since, own, DRAIN_TIMEOUT).await?;
+    engine
+        .wait_for_transactions_before(since, own, DRAIN_TIMEOUT)
+        .await?;
     let prefix = record_prefix(table.storage_id);
     let end = prefix_end(&prefix);
     let mut cursor = prefix.clone();
     loop {
-        let mut txn = Transaction::begin(engine.kv.clone(), engine.tso.clone(), engine.txn_options.clone()).await?;
+        let mut txn = Transaction::begin(
+            engine.kv.clone(),
+            engine.tso.clone(),
+            engine.txn_options.clone(),
+        )
+        .await?;
         let read_ts = txn.fresh_ts().await?;
         txn.set_for_update_ts(read_ts);
-        let rows = txn.view(read_ts).scan(&cursor, &end, BACKFILL_CHUNK_ROWS).await?;
+        let rows = txn
+            .view(read_ts)
+            .scan(&cursor, &end, BACKFILL_CHUNK_ROWS)
+            .await?;
         let Some((last, _)) = rows.last() else {
             txn.rollback().await?;
             return Ok(());
@@ -610,7 +666,10 @@ async fn backfill(session: &Session, table: &TableDef, index: &IndexDef, not_nul
                     let _ = txn.rollback().await;
                     return Err(SqlError::new(
                         "23505",
-                        format!("could not create unique index \"{}\": key is duplicated", index.name),
+                        format!(
+                            "could not create unique index \"{}\": key is duplicated",
+                            index.name
+                        ),
                     ));
                 }
             }
@@ -621,11 +680,13 @@ async fn backfill(session: &Session, table: &TableDef, index: &IndexDef, not_nul
             Err(TxnError::AlreadyExists { .. }) => {
                 return Err(SqlError::new(
                     "23505",
-                    format!("could not create unique index \"{}\": key is duplicated", index.name),
+                    format!(
+                        "could not create unique index \"{}\": key is duplicated",
+                        index.name
+                    ),
                 ));
             }
             Err(e) => return Err(e.into()),
         }
     }
 }
-

@@ -76,18 +76,20 @@ fn alias_function_columns(query: &mut Query) {
                 alias: Some(alias),
                 ..
             } if alias.columns.is_empty() => {
-                alias
-                    .columns
-                    .push(datafusion::sql::sqlparser::ast::TableAliasColumnDef::from_name(
+                alias.columns.push(
+                    datafusion::sql::sqlparser::ast::TableAliasColumnDef::from_name(
                         alias.name.value.clone(),
-                    ));
+                    ),
+                );
             }
-            TableFactor::Function { alias: Some(alias), .. } if alias.columns.is_empty() => {
-                alias
-                    .columns
-                    .push(datafusion::sql::sqlparser::ast::TableAliasColumnDef::from_name(
+            TableFactor::Function {
+                alias: Some(alias), ..
+            } if alias.columns.is_empty() => {
+                alias.columns.push(
+                    datafusion::sql::sqlparser::ast::TableAliasColumnDef::from_name(
                         alias.name.value.clone(),
-                    ));
+                    ),
+                );
             }
             TableFactor::Derived { subquery, .. } => alias_function_columns(subquery),
             TableFactor::NestedJoin {
@@ -177,7 +179,9 @@ fn prepare_query_statement(statement: &Statement) -> Statement {
             alias_function_columns(q);
             name_subquery_columns(q);
         }
-        Statement::Explain { statement: inner, .. } => {
+        Statement::Explain {
+            statement: inner, ..
+        } => {
             if let Statement::Query(q) = inner.as_mut() {
                 alias_function_columns(q);
                 name_subquery_columns(q);
@@ -201,13 +205,14 @@ pub(crate) async fn describe(
     statement: &Statement,
 ) -> Result<(HashMap<String, DataType>, Option<SchemaRef>), SqlError> {
     let ts = Timestamp::MAX;
-    let collect_types = |plan: &datafusion::logical_expr::LogicalPlan| -> HashMap<String, DataType> {
-        plan.get_parameter_types()
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|t| (k, t)))
-            .collect()
-    };
+    let collect_types =
+        |plan: &datafusion::logical_expr::LogicalPlan| -> HashMap<String, DataType> {
+            plan.get_parameter_types()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|t| (k, t)))
+                .collect()
+        };
     match statement {
         Statement::Query(_) | Statement::Explain { .. } => {
             let ctx = session.context(ts, None, HashMap::new());
@@ -224,9 +229,13 @@ pub(crate) async fn describe(
                     for row in &values.rows {
                         for (expr, &col) in row.iter().zip(&targets) {
                             if let Expr::Value(v) = expr
-                                && let datafusion::sql::sqlparser::ast::Value::Placeholder(p) = &v.value
+                                && let datafusion::sql::sqlparser::ast::Value::Placeholder(p) =
+                                    &v.value
                             {
-                                types.insert(p.clone(), crate::types::arrow_type(&table.columns[col].ty));
+                                types.insert(
+                                    p.clone(),
+                                    crate::types::arrow_type(&table.columns[col].ty),
+                                );
                             }
                         }
                     }
@@ -272,7 +281,9 @@ pub(crate) async fn execute(
             let ctx = session.context(read_ts, None, HashMap::new());
             let plan = ctx.plan(prepare_query_statement(statement)).await?;
             let schema = plan.schema().inner().clone();
-            let batches = ctx.run(plan, session.engine.config.rows_per_query_max).await?;
+            let batches = ctx
+                .run(plan, session.engine.config.rows_per_query_max)
+                .await?;
             let n: usize = batches.iter().map(|b| b.num_rows()).sum();
             let tag = if matches!(statement, Statement::Explain { .. }) {
                 "EXPLAIN".to_string()
@@ -290,7 +301,12 @@ pub(crate) async fn execute(
         Statement::Delete(delete) => execute_delete(session, delete, read_ts).await,
         other => Err(SqlError::unsupported(format!(
             "statement \"{}\"",
-            other.to_string().split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+            other
+                .to_string()
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
         ))),
     }
 }
@@ -327,7 +343,10 @@ fn insert_targets(table: &TableDef, insert: &Insert) -> Result<Vec<usize>, SqlEr
             .ok_or_else(|| {
                 SqlError::new(
                     "42703",
-                    format!("column \"{name}\" of relation \"{}\" does not exist", table.name),
+                    format!(
+                        "column \"{name}\" of relation \"{}\" does not exist",
+                        table.name
+                    ),
                 )
             })?;
         if targets.contains(&pos) {
@@ -363,7 +382,9 @@ async fn default_array(
 ) -> Result<ArrayRef, SqlError> {
     let column = &table.columns[pos];
     let array = match &column.default {
-        None => ScalarValue::Null.to_array_of_size(n).map_err(datafusion_error)?,
+        None => ScalarValue::Null
+            .to_array_of_size(n)
+            .map_err(datafusion_error)?,
         Some(sql) => {
             let ctx = session.context(read_ts, None, HashMap::new());
             let plan = ctx.plan(parse_one(&format!("SELECT {sql}"))?).await?;
@@ -381,7 +402,11 @@ async fn default_array(
 }
 
 /// Turns arrays in table column order into checked rows.
-fn arrays_to_rows(table: &TableDef, columns: &[ArrayRef], n: usize) -> Result<Vec<Vec<Datum>>, SqlError> {
+fn arrays_to_rows(
+    table: &TableDef,
+    columns: &[ArrayRef],
+    n: usize,
+) -> Result<Vec<Vec<Datum>>, SqlError> {
     let mut rows = Vec::with_capacity(n);
     for r in 0..n {
         let mut row = Vec::with_capacity(columns.len());
@@ -428,7 +453,10 @@ fn datum_text(d: &Datum) -> String {
         Datum::Int(v) => v.to_string(),
         Datum::Float(v) => v.to_string(),
         Datum::Decimal(v) => v.to_string(),
-        Datum::Bytes(b) => format!("\\x{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+        Datum::Bytes(b) => format!(
+            "\\x{}",
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        ),
         Datum::String(s) => s.clone(),
         Datum::Date(v) => v.to_string(),
         Datum::Timestamp(v) => v.to_string(),
@@ -444,7 +472,9 @@ fn unique_violation(table: &TableDef, key: &[u8], row: Option<&[Datum]>) -> SqlE
             .ok()
             .and_then(|(_, id, _, _)| table.indexes.iter().find(|i| i.id == id))
     };
-    let name = index.map(|i| i.name.clone()).unwrap_or_else(|| format!("{}_pkey", table.name));
+    let name = index
+        .map(|i| i.name.clone())
+        .unwrap_or_else(|| format!("{}_pkey", table.name));
     let mut err = SqlError::new(
         "23505",
         format!("duplicate key value violates unique constraint \"{name}\""),
@@ -459,7 +489,11 @@ fn unique_violation(table: &TableDef, key: &[u8], row: Option<&[Datum]>) -> SqlE
             .iter()
             .map(datum_text)
             .collect();
-        err = err.with_hint(format!("Key ({})=({}) already exists.", cols.join(", "), vals.join(", ")));
+        err = err.with_hint(format!(
+            "Key ({})=({}) already exists.",
+            cols.join(", "),
+            vals.join(", ")
+        ));
     }
     err
 }
@@ -500,7 +534,12 @@ fn claimed_keys(
     Ok(keys)
 }
 
-fn put_row(session: &mut Session, table: &TableDef, row: &[Datum], handle: &[u8]) -> Result<(), SqlError> {
+fn put_row(
+    session: &mut Session,
+    table: &TableDef,
+    row: &[Datum],
+    handle: &[u8],
+) -> Result<(), SqlError> {
     let txn = &mut session.open.as_mut().expect("open transaction").txn;
     txn.put(row_key(table, handle), row_value(table, row))?;
     for index in table.stored_indexes() {
@@ -521,10 +560,10 @@ async fn insert_rows(
     for chunk in rows.chunks(WRITE_CHUNK_ROWS) {
         let handles: Vec<(Vec<u8>, bool)> = match table.handle {
             Handle::RowId => {
-                let ids = session
-                    .engine
-                    .catalog
-                    .allocate(flotilla_catalog::IdKind::RowId(table.id), chunk.len() as u64)?;
+                let ids = session.engine.catalog.allocate(
+                    flotilla_catalog::IdKind::RowId(table.id),
+                    chunk.len() as u64,
+                )?;
                 ids.map(|id| (row_id_handle(id), true)).collect()
             }
             Handle::PrimaryKey(_) => chunk
@@ -618,14 +657,25 @@ async fn execute_insert(
             }
             let rows = arrays_to_rows(&table, &columns, 1)?;
             let inserted = insert_rows(session, &table, rows, do_nothing).await?;
-            return finish_dml(session, &table, "INSERT", inserted, insert.returning.as_deref(), read_ts).await;
+            return finish_dml(
+                session,
+                &table,
+                "INSERT",
+                inserted,
+                insert.returning.as_deref(),
+                read_ts,
+            )
+            .await;
         }
         Some(source) => {
             let mut source = source.clone();
             if let SetExpr::Values(values) = source.body.as_mut() {
                 for row in &mut values.rows {
                     if row.len() > targets.len() {
-                        return Err(SqlError::new("42601", "INSERT has more expressions than target columns"));
+                        return Err(SqlError::new(
+                            "42601",
+                            "INSERT has more expressions than target columns",
+                        ));
                     }
                     for (expr, &pos) in row.iter_mut().zip(&targets) {
                         if is_default_keyword(expr) {
@@ -638,13 +688,17 @@ async fn execute_insert(
             name_subquery_columns(&mut source);
             let ctx = session.context(read_ts, None, HashMap::new());
             let plan = ctx.plan(Statement::Query(source)).await?;
-            ctx.run(plan, session.engine.config.rows_per_query_max).await?
+            ctx.run(plan, session.engine.config.rows_per_query_max)
+                .await?
         }
     };
     let mut all_rows = Vec::new();
     for batch in &batches {
         if batch.num_columns() > targets.len() {
-            return Err(SqlError::new("42601", "INSERT has more expressions than target columns"));
+            return Err(SqlError::new(
+                "42601",
+                "INSERT has more expressions than target columns",
+            ));
         }
         let n = batch.num_rows();
         let mut columns: Vec<Option<ArrayRef>> = vec![None; table.columns.len()];
@@ -662,7 +716,15 @@ async fn execute_insert(
         all_rows.extend(arrays_to_rows(&table, &full, n)?);
     }
     let inserted = insert_rows(session, &table, all_rows, do_nothing).await?;
-    finish_dml(session, &table, "INSERT", inserted, insert.returning.as_deref(), read_ts).await
+    finish_dml(
+        session,
+        &table,
+        "INSERT",
+        inserted,
+        insert.returning.as_deref(),
+        read_ts,
+    )
+    .await
 }
 
 /// The command result of a DML statement: its tag, or its RETURNING rows.
@@ -685,13 +747,21 @@ async fn finish_dml(
     let ctx = session.context(read_ts, None, overrides);
     let sql = format!(
         "SELECT {} FROM {}",
-        items.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", "),
+        items
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         quote(&table.name)
     );
     let plan = ctx.plan(parse_one(&sql)?).await?;
     let schema = plan.schema().inner().clone();
     let batches = ctx.run(plan, usize::MAX).await?;
-    Ok(QueryResult::Rows { schema, batches, tag })
+    Ok(QueryResult::Rows {
+        schema,
+        batches,
+        tag,
+    })
 }
 
 async fn returning_schema(
@@ -705,14 +775,21 @@ async fn returning_schema(
     let ctx = session.context(Timestamp::MAX, None, HashMap::new());
     let sql = format!(
         "SELECT {} FROM {}",
-        items.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", "),
+        items
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         quote(&table.name)
     );
     let plan = ctx.plan(parse_one(&sql)?).await?;
     Ok(Some(plan.schema().inner().clone()))
 }
 
-fn update_target(session: &Session, target: &TableWithJoins) -> Result<(Arc<TableDef>, Option<String>), SqlError> {
+fn update_target(
+    session: &Session,
+    target: &TableWithJoins,
+) -> Result<(Arc<TableDef>, Option<String>), SqlError> {
     if !target.joins.is_empty() {
         return Err(SqlError::unsupported("UPDATE with joins"));
     }
@@ -725,7 +802,12 @@ fn update_target(session: &Session, target: &TableWithJoins) -> Result<(Arc<Tabl
     }
 }
 
-fn select_of_row(table: &TableDef, alias: Option<&str>, extra: &[String], selection: Option<&Expr>) -> Result<Statement, SqlError> {
+fn select_of_row(
+    table: &TableDef,
+    alias: Option<&str>,
+    extra: &[String],
+    selection: Option<&Expr>,
+) -> Result<Statement, SqlError> {
     let qualifier = quote(alias.unwrap_or(&table.name));
     let mut items: Vec<String> = table
         .columns
@@ -752,21 +834,35 @@ fn assignment_targets(table: &TableDef, update: &Update) -> Result<Vec<usize>, S
             return Err(SqlError::unsupported("assignment to a tuple of columns"));
         };
         let col = relation_name(name);
-        let pos = table.columns.iter().position(|c| c.name == col).ok_or_else(|| {
-            SqlError::new(
-                "42703",
-                format!("column \"{col}\" of relation \"{}\" does not exist", table.name),
-            )
-        })?;
+        let pos = table
+            .columns
+            .iter()
+            .position(|c| c.name == col)
+            .ok_or_else(|| {
+                SqlError::new(
+                    "42703",
+                    format!(
+                        "column \"{col}\" of relation \"{}\" does not exist",
+                        table.name
+                    ),
+                )
+            })?;
         if targets.contains(&pos) {
-            return Err(SqlError::new("42601", format!("multiple assignments to same column \"{col}\"")));
+            return Err(SqlError::new(
+                "42601",
+                format!("multiple assignments to same column \"{col}\""),
+            ));
         }
         targets.push(pos);
     }
     Ok(targets)
 }
 
-fn update_select(table: &TableDef, alias: Option<&str>, update: &Update) -> Result<Statement, SqlError> {
+fn update_select(
+    table: &TableDef,
+    alias: Option<&str>,
+    update: &Update,
+) -> Result<Statement, SqlError> {
     if update.from.is_some() {
         return Err(SqlError::unsupported("UPDATE ... FROM"));
     }
@@ -795,7 +891,8 @@ async fn read_target_rows(
 ) -> Result<Vec<RecordBatch>, SqlError> {
     let ctx = session.context(read_ts, Some(table.name.clone()), HashMap::new());
     let plan = ctx.plan(select).await?;
-    ctx.run(plan, session.engine.config.rows_per_query_max).await
+    ctx.run(plan, session.engine.config.rows_per_query_max)
+        .await
 }
 
 fn old_row(table: &TableDef, batch: &RecordBatch, r: usize) -> (Vec<Datum>, Vec<u8>) {
@@ -864,7 +961,10 @@ async fn execute_update(
         locks.push((row_key(&table, handle), false));
         if new_handle != handle {
             let key = row_key(&table, new_handle);
-            let exists = matches!(session.open.as_ref().expect("open").txn.buffered(&key), Some(Some(_)));
+            let exists = matches!(
+                session.open.as_ref().expect("open").txn.buffered(&key),
+                Some(Some(_))
+            );
             if exists {
                 return Err(unique_violation(&table, &key, Some(new)));
             }
@@ -874,7 +974,18 @@ async fn execute_update(
             let (old_key, _, _) = index_entry(&table, index, old, handle);
             let (new_key, _, unique) = index_entry(&table, index, new, new_handle);
             if unique && new_key != old_key {
-                locks.push((new_key, !matches!(session.open.as_ref().expect("open").txn.buffered(&index_entry(&table, index, new, new_handle).0), Some(None))));
+                locks.push((
+                    new_key,
+                    !matches!(
+                        session
+                            .open
+                            .as_ref()
+                            .expect("open")
+                            .txn
+                            .buffered(&index_entry(&table, index, new, new_handle).0),
+                        Some(None)
+                    ),
+                ));
             }
         }
     }
@@ -906,10 +1017,21 @@ async fn execute_update(
         }
         returned.push(new);
     }
-    finish_dml(session, &table, "UPDATE", returned, update.returning.as_deref(), read_ts).await
+    finish_dml(
+        session,
+        &table,
+        "UPDATE",
+        returned,
+        update.returning.as_deref(),
+        read_ts,
+    )
+    .await
 }
 
-fn delete_target(session: &Session, delete: &Delete) -> Result<(Arc<TableDef>, Option<String>), SqlError> {
+fn delete_target(
+    session: &Session,
+    delete: &Delete,
+) -> Result<(Arc<TableDef>, Option<String>), SqlError> {
     if delete.using.is_some() {
         return Err(SqlError::unsupported("DELETE ... USING"));
     }
@@ -922,7 +1044,11 @@ fn delete_target(session: &Session, delete: &Delete) -> Result<(Arc<TableDef>, O
     }
 }
 
-fn delete_select(table: &TableDef, alias: Option<&str>, selection: Option<&Expr>) -> Result<Statement, SqlError> {
+fn delete_select(
+    table: &TableDef,
+    alias: Option<&str>,
+    selection: Option<&Expr>,
+) -> Result<Statement, SqlError> {
     select_of_row(table, alias, &[], selection)
 }
 
@@ -940,7 +1066,10 @@ async fn execute_delete(
             victims.push(old_row(&table, batch, r));
         }
     }
-    let keys: Vec<(Vec<u8>, bool)> = victims.iter().map(|(_, h)| (row_key(&table, h), false)).collect();
+    let keys: Vec<(Vec<u8>, bool)> = victims
+        .iter()
+        .map(|(_, h)| (row_key(&table, h), false))
+        .collect();
     for chunk in keys.chunks(WRITE_CHUNK_ROWS) {
         let txn = &mut session.open.as_mut().expect("open transaction").txn;
         txn.lock_keys(chunk.to_vec(), false).await?;
@@ -955,6 +1084,13 @@ async fn execute_delete(
         }
         returned.push(row);
     }
-    finish_dml(session, &table, "DELETE", returned, delete.returning.as_deref(), read_ts).await
+    finish_dml(
+        session,
+        &table,
+        "DELETE",
+        returned,
+        delete.returning.as_deref(),
+        read_ts,
+    )
+    .await
 }
-

@@ -119,7 +119,10 @@ impl SqlEngine {
                 Some(oldest) if oldest < ts => {}
                 _ => return Ok(()),
             }
-            if tokio::time::timeout_at(deadline.into(), notified).await.is_err() {
+            if tokio::time::timeout_at(deadline.into(), notified)
+                .await
+                .is_err()
+            {
                 return Err(SqlError::new(
                     "55P03",
                     format!(

@@ -72,8 +72,9 @@ impl From<TxnError> for SqlError {
         match &e {
             TxnError::LockWaitTimeout { .. } => SqlError::new("55P03", e.to_string())
                 .with_hint("Raise lock_timeout, or retry when the other transaction has finished."),
-            TxnError::Deadlock { .. } => SqlError::new("40P01", e.to_string())
-                .with_hint("Retry the transaction."),
+            TxnError::Deadlock { .. } => {
+                SqlError::new("40P01", e.to_string()).with_hint("Retry the transaction.")
+            }
             TxnError::WriteConflict { .. } | TxnError::Aborted => {
                 SqlError::new("40001", e.to_string()).with_hint("Retry the transaction.")
             }
@@ -151,7 +152,10 @@ pub(crate) fn datafusion_error(e: DataFusionError) -> SqlError {
         DataFusionError::NotImplemented(_) => "0A000",
         DataFusionError::ResourcesExhausted(_) => "53200",
         DataFusionError::ArrowError(a, _)
-            if matches!(a.as_ref(), datafusion::arrow::error::ArrowError::DivideByZero) =>
+            if matches!(
+                a.as_ref(),
+                datafusion::arrow::error::ArrowError::DivideByZero
+            ) =>
         {
             "22012"
         }
@@ -159,7 +163,12 @@ pub(crate) fn datafusion_error(e: DataFusionError) -> SqlError {
         _ if lower.contains("table '") && lower.contains("not found") => "42P01",
         _ if lower.contains("no field named") || lower.contains("not found in schema") => "42703",
         _ if lower.contains("overflow") => "22003",
-        _ if lower.contains("cannot cast") || lower.contains("can't cast") || lower.contains("cast error") => "22P02",
+        _ if lower.contains("cannot cast")
+            || lower.contains("can't cast")
+            || lower.contains("cast error") =>
+        {
+            "22P02"
+        }
         _ if lower.contains("coercion")
             || lower.contains("cannot infer common")
             || lower.contains("does not support")
@@ -171,7 +180,13 @@ pub(crate) fn datafusion_error(e: DataFusionError) -> SqlError {
         }
         _ if lower.contains("ambiguous") => "42702",
         _ if lower.contains("resources exhausted") || lower.contains("memory") => "53200",
-        _ if matches!(e, DataFusionError::Plan(_) | DataFusionError::SchemaError(_, _)) => "42601",
+        _ if matches!(
+            e,
+            DataFusionError::Plan(_) | DataFusionError::SchemaError(_, _)
+        ) =>
+        {
+            "42601"
+        }
         _ if matches!(e, DataFusionError::Execution(_)) => "22023",
         _ => "XX000",
     };
@@ -184,7 +199,11 @@ pub(crate) fn datafusion_error(e: DataFusionError) -> SqlError {
         .to_string();
     let message = if code == "42P01" {
         match extract_quoted(&message) {
-            Some(name) => format!("relation \"{}\" does not exist", name.trim_start_matches("datafusion.public.").trim_start_matches("public.")),
+            Some(name) => format!(
+                "relation \"{}\" does not exist",
+                name.trim_start_matches("datafusion.public.")
+                    .trim_start_matches("public.")
+            ),
             None => message,
         }
     } else if code == "22012" {
@@ -207,7 +226,10 @@ mod tests {
 
     #[test]
     fn parser_positions_count_characters_across_lines() {
-        assert_eq!(line_column_position("Expected x, found: y at Line: 2, Column: 3", "ab\ncdef"), Some(6));
+        assert_eq!(
+            line_column_position("Expected x, found: y at Line: 2, Column: 3", "ab\ncdef"),
+            Some(6)
+        );
         assert_eq!(line_column_position("no position here", "x"), None);
     }
 }

@@ -7,7 +7,9 @@ use std::ops::ControlFlow;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::scalar::ScalarValue;
-use datafusion::sql::sqlparser::ast::{Expr, Statement, Value, visit_expressions, visit_expressions_mut};
+use datafusion::sql::sqlparser::ast::{
+    Expr, Statement, Value, visit_expressions, visit_expressions_mut,
+};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
@@ -104,7 +106,10 @@ pub(crate) fn bind(statement: &mut Statement, params: &[ScalarValue]) -> Result<
     match missing {
         Some(n) => Err(SqlError::new(
             "08P01",
-            format!("bind message supplies {} parameters, but the statement requires ${n}", params.len()),
+            format!(
+                "bind message supplies {} parameters, but the statement requires ${n}",
+                params.len()
+            ),
         )),
         None => Ok(()),
     }
@@ -115,7 +120,9 @@ mod tests {
     use super::*;
 
     fn parse(sql: &str) -> Statement {
-        Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap().remove(0)
+        Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0)
     }
 
     #[test]

@@ -93,7 +93,10 @@ pub(crate) fn answer(sql: &str, snapshot: &CatalogSnapshot) -> Option<QueryResul
         ]));
     }
     if sql.contains("FROM pg_catalog.pg_namespace n\nWHERE n.nspname !~ '^pg_'") {
-        return Some(result(vec![("Name", texts(["public"])), ("Owner", texts(["postgres"]))]));
+        return Some(result(vec![
+            ("Name", texts(["public"])),
+            ("Owner", texts(["postgres"])),
+        ]));
     }
     if sql.starts_with("SELECT c.oid,\n  n.nspname,\n  c.relname\nFROM pg_catalog.pg_class c") {
         let pattern = name_pattern(sql)?;
@@ -133,10 +136,22 @@ pub(crate) fn answer(sql: &str, snapshot: &CatalogSnapshot) -> Option<QueryResul
         let cols = &table.columns;
         return Some(result(vec![
             ("attname", texts(cols.iter().map(|c| c.name.as_str()))),
-            ("format_type", Col::Text(cols.iter().map(|c| Some(c.ty.pg_name())).collect())),
-            ("pg_get_expr", Col::Text(cols.iter().map(|c| c.default.clone()).collect())),
-            ("attnotnull", Col::Bool(cols.iter().map(|c| !c.nullable).collect())),
-            ("attcollation", Col::Text(cols.iter().map(|_| None).collect())),
+            (
+                "format_type",
+                Col::Text(cols.iter().map(|c| Some(c.ty.pg_name())).collect()),
+            ),
+            (
+                "pg_get_expr",
+                Col::Text(cols.iter().map(|c| c.default.clone()).collect()),
+            ),
+            (
+                "attnotnull",
+                Col::Bool(cols.iter().map(|c| !c.nullable).collect()),
+            ),
+            (
+                "attcollation",
+                Col::Text(cols.iter().map(|_| None).collect()),
+            ),
             ("attidentity", texts(cols.iter().map(|_| ""))),
             ("attgenerated", texts(cols.iter().map(|_| ""))),
         ]));
@@ -153,12 +168,26 @@ pub(crate) fn answer(sql: &str, snapshot: &CatalogSnapshot) -> Option<QueryResul
         };
         return Some(result(vec![
             ("relname", texts(indexes.iter().map(|i| i.name.as_str()))),
-            ("indisprimary", Col::Bool(indexes.iter().map(|i| i.primary).collect())),
-            ("indisunique", Col::Bool(indexes.iter().map(|i| i.unique).collect())),
-            ("indisclustered", Col::Bool(indexes.iter().map(|i| i.clustered).collect())),
+            (
+                "indisprimary",
+                Col::Bool(indexes.iter().map(|i| i.primary).collect()),
+            ),
+            (
+                "indisunique",
+                Col::Bool(indexes.iter().map(|i| i.unique).collect()),
+            ),
+            (
+                "indisclustered",
+                Col::Bool(indexes.iter().map(|i| i.clustered).collect()),
+            ),
             (
                 "indisvalid",
-                Col::Bool(indexes.iter().map(|i| i.state == IndexState::Public).collect()),
+                Col::Bool(
+                    indexes
+                        .iter()
+                        .map(|i| i.state == IndexState::Public)
+                        .collect(),
+                ),
             ),
             (
                 "pg_get_indexdef",
@@ -189,11 +218,31 @@ pub(crate) fn answer(sql: &str, snapshot: &CatalogSnapshot) -> Option<QueryResul
                         .collect(),
                 ),
             ),
-            ("contype", Col::Text(indexes.iter().map(|i| i.primary.then(|| "p".to_string())).collect())),
-            ("condeferrable", Col::Bool(indexes.iter().map(|_| false).collect())),
-            ("condeferred", Col::Bool(indexes.iter().map(|_| false).collect())),
-            ("indisreplident", Col::Bool(indexes.iter().map(|_| false).collect())),
-            ("reltablespace", Col::Int(indexes.iter().map(|_| 0).collect())),
+            (
+                "contype",
+                Col::Text(
+                    indexes
+                        .iter()
+                        .map(|i| i.primary.then(|| "p".to_string()))
+                        .collect(),
+                ),
+            ),
+            (
+                "condeferrable",
+                Col::Bool(indexes.iter().map(|_| false).collect()),
+            ),
+            (
+                "condeferred",
+                Col::Bool(indexes.iter().map(|_| false).collect()),
+            ),
+            (
+                "indisreplident",
+                Col::Bool(indexes.iter().map(|_| false).collect()),
+            ),
+            (
+                "reltablespace",
+                Col::Int(indexes.iter().map(|_| 0).collect()),
+            ),
         ]));
     }
     let empty = |n: usize| result((0..n).map(|_| ("?column?", Col::Text(vec![]))).collect());
@@ -207,13 +256,19 @@ pub(crate) fn answer(sql: &str, snapshot: &CatalogSnapshot) -> Option<QueryResul
         return Some(empty(3));
     }
     if sql.contains("pg_catalog.pg_inherits i") {
-        return Some(empty(if sql.contains("inhdetachpending") { 4 } else { 1 }));
+        return Some(empty(if sql.contains("inhdetachpending") {
+            4
+        } else {
+            1
+        }));
     }
     None
 }
 
 fn list_relations(sql: &str, snapshot: &CatalogSnapshot) -> QueryResult {
-    let kinds_at = sql.find("c.relkind IN (").map(|i| i + "c.relkind IN (".len());
+    let kinds_at = sql
+        .find("c.relkind IN (")
+        .map(|i| i + "c.relkind IN (".len());
     let kinds = kinds_at
         .and_then(|at| sql[at..].find(')').map(|end| &sql[at..at + end]))
         .unwrap_or("'r'");

@@ -59,7 +59,8 @@ pub(crate) struct OpenTxn {
 const STATEMENT_RETRIES_MAX: usize = 100;
 
 /// Message prefix of the error that makes a READ COMMITTED statement re-run.
-pub(crate) const WRITE_CONFLICT_MESSAGE: &str = "could not serialize access due to concurrent update";
+pub(crate) const WRITE_CONFLICT_MESSAGE: &str =
+    "could not serialize access due to concurrent update";
 
 /// One client's session: its transaction, settings and prepared statements.
 pub struct Session {
@@ -71,8 +72,17 @@ pub struct Session {
     settings: BTreeMap<String, String>,
 }
 
+/// How deeply expressions may nest. sqlparser's default (50) refuses machine-generated
+/// queries that PostgreSQL accepts; deeper nesting costs stack, which runtime threads have
+/// 8 MiB of.
+const PARSER_RECURSION_LIMIT: usize = 500;
+
 fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
-    Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| parser_error(&e, sql))
+    Parser::new(&PostgreSqlDialect {})
+        .with_recursion_limit(PARSER_RECURSION_LIMIT)
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_statements())
+        .map_err(|e| parser_error(&e, sql))
 }
 
 fn single_text_column(name: &str, value: &str) -> QueryResult {
@@ -116,9 +126,8 @@ fn isolation_of(modes: &[TransactionMode]) -> Result<Option<Isolation>, SqlError
                     Isolation::RepeatableRead
                 }
                 TransactionIsolationLevel::Serializable => {
-                    return Err(SqlError::unsupported("SERIALIZABLE isolation").with_hint(
-                        "Use REPEATABLE READ (snapshot isolation) or READ COMMITTED.",
-                    ));
+                    return Err(SqlError::unsupported("SERIALIZABLE isolation")
+                        .with_hint("Use REPEATABLE READ (snapshot isolation) or READ COMMITTED."));
                 }
             });
         }
@@ -195,7 +204,10 @@ impl Session {
         if sql.len() > max {
             return Err(SqlError::new(
                 "54000",
-                format!("statement is {} bytes, more than the limit of {max} (statement_bytes_max)", sql.len()),
+                format!(
+                    "statement is {} bytes, more than the limit of {max} (statement_bytes_max)",
+                    sql.len()
+                ),
             ));
         }
         Ok(())
@@ -311,7 +323,8 @@ impl Session {
     async fn begin_txn(&mut self) -> Result<(), SqlError> {
         let mut options = self.engine.txn_options.clone();
         options.lock_wait_timeout_ms = self.lock_timeout_ms;
-        let txn = Transaction::begin(self.engine.kv.clone(), self.engine.tso.clone(), options).await?;
+        let txn =
+            Transaction::begin(self.engine.kv.clone(), self.engine.tso.clone(), options).await?;
         let active = self.engine.register_txn(txn.start_ts());
         self.open = Some(OpenTxn {
             txn,
@@ -361,7 +374,9 @@ impl Session {
                 self.finish_txn(true).await?;
                 return Ok(command("COMMIT"));
             }
-            Statement::Rollback { savepoint: None, .. } => {
+            Statement::Rollback {
+                savepoint: None, ..
+            } => {
                 self.block = None;
                 self.finish_txn(false).await?;
                 return Ok(command("ROLLBACK"));
@@ -403,7 +418,9 @@ impl Session {
                     .join(" ");
                 return self.show(&name);
             }
-            Statement::Rollback { savepoint: Some(_), .. }
+            Statement::Rollback {
+                savepoint: Some(_), ..
+            }
             | Statement::Savepoint { .. }
             | Statement::ReleaseSavepoint { .. } => {
                 return Err(SqlError::unsupported("SAVEPOINT"));
@@ -502,7 +519,12 @@ impl Session {
                 match name.as_str() {
                     "lock_timeout" => {
                         let ms = parse_duration_ms(&value).ok_or_else(|| {
-                            SqlError::new("22023", format!("invalid value for parameter \"lock_timeout\": \"{value}\""))
+                            SqlError::new(
+                                "22023",
+                                format!(
+                                    "invalid value for parameter \"lock_timeout\": \"{value}\""
+                                ),
+                            )
                         })?;
                         let max = self.engine.config.lock_wait_timeout_ms;
                         // 0 means "wait forever" in PostgreSQL; every wait here is bounded.

@@ -98,7 +98,10 @@ fn bind_outer(plan: &LogicalPlan, outer: &[Expr], values: &[ScalarValue]) -> DfR
 }
 
 /// Optimises, rewrites remaining subqueries, and runs a plan.
-pub(crate) fn run_plan(state: SessionState, plan: LogicalPlan) -> BoxFuture<'static, DfResult<Vec<RecordBatch>>> {
+pub(crate) fn run_plan(
+    state: SessionState,
+    plan: LogicalPlan,
+) -> BoxFuture<'static, DfResult<Vec<RecordBatch>>> {
     Box::pin(async move {
         let ctx = SessionContext::new_with_state(state.clone());
         let optimized = ctx.state().optimize(&plan)?;
@@ -108,7 +111,12 @@ pub(crate) fn run_plan(state: SessionState, plan: LogicalPlan) -> BoxFuture<'sta
 }
 
 impl SubqueryFunction {
-    fn evaluate(&self, operand: Option<&ScalarValue>, values: &[ScalarValue], rt: &tokio::runtime::Runtime) -> DfResult<ScalarValue> {
+    fn evaluate(
+        &self,
+        operand: Option<&ScalarValue>,
+        values: &[ScalarValue],
+        rt: &tokio::runtime::Runtime,
+    ) -> DfResult<ScalarValue> {
         let plan = bind_outer(&self.plan, &self.outer, values)?;
         let batches = rt.block_on(run_plan(self.state.clone(), plan))?;
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
@@ -116,7 +124,9 @@ impl SubqueryFunction {
             Kind::Exists { negated } => Ok(ScalarValue::Boolean(Some((rows > 0) != negated))),
             Kind::Scalar => {
                 if rows > 1 {
-                    return Err(ext("more than one row returned by a subquery used as an expression"));
+                    return Err(ext(
+                        "more than one row returned by a subquery used as an expression",
+                    ));
                 }
                 match batches.iter().find(|b| b.num_rows() > 0) {
                     Some(b) => ScalarValue::try_from_array(b.column(0), 0),
@@ -233,7 +243,13 @@ impl ScalarUDFImpl for SubqueryFunction {
     }
 }
 
-fn function_call(kind: Kind, sq: &Subquery, operand: Option<Expr>, return_type: DataType, state: &SessionState) -> Expr {
+fn function_call(
+    kind: Kind,
+    sq: &Subquery,
+    operand: Option<Expr>,
+    return_type: DataType,
+    state: &SessionState,
+) -> Expr {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let outer: Vec<Expr> = sq.outer_ref_columns.clone();
     let mut args: Vec<Expr> = operand.into_iter().collect();
@@ -294,7 +310,11 @@ pub(crate) fn rewrite(plan: LogicalPlan, state: &SessionState) -> DfResult<Logic
                         let t = sq.subquery.schema().field(0).data_type().clone();
                         Transformed::yes(function_call(Kind::Scalar, &sq, None, t, state))
                     }
-                    Expr::InSubquery(InSubquery { expr, subquery, negated }) => Transformed::yes(function_call(
+                    Expr::InSubquery(InSubquery {
+                        expr,
+                        subquery,
+                        negated,
+                    }) => Transformed::yes(function_call(
                         Kind::In { negated },
                         &subquery,
                         Some(*expr),

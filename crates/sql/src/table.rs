@@ -305,6 +305,26 @@ fn key_ranges(
     Some((ranges, all_equal, equal_columns))
 }
 
+/// Sorts ranges and merges overlapping ones, so no row is read twice (an IN list may name
+/// a value twice).
+fn merge_ranges(mut ranges: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    ranges.sort();
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(ranges.len());
+    for (start, end) in ranges {
+        if let Some(last) = out.last_mut() {
+            // An empty end is unbounded.
+            if last.1.is_empty() || start <= last.1 {
+                if !last.1.is_empty() && (end.is_empty() || end > last.1) {
+                    last.1 = end;
+                }
+                continue;
+            }
+        }
+        out.push((start, end));
+    }
+    out
+}
+
 /// Picks the access path: the primary key if the filters constrain it, else the public
 /// index whose leading columns they constrain most, else a full scan.
 pub(crate) fn choose_access(table: &TableDef, filters: &[Expr]) -> Access {
@@ -319,6 +339,7 @@ pub(crate) fn choose_access(table: &TableDef, filters: &[Expr]) -> Access {
         if let Some((ranges, all_equal, _)) =
             key_ranges(&record_prefix(table.storage_id), &cols, filters)
         {
+            let ranges = merge_ranges(ranges);
             if all_equal {
                 // Each range is exactly one full handle.
                 return Access::PointGets(ranges.into_iter().map(|(s, _)| s).collect());
@@ -336,7 +357,10 @@ pub(crate) fn choose_access(table: &TableDef, filters: &[Expr]) -> Access {
             key_ranges(&index_prefix(table.storage_id, index.id), &cols, filters)
             && best.as_ref().is_none_or(|(u, _)| used > *u)
         {
-            best = Some((used, Access::IndexRanges(Arc::new(index.clone()), ranges)));
+            best = Some((
+                used,
+                Access::IndexRanges(Arc::new(index.clone()), merge_ranges(ranges)),
+            ));
         }
     }
     best.map(|(_, a)| a).unwrap_or(Access::Full)
@@ -446,7 +470,9 @@ impl ExecutionPlan for KvScanExec {
                 }
                 Access::PointGets(keys) => Work::Points(keys.iter().cloned().collect()),
                 Access::PrimaryRanges(r) => Work::Ranges(r.iter().cloned().collect(), None),
-                Access::IndexRanges(i, r) => Work::Ranges(r.iter().cloned().collect(), Some(i.clone())),
+                Access::IndexRanges(i, r) => {
+                    Work::Ranges(r.iter().cloned().collect(), Some(i.clone()))
+                }
             },
         };
         let stream = futures::stream::try_unfold(reader, |mut reader| async move {

@@ -4,10 +4,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder, Date32Array,
-    Date32Builder, Decimal128Array, Decimal128Builder, Float32Array, Float32Builder,
-    Float64Array, Float64Builder, Int16Array, Int16Builder, Int32Array, Int32Builder,
-    Int64Array, Int64Builder, StringArray, StringBuilder, TimestampMicrosecondArray,
-    TimestampMicrosecondBuilder,
+    Date32Builder, Decimal128Array, Decimal128Builder, Float32Array, Float32Builder, Float64Array,
+    Float64Builder, Int16Array, Int16Builder, Int32Array, Int32Builder, Int64Array, Int64Builder,
+    StringArray, StringBuilder, TimestampMicrosecondArray, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
@@ -129,7 +128,10 @@ pub(crate) fn cast_to_column(
 fn cast_error(e: datafusion::arrow::error::ArrowError, ty: &SqlType) -> SqlError {
     let text = e.to_string();
     if text.contains("overflow") || text.contains("Overflow") || text.contains("too large") {
-        SqlError::new("22003", format!("value out of range for type {}", ty.pg_name()))
+        SqlError::new(
+            "22003",
+            format!("value out of range for type {}", ty.pg_name()),
+        )
     } else {
         SqlError::new(
             "22P02",
@@ -243,7 +245,9 @@ impl ColumnBuilder {
             SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) => {
                 Builder::String(StringBuilder::with_capacity(capacity, capacity * 16))
             }
-            SqlType::Bytea => Builder::Binary(BinaryBuilder::with_capacity(capacity, capacity * 16)),
+            SqlType::Bytea => {
+                Builder::Binary(BinaryBuilder::with_capacity(capacity, capacity * 16))
+            }
             SqlType::Date => Builder::Date(Date32Builder::with_capacity(capacity)),
             SqlType::Timestamp => {
                 Builder::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity), None)

@@ -50,21 +50,28 @@ fn cell(array: &ArrayRef, row: usize) -> String {
                 .downcast_ref::<datafusion::arrow::array::BooleanArray>()
                 .unwrap()
                 .value(row);
-            if b { "t" } else { "f" }.into()
+            // The corpus was written for SQLite, where truth values are the integers 1 and 0.
+            if b { "1" } else { "0" }.into()
         }
         _ => ArrayFormatter::try_new(array.as_ref(), &FormatOptions::default())
             .unwrap()
             .value(row)
             .to_string(),
     };
-    if text.is_empty() { "(empty)".into() } else { text }
+    if text.is_empty() {
+        "(empty)".into()
+    } else {
+        text
+    }
 }
 
 fn column_type(t: &DataType) -> DefaultColumnType {
     match t {
-        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => {
-            DefaultColumnType::Integer
-        }
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::Boolean => DefaultColumnType::Integer,
         DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Decimal128(_, _) => {
             DefaultColumnType::FloatingPoint
         }
@@ -83,8 +90,14 @@ impl AsyncDB for Db {
             return Err(DbError(e));
         }
         match results.pop() {
-            Some(QueryResult::Rows { schema, batches, .. }) => {
-                let types = schema.fields().iter().map(|f| column_type(f.data_type())).collect();
+            Some(QueryResult::Rows {
+                schema, batches, ..
+            }) => {
+                let types = schema
+                    .fields()
+                    .iter()
+                    .map(|f| column_type(f.data_type()))
+                    .collect();
                 let mut rows = Vec::new();
                 for b in &batches {
                     for r in 0..b.num_rows() {
@@ -130,7 +143,11 @@ async fn run_file(path: &Path) -> (usize, usize, Vec<String>) {
                 failed += 1;
                 if let Ok(log) = std::env::var("FLOTILLA_SLT_FAILURES") {
                     use std::io::Write;
-                    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+                    let mut f = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(log)
+                        .unwrap();
                     writeln!(f, "{}\n----", e).unwrap();
                 }
                 if failures.len() < 5 {
@@ -217,7 +234,10 @@ async fn report_dir(dir: &str, min_passed: usize) {
         failed += f;
     }
     println!("{dir}: {passed} passed, {failed} failed");
-    assert!(passed >= min_passed, "{dir}: {passed} passed, fewer than the {min_passed} recorded");
+    assert!(
+        passed >= min_passed,
+        "{dir}: {passed} passed, fewer than the {min_passed} recorded"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

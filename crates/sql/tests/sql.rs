@@ -17,8 +17,11 @@ async fn rows(session: &mut Session, sql: &str) -> Vec<String> {
                     .columns()
                     .iter()
                     .map(|c| {
-                        ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default().with_null("NULL"))
-                            .unwrap()
+                        ArrayFormatter::try_new(
+                            c.as_ref(),
+                            &FormatOptions::default().with_null("NULL"),
+                        )
+                        .unwrap()
                     })
                     .collect();
                 for r in 0..b.num_rows() {
@@ -56,24 +59,62 @@ async fn code(session: &mut Session, sql: &str) -> &'static str {
 async fn tables_rows_and_returning() {
     let db = TestDb::new().await;
     let mut s = db.session();
-    ok(&mut s, "CREATE TABLE t (id INT PRIMARY KEY, name TEXT NOT NULL, score INT DEFAULT 7)").await;
-    assert_eq!(ok(&mut s, "CREATE TABLE IF NOT EXISTS t (x INT)").await, "CREATE TABLE");
-    assert_eq!(ok(&mut s, "INSERT INTO t (id, name) VALUES (1, 'a'), (2, 'b'), (3, 'c')").await, "INSERT 0 3");
-    assert_eq!(rows(&mut s, "SELECT id, name, score FROM t ORDER BY id").await, vec!["1|a|7", "2|b|7", "3|c|7"]);
+    ok(
+        &mut s,
+        "CREATE TABLE t (id INT PRIMARY KEY, name TEXT NOT NULL, score INT DEFAULT 7)",
+    )
+    .await;
     assert_eq!(
-        rows(&mut s, "UPDATE t SET score = score + id WHERE id >= 2 RETURNING id, score").await,
+        ok(&mut s, "CREATE TABLE IF NOT EXISTS t (x INT)").await,
+        "CREATE TABLE"
+    );
+    assert_eq!(
+        ok(
+            &mut s,
+            "INSERT INTO t (id, name) VALUES (1, 'a'), (2, 'b'), (3, 'c')"
+        )
+        .await,
+        "INSERT 0 3"
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT id, name, score FROM t ORDER BY id").await,
+        vec!["1|a|7", "2|b|7", "3|c|7"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "UPDATE t SET score = score + id WHERE id >= 2 RETURNING id, score"
+        )
+        .await,
         vec!["2|9", "3|10"]
     );
-    assert_eq!(rows(&mut s, "DELETE FROM t WHERE id = 1 RETURNING name").await, vec!["a"]);
+    assert_eq!(
+        rows(&mut s, "DELETE FROM t WHERE id = 1 RETURNING name").await,
+        vec!["a"]
+    );
     assert_eq!(
         rows(&mut s, "INSERT INTO t VALUES (4, 'd', DEFAULT) RETURNING *").await,
         vec!["4|d|7"]
     );
-    assert_eq!(ok(&mut s, "INSERT INTO t (id, name) VALUES (4, 'x') ON CONFLICT DO NOTHING").await, "INSERT 0 0");
-    ok(&mut s, "CREATE TABLE u (id INT, name TEXT)").await;
-    assert_eq!(ok(&mut s, "INSERT INTO u SELECT id * 10, name FROM t").await, "INSERT 0 3");
     assert_eq!(
-        rows(&mut s, "SELECT t.name, u.id FROM t JOIN u ON u.id = t.id * 10 ORDER BY 2").await,
+        ok(
+            &mut s,
+            "INSERT INTO t (id, name) VALUES (4, 'x') ON CONFLICT DO NOTHING"
+        )
+        .await,
+        "INSERT 0 0"
+    );
+    ok(&mut s, "CREATE TABLE u (id INT, name TEXT)").await;
+    assert_eq!(
+        ok(&mut s, "INSERT INTO u SELECT id * 10, name FROM t").await,
+        "INSERT 0 3"
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT t.name, u.id FROM t JOIN u ON u.id = t.id * 10 ORDER BY 2"
+        )
+        .await,
         vec!["b|20", "c|30", "d|40"]
     );
     assert_eq!(
@@ -93,22 +134,46 @@ async fn every_type_round_trips() {
     let mut s = db.session();
     ok(&mut s, "CREATE TABLE ty (b BOOLEAN, s SMALLINT, i INTEGER, g BIGINT, r REAL, d DOUBLE PRECISION, \
                 n NUMERIC(10,2), t TEXT, v VARCHAR(5), c CHAR(3), y BYTEA, dt DATE, ts TIMESTAMP, tz TIMESTAMPTZ)").await;
-    ok(&mut s, "INSERT INTO ty VALUES (true, 1, 2, 3, 1.5, 2.25, 12.345, 'text', 'abc', 'x', '\\x0102', \
-                '2024-01-31', '2024-01-31 12:34:56', '2024-01-31 12:34:56+00')").await;
+    ok(
+        &mut s,
+        "INSERT INTO ty VALUES (true, 1, 2, 3, 1.5, 2.25, 12.345, 'text', 'abc', 'x', '\\x0102', \
+                '2024-01-31', '2024-01-31 12:34:56', '2024-01-31 12:34:56+00')",
+    )
+    .await;
     ok(&mut s, "INSERT INTO ty (i) VALUES (NULL)").await;
-    let got = rows(&mut s, "SELECT b, s, i, g, r, d, n, t, v, c, dt FROM ty WHERE i = 2").await;
-    assert_eq!(got, vec!["true|1|2|3|1.5|2.25|12.35|text|abc|x  |2024-01-31"]);
-    assert_eq!(rows(&mut s, "SELECT count(*) FROM ty WHERE b IS NULL").await, vec!["1"]);
+    let got = rows(
+        &mut s,
+        "SELECT b, s, i, g, r, d, n, t, v, c, dt FROM ty WHERE i = 2",
+    )
+    .await;
+    assert_eq!(
+        got,
+        vec!["true|1|2|3|1.5|2.25|12.35|text|abc|x  |2024-01-31"]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT count(*) FROM ty WHERE b IS NULL").await,
+        vec!["1"]
+    );
     // NUMERIC is exact.
-    assert_eq!(rows(&mut s, "SELECT n * 3 FROM ty WHERE i = 2").await, vec!["37.05"]);
-    assert_eq!(code(&mut s, "INSERT INTO ty (v) VALUES ('toolong')").await, "22001");
+    assert_eq!(
+        rows(&mut s, "SELECT n * 3 FROM ty WHERE i = 2").await,
+        vec!["37.05"]
+    );
+    assert_eq!(
+        code(&mut s, "INSERT INTO ty (v) VALUES ('toolong')").await,
+        "22001"
+    );
 }
 
 #[tokio::test]
 async fn errors_carry_their_sqlstate() {
     let db = TestDb::new().await;
     let mut s = db.session();
-    ok(&mut s, "CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL, u TEXT UNIQUE)").await;
+    ok(
+        &mut s,
+        "CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL, u TEXT UNIQUE)",
+    )
+    .await;
     ok(&mut s, "INSERT INTO t VALUES (1, 1, 'a')").await;
     let (_, e) = s.simple_query("SELECT * FRM t").await;
     let e = e.unwrap();
@@ -116,13 +181,25 @@ async fn errors_carry_their_sqlstate() {
     assert!(e.position.is_some(), "syntax errors carry a position");
     assert_eq!(code(&mut s, "SELECT * FROM nope").await, "42P01");
     assert_eq!(code(&mut s, "SELECT nope FROM t").await, "42703");
-    assert_eq!(code(&mut s, "INSERT INTO t VALUES (1, 2, 'b')").await, "23505");
-    assert_eq!(code(&mut s, "INSERT INTO t VALUES (2, 2, 'a')").await, "23505");
+    assert_eq!(
+        code(&mut s, "INSERT INTO t VALUES (1, 2, 'b')").await,
+        "23505"
+    );
+    assert_eq!(
+        code(&mut s, "INSERT INTO t VALUES (2, 2, 'a')").await,
+        "23505"
+    );
     assert_eq!(code(&mut s, "INSERT INTO t (id) VALUES (3)").await, "23502");
     assert_eq!(code(&mut s, "UPDATE t SET v = NULL").await, "23502");
     assert_eq!(code(&mut s, "SELECT 1 / 0").await, "22012");
-    assert_eq!(code(&mut s, "INSERT INTO t VALUES (3, true, 'c')").await, "42804");
-    assert_eq!(code(&mut s, "BEGIN ISOLATION LEVEL SERIALIZABLE").await, "0A000");
+    assert_eq!(
+        code(&mut s, "INSERT INTO t VALUES (3, true, 'c')").await,
+        "42804"
+    );
+    assert_eq!(
+        code(&mut s, "BEGIN ISOLATION LEVEL SERIALIZABLE").await,
+        "0A000"
+    );
     assert_eq!(code(&mut s, "CREATE TABLE t (x INT)").await, "42P07");
     // Nothing above changed the table.
     assert_eq!(rows(&mut s, "SELECT id, v, u FROM t").await, vec!["1|1|a"]);
@@ -135,7 +212,11 @@ async fn a_failed_statement_aborts_the_transaction_block() {
     ok(&mut s, "CREATE TABLE t (id INT PRIMARY KEY)").await;
     ok(&mut s, "BEGIN").await;
     ok(&mut s, "INSERT INTO t VALUES (1)").await;
-    assert_eq!(rows(&mut s, "SELECT id FROM t").await, vec!["1"], "reads its own writes");
+    assert_eq!(
+        rows(&mut s, "SELECT id FROM t").await,
+        vec!["1"],
+        "reads its own writes"
+    );
     code(&mut s, "SELECT 1 / 0").await;
     assert_eq!(s.transaction_state(), TransactionState::Failed);
     assert_eq!(code(&mut s, "SELECT 1").await, "25P02");
@@ -196,8 +277,15 @@ async fn repeatable_read_keeps_its_snapshot_and_refuses_a_lost_update() {
     ok(&mut a, "BEGIN ISOLATION LEVEL REPEATABLE READ").await;
     assert_eq!(rows(&mut a, "SELECT n FROM c").await, vec!["10"]);
     ok(&mut b, "UPDATE c SET n = 11 WHERE id = 1").await;
-    assert_eq!(rows(&mut a, "SELECT n FROM c").await, vec!["10"], "snapshot kept");
-    assert_eq!(code(&mut a, "UPDATE c SET n = n + 1 WHERE id = 1").await, "40001");
+    assert_eq!(
+        rows(&mut a, "SELECT n FROM c").await,
+        vec!["10"],
+        "snapshot kept"
+    );
+    assert_eq!(
+        code(&mut a, "UPDATE c SET n = n + 1 WHERE id = 1").await,
+        "40001"
+    );
     ok(&mut a, "ROLLBACK").await;
     assert_eq!(rows(&mut a, "SELECT n FROM c").await, vec!["11"]);
 }
@@ -212,16 +300,25 @@ async fn lock_waits_time_out_and_deadlocks_are_broken() {
     ok(&mut a, "BEGIN").await;
     ok(&mut a, "UPDATE c SET n = 1 WHERE id = 1").await;
     ok(&mut b, "SET lock_timeout = '100ms'").await;
-    assert_eq!(code(&mut b, "UPDATE c SET n = 2 WHERE id = 1").await, "55P03");
+    assert_eq!(
+        code(&mut b, "UPDATE c SET n = 2 WHERE id = 1").await,
+        "55P03"
+    );
     ok(&mut b, "SET lock_timeout = '20s'").await;
     ok(&mut b, "BEGIN").await;
     ok(&mut b, "UPDATE c SET n = 2 WHERE id = 2").await;
     // a waits for b; b then waits for a: one of them is chosen as the deadlock victim.
     let a_task = tokio::spawn(async move {
-        let r = run(&mut a, "UPDATE c SET n = 1 WHERE id = 2").await.map(|_| ()).map_err(|e| e.code);
+        let r = run(&mut a, "UPDATE c SET n = 1 WHERE id = 2")
+            .await
+            .map(|_| ())
+            .map_err(|e| e.code);
         (a, r)
     });
-    let b_result = run(&mut b, "UPDATE c SET n = 2 WHERE id = 1").await.map(|_| ()).map_err(|e| e.code);
+    let b_result = run(&mut b, "UPDATE c SET n = 2 WHERE id = 1")
+        .await
+        .map(|_| ())
+        .map_err(|e| e.code);
     // Whoever was refused rolled back (its block failed), so the other proceeds.
     if b_result.is_ok() {
         ok(&mut b, "COMMIT").await;
@@ -234,7 +331,10 @@ async fn lock_waits_time_out_and_deadlocks_are_broken() {
     } else {
         ok(&mut a, "ROLLBACK").await;
     }
-    let codes: Vec<_> = [a_result, b_result].into_iter().filter_map(|r| r.err()).collect();
+    let codes: Vec<_> = [a_result, b_result]
+        .into_iter()
+        .filter_map(|r| r.err())
+        .collect();
     assert_eq!(codes, vec!["40P01"]);
 }
 
@@ -243,32 +343,80 @@ async fn indexes_are_backfilled_used_and_kept_up_to_date() {
     let db = TestDb::new().await;
     let mut s = db.session();
     ok(&mut s, "CREATE TABLE t (id INT, k INT, v TEXT)").await;
-    ok(&mut s, "INSERT INTO t SELECT x, x % 10, 'v' || x FROM generate_series(1, 300) AS x").await;
+    ok(
+        &mut s,
+        "INSERT INTO t SELECT x, x % 10, 'v' || x FROM generate_series(1, 300) AS x",
+    )
+    .await;
     ok(&mut s, "CREATE INDEX t_k ON t (k)").await;
-    assert_eq!(ok(&mut s, "CREATE INDEX IF NOT EXISTS t_k ON t (k)").await, "CREATE INDEX");
-    let plan = rows(&mut s, "EXPLAIN SELECT v FROM t WHERE k = 3").await.join("\n");
+    assert_eq!(
+        ok(&mut s, "CREATE INDEX IF NOT EXISTS t_k ON t (k)").await,
+        "CREATE INDEX"
+    );
+    let plan = rows(&mut s, "EXPLAIN SELECT v FROM t WHERE k = 3")
+        .await
+        .join("\n");
     assert!(plan.contains("index t_k"), "{plan}");
-    assert_eq!(rows(&mut s, "SELECT count(*) FROM t WHERE k = 3").await, vec!["30"]);
-    assert_eq!(rows(&mut s, "SELECT count(*) FROM t WHERE k > 7").await, vec!["60"]);
+    assert_eq!(
+        rows(&mut s, "SELECT count(*) FROM t WHERE k = 3").await,
+        vec!["30"]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT count(*) FROM t WHERE k > 7").await,
+        vec!["60"]
+    );
     ok(&mut s, "UPDATE t SET k = 100 WHERE id <= 5").await;
     ok(&mut s, "DELETE FROM t WHERE id = 13").await;
-    assert_eq!(rows(&mut s, "SELECT count(*) FROM t WHERE k = 3").await, vec!["28"]);
-    assert_eq!(rows(&mut s, "SELECT count(*) FROM t WHERE k = 100").await, vec!["5"]);
+    assert_eq!(
+        rows(&mut s, "SELECT count(*) FROM t WHERE k = 3").await,
+        vec!["28"]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT count(*) FROM t WHERE k = 100").await,
+        vec!["5"]
+    );
     // Unique index creation fails on duplicates and leaves no index behind.
-    assert_eq!(code(&mut s, "CREATE UNIQUE INDEX t_k_u ON t (k)").await, "23505");
+    assert_eq!(
+        code(&mut s, "CREATE UNIQUE INDEX t_k_u ON t (k)").await,
+        "23505"
+    );
     ok(&mut s, "CREATE UNIQUE INDEX t_id ON t (id)").await;
-    assert_eq!(code(&mut s, "INSERT INTO t VALUES (1, 1, 'dup')").await, "23505");
+    assert_eq!(
+        code(&mut s, "INSERT INTO t VALUES (1, 1, 'dup')").await,
+        "23505"
+    );
     ok(&mut s, "DROP INDEX t_k").await;
-    let plan = rows(&mut s, "EXPLAIN SELECT v FROM t WHERE k = 3").await.join("\n");
+    let plan = rows(&mut s, "EXPLAIN SELECT v FROM t WHERE k = 3")
+        .await
+        .join("\n");
     assert!(!plan.contains("index t_k"), "{plan}");
     // Primary-key access paths show too.
-    ok(&mut s, "CREATE TABLE p (a INT, b INT, c INT, PRIMARY KEY (a, b))").await;
-    ok(&mut s, "INSERT INTO p SELECT x / 10, x % 10, x FROM generate_series(0, 99) AS x").await;
-    let plan = rows(&mut s, "EXPLAIN SELECT c FROM p WHERE a = 3 AND b = 4").await.join("\n");
+    ok(
+        &mut s,
+        "CREATE TABLE p (a INT, b INT, c INT, PRIMARY KEY (a, b))",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO p SELECT x / 10, x % 10, x FROM generate_series(0, 99) AS x",
+    )
+    .await;
+    let plan = rows(&mut s, "EXPLAIN SELECT c FROM p WHERE a = 3 AND b = 4")
+        .await
+        .join("\n");
     assert!(plan.contains("point get"), "{plan}");
-    assert_eq!(rows(&mut s, "SELECT c FROM p WHERE a = 3 AND b = 4").await, vec!["34"]);
-    assert_eq!(rows(&mut s, "SELECT count(*) FROM p WHERE a = 3 AND b >= 5").await, vec!["5"]);
-    assert_eq!(rows(&mut s, "SELECT sum(c) FROM p WHERE a BETWEEN 2 AND 3").await, vec!["590"]);
+    assert_eq!(
+        rows(&mut s, "SELECT c FROM p WHERE a = 3 AND b = 4").await,
+        vec!["34"]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT count(*) FROM p WHERE a = 3 AND b >= 5").await,
+        vec!["5"]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT sum(c) FROM p WHERE a BETWEEN 2 AND 3").await,
+        vec!["590"]
+    );
 }
 
 #[tokio::test]
@@ -276,15 +424,28 @@ async fn add_primary_key_on_a_table_created_without_one() {
     let db = TestDb::new().await;
     let mut s = db.session();
     ok(&mut s, "CREATE TABLE a (aid INT NOT NULL, bal INT)").await;
-    ok(&mut s, "INSERT INTO a SELECT x, 0 FROM generate_series(1, 100) AS x").await;
+    ok(
+        &mut s,
+        "INSERT INTO a SELECT x, 0 FROM generate_series(1, 100) AS x",
+    )
+    .await;
     ok(&mut s, "ALTER TABLE a ADD PRIMARY KEY (aid)").await;
-    assert_eq!(code(&mut s, "ALTER TABLE a ADD PRIMARY KEY (bal)").await, "42P16");
+    assert_eq!(
+        code(&mut s, "ALTER TABLE a ADD PRIMARY KEY (bal)").await,
+        "42P16"
+    );
     assert_eq!(code(&mut s, "INSERT INTO a VALUES (5, 1)").await, "23505");
     ok(&mut s, "UPDATE a SET bal = bal + 5 WHERE aid = 7").await;
-    assert_eq!(rows(&mut s, "SELECT bal FROM a WHERE aid = 7").await, vec!["5"]);
+    assert_eq!(
+        rows(&mut s, "SELECT bal FROM a WHERE aid = 7").await,
+        vec!["5"]
+    );
     ok(&mut s, "CREATE TABLE n (x INT, y INT)").await;
     ok(&mut s, "INSERT INTO n VALUES (1, 1), (NULL, 2)").await;
-    assert_eq!(code(&mut s, "ALTER TABLE n ADD PRIMARY KEY (x)").await, "23502");
+    assert_eq!(
+        code(&mut s, "ALTER TABLE n ADD PRIMARY KEY (x)").await,
+        "23502"
+    );
 }
 
 #[tokio::test]
@@ -298,37 +459,131 @@ async fn limits_are_enforced_with_clear_errors() {
     let mut s = db.session();
     let long = format!("SELECT '{}'", "x".repeat(300));
     assert_eq!(code(&mut s, &long).await, "54000");
-    assert_eq!(code(&mut s, "SELECT * FROM generate_series(1, 100)").await, "54000");
-    assert_eq!(rows(&mut s, "SELECT count(*) FROM generate_series(1, 100)").await, vec!["100"]);
+    assert_eq!(
+        code(&mut s, "SELECT * FROM generate_series(1, 100)").await,
+        "54000"
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT count(*) FROM generate_series(1, 100)").await,
+        vec!["100"]
+    );
 }
 
 #[tokio::test]
 async fn prepared_statements_bind_typed_parameters() {
     let db = TestDb::new().await;
     let mut s = db.session();
-    ok(&mut s, "CREATE TABLE a (aid INT PRIMARY KEY, bal INT, note TEXT)").await;
+    ok(
+        &mut s,
+        "CREATE TABLE a (aid INT PRIMARY KEY, bal INT, note TEXT)",
+    )
+    .await;
     ok(&mut s, "INSERT INTO a VALUES (1, 10, 'x')").await;
-    let upd = s.prepare("UPDATE a SET bal = bal + $1 WHERE aid = $2", &[]).await.unwrap();
+    let upd = s
+        .prepare("UPDATE a SET bal = bal + $1 WHERE aid = $2", &[])
+        .await
+        .unwrap();
     assert_eq!(
         upd.param_types,
-        vec![datafusion::arrow::datatypes::DataType::Int32, datafusion::arrow::datatypes::DataType::Int32]
+        vec![
+            datafusion::arrow::datatypes::DataType::Int32,
+            datafusion::arrow::datatypes::DataType::Int32
+        ]
     );
     assert!(upd.result_schema.is_none());
     use datafusion::scalar::ScalarValue;
     let r = s
-        .execute_prepared(&upd, vec![ScalarValue::Int32(Some(5)), ScalarValue::Int32(Some(1))])
+        .execute_prepared(
+            &upd,
+            vec![ScalarValue::Int32(Some(5)), ScalarValue::Int32(Some(1))],
+        )
         .await
         .unwrap();
     assert!(matches!(r, QueryResult::Command { ref tag } if tag == "UPDATE 1"));
-    let sel = s.prepare("SELECT bal, note FROM a WHERE aid = $1", &[]).await.unwrap();
+    let sel = s
+        .prepare("SELECT bal, note FROM a WHERE aid = $1", &[])
+        .await
+        .unwrap();
     assert_eq!(sel.result_schema.as_ref().unwrap().fields().len(), 2);
-    let ins = s.prepare("INSERT INTO a (aid, bal, note) VALUES ($1, $2, $3)", &[]).await.unwrap();
-    assert_eq!(ins.param_types[2], datafusion::arrow::datatypes::DataType::Utf8);
+    let ins = s
+        .prepare("INSERT INTO a (aid, bal, note) VALUES ($1, $2, $3)", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        ins.param_types[2],
+        datafusion::arrow::datatypes::DataType::Utf8
+    );
     s.execute_prepared(
         &ins,
-        vec![ScalarValue::Int32(Some(2)), ScalarValue::Int32(None), ScalarValue::Utf8(Some("it's".into()))],
+        vec![
+            ScalarValue::Int32(Some(2)),
+            ScalarValue::Int32(None),
+            ScalarValue::Utf8(Some("it's".into())),
+        ],
     )
     .await
     .unwrap();
-    assert_eq!(rows(&mut s, "SELECT aid, bal, note FROM a ORDER BY aid").await, vec!["1|15|x", "2|NULL|it's"]);
+    assert_eq!(
+        rows(&mut s, "SELECT aid, bal, note FROM a ORDER BY aid").await,
+        vec!["1|15|x", "2|NULL|it's"]
+    );
+}
+
+#[tokio::test]
+async fn an_in_list_naming_a_value_twice_returns_each_row_once() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE t (id INT PRIMARY KEY, k INT)").await;
+    ok(&mut s, "CREATE INDEX t_k ON t (k)").await;
+    ok(&mut s, "INSERT INTO t VALUES (1, 10), (2, 20), (3, 10)").await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT id FROM t WHERE k IN (10, 10, 20) ORDER BY id"
+        )
+        .await,
+        vec!["1", "2", "3"]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT k FROM t WHERE id IN (1, 1, 3) ORDER BY id").await,
+        vec!["10", "10"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_prepared_updates_of_one_row_all_apply() {
+    let db = TestDb::new().await;
+    let mut setup = db.session();
+    ok(
+        &mut setup,
+        "CREATE TABLE b (bid INT NOT NULL, bal INT, filler CHAR(88))",
+    )
+    .await;
+    ok(&mut setup, "INSERT INTO b (bid, bal) VALUES (1, 0)").await;
+    ok(&mut setup, "ALTER TABLE b ADD PRIMARY KEY (bid)").await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let mut s = db.session();
+        tasks.push(tokio::spawn(async move {
+            let upd = s
+                .prepare("UPDATE b SET bal = bal + $1 WHERE bid = $2", &[])
+                .await
+                .unwrap();
+            for _ in 0..20 {
+                ok(&mut s, "BEGIN").await;
+                use datafusion::scalar::ScalarValue;
+                s.execute_prepared(
+                    &upd,
+                    vec![ScalarValue::Int32(Some(1)), ScalarValue::Int32(Some(1))],
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{} ({})", e.message, e.code));
+                ok(&mut s, "COMMIT").await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(rows(&mut setup, "SELECT bal FROM b").await, vec!["80"]);
 }

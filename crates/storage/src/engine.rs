@@ -52,7 +52,11 @@ pub type KvIter<'a> = Box<dyn Iterator<Item = Result<KvPair, StorageError>> + Se
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOp {
     /// Set `key` to `value`.
-    Put { cf: Cf, key: Vec<u8>, value: Vec<u8> },
+    Put {
+        cf: Cf,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
     /// Remove `key`.
     Delete { cf: Cf, key: Vec<u8> },
 }

@@ -107,7 +107,9 @@ impl KvEngine for FjallEngine {
         let mut fjall_batch = self.db.batch();
         for op in batch.into_ops() {
             match op {
-                WriteOp::Put { cf, key, value } => fjall_batch.insert(self.keyspace(cf), key, value),
+                WriteOp::Put { cf, key, value } => {
+                    fjall_batch.insert(self.keyspace(cf), key, value)
+                }
                 WriteOp::Delete { cf, key } => fjall_batch.remove(self.keyspace(cf), key),
             }
         }
@@ -136,7 +138,13 @@ impl KvEngine for FjallEngine {
 mod tests {
     use super::*;
 
-    fn collect(engine: &FjallEngine, cf: Cf, start: &[u8], end: &[u8], reverse: bool) -> Vec<Vec<u8>> {
+    fn collect(
+        engine: &FjallEngine,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+    ) -> Vec<Vec<u8>> {
         engine
             .scan(cf, start, end, reverse)
             .map(|r| r.unwrap().0)
@@ -172,8 +180,14 @@ mod tests {
             batch.put(Cf::Default, k.to_vec(), vec![]);
         }
         engine.write(batch, false).unwrap();
-        assert_eq!(collect(&engine, Cf::Default, b"b", b"d", false), vec![b"b".to_vec(), b"c".to_vec()]);
-        assert_eq!(collect(&engine, Cf::Default, b"b", b"", true), vec![b"d".to_vec(), b"c".to_vec(), b"b".to_vec()]);
+        assert_eq!(
+            collect(&engine, Cf::Default, b"b", b"d", false),
+            vec![b"b".to_vec(), b"c".to_vec()]
+        );
+        assert_eq!(
+            collect(&engine, Cf::Default, b"b", b"", true),
+            vec![b"d".to_vec(), b"c".to_vec(), b"b".to_vec()]
+        );
         assert!(collect(&engine, Cf::Meta, b"", b"", false).is_empty());
     }
 }

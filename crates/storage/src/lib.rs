@@ -8,5 +8,5 @@ mod engine;
 mod fjall_engine;
 mod group_commit;
 
-pub use engine::{Cf, EngineRef, KvEngine, KvPair, KvIter, StorageError, WriteBatch, WriteOp};
+pub use engine::{Cf, EngineRef, KvEngine, KvIter, KvPair, StorageError, WriteBatch, WriteOp};
 pub use fjall_engine::{FjallEngine, FjallOptions, SyncPolicy};

@@ -7,13 +7,17 @@ use flotilla_types::Timestamp;
 #[derive(Debug, thiserror::Error)]
 pub enum TxnError {
     /// Waited longer than the lock wait timeout for another transaction's lock.
-    #[error("canceling statement due to lock timeout: waited {waited_ms} ms for a row locked by another transaction")]
+    #[error(
+        "canceling statement due to lock timeout: waited {waited_ms} ms for a row locked by another transaction"
+    )]
     LockWaitTimeout {
         /// How long the statement waited.
         waited_ms: u64,
     },
     /// Waiting would close a cycle of transactions waiting for each other.
-    #[error("deadlock detected: transaction {waiter} waits for {holder}, which waits (transitively) for {waiter}")]
+    #[error(
+        "deadlock detected: transaction {waiter} waits for {holder}, which waits (transitively) for {waiter}"
+    )]
     Deadlock {
         /// The transaction that was refused.
         waiter: Timestamp,
@@ -39,7 +43,9 @@ pub enum TxnError {
     #[error("transaction was aborted by a concurrent transaction (its locks lapsed); retry it")]
     Aborted,
     /// The transaction's write set grew past the configured limit.
-    #[error("transaction too large: {size_bytes} bytes buffered, limit is {limit_bytes} (txn_size_bytes_max)")]
+    #[error(
+        "transaction too large: {size_bytes} bytes buffered, limit is {limit_bytes} (txn_size_bytes_max)"
+    )]
     TooLarge {
         /// Buffered bytes.
         size_bytes: usize,

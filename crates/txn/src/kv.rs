@@ -58,8 +58,11 @@ pub trait TxnKv: Send + Sync + 'static {
     ) -> Result<Vec<Option<Vec<u8>>>, TxnError>;
 
     /// Releases pessimistic locks that were never prewritten.
-    async fn pessimistic_rollback(&self, keys: &[Vec<u8>], start_ts: Timestamp)
-    -> Result<(), TxnError>;
+    async fn pessimistic_rollback(
+        &self,
+        keys: &[Vec<u8>],
+        start_ts: Timestamp,
+    ) -> Result<(), TxnError>;
 
     /// Prewrites mutations (first phase of commit).
     async fn prewrite(

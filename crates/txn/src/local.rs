@@ -85,8 +85,11 @@ impl LocalTxnKv {
         let status = self.check_txn_status(&info.primary, info.start_ts).await?;
         let lock = match status {
             TxnStatus::Committed { commit_ts } => {
-                self.mvcc
-                    .resolve_lock(std::slice::from_ref(&info.key), info.start_ts, Some(commit_ts))?;
+                self.mvcc.resolve_lock(
+                    std::slice::from_ref(&info.key),
+                    info.start_ts,
+                    Some(commit_ts),
+                )?;
                 self.waits.released(&[&info.key]);
                 return Ok(AfterLock::Retry);
             }
@@ -106,15 +109,16 @@ impl LocalTxnKv {
             Some(current) if current.start_ts == info.start_ts => {}
             _ => return Ok(AfterLock::Retry),
         }
-        let _edge = match waiter {
-            Some(waiter) => Some(self.graph.wait(waiter, info.start_ts).map_err(|()| {
-                TxnError::Deadlock {
-                    waiter,
-                    holder: info.start_ts,
-                }
-            })?),
-            None => None,
-        };
+        let _edge =
+            match waiter {
+                Some(waiter) => Some(self.graph.wait(waiter, info.start_ts).map_err(|()| {
+                    TxnError::Deadlock {
+                        waiter,
+                        holder: info.start_ts,
+                    }
+                })?),
+                None => None,
+            };
         let now = Instant::now();
         if now >= deadline {
             return Err(TxnError::LockWaitTimeout {
@@ -122,7 +126,8 @@ impl LocalTxnKv {
             });
         }
         let expires_at_ms = lock.start_ts.physical_ms().saturating_add(lock.ttl_ms);
-        let until_expiry = Duration::from_millis(expires_at_ms.saturating_sub(wall_clock_ms()).max(1));
+        let until_expiry =
+            Duration::from_millis(expires_at_ms.saturating_sub(wall_clock_ms()).max(1));
         let wake_at = deadline.min(now + until_expiry);
         tokio::select! {
             _ = &mut notified => {}
@@ -181,8 +186,10 @@ impl TxnKv for LocalTxnKv {
     ) -> Result<Option<Vec<u8>>, TxnError> {
         // Readers never join the wait-for graph: prewrite locks are held only between a
         // transaction's prewrite and commit, during which it waits for nobody.
-        self.with_lock_waits(None, lock_wait_timeout_ms, || self.mvcc.get(key, ts, reader))
-            .await
+        self.with_lock_waits(None, lock_wait_timeout_ms, || {
+            self.mvcc.get(key, ts, reader)
+        })
+        .await
     }
 
     async fn scan(

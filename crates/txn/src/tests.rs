@@ -46,19 +46,27 @@ impl Fixture {
 async fn reads_see_own_writes_and_commits_become_visible() {
     let f = fixture();
     let mut t = f.begin(1_000).await;
-    t.lock_keys(vec![(b"a".to_vec(), true)], false).await.unwrap();
+    t.lock_keys(vec![(b"a".to_vec(), true)], false)
+        .await
+        .unwrap();
     t.put(b"a".to_vec(), b"1".to_vec()).unwrap();
     t.put(b"c".to_vec(), b"3".to_vec()).unwrap();
     let ts = t.fresh_ts().await.unwrap();
     assert_eq!(t.view(ts).get(b"a").await.unwrap(), Some(b"1".to_vec()));
-    assert_eq!(f.read(b"a").await, None, "uncommitted writes are invisible to others");
+    assert_eq!(
+        f.read(b"a").await,
+        None,
+        "uncommitted writes are invisible to others"
+    );
     t.commit().await.unwrap();
     assert_eq!(f.read(b"a").await, Some(b"1".to_vec()));
 
     // A scan merges the buffer (including deletions) with committed data, in order.
     let mut t = f.begin(1_000).await;
     t.put(b"b".to_vec(), b"2".to_vec()).unwrap();
-    t.lock_keys(vec![(b"c".to_vec(), false)], false).await.unwrap();
+    t.lock_keys(vec![(b"c".to_vec(), false)], false)
+        .await
+        .unwrap();
     t.delete(b"c".to_vec()).unwrap();
     let ts = t.fresh_ts().await.unwrap();
     let rows = t.view(ts).scan(b"", b"", 1).await.unwrap();
@@ -66,7 +74,10 @@ async fn reads_see_own_writes_and_commits_become_visible() {
     let rows = t.view(ts).scan(b"", b"", 10).await.unwrap();
     assert_eq!(
         rows,
-        vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())]
+        vec![
+            (b"a".to_vec(), b"1".to_vec()),
+            (b"b".to_vec(), b"2".to_vec())
+        ]
     );
     t.rollback().await.unwrap();
     assert_eq!(f.read(b"c").await, Some(b"3".to_vec()));
@@ -76,7 +87,10 @@ async fn reads_see_own_writes_and_commits_become_visible() {
 async fn a_second_writer_waits_for_the_first_and_then_sees_its_commit_as_a_conflict() {
     let f = fixture();
     let mut first = f.begin(10_000).await;
-    first.lock_keys(vec![(b"k".to_vec(), false)], false).await.unwrap();
+    first
+        .lock_keys(vec![(b"k".to_vec(), false)], false)
+        .await
+        .unwrap();
     first.put(b"k".to_vec(), b"first".to_vec()).unwrap();
 
     let mut second = f.begin(10_000).await;
@@ -87,11 +101,17 @@ async fn a_second_writer_waits_for_the_first_and_then_sees_its_commit_as_a_confl
     first.commit().await.unwrap();
     let (mut second, r) = waiter.await.unwrap();
     // It waited (a timeout would say so) and then found the newer commit.
-    assert!(matches!(r, Err(TxnError::WriteConflict { .. })), "got {r:?}");
+    assert!(
+        matches!(r, Err(TxnError::WriteConflict { .. })),
+        "got {r:?}"
+    );
     // READ COMMITTED retries with a newer for_update_ts and succeeds.
     let ts = second.fresh_ts().await.unwrap();
     second.set_for_update_ts(ts);
-    let values = second.lock_keys(vec![(b"k".to_vec(), false)], true).await.unwrap();
+    let values = second
+        .lock_keys(vec![(b"k".to_vec(), false)], true)
+        .await
+        .unwrap();
     assert_eq!(values, vec![Some(b"first".to_vec())]);
     second.put(b"k".to_vec(), b"second".to_vec()).unwrap();
     second.commit().await.unwrap();
@@ -102,12 +122,21 @@ async fn a_second_writer_waits_for_the_first_and_then_sees_its_commit_as_a_confl
 async fn lock_waits_are_bounded() {
     let f = fixture();
     let mut holder = f.begin(1_000).await;
-    holder.lock_keys(vec![(b"k".to_vec(), false)], false).await.unwrap();
+    holder
+        .lock_keys(vec![(b"k".to_vec(), false)], false)
+        .await
+        .unwrap();
     let mut waiter = f.begin(50).await;
     let r = waiter.lock_keys(vec![(b"k".to_vec(), false)], false).await;
-    assert!(matches!(r, Err(TxnError::LockWaitTimeout { .. })), "got {r:?}");
+    assert!(
+        matches!(r, Err(TxnError::LockWaitTimeout { .. })),
+        "got {r:?}"
+    );
     holder.rollback().await.unwrap();
-    waiter.lock_keys(vec![(b"k".to_vec(), false)], false).await.unwrap();
+    waiter
+        .lock_keys(vec![(b"k".to_vec(), false)], false)
+        .await
+        .unwrap();
     waiter.rollback().await.unwrap();
 }
 
@@ -116,8 +145,12 @@ async fn a_deadlock_is_broken_by_failing_one_of_its_transactions() {
     let f = fixture();
     let mut a = f.begin(20_000).await;
     let mut b = f.begin(20_000).await;
-    a.lock_keys(vec![(b"x".to_vec(), false)], false).await.unwrap();
-    b.lock_keys(vec![(b"y".to_vec(), false)], false).await.unwrap();
+    a.lock_keys(vec![(b"x".to_vec(), false)], false)
+        .await
+        .unwrap();
+    b.lock_keys(vec![(b"y".to_vec(), false)], false)
+        .await
+        .unwrap();
     let a_task = tokio::spawn(async move {
         let r = a.lock_keys(vec![(b"y".to_vec(), false)], false).await;
         (a, r)
@@ -167,16 +200,28 @@ async fn restart_recovery_commits_or_rolls_back_every_orphan_lock() {
         pessimistic: false,
     };
     // Transaction 1 committed its primary and died before its secondary.
-    kv.prewrite(vec![put(b"p1", b"1"), put(b"s1", b"1")], b"p1", start, 60_000)
+    kv.prewrite(
+        vec![put(b"p1", b"1"), put(b"s1", b"1")],
+        b"p1",
+        start,
+        60_000,
+    )
+    .await
+    .unwrap();
+    let commit = f.tso.get_ts().await.unwrap();
+    kv.commit(vec![b"p1".to_vec()], start, commit)
         .await
         .unwrap();
-    let commit = f.tso.get_ts().await.unwrap();
-    kv.commit(vec![b"p1".to_vec()], start, commit).await.unwrap();
     // Transaction 2 died after prewrite.
     let start2 = f.tso.get_ts().await.unwrap();
-    kv.prewrite(vec![put(b"p2", b"2"), put(b"s2", b"2")], b"p2", start2, 60_000)
-        .await
-        .unwrap();
+    kv.prewrite(
+        vec![put(b"p2", b"2"), put(b"s2", b"2")],
+        b"p2",
+        start2,
+        60_000,
+    )
+    .await
+    .unwrap();
     assert_eq!(f.kv.recover_orphan_locks().await.unwrap(), 3);
     assert_eq!(f.read(b"s1").await, Some(b"1".to_vec()));
     assert_eq!(f.read(b"p2").await, None);
@@ -193,7 +238,9 @@ async fn a_reader_resolves_the_secondary_of_a_committed_transaction() {
         op: flotilla_mvcc::MutationOp::Put(b"v".to_vec()),
         pessimistic: false,
     };
-    kv.prewrite(vec![put(b"p"), put(b"s")], b"p", start, 60_000).await.unwrap();
+    kv.prewrite(vec![put(b"p"), put(b"s")], b"p", start, 60_000)
+        .await
+        .unwrap();
     let commit = f.tso.get_ts().await.unwrap();
     kv.commit(vec![b"p".to_vec()], start, commit).await.unwrap();
     // The lock on s has a long TTL, but its primary says committed: no waiting.

@@ -99,7 +99,10 @@ impl Transaction {
     /// Moves the lock-check timestamp forward (READ COMMITTED: each statement, and each
     /// retry of a statement, checks against a newer snapshot).
     pub fn set_for_update_ts(&mut self, ts: Timestamp) {
-        assert!(ts >= self.start_ts, "for_update_ts must not precede start_ts");
+        assert!(
+            ts >= self.start_ts,
+            "for_update_ts must not precede start_ts"
+        );
         self.for_update_ts = self.for_update_ts.max(ts);
     }
 
@@ -317,7 +320,12 @@ impl Transaction {
         for chunk in mutations.chunks(self.options.keys_per_request_max) {
             if let Err(e) = self
                 .kv
-                .prewrite(chunk.to_vec(), &primary, self.start_ts, self.options.lock_ttl_ms)
+                .prewrite(
+                    chunk.to_vec(),
+                    &primary,
+                    self.start_ts,
+                    self.options.lock_ttl_ms,
+                )
                 .await
             {
                 let _ = self.kv.rollback(written.clone(), self.start_ts).await;
@@ -336,7 +344,11 @@ impl Transaction {
         // The primary is committed: the transaction is committed. A secondary that fails
         // here is resolved later by whoever meets its lock.
         for chunk in chunks {
-            if let Err(e) = self.kv.commit(chunk.to_vec(), self.start_ts, commit_ts).await {
+            if let Err(e) = self
+                .kv
+                .commit(chunk.to_vec(), self.start_ts, commit_ts)
+                .await
+            {
                 tracing::warn!(error = %e, "commit of secondaries failed; readers will resolve them");
             }
         }
@@ -505,5 +517,4 @@ impl TxnView {
             cursor = upper;
         }
     }
-
 }

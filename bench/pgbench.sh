@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# pgbench TPC-B-like and select-only against Flotilla standalone and a PostgreSQL 15 that
+# this script starts on the same machine, in turns, in one session. Prints TPS and the
+# Flotilla / PostgreSQL ratio as a markdown table.
+#
+#   bash bench/pgbench.sh                # scale 10, 8 clients, 2 threads, 30 s per run
+#   SCALE=1 DURATION=10 bash bench/pgbench.sh
+#
+# Both servers keep their default durability: fsync on, synchronous commit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SCALE=${SCALE:-10}
+CLIENTS=${CLIENTS:-8}
+THREADS=${THREADS:-2}
+DURATION=${DURATION:-30}
+FLOTILLA_PORT=${FLOTILLA_PORT:-55434}
+PG_PORT=${PG_PORT:-55432}
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+
+if [ ! -x "$PG_BIN/initdb" ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq postgresql-15 postgresql-client-15 >/dev/null
+fi
+
+cargo build --release --bin flotilla >&2
+BIN=${CARGO_TARGET_DIR:-target}/release/flotilla
+
+WORK=$(mktemp -d /tmp/flotilla-bench.XXXXXX)
+chmod 777 "$WORK"
+cleanup() {
+  [ -n "${FLOTILLA_PID:-}" ] && kill "$FLOTILLA_PID" 2>/dev/null || true
+  runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pg" -m fast stop >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+"$BIN" standalone --data-dir "$WORK/flotilla" --sql-addr 127.0.0.1:$FLOTILLA_PORT \
+  --http-addr 127.0.0.1:0 >"$WORK/flotilla.log" 2>&1 &
+FLOTILLA_PID=$!
+
+runuser -u postgres -- "$PG_BIN/initdb" -D "$WORK/pg" -A trust -U postgres >/dev/null
+runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w \
+  -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$WORK -c max_connections=100" start >/dev/null
+
+for _ in $(seq 1 100); do
+  psql -X -h 127.0.0.1 -p $FLOTILLA_PORT -U postgres -c 'SELECT 1' postgres >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+run() { # port, extra args -> tps
+  pgbench -h 127.0.0.1 -p "$1" -U postgres -c "$CLIENTS" -j "$THREADS" -T "$DURATION" \
+    -M prepared "${@:2}" postgres 2>&1 | tee -a "$WORK/runs.log" | awk '/^tps = / {print $3; exit}'
+}
+
+for port in $PG_PORT $FLOTILLA_PORT; do
+  pgbench -h 127.0.0.1 -p $port -U postgres -i -I dtGp -s "$SCALE" -q postgres >/dev/null 2>&1
+done
+
+pg_tpcb=$(run $PG_PORT);        fl_tpcb=$(run $FLOTILLA_PORT)
+pg_sel=$(run $PG_PORT -S);      fl_sel=$(run $FLOTILLA_PORT -S)
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+echo "| workload | Flotilla TPS | PostgreSQL 15 TPS | ratio |"
+echo "|---|---|---|---|"
+echo "| TPC-B-like (scale $SCALE, $CLIENTS clients, prepared) | $fl_tpcb | $pg_tpcb | $(ratio "$fl_tpcb" "$pg_tpcb") |"
+echo "| select-only (scale $SCALE, $CLIENTS clients, prepared) | $fl_sel | $pg_sel | $(ratio "$fl_sel" "$pg_sel") |"
+grep -h "number of failed" "$WORK/runs.log" | sed 's/^/    /' >&2

@@ -1,0 +1,177 @@
+//! End-to-end: the real binary on loopback, driven by psql.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+
+use support::Server;
+
+#[test]
+fn help_and_version() {
+    let help = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("standalone"));
+    let sub = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["standalone", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&sub.stdout);
+    for flag in ["--data-dir", "--sql-addr", "--http-addr", "--config"] {
+        assert!(text.contains(flag), "{flag} missing from:\n{text}");
+    }
+    let version = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("flotilla "));
+}
+
+#[test]
+fn psql_runs_ddl_dml_transactions_and_describes_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    server.psql_ok(
+        "CREATE TABLE acct (id BIGINT PRIMARY KEY, owner TEXT NOT NULL, balance NUMERIC(12,2) DEFAULT 0);
+         CREATE INDEX acct_owner ON acct (owner);
+         INSERT INTO acct VALUES (1, 'ada', 100), (2, 'bob', 50);
+         BEGIN;
+         UPDATE acct SET balance = balance - 10 WHERE id = 1;
+         UPDATE acct SET balance = balance + 10 WHERE id = 2;
+         COMMIT;
+         BEGIN;
+         DELETE FROM acct;
+         ROLLBACK;",
+    );
+    let out = server.psql_ok("SELECT id, owner, balance FROM acct ORDER BY id;");
+    assert_eq!(out, "1|ada|90.00\n2|bob|60.00\n");
+    let dt = server.psql_ok("\\dt");
+    assert!(dt.contains("public|acct|table|postgres"), "{dt}");
+    // Without tuples-only mode, so psql prints the index footer too.
+    let out = server
+        .psql_command()
+        .args(["-c", "\\d acct"])
+        .output()
+        .unwrap();
+    let d = String::from_utf8_lossy(&out.stdout);
+    assert!(d.contains("Table \"public.acct\""), "{d}");
+    assert!(
+        d.contains(" owner   | text          |           | not null |"),
+        "{d}"
+    );
+    assert!(d.contains("acct_pkey"), "{d}");
+    assert!(d.contains("acct_owner"), "{d}");
+}
+
+#[test]
+fn errors_reach_psql_with_their_sqlstate() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    server.psql_ok("CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL);");
+    server.psql_ok("INSERT INTO t VALUES (1, 1);");
+    for (sql, code) in [
+        ("SELEC 1;", "42601"),
+        ("SELECT * FROM missing;", "42P01"),
+        ("SELECT nope FROM t;", "42703"),
+        ("INSERT INTO t VALUES (1, 2);", "23505"),
+        ("INSERT INTO t (id) VALUES (2);", "23502"),
+        ("SELECT 1/0;", "22012"),
+        ("INSERT INTO t VALUES (3, true);", "42804"),
+        ("BEGIN ISOLATION LEVEL SERIALIZABLE;", "0A000"),
+    ] {
+        let err = server.psql_err(sql);
+        assert!(err.contains(code), "{sql}: expected {code} in {err}");
+    }
+    // After an error, a transaction block refuses everything until ROLLBACK.
+    let out = server
+        .psql_command()
+        .args([
+            "-v",
+            "VERBOSITY=verbose",
+            "-c",
+            "BEGIN",
+            "-c",
+            "SELECT 1/0",
+            "-c",
+            "SELECT 1",
+            "-c",
+            "ROLLBACK",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("22012") && err.contains("25P02"), "{err}");
+}
+
+#[test]
+fn status_and_metrics_are_served_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    server.psql_ok("CREATE TABLE a (x INT); CREATE TABLE b (x INT);");
+    let (status, body) = server.http_get("/status");
+    assert!(status.contains("200"), "{status}");
+    assert!(body.contains("\"table_count\":2"), "{body}");
+    assert!(body.contains("\"version\""), "{body}");
+    assert!(body.contains("\"data_dir\""), "{body}");
+    assert!(body.contains("\"uptime_seconds\""), "{body}");
+    let (status, body) = server.http_get("/metrics");
+    assert!(status.contains("200"), "{status}");
+    assert!(body.contains("flotilla_tables 2"), "{body}");
+    let (status, _) = server.http_get("/nope");
+    assert!(status.contains("404"), "{status}");
+}
+
+#[test]
+fn garbage_on_one_socket_closes_only_that_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    server.psql_ok("CREATE TABLE t (x INT);");
+    let mut garbage = TcpStream::connect(("127.0.0.1", server.sql_port)).unwrap();
+    garbage
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    garbage
+        .write_all(&[0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 8, 1, 2, 3, 4])
+        .unwrap();
+    let mut buf = Vec::new();
+    // The server answers with an error or just closes; either way the read ends.
+    let _ = garbage.read_to_end(&mut buf);
+    assert_eq!(
+        server.psql_ok("INSERT INTO t VALUES (1); SELECT count(*) FROM t;"),
+        "1\n"
+    );
+}
+
+#[test]
+fn connections_past_the_limit_are_refused_with_53300() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("flotilla.toml");
+    std::fs::write(&config, "[sql]\nmax_connections = 1\n").unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--config", config.to_str().unwrap()]);
+    // Hold the only connection open with an interactive psql.
+    let mut holder = server
+        .psql_command()
+        .args(["-q"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = holder.stdin.take().unwrap();
+    writeln!(stdin, "SELECT 'held';").unwrap();
+    let mut out = holder.stdout.take().unwrap();
+    let mut seen = String::new();
+    let mut byte = [0u8; 1];
+    while !seen.contains("held") {
+        out.read_exact(&mut byte).unwrap();
+        seen.push(byte[0] as char);
+    }
+    let err = server.psql_err("SELECT 1;");
+    assert!(err.contains("53300") || err.contains("too many"), "{err}");
+    drop(stdin);
+    holder.wait().unwrap();
+}
