@@ -638,6 +638,65 @@ fn is_empty_query(sql: &str) -> bool {
 }
 
 impl ConnectionHandler {
+    /// Bind proper: checks and decodes the parameters, then stores the portal.
+    async fn bind<C>(&self, client: &mut C, message: Bind) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statement_name = message.statement_name.as_deref().unwrap_or(DEFAULT_NAME);
+        let portal_name = message.portal_name.as_deref().unwrap_or(DEFAULT_NAME);
+        if portal_name != DEFAULT_NAME && client.portal_store().get_portal(portal_name).is_some() {
+            return Err(protocol_error(
+                "42P03",
+                format!("cursor \"{portal_name}\" already exists"),
+            ));
+        }
+        match client.portal_store().get_statement(statement_name) {
+            Some(Entry::Value(statement)) => {
+                check_bind(&message, &statement.statement, statement_name)?;
+                let portal = Portal::try_new(&message, statement)?;
+                // Decode now so a malformed parameter fails the Bind, as in PostgreSQL; the
+                // values are decoded again at Execute (portals keep only the raw bytes).
+                decode_params(
+                    &portal.parameters,
+                    &portal.parameter_format,
+                    &portal.statement,
+                )
+                .map_err(|e| pg_error(&e))?;
+                client.portal_store().put_portal(Arc::new(portal));
+            }
+            Some(Entry::Empty) => {
+                if !message.parameters.is_empty() {
+                    return Err(protocol_error(
+                        "08P01",
+                        format!(
+                            "bind message supplies {} parameters, but prepared statement \"{}\" requires 0",
+                            message.parameters.len(),
+                            display_name(statement_name)
+                        ),
+                    ));
+                }
+                client.portal_store().put_empty_portal(portal_name);
+            }
+            None => {
+                return Err(protocol_error(
+                    "26000",
+                    format!(
+                        "prepared statement \"{}\" does not exist",
+                        display_name(statement_name)
+                    ),
+                ));
+            }
+        }
+        client
+            .feed(PgWireBackendMessage::BindComplete(BindComplete::new()))
+            .await?;
+        Ok(())
+    }
+
     /// Runs or resumes a portal, sending its rows (at most `max_rows` when non-zero) and its
     /// completion or suspension.
     async fn execute_portal<C>(
@@ -866,55 +925,13 @@ impl ExtendedQueryHandler for ConnectionHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let statement_name = message.statement_name.as_deref().unwrap_or(DEFAULT_NAME);
-        let portal_name = message.portal_name.as_deref().unwrap_or(DEFAULT_NAME);
-        if portal_name != DEFAULT_NAME && client.portal_store().get_portal(portal_name).is_some() {
-            return Err(protocol_error(
-                "42P03",
-                format!("cursor \"{portal_name}\" already exists"),
-            ));
+        let result = self.bind(client, message).await;
+        if result.is_err() {
+            // A Bind that fails (malformed parameter, wrong count) aborts the transaction
+            // block, as in PostgreSQL.
+            self.session.lock().await.fail_transaction().await;
         }
-        match client.portal_store().get_statement(statement_name) {
-            Some(Entry::Value(statement)) => {
-                check_bind(&message, &statement.statement, statement_name)?;
-                let portal = Portal::try_new(&message, statement)?;
-                // Decode now so a malformed parameter fails the Bind, as in PostgreSQL; the
-                // values are decoded again at Execute (portals keep only the raw bytes).
-                decode_params(
-                    &portal.parameters,
-                    &portal.parameter_format,
-                    &portal.statement,
-                )
-                .map_err(|e| pg_error(&e))?;
-                client.portal_store().put_portal(Arc::new(portal));
-            }
-            Some(Entry::Empty) => {
-                if !message.parameters.is_empty() {
-                    return Err(protocol_error(
-                        "08P01",
-                        format!(
-                            "bind message supplies {} parameters, but prepared statement \"{}\" requires 0",
-                            message.parameters.len(),
-                            display_name(statement_name)
-                        ),
-                    ));
-                }
-                client.portal_store().put_empty_portal(portal_name);
-            }
-            None => {
-                return Err(protocol_error(
-                    "26000",
-                    format!(
-                        "prepared statement \"{}\" does not exist",
-                        display_name(statement_name)
-                    ),
-                ));
-            }
-        }
-        client
-            .feed(PgWireBackendMessage::BindComplete(BindComplete::new()))
-            .await?;
-        Ok(())
+        result
     }
 
     async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>

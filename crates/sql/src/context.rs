@@ -38,11 +38,16 @@ pub(crate) fn template_state(query_memory_bytes_max: usize) -> Result<SessionSta
         .with_memory_limit(query_memory_bytes_max, 1.0)
         .build_arc()
         .map_err(datafusion_error)?;
-    Ok(SessionStateBuilder::new()
+    let mut state = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
-        .build())
+        .build();
+    for udf in crate::functions::all() {
+        datafusion::execution::FunctionRegistry::register_udf(&mut state, udf)
+            .map_err(datafusion_error)?;
+    }
+    Ok(state)
 }
 
 /// Resolves table names against one catalog snapshot and one transaction view.

@@ -11,6 +11,7 @@ mod ddl;
 mod dml;
 mod engine;
 mod error;
+mod functions;
 mod params;
 mod psql;
 mod rows;

@@ -199,6 +199,17 @@ impl Session {
         }
     }
 
+    /// Marks an open transaction block failed (25P02 until ROLLBACK) and releases its
+    /// locks: for errors the wire protocol meets outside the session (a malformed Bind).
+    pub async fn fail_transaction(&mut self) {
+        if let Some(block) = &mut self.block
+            && !block.failed
+        {
+            block.failed = true;
+            let _ = self.finish_txn(false).await;
+        }
+    }
+
     fn check_size(&self, sql: &str) -> Result<(), SqlError> {
         let max = self.engine.config.statement_bytes_max;
         if sql.len() > max {
@@ -245,6 +256,19 @@ impl Session {
     /// Parses and describes one statement for the extended protocol. `param_types` are the
     /// types the client declared (`None` = let the server infer).
     pub async fn prepare(
+        &mut self,
+        sql: &str,
+        param_types: &[Option<DataType>],
+    ) -> Result<PreparedStatement, SqlError> {
+        let result = self.prepare_inner(sql, param_types).await;
+        if result.is_err() {
+            // As in PostgreSQL, a statement that fails to parse aborts the block.
+            self.fail_transaction().await;
+        }
+        result
+    }
+
+    async fn prepare_inner(
         &mut self,
         sql: &str,
         param_types: &[Option<DataType>],

@@ -103,6 +103,11 @@ pub(crate) fn cast_to_column(
     if array.data_type() == &target {
         return Ok(array.clone());
     }
+    if *ty == SqlType::Bytea
+        && let Some(strings) = array.as_any().downcast_ref::<StringArray>()
+    {
+        return bytea_from_text(strings);
+    }
     let options = CastOptions {
         safe: false,
         format_options: FormatOptions::default(),
@@ -123,6 +128,52 @@ pub(crate) fn cast_to_column(
         array.clone()
     };
     cast_with_options(&source, &target, &options).map_err(|e| cast_error(e, ty))
+}
+
+/// Decodes PostgreSQL's text forms of bytea: hex (`\\x0a0b`) or escape (`a\\000b`).
+fn bytea_from_text(strings: &StringArray) -> Result<ArrayRef, SqlError> {
+    let invalid = |s: &str| {
+        SqlError::new(
+            "22P02",
+            format!("invalid input syntax for type bytea: \"{s}\""),
+        )
+    };
+    let mut b = BinaryBuilder::with_capacity(strings.len(), strings.len() * 8);
+    for v in strings.iter() {
+        let Some(s) = v else {
+            b.append_null();
+            continue;
+        };
+        let mut out = Vec::with_capacity(s.len());
+        if let Some(hex) = s.strip_prefix("\\x") {
+            let digits: Vec<u8> = hex.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
+            if digits.len() % 2 != 0 {
+                return Err(invalid(s));
+            }
+            for pair in digits.chunks(2) {
+                let text = std::str::from_utf8(pair).map_err(|_| invalid(s))?;
+                out.push(u8::from_str_radix(text, 16).map_err(|_| invalid(s))?);
+            }
+        } else {
+            let bytes = s.as_bytes();
+            let mut i = 0;
+            while i < bytes.len() {
+                if bytes[i] != b'\\' {
+                    out.push(bytes[i]);
+                    i += 1;
+                } else if bytes.get(i + 1) == Some(&b'\\') {
+                    out.push(b'\\');
+                    i += 2;
+                } else {
+                    let oct = s.get(i + 1..i + 4).ok_or_else(|| invalid(s))?;
+                    out.push(u8::from_str_radix(oct, 8).map_err(|_| invalid(s))?);
+                    i += 4;
+                }
+            }
+        }
+        b.append_value(&out);
+    }
+    Ok(Arc::new(b.finish()))
 }
 
 fn cast_error(e: datafusion::arrow::error::ArrowError, ty: &SqlType) -> SqlError {

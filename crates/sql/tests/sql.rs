@@ -587,3 +587,28 @@ async fn concurrent_prepared_updates_of_one_row_all_apply() {
     }
     assert_eq!(rows(&mut setup, "SELECT bal FROM b").await, vec!["80"]);
 }
+
+#[tokio::test]
+async fn bytea_accepts_postgres_text_forms_and_version_names_postgres() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE b (v BYTEA)").await;
+    ok(&mut s, "INSERT INTO b VALUES ('\\x0a0b'), ('a\\000b')").await;
+    assert_eq!(
+        rows(&mut s, "SELECT length(v) FROM b ORDER BY 1").await,
+        vec!["2", "3"]
+    );
+    assert_eq!(code(&mut s, "INSERT INTO b VALUES ('\\x0')").await, "22P02");
+    let v = rows(&mut s, "SELECT version()").await;
+    assert!(v[0].starts_with("PostgreSQL 15"), "{v:?}");
+}
+
+#[tokio::test]
+async fn a_failed_prepare_aborts_the_transaction_block() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "BEGIN").await;
+    assert!(s.prepare("SELECT * FROM missing", &[]).await.is_err());
+    assert_eq!(s.transaction_state(), TransactionState::Failed);
+    ok(&mut s, "ROLLBACK").await;
+}
