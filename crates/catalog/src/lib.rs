@@ -18,6 +18,7 @@ use std::sync::Arc;
 pub use local::LocalCatalog;
 pub use schema::{
     CatalogSnapshot, ColumnDef, Handle, IndexDef, IndexState, SchemaChange, SqlType, TableDef,
+    ViewDef,
 };
 
 /// Errors of the catalog.

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use flotilla_storage::{Cf, EngineRef, WriteBatch};
 use parking_lot::Mutex;
 
-use crate::schema::{CatalogSnapshot, SchemaChange, TableDef};
+use crate::schema::{CatalogSnapshot, SchemaChange, TableDef, ViewDef};
 use crate::{Catalog, CatalogError, IdKind};
 
 const VERSION_KEY: &[u8] = b"catalog/version";
 const TABLE_PREFIX: &[u8] = b"catalog/table/";
+const VIEW_PREFIX: &[u8] = b"catalog/view/";
 const TABLE_ID_KEY: &[u8] = b"catalog/next_table_id";
 const ROW_ID_PREFIX: &[u8] = b"catalog/next_row_id/";
 /// First table id handed out; lower ids are reserved for system relations.
@@ -19,6 +20,18 @@ fn table_key(id: i64) -> Vec<u8> {
     let mut k = TABLE_PREFIX.to_vec();
     k.extend_from_slice(&id.to_be_bytes());
     k
+}
+
+fn view_key(id: i64) -> Vec<u8> {
+    let mut k = VIEW_PREFIX.to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut e = prefix.to_vec();
+    *e.last_mut().expect("non-empty prefix") += 1;
+    e
 }
 
 fn row_id_key(table: i64) -> Vec<u8> {
@@ -64,26 +77,40 @@ impl LocalCatalog {
             None => 0,
         };
         let mut tables = BTreeMap::new();
-        let end = {
-            let mut e = TABLE_PREFIX.to_vec();
-            *e.last_mut().expect("non-empty") += 1;
-            e
-        };
-        for item in engine.scan(Cf::Meta, TABLE_PREFIX, &end, false) {
+        for item in engine.scan(Cf::Meta, TABLE_PREFIX, &prefix_end(TABLE_PREFIX), false) {
             let (_, value) = item.map_err(storage_err)?;
             let table: TableDef = serde_json::from_slice(&value)
                 .map_err(|e| CatalogError::Storage(format!("corrupt table definition: {e}")))?;
             tables.insert(table.name.clone(), Arc::new(table));
         }
+        let mut views = BTreeMap::new();
+        for item in engine.scan(Cf::Meta, VIEW_PREFIX, &prefix_end(VIEW_PREFIX), false) {
+            let (_, value) = item.map_err(storage_err)?;
+            let view: ViewDef = serde_json::from_slice(&value)
+                .map_err(|e| CatalogError::Storage(format!("corrupt view definition: {e}")))?;
+            views.insert(view.name.clone(), Arc::new(view));
+        }
         Ok(Self {
             engine,
-            current: Mutex::new(Arc::new(CatalogSnapshot { version, tables })),
+            current: Mutex::new(Arc::new(CatalogSnapshot {
+                version,
+                tables,
+                views,
+            })),
             ids: Mutex::new(HashMap::new()),
         })
     }
 
     fn validate(next: &CatalogSnapshot) -> Result<(), CatalogError> {
         let mut seen_relations = std::collections::HashSet::new();
+        for view in next.views.values() {
+            if !seen_relations.insert(view.name.clone()) {
+                return Err(CatalogError::Invalid(format!(
+                    "relation \"{}\" already exists",
+                    view.name
+                )));
+            }
+        }
         for table in next.tables.values() {
             if !seen_relations.insert(table.name.clone()) {
                 return Err(CatalogError::Invalid(format!(
@@ -147,6 +174,16 @@ impl Catalog for LocalCatalog {
             let bytes = serde_json::to_vec(&table).map_err(storage_err)?;
             batch.put(Cf::Meta, table_key(table.id), bytes);
             next.tables.insert(table.name.clone(), Arc::new(table));
+        }
+        for id in &change.view_drops {
+            next.views.retain(|_, v| v.id != *id);
+            batch.delete(Cf::Meta, view_key(*id));
+        }
+        for view in change.view_upserts {
+            next.views.retain(|_, v| v.id != view.id);
+            let bytes = serde_json::to_vec(&view).map_err(storage_err)?;
+            batch.put(Cf::Meta, view_key(view.id), bytes);
+            next.views.insert(view.name.clone(), Arc::new(view));
         }
         // Validated in full before anything is written: an invalid change leaves no trace.
         Self::validate(&next)?;
@@ -232,7 +269,7 @@ mod tests {
                 .commit(SchemaChange {
                     base_version: 0,
                     upserts: vec![table(id, "t", &["a", "ts"])],
-                    drops: vec![],
+                    ..SchemaChange::default()
                 })
                 .unwrap();
             assert_eq!(snap.version, 1);
@@ -253,12 +290,14 @@ mod tests {
             base_version: 0,
             upserts: vec![table(1, "t", &["a"])],
             drops: vec![],
+            ..SchemaChange::default()
         })
         .unwrap();
         let stale = cat.commit(SchemaChange {
             base_version: 0,
             upserts: vec![table(2, "u", &["a"])],
             drops: vec![],
+            ..SchemaChange::default()
         });
         assert!(matches!(stale, Err(CatalogError::VersionMismatch { .. })));
         // The incident of ORIGINS.md §1: adding `a` again and `b` in one change must fail whole.
@@ -268,6 +307,7 @@ mod tests {
             base_version: 1,
             upserts: vec![bad],
             drops: vec![],
+            ..SchemaChange::default()
         });
         assert!(matches!(invalid, Err(CatalogError::Invalid(_))));
         let snap = cat.snapshot();

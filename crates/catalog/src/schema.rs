@@ -165,6 +165,19 @@ impl TableDef {
     }
 }
 
+/// A view: a stored query, expanded where it is named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewDef {
+    /// Stable id (from the table id space).
+    pub id: TableId,
+    /// Name (already case-folded).
+    pub name: String,
+    /// The defining query as SQL text.
+    pub query: String,
+    /// Column names given in `CREATE VIEW name (columns)`, if any.
+    pub columns: Vec<String>,
+}
+
 /// The whole schema at one version.
 #[derive(Debug, Clone, Default)]
 pub struct CatalogSnapshot {
@@ -172,6 +185,8 @@ pub struct CatalogSnapshot {
     pub version: u64,
     /// Tables by name.
     pub tables: BTreeMap<String, Arc<TableDef>>,
+    /// Views by name.
+    pub views: BTreeMap<String, Arc<ViewDef>>,
 }
 
 impl CatalogSnapshot {
@@ -190,7 +205,9 @@ impl CatalogSnapshot {
     /// True if a table or index already uses `name` (they share one namespace, as in
     /// PostgreSQL).
     pub fn relation_exists(&self, name: &str) -> bool {
-        self.tables.contains_key(name) || self.table_of_index(name).is_some()
+        self.tables.contains_key(name)
+            || self.views.contains_key(name)
+            || self.table_of_index(name).is_some()
     }
 }
 
@@ -204,4 +221,8 @@ pub struct SchemaChange {
     pub upserts: Vec<TableDef>,
     /// Ids of tables dropped.
     pub drops: Vec<TableId>,
+    /// Views created or replaced.
+    pub view_upserts: Vec<ViewDef>,
+    /// Ids of views dropped.
+    pub view_drops: Vec<TableId>,
 }

@@ -9,14 +9,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use datafusion::sql::sqlparser::ast::{
-    AlterTableOperation, CharacterLength, ColumnOption, CreateIndex, CreateTable,
+    AlterTableOperation, CharacterLength, ColumnOption, CreateIndex, CreateTable, CreateView,
     DataType as AstType, ExactNumberInfo, Expr, IndexColumn, ObjectName, ObjectType, Statement,
     TableConstraint, TimezoneInfo,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use flotilla_catalog::{
-    ColumnDef, Handle, IdKind, IndexDef, IndexState, SchemaChange, SqlType, TableDef,
+    ColumnDef, Handle, IdKind, IndexDef, IndexState, SchemaChange, SqlType, TableDef, ViewDef,
 };
 use flotilla_codec::{prefix_end, record_prefix};
 use flotilla_txn::{Transaction, TxnError};
@@ -44,6 +44,7 @@ pub(crate) fn is_ddl(statement: &Statement) -> bool {
             | Statement::Truncate(_)
             | Statement::CreateIndex(_)
             | Statement::AlterTable(_)
+            | Statement::CreateView(_)
     )
 }
 
@@ -68,6 +69,7 @@ pub(crate) async fn execute(
         } => match object_type {
             ObjectType::Table => drop_tables(session, &names, if_exists),
             ObjectType::Index => drop_indexes(session, &names, if_exists),
+            ObjectType::View => drop_views(session, &names, if_exists),
             other => Err(SqlError::unsupported(format!("DROP {other}"))),
         },
         Statement::Truncate(t) => {
@@ -75,6 +77,7 @@ pub(crate) async fn execute(
             truncate(session, &names)
         }
         Statement::CreateIndex(ci) => create_index(session, ci).await,
+        Statement::CreateView(cv) => create_view(session, cv).await,
         Statement::AlterTable(at) => {
             let name = relation_name(&at.name);
             let mut result = command("ALTER TABLE");
@@ -338,6 +341,7 @@ async fn create_table(session: &mut Session, ct: CreateTable) -> Result<QueryRes
         base_version: snapshot.version,
         upserts: vec![table],
         drops: vec![],
+        ..SchemaChange::default()
     })?;
     Ok(command("CREATE TABLE"))
 }
@@ -354,6 +358,10 @@ fn drop_tables(
         let name = relation_name(name);
         match snapshot.table(&name) {
             Some(t) => drops.push(t.id),
+            None if snapshot.views.contains_key(&name) => {
+                return Err(SqlError::new("42809", format!("\"{name}\" is not a table"))
+                    .with_hint("Use DROP VIEW to remove a view."));
+            }
             None if if_exists => {}
             None => {
                 return Err(SqlError::new(
@@ -370,9 +378,88 @@ fn drop_tables(
             base_version: snapshot.version,
             upserts: vec![],
             drops,
+            ..SchemaChange::default()
         })?;
     }
     Ok(command("DROP TABLE"))
+}
+
+async fn create_view(session: &mut Session, cv: CreateView) -> Result<QueryResult, SqlError> {
+    if cv.materialized {
+        return Err(SqlError::unsupported("materialized views"));
+    }
+    let catalog = session.engine.catalog.clone();
+    let snapshot = catalog.snapshot();
+    let name = relation_name(&cv.name);
+    let existing = snapshot.views.get(&name).cloned();
+    if snapshot.relation_exists(&name) && !(cv.or_replace && existing.is_some()) {
+        if cv.if_not_exists {
+            return Ok(command("CREATE VIEW"));
+        }
+        return Err(SqlError::new(
+            "42P07",
+            format!("relation \"{name}\" already exists"),
+        ));
+    }
+    // The query must plan now, against the current schema; it is stored as text and
+    // expanded wherever the view is named.
+    let mut query = cv.query.clone();
+    crate::dml::expand_views_in_query(&mut query, &snapshot)?;
+    let ctx = session.context(Timestamp::MAX, None, HashMap::new());
+    let plan = ctx.plan(Statement::Query(query)).await?;
+    let columns: Vec<String> = cv.columns.iter().map(|c| ident_name(&c.name)).collect();
+    if !columns.is_empty() && columns.len() > plan.schema().fields().len() {
+        return Err(SqlError::new(
+            "42601",
+            "CREATE VIEW specifies more column names than columns",
+        ));
+    }
+    let id = match &existing {
+        Some(v) => v.id,
+        None => catalog.allocate(IdKind::Table, 1)?.start,
+    };
+    catalog.commit(SchemaChange {
+        base_version: snapshot.version,
+        view_upserts: vec![ViewDef {
+            id,
+            name,
+            query: cv.query.to_string(),
+            columns,
+        }],
+        ..SchemaChange::default()
+    })?;
+    Ok(command("CREATE VIEW"))
+}
+
+fn drop_views(
+    session: &Session,
+    names: &[ObjectName],
+    if_exists: bool,
+) -> Result<QueryResult, SqlError> {
+    let catalog = session.engine.catalog.clone();
+    let snapshot = catalog.snapshot();
+    let mut drops = Vec::new();
+    for name in names {
+        let name = relation_name(name);
+        match snapshot.views.get(&name) {
+            Some(v) => drops.push(v.id),
+            None if if_exists => {}
+            None => {
+                return Err(SqlError::new(
+                    "42P01",
+                    format!("view \"{name}\" does not exist"),
+                ));
+            }
+        }
+    }
+    if !drops.is_empty() {
+        catalog.commit(SchemaChange {
+            base_version: snapshot.version,
+            view_drops: drops,
+            ..SchemaChange::default()
+        })?;
+    }
+    Ok(command("DROP VIEW"))
 }
 
 fn drop_indexes(
@@ -421,6 +508,7 @@ fn drop_indexes(
             base_version: snapshot.version,
             upserts,
             drops: vec![],
+            ..SchemaChange::default()
         })?;
     }
     Ok(command("DROP INDEX"))
@@ -444,6 +532,7 @@ fn truncate(session: &Session, names: &[ObjectName]) -> Result<QueryResult, SqlE
         base_version: snapshot.version,
         upserts,
         drops: vec![],
+        ..SchemaChange::default()
     })?;
     Ok(command("TRUNCATE TABLE"))
 }
@@ -550,6 +639,7 @@ async fn build_index(
         base_version: snapshot.version,
         upserts: vec![table.clone()],
         drops: vec![],
+        ..SchemaChange::default()
     })?;
     let result = backfill(session, &table, &index, primary).await;
     // Publish, or take the index away again; either way from the newest catalog.
@@ -580,6 +670,7 @@ async fn build_index(
         base_version: current.version,
         upserts: vec![latest],
         drops: vec![],
+        ..SchemaChange::default()
     })?;
     result
 }

@@ -11,14 +11,16 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use datafusion::scalar::ScalarValue;
+use std::ops::ControlFlow;
+
 use datafusion::sql::sqlparser::ast::{
     AssignmentTarget, Delete, Expr, FromTable, Ident, Insert, ObjectName, OnConflictAction,
-    OnInsert, Query, SelectItem, SetExpr, Statement, TableFactor, TableObject, TableWithJoins,
-    Update,
+    OnInsert, Query, SelectItem, SetExpr, Statement, TableAlias, TableAliasColumnDef, TableFactor,
+    TableObject, TableWithJoins, Update, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
-use flotilla_catalog::{Handle, IndexDef, TableDef};
+use flotilla_catalog::{CatalogSnapshot, Handle, IndexDef, TableDef};
 use flotilla_codec::{Datum, record_prefix};
 use flotilla_txn::TxnError;
 use flotilla_types::Timestamp;
@@ -192,6 +194,138 @@ fn prepare_query_statement(statement: &Statement) -> Statement {
     statement
 }
 
+/// Most view expansions in one statement: bounds a view that (through OR REPLACE) came to
+/// name itself.
+const VIEW_EXPANSIONS_MAX: usize = 64;
+
+/// Replaces every reference to a view by its defining query (as a derived table named
+/// after the view, or after the reference's alias).
+struct ViewExpander<'a> {
+    snapshot: &'a CatalogSnapshot,
+    expansions: usize,
+    error: Option<SqlError>,
+}
+
+impl VisitorMut for ViewExpander<'_> {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        let TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            ..
+        } = factor
+        else {
+            return ControlFlow::Continue(());
+        };
+        let Some(view) = self.snapshot.views.get(&relation_name(name)) else {
+            return ControlFlow::Continue(());
+        };
+        self.expansions += 1;
+        if self.expansions > VIEW_EXPANSIONS_MAX {
+            self.error = Some(SqlError::new(
+                "54001",
+                format!(
+                    "view \"{}\" expands more than {VIEW_EXPANSIONS_MAX} times",
+                    view.name
+                ),
+            ));
+            return ControlFlow::Break(());
+        }
+        let query = match parse_one(&view.query) {
+            Ok(Statement::Query(q)) => q,
+            Ok(_) | Err(_) => {
+                self.error = Some(SqlError::internal(format!(
+                    "stored view {} is not a query",
+                    view.name
+                )));
+                return ControlFlow::Break(());
+            }
+        };
+        let mut alias = alias.clone().unwrap_or(TableAlias {
+            explicit: true,
+            name: Ident::with_quote('"', view.name.clone()),
+            columns: vec![],
+            at: None,
+        });
+        if alias.columns.is_empty() {
+            alias.columns = view
+                .columns
+                .iter()
+                .map(|c| TableAliasColumnDef::from_name(c.clone()))
+                .collect();
+        }
+        *factor = TableFactor::Derived {
+            lateral: false,
+            subquery: query,
+            alias: Some(alias),
+            sample: None,
+        };
+        ControlFlow::Continue(())
+    }
+}
+
+/// Rejects what PostgreSQL's grammar rejects but DataFusion's planner would accept.
+pub(crate) fn check_grammar(statement: &Statement) -> Result<(), SqlError> {
+    use datafusion::sql::sqlparser::ast::{
+        DuplicateTreatment, FunctionArg, FunctionArgExpr, FunctionArguments, visit_expressions,
+    };
+    let mut error = None;
+    let _ = visit_expressions(statement, |e: &Expr| {
+        if let Expr::Function(f) = e
+            && let FunctionArguments::List(list) = &f.args
+            && list.duplicate_treatment == Some(DuplicateTreatment::Distinct)
+            && list.args.iter().any(|a| {
+                matches!(
+                    a,
+                    FunctionArg::Unnamed(
+                        FunctionArgExpr::Wildcard | FunctionArgExpr::QualifiedWildcard(_)
+                    )
+                )
+            })
+        {
+            error = Some(SqlError::new(
+                "42601",
+                "syntax error at or near \"*\": DISTINCT * is not allowed in an aggregate",
+            ));
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    });
+    error.map_or(Ok(()), Err)
+}
+
+/// Expands views in a statement.
+pub(crate) fn expand_views(
+    statement: &mut Statement,
+    snapshot: &CatalogSnapshot,
+) -> Result<(), SqlError> {
+    if snapshot.views.is_empty() {
+        return Ok(());
+    }
+    let mut expander = ViewExpander {
+        snapshot,
+        expansions: 0,
+        error: None,
+    };
+    let _ = statement.visit(&mut expander);
+    expander.error.map_or(Ok(()), Err)
+}
+
+/// Expands views in a query.
+pub(crate) fn expand_views_in_query(
+    query: &mut Box<Query>,
+    snapshot: &CatalogSnapshot,
+) -> Result<(), SqlError> {
+    let mut statement = Statement::Query(query.clone());
+    expand_views(&mut statement, snapshot)?;
+    if let Statement::Query(q) = statement {
+        *query = q;
+    }
+    Ok(())
+}
+
 fn rows_tag(verb: &str, n: usize) -> String {
     match verb {
         "INSERT" => format!("INSERT 0 {n}"),
@@ -205,6 +339,9 @@ pub(crate) async fn describe(
     statement: &Statement,
 ) -> Result<(HashMap<String, DataType>, Option<SchemaRef>), SqlError> {
     let ts = Timestamp::MAX;
+    let mut expanded = statement.clone();
+    expand_views(&mut expanded, &session.engine.catalog.snapshot())?;
+    let statement = &expanded;
     let collect_types =
         |plan: &datafusion::logical_expr::LogicalPlan| -> HashMap<String, DataType> {
             plan.get_parameter_types()
@@ -276,6 +413,15 @@ pub(crate) async fn execute(
     statement: &Statement,
     read_ts: Timestamp,
 ) -> Result<QueryResult, SqlError> {
+    check_grammar(statement)?;
+    let mut expanded;
+    let statement = if session.engine.catalog.snapshot().views.is_empty() {
+        statement
+    } else {
+        expanded = statement.clone();
+        expand_views(&mut expanded, &session.engine.catalog.snapshot())?;
+        &expanded
+    };
     match statement {
         Statement::Query(_) | Statement::Explain { .. } => {
             let ctx = session.context(read_ts, None, HashMap::new());

@@ -612,3 +612,42 @@ async fn a_failed_prepare_aborts_the_transaction_block() {
     assert_eq!(s.transaction_state(), TransactionState::Failed);
     ok(&mut s, "ROLLBACK").await;
 }
+
+#[tokio::test]
+async fn views_are_expanded_where_they_are_named() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE t (x INT, y TEXT)").await;
+    ok(&mut s, "INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c')").await;
+    assert_eq!(
+        ok(&mut s, "CREATE VIEW big AS SELECT x, y FROM t WHERE x > 1").await,
+        "CREATE VIEW"
+    );
+    ok(&mut s, "CREATE VIEW named (n) AS SELECT x * 10 FROM big").await;
+    assert_eq!(
+        rows(&mut s, "SELECT y FROM big ORDER BY x").await,
+        vec!["b", "c"]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT n FROM named ORDER BY n").await,
+        vec!["20", "30"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT count(*) FROM t WHERE x IN (SELECT x FROM big)"
+        )
+        .await,
+        vec!["2"]
+    );
+    assert_eq!(code(&mut s, "CREATE VIEW big AS SELECT 1").await, "42P07");
+    assert_eq!(
+        code(&mut s, "CREATE VIEW bad AS SELECT nope FROM t").await,
+        "42703"
+    );
+    assert_eq!(code(&mut s, "DROP TABLE big").await, "42809");
+    ok(&mut s, "DROP VIEW named").await;
+    assert_eq!(code(&mut s, "SELECT * FROM named").await, "42P01");
+    assert_eq!(code(&mut s, "DROP VIEW named").await, "42P01");
+    ok(&mut s, "DROP VIEW IF EXISTS named").await;
+}
