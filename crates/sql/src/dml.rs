@@ -422,6 +422,9 @@ pub(crate) async fn execute(
         expand_views(&mut expanded, &session.engine.catalog.snapshot())?;
         &expanded
     };
+    if let Some(result) = crate::fast::try_execute(session, statement, read_ts).await? {
+        return Ok(result);
+    }
     match statement {
         Statement::Query(_) | Statement::Explain { .. } => {
             let ctx = session.context(read_ts, None, HashMap::new());
@@ -514,7 +517,7 @@ fn default_expr(table: &TableDef, pos: usize) -> Result<Expr, SqlError> {
         .map_err(|e| SqlError::internal(format!("stored default {sql}: {e}")))
 }
 
-fn is_default_keyword(e: &Expr) -> bool {
+pub(crate) fn is_default_keyword(e: &Expr) -> bool {
     matches!(e, Expr::Identifier(i) if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"))
 }
 
@@ -696,7 +699,7 @@ fn put_row(
 }
 
 /// Inserts checked rows; returns those inserted (ON CONFLICT DO NOTHING skips some).
-async fn insert_rows(
+pub(crate) async fn insert_rows(
     session: &mut Session,
     table: &TableDef,
     rows: Vec<Vec<Datum>>,
@@ -1056,6 +1059,82 @@ fn old_row(table: &TableDef, batch: &RecordBatch, r: usize) -> (Vec<Datum>, Vec<
     (row, handles.value(r).to_vec())
 }
 
+/// One row an UPDATE changes: (old row, old handle, new row, new handle).
+pub(crate) type RowChange = (Vec<Datum>, Vec<u8>, Vec<Datum>, Vec<u8>);
+
+/// Locks and writes the rows an UPDATE changes, maintaining every index; returns the new
+/// rows.
+pub(crate) async fn apply_updates(
+    session: &mut Session,
+    table: &TableDef,
+    changes: Vec<RowChange>,
+) -> Result<Vec<Vec<Datum>>, SqlError> {
+    // Lock every changed row first (the statement re-runs if any changed after read_ts),
+    // then the unique keys the new versions claim.
+    let mut locks: Vec<(Vec<u8>, bool)> = Vec::new();
+    for (old, handle, new, new_handle) in &changes {
+        locks.push((row_key(table, handle), false));
+        if new_handle != handle {
+            let key = row_key(table, new_handle);
+            let exists = matches!(
+                session.open.as_ref().expect("open").txn.buffered(&key),
+                Some(Some(_))
+            );
+            if exists {
+                return Err(unique_violation(table, &key, Some(new)));
+            }
+            locks.push((key, true));
+        }
+        for index in table.stored_indexes() {
+            let (old_key, _, _) = index_entry(table, index, old, handle);
+            let (new_key, _, unique) = index_entry(table, index, new, new_handle);
+            if unique && new_key != old_key {
+                locks.push((
+                    new_key,
+                    !matches!(
+                        session
+                            .open
+                            .as_ref()
+                            .expect("open")
+                            .txn
+                            .buffered(&index_entry(table, index, new, new_handle).0),
+                        Some(None)
+                    ),
+                ));
+            }
+        }
+    }
+    for chunk in locks.chunks(WRITE_CHUNK_ROWS) {
+        let txn = &mut session.open.as_mut().expect("open transaction").txn;
+        if let Err(e) = txn.lock_keys(chunk.to_vec(), false).await {
+            return Err(match e {
+                TxnError::AlreadyExists { key } => unique_violation(table, &key, None),
+                other => other.into(),
+            });
+        }
+    }
+    let txn = &mut session.open.as_mut().expect("open transaction").txn;
+    let mut returned = Vec::with_capacity(changes.len());
+    for (old, handle, new, new_handle) in changes {
+        if new_handle != handle {
+            txn.delete(row_key(table, &handle))?;
+        }
+        txn.put(row_key(table, &new_handle), row_value(table, &new))?;
+        for index in table.stored_indexes() {
+            let (old_key, _, _) = index_entry(table, index, &old, &handle);
+            let (new_key, new_value, _) = index_entry(table, index, &new, &new_handle);
+            if old_key != new_key {
+                txn.delete(old_key)?;
+                txn.put(new_key, new_value)?;
+            } else if new_handle != handle {
+                txn.put(new_key, new_value)?;
+            }
+        }
+        returned.push(new);
+    }
+    Ok(returned)
+}
+
 async fn execute_update(
     session: &mut Session,
     update: &Update,
@@ -1100,69 +1179,7 @@ async fn execute_update(
             changes.push((old, handle, new, new_handle));
         }
     }
-    // Lock every changed row first (the statement re-runs if any changed after read_ts),
-    // then the unique keys the new versions claim.
-    let mut locks: Vec<(Vec<u8>, bool)> = Vec::new();
-    for (old, handle, new, new_handle) in &changes {
-        locks.push((row_key(&table, handle), false));
-        if new_handle != handle {
-            let key = row_key(&table, new_handle);
-            let exists = matches!(
-                session.open.as_ref().expect("open").txn.buffered(&key),
-                Some(Some(_))
-            );
-            if exists {
-                return Err(unique_violation(&table, &key, Some(new)));
-            }
-            locks.push((key, true));
-        }
-        for index in table.stored_indexes() {
-            let (old_key, _, _) = index_entry(&table, index, old, handle);
-            let (new_key, _, unique) = index_entry(&table, index, new, new_handle);
-            if unique && new_key != old_key {
-                locks.push((
-                    new_key,
-                    !matches!(
-                        session
-                            .open
-                            .as_ref()
-                            .expect("open")
-                            .txn
-                            .buffered(&index_entry(&table, index, new, new_handle).0),
-                        Some(None)
-                    ),
-                ));
-            }
-        }
-    }
-    for chunk in locks.chunks(WRITE_CHUNK_ROWS) {
-        let txn = &mut session.open.as_mut().expect("open transaction").txn;
-        if let Err(e) = txn.lock_keys(chunk.to_vec(), false).await {
-            return Err(match e {
-                TxnError::AlreadyExists { key } => unique_violation(&table, &key, None),
-                other => other.into(),
-            });
-        }
-    }
-    let txn = &mut session.open.as_mut().expect("open transaction").txn;
-    let mut returned = Vec::with_capacity(changes.len());
-    for (old, handle, new, new_handle) in changes {
-        if new_handle != handle {
-            txn.delete(row_key(&table, &handle))?;
-        }
-        txn.put(row_key(&table, &new_handle), row_value(&table, &new))?;
-        for index in table.stored_indexes() {
-            let (old_key, _, _) = index_entry(&table, index, &old, &handle);
-            let (new_key, new_value, _) = index_entry(&table, index, &new, &new_handle);
-            if old_key != new_key {
-                txn.delete(old_key)?;
-                txn.put(new_key, new_value)?;
-            } else if new_handle != handle {
-                txn.put(new_key, new_value)?;
-            }
-        }
-        returned.push(new);
-    }
+    let returned = apply_updates(session, &table, changes).await?;
     finish_dml(
         session,
         &table,

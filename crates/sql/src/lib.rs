@@ -11,6 +11,7 @@ mod ddl;
 mod dml;
 mod engine;
 mod error;
+mod fast;
 mod functions;
 mod params;
 mod psql;

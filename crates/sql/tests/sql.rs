@@ -651,3 +651,93 @@ async fn views_are_expanded_where_they_are_named() {
     assert_eq!(code(&mut s, "DROP VIEW named").await, "42P01");
     ok(&mut s, "DROP VIEW IF EXISTS named").await;
 }
+
+#[tokio::test]
+async fn point_statements_agree_with_the_general_path() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE k (a INT, b TEXT, c CHAR(3), n SMALLINT, PRIMARY KEY (a, b))",
+    )
+    .await;
+    ok(&mut s, "CREATE TABLE r (id INT NOT NULL, v BIGINT, w INT)").await;
+    ok(
+        &mut s,
+        "INSERT INTO k VALUES (1, 'x', 'ab', 1), (2, 'y', 'cd', 32767)",
+    )
+    .await;
+    ok(&mut s, "INSERT INTO r VALUES (1, 10, 1), (2, 20, 2)").await;
+    ok(&mut s, "ALTER TABLE r ADD PRIMARY KEY (id)").await;
+    // Point reads through a clustered key, a unique index, and with extra filters.
+    assert_eq!(
+        rows(&mut s, "SELECT c, n FROM k WHERE a = 1 AND b = 'x'").await,
+        vec!["ab |1"]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT * FROM k WHERE b = 'y' AND a = 2").await,
+        vec!["2|y|cd |32767"]
+    );
+    assert!(
+        rows(&mut s, "SELECT c FROM k WHERE a = 1 AND b = 'x' AND n = 2")
+            .await
+            .is_empty()
+    );
+    assert!(
+        rows(&mut s, "SELECT c FROM k WHERE a = 1 AND b = NULL")
+            .await
+            .is_empty()
+    );
+    assert!(
+        rows(&mut s, "SELECT c FROM k WHERE a = 1.5 AND b = 'x'")
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT v AS value FROM r WHERE id = 2").await,
+        vec!["20"]
+    );
+    // Updates by key, with arithmetic, overflow and NOT NULL checks.
+    assert_eq!(
+        ok(&mut s, "UPDATE r SET v = v + 5, w = -3 WHERE id = 1").await,
+        "UPDATE 1"
+    );
+    assert_eq!(
+        ok(&mut s, "UPDATE r SET v = v + 5 WHERE id = 99").await,
+        "UPDATE 0"
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT v, w FROM r WHERE id = 1").await,
+        vec!["15|-3"]
+    );
+    assert_eq!(
+        code(&mut s, "UPDATE k SET n = n + 1 WHERE a = 2 AND b = 'y'").await,
+        "22003"
+    );
+    assert_eq!(
+        code(&mut s, "UPDATE r SET id = NULL WHERE id = 1").await,
+        "23502"
+    );
+    assert_eq!(
+        ok(&mut s, "UPDATE k SET a = 3 WHERE a = 1 AND b = 'x'").await,
+        "UPDATE 1"
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT a FROM k ORDER BY a").await,
+        vec!["2", "3"]
+    );
+    // Inserts of literal rows, with the unique checks.
+    assert_eq!(
+        code(&mut s, "INSERT INTO r (id, v) VALUES (2, 1)").await,
+        "23505"
+    );
+    assert_eq!(
+        ok(&mut s, "INSERT INTO r (id, v) VALUES (3, 30)").await,
+        "INSERT 0 1"
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT v, w FROM r WHERE id = 3").await,
+        vec!["30|NULL"]
+    );
+    assert_eq!(code(&mut s, "INSERT INTO r (v) VALUES (1)").await, "23502");
+}

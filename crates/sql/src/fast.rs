@@ -1,0 +1,641 @@
+//! The fast path: statements that touch at most one row through a unique key (point
+//! SELECT, UPDATE and single-row INSERT with literal values, the shape of OLTP traffic such
+//! as pgbench's) are executed directly, without planning them through DataFusion. Anything
+//! else, or anything this module is unsure of, falls back to the general path by
+//! returning `None`; results are the same either way.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::scalar::ScalarValue;
+use datafusion::sql::sqlparser::ast::{
+    AssignmentTarget, BinaryOperator, Expr, FunctionArguments, GroupByExpr, Insert, Query,
+    SelectItem, SetExpr, Statement, TableFactor, TableObject, UnaryOperator, Update, Value,
+};
+use flotilla_catalog::{Handle, IndexState, SqlType, TableDef};
+use flotilla_codec::{Datum, encode_key_tuple, index_key};
+use flotilla_types::Timestamp;
+
+use crate::api::QueryResult;
+use crate::dml::{
+    RowChange, apply_updates, ident_name, insert_rows, is_default_keyword, relation_name,
+};
+use crate::error::SqlError;
+use crate::rows::{decode_row_value, row_key};
+use crate::session::Session;
+use crate::types::{
+    ColumnBuilder, arrow_type, cast_to_column, datum_at, fit_to_column, scalar_to_datum,
+};
+
+/// The scalar a literal expression denotes, or `None` if it is not a plain literal.
+fn literal(expr: &Expr) -> Option<ScalarValue> {
+    match expr {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => number(n),
+            Value::SingleQuotedString(s) => Some(ScalarValue::Utf8(Some(s.clone()))),
+            Value::Boolean(b) => Some(ScalarValue::Boolean(Some(*b))),
+            Value::Null => Some(ScalarValue::Null),
+            _ => None,
+        },
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => match literal(expr)? {
+            ScalarValue::Int64(Some(v)) => Some(ScalarValue::Int64(Some(v.checked_neg()?))),
+            ScalarValue::Decimal128(Some(v), p, s) => Some(ScalarValue::Decimal128(Some(-v), p, s)),
+            _ => None,
+        },
+        Expr::Cast {
+            expr, data_type, ..
+        } => {
+            let inner = literal(expr)?;
+            let ty = crate::ddl::sql_type(data_type).ok()?;
+            if inner.is_null() {
+                return ScalarValue::try_from(&arrow_type(&ty)).ok();
+            }
+            inner.cast_to(&arrow_type(&ty)).ok()
+        }
+        Expr::Nested(e) => literal(e),
+        _ => None,
+    }
+}
+
+fn number(text: &str) -> Option<ScalarValue> {
+    if let Ok(v) = text.parse::<i64>() {
+        return Some(ScalarValue::Int64(Some(v)));
+    }
+    // An exact decimal, as PostgreSQL types 1.5 as numeric.
+    let (int, frac) = text.split_once('.')?;
+    if !int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let scale = frac.len();
+    let digits = format!("{int}{frac}");
+    let value: i128 = digits.parse().ok()?;
+    let precision = digits.trim_start_matches('0').len().max(scale).max(1);
+    if precision > 38 {
+        return None;
+    }
+    Some(ScalarValue::Decimal128(
+        Some(value),
+        precision as u8,
+        scale as i8,
+    ))
+}
+
+/// The column a (possibly qualified) identifier names, if it belongs to `table` under
+/// `qualifier`.
+fn column<'a>(expr: &Expr, table: &'a TableDef, qualifier: &str) -> Option<usize> {
+    let name = match expr {
+        Expr::Identifier(i) => ident_name(i),
+        Expr::CompoundIdentifier(parts)
+            if parts.len() == 2 && ident_name(&parts[0]) == qualifier =>
+        {
+            ident_name(&parts[1])
+        }
+        _ => return None,
+    };
+    table.columns.iter().position(|c| c.name == name)
+}
+
+/// `col = literal AND ...`: the literal for each column, or `None` if the predicate has
+/// any other shape.
+fn equalities(
+    expr: &Expr,
+    table: &TableDef,
+    qualifier: &str,
+    out: &mut Vec<(usize, ScalarValue)>,
+) -> Option<()> {
+    match expr {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            equalities(left, table, qualifier, out)?;
+            equalities(right, table, qualifier, out)
+        }
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } => {
+            let (col, lit) = match (
+                column(left, table, qualifier),
+                column(right, table, qualifier),
+            ) {
+                (Some(c), None) => (c, literal(right)?),
+                (None, Some(c)) => (c, literal(left)?),
+                _ => return None,
+            };
+            out.push((col, lit));
+            Some(())
+        }
+        Expr::Nested(e) => equalities(e, table, qualifier, out),
+        _ => None,
+    }
+}
+
+/// How to find the single row a set of equalities names.
+enum Lookup {
+    /// The predicate can match no row (a comparison with NULL, or a value the column's
+    /// type cannot hold).
+    Nothing,
+    /// The row's record key.
+    Record(Vec<u8>),
+    /// The key of a unique index entry whose value is the row's handle.
+    Index(Vec<u8>),
+}
+
+/// The key datum of a literal for column `ty`, when the conversion is exact.
+fn key_datum(value: &ScalarValue, ty: &SqlType) -> Option<Option<Datum>> {
+    if value.is_null() {
+        return Some(None);
+    }
+    let d = scalar_to_datum(value, ty)?;
+    // Stored CHAR(n) values are blank-padded.
+    Some(fit_to_column(d, ty).ok())
+}
+
+/// The unique key the equalities cover, and the remaining (column, datum) filters.
+fn lookup(table: &TableDef, eqs: &[(usize, ScalarValue)]) -> Option<(Lookup, Vec<(usize, Datum)>)> {
+    let mut datums: Vec<(usize, Datum)> = Vec::with_capacity(eqs.len());
+    for (col, value) in eqs {
+        match key_datum(value, &table.columns[*col].ty)? {
+            Some(d) => datums.push((*col, d)),
+            None => return Some((Lookup::Nothing, vec![])),
+        }
+    }
+    let value_of = |id: u32| -> Option<Datum> {
+        let pos = table.column_position(id)?;
+        datums
+            .iter()
+            .find(|(c, _)| *c == pos)
+            .map(|(_, d)| d.clone())
+    };
+    if let Handle::PrimaryKey(pk) = &table.handle {
+        let key: Option<Vec<Datum>> = pk.iter().map(|id| value_of(*id)).collect();
+        if let Some(key) = key {
+            return Some((
+                Lookup::Record(row_key(table, &encode_key_tuple(&key))),
+                datums,
+            ));
+        }
+    }
+    for index in table.stored_indexes() {
+        if !index.unique || index.state != IndexState::Public {
+            continue;
+        }
+        let key: Option<Vec<Datum>> = index.columns.iter().map(|id| value_of(*id)).collect();
+        if let Some(key) = key {
+            return Some((
+                Lookup::Index(index_key(table.storage_id, index.id, &key, None)),
+                datums,
+            ));
+        }
+    }
+    None
+}
+
+/// Fetches the row a lookup names at `read_ts`, applying the remaining filters.
+async fn fetch(
+    session: &Session,
+    table: &TableDef,
+    lookup: &Lookup,
+    filters: &[(usize, Datum)],
+    read_ts: Timestamp,
+) -> Result<Option<(Vec<Datum>, Vec<u8>)>, SqlError> {
+    let view = session.view(read_ts);
+    let (key, handle) = match lookup {
+        Lookup::Nothing => return Ok(None),
+        Lookup::Record(key) => (
+            key.clone(),
+            crate::rows::handle_of_key(table, key)?.to_vec(),
+        ),
+        Lookup::Index(ikey) => match view.get(ikey).await? {
+            Some(handle) => (row_key(table, &handle), handle),
+            None => return Ok(None),
+        },
+    };
+    let Some(value) = view.get(&key).await? else {
+        return Ok(None);
+    };
+    let row = decode_row_value(table, &value)?;
+    // Every equality (key columns included) must hold; the key lookup already implies
+    // the key's, the rest are checked here.
+    if filters.iter().all(|(c, d)| &row[*c] == d) {
+        Ok(Some((row, handle)))
+    } else {
+        Ok(None)
+    }
+}
+
+/// The single table a statement reads, with the name its columns are qualified by.
+fn single_table<'a>(session: &Session, factor: &'a TableFactor) -> Option<(Arc<TableDef>, String)> {
+    let TableFactor::Table {
+        name,
+        alias,
+        args: None,
+        ..
+    } = factor
+    else {
+        return None;
+    };
+    let table = session
+        .engine
+        .catalog
+        .snapshot()
+        .table(&relation_name(name))?
+        .clone();
+    let qualifier = alias
+        .as_ref()
+        .map(|a| ident_name(&a.name))
+        .unwrap_or_else(|| table.name.clone());
+    Some((table, qualifier))
+}
+
+/// Tries the fast path; `Ok(None)` means "not handled here".
+pub(crate) async fn try_execute(
+    session: &mut Session,
+    statement: &Statement,
+    read_ts: Timestamp,
+) -> Result<Option<QueryResult>, SqlError> {
+    match statement {
+        Statement::Query(q) => select(session, q, read_ts).await,
+        Statement::Update(u) => update(session, u, read_ts).await,
+        Statement::Insert(i) => insert(session, i).await,
+        _ => Ok(None),
+    }
+}
+
+async fn select(
+    session: &Session,
+    q: &Query,
+    read_ts: Timestamp,
+) -> Result<Option<QueryResult>, SqlError> {
+    if q.with.is_some()
+        || q.order_by.is_some()
+        || q.limit_clause.is_some()
+        || q.fetch.is_some()
+        || !q.locks.is_empty()
+    {
+        return Ok(None);
+    }
+    let SetExpr::Select(s) = q.body.as_ref() else {
+        return Ok(None);
+    };
+    let plain_group_by =
+        matches!(&s.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
+    if s.distinct.is_some()
+        || s.from.len() != 1
+        || !s.from[0].joins.is_empty()
+        || !plain_group_by
+        || s.having.is_some()
+        || s.top.is_some()
+        || s.into.is_some()
+        || !s.lateral_views.is_empty()
+        || s.qualify.is_some()
+        || !s.named_window.is_empty()
+    {
+        return Ok(None);
+    }
+    let Some((table, qualifier)) = single_table(session, &s.from[0].relation) else {
+        return Ok(None);
+    };
+    let mut columns = Vec::new();
+    for item in &s.projection {
+        match item {
+            SelectItem::UnnamedExpr(e) => match column(e, &table, &qualifier) {
+                Some(c) => columns.push((c, table.columns[c].name.clone())),
+                None => return Ok(None),
+            },
+            SelectItem::ExprWithAlias { expr, alias } => match column(expr, &table, &qualifier) {
+                Some(c) => columns.push((c, ident_name(alias))),
+                None => return Ok(None),
+            },
+            SelectItem::Wildcard(opts)
+                if opts.opt_exclude.is_none() && opts.opt_except.is_none() =>
+            {
+                columns.extend(
+                    table
+                        .columns
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| (i, c.name.clone())),
+                );
+            }
+            _ => return Ok(None),
+        }
+    }
+    let Some(selection) = &s.selection else {
+        return Ok(None);
+    };
+    let mut eqs = Vec::new();
+    if equalities(selection, &table, &qualifier, &mut eqs).is_none() {
+        return Ok(None);
+    }
+    let Some((lookup, filters)) = lookup(&table, &eqs) else {
+        return Ok(None);
+    };
+    let found = fetch(session, &table, &lookup, &filters, read_ts).await?;
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|(c, name)| {
+            Field::new(
+                name,
+                arrow_type(&table.columns[*c].ty),
+                table.columns[*c].nullable,
+            )
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let rows: Vec<Vec<Datum>> = found.into_iter().map(|(row, _)| row).collect();
+    let arrays: Vec<ArrayRef> = columns
+        .iter()
+        .map(|(c, _)| {
+            let mut b = ColumnBuilder::new(&table.columns[*c].ty, rows.len());
+            for row in &rows {
+                b.push(&row[*c]);
+            }
+            b.finish()
+        })
+        .collect();
+    let batch = RecordBatch::try_new(schema.clone(), arrays)
+        .map_err(|e| SqlError::internal(e.to_string()))?;
+    Ok(Some(QueryResult::Rows {
+        schema,
+        batches: if rows.is_empty() { vec![] } else { vec![batch] },
+        tag: format!("SELECT {}", rows.len()),
+    }))
+}
+
+/// The value a literal assigns to a column, with PostgreSQL's assignment rules.
+fn assigned(value: ScalarValue, table: &TableDef, col: usize) -> Result<Datum, SqlError> {
+    let def = &table.columns[col];
+    let array = value.to_array().map_err(crate::error::datafusion_error)?;
+    let cast = cast_to_column(&array, &def.ty, &def.name)?;
+    let d = fit_to_column(datum_at(&cast, 0, &def.ty), &def.ty)?;
+    if d.is_null() && !def.nullable {
+        return Err(SqlError::new(
+            "23502",
+            format!(
+                "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
+                def.name, table.name
+            ),
+        ));
+    }
+    Ok(d)
+}
+
+/// Bounds of an integer column's type.
+fn int_range(ty: &SqlType) -> Option<(i64, i64)> {
+    match ty {
+        SqlType::Int16 => Some((i16::MIN as i64, i16::MAX as i64)),
+        SqlType::Int32 => Some((i32::MIN as i64, i32::MAX as i64)),
+        SqlType::Int64 => Some((i64::MIN, i64::MAX)),
+        _ => None,
+    }
+}
+
+/// `col`, `literal`, or `intcol +/- intliteral`, evaluated against the old row.
+fn new_value(
+    expr: &Expr,
+    table: &TableDef,
+    qualifier: &str,
+    old: &[Datum],
+    target: usize,
+) -> Option<Result<Datum, SqlError>> {
+    if let Some(v) = literal(expr) {
+        return Some(assigned(v, table, target));
+    }
+    if let Some(c) = column(expr, table, qualifier) {
+        if table.columns[c].ty != table.columns[target].ty {
+            return None;
+        }
+        return Some(Ok(old[c].clone()));
+    }
+    let Expr::BinaryOp { left, op, right } = expr else {
+        return None;
+    };
+    let negate = match op {
+        BinaryOperator::Plus => false,
+        BinaryOperator::Minus => true,
+        _ => return None,
+    };
+    let (c, lit, col_first) = match (
+        column(left, table, qualifier),
+        column(right, table, qualifier),
+    ) {
+        (Some(c), None) => (c, literal(right)?, true),
+        (None, Some(c)) if !negate => (c, literal(left)?, false),
+        _ => return None,
+    };
+    let _ = col_first;
+    let (lo, hi) = int_range(&table.columns[c].ty)?;
+    int_range(&table.columns[target].ty)?;
+    let delta = match lit {
+        ScalarValue::Int64(Some(v)) => v,
+        ScalarValue::Int32(Some(v)) => v as i64,
+        ScalarValue::Int16(Some(v)) => v as i64,
+        ScalarValue::Null
+        | ScalarValue::Int64(None)
+        | ScalarValue::Int32(None)
+        | ScalarValue::Int16(None) => {
+            return Some(assigned(ScalarValue::Null, table, target));
+        }
+        _ => return None,
+    };
+    let base = match &old[c] {
+        Datum::Int(v) => *v,
+        Datum::Null => return Some(assigned(ScalarValue::Null, table, target)),
+        _ => return None,
+    };
+    let result = if negate {
+        base.checked_sub(delta)
+    } else {
+        base.checked_add(delta)
+    };
+    // The arithmetic happens in the wider of the two operand types, then is assigned.
+    let (lit_lo, lit_hi) = if delta < i32::MIN as i64 || delta > i32::MAX as i64 {
+        (i64::MIN, i64::MAX)
+    } else {
+        (lo, hi)
+    };
+    match result {
+        Some(v) if v >= lit_lo.min(lo) && v <= lit_hi.max(hi) => {
+            Some(assigned(ScalarValue::Int64(Some(v)), table, target))
+        }
+        _ => Some(Err(SqlError::new("22003", "integer out of range"))),
+    }
+}
+
+async fn update(
+    session: &mut Session,
+    u: &Update,
+    read_ts: Timestamp,
+) -> Result<Option<QueryResult>, SqlError> {
+    if u.from.is_some()
+        || u.returning.is_some()
+        || u.or.is_some()
+        || u.limit.is_some()
+        || !u.order_by.is_empty()
+        || !u.table.joins.is_empty()
+    {
+        return Ok(None);
+    }
+    let Some((table, qualifier)) = single_table(session, &u.table.relation) else {
+        return Ok(None);
+    };
+    let Some(selection) = &u.selection else {
+        return Ok(None);
+    };
+    let mut eqs = Vec::new();
+    if equalities(selection, &table, &qualifier, &mut eqs).is_none() {
+        return Ok(None);
+    }
+    let mut targets = Vec::new();
+    for a in &u.assignments {
+        let AssignmentTarget::ColumnName(name) = &a.target else {
+            return Ok(None);
+        };
+        let Some(c) = table
+            .columns
+            .iter()
+            .position(|c| c.name == relation_name(name))
+        else {
+            return Ok(None);
+        };
+        if targets.iter().any(|(t, _)| *t == c) || is_default_keyword(&a.value) {
+            return Ok(None);
+        }
+        targets.push((c, &a.value));
+    }
+    let Some((lookup, filters)) = lookup(&table, &eqs) else {
+        return Ok(None);
+    };
+    let Some((old, handle)) = fetch(session, &table, &lookup, &filters, read_ts).await? else {
+        return Ok(Some(QueryResult::Command {
+            tag: "UPDATE 0".into(),
+        }));
+    };
+    let mut new = old.clone();
+    for (c, expr) in &targets {
+        match new_value(expr, &table, &qualifier, &old, *c) {
+            Some(v) => new[*c] = v?,
+            None => return Ok(None),
+        }
+    }
+    let new_handle = crate::rows::primary_handle(&table, &new).unwrap_or_else(|| handle.clone());
+    let change: RowChange = (old, handle, new, new_handle);
+    let updated = apply_updates(session, &table, vec![change]).await?;
+    Ok(Some(QueryResult::Command {
+        tag: format!("UPDATE {}", updated.len()),
+    }))
+}
+
+/// The current transaction-independent wall-clock time as a timestamp datum.
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+async fn insert(session: &mut Session, i: &Insert) -> Result<Option<QueryResult>, SqlError> {
+    if i.on.is_some() || i.returning.is_some() || i.or.is_some() || !i.assignments.is_empty() {
+        return Ok(None);
+    }
+    let TableObject::TableName(name) = &i.table else {
+        return Ok(None);
+    };
+    let Some(table) = session
+        .engine
+        .catalog
+        .snapshot()
+        .table(&relation_name(name))
+        .cloned()
+    else {
+        return Ok(None);
+    };
+    let Some(source) = &i.source else {
+        return Ok(None);
+    };
+    if source.with.is_some() || source.order_by.is_some() || source.limit_clause.is_some() {
+        return Ok(None);
+    }
+    let SetExpr::Values(values) = source.body.as_ref() else {
+        return Ok(None);
+    };
+    let targets: Vec<usize> = if i.columns.is_empty() {
+        (0..table.columns.len()).collect()
+    } else {
+        let mut t = Vec::new();
+        for c in &i.columns {
+            match table
+                .columns
+                .iter()
+                .position(|d| d.name == relation_name(c))
+            {
+                Some(p) if !t.contains(&p) => t.push(p),
+                _ => return Ok(None),
+            }
+        }
+        t
+    };
+    // Columns not named must have no default (NULL); others go the general way.
+    for (pos, c) in table.columns.iter().enumerate() {
+        if !targets.contains(&pos) && c.default.is_some() {
+            return Ok(None);
+        }
+    }
+    let mut rows = Vec::with_capacity(values.rows.len());
+    for row in &values.rows {
+        if row.len() != targets.len() {
+            return Ok(None);
+        }
+        let mut datums = vec![Datum::Null; table.columns.len()];
+        for (expr, &pos) in row.iter().zip(&targets) {
+            let value = match literal(expr) {
+                Some(v) => v,
+                None if is_now(expr) => {
+                    ScalarValue::TimestampMicrosecond(Some(now_micros()), Some("+00:00".into()))
+                }
+                None => return Ok(None),
+            };
+            datums[pos] = assigned(value, &table, pos)?;
+        }
+        for (pos, c) in table.columns.iter().enumerate() {
+            if !c.nullable && datums[pos].is_null() {
+                return Err(SqlError::new(
+                    "23502",
+                    format!(
+                        "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
+                        c.name, table.name
+                    ),
+                ));
+            }
+        }
+        rows.push(datums);
+    }
+    let inserted = insert_rows(session, &table, rows, false).await?;
+    Ok(Some(QueryResult::Command {
+        tag: format!("INSERT 0 {}", inserted.len()),
+    }))
+}
+
+fn is_now(expr: &Expr) -> bool {
+    match expr {
+        Expr::Function(f) => {
+            let name = f.name.to_string().to_ascii_lowercase();
+            matches!(
+                name.as_str(),
+                "current_timestamp" | "now" | "localtimestamp"
+            ) && matches!(&f.args, FunctionArguments::None)
+                || (name == "now"
+                    && matches!(&f.args, FunctionArguments::List(l) if l.args.is_empty()))
+        }
+        _ => false,
+    }
+}
