@@ -1145,7 +1145,7 @@ async fn execute_update(
     let select = update_select(&table, alias.as_deref(), update)?;
     let batches = read_target_rows(session, &table, select, read_ts).await?;
     let ncols = table.columns.len();
-    let mut changes: Vec<(Vec<Datum>, Vec<u8>, Vec<Datum>, Vec<u8>)> = Vec::new();
+    let mut changes: Vec<RowChange> = Vec::new();
     for batch in &batches {
         let n = batch.num_rows();
         let mut new_values: Vec<ArrayRef> = Vec::with_capacity(targets.len());

@@ -87,7 +87,7 @@ fn number(text: &str) -> Option<ScalarValue> {
 
 /// The column a (possibly qualified) identifier names, if it belongs to `table` under
 /// `qualifier`.
-fn column<'a>(expr: &Expr, table: &'a TableDef, qualifier: &str) -> Option<usize> {
+fn column(expr: &Expr, table: &TableDef, qualifier: &str) -> Option<usize> {
     let name = match expr {
         Expr::Identifier(i) => ident_name(i),
         Expr::CompoundIdentifier(parts)
@@ -233,7 +233,7 @@ async fn fetch(
 }
 
 /// The single table a statement reads, with the name its columns are qualified by.
-fn single_table<'a>(session: &Session, factor: &'a TableFactor) -> Option<(Arc<TableDef>, String)> {
+fn single_table(session: &Session, factor: &TableFactor) -> Option<(Arc<TableDef>, String)> {
     let TableFactor::Table {
         name,
         alias,

@@ -58,7 +58,6 @@ pub(crate) struct KvTable {
     table: Arc<TableDef>,
     view: TxnView,
     schema: SchemaRef,
-    with_handle: bool,
     batch_rows: usize,
 }
 
@@ -69,7 +68,6 @@ impl KvTable {
             table,
             view,
             schema,
-            with_handle,
             batch_rows: 1024,
         }
     }
@@ -246,13 +244,13 @@ fn with_datum(prefix: &[u8], d: &Datum) -> Vec<u8> {
     k
 }
 
+/// Key ranges, whether every key column is fixed by equality, and how many leading key
+/// columns the filters constrain.
+type KeyRanges = (Vec<(Vec<u8>, Vec<u8>)>, bool, usize);
+
 /// Key ranges under `prefix` for key columns `columns`, from the filters; `None` when the
 /// leading column is unconstrained. Also says whether every column is fixed by equality.
-fn key_ranges(
-    prefix: &[u8],
-    columns: &[(&str, &SqlType)],
-    filters: &[Expr],
-) -> Option<(Vec<(Vec<u8>, Vec<u8>)>, bool, usize)> {
+fn key_ranges(prefix: &[u8], columns: &[(&str, &SqlType)], filters: &[Expr]) -> Option<KeyRanges> {
     let mut prefixes = vec![prefix.to_vec()];
     let mut equal_columns = 0;
     for (name, ty) in columns {

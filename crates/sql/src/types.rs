@@ -147,7 +147,7 @@ fn bytea_from_text(strings: &StringArray) -> Result<ArrayRef, SqlError> {
         let mut out = Vec::with_capacity(s.len());
         if let Some(hex) = s.strip_prefix("\\x") {
             let digits: Vec<u8> = hex.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
-            if digits.len() % 2 != 0 {
+            if !digits.len().is_multiple_of(2) {
                 return Err(invalid(s));
             }
             for pair in digits.chunks(2) {
@@ -385,19 +385,4 @@ pub(crate) fn scalar_to_datum(value: &ScalarValue, ty: &SqlType) -> Option<Datum
         return Some(datum_at(&there, 0, ty));
     }
     Some(datum_at(&array, 0, ty))
-}
-
-/// Converts a datum decoded from a memcomparable key (where every integer-like kind comes
-/// back as `Int` and strings as `Bytes`) to the column's datum.
-pub(crate) fn datum_from_key(datum: Datum, ty: &SqlType) -> Datum {
-    match (ty, datum) {
-        (_, Datum::Null) => Datum::Null,
-        (SqlType::Bool, Datum::Int(v)) => Datum::Bool(v != 0),
-        (SqlType::Date, Datum::Int(v)) => Datum::Date(v as i32),
-        (SqlType::Timestamp | SqlType::TimestampTz, Datum::Int(v)) => Datum::Timestamp(v),
-        (SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_), Datum::Bytes(b)) => {
-            Datum::String(String::from_utf8_lossy(&b).into_owned())
-        }
-        (_, d) => d,
-    }
 }

@@ -99,7 +99,7 @@ mod tests {
             t.join().unwrap();
         }
         let n = syncs.load(Ordering::SeqCst);
-        assert!(n >= 1 && n <= 800, "fsync count {n}");
+        assert!((1..=800).contains(&n), "fsync count {n}");
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! Starting the real `flotilla` binary on loopback and talking to it with PostgreSQL's own
 //! clients.
 
+// Each test binary uses its own subset of these helpers.
+#![allow(dead_code)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 
 /// A running `flotilla standalone`.
@@ -11,7 +14,6 @@ pub struct Server {
     child: Child,
     pub sql_port: u16,
     pub http_port: u16,
-    pub data_dir: PathBuf,
     _stdout: BufReader<ChildStdout>,
 }
 
@@ -47,7 +49,6 @@ impl Server {
             child,
             sql_port: port_of(sql),
             http_port: port_of(http),
-            data_dir: data_dir.to_path_buf(),
             _stdout: stdout,
         }
     }
