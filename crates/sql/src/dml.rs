@@ -174,12 +174,79 @@ fn name_subquery_columns(query: &mut Query) {
     set_expr(&mut query.body);
 }
 
-fn prepare_query_statement(statement: &Statement) -> Statement {
+/// Output column names PostgreSQL allows twice (`SELECT 1 AS a, 2 AS a`) but DataFusion
+/// refuses: later duplicates are planned under internal names and renamed back in the
+/// result. Returns (position, name to show) for each renamed column.
+fn uniquify_output_names(query: &mut Query) -> Vec<(usize, String)> {
+    let mut body = query.body.as_mut();
+    // A set operation takes its column names from its leftmost query.
+    while let SetExpr::SetOperation { left, .. } = body {
+        body = left.as_mut();
+    }
+    let SetExpr::Select(select) = body else {
+        return vec![];
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut renamed = Vec::new();
+    for (pos, item) in select.projection.iter_mut().enumerate() {
+        let (key, shown, expr) = match &*item {
+            SelectItem::ExprWithAlias { expr, alias } => {
+                (ident_name(alias), ident_name(alias), expr.clone())
+            }
+            SelectItem::UnnamedExpr(e) => match e {
+                Expr::Identifier(i) => (ident_name(i), ident_name(i), e.clone()),
+                Expr::CompoundIdentifier(parts) => {
+                    let last = parts.last().map(ident_name).unwrap_or_default();
+                    (last.clone(), last, e.clone())
+                }
+                other => (other.to_string(), "?column?".to_string(), e.clone()),
+            },
+            _ => continue,
+        };
+        if !seen.insert(key) {
+            *item = SelectItem::ExprWithAlias {
+                expr,
+                alias: Ident::with_quote('"', format!("__flotilla_column_{pos}")),
+            };
+            renamed.push((pos, shown));
+        }
+    }
+    renamed
+}
+
+/// Shows renamed columns under the names the query gave them.
+fn restore_names(
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    renamed: &[(usize, String)],
+) -> Result<(SchemaRef, Vec<RecordBatch>), SqlError> {
+    if renamed.is_empty() {
+        return Ok((schema, batches));
+    }
+    let mut fields: Vec<datafusion::arrow::datatypes::Field> =
+        schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for (pos, name) in renamed {
+        if let Some(f) = fields.get_mut(*pos) {
+            *f = f.clone().with_name(name);
+        }
+    }
+    let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+    let batches = batches
+        .into_iter()
+        .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| SqlError::internal(e.to_string()))?;
+    Ok((schema, batches))
+}
+
+fn prepare_query_statement(statement: &Statement) -> (Statement, Vec<(usize, String)>) {
     let mut statement = statement.clone();
+    let mut renamed = vec![];
     match &mut statement {
         Statement::Query(q) => {
             alias_function_columns(q);
             name_subquery_columns(q);
+            renamed = uniquify_output_names(q);
         }
         Statement::Explain {
             statement: inner, ..
@@ -191,7 +258,7 @@ fn prepare_query_statement(statement: &Statement) -> Statement {
         }
         _ => {}
     }
-    statement
+    (statement, renamed)
 }
 
 /// Most view expansions in one statement: bounds a view that (through OR REPLACE) came to
@@ -353,8 +420,9 @@ pub(crate) async fn describe(
     match statement {
         Statement::Query(_) | Statement::Explain { .. } => {
             let ctx = session.context(ts, None, HashMap::new());
-            let plan = ctx.plan(prepare_query_statement(statement)).await?;
-            let schema = plan.schema().inner().clone();
+            let (prepared, renamed) = prepare_query_statement(statement);
+            let plan = ctx.plan(prepared).await?;
+            let (schema, _) = restore_names(plan.schema().inner().clone(), vec![], &renamed)?;
             Ok((collect_types(&plan), Some(schema)))
         }
         Statement::Insert(insert) => {
@@ -428,11 +496,13 @@ pub(crate) async fn execute(
     match statement {
         Statement::Query(_) | Statement::Explain { .. } => {
             let ctx = session.context(read_ts, None, HashMap::new());
-            let plan = ctx.plan(prepare_query_statement(statement)).await?;
+            let (prepared, renamed) = prepare_query_statement(statement);
+            let plan = ctx.plan(prepared).await?;
             let schema = plan.schema().inner().clone();
             let batches = ctx
                 .run(plan, session.engine.config.rows_per_query_max)
                 .await?;
+            let (schema, batches) = restore_names(schema, batches, &renamed)?;
             let n: usize = batches.iter().map(|b| b.num_rows()).sum();
             let tag = if matches!(statement, Statement::Explain { .. }) {
                 "EXPLAIN".to_string()

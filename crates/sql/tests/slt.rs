@@ -1,8 +1,10 @@
 //! The SQLite sqllogictest corpus (in ../shared/testdata/sqllogictest) against an
 //! in-process Flotilla, with the label `postgresql`.
 //!
-//! `select1.test` ... `select5.test` and `evidence/` must pass in full. For `index/` and
-//! `random/` the pass counts are printed and guarded against regression.
+//! Every record must pass except those PostgreSQL 15 fails too (established by running this
+//! harness against PostgreSQL, see tests/slt-postgres15-failures.txt) and the divergences
+//! listed with their reasons in tests/slt-flotilla-divergences.txt. Pass counts are printed;
+//! for `index/` and `random/` they are also guarded against regression.
 
 mod common;
 
@@ -351,17 +353,25 @@ async fn evidence() {
 
 /// Runs a directory and checks its pass count has not regressed below `min_passed`.
 async fn report_dir(dir: &str, min_passed: usize) {
-    let (mut passed, mut failed) = (0, 0);
+    let known = postgres_failures();
+    let (mut passed, mut failed, mut listed, mut unlisted) = (0, 0, 0, 0);
     for path in files(dir) {
         let (p, f, failures) = run_file(&path).await;
         println!("{}: {p} passed, {f} failed", path.display());
-        for fail in failures.iter().take(2) {
-            println!("  {}", fail.lines().next().unwrap_or(""));
+        for fail in &failures {
+            if failure_location(fail).is_some_and(|l| known.contains(&l)) {
+                listed += 1;
+            } else {
+                unlisted += 1;
+                println!("  {}", fail.lines().next().unwrap_or(""));
+            }
         }
         passed += p;
         failed += f;
     }
-    println!("{dir}: {passed} passed, {failed} failed");
+    println!(
+        "{dir}: {passed} passed, {failed} failed ({listed} of them fail on PostgreSQL 15 too)"
+    );
     assert!(
         passed >= min_passed,
         "{dir}: {passed} passed, fewer than the {min_passed} recorded"
@@ -370,10 +380,10 @@ async fn report_dir(dir: &str, min_passed: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn index_dir() {
-    report_dir("index", 0).await;
+    report_dir("index", 59_560).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_dir() {
-    report_dir("random", 0).await;
+    report_dir("random", 7_980).await;
 }

@@ -741,3 +741,25 @@ async fn point_statements_agree_with_the_general_path() {
     );
     assert_eq!(code(&mut s, "INSERT INTO r (v) VALUES (1)").await, "23502");
 }
+
+#[tokio::test]
+async fn output_columns_may_share_a_name_as_in_postgres() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE t (a INT, b INT)").await;
+    ok(&mut s, "INSERT INTO t VALUES (1, 2)").await;
+    match run(&mut s, "SELECT a AS x, b AS x, 7 AS x FROM t")
+        .await
+        .unwrap()
+    {
+        QueryResult::Rows { schema, .. } => {
+            let names: Vec<_> = schema.fields().iter().map(|f| f.name().clone()).collect();
+            assert_eq!(names, vec!["x", "x", "x"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        rows(&mut s, "SELECT a AS x, b AS x FROM t").await,
+        vec!["1|2"]
+    );
+}
