@@ -633,13 +633,7 @@ fn arrays_to_rows(
             let def = &table.columns[c];
             let datum = fit_to_column(datum_at(array, r, &def.ty), &def.ty)?;
             if datum.is_null() && !def.nullable {
-                return Err(SqlError::new(
-                    "23502",
-                    format!(
-                        "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
-                        def.name, table.name
-                    ),
-                ));
+                return Err(crate::error::not_null_violation(&table.name, &def.name));
             }
             row.push(datum);
         }
@@ -946,6 +940,13 @@ async fn execute_insert(
     .await
 }
 
+/// The query that evaluates RETURNING items over the changed rows (which stand in for the
+/// table under its own name).
+fn returning_query(table: &TableDef, items: &[SelectItem]) -> String {
+    let items: Vec<String> = items.iter().map(|i| i.to_string()).collect();
+    format!("SELECT {} FROM {}", items.join(", "), quote(&table.name))
+}
+
 /// The command result of a DML statement: its tag, or its RETURNING rows.
 async fn finish_dml(
     session: &Session,
@@ -964,15 +965,7 @@ async fn finish_dml(
     let mut overrides: HashMap<String, Arc<dyn TableProvider>> = HashMap::new();
     overrides.insert(table.name.clone(), Arc::new(mem));
     let ctx = session.context(read_ts, None, overrides);
-    let sql = format!(
-        "SELECT {} FROM {}",
-        items
-            .iter()
-            .map(|i| i.to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-        quote(&table.name)
-    );
+    let sql = returning_query(table, items);
     let plan = ctx.plan(parse_one(&sql)?).await?;
     let schema = plan.schema().inner().clone();
     let batches = ctx.run(plan, usize::MAX).await?;
@@ -992,15 +985,7 @@ async fn returning_schema(
         return Ok(None);
     };
     let ctx = session.context(Timestamp::MAX, None, HashMap::new());
-    let sql = format!(
-        "SELECT {} FROM {}",
-        items
-            .iter()
-            .map(|i| i.to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-        quote(&table.name)
-    );
+    let sql = returning_query(table, items);
     let plan = ctx.plan(parse_one(&sql)?).await?;
     Ok(Some(plan.schema().inner().clone()))
 }
@@ -1235,13 +1220,7 @@ async fn execute_update(
                 let def = &table.columns[pos];
                 let d = fit_to_column(datum_at(&new_values[j], r, &def.ty), &def.ty)?;
                 if d.is_null() && !def.nullable {
-                    return Err(SqlError::new(
-                        "23502",
-                        format!(
-                            "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
-                            def.name, table.name
-                        ),
-                    ));
+                    return Err(crate::error::not_null_violation(&table.name, &def.name));
                 }
                 new[pos] = d;
             }

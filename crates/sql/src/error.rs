@@ -47,6 +47,16 @@ impl SqlError {
     }
 }
 
+/// 23502: a NULL for a NOT NULL column.
+pub(crate) fn not_null_violation(table: &str, column: &str) -> SqlError {
+    SqlError::new(
+        "23502",
+        format!(
+            "null value in column \"{column}\" of relation \"{table}\" violates not-null constraint"
+        ),
+    )
+}
+
 /// PostgreSQL's name for an Arrow type, for messages.
 pub(crate) fn pg_type_name(t: &DataType) -> String {
     match t {

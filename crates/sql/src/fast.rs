@@ -378,13 +378,7 @@ fn assigned(value: ScalarValue, table: &TableDef, col: usize) -> Result<Datum, S
     let cast = cast_to_column(&array, &def.ty, &def.name)?;
     let d = fit_to_column(datum_at(&cast, 0, &def.ty), &def.ty)?;
     if d.is_null() && !def.nullable {
-        return Err(SqlError::new(
-            "23502",
-            format!(
-                "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
-                def.name, table.name
-            ),
-        ));
+        return Err(crate::error::not_null_violation(&table.name, &def.name));
     }
     Ok(d)
 }
@@ -608,13 +602,7 @@ async fn insert(session: &mut Session, i: &Insert) -> Result<Option<QueryResult>
         }
         for (pos, c) in table.columns.iter().enumerate() {
             if !c.nullable && datums[pos].is_null() {
-                return Err(SqlError::new(
-                    "23502",
-                    format!(
-                        "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
-                        c.name, table.name
-                    ),
-                ));
+                return Err(crate::error::not_null_violation(&table.name, &c.name));
             }
         }
         rows.push(datums);
