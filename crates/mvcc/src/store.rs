@@ -1,6 +1,10 @@
 use flotilla_codec::prefix_end;
-use flotilla_storage::{Cf, EngineRef, KvPair, WriteBatch};
+use std::collections::BTreeSet;
+use std::ops::Bound;
+
+use flotilla_storage::{Cf, EngineRef, KvPair, WriteBatch, WriteOp};
 use flotilla_types::Timestamp;
+use parking_lot::RwLock;
 
 use crate::error::{LockInfo, MvccError};
 use crate::keys::{decode_user_key, decode_versioned_key, encode_user_key, versioned_key};
@@ -55,6 +59,10 @@ const LATCH_SLOTS: usize = 4096;
 pub struct Mvcc {
     engine: EngineRef,
     latches: Latches,
+    /// Encoded keys that may hold a lock: every lock this store has is in the set (a key is
+    /// added before its lock is written and removed after its lock is deleted), so a key
+    /// outside it needs no lookup in the lock CF, which is the common case for reads.
+    locked: RwLock<BTreeSet<Vec<u8>>>,
 }
 
 fn lock_info(key: &[u8], lock: &Lock) -> LockInfo {
@@ -68,12 +76,57 @@ fn lock_info(key: &[u8], lock: &Lock) -> LockInfo {
 }
 
 impl Mvcc {
-    /// MVCC over `engine`.
-    pub fn new(engine: EngineRef) -> Self {
-        Self {
+    /// MVCC over `engine`, loading the set of locked keys from the lock CF.
+    pub fn new(engine: EngineRef) -> Result<Self, MvccError> {
+        let mut locked = BTreeSet::new();
+        for item in engine.scan(Cf::Lock, b"", b"", false) {
+            locked.insert(item?.0);
+        }
+        Ok(Self {
             engine,
             latches: Latches::new(LATCH_SLOTS),
+            locked: RwLock::new(locked),
+        })
+    }
+
+    /// Writes a batch, keeping the locked-key set a superset of the lock CF's keys. Callers
+    /// hold the latches of every key in the batch.
+    fn apply(&self, batch: WriteBatch, sync: bool) -> Result<(), MvccError> {
+        let mut added = Vec::new();
+        let mut removed = Vec::new();
+        for op in batch.ops() {
+            match op {
+                WriteOp::Put {
+                    cf: Cf::Lock, key, ..
+                } => added.push(key.clone()),
+                WriteOp::Delete { cf: Cf::Lock, key } => removed.push(key.clone()),
+                _ => {}
+            }
         }
+        if !added.is_empty() {
+            self.locked.write().extend(added);
+        }
+        self.engine.write(batch, sync)?;
+        if !removed.is_empty() {
+            let mut locked = self.locked.write();
+            for key in &removed {
+                locked.remove(key);
+            }
+        }
+        Ok(())
+    }
+
+    fn may_be_locked(&self, start: &[u8], end: &[u8]) -> bool {
+        let locked = self.locked.read();
+        let upper = if end.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(end)
+        };
+        locked
+            .range::<[u8], _>((Bound::Included(start), upper))
+            .next()
+            .is_some()
     }
 
     /// The engine underneath.
@@ -87,6 +140,9 @@ impl Mvcc {
     }
 
     fn load_lock(&self, ek: &[u8]) -> Result<Option<Lock>, MvccError> {
+        if !self.locked.read().contains(ek) {
+            return Ok(None);
+        }
         match self.engine.get(Cf::Lock, ek)? {
             Some(bytes) => Ok(Some(Lock::from_bytes(&bytes)?)),
             None => Ok(None),
@@ -213,7 +269,12 @@ impl Mvcc {
         } else {
             encode_user_key(end)
         };
-        for item in self.engine.scan(Cf::Lock, &es, &ee, false) {
+        let lock_scan = if self.may_be_locked(&es, &ee) {
+            self.engine.scan(Cf::Lock, &es, &ee, false)
+        } else {
+            Box::new(std::iter::empty())
+        };
+        for item in lock_scan {
             let (lock_key, bytes) = item?;
             let lock = Lock::from_bytes(&bytes)?;
             if Self::blocks_reader(&lock, read_ts, reader) {
@@ -328,7 +389,7 @@ impl Mvcc {
         }
         // Pessimistic locks need not be durable: if this store crashes, the transaction's
         // coordinator finds them gone at prewrite and the transaction fails cleanly.
-        self.engine.write(batch, false)?;
+        self.apply(batch, false)?;
         Ok(values)
     }
 
@@ -350,7 +411,7 @@ impl Mvcc {
                 batch.delete(Cf::Lock, ek.clone());
             }
         }
-        self.engine.write(batch, false)?;
+        self.apply(batch, false)?;
         Ok(())
     }
 
@@ -431,7 +492,7 @@ impl Mvcc {
         }
         // Not synced: the commit batch comes later in the same journal, and syncing it makes
         // this one durable too.
-        self.engine.write(batch, false)?;
+        self.apply(batch, false)?;
         Ok(())
     }
 
@@ -490,7 +551,7 @@ impl Mvcc {
         for (key, ek) in keys.iter().zip(&encoded) {
             self.commit_key(&mut batch, key, ek, start_ts, commit_ts)?;
         }
-        self.engine.write(batch, true)?;
+        self.apply(batch, true)?;
         Ok(())
     }
 
@@ -536,7 +597,7 @@ impl Mvcc {
         for ek in &encoded {
             self.rollback_key(&mut batch, ek, start_ts)?;
         }
-        self.engine.write(batch, false)?;
+        self.apply(batch, false)?;
         Ok(())
     }
 
@@ -569,7 +630,7 @@ impl Mvcc {
         }
         let mut batch = WriteBatch::new();
         self.rollback_key(&mut batch, &ek, lock_ts)?;
-        self.engine.write(batch, false)?;
+        self.apply(batch, false)?;
         Ok(TxnStatus::RolledBack)
     }
 
@@ -589,7 +650,7 @@ impl Mvcc {
                     lock.ttl_ms = ttl_ms;
                     let mut batch = WriteBatch::new();
                     batch.put(Cf::Lock, ek, lock.to_bytes());
-                    self.engine.write(batch, false)?;
+                    self.apply(batch, false)?;
                 }
                 Ok(lock.ttl_ms)
             }
@@ -619,7 +680,7 @@ impl Mvcc {
                         Err(e) => return Err(e),
                     }
                 }
-                self.engine.write(batch, true)?;
+                self.apply(batch, true)?;
                 Ok(())
             }
             None => match self.rollback(keys, start_ts) {

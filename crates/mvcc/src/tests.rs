@@ -10,7 +10,7 @@ use crate::{LockKind, Mutation, MutationOp, Mvcc, MvccError, TxnStatus};
 fn mvcc() -> (tempfile::TempDir, Mvcc) {
     let dir = tempfile::tempdir().unwrap();
     let engine = Arc::new(FjallEngine::open(dir.path(), &FjallOptions::default()).unwrap());
-    (dir, Mvcc::new(engine))
+    (dir, Mvcc::new(engine).unwrap())
 }
 
 fn put(key: &[u8], value: &[u8]) -> Mutation {
@@ -244,4 +244,27 @@ fn locks_of_a_coordinator_that_died_before_committing_are_rolled_back_after_thei
             .unwrap(),
         TxnStatus::Locked { .. }
     ));
+}
+
+#[test]
+fn locks_are_seen_after_reopening_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = Arc::new(FjallEngine::open(dir.path(), &FjallOptions::default()).unwrap());
+        let m = Mvcc::new(engine).unwrap();
+        m.prewrite(&[put(b"k", b"v")], b"k", ts(10), 3_000).unwrap();
+    }
+    // The set of locked keys is rebuilt from the lock CF: the lock still blocks readers.
+    let engine = Arc::new(FjallEngine::open(dir.path(), &FjallOptions::default()).unwrap());
+    let m = Mvcc::new(engine).unwrap();
+    assert!(matches!(
+        m.get(b"k", ts(20), None),
+        Err(MvccError::KeyIsLocked(_))
+    ));
+    assert!(matches!(
+        m.scan(b"", b"", ts(20), 10, None),
+        Err(MvccError::KeyIsLocked(_))
+    ));
+    m.rollback(&[b"k".to_vec()], ts(10)).unwrap();
+    assert_eq!(m.get(b"k", ts(20), None).unwrap(), None);
 }

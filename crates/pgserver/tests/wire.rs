@@ -41,7 +41,10 @@ impl Server {
         );
         let tso = Arc::new(LocalTso::open(storage.clone(), 3_000).expect("tso"));
         let catalog = Arc::new(LocalCatalog::open(storage.clone()).expect("catalog"));
-        let kv = Arc::new(LocalTxnKv::new(Arc::new(Mvcc::new(storage)), tso.clone()));
+        let kv = Arc::new(LocalTxnKv::new(
+            Arc::new(Mvcc::new(storage).unwrap()),
+            tso.clone(),
+        ));
         let engine = SqlEngine::new(kv, tso, catalog, SqlConfig::default()).expect("engine");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");

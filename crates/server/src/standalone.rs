@@ -83,7 +83,9 @@ impl Standalone {
         );
         let catalog =
             Arc::new(LocalCatalog::open(engine.clone()).map_err(|e| storage_err(e.to_string()))?);
-        let mvcc = Arc::new(flotilla_mvcc::Mvcc::new(engine.clone()));
+        let mvcc = Arc::new(
+            flotilla_mvcc::Mvcc::new(engine.clone()).map_err(|e| storage_err(e.to_string()))?,
+        );
         let kv = Arc::new(LocalTxnKv::new(mvcc, tso.clone()));
         let resolved = kv
             .recover_orphan_locks()

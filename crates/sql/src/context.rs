@@ -175,7 +175,7 @@ mod tests {
         let engine = Arc::new(FjallEngine::open(dir.path(), &FjallOptions::default()).unwrap());
         let tso = Arc::new(flotilla_tso::LocalTso::open(engine.clone(), 1_000).unwrap());
         let kv: flotilla_txn::TxnKvRef = Arc::new(flotilla_txn::LocalTxnKv::new(
-            Arc::new(flotilla_mvcc::Mvcc::new(engine)),
+            Arc::new(flotilla_mvcc::Mvcc::new(engine).unwrap()),
             tso,
         ));
         let table = TableDef {

@@ -18,7 +18,10 @@ fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let engine = Arc::new(FjallEngine::open(dir.path(), &FjallOptions::default()).unwrap());
     let tso: TsoRef = Arc::new(LocalTso::open(engine.clone(), 3_000).unwrap());
-    let kv = Arc::new(LocalTxnKv::new(Arc::new(Mvcc::new(engine)), tso.clone()));
+    let kv = Arc::new(LocalTxnKv::new(
+        Arc::new(Mvcc::new(engine).unwrap()),
+        tso.clone(),
+    ));
     Fixture { _dir: dir, kv, tso }
 }
 

@@ -35,7 +35,10 @@ impl TestDb {
         );
         let tso = Arc::new(LocalTso::open(storage.clone(), 3_000).unwrap());
         let catalog = Arc::new(LocalCatalog::open(storage.clone()).unwrap());
-        let kv = Arc::new(LocalTxnKv::new(Arc::new(Mvcc::new(storage)), tso.clone()));
+        let kv = Arc::new(LocalTxnKv::new(
+            Arc::new(Mvcc::new(storage).unwrap()),
+            tso.clone(),
+        ));
         let engine = SqlEngine::new(kv, tso, catalog, config).unwrap();
         Self { engine, _dir: dir }
     }
