@@ -182,8 +182,38 @@ impl Mvcc {
         }
     }
 
+    /// The newest data-changing commit of `ek` as recorded in the `latest` CF.
+    fn latest(&self, ek: &[u8]) -> Result<Option<(Timestamp, Write)>, MvccError> {
+        match self.engine.get(Cf::Latest, ek)? {
+            Some(bytes) if bytes.len() >= 8 => {
+                let commit_ts = Timestamp(u64::from_be_bytes(
+                    bytes[..8].try_into().expect("length checked"),
+                ));
+                Ok(Some((commit_ts, Write::from_bytes(&bytes[8..])?)))
+            }
+            Some(_) => Err(MvccError::Corrupt("latest record length".into())),
+            None => Ok(None),
+        }
+    }
+
+    /// Records `write` at `commit_ts` as the newest data change of `ek`.
+    fn put_latest(batch: &mut WriteBatch, ek: &[u8], commit_ts: Timestamp, write: &Write) {
+        let mut value = commit_ts.0.to_be_bytes().to_vec();
+        value.extend_from_slice(&write.to_bytes());
+        batch.put(Cf::Latest, ek.to_vec(), value);
+    }
+
     /// The committed value visible at `ts`, ignoring locks.
     fn read_committed(&self, ek: &[u8], ts: Timestamp) -> Result<Option<Vec<u8>>, MvccError> {
+        // The common case, a read of the newest version, is one get.
+        if let Some((commit_ts, write)) = self.latest(ek)?
+            && commit_ts <= ts
+        {
+            return match write.kind {
+                WriteKind::Put => self.value_of(ek, write).map(Some),
+                _ => Ok(None),
+            };
+        }
         for item in self.writes_at_or_before(ek, ts) {
             let (_, write) = item?;
             match write.kind {
@@ -197,13 +227,9 @@ impl Mvcc {
 
     /// The newest record that changed data (Put or Delete), with its commit_ts.
     fn newest_data_write(&self, ek: &[u8]) -> Result<Option<(Timestamp, Write)>, MvccError> {
-        for item in self.writes_at_or_before(ek, Timestamp::MAX) {
-            let (commit_ts, write) = item?;
-            if matches!(write.kind, WriteKind::Put | WriteKind::Delete) {
-                return Ok(Some((commit_ts, write)));
-            }
-        }
-        Ok(None)
+        // Every data-changing commit updates `latest` in its own batch, so when it has no
+        // entry the key has never been written.
+        self.latest(ek)
     }
 
     /// The commit or rollback record of transaction `start_ts` on `ek`, if any.
@@ -522,6 +548,9 @@ impl Mvcc {
                     start_ts,
                     short_value: lock.short_value,
                 };
+                if matches!(kind, WriteKind::Put | WriteKind::Delete) {
+                    Self::put_latest(batch, ek, commit_ts, &write);
+                }
                 batch.put(Cf::Write, versioned_key(ek, commit_ts), write.to_bytes());
                 batch.delete(Cf::Lock, ek.to_vec());
                 Ok(())

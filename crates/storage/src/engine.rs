@@ -10,13 +10,16 @@ pub enum Cf {
     Lock,
     /// Percolator commit records at their commit_ts.
     Write,
+    /// The newest data-changing commit record of each key (an index over `write`, kept in
+    /// the same batches), so reads of the newest version need a get, not a seek.
+    Latest,
     /// Node-local metadata: catalog, timestamp window, id allocators.
     Meta,
 }
 
 impl Cf {
     /// Every column family, in a stable order.
-    pub const ALL: [Cf; 4] = [Cf::Default, Cf::Lock, Cf::Write, Cf::Meta];
+    pub const ALL: [Cf; 5] = [Cf::Default, Cf::Lock, Cf::Write, Cf::Latest, Cf::Meta];
 
     /// The on-disk name of the column family.
     pub fn name(self) -> &'static str {
@@ -24,6 +27,7 @@ impl Cf {
             Cf::Default => "default",
             Cf::Lock => "lock",
             Cf::Write => "write",
+            Cf::Latest => "latest",
             Cf::Meta => "meta",
         }
     }

@@ -36,7 +36,7 @@ impl Default for FjallOptions {
 /// The storage engine on fjall: one database, one keyspace per column family.
 pub struct FjallEngine {
     db: fjall::Database,
-    keyspaces: [fjall::Keyspace; 4],
+    keyspaces: [fjall::Keyspace; 5],
     sync_policy: SyncPolicy,
     group_commit: GroupCommit,
 }
@@ -60,6 +60,7 @@ impl FjallEngine {
             open(Cf::Lock).map_err(engine_err)?,
             open(Cf::Write).map_err(engine_err)?,
             open(Cf::Meta).map_err(engine_err)?,
+            open(Cf::Latest).map_err(engine_err)?,
         ];
         Ok(Self {
             db,
@@ -75,6 +76,7 @@ impl FjallEngine {
             Cf::Lock => &self.keyspaces[1],
             Cf::Write => &self.keyspaces[2],
             Cf::Meta => &self.keyspaces[3],
+            Cf::Latest => &self.keyspaces[4],
         }
     }
 }
