@@ -1,10 +1,10 @@
 use flotilla_codec::prefix_end;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 
 use flotilla_storage::{Cf, EngineRef, KvPair, WriteBatch, WriteOp};
 use flotilla_types::Timestamp;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::error::{LockInfo, MvccError};
 use crate::keys::{decode_user_key, decode_versioned_key, encode_user_key, versioned_key};
@@ -63,6 +63,10 @@ pub struct Mvcc {
     /// added before its lock is written and removed after its lock is deleted), so a key
     /// outside it needs no lookup in the lock CF, which is the common case for reads.
     locked: RwLock<BTreeSet<Vec<u8>>>,
+    /// Pessimistic locks live only in memory (as TiKV's in-memory pessimistic locks do):
+    /// they are taken before a value is known, never block readers, and die with the
+    /// transaction's coordinator anyway, so writing them to disk would buy nothing.
+    pessimistic: Mutex<HashMap<Vec<u8>, Lock>>,
 }
 
 fn lock_info(key: &[u8], lock: &Lock) -> LockInfo {
@@ -86,32 +90,64 @@ impl Mvcc {
             engine,
             latches: Latches::new(LATCH_SLOTS),
             locked: RwLock::new(locked),
+            pessimistic: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Writes a batch, keeping the locked-key set a superset of the lock CF's keys. Callers
+    /// Writes a batch. Lock CF operations are routed: pessimistic locks go to memory, the
+    /// others to disk, keeping the locked-key set a superset of the lock CF's keys. Callers
     /// hold the latches of every key in the batch.
     fn apply(&self, batch: WriteBatch, sync: bool) -> Result<(), MvccError> {
+        let mut disk = WriteBatch::new();
         let mut added = Vec::new();
         let mut removed = Vec::new();
-        for op in batch.ops() {
+        let mut memory_put = Vec::new();
+        let mut memory_delete = Vec::new();
+        for op in batch.into_ops() {
             match op {
                 WriteOp::Put {
-                    cf: Cf::Lock, key, ..
-                } => added.push(key.clone()),
-                WriteOp::Delete { cf: Cf::Lock, key } => removed.push(key.clone()),
-                _ => {}
+                    cf: Cf::Lock,
+                    key,
+                    value,
+                } => {
+                    let lock = Lock::from_bytes(&value)?;
+                    if lock.kind == LockKind::Pessimistic {
+                        memory_put.push((key, lock));
+                    } else {
+                        memory_delete.push(key.clone());
+                        added.push(key.clone());
+                        disk.put(Cf::Lock, key, value);
+                    }
+                }
+                WriteOp::Delete { cf: Cf::Lock, key } => {
+                    memory_delete.push(key.clone());
+                    if self.locked.read().contains(&key) {
+                        removed.push(key.clone());
+                        disk.delete(Cf::Lock, key);
+                    }
+                }
+                WriteOp::Put { cf, key, value } => disk.put(cf, key, value),
+                WriteOp::Delete { cf, key } => disk.delete(cf, key),
             }
         }
         if !added.is_empty() {
             self.locked.write().extend(added);
         }
-        self.engine.write(batch, sync)?;
+        if !disk.is_empty() {
+            self.engine.write(disk, sync)?;
+        }
         if !removed.is_empty() {
             let mut locked = self.locked.write();
             for key in &removed {
                 locked.remove(key);
             }
+        }
+        if !memory_put.is_empty() || !memory_delete.is_empty() {
+            let mut pessimistic = self.pessimistic.lock();
+            for key in &memory_delete {
+                pessimistic.remove(key);
+            }
+            pessimistic.extend(memory_put);
         }
         Ok(())
     }
@@ -141,11 +177,11 @@ impl Mvcc {
 
     fn load_lock(&self, ek: &[u8]) -> Result<Option<Lock>, MvccError> {
         if !self.locked.read().contains(ek) {
-            return Ok(None);
+            return Ok(self.pessimistic.lock().get(ek).cloned());
         }
         match self.engine.get(Cf::Lock, ek)? {
             Some(bytes) => Ok(Some(Lock::from_bytes(&bytes)?)),
-            None => Ok(None),
+            None => Ok(self.pessimistic.lock().get(ek).cloned()),
         }
     }
 
