@@ -376,6 +376,10 @@ async fn report_dir(dir: &str, min_passed: usize) {
         passed >= min_passed,
         "{dir}: {passed} passed, fewer than the {min_passed} recorded"
     );
+    assert_eq!(
+        unlisted, 0,
+        "{dir}: {unlisted} records failed that PostgreSQL 15 passes"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
