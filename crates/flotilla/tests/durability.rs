@@ -5,7 +5,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use rand::Rng;
@@ -17,20 +17,8 @@ const PARTS: u64 = 3;
 /// Commits transactions through one psql session until the server dies; returns the ids
 /// of the transactions whose COMMIT was acknowledged.
 fn write_until_killed(port: u16, first_id: u64) -> Vec<u64> {
-    let mut psql = Command::new("psql")
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-p",
-        ])
-        .arg(port.to_string())
+    let mut psql = support::psql_at(port)
+        .args(["-A", "-t"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

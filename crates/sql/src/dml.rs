@@ -861,24 +861,14 @@ async fn execute_insert(
         },
         Some(_) => return Err(SqlError::unsupported("this ON clause of INSERT")),
     };
-    let batches: Vec<RecordBatch> = match &insert.source {
+    let (batches, mut all_rows): (Vec<RecordBatch>, Vec<Vec<Datum>>) = match &insert.source {
         None => {
             // DEFAULT VALUES: one row of defaults.
             let mut columns = Vec::with_capacity(table.columns.len());
             for pos in 0..table.columns.len() {
                 columns.push(default_array(session, &table, pos, 1, read_ts).await?);
             }
-            let rows = arrays_to_rows(&table, &columns, 1)?;
-            let inserted = insert_rows(session, &table, rows, do_nothing).await?;
-            return finish_dml(
-                session,
-                &table,
-                "INSERT",
-                inserted,
-                insert.returning.as_deref(),
-                read_ts,
-            )
-            .await;
+            (vec![], arrays_to_rows(&table, &columns, 1)?)
         }
         Some(source) => {
             let mut source = source.clone();
@@ -901,11 +891,12 @@ async fn execute_insert(
             name_subquery_columns(&mut source);
             let ctx = session.context(read_ts, None, HashMap::new());
             let plan = ctx.plan(Statement::Query(source)).await?;
-            ctx.run(plan, session.engine.config.rows_per_query_max)
-                .await?
+            let batches = ctx
+                .run(plan, session.engine.config.rows_per_query_max)
+                .await?;
+            (batches, Vec::new())
         }
     };
-    let mut all_rows = Vec::new();
     for batch in &batches {
         if batch.num_columns() > targets.len() {
             return Err(SqlError::new(

@@ -9,6 +9,24 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 
+/// A psql command (no .psqlrc) connected to the server on `port` as postgres.
+pub fn psql_at(port: u16) -> Command {
+    let mut c = Command::new("psql");
+    c.args([
+        "-X",
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+        "-p",
+    ])
+    .arg(port.to_string())
+    .env("PGCONNECT_TIMEOUT", "10");
+    c
+}
+
 /// A running `flotilla standalone`.
 pub struct Server {
     child: Child,
