@@ -77,22 +77,9 @@ impl Server {
         self.child.wait().unwrap();
     }
 
-    /// Runs psql with `args` plus the connection options.
+    /// A psql command connected to this server.
     pub fn psql_command(&self) -> Command {
-        let mut c = Command::new("psql");
-        c.args([
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-p",
-        ])
-        .arg(self.sql_port.to_string())
-        .env("PGCONNECT_TIMEOUT", "10");
-        c
+        psql_at(self.sql_port)
     }
 
     /// Runs an SQL script through psql (stopping at the first error), unaligned, tuples
