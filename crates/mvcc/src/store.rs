@@ -2,7 +2,7 @@ use flotilla_codec::prefix_end;
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 
-use flotilla_storage::{Cf, EngineRef, KvPair, WriteBatch, WriteOp};
+use flotilla_storage::{Cf, DurabilityTicket, EngineRef, KvPair, WriteBatch, WriteOp};
 use flotilla_types::Timestamp;
 use parking_lot::{Mutex, RwLock};
 
@@ -94,10 +94,12 @@ impl Mvcc {
         })
     }
 
-    /// Writes a batch. Lock CF operations are routed: pessimistic locks go to memory, the
-    /// others to disk, keeping the locked-key set a superset of the lock CF's keys. Callers
-    /// hold the latches of every key in the batch.
-    fn apply(&self, batch: WriteBatch, sync: bool) -> Result<(), MvccError> {
+    /// Writes a batch, visible at once but not yet durable: callers that need durability
+    /// release their latches and then pass the ticket to `sync_through`. Lock CF
+    /// operations are routed: pessimistic locks go to memory, the others to disk, keeping
+    /// the locked-key set a superset of the lock CF's keys. Callers hold the latches of
+    /// every key in the batch.
+    fn apply(&self, batch: WriteBatch) -> Result<DurabilityTicket, MvccError> {
         let mut disk = WriteBatch::new();
         let mut added = Vec::new();
         let mut removed = Vec::new();
@@ -133,9 +135,7 @@ impl Mvcc {
         if !added.is_empty() {
             self.locked.write().extend(added);
         }
-        if !disk.is_empty() {
-            self.engine.write(disk, sync)?;
-        }
+        let ticket = self.engine.append(disk)?;
         if !removed.is_empty() {
             let mut locked = self.locked.write();
             for key in &removed {
@@ -149,6 +149,14 @@ impl Mvcc {
             }
             pessimistic.extend(memory_put);
         }
+        Ok(ticket)
+    }
+
+    /// Waits until the batch of `ticket` is durable. Called without latches: the batch is
+    /// already visible, and the journal's order makes every later batch durable only
+    /// after this one, so nothing that builds on it can outlive it in a crash.
+    pub fn sync_through(&self, ticket: DurabilityTicket) -> Result<(), MvccError> {
+        self.engine.sync_through(ticket)?;
         Ok(())
     }
 
@@ -286,6 +294,19 @@ impl Mvcc {
         Ok(None)
     }
 
+    /// Whether transaction `start_ts` has a rollback record on `ek`. Rollback records sit at
+    /// the transaction's own start_ts, which no commit can share (both come from one TSO),
+    /// so this is one point read rather than a scan of the key's history.
+    fn rolled_back(&self, ek: &[u8], start_ts: Timestamp) -> Result<bool, MvccError> {
+        match self.engine.get(Cf::Write, &versioned_key(ek, start_ts))? {
+            Some(bytes) => {
+                let write = Write::from_bytes(&bytes)?;
+                Ok(write.kind == WriteKind::Rollback && write.start_ts == start_ts)
+            }
+            None => Ok(false),
+        }
+    }
+
     fn blocks_reader(lock: &Lock, read_ts: Timestamp, reader: Option<Timestamp>) -> bool {
         // Pessimistic locks are taken before the value is known; they never block readers.
         lock.kind != LockKind::Pessimistic
@@ -403,9 +424,9 @@ impl Mvcc {
                     return Err(MvccError::KeyIsLocked(lock_info(key, lock)));
                 }
             } else {
-                if let Some((_, write)) = self.txn_record(ek, start_ts)?
-                    && write.kind == WriteKind::Rollback
-                {
+                // Only a rollback matters here: a transaction still taking locks has not
+                // committed.
+                if self.rolled_back(ek, start_ts)? {
                     return Err(MvccError::TxnLockNotFound {
                         key: key.clone(),
                         start_ts,
@@ -451,7 +472,7 @@ impl Mvcc {
         }
         // Pessimistic locks need not be durable: if this store crashes, the transaction's
         // coordinator finds them gone at prewrite and the transaction fails cleanly.
-        self.apply(batch, false)?;
+        let _ = self.apply(batch)?;
         Ok(values)
     }
 
@@ -473,7 +494,7 @@ impl Mvcc {
                 batch.delete(Cf::Lock, ek.clone());
             }
         }
-        self.apply(batch, false)?;
+        let _ = self.apply(batch)?;
         Ok(())
     }
 
@@ -498,7 +519,20 @@ impl Mvcc {
                 }
                 Some(_) => {}
                 None => {
-                    if let Some((_, write)) = self.txn_record(ek, start_ts)? {
+                    // The common case, a fresh key nobody changed since start_ts that this
+                    // transaction has not rolled back, needs two point reads. Anything else
+                    // (including a retried prewrite of a committed transaction, whose own
+                    // commit is then newer than start_ts) takes the full check below.
+                    let newest = self.newest_data_write(ek)?;
+                    if !mutation.pessimistic
+                        && !matches!(mutation.op, MutationOp::Lock)
+                        && newest
+                            .as_ref()
+                            .is_none_or(|(commit_ts, _)| *commit_ts < start_ts)
+                        && !self.rolled_back(ek, start_ts)?
+                    {
+                        // Fall through to writing the lock.
+                    } else if let Some((_, write)) = self.txn_record(ek, start_ts)? {
                         if write.kind == WriteKind::Rollback {
                             return Err(MvccError::TxnLockNotFound {
                                 key: mutation.key.clone(),
@@ -514,7 +548,7 @@ impl Mvcc {
                             start_ts,
                         });
                     }
-                    if let Some((commit_ts, _)) = self.newest_data_write(ek)?
+                    if let Some((commit_ts, _)) = newest
                         && commit_ts >= start_ts
                     {
                         return Err(MvccError::WriteConflict {
@@ -554,7 +588,7 @@ impl Mvcc {
         }
         // Not synced: the commit batch comes later in the same journal, and syncing it makes
         // this one durable too.
-        self.apply(batch, false)?;
+        let _ = self.apply(batch)?;
         Ok(())
     }
 
@@ -609,6 +643,21 @@ impl Mvcc {
         start_ts: Timestamp,
         commit_ts: Timestamp,
     ) -> Result<(), MvccError> {
+        let ticket = self.commit_visible(keys, start_ts, commit_ts)?;
+        self.sync_through(ticket)
+    }
+
+    /// The first half of `commit`: writes the commit records and releases the locks, so
+    /// the commit is visible and other transactions may lock the keys at once, but it is
+    /// not durable (and must not be acknowledged) until `sync_through(ticket)` returns.
+    /// Whatever another transaction builds on it is appended later, so it cannot become
+    /// durable first: releasing locks early is safe (early lock release).
+    pub fn commit_visible(
+        &self,
+        keys: &[Vec<u8>],
+        start_ts: Timestamp,
+        commit_ts: Timestamp,
+    ) -> Result<DurabilityTicket, MvccError> {
         assert!(commit_ts > start_ts, "commit_ts must follow start_ts");
         let encoded: Vec<Vec<u8>> = keys.iter().map(|k| encode_user_key(k)).collect();
         let _latch = self.latches.acquire(&encoded);
@@ -616,8 +665,7 @@ impl Mvcc {
         for (key, ek) in keys.iter().zip(&encoded) {
             self.commit_key(&mut batch, key, ek, start_ts, commit_ts)?;
         }
-        self.apply(batch, true)?;
-        Ok(())
+        self.apply(batch)
     }
 
     fn rollback_key(
@@ -662,7 +710,7 @@ impl Mvcc {
         for ek in &encoded {
             self.rollback_key(&mut batch, ek, start_ts)?;
         }
-        self.apply(batch, false)?;
+        let _ = self.apply(batch)?;
         Ok(())
     }
 
@@ -695,7 +743,7 @@ impl Mvcc {
         }
         let mut batch = WriteBatch::new();
         self.rollback_key(&mut batch, &ek, lock_ts)?;
-        self.apply(batch, false)?;
+        let _ = self.apply(batch)?;
         Ok(TxnStatus::RolledBack)
     }
 
@@ -715,7 +763,7 @@ impl Mvcc {
                     lock.ttl_ms = ttl_ms;
                     let mut batch = WriteBatch::new();
                     batch.put(Cf::Lock, ek, lock.to_bytes());
-                    self.apply(batch, false)?;
+                    let _ = self.apply(batch)?;
                 }
                 Ok(lock.ttl_ms)
             }
@@ -737,7 +785,7 @@ impl Mvcc {
         match commit_ts {
             Some(commit_ts) => {
                 let encoded: Vec<Vec<u8>> = keys.iter().map(|k| encode_user_key(k)).collect();
-                let _latch = self.latches.acquire(&encoded);
+                let latch = self.latches.acquire(&encoded);
                 let mut batch = WriteBatch::new();
                 for (key, ek) in keys.iter().zip(&encoded) {
                     match self.commit_key(&mut batch, key, ek, start_ts, commit_ts) {
@@ -745,8 +793,9 @@ impl Mvcc {
                         Err(e) => return Err(e),
                     }
                 }
-                self.apply(batch, true)?;
-                Ok(())
+                let ticket = self.apply(batch)?;
+                drop(latch);
+                self.sync_through(ticket)
             }
             None => match self.rollback(keys, start_ts) {
                 Ok(()) => Ok(()),

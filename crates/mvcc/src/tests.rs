@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use flotilla_storage::{FjallEngine, FjallOptions};
+use flotilla_storage::{
+    Cf, DurabilityTicket, FjallEngine, FjallOptions, KvIter, StorageError, WriteBatch,
+};
 use flotilla_types::Timestamp;
 
 use crate::{LockKind, Mutation, MutationOp, Mvcc, MvccError, TxnStatus};
@@ -267,4 +269,114 @@ fn locks_are_seen_after_reopening_the_store() {
     ));
     m.rollback(&[b"k".to_vec()], ts(10)).unwrap();
     assert_eq!(m.get(b"k", ts(20), None).unwrap(), None);
+}
+
+#[test]
+fn a_rolled_back_transaction_cannot_lock_late_even_under_newer_history() {
+    let (_d, m) = mvcc();
+    write(&m, b"k", b"old", 5, 6);
+    m.acquire_pessimistic_lock(
+        &[(b"k".to_vec(), false)],
+        b"k",
+        ts(10),
+        ts(10),
+        3_000,
+        false,
+    )
+    .unwrap();
+    // Someone decides transaction 10 is dead and rolls it back; then others commit.
+    assert_eq!(
+        m.check_txn_status(b"k", ts(10), ts(100), true).unwrap(),
+        TxnStatus::RolledBack
+    );
+    write(&m, b"k", b"new", 20, 21);
+    let err = m
+        .acquire_pessimistic_lock(
+            &[(b"k".to_vec(), false)],
+            b"k",
+            ts(10),
+            ts(30),
+            3_000,
+            false,
+        )
+        .unwrap_err();
+    assert!(matches!(err, MvccError::TxnLockNotFound { .. }), "{err:?}");
+    // An optimistic prewrite of it on a key it never touched is fenced the same way once
+    // rolled back there.
+    m.rollback(&[b"fresh".to_vec()], ts(10)).unwrap();
+    let err = m
+        .prewrite(&[put(b"fresh", b"x")], b"k", ts(10), 3_000)
+        .unwrap_err();
+    assert!(matches!(err, MvccError::TxnLockNotFound { .. }), "{err:?}");
+}
+
+#[test]
+fn a_retried_prewrite_of_a_committed_transaction_changes_nothing() {
+    let (_d, m) = mvcc();
+    write(&m, b"k", b"v1", 10, 11);
+    write(&m, b"k", b"v2", 20, 21);
+    // The prewrite of transaction 10 arrives again (a client retry): a no-op, not a conflict
+    // and not a new lock.
+    m.prewrite(&[put(b"k", b"v1")], b"k", ts(10), 3_000)
+        .unwrap();
+    assert_eq!(m.lock_of(b"k").unwrap(), None);
+    assert_eq!(m.get(b"k", ts(30), None).unwrap(), Some(b"v2".to_vec()));
+}
+
+/// An engine whose fsyncs wait for the test's word, to observe what a commit holds while
+/// its fsync runs.
+struct GatedSync {
+    inner: FjallEngine,
+    in_sync: std::sync::mpsc::SyncSender<()>,
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl flotilla_storage::KvEngine for GatedSync {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.get(cf, key)
+    }
+
+    fn scan<'a>(&'a self, cf: Cf, start: &[u8], end: &[u8], reverse: bool) -> KvIter<'a> {
+        self.inner.scan(cf, start, end, reverse)
+    }
+
+    fn append(&self, batch: WriteBatch) -> Result<DurabilityTicket, StorageError> {
+        self.inner.append(batch)
+    }
+
+    fn sync_through(&self, ticket: DurabilityTicket) -> Result<(), StorageError> {
+        let _ = self.in_sync.send(());
+        let _ = self.release.lock().unwrap().recv();
+        self.inner.sync_through(ticket)
+    }
+
+    fn disk_space_bytes(&self) -> u64 {
+        self.inner.disk_space_bytes()
+    }
+}
+
+#[test]
+fn a_commit_waiting_for_its_fsync_holds_no_latches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (in_sync_tx, in_sync) = std::sync::mpsc::sync_channel(1);
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let engine = Arc::new(GatedSync {
+        inner: FjallEngine::open(dir.path(), &FjallOptions::default()).unwrap(),
+        in_sync: in_sync_tx,
+        release: std::sync::Mutex::new(release_rx),
+    });
+    let m = Arc::new(Mvcc::new(engine).unwrap());
+    m.prewrite(&[put(b"k", b"v")], b"k", ts(10), 3_000).unwrap();
+    let committer = {
+        let m = m.clone();
+        std::thread::spawn(move || m.commit(&[b"k".to_vec()], ts(10), ts(11)))
+    };
+    in_sync.recv().unwrap();
+    // The commit is appended and waiting for its fsync. Another transaction can lock the
+    // key now (this would hang if the commit still held the key's latch).
+    m.acquire_pessimistic_lock(&[(b"k".to_vec(), false)], b"k", ts(20), ts(20), 3_000, true)
+        .map(|values| assert_eq!(values, vec![Some(b"v".to_vec())]))
+        .unwrap();
+    release.send(()).unwrap();
+    committer.join().unwrap().unwrap();
 }

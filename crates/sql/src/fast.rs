@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::ArrayRef;
-use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
@@ -52,10 +52,27 @@ fn literal(expr: &Expr) -> Option<ScalarValue> {
         } => {
             let inner = literal(expr)?;
             let ty = crate::ddl::sql_type(data_type).ok()?;
+            let target = arrow_type(&ty);
             if inner.is_null() {
-                return ScalarValue::try_from(&arrow_type(&ty)).ok();
+                return ScalarValue::try_from(&target).ok();
             }
-            inner.cast_to(&arrow_type(&ty)).ok()
+            // Bound integer parameters arrive as casts of their text; convert those without
+            // building Arrow arrays, since this runs on every execution.
+            if let ScalarValue::Utf8(Some(text)) = &inner {
+                match target {
+                    DataType::Int16 => {
+                        return text.parse().ok().map(|v| ScalarValue::Int16(Some(v)));
+                    }
+                    DataType::Int32 => {
+                        return text.parse().ok().map(|v| ScalarValue::Int32(Some(v)));
+                    }
+                    DataType::Int64 => {
+                        return text.parse().ok().map(|v| ScalarValue::Int64(Some(v)));
+                    }
+                    _ => {}
+                }
+            }
+            inner.cast_to(&target).ok()
         }
         Expr::Nested(e) => literal(e),
         _ => None,

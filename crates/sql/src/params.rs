@@ -8,10 +8,9 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
-    Expr, Statement, Value, visit_expressions, visit_expressions_mut,
+    CastKind, DataType as SqlDataType, ExactNumberInfo, Expr, Statement, TimezoneInfo,
+    UnaryOperator, Value, visit_expressions, visit_expressions_mut,
 };
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 
 use crate::error::SqlError;
 
@@ -37,47 +36,91 @@ pub(crate) fn parameter_count(statement: &Statement) -> usize {
     max
 }
 
-/// The SQL type name DataFusion plans a CAST to for an Arrow type.
-fn sql_type_name(t: &DataType) -> Option<&'static str> {
+/// The SQL type DataFusion plans a CAST to for an Arrow type.
+fn sql_type(t: &DataType) -> Option<SqlDataType> {
     Some(match t {
-        DataType::Boolean => "BOOLEAN",
-        DataType::Int16 => "SMALLINT",
-        DataType::Int32 => "INTEGER",
-        DataType::Int64 => "BIGINT",
-        DataType::Float32 => "REAL",
-        DataType::Float64 => "DOUBLE PRECISION",
-        DataType::Date32 => "DATE",
-        DataType::Timestamp(_, None) => "TIMESTAMP",
-        DataType::Timestamp(_, Some(_)) => "TIMESTAMP WITH TIME ZONE",
-        DataType::Binary => "BYTEA",
+        DataType::Boolean => SqlDataType::Boolean,
+        DataType::Int16 => SqlDataType::SmallInt(None),
+        DataType::Int32 => SqlDataType::Integer(None),
+        DataType::Int64 => SqlDataType::BigInt(None),
+        DataType::Float32 => SqlDataType::Real,
+        DataType::Float64 => SqlDataType::DoublePrecision,
+        DataType::Date32 => SqlDataType::Date,
+        DataType::Timestamp(_, None) => SqlDataType::Timestamp(None, TimezoneInfo::None),
+        DataType::Timestamp(_, Some(_)) => SqlDataType::Timestamp(None, TimezoneInfo::WithTimeZone),
+        DataType::Binary => SqlDataType::Bytea,
+        DataType::Decimal128(p, s) => {
+            SqlDataType::Numeric(ExactNumberInfo::PrecisionAndScale(*p as u64, *s as i64))
+        }
         _ => return None,
     })
 }
 
-/// SQL text of a literal with the value and type of `value`.
-fn literal_sql(value: &ScalarValue) -> Result<String, SqlError> {
+fn cast(expr: Expr, data_type: SqlDataType) -> Expr {
+    Expr::Cast {
+        kind: CastKind::Cast,
+        expr: Box::new(expr),
+        data_type,
+        array: false,
+        format: None,
+    }
+}
+
+/// The text of a non-null scalar, as PostgreSQL's input functions accept it. The common
+/// types are formatted directly; the rest through Arrow's display of a one-row array.
+fn scalar_text(value: &ScalarValue) -> Result<String, SqlError> {
+    Ok(match value {
+        ScalarValue::Int16(Some(v)) => v.to_string(),
+        ScalarValue::Int32(Some(v)) => v.to_string(),
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => s.clone(),
+        _ => {
+            let array = value.to_array().map_err(crate::error::datafusion_error)?;
+            let formatter = ArrayFormatter::try_new(array.as_ref(), &FormatOptions::default())
+                .map_err(|e| SqlError::internal(e.to_string()))?;
+            formatter.value(0).to_string()
+        }
+    })
+}
+
+/// A literal expression with the value and type of `value`, built directly (binding runs
+/// on every execution of a prepared statement, so it never goes through the parser).
+fn literal_expr(value: &ScalarValue) -> Result<Expr, SqlError> {
     let t = value.data_type();
     if value.is_null() {
-        return Ok(match (&t, sql_type_name(&t)) {
-            (DataType::Decimal128(p, s), _) => format!("CAST(NULL AS NUMERIC({p},{s}))"),
-            (_, Some(name)) => format!("CAST(NULL AS {name})"),
-            _ => "NULL".into(),
+        return Ok(match sql_type(&t) {
+            Some(ty) => cast(Expr::value(Value::Null), ty),
+            None => Expr::value(Value::Null),
         });
     }
-    let array = value.to_array().map_err(crate::error::datafusion_error)?;
-    let formatter = ArrayFormatter::try_new(array.as_ref(), &FormatOptions::default())
-        .map_err(|e| SqlError::internal(e.to_string()))?;
-    let text = formatter.value(0).to_string();
-    let quoted = format!("'{}'", text.replace('\'', "''"));
+    if let ScalarValue::Boolean(Some(b)) = value {
+        return Ok(Expr::value(Value::Boolean(*b)));
+    }
+    if let ScalarValue::Int64(Some(v)) = value {
+        // The parser reads `-5` as minus applied to 5; bind to the same shape.
+        let number = Expr::value(Value::Number(v.unsigned_abs().to_string(), false));
+        return Ok(if *v < 0 {
+            Expr::UnaryOp {
+                op: UnaryOperator::Minus,
+                expr: Box::new(number),
+            }
+        } else {
+            number
+        });
+    }
+    let text = scalar_text(value)?;
     Ok(match &t {
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => quoted,
-        DataType::Boolean => text.to_uppercase(),
-        DataType::Int64 => text,
-        DataType::Decimal128(p, s) => format!("CAST({quoted} AS NUMERIC({p},{s}))"),
-        DataType::Binary | DataType::LargeBinary => format!("CAST(X'{text}' AS BYTEA)"),
-        other => match sql_type_name(other) {
-            Some(name) => format!("CAST({quoted} AS {name})"),
-            None => quoted,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            Expr::value(Value::SingleQuotedString(text))
+        }
+        DataType::Binary | DataType::LargeBinary => cast(
+            Expr::value(Value::HexStringLiteral(text)),
+            SqlDataType::Bytea,
+        ),
+        other => match sql_type(other) {
+            Some(ty) => cast(Expr::value(Value::SingleQuotedString(text)), ty),
+            None => Expr::value(Value::SingleQuotedString(text)),
         },
     })
 }
@@ -86,12 +129,7 @@ fn literal_sql(value: &ScalarValue) -> Result<String, SqlError> {
 pub(crate) fn bind(statement: &mut Statement, params: &[ScalarValue]) -> Result<(), SqlError> {
     let mut literals = Vec::with_capacity(params.len());
     for p in params {
-        let sql = literal_sql(p)?;
-        let expr = Parser::new(&PostgreSqlDialect {})
-            .try_with_sql(&sql)
-            .and_then(|mut parser| parser.parse_expr())
-            .map_err(|e| SqlError::internal(format!("bind literal {sql}: {e}")))?;
-        literals.push(expr);
+        literals.push(literal_expr(p)?);
     }
     let mut missing = None;
     let _ = visit_expressions_mut(statement, |e: &mut Expr| {
@@ -117,6 +155,9 @@ pub(crate) fn bind(statement: &mut Statement, params: &[ScalarValue]) -> Result<
 
 #[cfg(test)]
 mod tests {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
     use super::*;
 
     fn parse(sql: &str) -> Statement {
@@ -142,6 +183,40 @@ mod tests {
             s.to_string(),
             "UPDATE t SET a = a + CAST('-5' AS INTEGER), b = CAST(NULL AS DOUBLE PRECISION) WHERE k = 'it''s'"
         );
+    }
+
+    /// The literal built for each type is exactly the expression the parser produces for
+    /// its SQL text, so a bound statement plans as if the client had written literals.
+    #[test]
+    fn built_literals_equal_parsed_literals() {
+        let values = [
+            ScalarValue::Boolean(Some(true)),
+            ScalarValue::Int16(Some(-7)),
+            ScalarValue::Int32(Some(i32::MIN)),
+            ScalarValue::Int64(Some(42)),
+            ScalarValue::Int64(Some(-9)),
+            ScalarValue::Int64(Some(i64::MIN)),
+            ScalarValue::Float32(Some(1.5)),
+            ScalarValue::Float64(Some(-0.25)),
+            ScalarValue::Utf8(Some("it's".into())),
+            ScalarValue::Decimal128(Some(12345), 10, 2),
+            ScalarValue::Date32(Some(19000)),
+            ScalarValue::TimestampMicrosecond(Some(1_700_000_000_000_000), None),
+            ScalarValue::TimestampMicrosecond(Some(1), Some("+00:00".into())),
+            ScalarValue::Binary(Some(vec![0xde, 0xad])),
+            ScalarValue::Int32(None),
+            ScalarValue::Decimal128(None, 5, 1),
+            ScalarValue::Null,
+        ];
+        for value in values {
+            let built = literal_expr(&value).unwrap();
+            let text = built.to_string();
+            let parsed = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&text)
+                .and_then(|mut p| p.parse_expr())
+                .unwrap();
+            assert_eq!(built, parsed, "{value:?} as {text}");
+        }
     }
 
     #[test]

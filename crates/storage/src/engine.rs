@@ -116,6 +116,11 @@ impl WriteBatch {
     }
 }
 
+/// Names an appended batch for `KvEngine::sync_through`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[must_use = "an appended batch is not durable until sync_through(ticket)"]
+pub struct DurabilityTicket(pub(crate) u64);
+
 /// What Flotilla needs from a local storage engine.
 pub trait KvEngine: Send + Sync + 'static {
     /// Reads one key.
@@ -127,7 +132,23 @@ pub trait KvEngine: Send + Sync + 'static {
 
     /// Applies a batch atomically. With `sync`, returns only after the batch is durable
     /// (fsync), sharing the fsync with concurrent writers (group commit).
-    fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StorageError>;
+    fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StorageError> {
+        let ticket = self.append(batch)?;
+        if sync {
+            self.sync_through(ticket)?;
+        }
+        Ok(())
+    }
+
+    /// Applies a batch atomically and makes it visible to readers, without waiting for it
+    /// to become durable. Returns the ticket to pass to `sync_through`. Durability follows
+    /// append order: once a batch is durable, so is every batch appended before it.
+    fn append(&self, batch: WriteBatch) -> Result<DurabilityTicket, StorageError>;
+
+    /// Returns once the batch that got `ticket` (and every batch appended before it) is
+    /// durable, sharing the fsync with concurrent writers (group commit). Lets a caller
+    /// release its latches between appending and waiting.
+    fn sync_through(&self, ticket: DurabilityTicket) -> Result<(), StorageError>;
 
     /// Approximate bytes on disk, for status reporting.
     fn disk_space_bytes(&self) -> u64;

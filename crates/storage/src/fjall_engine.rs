@@ -1,6 +1,8 @@
 use std::path::Path;
 
-use crate::engine::{Cf, KvEngine, KvIter, StorageError, WriteBatch, WriteOp, bounds};
+use crate::engine::{
+    Cf, DurabilityTicket, KvEngine, KvIter, StorageError, WriteBatch, WriteOp, bounds,
+};
 use crate::group_commit::GroupCommit;
 
 /// When a write asked to be durable is considered durable.
@@ -102,9 +104,10 @@ impl KvEngine for FjallEngine {
         }
     }
 
-    fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StorageError> {
+    fn append(&self, batch: WriteBatch) -> Result<DurabilityTicket, StorageError> {
         if batch.is_empty() {
-            return Ok(());
+            // Nothing new to make durable; a ticket for what is already appended is exact.
+            return Ok(DurabilityTicket(self.group_commit.current()));
         }
         let mut fjall_batch = self.db.batch();
         for op in batch.into_ops() {
@@ -116,18 +119,22 @@ impl KvEngine for FjallEngine {
             }
         }
         // Appending to the journal is atomic for the whole batch: recovery replays it whole
-        // or not at all. Durability is added below, shared between concurrent writers.
+        // or not at all. Durability is added by sync_through, shared between writers. The
+        // sequence number is taken after the append, so a sync that covers it covers the
+        // batch.
         fjall_batch.commit().map_err(engine_err)?;
-        if !sync {
-            return Ok(());
-        }
+        Ok(DurabilityTicket(self.group_commit.appended()))
+    }
+
+    fn sync_through(&self, ticket: DurabilityTicket) -> Result<(), StorageError> {
         let mode = match self.sync_policy {
             SyncPolicy::Fsync => fjall::PersistMode::SyncData,
             SyncPolicy::Buffered => fjall::PersistMode::Buffer,
         };
-        let seq = self.group_commit.appended();
         self.group_commit
-            .wait_durable(seq, || self.db.persist(mode).map_err(|e| e.to_string()))
+            .wait_durable(ticket.0, || {
+                self.db.persist(mode).map_err(|e| e.to_string())
+            })
             .map_err(StorageError::Poisoned)
     }
 

@@ -34,6 +34,11 @@ impl GroupCommit {
         state.appended_seq
     }
 
+    /// The sequence number of the most recent appended batch.
+    pub(crate) fn current(&self) -> u64 {
+        self.state.lock().appended_seq
+    }
+
     /// Blocks until the batch with sequence `seq` is durable, running `sync` itself when no
     /// other writer is syncing.
     pub(crate) fn wait_durable(

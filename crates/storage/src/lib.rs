@@ -8,5 +8,7 @@ mod engine;
 mod fjall_engine;
 mod group_commit;
 
-pub use engine::{Cf, EngineRef, KvEngine, KvIter, KvPair, StorageError, WriteBatch, WriteOp};
+pub use engine::{
+    Cf, DurabilityTicket, EngineRef, KvEngine, KvIter, KvPair, StorageError, WriteBatch, WriteOp,
+};
 pub use fjall_engine::{FjallEngine, FjallOptions, SyncPolicy};

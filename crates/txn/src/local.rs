@@ -255,13 +255,13 @@ impl TxnKv for LocalTxnKv {
         start_ts: Timestamp,
         commit_ts: Timestamp,
     ) -> Result<(), TxnError> {
-        // Committing syncs the journal (shared with concurrent commits); keep that off the
+        // The commit becomes visible and its locks are released first, so waiters go on
+        // while the fsync runs (see `Mvcc::commit_visible`); the caller hears of success
+        // only once it is durable. The fsync (shared with concurrent commits) runs off the
         // async workers.
-        let released = keys.clone();
-        self.blocking(move |mvcc| mvcc.commit(&keys, start_ts, commit_ts))
-            .await?;
-        self.waits.released(&released);
-        Ok(())
+        let ticket = self.mvcc.commit_visible(&keys, start_ts, commit_ts)?;
+        self.waits.released(&keys);
+        self.blocking(move |mvcc| mvcc.sync_through(ticket)).await
     }
 
     async fn rollback(&self, keys: Vec<Vec<u8>>, start_ts: Timestamp) -> Result<(), TxnError> {
