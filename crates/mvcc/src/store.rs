@@ -1,5 +1,5 @@
 use flotilla_codec::prefix_end;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use flotilla_storage::{Cf, DurabilityTicket, EngineRef, KvPair, WriteBatch, WriteOp};
@@ -35,6 +35,19 @@ pub struct Mutation {
     pub pessimistic: bool,
 }
 
+/// Where prewrite keeps a transaction's locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrewriteLocks {
+    /// In the lock CF. Needed when the transaction commits in more than one batch: a crash
+    /// between them must leave locks behind for others to resolve.
+    Durable,
+    /// In memory only. The caller promises to commit every prewritten key in one `commit`
+    /// call; that batch is atomic, so a crash before it leaves nothing to resolve and the
+    /// locks need never reach the disk (one journal write per transaction, not two).
+    /// Readers and writers meet these locks exactly as they meet durable ones.
+    Volatile,
+}
+
 /// The fate of a transaction as recorded at its primary key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxnStatus {
@@ -63,10 +76,13 @@ pub struct Mvcc {
     /// added before its lock is written and removed after its lock is deleted), so a key
     /// outside it needs no lookup in the lock CF, which is the common case for reads.
     locked: RwLock<BTreeSet<Vec<u8>>>,
-    /// Pessimistic locks live only in memory (as TiKV's in-memory pessimistic locks do):
-    /// they are taken before a value is known, never block readers, and die with the
-    /// transaction's coordinator anyway, so writing them to disk would buy nothing.
-    pessimistic: Mutex<HashMap<Vec<u8>, Lock>>,
+    /// Locks that live only in memory, by encoded key. Pessimistic locks (as TiKV's
+    /// in-memory pessimistic locks): they are taken before a value is known, never block
+    /// readers, and die with the transaction's coordinator anyway, so writing them to disk
+    /// would buy nothing. And volatile prewrite locks (`PrewriteLocks::Volatile`), which
+    /// hold the value (of any length) until the one commit batch writes it. Ordered, so
+    /// scans can find the blocking ones in their range.
+    memory: Mutex<BTreeMap<Vec<u8>, Lock>>,
 }
 
 fn lock_info(key: &[u8], lock: &Lock) -> LockInfo {
@@ -90,7 +106,7 @@ impl Mvcc {
             engine,
             latches: Latches::new(LATCH_SLOTS),
             locked: RwLock::new(locked),
-            pessimistic: Mutex::new(HashMap::new()),
+            memory: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -143,11 +159,11 @@ impl Mvcc {
             }
         }
         if !memory_put.is_empty() || !memory_delete.is_empty() {
-            let mut pessimistic = self.pessimistic.lock();
+            let mut memory = self.memory.lock();
             for key in &memory_delete {
-                pessimistic.remove(key);
+                memory.remove(key);
             }
-            pessimistic.extend(memory_put);
+            memory.extend(memory_put);
         }
         Ok(ticket)
     }
@@ -185,11 +201,11 @@ impl Mvcc {
 
     fn load_lock(&self, ek: &[u8]) -> Result<Option<Lock>, MvccError> {
         if !self.locked.read().contains(ek) {
-            return Ok(self.pessimistic.lock().get(ek).cloned());
+            return Ok(self.memory.lock().get(ek).cloned());
         }
         match self.engine.get(Cf::Lock, ek)? {
             Some(bytes) => Ok(Some(Lock::from_bytes(&bytes)?)),
-            None => Ok(self.pessimistic.lock().get(ek).cloned()),
+            None => Ok(self.memory.lock().get(ek).cloned()),
         }
     }
 
@@ -307,6 +323,26 @@ impl Mvcc {
         }
     }
 
+    /// The first in-memory lock in `[start, end)` that blocks a reader at `read_ts`.
+    fn memory_blocker(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        read_ts: Timestamp,
+        reader: Option<Timestamp>,
+    ) -> Option<(Vec<u8>, Lock)> {
+        let upper = if end.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(end)
+        };
+        self.memory
+            .lock()
+            .range::<[u8], _>((Bound::Included(start), upper))
+            .find(|(_, lock)| Self::blocks_reader(lock, read_ts, reader))
+            .map(|(k, l)| (k.clone(), l.clone()))
+    }
+
     fn blocks_reader(lock: &Lock, read_ts: Timestamp, reader: Option<Timestamp>) -> bool {
         // Pessimistic locks are taken before the value is known; they never block readers.
         lock.kind != LockKind::Pessimistic
@@ -366,6 +402,12 @@ impl Mvcc {
                     &lock,
                 )));
             }
+        }
+        if let Some((lock_key, lock)) = self.memory_blocker(&es, &ee, read_ts, reader) {
+            return Err(MvccError::KeyIsLocked(lock_info(
+                &decode_user_key(&lock_key)?,
+                &lock,
+            )));
         }
         let mut out = Vec::new();
         let mut decided: Option<Vec<u8>> = None;
@@ -507,10 +549,12 @@ impl Mvcc {
         primary: &[u8],
         start_ts: Timestamp,
         ttl_ms: u64,
+        placement: PrewriteLocks,
     ) -> Result<(), MvccError> {
         let encoded: Vec<Vec<u8>> = mutations.iter().map(|m| encode_user_key(&m.key)).collect();
         let _latch = self.latches.acquire(&encoded);
         let mut batch = WriteBatch::new();
+        let mut volatile = Vec::new();
         for (mutation, ek) in mutations.iter().zip(&encoded) {
             let existing = self.load_lock(ek)?;
             match &existing {
@@ -560,6 +604,11 @@ impl Mvcc {
                 }
             }
             let (kind, short_value) = match &mutation.op {
+                // A volatile lock carries its value whatever its length; commit moves a long
+                // one to the default CF.
+                MutationOp::Put(value) if placement == PrewriteLocks::Volatile => {
+                    (LockKind::Put, Some(value.clone()))
+                }
                 MutationOp::Put(value) if value.len() <= SHORT_VALUE_MAX_BYTES => {
                     (LockKind::Put, Some(value.clone()))
                 }
@@ -584,11 +633,18 @@ impl Mvcc {
                     .unwrap_or(ttl_ms),
                 short_value,
             };
-            batch.put(Cf::Lock, ek.clone(), lock.to_bytes());
+            match placement {
+                PrewriteLocks::Durable => batch.put(Cf::Lock, ek.clone(), lock.to_bytes()),
+                PrewriteLocks::Volatile => volatile.push((ek.clone(), lock)),
+            }
         }
         // Not synced: the commit batch comes later in the same journal, and syncing it makes
         // this one durable too.
         let _ = self.apply(batch)?;
+        if !volatile.is_empty() {
+            // Under the latches, like any lock write; replaces the pessimistic locks.
+            self.memory.lock().extend(volatile);
+        }
         Ok(())
     }
 
@@ -613,10 +669,15 @@ impl Mvcc {
                         return Ok(());
                     }
                 };
+                let mut short_value = lock.short_value;
+                if let Some(value) = short_value.take_if(|v| v.len() > SHORT_VALUE_MAX_BYTES) {
+                    // Only a volatile lock carries a long value.
+                    batch.put(Cf::Default, versioned_key(ek, start_ts), value);
+                }
                 let write = Write {
                     kind,
                     start_ts,
-                    short_value: lock.short_value,
+                    short_value,
                 };
                 if matches!(kind, WriteKind::Put | WriteKind::Delete) {
                     Self::put_latest(batch, ek, commit_ts, &write);
@@ -761,9 +822,14 @@ impl Mvcc {
             Some(mut lock) if lock.start_ts == start_ts => {
                 if ttl_ms > lock.ttl_ms {
                     lock.ttl_ms = ttl_ms;
-                    let mut batch = WriteBatch::new();
-                    batch.put(Cf::Lock, ek, lock.to_bytes());
-                    let _ = self.apply(batch)?;
+                    if self.locked.read().contains(&ek) {
+                        let mut batch = WriteBatch::new();
+                        batch.put(Cf::Lock, ek, lock.to_bytes());
+                        let _ = self.apply(batch)?;
+                    } else {
+                        // An in-memory lock stays in memory.
+                        self.memory.lock().insert(ek, lock.clone());
+                    }
                 }
                 Ok(lock.ttl_ms)
             }

@@ -7,7 +7,7 @@ use flotilla_storage::{
 };
 use flotilla_types::Timestamp;
 
-use crate::{LockKind, Mutation, MutationOp, Mvcc, MvccError, TxnStatus};
+use crate::{LockKind, Mutation, MutationOp, Mvcc, MvccError, PrewriteLocks, TxnStatus};
 
 fn mvcc() -> (tempfile::TempDir, Mvcc) {
     let dir = tempfile::tempdir().unwrap();
@@ -28,8 +28,14 @@ fn ts(n: u64) -> Timestamp {
 }
 
 fn write(m: &Mvcc, key: &[u8], value: &[u8], start: u64, commit: u64) {
-    m.prewrite(&[put(key, value)], key, ts(start), 3_000)
-        .unwrap();
+    m.prewrite(
+        &[put(key, value)],
+        key,
+        ts(start),
+        3_000,
+        PrewriteLocks::Durable,
+    )
+    .unwrap();
     m.commit(&[key.to_vec()], ts(start), ts(commit)).unwrap();
 }
 
@@ -56,6 +62,7 @@ fn committed_versions_are_visible_from_their_commit_ts() {
         b"k",
         ts(60),
         3_000,
+        PrewriteLocks::Durable,
     )
     .unwrap();
     m.commit(&[b"k".to_vec()], ts(60), ts(61)).unwrap();
@@ -105,6 +112,7 @@ fn prewrite_locks_block_readers_but_pessimistic_locks_do_not() {
         b"k",
         ts(10),
         3_000,
+        PrewriteLocks::Durable,
     )
     .unwrap();
     assert!(matches!(
@@ -129,7 +137,13 @@ fn conflicts_are_detected() {
     write(&m, b"k", b"v", 10, 20);
     // Optimistic: a commit at or after start_ts conflicts.
     let err = m
-        .prewrite(&[put(b"k", b"x")], b"k", ts(15), 3_000)
+        .prewrite(
+            &[put(b"k", b"x")],
+            b"k",
+            ts(15),
+            3_000,
+            PrewriteLocks::Durable,
+        )
         .unwrap_err();
     assert!(matches!(err, MvccError::WriteConflict { .. }));
     // Pessimistic: a commit after for_update_ts conflicts; a newer for_update_ts does not.
@@ -178,8 +192,14 @@ fn conflicts_are_detected() {
 #[test]
 fn a_rolled_back_transaction_can_neither_prewrite_late_nor_commit() {
     let (_d, m) = mvcc();
-    m.prewrite(&[put(b"a", b"1"), put(b"b", b"2")], b"a", ts(10), 3_000)
-        .unwrap();
+    m.prewrite(
+        &[put(b"a", b"1"), put(b"b", b"2")],
+        b"a",
+        ts(10),
+        3_000,
+        PrewriteLocks::Durable,
+    )
+    .unwrap();
     m.rollback(&[b"a".to_vec(), b"b".to_vec()], ts(10)).unwrap();
     assert_eq!(m.get(b"a", ts(50), None).unwrap(), None);
     assert!(matches!(
@@ -187,7 +207,13 @@ fn a_rolled_back_transaction_can_neither_prewrite_late_nor_commit() {
         Err(MvccError::TxnLockNotFound { .. })
     ));
     assert!(matches!(
-        m.prewrite(&[put(b"a", b"1")], b"a", ts(10), 3_000),
+        m.prewrite(
+            &[put(b"a", b"1")],
+            b"a",
+            ts(10),
+            3_000,
+            PrewriteLocks::Durable
+        ),
         Err(MvccError::TxnLockNotFound { .. })
     ));
     // Rolling back a committed transaction is refused.
@@ -203,8 +229,14 @@ fn a_rolled_back_transaction_can_neither_prewrite_late_nor_commit() {
 #[test]
 fn locks_of_a_coordinator_that_died_after_committing_its_primary_are_resolved_as_committed() {
     let (_d, m) = mvcc();
-    m.prewrite(&[put(b"p", b"1"), put(b"s", b"2")], b"p", ts(10), 3_000)
-        .unwrap();
+    m.prewrite(
+        &[put(b"p", b"1"), put(b"s", b"2")],
+        b"p",
+        ts(10),
+        3_000,
+        PrewriteLocks::Durable,
+    )
+    .unwrap();
     m.commit(&[b"p".to_vec()], ts(10), ts(11)).unwrap();
     // The coordinator died here: the secondary is still locked.
     let lock = match m.get(b"s", ts(20), None) {
@@ -223,8 +255,14 @@ fn locks_of_a_coordinator_that_died_after_committing_its_primary_are_resolved_as
 #[test]
 fn locks_of_a_coordinator_that_died_before_committing_are_rolled_back_after_their_ttl() {
     let (_d, m) = mvcc();
-    m.prewrite(&[put(b"p", b"1"), put(b"s", b"2")], b"p", ts(10), 3_000)
-        .unwrap();
+    m.prewrite(
+        &[put(b"p", b"1"), put(b"s", b"2")],
+        b"p",
+        ts(10),
+        3_000,
+        PrewriteLocks::Durable,
+    )
+    .unwrap();
     // Within the TTL the transaction is presumed alive.
     let alive = m.check_txn_status(b"p", ts(10), ts(100), false).unwrap();
     assert!(matches!(alive, TxnStatus::Locked { .. }));
@@ -239,7 +277,14 @@ fn locks_of_a_coordinator_that_died_before_committing_are_rolled_back_after_thei
     // The late coordinator cannot commit.
     assert!(m.commit(&[b"p".to_vec()], ts(10), ts(9_001)).is_err());
     // A heartbeat keeps a live transaction's lock from lapsing.
-    m.prewrite(&[put(b"q", b"1")], b"q", ts(20), 100).unwrap();
+    m.prewrite(
+        &[put(b"q", b"1")],
+        b"q",
+        ts(20),
+        100,
+        PrewriteLocks::Durable,
+    )
+    .unwrap();
     m.txn_heartbeat(b"q", ts(20), 10_000).unwrap();
     assert!(matches!(
         m.check_txn_status(b"q", ts(20), ts(20 + 5_000), false)
@@ -254,7 +299,14 @@ fn locks_are_seen_after_reopening_the_store() {
     {
         let engine = Arc::new(FjallEngine::open(dir.path(), &FjallOptions::default()).unwrap());
         let m = Mvcc::new(engine).unwrap();
-        m.prewrite(&[put(b"k", b"v")], b"k", ts(10), 3_000).unwrap();
+        m.prewrite(
+            &[put(b"k", b"v")],
+            b"k",
+            ts(10),
+            3_000,
+            PrewriteLocks::Durable,
+        )
+        .unwrap();
     }
     // The set of locked keys is rebuilt from the lock CF: the lock still blocks readers.
     let engine = Arc::new(FjallEngine::open(dir.path(), &FjallOptions::default()).unwrap());
@@ -305,7 +357,13 @@ fn a_rolled_back_transaction_cannot_lock_late_even_under_newer_history() {
     // rolled back there.
     m.rollback(&[b"fresh".to_vec()], ts(10)).unwrap();
     let err = m
-        .prewrite(&[put(b"fresh", b"x")], b"k", ts(10), 3_000)
+        .prewrite(
+            &[put(b"fresh", b"x")],
+            b"k",
+            ts(10),
+            3_000,
+            PrewriteLocks::Durable,
+        )
         .unwrap_err();
     assert!(matches!(err, MvccError::TxnLockNotFound { .. }), "{err:?}");
 }
@@ -317,8 +375,14 @@ fn a_retried_prewrite_of_a_committed_transaction_changes_nothing() {
     write(&m, b"k", b"v2", 20, 21);
     // The prewrite of transaction 10 arrives again (a client retry): a no-op, not a conflict
     // and not a new lock.
-    m.prewrite(&[put(b"k", b"v1")], b"k", ts(10), 3_000)
-        .unwrap();
+    m.prewrite(
+        &[put(b"k", b"v1")],
+        b"k",
+        ts(10),
+        3_000,
+        PrewriteLocks::Durable,
+    )
+    .unwrap();
     assert_eq!(m.lock_of(b"k").unwrap(), None);
     assert_eq!(m.get(b"k", ts(30), None).unwrap(), Some(b"v2".to_vec()));
 }
@@ -366,7 +430,14 @@ fn a_commit_waiting_for_its_fsync_holds_no_latches() {
         release: std::sync::Mutex::new(release_rx),
     });
     let m = Arc::new(Mvcc::new(engine).unwrap());
-    m.prewrite(&[put(b"k", b"v")], b"k", ts(10), 3_000).unwrap();
+    m.prewrite(
+        &[put(b"k", b"v")],
+        b"k",
+        ts(10),
+        3_000,
+        PrewriteLocks::Durable,
+    )
+    .unwrap();
     let committer = {
         let m = m.clone();
         std::thread::spawn(move || m.commit(&[b"k".to_vec()], ts(10), ts(11)))
@@ -379,4 +450,97 @@ fn a_commit_waiting_for_its_fsync_holds_no_latches() {
         .unwrap();
     release.send(()).unwrap();
     committer.join().unwrap().unwrap();
+}
+
+#[test]
+fn volatile_prewrite_locks_act_like_durable_ones_but_never_reach_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(FjallEngine::open(dir.path(), &FjallOptions::default()).unwrap());
+    let m = Mvcc::new(engine.clone()).unwrap();
+    write(&m, b"a", b"old", 5, 6);
+    let long = vec![9u8; 1000];
+    m.prewrite(
+        &[put(b"a", b"new"), put(b"b", &long)],
+        b"a",
+        ts(10),
+        3_000,
+        PrewriteLocks::Volatile,
+    )
+    .unwrap();
+    // Readers at or after start_ts block on them, point reads and scans alike; the
+    // transaction itself and older snapshots do not.
+    assert!(matches!(
+        m.get(b"a", ts(20), None),
+        Err(MvccError::KeyIsLocked(ref l)) if l.start_ts == ts(10)
+    ));
+    assert!(matches!(
+        m.scan(b"", b"", ts(20), 10, None),
+        Err(MvccError::KeyIsLocked(_))
+    ));
+    assert_eq!(m.get(b"a", ts(8), None).unwrap(), Some(b"old".to_vec()));
+    assert_eq!(
+        m.get(b"a", ts(20), Some(ts(10))).unwrap(),
+        Some(b"old".to_vec())
+    );
+    // Writers meet them too.
+    assert!(matches!(
+        m.prewrite(
+            &[put(b"b", b"x")],
+            b"b",
+            ts(12),
+            3_000,
+            PrewriteLocks::Durable
+        ),
+        Err(MvccError::KeyIsLocked(_))
+    ));
+    // A heartbeat keeps them alive, still in memory.
+    assert_eq!(m.txn_heartbeat(b"a", ts(10), 9_000).unwrap(), 9_000);
+    assert_eq!(
+        flotilla_storage::KvEngine::scan(&*engine, Cf::Lock, b"", b"", false)
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap(),
+        vec![]
+    );
+    // A crash now (a new Mvcc over the same engine) leaves neither locks nor data.
+    let after_crash = Mvcc::new(engine.clone()).unwrap();
+    assert_eq!(after_crash.lock_of(b"a").unwrap(), None);
+    assert_eq!(after_crash.get(b"b", ts(20), None).unwrap(), None);
+    // Committed in one batch, both values are there, the long one included.
+    m.commit(&[b"a".to_vec(), b"b".to_vec()], ts(10), ts(11))
+        .unwrap();
+    assert_eq!(m.get(b"a", ts(20), None).unwrap(), Some(b"new".to_vec()));
+    assert_eq!(m.get(b"b", ts(20), None).unwrap(), Some(long.clone()));
+    assert_eq!(
+        m.scan(b"", b"", ts(20), 10, None).unwrap(),
+        vec![(b"a".to_vec(), b"new".to_vec()), (b"b".to_vec(), long)]
+    );
+}
+
+#[test]
+fn an_expired_volatile_transaction_is_rolled_back_and_cannot_commit() {
+    let (_d, m) = mvcc();
+    m.prewrite(
+        &[put(b"k", b"v")],
+        b"k",
+        ts(10),
+        100,
+        PrewriteLocks::Volatile,
+    )
+    .unwrap();
+    assert!(matches!(
+        m.check_txn_status(b"k", ts(10), ts(20), false).unwrap(),
+        TxnStatus::Locked { .. }
+    ));
+    // Long past its TTL.
+    assert_eq!(
+        m.check_txn_status(b"k", Timestamp::compose(1_000_010, 0), ts(100_000), false)
+            .unwrap(),
+        TxnStatus::RolledBack
+    );
+    assert_eq!(m.lock_of(b"k").unwrap(), None);
+    assert!(matches!(
+        m.commit(&[b"k".to_vec()], ts(10), ts(11)),
+        Err(MvccError::TxnLockNotFound { .. })
+    ));
+    assert_eq!(m.get(b"k", ts(20), None).unwrap(), None);
 }

@@ -64,13 +64,17 @@ pub trait TxnKv: Send + Sync + 'static {
         start_ts: Timestamp,
     ) -> Result<(), TxnError>;
 
-    /// Prewrites mutations (first phase of commit).
+    /// Prewrites mutations (first phase of commit). `one_commit_batch` promises that these
+    /// are all of the transaction's mutations and that exactly their keys will be
+    /// committed in one `commit` call; a store may then keep the locks in memory, since a
+    /// crash can no longer leave the commit half done.
     async fn prewrite(
         &self,
         mutations: Vec<Mutation>,
         primary: &[u8],
         start_ts: Timestamp,
         ttl_ms: u64,
+        one_commit_batch: bool,
     ) -> Result<(), TxnError>;
 
     /// Commits keys at `commit_ts`. When `keys` contains the primary it must come first:

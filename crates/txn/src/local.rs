@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use flotilla_mvcc::{LockInfo, Mutation, Mvcc, MvccError, TxnStatus};
+use flotilla_mvcc::{LockInfo, Mutation, Mvcc, MvccError, PrewriteLocks, TxnStatus};
 use flotilla_tso::TsoRef;
 use flotilla_types::Timestamp;
 
@@ -240,11 +240,18 @@ impl TxnKv for LocalTxnKv {
         primary: &[u8],
         start_ts: Timestamp,
         ttl_ms: u64,
+        one_commit_batch: bool,
     ) -> Result<(), TxnError> {
+        let placement = if one_commit_batch {
+            PrewriteLocks::Volatile
+        } else {
+            PrewriteLocks::Durable
+        };
         // Every key a pessimistic transaction writes is already locked by it, so prewrite
         // meets no live lock in practice; a lock left by a dead transaction is settled.
         self.with_lock_waits(Some(start_ts), 10_000, || {
-            self.mvcc.prewrite(&mutations, primary, start_ts, ttl_ms)
+            self.mvcc
+                .prewrite(&mutations, primary, start_ts, ttl_ms, placement)
         })
         .await
     }

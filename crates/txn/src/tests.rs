@@ -208,6 +208,7 @@ async fn restart_recovery_commits_or_rolls_back_every_orphan_lock() {
         b"p1",
         start,
         60_000,
+        false,
     )
     .await
     .unwrap();
@@ -222,6 +223,7 @@ async fn restart_recovery_commits_or_rolls_back_every_orphan_lock() {
         b"p2",
         start2,
         60_000,
+        false,
     )
     .await
     .unwrap();
@@ -241,11 +243,36 @@ async fn a_reader_resolves_the_secondary_of_a_committed_transaction() {
         op: flotilla_mvcc::MutationOp::Put(b"v".to_vec()),
         pessimistic: false,
     };
-    kv.prewrite(vec![put(b"p"), put(b"s")], b"p", start, 60_000)
+    kv.prewrite(vec![put(b"p"), put(b"s")], b"p", start, 60_000, false)
         .await
         .unwrap();
     let commit = f.tso.get_ts().await.unwrap();
     kv.commit(vec![b"p".to_vec()], start, commit).await.unwrap();
     // The lock on s has a long TTL, but its primary says committed: no waiting.
     assert_eq!(f.read(b"s").await, Some(b"v".to_vec()));
+}
+
+#[tokio::test]
+async fn transactions_commit_whole_whether_they_fit_one_request_or_not() {
+    let f = fixture();
+    for (keys, per_request) in [(3usize, 4usize), (7, 2)] {
+        let options = TxnOptions {
+            keys_per_request_max: per_request,
+            ..TxnOptions::default()
+        };
+        let mut t = Transaction::begin(f.kv.clone() as TxnKvRef, f.tso.clone(), options)
+            .await
+            .unwrap();
+        let key = |i: usize| format!("k{keys}-{i}").into_bytes();
+        t.lock_keys((0..keys).map(|i| (key(i), true)).collect(), false)
+            .await
+            .unwrap();
+        for i in 0..keys {
+            t.put(key(i), vec![i as u8; 300]).unwrap();
+        }
+        t.commit().await.unwrap();
+        for i in 0..keys {
+            assert_eq!(f.read(&key(i)).await, Some(vec![i as u8; 300]));
+        }
+    }
 }

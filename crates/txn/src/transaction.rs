@@ -317,6 +317,9 @@ impl Transaction {
             });
         }
         let written: Vec<Vec<u8>> = mutations.iter().map(|m| m.key.clone()).collect();
+        // A transaction that fits one request commits in one batch (below), so its
+        // prewrite locks need not be durable.
+        let one_commit_batch = mutations.len() <= self.options.keys_per_request_max;
         for chunk in mutations.chunks(self.options.keys_per_request_max) {
             if let Err(e) = self
                 .kv
@@ -325,6 +328,7 @@ impl Transaction {
                     &primary,
                     self.start_ts,
                     self.options.lock_ttl_ms,
+                    one_commit_batch,
                 )
                 .await
             {
