@@ -7,6 +7,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use flotilla_server::{Standalone, StandaloneConfig};
 
+/// mimalloc rather than glibc malloc: the server allocates many small, short-lived buffers
+/// across threads, where glibc's arenas cost about a tenth of the CPU (see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Flotilla: a highly available, horizontally scalable SQL database that speaks
 /// PostgreSQL's wire protocol.
 #[derive(Parser)]

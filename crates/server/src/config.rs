@@ -63,6 +63,9 @@ pub struct StorageSection {
     pub sync: String,
     /// Block cache size in bytes.
     pub cache_size_bytes: u64,
+    /// Bytes of the cache of point reads of rows' newest versions (a row cache); 0 turns
+    /// it off.
+    pub row_cache_bytes: u64,
 }
 
 impl Default for StorageSection {
@@ -70,6 +73,7 @@ impl Default for StorageSection {
         Self {
             sync: "fsync".into(),
             cache_size_bytes: 256 * 1024 * 1024,
+            row_cache_bytes: 256 * 1024 * 1024,
         }
     }
 }

@@ -72,6 +72,7 @@ impl Standalone {
                 &store_dir,
                 &FjallOptions {
                     cache_size_bytes: config.storage.cache_size_bytes,
+                    point_cache_bytes: config.storage.row_cache_bytes,
                     sync_policy,
                 },
             )

@@ -4,6 +4,7 @@ use crate::engine::{
     Cf, DurabilityTicket, KvEngine, KvIter, StorageError, WriteBatch, WriteOp, bounds,
 };
 use crate::group_commit::GroupCommit;
+use crate::point_cache::{Lookup, PointCache};
 
 /// When a write asked to be durable is considered durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -22,6 +23,9 @@ pub enum SyncPolicy {
 pub struct FjallOptions {
     /// Block cache size in bytes.
     pub cache_size_bytes: u64,
+    /// Bytes of the point-read cache of the `latest` CF (newest version of each row);
+    /// 0 disables it. See `point_cache`.
+    pub point_cache_bytes: u64,
     /// Durability of writes that ask for it.
     pub sync_policy: SyncPolicy,
 }
@@ -30,6 +34,7 @@ impl Default for FjallOptions {
     fn default() -> Self {
         Self {
             cache_size_bytes: 256 * 1024 * 1024,
+            point_cache_bytes: 256 * 1024 * 1024,
             sync_policy: SyncPolicy::Fsync,
         }
     }
@@ -41,6 +46,8 @@ pub struct FjallEngine {
     keyspaces: [fjall::Keyspace; 5],
     sync_policy: SyncPolicy,
     group_commit: GroupCommit,
+    /// Point reads of `Cf::Latest`, when enabled.
+    latest_cache: Option<PointCache>,
 }
 
 fn engine_err(e: fjall::Error) -> StorageError {
@@ -69,6 +76,8 @@ impl FjallEngine {
             keyspaces,
             sync_policy: options.sync_policy,
             group_commit: GroupCommit::default(),
+            latest_cache: (options.point_cache_bytes > 0)
+                .then(|| PointCache::new(options.point_cache_bytes)),
         })
     }
 
@@ -85,8 +94,21 @@ impl FjallEngine {
 
 impl KvEngine for FjallEngine {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        let value = self.keyspace(cf).get(key).map_err(engine_err)?;
-        Ok(value.map(|v| v.to_vec()))
+        let read = || -> Result<Option<Vec<u8>>, StorageError> {
+            let value = self.keyspace(cf).get(key).map_err(engine_err)?;
+            Ok(value.map(|v| v.to_vec()))
+        };
+        match (&self.latest_cache, cf) {
+            (Some(cache), Cf::Latest) => match cache.lookup(key) {
+                Lookup::Hit(value) => Ok(value),
+                Lookup::Miss(ticket) => {
+                    let value = read()?;
+                    cache.fill(ticket, key, value.clone());
+                    Ok(value)
+                }
+            },
+            _ => read(),
+        }
     }
 
     fn scan<'a>(&'a self, cf: Cf, start: &[u8], end: &[u8], reverse: bool) -> KvIter<'a> {
@@ -109,6 +131,33 @@ impl KvEngine for FjallEngine {
             // Nothing new to make durable; a ticket for what is already appended is exact.
             return Ok(DurabilityTicket(self.group_commit.current()));
         }
+        // The new `latest` values, for the cache, whose shards stay locked until the batch
+        // is in the engine.
+        let latest: Vec<(Vec<u8>, Option<Vec<u8>>)> = match &self.latest_cache {
+            Some(_) => batch
+                .ops()
+                .iter()
+                .filter_map(|op| match op {
+                    WriteOp::Put {
+                        cf: Cf::Latest,
+                        key,
+                        value,
+                    } => Some((key.clone(), Some(value.clone()))),
+                    WriteOp::Delete {
+                        cf: Cf::Latest,
+                        key,
+                    } => Some((key.clone(), None)),
+                    _ => None,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut cache_guard = match &self.latest_cache {
+            Some(cache) if !latest.is_empty() => {
+                Some(cache.lock_for_write(latest.iter().map(|(k, _)| k.as_slice())))
+            }
+            _ => None,
+        };
         let mut fjall_batch = self.db.batch();
         for op in batch.into_ops() {
             match op {
@@ -122,7 +171,17 @@ impl KvEngine for FjallEngine {
         // or not at all. Durability is added by sync_through, shared between writers. The
         // sequence number is taken after the append, so a sync that covers it covers the
         // batch.
-        fjall_batch.commit().map_err(engine_err)?;
+        let committed = fjall_batch.commit().map_err(engine_err);
+        if let Some(guard) = &mut cache_guard {
+            for (key, value) in latest {
+                match &committed {
+                    Ok(()) => guard.committed(&key, value),
+                    Err(_) => guard.forget(&key),
+                }
+            }
+        }
+        drop(cache_guard);
+        committed?;
         Ok(DurabilityTicket(self.group_commit.appended()))
     }
 
@@ -198,5 +257,54 @@ mod tests {
             vec![b"d".to_vec(), b"c".to_vec(), b"b".to_vec()]
         );
         assert!(collect(&engine, Cf::Meta, b"", b"", false).is_empty());
+    }
+
+    /// The latest-CF cache never serves a value older than one a reader has already seen:
+    /// readers racing a writer see the key's values in commit order, and the final one.
+    #[test]
+    fn cached_latest_reads_follow_commits_under_concurrency() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = FjallOptions {
+            sync_policy: SyncPolicy::Buffered,
+            // Small enough that entries are evicted and refilled during the run.
+            point_cache_bytes: 64 * 200,
+            ..FjallOptions::default()
+        };
+        let engine = std::sync::Arc::new(FjallEngine::open(dir.path(), &options).unwrap());
+        const WRITES: u32 = 20_000;
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let engine = engine.clone();
+                std::thread::spawn(move || {
+                    let mut last = 0u32;
+                    let mut n = 0u64;
+                    while last < WRITES {
+                        // Reads of other keys evict the counter, so its reads keep missing
+                        // and refilling while the writer runs.
+                        for _ in 0..4 {
+                            n += 1;
+                            let _ = engine.get(Cf::Latest, &n.to_be_bytes()).unwrap();
+                        }
+                        if let Some(v) = engine.get(Cf::Latest, b"counter").unwrap() {
+                            let v = u32::from_be_bytes(v.try_into().unwrap());
+                            assert!(v >= last, "read {v} after {last}");
+                            last = v;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for i in 1..=WRITES {
+            let mut batch = WriteBatch::new();
+            batch.put(Cf::Latest, b"counter".to_vec(), i.to_be_bytes().to_vec());
+            engine.write(batch, false).unwrap();
+        }
+        for r in readers {
+            r.join().unwrap();
+        }
+        let mut batch = WriteBatch::new();
+        batch.delete(Cf::Latest, b"counter".to_vec());
+        engine.write(batch, false).unwrap();
+        assert_eq!(engine.get(Cf::Latest, b"counter").unwrap(), None);
     }
 }

@@ -7,6 +7,7 @@
 mod engine;
 mod fjall_engine;
 mod group_commit;
+mod point_cache;
 
 pub use engine::{
     Cf, DurabilityTicket, EngineRef, KvEngine, KvIter, KvPair, StorageError, WriteBatch, WriteOp,
