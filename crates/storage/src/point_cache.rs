@@ -15,7 +15,9 @@
 //! entries are evicted first.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState;
 
 use parking_lot::{Mutex, MutexGuard};
 
@@ -32,7 +34,7 @@ struct Entry {
 
 #[derive(Default)]
 struct Shard {
-    map: HashMap<Vec<u8>, Entry>,
+    map: HashMap<Vec<u8>, Entry, RandomState>,
     /// Keys in insertion order with their stamps; an element whose stamp no longer matches
     /// its entry is stale and skipped.
     queue: VecDeque<(Vec<u8>, u64)>,
@@ -150,7 +152,7 @@ impl PointCache {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             shard_capacity_bytes: (capacity_bytes as usize) / SHARDS,
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
         }
     }
 
