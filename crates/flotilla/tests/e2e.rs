@@ -118,9 +118,23 @@ fn status_and_metrics_are_served_over_http() {
     assert!(body.contains("\"version\""), "{body}");
     assert!(body.contains("\"data_dir\""), "{body}");
     assert!(body.contains("\"uptime_seconds\""), "{body}");
+    // Point reads go through the row cache, which reports its use and its bound.
+    server.psql_ok("INSERT INTO a VALUES (1); SELECT * FROM a;");
     let (status, body) = server.http_get("/metrics");
     assert!(status.contains("200"), "{status}");
     assert!(body.contains("flotilla_tables 2"), "{body}");
+    assert!(
+        body.contains("flotilla_row_cache_capacity_bytes 536870912"),
+        "{body}"
+    );
+    let gauge = |name: &str| -> i64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing: {body}"))
+    };
+    assert!(gauge("flotilla_row_cache_hits") + gauge("flotilla_row_cache_misses") > 0);
+    assert!(gauge("flotilla_row_cache_entries") > 0);
     let (status, _) = server.http_get("/nope");
     assert!(status.contains("404"), "{status}");
 }

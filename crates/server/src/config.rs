@@ -73,7 +73,7 @@ impl Default for StorageSection {
         Self {
             sync: "fsync".into(),
             cache_size_bytes: 256 * 1024 * 1024,
-            row_cache_bytes: 256 * 1024 * 1024,
+            row_cache_bytes: 512 * 1024 * 1024,
         }
     }
 }

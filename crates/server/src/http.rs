@@ -23,6 +23,7 @@ pub(crate) struct HttpState {
     uptime: IntGauge,
     tables: IntGauge,
     disk: IntGauge,
+    row_cache: [IntGauge; 5],
 }
 
 impl HttpState {
@@ -41,6 +42,22 @@ impl HttpState {
             "flotilla_storage_disk_bytes",
             "Bytes the storage engine uses on disk.",
         );
+        let row_cache = [
+            gauge(
+                "flotilla_row_cache_hits",
+                "Row cache lookups answered from memory since start.",
+            ),
+            gauge(
+                "flotilla_row_cache_misses",
+                "Row cache lookups that read the storage engine since start.",
+            ),
+            gauge("flotilla_row_cache_entries", "Rows held by the row cache."),
+            gauge("flotilla_row_cache_bytes", "Bytes held by the row cache."),
+            gauge(
+                "flotilla_row_cache_capacity_bytes",
+                "The row cache's bound (storage.row_cache_bytes).",
+            ),
+        ];
         Self {
             started: Instant::now(),
             data_dir,
@@ -50,6 +67,7 @@ impl HttpState {
             uptime,
             tables,
             disk,
+            row_cache,
         }
     }
 }
@@ -58,6 +76,16 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
     state.uptime.set(state.started.elapsed().as_secs() as i64);
     state.tables.set(state.sql.table_count() as i64);
     state.disk.set(state.storage.disk_space_bytes() as i64);
+    let cache = state.storage.row_cache_stats();
+    for (gauge, value) in state.row_cache.iter().zip([
+        cache.hits,
+        cache.misses,
+        cache.entries,
+        cache.bytes,
+        cache.capacity_bytes,
+    ]) {
+        gauge.set(value as i64);
+    }
     let mut body = Vec::new();
     match TextEncoder::new().encode(&state.registry.gather(), &mut body) {
         Ok(()) => (

@@ -152,6 +152,11 @@ pub trait KvEngine: Send + Sync + 'static {
 
     /// Approximate bytes on disk, for status reporting.
     fn disk_space_bytes(&self) -> u64;
+
+    /// The row cache's counters (all zero when the engine has none).
+    fn row_cache_stats(&self) -> crate::RowCacheStats {
+        crate::RowCacheStats::default()
+    }
 }
 
 /// Shared handle to an engine.

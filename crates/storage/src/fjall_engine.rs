@@ -34,7 +34,7 @@ impl Default for FjallOptions {
     fn default() -> Self {
         Self {
             cache_size_bytes: 256 * 1024 * 1024,
-            point_cache_bytes: 256 * 1024 * 1024,
+            point_cache_bytes: 512 * 1024 * 1024,
             sync_policy: SyncPolicy::Fsync,
         }
     }
@@ -210,6 +210,13 @@ impl KvEngine for FjallEngine {
 
     fn disk_space_bytes(&self) -> u64 {
         self.db.disk_space().unwrap_or(0)
+    }
+
+    fn row_cache_stats(&self) -> crate::RowCacheStats {
+        self.latest_cache
+            .as_ref()
+            .map(PointCache::stats)
+            .unwrap_or_default()
     }
 }
 

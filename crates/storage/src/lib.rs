@@ -13,3 +13,4 @@ pub use engine::{
     Cf, DurabilityTicket, EngineRef, KvEngine, KvIter, KvPair, StorageError, WriteBatch, WriteOp,
 };
 pub use fjall_engine::{FjallEngine, FjallOptions, SyncPolicy};
+pub use point_cache::RowCacheStats;

@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use foldhash::fast::RandomState;
 
@@ -107,6 +108,23 @@ pub(crate) struct PointCache {
     shards: Vec<Mutex<Shard>>,
     shard_capacity_bytes: usize,
     hasher: RandomState,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// What the row cache holds and how well it serves, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowCacheStats {
+    /// Lookups answered from the cache since start.
+    pub hits: u64,
+    /// Lookups that went to the engine since start.
+    pub misses: u64,
+    /// Entries held now.
+    pub entries: u64,
+    /// Bytes held now, as the capacity counts them.
+    pub bytes: u64,
+    /// The configured bound.
+    pub capacity_bytes: u64,
 }
 
 /// The shards a writer holds while its batch commits; see `PointCache::lock_for_write`.
@@ -153,6 +171,8 @@ impl PointCache {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             shard_capacity_bytes: (capacity_bytes as usize) / SHARDS,
             hasher: RandomState::default(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
     }
 
@@ -164,11 +184,17 @@ impl PointCache {
         let index = self.shard_of(key);
         let shard = self.shards[index].lock();
         match shard.map.get(key) {
-            Some(entry) => Lookup::Hit(entry.value.clone()),
-            None => Lookup::Miss(FillTicket {
-                shard: index,
-                generation: shard.generation,
-            }),
+            Some(entry) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                Lookup::Hit(entry.value.clone())
+            }
+            None => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                Lookup::Miss(FillTicket {
+                    shard: index,
+                    generation: shard.generation,
+                })
+            }
         }
     }
 
@@ -198,9 +224,24 @@ impl PointCache {
         }
     }
 
+    pub(crate) fn stats(&self) -> RowCacheStats {
+        let mut stats = RowCacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            capacity_bytes: (self.shard_capacity_bytes * SHARDS) as u64,
+            ..RowCacheStats::default()
+        };
+        for shard in &self.shards {
+            let shard = shard.lock();
+            stats.entries += shard.map.len() as u64;
+            stats.bytes += shard.bytes as u64;
+        }
+        stats
+    }
+
     #[cfg(test)]
     fn bytes(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().bytes).sum()
+        self.stats().bytes as usize
     }
 }
 
