@@ -13,6 +13,7 @@ mod engine;
 mod error;
 mod fast;
 mod functions;
+mod overflow;
 mod params;
 mod psql;
 mod rows;

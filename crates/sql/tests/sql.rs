@@ -763,3 +763,72 @@ async fn output_columns_may_share_a_name_as_in_postgres() {
         vec!["1|2"]
     );
 }
+
+#[tokio::test]
+async fn integer_overflow_is_an_error_not_a_wrapped_value() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE n (k INT PRIMARY KEY, i INT, b BIGINT, h SMALLINT)",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO n VALUES (1, 2147483647, 9223372036854775807, 32767), (2, 5, 7, 3)",
+    )
+    .await;
+    // PostgreSQL: ERROR 22003, integer/bigint/smallint out of range.
+    for sql in [
+        "SELECT 9223372036854775807 + 1",
+        "SELECT b + 1 FROM n",
+        "SELECT b * 2 FROM n WHERE k = 1",
+        "SELECT -b - 2 FROM n WHERE k = 1",
+        "SELECT i + i FROM n",
+        "SELECT h * h FROM n WHERE k = 1",
+        "SELECT sum(i + i) FROM n",
+        "SELECT k FROM n WHERE b + 1 > 0",
+        "UPDATE n SET i = i + i WHERE k = 1",
+    ] {
+        assert_eq!(code(&mut s, sql).await, "22003", "{sql}");
+    }
+    // The failed UPDATE changed nothing; arithmetic in range is unchanged, and so are the
+    // names of computed columns.
+    assert_eq!(
+        code(&mut s, "SELECT i, b - 1, h + h FROM n ORDER BY k").await,
+        "22003",
+        "h + h overflows smallint on the first row"
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT i, b - 1, h + h, i * i - 1 FROM n WHERE k = 2"
+        )
+        .await,
+        vec!["5|6|6|24"]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT i, b - 1 FROM n WHERE k = 1").await,
+        vec!["2147483647|9223372036854775806"]
+    );
+    match run(&mut s, "SELECT k + 1, k + 1 AS named FROM n WHERE k = 2")
+        .await
+        .unwrap()
+    {
+        QueryResult::Rows { schema, .. } => {
+            let names: Vec<_> = schema.fields().iter().map(|f| f.name().clone()).collect();
+            // The rewrite to checked arithmetic does not show in column names.
+            assert!(!names[0].contains("checked"), "{names:?}");
+            assert_eq!(names[1], "named");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT k + 1 AS x, count(*) FROM n GROUP BY k + 1 ORDER BY k + 1"
+        )
+        .await,
+        vec!["2|1", "3|1"]
+    );
+}

@@ -1,0 +1,182 @@
+//! Integer arithmetic that fails on overflow, as PostgreSQL's does (SQLSTATE 22003).
+//!
+//! DataFusion's `+`, `-` and `*` on integers wrap around silently (its physical
+//! `BinaryExpr` can check, but the planner never asks it to), which would turn an overflow
+//! into a wrong answer. An analyzer rule, run after type coercion, replaces each integer
+//! `+ - *` whose operands have one type with a function that computes the same with Arrow's
+//! checked kernels.
+
+use std::sync::Arc;
+
+use datafusion::arrow::compute::kernels::numeric;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DFSchema, Result as DfResult};
+use datafusion::config::ConfigOptions;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::{
+    BinaryExpr, ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, ScalarFunctionArgs,
+    ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::optimizer::AnalyzerRule;
+
+/// PostgreSQL's name for an integer type, for its "out of range" message.
+fn pg_name(t: &DataType) -> Option<&'static str> {
+    Some(match t {
+        DataType::Int16 => "smallint",
+        DataType::Int32 => "integer",
+        DataType::Int64 => "bigint",
+        DataType::Int8
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64 => "integer",
+        _ => return None,
+    })
+}
+
+/// One checked operation on two integers of the same type.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Checked {
+    op: Operator,
+    name: &'static str,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for Checked {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> DfResult<DataType> {
+        Ok(args[0].clone())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let [left, right] = args.args.as_slice() else {
+            return Err(DataFusionError::Internal(format!(
+                "{} takes two arguments",
+                self.name
+            )));
+        };
+        let data_type = left.data_type();
+        let scalar = matches!(
+            (left, right),
+            (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_))
+        );
+        let n = if scalar { 1 } else { args.number_rows };
+        let l = left.to_array(n)?;
+        let r = right.to_array(n)?;
+        let result = match self.op {
+            Operator::Plus => numeric::add(&l, &r),
+            Operator::Minus => numeric::sub(&l, &r),
+            _ => numeric::mul(&l, &r),
+        }
+        .map_err(|_| {
+            DataFusionError::Execution(format!(
+                "{} out of range",
+                pg_name(&data_type).unwrap_or("integer")
+            ))
+        })?;
+        Ok(if scalar {
+            ColumnarValue::Scalar(datafusion::scalar::ScalarValue::try_from_array(&result, 0)?)
+        } else {
+            ColumnarValue::Array(result)
+        })
+    }
+}
+
+/// The rewrite, registered after DataFusion's analyzer rules.
+#[derive(Debug)]
+pub(crate) struct CheckedIntegerArithmetic {
+    add: Arc<ScalarUDF>,
+    sub: Arc<ScalarUDF>,
+    mul: Arc<ScalarUDF>,
+}
+
+impl CheckedIntegerArithmetic {
+    pub(crate) fn new() -> Self {
+        let udf = |op, name| {
+            Arc::new(ScalarUDF::new_from_impl(Checked {
+                op,
+                name,
+                signature: Signature::any(2, Volatility::Immutable),
+            }))
+        };
+        Self {
+            add: udf(Operator::Plus, "int_add_checked"),
+            sub: udf(Operator::Minus, "int_sub_checked"),
+            mul: udf(Operator::Multiply, "int_mul_checked"),
+        }
+    }
+
+    fn rewrite(&self, expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
+        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = &expr else {
+            return Ok(Transformed::no(expr));
+        };
+        let udf = match op {
+            Operator::Plus => &self.add,
+            Operator::Minus => &self.sub,
+            Operator::Multiply => &self.mul,
+            _ => return Ok(Transformed::no(expr)),
+        };
+        // Types that cannot be resolved here (e.g. outer references) keep DataFusion's
+        // operator.
+        let (Ok(lt), Ok(rt)) = (left.get_type(schema), right.get_type(schema)) else {
+            return Ok(Transformed::no(expr));
+        };
+        if lt != rt || pg_name(&lt).is_none() {
+            return Ok(Transformed::no(expr));
+        }
+        let args = vec![left.as_ref().clone(), right.as_ref().clone()];
+        Ok(Transformed::yes(Expr::ScalarFunction(
+            ScalarFunction::new_udf(udf.clone(), args),
+        )))
+    }
+}
+
+impl AnalyzerRule for CheckedIntegerArithmetic {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
+        plan.transform_up_with_subqueries(|node| {
+            // Expressions of a node are typed against its inputs (a scan's filters against
+            // the scan itself).
+            let schema = match node.inputs().as_slice() {
+                [] => node.schema().as_ref().clone(),
+                [input] => input.schema().as_ref().clone(),
+                inputs => {
+                    let mut merged = DFSchema::empty();
+                    for input in inputs {
+                        merged.merge(input.schema());
+                    }
+                    merged
+                }
+            };
+            // Where expressions name output columns, the rewritten ones keep their names,
+            // so clients and the nodes above see the same columns.
+            let keep_names = matches!(
+                node,
+                LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_) | LogicalPlan::Window(_)
+            );
+            node.map_expressions(|e| {
+                let name = keep_names.then(|| e.schema_name().to_string());
+                let rewritten = e.transform_up(|e| self.rewrite(e, &schema))?;
+                match name {
+                    Some(name) if rewritten.transformed => {
+                        rewritten.map_data(|e| e.alias_if_changed(name))
+                    }
+                    _ => Ok(rewritten),
+                }
+            })
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "flotilla_checked_integer_arithmetic"
+    }
+}
