@@ -122,11 +122,15 @@ impl StatementContext {
 
     /// Plans a statement.
     pub(crate) async fn plan(&self, statement: Statement) -> Result<LogicalPlan, SqlError> {
-        self.ctx
+        let plan = self
+            .ctx
             .state()
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))
             .await
-            .map_err(datafusion_error)
+            .map_err(datafusion_error)?;
+        // Once, on the plan as written: the analyzer may run again on analyzed plans, where
+        // coercion has made int8 literals that must stay int8.
+        crate::overflow::narrow_int_literals(plan).map_err(datafusion_error)
     }
 
     /// Plans and runs a query, collecting at most `rows_max` rows.

@@ -77,11 +77,14 @@ impl ScalarUDFImpl for Checked {
             Operator::Minus => numeric::sub(&l, &r),
             _ => numeric::mul(&l, &r),
         }
-        .map_err(|_| {
-            DataFusionError::Execution(format!(
-                "{} out of range",
-                pg_name(&data_type).unwrap_or("integer")
-            ))
+        .map_err(|e| match e {
+            datafusion::arrow::error::ArrowError::ArithmeticOverflow(_) => {
+                DataFusionError::Execution(format!(
+                    "{} out of range",
+                    pg_name(&data_type).unwrap_or("integer")
+                ))
+            }
+            other => DataFusionError::ArrowError(Box::new(other), None),
         })?;
         Ok(if scalar {
             ColumnarValue::Scalar(datafusion::scalar::ScalarValue::try_from_array(&result, 0)?)
@@ -179,4 +182,112 @@ impl AnalyzerRule for CheckedIntegerArithmetic {
     fn name(&self) -> &str {
         "flotilla_checked_integer_arithmetic"
     }
+}
+
+/// Integer literals typed as PostgreSQL types them: `int4` when the value fits, `int8`
+/// otherwise (DataFusion types every integer literal as `int8`). So `SELECT 1` returns an
+/// int4, `int4_col + 1` stays int4 (and overflows as int4 does), and `1 << 31` shifts an
+/// int4. Applied before type coercion, which then widens where the other side needs it.
+struct Int4Literals;
+
+fn narrow_literal(expr: Expr) -> DfResult<Transformed<Expr>> {
+    match expr {
+        Expr::Literal(datafusion::scalar::ScalarValue::Int64(Some(v)), meta)
+            if i32::try_from(v).is_ok() =>
+        {
+            Ok(Transformed::yes(Expr::Literal(
+                datafusion::scalar::ScalarValue::Int32(Some(v as i32)),
+                meta,
+            )))
+        }
+        // An explicit cast says which type the literal is; keep it whole.
+        Expr::Cast(_) | Expr::TryCast(_) => Ok(Transformed::new(
+            expr,
+            false,
+            datafusion::common::tree_node::TreeNodeRecursion::Jump,
+        )),
+        other => Ok(Transformed::no(other)),
+    }
+}
+
+impl Int4Literals {
+    /// A VALUES list narrows a column only when every row's value in it becomes int4, so
+    /// the column keeps one type.
+    fn values(values: datafusion::logical_expr::Values) -> DfResult<Transformed<LogicalPlan>> {
+        let datafusion::logical_expr::Values { schema, mut values } = values;
+        let empty = DFSchema::empty();
+        let mut fields: Vec<_> = schema
+            .iter()
+            .map(|(q, f)| (q.cloned(), f.clone()))
+            .collect();
+        let mut changed = false;
+        for (col, (_, field)) in fields.iter_mut().enumerate() {
+            if field.data_type() != &DataType::Int64 {
+                continue;
+            }
+            let narrowed: Vec<Expr> = values
+                .iter()
+                .map(|row| {
+                    row[col]
+                        .clone()
+                        .transform_down(narrow_literal)
+                        .map(|t| t.data)
+                })
+                .collect::<DfResult<_>>()?;
+            if narrowed
+                .iter()
+                .all(|e| e.get_type(&empty).is_ok_and(|t| t == DataType::Int32))
+            {
+                for (row, e) in values.iter_mut().zip(narrowed) {
+                    row[col] = e;
+                }
+                *field = Arc::new(field.as_ref().clone().with_data_type(DataType::Int32));
+                changed = true;
+            }
+        }
+        let schema = if changed {
+            Arc::new(DFSchema::new_with_metadata(
+                fields,
+                schema.metadata().clone(),
+            )?)
+        } else {
+            schema
+        };
+        Ok(Transformed::new_transformed(
+            LogicalPlan::Values(datafusion::logical_expr::Values { schema, values }),
+            changed,
+        ))
+    }
+}
+
+/// Types the integer literals of a freshly planned statement as PostgreSQL does (see
+/// `Int4Literals`). Apply once, before analysis.
+pub(crate) fn narrow_int_literals(plan: LogicalPlan) -> DfResult<LogicalPlan> {
+    plan.transform_up_with_subqueries(|node| match node {
+        // LIMIT and OFFSET take int8.
+        LogicalPlan::Limit(_) => Ok(Transformed::no(node)),
+        LogicalPlan::Values(values) => Int4Literals::values(values),
+        node => {
+            let keep_names = matches!(
+                node,
+                LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_) | LogicalPlan::Window(_)
+            );
+            let rewritten = node.map_expressions(|e| {
+                let name = keep_names.then(|| e.schema_name().to_string());
+                let t = e.transform_down(narrow_literal)?;
+                match name {
+                    Some(name) if t.transformed => t.map_data(|e| e.alias_if_changed(name)),
+                    _ => Ok(t),
+                }
+            })?;
+            if rewritten.transformed {
+                // The node's output types may have changed; the nodes above are visited
+                // after it and see them.
+                rewritten.map_data(|plan| plan.recompute_schema())
+            } else {
+                Ok(rewritten)
+            }
+        }
+    })
+    .map(|t| t.data)
 }

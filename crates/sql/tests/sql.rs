@@ -832,3 +832,57 @@ async fn integer_overflow_is_an_error_not_a_wrapped_value() {
         vec!["2|1", "3|1"]
     );
 }
+
+#[tokio::test]
+async fn integer_literals_are_int4_when_they_fit_as_in_postgres() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    let types = |r: QueryResult| match r {
+        QueryResult::Rows { schema, .. } => schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().to_string())
+            .collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        types(
+            run(&mut s, "SELECT 1, 2147483648, -5, 1 + 1")
+                .await
+                .unwrap()
+        ),
+        vec!["Int32", "Int64", "Int32", "Int32"]
+    );
+    // int4 arithmetic: a shift wraps its count as PostgreSQL's does; overflow is an error.
+    assert_eq!(
+        rows(&mut s, "SELECT 1 << 31, 1 << 63").await,
+        vec!["-2147483648|-2147483648"]
+    );
+    assert_eq!(code(&mut s, "SELECT 2147483647 + 1").await, "22003");
+    assert_eq!(
+        rows(&mut s, "SELECT 2147483647 + 1::bigint").await,
+        vec!["2147483648"]
+    );
+    // The sqllogictest record this came from: it fits an INTEGER column in PostgreSQL.
+    ok(&mut s, "CREATE TABLE t (x INTEGER, y VARCHAR(8))").await;
+    ok(&mut s, "INSERT INTO t VALUES (1<<63, 'true')").await;
+    // A VALUES column mixing sizes is int8; LIMIT, OFFSET and ORDER BY positions still work.
+    ok(&mut s, "CREATE TABLE w (v BIGINT)").await;
+    ok(&mut s, "INSERT INTO w VALUES (1), (3000000000)").await;
+    assert_eq!(
+        rows(&mut s, "SELECT x, y FROM t ORDER BY 1 LIMIT 1 OFFSET 0").await,
+        vec!["-2147483648|true"]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT v * 2 FROM w ORDER BY 1 DESC LIMIT 1").await,
+        vec!["6000000000"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT * FROM (VALUES (1), (3000000000)) AS v(a) ORDER BY 1"
+        )
+        .await,
+        vec!["1", "3000000000"]
+    );
+}
