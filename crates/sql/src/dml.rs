@@ -174,59 +174,171 @@ fn name_subquery_columns(query: &mut Query) {
     set_expr(&mut query.body);
 }
 
-/// Output column names PostgreSQL allows twice (`SELECT 1 AS a, 2 AS a`) but DataFusion
-/// refuses: later duplicates are planned under internal names and renamed back in the
-/// result. Returns (position, name to show) for each renamed column.
-fn uniquify_output_names(query: &mut Query) -> Vec<(usize, String)> {
+/// How PostgreSQL names an output column that has no alias (its `FigureColname`): a column
+/// reference by the column, a function call by the function, a cast by its operand or else
+/// its type, CASE as `case`, anything else `?column?`. Returns the name and whether it is
+/// a strong one (a cast prefers its operand's name only if that is strong).
+fn pg_column_name(expr: &Expr) -> (String, bool) {
+    use datafusion::sql::sqlparser::ast::DataType as T;
+    match expr {
+        Expr::Identifier(i) => (ident_name(i), true),
+        Expr::CompoundIdentifier(parts) => (parts.last().map(ident_name).unwrap_or_default(), true),
+        Expr::Function(f) => (
+            f.name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .map(ident_name)
+                .unwrap_or_else(|| "?column?".into()),
+            true,
+        ),
+        Expr::Nested(e) => pg_column_name(e),
+        Expr::Cast {
+            expr, data_type, ..
+        } => {
+            let inner = pg_column_name(expr);
+            if inner.1 {
+                return inner;
+            }
+            let name = match data_type {
+                T::Boolean | T::Bool => "bool",
+                T::SmallInt(_) | T::Int2(_) => "int2",
+                T::Int(_) | T::Integer(_) | T::Int4(_) => "int4",
+                T::BigInt(_) | T::Int8(_) => "int8",
+                T::Real | T::Float4 => "float4",
+                T::DoublePrecision | T::Float8 | T::Double(_) => "float8",
+                T::Numeric(_) | T::Decimal(_) | T::Dec(_) => "numeric",
+                T::Text => "text",
+                T::Varchar(_) | T::CharacterVarying(_) => "varchar",
+                T::Char(_) | T::Character(_) => "bpchar",
+                T::Bytea => "bytea",
+                T::Date => "date",
+                T::Timestamp(_, datafusion::sql::sqlparser::ast::TimezoneInfo::WithTimeZone) => {
+                    "timestamptz"
+                }
+                T::Timestamp(..) => "timestamp",
+                _ => "?column?",
+            };
+            (name.into(), false)
+        }
+        Expr::Case { .. } => ("case".into(), false),
+        Expr::Exists { .. } => ("exists".into(), false),
+        Expr::Subquery(q) => match q.body.as_ref() {
+            SetExpr::Select(select) => match select.projection.first() {
+                Some(SelectItem::ExprWithAlias { alias, .. }) => (ident_name(alias), true),
+                Some(SelectItem::UnnamedExpr(e)) => pg_column_name(e),
+                _ => ("?column?".into(), false),
+            },
+            _ => ("?column?".into(), false),
+        },
+        _ => ("?column?".into(), false),
+    }
+}
+
+/// The names PostgreSQL gives a query's output columns, where they differ from what
+/// DataFusion can plan: duplicates (`SELECT 1 AS a, 2 AS a`, which DataFusion refuses, so
+/// later ones are planned under internal names) and unaliased expressions (which
+/// DataFusion names by their text). Returns (projection item, name) pairs for
+/// `restore_names`.
+fn uniquify_output_names(query: &mut Query) -> OutputNames {
     let mut body = query.body.as_mut();
     // A set operation takes its column names from its leftmost query.
     while let SetExpr::SetOperation { left, .. } = body {
         body = left.as_mut();
     }
     let SetExpr::Select(select) = body else {
-        return vec![];
+        return OutputNames::default();
     };
     let mut seen = std::collections::HashSet::new();
-    let mut renamed = Vec::new();
+    let mut names = OutputNames {
+        items: select.projection.len(),
+        ..OutputNames::default()
+    };
     for (pos, item) in select.projection.iter_mut().enumerate() {
         let (key, shown, expr) = match &*item {
             SelectItem::ExprWithAlias { expr, alias } => {
                 (ident_name(alias), ident_name(alias), expr.clone())
             }
-            SelectItem::UnnamedExpr(e) => match e {
-                Expr::Identifier(i) => (ident_name(i), ident_name(i), e.clone()),
-                Expr::CompoundIdentifier(parts) => {
-                    let last = parts.last().map(ident_name).unwrap_or_default();
-                    (last.clone(), last, e.clone())
+            SelectItem::UnnamedExpr(e) => {
+                let shown = pg_column_name(e).0;
+                // Approximates DataFusion's own name for the column, which must be unique.
+                fn planned_name(e: &Expr) -> String {
+                    match e {
+                        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => pg_column_name(e).0,
+                        Expr::Cast { expr, .. } | Expr::Nested(expr) => planned_name(expr),
+                        other => other.to_string(),
+                    }
                 }
-                other => (other.to_string(), "?column?".to_string(), e.clone()),
-            },
-            _ => continue,
+                let key = planned_name(e);
+                if key != shown {
+                    names.renamed.push((pos, shown.clone()));
+                }
+                (key, shown, e.clone())
+            }
+            // `*` (and any item of several columns): its column count is known only
+            // from the result.
+            _ => {
+                names.wildcards.push(pos);
+                continue;
+            }
         };
-        if !seen.insert(key) {
+        // A column named after a `*` may repeat one the `*` expands to: plan it under an
+        // internal name too.
+        let after_wildcard = !names.wildcards.is_empty()
+            && matches!(
+                item,
+                SelectItem::UnnamedExpr(Expr::Identifier(_) | Expr::CompoundIdentifier(_))
+            );
+        if !seen.insert(key) || after_wildcard {
             *item = SelectItem::ExprWithAlias {
                 expr,
                 alias: Ident::with_quote('"', format!("__flotilla_column_{pos}")),
             };
-            renamed.push((pos, shown));
+            names.renamed.retain(|(p, _)| *p != pos);
+            names.renamed.push((pos, shown));
         }
     }
-    renamed
+    names
+}
+
+/// Output columns to show under PostgreSQL's names; see `uniquify_output_names`.
+#[derive(Debug, Default)]
+struct OutputNames {
+    /// (projection item, name) pairs.
+    renamed: Vec<(usize, String)>,
+    /// Number of projection items.
+    items: usize,
+    /// Positions of `*` items, whose column counts are known only from the result.
+    wildcards: Vec<usize>,
+}
+
+impl OutputNames {
+    /// The output column of projection item `pos` in a result of `columns` columns.
+    fn column(&self, pos: usize, columns: usize) -> Option<usize> {
+        match self.wildcards.as_slice() {
+            [] => Some(pos),
+            [w, ..] if pos < *w => Some(pos),
+            // After one `*`, count from the end.
+            [w] if pos > *w => (columns + pos).checked_sub(self.items),
+            _ => None,
+        }
+    }
 }
 
 /// Shows renamed columns under the names the query gave them.
 fn restore_names(
     schema: SchemaRef,
     batches: Vec<RecordBatch>,
-    renamed: &[(usize, String)],
+    names: &OutputNames,
 ) -> Result<(SchemaRef, Vec<RecordBatch>), SqlError> {
-    if renamed.is_empty() {
+    if names.renamed.is_empty() {
         return Ok((schema, batches));
     }
     let mut fields: Vec<datafusion::arrow::datatypes::Field> =
         schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    for (pos, name) in renamed {
-        if let Some(f) = fields.get_mut(*pos) {
+    let columns = fields.len();
+    for (pos, name) in &names.renamed {
+        if let Some(f) = names.column(*pos, columns).and_then(|c| fields.get_mut(c)) {
             *f = f.clone().with_name(name);
         }
     }
@@ -239,9 +351,9 @@ fn restore_names(
     Ok((schema, batches))
 }
 
-fn prepare_query_statement(statement: &Statement) -> (Statement, Vec<(usize, String)>) {
+fn prepare_query_statement(statement: &Statement) -> (Statement, OutputNames) {
     let mut statement = statement.clone();
-    let mut renamed = vec![];
+    let mut renamed = OutputNames::default();
     match &mut statement {
         Statement::Query(q) => {
             alias_function_columns(q);

@@ -264,8 +264,8 @@ impl Int4Literals {
 /// `Int4Literals`). Apply once, before analysis.
 pub(crate) fn narrow_int_literals(plan: LogicalPlan) -> DfResult<LogicalPlan> {
     plan.transform_up_with_subqueries(|node| match node {
-        // LIMIT and OFFSET take int8.
-        LogicalPlan::Limit(_) => Ok(Transformed::no(node)),
+        // LIMIT and OFFSET take int8; the output types are the input's.
+        LogicalPlan::Limit(_) => Ok(Transformed::yes(node.recompute_schema()?)),
         LogicalPlan::Values(values) => Int4Literals::values(values),
         node => {
             let keep_names = matches!(
@@ -280,13 +280,10 @@ pub(crate) fn narrow_int_literals(plan: LogicalPlan) -> DfResult<LogicalPlan> {
                     _ => Ok(t),
                 }
             })?;
-            if rewritten.transformed {
-                // The node's output types may have changed; the nodes above are visited
-                // after it and see them.
-                rewritten.map_data(|plan| plan.recompute_schema())
-            } else {
-                Ok(rewritten)
-            }
+            // The node's output types may have changed, through its own literals or its
+            // inputs' (a projection of an aggregate's narrowed group column); nodes are
+            // visited bottom-up, so each sees its inputs' new schemas.
+            Ok(Transformed::yes(rewritten.data.recompute_schema()?))
         }
     })
     .map(|t| t.data)
