@@ -184,12 +184,6 @@ impl AnalyzerRule for CheckedIntegerArithmetic {
     }
 }
 
-/// Integer literals typed as PostgreSQL types them: `int4` when the value fits, `int8`
-/// otherwise (DataFusion types every integer literal as `int8`). So `SELECT 1` returns an
-/// int4, `int4_col + 1` stays int4 (and overflows as int4 does), and `1 << 31` shifts an
-/// int4. Applied before type coercion, which then widens where the other side needs it.
-struct Int4Literals;
-
 fn narrow_literal(expr: Expr) -> DfResult<Transformed<Expr>> {
     match expr {
         Expr::Literal(datafusion::scalar::ScalarValue::Int64(Some(v)), meta)
@@ -210,63 +204,64 @@ fn narrow_literal(expr: Expr) -> DfResult<Transformed<Expr>> {
     }
 }
 
-impl Int4Literals {
-    /// A VALUES list narrows a column only when every row's value in it becomes int4, so
-    /// the column keeps one type.
-    fn values(values: datafusion::logical_expr::Values) -> DfResult<Transformed<LogicalPlan>> {
-        let datafusion::logical_expr::Values { schema, mut values } = values;
-        let empty = DFSchema::empty();
-        let mut fields: Vec<_> = schema
-            .iter()
-            .map(|(q, f)| (q.cloned(), f.clone()))
-            .collect();
-        let mut changed = false;
-        for (col, (_, field)) in fields.iter_mut().enumerate() {
-            if field.data_type() != &DataType::Int64 {
-                continue;
-            }
-            let narrowed: Vec<Expr> = values
-                .iter()
-                .map(|row| {
-                    row[col]
-                        .clone()
-                        .transform_down(narrow_literal)
-                        .map(|t| t.data)
-                })
-                .collect::<DfResult<_>>()?;
-            if narrowed
-                .iter()
-                .all(|e| e.get_type(&empty).is_ok_and(|t| t == DataType::Int32))
-            {
-                for (row, e) in values.iter_mut().zip(narrowed) {
-                    row[col] = e;
-                }
-                *field = Arc::new(field.as_ref().clone().with_data_type(DataType::Int32));
-                changed = true;
-            }
+/// A VALUES list narrows a column only when every row's value in it becomes int4, so the
+/// column keeps one type.
+fn narrow_values(values: datafusion::logical_expr::Values) -> DfResult<Transformed<LogicalPlan>> {
+    let datafusion::logical_expr::Values { schema, mut values } = values;
+    let empty = DFSchema::empty();
+    let mut fields: Vec<_> = schema
+        .iter()
+        .map(|(q, f)| (q.cloned(), f.clone()))
+        .collect();
+    let mut changed = false;
+    for (col, (_, field)) in fields.iter_mut().enumerate() {
+        if field.data_type() != &DataType::Int64 {
+            continue;
         }
-        let schema = if changed {
-            Arc::new(DFSchema::new_with_metadata(
-                fields,
-                schema.metadata().clone(),
-            )?)
-        } else {
-            schema
-        };
-        Ok(Transformed::new_transformed(
-            LogicalPlan::Values(datafusion::logical_expr::Values { schema, values }),
-            changed,
-        ))
+        let narrowed: Vec<Expr> = values
+            .iter()
+            .map(|row| {
+                row[col]
+                    .clone()
+                    .transform_down(narrow_literal)
+                    .map(|t| t.data)
+            })
+            .collect::<DfResult<_>>()?;
+        if narrowed
+            .iter()
+            .all(|e| e.get_type(&empty).is_ok_and(|t| t == DataType::Int32))
+        {
+            for (row, e) in values.iter_mut().zip(narrowed) {
+                row[col] = e;
+            }
+            *field = Arc::new(field.as_ref().clone().with_data_type(DataType::Int32));
+            changed = true;
+        }
     }
+    let schema = if changed {
+        Arc::new(DFSchema::new_with_metadata(
+            fields,
+            schema.metadata().clone(),
+        )?)
+    } else {
+        schema
+    };
+    Ok(Transformed::new_transformed(
+        LogicalPlan::Values(datafusion::logical_expr::Values { schema, values }),
+        changed,
+    ))
 }
 
-/// Types the integer literals of a freshly planned statement as PostgreSQL does (see
-/// `Int4Literals`). Apply once, before analysis.
+/// Types the integer literals of a freshly planned statement as PostgreSQL types them:
+/// `int4` when the value fits, `int8` otherwise (DataFusion types every integer literal as
+/// `int8`). So `SELECT 1` returns an int4, `int4_col + 1` stays int4 (and overflows as int4
+/// does), and `1 << 31` shifts an int4. Apply once, before analysis: type coercion then
+/// widens where the other side needs it.
 pub(crate) fn narrow_int_literals(plan: LogicalPlan) -> DfResult<LogicalPlan> {
     plan.transform_up_with_subqueries(|node| match node {
         // LIMIT and OFFSET take int8; the output types are the input's.
         LogicalPlan::Limit(_) => Ok(Transformed::yes(node.recompute_schema()?)),
-        LogicalPlan::Values(values) => Int4Literals::values(values),
+        LogicalPlan::Values(values) => narrow_values(values),
         node => {
             let keep_names = matches!(
                 node,
