@@ -15,11 +15,22 @@ pub enum Cf {
     Latest,
     /// Node-local metadata: catalog, timestamp window, id allocators.
     Meta,
+    /// Raft logs, hard states and apply states of the region peers a store hosts. In the
+    /// same engine as the data so one atomic batch can move both (applied data together
+    /// with its applied index).
+    Raft,
 }
 
 impl Cf {
     /// Every column family, in a stable order.
-    pub const ALL: [Cf; 5] = [Cf::Default, Cf::Lock, Cf::Write, Cf::Latest, Cf::Meta];
+    pub const ALL: [Cf; 6] = [
+        Cf::Default,
+        Cf::Lock,
+        Cf::Write,
+        Cf::Latest,
+        Cf::Meta,
+        Cf::Raft,
+    ];
 
     /// The on-disk name of the column family.
     pub fn name(self) -> &'static str {
@@ -29,6 +40,7 @@ impl Cf {
             Cf::Write => "write",
             Cf::Latest => "latest",
             Cf::Meta => "meta",
+            Cf::Raft => "raft",
         }
     }
 }
@@ -141,7 +153,7 @@ pub trait KvEngine: Send + Sync + 'static {
     }
 
     /// Applies a batch atomically and makes it visible to readers, without waiting for it
-    /// to become durable. Returns the ticket to pass to `sync_through`. Durability follows
+    /// to become durable. Ops apply in order: of several writes of one key, the last wins. Returns the ticket to pass to `sync_through`. Durability follows
     /// append order: once a batch is durable, so is every batch appended before it.
     fn append(&self, batch: WriteBatch) -> Result<DurabilityTicket, StorageError>;
 

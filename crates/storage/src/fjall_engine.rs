@@ -43,7 +43,7 @@ impl Default for FjallOptions {
 /// The storage engine on fjall: one database, one keyspace per column family.
 pub struct FjallEngine {
     db: fjall::Database,
-    keyspaces: [fjall::Keyspace; 5],
+    keyspaces: [fjall::Keyspace; 6],
     sync_policy: SyncPolicy,
     group_commit: GroupCommit,
     /// Point reads of `Cf::Latest`, when enabled.
@@ -81,6 +81,7 @@ impl FjallEngine {
             open(Cf::Write).map_err(engine_err)?,
             open(Cf::Meta).map_err(engine_err)?,
             open(Cf::Latest).map_err(engine_err)?,
+            open(Cf::Raft).map_err(engine_err)?,
         ];
         Ok(Self {
             db,
@@ -99,8 +100,40 @@ impl FjallEngine {
             Cf::Write => &self.keyspaces[2],
             Cf::Meta => &self.keyspaces[3],
             Cf::Latest => &self.keyspaces[4],
+            Cf::Raft => &self.keyspaces[5],
         }
     }
+}
+
+/// Drops every op that a later op of the same batch on the same key overrides. fjall gives
+/// all items of a batch one sequence number, so two writes of one key in a batch must not
+/// both reach it: which one a reader would see is not defined.
+fn last_write_per_key(ops: Vec<WriteOp>) -> Vec<WriteOp> {
+    fn key_of(op: &WriteOp) -> (Cf, &[u8]) {
+        match op {
+            WriteOp::Put { cf, key, .. } | WriteOp::Delete { cf, key } => (*cf, key.as_slice()),
+        }
+    }
+    if ops.len() < 2 {
+        return ops;
+    }
+    let mut last = std::collections::HashMap::with_capacity(ops.len());
+    for (i, op) in ops.iter().enumerate() {
+        last.insert(key_of(op), i);
+    }
+    if last.len() == ops.len() {
+        return ops;
+    }
+    let keep: Vec<bool> = ops
+        .iter()
+        .enumerate()
+        .map(|(i, op)| last.get(&key_of(op)) == Some(&i))
+        .collect();
+    drop(last);
+    ops.into_iter()
+        .zip(keep)
+        .filter_map(|(op, keep)| keep.then_some(op))
+        .collect()
 }
 
 impl KvEngine for FjallEngine {
@@ -170,7 +203,7 @@ impl KvEngine for FjallEngine {
             _ => None,
         };
         let mut fjall_batch = self.db.batch();
-        for op in batch.into_ops() {
+        for op in last_write_per_key(batch.into_ops()) {
             match op {
                 WriteOp::Put { cf, key, value } => {
                     fjall_batch.insert(self.keyspace(cf), key, value)
@@ -255,6 +288,39 @@ mod tests {
         assert_eq!(engine.get(Cf::Write, b"a").unwrap(), Some(b"1".to_vec()));
         assert_eq!(engine.get(Cf::Lock, b"a").unwrap(), None);
         assert_eq!(engine.get(Cf::Default, b"a").unwrap(), None);
+    }
+
+    #[test]
+    fn the_last_write_of_a_key_in_a_batch_wins_also_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let engine = FjallEngine::open(dir.path(), &FjallOptions::default()).unwrap();
+            let mut batch = WriteBatch::new();
+            for i in 0..50u8 {
+                batch.put(Cf::Raft, b"state".to_vec(), vec![i]);
+                batch.put(Cf::Raft, vec![b'k', i], vec![i]);
+            }
+            batch.put(Cf::Raft, b"gone".to_vec(), b"x".to_vec());
+            batch.delete(Cf::Raft, b"gone".to_vec());
+            batch.delete(Cf::Latest, b"back".to_vec());
+            batch.put(Cf::Latest, b"back".to_vec(), b"y".to_vec());
+            engine.write(batch, true).unwrap();
+            assert_eq!(engine.get(Cf::Raft, b"state").unwrap(), Some(vec![49]));
+            assert_eq!(engine.get(Cf::Raft, b"gone").unwrap(), None);
+            assert_eq!(
+                engine.get(Cf::Latest, b"back").unwrap(),
+                Some(b"y".to_vec())
+            );
+        }
+        // Journal replay must come to the same answer.
+        let engine = FjallEngine::open(dir.path(), &FjallOptions::default()).unwrap();
+        assert_eq!(engine.get(Cf::Raft, b"state").unwrap(), Some(vec![49]));
+        assert_eq!(engine.get(Cf::Raft, b"gone").unwrap(), None);
+        assert_eq!(engine.get(Cf::Raft, &[b'k', 7]).unwrap(), Some(vec![7]));
+        assert_eq!(
+            engine.get(Cf::Latest, b"back").unwrap(),
+            Some(b"y".to_vec())
+        );
     }
 
     #[test]

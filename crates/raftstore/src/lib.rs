@@ -1,0 +1,19 @@
+//! Region peers: the key space split into regions, each replicated by its own raft-rs
+//! group, all of a store's groups driven together in rounds over the store's engine.
+//!
+//! Architecture invariant: this crate knows raft-rs, the proto contract and the storage
+//! seam (`KvEngine`); it knows nothing of MVCC, SQL or the network. Messages leave through
+//! the `Transport` trait, so the same code runs over gRPC and in the deterministic
+//! in-memory cluster of the tests.
+
+mod error;
+pub mod keys;
+mod storage;
+mod store;
+
+pub use error::RaftStoreError;
+pub use raft::eraftpb::ConfChangeType;
+pub use storage::{
+    PeerStorage, RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM, conf_state_from_region, region_contains,
+};
+pub use store::{Callback, PeerChange, PeerStatus, Store, StoreConfig, StoreMsg, Transport};

@@ -1,0 +1,562 @@
+//! `PeerStorage`: one region peer's Raft log, hard state and apply state in the store's
+//! engine (`Cf::Raft`), implementing raft-rs's `Storage`.
+//!
+//! The in-memory copy of the states is updated when a write is staged; the store commits
+//! the staged batch (and fsyncs it) before it tells raft-rs the entries are persisted or
+//! sends any message that depends on them.
+
+use flotilla_proto::Message as _;
+use flotilla_proto::metapb::{PeerRole, Region};
+use flotilla_proto::raft_serverpb::{
+    DataCf, KvOp, PeerState, RaftApplyState, RaftLocalState, RegionLocalState, SnapshotData,
+};
+use flotilla_storage::{Cf, EngineRef, WriteBatch};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, Storage};
+
+use crate::error::RaftStoreError;
+use crate::keys;
+
+/// The log index (and term) every region starts at, as in TiKV. A peer created later with
+/// an empty log is behind index 5 and so always catches up by snapshot, never by replaying
+/// a log it might disagree with.
+pub const RAFT_INIT_LOG_INDEX: u64 = 5;
+/// See `RAFT_INIT_LOG_INDEX`.
+pub const RAFT_INIT_LOG_TERM: u64 = 5;
+
+/// The data column families a region replicates; `Meta` and `Raft` are node-local.
+pub const DATA_CFS: [Cf; 4] = [Cf::Default, Cf::Lock, Cf::Write, Cf::Latest];
+
+/// The proto name of a data column family.
+pub fn data_cf_to_proto(cf: Cf) -> Option<DataCf> {
+    match cf {
+        Cf::Default => Some(DataCf::Default),
+        Cf::Lock => Some(DataCf::Lock),
+        Cf::Write => Some(DataCf::Write),
+        Cf::Latest => Some(DataCf::Latest),
+        Cf::Meta | Cf::Raft => None,
+    }
+}
+
+/// The column family a proto `DataCf` names.
+pub fn data_cf_from_proto(cf: DataCf) -> Cf {
+    match cf {
+        DataCf::Default => Cf::Default,
+        DataCf::Lock => Cf::Lock,
+        DataCf::Write => Cf::Write,
+        DataCf::Latest => Cf::Latest,
+    }
+}
+
+/// The raft-rs configuration a region's peer list implies. In a joint configuration the
+/// outgoing voters are the voters and demoting voters, and auto-leave is on.
+pub fn conf_state_from_region(region: &Region) -> ConfState {
+    let mut cs = ConfState::default();
+    let mut joint = false;
+    for peer in &region.peers {
+        match peer.role() {
+            PeerRole::Voter => {
+                cs.mut_voters().push(peer.id);
+                cs.mut_voters_outgoing().push(peer.id);
+            }
+            PeerRole::Learner => cs.mut_learners().push(peer.id),
+            PeerRole::IncomingVoter => {
+                joint = true;
+                cs.mut_voters().push(peer.id);
+            }
+            PeerRole::DemotingVoter => {
+                joint = true;
+                cs.mut_voters_outgoing().push(peer.id);
+                cs.mut_learners_next().push(peer.id);
+            }
+        }
+    }
+    if joint {
+        cs.auto_leave = true;
+    } else {
+        cs.mut_voters_outgoing().clear();
+    }
+    cs
+}
+
+/// True when `key` lies in the region's range.
+pub fn region_contains(region: &Region, key: &[u8]) -> bool {
+    key >= region.start_key.as_ref() && (region.end_key.is_empty() || key < region.end_key.as_ref())
+}
+
+fn storage_error(e: impl std::fmt::Display) -> raft::Error {
+    raft::Error::Store(raft::StorageError::Other(e.to_string().into()))
+}
+
+fn decode<M: flotilla_proto::Message + Default>(
+    bytes: &[u8],
+    what: &str,
+) -> Result<M, RaftStoreError> {
+    M::decode(bytes).map_err(|e| RaftStoreError::Corrupt(format!("{what}: {e}")))
+}
+
+/// Stages the state of a brand-new region peer (bootstrap or split): its region, an empty
+/// log truncated at `RAFT_INIT_LOG_INDEX`, and that index as applied and committed.
+pub fn write_initial_state(batch: &mut WriteBatch, region: &Region) {
+    let region_id = region.id;
+    let state = RegionLocalState {
+        state: PeerState::Normal as i32,
+        region: Some(region.clone()),
+    };
+    batch.put(
+        Cf::Raft,
+        keys::region_state_key(region_id),
+        state.encode_to_vec(),
+    );
+    let hs = HardState {
+        term: RAFT_INIT_LOG_TERM,
+        commit: RAFT_INIT_LOG_INDEX,
+        ..HardState::default()
+    };
+    let raft_state = RaftLocalState {
+        hard_state: hs.write_to_bytes().expect("hard state encodes").into(),
+        last_index: RAFT_INIT_LOG_INDEX,
+        last_term: RAFT_INIT_LOG_TERM,
+    };
+    batch.put(
+        Cf::Raft,
+        keys::raft_state_key(region_id),
+        raft_state.encode_to_vec(),
+    );
+    let apply = RaftApplyState {
+        applied_index: RAFT_INIT_LOG_INDEX,
+        applied_term: RAFT_INIT_LOG_TERM,
+        truncated_index: RAFT_INIT_LOG_INDEX,
+        truncated_term: RAFT_INIT_LOG_TERM,
+    };
+    batch.put(
+        Cf::Raft,
+        keys::apply_state_key(region_id),
+        apply.encode_to_vec(),
+    );
+}
+
+/// One region peer's durable Raft state, cached in memory.
+pub struct PeerStorage {
+    engine: EngineRef,
+    region_id: u64,
+    region: Region,
+    peer_state: PeerState,
+    hard_state: HardState,
+    last_index: u64,
+    last_term: u64,
+    apply: RaftApplyState,
+    conf_state: ConfState,
+}
+
+impl PeerStorage {
+    /// Loads a peer's state. A region with no stored state is an uninitialized peer (created
+    /// by a message from a new region member): empty log, waiting for a snapshot.
+    pub fn open(engine: EngineRef, region_id: u64) -> Result<Self, RaftStoreError> {
+        let (peer_state, region) = match engine.get(Cf::Raft, &keys::region_state_key(region_id))? {
+            Some(bytes) => {
+                let state: RegionLocalState = decode(&bytes, "region state")?;
+                (state.state(), state.region.unwrap_or_default())
+            }
+            None => (
+                PeerState::Normal,
+                Region {
+                    id: region_id,
+                    ..Region::default()
+                },
+            ),
+        };
+        let (hard_state, last_index, last_term) =
+            match engine.get(Cf::Raft, &keys::raft_state_key(region_id))? {
+                Some(bytes) => {
+                    let state: RaftLocalState = decode(&bytes, "raft state")?;
+                    let hs = HardState::parse_from_bytes(&state.hard_state)
+                        .map_err(|e| RaftStoreError::Corrupt(format!("hard state: {e}")))?;
+                    (hs, state.last_index, state.last_term)
+                }
+                None => (HardState::default(), 0, 0),
+            };
+        let apply = match engine.get(Cf::Raft, &keys::apply_state_key(region_id))? {
+            Some(bytes) => decode(&bytes, "apply state")?,
+            None => RaftApplyState::default(),
+        };
+        let conf_state = conf_state_from_region(&region);
+        Ok(Self {
+            engine,
+            region_id,
+            region,
+            peer_state,
+            hard_state,
+            last_index,
+            last_term,
+            apply,
+            conf_state,
+        })
+    }
+
+    /// The region as of the applied index.
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// True once the peer has a region (bootstrapped, split off, or filled by a snapshot).
+    pub fn is_initialized(&self) -> bool {
+        !self.region.peers.is_empty()
+    }
+
+    /// Whether the peer is normal, applying a snapshot, or removed.
+    pub fn peer_state(&self) -> PeerState {
+        self.peer_state
+    }
+
+    /// The applied index.
+    pub fn applied_index(&self) -> u64 {
+        self.apply.applied_index
+    }
+
+    /// The term of the applied index.
+    pub fn applied_term(&self) -> u64 {
+        self.apply.applied_term
+    }
+
+    /// The last index dropped from the log.
+    pub fn truncated_index(&self) -> u64 {
+        self.apply.truncated_index
+    }
+
+    /// The committed index as persisted.
+    pub fn committed_index(&self) -> u64 {
+        self.hard_state.commit
+    }
+
+    /// Stages `entries` (from a Ready) into `batch`, overwriting any conflicting suffix:
+    /// entries above the new last index left from an older leader are deleted in the same
+    /// batch, or the follower would disagree with its leader forever.
+    pub fn stage_entries(&mut self, batch: &mut WriteBatch, entries: &[Entry]) {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return;
+        };
+        assert!(
+            first.index > self.apply.truncated_index,
+            "region {}: appending entry {} at or below the truncated index {}",
+            self.region_id,
+            first.index,
+            self.apply.truncated_index
+        );
+        for entry in entries {
+            let bytes = entry.write_to_bytes().expect("entry encodes");
+            batch.put(Cf::Raft, keys::log_key(self.region_id, entry.index), bytes);
+        }
+        for stale in last.index + 1..=self.last_index {
+            batch.delete(Cf::Raft, keys::log_key(self.region_id, stale));
+        }
+        self.last_index = last.index;
+        self.last_term = last.term;
+        self.stage_raft_state(batch);
+    }
+
+    /// Stages a new hard state.
+    pub fn stage_hard_state(&mut self, batch: &mut WriteBatch, hs: &HardState) {
+        self.hard_state = hs.clone();
+        self.stage_raft_state(batch);
+    }
+
+    fn stage_raft_state(&self, batch: &mut WriteBatch) {
+        let state = RaftLocalState {
+            hard_state: self
+                .hard_state
+                .write_to_bytes()
+                .expect("hard state encodes")
+                .into(),
+            last_index: self.last_index,
+            last_term: self.last_term,
+        };
+        batch.put(
+            Cf::Raft,
+            keys::raft_state_key(self.region_id),
+            state.encode_to_vec(),
+        );
+    }
+
+    /// Stages the applied index (written in the same batch as the data it covers).
+    pub fn stage_applied(&mut self, batch: &mut WriteBatch, index: u64, term: u64) {
+        debug_assert!(index >= self.apply.applied_index);
+        self.apply.applied_index = index;
+        self.apply.applied_term = term;
+        batch.put(
+            Cf::Raft,
+            keys::apply_state_key(self.region_id),
+            self.apply.encode_to_vec(),
+        );
+    }
+
+    /// Stages a new region (membership or range change), as of the applied index.
+    pub fn stage_region(&mut self, batch: &mut WriteBatch, region: Region, state: PeerState) {
+        let local = RegionLocalState {
+            state: state as i32,
+            region: Some(region.clone()),
+        };
+        batch.put(
+            Cf::Raft,
+            keys::region_state_key(self.region_id),
+            local.encode_to_vec(),
+        );
+        self.conf_state = conf_state_from_region(&region);
+        self.region = region;
+        self.peer_state = state;
+    }
+
+    /// Stages dropping log entries up to and including `index`, which must be applied.
+    pub fn stage_compact(
+        &mut self,
+        batch: &mut WriteBatch,
+        index: u64,
+    ) -> Result<(), RaftStoreError> {
+        if index <= self.apply.truncated_index {
+            return Ok(());
+        }
+        assert!(
+            index <= self.apply.applied_index,
+            "region {}: compacting to {index} above the applied index {}",
+            self.region_id,
+            self.apply.applied_index
+        );
+        let term = self
+            .term(index)
+            .map_err(|e| RaftStoreError::Corrupt(e.to_string()))?;
+        for i in self.apply.truncated_index + 1..=index {
+            batch.delete(Cf::Raft, keys::log_key(self.region_id, i));
+        }
+        self.apply.truncated_index = index;
+        self.apply.truncated_term = term;
+        batch.put(
+            Cf::Raft,
+            keys::apply_state_key(self.region_id),
+            self.apply.encode_to_vec(),
+        );
+        Ok(())
+    }
+
+    /// Stages the installation of a snapshot received from the leader: the region's data
+    /// replaced by the snapshot's, the log dropped, and the snapshot's index as applied,
+    /// committed and truncated, all in one batch. Returns the new region.
+    pub fn stage_snapshot(
+        &mut self,
+        batch: &mut WriteBatch,
+        snap: &Snapshot,
+    ) -> Result<Region, RaftStoreError> {
+        let data: SnapshotData = decode(&snap.data, "snapshot data")?;
+        let region = data
+            .region
+            .clone()
+            .ok_or_else(|| RaftStoreError::Corrupt("snapshot without a region".into()))?;
+        let meta = snap.get_metadata();
+        // Clear what this peer held before: its old range (if it had one) and the new one.
+        if self.is_initialized() {
+            stage_clear_range(
+                &self.engine,
+                batch,
+                &self.region.start_key,
+                &self.region.end_key,
+            )?;
+        }
+        stage_clear_range(&self.engine, batch, &region.start_key, &region.end_key)?;
+        for kv in &data.kvs {
+            let cf = data_cf_from_proto(kv.cf());
+            match &kv.value {
+                Some(value) => batch.put(cf, kv.key.to_vec(), value.to_vec()),
+                None => batch.delete(cf, kv.key.to_vec()),
+            }
+        }
+        for i in self.apply.truncated_index + 1..=self.last_index {
+            batch.delete(Cf::Raft, keys::log_key(self.region_id, i));
+        }
+        self.last_index = meta.index;
+        self.last_term = meta.term;
+        self.hard_state.commit = self.hard_state.commit.max(meta.index);
+        self.hard_state.term = self.hard_state.term.max(meta.term);
+        self.stage_raft_state(batch);
+        self.apply = RaftApplyState {
+            applied_index: meta.index,
+            applied_term: meta.term,
+            truncated_index: meta.index,
+            truncated_term: meta.term,
+        };
+        batch.put(
+            Cf::Raft,
+            keys::apply_state_key(self.region_id),
+            self.apply.encode_to_vec(),
+        );
+        self.stage_region(batch, region.clone(), PeerState::Normal);
+        Ok(region)
+    }
+
+    /// Stages removing this peer: its data range and log are deleted and its region state
+    /// becomes a tombstone, so stale messages for it cannot bring it back.
+    pub fn stage_destroy(
+        &mut self,
+        batch: &mut WriteBatch,
+        keep_data: bool,
+    ) -> Result<(), RaftStoreError> {
+        if self.is_initialized() && !keep_data {
+            stage_clear_range(
+                &self.engine,
+                batch,
+                &self.region.start_key,
+                &self.region.end_key,
+            )?;
+        }
+        for i in self.apply.truncated_index + 1..=self.last_index {
+            batch.delete(Cf::Raft, keys::log_key(self.region_id, i));
+        }
+        batch.delete(Cf::Raft, keys::raft_state_key(self.region_id));
+        batch.delete(Cf::Raft, keys::apply_state_key(self.region_id));
+        let region = self.region.clone();
+        self.stage_region(batch, region, PeerState::Tombstone);
+        Ok(())
+    }
+
+    fn generate_snapshot(&self) -> Result<Snapshot, RaftStoreError> {
+        let mut kvs = Vec::new();
+        for cf in DATA_CFS {
+            let proto_cf = data_cf_to_proto(cf).expect("data cf");
+            for item in self
+                .engine
+                .scan(cf, &self.region.start_key, &self.region.end_key, false)
+            {
+                let (key, value) = item?;
+                kvs.push(KvOp {
+                    cf: proto_cf as i32,
+                    key: key.into(),
+                    value: Some(value.into()),
+                });
+            }
+        }
+        let data = SnapshotData {
+            region: Some(self.region.clone()),
+            kvs,
+        };
+        let mut snap = Snapshot::default();
+        snap.set_data(data.encode_to_vec().into());
+        let meta = snap.mut_metadata();
+        meta.index = self.apply.applied_index;
+        meta.term = self.apply.applied_term;
+        meta.set_conf_state(self.conf_state.clone());
+        Ok(snap)
+    }
+}
+
+/// Stages deletes of every data key in `[start, end)`.
+pub fn stage_clear_range(
+    engine: &EngineRef,
+    batch: &mut WriteBatch,
+    start: &[u8],
+    end: &[u8],
+) -> Result<(), RaftStoreError> {
+    for cf in DATA_CFS {
+        for item in engine.scan(cf, start, end, false) {
+            batch.delete(cf, item?.0);
+        }
+    }
+    Ok(())
+}
+
+impl Storage for PeerStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState {
+            hard_state: self.hard_state.clone(),
+            conf_state: self.conf_state.clone(),
+        })
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.apply.truncated_index {
+            return Err(raft::Error::Store(raft::StorageError::Compacted));
+        }
+        assert!(
+            high <= self.last_index + 1,
+            "region {}: entries [{low}, {high}) beyond the last index {}",
+            self.region_id,
+            self.last_index
+        );
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        let mut entries = Vec::with_capacity((high - low) as usize);
+        let mut size = 0u64;
+        let start = keys::log_key(self.region_id, low);
+        let end = keys::log_key(self.region_id, high);
+        for item in self.engine.scan(Cf::Raft, &start, &end, false) {
+            let (key, value) = item.map_err(storage_error)?;
+            let entry = Entry::parse_from_bytes(&value).map_err(storage_error)?;
+            let expected = low + entries.len() as u64;
+            if keys::log_index(&key) != Some(expected) || entry.index != expected {
+                return Err(storage_error(format!(
+                    "region {}: log hole at index {expected}",
+                    self.region_id
+                )));
+            }
+            size += value.len() as u64;
+            if !entries.is_empty() && size > max_size {
+                break;
+            }
+            entries.push(entry);
+        }
+        if entries.is_empty() && low < high {
+            return Err(storage_error(format!(
+                "region {}: log entries [{low}, {high}) missing",
+                self.region_id
+            )));
+        }
+        Ok(entries)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.apply.truncated_index {
+            return Ok(self.apply.truncated_term);
+        }
+        if idx < self.apply.truncated_index {
+            return Err(raft::Error::Store(raft::StorageError::Compacted));
+        }
+        if idx > self.last_index {
+            return Err(raft::Error::Store(raft::StorageError::Unavailable));
+        }
+        if idx == self.last_index {
+            return Ok(self.last_term);
+        }
+        let bytes = self
+            .engine
+            .get(Cf::Raft, &keys::log_key(self.region_id, idx))
+            .map_err(storage_error)?
+            .ok_or_else(|| {
+                storage_error(format!(
+                    "region {}: log entry {idx} missing",
+                    self.region_id
+                ))
+            })?;
+        let entry = Entry::parse_from_bytes(&bytes).map_err(storage_error)?;
+        Ok(entry.term)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.apply.truncated_index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last_index)
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        if self.apply.applied_index < request_index || !self.is_initialized() {
+            return Err(raft::Error::Store(
+                raft::StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        self.generate_snapshot().map_err(storage_error)
+    }
+}

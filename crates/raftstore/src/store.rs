@@ -1,0 +1,1250 @@
+//! The store: every region peer a node hosts, driven together in rounds.
+//!
+//! A round (`Store::process_ready`) collects the Ready of every peer that has one, writes
+//! all their log entries and hard states in **one** engine batch with one fsync, then sends
+//! the messages that had to wait for it, applies committed entries of all peers in one more
+//! batch (data and applied index together), and answers proposals and reads. Outgoing
+//! messages of a round go to the transport together, so it can batch them per store.
+//! Thousands of regions therefore cost one thread and two batch writes per round, not a
+//! thread or a task each.
+//!
+//! The store is single-threaded by design (`&mut self` everywhere): the production loop
+//! (`crate::driver`) owns it on one thread, and the deterministic tests drive it directly.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use flotilla_proto::Message as _;
+use flotilla_proto::metapb::{Peer as PeerMeta, PeerRole, Region, RegionEpoch};
+use flotilla_proto::raft_serverpb::{
+    ChangePeerContext, KvOp, PeerState, RaftCommand, RaftMessage, RegionLocalState, SnapshotData,
+    SplitRequest, WriteRequest, raft_command,
+};
+use flotilla_storage::{Cf, EngineRef, WriteBatch, WriteOp};
+use protobuf::Message as _;
+use raft::eraftpb::{
+    ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, Entry, EntryType,
+    Message as RaftMsg, MessageType,
+};
+use raft::{RawNode, SnapshotStatus, StateRole};
+
+use crate::error::RaftStoreError;
+use crate::keys;
+use crate::storage::{
+    PeerStorage, data_cf_from_proto, data_cf_to_proto, region_contains, write_initial_state,
+};
+
+/// Tuning of a store's Raft groups. Every bound here is enforced and answered with a
+/// retryable error (`ServerIsBusy`) when reached.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// This store's id (non-zero, unique in the cluster).
+    pub store_id: u64,
+    /// Ticks without a leader's heartbeat before a follower campaigns (randomised up to 2×).
+    pub election_ticks: usize,
+    /// Ticks between a leader's heartbeats.
+    pub heartbeat_ticks: usize,
+    /// The randomised election timeout is drawn from `[min, max)` ticks; 0 means raft-rs's
+    /// default `[election_ticks, 2 × election_ticks)`. Deterministic tests fix it per store.
+    pub min_election_ticks: usize,
+    /// See `min_election_ticks`.
+    pub max_election_ticks: usize,
+    /// Upper bound of one append message's entries, in bytes.
+    pub max_size_per_msg_bytes: u64,
+    /// Append messages in flight to one follower before the leader waits for acks.
+    pub max_inflight_msgs: usize,
+    /// A peer compacts its log once it holds this many applied entries.
+    pub log_gc_count_limit: u64,
+    /// Proposals waiting to be applied, per region.
+    pub max_pending_proposals: usize,
+    /// Linearizable reads waiting for their read index, per region.
+    pub max_pending_reads: usize,
+    /// fsync the Raft log before acknowledging (off only in tests that cannot crash).
+    pub sync_log: bool,
+}
+
+impl StoreConfig {
+    /// Defaults for `store_id`: 10 ticks election, 2 ticks heartbeat (1–2 s elections at
+    /// the default 100 ms tick), 1 MiB messages, 256 in flight, log compaction every 1,024
+    /// entries, 4,096 pending proposals and reads per region, fsync on.
+    pub fn new(store_id: u64) -> Self {
+        Self {
+            store_id,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            min_election_ticks: 0,
+            max_election_ticks: 0,
+            max_size_per_msg_bytes: 1 << 20,
+            max_inflight_msgs: 256,
+            log_gc_count_limit: 1024,
+            max_pending_proposals: 4096,
+            max_pending_reads: 4096,
+            sync_log: true,
+        }
+    }
+}
+
+/// Where a store's outgoing Raft messages go. Called once per round with every message of
+/// the round, so implementations can batch them per destination store.
+pub trait Transport: Send + Sync {
+    /// Sends the messages; delivery is best effort (Raft retries).
+    fn send(&self, messages: Vec<RaftMessage>);
+}
+
+/// Called with the outcome of a request, on the store's thread: keep it short.
+pub type Callback<T> = Box<dyn FnOnce(Result<T, RaftStoreError>) + Send>;
+
+/// One membership change of a region.
+#[derive(Debug, Clone)]
+pub struct PeerChange {
+    /// `AddNode` (a voter, or promote a learner), `AddLearnerNode`, or `RemoveNode`.
+    pub change_type: ConfChangeType,
+    /// The peer (its id and store; the role follows from the change).
+    pub peer: PeerMeta,
+}
+
+/// A request to the store.
+pub enum StoreMsg {
+    /// A Raft message from another store.
+    Raft(RaftMessage),
+    /// Replicate and apply a batch of data writes in the region (leader only).
+    Write {
+        region_id: u64,
+        epoch: RegionEpoch,
+        batch: WriteBatch,
+        cb: Callback<()>,
+    },
+    /// Resolves once this leader has applied everything committed before the request, so
+    /// a read of the local engine after it is linearizable.
+    ReadIndex {
+        region_id: u64,
+        epoch: RegionEpoch,
+        cb: Callback<()>,
+    },
+    /// Change the region's membership; several changes go through joint consensus.
+    ChangePeers {
+        region_id: u64,
+        changes: Vec<PeerChange>,
+        cb: Callback<Region>,
+    },
+    /// Split the region at `split_key`; the right part becomes `new_region_id`.
+    Split {
+        region_id: u64,
+        epoch: RegionEpoch,
+        split_key: Vec<u8>,
+        new_region_id: u64,
+        new_peer_ids: Vec<u64>,
+        cb: Callback<Vec<Region>>,
+    },
+    /// Hand leadership to another voter.
+    TransferLeader { region_id: u64, to_peer_id: u64 },
+    /// Campaign now (bootstrap and tests).
+    Campaign { region_id: u64 },
+}
+
+enum ProposalCb {
+    Write(Callback<()>),
+    ConfChange(Callback<Region>),
+    Split(Callback<Vec<Region>>),
+}
+
+impl ProposalCb {
+    fn fail(self, e: RaftStoreError) {
+        match self {
+            ProposalCb::Write(cb) => cb(Err(e)),
+            ProposalCb::ConfChange(cb) => cb(Err(e)),
+            ProposalCb::Split(cb) => cb(Err(e)),
+        }
+    }
+}
+
+struct Proposal {
+    index: u64,
+    term: u64,
+    cb: ProposalCb,
+}
+
+struct PendingRead {
+    id: u64,
+    /// The commit index to wait for, once the leader has confirmed it with a quorum.
+    index: Option<u64>,
+    cb: Callback<()>,
+}
+
+/// What applying an entry produced, answered after the apply batch is written.
+enum Applied {
+    Write(Result<(), RaftStoreError>),
+    ConfChange(Result<Region, RaftStoreError>),
+    Split(Result<Vec<Region>, RaftStoreError>),
+    Noop,
+}
+
+struct Peer {
+    raw: RawNode<PeerStorage>,
+    meta: PeerMeta,
+    /// Every peer of the region this peer has heard of, for addressing messages.
+    peer_cache: HashMap<u64, PeerMeta>,
+    proposals: VecDeque<Proposal>,
+    reads: VecDeque<PendingRead>,
+    /// Snapshots handed to the transport this round, reported to raft after `advance`.
+    sent_snapshots: Vec<u64>,
+    /// Set when this peer applied its own removal.
+    removed: bool,
+}
+
+impl Peer {
+    fn region(&self) -> &Region {
+        self.raw.store().region()
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    fn leader(&self) -> Option<PeerMeta> {
+        self.peer_cache.get(&self.raw.raft.leader_id).cloned()
+    }
+
+    fn not_leader(&self) -> RaftStoreError {
+        RaftStoreError::NotLeader {
+            region_id: self.region().id,
+            leader: self.leader(),
+        }
+    }
+
+    fn refresh_peer_cache(&mut self) {
+        let peers = self.region().peers.clone();
+        for p in peers {
+            self.peer_cache.insert(p.id, p);
+        }
+    }
+
+    fn fail_all(&mut self, e: &RaftStoreError) {
+        for p in self.proposals.drain(..) {
+            p.cb.fail(e.clone());
+        }
+        for r in self.reads.drain(..) {
+            (r.cb)(Err(e.clone()));
+        }
+    }
+}
+
+/// Bridges raft-rs's slog logging to `tracing`.
+struct TracingDrain;
+
+impl slog::Drain for TracingDrain {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(&self, record: &slog::Record, _values: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        match record.level() {
+            slog::Level::Critical | slog::Level::Error => {
+                tracing::error!(target: "raft", "{}", record.msg())
+            }
+            slog::Level::Warning => tracing::warn!(target: "raft", "{}", record.msg()),
+            slog::Level::Info => tracing::debug!(target: "raft", "{}", record.msg()),
+            _ => tracing::trace!(target: "raft", "{}", record.msg()),
+        }
+        Ok(())
+    }
+}
+
+/// A summary of one peer, for status pages and tests.
+#[derive(Debug, Clone)]
+pub struct PeerStatus {
+    pub region: Region,
+    pub peer_id: u64,
+    pub is_leader: bool,
+    pub leader_peer_id: u64,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub truncated_index: u64,
+}
+
+/// Every region peer of one store. See the module documentation.
+pub struct Store {
+    cfg: StoreConfig,
+    engine: EngineRef,
+    transport: Arc<dyn Transport>,
+    peers: BTreeMap<u64, Peer>,
+    /// Regions whose peer here was removed, with the region as of the removal.
+    tombstones: HashMap<u64, Region>,
+    logger: slog::Logger,
+    next_read_id: u64,
+    outbox: Vec<RaftMessage>,
+}
+
+impl Store {
+    /// Writes the initial state of `region` on this store's engine (cluster bootstrap: every
+    /// initial member writes the same state). Refuses a region that already exists.
+    pub fn bootstrap_region(engine: &EngineRef, region: &Region) -> Result<(), RaftStoreError> {
+        if engine
+            .get(Cf::Raft, &keys::region_state_key(region.id))?
+            .is_some()
+        {
+            return Err(RaftStoreError::Raft(format!(
+                "region {} is already bootstrapped on this store",
+                region.id
+            )));
+        }
+        let mut batch = WriteBatch::new();
+        write_initial_state(&mut batch, region);
+        engine.write(batch, true)?;
+        Ok(())
+    }
+
+    /// Opens the store, recreating a peer for every region it holds.
+    pub fn open(
+        cfg: StoreConfig,
+        engine: EngineRef,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Self, RaftStoreError> {
+        assert!(cfg.store_id != 0, "store id must be non-zero");
+        let logger = slog::Logger::root(TracingDrain, slog::o!("store" => cfg.store_id));
+        let mut store = Self {
+            cfg,
+            engine,
+            transport,
+            peers: BTreeMap::new(),
+            tombstones: HashMap::new(),
+            logger,
+            next_read_id: 1,
+            outbox: Vec::new(),
+        };
+        let (start, end) = keys::region_state_range();
+        let mut states = Vec::new();
+        for item in store.engine.scan(Cf::Raft, &start, &end, false) {
+            let (key, value) = item?;
+            let region_id = keys::region_id_of_state_key(&key)
+                .ok_or_else(|| RaftStoreError::Corrupt("bad region state key".into()))?;
+            let state = RegionLocalState::decode(value.as_slice())
+                .map_err(|e| RaftStoreError::Corrupt(format!("region state: {e}")))?;
+            states.push((region_id, state));
+        }
+        for (region_id, state) in states {
+            let region = state.region.clone().unwrap_or_default();
+            if state.state() == PeerState::Tombstone {
+                store.tombstones.insert(region_id, region);
+                continue;
+            }
+            let Some(me) = region
+                .peers
+                .iter()
+                .find(|p| p.store_id == store.cfg.store_id)
+                .cloned()
+            else {
+                return Err(RaftStoreError::Corrupt(format!(
+                    "region {region_id} has no peer on store {}",
+                    store.cfg.store_id
+                )));
+            };
+            store.create_peer(region_id, me)?;
+        }
+        Ok(store)
+    }
+
+    /// This store's id.
+    pub fn store_id(&self) -> u64 {
+        self.cfg.store_id
+    }
+
+    fn raft_config(&self, peer_id: u64, applied: u64) -> raft::Config {
+        raft::Config {
+            id: peer_id,
+            election_tick: self.cfg.election_ticks,
+            heartbeat_tick: self.cfg.heartbeat_ticks,
+            min_election_tick: self.cfg.min_election_ticks,
+            max_election_tick: self.cfg.max_election_ticks,
+            applied,
+            max_size_per_msg: self.cfg.max_size_per_msg_bytes,
+            max_inflight_msgs: self.cfg.max_inflight_msgs,
+            check_quorum: true,
+            pre_vote: true,
+            ..raft::Config::default()
+        }
+    }
+
+    fn create_peer(&mut self, region_id: u64, meta: PeerMeta) -> Result<(), RaftStoreError> {
+        let storage = PeerStorage::open(self.engine.clone(), region_id)?;
+        let applied = storage.applied_index();
+        let config = self.raft_config(meta.id, applied);
+        let raw = RawNode::new(&config, storage, &self.logger)?;
+        let mut peer = Peer {
+            raw,
+            meta,
+            peer_cache: HashMap::new(),
+            proposals: VecDeque::new(),
+            reads: VecDeque::new(),
+            sent_snapshots: Vec::new(),
+            removed: false,
+        };
+        peer.peer_cache.insert(meta.id, meta);
+        peer.refresh_peer_cache();
+        self.peers.insert(region_id, peer);
+        Ok(())
+    }
+
+    /// The region ids this store hosts a peer of.
+    pub fn region_ids(&self) -> Vec<u64> {
+        self.peers.keys().copied().collect()
+    }
+
+    /// The state of this store's peer of `region_id`.
+    pub fn peer_status(&self, region_id: u64) -> Option<PeerStatus> {
+        let peer = self.peers.get(&region_id)?;
+        let store = peer.raw.store();
+        Some(PeerStatus {
+            region: store.region().clone(),
+            peer_id: peer.meta.id,
+            is_leader: peer.is_leader(),
+            leader_peer_id: peer.raw.raft.leader_id,
+            term: peer.raw.raft.term,
+            commit_index: peer.raw.raft.raft_log.committed,
+            applied_index: store.applied_index(),
+            truncated_index: store.truncated_index(),
+        })
+    }
+
+    /// Advances every peer's logical clock by one tick.
+    pub fn tick(&mut self) {
+        for peer in self.peers.values_mut() {
+            peer.raw.tick();
+        }
+    }
+
+    /// Handles one request. Its effects reach the disk and the network in the next
+    /// `process_ready`.
+    pub fn handle(&mut self, msg: StoreMsg) {
+        match msg {
+            StoreMsg::Raft(m) => self.on_raft_message(m),
+            StoreMsg::Write {
+                region_id,
+                epoch,
+                batch,
+                cb,
+            } => self.propose_write(region_id, epoch, batch, cb),
+            StoreMsg::ReadIndex {
+                region_id,
+                epoch,
+                cb,
+            } => self.read_index(region_id, epoch, cb),
+            StoreMsg::ChangePeers {
+                region_id,
+                changes,
+                cb,
+            } => self.propose_change_peers(region_id, changes, cb),
+            StoreMsg::Split {
+                region_id,
+                epoch,
+                split_key,
+                new_region_id,
+                new_peer_ids,
+                cb,
+            } => self.propose_split(region_id, epoch, split_key, new_region_id, new_peer_ids, cb),
+            StoreMsg::TransferLeader {
+                region_id,
+                to_peer_id,
+            } => {
+                if let Some(peer) = self.peers.get_mut(&region_id) {
+                    peer.raw.transfer_leader(to_peer_id);
+                }
+            }
+            StoreMsg::Campaign { region_id } => {
+                if let Some(peer) = self.peers.get_mut(&region_id)
+                    && let Err(e) = peer.raw.campaign()
+                {
+                    tracing::debug!(region_id, "campaign: {e}");
+                }
+            }
+        }
+    }
+
+    /// Finds the leader peer of `region_id` and checks the request's epoch against it.
+    fn leader_peer(
+        &mut self,
+        region_id: u64,
+        epoch: Option<&RegionEpoch>,
+    ) -> Result<&mut Peer, RaftStoreError> {
+        let peer = self
+            .peers
+            .get_mut(&region_id)
+            .ok_or(RaftStoreError::RegionNotFound(region_id))?;
+        if !peer.is_leader() {
+            return Err(peer.not_leader());
+        }
+        if let Some(epoch) = epoch {
+            let current = peer.region().epoch.unwrap_or_default();
+            if epoch.version != current.version {
+                return Err(RaftStoreError::EpochNotMatch {
+                    current: vec![peer.region().clone()],
+                });
+            }
+        }
+        Ok(peer)
+    }
+
+    fn propose(&mut self, region_id: u64, data: Vec<u8>, cb: ProposalCb) {
+        let max = self.cfg.max_pending_proposals;
+        let peer = match self.leader_peer(region_id, None) {
+            Ok(peer) => peer,
+            Err(e) => return cb.fail(e),
+        };
+        if peer.proposals.len() >= max {
+            return cb.fail(RaftStoreError::ServerIsBusy(format!(
+                "region {region_id} has {max} proposals pending (raftstore max_pending_proposals)"
+            )));
+        }
+        if let Err(e) = peer.raw.propose(vec![], data) {
+            // ProposalDropped: a leader transfer is in progress, or the uncommitted log
+            // is over its bound.
+            return cb.fail(RaftStoreError::ServerIsBusy(format!(
+                "region {region_id}: proposal dropped ({e})"
+            )));
+        }
+        let index = peer.raw.raft.raft_log.last_index();
+        let term = peer.raw.raft.term;
+        peer.proposals.push_back(Proposal { index, term, cb });
+    }
+
+    fn propose_write(
+        &mut self,
+        region_id: u64,
+        epoch: RegionEpoch,
+        batch: WriteBatch,
+        cb: Callback<()>,
+    ) {
+        let peer = match self.leader_peer(region_id, Some(&epoch)) {
+            Ok(peer) => peer,
+            Err(e) => return cb(Err(e)),
+        };
+        let region = peer.region().clone();
+        let mut ops = Vec::with_capacity(batch.len());
+        for op in batch.into_ops() {
+            let (cf, key, value) = match op {
+                WriteOp::Put { cf, key, value } => (cf, key, Some(value)),
+                WriteOp::Delete { cf, key } => (cf, key, None),
+            };
+            let Some(proto_cf) = data_cf_to_proto(cf) else {
+                return cb(Err(RaftStoreError::Raft(format!(
+                    "column family {} is node-local and cannot be replicated",
+                    cf.name()
+                ))));
+            };
+            if !region_contains(&region, &key) {
+                return cb(Err(RaftStoreError::KeyNotInRegion { key, region_id }));
+            }
+            ops.push(KvOp {
+                cf: proto_cf as i32,
+                key: key.into(),
+                value: value.map(Into::into),
+            });
+        }
+        let cmd = RaftCommand {
+            region_id,
+            epoch: Some(epoch),
+            request: Some(raft_command::Request::Write(WriteRequest { ops })),
+        };
+        self.propose(region_id, cmd.encode_to_vec(), ProposalCb::Write(cb));
+    }
+
+    fn propose_split(
+        &mut self,
+        region_id: u64,
+        epoch: RegionEpoch,
+        split_key: Vec<u8>,
+        new_region_id: u64,
+        new_peer_ids: Vec<u64>,
+        cb: Callback<Vec<Region>>,
+    ) {
+        let peer = match self.leader_peer(region_id, Some(&epoch)) {
+            Ok(peer) => peer,
+            Err(e) => return cb(Err(e)),
+        };
+        let region = peer.region();
+        if split_key.as_slice() <= region.start_key.as_ref() || !region_contains(region, &split_key)
+        {
+            return cb(Err(RaftStoreError::KeyNotInRegion {
+                key: split_key,
+                region_id,
+            }));
+        }
+        if new_peer_ids.len() != region.peers.len() {
+            return cb(Err(RaftStoreError::Raft(format!(
+                "split of region {region_id} needs {} new peer ids, got {}",
+                region.peers.len(),
+                new_peer_ids.len()
+            ))));
+        }
+        let cmd = RaftCommand {
+            region_id,
+            epoch: Some(epoch),
+            request: Some(raft_command::Request::Split(SplitRequest {
+                split_key: split_key.into(),
+                new_region_id,
+                new_peer_ids,
+            })),
+        };
+        self.propose(region_id, cmd.encode_to_vec(), ProposalCb::Split(cb));
+    }
+
+    fn propose_change_peers(
+        &mut self,
+        region_id: u64,
+        changes: Vec<PeerChange>,
+        cb: Callback<Region>,
+    ) {
+        let max = self.cfg.max_pending_proposals;
+        let peer = match self.leader_peer(region_id, None) {
+            Ok(peer) => peer,
+            Err(e) => return cb(Err(e)),
+        };
+        let region = peer.region().clone();
+        if changes.is_empty() {
+            return cb(Err(RaftStoreError::Raft(
+                "no membership change given".into(),
+            )));
+        }
+        // A voter leaves through a single change; in joint consensus it can only be
+        // demoted (a learner), as in TiKV, so every role stays expressible.
+        if changes.len() > 1 {
+            for c in &changes {
+                let is_voter = region
+                    .peers
+                    .iter()
+                    .any(|p| p.id == c.peer.id && p.role() == PeerRole::Voter);
+                if c.change_type == ConfChangeType::RemoveNode && is_voter {
+                    return cb(Err(RaftStoreError::Raft(format!(
+                        "peer {} is a voter: remove it in a change of its own, or demote it to a learner first",
+                        c.peer.id
+                    ))));
+                }
+            }
+        }
+        if peer.proposals.len() >= max {
+            return cb(Err(RaftStoreError::ServerIsBusy(format!(
+                "region {region_id} has {max} proposals pending"
+            ))));
+        }
+        let mut cc = ConfChangeV2::default();
+        cc.set_transition(ConfChangeTransition::Auto);
+        for c in &changes {
+            let mut single = ConfChangeSingle::default();
+            single.set_change_type(c.change_type);
+            single.node_id = c.peer.id;
+            cc.mut_changes().push(single);
+        }
+        let context = ChangePeerContext {
+            peers: changes.iter().map(|c| c.peer).collect(),
+        };
+        cc.set_context(context.encode_to_vec().into());
+        if let Err(e) = peer.raw.propose_conf_change(vec![], cc) {
+            return cb(Err(RaftStoreError::ServerIsBusy(format!(
+                "region {region_id}: membership change dropped ({e})"
+            ))));
+        }
+        let index = peer.raw.raft.raft_log.last_index();
+        let term = peer.raw.raft.term;
+        peer.proposals.push_back(Proposal {
+            index,
+            term,
+            cb: ProposalCb::ConfChange(cb),
+        });
+    }
+
+    fn read_index(&mut self, region_id: u64, epoch: RegionEpoch, cb: Callback<()>) {
+        let max = self.cfg.max_pending_reads;
+        let id = self.next_read_id;
+        self.next_read_id += 1;
+        let peer = match self.leader_peer(region_id, Some(&epoch)) {
+            Ok(peer) => peer,
+            Err(e) => return cb(Err(e)),
+        };
+        // raft-rs drops a read index silently until the leader has committed an entry of
+        // its own term; say so instead of letting the caller time out.
+        if !peer.raw.raft.commit_to_current_term() {
+            return cb(Err(RaftStoreError::ServerIsBusy(format!(
+                "region {region_id}: the new leader has not committed its first entry yet"
+            ))));
+        }
+        if peer.reads.len() >= max {
+            return cb(Err(RaftStoreError::ServerIsBusy(format!(
+                "region {region_id} has {max} reads pending (raftstore max_pending_reads)"
+            ))));
+        }
+        peer.raw.read_index(id.to_be_bytes().to_vec());
+        peer.reads.push_back(PendingRead {
+            id,
+            index: None,
+            cb,
+        });
+    }
+
+    fn on_raft_message(&mut self, msg: RaftMessage) {
+        let Some(to_peer) = msg.to_peer else {
+            return;
+        };
+        if to_peer.store_id != self.cfg.store_id {
+            tracing::warn!(
+                store = self.cfg.store_id,
+                "message for store {} dropped",
+                to_peer.store_id
+            );
+            return;
+        }
+        let raft_msg = match RaftMsg::parse_from_bytes(&msg.message) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(
+                    region_id = msg.region_id,
+                    "undecodable raft message dropped: {e}"
+                );
+                return;
+            }
+        };
+        let region_id = msg.region_id;
+        if !self.peers.contains_key(&region_id) && !self.maybe_create_peer(&msg, &raft_msg) {
+            return;
+        }
+        if raft_msg.get_msg_type() == MessageType::MsgSnapshot
+            && !snapshot_fits(&self.peers, region_id, &raft_msg)
+        {
+            return;
+        }
+        let peer = self.peers.get_mut(&region_id).expect("peer exists");
+        if peer.meta.id != to_peer.id {
+            // For an older incarnation of this store's peer, or a newer one we have not
+            // learned of yet; the leader will retry.
+            return;
+        }
+        if let Some(from) = msg.from_peer {
+            peer.peer_cache.insert(from.id, from);
+        }
+        if let Err(e) = peer.raw.step(raft_msg) {
+            tracing::debug!(region_id, "step: {e}");
+        }
+    }
+
+    /// Creates an uninitialized peer when a member of a region this store does not host
+    /// yet reaches out (a new replica); it will be filled by a snapshot.
+    fn maybe_create_peer(&mut self, msg: &RaftMessage, raft_msg: &RaftMsg) -> bool {
+        let creates = match raft_msg.get_msg_type() {
+            MessageType::MsgRequestVote
+            | MessageType::MsgRequestPreVote
+            | MessageType::MsgAppend
+            | MessageType::MsgSnapshot => true,
+            MessageType::MsgHeartbeat => raft_msg.commit == 0,
+            _ => false,
+        };
+        if !creates {
+            return false;
+        }
+        if let Some(tombstone) = self.tombstones.get(&msg.region_id) {
+            let gone = tombstone.epoch.unwrap_or_default().conf_ver;
+            let asked = msg.region_epoch.unwrap_or_default().conf_ver;
+            if asked <= gone {
+                return false;
+            }
+        }
+        let to_peer = msg.to_peer.expect("checked");
+        match self.create_peer(msg.region_id, to_peer) {
+            Ok(()) => {
+                self.tombstones.remove(&msg.region_id);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(region_id = msg.region_id, "cannot create peer: {e}");
+                false
+            }
+        }
+    }
+
+    fn wrap_messages(&mut self, region_id: u64, msgs: Vec<RaftMsg>) {
+        let Some(peer) = self.peers.get_mut(&region_id) else {
+            return;
+        };
+        let region = peer.raw.store().region();
+        for m in msgs {
+            let Some(to_peer) = peer.peer_cache.get(&m.to).cloned() else {
+                tracing::warn!(region_id, "message to unknown peer {} dropped", m.to);
+                continue;
+            };
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                peer.sent_snapshots.push(m.to);
+            }
+            self.outbox.push(RaftMessage {
+                region_id,
+                from_peer: Some(peer.meta),
+                to_peer: Some(to_peer),
+                region_epoch: region.epoch,
+                message: m.write_to_bytes().expect("raft message encodes").into(),
+                start_key: region.start_key.clone(),
+                end_key: region.end_key.clone(),
+                is_tombstone: false,
+            });
+        }
+    }
+
+    /// Runs one round: persists every peer's Ready in one batch, sends, applies, answers.
+    /// Returns true when it did anything (the caller may loop until it returns false).
+    pub fn process_ready(&mut self) -> Result<bool, RaftStoreError> {
+        let mut persist = WriteBatch::new();
+        let mut must_sync = false;
+        let mut readies = Vec::new();
+        let ids: Vec<u64> = self.peers.keys().copied().collect();
+        for region_id in ids {
+            let peer = self.peers.get_mut(&region_id).expect("listed");
+            if !peer.raw.has_ready() {
+                continue;
+            }
+            let mut rd = peer.raw.ready();
+            if let Some(ss) = rd.ss()
+                && ss.raft_state != StateRole::Leader
+            {
+                let e = peer.not_leader();
+                for r in peer.reads.drain(..) {
+                    (r.cb)(Err(e.clone()));
+                }
+            }
+            for rs in rd.take_read_states() {
+                let Ok(id) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else {
+                    continue;
+                };
+                let id = u64::from_be_bytes(id);
+                if let Some(read) = peer.reads.iter_mut().find(|r| r.id == id) {
+                    read.index = Some(rs.index);
+                }
+            }
+            if !rd.snapshot().is_empty() {
+                let snap = rd.snapshot().clone();
+                peer.raw.mut_store().stage_snapshot(&mut persist, &snap)?;
+                peer.refresh_peer_cache();
+            }
+            peer.raw
+                .mut_store()
+                .stage_entries(&mut persist, rd.entries());
+            if let Some(hs) = rd.hs() {
+                let hs = hs.clone();
+                peer.raw.mut_store().stage_hard_state(&mut persist, &hs);
+            }
+            must_sync |= rd.must_sync();
+            let committed = rd.take_committed_entries();
+            let msgs = rd.take_messages();
+            self.wrap_messages(region_id, msgs);
+            readies.push((region_id, rd, committed));
+        }
+        if readies.is_empty() {
+            return Ok(false);
+        }
+        if !persist.is_empty() {
+            let ticket = self.engine.append(persist)?;
+            if must_sync && self.cfg.sync_log {
+                self.engine.sync_through(ticket)?;
+            }
+        }
+
+        let mut apply = WriteBatch::new();
+        let mut answers: Vec<(ProposalCb, Applied)> = Vec::new();
+        let mut created: Vec<(u64, PeerMeta, bool)> = Vec::new();
+        for (region_id, mut rd, committed) in readies {
+            let persisted = rd.take_persisted_messages();
+            self.wrap_messages(region_id, persisted);
+            let peer = self.peers.get_mut(&region_id).expect("listed");
+            let mut light = peer.raw.advance(rd);
+            if let Some(commit) = light.commit_index() {
+                let mut hs = peer.raw.raft.hard_state();
+                hs.commit = commit;
+                peer.raw.mut_store().stage_hard_state(&mut apply, &hs);
+            }
+            let light_msgs = light.take_messages();
+            let light_committed = light.take_committed_entries();
+            self.wrap_messages(region_id, light_msgs);
+            let peer = self.peers.get_mut(&region_id).expect("listed");
+            for entry in committed.into_iter().chain(light_committed) {
+                apply_entry(
+                    peer,
+                    &entry,
+                    &mut apply,
+                    &mut answers,
+                    &mut created,
+                    self.cfg.store_id,
+                )?;
+            }
+            peer.raw.advance_apply();
+            for to in std::mem::take(&mut peer.sent_snapshots) {
+                peer.raw.report_snapshot(to, SnapshotStatus::Finish);
+            }
+            maybe_compact_log(peer, &mut apply, self.cfg.log_gc_count_limit)?;
+        }
+        if !apply.is_empty() {
+            // Not synced: the Raft log is durable, so a crash replays what this loses.
+            let _ticket = self.engine.append(apply)?;
+        }
+        for (cb, applied) in answers {
+            answer(cb, applied);
+        }
+        // Reads whose index is applied are answered now; peers that removed themselves go.
+        let mut removed = Vec::new();
+        for (region_id, peer) in self.peers.iter_mut() {
+            let applied = peer.raw.store().applied_index();
+            while let Some(read) = peer.reads.front() {
+                match read.index {
+                    Some(index) if index <= applied => {
+                        let read = peer.reads.pop_front().expect("front");
+                        (read.cb)(Ok(()));
+                    }
+                    _ => break,
+                }
+            }
+            if peer.removed {
+                removed.push(*region_id);
+            }
+        }
+        for region_id in removed {
+            self.destroy_peer(region_id, false)?;
+        }
+        for (region_id, meta, campaign) in created {
+            if let Some(existing) = self.peers.get(&region_id)
+                && existing.raw.store().is_initialized()
+            {
+                continue;
+            }
+            self.peers.remove(&region_id);
+            self.create_peer(region_id, meta)?;
+            if campaign && let Some(peer) = self.peers.get_mut(&region_id) {
+                let _ = peer.raw.campaign();
+            }
+        }
+        if !self.outbox.is_empty() {
+            self.transport.send(std::mem::take(&mut self.outbox));
+        }
+        Ok(true)
+    }
+
+    fn destroy_peer(&mut self, region_id: u64, keep_data: bool) -> Result<(), RaftStoreError> {
+        let Some(mut peer) = self.peers.remove(&region_id) else {
+            return Ok(());
+        };
+        let mut batch = WriteBatch::new();
+        peer.raw.mut_store().stage_destroy(&mut batch, keep_data)?;
+        self.engine.write(batch, self.cfg.sync_log)?;
+        peer.fail_all(&RaftStoreError::RegionNotFound(region_id));
+        self.tombstones.insert(region_id, peer.region().clone());
+        Ok(())
+    }
+}
+
+/// A snapshot may only fill a peer if its range overlaps no other initialized peer here
+/// (one that has not yet learned of a split or a removal would otherwise share keys).
+fn snapshot_fits(peers: &BTreeMap<u64, Peer>, region_id: u64, msg: &RaftMsg) -> bool {
+    let Ok(data) = SnapshotData::decode(msg.get_snapshot().get_data()) else {
+        return false;
+    };
+    let Some(region) = data.region else {
+        return false;
+    };
+    for (id, other) in peers {
+        if *id == region_id || !other.raw.store().is_initialized() {
+            continue;
+        }
+        let o = other.region();
+        let disjoint = (!o.end_key.is_empty() && o.end_key.as_ref() <= region.start_key.as_ref())
+            || (!region.end_key.is_empty() && region.end_key.as_ref() <= o.start_key.as_ref());
+        if !disjoint {
+            tracing::info!(
+                region_id,
+                other = id,
+                "snapshot overlaps another region; dropped"
+            );
+            return false;
+        }
+    }
+    true
+}
+
+fn answer(cb: ProposalCb, applied: Applied) {
+    let stale = |cb: ProposalCb| {
+        cb.fail(RaftStoreError::Raft(
+            "the command was dropped by raft (another membership change is pending)".into(),
+        ))
+    };
+    match (cb, applied) {
+        (ProposalCb::Write(cb), Applied::Write(r)) => cb(r),
+        (ProposalCb::ConfChange(cb), Applied::ConfChange(r)) => cb(r),
+        (ProposalCb::Split(cb), Applied::Split(r)) => cb(r),
+        (cb, _) => stale(cb),
+    }
+}
+
+/// Applies one committed entry into `batch`, matching it with its proposal.
+fn apply_entry(
+    peer: &mut Peer,
+    entry: &Entry,
+    batch: &mut WriteBatch,
+    answers: &mut Vec<(ProposalCb, Applied)>,
+    created: &mut Vec<(u64, PeerMeta, bool)>,
+    store_id: u64,
+) -> Result<(), RaftStoreError> {
+    if peer.removed {
+        return Ok(());
+    }
+    let applied = match entry.get_entry_type() {
+        EntryType::EntryNormal if entry.data.is_empty() => Applied::Noop,
+        EntryType::EntryNormal => {
+            let cmd = RaftCommand::decode(entry.data.as_ref())
+                .map_err(|e| RaftStoreError::Corrupt(format!("raft command: {e}")))?;
+            apply_command(peer, cmd, batch, created, store_id)
+        }
+        EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+            Applied::ConfChange(apply_conf_change(peer, entry, batch, store_id))
+        }
+    };
+    peer.raw
+        .mut_store()
+        .stage_applied(batch, entry.index, entry.term);
+    while let Some(front) = peer.proposals.front() {
+        if front.index > entry.index {
+            break;
+        }
+        let p = peer.proposals.pop_front().expect("front");
+        if p.index == entry.index && p.term == entry.term {
+            answers.push((p.cb, applied));
+            break;
+        }
+        p.cb.fail(RaftStoreError::StaleCommand(peer.region().id));
+    }
+    Ok(())
+}
+
+fn apply_command(
+    peer: &mut Peer,
+    cmd: RaftCommand,
+    batch: &mut WriteBatch,
+    created: &mut Vec<(u64, PeerMeta, bool)>,
+    store_id: u64,
+) -> Applied {
+    let region = peer.region().clone();
+    let current = region.epoch.unwrap_or_default();
+    let asked = cmd.epoch.unwrap_or_default();
+    let epoch_error = || RaftStoreError::EpochNotMatch {
+        current: vec![region.clone()],
+    };
+    match cmd.request {
+        Some(raft_command::Request::Write(write)) => {
+            if asked.version != current.version {
+                return Applied::Write(Err(epoch_error()));
+            }
+            if let Some(op) = write
+                .ops
+                .iter()
+                .find(|op| !region_contains(&region, &op.key))
+            {
+                return Applied::Write(Err(RaftStoreError::KeyNotInRegion {
+                    key: op.key.to_vec(),
+                    region_id: region.id,
+                }));
+            }
+            for op in write.ops {
+                let cf = data_cf_from_proto(op.cf());
+                match op.value {
+                    Some(value) => batch.put(cf, op.key.to_vec(), value.to_vec()),
+                    None => batch.delete(cf, op.key.to_vec()),
+                }
+            }
+            Applied::Write(Ok(()))
+        }
+        Some(raft_command::Request::Split(split)) => {
+            if asked.version != current.version {
+                return Applied::Split(Err(epoch_error()));
+            }
+            if !region_contains(&region, &split.split_key)
+                || split.split_key.as_ref() <= region.start_key.as_ref()
+            {
+                return Applied::Split(Err(RaftStoreError::KeyNotInRegion {
+                    key: split.split_key.to_vec(),
+                    region_id: region.id,
+                }));
+            }
+            let version = current.version + 1;
+            let mut left = region.clone();
+            left.end_key = split.split_key.clone();
+            left.epoch = Some(RegionEpoch {
+                conf_ver: current.conf_ver,
+                version,
+            });
+            let mut right = Region {
+                id: split.new_region_id,
+                start_key: split.split_key.clone(),
+                end_key: region.end_key.clone(),
+                epoch: left.epoch,
+                peers: Vec::with_capacity(region.peers.len()),
+            };
+            for (old, new_id) in region.peers.iter().zip(&split.new_peer_ids) {
+                let mut p = *old;
+                p.id = *new_id;
+                right.peers.push(p);
+            }
+            peer.raw
+                .mut_store()
+                .stage_region(batch, left.clone(), PeerState::Normal);
+            write_initial_state(batch, &right);
+            if let Some(me) = right.peers.iter().find(|p| p.store_id == store_id) {
+                created.push((right.id, *me, peer.is_leader()));
+            }
+            Applied::Split(Ok(vec![left, right]))
+        }
+        Some(raft_command::Request::CompactLog(_)) | None => Applied::Noop,
+    }
+}
+
+fn apply_conf_change(
+    peer: &mut Peer,
+    entry: &Entry,
+    batch: &mut WriteBatch,
+    _store_id: u64,
+) -> Result<Region, RaftStoreError> {
+    let cc: ConfChangeV2 = if entry.get_entry_type() == EntryType::EntryConfChange {
+        // Flotilla proposes only V2 changes; a V1 entry is not something it wrote.
+        return Err(RaftStoreError::Corrupt(format!(
+            "region {}: unexpected v1 membership change at index {}",
+            peer.region().id,
+            entry.index
+        )));
+    } else if entry.data.is_empty() {
+        // raft-rs's own "leave joint" entry carries no data.
+        ConfChangeV2::default()
+    } else {
+        ConfChangeV2::parse_from_bytes(&entry.data)
+            .map_err(|e| RaftStoreError::Corrupt(format!("conf change: {e}")))?
+    };
+    let context = if cc.context.is_empty() {
+        ChangePeerContext::default()
+    } else {
+        ChangePeerContext::decode(cc.context.as_ref())
+            .map_err(|e| RaftStoreError::Corrupt(format!("conf change context: {e}")))?
+    };
+    let cs = peer.raw.apply_conf_change(&cc)?;
+    let mut region = peer.region().clone();
+    let mut known: HashMap<u64, PeerMeta> = region.peers.iter().map(|p| (p.id, *p)).collect();
+    for p in context.peers {
+        known.insert(p.id, p);
+    }
+    let joint = !cs.voters_outgoing.is_empty();
+    let mut ids: Vec<u64> = region.peers.iter().map(|p| p.id).collect();
+    for id in cs
+        .voters
+        .iter()
+        .chain(&cs.voters_outgoing)
+        .chain(&cs.learners)
+        .chain(&cs.learners_next)
+    {
+        if !ids.contains(id) {
+            ids.push(*id);
+        }
+    }
+    let mut peers = Vec::new();
+    for id in ids {
+        let incoming = cs.voters.contains(&id);
+        let outgoing = cs.voters_outgoing.contains(&id);
+        let role = if !joint {
+            if incoming {
+                PeerRole::Voter
+            } else if cs.learners.contains(&id) {
+                PeerRole::Learner
+            } else {
+                continue;
+            }
+        } else if incoming && outgoing {
+            PeerRole::Voter
+        } else if incoming {
+            PeerRole::IncomingVoter
+        } else if outgoing && cs.learners_next.contains(&id) {
+            PeerRole::DemotingVoter
+        } else if outgoing {
+            // Refused at proposal time; keep it a voter of the outgoing side.
+            PeerRole::Voter
+        } else if cs.learners.contains(&id) {
+            PeerRole::Learner
+        } else {
+            continue;
+        };
+        let Some(mut p) = known.get(&id).cloned() else {
+            return Err(RaftStoreError::Corrupt(format!(
+                "membership change names peer {id} without its store"
+            )));
+        };
+        p.set_role(role);
+        peers.push(p);
+    }
+    let mut epoch = region.epoch.unwrap_or_default();
+    epoch.conf_ver += 1;
+    region.epoch = Some(epoch);
+    region.peers = peers;
+    let me = peer.meta.id;
+    let still_member = region.peers.iter().any(|p| p.id == me);
+    peer.raw
+        .mut_store()
+        .stage_region(batch, region.clone(), PeerState::Normal);
+    peer.refresh_peer_cache();
+    if !still_member {
+        peer.removed = true;
+    }
+    Ok(region)
+}
+
+/// Drops applied log entries once there are more than `limit`. A leader keeps what a
+/// healthy follower still needs, so a short lag costs a log replay, not a snapshot.
+fn maybe_compact_log(
+    peer: &mut Peer,
+    batch: &mut WriteBatch,
+    limit: u64,
+) -> Result<(), RaftStoreError> {
+    let store = peer.raw.store();
+    let applied = store.applied_index();
+    let truncated = store.truncated_index();
+    if applied.saturating_sub(truncated) < limit {
+        return Ok(());
+    }
+    let mut compact_to = applied;
+    if peer.is_leader() {
+        let me = peer.meta.id;
+        let slowest = peer
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, p)| **id != me && p.recent_active)
+            .map(|(_, p)| p.matched)
+            .min();
+        if let Some(slowest) = slowest
+            && applied.saturating_sub(slowest) < limit.saturating_mul(4)
+        {
+            compact_to = compact_to.min(slowest);
+        }
+    }
+    if compact_to <= truncated {
+        return Ok(());
+    }
+    peer.raw.mut_store().stage_compact(batch, compact_to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_satisfies_raft_rs() {
+        let cfg = StoreConfig::new(1);
+        let store_cfg = raft::Config {
+            id: 1,
+            election_tick: cfg.election_ticks,
+            heartbeat_tick: cfg.heartbeat_ticks,
+            max_size_per_msg: cfg.max_size_per_msg_bytes,
+            max_inflight_msgs: cfg.max_inflight_msgs,
+            check_quorum: true,
+            pre_vote: true,
+            ..raft::Config::default()
+        };
+        store_cfg.validate().unwrap();
+    }
+}
