@@ -6,11 +6,13 @@
 //! the `Transport` trait, so the same code runs over gRPC and in the deterministic
 //! in-memory cluster of the tests.
 
+mod driver;
 mod error;
 pub mod keys;
 mod storage;
 mod store;
 
+pub use driver::{DriverConfig, Inspect, StoreDriver, StoreRouter};
 pub use error::RaftStoreError;
 pub use raft::eraftpb::ConfChangeType;
 pub use storage::{

@@ -1,0 +1,171 @@
+//! Stores on their own threads with a wall clock, as in production: a leader is elected,
+//! writes replicate, the leader's thread stops and another takes over.
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use flotilla_proto::metapb::{Peer, PeerRole, Region, RegionEpoch};
+use flotilla_proto::raft_serverpb::RaftMessage;
+use flotilla_raftstore::{
+    DriverConfig, PeerStatus, RaftStoreError, Store, StoreConfig, StoreDriver, StoreMsg,
+    StoreRouter, Transport,
+};
+use flotilla_storage::{Cf, EngineRef, FjallEngine, FjallOptions, SyncPolicy, WriteBatch};
+
+/// Delivers messages straight into the destination store's mailbox.
+#[derive(Default)]
+struct Routers(RwLock<HashMap<u64, StoreRouter>>);
+
+impl Transport for Routers {
+    fn send(&self, messages: Vec<RaftMessage>) {
+        let routers = self.0.read().unwrap();
+        for m in messages {
+            let to = m.to_peer.map(|p| p.store_id).unwrap_or(0);
+            if let Some(router) = routers.get(&to) {
+                // A full or stopped mailbox loses the message; Raft retries.
+                let _ = router.send(StoreMsg::Raft(m));
+            }
+        }
+    }
+}
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+fn status(router: &StoreRouter, region_id: u64) -> Option<PeerStatus> {
+    let (tx, rx) = mpsc::channel();
+    router
+        .inspect(Box::new(move |s| {
+            let _ = tx.send(s.peer_status(region_id));
+        }))
+        .ok()?;
+    rx.recv_timeout(TIMEOUT).ok().flatten()
+}
+
+fn put(router: &StoreRouter, epoch: RegionEpoch, key: &[u8]) -> Result<(), RaftStoreError> {
+    let (tx, rx) = mpsc::channel();
+    let mut batch = WriteBatch::new();
+    batch.put(Cf::Default, key.to_vec(), b"v".to_vec());
+    router.send(StoreMsg::Write {
+        region_id: 1,
+        epoch,
+        batch,
+        cb: Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    })?;
+    rx.recv_timeout(TIMEOUT)
+        .unwrap_or_else(|_| Err(RaftStoreError::ServerIsBusy("no answer".into())))
+}
+
+/// Writes through whichever store leads, retrying routing errors until `TIMEOUT`.
+fn must_put(routers: &HashMap<u64, StoreRouter>, key: &[u8]) {
+    let deadline = Instant::now() + TIMEOUT;
+    while Instant::now() < deadline {
+        for router in routers.values() {
+            let Some(st) = status(router, 1) else {
+                continue;
+            };
+            if st.is_leader && put(router, st.region.epoch.unwrap(), key).is_ok() {
+                return;
+            }
+        }
+        // Poll interval while an election runs (the outcome is checked, not assumed).
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("write of {key:?} not acknowledged within {TIMEOUT:?}");
+}
+
+#[test]
+fn stores_on_threads_elect_replicate_and_fail_over() {
+    let region = Region {
+        id: 1,
+        epoch: Some(RegionEpoch {
+            conf_ver: 1,
+            version: 1,
+        }),
+        peers: (1..=3)
+            .map(|s| Peer {
+                id: 100 + s,
+                store_id: s,
+                role: PeerRole::Voter as i32,
+            })
+            .collect(),
+        ..Region::default()
+    };
+    let transport = Arc::new(Routers::default());
+    let mut dirs = Vec::new();
+    let mut engines: HashMap<u64, EngineRef> = HashMap::new();
+    let mut drivers: HashMap<u64, StoreDriver> = HashMap::new();
+    for store_id in 1..=3u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let options = FjallOptions {
+            cache_size_bytes: 4 << 20,
+            point_cache_bytes: 0,
+            sync_policy: SyncPolicy::Fsync,
+        };
+        let engine: EngineRef = Arc::new(FjallEngine::open(dir.path(), &options).unwrap());
+        Store::bootstrap_region(&engine, &region).unwrap();
+        let store = Store::open(
+            StoreConfig::new(store_id),
+            engine.clone(),
+            transport.clone(),
+        )
+        .unwrap();
+        let driver = StoreDriver::spawn(
+            store,
+            DriverConfig {
+                tick_interval: Duration::from_millis(10),
+                ..DriverConfig::default()
+            },
+        );
+        transport
+            .0
+            .write()
+            .unwrap()
+            .insert(store_id, driver.router());
+        drivers.insert(store_id, driver);
+        engines.insert(store_id, engine);
+        dirs.push(dir);
+    }
+    let routers: HashMap<u64, StoreRouter> =
+        drivers.iter().map(|(id, d)| (*id, d.router())).collect();
+    for i in 0..50 {
+        must_put(&routers, format!("a{i:03}").as_bytes());
+    }
+    let leader = routers
+        .iter()
+        .find(|(_, r)| status(r, 1).is_some_and(|s| s.is_leader))
+        .map(|(id, _)| *id)
+        .expect("a leader");
+
+    // Stop the leader's thread: the others elect a new leader and keep taking writes.
+    transport.0.write().unwrap().remove(&leader);
+    drop(drivers.remove(&leader));
+    let survivors: HashMap<u64, StoreRouter> = routers
+        .into_iter()
+        .filter(|(id, _)| *id != leader)
+        .collect();
+    for i in 0..50 {
+        must_put(&survivors, format!("b{i:03}").as_bytes());
+    }
+    // Both survivors hold all 100 writes once they have applied the commit index.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let statuses: Vec<PeerStatus> = survivors.values().filter_map(|r| status(r, 1)).collect();
+        let commit = statuses.iter().map(|s| s.commit_index).max().unwrap_or(0);
+        if statuses.len() == 2 && statuses.iter().all(|s| s.applied_index >= commit) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "survivors did not converge: {statuses:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for id in survivors.keys() {
+        let n = engines[id].scan(Cf::Default, b"", b"", false).count();
+        assert_eq!(n, 100, "store {id} holds {n} of 100 acknowledged writes");
+    }
+}
