@@ -9,12 +9,14 @@
 mod driver;
 mod error;
 pub mod keys;
+mod region_engine;
 mod storage;
 mod store;
 
 pub use driver::{DriverConfig, Inspect, StoreDriver, StoreRouter};
 pub use error::RaftStoreError;
 pub use raft::eraftpb::ConfChangeType;
+pub use region_engine::RegionEngine;
 pub use storage::{
     PeerStorage, RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM, conf_state_from_region, region_contains,
 };

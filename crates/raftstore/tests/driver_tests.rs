@@ -77,8 +77,15 @@ fn must_put(routers: &HashMap<u64, StoreRouter>, key: &[u8]) {
     panic!("write of {key:?} not acknowledged within {TIMEOUT:?}");
 }
 
-#[test]
-fn stores_on_threads_elect_replicate_and_fail_over() {
+struct Threaded {
+    _dirs: Vec<tempfile::TempDir>,
+    engines: HashMap<u64, EngineRef>,
+    drivers: HashMap<u64, StoreDriver>,
+    transport: Arc<Routers>,
+}
+
+/// Three stores on their own threads, 10 ms ticks, region 1 on all of them.
+fn start_threaded() -> Threaded {
     let region = Region {
         id: 1,
         epoch: Some(RegionEpoch {
@@ -129,6 +136,22 @@ fn stores_on_threads_elect_replicate_and_fail_over() {
         engines.insert(store_id, engine);
         dirs.push(dir);
     }
+    Threaded {
+        _dirs: dirs,
+        engines,
+        drivers,
+        transport,
+    }
+}
+
+#[test]
+fn stores_on_threads_elect_replicate_and_fail_over() {
+    let Threaded {
+        _dirs,
+        engines,
+        mut drivers,
+        transport,
+    } = start_threaded();
     let routers: HashMap<u64, StoreRouter> =
         drivers.iter().map(|(id, d)| (*id, d.router())).collect();
     for i in 0..50 {
@@ -167,5 +190,99 @@ fn stores_on_threads_elect_replicate_and_fail_over() {
     for id in survivors.keys() {
         let n = engines[id].scan(Cf::Default, b"", b"", false).count();
         assert_eq!(n, 100, "store {id} holds {n} of 100 acknowledged writes");
+    }
+}
+
+/// The Percolator MVCC of standalone, unchanged, over a region: a transaction prewritten and
+/// committed on the leader is replicated record by record, and a follower refuses writes.
+#[test]
+fn mvcc_runs_over_a_region_and_its_records_replicate() {
+    use flotilla_mvcc::{Mutation, MutationOp, Mvcc, MvccError, PrewriteLocks};
+    use flotilla_raftstore::RegionEngine;
+    use flotilla_storage::StorageError;
+    use flotilla_types::Timestamp;
+
+    let t = start_threaded();
+    let routers: HashMap<u64, StoreRouter> =
+        t.drivers.iter().map(|(id, d)| (*id, d.router())).collect();
+    must_put(&routers, b"warm-up");
+    let (leader, region) = routers
+        .iter()
+        .find_map(|(id, r)| {
+            status(r, 1)
+                .filter(|s| s.is_leader)
+                .map(|s| (*id, s.region))
+        })
+        .expect("a leader");
+    let on = |store: u64| {
+        let engine = RegionEngine::new(
+            t.engines[&store].clone(),
+            routers[&store].clone(),
+            region.clone(),
+            TIMEOUT,
+        );
+        Mvcc::new(Arc::new(engine)).unwrap()
+    };
+    let mvcc = on(leader);
+    let put = |k: &[u8], v: &[u8]| Mutation {
+        key: k.to_vec(),
+        op: MutationOp::Put(v.to_vec()),
+        pessimistic: false,
+    };
+    let start = Timestamp(100);
+    let keys = vec![b"x".to_vec(), b"y".to_vec()];
+    mvcc.prewrite(
+        &[put(b"x", b"1"), put(b"y", b"2")],
+        b"x",
+        start,
+        3000,
+        PrewriteLocks::Durable,
+    )
+    .unwrap();
+    mvcc.commit(&keys, start, Timestamp(101)).unwrap();
+    assert_eq!(
+        mvcc.get(b"y", Timestamp(102), None).unwrap(),
+        Some(b"2".to_vec())
+    );
+
+    // A follower refuses to write, retryably, and changes nothing.
+    let follower = *routers.keys().find(|id| **id != leader).unwrap();
+    let refused = on(follower).prewrite(
+        &[put(b"z", b"3")],
+        b"z",
+        Timestamp(200),
+        3000,
+        PrewriteLocks::Durable,
+    );
+    assert!(
+        matches!(
+            refused,
+            Err(MvccError::Storage(StorageError::Unavailable(_)))
+        ),
+        "{refused:?}"
+    );
+
+    // Every replica holds the committed transaction once it has applied the commit index.
+    let deadline = Instant::now() + TIMEOUT;
+    for (id, router) in &routers {
+        loop {
+            let commit = status(&routers[&leader], 1).unwrap().commit_index;
+            if status(router, 1).is_some_and(|s| s.applied_index >= commit) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "store {id} did not catch up");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let local = Mvcc::new(t.engines[id].clone()).unwrap();
+        assert_eq!(
+            local.get(b"x", Timestamp(102), None).unwrap(),
+            Some(b"1".to_vec())
+        );
+        assert_eq!(
+            local.get(b"y", Timestamp(102), None).unwrap(),
+            Some(b"2".to_vec())
+        );
+        assert_eq!(local.get(b"z", Timestamp(300), None).unwrap(), None);
+        assert_eq!(local.lock_of(b"x").unwrap(), None, "store {id} kept a lock");
     }
 }

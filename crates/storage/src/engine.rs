@@ -56,6 +56,11 @@ pub enum StorageError {
     /// data that may not be durable.
     #[error("storage is read-only after a failed sync: {0}")]
     Poisoned(String),
+    /// The engine cannot take the write here and now (a replicated engine that is not the
+    /// region's leader, or whose route is stale); nothing was written. Retry after
+    /// refreshing the route.
+    #[error("storage unavailable here, retry: {0}")]
+    Unavailable(String),
 }
 
 /// A key-value pair as read from the engine.
@@ -132,6 +137,14 @@ impl WriteBatch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[must_use = "an appended batch is not durable until sync_through(ticket)"]
 pub struct DurabilityTicket(pub(crate) u64);
+
+impl DurabilityTicket {
+    /// A ticket numbered by an engine outside this crate (engines number their own
+    /// batches; a ticket means nothing to another engine).
+    pub fn from_sequence(sequence: u64) -> Self {
+        DurabilityTicket(sequence)
+    }
+}
 
 /// What Flotilla needs from a local storage engine.
 pub trait KvEngine: Send + Sync + 'static {
