@@ -1002,12 +1002,18 @@ fn apply_entry(
     peer.raw
         .mut_store()
         .stage_applied(batch, entry.index, entry.term);
+    // Proposals are queued in the order they were made, so by term and, within a term, by
+    // index. Once an entry of term T is applied, no proposal of an older term can ever
+    // commit (a log's terms never decrease), wherever its index.
     while let Some(front) = peer.proposals.front() {
-        if front.index > entry.index {
+        let superseded =
+            front.term < entry.term || (front.term == entry.term && front.index < entry.index);
+        let matched = front.term == entry.term && front.index == entry.index;
+        if !superseded && !matched {
             break;
         }
         let p = peer.proposals.pop_front().expect("front");
-        if p.index == entry.index && p.term == entry.term {
+        if matched {
             answers.push((p.cb, applied));
             break;
         }

@@ -286,3 +286,58 @@ fn mvcc_runs_over_a_region_and_its_records_replicate() {
         assert_eq!(local.lock_of(b"x").unwrap(), None, "store {id} kept a lock");
     }
 }
+
+/// A full mailbox refuses at once with a retryable error; nothing waits without bound.
+#[test]
+fn a_full_mailbox_answers_server_is_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = FjallOptions {
+        cache_size_bytes: 4 << 20,
+        point_cache_bytes: 0,
+        sync_policy: SyncPolicy::Buffered,
+    };
+    let engine: EngineRef = Arc::new(FjallEngine::open(dir.path(), &options).unwrap());
+    let store = Store::open(StoreConfig::new(1), engine, Arc::new(Routers::default())).unwrap();
+    let driver = StoreDriver::spawn(
+        store,
+        DriverConfig {
+            mailbox_capacity: 4,
+            ..DriverConfig::default()
+        },
+    );
+    let router = driver.router();
+    // Hold the store's thread inside a request until the test lets go.
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    router
+        .inspect(Box::new(move |_| {
+            entered_tx.send(()).unwrap();
+            let _ = release_rx.recv_timeout(TIMEOUT);
+        }))
+        .unwrap();
+    entered_rx.recv_timeout(TIMEOUT).unwrap();
+    for _ in 0..4 {
+        router.inspect(Box::new(|_| {})).unwrap();
+    }
+    let refused = router.send(StoreMsg::Campaign { region_id: 1 });
+    assert!(
+        matches!(refused, Err(RaftStoreError::ServerIsBusy(_))),
+        "{refused:?}"
+    );
+    release_tx.send(()).unwrap();
+    // Once drained, the mailbox takes requests again.
+    let (tx, rx) = mpsc::channel();
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let tx = tx.clone();
+        if router
+            .inspect(Box::new(move |_| tx.send(()).unwrap()))
+            .is_ok()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the mailbox never drained");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    rx.recv_timeout(TIMEOUT).unwrap();
+}
