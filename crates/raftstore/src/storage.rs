@@ -279,16 +279,20 @@ impl PeerStorage {
         );
     }
 
-    /// Stages the applied index (written in the same batch as the data it covers).
-    pub fn stage_applied(&mut self, batch: &mut WriteBatch, index: u64, term: u64) {
-        debug_assert!(index >= self.apply.applied_index);
-        self.apply.applied_index = index;
-        self.apply.applied_term = term;
+    fn stage_apply_state(&self, batch: &mut WriteBatch) {
         batch.put(
             Cf::Raft,
             keys::apply_state_key(self.region_id),
             self.apply.encode_to_vec(),
         );
+    }
+
+    /// Stages the applied index (written in the same batch as the data it covers).
+    pub fn stage_applied(&mut self, batch: &mut WriteBatch, index: u64, term: u64) {
+        debug_assert!(index >= self.apply.applied_index);
+        self.apply.applied_index = index;
+        self.apply.applied_term = term;
+        self.stage_apply_state(batch);
     }
 
     /// Stages a new region (membership or range change), as of the applied index.
@@ -330,11 +334,7 @@ impl PeerStorage {
         }
         self.apply.truncated_index = index;
         self.apply.truncated_term = term;
-        batch.put(
-            Cf::Raft,
-            keys::apply_state_key(self.region_id),
-            self.apply.encode_to_vec(),
-        );
+        self.stage_apply_state(batch);
         Ok(())
     }
 
@@ -383,11 +383,7 @@ impl PeerStorage {
             truncated_index: meta.index,
             truncated_term: meta.term,
         };
-        batch.put(
-            Cf::Raft,
-            keys::apply_state_key(self.region_id),
-            self.apply.encode_to_vec(),
-        );
+        self.stage_apply_state(batch);
         self.stage_region(batch, region.clone(), PeerState::Normal);
         Ok(region)
     }

@@ -349,26 +349,10 @@ impl Store {
         self.cfg.store_id
     }
 
-    fn raft_config(&self, peer_id: u64, applied: u64) -> raft::Config {
-        raft::Config {
-            id: peer_id,
-            election_tick: self.cfg.election_ticks,
-            heartbeat_tick: self.cfg.heartbeat_ticks,
-            min_election_tick: self.cfg.min_election_ticks,
-            max_election_tick: self.cfg.max_election_ticks,
-            applied,
-            max_size_per_msg: self.cfg.max_size_per_msg_bytes,
-            max_inflight_msgs: self.cfg.max_inflight_msgs,
-            check_quorum: true,
-            pre_vote: true,
-            ..raft::Config::default()
-        }
-    }
-
     fn create_peer(&mut self, region_id: u64, meta: PeerMeta) -> Result<(), RaftStoreError> {
         let storage = PeerStorage::open(self.engine.clone(), region_id)?;
         let applied = storage.applied_index();
-        let config = self.raft_config(meta.id, applied);
+        let config = raft_config(&self.cfg, meta.id, applied);
         let raw = RawNode::new(&config, storage, &self.logger)?;
         let mut peer = Peer {
             raw,
@@ -934,6 +918,23 @@ impl Store {
     }
 }
 
+/// The raft-rs configuration of one peer: pre-vote and check-quorum always on.
+fn raft_config(cfg: &StoreConfig, peer_id: u64, applied: u64) -> raft::Config {
+    raft::Config {
+        id: peer_id,
+        election_tick: cfg.election_ticks,
+        heartbeat_tick: cfg.heartbeat_ticks,
+        min_election_tick: cfg.min_election_ticks,
+        max_election_tick: cfg.max_election_ticks,
+        applied,
+        max_size_per_msg: cfg.max_size_per_msg_bytes,
+        max_inflight_msgs: cfg.max_inflight_msgs,
+        check_quorum: true,
+        pre_vote: true,
+        ..raft::Config::default()
+    }
+}
+
 /// A snapshot may only fill a peer if its range overlaps no other initialized peer here
 /// (one that has not yet learned of a split or a removal would otherwise share keys).
 fn snapshot_fits(peers: &BTreeMap<u64, Peer>, region_id: u64, msg: &RaftMsg) -> bool {
@@ -1240,17 +1241,6 @@ mod tests {
 
     #[test]
     fn default_config_satisfies_raft_rs() {
-        let cfg = StoreConfig::new(1);
-        let store_cfg = raft::Config {
-            id: 1,
-            election_tick: cfg.election_ticks,
-            heartbeat_tick: cfg.heartbeat_ticks,
-            max_size_per_msg: cfg.max_size_per_msg_bytes,
-            max_inflight_msgs: cfg.max_inflight_msgs,
-            check_quorum: true,
-            pre_vote: true,
-            ..raft::Config::default()
-        };
-        store_cfg.validate().unwrap();
+        raft_config(&StoreConfig::new(1), 1, 0).validate().unwrap();
     }
 }
