@@ -17,3 +17,13 @@ pub mod raft_serverpb {
 }
 
 pub use prost::Message;
+
+/// The store's gRPC service: Raft messages and transaction commands.
+pub mod kvpb {
+    include!(concat!(env!("OUT_DIR"), "/flotilla.kvpb.rs"));
+}
+
+/// The meta service's gRPC service.
+pub mod metaservicepb {
+    include!(concat!(env!("OUT_DIR"), "/flotilla.metaservicepb.rs"));
+}

@@ -1,10 +1,16 @@
 //! Keys of the `raft` column family. Every key starts with a one-byte kind and the region
 //! id in big-endian, so one region's state is contiguous and its log is ordered by index.
 
+const STORE_IDENT: u8 = 0x00;
 const REGION_STATE: u8 = 0x01;
 const RAFT_STATE: u8 = 0x02;
 const APPLY_STATE: u8 = 0x03;
 const LOG: u8 = 0x04;
+
+/// The store's identity (cluster and store id), node-local like the rest of `Cf::Raft`.
+pub fn store_ident_key() -> Vec<u8> {
+    vec![STORE_IDENT]
+}
 
 fn region_key(kind: u8, region_id: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(17);

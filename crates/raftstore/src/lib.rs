@@ -6,6 +6,7 @@
 //! the `Transport` trait, so the same code runs over gRPC and in the deterministic
 //! in-memory cluster of the tests.
 
+mod board;
 mod driver;
 mod error;
 pub mod keys;
@@ -13,11 +14,12 @@ mod region_engine;
 mod storage;
 mod store;
 
+pub use board::{BoardEntry, RegionBoard};
 pub use driver::{DriverConfig, Inspect, StoreDriver, StoreRouter};
 pub use error::RaftStoreError;
 pub use raft::eraftpb::ConfChangeType;
 pub use region_engine::RegionEngine;
 pub use storage::{
-    PeerStorage, RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM, conf_state_from_region, region_contains,
+    DATA_CFS, PeerStorage, RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM, conf_state_from_region, region_contains,
 };
 pub use store::{Callback, PeerChange, PeerStatus, Store, StoreConfig, StoreMsg, Transport};

@@ -23,6 +23,8 @@ pub struct RegionEngine {
     local: EngineRef,
     router: StoreRouter,
     region: Region,
+    /// The leader term this view serves (0: any); see `StoreMsg::Write::term`.
+    term: u64,
     /// How long `append` waits for its proposal to apply before giving up.
     write_timeout: Duration,
     applied_batches: AtomicU64,
@@ -30,17 +32,20 @@ pub struct RegionEngine {
 
 impl RegionEngine {
     /// A view of `region` (as routed: its epoch is checked by every write) on the store
-    /// that `router` reaches and whose engine is `local`.
+    /// that `router` reaches and whose engine is `local`, for the leader of `term` (0: any
+    /// term; writes are then not fenced by term).
     pub fn new(
         local: EngineRef,
         router: StoreRouter,
         region: Region,
+        term: u64,
         write_timeout: Duration,
     ) -> Self {
         Self {
             local,
             router,
             region,
+            term,
             write_timeout,
             applied_batches: AtomicU64::new(0),
         }
@@ -89,6 +94,7 @@ impl KvEngine for RegionEngine {
             .send(StoreMsg::Write {
                 region_id: self.region.id,
                 epoch: self.region.epoch.unwrap_or_default(),
+                term: self.term,
                 batch,
                 cb: Box::new(move |r| {
                     let _ = tx.send(r);

@@ -25,8 +25,9 @@ pub const RAFT_INIT_LOG_INDEX: u64 = 5;
 /// See `RAFT_INIT_LOG_INDEX`.
 pub const RAFT_INIT_LOG_TERM: u64 = 5;
 
-/// The data column families a region replicates; `Meta` and `Raft` are node-local.
-pub const DATA_CFS: [Cf; 4] = [Cf::Default, Cf::Lock, Cf::Write, Cf::Latest];
+/// The column families a region replicates; only `Raft` is node-local. `Meta` carries the
+/// meta service's state in its own group; data regions never write it.
+pub const DATA_CFS: [Cf; 5] = [Cf::Default, Cf::Lock, Cf::Write, Cf::Latest, Cf::Meta];
 
 /// The proto name of a data column family.
 pub fn data_cf_to_proto(cf: Cf) -> Option<DataCf> {
@@ -35,7 +36,8 @@ pub fn data_cf_to_proto(cf: Cf) -> Option<DataCf> {
         Cf::Lock => Some(DataCf::Lock),
         Cf::Write => Some(DataCf::Write),
         Cf::Latest => Some(DataCf::Latest),
-        Cf::Meta | Cf::Raft => None,
+        Cf::Meta => Some(DataCf::Meta),
+        Cf::Raft => None,
     }
 }
 
@@ -46,6 +48,7 @@ pub fn data_cf_from_proto(cf: DataCf) -> Cf {
         DataCf::Lock => Cf::Lock,
         DataCf::Write => Cf::Write,
         DataCf::Latest => Cf::Latest,
+        DataCf::Meta => Cf::Meta,
     }
 }
 

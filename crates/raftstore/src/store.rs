@@ -17,7 +17,7 @@ use std::sync::Arc;
 use flotilla_proto::Message as _;
 use flotilla_proto::metapb::{Peer as PeerMeta, PeerRole, Region, RegionEpoch};
 use flotilla_proto::raft_serverpb::{
-    ChangePeerContext, KvOp, PeerState, RaftCommand, RaftMessage, RegionLocalState, SnapshotData,
+    ChangePeerContext, ComputeHashRequest, KvOp, PeerState, RaftCommand, RaftMessage, RegionLocalState, SnapshotData,
     SplitRequest, WriteRequest, raft_command,
 };
 use flotilla_storage::{Cf, EngineRef, WriteBatch, WriteOp};
@@ -28,10 +28,11 @@ use raft::eraftpb::{
 };
 use raft::{RawNode, SnapshotStatus, StateRole};
 
+use crate::board::{BoardEntry, RegionBoard};
 use crate::error::RaftStoreError;
 use crate::keys;
 use crate::storage::{
-    PeerStorage, data_cf_from_proto, data_cf_to_proto, region_contains, write_initial_state,
+    DATA_CFS, PeerStorage, data_cf_from_proto, data_cf_to_proto, region_contains, write_initial_state,
 };
 
 /// Tuning of a store's Raft groups. Every bound here is enforced and answered with a
@@ -111,8 +112,18 @@ pub enum StoreMsg {
     Write {
         region_id: u64,
         epoch: RegionEpoch,
+        /// The leader term the batch was computed in (0: any). A leader that lost and
+        /// regained leadership refuses batches computed from its older term's in-memory
+        /// state (`StaleCommand`).
+        term: u64,
         batch: WriteBatch,
         cb: Callback<()>,
+    },
+    /// Every replica computes a checksum of the region's data when it applies this
+    /// command; answers (log index, checksum, key count) on the leader.
+    ComputeHash {
+        region_id: u64,
+        cb: Callback<(u64, u64, u64)>,
     },
     /// Resolves once this leader has applied everything committed before the request, so
     /// a read of the local engine after it is linearizable.
@@ -146,6 +157,7 @@ enum ProposalCb {
     Write(Callback<()>),
     ConfChange(Callback<Region>),
     Split(Callback<Vec<Region>>),
+    Hash(Callback<(u64, u64, u64)>),
 }
 
 impl ProposalCb {
@@ -154,6 +166,7 @@ impl ProposalCb {
             ProposalCb::Write(cb) => cb(Err(e)),
             ProposalCb::ConfChange(cb) => cb(Err(e)),
             ProposalCb::Split(cb) => cb(Err(e)),
+            ProposalCb::Hash(cb) => cb(Err(e)),
         }
     }
 }
@@ -176,6 +189,7 @@ enum Applied {
     Write(Result<(), RaftStoreError>),
     ConfChange(Result<Region, RaftStoreError>),
     Split(Result<Vec<Region>, RaftStoreError>),
+    Hash((u64, u64, u64)),
     Noop,
 }
 
@@ -190,6 +204,10 @@ struct Peer {
     sent_snapshots: Vec<u64>,
     /// Set when this peer applied its own removal.
     removed: bool,
+    /// See `BoardEntry::written_keys`.
+    written_keys: u64,
+    /// See `BoardEntry::checksum`.
+    checksum: Option<(u64, u64, u64)>,
 }
 
 impl Peer {
@@ -273,6 +291,7 @@ pub struct Store {
     logger: slog::Logger,
     next_read_id: u64,
     outbox: Vec<RaftMessage>,
+    board: Arc<RegionBoard>,
 }
 
 impl Store {
@@ -311,6 +330,7 @@ impl Store {
             logger,
             next_read_id: 1,
             outbox: Vec::new(),
+            board: Arc::new(RegionBoard::default()),
         };
         let (start, end) = keys::region_state_range();
         let mut states = Vec::new();
@@ -344,6 +364,24 @@ impl Store {
         Ok(store)
     }
 
+    /// The peers of this store as of the last round, readable from any thread.
+    pub fn board(&self) -> Arc<RegionBoard> {
+        self.board.clone()
+    }
+
+    fn board_entry(peer: &Peer) -> BoardEntry {
+        BoardEntry {
+            region: peer.region().clone(),
+            peer_id: peer.meta.id,
+            is_leader: peer.is_leader(),
+            leader: peer.leader(),
+            term: peer.raw.raft.term,
+            applied_index: peer.raw.store().applied_index(),
+            written_keys: peer.written_keys,
+            checksum: peer.checksum,
+        }
+    }
+
     /// This store's id.
     pub fn store_id(&self) -> u64 {
         self.cfg.store_id
@@ -362,9 +400,12 @@ impl Store {
             reads: VecDeque::new(),
             sent_snapshots: Vec::new(),
             removed: false,
+            written_keys: 0,
+            checksum: None,
         };
         peer.peer_cache.insert(meta.id, meta);
         peer.refresh_peer_cache();
+        self.board.publish(vec![Self::board_entry(&peer)], &[]);
         self.peers.insert(region_id, peer);
         Ok(())
     }
@@ -405,9 +446,22 @@ impl Store {
             StoreMsg::Write {
                 region_id,
                 epoch,
+                term,
                 batch,
                 cb,
-            } => self.propose_write(region_id, epoch, batch, cb),
+            } => self.propose_write(region_id, epoch, term, batch, cb),
+            StoreMsg::ComputeHash { region_id, cb } => {
+                let epoch = match self.peers.get(&region_id) {
+                    Some(p) => p.region().epoch,
+                    None => return cb(Err(RaftStoreError::RegionNotFound(region_id))),
+                };
+                let cmd = RaftCommand {
+                    region_id,
+                    epoch,
+                    request: Some(raft_command::Request::ComputeHash(ComputeHashRequest {})),
+                };
+                self.propose(region_id, cmd.encode_to_vec(), ProposalCb::Hash(cb));
+            }
             StoreMsg::ReadIndex {
                 region_id,
                 epoch,
@@ -495,6 +549,7 @@ impl Store {
         &mut self,
         region_id: u64,
         epoch: RegionEpoch,
+        term: u64,
         batch: WriteBatch,
         cb: Callback<()>,
     ) {
@@ -502,6 +557,9 @@ impl Store {
             Ok(peer) => peer,
             Err(e) => return cb(Err(e)),
         };
+        if term != 0 && peer.raw.raft.term != term {
+            return cb(Err(RaftStoreError::StaleCommand(region_id)));
+        }
         let region = peer.region().clone();
         let mut ops = Vec::with_capacity(batch.len());
         for op in batch.into_ops() {
@@ -830,6 +888,7 @@ impl Store {
         let mut apply = WriteBatch::new();
         let mut answers: Vec<(ProposalCb, Applied)> = Vec::new();
         let mut created: Vec<(u64, PeerMeta, bool)> = Vec::new();
+        let touched: Vec<u64> = readies.iter().map(|(id, _, _)| *id).collect();
         for (region_id, mut rd, committed) in readies {
             let persisted = rd.take_persisted_messages();
             self.wrap_messages(region_id, persisted);
@@ -848,6 +907,7 @@ impl Store {
                 apply_entry(
                     peer,
                     &entry,
+                    &self.engine,
                     &mut apply,
                     &mut answers,
                     &mut created,
@@ -867,6 +927,12 @@ impl Store {
         for (cb, applied) in answers {
             answer(cb, applied);
         }
+        let touched: Vec<BoardEntry> = touched
+            .iter()
+            .filter_map(|id| self.peers.get(id))
+            .map(Self::board_entry)
+            .collect();
+        self.board.publish(touched, &[]);
         // Reads whose index is applied are answered now; peers that removed themselves go.
         let mut removed = Vec::new();
         for (region_id, peer) in self.peers.iter_mut() {
@@ -913,6 +979,7 @@ impl Store {
         peer.raw.mut_store().stage_destroy(&mut batch, keep_data)?;
         self.engine.write(batch, self.cfg.sync_log)?;
         peer.fail_all(&RaftStoreError::RegionNotFound(region_id));
+        self.board.publish(vec![], &[region_id]);
         self.tombstones.insert(region_id, peer.region().clone());
         Ok(())
     }
@@ -973,6 +1040,7 @@ fn answer(cb: ProposalCb, applied: Applied) {
         (ProposalCb::Write(cb), Applied::Write(r)) => cb(r),
         (ProposalCb::ConfChange(cb), Applied::ConfChange(r)) => cb(r),
         (ProposalCb::Split(cb), Applied::Split(r)) => cb(r),
+        (ProposalCb::Hash(cb), Applied::Hash(h)) => cb(Ok(h)),
         (cb, _) => stale(cb),
     }
 }
@@ -981,6 +1049,7 @@ fn answer(cb: ProposalCb, applied: Applied) {
 fn apply_entry(
     peer: &mut Peer,
     entry: &Entry,
+    engine: &EngineRef,
     batch: &mut WriteBatch,
     answers: &mut Vec<(ProposalCb, Applied)>,
     created: &mut Vec<(u64, PeerMeta, bool)>,
@@ -994,7 +1063,7 @@ fn apply_entry(
         EntryType::EntryNormal => {
             let cmd = RaftCommand::decode(entry.data.as_ref())
                 .map_err(|e| RaftStoreError::Corrupt(format!("raft command: {e}")))?;
-            apply_command(peer, cmd, batch, created, store_id)
+            apply_command(peer, cmd, entry.index, engine, batch, created, store_id)
         }
         EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
             Applied::ConfChange(apply_conf_change(peer, entry, batch, store_id))
@@ -1023,9 +1092,59 @@ fn apply_entry(
     Ok(())
 }
 
+/// A checksum of the region's replicated data as of this apply point: the engine's state
+/// with the not yet written part of the apply batch laid over it. FNV-1a over every
+/// (column family, key, value) in order, so replicas agree iff their data does.
+fn region_checksum(
+    engine: &EngineRef,
+    region: &Region,
+    pending: &WriteBatch,
+) -> Result<(u64, u64), RaftStoreError> {
+    let mut state: BTreeMap<(usize, Vec<u8>), Vec<u8>> = BTreeMap::new();
+    for (i, cf) in DATA_CFS.iter().enumerate() {
+        for item in engine.scan(*cf, &region.start_key, &region.end_key, false) {
+            let (k, v) = item?;
+            state.insert((i, k), v);
+        }
+    }
+    for op in pending.ops() {
+        let (cf, key, value) = match op {
+            WriteOp::Put { cf, key, value } => (*cf, key, Some(value)),
+            WriteOp::Delete { cf, key } => (*cf, key, None),
+        };
+        let Some(i) = DATA_CFS.iter().position(|c| *c == cf) else {
+            continue;
+        };
+        if !region_contains(region, key) {
+            continue;
+        }
+        match value {
+            Some(v) => state.insert((i, key.clone()), v.clone()),
+            None => state.remove(&(i, key.clone())),
+        };
+    }
+    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = FNV_OFFSET;
+    let mut feed = |bytes: &[u8]| {
+        for b in (bytes.len() as u64).to_be_bytes().iter().chain(bytes) {
+            hash ^= u64::from(*b);
+            hash = hash.wrapping_mul(FNV_PRIME);
+        }
+    };
+    for ((i, k), v) in &state {
+        feed(&[*i as u8]);
+        feed(k);
+        feed(v);
+    }
+    Ok((hash, state.len() as u64))
+}
+
 fn apply_command(
     peer: &mut Peer,
     cmd: RaftCommand,
+    index: u64,
+    engine: &EngineRef,
     batch: &mut WriteBatch,
     created: &mut Vec<(u64, PeerMeta, bool)>,
     store_id: u64,
@@ -1053,6 +1172,9 @@ fn apply_command(
             }
             for op in write.ops {
                 let cf = data_cf_from_proto(op.cf());
+                if cf == Cf::Write && op.value.is_some() {
+                    peer.written_keys += 1;
+                }
                 match op.value {
                     Some(value) => batch.put(cf, op.key.to_vec(), value.to_vec()),
                     None => batch.delete(cf, op.key.to_vec()),
@@ -1099,6 +1221,17 @@ fn apply_command(
                 created.push((right.id, *me, peer.is_leader()));
             }
             Applied::Split(Ok(vec![left, right]))
+        }
+        Some(raft_command::Request::ComputeHash(_)) => {
+            let (checksum, keys) = match region_checksum(engine, &region, batch) {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::error!(region_id = region.id, "checksum: {e}");
+                    return Applied::Noop;
+                }
+            };
+            peer.checksum = Some((index, checksum, keys));
+            Applied::Hash((index, checksum, keys))
         }
         Some(raft_command::Request::CompactLog(_)) | None => Applied::Noop,
     }

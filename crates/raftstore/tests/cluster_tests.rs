@@ -299,6 +299,7 @@ fn a_region_splits_atomically_and_stale_routes_are_refused() {
         StoreMsg::Write {
             region_id: 1,
             epoch: old_epoch,
+            term: 0,
             batch,
             cb,
         },
@@ -429,6 +430,7 @@ fn pending_proposals_and_reads_are_bounded() {
             StoreMsg::Write {
                 region_id: 1,
                 epoch,
+                term: 0,
                 batch,
                 cb,
             },
@@ -475,5 +477,72 @@ fn pending_proposals_and_reads_are_bounded() {
     assert!(
         reads[0].lock().unwrap().is_some(),
         "a queued read was never answered"
+    );
+}
+
+/// Every replica computes its checksum at the same log index; equal data gives equal
+/// checksums, and a replica whose data was changed behind Raft's back is caught.
+#[test]
+fn replica_checksums_are_taken_at_one_log_index() {
+    let mut c = Cluster::new(3, 3);
+    let leader = c.wait_leader(1);
+    for i in 0..20 {
+        c.must_put(1, &key(i), format!("v{i}").as_bytes());
+    }
+    let (slot, cb) = cluster::slot::<(u64, u64, u64)>();
+    c.send(leader, StoreMsg::ComputeHash { region_id: 1, cb });
+    let (index, checksum, keys) = slot.lock().unwrap().take().unwrap().unwrap();
+    assert_eq!(keys, 20);
+    c.wait_applied(1, &[1, 2, 3]);
+    for store in [1, 2, 3] {
+        let entry = c.board(store).get(1).unwrap();
+        assert_eq!(entry.checksum, Some((index, checksum, keys)), "store {store}");
+    }
+    // Corrupt one follower's data directly, then checksum again: it differs there only.
+    let follower = [1, 2, 3].into_iter().find(|s| *s != leader).unwrap();
+    let mut batch = flotilla_storage::WriteBatch::new();
+    batch.put(flotilla_storage::Cf::Default, key(3), b"rot".to_vec());
+    c.engine(follower).write(batch, true).unwrap();
+    let (slot, cb) = cluster::slot::<(u64, u64, u64)>();
+    c.send(leader, StoreMsg::ComputeHash { region_id: 1, cb });
+    let (index2, checksum2, _) = slot.lock().unwrap().take().unwrap().unwrap();
+    assert!(index2 > index);
+    c.wait_applied(1, &[1, 2, 3]);
+    for store in [1, 2, 3] {
+        let (at, sum, _) = c.board(store).get(1).unwrap().checksum.unwrap();
+        assert_eq!(at, index2);
+        assert_eq!(sum == checksum2, store != follower, "store {store}");
+    }
+}
+
+/// A batch computed under an older leader term is refused, so state a leader kept in
+/// memory during an earlier term can never be written after it regained leadership.
+#[test]
+fn a_write_of_an_older_leader_term_is_refused() {
+    let mut c = Cluster::new(3, 3);
+    let leader = c.wait_leader(1);
+    let term = c.status(leader, 1).unwrap().term;
+    let write = |c: &mut Cluster, term: u64| {
+        let mut batch = flotilla_storage::WriteBatch::new();
+        batch.put(flotilla_storage::Cf::Default, key(1), b"v".to_vec());
+        let (slot, cb) = cluster::slot::<()>();
+        c.send(
+            leader,
+            StoreMsg::Write {
+                region_id: 1,
+                epoch: c.region(leader, 1).epoch.unwrap(),
+                term,
+                batch,
+                cb,
+            },
+        );
+        let r = slot.lock().unwrap().take();
+        r.unwrap()
+    };
+    assert!(write(&mut c, term).is_ok());
+    let refused = write(&mut c, term - 1);
+    assert!(
+        matches!(refused, Err(RaftStoreError::StaleCommand(1))),
+        "{refused:?}"
     );
 }

@@ -50,6 +50,7 @@ fn put(router: &StoreRouter, epoch: RegionEpoch, key: &[u8]) -> Result<(), RaftS
     router.send(StoreMsg::Write {
         region_id: 1,
         epoch,
+        term: 0,
         batch,
         cb: Box::new(move |r| {
             let _ = tx.send(r);
@@ -219,6 +220,7 @@ fn mvcc_runs_over_a_region_and_its_records_replicate() {
             t.engines[&store].clone(),
             routers[&store].clone(),
             region.clone(),
+            0,
             TIMEOUT,
         );
         Mvcc::new(Arc::new(engine)).unwrap()

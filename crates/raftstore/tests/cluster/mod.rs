@@ -390,6 +390,7 @@ impl Cluster {
             |cb| StoreMsg::Write {
                 region_id,
                 epoch,
+                term: 0,
                 batch,
                 cb,
             },
@@ -456,6 +457,14 @@ impl Cluster {
             50,
         )
         .unwrap_or_else(|| Err(RaftStoreError::ServerIsBusy("split timed out".into())))
+    }
+
+    pub fn engine(&mut self, store_id: u64) -> EngineRef {
+        self.node(store_id).engine.clone()
+    }
+
+    pub fn board(&mut self, store_id: u64) -> std::sync::Arc<flotilla_raftstore::RegionBoard> {
+        self.node(store_id).store.board()
     }
 
     pub fn send(&mut self, store_id: u64, msg: StoreMsg) {
