@@ -40,6 +40,10 @@ pub enum CatalogError {
     /// Persisting failed; nothing changed.
     #[error("catalog storage failure: {0}")]
     Storage(String),
+    /// The catalog service (the meta service) could not be reached in time; whether the
+    /// change was made is unknown only if the statement was DDL: retry it.
+    #[error("catalog unavailable: {0}; retry")]
+    Unavailable(String),
 }
 
 /// What kind of identifier to allocate.

@@ -93,6 +93,10 @@ impl From<TxnError> for SqlError {
             }
             TxnError::TooLarge { .. } => SqlError::new("54000", e.to_string())
                 .with_hint("Split the change into smaller transactions."),
+            TxnError::Unavailable(_) | TxnError::Tso(flotilla_tso::TsoError::Unavailable(_)) => {
+                SqlError::new("40001", e.to_string())
+                    .with_hint("The cluster is recovering from a failure; retry the transaction.")
+            }
             TxnError::Tso(_) | TxnError::Internal(_) => SqlError::new("XX000", e.to_string()),
         }
     }
@@ -113,6 +117,8 @@ impl From<CatalogError> for SqlError {
                 SqlError::new(code, m.clone())
             }
             CatalogError::Storage(_) => SqlError::new("XX000", e.to_string()),
+            CatalogError::Unavailable(_) => SqlError::new("40001", e.to_string())
+                .with_hint("The cluster is recovering from a failure; retry the statement."),
         }
     }
 }

@@ -18,6 +18,10 @@ pub enum TsoError {
     /// backward after a restart, so none is handed out.
     #[error("timestamp oracle cannot persist its window: {0}")]
     Storage(#[from] StorageError),
+    /// The remote timestamp oracle (the meta service) could not be reached in time;
+    /// retry.
+    #[error("timestamp oracle unavailable: {0}; retry")]
+    Unavailable(String),
 }
 
 /// Hands out strictly increasing timestamps, also across restarts and failovers.

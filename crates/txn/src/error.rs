@@ -55,6 +55,11 @@ pub enum TxnError {
     /// The timestamp oracle failed.
     #[error(transparent)]
     Tso(#[from] TsoError),
+    /// The cluster could not serve the request in time (a region without a leader during
+    /// failover, an unreachable store); nothing was acknowledged, so retrying the
+    /// transaction is safe.
+    #[error("cluster unavailable: {0}; retry the transaction")]
+    Unavailable(String),
     /// A storage-level failure; not retryable by the client.
     #[error("storage failure: {0}")]
     Internal(String),

@@ -1,0 +1,257 @@
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use flotilla_catalog::{
+    Catalog, CatalogError, CatalogSnapshot, IdKind, SchemaChange, TableDef, ViewDef,
+};
+use flotilla_proto::metaservicepb::{
+    AllocateCatalogIdsRequest, CommitSchemaRequest, GetCatalogRequest,
+};
+use flotilla_types::TableId;
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ClientError;
+use crate::meta_client::MetaClient;
+
+/// A catalog snapshot on the wire (JSON).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct WireSnapshot {
+    pub version: u64,
+    pub tables: Vec<TableDef>,
+    pub views: Vec<ViewDef>,
+}
+
+impl WireSnapshot {
+    /// The wire form of `s`.
+    pub fn from_snapshot(s: &CatalogSnapshot) -> Self {
+        Self {
+            version: s.version,
+            tables: s.tables.values().map(|t| (**t).clone()).collect(),
+            views: s.views.values().map(|v| (**v).clone()).collect(),
+        }
+    }
+
+    /// Back to a snapshot.
+    pub fn into_snapshot(self) -> CatalogSnapshot {
+        CatalogSnapshot {
+            version: self.version,
+            tables: self
+                .tables
+                .into_iter()
+                .map(|t| (t.name.clone(), Arc::new(t)))
+                .collect(),
+            views: self
+                .views
+                .into_iter()
+                .map(|v| (v.name.clone(), Arc::new(v)))
+                .collect(),
+        }
+    }
+}
+
+/// A schema change on the wire (JSON).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct WireChange {
+    pub base_version: u64,
+    pub upserts: Vec<TableDef>,
+    pub drops: Vec<TableId>,
+    pub view_upserts: Vec<ViewDef>,
+    pub view_drops: Vec<TableId>,
+}
+
+impl WireChange {
+    /// The wire form of `c`.
+    pub fn from_change(c: &SchemaChange) -> Self {
+        Self {
+            base_version: c.base_version,
+            upserts: c.upserts.clone(),
+            drops: c.drops.clone(),
+            view_upserts: c.view_upserts.clone(),
+            view_drops: c.view_drops.clone(),
+        }
+    }
+
+    /// Back to a change.
+    pub fn into_change(self) -> SchemaChange {
+        SchemaChange {
+            base_version: self.base_version,
+            upserts: self.upserts,
+            drops: self.drops,
+            view_upserts: self.view_upserts,
+            view_drops: self.view_drops,
+        }
+    }
+}
+
+/// Hidden row ids are reserved this many at a time from the meta service.
+const ROW_ID_BATCH: u64 = 10_000;
+
+/// The catalog of a SQL node in a cluster: the meta service's catalog, cached here and
+/// refreshed in the background. A change is a compare-and-swap at the meta service
+/// against the version it was computed from, so a node with a stale cache cannot
+/// overwrite a newer schema: its change fails with a retryable error and the cache is
+/// refreshed at once.
+pub struct RemoteCatalog {
+    meta: Arc<MetaClient>,
+    runtime: tokio::runtime::Handle,
+    current: RwLock<Arc<CatalogSnapshot>>,
+    row_ids: Mutex<HashMap<i64, Range<i64>>>,
+}
+
+fn unavailable(e: ClientError) -> CatalogError {
+    match e {
+        ClientError::Unavailable(m) => CatalogError::Unavailable(m),
+        ClientError::Failed(m) => CatalogError::Storage(m),
+    }
+}
+
+fn decode_snapshot(json: &[u8]) -> Result<CatalogSnapshot, CatalogError> {
+    serde_json::from_slice::<WireSnapshot>(json)
+        .map(WireSnapshot::into_snapshot)
+        .map_err(|e| CatalogError::Storage(format!("undecodable catalog from meta: {e}")))
+}
+
+impl RemoteCatalog {
+    /// Loads the catalog from the meta service and keeps it fresh every `refresh`.
+    pub async fn open(
+        meta: Arc<MetaClient>,
+        refresh: Duration,
+    ) -> Result<Arc<Self>, CatalogError> {
+        let catalog = Arc::new(Self {
+            meta,
+            runtime: tokio::runtime::Handle::current(),
+            current: RwLock::new(Arc::new(CatalogSnapshot::default())),
+            row_ids: Mutex::new(HashMap::new()),
+        });
+        catalog.refresh().await?;
+        let weak: Weak<Self> = Arc::downgrade(&catalog);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(refresh);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(c) = weak.upgrade() else { return };
+                if let Err(e) = c.refresh().await {
+                    tracing::debug!("catalog refresh: {e}");
+                }
+            }
+        });
+        Ok(catalog)
+    }
+
+    /// Fetches the catalog if the meta service has a newer version.
+    pub async fn refresh(&self) -> Result<(), CatalogError> {
+        let known = self.current.read().version;
+        let r = self
+            .meta
+            .call("get_catalog", |mut c| async move {
+                c.get_catalog(GetCatalogRequest {
+                    known_version: known,
+                })
+                .await
+            })
+            .await
+            .map_err(unavailable)?;
+        if r.snapshot_json.is_empty() {
+            return Ok(());
+        }
+        let snapshot = decode_snapshot(&r.snapshot_json)?;
+        self.install(snapshot);
+        Ok(())
+    }
+
+    fn install(&self, snapshot: CatalogSnapshot) {
+        let mut current = self.current.write();
+        if snapshot.version >= current.version {
+            *current = Arc::new(snapshot);
+        }
+    }
+
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        // The `Catalog` seam is synchronous (the local catalog never waits on the
+        // network); here the call leaves the async worker while it waits.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| h.block_on(f))
+            }
+            _ => self.runtime.block_on(f),
+        }
+    }
+
+    async fn allocate_remote(&self, kind: IdKind, count: u64) -> Result<Range<i64>, CatalogError> {
+        let (table_ids, row_ids_of_table) = match kind {
+            IdKind::Table => (true, 0),
+            IdKind::RowId(t) => (false, t),
+        };
+        let r = self
+            .meta
+            .call("allocate_catalog_ids", |mut c| async move {
+                c.allocate_catalog_ids(AllocateCatalogIdsRequest {
+                    row_ids_of_table,
+                    table_ids,
+                    count,
+                })
+                .await
+            })
+            .await
+            .map_err(unavailable)?;
+        if !r.error.is_empty() {
+            return Err(CatalogError::Storage(r.error));
+        }
+        Ok(r.start..r.end)
+    }
+}
+
+impl Catalog for RemoteCatalog {
+    fn snapshot(&self) -> Arc<CatalogSnapshot> {
+        self.current.read().clone()
+    }
+
+    fn commit(&self, change: SchemaChange) -> Result<Arc<CatalogSnapshot>, CatalogError> {
+        let json = serde_json::to_vec(&WireChange::from_change(&change))
+            .map_err(|e| CatalogError::Storage(e.to_string()))?;
+        let r = self
+            .block_on(self.meta.call("commit_schema", |mut c| {
+                let change_json = json.clone().into();
+                async move { c.commit_schema(CommitSchemaRequest { change_json }).await }
+            }))
+            .map_err(unavailable)?;
+        if !r.snapshot_json.is_empty() {
+            self.install(decode_snapshot(&r.snapshot_json)?);
+        }
+        match (r.error.is_empty(), r.error_kind) {
+            (true, _) => Ok(self.snapshot()),
+            (false, 1) => Err(CatalogError::VersionMismatch {
+                expected: r.expected_version,
+                actual: r.actual_version,
+            }),
+            (false, 0) => Err(CatalogError::Invalid(r.error)),
+            (false, _) => Err(CatalogError::Storage(r.error)),
+        }
+    }
+
+    fn allocate(&self, kind: IdKind, count: u64) -> Result<Range<i64>, CatalogError> {
+        let IdKind::RowId(table) = kind else {
+            return self.block_on(self.allocate_remote(kind, count));
+        };
+        {
+            let mut reserved = self.row_ids.lock();
+            if let Some(r) = reserved.get_mut(&table)
+                && (r.end - r.start) as u64 >= count
+            {
+                let out = r.start..r.start + count as i64;
+                r.start += count as i64;
+                return Ok(out);
+            }
+        }
+        let fresh = self.block_on(self.allocate_remote(kind, count.max(ROW_ID_BATCH)))?;
+        let out = fresh.start..fresh.start + count as i64;
+        self.row_ids
+            .lock()
+            .insert(table, out.end..fresh.end);
+        Ok(out)
+    }
+}

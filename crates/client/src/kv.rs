@@ -1,0 +1,709 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use flotilla_mvcc::{Lock, LockKind, Mutation, MutationOp, TxnStatus};
+use flotilla_proto::kvpb::store_client::StoreClient;
+use flotilla_proto::kvpb::{
+    self, CheckTxnStatusRequest, CommitRequest, Context, GetRequest, HeartbeatRequest,
+    KeysRequest, KvRequest, KvResponse, LockKey, PessimisticLockRequest, PrewriteRequest,
+    RegionError, ResolveLockRequest, ScanRequest, key_error, kv_request, region_error,
+};
+use flotilla_tso::TsoRef;
+use flotilla_txn::{LockRequest, TxnError, TxnKv};
+use flotilla_types::Timestamp;
+use parking_lot::Mutex;
+use tonic::transport::Channel;
+
+use crate::backoff::Backoff;
+use crate::meta_client::{ClientConfig, channel_to};
+use crate::region_cache::{CachedRegion, RegionCache};
+use crate::{decode_boundary, encode_key};
+
+fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The longest a lock waiter sleeps before looking again (waits are polled: a holder's
+/// release is not pushed to waiters on other nodes).
+const LOCK_POLL_MAX: Duration = Duration::from_millis(50);
+
+/// `TxnKv` over the regions of a cluster. Each command goes to the leader of the region
+/// holding its keys; routing errors refresh the region cache and retry with backoff
+/// within `ClientConfig::retry_budget`; a lock of another transaction is resolved when
+/// its transaction is decided (a dead coordinator's lock lapses after its TTL and is then
+/// rolled back at its primary) and waited for otherwise, with deadlock detection at the
+/// meta service.
+pub struct ClusterTxnKv {
+    cache: Arc<RegionCache>,
+    tso: TsoRef,
+    cfg: ClientConfig,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+/// What one attempt at a region produced.
+enum Attempt {
+    Done(KvResponse),
+    Retry(String),
+}
+
+fn key_error_to_txn(e: &kvpb::KeyError) -> TxnError {
+    match &e.kind {
+        Some(key_error::Kind::Conflict(c)) => TxnError::WriteConflict {
+            for_update_ts: Timestamp(c.for_update_ts),
+            conflict_commit_ts: Timestamp(c.conflict_commit_ts),
+        },
+        Some(key_error::Kind::AlreadyExists(key)) => TxnError::AlreadyExists { key: key.to_vec() },
+        Some(key_error::Kind::TxnLockNotFound(_)) => TxnError::Aborted,
+        Some(key_error::Kind::Committed(c)) => TxnError::Internal(format!(
+            "transaction {} is already committed at {}",
+            c.start_ts, c.commit_ts
+        )),
+        _ => TxnError::Internal(e.message.clone()),
+    }
+}
+
+fn locked(resp: &KvResponse) -> Option<kvpb::LockInfo> {
+    match resp.key_error.as_ref()?.kind.as_ref()? {
+        key_error::Kind::Locked(l) => Some(l.clone()),
+        _ => None,
+    }
+}
+
+fn check(resp: &KvResponse) -> Result<(), TxnError> {
+    match &resp.key_error {
+        Some(e) => Err(key_error_to_txn(e)),
+        None => Ok(()),
+    }
+}
+
+fn lock_kind(kind: u32) -> LockKind {
+    match kind {
+        0 => LockKind::Put,
+        1 => LockKind::Delete,
+        2 => LockKind::Lock,
+        _ => LockKind::Pessimistic,
+    }
+}
+
+impl ClusterTxnKv {
+    /// A `TxnKv` routing through `cache`, asking `tso` for the time when judging locks.
+    pub fn new(cache: Arc<RegionCache>, tso: TsoRef, cfg: ClientConfig) -> Self {
+        Self {
+            cache,
+            tso,
+            cfg,
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The region cache.
+    pub fn cache(&self) -> &Arc<RegionCache> {
+        &self.cache
+    }
+
+    fn client(&self, addr: &str) -> Result<StoreClient<Channel>, TxnError> {
+        let mut channels = self.channels.lock();
+        let channel = match channels.get(addr) {
+            Some(c) => c.clone(),
+            None => {
+                let c = channel_to(addr, &self.cfg).map_err(|e| TxnError::Internal(e.to_string()))?;
+                channels.insert(addr.to_string(), c.clone());
+                c
+            }
+        };
+        Ok(StoreClient::new(channel))
+    }
+
+    fn unavailable(&self, what: &str, last: &str) -> TxnError {
+        TxnError::Unavailable(format!(
+            "{what} did not succeed within {:?} ({last})",
+            self.cfg.retry_budget
+        ))
+    }
+
+    /// Learns from a routing error; the caller retries.
+    fn on_region_error(&self, region: &CachedRegion, e: &RegionError) {
+        let id = region.region.id;
+        match &e.kind {
+            Some(region_error::Kind::NotLeader(nl)) => {
+                let leader = nl.leader.filter(|p| p.id != 0);
+                self.cache.set_leader(id, leader);
+                if leader.is_none() {
+                    self.rotate_leader(region);
+                }
+            }
+            Some(region_error::Kind::EpochNotMatch(m)) if !m.current.is_empty() => {
+                self.cache.invalidate(id);
+                self.cache.update_regions(&m.current);
+            }
+            Some(region_error::Kind::ServerIsBusy(_)) | Some(region_error::Kind::StaleCommand(_)) => {}
+            _ => self.cache.invalidate(id),
+        }
+    }
+
+    /// Points the cache at the next peer of the region (the leader is unknown or gone).
+    fn rotate_leader(&self, region: &CachedRegion) {
+        let peers = &region.region.peers;
+        if peers.is_empty() {
+            return;
+        }
+        let next = match region.leader {
+            Some(l) => peers
+                .iter()
+                .position(|p| p.id == l.id)
+                .map(|i| (i + 1) % peers.len())
+                .unwrap_or(0),
+            None => rand::random_range(0..peers.len()),
+        };
+        self.cache.set_leader(region.region.id, Some(peers[next]));
+    }
+
+    async fn attempt(&self, region: &CachedRegion, cmd: kv_request::Cmd) -> Attempt {
+        let peer = match region.leader.or_else(|| region.region.peers.first().copied()) {
+            Some(p) => p,
+            None => return Attempt::Retry("region has no peers".into()),
+        };
+        let addr = match self.cache.store_address(peer.store_id).await {
+            Ok(a) => a,
+            Err(e) => return Attempt::Retry(e.to_string()),
+        };
+        let mut client = match self.client(&addr) {
+            Ok(c) => c,
+            Err(e) => return Attempt::Retry(e.to_string()),
+        };
+        let req = KvRequest {
+            context: Some(Context {
+                region_id: region.region.id,
+                epoch: region.region.epoch,
+            }),
+            cmd: Some(cmd),
+        };
+        match client.kv(req).await {
+            Ok(resp) => {
+                let resp = resp.into_inner();
+                if let Some(e) = &resp.region_error {
+                    self.on_region_error(region, e);
+                    return Attempt::Retry(format!("region {}: {}", region.region.id, e.message));
+                }
+                Attempt::Done(resp)
+            }
+            Err(status) => {
+                // The store is down or unreachable: try another peer next time.
+                self.rotate_leader(region);
+                self.cache.forget_store(peer.store_id);
+                Attempt::Retry(format!("store {} at {addr}: {}", peer.store_id, status.message()))
+            }
+        }
+    }
+
+    /// Sends a one-key command to the leader of the region holding `key` (a user key).
+    async fn route(
+        &self,
+        what: &str,
+        key: &[u8],
+        make: impl Fn() -> kv_request::Cmd,
+    ) -> Result<KvResponse, TxnError> {
+        let encoded = encode_key(key);
+        let mut backoff = Backoff::routing(self.cfg.retry_budget);
+        loop {
+            let last = match self.cache.locate(&encoded).await {
+                Ok(region) => match self.attempt(&region, make()).await {
+                    Attempt::Done(resp) => return Ok(resp),
+                    Attempt::Retry(why) => why,
+                },
+                Err(e) => e.to_string(),
+            };
+            if backoff.wait().await.is_err() {
+                return Err(self.unavailable(what, &last));
+            }
+        }
+    }
+
+    /// Sends a command per region for `items` (grouped by the region of each item's user
+    /// key), retrying groups whose route failed. Answers are per group, in no order.
+    async fn route_many<K: Clone>(
+        &self,
+        what: &str,
+        items: Vec<K>,
+        key_of: impl Fn(&K) -> &[u8],
+        make: impl Fn(Vec<K>) -> kv_request::Cmd,
+    ) -> Result<Vec<(Vec<K>, KvResponse)>, TxnError> {
+        let mut backoff = Backoff::routing(self.cfg.retry_budget);
+        let mut todo = items;
+        let mut done = Vec::new();
+        while !todo.is_empty() {
+            let mut groups: Vec<(CachedRegion, Vec<K>)> = Vec::new();
+            let mut last = String::new();
+            let mut retry = Vec::new();
+            for item in todo.drain(..) {
+                match self.cache.locate(&encode_key(key_of(&item))).await {
+                    Ok(region) => match groups.iter_mut().find(|(r, _)| r.region.id == region.region.id) {
+                        Some((_, g)) => g.push(item),
+                        None => groups.push((region, vec![item])),
+                    },
+                    Err(e) => {
+                        last = e.to_string();
+                        retry.push(item);
+                    }
+                }
+            }
+            let attempts = futures::future::join_all(
+                groups
+                    .iter()
+                    .map(|(region, group)| self.attempt(region, make(group.clone()))),
+            )
+            .await;
+            for ((_, group), attempt) in groups.into_iter().zip(attempts) {
+                match attempt {
+                    Attempt::Done(resp) => done.push((group, resp)),
+                    Attempt::Retry(why) => {
+                        last = why;
+                        retry.extend(group);
+                    }
+                }
+            }
+            todo = retry;
+            if !todo.is_empty() && backoff.wait().await.is_err() {
+                return Err(self.unavailable(what, &last));
+            }
+        }
+        Ok(done)
+    }
+
+    /// Settles a lock that stopped a command: resolves it if its transaction is decided,
+    /// otherwise waits a little (bounded by `deadline`) for it. `waiter` joins the
+    /// wait-for graph (lock waits of writers), so a deadlock is refused, not waited out.
+    async fn settle(
+        &self,
+        info: kvpb::LockInfo,
+        waiter: Option<Timestamp>,
+        started: Instant,
+        deadline: Instant,
+    ) -> Result<(), TxnError> {
+        let status = self.check_txn_status(&info.primary, Timestamp(info.start_ts)).await?;
+        let commit_ts = match status {
+            TxnStatus::Committed { commit_ts } => Some(commit_ts),
+            TxnStatus::RolledBack => None,
+            TxnStatus::Locked { lock } => {
+                if Instant::now() >= deadline {
+                    return Err(TxnError::LockWaitTimeout {
+                        waited_ms: started.elapsed().as_millis() as u64,
+                    });
+                }
+                if let Some(waiter) = waiter {
+                    let meta = self.cache.meta();
+                    let deadlock = meta
+                        .wait_for(waiter.0, info.start_ts, true)
+                        .await
+                        .map_err(|e| TxnError::Unavailable(e.to_string()))?;
+                    if deadlock {
+                        return Err(TxnError::Deadlock {
+                            waiter,
+                            holder: Timestamp(info.start_ts),
+                        });
+                    }
+                }
+                let expires_at_ms = lock.start_ts.physical_ms().saturating_add(lock.ttl_ms);
+                let until_expiry =
+                    Duration::from_millis(expires_at_ms.saturating_sub(wall_clock_ms()).max(1));
+                let nap = until_expiry
+                    .min(LOCK_POLL_MAX)
+                    .min(deadline.saturating_duration_since(Instant::now()))
+                    .max(Duration::from_millis(1));
+                tokio::time::sleep(nap).await;
+                if let Some(waiter) = waiter {
+                    let _ = self.cache.meta().wait_for(waiter.0, info.start_ts, false).await;
+                }
+                return Ok(());
+            }
+        };
+        self.resolve(vec![info.key.to_vec()], Timestamp(info.start_ts), commit_ts)
+            .await
+    }
+
+    async fn resolve(
+        &self,
+        keys: Vec<Vec<u8>>,
+        start_ts: Timestamp,
+        commit_ts: Option<Timestamp>,
+    ) -> Result<(), TxnError> {
+        let answers = self
+            .route_many("resolve_lock", keys, |k| k.as_slice(), |keys| {
+                kv_request::Cmd::ResolveLock(ResolveLockRequest {
+                    keys: keys.into_iter().map(Into::into).collect(),
+                    start_ts: start_ts.0,
+                    commit_ts: commit_ts.map(|t| t.0).unwrap_or(0),
+                })
+            })
+            .await?;
+        for (_, resp) in answers {
+            check(&resp)?;
+        }
+        Ok(())
+    }
+
+    /// Commits the group of keys with the primary first: that is the commit point. Later
+    /// groups may fail without harm (their locks are resolved from the primary).
+    async fn commit_groups(
+        &self,
+        keys: Vec<Vec<u8>>,
+        start_ts: Timestamp,
+        commit_ts: Timestamp,
+    ) -> Result<(), TxnError> {
+        let Some(primary) = keys.first().cloned() else {
+            return Ok(());
+        };
+        let make = |keys: Vec<Vec<u8>>| {
+            kv_request::Cmd::Commit(CommitRequest {
+                keys: keys.into_iter().map(Into::into).collect(),
+                start_ts: start_ts.0,
+                commit_ts: commit_ts.0,
+            })
+        };
+        let primary_enc = encode_key(&primary);
+        let primary_region = self
+            .cache
+            .locate(&primary_enc)
+            .await
+            .map_err(|e| TxnError::Unavailable(e.to_string()))?;
+        let (first, rest): (Vec<_>, Vec<_>) = keys.into_iter().partition(|k| {
+            flotilla_raftstore::region_contains(&primary_region.region, &encode_key(k))
+        });
+        for (_, resp) in self.route_many("commit", first, |k| k.as_slice(), make).await? {
+            check(&resp)?;
+        }
+        if rest.is_empty() {
+            return Ok(());
+        }
+        match self.route_many("commit", rest, |k| k.as_slice(), make).await {
+            Ok(answers) => {
+                for (_, resp) in answers {
+                    if let Err(e) = check(&resp) {
+                        tracing::warn!(error = %e, "commit of secondaries failed; readers will resolve them");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "commit of secondaries failed; readers will resolve them"),
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl TxnKv for ClusterTxnKv {
+    async fn get(
+        &self,
+        key: &[u8],
+        ts: Timestamp,
+        reader: Option<Timestamp>,
+        lock_wait_timeout_ms: u64,
+    ) -> Result<Option<Vec<u8>>, TxnError> {
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(lock_wait_timeout_ms);
+        loop {
+            let resp = self
+                .route("get", key, || {
+                    kv_request::Cmd::Get(GetRequest {
+                        key: key.to_vec().into(),
+                        ts: ts.0,
+                        reader_ts: reader.map(|r| r.0).unwrap_or(0),
+                    })
+                })
+                .await?;
+            if let Some(lock) = locked(&resp) {
+                self.settle(lock, None, started, deadline).await?;
+                continue;
+            }
+            check(&resp)?;
+            return Ok(resp
+                .found
+                .then(|| resp.pairs.into_iter().next().map(|p| p.value.to_vec()))
+                .flatten());
+        }
+    }
+
+    async fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        ts: Timestamp,
+        limit: usize,
+        reader: Option<Timestamp>,
+        lock_wait_timeout_ms: u64,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, TxnError> {
+        let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut cursor = start.to_vec();
+        let mut backoff = Backoff::routing(self.cfg.retry_budget);
+        let started = Instant::now();
+        let lock_deadline = started + Duration::from_millis(lock_wait_timeout_ms);
+        while out.len() < limit {
+            if !end.is_empty() && cursor.as_slice() >= end {
+                break;
+            }
+            let region = match self.cache.locate(&encode_key(&cursor)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    if backoff.wait().await.is_err() {
+                        return Err(self.unavailable("scan", &e.to_string()));
+                    }
+                    continue;
+                }
+            };
+            let cmd = kv_request::Cmd::Scan(ScanRequest {
+                start_key: cursor.clone().into(),
+                end_key: end.to_vec().into(),
+                ts: ts.0,
+                limit: (limit - out.len()).min(u32::MAX as usize) as u32,
+                reader_ts: reader.map(|r| r.0).unwrap_or(0),
+            });
+            let resp = match self.attempt(&region, cmd).await {
+                Attempt::Done(resp) => resp,
+                Attempt::Retry(why) => {
+                    if backoff.wait().await.is_err() {
+                        return Err(self.unavailable("scan", &why));
+                    }
+                    continue;
+                }
+            };
+            if let Some(lock) = locked(&resp) {
+                self.settle(lock, None, started, lock_deadline).await?;
+                continue;
+            }
+            check(&resp)?;
+            let got = resp.pairs.len();
+            out.extend(resp.pairs.into_iter().map(|p| (p.key.to_vec(), p.value.to_vec())));
+            if out.len() >= limit || got >= limit {
+                break;
+            }
+            match decode_boundary(&region.region.end_key) {
+                Some(next) => cursor = next,
+                None => break,
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn acquire_pessimistic_lock(
+        &self,
+        request: LockRequest,
+    ) -> Result<Vec<Option<Vec<u8>>>, TxnError> {
+        let mut values: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+        let mut pending: Vec<(Vec<u8>, bool)> = request.keys.clone();
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(request.lock_wait_timeout_ms);
+        while !pending.is_empty() {
+            let answers = self
+                .route_many("pessimistic_lock", std::mem::take(&mut pending), |k| k.0.as_slice(), |keys| {
+                    kv_request::Cmd::PessimisticLock(PessimisticLockRequest {
+                        keys: keys
+                            .into_iter()
+                            .map(|(key, must_not_exist)| LockKey {
+                                key: key.into(),
+                                must_not_exist,
+                            })
+                            .collect(),
+                        primary: request.primary.clone().into(),
+                        start_ts: request.start_ts.0,
+                        for_update_ts: request.for_update_ts.0,
+                        ttl_ms: request.ttl_ms,
+                        need_values: request.need_values,
+                    })
+                })
+                .await?;
+            let mut lock_met = None;
+            for (group, resp) in answers {
+                if let Some(lock) = locked(&resp) {
+                    pending.extend(group);
+                    lock_met = Some(lock);
+                    continue;
+                }
+                check(&resp)?;
+                if request.need_values {
+                    for ((key, _), v) in group.into_iter().zip(resp.values) {
+                        values.insert(key, v.value.map(|b| b.to_vec()));
+                    }
+                }
+            }
+            if let Some(lock) = lock_met {
+                self.settle(lock, Some(request.start_ts), started, deadline)
+                    .await?;
+            }
+        }
+        if !request.need_values {
+            return Ok(Vec::new());
+        }
+        Ok(request
+            .keys
+            .iter()
+            .map(|(k, _)| values.remove(k).flatten())
+            .collect())
+    }
+
+    async fn pessimistic_rollback(
+        &self,
+        keys: &[Vec<u8>],
+        start_ts: Timestamp,
+    ) -> Result<(), TxnError> {
+        let answers = self
+            .route_many("pessimistic_rollback", keys.to_vec(), |k| k.as_slice(), |keys| {
+                kv_request::Cmd::PessimisticRollback(KeysRequest {
+                    keys: keys.into_iter().map(Into::into).collect(),
+                    start_ts: start_ts.0,
+                })
+            })
+            .await?;
+        for (_, resp) in answers {
+            check(&resp)?;
+        }
+        Ok(())
+    }
+
+    async fn prewrite(
+        &self,
+        mutations: Vec<Mutation>,
+        primary: &[u8],
+        start_ts: Timestamp,
+        ttl_ms: u64,
+        one_commit_batch: bool,
+    ) -> Result<(), TxnError> {
+        // Volatile (in-memory) locks need the whole commit to be one atomic batch: only
+        // when every key is in one region.
+        let mut regions = std::collections::HashSet::new();
+        for m in &mutations {
+            if let Ok(r) = self.cache.locate(&encode_key(&m.key)).await {
+                regions.insert(r.region.id);
+            }
+        }
+        let volatile_locks = one_commit_batch && regions.len() == 1;
+        let mut pending = mutations;
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(10);
+        while !pending.is_empty() {
+            let answers = self
+                .route_many("prewrite", std::mem::take(&mut pending), |m| m.key.as_slice(), |ms| {
+                    kv_request::Cmd::Prewrite(PrewriteRequest {
+                        mutations: ms
+                            .into_iter()
+                            .map(|m| {
+                                let (op, value) = match m.op {
+                                    MutationOp::Put(v) => (0, v),
+                                    MutationOp::Delete => (1, Vec::new()),
+                                    MutationOp::Lock => (2, Vec::new()),
+                                };
+                                kvpb::Mutation {
+                                    key: m.key.into(),
+                                    op,
+                                    value: value.into(),
+                                    pessimistic: m.pessimistic,
+                                }
+                            })
+                            .collect(),
+                        primary: primary.to_vec().into(),
+                        start_ts: start_ts.0,
+                        ttl_ms,
+                        volatile_locks,
+                    })
+                })
+                .await?;
+            let mut lock_met = None;
+            for (group, resp) in answers {
+                if let Some(lock) = locked(&resp) {
+                    pending.extend(group);
+                    lock_met = Some(lock);
+                    continue;
+                }
+                check(&resp)?;
+            }
+            if let Some(lock) = lock_met {
+                self.settle(lock, Some(start_ts), started, deadline).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit(
+        &self,
+        keys: Vec<Vec<u8>>,
+        start_ts: Timestamp,
+        commit_ts: Timestamp,
+    ) -> Result<(), TxnError> {
+        self.commit_groups(keys, start_ts, commit_ts).await
+    }
+
+    async fn rollback(&self, keys: Vec<Vec<u8>>, start_ts: Timestamp) -> Result<(), TxnError> {
+        let answers = self
+            .route_many("rollback", keys, |k| k.as_slice(), |keys| {
+                kv_request::Cmd::Rollback(KeysRequest {
+                    keys: keys.into_iter().map(Into::into).collect(),
+                    start_ts: start_ts.0,
+                })
+            })
+            .await?;
+        for (_, resp) in answers {
+            check(&resp)?;
+        }
+        Ok(())
+    }
+
+    async fn txn_heartbeat(
+        &self,
+        primary: &[u8],
+        start_ts: Timestamp,
+        ttl_ms: u64,
+    ) -> Result<u64, TxnError> {
+        let resp = self
+            .route("txn_heartbeat", primary, || {
+                kv_request::Cmd::Heartbeat(HeartbeatRequest {
+                    primary: primary.to_vec().into(),
+                    start_ts: start_ts.0,
+                    ttl_ms,
+                })
+            })
+            .await?;
+        check(&resp)?;
+        Ok(resp.ttl_ms)
+    }
+
+    async fn check_txn_status(
+        &self,
+        primary: &[u8],
+        lock_ts: Timestamp,
+    ) -> Result<TxnStatus, TxnError> {
+        let now = self.tso.get_ts().await?;
+        let resp = self
+            .route("check_txn_status", primary, || {
+                kv_request::Cmd::CheckTxnStatus(CheckTxnStatusRequest {
+                    primary: primary.to_vec().into(),
+                    lock_ts: lock_ts.0,
+                    current_ts: now.0,
+                })
+            })
+            .await?;
+        check(&resp)?;
+        let status = resp.txn_status.unwrap_or_default();
+        Ok(match status.state {
+            1 => TxnStatus::Committed {
+                commit_ts: Timestamp(status.commit_ts),
+            },
+            2 => TxnStatus::RolledBack,
+            _ => {
+                let l = status.lock.unwrap_or_default();
+                TxnStatus::Locked {
+                    lock: Lock {
+                        kind: lock_kind(l.kind),
+                        primary: l.primary.to_vec(),
+                        start_ts: Timestamp(l.start_ts),
+                        for_update_ts: Timestamp(l.start_ts),
+                        ttl_ms: l.ttl_ms,
+                        short_value: None,
+                    },
+                }
+            }
+        })
+    }
+}

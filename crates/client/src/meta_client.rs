@@ -1,0 +1,293 @@
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use flotilla_proto::metapb::{Region, Store};
+use flotilla_proto::metaservicepb::meta_client::MetaClient as MetaGrpc;
+use flotilla_proto::metaservicepb::*;
+use parking_lot::Mutex;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::backoff::Backoff;
+use crate::error::ClientError;
+
+/// Timeouts and retry budgets of cluster clients.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// One RPC's timeout.
+    pub request_timeout: Duration,
+    /// Connecting to a node.
+    pub connect_timeout: Duration,
+    /// How long one operation keeps retrying routing errors and unreachable nodes before
+    /// it fails with a retryable error. Longer than a failover (election timeout plus a
+    /// heartbeat), so a failover is invisible to SQL.
+    pub retry_budget: Duration,
+}
+
+impl Default for ClientConfig {
+    /// 5 s per RPC, 1 s to connect, 15 s of retries.
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+            retry_budget: Duration::from_secs(15),
+        }
+    }
+}
+
+/// A lazily connected channel to `addr` (host:port).
+pub fn channel_to(addr: &str, cfg: &ClientConfig) -> Result<Channel, ClientError> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| ClientError::Failed(format!("bad address {addr}: {e}")))?
+        .connect_timeout(cfg.connect_timeout)
+        .timeout(cfg.request_timeout)
+        .tcp_nodelay(true);
+    Ok(endpoint.connect_lazy())
+}
+
+/// Responses that carry the meta service's header.
+pub trait HasHeader {
+    fn header(&self) -> Option<&ResponseHeader>;
+}
+
+macro_rules! has_header {
+    ($($t:ty),*) => {
+        $(impl HasHeader for $t {
+            fn header(&self) -> Option<&ResponseHeader> {
+                self.header.as_ref()
+            }
+        })*
+    };
+}
+
+has_header!(
+    TsoResponse,
+    StoreHeartbeatResponse,
+    RegionHeartbeatResponse,
+    GetRegionResponse,
+    ScanRegionsResponse,
+    GetStoresResponse,
+    AllocIdResponse,
+    AskSplitResponse,
+    GetCatalogResponse,
+    CommitSchemaResponse,
+    AllocateCatalogIdsResponse,
+    WaitForResponse,
+    MembersResponse
+);
+
+/// A client of the meta service: tries members until one leads, follows redirects, and
+/// retries (with backoff, within the retry budget) across a meta failover.
+pub struct MetaClient {
+    endpoints: Vec<String>,
+    cfg: ClientConfig,
+    leader: Mutex<Option<String>>,
+    next: Mutex<usize>,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl MetaClient {
+    /// A client of the meta members at `endpoints` (host:port each).
+    pub fn new(endpoints: Vec<String>, cfg: ClientConfig) -> Result<Self, ClientError> {
+        if endpoints.is_empty() {
+            return Err(ClientError::Failed("no meta endpoint given".into()));
+        }
+        Ok(Self {
+            endpoints,
+            cfg,
+            leader: Mutex::new(None),
+            next: Mutex::new(0),
+            channels: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The client's configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.cfg
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, ClientError> {
+        let mut channels = self.channels.lock();
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = channel_to(addr, &self.cfg)?;
+        channels.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    fn target(&self) -> String {
+        if let Some(l) = self.leader.lock().clone() {
+            return l;
+        }
+        let mut next = self.next.lock();
+        let addr = self.endpoints[*next % self.endpoints.len()].clone();
+        *next += 1;
+        addr
+    }
+
+    /// Calls the leader with `f`, retrying until the budget runs out.
+    pub async fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T, ClientError>
+    where
+        T: HasHeader,
+        F: Fn(MetaGrpc<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut backoff = Backoff::routing(self.cfg.retry_budget);
+        let mut last_error;
+        loop {
+            let addr = self.target();
+            let client = MetaGrpc::new(self.channel(&addr)?);
+            match f(client).await {
+                Ok(resp) => {
+                    let resp = resp.into_inner();
+                    match resp.header() {
+                        Some(h) if !h.error.is_empty() => {
+                            last_error = format!("meta {addr}: {}", h.error);
+                            let mut leader = self.leader.lock();
+                            if !h.leader_address.is_empty() && h.leader_address != addr {
+                                *leader = Some(h.leader_address.clone());
+                                // A redirect is worth trying at once.
+                                continue;
+                            }
+                            *leader = None;
+                        }
+                        _ => {
+                            *self.leader.lock() = Some(addr);
+                            return Ok(resp);
+                        }
+                    }
+                }
+                Err(status) => {
+                    last_error = format!("meta {addr}: {}", status.message());
+                    *self.leader.lock() = None;
+                }
+            }
+            if backoff.wait().await.is_err() {
+                return Err(ClientError::Unavailable(format!(
+                    "meta service did not answer {what} within {:?}: {last_error}",
+                    self.cfg.retry_budget
+                )));
+            }
+        }
+    }
+
+    /// `count` consecutive timestamps; returns the first.
+    pub async fn tso(&self, count: u32) -> Result<u64, ClientError> {
+        let r = self
+            .call("tso", |mut c| async move {
+                c.tso(TsoRequest { count }).await
+            })
+            .await?;
+        Ok(r.first_ts)
+    }
+
+    /// The region holding encoded key `key`, with its leader if known.
+    pub async fn get_region(&self, key: &[u8]) -> Result<RegionInfo, ClientError> {
+        let r = self
+            .call("get_region", |mut c| async move {
+                c.get_region(GetRegionRequest { key: key.to_vec().into() }).await
+            })
+            .await?;
+        r.info
+            .ok_or_else(|| ClientError::Unavailable("the cluster has no region yet".into()))
+    }
+
+    /// Regions overlapping [start, end) (empty end: to the end), at most `limit`.
+    pub async fn scan_regions(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+    ) -> Result<Vec<RegionInfo>, ClientError> {
+        let r = self
+            .call("scan_regions", |mut c| async move {
+                c.scan_regions(ScanRegionsRequest {
+                    start_key: start.to_vec().into(),
+                    end_key: end.to_vec().into(),
+                    limit,
+                })
+                .await
+            })
+            .await?;
+        Ok(r.regions)
+    }
+
+    /// Stores (all when `store_id` is 0).
+    pub async fn get_stores(&self, store_id: u64) -> Result<Vec<StoreInfo>, ClientError> {
+        let r = self
+            .call("get_stores", |mut c| async move {
+                c.get_stores(GetStoresRequest { store_id }).await
+            })
+            .await?;
+        Ok(r.stores)
+    }
+
+    /// Registers or refreshes a store.
+    pub async fn store_heartbeat(
+        &self,
+        store: Store,
+        stats: StoreStats,
+    ) -> Result<StoreHeartbeatResponse, ClientError> {
+        self.call("store_heartbeat", |mut c| {
+            let req = StoreHeartbeatRequest {
+                store: Some(store.clone()),
+                stats: Some(stats),
+            };
+            async move { c.store_heartbeat(req).await }
+        })
+        .await
+    }
+
+    /// Reports a region led by the caller.
+    pub async fn region_heartbeat(&self, req: RegionHeartbeatRequest) -> Result<(), ClientError> {
+        self.call("region_heartbeat", |mut c| {
+            let req = req.clone();
+            async move { c.region_heartbeat(req).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// New ids for the right half of a split of `region`.
+    pub async fn ask_split(&self, region: Region) -> Result<AskSplitResponse, ClientError> {
+        self.call("ask_split", |mut c| {
+            let req = AskSplitRequest {
+                region: Some(region.clone()),
+            };
+            async move { c.ask_split(req).await }
+        })
+        .await
+    }
+
+    /// Records that `waiter` waits for `holder` (or, with `waiting` false, that it stopped
+    /// waiting); true if that wait would close a cycle.
+    pub async fn wait_for(
+        &self,
+        waiter_ts: u64,
+        holder_ts: u64,
+        waiting: bool,
+    ) -> Result<bool, ClientError> {
+        let r = self
+            .call("wait_for", |mut c| async move {
+                c.wait_for(WaitForRequest {
+                    waiter_ts,
+                    holder_ts,
+                    waiting,
+                })
+                .await
+            })
+            .await?;
+        Ok(r.deadlock)
+    }
+
+    /// The meta members and who leads.
+    pub async fn members(&self) -> Result<Vec<Member>, ClientError> {
+        let r = self
+            .call("members", |mut c| async move {
+                c.members(MembersRequest {}).await
+            })
+            .await?;
+        Ok(r.members)
+    }
+}

@@ -1,0 +1,144 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_proto::kvpb::store_client::StoreClient;
+use flotilla_proto::metaservicepb::meta_client::MetaClient as MetaGrpc;
+use flotilla_proto::raft_serverpb::{RaftMessage, RaftMessageBatch};
+use flotilla_raftstore::Transport;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use crate::error::ClientError;
+use crate::meta_client::{ClientConfig, channel_to};
+
+/// Which service receives the Raft messages: data stores, or the meta members' own group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RaftService {
+    Store,
+    Meta,
+}
+
+/// Finds the address of a store (or meta member) by id.
+#[async_trait::async_trait]
+pub trait StoreResolver: Send + Sync + 'static {
+    async fn resolve(&self, store_id: u64) -> Result<String, ClientError>;
+    /// The address proved stale or unreachable.
+    fn forget(&self, _store_id: u64) {}
+}
+
+/// raftstore's `Transport` over gRPC. Each destination store has a bounded queue and one
+/// sender task that takes every batch waiting in it and sends them as one
+/// `RaftMessageBatch`, so a round's messages to a store cost one RPC. A full queue (the
+/// store is slow or down) drops messages: Raft retransmits what matters.
+pub struct GrpcTransport {
+    runtime: tokio::runtime::Handle,
+    service: RaftService,
+    resolver: Arc<dyn StoreResolver>,
+    cfg: ClientConfig,
+    queue_capacity: usize,
+    queues: Mutex<HashMap<u64, mpsc::Sender<Vec<RaftMessage>>>>,
+}
+
+impl GrpcTransport {
+    /// Queued rounds per destination before messages are dropped.
+    pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+    /// Messages per RPC at most.
+    const MAX_BATCH_MESSAGES: usize = 4096;
+
+    /// A transport whose sender tasks run on `runtime`.
+    pub fn new(
+        runtime: tokio::runtime::Handle,
+        service: RaftService,
+        resolver: Arc<dyn StoreResolver>,
+        cfg: ClientConfig,
+    ) -> Self {
+        Self {
+            runtime,
+            service,
+            resolver,
+            cfg,
+            queue_capacity: Self::DEFAULT_QUEUE_CAPACITY,
+            queues: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn queue(&self, store_id: u64) -> mpsc::Sender<Vec<RaftMessage>> {
+        let mut queues = self.queues.lock();
+        if let Some(q) = queues.get(&store_id)
+            && !q.is_closed()
+        {
+            return q.clone();
+        }
+        let (tx, rx) = mpsc::channel(self.queue_capacity);
+        self.runtime.spawn(sender(
+            store_id,
+            rx,
+            self.service,
+            self.resolver.clone(),
+            self.cfg.clone(),
+        ));
+        queues.insert(store_id, tx.clone());
+        tx
+    }
+}
+
+impl Transport for GrpcTransport {
+    fn send(&self, messages: Vec<RaftMessage>) {
+        let mut by_store: HashMap<u64, Vec<RaftMessage>> = HashMap::new();
+        for m in messages {
+            let Some(to) = m.to_peer else { continue };
+            by_store.entry(to.store_id).or_default().push(m);
+        }
+        for (store_id, batch) in by_store {
+            if self.queue(store_id).try_send(batch).is_err() {
+                tracing::debug!(store_id, "raft messages dropped: the queue to the store is full");
+            }
+        }
+    }
+}
+
+async fn sender(
+    store_id: u64,
+    mut rx: mpsc::Receiver<Vec<RaftMessage>>,
+    service: RaftService,
+    resolver: Arc<dyn StoreResolver>,
+    cfg: ClientConfig,
+) {
+    let mut target: Option<(String, tonic::transport::Channel)> = None;
+    while let Some(first) = rx.recv().await {
+        let mut messages = first;
+        while messages.len() < GrpcTransport::MAX_BATCH_MESSAGES {
+            match rx.try_recv() {
+                Ok(more) => messages.extend(more),
+                Err(_) => break,
+            }
+        }
+        if target.is_none() {
+            match resolver.resolve(store_id).await {
+                Ok(addr) => match channel_to(&addr, &cfg) {
+                    Ok(ch) => target = Some((addr, ch)),
+                    Err(e) => tracing::warn!(store_id, "{e}"),
+                },
+                Err(e) => tracing::debug!(store_id, "cannot resolve store: {e}"),
+            }
+        }
+        let Some((addr, channel)) = target.clone() else {
+            // Dropped; Raft retries after its own timeouts.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let batch = RaftMessageBatch { messages };
+        let result = match service {
+            RaftService::Store => StoreClient::new(channel).raft(batch).await.map(|_| ()),
+            RaftService::Meta => MetaGrpc::new(channel).raft(batch).await.map(|_| ()),
+        };
+        if let Err(status) = result {
+            tracing::debug!(store_id, %addr, "raft messages not delivered: {}", status.message());
+            resolver.forget(store_id);
+            target = None;
+            // A down store would otherwise cost a connect attempt per round.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
