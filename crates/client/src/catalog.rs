@@ -99,7 +99,12 @@ pub struct RemoteCatalog {
     runtime: tokio::runtime::Handle,
     current: RwLock<Arc<CatalogSnapshot>>,
     row_ids: Mutex<HashMap<i64, Range<i64>>>,
+    on_new_storage: Mutex<Option<NewStorageHook>>,
 }
+
+/// Called with the storage ids a committed change created (new tables, truncations), so
+/// the cluster can give each its own region.
+pub type NewStorageHook = Arc<dyn Fn(Vec<i64>) + Send + Sync>;
 
 fn unavailable(e: ClientError) -> CatalogError {
     match e {
@@ -116,15 +121,13 @@ fn decode_snapshot(json: &[u8]) -> Result<CatalogSnapshot, CatalogError> {
 
 impl RemoteCatalog {
     /// Loads the catalog from the meta service and keeps it fresh every `refresh`.
-    pub async fn open(
-        meta: Arc<MetaClient>,
-        refresh: Duration,
-    ) -> Result<Arc<Self>, CatalogError> {
+    pub async fn open(meta: Arc<MetaClient>, refresh: Duration) -> Result<Arc<Self>, CatalogError> {
         let catalog = Arc::new(Self {
             meta,
             runtime: tokio::runtime::Handle::current(),
             current: RwLock::new(Arc::new(CatalogSnapshot::default())),
             row_ids: Mutex::new(HashMap::new()),
+            on_new_storage: Mutex::new(None),
         });
         catalog.refresh().await?;
         let weak: Weak<Self> = Arc::downgrade(&catalog);
@@ -140,6 +143,11 @@ impl RemoteCatalog {
             }
         });
         Ok(catalog)
+    }
+
+    /// Sets the hook told of new storage ids after each successful change.
+    pub fn on_new_storage(&self, hook: NewStorageHook) {
+        *self.on_new_storage.lock() = Some(hook);
     }
 
     /// Fetches the catalog if the meta service has a newer version.
@@ -223,7 +231,15 @@ impl Catalog for RemoteCatalog {
             self.install(decode_snapshot(&r.snapshot_json)?);
         }
         match (r.error.is_empty(), r.error_kind) {
-            (true, _) => Ok(self.snapshot()),
+            (true, _) => {
+                let fresh: Vec<i64> = change.upserts.iter().map(|t| t.storage_id).collect();
+                if let Some(hook) = self.on_new_storage.lock().clone()
+                    && !fresh.is_empty()
+                {
+                    hook(fresh);
+                }
+                Ok(self.snapshot())
+            }
             (false, 1) => Err(CatalogError::VersionMismatch {
                 expected: r.expected_version,
                 actual: r.actual_version,
@@ -249,9 +265,7 @@ impl Catalog for RemoteCatalog {
         }
         let fresh = self.block_on(self.allocate_remote(kind, count.max(ROW_ID_BATCH)))?;
         let out = fresh.start..fresh.start + count as i64;
-        self.row_ids
-            .lock()
-            .insert(table, out.end..fresh.end);
+        self.row_ids.lock().insert(table, out.end..fresh.end);
         Ok(out)
     }
 }

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use flotilla_mvcc::{Lock, LockKind, Mutation, MutationOp, TxnStatus};
 use flotilla_proto::kvpb::store_client::StoreClient;
 use flotilla_proto::kvpb::{
-    self, CheckTxnStatusRequest, CommitRequest, Context, GetRequest, HeartbeatRequest,
-    KeysRequest, KvRequest, KvResponse, LockKey, PessimisticLockRequest, PrewriteRequest,
-    RegionError, ResolveLockRequest, ScanRequest, key_error, kv_request, region_error,
+    self, CheckTxnStatusRequest, CommitRequest, Context, GetRequest, HeartbeatRequest, KeysRequest,
+    KvRequest, KvResponse, LockKey, PessimisticLockRequest, PrewriteRequest, RegionError,
+    ResolveLockRequest, ScanRequest, key_error, kv_request, region_error,
 };
 use flotilla_tso::TsoRef;
 use flotilla_txn::{LockRequest, TxnError, TxnKv};
@@ -110,7 +110,8 @@ impl ClusterTxnKv {
         let channel = match channels.get(addr) {
             Some(c) => c.clone(),
             None => {
-                let c = channel_to(addr, &self.cfg).map_err(|e| TxnError::Internal(e.to_string()))?;
+                let c =
+                    channel_to(addr, &self.cfg).map_err(|e| TxnError::Internal(e.to_string()))?;
                 channels.insert(addr.to_string(), c.clone());
                 c
             }
@@ -140,7 +141,8 @@ impl ClusterTxnKv {
                 self.cache.invalidate(id);
                 self.cache.update_regions(&m.current);
             }
-            Some(region_error::Kind::ServerIsBusy(_)) | Some(region_error::Kind::StaleCommand(_)) => {}
+            Some(region_error::Kind::ServerIsBusy(_))
+            | Some(region_error::Kind::StaleCommand(_)) => {}
             _ => self.cache.invalidate(id),
         }
     }
@@ -163,7 +165,10 @@ impl ClusterTxnKv {
     }
 
     async fn attempt(&self, region: &CachedRegion, cmd: kv_request::Cmd) -> Attempt {
-        let peer = match region.leader.or_else(|| region.region.peers.first().copied()) {
+        let peer = match region
+            .leader
+            .or_else(|| region.region.peers.first().copied())
+        {
             Some(p) => p,
             None => return Attempt::Retry("region has no peers".into()),
         };
@@ -195,7 +200,11 @@ impl ClusterTxnKv {
                 // The store is down or unreachable: try another peer next time.
                 self.rotate_leader(region);
                 self.cache.forget_store(peer.store_id);
-                Attempt::Retry(format!("store {} at {addr}: {}", peer.store_id, status.message()))
+                Attempt::Retry(format!(
+                    "store {} at {addr}: {}",
+                    peer.store_id,
+                    status.message()
+                ))
             }
         }
     }
@@ -241,7 +250,10 @@ impl ClusterTxnKv {
             let mut retry = Vec::new();
             for item in todo.drain(..) {
                 match self.cache.locate(&encode_key(key_of(&item))).await {
-                    Ok(region) => match groups.iter_mut().find(|(r, _)| r.region.id == region.region.id) {
+                    Ok(region) => match groups
+                        .iter_mut()
+                        .find(|(r, _)| r.region.id == region.region.id)
+                    {
                         Some((_, g)) => g.push(item),
                         None => groups.push((region, vec![item])),
                     },
@@ -284,7 +296,9 @@ impl ClusterTxnKv {
         started: Instant,
         deadline: Instant,
     ) -> Result<(), TxnError> {
-        let status = self.check_txn_status(&info.primary, Timestamp(info.start_ts)).await?;
+        let status = self
+            .check_txn_status(&info.primary, Timestamp(info.start_ts))
+            .await?;
         let commit_ts = match status {
             TxnStatus::Committed { commit_ts } => Some(commit_ts),
             TxnStatus::RolledBack => None,
@@ -316,7 +330,11 @@ impl ClusterTxnKv {
                     .max(Duration::from_millis(1));
                 tokio::time::sleep(nap).await;
                 if let Some(waiter) = waiter {
-                    let _ = self.cache.meta().wait_for(waiter.0, info.start_ts, false).await;
+                    let _ = self
+                        .cache
+                        .meta()
+                        .wait_for(waiter.0, info.start_ts, false)
+                        .await;
                 }
                 return Ok(());
             }
@@ -332,18 +350,78 @@ impl ClusterTxnKv {
         commit_ts: Option<Timestamp>,
     ) -> Result<(), TxnError> {
         let answers = self
-            .route_many("resolve_lock", keys, |k| k.as_slice(), |keys| {
-                kv_request::Cmd::ResolveLock(ResolveLockRequest {
-                    keys: keys.into_iter().map(Into::into).collect(),
-                    start_ts: start_ts.0,
-                    commit_ts: commit_ts.map(|t| t.0).unwrap_or(0),
-                })
-            })
+            .route_many(
+                "resolve_lock",
+                keys,
+                |k| k.as_slice(),
+                |keys| {
+                    kv_request::Cmd::ResolveLock(ResolveLockRequest {
+                        keys: keys.into_iter().map(Into::into).collect(),
+                        start_ts: start_ts.0,
+                        commit_ts: commit_ts.map(|t| t.0).unwrap_or(0),
+                    })
+                },
+            )
             .await?;
         for (_, resp) in answers {
             check(&resp)?;
         }
         Ok(())
+    }
+
+    /// Makes encoded key `key` a region boundary (a no-op if it is one), splitting the
+    /// region that holds it.
+    pub async fn split_at(&self, key: &[u8]) -> Result<(), TxnError> {
+        let mut backoff = Backoff::routing(self.cfg.retry_budget);
+        loop {
+            let last = match self.cache.locate(key).await {
+                Ok(region) if region.region.start_key.as_ref() == key => return Ok(()),
+                Ok(region) => {
+                    let peer = region
+                        .leader
+                        .or_else(|| region.region.peers.first().copied());
+                    match peer {
+                        None => "region has no peers".to_string(),
+                        Some(peer) => match self.cache.store_address(peer.store_id).await {
+                            Err(e) => e.to_string(),
+                            Ok(addr) => {
+                                let mut client = self.client(&addr)?;
+                                let req = kvpb::SplitRegionRequest {
+                                    context: Some(Context {
+                                        region_id: region.region.id,
+                                        epoch: region.region.epoch,
+                                    }),
+                                    split_key: key.to_vec().into(),
+                                };
+                                match client.split_region(req).await {
+                                    Ok(resp) => {
+                                        let resp = resp.into_inner();
+                                        if let Some(e) = &resp.region_error {
+                                            self.on_region_error(&region, e);
+                                            e.message.clone()
+                                        } else if !resp.error.is_empty() {
+                                            return Err(TxnError::Internal(resp.error));
+                                        } else {
+                                            self.cache.invalidate(region.region.id);
+                                            self.cache.update_regions(&resp.regions);
+                                            return Ok(());
+                                        }
+                                    }
+                                    Err(status) => {
+                                        self.rotate_leader(&region);
+                                        status.message().to_string()
+                                    }
+                                }
+                            }
+                        },
+                    }
+                }
+                Err(e) => e.to_string(),
+            };
+            if backoff.wait().await.is_err() {
+                return Err(self.unavailable("split", &last));
+            }
+        }
     }
 
     /// Commits the group of keys with the primary first: that is the commit point. Later
@@ -373,13 +451,19 @@ impl ClusterTxnKv {
         let (first, rest): (Vec<_>, Vec<_>) = keys.into_iter().partition(|k| {
             flotilla_raftstore::region_contains(&primary_region.region, &encode_key(k))
         });
-        for (_, resp) in self.route_many("commit", first, |k| k.as_slice(), make).await? {
+        for (_, resp) in self
+            .route_many("commit", first, |k| k.as_slice(), make)
+            .await?
+        {
             check(&resp)?;
         }
         if rest.is_empty() {
             return Ok(());
         }
-        match self.route_many("commit", rest, |k| k.as_slice(), make).await {
+        match self
+            .route_many("commit", rest, |k| k.as_slice(), make)
+            .await
+        {
             Ok(answers) => {
                 for (_, resp) in answers {
                     if let Err(e) = check(&resp) {
@@ -387,7 +471,9 @@ impl ClusterTxnKv {
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "commit of secondaries failed; readers will resolve them"),
+            Err(e) => {
+                tracing::warn!(error = %e, "commit of secondaries failed; readers will resolve them")
+            }
         }
         Ok(())
     }
@@ -475,7 +561,11 @@ impl TxnKv for ClusterTxnKv {
             }
             check(&resp)?;
             let got = resp.pairs.len();
-            out.extend(resp.pairs.into_iter().map(|p| (p.key.to_vec(), p.value.to_vec())));
+            out.extend(
+                resp.pairs
+                    .into_iter()
+                    .map(|p| (p.key.to_vec(), p.value.to_vec())),
+            );
             if out.len() >= limit || got >= limit {
                 break;
             }
@@ -498,22 +588,27 @@ impl TxnKv for ClusterTxnKv {
         let deadline = started + Duration::from_millis(request.lock_wait_timeout_ms);
         while !pending.is_empty() {
             let answers = self
-                .route_many("pessimistic_lock", std::mem::take(&mut pending), |k| k.0.as_slice(), |keys| {
-                    kv_request::Cmd::PessimisticLock(PessimisticLockRequest {
-                        keys: keys
-                            .into_iter()
-                            .map(|(key, must_not_exist)| LockKey {
-                                key: key.into(),
-                                must_not_exist,
-                            })
-                            .collect(),
-                        primary: request.primary.clone().into(),
-                        start_ts: request.start_ts.0,
-                        for_update_ts: request.for_update_ts.0,
-                        ttl_ms: request.ttl_ms,
-                        need_values: request.need_values,
-                    })
-                })
+                .route_many(
+                    "pessimistic_lock",
+                    std::mem::take(&mut pending),
+                    |k| k.0.as_slice(),
+                    |keys| {
+                        kv_request::Cmd::PessimisticLock(PessimisticLockRequest {
+                            keys: keys
+                                .into_iter()
+                                .map(|(key, must_not_exist)| LockKey {
+                                    key: key.into(),
+                                    must_not_exist,
+                                })
+                                .collect(),
+                            primary: request.primary.clone().into(),
+                            start_ts: request.start_ts.0,
+                            for_update_ts: request.for_update_ts.0,
+                            ttl_ms: request.ttl_ms,
+                            need_values: request.need_values,
+                        })
+                    },
+                )
                 .await?;
             let mut lock_met = None;
             for (group, resp) in answers {
@@ -550,12 +645,17 @@ impl TxnKv for ClusterTxnKv {
         start_ts: Timestamp,
     ) -> Result<(), TxnError> {
         let answers = self
-            .route_many("pessimistic_rollback", keys.to_vec(), |k| k.as_slice(), |keys| {
-                kv_request::Cmd::PessimisticRollback(KeysRequest {
-                    keys: keys.into_iter().map(Into::into).collect(),
-                    start_ts: start_ts.0,
-                })
-            })
+            .route_many(
+                "pessimistic_rollback",
+                keys.to_vec(),
+                |k| k.as_slice(),
+                |keys| {
+                    kv_request::Cmd::PessimisticRollback(KeysRequest {
+                        keys: keys.into_iter().map(Into::into).collect(),
+                        start_ts: start_ts.0,
+                    })
+                },
+            )
             .await?;
         for (_, resp) in answers {
             check(&resp)?;
@@ -585,30 +685,35 @@ impl TxnKv for ClusterTxnKv {
         let deadline = started + Duration::from_secs(10);
         while !pending.is_empty() {
             let answers = self
-                .route_many("prewrite", std::mem::take(&mut pending), |m| m.key.as_slice(), |ms| {
-                    kv_request::Cmd::Prewrite(PrewriteRequest {
-                        mutations: ms
-                            .into_iter()
-                            .map(|m| {
-                                let (op, value) = match m.op {
-                                    MutationOp::Put(v) => (0, v),
-                                    MutationOp::Delete => (1, Vec::new()),
-                                    MutationOp::Lock => (2, Vec::new()),
-                                };
-                                kvpb::Mutation {
-                                    key: m.key.into(),
-                                    op,
-                                    value: value.into(),
-                                    pessimistic: m.pessimistic,
-                                }
-                            })
-                            .collect(),
-                        primary: primary.to_vec().into(),
-                        start_ts: start_ts.0,
-                        ttl_ms,
-                        volatile_locks,
-                    })
-                })
+                .route_many(
+                    "prewrite",
+                    std::mem::take(&mut pending),
+                    |m| m.key.as_slice(),
+                    |ms| {
+                        kv_request::Cmd::Prewrite(PrewriteRequest {
+                            mutations: ms
+                                .into_iter()
+                                .map(|m| {
+                                    let (op, value) = match m.op {
+                                        MutationOp::Put(v) => (0, v),
+                                        MutationOp::Delete => (1, Vec::new()),
+                                        MutationOp::Lock => (2, Vec::new()),
+                                    };
+                                    kvpb::Mutation {
+                                        key: m.key.into(),
+                                        op,
+                                        value: value.into(),
+                                        pessimistic: m.pessimistic,
+                                    }
+                                })
+                                .collect(),
+                            primary: primary.to_vec().into(),
+                            start_ts: start_ts.0,
+                            ttl_ms,
+                            volatile_locks,
+                        })
+                    },
+                )
                 .await?;
             let mut lock_met = None;
             for (group, resp) in answers {
@@ -637,12 +742,17 @@ impl TxnKv for ClusterTxnKv {
 
     async fn rollback(&self, keys: Vec<Vec<u8>>, start_ts: Timestamp) -> Result<(), TxnError> {
         let answers = self
-            .route_many("rollback", keys, |k| k.as_slice(), |keys| {
-                kv_request::Cmd::Rollback(KeysRequest {
-                    keys: keys.into_iter().map(Into::into).collect(),
-                    start_ts: start_ts.0,
-                })
-            })
+            .route_many(
+                "rollback",
+                keys,
+                |k| k.as_slice(),
+                |keys| {
+                    kv_request::Cmd::Rollback(KeysRequest {
+                        keys: keys.into_iter().map(Into::into).collect(),
+                        start_ts: start_ts.0,
+                    })
+                },
+            )
             .await?;
         for (_, resp) in answers {
             check(&resp)?;

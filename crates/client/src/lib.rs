@@ -22,7 +22,7 @@ mod transport;
 mod tso;
 
 pub use backoff::Backoff;
-pub use catalog::{RemoteCatalog, WireChange, WireSnapshot};
+pub use catalog::{NewStorageHook, RemoteCatalog, WireChange, WireSnapshot};
 pub use error::ClientError;
 pub use kv::ClusterTxnKv;
 pub use meta_client::{ClientConfig, MetaClient, channel_to};

@@ -175,9 +175,10 @@ impl MetaClient {
     /// `count` consecutive timestamps; returns the first.
     pub async fn tso(&self, count: u32) -> Result<u64, ClientError> {
         let r = self
-            .call("tso", |mut c| async move {
-                c.tso(TsoRequest { count }).await
-            })
+            .call(
+                "tso",
+                |mut c| async move { c.tso(TsoRequest { count }).await },
+            )
             .await?;
         Ok(r.first_ts)
     }
@@ -186,7 +187,10 @@ impl MetaClient {
     pub async fn get_region(&self, key: &[u8]) -> Result<RegionInfo, ClientError> {
         let r = self
             .call("get_region", |mut c| async move {
-                c.get_region(GetRegionRequest { key: key.to_vec().into() }).await
+                c.get_region(GetRegionRequest {
+                    key: key.to_vec().into(),
+                })
+                .await
             })
             .await?;
         r.info

@@ -92,7 +92,10 @@ impl Transport for GrpcTransport {
         }
         for (store_id, batch) in by_store {
             if self.queue(store_id).try_send(batch).is_err() {
-                tracing::debug!(store_id, "raft messages dropped: the queue to the store is full");
+                tracing::debug!(
+                    store_id,
+                    "raft messages dropped: the queue to the store is full"
+                );
             }
         }
     }

@@ -7,6 +7,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use flotilla_server::{Standalone, StandaloneConfig};
 
+mod ctl;
+mod playground;
+mod roles;
+
 /// mimalloc rather than glibc malloc: the server allocates many small, short-lived buffers
 /// across threads, where glibc's arenas cost about a tenth of the CPU (see BENCHMARKS.md).
 #[global_allocator]
@@ -25,6 +29,16 @@ struct Cli {
 enum Command {
     /// Run meta, one store and SQL in one process (replication factor 1).
     Standalone(StandaloneArgs),
+    /// Run a meta service member (stores, regions, timestamps, catalog).
+    Meta(roles::MetaArgs),
+    /// Run a store: hosts region replicas and serves their transaction commands.
+    Store(roles::StoreArgs),
+    /// Run a SQL node: PostgreSQL clients in, transactions out to the stores.
+    Sql(roles::SqlArgs),
+    /// Start a whole local cluster (meta, stores, SQL) as child processes.
+    Playground(playground::PlaygroundArgs),
+    /// Inspect a running cluster.
+    Ctl(ctl::CtlArgs),
 }
 
 #[derive(clap::Args)]
@@ -76,7 +90,7 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -115,6 +129,11 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Standalone(args) => run_standalone(args).await,
+            Command::Meta(args) => roles::run_meta(args).await,
+            Command::Store(args) => roles::run_store(args).await,
+            Command::Sql(args) => roles::run_sql(args).await,
+            Command::Playground(args) => playground::run(args).await,
+            Command::Ctl(args) => ctl::run(args).await,
         }
     })
 }

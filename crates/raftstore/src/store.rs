@@ -17,8 +17,8 @@ use std::sync::Arc;
 use flotilla_proto::Message as _;
 use flotilla_proto::metapb::{Peer as PeerMeta, PeerRole, Region, RegionEpoch};
 use flotilla_proto::raft_serverpb::{
-    ChangePeerContext, ComputeHashRequest, KvOp, PeerState, RaftCommand, RaftMessage, RegionLocalState, SnapshotData,
-    SplitRequest, WriteRequest, raft_command,
+    ChangePeerContext, ComputeHashRequest, KvOp, PeerState, RaftCommand, RaftMessage,
+    RegionLocalState, SnapshotData, SplitRequest, WriteRequest, raft_command,
 };
 use flotilla_storage::{Cf, EngineRef, WriteBatch, WriteOp};
 use protobuf::Message as _;
@@ -32,7 +32,8 @@ use crate::board::{BoardEntry, RegionBoard};
 use crate::error::RaftStoreError;
 use crate::keys;
 use crate::storage::{
-    DATA_CFS, PeerStorage, data_cf_from_proto, data_cf_to_proto, region_contains, write_initial_state,
+    DATA_CFS, PeerStorage, data_cf_from_proto, data_cf_to_proto, region_contains,
+    write_initial_state,
 };
 
 /// Tuning of a store's Raft groups. Every bound here is enforced and answered with a

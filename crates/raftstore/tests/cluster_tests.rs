@@ -496,7 +496,11 @@ fn replica_checksums_are_taken_at_one_log_index() {
     c.wait_applied(1, &[1, 2, 3]);
     for store in [1, 2, 3] {
         let entry = c.board(store).get(1).unwrap();
-        assert_eq!(entry.checksum, Some((index, checksum, keys)), "store {store}");
+        assert_eq!(
+            entry.checksum,
+            Some((index, checksum, keys)),
+            "store {store}"
+        );
     }
     // Corrupt one follower's data directly, then checksum again: it differs there only.
     let follower = [1, 2, 3].into_iter().find(|s| *s != leader).unwrap();

@@ -6,7 +6,11 @@
 
 mod config;
 mod http;
+mod sql_node;
 mod standalone;
+mod store_node;
 
 pub use config::{ConfigError, SqlSection, StandaloneConfig, StorageSection};
+pub use sql_node::{SqlNode, SqlNodeConfig};
 pub use standalone::{Standalone, StartError};
+pub use store_node::{StoreNode, StoreNodeConfig};

@@ -1,0 +1,287 @@
+//! `flotilla playground`: a whole local cluster in one command, as child processes on
+//! loopback.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use flotilla_client::{ClientConfig, MetaClient};
+use serde::Serialize;
+
+#[derive(clap::Args)]
+pub struct PlaygroundArgs {
+    /// Meta members.
+    #[arg(long = "meta", default_value_t = 1)]
+    pub metas: usize,
+    /// Stores.
+    #[arg(long, default_value_t = 3)]
+    pub stores: usize,
+    /// SQL nodes.
+    #[arg(long = "sql", default_value_t = 1)]
+    pub sqls: usize,
+    /// Keep data here [default: a temporary directory removed at exit].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the first SQL node [default: a free loopback port].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub sql_addr: Option<String>,
+    /// Replicas per region [default: 3, or the number of stores if fewer].
+    #[arg(long)]
+    pub replication: Option<usize>,
+    /// Keys at which a region splits (passed to every store).
+    #[arg(long, default_value_t = 200_000)]
+    pub region_split_keys: u64,
+}
+
+/// One child process, as written to playground.json.
+#[derive(Serialize, Clone)]
+pub struct ProcessInfo {
+    pub role: String,
+    pub id: usize,
+    pub pid: u32,
+    pub addr: String,
+    pub data_dir: String,
+    pub log: String,
+    /// The full command line, so a test or an operator can restart the process.
+    pub command: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct PlaygroundFile<'a> {
+    data_dir: String,
+    meta_endpoints: String,
+    sql_addrs: Vec<String>,
+    psql: String,
+    processes: &'a [ProcessInfo],
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+fn spawn(exe: &Path, args: &[String], log: &Path) -> anyhow::Result<tokio::process::Child> {
+    let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let err = out.try_clone()?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe; it only asks the kernel to send SIGTERM to the
+    // child when the playground dies, so a killed playground leaves no orphans.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .with_context(|| format!("starting {}", exe.display()))
+}
+
+pub async fn run(args: PlaygroundArgs) -> anyhow::Result<()> {
+    if args.metas == 0 || args.stores == 0 || args.sqls == 0 {
+        bail!("a playground needs at least one meta member, one store and one SQL node");
+    }
+    let replication = args.replication.unwrap_or(3.min(args.stores));
+    if replication > args.stores {
+        bail!(
+            "replication {replication} needs at least {replication} stores, not {}",
+            args.stores
+        );
+    }
+    let temp = match &args.data_dir {
+        Some(_) => None,
+        None => Some(
+            tempfile::Builder::new()
+                .prefix("flotilla-playground-")
+                .tempdir()?,
+        ),
+    };
+    let data_dir = match (&args.data_dir, &temp) {
+        (Some(d), _) => d.clone(),
+        (None, Some(t)) => t.path().to_path_buf(),
+        _ => unreachable!(),
+    };
+    std::fs::create_dir_all(data_dir.join("logs"))?;
+    let exe = std::env::current_exe().context("locating the flotilla binary")?;
+    let mut children = Vec::new();
+    let mut infos = Vec::new();
+
+    let meta_addrs: Vec<String> = (0..args.metas)
+        .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
+        .collect::<Result<_, _>>()?;
+    let members = meta_addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let endpoints = meta_addrs.join(",");
+    let mut launch = |role: &str,
+                      id: usize,
+                      addr: String,
+                      dir: PathBuf,
+                      command: Vec<String>|
+     -> anyhow::Result<()> {
+        let log = data_dir.join("logs").join(format!("{role}-{id}.log"));
+        let child = spawn(&exe, &command, &log)?;
+        infos.push(ProcessInfo {
+            role: role.into(),
+            id,
+            pid: child.id().unwrap_or(0),
+            addr,
+            data_dir: dir.display().to_string(),
+            log: log.display().to_string(),
+            command: std::iter::once(exe.display().to_string())
+                .chain(command)
+                .collect(),
+        });
+        children.push(child);
+        Ok(())
+    };
+    for (i, addr) in meta_addrs.iter().enumerate() {
+        let dir = data_dir.join(format!("meta-{}", i + 1));
+        let cmd = vec![
+            "meta".into(),
+            "--id".into(),
+            (i + 1).to_string(),
+            "--members".into(),
+            members.clone(),
+            "--data-dir".into(),
+            dir.display().to_string(),
+            "--replication".into(),
+            replication.to_string(),
+        ];
+        launch("meta", i + 1, addr.clone(), dir, cmd)?;
+    }
+    for i in 0..args.stores {
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let dir = data_dir.join(format!("store-{}", i + 1));
+        let cmd = vec![
+            "store".into(),
+            "--addr".into(),
+            addr.clone(),
+            "--meta".into(),
+            endpoints.clone(),
+            "--data-dir".into(),
+            dir.display().to_string(),
+            "--region-split-keys".into(),
+            args.region_split_keys.to_string(),
+        ];
+        launch("store", i + 1, addr, dir, cmd)?;
+    }
+    let mut sql_addrs = Vec::new();
+    for i in 0..args.sqls {
+        let addr = match (&args.sql_addr, i) {
+            (Some(a), 0) => a.clone(),
+            _ => format!("127.0.0.1:{}", free_port()?),
+        };
+        let cmd = vec![
+            "sql".into(),
+            "--addr".into(),
+            addr.clone(),
+            "--meta".into(),
+            endpoints.clone(),
+        ];
+        launch("sql", i + 1, addr.clone(), data_dir.clone(), cmd)?;
+        sql_addrs.push(addr);
+    }
+
+    let ready = wait_ready(&endpoints, &sql_addrs, Duration::from_secs(90));
+    tokio::select! {
+        r = ready => {
+            if let Err(e) = r {
+                stop_all(&mut children).await;
+                return Err(e.context(format!("the playground did not come up; logs are in {}", data_dir.join("logs").display())));
+            }
+        }
+        _ = crate::wait_for_signal() => {
+            stop_all(&mut children).await;
+            return Ok(());
+        }
+    }
+    let first = &sql_addrs[0];
+    let (host, port) = first.rsplit_once(':').unwrap_or((first, "5434"));
+    let psql = format!("psql -h {host} -p {port} -U postgres postgres");
+    println!(
+        "{:<6} {:>3} {:>8}  {:<22} data",
+        "role", "id", "pid", "address"
+    );
+    for p in &infos {
+        println!(
+            "{:<6} {:>3} {:>8}  {:<22} {}",
+            p.role, p.id, p.pid, p.addr, p.data_dir
+        );
+    }
+    println!("connect with: {psql}");
+    let file = PlaygroundFile {
+        data_dir: data_dir.display().to_string(),
+        meta_endpoints: endpoints.clone(),
+        sql_addrs: sql_addrs.clone(),
+        psql,
+        processes: &infos,
+    };
+    std::fs::write(
+        data_dir.join("playground.json"),
+        serde_json::to_vec_pretty(&file)?,
+    )?;
+    println!(
+        "playground description: {}",
+        data_dir.join("playground.json").display()
+    );
+    crate::wait_for_signal().await;
+    println!("stopping the playground");
+    stop_all(&mut children).await;
+    drop(temp);
+    Ok(())
+}
+
+async fn wait_ready(endpoints: &str, sql_addrs: &[String], limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    let meta = MetaClient::new(
+        crate::roles::parse_endpoints(endpoints),
+        ClientConfig {
+            retry_budget: Duration::from_secs(2),
+            ..ClientConfig::default()
+        },
+    )?;
+    loop {
+        if Instant::now() > deadline {
+            bail!("not ready within {limit:?}");
+        }
+        let led = matches!(meta.get_region(b"").await, Ok(info) if info.leader.is_some());
+        let mut sql_up = true;
+        for a in sql_addrs {
+            if tokio::net::TcpStream::connect(a).await.is_err() {
+                sql_up = false;
+            }
+        }
+        if led && sql_up {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn stop_all(children: &mut [tokio::process::Child]) {
+    for c in children.iter() {
+        if let Some(pid) = c.id() {
+            // SAFETY: sending a signal to our own child process.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+        }
+    }
+    for c in children.iter_mut() {
+        if tokio::time::timeout(Duration::from_secs(5), c.wait())
+            .await
+            .is_err()
+        {
+            let _ = c.kill().await;
+        }
+    }
+}

@@ -1,0 +1,781 @@
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flotilla_catalog::{Catalog, CatalogError, IdKind, LocalCatalog};
+use flotilla_client::{
+    ClientConfig, GrpcTransport, RaftService, StoreResolver, WireChange, WireSnapshot,
+};
+use flotilla_proto::metapb::{Peer, PeerRole, Region, RegionEpoch};
+use flotilla_proto::metaservicepb::meta_server::{Meta, MetaServer};
+use flotilla_proto::metaservicepb::*;
+use flotilla_raftstore::{
+    DriverConfig, RegionBoard, RegionEngine, Store, StoreConfig, StoreDriver, StoreMsg, StoreRouter,
+};
+use flotilla_storage::{EngineRef, FjallEngine, FjallOptions, KvEngine, WriteBatch};
+use flotilla_tso::LocalTso;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+use crate::state::MetaData;
+
+/// The meta group's only region.
+const META_REGION_ID: u64 = 1;
+
+/// How a meta member runs.
+#[derive(Debug, Clone)]
+pub struct MetaConfig {
+    /// This member's id (1-based; also its peer id in the meta group).
+    pub member_id: u64,
+    /// Every member: id and address (host:port), this one included.
+    pub members: Vec<(u64, String)>,
+    /// Where the member keeps its Raft log and the meta state.
+    pub data_dir: PathBuf,
+    /// Replicas per region.
+    pub replication: usize,
+    /// The Raft clock.
+    pub tick_interval: Duration,
+    /// Ticks without a leader before an election.
+    pub election_ticks: usize,
+    /// A store silent this long counts as down.
+    pub store_down_after: Duration,
+    /// Length of the persisted TSO window.
+    pub tso_window_ms: u64,
+}
+
+impl MetaConfig {
+    /// A member with the defaults: replication 3, 100 ms ticks, 10-tick elections, stores
+    /// down after 10 s of silence, a 3 s TSO window.
+    pub fn new(member_id: u64, members: Vec<(u64, String)>, data_dir: PathBuf) -> Self {
+        Self {
+            member_id,
+            members,
+            data_dir,
+            replication: 3,
+            tick_interval: Duration::from_millis(100),
+            election_ticks: 10,
+            store_down_after: Duration::from_secs(10),
+            tso_window_ms: LocalTso::DEFAULT_WINDOW_MS,
+        }
+    }
+}
+
+/// Why a meta member could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaStartError {
+    #[error("invalid meta configuration: {0}")]
+    Config(String),
+    #[error("cannot open meta data directory {dir}: {message}")]
+    Storage { dir: String, message: String },
+}
+
+/// What the leader holds while it leads.
+struct LeaderState {
+    term: u64,
+    engine: Arc<RegionEngine>,
+    tso: LocalTso,
+    catalog: LocalCatalog,
+    data: Mutex<MetaData>,
+}
+
+struct Shared {
+    cfg: MetaConfig,
+    router: StoreRouter,
+    board: Arc<RegionBoard>,
+    local: EngineRef,
+    leader: parking_lot::RwLock<Option<Arc<LeaderState>>>,
+    /// Deadlock detection: each waiting transaction's holder, and when it started.
+    waits: Mutex<HashMap<u64, (u64, Instant)>>,
+}
+
+/// Bound on recorded lock waits; past it new waits are not checked for deadlock (they
+/// are still bounded by their lock wait timeout).
+const MAX_WAIT_EDGES: usize = 100_000;
+/// A wait edge older than this is dropped (its waiter's node may have died).
+const WAIT_EDGE_TTL: Duration = Duration::from_secs(60);
+
+struct StaticResolver(HashMap<u64, String>);
+
+#[async_trait::async_trait]
+impl StoreResolver for StaticResolver {
+    async fn resolve(&self, id: u64) -> Result<String, flotilla_client::ClientError> {
+        self.0
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| flotilla_client::ClientError::Failed(format!("no meta member {id}")))
+    }
+}
+
+/// A running meta member.
+pub struct MetaNode {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _driver: StoreDriver,
+}
+
+impl MetaNode {
+    /// Opens the member's data, joins the meta group and serves on `listener`.
+    pub async fn start(
+        cfg: MetaConfig,
+        listener: tokio::net::TcpListener,
+    ) -> Result<Self, MetaStartError> {
+        if !cfg.members.iter().any(|(id, _)| *id == cfg.member_id) {
+            return Err(MetaStartError::Config(format!(
+                "member {} is not in the member list",
+                cfg.member_id
+            )));
+        }
+        if cfg.replication == 0 {
+            return Err(MetaStartError::Config(
+                "replication must be at least 1".into(),
+            ));
+        }
+        let storage_err = |e: String| MetaStartError::Storage {
+            dir: cfg.data_dir.display().to_string(),
+            message: e,
+        };
+        let engine: EngineRef = Arc::new(
+            FjallEngine::open(&cfg.data_dir.join("meta"), &FjallOptions::default())
+                .map_err(|e| storage_err(e.to_string()))?,
+        );
+        let region = Region {
+            id: META_REGION_ID,
+            start_key: Default::default(),
+            end_key: Default::default(),
+            epoch: Some(RegionEpoch {
+                conf_ver: 1,
+                version: 1,
+            }),
+            peers: cfg
+                .members
+                .iter()
+                .map(|(id, _)| Peer {
+                    id: *id,
+                    store_id: *id,
+                    role: PeerRole::Voter as i32,
+                })
+                .collect(),
+        };
+        if engine
+            .get(
+                flotilla_storage::Cf::Raft,
+                &flotilla_raftstore::keys::region_state_key(META_REGION_ID),
+            )
+            .map_err(|e| storage_err(e.to_string()))?
+            .is_none()
+        {
+            Store::bootstrap_region(&engine, &region).map_err(|e| storage_err(e.to_string()))?;
+        }
+        let resolver = Arc::new(StaticResolver(cfg.members.iter().cloned().collect()));
+        let transport = Arc::new(GrpcTransport::new(
+            tokio::runtime::Handle::current(),
+            RaftService::Meta,
+            resolver,
+            ClientConfig::default(),
+        ));
+        let mut store_cfg = StoreConfig::new(cfg.member_id);
+        store_cfg.election_ticks = cfg.election_ticks;
+        let store = Store::open(store_cfg, engine.clone(), transport)
+            .map_err(|e| storage_err(e.to_string()))?;
+        let board = store.board();
+        let driver = StoreDriver::spawn(
+            store,
+            DriverConfig {
+                tick_interval: cfg.tick_interval,
+                ..DriverConfig::default()
+            },
+        );
+        let router = driver.router();
+        if cfg.members.len() == 1 {
+            let _ = router.send(StoreMsg::Campaign {
+                region_id: META_REGION_ID,
+            });
+        }
+        let shared = Arc::new(Shared {
+            cfg,
+            router,
+            board,
+            local: engine,
+            leader: parking_lot::RwLock::new(None),
+            waits: Mutex::new(HashMap::new()),
+        });
+        let addr = listener
+            .local_addr()
+            .map_err(|e| MetaStartError::Config(e.to_string()))?;
+        let (shutdown, watcher) = watch::channel(false);
+        let leadership = tokio::spawn(watch_leadership(shared.clone(), watcher.clone()));
+        let service = MetaService {
+            shared: shared.clone(),
+        };
+        let mut stop = watcher.clone();
+        let server = tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let result = tonic::transport::Server::builder()
+                .add_service(MetaServer::new(service))
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::error!("meta RPC server failed: {e}");
+            }
+        });
+        Ok(Self {
+            addr,
+            shutdown,
+            tasks: vec![leadership, server],
+            _driver: driver,
+        })
+    }
+
+    /// Where the member serves.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops serving.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Follows this member's role: loads the state when it becomes leader (or its term
+/// changes), drops it when it stops leading.
+async fn watch_leadership(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let entry = shared.board.get(META_REGION_ID);
+        let current_term = shared.leader.read().as_ref().map(|l| l.term);
+        match entry {
+            Some(e) if e.is_leader => {
+                if current_term == Some(e.term) {
+                    continue;
+                }
+                *shared.leader.write() = None;
+                let s = shared.clone();
+                let term = e.term;
+                let region = e.region.clone();
+                match tokio::task::spawn_blocking(move || activate(&s, term, region)).await {
+                    Ok(Ok(state)) => {
+                        tracing::info!(
+                            member = shared.cfg.member_id,
+                            term,
+                            "meta leader is serving"
+                        );
+                        *shared.leader.write() = Some(Arc::new(state));
+                    }
+                    Ok(Err(e)) => tracing::info!(term, "meta leader not ready yet: {e}"),
+                    Err(e) => tracing::error!("meta activation task failed: {e}"),
+                }
+            }
+            _ => {
+                if current_term.is_some() {
+                    tracing::info!(member = shared.cfg.member_id, "no longer the meta leader");
+                    *shared.leader.write() = None;
+                }
+            }
+        }
+    }
+}
+
+fn activate(shared: &Shared, term: u64, region: Region) -> Result<LeaderState, String> {
+    // Everything committed before this term must be applied here before the state is
+    // read: a ReadIndex answers only then.
+    let (tx, rx) = std::sync::mpsc::channel();
+    shared
+        .router
+        .send(StoreMsg::ReadIndex {
+            region_id: META_REGION_ID,
+            epoch: region.epoch.unwrap_or_default(),
+            cb: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        })
+        .map_err(|e| e.to_string())?;
+    rx.recv_timeout(Duration::from_secs(5))
+        .map_err(|_| "read index timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let engine = Arc::new(RegionEngine::new(
+        shared.local.clone(),
+        shared.router.clone(),
+        region,
+        term,
+        Duration::from_secs(5),
+    ));
+    let erased: EngineRef = engine.clone();
+    let tso =
+        LocalTso::open(erased.clone(), shared.cfg.tso_window_ms).map_err(|e| e.to_string())?;
+    let catalog = LocalCatalog::open(erased).map_err(|e| e.to_string())?;
+    let data = MetaData::load(engine.as_ref()).map_err(|e| e.to_string())?;
+    Ok(LeaderState {
+        term,
+        engine,
+        tso,
+        catalog,
+        data: Mutex::new(data),
+    })
+}
+
+#[derive(Clone)]
+struct MetaService {
+    shared: Arc<Shared>,
+}
+
+fn ok_header() -> Option<ResponseHeader> {
+    None
+}
+
+impl MetaService {
+    /// The leader's state, or the header telling the caller where to go.
+    fn leader(&self) -> Result<Arc<LeaderState>, ResponseHeader> {
+        if let Some(l) = self.shared.leader.read().clone() {
+            return Ok(l);
+        }
+        let leader_address = self
+            .shared
+            .board
+            .get(META_REGION_ID)
+            .and_then(|e| e.leader)
+            .filter(|p| p.store_id != self.shared.cfg.member_id)
+            .and_then(|p| {
+                self.shared
+                    .cfg
+                    .members
+                    .iter()
+                    .find(|(id, _)| *id == p.store_id)
+                    .map(|(_, a)| a.clone())
+            })
+            .unwrap_or_default();
+        Err(ResponseHeader {
+            error: "not the meta leader (or not ready yet)".into(),
+            leader_address,
+        })
+    }
+
+    /// Persists `batch` through the meta group (blocking; run off the async workers).
+    async fn persist(leader: &Arc<LeaderState>, batch: WriteBatch) -> Result<(), Status> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let l = leader.clone();
+        tokio::task::spawn_blocking(move || l.engine.write(batch, true))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::unavailable(format!("meta write failed: {e}")))
+    }
+}
+
+macro_rules! leader_or_redirect {
+    ($self:ident, $resp:ident) => {
+        match $self.leader() {
+            Ok(l) => l,
+            Err(header) => {
+                return Ok(Response::new($resp {
+                    header: Some(header),
+                    ..Default::default()
+                }));
+            }
+        }
+    };
+}
+
+fn catalog_error_kind(e: &CatalogError) -> u32 {
+    match e {
+        CatalogError::Invalid(_) => 0,
+        CatalogError::VersionMismatch { .. } => 1,
+        CatalogError::Storage(_) | CatalogError::Unavailable(_) => 2,
+    }
+}
+
+#[tonic::async_trait]
+impl Meta for MetaService {
+    async fn raft(
+        &self,
+        request: Request<flotilla_proto::raft_serverpb::RaftMessageBatch>,
+    ) -> Result<Response<RaftDoneMeta>, Status> {
+        for m in request.into_inner().messages {
+            // A full mailbox drops the message; Raft retransmits.
+            let _ = self.shared.router.send(StoreMsg::Raft(m));
+        }
+        Ok(Response::new(RaftDoneMeta {}))
+    }
+
+    async fn members(
+        &self,
+        _request: Request<MembersRequest>,
+    ) -> Result<Response<MembersResponse>, Status> {
+        let leader = self
+            .shared
+            .board
+            .get(META_REGION_ID)
+            .and_then(|e| e.leader)
+            .map(|p| p.store_id);
+        let members = self
+            .shared
+            .cfg
+            .members
+            .iter()
+            .map(|(id, address)| Member {
+                id: *id,
+                address: address.clone(),
+                is_leader: Some(*id) == leader,
+            })
+            .collect();
+        Ok(Response::new(MembersResponse {
+            header: ok_header(),
+            members,
+        }))
+    }
+
+    async fn tso(&self, request: Request<TsoRequest>) -> Result<Response<TsoResponse>, Status> {
+        let leader = leader_or_redirect!(self, TsoResponse);
+        let count = request.into_inner().count.max(1);
+        let l = leader.clone();
+        let first = tokio::task::spawn_blocking(move || {
+            let first = l.tso.next_ts()?;
+            for _ in 1..count {
+                l.tso.next_ts()?;
+            }
+            Ok::<_, flotilla_tso::TsoError>(first)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        match first {
+            Ok(ts) => Ok(Response::new(TsoResponse {
+                header: ok_header(),
+                first_ts: ts.0,
+                count,
+            })),
+            Err(e) => Ok(Response::new(TsoResponse {
+                header: Some(ResponseHeader {
+                    error: format!("tso: {e}"),
+                    leader_address: String::new(),
+                }),
+                ..Default::default()
+            })),
+        }
+    }
+
+    async fn store_heartbeat(
+        &self,
+        request: Request<StoreHeartbeatRequest>,
+    ) -> Result<Response<StoreHeartbeatResponse>, Status> {
+        let leader = leader_or_redirect!(self, StoreHeartbeatResponse);
+        let req = request.into_inner();
+        let mut store = req.store.unwrap_or_default();
+        let stats = req.stats.unwrap_or_default();
+        let mut batch = WriteBatch::new();
+        let (store_id, bootstrap_region, bootstrapped) = {
+            let mut data = leader.data.lock();
+            if store.id == 0 {
+                store.id = data.alloc(1, &mut batch);
+                tracing::info!(store_id = store.id, address = %store.address, "new store registered");
+            }
+            let known = data.stores.get(&store.id).map(|r| r.store.clone());
+            if known.as_ref() != Some(&store) {
+                data.put_store(store.clone(), &mut batch);
+            }
+            if let Some(rec) = data.stores.get_mut(&store.id) {
+                rec.stats = stats;
+                rec.last_heartbeat = Some(Instant::now());
+            }
+            if data.bootstrap.is_none() {
+                let down_after = self.shared.cfg.store_down_after;
+                let mut live: Vec<u64> = data
+                    .stores
+                    .values()
+                    .filter(|r| r.last_heartbeat.is_some_and(|t| t.elapsed() < down_after))
+                    .map(|r| r.store.id)
+                    .collect();
+                live.sort_unstable();
+                if live.len() >= self.shared.cfg.replication {
+                    live.truncate(self.shared.cfg.replication);
+                    let region = data.plan_bootstrap(&live, &mut batch);
+                    tracing::info!(region_id = region.id, stores = ?live, "cluster bootstrapped");
+                }
+            }
+            let bootstrap_region = data
+                .bootstrap
+                .clone()
+                .filter(|r| stats.is_empty && r.peers.iter().any(|p| p.store_id == store.id));
+            (store.id, bootstrap_region, data.bootstrap.is_some())
+        };
+        Self::persist(&leader, batch).await?;
+        Ok(Response::new(StoreHeartbeatResponse {
+            header: ok_header(),
+            store_id,
+            bootstrap_region,
+            cluster_bootstrapped: bootstrapped,
+        }))
+    }
+
+    async fn region_heartbeat(
+        &self,
+        request: Request<RegionHeartbeatRequest>,
+    ) -> Result<Response<RegionHeartbeatResponse>, Status> {
+        let leader = leader_or_redirect!(self, RegionHeartbeatResponse);
+        let req = request.into_inner();
+        let Some(region) = req.region else {
+            return Err(Status::invalid_argument(
+                "region heartbeat without a region",
+            ));
+        };
+        let mut batch = WriteBatch::new();
+        {
+            let mut data = leader.data.lock();
+            let id = region.id;
+            data.upsert_region(region, req.leader, &mut batch);
+            if let Some(rec) = data.regions.get_mut(&id) {
+                rec.keys = req.approximate_keys;
+                rec.bytes = req.approximate_bytes;
+            }
+        }
+        Self::persist(&leader, batch).await?;
+        Ok(Response::new(RegionHeartbeatResponse {
+            header: ok_header(),
+        }))
+    }
+
+    async fn get_region(
+        &self,
+        request: Request<GetRegionRequest>,
+    ) -> Result<Response<GetRegionResponse>, Status> {
+        let leader = leader_or_redirect!(self, GetRegionResponse);
+        let key = request.into_inner().key;
+        let info = leader.data.lock().region_of(&key).map(|r| r.info());
+        Ok(Response::new(GetRegionResponse {
+            header: ok_header(),
+            info,
+        }))
+    }
+
+    async fn scan_regions(
+        &self,
+        request: Request<ScanRegionsRequest>,
+    ) -> Result<Response<ScanRegionsResponse>, Status> {
+        let leader = leader_or_redirect!(self, ScanRegionsResponse);
+        let req = request.into_inner();
+        let limit = if req.limit == 0 {
+            usize::MAX
+        } else {
+            req.limit as usize
+        };
+        let data = leader.data.lock();
+        let first = data
+            .region_of(&req.start_key)
+            .map(|r| r.region.start_key.to_vec())
+            .unwrap_or_else(|| req.start_key.to_vec());
+        let regions = data
+            .by_start
+            .range(first..)
+            .take_while(|(start, _)| {
+                req.end_key.is_empty() || start.as_slice() < req.end_key.as_ref()
+            })
+            .filter_map(|(_, id)| data.regions.get(id))
+            .take(limit)
+            .map(|r| r.info())
+            .collect();
+        Ok(Response::new(ScanRegionsResponse {
+            header: ok_header(),
+            regions,
+        }))
+    }
+
+    async fn get_stores(
+        &self,
+        request: Request<GetStoresRequest>,
+    ) -> Result<Response<GetStoresResponse>, Status> {
+        let leader = leader_or_redirect!(self, GetStoresResponse);
+        let id = request.into_inner().store_id;
+        let data = leader.data.lock();
+        let mut stores: Vec<StoreInfo> = data
+            .stores
+            .values()
+            .filter(|r| id == 0 || r.store.id == id)
+            .map(|r| StoreInfo {
+                store: Some(r.store.clone()),
+                stats: Some(r.stats),
+                last_heartbeat_ago_ms: r
+                    .last_heartbeat
+                    .map(|t| t.elapsed().as_millis() as u64)
+                    .unwrap_or(u64::MAX),
+            })
+            .collect();
+        stores.sort_by_key(|s| s.store.as_ref().map(|s| s.id));
+        Ok(Response::new(GetStoresResponse {
+            header: ok_header(),
+            stores,
+        }))
+    }
+
+    async fn alloc_id(
+        &self,
+        request: Request<AllocIdRequest>,
+    ) -> Result<Response<AllocIdResponse>, Status> {
+        let leader = leader_or_redirect!(self, AllocIdResponse);
+        let count = request.into_inner().count.max(1);
+        let mut batch = WriteBatch::new();
+        let first = leader.data.lock().alloc(u64::from(count), &mut batch);
+        Self::persist(&leader, batch).await?;
+        Ok(Response::new(AllocIdResponse {
+            header: ok_header(),
+            first_id: first,
+            count,
+        }))
+    }
+
+    async fn ask_split(
+        &self,
+        request: Request<AskSplitRequest>,
+    ) -> Result<Response<AskSplitResponse>, Status> {
+        let leader = leader_or_redirect!(self, AskSplitResponse);
+        let region = request.into_inner().region.unwrap_or_default();
+        let mut batch = WriteBatch::new();
+        let (new_region_id, new_peer_ids) = {
+            let mut data = leader.data.lock();
+            let id = data.alloc(1, &mut batch);
+            let peers = region
+                .peers
+                .iter()
+                .map(|_| data.alloc(1, &mut batch))
+                .collect();
+            (id, peers)
+        };
+        Self::persist(&leader, batch).await?;
+        Ok(Response::new(AskSplitResponse {
+            header: ok_header(),
+            new_region_id,
+            new_peer_ids,
+        }))
+    }
+
+    async fn get_catalog(
+        &self,
+        request: Request<GetCatalogRequest>,
+    ) -> Result<Response<GetCatalogResponse>, Status> {
+        let leader = leader_or_redirect!(self, GetCatalogResponse);
+        let known = request.into_inner().known_version;
+        let snapshot = leader.catalog.snapshot();
+        let snapshot_json = if snapshot.version == known && known != 0 {
+            Vec::new()
+        } else {
+            serde_json::to_vec(&WireSnapshot::from_snapshot(&snapshot))
+                .map_err(|e| Status::internal(e.to_string()))?
+        };
+        Ok(Response::new(GetCatalogResponse {
+            header: ok_header(),
+            version: snapshot.version,
+            snapshot_json: snapshot_json.into(),
+        }))
+    }
+
+    async fn commit_schema(
+        &self,
+        request: Request<CommitSchemaRequest>,
+    ) -> Result<Response<CommitSchemaResponse>, Status> {
+        let leader = leader_or_redirect!(self, CommitSchemaResponse);
+        let change: WireChange = serde_json::from_slice(&request.into_inner().change_json)
+            .map_err(|e| Status::invalid_argument(format!("undecodable schema change: {e}")))?;
+        let l = leader.clone();
+        let result = tokio::task::spawn_blocking(move || l.catalog.commit(change.into_change()))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let snapshot = leader.catalog.snapshot();
+        let snapshot_json = serde_json::to_vec(&WireSnapshot::from_snapshot(&snapshot))
+            .map_err(|e| Status::internal(e.to_string()))?
+            .into();
+        let mut resp = CommitSchemaResponse {
+            header: ok_header(),
+            snapshot_json,
+            ..Default::default()
+        };
+        if let Err(e) = result {
+            resp.error = e.to_string();
+            resp.error_kind = catalog_error_kind(&e);
+            if let CatalogError::VersionMismatch { expected, actual } = e {
+                resp.expected_version = expected;
+                resp.actual_version = actual;
+            }
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn allocate_catalog_ids(
+        &self,
+        request: Request<AllocateCatalogIdsRequest>,
+    ) -> Result<Response<AllocateCatalogIdsResponse>, Status> {
+        let leader = leader_or_redirect!(self, AllocateCatalogIdsResponse);
+        let req = request.into_inner();
+        let kind = if req.table_ids {
+            IdKind::Table
+        } else {
+            IdKind::RowId(req.row_ids_of_table)
+        };
+        let l = leader.clone();
+        let result = tokio::task::spawn_blocking(move || l.catalog.allocate(kind, req.count))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(match result {
+            Ok(r) => AllocateCatalogIdsResponse {
+                header: ok_header(),
+                error: String::new(),
+                start: r.start,
+                end: r.end,
+            },
+            Err(e) => AllocateCatalogIdsResponse {
+                header: ok_header(),
+                error: e.to_string(),
+                ..Default::default()
+            },
+        }))
+    }
+
+    async fn wait_for(
+        &self,
+        request: Request<WaitForRequest>,
+    ) -> Result<Response<WaitForResponse>, Status> {
+        let _leader = leader_or_redirect!(self, WaitForResponse);
+        let req = request.into_inner();
+        let mut waits = self.shared.waits.lock();
+        if !req.waiting {
+            waits.remove(&req.waiter_ts);
+            return Ok(Response::new(WaitForResponse {
+                header: ok_header(),
+                deadlock: false,
+            }));
+        }
+        waits.retain(|_, (_, since)| since.elapsed() < WAIT_EDGE_TTL);
+        // Each waiter waits for one holder, so the graph is a set of chains: a cycle
+        // exists iff the holder's chain leads back to the waiter.
+        let mut current = req.holder_ts;
+        let mut deadlock = false;
+        for _ in 0..=waits.len() {
+            if current == req.waiter_ts {
+                deadlock = true;
+                break;
+            }
+            match waits.get(&current) {
+                Some((next, _)) => current = *next,
+                None => break,
+            }
+        }
+        if !deadlock && waits.len() < MAX_WAIT_EDGES {
+            waits.insert(req.waiter_ts, (req.holder_ts, Instant::now()));
+        }
+        Ok(Response::new(WaitForResponse {
+            header: ok_header(),
+            deadlock,
+        }))
+    }
+}

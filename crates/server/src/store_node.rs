@@ -1,0 +1,941 @@
+//! The store role: hosts region peers (raftstore) and serves their Raft messages and
+//! transaction commands over gRPC, running the same Percolator MVCC as the standalone on
+//! every region it leads.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_client::{ClientConfig, GrpcTransport, MetaClient, RaftService, StoreResolver};
+use flotilla_mvcc::{LockInfo, Mutation, MutationOp, Mvcc, MvccError, PrewriteLocks, TxnStatus};
+use flotilla_proto::kvpb::store_server::{Store as StoreRpc, StoreServer};
+use flotilla_proto::kvpb::{self, *};
+use flotilla_proto::metapb::{Region, Store as StoreMeta, StoreState};
+use flotilla_proto::metaservicepb::{RegionHeartbeatRequest, StoreStats};
+use flotilla_proto::raft_serverpb::RaftMessageBatch;
+use flotilla_raftstore::{
+    BoardEntry, DriverConfig, RaftStoreError, RegionBoard, RegionEngine, Store, StoreConfig,
+    StoreDriver, StoreMsg, StoreRouter, keys,
+};
+use flotilla_storage::{Cf, EngineRef, FjallEngine, FjallOptions, WriteBatch};
+use flotilla_types::Timestamp;
+use parking_lot::Mutex;
+use tokio::sync::{oneshot, watch};
+use tonic::{Request, Response, Status};
+
+use crate::standalone::StartError;
+
+/// How a store runs.
+#[derive(Debug, Clone)]
+pub struct StoreNodeConfig {
+    pub data_dir: PathBuf,
+    /// The address other nodes use to reach this store (host:port).
+    pub advertise_addr: String,
+    pub meta_endpoints: Vec<String>,
+    pub tick_interval: Duration,
+    pub election_ticks: usize,
+    /// Store and region heartbeats to the meta service.
+    pub heartbeat_interval: Duration,
+    /// A region with more keys than this splits.
+    pub region_split_keys: u64,
+    /// A region with more bytes than this splits.
+    pub region_split_bytes: u64,
+    /// Commit records written into a region before its size is checked again.
+    pub split_check_written_keys: u64,
+    pub storage: FjallOptions,
+    pub client: ClientConfig,
+}
+
+impl StoreNodeConfig {
+    /// Defaults: 100 ms ticks with 10-tick elections (1–2 s failover), 1 s heartbeats,
+    /// split at 200,000 keys or 96 MiB, checked every 20,000 written keys.
+    pub fn new(data_dir: PathBuf, advertise_addr: String, meta_endpoints: Vec<String>) -> Self {
+        Self {
+            data_dir,
+            advertise_addr,
+            meta_endpoints,
+            tick_interval: Duration::from_millis(100),
+            election_ticks: 10,
+            heartbeat_interval: Duration::from_secs(1),
+            region_split_keys: 200_000,
+            region_split_bytes: 96 << 20,
+            split_check_written_keys: 20_000,
+            storage: FjallOptions::default(),
+            client: ClientConfig::default(),
+        }
+    }
+}
+
+/// How long a region command may wait for its Raft proposal.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct MetaResolver {
+    meta: Arc<MetaClient>,
+    cache: Mutex<HashMap<u64, String>>,
+}
+
+#[async_trait::async_trait]
+impl StoreResolver for MetaResolver {
+    async fn resolve(&self, store_id: u64) -> Result<String, flotilla_client::ClientError> {
+        if let Some(a) = self.cache.lock().get(&store_id) {
+            return Ok(a.clone());
+        }
+        let stores = self.meta.get_stores(store_id).await?;
+        let addr = stores
+            .into_iter()
+            .filter_map(|s| s.store)
+            .find(|s| s.id == store_id)
+            .map(|s| s.address)
+            .ok_or_else(|| {
+                flotilla_client::ClientError::Unavailable(format!("store {store_id} unknown"))
+            })?;
+        self.cache.lock().insert(store_id, addr.clone());
+        Ok(addr)
+    }
+
+    fn forget(&self, store_id: u64) {
+        self.cache.lock().remove(&store_id);
+    }
+}
+
+/// A running store.
+pub struct StoreNode {
+    store_id: u64,
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    driver: Option<StoreDriver>,
+}
+
+fn local_regions(engine: &EngineRef) -> Result<bool, String> {
+    let (start, end) = keys::region_state_range();
+    Ok(engine
+        .scan(Cf::Raft, &start, &end, false)
+        .next()
+        .transpose()
+        .map_err(|e| e.to_string())?
+        .is_some())
+}
+
+impl StoreNode {
+    /// Opens the store, registers with the meta service (bootstrapping the first region if
+    /// it is one of its initial peers) and serves on `listener`.
+    pub async fn start(
+        cfg: StoreNodeConfig,
+        listener: tokio::net::TcpListener,
+    ) -> Result<Self, StartError> {
+        let storage_err = |message: String| StartError::Storage {
+            dir: cfg.data_dir.display().to_string(),
+            message,
+        };
+        let engine: EngineRef = Arc::new(
+            FjallEngine::open(&cfg.data_dir.join("store"), &cfg.storage)
+                .map_err(|e| storage_err(e.to_string()))?,
+        );
+        let meta = Arc::new(
+            MetaClient::new(cfg.meta_endpoints.clone(), cfg.client.clone())
+                .map_err(|e| StartError::Config(e.to_string()))?,
+        );
+        let mut store_id = match engine
+            .get(Cf::Raft, &keys::store_ident_key())
+            .map_err(|e| storage_err(e.to_string()))?
+        {
+            Some(b) if b.len() == 8 => u64::from_be_bytes(b.try_into().expect("checked")),
+            Some(_) => return Err(storage_err("corrupt store identity".into())),
+            None => 0,
+        };
+        // Register (a new store gets its id) and, on an empty store, wait until the
+        // cluster's first region is laid out: this store may be one of its peers.
+        loop {
+            let is_empty = !local_regions(&engine).map_err(storage_err)?;
+            let resp = meta
+                .store_heartbeat(
+                    StoreMeta {
+                        id: store_id,
+                        address: cfg.advertise_addr.clone(),
+                        state: StoreState::Up as i32,
+                        version: env!("CARGO_PKG_VERSION").into(),
+                    },
+                    StoreStats {
+                        is_empty,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| {
+                    StartError::Other(format!("registering with the meta service: {e}"))
+                })?;
+            if store_id == 0 {
+                store_id = resp.store_id;
+                let mut batch = WriteBatch::new();
+                batch.put(
+                    Cf::Raft,
+                    keys::store_ident_key(),
+                    store_id.to_be_bytes().to_vec(),
+                );
+                engine
+                    .write(batch, true)
+                    .map_err(|e| storage_err(e.to_string()))?;
+                tracing::info!(store_id, "registered as a new store");
+            }
+            if let Some(region) = resp.bootstrap_region {
+                if is_empty {
+                    Store::bootstrap_region(&engine, &region)
+                        .map_err(|e| storage_err(e.to_string()))?;
+                    tracing::info!(region_id = region.id, "bootstrapped the first region");
+                }
+                break;
+            }
+            if resp.cluster_bootstrapped || !is_empty {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let resolver = Arc::new(MetaResolver {
+            meta: meta.clone(),
+            cache: Mutex::new(HashMap::new()),
+        });
+        let transport = Arc::new(GrpcTransport::new(
+            tokio::runtime::Handle::current(),
+            RaftService::Store,
+            resolver,
+            cfg.client.clone(),
+        ));
+        let mut store_cfg = StoreConfig::new(store_id);
+        store_cfg.election_ticks = cfg.election_ticks;
+        let store = Store::open(store_cfg, engine.clone(), transport)
+            .map_err(|e| storage_err(e.to_string()))?;
+        let board = store.board();
+        let driver = StoreDriver::spawn(
+            store,
+            DriverConfig {
+                tick_interval: cfg.tick_interval,
+                ..DriverConfig::default()
+            },
+        );
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StartError::Other(e.to_string()))?;
+        let shared = Arc::new(Shared {
+            store_id,
+            router: driver.router(),
+            board,
+            local: engine,
+            meta,
+            regions: Mutex::new(HashMap::new()),
+            cfg: cfg.clone(),
+        });
+        let (shutdown, watcher) = watch::channel(false);
+        let service = StoreService {
+            shared: shared.clone(),
+        };
+        let mut stop = watcher.clone();
+        let server = tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let result = tonic::transport::Server::builder()
+                .add_service(StoreServer::new(service).max_decoding_message_size(64 << 20))
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::error!("store RPC server failed: {e}");
+            }
+        });
+        let heartbeats = tokio::spawn(heartbeat_loop(shared.clone(), watcher.clone()));
+        let splits = tokio::spawn(split_check_loop(shared, watcher));
+        tracing::info!(store_id, %addr, "store is serving");
+        Ok(Self {
+            store_id,
+            addr,
+            shutdown,
+            tasks: vec![server, heartbeats, splits],
+            driver: Some(driver),
+        })
+    }
+
+    pub fn store_id(&self) -> u64 {
+        self.store_id
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops serving and stops the store thread.
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        for t in std::mem::take(&mut self.tasks) {
+            let _ = t.await;
+        }
+        if let Some(d) = self.driver.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(d)).await;
+        }
+    }
+}
+
+/// MVCC over one region this store leads, valid for one leader term and region epoch.
+struct RegionMvcc {
+    term: u64,
+    region: Region,
+    mvcc: Mvcc,
+}
+
+struct Shared {
+    store_id: u64,
+    router: StoreRouter,
+    board: Arc<RegionBoard>,
+    local: EngineRef,
+    meta: Arc<MetaClient>,
+    regions: Mutex<HashMap<u64, Arc<RegionMvcc>>>,
+    cfg: StoreNodeConfig,
+}
+
+fn region_error(e: &RaftStoreError, board: &RegionBoard) -> RegionError {
+    use region_error::Kind;
+    let kind = match e {
+        RaftStoreError::NotLeader { region_id, leader } => Kind::NotLeader(kvpb::NotLeader {
+            region_id: *region_id,
+            leader: *leader,
+        }),
+        RaftStoreError::EpochNotMatch { current } => {
+            let mut current = current.clone();
+            // After a split, the new right-hand region too, so the client can route keys
+            // that moved there without asking the meta service.
+            if let Some(r) = current.first().cloned()
+                && !r.end_key.is_empty()
+            {
+                current.extend(board.regions_containing(&r.end_key));
+            }
+            Kind::EpochNotMatch(EpochNotMatch { current })
+        }
+        RaftStoreError::RegionNotFound(id) => Kind::RegionNotFound(*id),
+        RaftStoreError::KeyNotInRegion { key, region_id } => {
+            Kind::KeyNotInRegion(kvpb::KeyNotInRegion {
+                key: key.clone().into(),
+                region_id: *region_id,
+            })
+        }
+        RaftStoreError::StaleCommand(_) => Kind::StaleCommand(true),
+        other => Kind::ServerIsBusy(other.to_string()),
+    };
+    RegionError {
+        message: e.to_string(),
+        kind: Some(kind),
+    }
+}
+
+fn lock_info(l: &LockInfo) -> kvpb::LockInfo {
+    kvpb::LockInfo {
+        key: l.key.clone().into(),
+        primary: l.primary.clone().into(),
+        start_ts: l.start_ts.0,
+        ttl_ms: l.ttl_ms,
+        kind: l.kind as u32,
+    }
+}
+
+/// What a failed MVCC command tells the client.
+enum Failure {
+    Region(RaftStoreError),
+    Key(KeyError),
+}
+
+fn mvcc_failure(e: MvccError) -> Failure {
+    use key_error::Kind;
+    let message = e.to_string();
+    let kind = match e {
+        MvccError::KeyIsLocked(l) => Kind::Locked(lock_info(&l)),
+        MvccError::WriteConflict {
+            key,
+            for_update_ts,
+            conflict_commit_ts,
+        } => Kind::Conflict(kvpb::WriteConflict {
+            key: key.into(),
+            for_update_ts: for_update_ts.0,
+            conflict_commit_ts: conflict_commit_ts.0,
+        }),
+        MvccError::AlreadyExists { key } => Kind::AlreadyExists(key.into()),
+        MvccError::TxnLockNotFound { start_ts, .. } => Kind::TxnLockNotFound(start_ts.0),
+        MvccError::Committed {
+            start_ts,
+            commit_ts,
+        } => Kind::Committed(kvpb::Committed {
+            start_ts: start_ts.0,
+            commit_ts: commit_ts.0,
+        }),
+        // The region's Raft group refused or could not take the write (leader lost,
+        // epoch changed, busy): a routing error the client retries.
+        MvccError::Storage(flotilla_storage::StorageError::Unavailable(m)) => {
+            return Failure::Region(RaftStoreError::ServerIsBusy(m));
+        }
+        other => Kind::Abort(other.to_string()),
+    };
+    Failure::Key(KeyError {
+        message,
+        kind: Some(kind),
+    })
+}
+
+impl Shared {
+    /// The MVCC of a region this store leads, as routed by `ctx`.
+    async fn region_mvcc(&self, ctx: &Context) -> Result<Arc<RegionMvcc>, RaftStoreError> {
+        let entry = self
+            .board
+            .get(ctx.region_id)
+            .ok_or(RaftStoreError::RegionNotFound(ctx.region_id))?;
+        if !entry.is_leader {
+            return Err(RaftStoreError::NotLeader {
+                region_id: ctx.region_id,
+                leader: entry.leader,
+            });
+        }
+        let asked = ctx.epoch.unwrap_or_default();
+        let current = entry.region.epoch.unwrap_or_default();
+        if asked.version != current.version {
+            return Err(RaftStoreError::EpochNotMatch {
+                current: vec![entry.region.clone()],
+            });
+        }
+        if let Some(m) = self.regions.lock().get(&ctx.region_id)
+            && m.term == entry.term
+            && m.region.epoch == entry.region.epoch
+        {
+            return Ok(m.clone());
+        }
+        // A new term (or epoch): whatever an earlier term kept in memory (pessimistic and
+        // volatile locks) is gone, and everything committed before must be applied here
+        // before MVCC reads its state.
+        self.read_index(ctx.region_id, &entry).await?;
+        let engine = Arc::new(RegionEngine::new(
+            self.local.clone(),
+            self.router.clone(),
+            entry.region.clone(),
+            entry.term,
+            WRITE_TIMEOUT,
+        ));
+        let mvcc = tokio::task::spawn_blocking(move || Mvcc::new(engine))
+            .await
+            .map_err(|e| RaftStoreError::Storage(e.to_string()))?
+            .map_err(|e| RaftStoreError::Storage(e.to_string()))?;
+        let m = Arc::new(RegionMvcc {
+            term: entry.term,
+            region: entry.region.clone(),
+            mvcc,
+        });
+        self.regions.lock().insert(ctx.region_id, m.clone());
+        Ok(m)
+    }
+
+    async fn read_index(&self, region_id: u64, entry: &BoardEntry) -> Result<(), RaftStoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.router.send(StoreMsg::ReadIndex {
+            region_id,
+            epoch: entry.region.epoch.unwrap_or_default(),
+            cb: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        })?;
+        match tokio::time::timeout(WRITE_TIMEOUT, rx).await {
+            Ok(Ok(r)) => r,
+            _ => Err(RaftStoreError::ServerIsBusy(format!(
+                "region {region_id}: read index timed out"
+            ))),
+        }
+    }
+
+    async fn handle(&self, req: KvRequest) -> KvResponse {
+        let ctx = req.context.unwrap_or_default();
+        let mut resp = KvResponse::default();
+        let Some(cmd) = req.cmd else {
+            resp.key_error = Some(KeyError {
+                message: "empty command".into(),
+                kind: Some(key_error::Kind::Abort("empty command".into())),
+            });
+            return resp;
+        };
+        let region = match self.region_mvcc(&ctx).await {
+            Ok(r) => r,
+            Err(e) => {
+                resp.region_error = Some(region_error(&e, &self.board));
+                return resp;
+            }
+        };
+        let reads = matches!(cmd, kv_request::Cmd::Get(_) | kv_request::Cmd::Scan(_));
+        if reads
+            && let Some(entry) = self.board.get(ctx.region_id)
+            && let Err(e) = self.read_index(ctx.region_id, &entry).await
+        {
+            resp.region_error = Some(region_error(&e, &self.board));
+            return resp;
+        }
+        let outcome = tokio::task::spawn_blocking(move || run(&region.mvcc, cmd)).await;
+        match outcome {
+            Ok(Ok(r)) => r,
+            Ok(Err(Failure::Region(e))) => {
+                resp.region_error = Some(region_error(&e, &self.board));
+                resp
+            }
+            Ok(Err(Failure::Key(k))) => {
+                resp.key_error = Some(k);
+                resp
+            }
+            Err(e) => {
+                resp.key_error = Some(KeyError {
+                    message: e.to_string(),
+                    kind: Some(key_error::Kind::Abort(e.to_string())),
+                });
+                resp
+            }
+        }
+    }
+}
+
+fn reader(ts: u64) -> Option<Timestamp> {
+    (ts != 0).then_some(Timestamp(ts))
+}
+
+fn keys_of(keys: Vec<bytes_t::Bytes>) -> Vec<Vec<u8>> {
+    keys.into_iter().map(|k| k.to_vec()).collect()
+}
+
+mod bytes_t {
+    pub use tonic::codegen::Bytes;
+}
+
+/// Runs one command on a region's MVCC (blocking: writes wait for Raft).
+fn run(mvcc: &Mvcc, cmd: kv_request::Cmd) -> Result<KvResponse, Failure> {
+    use kv_request::Cmd;
+    let mut resp = KvResponse::default();
+    match cmd {
+        Cmd::Get(g) => {
+            if let Some(v) = mvcc
+                .get(&g.key, Timestamp(g.ts), reader(g.reader_ts))
+                .map_err(mvcc_failure)?
+            {
+                resp.found = true;
+                resp.pairs.push(KvPair {
+                    key: g.key,
+                    value: v.into(),
+                });
+            }
+        }
+        Cmd::Scan(s) => {
+            let pairs = mvcc
+                .scan(
+                    &s.start_key,
+                    &s.end_key,
+                    Timestamp(s.ts),
+                    s.limit as usize,
+                    reader(s.reader_ts),
+                )
+                .map_err(mvcc_failure)?;
+            resp.pairs = pairs
+                .into_iter()
+                .map(|(k, v)| KvPair {
+                    key: k.into(),
+                    value: v.into(),
+                })
+                .collect();
+        }
+        Cmd::PessimisticLock(l) => {
+            let keys: Vec<(Vec<u8>, bool)> = l
+                .keys
+                .into_iter()
+                .map(|k| (k.key.to_vec(), k.must_not_exist))
+                .collect();
+            let values = mvcc
+                .acquire_pessimistic_lock(
+                    &keys,
+                    &l.primary,
+                    Timestamp(l.start_ts),
+                    Timestamp(l.for_update_ts),
+                    l.ttl_ms,
+                    l.need_values,
+                )
+                .map_err(mvcc_failure)?;
+            resp.values = values
+                .into_iter()
+                .map(|v| OptionalValue {
+                    value: v.map(Into::into),
+                })
+                .collect();
+        }
+        Cmd::PessimisticRollback(k) => {
+            mvcc.pessimistic_rollback(&keys_of(k.keys), Timestamp(k.start_ts))
+                .map_err(mvcc_failure)?;
+        }
+        Cmd::Prewrite(p) => {
+            let mutations: Vec<Mutation> = p
+                .mutations
+                .into_iter()
+                .map(|m| Mutation {
+                    key: m.key.to_vec(),
+                    op: match m.op {
+                        0 => MutationOp::Put(m.value.to_vec()),
+                        1 => MutationOp::Delete,
+                        _ => MutationOp::Lock,
+                    },
+                    pessimistic: m.pessimistic,
+                })
+                .collect();
+            let placement = if p.volatile_locks {
+                PrewriteLocks::Volatile
+            } else {
+                PrewriteLocks::Durable
+            };
+            mvcc.prewrite(
+                &mutations,
+                &p.primary,
+                Timestamp(p.start_ts),
+                p.ttl_ms,
+                placement,
+            )
+            .map_err(mvcc_failure)?;
+        }
+        Cmd::Commit(c) => {
+            mvcc.commit(
+                &keys_of(c.keys),
+                Timestamp(c.start_ts),
+                Timestamp(c.commit_ts),
+            )
+            .map_err(mvcc_failure)?;
+        }
+        Cmd::Rollback(k) => {
+            mvcc.rollback(&keys_of(k.keys), Timestamp(k.start_ts))
+                .map_err(mvcc_failure)?;
+        }
+        Cmd::Heartbeat(h) => {
+            resp.ttl_ms = mvcc
+                .txn_heartbeat(&h.primary, Timestamp(h.start_ts), h.ttl_ms)
+                .map_err(mvcc_failure)?;
+        }
+        Cmd::CheckTxnStatus(c) => {
+            let status = mvcc
+                .check_txn_status(
+                    &c.primary,
+                    Timestamp(c.lock_ts),
+                    Timestamp(c.current_ts),
+                    false,
+                )
+                .map_err(mvcc_failure)?;
+            resp.txn_status = Some(match status {
+                TxnStatus::Locked { lock } => kvpb::TxnStatus {
+                    state: 0,
+                    commit_ts: 0,
+                    lock: Some(kvpb::LockInfo {
+                        key: c.primary.clone(),
+                        primary: lock.primary.into(),
+                        start_ts: lock.start_ts.0,
+                        ttl_ms: lock.ttl_ms,
+                        kind: lock.kind as u32,
+                    }),
+                },
+                TxnStatus::Committed { commit_ts } => kvpb::TxnStatus {
+                    state: 1,
+                    commit_ts: commit_ts.0,
+                    lock: None,
+                },
+                TxnStatus::RolledBack => kvpb::TxnStatus {
+                    state: 2,
+                    commit_ts: 0,
+                    lock: None,
+                },
+            });
+        }
+        Cmd::ResolveLock(r) => {
+            let commit = (r.commit_ts != 0).then_some(Timestamp(r.commit_ts));
+            mvcc.resolve_lock(&keys_of(r.keys), Timestamp(r.start_ts), commit)
+                .map_err(mvcc_failure)?;
+        }
+        Cmd::ScanLocks(s) => {
+            let locks = mvcc
+                .scan_locks(
+                    &s.start_key,
+                    &s.end_key,
+                    Timestamp(s.max_ts),
+                    s.limit as usize,
+                )
+                .map_err(mvcc_failure)?;
+            resp.locks = locks
+                .into_iter()
+                .map(|(key, l)| kvpb::LockInfo {
+                    key: key.into(),
+                    primary: l.primary.into(),
+                    start_ts: l.start_ts.0,
+                    ttl_ms: l.ttl_ms,
+                    kind: l.kind as u32,
+                })
+                .collect();
+        }
+    }
+    Ok(resp)
+}
+
+#[derive(Clone)]
+struct StoreService {
+    shared: Arc<Shared>,
+}
+
+impl Shared {
+    /// Splits a region this store leads at encoded key `split_key`, and tells the meta
+    /// service the new layout at once.
+    async fn split(
+        &self,
+        ctx: &Context,
+        split_key: Vec<u8>,
+    ) -> Result<Vec<Region>, RaftStoreError> {
+        let entry = self
+            .board
+            .get(ctx.region_id)
+            .ok_or(RaftStoreError::RegionNotFound(ctx.region_id))?;
+        if !entry.is_leader {
+            return Err(RaftStoreError::NotLeader {
+                region_id: ctx.region_id,
+                leader: entry.leader,
+            });
+        }
+        let ids = self
+            .meta
+            .ask_split(entry.region.clone())
+            .await
+            .map_err(|e| RaftStoreError::ServerIsBusy(e.to_string()))?;
+        let (tx, rx) = oneshot::channel();
+        self.router.send(StoreMsg::Split {
+            region_id: ctx.region_id,
+            epoch: ctx.epoch.unwrap_or_default(),
+            split_key,
+            new_region_id: ids.new_region_id,
+            new_peer_ids: ids.new_peer_ids,
+            cb: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        })?;
+        let regions = match tokio::time::timeout(WRITE_TIMEOUT, rx).await {
+            Ok(Ok(r)) => r?,
+            _ => {
+                return Err(RaftStoreError::ServerIsBusy(format!(
+                    "region {}: split timed out",
+                    ctx.region_id
+                )));
+            }
+        };
+        for r in &regions {
+            let leader = r
+                .peers
+                .iter()
+                .find(|p| p.store_id == self.store_id)
+                .copied();
+            let _ = self
+                .meta
+                .region_heartbeat(RegionHeartbeatRequest {
+                    region: Some(r.clone()),
+                    leader,
+                    ..Default::default()
+                })
+                .await;
+        }
+        tracing::info!(region_id = ctx.region_id, ?regions, "region split");
+        Ok(regions)
+    }
+}
+
+#[tonic::async_trait]
+impl StoreRpc for StoreService {
+    async fn raft(&self, request: Request<RaftMessageBatch>) -> Result<Response<RaftDone>, Status> {
+        for m in request.into_inner().messages {
+            // A full mailbox drops the message; Raft retransmits.
+            let _ = self.shared.router.send(StoreMsg::Raft(m));
+        }
+        Ok(Response::new(RaftDone {}))
+    }
+
+    async fn kv(&self, request: Request<KvRequest>) -> Result<Response<KvResponse>, Status> {
+        Ok(Response::new(
+            self.shared.handle(request.into_inner()).await,
+        ))
+    }
+
+    async fn split_region(
+        &self,
+        request: Request<SplitRegionRequest>,
+    ) -> Result<Response<SplitRegionResponse>, Status> {
+        let req = request.into_inner();
+        let ctx = req.context.unwrap_or_default();
+        let mut resp = SplitRegionResponse::default();
+        match self.shared.split(&ctx, req.split_key.to_vec()).await {
+            Ok(regions) => resp.regions = regions,
+            Err(e) if e.is_retryable() => {
+                resp.region_error = Some(region_error(&e, &self.shared.board))
+            }
+            Err(e) => resp.error = e.to_string(),
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn replica_checksum(
+        &self,
+        request: Request<ReplicaChecksumRequest>,
+    ) -> Result<Response<ReplicaChecksumResponse>, Status> {
+        let req = request.into_inner();
+        let mut resp = ReplicaChecksumResponse::default();
+        if req.at_index == 0 {
+            let (tx, rx) = oneshot::channel();
+            let sent = self.shared.router.send(StoreMsg::ComputeHash {
+                region_id: req.region_id,
+                cb: Box::new(move |r| {
+                    let _ = tx.send(r);
+                }),
+            });
+            let result = match sent {
+                Err(e) => Err(e),
+                Ok(()) => match tokio::time::timeout(WRITE_TIMEOUT, rx).await {
+                    Ok(Ok(r)) => r,
+                    _ => Err(RaftStoreError::ServerIsBusy("checksum timed out".into())),
+                },
+            };
+            match result {
+                Ok((index, checksum, keys)) => {
+                    resp.applied_index = index;
+                    resp.checksum = checksum;
+                    resp.key_count = keys;
+                }
+                Err(e) => resp.error = e.to_string(),
+            }
+        } else {
+            match self.shared.board.get(req.region_id) {
+                Some(entry) => match entry.checksum {
+                    Some((index, checksum, keys)) if index == req.at_index => {
+                        resp.applied_index = index;
+                        resp.checksum = checksum;
+                        resp.key_count = keys;
+                    }
+                    _ => {
+                        resp.error = format!(
+                            "no checksum at index {} yet (applied {})",
+                            req.at_index, entry.applied_index
+                        )
+                    }
+                },
+                None => resp.error = format!("region {} not on this store", req.region_id),
+            }
+        }
+        resp.region = self.shared.board.get(req.region_id).map(|e| e.region);
+        Ok(Response::new(resp))
+    }
+}
+
+async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(shared.cfg.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let entries = shared.board.all();
+        let leaders: Vec<&BoardEntry> = entries.iter().filter(|e| e.is_leader).collect();
+        // Forget MVCC state of regions this store no longer leads.
+        shared.regions.lock().retain(|id, m| {
+            entries
+                .iter()
+                .any(|e| e.region.id == *id && e.is_leader && e.term == m.term)
+        });
+        let stats = StoreStats {
+            capacity_bytes: 0,
+            available_bytes: 0,
+            region_count: entries.len() as u32,
+            leader_count: leaders.len() as u32,
+            is_empty: entries.is_empty(),
+        };
+        let store = StoreMeta {
+            id: shared.store_id,
+            address: shared.cfg.advertise_addr.clone(),
+            state: StoreState::Up as i32,
+            version: env!("CARGO_PKG_VERSION").into(),
+        };
+        if let Err(e) = shared.meta.store_heartbeat(store, stats).await {
+            tracing::debug!("store heartbeat: {e}");
+        }
+        for e in leaders {
+            let req = RegionHeartbeatRequest {
+                region: Some(e.region.clone()),
+                leader: e.region.peers.iter().find(|p| p.id == e.peer_id).copied(),
+                approximate_keys: e.written_keys,
+                approximate_bytes: 0,
+                term: e.term,
+            };
+            if let Err(err) = shared.meta.region_heartbeat(req).await {
+                tracing::debug!(region_id = e.region.id, "region heartbeat: {err}");
+            }
+        }
+    }
+}
+
+/// Splits regions this store leads once they pass the key or size threshold: after every
+/// `split_check_written_keys` commit records, the region's keys are counted and, past a
+/// threshold, it splits at its middle key.
+async fn split_check_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut checked: HashMap<u64, u64> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        for e in shared.board.all() {
+            if !e.is_leader {
+                continue;
+            }
+            let last = checked.entry(e.region.id).or_insert(0);
+            if e.written_keys < *last + shared.cfg.split_check_written_keys {
+                continue;
+            }
+            *last = e.written_keys;
+            let local = shared.local.clone();
+            let region = e.region.clone();
+            let (max_keys, max_bytes) =
+                (shared.cfg.region_split_keys, shared.cfg.region_split_bytes);
+            let split_key = tokio::task::spawn_blocking(move || {
+                find_split_key(&local, &region, max_keys, max_bytes)
+            })
+            .await
+            .ok()
+            .flatten();
+            if let Some(key) = split_key {
+                let ctx = Context {
+                    region_id: e.region.id,
+                    epoch: e.region.epoch,
+                };
+                if let Err(err) = shared.split(&ctx, key).await {
+                    tracing::info!(region_id = e.region.id, "split: {err}");
+                }
+            }
+        }
+    }
+}
+
+/// The middle user key of a region (as an encoded key: a valid region boundary) if it
+/// holds more than `max_keys` keys or `max_bytes` bytes of newest versions.
+fn find_split_key(
+    engine: &EngineRef,
+    region: &Region,
+    max_keys: u64,
+    max_bytes: u64,
+) -> Option<Vec<u8>> {
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    let mut bytes = 0u64;
+    for item in engine.scan(Cf::Latest, &region.start_key, &region.end_key, false) {
+        let (k, v) = item.ok()?;
+        bytes += (k.len() + v.len()) as u64;
+        keys.push(k);
+    }
+    if (keys.len() as u64) <= max_keys && bytes <= max_bytes {
+        return None;
+    }
+    let mid = keys.get(keys.len() / 2)?.clone();
+    (mid.as_slice() > region.start_key.as_ref()).then_some(mid)
+}
