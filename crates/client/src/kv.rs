@@ -187,6 +187,8 @@ impl ClusterTxnKv {
             }),
             cmd: Some(cmd),
         };
+        let mut req = tonic::Request::new(req);
+        req.set_timeout(self.cfg.kv_timeout);
         match client.kv(req).await {
             Ok(resp) => {
                 let resp = resp.into_inner();

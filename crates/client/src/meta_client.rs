@@ -16,6 +16,10 @@ use crate::error::ClientError;
 pub struct ClientConfig {
     /// One RPC's timeout.
     pub request_timeout: Duration,
+    /// One transaction command's timeout at a store. Short: a paused (SIGSTOP) leader
+    /// must cost little more than the election that replaces it, and commands never wait
+    /// at the store (lock waits happen here, between attempts).
+    pub kv_timeout: Duration,
     /// Connecting to a node.
     pub connect_timeout: Duration,
     /// How long one operation keeps retrying routing errors and unreachable nodes before
@@ -25,10 +29,11 @@ pub struct ClientConfig {
 }
 
 impl Default for ClientConfig {
-    /// 5 s per RPC, 1 s to connect, 15 s of retries.
+    /// 5 s per RPC, 1 s per transaction command, 1 s to connect, 15 s of retries.
     fn default() -> Self {
         Self {
             request_timeout: Duration::from_secs(5),
+            kv_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             retry_budget: Duration::from_secs(15),
         }

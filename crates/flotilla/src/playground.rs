@@ -193,12 +193,20 @@ pub async fn run(args: PlaygroundArgs) -> anyhow::Result<()> {
 
     let ready = wait_ready(&endpoints, &sql_addrs, Duration::from_secs(90));
     tokio::select! {
-        r = ready => {
-            if let Err(e) = r {
+        r = ready => match r {
+            Ok(store_ids) => {
+                // Stores are known by the id the meta service gave them.
+                for p in infos.iter_mut().filter(|p| p.role == "store") {
+                    if let Some(id) = store_ids.get(&p.addr) {
+                        p.id = *id as usize;
+                    }
+                }
+            }
+            Err(e) => {
                 stop_all(&mut children).await;
                 return Err(e.context(format!("the playground did not come up; logs are in {}", data_dir.join("logs").display())));
             }
-        }
+        },
         _ = crate::wait_for_signal() => {
             stop_all(&mut children).await;
             return Ok(());
@@ -240,7 +248,13 @@ pub async fn run(args: PlaygroundArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_ready(endpoints: &str, sql_addrs: &[String], limit: Duration) -> anyhow::Result<()> {
+/// Waits until the first region has a leader and every SQL node accepts connections;
+/// returns the store ids by address.
+async fn wait_ready(
+    endpoints: &str,
+    sql_addrs: &[String],
+    limit: Duration,
+) -> anyhow::Result<std::collections::HashMap<String, u64>> {
     let deadline = Instant::now() + limit;
     let meta = MetaClient::new(
         crate::roles::parse_endpoints(endpoints),
@@ -261,7 +275,12 @@ async fn wait_ready(endpoints: &str, sql_addrs: &[String], limit: Duration) -> a
             }
         }
         if led && sql_up {
-            return Ok(());
+            let stores = meta.get_stores(0).await?;
+            return Ok(stores
+                .into_iter()
+                .filter_map(|s| s.store)
+                .map(|s| (s.address, s.id))
+                .collect());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -154,3 +154,4 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+pub mod cluster;

@@ -1,0 +1,258 @@
+//! End to end through the real binary: a `flotilla playground` of 3 meta members and 3
+//! stores runs a bank workload while stores are killed with kill -9 and restarted, one is
+//! paused with SIGSTOP, and the meta leader is killed. Afterwards the total is exact, every
+//! acknowledged transfer is reflected, and `ctl check-replicas` finds every region's
+//! replicas identical.
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use support::cluster::Playground;
+
+const ACCOUNTS: i32 = 20;
+const INITIAL: i64 = 1000;
+/// How long a fault may keep the cluster from committing before the test fails. Far above
+/// the failover target (see BENCHMARKS.md); this is a liveness bound, not a timing test.
+const PROGRESS_DEADLINE: Duration = Duration::from_secs(45);
+
+struct Bank {
+    acked: Mutex<Vec<i64>>,
+    committed: AtomicU64,
+    stop: AtomicBool,
+    unexpected: Mutex<Vec<String>>,
+}
+
+async fn connect(url: &str) -> Option<tokio_postgres::Client> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    Some(client)
+}
+
+async fn transfer(
+    client: &tokio_postgres::Client,
+    id: i64,
+    from: i32,
+    to: i32,
+    amount: i64,
+) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute("BEGIN").await?;
+    let r = async {
+        client
+            .execute(
+                "UPDATE accounts SET balance = balance - $1 WHERE id = $2",
+                &[&amount, &from],
+            )
+            .await?;
+        client
+            .execute(
+                "UPDATE accounts SET balance = balance + $1 WHERE id = $2",
+                &[&amount, &to],
+            )
+            .await?;
+        client
+            .execute(
+                "INSERT INTO transfers VALUES ($1, $2, $3, $4)",
+                &[&id, &from, &to, &amount],
+            )
+            .await?;
+        client.batch_execute("COMMIT").await
+    }
+    .await;
+    if r.is_err() {
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    r
+}
+
+async fn worker(bank: Arc<Bank>, url: String, worker: i64) {
+    let mut client: Option<tokio_postgres::Client> = None;
+    let mut n = 0i64;
+    let mut rng_state = 0x9e37_79b9_7f4a_7c15u64 ^ (worker as u64);
+    let mut next = move |m: u64| {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        rng_state % m
+    };
+    while !bank.stop.load(Ordering::Relaxed) {
+        let Some(c) = client.as_ref() else {
+            client = connect(&url).await;
+            if client.is_none() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            continue;
+        };
+        let from = next(ACCOUNTS as u64) as i32 + 1;
+        let to = (from + next(ACCOUNTS as u64 - 1) as i32) % ACCOUNTS + 1;
+        let amount = next(10) as i64 + 1;
+        let id = worker * 1_000_000_000 + n;
+        n += 1;
+        match transfer(c, id, from, to, amount).await {
+            Ok(()) => {
+                bank.acked.lock().push(id);
+                bank.committed.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                let code = e.code().map(|c| c.code().to_string());
+                match code.as_deref() {
+                    // Retryable: serialization failure (failover), deadlock, lock timeout.
+                    Some("40001") | Some("40P01") | Some("55P03") => {}
+                    // A connection error: reconnect.
+                    None => client = None,
+                    Some(other) => bank.unexpected.lock().push(format!("{other}: {e}")),
+                }
+            }
+        }
+    }
+}
+
+/// Waits until `n` more transfers commit after this call.
+fn await_progress(bank: &Bank, n: u64, what: &str) -> Duration {
+    let start = Instant::now();
+    let base = bank.committed.load(Ordering::Relaxed);
+    while bank.committed.load(Ordering::Relaxed) < base + n {
+        assert!(
+            start.elapsed() < PROGRESS_DEADLINE,
+            "no progress within {PROGRESS_DEADLINE:?} after {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let waited = start.elapsed();
+    println!("{what}: {n} transfers committed {waited:?} later");
+    waited
+}
+
+fn meta_leader(pg: &Playground) -> u64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let meta = flotilla_client::MetaClient::new(
+            pg.meta_endpoints.split(',').map(String::from).collect(),
+            flotilla_client::ClientConfig::default(),
+        )
+        .unwrap();
+        let members = meta.members().await.unwrap();
+        members
+            .iter()
+            .find(|m| m.is_leader)
+            .expect("a meta leader")
+            .id
+    })
+}
+
+#[test]
+fn a_bank_survives_kill_9_sigstop_and_a_meta_leader_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pg = Playground::start(dir.path(), &["--meta", "3", "--stores", "3"]);
+    let url = pg.sql_url(0);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = connect(&url).await.expect("connect");
+        c.batch_execute(
+            "CREATE TABLE accounts (id INT PRIMARY KEY, balance BIGINT NOT NULL);
+             CREATE TABLE transfers (id BIGINT PRIMARY KEY, src INT, dst INT, amount BIGINT);",
+        )
+        .await
+        .unwrap();
+        c.batch_execute(&format!(
+            "INSERT INTO accounts SELECT g, {INITIAL} FROM generate_series(1, {ACCOUNTS}) g"
+        ))
+        .await
+        .unwrap();
+    });
+    let bank = Arc::new(Bank {
+        acked: Mutex::new(Vec::new()),
+        committed: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        unexpected: Mutex::new(Vec::new()),
+    });
+    let workers: Vec<_> = (0..4)
+        .map(|w| rt.spawn(worker(bank.clone(), url.clone(), w)))
+        .collect();
+    await_progress(&bank, 20, "start");
+
+    for store in pg.ids("store") {
+        pg.kill9("store", store);
+        await_progress(&bank, 20, &format!("kill -9 of store {store}"));
+        pg.restart("store", store);
+        await_progress(&bank, 20, &format!("restart of store {store}"));
+    }
+    let paused = pg.ids("store")[0];
+    pg.pause("store", paused);
+    await_progress(&bank, 20, &format!("SIGSTOP of store {paused}"));
+    pg.resume("store", paused);
+    await_progress(&bank, 20, &format!("SIGCONT of store {paused}"));
+
+    let leader = meta_leader(&pg);
+    pg.kill9("meta", leader);
+    await_progress(&bank, 20, &format!("kill -9 of meta leader {leader}"));
+    pg.restart("meta", leader);
+    await_progress(&bank, 20, &format!("restart of meta {leader}"));
+
+    bank.stop.store(true, Ordering::Relaxed);
+    rt.block_on(async {
+        for w in workers {
+            w.await.unwrap();
+        }
+    });
+    let unexpected = bank.unexpected.lock().clone();
+    assert!(
+        unexpected.is_empty(),
+        "errors a client must never see: {unexpected:?}"
+    );
+
+    rt.block_on(async {
+        let c = connect(&url).await.expect("connect");
+        let total: i64 = c
+            .query_one("SELECT CAST(sum(balance) AS BIGINT) FROM accounts", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(total, INITIAL * ACCOUNTS as i64, "money was created or lost");
+        let logged: HashSet<i64> = c
+            .query("SELECT id FROM transfers", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let acked = bank.acked.lock().clone();
+        let lost: Vec<_> = acked.iter().filter(|id| !logged.contains(id)).collect();
+        assert!(lost.is_empty(), "{} acknowledged transfers are lost: {lost:?}", lost.len());
+        // Every account's balance is what the transfer log says it is.
+        let rows = c
+            .query(
+                "SELECT a.id, a.balance,
+                        CAST(COALESCE((SELECT sum(amount) FROM transfers WHERE dst = a.id), 0)
+                           - COALESCE((SELECT sum(amount) FROM transfers WHERE src = a.id), 0) AS BIGINT)
+                 FROM accounts a ORDER BY a.id",
+                &[],
+            )
+            .await
+            .unwrap();
+        for r in rows {
+            let (id, balance, net): (i32, i64, i64) = (r.get(0), r.get(1), r.get(2));
+            assert_eq!(balance, INITIAL + net, "account {id} disagrees with the transfer log");
+        }
+        println!("{} transfers acknowledged, {} logged", acked.len(), logged.len());
+    });
+
+    let out = pg.ctl(&["check-replicas"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "replicas differ");
+    assert!(stdout.contains("replicas identical"));
+}
