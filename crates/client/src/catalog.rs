@@ -103,8 +103,12 @@ pub struct RemoteCatalog {
 }
 
 /// Called with the storage ids a committed change created (new tables, truncations), so
-/// the cluster can give each its own region.
-pub type NewStorageHook = Arc<dyn Fn(Vec<i64>) + Send + Sync>;
+/// the cluster can give each its own region; the change's statement completes after it.
+pub type NewStorageHook = Arc<
+    dyn Fn(Vec<i64>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
 
 fn unavailable(e: ClientError) -> CatalogError {
     match e {
@@ -219,6 +223,7 @@ impl Catalog for RemoteCatalog {
     }
 
     fn commit(&self, change: SchemaChange) -> Result<Arc<CatalogSnapshot>, CatalogError> {
+        let before = self.snapshot();
         let json = serde_json::to_vec(&WireChange::from_change(&change))
             .map_err(|e| CatalogError::Storage(e.to_string()))?;
         let r = self
@@ -233,10 +238,16 @@ impl Catalog for RemoteCatalog {
         match (r.error.is_empty(), r.error_kind) {
             (true, _) => {
                 let fresh: Vec<i64> = change.upserts.iter().map(|t| t.storage_id).collect();
-                if let Some(hook) = self.on_new_storage.lock().clone()
+                let known: std::collections::HashSet<i64> =
+                    before.tables.values().map(|t| t.storage_id).collect();
+                let fresh: Vec<i64> = fresh.into_iter().filter(|id| !known.contains(id)).collect();
+                let hook = self.on_new_storage.lock().clone();
+                if let Some(hook) = hook
                     && !fresh.is_empty()
                 {
-                    hook(fresh);
+                    // Before the statement returns, so no transaction on the new table's
+                    // keys is in flight while its region splits off.
+                    self.block_on(hook(fresh));
                 }
                 Ok(self.snapshot())
             }

@@ -46,7 +46,7 @@ pub struct ClusterTxnKv {
 
 /// What one attempt at a region produced.
 enum Attempt {
-    Done(KvResponse),
+    Done(Box<KvResponse>),
     Retry(String),
 }
 
@@ -196,7 +196,7 @@ impl ClusterTxnKv {
                     self.on_region_error(region, e);
                     return Attempt::Retry(format!("region {}: {}", region.region.id, e.message));
                 }
-                Attempt::Done(resp)
+                Attempt::Done(Box::new(resp))
             }
             Err(status) => {
                 // The store is down or unreachable: try another peer next time.
@@ -223,7 +223,7 @@ impl ClusterTxnKv {
         loop {
             let last = match self.cache.locate(&encoded).await {
                 Ok(region) => match self.attempt(&region, make()).await {
-                    Attempt::Done(resp) => return Ok(resp),
+                    Attempt::Done(resp) => return Ok(*resp),
                     Attempt::Retry(why) => why,
                 },
                 Err(e) => e.to_string(),
@@ -273,7 +273,7 @@ impl ClusterTxnKv {
             .await;
             for ((_, group), attempt) in groups.into_iter().zip(attempts) {
                 match attempt {
-                    Attempt::Done(resp) => done.push((group, resp)),
+                    Attempt::Done(resp) => done.push((group, *resp)),
                     Attempt::Retry(why) => {
                         last = why;
                         retry.extend(group);
@@ -549,7 +549,7 @@ impl TxnKv for ClusterTxnKv {
                 reader_ts: reader.map(|r| r.0).unwrap_or(0),
             });
             let resp = match self.attempt(&region, cmd).await {
-                Attempt::Done(resp) => resp,
+                Attempt::Done(resp) => *resp,
                 Attempt::Retry(why) => {
                     if backoff.wait().await.is_err() {
                         return Err(self.unavailable("scan", &why));

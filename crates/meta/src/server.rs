@@ -213,7 +213,9 @@ impl MetaNode {
         };
         let mut stop = watcher.clone();
         let server = tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            // Replies are small and latency-bound: no Nagle delay.
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let result = tonic::transport::Server::builder()
                 .add_service(MetaServer::new(service))
                 .serve_with_incoming_shutdown(incoming, async move {
@@ -238,11 +240,17 @@ impl MetaNode {
     }
 
     /// Stops serving.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         let _ = self.shutdown.send(true);
-        for t in self.tasks {
+        for t in std::mem::take(&mut self.tasks) {
             let _ = t.await;
         }
+    }
+}
+
+impl Drop for MetaNode {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
     }
 }
 
@@ -381,6 +389,7 @@ macro_rules! leader_or_redirect {
         match $self.leader() {
             Ok(l) => l,
             Err(header) => {
+                #[allow(clippy::needless_update)]
                 return Ok(Response::new($resp {
                     header: Some(header),
                     ..Default::default()

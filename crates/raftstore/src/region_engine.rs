@@ -22,7 +22,9 @@ use crate::store::StoreMsg;
 pub struct RegionEngine {
     local: EngineRef,
     router: StoreRouter,
-    region: Region,
+    /// The region as routed; replaced (same id, newer epoch) when a split or membership
+    /// change happens under the same leader, so MVCC state kept in memory survives it.
+    region: parking_lot::RwLock<Region>,
     /// The leader term this view serves (0: any); see `StoreMsg::Write::term`.
     term: u64,
     /// How long `append` waits for its proposal to apply before giving up.
@@ -44,24 +46,40 @@ impl RegionEngine {
         Self {
             local,
             router,
-            region,
+            region: parking_lot::RwLock::new(region),
             term,
             write_timeout,
             applied_batches: AtomicU64::new(0),
         }
     }
 
-    /// The region this view was made for.
-    pub fn region(&self) -> &Region {
-        &self.region
+    /// The region as this view routes it now.
+    pub fn region(&self) -> Region {
+        self.region.read().clone()
     }
 
-    fn clip<'k>(&'k self, start: &'k [u8], end: &'k [u8]) -> (&'k [u8], &'k [u8]) {
-        let start = start.max(self.region.start_key.as_ref());
-        let end = match (end.is_empty(), self.region.end_key.is_empty()) {
-            (true, _) => self.region.end_key.as_ref(),
-            (false, true) => end,
-            (false, false) => end.min(self.region.end_key.as_ref()),
+    /// The leader term this view serves.
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    /// Follows a split or membership change of the same region under the same leader.
+    pub fn set_region(&self, region: Region) {
+        assert_eq!(
+            region.id,
+            self.region.read().id,
+            "a view never changes region"
+        );
+        *self.region.write() = region;
+    }
+
+    fn clip(&self, start: &[u8], end: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let region = self.region.read();
+        let start = start.max(region.start_key.as_ref()).to_vec();
+        let end = match (end.is_empty(), region.end_key.is_empty()) {
+            (true, _) => region.end_key.to_vec(),
+            (false, true) => end.to_vec(),
+            (false, false) => end.min(region.end_key.as_ref()).to_vec(),
         };
         (start, end)
     }
@@ -85,15 +103,19 @@ impl KvEngine for RegionEngine {
         if !end.is_empty() && start >= end {
             return Box::new(std::iter::empty());
         }
-        self.local.scan(cf, start, end, reverse)
+        self.local.scan(cf, &start, &end, reverse)
     }
 
     fn append(&self, batch: WriteBatch) -> Result<DurabilityTicket, StorageError> {
         let (tx, rx) = mpsc::channel();
+        let (region_id, epoch) = {
+            let r = self.region.read();
+            (r.id, r.epoch.unwrap_or_default())
+        };
         self.router
             .send(StoreMsg::Write {
-                region_id: self.region.id,
-                epoch: self.region.epoch.unwrap_or_default(),
+                region_id,
+                epoch,
                 term: self.term,
                 batch,
                 cb: Box::new(move |r| {
@@ -110,8 +132,8 @@ impl KvEngine for RegionEngine {
             // The outcome is unknown: the proposal may still commit. Percolator's records
             // are idempotent, so the caller's retry is safe either way.
             Err(_) => Err(StorageError::Unavailable(format!(
-                "region {}: no answer to a write within {:?}",
-                self.region.id, self.write_timeout
+                "region {region_id}: no answer to a write within {:?}",
+                self.write_timeout
             ))),
         }
     }

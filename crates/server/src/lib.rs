@@ -11,6 +11,6 @@ mod standalone;
 mod store_node;
 
 pub use config::{ConfigError, SqlSection, StandaloneConfig, StorageSection};
-pub use sql_node::{SqlNode, SqlNodeConfig};
+pub use sql_node::{SqlNode, SqlNodeConfig, cluster_sql_engine};
 pub use standalone::{Standalone, StartError};
 pub use store_node::{StoreNode, StoreNodeConfig};

@@ -51,44 +51,7 @@ impl SqlNode {
         cfg: SqlNodeConfig,
         listener: tokio::net::TcpListener,
     ) -> Result<Self, StartError> {
-        let meta = Arc::new(
-            MetaClient::new(cfg.meta_endpoints.clone(), cfg.client.clone())
-                .map_err(|e| StartError::Config(e.to_string()))?,
-        );
-        let tso = Arc::new(RemoteTso::new(meta.clone()));
-        let cache = Arc::new(RegionCache::new(
-            meta.clone(),
-            RegionCache::DEFAULT_MAX_REGIONS,
-        ));
-        let kv = Arc::new(ClusterTxnKv::new(cache, tso.clone(), cfg.client.clone()));
-        let catalog = RemoteCatalog::open(meta, cfg.catalog_refresh)
-            .await
-            .map_err(|e| {
-                StartError::Other(format!("loading the catalog from the meta service: {e}"))
-            })?;
-        // Each table (and each truncation's fresh storage) starts in a region of its own.
-        let splitter = kv.clone();
-        catalog.on_new_storage(Arc::new(move |ids: Vec<i64>| {
-            let kv = splitter.clone();
-            tokio::spawn(async move {
-                for id in ids {
-                    let prefix = flotilla_codec::table_prefix(id);
-                    for key in [
-                        encode_key(&prefix),
-                        encode_key(&flotilla_codec::prefix_end(&prefix)),
-                    ] {
-                        if let Err(e) = kv.split_at(&key).await {
-                            tracing::warn!(
-                                storage_id = id,
-                                "could not give the table its own region: {e}"
-                            );
-                        }
-                    }
-                }
-            });
-        }));
-        let sql = SqlEngine::new(kv, tso, catalog, cfg.sql.clone())
-            .map_err(|e| StartError::Other(e.to_string()))?;
+        let sql = cluster_sql_engine(&cfg).await?;
         let addr = listener
             .local_addr()
             .map_err(|e| StartError::Other(e.to_string()))?;
@@ -121,4 +84,48 @@ impl SqlNode {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
     }
+}
+
+/// The SQL engine of a cluster SQL node: transactions through `ClusterTxnKv`, timestamps
+/// and the catalog from the meta service.
+pub async fn cluster_sql_engine(cfg: &SqlNodeConfig) -> Result<Arc<SqlEngine>, StartError> {
+    let meta = Arc::new(
+        MetaClient::new(cfg.meta_endpoints.clone(), cfg.client.clone())
+            .map_err(|e| StartError::Config(e.to_string()))?,
+    );
+    let tso = Arc::new(RemoteTso::new(meta.clone()));
+    let cache = Arc::new(RegionCache::new(
+        meta.clone(),
+        RegionCache::DEFAULT_MAX_REGIONS,
+    ));
+    let kv = Arc::new(ClusterTxnKv::new(cache, tso.clone(), cfg.client.clone()));
+    let catalog = RemoteCatalog::open(meta, cfg.catalog_refresh)
+        .await
+        .map_err(|e| {
+            StartError::Other(format!("loading the catalog from the meta service: {e}"))
+        })?;
+    // Each table (and each truncation's fresh storage) starts in a region of its own.
+    let splitter = kv.clone();
+    catalog.on_new_storage(Arc::new(
+        move |ids: Vec<i64>| -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+            let kv = splitter.clone();
+            Box::pin(async move {
+                for id in ids {
+                    let prefix = flotilla_codec::table_prefix(id);
+                    for key in [
+                        encode_key(&prefix),
+                        encode_key(&flotilla_codec::prefix_end(&prefix)),
+                    ] {
+                        if let Err(e) = kv.split_at(&key).await {
+                            tracing::warn!(
+                                storage_id = id,
+                                "could not give the table its own region: {e}"
+                            );
+                        }
+                    }
+                }
+            })
+        },
+    ));
+    SqlEngine::new(kv, tso, catalog, cfg.sql.clone()).map_err(|e| StartError::Other(e.to_string()))
 }

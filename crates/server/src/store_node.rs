@@ -233,7 +233,9 @@ impl StoreNode {
         };
         let mut stop = watcher.clone();
         let server = tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            // Replies are small and latency-bound: no Nagle delay.
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let result = tonic::transport::Server::builder()
                 .add_service(StoreServer::new(service).max_decoding_message_size(64 << 20))
                 .serve_with_incoming_shutdown(incoming, async move {
@@ -276,10 +278,16 @@ impl StoreNode {
     }
 }
 
+impl Drop for StoreNode {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
 /// MVCC over one region this store leads, valid for one leader term and region epoch.
 struct RegionMvcc {
     term: u64,
-    region: Region,
+    engine: Arc<RegionEngine>,
     mvcc: Mvcc,
 }
 
@@ -401,13 +409,17 @@ impl Shared {
         }
         if let Some(m) = self.regions.lock().get(&ctx.region_id)
             && m.term == entry.term
-            && m.region.epoch == entry.region.epoch
         {
+            // Same leader: a split or membership change keeps the locks it holds in
+            // memory (for keys still in the region).
+            if m.engine.region().epoch != entry.region.epoch {
+                m.engine.set_region(entry.region.clone());
+            }
             return Ok(m.clone());
         }
-        // A new term (or epoch): whatever an earlier term kept in memory (pessimistic and
-        // volatile locks) is gone, and everything committed before must be applied here
-        // before MVCC reads its state.
+        // A new term: whatever an earlier term kept in memory (pessimistic and volatile
+        // locks) is gone, and everything committed before must be applied here before
+        // MVCC reads its state.
         self.read_index(ctx.region_id, &entry).await?;
         let engine = Arc::new(RegionEngine::new(
             self.local.clone(),
@@ -416,13 +428,14 @@ impl Shared {
             entry.term,
             WRITE_TIMEOUT,
         ));
-        let mvcc = tokio::task::spawn_blocking(move || Mvcc::new(engine))
+        let for_mvcc = engine.clone();
+        let mvcc = tokio::task::spawn_blocking(move || Mvcc::new(for_mvcc))
             .await
             .map_err(|e| RaftStoreError::Storage(e.to_string()))?
             .map_err(|e| RaftStoreError::Storage(e.to_string()))?;
         let m = Arc::new(RegionMvcc {
             term: entry.term,
-            region: entry.region.clone(),
+            engine,
             mvcc,
         });
         self.regions.lock().insert(ctx.region_id, m.clone());
