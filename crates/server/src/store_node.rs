@@ -68,6 +68,10 @@ impl StoreNodeConfig {
     }
 }
 
+/// Largest message the store service accepts: Raft snapshots travel whole (a region's
+/// data, which splitting keeps below `region_split_bytes` of newest versions).
+const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
 /// How long a region command may wait for its Raft proposal.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -237,7 +241,7 @@ impl StoreNode {
             let incoming =
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let result = tonic::transport::Server::builder()
-                .add_service(StoreServer::new(service).max_decoding_message_size(64 << 20))
+                .add_service(StoreServer::new(service).max_decoding_message_size(MAX_MESSAGE_BYTES))
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stop.wait_for(|s| *s).await;
                 })
