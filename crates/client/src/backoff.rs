@@ -23,11 +23,13 @@ impl Backoff {
         }
     }
 
-    /// The usual backoff of a routing retry: 10 ms doubling to 500 ms, until `budget`.
+    /// The usual backoff of a routing retry: 10 ms doubling to 100 ms, until `budget`.
+    /// Capped low so a client notices a new leader soon after the election, which is
+    /// what bounds failover as SQL sees it.
     pub fn routing(budget: Duration) -> Self {
         Self::new(
             Duration::from_millis(10),
-            Duration::from_millis(500),
+            Duration::from_millis(100),
             Instant::now() + budget,
         )
     }

@@ -30,6 +30,10 @@ pub enum CtlCommand {
     CheckReplicas,
 }
 
+fn gib(bytes: u64) -> String {
+    format!("{:.1}GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
 fn hex(b: &[u8]) -> String {
     if b.is_empty() {
         return "-".into();
@@ -54,18 +58,27 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     match args.command {
         CtlCommand::Stores => {
             println!(
-                "{:>6}  {:<22} {:<6} {:>8} {:>8} {:>14}",
-                "store", "address", "state", "regions", "leaders", "heartbeat_ago"
+                "{:>6}  {:<22} {:<6} {:>10} {:>10} {:>8} {:>8} {:>14}",
+                "store",
+                "address",
+                "state",
+                "capacity",
+                "available",
+                "regions",
+                "leaders",
+                "heartbeat_ago"
             );
             for s in meta.get_stores(0).await? {
                 let store = s.store.unwrap_or_default();
                 let stats = s.stats.unwrap_or_default();
                 let up = s.last_heartbeat_ago_ms < 10_000;
                 println!(
-                    "{:>6}  {:<22} {:<6} {:>8} {:>8} {:>12}ms",
+                    "{:>6}  {:<22} {:<6} {:>10} {:>10} {:>8} {:>8} {:>12}ms",
                     store.id,
                     store.address,
                     if up { "up" } else { "down" },
+                    gib(stats.capacity_bytes),
+                    gib(stats.available_bytes),
                     stats.region_count,
                     stats.leader_count,
                     if s.last_heartbeat_ago_ms == u64::MAX {

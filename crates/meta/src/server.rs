@@ -179,6 +179,8 @@ impl MetaNode {
         ));
         let mut store_cfg = StoreConfig::new(cfg.member_id);
         store_cfg.election_ticks = cfg.election_ticks;
+        store_cfg.min_election_ticks = cfg.election_ticks;
+        store_cfg.max_election_ticks = (cfg.election_ticks * 3 / 2).max(cfg.election_ticks + 1);
         let store = Store::open(store_cfg, engine.clone(), transport)
             .map_err(|e| storage_err(e.to_string()))?;
         let board = store.board();

@@ -122,3 +122,97 @@ async fn locks_of_a_dead_coordinator_are_resolved() {
         Some(b"kept".to_vec())
     );
 }
+
+/// A region that passes the key threshold splits by itself, and the meta service learns
+/// the new layout; reads across the new boundary still see every key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_past_its_key_threshold_splits() {
+    let cluster = common::Cluster::start_with(|cfg| {
+        cfg.region_split_keys = 200;
+        cfg.split_check_written_keys = 50;
+    })
+    .await;
+    let (kv, tso) = cluster.kv();
+    let meta = kv.cache().meta().clone();
+    let before = meta.scan_regions(b"", b"", 0).await.unwrap().len();
+    for batch in 0..10 {
+        let start_ts = tso.get_ts().await.unwrap();
+        let keys: Vec<Vec<u8>> = (0..50)
+            .map(|i| format!("k{:05}", batch * 50 + i).into_bytes())
+            .collect();
+        let muts = keys.iter().map(|k| put(k, b"v")).collect();
+        kv.prewrite(muts, &keys[0], start_ts, 10_000, true)
+            .await
+            .unwrap();
+        let commit_ts = tso.get_ts().await.unwrap();
+        kv.commit(keys, start_ts, commit_ts).await.unwrap();
+    }
+    // The split checker runs every second; wait (bounded) for the layout to change.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = meta.scan_regions(b"", b"", 0).await.unwrap().len();
+        if now > before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no split after 500 keys"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let read_ts = tso.get_ts().await.unwrap();
+    let rows = kv
+        .scan(b"k", b"l", read_ts, 10_000, None, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 500);
+}
+
+/// Two transactions that lock keys in two regions in opposite orders: one of them is
+/// refused as a deadlock (detected at the meta service), the other gets its locks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlock_across_regions_is_detected() {
+    use flotilla_txn::LockRequest;
+    let cluster = common::Cluster::start().await;
+    let (kv, tso) = cluster.kv();
+    kv.split_at(&encode_key(b"m")).await.unwrap();
+    let t1 = tso.get_ts().await.unwrap();
+    let t2 = tso.get_ts().await.unwrap();
+    let lock = |key: &[u8], ts, primary: &[u8]| LockRequest {
+        keys: vec![(key.to_vec(), false)],
+        primary: primary.to_vec(),
+        start_ts: ts,
+        for_update_ts: ts,
+        ttl_ms: 20_000,
+        need_values: false,
+        lock_wait_timeout_ms: 10_000,
+    };
+    kv.acquire_pessimistic_lock(lock(b"a", t1, b"a"))
+        .await
+        .unwrap();
+    kv.acquire_pessimistic_lock(lock(b"x", t2, b"x"))
+        .await
+        .unwrap();
+    // Each now waits for the other. Whichever closes the cycle is refused (its wait-for
+    // edge would close it at the meta service), gives up its lock, and the other goes on.
+    let attempt = |kv: std::sync::Arc<flotilla_client::ClusterTxnKv>,
+                   want: &'static [u8],
+                   own: &'static [u8],
+                   ts| {
+        tokio::spawn(async move {
+            match kv.acquire_pessimistic_lock(lock(want, ts, own)).await {
+                Err(flotilla_txn::TxnError::Deadlock { .. }) => {
+                    kv.pessimistic_rollback(&[own.to_vec()], ts).await.unwrap();
+                    "deadlock"
+                }
+                Ok(_) => "locked",
+                Err(e) => panic!("unexpected: {e}"),
+            }
+        })
+    };
+    let first = attempt(kv.clone(), b"x", b"a", t1);
+    let second = attempt(kv.clone(), b"a", b"x", t2);
+    let mut outcomes = vec![first.await.unwrap(), second.await.unwrap()];
+    outcomes.sort();
+    assert_eq!(outcomes, vec!["deadlock", "locked"]);
+}

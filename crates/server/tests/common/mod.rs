@@ -25,6 +25,11 @@ impl Cluster {
     /// Starts the cluster and returns once the stores have registered (the first region
     /// is laid out as soon as the third store registers).
     pub async fn start() -> Cluster {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Like `start`, with each store's configuration adjusted by `tune`.
+    pub async fn start_with(tune: impl Fn(&mut StoreNodeConfig)) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let meta_listener = listener().await;
         let meta_addr = meta_listener.local_addr().unwrap().to_string();
@@ -43,6 +48,7 @@ impl Cluster {
             );
             cfg.tick_interval = Duration::from_millis(20);
             cfg.heartbeat_interval = Duration::from_millis(200);
+            tune(&mut cfg);
             // Each store waits for the others to register before the first region exists.
             starting.push(tokio::spawn(StoreNode::start(cfg, l)));
         }
