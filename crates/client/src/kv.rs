@@ -31,6 +31,10 @@ fn wall_clock_ms() -> u64 {
 /// release is not pushed to waiters on other nodes).
 const LOCK_POLL_MAX: Duration = Duration::from_millis(50);
 
+/// The longest one pessimistic-lock request waits at a store for a lock's release; then
+/// the client re-checks the holder (it may have died) and asks again.
+const STORE_LOCK_WAIT_MAX: Duration = Duration::from_millis(500);
+
 /// `TxnKv` over the regions of a cluster. Each command goes to the leader of the region
 /// holding its keys; routing errors refresh the region cache and retry with backoff
 /// within `ClientConfig::retry_budget`; a lock of another transaction is resolved when
@@ -298,6 +302,20 @@ impl ClusterTxnKv {
         started: Instant,
         deadline: Instant,
     ) -> Result<(), TxnError> {
+        self.settle_then(info, waiter, started, deadline, true)
+            .await
+    }
+
+    /// `settle`; with `nap` false a live lock is not waited for here (the caller asks the
+    /// store to wait for its release) and the waiter's wait-for edge stays registered.
+    async fn settle_then(
+        &self,
+        info: kvpb::LockInfo,
+        waiter: Option<Timestamp>,
+        started: Instant,
+        deadline: Instant,
+        nap: bool,
+    ) -> Result<(), TxnError> {
         let status = self
             .check_txn_status(&info.primary, Timestamp(info.start_ts))
             .await?;
@@ -322,6 +340,9 @@ impl ClusterTxnKv {
                             holder: Timestamp(info.start_ts),
                         });
                     }
+                }
+                if !nap {
+                    return Ok(());
                 }
                 let expires_at_ms = lock.start_ts.physical_ms().saturating_add(lock.ttl_ms);
                 let until_expiry =
@@ -588,6 +609,10 @@ impl TxnKv for ClusterTxnKv {
         let mut pending: Vec<(Vec<u8>, bool)> = request.keys.clone();
         let started = Instant::now();
         let deadline = started + Duration::from_millis(request.lock_wait_timeout_ms);
+        // After the first lock met, the store waits for its release (bounded) instead of
+        // this client polling.
+        let mut wait_ms = 0u32;
+        let mut waited = false;
         while !pending.is_empty() {
             let answers = self
                 .route_many(
@@ -608,6 +633,7 @@ impl TxnKv for ClusterTxnKv {
                             for_update_ts: request.for_update_ts.0,
                             ttl_ms: request.ttl_ms,
                             need_values: request.need_values,
+                            wait_ms,
                         })
                     },
                 )
@@ -627,9 +653,28 @@ impl TxnKv for ClusterTxnKv {
                 }
             }
             if let Some(lock) = lock_met {
-                self.settle(lock, Some(request.start_ts), started, deadline)
-                    .await?;
+                waited = true;
+                let settled = self
+                    .settle_then(lock, Some(request.start_ts), started, deadline, false)
+                    .await;
+                if let Err(e) = settled {
+                    let _ = self
+                        .cache
+                        .meta()
+                        .wait_for(request.start_ts.0, 0, false)
+                        .await;
+                    return Err(e);
+                }
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                wait_ms = remaining.min(STORE_LOCK_WAIT_MAX).as_millis() as u32;
             }
+        }
+        if waited {
+            let _ = self
+                .cache
+                .meta()
+                .wait_for(request.start_ts.0, 0, false)
+                .await;
         }
         if !request.need_values {
             return Ok(Vec::new());

@@ -1,11 +1,13 @@
-//! `flotilla meta`, `flotilla store` and `flotilla sql`: one role per process.
+//! `flotilla meta`, `flotilla store` and `flotilla sql`: one role per process. Each takes
+//! flags and, with `--config FILE`, a TOML file with the same settings (flags win).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use flotilla_meta::{MetaConfig, MetaNode};
 use flotilla_server::{SqlNode, SqlNodeConfig, StoreNode, StoreNodeConfig};
+use serde::Deserialize;
 
 /// Parses `1=host:port,2=host:port`.
 pub fn parse_members(s: &str) -> anyhow::Result<Vec<(u64, String)>> {
@@ -34,11 +36,24 @@ pub fn parse_endpoints(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// Reads a role's TOML file; unknown keys are errors, so a typo is not silently ignored.
+fn load<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> anyhow::Result<T> {
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
 #[derive(clap::Args)]
 pub struct MetaArgs {
-    /// This member's id (1-based).
-    #[arg(long, default_value_t = 1)]
-    pub id: u64,
+    /// TOML file with these settings (id, members, addr, data_dir, replication); flags win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// This member's id (1-based) [default: 1].
+    #[arg(long)]
+    pub id: Option<u64>,
     /// Every member as ID=HOST:PORT, comma-separated [default: 1=127.0.0.1:2379].
     #[arg(long, value_name = "MEMBERS")]
     pub members: Option<String>,
@@ -48,19 +63,36 @@ pub struct MetaArgs {
     /// Data directory [default: ./flotilla-meta-ID].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Replicas per region.
-    #[arg(long, default_value_t = 3)]
-    pub replication: usize,
+    /// Replicas per region [default: 3].
+    #[arg(long)]
+    pub replication: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct MetaFile {
+    id: Option<u64>,
+    members: Option<String>,
+    addr: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    replication: Option<usize>,
 }
 
 pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
-    let members = parse_members(args.members.as_deref().unwrap_or("1=127.0.0.1:2379"))?;
+    let file: MetaFile = load(args.config.as_deref())?;
+    let id = args.id.or(file.id).unwrap_or(1);
+    let members = parse_members(
+        args.members
+            .as_deref()
+            .or(file.members.as_deref())
+            .unwrap_or("1=127.0.0.1:2379"),
+    )?;
     let own = members
         .iter()
-        .find(|(id, _)| *id == args.id)
+        .find(|(m, _)| *m == id)
         .map(|(_, a)| a.clone())
-        .with_context(|| format!("member {} is not in --members", args.id))?;
-    let addr: SocketAddr = match args.addr {
+        .with_context(|| format!("member {id} is not in the member list"))?;
+    let addr: SocketAddr = match args.addr.or(file.addr) {
         Some(a) => a,
         None => own
             .parse()
@@ -68,14 +100,15 @@ pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
     };
     let data_dir = args
         .data_dir
-        .unwrap_or_else(|| PathBuf::from(format!("flotilla-meta-{}", args.id)));
-    let mut cfg = MetaConfig::new(args.id, members, data_dir);
-    cfg.replication = args.replication;
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from(format!("flotilla-meta-{id}")));
+    let mut cfg = MetaConfig::new(id, members, data_dir);
+    cfg.replication = args.replication.or(file.replication).unwrap_or(3);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let node = MetaNode::start(cfg, listener).await?;
-    println!("flotilla meta {} serving on {}", args.id, node.addr());
+    println!("flotilla meta {id} serving on {}", node.addr());
     crate::wait_for_signal().await;
     node.stop().await;
     Ok(())
@@ -83,41 +116,70 @@ pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
 
 #[derive(clap::Args)]
 pub struct StoreArgs {
-    /// Listen address.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:20160")]
-    pub addr: SocketAddr,
-    /// Address others reach this store at [default: --addr].
+    /// TOML file with these settings (addr, advertise_addr, meta, data_dir,
+    /// region_split_keys); flags win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Listen address [default: 127.0.0.1:20160].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: Option<SocketAddr>,
+    /// Address others reach this store at [default: the listen address].
     #[arg(long, value_name = "HOST:PORT")]
     pub advertise_addr: Option<String>,
-    /// Meta endpoints, comma-separated.
-    #[arg(long, value_name = "HOST:PORT,...", default_value = "127.0.0.1:2379")]
-    pub meta: String,
+    /// Meta endpoints, comma-separated [default: 127.0.0.1:2379].
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub meta: Option<String>,
     /// Data directory [default: ./flotilla-store].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// A region with more keys than this splits.
-    #[arg(long, default_value_t = 200_000)]
-    pub region_split_keys: u64,
+    /// A region with more keys than this splits [default: 200000].
+    #[arg(long)]
+    pub region_split_keys: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StoreFile {
+    addr: Option<SocketAddr>,
+    advertise_addr: Option<String>,
+    meta: Option<String>,
+    data_dir: Option<PathBuf>,
+    region_split_keys: Option<u64>,
 }
 
 pub async fn run_store(args: StoreArgs) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(args.addr)
+    let file: StoreFile = load(args.config.as_deref())?;
+    let addr = args
+        .addr
+        .or(file.addr)
+        .unwrap_or_else(|| "127.0.0.1:20160".parse().expect("valid address"));
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen on {}", args.addr))?;
-    let advertise = args.advertise_addr.unwrap_or_else(|| {
-        listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default()
-    });
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let advertise = args
+        .advertise_addr
+        .or(file.advertise_addr)
+        .unwrap_or_else(|| {
+            listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        });
+    let meta = args
+        .meta
+        .or(file.meta)
+        .unwrap_or_else(|| "127.0.0.1:2379".into());
     let mut cfg = StoreNodeConfig::new(
         args.data_dir
+            .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("flotilla-store")),
         advertise,
-        parse_endpoints(&args.meta),
+        parse_endpoints(&meta),
     );
-    cfg.region_split_keys = args.region_split_keys;
-    cfg.split_check_written_keys = (args.region_split_keys / 10).max(1);
+    if let Some(keys) = args.region_split_keys.or(file.region_split_keys) {
+        cfg.region_split_keys = keys;
+        cfg.split_check_written_keys = (keys / 10).max(1);
+    }
     let node = StoreNode::start(cfg, listener).await?;
     println!(
         "flotilla store {} serving on {}",
@@ -131,19 +193,38 @@ pub async fn run_store(args: StoreArgs) -> anyhow::Result<()> {
 
 #[derive(clap::Args)]
 pub struct SqlArgs {
-    /// PostgreSQL protocol listen address.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:5434")]
-    pub addr: SocketAddr,
-    /// Meta endpoints, comma-separated.
-    #[arg(long, value_name = "HOST:PORT,...", default_value = "127.0.0.1:2379")]
-    pub meta: String,
+    /// TOML file with these settings (addr, meta); flags win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// PostgreSQL protocol listen address [default: 127.0.0.1:5434].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: Option<SocketAddr>,
+    /// Meta endpoints, comma-separated [default: 127.0.0.1:2379].
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub meta: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SqlFile {
+    addr: Option<SocketAddr>,
+    meta: Option<String>,
 }
 
 pub async fn run_sql(args: SqlArgs) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(args.addr)
+    let file: SqlFile = load(args.config.as_deref())?;
+    let addr = args
+        .addr
+        .or(file.addr)
+        .unwrap_or_else(|| "127.0.0.1:5434".parse().expect("valid address"));
+    let meta = args
+        .meta
+        .or(file.meta)
+        .unwrap_or_else(|| "127.0.0.1:2379".into());
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen on {}", args.addr))?;
-    let node = SqlNode::start(SqlNodeConfig::new(parse_endpoints(&args.meta)), listener).await?;
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let node = SqlNode::start(SqlNodeConfig::new(parse_endpoints(&meta)), listener).await?;
     println!("flotilla sql serving PostgreSQL on {}", node.addr());
     println!(
         "connect with: psql -h {} -p {} -U postgres postgres",

@@ -230,6 +230,7 @@ impl StoreNode {
             .map_err(|e| StartError::Other(e.to_string()))?;
         let shared = Arc::new(Shared {
             store_id,
+            waits: LockWaits::new(),
             router: driver.router(),
             board,
             local: engine,
@@ -301,8 +302,43 @@ struct RegionMvcc {
     mvcc: Mvcc,
 }
 
+/// Wakes pessimistic-lock waiters of this store when a key's lock goes away: waiters wait
+/// here (bounded by the request's `wait_ms`) instead of polling from the client, so a hot
+/// row is handed over at once.
+struct LockWaits {
+    buckets: Vec<tokio::sync::Notify>,
+}
+
+impl LockWaits {
+    const BUCKETS: usize = 1024;
+
+    fn new() -> Self {
+        Self {
+            buckets: (0..Self::BUCKETS)
+                .map(|_| tokio::sync::Notify::new())
+                .collect(),
+        }
+    }
+
+    fn bucket(&self, key: &[u8]) -> &tokio::sync::Notify {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in key {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+        &self.buckets[(h as usize) % Self::BUCKETS]
+    }
+
+    fn released<K: AsRef<[u8]>>(&self, keys: &[K]) {
+        for k in keys {
+            self.bucket(k.as_ref()).notify_waiters();
+        }
+    }
+}
+
 struct Shared {
     store_id: u64,
+    waits: LockWaits,
     router: StoreRouter,
     board: Arc<RegionBoard>,
     local: EngineRef,
@@ -494,7 +530,48 @@ impl Shared {
             resp.region_error = Some(region_error(&e, &self.board));
             return resp;
         }
-        let outcome = tokio::task::spawn_blocking(move || run(&region.mvcc, cmd)).await;
+        let released = released_keys(&cmd);
+        let lock_wait = match &cmd {
+            kv_request::Cmd::PessimisticLock(l) => Duration::from_millis(u64::from(l.wait_ms)),
+            _ => Duration::ZERO,
+        };
+        let deadline = tokio::time::Instant::now() + lock_wait;
+        // The key last found locked; its waiters' bucket is registered before each attempt,
+        // so a release between the attempt and the wait is not missed.
+        let mut blocked_on: Option<Vec<u8>> = None;
+        let outcome = loop {
+            let notified = blocked_on.as_ref().map(|k| self.waits.bucket(k).notified());
+            tokio::pin!(notified);
+            if let Some(n) = notified.as_mut().as_pin_mut() {
+                n.enable();
+            }
+            let (m, c) = (region.clone(), cmd.clone());
+            let outcome = tokio::task::spawn_blocking(move || run(&m.mvcc, c)).await;
+            let locked_key = match &outcome {
+                Ok(Err(Failure::Key(KeyError {
+                    kind: Some(key_error::Kind::Locked(l)),
+                    ..
+                }))) => Some(l.key.to_vec()),
+                _ => None,
+            };
+            let Some(key) = locked_key else { break outcome };
+            if tokio::time::Instant::now() >= deadline {
+                break outcome;
+            }
+            if blocked_on.as_ref() != Some(&key) {
+                // Register for this key, then try again before waiting.
+                blocked_on = Some(key);
+                continue;
+            }
+            let woken = notified.as_mut().as_pin_mut().expect("registered");
+            tokio::select! {
+                _ = woken => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        };
+        if matches!(outcome, Ok(Ok(_))) && !released.is_empty() {
+            self.waits.released(&released);
+        }
         match outcome {
             Ok(Ok(r)) => r,
             Ok(Err(Failure::Region(e))) => {
@@ -513,6 +590,20 @@ impl Shared {
                 resp
             }
         }
+    }
+}
+
+/// The keys whose locks a successful command removes (waiters on them are woken).
+fn released_keys(cmd: &kv_request::Cmd) -> Vec<Vec<u8>> {
+    use kv_request::Cmd;
+    match cmd {
+        Cmd::Commit(c) => c.keys.iter().map(|k| k.to_vec()).collect(),
+        Cmd::Rollback(k) | Cmd::PessimisticRollback(k) => {
+            k.keys.iter().map(|k| k.to_vec()).collect()
+        }
+        Cmd::ResolveLock(r) => r.keys.iter().map(|k| k.to_vec()).collect(),
+        Cmd::CheckTxnStatus(c) => vec![c.primary.to_vec()],
+        _ => Vec::new(),
     }
 }
 
