@@ -62,7 +62,11 @@ run() { # port, extra args -> tps
 }
 
 for port in $PG_PORT $FLOTILLA_PORT $CLUSTER_PORT; do
-  pgbench -h 127.0.0.1 -p $port -U postgres -i -I dtGp -s "$SCALE" -q postgres >/dev/null 2>&1
+  if ! pgbench -h 127.0.0.1 -p $port -U postgres -i -I dtGp -s "$SCALE" -q postgres >"$WORK/init-$port.log" 2>&1; then
+    echo "pgbench -i failed on port $port:" >&2
+    cat "$WORK/init-$port.log" >&2
+    exit 1
+  fi
 done
 
 pg_tpcb=$(run $PG_PORT);        fl_tpcb=$(run $FLOTILLA_PORT);    cl_tpcb=$(run $CLUSTER_PORT)

@@ -189,6 +189,17 @@ impl Mvcc {
             .is_some()
     }
 
+    /// True if a lock held only in memory (pessimistic or volatile) lies in the encoded key
+    /// range `[start, end)` (empty end: unbounded). A region must not split such keys
+    /// off: the new region's MVCC would not know those locks.
+    pub fn has_memory_locks_in(&self, start: &[u8], end: &[u8]) -> bool {
+        let memory = self.memory.lock();
+        match memory.range(start.to_vec()..).next() {
+            Some((k, _)) => end.is_empty() || k.as_slice() < end,
+            None => false,
+        }
+    }
+
     /// The engine underneath.
     pub fn engine(&self) -> &EngineRef {
         &self.engine

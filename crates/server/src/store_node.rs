@@ -811,6 +811,20 @@ impl Shared {
                 leader: entry.leader,
             });
         }
+        // Locks this leader holds only in memory stay with the left half (same region,
+        // same MVCC); a split that would move some to the new region waits until their
+        // transactions finish, so none is lost.
+        let busy = self.regions.lock().get(&ctx.region_id).is_some_and(|m| {
+            m.term == entry.term
+                && m.mvcc
+                    .has_memory_locks_in(&split_key, &entry.region.end_key)
+        });
+        if busy {
+            return Err(RaftStoreError::ServerIsBusy(format!(
+                "region {}: transactions hold in-memory locks past the split key; split later",
+                ctx.region_id
+            )));
+        }
         let ids = self
             .meta
             .ask_split(entry.region.clone())
@@ -1042,6 +1056,12 @@ async fn split_check_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) 
                 };
                 if let Err(err) = shared.split(&ctx, key).await {
                     tracing::info!(region_id = e.region.id, "split: {err}");
+                    // Check again on the next round.
+                    checked.insert(
+                        e.region.id,
+                        e.written_keys
+                            .saturating_sub(shared.cfg.split_check_written_keys),
+                    );
                 }
             }
         }

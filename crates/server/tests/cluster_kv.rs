@@ -216,3 +216,58 @@ async fn a_deadlock_across_regions_is_detected() {
     outcomes.sort();
     assert_eq!(outcomes, vec!["deadlock", "locked"]);
 }
+
+/// A split never moves a lock its leader holds only in memory to the new region: it waits
+/// until the transaction holding it finishes. (Before, ALTER TABLE ADD PRIMARY KEY on a
+/// large table, whose backfill holds row locks, failed as aborted when the table's region
+/// split under it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_waits_for_in_memory_locks_on_its_right_half() {
+    use flotilla_txn::LockRequest;
+    let cluster = common::Cluster::start().await;
+    let (kv, tso) = cluster.kv();
+    let start_ts = tso.get_ts().await.unwrap();
+    kv.acquire_pessimistic_lock(LockRequest {
+        keys: vec![(b"z".to_vec(), false)],
+        primary: b"z".to_vec(),
+        start_ts,
+        for_update_ts: start_ts,
+        ttl_ms: 20_000,
+        need_values: false,
+        lock_wait_timeout_ms: 1_000,
+    })
+    .await
+    .unwrap();
+    let splitter = kv.clone();
+    let split = tokio::spawn(async move { splitter.split_at(&encode_key(b"m")).await });
+    // The transaction goes on and commits; its lock was never lost.
+    kv.prewrite(
+        vec![Mutation {
+            key: b"z".to_vec(),
+            op: MutationOp::Put(b"kept".to_vec()),
+            pessimistic: true,
+        }],
+        b"z",
+        start_ts,
+        20_000,
+        true,
+    )
+    .await
+    .expect("prewrite finds its pessimistic lock");
+    let commit_ts = tso.get_ts().await.unwrap();
+    kv.commit(vec![b"z".to_vec()], start_ts, commit_ts)
+        .await
+        .unwrap();
+    split
+        .await
+        .unwrap()
+        .expect("the split happens once the lock is gone");
+    let left = kv.cache().locate(&encode_key(b"a")).await.unwrap();
+    let right = kv.cache().locate(&encode_key(b"z")).await.unwrap();
+    assert_ne!(left.region.id, right.region.id);
+    let read_ts = tso.get_ts().await.unwrap();
+    assert_eq!(
+        kv.get(b"z", read_ts, None, 1_000).await.unwrap(),
+        Some(b"kept".to_vec())
+    );
+}
