@@ -6,6 +6,7 @@
 #
 #   bash bench/pgbench.sh                # scale 10, 8 clients, 2 threads, 30 s per run
 #   SCALE=1 DURATION=10 bash bench/pgbench.sh
+#   KEEP_WORK=1 bash bench/pgbench.sh    # keep data and logs (playground logs in cluster/logs)
 #
 # Both servers keep their default durability: fsync on, synchronous commit.
 set -euo pipefail
@@ -34,7 +35,7 @@ cleanup() {
   [ -n "${FLOTILLA_PID:-}" ] && kill "$FLOTILLA_PID" 2>/dev/null || true
   [ -n "${CLUSTER_PID:-}" ] && kill "$CLUSTER_PID" 2>/dev/null && wait "$CLUSTER_PID" 2>/dev/null || true
   runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pg" -m fast stop >/dev/null 2>&1 || true
-  rm -rf "$WORK"
+  if [ -n "${KEEP_WORK:-}" ]; then echo "work directory kept: $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 

@@ -845,6 +845,18 @@ impl Store {
                 continue;
             }
             let mut rd = peer.raw.ready();
+            if let Some(ss) = rd.ss() {
+                // Leadership changes are rare and explain latency spikes and aborted
+                // transactions (in-memory locks die with a leader's term): log them.
+                tracing::info!(
+                    store = self.cfg.store_id,
+                    region_id,
+                    role = ?ss.raft_state,
+                    leader = ss.leader_id,
+                    term = peer.raw.raft.term,
+                    "raft role changed"
+                );
+            }
             if let Some(ss) = rd.ss()
                 && ss.raft_state != StateRole::Leader
             {
