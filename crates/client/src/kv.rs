@@ -292,6 +292,19 @@ impl ClusterTxnKv {
         Ok(done)
     }
 
+    /// Sends a keys-only command per region and fails on the first key error.
+    async fn route_keys(
+        &self,
+        what: &str,
+        keys: Vec<Vec<u8>>,
+        make: impl Fn(Vec<Vec<u8>>) -> kv_request::Cmd,
+    ) -> Result<(), TxnError> {
+        for (_, resp) in self.route_many(what, keys, |k| k.as_slice(), make).await? {
+            check(&resp)?;
+        }
+        Ok(())
+    }
+
     /// Settles a lock that stopped a command: resolves it if its transaction is decided,
     /// otherwise waits a little (bounded by `deadline`) for it. `waiter` joins the
     /// wait-for graph (lock waits of writers), so a deadlock is refused, not waited out.
@@ -372,24 +385,14 @@ impl ClusterTxnKv {
         start_ts: Timestamp,
         commit_ts: Option<Timestamp>,
     ) -> Result<(), TxnError> {
-        let answers = self
-            .route_many(
-                "resolve_lock",
-                keys,
-                |k| k.as_slice(),
-                |keys| {
-                    kv_request::Cmd::ResolveLock(ResolveLockRequest {
-                        keys: keys.into_iter().map(Into::into).collect(),
-                        start_ts: start_ts.0,
-                        commit_ts: commit_ts.map(|t| t.0).unwrap_or(0),
-                    })
-                },
-            )
-            .await?;
-        for (_, resp) in answers {
-            check(&resp)?;
-        }
-        Ok(())
+        self.route_keys("resolve_lock", keys, |keys| {
+            kv_request::Cmd::ResolveLock(ResolveLockRequest {
+                keys: keys.into_iter().map(Into::into).collect(),
+                start_ts: start_ts.0,
+                commit_ts: commit_ts.map(|t| t.0).unwrap_or(0),
+            })
+        })
+        .await
     }
 
     /// Makes encoded key `key` a region boundary (a no-op if it is one), splitting the
@@ -691,23 +694,13 @@ impl TxnKv for ClusterTxnKv {
         keys: &[Vec<u8>],
         start_ts: Timestamp,
     ) -> Result<(), TxnError> {
-        let answers = self
-            .route_many(
-                "pessimistic_rollback",
-                keys.to_vec(),
-                |k| k.as_slice(),
-                |keys| {
-                    kv_request::Cmd::PessimisticRollback(KeysRequest {
-                        keys: keys.into_iter().map(Into::into).collect(),
-                        start_ts: start_ts.0,
-                    })
-                },
-            )
-            .await?;
-        for (_, resp) in answers {
-            check(&resp)?;
-        }
-        Ok(())
+        self.route_keys("pessimistic_rollback", keys.to_vec(), |keys| {
+            kv_request::Cmd::PessimisticRollback(KeysRequest {
+                keys: keys.into_iter().map(Into::into).collect(),
+                start_ts: start_ts.0,
+            })
+        })
+        .await
     }
 
     async fn prewrite(
@@ -788,23 +781,13 @@ impl TxnKv for ClusterTxnKv {
     }
 
     async fn rollback(&self, keys: Vec<Vec<u8>>, start_ts: Timestamp) -> Result<(), TxnError> {
-        let answers = self
-            .route_many(
-                "rollback",
-                keys,
-                |k| k.as_slice(),
-                |keys| {
-                    kv_request::Cmd::Rollback(KeysRequest {
-                        keys: keys.into_iter().map(Into::into).collect(),
-                        start_ts: start_ts.0,
-                    })
-                },
-            )
-            .await?;
-        for (_, resp) in answers {
-            check(&resp)?;
-        }
-        Ok(())
+        self.route_keys("rollback", keys, |keys| {
+            kv_request::Cmd::Rollback(KeysRequest {
+                keys: keys.into_iter().map(Into::into).collect(),
+                start_ts: start_ts.0,
+            })
+        })
+        .await
     }
 
     async fn txn_heartbeat(

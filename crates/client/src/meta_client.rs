@@ -232,6 +232,17 @@ impl MetaClient {
         Ok(r.stores)
     }
 
+    /// The address of store `store_id`.
+    pub async fn store_address(&self, store_id: u64) -> Result<String, ClientError> {
+        self.get_stores(store_id)
+            .await?
+            .into_iter()
+            .filter_map(|s| s.store)
+            .find(|s| s.id == store_id)
+            .map(|s| s.address)
+            .ok_or_else(|| ClientError::Unavailable(format!("store {store_id} is unknown")))
+    }
+
     /// Registers or refreshes a store.
     pub async fn store_heartbeat(
         &self,

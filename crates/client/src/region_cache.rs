@@ -134,13 +134,7 @@ impl RegionCache {
         if let Some(a) = self.stores.read().get(&store_id) {
             return Ok(a.clone());
         }
-        let stores = self.meta.get_stores(store_id).await?;
-        let addr = stores
-            .into_iter()
-            .filter_map(|s| s.store)
-            .find(|s| s.id == store_id)
-            .map(|s| s.address)
-            .ok_or_else(|| ClientError::Unavailable(format!("store {store_id} is unknown")))?;
+        let addr = self.meta.store_address(store_id).await?;
         self.stores.write().insert(store_id, addr.clone());
         Ok(addr)
     }

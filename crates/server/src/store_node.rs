@@ -90,15 +90,7 @@ impl StoreResolver for MetaResolver {
         if let Some(a) = self.cache.lock().get(&store_id) {
             return Ok(a.clone());
         }
-        let stores = self.meta.get_stores(store_id).await?;
-        let addr = stores
-            .into_iter()
-            .filter_map(|s| s.store)
-            .find(|s| s.id == store_id)
-            .map(|s| s.address)
-            .ok_or_else(|| {
-                flotilla_client::ClientError::Unavailable(format!("store {store_id} unknown"))
-            })?;
+        let addr = self.meta.store_address(store_id).await?;
         self.cache.lock().insert(store_id, addr.clone());
         Ok(addr)
     }
