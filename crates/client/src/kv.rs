@@ -41,11 +41,14 @@ const STORE_LOCK_WAIT_MAX: Duration = Duration::from_millis(500);
 /// its transaction is decided (a dead coordinator's lock lapses after its TTL and is then
 /// rolled back at its primary) and waited for otherwise, with deadlock detection at the
 /// meta service.
+#[derive(Clone)]
 pub struct ClusterTxnKv {
     cache: Arc<RegionCache>,
     tso: TsoRef,
     cfg: ClientConfig,
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Permits for secondary commits running after `commit` returned.
+    background_commits: Arc<tokio::sync::Semaphore>,
 }
 
 /// What one attempt at a region produced.
@@ -100,9 +103,14 @@ impl ClusterTxnKv {
             cache,
             tso,
             cfg,
-            channels: Mutex::new(HashMap::new()),
+            channels: Arc::new(Mutex::new(HashMap::new())),
+            background_commits: Arc::new(tokio::sync::Semaphore::new(Self::BACKGROUND_COMMITS_MAX)),
         }
     }
+
+    /// Secondary commits that may run after their transaction's `commit` returned; past
+    /// it, `commit` waits for its secondaries itself.
+    pub const BACKGROUND_COMMITS_MAX: usize = 1_024;
 
     /// The region cache.
     pub fn cache(&self) -> &Arc<RegionCache> {
@@ -461,7 +469,7 @@ impl ClusterTxnKv {
         let Some(primary) = keys.first().cloned() else {
             return Ok(());
         };
-        let make = |keys: Vec<Vec<u8>>| {
+        let make = move |keys: Vec<Vec<u8>>| {
             kv_request::Cmd::Commit(CommitRequest {
                 keys: keys.into_iter().map(Into::into).collect(),
                 start_ts: start_ts.0,
@@ -486,8 +494,28 @@ impl ClusterTxnKv {
         if rest.is_empty() {
             return Ok(());
         }
+        // The primary is committed, so the transaction is: the rest need not delay the
+        // answer (a reader meeting one of their locks resolves it from the primary).
+        match self.background_commits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let kv = self.clone();
+                tokio::spawn(async move {
+                    kv.commit_secondaries(rest, make).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => self.commit_secondaries(rest, make).await,
+        }
+        Ok(())
+    }
+
+    async fn commit_secondaries(
+        &self,
+        keys: Vec<Vec<u8>>,
+        make: impl Fn(Vec<Vec<u8>>) -> kv_request::Cmd,
+    ) {
         match self
-            .route_many("commit", rest, |k| k.as_slice(), make)
+            .route_many("commit", keys, |k| k.as_slice(), make)
             .await
         {
             Ok(answers) => {
@@ -501,7 +529,6 @@ impl ClusterTxnKv {
                 tracing::warn!(error = %e, "commit of secondaries failed; readers will resolve them")
             }
         }
-        Ok(())
     }
 }
 

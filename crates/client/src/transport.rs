@@ -29,8 +29,9 @@ pub trait StoreResolver: Send + Sync + 'static {
 
 /// raftstore's `Transport` over gRPC. Each destination store has a bounded queue and one
 /// sender task that takes every batch waiting in it and sends them as one
-/// `RaftMessageBatch`, so a round's messages to a store cost one RPC. A full queue (the
-/// store is slow or down) drops messages: Raft retransmits what matters.
+/// `RaftMessageBatch` on a long-lived stream (`RaftStream`), so a round's messages to a
+/// store cost one HTTP/2 data frame. A full queue or stream (the store is slow or down)
+/// drops messages: Raft retransmits what matters.
 pub struct GrpcTransport {
     runtime: tokio::runtime::Handle,
     service: RaftService,
@@ -43,8 +44,10 @@ pub struct GrpcTransport {
 impl GrpcTransport {
     /// Queued rounds per destination before messages are dropped.
     pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
-    /// Messages per RPC at most.
+    /// Messages per batch at most.
     const MAX_BATCH_MESSAGES: usize = 4096;
+    /// Batches waiting to go out on a store's stream; past it they are dropped.
+    const STREAM_DEPTH_BATCHES: usize = 256;
 
     /// A transport whose sender tasks run on `runtime`.
     pub fn new(
@@ -101,6 +104,36 @@ impl Transport for GrpcTransport {
     }
 }
 
+/// An open stream of Raft batches to one store, and the call carrying it.
+struct Link {
+    addr: String,
+    batches: mpsc::Sender<RaftMessageBatch>,
+    call: tokio::task::JoinHandle<Result<(), tonic::Status>>,
+}
+
+/// Opens the stream: batches pushed into the returned link go out as data frames of one
+/// long-lived call, in order.
+fn open_link(addr: String, channel: tonic::transport::Channel, service: RaftService) -> Link {
+    let (batches, rx) = mpsc::channel::<RaftMessageBatch>(GrpcTransport::STREAM_DEPTH_BATCHES);
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|batch| (batch, rx))
+    });
+    let call = tokio::spawn(async move {
+        match service {
+            RaftService::Store => StoreClient::new(channel)
+                .raft_stream(stream)
+                .await
+                .map(|_| ()),
+            RaftService::Meta => MetaGrpc::new(channel).raft_stream(stream).await.map(|_| ()),
+        }
+    });
+    Link {
+        addr,
+        batches,
+        call,
+    }
+}
+
 async fn sender(
     store_id: u64,
     mut rx: mpsc::Receiver<Vec<RaftMessage>>,
@@ -108,7 +141,7 @@ async fn sender(
     resolver: Arc<dyn StoreResolver>,
     cfg: ClientConfig,
 ) {
-    let mut target: Option<(String, tonic::transport::Channel)> = None;
+    let mut link: Option<Link> = None;
     while let Some(first) = rx.recv().await {
         let mut messages = first;
         while messages.len() < GrpcTransport::MAX_BATCH_MESSAGES {
@@ -117,31 +150,43 @@ async fn sender(
                 Err(_) => break,
             }
         }
-        if target.is_none() {
+        if let Some(l) = &link
+            && l.call.is_finished()
+        {
+            // The store went away (or restarted): find it again before the next batch.
+            let l = link.take().expect("checked");
+            let why = match l.call.await {
+                Ok(Err(status)) => status.message().to_string(),
+                _ => "stream closed".to_string(),
+            };
+            tracing::debug!(store_id, addr = %l.addr, "raft stream ended: {why}");
+            resolver.forget(store_id);
+            // A down store would otherwise cost a connect attempt per round.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if link.is_none() {
             match resolver.resolve(store_id).await {
                 Ok(addr) => match channel_to(&addr, &cfg) {
-                    Ok(ch) => target = Some((addr, ch)),
+                    Ok(ch) => link = Some(open_link(addr, ch, service)),
                     Err(e) => tracing::warn!(store_id, "{e}"),
                 },
                 Err(e) => tracing::debug!(store_id, "cannot resolve store: {e}"),
             }
         }
-        let Some((addr, channel)) = target.clone() else {
+        let Some(l) = &link else {
             // Dropped; Raft retries after its own timeouts.
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let batch = RaftMessageBatch { messages };
-        let result = match service {
-            RaftService::Store => StoreClient::new(channel).raft(batch).await.map(|_| ()),
-            RaftService::Meta => MetaGrpc::new(channel).raft(batch).await.map(|_| ()),
-        };
-        if let Err(status) = result {
-            tracing::debug!(store_id, %addr, "raft messages not delivered: {}", status.message());
-            resolver.forget(store_id);
-            target = None;
-            // A down store would otherwise cost a connect attempt per round.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        // A full stream (the store is paused or slow to read) drops the batch rather than
+        // queueing without bound; Raft retransmits what matters.
+        if let Err(mpsc::error::TrySendError::Full(_)) =
+            l.batches.try_send(RaftMessageBatch { messages })
+        {
+            tracing::debug!(
+                store_id,
+                "raft messages dropped: the stream to the store is full"
+            );
         }
     }
 }

@@ -422,6 +422,20 @@ impl Meta for MetaService {
         Ok(Response::new(RaftDoneMeta {}))
     }
 
+    async fn raft_stream(
+        &self,
+        request: Request<tonic::Streaming<flotilla_proto::raft_serverpb::RaftMessageBatch>>,
+    ) -> Result<Response<RaftDoneMeta>, Status> {
+        let mut stream = request.into_inner();
+        while let Some(batch) = stream.message().await? {
+            for m in batch.messages {
+                // A full mailbox drops the message; Raft retransmits.
+                let _ = self.shared.router.send(StoreMsg::Raft(m));
+            }
+        }
+        Ok(Response::new(RaftDoneMeta {}))
+    }
+
     async fn members(
         &self,
         _request: Request<MembersRequest>,
@@ -452,16 +466,23 @@ impl Meta for MetaService {
     async fn tso(&self, request: Request<TsoRequest>) -> Result<Response<TsoResponse>, Status> {
         let leader = leader_or_redirect!(self, TsoResponse);
         let count = request.into_inner().count.max(1);
-        let l = leader.clone();
-        let first = tokio::task::spawn_blocking(move || {
-            let first = l.tso.next_ts()?;
-            for _ in 1..count {
-                l.tso.next_ts()?;
+        if count > LocalTso::BATCH_MAX {
+            return Err(Status::invalid_argument(format!(
+                "a TSO request takes at most {} timestamps, not {count}",
+                LocalTso::BATCH_MAX
+            )));
+        }
+        // Within the persisted window a batch is a counter bump; only raising the window
+        // writes (through the meta group's log) and so leaves the async thread.
+        let first = match leader.tso.try_next_batch(count) {
+            Some(ts) => Ok(ts),
+            None => {
+                let l = leader.clone();
+                tokio::task::spawn_blocking(move || l.tso.next_batch(count))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
             }
-            Ok::<_, flotilla_tso::TsoError>(first)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?;
+        };
         match first {
             Ok(ts) => Ok(Response::new(TsoResponse {
                 header: ok_header(),

@@ -213,6 +213,9 @@ struct Peer {
     written_keys: u64,
     /// See `BoardEntry::checksum`.
     checksum: Option<(u64, u64, u64)>,
+    /// The log index of the last admin proposal (split, checksum) this leader made:
+    /// until it is applied, commits are broadcast at once (see `raft_config`).
+    admin_index: Option<u64>,
 }
 
 impl Peer {
@@ -407,6 +410,7 @@ impl Store {
             removed: false,
             written_keys: 0,
             checksum: None,
+            admin_index: None,
         };
         peer.peer_cache.insert(meta.id, meta);
         peer.refresh_peer_cache();
@@ -538,6 +542,13 @@ impl Store {
                 "region {region_id} has {max} proposals pending (raftstore max_pending_proposals)"
             )));
         }
+        let admin = !matches!(cb, ProposalCb::Write(_));
+        if admin {
+            // Followers must learn this commit now, not at the next heartbeat: a split's
+            // new peers on other stores exist only once they apply it, and a checksum is
+            // compared across replicas at its index.
+            peer.raw.raft.skip_bcast_commit(false);
+        }
         if let Err(e) = peer.raw.propose(vec![], data) {
             // ProposalDropped: a leader transfer is in progress, or the uncommitted log
             // is over its bound.
@@ -547,6 +558,9 @@ impl Store {
         }
         let index = peer.raw.raft.raft_log.last_index();
         let term = peer.raw.raft.term;
+        if admin {
+            peer.admin_index = Some(index);
+        }
         peer.proposals.push_back(Proposal { index, term, cb });
     }
 
@@ -932,6 +946,12 @@ impl Store {
                 )?;
             }
             peer.raw.advance_apply();
+            if let Some(index) = peer.admin_index
+                && peer.raw.store().applied_index() >= index
+            {
+                peer.admin_index = None;
+                peer.raw.raft.skip_bcast_commit(true);
+            }
             for to in std::mem::take(&mut peer.sent_snapshots) {
                 peer.raw.report_snapshot(to, SnapshotStatus::Finish);
             }
@@ -1019,6 +1039,12 @@ fn raft_config(cfg: &StoreConfig, peer_id: u64, applied: u64) -> raft::Config {
         // an election timeout of its last quorum contact: check-quorum deposes it first,
         // and followers refuse votes while they hear from it) instead of a heartbeat
         // round trip to a quorum.
+        // A commit reaches followers with the next append or heartbeat instead of a
+        // message of its own (half the messages per write; followers serve no reads).
+        // Admin commands turn broadcasting back on until they apply (`Store::propose`).
+        skip_bcast_commit: true,
+        // Appends queued for one follower in a round go as one message.
+        batch_append: true,
         read_only_option: if cfg.lease_reads {
             raft::ReadOnlyOption::LeaseBased
         } else {

@@ -872,6 +872,20 @@ impl StoreRpc for StoreService {
         Ok(Response::new(RaftDone {}))
     }
 
+    async fn raft_stream(
+        &self,
+        request: Request<tonic::Streaming<RaftMessageBatch>>,
+    ) -> Result<Response<RaftDone>, Status> {
+        let mut stream = request.into_inner();
+        while let Some(batch) = stream.message().await? {
+            for m in batch.messages {
+                // A full mailbox drops the message; Raft retransmits.
+                let _ = self.shared.router.send(StoreMsg::Raft(m));
+            }
+        }
+        Ok(Response::new(RaftDone {}))
+    }
+
     async fn kv(&self, request: Request<KvRequest>) -> Result<Response<KvResponse>, Status> {
         Ok(Response::new(
             self.shared.handle(request.into_inner()).await,

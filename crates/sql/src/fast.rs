@@ -249,6 +249,46 @@ async fn fetch(
     }
 }
 
+fn buffered(session: &Session, key: &[u8]) -> bool {
+    session
+        .open
+        .as_ref()
+        .is_some_and(|o| o.txn.buffered(key).is_some())
+}
+
+/// Locks the row at record key `key` and reads it in the same request (the row an UPDATE
+/// changes must be locked anyway): the lock succeeds only if nothing committed to the key
+/// after the statement's `for_update_ts`, so the newest committed version it returns is
+/// the one the statement's snapshot sees. A row that does not match is unlocked again.
+async fn lock_and_fetch(
+    session: &mut Session,
+    table: &TableDef,
+    key: &[u8],
+    filters: &[(usize, Datum)],
+) -> Result<Option<(Vec<Datum>, Vec<u8>)>, SqlError> {
+    let handle = crate::rows::handle_of_key(table, key)?.to_vec();
+    let txn = &mut session.open.as_mut().expect("open transaction").txn;
+    let held = txn.is_locked(key);
+    let value = txn
+        .lock_keys(vec![(key.to_vec(), false)], true)
+        .await?
+        .pop()
+        .flatten();
+    let row = match value {
+        Some(v) => Some(decode_row_value(table, &v)?),
+        None => None,
+    };
+    match row {
+        Some(row) if filters.iter().all(|(c, d)| &row[*c] == d) => Ok(Some((row, handle))),
+        _ => {
+            if !held {
+                txn.unlock_key(key).await;
+            }
+            Ok(None)
+        }
+    }
+}
+
 /// The single table a statement reads, with the name its columns are qualified by.
 fn single_table(session: &Session, factor: &TableFactor) -> Option<(Arc<TableDef>, String)> {
     let TableFactor::Table {
@@ -526,7 +566,13 @@ async fn update(
     let Some((lookup, filters)) = lookup(&table, &eqs) else {
         return Ok(None);
     };
-    let Some((old, handle)) = fetch(session, &table, &lookup, &filters, read_ts).await? else {
+    let fetched = match &lookup {
+        Lookup::Record(key) if !buffered(session, key) => {
+            lock_and_fetch(session, &table, key, &filters).await?
+        }
+        _ => fetch(session, &table, &lookup, &filters, read_ts).await?,
+    };
+    let Some((old, handle)) = fetched else {
         return Ok(Some(QueryResult::Command {
             tag: "UPDATE 0".into(),
         }));

@@ -52,6 +52,9 @@ struct Block {
 pub(crate) struct OpenTxn {
     pub(crate) txn: Transaction,
     _active: ActiveTxn,
+    /// No statement has run yet: the first one reads at `start_ts`, which was taken
+    /// for it (one timestamp fewer per statement under READ COMMITTED).
+    fresh: bool,
 }
 
 /// Most times a READ COMMITTED statement is re-run after meeting newer versions of the
@@ -353,6 +356,7 @@ impl Session {
         self.open = Some(OpenTxn {
             txn,
             _active: active,
+            fresh: true,
         });
         Ok(())
     }
@@ -380,7 +384,9 @@ impl Session {
                     // PostgreSQL warns and carries on; so do we.
                     return Ok(command("BEGIN"));
                 }
-                self.begin_txn().await?;
+                // The transaction (and its snapshot) starts with its first statement, as
+                // in PostgreSQL: a snapshot taken at BEGIN would miss what commits between
+                // BEGIN and that statement.
                 self.block = Some(Block {
                     isolation,
                     failed: false,
@@ -455,7 +461,7 @@ impl Session {
             return crate::ddl::execute(self, statement).await;
         }
         let autocommit = self.block.is_none();
-        if autocommit {
+        if self.open.is_none() {
             self.begin_txn().await?;
         }
         let result = self.run_with_retries(&statement).await;
@@ -481,8 +487,11 @@ impl Session {
             let open = self.open.as_mut().expect("a transaction is open");
             open.txn.set_lock_wait_timeout_ms(self.lock_timeout_ms);
             open.txn.start_statement();
+            let first = std::mem::replace(&mut open.fresh, false) && attempts == 0;
             let read_ts = match isolation {
                 Isolation::RepeatableRead => open.txn.start_ts(),
+                // The start timestamp was taken for this very statement.
+                Isolation::ReadCommitted if first => open.txn.start_ts(),
                 Isolation::ReadCommitted => {
                     let ts = open.txn.fresh_ts().await?;
                     open.txn.set_for_update_ts(ts);

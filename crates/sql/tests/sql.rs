@@ -291,6 +291,33 @@ async fn repeatable_read_keeps_its_snapshot_and_refuses_a_lost_update() {
 }
 
 #[tokio::test]
+async fn an_update_that_matches_no_row_leaves_it_unlocked() {
+    // A point UPDATE locks its row to read it; a row that does not match must not stay
+    // locked (PostgreSQL locks only rows it changes), whether or not its lock was the
+    // transaction's first.
+    let db = TestDb::new().await;
+    let mut a = db.session();
+    let mut b = db.session();
+    ok(&mut a, "CREATE TABLE c (id INT PRIMARY KEY, n INT)").await;
+    ok(&mut a, "INSERT INTO c VALUES (1, 0), (2, 0)").await;
+    ok(&mut a, "BEGIN").await;
+    ok(&mut a, "UPDATE c SET n = 5 WHERE id = 1 AND n = 99").await;
+    ok(&mut a, "UPDATE c SET n = 5 WHERE id = 2 AND n = 99").await;
+    ok(&mut a, "UPDATE c SET n = 5 WHERE id = 3").await;
+    ok(&mut b, "SET lock_timeout = '100ms'").await;
+    ok(&mut b, "UPDATE c SET n = 7 WHERE id = 1").await;
+    ok(&mut b, "UPDATE c SET n = 7 WHERE id = 2").await;
+    ok(&mut b, "INSERT INTO c VALUES (3, 7)").await;
+    // READ COMMITTED: a's next statement sees b's commit.
+    ok(&mut a, "UPDATE c SET n = n + 1 WHERE id = 1").await;
+    ok(&mut a, "COMMIT").await;
+    assert_eq!(
+        rows(&mut b, "SELECT n FROM c ORDER BY id").await,
+        vec!["8", "7", "7"]
+    );
+}
+
+#[tokio::test]
 async fn lock_waits_time_out_and_deadlocks_are_broken() {
     let db = TestDb::new().await;
     let mut a = db.session();

@@ -101,23 +101,58 @@ impl LocalTso {
 
     /// Hands out the next timestamp (synchronous form of [`Tso::get_ts`]).
     pub fn next_ts(&self) -> Result<Timestamp, TsoError> {
+        self.next_batch(1)
+    }
+
+    /// The most timestamps one batch may take (one millisecond's logical range).
+    pub const BATCH_MAX: u32 = (LOGICAL_MAX + 1) as u32;
+
+    /// Hands out `count` consecutive timestamps in one step and returns the first; the
+    /// rest are `first + 1 ..= first + count - 1`. Concurrent callers never interleave.
+    /// May block persisting a raised window.
+    pub fn next_batch(&self, count: u32) -> Result<Timestamp, TsoError> {
         let mut state = self.state.lock();
+        let (physical_ms, first) = Self::reserve(&state, count);
+        if physical_ms >= state.window_end_ms {
+            self.raise_window(&mut state, physical_ms)?;
+        }
+        state.physical_ms = physical_ms;
+        state.logical = first + u64::from(count) - 1;
+        Ok(Timestamp::compose(physical_ms, first))
+    }
+
+    /// `next_batch` when it needs no write (the window covers it), else `None` and
+    /// nothing handed out: callers on an async thread try this before blocking.
+    pub fn try_next_batch(&self, count: u32) -> Option<Timestamp> {
+        let mut state = self.state.lock();
+        let (physical_ms, first) = Self::reserve(&state, count);
+        if physical_ms >= state.window_end_ms {
+            return None;
+        }
+        state.physical_ms = physical_ms;
+        state.logical = first + u64::from(count) - 1;
+        Some(Timestamp::compose(physical_ms, first))
+    }
+
+    /// Where the next `count` timestamps start: (physical ms, first logical).
+    fn reserve(state: &State, count: u32) -> (u64, u64) {
+        assert!(
+            (1..=Self::BATCH_MAX).contains(&count),
+            "a timestamp batch takes 1..={} timestamps, not {count}",
+            Self::BATCH_MAX
+        );
         let now = wall_clock_ms();
-        if now > state.physical_ms {
-            state.physical_ms = now;
-            state.logical = 0;
-        } else if state.logical >= LOGICAL_MAX {
-            // The logical counter is exhausted within this millisecond: borrow the next one.
-            state.physical_ms += 1;
-            state.logical = 0;
+        let (physical_ms, first) = if now > state.physical_ms {
+            (now, 0)
         } else {
-            state.logical += 1;
+            (state.physical_ms, state.logical + 1)
+        };
+        if first + u64::from(count) - 1 > LOGICAL_MAX {
+            // This millisecond's logical range cannot hold the batch: borrow the next one.
+            (physical_ms + 1, 0)
+        } else {
+            (physical_ms, first)
         }
-        if state.physical_ms >= state.window_end_ms {
-            let physical = state.physical_ms;
-            self.raise_window(&mut state, physical)?;
-        }
-        Ok(Timestamp::compose(state.physical_ms, state.logical))
     }
 }
 
@@ -146,6 +181,51 @@ mod tests {
             let ts = tso.next_ts().unwrap();
             assert!(ts > last);
             last = ts;
+        }
+    }
+
+    #[test]
+    fn concurrent_batches_are_consecutive_and_disjoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let tso = Arc::new(LocalTso::open(engine(dir.path()), 50).unwrap());
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let tso = tso.clone();
+                std::thread::spawn(move || {
+                    let mut got = Vec::new();
+                    for n in 0..2_000u32 {
+                        // Sizes up to a whole millisecond's range, to cross borrows.
+                        let count = if n % 500 == 0 {
+                            LocalTso::BATCH_MAX
+                        } else {
+                            1 + (n + i) % 7
+                        };
+                        let first = match n % 2 {
+                            0 => tso.next_batch(count).unwrap(),
+                            _ => tso
+                                .try_next_batch(count)
+                                .unwrap_or_else(|| tso.next_batch(count).unwrap()),
+                        };
+                        got.push((first.0, u64::from(count)));
+                    }
+                    got
+                })
+            })
+            .collect();
+        let mut all: Vec<(u64, u64)> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        all.sort();
+        for w in all.windows(2) {
+            let (first, count) = w[0];
+            let last = first + count - 1;
+            assert!(last < w[1].0, "batches overlap: {:?} and {:?}", w[0], w[1]);
+            assert_eq!(
+                Timestamp(first).physical_ms(),
+                Timestamp(last).physical_ms(),
+                "a batch stays within one millisecond"
+            );
         }
     }
 

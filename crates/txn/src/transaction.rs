@@ -167,6 +167,16 @@ impl Transaction {
         keys: Vec<(Vec<u8>, bool)>,
         need_values: bool,
     ) -> Result<Vec<Option<Vec<u8>>>, TxnError> {
+        // A lock this transaction holds needs no request: nobody else can have committed
+        // to its key since. Keys that must not exist are still asked (the request checks
+        // that), as are keys whose values are wanted.
+        let keys: Vec<(Vec<u8>, bool)> = if need_values {
+            keys
+        } else {
+            keys.into_iter()
+                .filter(|(key, must_not_exist)| *must_not_exist || !self.locked.contains(key))
+                .collect()
+        };
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -199,6 +209,31 @@ impl Transaction {
         }
         self.start_heartbeat(&primary);
         Ok(values)
+    }
+
+    /// Gives back the pessimistic lock on `key` that a statement took but did not need (the
+    /// row it locked to read turned out not to match). Keys written in this transaction
+    /// stay locked, as does the primary while other locks or writes refer to it.
+    pub async fn unlock_key(&mut self, key: &[u8]) {
+        if self.buffer.contains_key(key) || !self.locked.contains(key) {
+            return;
+        }
+        if self.primary.as_deref() == Some(key) {
+            if self.locked.len() > 1 || !self.buffer.is_empty() {
+                return;
+            }
+            // Nothing else refers to it: the next lock or write picks a new primary.
+            self.stop_heartbeat();
+            self.primary = None;
+        }
+        self.locked.remove(key);
+        if let Err(e) = self
+            .kv
+            .pessimistic_rollback(&[key.to_vec()], self.start_ts)
+            .await
+        {
+            tracing::warn!(error = %e, "releasing a pessimistic lock failed; it will lapse");
+        }
     }
 
     /// True when this transaction holds a pessimistic lock on `key`.
