@@ -1,10 +1,13 @@
 use flotilla_codec::prefix_end;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
+use std::time::{Duration, Instant};
 
-use flotilla_storage::{Cf, DurabilityTicket, EngineRef, KvPair, WriteBatch, WriteOp};
+use flotilla_storage::{
+    Cf, DurabilityTicket, EngineRef, KvPair, StorageError, WriteBatch, WriteOp,
+};
 use flotilla_types::Timestamp;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::error::{LockInfo, MvccError};
 use crate::keys::{decode_user_key, decode_versioned_key, encode_user_key, versioned_key};
@@ -83,6 +86,15 @@ pub struct Mvcc {
     /// hold the value (of any length) until the one commit batch writes it. Ordered, so
     /// scans can find the blocking ones in their range.
     memory: Mutex<BTreeMap<Vec<u8>, Lock>>,
+    /// Encoded-key range `[start, end)` (empty end: unbounded) where new in-memory locks
+    /// are refused, retryably, while a split moving it to a new region is in flight: that
+    /// region's MVCC would not know them.
+    memory_lock_fence: Mutex<Option<(Vec<u8>, Vec<u8>)>>,
+    /// Held shared by every operation that may add in-memory locks, from its fence check
+    /// to its last write, so raising a fence can wait for those already past the check.
+    memory_lock_ops: RwLock<()>,
+    /// Signalled when in-memory locks go (see `wait_memory_locks_gone`).
+    memory_released: Condvar,
 }
 
 fn lock_info(key: &[u8], lock: &Lock) -> LockInfo {
@@ -107,7 +119,41 @@ impl Mvcc {
             latches: Latches::new(LATCH_SLOTS),
             locked: RwLock::new(locked),
             memory: Mutex::new(BTreeMap::new()),
+            memory_lock_fence: Mutex::new(None),
+            memory_lock_ops: RwLock::new(()),
+            memory_released: Condvar::new(),
         })
+    }
+
+    /// Refuses new in-memory locks in the encoded range `[start, end)` (empty end:
+    /// unbounded) until `lift_memory_lock_fence`, and returns once every operation that
+    /// could still add one there has finished: `has_memory_locks_in` then stays true or
+    /// false. Blocks (briefly: those operations take no lock waits).
+    pub fn raise_memory_lock_fence(&self, start: &[u8], end: &[u8]) {
+        *self.memory_lock_fence.lock() = Some((start.to_vec(), end.to_vec()));
+        drop(self.memory_lock_ops.write());
+    }
+
+    /// Ends `raise_memory_lock_fence`.
+    pub fn lift_memory_lock_fence(&self) {
+        *self.memory_lock_fence.lock() = None;
+    }
+
+    /// Fails (retryably) if one of `encoded` lies behind the fence and holds no in-memory
+    /// lock yet. Callers hold `memory_lock_ops` shared until they have written their locks.
+    fn check_memory_lock_fence(&self, encoded: &[Vec<u8>]) -> Result<(), MvccError> {
+        // Keys already locked in memory are on their way out (the split waits for them),
+        // so their transactions may go on converting them (prewrite).
+        if let Some((start, end)) = &*self.memory_lock_fence.lock()
+            && encoded.iter().any(|k| {
+                k >= start && (end.is_empty() || k < end) && !self.memory.lock().contains_key(k)
+            })
+        {
+            return Err(MvccError::Storage(StorageError::Unavailable(
+                "the region is splitting at this key; retry shortly".into(),
+            )));
+        }
+        Ok(())
     }
 
     /// Writes a batch, visible at once but not yet durable: callers that need durability
@@ -160,8 +206,12 @@ impl Mvcc {
         }
         if !memory_put.is_empty() || !memory_delete.is_empty() {
             let mut memory = self.memory.lock();
+            let before = memory.len();
             for key in &memory_delete {
                 memory.remove(key);
+            }
+            if memory.len() < before {
+                self.memory_released.notify_all();
             }
             memory.extend(memory_put);
         }
@@ -197,6 +247,30 @@ impl Mvcc {
         match memory.range(start.to_vec()..).next() {
             Some((k, _)) => end.is_empty() || k.as_slice() < end,
             None => false,
+        }
+    }
+
+    /// Waits up to `timeout` until no in-memory lock lies in `[start, end)` (see
+    /// `has_memory_locks_in`); true if none does. With a fence raised over the range, no
+    /// new one appears, so this waits only for transactions already holding them.
+    pub fn wait_memory_locks_gone(&self, start: &[u8], end: &[u8], timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut memory = self.memory.lock();
+        loop {
+            let held = match memory.range(start.to_vec()..).next() {
+                Some((k, _)) => end.is_empty() || k.as_slice() < end,
+                None => false,
+            };
+            if !held {
+                return true;
+            }
+            if self
+                .memory_released
+                .wait_until(&mut memory, deadline)
+                .timed_out()
+            {
+                return false;
+            }
         }
     }
 
@@ -468,6 +542,8 @@ impl Mvcc {
     ) -> Result<Vec<Option<Vec<u8>>>, MvccError> {
         let encoded: Vec<Vec<u8>> = keys.iter().map(|(k, _)| encode_user_key(k)).collect();
         let _latch = self.latches.acquire(&encoded);
+        let _ops = self.memory_lock_ops.read();
+        self.check_memory_lock_fence(&encoded)?;
         let mut batch = WriteBatch::new();
         let mut values = Vec::with_capacity(if need_values { keys.len() } else { 0 });
         for ((key, should_not_exist), ek) in keys.iter().zip(&encoded) {
@@ -564,6 +640,14 @@ impl Mvcc {
     ) -> Result<(), MvccError> {
         let encoded: Vec<Vec<u8>> = mutations.iter().map(|m| encode_user_key(&m.key)).collect();
         let _latch = self.latches.acquire(&encoded);
+        let _ops = match placement {
+            PrewriteLocks::Volatile => {
+                let ops = self.memory_lock_ops.read();
+                self.check_memory_lock_fence(&encoded)?;
+                Some(ops)
+            }
+            PrewriteLocks::Durable => None,
+        };
         let mut batch = WriteBatch::new();
         let mut volatile = Vec::new();
         for (mutation, ek) in mutations.iter().zip(&encoded) {

@@ -544,3 +544,61 @@ fn an_expired_volatile_transaction_is_rolled_back_and_cannot_commit() {
     ));
     assert_eq!(m.get(b"k", ts(20), None).unwrap(), None);
 }
+
+#[test]
+fn a_memory_lock_fence_refuses_new_in_memory_locks_behind_it_until_lifted() {
+    let (_dir, m) = mvcc();
+    let (start, end) = (crate::keys::encode_user_key(b"m"), Vec::new());
+    m.raise_memory_lock_fence(&start, &end);
+    let lock = |key: &[u8], start_ts: u64| {
+        m.acquire_pessimistic_lock(
+            &[(key.to_vec(), false)],
+            key,
+            ts(start_ts),
+            ts(start_ts),
+            3_000,
+            false,
+        )
+    };
+    // In front of the fence: taken.
+    lock(b"a", 1).unwrap();
+    // Behind it: refused with a retryable (unavailable) error, and nothing is held.
+    assert!(matches!(
+        lock(b"x", 2),
+        Err(MvccError::Storage(StorageError::Unavailable(_)))
+    ));
+    let volatile = m.prewrite(
+        &[put(b"y", b"v")],
+        b"y",
+        ts(3),
+        3_000,
+        PrewriteLocks::Volatile,
+    );
+    assert!(matches!(
+        volatile,
+        Err(MvccError::Storage(StorageError::Unavailable(_)))
+    ));
+    assert!(!m.has_memory_locks_in(&start, &end));
+    // Durable prewrite locks are not in memory and move with the split: not fenced.
+    m.prewrite(
+        &[put(b"z", b"v")],
+        b"z",
+        ts(4),
+        3_000,
+        PrewriteLocks::Durable,
+    )
+    .unwrap();
+    m.lift_memory_lock_fence();
+    lock(b"x", 2).unwrap();
+    assert!(m.has_memory_locks_in(&start, &end));
+    // A transaction already holding an in-memory lock behind a fence may go on with it
+    // (the split waits for it to finish); the wait ends when it commits.
+    m.raise_memory_lock_fence(&start, &end);
+    let mut pessimistic = put(b"x", b"v2");
+    pessimistic.pessimistic = true;
+    m.prewrite(&[pessimistic], b"x", ts(2), 3_000, PrewriteLocks::Volatile)
+        .unwrap();
+    assert!(!m.wait_memory_locks_gone(&start, &end, std::time::Duration::from_millis(10)));
+    m.commit(&[b"x".to_vec()], ts(2), ts(6)).unwrap();
+    assert!(m.wait_memory_locks_gone(&start, &end, std::time::Duration::from_millis(10)));
+}

@@ -425,6 +425,30 @@ fn mvcc_failure(e: MvccError) -> Failure {
     })
 }
 
+/// How long a split waits, with new in-memory locks fenced off its right half, for the
+/// transactions holding some there to finish; then it gives up (retryably) and lets them
+/// go on, so a transaction that needs more locks there is delayed, never deadlocked.
+const SPLIT_LOCK_DRAIN_MAX: Duration = Duration::from_secs(2);
+
+/// Lifts a region's memory-lock fence if its split fails. After a split the fence stays:
+/// the right half is no longer this MVCC's, and a request routed by a board not yet
+/// showing the split must not lock there either.
+struct FenceGuard(Arc<RegionMvcc>, bool);
+
+impl FenceGuard {
+    fn keep(mut self) {
+        self.1 = false;
+    }
+}
+
+impl Drop for FenceGuard {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0.mvcc.lift_memory_lock_fence();
+        }
+    }
+}
+
 impl Shared {
     /// The MVCC of a region this store leads, as routed by `ctx`.
     async fn region_mvcc(&self, ctx: &Context) -> Result<Arc<RegionMvcc>, RaftStoreError> {
@@ -476,7 +500,15 @@ impl Shared {
             engine,
             mvcc,
         });
-        self.regions.lock().insert(ctx.region_id, m.clone());
+        let mut regions = self.regions.lock();
+        if let Some(made) = regions.get(&ctx.region_id)
+            && made.term == entry.term
+        {
+            // A concurrent request made it first: every request of a term must share one
+            // MVCC, or the locks one of them holds in memory are lost.
+            return Ok(made.clone());
+        }
+        regions.insert(ctx.region_id, m.clone());
         Ok(m)
     }
 
@@ -805,12 +837,40 @@ impl Shared {
         }
         // Locks this leader holds only in memory stay with the left half (same region,
         // same MVCC); a split that would move some to the new region waits until their
-        // transactions finish, so none is lost.
-        let busy = self.regions.lock().get(&ctx.region_id).is_some_and(|m| {
-            m.term == entry.term
-                && m.mvcc
-                    .has_memory_locks_in(&split_key, &entry.region.end_key)
-        });
+        // transactions finish, so none is lost. New ones are fenced off the right half
+        // from the check until the split has applied.
+        // The region's MVCC is made now if no request has made it yet: one made after
+        // this check would not know the fence.
+        let current = self.region_mvcc(ctx).await?;
+        let fence = match Some(current).filter(|m| m.term == entry.term) {
+            Some(m) => {
+                let (start, end) = (split_key.clone(), entry.region.end_key.to_vec());
+                let raised = m.clone();
+                tokio::task::spawn_blocking(move || {
+                    raised.mvcc.raise_memory_lock_fence(&start, &end)
+                })
+                .await
+                .map_err(|e| RaftStoreError::Storage(e.to_string()))?;
+                Some(FenceGuard(m, true))
+            }
+            None => None,
+        };
+        let busy = match &fence {
+            Some(f) => {
+                let (m, start, end) = (
+                    f.0.clone(),
+                    split_key.clone(),
+                    entry.region.end_key.to_vec(),
+                );
+                !tokio::task::spawn_blocking(move || {
+                    m.mvcc
+                        .wait_memory_locks_gone(&start, &end, SPLIT_LOCK_DRAIN_MAX)
+                })
+                .await
+                .map_err(|e| RaftStoreError::Storage(e.to_string()))?
+            }
+            None => false,
+        };
         if busy {
             return Err(RaftStoreError::ServerIsBusy(format!(
                 "region {}: transactions hold in-memory locks past the split key; split later",
@@ -842,6 +902,9 @@ impl Shared {
                 )));
             }
         };
+        if let Some(fence) = fence {
+            fence.keep();
+        }
         for r in &regions {
             let leader = r
                 .peers
