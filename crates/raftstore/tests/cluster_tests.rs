@@ -552,3 +552,128 @@ fn a_write_of_an_older_leader_term_is_refused() {
         "{refused:?}"
     );
 }
+
+/// Split under writes: writes to both halves are proposed before, together with and after
+/// a split, through a network that drops, delays and reorders. Each write is either
+/// acknowledged and then on every replica, or refused with a routing error and nowhere;
+/// the replicas of both regions end identical.
+#[test]
+fn writes_racing_a_split_land_whole_or_not_at_all() {
+    let mut c = Cluster::with_config(3, 3, |cfg| cfg.log_gc_count_limit = 16);
+    let leader = c.wait_leader(1);
+    let epoch = c.region(leader, 1).epoch.unwrap();
+    c.faults = NetFaults {
+        drop_rate: 0.05,
+        delay_rate: 0.2,
+        max_delay_rounds: 3,
+        reorder: true,
+    };
+    let mut writes = Vec::new();
+    let mut split = None;
+    for i in 0..40u64 {
+        if i == 15 {
+            let (slot, cb) = cluster::slot::<Vec<flotilla_proto::metapb::Region>>();
+            c.send(
+                leader,
+                StoreMsg::Split {
+                    region_id: 1,
+                    epoch,
+                    split_key: key(20),
+                    new_region_id: 2,
+                    new_peer_ids: vec![201, 202, 203],
+                    cb,
+                },
+            );
+            split = Some(slot);
+        }
+        // Every write carries the epoch from before the split, as a client with a stale
+        // route would.
+        let mut batch = flotilla_storage::WriteBatch::new();
+        batch.put(flotilla_storage::Cf::Default, key(i), b"v".to_vec());
+        let (slot, cb) = cluster::slot::<()>();
+        c.send(
+            leader,
+            StoreMsg::Write {
+                region_id: 1,
+                epoch,
+                term: 0,
+                batch,
+                cb,
+            },
+        );
+        writes.push((i, slot));
+    }
+    let answered = |writes: &[(u64, cluster::Slot<()>)]| {
+        writes.iter().all(|(_, s)| s.lock().unwrap().is_some())
+    };
+    for _ in 0..100 {
+        if answered(&writes) && split.as_ref().unwrap().lock().unwrap().is_some() {
+            break;
+        }
+        c.tick();
+    }
+    let split = split.unwrap().lock().unwrap().take();
+    assert!(
+        matches!(split, Some(Ok(ref regions)) if regions.len() == 2),
+        "the split went through: {split:?}"
+    );
+    c.heal();
+    c.wait_applied(1, &[1, 2, 3]);
+    c.wait_applied(2, &[1, 2, 3]);
+    let mut acked = 0;
+    for (i, slot) in &writes {
+        let outcome = slot.lock().unwrap().take();
+        match outcome {
+            Some(Ok(())) => {
+                acked += 1;
+                for store in [1, 2, 3] {
+                    assert_eq!(
+                        c.get(store, &key(*i)),
+                        Some(b"v".to_vec()),
+                        "acknowledged write {i} is missing on store {store}"
+                    );
+                }
+            }
+            Some(Err(e)) => {
+                assert!(e.is_retryable(), "write {i} refused with {e}");
+                for store in [1, 2, 3] {
+                    assert_eq!(
+                        c.get(store, &key(*i)),
+                        None,
+                        "refused write {i} was applied"
+                    );
+                }
+            }
+            None => {
+                // Lost with its messages and never answered: a client retries; here it
+                // must at least not be half applied.
+                let on: Vec<bool> = [1, 2, 3]
+                    .iter()
+                    .map(|s| c.get(*s, &key(*i)).is_some())
+                    .collect();
+                assert!(
+                    on.iter().all(|x| *x) || on.iter().all(|x| !*x),
+                    "write {i} half applied: {on:?}"
+                );
+            }
+        }
+    }
+    // Writes ordered before the split in the log land; those after it carry a stale epoch.
+    assert!(acked >= 10, "only {acked} writes acknowledged");
+    assert!(acked < 40, "writes after the split must be refused");
+    for (start, end) in [(Vec::new(), key(20)), (key(20), Vec::new())] {
+        let leader = c.leader_of(1).unwrap();
+        let leader_data = c.dump(leader, &start, &end);
+        for store in [1, 2, 3] {
+            assert_eq!(
+                c.dump(store, &start, &end),
+                leader_data,
+                "store {store} differs"
+            );
+        }
+    }
+    for store in [1, 2, 3] {
+        assert_eq!(c.region(store, 1).end_key.as_ref(), key(20).as_slice());
+        assert_eq!(c.region(store, 2).start_key.as_ref(), key(20).as_slice());
+    }
+}

@@ -32,6 +32,11 @@ use crate::session::Session;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Rows backfilled per transaction.
 const BACKFILL_CHUNK_ROWS: usize = 1024;
+/// Times one backfill chunk is retried after a retryable failure (40001) before the
+/// statement fails, with backoff doubling from the minimum to the maximum.
+const BACKFILL_CHUNK_RETRIES: u32 = 10;
+const BACKFILL_RETRY_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(50);
+const BACKFILL_RETRY_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 /// Most digits a NUMERIC column may have (Arrow's Decimal128).
 const NUMERIC_PRECISION_MAX: u64 = 38;
 
@@ -698,77 +703,97 @@ async fn backfill(
     let end = prefix_end(&prefix);
     let mut cursor = prefix.clone();
     loop {
-        let mut txn = Transaction::begin(
-            engine.kv.clone(),
-            engine.tso.clone(),
-            engine.txn_options.clone(),
-        )
-        .await?;
-        let read_ts = txn.fresh_ts().await?;
-        txn.set_for_update_ts(read_ts);
-        let rows = txn
-            .view(read_ts)
-            .scan(&cursor, &end, BACKFILL_CHUNK_ROWS)
-            .await?;
-        let Some((last, _)) = rows.last() else {
-            txn.rollback().await?;
-            return Ok(());
-        };
-        cursor = last.clone();
-        cursor.push(0);
-        let keys: Vec<(Vec<u8>, bool)> = rows.iter().map(|(k, _)| (k.clone(), false)).collect();
-        let latest = txn.lock_keys(keys, true).await?;
-        let mut claims = Vec::new();
-        let mut entries = Vec::new();
-        for ((key, _), value) in rows.iter().zip(latest) {
-            let Some(value) = value else { continue };
-            let row = decode_row_value(table, &value)?;
-            let handle = handle_of_key(table, key)?.to_vec();
-            if not_null {
-                for id in &index.columns {
-                    let pos = table.column_position(*id).expect("index column");
-                    if row[pos].is_null() {
-                        let _ = txn.rollback().await;
-                        return Err(SqlError::new(
-                            "23502",
-                            format!(
-                                "column \"{}\" of relation \"{}\" contains null values",
-                                table.columns[pos].name, table.name
-                            ),
-                        ));
-                    }
+        let mut attempt = 0;
+        let mut backoff = BACKFILL_RETRY_BACKOFF_MIN;
+        let next = loop {
+            match backfill_chunk(session, table, index, not_null, &cursor, &end).await {
+                Ok(next) => break next,
+                // A chunk is one transaction: if it lost its locks (a leader changed
+                // under it) or met a conflict, nothing of it was written; do it again.
+                Err(e) if e.code == "40001" && attempt < BACKFILL_CHUNK_RETRIES => {
+                    attempt += 1;
+                    tracing::info!(attempt, error = %e.message, "backfill chunk retried");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKFILL_RETRY_BACKOFF_MAX);
                 }
+                Err(e) => return Err(e),
             }
-            let (ikey, ivalue, unique) = index_entry(table, index, &row, &handle);
-            if unique {
-                claims.push((ikey.clone(), false));
-            }
-            entries.push((ikey, ivalue, unique, handle));
+        };
+        match next {
+            Some(next) => cursor = next,
+            None => return Ok(()),
         }
-        // A unique entry may already exist for the same row (written by a transaction
-        // that maintained the write-only index); any other holder is a duplicate.
-        let existing = txn.lock_keys(claims, true).await?;
-        let mut existing = existing.into_iter();
-        let mut seen = std::collections::HashSet::new();
-        for (ikey, ivalue, unique, handle) in entries {
-            if unique {
-                let current = existing.next().flatten();
-                if current.as_ref().is_some_and(|h| *h != handle) || !seen.insert(ikey.clone()) {
+    }
+}
+
+/// One chunk of `backfill` from `cursor`, in one transaction; returns where the next
+/// starts, or `None` when the table is done.
+async fn backfill_chunk(
+    session: &Session,
+    table: &TableDef,
+    index: &IndexDef,
+    not_null: bool,
+    cursor: &[u8],
+    end: &[u8],
+) -> Result<Option<Vec<u8>>, SqlError> {
+    let engine = &session.engine;
+    let mut txn = Transaction::begin(
+        engine.kv.clone(),
+        engine.tso.clone(),
+        engine.txn_options.clone(),
+    )
+    .await?;
+    let read_ts = txn.fresh_ts().await?;
+    txn.set_for_update_ts(read_ts);
+    let rows = txn
+        .view(read_ts)
+        .scan(cursor, end, BACKFILL_CHUNK_ROWS)
+        .await?;
+    let Some((last, _)) = rows.last() else {
+        txn.rollback().await?;
+        return Ok(None);
+    };
+    let mut next = last.clone();
+    next.push(0);
+    let keys: Vec<(Vec<u8>, bool)> = rows.iter().map(|(k, _)| (k.clone(), false)).collect();
+    let latest = txn.lock_keys(keys, true).await?;
+    let mut claims = Vec::new();
+    let mut entries = Vec::new();
+    for ((key, _), value) in rows.iter().zip(latest) {
+        let Some(value) = value else { continue };
+        let row = decode_row_value(table, &value)?;
+        let handle = handle_of_key(table, key)?.to_vec();
+        if not_null {
+            for id in &index.columns {
+                let pos = table.column_position(*id).expect("index column");
+                if row[pos].is_null() {
                     let _ = txn.rollback().await;
                     return Err(SqlError::new(
-                        "23505",
+                        "23502",
                         format!(
-                            "could not create unique index \"{}\": key is duplicated",
-                            index.name
+                            "column \"{}\" of relation \"{}\" contains null values",
+                            table.columns[pos].name, table.name
                         ),
                     ));
                 }
             }
-            txn.put(ikey, ivalue)?;
         }
-        match txn.commit().await {
-            Ok(_) => {}
-            Err(TxnError::AlreadyExists { .. }) => {
+        let (ikey, ivalue, unique) = index_entry(table, index, &row, &handle);
+        if unique {
+            claims.push((ikey.clone(), false));
+        }
+        entries.push((ikey, ivalue, unique, handle));
+    }
+    // A unique entry may already exist for the same row (written by a transaction
+    // that maintained the write-only index); any other holder is a duplicate.
+    let existing = txn.lock_keys(claims, true).await?;
+    let mut existing = existing.into_iter();
+    let mut seen = std::collections::HashSet::new();
+    for (ikey, ivalue, unique, handle) in entries {
+        if unique {
+            let current = existing.next().flatten();
+            if current.as_ref().is_some_and(|h| *h != handle) || !seen.insert(ikey.clone()) {
+                let _ = txn.rollback().await;
                 return Err(SqlError::new(
                     "23505",
                     format!(
@@ -777,7 +802,18 @@ async fn backfill(
                     ),
                 ));
             }
-            Err(e) => return Err(e.into()),
         }
+        txn.put(ikey, ivalue)?;
+    }
+    match txn.commit().await {
+        Ok(_) => Ok(Some(next)),
+        Err(TxnError::AlreadyExists { .. }) => Err(SqlError::new(
+            "23505",
+            format!(
+                "could not create unique index \"{}\": key is duplicated",
+                index.name
+            ),
+        )),
+        Err(e) => Err(e.into()),
     }
 }
