@@ -260,13 +260,16 @@ impl MetaClient {
     }
 
     /// Reports a region led by the caller.
-    pub async fn region_heartbeat(&self, req: RegionHeartbeatRequest) -> Result<(), ClientError> {
+    /// Reports a region this store leads; the answer may ask for a leader transfer.
+    pub async fn region_heartbeat(
+        &self,
+        req: RegionHeartbeatRequest,
+    ) -> Result<RegionHeartbeatResponse, ClientError> {
         self.call("region_heartbeat", |mut c| {
             let req = req.clone();
             async move { c.region_heartbeat(req).await }
         })
         .await
-        .map(|_| ())
     }
 
     /// New ids for the right half of a split of `region`.

@@ -48,7 +48,8 @@ fn load<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> anyhow::
 
 #[derive(clap::Args)]
 pub struct MetaArgs {
-    /// TOML file with these settings (id, members, addr, data_dir, replication); flags win.
+    /// TOML file with these settings (id, members, addr, data_dir, replication,
+    /// leader_balance_interval_ms); flags win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// This member's id (1-based) [default: 1].
@@ -66,6 +67,11 @@ pub struct MetaArgs {
     /// Replicas per region [default: 3].
     #[arg(long)]
     pub replication: Option<usize>,
+    /// Leader balance: at most one leader transfer per this many milliseconds, asked of
+    /// a store leading two or more regions more than another; 0 turns it off
+    /// [default: 5000].
+    #[arg(long, value_name = "MS")]
+    pub leader_balance_interval_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -76,6 +82,7 @@ struct MetaFile {
     addr: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     replication: Option<usize>,
+    leader_balance_interval_ms: Option<u64>,
 }
 
 pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
@@ -104,6 +111,12 @@ pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from(format!("flotilla-meta-{id}")));
     let mut cfg = MetaConfig::new(id, members, data_dir);
     cfg.replication = args.replication.or(file.replication).unwrap_or(3);
+    if let Some(ms) = args
+        .leader_balance_interval_ms
+        .or(file.leader_balance_interval_ms)
+    {
+        cfg.leader_balance_interval = std::time::Duration::from_millis(ms);
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;

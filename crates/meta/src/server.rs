@@ -44,11 +44,15 @@ pub struct MetaConfig {
     pub store_down_after: Duration,
     /// Length of the persisted TSO window.
     pub tso_window_ms: u64,
+    /// Leader balance: at most one leader transfer per this interval, asked of a store
+    /// leading at least two regions more than another live store holding a voter of the
+    /// region. Zero turns balancing off.
+    pub leader_balance_interval: Duration,
 }
 
 impl MetaConfig {
     /// A member with the defaults: replication 3, 100 ms ticks, 10-tick elections, stores
-    /// down after 10 s of silence, a 3 s TSO window.
+    /// down after 10 s of silence, a 3 s TSO window, a leader transfer per 5 s at most.
     pub fn new(member_id: u64, members: Vec<(u64, String)>, data_dir: PathBuf) -> Self {
         Self {
             member_id,
@@ -59,6 +63,7 @@ impl MetaConfig {
             election_ticks: 10,
             store_down_after: Duration::from_secs(10),
             tso_window_ms: LocalTso::DEFAULT_WINDOW_MS,
+            leader_balance_interval: Duration::from_secs(5),
         }
     }
 }
@@ -79,6 +84,8 @@ struct LeaderState {
     tso: LocalTso,
     catalog: LocalCatalog,
     data: Mutex<MetaData>,
+    /// When this leader last asked for a leader transfer (leader balance).
+    last_balance: Mutex<Option<Instant>>,
 }
 
 struct Shared {
@@ -334,6 +341,7 @@ fn activate(shared: &Shared, term: u64, region: Region) -> Result<LeaderState, S
         tso,
         catalog,
         data: Mutex::new(data),
+        last_balance: Mutex::new(None),
     })
 }
 
@@ -347,6 +355,33 @@ fn ok_header() -> Option<ResponseHeader> {
 }
 
 impl MetaService {
+    /// The peer that should take over the leadership of `region_id`, if leaders are
+    /// unbalanced and no transfer was asked within `leader_balance_interval`.
+    fn leader_balance(
+        &self,
+        leader: &LeaderState,
+        data: &MetaData,
+        region_id: u64,
+    ) -> Option<Peer> {
+        let interval = self.shared.cfg.leader_balance_interval;
+        if interval.is_zero() {
+            return None;
+        }
+        let mut last = leader.last_balance.lock();
+        if last.is_some_and(|t| t.elapsed() < interval) {
+            return None;
+        }
+        let down_after = self.shared.cfg.store_down_after;
+        let target = data.leader_transfer_target(region_id, |store_id| {
+            data.stores
+                .get(&store_id)
+                .and_then(|s| s.last_heartbeat)
+                .is_some_and(|t| t.elapsed() < down_after)
+        })?;
+        *last = Some(Instant::now());
+        Some(target)
+    }
+
     /// The leader's state, or the header telling the caller where to go.
     fn leader(&self) -> Result<Arc<LeaderState>, ResponseHeader> {
         if let Some(l) = self.shared.leader.read().clone() {
@@ -564,7 +599,7 @@ impl Meta for MetaService {
             ));
         };
         let mut batch = WriteBatch::new();
-        {
+        let transfer_leader = {
             let mut data = leader.data.lock();
             let id = region.id;
             data.upsert_region(region, req.leader, &mut batch);
@@ -572,10 +607,12 @@ impl Meta for MetaService {
                 rec.keys = req.approximate_keys;
                 rec.bytes = req.approximate_bytes;
             }
-        }
+            self.leader_balance(&leader, &data, id)
+        };
         Self::persist(&leader, batch).await?;
         Ok(Response::new(RegionHeartbeatResponse {
             header: ok_header(),
+            transfer_leader,
         }))
     }
 

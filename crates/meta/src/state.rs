@@ -235,9 +235,93 @@ impl MetaData {
     }
 
     /// The region holding encoded key `key`.
+    /// Leader balance: the voter of `region_id` that should lead it instead, on the live
+    /// store leading the fewest regions, if that store leads at least two fewer than the
+    /// current leader's store (one fewer would only move the imbalance).
+    pub fn leader_transfer_target(
+        &self,
+        region_id: u64,
+        live: impl Fn(u64) -> bool,
+    ) -> Option<Peer> {
+        let rec = self.regions.get(&region_id)?;
+        let leader = rec.leader?;
+        let mut leading: HashMap<u64, usize> = HashMap::new();
+        for r in self.regions.values() {
+            if let Some(l) = r.leader {
+                *leading.entry(l.store_id).or_default() += 1;
+            }
+        }
+        let count = |store_id: u64| leading.get(&store_id).copied().unwrap_or(0);
+        rec.region
+            .peers
+            .iter()
+            .filter(|p| {
+                p.store_id != leader.store_id
+                    && p.role == PeerRole::Voter as i32
+                    && live(p.store_id)
+            })
+            .min_by_key(|p| (count(p.store_id), p.store_id))
+            .filter(|p| count(p.store_id) + 2 <= count(leader.store_id))
+            .copied()
+    }
+
     pub fn region_of(&self, key: &[u8]) -> Option<&RegionRec> {
         let (_, id) = self.by_start.range(..=key.to_vec()).next_back()?;
         let rec = self.regions.get(id)?;
         flotilla_raftstore::region_contains(&rec.region, key).then_some(rec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(id: u64, stores: &[u64], leader_store: u64) -> RegionRec {
+        let peers: Vec<Peer> = stores
+            .iter()
+            .map(|s| Peer {
+                id: id * 10 + s,
+                store_id: *s,
+                role: PeerRole::Voter as i32,
+            })
+            .collect();
+        let leader = peers.iter().find(|p| p.store_id == leader_store).copied();
+        RegionRec {
+            region: Region {
+                id,
+                peers,
+                ..Default::default()
+            },
+            leader,
+            keys: 0,
+            bytes: 0,
+        }
+    }
+
+    #[test]
+    fn leaders_move_from_the_busiest_store_to_the_idlest_live_one_and_only_past_one() {
+        let mut data = MetaData::default();
+        // Store 1 leads 4 regions, store 2 leads 1, store 3 none.
+        for (id, leader) in [(1, 1), (2, 1), (3, 1), (4, 1), (5, 2)] {
+            data.regions.insert(id, region(id, &[1, 2, 3], leader));
+        }
+        let all_live = |_: u64| true;
+        let to = data
+            .leader_transfer_target(1, all_live)
+            .expect("unbalanced");
+        assert_eq!(to.store_id, 3, "the store leading the fewest regions");
+        // A dead store is never chosen.
+        let to = data
+            .leader_transfer_target(1, |s| s != 3)
+            .expect("unbalanced");
+        assert_eq!(to.store_id, 2);
+        // Store 2's region stays: store 2 does not lead two more than anyone.
+        assert!(data.leader_transfer_target(5, all_live).is_none());
+        // Balanced within one: nothing moves.
+        let mut data = MetaData::default();
+        for (id, leader) in [(1, 1), (2, 1), (3, 2), (4, 3)] {
+            data.regions.insert(id, region(id, &[1, 2, 3], leader));
+        }
+        assert!(data.leader_transfer_target(1, all_live).is_none());
     }
 }

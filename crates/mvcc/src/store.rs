@@ -89,12 +89,19 @@ pub struct Mvcc {
     /// Encoded-key range `[start, end)` (empty end: unbounded) where new in-memory locks
     /// are refused, retryably, while a split moving it to a new region is in flight: that
     /// region's MVCC would not know them.
-    memory_lock_fence: Mutex<Option<(Vec<u8>, Vec<u8>)>>,
+    memory_lock_fences: Mutex<Fences>,
     /// Held shared by every operation that may add in-memory locks, from its fence check
     /// to its last write, so raising a fence can wait for those already past the check.
     memory_lock_ops: RwLock<()>,
     /// Signalled when in-memory locks go (see `wait_memory_locks_gone`).
     memory_released: Condvar,
+}
+
+/// Key ranges fenced against new in-memory locks, by id.
+#[derive(Default)]
+struct Fences {
+    next_id: u64,
+    ranges: Vec<(u64, Vec<u8>, Vec<u8>)>,
 }
 
 fn lock_info(key: &[u8], lock: &Lock) -> LockInfo {
@@ -119,7 +126,7 @@ impl Mvcc {
             latches: Latches::new(LATCH_SLOTS),
             locked: RwLock::new(locked),
             memory: Mutex::new(BTreeMap::new()),
-            memory_lock_fence: Mutex::new(None),
+            memory_lock_fences: Mutex::new(Fences::default()),
             memory_lock_ops: RwLock::new(()),
             memory_released: Condvar::new(),
         })
@@ -129,14 +136,26 @@ impl Mvcc {
     /// unbounded) until `lift_memory_lock_fence`, and returns once every operation that
     /// could still add one there has finished: `has_memory_locks_in` then stays true or
     /// false. Blocks (briefly: those operations take no lock waits).
-    pub fn raise_memory_lock_fence(&self, start: &[u8], end: &[u8]) {
-        *self.memory_lock_fence.lock() = Some((start.to_vec(), end.to_vec()));
+    /// Several fences may stand at once (a split and a leader transfer); each is lifted
+    /// by the id this returns.
+    pub fn raise_memory_lock_fence(&self, start: &[u8], end: &[u8]) -> u64 {
+        let id = {
+            let mut fences = self.memory_lock_fences.lock();
+            fences.next_id += 1;
+            let id = fences.next_id;
+            fences.ranges.push((id, start.to_vec(), end.to_vec()));
+            id
+        };
         drop(self.memory_lock_ops.write());
+        id
     }
 
-    /// Ends `raise_memory_lock_fence`.
-    pub fn lift_memory_lock_fence(&self) {
-        *self.memory_lock_fence.lock() = None;
+    /// Ends the fence `raise_memory_lock_fence` returned `id` for.
+    pub fn lift_memory_lock_fence(&self, id: u64) {
+        self.memory_lock_fences
+            .lock()
+            .ranges
+            .retain(|(fence, _, _)| *fence != id);
     }
 
     /// Fails (retryably) if one of `encoded` lies behind the fence and holds no in-memory
@@ -144,11 +163,12 @@ impl Mvcc {
     fn check_memory_lock_fence(&self, encoded: &[Vec<u8>]) -> Result<(), MvccError> {
         // Keys already locked in memory are on their way out (the split waits for them),
         // so their transactions may go on converting them (prewrite).
-        if let Some((start, end)) = &*self.memory_lock_fence.lock()
-            && encoded.iter().any(|k| {
+        let fences = self.memory_lock_fences.lock();
+        if fences.ranges.iter().any(|(_, start, end)| {
+            encoded.iter().any(|k| {
                 k >= start && (end.is_empty() || k < end) && !self.memory.lock().contains_key(k)
             })
-        {
+        }) {
             return Err(MvccError::Storage(StorageError::Unavailable(
                 "the region is splitting at this key; retry shortly".into(),
             )));

@@ -549,7 +549,7 @@ fn an_expired_volatile_transaction_is_rolled_back_and_cannot_commit() {
 fn a_memory_lock_fence_refuses_new_in_memory_locks_behind_it_until_lifted() {
     let (_dir, m) = mvcc();
     let (start, end) = (crate::keys::encode_user_key(b"m"), Vec::new());
-    m.raise_memory_lock_fence(&start, &end);
+    let fence = m.raise_memory_lock_fence(&start, &end);
     let lock = |key: &[u8], start_ts: u64| {
         m.acquire_pessimistic_lock(
             &[(key.to_vec(), false)],
@@ -588,12 +588,12 @@ fn a_memory_lock_fence_refuses_new_in_memory_locks_behind_it_until_lifted() {
         PrewriteLocks::Durable,
     )
     .unwrap();
-    m.lift_memory_lock_fence();
+    m.lift_memory_lock_fence(fence);
     lock(b"x", 2).unwrap();
     assert!(m.has_memory_locks_in(&start, &end));
     // A transaction already holding an in-memory lock behind a fence may go on with it
     // (the split waits for it to finish); the wait ends when it commits.
-    m.raise_memory_lock_fence(&start, &end);
+    let _fence = m.raise_memory_lock_fence(&start, &end);
     let mut pessimistic = put(b"x", b"v2");
     pessimistic.pessimistic = true;
     m.prewrite(&[pessimistic], b"x", ts(2), 3_000, PrewriteLocks::Volatile)

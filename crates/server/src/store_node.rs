@@ -430,26 +430,110 @@ fn mvcc_failure(e: MvccError) -> Failure {
 /// go on, so a transaction that needs more locks there is delayed, never deadlocked.
 const SPLIT_LOCK_DRAIN_MAX: Duration = Duration::from_secs(2);
 
+/// How long a graceful leader transfer waits for in-memory locks to go before giving up.
+const TRANSFER_LOCK_DRAIN_MAX: Duration = Duration::from_secs(2);
+
 /// Lifts a region's memory-lock fence if its split fails. After a split the fence stays:
 /// the right half is no longer this MVCC's, and a request routed by a board not yet
 /// showing the split must not lock there either.
-struct FenceGuard(Arc<RegionMvcc>, bool);
+struct FenceGuard(Arc<RegionMvcc>, u64, bool);
+
+/// Raises a memory-lock fence over `[start, end)` of `m` (off the async workers: it waits
+/// for operations past their fence check).
+async fn raise_fence(m: &Arc<RegionMvcc>, start: &[u8], end: &[u8]) -> Option<FenceGuard> {
+    let (raised, start, end) = (m.clone(), start.to_vec(), end.to_vec());
+    let id = tokio::task::spawn_blocking(move || raised.mvcc.raise_memory_lock_fence(&start, &end))
+        .await
+        .ok()?;
+    Some(FenceGuard(m.clone(), id, true))
+}
 
 impl FenceGuard {
     fn keep(mut self) {
-        self.1 = false;
+        self.2 = false;
     }
 }
 
 impl Drop for FenceGuard {
     fn drop(&mut self) {
-        if self.1 {
-            self.0.mvcc.lift_memory_lock_fence();
+        if self.2 {
+            self.0.mvcc.lift_memory_lock_fence(self.1);
         }
     }
 }
 
 impl Shared {
+    /// Hands the leadership of `region` to peer `to` (leader balance) without aborting
+    /// transactions: in-memory locks die with a leader's term, so new ones are fenced off
+    /// the whole region and the transfer waits (bounded) until the held ones are gone. If
+    /// they do not go, or the transfer does not happen within an election timeout, the
+    /// fence is lifted and this store stays leader.
+    async fn transfer_leader_gracefully(&self, region: Region, to: flotilla_proto::metapb::Peer) {
+        let region_id = region.id;
+        let Some(entry) = self.board.get(region_id).filter(|e| e.is_leader) else {
+            return;
+        };
+        let current = self
+            .regions
+            .lock()
+            .get(&region_id)
+            .filter(|m| m.term == entry.term)
+            .cloned();
+        let fence = match current {
+            Some(m) => {
+                let (start, end) = (region.start_key.to_vec(), region.end_key.to_vec());
+                let Some(guard) = raise_fence(&m, &start, &end).await else {
+                    return;
+                };
+                let drained = tokio::task::spawn_blocking(move || {
+                    m.mvcc
+                        .wait_memory_locks_gone(&start, &end, TRANSFER_LOCK_DRAIN_MAX)
+                })
+                .await
+                .unwrap_or(false);
+                if !drained {
+                    tracing::debug!(region_id, "leader transfer skipped: locks still held");
+                    return;
+                }
+                Some(guard)
+            }
+            None => None,
+        };
+        tracing::info!(
+            region_id,
+            to_store = to.store_id,
+            "transferring leadership (leader balance)"
+        );
+        if self
+            .router
+            .send(StoreMsg::TransferLeader {
+                region_id,
+                to_peer_id: to.id,
+            })
+            .is_err()
+        {
+            return;
+        }
+        // raft-rs abandons a transfer after an election timeout; until the outcome is
+        // known the fence stays (a lock taken now would die with the term).
+        let deadline = tokio::time::Instant::now()
+            + self.cfg.tick_interval * self.cfg.max_election_ticks as u32;
+        while tokio::time::Instant::now() < deadline {
+            match self.board.get(region_id) {
+                Some(e) if e.is_leader && e.term == entry.term => {}
+                // Another leader or term: this term's MVCC is retired with its fence.
+                _ => {
+                    if let Some(f) = fence {
+                        f.keep();
+                    }
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Still the leader: the fence guard lifts the fence.
+    }
+
     /// The MVCC of a region this store leads, as routed by `ctx`.
     async fn region_mvcc(&self, ctx: &Context) -> Result<Arc<RegionMvcc>, RaftStoreError> {
         let entry = self
@@ -845,13 +929,9 @@ impl Shared {
         let fence = match Some(current).filter(|m| m.term == entry.term) {
             Some(m) => {
                 let (start, end) = (split_key.clone(), entry.region.end_key.to_vec());
-                let raised = m.clone();
-                tokio::task::spawn_blocking(move || {
-                    raised.mvcc.raise_memory_lock_fence(&start, &end)
-                })
-                .await
-                .map_err(|e| RaftStoreError::Storage(e.to_string()))?;
-                Some(FenceGuard(m, true))
+                Some(raise_fence(&m, &start, &end).await.ok_or_else(|| {
+                    RaftStoreError::ServerIsBusy("raising the split fence failed".into())
+                })?)
             }
             None => None,
         };
@@ -1065,8 +1145,16 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 approximate_bytes: 0,
                 term: e.term,
             };
-            if let Err(err) = shared.meta.region_heartbeat(req).await {
-                tracing::debug!(region_id = e.region.id, "region heartbeat: {err}");
+            match shared.meta.region_heartbeat(req).await {
+                Ok(resp) => {
+                    if let Some(to) = resp.transfer_leader {
+                        let (shared, region) = (shared.clone(), e.region.clone());
+                        tokio::spawn(async move {
+                            shared.transfer_leader_gracefully(region, to).await;
+                        });
+                    }
+                }
+                Err(err) => tracing::debug!(region_id = e.region.id, "region heartbeat: {err}"),
             }
         }
     }

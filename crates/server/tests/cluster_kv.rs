@@ -358,3 +358,82 @@ async fn transactions_keep_their_locks_while_their_region_splits_under_them() {
         }
     }
 }
+
+/// Leader balance: regions split off one leader spread their leadership over the stores,
+/// and a transaction holding in-memory locks in every region meanwhile is not aborted by
+/// it (a region is handed over only once no such lock is held in it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaders_spread_over_the_stores_without_aborting_transactions() {
+    use flotilla_txn::LockRequest;
+    let cluster = common::Cluster::start_tuned(
+        |meta| meta.leader_balance_interval = std::time::Duration::from_millis(100),
+        |_| {},
+    )
+    .await;
+    let (kv, tso) = cluster.kv();
+    for at in ["b", "c", "d", "e", "f"] {
+        kv.split_at(&encode_key(at.as_bytes())).await.unwrap();
+    }
+    let keys: Vec<Vec<u8>> = ["a1", "b1", "c1", "d1", "e1", "f1"]
+        .iter()
+        .map(|k| k.as_bytes().to_vec())
+        .collect();
+    let start_ts = tso.get_ts().await.unwrap();
+    kv.acquire_pessimistic_lock(LockRequest {
+        keys: keys.iter().map(|k| (k.clone(), false)).collect(),
+        primary: keys[0].clone(),
+        start_ts,
+        for_update_ts: start_ts,
+        ttl_ms: 60_000,
+        need_values: false,
+        lock_wait_timeout_ms: 1_000,
+    })
+    .await
+    .unwrap();
+    // One store leads all six regions: the balancer asks for a transfer every 100 ms
+    // (heartbeats come every 200 ms). Give it time to try while the locks are held; a
+    // transfer that went ahead would take the locks of its region with the old term.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    kv.prewrite(
+        keys.iter()
+            .map(|k| Mutation {
+                key: k.clone(),
+                op: MutationOp::Put(b"kept".to_vec()),
+                pessimistic: true,
+            })
+            .collect(),
+        &keys[0],
+        start_ts,
+        60_000,
+        false,
+    )
+    .await
+    .expect("the pessimistic locks survived leader balancing");
+    let commit_ts = tso.get_ts().await.unwrap();
+    kv.commit(keys.clone(), start_ts, commit_ts).await.unwrap();
+    // With the locks gone the regions move.
+    let meta = kv.cache().meta().clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let leading = loop {
+        let regions = meta.scan_regions(b"", b"", 100).await.unwrap();
+        let mut leading = std::collections::HashMap::new();
+        for r in &regions {
+            if let Some(l) = r.leader {
+                *leading.entry(l.store_id).or_insert(0usize) += 1;
+            }
+        }
+        if leading.len() == 3 || std::time::Instant::now() > deadline {
+            break leading;
+        }
+        // Polls the meta service's view (bounded by the deadline).
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(leading.len(), 3, "every store leads a region: {leading:?}");
+    let read_ts = tso.get_ts().await.unwrap();
+    for k in &keys {
+        assert_eq!(
+            kv.get(k, read_ts, None, 1_000).await.unwrap(),
+            Some(b"kept".to_vec())
+        );
+    }
+}

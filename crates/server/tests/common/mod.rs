@@ -30,12 +30,21 @@ impl Cluster {
 
     /// Like `start`, with each store's configuration adjusted by `tune`.
     pub async fn start_with(tune: impl Fn(&mut StoreNodeConfig)) -> Cluster {
+        Self::start_tuned(|_| {}, tune).await
+    }
+
+    /// Like `start`, with the meta member's and each store's configuration adjusted.
+    pub async fn start_tuned(
+        tune_meta: impl Fn(&mut MetaConfig),
+        tune: impl Fn(&mut StoreNodeConfig),
+    ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let meta_listener = listener().await;
         let meta_addr = meta_listener.local_addr().unwrap().to_string();
         let mut meta_cfg =
             MetaConfig::new(1, vec![(1, meta_addr.clone())], dir.path().join("meta"));
         meta_cfg.tick_interval = Duration::from_millis(20);
+        tune_meta(&mut meta_cfg);
         let meta = MetaNode::start(meta_cfg, meta_listener).await.unwrap();
         let mut starting = Vec::new();
         for i in 0..3 {
