@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use tonic::transport::Channel;
 
 use crate::backoff::Backoff;
-use crate::meta_client::{ClientConfig, channel_to};
+use crate::meta_client::{ClientConfig, channel_on};
 use crate::region_cache::{CachedRegion, RegionCache};
 use crate::{decode_boundary, encode_key};
 
@@ -47,6 +47,9 @@ pub struct ClusterTxnKv {
     tso: TsoRef,
     cfg: ClientConfig,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// The runtime the client was made on: its channels' tasks and background commits
+    /// run there (not on a subquery's short-lived runtime).
+    runtime: Option<tokio::runtime::Handle>,
     /// Permits for secondary commits running after `commit` returned.
     background_commits: Arc<tokio::sync::Semaphore>,
 }
@@ -104,6 +107,7 @@ impl ClusterTxnKv {
             tso,
             cfg,
             channels: Arc::new(Mutex::new(HashMap::new())),
+            runtime: tokio::runtime::Handle::try_current().ok(),
             background_commits: Arc::new(tokio::sync::Semaphore::new(Self::BACKGROUND_COMMITS_MAX)),
         }
     }
@@ -122,8 +126,8 @@ impl ClusterTxnKv {
         let channel = match channels.get(addr) {
             Some(c) => c.clone(),
             None => {
-                let c =
-                    channel_to(addr, &self.cfg).map_err(|e| TxnError::Internal(e.to_string()))?;
+                let c = channel_on(self.runtime.as_ref(), addr, &self.cfg)
+                    .map_err(|e| TxnError::Internal(e.to_string()))?;
                 channels.insert(addr.to_string(), c.clone());
                 c
             }
@@ -211,9 +215,11 @@ impl ClusterTxnKv {
                 Attempt::Done(Box::new(resp))
             }
             Err(status) => {
-                // The store is down or unreachable: try another peer next time.
+                // The store is down or unreachable: try another peer next time, over a
+                // fresh connection.
                 self.rotate_leader(region);
                 self.cache.forget_store(peer.store_id);
+                self.channels.lock().remove(&addr);
                 Attempt::Retry(format!(
                     "store {} at {addr}: {}",
                     peer.store_id,
@@ -499,10 +505,14 @@ impl ClusterTxnKv {
         match self.background_commits.clone().try_acquire_owned() {
             Ok(permit) => {
                 let kv = self.clone();
-                tokio::spawn(async move {
+                let work = async move {
                     kv.commit_secondaries(rest, make).await;
                     drop(permit);
-                });
+                };
+                match &self.runtime {
+                    Some(h) => drop(h.spawn(work)),
+                    None => drop(tokio::spawn(work)),
+                }
             }
             Err(_) => self.commit_secondaries(rest, make).await,
         }

@@ -40,6 +40,19 @@ impl Default for ClientConfig {
     }
 }
 
+/// A lazily connected channel to `addr` (host:port), whose background tasks run on
+/// `runtime` if given, else on the current one. A channel made on a short-lived runtime
+/// (a subquery's) would die with it and fail every later call: long-lived clients pass
+/// the runtime they were made on.
+pub fn channel_on(
+    runtime: Option<&tokio::runtime::Handle>,
+    addr: &str,
+    cfg: &ClientConfig,
+) -> Result<Channel, ClientError> {
+    let _entered = runtime.map(|h| h.enter());
+    channel_to(addr, cfg)
+}
+
 /// A lazily connected channel to `addr` (host:port).
 pub fn channel_to(addr: &str, cfg: &ClientConfig) -> Result<Channel, ClientError> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
@@ -89,6 +102,8 @@ pub struct MetaClient {
     leader: Mutex<Option<String>>,
     next: Mutex<usize>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// The runtime the client was made on: its channels' tasks run there.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl MetaClient {
@@ -103,6 +118,7 @@ impl MetaClient {
             leader: Mutex::new(None),
             next: Mutex::new(0),
             channels: Mutex::new(HashMap::new()),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         })
     }
 
@@ -116,7 +132,7 @@ impl MetaClient {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let c = channel_to(addr, &self.cfg)?;
+        let c = channel_on(self.runtime.as_ref(), addr, &self.cfg)?;
         channels.insert(addr.to_string(), c.clone());
         Ok(c)
     }
@@ -166,6 +182,8 @@ impl MetaClient {
                 Err(status) => {
                     last_error = format!("meta {addr}: {}", status.message());
                     *self.leader.lock() = None;
+                    // The next attempt connects afresh.
+                    self.channels.lock().remove(&addr);
                 }
             }
             if backoff.wait().await.is_err() {

@@ -192,41 +192,52 @@ impl ScalarUDFImpl for SubqueryFunction {
             .collect::<DfResult<_>>()?;
         let with_operand = matches!(self.kind, Kind::In { .. });
         // Subqueries run to completion on their own thread and runtime: this function is
-        // called synchronously from inside an executing plan.
-        let result: DfResult<Vec<ScalarValue>> = std::thread::scope(|scope| {
-            let handle = std::thread::Builder::new()
-                .name("flotilla-subquery".into())
-                .stack_size(SUBQUERY_THREAD_STACK_BYTES)
-                .spawn_scoped(scope, || -> DfResult<Vec<ScalarValue>> {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .map_err(ext)?;
-                    let mut cache: HashMap<Vec<ScalarValue>, ScalarValue> = HashMap::new();
-                    let mut out = Vec::with_capacity(n);
-                    for row in 0..n {
-                        let key: Vec<ScalarValue> = arrays
-                            .iter()
-                            .map(|a| ScalarValue::try_from_array(a, row))
-                            .collect::<DfResult<_>>()?;
-                        if let Some(v) = cache.get(&key) {
-                            out.push(v.clone());
-                            continue;
+        // called synchronously from inside an executing plan. Meanwhile this thread
+        // leaves the caller's runtime (`block_in_place`): the subquery may need that
+        // runtime's tasks (a gRPC channel's connection, the TSO batcher), and with every
+        // worker blocked in a subquery they would never run.
+        let run = || -> DfResult<Vec<ScalarValue>> {
+            std::thread::scope(|scope| {
+                let handle = std::thread::Builder::new()
+                    .name("flotilla-subquery".into())
+                    .stack_size(SUBQUERY_THREAD_STACK_BYTES)
+                    .spawn_scoped(scope, || -> DfResult<Vec<ScalarValue>> {
+                        let rt = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .map_err(ext)?;
+                        let mut cache: HashMap<Vec<ScalarValue>, ScalarValue> = HashMap::new();
+                        let mut out = Vec::with_capacity(n);
+                        for row in 0..n {
+                            let key: Vec<ScalarValue> = arrays
+                                .iter()
+                                .map(|a| ScalarValue::try_from_array(a, row))
+                                .collect::<DfResult<_>>()?;
+                            if let Some(v) = cache.get(&key) {
+                                out.push(v.clone());
+                                continue;
+                            }
+                            let (operand, outer) = if with_operand {
+                                (Some(&key[0]), &key[1..])
+                            } else {
+                                (None, &key[..])
+                            };
+                            let v = self.evaluate(operand, outer, &rt)?;
+                            cache.insert(key, v.clone());
+                            out.push(v);
                         }
-                        let (operand, outer) = if with_operand {
-                            (Some(&key[0]), &key[1..])
-                        } else {
-                            (None, &key[..])
-                        };
-                        let v = self.evaluate(operand, outer, &rt)?;
-                        cache.insert(key, v.clone());
-                        out.push(v);
-                    }
-                    Ok(out)
-                })
-                .map_err(ext)?;
-            handle.join().map_err(|_| ext("subquery thread panicked"))?
-        });
+                        Ok(out)
+                    })
+                    .map_err(ext)?;
+                handle.join().map_err(|_| ext("subquery thread panicked"))?
+            })
+        };
+        let result = match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(run)
+            }
+            _ => run(),
+        };
         let values = result?;
         if n == 0 {
             return Ok(ColumnarValue::Array(
