@@ -53,6 +53,26 @@ pub fn channel_on(
     channel_to(addr, cfg)
 }
 
+/// A lazily connected channel for long-lived streams (Raft): no per-request timeout (a
+/// client stream is answered only when it ends; `request_timeout` cut it every 5 s), and
+/// HTTP/2 keepalive instead, so a peer gone without closing the connection is noticed
+/// within `STREAM_KEEPALIVE_INTERVAL` + `STREAM_KEEPALIVE_TIMEOUT`.
+pub fn stream_channel_to(addr: &str, cfg: &ClientConfig) -> Result<Channel, ClientError> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| ClientError::Failed(format!("bad address {addr}: {e}")))?
+        .connect_timeout(cfg.connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(STREAM_KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(STREAM_KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
+    Ok(endpoint.connect_lazy())
+}
+
+/// How often a stream's connection is pinged.
+pub const STREAM_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a ping may go unanswered before the connection is given up.
+pub const STREAM_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// A lazily connected channel to `addr` (host:port).
 pub fn channel_to(addr: &str, cfg: &ClientConfig) -> Result<Channel, ClientError> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))

@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::error::ClientError;
-use crate::meta_client::{ClientConfig, channel_to};
+use crate::meta_client::{ClientConfig, stream_channel_to};
 
 /// Which service receives the Raft messages: data stores, or the meta members' own group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +39,8 @@ pub struct GrpcTransport {
     cfg: ClientConfig,
     queue_capacity: usize,
     queues: Mutex<HashMap<u64, mpsc::Sender<Vec<RaftMessage>>>>,
+    /// Streams opened so far, to every destination (a healthy peer keeps one).
+    streams_opened: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl GrpcTransport {
@@ -63,7 +65,15 @@ impl GrpcTransport {
             cfg,
             queue_capacity: Self::DEFAULT_QUEUE_CAPACITY,
             queues: Mutex::new(HashMap::new()),
+            streams_opened: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }
+    }
+
+    /// Streams opened so far, to every destination: one per live peer, plus one per
+    /// reconnect.
+    pub fn streams_opened(&self) -> u64 {
+        self.streams_opened
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn queue(&self, store_id: u64) -> mpsc::Sender<Vec<RaftMessage>> {
@@ -80,6 +90,7 @@ impl GrpcTransport {
             self.service,
             self.resolver.clone(),
             self.cfg.clone(),
+            self.streams_opened.clone(),
         ));
         queues.insert(store_id, tx.clone());
         tx
@@ -140,6 +151,7 @@ async fn sender(
     service: RaftService,
     resolver: Arc<dyn StoreResolver>,
     cfg: ClientConfig,
+    streams_opened: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let mut link: Option<Link> = None;
     while let Some(first) = rx.recv().await {
@@ -166,8 +178,11 @@ async fn sender(
         }
         if link.is_none() {
             match resolver.resolve(store_id).await {
-                Ok(addr) => match channel_to(&addr, &cfg) {
-                    Ok(ch) => link = Some(open_link(addr, ch, service)),
+                Ok(addr) => match stream_channel_to(&addr, &cfg) {
+                    Ok(ch) => {
+                        streams_opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        link = Some(open_link(addr, ch, service));
+                    }
                     Err(e) => tracing::warn!(store_id, "{e}"),
                 },
                 Err(e) => tracing::debug!(store_id, "cannot resolve store: {e}"),

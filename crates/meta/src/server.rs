@@ -219,6 +219,7 @@ impl MetaNode {
         let leadership = tokio::spawn(watch_leadership(shared.clone(), watcher.clone()));
         let service = MetaService {
             shared: shared.clone(),
+            stopping: watcher.clone(),
         };
         let mut stop = watcher.clone();
         let server = tokio::spawn(async move {
@@ -348,6 +349,8 @@ fn activate(shared: &Shared, term: u64, region: Region) -> Result<LeaderState, S
 #[derive(Clone)]
 struct MetaService {
     shared: Arc<Shared>,
+    /// Set when the member stops: open Raft streams end (see the store's service).
+    stopping: watch::Receiver<bool>,
 }
 
 fn ok_header() -> Option<ResponseHeader> {
@@ -462,7 +465,13 @@ impl Meta for MetaService {
         request: Request<tonic::Streaming<flotilla_proto::raft_serverpb::RaftMessageBatch>>,
     ) -> Result<Response<RaftDoneMeta>, Status> {
         let mut stream = request.into_inner();
-        while let Some(batch) = stream.message().await? {
+        let mut stopping = self.stopping.clone();
+        loop {
+            let batch = tokio::select! {
+                b = stream.message() => b?,
+                _ = stopping.wait_for(|s| *s) => None,
+            };
+            let Some(batch) = batch else { break };
             for m in batch.messages {
                 // A full mailbox drops the message; Raft retransmits.
                 let _ = self.shared.router.send(StoreMsg::Raft(m));

@@ -104,6 +104,7 @@ impl StoreResolver for MetaResolver {
 pub struct StoreNode {
     store_id: u64,
     addr: SocketAddr,
+    transport: Arc<GrpcTransport>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     driver: Option<StoreDriver>,
@@ -207,7 +208,7 @@ impl StoreNode {
         store_cfg.election_ticks = cfg.election_ticks;
         store_cfg.min_election_ticks = cfg.election_ticks;
         store_cfg.max_election_ticks = cfg.max_election_ticks;
-        let store = Store::open(store_cfg, engine.clone(), transport)
+        let store = Store::open(store_cfg, engine.clone(), transport.clone())
             .map_err(|e| storage_err(e.to_string()))?;
         let board = store.board();
         let driver = StoreDriver::spawn(
@@ -233,6 +234,7 @@ impl StoreNode {
         let (shutdown, watcher) = watch::channel(false);
         let service = StoreService {
             shared: shared.clone(),
+            stopping: watcher.clone(),
         };
         let mut stop = watcher.clone();
         let server = tokio::spawn(async move {
@@ -255,6 +257,7 @@ impl StoreNode {
         Ok(Self {
             store_id,
             addr,
+            transport,
             shutdown,
             tasks: vec![server, heartbeats, splits],
             driver: Some(driver),
@@ -263,6 +266,12 @@ impl StoreNode {
 
     pub fn store_id(&self) -> u64 {
         self.store_id
+    }
+
+    /// Raft streams this store has opened to its peers so far (see
+    /// `GrpcTransport::streams_opened`).
+    pub fn raft_streams_opened(&self) -> u64 {
+        self.transport.streams_opened()
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -899,6 +908,9 @@ fn run(mvcc: &Mvcc, cmd: kv_request::Cmd) -> Result<KvResponse, Failure> {
 #[derive(Clone)]
 struct StoreService {
     shared: Arc<Shared>,
+    /// Set when the node stops: open Raft streams end, so the server's graceful shutdown
+    /// does not wait for peers that never close theirs.
+    stopping: watch::Receiver<bool>,
 }
 
 impl Shared {
@@ -1020,7 +1032,13 @@ impl StoreRpc for StoreService {
         request: Request<tonic::Streaming<RaftMessageBatch>>,
     ) -> Result<Response<RaftDone>, Status> {
         let mut stream = request.into_inner();
-        while let Some(batch) = stream.message().await? {
+        let mut stopping = self.stopping.clone();
+        loop {
+            let batch = tokio::select! {
+                b = stream.message() => b?,
+                _ = stopping.wait_for(|s| *s) => None,
+            };
+            let Some(batch) = batch else { break };
             for m in batch.messages {
                 // A full mailbox drops the message; Raft retransmits.
                 let _ = self.shared.router.send(StoreMsg::Raft(m));

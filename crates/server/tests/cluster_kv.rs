@@ -437,3 +437,39 @@ async fn leaders_spread_over_the_stores_without_aborting_transactions() {
         );
     }
 }
+
+/// A store keeps one Raft stream per peer: streams outlive the client's request timeout.
+/// (They were opened on a channel with a per-request timeout, so every stream was cut
+/// after 5 s and reopened, dropping the batch in flight each time.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_streams_outlive_the_request_timeout() {
+    let request_timeout = std::time::Duration::from_millis(200);
+    let cluster =
+        common::Cluster::start_with(|cfg| cfg.client.request_timeout = request_timeout).await;
+    let (kv, tso) = cluster.kv();
+    let start_ts = tso.get_ts().await.unwrap();
+    kv.prewrite(vec![put(b"s1", b"v")], b"s1", start_ts, 3_000, true)
+        .await
+        .unwrap();
+    let commit_ts = tso.get_ts().await.unwrap();
+    kv.commit(vec![b"s1".to_vec()], start_ts, commit_ts)
+        .await
+        .unwrap();
+    let opened: Vec<u64> = cluster
+        .stores
+        .iter()
+        .map(|s| s.raft_streams_opened())
+        .collect();
+    // Heartbeats keep every stream busy meanwhile; a stream cut by the timeout would be
+    // reopened about once per `request_timeout`.
+    tokio::time::sleep(request_timeout * 8).await;
+    let later: Vec<u64> = cluster
+        .stores
+        .iter()
+        .map(|s| s.raft_streams_opened())
+        .collect();
+    assert_eq!(later, opened, "streams were reopened");
+    for n in &later {
+        assert!(*n <= 2, "a store opened {n} streams to its two peers");
+    }
+}
