@@ -27,7 +27,7 @@ pub use error::ClientError;
 pub use kv::ClusterTxnKv;
 pub use meta_client::{ClientConfig, MetaClient, channel_to};
 pub use region_cache::{CachedRegion, RegionCache};
-pub use transport::{GrpcTransport, RaftService, StoreResolver};
+pub use transport::{GrpcTransport, RaftService, StoreResolver, deliver_raft_stream};
 pub use tso::RemoteTso;
 
 /// The storage key a user key is routed by (region boundaries are encoded user keys).

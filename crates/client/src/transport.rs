@@ -205,3 +205,24 @@ async fn sender(
         }
     }
 }
+
+/// The receiving end of a `RaftStream`: hands every message to `router` until the sender
+/// closes the stream or `stopping` turns true (so a stopping server's graceful shutdown
+/// does not wait for peers that never close theirs). A full mailbox drops the message;
+/// Raft retransmits.
+pub async fn deliver_raft_stream(
+    mut stream: tonic::Streaming<RaftMessageBatch>,
+    router: &flotilla_raftstore::StoreRouter,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), tonic::Status> {
+    loop {
+        let batch = tokio::select! {
+            b = stream.message() => b?,
+            _ = stopping.wait_for(|s| *s) => None,
+        };
+        let Some(batch) = batch else { return Ok(()) };
+        for m in batch.messages {
+            let _ = router.send(flotilla_raftstore::StoreMsg::Raft(m));
+        }
+    }
+}

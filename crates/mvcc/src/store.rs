@@ -97,6 +97,14 @@ pub struct Mvcc {
     memory_released: Condvar,
 }
 
+/// True if `locks` holds a key in `[start, end)` (empty end: unbounded).
+fn any_lock_in(locks: &BTreeMap<Vec<u8>, Lock>, start: &[u8], end: &[u8]) -> bool {
+    match locks.range(start.to_vec()..).next() {
+        Some((k, _)) => end.is_empty() || k.as_slice() < end,
+        None => false,
+    }
+}
+
 /// Key ranges fenced against new in-memory locks, by id.
 #[derive(Default)]
 struct Fences {
@@ -263,11 +271,7 @@ impl Mvcc {
     /// range `[start, end)` (empty end: unbounded). A region must not split such keys
     /// off: the new region's MVCC would not know those locks.
     pub fn has_memory_locks_in(&self, start: &[u8], end: &[u8]) -> bool {
-        let memory = self.memory.lock();
-        match memory.range(start.to_vec()..).next() {
-            Some((k, _)) => end.is_empty() || k.as_slice() < end,
-            None => false,
-        }
+        any_lock_in(&self.memory.lock(), start, end)
     }
 
     /// Waits up to `timeout` until no in-memory lock lies in `[start, end)` (see
@@ -277,11 +281,7 @@ impl Mvcc {
         let deadline = Instant::now() + timeout;
         let mut memory = self.memory.lock();
         loop {
-            let held = match memory.range(start.to_vec()..).next() {
-                Some((k, _)) => end.is_empty() || k.as_slice() < end,
-                None => false,
-            };
-            if !held {
+            if !any_lock_in(&memory, start, end) {
                 return true;
             }
             if self

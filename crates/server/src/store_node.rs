@@ -1031,19 +1031,12 @@ impl StoreRpc for StoreService {
         &self,
         request: Request<tonic::Streaming<RaftMessageBatch>>,
     ) -> Result<Response<RaftDone>, Status> {
-        let mut stream = request.into_inner();
-        let mut stopping = self.stopping.clone();
-        loop {
-            let batch = tokio::select! {
-                b = stream.message() => b?,
-                _ = stopping.wait_for(|s| *s) => None,
-            };
-            let Some(batch) = batch else { break };
-            for m in batch.messages {
-                // A full mailbox drops the message; Raft retransmits.
-                let _ = self.shared.router.send(StoreMsg::Raft(m));
-            }
-        }
+        flotilla_client::deliver_raft_stream(
+            request.into_inner(),
+            &self.shared.router,
+            self.stopping.clone(),
+        )
+        .await?;
         Ok(Response::new(RaftDone {}))
     }
 
