@@ -32,6 +32,17 @@ pub struct PlaygroundArgs {
     /// Keys at which a region splits (passed to every store).
     #[arg(long, default_value_t = 200_000)]
     pub region_split_keys: u64,
+    /// Async runtime threads per child process [default: max(1, cores / children)]. The
+    /// children share the machine's cores, and a runtime with more threads than its share
+    /// spends its time waking and parking them (17 % fewer TPC-B TPS with one per core on
+    /// 2 cores; BENCHMARKS.md).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub child_worker_threads: Option<u16>,
+}
+
+/// Runtime threads for each of `children` processes sharing `cores`.
+fn worker_threads_per_child(cores: usize, children: usize) -> usize {
+    (cores / children.max(1)).max(1)
 }
 
 /// One child process, as written to playground.json.
@@ -108,6 +119,13 @@ pub async fn run(args: PlaygroundArgs) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(data_dir.join("logs"))?;
     let exe = std::env::current_exe().context("locating the flotilla binary")?;
+    let worker_threads = match args.child_worker_threads {
+        Some(n) => usize::from(n),
+        None => worker_threads_per_child(
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            args.metas + args.stores + args.sqls,
+        ),
+    };
     let mut children = Vec::new();
     let mut infos = Vec::new();
 
@@ -125,8 +143,9 @@ pub async fn run(args: PlaygroundArgs) -> anyhow::Result<()> {
                       id: usize,
                       addr: String,
                       dir: PathBuf,
-                      command: Vec<String>|
+                      mut command: Vec<String>|
      -> anyhow::Result<()> {
+        command.extend(["--worker-threads".into(), worker_threads.to_string()]);
         let log = data_dir.join("logs").join(format!("{role}-{id}.log"));
         let child = spawn(&exe, &command, &log)?;
         infos.push(ProcessInfo {
@@ -302,5 +321,18 @@ async fn stop_all(children: &mut [tokio::process::Child]) {
         {
             let _ = c.kill().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_threads_per_child;
+
+    #[test]
+    fn children_share_the_cores_and_each_gets_at_least_one_thread() {
+        assert_eq!(worker_threads_per_child(2, 5), 1);
+        assert_eq!(worker_threads_per_child(16, 5), 3);
+        assert_eq!(worker_threads_per_child(8, 2), 4);
+        assert_eq!(worker_threads_per_child(1, 0), 1);
     }
 }
