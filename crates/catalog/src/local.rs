@@ -147,14 +147,16 @@ impl LocalCatalog {
         }
         Ok(())
     }
-}
 
-impl Catalog for LocalCatalog {
-    fn snapshot(&self) -> Arc<CatalogSnapshot> {
-        self.current.lock().clone()
-    }
-
-    fn commit(&self, change: SchemaChange) -> Result<Arc<CatalogSnapshot>, CatalogError> {
+    /// Commits `change` together with the records already in `batch`, in one synced
+    /// write: both or neither.
+    /// The DDL job runner records a job's step with the schema change it makes, so a step
+    /// re-run after a crash finds itself done.
+    pub fn commit_with(
+        &self,
+        change: SchemaChange,
+        mut batch: WriteBatch,
+    ) -> Result<Arc<CatalogSnapshot>, CatalogError> {
         let mut current = self.current.lock();
         if current.version != change.base_version {
             return Err(CatalogError::VersionMismatch {
@@ -164,7 +166,6 @@ impl Catalog for LocalCatalog {
         }
         let mut next = (**current).clone();
         next.version += 1;
-        let mut batch = WriteBatch::new();
         for id in &change.drops {
             next.tables.retain(|_, t| t.id != *id);
             batch.delete(Cf::Meta, table_key(*id));
@@ -196,6 +197,16 @@ impl Catalog for LocalCatalog {
         let next = Arc::new(next);
         *current = next.clone();
         Ok(next)
+    }
+}
+
+impl Catalog for LocalCatalog {
+    fn snapshot(&self) -> Arc<CatalogSnapshot> {
+        self.current.lock().clone()
+    }
+
+    fn commit(&self, change: SchemaChange) -> Result<Arc<CatalogSnapshot>, CatalogError> {
+        self.commit_with(change, WriteBatch::new())
     }
 
     fn allocate(&self, kind: IdKind, count: u64) -> Result<Range<i64>, CatalogError> {
@@ -250,6 +261,7 @@ mod tests {
                     ty: SqlType::Int64,
                     nullable: true,
                     default: None,
+                    origin_default: None,
                 })
                 .collect(),
             handle: Handle::RowId,

@@ -78,6 +78,12 @@ pub struct ColumnDef {
     pub nullable: bool,
     /// Default expression as SQL text, evaluated at insert.
     pub default: Option<String>,
+    /// What rows written before the column existed read as (ADD COLUMN ... DEFAULT: the
+    /// default evaluated once when the column was added), as an encoded one-column row
+    /// value (`flotilla_codec::encode_row`). `None` reads them as NULL. Rows written
+    /// after the column was added store its value, NULL included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_default: Option<Vec<u8>>,
 }
 
 /// How rows of a table are keyed in storage.

@@ -194,6 +194,7 @@ mod tests {
                 ty: SqlType::Int32,
                 nullable: true,
                 default: None,
+                origin_default: None,
             }],
             handle: Handle::RowId,
             indexes: vec![],

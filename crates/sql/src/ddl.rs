@@ -274,6 +274,7 @@ async fn create_table(session: &mut Session, ct: CreateTable) -> Result<QueryRes
             ty: sql_type(&column.data_type)?,
             nullable: true,
             default: None,
+            origin_default: None,
         };
         table.next_column_id += 1;
         for option in &column.options {

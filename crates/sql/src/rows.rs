@@ -1,6 +1,6 @@
 //! How a table's rows and index entries are laid out in the key space.
 
-use flotilla_catalog::{Handle, IndexDef, TableDef};
+use flotilla_catalog::{ColumnDef, Handle, IndexDef, TableDef};
 use flotilla_codec::{
     Datum, decode_row, encode_key_tuple, encode_row, index_key, record_key, record_prefix,
 };
@@ -42,22 +42,43 @@ pub(crate) fn handle_of_key<'a>(table: &TableDef, key: &'a [u8]) -> Result<&'a [
 }
 
 /// The stored value of a row: every column keyed by its id, so adding a column rewrites
-/// nothing and dropping one leaves bytes that are simply ignored.
+/// nothing and dropping one leaves bytes that are simply ignored. A NULL is left out,
+/// except in a column with an origin default, where leaving it out would read back as
+/// that default.
 pub(crate) fn row_value(table: &TableDef, row: &[Datum]) -> Vec<u8> {
     let columns: Vec<(u32, Datum)> = table
         .columns
         .iter()
         .zip(row)
-        .filter(|(_, d)| !d.is_null())
+        .filter(|(c, d)| !d.is_null() || c.origin_default.is_some())
         .map(|(c, d)| (c.id, d.clone()))
         .collect();
     encode_row(&columns)
 }
 
-/// Decodes a stored row into column order; absent columns read as NULL.
+/// The value that rows stored before `column` was added read as.
+pub(crate) fn origin_default(column: &ColumnDef) -> Result<Datum, SqlError> {
+    let Some(bytes) = &column.origin_default else {
+        return Ok(Datum::Null);
+    };
+    let mut stored = decode_row(bytes)
+        .map_err(|e| SqlError::internal(format!("corrupt origin default: {e}")))?;
+    match stored.pop() {
+        Some((_, d)) if stored.is_empty() => Ok(d),
+        _ => Err(SqlError::internal("origin default is not one value")),
+    }
+}
+
+/// Decodes a stored row into column order; absent columns read as their origin default
+/// (NULL unless the column was added with a default).
 pub(crate) fn decode_row_value(table: &TableDef, bytes: &[u8]) -> Result<Vec<Datum>, SqlError> {
     let stored = decode_row(bytes).map_err(|e| SqlError::internal(format!("corrupt row: {e}")))?;
     let mut row = vec![Datum::Null; table.columns.len()];
+    for (pos, c) in table.columns.iter().enumerate() {
+        if c.origin_default.is_some() {
+            row[pos] = origin_default(c)?;
+        }
+    }
     for (id, datum) in stored {
         if let Some(pos) = table.column_position(id) {
             row[pos] = datum;

@@ -1,0 +1,284 @@
+//! ALTER TABLE actions applied to one snapshot of a table. The same function validates
+//! the statement on the SQL node that plans it and applies it in the owner that runs the
+//! job, so IF [NOT] EXISTS is honoured at both points and a retried job is harmless.
+
+use flotilla_catalog::{CatalogSnapshot, ColumnDef, Handle, TableDef};
+use flotilla_types::TableId;
+
+use crate::job::{AlterAction, JobError};
+
+/// Applies `actions` in order to the table `table_id` of `snapshot`. Returns the changed
+/// table, `None` if every action was skipped by IF [NOT] EXISTS, or the first error (then
+/// nothing of the statement applies).
+pub fn apply_alter(
+    snapshot: &CatalogSnapshot,
+    table_id: TableId,
+    table_name: &str,
+    actions: &[AlterAction],
+) -> Result<Option<TableDef>, JobError> {
+    let current = snapshot
+        .tables
+        .values()
+        .find(|t| t.id == table_id)
+        .ok_or_else(|| {
+            JobError::fatal("42P01", format!("relation \"{table_name}\" does not exist"))
+        })?;
+    let mut table = (**current).clone();
+    let mut changed = false;
+    for action in actions {
+        changed |= apply_one(snapshot, &mut table, action)?;
+    }
+    Ok(changed.then_some(table))
+}
+
+fn no_column(table: &TableDef, name: &str) -> JobError {
+    JobError::fatal(
+        "42703",
+        format!(
+            "column \"{name}\" of relation \"{}\" does not exist",
+            table.name
+        ),
+    )
+}
+
+fn column_exists(table: &TableDef, name: &str) -> JobError {
+    JobError::fatal(
+        "42701",
+        format!(
+            "column \"{name}\" of relation \"{}\" already exists",
+            table.name
+        ),
+    )
+}
+
+/// Applies one action; true if it changed the table.
+fn apply_one(
+    snapshot: &CatalogSnapshot,
+    table: &mut TableDef,
+    action: &AlterAction,
+) -> Result<bool, JobError> {
+    match action {
+        AlterAction::AddColumn {
+            column,
+            if_not_exists,
+        } => {
+            if table.column(&column.name).is_some() {
+                if *if_not_exists {
+                    return Ok(false);
+                }
+                return Err(column_exists(table, &column.name));
+            }
+            table.columns.push(ColumnDef {
+                id: table.next_column_id,
+                name: column.name.clone(),
+                ty: column.ty.clone(),
+                nullable: column.nullable,
+                default: column.default.clone(),
+                origin_default: column.origin_default.clone(),
+            });
+            table.next_column_id += 1;
+            Ok(true)
+        }
+        AlterAction::DropColumn { name, if_exists } => {
+            let Some(column) = table.column(name) else {
+                if *if_exists {
+                    return Ok(false);
+                }
+                return Err(no_column(table, name));
+            };
+            let id = column.id;
+            if let Handle::PrimaryKey(key) = &table.handle
+                && key.contains(&id)
+            {
+                return Err(JobError::fatal(
+                    "0A000",
+                    format!(
+                        "cannot drop column \"{name}\" of relation \"{}\": the table's rows are keyed by its primary key, which includes it",
+                        table.name
+                    ),
+                ));
+            }
+            if table.columns.len() == 1 {
+                return Err(JobError::fatal(
+                    "0A000",
+                    format!(
+                        "cannot drop column \"{name}\": it is the only column of relation \"{}\" (Flotilla has no tables without columns)",
+                        table.name
+                    ),
+                ));
+            }
+            table.columns.retain(|c| c.id != id);
+            // As in PostgreSQL, indexes (and a non-clustered primary key) on the column go
+            // with it; their entries become garbage.
+            table
+                .indexes
+                .retain(|i| i.clustered || !i.columns.contains(&id));
+            Ok(true)
+        }
+        AlterAction::RenameColumn { from, to } => {
+            if table.column(from).is_none() {
+                return Err(no_column(table, from));
+            }
+            if from == to {
+                return Ok(false);
+            }
+            if table.column(to).is_some() {
+                return Err(column_exists(table, to));
+            }
+            for c in &mut table.columns {
+                if c.name == *from {
+                    c.name = to.clone();
+                }
+            }
+            Ok(true)
+        }
+        AlterAction::RenameTable { to } => {
+            if *to == table.name {
+                return Ok(false);
+            }
+            if snapshot.relation_exists(to) {
+                return Err(JobError::fatal(
+                    "42P07",
+                    format!("relation \"{to}\" already exists"),
+                ));
+            }
+            table.name = to.clone();
+            Ok(true)
+        }
+        AlterAction::SetDefault { column, default } => {
+            let Some(c) = table.columns.iter_mut().find(|c| c.name == *column) else {
+                return Err(no_column(table, column));
+            };
+            if c.default == *default {
+                return Ok(false);
+            }
+            c.default = default.clone();
+            Ok(true)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use flotilla_catalog::{IndexDef, IndexState, SqlType};
+
+    use super::*;
+    use crate::job::ColumnSpec;
+
+    fn snapshot() -> CatalogSnapshot {
+        let table = TableDef {
+            id: 7,
+            storage_id: 7,
+            name: "test".into(),
+            columns: ["a", "ts"]
+                .iter()
+                .enumerate()
+                .map(|(i, n)| ColumnDef {
+                    id: i as u32,
+                    name: n.to_string(),
+                    ty: SqlType::Int32,
+                    nullable: true,
+                    default: None,
+                    origin_default: None,
+                })
+                .collect(),
+            handle: Handle::PrimaryKey(vec![1]),
+            indexes: vec![IndexDef {
+                id: 1,
+                name: "test_pkey".into(),
+                columns: vec![1],
+                unique: true,
+                primary: true,
+                clustered: true,
+                state: IndexState::Public,
+            }],
+            next_column_id: 2,
+            next_index_id: 2,
+        };
+        let mut s = CatalogSnapshot::default();
+        s.tables.insert("test".into(), Arc::new(table));
+        s
+    }
+
+    fn add(name: &str, if_not_exists: bool) -> AlterAction {
+        AlterAction::AddColumn {
+            column: ColumnSpec {
+                name: name.into(),
+                ty: SqlType::Int32,
+                nullable: true,
+                default: None,
+                origin_default: None,
+            },
+            if_not_exists,
+        }
+    }
+
+    #[test]
+    fn one_bad_action_fails_the_whole_statement() {
+        // ORIGINS.md §1: ADD COLUMN a, ADD COLUMN b where a exists.
+        let s = snapshot();
+        let e = apply_alter(&s, 7, "test", &[add("a", false), add("b", false)]).unwrap_err();
+        assert_eq!(e.code, "42701");
+        assert!(!e.retryable);
+        let e = apply_alter(&s, 7, "test", &[add("c", false), add("c", false)]).unwrap_err();
+        assert_eq!(e.code, "42701");
+        let t = apply_alter(&s, 7, "test", &[add("c", false), add("d", false)])
+            .unwrap()
+            .unwrap();
+        let names: Vec<_> = t.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["a", "ts", "c", "d"]);
+        assert_eq!(t.columns[2].id, 2);
+        assert_eq!(t.columns[3].id, 3);
+        assert_eq!(t.next_column_id, 4);
+    }
+
+    #[test]
+    fn if_not_exists_and_if_exists_skip_quietly() {
+        let s = snapshot();
+        assert_eq!(apply_alter(&s, 7, "test", &[add("a", true)]).unwrap(), None);
+        let drop = AlterAction::DropColumn {
+            name: "zz".into(),
+            if_exists: true,
+        };
+        assert_eq!(apply_alter(&s, 7, "test", &[drop]).unwrap(), None);
+    }
+
+    #[test]
+    fn drops_and_renames_check_their_columns() {
+        let s = snapshot();
+        let e = apply_alter(
+            &s,
+            7,
+            "test",
+            &[AlterAction::DropColumn {
+                name: "ts".into(),
+                if_exists: false,
+            }],
+        )
+        .unwrap_err();
+        assert_eq!(e.code, "0A000");
+        let e = apply_alter(
+            &s,
+            7,
+            "test",
+            &[AlterAction::RenameColumn {
+                from: "a".into(),
+                to: "ts".into(),
+            }],
+        )
+        .unwrap_err();
+        assert_eq!(e.code, "42701");
+        let e = apply_alter(
+            &s,
+            7,
+            "test",
+            &[AlterAction::RenameTable { to: "test".into() }],
+        )
+        .unwrap();
+        assert_eq!(e, None);
+        let e = apply_alter(&s, 8, "gone", &[add("x", false)]).unwrap_err();
+        assert_eq!(e.code, "42P01");
+    }
+}

@@ -1,0 +1,242 @@
+//! What a DDL job is: the change it makes, its state, and its record.
+
+use flotilla_catalog::SqlType;
+use flotilla_types::TableId;
+use serde::{Deserialize, Serialize};
+
+/// A column to add, fully resolved by the SQL node that planned the statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnSpec {
+    /// Name (already case-folded).
+    pub name: String,
+    /// Type.
+    pub ty: SqlType,
+    /// Whether NULL is allowed.
+    pub nullable: bool,
+    /// Default expression as SQL text, evaluated at insert.
+    pub default: Option<String>,
+    /// What existing rows read as: the default evaluated once when the statement was
+    /// planned, as an encoded one-column row value; `None` for NULL.
+    pub origin_default: Option<Vec<u8>>,
+}
+
+/// One change of an ALTER TABLE. The actions of one statement apply in order to one
+/// snapshot of the table and commit as one schema change: all or nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AlterAction {
+    /// ADD COLUMN [IF NOT EXISTS].
+    AddColumn {
+        /// The column.
+        column: ColumnSpec,
+        /// Skip (rather than fail) if a column of that name exists.
+        if_not_exists: bool,
+    },
+    /// DROP COLUMN [IF EXISTS]; indexes on the column go with it.
+    DropColumn {
+        /// The column's name.
+        name: String,
+        /// Skip (rather than fail) if there is no such column.
+        if_exists: bool,
+    },
+    /// RENAME COLUMN from TO to.
+    RenameColumn {
+        /// Current name.
+        from: String,
+        /// New name.
+        to: String,
+    },
+    /// RENAME TO.
+    RenameTable {
+        /// New name.
+        to: String,
+    },
+    /// ALTER COLUMN SET DEFAULT / DROP DEFAULT.
+    SetDefault {
+        /// The column's name.
+        column: String,
+        /// The new default expression; `None` drops it.
+        default: Option<String>,
+    },
+}
+
+impl AlterAction {
+    fn describe(&self) -> String {
+        match self {
+            AlterAction::AddColumn {
+                column,
+                if_not_exists,
+            } => format!(
+                "ADD COLUMN {}{} {}",
+                if *if_not_exists { "IF NOT EXISTS " } else { "" },
+                column.name,
+                column.ty.pg_name()
+            ),
+            AlterAction::DropColumn { name, if_exists } => format!(
+                "DROP COLUMN {}{name}",
+                if *if_exists { "IF EXISTS " } else { "" }
+            ),
+            AlterAction::RenameColumn { from, to } => format!("RENAME COLUMN {from} TO {to}"),
+            AlterAction::RenameTable { to } => format!("RENAME TO {to}"),
+            AlterAction::SetDefault {
+                column,
+                default: Some(d),
+            } => format!("ALTER COLUMN {column} SET DEFAULT {d}"),
+            AlterAction::SetDefault {
+                column,
+                default: None,
+            } => format!("ALTER COLUMN {column} DROP DEFAULT"),
+        }
+    }
+}
+
+/// The change a job makes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobKind {
+    /// Metadata-only ALTER TABLE actions on one table, applied as one schema change.
+    AlterTable {
+        /// The table (by id: a concurrent rename does not redirect the job).
+        table_id: TableId,
+        /// Its name when the statement was planned (for messages and listings).
+        table: String,
+        /// The actions, in statement order.
+        actions: Vec<AlterAction>,
+    },
+}
+
+impl JobKind {
+    /// The table whose jobs run one after the other.
+    pub fn table_id(&self) -> TableId {
+        match self {
+            JobKind::AlterTable { table_id, .. } => *table_id,
+        }
+    }
+
+    /// The table's name as planned.
+    pub fn table_name(&self) -> &str {
+        match self {
+            JobKind::AlterTable { table, .. } => table,
+        }
+    }
+
+    /// The job as a statement, for listings.
+    pub fn describe(&self) -> String {
+        match self {
+            JobKind::AlterTable { table, actions, .. } => format!(
+                "ALTER TABLE {table} {}",
+                actions
+                    .iter()
+                    .map(AlterAction::describe)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
+    /// The job's type, for listings.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            JobKind::AlterTable { .. } => "alter table",
+        }
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobState {
+    /// Waiting for its table's earlier jobs, or for the owner.
+    Queued,
+    /// Being run (possibly between retries of a step).
+    Running,
+    /// Finished; its change is in the catalog.
+    Done,
+    /// Failed; nothing of it is in the catalog.
+    Failed,
+    /// Cancelled before its point of no return; nothing of it is in the catalog.
+    Cancelled,
+}
+
+impl JobState {
+    /// Queued or running: counts against the queue's cap.
+    pub fn is_active(self) -> bool {
+        matches!(self, JobState::Queued | JobState::Running)
+    }
+
+    /// The state as listed by SHOW DDL JOBS.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Why a job (or a submission) failed, with the SQLSTATE the statement reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct JobError {
+    /// SQLSTATE.
+    pub code: String,
+    /// What went wrong, for the user.
+    pub message: String,
+    /// Running the step again may succeed (a concurrent schema change, an unavailable
+    /// service); anything else rolls the job back.
+    pub retryable: bool,
+}
+
+impl JobError {
+    /// A failure that no retry will fix.
+    pub fn fatal(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+            retryable: false,
+        }
+    }
+
+    /// A failure that a later attempt may not meet.
+    pub fn retryable(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+            retryable: true,
+        }
+    }
+}
+
+/// A job's record: persisted with every change of state, listed by SHOW DDL JOBS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// Id, increasing in submission order.
+    pub id: u64,
+    /// The change.
+    pub kind: JobKind,
+    /// Its state.
+    pub state: JobState,
+    /// Attempts of its current step that failed retryably.
+    pub attempts: u32,
+    /// The last error: of the failed attempt while running, the final one once failed.
+    pub error: Option<JobError>,
+    /// Wall-clock milliseconds since the Unix epoch of the submission.
+    pub created_ms: u64,
+    /// ... of the last change of its record.
+    pub updated_ms: u64,
+    /// ... when it finished.
+    pub finished_ms: Option<u64>,
+    /// The catalog version that holds its change (set when done).
+    pub schema_version: Option<u64>,
+    /// Cancellation was asked while a step was running; honoured before the next one.
+    pub cancel_requested: bool,
+    /// The submitter's idempotency key: a retried submission with the same key gets this
+    /// job back rather than a second one.
+    pub request_id: String,
+}
+
+impl Job {
+    /// Done, failed or cancelled.
+    pub fn is_finished(&self) -> bool {
+        !self.state.is_active()
+    }
+}

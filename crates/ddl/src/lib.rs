@@ -1,0 +1,113 @@
+//! The DDL job framework: a schema change is a job, persisted next to the catalog it
+//! changes and run one idempotent step at a time by a single owner: in a cluster the meta
+//! leader (so a job survives the death of the SQL node that submitted it and resumes on
+//! the next leader), in standalone the process itself.
+//!
+//! - **Bounded.** At most `jobs_max` (128) jobs queued or running; past it a submission
+//!   fails at once with a retryable error (SQLSTATE 53000). Finished records are removed
+//!   after `finished_ttl` (and past `finished_max`).
+//! - **One table at a time.** A table's jobs run one after the other, in submission
+//!   order; jobs on different tables run side by side.
+//! - **Retries** only for retryable failures, with exponential backoff and jitter; any
+//!   other failure fails the job, and nothing of it stays in the catalog.
+//! - **Idempotent steps.** A step commits its schema change and the job's new record in
+//!   one write, so a step re-run after a crash finds itself done.
+//! - **Joined submissions.** A submission identical to an active job (same table, same
+//!   change) joins it; a client's retry of a submission (same request id) gets the
+//!   original job back.
+//!
+//! Architecture invariant: knows catalog definitions and persists through the storage
+//! seam; never parses SQL, never reaches the network (the meta service and the SQL node
+//! carry its jobs over the wire).
+
+mod alter;
+mod job;
+mod queue;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use alter::apply_alter;
+pub use job::{AlterAction, ColumnSpec, Job, JobError, JobKind, JobState};
+pub use queue::{DdlConfig, JobQueue};
+use tokio::sync::watch;
+
+/// How a SQL node submits and follows DDL jobs: in process (standalone) or through the
+/// meta service (cluster).
+#[async_trait::async_trait]
+pub trait DdlJobs: Send + Sync + 'static {
+    /// Submits a job (see [`JobQueue::submit`] for joining and idempotency).
+    async fn submit(&self, kind: JobKind, request_id: String) -> Result<Job, JobError>;
+
+    /// Waits until job `id` finishes or `timeout` passes and returns its record. Once a
+    /// job is done, this node's catalog already holds its change.
+    async fn wait(&self, id: u64, timeout: Duration) -> Result<Job, JobError>;
+
+    /// Every job record, oldest first.
+    async fn list(&self) -> Result<Vec<Job>, JobError>;
+
+    /// Cancels job `id` (see [`JobQueue::cancel`]).
+    async fn cancel(&self, id: u64) -> Result<Job, JobError>;
+}
+
+/// Shared handle to the DDL jobs service.
+pub type DdlJobsRef = Arc<dyn DdlJobs>;
+
+/// The in-process job service of a standalone node: the queue and its owner task, which
+/// stops when this is dropped.
+pub struct LocalDdl {
+    queue: Arc<JobQueue>,
+    stop: watch::Sender<bool>,
+}
+
+impl LocalDdl {
+    /// Starts the owner of `queue` on the current runtime.
+    pub fn start(queue: Arc<JobQueue>) -> Arc<Self> {
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(queue.clone().run_owner(stopped));
+        Arc::new(Self { queue, stop })
+    }
+
+    /// The queue (tests, failpoints).
+    pub fn queue(&self) -> &Arc<JobQueue> {
+        &self.queue
+    }
+}
+
+impl Drop for LocalDdl {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, JobError> + Send + 'static,
+) -> Result<T, JobError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| JobError::fatal("XX000", format!("DDL task failed: {e}")))?
+}
+
+#[async_trait::async_trait]
+impl DdlJobs for LocalDdl {
+    async fn submit(&self, kind: JobKind, request_id: String) -> Result<Job, JobError> {
+        let q = self.queue.clone();
+        blocking(move || q.submit(kind, request_id)).await
+    }
+
+    async fn wait(&self, id: u64, timeout: Duration) -> Result<Job, JobError> {
+        self.queue.wait(id, timeout).await
+    }
+
+    async fn list(&self) -> Result<Vec<Job>, JobError> {
+        Ok(self.queue.list())
+    }
+
+    async fn cancel(&self, id: u64) -> Result<Job, JobError> {
+        let q = self.queue.clone();
+        blocking(move || q.cancel(id)).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

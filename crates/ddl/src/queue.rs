@@ -1,0 +1,581 @@
+//! The job queue and its owner: jobs persisted next to the catalog they change, run one
+//! step at a time by the one owner (the standalone process, or the meta leader).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use flotilla_catalog::{Catalog, CatalogError, LocalCatalog, SchemaChange};
+use flotilla_storage::{Cf, EngineRef, WriteBatch};
+use flotilla_types::TableId;
+use parking_lot::Mutex;
+use rand::Rng;
+use tokio::sync::watch;
+
+use crate::alter::apply_alter;
+use crate::job::{Job, JobError, JobKind, JobState};
+
+const JOB_PREFIX: &[u8] = b"ddl/job/";
+const NEXT_JOB_ID_KEY: &[u8] = b"ddl/next_job_id";
+
+fn job_key(id: u64) -> Vec<u8> {
+    let mut k = JOB_PREFIX.to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Bounds and pacing of the job queue.
+#[derive(Debug, Clone)]
+pub struct DdlConfig {
+    /// Most jobs queued or running at once; a submission past it fails at once with a
+    /// retryable error (SQLSTATE 53000) rather than wait in an unbounded queue.
+    pub jobs_max: usize,
+    /// Most jobs whose steps run at the same moment (on different tables).
+    pub running_max: usize,
+    /// Finished job records are removed this long after they finished.
+    pub finished_ttl: Duration,
+    /// Most finished job records kept; past it the oldest are removed early.
+    pub finished_max: usize,
+    /// Backoff before the first retry of a step that failed retryably; it doubles per
+    /// attempt (with jitter) up to `retry_backoff_max`.
+    pub retry_backoff_min: Duration,
+    /// Longest backoff between retries of a step.
+    pub retry_backoff_max: Duration,
+    /// Retryable failures of one job before it fails for good.
+    pub retries_max: u32,
+}
+
+impl Default for DdlConfig {
+    /// 128 jobs, 8 running, finished records kept 10 minutes (at most 1,024), retries
+    /// backing off from 100 ms to 5 s, 100 retries.
+    fn default() -> Self {
+        Self {
+            jobs_max: 128,
+            running_max: 8,
+            finished_ttl: Duration::from_secs(600),
+            finished_max: 1024,
+            retry_backoff_min: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(5),
+            retries_max: 100,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    jobs: BTreeMap<u64, Job>,
+    next_id: u64,
+    /// Jobs whose step runs now.
+    executing: HashSet<u64>,
+    /// Jobs backing off after a retryable failure: not before then.
+    next_attempt: HashMap<u64, Instant>,
+}
+
+/// The persisted DDL jobs of one catalog and the machinery that runs them.
+pub struct JobQueue {
+    engine: EngineRef,
+    catalog: Arc<LocalCatalog>,
+    cfg: DdlConfig,
+    inner: Mutex<Inner>,
+    /// Bumped on every change of a job (waiters and the owner watch it).
+    changed: watch::Sender<u64>,
+    /// Test and operator hook: every step fails retryably while set.
+    failpoint: AtomicBool,
+}
+
+fn storage_error(e: impl std::fmt::Display) -> JobError {
+    JobError::retryable("40001", format!("DDL job storage unavailable: {e}; retry"))
+}
+
+/// How a step went.
+enum Outcome {
+    /// The step's change and the job's new record were committed together.
+    Committed,
+    /// A retryable failure: back off and run the step again.
+    Retry(JobError),
+    /// A failure no retry fixes: the job fails (nothing of it was committed).
+    Fail(JobError),
+}
+
+impl JobQueue {
+    /// Loads the jobs persisted in `engine` (the engine `catalog` lives in).
+    pub fn open(
+        engine: EngineRef,
+        catalog: Arc<LocalCatalog>,
+        cfg: DdlConfig,
+    ) -> Result<Arc<Self>, JobError> {
+        let mut inner = Inner::default();
+        let mut end = JOB_PREFIX.to_vec();
+        *end.last_mut().expect("non-empty") += 1;
+        for item in engine.scan(Cf::Meta, JOB_PREFIX, &end, false) {
+            let (_, value) = item.map_err(storage_error)?;
+            let job: Job = serde_json::from_slice(&value)
+                .map_err(|e| JobError::fatal("XX001", format!("corrupt DDL job record: {e}")))?;
+            inner.next_id = inner.next_id.max(job.id + 1);
+            inner.jobs.insert(job.id, job);
+        }
+        if let Some(b) = engine
+            .get(Cf::Meta, NEXT_JOB_ID_KEY)
+            .map_err(storage_error)?
+            && let Ok(bytes) = <[u8; 8]>::try_from(b.as_slice())
+        {
+            inner.next_id = inner.next_id.max(u64::from_be_bytes(bytes));
+        }
+        inner.next_id = inner.next_id.max(1);
+        let (changed, _) = watch::channel(0);
+        Ok(Arc::new(Self {
+            engine,
+            catalog,
+            cfg,
+            inner: Mutex::new(inner),
+            changed,
+            failpoint: AtomicBool::new(false),
+        }))
+    }
+
+    /// The queue's bounds.
+    pub fn config(&self) -> &DdlConfig {
+        &self.cfg
+    }
+
+    /// While `on`, every step fails retryably (tests of the retry path and of the cap).
+    pub fn set_failpoint(&self, on: bool) {
+        self.failpoint.store(on, Ordering::Release);
+        self.notify();
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Queues `kind`. A submission with the `request_id` of an earlier one (a client's
+    /// retry) gets that job back, finished or not; one identical to an active job joins
+    /// it. Blocking: persists the job before returning.
+    pub fn submit(&self, kind: JobKind, request_id: String) -> Result<Job, JobError> {
+        let mut inner = self.inner.lock();
+        if !request_id.is_empty()
+            && let Some(job) = inner.jobs.values().find(|j| j.request_id == request_id)
+        {
+            return Ok(job.clone());
+        }
+        if let Some(job) = inner
+            .jobs
+            .values()
+            .find(|j| j.state.is_active() && !j.cancel_requested && j.kind == kind)
+        {
+            return Ok(job.clone());
+        }
+        let active = inner.jobs.values().filter(|j| j.state.is_active()).count();
+        if active >= self.cfg.jobs_max {
+            return Err(JobError::retryable(
+                "53000",
+                format!(
+                    "too many DDL jobs: {active} are queued or running (ddl_jobs_max = {}); retry later",
+                    self.cfg.jobs_max
+                ),
+            ));
+        }
+        let id = inner.next_id;
+        let now = now_ms();
+        let job = Job {
+            id,
+            kind,
+            state: JobState::Queued,
+            attempts: 0,
+            error: None,
+            created_ms: now,
+            updated_ms: now,
+            finished_ms: None,
+            schema_version: None,
+            cancel_requested: false,
+            request_id,
+        };
+        let mut batch = WriteBatch::new();
+        put_job(&mut batch, &job)?;
+        batch.put(
+            Cf::Meta,
+            NEXT_JOB_ID_KEY.to_vec(),
+            (id + 1).to_be_bytes().to_vec(),
+        );
+        self.engine.write(batch, true).map_err(storage_error)?;
+        inner.next_id = id + 1;
+        inner.jobs.insert(id, job.clone());
+        drop(inner);
+        self.notify();
+        Ok(job)
+    }
+
+    /// The job `id`, if its record still exists.
+    pub fn get(&self, id: u64) -> Option<Job> {
+        self.inner.lock().jobs.get(&id).cloned()
+    }
+
+    /// Every job record, oldest first.
+    pub fn list(&self) -> Vec<Job> {
+        self.inner.lock().jobs.values().cloned().collect()
+    }
+
+    /// Waits until job `id` finishes or `timeout` passes; returns its record either way.
+    pub async fn wait(&self, id: u64, timeout: Duration) -> Result<Job, JobError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut changed = self.changed.subscribe();
+        loop {
+            let job = self.get(id).ok_or_else(|| not_found(id))?;
+            if job.is_finished() {
+                return Ok(job);
+            }
+            match tokio::time::timeout_at(deadline, changed.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return self.get(id).ok_or_else(|| not_found(id)),
+            }
+        }
+    }
+
+    /// Cancels job `id` if it has not passed its point of no return: a job waiting for
+    /// its turn or backing off is cancelled at once; one whose step is running is
+    /// cancelled before its next step (a step that commits first finishes the job).
+    /// Blocking.
+    pub fn cancel(&self, id: u64) -> Result<Job, JobError> {
+        let mut inner = self.inner.lock();
+        let mut job = inner.jobs.get(&id).cloned().ok_or_else(|| not_found(id))?;
+        if job.is_finished() {
+            return Err(JobError::fatal(
+                "55000",
+                format!("DDL job {id} has already finished ({})", job.state.name()),
+            ));
+        }
+        job.updated_ms = now_ms();
+        if inner.executing.contains(&id) {
+            job.cancel_requested = true;
+        } else {
+            finish(&mut job, JobState::Cancelled, None);
+        }
+        let mut batch = WriteBatch::new();
+        put_job(&mut batch, &job)?;
+        self.engine.write(batch, true).map_err(storage_error)?;
+        inner.jobs.insert(id, job.clone());
+        drop(inner);
+        self.notify();
+        Ok(job)
+    }
+
+    /// Picks the jobs whose step may start now and marks them executing: the oldest
+    /// active job of each table (so one table's jobs run one after the other), not
+    /// backing off, at most `running_max` at once. Also returns when the next backoff
+    /// ends.
+    fn pick(&self, now: Instant) -> (Vec<u64>, Option<Instant>) {
+        let mut inner = self.inner.lock();
+        let mut tables: HashSet<TableId> = HashSet::new();
+        let mut start = Vec::new();
+        let mut wake: Option<Instant> = None;
+        let mut running = inner.executing.len();
+        for job in inner.jobs.values().filter(|j| j.state.is_active()) {
+            if !tables.insert(job.kind.table_id()) || inner.executing.contains(&job.id) {
+                continue;
+            }
+            if running >= self.cfg.running_max {
+                break;
+            }
+            if let Some(at) = inner.next_attempt.get(&job.id)
+                && *at > now
+            {
+                wake = Some(wake.map_or(*at, |w| w.min(*at)));
+                continue;
+            }
+            start.push(job.id);
+            running += 1;
+        }
+        for id in &start {
+            inner.executing.insert(*id);
+            inner.next_attempt.remove(id);
+        }
+        (start, wake)
+    }
+
+    /// Runs one step of job `id` and records the outcome (blocking).
+    fn step(&self, id: u64) {
+        let Some(mut job) = self.get(id) else { return };
+        if job.is_finished() {
+            return;
+        }
+        if job.cancel_requested {
+            finish(&mut job, JobState::Cancelled, None);
+            self.record(job, None);
+            return;
+        }
+        let outcome = if self.failpoint.load(Ordering::Acquire) {
+            Outcome::Retry(JobError::retryable(
+                "40001",
+                "DDL failpoint: the step failed retryably",
+            ))
+        } else {
+            self.run_step(&mut job)
+        };
+        match outcome {
+            Outcome::Committed => {}
+            Outcome::Retry(e) => {
+                job.attempts += 1;
+                if job.attempts > self.cfg.retries_max {
+                    let e = JobError::fatal(
+                        &e.code,
+                        format!("gave up after {} attempts: {}", job.attempts, e.message),
+                    );
+                    finish(&mut job, JobState::Failed, Some(e));
+                    self.record(job, None);
+                } else {
+                    tracing::info!(job = id, attempt = job.attempts, error = %e, "DDL job step will be retried");
+                    let backoff = self.backoff(job.attempts);
+                    job.state = JobState::Running;
+                    job.error = Some(e);
+                    job.updated_ms = now_ms();
+                    self.record(job, Some(Instant::now() + backoff));
+                }
+            }
+            Outcome::Fail(e) => {
+                finish(&mut job, JobState::Failed, Some(e));
+                self.record(job, None);
+            }
+        }
+    }
+
+    /// Applies the job's change to the catalog, with its finished record in the same
+    /// write.
+    fn run_step(&self, job: &mut Job) -> Outcome {
+        let snapshot = self.catalog.snapshot();
+        let planned = match &job.kind {
+            JobKind::AlterTable {
+                table_id,
+                table,
+                actions,
+            } => apply_alter(&snapshot, *table_id, table, actions),
+        };
+        let table = match planned {
+            Ok(t) => t,
+            Err(e) if e.retryable => return Outcome::Retry(e),
+            Err(e) => return Outcome::Fail(e),
+        };
+        let mut done = job.clone();
+        finish(&mut done, JobState::Done, None);
+        // The record is written under the queue's lock, so a cancellation or a listing
+        // never sees the write and the memory disagree.
+        let mut inner = self.inner.lock();
+        let removed = self.expired(&inner, Some(done.id));
+        let mut batch = WriteBatch::new();
+        for id in &removed {
+            batch.delete(Cf::Meta, job_key(*id));
+        }
+        let written = match table {
+            None => {
+                // Every action was skipped (IF [NOT] EXISTS): nothing to change.
+                done.schema_version = Some(snapshot.version);
+                put_job(&mut batch, &done)
+                    .and_then(|()| self.engine.write(batch, true).map_err(storage_error))
+            }
+            Some(table) => {
+                done.schema_version = Some(snapshot.version + 1);
+                let change = SchemaChange {
+                    base_version: snapshot.version,
+                    upserts: vec![table],
+                    ..SchemaChange::default()
+                };
+                match put_job(&mut batch, &done) {
+                    Err(e) => Err(e),
+                    Ok(()) => match self.catalog.commit_with(change, batch) {
+                        Ok(_) => Ok(()),
+                        Err(e @ CatalogError::Invalid(_)) => {
+                            return Outcome::Fail(catalog_error(e));
+                        }
+                        Err(e) => Err(catalog_error(e)),
+                    },
+                }
+            }
+        };
+        if let Err(e) = written {
+            return Outcome::Retry(e);
+        }
+        install(&mut inner, done, removed);
+        drop(inner);
+        self.notify();
+        Outcome::Committed
+    }
+
+    /// Writes `job`'s record (and removes expired ones), then installs it; `retry_at`
+    /// schedules its next attempt. A failed write leaves the job as it was: the owner
+    /// runs the step again later (steps are idempotent).
+    fn record(&self, mut job: Job, retry_at: Option<Instant>) {
+        let mut inner = self.inner.lock();
+        // A cancellation asked while the step ran must survive this rewrite.
+        if let Some(current) = inner.jobs.get(&job.id) {
+            job.cancel_requested |= current.cancel_requested;
+        }
+        let removed = self.expired(&inner, Some(job.id));
+        let mut batch = WriteBatch::new();
+        for id in &removed {
+            batch.delete(Cf::Meta, job_key(*id));
+        }
+        let id = job.id;
+        let written = put_job(&mut batch, &job)
+            .and_then(|()| self.engine.write(batch, true).map_err(storage_error));
+        if let Err(e) = written {
+            tracing::warn!(job = id, "recording a DDL job failed: {e}");
+            let at = Instant::now() + self.cfg.retry_backoff_max;
+            inner.next_attempt.insert(id, at);
+            return;
+        }
+        if let Some(at) = retry_at {
+            inner.next_attempt.insert(id, at);
+        }
+        install(&mut inner, job, removed);
+        drop(inner);
+        self.notify();
+    }
+
+    /// Finished records to remove: older than the TTL, or the oldest past
+    /// `finished_max` (`keep` is about to be rewritten and is never removed).
+    fn expired(&self, inner: &Inner, keep: Option<u64>) -> Vec<u64> {
+        let now = now_ms();
+        let ttl_ms = self.cfg.finished_ttl.as_millis() as u64;
+        let finished: Vec<&Job> = inner
+            .jobs
+            .values()
+            .filter(|j| j.is_finished() && Some(j.id) != keep)
+            .collect();
+        let excess = finished.len().saturating_sub(self.cfg.finished_max);
+        finished
+            .iter()
+            .enumerate()
+            .filter(|(i, j)| {
+                *i < excess || j.finished_ms.unwrap_or(0).saturating_add(ttl_ms) <= now
+            })
+            .map(|(_, j)| j.id)
+            .collect()
+    }
+
+    /// Removes expired finished records (blocking).
+    fn collect_garbage(&self) {
+        let removed = {
+            let inner = self.inner.lock();
+            self.expired(&inner, None)
+        };
+        if removed.is_empty() {
+            return;
+        }
+        let mut batch = WriteBatch::new();
+        for id in &removed {
+            batch.delete(Cf::Meta, job_key(*id));
+        }
+        if let Err(e) = self.engine.write(batch, true) {
+            tracing::warn!("removing expired DDL job records failed: {e}");
+            return;
+        }
+        let mut inner = self.inner.lock();
+        for id in removed {
+            inner.jobs.remove(&id);
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .cfg
+            .retry_backoff_min
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+        let capped = exp.min(self.cfg.retry_backoff_max);
+        // Full jitter on the upper half, so retries of many jobs do not march in step.
+        let half = capped / 2;
+        half + half.mul_f64(rand::rng().random::<f64>())
+    }
+
+    fn done_executing(&self, id: u64) {
+        self.inner.lock().executing.remove(&id);
+        self.notify();
+    }
+
+    /// Runs jobs until `stop` turns true: the owner. There must be one owner per queue
+    /// (the standalone process, or the meta leader for its term).
+    pub async fn run_owner(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut changed = self.changed.subscribe();
+        let mut steps = tokio::task::JoinSet::new();
+        let gc_every = Duration::from_secs(1);
+        let mut next_gc = Instant::now() + gc_every;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let now = Instant::now();
+            let (start, wake) = self.pick(now);
+            for id in start {
+                let q = self.clone();
+                steps.spawn(async move {
+                    let worker = q.clone();
+                    let _ = tokio::task::spawn_blocking(move || worker.step(id)).await;
+                    q.done_executing(id);
+                });
+            }
+            if now >= next_gc {
+                let q = self.clone();
+                let _ = tokio::task::spawn_blocking(move || q.collect_garbage()).await;
+                next_gc = Instant::now() + gc_every;
+            }
+            let until = wake.map_or(next_gc, |w| w.min(next_gc));
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = changed.changed() => {}
+                _ = tokio::time::sleep_until(until.into()) => {}
+                Some(_) = steps.join_next(), if !steps.is_empty() => {}
+            }
+        }
+    }
+}
+
+fn install(inner: &mut Inner, job: Job, removed: Vec<u64>) {
+    for id in removed {
+        inner.jobs.remove(&id);
+    }
+    inner.jobs.insert(job.id, job);
+}
+
+fn not_found(id: u64) -> JobError {
+    JobError::fatal("42704", format!("DDL job {id} does not exist"))
+}
+
+fn finish(job: &mut Job, state: JobState, error: Option<JobError>) {
+    let now = now_ms();
+    job.state = state;
+    job.error = error;
+    job.updated_ms = now;
+    job.finished_ms = Some(now);
+}
+
+fn put_job(batch: &mut WriteBatch, job: &Job) -> Result<(), JobError> {
+    let bytes = serde_json::to_vec(job)
+        .map_err(|e| JobError::fatal("XX000", format!("encoding a DDL job: {e}")))?;
+    batch.put(Cf::Meta, job_key(job.id), bytes);
+    Ok(())
+}
+
+/// The SQLSTATE of a catalog error met by a step.
+fn catalog_error(e: CatalogError) -> JobError {
+    match &e {
+        CatalogError::Invalid(m) => {
+            let code = if m.contains("already exists") {
+                "42P07"
+            } else if m.contains("more than once") {
+                "42701"
+            } else {
+                "42P16"
+            };
+            JobError::fatal(code, m.clone())
+        }
+        CatalogError::VersionMismatch { .. } | CatalogError::Unavailable(_) => {
+            JobError::retryable("40001", e.to_string())
+        }
+        CatalogError::Storage(_) => JobError::retryable("40001", e.to_string()),
+    }
+}

@@ -1,0 +1,309 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_catalog::{Catalog, ColumnDef, Handle, LocalCatalog, SchemaChange, SqlType, TableDef};
+use flotilla_storage::{EngineRef, FjallEngine, FjallOptions, SyncPolicy};
+
+use crate::{AlterAction, ColumnSpec, DdlConfig, DdlJobs, JobKind, JobQueue, JobState, LocalDdl};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn engine(dir: &std::path::Path) -> EngineRef {
+    Arc::new(
+        FjallEngine::open(
+            dir,
+            &FjallOptions {
+                sync_policy: SyncPolicy::Buffered,
+                ..FjallOptions::default()
+            },
+        )
+        .unwrap(),
+    )
+}
+
+fn table(id: i64, name: &str) -> TableDef {
+    TableDef {
+        id,
+        storage_id: id,
+        name: name.into(),
+        columns: vec![ColumnDef {
+            id: 0,
+            name: "ts".into(),
+            ty: SqlType::Int64,
+            nullable: false,
+            default: None,
+            origin_default: None,
+        }],
+        handle: Handle::PrimaryKey(vec![0]),
+        indexes: vec![],
+        next_column_id: 1,
+        next_index_id: 1,
+    }
+}
+
+/// A catalog holding tables `t1`..`tN` (ids 1..=N).
+fn catalog(engine: &EngineRef, tables: i64) -> Arc<LocalCatalog> {
+    let catalog = Arc::new(LocalCatalog::open(engine.clone()).unwrap());
+    if catalog.snapshot().tables.is_empty() {
+        catalog
+            .commit(SchemaChange {
+                base_version: 0,
+                upserts: (1..=tables).map(|i| table(i, &format!("t{i}"))).collect(),
+                ..SchemaChange::default()
+            })
+            .unwrap();
+    }
+    catalog
+}
+
+fn add(table_id: i64, columns: &[&str]) -> JobKind {
+    JobKind::AlterTable {
+        table_id,
+        table: format!("t{table_id}"),
+        actions: columns
+            .iter()
+            .map(|c| AlterAction::AddColumn {
+                column: ColumnSpec {
+                    name: c.to_string(),
+                    ty: SqlType::Int32,
+                    nullable: true,
+                    default: None,
+                    origin_default: None,
+                },
+                if_not_exists: false,
+            })
+            .collect(),
+    }
+}
+
+fn columns(catalog: &LocalCatalog, table: &str) -> Vec<String> {
+    catalog
+        .snapshot()
+        .table(table)
+        .unwrap()
+        .columns
+        .iter()
+        .map(|c| c.name.clone())
+        .collect()
+}
+
+fn fast_retries() -> DdlConfig {
+    DdlConfig {
+        retry_backoff_min: Duration::from_millis(5),
+        retry_backoff_max: Duration::from_millis(20),
+        ..DdlConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_statement_fails_whole_and_a_good_one_applies_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path());
+    let catalog = catalog(&engine, 1);
+    let ddl =
+        LocalDdl::start(JobQueue::open(engine, catalog.clone(), DdlConfig::default()).unwrap());
+    // ORIGINS.md §1: `ts` exists, so the whole statement fails and adds nothing.
+    let bad = ddl.submit(add(1, &["a", "ts"]), "r1".into()).await.unwrap();
+    let bad = ddl.wait(bad.id, WAIT).await.unwrap();
+    assert_eq!(bad.state, JobState::Failed);
+    assert_eq!(bad.error.as_ref().unwrap().code, "42701");
+    assert_eq!(columns(&catalog, "t1"), ["ts"]);
+    let good = ddl.submit(add(1, &["c", "d"]), "r2".into()).await.unwrap();
+    let good = ddl.wait(good.id, WAIT).await.unwrap();
+    assert_eq!(good.state, JobState::Done, "{good:?}");
+    assert_eq!(good.schema_version, Some(catalog.snapshot().version));
+    assert_eq!(columns(&catalog, "t1"), ["ts", "c", "d"]);
+    // A client's retry of the same submission gets the finished job back, not a second
+    // job that would fail with "already exists".
+    let again = ddl.submit(add(1, &["c", "d"]), "r2".into()).await.unwrap();
+    assert_eq!(again.id, good.id);
+    assert_eq!(again.state, JobState::Done);
+    assert_eq!(columns(&catalog, "t1"), ["ts", "c", "d"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cap_refuses_the_excess_and_frees_up_when_jobs_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path());
+    let catalog = catalog(&engine, 20);
+    let cfg = DdlConfig {
+        jobs_max: 8,
+        ..fast_retries()
+    };
+    let queue = JobQueue::open(engine, catalog.clone(), cfg).unwrap();
+    queue.set_failpoint(true);
+    let ddl = LocalDdl::start(queue.clone());
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for i in 1..=20 {
+        match ddl.submit(add(i, &["x"]), format!("flood-{i}")).await {
+            Ok(job) => accepted.push(job.id),
+            Err(e) => {
+                assert_eq!(e.code, "53000");
+                assert!(e.retryable);
+                assert!(e.message.contains("ddl_jobs_max"), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(accepted.len(), 8);
+    assert_eq!(refused, 12);
+    assert!(queue.list().len() <= 8);
+    // The jobs are retrying, not failing: they hold their slots.
+    let listed = ddl
+        .wait(accepted[0], Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert_eq!(listed.state, JobState::Running);
+    assert!(listed.attempts > 0);
+    queue.set_failpoint(false);
+    for id in &accepted {
+        assert_eq!(ddl.wait(*id, WAIT).await.unwrap().state, JobState::Done);
+    }
+    let late = ddl.submit(add(20, &["y"]), "late".into()).await.unwrap();
+    assert_eq!(ddl.wait(late.id, WAIT).await.unwrap().state, JobState::Done);
+    assert_eq!(columns(&catalog, "t20"), ["ts", "y"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tables_jobs_run_in_order_and_identical_ones_join() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path());
+    let catalog = catalog(&engine, 1);
+    let queue = JobQueue::open(engine, catalog.clone(), fast_retries()).unwrap();
+    queue.set_failpoint(true);
+    let ddl = LocalDdl::start(queue.clone());
+    let first = ddl.submit(add(1, &["a"]), "a".into()).await.unwrap();
+    let joined = ddl
+        .submit(add(1, &["a"]), "a-other-session".into())
+        .await
+        .unwrap();
+    assert_eq!(joined.id, first.id);
+    let second = ddl
+        .submit(
+            JobKind::AlterTable {
+                table_id: 1,
+                table: "t1".into(),
+                actions: vec![AlterAction::RenameColumn {
+                    from: "a".into(),
+                    to: "b".into(),
+                }],
+            },
+            "b".into(),
+        )
+        .await
+        .unwrap();
+    // The rename waits for the add on the same table; it would fail if it ran first.
+    let early = ddl
+        .wait(second.id, Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert_eq!(early.state, JobState::Queued);
+    assert_eq!(early.attempts, 0);
+    queue.set_failpoint(false);
+    assert_eq!(
+        ddl.wait(first.id, WAIT).await.unwrap().state,
+        JobState::Done
+    );
+    assert_eq!(
+        ddl.wait(second.id, WAIT).await.unwrap().state,
+        JobState::Done
+    );
+    assert_eq!(columns(&catalog, "t1"), ["ts", "b"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_job_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path());
+    let catalog = catalog(&engine, 1);
+    let queue = JobQueue::open(engine, catalog.clone(), fast_retries()).unwrap();
+    queue.set_failpoint(true);
+    let ddl = LocalDdl::start(queue.clone());
+    let retrying = ddl.submit(add(1, &["a"]), "a".into()).await.unwrap();
+    let queued = ddl.submit(add(1, &["b"]), "b".into()).await.unwrap();
+    // Cancel both: one backing off between retries, one waiting for its turn.
+    for id in [queued.id, retrying.id] {
+        ddl.cancel(id).await.unwrap();
+        assert_eq!(ddl.wait(id, WAIT).await.unwrap().state, JobState::Cancelled);
+    }
+    let e = ddl.cancel(queued.id).await.unwrap_err();
+    assert_eq!(e.code, "55000");
+    assert_eq!(ddl.cancel(999).await.unwrap_err().code, "42704");
+    queue.set_failpoint(false);
+    let after = ddl.submit(add(1, &["c"]), "c".into()).await.unwrap();
+    assert_eq!(
+        ddl.wait(after.id, WAIT).await.unwrap().state,
+        JobState::Done
+    );
+    assert_eq!(columns(&catalog, "t1"), ["ts", "c"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_resumes_after_a_restart_and_records_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let engine = engine(dir.path());
+        let catalog = catalog(&engine, 1);
+        // No owner: the process dies with the job queued.
+        let queue = JobQueue::open(engine, catalog, DdlConfig::default()).unwrap();
+        let q = queue.clone();
+        tokio::task::spawn_blocking(move || q.submit(add(1, &["a"]), "a".into()))
+            .await
+            .unwrap()
+            .unwrap()
+            .id
+    };
+    let engine = engine(dir.path());
+    let catalog = catalog(&engine, 1);
+    let cfg = DdlConfig {
+        finished_ttl: Duration::from_millis(300),
+        ..DdlConfig::default()
+    };
+    let queue = JobQueue::open(engine.clone(), catalog.clone(), cfg.clone()).unwrap();
+    assert_eq!(queue.get(id).unwrap().state, JobState::Queued);
+    let ddl = LocalDdl::start(queue.clone());
+    assert_eq!(ddl.wait(id, WAIT).await.unwrap().state, JobState::Done);
+    assert_eq!(columns(&catalog, "t1"), ["ts", "a"]);
+    // The record goes after its TTL, from memory and from disk.
+    let deadline = std::time::Instant::now() + WAIT;
+    while queue.get(id).is_some() {
+        assert!(std::time::Instant::now() < deadline, "record never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(ddl);
+    let reopened = JobQueue::open(engine, catalog, cfg).unwrap();
+    assert!(reopened.list().is_empty());
+    // Ids are not reused after records expire.
+    let q = reopened.clone();
+    let next = tokio::task::spawn_blocking(move || q.submit(add(1, &["b"]), "b".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(next.id > id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_keeps_failing_retryably_gives_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path());
+    let catalog = catalog(&engine, 1);
+    let cfg = DdlConfig {
+        retries_max: 3,
+        ..fast_retries()
+    };
+    let queue = JobQueue::open(engine, catalog.clone(), cfg).unwrap();
+    queue.set_failpoint(true);
+    let ddl = LocalDdl::start(queue);
+    let job = ddl.submit(add(1, &["a"]), "a".into()).await.unwrap();
+    let job = ddl.wait(job.id, WAIT).await.unwrap();
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.attempts, 4);
+    assert!(
+        job.error
+            .unwrap()
+            .message
+            .contains("gave up after 4 attempts")
+    );
+    assert_eq!(columns(&catalog, "t1"), ["ts"]);
+}
