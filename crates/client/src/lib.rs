@@ -14,6 +14,7 @@
 
 mod backoff;
 mod catalog;
+mod ddl;
 mod error;
 mod kv;
 mod meta_client;
@@ -23,6 +24,7 @@ mod tso;
 
 pub use backoff::Backoff;
 pub use catalog::{NewStorageHook, RemoteCatalog, WireChange, WireSnapshot};
+pub use ddl::RemoteDdl;
 pub use error::ClientError;
 pub use kv::ClusterTxnKv;
 pub use meta_client::{ClientConfig, MetaClient, channel_to};

@@ -111,7 +111,8 @@ has_header!(
     CommitSchemaResponse,
     AllocateCatalogIdsResponse,
     WaitForResponse,
-    MembersResponse
+    MembersResponse,
+    DdlResponse
 );
 
 /// A client of the meta service: tries members until one leads, follows redirects, and

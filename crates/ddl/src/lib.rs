@@ -23,6 +23,7 @@
 mod alter;
 mod job;
 mod queue;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;

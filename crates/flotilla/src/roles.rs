@@ -49,7 +49,7 @@ fn load<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> anyhow::
 #[derive(clap::Args)]
 pub struct MetaArgs {
     /// TOML file with these settings (id, members, addr, data_dir, replication,
-    /// leader_balance_interval_ms); flags win.
+    /// leader_balance_interval_ms, ddl_jobs_max, ddl_finished_ttl_s); flags win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// This member's id (1-based) [default: 1].
@@ -72,6 +72,13 @@ pub struct MetaArgs {
     /// [default: 5000].
     #[arg(long, value_name = "MS")]
     pub leader_balance_interval_ms: Option<u64>,
+    /// Most DDL jobs queued or running; more are refused at once with SQLSTATE 53000
+    /// [default: 128].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub ddl_jobs_max: Option<u64>,
+    /// Seconds a finished DDL job's record is kept for SHOW DDL JOBS [default: 600].
+    #[arg(long, value_name = "SECONDS")]
+    pub ddl_finished_ttl_s: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -83,6 +90,8 @@ struct MetaFile {
     data_dir: Option<PathBuf>,
     replication: Option<usize>,
     leader_balance_interval_ms: Option<u64>,
+    ddl_jobs_max: Option<u64>,
+    ddl_finished_ttl_s: Option<u64>,
 }
 
 pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
@@ -116,6 +125,12 @@ pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
         .or(file.leader_balance_interval_ms)
     {
         cfg.leader_balance_interval = std::time::Duration::from_millis(ms);
+    }
+    if let Some(n) = args.ddl_jobs_max.or(file.ddl_jobs_max) {
+        cfg.ddl.jobs_max = usize::try_from(n).unwrap_or(usize::MAX).max(1);
+    }
+    if let Some(s) = args.ddl_finished_ttl_s.or(file.ddl_finished_ttl_s) {
+        cfg.ddl.finished_ttl = std::time::Duration::from_secs(s);
     }
     let listener = tokio::net::TcpListener::bind(addr)
         .await

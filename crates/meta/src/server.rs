@@ -8,6 +8,7 @@ use flotilla_catalog::{Catalog, CatalogError, IdKind, LocalCatalog};
 use flotilla_client::{
     ClientConfig, GrpcTransport, RaftService, StoreResolver, WireChange, WireSnapshot,
 };
+use flotilla_ddl::{DdlConfig, JobQueue};
 use flotilla_proto::metapb::{Peer, PeerRole, Region, RegionEpoch};
 use flotilla_proto::metaservicepb::meta_server::{Meta, MetaServer};
 use flotilla_proto::metaservicepb::*;
@@ -48,6 +49,8 @@ pub struct MetaConfig {
     /// leading at least two regions more than another live store holding a voter of the
     /// region. Zero turns balancing off.
     pub leader_balance_interval: Duration,
+    /// DDL job queue bounds.
+    pub ddl: DdlConfig,
 }
 
 impl MetaConfig {
@@ -64,6 +67,7 @@ impl MetaConfig {
             store_down_after: Duration::from_secs(10),
             tso_window_ms: LocalTso::DEFAULT_WINDOW_MS,
             leader_balance_interval: Duration::from_secs(5),
+            ddl: DdlConfig::default(),
         }
     }
 }
@@ -82,10 +86,20 @@ struct LeaderState {
     term: u64,
     engine: Arc<RegionEngine>,
     tso: LocalTso,
-    catalog: LocalCatalog,
+    catalog: Arc<LocalCatalog>,
+    /// DDL jobs, persisted in the meta group and run by this leader's owner task.
+    ddl: Arc<JobQueue>,
+    /// Stops the owner task when this term's leadership ends.
+    ddl_stop: watch::Sender<bool>,
     data: Mutex<MetaData>,
     /// When this leader last asked for a leader transfer (leader balance).
     last_balance: Mutex<Option<Instant>>,
+}
+
+impl Drop for LeaderState {
+    fn drop(&mut self) {
+        let _ = self.ddl_stop.send(true);
+    }
 }
 
 struct Shared {
@@ -280,7 +294,9 @@ async fn watch_leadership(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) 
                 if current_term == Some(e.term) {
                     continue;
                 }
-                *shared.leader.write() = None;
+                if let Some(old) = shared.leader.write().take() {
+                    let _ = old.ddl_stop.send(true);
+                }
                 let s = shared.clone();
                 let term = e.term;
                 let region = e.region.clone();
@@ -291,6 +307,8 @@ async fn watch_leadership(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) 
                             term,
                             "meta leader is serving"
                         );
+                        // This term's DDL owner: resumes the jobs the last leader left.
+                        tokio::spawn(state.ddl.clone().run_owner(state.ddl_stop.subscribe()));
                         *shared.leader.write() = Some(Arc::new(state));
                     }
                     Ok(Err(e)) => tracing::info!(term, "meta leader not ready yet: {e}"),
@@ -300,7 +318,9 @@ async fn watch_leadership(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) 
             _ => {
                 if current_term.is_some() {
                     tracing::info!(member = shared.cfg.member_id, "no longer the meta leader");
-                    *shared.leader.write() = None;
+                    if let Some(old) = shared.leader.write().take() {
+                        let _ = old.ddl_stop.send(true);
+                    }
                 }
             }
         }
@@ -334,13 +354,18 @@ fn activate(shared: &Shared, term: u64, region: Region) -> Result<LeaderState, S
     let erased: EngineRef = engine.clone();
     let tso =
         LocalTso::open(erased.clone(), shared.cfg.tso_window_ms).map_err(|e| e.to_string())?;
-    let catalog = LocalCatalog::open(erased).map_err(|e| e.to_string())?;
+    let catalog = Arc::new(LocalCatalog::open(erased.clone()).map_err(|e| e.to_string())?);
+    let ddl = JobQueue::open(erased, catalog.clone(), shared.cfg.ddl.clone())
+        .map_err(|e| e.to_string())?;
     let data = MetaData::load(engine.as_ref()).map_err(|e| e.to_string())?;
+    let (ddl_stop, _) = watch::channel(false);
     Ok(LeaderState {
         term,
         engine,
         tso,
         catalog,
+        ddl,
+        ddl_stop,
         data: Mutex::new(data),
         last_balance: Mutex::new(None),
     })
@@ -809,6 +834,54 @@ impl Meta for MetaService {
                 error: e.to_string(),
                 ..Default::default()
             },
+        }))
+    }
+
+    async fn ddl(&self, request: Request<DdlRequest>) -> Result<Response<DdlResponse>, Status> {
+        use flotilla_ddl::wire::{Request as DdlOp, Response as DdlAnswer, WAIT_SLICE_MS_MAX};
+        let leader = leader_or_redirect!(self, DdlResponse);
+        let op: DdlOp = serde_json::from_slice(&request.into_inner().request_json)
+            .map_err(|e| Status::invalid_argument(format!("undecodable DDL request: {e}")))?;
+        let queue = leader.ddl.clone();
+        let blocking = |f: Box<dyn FnOnce() -> DdlAnswer + Send>| async move {
+            tokio::task::spawn_blocking(f)
+                .await
+                .map_err(|e| Status::internal(e.to_string()))
+        };
+        let answer = match op {
+            DdlOp::Submit { kind, request_id } => {
+                blocking(Box::new(move || match queue.submit(kind, request_id) {
+                    Ok(job) => DdlAnswer::Job(job),
+                    Err(e) => DdlAnswer::Error(e),
+                }))
+                .await?
+            }
+            DdlOp::Cancel { id } => {
+                blocking(Box::new(move || match queue.cancel(id) {
+                    Ok(job) => DdlAnswer::Job(job),
+                    Err(e) => DdlAnswer::Error(e),
+                }))
+                .await?
+            }
+            DdlOp::Wait { id, timeout_ms } => {
+                let timeout = Duration::from_millis(timeout_ms.min(WAIT_SLICE_MS_MAX));
+                match queue.wait(id, timeout).await {
+                    Ok(job) => DdlAnswer::Job(job),
+                    Err(e) => DdlAnswer::Error(e),
+                }
+            }
+            DdlOp::List => DdlAnswer::Jobs(queue.list()),
+            DdlOp::SetFailpoint { on } => {
+                queue.set_failpoint(on);
+                DdlAnswer::Ok
+            }
+        };
+        let response_json = serde_json::to_vec(&answer)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .into();
+        Ok(Response::new(DdlResponse {
+            header: ok_header(),
+            response_json,
         }))
     }
 

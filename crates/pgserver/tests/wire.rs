@@ -40,12 +40,26 @@ impl Server {
             .expect("storage"),
         );
         let tso = Arc::new(LocalTso::open(storage.clone(), 3_000).expect("tso"));
+        let storage_for_ddl: flotilla_storage::EngineRef = storage.clone();
         let catalog = Arc::new(LocalCatalog::open(storage.clone()).expect("catalog"));
         let kv = Arc::new(LocalTxnKv::new(
             Arc::new(Mvcc::new(storage).unwrap()),
             tso.clone(),
         ));
-        let engine = SqlEngine::new(kv, tso, catalog, SqlConfig::default()).expect("engine");
+        let jobs = flotilla_ddl::JobQueue::open(
+            storage_for_ddl,
+            catalog.clone(),
+            flotilla_ddl::DdlConfig::default(),
+        )
+        .unwrap();
+        let engine = SqlEngine::new(
+            kv,
+            tso,
+            catalog,
+            flotilla_ddl::LocalDdl::start(jobs),
+            SqlConfig::default(),
+        )
+        .expect("engine");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();

@@ -78,6 +78,49 @@ impl Default for StorageSection {
     }
 }
 
+/// The DDL job queue's bounds (`[ddl]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DdlSection {
+    /// Most DDL jobs queued or running; past it a statement fails at once with SQLSTATE
+    /// 53000 (retryable). Default 128.
+    pub jobs_max: usize,
+    /// Seconds a finished job's record is kept (SHOW DDL JOBS). Default 600.
+    pub finished_ttl_s: u64,
+    /// Most finished job records kept. Default 1,024.
+    pub finished_max: usize,
+    /// Retryable failures of one job before it fails. Default 100.
+    pub retries_max: u32,
+}
+
+impl Default for DdlSection {
+    fn default() -> Self {
+        Self::from_config(&flotilla_ddl::DdlConfig::default())
+    }
+}
+
+impl DdlSection {
+    fn from_config(c: &flotilla_ddl::DdlConfig) -> Self {
+        Self {
+            jobs_max: c.jobs_max,
+            finished_ttl_s: c.finished_ttl.as_secs(),
+            finished_max: c.finished_max,
+            retries_max: c.retries_max,
+        }
+    }
+
+    /// The queue configuration these settings give.
+    pub fn to_config(&self) -> flotilla_ddl::DdlConfig {
+        flotilla_ddl::DdlConfig {
+            jobs_max: self.jobs_max.max(1),
+            finished_ttl: std::time::Duration::from_secs(self.finished_ttl_s),
+            finished_max: self.finished_max,
+            retries_max: self.retries_max,
+            ..flotilla_ddl::DdlConfig::default()
+        }
+    }
+}
+
 /// Configuration of `flotilla standalone`: a TOML file, overridden by flags.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -92,6 +135,8 @@ pub struct StandaloneConfig {
     pub sql: SqlSection,
     /// Storage settings.
     pub storage: StorageSection,
+    /// DDL job queue bounds.
+    pub ddl: DdlSection,
 }
 
 impl Default for StandaloneConfig {
@@ -102,6 +147,7 @@ impl Default for StandaloneConfig {
             http_addr: "127.0.0.1:8434".parse().expect("valid address"),
             sql: SqlSection::default(),
             storage: StorageSection::default(),
+            ddl: DdlSection::default(),
         }
     }
 }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_client::{
-    ClientConfig, ClusterTxnKv, MetaClient, RegionCache, RemoteCatalog, RemoteTso, encode_key,
+    ClientConfig, ClusterTxnKv, MetaClient, RegionCache, RemoteCatalog, RemoteDdl, RemoteTso,
+    encode_key,
 };
 use flotilla_pgserver::PgServerConfig;
 use flotilla_sql::{SqlConfig, SqlEngine};
@@ -99,7 +100,7 @@ pub async fn cluster_sql_engine(cfg: &SqlNodeConfig) -> Result<Arc<SqlEngine>, S
         RegionCache::DEFAULT_MAX_REGIONS,
     ));
     let kv = Arc::new(ClusterTxnKv::new(cache, tso.clone(), cfg.client.clone()));
-    let catalog = RemoteCatalog::open(meta, cfg.catalog_refresh)
+    let catalog = RemoteCatalog::open(meta.clone(), cfg.catalog_refresh)
         .await
         .map_err(|e| {
             StartError::Other(format!("loading the catalog from the meta service: {e}"))
@@ -127,5 +128,7 @@ pub async fn cluster_sql_engine(cfg: &SqlNodeConfig) -> Result<Arc<SqlEngine>, S
             })
         },
     ));
-    SqlEngine::new(kv, tso, catalog, cfg.sql.clone()).map_err(|e| StartError::Other(e.to_string()))
+    let ddl = RemoteDdl::new(meta, catalog.clone());
+    SqlEngine::new(kv, tso, catalog, ddl, cfg.sql.clone())
+        .map_err(|e| StartError::Other(e.to_string()))
 }

@@ -2,6 +2,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use flotilla_catalog::LocalCatalog;
+use flotilla_ddl::{JobQueue, LocalDdl};
 use flotilla_pgserver::PgServerConfig;
 use flotilla_sql::{SqlConfig, SqlEngine};
 use flotilla_storage::{EngineRef, FjallEngine, FjallOptions, SyncPolicy};
@@ -95,10 +96,14 @@ impl Standalone {
         if resolved > 0 {
             tracing::info!(resolved, "resolved locks left by the previous run");
         }
+        let jobs = JobQueue::open(engine.clone(), catalog.clone(), config.ddl.to_config())
+            .map_err(|e| storage_err(format!("loading DDL jobs: {e}")))?;
+        let ddl = LocalDdl::start(jobs);
         let sql = SqlEngine::new(
             kv,
             tso,
             catalog,
+            ddl,
             SqlConfig {
                 statement_bytes_max: config.sql.statement_bytes_max,
                 rows_per_query_max: config.sql.rows_per_query_max,

@@ -9,16 +9,18 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use datafusion::sql::sqlparser::ast::{
-    AlterTableOperation, CharacterLength, ColumnOption, CreateIndex, CreateTable, CreateView,
-    DataType as AstType, ExactNumberInfo, Expr, IndexColumn, ObjectName, ObjectType, Statement,
-    TableConstraint, TimezoneInfo,
+    AlterColumnOperation, AlterTable, AlterTableOperation, CharacterLength,
+    ColumnDef as AstColumnDef, ColumnOption, CreateIndex, CreateTable, CreateView,
+    DataType as AstType, ExactNumberInfo, Expr, IndexColumn, ObjectName, ObjectType,
+    RenameTableNameKind, Statement, TableConstraint, TimezoneInfo,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use flotilla_catalog::{
     ColumnDef, Handle, IdKind, IndexDef, IndexState, SchemaChange, SqlType, TableDef, ViewDef,
 };
-use flotilla_codec::{prefix_end, record_prefix};
+use flotilla_codec::{encode_row, prefix_end, record_prefix};
+use flotilla_ddl::{AlterAction, ColumnSpec, Job, JobError, JobKind, JobState, apply_alter};
 use flotilla_txn::{Transaction, TxnError};
 use flotilla_types::Timestamp;
 
@@ -28,6 +30,8 @@ use crate::error::SqlError;
 use crate::rows::{decode_row_value, handle_of_key, index_entry};
 use crate::session::Session;
 
+/// How long one wait for a DDL job's end lasts before the statement asks again.
+const JOB_WAIT_SLICE: Duration = Duration::from_secs(30);
 /// How long a schema change waits for older transactions before giving up.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Rows backfilled per transaction.
@@ -62,6 +66,11 @@ pub(crate) async fn execute(
     session: &mut Session,
     statement: Statement,
 ) -> Result<QueryResult, SqlError> {
+    if let Statement::AlterTable(at) = statement {
+        // A job: the queue orders one table's changes, and other tables' DDL need not
+        // wait for it.
+        return alter_table(session, at).await;
+    }
     let engine = session.engine.clone();
     let _serial = engine.ddl_lock.lock().await;
     match statement {
@@ -83,21 +92,6 @@ pub(crate) async fn execute(
         }
         Statement::CreateIndex(ci) => create_index(session, ci).await,
         Statement::CreateView(cv) => create_view(session, cv).await,
-        Statement::AlterTable(at) => {
-            let name = relation_name(&at.name);
-            let mut result = command("ALTER TABLE");
-            for op in at.operations {
-                result = match op {
-                    AlterTableOperation::AddConstraint { constraint, .. } => {
-                        add_constraint(session, &name, constraint).await?
-                    }
-                    other => {
-                        return Err(SqlError::unsupported(format!("ALTER TABLE {other}")));
-                    }
-                };
-            }
-            Ok(result)
-        }
         other => Err(SqlError::unsupported(format!("statement {other}"))),
     }
 }
@@ -817,4 +811,385 @@ async fn backfill_chunk(
         )),
         Err(e) => Err(e.into()),
     }
+}
+
+/// A job error as the statement's error.
+pub(crate) fn job_error(e: JobError) -> SqlError {
+    // SqlError carries static SQLSTATEs; these are the ones jobs report.
+    let code = match e.code.as_str() {
+        "0A000" => "0A000",
+        "23502" => "23502",
+        "23505" => "23505",
+        "40001" => "40001",
+        "42701" => "42701",
+        "42703" => "42703",
+        "42704" => "42704",
+        "42P01" => "42P01",
+        "42P07" => "42P07",
+        "42P16" => "42P16",
+        "53000" => "53000",
+        "55000" => "55000",
+        "57014" => "57014",
+        "XX001" => "XX001",
+        _ => "XX000",
+    };
+    let err = SqlError::new(code, e.message);
+    if code == "53000" {
+        err.with_hint("Too many schema changes are queued or running; retry later.")
+    } else {
+        err
+    }
+}
+
+/// Submits `kind` as a DDL job and waits for its end: done, or the job's error.
+pub(crate) async fn run_job(session: &Session, kind: JobKind) -> Result<Job, SqlError> {
+    let ddl = session.engine.ddl.clone();
+    // A timestamp is unique across the cluster: the submission's idempotency key, so a
+    // retried submission (a lost answer) joins the first rather than running twice.
+    let request_id = session
+        .engine
+        .tso
+        .get_ts()
+        .await
+        .map_err(|e| SqlError::new("40001", format!("timestamp oracle unavailable: {e}")))?
+        .to_string();
+    let mut job = ddl.submit(kind, request_id).await.map_err(job_error)?;
+    while !job.is_finished() {
+        job = ddl.wait(job.id, JOB_WAIT_SLICE).await.map_err(job_error)?;
+    }
+    match job.state {
+        JobState::Done => Ok(job),
+        JobState::Cancelled => Err(SqlError::new(
+            "57014",
+            format!("DDL job {} was cancelled", job.id),
+        )),
+        _ => Err(job_error(job.error.clone().unwrap_or_else(|| {
+            JobError::fatal("XX000", format!("DDL job {} failed", job.id))
+        }))),
+    }
+}
+
+/// ALTER TABLE. Column changes, renames and defaults of one statement become one job,
+/// validated first against one catalog snapshot (nothing is submitted if any part is
+/// invalid) and applied by the job as one schema change. ADD PRIMARY KEY / UNIQUE build
+/// an index and must come alone.
+async fn alter_table(session: &mut Session, at: AlterTable) -> Result<QueryResult, SqlError> {
+    let name = relation_name(&at.name);
+    let snapshot = session.engine.catalog.snapshot();
+    let Some(table) = snapshot.table(&name).cloned() else {
+        if at.if_exists {
+            return Ok(command("ALTER TABLE"));
+        }
+        return Err(SqlError::new(
+            "42P01",
+            format!("relation \"{name}\" does not exist"),
+        ));
+    };
+    let constraints = at
+        .operations
+        .iter()
+        .filter(|op| matches!(op, AlterTableOperation::AddConstraint { .. }))
+        .count();
+    if constraints > 0 {
+        if at.operations.len() > 1 {
+            return Err(SqlError::unsupported(
+                "ADD PRIMARY KEY / UNIQUE together with other changes in one ALTER TABLE; run them as separate statements",
+            ));
+        }
+        let Some(AlterTableOperation::AddConstraint { constraint, .. }) =
+            at.operations.into_iter().next()
+        else {
+            unreachable!("counted one constraint");
+        };
+        let engine = session.engine.clone();
+        let _serial = engine.ddl_lock.lock().await;
+        return add_constraint(session, &name, constraint).await;
+    }
+    let mut actions = Vec::new();
+    for op in at.operations {
+        actions.extend(alter_actions(session, &table, op).await?);
+    }
+    apply_alter(&snapshot, table.id, &name, &actions).map_err(job_error)?;
+    run_job(
+        session,
+        JobKind::AlterTable {
+            table_id: table.id,
+            table: name,
+            actions,
+        },
+    )
+    .await?;
+    Ok(command("ALTER TABLE"))
+}
+
+/// The job actions of one ALTER TABLE operation.
+async fn alter_actions(
+    session: &Session,
+    table: &TableDef,
+    op: AlterTableOperation,
+) -> Result<Vec<AlterAction>, SqlError> {
+    Ok(match op {
+        AlterTableOperation::AddColumn {
+            if_not_exists,
+            column_def,
+            column_position: None,
+            ..
+        } => vec![AlterAction::AddColumn {
+            column: column_spec(session, table, &column_def).await?,
+            if_not_exists,
+        }],
+        AlterTableOperation::DropColumn {
+            column_names,
+            if_exists,
+            ..
+        } => column_names
+            .iter()
+            .map(|c| AlterAction::DropColumn {
+                name: ident_name(c),
+                if_exists,
+            })
+            .collect(),
+        AlterTableOperation::RenameColumn {
+            old_column_name,
+            new_column_name,
+        } => vec![AlterAction::RenameColumn {
+            from: ident_name(&old_column_name),
+            to: ident_name(&new_column_name),
+        }],
+        AlterTableOperation::RenameTable {
+            table_name: RenameTableNameKind::To(to) | RenameTableNameKind::As(to),
+        } => vec![AlterAction::RenameTable {
+            to: relation_name(&to),
+        }],
+        AlterTableOperation::AlterColumn { column_name, op } => {
+            let column = ident_name(&column_name);
+            match op {
+                AlterColumnOperation::SetDefault { value } => {
+                    validate_default(session, &value).await?;
+                    vec![AlterAction::SetDefault {
+                        column,
+                        default: Some(value.to_string()),
+                    }]
+                }
+                AlterColumnOperation::DropDefault => {
+                    vec![AlterAction::SetDefault {
+                        column,
+                        default: None,
+                    }]
+                }
+                other => {
+                    return Err(SqlError::unsupported(format!(
+                        "ALTER TABLE ... ALTER COLUMN {other}"
+                    )));
+                }
+            }
+        }
+        other => return Err(SqlError::unsupported(format!("ALTER TABLE {other}"))),
+    })
+}
+
+/// A column to add, with the value existing rows read as.
+async fn column_spec(
+    session: &Session,
+    table: &TableDef,
+    def: &AstColumnDef,
+) -> Result<ColumnSpec, SqlError> {
+    let name = ident_name(&def.name);
+    let ty = sql_type(&def.data_type)?;
+    let mut nullable = true;
+    let mut default = None;
+    for option in &def.options {
+        match &option.option {
+            ColumnOption::Null => nullable = true,
+            ColumnOption::NotNull => nullable = false,
+            ColumnOption::Default(expr) => {
+                validate_default(session, expr).await?;
+                default = Some(expr.to_string());
+            }
+            ColumnOption::PrimaryKey(_) | ColumnOption::Unique(_) => {
+                return Err(SqlError::unsupported(
+                    "ADD COLUMN with PRIMARY KEY or UNIQUE; add the column, then the constraint",
+                ));
+            }
+            other => {
+                return Err(SqlError::unsupported(format!("column option {other}")));
+            }
+        }
+    }
+    let column = ColumnDef {
+        id: 0,
+        name: name.clone(),
+        ty: ty.clone(),
+        nullable,
+        default: default.clone(),
+        origin_default: None,
+    };
+    // Existing rows read as the default evaluated now (as PostgreSQL fills them in when
+    // it adds the column), without rewriting a row: ADD COLUMN is metadata-only.
+    let origin = crate::dml::evaluate_default(session, &column).await?;
+    if origin.is_null() && !nullable && table_has_rows(session, table).await? {
+        return Err(SqlError::new(
+            "23502",
+            format!(
+                "column \"{name}\" of relation \"{}\" contains null values",
+                table.name
+            ),
+        )
+        .with_hint("Give the column a DEFAULT, or add it as nullable."));
+    }
+    Ok(ColumnSpec {
+        name,
+        ty,
+        nullable,
+        default,
+        origin_default: (!origin.is_null()).then(|| encode_row(&[(0, origin)])),
+    })
+}
+
+/// True if `table` holds at least one row (read at a fresh timestamp).
+async fn table_has_rows(session: &Session, table: &TableDef) -> Result<bool, SqlError> {
+    let engine = &session.engine;
+    let txn = Transaction::begin(
+        engine.kv.clone(),
+        engine.tso.clone(),
+        engine.txn_options.clone(),
+    )
+    .await?;
+    let read_ts = txn.fresh_ts().await?;
+    let prefix = record_prefix(table.storage_id);
+    let rows = txn
+        .view(read_ts)
+        .scan(&prefix, &prefix_end(&prefix), 1)
+        .await?;
+    txn.rollback().await?;
+    Ok(!rows.is_empty())
+}
+
+/// Statements of Flotilla's own that PostgreSQL's grammar lacks, recognised before
+/// parsing: `ADMIN CANCEL DDL JOB n [, m ...]`.
+pub(crate) fn admin_job_ids(sql: &str) -> Option<Result<Vec<u64>, SqlError>> {
+    let text = sql.trim().trim_end_matches(';').trim();
+    let words: Vec<&str> = text.splitn(5, char::is_whitespace).collect();
+    if words.len() < 4
+        || !words[0].eq_ignore_ascii_case("admin")
+        || !words[1].eq_ignore_ascii_case("cancel")
+        || !words[2].eq_ignore_ascii_case("ddl")
+        || !(words[3].eq_ignore_ascii_case("job") || words[3].eq_ignore_ascii_case("jobs"))
+    {
+        return None;
+    }
+    let ids = words.get(4).copied().unwrap_or("");
+    let parsed: Result<Vec<u64>, _> = ids.split(',').map(|s| s.trim().parse::<u64>()).collect();
+    Some(match parsed {
+        Ok(ids) if !ids.is_empty() => Ok(ids),
+        _ => Err(SqlError::new(
+            "42601",
+            format!("syntax error: ADMIN CANCEL DDL JOB expects job ids, got \"{ids}\""),
+        )
+        .with_hint("Write ADMIN CANCEL DDL JOB 12, or several ids separated by commas.")),
+    })
+}
+
+/// How long ADMIN CANCEL DDL JOB waits for a job to stop.
+const CANCEL_WAIT: Duration = Duration::from_secs(30);
+
+/// ADMIN CANCEL DDL JOB: cancels each job and waits until it has stopped; fails if one
+/// finished first (or does not exist).
+pub(crate) async fn cancel_jobs(session: &Session, ids: &[u64]) -> Result<QueryResult, SqlError> {
+    let ddl = session.engine.ddl.clone();
+    for id in ids {
+        let mut job = ddl.cancel(*id).await.map_err(job_error)?;
+        if !job.is_finished() {
+            job = ddl.wait(*id, CANCEL_WAIT).await.map_err(job_error)?;
+        }
+        match job.state {
+            JobState::Cancelled => {}
+            JobState::Queued | JobState::Running => {
+                return Err(SqlError::new(
+                    "55000",
+                    format!(
+                        "DDL job {id} is still running {} s after it was asked to cancel; it stops before its next step",
+                        CANCEL_WAIT.as_secs()
+                    ),
+                ));
+            }
+            other => {
+                return Err(SqlError::new(
+                    "55000",
+                    format!(
+                        "DDL job {id} finished ({}) before it could be cancelled",
+                        other.name()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(command("ADMIN CANCEL DDL JOB"))
+}
+
+/// SHOW DDL JOBS: every job record, newest first.
+pub(crate) async fn show_jobs(session: &Session) -> Result<QueryResult, SqlError> {
+    use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+
+    let mut jobs = session.engine.ddl.list().await.map_err(job_error)?;
+    jobs.reverse();
+    let time = |ms: u64| {
+        chrono::DateTime::from_timestamp_millis(ms as i64)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f+00").to_string())
+    };
+    let schema = std::sync::Arc::new(Schema::new(vec![
+        Field::new("job_id", DataType::Int64, false),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("job_type", DataType::Utf8, false),
+        Field::new("state", DataType::Utf8, false),
+        Field::new("attempts", DataType::Int64, false),
+        Field::new("error", DataType::Utf8, true),
+        Field::new("statement", DataType::Utf8, false),
+        Field::new("created", DataType::Utf8, true),
+        Field::new("finished", DataType::Utf8, true),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        std::sync::Arc::new(Int64Array::from_iter_values(
+            jobs.iter().map(|j| j.id as i64),
+        )),
+        std::sync::Arc::new(StringArray::from_iter_values(
+            jobs.iter().map(|j| j.kind.table_name().to_string()),
+        )),
+        std::sync::Arc::new(StringArray::from_iter_values(
+            jobs.iter().map(|j| j.kind.type_name()),
+        )),
+        std::sync::Arc::new(StringArray::from_iter_values(jobs.iter().map(|j| {
+            if j.cancel_requested && j.state.is_active() {
+                "cancelling"
+            } else {
+                j.state.name()
+            }
+        }))),
+        std::sync::Arc::new(Int64Array::from_iter_values(
+            jobs.iter().map(|j| i64::from(j.attempts)),
+        )),
+        std::sync::Arc::new(StringArray::from_iter(jobs.iter().map(|j| {
+            j.error
+                .as_ref()
+                .map(|e| format!("{} ({})", e.message, e.code))
+        }))),
+        std::sync::Arc::new(StringArray::from_iter_values(
+            jobs.iter().map(|j| j.kind.describe()),
+        )),
+        std::sync::Arc::new(StringArray::from_iter(
+            jobs.iter().map(|j| time(j.created_ms)),
+        )),
+        std::sync::Arc::new(StringArray::from_iter(
+            jobs.iter().map(|j| j.finished_ms.and_then(time)),
+        )),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|e| SqlError::internal(e.to_string()))?;
+    Ok(QueryResult::Rows {
+        schema,
+        batches: vec![batch],
+        tag: format!("SELECT {}", jobs.len()),
+    })
 }

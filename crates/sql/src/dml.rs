@@ -20,7 +20,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
-use flotilla_catalog::{CatalogSnapshot, Handle, IndexDef, TableDef};
+use flotilla_catalog::{CatalogSnapshot, ColumnDef, Handle, IndexDef, TableDef};
 use flotilla_codec::{Datum, record_prefix};
 use flotilla_txn::TxnError;
 use flotilla_types::Timestamp;
@@ -730,6 +730,25 @@ async fn default_array(
         }
     };
     cast_to_column(&array, &column.ty, &column.name)
+}
+
+/// Evaluates `column`'s default once (NULL without one), fitted to its type.
+pub(crate) async fn evaluate_default(
+    session: &Session,
+    column: &ColumnDef,
+) -> Result<Datum, SqlError> {
+    let table = TableDef {
+        id: 0,
+        storage_id: 0,
+        name: String::new(),
+        columns: vec![column.clone()],
+        handle: Handle::RowId,
+        indexes: vec![],
+        next_column_id: column.id + 1,
+        next_index_id: 1,
+    };
+    let array = default_array(session, &table, 0, 1, Timestamp::MAX).await?;
+    fit_to_column(datum_at(&array, 0, &column.ty), &column.ty)
 }
 
 /// Turns arrays in table column order into checked rows.

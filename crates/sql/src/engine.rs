@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use datafusion::execution::SessionState;
 use flotilla_catalog::CatalogRef;
+use flotilla_ddl::DdlJobsRef;
 use flotilla_tso::TsoRef;
 use flotilla_txn::{TxnKvRef, TxnOptions};
 use flotilla_types::Timestamp;
@@ -20,6 +21,8 @@ pub struct SqlEngine {
     pub(crate) kv: TxnKvRef,
     pub(crate) tso: TsoRef,
     pub(crate) catalog: CatalogRef,
+    /// Where schema changes run as jobs (in process, or at the meta service).
+    pub(crate) ddl: DdlJobsRef,
     pub(crate) config: SqlConfig,
     pub(crate) txn_options: TxnOptions,
     pub(crate) template: SessionState,
@@ -57,6 +60,7 @@ impl SqlEngine {
         kv: TxnKvRef,
         tso: TsoRef,
         catalog: CatalogRef,
+        ddl: DdlJobsRef,
         config: SqlConfig,
     ) -> Result<Arc<Self>, SqlError> {
         let template = template_state(config.query_memory_bytes_max)?;
@@ -68,6 +72,7 @@ impl SqlEngine {
             kv,
             tso,
             catalog,
+            ddl,
             config,
             txn_options,
             template,

@@ -236,6 +236,16 @@ impl Session {
         if let Some(tag) = no_op_tag(sql) {
             return (vec![command(tag)], None);
         }
+        if let Some(ids) = crate::ddl::admin_job_ids(sql) {
+            let result = match ids {
+                Ok(ids) => crate::ddl::cancel_jobs(self, &ids).await,
+                Err(e) => Err(e),
+            };
+            return match result {
+                Ok(r) => (vec![r], None),
+                Err(e) => (vec![], Some(e)),
+            };
+        }
         if let Some(answer) = crate::psql::answer(sql, &self.engine.catalog.snapshot()) {
             return (vec![answer], None);
         }
@@ -277,6 +287,15 @@ impl Session {
         param_types: &[Option<DataType>],
     ) -> Result<PreparedStatement, SqlError> {
         self.check_size(sql)?;
+        if let Some(ids) = crate::ddl::admin_job_ids(sql) {
+            ids?;
+            return Ok(PreparedStatement {
+                sql: sql.to_string(),
+                param_types: vec![],
+                result_schema: None,
+                statement: None,
+            });
+        }
         if no_op_tag(sql).is_some() {
             return Ok(PreparedStatement {
                 sql: sql.to_string(),
@@ -328,6 +347,9 @@ impl Session {
         params: Vec<ScalarValue>,
     ) -> Result<QueryResult, SqlError> {
         let Some(parsed) = &statement.statement else {
+            if let Some(ids) = crate::ddl::admin_job_ids(&statement.sql) {
+                return crate::ddl::cancel_jobs(self, &ids?).await;
+            }
             return Ok(match no_op_tag(&statement.sql) {
                 Some(tag) => command(tag),
                 None => QueryResult::Empty,
@@ -446,6 +468,9 @@ impl Session {
                     .map(|i| i.value.to_ascii_lowercase())
                     .collect::<Vec<_>>()
                     .join(" ");
+                if name == "ddl jobs" {
+                    return crate::ddl::show_jobs(self).await;
+                }
                 return self.show(&name);
             }
             Statement::Rollback {

@@ -969,3 +969,153 @@ async fn unnamed_output_columns_get_postgres_names() {
         .collect();
     assert_eq!(described, vec!["?column?", "count"]);
 }
+
+/// ORIGINS.md §1: an ALTER TABLE that adds an existing column together with a new one
+/// must fail whole and change nothing; a valid one applies whole, and the table is usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incident_1_an_alter_table_applies_whole_or_not_at_all() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE test (a INT, ts TIMESTAMP PRIMARY KEY)",
+    )
+    .await;
+    ok(&mut s, "INSERT INTO test VALUES (1, '2026-01-01 00:00:00')").await;
+    assert_eq!(
+        code(
+            &mut s,
+            "ALTER TABLE test ADD COLUMN a INT, ADD COLUMN b INT"
+        )
+        .await,
+        "42701"
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT * FROM test").await,
+        ["1|2026-01-01T00:00:00"]
+    );
+    assert_eq!(
+        code(
+            &mut s,
+            "ALTER TABLE test ADD COLUMN c INT, ADD COLUMN c INT"
+        )
+        .await,
+        "42701"
+    );
+    ok(
+        &mut s,
+        "ALTER TABLE test ADD COLUMN c INT, ADD COLUMN d INT",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO test (a, ts, c, d) VALUES (2, '2026-01-02 00:00:00', 3, 4)",
+    )
+    .await;
+    assert_eq!(
+        rows(&mut s, "SELECT * FROM test ORDER BY ts").await,
+        [
+            "1|2026-01-01T00:00:00|NULL|NULL",
+            "2|2026-01-02T00:00:00|3|4"
+        ]
+    );
+    // The invalid statements were refused when planned, against one catalog snapshot,
+    // so only the valid one became a job.
+    let jobs = rows(&mut s, "SHOW DDL JOBS").await;
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert!(jobs[0].contains("|done|"), "{jobs:?}");
+    assert!(
+        jobs[0].contains("ADD COLUMN c integer, ADD COLUMN d integer"),
+        "{jobs:?}"
+    );
+    // IF NOT EXISTS is honoured when planned and again when the job runs.
+    ok(&mut s, "ALTER TABLE test ADD COLUMN IF NOT EXISTS c INT").await;
+    assert_eq!(rows(&mut s, "SELECT count(*) FROM test").await, ["2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn columns_are_added_dropped_renamed_and_given_defaults_without_rewriting_rows() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE t (id INT PRIMARY KEY, v TEXT)").await;
+    ok(&mut s, "INSERT INTO t VALUES (1, 'a'), (2, 'b')").await;
+    // Existing rows read as the default evaluated when the column was added.
+    ok(&mut s, "ALTER TABLE t ADD COLUMN n INT NOT NULL DEFAULT 7").await;
+    ok(&mut s, "INSERT INTO t (id, v) VALUES (3, 'c')").await;
+    ok(&mut s, "INSERT INTO t VALUES (4, 'd', 9)").await;
+    assert_eq!(
+        rows(&mut s, "SELECT id, n FROM t ORDER BY id").await,
+        ["1|7", "2|7", "3|7", "4|9"]
+    );
+    // A NULL written after the column was added stays NULL (not the origin default).
+    ok(&mut s, "ALTER TABLE t ADD COLUMN m INT DEFAULT 5").await;
+    ok(
+        &mut s,
+        "INSERT INTO t (id, v, n, m) VALUES (5, 'e', 1, NULL)",
+    )
+    .await;
+    ok(&mut s, "UPDATE t SET m = NULL WHERE id = 1").await;
+    assert_eq!(
+        rows(&mut s, "SELECT id, m FROM t ORDER BY id").await,
+        ["1|NULL", "2|5", "3|5", "4|5", "5|NULL"]
+    );
+    // NOT NULL without a default cannot be added to a table with rows.
+    assert_eq!(
+        code(&mut s, "ALTER TABLE t ADD COLUMN z INT NOT NULL").await,
+        "23502"
+    );
+    ok(&mut s, "CREATE INDEX t_v ON t (v)").await;
+    ok(&mut s, "ALTER TABLE t RENAME COLUMN v TO label").await;
+    assert_eq!(
+        rows(&mut s, "SELECT label FROM t WHERE id = 2").await,
+        ["b"]
+    );
+    assert_eq!(
+        code(&mut s, "ALTER TABLE t RENAME COLUMN label TO n").await,
+        "42701"
+    );
+    assert_eq!(
+        code(&mut s, "ALTER TABLE t DROP COLUMN nope").await,
+        "42703"
+    );
+    ok(&mut s, "ALTER TABLE t DROP COLUMN IF EXISTS nope").await;
+    assert_eq!(code(&mut s, "ALTER TABLE t DROP COLUMN id").await, "0A000");
+    // Dropping an indexed column drops its index, as in PostgreSQL.
+    ok(&mut s, "ALTER TABLE t DROP COLUMN label").await;
+    assert_eq!(code(&mut s, "SELECT label FROM t").await, "42703");
+    assert_eq!(code(&mut s, "DROP INDEX t_v").await, "42704");
+    ok(&mut s, "ALTER TABLE t ALTER COLUMN n SET DEFAULT 42").await;
+    ok(&mut s, "INSERT INTO t (id) VALUES (6)").await;
+    ok(&mut s, "ALTER TABLE t ALTER COLUMN n DROP DEFAULT").await;
+    assert_eq!(code(&mut s, "INSERT INTO t (id) VALUES (7)").await, "23502");
+    assert_eq!(
+        rows(&mut s, "SELECT id, n, m FROM t WHERE id = 6").await,
+        ["6|42|5"]
+    );
+    ok(&mut s, "ALTER TABLE t RENAME TO u").await;
+    assert_eq!(code(&mut s, "SELECT * FROM t").await, "42P01");
+    assert_eq!(rows(&mut s, "SELECT count(*) FROM u").await, ["6"]);
+    ok(&mut s, "CREATE TABLE w (x INT)").await;
+    assert_eq!(code(&mut s, "ALTER TABLE u RENAME TO w").await, "42P07");
+    ok(&mut s, "ALTER TABLE IF EXISTS nothing ADD COLUMN x INT").await;
+    assert_eq!(
+        code(&mut s, "ALTER TABLE nothing ADD COLUMN x INT").await,
+        "42P01"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_cancel_ddl_job_refuses_finished_and_unknown_jobs() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE t (id INT PRIMARY KEY)").await;
+    ok(&mut s, "ALTER TABLE t ADD COLUMN x INT").await;
+    let jobs = rows(&mut s, "SHOW DDL JOBS").await;
+    let id = jobs[0].split('|').next().unwrap().to_string();
+    assert_eq!(
+        code(&mut s, &format!("ADMIN CANCEL DDL JOB {id}")).await,
+        "55000"
+    );
+    assert_eq!(code(&mut s, "ADMIN CANCEL DDL JOB 999999").await, "42704");
+    assert_eq!(code(&mut s, "ADMIN CANCEL DDL JOB x").await, "42601");
+}

@@ -34,12 +34,26 @@ impl TestDb {
             .unwrap(),
         );
         let tso = Arc::new(LocalTso::open(storage.clone(), 3_000).unwrap());
+        let storage_for_ddl: flotilla_storage::EngineRef = storage.clone();
         let catalog = Arc::new(LocalCatalog::open(storage.clone()).unwrap());
         let kv = Arc::new(LocalTxnKv::new(
             Arc::new(Mvcc::new(storage).unwrap()),
             tso.clone(),
         ));
-        let engine = SqlEngine::new(kv, tso, catalog, config).unwrap();
+        let jobs = flotilla_ddl::JobQueue::open(
+            storage_for_ddl,
+            catalog.clone(),
+            flotilla_ddl::DdlConfig::default(),
+        )
+        .unwrap();
+        let engine = SqlEngine::new(
+            kv,
+            tso,
+            catalog,
+            flotilla_ddl::LocalDdl::start(jobs),
+            config,
+        )
+        .unwrap();
         Self { engine, _dir: dir }
     }
 

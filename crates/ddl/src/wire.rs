@@ -1,0 +1,54 @@
+//! DDL job requests and answers as they travel between a SQL node and the meta service
+//! (JSON inside the `Ddl` RPC).
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::{Job, JobError, JobKind};
+
+/// Longest wait one `Wait` request may ask for; longer waits are several requests, each
+/// within the RPC timeout.
+pub const WAIT_SLICE_MS_MAX: u64 = 2_000;
+
+/// What a SQL node asks of the meta leader's job queue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// Submit a job.
+    Submit {
+        /// The change.
+        kind: JobKind,
+        /// The submission's idempotency key.
+        request_id: String,
+    },
+    /// Wait (up to `timeout_ms`, at most `WAIT_SLICE_MS_MAX`) for a job to finish.
+    Wait {
+        /// The job.
+        id: u64,
+        /// How long.
+        timeout_ms: u64,
+    },
+    /// Every job record.
+    List,
+    /// Cancel a job.
+    Cancel {
+        /// The job.
+        id: u64,
+    },
+    /// Turn the failpoint that fails every step retryably on or off (tests).
+    SetFailpoint {
+        /// On or off.
+        on: bool,
+    },
+}
+
+/// The answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Response {
+    /// One job's record.
+    Job(Job),
+    /// Every record.
+    Jobs(Vec<Job>),
+    /// Done, nothing to return.
+    Ok,
+    /// The request failed.
+    Error(JobError),
+}

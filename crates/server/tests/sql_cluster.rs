@@ -1,0 +1,147 @@
+//! SQL on a cluster in this process (one meta member, three stores, SQL engines routing
+//! through the region cache): schema changes as DDL jobs run by the meta leader.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use flotilla_client::{ClientConfig, MetaClient, RemoteCatalog, RemoteDdl};
+use flotilla_server::{SqlNodeConfig, cluster_sql_engine};
+use flotilla_sql::{QueryResult, Session, SqlEngine, SqlError};
+
+async fn run(session: &mut Session, sql: &str) -> Result<QueryResult, SqlError> {
+    let (mut results, error) = session.simple_query(sql).await;
+    match error {
+        Some(e) => Err(e),
+        None => Ok(results.pop().unwrap_or(QueryResult::Empty)),
+    }
+}
+
+async fn ok(session: &mut Session, sql: &str) {
+    if let Err(e) = run(session, sql).await {
+        panic!("{sql}: {} ({})", e.message, e.code);
+    }
+}
+
+async fn rows(session: &mut Session, sql: &str) -> Vec<String> {
+    let Ok(QueryResult::Rows { batches, .. }) = run(session, sql).await else {
+        panic!("{sql}: expected rows");
+    };
+    let mut out = Vec::new();
+    for b in &batches {
+        let options = FormatOptions::default().with_null("NULL");
+        let formatters: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+            .collect();
+        for r in 0..b.num_rows() {
+            let cells: Vec<String> = formatters.iter().map(|f| f.value(r).to_string()).collect();
+            out.push(cells.join("|"));
+        }
+    }
+    out
+}
+
+async fn sql_node(cluster: &common::Cluster) -> Arc<SqlEngine> {
+    cluster_sql_engine(&SqlNodeConfig::new(vec![cluster.meta_addr.clone()]))
+        .await
+        .unwrap()
+}
+
+/// ORIGINS.md §1 on a cluster: the job runs at the meta leader, and the SQL node that
+/// submitted it reads and writes the new columns as soon as the statement returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incident_1_on_a_cluster() {
+    let cluster = common::Cluster::start().await;
+    let node = sql_node(&cluster).await;
+    let mut s = node.session();
+    ok(
+        &mut s,
+        "CREATE TABLE test (a INT, ts TIMESTAMP PRIMARY KEY)",
+    )
+    .await;
+    let e = run(
+        &mut s,
+        "ALTER TABLE test ADD COLUMN a INT, ADD COLUMN b INT",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, "42701");
+    ok(
+        &mut s,
+        "ALTER TABLE test ADD COLUMN c INT, ADD COLUMN d INT",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO test (a, ts, c, d) VALUES (1, '2026-01-01 00:00:00', 3, 4)",
+    )
+    .await;
+    assert_eq!(
+        rows(&mut s, "SELECT * FROM test").await,
+        ["1|2026-01-01T00:00:00|3|4"]
+    );
+    // Another SQL node lists the same jobs: they live in the meta service.
+    let other = sql_node(&cluster).await;
+    let jobs = rows(&mut other.session(), "SHOW DDL JOBS").await;
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert!(jobs[0].contains("|done|"), "{jobs:?}");
+}
+
+/// ORIGINS.md §2 (the DDL flood), on a cluster: more concurrent DDL than the cap while
+/// every job fails retryably. The excess is refused at once with 53000, the records stay
+/// bounded, and once the failure clears the accepted jobs finish and new DDL runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ddl_flood_is_refused_past_the_cap_on_a_cluster() {
+    const CAP: usize = 4;
+    const SESSIONS: usize = 12;
+    let cluster = common::Cluster::start_tuned(|m| m.ddl.jobs_max = CAP, |_| {}).await;
+    let node = sql_node(&cluster).await;
+    let mut s = node.session();
+    for i in 0..SESSIONS {
+        ok(&mut s, &format!("CREATE TABLE t{i} (id INT PRIMARY KEY)")).await;
+    }
+    let meta = Arc::new(
+        MetaClient::new(vec![cluster.meta_addr.clone()], ClientConfig::default()).unwrap(),
+    );
+    let catalog = RemoteCatalog::open(meta.clone(), Duration::from_millis(250))
+        .await
+        .unwrap();
+    let control = RemoteDdl::new(meta, catalog);
+    control.set_failpoint(true).await.unwrap();
+    let mut flood = tokio::task::JoinSet::new();
+    for i in 0..SESSIONS {
+        let mut session = node.session();
+        flood.spawn(async move {
+            run(&mut session, &format!("ALTER TABLE t{i} ADD COLUMN x INT"))
+                .await
+                .map_err(|e| (e.code, e.message))
+        });
+    }
+    // The refused ones return while the accepted ones are still retrying.
+    let mut refused = 0;
+    while refused < SESSIONS - CAP {
+        let outcome = flood.join_next().await.unwrap().unwrap();
+        let (code, message) = outcome.expect_err("no job can finish while the failpoint is on");
+        assert_eq!(code, "53000", "{message}");
+        assert!(message.contains("ddl_jobs_max = 4"), "{message}");
+        refused += 1;
+    }
+    let jobs = rows(&mut s, "SHOW DDL JOBS").await;
+    assert_eq!(jobs.len(), CAP, "{jobs:?}");
+    assert!(
+        jobs.iter()
+            .all(|j| j.contains("|running|") || j.contains("|queued|"))
+    );
+    control.set_failpoint(false).await.unwrap();
+    while let Some(outcome) = flood.join_next().await {
+        outcome
+            .unwrap()
+            .expect("accepted jobs finish once the failure clears");
+    }
+    ok(&mut s, "ALTER TABLE t0 ADD COLUMN y INT").await;
+    assert_eq!(rows(&mut s, "SHOW DDL JOBS").await.len(), CAP + 1);
+}
