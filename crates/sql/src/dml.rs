@@ -27,7 +27,9 @@ use flotilla_types::Timestamp;
 
 use crate::api::QueryResult;
 use crate::error::{SqlError, datafusion_error};
-use crate::rows::{index_entry, primary_handle, row_id_handle, row_key, row_value};
+use crate::rows::{
+    index_entry, primary_handle, row_id_handle, row_key, row_value, row_value_keeping,
+};
 use crate::session::Session;
 use crate::table::{HANDLE_COLUMN, table_schema};
 use crate::types::{ColumnBuilder, cast_to_column, datum_at, fit_to_column};
@@ -1245,12 +1247,36 @@ pub(crate) async fn apply_updates(
     session: &mut Session,
     table: &TableDef,
     changes: Vec<RowChange>,
+    mut stored: Vec<Option<Vec<u8>>>,
 ) -> Result<Vec<Vec<Datum>>, SqlError> {
+    assert_eq!(
+        stored.len(),
+        changes.len(),
+        "a stored value slot per change"
+    );
     // Lock every changed row first (the statement re-runs if any changed after read_ts),
-    // then the unique keys the new versions claim.
+    // reading the stored versions not known yet (their columns of a newer schema must
+    // survive), then the new keys and the unique keys the new versions claim.
+    let unknown: Vec<usize> = (0..changes.len())
+        .filter(|i| stored[*i].is_none())
+        .collect();
+    for chunk in unknown.chunks(WRITE_CHUNK_ROWS) {
+        let keys: Vec<(Vec<u8>, bool)> = chunk
+            .iter()
+            .map(|i| (row_key(table, &changes[*i].1), false))
+            .collect();
+        let txn = &mut session.open.as_mut().expect("open transaction").txn;
+        let values = txn.lock_keys(keys, true).await?;
+        for (i, value) in chunk.iter().zip(values) {
+            stored[*i] = value;
+        }
+    }
     let mut locks: Vec<(Vec<u8>, bool)> = Vec::new();
-    for (old, handle, new, new_handle) in &changes {
-        locks.push((row_key(table, handle), false));
+    for (i, (old, handle, new, new_handle)) in changes.iter().enumerate() {
+        if unknown.binary_search(&i).is_err() {
+            // Rows whose stored version the caller read are locked here, without a read.
+            locks.push((row_key(table, handle), false));
+        }
         if new_handle != handle {
             let key = row_key(table, new_handle);
             let exists = matches!(
@@ -1292,11 +1318,14 @@ pub(crate) async fn apply_updates(
     }
     let txn = &mut session.open.as_mut().expect("open transaction").txn;
     let mut returned = Vec::with_capacity(changes.len());
-    for (old, handle, new, new_handle) in changes {
+    for ((old, handle, new, new_handle), stored) in changes.into_iter().zip(stored) {
         if new_handle != handle {
             txn.delete(row_key(table, &handle))?;
         }
-        txn.put(row_key(table, &new_handle), row_value(table, &new))?;
+        txn.put(
+            row_key(table, &new_handle),
+            row_value_keeping(table, &new, stored.as_deref())?,
+        )?;
         for index in table.stored_indexes() {
             let (old_key, _, _) = index_entry(table, index, &old, &handle);
             let (new_key, new_value, _) = index_entry(table, index, &new, &new_handle);
@@ -1350,7 +1379,8 @@ async fn execute_update(
             changes.push((old, handle, new, new_handle));
         }
     }
-    let returned = apply_updates(session, &table, changes).await?;
+    let stored = vec![None; changes.len()];
+    let returned = apply_updates(session, &table, changes, stored).await?;
     finish_dml(
         session,
         &table,

@@ -223,7 +223,7 @@ async fn fetch(
     lookup: &Lookup,
     filters: &[(usize, Datum)],
     read_ts: Timestamp,
-) -> Result<Option<(Vec<Datum>, Vec<u8>)>, SqlError> {
+) -> Result<Option<(Vec<Datum>, Vec<u8>, Vec<u8>)>, SqlError> {
     let view = session.view(read_ts);
     let (key, handle) = match lookup {
         Lookup::Nothing => return Ok(None),
@@ -243,7 +243,7 @@ async fn fetch(
     // Every equality (key columns included) must hold; the key lookup already implies
     // the key's, the rest are checked here.
     if filters.iter().all(|(c, d)| &row[*c] == d) {
-        Ok(Some((row, handle)))
+        Ok(Some((row, handle, value)))
     } else {
         Ok(None)
     }
@@ -265,7 +265,7 @@ async fn lock_and_fetch(
     table: &TableDef,
     key: &[u8],
     filters: &[(usize, Datum)],
-) -> Result<Option<(Vec<Datum>, Vec<u8>)>, SqlError> {
+) -> Result<Option<(Vec<Datum>, Vec<u8>, Vec<u8>)>, SqlError> {
     let handle = crate::rows::handle_of_key(table, key)?.to_vec();
     let txn = &mut session.open.as_mut().expect("open transaction").txn;
     let held = txn.is_locked(key);
@@ -275,11 +275,13 @@ async fn lock_and_fetch(
         .pop()
         .flatten();
     let row = match value {
-        Some(v) => Some(decode_row_value(table, &v)?),
+        Some(v) => Some((decode_row_value(table, &v)?, v)),
         None => None,
     };
     match row {
-        Some(row) if filters.iter().all(|(c, d)| &row[*c] == d) => Ok(Some((row, handle))),
+        Some((row, raw)) if filters.iter().all(|(c, d)| &row[*c] == d) => {
+            Ok(Some((row, handle, raw)))
+        }
         _ => {
             if !held {
                 txn.unlock_key(key).await;
@@ -408,7 +410,7 @@ async fn select(
         })
         .collect();
     let schema = Arc::new(Schema::new(fields));
-    let rows: Vec<Vec<Datum>> = found.into_iter().map(|(row, _)| row).collect();
+    let rows: Vec<Vec<Datum>> = found.into_iter().map(|(row, _, _)| row).collect();
     let arrays: Vec<ArrayRef> = columns
         .iter()
         .map(|(c, _)| {
@@ -572,7 +574,7 @@ async fn update(
         }
         _ => fetch(session, &table, &lookup, &filters, read_ts).await?,
     };
-    let Some((old, handle)) = fetched else {
+    let Some((old, handle, stored)) = fetched else {
         return Ok(Some(QueryResult::Command {
             tag: "UPDATE 0".into(),
         }));
@@ -586,7 +588,7 @@ async fn update(
     }
     let new_handle = crate::rows::primary_handle(&table, &new).unwrap_or_else(|| handle.clone());
     let change: RowChange = (old, handle, new, new_handle);
-    let updated = apply_updates(session, &table, vec![change]).await?;
+    let updated = apply_updates(session, &table, vec![change], vec![Some(stored)]).await?;
     Ok(Some(QueryResult::Command {
         tag: format!("UPDATE {}", updated.len()),
     }))

@@ -56,6 +56,37 @@ pub(crate) fn row_value(table: &TableDef, row: &[Datum]) -> Vec<u8> {
     encode_row(&columns)
 }
 
+/// Like `row_value`, keeping the columns of the `stored` version that this definition of
+/// the table does not know yet (ids at or past its `next_column_id`): a column added by a
+/// newer schema, written by a node that already has it, survives an UPDATE from a node
+/// that has not loaded it yet. Columns this definition dropped are not kept.
+pub(crate) fn row_value_keeping(
+    table: &TableDef,
+    row: &[Datum],
+    stored: Option<&[u8]>,
+) -> Result<Vec<u8>, SqlError> {
+    let Some(stored) = stored else {
+        return Ok(row_value(table, row));
+    };
+    let newer: Vec<(u32, Datum)> = decode_row(stored)
+        .map_err(|e| SqlError::internal(format!("corrupt row: {e}")))?
+        .into_iter()
+        .filter(|(id, _)| *id >= table.next_column_id)
+        .collect();
+    if newer.is_empty() {
+        return Ok(row_value(table, row));
+    }
+    let mut columns: Vec<(u32, Datum)> = table
+        .columns
+        .iter()
+        .zip(row)
+        .filter(|(c, d)| !d.is_null() || c.origin_default.is_some())
+        .map(|(c, d)| (c.id, d.clone()))
+        .collect();
+    columns.extend(newer);
+    Ok(encode_row(&columns))
+}
+
 /// The value that rows stored before `column` was added read as.
 pub(crate) fn origin_default(column: &ColumnDef) -> Result<Datum, SqlError> {
     let Some(bytes) = &column.origin_default else {
@@ -134,4 +165,56 @@ pub(crate) fn handle_of_index_entry<'a>(
     let (_, _, _, rest) = flotilla_codec::decode_index_key(key, index.columns.len())
         .map_err(|e| SqlError::internal(format!("corrupt index entry: {e}")))?;
     Ok(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use flotilla_catalog::{ColumnDef, Handle, SqlType, TableDef};
+    use flotilla_codec::Datum;
+
+    use super::{decode_row_value, row_value, row_value_keeping};
+
+    fn table(columns: &[&str], next_column_id: u32) -> TableDef {
+        TableDef {
+            id: 1,
+            storage_id: 1,
+            name: "t".into(),
+            columns: columns
+                .iter()
+                .enumerate()
+                .map(|(i, n)| ColumnDef {
+                    id: i as u32,
+                    name: n.to_string(),
+                    ty: SqlType::Int64,
+                    nullable: true,
+                    default: None,
+                    origin_default: None,
+                })
+                .collect(),
+            handle: Handle::RowId,
+            indexes: vec![],
+            next_column_id,
+            next_index_id: 1,
+        }
+    }
+
+    #[test]
+    fn an_update_on_an_older_schema_keeps_the_columns_it_does_not_know() {
+        let older = table(&["a", "b"], 2);
+        let newer = table(&["a", "b", "c"], 3);
+        let stored = row_value(&newer, &[Datum::Int(1), Datum::Int(2), Datum::Int(3)]);
+        let updated =
+            row_value_keeping(&older, &[Datum::Int(1), Datum::Int(20)], Some(&stored)).unwrap();
+        assert_eq!(
+            decode_row_value(&newer, &updated).unwrap(),
+            [Datum::Int(1), Datum::Int(20), Datum::Int(3)]
+        );
+        // A column the older definition dropped (id below its next_column_id) is not kept.
+        let dropped = table(&["a"], 3);
+        let updated = row_value_keeping(&dropped, &[Datum::Int(5)], Some(&stored)).unwrap();
+        assert_eq!(
+            decode_row_value(&newer, &updated).unwrap(),
+            [Datum::Int(5), Datum::Null, Datum::Null]
+        );
+    }
 }
