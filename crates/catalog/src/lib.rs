@@ -68,6 +68,12 @@ pub trait Catalog: Send + Sync + 'static {
     /// Allocates `count` consecutive ids of `kind`, never handed out before (also across
     /// restarts).
     fn allocate(&self, kind: IdKind, count: u64) -> Result<Range<i64>, CatalogError>;
+
+    /// Loads the newest schema now, if this is a cache of a catalog kept elsewhere
+    /// (blocking). A local catalog is always current.
+    fn sync(&self) -> Result<(), CatalogError> {
+        Ok(())
+    }
 }
 
 /// Shared handle to a catalog.

@@ -260,6 +260,10 @@ impl Catalog for RemoteCatalog {
         }
     }
 
+    fn sync(&self) -> Result<(), CatalogError> {
+        self.block_on(self.refresh())
+    }
+
     fn allocate(&self, kind: IdKind, count: u64) -> Result<Range<i64>, CatalogError> {
         let IdKind::RowId(table) = kind else {
             return self.block_on(self.allocate_remote(kind, count));

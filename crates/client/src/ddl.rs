@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flotilla_ddl::wire::{Request, Response, WAIT_SLICE_MS_MAX};
-use flotilla_ddl::{DdlJobs, Job, JobError, JobKind, JobState};
+use flotilla_ddl::{DdlJobs, Job, JobError, JobKind, JobState, LeaseGrant};
 use flotilla_proto::metaservicepb::DdlRequest;
 
 use crate::catalog::RemoteCatalog;
@@ -140,5 +140,34 @@ impl DdlJobs for RemoteDdl {
 
     async fn cancel(&self, id: u64) -> Result<Job, JobError> {
         self.job(Request::Cancel { id }).await
+    }
+
+    async fn renew_lease(
+        &self,
+        node: u64,
+        loaded: u64,
+        in_use: u64,
+        poll: Duration,
+    ) -> Result<LeaseGrant, JobError> {
+        let poll_ms = (poll.as_millis() as u64).min(WAIT_SLICE_MS_MAX);
+        match self
+            .call(Request::Lease {
+                node,
+                loaded,
+                in_use,
+                poll_ms,
+            })
+            .await?
+        {
+            Response::Lease(grant) => Ok(grant),
+            other => Err(JobError::fatal(
+                "XX000",
+                format!("unexpected DDL answer from the meta service: {other:?}"),
+            )),
+        }
+    }
+
+    async fn release_lease(&self, node: u64) -> Result<(), JobError> {
+        self.call(Request::Release { node }).await.map(|_| ())
     }
 }

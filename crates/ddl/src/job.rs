@@ -232,6 +232,10 @@ pub struct Job {
     /// The submitter's idempotency key: a retried submission with the same key gets this
     /// job back rather than a second one.
     pub request_id: String,
+    /// The job's change is committed as this catalog version (its point of no return);
+    /// the job is done once every live SQL node uses it.
+    #[serde(default)]
+    pub waiting_for_version: Option<u64>,
 }
 
 impl Job {

@@ -22,6 +22,7 @@
 
 mod alter;
 mod job;
+mod leases;
 mod queue;
 pub mod wire;
 
@@ -30,6 +31,7 @@ use std::time::Duration;
 
 pub use alter::apply_alter;
 pub use job::{AlterAction, ColumnSpec, Job, JobError, JobKind, JobState};
+pub use leases::{LeaseGrant, SchemaLeases};
 pub use queue::{DdlConfig, JobQueue};
 use tokio::sync::watch;
 
@@ -49,6 +51,20 @@ pub trait DdlJobs: Send + Sync + 'static {
 
     /// Cancels job `id` (see [`JobQueue::cancel`]).
     async fn cancel(&self, id: u64) -> Result<Job, JobError>;
+
+    /// Renews this SQL node's schema lease, reporting the newest catalog version it has
+    /// loaded and the oldest one its open transactions use; answers within `poll`, at
+    /// once if a newer catalog version is published.
+    async fn renew_lease(
+        &self,
+        node: u64,
+        loaded: u64,
+        in_use: u64,
+        poll: Duration,
+    ) -> Result<LeaseGrant, JobError>;
+
+    /// Gives the lease up: the node stops serving.
+    async fn release_lease(&self, node: u64) -> Result<(), JobError>;
 }
 
 /// Shared handle to the DDL jobs service.
@@ -107,6 +123,21 @@ impl DdlJobs for LocalDdl {
     async fn cancel(&self, id: u64) -> Result<Job, JobError> {
         let q = self.queue.clone();
         blocking(move || q.cancel(id)).await
+    }
+
+    async fn renew_lease(
+        &self,
+        node: u64,
+        loaded: u64,
+        in_use: u64,
+        poll: Duration,
+    ) -> Result<LeaseGrant, JobError> {
+        self.queue.renew_lease(node, loaded, in_use, poll).await
+    }
+
+    async fn release_lease(&self, node: u64) -> Result<(), JobError> {
+        let q = self.queue.clone();
+        blocking(move || q.leases().release(node)).await
     }
 }
 

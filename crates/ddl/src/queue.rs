@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::alter::apply_alter;
 use crate::job::{Job, JobError, JobKind, JobState};
+use crate::leases::{LeaseGrant, SchemaLeases};
 
 const JOB_PREFIX: &[u8] = b"ddl/job/";
 const NEXT_JOB_ID_KEY: &[u8] = b"ddl/next_job_id";
@@ -50,11 +51,20 @@ pub struct DdlConfig {
     pub retry_backoff_max: Duration,
     /// Retryable failures of one job before it fails for good.
     pub retries_max: u32,
+    /// How long a SQL node's schema lease lasts after it renews it; a node that cannot
+    /// renew refuses queries once it lapses, and the owner stops waiting for it.
+    pub schema_lease: Duration,
+    /// How long one step waits for every SQL node to use a new schema version before it
+    /// fails retryably (and is retried).
+    pub schema_wait_timeout: Duration,
+    /// Most SQL nodes holding schema leases.
+    pub nodes_max: usize,
 }
 
 impl Default for DdlConfig {
     /// 128 jobs, 8 running, finished records kept 10 minutes (at most 1,024), retries
-    /// backing off from 100 ms to 5 s, 100 retries.
+    /// backing off from 100 ms to 5 s, 100 retries; 10 s schema leases, a 10 s wait for
+    /// SQL nodes per step, 1,024 SQL nodes.
     fn default() -> Self {
         Self {
             jobs_max: 128,
@@ -64,6 +74,9 @@ impl Default for DdlConfig {
             retry_backoff_min: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(5),
             retries_max: 100,
+            schema_lease: Duration::from_secs(10),
+            schema_wait_timeout: Duration::from_secs(10),
+            nodes_max: 1024,
         }
     }
 }
@@ -88,6 +101,8 @@ pub struct JobQueue {
     changed: watch::Sender<u64>,
     /// Test and operator hook: every step fails retryably while set.
     failpoint: AtomicBool,
+    /// The SQL nodes' schema leases.
+    leases: SchemaLeases,
 }
 
 fn storage_error(e: impl std::fmt::Display) -> JobError {
@@ -130,7 +145,9 @@ impl JobQueue {
         }
         inner.next_id = inner.next_id.max(1);
         let (changed, _) = watch::channel(0);
+        let leases = SchemaLeases::open(engine.clone(), cfg.schema_lease, cfg.nodes_max)?;
         Ok(Arc::new(Self {
+            leases,
             engine,
             catalog,
             cfg,
@@ -143,6 +160,47 @@ impl JobQueue {
     /// The queue's bounds.
     pub fn config(&self) -> &DdlConfig {
         &self.cfg
+    }
+
+    /// The SQL nodes' schema leases.
+    pub fn leases(&self) -> &SchemaLeases {
+        &self.leases
+    }
+
+    /// Tells lease holders waiting for a new catalog version to look (the catalog changed
+    /// outside a job).
+    pub fn catalog_changed(&self) {
+        self.notify();
+    }
+
+    /// Renews `node`'s schema lease with its report, then waits up to `poll` for a catalog
+    /// version newer than `loaded` (so nodes learn of a schema change at once).
+    pub async fn renew_lease(
+        self: &Arc<Self>,
+        node: u64,
+        loaded: u64,
+        in_use: u64,
+        poll: Duration,
+    ) -> Result<LeaseGrant, JobError> {
+        let q = self.clone();
+        tokio::task::spawn_blocking(move || q.leases.renew(node, loaded, in_use))
+            .await
+            .map_err(|e| JobError::fatal("XX000", format!("lease task failed: {e}")))??;
+        let deadline = tokio::time::Instant::now() + poll.min(self.cfg.schema_lease / 2);
+        let mut changed = self.changed.subscribe();
+        loop {
+            let version = self.catalog.snapshot().version;
+            if version > loaded
+                || tokio::time::timeout_at(deadline, changed.changed())
+                    .await
+                    .is_err()
+            {
+                return Ok(LeaseGrant {
+                    lease_ms: self.cfg.schema_lease.as_millis() as u64,
+                    version: self.catalog.snapshot().version,
+                });
+            }
+        }
     }
 
     /// While `on`, every step fails retryably (tests of the retry path and of the cap).
@@ -196,6 +254,7 @@ impl JobQueue {
             schema_version: None,
             cancel_requested: false,
             request_id,
+            waiting_for_version: None,
         };
         let mut batch = WriteBatch::new();
         put_job(&mut batch, &job)?;
@@ -249,6 +308,14 @@ impl JobQueue {
             return Err(JobError::fatal(
                 "55000",
                 format!("DDL job {id} has already finished ({})", job.state.name()),
+            ));
+        }
+        if let Some(version) = job.waiting_for_version {
+            return Err(JobError::fatal(
+                "55000",
+                format!(
+                    "DDL job {id} has passed its point of no return (its change is schema version {version})"
+                ),
             ));
         }
         job.updated_ms = now_ms();
@@ -305,7 +372,7 @@ impl JobQueue {
         if job.is_finished() {
             return;
         }
-        if job.cancel_requested {
+        if job.cancel_requested && job.waiting_for_version.is_none() {
             finish(&mut job, JobState::Cancelled, None);
             self.record(job, None);
             return;
@@ -322,7 +389,9 @@ impl JobQueue {
             Outcome::Committed => {}
             Outcome::Retry(e) => {
                 job.attempts += 1;
-                if job.attempts > self.cfg.retries_max {
+                // Past its point of no return a job cannot fail: its change is in the
+                // catalog. It waits for the SQL nodes until they catch up or lapse.
+                if job.attempts > self.cfg.retries_max && job.waiting_for_version.is_none() {
                     let e = JobError::fatal(
                         &e.code,
                         format!("gave up after {} attempts: {}", job.attempts, e.message),
@@ -345,9 +414,13 @@ impl JobQueue {
         }
     }
 
-    /// Applies the job's change to the catalog, with its finished record in the same
-    /// write.
+    /// Applies the job's change to the catalog together with its record (the point of no
+    /// return), then waits for every SQL node to use the new version before the job is
+    /// done. A step re-run after a crash or a timeout resumes the wait.
     fn run_step(&self, job: &mut Job) -> Outcome {
+        if let Some(version) = job.waiting_for_version {
+            return self.await_nodes(job, version);
+        }
         let snapshot = self.catalog.snapshot();
         let planned = match &job.kind {
             JobKind::AlterTable {
@@ -361,49 +434,83 @@ impl JobQueue {
             Err(e) if e.retryable => return Outcome::Retry(e),
             Err(e) => return Outcome::Fail(e),
         };
-        let mut done = job.clone();
-        finish(&mut done, JobState::Done, None);
+        let Some(table) = table else {
+            // Every action was skipped (IF [NOT] EXISTS): nothing to change or wait for.
+            let mut done = job.clone();
+            done.schema_version = Some(snapshot.version);
+            finish(&mut done, JobState::Done, None);
+            return match self.write_record(done) {
+                Ok(()) => Outcome::Committed,
+                Err(e) => Outcome::Retry(e),
+            };
+        };
+        let version = snapshot.version + 1;
+        let mut next = job.clone();
+        next.state = JobState::Running;
+        next.error = None;
+        next.waiting_for_version = Some(version);
+        next.updated_ms = now_ms();
         // The record is written under the queue's lock, so a cancellation or a listing
         // never sees the write and the memory disagree.
         let mut inner = self.inner.lock();
-        let removed = self.expired(&inner, Some(done.id));
+        if inner.jobs.get(&job.id).is_some_and(|j| j.cancel_requested) {
+            drop(inner);
+            finish(job, JobState::Cancelled, None);
+            return match self.write_record(job.clone()) {
+                Ok(()) => Outcome::Committed,
+                Err(e) => Outcome::Retry(e),
+            };
+        }
+        let mut batch = WriteBatch::new();
+        if let Err(e) = put_job(&mut batch, &next) {
+            return Outcome::Retry(e);
+        }
+        let change = SchemaChange {
+            base_version: snapshot.version,
+            upserts: vec![table],
+            ..SchemaChange::default()
+        };
+        match self.catalog.commit_with(change, batch) {
+            Ok(_) => {}
+            Err(e @ CatalogError::Invalid(_)) => return Outcome::Fail(catalog_error(e)),
+            Err(e) => return Outcome::Retry(catalog_error(e)),
+        }
+        install(&mut inner, next.clone(), vec![]);
+        drop(inner);
+        self.notify();
+        *job = next;
+        self.await_nodes(job, version)
+    }
+
+    /// Waits for every SQL node to use `version`, then records the job done.
+    fn await_nodes(&self, job: &mut Job, version: u64) -> Outcome {
+        if let Err(e) = self.leases.wait_for(version, self.cfg.schema_wait_timeout) {
+            return Outcome::Retry(e);
+        }
+        let mut done = job.clone();
+        done.schema_version = Some(version);
+        done.waiting_for_version = None;
+        finish(&mut done, JobState::Done, None);
+        match self.write_record(done) {
+            Ok(()) => Outcome::Committed,
+            Err(e) => Outcome::Retry(e),
+        }
+    }
+
+    /// Writes a finished job's record (removing expired ones) and installs it.
+    fn write_record(&self, job: Job) -> Result<(), JobError> {
+        let mut inner = self.inner.lock();
+        let removed = self.expired(&inner, Some(job.id));
         let mut batch = WriteBatch::new();
         for id in &removed {
             batch.delete(Cf::Meta, job_key(*id));
         }
-        let written = match table {
-            None => {
-                // Every action was skipped (IF [NOT] EXISTS): nothing to change.
-                done.schema_version = Some(snapshot.version);
-                put_job(&mut batch, &done)
-                    .and_then(|()| self.engine.write(batch, true).map_err(storage_error))
-            }
-            Some(table) => {
-                done.schema_version = Some(snapshot.version + 1);
-                let change = SchemaChange {
-                    base_version: snapshot.version,
-                    upserts: vec![table],
-                    ..SchemaChange::default()
-                };
-                match put_job(&mut batch, &done) {
-                    Err(e) => Err(e),
-                    Ok(()) => match self.catalog.commit_with(change, batch) {
-                        Ok(_) => Ok(()),
-                        Err(e @ CatalogError::Invalid(_)) => {
-                            return Outcome::Fail(catalog_error(e));
-                        }
-                        Err(e) => Err(catalog_error(e)),
-                    },
-                }
-            }
-        };
-        if let Err(e) = written {
-            return Outcome::Retry(e);
-        }
-        install(&mut inner, done, removed);
+        put_job(&mut batch, &job)?;
+        self.engine.write(batch, true).map_err(storage_error)?;
+        install(&mut inner, job, removed);
         drop(inner);
         self.notify();
-        Outcome::Committed
+        Ok(())
     }
 
     /// Writes `job`'s record (and removes expired ones), then installs it; `retry_at`

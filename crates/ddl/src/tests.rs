@@ -307,3 +307,83 @@ async fn a_job_that_keeps_failing_retryably_gives_up() {
     );
     assert_eq!(columns(&catalog, "t1"), ["ts"]);
 }
+
+fn leased() -> DdlConfig {
+    DdlConfig {
+        schema_lease: Duration::from_millis(400),
+        schema_wait_timeout: Duration::from_millis(50),
+        ..fast_retries()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_change_is_done_only_once_every_live_node_uses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path());
+    let catalog = catalog(&engine, 1);
+    let queue = JobQueue::open(engine, catalog.clone(), leased()).unwrap();
+    let ddl = LocalDdl::start(queue.clone());
+    let v = catalog.snapshot().version;
+    let poll = Duration::ZERO;
+    ddl.renew_lease(1, v, v, poll).await.unwrap();
+    ddl.renew_lease(2, v, v, poll).await.unwrap();
+    let job = ddl.submit(add(1, &["a"]), "a".into()).await.unwrap();
+    // The change is committed (its point of no return) but nodes 1 and 2 are behind.
+    let waiting = ddl.wait(job.id, Duration::from_millis(150)).await.unwrap();
+    assert_eq!(waiting.state, JobState::Running);
+    assert_eq!(waiting.waiting_for_version, Some(v + 1));
+    assert_eq!(columns(&catalog, "t1"), ["ts", "a"]);
+    assert_eq!(ddl.cancel(job.id).await.unwrap_err().code, "55000");
+    // A renewal answers at once when a newer version exists.
+    let grant = ddl
+        .renew_lease(1, v, v, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(grant.version, v + 1);
+    // Node 1 loaded it but a transaction of its own still uses the old one.
+    ddl.renew_lease(1, v + 1, v, poll).await.unwrap();
+    ddl.renew_lease(2, v + 1, v + 1, poll).await.unwrap();
+    let still = ddl.wait(job.id, Duration::from_millis(150)).await.unwrap();
+    assert_eq!(still.state, JobState::Running);
+    assert!(
+        still
+            .error
+            .unwrap()
+            .message
+            .contains("transaction still using schema version"),
+    );
+    ddl.renew_lease(1, v + 1, v + 1, poll).await.unwrap();
+    let done = ddl.wait(job.id, WAIT).await.unwrap();
+    assert_eq!(done.state, JobState::Done);
+    assert_eq!(done.schema_version, Some(v + 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_renewing_is_waited_for_only_until_its_lease_lapses() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path());
+    let catalog = catalog(&engine, 1);
+    let v = catalog.snapshot().version;
+    {
+        let queue = JobQueue::open(engine.clone(), catalog.clone(), leased()).unwrap();
+        let ddl = LocalDdl::start(queue);
+        // Node 7 registers, then the owner dies: the next owner must not forget it.
+        ddl.renew_lease(7, v, v, Duration::ZERO).await.unwrap();
+    }
+    let queue = JobQueue::open(engine, catalog.clone(), leased()).unwrap();
+    let started = std::time::Instant::now();
+    let ddl = LocalDdl::start(queue.clone());
+    assert_eq!(queue.leases().live_nodes(), 1);
+    let job = ddl.submit(add(1, &["a"]), "a".into()).await.unwrap();
+    let done = ddl.wait(job.id, WAIT).await.unwrap();
+    assert_eq!(done.state, JobState::Done);
+    // Done only after node 7's lease could have lapsed (a lease after this owner began).
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert_eq!(queue.leases().live_nodes(), 0);
+    // A released node is not waited for at all.
+    let v = catalog.snapshot().version;
+    ddl.renew_lease(8, v, v, Duration::ZERO).await.unwrap();
+    ddl.release_lease(8).await.unwrap();
+    let job = ddl.submit(add(1, &["b"]), "b".into()).await.unwrap();
+    assert_eq!(ddl.wait(job.id, WAIT).await.unwrap().state, JobState::Done);
+}

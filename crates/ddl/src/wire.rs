@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::job::{Job, JobError, JobKind};
+use crate::leases::LeaseGrant;
 
 /// Longest wait one `Wait` request may ask for; longer waits are several requests, each
 /// within the RPC timeout.
@@ -33,6 +34,22 @@ pub enum Request {
         /// The job.
         id: u64,
     },
+    /// Renew a SQL node's schema lease (see `DdlJobs::renew_lease`).
+    Lease {
+        /// The node.
+        node: u64,
+        /// Newest catalog version it loaded.
+        loaded: u64,
+        /// Oldest catalog version its transactions use.
+        in_use: u64,
+        /// Longest wait for a newer version, at most `WAIT_SLICE_MS_MAX`.
+        poll_ms: u64,
+    },
+    /// Give a node's lease up.
+    Release {
+        /// The node.
+        node: u64,
+    },
     /// Turn the failpoint that fails every step retryably on or off (tests).
     SetFailpoint {
         /// On or off.
@@ -47,6 +64,8 @@ pub enum Response {
     Job(Job),
     /// Every record.
     Jobs(Vec<Job>),
+    /// A renewed lease.
+    Lease(LeaseGrant),
     /// Done, nothing to return.
     Ok,
     /// The request failed.

@@ -787,6 +787,10 @@ impl Meta for MetaService {
         let result = tokio::task::spawn_blocking(move || l.catalog.commit(change.into_change()))
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
+        if result.is_ok() {
+            // SQL nodes waiting in a lease renewal learn of the new version at once.
+            leader.ddl.catalog_changed();
+        }
         let snapshot = leader.catalog.snapshot();
         let snapshot_json = serde_json::to_vec(&WireSnapshot::from_snapshot(&snapshot))
             .map_err(|e| Status::internal(e.to_string()))?
@@ -871,6 +875,25 @@ impl Meta for MetaService {
                 }
             }
             DdlOp::List => DdlAnswer::Jobs(queue.list()),
+            DdlOp::Lease {
+                node,
+                loaded,
+                in_use,
+                poll_ms,
+            } => {
+                let poll = Duration::from_millis(poll_ms.min(WAIT_SLICE_MS_MAX));
+                match queue.renew_lease(node, loaded, in_use, poll).await {
+                    Ok(grant) => DdlAnswer::Lease(grant),
+                    Err(e) => DdlAnswer::Error(e),
+                }
+            }
+            DdlOp::Release { node } => {
+                blocking(Box::new(move || match queue.leases().release(node) {
+                    Ok(()) => DdlAnswer::Ok,
+                    Err(e) => DdlAnswer::Error(e),
+                }))
+                .await?
+            }
             DdlOp::SetFailpoint { on } => {
                 queue.set_failpoint(on);
                 DdlAnswer::Ok

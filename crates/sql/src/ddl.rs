@@ -842,7 +842,12 @@ pub(crate) fn job_error(e: JobError) -> SqlError {
 }
 
 /// Submits `kind` as a DDL job and waits for its end: done, or the job's error.
-pub(crate) async fn run_job(session: &Session, kind: JobKind) -> Result<Job, SqlError> {
+pub(crate) async fn run_job(session: &mut Session, kind: JobKind) -> Result<Job, SqlError> {
+    // The job waits until no transaction uses an older schema: not for the session's own
+    // (DDL in a transaction block), which uses the newest schema from here on.
+    if let Some(open) = session.open.as_mut() {
+        open.active.unpin();
+    }
     let ddl = session.engine.ddl.clone();
     // A timestamp is unique across the cluster: the submission's idempotency key, so a
     // retried submission (a lost answer) joins the first rather than running twice.

@@ -1,5 +1,5 @@
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use datafusion::execution::SessionState;
@@ -29,19 +29,44 @@ pub struct SqlEngine {
     /// Start timestamps of this node's open transactions (with multiplicity), so schema
     /// changes can wait until every transaction older than the change has finished.
     active: Mutex<BTreeMap<Timestamp, usize>>,
-    finished: Notify,
+    finished: Arc<Notify>,
     /// Serialises DDL statements of this node.
     pub(crate) ddl_lock: tokio::sync::Mutex<()>,
+    /// This node's id in the schema leases (a timestamp: unique in the cluster).
+    node_id: Mutex<Option<u64>>,
+    /// Catalog versions pinned by open transactions (the version at each one's first
+    /// statement, with multiplicity): the oldest is what this node reports in use.
+    pins: Mutex<BTreeMap<u64, usize>>,
+    /// Until when this node may use its schema (its lease, renewed in the background).
+    lease_until: tokio::sync::watch::Sender<Option<Instant>>,
 }
+
+/// How long a lease renewal waits at the owner for a newer catalog version.
+const LEASE_POLL: Duration = Duration::from_secs(1);
+/// The part of a lease a node does not use, so its lease lapses at the node before the
+/// owner stops waiting for it.
+const LEASE_MARGIN_DIVISOR: u32 = 10;
 
 /// Registration of an open transaction; removed on drop.
 pub(crate) struct ActiveTxn {
     engine: Arc<SqlEngine>,
     start_ts: Timestamp,
+    /// The catalog version the transaction pins (`None` once exempted).
+    pin: Option<u64>,
+}
+
+impl ActiveTxn {
+    /// Stops pinning a catalog version: the session's own DDL must not wait for it.
+    pub(crate) fn unpin(&mut self) {
+        if let Some(v) = self.pin.take() {
+            self.engine.unpin(v);
+        }
+    }
 }
 
 impl Drop for ActiveTxn {
     fn drop(&mut self) {
+        self.unpin();
         let mut active = self.engine.active.lock();
         if let Some(n) = active.get_mut(&self.start_ts) {
             *n -= 1;
@@ -55,7 +80,8 @@ impl Drop for ActiveTxn {
 }
 
 impl SqlEngine {
-    /// An engine over the given seams.
+    /// An engine over the given seams. Must be called on the runtime that serves it: the
+    /// engine's schema lease is renewed by a task spawned there.
     pub fn new(
         kv: TxnKvRef,
         tso: TsoRef,
@@ -68,7 +94,7 @@ impl SqlEngine {
             lock_wait_timeout_ms: config.lock_wait_timeout_ms,
             ..TxnOptions::default()
         };
-        Ok(Arc::new(Self {
+        let engine = Arc::new(Self {
             kv,
             tso,
             catalog,
@@ -77,9 +103,64 @@ impl SqlEngine {
             txn_options,
             template,
             active: Mutex::new(BTreeMap::new()),
-            finished: Notify::new(),
+            finished: Arc::new(Notify::new()),
             ddl_lock: tokio::sync::Mutex::new(()),
-        }))
+            node_id: Mutex::new(None),
+            pins: Mutex::new(BTreeMap::new()),
+            lease_until: tokio::sync::watch::channel(None).0,
+        });
+        // The schema lease is held from the start, renewed in the background until the
+        // engine is dropped; statements wait for the first grant.
+        tokio::spawn(renew_schema_lease(Arc::downgrade(&engine)));
+        Ok(engine)
+    }
+
+    fn unpin(&self, version: u64) {
+        let mut pins = self.pins.lock();
+        if let Some(n) = pins.get_mut(&version) {
+            *n -= 1;
+            if *n == 0 {
+                pins.remove(&version);
+            }
+        }
+    }
+
+    /// The oldest catalog version an open transaction uses, or `loaded` if none is older.
+    fn schema_in_use(&self, loaded: u64) -> u64 {
+        self.pins
+            .lock()
+            .keys()
+            .next()
+            .copied()
+            .map_or(loaded, |v| v.min(loaded))
+    }
+
+    /// Fails unless this node holds a schema lease: one it cannot renew lapses, and then
+    /// it refuses queries rather than use a schema that may be stale. Before the first
+    /// grant it waits for it (a node just started).
+    pub(crate) async fn check_schema_lease(&self) -> Result<(), SqlError> {
+        let mut lease = self.lease_until.subscribe();
+        let first_grant = Duration::from_secs(10);
+        let valid = |until: &Option<Instant>| until.is_some();
+        if lease.borrow().is_none() {
+            let _ = tokio::time::timeout(first_grant, lease.wait_for(valid)).await;
+        }
+        match *lease.borrow() {
+            Some(until) if Instant::now() < until => Ok(()),
+            Some(until) => Err(SqlError::new(
+                "57P03",
+                format!(
+                    "this SQL node's schema lease lapsed {} ms ago (it cannot reach the DDL owner), so it refuses queries rather than use a schema that may be stale",
+                    Instant::now().saturating_duration_since(until).as_millis()
+                ),
+            )
+            .with_hint("Retry; or connect to another SQL node.")),
+            None => Err(SqlError::new(
+                "57P03",
+                "this SQL node has no schema lease yet (it cannot reach the DDL owner)",
+            )
+            .with_hint("Retry; or connect to another SQL node.")),
+        }
     }
 
     /// Number of user tables in the catalog.
@@ -94,9 +175,12 @@ impl SqlEngine {
 
     pub(crate) fn register_txn(self: &Arc<Self>, start_ts: Timestamp) -> ActiveTxn {
         *self.active.lock().entry(start_ts).or_default() += 1;
+        let version = self.catalog.snapshot().version;
+        *self.pins.lock().entry(version).or_default() += 1;
         ActiveTxn {
             engine: self.clone(),
             start_ts,
+            pin: Some(version),
         }
     }
 
@@ -136,6 +220,100 @@ impl SqlEngine {
                     ),
                 )
                 .with_hint("Commit or roll back long-running transactions, then retry."));
+            }
+        }
+    }
+}
+
+/// Renews the engine's schema lease until the engine is dropped: reports the newest
+/// catalog version loaded and the oldest in use, loads a newer version as soon as the
+/// owner publishes one, and reports again at once when an old transaction ends while a
+/// schema change waits for it.
+async fn renew_schema_lease(weak: Weak<SqlEngine>) {
+    let mut held: Option<(DdlJobsRef, u64)> = None;
+    hold_schema_lease(&weak, &mut held).await;
+    // The engine is gone: give the lease up so schema changes need not wait for it to
+    // lapse.
+    if let Some((ddl, node)) = held
+        && let Err(e) = ddl.release_lease(node).await
+    {
+        tracing::debug!("schema lease: release: {e}");
+    }
+}
+
+async fn hold_schema_lease(weak: &Weak<SqlEngine>, held: &mut Option<(DdlJobsRef, u64)>) {
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let Some(engine) = weak.upgrade() else { return };
+        let known = *engine.node_id.lock();
+        let node = match known {
+            Some(id) => id,
+            None => match engine.tso.get_ts().await {
+                Ok(ts) => {
+                    let id = u64::from_be_bytes(ts.to_be_bytes());
+                    *engine.node_id.lock() = Some(id);
+                    id
+                }
+                Err(e) => {
+                    tracing::warn!("schema lease: no node id yet: {e}");
+                    drop(engine);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        let notify = engine.finished.clone();
+        let finished = notify.notified();
+        tokio::pin!(finished);
+        finished.as_mut().enable();
+        let loaded = engine.catalog.snapshot().version;
+        let in_use = engine.schema_in_use(loaded);
+        let ddl = engine.ddl.clone();
+        *held = Some((ddl.clone(), node));
+        drop(engine);
+        let sent = Instant::now();
+        // The first renewal answers at once: statements wait for it.
+        let poll = if weak
+            .upgrade()
+            .is_some_and(|e| e.lease_until.borrow().is_some())
+        {
+            LEASE_POLL
+        } else {
+            Duration::ZERO
+        };
+        let renewal = ddl.renew_lease(node, loaded, in_use, poll);
+        let grant = if in_use < loaded {
+            // A transaction pins an older version: report as soon as one ends.
+            tokio::select! {
+                g = renewal => Some(g),
+                _ = finished => None,
+            }
+        } else {
+            Some(renewal.await)
+        };
+        let Some(engine) = weak.upgrade() else { return };
+        match grant {
+            None => {}
+            Some(Ok(grant)) => {
+                pause = Duration::from_millis(50);
+                let lease = Duration::from_millis(grant.lease_ms);
+                let until = sent + lease - lease / LEASE_MARGIN_DIVISOR;
+                engine.lease_until.send_replace(Some(until));
+                if grant.version > loaded {
+                    let catalog = engine.catalog.clone();
+                    match tokio::task::spawn_blocking(move || catalog.sync()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::warn!("schema lease: loading the catalog: {e}"),
+                        Err(e) => tracing::warn!("schema lease: loading the catalog: {e}"),
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!("schema lease: renewal failed: {e}");
+                drop(engine);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
             }
         }
     }

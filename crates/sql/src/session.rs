@@ -51,7 +51,7 @@ struct Block {
 /// An open transaction and its registration with the engine.
 pub(crate) struct OpenTxn {
     pub(crate) txn: Transaction,
-    _active: ActiveTxn,
+    pub(crate) active: ActiveTxn,
     /// No statement has run yet: the first one reads at `start_ts`, which was taken
     /// for it (one timestamp fewer per statement under READ COMMITTED).
     fresh: bool,
@@ -377,7 +377,7 @@ impl Session {
         let active = self.engine.register_txn(txn.start_ts());
         self.open = Some(OpenTxn {
             txn,
-            _active: active,
+            active,
             fresh: true,
         });
         Ok(())
@@ -435,6 +435,7 @@ impl Session {
             }
             _ => {}
         }
+        self.engine.check_schema_lease().await?;
         if let Some(block) = &self.block
             && block.failed
         {
