@@ -145,3 +145,95 @@ async fn a_ddl_flood_is_refused_past_the_cap_on_a_cluster() {
     ok(&mut s, "ALTER TABLE t0 ADD COLUMN y INT").await;
     assert_eq!(rows(&mut s, "SHOW DDL JOBS").await.len(), CAP + 1);
 }
+
+/// F1 across two SQL nodes: a schema change is done only once every node uses it. A
+/// transaction open on node B (pinning the old schema) holds node A's ALTER TABLE back;
+/// once it ends, the ALTER returns and node B reads the new column at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_change_waits_for_transactions_on_other_nodes() {
+    let cluster = common::Cluster::start_tuned(
+        |m| m.ddl.schema_wait_timeout = Duration::from_millis(100),
+        |_| {},
+    )
+    .await;
+    let a = sql_node(&cluster).await;
+    let b = sql_node(&cluster).await;
+    let mut on_a = a.session();
+    let mut on_b = b.session();
+    ok(&mut on_a, "CREATE TABLE t (id INT PRIMARY KEY, v INT)").await;
+    ok(&mut on_a, "INSERT INTO t VALUES (1, 10)").await;
+    // B's transaction starts on a schema that has `t`.
+    let mut b_catalog_has_t = false;
+    for _ in 0..200 {
+        ok(&mut on_b, "BEGIN").await;
+        if run(&mut on_b, "SELECT v FROM t").await.is_ok() {
+            b_catalog_has_t = true;
+            break;
+        }
+        ok(&mut on_b, "ROLLBACK").await;
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(b_catalog_has_t, "node B never loaded table t");
+    let mut alter = tokio::spawn(async move {
+        ok(&mut on_a, "ALTER TABLE t ADD COLUMN w INT DEFAULT 5").await;
+        on_a
+    });
+    // The job reports what it waits for.
+    let mut control = a.session();
+    let mut waiting = false;
+    for _ in 0..500 {
+        let jobs = rows(&mut control, "SHOW DDL JOBS").await;
+        if jobs
+            .iter()
+            .any(|j| j.contains("transaction still using schema version"))
+        {
+            waiting = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(waiting, "the job never waited for node B's transaction");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut alter)
+            .await
+            .is_err(),
+        "the ALTER returned while node B's transaction used the old schema"
+    );
+    ok(&mut on_b, "COMMIT").await;
+    let mut on_a = alter.await.unwrap();
+    // Node B has the new version: the job was done only once B used it.
+    assert_eq!(rows(&mut on_b, "SELECT id, v, w FROM t").await, ["1|10|5"]);
+    ok(&mut on_a, "INSERT INTO t VALUES (2, 20, 7)").await;
+    assert_eq!(
+        rows(&mut on_b, "SELECT w FROM t ORDER BY id").await,
+        ["5", "7"]
+    );
+}
+
+/// A SQL node that cannot renew its schema lease refuses queries once it lapses, rather
+/// than use a schema that may be stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_lease_lapses_refuses_queries() {
+    let cluster =
+        common::Cluster::start_tuned(|m| m.ddl.schema_lease = Duration::from_millis(1500), |_| {})
+            .await;
+    let node = sql_node(&cluster).await;
+    let mut s = node.session();
+    ok(&mut s, "CREATE TABLE t (id INT PRIMARY KEY)").await;
+    ok(&mut s, "SELECT * FROM t").await;
+    let _alive = cluster.stop_meta().await;
+    let mut refused = None;
+    for _ in 0..100 {
+        // SHOW needs no timestamp, so it fails only for want of a lease.
+        match run(&mut s, "SHOW server_version").await {
+            Err(e) if e.code == "57P03" => {
+                refused = Some(e.message);
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let message = refused.expect("the node kept serving without a lease");
+    assert!(message.contains("schema lease lapsed"), "{message}");
+}

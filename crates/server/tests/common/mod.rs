@@ -73,6 +73,15 @@ impl Cluster {
         }
     }
 
+    /// Stops the meta member; returns what keeps the stores and their data alive.
+    pub async fn stop_meta(self) -> (Vec<StoreNode>, tempfile::TempDir) {
+        let Cluster {
+            meta, stores, _dir, ..
+        } = self;
+        meta.stop().await;
+        (stores, _dir)
+    }
+
     /// A routing `TxnKv` and the TSO it uses.
     pub fn kv(&self) -> (Arc<ClusterTxnKv>, Arc<RemoteTso>) {
         let meta = Arc::new(
