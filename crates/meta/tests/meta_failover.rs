@@ -111,3 +111,105 @@ async fn timestamps_stay_monotonic_across_meta_leader_failover() {
         nodes[(leader - 1) as usize] = Some(start(leader, &members, dir.path()).await);
     }
 }
+
+/// A DDL job persisted by one meta leader is resumed by the next: the old leader is
+/// stopped while the job retries (a failpoint fails its steps), and the new leader's
+/// owner runs it to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ddl_job_resumes_on_the_next_meta_leader() {
+    use flotilla_catalog::{Catalog, ColumnDef, Handle, IdKind, SchemaChange, SqlType, TableDef};
+    use flotilla_client::{RemoteCatalog, RemoteDdl};
+    use flotilla_ddl::{AlterAction, ColumnSpec, DdlJobs, JobKind, JobState};
+
+    let dir = tempfile::tempdir().unwrap();
+    let members: Vec<(u64, String)> = (1..=3)
+        .map(|id| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            (id, l.local_addr().unwrap().to_string())
+        })
+        .collect();
+    let mut nodes = Vec::new();
+    for (id, _) in &members {
+        nodes.push(Some(start(*id, &members, dir.path()).await));
+    }
+    let client = std::sync::Arc::new(
+        MetaClient::new(
+            members.iter().map(|(_, a)| a.clone()).collect(),
+            ClientConfig {
+                retry_budget: Duration::from_secs(30),
+                ..ClientConfig::default()
+            },
+        )
+        .unwrap(),
+    );
+    let catalog = RemoteCatalog::open(client.clone(), Duration::from_millis(100))
+        .await
+        .unwrap();
+    let id = catalog.allocate(IdKind::Table, 1).unwrap().start;
+    let table = TableDef {
+        id,
+        storage_id: id,
+        name: "t".into(),
+        columns: vec![ColumnDef {
+            id: 0,
+            name: "id".into(),
+            ty: SqlType::Int64,
+            nullable: false,
+            default: None,
+            origin_default: None,
+        }],
+        handle: Handle::PrimaryKey(vec![0]),
+        indexes: vec![],
+        next_column_id: 1,
+        next_index_id: 1,
+    };
+    catalog
+        .commit(SchemaChange {
+            base_version: catalog.snapshot().version,
+            upserts: vec![table],
+            ..SchemaChange::default()
+        })
+        .unwrap();
+    let ddl = RemoteDdl::new(client.clone(), catalog.clone());
+    ddl.set_failpoint(true).await.unwrap();
+    let kind = JobKind::AlterTable {
+        table_id: id,
+        table: "t".into(),
+        actions: vec![AlterAction::AddColumn {
+            column: ColumnSpec {
+                name: "added".into(),
+                ty: SqlType::Int32,
+                nullable: true,
+                default: None,
+                origin_default: None,
+            },
+            if_not_exists: false,
+        }],
+    };
+    let job = ddl.submit(kind, "resume".into()).await.unwrap();
+    let retrying = ddl.wait(job.id, Duration::from_millis(500)).await.unwrap();
+    assert_eq!(retrying.state, JobState::Running);
+    assert!(retrying.attempts > 0);
+    let leader = client
+        .members()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.is_leader)
+        .expect("a leader")
+        .id;
+    nodes[(leader - 1) as usize].take().unwrap().stop().await;
+    // The failpoint was the old leader's; the new leader resumes the job.
+    let done = ddl.wait(job.id, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(done.state, JobState::Done, "{done:?}");
+    assert!(
+        catalog
+            .snapshot()
+            .table("t")
+            .unwrap()
+            .column("added")
+            .is_some()
+    );
+    let listed = ddl.list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+}
