@@ -1070,31 +1070,6 @@ async fn table_has_rows(session: &Session, table: &TableDef) -> Result<bool, Sql
     Ok(!rows.is_empty())
 }
 
-/// Statements of Flotilla's own that PostgreSQL's grammar lacks, recognised before
-/// parsing: `ADMIN CANCEL DDL JOB n [, m ...]`.
-pub(crate) fn admin_job_ids(sql: &str) -> Option<Result<Vec<u64>, SqlError>> {
-    let text = sql.trim().trim_end_matches(';').trim();
-    let words: Vec<&str> = text.splitn(5, char::is_whitespace).collect();
-    if words.len() < 4
-        || !words[0].eq_ignore_ascii_case("admin")
-        || !words[1].eq_ignore_ascii_case("cancel")
-        || !words[2].eq_ignore_ascii_case("ddl")
-        || !(words[3].eq_ignore_ascii_case("job") || words[3].eq_ignore_ascii_case("jobs"))
-    {
-        return None;
-    }
-    let ids = words.get(4).copied().unwrap_or("");
-    let parsed: Result<Vec<u64>, _> = ids.split(',').map(|s| s.trim().parse::<u64>()).collect();
-    Some(match parsed {
-        Ok(ids) if !ids.is_empty() => Ok(ids),
-        _ => Err(SqlError::new(
-            "42601",
-            format!("syntax error: ADMIN CANCEL DDL JOB expects job ids, got \"{ids}\""),
-        )
-        .with_hint("Write ADMIN CANCEL DDL JOB 12, or several ids separated by commas.")),
-    })
-}
-
 /// How long ADMIN CANCEL DDL JOB waits for a job to stop.
 const CANCEL_WAIT: Duration = Duration::from_secs(30);
 

@@ -5,6 +5,7 @@
 //! and schema only through `Catalog`; knows nothing of the wire protocol (the `pgserver`
 //! crate maps sessions to PostgreSQL's protocol) and nothing of fjall.
 
+mod admin;
 mod api;
 mod context;
 mod ddl;

@@ -236,9 +236,9 @@ impl Session {
         if let Some(tag) = no_op_tag(sql) {
             return (vec![command(tag)], None);
         }
-        if let Some(ids) = crate::ddl::admin_job_ids(sql) {
-            let result = match ids {
-                Ok(ids) => crate::ddl::cancel_jobs(self, &ids).await,
+        if let Some(admin) = crate::admin::parse(sql) {
+            let result = match admin {
+                Ok(admin) => crate::admin::execute(self, admin).await,
                 Err(e) => Err(e),
             };
             return match result {
@@ -287,8 +287,8 @@ impl Session {
         param_types: &[Option<DataType>],
     ) -> Result<PreparedStatement, SqlError> {
         self.check_size(sql)?;
-        if let Some(ids) = crate::ddl::admin_job_ids(sql) {
-            ids?;
+        if let Some(admin) = crate::admin::parse(sql) {
+            admin?;
             return Ok(PreparedStatement {
                 sql: sql.to_string(),
                 param_types: vec![],
@@ -347,8 +347,8 @@ impl Session {
         params: Vec<ScalarValue>,
     ) -> Result<QueryResult, SqlError> {
         let Some(parsed) = &statement.statement else {
-            if let Some(ids) = crate::ddl::admin_job_ids(&statement.sql) {
-                return crate::ddl::cancel_jobs(self, &ids?).await;
+            if let Some(admin) = crate::admin::parse(&statement.sql) {
+                return crate::admin::execute(self, admin?).await;
             }
             return Ok(match no_op_tag(&statement.sql) {
                 Some(tag) => command(tag),

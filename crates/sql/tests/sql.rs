@@ -1119,3 +1119,76 @@ async fn admin_cancel_ddl_job_refuses_finished_and_unknown_jobs() {
     assert_eq!(code(&mut s, "ADMIN CANCEL DDL JOB 999999").await, "42704");
     assert_eq!(code(&mut s, "ADMIN CANCEL DDL JOB x").await, "42601");
 }
+
+/// ADMIN CHECK TABLE compares every index with its rows and names what differs: an entry
+/// taken away or one added behind SQL's back is found.
+#[tokio::test]
+async fn admin_check_table_finds_missing_and_dangling_index_entries() {
+    use flotilla_catalog::Catalog;
+    use flotilla_codec::{index_prefix, prefix_end};
+    use flotilla_txn::{Transaction, TxnOptions};
+
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE t (id INT PRIMARY KEY, k INT, u INT UNIQUE)",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO t VALUES (1, 10, 100), (2, 20, 200), (3, 30, NULL)",
+    )
+    .await;
+    ok(&mut s, "CREATE INDEX t_k ON t (k)").await;
+    assert_eq!(
+        rows(&mut s, "ADMIN CHECK TABLE t").await,
+        ["t_u_key|3|3|ok", "t_k|3|3|ok"]
+    );
+    assert_eq!(code(&mut s, "ADMIN CHECK TABLE nope").await, "42P01");
+    assert_eq!(code(&mut s, "ADMIN CHECKS").await, "42601");
+    let table = db.catalog.snapshot().table("t").unwrap().clone();
+    let t_k = table.indexes.iter().find(|i| i.name == "t_k").unwrap().id;
+    let prefix = index_prefix(table.storage_id, t_k);
+    let entry = {
+        let txn = Transaction::begin(db.kv.clone(), db.tso.clone(), TxnOptions::default())
+            .await
+            .unwrap();
+        let ts = txn.fresh_ts().await.unwrap();
+        let first = txn
+            .view(ts)
+            .scan(&prefix, &prefix_end(&prefix), 1)
+            .await
+            .unwrap();
+        txn.rollback().await.unwrap();
+        first[0].0.clone()
+    };
+    let mut txn = Transaction::begin(db.kv.clone(), db.tso.clone(), TxnOptions::default())
+        .await
+        .unwrap();
+    txn.delete(entry.clone()).unwrap();
+    txn.commit().await.unwrap();
+    let (_, error) = s.simple_query("ADMIN CHECK TABLE t").await;
+    let error = error.expect("a missing entry is an error");
+    assert_eq!(error.code, "XX001");
+    assert!(
+        error.message.contains("t_k: 3 rows, 2 entries, 1 missing"),
+        "{}",
+        error.message
+    );
+    let mut txn = Transaction::begin(db.kv.clone(), db.tso.clone(), TxnOptions::default())
+        .await
+        .unwrap();
+    txn.put(entry, vec![]).unwrap();
+    let mut dangling = prefix.clone();
+    dangling.extend_from_slice(b"\xff\xffno-such-row");
+    txn.put(dangling, vec![]).unwrap();
+    txn.commit().await.unwrap();
+    let (_, error) = s.simple_query("ADMIN CHECK TABLE t").await;
+    let error = error.expect("a dangling entry is an error");
+    assert!(
+        error.message.contains("an entry has no row"),
+        "{}",
+        error.message
+    );
+}

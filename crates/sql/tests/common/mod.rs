@@ -12,6 +12,10 @@ use flotilla_txn::LocalTxnKv;
 
 pub struct TestDb {
     pub engine: Arc<SqlEngine>,
+    /// The seams under the engine, for tests that reach past SQL.
+    pub kv: Arc<LocalTxnKv>,
+    pub tso: Arc<LocalTso>,
+    pub catalog: Arc<LocalCatalog>,
     _dir: tempfile::TempDir,
 }
 
@@ -47,14 +51,20 @@ impl TestDb {
         )
         .unwrap();
         let engine = SqlEngine::new(
-            kv,
-            tso,
-            catalog,
+            kv.clone(),
+            tso.clone(),
+            catalog.clone(),
             flotilla_ddl::LocalDdl::start(jobs),
             config,
         )
         .unwrap();
-        Self { engine, _dir: dir }
+        Self {
+            engine,
+            kv,
+            tso,
+            catalog,
+            _dir: dir,
+        }
     }
 
     pub fn session(&self) -> Session {
