@@ -483,6 +483,22 @@ impl Session {
             }
             _ => {}
         }
+        if let Statement::Explain {
+            statement: inner, ..
+        } = &statement
+            && matches!(
+                **inner,
+                Statement::AlterTable(_) | Statement::CreateIndex(_)
+            )
+        {
+            let Statement::Explain {
+                statement: inner, ..
+            } = statement
+            else {
+                unreachable!("matched above");
+            };
+            return crate::ddl::explain(self, *inner).await;
+        }
         if crate::ddl::is_ddl(&statement) {
             return crate::ddl::execute(self, statement).await;
         }

@@ -1192,3 +1192,56 @@ async fn admin_check_table_finds_missing_and_dangling_index_entries() {
         error.message
     );
 }
+
+/// EXPLAIN of a schema change validates it as running it would, shows the job's steps and
+/// schema states, and changes nothing.
+#[tokio::test]
+async fn explain_alter_table_and_create_index_validate_without_executing() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE test (a INT, ts TIMESTAMP PRIMARY KEY)",
+    )
+    .await;
+    let plan = rows(
+        &mut s,
+        "EXPLAIN ALTER TABLE test ADD COLUMN c INT, ADD COLUMN d INT DEFAULT 1",
+    )
+    .await
+    .join("\n");
+    assert!(plan.contains("DDL job (alter table)"), "{plan}");
+    assert!(
+        plan.contains("column c: absent -> public; column d: absent -> public"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("wait until every live SQL node uses schema version"),
+        "{plan}"
+    );
+    assert_eq!(
+        code(
+            &mut s,
+            "EXPLAIN ALTER TABLE test ADD COLUMN a INT, ADD COLUMN b INT"
+        )
+        .await,
+        "42701"
+    );
+    let plan = rows(&mut s, "EXPLAIN CREATE UNIQUE INDEX t_a ON test (a)")
+        .await
+        .join("\n");
+    assert!(plan.contains("absent -> write-only"), "{plan}");
+    assert!(plan.contains("a duplicate fails the statement"), "{plan}");
+    assert_eq!(
+        code(&mut s, "EXPLAIN CREATE INDEX t_z ON test (z)").await,
+        "42703"
+    );
+    // Nothing ran.
+    assert_eq!(
+        rows(&mut s, "SELECT count(*) FROM (SELECT * FROM test) x").await,
+        ["0"]
+    );
+    assert_eq!(code(&mut s, "SELECT c FROM test").await, "42703");
+    assert_eq!(code(&mut s, "DROP INDEX t_a").await, "42704");
+    assert!(rows(&mut s, "SHOW DDL JOBS").await.is_empty());
+}
