@@ -10,6 +10,7 @@ use flotilla_storage::{FjallEngine, FjallOptions, SyncPolicy};
 use flotilla_tso::LocalTso;
 use flotilla_txn::LocalTxnKv;
 
+#[allow(dead_code)] // the slt harness uses the engine only
 pub struct TestDb {
     pub engine: Arc<SqlEngine>,
     /// The seams under the engine, for tests that reach past SQL.
