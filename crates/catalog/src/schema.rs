@@ -95,13 +95,37 @@ pub enum Handle {
     PrimaryKey(Vec<ColumnId>),
 }
 
-/// Lifecycle of an index.
+/// Lifecycle of an index (F1): absent -> delete-only -> write-only -> write-reorg
+/// (backfill) -> public when added, and back when dropped. Each step is published only
+/// once every SQL node uses the previous one, so at most two adjacent states are in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum IndexState {
+    /// Writes remove the entries of rows they delete or change, and add none; reads
+    /// ignore it.
+    DeleteOnly,
     /// Maintained by writes but not yet complete: never used by reads.
     WriteOnly,
+    /// Maintained by writes while the existing rows are backfilled.
+    WriteReorg,
     /// Complete and usable.
     Public,
+}
+
+impl IndexState {
+    /// Writes add (and claim) entries of the index, not only remove them.
+    pub fn takes_writes(self) -> bool {
+        !matches!(self, IndexState::DeleteOnly)
+    }
+
+    /// The state's name, as listed.
+    pub fn name(self) -> &'static str {
+        match self {
+            IndexState::DeleteOnly => "delete-only",
+            IndexState::WriteOnly => "write-only",
+            IndexState::WriteReorg => "write-reorg",
+            IndexState::Public => "public",
+        }
+    }
 }
 
 /// An index (or the clustered primary key, listed for introspection).

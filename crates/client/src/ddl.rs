@@ -54,7 +54,7 @@ impl RemoteDdl {
 
     async fn job(&self, request: Request) -> Result<Job, JobError> {
         match self.call(request).await? {
-            Response::Job(job) => Ok(job),
+            Response::Job(job) => Ok(*job),
             other => Err(JobError::fatal(
                 "XX000",
                 format!("unexpected DDL answer from the meta service: {other:?}"),

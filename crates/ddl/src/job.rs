@@ -101,20 +101,51 @@ pub enum JobKind {
         /// The actions, in statement order.
         actions: Vec<AlterAction>,
     },
+    /// CREATE [UNIQUE] INDEX, or ADD PRIMARY KEY / UNIQUE on an existing table: the index
+    /// goes absent -> delete-only -> write-only -> write-reorg (backfill) -> public.
+    AddIndex {
+        /// The table.
+        table_id: TableId,
+        /// Its name when planned.
+        table: String,
+        /// The index's name.
+        name: String,
+        /// Indexed columns, by id.
+        columns: Vec<u32>,
+        /// UNIQUE.
+        unique: bool,
+        /// The table's (non-clustered) primary key: its columns become NOT NULL.
+        primary: bool,
+        /// Skip if a relation of that name exists.
+        if_not_exists: bool,
+    },
+    /// DROP INDEX: public -> write-only -> delete-only -> absent.
+    DropIndex {
+        /// The table.
+        table_id: TableId,
+        /// Its name when planned.
+        table: String,
+        /// The index's name.
+        name: String,
+    },
 }
 
 impl JobKind {
     /// The table whose jobs run one after the other.
     pub fn table_id(&self) -> TableId {
         match self {
-            JobKind::AlterTable { table_id, .. } => *table_id,
+            JobKind::AlterTable { table_id, .. }
+            | JobKind::AddIndex { table_id, .. }
+            | JobKind::DropIndex { table_id, .. } => *table_id,
         }
     }
 
     /// The table's name as planned.
     pub fn table_name(&self) -> &str {
         match self {
-            JobKind::AlterTable { table, .. } => table,
+            JobKind::AlterTable { table, .. }
+            | JobKind::AddIndex { table, .. }
+            | JobKind::DropIndex { table, .. } => table,
         }
     }
 
@@ -129,6 +160,18 @@ impl JobKind {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+            JobKind::AddIndex {
+                table,
+                name,
+                unique,
+                primary,
+                ..
+            } => format!(
+                "CREATE {}INDEX {name} ON {table}{}",
+                if *unique { "UNIQUE " } else { "" },
+                if *primary { " (primary key)" } else { "" }
+            ),
+            JobKind::DropIndex { name, .. } => format!("DROP INDEX {name}"),
         }
     }
 
@@ -136,6 +179,8 @@ impl JobKind {
     pub fn type_name(&self) -> &'static str {
         match self {
             JobKind::AlterTable { .. } => "alter table",
+            JobKind::AddIndex { .. } => "add index",
+            JobKind::DropIndex { .. } => "drop index",
         }
     }
 }
@@ -236,6 +281,21 @@ pub struct Job {
     /// the job is done once every live SQL node uses it.
     #[serde(default)]
     pub waiting_for_version: Option<u64>,
+    /// Where a multi-step job is (see the queue's step functions).
+    #[serde(default)]
+    pub step: u32,
+    /// The index an index job adds or drops, once it has an id.
+    #[serde(default)]
+    pub index_id: Option<i64>,
+    /// The backfill's checkpoint: the first row key not yet backfilled.
+    #[serde(default)]
+    pub reorg_cursor: Option<Vec<u8>>,
+    /// Rows backfilled so far.
+    #[serde(default)]
+    pub reorg_rows: u64,
+    /// The schema state the job's element is in, for listings.
+    #[serde(default)]
+    pub schema_state: String,
 }
 
 impl Job {

@@ -21,6 +21,7 @@
 //! carry its jobs over the wire).
 
 mod alter;
+mod index;
 mod job;
 mod leases;
 mod queue;
@@ -30,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use alter::apply_alter;
+pub use index::{NewIndex, index_to_drop, plan_add_index, set_index_state};
 pub use job::{AlterAction, ColumnSpec, Job, JobError, JobKind, JobState};
 pub use leases::{LeaseGrant, SchemaLeases};
 pub use queue::{DdlConfig, JobQueue};
@@ -66,6 +68,25 @@ pub trait DdlJobs: Send + Sync + 'static {
     /// Gives the lease up: the node stops serving.
     async fn release_lease(&self, node: u64) -> Result<(), JobError>;
 }
+
+/// Writes the entries of an index for a table's existing rows (the write-reorg step of
+/// an index job), one bounded transaction at a time. The SQL layer implements it: it knows
+/// how rows and index entries are encoded.
+pub trait Reorg: Send + Sync + 'static {
+    /// Backfills `index` for the rows of `table` from row key `cursor` (`None`: the
+    /// first) in one transaction. Returns where the next chunk starts (`None`: done) and
+    /// the rows it covered. A duplicate in a unique index (23505) or a NULL in a primary
+    /// key (23502) is a fatal error. Blocking.
+    fn backfill_chunk(
+        &self,
+        table: &flotilla_catalog::TableDef,
+        index: &flotilla_catalog::IndexDef,
+        cursor: Option<&[u8]>,
+    ) -> Result<(Option<Vec<u8>>, u64), JobError>;
+}
+
+/// Shared handle to a reorg worker.
+pub type ReorgRef = Arc<dyn Reorg>;
 
 /// Shared handle to the DDL jobs service.
 pub type DdlJobsRef = Arc<dyn DdlJobs>;

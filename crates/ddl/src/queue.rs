@@ -6,14 +6,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use flotilla_catalog::{Catalog, CatalogError, LocalCatalog, SchemaChange};
+use flotilla_catalog::{Catalog, CatalogError, IndexState, LocalCatalog, SchemaChange, TableDef};
 use flotilla_storage::{Cf, EngineRef, WriteBatch};
 use flotilla_types::TableId;
 use parking_lot::Mutex;
 use rand::Rng;
 use tokio::sync::watch;
 
+use crate::ReorgRef;
 use crate::alter::apply_alter;
+use crate::index::{NewIndex, index_to_drop, plan_add_index, set_index_state};
 use crate::job::{Job, JobError, JobKind, JobState};
 use crate::leases::{LeaseGrant, SchemaLeases};
 
@@ -59,12 +61,14 @@ pub struct DdlConfig {
     pub schema_wait_timeout: Duration,
     /// Most SQL nodes holding schema leases.
     pub nodes_max: usize,
+    /// Rows an index backfill writes per second at most (0: no limit).
+    pub backfill_rows_per_s: u64,
 }
 
 impl Default for DdlConfig {
     /// 128 jobs, 8 running, finished records kept 10 minutes (at most 1,024), retries
     /// backing off from 100 ms to 5 s, 100 retries; 10 s schema leases, a 10 s wait for
-    /// SQL nodes per step, 1,024 SQL nodes.
+    /// SQL nodes per step, 1,024 SQL nodes, backfills at up to 200,000 rows/s.
     fn default() -> Self {
         Self {
             jobs_max: 128,
@@ -77,6 +81,7 @@ impl Default for DdlConfig {
             schema_lease: Duration::from_secs(10),
             schema_wait_timeout: Duration::from_secs(10),
             nodes_max: 1024,
+            backfill_rows_per_s: 200_000,
         }
     }
 }
@@ -103,7 +108,19 @@ pub struct JobQueue {
     failpoint: AtomicBool,
     /// The SQL nodes' schema leases.
     leases: SchemaLeases,
+    /// Writes index entries of existing rows (index jobs fail without one).
+    reorg: Option<ReorgRef>,
 }
+
+/// A step that moved the job to its end, not to another step.
+const STEP_DONE: u32 = u32::MAX;
+/// A step after which a rolled-back job ends failed (or cancelled).
+const STEP_ROLLED_BACK: u32 = u32::MAX - 1;
+/// An index job's first rollback step: back to delete-only.
+const STEP_ROLLBACK: u32 = 100;
+/// How long one backfill step runs before it yields to the owner (its checkpoint is
+/// persisted after every chunk regardless).
+const REORG_STEP_BUDGET: Duration = Duration::from_secs(2);
 
 fn storage_error(e: impl std::fmt::Display) -> JobError {
     JobError::retryable("40001", format!("DDL job storage unavailable: {e}; retry"))
@@ -125,6 +142,7 @@ impl JobQueue {
         engine: EngineRef,
         catalog: Arc<LocalCatalog>,
         cfg: DdlConfig,
+        reorg: Option<ReorgRef>,
     ) -> Result<Arc<Self>, JobError> {
         let mut inner = Inner::default();
         let mut end = JOB_PREFIX.to_vec();
@@ -147,6 +165,7 @@ impl JobQueue {
         let (changed, _) = watch::channel(0);
         let leases = SchemaLeases::open(engine.clone(), cfg.schema_lease, cfg.nodes_max)?;
         Ok(Arc::new(Self {
+            reorg,
             leases,
             engine,
             catalog,
@@ -255,6 +274,11 @@ impl JobQueue {
             cancel_requested: false,
             request_id,
             waiting_for_version: None,
+            step: 0,
+            index_id: None,
+            reorg_cursor: None,
+            reorg_rows: 0,
+            schema_state: String::new(),
         };
         let mut batch = WriteBatch::new();
         put_job(&mut batch, &job)?;
@@ -310,16 +334,18 @@ impl JobQueue {
                 format!("DDL job {id} has already finished ({})", job.state.name()),
             ));
         }
-        if let Some(version) = job.waiting_for_version {
+        if past_no_return(&job) {
             return Err(JobError::fatal(
                 "55000",
                 format!(
-                    "DDL job {id} has passed its point of no return (its change is schema version {version})"
+                    "DDL job {id} has passed its point of no return ({})",
+                    job.schema_state
                 ),
             ));
         }
         job.updated_ms = now_ms();
-        if inner.executing.contains(&id) {
+        if inner.executing.contains(&id) || job.step > 0 {
+            // Running, or with changes to roll back: the owner handles it.
             job.cancel_requested = true;
         } else {
             finish(&mut job, JobState::Cancelled, None);
@@ -372,10 +398,16 @@ impl JobQueue {
         if job.is_finished() {
             return;
         }
-        if job.cancel_requested && job.waiting_for_version.is_none() {
-            finish(&mut job, JobState::Cancelled, None);
-            self.record(job, None);
-            return;
+        if job.cancel_requested && job.waiting_for_version.is_none() && !past_no_return(&job) {
+            if job.step == 0 {
+                finish(&mut job, JobState::Cancelled, None);
+                self.record(job, None);
+                return;
+            }
+            if job.step < STEP_ROLLBACK {
+                // An index job with changes made: undo them first.
+                job.step = STEP_ROLLBACK;
+            }
         }
         let outcome = if self.failpoint.load(Ordering::Acquire) {
             Outcome::Retry(JobError::retryable(
@@ -391,7 +423,10 @@ impl JobQueue {
                 job.attempts += 1;
                 // Past its point of no return a job cannot fail: its change is in the
                 // catalog. It waits for the SQL nodes until they catch up or lapse.
-                if job.attempts > self.cfg.retries_max && job.waiting_for_version.is_none() {
+                if job.attempts > self.cfg.retries_max
+                    && job.waiting_for_version.is_none()
+                    && job.step == 0
+                {
                     let e = JobError::fatal(
                         &e.code,
                         format!("gave up after {} attempts: {}", job.attempts, e.message),
@@ -414,65 +449,160 @@ impl JobQueue {
         }
     }
 
-    /// Applies the job's change to the catalog together with its record (the point of no
-    /// return), then waits for every SQL node to use the new version before the job is
-    /// done. A step re-run after a crash or a timeout resumes the wait.
+    /// Runs the job's current step: a schema change committed together with the job's
+    /// record, then a wait until every SQL node uses it; or a chunk of backfill.
     fn run_step(&self, job: &mut Job) -> Outcome {
         if let Some(version) = job.waiting_for_version {
             return self.await_nodes(job, version);
         }
         let snapshot = self.catalog.snapshot();
-        let planned = match &job.kind {
+        match job.kind.clone() {
             JobKind::AlterTable {
                 table_id,
                 table,
                 actions,
-            } => apply_alter(&snapshot, *table_id, table, actions),
-        };
-        let table = match planned {
-            Ok(t) => t,
-            Err(e) if e.retryable => return Outcome::Retry(e),
-            Err(e) => return Outcome::Fail(e),
-        };
-        let Some(table) = table else {
-            // Every action was skipped (IF [NOT] EXISTS): nothing to change or wait for.
-            let mut done = job.clone();
-            done.schema_version = Some(snapshot.version);
-            finish(&mut done, JobState::Done, None);
-            return match self.write_record(done) {
-                Ok(()) => Outcome::Committed,
-                Err(e) => Outcome::Retry(e),
-            };
-        };
-        let version = snapshot.version + 1;
+            } => match apply_alter(&snapshot, table_id, &table, &actions) {
+                Ok(Some(changed)) => {
+                    self.commit_and_wait(job, snapshot.version, changed, STEP_DONE, "public")
+                }
+                Ok(None) => self.finish_unchanged(job, snapshot.version),
+                Err(e) if e.retryable => Outcome::Retry(e),
+                Err(e) => Outcome::Fail(e),
+            },
+            JobKind::AddIndex {
+                table_id,
+                table,
+                name,
+                columns,
+                unique,
+                primary,
+                if_not_exists,
+            } => {
+                let next = |state: Option<IndexState>| {
+                    set_index_state(
+                        &snapshot,
+                        table_id,
+                        &table,
+                        job.index_id.unwrap_or(-1),
+                        state,
+                    )
+                };
+                let (changed, step, state) = match job.step {
+                    0 => {
+                        let new = NewIndex {
+                            table_id,
+                            table: &table,
+                            name: &name,
+                            columns: &columns,
+                            unique,
+                            primary,
+                            if_not_exists,
+                        };
+                        match plan_add_index(&snapshot, &new) {
+                            Ok(Some(t)) => {
+                                job.index_id =
+                                    t.indexes.iter().find(|i| i.name == name).map(|i| i.id);
+                                (Ok(t), 1, "delete-only")
+                            }
+                            Ok(None) => return self.finish_unchanged(job, snapshot.version),
+                            Err(e) => (Err(e), 0, ""),
+                        }
+                    }
+                    1 => (next(Some(IndexState::WriteOnly)), 2, "write-only"),
+                    2 => (next(Some(IndexState::WriteReorg)), 3, "write-reorg"),
+                    3 => return self.backfill(job, &snapshot, table_id),
+                    4 => (next(Some(IndexState::Public)), STEP_DONE, "public"),
+                    STEP_ROLLBACK => (
+                        next(Some(IndexState::DeleteOnly)),
+                        STEP_ROLLBACK + 1,
+                        "delete-only (rolling back)",
+                    ),
+                    _ => (next(None), STEP_ROLLED_BACK, "absent (rolled back)"),
+                };
+                match changed {
+                    Ok(t) => self.commit_and_wait(job, snapshot.version, t, step, state),
+                    Err(e) if e.retryable => Outcome::Retry(e),
+                    Err(e) => Outcome::Fail(e),
+                }
+            }
+            JobKind::DropIndex {
+                table_id,
+                table,
+                name,
+            } => {
+                if job.step == 0 {
+                    match index_to_drop(&snapshot, table_id, &table, &name) {
+                        Ok(index) => job.index_id = Some(index.id),
+                        Err(e) => return Outcome::Fail(e),
+                    }
+                }
+                let id = job.index_id.unwrap_or(-1);
+                let (state, step, name) = match job.step {
+                    0 => (Some(IndexState::WriteOnly), 1, "write-only"),
+                    1 => (Some(IndexState::DeleteOnly), 2, "delete-only"),
+                    _ => (None, STEP_DONE, "absent"),
+                };
+                match set_index_state(&snapshot, table_id, &table, id, state) {
+                    Ok(t) => self.commit_and_wait(job, snapshot.version, t, step, name),
+                    Err(e) => Outcome::Fail(e),
+                }
+            }
+        }
+    }
+
+    /// Ends a job whose change was already there (IF [NOT] EXISTS): nothing to wait for.
+    fn finish_unchanged(&self, job: &mut Job, version: u64) -> Outcome {
+        let mut done = job.clone();
+        done.schema_version = Some(version);
+        finish(&mut done, JobState::Done, None);
+        match self.write_record(done) {
+            Ok(()) => Outcome::Committed,
+            Err(e) => Outcome::Retry(e),
+        }
+    }
+
+    /// Commits `table` as the next schema version together with the job's record (moved
+    /// to `next_step`), then waits for every SQL node to use that version.
+    fn commit_and_wait(
+        &self,
+        job: &mut Job,
+        base_version: u64,
+        table: TableDef,
+        next_step: u32,
+        state: &str,
+    ) -> Outcome {
+        let version = base_version + 1;
         let mut next = job.clone();
         next.state = JobState::Running;
-        next.error = None;
+        if !rolling_back(next_step) {
+            // The error of a failed attempt is history now; a rollback keeps the error
+            // that caused it, to report at the end.
+            next.error = None;
+        }
         next.waiting_for_version = Some(version);
+        next.step = next_step;
+        next.schema_state = state.to_string();
         next.updated_ms = now_ms();
         // The record is written under the queue's lock, so a cancellation or a listing
         // never sees the write and the memory disagree.
         let mut inner = self.inner.lock();
-        if inner.jobs.get(&job.id).is_some_and(|j| j.cancel_requested) {
-            drop(inner);
-            finish(job, JobState::Cancelled, None);
-            return match self.write_record(job.clone()) {
-                Ok(()) => Outcome::Committed,
-                Err(e) => Outcome::Retry(e),
-            };
+        if let Some(current) = inner.jobs.get(&job.id) {
+            next.cancel_requested |= current.cancel_requested;
         }
         let mut batch = WriteBatch::new();
         if let Err(e) = put_job(&mut batch, &next) {
             return Outcome::Retry(e);
         }
         let change = SchemaChange {
-            base_version: snapshot.version,
+            base_version,
             upserts: vec![table],
             ..SchemaChange::default()
         };
         match self.catalog.commit_with(change, batch) {
             Ok(_) => {}
-            Err(e @ CatalogError::Invalid(_)) => return Outcome::Fail(catalog_error(e)),
+            Err(e @ CatalogError::Invalid(_)) if job.step == 0 => {
+                return Outcome::Fail(catalog_error(e));
+            }
             Err(e) => return Outcome::Retry(catalog_error(e)),
         }
         install(&mut inner, next.clone(), vec![]);
@@ -482,16 +612,128 @@ impl JobQueue {
         self.await_nodes(job, version)
     }
 
-    /// Waits for every SQL node to use `version`, then records the job done.
+    /// Waits for every SQL node to use `version`; then the job goes on to its next step,
+    /// or ends.
     fn await_nodes(&self, job: &mut Job, version: u64) -> Outcome {
         if let Err(e) = self.leases.wait_for(version, self.cfg.schema_wait_timeout) {
             return Outcome::Retry(e);
         }
-        let mut done = job.clone();
-        done.schema_version = Some(version);
-        done.waiting_for_version = None;
-        finish(&mut done, JobState::Done, None);
-        match self.write_record(done) {
+        let mut next = job.clone();
+        next.waiting_for_version = None;
+        next.attempts = 0;
+        match next.step {
+            STEP_DONE => {
+                next.schema_version = Some(version);
+                finish(&mut next, JobState::Done, None);
+            }
+            STEP_ROLLED_BACK => {
+                let state = if next.error.is_none() && next.cancel_requested {
+                    JobState::Cancelled
+                } else {
+                    JobState::Failed
+                };
+                let error = next.error.take();
+                finish(&mut next, state, error);
+            }
+            _ => next.updated_ms = now_ms(),
+        }
+        match self.write_record(next.clone()) {
+            Ok(()) => {
+                *job = next;
+                Outcome::Committed
+            }
+            Err(e) => Outcome::Retry(e),
+        }
+    }
+
+    /// The write-reorg step: backfills chunk after chunk from the job's checkpoint,
+    /// persisting it after each, at the configured rate, for up to `REORG_STEP_BUDGET`.
+    fn backfill(
+        &self,
+        job: &mut Job,
+        snapshot: &flotilla_catalog::CatalogSnapshot,
+        table_id: i64,
+    ) -> Outcome {
+        let Some(reorg) = &self.reorg else {
+            job.error = Some(JobError::fatal(
+                "0A000",
+                "this DDL owner cannot backfill indexes (no reorg worker)",
+            ));
+            job.step = STEP_ROLLBACK;
+            return self.save_progress(job);
+        };
+        let Some(table) = snapshot.tables.values().find(|t| t.id == table_id).cloned() else {
+            return Outcome::Fail(JobError::fatal(
+                "42P01",
+                format!("relation \"{}\" does not exist", job.kind.table_name()),
+            ));
+        };
+        let Some(index) = table
+            .indexes
+            .iter()
+            .find(|i| Some(i.id) == job.index_id)
+            .cloned()
+        else {
+            return Outcome::Fail(JobError::fatal(
+                "XX000",
+                "the index vanished during its backfill",
+            ));
+        };
+        let started = Instant::now();
+        loop {
+            if self
+                .inner
+                .lock()
+                .jobs
+                .get(&job.id)
+                .is_some_and(|j| j.cancel_requested)
+            {
+                job.cancel_requested = true;
+                job.step = STEP_ROLLBACK;
+                return self.save_progress(job);
+            }
+            let chunk_started = Instant::now();
+            match reorg.backfill_chunk(&table, &index, job.reorg_cursor.as_deref()) {
+                Ok((next, rows)) => {
+                    job.reorg_rows += rows;
+                    job.reorg_cursor = next.clone();
+                    job.error = None;
+                    job.schema_state = format!("write-reorg ({} rows backfilled)", job.reorg_rows);
+                    if next.is_none() {
+                        job.step = 4;
+                        return self.save_progress(job);
+                    }
+                    if let Outcome::Retry(e) = self.save_progress(job) {
+                        return Outcome::Retry(e);
+                    }
+                    if self.cfg.backfill_rows_per_s > 0 {
+                        let due = Duration::from_secs_f64(
+                            rows as f64 / self.cfg.backfill_rows_per_s as f64,
+                        );
+                        let spent = chunk_started.elapsed();
+                        if due > spent {
+                            std::thread::sleep(due - spent);
+                        }
+                    }
+                    if started.elapsed() >= REORG_STEP_BUDGET {
+                        return Outcome::Committed;
+                    }
+                }
+                Err(e) if e.retryable => return Outcome::Retry(e),
+                Err(e) => {
+                    // A duplicate or a NULL key: the index cannot be built. Roll back.
+                    job.error = Some(e);
+                    job.step = STEP_ROLLBACK;
+                    return self.save_progress(job);
+                }
+            }
+        }
+    }
+
+    /// Persists a running job's progress (its checkpoint, its next step).
+    fn save_progress(&self, job: &mut Job) -> Outcome {
+        job.updated_ms = now_ms();
+        match self.write_record(job.clone()) {
             Ok(()) => Outcome::Committed,
             Err(e) => Outcome::Retry(e),
         }
@@ -638,6 +880,21 @@ impl JobQueue {
                 Some(_) = steps.join_next(), if !steps.is_empty() => {}
             }
         }
+    }
+}
+
+/// The steps of an index job's rollback.
+fn rolling_back(step: u32) -> bool {
+    step == STEP_ROLLBACK || step == STEP_ROLLBACK + 1 || step == STEP_ROLLED_BACK
+}
+
+/// Past its point of no return a job can no longer be cancelled: its change is (or is
+/// about to be) public.
+fn past_no_return(job: &Job) -> bool {
+    match job.kind {
+        JobKind::AlterTable { .. } => job.waiting_for_version.is_some(),
+        JobKind::AddIndex { .. } => (4..STEP_ROLLBACK).contains(&job.step) || job.step == STEP_DONE,
+        JobKind::DropIndex { .. } => job.step > 0,
     }
 }
 

@@ -100,8 +100,9 @@ async fn a_bad_statement_fails_whole_and_a_good_one_applies_whole() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path());
     let catalog = catalog(&engine, 1);
-    let ddl =
-        LocalDdl::start(JobQueue::open(engine, catalog.clone(), DdlConfig::default()).unwrap());
+    let ddl = LocalDdl::start(
+        JobQueue::open(engine, catalog.clone(), DdlConfig::default(), None).unwrap(),
+    );
     // ORIGINS.md §1: `ts` exists, so the whole statement fails and adds nothing.
     let bad = ddl.submit(add(1, &["a", "ts"]), "r1".into()).await.unwrap();
     let bad = ddl.wait(bad.id, WAIT).await.unwrap();
@@ -130,7 +131,7 @@ async fn the_cap_refuses_the_excess_and_frees_up_when_jobs_finish() {
         jobs_max: 8,
         ..fast_retries()
     };
-    let queue = JobQueue::open(engine, catalog.clone(), cfg).unwrap();
+    let queue = JobQueue::open(engine, catalog.clone(), cfg, None).unwrap();
     queue.set_failpoint(true);
     let ddl = LocalDdl::start(queue.clone());
     let mut accepted = Vec::new();
@@ -170,7 +171,7 @@ async fn one_tables_jobs_run_in_order_and_identical_ones_join() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path());
     let catalog = catalog(&engine, 1);
-    let queue = JobQueue::open(engine, catalog.clone(), fast_retries()).unwrap();
+    let queue = JobQueue::open(engine, catalog.clone(), fast_retries(), None).unwrap();
     queue.set_failpoint(true);
     let ddl = LocalDdl::start(queue.clone());
     let first = ddl.submit(add(1, &["a"]), "a".into()).await.unwrap();
@@ -217,7 +218,7 @@ async fn a_cancelled_job_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path());
     let catalog = catalog(&engine, 1);
-    let queue = JobQueue::open(engine, catalog.clone(), fast_retries()).unwrap();
+    let queue = JobQueue::open(engine, catalog.clone(), fast_retries(), None).unwrap();
     queue.set_failpoint(true);
     let ddl = LocalDdl::start(queue.clone());
     let retrying = ddl.submit(add(1, &["a"]), "a".into()).await.unwrap();
@@ -246,7 +247,7 @@ async fn a_job_resumes_after_a_restart_and_records_expire() {
         let engine = engine(dir.path());
         let catalog = catalog(&engine, 1);
         // No owner: the process dies with the job queued.
-        let queue = JobQueue::open(engine, catalog, DdlConfig::default()).unwrap();
+        let queue = JobQueue::open(engine, catalog, DdlConfig::default(), None).unwrap();
         let q = queue.clone();
         tokio::task::spawn_blocking(move || q.submit(add(1, &["a"]), "a".into()))
             .await
@@ -260,7 +261,7 @@ async fn a_job_resumes_after_a_restart_and_records_expire() {
         finished_ttl: Duration::from_millis(300),
         ..DdlConfig::default()
     };
-    let queue = JobQueue::open(engine.clone(), catalog.clone(), cfg.clone()).unwrap();
+    let queue = JobQueue::open(engine.clone(), catalog.clone(), cfg.clone(), None).unwrap();
     assert_eq!(queue.get(id).unwrap().state, JobState::Queued);
     let ddl = LocalDdl::start(queue.clone());
     assert_eq!(ddl.wait(id, WAIT).await.unwrap().state, JobState::Done);
@@ -272,7 +273,7 @@ async fn a_job_resumes_after_a_restart_and_records_expire() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(ddl);
-    let reopened = JobQueue::open(engine, catalog, cfg).unwrap();
+    let reopened = JobQueue::open(engine, catalog, cfg, None).unwrap();
     assert!(reopened.list().is_empty());
     // Ids are not reused after records expire.
     let q = reopened.clone();
@@ -292,7 +293,7 @@ async fn a_job_that_keeps_failing_retryably_gives_up() {
         retries_max: 3,
         ..fast_retries()
     };
-    let queue = JobQueue::open(engine, catalog.clone(), cfg).unwrap();
+    let queue = JobQueue::open(engine, catalog.clone(), cfg, None).unwrap();
     queue.set_failpoint(true);
     let ddl = LocalDdl::start(queue);
     let job = ddl.submit(add(1, &["a"]), "a".into()).await.unwrap();
@@ -321,7 +322,7 @@ async fn a_schema_change_is_done_only_once_every_live_node_uses_it() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path());
     let catalog = catalog(&engine, 1);
-    let queue = JobQueue::open(engine, catalog.clone(), leased()).unwrap();
+    let queue = JobQueue::open(engine, catalog.clone(), leased(), None).unwrap();
     let ddl = LocalDdl::start(queue.clone());
     let v = catalog.snapshot().version;
     let poll = Duration::ZERO;
@@ -365,12 +366,12 @@ async fn a_node_that_stops_renewing_is_waited_for_only_until_its_lease_lapses() 
     let catalog = catalog(&engine, 1);
     let v = catalog.snapshot().version;
     {
-        let queue = JobQueue::open(engine.clone(), catalog.clone(), leased()).unwrap();
+        let queue = JobQueue::open(engine.clone(), catalog.clone(), leased(), None).unwrap();
         let ddl = LocalDdl::start(queue);
         // Node 7 registers, then the owner dies: the next owner must not forget it.
         ddl.renew_lease(7, v, v, Duration::ZERO).await.unwrap();
     }
-    let queue = JobQueue::open(engine, catalog.clone(), leased()).unwrap();
+    let queue = JobQueue::open(engine, catalog.clone(), leased(), None).unwrap();
     let started = std::time::Instant::now();
     let ddl = LocalDdl::start(queue.clone());
     assert_eq!(queue.leases().live_nodes(), 1);

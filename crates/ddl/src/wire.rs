@@ -61,7 +61,7 @@ pub enum Request {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Response {
     /// One job's record.
-    Job(Job),
+    Job(Box<Job>),
     /// Every record.
     Jobs(Vec<Job>),
     /// A renewed lease.

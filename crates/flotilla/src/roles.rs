@@ -135,7 +135,12 @@ pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    let node = MetaNode::start(cfg, listener).await?;
+    // The index backfill of DDL jobs reaches the stores as a SQL node does, routed by the
+    // meta group itself.
+    let endpoints = cfg.members.iter().map(|(_, a)| a.clone()).collect();
+    let reorg = flotilla_server::cluster_reorg(endpoints, flotilla_client::ClientConfig::default())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let node = MetaNode::start_with_reorg(cfg, listener, Some(reorg)).await?;
     println!("flotilla meta {id} serving on {}", node.addr());
     crate::wait_for_signal().await;
     node.stop().await;

@@ -8,7 +8,7 @@ use flotilla_catalog::{Catalog, CatalogError, IdKind, LocalCatalog};
 use flotilla_client::{
     ClientConfig, GrpcTransport, RaftService, StoreResolver, WireChange, WireSnapshot,
 };
-use flotilla_ddl::{DdlConfig, JobQueue};
+use flotilla_ddl::{DdlConfig, JobQueue, ReorgRef};
 use flotilla_proto::metapb::{Peer, PeerRole, Region, RegionEpoch};
 use flotilla_proto::metaservicepb::meta_server::{Meta, MetaServer};
 use flotilla_proto::metaservicepb::*;
@@ -104,6 +104,8 @@ impl Drop for LeaderState {
 
 struct Shared {
     cfg: MetaConfig,
+    /// Backfills indexes for DDL jobs.
+    reorg: Option<ReorgRef>,
     router: StoreRouter,
     board: Arc<RegionBoard>,
     local: EngineRef,
@@ -139,10 +141,21 @@ pub struct MetaNode {
 }
 
 impl MetaNode {
-    /// Opens the member's data, joins the meta group and serves on `listener`.
+    /// Opens the member's data, joins the meta group and serves on `listener`. Without a
+    /// reorg worker, index jobs fail (and roll back) at their backfill.
     pub async fn start(
         cfg: MetaConfig,
         listener: tokio::net::TcpListener,
+    ) -> Result<Self, MetaStartError> {
+        Self::start_with_reorg(cfg, listener, None).await
+    }
+
+    /// Like `start`, with the worker that backfills indexes for DDL jobs this member runs
+    /// while it leads.
+    pub async fn start_with_reorg(
+        cfg: MetaConfig,
+        listener: tokio::net::TcpListener,
+        reorg: Option<ReorgRef>,
     ) -> Result<Self, MetaStartError> {
         if !cfg.members.iter().any(|(id, _)| *id == cfg.member_id) {
             return Err(MetaStartError::Config(format!(
@@ -220,6 +233,7 @@ impl MetaNode {
         }
         let shared = Arc::new(Shared {
             cfg,
+            reorg,
             router,
             board,
             local: engine,
@@ -355,8 +369,13 @@ fn activate(shared: &Shared, term: u64, region: Region) -> Result<LeaderState, S
     let tso =
         LocalTso::open(erased.clone(), shared.cfg.tso_window_ms).map_err(|e| e.to_string())?;
     let catalog = Arc::new(LocalCatalog::open(erased.clone()).map_err(|e| e.to_string())?);
-    let ddl = JobQueue::open(erased, catalog.clone(), shared.cfg.ddl.clone())
-        .map_err(|e| e.to_string())?;
+    let ddl = JobQueue::open(
+        erased,
+        catalog.clone(),
+        shared.cfg.ddl.clone(),
+        shared.reorg.clone(),
+    )
+    .map_err(|e| e.to_string())?;
     let data = MetaData::load(engine.as_ref()).map_err(|e| e.to_string())?;
     let (ddl_stop, _) = watch::channel(false);
     Ok(LeaderState {
@@ -855,14 +874,14 @@ impl Meta for MetaService {
         let answer = match op {
             DdlOp::Submit { kind, request_id } => {
                 blocking(Box::new(move || match queue.submit(kind, request_id) {
-                    Ok(job) => DdlAnswer::Job(job),
+                    Ok(job) => DdlAnswer::Job(Box::new(job)),
                     Err(e) => DdlAnswer::Error(e),
                 }))
                 .await?
             }
             DdlOp::Cancel { id } => {
                 blocking(Box::new(move || match queue.cancel(id) {
-                    Ok(job) => DdlAnswer::Job(job),
+                    Ok(job) => DdlAnswer::Job(Box::new(job)),
                     Err(e) => DdlAnswer::Error(e),
                 }))
                 .await?
@@ -870,7 +889,7 @@ impl Meta for MetaService {
             DdlOp::Wait { id, timeout_ms } => {
                 let timeout = Duration::from_millis(timeout_ms.min(WAIT_SLICE_MS_MAX));
                 match queue.wait(id, timeout).await {
-                    Ok(job) => DdlAnswer::Job(job),
+                    Ok(job) => DdlAnswer::Job(Box::new(job)),
                     Err(e) => DdlAnswer::Error(e),
                 }
             }

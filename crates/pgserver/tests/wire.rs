@@ -50,6 +50,7 @@ impl Server {
             storage_for_ddl,
             catalog.clone(),
             flotilla_ddl::DdlConfig::default(),
+            Some(flotilla_sql::SqlReorg::new(kv.clone(), tso.clone())),
         )
         .unwrap();
         let engine = SqlEngine::new(

@@ -10,7 +10,7 @@ mod sql_node;
 mod standalone;
 mod store_node;
 
-pub use config::{ConfigError, SqlSection, StandaloneConfig, StorageSection};
-pub use sql_node::{SqlNode, SqlNodeConfig, cluster_sql_engine};
+pub use config::{ConfigError, DdlSection, SqlSection, StandaloneConfig, StorageSection};
+pub use sql_node::{SqlNode, SqlNodeConfig, cluster_reorg, cluster_sql_engine};
 pub use standalone::{Standalone, StartError};
 pub use store_node::{StoreNode, StoreNodeConfig};

@@ -89,6 +89,8 @@ impl SqlNode {
 
 /// The SQL engine of a cluster SQL node: transactions through `ClusterTxnKv`, timestamps
 /// and the catalog from the meta service.
+///
+/// See also [`cluster_reorg`], the index backfill the meta leader runs for DDL jobs.
 pub async fn cluster_sql_engine(cfg: &SqlNodeConfig) -> Result<Arc<SqlEngine>, StartError> {
     let meta = Arc::new(
         MetaClient::new(cfg.meta_endpoints.clone(), cfg.client.clone())
@@ -131,4 +133,21 @@ pub async fn cluster_sql_engine(cfg: &SqlNodeConfig) -> Result<Arc<SqlEngine>, S
     let ddl = RemoteDdl::new(meta, catalog.clone());
     SqlEngine::new(kv, tso, catalog, ddl, cfg.sql.clone())
         .map_err(|e| StartError::Other(e.to_string()))
+}
+
+/// The index backfill of DDL jobs on a cluster: transactions through the stores, as a SQL
+/// node makes them, for the meta leader that runs the jobs. Call on the runtime that
+/// serves the meta member.
+pub fn cluster_reorg(
+    meta_endpoints: Vec<String>,
+    client: ClientConfig,
+) -> Result<flotilla_ddl::ReorgRef, StartError> {
+    let meta = Arc::new(
+        MetaClient::new(meta_endpoints, client.clone())
+            .map_err(|e| StartError::Config(e.to_string()))?,
+    );
+    let tso = Arc::new(RemoteTso::new(meta.clone()));
+    let cache = Arc::new(RegionCache::new(meta, RegionCache::DEFAULT_MAX_REGIONS));
+    let kv = Arc::new(ClusterTxnKv::new(cache, tso.clone(), client));
+    Ok(flotilla_sql::SqlReorg::new(kv, tso))
 }

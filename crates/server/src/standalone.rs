@@ -96,8 +96,14 @@ impl Standalone {
         if resolved > 0 {
             tracing::info!(resolved, "resolved locks left by the previous run");
         }
-        let jobs = JobQueue::open(engine.clone(), catalog.clone(), config.ddl.to_config())
-            .map_err(|e| storage_err(format!("loading DDL jobs: {e}")))?;
+        let reorg: flotilla_ddl::ReorgRef = flotilla_sql::SqlReorg::new(kv.clone(), tso.clone());
+        let jobs = JobQueue::open(
+            engine.clone(),
+            catalog.clone(),
+            config.ddl.to_config(),
+            Some(reorg),
+        )
+        .map_err(|e| storage_err(format!("loading DDL jobs: {e}")))?;
         let ddl = LocalDdl::start(jobs);
         let sql = SqlEngine::new(
             kv,

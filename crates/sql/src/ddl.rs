@@ -20,8 +20,9 @@ use flotilla_catalog::{
     ColumnDef, Handle, IdKind, IndexDef, IndexState, SchemaChange, SqlType, TableDef, ViewDef,
 };
 use flotilla_codec::{encode_row, prefix_end, record_prefix};
-use flotilla_ddl::{AlterAction, ColumnSpec, Job, JobError, JobKind, JobState, apply_alter};
-use flotilla_txn::{Transaction, TxnError};
+use flotilla_ddl::{AlterAction, ColumnSpec, Job, JobError, JobKind, JobState, Reorg, apply_alter};
+use flotilla_tso::TsoRef;
+use flotilla_txn::{Transaction, TxnError, TxnKvRef, TxnOptions};
 use flotilla_types::Timestamp;
 
 use crate::api::QueryResult;
@@ -32,15 +33,9 @@ use crate::session::Session;
 
 /// How long one wait for a DDL job's end lasts before the statement asks again.
 const JOB_WAIT_SLICE: Duration = Duration::from_secs(30);
-/// How long a schema change waits for older transactions before giving up.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
-/// Rows backfilled per transaction.
+/// Rows backfilled per transaction (an index job retries a chunk that fails retryably,
+/// with backoff, from its checkpoint).
 const BACKFILL_CHUNK_ROWS: usize = 1024;
-/// Times one backfill chunk is retried after a retryable failure (40001) before the
-/// statement fails, with backoff doubling from the minimum to the maximum.
-const BACKFILL_CHUNK_RETRIES: u32 = 10;
-const BACKFILL_RETRY_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(50);
-const BACKFILL_RETRY_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 /// Most digits a NUMERIC column may have (Arrow's Decimal128).
 const NUMERIC_PRECISION_MAX: u64 = 38;
 
@@ -66,10 +61,18 @@ pub(crate) async fn execute(
     session: &mut Session,
     statement: Statement,
 ) -> Result<QueryResult, SqlError> {
-    if let Statement::AlterTable(at) = statement {
-        // A job: the queue orders one table's changes, and other tables' DDL need not
-        // wait for it.
-        return alter_table(session, at).await;
+    // Jobs: the queue orders one table's changes, and other tables' DDL need not wait
+    // for them.
+    match statement {
+        Statement::AlterTable(at) => return alter_table(session, at).await,
+        Statement::CreateIndex(ci) => return create_index(session, ci).await,
+        Statement::Drop {
+            object_type: ObjectType::Index,
+            if_exists,
+            names,
+            ..
+        } => return drop_indexes(session, &names, if_exists).await,
+        _ => {}
     }
     let engine = session.engine.clone();
     let _serial = engine.ddl_lock.lock().await;
@@ -82,7 +85,6 @@ pub(crate) async fn execute(
             ..
         } => match object_type {
             ObjectType::Table => drop_tables(session, &names, if_exists),
-            ObjectType::Index => drop_indexes(session, &names, if_exists),
             ObjectType::View => drop_views(session, &names, if_exists),
             other => Err(SqlError::unsupported(format!("DROP {other}"))),
         },
@@ -90,7 +92,6 @@ pub(crate) async fn execute(
             let names: Vec<ObjectName> = t.table_names.iter().map(|n| n.name.clone()).collect();
             truncate(session, &names)
         }
-        Statement::CreateIndex(ci) => create_index(session, ci).await,
         Statement::CreateView(cv) => create_view(session, cv).await,
         other => Err(SqlError::unsupported(format!("statement {other}"))),
     }
@@ -462,14 +463,14 @@ fn drop_views(
     Ok(command("DROP VIEW"))
 }
 
-fn drop_indexes(
-    session: &Session,
+async fn drop_indexes(
+    session: &mut Session,
     names: &[ObjectName],
     if_exists: bool,
 ) -> Result<QueryResult, SqlError> {
-    let catalog = session.engine.catalog.clone();
-    let snapshot = catalog.snapshot();
-    let mut upserts: Vec<TableDef> = Vec::new();
+    // Validated in full first: nothing is dropped if any name is wrong.
+    let snapshot = session.engine.catalog.snapshot();
+    let mut jobs = Vec::new();
     for name in names {
         let name = relation_name(name);
         let Some(table) = snapshot.table_of_index(&name) else {
@@ -481,35 +482,15 @@ fn drop_indexes(
                 format!("index \"{name}\" does not exist"),
             ));
         };
-        let mut table = upserts
-            .iter()
-            .position(|t| t.id == table.id)
-            .map(|i| upserts.remove(i))
-            .unwrap_or_else(|| (**table).clone());
-        let index = table
-            .indexes
-            .iter()
-            .find(|i| i.name == name)
-            .expect("found by name");
-        if index.primary {
-            return Err(SqlError::new(
-                "2BP01",
-                format!(
-                    "cannot drop index {name} because constraint {name} on table {} requires it",
-                    table.name
-                ),
-            ));
-        }
-        table.indexes.retain(|i| i.name != name);
-        upserts.push(table);
+        flotilla_ddl::index_to_drop(&snapshot, table.id, &table.name, &name).map_err(job_error)?;
+        jobs.push(JobKind::DropIndex {
+            table_id: table.id,
+            table: table.name.clone(),
+            name,
+        });
     }
-    if !upserts.is_empty() {
-        catalog.commit(SchemaChange {
-            base_version: snapshot.version,
-            upserts,
-            drops: vec![],
-            ..SchemaChange::default()
-        })?;
+    for job in jobs {
+        run_job(session, job).await?;
     }
     Ok(command("DROP INDEX"))
 }
@@ -560,8 +541,21 @@ async fn create_index(session: &mut Session, ci: CreateIndex) -> Result<QueryRes
             format!("relation \"{name}\" already exists"),
         ));
     }
-    let ids = column_ids(table, &cols)?;
-    build_index(session, &table_name, name, ids, ci.unique, false).await?;
+    let columns = column_ids(table, &cols)?;
+    let table_id = table.id;
+    run_job(
+        session,
+        JobKind::AddIndex {
+            table_id,
+            table: table_name,
+            name,
+            columns,
+            unique: ci.unique,
+            primary: false,
+            if_not_exists: ci.if_not_exists,
+        },
+    )
+    .await?;
     Ok(command("CREATE INDEX"))
 }
 
@@ -607,137 +601,92 @@ async fn add_constraint(
             format!("relation \"{name}\" already exists"),
         ));
     }
-    let ids = column_ids(table, &cols)?;
-    build_index(session, table_name, name, ids, true, primary).await?;
+    let columns = column_ids(table, &cols)?;
+    let table_id = table.id;
+    run_job(
+        session,
+        JobKind::AddIndex {
+            table_id,
+            table: table_name.to_string(),
+            name,
+            columns,
+            unique: true,
+            primary,
+            if_not_exists: false,
+        },
+    )
+    .await?;
     Ok(command("ALTER TABLE"))
 }
 
-/// Adds an index (or a non-clustered primary key) to a table that may hold rows.
-async fn build_index(
-    session: &mut Session,
-    table_name: &str,
-    name: String,
-    columns: Vec<u32>,
-    unique: bool,
-    primary: bool,
-) -> Result<(), SqlError> {
-    let catalog = session.engine.catalog.clone();
-    let snapshot = catalog.snapshot();
-    let mut table = (**snapshot.table(table_name).expect("checked by caller")).clone();
-    let index = IndexDef {
-        id: table.next_index_id,
-        name: name.clone(),
-        columns: columns.clone(),
-        unique,
-        primary,
-        clustered: false,
-        state: IndexState::WriteOnly,
-    };
-    table.next_index_id += 1;
-    table.indexes.push(index.clone());
-    let write_only = catalog.commit(SchemaChange {
-        base_version: snapshot.version,
-        upserts: vec![table.clone()],
-        drops: vec![],
-        ..SchemaChange::default()
-    })?;
-    let result = backfill(session, &table, &index, primary).await;
-    // Publish, or take the index away again; either way from the newest catalog.
-    let current = catalog.snapshot();
-    let Some(latest) = current.tables.values().find(|t| t.id == table.id) else {
-        return result;
-    };
-    let mut latest = (**latest).clone();
-    match &result {
-        Ok(()) => {
-            for i in &mut latest.indexes {
-                if i.id == index.id {
-                    i.state = IndexState::Public;
-                }
-            }
-            if primary {
-                for c in &mut latest.columns {
-                    if columns.contains(&c.id) {
-                        c.nullable = false;
-                    }
-                }
-            }
-        }
-        Err(_) => latest.indexes.retain(|i| i.id != index.id),
-    }
-    let _ = write_only;
-    catalog.commit(SchemaChange {
-        base_version: current.version,
-        upserts: vec![latest],
-        drops: vec![],
-        ..SchemaChange::default()
-    })?;
-    result
+/// The index backfill of DDL jobs (the write-reorg step), over the same seams as SQL.
+pub struct SqlReorg {
+    kv: TxnKvRef,
+    tso: TsoRef,
+    options: TxnOptions,
+    runtime: tokio::runtime::Handle,
 }
 
-/// Writes the index entries of every existing row. Runs after every transaction older
-/// than the write-only index has finished, so every row it cannot see maintains the index
-/// itself; each row is locked while its entry is written so no writer slips in between.
-async fn backfill(
-    session: &Session,
-    table: &TableDef,
-    index: &IndexDef,
-    not_null: bool,
-) -> Result<(), SqlError> {
-    let engine = session.engine.clone();
-    let since = engine
-        .tso
-        .get_ts()
-        .await
-        .map_err(|e| SqlError::internal(e.to_string()))?;
-    let own = session.open.as_ref().map(|o| o.txn.start_ts());
-    engine
-        .wait_for_transactions_before(since, own, DRAIN_TIMEOUT)
-        .await?;
-    let prefix = record_prefix(table.storage_id);
-    let end = prefix_end(&prefix);
-    let mut cursor = prefix.clone();
-    loop {
-        let mut attempt = 0;
-        let mut backoff = BACKFILL_RETRY_BACKOFF_MIN;
-        let next = loop {
-            match backfill_chunk(session, table, index, not_null, &cursor, &end).await {
-                Ok(next) => break next,
-                // A chunk is one transaction: if it lost its locks (a leader changed
-                // under it) or met a conflict, nothing of it was written; do it again.
-                Err(e) if e.code == "40001" && attempt < BACKFILL_CHUNK_RETRIES => {
-                    attempt += 1;
-                    tracing::info!(attempt, error = %e.message, "backfill chunk retried");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(BACKFILL_RETRY_BACKOFF_MAX);
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        match next {
-            Some(next) => cursor = next,
-            None => return Ok(()),
-        }
+impl SqlReorg {
+    /// A backfill worker whose transactions run on the current runtime.
+    pub fn new(kv: TxnKvRef, tso: TsoRef) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            kv,
+            tso,
+            options: TxnOptions::default(),
+            runtime: tokio::runtime::Handle::current(),
+        })
     }
 }
 
-/// One chunk of `backfill` from `cursor`, in one transaction; returns where the next
-/// starts, or `None` when the table is done.
+impl Reorg for SqlReorg {
+    fn backfill_chunk(
+        &self,
+        table: &TableDef,
+        index: &IndexDef,
+        cursor: Option<&[u8]>,
+    ) -> Result<(Option<Vec<u8>>, u64), JobError> {
+        let prefix = record_prefix(table.storage_id);
+        let end = prefix_end(&prefix);
+        let cursor = cursor.map_or(prefix, <[u8]>::to_vec);
+        let chunk = backfill_chunk(
+            &self.kv,
+            &self.tso,
+            &self.options,
+            table,
+            index,
+            index.primary,
+            &cursor,
+            &end,
+        );
+        self.runtime.block_on(chunk).map_err(|e| {
+            // Conflicts, lapsed locks and unavailable stores pass; a duplicate or a NULL
+            // key does not.
+            let retryable = matches!(e.code, "40001" | "55P03" | "57P03" | "53000" | "40P01");
+            JobError {
+                code: e.code.to_string(),
+                message: e.message,
+                retryable,
+            }
+        })
+    }
+}
+
+/// One chunk of an index backfill from `cursor`, in one transaction (each row locked
+/// while its entry is written, so no writer slips in between); returns where the next
+/// starts (`None` when the table is done) and the rows it read.
+#[allow(clippy::too_many_arguments)]
 async fn backfill_chunk(
-    session: &Session,
+    kv: &TxnKvRef,
+    tso: &TsoRef,
+    options: &TxnOptions,
     table: &TableDef,
     index: &IndexDef,
     not_null: bool,
     cursor: &[u8],
     end: &[u8],
-) -> Result<Option<Vec<u8>>, SqlError> {
-    let engine = &session.engine;
-    let mut txn = Transaction::begin(
-        engine.kv.clone(),
-        engine.tso.clone(),
-        engine.txn_options.clone(),
-    )
-    .await?;
+) -> Result<(Option<Vec<u8>>, u64), SqlError> {
+    let mut txn = Transaction::begin(kv.clone(), tso.clone(), options.clone()).await?;
     let read_ts = txn.fresh_ts().await?;
     txn.set_for_update_ts(read_ts);
     let rows = txn
@@ -746,8 +695,9 @@ async fn backfill_chunk(
         .await?;
     let Some((last, _)) = rows.last() else {
         txn.rollback().await?;
-        return Ok(None);
+        return Ok((None, 0));
     };
+    let count = rows.len() as u64;
     let mut next = last.clone();
     next.push(0);
     let keys: Vec<(Vec<u8>, bool)> = rows.iter().map(|(k, _)| (k.clone(), false)).collect();
@@ -801,7 +751,7 @@ async fn backfill_chunk(
         txn.put(ikey, ivalue)?;
     }
     match txn.commit().await {
-        Ok(_) => Ok(Some(next)),
+        Ok(_) => Ok((Some(next), count)),
         Err(TxnError::AlreadyExists { .. }) => Err(SqlError::new(
             "23505",
             format!(
@@ -906,8 +856,6 @@ async fn alter_table(session: &mut Session, at: AlterTable) -> Result<QueryResul
         else {
             unreachable!("counted one constraint");
         };
-        let engine = session.engine.clone();
-        let _serial = engine.ddl_lock.lock().await;
         return add_constraint(session, &name, constraint).await;
     }
     let mut actions = Vec::new();
@@ -1295,25 +1243,30 @@ pub(crate) async fn explain(
                 ));
             } else {
                 let v = snapshot.version;
-                lines.push(format!(
-                    "  step 1: commit schema version {}: index {name}: absent -> write-only (writes maintain it, reads ignore it)",
-                    v + 1
-                ));
                 lines.push(
-                    "  step 2: wait until every transaction older than the write-only index has ended"
-                        .into(),
+                    "DDL job (add index), run by the DDL owner; each step is committed, then waited on until every live SQL node uses it"
+                        .to_string(),
                 );
                 lines.push(format!(
-                    "  step 3: backfill the existing rows in transactions of {BACKFILL_CHUNK_ROWS} rows, each row locked while its entry is written{}",
+                    "  step 1: schema version {}: index {name}: absent -> delete-only (writes remove its entries)",
+                    v + 1
+                ));
+                lines.push(format!(
+                    "  step 2: schema version {}: delete-only -> write-only (writes maintain it, reads ignore it)",
+                    v + 2
+                ));
+                lines.push(format!(
+                    "  step 3: schema version {}: write-only -> write-reorg; backfill the existing rows in transactions of {BACKFILL_CHUNK_ROWS} rows (each row locked while its entry is written), checkpointed after each{}",
+                    v + 3,
                     if ci.unique {
-                        "; a duplicate fails the statement and removes the index"
+                        "; a duplicate rolls the job back (write-reorg -> delete-only -> absent)"
                     } else {
                         ""
                     }
                 ));
                 lines.push(format!(
-                    "  step 4: commit schema version {}: index {name}: write-only -> public",
-                    v + 2
+                    "  step 4: schema version {}: write-reorg -> public (the point of no return)",
+                    v + 4
                 ));
             }
         }

@@ -871,7 +871,7 @@ fn claimed_keys(
     if !fresh_handle {
         claim(row_key(table, handle))?;
     }
-    for index in table.stored_indexes() {
+    for index in table.stored_indexes().filter(|i| i.state.takes_writes()) {
         let (key, _, unique) = index_entry(table, index, row, handle);
         if unique {
             claim(key)?;
@@ -888,7 +888,7 @@ fn put_row(
 ) -> Result<(), SqlError> {
     let txn = &mut session.open.as_mut().expect("open transaction").txn;
     txn.put(row_key(table, handle), row_value(table, row))?;
-    for index in table.stored_indexes() {
+    for index in table.stored_indexes().filter(|i| i.state.takes_writes()) {
         let (key, value, _) = index_entry(table, index, row, handle);
         txn.put(key, value)?;
     }
@@ -1288,7 +1288,7 @@ pub(crate) async fn apply_updates(
             }
             locks.push((key, true));
         }
-        for index in table.stored_indexes() {
+        for index in table.stored_indexes().filter(|i| i.state.takes_writes()) {
             let (old_key, _, _) = index_entry(table, index, old, handle);
             let (new_key, _, unique) = index_entry(table, index, new, new_handle);
             if unique && new_key != old_key {
@@ -1329,10 +1329,13 @@ pub(crate) async fn apply_updates(
         for index in table.stored_indexes() {
             let (old_key, _, _) = index_entry(table, index, &old, &handle);
             let (new_key, new_value, _) = index_entry(table, index, &new, &new_handle);
+            let writes = index.state.takes_writes();
             if old_key != new_key {
                 txn.delete(old_key)?;
-                txn.put(new_key, new_value)?;
-            } else if new_handle != handle {
+                if writes {
+                    txn.put(new_key, new_value)?;
+                }
+            } else if new_handle != handle && writes {
                 txn.put(new_key, new_value)?;
             }
         }

@@ -7,7 +7,6 @@ use flotilla_catalog::CatalogRef;
 use flotilla_ddl::DdlJobsRef;
 use flotilla_tso::TsoRef;
 use flotilla_txn::{TxnKvRef, TxnOptions};
-use flotilla_types::Timestamp;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
@@ -26,9 +25,7 @@ pub struct SqlEngine {
     pub(crate) config: SqlConfig,
     pub(crate) txn_options: TxnOptions,
     pub(crate) template: SessionState,
-    /// Start timestamps of this node's open transactions (with multiplicity), so schema
-    /// changes can wait until every transaction older than the change has finished.
-    active: Mutex<BTreeMap<Timestamp, usize>>,
+    /// Woken when a transaction ends (its pin may have been the oldest).
     finished: Arc<Notify>,
     /// Serialises DDL statements of this node.
     pub(crate) ddl_lock: tokio::sync::Mutex<()>,
@@ -50,7 +47,6 @@ const LEASE_MARGIN_DIVISOR: u32 = 10;
 /// Registration of an open transaction; removed on drop.
 pub(crate) struct ActiveTxn {
     engine: Arc<SqlEngine>,
-    start_ts: Timestamp,
     /// The catalog version the transaction pins (`None` once exempted).
     pin: Option<u64>,
 }
@@ -67,14 +63,6 @@ impl ActiveTxn {
 impl Drop for ActiveTxn {
     fn drop(&mut self) {
         self.unpin();
-        let mut active = self.engine.active.lock();
-        if let Some(n) = active.get_mut(&self.start_ts) {
-            *n -= 1;
-            if *n == 0 {
-                active.remove(&self.start_ts);
-            }
-        }
-        drop(active);
         self.engine.finished.notify_waiters();
     }
 }
@@ -102,7 +90,6 @@ impl SqlEngine {
             config,
             txn_options,
             template,
-            active: Mutex::new(BTreeMap::new()),
             finished: Arc::new(Notify::new()),
             ddl_lock: tokio::sync::Mutex::new(()),
             node_id: Mutex::new(None),
@@ -173,54 +160,13 @@ impl SqlEngine {
         Session::new(self.clone())
     }
 
-    pub(crate) fn register_txn(self: &Arc<Self>, start_ts: Timestamp) -> ActiveTxn {
-        *self.active.lock().entry(start_ts).or_default() += 1;
+    /// Registers an open transaction: it pins the catalog version it starts on.
+    pub(crate) fn register_txn(self: &Arc<Self>) -> ActiveTxn {
         let version = self.catalog.snapshot().version;
         *self.pins.lock().entry(version).or_default() += 1;
         ActiveTxn {
             engine: self.clone(),
-            start_ts,
             pin: Some(version),
-        }
-    }
-
-    /// Waits until no transaction that started before `ts` is open, or fails after
-    /// `timeout`.
-    pub(crate) async fn wait_for_transactions_before(
-        &self,
-        ts: Timestamp,
-        except: Option<Timestamp>,
-        timeout: Duration,
-    ) -> Result<(), SqlError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let notified = self.finished.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            // The caller's own transaction (DDL inside a transaction block) is not waited for.
-            let oldest = self
-                .active
-                .lock()
-                .keys()
-                .copied()
-                .find(|t| Some(*t) != except);
-            match oldest {
-                Some(oldest) if oldest < ts => {}
-                _ => return Ok(()),
-            }
-            if tokio::time::timeout_at(deadline.into(), notified)
-                .await
-                .is_err()
-            {
-                return Err(SqlError::new(
-                    "55P03",
-                    format!(
-                        "schema change waited {} ms for transactions that started before it to finish",
-                        timeout.as_millis()
-                    ),
-                )
-                .with_hint("Commit or roll back long-running transactions, then retry."));
-            }
         }
     }
 }

@@ -24,5 +24,6 @@ mod table;
 mod types;
 
 pub use api::{PreparedStatement, QueryResult, SqlConfig, SqlError, TransactionState};
+pub use ddl::SqlReorg;
 pub use engine::SqlEngine;
 pub use session::Session;

@@ -374,7 +374,7 @@ impl Session {
         options.lock_wait_timeout_ms = self.lock_timeout_ms;
         let txn =
             Transaction::begin(self.engine.kv.clone(), self.engine.tso.clone(), options).await?;
-        let active = self.engine.register_txn(txn.start_ts());
+        let active = self.engine.register_txn();
         self.open = Some(OpenTxn {
             txn,
             active,

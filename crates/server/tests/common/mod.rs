@@ -45,7 +45,12 @@ impl Cluster {
             MetaConfig::new(1, vec![(1, meta_addr.clone())], dir.path().join("meta"));
         meta_cfg.tick_interval = Duration::from_millis(20);
         tune_meta(&mut meta_cfg);
-        let meta = MetaNode::start(meta_cfg, meta_listener).await.unwrap();
+        let reorg =
+            flotilla_server::cluster_reorg(vec![meta_addr.clone()], ClientConfig::default())
+                .unwrap();
+        let meta = MetaNode::start_with_reorg(meta_cfg, meta_listener, Some(reorg))
+            .await
+            .unwrap();
         let mut starting = Vec::new();
         for i in 0..3 {
             let l = listener().await;

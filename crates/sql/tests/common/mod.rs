@@ -49,6 +49,7 @@ impl TestDb {
             storage_for_ddl,
             catalog.clone(),
             flotilla_ddl::DdlConfig::default(),
+            Some(flotilla_sql::SqlReorg::new(kv.clone(), tso.clone())),
         )
         .unwrap();
         let engine = SqlEngine::new(
