@@ -296,6 +296,9 @@ pub struct Job {
     /// The schema state the job's element is in, for listings.
     #[serde(default)]
     pub schema_state: String,
+    /// Why the job is rolling back (`None` while rolling back: it was cancelled).
+    #[serde(default)]
+    pub rollback_cause: Option<JobError>,
 }
 
 impl Job {

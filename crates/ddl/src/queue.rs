@@ -279,6 +279,7 @@ impl JobQueue {
             reorg_cursor: None,
             reorg_rows: 0,
             schema_state: String::new(),
+            rollback_cause: None,
         };
         let mut batch = WriteBatch::new();
         put_job(&mut batch, &job)?;
@@ -574,11 +575,8 @@ impl JobQueue {
         let version = base_version + 1;
         let mut next = job.clone();
         next.state = JobState::Running;
-        if !rolling_back(next_step) {
-            // The error of a failed attempt is history now; a rollback keeps the error
-            // that caused it, to report at the end.
-            next.error = None;
-        }
+        // The error of a failed attempt is history now.
+        next.error = None;
         next.waiting_for_version = Some(version);
         next.step = next_step;
         next.schema_state = state.to_string();
@@ -627,13 +625,13 @@ impl JobQueue {
                 finish(&mut next, JobState::Done, None);
             }
             STEP_ROLLED_BACK => {
-                let state = if next.error.is_none() && next.cancel_requested {
-                    JobState::Cancelled
-                } else {
+                let cause = next.rollback_cause.take();
+                let state = if cause.is_some() {
                     JobState::Failed
+                } else {
+                    JobState::Cancelled
                 };
-                let error = next.error.take();
-                finish(&mut next, state, error);
+                finish(&mut next, state, cause);
             }
             _ => next.updated_ms = now_ms(),
         }
@@ -655,7 +653,7 @@ impl JobQueue {
         table_id: i64,
     ) -> Outcome {
         let Some(reorg) = &self.reorg else {
-            job.error = Some(JobError::fatal(
+            job.rollback_cause = Some(JobError::fatal(
                 "0A000",
                 "this DDL owner cannot backfill indexes (no reorg worker)",
             ));
@@ -722,7 +720,8 @@ impl JobQueue {
                 Err(e) if e.retryable => return Outcome::Retry(e),
                 Err(e) => {
                     // A duplicate or a NULL key: the index cannot be built. Roll back.
-                    job.error = Some(e);
+                    job.rollback_cause = Some(e);
+                    job.error = None;
                     job.step = STEP_ROLLBACK;
                     return self.save_progress(job);
                 }
@@ -881,11 +880,6 @@ impl JobQueue {
             }
         }
     }
-}
-
-/// The steps of an index job's rollback.
-fn rolling_back(step: u32) -> bool {
-    step == STEP_ROLLBACK || step == STEP_ROLLBACK + 1 || step == STEP_ROLLED_BACK
 }
 
 /// Past its point of no return a job can no longer be cancelled: its change is (or is

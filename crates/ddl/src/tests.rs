@@ -388,3 +388,172 @@ async fn a_node_that_stops_renewing_is_waited_for_only_until_its_lease_lapses() 
     let job = ddl.submit(add(1, &["b"]), "b".into()).await.unwrap();
     assert_eq!(ddl.wait(job.id, WAIT).await.unwrap().state, JobState::Done);
 }
+
+/// A reorg worker that writes nothing: it hands out `chunks` chunks of 10 rows, records
+/// the cursor each call starts from, and fails (fatally) at chunk `fail_at`.
+struct CountingReorg {
+    chunks: u64,
+    fail_at: Option<u64>,
+    calls: parking_lot::Mutex<Vec<Option<Vec<u8>>>>,
+    /// Chunks at or past this fail retryably (to hold a backfill at a point).
+    gate: parking_lot::Mutex<u64>,
+    opened: parking_lot::Condvar,
+}
+
+impl CountingReorg {
+    fn new(chunks: u64, fail_at: Option<u64>, gate: u64) -> Arc<Self> {
+        Arc::new(Self {
+            chunks,
+            fail_at,
+            calls: parking_lot::Mutex::new(Vec::new()),
+            gate: parking_lot::Mutex::new(gate),
+            opened: parking_lot::Condvar::new(),
+        })
+    }
+}
+
+impl crate::Reorg for CountingReorg {
+    fn backfill_chunk(
+        &self,
+        _table: &TableDef,
+        _index: &flotilla_catalog::IndexDef,
+        cursor: Option<&[u8]>,
+    ) -> Result<(Option<Vec<u8>>, u64), crate::JobError> {
+        let n = cursor.map_or(0, |c| u64::from_be_bytes(c.try_into().unwrap()));
+        {
+            let mut gate = self.gate.lock();
+            while n >= *gate {
+                self.opened.wait_for(&mut gate, Duration::from_millis(50));
+                if n >= *gate {
+                    return Err(crate::JobError::retryable("40001", "gate closed"));
+                }
+            }
+        }
+        self.calls.lock().push(cursor.map(<[u8]>::to_vec));
+        if Some(n) == self.fail_at {
+            return Err(crate::JobError::fatal(
+                "23505",
+                "could not create unique index \"i\": key is duplicated",
+            ));
+        }
+        let next = n + 1;
+        Ok((
+            (next < self.chunks).then(|| next.to_be_bytes().to_vec()),
+            10,
+        ))
+    }
+}
+
+fn add_index(name: &str) -> JobKind {
+    JobKind::AddIndex {
+        table_id: 1,
+        table: "t1".into(),
+        name: name.into(),
+        columns: vec![0],
+        unique: true,
+        primary: false,
+        if_not_exists: false,
+    }
+}
+
+fn index_state(catalog: &LocalCatalog, name: &str) -> Option<flotilla_catalog::IndexState> {
+    catalog
+        .snapshot()
+        .table("t1")
+        .unwrap()
+        .indexes
+        .iter()
+        .find(|i| i.name == name)
+        .map(|i| i.state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_goes_through_every_state_and_its_backfill_resumes_from_its_checkpoint() {
+    use flotilla_catalog::IndexState;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path());
+    let catalog = catalog(&engine, 1);
+    let v = catalog.snapshot().version;
+    let cfg = DdlConfig {
+        backfill_rows_per_s: 0,
+        ..fast_retries()
+    };
+    // The first owner gets through three chunks, then dies.
+    let first = CountingReorg::new(5, None, 3);
+    let id = {
+        let queue = JobQueue::open(
+            engine.clone(),
+            catalog.clone(),
+            cfg.clone(),
+            Some(first.clone()),
+        )
+        .unwrap();
+        let ddl = LocalDdl::start(queue.clone());
+        let job = ddl.submit(add_index("i"), "i".into()).await.unwrap();
+        let deadline = std::time::Instant::now() + WAIT;
+        while queue.get(job.id).unwrap().reorg_rows < 30 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "backfill never advanced"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(index_state(&catalog, "i"), Some(IndexState::WriteReorg));
+        // Three schema versions so far: delete-only, write-only, write-reorg.
+        assert_eq!(catalog.snapshot().version, v + 3);
+        job.id
+    };
+    assert_eq!(first.calls.lock().len(), 3);
+    let second = CountingReorg::new(5, None, u64::MAX);
+    let queue = JobQueue::open(engine, catalog.clone(), cfg, Some(second.clone())).unwrap();
+    let ddl = LocalDdl::start(queue);
+    let done = ddl.wait(id, WAIT).await.unwrap();
+    assert_eq!(done.state, JobState::Done, "{done:?}");
+    assert_eq!(done.reorg_rows, 50);
+    assert_eq!(index_state(&catalog, "i"), Some(IndexState::Public));
+    assert_eq!(catalog.snapshot().version, v + 4);
+    // The second owner started where the first left off.
+    let calls = second.calls.lock().clone();
+    assert_eq!(
+        calls.first().unwrap().as_deref(),
+        Some(&3u64.to_be_bytes()[..])
+    );
+    assert_eq!(calls.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_or_cancelled_backfill_rolls_the_index_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path());
+    let catalog = catalog(&engine, 1);
+    let cfg = DdlConfig {
+        backfill_rows_per_s: 0,
+        ..fast_retries()
+    };
+    let reorg = CountingReorg::new(10, Some(2), u64::MAX);
+    let queue = JobQueue::open(engine.clone(), catalog.clone(), cfg.clone(), Some(reorg)).unwrap();
+    let ddl = LocalDdl::start(queue);
+    let job = ddl.submit(add_index("dup"), "dup".into()).await.unwrap();
+    let failed = ddl.wait(job.id, WAIT).await.unwrap();
+    assert_eq!(failed.state, JobState::Failed, "{failed:?}");
+    assert_eq!(failed.error.unwrap().code, "23505");
+    assert_eq!(index_state(&catalog, "dup"), None);
+    drop(ddl);
+
+    let held = CountingReorg::new(10, None, 2);
+    let queue = JobQueue::open(engine, catalog.clone(), cfg, Some(held.clone())).unwrap();
+    let ddl = LocalDdl::start(queue.clone());
+    let job = ddl.submit(add_index("slow"), "slow".into()).await.unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while queue.get(job.id).unwrap().reorg_rows < 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "backfill never advanced"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    ddl.cancel(job.id).await.unwrap();
+    let cancelled = ddl.wait(job.id, WAIT).await.unwrap();
+    assert_eq!(cancelled.state, JobState::Cancelled, "{cancelled:?}");
+    assert_eq!(index_state(&catalog, "slow"), None);
+}

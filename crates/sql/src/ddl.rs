@@ -36,6 +36,9 @@ const JOB_WAIT_SLICE: Duration = Duration::from_secs(30);
 /// Rows backfilled per transaction (an index job retries a chunk that fails retryably,
 /// with backoff, from its checkpoint).
 const BACKFILL_CHUNK_ROWS: usize = 1024;
+/// Times a backfill chunk locks its rows again at a newer timestamp after one of them
+/// changed under the lock, before the chunk fails (and the job retries it).
+const BACKFILL_LOCK_RETRIES: u32 = 20;
 /// Most digits a NUMERIC column may have (Arrow's Decimal128).
 const NUMERIC_PRECISION_MAX: u64 = 38;
 
@@ -701,7 +704,24 @@ async fn backfill_chunk(
     let mut next = last.clone();
     next.push(0);
     let keys: Vec<(Vec<u8>, bool)> = rows.iter().map(|(k, _)| (k.clone(), false)).collect();
-    let latest = txn.lock_keys(keys, true).await?;
+    // A locking read of the newest versions: the scan only found the keys. Locking at the
+    // scan's timestamp would fail whenever any of the chunk's rows changed since, which
+    // under a steady write load is nearly always (a livelock).
+    // A row changed while the lock waited for its writer gets a newer timestamp and is
+    // locked again (as a pessimistic transaction retries its lock), so a hot row does not
+    // fail the whole chunk.
+    let mut attempt = 0;
+    let latest = loop {
+        let lock_ts = txn.fresh_ts().await?;
+        txn.set_for_update_ts(lock_ts);
+        match txn.lock_keys(keys.clone(), true).await {
+            Ok(latest) => break latest,
+            Err(TxnError::WriteConflict { .. }) if attempt < BACKFILL_LOCK_RETRIES => {
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let mut claims = Vec::new();
     let mut entries = Vec::new();
     for ((key, _), value) in rows.iter().zip(latest) {
