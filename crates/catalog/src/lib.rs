@@ -74,6 +74,13 @@ pub trait Catalog: Send + Sync + 'static {
     fn sync(&self) -> Result<(), CatalogError> {
         Ok(())
     }
+
+    /// Tells the catalog that a schema change (made elsewhere, by a DDL job) created the
+    /// storage ids `ids` (new tables, truncations), before the statement returns: a
+    /// cluster gives each its own region. Blocking.
+    fn storage_created(&self, ids: &[i64]) {
+        let _ = ids;
+    }
 }
 
 /// Shared handle to a catalog.

@@ -264,6 +264,15 @@ impl Catalog for RemoteCatalog {
         self.block_on(self.refresh())
     }
 
+    fn storage_created(&self, ids: &[i64]) {
+        let hook = self.on_new_storage.lock().clone();
+        if let Some(hook) = hook
+            && !ids.is_empty()
+        {
+            self.block_on(hook(ids.to_vec()));
+        }
+    }
+
     fn allocate(&self, kind: IdKind, count: u64) -> Result<Range<i64>, CatalogError> {
         let IdKind::RowId(table) = kind else {
             return self.block_on(self.allocate_remote(kind, count));

@@ -119,6 +119,31 @@ pub enum JobKind {
         /// Skip if a relation of that name exists.
         if_not_exists: bool,
     },
+    /// CREATE TABLE: the table (its ids allocated when planned) becomes public in one
+    /// step.
+    CreateTable {
+        /// The table.
+        table: flotilla_catalog::TableDef,
+        /// Skip if a relation of that name exists.
+        if_not_exists: bool,
+    },
+    /// DROP TABLE: the table leaves the catalog in one step; its rows become garbage.
+    DropTable {
+        /// The table.
+        table_id: TableId,
+        /// Its name when planned.
+        table: String,
+    },
+    /// TRUNCATE: the table moves to a fresh, empty storage id in one step; the old rows
+    /// become garbage.
+    Truncate {
+        /// The table.
+        table_id: TableId,
+        /// Its name when planned.
+        table: String,
+        /// The fresh storage id (allocated when planned).
+        storage_id: TableId,
+    },
     /// DROP INDEX: public -> write-only -> delete-only -> absent.
     DropIndex {
         /// The table.
@@ -136,7 +161,10 @@ impl JobKind {
         match self {
             JobKind::AlterTable { table_id, .. }
             | JobKind::AddIndex { table_id, .. }
-            | JobKind::DropIndex { table_id, .. } => *table_id,
+            | JobKind::DropIndex { table_id, .. }
+            | JobKind::DropTable { table_id, .. }
+            | JobKind::Truncate { table_id, .. } => *table_id,
+            JobKind::CreateTable { table, .. } => table.id,
         }
     }
 
@@ -145,7 +173,10 @@ impl JobKind {
         match self {
             JobKind::AlterTable { table, .. }
             | JobKind::AddIndex { table, .. }
-            | JobKind::DropIndex { table, .. } => table,
+            | JobKind::DropIndex { table, .. }
+            | JobKind::DropTable { table, .. }
+            | JobKind::Truncate { table, .. } => table,
+            JobKind::CreateTable { table, .. } => &table.name,
         }
     }
 
@@ -172,6 +203,18 @@ impl JobKind {
                 if *primary { " (primary key)" } else { "" }
             ),
             JobKind::DropIndex { name, .. } => format!("DROP INDEX {name}"),
+            JobKind::CreateTable { table, .. } => format!(
+                "CREATE TABLE {} ({})",
+                table.name,
+                table
+                    .columns
+                    .iter()
+                    .map(|c| format!("{} {}", c.name, c.ty.pg_name()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            JobKind::DropTable { table, .. } => format!("DROP TABLE {table}"),
+            JobKind::Truncate { table, .. } => format!("TRUNCATE {table}"),
         }
     }
 
@@ -181,6 +224,9 @@ impl JobKind {
             JobKind::AlterTable { .. } => "alter table",
             JobKind::AddIndex { .. } => "add index",
             JobKind::DropIndex { .. } => "drop index",
+            JobKind::CreateTable { .. } => "create table",
+            JobKind::DropTable { .. } => "drop table",
+            JobKind::Truncate { .. } => "truncate table",
         }
     }
 }

@@ -526,6 +526,61 @@ impl JobQueue {
                     Err(e) => Outcome::Fail(e),
                 }
             }
+            JobKind::CreateTable {
+                table,
+                if_not_exists,
+            } => {
+                if snapshot.tables.values().any(|t| t.id == table.id) {
+                    // This job's own change (a step re-run after a crash).
+                    return self.finish_unchanged(job, snapshot.version);
+                }
+                if snapshot.relation_exists(&table.name) {
+                    if if_not_exists {
+                        return self.finish_unchanged(job, snapshot.version);
+                    }
+                    return Outcome::Fail(JobError::fatal(
+                        "42P07",
+                        format!("relation \"{}\" already exists", table.name),
+                    ));
+                }
+                self.commit_and_wait(job, snapshot.version, table, STEP_DONE, "public")
+            }
+            JobKind::DropTable { table_id, table } => {
+                if !snapshot.tables.values().any(|t| t.id == table_id) {
+                    return if job.step == 0 {
+                        Outcome::Fail(JobError::fatal(
+                            "42P01",
+                            format!("table \"{table}\" does not exist"),
+                        ))
+                    } else {
+                        self.finish_unchanged(job, snapshot.version)
+                    };
+                }
+                let change = SchemaChange {
+                    base_version: snapshot.version,
+                    drops: vec![table_id],
+                    ..SchemaChange::default()
+                };
+                self.commit_change_and_wait(job, change, STEP_DONE, "absent")
+            }
+            JobKind::Truncate {
+                table_id,
+                table,
+                storage_id,
+            } => {
+                let Some(current) = snapshot.tables.values().find(|t| t.id == table_id) else {
+                    return Outcome::Fail(JobError::fatal(
+                        "42P01",
+                        format!("relation \"{table}\" does not exist"),
+                    ));
+                };
+                if current.storage_id == storage_id {
+                    return self.finish_unchanged(job, snapshot.version);
+                }
+                let mut moved = (**current).clone();
+                moved.storage_id = storage_id;
+                self.commit_and_wait(job, snapshot.version, moved, STEP_DONE, "public")
+            }
             JobKind::DropIndex {
                 table_id,
                 table,
@@ -572,7 +627,24 @@ impl JobQueue {
         next_step: u32,
         state: &str,
     ) -> Outcome {
-        let version = base_version + 1;
+        let change = SchemaChange {
+            base_version,
+            upserts: vec![table],
+            ..SchemaChange::default()
+        };
+        self.commit_change_and_wait(job, change, next_step, state)
+    }
+
+    /// Commits `change` together with the job's record (moved to `next_step`), then waits
+    /// for every SQL node to use the new version.
+    fn commit_change_and_wait(
+        &self,
+        job: &mut Job,
+        change: SchemaChange,
+        next_step: u32,
+        state: &str,
+    ) -> Outcome {
+        let version = change.base_version + 1;
         let mut next = job.clone();
         next.state = JobState::Running;
         // The error of a failed attempt is history now.
@@ -591,11 +663,6 @@ impl JobQueue {
         if let Err(e) = put_job(&mut batch, &next) {
             return Outcome::Retry(e);
         }
-        let change = SchemaChange {
-            base_version,
-            upserts: vec![table],
-            ..SchemaChange::default()
-        };
         match self.catalog.commit_with(change, batch) {
             Ok(_) => {}
             Err(e @ CatalogError::Invalid(_)) if job.step == 0 => {
@@ -889,6 +956,9 @@ fn past_no_return(job: &Job) -> bool {
         JobKind::AlterTable { .. } => job.waiting_for_version.is_some(),
         JobKind::AddIndex { .. } => (4..STEP_ROLLBACK).contains(&job.step) || job.step == STEP_DONE,
         JobKind::DropIndex { .. } => job.step > 0,
+        JobKind::CreateTable { .. } | JobKind::DropTable { .. } | JobKind::Truncate { .. } => {
+            job.waiting_for_version.is_some()
+        }
     }
 }
 

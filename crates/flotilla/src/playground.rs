@@ -38,6 +38,9 @@ pub struct PlaygroundArgs {
     /// 2 cores; BENCHMARKS.md).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub child_worker_threads: Option<u16>,
+    /// Rows an index backfill writes per second at most (passed to every meta member).
+    #[arg(long, value_name = "ROWS")]
+    pub ddl_backfill_rows_per_s: Option<u64>,
 }
 
 /// Runtime threads for each of `children` processes sharing `cores`.
@@ -164,7 +167,7 @@ pub async fn run(args: PlaygroundArgs) -> anyhow::Result<()> {
     };
     for (i, addr) in meta_addrs.iter().enumerate() {
         let dir = data_dir.join(format!("meta-{}", i + 1));
-        let cmd = vec![
+        let mut cmd: Vec<String> = vec![
             "meta".into(),
             "--id".into(),
             (i + 1).to_string(),
@@ -175,6 +178,9 @@ pub async fn run(args: PlaygroundArgs) -> anyhow::Result<()> {
             "--replication".into(),
             replication.to_string(),
         ];
+        if let Some(rate) = args.ddl_backfill_rows_per_s {
+            cmd.extend(["--ddl-backfill-rows-per-s".into(), rate.to_string()]);
+        }
         launch("meta", i + 1, addr.clone(), dir, cmd)?;
     }
     for i in 0..args.stores {

@@ -49,7 +49,8 @@ fn load<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> anyhow::
 #[derive(clap::Args)]
 pub struct MetaArgs {
     /// TOML file with these settings (id, members, addr, data_dir, replication,
-    /// leader_balance_interval_ms, ddl_jobs_max, ddl_finished_ttl_s); flags win.
+    /// leader_balance_interval_ms, ddl_jobs_max, ddl_finished_ttl_s,
+    /// ddl_backfill_rows_per_s); flags win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// This member's id (1-based) [default: 1].
@@ -79,6 +80,9 @@ pub struct MetaArgs {
     /// Seconds a finished DDL job's record is kept for SHOW DDL JOBS [default: 600].
     #[arg(long, value_name = "SECONDS")]
     pub ddl_finished_ttl_s: Option<u64>,
+    /// Rows an index backfill writes per second at most; 0 = no limit [default: 200000].
+    #[arg(long, value_name = "ROWS")]
+    pub ddl_backfill_rows_per_s: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -92,6 +96,7 @@ struct MetaFile {
     leader_balance_interval_ms: Option<u64>,
     ddl_jobs_max: Option<u64>,
     ddl_finished_ttl_s: Option<u64>,
+    ddl_backfill_rows_per_s: Option<u64>,
 }
 
 pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
@@ -131,6 +136,12 @@ pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
     }
     if let Some(s) = args.ddl_finished_ttl_s.or(file.ddl_finished_ttl_s) {
         cfg.ddl.finished_ttl = std::time::Duration::from_secs(s);
+    }
+    if let Some(r) = args
+        .ddl_backfill_rows_per_s
+        .or(file.ddl_backfill_rows_per_s)
+    {
+        cfg.ddl.backfill_rows_per_s = r;
     }
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -69,6 +69,17 @@ pub(crate) async fn execute(
     match statement {
         Statement::AlterTable(at) => return alter_table(session, at).await,
         Statement::CreateIndex(ci) => return create_index(session, ci).await,
+        Statement::CreateTable(ct) => return create_table(session, ct).await,
+        Statement::Drop {
+            object_type: ObjectType::Table,
+            if_exists,
+            names,
+            ..
+        } => return drop_tables(session, &names, if_exists).await,
+        Statement::Truncate(t) => {
+            let names: Vec<ObjectName> = t.table_names.iter().map(|n| n.name.clone()).collect();
+            return truncate(session, &names).await;
+        }
         Statement::Drop {
             object_type: ObjectType::Index,
             if_exists,
@@ -80,21 +91,15 @@ pub(crate) async fn execute(
     let engine = session.engine.clone();
     let _serial = engine.ddl_lock.lock().await;
     match statement {
-        Statement::CreateTable(ct) => create_table(session, ct).await,
         Statement::Drop {
             object_type,
             if_exists,
             names,
             ..
         } => match object_type {
-            ObjectType::Table => drop_tables(session, &names, if_exists),
             ObjectType::View => drop_views(session, &names, if_exists),
             other => Err(SqlError::unsupported(format!("DROP {other}"))),
         },
-        Statement::Truncate(t) => {
-            let names: Vec<ObjectName> = t.table_names.iter().map(|n| n.name.clone()).collect();
-            truncate(session, &names)
-        }
         Statement::CreateView(cv) => create_view(session, cv).await,
         other => Err(SqlError::unsupported(format!("statement {other}"))),
     }
@@ -341,27 +346,35 @@ async fn create_table(session: &mut Session, ct: CreateTable) -> Result<QueryRes
     let id = catalog.allocate(IdKind::Table, 1)?.start;
     table.id = id;
     table.storage_id = id;
-    catalog.commit(SchemaChange {
-        base_version: snapshot.version,
-        upserts: vec![table],
-        drops: vec![],
-        ..SchemaChange::default()
-    })?;
+    run_job(
+        session,
+        JobKind::CreateTable {
+            table,
+            if_not_exists: ct.if_not_exists,
+        },
+    )
+    .await?;
+    // Before the statement returns, so no transaction on the new table's keys is in
+    // flight while its region splits off.
+    catalog.storage_created(&[id]);
     Ok(command("CREATE TABLE"))
 }
 
-fn drop_tables(
-    session: &Session,
+async fn drop_tables(
+    session: &mut Session,
     names: &[ObjectName],
     if_exists: bool,
 ) -> Result<QueryResult, SqlError> {
-    let catalog = session.engine.catalog.clone();
-    let snapshot = catalog.snapshot();
-    let mut drops = Vec::new();
+    // Validated in full first: nothing is dropped if any name is wrong.
+    let snapshot = session.engine.catalog.snapshot();
+    let mut jobs = Vec::new();
     for name in names {
         let name = relation_name(name);
         match snapshot.table(&name) {
-            Some(t) => drops.push(t.id),
+            Some(t) => jobs.push(JobKind::DropTable {
+                table_id: t.id,
+                table: name,
+            }),
             None if snapshot.views.contains_key(&name) => {
                 return Err(SqlError::new("42809", format!("\"{name}\" is not a table"))
                     .with_hint("Use DROP VIEW to remove a view."));
@@ -375,15 +388,10 @@ fn drop_tables(
             }
         }
     }
-    if !drops.is_empty() {
-        // The rows stay behind as unreachable keys under the old storage id; reclaiming
-        // them is left to garbage collection.
-        catalog.commit(SchemaChange {
-            base_version: snapshot.version,
-            upserts: vec![],
-            drops,
-            ..SchemaChange::default()
-        })?;
+    // The rows stay behind as unreachable keys under the old storage id; reclaiming them
+    // is left to garbage collection.
+    for job in jobs {
+        run_job(session, job).await?;
     }
     Ok(command("DROP TABLE"))
 }
@@ -498,26 +506,30 @@ async fn drop_indexes(
     Ok(command("DROP INDEX"))
 }
 
-fn truncate(session: &Session, names: &[ObjectName]) -> Result<QueryResult, SqlError> {
+async fn truncate(session: &mut Session, names: &[ObjectName]) -> Result<QueryResult, SqlError> {
     let catalog = session.engine.catalog.clone();
     let snapshot = catalog.snapshot();
-    let mut upserts = Vec::new();
+    let mut jobs = Vec::new();
     for name in names {
         let name = relation_name(name);
         let table = snapshot
             .table(&name)
             .ok_or_else(|| SqlError::new("42P01", format!("relation \"{name}\" does not exist")))?;
-        let mut table = (**table).clone();
         // A fresh key prefix empties the table at once; the old rows become garbage.
-        table.storage_id = catalog.allocate(IdKind::Table, 1)?.start;
-        upserts.push(table);
+        let storage_id = catalog.allocate(IdKind::Table, 1)?.start;
+        jobs.push((
+            JobKind::Truncate {
+                table_id: table.id,
+                table: name,
+                storage_id,
+            },
+            storage_id,
+        ));
     }
-    catalog.commit(SchemaChange {
-        base_version: snapshot.version,
-        upserts,
-        drops: vec![],
-        ..SchemaChange::default()
-    })?;
+    for (job, storage_id) in jobs {
+        run_job(session, job).await?;
+        catalog.storage_created(&[storage_id]);
+    }
     Ok(command("TRUNCATE TABLE"))
 }
 
@@ -1092,6 +1104,8 @@ pub(crate) async fn show_jobs(session: &Session) -> Result<QueryResult, SqlError
         Field::new("table_name", DataType::Utf8, false),
         Field::new("job_type", DataType::Utf8, false),
         Field::new("state", DataType::Utf8, false),
+        Field::new("schema_state", DataType::Utf8, false),
+        Field::new("rows", DataType::Int64, false),
         Field::new("attempts", DataType::Int64, false),
         Field::new("error", DataType::Utf8, true),
         Field::new("statement", DataType::Utf8, false),
@@ -1115,6 +1129,12 @@ pub(crate) async fn show_jobs(session: &Session) -> Result<QueryResult, SqlError
                 j.state.name()
             }
         }))),
+        std::sync::Arc::new(StringArray::from_iter_values(
+            jobs.iter().map(|j| j.schema_state.clone()),
+        )),
+        std::sync::Arc::new(Int64Array::from_iter_values(
+            jobs.iter().map(|j| j.reorg_rows as i64),
+        )),
         std::sync::Arc::new(Int64Array::from_iter_values(
             jobs.iter().map(|j| i64::from(j.attempts)),
         )),

@@ -1022,6 +1022,9 @@ async fn execute_insert(
             }
             alias_function_columns(&mut source);
             name_subquery_columns(&mut source);
+            // INSERT takes the source's columns by position: names may repeat, as in
+            // PostgreSQL (`INSERT INTO t SELECT x, x FROM ...`).
+            uniquify_output_names(&mut source);
             let ctx = session.context(read_ts, None, HashMap::new());
             let plan = ctx.plan(Statement::Query(source)).await?;
             let batches = ctx

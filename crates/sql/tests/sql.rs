@@ -1020,9 +1020,10 @@ async fn incident_1_an_alter_table_applies_whole_or_not_at_all() {
         ]
     );
     // The invalid statements were refused when planned, against one catalog snapshot,
-    // so only the valid one became a job.
+    // so only the valid one became a job (after the CREATE TABLE's).
     let jobs = rows(&mut s, "SHOW DDL JOBS").await;
-    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    assert!(jobs[1].contains("|create table|done|"), "{jobs:?}");
     assert!(jobs[0].contains("|done|"), "{jobs:?}");
     assert!(
         jobs[0].contains("ADD COLUMN c integer, ADD COLUMN d integer"),
@@ -1244,5 +1245,22 @@ async fn explain_alter_table_and_create_index_validate_without_executing() {
     );
     assert_eq!(code(&mut s, "SELECT c FROM test").await, "42703");
     assert_eq!(code(&mut s, "DROP INDEX t_a").await, "42704");
-    assert!(rows(&mut s, "SHOW DDL JOBS").await.is_empty());
+    let jobs = rows(&mut s, "SHOW DDL JOBS").await;
+    assert_eq!(jobs.len(), 1, "only the CREATE TABLE ran: {jobs:?}");
+}
+
+#[tokio::test]
+async fn insert_select_may_repeat_an_output_name_as_in_postgres() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE t (a INT, b INT, c INT)").await;
+    ok(
+        &mut s,
+        "INSERT INTO t SELECT x, x % 2, x FROM generate_series(1, 3) AS x",
+    )
+    .await;
+    assert_eq!(
+        rows(&mut s, "SELECT a, b, c FROM t ORDER BY a").await,
+        ["1|1|1", "2|0|2", "3|1|3"]
+    );
 }

@@ -111,7 +111,8 @@ impl Playground {
             .collect()
     }
 
-    fn pid(&self, role: &str, id: u64) -> u32 {
+    /// The process's pid now (after a restart, the new one).
+    pub fn pid(&self, role: &str, id: u64) -> u32 {
         match self.restarted.get(&(role.to_string(), id)) {
             Some(c) => c.id(),
             None => self.proc(role, id).pid,

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Online schema change benchmarks (issue 4) against a Flotilla standalone:
+#   1. ADD COLUMN time on tables of 10k and 1M rows (metadata-only: should be equal);
+#   2. ADD INDEX backfill rate on 1M rows (pgbench_accounts, scale 10);
+#   3. pgbench TPC-B-like TPS and p99 latency idle vs while an index is built.
+#
+#   bash bench/ddl.sh                 # release build, prints a markdown report
+#   KEEP_WORK=1 bash bench/ddl.sh     # keep the data directory and logs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PORT=${PORT:-55440}
+CLIENTS=${CLIENTS:-8}
+DURATION=${DURATION:-15}
+
+cargo build --release --bin flotilla >&2
+BIN=${CARGO_TARGET_DIR:-target}/release/flotilla
+WORK=$(mktemp -d /tmp/flotilla-ddl-bench.XXXXXX)
+cleanup() {
+  [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null || true
+  if [ -n "${KEEP_WORK:-}" ]; then echo "work directory kept: $WORK" >&2; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+"$BIN" standalone --data-dir "$WORK/data" --sql-addr 127.0.0.1:$PORT --http-addr 127.0.0.1:0 \
+  >"$WORK/flotilla.log" 2>&1 &
+PID=$!
+PSQL=(psql -X -q -h 127.0.0.1 -p "$PORT" -U postgres -v ON_ERROR_STOP=1 postgres)
+for _ in $(seq 1 100); do "${PSQL[@]}" -c 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.1; done
+
+pgbench -h 127.0.0.1 -p $PORT -U postgres -i -I dtGp -s 10 -q postgres >"$WORK/init.log" 2>&1
+"${PSQL[@]}" -c "CREATE TABLE t10k (id INT PRIMARY KEY, v INT)" \
+  -c "INSERT INTO t10k SELECT x, x FROM generate_series(1, 10000) AS x"
+
+# Milliseconds of one statement, from psql's \timing.
+timed() {
+  "${PSQL[@]}" -c '\timing on' -c "$1" | awk '/^Time: / {print $2; exit}'
+}
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+add_10k=$(for i in 1 2 3 4 5; do timed "ALTER TABLE t10k ADD COLUMN c$i INT DEFAULT $i"; done | median)
+add_1m=$(for i in 1 2 3 4 5; do timed "ALTER TABLE pgbench_accounts ADD COLUMN c$i INT DEFAULT $i"; done | median)
+
+build_ms=$(timed "CREATE INDEX accounts_abalance ON pgbench_accounts (abalance)")
+rate=$(awk -v ms="$build_ms" 'BEGIN { printf "%.0f", 1000000 / (ms / 1000) }')
+"${PSQL[@]}" -c "ADMIN CHECK TABLE pgbench_accounts" >"$WORK/check.txt"
+"${PSQL[@]}" -c "DROP INDEX accounts_abalance"
+
+# p99 of per-transaction latencies (microseconds in pgbench's log, third field).
+run_pgbench() { # tag
+  rm -f "$WORK"/pgbench_log.*
+  (cd "$WORK" && pgbench -h 127.0.0.1 -p $PORT -U postgres -c "$CLIENTS" -j 2 -T "$DURATION" \
+    -M prepared -l postgres >"$WORK/pgbench-$1.txt" 2>&1)
+  local tps p99
+  tps=$(awk '/^tps = / {printf "%.0f", $3; exit}' "$WORK/pgbench-$1.txt")
+  p99=$(cat "$WORK"/pgbench_log.* | awk '{print $3}' | sort -n |
+    awk '{a[NR]=$1} END {printf "%.1f", a[int(NR*0.99)] / 1000}')
+  echo "$tps $p99"
+}
+
+read -r idle_tps idle_p99 < <(run_pgbench idle)
+# The index is built over and over for the whole run, so every transaction meets it.
+(
+  end=$((SECONDS + DURATION))
+  while [ $SECONDS -lt $end ]; do
+    "${PSQL[@]}" -c "CREATE INDEX accounts_abalance ON pgbench_accounts (abalance)" \
+      -c "DROP INDEX accounts_abalance" >>"$WORK/builds.log" 2>&1 || true
+  done
+) &
+BUILDER=$!
+read -r busy_tps busy_p99 < <(run_pgbench backfill)
+wait "$BUILDER"
+
+echo "| measurement | value |"
+echo "|---|---|"
+echo "| ADD COLUMN ... DEFAULT, 10k-row table (median of 5) | $add_10k ms |"
+echo "| ADD COLUMN ... DEFAULT, 1M-row table (median of 5) | $add_1m ms |"
+echo "| CREATE INDEX on 1M rows | $build_ms ms ($rate rows/s) |"
+echo "| pgbench TPC-B-like, idle | $idle_tps TPS, p99 $idle_p99 ms |"
+echo "| pgbench TPC-B-like, while indexes are built | $busy_tps TPS, p99 $busy_p99 ms |"
+echo
+echo "ADMIN CHECK TABLE after the build:"
+cat "$WORK/check.txt"

@@ -1,0 +1,305 @@
+//! Online schema change end to end through the real binary: a `flotilla playground` of 3
+//! meta members, 3 stores and 2 SQL nodes.
+//!
+//! - ORIGINS.md §1 (incident 1): an ALTER TABLE that adds an existing column with a new
+//!   one fails whole; the valid one applies whole and the other SQL node uses the new
+//!   columns as soon as the statement returns.
+//! - A kill -9 of the meta leader during an index backfill: the job resumes from its
+//!   checkpoint on the next leader and completes; ADMIN CHECK TABLE passes.
+//! - ORIGINS.md §2 (the DDL flood): more DDL than the cap while every job fails retryably;
+//!   the excess is refused at once, job records and the meta leader's memory stay
+//!   bounded, and DDL works again once the failure clears.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use flotilla_ddl::DdlJobs;
+use support::cluster::Playground;
+
+const ROWS: i64 = 30_000;
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    client
+}
+
+fn meta_leader(pg: &Playground) -> u64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let meta = flotilla_client::MetaClient::new(
+            pg.meta_endpoints.split(',').map(String::from).collect(),
+            flotilla_client::ClientConfig::default(),
+        )
+        .unwrap();
+        let members = meta.members().await.unwrap();
+        members
+            .iter()
+            .find(|m| m.is_leader)
+            .expect("a meta leader")
+            .id
+    })
+}
+
+/// The job row of SHOW DDL JOBS whose statement contains `what`.
+async fn job_row(c: &tokio_postgres::Client, what: &str) -> Option<Vec<String>> {
+    let rows = c.simple_query("SHOW DDL JOBS").await.ok()?;
+    rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => {
+            let cells: Vec<String> = (0..r.len())
+                .map(|i| r.get(i).unwrap_or("").to_string())
+                .collect();
+            cells.iter().any(|c| c.contains(what)).then_some(cells)
+        }
+        _ => None,
+    })
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn schema_changes_survive_a_meta_leader_kill_and_a_ddl_flood_on_a_playground() {
+    let dir = tempfile::tempdir().unwrap();
+    // A slow backfill, so the meta leader can be killed in the middle of one.
+    let mut pg = Playground::start(
+        dir.path(),
+        &[
+            "--meta",
+            "3",
+            "--stores",
+            "3",
+            "--sql",
+            "2",
+            "--ddl-backfill-rows-per-s",
+            "5000",
+        ],
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (a_url, b_url) = (pg.sql_url(0), pg.sql_url(1));
+
+    // Incident 1, across two SQL nodes.
+    rt.block_on(async {
+        let a = connect(&a_url).await;
+        let b = connect(&b_url).await;
+        a.batch_execute("CREATE TABLE test (a INT, ts TIMESTAMP PRIMARY KEY)")
+            .await
+            .unwrap();
+        let e = a
+            .batch_execute("ALTER TABLE test ADD COLUMN a INT, ADD COLUMN b INT")
+            .await
+            .unwrap_err();
+        assert_eq!(e.code().unwrap().code(), "42701", "{e}");
+        a.batch_execute("ALTER TABLE test ADD COLUMN c INT, ADD COLUMN d INT")
+            .await
+            .unwrap();
+        // The ALTER returned only once every SQL node used the new schema.
+        b.batch_execute("INSERT INTO test (a, ts, c, d) VALUES (1, '2026-01-01 00:00:00', 3, 4)")
+            .await
+            .unwrap();
+        let rows = a.query("SELECT a, c, d FROM test", &[]).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (
+                rows[0].get::<_, i32>(0),
+                rows[0].get::<_, i32>(1),
+                rows[0].get::<_, i32>(2)
+            ),
+            (1, 3, 4)
+        );
+        a.batch_execute(&format!(
+            "CREATE TABLE big (id INT PRIMARY KEY, k INT);
+             INSERT INTO big SELECT x, x % 97 FROM generate_series(1, {ROWS}) AS x"
+        ))
+        .await
+        .unwrap();
+    });
+
+    // kill -9 of the meta leader during a backfill.
+    let build = {
+        let url = a_url.clone();
+        rt.spawn(async move {
+            let a = connect(&url).await;
+            a.batch_execute("CREATE INDEX big_k ON big (k)").await
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    rt.block_on(async {
+        let b = connect(&b_url).await;
+        loop {
+            assert!(Instant::now() < deadline, "the backfill never started");
+            if let Some(row) = job_row(&b, "big_k").await
+                && row
+                    .iter()
+                    .any(|c| c.contains("rows backfilled") && !c.contains("(0 rows"))
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let leader = meta_leader(&pg);
+    pg.kill9("meta", leader);
+    // The statement may see the failover as a retryable error; the job goes on anyway.
+    let outcome = rt.block_on(build).unwrap();
+    if let Err(e) = &outcome {
+        assert_eq!(e.code().map(|c| c.code()), Some("40001"), "{e}");
+    }
+    rt.block_on(async {
+        let b = connect(&b_url).await;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let row = loop {
+            assert!(Instant::now() < deadline, "the index job never finished");
+            if let Some(row) = job_row(&b, "big_k").await
+                && row.iter().any(|c| c == "done")
+            {
+                break row;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        // Resumed from its checkpoint: the rows were backfilled once (a chunk cut short
+        // by the kill may be done twice), not from the start again.
+        let backfilled: i64 = row[5].parse().unwrap();
+        assert!(
+            (ROWS..=ROWS + 1024).contains(&backfilled),
+            "backfilled {backfilled} rows for {ROWS}: {row:?}"
+        );
+        let check = b.simple_query("ADMIN CHECK TABLE big").await.unwrap();
+        let ok = check.iter().any(|m| matches!(m,
+            tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("big_k") && r.get(3) == Some("ok")));
+        assert!(ok, "ADMIN CHECK TABLE big did not pass");
+    });
+    pg.restart("meta", leader);
+
+    // The DDL flood: cap 128 (the default), every job failing retryably.
+    const TABLES: usize = 8;
+    const SUBMISSIONS: usize = 200;
+    const CAP: usize = 128;
+    rt.block_on(async {
+        let a = connect(&a_url).await;
+        for i in 0..TABLES {
+            a.batch_execute(&format!("CREATE TABLE f{i} (id INT PRIMARY KEY)"))
+                .await
+                .unwrap();
+        }
+    });
+    let leader = meta_leader(&pg);
+    let leader_pid = pg.pid("meta", leader);
+    let rss_before = rss_kib(leader_pid);
+    let control = rt.block_on(async {
+        let meta = std::sync::Arc::new(
+            flotilla_client::MetaClient::new(
+                pg.meta_endpoints.split(',').map(String::from).collect(),
+                flotilla_client::ClientConfig::default(),
+            )
+            .unwrap(),
+        );
+        let catalog =
+            flotilla_client::RemoteCatalog::open(meta.clone(), Duration::from_millis(250))
+                .await
+                .unwrap();
+        let control = flotilla_client::RemoteDdl::new(meta, catalog);
+        control.set_failpoint(true).await.unwrap();
+        control
+    });
+    let mut flood: Vec<Option<tokio::task::JoinHandle<_>>> = Vec::new();
+    for i in 0..SUBMISSIONS {
+        let url = if i % 2 == 0 {
+            a_url.clone()
+        } else {
+            b_url.clone()
+        };
+        flood.push(Some(rt.spawn(async move {
+            let c = connect(&url).await;
+            c.batch_execute(&format!("ALTER TABLE f{} ADD COLUMN c{i} INT", i % TABLES))
+                .await
+                .map_err(|e| (e.code().map(|c| c.code().to_string()), e.to_string()))
+        })));
+    }
+    let (refused, records, rss_flooded) = rt.block_on(async {
+        let b = connect(&b_url).await;
+        // Wait until every submission is either queued or refused.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let finished = flood
+                .iter()
+                .filter(|h| h.as_ref().is_some_and(|h| h.is_finished()))
+                .count();
+            let rows = b.simple_query("SHOW DDL JOBS").await.unwrap();
+            let active = rows
+                .iter()
+                .filter(|m| {
+                    matches!(m, tokio_postgres::SimpleQueryMessage::Row(r)
+                    if matches!(r.get(3), Some("queued" | "running")))
+                })
+                .count();
+            if finished == SUBMISSIONS - CAP && active == CAP {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{finished} statements returned, {active} jobs active"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut refused = 0;
+        for slot in flood.iter_mut() {
+            if !slot.as_ref().is_some_and(|h| h.is_finished()) {
+                continue;
+            }
+            let h = slot.take().unwrap();
+            let (code, message) = h.await.unwrap().expect_err("a refused submission");
+            assert_eq!(code.as_deref(), Some("53000"), "{message}");
+            refused += 1;
+        }
+        let rows = b.simple_query("SHOW DDL JOBS").await.unwrap();
+        let records = rows
+            .iter()
+            .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+            .count();
+        (refused, records, rss_kib(leader_pid))
+    });
+    assert_eq!(refused, SUBMISSIONS - CAP);
+    // The earlier jobs (4 CREATE TABLE/ALTER/INDEX, the flood's tables) are finished
+    // records; the flood adds at most the cap.
+    assert!(records <= CAP + TABLES + 4, "{records} job records");
+    eprintln!(
+        "DDL flood: {refused} of {SUBMISSIONS} refused, {records} job records, meta leader RSS {rss_before} KiB before, {rss_flooded} KiB during"
+    );
+    assert!(
+        rss_flooded < rss_before + 64 * 1024,
+        "meta leader RSS grew from {rss_before} to {rss_flooded} KiB"
+    );
+    rt.block_on(async {
+        control.set_failpoint(false).await.unwrap();
+        for h in flood.into_iter().flatten() {
+            h.await
+                .unwrap()
+                .expect("accepted jobs finish once the failure clears");
+        }
+        let a = connect(&a_url).await;
+        a.batch_execute("ALTER TABLE f0 ADD COLUMN after_flood INT")
+            .await
+            .unwrap();
+        let _ = control.list().await.unwrap();
+    });
+}
