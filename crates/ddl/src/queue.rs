@@ -68,7 +68,8 @@ pub struct DdlConfig {
 impl Default for DdlConfig {
     /// 128 jobs, 8 running, finished records kept 10 minutes (at most 1,024), retries
     /// backing off from 100 ms to 5 s, 100 retries; 10 s schema leases, a 10 s wait for
-    /// SQL nodes per step, 1,024 SQL nodes, backfills at up to 200,000 rows/s.
+    /// SQL nodes per step, 1,024 SQL nodes, backfills at up to 20,000 rows/s (about a tenth
+    /// of two cores: foreground latency stays near its idle value; BENCHMARKS.md).
     fn default() -> Self {
         Self {
             jobs_max: 128,
@@ -81,7 +82,7 @@ impl Default for DdlConfig {
             schema_lease: Duration::from_secs(10),
             schema_wait_timeout: Duration::from_secs(10),
             nodes_max: 1024,
-            backfill_rows_per_s: 200_000,
+            backfill_rows_per_s: 20_000,
         }
     }
 }

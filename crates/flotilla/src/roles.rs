@@ -50,7 +50,7 @@ fn load<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> anyhow::
 pub struct MetaArgs {
     /// TOML file with these settings (id, members, addr, data_dir, replication,
     /// leader_balance_interval_ms, ddl_jobs_max, ddl_finished_ttl_s,
-    /// ddl_backfill_rows_per_s); flags win.
+    /// ddl_backfill_rows_per_s, ddl_schema_lease_ms); flags win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// This member's id (1-based) [default: 1].
@@ -80,9 +80,13 @@ pub struct MetaArgs {
     /// Seconds a finished DDL job's record is kept for SHOW DDL JOBS [default: 600].
     #[arg(long, value_name = "SECONDS")]
     pub ddl_finished_ttl_s: Option<u64>,
-    /// Rows an index backfill writes per second at most; 0 = no limit [default: 200000].
+    /// Rows an index backfill writes per second at most; 0 = no limit [default: 20000].
     #[arg(long, value_name = "ROWS")]
     pub ddl_backfill_rows_per_s: Option<u64>,
+    /// SQL nodes' schema lease, in milliseconds: a node that cannot renew it for this long
+    /// refuses queries, and schema changes stop waiting for it [default: 10000].
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(100..))]
+    pub ddl_schema_lease_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -97,6 +101,7 @@ struct MetaFile {
     ddl_jobs_max: Option<u64>,
     ddl_finished_ttl_s: Option<u64>,
     ddl_backfill_rows_per_s: Option<u64>,
+    ddl_schema_lease_ms: Option<u64>,
 }
 
 pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
@@ -142,6 +147,9 @@ pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
         .or(file.ddl_backfill_rows_per_s)
     {
         cfg.ddl.backfill_rows_per_s = r;
+    }
+    if let Some(ms) = args.ddl_schema_lease_ms.or(file.ddl_schema_lease_ms) {
+        cfg.ddl.schema_lease = std::time::Duration::from_millis(ms);
     }
     let listener = tokio::net::TcpListener::bind(addr)
         .await

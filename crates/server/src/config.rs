@@ -91,6 +91,8 @@ pub struct DdlSection {
     pub finished_max: usize,
     /// Retryable failures of one job before it fails. Default 100.
     pub retries_max: u32,
+    /// Rows an index backfill writes per second at most; 0 = no limit. Default 20,000.
+    pub backfill_rows_per_s: u64,
 }
 
 impl Default for DdlSection {
@@ -106,6 +108,7 @@ impl DdlSection {
             finished_ttl_s: c.finished_ttl.as_secs(),
             finished_max: c.finished_max,
             retries_max: c.retries_max,
+            backfill_rows_per_s: c.backfill_rows_per_s,
         }
     }
 
@@ -116,6 +119,7 @@ impl DdlSection {
             finished_ttl: std::time::Duration::from_secs(self.finished_ttl_s),
             finished_max: self.finished_max,
             retries_max: self.retries_max,
+            backfill_rows_per_s: self.backfill_rows_per_s,
             ..flotilla_ddl::DdlConfig::default()
         }
     }

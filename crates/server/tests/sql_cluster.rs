@@ -143,7 +143,10 @@ async fn a_ddl_flood_is_refused_past_the_cap_on_a_cluster() {
             .expect("accepted jobs finish once the failure clears");
     }
     ok(&mut s, "ALTER TABLE t0 ADD COLUMN y INT").await;
-    assert_eq!(rows(&mut s, "SHOW DDL JOBS").await.len(), SESSIONS + CAP + 1);
+    assert_eq!(
+        rows(&mut s, "SHOW DDL JOBS").await.len(),
+        SESSIONS + CAP + 1
+    );
 }
 
 /// F1 across two SQL nodes: a schema change is done only once every node uses it. A

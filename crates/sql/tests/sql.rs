@@ -1264,3 +1264,72 @@ async fn insert_select_may_repeat_an_output_name_as_in_postgres() {
         ["1|1|1", "2|0|2", "3|1|3"]
     );
 }
+
+/// F1 on the standalone: sessions keep writing while an index is built, dropped, and a
+/// column dropped; every index stays exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexes_stay_exact_while_sessions_write_through_schema_changes() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE t (id INT PRIMARY KEY, k INT, extra INT)",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO t SELECT x, x % 50, x FROM generate_series(1, 3000) AS x",
+    )
+    .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for n in 0..3i64 {
+        let mut w = db.session();
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let mut i = 0i64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let id = 10_000 + n * 1_000_000 + i;
+                for sql in [
+                    format!("INSERT INTO t (id, k) VALUES ({id}, {})", i % 50),
+                    format!(
+                        "UPDATE t SET k = k + 1 WHERE id = {}",
+                        (i * 7 + n) % 3000 + 1
+                    ),
+                    format!("DELETE FROM t WHERE id = {}", id - 3),
+                ] {
+                    if let Err(e) = run(&mut w, &sql).await {
+                        assert!(
+                            matches!(e.code, "40001" | "40P01" | "23505"),
+                            "{sql}: {}",
+                            e.message
+                        );
+                    }
+                }
+            }
+            i
+        }));
+    }
+    ok(&mut s, "CREATE INDEX t_k ON t (k)").await;
+    let check = rows(&mut s, "ADMIN CHECK TABLE t").await;
+    assert!(check.iter().all(|r| r.ends_with("|ok")), "{check:?}");
+    assert_eq!(
+        code(&mut s, "CREATE UNIQUE INDEX t_k_u ON t (k)").await,
+        "23505"
+    );
+    ok(&mut s, "CREATE INDEX t_extra ON t (extra)").await;
+    ok(&mut s, "DROP INDEX t_k").await;
+    ok(&mut s, "ALTER TABLE t DROP COLUMN extra").await;
+    ok(&mut s, "CREATE INDEX t_k2 ON t (k)").await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        assert!(w.await.unwrap() > 0);
+    }
+    assert_eq!(rows(&mut s, "ADMIN CHECK TABLE t").await.len(), 1);
+    let check = rows(&mut s, "ADMIN CHECK TABLE t").await;
+    assert!(
+        check[0].starts_with("t_k2|") && check[0].ends_with("|ok"),
+        "{check:?}"
+    );
+}
