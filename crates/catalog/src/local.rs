@@ -58,7 +58,12 @@ struct Reserved {
 /// one synced write batch: after a crash the catalog is at the old or the new version.
 pub struct LocalCatalog {
     engine: EngineRef,
+    /// The current snapshot: held only to read or swap it, never across a write (async
+    /// readers on a runtime that may have one thread take it).
     current: Mutex<Arc<CatalogSnapshot>>,
+    /// Serialises commits (each computed from the snapshot it found, written, then
+    /// swapped in).
+    commits: Mutex<()>,
     ids: Mutex<HashMap<IdKindKey, Reserved>>,
 }
 
@@ -98,6 +103,7 @@ impl LocalCatalog {
                 views,
             })),
             ids: Mutex::new(HashMap::new()),
+            commits: Mutex::new(()),
         })
     }
 
@@ -157,14 +163,15 @@ impl LocalCatalog {
         change: SchemaChange,
         mut batch: WriteBatch,
     ) -> Result<Arc<CatalogSnapshot>, CatalogError> {
-        let mut current = self.current.lock();
+        let _commits = self.commits.lock();
+        let current = self.current.lock().clone();
         if current.version != change.base_version {
             return Err(CatalogError::VersionMismatch {
                 expected: change.base_version,
                 actual: current.version,
             });
         }
-        let mut next = (**current).clone();
+        let mut next = (*current).clone();
         next.version += 1;
         for id in &change.drops {
             next.tables.retain(|_, t| t.id != *id);
@@ -195,7 +202,7 @@ impl LocalCatalog {
         );
         self.engine.write(batch, true).map_err(storage_err)?;
         let next = Arc::new(next);
-        *current = next.clone();
+        *self.current.lock() = next.clone();
         Ok(next)
     }
 }

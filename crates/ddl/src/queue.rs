@@ -102,7 +102,13 @@ pub struct JobQueue {
     engine: EngineRef,
     catalog: Arc<LocalCatalog>,
     cfg: DdlConfig,
+    /// Memory of the jobs. Held only briefly, never across a write: async readers (waits,
+    /// listings, the owner's picks) take it on the runtime's threads, and a playground
+    /// child may have only one.
     inner: Mutex<Inner>,
+    /// Serialises the writers of job records (blocking threads only): each re-reads the
+    /// job under it, writes, then installs the result in `inner`.
+    writes: Mutex<()>,
     /// Bumped on every change of a job (waiters and the owner watch it).
     changed: watch::Sender<u64>,
     /// Test and operator hook: every step fails retryably while set.
@@ -172,6 +178,7 @@ impl JobQueue {
             catalog,
             cfg,
             inner: Mutex::new(inner),
+            writes: Mutex::new(()),
             changed,
             failpoint: AtomicBool::new(false),
         }))
@@ -237,7 +244,8 @@ impl JobQueue {
     /// retry) gets that job back, finished or not; one identical to an active job joins
     /// it. Blocking: persists the job before returning.
     pub fn submit(&self, kind: JobKind, request_id: String) -> Result<Job, JobError> {
-        let mut inner = self.inner.lock();
+        let _writes = self.writes.lock();
+        let inner = self.inner.lock();
         if !request_id.is_empty()
             && let Some(job) = inner.jobs.values().find(|j| j.request_id == request_id)
         {
@@ -289,7 +297,9 @@ impl JobQueue {
             NEXT_JOB_ID_KEY.to_vec(),
             (id + 1).to_be_bytes().to_vec(),
         );
+        drop(inner);
         self.engine.write(batch, true).map_err(storage_error)?;
+        let mut inner = self.inner.lock();
         inner.next_id = id + 1;
         inner.jobs.insert(id, job.clone());
         drop(inner);
@@ -328,8 +338,12 @@ impl JobQueue {
     /// cancelled before its next step (a step that commits first finishes the job).
     /// Blocking.
     pub fn cancel(&self, id: u64) -> Result<Job, JobError> {
-        let mut inner = self.inner.lock();
-        let mut job = inner.jobs.get(&id).cloned().ok_or_else(|| not_found(id))?;
+        let _writes = self.writes.lock();
+        let (mut job, executing) = {
+            let inner = self.inner.lock();
+            let job = inner.jobs.get(&id).cloned().ok_or_else(|| not_found(id))?;
+            (job, inner.executing.contains(&id))
+        };
         if job.is_finished() {
             return Err(JobError::fatal(
                 "55000",
@@ -346,7 +360,7 @@ impl JobQueue {
             ));
         }
         job.updated_ms = now_ms();
-        if inner.executing.contains(&id) || job.step > 0 {
+        if executing || job.step > 0 {
             // Running, or with changes to roll back: the owner handles it.
             job.cancel_requested = true;
         } else {
@@ -355,8 +369,7 @@ impl JobQueue {
         let mut batch = WriteBatch::new();
         put_job(&mut batch, &job)?;
         self.engine.write(batch, true).map_err(storage_error)?;
-        inner.jobs.insert(id, job.clone());
-        drop(inner);
+        self.inner.lock().jobs.insert(id, job.clone());
         self.notify();
         Ok(job)
     }
@@ -654,11 +667,12 @@ impl JobQueue {
         next.step = next_step;
         next.schema_state = state.to_string();
         next.updated_ms = now_ms();
-        // The record is written under the queue's lock, so a cancellation or a listing
-        // never sees the write and the memory disagree.
-        let mut inner = self.inner.lock();
-        if let Some(current) = inner.jobs.get(&job.id) {
-            next.cancel_requested |= current.cancel_requested;
+        let writes = self.writes.lock();
+        match self.inner.lock().jobs.get(&job.id) {
+            // Cancelled (or removed) meanwhile: its change must not be made.
+            Some(current) if current.is_finished() => return Outcome::Committed,
+            None => return Outcome::Committed,
+            Some(current) => next.cancel_requested |= current.cancel_requested,
         }
         let mut batch = WriteBatch::new();
         if let Err(e) = put_job(&mut batch, &next) {
@@ -671,8 +685,8 @@ impl JobQueue {
             }
             Err(e) => return Outcome::Retry(catalog_error(e)),
         }
-        install(&mut inner, next.clone(), vec![]);
-        drop(inner);
+        install(&mut self.inner.lock(), next.clone(), vec![]);
+        drop(writes);
         self.notify();
         *job = next;
         self.await_nodes(job, version)
@@ -807,17 +821,26 @@ impl JobQueue {
     }
 
     /// Writes a finished job's record (removing expired ones) and installs it.
-    fn write_record(&self, job: Job) -> Result<(), JobError> {
-        let mut inner = self.inner.lock();
-        let removed = self.expired(&inner, Some(job.id));
+    fn write_record(&self, mut job: Job) -> Result<(), JobError> {
+        let writes = self.writes.lock();
+        let removed = {
+            let inner = self.inner.lock();
+            match inner.jobs.get(&job.id) {
+                // Cancelled meanwhile: that record stands.
+                Some(current) if current.is_finished() => return Ok(()),
+                None => return Ok(()),
+                Some(current) => job.cancel_requested |= current.cancel_requested,
+            }
+            self.expired(&inner, Some(job.id))
+        };
         let mut batch = WriteBatch::new();
         for id in &removed {
             batch.delete(Cf::Meta, job_key(*id));
         }
         put_job(&mut batch, &job)?;
         self.engine.write(batch, true).map_err(storage_error)?;
-        install(&mut inner, job, removed);
-        drop(inner);
+        install(&mut self.inner.lock(), job, removed);
+        drop(writes);
         self.notify();
         Ok(())
     }
@@ -826,12 +849,18 @@ impl JobQueue {
     /// schedules its next attempt. A failed write leaves the job as it was: the owner
     /// runs the step again later (steps are idempotent).
     fn record(&self, mut job: Job, retry_at: Option<Instant>) {
-        let mut inner = self.inner.lock();
-        // A cancellation asked while the step ran must survive this rewrite.
-        if let Some(current) = inner.jobs.get(&job.id) {
-            job.cancel_requested |= current.cancel_requested;
-        }
-        let removed = self.expired(&inner, Some(job.id));
+        let writes = self.writes.lock();
+        let removed = {
+            let inner = self.inner.lock();
+            match inner.jobs.get(&job.id) {
+                // Cancelled meanwhile: that record stands.
+                Some(current) if current.is_finished() => return,
+                None => return,
+                // A cancellation asked while the step ran must survive this rewrite.
+                Some(current) => job.cancel_requested |= current.cancel_requested,
+            }
+            self.expired(&inner, Some(job.id))
+        };
         let mut batch = WriteBatch::new();
         for id in &removed {
             batch.delete(Cf::Meta, job_key(*id));
@@ -839,6 +868,7 @@ impl JobQueue {
         let id = job.id;
         let written = put_job(&mut batch, &job)
             .and_then(|()| self.engine.write(batch, true).map_err(storage_error));
+        let mut inner = self.inner.lock();
         if let Err(e) = written {
             tracing::warn!(job = id, "recording a DDL job failed: {e}");
             let at = Instant::now() + self.cfg.retry_backoff_max;
@@ -850,6 +880,7 @@ impl JobQueue {
         }
         install(&mut inner, job, removed);
         drop(inner);
+        drop(writes);
         self.notify();
     }
 
@@ -876,6 +907,7 @@ impl JobQueue {
 
     /// Removes expired finished records (blocking).
     fn collect_garbage(&self) {
+        let _writes = self.writes.lock();
         let removed = {
             let inner = self.inner.lock();
             self.expired(&inner, None)
