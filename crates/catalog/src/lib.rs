@@ -46,6 +46,19 @@ pub enum CatalogError {
     Unavailable(String),
 }
 
+impl CatalogError {
+    /// The SQLSTATE a statement reports for this error.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            CatalogError::Invalid(m) if m.contains("already exists") => "42P07",
+            CatalogError::Invalid(m) if m.contains("more than once") => "42701",
+            CatalogError::Invalid(_) => "42P16",
+            CatalogError::VersionMismatch { .. } | CatalogError::Unavailable(_) => "40001",
+            CatalogError::Storage(_) => "XX000",
+        }
+    }
+}
+
 /// What kind of identifier to allocate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdKind {

@@ -1021,22 +1021,12 @@ fn put_job(batch: &mut WriteBatch, job: &Job) -> Result<(), JobError> {
     Ok(())
 }
 
-/// The SQLSTATE of a catalog error met by a step.
+/// A catalog error met by a step: invalid changes fail the job, anything else (a
+/// concurrent change, an unavailable or failing store) is retried.
 fn catalog_error(e: CatalogError) -> JobError {
-    match &e {
-        CatalogError::Invalid(m) => {
-            let code = if m.contains("already exists") {
-                "42P07"
-            } else if m.contains("more than once") {
-                "42701"
-            } else {
-                "42P16"
-            };
-            JobError::fatal(code, m.clone())
-        }
-        CatalogError::VersionMismatch { .. } | CatalogError::Unavailable(_) => {
-            JobError::retryable("40001", e.to_string())
-        }
-        CatalogError::Storage(_) => JobError::retryable("40001", e.to_string()),
+    let code = e.sqlstate();
+    match e {
+        CatalogError::Invalid(m) => JobError::fatal(code, m),
+        other => JobError::retryable("40001", other.to_string()),
     }
 }

@@ -521,7 +521,7 @@ pub(crate) async fn describe(
 ) -> Result<(HashMap<String, DataType>, Option<SchemaRef>), SqlError> {
     let ts = Timestamp::MAX;
     let mut expanded = statement.clone();
-    expand_views(&mut expanded, &session.engine.catalog.snapshot())?;
+    expand_views(&mut expanded, &session.catalog())?;
     let statement = &expanded;
     let collect_types =
         |plan: &datafusion::logical_expr::LogicalPlan| -> HashMap<String, DataType> {
@@ -597,11 +597,11 @@ pub(crate) async fn execute(
 ) -> Result<QueryResult, SqlError> {
     check_grammar(statement)?;
     let mut expanded;
-    let statement = if session.engine.catalog.snapshot().views.is_empty() {
+    let statement = if session.catalog().views.is_empty() {
         statement
     } else {
         expanded = statement.clone();
-        expand_views(&mut expanded, &session.engine.catalog.snapshot())?;
+        expand_views(&mut expanded, &session.catalog())?;
         &expanded
     };
     if let Some(result) = crate::fast::try_execute(session, statement, read_ts).await? {
@@ -646,9 +646,7 @@ pub(crate) async fn execute(
 
 pub(crate) fn target_table(session: &Session, name: &str) -> Result<Arc<TableDef>, SqlError> {
     session
-        .engine
-        .catalog
-        .snapshot()
+        .catalog()
         .table(name)
         .cloned()
         .ok_or_else(|| no_such_table(name))

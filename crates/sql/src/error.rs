@@ -104,21 +104,12 @@ impl From<TxnError> for SqlError {
 
 impl From<CatalogError> for SqlError {
     fn from(e: CatalogError) -> Self {
-        match &e {
-            CatalogError::VersionMismatch { .. } => SqlError::new("40001", e.to_string()),
-            CatalogError::Invalid(m) => {
-                let code = if m.contains("already exists") {
-                    "42P07"
-                } else if m.contains("more than once") {
-                    "42701"
-                } else {
-                    "42P16"
-                };
-                SqlError::new(code, m.clone())
-            }
-            CatalogError::Storage(_) => SqlError::new("XX000", e.to_string()),
-            CatalogError::Unavailable(_) => SqlError::new("40001", e.to_string())
+        let code = e.sqlstate();
+        match e {
+            CatalogError::Invalid(m) => SqlError::new(code, m),
+            e @ CatalogError::Unavailable(_) => SqlError::new(code, e.to_string())
                 .with_hint("The cluster is recovering from a failure; retry the statement."),
+            e => SqlError::new(code, e.to_string()),
         }
     }
 }

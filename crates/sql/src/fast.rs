@@ -302,12 +302,7 @@ fn single_table(session: &Session, factor: &TableFactor) -> Option<(Arc<TableDef
     else {
         return None;
     };
-    let table = session
-        .engine
-        .catalog
-        .snapshot()
-        .table(&relation_name(name))?
-        .clone();
+    let table = session.catalog().table(&relation_name(name))?.clone();
     let qualifier = alias
         .as_ref()
         .map(|a| ident_name(&a.name))
@@ -609,13 +604,7 @@ async fn insert(session: &mut Session, i: &Insert) -> Result<Option<QueryResult>
     let TableObject::TableName(name) = &i.table else {
         return Ok(None);
     };
-    let Some(table) = session
-        .engine
-        .catalog
-        .snapshot()
-        .table(&relation_name(name))
-        .cloned()
-    else {
+    let Some(table) = session.catalog().table(&relation_name(name)).cloned() else {
         return Ok(None);
     };
     let Some(source) = &i.source else {

@@ -46,14 +46,18 @@ pub(crate) fn handle_of_key<'a>(table: &TableDef, key: &'a [u8]) -> Result<&'a [
 /// except in a column with an origin default, where leaving it out would read back as
 /// that default.
 pub(crate) fn row_value(table: &TableDef, row: &[Datum]) -> Vec<u8> {
-    let columns: Vec<(u32, Datum)> = table
+    encode_row(&stored_columns(table, row))
+}
+
+/// The `(column id, value)` pairs a row stores (see `row_value`).
+fn stored_columns(table: &TableDef, row: &[Datum]) -> Vec<(u32, Datum)> {
+    table
         .columns
         .iter()
         .zip(row)
         .filter(|(c, d)| !d.is_null() || c.origin_default.is_some())
         .map(|(c, d)| (c.id, d.clone()))
-        .collect();
-    encode_row(&columns)
+        .collect()
 }
 
 /// Like `row_value`, keeping the columns of the `stored` version that this definition of
@@ -76,13 +80,7 @@ pub(crate) fn row_value_keeping(
     if newer.is_empty() {
         return Ok(row_value(table, row));
     }
-    let mut columns: Vec<(u32, Datum)> = table
-        .columns
-        .iter()
-        .zip(row)
-        .filter(|(c, d)| !d.is_null() || c.origin_default.is_some())
-        .map(|(c, d)| (c.id, d.clone()))
-        .collect();
+    let mut columns = stored_columns(table, row);
     columns.extend(newer);
     Ok(encode_row(&columns))
 }

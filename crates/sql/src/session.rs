@@ -13,6 +13,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
+use flotilla_catalog::CatalogSnapshot;
 use flotilla_txn::{Transaction, TxnView};
 use flotilla_types::Timestamp;
 
@@ -68,6 +69,10 @@ pub(crate) const WRITE_CONFLICT_MESSAGE: &str =
 /// One client's session: its transaction, settings and prepared statements.
 pub struct Session {
     pub(crate) engine: Arc<SqlEngine>,
+    /// The schema the running statement uses: one snapshot for all of it, so a schema
+    /// change committed meanwhile cannot show a plan one table definition and its
+    /// execution another.
+    statement_catalog: Option<Arc<CatalogSnapshot>>,
     pub(crate) open: Option<OpenTxn>,
     block: Option<Block>,
     default_isolation: Isolation,
@@ -185,6 +190,7 @@ impl Session {
         let lock_timeout_ms = engine.config.lock_wait_timeout_ms;
         Self {
             engine,
+            statement_catalog: None,
             open: None,
             block: None,
             default_isolation: Isolation::ReadCommitted,
@@ -399,6 +405,23 @@ impl Session {
         &mut self,
         statement: Statement,
     ) -> Result<QueryResult, SqlError> {
+        self.statement_catalog = Some(self.engine.catalog.snapshot());
+        let result = self.execute_statement_inner(statement).await;
+        self.statement_catalog = None;
+        result
+    }
+
+    /// The schema of the running statement (the newest, outside one).
+    pub(crate) fn catalog(&self) -> Arc<CatalogSnapshot> {
+        self.statement_catalog
+            .clone()
+            .unwrap_or_else(|| self.engine.catalog.snapshot())
+    }
+
+    async fn execute_statement_inner(
+        &mut self,
+        statement: Statement,
+    ) -> Result<QueryResult, SqlError> {
         match &statement {
             Statement::StartTransaction { modes, .. } => {
                 let isolation = isolation_of(modes)?.unwrap_or(self.default_isolation);
@@ -577,7 +600,7 @@ impl Session {
     ) -> StatementContext {
         StatementContext::new(
             &self.engine.template,
-            self.engine.catalog.snapshot(),
+            self.catalog(),
             self.view(read_ts),
             with_handle,
             overrides,
