@@ -25,6 +25,13 @@ fn unavailable(e: ClientError) -> JobError {
     )
 }
 
+fn unexpected(answer: Response) -> JobError {
+    JobError::fatal(
+        "XX000",
+        format!("unexpected DDL answer from the meta service: {answer:?}"),
+    )
+}
+
 impl RemoteDdl {
     /// Jobs through `meta`; done jobs are waited for in `catalog`.
     pub fn new(meta: Arc<MetaClient>, catalog: Arc<RemoteCatalog>) -> Arc<Self> {
@@ -55,10 +62,7 @@ impl RemoteDdl {
     async fn job(&self, request: Request) -> Result<Job, JobError> {
         match self.call(request).await? {
             Response::Job(job) => Ok(*job),
-            other => Err(JobError::fatal(
-                "XX000",
-                format!("unexpected DDL answer from the meta service: {other:?}"),
-            )),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -131,10 +135,7 @@ impl DdlJobs for RemoteDdl {
     async fn list(&self) -> Result<Vec<Job>, JobError> {
         match self.call(Request::List).await? {
             Response::Jobs(jobs) => Ok(jobs),
-            other => Err(JobError::fatal(
-                "XX000",
-                format!("unexpected DDL answer from the meta service: {other:?}"),
-            )),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -160,10 +161,7 @@ impl DdlJobs for RemoteDdl {
             .await?
         {
             Response::Lease(grant) => Ok(grant),
-            other => Err(JobError::fatal(
-                "XX000",
-                format!("unexpected DDL answer from the meta service: {other:?}"),
-            )),
+            other => Err(unexpected(other)),
         }
     }
 

@@ -129,26 +129,6 @@ fn await_progress(bank: &Bank, n: u64, what: &str) -> Duration {
     waited
 }
 
-fn meta_leader(pg: &Playground) -> u64 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let meta = flotilla_client::MetaClient::new(
-            pg.meta_endpoints.split(',').map(String::from).collect(),
-            flotilla_client::ClientConfig::default(),
-        )
-        .unwrap();
-        let members = meta.members().await.unwrap();
-        members
-            .iter()
-            .find(|m| m.is_leader)
-            .expect("a meta leader")
-            .id
-    })
-}
-
 #[test]
 fn a_bank_survives_kill_9_sigstop_and_a_meta_leader_kill() {
     let dir = tempfile::tempdir().unwrap();
@@ -196,7 +176,7 @@ fn a_bank_survives_kill_9_sigstop_and_a_meta_leader_kill() {
     pg.resume("store", paused);
     await_progress(&bank, 20, &format!("SIGCONT of store {paused}"));
 
-    let leader = meta_leader(&pg);
+    let leader = pg.meta_leader();
     pg.kill9("meta", leader);
     await_progress(&bank, 20, &format!("kill -9 of meta leader {leader}"));
     pg.restart("meta", leader);

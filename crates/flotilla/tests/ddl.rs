@@ -27,26 +27,6 @@ async fn connect(url: &str) -> tokio_postgres::Client {
     client
 }
 
-fn meta_leader(pg: &Playground) -> u64 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let meta = flotilla_client::MetaClient::new(
-            pg.meta_endpoints.split(',').map(String::from).collect(),
-            flotilla_client::ClientConfig::default(),
-        )
-        .unwrap();
-        let members = meta.members().await.unwrap();
-        members
-            .iter()
-            .find(|m| m.is_leader)
-            .expect("a meta leader")
-            .id
-    })
-}
-
 /// The job row of SHOW DDL JOBS whose statement contains `what`.
 async fn job_row(c: &tokio_postgres::Client, what: &str) -> Option<Vec<String>> {
     let rows = c.simple_query("SHOW DDL JOBS").await.ok()?;
@@ -157,7 +137,7 @@ fn schema_changes_survive_a_meta_leader_kill_and_a_ddl_flood_on_a_playground() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
-    let leader = meta_leader(&pg);
+    let leader = pg.meta_leader();
     pg.kill9("meta", leader);
     // The statement may see the failover as a retryable error; the job goes on anyway.
     let outcome = rt.block_on(build).unwrap();
@@ -202,7 +182,7 @@ fn schema_changes_survive_a_meta_leader_kill_and_a_ddl_flood_on_a_playground() {
                 .unwrap();
         }
     });
-    let leader = meta_leader(&pg);
+    let leader = pg.meta_leader();
     let leader_pid = pg.pid("meta", leader);
     let rss_before = rss_kib(leader_pid);
     let control = rt.block_on(async {

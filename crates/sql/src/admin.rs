@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use flotilla_codec::{index_prefix, prefix_end, record_prefix};
-use flotilla_txn::Transaction;
 
 use crate::api::QueryResult;
 use crate::error::SqlError;
@@ -86,14 +85,7 @@ async fn check_table(session: &Session, name: &str) -> Result<QueryResult, SqlEr
         .table(name)
         .ok_or_else(|| SqlError::new("42P01", format!("relation \"{name}\" does not exist")))?
         .clone();
-    let engine = &session.engine;
-    let txn = Transaction::begin(
-        engine.kv.clone(),
-        engine.tso.clone(),
-        engine.txn_options.clone(),
-    )
-    .await?;
-    let read_ts = txn.fresh_ts().await?;
+    let (txn, read_ts) = session.read_snapshot().await?;
     let view = txn.view(read_ts);
     let indexes: Vec<_> = table
         .stored_indexes()

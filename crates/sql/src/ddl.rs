@@ -20,7 +20,10 @@ use flotilla_catalog::{
     ColumnDef, Handle, IdKind, IndexDef, IndexState, SchemaChange, SqlType, TableDef, ViewDef,
 };
 use flotilla_codec::{encode_row, prefix_end, record_prefix};
-use flotilla_ddl::{AlterAction, ColumnSpec, Job, JobError, JobKind, JobState, Reorg, apply_alter};
+use flotilla_ddl::{
+    AlterAction, ColumnSpec, Job, JobError, JobKind, JobState, NewIndex, Reorg, apply_alter,
+    plan_add_index,
+};
 use flotilla_tso::TsoRef;
 use flotilla_txn::{Transaction, TxnError, TxnKvRef, TxnOptions};
 use flotilla_types::Timestamp;
@@ -547,24 +550,16 @@ async fn create_index(session: &mut Session, ci: CreateIndex) -> Result<QueryRes
         Some(n) => relation_name(n),
         None => format!("{table_name}_{}_idx", cols.join("_")),
     };
-    if snapshot.relation_exists(&name) {
-        if ci.if_not_exists {
-            return Ok(command("CREATE INDEX"));
-        }
-        return Err(SqlError::new(
-            "42P07",
-            format!("relation \"{name}\" already exists"),
-        ));
-    }
     let columns = column_ids(table, &cols)?;
     let table_id = table.id;
-    run_job(
+    add_index(
         session,
-        JobKind::AddIndex {
+        &snapshot,
+        NewIndex {
             table_id,
-            table: table_name,
-            name,
-            columns,
+            table: &table_name,
+            name: &name,
+            columns: &columns,
             unique: ci.unique,
             primary: false,
             if_not_exists: ci.if_not_exists,
@@ -572,6 +567,32 @@ async fn create_index(session: &mut Session, ci: CreateIndex) -> Result<QueryRes
     )
     .await?;
     Ok(command("CREATE INDEX"))
+}
+
+/// Validates a new index against `snapshot` exactly as the job will when it runs (the
+/// same function), then submits the job, unless IF NOT EXISTS found the name taken.
+async fn add_index(
+    session: &mut Session,
+    snapshot: &flotilla_catalog::CatalogSnapshot,
+    new: NewIndex<'_>,
+) -> Result<(), SqlError> {
+    if plan_add_index(snapshot, &new).map_err(job_error)?.is_none() {
+        return Ok(());
+    }
+    run_job(
+        session,
+        JobKind::AddIndex {
+            table_id: new.table_id,
+            table: new.table.to_string(),
+            name: new.name.to_string(),
+            columns: new.columns.to_vec(),
+            unique: new.unique,
+            primary: new.primary,
+            if_not_exists: new.if_not_exists,
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 async fn add_constraint(
@@ -610,21 +631,16 @@ async fn add_constraint(
         }
         other => return Err(SqlError::unsupported(format!("constraint {other}"))),
     };
-    if snapshot.relation_exists(&name) {
-        return Err(SqlError::new(
-            "42P07",
-            format!("relation \"{name}\" already exists"),
-        ));
-    }
     let columns = column_ids(table, &cols)?;
     let table_id = table.id;
-    run_job(
+    add_index(
         session,
-        JobKind::AddIndex {
+        &snapshot,
+        NewIndex {
             table_id,
-            table: table_name.to_string(),
-            name,
-            columns,
+            table: table_name,
+            name: &name,
+            columns: &columns,
             unique: true,
             primary,
             if_not_exists: false,
@@ -1033,14 +1049,7 @@ async fn column_spec(
 
 /// True if `table` holds at least one row (read at a fresh timestamp).
 async fn table_has_rows(session: &Session, table: &TableDef) -> Result<bool, SqlError> {
-    let engine = &session.engine;
-    let txn = Transaction::begin(
-        engine.kv.clone(),
-        engine.tso.clone(),
-        engine.txn_options.clone(),
-    )
-    .await?;
-    let read_ts = txn.fresh_ts().await?;
+    let (txn, read_ts) = session.read_snapshot().await?;
     let prefix = record_prefix(table.storage_id);
     let rows = txn
         .view(read_ts)

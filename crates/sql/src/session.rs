@@ -411,6 +411,20 @@ impl Session {
         result
     }
 
+    /// A transaction of its own for reading at a fresh timestamp, apart from the session's
+    /// (DDL checks, ADMIN CHECK TABLE); the caller rolls it back.
+    pub(crate) async fn read_snapshot(&self) -> Result<(Transaction, Timestamp), SqlError> {
+        let engine = &self.engine;
+        let txn = Transaction::begin(
+            engine.kv.clone(),
+            engine.tso.clone(),
+            engine.txn_options.clone(),
+        )
+        .await?;
+        let read_ts = txn.fresh_ts().await?;
+        Ok((txn, read_ts))
+    }
+
     /// The schema of the running statement (the newest, outside one).
     pub(crate) fn catalog(&self) -> Arc<CatalogSnapshot> {
         self.statement_catalog

@@ -161,6 +161,27 @@ impl Playground {
             .expect("run ctl")
     }
 
+    /// The id of the meta member that leads now (asked of the meta service).
+    pub fn meta_leader(&self) -> u64 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let meta = flotilla_client::MetaClient::new(
+                self.meta_endpoints.split(',').map(String::from).collect(),
+                flotilla_client::ClientConfig::default(),
+            )
+            .unwrap();
+            let members = meta.members().await.unwrap();
+            members
+                .iter()
+                .find(|m| m.is_leader)
+                .expect("a meta leader")
+                .id
+        })
+    }
+
     pub fn sql_url(&self, i: usize) -> String {
         let (host, port) = self.sql_addrs[i].rsplit_once(':').unwrap();
         format!("host={host} port={port} user=postgres dbname=postgres connect_timeout=5")
