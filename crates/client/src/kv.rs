@@ -780,7 +780,7 @@ impl TxnKv for ClusterTxnKv {
                                         key: m.key.into(),
                                         op,
                                         value: value.into(),
-                                        pessimistic: m.pessimistic,
+                                        check: m.check.code(),
                                     }
                                 })
                                 .collect(),

@@ -25,6 +25,43 @@ pub enum MutationOp {
     Lock,
 }
 
+/// How prewrite makes sure nobody changed a key behind the transaction's back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyCheck {
+    /// The transaction holds a pessimistic lock on the key (taken when a statement wrote
+    /// it): prewrite must find that lock.
+    Locked,
+    /// Optimistic: any commit at or after the transaction's start_ts conflicts.
+    Snapshot,
+    /// Written under a pessimistic lock on another key that decides it: an index entry of
+    /// a locked row, or a fresh row handle. Whoever else writes this key must hold that
+    /// other lock first, so a commit newer than start_ts is an earlier holder's (a READ
+    /// COMMITTED statement locked the row after it), never a conflict. As TiKV's
+    /// pessimistic transactions skip the check for keys they did not lock.
+    Guarded,
+}
+
+impl KeyCheck {
+    /// The check's number on the wire (kvpb `Mutation.check`).
+    pub fn code(self) -> u32 {
+        match self {
+            KeyCheck::Snapshot => 0,
+            KeyCheck::Locked => 1,
+            KeyCheck::Guarded => 2,
+        }
+    }
+
+    /// The check numbered `code`; an unknown number is the strictest check, which can
+    /// only fail a transaction, never let a conflict through.
+    pub fn from_code(code: u32) -> Self {
+        match code {
+            1 => KeyCheck::Locked,
+            2 => KeyCheck::Guarded,
+            _ => KeyCheck::Snapshot,
+        }
+    }
+}
+
 /// One key's mutation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mutation {
@@ -32,10 +69,8 @@ pub struct Mutation {
     pub key: Vec<u8>,
     /// What to do.
     pub op: MutationOp,
-    /// The transaction holds a pessimistic lock on the key (taken when the statement wrote
-    /// it). Keys written without one (a fresh hidden row handle cannot conflict) are checked
-    /// optimistically against the transaction's start_ts instead.
-    pub pessimistic: bool,
+    /// How conflicts on the key are ruled out.
+    pub check: KeyCheck,
 }
 
 /// Where prewrite keeps a transaction's locks.
@@ -647,9 +682,8 @@ impl Mvcc {
         Ok(())
     }
 
-    /// Prewrites `mutations` for transaction `start_ts`. A pessimistic mutation must find
-    /// the transaction's lock on its key; any other is checked for write conflicts against
-    /// `start_ts`.
+    /// Prewrites `mutations` for transaction `start_ts`, checking each key as its
+    /// `KeyCheck` says.
     pub fn prewrite(
         &self,
         mutations: &[Mutation],
@@ -683,11 +717,11 @@ impl Mvcc {
                     // (including a retried prewrite of a committed transaction, whose own
                     // commit is then newer than start_ts) takes the full check below.
                     let newest = self.newest_data_write(ek)?;
-                    if !mutation.pessimistic
-                        && !matches!(mutation.op, MutationOp::Lock)
+                    if mutation.check != KeyCheck::Locked
                         && newest
                             .as_ref()
                             .is_none_or(|(commit_ts, _)| *commit_ts < start_ts)
+                        && !matches!(mutation.op, MutationOp::Lock)
                         && !self.rolled_back(ek, start_ts)?
                     {
                         // Fall through to writing the lock.
@@ -701,7 +735,7 @@ impl Mvcc {
                         // Already committed: a retried prewrite after commit is a no-op.
                         continue;
                     }
-                    if mutation.pessimistic {
+                    if mutation.check == KeyCheck::Locked {
                         return Err(MvccError::TxnLockNotFound {
                             key: mutation.key.clone(),
                             start_ts,
@@ -709,6 +743,7 @@ impl Mvcc {
                     }
                     if let Some((commit_ts, _)) = newest
                         && commit_ts >= start_ts
+                        && mutation.check == KeyCheck::Snapshot
                     {
                         return Err(MvccError::WriteConflict {
                             key: mutation.key.clone(),

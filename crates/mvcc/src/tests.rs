@@ -7,7 +7,7 @@ use flotilla_storage::{
 };
 use flotilla_types::Timestamp;
 
-use crate::{LockKind, Mutation, MutationOp, Mvcc, MvccError, PrewriteLocks, TxnStatus};
+use crate::{KeyCheck, LockKind, Mutation, MutationOp, Mvcc, MvccError, PrewriteLocks, TxnStatus};
 
 fn mvcc() -> (tempfile::TempDir, Mvcc) {
     let dir = tempfile::tempdir().unwrap();
@@ -19,7 +19,7 @@ fn put(key: &[u8], value: &[u8]) -> Mutation {
     Mutation {
         key: key.to_vec(),
         op: MutationOp::Put(value.to_vec()),
-        pessimistic: false,
+        check: KeyCheck::Snapshot,
     }
 }
 
@@ -57,7 +57,7 @@ fn committed_versions_are_visible_from_their_commit_ts() {
         &[Mutation {
             key: b"k".to_vec(),
             op: MutationOp::Delete,
-            pessimistic: false,
+            check: KeyCheck::Snapshot,
         }],
         b"k",
         ts(60),
@@ -107,7 +107,7 @@ fn prewrite_locks_block_readers_but_pessimistic_locks_do_not() {
         &[Mutation {
             key: b"k".to_vec(),
             op: MutationOp::Put(b"new".to_vec()),
-            pessimistic: true,
+            check: KeyCheck::Locked,
         }],
         b"k",
         ts(10),
@@ -129,6 +129,31 @@ fn prewrite_locks_block_readers_but_pessimistic_locks_do_not() {
         m.get(b"k", ts(20), Some(ts(10))).unwrap(),
         Some(b"old".to_vec())
     );
+}
+
+#[test]
+fn a_guarded_key_is_not_checked_against_start_ts() {
+    let (_d, m) = mvcc();
+    write(&m, b"k", b"v", 10, 20);
+    let guarded = Mutation {
+        key: b"k".to_vec(),
+        op: MutationOp::Put(b"x".to_vec()),
+        check: KeyCheck::Guarded,
+    };
+    m.prewrite(
+        std::slice::from_ref(&guarded),
+        b"k",
+        ts(15),
+        3_000,
+        PrewriteLocks::Durable,
+    )
+    .unwrap();
+    m.commit(&[b"k".to_vec()], ts(15), ts(30)).unwrap();
+    assert_eq!(m.get(b"k", ts(40), None).unwrap(), Some(b"x".to_vec()));
+    // A prewrite retried after the commit changes nothing and leaves no lock behind.
+    m.prewrite(&[guarded], b"k", ts(15), 3_000, PrewriteLocks::Durable)
+        .unwrap();
+    assert!(m.lock_of(b"k").unwrap().is_none());
 }
 
 #[test]
@@ -595,7 +620,7 @@ fn a_memory_lock_fence_refuses_new_in_memory_locks_behind_it_until_lifted() {
     // (the split waits for it to finish); the wait ends when it commits.
     let _fence = m.raise_memory_lock_fence(&start, &end);
     let mut pessimistic = put(b"x", b"v2");
-    pessimistic.pessimistic = true;
+    pessimistic.check = KeyCheck::Locked;
     m.prewrite(&[pessimistic], b"x", ts(2), 3_000, PrewriteLocks::Volatile)
         .unwrap();
     assert!(!m.wait_memory_locks_gone(&start, &end, std::time::Duration::from_millis(10)));

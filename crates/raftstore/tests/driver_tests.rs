@@ -229,7 +229,7 @@ fn mvcc_runs_over_a_region_and_its_records_replicate() {
     let put = |k: &[u8], v: &[u8]| Mutation {
         key: k.to_vec(),
         op: MutationOp::Put(v.to_vec()),
-        pessimistic: false,
+        check: flotilla_mvcc::KeyCheck::Snapshot,
     };
     let start = Timestamp(100);
     let keys = vec![b"x".to_vec(), b"y".to_vec()];

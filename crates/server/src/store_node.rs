@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_client::{ClientConfig, GrpcTransport, MetaClient, RaftService, StoreResolver};
-use flotilla_mvcc::{LockInfo, Mutation, MutationOp, Mvcc, MvccError, PrewriteLocks, TxnStatus};
+use flotilla_mvcc::{
+    KeyCheck, LockInfo, Mutation, MutationOp, Mvcc, MvccError, PrewriteLocks, TxnStatus,
+};
 use flotilla_proto::kvpb::store_server::{Store as StoreRpc, StoreServer};
 use flotilla_proto::kvpb::{self, *};
 use flotilla_proto::metapb::{Region, Store as StoreMeta, StoreState};
@@ -809,7 +811,7 @@ fn run(mvcc: &Mvcc, cmd: kv_request::Cmd) -> Result<KvResponse, Failure> {
                         1 => MutationOp::Delete,
                         _ => MutationOp::Lock,
                     },
-                    pessimistic: m.pessimistic,
+                    check: KeyCheck::from_code(m.check),
                 })
                 .collect();
             let placement = if p.volatile_locks {

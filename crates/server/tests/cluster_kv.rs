@@ -3,7 +3,7 @@
 mod common;
 
 use flotilla_client::encode_key;
-use flotilla_mvcc::{Mutation, MutationOp};
+use flotilla_mvcc::{KeyCheck, Mutation, MutationOp};
 use flotilla_tso::Tso;
 use flotilla_txn::TxnKv;
 
@@ -11,7 +11,7 @@ fn put(key: &[u8], value: &[u8]) -> Mutation {
     Mutation {
         key: key.to_vec(),
         op: MutationOp::Put(value.to_vec()),
-        pessimistic: false,
+        check: KeyCheck::Snapshot,
     }
 }
 
@@ -245,7 +245,7 @@ async fn a_split_waits_for_in_memory_locks_on_its_right_half() {
         vec![Mutation {
             key: b"z".to_vec(),
             op: MutationOp::Put(b"kept".to_vec()),
-            pessimistic: true,
+            check: KeyCheck::Locked,
         }],
         b"z",
         start_ts,
@@ -308,7 +308,7 @@ async fn transactions_keep_their_locks_while_their_region_splits_under_them() {
                     vec![Mutation {
                         key: key.clone(),
                         op: MutationOp::Put(format!("{w}-{i}").into_bytes()),
-                        pessimistic: true,
+                        check: KeyCheck::Locked,
                     }],
                     &key,
                     start_ts,
@@ -399,7 +399,7 @@ async fn leaders_spread_over_the_stores_without_aborting_transactions() {
             .map(|k| Mutation {
                 key: k.clone(),
                 op: MutationOp::Put(b"kept".to_vec()),
-                pessimistic: true,
+                check: KeyCheck::Locked,
             })
             .collect(),
         &keys[0],

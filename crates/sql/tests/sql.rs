@@ -268,6 +268,40 @@ async fn second_writer_waits_then_sees_the_newest_row_under_read_committed() {
 }
 
 #[tokio::test]
+async fn read_committed_updates_indexed_columns_another_transaction_changed_since_it_began() {
+    // A row's index entries were checked against the transaction's start_ts at COMMIT, so
+    // changing a row that another transaction had changed (and committed) since BEGIN
+    // failed with 40001 where PostgreSQL commits: the row lock already orders the two.
+    let db = TestDb::new().await;
+    let mut a = db.session();
+    let mut b = db.session();
+    ok(
+        &mut a,
+        "CREATE TABLE t (id INT PRIMARY KEY, v INT, u INT UNIQUE)",
+    )
+    .await;
+    ok(&mut a, "CREATE INDEX tv ON t (v)").await;
+    ok(&mut a, "INSERT INTO t VALUES (1, 1, 1)").await;
+    ok(&mut a, "BEGIN").await;
+    assert_eq!(rows(&mut a, "SELECT v FROM t").await, vec!["1"]);
+    ok(&mut b, "UPDATE t SET v = 2, u = 2 WHERE id = 1").await;
+    ok(&mut a, "UPDATE t SET v = 3, u = 3 WHERE id = 1").await;
+    ok(&mut a, "COMMIT").await;
+    assert_eq!(rows(&mut b, "SELECT v, u FROM t").await, vec!["3|3"]);
+    assert_eq!(
+        rows(&mut b, "SELECT id FROM t WHERE v = 3").await,
+        vec!["1"]
+    );
+    assert!(
+        rows(&mut b, "SELECT id FROM t WHERE v = 2")
+            .await
+            .is_empty()
+    );
+    let check = rows(&mut b, "ADMIN CHECK TABLE t").await;
+    assert!(check.iter().all(|r| r.ends_with("|ok")), "{check:?}");
+}
+
+#[tokio::test]
 async fn repeatable_read_keeps_its_snapshot_and_refuses_a_lost_update() {
     let db = TestDb::new().await;
     let mut a = db.session();

@@ -200,7 +200,7 @@ async fn restart_recovery_commits_or_rolls_back_every_orphan_lock() {
     let put = |k: &[u8], v: &[u8]| flotilla_mvcc::Mutation {
         key: k.to_vec(),
         op: flotilla_mvcc::MutationOp::Put(v.to_vec()),
-        pessimistic: false,
+        check: flotilla_mvcc::KeyCheck::Snapshot,
     };
     // Transaction 1 committed its primary and died before its secondary.
     kv.prewrite(
@@ -241,7 +241,7 @@ async fn a_reader_resolves_the_secondary_of_a_committed_transaction() {
     let put = |k: &[u8]| flotilla_mvcc::Mutation {
         key: k.to_vec(),
         op: flotilla_mvcc::MutationOp::Put(b"v".to_vec()),
-        pessimistic: false,
+        check: flotilla_mvcc::KeyCheck::Snapshot,
     };
     kv.prewrite(vec![put(b"p"), put(b"s")], b"p", start, 60_000, false)
         .await

@@ -2,7 +2,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use flotilla_mvcc::{Mutation, MutationOp};
+use flotilla_mvcc::{KeyCheck, Mutation, MutationOp};
 use flotilla_tso::TsoRef;
 use flotilla_types::Timestamp;
 
@@ -23,6 +23,11 @@ pub struct TxnOptions {
     pub txn_size_bytes_max: usize,
     /// Keys per prewrite, commit or lock request.
     pub keys_per_request_max: usize,
+    /// Pessimistic: every key the transaction writes is either locked by it or decided by a
+    /// key it locked (SQL: a statement locks the rows it changes; their index entries and
+    /// fresh row handles follow from those locks), so unlocked writes need no check against
+    /// start_ts (`KeyCheck::Guarded`). Otherwise unlocked writes are checked optimistically.
+    pub pessimistic: bool,
 }
 
 impl Default for TxnOptions {
@@ -33,6 +38,7 @@ impl Default for TxnOptions {
             lock_wait_timeout_ms: 50_000,
             txn_size_bytes_max: 2 * 1024 * 1024 * 1024,
             keys_per_request_max: 4_096,
+            pessimistic: true,
         }
     }
 }
@@ -332,8 +338,20 @@ impl Transaction {
             Some(None) => MutationOp::Delete,
             None => MutationOp::Lock,
         };
+        let unlocked = if self.options.pessimistic {
+            KeyCheck::Guarded
+        } else {
+            KeyCheck::Snapshot
+        };
+        let check = |key: &Vec<u8>| {
+            if self.locked.contains(key) {
+                KeyCheck::Locked
+            } else {
+                unlocked
+            }
+        };
         mutations.push(Mutation {
-            pessimistic: self.locked.contains(&primary),
+            check: check(&primary),
             key: primary.clone(),
             op: primary_op,
         });
@@ -346,7 +364,7 @@ impl Transaction {
                 None => MutationOp::Delete,
             };
             mutations.push(Mutation {
-                pessimistic: self.locked.contains(&key),
+                check: check(&key),
                 key,
                 op,
             });
