@@ -2,12 +2,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use flotilla_mvcc::{Lock, LockKind, Mutation, MutationOp, TxnStatus};
+use flotilla_mvcc::{IngestEntry, Lock, LockKind, Mutation, MutationOp, TxnStatus};
 use flotilla_proto::kvpb::store_client::StoreClient;
 use flotilla_proto::kvpb::{
-    self, CheckTxnStatusRequest, CommitRequest, Context, GetRequest, HeartbeatRequest, KeysRequest,
-    KvRequest, KvResponse, LockKey, PessimisticLockRequest, PrewriteRequest, RegionError,
-    ResolveLockRequest, ScanRequest, key_error, kv_request, region_error,
+    self, CheckTxnStatusRequest, CommitRequest, Context, GetRequest, HeartbeatRequest,
+    IngestRequest, KeysRequest, KvRequest, KvResponse, LockKey, PessimisticLockRequest,
+    PrewriteRequest, RegionError, ResolveLockRequest, ScanRequest, key_error, kv_request,
+    region_error,
 };
 use flotilla_tso::TsoRef;
 use flotilla_txn::{LockRequest, TxnError, TxnKv};
@@ -825,6 +826,52 @@ impl TxnKv for ClusterTxnKv {
             })
         })
         .await
+    }
+
+    async fn ingest(
+        &self,
+        entries: Vec<IngestEntry>,
+        ts: Timestamp,
+        lock_wait_timeout_ms: u64,
+    ) -> Result<(), TxnError> {
+        let mut pending = entries;
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(lock_wait_timeout_ms);
+        while !pending.is_empty() {
+            let answers = self
+                .route_many(
+                    "ingest",
+                    std::mem::take(&mut pending),
+                    |e| e.key.as_slice(),
+                    |es| {
+                        kv_request::Cmd::Ingest(IngestRequest {
+                            entries: es
+                                .into_iter()
+                                .map(|e| kvpb::IngestEntry {
+                                    key: e.key.into(),
+                                    value: e.value.into(),
+                                    unique: e.unique,
+                                })
+                                .collect(),
+                            ts: ts.0,
+                        })
+                    },
+                )
+                .await?;
+            let mut lock_met = None;
+            for (group, resp) in answers {
+                if let Some(lock) = locked(&resp) {
+                    pending.extend(group);
+                    lock_met = Some(lock);
+                    continue;
+                }
+                check(&resp)?;
+            }
+            if let Some(lock) = lock_met {
+                self.settle(lock, None, started, deadline).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn txn_heartbeat(

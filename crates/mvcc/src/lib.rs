@@ -17,7 +17,7 @@ mod store;
 
 pub use error::{LockInfo, MvccError};
 pub use records::{Lock, LockKind, Write, WriteKind};
-pub use store::{KeyCheck, Mutation, MutationOp, Mvcc, PrewriteLocks, TxnStatus};
+pub use store::{IngestEntry, KeyCheck, Mutation, MutationOp, Mvcc, PrewriteLocks, TxnStatus};
 
 #[cfg(test)]
 mod tests;

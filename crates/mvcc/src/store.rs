@@ -73,6 +73,17 @@ pub struct Mutation {
     pub check: KeyCheck,
 }
 
+/// One entry of an ingest (`Mvcc::ingest`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestEntry {
+    /// The user key.
+    pub key: Vec<u8>,
+    /// Its value.
+    pub value: Vec<u8>,
+    /// The key is a unique index entry: no other value may hold it.
+    pub unique: bool,
+}
+
 /// Where prewrite keeps a transaction's locks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PrewriteLocks {
@@ -875,6 +886,77 @@ impl Mvcc {
         let mut batch = WriteBatch::new();
         for (key, ek) in keys.iter().zip(&encoded) {
             self.commit_key(&mut batch, key, ek, start_ts, commit_ts)?;
+        }
+        self.apply(batch)
+    }
+
+    /// Writes `entries` as versions committed at `ts`, outside any transaction: an index
+    /// backfill's entries for the rows it read at snapshot `ts`. Writing below newer
+    /// versions is what makes this safe while others write: a row changed after `ts` was
+    /// changed by a transaction that maintained the index itself, and its version of the
+    /// entry, newer than `ts`, wins. Durable when it returns.
+    ///
+    /// A unique entry is checked: `KeyIsLocked` while a transaction holds its key (that
+    /// transaction checked the key's absence without this entry), `AlreadyExists` when
+    /// another value (another row) holds the key at `ts`, `WriteConflict` when another
+    /// value was written after `ts` (the backfill's row may have changed since: read it
+    /// again). An equal value already there is left alone. The whole batch is written or
+    /// nothing.
+    pub fn ingest(&self, entries: &[IngestEntry], ts: Timestamp) -> Result<(), MvccError> {
+        let ticket = self.ingest_visible(entries, ts)?;
+        self.sync_through(ticket)
+    }
+
+    /// The first half of `ingest`, as `commit_visible` is of `commit`.
+    pub fn ingest_visible(
+        &self,
+        entries: &[IngestEntry],
+        ts: Timestamp,
+    ) -> Result<DurabilityTicket, MvccError> {
+        let encoded: Vec<Vec<u8>> = entries.iter().map(|e| encode_user_key(&e.key)).collect();
+        let _latch = self.latches.acquire(&encoded);
+        let mut batch = WriteBatch::new();
+        for (entry, ek) in entries.iter().zip(&encoded) {
+            if entry.unique
+                && let Some(lock) = self.load_lock(ek)?
+            {
+                return Err(MvccError::KeyIsLocked(lock_info(&entry.key, &lock)));
+            }
+            let latest = self.latest(ek)?;
+            if entry.unique
+                && let Some((commit_ts, write)) = &latest
+                && write.kind == WriteKind::Put
+            {
+                if self.value_of(ek, write.clone())? == entry.value {
+                    continue;
+                }
+                return Err(if *commit_ts <= ts {
+                    MvccError::AlreadyExists {
+                        key: entry.key.clone(),
+                    }
+                } else {
+                    MvccError::WriteConflict {
+                        key: entry.key.clone(),
+                        for_update_ts: ts,
+                        conflict_commit_ts: *commit_ts,
+                    }
+                });
+            }
+            let short_value = if entry.value.len() <= SHORT_VALUE_MAX_BYTES {
+                Some(entry.value.clone())
+            } else {
+                batch.put(Cf::Default, versioned_key(ek, ts), entry.value.clone());
+                None
+            };
+            let write = Write {
+                kind: WriteKind::Put,
+                start_ts: ts,
+                short_value,
+            };
+            if latest.is_none_or(|(commit_ts, _)| commit_ts < ts) {
+                Self::put_latest(&mut batch, ek, ts, &write);
+            }
+            batch.put(Cf::Write, versioned_key(ek, ts), write.to_bytes());
         }
         self.apply(batch)
     }

@@ -7,7 +7,10 @@ use flotilla_storage::{
 };
 use flotilla_types::Timestamp;
 
-use crate::{KeyCheck, LockKind, Mutation, MutationOp, Mvcc, MvccError, PrewriteLocks, TxnStatus};
+use crate::{
+    IngestEntry, KeyCheck, LockKind, Mutation, MutationOp, Mvcc, MvccError, PrewriteLocks,
+    TxnStatus,
+};
 
 fn mvcc() -> (tempfile::TempDir, Mvcc) {
     let dir = tempfile::tempdir().unwrap();
@@ -626,4 +629,99 @@ fn a_memory_lock_fence_refuses_new_in_memory_locks_behind_it_until_lifted() {
     assert!(!m.wait_memory_locks_gone(&start, &end, std::time::Duration::from_millis(10)));
     m.commit(&[b"x".to_vec()], ts(2), ts(6)).unwrap();
     assert!(m.wait_memory_locks_gone(&start, &end, std::time::Duration::from_millis(10)));
+}
+
+fn entry(key: &[u8], value: &[u8], unique: bool) -> IngestEntry {
+    IngestEntry {
+        key: key.to_vec(),
+        value: value.to_vec(),
+        unique,
+    }
+}
+
+#[test]
+fn ingested_versions_sit_at_their_timestamp_below_newer_commits() {
+    let (_d, m) = mvcc();
+    // "a" was deleted after the ingest's snapshot: the deletion stays newest.
+    write(&m, b"a", b"old", 10, 11);
+    m.prewrite(
+        &[Mutation {
+            key: b"a".to_vec(),
+            op: MutationOp::Delete,
+            check: KeyCheck::Snapshot,
+        }],
+        b"a",
+        ts(30),
+        3_000,
+        PrewriteLocks::Durable,
+    )
+    .unwrap();
+    m.commit(&[b"a".to_vec()], ts(30), ts(31)).unwrap();
+    let long = vec![9u8; 1000];
+    m.ingest(
+        &[entry(b"a", b"backfilled", false), entry(b"b", &long, false)],
+        ts(20),
+    )
+    .unwrap();
+    assert_eq!(m.get(b"a", ts(19), None).unwrap(), Some(b"old".to_vec()));
+    assert_eq!(
+        m.get(b"a", ts(25), None).unwrap(),
+        Some(b"backfilled".to_vec())
+    );
+    assert_eq!(m.get(b"a", ts(40), None).unwrap(), None);
+    assert_eq!(m.get(b"b", ts(19), None).unwrap(), None);
+    assert_eq!(m.get(b"b", ts(40), None).unwrap(), Some(long.clone()));
+    let scanned = m.scan(b"", b"", ts(40), 10, None).unwrap();
+    assert_eq!(scanned, vec![(b"b".to_vec(), long)]);
+    // A later writer's snapshot check sees the ingested version as committed at ts 20.
+    let err = m
+        .prewrite(
+            &[put(b"b", b"x")],
+            b"b",
+            ts(15),
+            3_000,
+            PrewriteLocks::Durable,
+        )
+        .unwrap_err();
+    assert!(matches!(err, MvccError::WriteConflict { .. }), "{err:?}");
+}
+
+#[test]
+fn an_ingested_unique_entry_never_stands_beside_another_value() {
+    let (_d, m) = mvcc();
+    write(&m, b"u1", b"row1", 10, 11);
+    write(&m, b"u2", b"row2", 30, 31);
+    // Another row holds the key at the snapshot: a duplicate, and nothing is written.
+    let err = m
+        .ingest(
+            &[entry(b"fresh", b"x", true), entry(b"u1", b"row9", true)],
+            ts(20),
+        )
+        .unwrap_err();
+    assert!(matches!(err, MvccError::AlreadyExists { .. }), "{err:?}");
+    assert_eq!(m.get(b"fresh", ts(40), None).unwrap(), None);
+    // Another row took the key after the snapshot: the backfill must look again.
+    let err = m
+        .ingest(&[entry(b"u2", b"row9", true)], ts(20))
+        .unwrap_err();
+    assert!(matches!(err, MvccError::WriteConflict { .. }), "{err:?}");
+    // The same row's entry, already written by a transaction, is left alone.
+    m.ingest(&[entry(b"u2", b"row2", true)], ts(20)).unwrap();
+    assert_eq!(m.get(b"u2", ts(25), None).unwrap(), None);
+    // A transaction holding the key checked its absence without this entry: wait for it.
+    m.acquire_pessimistic_lock(
+        &[(b"u3".to_vec(), true)],
+        b"u3",
+        ts(40),
+        ts(40),
+        3_000,
+        false,
+    )
+    .unwrap();
+    let err = m
+        .ingest(&[entry(b"u3", b"row3", true)], ts(45))
+        .unwrap_err();
+    assert!(matches!(err, MvccError::KeyIsLocked(_)), "{err:?}");
+    // A non-unique entry is written below the lock: the transaction's own version is newer.
+    m.ingest(&[entry(b"u3", b"row3", false)], ts(45)).unwrap();
 }

@@ -883,6 +883,19 @@ fn run(mvcc: &Mvcc, cmd: kv_request::Cmd) -> Result<KvResponse, Failure> {
             mvcc.resolve_lock(&keys_of(r.keys), Timestamp(r.start_ts), commit)
                 .map_err(mvcc_failure)?;
         }
+        Cmd::Ingest(i) => {
+            let entries: Vec<flotilla_mvcc::IngestEntry> = i
+                .entries
+                .into_iter()
+                .map(|e| flotilla_mvcc::IngestEntry {
+                    key: e.key.to_vec(),
+                    value: e.value.to_vec(),
+                    unique: e.unique,
+                })
+                .collect();
+            mvcc.ingest(&entries, Timestamp(i.ts))
+                .map_err(mvcc_failure)?;
+        }
         Cmd::ScanLocks(s) => {
             let locks = mvcc
                 .scan_locks(

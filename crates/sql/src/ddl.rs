@@ -25,7 +25,7 @@ use flotilla_ddl::{
     plan_add_index,
 };
 use flotilla_tso::TsoRef;
-use flotilla_txn::{Transaction, TxnError, TxnKvRef, TxnOptions};
+use flotilla_txn::{IngestEntry, TxnError, TxnKvRef, TxnOptions, TxnView};
 use flotilla_types::Timestamp;
 
 use crate::api::QueryResult;
@@ -36,12 +36,12 @@ use crate::session::Session;
 
 /// How long one wait for a DDL job's end lasts before the statement asks again.
 const JOB_WAIT_SLICE: Duration = Duration::from_secs(30);
-/// Rows backfilled per transaction (an index job retries a chunk that fails retryably,
-/// with backoff, from its checkpoint).
+/// Rows backfilled per chunk, one ingest each (an index job retries a chunk that fails
+/// retryably, with backoff, from its checkpoint).
 const BACKFILL_CHUNK_ROWS: usize = 1024;
-/// Times a backfill chunk locks its rows again at a newer timestamp after one of them
-/// changed under the lock, before the chunk fails (and the job retries it).
-const BACKFILL_LOCK_RETRIES: u32 = 20;
+/// Times a backfill chunk reads its rows again at a newer snapshot after another row took
+/// one of its unique keys, before the chunk fails (and the job retries it).
+const BACKFILL_CONFLICT_RETRIES: u32 = 20;
 /// Most digits a NUMERIC column may have (Arrow's Decimal128).
 const NUMERIC_PRECISION_MAX: u64 = 38;
 
@@ -703,9 +703,12 @@ impl Reorg for SqlReorg {
     }
 }
 
-/// One chunk of an index backfill from `cursor`, in one transaction (each row locked
-/// while its entry is written, so no writer slips in between); returns where the next
-/// starts (`None` when the table is done) and the rows it read.
+/// One chunk of an index backfill from `cursor`: reads up to `BACKFILL_CHUNK_ROWS` rows
+/// at a fresh snapshot and ingests their entries as committed at that snapshot's
+/// timestamp (`TxnKv::ingest`), so it locks nothing and writes one record per entry.
+/// Writers need not wait for it: every transaction that commits after the snapshot
+/// maintains the index itself (write-only), and its newer version of an entry wins.
+/// Returns where the next chunk starts (`None` when the table is done) and the rows read.
 #[allow(clippy::too_many_arguments)]
 async fn backfill_chunk(
     kv: &TxnKvRef,
@@ -717,97 +720,69 @@ async fn backfill_chunk(
     cursor: &[u8],
     end: &[u8],
 ) -> Result<(Option<Vec<u8>>, u64), SqlError> {
-    let mut txn = Transaction::begin(kv.clone(), tso.clone(), options.clone()).await?;
-    let read_ts = txn.fresh_ts().await?;
-    txn.set_for_update_ts(read_ts);
-    let rows = txn
-        .view(read_ts)
-        .scan(cursor, end, BACKFILL_CHUNK_ROWS)
-        .await?;
-    let Some((last, _)) = rows.last() else {
-        txn.rollback().await?;
-        return Ok((None, 0));
-    };
-    let count = rows.len() as u64;
-    let mut next = last.clone();
-    next.push(0);
-    let keys: Vec<(Vec<u8>, bool)> = rows.iter().map(|(k, _)| (k.clone(), false)).collect();
-    // A locking read of the newest versions: the scan only found the keys. Locking at the
-    // scan's timestamp would fail whenever any of the chunk's rows changed since, which
-    // under a steady write load is nearly always (a livelock).
-    // A row changed while the lock waited for its writer gets a newer timestamp and is
-    // locked again (as a pessimistic transaction retries its lock), so a hot row does not
-    // fail the whole chunk.
-    let mut attempt = 0;
-    let latest = loop {
-        let lock_ts = txn.fresh_ts().await?;
-        txn.set_for_update_ts(lock_ts);
-        match txn.lock_keys(keys.clone(), true).await {
-            Ok(latest) => break latest,
-            Err(TxnError::WriteConflict { .. }) if attempt < BACKFILL_LOCK_RETRIES => {
-                attempt += 1;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
-    let mut claims = Vec::new();
-    let mut entries = Vec::new();
-    for ((key, _), value) in rows.iter().zip(latest) {
-        let Some(value) = value else { continue };
-        let row = decode_row_value(table, &value)?;
-        let handle = handle_of_key(table, key)?.to_vec();
-        if not_null {
-            for id in &index.columns {
-                let pos = table.column_position(*id).expect("index column");
-                if row[pos].is_null() {
-                    let _ = txn.rollback().await;
-                    return Err(SqlError::new(
-                        "23502",
-                        format!(
-                            "column \"{}\" of relation \"{}\" contains null values",
-                            table.columns[pos].name, table.name
-                        ),
-                    ));
-                }
-            }
-        }
-        let (ikey, ivalue, unique) = index_entry(table, index, &row, &handle);
-        if unique {
-            claims.push((ikey.clone(), false));
-        }
-        entries.push((ikey, ivalue, unique, handle));
-    }
-    // A unique entry may already exist for the same row (written by a transaction
-    // that maintained the write-only index); any other holder is a duplicate.
-    let existing = txn.lock_keys(claims, true).await?;
-    let mut existing = existing.into_iter();
-    let mut seen = std::collections::HashSet::new();
-    for (ikey, ivalue, unique, handle) in entries {
-        if unique {
-            let current = existing.next().flatten();
-            if current.as_ref().is_some_and(|h| *h != handle) || !seen.insert(ikey.clone()) {
-                let _ = txn.rollback().await;
-                return Err(SqlError::new(
-                    "23505",
-                    format!(
-                        "could not create unique index \"{}\": key is duplicated",
-                        index.name
-                    ),
-                ));
-            }
-        }
-        txn.put(ikey, ivalue)?;
-    }
-    match txn.commit().await {
-        Ok(_) => Ok((Some(next), count)),
-        Err(TxnError::AlreadyExists { .. }) => Err(SqlError::new(
+    let duplicate = || {
+        SqlError::new(
             "23505",
             format!(
                 "could not create unique index \"{}\": key is duplicated",
                 index.name
             ),
-        )),
-        Err(e) => Err(e.into()),
+        )
+    };
+    let mut attempt = 0;
+    loop {
+        // A timestamp of the backfill's own: no transaction starts or commits at it.
+        let snapshot_ts = tso.get_ts().await.map_err(TxnError::from)?;
+        let rows = TxnView::detached(kv.clone(), snapshot_ts, options.lock_wait_timeout_ms)
+            .scan(cursor, end, BACKFILL_CHUNK_ROWS)
+            .await?;
+        let Some((last, _)) = rows.last() else {
+            return Ok((None, 0));
+        };
+        let mut next = last.clone();
+        next.push(0);
+        let mut seen = std::collections::HashSet::new();
+        let mut entries = Vec::with_capacity(rows.len());
+        for (key, value) in &rows {
+            let row = decode_row_value(table, value)?;
+            let handle = handle_of_key(table, key)?.to_vec();
+            if not_null {
+                for id in &index.columns {
+                    let pos = table.column_position(*id).expect("index column");
+                    if row[pos].is_null() {
+                        return Err(SqlError::new(
+                            "23502",
+                            format!(
+                                "column \"{}\" of relation \"{}\" contains null values",
+                                table.columns[pos].name, table.name
+                            ),
+                        ));
+                    }
+                }
+            }
+            let (ikey, ivalue, unique) = index_entry(table, index, &row, &handle);
+            if unique && !seen.insert(ikey.clone()) {
+                return Err(duplicate());
+            }
+            entries.push(IngestEntry {
+                key: ikey,
+                value: ivalue,
+                unique,
+            });
+        }
+        match kv
+            .ingest(entries, snapshot_ts, options.lock_wait_timeout_ms)
+            .await
+        {
+            Ok(()) => return Ok((Some(next), rows.len() as u64)),
+            Err(TxnError::AlreadyExists { .. }) => return Err(duplicate()),
+            // Another row took a unique key after the snapshot; this chunk's row may have
+            // changed since, so read again at a newer snapshot, which settles it.
+            Err(TxnError::WriteConflict { .. }) if attempt < BACKFILL_CONFLICT_RETRIES => {
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

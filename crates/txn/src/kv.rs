@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use flotilla_mvcc::{Mutation, TxnStatus};
+use flotilla_mvcc::{IngestEntry, Mutation, TxnStatus};
 use flotilla_types::Timestamp;
 
 use crate::error::TxnError;
@@ -88,6 +88,19 @@ pub trait TxnKv: Send + Sync + 'static {
 
     /// Rolls back keys of a transaction that will not commit.
     async fn rollback(&self, keys: Vec<Vec<u8>>, start_ts: Timestamp) -> Result<(), TxnError>;
+
+    /// Writes `entries` as versions committed at `ts`, outside any transaction: an index
+    /// backfill's entries for rows it read at snapshot `ts` (see `Mvcc::ingest`). Waits
+    /// (at most `lock_wait_timeout_ms`) while a transaction holds a unique entry's key.
+    /// `AlreadyExists`: another row holds a unique key at `ts`; `WriteConflict`: another
+    /// row took one after `ts` (read the rows again at a newer snapshot). Durable when it
+    /// returns; each region's part is written whole.
+    async fn ingest(
+        &self,
+        entries: Vec<IngestEntry>,
+        ts: Timestamp,
+        lock_wait_timeout_ms: u64,
+    ) -> Result<(), TxnError>;
 
     /// Keeps a live transaction's primary lock from lapsing.
     async fn txn_heartbeat(

@@ -18,7 +18,7 @@ pub use kv::{LockRequest, TxnKv, TxnKvRef};
 pub use local::LocalTxnKv;
 pub use transaction::{Transaction, TxnOptions, TxnView};
 
-pub use flotilla_mvcc::{Mutation, MutationOp, TxnStatus};
+pub use flotilla_mvcc::{IngestEntry, KeyCheck, Mutation, MutationOp, TxnStatus};
 
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use flotilla_mvcc::{LockInfo, Mutation, Mvcc, MvccError, PrewriteLocks, TxnStatus};
+use flotilla_mvcc::{IngestEntry, LockInfo, Mutation, Mvcc, MvccError, PrewriteLocks, TxnStatus};
 use flotilla_tso::TsoRef;
 use flotilla_types::Timestamp;
 
@@ -283,6 +283,20 @@ impl TxnKv for LocalTxnKv {
         }
         self.waits.released(&keys);
         Ok(())
+    }
+
+    async fn ingest(
+        &self,
+        entries: Vec<IngestEntry>,
+        ts: Timestamp,
+        lock_wait_timeout_ms: u64,
+    ) -> Result<(), TxnError> {
+        let ticket = self
+            .with_lock_waits(None, lock_wait_timeout_ms, || {
+                self.mvcc.ingest_visible(&entries, ts)
+            })
+            .await?;
+        self.blocking(move |mvcc| mvcc.sync_through(ticket)).await
     }
 
     async fn txn_heartbeat(
