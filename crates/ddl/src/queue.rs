@@ -759,6 +759,17 @@ impl JobQueue {
                 "the index vanished during its backfill",
             ));
         };
+        at_background_priority(|| self.backfill_chunks(job, reorg.as_ref(), &table, &index))
+    }
+
+    /// The backfill loop of `backfill`.
+    fn backfill_chunks(
+        &self,
+        job: &mut Job,
+        reorg: &dyn crate::Reorg,
+        table: &flotilla_catalog::TableDef,
+        index: &flotilla_catalog::IndexDef,
+    ) -> Outcome {
         let started = Instant::now();
         loop {
             if self
@@ -773,7 +784,7 @@ impl JobQueue {
                 return self.save_progress(job);
             }
             let chunk_started = Instant::now();
-            match reorg.backfill_chunk(&table, &index, job.reorg_cursor.as_deref()) {
+            match reorg.backfill_chunk(table, index, job.reorg_cursor.as_deref()) {
                 Ok((next, rows)) => {
                     job.reorg_rows += rows;
                     job.reorg_cursor = next.clone();
@@ -1028,5 +1039,40 @@ fn catalog_error(e: CatalogError) -> JobError {
     match e {
         CatalogError::Invalid(m) => JobError::fatal(code, m),
         other => JobError::retryable("40001", other.to_string()),
+    }
+}
+
+/// Runs `work` on a thread of its own at the lowest CPU priority (nice 19 on Linux), so
+/// that an index backfill takes only the CPU foreground statements leave idle: on a busy
+/// machine it slows down rather than slow them (its rate limit caps it on an idle one).
+/// The work done for it on other threads (a store's fsync, RPCs) keeps their priority.
+fn at_background_priority<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("ddl-backfill".into())
+            .spawn_scoped(scope, || {
+                lower_this_threads_priority();
+                work()
+            })
+            .expect("the OS refused a thread for the backfill");
+        match worker.join() {
+            Ok(value) => value,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+/// Sets the calling thread's nice value to 19 (Linux keeps one per thread).
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and setpriority take and return plain integers.
+        let failed = unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, 19) != 0
+        };
+        if failed {
+            tracing::warn!("the backfill thread runs at normal priority: setpriority failed");
+        }
     }
 }

@@ -332,3 +332,17 @@ async fn indexes_stay_exact_while_two_nodes_write_through_schema_changes() {
         "{jobs:?}"
     );
 }
+
+#[path = "../../sql/tests/common/f1.rs"]
+mod f1;
+
+/// F1 on a cluster: two SQL nodes, the second held one schema version behind the first
+/// at every step of an index added, a unique index added, an index dropped and a column
+/// dropped, both writing meanwhile; every index is exact after each change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f1_schema_changes_with_a_node_one_version_behind() {
+    let cluster = common::Cluster::start().await;
+    let ahead = sql_node(&cluster).await;
+    let behind = sql_node(&cluster).await;
+    f1::scenario(&ahead, &behind).await;
+}

@@ -150,6 +150,11 @@ impl SqlEngine {
         }
     }
 
+    /// The catalog this node has loaded (its schema version, its tables' states).
+    pub fn catalog_snapshot(&self) -> Arc<flotilla_catalog::CatalogSnapshot> {
+        self.catalog.snapshot()
+    }
+
     /// Number of user tables in the catalog.
     pub fn table_count(&self) -> usize {
         self.catalog.snapshot().tables.len()

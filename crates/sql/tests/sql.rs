@@ -1367,3 +1367,15 @@ async fn indexes_stay_exact_while_sessions_write_through_schema_changes() {
         "{check:?}"
     );
 }
+
+#[path = "common/f1.rs"]
+mod f1;
+
+/// F1 on a standalone: each step of an index added, a unique index added, an index
+/// dropped and a column dropped meets a transaction on the version before it, and both
+/// write meanwhile; every index is exact after each change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f1_schema_changes_with_a_transaction_one_version_behind() {
+    let db = TestDb::new().await;
+    f1::scenario(&db.engine, &db.engine).await;
+}
