@@ -68,8 +68,9 @@ pub struct DdlConfig {
 impl Default for DdlConfig {
     /// 128 jobs, 8 running, finished records kept 10 minutes (at most 1,024), retries
     /// backing off from 100 ms to 5 s, 100 retries; 10 s schema leases, a 10 s wait for
-    /// SQL nodes per step, 1,024 SQL nodes, backfills at up to 20,000 rows/s (about a tenth
-    /// of two cores: foreground latency stays near its idle value; BENCHMARKS.md).
+    /// SQL nodes per step, 1,024 SQL nodes, backfills at up to 5,000 rows/s (on two cores
+    /// busy with pgbench, its p99 latency stays within 1.5x of idle at this rate and not at
+    /// 10,000; BENCHMARKS.md). A 1M-row index takes about 200 s at it.
     fn default() -> Self {
         Self {
             jobs_max: 128,
@@ -82,7 +83,7 @@ impl Default for DdlConfig {
             schema_lease: Duration::from_secs(10),
             schema_wait_timeout: Duration::from_secs(10),
             nodes_max: 1024,
-            backfill_rows_per_s: 20_000,
+            backfill_rows_per_s: 5_000,
         }
     }
 }

@@ -49,8 +49,9 @@ fn load<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> anyhow::
 #[derive(clap::Args)]
 pub struct MetaArgs {
     /// TOML file with these settings (id, members, addr, data_dir, replication,
-    /// leader_balance_interval_ms, ddl_jobs_max, ddl_finished_ttl_s,
-    /// ddl_backfill_rows_per_s, ddl_schema_lease_ms); flags win.
+    /// leader_balance_interval_ms, ddl_jobs_max, ddl_running_max, ddl_finished_ttl_s,
+    /// ddl_backfill_rows_per_s, ddl_schema_lease_ms, ddl_schema_wait_timeout_ms); flags
+    /// win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// This member's id (1-based) [default: 1].
@@ -77,16 +78,24 @@ pub struct MetaArgs {
     /// [default: 128].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub ddl_jobs_max: Option<u64>,
+    /// DDL jobs whose steps run at once (on different tables) [default: 8].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub ddl_running_max: Option<u64>,
     /// Seconds a finished DDL job's record is kept for SHOW DDL JOBS [default: 600].
     #[arg(long, value_name = "SECONDS")]
     pub ddl_finished_ttl_s: Option<u64>,
-    /// Rows an index backfill writes per second at most; 0 = no limit [default: 20000].
+    /// Rows an index backfill writes per second at most; 0 = no limit [default: 5000].
     #[arg(long, value_name = "ROWS")]
     pub ddl_backfill_rows_per_s: Option<u64>,
     /// SQL nodes' schema lease, in milliseconds: a node that cannot renew it for this long
     /// refuses queries, and schema changes stop waiting for it [default: 10000].
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(100..))]
     pub ddl_schema_lease_ms: Option<u64>,
+    /// How long one step of a schema change waits for every SQL node to use its new
+    /// version before it fails retryably (and is retried), in milliseconds
+    /// [default: 10000].
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub ddl_schema_wait_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -99,9 +108,11 @@ struct MetaFile {
     replication: Option<usize>,
     leader_balance_interval_ms: Option<u64>,
     ddl_jobs_max: Option<u64>,
+    ddl_running_max: Option<u64>,
     ddl_finished_ttl_s: Option<u64>,
     ddl_backfill_rows_per_s: Option<u64>,
     ddl_schema_lease_ms: Option<u64>,
+    ddl_schema_wait_timeout_ms: Option<u64>,
 }
 
 pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
@@ -138,6 +149,15 @@ pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
     }
     if let Some(n) = args.ddl_jobs_max.or(file.ddl_jobs_max) {
         cfg.ddl.jobs_max = usize::try_from(n).unwrap_or(usize::MAX).max(1);
+    }
+    if let Some(n) = args.ddl_running_max.or(file.ddl_running_max) {
+        cfg.ddl.running_max = usize::try_from(n).unwrap_or(usize::MAX).max(1);
+    }
+    if let Some(ms) = args
+        .ddl_schema_wait_timeout_ms
+        .or(file.ddl_schema_wait_timeout_ms)
+    {
+        cfg.ddl.schema_wait_timeout = std::time::Duration::from_millis(ms.max(1));
     }
     if let Some(s) = args.ddl_finished_ttl_s.or(file.ddl_finished_ttl_s) {
         cfg.ddl.finished_ttl = std::time::Duration::from_secs(s);

@@ -91,8 +91,13 @@ pub struct DdlSection {
     pub finished_max: usize,
     /// Retryable failures of one job before it fails. Default 100.
     pub retries_max: u32,
-    /// Rows an index backfill writes per second at most; 0 = no limit. Default 20,000.
+    /// Rows an index backfill writes per second at most; 0 = no limit. Default 5,000.
     pub backfill_rows_per_s: u64,
+    /// Jobs whose steps run at once (on different tables). Default 8.
+    pub running_max: usize,
+    /// Milliseconds one step waits for every session to use a new schema version before
+    /// it fails retryably (and is retried). Default 10,000.
+    pub schema_wait_timeout_ms: u64,
 }
 
 impl Default for DdlSection {
@@ -109,6 +114,8 @@ impl DdlSection {
             finished_max: c.finished_max,
             retries_max: c.retries_max,
             backfill_rows_per_s: c.backfill_rows_per_s,
+            running_max: c.running_max,
+            schema_wait_timeout_ms: c.schema_wait_timeout.as_millis() as u64,
         }
     }
 
@@ -120,6 +127,8 @@ impl DdlSection {
             finished_max: self.finished_max,
             retries_max: self.retries_max,
             backfill_rows_per_s: self.backfill_rows_per_s,
+            running_max: self.running_max.max(1),
+            schema_wait_timeout: std::time::Duration::from_millis(self.schema_wait_timeout_ms),
             ..flotilla_ddl::DdlConfig::default()
         }
     }
@@ -183,6 +192,17 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/x"));
         assert_eq!(c.sql.max_connections, 3);
         assert_eq!(c.sql_addr, StandaloneConfig::default().sql_addr);
+        std::fs::write(
+            &path,
+            "[ddl]\njobs_max = 9\nrunning_max = 2\nschema_wait_timeout_ms = 250\n",
+        )
+        .unwrap();
+        let ddl = StandaloneConfig::from_file(&path).unwrap().ddl.to_config();
+        assert_eq!(
+            (ddl.jobs_max, ddl.running_max, ddl.schema_wait_timeout),
+            (9, 2, std::time::Duration::from_millis(250))
+        );
+        assert_eq!(ddl.backfill_rows_per_s, 5_000, "an unset key keeps its default");
         std::fs::write(&path, "no_such_key = 1\n").unwrap();
         assert!(matches!(
             StandaloneConfig::from_file(&path),
