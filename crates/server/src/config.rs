@@ -202,7 +202,10 @@ mod tests {
             (ddl.jobs_max, ddl.running_max, ddl.schema_wait_timeout),
             (9, 2, std::time::Duration::from_millis(250))
         );
-        assert_eq!(ddl.backfill_rows_per_s, 5_000, "an unset key keeps its default");
+        assert_eq!(
+            ddl.backfill_rows_per_s, 5_000,
+            "an unset key keeps its default"
+        );
         std::fs::write(&path, "no_such_key = 1\n").unwrap();
         assert!(matches!(
             StandaloneConfig::from_file(&path),
