@@ -320,6 +320,39 @@ impl ClusterTxnKv {
         Ok(())
     }
 
+    /// Routes `items` as `route_many` does; a region's part stopped by a lock is sent again
+    /// once the lock is settled (resolved, or waited for by `waiter`) until `deadline`.
+    async fn route_settling<K: Clone>(
+        &self,
+        what: &str,
+        items: Vec<K>,
+        key_of: impl Fn(&K) -> &[u8],
+        make: impl Fn(Vec<K>) -> kv_request::Cmd,
+        waiter: Option<Timestamp>,
+        deadline: Instant,
+    ) -> Result<(), TxnError> {
+        let started = Instant::now();
+        let mut pending = items;
+        while !pending.is_empty() {
+            let answers = self
+                .route_many(what, std::mem::take(&mut pending), &key_of, &make)
+                .await?;
+            let mut lock_met = None;
+            for (group, resp) in answers {
+                if let Some(lock) = locked(&resp) {
+                    pending.extend(group);
+                    lock_met = Some(lock);
+                    continue;
+                }
+                check(&resp)?;
+            }
+            if let Some(lock) = lock_met {
+                self.settle(lock, waiter, started, deadline).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Settles a lock that stopped a command: resolves it if its transaction is decided,
     /// otherwise waits a little (bounded by `deadline`) for it. `waiter` joins the
     /// wait-for graph (lock waits of writers), so a deadlock is refused, not waited out.
@@ -758,55 +791,39 @@ impl TxnKv for ClusterTxnKv {
             }
         }
         let volatile_locks = one_commit_batch && regions.len() == 1;
-        let mut pending = mutations;
-        let started = Instant::now();
-        let deadline = started + Duration::from_secs(10);
-        while !pending.is_empty() {
-            let answers = self
-                .route_many(
-                    "prewrite",
-                    std::mem::take(&mut pending),
-                    |m| m.key.as_slice(),
-                    |ms| {
-                        kv_request::Cmd::Prewrite(PrewriteRequest {
-                            mutations: ms
-                                .into_iter()
-                                .map(|m| {
-                                    let (op, value) = match m.op {
-                                        MutationOp::Put(v) => (0, v),
-                                        MutationOp::Delete => (1, Vec::new()),
-                                        MutationOp::Lock => (2, Vec::new()),
-                                    };
-                                    kvpb::Mutation {
-                                        key: m.key.into(),
-                                        op,
-                                        value: value.into(),
-                                        check: m.check.code(),
-                                    }
-                                })
-                                .collect(),
-                            primary: primary.to_vec().into(),
-                            start_ts: start_ts.0,
-                            ttl_ms,
-                            volatile_locks,
+        let deadline = Instant::now() + Duration::from_secs(10);
+        self.route_settling(
+            "prewrite",
+            mutations,
+            |m| m.key.as_slice(),
+            |ms| {
+                kv_request::Cmd::Prewrite(PrewriteRequest {
+                    mutations: ms
+                        .into_iter()
+                        .map(|m| {
+                            let (op, value) = match m.op {
+                                MutationOp::Put(v) => (0, v),
+                                MutationOp::Delete => (1, Vec::new()),
+                                MutationOp::Lock => (2, Vec::new()),
+                            };
+                            kvpb::Mutation {
+                                key: m.key.into(),
+                                op,
+                                value: value.into(),
+                                check: m.check.code(),
+                            }
                         })
-                    },
-                )
-                .await?;
-            let mut lock_met = None;
-            for (group, resp) in answers {
-                if let Some(lock) = locked(&resp) {
-                    pending.extend(group);
-                    lock_met = Some(lock);
-                    continue;
-                }
-                check(&resp)?;
-            }
-            if let Some(lock) = lock_met {
-                self.settle(lock, Some(start_ts), started, deadline).await?;
-            }
-        }
-        Ok(())
+                        .collect(),
+                    primary: primary.to_vec().into(),
+                    start_ts: start_ts.0,
+                    ttl_ms,
+                    volatile_locks,
+                })
+            },
+            Some(start_ts),
+            deadline,
+        )
+        .await
     }
 
     async fn commit(
@@ -834,44 +851,28 @@ impl TxnKv for ClusterTxnKv {
         ts: Timestamp,
         lock_wait_timeout_ms: u64,
     ) -> Result<(), TxnError> {
-        let mut pending = entries;
-        let started = Instant::now();
-        let deadline = started + Duration::from_millis(lock_wait_timeout_ms);
-        while !pending.is_empty() {
-            let answers = self
-                .route_many(
-                    "ingest",
-                    std::mem::take(&mut pending),
-                    |e| e.key.as_slice(),
-                    |es| {
-                        kv_request::Cmd::Ingest(IngestRequest {
-                            entries: es
-                                .into_iter()
-                                .map(|e| kvpb::IngestEntry {
-                                    key: e.key.into(),
-                                    value: e.value.into(),
-                                    unique: e.unique,
-                                })
-                                .collect(),
-                            ts: ts.0,
+        let deadline = Instant::now() + Duration::from_millis(lock_wait_timeout_ms);
+        self.route_settling(
+            "ingest",
+            entries,
+            |e| e.key.as_slice(),
+            |es| {
+                kv_request::Cmd::Ingest(IngestRequest {
+                    entries: es
+                        .into_iter()
+                        .map(|e| kvpb::IngestEntry {
+                            key: e.key.into(),
+                            value: e.value.into(),
+                            unique: e.unique,
                         })
-                    },
-                )
-                .await?;
-            let mut lock_met = None;
-            for (group, resp) in answers {
-                if let Some(lock) = locked(&resp) {
-                    pending.extend(group);
-                    lock_met = Some(lock);
-                    continue;
-                }
-                check(&resp)?;
-            }
-            if let Some(lock) = lock_met {
-                self.settle(lock, None, started, deadline).await?;
-            }
-        }
-        Ok(())
+                        .collect(),
+                    ts: ts.0,
+                })
+            },
+            None,
+            deadline,
+        )
+        .await
     }
 
     async fn txn_heartbeat(
