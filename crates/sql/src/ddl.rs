@@ -1280,7 +1280,7 @@ pub(crate) async fn explain(
                     v + 2
                 ));
                 lines.push(format!(
-                    "  step 3: schema version {}: write-only -> write-reorg; backfill the existing rows in transactions of {BACKFILL_CHUNK_ROWS} rows (each row locked while its entry is written), checkpointed after each{}",
+                    "  step 3: schema version {}: write-only -> write-reorg; backfill the existing rows in chunks of {BACKFILL_CHUNK_ROWS} (each read at a snapshot and its entries written as of that snapshot, no row locked), checkpointed after each{}",
                     v + 3,
                     if ci.unique {
                         "; a duplicate rolls the job back (write-reorg -> delete-only -> absent)"

@@ -1268,6 +1268,7 @@ async fn explain_alter_table_and_create_index_validate_without_executing() {
     assert!(plan.contains("absent -> delete-only"), "{plan}");
     assert!(plan.contains("write-only -> write-reorg"), "{plan}");
     assert!(plan.contains("a duplicate rolls the job back"), "{plan}");
+    assert!(plan.contains("no row locked"), "{plan}");
     assert_eq!(
         code(&mut s, "EXPLAIN CREATE INDEX t_z ON test (z)").await,
         "42703"
