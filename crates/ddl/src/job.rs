@@ -345,6 +345,10 @@ pub struct Job {
     /// Why the job is rolling back (`None` while rolling back: it was cancelled).
     #[serde(default)]
     pub rollback_cause: Option<JobError>,
+    /// Later submissions this job answers: identical ones that joined it while it was
+    /// active, and clients' retries of its own submission.
+    #[serde(default)]
+    pub joined: u32,
 }
 
 impl Job {

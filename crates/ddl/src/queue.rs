@@ -247,17 +247,25 @@ impl JobQueue {
     pub fn submit(&self, kind: JobKind, request_id: String) -> Result<Job, JobError> {
         let _writes = self.writes.lock();
         let inner = self.inner.lock();
-        if !request_id.is_empty()
-            && let Some(job) = inner.jobs.values().find(|j| j.request_id == request_id)
-        {
-            return Ok(job.clone());
-        }
-        if let Some(job) = inner
+        let earlier = inner
             .jobs
             .values()
-            .find(|j| j.state.is_active() && !j.cancel_requested && j.kind == kind)
-        {
-            return Ok(job.clone());
+            .find(|j| !request_id.is_empty() && j.request_id == request_id)
+            .or_else(|| {
+                inner
+                    .jobs
+                    .values()
+                    .find(|j| j.state.is_active() && !j.cancel_requested && j.kind == kind)
+            });
+        if let Some(job) = earlier {
+            let mut job = job.clone();
+            drop(inner);
+            job.joined = job.joined.saturating_add(1);
+            let mut batch = WriteBatch::new();
+            put_job(&mut batch, &job)?;
+            self.engine.write(batch, true).map_err(storage_error)?;
+            self.inner.lock().jobs.insert(job.id, job.clone());
+            return Ok(job);
         }
         let active = inner.jobs.values().filter(|j| j.state.is_active()).count();
         if active >= self.cfg.jobs_max {
@@ -290,6 +298,7 @@ impl JobQueue {
             reorg_rows: 0,
             schema_state: String::new(),
             rollback_cause: None,
+            joined: 0,
         };
         let mut batch = WriteBatch::new();
         put_job(&mut batch, &job)?;
@@ -673,7 +682,7 @@ impl JobQueue {
             // Cancelled (or removed) meanwhile: its change must not be made.
             Some(current) if current.is_finished() => return Outcome::Committed,
             None => return Outcome::Committed,
-            Some(current) => next.cancel_requested |= current.cancel_requested,
+            Some(current) => carry_over(&mut next, current),
         }
         let mut batch = WriteBatch::new();
         if let Err(e) = put_job(&mut batch, &next) {
@@ -858,7 +867,7 @@ impl JobQueue {
                 // Cancelled meanwhile: that record stands.
                 Some(current) if current.is_finished() => return Ok(()),
                 None => return Ok(()),
-                Some(current) => job.cancel_requested |= current.cancel_requested,
+                Some(current) => carry_over(&mut job, current),
             }
             self.expired(&inner, Some(job.id))
         };
@@ -886,7 +895,7 @@ impl JobQueue {
                 Some(current) if current.is_finished() => return,
                 None => return,
                 // A cancellation asked while the step ran must survive this rewrite.
-                Some(current) => job.cancel_requested |= current.cancel_requested,
+                Some(current) => carry_over(&mut job, current),
             }
             self.expired(&inner, Some(job.id))
         };
@@ -1041,6 +1050,13 @@ fn finish(job: &mut Job, state: JobState, error: Option<JobError>) {
     job.error = error;
     job.updated_ms = now;
     job.finished_ms = Some(now);
+}
+
+/// What a step's rewrite of `job` must keep of the `current` record: changes made by
+/// others while the step ran (a cancellation asked, submissions joined).
+fn carry_over(job: &mut Job, current: &Job) {
+    job.cancel_requested |= current.cancel_requested;
+    job.joined = job.joined.max(current.joined);
 }
 
 fn put_job(batch: &mut WriteBatch, job: &Job) -> Result<(), JobError> {

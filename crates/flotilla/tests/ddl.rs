@@ -9,6 +9,9 @@
 //! - ORIGINS.md §2 (the DDL flood): more DDL than the cap while every job fails retryably;
 //!   the excess is refused at once, job records and the meta leader's memory stay
 //!   bounded, and DDL works again once the failure clears.
+//! - ORIGINS.md §1 with a client's retry, and F1 with one SQL node held a schema version
+//!   behind the other (the scenarios the standalone and in-process cluster tests run, here
+//!   over the PostgreSQL protocol against `flotilla sql` processes).
 
 mod support;
 
@@ -293,5 +296,112 @@ fn schema_changes_survive_a_meta_leader_kill_and_a_ddl_flood_on_a_playground() {
             .await
             .unwrap();
         let _ = control.list().await.unwrap();
+    });
+}
+
+#[path = "../../sql/tests/common/f1.rs"]
+mod f1;
+#[path = "../../sql/tests/common/incident1.rs"]
+mod incident1;
+
+/// A session: one PostgreSQL connection to a SQL node.
+struct PgConn(tokio_postgres::Client);
+
+impl f1::Conn for PgConn {
+    async fn run(&mut self, sql: &str) -> Result<Vec<String>, String> {
+        let messages = self
+            .0
+            .simple_query(sql)
+            .await
+            .map_err(|e| match e.as_db_error() {
+                Some(db) => format!("{} ({})", db.message(), db.code().code()),
+                None => format!("{e} (08006)"),
+            })?;
+        Ok(messages
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                    (0..r.len())
+                        .map(|i| r.get(i).unwrap_or(""))
+                        .collect::<Vec<_>>()
+                        .join("|"),
+                ),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+/// A `flotilla sql` process of the playground.
+struct PgNode {
+    url: String,
+    /// Asks the node which schema version it has loaded.
+    probe: tokio_postgres::Client,
+}
+
+impl PgNode {
+    async fn new(url: String) -> PgNode {
+        let probe = connect(&url).await;
+        PgNode { url, probe }
+    }
+}
+
+impl f1::Node for PgNode {
+    type Conn = PgConn;
+
+    async fn connect(&self) -> PgConn {
+        PgConn(connect(&self.url).await)
+    }
+
+    async fn schema_version(&self) -> u64 {
+        let rows = self
+            .probe
+            .simple_query("SHOW schema_version")
+            .await
+            .unwrap();
+        rows.iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0)?.parse().ok(),
+                _ => None,
+            })
+            .expect("SHOW schema_version returns a number")
+    }
+}
+
+/// The meta leader's DDL failpoint, reached through the meta service.
+struct MetaFailpoint(std::sync::Arc<flotilla_client::RemoteDdl>);
+
+impl incident1::DdlFailpoint for MetaFailpoint {
+    async fn set(&self, on: bool) {
+        self.0.set_failpoint(on).await.unwrap()
+    }
+}
+
+#[test]
+fn a_retried_alter_and_f1_with_a_node_behind_on_a_playground() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Playground::start(dir.path(), &["--meta", "1", "--stores", "3", "--sql", "2"]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let a = PgNode::new(pg.sql_url(0)).await;
+        let b = PgNode::new(pg.sql_url(1)).await;
+        let meta = std::sync::Arc::new(
+            flotilla_client::MetaClient::new(
+                pg.meta_endpoints.split(',').map(String::from).collect(),
+                flotilla_client::ClientConfig::default(),
+            )
+            .unwrap(),
+        );
+        let catalog =
+            flotilla_client::RemoteCatalog::open(meta.clone(), Duration::from_millis(250))
+                .await
+                .unwrap();
+        let failpoint = MetaFailpoint(flotilla_client::RemoteDdl::new(meta, catalog));
+        incident1::with_a_client_retry(&a, &b, &failpoint).await;
+        f1::scenario(&a, &b).await;
     });
 }

@@ -335,6 +335,8 @@ async fn indexes_stay_exact_while_two_nodes_write_through_schema_changes() {
 
 #[path = "../../sql/tests/common/f1.rs"]
 mod f1;
+#[path = "../../sql/tests/common/f1_engine.rs"]
+mod f1_engine;
 
 /// F1 on a cluster: two SQL nodes, the second held one schema version behind the first
 /// at every step of an index added, a unique index added, an index dropped and a column
@@ -345,4 +347,34 @@ async fn f1_schema_changes_with_a_node_one_version_behind() {
     let ahead = sql_node(&cluster).await;
     let behind = sql_node(&cluster).await;
     f1::scenario(&ahead, &behind).await;
+}
+
+#[path = "../../sql/tests/common/incident1.rs"]
+mod incident1;
+
+/// The meta leader's DDL failpoint, reached through the meta service.
+struct MetaFailpoint(Arc<RemoteDdl>);
+
+impl incident1::DdlFailpoint for MetaFailpoint {
+    async fn set(&self, on: bool) {
+        self.0.set_failpoint(on).await.unwrap()
+    }
+}
+
+/// ORIGINS.md §1 on a cluster with a client's retry: the ALTER submitted on one SQL
+/// node, its answer lost, submitted again on another while the job runs; the retry joins
+/// the job and the change applies once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incident_1_with_a_client_retry_on_a_cluster() {
+    let cluster = common::Cluster::start().await;
+    let a = sql_node(&cluster).await;
+    let b = sql_node(&cluster).await;
+    let meta = Arc::new(
+        MetaClient::new(vec![cluster.meta_addr.clone()], ClientConfig::default()).unwrap(),
+    );
+    let catalog = RemoteCatalog::open(meta.clone(), Duration::from_millis(250))
+        .await
+        .unwrap();
+    let failpoint = MetaFailpoint(RemoteDdl::new(meta, catalog));
+    incident1::with_a_client_retry(&a, &b, &failpoint).await;
 }

@@ -1095,6 +1095,7 @@ pub(crate) async fn show_jobs(session: &Session) -> Result<QueryResult, SqlError
         Field::new("statement", DataType::Utf8, false),
         Field::new("created", DataType::Utf8, true),
         Field::new("finished", DataType::Utf8, true),
+        Field::new("joined", DataType::Int64, false),
     ]));
     let columns: Vec<ArrayRef> = vec![
         std::sync::Arc::new(Int64Array::from_iter_values(
@@ -1135,6 +1136,9 @@ pub(crate) async fn show_jobs(session: &Session) -> Result<QueryResult, SqlError
         )),
         std::sync::Arc::new(StringArray::from_iter(
             jobs.iter().map(|j| j.finished_ms.and_then(time)),
+        )),
+        std::sync::Arc::new(Int64Array::from_iter_values(
+            jobs.iter().map(|j| i64::from(j.joined)),
         )),
     ];
     let batch = RecordBatch::try_new(schema.clone(), columns)

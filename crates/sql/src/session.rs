@@ -690,6 +690,9 @@ impl Session {
                 .cloned()
                 .unwrap_or_else(|| "UTC".into()),
             "datestyle" => "ISO, MDY".to_string(),
+            // The newest schema version this node has loaded (its transactions may still
+            // use an older one): how an operator or a test sees a node lag a schema change.
+            "schema_version" => self.engine.catalog_snapshot().version.to_string(),
             other => match self.settings.get(other) {
                 Some(v) => v.clone(),
                 None => {

@@ -1371,6 +1371,8 @@ async fn indexes_stay_exact_while_sessions_write_through_schema_changes() {
 
 #[path = "common/f1.rs"]
 mod f1;
+#[path = "common/f1_engine.rs"]
+mod f1_engine;
 
 /// F1 on a standalone: each step of an index added, a unique index added, an index
 /// dropped and a column dropped meets a transaction on the version before it, and both
@@ -1379,4 +1381,26 @@ mod f1;
 async fn f1_schema_changes_with_a_transaction_one_version_behind() {
     let db = TestDb::new().await;
     f1::scenario(&db.engine, &db.engine).await;
+}
+
+#[path = "common/incident1.rs"]
+mod incident1;
+
+/// The job queue's failpoint, set in process.
+struct QueueFailpoint(std::sync::Arc<flotilla_ddl::JobQueue>);
+
+impl incident1::DdlFailpoint for QueueFailpoint {
+    async fn set(&self, on: bool) {
+        self.0.set_failpoint(on);
+    }
+}
+
+/// ORIGINS.md §1 with a client's retry: the valid ALTER's answer is lost and the client
+/// submits it again while the job runs; the retry joins the job, the change applies once,
+/// and a retry after the job finished is refused and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incident_1_with_a_client_retry() {
+    let db = TestDb::new().await;
+    let failpoint = QueueFailpoint(db.jobs.clone());
+    incident1::with_a_client_retry(&db.engine, &db.engine, &failpoint).await;
 }

@@ -1,12 +1,15 @@
-//! F1's hard case (ORIGINS.md §4, issue 4), shared by the standalone and the cluster
-//! tests: a schema change while two nodes write, one of them held a schema version
-//! behind the other at every step of the change. On a standalone both "nodes" are one
-//! engine and the one behind is a transaction pinned on the older version.
+//! F1's hard case (ORIGINS.md §4, issue 4), shared by the standalone, the in-process
+//! cluster and the playground tests: a schema change while two nodes write, one of them
+//! held a schema version behind the other at every step of the change. On a standalone
+//! both "nodes" are one engine and the one behind is a transaction pinned on the older
+//! version.
+//!
+//! The scenario sees a node only through [`Node`] and [`Conn`], so the same steps run
+//! against engines in this process (`f1_engine.rs`) and against `flotilla` processes
+//! over the PostgreSQL protocol.
 
-use std::sync::Arc;
+use std::future::Future;
 use std::time::{Duration, Instant};
-
-use flotilla_sql::{QueryResult, Session, SqlEngine, SqlError};
 
 /// Rows `CREATE TABLE t` of `seed_sql` starts with; each round of writes takes its own.
 pub const SEED_ROWS: i64 = 400;
@@ -19,17 +22,29 @@ pub fn seed_sql() -> [String; 2] {
     ]
 }
 
-async fn exec(session: &mut Session, sql: &str) -> Result<QueryResult, SqlError> {
-    let (mut results, error) = session.simple_query(sql).await;
-    match error {
-        Some(e) => Err(e),
-        None => Ok(results.pop().unwrap_or(QueryResult::Empty)),
-    }
+/// A session on one SQL node.
+pub trait Conn: Send + 'static {
+    /// Runs one statement: its rows as text (cells joined by `|`), or its error as
+    /// "message (SQLSTATE)".
+    fn run(&mut self, sql: &str) -> impl Future<Output = Result<Vec<String>, String>> + Send;
 }
 
-async fn must(session: &mut Session, sql: &str) {
+/// One SQL node.
+pub trait Node: Sync {
+    type Conn: Conn;
+    /// A new session.
+    fn connect(&self) -> impl Future<Output = Self::Conn> + Send;
+    /// The newest schema version this node has loaded.
+    fn schema_version(&self) -> impl Future<Output = u64> + Send;
+}
+
+async fn exec<C: Conn>(session: &mut C, sql: &str) -> Result<Vec<String>, String> {
+    session.run(sql).await
+}
+
+async fn must<C: Conn>(session: &mut C, sql: &str) {
     if let Err(e) = exec(session, sql).await {
-        panic!("{sql}: {} ({})", e.message, e.code);
+        panic!("{sql}: {e}");
     }
 }
 
@@ -56,8 +71,8 @@ fn writes(round: i64, party: i64) -> Vec<String> {
     ]
 }
 
-fn version(engine: &Arc<SqlEngine>) -> u64 {
-    engine.catalog_snapshot().version
+async fn version<N: Node>(node: &N) -> u64 {
+    node.schema_version().await
 }
 
 /// Runs `ddl` on `ahead` while, at every schema version the change goes through,
@@ -66,36 +81,38 @@ fn version(engine: &Arc<SqlEngine>) -> u64 {
 /// `behind` on the old one. `round` numbers the rounds of writes across calls (each round
 /// takes its own rows). Returns how many versions the change went through, each of them
 /// with the two nodes a version apart.
-pub async fn change_with_a_node_one_version_behind(
-    ahead: &Arc<SqlEngine>,
-    behind: &Arc<SqlEngine>,
+pub async fn change_with_a_node_one_version_behind<N: Node>(
+    ahead: &N,
+    behind: &N,
     ddl: &str,
     round: &mut i64,
 ) -> u64 {
-    let before = version(ahead);
+    let before = version(ahead).await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while version(behind) < before {
+    while version(behind).await < before {
         assert!(Instant::now() < deadline, "the node behind never caught up");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let mut holder = behind.session();
+    let mut holder = behind.connect().await;
     must(&mut holder, "BEGIN").await;
     for sql in writes(*round, 0) {
         must(&mut holder, &sql).await;
     }
-    let mut pinned = version(behind);
+    let mut pinned = version(behind).await;
     let ddl = ddl.to_string();
-    let mut submitter = ahead.session();
+    let mut submitter = ahead.connect().await;
     let change = tokio::spawn(async move {
         let result = exec(&mut submitter, &ddl).await;
         (ddl, result)
     });
-    let mut writer = ahead.session();
+    let mut writer = ahead.connect().await;
     let mut steps = 0;
     loop {
         // The owner publishes the next version and waits for the holder's transaction.
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !change.is_finished() && (version(ahead) <= pinned || version(behind) <= pinned) {
+        while !change.is_finished()
+            && (version(ahead).await <= pinned || version(behind).await <= pinned)
+        {
             assert!(
                 Instant::now() < deadline,
                 "the schema change made no step in 60 s (pinned version {pinned})"
@@ -107,13 +124,13 @@ pub async fn change_with_a_node_one_version_behind(
             break;
         }
         assert_eq!(
-            version(ahead),
+            version(ahead).await,
             pinned + 1,
             "the owner went two versions past a transaction"
         );
         // The next holder pins the new version before the old one lets go, so the owner
         // meets a transaction a version behind at every step.
-        let mut next = behind.session();
+        let mut next = behind.connect().await;
         must(&mut next, "BEGIN").await;
         for sql in writes(*round, 1) {
             must(&mut next, &sql).await;
@@ -137,36 +154,22 @@ pub async fn change_with_a_node_one_version_behind(
     *round += 1;
     let (ddl, result) = change.await.unwrap();
     if let Err(e) = result {
-        panic!("{ddl}: {} ({})", e.message, e.code);
+        panic!("{ddl}: {e}");
     }
     assert_eq!(
         steps,
-        version(ahead) - before,
+        version(ahead).await - before,
         "{ddl}: a version went by without a node behind it"
     );
     steps
 }
 
 /// Every index of `t` matches its rows exactly.
-pub async fn assert_indexes_exact(engine: &Arc<SqlEngine>) {
-    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-    let mut s = engine.session();
-    let Ok(QueryResult::Rows { batches, .. }) = exec(&mut s, "ADMIN CHECK TABLE t").await else {
-        panic!("ADMIN CHECK TABLE t failed");
-    };
-    let mut report = Vec::new();
-    for b in &batches {
-        let options = FormatOptions::default();
-        let formatters: Vec<_> = b
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
-            .collect();
-        for r in 0..b.num_rows() {
-            let cells: Vec<String> = formatters.iter().map(|f| f.value(r).to_string()).collect();
-            report.push(cells.join("|"));
-        }
-    }
+pub async fn assert_indexes_exact<N: Node>(node: &N) {
+    let mut s = node.connect().await;
+    let report = exec(&mut s, "ADMIN CHECK TABLE t")
+        .await
+        .unwrap_or_else(|e| panic!("ADMIN CHECK TABLE t: {e}"));
     assert!(
         !report.is_empty() && report.iter().all(|r| r.ends_with("|ok")),
         "{report:?}"
@@ -175,8 +178,8 @@ pub async fn assert_indexes_exact(engine: &Arc<SqlEngine>) {
 
 /// The whole scenario: an index added, a unique index added, an index dropped and a
 /// column dropped, each with a node a version behind, the indexes exact after each.
-pub async fn scenario(ahead: &Arc<SqlEngine>, behind: &Arc<SqlEngine>) {
-    let mut s = ahead.session();
+pub async fn scenario<N: Node>(ahead: &N, behind: &N) {
+    let mut s = ahead.connect().await;
     for sql in seed_sql() {
         must(&mut s, &sql).await;
     }

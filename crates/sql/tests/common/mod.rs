@@ -17,6 +17,8 @@ pub struct TestDb {
     pub kv: Arc<LocalTxnKv>,
     pub tso: Arc<LocalTso>,
     pub catalog: Arc<LocalCatalog>,
+    /// The DDL job queue, for tests that hold jobs with its failpoint.
+    pub jobs: Arc<flotilla_ddl::JobQueue>,
     _dir: tempfile::TempDir,
 }
 
@@ -56,7 +58,7 @@ impl TestDb {
             kv.clone(),
             tso.clone(),
             catalog.clone(),
-            flotilla_ddl::LocalDdl::start(jobs),
+            flotilla_ddl::LocalDdl::start(jobs.clone()),
             config,
         )
         .unwrap();
@@ -65,6 +67,7 @@ impl TestDb {
             kv,
             tso,
             catalog,
+            jobs,
             _dir: dir,
         }
     }
