@@ -5,10 +5,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use flotilla_mvcc::{IngestEntry, Lock, LockKind, Mutation, MutationOp, TxnStatus};
 use flotilla_proto::kvpb::store_client::StoreClient;
 use flotilla_proto::kvpb::{
-    self, CheckTxnStatusRequest, CommitRequest, Context, GetRequest, HeartbeatRequest,
-    IngestRequest, KeysRequest, KvRequest, KvResponse, LockKey, PessimisticLockRequest,
-    PrewriteRequest, RegionError, ResolveLockRequest, ScanRequest, key_error, kv_request,
-    region_error,
+    self, CheckTxnStatusRequest, CommitRequest, Context, DeleteRangeRequest, GetRequest,
+    HeartbeatRequest, IngestRequest, KeysRequest, KvRequest, KvResponse, LockKey,
+    PessimisticLockRequest, PrewriteRequest, RegionError, ResolveLockRequest, ScanRequest,
+    key_error, kv_request, region_error,
 };
 use flotilla_tso::TsoRef;
 use flotilla_txn::{LockRequest, TxnError, TxnKv};
@@ -873,6 +873,51 @@ impl TxnKv for ClusterTxnKv {
             deadline,
         )
         .await
+    }
+
+    async fn delete_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Option<Vec<u8>>, TxnError> {
+        let mut backoff = Backoff::routing(self.cfg.retry_budget);
+        loop {
+            let region = match self.cache.locate(&encode_key(start)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    if backoff.wait().await.is_err() {
+                        return Err(self.unavailable("delete_range", &e.to_string()));
+                    }
+                    continue;
+                }
+            };
+            // This region's part of the range; the next call goes on in the next region.
+            let part_end = match decode_boundary(&region.region.end_key) {
+                Some(region_end) if end.is_empty() || region_end.as_slice() < end => region_end,
+                _ => end.to_vec(),
+            };
+            let cmd = kv_request::Cmd::DeleteRange(DeleteRangeRequest {
+                start_key: start.to_vec().into(),
+                end_key: part_end.clone().into(),
+                limit: limit.min(u32::MAX as usize) as u32,
+            });
+            let resp = match self.attempt(&region, cmd).await {
+                Attempt::Done(resp) => *resp,
+                Attempt::Retry(why) => {
+                    if backoff.wait().await.is_err() {
+                        return Err(self.unavailable("delete_range", &why));
+                    }
+                    continue;
+                }
+            };
+            check(&resp)?;
+            return Ok(match resp.next_key {
+                Some(next) => Some(next.to_vec()),
+                None if part_end.as_slice() != end => Some(part_end),
+                None => None,
+            });
+        }
     }
 
     async fn txn_heartbeat(

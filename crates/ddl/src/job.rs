@@ -349,11 +349,50 @@ pub struct Job {
     /// active, and clients' retries of its own submission.
     #[serde(default)]
     pub joined: u32,
+    /// Data the job leaves unreachable (a dropped table or index, a rolled-back index),
+    /// deleted by the owner after the job finished.
+    #[serde(default)]
+    pub cleanup: Option<Cleanup>,
+}
+
+/// The keys of one table's or index's data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DataRange {
+    /// Every row and index entry stored under a table's storage id.
+    Table { storage_id: TableId },
+    /// The entries of one index.
+    Index { storage_id: TableId, index_id: i64 },
+}
+
+/// The deletion of a finished job's unreachable data: once every SQL node uses the
+/// schema without it, nothing can read it, and it is deleted chunk by chunk at
+/// `cleanup_records_per_s`, its cursor persisted after each chunk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cleanup {
+    /// Ranges still to delete; the first is in progress.
+    pub ranges: Vec<DataRange>,
+    /// Where the deletion of the first range goes on (`None`: at its start).
+    pub cursor: Option<Vec<u8>>,
+}
+
+impl Cleanup {
+    /// The deletion of `ranges`, not started.
+    pub fn of(ranges: Vec<DataRange>) -> Self {
+        Self {
+            ranges,
+            cursor: None,
+        }
+    }
 }
 
 impl Job {
     /// Done, failed or cancelled.
     pub fn is_finished(&self) -> bool {
         !self.state.is_active()
+    }
+
+    /// Finished, with data of its left to delete.
+    pub fn cleanup_pending(&self) -> bool {
+        self.is_finished() && self.cleanup.as_ref().is_some_and(|c| !c.ranges.is_empty())
     }
 }

@@ -153,6 +153,34 @@ impl SchemaLeases {
         Ok(())
     }
 
+    /// Forgets every node registered before this owner started and not heard from since.
+    /// Only for an owner that shares its process with every SQL node it serves (a
+    /// standalone): such nodes belonged to an earlier run of the process, so none can be
+    /// serving, and waiting for their leases to lapse would hold up the first schema
+    /// change after every restart by up to a lease.
+    pub fn forget_earlier_runs(&self) -> Result<(), JobError> {
+        let mut nodes = self.nodes.lock();
+        let earlier: Vec<u64> = nodes
+            .iter()
+            .filter(|(_, l)| l.renewed.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        if earlier.is_empty() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::new();
+        for id in &earlier {
+            batch.delete(Cf::Meta, node_key(*id));
+        }
+        self.engine.write(batch, true).map_err(storage_error)?;
+        for id in earlier {
+            nodes.remove(&id);
+        }
+        drop(nodes);
+        self.renewed.notify_all();
+        Ok(())
+    }
+
     /// True while `lease` may still be held: heard from within a lease, or registered and
     /// not heard from since this owner started less than a lease ago.
     fn live(&self, lease: &NodeLease, now: Instant) -> bool {

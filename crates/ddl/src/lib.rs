@@ -32,7 +32,7 @@ use std::time::Duration;
 
 pub use alter::apply_alter;
 pub use index::{NewIndex, index_to_drop, plan_add_index, set_index_state};
-pub use job::{AlterAction, ColumnSpec, Job, JobError, JobKind, JobState};
+pub use job::{AlterAction, Cleanup, ColumnSpec, DataRange, Job, JobError, JobKind, JobState};
 pub use leases::{LeaseGrant, SchemaLeases};
 pub use queue::{DdlConfig, JobQueue};
 use tokio::sync::watch;
@@ -83,6 +83,16 @@ pub trait Reorg: Send + Sync + 'static {
         index: &flotilla_catalog::IndexDef,
         cursor: Option<&[u8]>,
     ) -> Result<(Option<Vec<u8>>, u64), JobError>;
+
+    /// Deletes a bounded part of `range`'s data from `cursor` (`None`: its start): at
+    /// least `limit` records, whole keys. Returns where the next part starts (`None`: the
+    /// range holds no more data). Only for data no SQL node can reach any more. Blocking.
+    fn delete_range_chunk(
+        &self,
+        range: &DataRange,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Option<Vec<u8>>, JobError>;
 }
 
 /// Shared handle to a reorg worker.

@@ -389,6 +389,46 @@ async fn a_node_that_stops_renewing_is_waited_for_only_until_its_lease_lapses() 
     assert_eq!(ddl.wait(job.id, WAIT).await.unwrap().state, JobState::Done);
 }
 
+/// A standalone's owner shares its process with its SQL nodes: after a restart it drops
+/// the leases of the earlier run instead of waiting a lease period for them (the first
+/// schema change after each restart of a standalone used to wait 10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_in_the_nodes_process_forgets_the_leases_of_its_earlier_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path());
+    let catalog = catalog(&engine, 1);
+    let v = catalog.snapshot().version;
+    let cfg = DdlConfig {
+        schema_lease: Duration::from_secs(3_600),
+        ..DdlConfig::default()
+    };
+    {
+        let queue = JobQueue::open(engine.clone(), catalog.clone(), cfg.clone(), None).unwrap();
+        let ddl = LocalDdl::start(queue);
+        ddl.renew_lease(7, v, v, Duration::ZERO).await.unwrap();
+    }
+    let queue = JobQueue::open(engine.clone(), catalog.clone(), cfg.clone(), None).unwrap();
+    assert_eq!(
+        queue.leases().live_nodes(),
+        1,
+        "an owner elsewhere waits for it"
+    );
+    queue.leases().forget_earlier_runs().unwrap();
+    assert_eq!(queue.leases().live_nodes(), 0);
+    // A node that renewed with this owner is not forgotten, and the forgetting persists.
+    let ddl = LocalDdl::start(queue.clone());
+    ddl.renew_lease(8, v, v, Duration::ZERO).await.unwrap();
+    queue.leases().forget_earlier_runs().unwrap();
+    assert_eq!(queue.leases().live_nodes(), 1);
+    drop(ddl);
+    let reopened = JobQueue::open(engine, catalog, cfg, None).unwrap();
+    assert_eq!(
+        reopened.leases().live_nodes(),
+        1,
+        "only node 8 is registered"
+    );
+}
+
 /// A reorg worker that writes nothing: it hands out `chunks` chunks of 10 rows, records
 /// the cursor each call starts from, and fails (fatally) at chunk `fail_at`.
 struct CountingReorg {
@@ -441,6 +481,16 @@ impl crate::Reorg for CountingReorg {
             (next < self.chunks).then(|| next.to_be_bytes().to_vec()),
             10,
         ))
+    }
+
+    fn delete_range_chunk(
+        &self,
+        _range: &crate::DataRange,
+        _cursor: Option<&[u8]>,
+        _limit: usize,
+    ) -> Result<Option<Vec<u8>>, crate::JobError> {
+        // It wrote nothing, so there is nothing to delete.
+        Ok(None)
     }
 }
 

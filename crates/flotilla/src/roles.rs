@@ -50,8 +50,8 @@ fn load<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> anyhow::
 pub struct MetaArgs {
     /// TOML file with these settings (id, members, addr, data_dir, replication,
     /// leader_balance_interval_ms, ddl_jobs_max, ddl_running_max, ddl_finished_ttl_s,
-    /// ddl_backfill_rows_per_s, ddl_schema_lease_ms, ddl_schema_wait_timeout_ms); flags
-    /// win.
+    /// ddl_backfill_rows_per_s, ddl_cleanup_records_per_s, ddl_schema_lease_ms,
+    /// ddl_schema_wait_timeout_ms); flags win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// This member's id (1-based) [default: 1].
@@ -87,6 +87,10 @@ pub struct MetaArgs {
     /// Rows an index backfill writes per second at most; 0 = no limit [default: 5000].
     #[arg(long, value_name = "ROWS")]
     pub ddl_backfill_rows_per_s: Option<u64>,
+    /// Records per second at most that the deletion of dropped tables' and indexes' data
+    /// removes; 0 = no limit [default: 20000].
+    #[arg(long, value_name = "RECORDS")]
+    pub ddl_cleanup_records_per_s: Option<u64>,
     /// SQL nodes' schema lease, in milliseconds: a node that cannot renew it for this long
     /// refuses queries, and schema changes stop waiting for it [default: 10000].
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(100..))]
@@ -111,6 +115,7 @@ struct MetaFile {
     ddl_running_max: Option<u64>,
     ddl_finished_ttl_s: Option<u64>,
     ddl_backfill_rows_per_s: Option<u64>,
+    ddl_cleanup_records_per_s: Option<u64>,
     ddl_schema_lease_ms: Option<u64>,
     ddl_schema_wait_timeout_ms: Option<u64>,
 }
@@ -167,6 +172,12 @@ pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
         .or(file.ddl_backfill_rows_per_s)
     {
         cfg.ddl.backfill_rows_per_s = r;
+    }
+    if let Some(r) = args
+        .ddl_cleanup_records_per_s
+        .or(file.ddl_cleanup_records_per_s)
+    {
+        cfg.ddl.cleanup_records_per_s = r;
     }
     if let Some(ms) = args.ddl_schema_lease_ms.or(file.ddl_schema_lease_ms) {
         cfg.ddl.schema_lease = std::time::Duration::from_millis(ms);

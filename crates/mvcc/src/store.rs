@@ -1102,6 +1102,64 @@ impl Mvcc {
         }
     }
 
+    /// Deletes the data of the keys in `[start, end)` (empty end = unbounded), which no
+    /// transaction can reach any more (the keys of a dropped index or table): every
+    /// version, its value and the key's latest-version entry, a whole key at a time, until
+    /// at least `limit` records are gone. Returns the first key not looked at yet (`None`:
+    /// the range holds no more data). A key with a lock is left alone: lock resolution
+    /// decides its transaction (in a dropped range, one whose coordinator died). Not
+    /// synced: a deletion lost in a crash is simply made again.
+    pub fn delete_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Option<Vec<u8>>, MvccError> {
+        const TS_BYTES: usize = 8;
+        let es = encode_user_key(start);
+        let ee = if end.is_empty() {
+            Vec::new()
+        } else {
+            encode_user_key(end)
+        };
+        let mut batch = WriteBatch::new();
+        let mut records = 0usize;
+        // The key being deleted, and whether it is locked (then skipped).
+        let mut current: Option<(Vec<u8>, bool)> = None;
+        let mut next = None;
+        for item in self.engine.scan(Cf::Write, &es, &ee, false) {
+            let (vk, _) = item?;
+            let ek = &vk[..vk.len().saturating_sub(TS_BYTES)];
+            if current.as_ref().is_none_or(|(c, _)| c.as_slice() != ek) {
+                if records >= limit {
+                    next = Some(ek.to_vec());
+                    break;
+                }
+                let locked = self.load_lock(ek)?.is_some();
+                if !locked {
+                    batch.delete(Cf::Latest, ek.to_vec());
+                    records += 1;
+                }
+                current = Some((ek.to_vec(), locked));
+            }
+            if current.as_ref().is_some_and(|(_, locked)| !locked) {
+                batch.delete(Cf::Write, vk);
+                records += 1;
+            }
+        }
+        // Values written apart from their version (long ones), in the same keys.
+        let stop = next.clone().unwrap_or_else(|| ee.clone());
+        for item in self.engine.scan(Cf::Default, &es, &stop, false) {
+            let (vk, _) = item?;
+            let ek = &vk[..vk.len().saturating_sub(TS_BYTES)];
+            if self.load_lock(ek)?.is_none() {
+                batch.delete(Cf::Default, vk);
+            }
+        }
+        let _unsynced = self.apply(batch)?;
+        next.map(|ek| decode_user_key(&ek)).transpose()
+    }
+
     /// Up to `limit` locks in `[start, end)` (empty end = unbounded) with start_ts at or
     /// below `max_ts`.
     pub fn scan_locks(

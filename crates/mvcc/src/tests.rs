@@ -725,3 +725,85 @@ fn an_ingested_unique_entry_never_stands_beside_another_value() {
     // A non-unique entry is written below the lock: the transaction's own version is newer.
     m.ingest(&[entry(b"u3", b"row3", false)], ts(45)).unwrap();
 }
+
+/// Every record of every CF in `[start, end)` of the encoded key space of user keys.
+fn records_between(m: &Mvcc, cf: Cf, start: &[u8], end: &[u8]) -> usize {
+    m.engine()
+        .scan(
+            cf,
+            &crate::keys::encode_user_key(start),
+            &crate::keys::encode_user_key(end),
+            false,
+        )
+        .count()
+}
+
+#[test]
+fn delete_range_removes_whole_keys_in_bounded_chunks_and_spares_locked_keys() {
+    let (_d, m) = mvcc();
+    let long = vec![9u8; 1000];
+    for i in 0..50u64 {
+        let key = format!("d{i:03}");
+        write(&m, key.as_bytes(), b"v1", 10, 11);
+        write(&m, key.as_bytes(), &long, 20, 21);
+    }
+    // Neighbours outside the range, and a locked key inside it.
+    write(&m, b"c", b"before", 10, 11);
+    write(&m, b"e", b"after", 10, 11);
+    m.prewrite(
+        &[put(b"d025x", b"locked")],
+        b"d025x",
+        ts(30),
+        3_000,
+        PrewriteLocks::Durable,
+    )
+    .unwrap();
+    write(&m, b"d025y", b"old", 5, 6);
+    m.prewrite(
+        &[put(b"d025y", &long)],
+        b"d025y",
+        ts(31),
+        3_000,
+        PrewriteLocks::Durable,
+    )
+    .unwrap();
+
+    // 50 keys of 3 counted records (2 versions, the latest entry; long values are
+    // deleted with their version): chunks of at least 20 records, whole keys each.
+    let mut cursor = b"d".to_vec();
+    let mut chunks = 0;
+    while let Some(next) = m.delete_range(&cursor, b"e", 20).unwrap() {
+        assert!(next > cursor, "no progress at {cursor:?}");
+        // The key a chunk stopped at is still whole.
+        if next != b"d025y" {
+            assert_eq!(m.get(&next, ts(40), None).unwrap(), Some(long.clone()));
+            assert_eq!(m.get(&next, ts(15), None).unwrap(), Some(b"v1".to_vec()));
+        }
+        cursor = next;
+        chunks += 1;
+        assert!(chunks < 100, "delete_range does not end");
+    }
+    assert!(
+        chunks >= 6,
+        "{chunks} chunks for 150 records at 20 per chunk"
+    );
+    for i in 0..50u64 {
+        let key = format!("d{i:03}");
+        assert_eq!(m.get(key.as_bytes(), ts(40), None).unwrap(), None);
+    }
+    assert_eq!(records_between(&m, Cf::Latest, b"d000", b"d025x"), 0);
+    assert_eq!(records_between(&m, Cf::Default, b"d000", b"d025x"), 0);
+    // The locked keys keep everything: their transactions are still to be decided.
+    assert_eq!(
+        m.get(b"d025y", ts(30), None).unwrap(),
+        Some(b"old".to_vec())
+    );
+    assert!(m.lock_of(b"d025x").unwrap().is_some());
+    m.commit(&[b"d025y".to_vec()], ts(31), ts(32)).unwrap();
+    assert_eq!(m.get(b"d025y", ts(40), None).unwrap(), Some(long.clone()));
+    // Outside the range nothing changed.
+    assert_eq!(m.get(b"c", ts(40), None).unwrap(), Some(b"before".to_vec()));
+    assert_eq!(m.get(b"e", ts(40), None).unwrap(), Some(b"after".to_vec()));
+    // An empty range ends at once.
+    assert_eq!(m.delete_range(b"x", b"y", 20).unwrap(), None);
+}

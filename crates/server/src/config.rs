@@ -93,6 +93,9 @@ pub struct DdlSection {
     pub retries_max: u32,
     /// Rows an index backfill writes per second at most; 0 = no limit. Default 5,000.
     pub backfill_rows_per_s: u64,
+    /// Records per second at most that the deletion of dropped tables' and indexes' data
+    /// removes; 0 = no limit. Default 20,000.
+    pub cleanup_records_per_s: u64,
     /// Jobs whose steps run at once (on different tables). Default 8.
     pub running_max: usize,
     /// Milliseconds one step waits for every session to use a new schema version before
@@ -114,6 +117,7 @@ impl DdlSection {
             finished_max: c.finished_max,
             retries_max: c.retries_max,
             backfill_rows_per_s: c.backfill_rows_per_s,
+            cleanup_records_per_s: c.cleanup_records_per_s,
             running_max: c.running_max,
             schema_wait_timeout_ms: c.schema_wait_timeout.as_millis() as u64,
         }
@@ -127,6 +131,7 @@ impl DdlSection {
             finished_max: self.finished_max,
             retries_max: self.retries_max,
             backfill_rows_per_s: self.backfill_rows_per_s,
+            cleanup_records_per_s: self.cleanup_records_per_s,
             running_max: self.running_max.max(1),
             schema_wait_timeout: std::time::Duration::from_millis(self.schema_wait_timeout_ms),
             ..flotilla_ddl::DdlConfig::default()
@@ -194,7 +199,7 @@ mod tests {
         assert_eq!(c.sql_addr, StandaloneConfig::default().sql_addr);
         std::fs::write(
             &path,
-            "[ddl]\njobs_max = 9\nrunning_max = 2\nschema_wait_timeout_ms = 250\n",
+            "[ddl]\njobs_max = 9\nrunning_max = 2\nschema_wait_timeout_ms = 250\ncleanup_records_per_s = 7\n",
         )
         .unwrap();
         let ddl = StandaloneConfig::from_file(&path).unwrap().ddl.to_config();
@@ -202,6 +207,7 @@ mod tests {
             (ddl.jobs_max, ddl.running_max, ddl.schema_wait_timeout),
             (9, 2, std::time::Duration::from_millis(250))
         );
+        assert_eq!(ddl.cleanup_records_per_s, 7);
         assert_eq!(
             ddl.backfill_rows_per_s, 5_000,
             "an unset key keeps its default"

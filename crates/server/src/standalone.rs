@@ -104,6 +104,12 @@ impl Standalone {
             Some(reorg),
         )
         .map_err(|e| storage_err(format!("loading DDL jobs: {e}")))?;
+        // Every SQL node this owner serves lives in this process: the leases registered
+        // by an earlier run are its own, dead with it, and must not hold up the first
+        // schema change for a lease period.
+        jobs.leases()
+            .forget_earlier_runs()
+            .map_err(|e| storage_err(format!("clearing the schema leases of the last run: {e}")))?;
         let ddl = LocalDdl::start(jobs);
         let sql = SqlEngine::new(
             kv,

@@ -896,6 +896,12 @@ fn run(mvcc: &Mvcc, cmd: kv_request::Cmd) -> Result<KvResponse, Failure> {
             mvcc.ingest(&entries, Timestamp(i.ts))
                 .map_err(mvcc_failure)?;
         }
+        Cmd::DeleteRange(d) => {
+            resp.next_key = mvcc
+                .delete_range(&d.start_key, &d.end_key, d.limit as usize)
+                .map_err(mvcc_failure)?
+                .map(Into::into);
+        }
         Cmd::ScanLocks(s) => {
             let locks = mvcc
                 .scan_locks(

@@ -378,3 +378,73 @@ async fn incident_1_with_a_client_retry_on_a_cluster() {
     let failpoint = MetaFailpoint(RemoteDdl::new(meta, catalog));
     incident1::with_a_client_retry(&a, &b, &failpoint).await;
 }
+
+/// A dropped table's data is deleted in every region it spans once no SQL node can read
+/// it; a neighbour's is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_tables_data_is_deleted_across_its_regions() {
+    use flotilla_codec::{Datum, encode_key_datum, prefix_end, record_prefix, table_prefix};
+    use flotilla_tso::Tso;
+    use flotilla_txn::TxnKv;
+    let cluster = common::Cluster::start().await;
+    let node = sql_node(&cluster).await;
+    let mut s = node.session();
+    for t in ["gone", "kept"] {
+        ok(
+            &mut s,
+            &format!("CREATE TABLE {t} (id INT PRIMARY KEY, k INT)"),
+        )
+        .await;
+        ok(
+            &mut s,
+            &format!("INSERT INTO {t} SELECT x, x % 10 FROM generate_series(1, 3000) AS x"),
+        )
+        .await;
+    }
+    ok(&mut s, "CREATE INDEX gone_k ON gone (k)").await;
+    let storage_id = node
+        .catalog_snapshot()
+        .tables
+        .values()
+        .find(|t| t.name == "gone")
+        .unwrap()
+        .storage_id;
+    // Three regions: the index entries, rows 1..1499, rows 1500..
+    let (kv, tso) = cluster.kv();
+    let mut middle = record_prefix(storage_id);
+    encode_key_datum(&mut middle, &Datum::Int(1500));
+    for at in [record_prefix(storage_id), middle] {
+        kv.split_at(&flotilla_client::encode_key(&at))
+            .await
+            .unwrap();
+    }
+    let live = |prefix: Vec<u8>| {
+        let (kv, tso) = (kv.clone(), tso.clone());
+        async move {
+            let ts = tso.get_ts().await.unwrap();
+            kv.scan(&prefix, &prefix_end(&prefix), ts, 100_000, None, 1_000)
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(live(table_prefix(storage_id)).await, 6000);
+    ok(&mut s, "DROP TABLE gone").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let jobs = rows(&mut s, "SHOW DDL JOBS").await;
+        if jobs
+            .iter()
+            .any(|j| j.contains("|drop table|") && j.contains("(data deleted)"))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dropped table's data was not deleted: {jobs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(live(table_prefix(storage_id)).await, 0);
+    assert_eq!(rows(&mut s, "SELECT count(*) FROM kept").await, ["3000"]);
+}

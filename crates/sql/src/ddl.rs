@@ -19,10 +19,10 @@ use datafusion::sql::sqlparser::parser::Parser;
 use flotilla_catalog::{
     ColumnDef, Handle, IdKind, IndexDef, IndexState, SchemaChange, SqlType, TableDef, ViewDef,
 };
-use flotilla_codec::{encode_row, prefix_end, record_prefix};
+use flotilla_codec::{encode_row, index_prefix, prefix_end, record_prefix, table_prefix};
 use flotilla_ddl::{
-    AlterAction, ColumnSpec, Job, JobError, JobKind, JobState, NewIndex, Reorg, apply_alter,
-    plan_add_index,
+    AlterAction, ColumnSpec, DataRange, Job, JobError, JobKind, JobState, NewIndex, Reorg,
+    apply_alter, plan_add_index,
 };
 use flotilla_tso::TsoRef;
 use flotilla_txn::{IngestEntry, TxnError, TxnKvRef, TxnOptions, TxnView};
@@ -701,6 +701,29 @@ impl Reorg for SqlReorg {
             }
         })
     }
+
+    fn delete_range_chunk(
+        &self,
+        range: &DataRange,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Option<Vec<u8>>, JobError> {
+        let prefix = match range {
+            DataRange::Table { storage_id } => table_prefix(*storage_id),
+            DataRange::Index {
+                storage_id,
+                index_id,
+            } => index_prefix(*storage_id, *index_id),
+        };
+        let end = prefix_end(&prefix);
+        let start = cursor.map_or(prefix, <[u8]>::to_vec);
+        self.runtime
+            .block_on(self.kv.delete_range(&start, &end, limit))
+            .map_err(|e| {
+                let e = SqlError::from(e);
+                JobError::retryable(e.code, format!("deleting dropped data: {}", e.message))
+            })
+    }
 }
 
 /// One chunk of an index backfill from `cursor`: reads up to `BACKFILL_CHUNK_ROWS` rows
@@ -1114,9 +1137,15 @@ pub(crate) async fn show_jobs(session: &Session) -> Result<QueryResult, SqlError
                 j.state.name()
             }
         }))),
-        std::sync::Arc::new(StringArray::from_iter_values(
-            jobs.iter().map(|j| j.schema_state.clone()),
-        )),
+        std::sync::Arc::new(StringArray::from_iter_values(jobs.iter().map(
+            |j| match &j.cleanup {
+                Some(c) if j.is_finished() && c.ranges.is_empty() => {
+                    format!("{} (data deleted)", j.schema_state)
+                }
+                Some(_) if j.is_finished() => format!("{} (deleting data)", j.schema_state),
+                _ => j.schema_state.clone(),
+            },
+        ))),
         std::sync::Arc::new(Int64Array::from_iter_values(
             jobs.iter().map(|j| j.reorg_rows as i64),
         )),

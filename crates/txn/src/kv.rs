@@ -93,14 +93,29 @@ pub trait TxnKv: Send + Sync + 'static {
     /// backfill's entries for rows it read at snapshot `ts` (see `Mvcc::ingest`). Waits
     /// (at most `lock_wait_timeout_ms`) while a transaction holds a unique entry's key.
     /// `AlreadyExists`: another row holds a unique key at `ts`; `WriteConflict`: another
-    /// row took one after `ts` (read the rows again at a newer snapshot). Durable when it
-    /// returns; each region's part is written whole.
+    /// row took one after `ts` (read the rows again at a newer snapshot). Each region's
+    /// part is written whole. Visible when it returns, but durable only in a cluster
+    /// (where each part is a committed Raft command); in a standalone only with the next
+    /// synced write to the same engine (append order), which a backfill's next job step
+    /// is.
     async fn ingest(
         &self,
         entries: Vec<IngestEntry>,
         ts: Timestamp,
         lock_wait_timeout_ms: u64,
     ) -> Result<(), TxnError>;
+
+    /// Deletes the data of keys in `[start, end)` that no transaction can reach any more
+    /// (a dropped index or table; see `Mvcc::delete_range`), a bounded part at a time: at
+    /// least `limit` records, whole keys, within one region. Returns where the next call
+    /// starts (`None`: the range holds no more data). Locked keys are left to lock
+    /// resolution.
+    async fn delete_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Option<Vec<u8>>, TxnError>;
 
     /// Keeps a live transaction's primary lock from lapsing.
     async fn txn_heartbeat(
