@@ -843,6 +843,7 @@ pub(crate) async fn run_job(session: &mut Session, kind: JobKind) -> Result<Job,
     // (DDL in a transaction block), which uses the newest schema from here on.
     if let Some(open) = session.open.as_mut() {
         open.active.unpin();
+        open.catalog = None;
     }
     let ddl = session.engine.ddl.clone();
     // A timestamp is unique across the cluster: the submission's idempotency key, so a

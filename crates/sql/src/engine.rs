@@ -166,13 +166,18 @@ impl SqlEngine {
     }
 
     /// Registers an open transaction: it pins the catalog version it starts on.
-    pub(crate) fn register_txn(self: &Arc<Self>) -> ActiveTxn {
-        let version = self.catalog.snapshot().version;
-        *self.pins.lock().entry(version).or_default() += 1;
-        ActiveTxn {
+    pub(crate) fn register_txn(self: &Arc<Self>) -> (ActiveTxn, Arc<flotilla_catalog::CatalogSnapshot>) {
+        // The snapshot is taken and pinned under one lock: a lease renewal in between
+        // would report no transaction on it, and the owner could go two versions past it.
+        let mut pins = self.pins.lock();
+        let snapshot = self.catalog.snapshot();
+        *pins.entry(snapshot.version).or_default() += 1;
+        drop(pins);
+        let active = ActiveTxn {
             engine: self.clone(),
-            pin: Some(version),
-        }
+            pin: Some(snapshot.version),
+        };
+        (active, snapshot)
     }
 }
 

@@ -56,6 +56,12 @@ pub(crate) struct OpenTxn {
     /// No statement has run yet: the first one reads at `start_ts`, which was taken
     /// for it (one timestamp fewer per statement under READ COMMITTED).
     fresh: bool,
+    /// The schema the transaction pins, taken before its start timestamp: every index it
+    /// shows public was backfilled below that timestamp. A REPEATABLE READ transaction
+    /// plans every statement with it (reading at its start timestamp through an index
+    /// made public later would miss the entries backfilled after it); `None` once the
+    /// session's own DDL unpinned it.
+    pub(crate) catalog: Option<Arc<CatalogSnapshot>>,
 }
 
 /// Most times a READ COMMITTED statement is re-run after meeting newer versions of the
@@ -378,13 +384,16 @@ impl Session {
     async fn begin_txn(&mut self) -> Result<(), SqlError> {
         let mut options = self.engine.txn_options.clone();
         options.lock_wait_timeout_ms = self.lock_timeout_ms;
+        // The schema first, then the start timestamp (see `OpenTxn::catalog`).
+        let (active, catalog) = self.engine.register_txn();
         let txn =
             Transaction::begin(self.engine.kv.clone(), self.engine.tso.clone(), options).await?;
-        let active = self.engine.register_txn();
+        self.statement_catalog = Some(catalog.clone());
         self.open = Some(OpenTxn {
             txn,
             active,
             fresh: true,
+            catalog: Some(catalog),
         });
         Ok(())
     }
@@ -405,7 +414,11 @@ impl Session {
         &mut self,
         statement: Statement,
     ) -> Result<QueryResult, SqlError> {
-        self.statement_catalog = Some(self.engine.catalog.snapshot());
+        let pinned = match &self.open {
+            Some(open) if self.isolation() == Isolation::RepeatableRead => open.catalog.clone(),
+            _ => None,
+        };
+        self.statement_catalog = Some(pinned.unwrap_or_else(|| self.engine.catalog.snapshot()));
         let result = self.execute_statement_inner(statement).await;
         self.statement_catalog = None;
         result

@@ -1517,3 +1517,62 @@ async fn dropped_tables_and_indexes_have_their_data_deleted() {
     let check = rows(&mut s, "ADMIN CHECK TABLE a").await;
     assert!(check.iter().all(|r| r.ends_with("|ok")), "{check:?}");
 }
+
+/// A REPEATABLE READ transaction that began while an index was being backfilled keeps
+/// planning with the schema it began on: reading at its start timestamp through the index
+/// made public meanwhile would miss every entry backfilled after that timestamp (it
+/// returned 0 rows here instead of 100).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeatable_read_transaction_keeps_its_schema_while_an_index_goes_public() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE t (id INT PRIMARY KEY, k INT)").await;
+    ok(
+        &mut s,
+        "INSERT INTO t SELECT x, x % 10 FROM generate_series(1, 1000) AS x",
+    )
+    .await;
+    let engine = db.engine.clone();
+    let await_version = move |v: u64| {
+        let engine = engine.clone();
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while engine.catalog_snapshot().version < v {
+                assert!(std::time::Instant::now() < deadline, "version {v} never came");
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+    };
+    let v0 = db.engine.catalog_snapshot().version;
+    // A transaction pinned on each version holds the index job there until the next
+    // holder has pinned the next version: delete-only, write-only, write-reorg.
+    let mut holder = db.session();
+    ok(&mut holder, "BEGIN").await;
+    ok(&mut holder, "SELECT count(*) FROM t").await;
+    let mut builder = db.session();
+    let build = tokio::spawn(async move { run(&mut builder, "CREATE INDEX t_k ON t (k)").await });
+    for step in 1..=3 {
+        await_version(v0 + step).await;
+        let mut next = db.session();
+        ok(&mut next, "BEGIN ISOLATION LEVEL REPEATABLE READ").await;
+        ok(&mut next, "SELECT count(*) FROM t").await;
+        ok(&mut holder, "COMMIT").await;
+        holder = next;
+    }
+    // `holder` began in write-reorg, before the backfill read anything. The index goes
+    // public without waiting for it (it is only one version behind).
+    await_version(v0 + 4).await;
+    assert_eq!(
+        rows(&mut holder, "SELECT count(*) FROM t WHERE k = 3").await,
+        ["100"]
+    );
+    ok(&mut holder, "COMMIT").await;
+    build.await.unwrap().unwrap();
+    // A new transaction uses the index, and sees every row through it.
+    assert_eq!(
+        rows(&mut s, "SELECT count(*) FROM t WHERE k = 3").await,
+        ["100"]
+    );
+    let plan = rows(&mut s, "EXPLAIN SELECT count(*) FROM t WHERE k = 3").await;
+    assert!(plan.iter().any(|l| l.contains("t_k")), "{plan:?}");
+}
