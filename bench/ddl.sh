@@ -3,11 +3,13 @@
 #   1. ADD COLUMN time on tables of 10k and 1M rows (metadata-only: should be equal);
 #   2. ADD INDEX backfill rate on 1M rows (pgbench_accounts, scale 10): at the default rate
 #      limit, and unlimited (the server restarted with backfill_rows_per_s = 0; three
-#      builds, their median);
+#      builds, their median, each once earlier dropped data is deleted);
 #   3. pgbench TPC-B-like TPS and p99 latency idle vs while an index is built at the
 #      default rate, twice each, alternating: an index on pgbench_accounts(bid), a column
 #      pgbench never changes (what the backfill costs), then once on abalance, which every
-#      transaction changes (the backfill plus maintaining the new index in every UPDATE).
+#      transaction changes (the backfill plus maintaining the new index in every UPDATE);
+#   4. the deletion of a dropped 1M-entry index's data at the default rate: pgbench p99
+#      meanwhile, and how long it takes (the builds of 2. wait for earlier deletions).
 #
 #   bash bench/ddl.sh                 # release build, prints a markdown report
 #   KEEP_WORK=1 bash bench/ddl.sh     # keep the data directory and logs
@@ -84,19 +86,40 @@ read -r idle2_tps idle2_p99 < <(run_pgbench idle2)
 read -r busy2_tps busy2_p99 busy2_rows < <(build_while_pgbench backfill2 bid)
 read -r hot_tps hot_p99 hot_rows < <(build_while_pgbench backfill-hot abalance)
 
-# The backfill's own speed, without its rate limit: three builds after a restart.
+# Waits until no finished job has dropped data left to delete (bounded: 10 minutes).
+await_cleanups() {
+  for _ in $(seq 1 3000); do
+    "${PSQL[@]}" -At -c "SHOW DDL JOBS" | grep -q "deleting data" || return 0
+    sleep 0.2
+  done
+  echo "dropped data still being deleted after 10 minutes" >&2
+  return 1
+}
+
+# The backfill's own speed, without its rate limit: three builds after a restart, each
+# once the deletion of earlier dropped data has finished (it would compete for the disk
+# and the cores).
 kill "$PID"; wait "$PID" 2>/dev/null || true
 "${PSQL[@]}" -c "SELECT 1" >/dev/null 2>&1 || true
 printf '[ddl]\nbackfill_rows_per_s = 0\n' >"$WORK/unlimited.toml"
 start "$WORK/unlimited.toml"
 fast_runs=()
 for i in 1 2 3; do
-  fast_runs+=("$(timed "CREATE INDEX accounts_fast ON pgbench_accounts (abalance)")")
+  await_cleanups
+  fast_runs+=("$(timed "CREATE INDEX accounts_fast$i ON pgbench_accounts (abalance)")")
   [ "$i" = 1 ] && "${PSQL[@]}" -c "ADMIN CHECK TABLE pgbench_accounts" >"$WORK/check.txt"
-  "${PSQL[@]}" -c "DROP INDEX accounts_fast"
 done
 fast_ms=$(printf '%s\n' "${fast_runs[@]}" | median)
 fast_rate=$(awk -v ms="$fast_ms" 'BEGIN { printf "%.0f", 1000000 / (ms / 1000) }')
+
+# The deletion of a dropped index's 1M entries at the default rate (20,000 records/s),
+# with pgbench running for its first 20 s; then how long the whole deletion took.
+read -r pre_tps pre_p99 < <(run_pgbench idle3)
+drop_started=$(date +%s.%N)
+"${PSQL[@]}" -c "DROP INDEX accounts_fast1"
+read -r gc_tps gc_p99 < <(run_pgbench cleanup)
+await_cleanups
+gc_s=$(awk -v a="$drop_started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 
 echo "| measurement | value |"
 echo "|---|---|"
@@ -108,6 +131,9 @@ echo "| pgbench TPC-B-like, while an index on bid is built at the default rate |
 echo "| pgbench TPC-B-like, idle (again) | $idle2_tps TPS, p99 $idle2_p99 ms |"
 echo "| pgbench TPC-B-like, while an index on bid is built (again) | $busy2_tps TPS, p99 $busy2_p99 ms ($busy2_rows rows backfilled) |"
 echo "| pgbench TPC-B-like, while an index on abalance (updated by every transaction) is built | $hot_tps TPS, p99 $hot_p99 ms ($hot_rows rows backfilled) |"
+echo "| pgbench TPC-B-like, idle (after the unlimited builds) | $pre_tps TPS, p99 $pre_p99 ms |"
+echo "| pgbench TPC-B-like, while a dropped 1M-entry index's data is deleted at the default rate | $gc_tps TPS, p99 $gc_p99 ms |"
+echo "| DROP INDEX of 1M entries until its data is deleted (default rate, pgbench for the first ${DURATION} s) | $gc_s s |"
 echo
 echo "ADMIN CHECK TABLE after the first unlimited build:"
 cat "$WORK/check.txt"

@@ -166,7 +166,9 @@ impl SqlEngine {
     }
 
     /// Registers an open transaction: it pins the catalog version it starts on.
-    pub(crate) fn register_txn(self: &Arc<Self>) -> (ActiveTxn, Arc<flotilla_catalog::CatalogSnapshot>) {
+    pub(crate) fn register_txn(
+        self: &Arc<Self>,
+    ) -> (ActiveTxn, Arc<flotilla_catalog::CatalogSnapshot>) {
         // The snapshot is taken and pinned under one lock: a lease renewal in between
         // would report no transaction on it, and the owner could go two versions past it.
         let mut pins = self.pins.lock();

@@ -1538,7 +1538,10 @@ async fn a_repeatable_read_transaction_keeps_its_schema_while_an_index_goes_publ
         async move {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
             while engine.catalog_snapshot().version < v {
-                assert!(std::time::Instant::now() < deadline, "version {v} never came");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "version {v} never came"
+                );
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
         }

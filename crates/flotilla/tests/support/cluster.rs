@@ -161,7 +161,8 @@ impl Playground {
             .expect("run ctl")
     }
 
-    /// The id of the meta member that leads now (asked of the meta service).
+    /// The id of the meta member that leads (asked of the meta service), once there is
+    /// one.
     pub fn meta_leader(&self) -> u64 {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -173,12 +174,17 @@ impl Playground {
                 flotilla_client::ClientConfig::default(),
             )
             .unwrap();
-            let members = meta.members().await.unwrap();
-            members
-                .iter()
-                .find(|m| m.is_leader)
-                .expect("a meta leader")
-                .id
+            // Between a kill and the next election there is none: wait (bounded).
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Ok(members) = meta.members().await
+                    && let Some(leader) = members.iter().find(|m| m.is_leader)
+                {
+                    return leader.id;
+                }
+                assert!(Instant::now() < deadline, "no meta leader for 30 s");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         })
     }
 
