@@ -835,15 +835,7 @@ impl JobQueue {
                     if let Outcome::Retry(e) = self.save_checkpoint(job) {
                         return Outcome::Retry(e);
                     }
-                    if self.cfg.backfill_rows_per_s > 0 {
-                        let due = Duration::from_secs_f64(
-                            rows as f64 / self.cfg.backfill_rows_per_s as f64,
-                        );
-                        let spent = chunk_started.elapsed();
-                        if due > spent {
-                            std::thread::sleep(due - spent);
-                        }
-                    }
+                    pace(chunk_started, rows, self.cfg.backfill_rows_per_s);
                     if started.elapsed() >= REORG_STEP_BUDGET {
                         return Outcome::Committed;
                     }
@@ -1012,15 +1004,11 @@ impl JobQueue {
                 tracing::warn!(job = job.id, "recording a deletion's progress failed: {e}");
                 return;
             }
-            if self.cfg.cleanup_records_per_s > 0 {
-                let due = Duration::from_secs_f64(
-                    CLEANUP_CHUNK_RECORDS as f64 / self.cfg.cleanup_records_per_s as f64,
-                );
-                let spent = chunk_started.elapsed();
-                if due > spent {
-                    std::thread::sleep(due - spent);
-                }
-            }
+            pace(
+                chunk_started,
+                CLEANUP_CHUNK_RECORDS as u64,
+                self.cfg.cleanup_records_per_s,
+            );
         }
     }
 
@@ -1161,6 +1149,19 @@ fn finish(job: &mut Job, state: JobState, error: Option<JobError>) {
     job.error = error;
     job.updated_ms = now;
     job.finished_ms = Some(now);
+}
+
+/// Sleeps as long as a chunk of `units` begun at `started` must take at `per_s` units
+/// per second at most (0: no limit).
+fn pace(started: Instant, units: u64, per_s: u64) {
+    if per_s == 0 {
+        return;
+    }
+    let due = Duration::from_secs_f64(units as f64 / per_s as f64);
+    let spent = started.elapsed();
+    if due > spent {
+        std::thread::sleep(due - spent);
+    }
 }
 
 /// The deletion of index `index_id`'s entries, stored under its table's storage id.

@@ -46,6 +46,21 @@ async fn job_row(c: &tokio_postgres::Client, what: &str) -> Option<Vec<String>> 
     })
 }
 
+/// The playground's DDL jobs as the meta service serves them (for its failpoint).
+async fn ddl_control(pg: &Playground) -> std::sync::Arc<flotilla_client::RemoteDdl> {
+    let meta = std::sync::Arc::new(
+        flotilla_client::MetaClient::new(
+            pg.meta_endpoints.split(',').map(String::from).collect(),
+            flotilla_client::ClientConfig::default(),
+        )
+        .unwrap(),
+    );
+    let catalog = flotilla_client::RemoteCatalog::open(meta.clone(), Duration::from_millis(250))
+        .await
+        .unwrap();
+    flotilla_client::RemoteDdl::new(meta, catalog)
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -206,18 +221,7 @@ fn schema_changes_survive_two_meta_leader_kills_and_a_ddl_flood_on_a_playground(
     let leader_pid = pg.pid("meta", leader);
     let rss_before = rss_kib(leader_pid);
     let control = rt.block_on(async {
-        let meta = std::sync::Arc::new(
-            flotilla_client::MetaClient::new(
-                pg.meta_endpoints.split(',').map(String::from).collect(),
-                flotilla_client::ClientConfig::default(),
-            )
-            .unwrap(),
-        );
-        let catalog =
-            flotilla_client::RemoteCatalog::open(meta.clone(), Duration::from_millis(250))
-                .await
-                .unwrap();
-        let control = flotilla_client::RemoteDdl::new(meta, catalog);
+        let control = ddl_control(&pg).await;
         control.set_failpoint(true).await.unwrap();
         control
     });
@@ -406,18 +410,7 @@ fn a_retried_alter_and_f1_with_a_node_behind_on_a_playground() {
     rt.block_on(async {
         let a = PgNode::new(pg.sql_url(0)).await;
         let b = PgNode::new(pg.sql_url(1)).await;
-        let meta = std::sync::Arc::new(
-            flotilla_client::MetaClient::new(
-                pg.meta_endpoints.split(',').map(String::from).collect(),
-                flotilla_client::ClientConfig::default(),
-            )
-            .unwrap(),
-        );
-        let catalog =
-            flotilla_client::RemoteCatalog::open(meta.clone(), Duration::from_millis(250))
-                .await
-                .unwrap();
-        let failpoint = MetaFailpoint(flotilla_client::RemoteDdl::new(meta, catalog));
+        let failpoint = MetaFailpoint(ddl_control(&pg).await);
         incident1::with_a_client_retry(&a, &b, &failpoint).await;
         f1::scenario(&a, &b).await;
     });

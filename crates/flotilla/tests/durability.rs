@@ -166,7 +166,10 @@ fn an_index_backfill_resumes_from_its_checkpoint_after_repeated_kill_9() {
         loop {
             // (No job yet: the CREATE INDEX is not submitted yet.)
             if let Some((rows, state)) = backfill_progress(&s, "big_u") {
-                assert_eq!(state, "running", "the backfill ended before kill {kill}");
+                assert!(
+                    matches!(state.as_str(), "queued" | "running"),
+                    "the backfill ended ({state}) before kill {kill}"
+                );
                 if rows > seen + 3 * 1_024 {
                     seen = rows;
                     break;
