@@ -414,8 +414,14 @@ impl Session {
         &mut self,
         statement: Statement,
     ) -> Result<QueryResult, SqlError> {
+        // DDL validates against the newest schema, as the job that runs it will.
         let pinned = match &self.open {
-            Some(open) if self.isolation() == Isolation::RepeatableRead => open.catalog.clone(),
+            Some(open)
+                if self.isolation() == Isolation::RepeatableRead
+                    && !crate::ddl::is_ddl(&statement) =>
+            {
+                open.catalog.clone()
+            }
             _ => None,
         };
         self.statement_catalog = Some(pinned.unwrap_or_else(|| self.engine.catalog.snapshot()));

@@ -1578,4 +1578,13 @@ async fn a_repeatable_read_transaction_keeps_its_schema_while_an_index_goes_publ
     );
     let plan = rows(&mut s, "EXPLAIN SELECT count(*) FROM t WHERE k = 3").await;
     assert!(plan.iter().any(|l| l.contains("t_k")), "{plan:?}");
+    // The transaction's own DDL unpins it: it goes on with the newest schema.
+    ok(&mut s, "BEGIN ISOLATION LEVEL REPEATABLE READ").await;
+    ok(&mut s, "SELECT count(*) FROM t").await;
+    ok(&mut s, "ALTER TABLE t ADD COLUMN extra INT DEFAULT 7").await;
+    assert_eq!(
+        rows(&mut s, "SELECT extra FROM t WHERE id = 1").await,
+        ["7"]
+    );
+    ok(&mut s, "COMMIT").await;
 }
