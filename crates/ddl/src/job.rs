@@ -203,16 +203,21 @@ impl JobKind {
                 if *primary { " (primary key)" } else { "" }
             ),
             JobKind::DropIndex { name, .. } => format!("DROP INDEX {name}"),
-            JobKind::CreateTable { table, .. } => format!(
-                "CREATE TABLE {} ({})",
-                table.name,
-                table
+            JobKind::CreateTable { table, .. } => {
+                let mut parts: Vec<String> = table
                     .columns
                     .iter()
                     .map(|c| format!("{} {}", c.name, c.ty.pg_name()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+                    .collect();
+                if let flotilla_catalog::Handle::PrimaryKey(ids) = &table.handle {
+                    let names: Vec<&str> = ids
+                        .iter()
+                        .filter_map(|id| table.column_by_id(*id).map(|c| c.name.as_str()))
+                        .collect();
+                    parts.push(format!("PRIMARY KEY ({})", names.join(", ")));
+                }
+                format!("CREATE TABLE {} ({})", table.name, parts.join(", "))
+            }
             JobKind::DropTable { table, .. } => format!("DROP TABLE {table}"),
             JobKind::Truncate { table, .. } => format!("TRUNCATE {table}"),
         }

@@ -1058,6 +1058,12 @@ async fn incident_1_an_alter_table_applies_whole_or_not_at_all() {
     let jobs = rows(&mut s, "SHOW DDL JOBS").await;
     assert_eq!(jobs.len(), 2, "{jobs:?}");
     assert!(jobs[1].contains("|create table|done|"), "{jobs:?}");
+    assert!(
+        jobs[1].contains(
+            "CREATE TABLE test (a integer, ts timestamp without time zone, PRIMARY KEY (ts))"
+        ),
+        "{jobs:?}"
+    );
     assert!(jobs[0].contains("|done|"), "{jobs:?}");
     assert!(
         jobs[0].contains("ADD COLUMN c integer, ADD COLUMN d integer"),
