@@ -237,12 +237,24 @@ impl ClusterTxnKv {
         key: &[u8],
         make: impl Fn() -> kv_request::Cmd,
     ) -> Result<KvResponse, TxnError> {
+        let (_, resp) = self.route_in_region(what, key, |_| make()).await?;
+        Ok(resp)
+    }
+
+    /// `route`, with the command made for the region that will get it (a range command
+    /// clipped to it); returns that region with the answer.
+    async fn route_in_region(
+        &self,
+        what: &str,
+        key: &[u8],
+        make: impl Fn(&CachedRegion) -> kv_request::Cmd,
+    ) -> Result<(CachedRegion, KvResponse), TxnError> {
         let encoded = encode_key(key);
         let mut backoff = Backoff::routing(self.cfg.retry_budget);
         loop {
             let last = match self.cache.locate(&encoded).await {
-                Ok(region) => match self.attempt(&region, make()).await {
-                    Attempt::Done(resp) => return Ok(*resp),
+                Ok(region) => match self.attempt(&region, make(&region)).await {
+                    Attempt::Done(resp) => return Ok((region, *resp)),
                     Attempt::Retry(why) => why,
                 },
                 Err(e) => e.to_string(),
@@ -881,43 +893,27 @@ impl TxnKv for ClusterTxnKv {
         end: &[u8],
         limit: usize,
     ) -> Result<Option<Vec<u8>>, TxnError> {
-        let mut backoff = Backoff::routing(self.cfg.retry_budget);
-        loop {
-            let region = match self.cache.locate(&encode_key(start)).await {
-                Ok(r) => r,
-                Err(e) => {
-                    if backoff.wait().await.is_err() {
-                        return Err(self.unavailable("delete_range", &e.to_string()));
-                    }
-                    continue;
-                }
-            };
-            // This region's part of the range; the next call goes on in the next region.
-            let part_end = match decode_boundary(&region.region.end_key) {
-                Some(region_end) if end.is_empty() || region_end.as_slice() < end => region_end,
-                _ => end.to_vec(),
-            };
-            let cmd = kv_request::Cmd::DeleteRange(DeleteRangeRequest {
-                start_key: start.to_vec().into(),
-                end_key: part_end.clone().into(),
-                limit: limit.min(u32::MAX as usize) as u32,
-            });
-            let resp = match self.attempt(&region, cmd).await {
-                Attempt::Done(resp) => *resp,
-                Attempt::Retry(why) => {
-                    if backoff.wait().await.is_err() {
-                        return Err(self.unavailable("delete_range", &why));
-                    }
-                    continue;
-                }
-            };
-            check(&resp)?;
-            return Ok(match resp.next_key {
-                Some(next) => Some(next.to_vec()),
-                None if part_end.as_slice() != end => Some(part_end),
-                None => None,
-            });
-        }
+        // The region's part of the range; the next call goes on in the next region.
+        let part_end = |region: &CachedRegion| match decode_boundary(&region.region.end_key) {
+            Some(region_end) if end.is_empty() || region_end.as_slice() < end => region_end,
+            _ => end.to_vec(),
+        };
+        let (region, resp) = self
+            .route_in_region("delete_range", start, |region| {
+                kv_request::Cmd::DeleteRange(DeleteRangeRequest {
+                    start_key: start.to_vec().into(),
+                    end_key: part_end(region).into(),
+                    limit: limit.min(u32::MAX as usize) as u32,
+                })
+            })
+            .await?;
+        check(&resp)?;
+        let part_end = part_end(&region);
+        Ok(match resp.next_key {
+            Some(next) => Some(next.to_vec()),
+            None if part_end.as_slice() != end => Some(part_end),
+            None => None,
+        })
     }
 
     async fn txn_heartbeat(
