@@ -200,7 +200,7 @@ pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
 #[derive(clap::Args)]
 pub struct StoreArgs {
     /// TOML file with these settings (addr, advertise_addr, meta, data_dir,
-    /// region_split_keys); flags win.
+    /// region_split_keys, raft_entry_cache_bytes); flags win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Listen address [default: 127.0.0.1:20160].
@@ -218,6 +218,10 @@ pub struct StoreArgs {
     /// A region with more keys than this splits [default: 200000].
     #[arg(long)]
     pub region_split_keys: Option<u64>,
+    /// Bytes of each region's newest Raft log entries kept in memory, so applying them
+    /// does not read the log back from disk; 0 turns the cache off [default: 4194304].
+    #[arg(long, value_name = "BYTES")]
+    pub raft_entry_cache_bytes: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -228,6 +232,7 @@ struct StoreFile {
     meta: Option<String>,
     data_dir: Option<PathBuf>,
     region_split_keys: Option<u64>,
+    raft_entry_cache_bytes: Option<u64>,
 }
 
 pub async fn run_store(args: StoreArgs) -> anyhow::Result<()> {
@@ -262,6 +267,9 @@ pub async fn run_store(args: StoreArgs) -> anyhow::Result<()> {
     if let Some(keys) = args.region_split_keys.or(file.region_split_keys) {
         cfg.region_split_keys = keys;
         cfg.split_check_written_keys = (keys / 10).max(1);
+    }
+    if let Some(bytes) = args.raft_entry_cache_bytes.or(file.raft_entry_cache_bytes) {
+        cfg.raft_entry_cache_bytes = bytes;
     }
     let node = StoreNode::start(cfg, listener).await?;
     println!(

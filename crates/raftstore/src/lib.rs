@@ -20,7 +20,7 @@ pub use error::RaftStoreError;
 pub use raft::eraftpb::ConfChangeType;
 pub use region_engine::RegionEngine;
 pub use storage::{
-    DATA_CFS, PeerStorage, RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM, conf_state_from_region,
-    region_contains,
+    DATA_CFS, ENTRY_CACHE_BYTES_MAX_DEFAULT, PeerStorage, RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM,
+    conf_state_from_region, region_contains,
 };
 pub use store::{Callback, PeerChange, PeerStatus, Store, StoreConfig, StoreMsg, Transport};

@@ -66,12 +66,16 @@ pub struct StoreConfig {
     /// A leader answers ReadIndex from its lease (no round trip) instead of confirming
     /// leadership with a quorum first. Safe with check-quorum, which is always on.
     pub lease_reads: bool,
+    /// Bytes of a peer's newest log entries kept in memory for applying them and for
+    /// appends to followers (see `PeerStorage::set_entry_cache_bytes_max`).
+    pub entry_cache_bytes_max: u64,
 }
 
 impl StoreConfig {
     /// Defaults for `store_id`: 10 ticks election, 2 ticks heartbeat (1–2 s elections at
     /// the default 100 ms tick), 1 MiB messages, 256 in flight, log compaction every 1,024
-    /// entries, 4,096 pending proposals and reads per region, fsync on, lease reads.
+    /// entries, 4,096 pending proposals and reads per region, fsync on, lease reads, 4 MiB
+    /// of cached log entries per region.
     pub fn new(store_id: u64) -> Self {
         Self {
             store_id,
@@ -86,6 +90,7 @@ impl StoreConfig {
             max_pending_reads: 4096,
             sync_log: true,
             lease_reads: true,
+            entry_cache_bytes_max: crate::storage::ENTRY_CACHE_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -396,7 +401,8 @@ impl Store {
     }
 
     fn create_peer(&mut self, region_id: u64, meta: PeerMeta) -> Result<(), RaftStoreError> {
-        let storage = PeerStorage::open(self.engine.clone(), region_id)?;
+        let mut storage = PeerStorage::open(self.engine.clone(), region_id)?;
+        storage.set_entry_cache_bytes_max(self.cfg.entry_cache_bytes_max);
         let applied = storage.applied_index();
         let config = raft_config(&self.cfg, meta.id, applied);
         let raw = RawNode::new(&config, storage, &self.logger)?;
@@ -908,6 +914,14 @@ impl Store {
         }
         if readies.is_empty() {
             return Ok(false);
+        }
+        // What is in the outbox now is leaders' messages only (raft-rs puts a follower's in
+        // `persisted_messages`), and a leader may send its appends before its own log write
+        // (Raft thesis §10.2.1): raft-rs counts the leader's entries toward a commit only
+        // once `advance` reports them persisted. So the followers' fsyncs overlap the
+        // leader's instead of following it.
+        if !self.outbox.is_empty() {
+            self.transport.send(std::mem::take(&mut self.outbox));
         }
         if !persist.is_empty() {
             let ticket = self.engine.append(persist)?;

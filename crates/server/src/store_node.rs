@@ -48,6 +48,8 @@ pub struct StoreNodeConfig {
     pub region_split_bytes: u64,
     /// Commit records written into a region before its size is checked again.
     pub split_check_written_keys: u64,
+    /// Bytes of each region's newest Raft log entries kept in memory (0: none).
+    pub raft_entry_cache_bytes: u64,
     pub storage: FjallOptions,
     pub client: ClientConfig,
 }
@@ -55,7 +57,8 @@ pub struct StoreNodeConfig {
 impl StoreNodeConfig {
     /// Defaults: 100 ms ticks with elections after 10–15 silent ticks (a dead leader is
     /// replaced 1–1.5 s after its last heartbeat), 1 s heartbeats,
-    /// split at 200,000 keys or 96 MiB, checked every 20,000 written keys.
+    /// split at 200,000 keys or 96 MiB, checked every 20,000 written keys, 4 MiB of cached
+    /// Raft log entries per region.
     pub fn new(data_dir: PathBuf, advertise_addr: String, meta_endpoints: Vec<String>) -> Self {
         Self {
             data_dir,
@@ -68,6 +71,7 @@ impl StoreNodeConfig {
             region_split_keys: 200_000,
             region_split_bytes: 96 << 20,
             split_check_written_keys: 20_000,
+            raft_entry_cache_bytes: flotilla_raftstore::ENTRY_CACHE_BYTES_MAX_DEFAULT,
             storage: FjallOptions::default(),
             client: ClientConfig::default(),
         }
@@ -210,6 +214,7 @@ impl StoreNode {
         store_cfg.election_ticks = cfg.election_ticks;
         store_cfg.min_election_ticks = cfg.election_ticks;
         store_cfg.max_election_ticks = cfg.max_election_ticks;
+        store_cfg.entry_cache_bytes_max = cfg.raft_entry_cache_bytes;
         let store = Store::open(store_cfg, engine.clone(), transport.clone())
             .map_err(|e| storage_err(e.to_string()))?;
         let board = store.board();
