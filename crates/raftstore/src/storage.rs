@@ -715,6 +715,18 @@ mod tests {
         }
     }
 
+    /// A region bootstrapped on a fresh engine, and its peer's storage.
+    fn bootstrapped() -> (tempfile::TempDir, EngineRef, PeerStorage) {
+        let dir = tempfile::tempdir().unwrap();
+        let engine: EngineRef =
+            Arc::new(FjallEngine::open(dir.path(), &FjallOptions::default()).unwrap());
+        let mut batch = WriteBatch::new();
+        write_initial_state(&mut batch, &region());
+        engine.write(batch, true).unwrap();
+        let storage = PeerStorage::open(engine.clone(), 1).unwrap();
+        (dir, engine, storage)
+    }
+
     fn stage(
         engine: &EngineRef,
         storage: &mut PeerStorage,
@@ -750,13 +762,7 @@ mod tests {
     #[test]
     fn the_entry_cache_serves_the_same_log_as_the_engine_through_overwrites_applies_and_compaction()
     {
-        let dir = tempfile::tempdir().unwrap();
-        let engine: EngineRef =
-            Arc::new(FjallEngine::open(dir.path(), &FjallOptions::default()).unwrap());
-        let mut batch = WriteBatch::new();
-        write_initial_state(&mut batch, &region());
-        engine.write(batch, true).unwrap();
-        let mut storage = PeerStorage::open(engine.clone(), 1).unwrap();
+        let (_dir, engine, mut storage) = bootstrapped();
         let first = RAFT_INIT_LOG_INDEX + 1;
 
         let entries: Vec<Entry> = (first..first + 10).map(|i| entry(i, 6)).collect();
@@ -794,13 +800,7 @@ mod tests {
 
     #[test]
     fn the_entry_cache_stays_within_its_bound_and_what_does_not_fit_is_read_from_the_engine() {
-        let dir = tempfile::tempdir().unwrap();
-        let engine: EngineRef =
-            Arc::new(FjallEngine::open(dir.path(), &FjallOptions::default()).unwrap());
-        let mut batch = WriteBatch::new();
-        write_initial_state(&mut batch, &region());
-        engine.write(batch, true).unwrap();
-        let mut storage = PeerStorage::open(engine.clone(), 1).unwrap();
+        let (_dir, engine, mut storage) = bootstrapped();
         let first = RAFT_INIT_LOG_INDEX + 1;
         let one_entry = EntryCache::size(&entry(first, 6));
         storage.set_entry_cache_bytes_max(3 * one_entry);
