@@ -654,6 +654,10 @@ impl Shared {
             resp.region_error = Some(region_error(&e, &self.board));
             return resp;
         }
+        // A point read takes no latch and never waits for Raft: it runs on this task
+        // rather than paying two thread hand-offs to the blocking pool and back. Scans
+        // (up to a page of rows) and every command that may wait stay off the runtime.
+        let inline = matches!(cmd, kv_request::Cmd::Get(_));
         let released = released_keys(&cmd);
         let lock_wait = match &cmd {
             kv_request::Cmd::PessimisticLock(l) => Duration::from_millis(u64::from(l.wait_ms)),
@@ -669,8 +673,12 @@ impl Shared {
             if let Some(n) = notified.as_mut().as_pin_mut() {
                 n.enable();
             }
-            let (m, c) = (region.clone(), cmd.clone());
-            let outcome = tokio::task::spawn_blocking(move || run(&m.mvcc, c)).await;
+            let outcome = if inline {
+                Ok(run(&region.mvcc, cmd.clone()))
+            } else {
+                let (m, c) = (region.clone(), cmd.clone());
+                tokio::task::spawn_blocking(move || run(&m.mvcc, c)).await
+            };
             let locked_key = match &outcome {
                 Ok(Err(Failure::Key(KeyError {
                     kind: Some(key_error::Kind::Locked(l)),
