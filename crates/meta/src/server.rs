@@ -350,6 +350,7 @@ fn activate(shared: &Shared, term: u64, region: Region) -> Result<LeaderState, S
         .send(StoreMsg::ReadIndex {
             region_id: META_REGION_ID,
             epoch: region.epoch.unwrap_or_default(),
+            term: 0,
             cb: Box::new(move |r| {
                 let _ = tx.send(r);
             }),

@@ -16,7 +16,7 @@ use flotilla_storage::{
 
 use crate::driver::StoreRouter;
 use crate::error::RaftStoreError;
-use crate::store::StoreMsg;
+use crate::store::{Callback, StoreMsg};
 
 /// One region's view of a store, for a leader to run MVCC on.
 pub struct RegionEngine {
@@ -112,17 +112,31 @@ impl KvEngine for RegionEngine {
             let r = self.region.read();
             (r.id, r.epoch.unwrap_or_default())
         };
-        self.router
-            .send(StoreMsg::Write {
+        let cb: Callback<()> = Box::new(move |r| {
+            let _ = tx.send(r);
+        });
+        let msg = if batch.is_empty() {
+            // Nothing to replicate (a pessimistic lock lives in memory), but the caller
+            // still learns, as from a write, that this peer led `term` from its reads until
+            // now and had applied every earlier write: a read index checked against the
+            // term, from the leader's lease, instead of an empty entry through Raft and
+            // three fsyncs.
+            StoreMsg::ReadIndex {
+                region_id,
+                epoch,
+                term: self.term,
+                cb,
+            }
+        } else {
+            StoreMsg::Write {
                 region_id,
                 epoch,
                 term: self.term,
                 batch,
-                cb: Box::new(move |r| {
-                    let _ = tx.send(r);
-                }),
-            })
-            .map_err(to_storage_error)?;
+                cb,
+            }
+        };
+        self.router.send(msg).map_err(to_storage_error)?;
         match rx.recv_timeout(self.write_timeout) {
             Ok(Ok(())) => {
                 let n = self.applied_batches.fetch_add(1, Ordering::Relaxed) + 1;

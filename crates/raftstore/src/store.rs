@@ -140,6 +140,9 @@ pub enum StoreMsg {
     ReadIndex {
         region_id: u64,
         epoch: RegionEpoch,
+        /// The leader term the reader serves (0: any); another term is `StaleCommand`, as
+        /// for a write (see `Write::term`).
+        term: u64,
         cb: Callback<()>,
     },
     /// Change the region's membership; several changes go through joint consensus.
@@ -480,8 +483,9 @@ impl Store {
             StoreMsg::ReadIndex {
                 region_id,
                 epoch,
+                term,
                 cb,
-            } => self.read_index(region_id, epoch, cb),
+            } => self.read_index(region_id, epoch, term, cb),
             StoreMsg::ChangePeers {
                 region_id,
                 changes,
@@ -719,7 +723,7 @@ impl Store {
         });
     }
 
-    fn read_index(&mut self, region_id: u64, epoch: RegionEpoch, cb: Callback<()>) {
+    fn read_index(&mut self, region_id: u64, epoch: RegionEpoch, term: u64, cb: Callback<()>) {
         let max = self.cfg.max_pending_reads;
         let id = self.next_read_id;
         self.next_read_id += 1;
@@ -727,6 +731,12 @@ impl Store {
             Ok(peer) => peer,
             Err(e) => return cb(Err(e)),
         };
+        // Checked when the read index is taken: a caller that read under its term's latches
+        // before asking (an empty `RegionEngine::append`) was leader of that term from its
+        // read until now, so what it read was current.
+        if term != 0 && peer.raw.raft.term != term {
+            return cb(Err(RaftStoreError::StaleCommand(region_id)));
+        }
         // raft-rs drops a read index silently until the leader has committed an entry of
         // its own term; say so instead of letting the caller time out.
         if !peer.raw.raft.commit_to_current_term() {

@@ -454,6 +454,7 @@ fn pending_proposals_and_reads_are_bounded() {
             StoreMsg::ReadIndex {
                 region_id: 1,
                 epoch,
+                term: 0,
                 cb,
             },
         );

@@ -289,6 +289,64 @@ fn mvcc_runs_over_a_region_and_its_records_replicate() {
     }
 }
 
+/// An empty batch (what taking a pessimistic lock, kept in memory, writes) confirms that
+/// the peer still leads the view's term, as a write would, but adds no entry to the log.
+#[test]
+fn an_empty_write_confirms_the_leaders_term_without_a_log_entry() {
+    use flotilla_mvcc::Mvcc;
+    use flotilla_raftstore::RegionEngine;
+    use flotilla_storage::{KvEngine, StorageError};
+    use flotilla_types::Timestamp;
+
+    let t = start_threaded();
+    let routers: HashMap<u64, StoreRouter> =
+        t.drivers.iter().map(|(id, d)| (*id, d.router())).collect();
+    must_put(&routers, b"warm-up");
+    let (leader, st) = routers
+        .iter()
+        .find_map(|(id, r)| status(r, 1).filter(|s| s.is_leader).map(|s| (*id, s)))
+        .expect("a leader");
+    let view = |store: u64, term: u64| {
+        RegionEngine::new(
+            t.engines[&store].clone(),
+            routers[&store].clone(),
+            st.region.clone(),
+            term,
+            TIMEOUT,
+        )
+    };
+
+    let _ticket = view(leader, st.term).append(WriteBatch::new()).unwrap();
+    let mvcc = Mvcc::new(Arc::new(view(leader, st.term))).unwrap();
+    mvcc.acquire_pessimistic_lock(
+        &[(b"k".to_vec(), false)],
+        b"k",
+        Timestamp(100),
+        Timestamp(100),
+        3000,
+        true,
+    )
+    .unwrap();
+    let after = status(&routers[&leader], 1).unwrap();
+    assert_eq!(after.term, st.term, "no election happened");
+    assert_eq!(
+        after.commit_index, st.commit_index,
+        "an empty write or an in-memory lock added a log entry"
+    );
+
+    // Another term's view, and a follower, are refused retryably.
+    for (store, term) in [
+        (leader, st.term + 1),
+        (*routers.keys().find(|id| **id != leader).unwrap(), st.term),
+    ] {
+        let refused = view(store, term).append(WriteBatch::new());
+        assert!(
+            matches!(refused, Err(StorageError::Unavailable(_))),
+            "store {store}, term {term}: {refused:?}"
+        );
+    }
+}
+
 /// A full mailbox refuses at once with a retryable error; nothing waits without bound.
 #[test]
 fn a_full_mailbox_answers_server_is_busy() {

@@ -617,6 +617,7 @@ impl Shared {
         self.router.send(StoreMsg::ReadIndex {
             region_id,
             epoch: entry.region.epoch.unwrap_or_default(),
+            term: 0,
             cb: Box::new(move |r| {
                 let _ = tx.send(r);
             }),

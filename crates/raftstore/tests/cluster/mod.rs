@@ -366,6 +366,7 @@ impl Cluster {
             |cb| StoreMsg::ReadIndex {
                 region_id,
                 epoch,
+                term: 0,
                 cb,
             },
             30,
