@@ -85,6 +85,24 @@ struct Threaded {
     transport: Arc<Routers>,
 }
 
+impl Threaded {
+    /// The stores' routers once a write has gone through, the store that led it, and its
+    /// status of region 1.
+    fn with_a_leader(&self) -> (HashMap<u64, StoreRouter>, u64, PeerStatus) {
+        let routers: HashMap<u64, StoreRouter> = self
+            .drivers
+            .iter()
+            .map(|(id, d)| (*id, d.router()))
+            .collect();
+        must_put(&routers, b"warm-up");
+        let (leader, st) = routers
+            .iter()
+            .find_map(|(id, r)| status(r, 1).filter(|s| s.is_leader).map(|s| (*id, s)))
+            .expect("a leader");
+        (routers, leader, st)
+    }
+}
+
 /// Three stores on their own threads, 10 ms ticks, region 1 on all of them.
 fn start_threaded() -> Threaded {
     let region = Region {
@@ -204,17 +222,8 @@ fn mvcc_runs_over_a_region_and_its_records_replicate() {
     use flotilla_types::Timestamp;
 
     let t = start_threaded();
-    let routers: HashMap<u64, StoreRouter> =
-        t.drivers.iter().map(|(id, d)| (*id, d.router())).collect();
-    must_put(&routers, b"warm-up");
-    let (leader, region) = routers
-        .iter()
-        .find_map(|(id, r)| {
-            status(r, 1)
-                .filter(|s| s.is_leader)
-                .map(|s| (*id, s.region))
-        })
-        .expect("a leader");
+    let (routers, leader, st) = t.with_a_leader();
+    let region = st.region;
     let on = |store: u64| {
         let engine = RegionEngine::new(
             t.engines[&store].clone(),
@@ -299,13 +308,7 @@ fn an_empty_write_confirms_the_leaders_term_without_a_log_entry() {
     use flotilla_types::Timestamp;
 
     let t = start_threaded();
-    let routers: HashMap<u64, StoreRouter> =
-        t.drivers.iter().map(|(id, d)| (*id, d.router())).collect();
-    must_put(&routers, b"warm-up");
-    let (leader, st) = routers
-        .iter()
-        .find_map(|(id, r)| status(r, 1).filter(|s| s.is_leader).map(|s| (*id, s)))
-        .expect("a leader");
+    let (routers, leader, st) = t.with_a_leader();
     let view = |store: u64, term: u64| {
         RegionEngine::new(
             t.engines[&store].clone(),
