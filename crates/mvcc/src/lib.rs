@@ -17,7 +17,9 @@ mod store;
 
 pub use error::{LockInfo, MvccError};
 pub use records::{Lock, LockKind, Write, WriteKind};
-pub use store::{IngestEntry, KeyCheck, Mutation, MutationOp, Mvcc, PrewriteLocks, TxnStatus};
+pub use store::{
+    IngestEntry, KeyCheck, Mutation, MutationOp, Mvcc, PendingWrite, PrewriteLocks, TxnStatus,
+};
 
 #[cfg(test)]
 mod tests;

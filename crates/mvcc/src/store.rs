@@ -7,11 +7,11 @@ use flotilla_storage::{
     Cf, DurabilityTicket, EngineRef, KvPair, StorageError, WriteBatch, WriteOp,
 };
 use flotilla_types::Timestamp;
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
 
 use crate::error::{LockInfo, MvccError};
 use crate::keys::{decode_user_key, decode_versioned_key, encode_user_key, versioned_key};
-use crate::latches::Latches;
+use crate::latches::{LatchGuard, Latches};
 use crate::records::{Lock, LockKind, SHORT_VALUE_MAX_BYTES, Write, WriteKind};
 
 /// What a transaction does to one key at prewrite.
@@ -143,6 +143,67 @@ pub struct Mvcc {
     memory_released: Condvar,
 }
 
+/// A batch as `Mvcc::stage` routed it: the part for the engine, and the in-memory
+/// changes to make once that part is written.
+#[derive(Default)]
+struct Staged {
+    disk: WriteBatch,
+    removed: Vec<Vec<u8>>,
+    memory_put: Vec<(Vec<u8>, Lock)>,
+    memory_delete: Vec<Vec<u8>>,
+}
+
+/// A write an operation prepared under its latches but has not made: for a caller that
+/// writes through an engine whose writes are durable once they complete (a region's Raft
+/// group) and waits for that without blocking a thread. The caller writes `take_batch()`
+/// (an empty batch must still confirm, as the engine's empty append does, that the
+/// writer is current), then calls `finish`; on failure it drops this, as a failed
+/// `append` leaves things. The latches are held until then (and may move to another
+/// thread meanwhile), so no conflicting operation reads state this write is about to
+/// change.
+#[must_use = "the write is not made until the caller writes its batch and calls finish"]
+pub struct PendingWrite<'a> {
+    mvcc: &'a Mvcc,
+    staged: Staged,
+    _latch: LatchGuard<'a>,
+}
+
+impl PendingWrite<'_> {
+    /// The batch to write (taken: a second call returns an empty one).
+    pub fn take_batch(&mut self) -> WriteBatch {
+        std::mem::take(&mut self.staged.disk)
+    }
+
+    /// Makes the in-memory half of the write, once the batch is written, and releases the
+    /// latches.
+    pub fn finish(self) {
+        let PendingWrite { mvcc, staged, .. } = self;
+        mvcc.finish(staged);
+    }
+}
+
+/// `memory_lock_ops` held shared: no fence goes up until it is dropped.
+type FenceOps<'a> = RwLockReadGuard<'a, ()>;
+
+/// Whether an operation may block for a latch or the fence lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    Block,
+    /// Give up instead (the caller falls back to a thread that may block).
+    Never,
+}
+
+/// A pessimistic-lock request, as `acquire_pessimistic_lock` takes it.
+#[derive(Clone, Copy)]
+struct LockKeys<'a> {
+    keys: &'a [(Vec<u8>, bool)],
+    primary: &'a [u8],
+    start_ts: Timestamp,
+    for_update_ts: Timestamp,
+    ttl_ms: u64,
+    need_values: bool,
+}
+
 /// True if `locks` holds a key in `[start, end)` (empty end: unbounded).
 fn any_lock_in(locks: &BTreeMap<Vec<u8>, Lock>, start: &[u8], end: &[u8]) -> bool {
     match locks.range(start.to_vec()..).next() {
@@ -236,11 +297,17 @@ impl Mvcc {
     /// the locked-key set a superset of the lock CF's keys. Callers hold the latches of
     /// every key in the batch.
     fn apply(&self, batch: WriteBatch) -> Result<DurabilityTicket, MvccError> {
-        let mut disk = WriteBatch::new();
+        let mut staged = self.stage(batch)?;
+        let ticket = self.engine.append(std::mem::take(&mut staged.disk))?;
+        self.finish(staged);
+        Ok(ticket)
+    }
+
+    /// The first half of `apply`: routes `batch` and adds the keys of new disk locks to the
+    /// locked-key set (before they are written, so the set stays a superset).
+    fn stage(&self, batch: WriteBatch) -> Result<Staged, MvccError> {
+        let mut staged = Staged::default();
         let mut added = Vec::new();
-        let mut removed = Vec::new();
-        let mut memory_put = Vec::new();
-        let mut memory_delete = Vec::new();
         for op in batch.into_ops() {
             match op {
                 WriteOp::Put {
@@ -250,46 +317,56 @@ impl Mvcc {
                 } => {
                     let lock = Lock::from_bytes(&value)?;
                     if lock.kind == LockKind::Pessimistic {
-                        memory_put.push((key, lock));
+                        staged.memory_put.push((key, lock));
                     } else {
-                        memory_delete.push(key.clone());
+                        staged.memory_delete.push(key.clone());
                         added.push(key.clone());
-                        disk.put(Cf::Lock, key, value);
+                        staged.disk.put(Cf::Lock, key, value);
                     }
                 }
                 WriteOp::Delete { cf: Cf::Lock, key } => {
-                    memory_delete.push(key.clone());
+                    staged.memory_delete.push(key.clone());
                     if self.locked.read().contains(&key) {
-                        removed.push(key.clone());
-                        disk.delete(Cf::Lock, key);
+                        staged.removed.push(key.clone());
+                        staged.disk.delete(Cf::Lock, key);
                     }
                 }
-                WriteOp::Put { cf, key, value } => disk.put(cf, key, value),
-                WriteOp::Delete { cf, key } => disk.delete(cf, key),
+                WriteOp::Put { cf, key, value } => staged.disk.put(cf, key, value),
+                WriteOp::Delete { cf, key } => staged.disk.delete(cf, key),
             }
         }
         if !added.is_empty() {
             self.locked.write().extend(added);
         }
-        let ticket = self.engine.append(disk)?;
-        if !removed.is_empty() {
+        Ok(staged)
+    }
+
+    /// The second half of `apply`, once the disk batch is written: the locked-key set
+    /// loses the keys whose locks were deleted, and the in-memory locks change.
+    fn finish(&self, staged: Staged) {
+        debug_assert!(staged.disk.is_empty(), "the disk batch was written first");
+        if !staged.removed.is_empty() {
             let mut locked = self.locked.write();
-            for key in &removed {
+            for key in &staged.removed {
                 locked.remove(key);
             }
         }
-        if !memory_put.is_empty() || !memory_delete.is_empty() {
-            let mut memory = self.memory.lock();
-            let before = memory.len();
-            for key in &memory_delete {
-                memory.remove(key);
-            }
-            if memory.len() < before {
-                self.memory_released.notify_all();
-            }
-            memory.extend(memory_put);
+        self.update_memory_locks(staged.memory_put, &staged.memory_delete);
+    }
+
+    fn update_memory_locks(&self, put: Vec<(Vec<u8>, Lock)>, delete: &[Vec<u8>]) {
+        if put.is_empty() && delete.is_empty() {
+            return;
         }
-        Ok(ticket)
+        let mut memory = self.memory.lock();
+        let before = memory.len();
+        for key in delete {
+            memory.remove(key);
+        }
+        if memory.len() < before {
+            self.memory_released.notify_all();
+        }
+        memory.extend(put);
     }
 
     /// Waits until the batch of `ticket` is durable. Called without latches: the batch is
@@ -606,17 +683,78 @@ impl Mvcc {
         ttl_ms: u64,
         need_values: bool,
     ) -> Result<Vec<Option<Vec<u8>>>, MvccError> {
+        let request = LockKeys {
+            keys,
+            primary,
+            start_ts,
+            for_update_ts,
+            ttl_ms,
+            need_values,
+        };
+        Ok(self
+            .lock_keys(&request, Waiting::Block)?
+            .expect("a call that may block always finishes"))
+    }
+
+    /// `acquire_pessimistic_lock` for a caller that must not block (an async task, whose
+    /// thread may be the one the holder of a latch needs to finish) and that has already
+    /// confirmed, by a read index, that this MVCC's leader is current and has applied
+    /// every committed write: the locks go to memory without a call to the engine.
+    /// Returns `Ok(None)`, having changed nothing, when that is not possible now: another
+    /// operation holds a latch of these keys or is raising a fence, or a key already
+    /// holds this transaction's lock on disk (raising its `for_update_ts` is a write).
+    /// The caller then uses `acquire_pessimistic_lock`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn try_acquire_pessimistic_lock_in_memory(
+        &self,
+        keys: &[(Vec<u8>, bool)],
+        primary: &[u8],
+        start_ts: Timestamp,
+        for_update_ts: Timestamp,
+        ttl_ms: u64,
+        need_values: bool,
+    ) -> Result<Option<Vec<Option<Vec<u8>>>>, MvccError> {
+        let request = LockKeys {
+            keys,
+            primary,
+            start_ts,
+            for_update_ts,
+            ttl_ms,
+            need_values,
+        };
+        self.lock_keys(&request, Waiting::Never)
+    }
+
+    /// Both lock calls; `Ok(None)` only with `Waiting::Never` (see
+    /// `try_acquire_pessimistic_lock_in_memory`).
+    fn lock_keys(
+        &self,
+        request: &LockKeys<'_>,
+        waiting: Waiting,
+    ) -> Result<Option<Vec<Option<Vec<u8>>>>, MvccError> {
+        let LockKeys {
+            keys,
+            primary,
+            start_ts,
+            for_update_ts,
+            ttl_ms,
+            need_values,
+        } = *request;
         let encoded: Vec<Vec<u8>> = keys.iter().map(|(k, _)| encode_user_key(k)).collect();
-        let _latch = self.latches.acquire(&encoded);
-        let _ops = self.memory_lock_ops.read();
-        self.check_memory_lock_fence(&encoded)?;
+        let Some((_latch, _ops)) = self.enter(&encoded, true, waiting)? else {
+            return Ok(None);
+        };
         let mut batch = WriteBatch::new();
+        let mut in_memory = Vec::with_capacity(keys.len());
         let mut values = Vec::with_capacity(if need_values { keys.len() } else { 0 });
         for ((key, should_not_exist), ek) in keys.iter().zip(&encoded) {
             let existing = self.load_lock(ek)?;
             if let Some(lock) = &existing {
                 if lock.start_ts != start_ts {
                     return Err(MvccError::KeyIsLocked(lock_info(key, lock)));
+                }
+                if waiting == Waiting::Never && lock.kind != LockKind::Pessimistic {
+                    return Ok(None);
                 }
             } else {
                 // Only a rollback matters here: a transaction still taking locks has not
@@ -663,12 +801,20 @@ impl Mvcc {
                     short_value: None,
                 },
             };
-            batch.put(Cf::Lock, ek.clone(), lock.to_bytes());
+            match waiting {
+                Waiting::Block => batch.put(Cf::Lock, ek.clone(), lock.to_bytes()),
+                Waiting::Never => in_memory.push((ek.clone(), lock)),
+            }
         }
         // Pessimistic locks need not be durable: if this store crashes, the transaction's
         // coordinator finds them gone at prewrite and the transaction fails cleanly.
-        let _ = self.apply(batch)?;
-        Ok(values)
+        match waiting {
+            Waiting::Block => {
+                let _ = self.apply(batch)?;
+            }
+            Waiting::Never => self.update_memory_locks(in_memory, &[]),
+        }
+        Ok(Some(values))
     }
 
     /// Releases the pessimistic locks of `start_ts` on `keys` (statement or transaction
@@ -703,15 +849,91 @@ impl Mvcc {
         ttl_ms: u64,
         placement: PrewriteLocks,
     ) -> Result<(), MvccError> {
+        let (pending, _ops) = self
+            .prepare_prewrite(
+                mutations,
+                primary,
+                start_ts,
+                ttl_ms,
+                placement,
+                Waiting::Block,
+            )?
+            .expect("a call that may block always prepares");
+        // `_ops` (volatile locks) is released after the locks are in.
+        self.write_now(pending)
+    }
+
+    /// `prewrite` of durable locks for a caller that must not block (see
+    /// `PendingWrite`): `Ok(None)`, having changed nothing, when another operation holds a
+    /// latch of these keys; the caller then uses `prewrite`. (Volatile locks are not
+    /// prepared this way: adding them must hold off a fence going up until they are in.)
+    pub fn try_prepare_prewrite(
+        &self,
+        mutations: &[Mutation],
+        primary: &[u8],
+        start_ts: Timestamp,
+        ttl_ms: u64,
+    ) -> Result<Option<PendingWrite<'_>>, MvccError> {
+        self.prepare_prewrite(
+            mutations,
+            primary,
+            start_ts,
+            ttl_ms,
+            PrewriteLocks::Durable,
+            Waiting::Never,
+        )
+        .map(|prepared| prepared.map(|(pending, _)| pending))
+    }
+
+    /// Writes a prepared write through the engine now (blocking until it is written).
+    fn write_now(&self, mut pending: PendingWrite<'_>) -> Result<(), MvccError> {
+        let _ = self.engine.append(pending.take_batch())?;
+        pending.finish();
+        Ok(())
+    }
+
+    /// Takes the latches of `encoded` (and, when `fenced`, the fence lock, then checks the
+    /// fence), waiting or not as `waiting` says: `Ok(None)` when it would have to wait.
+    fn enter(
+        &self,
+        encoded: &[Vec<u8>],
+        fenced: bool,
+        waiting: Waiting,
+    ) -> Result<Option<(LatchGuard<'_>, Option<FenceOps<'_>>)>, MvccError> {
+        let latch = match waiting {
+            Waiting::Block => self.latches.acquire(encoded),
+            Waiting::Never => match self.latches.try_acquire(encoded) {
+                Some(latch) => latch,
+                None => return Ok(None),
+            },
+        };
+        if !fenced {
+            return Ok(Some((latch, None)));
+        }
+        let ops = match waiting {
+            Waiting::Block => self.memory_lock_ops.read(),
+            Waiting::Never => match self.memory_lock_ops.try_read() {
+                Some(ops) => ops,
+                None => return Ok(None),
+            },
+        };
+        self.check_memory_lock_fence(encoded)?;
+        Ok(Some((latch, Some(ops))))
+    }
+
+    fn prepare_prewrite(
+        &self,
+        mutations: &[Mutation],
+        primary: &[u8],
+        start_ts: Timestamp,
+        ttl_ms: u64,
+        placement: PrewriteLocks,
+        waiting: Waiting,
+    ) -> Result<Option<(PendingWrite<'_>, Option<FenceOps<'_>>)>, MvccError> {
         let encoded: Vec<Vec<u8>> = mutations.iter().map(|m| encode_user_key(&m.key)).collect();
-        let _latch = self.latches.acquire(&encoded);
-        let _ops = match placement {
-            PrewriteLocks::Volatile => {
-                let ops = self.memory_lock_ops.read();
-                self.check_memory_lock_fence(&encoded)?;
-                Some(ops)
-            }
-            PrewriteLocks::Durable => None,
+        let fenced = placement == PrewriteLocks::Volatile;
+        let Some((latch, ops)) = self.enter(&encoded, fenced, waiting)? else {
+            return Ok(None);
         };
         let mut batch = WriteBatch::new();
         let mut volatile = Vec::new();
@@ -801,12 +1023,16 @@ impl Mvcc {
         }
         // Not synced: the commit batch comes later in the same journal, and syncing it makes
         // this one durable too.
-        let _ = self.apply(batch)?;
-        if !volatile.is_empty() {
-            // Under the latches, like any lock write; replaces the pessimistic locks.
-            self.memory.lock().extend(volatile);
-        }
-        Ok(())
+        let mut staged = self.stage(batch)?;
+        // Under the latches, like any lock write, once the batch is written; replaces the
+        // pessimistic locks.
+        staged.memory_put.extend(volatile);
+        let pending = PendingWrite {
+            mvcc: self,
+            staged,
+            _latch: latch,
+        };
+        Ok(Some((pending, ops)))
     }
 
     fn commit_key(
@@ -888,6 +1114,31 @@ impl Mvcc {
             self.commit_key(&mut batch, key, ek, start_ts, commit_ts)?;
         }
         self.apply(batch)
+    }
+
+    /// `commit` for a caller that must not block (see `PendingWrite`; the engine's write
+    /// is durable once it completes): `Ok(None)`, having changed nothing, when another
+    /// operation holds a latch of these keys; the caller then uses `commit`.
+    pub fn try_prepare_commit(
+        &self,
+        keys: &[Vec<u8>],
+        start_ts: Timestamp,
+        commit_ts: Timestamp,
+    ) -> Result<Option<PendingWrite<'_>>, MvccError> {
+        assert!(commit_ts > start_ts, "commit_ts must follow start_ts");
+        let encoded: Vec<Vec<u8>> = keys.iter().map(|k| encode_user_key(k)).collect();
+        let Some((latch, _)) = self.enter(&encoded, false, Waiting::Never)? else {
+            return Ok(None);
+        };
+        let mut batch = WriteBatch::new();
+        for (key, ek) in keys.iter().zip(&encoded) {
+            self.commit_key(&mut batch, key, ek, start_ts, commit_ts)?;
+        }
+        Ok(Some(PendingWrite {
+            mvcc: self,
+            staged: self.stage(batch)?,
+            _latch: latch,
+        }))
     }
 
     /// Writes `entries` as versions committed at `ts`, outside any transaction: an index

@@ -807,3 +807,134 @@ fn delete_range_removes_whole_keys_in_bounded_chunks_and_spares_locked_keys() {
     // An empty range ends at once.
     assert_eq!(m.delete_range(b"x", b"y", 20).unwrap(), None);
 }
+
+fn guarded(key: &[u8], value: &[u8]) -> Mutation {
+    Mutation {
+        key: key.to_vec(),
+        op: MutationOp::Put(value.to_vec()),
+        check: KeyCheck::Locked,
+    }
+}
+
+#[test]
+fn a_write_prepared_without_blocking_holds_its_latches_until_it_is_written_and_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(FjallEngine::open(dir.path(), &FjallOptions::default()).unwrap());
+    let m = Mvcc::new(engine.clone()).unwrap();
+    write(&m, b"a", b"old", 5, 6);
+    let lock = |start: u64| {
+        m.try_acquire_pessimistic_lock_in_memory(
+            &[(b"a".to_vec(), false)],
+            b"a",
+            ts(start),
+            ts(start),
+            3_000,
+            true,
+        )
+    };
+    assert_eq!(lock(10).unwrap(), Some(vec![Some(b"old".to_vec())]));
+    assert_eq!(
+        m.lock_of(b"a").unwrap().unwrap().kind,
+        LockKind::Pessimistic
+    );
+
+    let mut pending = m
+        .try_prepare_prewrite(&[guarded(b"a", b"new")], b"a", ts(10), 3_000)
+        .unwrap()
+        .expect("no latch is held");
+    // Prepared, not written: the key's state is unchanged, and its latch is held, so no
+    // other operation that must not block gets in, and none changes anything.
+    assert_eq!(
+        m.lock_of(b"a").unwrap().unwrap().kind,
+        LockKind::Pessimistic
+    );
+    assert_eq!(lock(20).unwrap(), None);
+    assert!(
+        m.try_prepare_commit(&[b"a".to_vec()], ts(10), ts(11))
+            .unwrap()
+            .is_none()
+    );
+    let batch = pending.take_batch();
+    assert!(!batch.is_empty(), "a durable prewrite writes its lock");
+    let _ = flotilla_storage::KvEngine::append(&*engine, batch).unwrap();
+    pending.finish();
+    assert_eq!(m.lock_of(b"a").unwrap().unwrap().kind, LockKind::Put);
+
+    // A prepared write that is dropped (its Raft write failed) changes nothing and
+    // releases its latches.
+    let dropped = m
+        .try_prepare_commit(&[b"a".to_vec()], ts(10), ts(11))
+        .unwrap()
+        .expect("the latch was released by finish");
+    drop(dropped);
+    assert_eq!(m.lock_of(b"a").unwrap().unwrap().kind, LockKind::Put);
+    assert_eq!(
+        m.get(b"a", ts(30), Some(ts(10))).unwrap(),
+        Some(b"old".to_vec())
+    );
+
+    let mut commit = m
+        .try_prepare_commit(&[b"a".to_vec()], ts(10), ts(11))
+        .unwrap()
+        .expect("the dropped write released its latch");
+    let _ = flotilla_storage::KvEngine::append(&*engine, commit.take_batch()).unwrap();
+    commit.finish();
+    assert_eq!(m.lock_of(b"a").unwrap(), None);
+    assert_eq!(m.get(b"a", ts(30), None).unwrap(), Some(b"new".to_vec()));
+}
+
+#[test]
+fn a_volatile_commit_prepared_without_blocking_keeps_its_lock_until_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(FjallEngine::open(dir.path(), &FjallOptions::default()).unwrap());
+    let m = Mvcc::new(engine.clone()).unwrap();
+    m.prewrite(
+        &[put(b"v", b"1")],
+        b"v",
+        ts(10),
+        3_000,
+        PrewriteLocks::Volatile,
+    )
+    .unwrap();
+    let mut commit = m
+        .try_prepare_commit(&[b"v".to_vec()], ts(10), ts(11))
+        .unwrap()
+        .expect("no latch is held");
+    let _ = flotilla_storage::KvEngine::append(&*engine, commit.take_batch()).unwrap();
+    // Written but not finished: the in-memory lock still stands, so a reader that does
+    // not yet see the commit record (a Raft write not yet applied) meets the lock rather
+    // than an older version.
+    assert!(m.lock_of(b"v").unwrap().is_some());
+    commit.finish();
+    assert_eq!(m.lock_of(b"v").unwrap(), None);
+    assert_eq!(m.get(b"v", ts(20), None).unwrap(), Some(b"1".to_vec()));
+}
+
+#[test]
+fn locking_without_blocking_leaves_a_lock_of_its_own_on_disk_to_the_blocking_call() {
+    let (_d, m) = mvcc();
+    m.prewrite(
+        &[put(b"k", b"v")],
+        b"k",
+        ts(10),
+        3_000,
+        PrewriteLocks::Durable,
+    )
+    .unwrap();
+    let keys = [(b"k".to_vec(), false)];
+    // Raising a prewritten lock's for_update_ts is a disk write: not done in memory.
+    assert_eq!(
+        m.try_acquire_pessimistic_lock_in_memory(&keys, b"k", ts(10), ts(15), 3_000, false)
+            .unwrap(),
+        None
+    );
+    assert_eq!(m.lock_of(b"k").unwrap().unwrap().for_update_ts, ts(10));
+    m.acquire_pessimistic_lock(&keys, b"k", ts(10), ts(15), 3_000, false)
+        .unwrap();
+    assert_eq!(m.lock_of(b"k").unwrap().unwrap().for_update_ts, ts(15));
+    // Another transaction's lock is refused as by the blocking call.
+    assert!(matches!(
+        m.try_acquire_pessimistic_lock_in_memory(&keys, b"k", ts(20), ts(20), 3_000, false),
+        Err(MvccError::KeyIsLocked(_))
+    ));
+}

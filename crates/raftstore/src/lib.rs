@@ -18,7 +18,7 @@ pub use board::{BoardEntry, RegionBoard};
 pub use driver::{DriverConfig, Inspect, StoreDriver, StoreRouter};
 pub use error::RaftStoreError;
 pub use raft::eraftpb::ConfChangeType;
-pub use region_engine::RegionEngine;
+pub use region_engine::{RegionEngine, to_storage_error};
 pub use storage::{
     DATA_CFS, ENTRY_CACHE_BYTES_MAX_DEFAULT, PeerStorage, RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM,
     conf_state_from_region, region_contains,

@@ -85,7 +85,9 @@ impl RegionEngine {
     }
 }
 
-fn to_storage_error(e: RaftStoreError) -> StorageError {
+/// How a region's refusal of a write reaches MVCC: retryable (a routing error the client
+/// retries) or not.
+pub fn to_storage_error(e: RaftStoreError) -> StorageError {
     if e.is_retryable() {
         StorageError::Unavailable(e.to_string())
     } else {
@@ -108,35 +110,11 @@ impl KvEngine for RegionEngine {
 
     fn append(&self, batch: WriteBatch) -> Result<DurabilityTicket, StorageError> {
         let (tx, rx) = mpsc::channel();
-        let (region_id, epoch) = {
-            let r = self.region.read();
-            (r.id, r.epoch.unwrap_or_default())
-        };
+        let region_id = self.region.read().id;
         let cb: Callback<()> = Box::new(move |r| {
             let _ = tx.send(r);
         });
-        let msg = if batch.is_empty() {
-            // Nothing to replicate (a pessimistic lock lives in memory), but the caller
-            // still learns, as from a write, that this peer led `term` from its reads until
-            // now and had applied every earlier write: a read index checked against the
-            // term, from the leader's lease, instead of an empty entry through Raft and
-            // three fsyncs.
-            StoreMsg::ReadIndex {
-                region_id,
-                epoch,
-                term: self.term,
-                cb,
-            }
-        } else {
-            StoreMsg::Write {
-                region_id,
-                epoch,
-                term: self.term,
-                batch,
-                cb,
-            }
-        };
-        self.router.send(msg).map_err(to_storage_error)?;
+        self.submit(batch, cb).map_err(to_storage_error)?;
         match rx.recv_timeout(self.write_timeout) {
             Ok(Ok(())) => {
                 let n = self.applied_batches.fetch_add(1, Ordering::Relaxed) + 1;
@@ -159,5 +137,39 @@ impl KvEngine for RegionEngine {
 
     fn disk_space_bytes(&self) -> u64 {
         self.local.disk_space_bytes()
+    }
+}
+
+impl RegionEngine {
+    /// What `append` does, without waiting: proposes `batch` (fenced by this view's term
+    /// and epoch) and has `cb` called on the store's thread once it is applied here, or
+    /// refused. For a caller that waits without blocking a thread (an async task).
+    pub fn submit(&self, batch: WriteBatch, cb: Callback<()>) -> Result<(), RaftStoreError> {
+        let (region_id, epoch) = {
+            let r = self.region.read();
+            (r.id, r.epoch.unwrap_or_default())
+        };
+        let msg = if batch.is_empty() {
+            // Nothing to replicate (a pessimistic lock lives in memory), but the caller
+            // still learns, as from a write, that this peer led `term` from its reads until
+            // now and had applied every earlier write: a read index checked against the
+            // term, from the leader's lease, instead of an empty entry through Raft and
+            // three fsyncs.
+            StoreMsg::ReadIndex {
+                region_id,
+                epoch,
+                term: self.term,
+                cb,
+            }
+        } else {
+            StoreMsg::Write {
+                region_id,
+                epoch,
+                term: self.term,
+                batch,
+                cb,
+            }
+        };
+        self.router.send(msg)
     }
 }

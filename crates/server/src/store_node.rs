@@ -19,7 +19,7 @@ use flotilla_proto::metaservicepb::{RegionHeartbeatRequest, StoreStats};
 use flotilla_proto::raft_serverpb::RaftMessageBatch;
 use flotilla_raftstore::{
     BoardEntry, DriverConfig, RaftStoreError, RegionBoard, RegionEngine, Store, StoreConfig,
-    StoreDriver, StoreMsg, StoreRouter, keys,
+    StoreDriver, StoreMsg, StoreRouter, keys, to_storage_error,
 };
 use flotilla_storage::{Cf, EngineRef, FjallEngine, FjallOptions, WriteBatch};
 use flotilla_types::Timestamp;
@@ -582,7 +582,7 @@ impl Shared {
         // A new term: whatever an earlier term kept in memory (pessimistic and volatile
         // locks) is gone, and everything committed before must be applied here before
         // MVCC reads its state.
-        self.read_index(ctx.region_id, &entry).await?;
+        self.read_index(ctx.region_id, &entry, 0).await?;
         let engine = Arc::new(RegionEngine::new(
             self.local.clone(),
             self.router.clone(),
@@ -612,12 +612,19 @@ impl Shared {
         Ok(m)
     }
 
-    async fn read_index(&self, region_id: u64, entry: &BoardEntry) -> Result<(), RaftStoreError> {
+    /// Returns once this store's peer leads the region (in `term`; 0: any term) and has
+    /// applied every write committed when it was called.
+    async fn read_index(
+        &self,
+        region_id: u64,
+        entry: &BoardEntry,
+        term: u64,
+    ) -> Result<(), RaftStoreError> {
         let (tx, rx) = oneshot::channel();
         self.router.send(StoreMsg::ReadIndex {
             region_id,
             epoch: entry.region.epoch.unwrap_or_default(),
-            term: 0,
+            term,
             cb: Box::new(move |r| {
                 let _ = tx.send(r);
             }),
@@ -628,6 +635,49 @@ impl Shared {
                 "region {region_id}: read index timed out"
             ))),
         }
+    }
+
+    /// Takes pessimistic locks on this task, without the two thread hand-offs to the
+    /// blocking pool and back: the locks live in memory, and the read index first (in the
+    /// MVCC's term) is the same check the blocking path makes with an empty write. `None`
+    /// when that cannot be done without waiting (a latch is held, or a key's lock is on
+    /// disk): the caller takes the blocking path.
+    async fn lock_in_memory(
+        &self,
+        region_id: u64,
+        region: &RegionMvcc,
+        l: &kvpb::PessimisticLockRequest,
+    ) -> Option<Result<KvResponse, Failure>> {
+        let entry = self.board.get(region_id)?;
+        if let Err(e) = self.read_index(region_id, &entry, region.term).await {
+            return Some(Err(Failure::Region(e)));
+        }
+        let keys: Vec<(Vec<u8>, bool)> = l
+            .keys
+            .iter()
+            .map(|k| (k.key.to_vec(), k.must_not_exist))
+            .collect();
+        let values = match region.mvcc.try_acquire_pessimistic_lock_in_memory(
+            &keys,
+            &l.primary,
+            Timestamp(l.start_ts),
+            Timestamp(l.for_update_ts),
+            l.ttl_ms,
+            l.need_values,
+        ) {
+            Ok(Some(values)) => values,
+            Ok(None) => return None,
+            Err(e) => return Some(Err(mvcc_failure(e))),
+        };
+        Some(Ok(KvResponse {
+            values: values
+                .into_iter()
+                .map(|v| OptionalValue {
+                    value: v.map(Into::into),
+                })
+                .collect(),
+            ..Default::default()
+        }))
     }
 
     async fn handle(&self, req: KvRequest) -> KvResponse {
@@ -650,7 +700,7 @@ impl Shared {
         let reads = matches!(cmd, kv_request::Cmd::Get(_) | kv_request::Cmd::Scan(_));
         if reads
             && let Some(entry) = self.board.get(ctx.region_id)
-            && let Err(e) = self.read_index(ctx.region_id, &entry).await
+            && let Err(e) = self.read_index(ctx.region_id, &entry, 0).await
         {
             resp.region_error = Some(region_error(&e, &self.board));
             return resp;
@@ -674,7 +724,18 @@ impl Shared {
             if let Some(n) = notified.as_mut().as_pin_mut() {
                 n.enable();
             }
-            let outcome = if inline {
+            let fast = match &cmd {
+                kv_request::Cmd::PessimisticLock(l) => {
+                    self.lock_in_memory(ctx.region_id, &region, l).await
+                }
+                kv_request::Cmd::Prewrite(_) | kv_request::Cmd::Commit(_) => {
+                    write_without_blocking(&region, &cmd).await
+                }
+                _ => None,
+            };
+            let outcome = if let Some(done) = fast {
+                Ok(done)
+            } else if inline {
                 Ok(run(&region.mvcc, cmd.clone()))
             } else {
                 let (m, c) = (region.clone(), cmd.clone());
@@ -723,6 +784,88 @@ impl Shared {
                 resp
             }
         }
+    }
+}
+
+/// Runs a prewrite or commit on this task, without the two thread hand-offs to the
+/// blocking pool and back: MVCC prepares the write under its latches (held across the
+/// wait), the region's Raft group writes it, and the callback wakes this task. `None`
+/// when MVCC cannot prepare it without waiting (a latch is held), or for volatile locks:
+/// the caller takes the blocking path.
+async fn write_without_blocking(
+    region: &RegionMvcc,
+    cmd: &kv_request::Cmd,
+) -> Option<Result<KvResponse, Failure>> {
+    use kv_request::Cmd;
+    let prepared = match cmd {
+        Cmd::Prewrite(p) if !p.volatile_locks => region.mvcc.try_prepare_prewrite(
+            &mutations_of(&p.mutations),
+            &p.primary,
+            Timestamp(p.start_ts),
+            p.ttl_ms,
+        ),
+        Cmd::Commit(c) => region.mvcc.try_prepare_commit(
+            &c.keys.iter().map(|k| k.to_vec()).collect::<Vec<_>>(),
+            Timestamp(c.start_ts),
+            Timestamp(c.commit_ts),
+        ),
+        _ => return None,
+    };
+    let mut pending = match prepared {
+        Ok(Some(pending)) => pending,
+        Ok(None) => return None,
+        Err(e) => return Some(Err(mvcc_failure(e))),
+    };
+    let (tx, rx) = oneshot::channel();
+    let submitted = region.engine.submit(
+        pending.take_batch(),
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    );
+    let written = match submitted {
+        Err(e) => Err(to_storage_error(e)),
+        Ok(()) => match tokio::time::timeout(WRITE_TIMEOUT, rx).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(to_storage_error(e)),
+            // The outcome is unknown: the proposal may still commit. Percolator's records
+            // are idempotent, so the caller's retry is safe either way.
+            _ => Err(flotilla_storage::StorageError::Unavailable(format!(
+                "region {}: no answer to a write within {WRITE_TIMEOUT:?}",
+                region.engine.region().id
+            ))),
+        },
+    };
+    Some(match written {
+        Ok(()) => {
+            pending.finish();
+            Ok(KvResponse::default())
+        }
+        // As a failed append leaves MVCC: the in-memory half is not made.
+        Err(e) => Err(mvcc_failure(MvccError::Storage(e))),
+    })
+}
+
+fn mutations_of(mutations: &[kvpb::Mutation]) -> Vec<Mutation> {
+    mutations
+        .iter()
+        .map(|m| Mutation {
+            key: m.key.to_vec(),
+            op: match m.op {
+                0 => MutationOp::Put(m.value.to_vec()),
+                1 => MutationOp::Delete,
+                _ => MutationOp::Lock,
+            },
+            check: KeyCheck::from_code(m.check),
+        })
+        .collect()
+}
+
+fn placement_of(p: &PrewriteRequest) -> PrewriteLocks {
+    if p.volatile_locks {
+        PrewriteLocks::Volatile
+    } else {
+        PrewriteLocks::Durable
     }
 }
 
@@ -815,30 +958,12 @@ fn run(mvcc: &Mvcc, cmd: kv_request::Cmd) -> Result<KvResponse, Failure> {
                 .map_err(mvcc_failure)?;
         }
         Cmd::Prewrite(p) => {
-            let mutations: Vec<Mutation> = p
-                .mutations
-                .into_iter()
-                .map(|m| Mutation {
-                    key: m.key.to_vec(),
-                    op: match m.op {
-                        0 => MutationOp::Put(m.value.to_vec()),
-                        1 => MutationOp::Delete,
-                        _ => MutationOp::Lock,
-                    },
-                    check: KeyCheck::from_code(m.check),
-                })
-                .collect();
-            let placement = if p.volatile_locks {
-                PrewriteLocks::Volatile
-            } else {
-                PrewriteLocks::Durable
-            };
             mvcc.prewrite(
-                &mutations,
+                &mutations_of(&p.mutations),
                 &p.primary,
                 Timestamp(p.start_ts),
                 p.ttl_ms,
-                placement,
+                placement_of(&p),
             )
             .map_err(mvcc_failure)?;
         }
