@@ -18,7 +18,8 @@ mod store;
 pub use error::{LockInfo, MvccError};
 pub use records::{Lock, LockKind, Write, WriteKind};
 pub use store::{
-    IngestEntry, KeyCheck, Mutation, MutationOp, Mvcc, PendingWrite, PrewriteLocks, TxnStatus,
+    IngestEntry, KeyCheck, LockKeys, Mutation, MutationOp, Mvcc, PendingWrite, PrewriteLocks,
+    TxnStatus,
 };
 
 #[cfg(test)]

@@ -193,15 +193,21 @@ enum Waiting {
     Never,
 }
 
-/// A pessimistic-lock request, as `acquire_pessimistic_lock` takes it.
-#[derive(Clone, Copy)]
-struct LockKeys<'a> {
-    keys: &'a [(Vec<u8>, bool)],
-    primary: &'a [u8],
-    start_ts: Timestamp,
-    for_update_ts: Timestamp,
-    ttl_ms: u64,
-    need_values: bool,
+/// A pessimistic-lock request (see `Mvcc::acquire_pessimistic_lock`).
+#[derive(Debug, Clone, Copy)]
+pub struct LockKeys<'a> {
+    /// The keys, each with "must hold no committed value".
+    pub keys: &'a [(Vec<u8>, bool)],
+    /// The transaction's primary key.
+    pub primary: &'a [u8],
+    /// The transaction.
+    pub start_ts: Timestamp,
+    /// No version of a key may be committed after this.
+    pub for_update_ts: Timestamp,
+    /// How long the locks live without a heartbeat.
+    pub ttl_ms: u64,
+    /// Return each key's newest committed value.
+    pub need_values: bool,
 }
 
 /// True if `locks` holds a key in `[start, end)` (empty end: unbounded).
@@ -683,51 +689,41 @@ impl Mvcc {
         ttl_ms: u64,
         need_values: bool,
     ) -> Result<Vec<Option<Vec<u8>>>, MvccError> {
-        let request = LockKeys {
+        self.lock_keys(&LockKeys {
             keys,
             primary,
             start_ts,
             for_update_ts,
             ttl_ms,
             need_values,
-        };
+        })
+    }
+
+    /// `acquire_pessimistic_lock`, the request as one value.
+    pub fn lock_keys(&self, request: &LockKeys<'_>) -> Result<Vec<Option<Vec<u8>>>, MvccError> {
         Ok(self
-            .lock_keys(&request, Waiting::Block)?
+            .lock_keys_waiting(request, Waiting::Block)?
             .expect("a call that may block always finishes"))
     }
 
-    /// `acquire_pessimistic_lock` for a caller that must not block (an async task, whose
-    /// thread may be the one the holder of a latch needs to finish) and that has already
-    /// confirmed, by a read index, that this MVCC's leader is current and has applied
-    /// every committed write: the locks go to memory without a call to the engine.
-    /// Returns `Ok(None)`, having changed nothing, when that is not possible now: another
-    /// operation holds a latch of these keys or is raising a fence, or a key already
-    /// holds this transaction's lock on disk (raising its `for_update_ts` is a write).
-    /// The caller then uses `acquire_pessimistic_lock`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn try_acquire_pessimistic_lock_in_memory(
+    /// `lock_keys` for a caller that must not block (an async task, whose thread may be
+    /// the one the holder of a latch needs to finish) and that has already confirmed, by
+    /// a read index, that this MVCC's leader is current and has applied every committed
+    /// write: the locks go to memory without a call to the engine. Returns `Ok(None)`,
+    /// having changed nothing, when that is not possible now: another operation holds a
+    /// latch of these keys or is raising a fence, or a key already holds this
+    /// transaction's lock on disk (raising its `for_update_ts` is a write). The caller
+    /// then uses `lock_keys`.
+    pub fn try_lock_keys_in_memory(
         &self,
-        keys: &[(Vec<u8>, bool)],
-        primary: &[u8],
-        start_ts: Timestamp,
-        for_update_ts: Timestamp,
-        ttl_ms: u64,
-        need_values: bool,
+        request: &LockKeys<'_>,
     ) -> Result<Option<Vec<Option<Vec<u8>>>>, MvccError> {
-        let request = LockKeys {
-            keys,
-            primary,
-            start_ts,
-            for_update_ts,
-            ttl_ms,
-            need_values,
-        };
-        self.lock_keys(&request, Waiting::Never)
+        self.lock_keys_waiting(request, Waiting::Never)
     }
 
     /// Both lock calls; `Ok(None)` only with `Waiting::Never` (see
-    /// `try_acquire_pessimistic_lock_in_memory`).
-    fn lock_keys(
+    /// `try_lock_keys_in_memory`).
+    fn lock_keys_waiting(
         &self,
         request: &LockKeys<'_>,
         waiting: Waiting,

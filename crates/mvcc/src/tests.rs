@@ -8,8 +8,8 @@ use flotilla_storage::{
 use flotilla_types::Timestamp;
 
 use crate::{
-    IngestEntry, KeyCheck, LockKind, Mutation, MutationOp, Mvcc, MvccError, PrewriteLocks,
-    TxnStatus,
+    IngestEntry, KeyCheck, LockKeys, LockKind, Mutation, MutationOp, Mvcc, MvccError,
+    PrewriteLocks, TxnStatus,
 };
 
 fn mvcc() -> (tempfile::TempDir, Mvcc) {
@@ -822,15 +822,16 @@ fn a_write_prepared_without_blocking_holds_its_latches_until_it_is_written_and_f
     let engine = Arc::new(FjallEngine::open(dir.path(), &FjallOptions::default()).unwrap());
     let m = Mvcc::new(engine.clone()).unwrap();
     write(&m, b"a", b"old", 5, 6);
+    let keys = [(b"a".to_vec(), false)];
     let lock = |start: u64| {
-        m.try_acquire_pessimistic_lock_in_memory(
-            &[(b"a".to_vec(), false)],
-            b"a",
-            ts(start),
-            ts(start),
-            3_000,
-            true,
-        )
+        m.try_lock_keys_in_memory(&LockKeys {
+            keys: &keys,
+            primary: b"a",
+            start_ts: ts(start),
+            for_update_ts: ts(start),
+            ttl_ms: 3_000,
+            need_values: true,
+        })
     };
     assert_eq!(lock(10).unwrap(), Some(vec![Some(b"old".to_vec())]));
     assert_eq!(
@@ -922,19 +923,23 @@ fn locking_without_blocking_leaves_a_lock_of_its_own_on_disk_to_the_blocking_cal
     )
     .unwrap();
     let keys = [(b"k".to_vec(), false)];
+    let request = |start: u64, for_update: u64| LockKeys {
+        keys: &keys,
+        primary: b"k",
+        start_ts: ts(start),
+        for_update_ts: ts(for_update),
+        ttl_ms: 3_000,
+        need_values: false,
+    };
     // Raising a prewritten lock's for_update_ts is a disk write: not done in memory.
-    assert_eq!(
-        m.try_acquire_pessimistic_lock_in_memory(&keys, b"k", ts(10), ts(15), 3_000, false)
-            .unwrap(),
-        None
-    );
+    assert_eq!(m.try_lock_keys_in_memory(&request(10, 15)).unwrap(), None);
     assert_eq!(m.lock_of(b"k").unwrap().unwrap().for_update_ts, ts(10));
     m.acquire_pessimistic_lock(&keys, b"k", ts(10), ts(15), 3_000, false)
         .unwrap();
     assert_eq!(m.lock_of(b"k").unwrap().unwrap().for_update_ts, ts(15));
     // Another transaction's lock is refused as by the blocking call.
     assert!(matches!(
-        m.try_acquire_pessimistic_lock_in_memory(&keys, b"k", ts(20), ts(20), 3_000, false),
+        m.try_lock_keys_in_memory(&request(20, 20)),
         Err(MvccError::KeyIsLocked(_))
     ));
 }

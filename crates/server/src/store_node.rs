@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use flotilla_client::{ClientConfig, GrpcTransport, MetaClient, RaftService, StoreResolver};
 use flotilla_mvcc::{
-    KeyCheck, LockInfo, Mutation, MutationOp, Mvcc, MvccError, PrewriteLocks, TxnStatus,
+    KeyCheck, LockInfo, LockKeys, Mutation, MutationOp, Mvcc, MvccError, PrewriteLocks, TxnStatus,
 };
 use flotilla_proto::kvpb::store_server::{Store as StoreRpc, StoreServer};
 use flotilla_proto::kvpb::{self, *};
@@ -652,32 +652,12 @@ impl Shared {
         if let Err(e) = self.read_index(region_id, &entry, region.term).await {
             return Some(Err(Failure::Region(e)));
         }
-        let keys: Vec<(Vec<u8>, bool)> = l
-            .keys
-            .iter()
-            .map(|k| (k.key.to_vec(), k.must_not_exist))
-            .collect();
-        let values = match region.mvcc.try_acquire_pessimistic_lock_in_memory(
-            &keys,
-            &l.primary,
-            Timestamp(l.start_ts),
-            Timestamp(l.for_update_ts),
-            l.ttl_ms,
-            l.need_values,
-        ) {
-            Ok(Some(values)) => values,
-            Ok(None) => return None,
-            Err(e) => return Some(Err(mvcc_failure(e))),
-        };
-        Some(Ok(KvResponse {
-            values: values
-                .into_iter()
-                .map(|v| OptionalValue {
-                    value: v.map(Into::into),
-                })
-                .collect(),
-            ..Default::default()
-        }))
+        let keys = lock_keys_of(l);
+        match region.mvcc.try_lock_keys_in_memory(&lock_request(l, &keys)) {
+            Ok(Some(values)) => Some(Ok(values_response(values))),
+            Ok(None) => None,
+            Err(e) => Some(Err(mvcc_failure(e))),
+        }
     }
 
     async fn handle(&self, req: KvRequest) -> KvResponse {
@@ -846,6 +826,37 @@ async fn write_without_blocking(
     })
 }
 
+fn lock_keys_of(l: &PessimisticLockRequest) -> Vec<(Vec<u8>, bool)> {
+    l.keys
+        .iter()
+        .map(|k| (k.key.to_vec(), k.must_not_exist))
+        .collect()
+}
+
+fn lock_request<'a>(l: &'a PessimisticLockRequest, keys: &'a [(Vec<u8>, bool)]) -> LockKeys<'a> {
+    LockKeys {
+        keys,
+        primary: &l.primary,
+        start_ts: Timestamp(l.start_ts),
+        for_update_ts: Timestamp(l.for_update_ts),
+        ttl_ms: l.ttl_ms,
+        need_values: l.need_values,
+    }
+}
+
+/// A lock's answer: each key's newest committed value, when asked for.
+fn values_response(values: Vec<Option<Vec<u8>>>) -> KvResponse {
+    KvResponse {
+        values: values
+            .into_iter()
+            .map(|v| OptionalValue {
+                value: v.map(Into::into),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
 fn mutations_of(mutations: &[kvpb::Mutation]) -> Vec<Mutation> {
     mutations
         .iter()
@@ -931,27 +942,11 @@ fn run(mvcc: &Mvcc, cmd: kv_request::Cmd) -> Result<KvResponse, Failure> {
                 .collect();
         }
         Cmd::PessimisticLock(l) => {
-            let keys: Vec<(Vec<u8>, bool)> = l
-                .keys
-                .into_iter()
-                .map(|k| (k.key.to_vec(), k.must_not_exist))
-                .collect();
+            let keys = lock_keys_of(&l);
             let values = mvcc
-                .acquire_pessimistic_lock(
-                    &keys,
-                    &l.primary,
-                    Timestamp(l.start_ts),
-                    Timestamp(l.for_update_ts),
-                    l.ttl_ms,
-                    l.need_values,
-                )
+                .lock_keys(&lock_request(&l, &keys))
                 .map_err(mvcc_failure)?;
-            resp.values = values
-                .into_iter()
-                .map(|v| OptionalValue {
-                    value: v.map(Into::into),
-                })
-                .collect();
+            resp = values_response(values);
         }
         Cmd::PessimisticRollback(k) => {
             mvcc.pessimistic_rollback(&keys_of(k.keys), Timestamp(k.start_ts))
