@@ -709,7 +709,18 @@ impl Shared {
                     self.lock_in_memory(ctx.region_id, &region, l).await
                 }
                 kv_request::Cmd::Prewrite(_) | kv_request::Cmd::Commit(_) => {
-                    write_without_blocking(&region, &cmd).await
+                    // On a task of its own: once proposed, the write must make its
+                    // in-memory half when it applies even if this request is cancelled
+                    // (its client went away), or a committed transaction's lock would
+                    // stay in memory until resolved.
+                    let (m, c) = (region.clone(), cmd.clone());
+                    match tokio::spawn(async move { write_without_blocking(&m, &c).await }).await {
+                        Ok(done) => done,
+                        Err(e) => Some(Err(Failure::Key(KeyError {
+                            message: e.to_string(),
+                            kind: Some(key_error::Kind::Abort(e.to_string())),
+                        }))),
+                    }
                 }
                 _ => None,
             };

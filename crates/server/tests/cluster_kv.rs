@@ -473,3 +473,101 @@ async fn raft_streams_outlive_the_request_timeout() {
         assert!(*n <= 2, "a store opened {n} streams to its two peers");
     }
 }
+
+/// A commit whose request is cancelled after its write was proposed still finishes once
+/// the write applies: the transaction's lock leaves the leader's memory. (Before the fix,
+/// cancelling the request dropped the write's in-memory half, so the committed
+/// transaction's volatile lock stayed and every reader met it until one resolved it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_commit_still_releases_its_lock_once_written() {
+    use flotilla_proto::kvpb::{self, kv_request, store_client::StoreClient};
+    // Elections after 2–3 s without a heartbeat: the leader keeps its term while its
+    // followers restart, so the proposal it holds is the one that commits.
+    let mut cluster = common::Cluster::start_tuned(
+        |meta| meta.leader_balance_interval = std::time::Duration::ZERO,
+        |cfg| {
+            cfg.election_ticks = 100;
+            cfg.max_election_ticks = 150;
+        },
+    )
+    .await;
+    let (kv, tso) = cluster.kv();
+    let start_ts = tso.get_ts().await.unwrap();
+    kv.prewrite(vec![put(b"c1", b"v")], b"c1", start_ts, 60_000, true)
+        .await
+        .unwrap();
+    let route = kv.cache().locate(&encode_key(b"c1")).await.unwrap();
+    let leader = route
+        .leader
+        .expect("the prewrite found the leader")
+        .store_id;
+    let leader_addr = cluster
+        .stores
+        .iter()
+        .find(|s| s.store_id() == leader)
+        .unwrap()
+        .addr();
+    let mut client = StoreClient::connect(format!("http://{leader_addr}"))
+        .await
+        .unwrap();
+    let request = |cmd| kvpb::KvRequest {
+        context: Some(kvpb::Context {
+            region_id: route.region.id,
+            epoch: route.region.epoch,
+        }),
+        cmd: Some(cmd),
+    };
+    // Without its followers the leader cannot commit the write: the request waits for it
+    // until the client gives up, which cancels the request on the store.
+    let followers: Vec<u64> = cluster
+        .stores
+        .iter()
+        .map(|s| s.store_id())
+        .filter(|&id| id != leader)
+        .collect();
+    let mut stopped = Vec::new();
+    for id in followers {
+        stopped.push(cluster.stop_store(id).await);
+    }
+    let commit_ts = tso.get_ts().await.unwrap();
+    let cancelled = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        client.kv(request(kv_request::Cmd::Commit(kvpb::CommitRequest {
+            keys: vec![b"c1".to_vec().into()],
+            start_ts: start_ts.0,
+            commit_ts: commit_ts.0,
+        }))),
+    )
+    .await;
+    assert!(
+        cancelled.is_err(),
+        "the commit cannot finish without a quorum"
+    );
+    for cfg in stopped {
+        cluster.start_store(cfg).await;
+    }
+    // Once the write applies, a read finds the committed value, not the lock.
+    let read_ts = tso.get_ts().await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
+        let resp = client
+            .kv(request(kv_request::Cmd::Get(kvpb::GetRequest {
+                key: b"c1".to_vec().into(),
+                ts: read_ts.0,
+                reader_ts: 0,
+            })))
+            .await
+            .unwrap()
+            .into_inner();
+        if resp.region_error.is_none() && resp.key_error.is_none() && resp.found {
+            assert_eq!(resp.pairs[0].value.as_ref(), b"v");
+            return;
+        }
+        last = Some(resp);
+        // Polling for the restarted followers and the write's apply: there is no event
+        // to wait on from outside the store.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the committed write's lock is still in the leader's memory: {last:?}");
+}

@@ -13,6 +13,8 @@ use flotilla_server::{StoreNode, StoreNodeConfig};
 pub struct Cluster {
     pub meta_addr: String,
     pub stores: Vec<StoreNode>,
+    /// Each running store's configuration, in the order of `stores`.
+    pub configs: Vec<StoreNodeConfig>,
     pub meta: MetaNode,
     _dir: tempfile::TempDir,
 }
@@ -52,6 +54,7 @@ impl Cluster {
             .await
             .unwrap();
         let mut starting = Vec::new();
+        let mut configs = Vec::new();
         for i in 0..3 {
             let l = listener().await;
             let addr = l.local_addr().unwrap().to_string();
@@ -63,6 +66,7 @@ impl Cluster {
             cfg.tick_interval = Duration::from_millis(20);
             cfg.heartbeat_interval = Duration::from_millis(200);
             tune(&mut cfg);
+            configs.push(cfg.clone());
             // Each store waits for the others to register before the first region exists.
             starting.push(tokio::spawn(StoreNode::start(cfg, l)));
         }
@@ -73,9 +77,31 @@ impl Cluster {
         Cluster {
             meta_addr,
             stores,
+            configs,
             meta,
             _dir: dir,
         }
+    }
+
+    /// Stops the store with this id; returns its configuration, to start it again.
+    pub async fn stop_store(&mut self, store_id: u64) -> StoreNodeConfig {
+        let i = self
+            .stores
+            .iter()
+            .position(|s| s.store_id() == store_id)
+            .expect("a running store");
+        self.stores.remove(i).stop().await;
+        self.configs.remove(i)
+    }
+
+    /// Starts a stopped store again, on its data and address.
+    pub async fn start_store(&mut self, cfg: StoreNodeConfig) {
+        let l = tokio::net::TcpListener::bind(&cfg.advertise_addr)
+            .await
+            .unwrap();
+        self.stores
+            .push(StoreNode::start(cfg.clone(), l).await.unwrap());
+        self.configs.push(cfg);
     }
 
     /// Stops the meta member; returns what keeps the stores and their data alive.
