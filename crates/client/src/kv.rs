@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use tonic::transport::Channel;
 
 use crate::backoff::Backoff;
+use crate::kv_stream::KvStream;
 use crate::meta_client::{ClientConfig, channel_on};
 use crate::region_cache::{CachedRegion, RegionCache};
 use crate::{decode_boundary, encode_key};
@@ -48,6 +49,8 @@ pub struct ClusterTxnKv {
     tso: TsoRef,
     cfg: ClientConfig,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// One command stream per store address.
+    streams: Arc<Mutex<HashMap<String, Arc<KvStream>>>>,
     /// The runtime the client was made on: its channels' tasks and background commits
     /// run there (not on a subquery's short-lived runtime).
     runtime: Option<tokio::runtime::Handle>,
@@ -108,6 +111,7 @@ impl ClusterTxnKv {
             tso,
             cfg,
             channels: Arc::new(Mutex::new(HashMap::new())),
+            streams: Arc::new(Mutex::new(HashMap::new())),
             runtime: tokio::runtime::Handle::try_current().ok(),
             background_commits: Arc::new(tokio::sync::Semaphore::new(Self::BACKGROUND_COMMITS_MAX)),
         }
@@ -123,6 +127,10 @@ impl ClusterTxnKv {
     }
 
     fn client(&self, addr: &str) -> Result<StoreClient<Channel>, TxnError> {
+        Ok(StoreClient::new(self.channel(addr)?))
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, TxnError> {
         let mut channels = self.channels.lock();
         let channel = match channels.get(addr) {
             Some(c) => c.clone(),
@@ -133,7 +141,31 @@ impl ClusterTxnKv {
                 c
             }
         };
-        Ok(StoreClient::new(channel))
+        Ok(channel)
+    }
+
+    /// The command stream to `addr`, opened (or reopened, after it ended) on first use.
+    fn stream(&self, addr: &str) -> Result<Arc<KvStream>, TxnError> {
+        if let Some(s) = self.streams.lock().get(addr)
+            && s.is_open()
+        {
+            return Ok(s.clone());
+        }
+        let channel = self.channel(addr)?;
+        let opened = Arc::new(KvStream::open(
+            self.runtime.as_ref(),
+            channel,
+            self.cfg.kv_stream_queue_max,
+        ));
+        let mut streams = self.streams.lock();
+        // Another caller may have opened one meanwhile: every caller shares it.
+        match streams.get(addr) {
+            Some(s) if s.is_open() => Ok(s.clone()),
+            _ => {
+                streams.insert(addr.to_string(), opened.clone());
+                Ok(opened)
+            }
+        }
     }
 
     fn unavailable(&self, what: &str, last: &str) -> TxnError {
@@ -193,8 +225,8 @@ impl ClusterTxnKv {
             Ok(a) => a,
             Err(e) => return Attempt::Retry(e.to_string()),
         };
-        let mut client = match self.client(&addr) {
-            Ok(c) => c,
+        let stream = match self.stream(&addr) {
+            Ok(s) => s,
             Err(e) => return Attempt::Retry(e.to_string()),
         };
         let req = KvRequest {
@@ -204,16 +236,29 @@ impl ClusterTxnKv {
             }),
             cmd: Some(cmd),
         };
-        let mut req = tonic::Request::new(req);
-        req.set_timeout(self.cfg.kv_timeout);
-        match client.kv(req).await {
+        let answer = match tokio::time::timeout(self.cfg.kv_timeout, stream.call(req)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                "no answer within {:?} (client kv_timeout)",
+                self.cfg.kv_timeout
+            ))),
+        };
+        match answer {
             Ok(resp) => {
-                let resp = resp.into_inner();
                 if let Some(e) = &resp.region_error {
                     self.on_region_error(region, e);
                     return Attempt::Retry(format!("region {}: {}", region.region.id, e.message));
                 }
                 Attempt::Done(Box::new(resp))
+            }
+            Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                // This client's queue for the store is full: the store and the stream are
+                // fine, so the retry (after a backoff) goes the same way.
+                Attempt::Retry(format!(
+                    "store {} at {addr}: {}",
+                    peer.store_id,
+                    status.message()
+                ))
             }
             Err(status) => {
                 // The store is down or unreachable: try another peer next time, over a
@@ -221,6 +266,7 @@ impl ClusterTxnKv {
                 self.rotate_leader(region);
                 self.cache.forget_store(peer.store_id);
                 self.channels.lock().remove(&addr);
+                self.streams.lock().remove(&addr);
                 Attempt::Retry(format!(
                     "store {} at {addr}: {}",
                     peer.store_id,

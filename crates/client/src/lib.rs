@@ -17,6 +17,7 @@ mod catalog;
 mod ddl;
 mod error;
 mod kv;
+mod kv_stream;
 mod meta_client;
 mod region_cache;
 mod transport;

@@ -26,16 +26,21 @@ pub struct ClientConfig {
     /// it fails with a retryable error. Longer than a failover (election timeout plus a
     /// heartbeat), so a failover is invisible to SQL.
     pub retry_budget: Duration,
+    /// Transaction commands that may wait to be sent on one store's command stream; past
+    /// it, a command fails as if the store were unreachable, and is retried.
+    pub kv_stream_queue_max: usize,
 }
 
 impl Default for ClientConfig {
-    /// 5 s per RPC, 1 s per transaction command, 1 s to connect, 15 s of retries.
+    /// 5 s per RPC, 1 s per transaction command, 1 s to connect, 15 s of retries, 4,096
+    /// commands queued per store.
     fn default() -> Self {
         Self {
             request_timeout: Duration::from_secs(5),
             kv_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             retry_budget: Duration::from_secs(15),
+            kv_stream_queue_max: 4_096,
         }
     }
 }

@@ -52,13 +52,16 @@ pub struct StoreNodeConfig {
     pub raft_entry_cache_bytes: u64,
     pub storage: FjallOptions,
     pub client: ClientConfig,
+    /// Commands one KV stream (one client) may have in progress on this store; past it,
+    /// the store reads no more of that stream's commands until one is answered.
+    pub kv_stream_in_flight_max: usize,
 }
 
 impl StoreNodeConfig {
     /// Defaults: 100 ms ticks with elections after 10–15 silent ticks (a dead leader is
     /// replaced 1–1.5 s after its last heartbeat), 1 s heartbeats,
     /// split at 200,000 keys or 96 MiB, checked every 20,000 written keys, 4 MiB of cached
-    /// Raft log entries per region.
+    /// Raft log entries per region, 4,096 commands in progress per KV stream.
     pub fn new(data_dir: PathBuf, advertise_addr: String, meta_endpoints: Vec<String>) -> Self {
         Self {
             data_dir,
@@ -74,6 +77,7 @@ impl StoreNodeConfig {
             raft_entry_cache_bytes: flotilla_raftstore::ENTRY_CACHE_BYTES_MAX_DEFAULT,
             storage: FjallOptions::default(),
             client: ClientConfig::default(),
+            kv_stream_in_flight_max: 4_096,
         }
     }
 }
@@ -81,6 +85,9 @@ impl StoreNodeConfig {
 /// Largest message the store service accepts: Raft snapshots travel whole (a region's
 /// data, which splitting keeps below `region_split_bytes` of newest versions).
 const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+/// Bytes of answers sent together in one message of a KV stream (one answer may be more).
+const KV_BATCH_BYTES_MAX: usize = 1 << 20;
 
 /// How long a region command may wait for its Raft proposal.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -1204,6 +1211,63 @@ impl StoreRpc for StoreService {
         )
         .await?;
         Ok(Response::new(RaftDone {}))
+    }
+
+    type KvStreamStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<KvBatchResponse, Status>> + Send + 'static>,
+    >;
+
+    async fn kv_stream(
+        &self,
+        request: Request<tonic::Streaming<KvBatchRequest>>,
+    ) -> Result<Response<Self::KvStreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let in_flight_max = self.shared.cfg.kv_stream_in_flight_max.max(1);
+        let (answers, rx) = tokio::sync::mpsc::channel::<(u64, KvResponse)>(in_flight_max);
+        let permits = Arc::new(tokio::sync::Semaphore::new(in_flight_max));
+        let shared = self.shared.clone();
+        let mut stopping = self.stopping.clone();
+        tokio::spawn(async move {
+            loop {
+                let batch = tokio::select! {
+                    b = inbound.message() => b,
+                    _ = stopping.wait_for(|s| *s) => Ok(None),
+                };
+                // The client closed its side, or the stream broke, or this node stops:
+                // commands already taken still get their answers.
+                let Ok(Some(batch)) = batch else { return };
+                for (id, req) in batch.ids.into_iter().zip(batch.requests) {
+                    // At the bound, stop reading: the client's commands wait in TCP and
+                    // HTTP/2 flow control (and its own bounded queue) instead of here.
+                    let Ok(permit) = permits.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let (shared, answers) = (shared.clone(), answers.clone());
+                    tokio::spawn(async move {
+                        let resp = shared.handle(req).await;
+                        let _ = answers.send((id, resp)).await;
+                        drop(permit);
+                    });
+                }
+            }
+        });
+        let outbound = futures::stream::unfold(rx, |mut rx| async move {
+            let (id, resp) = rx.recv().await?;
+            let mut bytes = flotilla_proto::Message::encoded_len(&resp);
+            let mut batch = KvBatchResponse {
+                ids: vec![id],
+                responses: vec![resp],
+            };
+            // Answers ready together share a frame, up to a bound on its size.
+            while bytes < KV_BATCH_BYTES_MAX {
+                let Ok((id, resp)) = rx.try_recv() else { break };
+                bytes += flotilla_proto::Message::encoded_len(&resp);
+                batch.ids.push(id);
+                batch.responses.push(resp);
+            }
+            Some((Ok(batch), rx))
+        });
+        Ok(Response::new(Box::pin(outbound)))
     }
 
     async fn kv(&self, request: Request<KvRequest>) -> Result<Response<KvResponse>, Status> {

@@ -571,3 +571,79 @@ async fn a_cancelled_commit_still_releases_its_lock_once_written() {
     }
     panic!("the committed write's lock is still in the leader's memory: {last:?}");
 }
+
+/// Writes `n` keys at once, each in a transaction of its own, and reads them all back.
+async fn concurrent_writes(
+    kv: &std::sync::Arc<flotilla_client::ClusterTxnKv>,
+    tso: &std::sync::Arc<flotilla_client::RemoteTso>,
+    n: usize,
+) {
+    let mut writers = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (kv, tso) = (kv.clone(), tso.clone());
+        writers.spawn(async move {
+            let key = format!("w{i:03}").into_bytes();
+            let start_ts = tso.get_ts().await.unwrap();
+            kv.prewrite(vec![put(&key, &key)], &key, start_ts, 10_000, true)
+                .await
+                .unwrap();
+            let commit_ts = tso.get_ts().await.unwrap();
+            kv.commit(vec![key], start_ts, commit_ts).await.unwrap();
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.unwrap();
+    }
+    let read_ts = tso.get_ts().await.unwrap();
+    let rows = kv
+        .scan(b"w", b"x", read_ts, 1_000, None, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), n);
+    assert!(rows.iter().all(|(k, v)| k == v));
+}
+
+/// A store takes at most `kv_stream_in_flight_max` commands of one stream at a time; the
+/// rest wait in the stream, and every command is answered (its own answer: ids match).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_past_a_streams_in_flight_bound_wait_and_are_all_answered() {
+    let cluster = common::Cluster::start_with(|cfg| cfg.kv_stream_in_flight_max = 1).await;
+    let (kv, tso) = cluster.kv();
+    concurrent_writes(&kv, &tso, 64).await;
+}
+
+/// Past the client's bound on commands queued for a store, a command fails as if the
+/// store were unreachable and is retried: nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_past_the_clients_queue_bound_are_retried() {
+    let cluster = common::Cluster::start().await;
+    let (kv, tso) = cluster.kv_with(flotilla_client::ClientConfig {
+        kv_stream_queue_max: 1,
+        ..Default::default()
+    });
+    concurrent_writes(&kv, &tso, 64).await;
+}
+
+/// A store that stops ends its command streams (its stop does not wait for clients), and
+/// the client reaches the region's new leader over a new stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_leader_ends_its_command_streams_and_clients_move_on() {
+    let mut cluster = common::Cluster::start().await;
+    let (kv, tso) = cluster.kv();
+    let start_ts = tso.get_ts().await.unwrap();
+    kv.prewrite(vec![put(b"s", b"before")], b"s", start_ts, 10_000, true)
+        .await
+        .unwrap();
+    let commit_ts = tso.get_ts().await.unwrap();
+    kv.commit(vec![b"s".to_vec()], start_ts, commit_ts)
+        .await
+        .unwrap();
+    let route = kv.cache().locate(&encode_key(b"s")).await.unwrap();
+    let leader = route.leader.expect("a write found the leader").store_id;
+    let _stopped = cluster.stop_store(leader).await;
+    let read_ts = tso.get_ts().await.unwrap();
+    assert_eq!(
+        kv.get(b"s", read_ts, None, 1_000).await.unwrap(),
+        Some(b"before".to_vec())
+    );
+}

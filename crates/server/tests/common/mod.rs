@@ -115,18 +115,16 @@ impl Cluster {
 
     /// A routing `TxnKv` and the TSO it uses.
     pub fn kv(&self) -> (Arc<ClusterTxnKv>, Arc<RemoteTso>) {
+        self.kv_with(ClientConfig::default())
+    }
+
+    /// Like `kv`, with the client configured by `cfg`.
+    pub fn kv_with(&self, cfg: ClientConfig) -> (Arc<ClusterTxnKv>, Arc<RemoteTso>) {
         let meta = Arc::new(
             MetaClient::new(vec![self.meta_addr.clone()], ClientConfig::default()).unwrap(),
         );
         let tso = Arc::new(RemoteTso::new(meta.clone()));
         let cache = Arc::new(RegionCache::new(meta, RegionCache::DEFAULT_MAX_REGIONS));
-        (
-            Arc::new(ClusterTxnKv::new(
-                cache,
-                tso.clone(),
-                ClientConfig::default(),
-            )),
-            tso,
-        )
+        (Arc::new(ClusterTxnKv::new(cache, tso.clone(), cfg)), tso)
     }
 }
