@@ -15,6 +15,23 @@ fn put(key: &[u8], value: &[u8]) -> Mutation {
     }
 }
 
+/// Writes one key in a transaction of its own (prewrite, then commit).
+async fn write_one(
+    kv: &flotilla_client::ClusterTxnKv,
+    tso: &flotilla_client::RemoteTso,
+    key: &[u8],
+    value: &[u8],
+) {
+    let start_ts = tso.get_ts().await.unwrap();
+    kv.prewrite(vec![put(key, value)], key, start_ts, 10_000, true)
+        .await
+        .unwrap();
+    let commit_ts = tso.get_ts().await.unwrap();
+    kv.commit(vec![key.to_vec()], start_ts, commit_ts)
+        .await
+        .unwrap();
+}
+
 /// A split under the same leader keeps the locks that leader holds only in memory: a
 /// transaction prewritten before the split commits after it. (Before the fix, the store
 /// rebuilt a region's MVCC on every epoch change and such a commit failed as aborted; the
@@ -447,14 +464,7 @@ async fn raft_streams_outlive_the_request_timeout() {
     let cluster =
         common::Cluster::start_with(|cfg| cfg.client.request_timeout = request_timeout).await;
     let (kv, tso) = cluster.kv();
-    let start_ts = tso.get_ts().await.unwrap();
-    kv.prewrite(vec![put(b"s1", b"v")], b"s1", start_ts, 3_000, true)
-        .await
-        .unwrap();
-    let commit_ts = tso.get_ts().await.unwrap();
-    kv.commit(vec![b"s1".to_vec()], start_ts, commit_ts)
-        .await
-        .unwrap();
+    write_one(&kv, &tso, b"s1", b"v").await;
     let opened: Vec<u64> = cluster
         .stores
         .iter()
@@ -583,12 +593,7 @@ async fn concurrent_writes(
         let (kv, tso) = (kv.clone(), tso.clone());
         writers.spawn(async move {
             let key = format!("w{i:03}").into_bytes();
-            let start_ts = tso.get_ts().await.unwrap();
-            kv.prewrite(vec![put(&key, &key)], &key, start_ts, 10_000, true)
-                .await
-                .unwrap();
-            let commit_ts = tso.get_ts().await.unwrap();
-            kv.commit(vec![key], start_ts, commit_ts).await.unwrap();
+            write_one(&kv, &tso, &key, &key).await;
         });
     }
     while let Some(done) = writers.join_next().await {
@@ -630,14 +635,7 @@ async fn commands_past_the_clients_queue_bound_are_retried() {
 async fn a_stopped_leader_ends_its_command_streams_and_clients_move_on() {
     let mut cluster = common::Cluster::start().await;
     let (kv, tso) = cluster.kv();
-    let start_ts = tso.get_ts().await.unwrap();
-    kv.prewrite(vec![put(b"s", b"before")], b"s", start_ts, 10_000, true)
-        .await
-        .unwrap();
-    let commit_ts = tso.get_ts().await.unwrap();
-    kv.commit(vec![b"s".to_vec()], start_ts, commit_ts)
-        .await
-        .unwrap();
+    write_one(&kv, &tso, b"s", b"before").await;
     let route = kv.cache().locate(&encode_key(b"s")).await.unwrap();
     let leader = route.leader.expect("a write found the leader").store_id;
     let _stopped = cluster.stop_store(leader).await;
