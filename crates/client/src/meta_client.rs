@@ -88,6 +88,44 @@ pub fn channel_to(addr: &str, cfg: &ClientConfig) -> Result<Channel, ClientError
     Ok(endpoint.connect_lazy())
 }
 
+/// One client's timestamp stream to the meta leader: one request in flight at a time, so
+/// the next response is always the answer to the last request.
+pub(crate) struct TsoStream {
+    addr: String,
+    requests: tokio::sync::mpsc::Sender<TsoRequest>,
+    responses: tonic::Streaming<TsoResponse>,
+    timeout: Duration,
+}
+
+impl TsoStream {
+    /// `count` consecutive timestamps; returns the first. Any error leaves the stream
+    /// unusable (an answer may still be on its way): the caller drops it.
+    pub(crate) async fn next_batch(&mut self, count: u32) -> Result<u64, ClientError> {
+        let addr = &self.addr;
+        let gone = |why: &str| ClientError::Unavailable(format!("meta {addr}: {why}"));
+        self.requests
+            .send(TsoRequest { count })
+            .await
+            .map_err(|_| gone("the timestamp stream has ended"))?;
+        let resp = match tokio::time::timeout(self.timeout, self.responses.message()).await {
+            Ok(Ok(Some(r))) => r,
+            Ok(Ok(None)) => return Err(gone("the timestamp stream was closed")),
+            Ok(Err(status)) => return Err(gone(status.message())),
+            Err(_) => return Err(gone("no timestamp within the request timeout")),
+        };
+        if let Some(h) = resp.header.as_ref().filter(|h| !h.error.is_empty()) {
+            return Err(gone(&h.error));
+        }
+        if resp.count != count {
+            return Err(ClientError::Failed(format!(
+                "meta {addr}: asked for {count} timestamps, got {}",
+                resp.count
+            )));
+        }
+        Ok(resp.first_ts)
+    }
+}
+
 /// Responses that carry the meta service's header.
 pub trait HasHeader {
     fn header(&self) -> Option<&ResponseHeader>;
@@ -230,6 +268,47 @@ impl MetaClient {
             )
             .await?;
         Ok(r.first_ts)
+    }
+
+    /// A timestamp stream to the member last seen leading, or `None` while no leader is
+    /// known (a unary call finds it). The stream has a connection of its own, without
+    /// the per-request timeout of `channel_to` (which would cut it).
+    pub(crate) async fn open_tso_stream(&self) -> Result<Option<TsoStream>, ClientError> {
+        let Some(addr) = self.leader.lock().clone() else {
+            return Ok(None);
+        };
+        let channel = {
+            let _entered = self.runtime.as_ref().map(|h| h.enter());
+            stream_channel_to(&addr, &self.cfg)?
+        };
+        let (requests, rx) = tokio::sync::mpsc::channel::<TsoRequest>(1);
+        let outbound =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
+        let mut grpc = MetaGrpc::new(channel);
+        let open = grpc.tso_stream(outbound);
+        let responses =
+            match tokio::time::timeout(self.cfg.connect_timeout + self.cfg.request_timeout, open)
+                .await
+            {
+                Ok(Ok(r)) => r.into_inner(),
+                Ok(Err(status)) => {
+                    return Err(ClientError::Unavailable(format!(
+                        "meta {addr}: opening the timestamp stream: {}",
+                        status.message()
+                    )));
+                }
+                Err(_) => {
+                    return Err(ClientError::Unavailable(format!(
+                        "meta {addr}: opening the timestamp stream timed out"
+                    )));
+                }
+            };
+        Ok(Some(TsoStream {
+            addr,
+            requests,
+            responses,
+            timeout: self.cfg.request_timeout,
+        }))
     }
 
     /// The region holding encoded key `key`, with its leader if known.

@@ -1,10 +1,12 @@
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use flotilla_tso::{Tso, TsoError};
 use flotilla_types::Timestamp;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::meta_client::MetaClient;
+use crate::meta_client::{MetaClient, TsoStream};
 
 type Waiter = oneshot::Sender<Result<Timestamp, TsoError>>;
 
@@ -16,8 +18,22 @@ type Waiter = oneshot::Sender<Result<Timestamp, TsoError>>;
 /// arrived before it was sent, and hands each waiter one of the consecutive timestamps.
 /// A timestamp is therefore always taken after its request arrived (never from a call
 /// already in flight), which keeps it newer than every commit that finished before.
+///
+/// Calls go on one long-lived stream to the meta leader (a call is then one small data
+/// frame each way, not a whole HTTP/2 exchange). Whenever the stream fails (the leader
+/// moved, stopped or stalled) that batch takes the unary call, which finds the new
+/// leader, and the next batch opens a stream to it. A stream that cannot be opened (a
+/// meta member of an older version) is not tried again for `STREAM_RETRY_AFTER`.
 pub struct RemoteTso {
     requests: mpsc::Sender<Waiter>,
+    batches: Arc<Batches>,
+}
+
+/// How many calls went on the stream and how many took the unary path.
+#[derive(Debug, Default)]
+struct Batches {
+    streamed: AtomicU64,
+    unary: AtomicU64,
 }
 
 impl RemoteTso {
@@ -30,12 +46,63 @@ impl RemoteTso {
     /// task runs there until the client is dropped).
     pub fn new(meta: Arc<MetaClient>) -> Self {
         let (requests, rx) = mpsc::channel(Self::QUEUE_CAPACITY);
-        tokio::spawn(dispatch(meta, rx));
-        Self { requests }
+        let batches = Arc::new(Batches::default());
+        tokio::spawn(dispatch(meta, rx, batches.clone()));
+        Self { requests, batches }
+    }
+
+    /// Calls made so far: (on the stream, unary).
+    pub fn calls(&self) -> (u64, u64) {
+        (
+            self.batches.streamed.load(Ordering::Relaxed),
+            self.batches.unary.load(Ordering::Relaxed),
+        )
     }
 }
 
-async fn dispatch(meta: Arc<MetaClient>, mut rx: mpsc::Receiver<Waiter>) {
+/// After a timestamp stream could not be opened, how long batches take the unary call
+/// before a stream is tried again.
+pub const STREAM_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// The stream (if any) and when one may next be opened.
+struct StreamSlot {
+    stream: Option<TsoStream>,
+    retry_at: Option<Instant>,
+}
+
+impl StreamSlot {
+    /// `count` timestamps on the stream if there is one (opening it if allowed), else
+    /// `None`: the caller makes the unary call.
+    async fn next_batch(&mut self, meta: &MetaClient, count: u32) -> Option<u64> {
+        if self.stream.is_none() && self.retry_at.is_none_or(|t| Instant::now() >= t) {
+            match meta.open_tso_stream().await {
+                Ok(s) => {
+                    self.stream = s;
+                    self.retry_at = None;
+                }
+                Err(e) => {
+                    tracing::debug!("tso: no stream, using unary calls: {e}");
+                    self.retry_at = Some(Instant::now() + STREAM_RETRY_AFTER);
+                }
+            }
+        }
+        let stream = self.stream.as_mut()?;
+        match stream.next_batch(count).await {
+            Ok(first) => Some(first),
+            Err(e) => {
+                tracing::debug!("tso: the stream failed, this batch goes unary: {e}");
+                self.stream = None;
+                None
+            }
+        }
+    }
+}
+
+async fn dispatch(meta: Arc<MetaClient>, mut rx: mpsc::Receiver<Waiter>, batches: Arc<Batches>) {
+    let mut slot = StreamSlot {
+        stream: None,
+        retry_at: None,
+    };
     while let Some(first) = rx.recv().await {
         let mut waiters = vec![first];
         while waiters.len() < RemoteTso::BATCH_MAX {
@@ -49,7 +116,18 @@ async fn dispatch(meta: Arc<MetaClient>, mut rx: mpsc::Receiver<Waiter>) {
         if waiters.is_empty() {
             continue;
         }
-        match meta.tso(waiters.len() as u32).await {
+        let count = waiters.len() as u32;
+        let first_ts = match slot.next_batch(&meta, count).await {
+            Some(ts) => {
+                batches.streamed.fetch_add(1, Ordering::Relaxed);
+                Ok(ts)
+            }
+            None => {
+                batches.unary.fetch_add(1, Ordering::Relaxed);
+                meta.tso(count).await
+            }
+        };
+        match first_ts {
             Ok(first_ts) => {
                 for (i, w) in waiters.into_iter().enumerate() {
                     let _ = w.send(Ok(Timestamp(first_ts + i as u64)));

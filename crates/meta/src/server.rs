@@ -119,6 +119,9 @@ struct Shared {
 const MAX_WAIT_EDGES: usize = 100_000;
 /// A wait edge older than this is dropped (its waiter's node may have died).
 const WAIT_EDGE_TTL: Duration = Duration::from_secs(60);
+/// Answers a TSO stream holds that its client has not read yet; past it the stream reads
+/// no more requests. The client sends one at a time, so this is only met by misuse.
+const TSO_STREAM_RESPONSES_MAX: usize = 4;
 
 struct StaticResolver(HashMap<u64, String>);
 
@@ -456,6 +459,51 @@ impl MetaService {
         })
     }
 
+    /// `count` consecutive timestamps, for the unary call and the stream alike.
+    async fn tso_batch(&self, count: u32) -> Result<TsoResponse, Status> {
+        let leader = match self.leader() {
+            Ok(l) => l,
+            Err(header) => {
+                return Ok(TsoResponse {
+                    header: Some(header),
+                    ..Default::default()
+                });
+            }
+        };
+        let count = count.max(1);
+        if count > LocalTso::BATCH_MAX {
+            return Err(Status::invalid_argument(format!(
+                "a TSO request takes at most {} timestamps, not {count}",
+                LocalTso::BATCH_MAX
+            )));
+        }
+        // Within the persisted window a batch is a counter bump; only raising the window
+        // writes (through the meta group's log) and so leaves the async thread.
+        let first = match leader.tso.try_next_batch(count) {
+            Some(ts) => Ok(ts),
+            None => {
+                let l = leader.clone();
+                tokio::task::spawn_blocking(move || l.tso.next_batch(count))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+            }
+        };
+        Ok(match first {
+            Ok(ts) => TsoResponse {
+                header: ok_header(),
+                first_ts: ts.0,
+                count,
+            },
+            Err(e) => TsoResponse {
+                header: Some(ResponseHeader {
+                    error: format!("tso: {e}"),
+                    leader_address: String::new(),
+                }),
+                ..Default::default()
+            },
+        })
+    }
+
     /// Persists `batch` through the meta group (blocking; run off the async workers).
     async fn persist(leader: &Arc<LeaderState>, batch: WriteBatch) -> Result<(), Status> {
         if batch.is_empty() {
@@ -546,39 +594,42 @@ impl Meta for MetaService {
     }
 
     async fn tso(&self, request: Request<TsoRequest>) -> Result<Response<TsoResponse>, Status> {
-        let leader = leader_or_redirect!(self, TsoResponse);
-        let count = request.into_inner().count.max(1);
-        if count > LocalTso::BATCH_MAX {
-            return Err(Status::invalid_argument(format!(
-                "a TSO request takes at most {} timestamps, not {count}",
-                LocalTso::BATCH_MAX
-            )));
-        }
-        // Within the persisted window a batch is a counter bump; only raising the window
-        // writes (through the meta group's log) and so leaves the async thread.
-        let first = match leader.tso.try_next_batch(count) {
-            Some(ts) => Ok(ts),
-            None => {
-                let l = leader.clone();
-                tokio::task::spawn_blocking(move || l.tso.next_batch(count))
-                    .await
-                    .map_err(|e| Status::internal(e.to_string()))?
+        self.tso_batch(request.into_inner().count)
+            .await
+            .map(Response::new)
+    }
+
+    type TsoStreamStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<TsoResponse, Status>> + Send + 'static>,
+    >;
+
+    async fn tso_stream(
+        &self,
+        request: Request<tonic::Streaming<TsoRequest>>,
+    ) -> Result<Response<Self::TsoStreamStream>, Status> {
+        let mut requests = request.into_inner();
+        let (responses, rx) = tokio::sync::mpsc::channel(TSO_STREAM_RESPONSES_MAX);
+        let service = self.clone();
+        let mut stopping = self.stopping.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    r = requests.message() => r,
+                _ = stopping.wait_for(|s| *s) => Ok(None),
+                };
+                // The client closed its side, or the stream broke, or this member stops.
+                let Ok(Some(req)) = next else { return };
+                // In order, one at a time: at the bound of unread responses this stops
+                // reading requests, and the client waits in HTTP/2 flow control.
+                let resp = service.tso_batch(req.count).await;
+                if responses.send(resp).await.is_err() {
+                    return;
+                }
             }
-        };
-        match first {
-            Ok(ts) => Ok(Response::new(TsoResponse {
-                header: ok_header(),
-                first_ts: ts.0,
-                count,
-            })),
-            Err(e) => Ok(Response::new(TsoResponse {
-                header: Some(ResponseHeader {
-                    error: format!("tso: {e}"),
-                    leader_address: String::new(),
-                }),
-                ..Default::default()
-            })),
-        }
+        });
+        let outbound =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
+        Ok(Response::new(Box::pin(outbound)))
     }
 
     async fn store_heartbeat(

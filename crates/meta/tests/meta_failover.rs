@@ -1,12 +1,15 @@
 //! Three meta members on loopback in one process: timestamps never go backward across a
-//! leader failover, and what the old leader persisted (ids, stores) is there on the new one.
+//! leader failover, and what the old leader persisted (ids, stores) is there on the new one;
+//! the timestamp stream follows the leader.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flotilla_client::{ClientConfig, MetaClient};
+use flotilla_client::{ClientConfig, MetaClient, RemoteTso};
 use flotilla_meta::{MetaConfig, MetaNode};
 use flotilla_proto::metapb::Store;
 use flotilla_proto::metaservicepb::StoreStats;
+use flotilla_tso::Tso;
 
 async fn start(id: u64, members: &[(u64, String)], dir: &std::path::Path) -> MetaNode {
     let addr = &members.iter().find(|(m, _)| *m == id).unwrap().1;
@@ -27,8 +30,8 @@ async fn start(id: u64, members: &[(u64, String)], dir: &std::path::Path) -> Met
     MetaNode::start(cfg, listener).await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn timestamps_stay_monotonic_across_meta_leader_failover() {
+/// Three members on free loopback ports, started.
+async fn start_group() -> (tempfile::TempDir, Vec<(u64, String)>, Vec<Option<MetaNode>>) {
     let dir = tempfile::tempdir().unwrap();
     let members: Vec<(u64, String)> = (1..=3)
         .map(|id| {
@@ -40,6 +43,70 @@ async fn timestamps_stay_monotonic_across_meta_leader_failover() {
     for (id, _) in &members {
         nodes.push(Some(start(*id, &members, dir.path()).await));
     }
+    (dir, members, nodes)
+}
+
+async fn leader_id(client: &MetaClient) -> u64 {
+    client
+        .members()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.is_leader)
+        .expect("a leader")
+        .id
+}
+
+/// The SQL nodes' timestamp client: its calls go on a stream to the leader; when the
+/// leader stops (which must end its streams, or the stop would hang) one batch takes the
+/// unary call to find the next leader, and the calls after it go on a stream to that one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamps_travel_on_a_stream_that_follows_the_meta_leader() {
+    let (_dir, members, mut nodes) = start_group().await;
+    let meta = Arc::new(
+        MetaClient::new(
+            members.iter().map(|(_, a)| a.clone()).collect(),
+            ClientConfig {
+                retry_budget: Duration::from_secs(30),
+                ..ClientConfig::default()
+            },
+        )
+        .unwrap(),
+    );
+    let tso = RemoteTso::new(meta.clone());
+    let mut last = 0u64;
+    let take = async |n: usize, last: &mut u64| {
+        for _ in 0..n {
+            let ts = tso.get_ts().await.unwrap().0;
+            assert!(ts > *last, "timestamp went backward: {ts} after {last}");
+            *last = ts;
+        }
+    };
+    take(100, &mut last).await;
+    let (streamed, unary) = tso.calls();
+    assert!(
+        unary >= 1 && streamed >= 90,
+        "the first call finds the leader, the rest stream: {streamed} streamed, {unary} unary"
+    );
+
+    let leader = leader_id(&meta).await;
+    nodes[(leader - 1) as usize].take().unwrap().stop().await;
+    take(100, &mut last).await;
+    let (streamed_after, unary_after) = tso.calls();
+    assert!(
+        unary_after > unary,
+        "the batch that met the stopped leader went unary"
+    );
+    assert!(
+        streamed_after >= streamed + 90,
+        "later calls stream to the new leader: {streamed_after} streamed in all, {streamed} before"
+    );
+    assert_ne!(leader_id(&meta).await, leader);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamps_stay_monotonic_across_meta_leader_failover() {
+    let (dir, members, mut nodes) = start_group().await;
     let client = MetaClient::new(
         members.iter().map(|(_, a)| a.clone()).collect(),
         ClientConfig {
@@ -69,14 +136,7 @@ async fn timestamps_stay_monotonic_across_meta_leader_failover() {
     assert!(registered > 0);
 
     for round in 0..2 {
-        let leader = client
-            .members()
-            .await
-            .unwrap()
-            .into_iter()
-            .find(|m| m.is_leader)
-            .expect("a leader")
-            .id;
+        let leader = leader_id(&client).await;
         let node = nodes[(leader - 1) as usize].take().unwrap();
         node.stop().await;
         // The survivors elect a leader; the client follows it. Timestamps keep rising.
@@ -121,17 +181,7 @@ async fn a_ddl_job_resumes_on_the_next_meta_leader() {
     use flotilla_client::{RemoteCatalog, RemoteDdl};
     use flotilla_ddl::{AlterAction, ColumnSpec, DdlJobs, JobKind, JobState};
 
-    let dir = tempfile::tempdir().unwrap();
-    let members: Vec<(u64, String)> = (1..=3)
-        .map(|id| {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            (id, l.local_addr().unwrap().to_string())
-        })
-        .collect();
-    let mut nodes = Vec::new();
-    for (id, _) in &members {
-        nodes.push(Some(start(*id, &members, dir.path()).await));
-    }
+    let (_dir, members, mut nodes) = start_group().await;
     let client = std::sync::Arc::new(
         MetaClient::new(
             members.iter().map(|(_, a)| a.clone()).collect(),
