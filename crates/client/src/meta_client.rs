@@ -95,6 +95,9 @@ pub(crate) struct TsoStream {
     requests: tokio::sync::mpsc::Sender<TsoRequest>,
     responses: tonic::Streaming<TsoResponse>,
     timeout: Duration,
+    /// Whether any response ever came on this stream (a redirect counts: the stream
+    /// works, the member just does not lead).
+    answered: bool,
 }
 
 impl TsoStream {
@@ -108,7 +111,10 @@ impl TsoStream {
             .await
             .map_err(|_| gone("the timestamp stream has ended"))?;
         let resp = match tokio::time::timeout(self.timeout, self.responses.message()).await {
-            Ok(Ok(Some(r))) => r,
+            Ok(Ok(Some(r))) => {
+                self.answered = true;
+                r
+            }
             Ok(Ok(None)) => return Err(gone("the timestamp stream was closed")),
             Ok(Err(status)) => return Err(gone(status.message())),
             Err(_) => return Err(gone("no timestamp within the request timeout")),
@@ -123,6 +129,11 @@ impl TsoStream {
             )));
         }
         Ok(resp.first_ts)
+    }
+
+    /// Whether any response ever came on this stream.
+    pub(crate) fn has_answered(&self) -> bool {
+        self.answered
     }
 }
 
@@ -184,6 +195,12 @@ impl MetaClient {
             channels: Mutex::new(HashMap::new()),
             runtime: tokio::runtime::Handle::try_current().ok(),
         })
+    }
+
+    /// Takes `addr` as the leader, as a successful call would.
+    #[cfg(test)]
+    pub(crate) fn set_leader(&self, addr: &str) {
+        *self.leader.lock() = Some(addr.to_string());
     }
 
     /// The client's configuration.
@@ -308,6 +325,7 @@ impl MetaClient {
             requests,
             responses,
             timeout: self.cfg.request_timeout,
+            answered: false,
         }))
     }
 

@@ -23,7 +23,8 @@ type Waiter = oneshot::Sender<Result<Timestamp, TsoError>>;
 /// frame each way, not a whole HTTP/2 exchange). Whenever the stream fails (the leader
 /// moved, stopped or stalled) that batch takes the unary call, which finds the new
 /// leader, and the next batch opens a stream to it. A stream that cannot be opened (a
-/// meta member of an older version) is not tried again for `STREAM_RETRY_AFTER`.
+/// meta member of an older version), or that fails before it ever answered, is not tried
+/// again for `STREAM_RETRY_AFTER`.
 pub struct RemoteTso {
     requests: mpsc::Sender<Waiter>,
     batches: Arc<Batches>,
@@ -60,8 +61,8 @@ impl RemoteTso {
     }
 }
 
-/// After a timestamp stream could not be opened, how long batches take the unary call
-/// before a stream is tried again.
+/// After a timestamp stream could not be opened, or failed before its first answer, how
+/// long batches take the unary call before a stream is tried again.
 pub const STREAM_RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// The stream (if any) and when one may next be opened.
@@ -91,6 +92,12 @@ impl StreamSlot {
             Ok(first) => Some(first),
             Err(e) => {
                 tracing::debug!("tso: the stream failed, this batch goes unary: {e}");
+                // A stream that answered (even with a redirect) failed as leaders change;
+                // one that never answered (opened, then silent) would cost every batch a
+                // request timeout before its unary call, so streams rest for a while.
+                if !stream.has_answered() {
+                    self.retry_at = Some(Instant::now() + STREAM_RETRY_AFTER);
+                }
                 self.stream = None;
                 None
             }
@@ -150,5 +157,62 @@ impl Tso for RemoteTso {
         let gone = || TsoError::Unavailable("the TSO client is shutting down".into());
         self.requests.send(tx).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::meta_client::ClientConfig;
+
+    /// A member that accepts connections and never says a word (a stalled process): the
+    /// first batch pays one open timeout and goes unary; the next ones do not try a
+    /// stream again until `STREAM_RETRY_AFTER` has passed.
+    #[tokio::test]
+    async fn a_stream_that_cannot_be_opened_is_not_retried_for_a_while() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                held.push(socket);
+            }
+        });
+        let meta = MetaClient::new(
+            vec![addr.clone()],
+            ClientConfig {
+                connect_timeout: Duration::from_millis(100),
+                request_timeout: Duration::from_millis(200),
+                ..ClientConfig::default()
+            },
+        )
+        .unwrap();
+        meta.set_leader(&addr);
+        let mut slot = StreamSlot {
+            stream: None,
+            retry_at: None,
+        };
+        assert_eq!(slot.next_batch(&meta, 1).await, None);
+        assert!(slot.retry_at.is_some(), "a failed open sets when to retry");
+        let tried = connections.load(Ordering::SeqCst);
+        assert_eq!(tried, 1, "the open made one connection");
+        for _ in 0..10 {
+            assert_eq!(slot.next_batch(&meta, 1).await, None);
+        }
+        assert_eq!(
+            connections.load(Ordering::SeqCst),
+            tried,
+            "no stream is tried again before STREAM_RETRY_AFTER"
+        );
+        // Once the rest is over, a stream is tried again.
+        slot.retry_at = Some(Instant::now());
+        assert_eq!(slot.next_batch(&meta, 1).await, None);
+        assert_eq!(connections.load(Ordering::SeqCst), tried + 1);
     }
 }
