@@ -46,6 +46,18 @@ async fn start_group() -> (tempfile::TempDir, Vec<(u64, String)>, Vec<Option<Met
     (dir, members, nodes)
 }
 
+/// A client of `members` whose retries outlast a failover.
+fn client_of(members: &[(u64, String)]) -> MetaClient {
+    MetaClient::new(
+        members.iter().map(|(_, a)| a.clone()).collect(),
+        ClientConfig {
+            retry_budget: Duration::from_secs(30),
+            ..ClientConfig::default()
+        },
+    )
+    .unwrap()
+}
+
 async fn leader_id(client: &MetaClient) -> u64 {
     client
         .members()
@@ -63,16 +75,7 @@ async fn leader_id(client: &MetaClient) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timestamps_travel_on_a_stream_that_follows_the_meta_leader() {
     let (_dir, members, mut nodes) = start_group().await;
-    let meta = Arc::new(
-        MetaClient::new(
-            members.iter().map(|(_, a)| a.clone()).collect(),
-            ClientConfig {
-                retry_budget: Duration::from_secs(30),
-                ..ClientConfig::default()
-            },
-        )
-        .unwrap(),
-    );
+    let meta = Arc::new(client_of(&members));
     let tso = RemoteTso::new(meta.clone());
     let mut last = 0u64;
     let take = async |n: usize, last: &mut u64| {
@@ -107,14 +110,7 @@ async fn timestamps_travel_on_a_stream_that_follows_the_meta_leader() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timestamps_stay_monotonic_across_meta_leader_failover() {
     let (dir, members, mut nodes) = start_group().await;
-    let client = MetaClient::new(
-        members.iter().map(|(_, a)| a.clone()).collect(),
-        ClientConfig {
-            retry_budget: Duration::from_secs(30),
-            ..ClientConfig::default()
-        },
-    )
-    .unwrap();
+    let client = client_of(&members);
     let mut last = 0u64;
     for _ in 0..200 {
         let ts = client.tso(1).await.unwrap();
@@ -182,16 +178,7 @@ async fn a_ddl_job_resumes_on_the_next_meta_leader() {
     use flotilla_ddl::{AlterAction, ColumnSpec, DdlJobs, JobKind, JobState};
 
     let (_dir, members, mut nodes) = start_group().await;
-    let client = std::sync::Arc::new(
-        MetaClient::new(
-            members.iter().map(|(_, a)| a.clone()).collect(),
-            ClientConfig {
-                retry_budget: Duration::from_secs(30),
-                ..ClientConfig::default()
-            },
-        )
-        .unwrap(),
-    );
+    let client = Arc::new(client_of(&members));
     let catalog = RemoteCatalog::open(client.clone(), Duration::from_millis(100))
         .await
         .unwrap();
@@ -240,14 +227,7 @@ async fn a_ddl_job_resumes_on_the_next_meta_leader() {
     let retrying = ddl.wait(job.id, Duration::from_millis(500)).await.unwrap();
     assert_eq!(retrying.state, JobState::Running);
     assert!(retrying.attempts > 0);
-    let leader = client
-        .members()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|m| m.is_leader)
-        .expect("a leader")
-        .id;
+    let leader = leader_id(&client).await;
     nodes[(leader - 1) as usize].take().unwrap().stop().await;
     // The failpoint was the old leader's; the new leader resumes the job.
     let done = ddl.wait(job.id, Duration::from_secs(30)).await.unwrap();
