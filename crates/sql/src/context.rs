@@ -88,6 +88,8 @@ impl SchemaProvider for FlotillaSchema {
 /// A statement's DataFusion context.
 pub(crate) struct StatementContext {
     ctx: SessionContext,
+    /// What `now()` is in this statement: its transaction's start time.
+    now: chrono::DateTime<chrono::Utc>,
 }
 
 impl StatementContext {
@@ -98,6 +100,7 @@ impl StatementContext {
         view: TxnView,
         with_handle: Option<String>,
         overrides: HashMap<String, Arc<dyn TableProvider>>,
+        now: chrono::DateTime<chrono::Utc>,
     ) -> Self {
         // Each statement gets its own catalog list: a cloned SessionState shares the
         // template's, and registering into a shared list would let concurrent statements
@@ -117,13 +120,20 @@ impl StatementContext {
             .register_schema("public", Arc::new(schema))
             .expect("memory catalog accepts schemas");
         ctx.register_catalog("datafusion", Arc::new(catalog));
-        Self { ctx }
+        Self { ctx, now }
+    }
+
+    /// The context's state, with `now()` at the transaction's start (DataFusion's own
+    /// `state()` stamps the current time: each statement would see a different `now()`).
+    fn state(&self) -> datafusion::execution::SessionState {
+        let mut state = self.ctx.state();
+        state.execution_props_mut().query_execution_start_time = Some(self.now);
+        state
     }
 
     /// Plans a statement.
     pub(crate) async fn plan(&self, statement: Statement) -> Result<LogicalPlan, SqlError> {
         let plan = self
-            .ctx
             .state()
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))
             .await
@@ -139,7 +149,7 @@ impl StatementContext {
         plan: LogicalPlan,
         rows_max: usize,
     ) -> Result<Vec<RecordBatch>, SqlError> {
-        let state = self.ctx.state();
+        let state = self.state();
         let optimized = state.optimize(&plan).map_err(datafusion_error)?;
         let plan = crate::subquery::rewrite(optimized, &state).map_err(datafusion_error)?;
         let df = self
@@ -212,9 +222,17 @@ mod tests {
             view.clone(),
             Some("t".into()),
             HashMap::new(),
+            chrono::Utc::now(),
         );
         // A second context created in between must not change what the first resolves.
-        let _without = StatementContext::new(&template, snapshot, view, None, HashMap::new());
+        let _without = StatementContext::new(
+            &template,
+            snapshot,
+            view,
+            None,
+            HashMap::new(),
+            chrono::Utc::now(),
+        );
         let statement = datafusion::sql::sqlparser::parser::Parser::parse_sql(
             &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
             "SELECT __flotilla_handle FROM t",

@@ -589,14 +589,6 @@ async fn update(
     }))
 }
 
-/// The current transaction-independent wall-clock time as a timestamp datum.
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
 async fn insert(session: &mut Session, i: &Insert) -> Result<Option<QueryResult>, SqlError> {
     if i.on.is_some() || i.returning.is_some() || i.or.is_some() || !i.assignments.is_empty() {
         return Ok(None);
@@ -648,7 +640,9 @@ async fn insert(session: &mut Session, i: &Insert) -> Result<Option<QueryResult>
             let value = match literal(expr) {
                 Some(v) => v,
                 None if is_now(expr) => {
-                    ScalarValue::TimestampMicrosecond(Some(now_micros()), Some("+00:00".into()))
+                    // PostgreSQL's `now()`: the transaction's start, in every statement.
+                    let now = session.transaction_time().timestamp_micros();
+                    ScalarValue::TimestampMicrosecond(Some(now), Some("+00:00".into()))
                 }
                 None => return Ok(None),
             };

@@ -62,6 +62,16 @@ pub(crate) struct OpenTxn {
     /// made public later would miss the entries backfilled after it); `None` once the
     /// session's own DDL unpinned it.
     pub(crate) catalog: Option<Arc<CatalogSnapshot>>,
+    /// When the transaction began: `now()` and `current_timestamp` in every statement of
+    /// the transaction (PostgreSQL's transaction timestamp, not the statement's).
+    pub(crate) started_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The current time at PostgreSQL's precision (microseconds), so a `now()` written into a
+/// `timestamptz` column compares equal to `now()` itself.
+fn now_micros() -> chrono::DateTime<chrono::Utc> {
+    let now = chrono::Utc::now();
+    chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
 }
 
 /// Most times a READ COMMITTED statement is re-run after meeting newer versions of the
@@ -394,6 +404,7 @@ impl Session {
             active,
             fresh: true,
             catalog: Some(catalog),
+            started_at: now_micros(),
         });
         Ok(())
     }
@@ -617,6 +628,11 @@ impl Session {
     }
 
     /// A view for reading at `read_ts` within the open transaction (or without one).
+    /// The open transaction's start time (`now()`); the current time outside one.
+    pub(crate) fn transaction_time(&self) -> chrono::DateTime<chrono::Utc> {
+        self.open.as_ref().map_or_else(now_micros, |o| o.started_at)
+    }
+
     pub(crate) fn view(&self, read_ts: Timestamp) -> TxnView {
         match &self.open {
             Some(open) => open.txn.view(read_ts),
@@ -637,6 +653,7 @@ impl Session {
             self.view(read_ts),
             with_handle,
             overrides,
+            self.transaction_time(),
         )
     }
 

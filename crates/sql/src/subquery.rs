@@ -104,7 +104,11 @@ pub(crate) fn run_plan(
 ) -> BoxFuture<'static, DfResult<Vec<RecordBatch>>> {
     Box::pin(async move {
         let ctx = SessionContext::new_with_state(state.clone());
-        let optimized = ctx.state().optimize(&plan)?;
+        // The statement's `now()` (its transaction's start), not the current time.
+        let mut fresh = ctx.state();
+        fresh.execution_props_mut().query_execution_start_time =
+            state.execution_props().query_execution_start_time;
+        let optimized = fresh.optimize(&plan)?;
         let rewritten = rewrite(optimized, &state)?;
         ctx.execute_logical_plan(rewritten).await?.collect().await
     })

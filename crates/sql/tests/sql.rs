@@ -205,6 +205,44 @@ async fn errors_carry_their_sqlstate() {
     assert_eq!(rows(&mut s, "SELECT id, v, u FROM t").await, vec!["1|1|a"]);
 }
 
+/// PostgreSQL's `now()` and `current_timestamp` are the transaction's start time: every
+/// statement of a transaction sees the same one, whichever path runs it (the point fast
+/// path for `INSERT ... VALUES`, DataFusion for the rest). Each statement used to see its
+/// own.
+#[tokio::test]
+async fn now_is_the_transactions_start_time_in_every_statement() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE ev (id INT PRIMARY KEY, at TIMESTAMPTZ)",
+    )
+    .await;
+    ok(&mut s, "BEGIN").await;
+    let first = rows(&mut s, "SELECT now()").await;
+    for i in 1..=3 {
+        ok(&mut s, &format!("INSERT INTO ev VALUES ({i}, now())")).await;
+    }
+    ok(&mut s, "INSERT INTO ev VALUES (4, current_timestamp)").await;
+    ok(&mut s, "INSERT INTO ev SELECT 5, now()").await;
+    assert_eq!(rows(&mut s, "SELECT now()").await, first);
+    assert_eq!(
+        rows(&mut s, "SELECT count(*) FROM ev WHERE at = now()").await,
+        vec!["5"],
+        "every row holds the transaction's now()"
+    );
+    ok(&mut s, "COMMIT").await;
+    assert_eq!(
+        rows(&mut s, "SELECT count(DISTINCT at) FROM ev").await,
+        vec!["1"]
+    );
+    // The next transaction starts later.
+    assert_eq!(
+        rows(&mut s, "SELECT count(*) FROM ev WHERE at < now()").await,
+        vec!["5"]
+    );
+}
+
 #[tokio::test]
 async fn a_failed_statement_aborts_the_transaction_block() {
     let db = TestDb::new().await;
