@@ -34,6 +34,9 @@ pub(crate) fn template_state(query_memory_bytes_max: usize) -> Result<SessionSta
     let options = config.options_mut();
     options.sql_parser.map_string_types_to_utf8view = false;
     options.sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+    // `now()` is a `timestamptz` in UTC, as PostgreSQL's with TimeZone UTC (unset, it
+    // would be a zone-less `timestamp`).
+    options.execution.time_zone = Some("+00:00".into());
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_limit(query_memory_bytes_max, 1.0)
         .build_arc()

@@ -220,6 +220,16 @@ async fn now_is_the_transactions_start_time_in_every_statement() {
     .await;
     ok(&mut s, "BEGIN").await;
     let first = rows(&mut s, "SELECT now()").await;
+    match run(&mut s, "SELECT now()").await {
+        Ok(QueryResult::Rows { schema, .. }) => assert!(
+            matches!(
+                schema.field(0).data_type(),
+                datafusion::arrow::datatypes::DataType::Timestamp(_, Some(_))
+            ),
+            "now() is a timestamptz: {schema:?}"
+        ),
+        other => panic!("SELECT now(): {other:?}"),
+    }
     for i in 1..=3 {
         ok(&mut s, &format!("INSERT INTO ev VALUES ({i}, now())")).await;
     }
