@@ -176,12 +176,13 @@ pub(crate) fn datafusion_error(e: DataFusionError) -> SqlError {
         {
             "22P02"
         }
+        // PostgreSQL's undefined_function: no function of that name, or none taking
+        // these argument types.
+        _ if lower.contains("invalid function") || lower.contains("no function matches") => "42883",
         _ if lower.contains("coercion")
             || lower.contains("cannot infer common")
             || lower.contains("does not support")
-            || lower.contains("unsupported data type")
-            || lower.contains("invalid function")
-            || lower.contains("no function matches") =>
+            || lower.contains("unsupported data type") =>
         {
             "42804"
         }

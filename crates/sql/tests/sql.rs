@@ -193,6 +193,11 @@ async fn errors_carry_their_sqlstate() {
     assert_eq!(code(&mut s, "UPDATE t SET v = NULL").await, "23502");
     assert_eq!(code(&mut s, "SELECT 1 / 0").await, "22012");
     assert_eq!(
+        code(&mut s, "SELECT no_such_function(1)").await,
+        "42883",
+        "an unknown function is undefined_function, as in PostgreSQL"
+    );
+    assert_eq!(
         code(&mut s, "INSERT INTO t VALUES (3, true, 'c')").await,
         "42804"
     );
