@@ -66,6 +66,7 @@ impl RemoteTso {
 pub const STREAM_RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// The stream (if any) and when one may next be opened.
+#[derive(Default)]
 struct StreamSlot {
     stream: Option<TsoStream>,
     retry_at: Option<Instant>,
@@ -106,10 +107,7 @@ impl StreamSlot {
 }
 
 async fn dispatch(meta: Arc<MetaClient>, mut rx: mpsc::Receiver<Waiter>, batches: Arc<Batches>) {
-    let mut slot = StreamSlot {
-        stream: None,
-        retry_at: None,
-    };
+    let mut slot = StreamSlot::default();
     while let Some(first) = rx.recv().await {
         let mut waiters = vec![first];
         while waiters.len() < RemoteTso::BATCH_MAX {
@@ -194,10 +192,7 @@ mod tests {
         )
         .unwrap();
         meta.set_leader(&addr);
-        let mut slot = StreamSlot {
-            stream: None,
-            retry_at: None,
-        };
+        let mut slot = StreamSlot::default();
         assert_eq!(slot.next_batch(&meta, 1).await, None);
         assert!(slot.retry_at.is_some(), "a failed open sets when to retry");
         let tried = connections.load(Ordering::SeqCst);
