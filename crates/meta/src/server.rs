@@ -218,6 +218,7 @@ impl MetaNode {
         store_cfg.election_ticks = cfg.election_ticks;
         store_cfg.min_election_ticks = cfg.election_ticks;
         store_cfg.max_election_ticks = (cfg.election_ticks * 3 / 2).max(cfg.election_ticks + 1);
+        store_cfg.tick_interval = cfg.tick_interval;
         let store = Store::open(store_cfg, engine.clone(), transport)
             .map_err(|e| storage_err(e.to_string()))?;
         let board = store.board();

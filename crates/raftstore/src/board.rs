@@ -3,9 +3,45 @@
 //! split checker), so they need not queue behind Raft work to learn who leads.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use flotilla_proto::metapb::{Peer, Region};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
+
+/// A leader's lease: until it runs out no other peer can have been elected, so the leader
+/// may serve a read from what it has applied without asking a quorum first.
+///
+/// Taken when a quorum acknowledged a heartbeat the leader sent at (`tick`, `at`): each of
+/// them refuses to vote for anyone else for an election timeout after hearing it
+/// (check-quorum), so no new leader can be chosen before then. The lease ends a margin
+/// earlier, in the leader's ticks (deterministic tests drive every store's clock at once)
+/// and in wall-clock time (production: a leader whose thread stalls stops ticking, but not
+/// aging), and must hold in both.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Lease {
+    /// The term the lease was taken in; a read for another term gets no lease.
+    pub term: u64,
+    /// The lease holds while the store's tick count is below this.
+    pub until_tick: u64,
+    /// And while the clock is before this (`None`: no lease).
+    pub until: Option<Instant>,
+    /// A read used the lease since it was last renewed: the store renews only leases in
+    /// use, so an idle region costs no extra heartbeats.
+    pub used: bool,
+}
+
+impl Lease {
+    /// Whether the lease covers a read in `term` now, with the store at `tick`.
+    pub fn covers(&self, term: u64, tick: u64, now: Instant) -> bool {
+        self.term == term && tick < self.until_tick && self.until.is_some_and(|u| now < u)
+    }
+}
+
+/// One peer's lease, shared by the store thread (which renews and revokes it) and readers
+/// on other threads.
+pub type LeaseCell = Arc<Mutex<Lease>>;
 
 /// One peer as of the end of the last round that touched it.
 #[derive(Debug, Clone, Default)]
@@ -22,15 +58,40 @@ pub struct BoardEntry {
     pub written_keys: u64,
     /// The last replica checksum: (log index, checksum, key count).
     pub checksum: Option<(u64, u64, u64)>,
+    /// This peer's lease while it leads (see `Lease`).
+    pub lease: LeaseCell,
 }
 
 /// Every peer of one store, by region id.
 #[derive(Default)]
 pub struct RegionBoard {
     entries: RwLock<HashMap<u64, BoardEntry>>,
+    /// The store's Raft clock: ticks since it opened.
+    ticks: AtomicU64,
 }
 
 impl RegionBoard {
+    /// Whether this store's peer of `region_id` holds a lease for `term` now, so a read of
+    /// what it has applied is linearizable without a round trip to a quorum. Marks the
+    /// lease used, so the store keeps renewing it.
+    pub fn lease_read(&self, region_id: u64, term: u64) -> bool {
+        let tick = self.ticks.load(Ordering::Acquire);
+        let map = self.entries.read();
+        let Some(entry) = map.get(&region_id) else {
+            return false;
+        };
+        let mut lease = entry.lease.lock();
+        if !lease.covers(term, tick, Instant::now()) {
+            return false;
+        }
+        lease.used = true;
+        true
+    }
+
+    pub(crate) fn set_ticks(&self, ticks: u64) {
+        self.ticks.store(ticks, Ordering::Release);
+    }
+
     /// The peer of `region_id`, if this store has one.
     pub fn get(&self, region_id: u64) -> Option<BoardEntry> {
         self.entries.read().get(&region_id).cloned()

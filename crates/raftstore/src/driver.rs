@@ -90,7 +90,16 @@ pub struct StoreDriver {
 
 impl StoreDriver {
     /// Starts the store's thread.
+    ///
+    /// Panics if it would tick faster than the store's `StoreConfig::tick_interval`: the
+    /// store's leases would then outlast the followers' refusal to elect anyone else.
     pub fn spawn(store: Store, cfg: DriverConfig) -> Self {
+        assert!(
+            cfg.tick_interval >= store.tick_interval(),
+            "the driver ticks every {:?}, faster than the store's tick_interval {:?}",
+            cfg.tick_interval,
+            store.tick_interval()
+        );
         let (tx, rx) = std::sync::mpsc::sync_channel(cfg.mailbox_capacity);
         let store_id = store.store_id();
         let stop = Arc::new(AtomicBool::new(false));

@@ -14,7 +14,7 @@ mod region_engine;
 mod storage;
 mod store;
 
-pub use board::{BoardEntry, RegionBoard};
+pub use board::{BoardEntry, Lease, LeaseCell, RegionBoard};
 pub use driver::{DriverConfig, Inspect, StoreDriver, StoreRouter};
 pub use error::RaftStoreError;
 pub use raft::eraftpb::ConfChangeType;

@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use flotilla_proto::Message as _;
 use flotilla_proto::metapb::{Peer as PeerMeta, PeerRole, Region, RegionEpoch};
@@ -28,7 +29,7 @@ use raft::eraftpb::{
 };
 use raft::{RawNode, SnapshotStatus, StateRole};
 
-use crate::board::{BoardEntry, RegionBoard};
+use crate::board::{BoardEntry, Lease, LeaseCell, RegionBoard};
 use crate::error::RaftStoreError;
 use crate::keys;
 use crate::storage::{
@@ -63,19 +64,36 @@ pub struct StoreConfig {
     pub max_pending_reads: usize,
     /// fsync the Raft log before acknowledging (off only in tests that cannot crash).
     pub sync_log: bool,
-    /// A leader answers ReadIndex from its lease (no round trip) instead of confirming
-    /// leadership with a quorum first. Safe with check-quorum, which is always on.
+    /// A leader answers ReadIndex from its lease (no round trip, see `Lease`) instead of
+    /// confirming leadership with a quorum first; readers on other threads may check the
+    /// lease themselves (`RegionBoard::lease_read`). Off: every read asks a quorum.
     pub lease_reads: bool,
+    /// The Raft clock the driver ticks this store at (`DriverConfig::tick_interval`, which
+    /// must be the same): the lease's wall-clock length is derived from it.
+    pub tick_interval: Duration,
     /// Bytes of a peer's newest log entries kept in memory for applying them and for
     /// appends to followers (see `PeerStorage::set_entry_cache_bytes_max`).
     pub entry_cache_bytes_max: u64,
 }
 
 impl StoreConfig {
+    /// A lease's length in ticks: a follower refuses other candidates for `election_ticks`
+    /// of its ticks after hearing the leader, and up to two of them may come early (one
+    /// late tick carried over, one on the heartbeat's heels), so two fewer.
+    pub fn lease_ticks(&self) -> u64 {
+        (self.election_ticks as u64).saturating_sub(2)
+    }
+
+    /// A lease's length in time: `lease_ticks` of the clock, less a tenth for clocks that
+    /// run at slightly different rates (TiKV: a 9 s lease for 10 s elections).
+    pub fn lease_duration(&self) -> Duration {
+        self.tick_interval * self.lease_ticks() as u32 * 9 / 10
+    }
+
     /// Defaults for `store_id`: 10 ticks election, 2 ticks heartbeat (1–2 s elections at
     /// the default 100 ms tick), 1 MiB messages, 256 in flight, log compaction every 1,024
-    /// entries, 4,096 pending proposals and reads per region, fsync on, lease reads, 4 MiB
-    /// of cached log entries per region.
+    /// entries, 4,096 pending proposals and reads per region, fsync on, lease reads (720 ms
+    /// leases), 4 MiB of cached log entries per region.
     pub fn new(store_id: u64) -> Self {
         Self {
             store_id,
@@ -90,6 +108,7 @@ impl StoreConfig {
             max_pending_reads: 4096,
             sync_log: true,
             lease_reads: true,
+            tick_interval: Duration::from_millis(100),
             entry_cache_bytes_max: crate::storage::ENTRY_CACHE_BYTES_MAX_DEFAULT,
         }
     }
@@ -194,6 +213,9 @@ struct PendingRead {
     id: u64,
     /// The commit index to wait for, once the leader has confirmed it with a quorum.
     index: Option<u64>,
+    /// For a read that asked a quorum: the term, tick and time it asked at. Its answer
+    /// renews the lease from then.
+    asked: Option<(u64, u64, Instant)>,
     cb: Callback<()>,
 }
 
@@ -224,6 +246,10 @@ struct Peer {
     /// The log index of the last admin proposal (split, checksum) this leader made:
     /// until it is applied, commits are broadcast at once (see `raft_config`).
     admin_index: Option<u64>,
+    /// See `Lease`; shared with the board.
+    lease: LeaseCell,
+    /// A read asked a quorum only to renew the lease and is not answered yet.
+    renewing: bool,
 }
 
 impl Peer {
@@ -244,6 +270,22 @@ impl Peer {
             region_id: self.region().id,
             leader: self.leader(),
         }
+    }
+
+    /// Ends the lease: leadership is moving (a transfer, a membership change) or gone.
+    fn revoke_lease(&self) {
+        *self.lease.lock() = Lease::default();
+    }
+
+    /// Whether a lease may be taken or used now: a leader with an entry of its term
+    /// committed, handing leadership to no one (the target campaigns at once, past the
+    /// followers' refusal) and changing no membership (a new quorum need not have heard
+    /// the heartbeats that gave the lease).
+    fn lease_allowed(&self) -> bool {
+        self.is_leader()
+            && self.raw.raft.commit_to_current_term()
+            && self.raw.raft.lead_transferee.is_none()
+            && !self.raw.raft.has_pending_conf()
     }
 
     fn refresh_peer_cache(&mut self) {
@@ -308,6 +350,8 @@ pub struct Store {
     next_read_id: u64,
     outbox: Vec<RaftMessage>,
     board: Arc<RegionBoard>,
+    /// The Raft clock: ticks since this store opened (see `Lease`).
+    ticks: u64,
 }
 
 impl Store {
@@ -347,6 +391,7 @@ impl Store {
             next_read_id: 1,
             outbox: Vec::new(),
             board: Arc::new(RegionBoard::default()),
+            ticks: 0,
         };
         let (start, end) = keys::region_state_range();
         let mut states = Vec::new();
@@ -395,12 +440,18 @@ impl Store {
             applied_index: peer.raw.store().applied_index(),
             written_keys: peer.written_keys,
             checksum: peer.checksum,
+            lease: peer.lease.clone(),
         }
     }
 
     /// This store's id.
     pub fn store_id(&self) -> u64 {
         self.cfg.store_id
+    }
+
+    /// The Raft clock this store expects to be ticked at (`StoreConfig::tick_interval`).
+    pub fn tick_interval(&self) -> Duration {
+        self.cfg.tick_interval
     }
 
     fn create_peer(&mut self, region_id: u64, meta: PeerMeta) -> Result<(), RaftStoreError> {
@@ -420,6 +471,8 @@ impl Store {
             written_keys: 0,
             checksum: None,
             admin_index: None,
+            lease: LeaseCell::default(),
+            renewing: false,
         };
         peer.peer_cache.insert(meta.id, meta);
         peer.refresh_peer_cache();
@@ -449,10 +502,38 @@ impl Store {
         })
     }
 
-    /// Advances every peer's logical clock by one tick.
+    /// Advances every peer's logical clock by one tick, and renews the leases in use that
+    /// are past half their length.
     pub fn tick(&mut self) {
+        self.ticks += 1;
+        self.board.set_ticks(self.ticks);
+        let half_ticks = self.cfg.lease_ticks() / 2;
+        let half = self.cfg.lease_duration() / 2;
+        let now = Instant::now();
         for peer in self.peers.values_mut() {
             peer.raw.tick();
+            if !self.cfg.lease_reads || peer.renewing || !peer.lease_allowed() {
+                continue;
+            }
+            let lease = *peer.lease.lock();
+            let term = peer.raw.raft.term;
+            let late = lease.until_tick.saturating_sub(self.ticks) <= half_ticks
+                || lease
+                    .until
+                    .is_none_or(|u| u.saturating_duration_since(now) <= half);
+            if lease.used && lease.term == term && late {
+                let id = self.next_read_id;
+                self.next_read_id += 1;
+                peer.lease.lock().used = false;
+                peer.raw.read_index(id.to_be_bytes().to_vec());
+                peer.renewing = true;
+                peer.reads.push_back(PendingRead {
+                    id,
+                    index: None,
+                    asked: Some((term, self.ticks, now)),
+                    cb: Box::new(|_| {}),
+                });
+            }
         }
     }
 
@@ -504,6 +585,9 @@ impl Store {
                 to_peer_id,
             } => {
                 if let Some(peer) = self.peers.get_mut(&region_id) {
+                    // Before the target can campaign: it is elected without waiting out
+                    // the followers' refusal, so the lease no longer protects reads here.
+                    peer.revoke_lease();
                     peer.raw.transfer_leader(to_peer_id);
                 }
             }
@@ -709,6 +793,8 @@ impl Store {
             peers: changes.iter().map(|c| c.peer).collect(),
         };
         cc.set_context(context.encode_to_vec().into());
+        // Reads ask a quorum until the change is applied (`Peer::lease_allowed`).
+        peer.revoke_lease();
         if let Err(e) = peer.raw.propose_conf_change(vec![], cc) {
             return cb(Err(RaftStoreError::ServerIsBusy(format!(
                 "region {region_id}: membership change dropped ({e})"
@@ -727,6 +813,7 @@ impl Store {
         let max = self.cfg.max_pending_reads;
         let id = self.next_read_id;
         self.next_read_id += 1;
+        let (lease_reads, ticks) = (self.cfg.lease_reads, self.ticks);
         let peer = match self.leader_peer(region_id, Some(&epoch)) {
             Ok(peer) => peer,
             Err(e) => return cb(Err(e)),
@@ -749,10 +836,32 @@ impl Store {
                 "region {region_id} has {max} reads pending (raftstore max_pending_reads)"
             ))));
         }
+        let now = Instant::now();
+        let term = peer.raw.raft.term;
+        if lease_reads && peer.lease_allowed() {
+            let mut lease = peer.lease.lock();
+            if lease.covers(term, ticks, now) {
+                lease.used = true;
+                drop(lease);
+                let committed = peer.raw.raft.raft_log.committed;
+                if peer.raw.store().applied_index() >= committed {
+                    return cb(Ok(()));
+                }
+                // Answered once applied (there is a Ready to apply it).
+                peer.reads.push_back(PendingRead {
+                    id,
+                    index: Some(committed),
+                    asked: None,
+                    cb,
+                });
+                return;
+            }
+        }
         peer.raw.read_index(id.to_be_bytes().to_vec());
         peer.reads.push_back(PendingRead {
             id,
             index: None,
+            asked: Some((term, ticks, now)),
             cb,
         });
     }
@@ -890,6 +999,8 @@ impl Store {
             if let Some(ss) = rd.ss()
                 && ss.raft_state != StateRole::Leader
             {
+                peer.revoke_lease();
+                peer.renewing = false;
                 let e = peer.not_leader();
                 for r in peer.reads.drain(..) {
                     (r.cb)(Err(e.clone()));
@@ -996,12 +1107,36 @@ impl Store {
         self.board.publish(touched, &[]);
         // Reads whose index is applied are answered now; peers that removed themselves go.
         let mut removed = Vec::new();
+        let lease_ticks = self.cfg.lease_ticks();
+        let lease_duration = self.cfg.lease_duration();
         for (region_id, peer) in self.peers.iter_mut() {
             let applied = peer.raw.store().applied_index();
             while let Some(read) = peer.reads.front() {
                 match read.index {
                     Some(index) if index <= applied => {
                         let read = peer.reads.pop_front().expect("front");
+                        if let Some((term, tick, at)) = read.asked {
+                            if term == peer.raw.raft.term {
+                                peer.renewing = false;
+                            }
+                            // A quorum heard this leader at (tick, at) or later.
+                            if self.cfg.lease_reads
+                                && lease_ticks > 0
+                                && term == peer.raw.raft.term
+                                && peer.lease_allowed()
+                            {
+                                let mut lease = peer.lease.lock();
+                                let renewed = Lease {
+                                    term,
+                                    until_tick: tick + lease_ticks,
+                                    until: Some(at + lease_duration),
+                                    used: lease.used,
+                                };
+                                if lease.term != term || lease.until_tick < renewed.until_tick {
+                                    *lease = renewed;
+                                }
+                            }
+                        }
                         (read.cb)(Ok(()));
                     }
                     _ => break,
@@ -1059,21 +1194,16 @@ fn raft_config(cfg: &StoreConfig, peer_id: u64, applied: u64) -> raft::Config {
         max_inflight_msgs: cfg.max_inflight_msgs,
         check_quorum: true,
         pre_vote: true,
-        // A leader answers a ReadIndex from its lease (it cannot have been replaced within
-        // an election timeout of its last quorum contact: check-quorum deposes it first,
-        // and followers refuse votes while they hear from it) instead of a heartbeat
-        // round trip to a quorum.
         // A commit reaches followers with the next append or heartbeat instead of a
         // message of its own (half the messages per write; followers serve no reads).
         // Admin commands turn broadcasting back on until they apply (`Store::propose`).
         skip_bcast_commit: true,
         // Appends queued for one follower in a round go as one message.
         batch_append: true,
-        read_only_option: if cfg.lease_reads {
-            raft::ReadOnlyOption::LeaseBased
-        } else {
-            raft::ReadOnlyOption::Safe
-        },
+        // Every read index asks a quorum (a heartbeat round); the store answers from its
+        // own lease instead where it holds one (`Lease`), which raft-rs's lease mode
+        // cannot tell readers on other threads about.
+        read_only_option: raft::ReadOnlyOption::Safe,
         ..raft::Config::default()
     }
 }

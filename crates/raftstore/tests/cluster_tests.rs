@@ -678,3 +678,134 @@ fn writes_racing_a_split_land_whole_or_not_at_all() {
         assert_eq!(c.region(store, 2).start_key.as_ref(), key(20).as_slice());
     }
 }
+
+/// Answers a read index at once if the store can (from its lease), without running a round:
+/// `None` means it had to ask a quorum.
+fn read_without_a_round(c: &mut Cluster, store_id: u64) -> Option<Result<(), RaftStoreError>> {
+    let epoch = c.region(store_id, 1).epoch.unwrap_or_default();
+    let (slot, cb) = cluster::slot::<()>();
+    c.handle(
+        store_id,
+        StoreMsg::ReadIndex {
+            region_id: 1,
+            epoch,
+            term: 0,
+            cb,
+        },
+    );
+    slot.lock().unwrap().take()
+}
+
+/// A leader serves reads from its lease without a quorum, even cut off from it; but the
+/// lease ends before the majority can elect anyone else, so the cut-off leader never
+/// answers a read that misses the new leader's writes.
+#[test]
+fn a_lease_serves_reads_alone_and_ends_before_another_leader_can_be_elected() {
+    let mut c = Cluster::new(3, 3);
+    let old = c.wait_leader(1);
+    c.must_put(1, b"k", b"1");
+    let term = c.status(old, 1).unwrap().term;
+    // The quorum read just made took the lease: a read is answered without a round.
+    assert!(matches!(read_without_a_round(&mut c, old), Some(Ok(()))));
+    assert!(c.board(old).lease_read(1, term));
+    assert!(
+        !c.board(old).lease_read(1, term + 1),
+        "a lease is for its term only"
+    );
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|s| *s != old).collect();
+    c.partition(&[&[old], &others]);
+    assert!(
+        matches!(read_without_a_round(&mut c, old), Some(Ok(()))),
+        "within its lease the cut-off leader still serves reads"
+    );
+    let mut lease_ended_at = None;
+    let mut new_leader = None;
+    for tick in 1..=200 {
+        c.tick();
+        let leased = c.board(old).lease_read(1, term);
+        if !leased && lease_ended_at.is_none() {
+            lease_ended_at = Some(tick);
+        }
+        if let Some(l) = others
+            .iter()
+            .copied()
+            .find(|s| c.status(*s, 1).unwrap().is_leader)
+        {
+            assert!(
+                !leased,
+                "store {l} leads at tick {tick} while the old leader's lease still holds"
+            );
+            new_leader = Some(l);
+            break;
+        }
+    }
+    let new_leader = new_leader.expect("the majority elected a new leader");
+    assert!(lease_ended_at.is_some());
+    c.wait_leader(1);
+    let epoch = c.region(new_leader, 1).epoch.unwrap();
+    let mut batch = flotilla_storage::WriteBatch::new();
+    batch.put(flotilla_storage::Cf::Default, b"k".to_vec(), b"2".to_vec());
+    let (slot, cb) = cluster::slot::<()>();
+    c.send(
+        new_leader,
+        StoreMsg::Write {
+            region_id: 1,
+            epoch,
+            term: 0,
+            batch,
+            cb,
+        },
+    );
+    c.settle();
+    assert!(matches!(slot.lock().unwrap().take(), Some(Ok(()))));
+    // The old leader serves no read now: it has neither a lease nor a quorum.
+    assert!(
+        !matches!(c.read_index(old, 1), Ok(())),
+        "the cut-off leader answered a read after the majority wrote without it"
+    );
+    c.heal();
+    c.wait_applied(1, &[1, 2, 3]);
+    assert_eq!(c.get(old, b"k"), Some(b"2".to_vec()));
+}
+
+/// A lease in use is renewed before it runs out; an unused one lapses (an idle region
+/// costs no extra heartbeats); a leadership transfer ends it at once, since the target is
+/// elected without waiting out the followers' refusal.
+#[test]
+fn a_lease_in_use_is_renewed_an_idle_one_lapses_and_a_transfer_ends_it() {
+    let mut c = Cluster::new(3, 3);
+    let leader = c.wait_leader(1);
+    c.must_put(1, b"k", b"1");
+    let term = c.status(leader, 1).unwrap().term;
+    for tick in 0..40 {
+        assert!(
+            c.board(leader).lease_read(1, term),
+            "the lease in use lapsed at tick {tick}"
+        );
+        c.tick();
+    }
+    // Unused for longer than a lease: it lapses, and the next read asks a quorum.
+    c.ticks(12);
+    assert!(!c.board(leader).lease_read(1, term));
+    let r = read_without_a_round(&mut c, leader);
+    assert!(r.is_none(), "{r:?}");
+    c.settle();
+    assert!(
+        c.board(leader).lease_read(1, term),
+        "the quorum read renewed it"
+    );
+    let target = [1, 2, 3].into_iter().find(|s| *s != leader).unwrap();
+    let target_peer = c.status(target, 1).unwrap().peer_id;
+    c.handle(
+        leader,
+        StoreMsg::TransferLeader {
+            region_id: 1,
+            to_peer_id: target_peer,
+        },
+    );
+    assert!(
+        !c.board(leader).lease_read(1, term),
+        "a transfer must end the lease before the target can campaign"
+    );
+    assert_eq!(c.wait_leader(1), target);
+}

@@ -133,12 +133,9 @@ fn start_threaded() -> Threaded {
         };
         let engine: EngineRef = Arc::new(FjallEngine::open(dir.path(), &options).unwrap());
         Store::bootstrap_region(&engine, &region).unwrap();
-        let store = Store::open(
-            StoreConfig::new(store_id),
-            engine.clone(),
-            transport.clone(),
-        )
-        .unwrap();
+        let mut cfg = StoreConfig::new(store_id);
+        cfg.tick_interval = Duration::from_millis(10);
+        let store = Store::open(cfg, engine.clone(), transport.clone()).unwrap();
         let driver = StoreDriver::spawn(
             store,
             DriverConfig {

@@ -222,6 +222,7 @@ impl StoreNode {
         store_cfg.min_election_ticks = cfg.election_ticks;
         store_cfg.max_election_ticks = cfg.max_election_ticks;
         store_cfg.entry_cache_bytes_max = cfg.raft_entry_cache_bytes;
+        store_cfg.tick_interval = cfg.tick_interval;
         let store = Store::open(store_cfg, engine.clone(), transport.clone())
             .map_err(|e| storage_err(e.to_string()))?;
         let board = store.board();
@@ -655,9 +656,11 @@ impl Shared {
         region: &RegionMvcc,
         l: &kvpb::PessimisticLockRequest,
     ) -> Option<Result<KvResponse, Failure>> {
-        let entry = self.board.get(region_id)?;
-        if let Err(e) = self.read_index(region_id, &entry, region.term).await {
-            return Some(Err(Failure::Region(e)));
+        if !self.board.lease_read(region_id, region.term) {
+            let entry = self.board.get(region_id)?;
+            if let Err(e) = self.read_index(region_id, &entry, region.term).await {
+                return Some(Err(Failure::Region(e)));
+            }
         }
         let keys = lock_keys_of(l);
         match region.mvcc.try_lock_keys_in_memory(&lock_request(l, &keys)) {
@@ -685,7 +688,10 @@ impl Shared {
             }
         };
         let reads = matches!(cmd, kv_request::Cmd::Get(_) | kv_request::Cmd::Scan(_));
+        // Within the leader's lease (checked here, without a hop to the store's thread)
+        // what it has applied is current; past it, ask the store for a read index.
         if reads
+            && !self.board.lease_read(ctx.region_id, region.term)
             && let Some(entry) = self.board.get(ctx.region_id)
             && let Err(e) = self.read_index(ctx.region_id, &entry, 0).await
         {

@@ -473,6 +473,11 @@ impl Cluster {
         self.settle();
     }
 
+    /// Hands a request to the store without running a round: nothing reaches the network.
+    pub fn handle(&mut self, store_id: u64, msg: StoreMsg) {
+        self.node(store_id).store.handle(msg);
+    }
+
     pub fn get(&mut self, store_id: u64, key: &[u8]) -> Option<Vec<u8>> {
         self.node(store_id).engine.get(Cf::Default, key).unwrap()
     }
