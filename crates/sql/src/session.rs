@@ -571,6 +571,16 @@ impl Session {
         }
         let autocommit = self.block.is_none();
         if self.open.is_none() {
+            if autocommit {
+                // Pinned as a transaction's would be, so a schema change waits for it.
+                let (active, catalog) = self.engine.register_txn();
+                self.statement_catalog = Some(catalog);
+                let read = crate::fast::read_latest(self, &statement).await;
+                drop(active);
+                if let Some(result) = read? {
+                    return Ok(result);
+                }
+            }
             self.begin_txn().await?;
         }
         let result = self.run_with_retries(&statement).await;

@@ -2,6 +2,7 @@
 //! catalog, wired exactly as `flotilla standalone` wires them.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use flotilla_catalog::LocalCatalog;
 use flotilla_mvcc::Mvcc;
@@ -16,6 +17,8 @@ pub struct TestDb {
     /// The seams under the engine, for tests that reach past SQL.
     pub kv: Arc<LocalTxnKv>,
     pub tso: Arc<LocalTso>,
+    /// Timestamps the SQL engine asked for (the transaction layer's own are not counted).
+    pub sql_tso: Arc<CountingTso>,
     pub catalog: Arc<LocalCatalog>,
     /// The DDL job queue, for tests that hold jobs with its failpoint.
     pub jobs: Arc<flotilla_ddl::JobQueue>,
@@ -54,9 +57,13 @@ impl TestDb {
             Some(flotilla_sql::SqlReorg::new(kv.clone(), tso.clone())),
         )
         .unwrap();
+        let sql_tso = Arc::new(CountingTso {
+            inner: tso.clone(),
+            calls: AtomicU64::new(0),
+        });
         let engine = SqlEngine::new(
             kv.clone(),
-            tso.clone(),
+            sql_tso.clone(),
             catalog.clone(),
             flotilla_ddl::LocalDdl::start(jobs.clone()),
             config,
@@ -66,6 +73,7 @@ impl TestDb {
             engine,
             kv,
             tso,
+            sql_tso,
             catalog,
             jobs,
             _dir: dir,
@@ -74,6 +82,27 @@ impl TestDb {
 
     pub fn session(&self) -> Session {
         self.engine.session()
+    }
+}
+
+/// The oracle, counting what is asked of it.
+pub struct CountingTso {
+    inner: Arc<LocalTso>,
+    calls: AtomicU64,
+}
+
+#[allow(dead_code)] // not every test binary counts
+impl CountingTso {
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+#[async_trait::async_trait]
+impl flotilla_tso::Tso for CountingTso {
+    async fn get_ts(&self) -> Result<flotilla_types::Timestamp, flotilla_tso::TsoError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.get_ts().await
     }
 }
 
