@@ -277,6 +277,10 @@ async fn an_autocommit_point_read_takes_no_timestamp_and_sees_the_newest_commit(
     let before = db.sql_tso.calls();
     ok(&mut b, "BEGIN ISOLATION LEVEL REPEATABLE READ").await;
     assert_eq!(rows(&mut b, "SELECT v FROM acc WHERE id = 2").await, ["20"]);
+    assert!(
+        db.sql_tso.calls() > before,
+        "a transaction block takes its snapshot"
+    );
     ok(&mut a, "UPDATE acc SET v = 21 WHERE id = 2").await;
     assert_eq!(
         rows(&mut b, "SELECT v FROM acc WHERE id = 2").await,
