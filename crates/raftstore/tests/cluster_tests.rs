@@ -809,3 +809,41 @@ fn a_lease_in_use_is_renewed_an_idle_one_lapses_and_a_transfer_ends_it() {
     );
     assert_eq!(c.wait_leader(1), target);
 }
+
+/// Proposing a membership change ends the lease (a new quorum need not have heard the
+/// heartbeats that gave it), and no lease is taken until the change is applied.
+#[test]
+fn a_membership_change_ends_the_lease_until_it_is_applied() {
+    let mut c = Cluster::new(4, 3);
+    let leader = c.wait_leader(1);
+    c.must_put(1, b"k", b"1");
+    let term = c.status(leader, 1).unwrap().term;
+    assert!(c.board(leader).lease_read(1, term));
+    let (slot, cb) = cluster::slot();
+    c.handle(
+        leader,
+        StoreMsg::ChangePeers {
+            region_id: 1,
+            changes: vec![PeerChange {
+                change_type: ConfChangeType::AddLearnerNode,
+                peer: peer(104, 4),
+            }],
+            cb,
+        },
+    );
+    assert!(
+        !c.board(leader).lease_read(1, term),
+        "a proposed membership change must end the lease"
+    );
+    assert!(
+        read_without_a_round(&mut c, leader).is_none(),
+        "a read must ask a quorum while the change is pending"
+    );
+    c.settle();
+    assert!(matches!(slot.lock().unwrap().take(), Some(Ok(_))));
+    assert!(c.read_index(leader, 1).is_ok());
+    assert!(
+        c.board(leader).lease_read(1, term),
+        "a quorum read after the change takes the lease again"
+    );
+}
