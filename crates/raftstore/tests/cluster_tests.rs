@@ -696,15 +696,21 @@ fn read_without_a_round(c: &mut Cluster, store_id: u64) -> Option<Result<(), Raf
     slot.lock().unwrap().take()
 }
 
+/// Elects a leader of region 1 and writes through it; returns the leader and its term.
+fn leader_with_a_write(c: &mut Cluster) -> (u64, u64) {
+    let leader = c.wait_leader(1);
+    c.must_put(1, b"k", b"1");
+    let term = c.status(leader, 1).unwrap().term;
+    (leader, term)
+}
+
 /// A leader serves reads from its lease without a quorum, even cut off from it; but the
 /// lease ends before the majority can elect anyone else, so the cut-off leader never
 /// answers a read that misses the new leader's writes.
 #[test]
 fn a_lease_serves_reads_alone_and_ends_before_another_leader_can_be_elected() {
     let mut c = Cluster::new(3, 3);
-    let old = c.wait_leader(1);
-    c.must_put(1, b"k", b"1");
-    let term = c.status(old, 1).unwrap().term;
+    let (old, term) = leader_with_a_write(&mut c);
     // The quorum read just made took the lease: a read is answered without a round.
     assert!(matches!(read_without_a_round(&mut c, old), Some(Ok(()))));
     assert!(c.board(old).lease_read(1, term));
@@ -742,22 +748,10 @@ fn a_lease_serves_reads_alone_and_ends_before_another_leader_can_be_elected() {
     let new_leader = new_leader.expect("the majority elected a new leader");
     assert!(lease_ended_at.is_some());
     c.wait_leader(1);
-    let epoch = c.region(new_leader, 1).epoch.unwrap();
-    let mut batch = flotilla_storage::WriteBatch::new();
-    batch.put(flotilla_storage::Cf::Default, b"k".to_vec(), b"2".to_vec());
-    let (slot, cb) = cluster::slot::<()>();
-    c.send(
-        new_leader,
-        StoreMsg::Write {
-            region_id: 1,
-            epoch,
-            term: 0,
-            batch,
-            cb,
-        },
-    );
-    c.settle();
-    assert!(matches!(slot.lock().unwrap().take(), Some(Ok(()))));
+    assert!(matches!(
+        c.try_put(new_leader, 1, b"k", b"2", 10),
+        Some(Ok(()))
+    ));
     // The old leader serves no read now: it has neither a lease nor a quorum.
     assert!(
         !matches!(c.read_index(old, 1), Ok(())),
@@ -774,9 +768,7 @@ fn a_lease_serves_reads_alone_and_ends_before_another_leader_can_be_elected() {
 #[test]
 fn a_lease_in_use_is_renewed_an_idle_one_lapses_and_a_transfer_ends_it() {
     let mut c = Cluster::new(3, 3);
-    let leader = c.wait_leader(1);
-    c.must_put(1, b"k", b"1");
-    let term = c.status(leader, 1).unwrap().term;
+    let (leader, term) = leader_with_a_write(&mut c);
     for tick in 0..40 {
         assert!(
             c.board(leader).lease_read(1, term),
@@ -815,9 +807,7 @@ fn a_lease_in_use_is_renewed_an_idle_one_lapses_and_a_transfer_ends_it() {
 #[test]
 fn a_membership_change_ends_the_lease_until_it_is_applied() {
     let mut c = Cluster::new(4, 3);
-    let leader = c.wait_leader(1);
-    c.must_put(1, b"k", b"1");
-    let term = c.status(leader, 1).unwrap().term;
+    let (leader, term) = leader_with_a_write(&mut c);
     assert!(c.board(leader).lease_read(1, term));
     let (slot, cb) = cluster::slot();
     c.handle(
