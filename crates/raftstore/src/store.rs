@@ -250,6 +250,8 @@ struct Peer {
     lease: LeaseCell,
     /// A read asked a quorum only to renew the lease and is not answered yet.
     renewing: bool,
+    /// The store tick at which each other peer last sent this one a message.
+    heard_at_tick: HashMap<u64, u64>,
 }
 
 impl Peer {
@@ -449,6 +451,32 @@ impl Store {
         self.cfg.store_id
     }
 
+    /// Whether leadership of `region_id` may be handed to `peer_id` now: this store leads
+    /// it, the target sent a message within the last two heartbeats, and its log is being
+    /// replicated and at most `TRANSFER_LAG_MAX_ENTRIES` behind. A leader refuses
+    /// proposals while a transfer is pending, until an election timeout if the target
+    /// never campaigns (a dead store the meta service still counts as up), so a transfer
+    /// to a target that cannot take over at once stalls the region's writes.
+    pub fn transfer_target_ready(&self, region_id: u64, peer_id: u64) -> bool {
+        let Some(peer) = self.peers.get(&region_id) else {
+            return false;
+        };
+        if !peer.is_leader() || peer_id == peer.meta.id {
+            return false;
+        }
+        let recent = self.cfg.heartbeat_ticks as u64 * 2;
+        let heard = peer
+            .heard_at_tick
+            .get(&peer_id)
+            .is_some_and(|t| self.ticks.saturating_sub(*t) <= recent);
+        let last = peer.raw.raft.raft_log.last_index();
+        let caught_up = peer.raw.raft.prs().get(peer_id).is_some_and(|pr| {
+            pr.state == raft::ProgressState::Replicate
+                && pr.matched + TRANSFER_LAG_MAX_ENTRIES >= last
+        });
+        heard && caught_up
+    }
+
     /// The Raft clock this store expects to be ticked at (`StoreConfig::tick_interval`).
     pub fn tick_interval(&self) -> Duration {
         self.cfg.tick_interval
@@ -473,6 +501,7 @@ impl Store {
             admin_index: None,
             lease: LeaseCell::default(),
             renewing: false,
+            heard_at_tick: HashMap::new(),
         };
         peer.peer_cache.insert(meta.id, meta);
         peer.refresh_peer_cache();
@@ -905,6 +934,7 @@ impl Store {
         }
         if let Some(from) = msg.from_peer {
             peer.peer_cache.insert(from.id, from);
+            peer.heard_at_tick.insert(from.id, self.ticks);
         }
         if let Err(e) = peer.raw.step(raft_msg) {
             tracing::debug!(region_id, "step: {e}");
@@ -1180,6 +1210,11 @@ impl Store {
         Ok(())
     }
 }
+
+/// How far behind the leader's log a transfer target may be (see
+/// `Store::transfer_target_ready`): it must catch up before it campaigns, and proposals
+/// wait meanwhile.
+pub const TRANSFER_LAG_MAX_ENTRIES: u64 = 128;
 
 /// The raft-rs configuration of one peer: pre-vote and check-quorum always on.
 fn raft_config(cfg: &StoreConfig, peer_id: u64, applied: u64) -> raft::Config {

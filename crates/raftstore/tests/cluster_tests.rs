@@ -837,3 +837,34 @@ fn a_membership_change_ends_the_lease_until_it_is_applied() {
         "a quorum read after the change takes the lease again"
     );
 }
+
+/// Leadership is handed only to a peer heard from within two heartbeats whose log is
+/// replicated and close behind: a leader refuses proposals while a transfer is pending,
+/// and one to a dead store (which the meta service may still count as up) would stall the
+/// region's writes for an election timeout.
+#[test]
+fn leadership_goes_only_to_a_peer_that_is_up_and_caught_up() {
+    let mut c = Cluster::new(3, 3);
+    let (leader, _) = leader_with_a_write(&mut c);
+    let target = [1, 2, 3].into_iter().find(|s| *s != leader).unwrap();
+    let target_peer = c.status(target, 1).unwrap().peer_id;
+    let leader_peer = c.status(leader, 1).unwrap().peer_id;
+    c.ticks(2);
+    assert!(c.transfer_target_ready(leader, 1, target_peer));
+    assert!(
+        !c.transfer_target_ready(leader, 1, leader_peer),
+        "not to itself"
+    );
+    assert!(
+        !c.transfer_target_ready(target, 1, leader_peer),
+        "only a leader hands leadership on"
+    );
+    c.stop(target);
+    c.ticks(5);
+    assert!(
+        !c.transfer_target_ready(leader, 1, target_peer),
+        "a store not heard from for two heartbeats is no target"
+    );
+    c.must_put(1, b"k", b"2");
+    assert_eq!(c.leader_of(1), Some(leader));
+}

@@ -523,6 +523,21 @@ impl Shared {
             }
             None => None,
         };
+        // The meta service may still count a store that just died as up: handing it the
+        // region would stall its writes until raft-rs gives the transfer up.
+        let (tx, rx) = oneshot::channel();
+        let to_peer_id = to.id;
+        let asked = self.router.inspect(Box::new(move |store| {
+            let _ = tx.send(store.transfer_target_ready(region_id, to_peer_id));
+        }));
+        if asked.is_err() || !rx.await.unwrap_or(false) {
+            tracing::debug!(
+                region_id,
+                to_store = to.store_id,
+                "leader transfer skipped: the target is not caught up or not heard from"
+            );
+            return;
+        }
         tracing::info!(
             region_id,
             to_store = to.store_id,

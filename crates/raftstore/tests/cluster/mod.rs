@@ -473,6 +473,13 @@ impl Cluster {
         self.settle();
     }
 
+    /// See `Store::transfer_target_ready`.
+    pub fn transfer_target_ready(&mut self, store_id: u64, region_id: u64, peer_id: u64) -> bool {
+        self.node(store_id)
+            .store
+            .transfer_target_ready(region_id, peer_id)
+    }
+
     /// Hands a request to the store without running a round: nothing reaches the network.
     pub fn handle(&mut self, store_id: u64, msg: StoreMsg) {
         self.node(store_id).store.handle(msg);
