@@ -37,6 +37,13 @@ impl Lease {
     pub fn covers(&self, term: u64, tick: u64, now: Instant) -> bool {
         self.term == term && tick < self.until_tick && self.until.is_some_and(|u| now < u)
     }
+
+    /// `covers`, and if so marks the lease used (the store keeps renewing it).
+    pub fn use_for(&mut self, term: u64, tick: u64, now: Instant) -> bool {
+        let covered = self.covers(term, tick, now);
+        self.used |= covered;
+        covered
+    }
 }
 
 /// One peer's lease, shared by the store thread (which renews and revokes it) and readers
@@ -80,12 +87,7 @@ impl RegionBoard {
         let Some(entry) = map.get(&region_id) else {
             return false;
         };
-        let mut lease = entry.lease.lock();
-        if !lease.covers(term, tick, Instant::now()) {
-            return false;
-        }
-        lease.used = true;
-        true
+        entry.lease.lock().use_for(term, tick, Instant::now())
     }
 
     pub(crate) fn set_ticks(&self, ticks: u64) {

@@ -544,16 +544,22 @@ impl Store {
             if !self.cfg.lease_reads || peer.renewing || !peer.lease_allowed() {
                 continue;
             }
-            let lease = *peer.lease.lock();
             let term = peer.raw.raft.term;
-            let late = lease.until_tick.saturating_sub(self.ticks) <= half_ticks
-                || lease
-                    .until
-                    .is_none_or(|u| u.saturating_duration_since(now) <= half);
-            if lease.used && lease.term == term && late {
+            let renew = {
+                let mut lease = peer.lease.lock();
+                let late = lease.until_tick.saturating_sub(self.ticks) <= half_ticks
+                    || lease
+                        .until
+                        .is_none_or(|u| u.saturating_duration_since(now) <= half);
+                let renew = lease.used && lease.term == term && late;
+                if renew {
+                    lease.used = false;
+                }
+                renew
+            };
+            if renew {
                 let id = self.next_read_id;
                 self.next_read_id += 1;
-                peer.lease.lock().used = false;
                 peer.raw.read_index(id.to_be_bytes().to_vec());
                 peer.renewing = true;
                 peer.reads.push_back(PendingRead {
@@ -867,24 +873,19 @@ impl Store {
         }
         let now = Instant::now();
         let term = peer.raw.raft.term;
-        if lease_reads && peer.lease_allowed() {
-            let mut lease = peer.lease.lock();
-            if lease.covers(term, ticks, now) {
-                lease.used = true;
-                drop(lease);
-                let committed = peer.raw.raft.raft_log.committed;
-                if peer.raw.store().applied_index() >= committed {
-                    return cb(Ok(()));
-                }
-                // Answered once applied (there is a Ready to apply it).
-                peer.reads.push_back(PendingRead {
-                    id,
-                    index: Some(committed),
-                    asked: None,
-                    cb,
-                });
-                return;
+        if lease_reads && peer.lease_allowed() && peer.lease.lock().use_for(term, ticks, now) {
+            let committed = peer.raw.raft.raft_log.committed;
+            if peer.raw.store().applied_index() >= committed {
+                return cb(Ok(()));
             }
+            // Answered once applied (there is a Ready to apply it).
+            peer.reads.push_back(PendingRead {
+                id,
+                index: Some(committed),
+                asked: None,
+                cb,
+            });
+            return;
         }
         peer.raw.read_index(id.to_be_bytes().to_vec());
         peer.reads.push_back(PendingRead {
