@@ -868,3 +868,51 @@ fn leadership_goes_only_to_a_peer_that_is_up_and_caught_up() {
     c.must_put(1, b"k", b"2");
     assert_eq!(c.leader_of(1), Some(leader));
 }
+
+/// Ticks `store` alone until its peer of region 1 stops following `leader_peer` (its
+/// election timer ran out and it campaigned); bounded.
+fn tick_alone_until_it_campaigns(c: &mut Cluster, store: u64, leader_peer: u64) {
+    for _ in 0..40 {
+        if c.status(store, 1).unwrap().leader_peer_id != leader_peer {
+            return;
+        }
+        c.tick_store(store);
+    }
+    panic!("store {store} did not campaign within 40 of its own ticks");
+}
+
+/// The failover stall seen in bench/failover.py: the leader dies; one follower's clock
+/// runs ahead and it pre-campaigns while the other still counts the dead leader alive
+/// (so that one ignores it); then the other's timer runs out and it pre-campaigns with a
+/// shorter log, which the first refuses. The first must campaign again at once, not
+/// after another whole election timeout.
+#[test]
+fn a_refused_pre_vote_from_a_shorter_log_makes_the_longer_log_campaign_at_once() {
+    let mut c = Cluster::new(3, 3);
+    let (old, _) = leader_with_a_write(&mut c);
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|s| *s != old).collect();
+    let (ahead, behind) = (others[0], others[1]);
+    let old_peer = c.status(old, 1).unwrap().peer_id;
+    // `ahead` gets one more entry than `behind`.
+    c.partition(&[&[old, ahead], &[behind]]);
+    assert!(matches!(c.try_put(old, 1, b"k", b"2", 0), Some(Ok(()))));
+    c.stop(old);
+    c.heal();
+    tick_alone_until_it_campaigns(&mut c, ahead, old_peer);
+    assert_eq!(
+        c.leader_of(1),
+        None,
+        "`behind` still counts the old leader alive"
+    );
+    assert_eq!(c.status(behind, 1).unwrap().leader_peer_id, old_peer);
+    tick_alone_until_it_campaigns(&mut c, behind, old_peer);
+    // No tick since: `ahead` campaigned when it refused `behind`'s pre-vote.
+    assert_eq!(
+        c.leader_of(1),
+        Some(ahead),
+        "the longer log waited out another election timeout"
+    );
+    c.must_put(1, b"k", b"3");
+    c.wait_applied(1, &[ahead, behind]);
+    assert_eq!(c.get(behind, b"k").as_deref(), Some(&b"3"[..]));
+}

@@ -293,6 +293,12 @@ impl Cluster {
         self.settle();
     }
 
+    /// One tick of one store's clock alone (a store whose clock runs ahead), then settle.
+    pub fn tick_store(&mut self, store_id: u64) {
+        self.node(store_id).store.tick();
+        self.settle();
+    }
+
     pub fn ticks(&mut self, n: usize) {
         for _ in 0..n {
             self.tick();
