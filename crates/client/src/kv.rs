@@ -213,7 +213,23 @@ impl ClusterTxnKv {
         self.cache.set_leader(region.region.id, Some(peers[next]));
     }
 
+    /// Sends `cmd` once to the peer the cache names for `region`.
     async fn attempt(&self, region: &CachedRegion, cmd: kv_request::Cmd) -> Attempt {
+        let started = Instant::now();
+        let attempt = self.attempt_once(region, cmd).await;
+        if let Attempt::Retry(why) = &attempt {
+            // Why a request waited: failovers are timed from these.
+            tracing::debug!(
+                region_id = region.region.id,
+                to_store = region.leader.map(|p| p.store_id).unwrap_or(0),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "kv attempt to retry: {why}"
+            );
+        }
+        attempt
+    }
+
+    async fn attempt_once(&self, region: &CachedRegion, cmd: kv_request::Cmd) -> Attempt {
         let peer = match region
             .leader
             .or_else(|| region.region.peers.first().copied())

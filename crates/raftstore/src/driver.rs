@@ -132,6 +132,9 @@ impl Drop for StoreDriver {
     }
 }
 
+/// A round of `Store::process_ready` that takes longer than this is logged.
+const SLOW_ROUND_WARN: Duration = Duration::from_millis(200);
+
 fn run(mut store: Store, rx: Receiver<DriverMsg>, cfg: DriverConfig, stop: Arc<AtomicBool>) {
     let mut next_tick = Instant::now() + cfg.tick_interval;
     let mut busy = false;
@@ -168,8 +171,25 @@ fn run(mut store: Store, rx: Receiver<DriverMsg>, cfg: DriverConfig, stop: Arc<A
                 next_tick = Instant::now() + cfg.tick_interval;
             }
         }
+        let round_started = Instant::now();
         busy = match store.process_ready() {
-            Ok(active) => active,
+            Ok(active) => {
+                let took = round_started.elapsed();
+                if took >= SLOW_ROUND_WARN {
+                    // Every region of the store waited this long (its followers' acks and
+                    // its leaders' answers): a cause of slow failovers and tail latency.
+                    let times = store.last_round_times();
+                    tracing::warn!(
+                        store = store.store_id(),
+                        took_ms = took.as_millis() as u64,
+                        log_write_ms = times.append.as_millis() as u64,
+                        log_sync_ms = times.sync.as_millis() as u64,
+                        apply_write_ms = times.apply_write.as_millis() as u64,
+                        "slow raftstore round"
+                    );
+                }
+                active
+            }
             Err(e) => {
                 // The engine failed (I/O error, poisoned after a failed fsync): stop rather
                 // than acknowledge anything that may not be durable.

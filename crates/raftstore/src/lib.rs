@@ -23,4 +23,6 @@ pub use storage::{
     DATA_CFS, ENTRY_CACHE_BYTES_MAX_DEFAULT, PeerStorage, RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM,
     conf_state_from_region, region_contains,
 };
-pub use store::{Callback, PeerChange, PeerStatus, Store, StoreConfig, StoreMsg, Transport};
+pub use store::{
+    Callback, PeerChange, PeerStatus, RoundTimes, Store, StoreConfig, StoreMsg, Transport,
+};

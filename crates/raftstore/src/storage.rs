@@ -520,6 +520,7 @@ impl PeerStorage {
     }
 
     fn generate_snapshot(&self) -> Result<Snapshot, RaftStoreError> {
+        let started = std::time::Instant::now();
         let mut kvs = Vec::new();
         for cf in DATA_CFS {
             let proto_cf = data_cf_to_proto(cf).expect("data cf");
@@ -545,6 +546,14 @@ impl PeerStorage {
         meta.index = self.apply.applied_index;
         meta.term = self.apply.applied_term;
         meta.set_conf_state(self.conf_state.clone());
+        // Built on the store thread: every region of the store waits for it.
+        tracing::info!(
+            region_id = self.region_id,
+            index = self.apply.applied_index,
+            bytes = snap.data.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "built a snapshot"
+        );
         Ok(snap)
     }
 }

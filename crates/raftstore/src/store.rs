@@ -58,6 +58,10 @@ pub struct StoreConfig {
     pub max_inflight_msgs: usize,
     /// A peer compacts its log once it holds this many applied entries.
     pub log_gc_count_limit: u64,
+    /// A leader keeps the entries a follower at most this many entries behind still
+    /// needs (a store that is down or restarting included), past `log_gc_count_limit`;
+    /// a follower further behind is sent a snapshot of the whole region instead.
+    pub log_keep_for_lagging_entries: u64,
     /// Proposals waiting to be applied, per region.
     pub max_pending_proposals: usize,
     /// Linearizable reads waiting for their read index, per region.
@@ -104,6 +108,7 @@ impl StoreConfig {
             max_size_per_msg_bytes: 1 << 20,
             max_inflight_msgs: 256,
             log_gc_count_limit: 1024,
+            log_keep_for_lagging_entries: 65_536,
             max_pending_proposals: 4096,
             max_pending_reads: 4096,
             sync_log: true,
@@ -252,6 +257,9 @@ struct Peer {
     renewing: bool,
     /// The store tick at which each other peer last sent this one a message.
     heard_at_tick: HashMap<u64, u64>,
+    /// About the index of this peer's first entry as leader (its term's empty entry; a
+    /// proposal handled in the same batch may come first), or 0.
+    term_start_index: u64,
 }
 
 impl Peer {
@@ -340,6 +348,17 @@ pub struct PeerStatus {
     pub truncated_index: u64,
 }
 
+/// Time one `Store::process_ready` spent in the engine.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RoundTimes {
+    /// Writing the Raft log and hard states (may wait out an engine write stall).
+    pub append: Duration,
+    /// Syncing them.
+    pub sync: Duration,
+    /// Writing what was applied.
+    pub apply_write: Duration,
+}
+
 /// Every region peer of one store. See the module documentation.
 pub struct Store {
     cfg: StoreConfig,
@@ -354,6 +373,8 @@ pub struct Store {
     board: Arc<RegionBoard>,
     /// The Raft clock: ticks since this store opened (see `Lease`).
     ticks: u64,
+    /// Where the last `process_ready` spent its time writing (for slow-round logs).
+    last_persist: RoundTimes,
 }
 
 impl Store {
@@ -394,6 +415,7 @@ impl Store {
             outbox: Vec::new(),
             board: Arc::new(RegionBoard::default()),
             ticks: 0,
+            last_persist: RoundTimes::default(),
         };
         let (start, end) = keys::region_state_range();
         let mut states = Vec::new();
@@ -477,6 +499,11 @@ impl Store {
         heard && caught_up
     }
 
+    /// Where the last `process_ready` spent its time in the engine.
+    pub fn last_round_times(&self) -> RoundTimes {
+        self.last_persist
+    }
+
     /// The Raft clock this store expects to be ticked at (`StoreConfig::tick_interval`).
     pub fn tick_interval(&self) -> Duration {
         self.cfg.tick_interval
@@ -502,6 +529,7 @@ impl Store {
             lease: LeaseCell::default(),
             renewing: false,
             heard_at_tick: HashMap::new(),
+            term_start_index: 0,
         };
         peer.peer_cache.insert(meta.id, meta);
         peer.refresh_peer_cache();
@@ -1056,6 +1084,12 @@ impl Store {
                 );
             }
             if let Some(ss) = rd.ss()
+                && ss.raft_state == StateRole::Leader
+            {
+                // raft-rs appended the term's empty entry on becoming leader.
+                peer.term_start_index = peer.raw.raft.raft_log.last_index();
+            }
+            if let Some(ss) = rd.ss()
                 && ss.raft_state != StateRole::Leader
             {
                 peer.revoke_lease();
@@ -1076,6 +1110,13 @@ impl Store {
             }
             if !rd.snapshot().is_empty() {
                 let snap = rd.snapshot().clone();
+                tracing::info!(
+                    store = self.cfg.store_id,
+                    region_id,
+                    index = snap.get_metadata().index,
+                    bytes = snap.data.len(),
+                    "applying a snapshot"
+                );
                 peer.raw.mut_store().stage_snapshot(&mut persist, &snap)?;
                 peer.refresh_peer_cache();
             }
@@ -1103,10 +1144,15 @@ impl Store {
         if !self.outbox.is_empty() {
             self.transport.send(std::mem::take(&mut self.outbox));
         }
+        self.last_persist = RoundTimes::default();
         if !persist.is_empty() {
+            let started = Instant::now();
             let ticket = self.engine.append(persist)?;
+            self.last_persist.append = started.elapsed();
             if must_sync && self.cfg.sync_log {
+                let started = Instant::now();
                 self.engine.sync_through(ticket)?;
+                self.last_persist.sync = started.elapsed();
             }
         }
 
@@ -1149,11 +1195,18 @@ impl Store {
             for to in std::mem::take(&mut peer.sent_snapshots) {
                 peer.raw.report_snapshot(to, SnapshotStatus::Finish);
             }
-            maybe_compact_log(peer, &mut apply, self.cfg.log_gc_count_limit)?;
+            maybe_compact_log(
+                peer,
+                &mut apply,
+                self.cfg.log_gc_count_limit,
+                self.cfg.log_keep_for_lagging_entries,
+            )?;
         }
         if !apply.is_empty() {
             // Not synced: the Raft log is durable, so a crash replays what this loses.
+            let started = Instant::now();
             let _ticket = self.engine.append(apply)?;
+            self.last_persist.apply_write = started.elapsed();
         }
         for (cb, applied) in answers {
             answer(cb, applied);
@@ -1602,12 +1655,18 @@ fn apply_conf_change(
     Ok(region)
 }
 
-/// Drops applied log entries once there are more than `limit`. A leader keeps what a
-/// healthy follower still needs, so a short lag costs a log replay, not a snapshot.
+/// Drops applied log entries once there are more than `limit`. A leader keeps what any
+/// follower at most `keep_max` entries behind still needs, a store that is down or
+/// restarting included: a short absence then costs a log replay, not a snapshot of the
+/// whole region, which the store thread builds and applies inline (in the failover
+/// benchmark, every restarted store took one and stalled all its regions for 0.2–0.8 s,
+/// growing with the region). A follower further behind gets a snapshot, so the log stays
+/// bounded.
 fn maybe_compact_log(
     peer: &mut Peer,
     batch: &mut WriteBatch,
     limit: u64,
+    keep_max: u64,
 ) -> Result<(), RaftStoreError> {
     let store = peer.raw.store();
     let applied = store.applied_index();
@@ -1618,17 +1677,25 @@ fn maybe_compact_log(
     let mut compact_to = applied;
     if peer.is_leader() {
         let me = peer.meta.id;
-        let slowest = peer
+        // A follower not heard from since this peer was elected (the old leader, killed)
+        // shows `matched` 0: it most likely holds the log up to this term's start.
+        let term_start = peer.term_start_index.saturating_sub(1);
+        let slowest_kept = peer
             .raw
             .raft
             .prs()
             .iter()
-            .filter(|(id, p)| **id != me && p.recent_active)
-            .map(|(_, p)| p.matched)
+            .filter(|(id, _)| **id != me)
+            .map(|(_, p)| {
+                if p.matched == 0 {
+                    term_start
+                } else {
+                    p.matched
+                }
+            })
+            .filter(|needs| applied.saturating_sub(*needs) < keep_max)
             .min();
-        if let Some(slowest) = slowest
-            && applied.saturating_sub(slowest) < limit.saturating_mul(4)
-        {
+        if let Some(slowest) = slowest_kept {
             compact_to = compact_to.min(slowest);
         }
     }

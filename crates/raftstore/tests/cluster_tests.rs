@@ -112,7 +112,10 @@ fn killing_the_leader_elects_another_and_the_restarted_store_catches_up() {
 
 #[test]
 fn a_replica_behind_the_compacted_log_catches_up_by_snapshot() {
-    let mut c = Cluster::with_config(3, 3, |cfg| cfg.log_gc_count_limit = 8);
+    let mut c = Cluster::with_config(3, 3, |cfg| {
+        cfg.log_gc_count_limit = 8;
+        cfg.log_keep_for_lagging_entries = 32;
+    });
     c.wait_leader(1);
     c.must_put(1, b"first", b"1");
     let leader = c.wait_leader(1);
@@ -146,6 +149,84 @@ fn a_replica_behind_the_compacted_log_catches_up_by_snapshot() {
     c.must_put(1, b"later", b"2");
     c.wait_applied(1, &[1, 2, 3]);
     assert_eq!(c.get(lagging, b"later"), Some(b"2".to_vec()));
+}
+
+/// A store that is down for a short while (fewer than `log_keep_for_lagging_entries`)
+/// catches up from the leader's log, not by a snapshot of the whole region: the leader
+/// keeps the entries it still needs even after it stopped hearing from it.
+#[test]
+fn a_replica_down_briefly_catches_up_from_the_log_the_leader_kept() {
+    let mut c = Cluster::with_config(3, 3, |cfg| {
+        cfg.log_gc_count_limit = 8;
+        cfg.log_keep_for_lagging_entries = 32;
+    });
+    c.must_put(1, b"first", b"1");
+    let leader = c.wait_leader(1);
+    let down = [1, 2, 3].into_iter().find(|s| *s != leader).unwrap();
+    c.wait_applied(1, &[1, 2, 3]);
+    let down_last = c.status(down, 1).unwrap().commit_index;
+    c.stop(down);
+    // Long enough for the leader to count it inactive (check-quorum rounds).
+    c.ticks(30);
+    for i in 0..20 {
+        c.must_put(1, &key(i), b"v");
+    }
+    let leader = c.wait_leader(1);
+    let status = c.status(leader, 1).unwrap();
+    assert!(
+        status.applied_index > down_last + 8,
+        "too few writes for the leader to compact past the stopped replica"
+    );
+    assert!(
+        status.truncated_index <= down_last,
+        "the leader dropped entries the stopped replica needs (truncated at {}, replica at {down_last})",
+        status.truncated_index
+    );
+    c.start(down);
+    c.wait_applied(1, &[1, 2, 3]);
+    assert_eq!(c.dump(down, b"", b""), c.dump(leader, b"", b""));
+    // Once it caught up, the leader compacts again.
+    for i in 20..40 {
+        c.must_put(1, &key(i), b"v");
+    }
+    c.wait_applied(1, &[1, 2, 3]);
+    let status = c.status(leader, 1).unwrap();
+    assert!(status.applied_index - status.truncated_index <= 8 + 1);
+}
+
+/// The same when the store that was down had led the region: its successor never heard
+/// how far its log goes, and keeps the entries from the start of its own term.
+#[test]
+fn a_killed_leader_catches_up_from_the_log_its_successor_kept() {
+    let mut c = Cluster::with_config(3, 3, |cfg| {
+        cfg.log_gc_count_limit = 8;
+        cfg.log_keep_for_lagging_entries = 32;
+    });
+    // More entries than the leader keeps for anyone it knows nothing about.
+    for i in 100..140 {
+        c.must_put(1, &key(i), b"v");
+    }
+    let old = c.wait_leader(1);
+    c.wait_applied(1, &[1, 2, 3]);
+    let old_last = c.status(old, 1).unwrap().commit_index;
+    c.stop(old);
+    for i in 0..20 {
+        c.must_put(1, &key(i), b"v");
+    }
+    let new = c.wait_leader(1);
+    let status = c.status(new, 1).unwrap();
+    assert!(
+        status.applied_index > old_last + 8,
+        "too few writes to show anything"
+    );
+    assert!(
+        status.truncated_index <= old_last,
+        "the new leader dropped entries the old one needs (truncated at {}, old leader at {old_last})",
+        status.truncated_index
+    );
+    c.start(old);
+    c.wait_applied(1, &[1, 2, 3]);
+    assert_eq!(c.dump(old, b"", b""), c.dump(new, b"", b""));
 }
 
 #[test]
