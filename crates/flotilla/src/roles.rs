@@ -200,7 +200,8 @@ pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
 #[derive(clap::Args)]
 pub struct StoreArgs {
     /// TOML file with these settings (addr, advertise_addr, meta, data_dir,
-    /// region_split_keys, raft_entry_cache_bytes); flags win.
+    /// region_split_keys, raft_entry_cache_bytes, raft_log_keep_for_lagging_entries);
+    /// flags win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Listen address [default: 127.0.0.1:20160].
@@ -222,6 +223,12 @@ pub struct StoreArgs {
     /// does not read the log back from disk; 0 turns the cache off [default: 4194304].
     #[arg(long, value_name = "BYTES")]
     pub raft_entry_cache_bytes: Option<u64>,
+    /// A region's leader keeps the Raft log entries a follower at most this many entries
+    /// behind still needs (a store that is down or restarting included), so it catches
+    /// up from the log; one further behind gets a snapshot of the whole region
+    /// [default: 65536].
+    #[arg(long, value_name = "ENTRIES")]
+    pub raft_log_keep_for_lagging_entries: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -233,6 +240,7 @@ struct StoreFile {
     data_dir: Option<PathBuf>,
     region_split_keys: Option<u64>,
     raft_entry_cache_bytes: Option<u64>,
+    raft_log_keep_for_lagging_entries: Option<u64>,
 }
 
 pub async fn run_store(args: StoreArgs) -> anyhow::Result<()> {
@@ -270,6 +278,12 @@ pub async fn run_store(args: StoreArgs) -> anyhow::Result<()> {
     }
     if let Some(bytes) = args.raft_entry_cache_bytes.or(file.raft_entry_cache_bytes) {
         cfg.raft_entry_cache_bytes = bytes;
+    }
+    if let Some(entries) = args
+        .raft_log_keep_for_lagging_entries
+        .or(file.raft_log_keep_for_lagging_entries)
+    {
+        cfg.raft_log_keep_for_lagging_entries = entries;
     }
     let node = StoreNode::start(cfg, listener).await?;
     println!(

@@ -151,22 +151,22 @@ fn a_replica_behind_the_compacted_log_catches_up_by_snapshot() {
     assert_eq!(c.get(lagging, b"later"), Some(b"2".to_vec()));
 }
 
-/// A store that is down for a short while (fewer than `log_keep_for_lagging_entries`)
-/// catches up from the leader's log, not by a snapshot of the whole region: the leader
-/// keeps the entries it still needs even after it stopped hearing from it.
-#[test]
-fn a_replica_down_briefly_catches_up_from_the_log_the_leader_kept() {
-    let mut c = Cluster::with_config(3, 3, |cfg| {
+/// A cluster whose peers compact their logs past 8 entries, and whose leaders keep them
+/// for followers at most 32 entries behind.
+fn cluster_with_short_logs() -> Cluster {
+    Cluster::with_config(3, 3, |cfg| {
         cfg.log_gc_count_limit = 8;
         cfg.log_keep_for_lagging_entries = 32;
-    });
-    c.must_put(1, b"first", b"1");
-    let leader = c.wait_leader(1);
-    let down = [1, 2, 3].into_iter().find(|s| *s != leader).unwrap();
+    })
+}
+
+/// Stops `down`, writes 20 entries without it, checks that the leader kept the log it
+/// needs, restarts it and checks that it caught up. Returns the leader.
+fn write_while_down_and_check_the_log_was_kept(c: &mut Cluster, down: u64) -> u64 {
     c.wait_applied(1, &[1, 2, 3]);
     let down_last = c.status(down, 1).unwrap().commit_index;
     c.stop(down);
-    // Long enough for the leader to count it inactive (check-quorum rounds).
+    // Long enough for a leader to count it inactive (check-quorum rounds).
     c.ticks(30);
     for i in 0..20 {
         c.must_put(1, &key(i), b"v");
@@ -175,16 +175,29 @@ fn a_replica_down_briefly_catches_up_from_the_log_the_leader_kept() {
     let status = c.status(leader, 1).unwrap();
     assert!(
         status.applied_index > down_last + 8,
-        "too few writes for the leader to compact past the stopped replica"
+        "too few writes for the leader to compact past the stopped store"
     );
     assert!(
         status.truncated_index <= down_last,
-        "the leader dropped entries the stopped replica needs (truncated at {}, replica at {down_last})",
+        "the leader dropped entries store {down} needs (truncated at {}, store {down} at {down_last})",
         status.truncated_index
     );
     c.start(down);
     c.wait_applied(1, &[1, 2, 3]);
     assert_eq!(c.dump(down, b"", b""), c.dump(leader, b"", b""));
+    leader
+}
+
+/// A store that is down for a short while (fewer than `log_keep_for_lagging_entries`)
+/// catches up from the leader's log, not by a snapshot of the whole region: the leader
+/// keeps the entries it still needs even after it stopped hearing from it.
+#[test]
+fn a_replica_down_briefly_catches_up_from_the_log_the_leader_kept() {
+    let mut c = cluster_with_short_logs();
+    c.must_put(1, b"first", b"1");
+    let leader = c.wait_leader(1);
+    let down = [1, 2, 3].into_iter().find(|s| *s != leader).unwrap();
+    let leader = write_while_down_and_check_the_log_was_kept(&mut c, down);
     // Once it caught up, the leader compacts again.
     for i in 20..40 {
         c.must_put(1, &key(i), b"v");
@@ -198,35 +211,13 @@ fn a_replica_down_briefly_catches_up_from_the_log_the_leader_kept() {
 /// how far its log goes, and keeps the entries from the start of its own term.
 #[test]
 fn a_killed_leader_catches_up_from_the_log_its_successor_kept() {
-    let mut c = Cluster::with_config(3, 3, |cfg| {
-        cfg.log_gc_count_limit = 8;
-        cfg.log_keep_for_lagging_entries = 32;
-    });
-    // More entries than the leader keeps for anyone it knows nothing about.
+    let mut c = cluster_with_short_logs();
+    // More entries than a leader keeps for a follower it knows nothing about.
     for i in 100..140 {
         c.must_put(1, &key(i), b"v");
     }
     let old = c.wait_leader(1);
-    c.wait_applied(1, &[1, 2, 3]);
-    let old_last = c.status(old, 1).unwrap().commit_index;
-    c.stop(old);
-    for i in 0..20 {
-        c.must_put(1, &key(i), b"v");
-    }
-    let new = c.wait_leader(1);
-    let status = c.status(new, 1).unwrap();
-    assert!(
-        status.applied_index > old_last + 8,
-        "too few writes to show anything"
-    );
-    assert!(
-        status.truncated_index <= old_last,
-        "the new leader dropped entries the old one needs (truncated at {}, old leader at {old_last})",
-        status.truncated_index
-    );
-    c.start(old);
-    c.wait_applied(1, &[1, 2, 3]);
-    assert_eq!(c.dump(old, b"", b""), c.dump(new, b"", b""));
+    write_while_down_and_check_the_log_was_kept(&mut c, old);
 }
 
 #[test]
