@@ -24,6 +24,6 @@ pub use storage::{
     conf_state_from_region, region_contains,
 };
 pub use store::{
-    Callback, LOG_KEEP_FOR_LAGGING_ENTRIES_DEFAULT, PeerChange, PeerStatus, RoundTimes, Store,
-    StoreConfig, StoreMsg, Transport,
+    Callback, LOG_KEEP_FOR_LAGGING_ENTRIES_DEFAULT, PeerChange, PeerStatus, Store, StoreConfig,
+    StoreMsg, Transport,
 };

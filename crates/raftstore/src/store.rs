@@ -352,15 +352,15 @@ pub struct PeerStatus {
 /// region's writes (the failover benchmark makes 1,100 entries a second).
 pub const LOG_KEEP_FOR_LAGGING_ENTRIES_DEFAULT: u64 = 65_536;
 
-/// Time one `Store::process_ready` spent in the engine.
+/// Time one `Store::process_ready` spent in the engine (for the driver's slow-round log).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct RoundTimes {
+pub(crate) struct RoundTimes {
     /// Writing the Raft log and hard states (may wait out an engine write stall).
-    pub append: Duration,
+    pub(crate) append: Duration,
     /// Syncing them.
-    pub sync: Duration,
+    pub(crate) sync: Duration,
     /// Writing what was applied.
-    pub apply_write: Duration,
+    pub(crate) apply_write: Duration,
 }
 
 /// Every region peer of one store. See the module documentation.
@@ -504,7 +504,7 @@ impl Store {
     }
 
     /// Where the last `process_ready` spent its time in the engine.
-    pub fn last_round_times(&self) -> RoundTimes {
+    pub(crate) fn last_round_times(&self) -> RoundTimes {
         self.last_persist
     }
 
@@ -975,8 +975,8 @@ impl Store {
         // once rather than after a whole new election timeout. Without this, a failover
         // whose first pre-vote met a follower still "in lease" (its clock ticking late)
         // took one timeout more (found in bench/failover.py's slow rounds). Raft's safety
-        // never depends on when a node campaigns; only the node with the longer log
-        // hurries, so no two contend.
+        // never depends on when a node campaigns, and only a peer whose log is longer than
+        // the candidate's hurries.
         let behind_pre_vote = raft_msg.get_msg_type() == MessageType::MsgRequestPreVote
             && !peer
                 .raw
@@ -1663,7 +1663,7 @@ fn apply_conf_change(
 /// follower at most `keep_max` entries behind still needs, a store that is down or
 /// restarting included: a short absence then costs a log replay, not a snapshot of the
 /// whole region, which the store thread builds and applies inline (in the failover
-/// benchmark, every restarted store took one and stalled all its regions for 0.2–0.8 s,
+/// benchmark, every restarted store took one and stalled all its regions for 0.2–0.9 s,
 /// growing with the region). A follower further behind gets a snapshot, so the log stays
 /// bounded.
 fn maybe_compact_log(
