@@ -200,8 +200,8 @@ pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
 #[derive(clap::Args)]
 pub struct StoreArgs {
     /// TOML file with these settings (addr, advertise_addr, meta, data_dir,
-    /// region_split_keys, raft_entry_cache_bytes, raft_log_keep_for_lagging_entries);
-    /// flags win.
+    /// region_split_keys, raft_entry_cache_bytes, raft_log_keep_for_lagging_entries,
+    /// raft_snapshot_build_queue); flags win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Listen address [default: 127.0.0.1:20160].
@@ -229,6 +229,12 @@ pub struct StoreArgs {
     /// [default: 65536].
     #[arg(long, value_name = "ENTRIES")]
     pub raft_log_keep_for_lagging_entries: Option<u64>,
+    /// Region snapshots (for followers too far behind the log) that may wait for the
+    /// store's snapshot thread; past it a follower is served on a later try. 0 builds
+    /// them on the store thread, which stalls every region of the store meanwhile
+    /// [default: 16].
+    #[arg(long, value_name = "SNAPSHOTS")]
+    pub raft_snapshot_build_queue: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -241,6 +247,7 @@ struct StoreFile {
     region_split_keys: Option<u64>,
     raft_entry_cache_bytes: Option<u64>,
     raft_log_keep_for_lagging_entries: Option<u64>,
+    raft_snapshot_build_queue: Option<usize>,
 }
 
 pub async fn run_store(args: StoreArgs) -> anyhow::Result<()> {
@@ -284,6 +291,12 @@ pub async fn run_store(args: StoreArgs) -> anyhow::Result<()> {
         .or(file.raft_log_keep_for_lagging_entries)
     {
         cfg.raft_log_keep_for_lagging_entries = entries;
+    }
+    if let Some(queue) = args
+        .raft_snapshot_build_queue
+        .or(file.raft_snapshot_build_queue)
+    {
+        cfg.raft_snapshot_build_queue = queue;
     }
     let node = StoreNode::start(cfg, listener).await?;
     println!(

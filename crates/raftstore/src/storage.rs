@@ -6,19 +6,21 @@
 //! sends any message that depends on them.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use flotilla_proto::Message as _;
 use flotilla_proto::metapb::{PeerRole, Region};
 use flotilla_proto::raft_serverpb::{
-    DataCf, KvOp, PeerState, RaftApplyState, RaftLocalState, RegionLocalState, SnapshotData,
+    DataCf, PeerState, RaftApplyState, RaftLocalState, RegionLocalState, SnapshotData,
 };
-use flotilla_storage::{Cf, EngineRef, WriteBatch};
+use flotilla_storage::{Cf, EngineRef, KvIter, ReadView, WriteBatch};
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, Storage};
 
 use crate::error::RaftStoreError;
 use crate::keys;
+use crate::snap_gen::{self, SnapGenerator, SnapPoll, SnapTask};
 
 /// The log index (and term) every region starts at, as in TiKV. A peer created later with
 /// an empty log is behind index 5 and so always catches up by snapshot, never by replaying
@@ -154,6 +156,8 @@ pub struct PeerStorage {
     apply: RaftApplyState,
     conf_state: ConfState,
     cache: EntryCache,
+    /// Where snapshots are built, if not on the store thread.
+    snap_gen: Option<Arc<SnapGenerator>>,
 }
 
 /// The peer's newest log entries from its applied index on, newest last and contiguous
@@ -277,6 +281,7 @@ impl PeerStorage {
                 bytes: 0,
                 bytes_max: ENTRY_CACHE_BYTES_MAX_DEFAULT,
             },
+            snap_gen: None,
         })
     }
 
@@ -519,42 +524,43 @@ impl PeerStorage {
         Ok(())
     }
 
-    fn generate_snapshot(&self) -> Result<Snapshot, RaftStoreError> {
-        let started = std::time::Instant::now();
-        let mut kvs = Vec::new();
-        for cf in DATA_CFS {
-            let proto_cf = data_cf_to_proto(cf).expect("data cf");
-            for item in self
-                .engine
-                .scan(cf, &self.region.start_key, &self.region.end_key, false)
-            {
-                let (key, value) = item?;
-                kvs.push(KvOp {
-                    cf: proto_cf as i32,
-                    key: key.into(),
-                    value: Some(value.into()),
-                });
-            }
-        }
-        let data = SnapshotData {
-            region: Some(self.region.clone()),
-            kvs,
-        };
-        let mut snap = Snapshot::default();
-        snap.set_data(data.encode_to_vec().into());
-        let meta = snap.mut_metadata();
-        meta.index = self.apply.applied_index;
-        meta.term = self.apply.applied_term;
-        meta.set_conf_state(self.conf_state.clone());
-        // Built on the store thread: every region of the store waits for it.
-        tracing::info!(
-            region_id = self.region_id,
-            index = self.apply.applied_index,
-            bytes = snap.data.len(),
-            took_ms = started.elapsed().as_millis() as u64,
-            "built a snapshot"
-        );
-        Ok(snap)
+    /// Lets this peer's snapshots be built on `generator`'s thread (when the engine has
+    /// point-in-time views); without one they are built on the calling thread.
+    pub fn set_snapshot_generator(&mut self, generator: Arc<SnapGenerator>) {
+        self.snap_gen = Some(generator);
+    }
+
+    /// The region as of the applied index, and a view of the engine at that index, or
+    /// `None` if the engine has no point-in-time views.
+    fn snap_task(&self) -> Option<SnapTask> {
+        Some(SnapTask {
+            region: self.region.clone(),
+            index: self.apply.applied_index,
+            term: self.apply.applied_term,
+            conf_state: self.conf_state.clone(),
+            view: self.engine.read_view()?,
+        })
+    }
+
+    /// Builds a snapshot here and now, reading the live engine: nothing is applied while
+    /// the calling (store) thread is busy building it.
+    fn build_snapshot_inline(&self) -> Result<Snapshot, RaftStoreError> {
+        snap_gen::build(SnapTask {
+            region: self.region.clone(),
+            index: self.apply.applied_index,
+            term: self.apply.applied_term,
+            conf_state: self.conf_state.clone(),
+            view: Box::new(LiveView(self.engine.clone())),
+        })
+    }
+}
+
+/// The engine itself read as a view: consistent only while nothing writes to it.
+struct LiveView(EngineRef);
+
+impl ReadView for LiveView {
+    fn scan<'a>(&'a self, cf: Cf, start: &[u8], end: &[u8]) -> KvIter<'a> {
+        self.0.scan(cf, start, end, false)
     }
 }
 
@@ -686,7 +692,21 @@ impl Storage for PeerStorage {
                 raft::StorageError::SnapshotTemporarilyUnavailable,
             ));
         }
-        self.generate_snapshot().map_err(storage_error)
+        let Some(generator) = &self.snap_gen else {
+            return self.build_snapshot_inline().map_err(storage_error);
+        };
+        if self.engine.read_view().is_none() {
+            return self.build_snapshot_inline().map_err(storage_error);
+        }
+        // A snapshot built earlier is still good if the log still holds what follows
+        // it, so the follower can go on from it by log.
+        let min_index = request_index.max(self.apply.truncated_index);
+        match generator.poll(self.region_id, min_index, || self.snap_task()) {
+            SnapPoll::Ready(snap) => Ok(snap),
+            SnapPoll::NotYet => Err(raft::Error::Store(
+                raft::StorageError::SnapshotTemporarilyUnavailable,
+            )),
+        }
     }
 }
 

@@ -32,6 +32,7 @@ use raft::{RawNode, SnapshotStatus, StateRole};
 use crate::board::{BoardEntry, Lease, LeaseCell, RegionBoard};
 use crate::error::RaftStoreError;
 use crate::keys;
+use crate::snap_gen::SnapGenerator;
 use crate::storage::{
     DATA_CFS, PeerStorage, data_cf_from_proto, data_cf_to_proto, region_contains,
     write_initial_state,
@@ -78,6 +79,10 @@ pub struct StoreConfig {
     /// Bytes of a peer's newest log entries kept in memory for applying them and for
     /// appends to followers (see `PeerStorage::set_entry_cache_bytes_max`).
     pub entry_cache_bytes_max: u64,
+    /// Region snapshots waiting to be built on the store's snapshot thread (`SnapGenerator`);
+    /// past it a follower waits for a later try. 0 builds them on the store thread, which
+    /// stalls every region of the store meanwhile.
+    pub snapshot_build_queue: usize,
 }
 
 impl StoreConfig {
@@ -97,7 +102,7 @@ impl StoreConfig {
     /// Defaults for `store_id`: 10 ticks election, 2 ticks heartbeat (1–2 s elections at
     /// the default 100 ms tick), 1 MiB messages, 256 in flight, log compaction every 1,024
     /// entries, 4,096 pending proposals and reads per region, fsync on, lease reads (720 ms
-    /// leases), 4 MiB of cached log entries per region.
+    /// leases), 4 MiB of cached log entries per region, 16 snapshots queued for building.
     pub fn new(store_id: u64) -> Self {
         Self {
             store_id,
@@ -115,6 +120,7 @@ impl StoreConfig {
             lease_reads: true,
             tick_interval: Duration::from_millis(100),
             entry_cache_bytes_max: crate::storage::ENTRY_CACHE_BYTES_MAX_DEFAULT,
+            snapshot_build_queue: 16,
         }
     }
 }
@@ -379,6 +385,8 @@ pub struct Store {
     ticks: u64,
     /// Where the last `process_ready` spent its time writing (for slow-round logs).
     last_persist: RoundTimes,
+    /// Builds the snapshots of this store's leaders off its thread (none: on it).
+    snap_gen: Option<Arc<SnapGenerator>>,
 }
 
 impl Store {
@@ -408,6 +416,8 @@ impl Store {
     ) -> Result<Self, RaftStoreError> {
         assert!(cfg.store_id != 0, "store id must be non-zero");
         let logger = slog::Logger::root(TracingDrain, slog::o!("store" => cfg.store_id));
+        let snap_gen = (cfg.snapshot_build_queue > 0)
+            .then(|| SnapGenerator::spawn(cfg.store_id, cfg.snapshot_build_queue));
         let mut store = Self {
             cfg,
             engine,
@@ -420,6 +430,7 @@ impl Store {
             board: Arc::new(RegionBoard::default()),
             ticks: 0,
             last_persist: RoundTimes::default(),
+            snap_gen,
         };
         let (start, end) = keys::region_state_range();
         let mut states = Vec::new();
@@ -451,6 +462,12 @@ impl Store {
             store.create_peer(region_id, me)?;
         }
         Ok(store)
+    }
+
+    /// The thread that builds this store's snapshots, if they are not built on the store
+    /// thread (`StoreConfig::snapshot_build_queue`).
+    pub fn snapshot_builder(&self) -> Option<Arc<SnapGenerator>> {
+        self.snap_gen.clone()
     }
 
     /// The peers of this store as of the last round, readable from any thread.
@@ -516,6 +533,9 @@ impl Store {
     fn create_peer(&mut self, region_id: u64, meta: PeerMeta) -> Result<(), RaftStoreError> {
         let mut storage = PeerStorage::open(self.engine.clone(), region_id)?;
         storage.set_entry_cache_bytes_max(self.cfg.entry_cache_bytes_max);
+        if let Some(generator) = &self.snap_gen {
+            storage.set_snapshot_generator(generator.clone());
+        }
         let applied = storage.applied_index();
         let config = raft_config(&self.cfg, meta.id, applied);
         let raw = RawNode::new(&config, storage, &self.logger)?;

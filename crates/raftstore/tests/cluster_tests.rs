@@ -151,6 +151,49 @@ fn a_replica_behind_the_compacted_log_catches_up_by_snapshot() {
     assert_eq!(c.get(lagging, b"later"), Some(b"2".to_vec()));
 }
 
+/// A snapshot is built on the store's snapshot thread: while a lagging replica's snapshot
+/// is being built (held here, as a large region's would take long), its leader's store
+/// thread goes on committing, and the replica catches up once the build is done.
+#[test]
+fn a_leader_commits_while_a_lagging_replicas_snapshot_is_built() {
+    let mut c = cluster_with_short_logs();
+    c.wait_leader(1);
+    c.must_put(1, b"first", b"1");
+    let leader = c.wait_leader(1);
+    let lagging = [1, 2, 3].into_iter().find(|s| *s != leader).unwrap();
+    c.stop(lagging);
+    for i in 0..60 {
+        c.must_put(1, &key(i), b"v");
+    }
+    let leader = c.wait_leader(1);
+    c.hold_snapshot_builds(leader, true);
+    c.start(lagging);
+    for _ in 0..20 {
+        if c.building_snapshot(leader) {
+            break;
+        }
+        c.tick();
+    }
+    assert!(
+        c.building_snapshot(leader),
+        "the leader never asked for a snapshot of the lagging replica"
+    );
+    // A build on the store thread would block it here (the build is held) and never return.
+    for i in 60..70 {
+        c.must_put(1, &key(i), b"w");
+    }
+    let commit = c.status(leader, 1).unwrap().commit_index;
+    assert!(
+        c.status(lagging, 1).unwrap().applied_index < commit,
+        "the lagging replica caught up while its snapshot could not be built"
+    );
+    c.hold_snapshot_builds(leader, false);
+    c.wait_applied(1, &[1, 2, 3]);
+    let expected = c.dump(leader, b"", b"");
+    assert_eq!(expected.len(), 71, "acknowledged writes are missing");
+    assert_eq!(c.dump(lagging, b"", b""), expected);
+}
+
 /// A cluster whose peers compact their logs past 8 entries, and whose leaders keep them
 /// for followers at most 32 entries behind.
 fn cluster_with_short_logs() -> Cluster {

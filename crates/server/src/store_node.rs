@@ -53,6 +53,9 @@ pub struct StoreNodeConfig {
     /// A leader keeps the Raft log a follower at most this many entries behind still
     /// needs (a store down or restarting included); one further behind gets a snapshot.
     pub raft_log_keep_for_lagging_entries: u64,
+    /// Region snapshots waiting for the store's snapshot thread; 0 builds them on the
+    /// store thread (every region of the store waits meanwhile).
+    pub raft_snapshot_build_queue: usize,
     pub storage: FjallOptions,
     pub client: ClientConfig,
     /// Commands one KV stream (one client) may have in progress on this store; past it,
@@ -65,7 +68,8 @@ impl StoreNodeConfig {
     /// replaced 1–1.5 s after its last heartbeat), 1 s heartbeats,
     /// split at 200,000 keys or 96 MiB, checked every 20,000 written keys, 4 MiB of cached
     /// Raft log entries per region, the log kept for followers up to 65,536 entries behind,
-    /// 4,096 commands in progress per KV stream.
+    /// 16 snapshots queued for the snapshot thread, 4,096 commands in progress per KV
+    /// stream.
     pub fn new(data_dir: PathBuf, advertise_addr: String, meta_endpoints: Vec<String>) -> Self {
         Self {
             data_dir,
@@ -81,6 +85,7 @@ impl StoreNodeConfig {
             raft_entry_cache_bytes: flotilla_raftstore::ENTRY_CACHE_BYTES_MAX_DEFAULT,
             raft_log_keep_for_lagging_entries:
                 flotilla_raftstore::LOG_KEEP_FOR_LAGGING_ENTRIES_DEFAULT,
+            raft_snapshot_build_queue: 16,
             storage: FjallOptions::default(),
             client: ClientConfig::default(),
             kv_stream_in_flight_max: 4_096,
@@ -229,6 +234,7 @@ impl StoreNode {
         store_cfg.max_election_ticks = cfg.max_election_ticks;
         store_cfg.entry_cache_bytes_max = cfg.raft_entry_cache_bytes;
         store_cfg.log_keep_for_lagging_entries = cfg.raft_log_keep_for_lagging_entries;
+        store_cfg.snapshot_build_queue = cfg.raft_snapshot_build_queue;
         store_cfg.tick_interval = cfg.tick_interval;
         let store = Store::open(store_cfg, engine.clone(), transport.clone())
             .map_err(|e| storage_err(e.to_string()))?;

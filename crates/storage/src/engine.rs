@@ -182,6 +182,20 @@ pub trait KvEngine: Send + Sync + 'static {
     fn row_cache_stats(&self) -> crate::RowCacheStats {
         crate::RowCacheStats::default()
     }
+
+    /// A consistent view of the engine as of now (every batch appended so far, none
+    /// appended later), to read at length on another thread while writes go on. `None`
+    /// when the engine has no such views; the caller then reads the engine itself.
+    fn read_view(&self) -> Option<Box<dyn ReadView>> {
+        None
+    }
+}
+
+/// A point-in-time view of an engine (see `KvEngine::read_view`). It pins the versions it
+/// sees, so holders should drop it when done.
+pub trait ReadView: Send + 'static {
+    /// Iterates keys in `[start, end)` (an empty `end` means unbounded) in ascending order.
+    fn scan<'a>(&'a self, cf: Cf, start: &[u8], end: &[u8]) -> KvIter<'a>;
 }
 
 /// Shared handle to an engine.

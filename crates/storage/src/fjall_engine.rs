@@ -1,7 +1,9 @@
 use std::path::Path;
 
+use fjall::Readable;
+
 use crate::engine::{
-    Cf, DurabilityTicket, KvEngine, KvIter, StorageError, WriteBatch, WriteOp, bounds,
+    Cf, DurabilityTicket, KvEngine, KvIter, ReadView, StorageError, WriteBatch, WriteOp, bounds,
 };
 use crate::group_commit::GroupCommit;
 use crate::point_cache::{Lookup, PointCache};
@@ -94,14 +96,20 @@ impl FjallEngine {
     }
 
     fn keyspace(&self, cf: Cf) -> &fjall::Keyspace {
-        match cf {
-            Cf::Default => &self.keyspaces[0],
-            Cf::Lock => &self.keyspaces[1],
-            Cf::Write => &self.keyspaces[2],
-            Cf::Meta => &self.keyspaces[3],
-            Cf::Latest => &self.keyspaces[4],
-            Cf::Raft => &self.keyspaces[5],
-        }
+        &self.keyspaces[cf_slot(cf)]
+    }
+}
+
+/// Where a column family's keyspace sits in `FjallEngine::keyspaces` (the order `open`
+/// makes them in).
+fn cf_slot(cf: Cf) -> usize {
+    match cf {
+        Cf::Default => 0,
+        Cf::Lock => 1,
+        Cf::Write => 2,
+        Cf::Meta => 3,
+        Cf::Latest => 4,
+        Cf::Raft => 5,
     }
 }
 
@@ -136,6 +144,28 @@ fn last_write_per_key(ops: Vec<WriteOp>) -> Vec<WriteOp> {
         .collect()
 }
 
+/// A fjall snapshot: reads see the sequence number it was taken at.
+struct FjallView {
+    snapshot: fjall::Snapshot,
+    keyspaces: [fjall::Keyspace; 6],
+}
+
+impl ReadView for FjallView {
+    fn scan<'a>(&'a self, cf: Cf, start: &[u8], end: &[u8]) -> KvIter<'a> {
+        let keyspace = &self.keyspaces[cf_slot(cf)];
+        Box::new(
+            self.snapshot
+                .range(keyspace, bounds(start, end))
+                .map(|guard: fjall::Guard| {
+                    guard
+                        .into_inner()
+                        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                        .map_err(engine_err)
+                }),
+        )
+    }
+}
+
 impl KvEngine for FjallEngine {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         let read = || -> Result<Option<Vec<u8>>, StorageError> {
@@ -153,6 +183,13 @@ impl KvEngine for FjallEngine {
             },
             _ => read(),
         }
+    }
+
+    fn read_view(&self) -> Option<Box<dyn ReadView>> {
+        Some(Box::new(FjallView {
+            snapshot: self.db.snapshot(),
+            keyspaces: self.keyspaces.clone(),
+        }))
     }
 
     fn scan<'a>(&'a self, cf: Cf, start: &[u8], end: &[u8], reverse: bool) -> KvIter<'a> {
@@ -268,6 +305,43 @@ mod tests {
             .scan(cf, start, end, reverse)
             .map(|r| r.unwrap().0)
             .collect()
+    }
+
+    #[test]
+    fn a_read_view_sees_what_was_appended_before_it_and_nothing_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = FjallEngine::open(dir.path(), &FjallOptions::default()).unwrap();
+        let mut batch = WriteBatch::new();
+        batch.put(Cf::Write, b"a".to_vec(), b"1".to_vec());
+        batch.put(Cf::Latest, b"b".to_vec(), b"2".to_vec());
+        // Appended, not synced: a view sees what is visible, durable or not.
+        let _ticket = engine.append(batch).unwrap();
+        let view = engine.read_view().expect("fjall has read views");
+        let mut batch = WriteBatch::new();
+        batch.put(Cf::Write, b"a".to_vec(), b"changed".to_vec());
+        batch.put(Cf::Write, b"c".to_vec(), b"3".to_vec());
+        batch.delete(Cf::Latest, b"b".to_vec());
+        let _ticket = engine.append(batch).unwrap();
+        // Read on another thread, as a snapshot build does.
+        let seen = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for cf in [Cf::Write, Cf::Latest] {
+                for item in view.scan(cf, b"", b"") {
+                    seen.push(item.unwrap());
+                }
+            }
+            seen
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                (b"a".to_vec(), b"1".to_vec()),
+                (b"b".to_vec(), b"2".to_vec())
+            ]
+        );
+        assert_eq!(collect(&engine, Cf::Write, b"", b"", false).len(), 2);
     }
 
     #[test]

@@ -10,7 +10,8 @@ mod group_commit;
 mod point_cache;
 
 pub use engine::{
-    Cf, DurabilityTicket, EngineRef, KvEngine, KvIter, KvPair, StorageError, WriteBatch, WriteOp,
+    Cf, DurabilityTicket, EngineRef, KvEngine, KvIter, KvPair, ReadView, StorageError, WriteBatch,
+    WriteOp,
 };
 pub use fjall_engine::{FjallEngine, FjallOptions, SyncPolicy};
 pub use point_cache::RowCacheStats;

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use flotilla_proto::metapb::{Peer, PeerRole, Region, RegionEpoch};
 use flotilla_proto::raft_serverpb::RaftMessage;
@@ -271,6 +272,12 @@ impl Cluster {
             }
         }
         for node in self.nodes.iter_mut().flatten() {
+            // Snapshots are built on a thread of their own: let any build finish, as if
+            // it took less than a round, so that a seed still replays a run exactly
+            // (a held build stays unfinished).
+            if let Some(builder) = node.store.snapshot_builder() {
+                builder.wait_idle(Duration::from_secs(60));
+            }
             active |= node.store.process_ready().unwrap();
         }
         active || !self.delayed.is_empty()
@@ -464,6 +471,23 @@ impl Cluster {
             50,
         )
         .unwrap_or_else(|| Err(RaftStoreError::ServerIsBusy("split timed out".into())))
+    }
+
+    /// Holds (or releases) the snapshot builds of a store: they start only once released.
+    pub fn hold_snapshot_builds(&mut self, store_id: u64, held: bool) {
+        self.node(store_id)
+            .store
+            .snapshot_builder()
+            .expect("the store builds snapshots on a thread of its own")
+            .hold(held);
+    }
+
+    /// Whether a store has a snapshot build queued or under way.
+    pub fn building_snapshot(&mut self, store_id: u64) -> bool {
+        self.node(store_id)
+            .store
+            .snapshot_builder()
+            .is_some_and(|b| b.is_building())
     }
 
     pub fn engine(&mut self, store_id: u64) -> EngineRef {
