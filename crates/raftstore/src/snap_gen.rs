@@ -37,6 +37,8 @@ pub(crate) enum SnapPoll {
     Ready(Snapshot),
     /// Being built, queued now, or (queue full) to be asked for again later.
     NotYet,
+    /// The engine has no point-in-time views: build it on the calling thread.
+    NoView,
 }
 
 #[derive(Default)]
@@ -47,6 +49,8 @@ struct State {
     built: HashMap<u64, Snapshot>,
     /// Builds are held (tests: a build that cannot finish).
     held: bool,
+    /// The store is closing: queued builds are dropped, not built.
+    stopping: bool,
 }
 
 struct Shared {
@@ -92,7 +96,8 @@ impl SnapGenerator {
     }
 
     /// The region's built snapshot if there is one at or past `min_index`; otherwise
-    /// queues a build from `task()` unless one is under way.
+    /// queues a build from `task()` (`None`: the engine has no views) unless one is under
+    /// way.
     pub(crate) fn poll(
         &self,
         region_id: u64,
@@ -108,8 +113,11 @@ impl SnapGenerator {
         if state.building.contains(&region_id) {
             return SnapPoll::NotYet;
         }
-        let (Some(tx), Some(task)) = (&self.tx, task()) else {
+        let Some(tx) = &self.tx else {
             return SnapPoll::NotYet;
+        };
+        let Some(task) = task() else {
+            return SnapPoll::NoView;
         };
         match tx.try_send(task) {
             Ok(()) => {
@@ -162,6 +170,7 @@ impl SnapGenerator {
 impl Drop for SnapGenerator {
     fn drop(&mut self) {
         self.tx = None;
+        self.shared.lock().stopping = true;
         self.hold(false);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -178,6 +187,9 @@ fn run(rx: Receiver<SnapTask>, shared: Arc<Shared>, built_max: usize) {
                     .changed
                     .wait(state)
                     .unwrap_or_else(|e| e.into_inner());
+            }
+            if state.stopping {
+                return;
             }
         }
         let region_id = task.region.id;

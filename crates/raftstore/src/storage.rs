@@ -695,9 +695,6 @@ impl Storage for PeerStorage {
         let Some(generator) = &self.snap_gen else {
             return self.build_snapshot_inline().map_err(storage_error);
         };
-        if self.engine.read_view().is_none() {
-            return self.build_snapshot_inline().map_err(storage_error);
-        }
         // A snapshot built earlier is still good if the log still holds what follows
         // it, so the follower can go on from it by log.
         let min_index = request_index.max(self.apply.truncated_index);
@@ -706,6 +703,7 @@ impl Storage for PeerStorage {
             SnapPoll::NotYet => Err(raft::Error::Store(
                 raft::StorageError::SnapshotTemporarilyUnavailable,
             )),
+            SnapPoll::NoView => self.build_snapshot_inline().map_err(storage_error),
         }
     }
 }
