@@ -136,7 +136,9 @@ impl Drop for StoreDriver {
 const SLOW_ROUND_WARN: Duration = Duration::from_millis(200);
 
 fn run(mut store: Store, rx: Receiver<DriverMsg>, cfg: DriverConfig, stop: Arc<AtomicBool>) {
-    let mut next_tick = Instant::now() + cfg.tick_interval;
+    // The first tick comes after a random part of an interval, so that stores started
+    // together (a playground) do not tick in step (see `next_tick_after`).
+    let mut next_tick = Instant::now() + random_part_of(cfg.tick_interval);
     let mut busy = false;
     while !stop.load(Ordering::Acquire) {
         let wait = if busy {
@@ -164,12 +166,7 @@ fn run(mut store: Store, rx: Receiver<DriverMsg>, cfg: DriverConfig, stop: Arc<A
         }
         if Instant::now() >= next_tick {
             store.tick();
-            next_tick += cfg.tick_interval;
-            // After a stall (a paused process), do not replay every missed tick at once:
-            // one tick, then the normal pace.
-            if next_tick < Instant::now() {
-                next_tick = Instant::now() + cfg.tick_interval;
-            }
+            next_tick = next_tick_after(next_tick, cfg.tick_interval, Instant::now());
         }
         let round_started = Instant::now();
         busy = match store.process_ready() {
@@ -197,5 +194,73 @@ fn run(mut store: Store, rx: Receiver<DriverMsg>, cfg: DriverConfig, stop: Arc<A
                 return;
             }
         };
+    }
+}
+
+/// When the tick after `due` (which just fired) is due. After a stall (a paused process,
+/// a slow disk) the missed ticks are skipped, not replayed: one tick, then the normal
+/// pace. The clock keeps its phase: restarting it at the end of the stall would put in
+/// step every store that waited on the same disk flush, and stores whose ticks fall
+/// together also time out together when a leader dies, both win a pre-vote, and split the
+/// vote (one more election timeout; seen as a 2.6 s failover).
+fn next_tick_after(due: Instant, interval: Duration, now: Instant) -> Instant {
+    let next = due + interval;
+    if next > now {
+        return next;
+    }
+    let interval_ns = interval.as_nanos().max(1);
+    let skipped = (now - next).as_nanos() / interval_ns + 1;
+    next + Duration::from_nanos(u64::try_from(skipped * interval_ns).unwrap_or(u64::MAX))
+}
+
+/// A random duration in `[0, whole)`, from the standard library's per-process hash keys
+/// (no generator needed for one draw).
+fn random_part_of(whole: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let draw = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let whole_ns = u64::try_from(whole.as_nanos()).unwrap_or(u64::MAX).max(1);
+    Duration::from_nanos(draw % whole_ns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tick_on_time_is_followed_one_interval_later() {
+        let start = Instant::now();
+        let interval = Duration::from_millis(100);
+        let due = start + Duration::from_millis(30);
+        let now = due + Duration::from_millis(2);
+        assert_eq!(next_tick_after(due, interval, now), due + interval);
+    }
+
+    #[test]
+    fn after_a_stall_missed_ticks_are_skipped_and_the_phase_is_kept() {
+        let start = Instant::now();
+        let interval = Duration::from_millis(100);
+        let due = start + Duration::from_millis(30);
+        // The thread ran again 350 ms after the tick was due.
+        let now = due + Duration::from_millis(350);
+        let next = next_tick_after(due, interval, now);
+        assert!(next > now, "a missed tick is not replayed");
+        assert!(next - now <= interval, "the normal pace resumes");
+        let phase = (next - due).as_nanos() % interval.as_nanos();
+        assert_eq!(
+            phase, 0,
+            "the clock kept its phase (ticks at 30 ms past every 100 ms)"
+        );
+        assert_eq!(next, due + Duration::from_millis(400));
+    }
+
+    #[test]
+    fn a_random_part_is_less_than_the_whole() {
+        let whole = Duration::from_millis(100);
+        for _ in 0..100 {
+            assert!(random_part_of(whole) < whole);
+        }
+        assert_eq!(random_part_of(Duration::ZERO), Duration::ZERO);
     }
 }
