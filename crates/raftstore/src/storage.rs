@@ -533,25 +533,24 @@ impl PeerStorage {
     /// The region as of the applied index, and a view of the engine at that index, or
     /// `None` if the engine has no point-in-time views.
     fn snap_task(&self) -> Option<SnapTask> {
-        Some(SnapTask {
-            region: self.region.clone(),
-            index: self.apply.applied_index,
-            term: self.apply.applied_term,
-            conf_state: self.conf_state.clone(),
-            view: self.engine.read_view()?,
-        })
+        Some(self.snap_task_over(self.engine.read_view()?))
     }
 
     /// Builds a snapshot here and now, reading the live engine: nothing is applied while
     /// the calling (store) thread is busy building it.
     fn build_snapshot_inline(&self) -> Result<Snapshot, RaftStoreError> {
-        snap_gen::build(SnapTask {
+        snap_gen::build(self.snap_task_over(Box::new(LiveView(self.engine.clone()))))
+    }
+
+    /// A snapshot of the region as of the applied index, read from `view`.
+    fn snap_task_over(&self, view: Box<dyn ReadView>) -> SnapTask {
+        SnapTask {
             region: self.region.clone(),
             index: self.apply.applied_index,
             term: self.apply.applied_term,
             conf_state: self.conf_state.clone(),
-            view: Box::new(LiveView(self.engine.clone())),
-        })
+            view,
+        }
     }
 }
 
