@@ -263,9 +263,9 @@ struct Peer {
     renewing: bool,
     /// The store tick at which each other peer last sent this one a message.
     heard_at_tick: HashMap<u64, u64>,
-    /// About the index of this peer's first entry as leader (its term's empty entry; a
-    /// proposal handled in the same batch may come first), or 0.
-    term_start_index: u64,
+    /// As a follower: how far its leader had compacted its log when it last said so
+    /// (`RaftMessage::leader_truncated_index`). See `maybe_compact_log`.
+    leader_truncated: Option<u64>,
 }
 
 impl Peer {
@@ -553,7 +553,7 @@ impl Store {
             lease: LeaseCell::default(),
             renewing: false,
             heard_at_tick: HashMap::new(),
-            term_start_index: 0,
+            leader_truncated: None,
         };
         peer.peer_cache.insert(meta.id, meta);
         peer.refresh_peer_cache();
@@ -1003,8 +1003,17 @@ impl Store {
                 .raft
                 .raft_log
                 .is_up_to_date(raft_msg.index, raft_msg.log_term);
+        let term = raft_msg.term;
         if let Err(e) = peer.raw.step(raft_msg) {
             tracing::debug!(region_id, "step: {e}");
+        }
+        if let Some(index) = msg.leader_truncated_index
+            && msg
+                .from_peer
+                .is_some_and(|from| from.id == peer.raw.raft.leader_id)
+            && term == peer.raw.raft.term
+        {
+            peer.leader_truncated = Some(index);
         }
         let raft = &peer.raw.raft;
         if behind_pre_vote
@@ -1061,6 +1070,8 @@ impl Store {
             return;
         };
         let region = peer.raw.store().region();
+        let leader_truncated_index =
+            (peer.raw.raft.state == StateRole::Leader).then(|| peer.raw.store().truncated_index());
         for m in msgs {
             let Some(to_peer) = peer.peer_cache.get(&m.to).cloned() else {
                 tracing::warn!(region_id, "message to unknown peer {} dropped", m.to);
@@ -1078,6 +1089,7 @@ impl Store {
                 start_key: region.start_key.clone(),
                 end_key: region.end_key.clone(),
                 is_tombstone: false,
+                leader_truncated_index,
             });
         }
     }
@@ -1106,12 +1118,6 @@ impl Store {
                     term = peer.raw.raft.term,
                     "raft role changed"
                 );
-            }
-            if let Some(ss) = rd.ss()
-                && ss.raft_state == StateRole::Leader
-            {
-                // raft-rs appended the term's empty entry on becoming leader.
-                peer.term_start_index = peer.raw.raft.raft_log.last_index();
             }
             if let Some(ss) = rd.ss()
                 && ss.raft_state != StateRole::Leader
@@ -1685,7 +1691,8 @@ fn apply_conf_change(
 /// whole region, which the store thread builds and applies inline (in the failover
 /// benchmark, every restarted store took one and stalled all its regions for 0.2–0.9 s,
 /// growing with the region). A follower further behind gets a snapshot, so the log stays
-/// bounded.
+/// bounded. A follower compacts no further than its leader, so whoever leads next holds
+/// the same entries.
 fn maybe_compact_log(
     peer: &mut Peer,
     batch: &mut WriteBatch,
@@ -1701,27 +1708,29 @@ fn maybe_compact_log(
     let mut compact_to = applied;
     if peer.is_leader() {
         let me = peer.meta.id;
-        // A follower not heard from since this peer was elected (the old leader, killed)
-        // shows `matched` 0: it most likely holds the log up to this term's start.
-        let term_start = peer.term_start_index.saturating_sub(1);
+        // A follower not heard from since this peer was elected shows `matched` 0
+        // (raft-rs resets it). It may need anything this peer still holds: the old
+        // leader, killed, whose own log write may have trailed its followers'; a replica
+        // that was lagging. So nothing is dropped for it until `keep_max` entries pile up.
         let slowest_kept = peer
             .raw
             .raft
             .prs()
             .iter()
             .filter(|(id, _)| **id != me)
-            .map(|(_, p)| {
-                if p.matched == 0 {
-                    term_start
-                } else {
-                    p.matched
-                }
-            })
+            .map(|(_, p)| if p.matched == 0 { truncated } else { p.matched })
             .filter(|needs| applied.saturating_sub(*needs) < keep_max)
             .min();
         if let Some(slowest) = slowest_kept {
             compact_to = compact_to.min(slowest);
         }
+    } else if let Some(leader_truncated) = peer.leader_truncated {
+        // A follower keeps what its leader keeps. Compacting to its own applied index
+        // instead dropped the entries the leader was keeping for a lagging or absent
+        // peer (and for the leader itself, whose own log write may trail its followers'),
+        // so when this peer took over, that peer needed a snapshot of the whole region.
+        // (A follower whose leader never said, an older version, compacts on its own.)
+        compact_to = compact_to.min(leader_truncated);
     }
     if compact_to <= truncated {
         return Ok(());

@@ -250,6 +250,57 @@ fn a_replica_down_briefly_catches_up_from_the_log_the_leader_kept() {
     assert!(status.applied_index - status.truncated_index <= 8 + 1);
 }
 
+/// A follower keeps the log its leader keeps: when the leader dies while another replica
+/// lags (down, or still catching up after a restart), its successor can still send that
+/// replica the entries it misses. Before, a follower compacted to its own applied index,
+/// so the successor had dropped them and the replica needed a snapshot of the whole
+/// region (the restarts in `bench/failover.py` that still took snapshots).
+#[test]
+fn a_successor_still_holds_the_entries_its_leader_kept_for_a_lagging_replica() {
+    let mut c = cluster_with_short_logs();
+    c.must_put(1, b"first", b"1");
+    let leader = c.wait_leader(1);
+    let lagging = [1, 2, 3].into_iter().find(|s| *s != leader).unwrap();
+    let successor = [1, 2, 3]
+        .into_iter()
+        .find(|s| *s != leader && *s != lagging)
+        .unwrap();
+    c.wait_applied(1, &[1, 2, 3]);
+    let lagging_last = c.status(lagging, 1).unwrap().commit_index;
+    c.stop(lagging);
+    for i in 0..20 {
+        c.must_put(1, &key(i), b"v");
+    }
+    c.wait_applied(1, &[leader, successor]);
+    let applied = c.status(successor, 1).unwrap().applied_index;
+    assert!(
+        applied > lagging_last + 8,
+        "too few writes for the successor to compact past the lagging replica"
+    );
+    c.stop(leader);
+    c.start(lagging);
+    assert_eq!(
+        c.wait_leader(1),
+        successor,
+        "only the successor has the whole log"
+    );
+    let truncated = c.status(successor, 1).unwrap().truncated_index;
+    assert!(
+        truncated <= lagging_last,
+        "the successor dropped entries the lagging replica needs (truncated at {truncated}, replica at {lagging_last})"
+    );
+    c.wait_applied(1, &[successor, lagging]);
+    assert!(
+        c.status(lagging, 1).unwrap().truncated_index < applied,
+        "the lagging replica was sent a snapshot"
+    );
+    assert_eq!(c.dump(lagging, b"", b""), c.dump(successor, b"", b""));
+    c.start(leader);
+    c.must_put(1, b"later", b"2");
+    c.wait_applied(1, &[1, 2, 3]);
+    assert_eq!(c.dump(leader, b"", b""), c.dump(successor, b"", b""));
+}
+
 /// The same when the store that was down had led the region: its successor never heard
 /// how far its log goes, and keeps the entries from the start of its own term.
 #[test]
