@@ -11,7 +11,7 @@ use std::sync::Arc;
 use flotilla_proto::Message as _;
 use flotilla_proto::metapb::{PeerRole, Region};
 use flotilla_proto::raft_serverpb::{
-    DataCf, PeerState, RaftApplyState, RaftLocalState, RegionLocalState, SnapshotData,
+    DataCf, KvOp, PeerState, RaftApplyState, RaftLocalState, RegionLocalState, SnapshotData,
 };
 use flotilla_storage::{Cf, EngineRef, KvIter, ReadView, WriteBatch};
 use protobuf::Message as _;
@@ -461,23 +461,16 @@ impl PeerStorage {
             .clone()
             .ok_or_else(|| RaftStoreError::Corrupt("snapshot without a region".into()))?;
         let meta = snap.get_metadata();
-        // Clear what this peer held before: its old range (if it had one) and the new one.
-        if self.is_initialized() {
-            stage_clear_range(
-                &self.engine,
-                batch,
-                &self.region.start_key,
-                &self.region.end_key,
-            )?;
-        }
-        stage_clear_range(&self.engine, batch, &region.start_key, &region.end_key)?;
-        for kv in &data.kvs {
-            let cf = data_cf_from_proto(kv.cf());
-            match &kv.value {
-                Some(value) => batch.put(cf, kv.key.to_vec(), value.to_vec()),
-                None => batch.delete(cf, kv.key.to_vec()),
-            }
-        }
+        let old = self
+            .is_initialized()
+            .then(|| (&self.region.start_key[..], &self.region.end_key[..]));
+        stage_replace_data(
+            &self.engine,
+            batch,
+            old,
+            (&region.start_key[..], &region.end_key[..]),
+            &data.kvs,
+        )?;
         for i in self.apply.truncated_index + 1..=self.last_index {
             batch.delete(Cf::Raft, keys::log_key(self.region_id, i));
         }
@@ -564,6 +557,71 @@ impl ReadView for LiveView {
 }
 
 /// Stages deletes of every data key in `[start, end)`.
+/// Stages making the data this store holds in `new` exactly the snapshot's `kvs`, and
+/// clearing what it held in `old` (the peer's range before, if any) outside `new`. Only
+/// the differences are written: a store that was down for a while still holds most of
+/// its region's versions (MVCC versions never change once written), and rewriting them
+/// all (deleting, then putting back) cost 0.2–0.9 s of the store thread for 5–10 MB.
+/// Reading them to compare is far cheaper than writing them into the memtables.
+fn stage_replace_data(
+    engine: &EngineRef,
+    batch: &mut WriteBatch,
+    old: Option<(&[u8], &[u8])>,
+    new: (&[u8], &[u8]),
+    kvs: &[KvOp],
+) -> Result<(), RaftStoreError> {
+    let in_new = |key: &[u8]| key >= new.0 && (new.1.is_empty() || key < new.1);
+    if let Some((start, end)) = old
+        && (start, end) != new
+    {
+        for cf in DATA_CFS {
+            for item in engine.scan(cf, start, end, false) {
+                let (key, _) = item?;
+                if !in_new(&key) {
+                    batch.delete(cf, key);
+                }
+            }
+        }
+    }
+    for cf in DATA_CFS {
+        let wanted: Vec<&KvOp> = kvs
+            .iter()
+            .filter(|kv| data_cf_from_proto(kv.cf()) == cf)
+            .collect();
+        // Snapshots are built by scanning each column family in order; one that is not
+        // (from another builder) is applied the plain way.
+        let sorted = wanted.windows(2).all(|w| w[0].key < w[1].key);
+        let mut wanted = wanted.into_iter().peekable();
+        for item in engine.scan(cf, new.0, new.1, false) {
+            let (key, value) = item?;
+            if !sorted {
+                batch.delete(cf, key);
+                continue;
+            }
+            // The snapshot's keys before this one are not held here: put them.
+            while let Some(kv) = wanted.next_if(|kv| kv.key.as_ref() < key.as_slice()) {
+                stage_kv_op(batch, cf, kv);
+            }
+            match wanted.next_if(|kv| kv.key.as_ref() == key.as_slice()) {
+                Some(kv) if kv.value.as_deref() == Some(value.as_slice()) => {}
+                Some(kv) => stage_kv_op(batch, cf, kv),
+                None => batch.delete(cf, key),
+            }
+        }
+        for kv in wanted {
+            stage_kv_op(batch, cf, kv);
+        }
+    }
+    Ok(())
+}
+
+fn stage_kv_op(batch: &mut WriteBatch, cf: Cf, kv: &KvOp) {
+    match &kv.value {
+        Some(value) => batch.put(cf, kv.key.to_vec(), value.to_vec()),
+        None => batch.delete(cf, kv.key.to_vec()),
+    }
+}
+
 pub fn stage_clear_range(
     engine: &EngineRef,
     batch: &mut WriteBatch,
@@ -849,5 +907,85 @@ mod tests {
         stage(&engine, &mut storage, |s, b| s.stage_entries(b, &more));
         assert_eq!(storage.entry_cache_bytes(), 0);
         assert_reads_match_the_engine(&engine, &storage, first);
+    }
+
+    fn cf_contents(engine: &EngineRef, cf: Cf) -> Vec<(Vec<u8>, Vec<u8>)> {
+        engine
+            .scan(cf, b"", b"", false)
+            .map(|item| item.unwrap())
+            .collect()
+    }
+
+    fn op(cf: DataCf, key: &str, value: &str) -> KvOp {
+        KvOp {
+            cf: cf as i32,
+            key: key.as_bytes().to_vec().into(),
+            value: Some(value.as_bytes().to_vec().into()),
+        }
+    }
+
+    /// Installing a snapshot leaves exactly its data in the new range and nothing of the
+    /// old range outside it, and writes only what differs from what the store held.
+    #[test]
+    fn a_snapshot_writes_only_what_differs_from_the_data_held() {
+        let (_dir, engine, _storage) = bootstrapped();
+        let held = [
+            (Cf::Default, "a1", "old range only"),
+            (Cf::Default, "d1", "same"),
+            (Cf::Default, "d2", "changed"),
+            (Cf::Default, "d3", "not in the snapshot"),
+            (Cf::Default, "p1", "stale, in the new range only"),
+            (Cf::Default, "z1", "outside both ranges"),
+            (Cf::Write, "e1", "same"),
+        ];
+        let mut batch = WriteBatch::new();
+        for (cf, k, v) in held {
+            batch.put(cf, k.into(), v.into());
+        }
+        engine.write(batch, false).unwrap();
+        let kvs = vec![
+            op(DataCf::Default, "c0", "new, before every held key"),
+            op(DataCf::Default, "d1", "same"),
+            op(DataCf::Default, "d2", "new value"),
+            op(DataCf::Default, "q1", "new, after every held key"),
+            op(DataCf::Write, "e1", "same"),
+            op(DataCf::Lock, "f1", "new, in a family held empty"),
+        ];
+
+        let mut batch = WriteBatch::new();
+        stage_replace_data(&engine, &mut batch, Some((b"a", b"m")), (b"c", b"x"), &kvs).unwrap();
+        // a1, d3 and p1 deleted; c0, d2, q1 and f1 put; d1 and e1 left alone.
+        assert_eq!(batch.len(), 7);
+        engine.write(batch, false).unwrap();
+
+        let pairs = |xs: &[(&str, &str)]| -> Vec<(Vec<u8>, Vec<u8>)> {
+            xs.iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect()
+        };
+        assert_eq!(
+            cf_contents(&engine, Cf::Default),
+            pairs(&[
+                ("c0", "new, before every held key"),
+                ("d1", "same"),
+                ("d2", "new value"),
+                ("q1", "new, after every held key"),
+                ("z1", "outside both ranges"),
+            ])
+        );
+        assert_eq!(cf_contents(&engine, Cf::Write), pairs(&[("e1", "same")]));
+        assert_eq!(
+            cf_contents(&engine, Cf::Lock),
+            pairs(&[("f1", "new, in a family held empty")])
+        );
+
+        // A snapshot not sorted by key is applied whole: the end state is the same.
+        let mut shuffled = kvs.clone();
+        shuffled.swap(0, 3);
+        let mut batch = WriteBatch::new();
+        stage_replace_data(&engine, &mut batch, None, (b"c", b"x"), &shuffled).unwrap();
+        engine.write(batch, false).unwrap();
+        assert_eq!(cf_contents(&engine, Cf::Default).len(), 5);
+        assert_eq!(cf_contents(&engine, Cf::Lock).len(), 1);
     }
 }

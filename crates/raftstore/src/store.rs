@@ -1140,14 +1140,17 @@ impl Store {
             }
             if !rd.snapshot().is_empty() {
                 let snap = rd.snapshot().clone();
+                let (started, ops_before) = (Instant::now(), persist.len());
+                peer.raw.mut_store().stage_snapshot(&mut persist, &snap)?;
                 tracing::info!(
                     store = self.cfg.store_id,
                     region_id,
                     index = snap.get_metadata().index,
                     bytes = snap.data.len(),
+                    writes = persist.len() - ops_before,
+                    staged_ms = started.elapsed().as_millis() as u64,
                     "applying a snapshot"
                 );
-                peer.raw.mut_store().stage_snapshot(&mut persist, &snap)?;
                 peer.refresh_peer_cache();
             }
             peer.raw
