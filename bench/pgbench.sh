@@ -5,6 +5,7 @@
 # table. Every process shares the machine's cores.
 #
 #   bash bench/pgbench.sh                # scale 10, 8 clients, 2 threads, 30 s per run
+#   WARMUP=0 bash bench/pgbench.sh       # no warm-up run (default 15 s of TPC-B-like each)
 #   SCALE=1 DURATION=10 bash bench/pgbench.sh
 #   KEEP_WORK=1 bash bench/pgbench.sh    # keep data and logs (playground logs in cluster/logs)
 #
@@ -16,6 +17,10 @@ SCALE=${SCALE:-10}
 CLIENTS=${CLIENTS:-8}
 THREADS=${THREADS:-2}
 DURATION=${DURATION:-30}
+# Seconds of TPC-B-like on each server, not counted, between its initialisation and its
+# measured runs: straight after `pgbench -i` the engines are still flushing and
+# compacting the freshly loaded accounts, which measures the load, not the workload.
+WARMUP=${WARMUP:-15}
 FLOTILLA_PORT=${FLOTILLA_PORT:-55434}
 CLUSTER_PORT=${CLUSTER_PORT:-55435}
 PG_PORT=${PG_PORT:-55432}
@@ -69,6 +74,12 @@ for port in $PG_PORT $FLOTILLA_PORT $CLUSTER_PORT; do
     exit 1
   fi
 done
+
+if [ "$WARMUP" -gt 0 ]; then
+  for port in $PG_PORT $FLOTILLA_PORT $CLUSTER_PORT; do
+    DURATION=$WARMUP run $port >/dev/null
+  done
+fi
 
 pg_tpcb=$(run $PG_PORT);        fl_tpcb=$(run $FLOTILLA_PORT);    cl_tpcb=$(run $CLUSTER_PORT)
 pg_sel=$(run $PG_PORT -S);      fl_sel=$(run $FLOTILLA_PORT -S);  cl_sel=$(run $CLUSTER_PORT -S)
