@@ -556,7 +556,6 @@ impl ReadView for LiveView {
     }
 }
 
-/// Stages deletes of every data key in `[start, end)`.
 /// Stages making the data this store holds in `new` exactly the snapshot's `kvs`, and
 /// clearing what it held in `old` (the peer's range before, if any) outside `new`. Only
 /// the differences are written: a store that was down for a while still holds most of
@@ -622,6 +621,7 @@ fn stage_kv_op(batch: &mut WriteBatch, cf: Cf, kv: &KvOp) {
     }
 }
 
+/// Stages deletes of every data key in `[start, end)`.
 pub fn stage_clear_range(
     engine: &EngineRef,
     batch: &mut WriteBatch,
