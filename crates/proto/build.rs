@@ -2,7 +2,11 @@
 //! Flotilla never needs a system protoc; tonic generates the gRPC services.
 
 fn main() {
-    let proto_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time, not baked in with `env!`: a build script compiled for one checkout
+    // is reused from a shared CARGO_TARGET_DIR by another (.ci/run's cache), and the first
+    // checkout may be gone by then.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let proto_dir = std::path::Path::new(&manifest_dir).join("../../proto");
     let files = [
         "metapb.proto",
         "raft_serverpb.proto",
