@@ -202,7 +202,10 @@ pub struct LockKeys<'a> {
     pub primary: &'a [u8],
     /// The transaction.
     pub start_ts: Timestamp,
-    /// No version of a key may be committed after this.
+    /// No version of a key may be committed after this. `Timestamp::MAX` checks nothing:
+    /// it locks whatever version is newest (a READ COMMITTED statement that recomputes
+    /// its write from the value the lock returns), and the lock records the newest
+    /// version's commit timestamp instead.
     pub for_update_ts: Timestamp,
     /// How long the locks live without a heartbeat.
     pub ttl_ms: u64,
@@ -744,6 +747,8 @@ impl Mvcc {
         let mut in_memory = Vec::with_capacity(keys.len());
         let mut values = Vec::with_capacity(if need_values { keys.len() } else { 0 });
         for ((key, should_not_exist), ek) in keys.iter().zip(&encoded) {
+            // What the lock records as its `for_update_ts` (see `LockKeys::for_update_ts`).
+            let mut locked_at = for_update_ts;
             let existing = self.load_lock(ek)?;
             if let Some(lock) = &existing {
                 if lock.start_ts != start_ts {
@@ -761,7 +766,8 @@ impl Mvcc {
                         start_ts,
                     });
                 }
-                if let Some((commit_ts, _)) = self.newest_data_write(ek)?
+                let newest = self.newest_data_write(ek)?.map(|(commit_ts, _)| commit_ts);
+                if let Some(commit_ts) = newest
                     && commit_ts > for_update_ts
                 {
                     return Err(MvccError::WriteConflict {
@@ -769,6 +775,9 @@ impl Mvcc {
                         for_update_ts,
                         conflict_commit_ts: commit_ts,
                     });
+                }
+                if for_update_ts == Timestamp::MAX {
+                    locked_at = newest.unwrap_or(start_ts).max(start_ts);
                 }
             }
             let current = if *should_not_exist || need_values {
@@ -784,15 +793,18 @@ impl Mvcc {
             }
             let lock = match existing {
                 Some(mut lock) => {
-                    // Already ours: keep its kind (it may be prewritten), raise for_update_ts.
-                    lock.for_update_ts = lock.for_update_ts.max(for_update_ts);
+                    // Already ours: keep its kind (it may be prewritten), raise
+                    // for_update_ts (nobody can have committed since it was taken).
+                    if for_update_ts != Timestamp::MAX {
+                        lock.for_update_ts = lock.for_update_ts.max(for_update_ts);
+                    }
                     lock
                 }
                 None => Lock {
                     kind: LockKind::Pessimistic,
                     primary: primary.to_vec(),
                     start_ts,
-                    for_update_ts,
+                    for_update_ts: locked_at,
                     ttl_ms,
                     short_value: None,
                 },

@@ -217,6 +217,52 @@ fn conflicts_are_detected() {
     assert!(matches!(err, MvccError::AlreadyExists { .. }));
 }
 
+/// `for_update_ts` `Timestamp::MAX` (a READ COMMITTED point UPDATE): the newest version
+/// is locked and returned whatever its commit timestamp, and the lock records that
+/// timestamp; other transactions' locks still block it, and the transaction commits over
+/// the version it locked.
+#[test]
+fn a_lock_at_the_newest_version_checks_no_timestamp() {
+    let (_d, m) = mvcc();
+    write(&m, b"k", b"v1", 10, 20);
+    write(&m, b"k", b"v2", 30, 40);
+    let newest = [(b"k".to_vec(), false)];
+    // Transaction 15 started before both commits.
+    let values = m
+        .acquire_pessimistic_lock(&newest, b"k", ts(15), Timestamp::MAX, 3_000, true)
+        .unwrap();
+    assert_eq!(values, vec![Some(b"v2".to_vec())]);
+    let lock = m.lock_of(b"k").unwrap().unwrap();
+    assert_eq!((lock.start_ts, lock.for_update_ts), (ts(15), ts(40)));
+    // Another transaction, even at the newest version, meets the lock.
+    let err = m
+        .acquire_pessimistic_lock(&newest, b"k", ts(50), Timestamp::MAX, 3_000, true)
+        .unwrap_err();
+    assert!(matches!(err, MvccError::KeyIsLocked(ref l) if l.start_ts == ts(15)));
+    // Taking it again changes nothing; the transaction commits over v2.
+    m.acquire_pessimistic_lock(&newest, b"k", ts(15), Timestamp::MAX, 3_000, true)
+        .unwrap();
+    assert_eq!(m.lock_of(b"k").unwrap().unwrap().for_update_ts, ts(40));
+    let mut guarded = put(b"k", b"v3");
+    guarded.check = KeyCheck::Locked;
+    m.prewrite(&[guarded], b"k", ts(15), 3_000, PrewriteLocks::Durable)
+        .unwrap();
+    m.commit(&[b"k".to_vec()], ts(15), ts(60)).unwrap();
+    assert_eq!(m.get(b"k", ts(50), None).unwrap(), Some(b"v2".to_vec()));
+    assert_eq!(m.get(b"k", ts(60), None).unwrap(), Some(b"v3".to_vec()));
+    // A key never written: the lock records the transaction's start.
+    m.acquire_pessimistic_lock(
+        &[(b"new".to_vec(), false)],
+        b"new",
+        ts(70),
+        Timestamp::MAX,
+        3_000,
+        true,
+    )
+    .unwrap();
+    assert_eq!(m.lock_of(b"new").unwrap().unwrap().for_update_ts, ts(70));
+}
+
 #[test]
 fn a_rolled_back_transaction_can_neither_prewrite_late_nor_commit() {
     let (_d, m) = mvcc();

@@ -644,6 +644,22 @@ pub(crate) async fn execute(
     }
 }
 
+/// Runs `statement` inside a READ COMMITTED transaction without a snapshot timestamp if it
+/// is a point statement the fast path can run so (see
+/// `fast::try_execute_without_snapshot`); `Ok(None)`: not handled, nothing done but locks
+/// the statement would take anyway.
+pub(crate) async fn execute_without_snapshot(
+    session: &mut Session,
+    statement: &Statement,
+) -> Result<Option<QueryResult>, SqlError> {
+    check_grammar(statement)?;
+    if !session.catalog().views.is_empty() {
+        // A view of the same name would have to be expanded first.
+        return Ok(None);
+    }
+    crate::fast::try_execute_without_snapshot(session, statement).await
+}
+
 pub(crate) fn target_table(session: &Session, name: &str) -> Result<Arc<TableDef>, SqlError> {
     session
         .catalog()

@@ -24,7 +24,7 @@ use crate::dml::{
 };
 use crate::error::SqlError;
 use crate::rows::{decode_row_value, row_key};
-use crate::session::Session;
+use crate::session::{Isolation, Session};
 use crate::types::{
     ColumnBuilder, arrow_type, cast_to_column, datum_at, fit_to_column, scalar_to_datum,
 };
@@ -283,9 +283,13 @@ fn buffered(session: &Session, key: &[u8]) -> bool {
 }
 
 /// Locks the row at record key `key` and reads it in the same request (the row an UPDATE
-/// changes must be locked anyway): the lock succeeds only if nothing committed to the key
-/// after the statement's `for_update_ts`, so the newest committed version it returns is
-/// the one the statement's snapshot sees. A row that does not match is unlocked again.
+/// changes must be locked anyway). Under REPEATABLE READ the lock succeeds only if nothing
+/// committed to the key after the transaction's `for_update_ts`, so the newest committed
+/// version it returns is the one the snapshot sees. Under READ COMMITTED it locks the
+/// newest version whatever its age (`Transaction::lock_keys_newest`), as PostgreSQL
+/// updates the newest version of a row it waited for once the row still matches; the
+/// caller computes the new row from the returned one. A row that does not match is
+/// unlocked again.
 async fn lock_and_fetch(
     session: &mut Session,
     table: &TableDef,
@@ -293,13 +297,16 @@ async fn lock_and_fetch(
     filters: &[(usize, Datum)],
 ) -> Result<Option<(Vec<Datum>, Vec<u8>, Vec<u8>)>, SqlError> {
     let handle = crate::rows::handle_of_key(table, key)?.to_vec();
+    let newest = session.isolation() == Isolation::ReadCommitted;
     let txn = &mut session.open.as_mut().expect("open transaction").txn;
     let held = txn.is_locked(key);
-    let value = txn
-        .lock_keys(vec![(key.to_vec(), false)], true)
-        .await?
-        .pop()
-        .flatten();
+    let keys = vec![(key.to_vec(), false)];
+    let locked = if newest {
+        txn.lock_keys_newest(keys).await?
+    } else {
+        txn.lock_keys(keys, true).await?
+    };
+    let value = locked.into_iter().next().flatten();
     let row = match value {
         Some(v) => Some((decode_row_value(table, &v)?, v)),
         None => None,
@@ -344,7 +351,28 @@ pub(crate) async fn try_execute(
 ) -> Result<Option<QueryResult>, SqlError> {
     match statement {
         Statement::Query(q) => select(session, q, read_ts, false).await,
-        Statement::Update(u) => update(session, u, read_ts).await,
+        Statement::Update(u) => update(session, u, Some(read_ts)).await,
+        Statement::Insert(i) => insert(session, i).await,
+        _ => Ok(None),
+    }
+}
+
+/// Tries the fast path for a READ COMMITTED statement inside a transaction before it has
+/// a snapshot timestamp; `Ok(None)` means "take a snapshot and run it the usual way". A
+/// point SELECT reads the newest versions as `read_latest` does (seeing the transaction's
+/// own writes), a point UPDATE locks the newest version of its row
+/// (`lock_and_fetch`), and an INSERT of literal values reads nothing: none of them needs a
+/// snapshot, so the statement asks the timestamp oracle for none. (Each such statement
+/// behaves as if it had started when it reached its row, which no one can tell apart from
+/// a snapshot taken then.)
+pub(crate) async fn try_execute_without_snapshot(
+    session: &mut Session,
+    statement: &Statement,
+) -> Result<Option<QueryResult>, SqlError> {
+    debug_assert_eq!(session.isolation(), Isolation::ReadCommitted);
+    match statement {
+        Statement::Query(q) => select(session, q, Timestamp::MAX, true).await,
+        Statement::Update(u) => update(session, u, None).await,
         Statement::Insert(i) => insert(session, i).await,
         _ => Ok(None),
     }
@@ -374,7 +402,8 @@ pub(crate) async fn read_latest(
     select(session, q, Timestamp::MAX, true).await
 }
 
-/// `latest`: reading outside a transaction at the newest versions (see `read_latest`).
+/// `latest`: reading at the newest versions (see `read_latest`), outside a transaction or
+/// in one under READ COMMITTED (`try_execute_without_snapshot`).
 async fn select(
     session: &Session,
     q: &Query,
@@ -579,10 +608,12 @@ fn new_value(
     }
 }
 
+/// `read_ts`: the statement's snapshot, or `None` under READ COMMITTED before it has
+/// taken one (see `try_execute_without_snapshot`).
 async fn update(
     session: &mut Session,
     u: &Update,
-    read_ts: Timestamp,
+    read_ts: Option<Timestamp>,
 ) -> Result<Option<QueryResult>, SqlError> {
     if u.from.is_some()
         || u.returning.is_some()
@@ -627,7 +658,41 @@ async fn update(
         Lookup::Record(key) if !buffered(session, key) => {
             lock_and_fetch(session, &table, key, &filters).await?
         }
-        _ => fetch(session, &table, &lookup, &filters, read_ts).await?,
+        Lookup::Index(ikey) => {
+            // The entry names the row; locking the row then reads it (one request, not a
+            // read and a lock). Without a snapshot the entry is read at its newest version.
+            let view = session.view(read_ts.unwrap_or(Timestamp::MAX));
+            let Some(handle) = view.get(ikey).await? else {
+                return Ok(Some(QueryResult::Command {
+                    tag: "UPDATE 0".into(),
+                }));
+            };
+            let key = row_key(&table, &handle);
+            if buffered(session, &key) {
+                fetch(
+                    session,
+                    &table,
+                    &Lookup::Record(key),
+                    &filters,
+                    view.read_ts(),
+                )
+                .await?
+            } else {
+                match lock_and_fetch(session, &table, &key, &filters).await? {
+                    Some(found) => Some(found),
+                    // The row no longer holds the looked-up values (its key changed after
+                    // the entry was read): another row may hold them now; the general path
+                    // reads them at a snapshot.
+                    None => return Ok(None),
+                }
+            }
+        }
+        // A buffered row (this transaction wrote it, so holds its lock) is read from the
+        // buffer, whatever the timestamp.
+        Lookup::Record(_) | Lookup::Nothing => {
+            let ts = read_ts.unwrap_or(Timestamp::MAX);
+            fetch(session, &table, &lookup, &filters, ts).await?
+        }
     };
     let Some((old, handle, stored)) = fetched else {
         return Ok(Some(QueryResult::Command {

@@ -384,7 +384,7 @@ impl Session {
         self.execute_statement(bound).await
     }
 
-    fn isolation(&self) -> Isolation {
+    pub(crate) fn isolation(&self) -> Isolation {
         self.block
             .as_ref()
             .map(|b| b.isolation)
@@ -607,17 +607,33 @@ impl Session {
             open.txn.set_lock_wait_timeout_ms(self.lock_timeout_ms);
             open.txn.start_statement();
             let first = std::mem::replace(&mut open.fresh, false) && attempts == 0;
-            let read_ts = match isolation {
-                Isolation::RepeatableRead => open.txn.start_ts(),
-                // The start timestamp was taken for this very statement.
-                Isolation::ReadCommitted if first => open.txn.start_ts(),
-                Isolation::ReadCommitted => {
-                    let ts = open.txn.fresh_ts().await?;
-                    open.txn.set_for_update_ts(ts);
-                    ts
+            // Under READ COMMITTED a point statement runs without a snapshot timestamp if
+            // it can (`fast::try_execute_without_snapshot`); a retry always takes one.
+            let without_snapshot =
+                if isolation == Isolation::ReadCommitted && !first && attempts == 0 {
+                    crate::dml::execute_without_snapshot(self, statement)
+                        .await
+                        .transpose()
+                } else {
+                    None
+                };
+            let result = match without_snapshot {
+                Some(result) => result,
+                None => {
+                    let open = self.open.as_mut().expect("a transaction is open");
+                    let read_ts = match isolation {
+                        Isolation::RepeatableRead => open.txn.start_ts(),
+                        // The start timestamp was taken for this very statement.
+                        Isolation::ReadCommitted if first => open.txn.start_ts(),
+                        Isolation::ReadCommitted => {
+                            let ts = open.txn.fresh_ts().await?;
+                            open.txn.set_for_update_ts(ts);
+                            ts
+                        }
+                    };
+                    crate::dml::execute(self, statement, read_ts).await
                 }
             };
-            let result = crate::dml::execute(self, statement, read_ts).await;
             let open = self.open.as_mut().expect("a transaction is open");
             match result {
                 Err(e)

@@ -401,6 +401,139 @@ async fn second_writer_waits_then_sees_the_newest_row_under_read_committed() {
     assert_eq!(rows(&mut a, "SELECT n FROM c").await, vec!["21"]);
 }
 
+/// Under READ COMMITTED a point UPDATE locks the newest version of its row and computes
+/// the new row from it, a point SELECT reads the newest versions, and an INSERT of literals
+/// reads nothing, so after its start a transaction of such statements (pgbench's TPC-B)
+/// asks the timestamp oracle only for its commit: two timestamps, not one per statement.
+#[tokio::test]
+async fn a_read_committed_transaction_of_point_statements_takes_two_timestamps() {
+    let db = TestDb::new().await;
+    let mut a = db.session();
+    ok(&mut a, "CREATE TABLE acc (aid INT NOT NULL, bal INT)").await;
+    ok(&mut a, "ALTER TABLE acc ADD PRIMARY KEY (aid)").await;
+    ok(&mut a, "CREATE TABLE tel (tid INT PRIMARY KEY, bal INT)").await;
+    ok(
+        &mut a,
+        "CREATE TABLE hist (tid INT, delta INT, at TIMESTAMP)",
+    )
+    .await;
+    ok(&mut a, "INSERT INTO acc VALUES (1, 0), (2, 0)").await;
+    ok(&mut a, "INSERT INTO tel VALUES (1, 0)").await;
+    for round in 1..=3 {
+        let before = db.sql_tso.calls();
+        ok(&mut a, "BEGIN").await;
+        assert_eq!(
+            ok(&mut a, "UPDATE acc SET bal = bal + 5 WHERE aid = 1").await,
+            "UPDATE 1"
+        );
+        assert_eq!(
+            rows(&mut a, "SELECT bal FROM acc WHERE aid = 1").await,
+            [(5 * round).to_string()]
+        );
+        assert_eq!(
+            ok(&mut a, "UPDATE acc SET bal = bal - 5 WHERE aid = 2").await,
+            "UPDATE 1"
+        );
+        assert_eq!(
+            ok(&mut a, "UPDATE tel SET bal = bal + 5 WHERE tid = 1").await,
+            "UPDATE 1"
+        );
+        assert_eq!(
+            ok(&mut a, "UPDATE acc SET bal = bal + 1 WHERE aid = 3").await,
+            "UPDATE 0"
+        );
+        ok(&mut a, "INSERT INTO hist VALUES (1, 5, CURRENT_TIMESTAMP)").await;
+        ok(&mut a, "COMMIT").await;
+        assert_eq!(
+            db.sql_tso.calls() - before,
+            2,
+            "round {round}: a start and a commit timestamp"
+        );
+    }
+    assert_eq!(
+        rows(&mut a, "SELECT aid, bal FROM acc ORDER BY aid").await,
+        ["1|15", "2|-15"]
+    );
+    assert_eq!(rows(&mut a, "SELECT bal FROM tel").await, ["15"]);
+    assert_eq!(rows(&mut a, "SELECT count(*) FROM hist").await, ["3"]);
+}
+
+/// A READ COMMITTED UPDATE through a unique index that waits for another transaction's
+/// lock on the row then changes the newest version (no update is lost, no write conflict
+/// is retried), or, if the row no longer holds the looked-up key, finds what a fresh
+/// snapshot finds. REPEATABLE READ still refuses a row changed since its snapshot.
+#[tokio::test]
+async fn a_read_committed_update_through_a_unique_index_changes_the_newest_row() {
+    let db = TestDb::new().await;
+    let mut a = db.session();
+    let mut b = db.session();
+    ok(&mut a, "CREATE TABLE acc (aid INT NOT NULL, bal INT)").await;
+    ok(&mut a, "ALTER TABLE acc ADD PRIMARY KEY (aid)").await;
+    ok(&mut a, "INSERT INTO acc VALUES (1, 10), (2, 10)").await;
+
+    // b's snapshot predates a's change; b waits for a's lock, then adds to a's value.
+    ok(&mut b, "BEGIN").await;
+    assert_eq!(
+        rows(&mut b, "SELECT bal FROM acc WHERE aid = 2").await,
+        ["10"]
+    );
+    ok(&mut a, "BEGIN").await;
+    ok(&mut a, "UPDATE acc SET bal = bal * 2 WHERE aid = 1").await;
+    let waiter = tokio::spawn(async move {
+        let before = db.sql_tso.calls();
+        let tag = ok(&mut b, "UPDATE acc SET bal = bal + 1 WHERE aid = 1").await;
+        let calls = db.sql_tso.calls() - before;
+        ok(&mut b, "COMMIT").await;
+        (b, db, tag, calls)
+    });
+    ok(&mut a, "COMMIT").await;
+    let (mut b, _db, tag, calls) = waiter.await.unwrap();
+    assert_eq!(tag, "UPDATE 1");
+    assert_eq!(calls, 0, "the waiting UPDATE was retried at a new snapshot");
+    assert_eq!(
+        rows(&mut a, "SELECT bal FROM acc WHERE aid = 1").await,
+        ["21"]
+    );
+
+    // The key moves while b waits: the row b found no longer matches, and no row does.
+    ok(&mut b, "BEGIN").await;
+    assert_eq!(
+        rows(&mut b, "SELECT bal FROM acc WHERE aid = 2").await,
+        ["10"]
+    );
+    ok(&mut a, "BEGIN").await;
+    ok(&mut a, "UPDATE acc SET aid = 100 WHERE aid = 1").await;
+    let waiter = tokio::spawn(async move {
+        let tag = ok(&mut b, "UPDATE acc SET bal = 0 WHERE aid = 1").await;
+        ok(&mut b, "COMMIT").await;
+        (b, tag)
+    });
+    ok(&mut a, "COMMIT").await;
+    let (mut b, tag) = waiter.await.unwrap();
+    assert_eq!(tag, "UPDATE 0");
+    assert_eq!(
+        rows(&mut b, "SELECT aid, bal FROM acc ORDER BY aid").await,
+        ["2|10", "100|21"]
+    );
+
+    // REPEATABLE READ: a row committed after the snapshot is a serialization failure.
+    ok(&mut b, "BEGIN ISOLATION LEVEL REPEATABLE READ").await;
+    assert_eq!(
+        rows(&mut b, "SELECT bal FROM acc WHERE aid = 2").await,
+        ["10"]
+    );
+    ok(&mut a, "UPDATE acc SET bal = 11 WHERE aid = 2").await;
+    assert_eq!(
+        code(&mut b, "UPDATE acc SET bal = bal + 1 WHERE aid = 2").await,
+        "40001"
+    );
+    ok(&mut b, "ROLLBACK").await;
+    assert_eq!(
+        rows(&mut b, "SELECT bal FROM acc WHERE aid = 2").await,
+        ["11"]
+    );
+}
+
 #[tokio::test]
 async fn read_committed_updates_indexed_columns_another_transaction_changed_since_it_began() {
     // A row's index entries were checked against the transaction's start_ts at COMMIT, so

@@ -173,6 +173,28 @@ impl Transaction {
         keys: Vec<(Vec<u8>, bool)>,
         need_values: bool,
     ) -> Result<Vec<Option<Vec<u8>>>, TxnError> {
+        self.lock_keys_checked(keys, need_values, self.for_update_ts)
+            .await
+    }
+
+    /// Locks `keys` at whatever version of each is newest, checking no timestamp, and
+    /// returns those versions' values: for a READ COMMITTED statement that computes what it
+    /// writes from the returned values (as PostgreSQL re-checks the newest version of a row
+    /// it waited for), so it needs no snapshot timestamp and never fails with a write
+    /// conflict. Never use it for a write computed from an earlier read.
+    pub async fn lock_keys_newest(
+        &mut self,
+        keys: Vec<(Vec<u8>, bool)>,
+    ) -> Result<Vec<Option<Vec<u8>>>, TxnError> {
+        self.lock_keys_checked(keys, true, Timestamp::MAX).await
+    }
+
+    async fn lock_keys_checked(
+        &mut self,
+        keys: Vec<(Vec<u8>, bool)>,
+        need_values: bool,
+        for_update_ts: Timestamp,
+    ) -> Result<Vec<Option<Vec<u8>>>, TxnError> {
         // A lock this transaction holds needs no request: nobody else can have committed
         // to its key since. Keys that must not exist are still asked (the request checks
         // that), as are keys whose values are wanted.
@@ -202,7 +224,7 @@ impl Transaction {
                     keys: chunk.to_vec(),
                     primary: primary.clone(),
                     start_ts: self.start_ts,
-                    for_update_ts: self.for_update_ts,
+                    for_update_ts,
                     ttl_ms: self.options.lock_ttl_ms,
                     need_values,
                     lock_wait_timeout_ms: self.options.lock_wait_timeout_ms,
