@@ -856,21 +856,25 @@ impl TxnKv for ClusterTxnKv {
         ttl_ms: u64,
         one_commit_batch: bool,
     ) -> Result<(), TxnError> {
-        // Volatile (in-memory) locks need the whole commit to be one atomic batch: only
-        // when every key is in one region.
-        let mut regions = std::collections::HashSet::new();
-        for m in &mutations {
-            if let Ok(r) = self.cache.locate(&encode_key(&m.key)).await {
-                regions.insert(r.region.id);
-            }
-        }
-        let volatile_locks = one_commit_batch && regions.len() == 1;
+        // The region holding the primary keeps its locks in memory (volatile) when the
+        // whole transaction commits in one call: `commit_groups` commits that region's keys
+        // first, in one request, so one atomic batch writes them with the primary's commit
+        // record and a crash before it leaves nothing there to resolve. That region's
+        // prewrite is then no Raft write at all. The other regions' locks are durable: once
+        // the primary commits, they must outlive any crash until they are committed.
+        // Volatile locks die with their leader's term; a commit after that fails, and a
+        // reader meeting a secondary lock finds the primary neither locked nor committed
+        // and rolls the transaction back (`Mvcc::check_txn_status`).
+        let volatile_for = |group: &[Mutation]| {
+            one_commit_batch && group.iter().any(|m| m.key.as_slice() == primary)
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         self.route_settling(
             "prewrite",
             mutations,
             |m| m.key.as_slice(),
             |ms| {
+                let volatile_locks = volatile_for(&ms);
                 kv_request::Cmd::Prewrite(PrewriteRequest {
                     mutations: ms
                         .into_iter()

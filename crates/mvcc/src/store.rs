@@ -893,6 +893,40 @@ impl Mvcc {
         .map(|prepared| prepared.map(|(pending, _)| pending))
     }
 
+    /// `prewrite` of volatile locks for a caller that must not block and that has
+    /// already confirmed, by a read index, that this MVCC's leader is current and has
+    /// applied every committed write (as for `try_lock_keys_in_memory`): volatile locks
+    /// write nothing to the engine, so they go to memory here without a call to it.
+    /// `Ok(false)`, having changed nothing, when another operation holds a latch of these
+    /// keys or is raising a fence; the caller then uses `prewrite`.
+    pub fn try_prewrite_in_memory(
+        &self,
+        mutations: &[Mutation],
+        primary: &[u8],
+        start_ts: Timestamp,
+        ttl_ms: u64,
+    ) -> Result<bool, MvccError> {
+        let Some((pending, _ops)) = self.prepare_prewrite(
+            mutations,
+            primary,
+            start_ts,
+            ttl_ms,
+            PrewriteLocks::Volatile,
+            Waiting::Never,
+        )?
+        else {
+            return Ok(false);
+        };
+        if !pending.staged.disk.is_empty() {
+            // Not expected (volatile locks carry their values), but should a prewrite
+            // here ever need the engine, the caller's blocking path writes it; dropping
+            // `pending` changes nothing, as a failed append.
+            return Ok(false);
+        }
+        pending.finish();
+        Ok(true)
+    }
+
     /// Writes a prepared write through the engine now (blocking until it is written).
     fn write_now(&self, mut pending: PendingWrite<'_>) -> Result<(), MvccError> {
         let _ = self.engine.append(pending.take_batch())?;

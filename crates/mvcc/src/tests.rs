@@ -989,3 +989,43 @@ fn locking_without_blocking_leaves_a_lock_of_its_own_on_disk_to_the_blocking_cal
         Err(MvccError::KeyIsLocked(_))
     ));
 }
+
+#[test]
+fn a_volatile_prewrite_without_blocking_goes_to_memory_or_leaves_everything_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(FjallEngine::open(dir.path(), &FjallOptions::default()).unwrap());
+    let m = Mvcc::new(engine.clone()).unwrap();
+    write(&m, b"p", b"old", 5, 6);
+    // While another operation holds the key's latch, nothing happens: the caller takes
+    // the blocking path.
+    let held = m
+        .try_prepare_commit(&[b"p".to_vec()], ts(5), ts(7))
+        .unwrap()
+        .expect("no latch is held");
+    assert!(
+        !m.try_prewrite_in_memory(&[put(b"p", b"new")], b"p", ts(10), 3_000)
+            .unwrap()
+    );
+    assert_eq!(m.lock_of(b"p").unwrap(), None);
+    drop(held);
+    // Then the lock goes to memory, carrying its value, and nothing to the engine.
+    let records = records_between(&m, Cf::Lock, b"a", b"z");
+    assert!(
+        m.try_prewrite_in_memory(&[put(b"p", b"new")], b"p", ts(10), 3_000)
+            .unwrap()
+    );
+    assert_eq!(m.lock_of(b"p").unwrap().unwrap().kind, LockKind::Put);
+    assert_eq!(records_between(&m, Cf::Lock, b"a", b"z"), records);
+    // Readers meet it; another transaction's prewrite is refused.
+    assert!(matches!(
+        m.get(b"p", ts(20), None),
+        Err(MvccError::KeyIsLocked(_))
+    ));
+    assert!(matches!(
+        m.try_prewrite_in_memory(&[put(b"p", b"other")], b"p", ts(15), 3_000),
+        Err(MvccError::KeyIsLocked(_))
+    ));
+    m.commit(&[b"p".to_vec()], ts(10), ts(11)).unwrap();
+    assert_eq!(m.lock_of(b"p").unwrap(), None);
+    assert_eq!(m.get(b"p", ts(20), None).unwrap(), Some(b"new".to_vec()));
+}

@@ -698,6 +698,34 @@ impl Shared {
         }
     }
 
+    /// A prewrite of volatile locks on this task, as `lock_in_memory` takes pessimistic
+    /// locks: they live in memory, so the read index in the MVCC's term is all the check
+    /// the blocking path's empty write would make. `None` when that cannot be done without
+    /// waiting: the caller takes the blocking path.
+    async fn prewrite_in_memory(
+        &self,
+        region_id: u64,
+        region: &RegionMvcc,
+        p: &kvpb::PrewriteRequest,
+    ) -> Option<Result<KvResponse, Failure>> {
+        if !self.board.lease_read(region_id, region.term) {
+            let entry = self.board.get(region_id)?;
+            if let Err(e) = self.read_index(region_id, &entry, region.term).await {
+                return Some(Err(Failure::Region(e)));
+            }
+        }
+        match region.mvcc.try_prewrite_in_memory(
+            &mutations_of(&p.mutations),
+            &p.primary,
+            Timestamp(p.start_ts),
+            p.ttl_ms,
+        ) {
+            Ok(true) => Some(Ok(KvResponse::default())),
+            Ok(false) => None,
+            Err(e) => Some(Err(mvcc_failure(e))),
+        }
+    }
+
     async fn handle(&self, req: KvRequest) -> KvResponse {
         let ctx = req.context.unwrap_or_default();
         let mut resp = KvResponse::default();
@@ -748,6 +776,9 @@ impl Shared {
             let fast = match &cmd {
                 kv_request::Cmd::PessimisticLock(l) => {
                     self.lock_in_memory(ctx.region_id, &region, l).await
+                }
+                kv_request::Cmd::Prewrite(p) if p.volatile_locks => {
+                    self.prewrite_in_memory(ctx.region_id, &region, p).await
                 }
                 kv_request::Cmd::Prewrite(_) | kv_request::Cmd::Commit(_) => {
                     // On a task of its own: once proposed, the write must make its
