@@ -673,6 +673,26 @@ impl Shared {
         }
     }
 
+    /// Confirms that this peer still leads in `region`'s MVCC term and has applied every
+    /// write committed so far: from the leader's lease, or else a read index in that term.
+    /// It is the check an empty write makes on the blocking path, for changes that live
+    /// only in memory. `None` when the region's peer is gone from this store.
+    async fn confirm_term(
+        &self,
+        region_id: u64,
+        region: &RegionMvcc,
+    ) -> Option<Result<(), Failure>> {
+        if self.board.lease_read(region_id, region.term) {
+            return Some(Ok(()));
+        }
+        let entry = self.board.get(region_id)?;
+        Some(
+            self.read_index(region_id, &entry, region.term)
+                .await
+                .map_err(Failure::Region),
+        )
+    }
+
     /// Takes pessimistic locks on this task, without the two thread hand-offs to the
     /// blocking pool and back: the locks live in memory, and the read index first (in the
     /// MVCC's term) is the same check the blocking path makes with an empty write. `None`
@@ -684,11 +704,8 @@ impl Shared {
         region: &RegionMvcc,
         l: &kvpb::PessimisticLockRequest,
     ) -> Option<Result<KvResponse, Failure>> {
-        if !self.board.lease_read(region_id, region.term) {
-            let entry = self.board.get(region_id)?;
-            if let Err(e) = self.read_index(region_id, &entry, region.term).await {
-                return Some(Err(Failure::Region(e)));
-            }
+        if let Err(e) = self.confirm_term(region_id, region).await? {
+            return Some(Err(e));
         }
         let keys = lock_keys_of(l);
         match region.mvcc.try_lock_keys_in_memory(&lock_request(l, &keys)) {
@@ -708,11 +725,8 @@ impl Shared {
         region: &RegionMvcc,
         p: &kvpb::PrewriteRequest,
     ) -> Option<Result<KvResponse, Failure>> {
-        if !self.board.lease_read(region_id, region.term) {
-            let entry = self.board.get(region_id)?;
-            if let Err(e) = self.read_index(region_id, &entry, region.term).await {
-                return Some(Err(Failure::Region(e)));
-            }
+        if let Err(e) = self.confirm_term(region_id, region).await? {
+            return Some(Err(e));
         }
         match region.mvcc.try_prewrite_in_memory(
             &mutations_of(&p.mutations),
