@@ -30,7 +30,10 @@ pub use error::ClientError;
 pub use kv::ClusterTxnKv;
 pub use meta_client::{ClientConfig, MetaClient, channel_to};
 pub use region_cache::{CachedRegion, RegionCache};
-pub use transport::{GrpcTransport, RaftService, StoreResolver, deliver_raft_stream};
+pub use transport::{
+    GrpcTransport, RaftMessageLimits, RaftService, StoreResolver, deliver_raft_chunks,
+    deliver_raft_stream,
+};
 pub use tso::RemoteTso;
 
 /// The storage key a user key is routed by (region boundaries are encoded user keys).

@@ -51,7 +51,7 @@ pub struct MetaArgs {
     /// TOML file with these settings (id, members, addr, data_dir, replication,
     /// leader_balance_interval_ms, ddl_jobs_max, ddl_running_max, ddl_finished_ttl_s,
     /// ddl_backfill_rows_per_s, ddl_cleanup_records_per_s, ddl_schema_lease_ms,
-    /// ddl_schema_wait_timeout_ms); flags win.
+    /// ddl_schema_wait_timeout_ms, raft_chunked_message_bytes_max); flags win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// This member's id (1-based) [default: 1].
@@ -100,6 +100,11 @@ pub struct MetaArgs {
     /// [default: 10000].
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub ddl_schema_wait_timeout_ms: Option<u64>,
+    /// Largest single Raft message (a snapshot of the group's or a region's state) sent
+    /// to or taken from a peer, in pieces; one larger is refused and the peer it was for
+    /// stays behind. Set the same on every node [default: 2147483648].
+    #[arg(long, value_name = "BYTES")]
+    pub raft_chunked_message_bytes_max: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -118,6 +123,7 @@ struct MetaFile {
     ddl_cleanup_records_per_s: Option<u64>,
     ddl_schema_lease_ms: Option<u64>,
     ddl_schema_wait_timeout_ms: Option<u64>,
+    raft_chunked_message_bytes_max: Option<usize>,
 }
 
 pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
@@ -182,6 +188,12 @@ pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
     if let Some(ms) = args.ddl_schema_lease_ms.or(file.ddl_schema_lease_ms) {
         cfg.ddl.schema_lease = std::time::Duration::from_millis(ms);
     }
+    if let Some(bytes) = args
+        .raft_chunked_message_bytes_max
+        .or(file.raft_chunked_message_bytes_max)
+    {
+        cfg.raft_limits.chunked_message_bytes_max = bytes;
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -201,7 +213,7 @@ pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
 pub struct StoreArgs {
     /// TOML file with these settings (addr, advertise_addr, meta, data_dir,
     /// region_split_keys, raft_entry_cache_bytes, raft_log_keep_for_lagging_entries,
-    /// raft_snapshot_build_queue); flags win.
+    /// raft_snapshot_build_queue, raft_chunked_message_bytes_max); flags win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Listen address [default: 127.0.0.1:20160].
@@ -235,6 +247,11 @@ pub struct StoreArgs {
     /// [default: 16].
     #[arg(long, value_name = "SNAPSHOTS")]
     pub raft_snapshot_build_queue: Option<usize>,
+    /// Largest single Raft message (a snapshot of the group's or a region's state) sent
+    /// to or taken from a peer, in pieces; one larger is refused and the peer it was for
+    /// stays behind. Set the same on every node [default: 2147483648].
+    #[arg(long, value_name = "BYTES")]
+    pub raft_chunked_message_bytes_max: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -248,6 +265,7 @@ struct StoreFile {
     raft_entry_cache_bytes: Option<u64>,
     raft_log_keep_for_lagging_entries: Option<u64>,
     raft_snapshot_build_queue: Option<usize>,
+    raft_chunked_message_bytes_max: Option<usize>,
 }
 
 pub async fn run_store(args: StoreArgs) -> anyhow::Result<()> {
@@ -297,6 +315,12 @@ pub async fn run_store(args: StoreArgs) -> anyhow::Result<()> {
         .or(file.raft_snapshot_build_queue)
     {
         cfg.raft_snapshot_build_queue = queue;
+    }
+    if let Some(bytes) = args
+        .raft_chunked_message_bytes_max
+        .or(file.raft_chunked_message_bytes_max)
+    {
+        cfg.raft_limits.chunked_message_bytes_max = bytes;
     }
     let node = StoreNode::start(cfg, listener).await?;
     println!(

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use flotilla_catalog::{Catalog, CatalogError, IdKind, LocalCatalog};
 use flotilla_client::{
-    ClientConfig, GrpcTransport, RaftService, StoreResolver, WireChange, WireSnapshot,
+    ClientConfig, GrpcTransport, RaftMessageLimits, RaftService, StoreResolver, WireChange,
+    WireSnapshot,
 };
 use flotilla_ddl::{DdlConfig, JobQueue, ReorgRef};
 use flotilla_proto::metapb::{Peer, PeerRole, Region, RegionEpoch};
@@ -51,11 +52,18 @@ pub struct MetaConfig {
     pub leader_balance_interval: Duration,
     /// DDL job queue bounds.
     pub ddl: DdlConfig,
+    /// Largest gRPC message a member accepts.
+    pub grpc_message_bytes_max: usize,
+    /// Size bounds of Raft messages between members: batches, and single messages (the
+    /// meta group's snapshots: every store, region and table) sent in pieces.
+    pub raft_limits: RaftMessageLimits,
 }
 
 impl MetaConfig {
     /// A member with the defaults: replication 3, 100 ms ticks, 10-tick elections, stores
-    /// down after 10 s of silence, a 3 s TSO window, a leader transfer per 5 s at most.
+    /// down after 10 s of silence, a 3 s TSO window, a leader transfer per 5 s at most,
+    /// gRPC messages of up to 64 MiB, Raft batches of up to 4 MiB and snapshots of up to
+    /// 2 GiB.
     pub fn new(member_id: u64, members: Vec<(u64, String)>, data_dir: PathBuf) -> Self {
         Self {
             member_id,
@@ -68,9 +76,14 @@ impl MetaConfig {
             tso_window_ms: LocalTso::DEFAULT_WINDOW_MS,
             leader_balance_interval: Duration::from_secs(5),
             ddl: DdlConfig::default(),
+            grpc_message_bytes_max: GRPC_MESSAGE_BYTES_MAX_DEFAULT,
+            raft_limits: RaftMessageLimits::default(),
         }
     }
 }
+
+/// Largest message a meta member accepts by default.
+pub const GRPC_MESSAGE_BYTES_MAX_DEFAULT: usize = 64 << 20;
 
 /// Why a meta member could not start.
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +188,10 @@ impl MetaNode {
             dir: cfg.data_dir.display().to_string(),
             message: e,
         };
+        cfg.raft_limits
+            .validate(cfg.grpc_message_bytes_max)
+            .map_err(MetaStartError::Config)?;
+        let (raft_limits, grpc_message_bytes_max) = (cfg.raft_limits, cfg.grpc_message_bytes_max);
         let engine: EngineRef = Arc::new(
             FjallEngine::open(&cfg.data_dir.join("meta"), &FjallOptions::default())
                 .map_err(|e| storage_err(e.to_string()))?,
@@ -213,6 +230,7 @@ impl MetaNode {
             RaftService::Meta,
             resolver,
             ClientConfig::default(),
+            cfg.raft_limits,
         ));
         let mut store_cfg = StoreConfig::new(cfg.member_id);
         store_cfg.election_ticks = cfg.election_ticks;
@@ -251,6 +269,7 @@ impl MetaNode {
         let leadership = tokio::spawn(watch_leadership(shared.clone(), watcher.clone()));
         let service = MetaService {
             shared: shared.clone(),
+            raft_chunked_message_bytes_max: raft_limits.chunked_message_bytes_max,
             stopping: watcher.clone(),
         };
         let mut stop = watcher.clone();
@@ -259,7 +278,9 @@ impl MetaNode {
             let incoming =
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let result = tonic::transport::Server::builder()
-                .add_service(MetaServer::new(service))
+                .add_service(
+                    MetaServer::new(service).max_decoding_message_size(grpc_message_bytes_max),
+                )
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stop.wait_for(|s| *s).await;
                 })
@@ -398,6 +419,8 @@ fn activate(shared: &Shared, term: u64, region: Region) -> Result<LeaderState, S
 #[derive(Clone)]
 struct MetaService {
     shared: Arc<Shared>,
+    /// See `RaftMessageLimits::chunked_message_bytes_max`.
+    raft_chunked_message_bytes_max: usize,
     /// Set when the member stops: open Raft streams end (see the store's service).
     stopping: watch::Receiver<bool>,
 }
@@ -561,6 +584,20 @@ impl Meta for MetaService {
         flotilla_client::deliver_raft_stream(
             request.into_inner(),
             &self.shared.router,
+            self.stopping.clone(),
+        )
+        .await?;
+        Ok(Response::new(RaftDoneMeta {}))
+    }
+
+    async fn raft_chunks(
+        &self,
+        request: Request<tonic::Streaming<flotilla_proto::raft_serverpb::RaftMessageChunk>>,
+    ) -> Result<Response<RaftDoneMeta>, Status> {
+        flotilla_client::deliver_raft_chunks(
+            request.into_inner(),
+            &self.shared.router,
+            self.raft_chunked_message_bytes_max,
             self.stopping.clone(),
         )
         .await?;

@@ -243,3 +243,42 @@ async fn a_ddl_job_resumes_on_the_next_meta_leader() {
     let listed = ddl.list().await.unwrap();
     assert_eq!(listed.len(), 1);
 }
+
+/// A meta member takes Raft messages too large for a batch (its group's snapshot: every
+/// store, region and table) in pieces, within `chunked_message_bytes_max`: past it the
+/// call is refused with RESOURCE_EXHAUSTED before the message is held whole, and the
+/// member serves on. (Before, a member's gRPC server took messages of at most 4 MiB, so
+/// a meta group whose state outgrew that could never catch a lagging member up.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meta_member_refuses_a_raft_message_past_its_chunked_bound() {
+    use flotilla_proto::metaservicepb::meta_client::MetaClient as MetaGrpc;
+    use flotilla_proto::raft_serverpb::RaftMessageChunk;
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut cfg = MetaConfig::new(1, vec![(1, addr.clone())], dir.path().join("m1"));
+    cfg.tick_interval = Duration::from_millis(50);
+    cfg.raft_limits.chunked_message_bytes_max = 1 << 20;
+    let node = MetaNode::start(cfg, listener).await.unwrap();
+    let mut grpc = MetaGrpc::connect(format!("http://{addr}")).await.unwrap();
+    let pieces = (0..20).map(|_| RaftMessageChunk {
+        data: vec![0u8; 64 << 10].into(),
+    });
+    let refused = grpc
+        .raft_chunks(futures::stream::iter(pieces))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("raft_chunked_message_bytes_max"),
+        "{}",
+        refused.message()
+    );
+    let client = client_of(&[(1, addr)]);
+    assert!(client.tso(1).await.unwrap() > 0, "the member serves on");
+    node.stop().await;
+}

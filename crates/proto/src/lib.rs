@@ -17,6 +17,8 @@ pub mod raft_serverpb {
 }
 
 pub use prost::Message;
+/// The type of every `bytes` field.
+pub use prost::bytes::Bytes;
 
 /// The store's gRPC service: Raft messages and transaction commands.
 pub mod kvpb {

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_client::{ClientConfig, GrpcTransport, MetaClient, RaftService, StoreResolver};
+use flotilla_client::{
+    ClientConfig, GrpcTransport, MetaClient, RaftMessageLimits, RaftService, StoreResolver,
+};
 use flotilla_mvcc::{
     KeyCheck, LockInfo, LockKeys, Mutation, MutationOp, Mvcc, MvccError, PrewriteLocks, TxnStatus,
 };
@@ -50,6 +52,8 @@ pub struct StoreNodeConfig {
     pub split_check_written_keys: u64,
     /// Bytes of each region's newest Raft log entries kept in memory (0: none).
     pub raft_entry_cache_bytes: u64,
+    /// A region's Raft log is compacted once it holds this many applied entries.
+    pub raft_log_gc_count_limit: u64,
     /// A leader keeps the Raft log a follower at most this many entries behind still
     /// needs (a store down or restarting included); one further behind gets a snapshot.
     pub raft_log_keep_for_lagging_entries: u64,
@@ -61,6 +65,12 @@ pub struct StoreNodeConfig {
     /// Commands one KV stream (one client) may have in progress on this store; past it,
     /// the store reads no more of that stream's commands until one is answered.
     pub kv_stream_in_flight_max: usize,
+    /// Largest gRPC message the store accepts (a transaction command, a batch of Raft
+    /// messages, or one piece of a larger Raft message).
+    pub grpc_message_bytes_max: usize,
+    /// Size bounds of Raft messages between stores: batches, and single messages (region
+    /// snapshots) sent in pieces. The same on every store.
+    pub raft_limits: RaftMessageLimits,
 }
 
 impl StoreNodeConfig {
@@ -69,7 +79,8 @@ impl StoreNodeConfig {
     /// split at 200,000 keys or 96 MiB, checked every 20,000 written keys, 4 MiB of cached
     /// Raft log entries per region, the log kept for followers up to 65,536 entries behind,
     /// 16 snapshots queued for the snapshot thread, 4,096 commands in progress per KV
-    /// stream.
+    /// stream, gRPC messages of up to 256 MiB, Raft batches of up to 4 MiB and snapshots of
+    /// up to 2 GiB.
     pub fn new(data_dir: PathBuf, advertise_addr: String, meta_endpoints: Vec<String>) -> Self {
         Self {
             data_dir,
@@ -83,19 +94,22 @@ impl StoreNodeConfig {
             region_split_bytes: 96 << 20,
             split_check_written_keys: 20_000,
             raft_entry_cache_bytes: flotilla_raftstore::ENTRY_CACHE_BYTES_MAX_DEFAULT,
+            raft_log_gc_count_limit: StoreConfig::new(0).log_gc_count_limit,
             raft_log_keep_for_lagging_entries:
                 flotilla_raftstore::LOG_KEEP_FOR_LAGGING_ENTRIES_DEFAULT,
             raft_snapshot_build_queue: 16,
             storage: FjallOptions::default(),
             client: ClientConfig::default(),
             kv_stream_in_flight_max: 4_096,
+            grpc_message_bytes_max: GRPC_MESSAGE_BYTES_MAX_DEFAULT,
+            raft_limits: RaftMessageLimits::default(),
         }
     }
 }
 
-/// Largest message the store service accepts: Raft snapshots travel whole (a region's
-/// data, which splitting keeps below `region_split_bytes` of newest versions).
-const MAX_MESSAGE_BYTES: usize = 256 << 20;
+/// Largest message the store service accepts by default: a scan's page of rows or a
+/// large write. Region snapshots do not count: they travel in pieces.
+pub const GRPC_MESSAGE_BYTES_MAX_DEFAULT: usize = 256 << 20;
 
 /// Bytes of answers sent together in one message of a KV stream (one answer may be more).
 const KV_BATCH_BYTES_MAX: usize = 1 << 20;
@@ -155,6 +169,9 @@ impl StoreNode {
             dir: cfg.data_dir.display().to_string(),
             message,
         };
+        cfg.raft_limits
+            .validate(cfg.grpc_message_bytes_max)
+            .map_err(StartError::Config)?;
         let engine: EngineRef = Arc::new(
             FjallEngine::open(&cfg.data_dir.join("store"), &cfg.storage)
                 .map_err(|e| storage_err(e.to_string()))?,
@@ -227,12 +244,14 @@ impl StoreNode {
             RaftService::Store,
             resolver,
             cfg.client.clone(),
+            cfg.raft_limits,
         ));
         let mut store_cfg = StoreConfig::new(store_id);
         store_cfg.election_ticks = cfg.election_ticks;
         store_cfg.min_election_ticks = cfg.election_ticks;
         store_cfg.max_election_ticks = cfg.max_election_ticks;
         store_cfg.entry_cache_bytes_max = cfg.raft_entry_cache_bytes;
+        store_cfg.log_gc_count_limit = cfg.raft_log_gc_count_limit;
         store_cfg.log_keep_for_lagging_entries = cfg.raft_log_keep_for_lagging_entries;
         store_cfg.snapshot_build_queue = cfg.raft_snapshot_build_queue;
         store_cfg.tick_interval = cfg.tick_interval;
@@ -265,12 +284,15 @@ impl StoreNode {
             stopping: watcher.clone(),
         };
         let mut stop = watcher.clone();
+        let grpc_message_bytes_max = cfg.grpc_message_bytes_max;
         let server = tokio::spawn(async move {
             // Replies are small and latency-bound: no Nagle delay.
             let incoming =
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let result = tonic::transport::Server::builder()
-                .add_service(StoreServer::new(service).max_decoding_message_size(MAX_MESSAGE_BYTES))
+                .add_service(
+                    StoreServer::new(service).max_decoding_message_size(grpc_message_bytes_max),
+                )
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stop.wait_for(|s| *s).await;
                 })
@@ -300,6 +322,12 @@ impl StoreNode {
     /// `GrpcTransport::streams_opened`).
     pub fn raft_streams_opened(&self) -> u64 {
         self.transport.streams_opened()
+    }
+
+    /// Raft messages too large for a batch (region snapshots) this store has delivered to
+    /// its peers in pieces so far.
+    pub fn raft_chunked_messages_delivered(&self) -> u64 {
+        self.transport.chunked_messages_delivered()
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -1286,6 +1314,20 @@ impl StoreRpc for StoreService {
         flotilla_client::deliver_raft_stream(
             request.into_inner(),
             &self.shared.router,
+            self.stopping.clone(),
+        )
+        .await?;
+        Ok(Response::new(RaftDone {}))
+    }
+
+    async fn raft_chunks(
+        &self,
+        request: Request<tonic::Streaming<flotilla_proto::raft_serverpb::RaftMessageChunk>>,
+    ) -> Result<Response<RaftDone>, Status> {
+        flotilla_client::deliver_raft_chunks(
+            request.into_inner(),
+            &self.shared.router,
+            self.shared.cfg.raft_limits.chunked_message_bytes_max,
             self.stopping.clone(),
         )
         .await?;
