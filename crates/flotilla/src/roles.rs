@@ -49,9 +49,10 @@ fn load<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> anyhow::
 #[derive(clap::Args)]
 pub struct MetaArgs {
     /// TOML file with these settings (id, members, addr, data_dir, replication,
-    /// leader_balance_interval_ms, ddl_jobs_max, ddl_running_max, ddl_finished_ttl_s,
-    /// ddl_backfill_rows_per_s, ddl_cleanup_records_per_s, ddl_schema_lease_ms,
-    /// ddl_schema_wait_timeout_ms, raft_chunked_message_bytes_max); flags win.
+    /// leader_balance_interval_ms, replica_repair_after_s, replica_repairs_max,
+    /// ddl_jobs_max, ddl_running_max, ddl_finished_ttl_s, ddl_backfill_rows_per_s,
+    /// ddl_cleanup_records_per_s, ddl_schema_lease_ms, ddl_schema_wait_timeout_ms,
+    /// raft_chunked_message_bytes_max); flags win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// This member's id (1-based) [default: 1].
@@ -74,6 +75,13 @@ pub struct MetaArgs {
     /// [default: 5000].
     #[arg(long, value_name = "MS")]
     pub leader_balance_interval_ms: Option<u64>,
+    /// Replica repair: a region's replica on a store silent this many seconds is replaced
+    /// by one on a live store without one; 0 turns it off [default: 1800].
+    #[arg(long, value_name = "SECONDS")]
+    pub replica_repair_after_s: Option<u64>,
+    /// Replica repair steps in progress at once, cluster-wide [default: 4].
+    #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub replica_repairs_max: Option<u64>,
     /// Most DDL jobs queued or running; more are refused at once with SQLSTATE 53000
     /// [default: 128].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -116,6 +124,8 @@ struct MetaFile {
     data_dir: Option<PathBuf>,
     replication: Option<usize>,
     leader_balance_interval_ms: Option<u64>,
+    replica_repair_after_s: Option<u64>,
+    replica_repairs_max: Option<u64>,
     ddl_jobs_max: Option<u64>,
     ddl_running_max: Option<u64>,
     ddl_finished_ttl_s: Option<u64>,
@@ -157,6 +167,12 @@ pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
         .or(file.leader_balance_interval_ms)
     {
         cfg.leader_balance_interval = std::time::Duration::from_millis(ms);
+    }
+    if let Some(s) = args.replica_repair_after_s.or(file.replica_repair_after_s) {
+        cfg.replica_repair_after = std::time::Duration::from_secs(s);
+    }
+    if let Some(n) = args.replica_repairs_max.or(file.replica_repairs_max) {
+        cfg.replica_repairs_max = usize::try_from(n).unwrap_or(usize::MAX).max(1);
     }
     if let Some(n) = args.ddl_jobs_max.or(file.ddl_jobs_max) {
         cfg.ddl.jobs_max = usize::try_from(n).unwrap_or(usize::MAX).max(1);

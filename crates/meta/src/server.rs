@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use crate::state::MetaData;
+use crate::state::{MetaData, ReplicaRepair};
 
 /// The meta group's only region.
 const META_REGION_ID: u64 = 1;
@@ -50,6 +50,13 @@ pub struct MetaConfig {
     /// leading at least two regions more than another live store holding a voter of the
     /// region. Zero turns balancing off.
     pub leader_balance_interval: Duration,
+    /// Replica repair: a replica on a store silent this long is replaced by one on a live
+    /// store (see `MetaData::replica_repair_step`). Long enough that a restart or a
+    /// maintenance never triggers it. Zero turns repair off.
+    pub replica_repair_after: Duration,
+    /// Replica repair steps in progress at once, cluster-wide (each new replica is a
+    /// region snapshot to send); more wait for a later heartbeat.
+    pub replica_repairs_max: usize,
     /// DDL job queue bounds.
     pub ddl: DdlConfig,
     /// Largest gRPC message a member accepts.
@@ -62,7 +69,8 @@ pub struct MetaConfig {
 impl MetaConfig {
     /// A member with the defaults: replication 3, 100 ms ticks, 10-tick elections, stores
     /// down after 10 s of silence, a 3 s TSO window, a leader transfer per 5 s at most,
-    /// gRPC messages of up to 64 MiB, Raft batches of up to 4 MiB and snapshots of up to
+    /// replicas on a store silent for 30 minutes replaced, 4 repair steps at once, gRPC
+    /// messages of up to 64 MiB, Raft batches of up to 4 MiB and snapshots of up to
     /// 2 GiB.
     pub fn new(member_id: u64, members: Vec<(u64, String)>, data_dir: PathBuf) -> Self {
         Self {
@@ -75,12 +83,18 @@ impl MetaConfig {
             store_down_after: Duration::from_secs(10),
             tso_window_ms: LocalTso::DEFAULT_WINDOW_MS,
             leader_balance_interval: Duration::from_secs(5),
+            replica_repair_after: Duration::from_secs(30 * 60),
+            replica_repairs_max: 4,
             ddl: DdlConfig::default(),
             grpc_message_bytes_max: GRPC_MESSAGE_BYTES_MAX_DEFAULT,
             raft_limits: RaftMessageLimits::default(),
         }
     }
 }
+
+/// A replica repair step not seen done (the region's conf_ver unchanged) within this long
+/// is asked again.
+const REPAIR_STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Largest message a meta member accepts by default.
 pub const GRPC_MESSAGE_BYTES_MAX_DEFAULT: usize = 64 << 20;
@@ -107,6 +121,12 @@ struct LeaderState {
     data: Mutex<MetaData>,
     /// When this leader last asked for a leader transfer (leader balance).
     last_balance: Mutex<Option<Instant>>,
+    /// When this leader took over: a store it has not heard from since counts as down
+    /// once `replica_repair_after` has passed.
+    since: Instant,
+    /// Replica repair steps asked for and not yet seen done: region id, the region's
+    /// conf_ver when asked, and when (see `MetaConfig::replica_repairs_max`).
+    repairs: Mutex<HashMap<u64, (u64, Instant)>>,
 }
 
 impl Drop for LeaderState {
@@ -413,6 +433,8 @@ fn activate(shared: &Shared, term: u64, region: Region) -> Result<LeaderState, S
         ddl_stop,
         data: Mutex::new(data),
         last_balance: Mutex::new(None),
+        since: Instant::now(),
+        repairs: Mutex::new(HashMap::new()),
     })
 }
 
@@ -455,6 +477,70 @@ impl MetaService {
         })?;
         *last = Some(Instant::now());
         Some(target)
+    }
+
+    /// Replica repair: the next step for the region whose leader just reported, if it has
+    /// a replica on a store down for `replica_repair_after` and no step of its own is in
+    /// progress, within `replica_repairs_max` steps cluster-wide. A step counts as done
+    /// once the region's conf_ver moves on; one not done within `REPAIR_STEP_TIMEOUT` is
+    /// asked again.
+    fn replica_repair(
+        &self,
+        leader: &LeaderState,
+        data: &mut MetaData,
+        region_id: u64,
+        batch: &mut WriteBatch,
+    ) -> Option<ReplacePeer> {
+        let after = self.shared.cfg.replica_repair_after;
+        if after.is_zero() {
+            return None;
+        }
+        let conf_ver = |data: &MetaData, id: u64| {
+            data.regions
+                .get(&id)
+                .and_then(|r| r.region.epoch)
+                .map(|e| e.conf_ver)
+        };
+        let mut repairs = leader.repairs.lock();
+        repairs.retain(|id, (ver, at)| {
+            at.elapsed() < REPAIR_STEP_TIMEOUT && conf_ver(data, *id) == Some(*ver)
+        });
+        if repairs.contains_key(&region_id) || repairs.len() >= self.shared.cfg.replica_repairs_max
+        {
+            return None;
+        }
+        let down_after = self.shared.cfg.store_down_after;
+        let heard = |store_id: u64| data.stores.get(&store_id).and_then(|s| s.last_heartbeat);
+        let step = data.replica_repair_step(
+            region_id,
+            self.shared.cfg.replication,
+            |s| match heard(s) {
+                Some(t) => t.elapsed() >= after,
+                None => leader.since.elapsed() >= after,
+            },
+            |s| heard(s).is_some_and(|t| t.elapsed() < down_after),
+        )?;
+        let ReplicaRepair {
+            remove,
+            add_on_store,
+        } = step;
+        let add = add_on_store.map(|store_id| Peer {
+            id: data.alloc(1, batch),
+            store_id,
+            role: PeerRole::Voter as i32,
+        });
+        tracing::info!(
+            region_id,
+            remove_peer = remove.id,
+            down_store = remove.store_id,
+            add_store = ?add.map(|p| p.store_id),
+            "replica repair: a replica is on a store down too long"
+        );
+        repairs.insert(region_id, (conf_ver(data, region_id)?, Instant::now()));
+        Some(ReplacePeer {
+            remove: Some(remove),
+            add,
+        })
     }
 
     /// The leader's state, or the header telling the caller where to go.
@@ -735,7 +821,7 @@ impl Meta for MetaService {
             ));
         };
         let mut batch = WriteBatch::new();
-        let transfer_leader = {
+        let (transfer_leader, replace_peer) = {
             let mut data = leader.data.lock();
             let id = region.id;
             data.upsert_region(region, req.leader, &mut batch);
@@ -743,12 +829,19 @@ impl Meta for MetaService {
                 rec.keys = req.approximate_keys;
                 rec.bytes = req.approximate_bytes;
             }
-            self.leader_balance(&leader, &data, id)
+            let transfer = self.leader_balance(&leader, &data, id);
+            let replace = if transfer.is_none() {
+                self.replica_repair(&leader, &mut data, id, &mut batch)
+            } else {
+                None
+            };
+            (transfer, replace)
         };
         Self::persist(&leader, batch).await?;
         Ok(Response::new(RegionHeartbeatResponse {
             header: ok_header(),
             transfer_leader,
+            replace_peer,
         }))
     }
 

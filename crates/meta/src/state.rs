@@ -52,6 +52,15 @@ impl RegionRec {
     }
 }
 
+/// One step of replica repair (see `MetaData::replica_repair_step`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaRepair {
+    /// The replica on the down store: a voter to demote, or a learner to remove.
+    pub remove: Peer,
+    /// The store of the new voter replacing it (only with a voter to demote).
+    pub add_on_store: Option<u64>,
+}
+
 /// The leader's view of the cluster.
 #[derive(Default)]
 pub struct MetaData {
@@ -265,6 +274,62 @@ impl MetaData {
             .copied()
     }
 
+    /// Replica repair: the next membership change for a region with a replica on a store
+    /// that is `down`, or `None`. A learner on a down store (what a repair's first step
+    /// leaves), or any learner once the region has `replication` voters (its store came
+    /// back between the two steps), is removed. A voter on a down store is replaced, in one joint change, by a
+    /// new voter on the `live` store holding the fewest replicas among those without one
+    /// of this region, while the down voter becomes a learner: the joint quorums need only the region's live voters, so the
+    /// change commits while the down store stays down. A region in a joint configuration
+    /// is left alone until raft-rs leaves it.
+    pub fn replica_repair_step(
+        &self,
+        region_id: u64,
+        replication: usize,
+        down: impl Fn(u64) -> bool,
+        live: impl Fn(u64) -> bool,
+    ) -> Option<ReplicaRepair> {
+        let rec = self.regions.get(&region_id)?;
+        let peers = &rec.region.peers;
+        let joint = peers.iter().any(|p| {
+            p.role == PeerRole::IncomingVoter as i32 || p.role == PeerRole::DemotingVoter as i32
+        });
+        if joint {
+            return None;
+        }
+        let voters = peers
+            .iter()
+            .filter(|p| p.role == PeerRole::Voter as i32)
+            .count();
+        if let Some(learner) = peers.iter().find(|p| {
+            p.role == PeerRole::Learner as i32 && (down(p.store_id) || voters >= replication)
+        }) {
+            return Some(ReplicaRepair {
+                remove: *learner,
+                add_on_store: None,
+            });
+        }
+        let lost = peers
+            .iter()
+            .find(|p| p.role == PeerRole::Voter as i32 && down(p.store_id))?;
+        let mut replicas: HashMap<u64, usize> = HashMap::new();
+        for r in self.regions.values() {
+            for p in &r.region.peers {
+                *replicas.entry(p.store_id).or_default() += 1;
+            }
+        }
+        let target = self
+            .stores
+            .keys()
+            .copied()
+            .filter(|s| live(*s) && !down(*s) && peers.iter().all(|p| p.store_id != *s))
+            .min_by_key(|s| (replicas.get(s).copied().unwrap_or(0), *s))?;
+        Some(ReplicaRepair {
+            remove: *lost,
+            add_on_store: Some(target),
+        })
+    }
+
     pub fn region_of(&self, key: &[u8]) -> Option<&RegionRec> {
         let (_, id) = self.by_start.range(..=key.to_vec()).next_back()?;
         let rec = self.regions.get(id)?;
@@ -323,5 +388,72 @@ mod tests {
             data.regions.insert(id, region(id, &[1, 2, 3], leader));
         }
         assert!(data.leader_transfer_target(1, all_live).is_none());
+    }
+
+    fn with_stores(data: &mut MetaData, ids: &[u64]) {
+        for id in ids {
+            data.stores.insert(
+                *id,
+                StoreRec {
+                    store: Store {
+                        id: *id,
+                        ..Default::default()
+                    },
+                    stats: StoreStats::default(),
+                    last_heartbeat: None,
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn a_replica_on_a_down_store_moves_to_the_live_store_with_the_fewest() {
+        let mut data = MetaData::default();
+        with_stores(&mut data, &[1, 2, 3, 4, 5]);
+        data.regions.insert(1, region(1, &[1, 2, 3], 1));
+        data.regions.insert(2, region(2, &[1, 2, 4], 1));
+        let down = |s: u64| s == 3;
+        let live = |s: u64| s != 3;
+        // Region 1 lost store 3: store 5 holds fewer replicas than store 4.
+        let step = data.replica_repair_step(1, 3, down, live).expect("repair");
+        assert_eq!(step.remove.store_id, 3);
+        assert_eq!(step.add_on_store, Some(5));
+        // No replica on a down store: nothing to do.
+        assert!(data.replica_repair_step(2, 3, down, live).is_none());
+        // Store 5 not live: the only live store without a replica, 4.
+        let step = data
+            .replica_repair_step(1, 3, down, |s| s <= 4 && s != 3)
+            .expect("repair");
+        assert_eq!(step.add_on_store, Some(4));
+        // No live store without a replica of the region: nothing to do.
+        assert!(data.replica_repair_step(1, 3, down, |s| s <= 2).is_none());
+        // In a joint configuration: wait for raft-rs to leave it.
+        let rec = data.regions.get_mut(&1).unwrap();
+        rec.region.peers[2].role = PeerRole::DemotingVoter as i32;
+        rec.region.peers.push(Peer {
+            id: 99,
+            store_id: 5,
+            role: PeerRole::IncomingVoter as i32,
+        });
+        assert!(data.replica_repair_step(1, 3, down, live).is_none());
+        // Out of it, the demoted replica is a learner on the down store: remove it.
+        let rec = data.regions.get_mut(&1).unwrap();
+        rec.region.peers[2].role = PeerRole::Learner as i32;
+        rec.region.peers[3].role = PeerRole::Voter as i32;
+        let step = data
+            .replica_repair_step(1, 3, down, live)
+            .expect("remove the learner");
+        assert_eq!((step.remove.store_id, step.add_on_store), (3, None));
+        // Its store came back meanwhile: the region has its three voters, so the learner
+        // still goes.
+        let step = data
+            .replica_repair_step(1, 3, |_| false, |_| true)
+            .expect("remove the learner");
+        assert_eq!((step.remove.store_id, step.add_on_store), (3, None));
+        // With too few voters, a learner on a live store stays (nothing to do).
+        assert!(
+            data.replica_repair_step(1, 4, |_| false, |_| true)
+                .is_none()
+        );
     }
 }

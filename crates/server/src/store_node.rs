@@ -17,7 +17,7 @@ use flotilla_mvcc::{
 use flotilla_proto::kvpb::store_server::{Store as StoreRpc, StoreServer};
 use flotilla_proto::kvpb::{self, *};
 use flotilla_proto::metapb::{Region, Store as StoreMeta, StoreState};
-use flotilla_proto::metaservicepb::{RegionHeartbeatRequest, StoreStats};
+use flotilla_proto::metaservicepb::{RegionHeartbeatRequest, ReplacePeer, StoreStats};
 use flotilla_proto::raft_serverpb::RaftMessageBatch;
 use flotilla_raftstore::{
     BoardEntry, DriverConfig, RaftStoreError, RegionBoard, RegionEngine, Store, StoreConfig,
@@ -528,6 +528,59 @@ impl Drop for FenceGuard {
 }
 
 impl Shared {
+    /// One step of replica repair, as the meta service asked (`ReplacePeer`): a joint
+    /// change adding the new voter and demoting the one on the down store to a learner,
+    /// or the removal of that learner. raft-rs leaves the joint configuration by itself;
+    /// the meta service asks for the next step when a later heartbeat shows it.
+    async fn replace_peer(&self, region_id: u64, step: ReplacePeer) {
+        use flotilla_raftstore::{ConfChangeType, PeerChange};
+        let Some(remove) = step.remove else {
+            return;
+        };
+        let changes = match step.add {
+            Some(add) => vec![
+                PeerChange {
+                    change_type: ConfChangeType::AddNode,
+                    peer: add,
+                },
+                PeerChange {
+                    change_type: ConfChangeType::AddLearnerNode,
+                    peer: remove,
+                },
+            ],
+            None => vec![PeerChange {
+                change_type: ConfChangeType::RemoveNode,
+                peer: remove,
+            }],
+        };
+        let (tx, rx) = oneshot::channel();
+        let sent = self.router.send(StoreMsg::ChangePeers {
+            region_id,
+            changes,
+            cb: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        });
+        let outcome = match sent {
+            Err(e) => Err(e),
+            Ok(()) => match tokio::time::timeout(WRITE_TIMEOUT, rx).await {
+                Ok(Ok(r)) => r,
+                _ => Err(RaftStoreError::ServerIsBusy(
+                    "membership change timed out".into(),
+                )),
+            },
+        };
+        match outcome {
+            Ok(region) => tracing::info!(
+                region_id,
+                peers = ?region.peers,
+                "replica repair: membership changed"
+            ),
+            // The meta service asks again after its step timeout.
+            Err(e) => tracing::warn!(region_id, "replica repair step failed: {e}"),
+        }
+    }
+
     /// Hands the leadership of `region` to peer `to` (leader balance) without aborting
     /// transactions: in-memory locks die with a leader's term, so new ones are fenced off
     /// the whole region and the transfer waits (bounded) until the held ones are gone. If
@@ -1513,6 +1566,12 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                         let (shared, region) = (shared.clone(), e.region.clone());
                         tokio::spawn(async move {
                             shared.transfer_leader_gracefully(region, to).await;
+                        });
+                    }
+                    if let Some(step) = resp.replace_peer {
+                        let (shared, region_id) = (shared.clone(), e.region.id);
+                        tokio::spawn(async move {
+                            shared.replace_peer(region_id, step).await;
                         });
                     }
                 }

@@ -977,3 +977,77 @@ async fn a_raft_message_past_the_chunked_bound_is_refused_and_the_store_serves_o
         Some(b"served".to_vec())
     );
 }
+
+/// Replica repair: a store down longer than `replica_repair_after` loses its replicas to a
+/// live store holding none (one joint change adding the new voter and demoting the lost
+/// one, then the removal of that learner), so every region is back to three voters on
+/// live stores, the new replicas identical to their leaders', and nothing written is lost.
+/// (Before, nothing replaced a replica: a region that lost one stayed one failure away
+/// from losing its quorum for as long as the store stayed down.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_a_store_down_too_long_move_to_a_live_store() {
+    use flotilla_proto::metapb::PeerRole;
+    use std::time::{Duration, Instant};
+    let mut cluster = common::Cluster::start_tuned(
+        |meta| {
+            meta.leader_balance_interval = Duration::ZERO;
+            meta.store_down_after = Duration::from_secs(1);
+            meta.replica_repair_after = Duration::from_secs(2);
+        },
+        |_| {},
+    )
+    .await;
+    let (kv, tso) = cluster.kv();
+    kv.split_at(&encode_key(b"m")).await.unwrap();
+    write_one(&kv, &tso, b"a", b"left").await;
+    write_one(&kv, &tso, b"x", b"right").await;
+    let added = cluster.add_store().await;
+    let lost = cluster.stores[0].store_id();
+    cluster.stop_store(lost).await;
+    write_one(&kv, &tso, b"b", b"while down").await;
+    let meta = flotilla_client::MetaClient::new(
+        vec![cluster.meta_addr.clone()],
+        flotilla_client::ClientConfig::default(),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let regions = loop {
+        let regions = meta.scan_regions(b"", b"", 0).await.unwrap();
+        let repaired = regions.iter().all(|info| {
+            let peers = &info.region.as_ref().unwrap().peers;
+            peers.len() == 3
+                && peers.iter().all(|p| p.role() == PeerRole::Voter)
+                && peers.iter().all(|p| p.store_id != lost)
+                && peers.iter().any(|p| p.store_id == added)
+        });
+        if repaired {
+            break regions;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not repaired within 30 s: {regions:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(regions.len(), 2);
+    let added_addr = cluster
+        .stores
+        .iter()
+        .find(|s| s.store_id() == added)
+        .unwrap()
+        .addr();
+    for info in &regions {
+        let region_id = info.region.as_ref().unwrap().id;
+        wait_for_identical_replica(&cluster, region_id, added_addr, Duration::from_secs(30)).await;
+    }
+    let read_ts = tso.get_ts().await.unwrap();
+    let rows = kv.scan(b"", b"", read_ts, 100, None, 1_000).await.unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            (b"a".to_vec(), b"left".to_vec()),
+            (b"b".to_vec(), b"while down".to_vec()),
+            (b"x".to_vec(), b"right".to_vec()),
+        ]
+    );
+}

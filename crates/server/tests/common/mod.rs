@@ -104,6 +104,22 @@ impl Cluster {
         self.configs.push(cfg);
     }
 
+    /// Starts one more store, empty, configured as the first one was; returns its id.
+    pub async fn add_store(&mut self) -> u64 {
+        let l = listener().await;
+        let mut cfg = self.configs[0].clone();
+        cfg.advertise_addr = l.local_addr().unwrap().to_string();
+        cfg.data_dir = self
+            ._dir
+            .path()
+            .join(format!("store-added-{}", cfg.advertise_addr));
+        let node = StoreNode::start(cfg.clone(), l).await.unwrap();
+        let id = node.store_id();
+        self.stores.push(node);
+        self.configs.push(cfg);
+        id
+    }
+
     /// Stops the meta member; returns what keeps the stores and their data alive.
     pub async fn stop_meta(self) -> (Vec<StoreNode>, tempfile::TempDir) {
         let Cluster {
