@@ -971,6 +971,23 @@ impl Store {
             }
         };
         let region_id = msg.region_id;
+        if msg.is_tombstone {
+            self.on_tombstone(&msg);
+            return;
+        }
+        if self.is_stale_incarnation(&msg) {
+            // This store's peer was removed from the region while its store was down, and
+            // the region has since added a new peer here: the old one gives way.
+            tracing::info!(
+                region_id,
+                new_peer = to_peer.id,
+                "a removed peer of this store gives way to the region's new one"
+            );
+            if let Err(e) = self.destroy_peer(region_id, false) {
+                tracing::warn!(region_id, "cannot destroy the removed peer: {e}");
+                return;
+            }
+        }
         if !self.peers.contains_key(&region_id) && !self.maybe_create_peer(&msg, &raft_msg) {
             return;
         }
@@ -983,6 +1000,30 @@ impl Store {
         if peer.meta.id != to_peer.id {
             // For an older incarnation of this store's peer, or a newer one we have not
             // learned of yet; the leader will retry.
+            return;
+        }
+        let ours = peer.region().epoch.unwrap_or_default().conf_ver;
+        let theirs = msg.region_epoch.unwrap_or_default().conf_ver;
+        if let Some(from) = msg.from_peer
+            && theirs > 0
+            && theirs < ours
+            && !peer.region().peers.iter().any(|p| p.id == from.id)
+        {
+            // A peer removed from the region while its store was down still reaches out
+            // (a pre-vote, once its election timer runs out): tell it to go. (Not a new
+            // peer still empty, conf_ver 0: this member may not have applied its addition
+            // yet.)
+            self.outbox.push(RaftMessage {
+                region_id,
+                from_peer: Some(peer.meta),
+                to_peer: Some(from),
+                region_epoch: peer.region().epoch,
+                message: Default::default(),
+                start_key: Default::default(),
+                end_key: Default::default(),
+                is_tombstone: true,
+                leader_truncated_index: None,
+            });
             return;
         }
         if let Some(from) = msg.from_peer {
@@ -1029,6 +1070,42 @@ impl Store {
                 tracing::debug!(region_id, "campaign: {e}");
             }
         }
+    }
+
+    /// A member of a newer membership told this store's peer it was removed from the
+    /// region (while its store was down, so it never applied its own removal): it is
+    /// destroyed with its data, and a message of an older incarnation cannot recreate it.
+    fn on_tombstone(&mut self, msg: &RaftMessage) {
+        let region_id = msg.region_id;
+        let Some(peer) = self.peers.get(&region_id) else {
+            return;
+        };
+        let to = msg.to_peer.map(|p| p.id);
+        let ours = peer.region().epoch.unwrap_or_default().conf_ver;
+        let theirs = msg.region_epoch.unwrap_or_default().conf_ver;
+        if to != Some(peer.meta.id) || ours == 0 || theirs <= ours {
+            return;
+        }
+        tracing::info!(
+            region_id,
+            peer_id = peer.meta.id,
+            "this store's peer was removed from the region while away: destroying it"
+        );
+        if let Err(e) = self.destroy_peer(region_id, false) {
+            tracing::warn!(region_id, "cannot destroy the removed peer: {e}");
+        }
+    }
+
+    /// Whether `msg` is for a newer peer of this store than the one it hosts, in a newer
+    /// membership: peer ids only grow, and a region has one peer per store, so the hosted
+    /// one has been removed.
+    fn is_stale_incarnation(&self, msg: &RaftMessage) -> bool {
+        let (Some(peer), Some(to)) = (self.peers.get(&msg.region_id), msg.to_peer) else {
+            return false;
+        };
+        let ours = peer.region().epoch.unwrap_or_default().conf_ver;
+        let theirs = msg.region_epoch.unwrap_or_default().conf_ver;
+        to.id > peer.meta.id && theirs > ours
     }
 
     /// Creates an uninitialized peer when a member of a region this store does not host

@@ -1082,3 +1082,90 @@ fn a_refused_pre_vote_from_a_shorter_log_makes_the_longer_log_campaign_at_once()
     c.wait_applied(1, &[ahead, behind]);
     assert_eq!(c.get(behind, b"k").as_deref(), Some(&b"3"[..]));
 }
+
+/// A replica removed from its region while its store was down (replica repair's case) is
+/// destroyed when the store comes back: its first message (a pre-vote) is answered by a
+/// member with a tombstone. And a store whose removed replica is still there takes a new
+/// replica of the same region: a message for a newer peer of it, in a newer membership,
+/// makes the old one give way. (Before, the removed replica stayed forever, holding its
+/// data, and a new replica on that store was never created: every message for it was
+/// dropped as meant for another incarnation.)
+#[test]
+fn a_replica_removed_while_its_store_was_down_gives_way_when_it_returns() {
+    let mut c = Cluster::new(4, 3);
+    for i in 0..10 {
+        c.must_put(1, &key(i), b"v");
+    }
+    c.wait_applied(1, &[1, 2, 3]);
+    let on_three = c.status(3, 1).unwrap().peer_id;
+    c.stop(3);
+    // Replace store 3's replica by one on store 4, as replica repair does.
+    c.change_peers(
+        1,
+        vec![
+            PeerChange {
+                change_type: ConfChangeType::AddNode,
+                peer: peer(204, 4),
+            },
+            PeerChange {
+                change_type: ConfChangeType::AddLearnerNode,
+                peer: peer(on_three, 3),
+            },
+        ],
+    )
+    .unwrap();
+    c.ticks(5);
+    c.change_peers(
+        1,
+        vec![PeerChange {
+            change_type: ConfChangeType::RemoveNode,
+            peer: peer(on_three, 3),
+        }],
+    )
+    .unwrap();
+    c.must_put(1, b"after", b"1");
+    c.wait_applied(1, &[1, 2, 4]);
+    // Store 3 returns with its removed replica, which campaigns once its timer runs out.
+    c.start(3);
+    let mut gone = false;
+    for _ in 0..100 {
+        c.ticks(1);
+        if c.status(3, 1).is_none() {
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "the removed replica on store 3 is still there");
+    assert!(c.dump(3, b"", b"").is_empty(), "it left its data");
+
+    // Again with a learner, and this time a new replica on store 3 is added before the
+    // store returns: the first message for it makes the removed one give way.
+    let learner = |id: u64| PeerChange {
+        change_type: ConfChangeType::AddLearnerNode,
+        peer: peer(id, 3),
+    };
+    c.change_peers(1, vec![learner(303)]).unwrap();
+    c.wait_applied(1, &[1, 2, 3, 4]);
+    c.stop(3);
+    c.change_peers(
+        1,
+        vec![PeerChange {
+            change_type: ConfChangeType::RemoveNode,
+            peer: peer(303, 3),
+        }],
+    )
+    .unwrap();
+    c.must_put(1, b"again", b"2");
+    c.change_peers(1, vec![learner(313)]).unwrap();
+    c.start(3);
+    let mut replaced = false;
+    for _ in 0..100 {
+        c.ticks(1);
+        if c.status(3, 1).is_some_and(|s| s.peer_id == 313) && c.get(3, b"again").is_some() {
+            replaced = true;
+            break;
+        }
+    }
+    assert!(replaced, "store 3 did not take its new replica");
+    assert_eq!(c.get(3, b"after"), Some(b"1".to_vec()));
+}
