@@ -553,23 +553,14 @@ impl Shared {
                 peer: remove,
             }],
         };
-        let (tx, rx) = oneshot::channel();
-        let sent = self.router.send(StoreMsg::ChangePeers {
-            region_id,
-            changes,
-            cb: Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        });
-        let outcome = match sent {
-            Err(e) => Err(e),
-            Ok(()) => match tokio::time::timeout(WRITE_TIMEOUT, rx).await {
-                Ok(Ok(r)) => r,
-                _ => Err(RaftStoreError::ServerIsBusy(
-                    "membership change timed out".into(),
-                )),
-            },
-        };
+        let outcome = ask_store(&self.router, region_id, "membership change", |cb| {
+            StoreMsg::ChangePeers {
+                region_id,
+                changes,
+                cb,
+            }
+        })
+        .await;
         match outcome {
             Ok(region) => tracing::info!(
                 region_id,
@@ -737,21 +728,15 @@ impl Shared {
         entry: &BoardEntry,
         term: u64,
     ) -> Result<(), RaftStoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.router.send(StoreMsg::ReadIndex {
-            region_id,
-            epoch: entry.region.epoch.unwrap_or_default(),
-            term,
-            cb: Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        })?;
-        match tokio::time::timeout(WRITE_TIMEOUT, rx).await {
-            Ok(Ok(r)) => r,
-            _ => Err(RaftStoreError::ServerIsBusy(format!(
-                "region {region_id}: read index timed out"
-            ))),
-        }
+        ask_store(&self.router, region_id, "read index", |cb| {
+            StoreMsg::ReadIndex {
+                region_id,
+                epoch: entry.region.epoch.unwrap_or_default(),
+                term,
+                cb,
+            }
+        })
+        .await
     }
 
     /// Confirms that this peer still leads in `region`'s MVCC term and has applied every
@@ -1307,26 +1292,15 @@ impl Shared {
             .ask_split(entry.region.clone())
             .await
             .map_err(|e| RaftStoreError::ServerIsBusy(e.to_string()))?;
-        let (tx, rx) = oneshot::channel();
-        self.router.send(StoreMsg::Split {
+        let regions = ask_store(&self.router, ctx.region_id, "split", |cb| StoreMsg::Split {
             region_id: ctx.region_id,
             epoch: ctx.epoch.unwrap_or_default(),
             split_key,
             new_region_id: ids.new_region_id,
             new_peer_ids: ids.new_peer_ids,
-            cb: Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        })?;
-        let regions = match tokio::time::timeout(WRITE_TIMEOUT, rx).await {
-            Ok(Ok(r)) => r?,
-            _ => {
-                return Err(RaftStoreError::ServerIsBusy(format!(
-                    "region {}: split timed out",
-                    ctx.region_id
-                )));
-            }
-        };
+            cb,
+        })
+        .await?;
         if let Some(fence) = fence {
             fence.keep();
         }
@@ -1474,20 +1448,11 @@ impl StoreRpc for StoreService {
         let req = request.into_inner();
         let mut resp = ReplicaChecksumResponse::default();
         if req.at_index == 0 {
-            let (tx, rx) = oneshot::channel();
-            let sent = self.shared.router.send(StoreMsg::ComputeHash {
-                region_id: req.region_id,
-                cb: Box::new(move |r| {
-                    let _ = tx.send(r);
-                }),
-            });
-            let result = match sent {
-                Err(e) => Err(e),
-                Ok(()) => match tokio::time::timeout(WRITE_TIMEOUT, rx).await {
-                    Ok(Ok(r)) => r,
-                    _ => Err(RaftStoreError::ServerIsBusy("checksum timed out".into())),
-                },
-            };
+            let region_id = req.region_id;
+            let result = ask_store(&self.shared.router, region_id, "checksum", |cb| {
+                StoreMsg::ComputeHash { region_id, cb }
+            })
+            .await;
             match result {
                 Ok((index, checksum, keys)) => {
                     resp.applied_index = index;
@@ -1578,6 +1543,27 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 Err(err) => tracing::debug!(region_id = e.region.id, "region heartbeat: {err}"),
             }
         }
+    }
+}
+
+/// Sends the store thread the request `make` builds around a callback, and waits for its
+/// answer up to `WRITE_TIMEOUT` (then `ServerIsBusy`: the outcome is unknown, and every
+/// caller's request is safe to repeat).
+async fn ask_store<T: Send + 'static>(
+    router: &StoreRouter,
+    region_id: u64,
+    what: &str,
+    make: impl FnOnce(flotilla_raftstore::Callback<T>) -> StoreMsg,
+) -> Result<T, RaftStoreError> {
+    let (tx, rx) = oneshot::channel();
+    router.send(make(Box::new(move |r| {
+        let _ = tx.send(r);
+    })))?;
+    match tokio::time::timeout(WRITE_TIMEOUT, rx).await {
+        Ok(Ok(r)) => r,
+        _ => Err(RaftStoreError::ServerIsBusy(format!(
+            "region {region_id}: {what} timed out ({WRITE_TIMEOUT:?})"
+        ))),
     }
 }
 
