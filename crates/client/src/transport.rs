@@ -362,23 +362,25 @@ async fn chunked_sender(store_id: u64, mut rx: mpsc::Receiver<RaftMessage>, ctx:
             }
             continue;
         }
-        if channel.is_none() {
-            let addr = match resolver.resolve(store_id).await {
-                Ok(addr) => addr,
-                Err(e) => {
-                    tracing::debug!(store_id, "cannot resolve store: {e}");
-                    continue;
-                }
-            };
-            match stream_channel_to(&addr, cfg) {
-                Ok(ch) => channel = Some(ch),
-                Err(e) => {
-                    tracing::warn!(store_id, "{e}");
-                    continue;
+        let ch = match &channel {
+            Some(ch) => ch.clone(),
+            None => {
+                let addr = match resolver.resolve(store_id).await {
+                    Ok(addr) => addr,
+                    Err(e) => {
+                        tracing::debug!(store_id, "cannot resolve store: {e}");
+                        continue;
+                    }
+                };
+                match stream_channel_to(&addr, cfg) {
+                    Ok(ch) => channel.insert(ch).clone(),
+                    Err(e) => {
+                        tracing::warn!(store_id, "{e}");
+                        continue;
+                    }
                 }
             }
-        }
-        let ch = channel.clone().expect("set above");
+        };
         let encoded = flotilla_proto::Bytes::from(m.encode_to_vec());
         let chunk = limits.chunk_bytes();
         let pieces: Vec<RaftMessageChunk> = (0..encoded.len())
