@@ -246,9 +246,7 @@ async fn sender(store_id: u64, mut rx: mpsc::Receiver<Vec<RaftMessage>>, ctx: Ar
                 Err(_) => break,
             }
         }
-        let (large, messages): (Vec<_>, Vec<_>) = messages
-            .into_iter()
-            .partition(|m| m.encoded_len() + CHUNK_OVERHEAD_BYTES > limits.batch_bytes_max);
+        let (batches, large) = into_batches(messages, limits.batch_bytes_max);
         for m in large {
             let queue = chunked.get_or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(CHUNKED_QUEUE_MESSAGES);
@@ -262,7 +260,7 @@ async fn sender(store_id: u64, mut rx: mpsc::Receiver<Vec<RaftMessage>>, ctx: Ar
                 );
             }
         }
-        if messages.is_empty() {
+        if batches.is_empty() {
             continue;
         }
         if let Some(l) = &link
@@ -296,7 +294,7 @@ async fn sender(store_id: u64, mut rx: mpsc::Receiver<Vec<RaftMessage>>, ctx: Ar
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        for batch in into_batches(messages, limits.batch_bytes_max) {
+        for batch in batches {
             // A full stream (the store is paused or slow to read) drops the batch rather
             // than queueing without bound; Raft retransmits what matters.
             if let Err(mpsc::error::TrySendError::Full(_)) = l.batches.try_send(batch) {
@@ -309,14 +307,23 @@ async fn sender(store_id: u64, mut rx: mpsc::Receiver<Vec<RaftMessage>>, ctx: Ar
     }
 }
 
-/// Splits `messages` (each small enough for a batch) into batches of at most
-/// `bytes_max` encoded, in order.
-fn into_batches(messages: Vec<RaftMessage>, bytes_max: usize) -> Vec<RaftMessageBatch> {
+/// Splits `messages` into batches of at most `bytes_max` encoded, in order, and the
+/// messages too large for any batch (each message's size is computed once: this runs for
+/// every Raft round).
+fn into_batches(
+    messages: Vec<RaftMessage>,
+    bytes_max: usize,
+) -> (Vec<RaftMessageBatch>, Vec<RaftMessage>) {
     let mut batches = vec![];
+    let mut large = vec![];
     let mut current = RaftMessageBatch::default();
     let mut current_bytes = 0;
     for m in messages {
         let bytes = m.encoded_len() + CHUNK_OVERHEAD_BYTES;
+        if bytes > bytes_max {
+            large.push(m);
+            continue;
+        }
         if !current.messages.is_empty() && current_bytes + bytes > bytes_max {
             batches.push(std::mem::take(&mut current));
             current_bytes = 0;
@@ -327,7 +334,7 @@ fn into_batches(messages: Vec<RaftMessage>, bytes_max: usize) -> Vec<RaftMessage
     if !current.messages.is_empty() {
         batches.push(current);
     }
-    batches
+    (batches, large)
 }
 
 /// Sends the large messages queued for one store, one at a time, each on a `RaftChunks`
@@ -514,7 +521,7 @@ mod tests {
     fn batches_stay_under_the_bound_and_keep_the_order() {
         let messages: Vec<_> = (0..10).map(|i| message(100 + i)).collect();
         let sizes: Vec<usize> = messages.iter().map(|m| m.message.len()).collect();
-        let batches = into_batches(messages, 400);
+        let (batches, _) = into_batches(messages, 400);
         assert!(
             batches.len() > 1,
             "ten messages of ~120 bytes fit no 400-byte batch"
