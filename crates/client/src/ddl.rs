@@ -148,6 +148,7 @@ impl DdlJobs for RemoteDdl {
         node: u64,
         loaded: u64,
         in_use: u64,
+        oldest_start_ts: u64,
         poll: Duration,
     ) -> Result<LeaseGrant, JobError> {
         let poll_ms = (poll.as_millis() as u64).min(WAIT_SLICE_MS_MAX);
@@ -156,6 +157,7 @@ impl DdlJobs for RemoteDdl {
                 node,
                 loaded,
                 in_use,
+                oldest_start_ts,
                 poll_ms,
             })
             .await?

@@ -76,6 +76,10 @@ fn key_error_to_txn(e: &kvpb::KeyError) -> TxnError {
             "transaction {} is already committed at {}",
             c.start_ts, c.commit_ts
         )),
+        Some(key_error::Kind::SnapshotTooOld(s)) => TxnError::SnapshotTooOld {
+            read_ts: Timestamp(s.read_ts),
+            safe_point: Timestamp(s.safe_point),
+        },
         _ => TxnError::Internal(e.message.clone()),
     }
 }

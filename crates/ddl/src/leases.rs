@@ -27,6 +27,9 @@ struct NodeLease {
     loaded: u64,
     /// Oldest catalog version any of its open transactions uses.
     in_use: u64,
+    /// At or below the start_ts of every transaction it has open or will open; 0:
+    /// unknown.
+    oldest_start_ts: u64,
     /// When this owner last heard from it (`None`: registered before this owner
     /// started, not heard from since).
     renewed: Option<Instant>,
@@ -81,6 +84,7 @@ impl SchemaLeases {
                 NodeLease {
                     loaded: 0,
                     in_use: 0,
+                    oldest_start_ts: 0,
                     renewed: None,
                 },
             );
@@ -102,7 +106,13 @@ impl SchemaLeases {
 
     /// Renews `node`'s lease with its report (blocking: a node's first renewal is
     /// persisted).
-    pub fn renew(&self, node: u64, loaded: u64, in_use: u64) -> Result<(), JobError> {
+    pub fn renew(
+        &self,
+        node: u64,
+        loaded: u64,
+        in_use: u64,
+        oldest_start_ts: u64,
+    ) -> Result<(), JobError> {
         let mut nodes = self.nodes.lock();
         if !nodes.contains_key(&node) {
             if nodes.len() >= self.nodes_max {
@@ -135,6 +145,7 @@ impl SchemaLeases {
             NodeLease {
                 loaded,
                 in_use: in_use.min(loaded),
+                oldest_start_ts,
                 renewed: Some(Instant::now()),
             },
         );
@@ -249,6 +260,21 @@ impl SchemaLeases {
             let until = deadline.min(lapse).max(now + Duration::from_millis(1));
             self.renewed.wait_until(&mut nodes, until);
         }
+    }
+
+    /// A timestamp at or below the start_ts of every transaction a live node has open or
+    /// will open: the GC safe point must not pass it. `u64::MAX` with no live node; 0
+    /// while a node registered before this owner started has not reported yet (it may
+    /// still be serving old snapshots).
+    pub fn oldest_start_ts(&self) -> u64 {
+        let now = Instant::now();
+        self.nodes
+            .lock()
+            .values()
+            .filter(|l| self.live(l, now))
+            .map(|l| l.oldest_start_ts)
+            .min()
+            .unwrap_or(u64::MAX)
     }
 
     /// Nodes currently holding a lease.

@@ -55,13 +55,16 @@ pub trait DdlJobs: Send + Sync + 'static {
     async fn cancel(&self, id: u64) -> Result<Job, JobError>;
 
     /// Renews this SQL node's schema lease, reporting the newest catalog version it has
-    /// loaded and the oldest one its open transactions use; answers within `poll`, at
-    /// once if a newer catalog version is published.
+    /// loaded, the oldest one its open transactions use, and a timestamp at or below the
+    /// start_ts of every transaction it has open or will open (0: unknown; the GC safe
+    /// point stays below it); answers within `poll`, at once if a newer catalog version is
+    /// published.
     async fn renew_lease(
         &self,
         node: u64,
         loaded: u64,
         in_use: u64,
+        oldest_start_ts: u64,
         poll: Duration,
     ) -> Result<LeaseGrant, JobError>;
 
@@ -161,9 +164,12 @@ impl DdlJobs for LocalDdl {
         node: u64,
         loaded: u64,
         in_use: u64,
+        oldest_start_ts: u64,
         poll: Duration,
     ) -> Result<LeaseGrant, JobError> {
-        self.queue.renew_lease(node, loaded, in_use, poll).await
+        self.queue
+            .renew_lease(node, loaded, in_use, oldest_start_ts, poll)
+            .await
     }
 
     async fn release_lease(&self, node: u64) -> Result<(), JobError> {

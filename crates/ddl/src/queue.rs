@@ -216,10 +216,11 @@ impl JobQueue {
         node: u64,
         loaded: u64,
         in_use: u64,
+        oldest_start_ts: u64,
         poll: Duration,
     ) -> Result<LeaseGrant, JobError> {
         let q = self.clone();
-        tokio::task::spawn_blocking(move || q.leases.renew(node, loaded, in_use))
+        tokio::task::spawn_blocking(move || q.leases.renew(node, loaded, in_use, oldest_start_ts))
             .await
             .map_err(|e| JobError::fatal("XX000", format!("lease task failed: {e}")))??;
         let deadline = tokio::time::Instant::now() + poll.min(self.cfg.schema_lease / 2);

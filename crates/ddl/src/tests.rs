@@ -326,8 +326,8 @@ async fn a_schema_change_is_done_only_once_every_live_node_uses_it() {
     let ddl = LocalDdl::start(queue.clone());
     let v = catalog.snapshot().version;
     let poll = Duration::ZERO;
-    ddl.renew_lease(1, v, v, poll).await.unwrap();
-    ddl.renew_lease(2, v, v, poll).await.unwrap();
+    ddl.renew_lease(1, v, v, 0, poll).await.unwrap();
+    ddl.renew_lease(2, v, v, 0, poll).await.unwrap();
     let job = ddl.submit(add(1, &["a"]), "a".into()).await.unwrap();
     // The change is committed (its point of no return) but nodes 1 and 2 are behind.
     let waiting = ddl.wait(job.id, Duration::from_millis(150)).await.unwrap();
@@ -337,13 +337,13 @@ async fn a_schema_change_is_done_only_once_every_live_node_uses_it() {
     assert_eq!(ddl.cancel(job.id).await.unwrap_err().code, "55000");
     // A renewal answers at once when a newer version exists.
     let grant = ddl
-        .renew_lease(1, v, v, Duration::from_secs(5))
+        .renew_lease(1, v, v, 0, Duration::from_secs(5))
         .await
         .unwrap();
     assert_eq!(grant.version, v + 1);
     // Node 1 loaded it but a transaction of its own still uses the old one.
-    ddl.renew_lease(1, v + 1, v, poll).await.unwrap();
-    ddl.renew_lease(2, v + 1, v + 1, poll).await.unwrap();
+    ddl.renew_lease(1, v + 1, v, 0, poll).await.unwrap();
+    ddl.renew_lease(2, v + 1, v + 1, 0, poll).await.unwrap();
     let still = ddl.wait(job.id, Duration::from_millis(150)).await.unwrap();
     assert_eq!(still.state, JobState::Running);
     assert!(
@@ -353,7 +353,7 @@ async fn a_schema_change_is_done_only_once_every_live_node_uses_it() {
             .message
             .contains("transaction still using schema version"),
     );
-    ddl.renew_lease(1, v + 1, v + 1, poll).await.unwrap();
+    ddl.renew_lease(1, v + 1, v + 1, 0, poll).await.unwrap();
     let done = ddl.wait(job.id, WAIT).await.unwrap();
     assert_eq!(done.state, JobState::Done);
     assert_eq!(done.schema_version, Some(v + 1));
@@ -369,7 +369,7 @@ async fn a_node_that_stops_renewing_is_waited_for_only_until_its_lease_lapses() 
         let queue = JobQueue::open(engine.clone(), catalog.clone(), leased(), None).unwrap();
         let ddl = LocalDdl::start(queue);
         // Node 7 registers, then the owner dies: the next owner must not forget it.
-        ddl.renew_lease(7, v, v, Duration::ZERO).await.unwrap();
+        ddl.renew_lease(7, v, v, 0, Duration::ZERO).await.unwrap();
     }
     let queue = JobQueue::open(engine, catalog.clone(), leased(), None).unwrap();
     let started = std::time::Instant::now();
@@ -383,7 +383,7 @@ async fn a_node_that_stops_renewing_is_waited_for_only_until_its_lease_lapses() 
     assert_eq!(queue.leases().live_nodes(), 0);
     // A released node is not waited for at all.
     let v = catalog.snapshot().version;
-    ddl.renew_lease(8, v, v, Duration::ZERO).await.unwrap();
+    ddl.renew_lease(8, v, v, 0, Duration::ZERO).await.unwrap();
     ddl.release_lease(8).await.unwrap();
     let job = ddl.submit(add(1, &["b"]), "b".into()).await.unwrap();
     assert_eq!(ddl.wait(job.id, WAIT).await.unwrap().state, JobState::Done);
@@ -405,7 +405,7 @@ async fn an_owner_in_the_nodes_process_forgets_the_leases_of_its_earlier_run() {
     {
         let queue = JobQueue::open(engine.clone(), catalog.clone(), cfg.clone(), None).unwrap();
         let ddl = LocalDdl::start(queue);
-        ddl.renew_lease(7, v, v, Duration::ZERO).await.unwrap();
+        ddl.renew_lease(7, v, v, 0, Duration::ZERO).await.unwrap();
     }
     let queue = JobQueue::open(engine.clone(), catalog.clone(), cfg.clone(), None).unwrap();
     assert_eq!(
@@ -417,7 +417,7 @@ async fn an_owner_in_the_nodes_process_forgets_the_leases_of_its_earlier_run() {
     assert_eq!(queue.leases().live_nodes(), 0);
     // A node that renewed with this owner is not forgotten, and the forgetting persists.
     let ddl = LocalDdl::start(queue.clone());
-    ddl.renew_lease(8, v, v, Duration::ZERO).await.unwrap();
+    ddl.renew_lease(8, v, v, 0, Duration::ZERO).await.unwrap();
     queue.leases().forget_earlier_runs().unwrap();
     assert_eq!(queue.leases().live_nodes(), 1);
     drop(ddl);
@@ -606,4 +606,40 @@ async fn a_failed_or_cancelled_backfill_rolls_the_index_back() {
     let cancelled = ddl.wait(job.id, WAIT).await.unwrap();
     assert_eq!(cancelled.state, JobState::Cancelled, "{cancelled:?}");
     assert_eq!(index_state(&catalog, "slow"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gc_bound_is_the_oldest_start_ts_any_live_node_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path());
+    let catalog = catalog(&engine, 1);
+    // Leases that cannot lapse during the test.
+    let long_leases = DdlConfig {
+        schema_lease: Duration::from_secs(60),
+        ..leased()
+    };
+    let queue = JobQueue::open(engine.clone(), catalog.clone(), long_leases.clone(), None).unwrap();
+    let ddl = LocalDdl::start(queue.clone());
+    let v = catalog.snapshot().version;
+    let poll = Duration::ZERO;
+    // No node: nothing holds GC back.
+    assert_eq!(queue.leases().oldest_start_ts(), u64::MAX);
+    ddl.renew_lease(1, v, v, 500, poll).await.unwrap();
+    ddl.renew_lease(2, v, v, 300, poll).await.unwrap();
+    assert_eq!(queue.leases().oldest_start_ts(), 300);
+    // A node's newer report replaces its older one.
+    ddl.renew_lease(2, v, v, 700, poll).await.unwrap();
+    assert_eq!(queue.leases().oldest_start_ts(), 500);
+    // A node that gave its lease up holds nothing back.
+    ddl.release_lease(1).await.unwrap();
+    assert_eq!(queue.leases().oldest_start_ts(), 700);
+    // A new owner (after a restart or failover) knows node 2 registered but not what it
+    // reads: GC waits for its report, or for its lease to lapse.
+    drop(ddl);
+    drop(queue);
+    let queue = JobQueue::open(engine, catalog, long_leases, None).unwrap();
+    assert_eq!(queue.leases().oldest_start_ts(), 0);
+    let ddl = LocalDdl::start(queue.clone());
+    ddl.renew_lease(2, v, v, 900, poll).await.unwrap();
+    assert_eq!(queue.leases().oldest_start_ts(), 900);
 }

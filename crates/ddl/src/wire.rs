@@ -42,6 +42,10 @@ pub enum Request {
         loaded: u64,
         /// Oldest catalog version its transactions use.
         in_use: u64,
+        /// At or below every start_ts it has open or will open (0, or absent from an
+        /// older node: unknown).
+        #[serde(default)]
+        oldest_start_ts: u64,
         /// Longest wait for a newer version, at most `WAIT_SLICE_MS_MAX`.
         poll_ms: u64,
     },

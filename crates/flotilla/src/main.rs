@@ -60,6 +60,13 @@ struct StandaloneArgs {
     /// HTTP listen address for /metrics and /status [default: 127.0.0.1:8434].
     #[arg(long, value_name = "HOST:PORT")]
     http_addr: Option<SocketAddr>,
+    /// Seconds a replaced row version stays readable before GC removes it; 0 turns GC off
+    /// [default: 600].
+    #[arg(long, value_name = "SECONDS")]
+    gc_life_time_s: Option<u64>,
+    /// Seconds between GC runs [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    gc_run_interval_s: Option<u64>,
 }
 
 async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
@@ -75,6 +82,12 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     }
     if let Some(addr) = args.http_addr {
         config.http_addr = addr;
+    }
+    if let Some(s) = args.gc_life_time_s {
+        config.gc.life_time_s = s;
+    }
+    if let Some(s) = args.gc_run_interval_s {
+        config.gc.run_interval_s = s;
     }
     let node = Standalone::start(config)
         .await

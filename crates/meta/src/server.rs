@@ -1081,10 +1081,14 @@ impl Meta for MetaService {
                 node,
                 loaded,
                 in_use,
+                oldest_start_ts,
                 poll_ms,
             } => {
                 let poll = Duration::from_millis(poll_ms.min(WAIT_SLICE_MS_MAX));
-                match queue.renew_lease(node, loaded, in_use, poll).await {
+                match queue
+                    .renew_lease(node, loaded, in_use, oldest_start_ts, poll)
+                    .await
+                {
                     Ok(grant) => DdlAnswer::Lease(grant),
                     Err(e) => DdlAnswer::Error(e),
                 }

@@ -58,6 +58,17 @@ pub enum MvccError {
         /// Its commit timestamp.
         commit_ts: Timestamp,
     },
+    /// The read's snapshot is older than the GC safe point: versions it would need may be
+    /// gone.
+    #[error(
+        "snapshot too old: read at {read_ts}, but versions below the GC safe point {safe_point} are being removed"
+    )]
+    SnapshotTooOld {
+        /// The refused snapshot.
+        read_ts: Timestamp,
+        /// The safe point.
+        safe_point: Timestamp,
+    },
     /// Stored bytes could not be decoded: corruption or a bug.
     #[error("corrupt MVCC record: {0}")]
     Corrupt(String),

@@ -10,12 +10,14 @@
 //! `TxnKv` implementation) and never asks for timestamps.
 
 mod error;
+mod gc;
 mod keys;
 mod latches;
 mod records;
 mod store;
 
 pub use error::{LockInfo, MvccError};
+pub use gc::GcProgress;
 pub use records::{Lock, LockKind, Write, WriteKind};
 pub use store::{
     IngestEntry, KeyCheck, LockKeys, Mutation, MutationOp, Mvcc, PendingWrite, PrewriteLocks,

@@ -1,6 +1,7 @@
 use flotilla_codec::prefix_end;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use flotilla_storage::{
@@ -119,8 +120,11 @@ const LATCH_SLOTS: usize = 4096;
 
 /// Percolator MVCC on one store.
 pub struct Mvcc {
-    engine: EngineRef,
-    latches: Latches,
+    pub(crate) engine: EngineRef,
+    pub(crate) latches: Latches,
+    /// The GC safe point: versions a reader below it would need may be gone, so reads
+    /// below it are refused (`SnapshotTooOld`). Only rises.
+    safe_point: AtomicU64,
     /// Encoded keys that may hold a lock: every lock this store has is in the set (a key is
     /// added before its lock is written and removed after its lock is deleted), so a key
     /// outside it needs no lookup in the lock CF, which is the common case for reads.
@@ -248,6 +252,7 @@ impl Mvcc {
         Ok(Self {
             engine,
             latches: Latches::new(LATCH_SLOTS),
+            safe_point: AtomicU64::new(0),
             locked: RwLock::new(locked),
             memory: Mutex::new(BTreeMap::new()),
             memory_lock_fences: Mutex::new(Fences::default()),
@@ -305,7 +310,7 @@ impl Mvcc {
     /// operations are routed: pessimistic locks go to memory, the others to disk, keeping
     /// the locked-key set a superset of the lock CF's keys. Callers hold the latches of
     /// every key in the batch.
-    fn apply(&self, batch: WriteBatch) -> Result<DurabilityTicket, MvccError> {
+    pub(crate) fn apply(&self, batch: WriteBatch) -> Result<DurabilityTicket, MvccError> {
         let mut staged = self.stage(batch)?;
         let ticket = self.engine.append(std::mem::take(&mut staged.disk))?;
         self.finish(staged);
@@ -431,12 +436,36 @@ impl Mvcc {
         &self.engine
     }
 
+    /// The GC safe point: reads below it fail with `SnapshotTooOld`.
+    pub fn safe_point(&self) -> Timestamp {
+        Timestamp(self.safe_point.load(Ordering::Acquire))
+    }
+
+    /// Raises the safe point to `ts` (never lowers it). GC raises it before it removes any
+    /// version below it, so later reads below it fail rather than miss versions. (The
+    /// safe point's owner keeps it below every open transaction's snapshot, so a read
+    /// running while versions go is one whose node lost its lease.)
+    pub fn raise_safe_point(&self, ts: Timestamp) {
+        self.safe_point.fetch_max(ts.0, Ordering::AcqRel);
+    }
+
+    fn check_read_ts(&self, read_ts: Timestamp) -> Result<(), MvccError> {
+        let safe_point = self.safe_point();
+        if read_ts < safe_point {
+            return Err(MvccError::SnapshotTooOld {
+                read_ts,
+                safe_point,
+            });
+        }
+        Ok(())
+    }
+
     /// The lock on `key`, if any.
     pub fn lock_of(&self, key: &[u8]) -> Result<Option<Lock>, MvccError> {
         self.load_lock(&encode_user_key(key))
     }
 
-    fn load_lock(&self, ek: &[u8]) -> Result<Option<Lock>, MvccError> {
+    pub(crate) fn load_lock(&self, ek: &[u8]) -> Result<Option<Lock>, MvccError> {
         if !self.locked.read().contains(ek) {
             return Ok(self.memory.lock().get(ek).cloned());
         }
@@ -480,7 +509,7 @@ impl Mvcc {
     }
 
     /// The newest data-changing commit of `ek` as recorded in the `latest` CF.
-    fn latest(&self, ek: &[u8]) -> Result<Option<(Timestamp, Write)>, MvccError> {
+    pub(crate) fn latest(&self, ek: &[u8]) -> Result<Option<(Timestamp, Write)>, MvccError> {
         match self.engine.get(Cf::Latest, ek)? {
             Some(bytes) if bytes.len() >= 8 => {
                 let commit_ts = Timestamp(u64::from_be_bytes(
@@ -597,6 +626,7 @@ impl Mvcc {
         read_ts: Timestamp,
         reader: Option<Timestamp>,
     ) -> Result<Option<Vec<u8>>, MvccError> {
+        self.check_read_ts(read_ts)?;
         let ek = encode_user_key(key);
         // The lock is checked before the write records: a writer prewrites before it takes
         // its commit_ts, so a commit below read_ts that we could miss leaves a lock here.
@@ -619,6 +649,7 @@ impl Mvcc {
         limit: usize,
         reader: Option<Timestamp>,
     ) -> Result<Vec<KvPair>, MvccError> {
+        self.check_read_ts(read_ts)?;
         let es = encode_user_key(start);
         let ee = if end.is_empty() {
             Vec::new()
@@ -1451,6 +1482,20 @@ impl Mvcc {
         }
         let _unsynced = self.apply(batch)?;
         next.map(|ek| decode_user_key(&ek)).transpose()
+    }
+
+    /// The oldest start_ts of any lock this store holds, on disk or in memory: a GC safe
+    /// point must stay at or below it, as a lock's fate is read from its primary's records.
+    /// Reads the whole lock CF (bounded by the transactions in flight, whose locks go when
+    /// they finish).
+    pub fn oldest_lock_start_ts(&self) -> Result<Option<Timestamp>, MvccError> {
+        let mut oldest = self.memory.lock().values().map(|l| l.start_ts).min();
+        for item in self.engine.scan(Cf::Lock, b"", b"", false) {
+            let (_, bytes) = item?;
+            let start_ts = Lock::from_bytes(&bytes)?.start_ts;
+            oldest = Some(oldest.map_or(start_ts, |o: Timestamp| o.min(start_ts)));
+        }
+        Ok(oldest)
     }
 
     /// Up to `limit` locks in `[start, end)` (empty end = unbounded) with start_ts at or

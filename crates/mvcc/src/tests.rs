@@ -1029,3 +1029,186 @@ fn a_volatile_prewrite_without_blocking_goes_to_memory_or_leaves_everything_alon
     assert_eq!(m.lock_of(b"p").unwrap(), None);
     assert_eq!(m.get(b"p", ts(20), None).unwrap(), Some(b"new".to_vec()));
 }
+
+fn delete(m: &Mvcc, key: &[u8], start: u64, commit: u64) {
+    m.prewrite(
+        &[Mutation {
+            key: key.to_vec(),
+            op: MutationOp::Delete,
+            check: KeyCheck::Snapshot,
+        }],
+        key,
+        ts(start),
+        3_000,
+        PrewriteLocks::Durable,
+    )
+    .unwrap();
+    m.commit(&[key.to_vec()], ts(start), ts(commit)).unwrap();
+}
+
+/// Every visible pair at each of `at`.
+fn views(m: &Mvcc, at: &[u64]) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
+    at.iter()
+        .map(|t| m.scan(b"", b"", ts(*t), usize::MAX, None).unwrap())
+        .collect()
+}
+
+#[test]
+fn gc_removes_only_versions_no_reader_at_or_above_the_safe_point_sees() {
+    let (_d, m) = mvcc();
+    let long = vec![7u8; 1000];
+    // a: four versions, one long; the safe point falls between the third and fourth.
+    write(&m, b"a", b"a1", 10, 11);
+    write(&m, b"a", &long, 20, 21);
+    write(&m, b"a", b"a3", 30, 31);
+    write(&m, b"a", b"a4", 40, 41);
+    // b: deleted below the safe point: nothing of it is left.
+    write(&m, b"b", b"b1", 10, 11);
+    delete(&m, b"b", 20, 21);
+    // c: deleted below the safe point, written again above it.
+    write(&m, b"c", b"c1", 10, 11);
+    delete(&m, b"c", 20, 21);
+    write(&m, b"c", b"c2", 40, 41);
+    // d: a rollback record between two versions.
+    write(&m, b"d", b"d1", 10, 11);
+    m.prewrite(
+        &[put(b"d", b"x")],
+        b"d",
+        ts(15),
+        3_000,
+        PrewriteLocks::Durable,
+    )
+    .unwrap();
+    m.rollback(&[b"d".to_vec()], ts(15)).unwrap();
+    write(&m, b"d", b"d2", 20, 21);
+    // e: only versions above the safe point.
+    write(&m, b"e", b"e1", 40, 41);
+    // f: old versions under a lock taken above the safe point.
+    write(&m, b"f", b"f1", 10, 11);
+    write(&m, b"f", b"f2", 20, 21);
+    m.prewrite(
+        &[put(b"f", b"f3")],
+        b"f",
+        ts(50),
+        3_000,
+        PrewriteLocks::Durable,
+    )
+    .unwrap();
+
+    let at = [35, 38, 45];
+    let before = views(&m, &at);
+    let writes_before = records_between(&m, Cf::Write, b"a", b"g");
+    let progress = m.gc(b"", b"", ts(35), 1_000).unwrap();
+    assert_eq!(progress.next, None);
+    assert_eq!(
+        views(&m, &at),
+        before,
+        "a reader at or above the safe point sees no change"
+    );
+    // Removed: a1, a2 and a2's long value; b1, b's deletion and its latest entry; c1 and
+    // c's deletion; d1 and the rollback record; f1.
+    assert_eq!(progress.records_deleted, 11);
+    assert_eq!(
+        records_between(&m, Cf::Write, b"a", b"g"),
+        writes_before - 9
+    );
+    assert_eq!(records_between(&m, Cf::Default, b"a", b"b"), 0);
+    assert_eq!(records_between(&m, Cf::Write, b"b", b"c"), 0);
+    assert_eq!(records_between(&m, Cf::Latest, b"b", b"c"), 0);
+    assert_eq!(m.get(b"c", ts(45), None).unwrap(), Some(b"c2".to_vec()));
+    assert_eq!(m.get(b"c", ts(35), None).unwrap(), None);
+    // Reads below the safe point are refused, not answered from what is left.
+    assert!(matches!(
+        m.get(b"a", ts(25), None),
+        Err(MvccError::SnapshotTooOld { .. })
+    ));
+    assert!(matches!(
+        m.scan(b"", b"", ts(34), 10, None),
+        Err(MvccError::SnapshotTooOld { .. })
+    ));
+    assert_eq!(m.safe_point(), ts(35));
+    // The lock's transaction goes on as if nothing happened.
+    m.commit(&[b"f".to_vec()], ts(50), ts(51)).unwrap();
+    assert_eq!(m.get(b"f", ts(60), None).unwrap(), Some(b"f3".to_vec()));
+    assert_eq!(m.get(b"f", ts(45), None).unwrap(), Some(b"f2".to_vec()));
+    // A second run at the same safe point finds nothing; a lower one lowers nothing.
+    assert_eq!(m.gc(b"", b"", ts(35), 1_000).unwrap().records_deleted, 0);
+    m.gc(b"", b"", ts(20), 1_000).unwrap();
+    assert_eq!(m.safe_point(), ts(35));
+}
+
+#[test]
+fn gc_works_in_bounded_steps_and_a_deletion_never_uncovers_an_older_value() {
+    let (_d, m) = mvcc();
+    // One key with a long history under a deletion, and neighbours with histories.
+    for i in 0..60u64 {
+        write(&m, b"k", format!("v{i}").as_bytes(), 10 + 2 * i, 11 + 2 * i);
+    }
+    delete(&m, b"k", 200, 201);
+    for n in 0..20u64 {
+        let key = format!("n{n:02}");
+        write(&m, key.as_bytes(), b"old", 10, 11);
+        write(&m, key.as_bytes(), b"new", 20, 21);
+    }
+    let at = [300, 400];
+    let before = views(&m, &at);
+    let work_max = 10;
+    let mut cursor = Vec::new();
+    let mut steps = 0;
+    let mut deleted = 0;
+    loop {
+        let progress = m.gc(&cursor, b"", ts(300), work_max).unwrap();
+        // A step may finish the key it is on: its deletion and the latest entry.
+        assert!(
+            progress.records_deleted as usize <= work_max + 2,
+            "step removed {} records",
+            progress.records_deleted
+        );
+        deleted += progress.records_deleted;
+        // Between steps every reader still sees the deletion.
+        assert_eq!(m.get(b"k", ts(300), None).unwrap(), None);
+        assert_eq!(views(&m, &at), before);
+        steps += 1;
+        assert!(steps < 100, "gc does not end");
+        match progress.next {
+            Some(next) => {
+                assert!(next >= cursor, "went back from {cursor:?} to {next:?}");
+                cursor = next;
+            }
+            None => break,
+        }
+    }
+    assert!(steps >= 8, "{steps} steps for 102 records at 10 per step");
+    // k: 60 versions, its deletion and its latest entry; each neighbour: one version.
+    assert_eq!(deleted, 62 + 20);
+    assert_eq!(records_between(&m, Cf::Write, b"k", b"l"), 0);
+    assert_eq!(records_between(&m, Cf::Write, b"n", b"o"), 20);
+}
+
+#[test]
+fn the_oldest_lock_counts_locks_on_disk_and_in_memory() {
+    let (_d, m) = mvcc();
+    assert_eq!(m.oldest_lock_start_ts().unwrap(), None);
+    m.prewrite(
+        &[put(b"a", b"x")],
+        b"a",
+        ts(30),
+        3_000,
+        PrewriteLocks::Durable,
+    )
+    .unwrap();
+    assert_eq!(m.oldest_lock_start_ts().unwrap(), Some(ts(30)));
+    m.acquire_pessimistic_lock(
+        &[(b"b".to_vec(), false)],
+        b"b",
+        ts(25),
+        ts(25),
+        3_000,
+        false,
+    )
+    .unwrap();
+    assert_eq!(m.oldest_lock_start_ts().unwrap(), Some(ts(25)));
+    m.pessimistic_rollback(&[b"b".to_vec()], ts(25)).unwrap();
+    m.rollback(&[b"a".to_vec()], ts(30)).unwrap();
+    assert_eq!(m.oldest_lock_start_ts().unwrap(), None);
+}

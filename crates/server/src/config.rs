@@ -78,6 +78,51 @@ impl Default for StorageSection {
     }
 }
 
+/// Garbage collection of old row versions (`[gc]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcSection {
+    /// Seconds a row version stays readable after a newer one replaced it; 0 turns GC off.
+    /// The safe point never passes an open transaction's snapshot, however old. Default
+    /// 600 (10 minutes).
+    pub life_time_s: u64,
+    /// Seconds between GC runs. Default 60.
+    pub run_interval_s: u64,
+    /// Records one GC step removes at most (one write batch). Default 4,096.
+    pub batch_records_max: usize,
+    /// Records per second GC removes at most; 0 = no limit. Default 50,000.
+    pub records_per_s: u64,
+}
+
+impl Default for GcSection {
+    fn default() -> Self {
+        Self {
+            life_time_s: 600,
+            run_interval_s: 60,
+            batch_records_max: 4_096,
+            records_per_s: 50_000,
+        }
+    }
+}
+
+impl GcSection {
+    /// The worker's settings, or why these are invalid.
+    pub fn to_config(&self) -> Result<crate::gc::GcConfig, String> {
+        if self.run_interval_s == 0 {
+            return Err("gc.run_interval_s must be at least 1".into());
+        }
+        if self.batch_records_max == 0 {
+            return Err("gc.batch_records_max must be at least 1".into());
+        }
+        Ok(crate::gc::GcConfig {
+            life_time: std::time::Duration::from_secs(self.life_time_s),
+            run_interval: std::time::Duration::from_secs(self.run_interval_s),
+            batch_records_max: self.batch_records_max,
+            records_per_s: self.records_per_s,
+        })
+    }
+}
+
 /// The DDL job queue's bounds (`[ddl]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -155,6 +200,8 @@ pub struct StandaloneConfig {
     pub storage: StorageSection,
     /// DDL job queue bounds.
     pub ddl: DdlSection,
+    /// Garbage collection of old row versions.
+    pub gc: GcSection,
 }
 
 impl Default for StandaloneConfig {
@@ -166,6 +213,7 @@ impl Default for StandaloneConfig {
             sql: SqlSection::default(),
             storage: StorageSection::default(),
             ddl: DdlSection::default(),
+            gc: GcSection::default(),
         }
     }
 }
@@ -213,6 +261,35 @@ mod tests {
             "an unset key keeps its default"
         );
         std::fs::write(&path, "no_such_key = 1\n").unwrap();
+        assert!(matches!(
+            StandaloneConfig::from_file(&path),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn gc_settings_have_defaults_and_bad_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.toml");
+        let gc = StandaloneConfig::default().gc.to_config().unwrap();
+        assert_eq!(gc.life_time, std::time::Duration::from_secs(600));
+        assert_eq!(gc.run_interval, std::time::Duration::from_secs(60));
+        std::fs::write(&path, "[gc]\nlife_time_s = 0\nbatch_records_max = 10\n").unwrap();
+        let gc = StandaloneConfig::from_file(&path)
+            .unwrap()
+            .gc
+            .to_config()
+            .unwrap();
+        assert!(gc.life_time.is_zero(), "0 turns GC off");
+        assert_eq!(gc.batch_records_max, 10);
+        std::fs::write(&path, "[gc]\nbatch_records_max = 0\n").unwrap();
+        let err = StandaloneConfig::from_file(&path)
+            .unwrap()
+            .gc
+            .to_config()
+            .unwrap_err();
+        assert!(err.contains("gc.batch_records_max"), "{err}");
+        std::fs::write(&path, "[gc]\nlifetime = 5\n").unwrap();
         assert!(matches!(
             StandaloneConfig::from_file(&path),
             Err(ConfigError::Parse { .. })

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::Router;
@@ -24,10 +25,16 @@ pub(crate) struct HttpState {
     tables: IntGauge,
     disk: IntGauge,
     row_cache: [IntGauge; 5],
+    gc: Option<(Arc<crate::gc::GcStats>, [IntGauge; 3])>,
 }
 
 impl HttpState {
-    pub(crate) fn new(data_dir: PathBuf, sql: Arc<SqlEngine>, storage: EngineRef) -> Self {
+    pub(crate) fn new(
+        data_dir: PathBuf,
+        sql: Arc<SqlEngine>,
+        storage: EngineRef,
+        gc: Option<Arc<crate::gc::GcStats>>,
+    ) -> Self {
         let registry = Registry::new();
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric name");
@@ -58,6 +65,20 @@ impl HttpState {
                 "The row cache's bound (storage.row_cache_bytes).",
             ),
         ];
+        let gc = gc.map(|stats| {
+            let gauges = [
+                gauge(
+                    "flotilla_gc_safe_point_unix_ms",
+                    "Physical time of the last GC run's safe point (versions only readers below it needed are removed).",
+                ),
+                gauge(
+                    "flotilla_gc_records_deleted",
+                    "Old version records GC removed since start.",
+                ),
+                gauge("flotilla_gc_runs", "GC runs finished since start."),
+            ];
+            (stats, gauges)
+        });
         Self {
             started: Instant::now(),
             data_dir,
@@ -68,6 +89,7 @@ impl HttpState {
             tables,
             disk,
             row_cache,
+            gc,
         }
     }
 }
@@ -85,6 +107,12 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
         cache.capacity_bytes,
     ]) {
         gauge.set(value as i64);
+    }
+    if let Some((stats, [safe_point, deleted, runs])) = &state.gc {
+        let ts = flotilla_types::Timestamp(stats.safe_point.load(Ordering::Relaxed));
+        safe_point.set(ts.physical_ms() as i64);
+        deleted.set(stats.records_deleted.load(Ordering::Relaxed) as i64);
+        runs.set(stats.runs() as i64);
     }
     let mut body = Vec::new();
     match TextEncoder::new().encode(&state.registry.gather(), &mut body) {

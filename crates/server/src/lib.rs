@@ -5,12 +5,16 @@
 //! no SQL, transaction or storage logic of its own.
 
 mod config;
+mod gc;
 mod http;
 mod sql_node;
 mod standalone;
 mod store_node;
 
-pub use config::{ConfigError, DdlSection, SqlSection, StandaloneConfig, StorageSection};
+pub use config::{
+    ConfigError, DdlSection, GcSection, SqlSection, StandaloneConfig, StorageSection,
+};
+pub use gc::{GcConfig, GcStats};
 pub use sql_node::{SqlNode, SqlNodeConfig, cluster_reorg, cluster_sql_engine};
 pub use standalone::{Standalone, StartError};
 pub use store_node::{StoreNode, StoreNodeConfig};

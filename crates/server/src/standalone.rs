@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::StandaloneConfig;
+use crate::gc::{GcStats, GcWorker};
 use crate::http::{HttpState, router};
 
 /// Why a node could not start.
@@ -47,6 +48,7 @@ pub enum StartError {
 pub struct Standalone {
     sql_addr: SocketAddr,
     http_addr: SocketAddr,
+    gc: Arc<GcStats>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -54,6 +56,7 @@ pub struct Standalone {
 impl Standalone {
     /// Opens the data directory, recovers, and starts serving.
     pub async fn start(config: StandaloneConfig) -> Result<Self, StartError> {
+        let gc_config = config.gc.to_config().map_err(StartError::Config)?;
         let sync_policy = match config.storage.sync.as_str() {
             "fsync" => SyncPolicy::Fsync,
             "buffered" => SyncPolicy::Buffered,
@@ -88,7 +91,7 @@ impl Standalone {
         let mvcc = Arc::new(
             flotilla_mvcc::Mvcc::new(engine.clone()).map_err(|e| storage_err(e.to_string()))?,
         );
-        let kv = Arc::new(LocalTxnKv::new(mvcc, tso.clone()));
+        let kv = Arc::new(LocalTxnKv::new(mvcc.clone(), tso.clone()));
         let resolved = kv
             .recover_orphan_locks()
             .await
@@ -110,7 +113,8 @@ impl Standalone {
         jobs.leases()
             .forget_earlier_runs()
             .map_err(|e| storage_err(format!("clearing the schema leases of the last run: {e}")))?;
-        let ddl = LocalDdl::start(jobs);
+        let ddl = LocalDdl::start(jobs.clone());
+        let tso_for_gc: flotilla_tso::TsoRef = tso.clone();
         let sql = SqlEngine::new(
             kv,
             tso,
@@ -161,11 +165,23 @@ impl Standalone {
                 }
             })
         };
+        let gc_stats = Arc::new(GcStats::default());
+        let gc = {
+            let worker = GcWorker {
+                mvcc,
+                tso: tso_for_gc,
+                jobs,
+                config: gc_config,
+                stats: gc_stats.clone(),
+            };
+            tokio::spawn(worker.run(watcher.clone()))
+        };
         let http = {
             let state = Arc::new(HttpState::new(
                 config.data_dir.clone(),
                 sql.clone(),
                 engine.clone(),
+                Some(gc_stats.clone()),
             ));
             let stop = stopped(watcher.clone());
             tokio::spawn(async move {
@@ -179,14 +195,20 @@ impl Standalone {
         Ok(Self {
             sql_addr,
             http_addr,
+            gc: gc_stats,
             shutdown,
-            tasks: vec![pg, http],
+            tasks: vec![pg, http, gc],
         })
     }
 
     /// Where PostgreSQL clients connect.
     pub fn sql_addr(&self) -> SocketAddr {
         self.sql_addr
+    }
+
+    /// What garbage collection has done.
+    pub fn gc_stats(&self) -> Arc<GcStats> {
+        self.gc.clone()
     }
 
     /// Where /metrics and /status are served.

@@ -477,6 +477,13 @@ fn mvcc_failure(e: MvccError) -> Failure {
             start_ts: start_ts.0,
             commit_ts: commit_ts.0,
         }),
+        MvccError::SnapshotTooOld {
+            read_ts,
+            safe_point,
+        } => Kind::SnapshotTooOld(kvpb::SnapshotTooOld {
+            read_ts: read_ts.0,
+            safe_point: safe_point.0,
+        }),
         // The region's Raft group refused or could not take the write (leader lost,
         // epoch changed, busy): a routing error the client retries.
         MvccError::Storage(flotilla_storage::StorageError::Unavailable(m)) => {

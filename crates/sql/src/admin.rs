@@ -85,7 +85,7 @@ async fn check_table(session: &Session, name: &str) -> Result<QueryResult, SqlEr
         .table(name)
         .ok_or_else(|| SqlError::new("42P01", format!("relation \"{name}\" does not exist")))?
         .clone();
-    let (txn, read_ts) = session.read_snapshot().await?;
+    let (txn, read_ts, _pin) = session.read_snapshot().await?;
     let view = txn.view(read_ts);
     let indexes: Vec<_> = table
         .stored_indexes()

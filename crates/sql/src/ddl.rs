@@ -1048,7 +1048,7 @@ async fn column_spec(
 
 /// True if `table` holds at least one row (read at a fresh timestamp).
 async fn table_has_rows(session: &Session, table: &TableDef) -> Result<bool, SqlError> {
-    let (txn, read_ts) = session.read_snapshot().await?;
+    let (txn, read_ts, _pin) = session.read_snapshot().await?;
     let prefix = record_prefix(table.storage_id);
     let rows = txn
         .view(read_ts)

@@ -34,9 +34,16 @@ pub struct SqlEngine {
     /// Catalog versions pinned by open transactions (the version at each one's first
     /// statement, with multiplicity): the oldest is what this node reports in use.
     pins: Mutex<BTreeMap<u64, usize>>,
+    /// Timestamps pinned by open transactions and snapshots: the oldest bounds the GC
+    /// safe point.
+    ts_pins: Mutex<TsPins>,
     /// Until when this node may use its schema (its lease, renewed in the background).
     lease_until: tokio::sync::watch::Sender<Option<Instant>>,
 }
+
+/// How often a node without open readers fetches a timestamp for its lease report, so
+/// the GC safe point can move on while it is idle (see `SqlEngine::oldest_start_ts`).
+const IDLE_FLOOR_REFRESH: Duration = Duration::from_secs(60);
 
 /// How long a lease renewal waits at the owner for a newer catalog version.
 const LEASE_POLL: Duration = Duration::from_secs(1);
@@ -44,11 +51,70 @@ const LEASE_POLL: Duration = Duration::from_secs(1);
 /// owner stops waiting for it.
 const LEASE_MARGIN_DIVISOR: u32 = 10;
 
+/// Timestamps that open transactions and snapshots of this node read at, or will.
+#[derive(Default)]
+struct TsPins {
+    /// Each holder's start_ts, or, until it has one, the `floor` when it registered (its
+    /// start_ts will be newer), with multiplicity.
+    pins: BTreeMap<u64, usize>,
+    /// A timestamp every timestamp asked for from now on will be newer than: the newest
+    /// a registered reader got, or one fetched for a lease report.
+    floor: u64,
+    /// When the floor was last fetched for a lease report (`None`: never).
+    fetched: Option<Instant>,
+}
+
+impl TsPins {
+    fn add(&mut self, ts: u64) {
+        *self.pins.entry(ts).or_default() += 1;
+    }
+
+    fn remove(&mut self, ts: u64) {
+        if let Some(n) = self.pins.get_mut(&ts) {
+            *n -= 1;
+            if *n == 0 {
+                self.pins.remove(&ts);
+            }
+        }
+    }
+}
+
+/// A registered reader's timestamp: keeps the GC safe point at or below it; removed on
+/// drop. Registered before the reader asks for its timestamp.
+pub(crate) struct TsPin {
+    engine: Arc<SqlEngine>,
+    ts: u64,
+}
+
+impl TsPin {
+    /// The reader's timestamp is `ts` (newer than the floor it was registered at).
+    pub(crate) fn started(&mut self, ts: flotilla_types::Timestamp) {
+        let mut pins = self.engine.ts_pins.lock();
+        debug_assert!(
+            ts.0 >= self.ts,
+            "a start_ts older than its registration's floor"
+        );
+        pins.remove(self.ts);
+        self.ts = ts.0;
+        pins.add(self.ts);
+        // Readers registered from now on ask the oracle after it answered this one.
+        pins.floor = pins.floor.max(ts.0);
+    }
+}
+
+impl Drop for TsPin {
+    fn drop(&mut self) {
+        self.engine.ts_pins.lock().remove(self.ts);
+    }
+}
+
 /// Registration of an open transaction; removed on drop.
 pub(crate) struct ActiveTxn {
     engine: Arc<SqlEngine>,
     /// The catalog version the transaction pins (`None` once exempted).
     pin: Option<u64>,
+    /// Its start_ts.
+    pub(crate) ts: TsPin,
 }
 
 impl ActiveTxn {
@@ -94,6 +160,7 @@ impl SqlEngine {
             ddl_lock: tokio::sync::Mutex::new(()),
             node_id: Mutex::new(None),
             pins: Mutex::new(BTreeMap::new()),
+            ts_pins: Mutex::new(TsPins::default()),
             lease_until: tokio::sync::watch::channel(None).0,
         });
         // The schema lease is held from the start, renewed in the background until the
@@ -178,8 +245,50 @@ impl SqlEngine {
         let active = ActiveTxn {
             engine: self.clone(),
             pin: Some(snapshot.version),
+            ts: self.pin_ts(),
         };
         (active, snapshot)
+    }
+
+    /// Registers a reader about to ask for its timestamp (see `TsPin`).
+    pub(crate) fn pin_ts(self: &Arc<Self>) -> TsPin {
+        let mut pins = self.ts_pins.lock();
+        let ts = pins.floor;
+        pins.add(ts);
+        TsPin {
+            engine: self.clone(),
+            ts,
+        }
+    }
+
+    /// What the lease report says bounds the GC safe point: the oldest registered
+    /// reader's timestamp, or the floor when none is older. An idle node's floor would
+    /// not move, holding GC back for every node, so when it has no reader and its floor
+    /// was not fetched for `IDLE_FLOOR_REFRESH`, it fetches a fresh one first. 0
+    /// (unknown, which holds GC back) if that fails.
+    async fn oldest_start_ts(&self) -> u64 {
+        let stale = {
+            let pins = self.ts_pins.lock();
+            pins.pins.is_empty()
+                && pins
+                    .fetched
+                    .is_none_or(|at| at.elapsed() >= IDLE_FLOOR_REFRESH)
+        };
+        if stale {
+            match self.tso.get_ts().await {
+                Ok(fresh) => {
+                    let mut pins = self.ts_pins.lock();
+                    pins.floor = pins.floor.max(fresh.0);
+                    pins.fetched = Some(Instant::now());
+                }
+                Err(e) => tracing::debug!("schema lease: no timestamp for the GC report: {e}"),
+            }
+        }
+        let pins = self.ts_pins.lock();
+        pins.pins
+            .keys()
+            .next()
+            .map_or(pins.floor, |oldest| (*oldest).min(pins.floor))
     }
 }
 
@@ -227,6 +336,7 @@ async fn hold_schema_lease(weak: &Weak<SqlEngine>, held: &mut Option<(DdlJobsRef
         finished.as_mut().enable();
         let loaded = engine.catalog.snapshot().version;
         let in_use = engine.schema_in_use(loaded);
+        let oldest_start_ts = engine.oldest_start_ts().await;
         let ddl = engine.ddl.clone();
         *held = Some((ddl.clone(), node));
         drop(engine);
@@ -240,7 +350,7 @@ async fn hold_schema_lease(weak: &Weak<SqlEngine>, held: &mut Option<(DdlJobsRef
         } else {
             Duration::ZERO
         };
-        let renewal = ddl.renew_lease(node, loaded, in_use, poll);
+        let renewal = ddl.renew_lease(node, loaded, in_use, oldest_start_ts, poll);
         let grant = if in_use < loaded {
             // A transaction pins an older version: report as soon as one ends.
             tokio::select! {

@@ -91,6 +91,10 @@ impl From<TxnError> for SqlError {
             TxnError::AlreadyExists { .. } => {
                 SqlError::new("23505", "duplicate key value violates unique constraint")
             }
+            // PostgreSQL's snapshot_too_old.
+            TxnError::SnapshotTooOld { .. } => SqlError::new("72000", e.to_string()).with_hint(
+                "Retry the transaction: its snapshot is gone (its SQL node could not renew its lease for a while).",
+            ),
             TxnError::TooLarge { .. } => SqlError::new("54000", e.to_string())
                 .with_hint("Split the change into smaller transactions."),
             TxnError::Unavailable(_) | TxnError::Tso(flotilla_tso::TsoError::Unavailable(_)) => {

@@ -395,9 +395,10 @@ impl Session {
         let mut options = self.engine.txn_options.clone();
         options.lock_wait_timeout_ms = self.lock_timeout_ms;
         // The schema first, then the start timestamp (see `OpenTxn::catalog`).
-        let (active, catalog) = self.engine.register_txn();
+        let (mut active, catalog) = self.engine.register_txn();
         let txn =
             Transaction::begin(self.engine.kv.clone(), self.engine.tso.clone(), options).await?;
+        active.ts.started(txn.start_ts());
         self.statement_catalog = Some(catalog.clone());
         self.open = Some(OpenTxn {
             txn,
@@ -442,17 +443,22 @@ impl Session {
     }
 
     /// A transaction of its own for reading at a fresh timestamp, apart from the session's
-    /// (DDL checks, ADMIN CHECK TABLE); the caller rolls it back.
-    pub(crate) async fn read_snapshot(&self) -> Result<(Transaction, Timestamp), SqlError> {
+    /// (DDL checks, ADMIN CHECK TABLE); the caller rolls it back, and keeps the pin until
+    /// it has read (it holds the GC safe point below the snapshot).
+    pub(crate) async fn read_snapshot(
+        &self,
+    ) -> Result<(Transaction, Timestamp, crate::engine::TsPin), SqlError> {
         let engine = &self.engine;
+        let mut pin = engine.pin_ts();
         let txn = Transaction::begin(
             engine.kv.clone(),
             engine.tso.clone(),
             engine.txn_options.clone(),
         )
         .await?;
+        pin.started(txn.start_ts());
         let read_ts = txn.fresh_ts().await?;
-        Ok((txn, read_ts))
+        Ok((txn, read_ts, pin))
     }
 
     /// The schema of the running statement (the newest, outside one).

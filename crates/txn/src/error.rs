@@ -52,6 +52,16 @@ pub enum TxnError {
         /// The limit.
         limit_bytes: usize,
     },
+    /// The snapshot is older than the GC safe point: versions it needs may be gone.
+    #[error(
+        "snapshot too old: the snapshot at {read_ts} is below the garbage-collection safe point {safe_point}"
+    )]
+    SnapshotTooOld {
+        /// The refused snapshot.
+        read_ts: Timestamp,
+        /// The safe point.
+        safe_point: Timestamp,
+    },
     /// The timestamp oracle failed.
     #[error(transparent)]
     Tso(#[from] TsoError),
@@ -78,6 +88,13 @@ impl From<MvccError> for TxnError {
             },
             MvccError::AlreadyExists { key } => TxnError::AlreadyExists { key },
             MvccError::TxnLockNotFound { .. } => TxnError::Aborted,
+            MvccError::SnapshotTooOld {
+                read_ts,
+                safe_point,
+            } => TxnError::SnapshotTooOld {
+                read_ts,
+                safe_point,
+            },
             other => TxnError::Internal(other.to_string()),
         }
     }
