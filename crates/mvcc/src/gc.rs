@@ -11,7 +11,7 @@ use flotilla_storage::{Cf, WriteBatch};
 use flotilla_types::Timestamp;
 
 use crate::error::MvccError;
-use crate::keys::{decode_user_key, encode_user_key, versioned_key};
+use crate::keys::{decode_user_key, encode_range, versioned_key};
 use crate::records::{Write, WriteKind};
 use crate::store::Mvcc;
 
@@ -56,12 +56,7 @@ impl Mvcc {
     ) -> Result<GcProgress, MvccError> {
         assert!(work_max > 0, "gc needs room for some work");
         self.raise_safe_point(safe_point);
-        let es = encode_user_key(start);
-        let ee = if end.is_empty() {
-            Vec::new()
-        } else {
-            encode_user_key(end)
-        };
+        let (es, ee) = encode_range(start, end);
         let mut batch = WriteBatch::new();
         let mut progress = GcProgress::default();
         // Keys whose newest version at or below the safe point is a deletion removed here:

@@ -15,6 +15,17 @@ pub(crate) fn encode_user_key(key: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The encoded bounds of the user-key range `[start, end)`; an empty end stays empty
+/// (unbounded).
+pub(crate) fn encode_range(start: &[u8], end: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let ee = if end.is_empty() {
+        Vec::new()
+    } else {
+        encode_user_key(end)
+    };
+    (encode_user_key(start), ee)
+}
+
 /// The key of one version: encoded user key then descending timestamp.
 pub(crate) fn versioned_key(encoded_user_key: &[u8], ts: Timestamp) -> Vec<u8> {
     let mut out = Vec::with_capacity(encoded_user_key.len() + 8);

@@ -11,7 +11,9 @@ use flotilla_types::Timestamp;
 use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
 
 use crate::error::{LockInfo, MvccError};
-use crate::keys::{decode_user_key, decode_versioned_key, encode_user_key, versioned_key};
+use crate::keys::{
+    decode_user_key, decode_versioned_key, encode_range, encode_user_key, versioned_key,
+};
 use crate::latches::{LatchGuard, Latches};
 use crate::records::{Lock, LockKind, SHORT_VALUE_MAX_BYTES, Write, WriteKind};
 
@@ -650,12 +652,7 @@ impl Mvcc {
         reader: Option<Timestamp>,
     ) -> Result<Vec<KvPair>, MvccError> {
         self.check_read_ts(read_ts)?;
-        let es = encode_user_key(start);
-        let ee = if end.is_empty() {
-            Vec::new()
-        } else {
-            encode_user_key(end)
-        };
+        let (es, ee) = encode_range(start, end);
         let lock_scan = if self.may_be_locked(&es, &ee) {
             self.engine.scan(Cf::Lock, &es, &ee, false)
         } else {
@@ -1440,12 +1437,7 @@ impl Mvcc {
         limit: usize,
     ) -> Result<Option<Vec<u8>>, MvccError> {
         const TS_BYTES: usize = 8;
-        let es = encode_user_key(start);
-        let ee = if end.is_empty() {
-            Vec::new()
-        } else {
-            encode_user_key(end)
-        };
+        let (es, ee) = encode_range(start, end);
         let mut batch = WriteBatch::new();
         let mut records = 0usize;
         // The key being deleted, and whether it is locked (then skipped).
@@ -1507,12 +1499,7 @@ impl Mvcc {
         max_ts: Timestamp,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Lock)>, MvccError> {
-        let es = encode_user_key(start);
-        let ee = if end.is_empty() {
-            Vec::new()
-        } else {
-            encode_user_key(end)
-        };
+        let (es, ee) = encode_range(start, end);
         let mut out = Vec::new();
         for item in self.engine.scan(Cf::Lock, &es, &ee, false) {
             if out.len() >= limit {
