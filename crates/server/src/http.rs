@@ -112,7 +112,7 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
         let ts = flotilla_types::Timestamp(stats.safe_point.load(Ordering::Relaxed));
         safe_point.set(ts.physical_ms() as i64);
         deleted.set(stats.records_deleted.load(Ordering::Relaxed) as i64);
-        runs.set(stats.runs() as i64);
+        runs.set(stats.runs.load(Ordering::Relaxed) as i64);
     }
     let mut body = Vec::new();
     match TextEncoder::new().encode(&state.registry.gather(), &mut body) {

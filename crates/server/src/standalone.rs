@@ -48,7 +48,6 @@ pub enum StartError {
 pub struct Standalone {
     sql_addr: SocketAddr,
     http_addr: SocketAddr,
-    gc: Arc<GcStats>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -195,7 +194,6 @@ impl Standalone {
         Ok(Self {
             sql_addr,
             http_addr,
-            gc: gc_stats,
             shutdown,
             tasks: vec![pg, http, gc],
         })
@@ -204,11 +202,6 @@ impl Standalone {
     /// Where PostgreSQL clients connect.
     pub fn sql_addr(&self) -> SocketAddr {
         self.sql_addr
-    }
-
-    /// What garbage collection has done.
-    pub fn gc_stats(&self) -> Arc<GcStats> {
-        self.gc.clone()
     }
 
     /// Where /metrics and /status are served.

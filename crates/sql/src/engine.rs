@@ -264,8 +264,9 @@ impl SqlEngine {
     /// What the lease report says bounds the GC safe point: the oldest registered
     /// reader's timestamp, or the floor when none is older. An idle node's floor would
     /// not move, holding GC back for every node, so when it has no reader and its floor
-    /// was not fetched for `IDLE_FLOOR_REFRESH`, it fetches a fresh one first. 0
-    /// (unknown, which holds GC back) if that fails.
+    /// was not fetched for `IDLE_FLOOR_REFRESH`, it fetches a fresh one first; if that
+    /// fails the older floor stands (0, unknown, before the first fetch), which only holds
+    /// GC back.
     async fn oldest_start_ts(&self) -> u64 {
         let stale = {
             let pins = self.ts_pins.lock();
