@@ -400,7 +400,6 @@ impl MetaClient {
         .await
     }
 
-    /// Reports a region led by the caller.
     /// Reports a region this store leads; the answer may ask for a leader transfer.
     pub async fn region_heartbeat(
         &self,

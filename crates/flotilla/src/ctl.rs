@@ -30,6 +30,19 @@ pub enum CtlCommand {
     CheckReplicas,
 }
 
+/// How far behind now the GC safe point a store has installed is, as "42s ago" ("-":
+/// none yet).
+fn gc_safe_point_age(ts: u64) -> String {
+    if ts == 0 {
+        return "-".into();
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let age_s = now_ms.saturating_sub(flotilla_types::Timestamp(ts).physical_ms()) / 1000;
+    format!("{age_s}s ago")
+}
+
 fn gib(bytes: u64) -> String {
     format!("{:.1}GiB", bytes as f64 / (1u64 << 30) as f64)
 }
@@ -58,7 +71,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     match args.command {
         CtlCommand::Stores => {
             println!(
-                "{:>6}  {:<22} {:<6} {:>10} {:>10} {:>8} {:>8} {:>14}",
+                "{:>6}  {:<22} {:<6} {:>10} {:>10} {:>8} {:>8} {:>14} {:>12}",
                 "store",
                 "address",
                 "state",
@@ -66,14 +79,15 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 "available",
                 "regions",
                 "leaders",
-                "heartbeat_ago"
+                "heartbeat_ago",
+                "gc_safe_point"
             );
             for s in meta.get_stores(0).await? {
                 let store = s.store.unwrap_or_default();
                 let stats = s.stats.unwrap_or_default();
                 let up = s.last_heartbeat_ago_ms < 10_000;
                 println!(
-                    "{:>6}  {:<22} {:<6} {:>10} {:>10} {:>8} {:>8} {:>12}ms",
+                    "{:>6}  {:<22} {:<6} {:>10} {:>10} {:>8} {:>8} {:>12}ms {:>12}",
                     store.id,
                     store.address,
                     if up { "up" } else { "down" },
@@ -85,7 +99,8 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                         0
                     } else {
                         s.last_heartbeat_ago_ms
-                    }
+                    },
+                    gc_safe_point_age(stats.gc.map_or(0, |gc| gc.safe_point_installed)),
                 );
             }
         }

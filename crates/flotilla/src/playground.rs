@@ -41,6 +41,14 @@ pub struct PlaygroundArgs {
     /// Rows an index backfill writes per second at most (passed to every meta member).
     #[arg(long, value_name = "ROWS")]
     pub ddl_backfill_rows_per_s: Option<u64>,
+    /// Seconds a replaced row version stays readable before GC may remove it; 0 turns GC
+    /// off (passed to every meta member) [default: 600].
+    #[arg(long, value_name = "SECONDS")]
+    pub gc_life_time_s: Option<u64>,
+    /// Seconds between moves of the GC safe point (passed to every meta member)
+    /// [default: 60].
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub gc_run_interval_s: Option<u64>,
 }
 
 /// Runtime threads for each of `children` processes sharing `cores`.
@@ -180,6 +188,12 @@ pub async fn run(args: PlaygroundArgs) -> anyhow::Result<()> {
         ];
         if let Some(rate) = args.ddl_backfill_rows_per_s {
             cmd.extend(["--ddl-backfill-rows-per-s".into(), rate.to_string()]);
+        }
+        if let Some(s) = args.gc_life_time_s {
+            cmd.extend(["--gc-life-time-s".into(), s.to_string()]);
+        }
+        if let Some(s) = args.gc_run_interval_s {
+            cmd.extend(["--gc-run-interval-s".into(), s.to_string()]);
         }
         launch("meta", i + 1, addr.clone(), dir, cmd)?;
     }

@@ -108,6 +108,13 @@ pub struct MetaArgs {
     /// [default: 10000].
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub ddl_schema_wait_timeout_ms: Option<u64>,
+    /// Seconds a replaced row version stays readable before garbage collection may remove
+    /// it (never one an open transaction reads); 0 turns GC off [default: 600].
+    #[arg(long, value_name = "SECONDS")]
+    pub gc_life_time_s: Option<u64>,
+    /// Seconds between moves of the GC safe point [default: 60].
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub gc_run_interval_s: Option<u64>,
     /// Largest single Raft message (a snapshot of the group's or a region's state) sent
     /// to or taken from a peer, in pieces; one larger is refused and the peer it was for
     /// stays behind. Set the same on every node [default: 2147483648].
@@ -133,6 +140,8 @@ struct MetaFile {
     ddl_cleanup_records_per_s: Option<u64>,
     ddl_schema_lease_ms: Option<u64>,
     ddl_schema_wait_timeout_ms: Option<u64>,
+    gc_life_time_s: Option<u64>,
+    gc_run_interval_s: Option<u64>,
     raft_chunked_message_bytes_max: Option<usize>,
 }
 
@@ -201,6 +210,13 @@ pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
     {
         cfg.ddl.cleanup_records_per_s = r;
     }
+    if let Some(s) = args.gc_life_time_s.or(file.gc_life_time_s) {
+        cfg.gc_life_time = std::time::Duration::from_secs(s);
+    }
+    if let Some(s) = args.gc_run_interval_s.or(file.gc_run_interval_s) {
+        anyhow::ensure!(s >= 1, "gc_run_interval_s must be at least 1");
+        cfg.gc_run_interval = std::time::Duration::from_secs(s);
+    }
     if let Some(ms) = args.ddl_schema_lease_ms.or(file.ddl_schema_lease_ms) {
         cfg.ddl.schema_lease = std::time::Duration::from_millis(ms);
     }
@@ -263,6 +279,14 @@ pub struct StoreArgs {
     /// [default: 16].
     #[arg(long, value_name = "SNAPSHOTS")]
     pub raft_snapshot_build_queue: Option<usize>,
+    /// Old row versions garbage collection removes per second at most, on this store;
+    /// 0 = no limit [default: 50000].
+    #[arg(long, value_name = "RECORDS")]
+    pub gc_records_per_s: Option<u64>,
+    /// Records one garbage-collection step removes at most (one Raft write)
+    /// [default: 4096].
+    #[arg(long, value_name = "RECORDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub gc_batch_records_max: Option<u64>,
     /// Largest single Raft message (a snapshot of the group's or a region's state) sent
     /// to or taken from a peer, in pieces; one larger is refused and the peer it was for
     /// stays behind. Set the same on every node [default: 2147483648].
@@ -281,6 +305,8 @@ struct StoreFile {
     raft_entry_cache_bytes: Option<u64>,
     raft_log_keep_for_lagging_entries: Option<u64>,
     raft_snapshot_build_queue: Option<usize>,
+    gc_records_per_s: Option<u64>,
+    gc_batch_records_max: Option<u64>,
     raft_chunked_message_bytes_max: Option<usize>,
 }
 
@@ -331,6 +357,13 @@ pub async fn run_store(args: StoreArgs) -> anyhow::Result<()> {
         .or(file.raft_snapshot_build_queue)
     {
         cfg.raft_snapshot_build_queue = queue;
+    }
+    if let Some(r) = args.gc_records_per_s.or(file.gc_records_per_s) {
+        cfg.gc_records_per_s = r;
+    }
+    if let Some(n) = args.gc_batch_records_max.or(file.gc_batch_records_max) {
+        anyhow::ensure!(n >= 1, "gc_batch_records_max must be at least 1");
+        cfg.gc_batch_records_max = usize::try_from(n).unwrap_or(usize::MAX);
     }
     if let Some(bytes) = args
         .raft_chunked_message_bytes_max

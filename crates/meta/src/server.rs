@@ -18,11 +18,12 @@ use flotilla_raftstore::{
 };
 use flotilla_storage::{EngineRef, FjallEngine, FjallOptions, KvEngine, WriteBatch};
 use flotilla_tso::LocalTso;
+use flotilla_types::Timestamp;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use crate::state::{MetaData, ReplicaRepair};
+use crate::state::{GcStoreBounds, MetaData, ReplicaRepair, StoreRec};
 
 /// The meta group's only region.
 const META_REGION_ID: u64 = 1;
@@ -59,6 +60,11 @@ pub struct MetaConfig {
     pub replica_repairs_max: usize,
     /// DDL job queue bounds.
     pub ddl: DdlConfig,
+    /// GC: how long a replaced row version stays readable. Zero turns GC off (the safe
+    /// point never moves).
+    pub gc_life_time: Duration,
+    /// GC: how often the leader moves the safe point on.
+    pub gc_run_interval: Duration,
     /// Largest gRPC message a member accepts.
     pub grpc_message_bytes_max: usize,
     /// Size bounds of Raft messages between members: batches, and single messages (the
@@ -69,7 +75,8 @@ pub struct MetaConfig {
 impl MetaConfig {
     /// A member with the defaults: replication 3, 100 ms ticks, 10-tick elections, stores
     /// down after 10 s of silence, a 3 s TSO window, a leader transfer per 5 s at most,
-    /// replicas on a store silent for 30 minutes replaced, 4 repair steps at once, gRPC
+    /// replicas on a store silent for 30 minutes replaced, 4 repair steps at once, old row
+    /// versions readable for 10 minutes with the GC safe point moved every minute, gRPC
     /// messages of up to 64 MiB, Raft batches of up to 4 MiB and snapshots of up to
     /// 2 GiB.
     pub fn new(member_id: u64, members: Vec<(u64, String)>, data_dir: PathBuf) -> Self {
@@ -86,6 +93,8 @@ impl MetaConfig {
             replica_repair_after: Duration::from_secs(30 * 60),
             replica_repairs_max: 4,
             ddl: DdlConfig::default(),
+            gc_life_time: Duration::from_secs(600),
+            gc_run_interval: Duration::from_secs(60),
             grpc_message_bytes_max: GRPC_MESSAGE_BYTES_MAX_DEFAULT,
             raft_limits: RaftMessageLimits::default(),
         }
@@ -198,6 +207,11 @@ impl MetaNode {
                 "member {} is not in the member list",
                 cfg.member_id
             )));
+        }
+        if cfg.gc_run_interval.is_zero() {
+            return Err(MetaStartError::Config(
+                "the GC run interval must be positive".into(),
+            ));
         }
         if cfg.replication == 0 {
             return Err(MetaStartError::Config(
@@ -368,7 +382,14 @@ async fn watch_leadership(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) 
                         );
                         // This term's DDL owner: resumes the jobs the last leader left.
                         tokio::spawn(state.ddl.clone().run_owner(state.ddl_stop.subscribe()));
-                        *shared.leader.write() = Some(Arc::new(state));
+                        let state = Arc::new(state);
+                        // Holds neither the member nor the state: it ends with the term.
+                        tokio::spawn(gc_safe_point_loop(
+                            shared.cfg.clone(),
+                            Arc::downgrade(&state),
+                            state.ddl_stop.subscribe(),
+                        ));
+                        *shared.leader.write() = Some(state);
                     }
                     Ok(Err(e)) => tracing::info!(term, "meta leader not ready yet: {e}"),
                     Err(e) => tracing::error!("meta activation task failed: {e}"),
@@ -384,6 +405,88 @@ async fn watch_leadership(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) 
             }
         }
     }
+}
+
+/// Moves the GC safe point on every `gc_run_interval` while this term lasts (see
+/// `next_gc_safe_point`).
+async fn gc_safe_point_loop(
+    cfg: MetaConfig,
+    leader: std::sync::Weak<LeaderState>,
+    mut stop: watch::Receiver<bool>,
+) {
+    if cfg.gc_life_time.is_zero() {
+        tracing::info!("GC is off (life time 0): the safe point stays where it is");
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.gc_run_interval) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let Some(leader) = leader.upgrade() else {
+            return;
+        };
+        match next_gc_safe_point(&cfg, &leader).await {
+            Ok(Some(ts)) => tracing::debug!(safe_point = ts, "GC safe point moved on"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("GC safe point not moved (tried again next run): {e}"),
+        }
+    }
+}
+
+/// The GC safe point now, persisted through the meta group when it moves on (returned
+/// then): `gc_life_time` before now, but never past the oldest snapshot a SQL node has
+/// open or is about to take (its schema lease reports it), nor to the oldest lock a store
+/// holds (a lock's fate is read from its primary's records).
+async fn next_gc_safe_point(
+    cfg: &MetaConfig,
+    leader: &Arc<LeaderState>,
+) -> Result<Option<u64>, String> {
+    let l = leader.clone();
+    let now = tokio::task::spawn_blocking(move || l.tso.next_ts())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("no timestamp: {e}"))?;
+    let life_ms = cfg.gc_life_time.as_millis() as u64;
+    let by_life = Timestamp::compose(now.physical_ms().saturating_sub(life_ms), 0);
+    let by_readers = Timestamp(leader.ddl.leases().oldest_start_ts());
+    let safe_point = {
+        let data = leader.data.lock();
+        let bounds = gc_store_bounds(cfg, leader, &data);
+        // Below the lock: its own transaction's records sit at and above its start_ts.
+        let by_locks = match bounds.oldest_lock_ts {
+            u64::MAX => Timestamp::MAX,
+            ts => Timestamp(ts).prev(),
+        };
+        let safe_point = by_life.min(by_readers).min(by_locks).0;
+        if safe_point <= data.gc_safe_point {
+            return Ok(None);
+        }
+        safe_point
+    };
+    // Persisted before any store hears of it: a later leader never hands out a lower one.
+    let mut batch = WriteBatch::new();
+    MetaData::persist_gc_safe_point(safe_point, &mut batch);
+    MetaService::persist(leader, batch)
+        .await
+        .map_err(|e| e.message().to_string())?;
+    leader.data.lock().raise_gc_safe_point(safe_point);
+    Ok(Some(safe_point))
+}
+
+/// GC's bounds from the stores' reports (see `MetaData::gc_store_bounds`): a store's locks
+/// count until its replicas would be replaced (`replica_repair_after`; for ever with
+/// repair off), as its replicas may hold a lock no other store reports; what it refuses
+/// to read counts while it may lead a region (until it is down).
+fn gc_store_bounds(cfg: &MetaConfig, leader: &LeaderState, data: &MetaData) -> GcStoreBounds {
+    let silent_for = |rec: &StoreRec| {
+        rec.last_heartbeat
+            .map_or_else(|| leader.since.elapsed(), |t| t.elapsed())
+    };
+    data.gc_store_bounds(
+        |rec| cfg.replica_repair_after.is_zero() || silent_for(rec) < cfg.replica_repair_after,
+        |rec| silent_for(rec) < cfg.store_down_after,
+    )
 }
 
 fn activate(shared: &Shared, term: u64, region: Region) -> Result<LeaderState, String> {
@@ -765,7 +868,7 @@ impl Meta for MetaService {
         let mut store = req.store.unwrap_or_default();
         let stats = req.stats.unwrap_or_default();
         let mut batch = WriteBatch::new();
-        let (store_id, bootstrap_region, bootstrapped) = {
+        let (store_id, bootstrap_region, bootstrapped, gc_safe_point, gc_collect_point) = {
             let mut data = leader.data.lock();
             if store.id == 0 {
                 store.id = data.alloc(1, &mut batch);
@@ -798,7 +901,16 @@ impl Meta for MetaService {
                 .bootstrap
                 .clone()
                 .filter(|r| stats.is_empty && r.peers.iter().any(|p| p.store_id == store.id));
-            (store.id, bootstrap_region, data.bootstrap.is_some())
+            // Collect only up to what every store that may lead a region refuses to read
+            // below: a new leader must never serve a read a removed version would answer.
+            let installed = gc_store_bounds(&self.shared.cfg, &leader, &data).installed;
+            (
+                store.id,
+                bootstrap_region,
+                data.bootstrap.is_some(),
+                data.gc_safe_point,
+                data.gc_safe_point.min(installed),
+            )
         };
         Self::persist(&leader, batch).await?;
         Ok(Response::new(StoreHeartbeatResponse {
@@ -806,6 +918,8 @@ impl Meta for MetaService {
             store_id,
             bootstrap_region,
             cluster_bootstrapped: bootstrapped,
+            gc_safe_point,
+            gc_collect_point,
         }))
     }
 

@@ -12,6 +12,7 @@ const STORE_PREFIX: &[u8] = b"meta/store/";
 const REGION_PREFIX: &[u8] = b"meta/region/";
 const ALLOC_KEY: &[u8] = b"meta/alloc_end";
 const BOOTSTRAP_KEY: &[u8] = b"meta/bootstrap";
+const GC_SAFE_POINT_KEY: &[u8] = b"meta/gc_safe_point";
 /// Ids are persisted this many at a time ahead of use.
 const ALLOC_STEP: u64 = 1000;
 
@@ -71,6 +72,18 @@ pub struct MetaData {
     pub alloc_next: u64,
     pub alloc_end: u64,
     pub bootstrap: Option<Region>,
+    /// The GC safe point: never moves back, across leaders included (0: none yet).
+    pub gc_safe_point: u64,
+}
+
+/// What the stores' reports allow GC (see `MetaData::gc_store_bounds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcStoreBounds {
+    /// The oldest lock any counted store holds (`u64::MAX`: none); 0 when a counted store
+    /// has not reported.
+    pub oldest_lock_ts: u64,
+    /// The lowest safe point a counted store has installed (`u64::MAX` with no store).
+    pub installed: u64,
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StorageError {
@@ -126,6 +139,11 @@ impl MetaData {
         // been handed out by the previous leader.
         data.alloc_next = end;
         data.alloc_end = end;
+        data.gc_safe_point = match engine.get(Cf::Meta, GC_SAFE_POINT_KEY)? {
+            Some(b) if b.len() == 8 => u64::from_be_bytes(b.try_into().expect("checked")),
+            Some(_) => return Err(corrupt("gc safe point", "bad length")),
+            None => 0,
+        };
         if let Some(b) = engine.get(Cf::Meta, BOOTSTRAP_KEY)? {
             data.bootstrap =
                 Some(Region::decode(b.as_slice()).map_err(|e| corrupt("bootstrap", e))?);
@@ -146,6 +164,51 @@ impl MetaData {
             );
         }
         first
+    }
+
+    /// Adds the persisted GC safe point `ts` to `batch`. Only the leader's loop that
+    /// moves it on writes it, one write at a time, so it never moves back on disk.
+    pub fn persist_gc_safe_point(ts: u64, batch: &mut WriteBatch) {
+        batch.put(
+            Cf::Meta,
+            GC_SAFE_POINT_KEY.to_vec(),
+            ts.to_be_bytes().to_vec(),
+        );
+    }
+
+    /// Raises the GC safe point handed to stores to `ts`, once persisted (never lowers
+    /// it); returns whether it moved.
+    pub fn raise_gc_safe_point(&mut self, ts: u64) -> bool {
+        let moved = ts > self.gc_safe_point;
+        self.gc_safe_point = self.gc_safe_point.max(ts);
+        moved
+    }
+
+    /// GC's bounds from the stores' reports. The lock bound counts every store that
+    /// `holds_locks` (its replicas may hold the only copy of a lock); the installed bound
+    /// every store that `may_lead` (it may serve a read now). A counted store this leader
+    /// has not heard from holds its bound at 0: what it holds or refuses is unknown.
+    pub fn gc_store_bounds(
+        &self,
+        holds_locks: impl Fn(&StoreRec) -> bool,
+        may_lead: impl Fn(&StoreRec) -> bool,
+    ) -> GcStoreBounds {
+        let mut bounds = GcStoreBounds {
+            oldest_lock_ts: u64::MAX,
+            installed: u64::MAX,
+        };
+        for rec in self.stores.values() {
+            let report = rec.last_heartbeat.and(rec.stats.gc);
+            if holds_locks(rec) {
+                let lock = report.map_or(0, |gc| gc.oldest_lock_ts.unwrap_or(u64::MAX));
+                bounds.oldest_lock_ts = bounds.oldest_lock_ts.min(lock);
+            }
+            if may_lead(rec) {
+                let installed = report.map_or(0, |gc| gc.safe_point_installed);
+                bounds.installed = bounds.installed.min(installed);
+            }
+        }
+        bounds
     }
 
     pub fn put_store(&mut self, store: Store, batch: &mut WriteBatch) {
@@ -455,5 +518,71 @@ mod tests {
             data.replica_repair_step(1, 4, |_| false, |_| true)
                 .is_none()
         );
+    }
+
+    fn report(safe_point_installed: u64, oldest_lock_ts: Option<u64>) -> StoreStats {
+        StoreStats {
+            gc: Some(flotilla_proto::metaservicepb::GcReport {
+                safe_point_installed,
+                oldest_lock_ts,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn gc_bounds_come_from_the_counted_stores_and_an_unheard_one_holds_them() {
+        let mut data = MetaData::default();
+        with_stores(&mut data, &[1, 2, 3, 4]);
+        let heard = |data: &mut MetaData, id: u64, stats: StoreStats| {
+            let rec = data.stores.get_mut(&id).unwrap();
+            rec.stats = stats;
+            rec.last_heartbeat = Some(Instant::now());
+        };
+        heard(&mut data, 1, report(100, Some(500)));
+        heard(&mut data, 2, report(90, None));
+        heard(&mut data, 3, report(120, Some(300)));
+        // Store 4 has not been heard from: counted, it holds both bounds at 0.
+        let bounds = data.gc_store_bounds(|_| true, |_| true);
+        assert_eq!(
+            bounds,
+            GcStoreBounds {
+                oldest_lock_ts: 0,
+                installed: 0
+            }
+        );
+        let not_4 = |r: &StoreRec| r.store.id != 4;
+        let bounds = data.gc_store_bounds(not_4, not_4);
+        assert_eq!((bounds.oldest_lock_ts, bounds.installed), (300, 90));
+        // Each bound counts its own stores: store 3's lock counts though it cannot lead.
+        let bounds = data.gc_store_bounds(not_4, |r| r.store.id <= 1);
+        assert_eq!((bounds.oldest_lock_ts, bounds.installed), (300, 100));
+        // A store that predates GC (no report) holds them too.
+        heard(&mut data, 4, StoreStats::default());
+        let bounds = data.gc_store_bounds(|_| true, |_| true);
+        assert_eq!((bounds.oldest_lock_ts, bounds.installed), (0, 0));
+        // Nothing counted: no bound.
+        let bounds = data.gc_store_bounds(|_| false, |_| false);
+        assert_eq!(
+            (bounds.oldest_lock_ts, bounds.installed),
+            (u64::MAX, u64::MAX)
+        );
+    }
+
+    #[test]
+    fn the_gc_safe_point_never_moves_back_and_is_persisted() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = flotilla_storage::FjallEngine::open(dir.path(), &Default::default()).unwrap();
+        let mut data = MetaData::load(&engine).unwrap();
+        assert_eq!(data.gc_safe_point, 0);
+        assert!(data.raise_gc_safe_point(50));
+        assert!(!data.raise_gc_safe_point(40), "moved back");
+        assert!(!data.raise_gc_safe_point(50));
+        assert_eq!(data.gc_safe_point, 50);
+        let mut batch = WriteBatch::new();
+        MetaData::persist_gc_safe_point(50, &mut batch);
+        engine.write(batch, true).unwrap();
+        // A new leader loads it.
+        assert_eq!(MetaData::load(&engine).unwrap().gc_safe_point, 50);
     }
 }

@@ -21,7 +21,7 @@ pub use gc::GcProgress;
 pub use records::{Lock, LockKind, Write, WriteKind};
 pub use store::{
     IngestEntry, KeyCheck, LockKeys, Mutation, MutationOp, Mvcc, PendingWrite, PrewriteLocks,
-    TxnStatus,
+    TxnStatus, oldest_lock_on_disk,
 };
 
 #[cfg(test)]

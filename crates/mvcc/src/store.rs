@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use flotilla_storage::{
-    Cf, DurabilityTicket, EngineRef, KvPair, StorageError, WriteBatch, WriteOp,
+    Cf, DurabilityTicket, EngineRef, KvEngine, KvPair, StorageError, WriteBatch, WriteOp,
 };
 use flotilla_types::Timestamp;
 use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
@@ -1481,13 +1481,16 @@ impl Mvcc {
     /// Reads the whole lock CF (bounded by the transactions in flight, whose locks go when
     /// they finish).
     pub fn oldest_lock_start_ts(&self) -> Result<Option<Timestamp>, MvccError> {
-        let mut oldest = self.memory.lock().values().map(|l| l.start_ts).min();
-        for item in self.engine.scan(Cf::Lock, b"", b"", false) {
-            let (_, bytes) = item?;
-            let start_ts = Lock::from_bytes(&bytes)?.start_ts;
-            oldest = Some(oldest.map_or(start_ts, |o: Timestamp| o.min(start_ts)));
-        }
-        Ok(oldest)
+        // Memory first: a lock moving to disk meanwhile is then seen there.
+        let in_memory = self.oldest_memory_lock_start_ts();
+        let on_disk = oldest_lock_on_disk(self.engine.as_ref())?;
+        Ok(in_memory.into_iter().chain(on_disk).min())
+    }
+
+    /// The oldest start_ts of the locks held in memory only (pessimistic and volatile
+    /// locks).
+    pub fn oldest_memory_lock_start_ts(&self) -> Option<Timestamp> {
+        self.memory.lock().values().map(|l| l.start_ts).min()
     }
 
     /// Up to `limit` locks in `[start, end)` (empty end = unbounded) with start_ts at or
@@ -1513,4 +1516,16 @@ impl Mvcc {
         }
         Ok(out)
     }
+}
+
+/// The oldest start_ts of the locks in `engine`'s lock CF: on a store, every lock of every
+/// replica it holds, however its regions are led.
+pub fn oldest_lock_on_disk(engine: &dyn KvEngine) -> Result<Option<Timestamp>, MvccError> {
+    let mut oldest: Option<Timestamp> = None;
+    for item in engine.scan(Cf::Lock, b"", b"", false) {
+        let (_, bytes) = item?;
+        let start_ts = Lock::from_bytes(&bytes)?.start_ts;
+        oldest = Some(oldest.map_or(start_ts, |o| o.min(start_ts)));
+    }
+    Ok(oldest)
 }

@@ -29,7 +29,10 @@ use parking_lot::Mutex;
 use tokio::sync::{oneshot, watch};
 use tonic::{Request, Response, Status};
 
+use crate::gc::GcStats;
 use crate::standalone::StartError;
+
+mod gc;
 
 /// How a store runs.
 #[derive(Debug, Clone)]
@@ -71,6 +74,10 @@ pub struct StoreNodeConfig {
     /// Size bounds of Raft messages between stores: batches, and single messages (region
     /// snapshots) sent in pieces. The same on every store.
     pub raft_limits: RaftMessageLimits,
+    /// GC: records one step removes at most (one Raft write).
+    pub gc_batch_records_max: usize,
+    /// GC: records removed per second at most; 0: no limit.
+    pub gc_records_per_s: u64,
 }
 
 impl StoreNodeConfig {
@@ -80,7 +87,8 @@ impl StoreNodeConfig {
     /// Raft log entries per region, the log kept for followers up to 65,536 entries behind,
     /// 16 snapshots queued for the snapshot thread, 4,096 commands in progress per KV
     /// stream, gRPC messages of up to 256 MiB, Raft batches of up to 4 MiB and snapshots of
-    /// up to 2 GiB.
+    /// up to 2 GiB, and GC removing old versions 4,096 records per Raft write and at most
+    /// 50,000 records a second.
     pub fn new(data_dir: PathBuf, advertise_addr: String, meta_endpoints: Vec<String>) -> Self {
         Self {
             data_dir,
@@ -103,6 +111,8 @@ impl StoreNodeConfig {
             kv_stream_in_flight_max: 4_096,
             grpc_message_bytes_max: GRPC_MESSAGE_BYTES_MAX_DEFAULT,
             raft_limits: RaftMessageLimits::default(),
+            gc_batch_records_max: 4_096,
+            gc_records_per_s: 50_000,
         }
     }
 }
@@ -146,6 +156,7 @@ pub struct StoreNode {
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     driver: Option<StoreDriver>,
+    gc_stats: Arc<GcStats>,
 }
 
 fn local_regions(engine: &EngineRef) -> Result<bool, String> {
@@ -189,7 +200,9 @@ impl StoreNode {
             None => 0,
         };
         // Register (a new store gets its id) and, on an empty store, wait until the
-        // cluster's first region is laid out: this store may be one of its peers.
+        // cluster's first region is laid out: this store may be one of its peers. The GC
+        // safe point comes with the answer, so reads below it are refused from the start.
+        let mut gc_safe_point = 0;
         loop {
             let is_empty = !local_regions(&engine).map_err(storage_err)?;
             let resp = meta
@@ -209,6 +222,7 @@ impl StoreNode {
                 .map_err(|e| {
                     StartError::Other(format!("registering with the meta service: {e}"))
                 })?;
+            gc_safe_point = gc_safe_point.max(resp.gc_safe_point);
             if store_id == 0 {
                 store_id = resp.store_id;
                 let mut batch = WriteBatch::new();
@@ -277,6 +291,7 @@ impl StoreNode {
             meta,
             regions: Mutex::new(HashMap::new()),
             cfg: cfg.clone(),
+            gc: gc::StoreGc::new(gc_safe_point),
         });
         let (shutdown, watcher) = watch::channel(false);
         let service = StoreService {
@@ -302,20 +317,28 @@ impl StoreNode {
             }
         });
         let heartbeats = tokio::spawn(heartbeat_loop(shared.clone(), watcher.clone()));
-        let splits = tokio::spawn(split_check_loop(shared, watcher));
+        let splits = tokio::spawn(split_check_loop(shared.clone(), watcher.clone()));
+        let gc_stats = shared.gc.stats.clone();
+        let collector = tokio::spawn(gc::collect_loop(shared, watcher));
         tracing::info!(store_id, %addr, "store is serving");
         Ok(Self {
             store_id,
             addr,
             transport,
             shutdown,
-            tasks: vec![server, heartbeats, splits],
+            tasks: vec![server, heartbeats, splits, collector],
             driver: Some(driver),
+            gc_stats,
         })
     }
 
     pub fn store_id(&self) -> u64 {
         self.store_id
+    }
+
+    /// What this store's garbage collection has done.
+    pub fn gc_stats(&self) -> Arc<GcStats> {
+        self.gc_stats.clone()
     }
 
     /// Raft streams this store has opened to its peers so far (see
@@ -402,6 +425,7 @@ struct Shared {
     meta: Arc<MetaClient>,
     regions: Mutex<HashMap<u64, Arc<RegionMvcc>>>,
     cfg: StoreNodeConfig,
+    gc: gc::StoreGc,
 }
 
 fn region_error(e: &RaftStoreError, board: &RegionBoard) -> RegionError {
@@ -724,6 +748,9 @@ impl Shared {
             return Ok(made.clone());
         }
         regions.insert(ctx.region_id, m.clone());
+        // Under the map's lock, as `StoreGc::install` raises the map's regions: a safe
+        // point installed meanwhile reaches this region one way or the other.
+        m.mvcc.raise_safe_point(self.gc.safe_point());
         Ok(m)
     }
 
@@ -1508,12 +1535,21 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 .any(|e| e.region.id == *id && e.is_leader && e.term == m.term)
         });
         let (capacity_bytes, available_bytes) = disk_of(&shared.cfg.data_dir);
+        let gc = match gc::report(&shared).await {
+            Ok(report) => Some(report),
+            Err(e) => {
+                // Unset holds GC back until a later heartbeat reports.
+                tracing::warn!("GC report: {e}");
+                None
+            }
+        };
         let stats = StoreStats {
             capacity_bytes,
             available_bytes,
             region_count: entries.len() as u32,
             leader_count: leaders.len() as u32,
             is_empty: entries.is_empty(),
+            gc,
         };
         let store = StoreMeta {
             id: shared.store_id,
@@ -1521,8 +1557,13 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             state: StoreState::Up as i32,
             version: env!("CARGO_PKG_VERSION").into(),
         };
-        if let Err(e) = shared.meta.store_heartbeat(store, stats).await {
-            tracing::debug!("store heartbeat: {e}");
+        match shared.meta.store_heartbeat(store, stats).await {
+            Ok(resp) => {
+                shared
+                    .gc
+                    .install(&shared.regions, resp.gc_safe_point, resp.gc_collect_point)
+            }
+            Err(e) => tracing::debug!("store heartbeat: {e}"),
         }
         for e in leaders {
             let req = RegionHeartbeatRequest {

@@ -1051,3 +1051,83 @@ async fn replicas_on_a_store_down_too_long_move_to_a_live_store() {
         ]
     );
 }
+
+/// Garbage collection on a cluster: the meta leader moves the safe point on, never to a
+/// lock a store holds (a dead coordinator's here); each region's leader removes what no
+/// reader at or above it can see, through Raft, so every replica stays identical; and
+/// every store, a new leader after a failover included, refuses reads below it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_removes_old_versions_on_every_replica_and_never_past_a_lock() {
+    let mut cluster = common::Cluster::start_tuned(
+        |meta| {
+            meta.leader_balance_interval = std::time::Duration::ZERO;
+            meta.gc_life_time = std::time::Duration::from_secs(1);
+            meta.gc_run_interval = std::time::Duration::from_millis(100);
+        },
+        |_| {},
+    )
+    .await;
+    let (kv, tso) = cluster.kv();
+    let before_writes = tso.get_ts().await.unwrap();
+    for i in 0..10 {
+        write_one(&kv, &tso, b"k", format!("v{i}").as_bytes()).await;
+    }
+    // A coordinator that died after prewrite, with a TTL beyond the test: nothing resolves
+    // its lock, which holds the safe point below its start_ts.
+    let held_ts = tso.get_ts().await.unwrap();
+    kv.prewrite(vec![put(b"held", b"x")], b"held", held_ts, 600_000, false)
+        .await
+        .unwrap();
+    for i in 10..20 {
+        write_one(&kv, &tso, b"k", format!("v{i}").as_bytes()).await;
+    }
+    // v9 is what a reader at the safe point sees: v0..v8 go, the 10 newer ones stay,
+    // round after round.
+    assert_eq!(cluster.gc_settles_at(9, 5).await, 9);
+    for s in &cluster.stores {
+        let sp = s
+            .gc_stats()
+            .safe_point
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert!(sp > 0 && sp < held_ts.0, "safe point {sp} passed the lock");
+    }
+    // The lock ends: everything but the newest version goes, and the rollback record too.
+    kv.rollback(vec![b"held".to_vec()], held_ts).await.unwrap();
+    assert_eq!(cluster.gc_settles_at(20, 5).await, 20);
+
+    let now = tso.get_ts().await.unwrap();
+    assert_eq!(
+        kv.get(b"k", now, None, 1_000).await.unwrap(),
+        Some(b"v19".to_vec())
+    );
+    let err = kv.get(b"k", before_writes, None, 1_000).await.unwrap_err();
+    assert!(
+        matches!(err, flotilla_txn::TxnError::SnapshotTooOld { .. }),
+        "{err}"
+    );
+    // The removals went through the region's log: every replica holds the same data.
+    let region = kv.cache().locate(&encode_key(b"k")).await.unwrap();
+    for store in &cluster.stores {
+        wait_for_identical_replica(
+            &cluster,
+            region.region.id,
+            store.addr(),
+            std::time::Duration::from_secs(10),
+        )
+        .await;
+    }
+    // A new leader refuses the old snapshot too: every store installed the safe point
+    // before any removed a version.
+    let leader = region.leader.expect("a leader served the reads").store_id;
+    cluster.stop_store(leader).await;
+    let err = kv.get(b"k", before_writes, None, 5_000).await.unwrap_err();
+    assert!(
+        matches!(err, flotilla_txn::TxnError::SnapshotTooOld { .. }),
+        "{err}"
+    );
+    let now = tso.get_ts().await.unwrap();
+    assert_eq!(
+        kv.get(b"k", now, None, 5_000).await.unwrap(),
+        Some(b"v19".to_vec())
+    );
+}

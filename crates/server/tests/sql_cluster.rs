@@ -448,3 +448,44 @@ async fn a_dropped_tables_data_is_deleted_across_its_regions() {
     assert_eq!(live(table_prefix(storage_id)).await, 0);
     assert_eq!(rows(&mut s, "SELECT count(*) FROM kept").await, ["3000"]);
 }
+
+/// GC on a cluster never passes the snapshot a SQL node's open transaction reads: the
+/// node reports its oldest snapshot with its schema lease, and the meta leader keeps the
+/// safe point at or below it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_on_a_cluster_never_removes_what_an_open_snapshot_reads() {
+    let cluster = common::Cluster::start_tuned(
+        |m| {
+            m.gc_life_time = Duration::from_secs(1);
+            m.gc_run_interval = Duration::from_millis(100);
+        },
+        |_| {},
+    )
+    .await;
+    let node = sql_node(&cluster).await;
+    let mut s = node.session();
+    ok(&mut s, "CREATE TABLE counter (id INT PRIMARY KEY, n INT)").await;
+    ok(&mut s, "INSERT INTO counter VALUES (1, 0)").await;
+    let updates = "UPDATE counter SET n = n + 1 WHERE id = 1;".repeat(30);
+    ok(&mut s, &updates).await;
+    let mut holder = node.session();
+    ok(&mut holder, "BEGIN ISOLATION LEVEL REPEATABLE READ").await;
+    assert_eq!(
+        rows(&mut holder, "SELECT n FROM counter WHERE id = 1").await,
+        ["30"]
+    );
+    ok(&mut s, &updates).await;
+    // The 30 versions older than the one the snapshot reads go; the 30 newer stay.
+    assert_eq!(cluster.gc_settles_at(30, 10).await, 30);
+    assert_eq!(
+        rows(&mut holder, "SELECT n FROM counter WHERE id = 1").await,
+        ["30"],
+        "the open snapshot lost its version"
+    );
+    ok(&mut holder, "COMMIT").await;
+    // The node reports the newest snapshot it handed out: one more read moves it past the
+    // last update.
+    assert_eq!(rows(&mut s, "SELECT n FROM counter").await, ["60"]);
+    assert_eq!(cluster.gc_settles_at(60, 10).await, 60);
+    assert_eq!(rows(&mut s, "SELECT n FROM counter").await, ["60"]);
+}

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use flotilla_client::{ClientConfig, ClusterTxnKv, MetaClient, RegionCache, RemoteTso};
@@ -142,5 +143,41 @@ impl Cluster {
         let tso = Arc::new(RemoteTso::new(meta.clone()));
         let cache = Arc::new(RegionCache::new(meta, RegionCache::DEFAULT_MAX_REGIONS));
         (Arc::new(ClusterTxnKv::new(cache, tso.clone(), cfg)), tso)
+    }
+
+    /// Records every store's GC has removed so far.
+    pub fn gc_removed(&self) -> u64 {
+        self.stores
+            .iter()
+            .map(|s| s.gc_stats().records_deleted.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Waits until the stores' GC has removed `records` records, then for `rounds` more
+    /// GC rounds on every store (the safe point follows the clock meanwhile, as far as
+    /// what holds it back lets it), and returns what they removed by then.
+    pub async fn gc_settles_at(&self, records: u64, rounds: u64) -> u64 {
+        let rounds_done = || {
+            self.stores
+                .iter()
+                .map(|s| s.gc_stats().runs.load(Ordering::Relaxed))
+                .min()
+                .unwrap_or(0)
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while self.gc_removed() < records {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "GC removed {} records, not {records}",
+                self.gc_removed()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let target = rounds_done() + rounds;
+        while rounds_done() < target {
+            assert!(std::time::Instant::now() < deadline, "GC stopped running");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.gc_removed()
     }
 }

@@ -1,0 +1,203 @@
+//! Garbage collection of old row versions on a store.
+//!
+//! The meta leader moves the GC safe point on; it reaches the store in every heartbeat's
+//! answer, and the store installs it at once: every region it leads, and every region it
+//! comes to lead, refuses reads below it. The answer also carries the collect point, the
+//! safe point every store that may lead a region has installed (each reports what it has
+//! in its next heartbeat), so no leader, old or new, would answer a read that a removed
+//! version was needed for. Up to the collect point the store removes, in each region it
+//! leads, the versions no reader at or above it can see (`Mvcc::gc`), a bounded batch at a
+//! time and at a bounded rate; each batch is a Raft write, so every replica removes the
+//! same records at the same log index.
+//!
+//! The store also reports its oldest lock, so the safe point stays below it: a lock's fate
+//! is read from its primary's records, which GC must keep.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use flotilla_proto::kvpb::Context;
+use flotilla_proto::metaservicepb::GcReport;
+use flotilla_raftstore::BoardEntry;
+use flotilla_types::Timestamp;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use super::{RegionMvcc, Shared};
+use crate::gc::GcStats;
+
+/// A store's GC state.
+pub(super) struct StoreGc {
+    /// The safe point installed: every region this store leads refuses reads below it.
+    safe_point: AtomicU64,
+    /// Up to where this store may remove versions (at most the safe point).
+    collect_point: AtomicU64,
+    pub(super) stats: Arc<GcStats>,
+}
+
+impl StoreGc {
+    /// Starts with the safe point the meta service named at registration.
+    pub(super) fn new(safe_point: u64) -> Self {
+        Self {
+            safe_point: AtomicU64::new(safe_point),
+            collect_point: AtomicU64::new(0),
+            stats: Arc::new(GcStats::default()),
+        }
+    }
+
+    pub(super) fn safe_point(&self) -> Timestamp {
+        Timestamp(self.safe_point.load(Ordering::Acquire))
+    }
+
+    /// Installs the safe point and the collect point from a heartbeat's answer: neither
+    /// ever moves back.
+    pub(super) fn install(
+        &self,
+        regions: &Mutex<HashMap<u64, Arc<RegionMvcc>>>,
+        safe_point: u64,
+        collect_point: u64,
+    ) {
+        debug_assert!(
+            collect_point <= safe_point,
+            "collecting past the safe point"
+        );
+        self.safe_point.fetch_max(safe_point, Ordering::AcqRel);
+        let installed = self.safe_point();
+        // Under the map's lock: a region made meanwhile raises itself after it is in the
+        // map (see `Shared::region_mvcc`).
+        for m in regions.lock().values() {
+            m.mvcc.raise_safe_point(installed);
+        }
+        self.collect_point
+            .fetch_max(collect_point.min(installed.0), Ordering::AcqRel);
+    }
+}
+
+/// What the store tells the meta leader for GC: the safe point it has installed, and its
+/// oldest lock, in memory in a region it leads or on disk in any replica.
+pub(super) async fn report(shared: &Arc<Shared>) -> Result<GcReport, String> {
+    // Read before the locks are: a lock taken after this is above it.
+    let safe_point_installed = shared.gc.safe_point().0;
+    // Memory first: a lock moving to disk meanwhile is then seen there.
+    let in_memory = shared
+        .regions
+        .lock()
+        .values()
+        .filter_map(|m| m.mvcc.oldest_memory_lock_start_ts())
+        .min();
+    let local = shared.local.clone();
+    let on_disk =
+        tokio::task::spawn_blocking(move || flotilla_mvcc::oldest_lock_on_disk(local.as_ref()))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+    Ok(GcReport {
+        safe_point_installed,
+        oldest_lock_ts: in_memory.into_iter().chain(on_disk).min().map(|ts| ts.0),
+    })
+}
+
+/// Collects, every heartbeat interval, the regions this store leads that have not been
+/// collected up to the collect point yet.
+pub(super) async fn collect_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    // Region id → the collect point it was last collected up to, while this store leads
+    // it (a new leader collects it again: little is left to remove).
+    let mut done: HashMap<u64, u64> = HashMap::new();
+    let mut tick = tokio::time::interval(shared.cfg.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let point = shared.gc.collect_point.load(Ordering::Acquire);
+        if point == 0 {
+            continue;
+        }
+        let leading: Vec<BoardEntry> = shared
+            .board
+            .all()
+            .into_iter()
+            .filter(|e| e.is_leader)
+            .collect();
+        done.retain(|id, _| leading.iter().any(|e| e.region.id == *id));
+        let mut complete = true;
+        for entry in leading {
+            if done.get(&entry.region.id).is_some_and(|d| *d >= point) {
+                continue;
+            }
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                outcome = collect_region(&shared, &entry, Timestamp(point)) => match outcome {
+                    Ok(removed) => {
+                        if removed > 0 {
+                            tracing::info!(
+                                region_id = entry.region.id,
+                                collect_point = point,
+                                removed,
+                                "GC removed old versions"
+                            );
+                        }
+                        done.insert(entry.region.id, point);
+                    }
+                    Err(e) => {
+                        complete = false;
+                        tracing::info!(
+                            region_id = entry.region.id,
+                            "GC of the region stopped (tried again next round): {e}"
+                        );
+                    }
+                },
+            }
+        }
+        if complete {
+            shared.gc.stats.safe_point.store(point, Ordering::Relaxed);
+        }
+        shared.gc.stats.runs.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Removes from one region the versions no reader at or above `point` can see, a batch
+/// (one Raft write) at a time at the configured pace; returns the records removed.
+async fn collect_region(
+    shared: &Arc<Shared>,
+    entry: &BoardEntry,
+    point: Timestamp,
+) -> Result<u64, String> {
+    let ctx = Context {
+        region_id: entry.region.id,
+        epoch: entry.region.epoch,
+    };
+    let region = shared.region_mvcc(&ctx).await.map_err(|e| e.to_string())?;
+    let batch = shared.cfg.gc_batch_records_max;
+    let records_per_s = shared.cfg.gc_records_per_s;
+    let mut cursor = Vec::new();
+    let mut removed = 0;
+    loop {
+        let m = region.clone();
+        let from = std::mem::take(&mut cursor);
+        // The region's engine clips the range to the region and makes the removals a Raft
+        // write fenced by the leader's term and the region's epoch.
+        let progress = tokio::task::spawn_blocking(move || m.mvcc.gc(&from, b"", point, batch))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        removed += progress.records_deleted;
+        shared
+            .gc
+            .stats
+            .records_deleted
+            .fetch_add(progress.records_deleted, Ordering::Relaxed);
+        if records_per_s > 0 && progress.records_deleted > 0 {
+            // Pacing, so GC never takes the disk or the Raft log from the foreground.
+            let secs = progress.records_deleted as f64 / records_per_s as f64;
+            tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+        }
+        match progress.next {
+            Some(next) => cursor = next,
+            None => return Ok(removed),
+        }
+    }
+}
