@@ -287,6 +287,13 @@ pub struct StoreArgs {
     /// [default: 4096].
     #[arg(long, value_name = "RECORDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub gc_batch_records_max: Option<u64>,
+    /// Seconds after which a prewrite lock whose TTL has lapsed is resolved by the store
+    /// leading its region (its coordinator most likely died) [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    pub gc_resolve_locks_after_s: Option<u64>,
+    /// Abandoned locks the store resolves per heartbeat at most; 0 = none [default: 256].
+    #[arg(long, value_name = "LOCKS")]
+    pub gc_resolve_locks_max: Option<usize>,
     /// Largest single Raft message (a snapshot of the group's or a region's state) sent
     /// to or taken from a peer, in pieces; one larger is refused and the peer it was for
     /// stays behind. Set the same on every node [default: 2147483648].
@@ -307,6 +314,8 @@ struct StoreFile {
     raft_snapshot_build_queue: Option<usize>,
     gc_records_per_s: Option<u64>,
     gc_batch_records_max: Option<u64>,
+    gc_resolve_locks_after_s: Option<u64>,
+    gc_resolve_locks_max: Option<usize>,
     raft_chunked_message_bytes_max: Option<usize>,
 }
 
@@ -364,6 +373,15 @@ pub async fn run_store(args: StoreArgs) -> anyhow::Result<()> {
     if let Some(n) = args.gc_batch_records_max.or(file.gc_batch_records_max) {
         anyhow::ensure!(n >= 1, "gc_batch_records_max must be at least 1");
         cfg.gc_batch_records_max = usize::try_from(n).unwrap_or(usize::MAX);
+    }
+    if let Some(s) = args
+        .gc_resolve_locks_after_s
+        .or(file.gc_resolve_locks_after_s)
+    {
+        cfg.gc_resolve_locks_after = std::time::Duration::from_secs(s);
+    }
+    if let Some(n) = args.gc_resolve_locks_max.or(file.gc_resolve_locks_max) {
+        cfg.gc_resolve_locks_max = n;
     }
     if let Some(bytes) = args
         .raft_chunked_message_bytes_max

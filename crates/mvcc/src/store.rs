@@ -1476,10 +1476,11 @@ impl Mvcc {
         next.map(|ek| decode_user_key(&ek)).transpose()
     }
 
-    /// The oldest start_ts of any lock this store holds, on disk or in memory: a GC safe
-    /// point must stay at or below it, as a lock's fate is read from its primary's records.
-    /// Reads the whole lock CF (bounded by the transactions in flight, whose locks go when
-    /// they finish).
+    /// The oldest start_ts of any prewrite lock this store holds, on disk or in memory: a
+    /// GC safe point must stay below it, as a lock's fate is read from its primary's
+    /// records. Pessimistic locks do not count: they have no fate to read (their
+    /// transaction commits only after it has prewritten every one). Reads the whole lock
+    /// CF (bounded by the transactions in flight, whose locks go when they finish).
     pub fn oldest_lock_start_ts(&self) -> Result<Option<Timestamp>, MvccError> {
         // Memory first: a lock moving to disk meanwhile is then seen there.
         let in_memory = self.oldest_memory_lock_start_ts();
@@ -1487,10 +1488,46 @@ impl Mvcc {
         Ok(in_memory.into_iter().chain(on_disk).min())
     }
 
-    /// The oldest start_ts of the locks held in memory only (pessimistic and volatile
-    /// locks).
+    /// The oldest start_ts of the prewrite locks held in memory only (volatile locks;
+    /// pessimistic ones do not count, see `oldest_lock_start_ts`).
     pub fn oldest_memory_lock_start_ts(&self) -> Option<Timestamp> {
-        self.memory.lock().values().map(|l| l.start_ts).min()
+        self.memory
+            .lock()
+            .values()
+            .filter(|l| l.kind != LockKind::Pessimistic)
+            .map(|l| l.start_ts)
+            .min()
+    }
+
+    /// Up to `limit` prewrite locks (not pessimistic ones), in memory or on disk, with a
+    /// start_ts at or below `max_ts`: what a resolver of abandoned locks looks at. Keys are
+    /// user keys.
+    pub fn prewrite_locks_at_or_below(
+        &self,
+        max_ts: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Lock)>, MvccError> {
+        let wanted = |l: &Lock| l.kind != LockKind::Pessimistic && l.start_ts <= max_ts;
+        let mut out: Vec<(Vec<u8>, Lock)> = Vec::new();
+        for (ek, lock) in self.memory.lock().iter() {
+            if out.len() >= limit {
+                return Ok(out);
+            }
+            if wanted(lock) {
+                out.push((decode_user_key(ek)?, lock.clone()));
+            }
+        }
+        for item in self.engine.scan(Cf::Lock, b"", b"", false) {
+            if out.len() >= limit {
+                break;
+            }
+            let (ek, bytes) = item?;
+            let lock = Lock::from_bytes(&bytes)?;
+            if wanted(&lock) {
+                out.push((decode_user_key(&ek)?, lock));
+            }
+        }
+        Ok(out)
     }
 
     /// Up to `limit` locks in `[start, end)` (empty end = unbounded) with start_ts at or
@@ -1518,14 +1555,18 @@ impl Mvcc {
     }
 }
 
-/// The oldest start_ts of the locks in `engine`'s lock CF: on a store, every lock of every
-/// replica it holds, however its regions are led.
+/// The oldest start_ts of the prewrite locks in `engine`'s lock CF (see
+/// `Mvcc::oldest_lock_start_ts`): on a store, every lock of every replica it holds,
+/// however its regions are led.
 pub fn oldest_lock_on_disk(engine: &dyn KvEngine) -> Result<Option<Timestamp>, MvccError> {
     let mut oldest: Option<Timestamp> = None;
     for item in engine.scan(Cf::Lock, b"", b"", false) {
         let (_, bytes) = item?;
-        let start_ts = Lock::from_bytes(&bytes)?.start_ts;
-        oldest = Some(oldest.map_or(start_ts, |o| o.min(start_ts)));
+        let lock = Lock::from_bytes(&bytes)?;
+        if lock.kind == LockKind::Pessimistic {
+            continue;
+        }
+        oldest = Some(oldest.map_or(lock.start_ts, |o| o.min(lock.start_ts)));
     }
     Ok(oldest)
 }

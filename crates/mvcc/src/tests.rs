@@ -1186,7 +1186,7 @@ fn gc_works_in_bounded_steps_and_a_deletion_never_uncovers_an_older_value() {
 }
 
 #[test]
-fn the_oldest_lock_counts_locks_on_disk_and_in_memory() {
+fn the_oldest_lock_counts_prewrite_locks_on_disk_and_in_memory() {
     let (_d, m) = mvcc();
     assert_eq!(m.oldest_lock_start_ts().unwrap(), None);
     m.prewrite(
@@ -1198,6 +1198,7 @@ fn the_oldest_lock_counts_locks_on_disk_and_in_memory() {
     )
     .unwrap();
     assert_eq!(m.oldest_lock_start_ts().unwrap(), Some(ts(30)));
+    // A pessimistic lock holds no fate to read: it does not count.
     m.acquire_pessimistic_lock(
         &[(b"b".to_vec(), false)],
         b"b",
@@ -1207,8 +1208,34 @@ fn the_oldest_lock_counts_locks_on_disk_and_in_memory() {
         false,
     )
     .unwrap();
-    assert_eq!(m.oldest_lock_start_ts().unwrap(), Some(ts(25)));
+    assert_eq!(m.oldest_lock_start_ts().unwrap(), Some(ts(30)));
+    // A volatile prewrite lock, in memory only, does.
+    m.prewrite(
+        &[put(b"c", b"y")],
+        b"c",
+        ts(20),
+        3_000,
+        PrewriteLocks::Volatile,
+    )
+    .unwrap();
+    assert_eq!(m.oldest_lock_start_ts().unwrap(), Some(ts(20)));
+    assert_eq!(m.oldest_memory_lock_start_ts(), Some(ts(20)));
+    // What a resolver of abandoned locks sees: prewrite locks at or below a timestamp,
+    // in memory and on disk, by user key, bounded.
+    let keys = |max: u64, limit: usize| -> Vec<Vec<u8>> {
+        m.prewrite_locks_at_or_below(ts(max), limit)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    };
+    assert_eq!(keys(100, 10), [b"c".to_vec(), b"a".to_vec()]);
+    assert_eq!(keys(25, 10), [b"c".to_vec()]);
+    assert_eq!(keys(100, 1), [b"c".to_vec()]);
+    assert!(keys(19, 10).is_empty());
+    m.rollback(&[b"c".to_vec()], ts(20)).unwrap();
     m.pessimistic_rollback(&[b"b".to_vec()], ts(25)).unwrap();
     m.rollback(&[b"a".to_vec()], ts(30)).unwrap();
     assert_eq!(m.oldest_lock_start_ts().unwrap(), None);
+    assert!(keys(100, 10).is_empty());
 }

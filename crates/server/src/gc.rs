@@ -38,6 +38,8 @@ pub struct GcStats {
     pub records_deleted: AtomicU64,
     /// Runs finished since start (whether or not they removed anything).
     pub runs: AtomicU64,
+    /// Abandoned locks resolved since start (a cluster's stores; see `StoreNodeConfig`).
+    pub locks_resolved: AtomicU64,
 }
 
 /// The standalone node's GC worker.

@@ -78,6 +78,12 @@ pub struct StoreNodeConfig {
     pub gc_batch_records_max: usize,
     /// GC: records removed per second at most; 0: no limit.
     pub gc_records_per_s: u64,
+    /// GC: a prewrite lock older than this whose TTL has lapsed is resolved by the store
+    /// leading its region, as a reader would: its coordinator most likely died, and a
+    /// lock no reader meets would hold the safe point back for ever.
+    pub gc_resolve_locks_after: Duration,
+    /// GC: abandoned locks the store resolves per round (a heartbeat interval) at most.
+    pub gc_resolve_locks_max: usize,
 }
 
 impl StoreNodeConfig {
@@ -88,7 +94,8 @@ impl StoreNodeConfig {
     /// 16 snapshots queued for the snapshot thread, 4,096 commands in progress per KV
     /// stream, gRPC messages of up to 256 MiB, Raft batches of up to 4 MiB and snapshots of
     /// up to 2 GiB, and GC removing old versions 4,096 records per Raft write and at most
-    /// 50,000 records a second.
+    /// 50,000 records a second, and resolving up to 256 abandoned locks a round once they
+    /// are a minute old.
     pub fn new(data_dir: PathBuf, advertise_addr: String, meta_endpoints: Vec<String>) -> Self {
         Self {
             data_dir,
@@ -113,6 +120,8 @@ impl StoreNodeConfig {
             raft_limits: RaftMessageLimits::default(),
             gc_batch_records_max: 4_096,
             gc_records_per_s: 50_000,
+            gc_resolve_locks_after: Duration::from_secs(60),
+            gc_resolve_locks_max: 256,
         }
     }
 }

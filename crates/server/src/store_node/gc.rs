@@ -10,17 +10,23 @@
 //! time and at a bounded rate; each batch is a Raft write, so every replica removes the
 //! same records at the same log index.
 //!
-//! The store also reports its oldest lock, so the safe point stays below it: a lock's fate
-//! is read from its primary's records, which GC must keep.
+//! The store also reports its oldest prewrite lock, so the safe point stays below it: a
+//! lock's fate is read from its primary's records, which GC must keep. And it resolves, as
+//! a reader would, the old locks whose TTL has lapsed in the regions it leads: a lock left
+//! by a coordinator that died, on a key no reader meets, would otherwise hold the safe
+//! point back for ever.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use flotilla_client::{ClusterTxnKv, RegionCache, RemoteTso};
 use flotilla_proto::kvpb::Context;
 use flotilla_proto::metaservicepb::GcReport;
 use flotilla_raftstore::BoardEntry;
+use flotilla_tso::Tso;
+use flotilla_txn::TxnKv;
 use flotilla_types::Timestamp;
 use parking_lot::Mutex;
 use tokio::sync::watch;
@@ -105,12 +111,28 @@ pub(super) async fn collect_loop(shared: Arc<Shared>, mut stop: watch::Receiver<
     // Region id → the collect point it was last collected up to, while this store leads
     // it (a new leader collects it again: little is left to remove).
     let mut done: HashMap<u64, u64> = HashMap::new();
+    // A client of the cluster, as a reader: abandoned locks are resolved by their primary's
+    // fate, which may live on another store.
+    let tso = Arc::new(RemoteTso::new(shared.meta.clone()));
+    let cache = Arc::new(RegionCache::new(
+        shared.meta.clone(),
+        RegionCache::DEFAULT_MAX_REGIONS,
+    ));
+    let kv = ClusterTxnKv::new(cache, tso.clone(), shared.cfg.client.clone());
     let mut tick = tokio::time::interval(shared.cfg.heartbeat_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            outcome = resolve_abandoned_locks(&shared, &kv, tso.as_ref()) => match outcome {
+                Ok(0) => {}
+                Ok(resolved) => tracing::info!(resolved, "GC resolved abandoned locks"),
+                Err(e) => tracing::info!("GC: resolving abandoned locks (tried again next round): {e}"),
+            },
         }
         let point = shared.gc.collect_point.load(Ordering::Acquire);
         if point == 0 {
@@ -200,4 +222,77 @@ async fn collect_region(
             None => return Ok(removed),
         }
     }
+}
+
+/// Resolves, in the regions this store leads, up to `gc_resolve_locks_max` prewrite locks
+/// older than `gc_resolve_locks_after` whose TTL has lapsed, by reading each key as a
+/// reader would without waiting: the lock's primary decides (committed: the lock is
+/// committed; expired: rolled back; still heartbeated: left alone). Returns the locks
+/// resolved.
+async fn resolve_abandoned_locks(
+    shared: &Arc<Shared>,
+    kv: &ClusterTxnKv,
+    tso: &RemoteTso,
+) -> Result<u64, String> {
+    let mut budget = shared.cfg.gc_resolve_locks_max;
+    if budget == 0 {
+        return Ok(0);
+    }
+    let leading: Vec<BoardEntry> = shared
+        .board
+        .all()
+        .into_iter()
+        .filter(|e| e.is_leader)
+        .collect();
+    if leading.is_empty() {
+        return Ok(0);
+    }
+    // Timestamps, not this machine's clock: a lock's start_ts and TTL are on the
+    // oracle's clock.
+    let now = tso
+        .get_ts()
+        .await
+        .map_err(|e| format!("no timestamp: {e}"))?;
+    let after_ms = shared.cfg.gc_resolve_locks_after.as_millis() as u64;
+    let max_start = Timestamp::compose(now.physical_ms().saturating_sub(after_ms), 0);
+    let mut resolved = 0;
+    for entry in leading {
+        if budget == 0 {
+            break;
+        }
+        let ctx = Context {
+            region_id: entry.region.id,
+            epoch: entry.region.epoch,
+        };
+        let Ok(region) = shared.region_mvcc(&ctx).await else {
+            continue;
+        };
+        let limit = budget;
+        let locks = tokio::task::spawn_blocking(move || {
+            region.mvcc.prewrite_locks_at_or_below(max_start, limit)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        for (key, lock) in locks {
+            budget = budget.saturating_sub(1);
+            let expires_ms = lock.start_ts.physical_ms().saturating_add(lock.ttl_ms);
+            if expires_ms >= now.physical_ms() {
+                continue;
+            }
+            match kv.get(&key, now, None, 0).await {
+                Ok(_) => resolved += 1,
+                Err(e) => tracing::debug!(
+                    start_ts = %lock.start_ts,
+                    "GC: a lock stays (its transaction may be alive): {e}"
+                ),
+            }
+        }
+    }
+    shared
+        .gc
+        .stats
+        .locks_resolved
+        .fetch_add(resolved, Ordering::Relaxed);
+    Ok(resolved)
 }
