@@ -41,7 +41,7 @@ use pgwire::messages::simplequery::Query;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::sync::{Mutex, Notify};
 
-use crate::values;
+use crate::{copy, values};
 
 /// Version reported to clients; drivers parse the leading number to pick features.
 pub(crate) const SERVER_VERSION: &str = "15.0 (Flotilla)";
@@ -199,6 +199,10 @@ impl PgWireServerHandlers for Admitted {
     fn error_handler(&self) -> Arc<impl ErrorHandler> {
         Arc::new(LogErrors)
     }
+
+    fn copy_handler(&self) -> Arc<impl pgwire::api::copy::CopyHandler> {
+        self.0.clone()
+    }
 }
 
 /// Logs protocol-level errors (the client is told separately by pgwire).
@@ -224,6 +228,29 @@ pub(crate) struct ConnectionHandler {
     /// Signalled once startup completes, which ends the startup deadline.
     started: Arc<Notify>,
     describer: Arc<StatementDescriber>,
+    /// The `COPY ... FROM STDIN` in progress, between its statement and CopyDone.
+    copy: Mutex<Option<CopyIn>>,
+}
+
+/// A `COPY ... FROM STDIN` in progress (see `copy`).
+struct CopyIn {
+    spec: copy::CopySpec,
+    decoder: copy::Decoder,
+    /// The columns filled, as SQL identifiers.
+    columns: Vec<String>,
+    /// Rows decoded and not inserted yet, and their bytes.
+    rows: Vec<copy::Row>,
+    rows_bytes: usize,
+    inserted: u64,
+    /// The COPY began its own transaction (the session was idle), committed at the end.
+    own_txn: bool,
+    /// The first error: the rest of the data is read and dropped, then reported.
+    failed: Option<SqlError>,
+}
+
+/// `name` as a quoted SQL identifier.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 impl ConnectionHandler {
@@ -233,6 +260,7 @@ impl ConnectionHandler {
             statement_names: Mutex::new(HashSet::new()),
             started,
             describer: Arc::new(StatementDescriber),
+            copy: Mutex::new(None),
         }
     }
 
@@ -436,6 +464,9 @@ impl SimpleQueryHandler for ConnectionHandler {
                 .await?;
             return Ok(());
         }
+        if let Some(spec) = copy::parse(&query.query) {
+            return self.start_copy(client, spec).await;
+        }
         let mut session = self.session.lock().await;
         let (results, mut error) = session.simple_query(&query.query).await;
         for result in &results {
@@ -631,6 +662,263 @@ fn decode_params(
             )
         })
         .collect()
+}
+
+impl ConnectionHandler {
+    /// The statement of a `COPY ... FROM STDIN`: checks the table and columns (by
+    /// preparing the INSERT the rows will go through), begins a transaction unless one is
+    /// open, and asks the client for the data.
+    async fn start_copy<C>(
+        &self,
+        client: &mut C,
+        spec: Result<copy::CopySpec, SqlError>,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut session = self.session.lock().await;
+        let started = async {
+            let spec = spec?;
+            if session.transaction_state() == TransactionState::Failed {
+                return Err(SqlError::new(
+                    "25P02",
+                    "current transaction is aborted, commands ignored until end of transaction block",
+                ));
+            }
+            let columns = if spec.columns.is_empty() {
+                let all = session
+                    .prepare(&format!("SELECT * FROM {}", spec.table), &[])
+                    .await?;
+                all.result_schema
+                    .map(|s| s.fields().iter().map(|f| quote_ident(f.name())).collect())
+                    .unwrap_or_default()
+            } else {
+                spec.columns.clone()
+            };
+            // Checks that the table and columns exist and may be written.
+            session
+                .prepare(&copy::insert_sql(&spec.table, &columns, 1), &[])
+                .await?;
+            let own_txn = session.transaction_state() == TransactionState::Idle;
+            if own_txn && let (_, Some(e)) = session.simple_query("BEGIN").await {
+                return Err(e);
+            }
+            Ok(CopyIn {
+                decoder: copy::Decoder::new(spec.clone()),
+                spec,
+                columns,
+                rows: Vec::new(),
+                rows_bytes: 0,
+                inserted: 0,
+                own_txn,
+                failed: None,
+            })
+        }
+        .await;
+        let status = transaction_status(session.transaction_state());
+        drop(session);
+        client.set_transaction_status(status);
+        match started {
+            Ok(state) => {
+                let columns = state.columns.len();
+                *self.copy.lock().await = Some(state);
+                client.set_state(PgWireConnectionState::CopyInProgress(false));
+                pgwire::api::copy::send_copy_in_response(
+                    client,
+                    pgwire::api::results::CopyResponse::new(0, columns, futures::stream::empty()),
+                )
+                .await
+            }
+            Err(e) => {
+                client
+                    .feed(PgWireBackendMessage::ErrorResponse(error_info(&e).into()))
+                    .await?;
+                client.set_state(PgWireConnectionState::ReadyForQuery);
+                client
+                    .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                        status,
+                    )))
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Inserts the rows decoded so far, as one INSERT.
+    async fn insert_copied(session: &mut Session, state: &mut CopyIn) -> Result<(), SqlError> {
+        if state.rows.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut state.rows);
+        state.rows_bytes = 0;
+        let n = state.columns.len();
+        let statement = session
+            .prepare(
+                &copy::insert_sql(&state.spec.table, &state.columns, rows.len()),
+                &[],
+            )
+            .await?;
+        let mut params = Vec::with_capacity(rows.len() * n);
+        for (r, (line, row)) in rows.iter().enumerate() {
+            let context = |what: String| format!("{what} (COPY {}, line {line})", state.spec.table);
+            if row.len() < n {
+                return Err(SqlError::new(
+                    "22P04",
+                    context("missing data for a column".into()),
+                ));
+            }
+            if row.len() > n {
+                return Err(SqlError::new(
+                    "22P04",
+                    context("extra data after last expected column".into()),
+                ));
+            }
+            for (c, field) in row.iter().enumerate() {
+                let target = statement
+                    .param_types
+                    .get(r * n + c)
+                    .cloned()
+                    .unwrap_or(DataType::Utf8);
+                let value =
+                    copy::decode_field(field.as_deref(), &target, r * n + c).map_err(|e| {
+                        SqlError {
+                            message: format!(
+                                "{} (COPY {}, line {line}, column {})",
+                                e.message, state.spec.table, state.columns[c]
+                            ),
+                            ..e
+                        }
+                    })?;
+                params.push(value);
+            }
+        }
+        session.execute_prepared(&statement, params).await?;
+        state.inserted += rows.len() as u64;
+        Ok(())
+    }
+
+    /// Ends a failed COPY: its own transaction is rolled back, an enclosing one aborted.
+    async fn abort_copy(session: &mut Session, state: &CopyIn) {
+        if state.own_txn {
+            if session.transaction_state() != TransactionState::Idle {
+                let _ = session.simple_query("ROLLBACK").await;
+            }
+        } else {
+            session.fail_transaction().await;
+        }
+    }
+}
+
+#[async_trait]
+impl pgwire::api::copy::CopyHandler for ConnectionHandler {
+    async fn on_copy_data<C>(
+        &self,
+        _client: &mut C,
+        data: pgwire::messages::copy::CopyData,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut copy = self.copy.lock().await;
+        let Some(state) = copy.as_mut() else {
+            return Err(protocol_error(
+                "08P01",
+                "COPY data without a COPY".to_owned(),
+            ));
+        };
+        if state.failed.is_some() {
+            return Ok(());
+        }
+        match state.decoder.feed(&data.data) {
+            Ok(rows) => {
+                state.rows_bytes += data.data.len();
+                state.rows.extend(rows);
+            }
+            Err(e) => {
+                state.failed = Some(e);
+                return Ok(());
+            }
+        }
+        if state.rows.len() >= copy::BATCH_ROWS_MAX || state.rows_bytes >= copy::BATCH_BYTES_MAX {
+            let mut session = self.session.lock().await;
+            if let Err(e) = Self::insert_copied(&mut session, state).await {
+                state.failed = Some(e);
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(
+        &self,
+        client: &mut C,
+        _done: pgwire::messages::copy::CopyDone,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some(mut state) = self.copy.lock().await.take() else {
+            return Err(protocol_error(
+                "08P01",
+                "CopyDone without a COPY".to_owned(),
+            ));
+        };
+        let mut session = self.session.lock().await;
+        let outcome = async {
+            if let Some(e) = state.failed.take() {
+                return Err(e);
+            }
+            let last = state.decoder.finish()?;
+            state.rows.extend(last);
+            Self::insert_copied(&mut session, &mut state).await?;
+            if state.own_txn
+                && let (_, Some(e)) = session.simple_query("COMMIT").await
+            {
+                return Err(e);
+            }
+            Ok(state.inserted)
+        }
+        .await;
+        if outcome.is_err() {
+            Self::abort_copy(&mut session, &state).await;
+        }
+        client.set_transaction_status(transaction_status(session.transaction_state()));
+        drop(session);
+        match outcome {
+            Ok(rows) => {
+                client
+                    .send(PgWireBackendMessage::CommandComplete(
+                        Tag::new("COPY").with_rows(rows as usize).into(),
+                    ))
+                    .await?;
+                Ok(())
+            }
+            Err(e) => Err(pg_error(&e)),
+        }
+    }
+
+    async fn on_copy_fail<C>(
+        &self,
+        client: &mut C,
+        fail: pgwire::messages::copy::CopyFail,
+    ) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let Some(state) = self.copy.lock().await.take() {
+            let mut session = self.session.lock().await;
+            Self::abort_copy(&mut session, &state).await;
+            client.set_transaction_status(transaction_status(session.transaction_state()));
+        }
+        protocol_error("57014", format!("COPY from stdin failed: {}", fail.message))
+    }
 }
 
 fn is_empty_query(sql: &str) -> bool {

@@ -10,6 +10,7 @@
 //! the one statement this crate answers without the session is `DEALLOCATE`, which drops them.
 
 mod connection;
+mod copy;
 mod limit;
 mod values;
 

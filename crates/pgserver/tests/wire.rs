@@ -734,3 +734,56 @@ async fn shutdown_closes_connections() {
     assert!(c.recv().await.is_none(), "connection closed on shutdown");
     assert!(TcpStream::connect(addr).await.is_err(), "listener closed");
 }
+
+/// COPY FROM STDIN message by message: CopyInResponse, data in pieces that split rows,
+/// CopyDone with its row count; a client's CopyFail rolls the COPY back (its own
+/// transaction, or the block it ran in, which it aborts).
+#[tokio::test]
+async fn copy_from_stdin_and_copy_fail() {
+    let server = Server::start(config()).await;
+    let (mut c, _) = Client::start(server.addr).await;
+    c.query("CREATE TABLE t (id INT PRIMARY KEY, name TEXT)")
+        .await;
+
+    let mut body = Vec::new();
+    cstr(&mut body, "COPY t FROM STDIN");
+    c.send(b'Q', &body).await;
+    let msgs = c.until(|m| m.tag == b'G' || m.tag == b'Z').await;
+    assert_eq!(tags(&msgs), "G", "{msgs:?}");
+    // Text format, 2 columns.
+    assert_eq!(msgs[0].body, [0, 0, 2, 0, 0, 0, 0]);
+    c.send(b'd', b"1\tone\n2\tt").await;
+    c.send(b'd', b"wo\n3\t\\N\n").await;
+    c.send(b'c', &[]).await;
+    let msgs = c.until_ready().await;
+    assert_eq!(tags(&msgs), "CZ", "{msgs:?}");
+    assert_eq!(msgs[0].tag_text(), "COPY 3");
+    assert_eq!(ready_status(&msgs), b'I');
+    let msgs = c.query("SELECT name FROM t WHERE id = 2").await;
+    assert_eq!(msgs[1].text_cells(), vec![Some("two".to_owned())]);
+
+    // The client gives up: nothing of it stays.
+    c.send(b'Q', &body).await;
+    assert_eq!(tags(&c.until(|m| m.tag == b'G').await), "G");
+    c.send(b'd', b"4\tfour\n").await;
+    let mut fail = Vec::new();
+    cstr(&mut fail, "client gave up");
+    c.send(b'f', &fail).await;
+    let msgs = c.until_ready().await;
+    assert_eq!(tags(&msgs), "EZ", "{msgs:?}");
+    assert_eq!(msgs[0].field(b'C').as_deref(), Some("57014"));
+    assert_eq!(ready_status(&msgs), b'I');
+
+    // In a block, the failure aborts the block.
+    c.query("BEGIN").await;
+    c.send(b'Q', &body).await;
+    assert_eq!(tags(&c.until(|m| m.tag == b'G').await), "G");
+    c.send(b'd', b"5\tfive\n").await;
+    c.send(b'f', &fail).await;
+    let msgs = c.until_ready().await;
+    assert_eq!(ready_status(&msgs), b'E', "{msgs:?}");
+    assert_eq!(ready_status(&c.query("ROLLBACK").await), b'I');
+    let msgs = c.query("SELECT count(*) FROM t").await;
+    assert_eq!(msgs[1].text_cells(), vec![Some("3".to_owned())]);
+    server.stop().await;
+}
