@@ -105,6 +105,24 @@ pub(super) async fn report(shared: &Arc<Shared>) -> Result<GcReport, String> {
     })
 }
 
+/// The regions this store leads now.
+fn leading_regions(shared: &Shared) -> Vec<BoardEntry> {
+    shared
+        .board
+        .all()
+        .into_iter()
+        .filter(|e| e.is_leader)
+        .collect()
+}
+
+/// The route to a region as this store knows it.
+fn context_of(entry: &BoardEntry) -> Context {
+    Context {
+        region_id: entry.region.id,
+        epoch: entry.region.epoch,
+    }
+}
+
 /// Collects, every heartbeat interval, the regions this store leads that have not been
 /// collected up to the collect point yet.
 pub(super) async fn collect_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
@@ -138,12 +156,7 @@ pub(super) async fn collect_loop(shared: Arc<Shared>, mut stop: watch::Receiver<
         if point == 0 {
             continue;
         }
-        let leading: Vec<BoardEntry> = shared
-            .board
-            .all()
-            .into_iter()
-            .filter(|e| e.is_leader)
-            .collect();
+        let leading = leading_regions(&shared);
         done.retain(|id, _| leading.iter().any(|e| e.region.id == *id));
         let mut complete = true;
         for entry in leading {
@@ -188,11 +201,10 @@ async fn collect_region(
     entry: &BoardEntry,
     point: Timestamp,
 ) -> Result<u64, String> {
-    let ctx = Context {
-        region_id: entry.region.id,
-        epoch: entry.region.epoch,
-    };
-    let region = shared.region_mvcc(&ctx).await.map_err(|e| e.to_string())?;
+    let region = shared
+        .region_mvcc(&context_of(entry))
+        .await
+        .map_err(|e| e.to_string())?;
     let batch = shared.cfg.gc_batch_records_max;
     let records_per_s = shared.cfg.gc_records_per_s;
     let mut cursor = Vec::new();
@@ -238,12 +250,7 @@ async fn resolve_abandoned_locks(
     if budget == 0 {
         return Ok(0);
     }
-    let leading: Vec<BoardEntry> = shared
-        .board
-        .all()
-        .into_iter()
-        .filter(|e| e.is_leader)
-        .collect();
+    let leading = leading_regions(shared);
     if leading.is_empty() {
         return Ok(0);
     }
@@ -260,11 +267,7 @@ async fn resolve_abandoned_locks(
         if budget == 0 {
             break;
         }
-        let ctx = Context {
-            region_id: entry.region.id,
-            epoch: entry.region.epoch,
-        };
-        let Ok(region) = shared.region_mvcc(&ctx).await else {
+        let Ok(region) = shared.region_mvcc(&context_of(&entry)).await else {
             continue;
         };
         let limit = budget;
