@@ -50,7 +50,7 @@ fn load<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> anyhow::
 pub struct MetaArgs {
     /// TOML file with these settings (id, members, addr, data_dir, replication,
     /// leader_balance_interval_ms, replica_repair_after_s, replica_repairs_max,
-    /// ddl_jobs_max, ddl_running_max, ddl_finished_ttl_s, ddl_backfill_rows_per_s,
+    /// replica_balance_interval_ms, replica_moves_max, ddl_jobs_max, ddl_running_max, ddl_finished_ttl_s, ddl_backfill_rows_per_s,
     /// ddl_cleanup_records_per_s, ddl_schema_lease_ms, ddl_schema_wait_timeout_ms,
     /// raft_chunked_message_bytes_max); flags win.
     #[arg(long, value_name = "FILE")]
@@ -82,6 +82,15 @@ pub struct MetaArgs {
     /// Replica repair steps in progress at once, cluster-wide [default: 4].
     #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(1..))]
     pub replica_repairs_max: Option<u64>,
+    /// Replica balance: at most one replica move started per this many milliseconds,
+    /// from the store holding the most replicas to a live one holding two or more fewer
+    /// (a store added to the cluster fills up this way); 0 turns it off [default: 1000].
+    #[arg(long, value_name = "MS")]
+    pub replica_balance_interval_ms: Option<u64>,
+    /// Replica moves in progress at once, cluster-wide (a store receives one at a time)
+    /// [default: 4].
+    #[arg(long, value_name = "MOVES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub replica_moves_max: Option<u64>,
     /// Most DDL jobs queued or running; more are refused at once with SQLSTATE 53000
     /// [default: 128].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -133,6 +142,8 @@ struct MetaFile {
     leader_balance_interval_ms: Option<u64>,
     replica_repair_after_s: Option<u64>,
     replica_repairs_max: Option<u64>,
+    replica_balance_interval_ms: Option<u64>,
+    replica_moves_max: Option<u64>,
     ddl_jobs_max: Option<u64>,
     ddl_running_max: Option<u64>,
     ddl_finished_ttl_s: Option<u64>,
@@ -182,6 +193,15 @@ pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
     }
     if let Some(n) = args.replica_repairs_max.or(file.replica_repairs_max) {
         cfg.replica_repairs_max = usize::try_from(n).unwrap_or(usize::MAX).max(1);
+    }
+    if let Some(ms) = args
+        .replica_balance_interval_ms
+        .or(file.replica_balance_interval_ms)
+    {
+        cfg.replica_balance_interval = std::time::Duration::from_millis(ms);
+    }
+    if let Some(n) = args.replica_moves_max.or(file.replica_moves_max) {
+        cfg.replica_moves_max = usize::try_from(n).unwrap_or(usize::MAX).max(1);
     }
     if let Some(n) = args.ddl_jobs_max.or(file.ddl_jobs_max) {
         cfg.ddl.jobs_max = usize::try_from(n).unwrap_or(usize::MAX).max(1);

@@ -268,3 +268,88 @@ fn a_bank_survives_kill_9_sigstop_and_a_meta_leader_kill() {
     assert!(out.status.success(), "replicas differ");
     assert!(stdout.contains("replicas identical"));
 }
+
+/// A playground of four stores (replication 3): the first region is laid out on the first
+/// three to register, and replica balance then moves replicas to the fourth until no
+/// store holds two more than another, while SQL writes. Every row is there afterwards and
+/// `ctl check-replicas` finds every region's replicas identical.
+#[test]
+fn four_stores_share_the_replicas_while_sql_writes() {
+    const TABLES: usize = 4;
+    const ROWS: i64 = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Playground::start(dir.path(), &["--stores", "4"]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = connect(&pg.sql_url(0)).await.expect("connect");
+        // Each table starts in a region of its own.
+        for t in 0..TABLES {
+            client
+                .batch_execute(&format!(
+                    "CREATE TABLE t{t} (id BIGINT PRIMARY KEY, v TEXT NOT NULL)"
+                ))
+                .await
+                .unwrap();
+            for id in 0..ROWS {
+                client
+                    .execute(
+                        &format!("INSERT INTO t{t} VALUES ($1, $2)"),
+                        &[&id, &format!("row {id}")],
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+        let meta = flotilla_client::MetaClient::new(
+            pg.meta_endpoints.split(',').map(String::from).collect(),
+            flotilla_client::ClientConfig::default(),
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let regions = meta.scan_regions(b"", b"", 0).await.unwrap();
+            let mut replicas = std::collections::HashMap::<u64, usize>::new();
+            let mut settled = true;
+            for info in &regions {
+                let peers = &info.region.as_ref().unwrap().peers;
+                settled &= peers.len() == 3
+                    && peers
+                        .iter()
+                        .all(|p| p.role() == flotilla_proto::metapb::PeerRole::Voter);
+                for p in peers {
+                    *replicas.entry(p.store_id).or_default() += 1;
+                }
+            }
+            let most = replicas.values().max().copied().unwrap_or(0);
+            let fewest = replicas.values().min().copied().unwrap_or(0);
+            if settled && replicas.len() == 4 && most - fewest <= 1 {
+                println!("replicas per store: {replicas:?}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replicas not balanced within 60 s: {replicas:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for t in 0..TABLES {
+            let row = client
+                .query_one(
+                    &format!("SELECT count(*), count(DISTINCT v) FROM t{t}"),
+                    &[],
+                )
+                .await
+                .unwrap();
+            assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (ROWS, ROWS));
+        }
+    });
+    let out = pg.ctl(&["check-replicas"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "replicas differ");
+    assert!(stdout.contains("replicas identical"));
+}

@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use crate::state::{GcStoreBounds, MetaData, ReplicaRepair, StoreRec};
+use crate::state::{GcStoreBounds, MetaData, MovePlan, ReplicaRepair, StoreRec};
 
 /// The meta group's only region.
 const META_REGION_ID: u64 = 1;
@@ -58,6 +58,13 @@ pub struct MetaConfig {
     /// Replica repair steps in progress at once, cluster-wide (each new replica is a
     /// region snapshot to send); more wait for a later heartbeat.
     pub replica_repairs_max: usize,
+    /// Replica balance: at most one new replica move per this interval, from the store
+    /// holding the most replicas to one holding at least two fewer (see
+    /// `MetaData::replica_move`). Zero turns replica balance off.
+    pub replica_balance_interval: Duration,
+    /// Replica moves in progress at once, cluster-wide (each is a region snapshot to
+    /// send); a store receives one at a time.
+    pub replica_moves_max: usize,
     /// DDL job queue bounds.
     pub ddl: DdlConfig,
     /// GC: how long a replaced row version stays readable. Zero turns GC off (the safe
@@ -75,7 +82,8 @@ pub struct MetaConfig {
 impl MetaConfig {
     /// A member with the defaults: replication 3, 100 ms ticks, 10-tick elections, stores
     /// down after 10 s of silence, a 3 s TSO window, a leader transfer per 5 s at most,
-    /// replicas on a store silent for 30 minutes replaced, 4 repair steps at once, old row
+    /// replicas on a store silent for 30 minutes replaced, 4 repair steps at once, a
+    /// replica move started per second at most with 4 in progress at once, old row
     /// versions readable for 10 minutes with the GC safe point moved every minute, gRPC
     /// messages of up to 64 MiB, Raft batches of up to 4 MiB and snapshots of up to
     /// 2 GiB.
@@ -92,6 +100,8 @@ impl MetaConfig {
             leader_balance_interval: Duration::from_secs(5),
             replica_repair_after: Duration::from_secs(30 * 60),
             replica_repairs_max: 4,
+            replica_balance_interval: Duration::from_secs(1),
+            replica_moves_max: 4,
             ddl: DdlConfig::default(),
             gc_life_time: Duration::from_secs(600),
             gc_run_interval: Duration::from_secs(60),
@@ -104,6 +114,10 @@ impl MetaConfig {
 /// A replica repair step not seen done (the region's conf_ver unchanged) within this long
 /// is asked again.
 const REPAIR_STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A replica move not finished within this long is given up (its learner, if any, is
+/// removed by a later heartbeat): a region snapshot on a live store takes seconds.
+const REPLICA_MOVE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// Largest message a meta member accepts by default.
 pub const GRPC_MESSAGE_BYTES_MAX_DEFAULT: usize = 64 << 20;
@@ -136,6 +150,34 @@ struct LeaderState {
     /// Replica repair steps asked for and not yet seen done: region id, the region's
     /// conf_ver when asked, and when (see `MetaConfig::replica_repairs_max`).
     repairs: Mutex<HashMap<u64, (u64, Instant)>>,
+    /// Replica moves in progress, by region (bounded by `MetaConfig::replica_moves_max`).
+    /// Kept in memory only: a new leader finds a move's learner and removes it.
+    moves: Mutex<HashMap<u64, ReplicaMoveOp>>,
+    /// When this leader last started a replica move (or removed a stray learner).
+    last_move: Mutex<Option<Instant>>,
+}
+
+/// Replica balance, one region: `learner` is added on the target store and catches up,
+/// then one joint change promotes it and demotes `source`, then `source` is removed. The
+/// region never has fewer than `replication` up-to-date voters, and the new replica
+/// counts in no quorum until it holds the region.
+struct ReplicaMoveOp {
+    source: Peer,
+    learner: Peer,
+    started: Instant,
+    /// The region's conf_ver when the last step was asked, and when: a step is asked once
+    /// per configuration, again after `REPAIR_STEP_TIMEOUT`.
+    asked: Option<(u64, Instant)>,
+}
+
+/// What a replica move needs next.
+enum MoveStep {
+    /// Nothing now (the learner is catching up, raft-rs is leaving a joint configuration,
+    /// or the step was just asked).
+    Wait,
+    /// The leader is the replica to move: hand its leadership to this voter first.
+    Transfer(Peer),
+    Change(ReplacePeer),
 }
 
 impl Drop for LeaderState {
@@ -538,6 +580,8 @@ fn activate(shared: &Shared, term: u64, region: Region) -> Result<LeaderState, S
         last_balance: Mutex::new(None),
         since: Instant::now(),
         repairs: Mutex::new(HashMap::new()),
+        moves: Mutex::new(HashMap::new()),
+        last_move: Mutex::new(None),
     })
 }
 
@@ -571,13 +615,8 @@ impl MetaService {
         if last.is_some_and(|t| t.elapsed() < interval) {
             return None;
         }
-        let down_after = self.shared.cfg.store_down_after;
-        let target = data.leader_transfer_target(region_id, |store_id| {
-            data.stores
-                .get(&store_id)
-                .and_then(|s| s.last_heartbeat)
-                .is_some_and(|t| t.elapsed() < down_after)
-        })?;
+        let target =
+            data.leader_transfer_target(region_id, |store_id| self.store_live(data, store_id))?;
         *last = Some(Instant::now());
         Some(target)
     }
@@ -643,6 +682,170 @@ impl MetaService {
         Some(ReplacePeer {
             remove: Some(remove),
             add,
+            add_learner: None,
+        })
+    }
+
+    /// Whether `store_id` has sent a heartbeat within `store_down_after`.
+    fn store_live(&self, data: &MetaData, store_id: u64) -> bool {
+        let down_after = self.shared.cfg.store_down_after;
+        data.stores
+            .get(&store_id)
+            .and_then(|s| s.last_heartbeat)
+            .is_some_and(|t| t.elapsed() < down_after)
+    }
+
+    /// The next step of the replica move of `region_id`, or `None` if it has none in
+    /// progress. `pending` is the leader's list of peers its log does not yet reach.
+    fn drive_replica_move(
+        &self,
+        leader: &LeaderState,
+        data: &MetaData,
+        region_id: u64,
+        pending: &[u64],
+    ) -> Option<MoveStep> {
+        let mut moves = leader.moves.lock();
+        let op = moves.get_mut(&region_id)?;
+        let conf_ver = data
+            .regions
+            .get(&region_id)
+            .and_then(|r| r.region.epoch)
+            .map(|e| e.conf_ver)
+            .unwrap_or(0);
+        let (source, learner) = (op.source, op.learner);
+        let plan = if op.started.elapsed() >= REPLICA_MOVE_TIMEOUT {
+            MovePlan::GiveUp("not done in time")
+        } else {
+            data.replica_move_plan(region_id, source, learner, pending, |s| {
+                self.store_live(data, s)
+            })
+        };
+        let step = match plan {
+            MovePlan::AddLearner => MoveStep::Change(ReplacePeer {
+                add_learner: Some(learner),
+                ..Default::default()
+            }),
+            MovePlan::CatchUp | MovePlan::LeaveJoint => return Some(MoveStep::Wait),
+            // Asked each heartbeat until the leadership moves (the store ignores it while
+            // a transfer is under way).
+            MovePlan::TransferLeader(to) => return Some(MoveStep::Transfer(to)),
+            MovePlan::Promote => MoveStep::Change(ReplacePeer {
+                remove: Some(source),
+                add: Some(Peer {
+                    role: PeerRole::Voter as i32,
+                    ..learner
+                }),
+                add_learner: None,
+            }),
+            MovePlan::RemoveSource => MoveStep::Change(ReplacePeer {
+                remove: Some(source),
+                ..Default::default()
+            }),
+            MovePlan::Done => {
+                tracing::info!(
+                    region_id,
+                    source_store = source.store_id,
+                    target_store = learner.store_id,
+                    "replica moved"
+                );
+                moves.remove(&region_id);
+                return Some(MoveStep::Wait);
+            }
+            MovePlan::GiveUp(why) => {
+                // Its learner, if added, is removed by a later heartbeat.
+                tracing::warn!(
+                    region_id,
+                    source_store = source.store_id,
+                    target_store = learner.store_id,
+                    "replica move given up: {why}"
+                );
+                moves.remove(&region_id);
+                return Some(MoveStep::Wait);
+            }
+        };
+        if op
+            .asked
+            .is_some_and(|(v, at)| v == conf_ver && at.elapsed() < REPAIR_STEP_TIMEOUT)
+        {
+            return Some(MoveStep::Wait);
+        }
+        op.asked = Some((conf_ver, Instant::now()));
+        Some(step)
+    }
+
+    /// Replica balance: starts a move of `region_id`'s replica (its first step: the new
+    /// learner), or removes a learner the region no longer needs (one left by a move that
+    /// was given up, or by a former meta leader's), at most once per
+    /// `replica_balance_interval` and within `replica_moves_max` moves in progress.
+    fn start_replica_move(
+        &self,
+        leader: &LeaderState,
+        data: &mut MetaData,
+        region_id: u64,
+        batch: &mut WriteBatch,
+    ) -> Option<ReplacePeer> {
+        let interval = self.shared.cfg.replica_balance_interval;
+        if interval.is_zero() {
+            return None;
+        }
+        let mut last = leader.last_move.lock();
+        if last.is_some_and(|t| t.elapsed() < interval) {
+            return None;
+        }
+        let replication = self.shared.cfg.replication;
+        let live = |s: u64| self.store_live(data, s);
+        if let Some(stray) = data.replica_repair_step(region_id, replication, |_| false, live) {
+            *last = Some(Instant::now());
+            tracing::info!(
+                region_id,
+                peer = stray.remove.id,
+                store = stray.remove.store_id,
+                "removing a learner the region no longer needs"
+            );
+            return Some(ReplacePeer {
+                remove: Some(stray.remove),
+                ..Default::default()
+            });
+        }
+        let mut moves = leader.moves.lock();
+        if moves.len() >= self.shared.cfg.replica_moves_max {
+            return None;
+        }
+        let moving: Vec<(u64, u64)> = moves
+            .values()
+            .map(|op| (op.source.store_id, op.learner.store_id))
+            .collect();
+        let mv = data.replica_move(region_id, replication, live, &moving)?;
+        let learner = Peer {
+            id: data.alloc(1, batch),
+            store_id: mv.target_store,
+            role: PeerRole::Learner as i32,
+        };
+        let conf_ver = data
+            .regions
+            .get(&region_id)
+            .and_then(|r| r.region.epoch)
+            .map(|e| e.conf_ver)
+            .unwrap_or(0);
+        tracing::info!(
+            region_id,
+            source_store = mv.source.store_id,
+            target_store = mv.target_store,
+            "replica balance: moving a replica"
+        );
+        moves.insert(
+            region_id,
+            ReplicaMoveOp {
+                source: mv.source,
+                learner,
+                started: Instant::now(),
+                asked: Some((conf_ver, Instant::now())),
+            },
+        );
+        *last = Some(Instant::now());
+        Some(ReplacePeer {
+            add_learner: Some(learner),
+            ..Default::default()
         })
     }
 
@@ -943,13 +1146,34 @@ impl Meta for MetaService {
                 rec.keys = req.approximate_keys;
                 rec.bytes = req.approximate_bytes;
             }
-            let transfer = self.leader_balance(&leader, &data, id);
-            let replace = if transfer.is_none() {
-                self.replica_repair(&leader, &mut data, id, &mut batch)
+            // A split's report (term 0) says nothing of which peers are pending: moves
+            // go on only with a leader's periodic heartbeat.
+            let periodic = req.term != 0;
+            let moving = if periodic {
+                self.drive_replica_move(&leader, &data, id, &req.pending_peer_ids)
             } else {
-                None
+                leader
+                    .moves
+                    .lock()
+                    .contains_key(&id)
+                    .then_some(MoveStep::Wait)
             };
-            (transfer, replace)
+            match moving {
+                Some(MoveStep::Wait) => (None, None),
+                Some(MoveStep::Transfer(to)) => (Some(to), None),
+                Some(MoveStep::Change(step)) => (None, Some(step)),
+                None => {
+                    let transfer = self.leader_balance(&leader, &data, id);
+                    let mut replace = None;
+                    if transfer.is_none() {
+                        replace = self.replica_repair(&leader, &mut data, id, &mut batch);
+                    }
+                    if transfer.is_none() && replace.is_none() && periodic {
+                        replace = self.start_replica_move(&leader, &mut data, id, &mut batch);
+                    }
+                    (transfer, replace)
+                }
+            }
         };
         Self::persist(&leader, batch).await?;
         Ok(Response::new(RegionHeartbeatResponse {

@@ -62,6 +62,35 @@ pub struct ReplicaRepair {
     pub add_on_store: Option<u64>,
 }
 
+/// A replica move to start (see `MetaData::replica_move`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaMove {
+    /// The voter to move away.
+    pub source: Peer,
+    /// The store to hold the region's new replica.
+    pub target_store: u64,
+}
+
+/// What a replica move of a region needs next (see `MetaData::replica_move_plan`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MovePlan {
+    /// Add the learner on the target store.
+    AddLearner,
+    /// The learner is still taking its snapshot or catching up on the log.
+    CatchUp,
+    /// The replica to move leads the region: hand its leadership to this voter first
+    /// (demoting a leader would end its term, and its in-memory locks with it).
+    TransferLeader(Peer),
+    /// One joint change: promote the learner, demote the source to a learner.
+    Promote,
+    /// raft-rs is leaving the joint configuration by itself.
+    LeaveJoint,
+    /// Remove the demoted source.
+    RemoveSource,
+    Done,
+    GiveUp(&'static str),
+}
+
 /// The leader's view of the cluster.
 #[derive(Default)]
 pub struct MetaData {
@@ -393,6 +422,106 @@ impl MetaData {
         })
     }
 
+    /// Replica balance: the move to start for `region_id`, or `None`. Counts replicas per
+    /// store over every region, with the moves in progress (`moving`: source and target
+    /// store of each) counted as done. The region must be healthy: `replication` voters,
+    /// no learner, not joint, every replica on a `live` store. Its replica on the store
+    /// holding the most (never the leader's: a leader is moved by leader balance, not
+    /// demoted) moves to the live store holding the fewest among those without one of the
+    /// region and receiving no other move, if that store holds at least two fewer (one
+    /// fewer would only move the imbalance).
+    pub fn replica_move(
+        &self,
+        region_id: u64,
+        replication: usize,
+        live: impl Fn(u64) -> bool,
+        moving: &[(u64, u64)],
+    ) -> Option<ReplicaMove> {
+        let rec = self.regions.get(&region_id)?;
+        let leader = rec.leader?;
+        let peers = &rec.region.peers;
+        let healthy = peers.len() == replication
+            && peers
+                .iter()
+                .all(|p| p.role == PeerRole::Voter as i32 && live(p.store_id));
+        if !healthy {
+            return None;
+        }
+        let mut replicas: HashMap<u64, i64> = HashMap::new();
+        for r in self.regions.values() {
+            for p in &r.region.peers {
+                *replicas.entry(p.store_id).or_default() += 1;
+            }
+        }
+        for (source, target) in moving {
+            *replicas.entry(*source).or_default() -= 1;
+            *replicas.entry(*target).or_default() += 1;
+        }
+        let count = |store_id: u64| replicas.get(&store_id).copied().unwrap_or(0);
+        let source = peers
+            .iter()
+            .filter(|p| p.store_id != leader.store_id)
+            .max_by_key(|p| (count(p.store_id), std::cmp::Reverse(p.store_id)))?;
+        let target = self
+            .stores
+            .keys()
+            .copied()
+            .filter(|s| {
+                live(*s)
+                    && peers.iter().all(|p| p.store_id != *s)
+                    && moving.iter().all(|(_, t)| t != s)
+            })
+            .min_by_key(|s| (count(*s), *s))?;
+        (count(target) + 2 <= count(source.store_id)).then_some(ReplicaMove {
+            source: *source,
+            target_store: target,
+        })
+    }
+
+    /// The next step of moving `source`'s replica of `region_id` to `learner` (a new peer
+    /// on the target store), from the region's membership as its leader last reported
+    /// it, the peers that leader's log does not yet reach (`pending`), and which stores
+    /// are `live`. The learner is promoted only once it is not pending, so the region
+    /// never counts a replica without its data in a quorum.
+    pub fn replica_move_plan(
+        &self,
+        region_id: u64,
+        source: Peer,
+        learner: Peer,
+        pending: &[u64],
+        live: impl Fn(u64) -> bool,
+    ) -> MovePlan {
+        let Some(rec) = self.regions.get(&region_id) else {
+            return MovePlan::GiveUp("the region is gone");
+        };
+        let peers = &rec.region.peers;
+        let role_of = |id: u64| peers.iter().find(|p| p.id == id).map(|p| p.role());
+        match (role_of(source.id), role_of(learner.id)) {
+            (Some(PeerRole::Voter), None | Some(PeerRole::Learner)) if !live(learner.store_id) => {
+                MovePlan::GiveUp("the target store is down")
+            }
+            (Some(PeerRole::Voter), None) => MovePlan::AddLearner,
+            (Some(PeerRole::Voter), Some(PeerRole::Learner)) => {
+                if pending.contains(&learner.id) {
+                    return MovePlan::CatchUp;
+                }
+                if rec.leader.is_some_and(|l| l.id == source.id) {
+                    return match peers.iter().find(|p| {
+                        p.id != source.id && p.role() == PeerRole::Voter && live(p.store_id)
+                    }) {
+                        Some(to) => MovePlan::TransferLeader(*to),
+                        None => MovePlan::GiveUp("no other live voter to lead the region"),
+                    };
+                }
+                MovePlan::Promote
+            }
+            (Some(PeerRole::DemotingVoter), Some(PeerRole::IncomingVoter)) => MovePlan::LeaveJoint,
+            (Some(PeerRole::Learner), Some(PeerRole::Voter)) => MovePlan::RemoveSource,
+            (None, Some(PeerRole::Voter)) => MovePlan::Done,
+            _ => MovePlan::GiveUp("the region's membership changed otherwise"),
+        }
+    }
+
     pub fn region_of(&self, key: &[u8]) -> Option<&RegionRec> {
         let (_, id) = self.by_start.range(..=key.to_vec()).next_back()?;
         let rec = self.regions.get(id)?;
@@ -518,6 +647,118 @@ mod tests {
             data.replica_repair_step(1, 4, |_| false, |_| true)
                 .is_none()
         );
+    }
+
+    #[test]
+    fn replicas_move_from_the_fullest_follower_store_to_the_emptiest_and_only_past_one() {
+        let mut data = MetaData::default();
+        with_stores(&mut data, &[1, 2, 3, 4]);
+        // Four regions on stores 1-3 (4 replicas each), store 4 empty; store 1 leads all.
+        for id in 1..=4 {
+            data.regions.insert(id, region(id, &[1, 2, 3], 1));
+        }
+        let all_live = |_: u64| true;
+        let mv = data.replica_move(1, 3, all_live, &[]).expect("unbalanced");
+        // Stores 2 and 3 tie: the lower id moves; the leader's store never does.
+        assert_eq!((mv.source.store_id, mv.target_store), (2, 4));
+        // A move in progress counts as done, and its target takes no second one: with
+        // 2 -> 4 under way, the next would go to no store (4 is busy, 1-3 hold the region).
+        assert!(data.replica_move(2, 3, all_live, &[(2, 4)]).is_none());
+        // A dead target is never chosen; a region with a replica on a dead store waits
+        // for repair.
+        assert!(data.replica_move(1, 3, |s| s != 4, &[]).is_none());
+        assert!(data.replica_move(1, 3, |s| s != 3, &[]).is_none());
+        // Not healthy: a learner, or fewer voters than the replication.
+        let rec = data.regions.get_mut(&1).unwrap();
+        rec.region.peers[2].role = PeerRole::Learner as i32;
+        assert!(data.replica_move(1, 3, all_live, &[]).is_none());
+        assert!(data.replica_move(2, 4, all_live, &[]).is_none());
+        // Balanced within one (3, 3, 3, 3 over four regions): nothing moves.
+        let mut data = MetaData::default();
+        with_stores(&mut data, &[1, 2, 3, 4]);
+        for (id, stores) in [
+            (1, [1, 2, 3]),
+            (2, [1, 2, 4]),
+            (3, [1, 3, 4]),
+            (4, [2, 3, 4]),
+        ] {
+            data.regions.insert(id, region(id, &stores, stores[0]));
+        }
+        for id in 1..=4 {
+            assert!(data.replica_move(id, 3, all_live, &[]).is_none());
+        }
+        // One fewer is not enough: store 4 holds 3, stores 1 and 2 hold 4.
+        data.regions.insert(5, region(5, &[1, 2, 3], 3));
+        assert!(data.replica_move(5, 3, all_live, &[]).is_none());
+    }
+
+    #[test]
+    fn a_replica_move_promotes_its_learner_only_once_caught_up_and_never_demotes_a_leader() {
+        let mut data = MetaData::default();
+        with_stores(&mut data, &[1, 2, 3, 4]);
+        data.regions.insert(1, region(1, &[1, 2, 3], 1));
+        let source = data.regions[&1].region.peers[1]; // store 2, a follower
+        let learner = Peer {
+            id: 14,
+            store_id: 4,
+            role: PeerRole::Learner as i32,
+        };
+        let all_live = |_: u64| true;
+        let plan = |data: &MetaData, pending: &[u64], live: &dyn Fn(u64) -> bool| {
+            data.replica_move_plan(1, source, learner, pending, live)
+        };
+        assert_eq!(plan(&data, &[], &all_live), MovePlan::AddLearner);
+        assert!(matches!(plan(&data, &[], &|s| s != 4), MovePlan::GiveUp(_)));
+        let set_roles = |data: &mut MetaData, roles: &[(u64, PeerRole)]| {
+            let peers = &mut data.regions.get_mut(&1).unwrap().region.peers;
+            for (id, role) in roles {
+                match peers.iter_mut().find(|p| p.id == *id) {
+                    Some(p) => p.role = *role as i32,
+                    None => peers.push(Peer {
+                        role: *role as i32,
+                        ..learner
+                    }),
+                }
+            }
+        };
+        set_roles(&mut data, &[(learner.id, PeerRole::Learner)]);
+        // Taking its snapshot: wait, however long (the move's own timeout bounds it).
+        assert_eq!(plan(&data, &[learner.id], &all_live), MovePlan::CatchUp);
+        assert_eq!(plan(&data, &[], &all_live), MovePlan::Promote);
+        // Had the source become the leader meanwhile: hand the leadership over first.
+        data.regions.get_mut(&1).unwrap().leader = Some(source);
+        assert_eq!(
+            plan(&data, &[], &all_live),
+            MovePlan::TransferLeader(data.regions[&1].region.peers[0])
+        );
+        data.regions.get_mut(&1).unwrap().leader = Some(data.regions[&1].region.peers[0]);
+        set_roles(
+            &mut data,
+            &[
+                (source.id, PeerRole::DemotingVoter),
+                (learner.id, PeerRole::IncomingVoter),
+            ],
+        );
+        assert_eq!(plan(&data, &[], &all_live), MovePlan::LeaveJoint);
+        set_roles(
+            &mut data,
+            &[
+                (source.id, PeerRole::Learner),
+                (learner.id, PeerRole::Voter),
+            ],
+        );
+        assert_eq!(plan(&data, &[], &all_live), MovePlan::RemoveSource);
+        data.regions
+            .get_mut(&1)
+            .unwrap()
+            .region
+            .peers
+            .retain(|p| p.id != source.id);
+        assert_eq!(plan(&data, &[], &all_live), MovePlan::Done);
+        // Someone else removed the learner before it was promoted: give up.
+        let mut data = MetaData::default();
+        data.regions.insert(1, region(1, &[1, 3], 1));
+        assert!(matches!(plan(&data, &[], &all_live), MovePlan::GiveUp(_)));
     }
 
     fn report(safe_point_installed: u64, oldest_lock_ts: Option<u64>) -> StoreStats {

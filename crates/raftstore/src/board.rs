@@ -67,6 +67,8 @@ pub struct BoardEntry {
     pub checksum: Option<(u64, u64, u64)>,
     /// This peer's lease while it leads (see `Lease`).
     pub lease: LeaseCell,
+    /// While it leads: the peers its log does not yet reach (see `Peer::pending_peers`).
+    pub pending_peers: Vec<u64>,
 }
 
 /// Every peer of one store, by region id.

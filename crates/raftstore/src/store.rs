@@ -277,6 +277,30 @@ impl Peer {
         self.raw.raft.state == StateRole::Leader
     }
 
+    /// As leader: whether `peer_id`'s log is being replicated and at most
+    /// `TRANSFER_LAG_MAX_ENTRIES` behind (not probing, not taking a snapshot).
+    fn caught_up(&self, peer_id: u64) -> bool {
+        let last = self.raw.raft.raft_log.last_index();
+        self.raw.raft.prs().get(peer_id).is_some_and(|pr| {
+            pr.state == raft::ProgressState::Replicate
+                && pr.matched + TRANSFER_LAG_MAX_ENTRIES >= last
+        })
+    }
+
+    /// As leader: the other peers that are not `caught_up` (reported to the meta service,
+    /// which promotes a new learner only once it is not among them). Empty otherwise.
+    fn pending_peers(&self) -> Vec<u64> {
+        if !self.is_leader() {
+            return Vec::new();
+        }
+        let me = self.meta.id;
+        self.region()
+            .peers
+            .iter()
+            .map(|p| p.id)
+            .filter(|id| *id != me && !self.caught_up(*id))
+            .collect()
+    }
     fn leader(&self) -> Option<PeerMeta> {
         self.peer_cache.get(&self.raw.raft.leader_id).cloned()
     }
@@ -486,6 +510,7 @@ impl Store {
             written_keys: peer.written_keys,
             checksum: peer.checksum,
             lease: peer.lease.clone(),
+            pending_peers: peer.pending_peers(),
         }
     }
 
@@ -512,12 +537,7 @@ impl Store {
             .heard_at_tick
             .get(&peer_id)
             .is_some_and(|t| self.ticks.saturating_sub(*t) <= recent);
-        let last = peer.raw.raft.raft_log.last_index();
-        let caught_up = peer.raw.raft.prs().get(peer_id).is_some_and(|pr| {
-            pr.state == raft::ProgressState::Replicate
-                && pr.matched + TRANSFER_LAG_MAX_ENTRIES >= last
-        });
-        heard && caught_up
+        heard && peer.caught_up(peer_id)
     }
 
     /// Where the last `process_ready` spent its time in the engine.

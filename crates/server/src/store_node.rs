@@ -568,30 +568,37 @@ impl Drop for FenceGuard {
 }
 
 impl Shared {
-    /// One step of replica repair, as the meta service asked (`ReplacePeer`): a joint
-    /// change adding the new voter and demoting the one on the down store to a learner,
-    /// or the removal of that learner. raft-rs leaves the joint configuration by itself;
-    /// the meta service asks for the next step when a later heartbeat shows it.
+    /// One membership step of replica repair or balance, as the meta service asked
+    /// (`ReplacePeer`): a new learner; a joint change adding (or promoting) a voter and
+    /// demoting another to a learner; or the removal of that learner. raft-rs leaves the
+    /// joint configuration by itself; the meta service asks for the next step when a later
+    /// heartbeat shows it.
     async fn replace_peer(&self, region_id: u64, step: ReplacePeer) {
         use flotilla_raftstore::{ConfChangeType, PeerChange};
-        let Some(remove) = step.remove else {
-            return;
-        };
-        let changes = match step.add {
-            Some(add) => vec![
-                PeerChange {
-                    change_type: ConfChangeType::AddNode,
-                    peer: add,
-                },
-                PeerChange {
-                    change_type: ConfChangeType::AddLearnerNode,
-                    peer: remove,
-                },
+        let change = |change_type, peer| PeerChange { change_type, peer };
+        let changes = match step {
+            ReplacePeer {
+                remove: None,
+                add: None,
+                add_learner: Some(learner),
+            } => vec![change(ConfChangeType::AddLearnerNode, learner)],
+            ReplacePeer {
+                remove: Some(remove),
+                add: Some(add),
+                add_learner: None,
+            } => vec![
+                change(ConfChangeType::AddNode, add),
+                change(ConfChangeType::AddLearnerNode, remove),
             ],
-            None => vec![PeerChange {
-                change_type: ConfChangeType::RemoveNode,
-                peer: remove,
-            }],
+            ReplacePeer {
+                remove: Some(remove),
+                add: None,
+                add_learner: None,
+            } => vec![change(ConfChangeType::RemoveNode, remove)],
+            other => {
+                tracing::warn!(region_id, step = ?other, "membership step not understood");
+                return;
+            }
         };
         let outcome = ask_store(&self.router, region_id, "membership change", |cb| {
             StoreMsg::ChangePeers {
@@ -605,10 +612,10 @@ impl Shared {
             Ok(region) => tracing::info!(
                 region_id,
                 peers = ?region.peers,
-                "replica repair: membership changed"
+                "membership changed"
             ),
             // The meta service asks again after its step timeout.
-            Err(e) => tracing::warn!(region_id, "replica repair step failed: {e}"),
+            Err(e) => tracing::warn!(region_id, "membership step failed: {e}"),
         }
     }
 
@@ -1581,6 +1588,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 approximate_keys: e.written_keys,
                 approximate_bytes: 0,
                 term: e.term,
+                pending_peer_ids: e.pending_peers.clone(),
             };
             match shared.meta.region_heartbeat(req).await {
                 Ok(resp) => {

@@ -991,6 +991,8 @@ async fn replicas_on_a_store_down_too_long_move_to_a_live_store() {
     let mut cluster = common::Cluster::start_tuned(
         |meta| {
             meta.leader_balance_interval = Duration::ZERO;
+            // Repair alone fills the added store here.
+            meta.replica_balance_interval = Duration::ZERO;
             meta.store_down_after = Duration::from_secs(1);
             meta.replica_repair_after = Duration::from_secs(2);
         },
@@ -1050,6 +1052,129 @@ async fn replicas_on_a_store_down_too_long_move_to_a_live_store() {
             (b"x".to_vec(), b"right".to_vec()),
         ]
     );
+}
+
+/// A store added to a cluster fills up by replica balance while transactions across
+/// regions commit: each move adds a learner on the new store, promotes it once its log
+/// reaches the leader's while demoting the replica it replaces (one joint change), then
+/// removes that one. The stores end within one replica of each other, every acknowledged
+/// write is there, and every region's replicas are identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_spread_to_an_added_store_while_transactions_commit() {
+    use flotilla_proto::metapb::PeerRole;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+    let mut cluster = common::Cluster::start_tuned(
+        |meta| {
+            meta.leader_balance_interval = Duration::from_millis(200);
+            meta.replica_balance_interval = Duration::from_millis(100);
+        },
+        |_| {},
+    )
+    .await;
+    let (kv, tso) = cluster.kv();
+    for at in ["b", "c", "d", "e", "f"] {
+        kv.split_at(&encode_key(at.as_bytes())).await.unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let (kv, tso, stop) = (kv.clone(), tso.clone(), stop.clone());
+        async move {
+            let (mut acked, mut failed) = (Vec::new(), Vec::new());
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                // Two regions per transaction: a two-phase commit every time.
+                let left = format!("{}{i:06}", ["a", "b", "c"][i % 3]).into_bytes();
+                let right = format!("{}{i:06}", ["d", "e", "f"][i % 3]).into_bytes();
+                let value = i.to_be_bytes().to_vec();
+                let start_ts = tso.get_ts().await.unwrap();
+                let mutations = vec![put(&left, &value), put(&right, &value)];
+                let mut outcome = kv.prewrite(mutations, &left, start_ts, 10_000, true).await;
+                if outcome.is_ok() {
+                    let commit_ts = tso.get_ts().await.unwrap();
+                    outcome = kv
+                        .commit(vec![left.clone(), right.clone()], start_ts, commit_ts)
+                        .await;
+                }
+                match outcome {
+                    Ok(()) => acked.push((left, right, value)),
+                    Err(e) => failed.push(e.to_string()),
+                }
+                i += 1;
+            }
+            (acked, failed)
+        }
+    });
+    let added = cluster.add_store().await;
+    let meta = kv.cache().meta().clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let regions = loop {
+        let regions = meta.scan_regions(b"", b"", 0).await.unwrap();
+        let mut replicas: HashMap<u64, usize> = HashMap::new();
+        for info in &regions {
+            for p in &info.region.as_ref().unwrap().peers {
+                *replicas.entry(p.store_id).or_default() += 1;
+            }
+        }
+        let settled = regions.iter().all(|info| {
+            let peers = &info.region.as_ref().unwrap().peers;
+            peers.len() == 3 && peers.iter().all(|p| p.role() == PeerRole::Voter)
+        });
+        let (most, fewest) = (
+            replicas.values().max().copied().unwrap_or(0),
+            replicas.values().min().copied().unwrap_or(0),
+        );
+        if settled && replicas.len() == 4 && most - fewest <= 1 {
+            // 18 replicas over 4 stores: the added one took 4 (it stops at 6, 5, 5, 4
+            // plus the last move).
+            assert_eq!(replicas.get(&added), Some(&4), "{replicas:?}");
+            break regions;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas not balanced within 60 s: {replicas:?} {regions:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(regions.len(), 6);
+    stop.store(true, Ordering::Relaxed);
+    let (acked, failed) = writer.await.unwrap();
+    assert!(acked.len() > 10, "the writer committed: {acked:?}");
+    // A membership change keeps the leader and its term, so no transaction aborts.
+    assert!(failed.is_empty(), "failed transactions: {failed:?}");
+    let read_ts = tso.get_ts().await.unwrap();
+    for (left, right, value) in &acked {
+        for key in [left, right] {
+            assert_eq!(
+                kv.get(key, read_ts, None, 1_000).await.unwrap().as_ref(),
+                Some(value),
+                "acknowledged write of {}",
+                String::from_utf8_lossy(key)
+            );
+        }
+    }
+    let addr_of = |store_id: u64| {
+        cluster
+            .stores
+            .iter()
+            .find(|s| s.store_id() == store_id)
+            .unwrap()
+            .addr()
+    };
+    for info in &regions {
+        let region = info.region.as_ref().unwrap();
+        for p in &region.peers {
+            wait_for_identical_replica(
+                &cluster,
+                region.id,
+                addr_of(p.store_id),
+                Duration::from_secs(30),
+            )
+            .await;
+        }
+    }
 }
 
 /// Garbage collection on a cluster: the meta leader moves the safe point on, never to a
