@@ -1294,7 +1294,14 @@ impl Store {
             let persisted = rd.take_persisted_messages();
             self.wrap_messages(region_id, persisted);
             let peer = self.peers.get_mut(&region_id).expect("listed");
-            let mut light = peer.raw.advance(rd);
+            // Not `advance`: it tells raft-rs that `rd`'s committed entries are applied
+            // before they are. raft-rs leaves a joint configuration (auto-leave) when a
+            // leader's applied index passes its pending-change index, checked when it
+            // hears of the new index: told early, a new leader whose first commit
+            // includes its dead predecessor's joint entry passed that index with the old
+            // configuration still in place, and never left the joint one. So: apply
+            // first, then `advance_apply`.
+            let mut light = peer.raw.advance_append(rd);
             if let Some(commit) = light.commit_index() {
                 let mut hs = peer.raw.raft.hard_state();
                 hs.commit = commit;

@@ -410,6 +410,81 @@ fn membership_changes_add_a_learner_promote_it_and_remove_a_voter() {
     }
 }
 
+/// A joint configuration is left even when its leader dies right after committing it:
+/// the successor has the joint entry at the end of its log, unapplied, and commits and
+/// applies it together with its own first entry. (raft-rs leaves a joint configuration when
+/// a leader's applied index passes its pending-change index; the store told raft-rs an
+/// index was applied before applying it, so the successor "passed" that index with the old
+/// configuration still in place and never left the joint one: a replica move stayed
+/// half done, and the region needed two quorums for ever.)
+#[test]
+fn a_successor_leaves_the_joint_configuration_its_dead_leader_entered() {
+    let mut c = Cluster::new(4, 3);
+    c.must_put(1, b"a", b"1");
+    c.change_peers(
+        1,
+        vec![PeerChange {
+            change_type: ConfChangeType::AddLearnerNode,
+            peer: peer(104, 4),
+        }],
+    )
+    .unwrap();
+    c.wait_applied(1, &[1, 2, 3, 4]);
+    let leader = c.wait_leader(1);
+    let followers: Vec<u64> = [1, 2, 3].into_iter().filter(|s| *s != leader).collect();
+    let demoted = followers[0];
+    // Propose the joint change and run rounds only until the leader has applied it: the
+    // messages telling the others it committed are still queued when it is cut off.
+    let (_answer, cb) = cluster::slot::<flotilla_proto::metapb::Region>();
+    c.handle(
+        leader,
+        StoreMsg::ChangePeers {
+            region_id: 1,
+            changes: vec![
+                PeerChange {
+                    change_type: ConfChangeType::AddNode,
+                    peer: peer(104, 4),
+                },
+                PeerChange {
+                    change_type: ConfChangeType::AddLearnerNode,
+                    peer: peer(100 + demoted, demoted),
+                },
+            ],
+            cb,
+        },
+    );
+    let joint = |r: &flotilla_proto::metapb::Region| {
+        r.peers.iter().any(|p| p.role() == PeerRole::IncomingVoter)
+    };
+    let mut rounds = 0;
+    while !joint(&c.region(leader, 1)) {
+        assert!(
+            c.round() && rounds < 50,
+            "the leader never entered the joint configuration"
+        );
+        rounds += 1;
+    }
+    // Cut off first: a stopped store's queued messages would still be delivered.
+    let others: Vec<u64> = [1, 2, 3, 4].into_iter().filter(|s| *s != leader).collect();
+    c.partition(&[&[leader], &others]);
+    c.stop(leader);
+    let successor = c.wait_leader(1);
+    assert_ne!(successor, leader);
+    c.ticks(20);
+    for store in others {
+        let region = c.region(store, 1);
+        let role = |id: u64| region.peers.iter().find(|p| p.id == id).map(|p| p.role());
+        assert_eq!(
+            (role(104), role(100 + demoted)),
+            (Some(PeerRole::Voter), Some(PeerRole::Learner)),
+            "store {store} is still in the joint configuration: {region:?} (seed {})",
+            cluster::seed()
+        );
+    }
+    // The region commits with its new voters while the old leader stays down.
+    c.must_put(1, b"b", b"2");
+}
+
 #[test]
 fn leadership_can_be_transferred() {
     let mut c = Cluster::new(3, 3);
