@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use flotilla_client::{ClientConfig, MetaClient, channel_to};
 use flotilla_proto::kvpb::ReplicaChecksumRequest;
 use flotilla_proto::kvpb::store_client::StoreClient;
-use flotilla_proto::metapb::Region;
+use flotilla_proto::metapb::{PeerRole, Region};
 
 use crate::roles::parse_endpoints;
 
@@ -57,7 +57,16 @@ fn hex(b: &[u8]) -> String {
 fn peers(r: &Region) -> String {
     r.peers
         .iter()
-        .map(|p| format!("{}@{}", p.id, p.store_id))
+        .map(|p| {
+            // Voters plain; a replica being added or moved away says what it is.
+            let role = match p.role() {
+                PeerRole::Voter => "",
+                PeerRole::Learner => "(learner)",
+                PeerRole::IncomingVoter => "(incoming)",
+                PeerRole::DemotingVoter => "(demoting)",
+            };
+            format!("{}@{}{role}", p.id, p.store_id)
+        })
         .collect::<Vec<_>>()
         .join(",")
 }

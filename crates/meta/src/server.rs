@@ -808,6 +808,9 @@ impl MetaService {
             });
         }
         let mut moves = leader.moves.lock();
+        // A move whose region no longer reports (every store of it down) would hold its
+        // slot for the rest of this term.
+        moves.retain(|_, op| op.started.elapsed() < REPLICA_MOVE_TIMEOUT);
         if moves.len() >= self.shared.cfg.replica_moves_max {
             return None;
         }

@@ -425,11 +425,12 @@ impl MetaData {
     /// Replica balance: the move to start for `region_id`, or `None`. Counts replicas per
     /// store over every region, with the moves in progress (`moving`: source and target
     /// store of each) counted as done. The region must be healthy: `replication` voters,
-    /// no learner, not joint, every replica on a `live` store. Its replica on the store
-    /// holding the most (never the leader's: a leader is moved by leader balance, not
-    /// demoted) moves to the live store holding the fewest among those without one of the
-    /// region and receiving no other move, if that store holds at least two fewer (one
-    /// fewer would only move the imbalance).
+    /// no learner, not joint, every replica on a `live` store. Its replica on a live store
+    /// holding the most replicas of all (never the leader's: a leader is moved by leader
+    /// balance, not demoted) moves to a live store holding the fewest of all, without one
+    /// of the region and receiving no other move, if that store holds at least two fewer
+    /// (one fewer would only move the imbalance). A region that offers no such pair waits:
+    /// another one will.
     pub fn replica_move(
         &self,
         region_id: u64,
@@ -458,20 +459,27 @@ impl MetaData {
             *replicas.entry(*target).or_default() += 1;
         }
         let count = |store_id: u64| replicas.get(&store_id).copied().unwrap_or(0);
+        // Only from a store holding the most to one holding the fewest, cluster-wide: a
+        // move chosen within this region alone (its fullest follower, its emptiest
+        // missing store) would also shuffle replicas among stores already within one of
+        // each other while the emptiest store is busy receiving.
+        let live_counts = || self.stores.keys().copied().filter(|s| live(*s)).map(count);
+        let (most, fewest) = (live_counts().max()?, live_counts().min()?);
         let source = peers
             .iter()
-            .filter(|p| p.store_id != leader.store_id)
-            .max_by_key(|p| (count(p.store_id), std::cmp::Reverse(p.store_id)))?;
+            .filter(|p| p.store_id != leader.store_id && count(p.store_id) == most)
+            .min_by_key(|p| p.store_id)?;
         let target = self
             .stores
             .keys()
             .copied()
             .filter(|s| {
                 live(*s)
+                    && count(*s) == fewest
                     && peers.iter().all(|p| p.store_id != *s)
                     && moving.iter().all(|(_, t)| t != s)
             })
-            .min_by_key(|s| (count(*s), *s))?;
+            .min()?;
         (count(target) + 2 <= count(source.store_id)).then_some(ReplicaMove {
             source: *source,
             target_store: target,
@@ -690,6 +698,24 @@ mod tests {
         // One fewer is not enough: store 4 holds 3, stores 1 and 2 hold 4.
         data.regions.insert(5, region(5, &[1, 2, 3], 3));
         assert!(data.replica_move(5, 3, all_live, &[]).is_none());
+        // Only from the fullest store to the emptiest, cluster-wide. Replicas 5, 5, 3, 2:
+        // region 5's own fullest follower (store 1, 5) holds two more than the store it
+        // misses (3), but store 3 is not the emptiest, so that move would only shuffle
+        // replicas among the full stores; region 1's goes to store 4.
+        let mut data = MetaData::default();
+        with_stores(&mut data, &[1, 2, 3, 4]);
+        for (id, stores, leader) in [
+            (1, [1, 2, 3], 1),
+            (2, [1, 2, 3], 1),
+            (3, [1, 2, 3], 1),
+            (4, [1, 2, 4], 2),
+            (5, [1, 2, 4], 2),
+        ] {
+            data.regions.insert(id, region(id, &stores, leader));
+        }
+        assert!(data.replica_move(5, 3, all_live, &[]).is_none());
+        let mv = data.replica_move(1, 3, all_live, &[]).expect("unbalanced");
+        assert_eq!((mv.source.store_id, mv.target_store), (2, 4));
     }
 
     #[test]

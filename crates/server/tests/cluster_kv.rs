@@ -1107,8 +1107,15 @@ async fn replicas_spread_to_an_added_store_while_transactions_commit() {
             (acked, failed)
         }
     });
-    let added = cluster.add_store().await;
     let meta = kv.cache().meta().clone();
+    let conf_vers = |regions: &[flotilla_proto::metaservicepb::RegionInfo]| -> u64 {
+        regions
+            .iter()
+            .map(|info| info.region.as_ref().unwrap().epoch.unwrap().conf_ver)
+            .sum()
+    };
+    let conf_vers_before = conf_vers(&meta.scan_regions(b"", b"", 0).await.unwrap());
+    let added = cluster.add_store().await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let regions = loop {
         let regions = meta.scan_regions(b"", b"", 0).await.unwrap();
@@ -1139,6 +1146,10 @@ async fn replicas_spread_to_an_added_store_while_transactions_commit() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(regions.len(), 6);
+    // Four moves and no more (each is four membership changes: the learner, the joint
+    // change, leaving it, the removal): replicas went only to the added store, never
+    // back and forth among the full ones while it was busy receiving.
+    assert_eq!(conf_vers(&regions) - conf_vers_before, 4 * 4);
     stop.store(true, Ordering::Relaxed);
     let (acked, failed) = writer.await.unwrap();
     assert!(acked.len() > 10, "the writer committed: {acked:?}");
