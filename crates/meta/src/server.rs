@@ -637,15 +637,9 @@ impl MetaService {
         if after.is_zero() {
             return None;
         }
-        let conf_ver = |data: &MetaData, id: u64| {
-            data.regions
-                .get(&id)
-                .and_then(|r| r.region.epoch)
-                .map(|e| e.conf_ver)
-        };
         let mut repairs = leader.repairs.lock();
         repairs.retain(|id, (ver, at)| {
-            at.elapsed() < REPAIR_STEP_TIMEOUT && conf_ver(data, *id) == Some(*ver)
+            at.elapsed() < REPAIR_STEP_TIMEOUT && data.conf_ver(*id) == Some(*ver)
         });
         if repairs.contains_key(&region_id) || repairs.len() >= self.shared.cfg.replica_repairs_max
         {
@@ -678,7 +672,7 @@ impl MetaService {
             add_store = ?add.map(|p| p.store_id),
             "replica repair: a replica is on a store down too long"
         );
-        repairs.insert(region_id, (conf_ver(data, region_id)?, Instant::now()));
+        repairs.insert(region_id, (data.conf_ver(region_id)?, Instant::now()));
         Some(ReplacePeer {
             remove: Some(remove),
             add,
@@ -706,12 +700,7 @@ impl MetaService {
     ) -> Option<MoveStep> {
         let mut moves = leader.moves.lock();
         let op = moves.get_mut(&region_id)?;
-        let conf_ver = data
-            .regions
-            .get(&region_id)
-            .and_then(|r| r.region.epoch)
-            .map(|e| e.conf_ver)
-            .unwrap_or(0);
+        let conf_ver = data.conf_ver(region_id).unwrap_or(0);
         let (source, learner) = (op.source, op.learner);
         let plan = if op.started.elapsed() >= REPLICA_MOVE_TIMEOUT {
             MovePlan::GiveUp("not done in time")
@@ -824,12 +813,7 @@ impl MetaService {
             store_id: mv.target_store,
             role: PeerRole::Learner as i32,
         };
-        let conf_ver = data
-            .regions
-            .get(&region_id)
-            .and_then(|r| r.region.epoch)
-            .map(|e| e.conf_ver)
-            .unwrap_or(0);
+        let conf_ver = data.conf_ver(region_id).unwrap_or(0);
         tracing::info!(
             region_id,
             source_store = mv.source.store_id,

@@ -422,6 +422,14 @@ impl MetaData {
         })
     }
 
+    /// The configuration version of `region_id` as its leader last reported it.
+    pub fn conf_ver(&self, region_id: u64) -> Option<u64> {
+        self.regions
+            .get(&region_id)
+            .and_then(|r| r.region.epoch)
+            .map(|e| e.conf_ver)
+    }
+
     /// Replica balance: the move to start for `region_id`, or `None`. Counts replicas per
     /// store over every region, with the moves in progress (`moving`: source and target
     /// store of each) counted as done. The region must be healthy: `replication` voters,
