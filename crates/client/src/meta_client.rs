@@ -159,6 +159,7 @@ has_header!(
     GetRegionResponse,
     ScanRegionsResponse,
     GetStoresResponse,
+    RemoveStoreResponse,
     AllocIdResponse,
     AskSplitResponse,
     GetCatalogResponse,
@@ -371,6 +372,21 @@ impl MetaClient {
             })
             .await?;
         Ok(r.stores)
+    }
+
+    /// Starts removing store `store_id` (see `RemoveStoreRequest`); returns its record.
+    /// A refusal (unknown store, too few stores left) is `Failed`.
+    pub async fn remove_store(&self, store_id: u64) -> Result<StoreInfo, ClientError> {
+        let r = self
+            .call("remove_store", |mut c| async move {
+                c.remove_store(RemoveStoreRequest { store_id }).await
+            })
+            .await?;
+        if !r.refused.is_empty() {
+            return Err(ClientError::Failed(r.refused));
+        }
+        r.store
+            .ok_or_else(|| ClientError::Failed("the meta service returned no store".into()))
     }
 
     /// The address of store `store_id`.

@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use flotilla_client::{ClientConfig, MetaClient, channel_to};
 use flotilla_proto::kvpb::ReplicaChecksumRequest;
 use flotilla_proto::kvpb::store_client::StoreClient;
-use flotilla_proto::metapb::{PeerRole, Region};
+use flotilla_proto::metapb::{PeerRole, Region, StoreState};
 
 use crate::roles::parse_endpoints;
 
@@ -28,6 +28,13 @@ pub enum CtlCommand {
     /// Compares a checksum of every region's replicas, taken at one Raft log index;
     /// exits non-zero if any differ.
     CheckReplicas,
+    /// Removes a store from the cluster (scale-in): its replicas move to the other stores,
+    /// after which `stores` shows it as removed and it may be shut down. Refused when
+    /// fewer stores than the replication factor would stay.
+    RemoveStore {
+        /// The store's id (see `stores`).
+        store_id: u64,
+    },
 }
 
 /// How far behind now the GC safe point a store has installed is, as "42s ago" ("-":
@@ -80,7 +87,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     match args.command {
         CtlCommand::Stores => {
             println!(
-                "{:>6}  {:<22} {:<6} {:>10} {:>10} {:>8} {:>8} {:>14} {:>12}",
+                "{:>6}  {:<22} {:<7} {:>10} {:>10} {:>8} {:>8} {:>14} {:>12}",
                 "store",
                 "address",
                 "state",
@@ -95,11 +102,17 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 let store = s.store.unwrap_or_default();
                 let stats = s.stats.unwrap_or_default();
                 let up = s.last_heartbeat_ago_ms < 10_000;
+                let state = match (store.state(), up) {
+                    (StoreState::Tombstone, _) => "removed",
+                    (StoreState::Offline, _) => "offline",
+                    (StoreState::Up, true) => "up",
+                    (StoreState::Up, false) => "down",
+                };
                 println!(
-                    "{:>6}  {:<22} {:<6} {:>10} {:>10} {:>8} {:>8} {:>12}ms {:>12}",
+                    "{:>6}  {:<22} {:<7} {:>10} {:>10} {:>8} {:>8} {:>12}ms {:>12}",
                     store.id,
                     store.address,
-                    if up { "up" } else { "down" },
+                    state,
                     gib(stats.capacity_bytes),
                     gib(stats.available_bytes),
                     stats.region_count,
@@ -133,6 +146,20 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                         .map(|p| p.store_id.to_string())
                         .unwrap_or("-".into())
                 );
+            }
+        }
+        CtlCommand::RemoveStore { store_id } => {
+            let info = meta
+                .remove_store(store_id)
+                .await
+                .with_context(|| format!("removing store {store_id}"))?;
+            let store = info.store.unwrap_or_default();
+            match store.state() {
+                StoreState::Tombstone => println!("store {store_id} is removed"),
+                _ => println!(
+                    "store {store_id} is being removed: its replicas move to the other stores; \
+                     `ctl stores` shows it as removed once they have"
+                ),
             }
         }
         CtlCommand::CheckReplicas => {

@@ -271,10 +271,11 @@ fn a_bank_survives_kill_9_sigstop_and_a_meta_leader_kill() {
 
 /// A playground of four stores (replication 3): the first region is laid out on the first
 /// three to register, and replica balance then moves replicas to the fourth until no
-/// store holds two more than another, while SQL writes. Every row is there afterwards and
-/// `ctl check-replicas` finds every region's replicas identical.
+/// store holds two more than another, while SQL writes. Then `ctl remove-store` drains
+/// one store to the other three. Every row is there afterwards and `ctl check-replicas`
+/// finds every region's replicas identical.
 #[test]
-fn four_stores_share_the_replicas_while_sql_writes() {
+fn four_stores_share_the_replicas_and_one_is_removed() {
     const TABLES: usize = 4;
     const ROWS: i64 = 200;
     let dir = tempfile::tempdir().unwrap();
@@ -336,6 +337,60 @@ fn four_stores_share_the_replicas_while_sql_writes() {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        // Scale back in: `ctl remove-store` drains the first store to the other three.
+        let removed = pg.ids("store")[0];
+        let addr = pg.proc("store", removed).addr.clone();
+        let id = meta
+            .get_stores(0)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|s| s.store)
+            .find(|s| s.address == addr)
+            .expect("the first store is registered")
+            .id;
+        let out = pg.ctl(&["remove-store", &id.to_string()]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("is being removed"), "{stdout}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = pg.ctl(&["stores"]);
+            let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+            let row = stdout
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(&id.to_string()))
+                .unwrap_or_default()
+                .to_string();
+            if row.contains("removed") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "store {id} not removed within 60 s:\n{stdout}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let regions = meta.scan_regions(b"", b"", 0).await.unwrap();
+        assert!(
+            regions.iter().all(|r| r
+                .region
+                .as_ref()
+                .unwrap()
+                .peers
+                .iter()
+                .all(|p| p.store_id != id)),
+            "a replica is left on the removed store: {regions:?}"
+        );
+        // Three stores stay for three replicas: no further removal.
+        let other = regions[0].region.as_ref().unwrap().peers[0].store_id;
+        let out = pg.ctl(&["remove-store", &other.to_string()]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("add a store first"));
         for t in 0..TABLES {
             let row = client
                 .query_one(

@@ -10,7 +10,7 @@ use flotilla_client::{
     WireSnapshot,
 };
 use flotilla_ddl::{DdlConfig, JobQueue, ReorgRef};
-use flotilla_proto::metapb::{Peer, PeerRole, Region, RegionEpoch};
+use flotilla_proto::metapb::{Peer, PeerRole, Region, RegionEpoch, StoreState};
 use flotilla_proto::metaservicepb::meta_server::{Meta, MetaServer};
 use flotilla_proto::metaservicepb::*;
 use flotilla_raftstore::{
@@ -525,9 +525,15 @@ fn gc_store_bounds(cfg: &MetaConfig, leader: &LeaderState, data: &MetaData) -> G
         rec.last_heartbeat
             .map_or_else(|| leader.since.elapsed(), |t| t.elapsed())
     };
+    // A removed store holds no replica, so neither a lock nor a region it may lead.
+    let removed = |rec: &StoreRec| rec.store.state() == StoreState::Tombstone;
     data.gc_store_bounds(
-        |rec| cfg.replica_repair_after.is_zero() || silent_for(rec) < cfg.replica_repair_after,
-        |rec| silent_for(rec) < cfg.store_down_after,
+        |rec| {
+            !removed(rec)
+                && (cfg.replica_repair_after.is_zero()
+                    || silent_for(rec) < cfg.replica_repair_after)
+        },
+        |rec| !removed(rec) && silent_for(rec) < cfg.store_down_after,
     )
 }
 
@@ -615,8 +621,8 @@ impl MetaService {
         if last.is_some_and(|t| t.elapsed() < interval) {
             return None;
         }
-        let target =
-            data.leader_transfer_target(region_id, |store_id| self.store_live(data, store_id))?;
+        let target = data
+            .leader_transfer_target(region_id, |store_id| self.store_placeable(data, store_id))?;
         *last = Some(Instant::now());
         Some(target)
     }
@@ -654,7 +660,10 @@ impl MetaService {
                 Some(t) => t.elapsed() >= after,
                 None => leader.since.elapsed() >= after,
             },
-            |s| heard(s).is_some_and(|t| t.elapsed() < down_after),
+            |s| {
+                heard(s).is_some_and(|t| t.elapsed() < down_after)
+                    && data.store_state(s) == StoreState::Up
+            },
         )?;
         let ReplicaRepair {
             remove,
@@ -678,6 +687,12 @@ impl MetaService {
             add,
             add_learner: None,
         })
+    }
+
+    /// Whether new replicas and leaders may go to `store_id`: it is live and not being
+    /// removed.
+    fn store_placeable(&self, data: &MetaData, store_id: u64) -> bool {
+        data.store_state(store_id) == StoreState::Up && self.store_live(data, store_id)
     }
 
     /// Whether `store_id` has sent a heartbeat within `store_down_after`.
@@ -705,8 +720,10 @@ impl MetaService {
         let plan = if op.started.elapsed() >= REPLICA_MOVE_TIMEOUT {
             MovePlan::GiveUp("not done in time")
         } else {
+            // A target being removed meanwhile is given up, and a leader is never handed
+            // to a store being removed.
             data.replica_move_plan(region_id, source, learner, pending, |s| {
-                self.store_live(data, s)
+                self.store_placeable(data, s)
             })
         };
         let step = match plan {
@@ -762,10 +779,12 @@ impl MetaService {
         Some(step)
     }
 
-    /// Replica balance: starts a move of `region_id`'s replica (its first step: the new
-    /// learner), or removes a learner the region no longer needs (one left by a move that
+    /// Replica balance and store removal: starts a move of `region_id`'s replica (its
+    /// first step: the new learner) off a store being removed, or else to balance the
+    /// stores, or removes a learner the region no longer needs (one left by a move that
     /// was given up, or by a former meta leader's), at most once per
-    /// `replica_balance_interval` and within `replica_moves_max` moves in progress.
+    /// `replica_balance_interval` (a second for removals while balance is off) and
+    /// within `replica_moves_max` moves in progress.
     fn start_replica_move(
         &self,
         leader: &LeaderState,
@@ -774,11 +793,15 @@ impl MetaService {
         batch: &mut WriteBatch,
     ) -> Option<ReplacePeer> {
         let interval = self.shared.cfg.replica_balance_interval;
-        if interval.is_zero() {
-            return None;
-        }
+        // Store removal moves replicas even with balance off, at a move a second.
+        let balance = !interval.is_zero();
+        let pace = if balance {
+            interval
+        } else {
+            Duration::from_secs(1)
+        };
         let mut last = leader.last_move.lock();
-        if last.is_some_and(|t| t.elapsed() < interval) {
+        if last.is_some_and(|t| t.elapsed() < pace) {
             return None;
         }
         let replication = self.shared.cfg.replication;
@@ -807,7 +830,15 @@ impl MetaService {
             .values()
             .map(|op| (op.source.store_id, op.learner.store_id))
             .collect();
-        let mv = data.replica_move(region_id, replication, live, &moving)?;
+        let placeable = |s: u64| self.store_placeable(data, s);
+        let (mv, why) = match data.drain_move(region_id, replication, placeable, &moving) {
+            Some(mv) => (mv, "store removal"),
+            None if !balance => return None,
+            None => (
+                data.replica_move(region_id, replication, placeable, &moving)?,
+                "replica balance",
+            ),
+        };
         let learner = Peer {
             id: data.alloc(1, batch),
             store_id: mv.target_store,
@@ -818,7 +849,7 @@ impl MetaService {
             region_id,
             source_store = mv.source.store_id,
             target_store = mv.target_store,
-            "replica balance: moving a replica"
+            "{why}: moving a replica"
         );
         moves.insert(
             region_id,
@@ -1065,8 +1096,19 @@ impl Meta for MetaService {
                 tracing::info!(store_id = store.id, address = %store.address, "new store registered");
             }
             let known = data.stores.get(&store.id).map(|r| r.store.clone());
+            // The state is the meta service's to set (store removal), not the store's.
+            if let Some(known) = &known {
+                store.state = known.state;
+            }
             if known.as_ref() != Some(&store) {
                 data.put_store(store.clone(), &mut batch);
+            }
+            for id in data.drained_stores() {
+                if let Some(mut drained) = data.stores.get(&id).map(|r| r.store.clone()) {
+                    drained.set_state(StoreState::Tombstone);
+                    data.put_store(drained, &mut batch);
+                    tracing::info!(store_id = id, "store removed: it holds no replica any more");
+                }
             }
             if let Some(rec) = data.stores.get_mut(&store.id) {
                 rec.stats = stats;
@@ -1239,6 +1281,62 @@ impl Meta for MetaService {
         Ok(Response::new(GetStoresResponse {
             header: ok_header(),
             stores,
+        }))
+    }
+
+    async fn remove_store(
+        &self,
+        request: Request<RemoveStoreRequest>,
+    ) -> Result<Response<RemoveStoreResponse>, Status> {
+        let leader = leader_or_redirect!(self, RemoveStoreResponse);
+        let store_id = request.into_inner().store_id;
+        let refused = |why: String| {
+            Ok(Response::new(RemoveStoreResponse {
+                header: ok_header(),
+                refused: why,
+                store: None,
+            }))
+        };
+        let mut batch = WriteBatch::new();
+        let info = {
+            let mut data = leader.data.lock();
+            let Some(rec) = data.stores.get(&store_id) else {
+                return refused(format!("store {store_id} is not part of this cluster"));
+            };
+            let mut store = rec.store.clone();
+            if store.state() == StoreState::Up {
+                // The replicas go to the other stores in service: there must be enough.
+                let replication = self.shared.cfg.replication;
+                let staying = data
+                    .stores
+                    .values()
+                    .filter(|r| r.store.id != store_id && r.store.state() == StoreState::Up)
+                    .count();
+                if staying < replication {
+                    return refused(format!(
+                        "removing store {store_id} would leave {staying} stores for {replication} \
+                         replicas of every region: add a store first"
+                    ));
+                }
+                store.set_state(StoreState::Offline);
+                data.put_store(store, &mut batch);
+                tracing::info!(store_id, "store removal: moving its replicas away");
+            }
+            let rec = &data.stores[&store_id];
+            StoreInfo {
+                store: Some(rec.store.clone()),
+                stats: Some(rec.stats),
+                last_heartbeat_ago_ms: rec
+                    .last_heartbeat
+                    .map(|t| t.elapsed().as_millis() as u64)
+                    .unwrap_or(u64::MAX),
+            }
+        };
+        Self::persist(&leader, batch).await?;
+        Ok(Response::new(RemoveStoreResponse {
+            header: ok_header(),
+            refused: String::new(),
+            store: Some(info),
         }))
     }
 

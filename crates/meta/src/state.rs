@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use flotilla_proto::Message;
-use flotilla_proto::metapb::{Peer, PeerRole, Region, RegionEpoch, Store};
+use flotilla_proto::metapb::{Peer, PeerRole, Region, RegionEpoch, Store, StoreState};
 use flotilla_proto::metaservicepb::{RegionInfo, StoreStats};
 use flotilla_storage::{Cf, KvEngine, StorageError, WriteBatch};
 
@@ -422,6 +422,87 @@ impl MetaData {
         })
     }
 
+    /// The state an operator gave store `store_id` (`Up` unless it is being removed or
+    /// was removed; unknown stores are `Up`).
+    pub fn store_state(&self, store_id: u64) -> StoreState {
+        self.stores
+            .get(&store_id)
+            .map_or(StoreState::Up, |r| r.store.state())
+    }
+
+    /// Store removal: the move of `region_id`'s replica on an `Offline` store, if it has
+    /// one, to the store holding the fewest replicas among the `placeable` ones without one
+    /// of the region and receiving no other move (`moving`: source and target of each).
+    /// The region must have `replication` voters and no learner; the replica may be its
+    /// leader's (the move hands the leadership over first) or on a store that is down (a
+    /// dead store is removed this way without waiting for repair).
+    pub fn drain_move(
+        &self,
+        region_id: u64,
+        replication: usize,
+        placeable: impl Fn(u64) -> bool,
+        moving: &[(u64, u64)],
+    ) -> Option<ReplicaMove> {
+        let rec = self.regions.get(&region_id)?;
+        let peers = &rec.region.peers;
+        let steady =
+            peers.len() == replication && peers.iter().all(|p| p.role == PeerRole::Voter as i32);
+        if !steady {
+            return None;
+        }
+        let source = peers
+            .iter()
+            .find(|p| self.store_state(p.store_id) == StoreState::Offline)?;
+        let replicas = self.replica_counts(moving);
+        let target = self
+            .stores
+            .keys()
+            .copied()
+            .filter(|s| {
+                placeable(*s)
+                    && peers.iter().all(|p| p.store_id != *s)
+                    && moving.iter().all(|(_, t)| t != s)
+            })
+            .min_by_key(|s| (replicas.get(s).copied().unwrap_or(0), *s))?;
+        Some(ReplicaMove {
+            source: *source,
+            target_store: target,
+        })
+    }
+
+    /// Replicas per store over every region, with the moves in progress (`moving`: source
+    /// and target store of each) counted as done.
+    fn replica_counts(&self, moving: &[(u64, u64)]) -> HashMap<u64, i64> {
+        let mut replicas: HashMap<u64, i64> = HashMap::new();
+        for r in self.regions.values() {
+            for p in &r.region.peers {
+                *replicas.entry(p.store_id).or_default() += 1;
+            }
+        }
+        for (source, target) in moving {
+            *replicas.entry(*source).or_default() -= 1;
+            *replicas.entry(*target).or_default() += 1;
+        }
+        replicas
+    }
+
+    /// `Offline` stores no region has a replica on any more, to be marked `Tombstone`.
+    pub fn drained_stores(&self) -> Vec<u64> {
+        let mut drained: Vec<u64> = self
+            .stores
+            .values()
+            .filter(|r| r.store.state() == StoreState::Offline)
+            .map(|r| r.store.id)
+            .filter(|id| {
+                self.regions
+                    .values()
+                    .all(|r| r.region.peers.iter().all(|p| p.store_id != *id))
+            })
+            .collect();
+        drained.sort_unstable();
+        drained
+    }
+
     /// The configuration version of `region_id` as its leader last reported it.
     pub fn conf_ver(&self, region_id: u64) -> Option<u64> {
         self.regions
@@ -456,16 +537,7 @@ impl MetaData {
         if !healthy {
             return None;
         }
-        let mut replicas: HashMap<u64, i64> = HashMap::new();
-        for r in self.regions.values() {
-            for p in &r.region.peers {
-                *replicas.entry(p.store_id).or_default() += 1;
-            }
-        }
-        for (source, target) in moving {
-            *replicas.entry(*source).or_default() -= 1;
-            *replicas.entry(*target).or_default() += 1;
-        }
+        let replicas = self.replica_counts(moving);
         let count = |store_id: u64| replicas.get(&store_id).copied().unwrap_or(0);
         // Only from a store holding the most to one holding the fewest, cluster-wide: a
         // move chosen within this region alone (its fullest follower, its emptiest
@@ -514,7 +586,7 @@ impl MetaData {
         let role_of = |id: u64| peers.iter().find(|p| p.id == id).map(|p| p.role());
         match (role_of(source.id), role_of(learner.id)) {
             (Some(PeerRole::Voter), None | Some(PeerRole::Learner)) if !live(learner.store_id) => {
-                MovePlan::GiveUp("the target store is down")
+                MovePlan::GiveUp("the target store is down or being removed")
             }
             (Some(PeerRole::Voter), None) => MovePlan::AddLearner,
             (Some(PeerRole::Voter), Some(PeerRole::Learner)) => {
@@ -793,6 +865,51 @@ mod tests {
         let mut data = MetaData::default();
         data.regions.insert(1, region(1, &[1, 3], 1));
         assert!(matches!(plan(&data, &[], &all_live), MovePlan::GiveUp(_)));
+    }
+
+    #[test]
+    fn a_removed_store_is_drained_to_the_emptiest_placeable_store_then_marked_drained() {
+        let mut data = MetaData::default();
+        with_stores(&mut data, &[1, 2, 3, 4, 5]);
+        data.regions.insert(1, region(1, &[1, 2, 3], 1));
+        data.regions.insert(2, region(2, &[1, 2, 4], 1));
+        data.regions.insert(3, region(3, &[2, 3, 4], 2));
+        let all = |_: u64| true;
+        // No store being removed: nothing to drain, nothing drained.
+        assert!(data.drain_move(1, 3, all, &[]).is_none());
+        assert!(data.drained_stores().is_empty());
+        data.stores
+            .get_mut(&1)
+            .unwrap()
+            .store
+            .set_state(StoreState::Offline);
+        // Store 1 leads region 1: its replica moves all the same (the leadership is
+        // handed over first), to the emptiest store without one: 5 (none) before 4 (2).
+        let mv = data.drain_move(1, 3, all, &[]).expect("drain");
+        assert_eq!((mv.source.store_id, mv.target_store), (1, 5));
+        // Store 5 busy receiving: region 2 goes to store 3, the only other choice.
+        let mv = data.drain_move(2, 3, all, &[(1, 5)]).expect("drain");
+        assert_eq!((mv.source.store_id, mv.target_store), (1, 3));
+        // Nowhere placeable (a store down or being removed is not): wait.
+        assert!(data.drain_move(2, 3, |s| s == 1 || s == 2, &[]).is_none());
+        // A region without a replica there, or not steady, is not drained.
+        assert!(data.drain_move(3, 3, all, &[]).is_none());
+        data.regions.get_mut(&2).unwrap().region.peers[2].role = PeerRole::Learner as i32;
+        assert!(data.drain_move(2, 3, all, &[]).is_none());
+        // Drained once no region has a replica there, learners included.
+        assert!(data.drained_stores().is_empty());
+        for id in [1, 2] {
+            let peers = &mut data.regions.get_mut(&id).unwrap().region.peers;
+            peers.retain(|p| p.store_id != 1);
+        }
+        assert_eq!(data.drained_stores(), vec![1]);
+        // Once marked removed it is listed no more.
+        data.stores
+            .get_mut(&1)
+            .unwrap()
+            .store
+            .set_state(StoreState::Tombstone);
+        assert!(data.drained_stores().is_empty());
     }
 
     fn report(safe_point_installed: u64, oldest_lock_ts: Option<u64>) -> StoreStats {

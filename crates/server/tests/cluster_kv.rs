@@ -1057,11 +1057,12 @@ async fn replicas_on_a_store_down_too_long_move_to_a_live_store() {
 /// A store added to a cluster fills up by replica balance while transactions across
 /// regions commit: each move adds a learner on the new store, promotes it once its log
 /// reaches the leader's while demoting the replica it replaces (one joint change), then
-/// removes that one. The stores end within one replica of each other, every acknowledged
-/// write is there, and every region's replicas are identical.
+/// removes that one. The stores end within one replica of each other. Then one of the
+/// first stores is removed (scale-in) the same way, writes still going. Every
+/// acknowledged write is there, and every region's replicas are identical.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicas_spread_to_an_added_store_while_transactions_commit() {
-    use flotilla_proto::metapb::PeerRole;
+async fn replicas_spread_to_an_added_store_and_off_a_removed_one_while_transactions_commit() {
+    use flotilla_proto::metapb::{PeerRole, StoreState};
     use std::collections::HashMap;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -1150,6 +1151,53 @@ async fn replicas_spread_to_an_added_store_while_transactions_commit() {
     // change, leaving it, the removal): replicas went only to the added store, never
     // back and forth among the full ones while it was busy receiving.
     assert_eq!(conf_vers(&regions) - conf_vers_before, 4 * 4);
+
+    // Scale back in: remove one of the first stores, writes still going. Its replicas
+    // move to the other three (one each per region), then it is marked removed.
+    let removed = cluster.stores[0].store_id();
+    let info = meta.remove_store(removed).await.unwrap();
+    assert_eq!(info.store.unwrap().state(), StoreState::Offline);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let regions = loop {
+        let regions = meta.scan_regions(b"", b"", 0).await.unwrap();
+        let state = meta.get_stores(removed).await.unwrap()[0]
+            .store
+            .as_ref()
+            .unwrap()
+            .state();
+        let drained = regions.iter().all(|info| {
+            let peers = &info.region.as_ref().unwrap().peers;
+            peers.len() == 3
+                && peers
+                    .iter()
+                    .all(|p| p.role() == PeerRole::Voter && p.store_id != removed)
+        });
+        if drained && state == StoreState::Tombstone {
+            break regions;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "store {removed} not removed within 60 s ({state:?}): {regions:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Three stores in service for three replicas: none more may go. Nor an unknown one.
+    let refused = meta.remove_store(added).await.unwrap_err().to_string();
+    assert!(refused.contains("add a store first"), "{refused}");
+    let refused = meta.remove_store(9_999).await.unwrap_err().to_string();
+    assert!(refused.contains("not part of this cluster"), "{refused}");
+    let up: Vec<StoreState> = meta
+        .get_stores(0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.store.as_ref().unwrap().state())
+        .collect();
+    assert_eq!(
+        up.iter().filter(|s| **s == StoreState::Up).count(),
+        3,
+        "{up:?}"
+    );
     stop.store(true, Ordering::Relaxed);
     let (acked, failed) = writer.await.unwrap();
     assert!(acked.len() > 10, "the writer committed: {acked:?}");
