@@ -40,6 +40,9 @@ pub struct GcStats {
     pub runs: AtomicU64,
     /// Abandoned locks resolved since start (a cluster's stores; see `StoreNodeConfig`).
     pub locks_resolved: AtomicU64,
+    /// Region collections a cluster's store left out since start: no write since a
+    /// collection that already reached past every version the region holds.
+    pub regions_skipped: AtomicU64,
 }
 
 /// The standalone node's GC worker.

@@ -123,12 +123,25 @@ fn context_of(entry: &BoardEntry) -> Context {
     }
 }
 
+/// How far a region was last collected.
+#[derive(Clone, Copy)]
+struct Collected {
+    /// The collect point it was collected up to.
+    point: u64,
+    /// Its commit records applied (`BoardEntry::written_keys`) when it was read for that
+    /// collection.
+    written_keys: u64,
+    /// A timestamp above every version it held then: versions it gets later change
+    /// `written_keys`.
+    versions_below: u64,
+}
+
 /// Collects, every heartbeat interval, the regions this store leads that have not been
 /// collected up to the collect point yet.
 pub(super) async fn collect_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    // Region id → the collect point it was last collected up to, while this store leads
-    // it (a new leader collects it again: little is left to remove).
-    let mut done: HashMap<u64, u64> = HashMap::new();
+    // Region id → how far it was last collected, while this store leads it (a new leader
+    // collects it again: little is left to remove).
+    let mut done: HashMap<u64, Collected> = HashMap::new();
     // A client of the cluster, as a reader: abandoned locks are resolved by their primary's
     // fate, which may live on another store.
     let tso = Arc::new(RemoteTso::new(shared.meta.clone()));
@@ -158,11 +171,41 @@ pub(super) async fn collect_loop(shared: Arc<Shared>, mut stop: watch::Receiver<
         }
         let leading = leading_regions(&shared);
         done.retain(|id, _| leading.iter().any(|e| e.region.id == *id));
+        // Every version applied by the time `leading` was read has a commit timestamp
+        // below this one (it was taken from the TSO before its commit was proposed).
+        let mut now: Option<u64> = None;
         let mut complete = true;
         for entry in leading {
-            if done.get(&entry.region.id).is_some_and(|d| *d >= point) {
+            let last = done.get(&entry.region.id).copied();
+            if last.is_some_and(|d| d.point >= point) {
                 continue;
             }
+            let idle = last.filter(|d| d.written_keys == entry.written_keys);
+            if idle.is_some_and(|d| d.point >= d.versions_below) {
+                // Nothing written since a collection past every version it holds: nothing
+                // more can have become collectable. (Without this every region, idle
+                // ones included, was read whole every time the safe point moved.)
+                shared
+                    .gc
+                    .stats
+                    .regions_skipped
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let versions_below = match idle {
+                Some(d) => d.versions_below,
+                None => match now {
+                    Some(ts) => ts,
+                    None => match tso.get_ts().await {
+                        Ok(ts) => *now.insert(ts.0),
+                        Err(e) => {
+                            tracing::info!("GC: no timestamp (tried again next round): {e}");
+                            complete = false;
+                            break;
+                        }
+                    },
+                },
+            };
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
                 outcome = collect_region(&shared, &entry, Timestamp(point)) => match outcome {
@@ -175,7 +218,14 @@ pub(super) async fn collect_loop(shared: Arc<Shared>, mut stop: watch::Receiver<
                                 "GC removed old versions"
                             );
                         }
-                        done.insert(entry.region.id, point);
+                        done.insert(
+                            entry.region.id,
+                            Collected {
+                                point,
+                                written_keys: entry.written_keys,
+                                versions_below,
+                            },
+                        );
                     }
                     Err(e) => {
                         complete = false;
