@@ -322,44 +322,6 @@ fn date_text(days: i64) -> Result<String, SqlError> {
     Ok(out)
 }
 
-fn float8_text(v: f64) -> String {
-    float_text(v, v.is_nan(), v.is_infinite(), v < 0.0, 15)
-}
-
-fn float4_text(v: f32) -> String {
-    float_text(v, v.is_nan(), v.is_infinite(), v < 0.0, 6)
-}
-
-/// PostgreSQL's float text (`extra_float_digits = 1`): the shortest round-trip digits, in
-/// positional notation when the decimal exponent is in `[-4, max_fixed_exp)`, otherwise
-/// `d.ddde+XX` like printf's `%g`. Rust's `{}` and `{:e}` both print shortest round-trip
-/// digits, so only the layout needs choosing.
-fn float_text<T>(v: T, is_nan: bool, is_inf: bool, negative: bool, max_fixed_exp: i32) -> String
-where
-    T: std::fmt::Display + std::fmt::LowerExp,
-{
-    if is_nan {
-        return "NaN".to_owned();
-    }
-    if is_inf {
-        return if negative { "-Infinity" } else { "Infinity" }.to_owned();
-    }
-    let exp_form = format!("{v:e}");
-    let Some((mantissa, exp)) = exp_form.split_once('e') else {
-        return format!("{v}");
-    };
-    let Ok(exp) = exp.parse::<i32>() else {
-        return format!("{v}");
-    };
-    // Zero prints as "0" / "-0" whatever its exponent form says.
-    if (-4..max_fixed_exp).contains(&exp) || mantissa.trim_start_matches('-') == "0" {
-        format!("{v}")
-    } else {
-        let sign = if exp < 0 { '-' } else { '+' };
-        format!("{mantissa}e{sign}{:02}", exp.unsigned_abs())
-    }
-}
-
 /// Text of a numeric with exactly `scale` digits after the point (PostgreSQL keeps the scale).
 fn numeric_text(unscaled: i128, scale: i8) -> String {
     let digits = unscaled.unsigned_abs().to_string();
@@ -443,8 +405,8 @@ pub fn encode_text(value: &PgValue<'_>, out: &mut Vec<u8>) -> Result<(), SqlErro
         PgValue::Int2(v) => out.extend_from_slice(v.to_string().as_bytes()),
         PgValue::Int4(v) => out.extend_from_slice(v.to_string().as_bytes()),
         PgValue::Int8(v) => out.extend_from_slice(v.to_string().as_bytes()),
-        PgValue::Float4(v) => out.extend_from_slice(float4_text(*v).as_bytes()),
-        PgValue::Float8(v) => out.extend_from_slice(float8_text(*v).as_bytes()),
+        PgValue::Float4(v) => out.extend_from_slice(flotilla_sql::float4_text(*v).as_bytes()),
+        PgValue::Float8(v) => out.extend_from_slice(flotilla_sql::float8_text(*v).as_bytes()),
         PgValue::Numeric(v, s) => out.extend_from_slice(numeric_text(*v, *s).as_bytes()),
         PgValue::Text(s) => out.extend_from_slice(s.as_bytes()),
         PgValue::Bytes(b) => {

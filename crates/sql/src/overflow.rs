@@ -145,43 +145,52 @@ impl CheckedIntegerArithmetic {
 
 impl AnalyzerRule for CheckedIntegerArithmetic {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
-        plan.transform_up_with_subqueries(|node| {
-            // Expressions of a node are typed against its inputs (a scan's filters against
-            // the scan itself).
-            let schema = match node.inputs().as_slice() {
-                [] => node.schema().as_ref().clone(),
-                [input] => input.schema().as_ref().clone(),
-                inputs => {
-                    let mut merged = DFSchema::empty();
-                    for input in inputs {
-                        merged.merge(input.schema());
-                    }
-                    merged
-                }
-            };
-            // Where expressions name output columns, the rewritten ones keep their names,
-            // so clients and the nodes above see the same columns.
-            let keep_names = matches!(
-                node,
-                LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_) | LogicalPlan::Window(_)
-            );
-            node.map_expressions(|e| {
-                let name = keep_names.then(|| e.schema_name().to_string());
-                let rewritten = e.transform_up(|e| self.rewrite(e, &schema))?;
-                match name {
-                    Some(name) if rewritten.transformed => {
-                        rewritten.map_data(|e| e.alias_if_changed(name))
-                    }
-                    _ => Ok(rewritten),
-                }
-            })
-        })
-        .map(|t| t.data)
+        rewrite_expressions(plan, |e, schema| self.rewrite(e, schema))
     }
 
     fn name(&self) -> &str {
         "flotilla_checked_integer_arithmetic"
     }
+}
+
+/// Applies `rewrite` bottom-up to every expression of `plan` (subqueries included), each
+/// typed against its node's inputs; a rewritten output column keeps its name.
+pub(crate) fn rewrite_expressions(
+    plan: LogicalPlan,
+    rewrite: impl Fn(Expr, &DFSchema) -> DfResult<Transformed<Expr>>,
+) -> DfResult<LogicalPlan> {
+    plan.transform_up_with_subqueries(|node| {
+        // Expressions of a node are typed against its inputs (a scan's filters against
+        // the scan itself).
+        let schema = match node.inputs().as_slice() {
+            [] => node.schema().as_ref().clone(),
+            [input] => input.schema().as_ref().clone(),
+            inputs => {
+                let mut merged = DFSchema::empty();
+                for input in inputs {
+                    merged.merge(input.schema());
+                }
+                merged
+            }
+        };
+        // Where expressions name output columns, the rewritten ones keep their names,
+        // so clients and the nodes above see the same columns.
+        let keep_names = matches!(
+            node,
+            LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_) | LogicalPlan::Window(_)
+        );
+        node.map_expressions(|e| {
+            let name = keep_names.then(|| e.schema_name().to_string());
+            let rewritten = e.transform_up(|e| rewrite(e, &schema))?;
+            match name {
+                Some(name) if rewritten.transformed => {
+                    rewritten.map_data(|e| e.alias_if_changed(name))
+                }
+                _ => Ok(rewritten),
+            }
+        })
+    })
+    .map(|t| t.data)
 }
 
 fn narrow_literal(expr: Expr) -> DfResult<Transformed<Expr>> {

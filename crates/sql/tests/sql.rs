@@ -1861,3 +1861,43 @@ async fn a_repeatable_read_transaction_keeps_its_schema_while_an_index_goes_publ
     );
     ok(&mut s, "COMMIT").await;
 }
+
+/// A float cast to text reads as PostgreSQL prints it (`2`, not Arrow's `2.0`), explicit
+/// casts and implicit ones (concatenation) alike, in every string type, with NULLs kept.
+#[tokio::test]
+async fn floats_cast_to_text_read_as_postgresql_prints_them() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE fl (k INT PRIMARY KEY, f DOUBLE PRECISION, r REAL)",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO fl VALUES (1, 2, 1e6), (2, NULL, 0.5), (3, -0.0, 3), (4, 1e20, 0.1)",
+    )
+    .await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT f::text, CAST(r AS VARCHAR), 'x' || f, concat(f, '/', r) FROM fl ORDER BY k"
+        )
+        .await,
+        vec![
+            "2|1e+06|x2|2/1e+06",
+            "NULL|0.5|NULL|/0.5",
+            "-0|3|x-0|-0/3",
+            "1e+20|0.1|x1e+20|1e+20/0.1",
+        ]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT 2::float8::text, (1.0 / 3)::float8::text").await,
+        vec!["2|0.3333333333333333"]
+    );
+    // In a filter too: the text compared is PostgreSQL's.
+    assert_eq!(
+        rows(&mut s, "SELECT k FROM fl WHERE f::text = '2'").await,
+        vec!["1"]
+    );
+}

@@ -1,0 +1,208 @@
+//! Floats as text the way PostgreSQL prints them, on the wire and in casts.
+//!
+//! Arrow's cast of a float to a string prints `2.0` where PostgreSQL prints `2` (and
+//! `1e20` as `100000000000000000000`, where PostgreSQL prints `1e+20`). An analyzer rule,
+//! run after type coercion (so implicit casts, as in `'x' || 2.0::float8`, are seen too),
+//! replaces each cast of a float to a string type with a function printing PostgreSQL's
+//! text.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
+use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type};
+use datafusion::common::tree_node::Transformed;
+use datafusion::common::{DFSchema, Result as DfResult};
+use datafusion::config::ConfigOptions;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::expr::{Cast, ScalarFunction, TryCast};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, Volatility,
+};
+use datafusion::optimizer::AnalyzerRule;
+
+/// A `double precision` as PostgreSQL prints it.
+pub fn float8_text(v: f64) -> String {
+    float_text(v, v.is_nan(), v.is_infinite(), v < 0.0, 15)
+}
+
+/// A `real` as PostgreSQL prints it.
+pub fn float4_text(v: f32) -> String {
+    float_text(v, v.is_nan(), v.is_infinite(), v < 0.0, 6)
+}
+
+/// PostgreSQL's float text (`extra_float_digits = 1`): the shortest round-trip digits, in
+/// positional notation when the decimal exponent is in `[-4, max_fixed_exp)`, otherwise
+/// `d.ddde+XX` like printf's `%g`. Rust's `{}` and `{:e}` both print shortest round-trip
+/// digits, so only the layout needs choosing.
+fn float_text<T>(v: T, is_nan: bool, is_inf: bool, negative: bool, max_fixed_exp: i32) -> String
+where
+    T: std::fmt::Display + std::fmt::LowerExp,
+{
+    if is_nan {
+        return "NaN".to_owned();
+    }
+    if is_inf {
+        return if negative { "-Infinity" } else { "Infinity" }.to_owned();
+    }
+    let exp_form = format!("{v:e}");
+    let Some((mantissa, exp)) = exp_form.split_once('e') else {
+        return format!("{v}");
+    };
+    let Ok(exp) = exp.parse::<i32>() else {
+        return format!("{v}");
+    };
+    // Zero prints as "0" / "-0" whatever its exponent form says.
+    if (-4..max_fixed_exp).contains(&exp) || mantissa.trim_start_matches('-') == "0" {
+        format!("{v}")
+    } else {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.unsigned_abs())
+    }
+}
+
+/// A float (`real` or `double precision`) as PostgreSQL's text, of string type `to`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct FloatText {
+    to: DataType,
+    name: String,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for FloatText {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
+        Ok(self.to.clone())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let [arg] = args.args.as_slice() else {
+            return Err(DataFusionError::Internal(format!(
+                "{} takes one argument",
+                self.name
+            )));
+        };
+        let scalar = matches!(arg, ColumnarValue::Scalar(_));
+        let input = arg.to_array(if scalar { 1 } else { args.number_rows })?;
+        let mut out = StringBuilder::with_capacity(input.len(), input.len() * 8);
+        match input.data_type() {
+            DataType::Float64 => {
+                for v in input.as_primitive::<Float64Type>() {
+                    out.append_option(v.map(float8_text));
+                }
+            }
+            DataType::Float32 => {
+                for v in input.as_primitive::<Float32Type>() {
+                    out.append_option(v.map(float4_text));
+                }
+            }
+            other => {
+                return Err(DataFusionError::Internal(format!(
+                    "{} takes a float, not {other}",
+                    self.name
+                )));
+            }
+        }
+        let mut result: ArrayRef = Arc::new(out.finish());
+        if self.to != DataType::Utf8 {
+            result = datafusion::arrow::compute::cast(&result, &self.to)?;
+        }
+        Ok(if scalar {
+            ColumnarValue::Scalar(datafusion::scalar::ScalarValue::try_from_array(&result, 0)?)
+        } else {
+            ColumnarValue::Array(result)
+        })
+    }
+}
+
+/// The rewrite, registered after DataFusion's analyzer rules.
+#[derive(Debug)]
+pub(crate) struct PgFloatText {
+    utf8: Arc<ScalarUDF>,
+    large_utf8: Arc<ScalarUDF>,
+    utf8_view: Arc<ScalarUDF>,
+}
+
+impl PgFloatText {
+    pub(crate) fn new() -> Self {
+        let udf = |to: DataType, name: &str| {
+            Arc::new(ScalarUDF::new_from_impl(FloatText {
+                to,
+                name: name.to_owned(),
+                signature: Signature::any(1, Volatility::Immutable),
+            }))
+        };
+        Self {
+            utf8: udf(DataType::Utf8, "pg_float_text"),
+            large_utf8: udf(DataType::LargeUtf8, "pg_float_large_text"),
+            utf8_view: udf(DataType::Utf8View, "pg_float_text_view"),
+        }
+    }
+
+    fn rewrite(&self, expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
+        let (inner, to) = match &expr {
+            Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) => {
+                (expr, field.data_type())
+            }
+            _ => return Ok(Transformed::no(expr)),
+        };
+        let udf = match to {
+            DataType::Utf8 => &self.utf8,
+            DataType::LargeUtf8 => &self.large_utf8,
+            DataType::Utf8View => &self.utf8_view,
+            _ => return Ok(Transformed::no(expr)),
+        };
+        // Types that cannot be resolved here (e.g. outer references) keep Arrow's cast.
+        match inner.get_type(schema) {
+            Ok(DataType::Float32 | DataType::Float64) => {}
+            _ => return Ok(Transformed::no(expr)),
+        }
+        let args = vec![inner.as_ref().clone()];
+        Ok(Transformed::yes(Expr::ScalarFunction(
+            ScalarFunction::new_udf(udf.clone(), args),
+        )))
+    }
+}
+
+impl AnalyzerRule for PgFloatText {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
+        crate::overflow::rewrite_expressions(plan, |e, schema| self.rewrite(e, schema))
+    }
+
+    fn name(&self) -> &str {
+        "flotilla_pg_float_text"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_print_as_postgresql_prints_them() {
+        for (v, text) in [
+            (2.0, "2"),
+            (2.5, "2.5"),
+            (-0.0, "-0"),
+            (1e20, "1e+20"),
+            (1e-7, "1e-07"),
+            (0.0001, "0.0001"),
+            (123456789012345678.0, "1.2345678901234568e+17"),
+            (1.0 / 3.0, "0.3333333333333333"),
+            (f64::NAN, "NaN"),
+            (f64::NEG_INFINITY, "-Infinity"),
+        ] {
+            assert_eq!(float8_text(v), text, "{v}");
+        }
+        assert_eq!(float4_text(0.1), "0.1");
+        assert_eq!(float4_text(1e6), "1e+06");
+        assert_eq!(float4_text(123456.0), "123456");
+    }
+}
