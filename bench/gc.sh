@@ -20,63 +20,35 @@ DURATION=${DURATION:-30}
 WARMUP=${WARMUP:-15}
 PORT=${PORT:-55436}
 
-command -v pgbench >/dev/null || {
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq postgresql-client >/dev/null
-}
+# shellcheck source=bench/playground_lib.sh
+source bench/playground_lib.sh
 
-cargo build --release --bin flotilla >&2
-BIN=${CARGO_TARGET_DIR:-target}/release/flotilla
-
-WORK=$(mktemp -d /tmp/flotilla-gc-bench.XXXXXX)
-cleanup() {
-  [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null || true
-  if [ -n "${KEEP_WORK:-}" ]; then echo "work directory kept: $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-
-start() { # extra playground flags
-  rm -f "$WORK/cluster/playground.json"
-  "$BIN" playground --data-dir "$WORK/cluster" --stores 3 --sql-addr 127.0.0.1:$PORT \
-    --ddl-backfill-rows-per-s 0 "$@" >>"$WORK/playground.log" 2>&1 &
-  PID=$!
-  for _ in $(seq 1 600); do [ -f "$WORK/cluster/playground.json" ] && break; sleep 0.1; done
-  [ -f "$WORK/cluster/playground.json" ] || { echo "the playground did not start" >&2; exit 1; }
-}
-stop() {
-  kill "$PID" && wait "$PID" 2>/dev/null || true
-  PID=
-}
-run() { # seconds -> tps
-  pgbench -h 127.0.0.1 -p $PORT -U postgres -c "$CLIENTS" -j "$THREADS" -T "$1" \
-    -M prepared postgres 2>&1 | tee -a "$WORK/runs.log" | awk '/^tps = / {print $3; exit}'
-}
 removed() { # records the stores logged as removed so far
   cat "$WORK"/cluster/logs/store-*.log | sed -n 's/.*GC removed old versions.* removed=\([0-9]*\).*/\1/p' \
     | awk '{ s += $1 } END { print s + 0 }'
 }
 
-start --gc-life-time-s 0
+start_playground --gc-life-time-s 0
 pgbench -h 127.0.0.1 -p $PORT -U postgres -i -I dtGp -s "$SCALE" -q postgres >"$WORK/init.log" 2>&1 || {
   cat "$WORK/init.log" >&2
   exit 1
 }
 run "$WARMUP" >/dev/null
 off=$(run "$DURATION")
-stop
+stop_playground
 
-start --gc-life-time-s 5 --gc-run-interval-s 5
+start_playground --gc-life-time-s 5 --gc-run-interval-s 5
 run "$WARMUP" >/dev/null
 before=$(removed)
 on=$(run "$DURATION")
 on_removed=$(( $(removed) - before ))
-stop
+stop_playground
 
 # GC off again, after a restart as the run with GC had: what the restart alone changes.
-start --gc-life-time-s 0
+start_playground --gc-life-time-s 0
 run "$WARMUP" >/dev/null
 off_again=$(run "$DURATION")
-stop
+stop_playground
 
 echo "| GC | TPC-B-like TPS (scale $SCALE, $CLIENTS clients, prepared) | records removed during the run |"
 echo "|---|---|---|"

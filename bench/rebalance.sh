@@ -22,35 +22,13 @@ WARMUP=${WARMUP:-15}
 BALANCE_TIMEOUT=${BALANCE_TIMEOUT:-600}
 PORT=${PORT:-55437}
 
-command -v pgbench >/dev/null || {
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq postgresql-client >/dev/null
-}
+# shellcheck source=bench/playground_lib.sh
+source bench/playground_lib.sh
 
-cargo build --release --bin flotilla >&2
-BIN=${CARGO_TARGET_DIR:-target}/release/flotilla
-
-WORK=$(mktemp -d /tmp/flotilla-rebalance-bench.XXXXXX)
-cleanup() {
-  [ -n "${STORE_PID:-}" ] && kill "$STORE_PID" 2>/dev/null && wait "$STORE_PID" 2>/dev/null || true
-  [ -n "${BENCH_PID:-}" ] && kill "$BENCH_PID" 2>/dev/null && wait "$BENCH_PID" 2>/dev/null || true
-  [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null || true
-  if [ -n "${KEEP_WORK:-}" ]; then echo "work directory kept: $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-
-"$BIN" playground --data-dir "$WORK/cluster" --stores 3 --sql-addr 127.0.0.1:$PORT \
-  --ddl-backfill-rows-per-s 0 >>"$WORK/playground.log" 2>&1 &
-PID=$!
-for _ in $(seq 1 600); do [ -f "$WORK/cluster/playground.json" ] && break; sleep 0.1; done
-[ -f "$WORK/cluster/playground.json" ] || { echo "the playground did not start" >&2; exit 1; }
+start_playground
 META=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["meta_endpoints"])' \
   "$WORK/cluster/playground.json")
 
-run() { # seconds -> tps
-  pgbench -h 127.0.0.1 -p $PORT -U postgres -c "$CLIENTS" -j "$THREADS" -T "$1" \
-    -M prepared postgres 2>&1 | tee -a "$WORK/runs.log" | awk '/^tps = / {print $3; exit}'
-}
 counts() { # replicas per store, "store:count" sorted by store, from the regions' peers
   "$BIN" ctl --meta "$META" regions | awk 'NR > 1 {
       n = split($6, peers, ",");
@@ -87,9 +65,11 @@ EOF
 )
 run "$DURATION" >"$WORK/during.tps" &
 BENCH_PID=$!
+EXTRA_PIDS+=("$BENCH_PID")
 started_ms=$(( $(date +%s%N) / 1000000 ))
 "${CMD[@]}" >"$WORK/store-new.log" 2>&1 &
 STORE_PID=$!
+EXTRA_PIDS+=("$STORE_PID")
 until balanced; do
   if (( $(date +%s%N) / 1000000 - started_ms > BALANCE_TIMEOUT * 1000 )); then
     echo "not balanced within ${BALANCE_TIMEOUT}s: $(counts)" >&2
@@ -99,7 +79,6 @@ until balanced; do
 done
 took_ms=$(( $(date +%s%N) / 1000000 - started_ms ))
 wait "$BENCH_PID"
-BENCH_PID=
 during=$(cat "$WORK/during.tps")
 # Four stores, balanced: what the fourth process alone costs on the shared cores.
 after=$(run "$DURATION")
