@@ -87,7 +87,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     match args.command {
         CtlCommand::Stores => {
             println!(
-                "{:>6}  {:<22} {:<7} {:>10} {:>10} {:>8} {:>8} {:>14} {:>12}",
+                "{:>6}  {:<22} {:<7} {:>10} {:>10} {:>8} {:>8} {:>14} {:>12}  labels",
                 "store",
                 "address",
                 "state",
@@ -108,8 +108,13 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                     (StoreState::Up, true) => "up",
                     (StoreState::Up, false) => "down",
                 };
+                let labels: Vec<String> = store
+                    .labels
+                    .iter()
+                    .map(|l| format!("{}={}", l.key, l.value))
+                    .collect();
                 println!(
-                    "{:>6}  {:<22} {:<7} {:>10} {:>10} {:>8} {:>8} {:>12}ms {:>12}",
+                    "{:>6}  {:<22} {:<7} {:>10} {:>10} {:>8} {:>8} {:>12}ms {:>12}  {}",
                     store.id,
                     store.address,
                     state,
@@ -123,6 +128,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                         s.last_heartbeat_ago_ms
                     },
                     gc_safe_point_age(stats.gc.map_or(0, |gc| gc.safe_point_installed)),
+                    labels.join(","),
                 );
             }
         }

@@ -49,6 +49,11 @@ pub struct PlaygroundArgs {
     /// [default: 60].
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub gc_run_interval_s: Option<u64>,
+    /// Pretend the stores are in this many zones: store N gets the label
+    /// `zone=zone-((N-1) mod ZONES + 1)` and the meta service spreads each region's
+    /// replicas over the zones; 0 = no labels.
+    #[arg(long, value_name = "ZONES", default_value_t = 0)]
+    pub zones: usize,
 }
 
 /// Runtime threads for each of `children` processes sharing `cores`.
@@ -195,12 +200,15 @@ pub async fn run(args: PlaygroundArgs) -> anyhow::Result<()> {
         if let Some(s) = args.gc_run_interval_s {
             cmd.extend(["--gc-run-interval-s".into(), s.to_string()]);
         }
+        if args.zones > 0 {
+            cmd.extend(["--location-labels".into(), "zone".into()]);
+        }
         launch("meta", i + 1, addr.clone(), dir, cmd)?;
     }
     for i in 0..args.stores {
         let addr = format!("127.0.0.1:{}", free_port()?);
         let dir = data_dir.join(format!("store-{}", i + 1));
-        let cmd = vec![
+        let mut cmd = vec![
             "store".into(),
             "--addr".into(),
             addr.clone(),
@@ -211,6 +219,12 @@ pub async fn run(args: PlaygroundArgs) -> anyhow::Result<()> {
             "--region-split-keys".into(),
             args.region_split_keys.to_string(),
         ];
+        if args.zones > 0 {
+            cmd.extend([
+                "--labels".into(),
+                format!("zone=zone-{}", i % args.zones + 1),
+            ]);
+        }
         launch("store", i + 1, addr, dir, cmd)?;
     }
     let mut sql_addrs = Vec::new();

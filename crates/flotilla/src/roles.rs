@@ -36,6 +36,50 @@ pub fn parse_endpoints(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// A label key or value: letters, digits, `-`, `_` and `.`, as a zone or host name is.
+fn check_label_word(what: &str, word: &str) -> anyhow::Result<()> {
+    let ok = !word.is_empty()
+        && word.len() <= 64
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    anyhow::ensure!(
+        ok,
+        "{what} {word:?} must be 1 to 64 letters, digits, '-', '_' or '.'"
+    );
+    Ok(())
+}
+
+/// Parses a store's labels, `zone=eu-1,host=h7`.
+pub fn parse_labels(s: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let mut labels: Vec<(String, String)> = Vec::new();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        let (key, value) = part
+            .split_once('=')
+            .with_context(|| format!("label {part:?} is not KEY=VALUE"))?;
+        check_label_word("label key", key)?;
+        check_label_word("label value", value)?;
+        if labels.iter().any(|(k, _)| k == key) {
+            bail!("label {key:?} is given twice");
+        }
+        labels.push((key.to_string(), value.to_string()));
+    }
+    Ok(labels)
+}
+
+/// Parses the meta service's location labels, outermost first: `zone,rack,host`.
+pub fn parse_location_labels(s: &str) -> anyhow::Result<Vec<String>> {
+    let mut keys: Vec<String> = Vec::new();
+    for key in s.split(',').filter(|p| !p.is_empty()) {
+        check_label_word("location label", key)?;
+        if keys.iter().any(|k| k == key) {
+            bail!("location label {key:?} is given twice");
+        }
+        keys.push(key.to_string());
+    }
+    Ok(keys)
+}
+
 /// Reads a role's TOML file; unknown keys are errors, so a typo is not silently ignored.
 fn load<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> anyhow::Result<T> {
     let Some(path) = path else {
@@ -50,7 +94,8 @@ fn load<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> anyhow::
 pub struct MetaArgs {
     /// TOML file with these settings (id, members, addr, data_dir, replication,
     /// leader_balance_interval_ms, replica_repair_after_s, replica_repairs_max,
-    /// replica_balance_interval_ms, replica_moves_max, ddl_jobs_max, ddl_running_max, ddl_finished_ttl_s, ddl_backfill_rows_per_s,
+    /// replica_balance_interval_ms, replica_moves_max, location_labels, ddl_jobs_max,
+    /// ddl_running_max, ddl_finished_ttl_s, ddl_backfill_rows_per_s,
     /// ddl_cleanup_records_per_s, ddl_schema_lease_ms, ddl_schema_wait_timeout_ms,
     /// raft_chunked_message_bytes_max); flags win.
     #[arg(long, value_name = "FILE")]
@@ -91,6 +136,12 @@ pub struct MetaArgs {
     /// [default: 4].
     #[arg(long, value_name = "MOVES", value_parser = clap::value_parser!(u64).range(1..))]
     pub replica_moves_max: Option<u64>,
+    /// Store label keys each region's replicas are spread over, outermost first, e.g.
+    /// `zone,host`: a region's replicas go to different zones as far as the stores
+    /// allow, then to different hosts (each store says where it is with `flotilla store
+    /// --labels`) [default: none: every store is a location of its own].
+    #[arg(long, value_name = "KEY,...")]
+    pub location_labels: Option<String>,
     /// Most DDL jobs queued or running; more are refused at once with SQLSTATE 53000
     /// [default: 128].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -144,6 +195,7 @@ struct MetaFile {
     replica_repairs_max: Option<u64>,
     replica_balance_interval_ms: Option<u64>,
     replica_moves_max: Option<u64>,
+    location_labels: Option<String>,
     ddl_jobs_max: Option<u64>,
     ddl_running_max: Option<u64>,
     ddl_finished_ttl_s: Option<u64>,
@@ -202,6 +254,9 @@ pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
     }
     if let Some(n) = args.replica_moves_max.or(file.replica_moves_max) {
         cfg.replica_moves_max = usize::try_from(n).unwrap_or(usize::MAX).max(1);
+    }
+    if let Some(keys) = args.location_labels.or(file.location_labels) {
+        cfg.location_labels = parse_location_labels(&keys)?;
     }
     if let Some(n) = args.ddl_jobs_max.or(file.ddl_jobs_max) {
         cfg.ddl.jobs_max = usize::try_from(n).unwrap_or(usize::MAX).max(1);
@@ -263,7 +318,7 @@ pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
 
 #[derive(clap::Args)]
 pub struct StoreArgs {
-    /// TOML file with these settings (addr, advertise_addr, meta, data_dir,
+    /// TOML file with these settings (addr, advertise_addr, meta, data_dir, labels,
     /// region_split_keys, raft_entry_cache_bytes, raft_log_keep_for_lagging_entries,
     /// raft_snapshot_build_queue, raft_chunked_message_bytes_max); flags win.
     #[arg(long, value_name = "FILE")]
@@ -280,6 +335,11 @@ pub struct StoreArgs {
     /// Data directory [default: ./flotilla-store].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Where this store is, as KEY=VALUE pairs, e.g. `zone=eu-1,host=h7`: the meta
+    /// service spreads each region's replicas over the keys it is given with `flotilla
+    /// meta --location-labels` [default: none].
+    #[arg(long, value_name = "KEY=VALUE,...")]
+    pub labels: Option<String>,
     /// A region with more keys than this splits [default: 200000].
     #[arg(long)]
     pub region_split_keys: Option<u64>,
@@ -328,6 +388,7 @@ struct StoreFile {
     advertise_addr: Option<String>,
     meta: Option<String>,
     data_dir: Option<PathBuf>,
+    labels: Option<String>,
     region_split_keys: Option<u64>,
     raft_entry_cache_bytes: Option<u64>,
     raft_log_keep_for_lagging_entries: Option<u64>,
@@ -368,6 +429,9 @@ pub async fn run_store(args: StoreArgs) -> anyhow::Result<()> {
         advertise,
         parse_endpoints(&meta),
     );
+    if let Some(labels) = args.labels.or(file.labels) {
+        cfg.labels = parse_labels(&labels)?;
+    }
     if let Some(keys) = args.region_split_keys.or(file.region_split_keys) {
         cfg.region_split_keys = keys;
         cfg.split_check_written_keys = (keys / 10).max(1);
@@ -463,4 +527,39 @@ pub async fn run_sql(args: SqlArgs) -> anyhow::Result<()> {
     crate::wait_for_signal().await;
     node.stop().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_parse_and_bad_ones_are_refused_with_what_is_wrong() {
+        assert_eq!(
+            parse_labels("zone=eu-1,host=h7").unwrap(),
+            vec![
+                ("zone".to_string(), "eu-1".to_string()),
+                ("host".to_string(), "h7".to_string())
+            ]
+        );
+        assert!(parse_labels("").unwrap().is_empty());
+        for (bad, says) in [
+            ("zone", "not KEY=VALUE"),
+            ("zone=", "label value"),
+            ("=a", "label key"),
+            ("zone=a b", "label value"),
+            ("zone=a,zone=b", "given twice"),
+        ] {
+            let e = parse_labels(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+        assert_eq!(
+            parse_location_labels("zone,rack,host").unwrap(),
+            vec!["zone", "rack", "host"]
+        );
+        let e = parse_location_labels("zone,zone").unwrap_err().to_string();
+        assert!(e.contains("given twice"), "{e}");
+        let e = parse_location_labels("zo ne").unwrap_err().to_string();
+        assert!(e.contains("location label"), "{e}");
+    }
 }

@@ -408,3 +408,111 @@ fn four_stores_share_the_replicas_and_one_is_removed() {
     assert!(out.status.success(), "replicas differ");
     assert!(stdout.contains("replicas identical"));
 }
+
+/// `flotilla playground --stores 4 --zones 3`: stores 1 and 4 are in zone-1, and the meta
+/// service spreads every region's replicas over the three zones (whatever stores the
+/// first region was laid on). Then zone-1 fails whole, both its stores killed with
+/// kill -9 at once, and SQL still reads and writes every table.
+#[test]
+fn stores_in_three_zones_keep_serving_when_a_whole_zone_fails() {
+    const TABLES: usize = 3;
+    const ROWS: i64 = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let mut pg = Playground::start(dir.path(), &["--stores", "4", "--zones", "3"]);
+    // Each store's zone, by address, from the labels the playground gave it.
+    let zone_by_addr: std::collections::HashMap<String, String> = pg
+        .procs
+        .iter()
+        .filter(|p| p.role == "store")
+        .map(|p| {
+            let at = p.command.iter().position(|a| a == "--labels").unwrap();
+            (p.addr.clone(), p.command[at + 1].clone())
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = connect(&pg.sql_url(0)).await.expect("connect");
+        for t in 0..TABLES {
+            client
+                .batch_execute(&format!(
+                    "CREATE TABLE z{t} (id BIGINT PRIMARY KEY, v TEXT NOT NULL)"
+                ))
+                .await
+                .unwrap();
+            for id in 0..ROWS {
+                client
+                    .execute(&format!("INSERT INTO z{t} VALUES ($1, 'before')"), &[&id])
+                    .await
+                    .unwrap();
+            }
+        }
+        let meta = flotilla_client::MetaClient::new(
+            pg.meta_endpoints.split(',').map(String::from).collect(),
+            flotilla_client::ClientConfig::default(),
+        )
+        .unwrap();
+        let zone_of: std::collections::HashMap<u64, String> = meta
+            .get_stores(0)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|s| s.store)
+            .map(|s| (s.id, zone_by_addr[&s.address].clone()))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let regions = meta.scan_regions(b"", b"", 0).await.unwrap();
+            let spread = regions.iter().all(|info| {
+                let peers = &info.region.as_ref().unwrap().peers;
+                let zones: HashSet<&String> = peers.iter().map(|p| &zone_of[&p.store_id]).collect();
+                peers.len() == 3
+                    && zones.len() == 3
+                    && peers
+                        .iter()
+                        .all(|p| p.role() == flotilla_proto::metapb::PeerRole::Voter)
+            });
+            if spread {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replicas not spread over the zones within 60 s: {regions:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let out = pg.ctl(&["stores"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("zone=zone-1"), "{stdout}");
+        // Zone 1 fails whole.
+        let zone_1: Vec<u64> = pg
+            .ids("store")
+            .into_iter()
+            .filter(|id| zone_by_addr[&pg.proc("store", *id).addr] == "zone=zone-1")
+            .collect();
+        assert_eq!(zone_1.len(), 2, "{zone_by_addr:?}");
+        for id in zone_1 {
+            pg.kill9("store", id);
+        }
+        for t in 0..TABLES {
+            client
+                .execute(&format!("INSERT INTO z{t} VALUES ({ROWS}, 'after')"), &[])
+                .await
+                .unwrap();
+            let row = client
+                .query_one(
+                    &format!("SELECT count(*), count(*) FILTER (WHERE v = 'before') FROM z{t}"),
+                    &[],
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                (row.get::<_, i64>(0), row.get::<_, i64>(1)),
+                (ROWS + 1, ROWS)
+            );
+        }
+    });
+}

@@ -65,6 +65,13 @@ pub struct MetaConfig {
     /// Replica moves in progress at once, cluster-wide (each is a region snapshot to
     /// send); a store receives one at a time.
     pub replica_moves_max: usize,
+    /// Store label keys, outermost first (e.g. zone, rack, host): each region's replicas
+    /// go to stores with different values of the first, then of the next, as far as the
+    /// stores allow. Repair and removal choose targets by it, balance never spreads a
+    /// region worse, and a region spread worse than its stores allow is moved (paced like
+    /// balance, and on even when balance is off). Empty (the default): every store is a
+    /// location of its own.
+    pub location_labels: Vec<String>,
     /// DDL job queue bounds.
     pub ddl: DdlConfig,
     /// GC: how long a replaced row version stays readable. Zero turns GC off (the safe
@@ -102,6 +109,7 @@ impl MetaConfig {
             replica_repairs_max: 4,
             replica_balance_interval: Duration::from_secs(1),
             replica_moves_max: 4,
+            location_labels: Vec::new(),
             ddl: DdlConfig::default(),
             gc_life_time: Duration::from_secs(600),
             gc_run_interval: Duration::from_secs(60),
@@ -573,7 +581,8 @@ fn activate(shared: &Shared, term: u64, region: Region) -> Result<LeaderState, S
         shared.reorg.clone(),
     )
     .map_err(|e| e.to_string())?;
-    let data = MetaData::load(engine.as_ref()).map_err(|e| e.to_string())?;
+    let mut data = MetaData::load(engine.as_ref()).map_err(|e| e.to_string())?;
+    data.location_labels = shared.cfg.location_labels.clone();
     let (ddl_stop, _) = watch::channel(false);
     Ok(LeaderState {
         term,
@@ -779,12 +788,13 @@ impl MetaService {
         Some(step)
     }
 
-    /// Replica balance and store removal: starts a move of `region_id`'s replica (its
-    /// first step: the new learner) off a store being removed, or else to balance the
+    /// Replica balance, placement and store removal: starts a move of `region_id`'s
+    /// replica (its first step: the new learner) off a store being removed, or else to
+    /// spread the region better over the location labels, or else to balance the
     /// stores, or removes a learner the region no longer needs (one left by a move that
     /// was given up, or by a former meta leader's), at most once per
-    /// `replica_balance_interval` (a second for removals while balance is off) and
-    /// within `replica_moves_max` moves in progress.
+    /// `replica_balance_interval` (a second for removals and placement while balance is
+    /// off) and within `replica_moves_max` moves in progress.
     fn start_replica_move(
         &self,
         leader: &LeaderState,
@@ -793,7 +803,8 @@ impl MetaService {
         batch: &mut WriteBatch,
     ) -> Option<ReplacePeer> {
         let interval = self.shared.cfg.replica_balance_interval;
-        // Store removal moves replicas even with balance off, at a move a second.
+        // Store removal and placement move replicas even with balance off, at a move a
+        // second.
         let balance = !interval.is_zero();
         let pace = if balance {
             interval
@@ -831,13 +842,19 @@ impl MetaService {
             .map(|op| (op.source.store_id, op.learner.store_id))
             .collect();
         let placeable = |s: u64| self.store_placeable(data, s);
-        let (mv, why) = match data.drain_move(region_id, replication, placeable, &moving) {
-            Some(mv) => (mv, "store removal"),
-            None if !balance => return None,
-            None => (
+        let (mv, why) = if let Some(mv) =
+            data.drain_move(region_id, replication, placeable, &moving)
+        {
+            (mv, "store removal")
+        } else if let Some(mv) = data.placement_move(region_id, replication, placeable, &moving) {
+            (mv, "replica placement (location labels)")
+        } else if balance {
+            (
                 data.replica_move(region_id, replication, placeable, &moving)?,
                 "replica balance",
-            ),
+            )
+        } else {
+            return None;
         };
         let learner = Peer {
             id: data.alloc(1, batch),
@@ -1124,7 +1141,7 @@ impl Meta for MetaService {
                     .collect();
                 live.sort_unstable();
                 if live.len() >= self.shared.cfg.replication {
-                    live.truncate(self.shared.cfg.replication);
+                    let live = data.spread_pick(&live, self.shared.cfg.replication);
                     let region = data.plan_bootstrap(&live, &mut batch);
                     tracing::info!(region_id = region.id, stores = ?live, "cluster bootstrapped");
                 }

@@ -103,7 +103,16 @@ pub struct MetaData {
     pub bootstrap: Option<Region>,
     /// The GC safe point: never moves back, across leaders included (0: none yet).
     pub gc_safe_point: u64,
+    /// The store label keys each region's replicas are spread over, outermost first
+    /// (`MetaConfig::location_labels`; configuration, not persisted).
+    pub location_labels: Vec<String>,
 }
+
+/// How much a store would share its location with a region's other replicas: for each
+/// location label, outermost first, how many of them have the same values as it up to
+/// that label (same zone; same zone and rack; ...). Compared in that order, less is
+/// better spread, so one replica fewer in a zone outweighs any number fewer in a rack.
+pub type Sharing = Vec<i64>;
 
 /// What the stores' reports allow GC (see `MetaData::gc_store_bounds`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -366,6 +375,126 @@ impl MetaData {
             .copied()
     }
 
+    /// Store `store_id`'s value of label `key` ("" when it has none: stores without a
+    /// label count as one location for it).
+    fn label(&self, store_id: u64, key: &str) -> &str {
+        self.stores
+            .get(&store_id)
+            .and_then(|r| r.store.labels.iter().find(|l| l.key == key))
+            .map_or("", |l| l.value.as_str())
+    }
+
+    /// How much store `store_id` shares its location with the stores `others` (itself
+    /// left out); empty without location labels, so every store is then equally good.
+    pub fn sharing(&self, store_id: u64, others: impl IntoIterator<Item = u64>) -> Sharing {
+        let mut sharing = vec![0; self.location_labels.len()];
+        for other in others.into_iter().filter(|o| *o != store_id) {
+            for (level, key) in self.location_labels.iter().enumerate() {
+                if self.label(store_id, key) != self.label(other, key) {
+                    break;
+                }
+                sharing[level] += 1;
+            }
+        }
+        sharing
+    }
+
+    /// `n` of the `candidates` stores, spread over the location labels as far as they
+    /// allow, lower ids first (the first region's stores).
+    pub fn spread_pick(&self, candidates: &[u64], n: usize) -> Vec<u64> {
+        let mut chosen: Vec<u64> = Vec::with_capacity(n);
+        while chosen.len() < n {
+            let Some(next) = candidates
+                .iter()
+                .copied()
+                .filter(|s| !chosen.contains(s))
+                .min_by_key(|s| (self.sharing(*s, chosen.iter().copied()), *s))
+            else {
+                break;
+            };
+            chosen.push(next);
+        }
+        chosen
+    }
+
+    /// The stores of `peers` other than `except`'s.
+    fn other_stores(peers: &[Peer], except: u64) -> impl Iterator<Item = u64> + '_ {
+        peers
+            .iter()
+            .map(|p| p.store_id)
+            .filter(move |s| *s != except)
+    }
+
+    /// Replica placement: the move that best spreads `region_id`'s replicas over the
+    /// location labels, if one spreads them better, or `None` (also without location
+    /// labels). Each replica is weighed against the `placeable` stores without one of the
+    /// region and receiving no other move (`moving`), by how much it and they share
+    /// their location with the region's other replicas; the pair that lowers it most
+    /// wins (then: not the leader's replica, which must hand its leadership over first,
+    /// the fuller source, the emptier target, the lower ids). Every such move lowers the
+    /// region's total sharing, so placement never moves a replica back. The region must
+    /// be healthy: `replication` voters, no learner, every replica on a placeable store.
+    pub fn placement_move(
+        &self,
+        region_id: u64,
+        replication: usize,
+        placeable: impl Fn(u64) -> bool,
+        moving: &[(u64, u64)],
+    ) -> Option<ReplicaMove> {
+        if self.location_labels.is_empty() {
+            return None;
+        }
+        let rec = self.regions.get(&region_id)?;
+        let peers = &rec.region.peers;
+        let healthy = peers.len() == replication
+            && peers
+                .iter()
+                .all(|p| p.role == PeerRole::Voter as i32 && placeable(p.store_id));
+        if !healthy {
+            return None;
+        }
+        let replicas = self.replica_counts(moving);
+        let count = |store_id: u64| replicas.get(&store_id).copied().unwrap_or(0);
+        let targets: Vec<u64> = self
+            .stores
+            .keys()
+            .copied()
+            .filter(|s| {
+                placeable(*s)
+                    && peers.iter().all(|p| p.store_id != *s)
+                    && moving.iter().all(|(_, t)| t != s)
+            })
+            .collect();
+        type Rank = (Sharing, bool, i64, i64, u64, u64);
+        let mut best: Option<(Rank, Peer)> = None;
+        for source in peers {
+            let now = self.sharing(source.store_id, Self::other_stores(peers, source.store_id));
+            for target in &targets {
+                let then = self.sharing(*target, Self::other_stores(peers, source.store_id));
+                if then >= now {
+                    continue;
+                }
+                let change: Sharing = then.iter().zip(&now).map(|(t, n)| t - n).collect();
+                let is_leader = rec.leader.is_some_and(|l| l.id == source.id);
+                let rank = (
+                    change,
+                    is_leader,
+                    -count(source.store_id),
+                    count(*target),
+                    source.store_id,
+                    *target,
+                );
+                if best.as_ref().is_none_or(|(b, _)| rank < *b) {
+                    best = Some((rank, *source));
+                }
+            }
+        }
+        best.map(|((.., target_store), source)| ReplicaMove {
+            source,
+            target_store,
+        })
+    }
+
     /// Replica repair: the next membership change for a region with a replica on a store
     /// that is `down`, or `None`. A learner on a down store (what a repair's first step
     /// leaves), or any learner once the region has `replication` voters (its store came
@@ -410,12 +539,19 @@ impl MetaData {
                 *replicas.entry(p.store_id).or_default() += 1;
             }
         }
+        // Best spread over the location labels first, then the emptiest.
         let target = self
             .stores
             .keys()
             .copied()
             .filter(|s| live(*s) && !down(*s) && peers.iter().all(|p| p.store_id != *s))
-            .min_by_key(|s| (replicas.get(s).copied().unwrap_or(0), *s))?;
+            .min_by_key(|s| {
+                (
+                    self.sharing(*s, Self::other_stores(peers, lost.store_id)),
+                    replicas.get(s).copied().unwrap_or(0),
+                    *s,
+                )
+            })?;
         Some(ReplicaRepair {
             remove: *lost,
             add_on_store: Some(target),
@@ -463,7 +599,14 @@ impl MetaData {
                     && peers.iter().all(|p| p.store_id != *s)
                     && moving.iter().all(|(_, t)| t != s)
             })
-            .min_by_key(|s| (replicas.get(s).copied().unwrap_or(0), *s))?;
+            // Best spread over the location labels first, then the emptiest.
+            .min_by_key(|s| {
+                (
+                    self.sharing(*s, Self::other_stores(peers, source.store_id)),
+                    replicas.get(s).copied().unwrap_or(0),
+                    *s,
+                )
+            })?;
         Some(ReplicaMove {
             source: *source,
             target_store: target,
@@ -519,7 +662,8 @@ impl MetaData {
     /// balance, not demoted) moves to a live store holding the fewest of all, without one
     /// of the region and receiving no other move, if that store holds at least two fewer
     /// (one fewer would only move the imbalance). A region that offers no such pair waits:
-    /// another one will.
+    /// another one will. A move never spreads the region worse over the location labels
+    /// (see `placement_move`).
     pub fn replica_move(
         &self,
         region_id: u64,
@@ -545,24 +689,59 @@ impl MetaData {
         // each other while the emptiest store is busy receiving.
         let live_counts = || self.stores.keys().copied().filter(|s| live(*s)).map(count);
         let (most, fewest) = (live_counts().max()?, live_counts().min()?);
-        let source = peers
+        let mut sources: Vec<&Peer> = peers
             .iter()
-            .filter(|p| p.store_id != leader.store_id && count(p.store_id) == most)
-            .min_by_key(|p| p.store_id)?;
-        let target = self
-            .stores
-            .keys()
-            .copied()
-            .filter(|s| {
-                live(*s)
-                    && count(*s) == fewest
-                    && peers.iter().all(|p| p.store_id != *s)
-                    && moving.iter().all(|(_, t)| t != s)
+            .filter(|p| p.store_id != leader.store_id)
+            .collect();
+        sources.sort_by_key(|p| (-count(p.store_id), p.store_id));
+        // Balance never spreads a region worse over the location labels: its target
+        // shares no more with the other replicas than its source did.
+        let spread_kept = |source: &Peer, target: u64| {
+            self.sharing(target, Self::other_stores(peers, source.store_id))
+                <= self.sharing(source.store_id, Self::other_stores(peers, source.store_id))
+        };
+        let eligible = |source: &Peer, s: u64| {
+            live(s) && peers.iter().all(|p| p.store_id != s) && spread_kept(source, s)
+        };
+        for source in sources.iter().filter(|p| count(p.store_id) == most) {
+            let target = self
+                .stores
+                .keys()
+                .copied()
+                .filter(|s| {
+                    count(*s) == fewest
+                        && eligible(source, *s)
+                        && moving.iter().all(|(_, t)| t != s)
+                })
+                .min();
+            if let Some(target) = target
+                && count(target) + 2 <= count(source.store_id)
+            {
+                return Some(ReplicaMove {
+                    source: **source,
+                    target_store: target,
+                });
+            }
+        }
+        // With location labels, the fullest store may be one no other can relieve (the
+        // only store of its zone holds every region): then the region's fullest replica
+        // that can go moves to the emptiest store it may go to, two fewer at least. Only
+        // while no other move is under way, so replicas are not shuffled among the full
+        // stores while the emptiest one is busy receiving.
+        if self.location_labels.is_empty() || !moving.is_empty() {
+            return None;
+        }
+        sources.into_iter().find_map(|source| {
+            let target = self
+                .stores
+                .keys()
+                .copied()
+                .filter(|s| eligible(source, *s))
+                .min_by_key(|s| (count(*s), *s))?;
+            (count(target) + 2 <= count(source.store_id)).then_some(ReplicaMove {
+                source: *source,
+                target_store: target,
             })
-            .min()?;
-        (count(target) + 2 <= count(source.store_id)).then_some(ReplicaMove {
-            source: *source,
-            target_store: target,
         })
     }
 
@@ -910,6 +1089,170 @@ mod tests {
             .store
             .set_state(StoreState::Tombstone);
         assert!(data.drained_stores().is_empty());
+    }
+
+    /// Stores `(id, [(key, value)...])`, and `keys` as the location labels.
+    fn with_labels(data: &mut MetaData, keys: &[&str], stores: &[(u64, &[(&str, &str)])]) {
+        data.location_labels = keys.iter().map(|k| k.to_string()).collect();
+        for (id, labels) in stores {
+            let labels = labels
+                .iter()
+                .map(|(k, v)| flotilla_proto::metapb::StoreLabel {
+                    key: k.to_string(),
+                    value: v.to_string(),
+                })
+                .collect();
+            data.stores.insert(
+                *id,
+                StoreRec {
+                    store: Store {
+                        id: *id,
+                        labels,
+                        ..Default::default()
+                    },
+                    stats: StoreStats::default(),
+                    last_heartbeat: None,
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn replicas_spread_over_the_zones_as_far_as_the_stores_allow() {
+        let mut data = MetaData::default();
+        let zone = |z| [("zone", z)];
+        let (a, b, c) = (zone("a"), zone("b"), zone("c"));
+        with_labels(
+            &mut data,
+            &["zone"],
+            &[(1, &a), (2, &a), (3, &b), (4, &c), (5, &c)],
+        );
+        // Two of region 1's replicas share zone a: the follower's goes to zone c (the
+        // leader's would have to hand its leadership over first), to the lower id of the
+        // two equally empty stores there.
+        data.regions.insert(1, region(1, &[1, 2, 3], 1));
+        let all = |_: u64| true;
+        let mv = data.placement_move(1, 3, all, &[]).expect("badly spread");
+        assert_eq!((mv.source.store_id, mv.target_store), (2, 4));
+        // Store 4 busy receiving: store 5, in zone c too.
+        let mv = data
+            .placement_move(1, 3, all, &[(9, 4)])
+            .expect("badly spread");
+        assert_eq!((mv.source.store_id, mv.target_store), (2, 5));
+        // Zone c down: nowhere better to go.
+        assert!(data.placement_move(1, 3, |s| s < 4, &[]).is_none());
+        // One replica per zone: nothing to do.
+        data.regions.insert(2, region(2, &[1, 3, 4], 1));
+        assert!(data.placement_move(2, 3, all, &[]).is_none());
+        // Not healthy (a learner): left to repair.
+        data.regions.get_mut(&1).unwrap().region.peers[1].role = PeerRole::Learner as i32;
+        assert!(data.placement_move(1, 3, all, &[]).is_none());
+        // Without location labels every store is a location of its own.
+        data.location_labels.clear();
+        data.regions.insert(1, region(1, &[1, 2, 3], 1));
+        assert!(data.placement_move(1, 3, all, &[]).is_none());
+
+        // Two levels: a zone first, then a host within it. Zone b has one store, so two
+        // replicas stay in zone a, but on different hosts.
+        let mut data = MetaData::default();
+        with_labels(
+            &mut data,
+            &["zone", "host"],
+            &[
+                (1, &[("zone", "a"), ("host", "h1")]),
+                (2, &[("zone", "a"), ("host", "h1")]),
+                (3, &[("zone", "a"), ("host", "h2")]),
+                (4, &[("zone", "b"), ("host", "h3")]),
+            ],
+        );
+        data.regions.insert(1, region(1, &[1, 2, 4], 4));
+        let mv = data.placement_move(1, 3, all, &[]).expect("two on host h1");
+        assert_eq!((mv.source.store_id, mv.target_store), (1, 3));
+        data.regions.insert(2, region(2, &[1, 3, 4], 4));
+        assert!(data.placement_move(2, 3, all, &[]).is_none());
+        // A store without the label counts as one location with the others without it.
+        assert_eq!(data.sharing(9, [8, 1]), vec![1, 1]);
+        // The first region's stores: one per zone before a second in any.
+        assert_eq!(data.spread_pick(&[1, 2, 3, 4], 3), vec![1, 4, 3]);
+        assert_eq!(data.spread_pick(&[1, 2, 3], 3), vec![1, 3, 2]);
+    }
+
+    #[test]
+    fn repair_and_removal_choose_the_best_spread_target_before_the_emptiest() {
+        let mut data = MetaData::default();
+        let zone = |z| [("zone", z)];
+        let (a, b, c) = (zone("a"), zone("b"), zone("c"));
+        with_labels(
+            &mut data,
+            &["zone"],
+            &[(1, &a), (2, &a), (3, &b), (4, &c), (5, &c), (6, &a)],
+        );
+        data.regions.insert(1, region(1, &[1, 3, 4], 1));
+        // Store 5 (zone c) holds more replicas than store 6 (zone a).
+        data.regions.insert(2, region(2, &[2, 3, 5], 2));
+        data.regions.insert(3, region(3, &[2, 3, 5], 2));
+        // Store 4 down: its replica goes to zone c again, the fuller store 5.
+        let step = data
+            .replica_repair_step(1, 3, |s| s == 4, |s| s != 4)
+            .expect("repair");
+        assert_eq!((step.remove.store_id, step.add_on_store), (4, Some(5)));
+        // Store 4 removed: the same.
+        data.stores
+            .get_mut(&4)
+            .unwrap()
+            .store
+            .set_state(StoreState::Offline);
+        let mv = data.drain_move(1, 3, |s| s != 4, &[]).expect("drain");
+        assert_eq!((mv.source.store_id, mv.target_store), (4, 5));
+        // Zone c has no other store: the emptiest then.
+        let mv = data
+            .drain_move(1, 3, |s| s != 4 && s != 5, &[])
+            .expect("drain");
+        assert_eq!(mv.target_store, 6);
+    }
+
+    #[test]
+    fn balance_never_spreads_a_region_worse_and_works_around_a_store_none_can_relieve() {
+        let all = |_: u64| true;
+        let zone = |z| [("zone", z)];
+        let (a, b, c) = (zone("a"), zone("b"), zone("c"));
+        // Four regions over zones a (store 1), b (3) and c (4); store 2 (zone a) empty.
+        let mut data = MetaData::default();
+        with_labels(&mut data, &["zone"], &[(1, &a), (2, &a), (3, &b), (4, &c)]);
+        for id in 1..=4 {
+            data.regions.insert(id, region(id, &[1, 3, 4], 1));
+        }
+        // Store 1 leads: the followers' stores 3 and 4 hold as many, but a move to store
+        // 2 would put two replicas in zone a.
+        assert!(data.replica_move(1, 3, all, &[]).is_none());
+        // Store 3 leads: store 1's replica goes to store 2, in its own zone.
+        data.regions.insert(1, region(1, &[1, 3, 4], 3));
+        let mv = data.replica_move(1, 3, all, &[]).expect("unbalanced");
+        assert_eq!((mv.source.store_id, mv.target_store), (1, 2));
+
+        // Store 5, alone in zone c, holds every region, so no move relieves the fullest
+        // store; the fullest that can go moves to the emptiest it may go to.
+        let mut data = MetaData::default();
+        with_labels(
+            &mut data,
+            &["zone"],
+            &[(1, &a), (2, &a), (3, &b), (4, &b), (5, &c)],
+        );
+        for (id, stores) in [
+            (1, [1, 3, 5]),
+            (2, [2, 4, 5]),
+            (3, [1, 4, 5]),
+            (4, [1, 3, 5]),
+        ] {
+            data.regions.insert(id, region(id, &stores, 5));
+        }
+        // Replicas 3, 1, 2, 2, 4: store 1's goes to store 2 (store 4 is in zone b).
+        let mv = data.replica_move(1, 3, all, &[]).expect("unbalanced");
+        assert_eq!((mv.source.store_id, mv.target_store), (1, 2));
+        // Not while another move is under way.
+        assert!(data.replica_move(1, 3, all, &[(3, 4)]).is_none());
+        // Two fewer at least: region 2's stores 2 and 4 hold 1 and 2.
+        assert!(data.replica_move(2, 3, all, &[]).is_none());
     }
 
     fn report(safe_point_installed: u64, oldest_lock_ts: Option<u64>) -> StoreStats {

@@ -16,7 +16,7 @@ use flotilla_mvcc::{
 };
 use flotilla_proto::kvpb::store_server::{Store as StoreRpc, StoreServer};
 use flotilla_proto::kvpb::{self, *};
-use flotilla_proto::metapb::{Region, Store as StoreMeta, StoreState};
+use flotilla_proto::metapb::{Region, Store as StoreMeta, StoreLabel, StoreState};
 use flotilla_proto::metaservicepb::{RegionHeartbeatRequest, ReplacePeer, StoreStats};
 use flotilla_proto::raft_serverpb::RaftMessageBatch;
 use flotilla_raftstore::{
@@ -41,6 +41,10 @@ pub struct StoreNodeConfig {
     /// The address other nodes use to reach this store (host:port).
     pub advertise_addr: String,
     pub meta_endpoints: Vec<String>,
+    /// Where the store is, as (key, value) pairs such as ("zone", "eu-1"): the meta
+    /// service spreads each region's replicas over the values of the keys it is told to
+    /// (`MetaConfig::location_labels`). None by default.
+    pub labels: Vec<(String, String)>,
     pub tick_interval: Duration,
     pub election_ticks: usize,
     /// Elections time out at a random tick in [election_ticks, max_election_ticks).
@@ -101,6 +105,7 @@ impl StoreNodeConfig {
             data_dir,
             advertise_addr,
             meta_endpoints,
+            labels: Vec::new(),
             tick_interval: Duration::from_millis(100),
             election_ticks: 10,
             max_election_ticks: 15,
@@ -123,6 +128,24 @@ impl StoreNodeConfig {
             gc_resolve_locks_after: Duration::from_secs(60),
             gc_resolve_locks_max: 256,
         }
+    }
+}
+
+/// This store as it reports itself to the meta service (which keeps its state).
+fn store_meta(cfg: &StoreNodeConfig, store_id: u64) -> StoreMeta {
+    StoreMeta {
+        id: store_id,
+        address: cfg.advertise_addr.clone(),
+        state: StoreState::Up as i32,
+        version: env!("CARGO_PKG_VERSION").into(),
+        labels: cfg
+            .labels
+            .iter()
+            .map(|(key, value)| StoreLabel {
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -216,12 +239,7 @@ impl StoreNode {
             let is_empty = !local_regions(&engine).map_err(storage_err)?;
             let resp = meta
                 .store_heartbeat(
-                    StoreMeta {
-                        id: store_id,
-                        address: cfg.advertise_addr.clone(),
-                        state: StoreState::Up as i32,
-                        version: env!("CARGO_PKG_VERSION").into(),
-                    },
+                    store_meta(&cfg, store_id),
                     StoreStats {
                         is_empty,
                         ..Default::default()
@@ -1567,12 +1585,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             is_empty: entries.is_empty(),
             gc,
         };
-        let store = StoreMeta {
-            id: shared.store_id,
-            address: shared.cfg.advertise_addr.clone(),
-            state: StoreState::Up as i32,
-            version: env!("CARGO_PKG_VERSION").into(),
-        };
+        let store = store_meta(&shared.cfg, shared.store_id);
         match shared.meta.store_heartbeat(store, stats).await {
             Ok(resp) => {
                 shared

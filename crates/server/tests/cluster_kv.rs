@@ -1236,6 +1236,103 @@ async fn replicas_spread_to_an_added_store_and_off_a_removed_one_while_transacti
     }
 }
 
+/// Replicas spread over zones (store labels, the meta service's location labels): with
+/// two of three stores in zone a, each region has two replicas there until a store in
+/// zone c joins, when one of them moves to it; a second store in zone b then takes its
+/// share by balance without ever doubling a zone up. Then zone a fails whole, both its
+/// stores at once, and every region still commits and reads every acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_spread_over_zones_so_a_whole_zone_can_fail() {
+    use flotilla_proto::metapb::PeerRole;
+    use std::collections::{HashMap, HashSet};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+    let zone = |z: &str| vec![("zone".to_string(), z.to_string())];
+    let next = AtomicUsize::new(0);
+    let mut cluster = common::Cluster::start_tuned(
+        |meta| {
+            meta.location_labels = vec!["zone".into()];
+            meta.leader_balance_interval = Duration::from_millis(200);
+            meta.replica_balance_interval = Duration::from_millis(100);
+        },
+        |store| store.labels = zone(["a", "a", "b"][next.fetch_add(1, Ordering::Relaxed)]),
+    )
+    .await;
+    let (kv, tso) = cluster.kv();
+    for at in ["b", "c", "d", "e", "f"] {
+        kv.split_at(&encode_key(at.as_bytes())).await.unwrap();
+    }
+    for at in ["a", "b", "c", "d", "e", "f"] {
+        write_one(&kv, &tso, format!("{at}1").as_bytes(), b"before").await;
+    }
+    cluster
+        .add_store_with(|store| store.labels = zone("c"))
+        .await;
+    cluster
+        .add_store_with(|store| store.labels = zone("b"))
+        .await;
+    let zone_of: HashMap<u64, String> = cluster
+        .stores
+        .iter()
+        .zip(&cluster.configs)
+        .map(|(s, cfg)| (s.store_id(), cfg.labels[0].1.clone()))
+        .collect();
+    let meta = kv.cache().meta().clone();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let regions = meta.scan_regions(b"", b"", 0).await.unwrap();
+        let mut replicas: HashMap<u64, usize> = HashMap::new();
+        let mut spread = true;
+        for info in &regions {
+            let peers = &info.region.as_ref().unwrap().peers;
+            let zones: HashSet<&String> = peers.iter().map(|p| &zone_of[&p.store_id]).collect();
+            spread &= peers.len() == 3
+                && zones.len() == 3
+                && peers.iter().all(|p| p.role() == PeerRole::Voter);
+            for p in peers {
+                *replicas.entry(p.store_id).or_default() += 1;
+            }
+        }
+        // Zone c's only store holds all six regions; zones a and b share theirs evenly
+        // (balance moves a replica only within its zone here).
+        let even = zone_of
+            .iter()
+            .all(|(id, z)| replicas.get(id).copied().unwrap_or(0) == if z == "c" { 6 } else { 3 });
+        if spread && even {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not spread over the zones within 90 s: {replicas:?} {regions:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Zone a fails whole.
+    let zone_a: Vec<u64> = zone_of
+        .iter()
+        .filter(|(_, z)| *z == "a")
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(zone_a.len(), 2);
+    for id in zone_a {
+        cluster.stop_store(id).await;
+    }
+    for at in ["a", "b", "c", "d", "e", "f"] {
+        write_one(&kv, &tso, format!("{at}2").as_bytes(), b"after").await;
+    }
+    let read_ts = tso.get_ts().await.unwrap();
+    let rows = kv.scan(b"", b"", read_ts, 100, None, 1_000).await.unwrap();
+    assert_eq!(rows.len(), 12, "{rows:?}");
+    for (key, value) in rows {
+        let expected: &[u8] = if key.ends_with(b"1") {
+            b"before"
+        } else {
+            b"after"
+        };
+        assert_eq!(value, expected, "{}", String::from_utf8_lossy(&key));
+    }
+}
+
 /// Garbage collection on a cluster: the meta leader moves the safe point on, never to a
 /// lock a store holds (a dead coordinator's here); each region's leader removes what no
 /// reader at or above it can see, through Raft, so every replica stays identical; and

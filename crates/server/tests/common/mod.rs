@@ -107,8 +107,14 @@ impl Cluster {
 
     /// Starts one more store, empty, configured as the first one was; returns its id.
     pub async fn add_store(&mut self) -> u64 {
+        self.add_store_with(|_| {}).await
+    }
+
+    /// Like `add_store`, with its configuration adjusted by `tune`.
+    pub async fn add_store_with(&mut self, tune: impl FnOnce(&mut StoreNodeConfig)) -> u64 {
         let l = listener().await;
         let mut cfg = self.configs[0].clone();
+        tune(&mut cfg);
         cfg.advertise_addr = l.local_addr().unwrap().to_string();
         cfg.data_dir = self
             ._dir
