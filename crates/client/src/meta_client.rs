@@ -160,6 +160,7 @@ has_header!(
     ScanRegionsResponse,
     GetStoresResponse,
     RemoveStoreResponse,
+    CancelStoreRemovalResponse,
     AllocIdResponse,
     AskSplitResponse,
     GetCatalogResponse,
@@ -380,6 +381,23 @@ impl MetaClient {
         let r = self
             .call("remove_store", |mut c| async move {
                 c.remove_store(RemoveStoreRequest { store_id }).await
+            })
+            .await?;
+        if !r.refused.is_empty() {
+            return Err(ClientError::Failed(r.refused));
+        }
+        r.store
+            .ok_or_else(|| ClientError::Failed("the meta service returned no store".into()))
+    }
+
+    /// Cancels the removal of store `store_id`: it is back in service (moves already under
+    /// way finish). A store not being removed is left as it is; an unknown store, or one
+    /// removed already, is refused (`ClientError::Failed`).
+    pub async fn cancel_store_removal(&self, store_id: u64) -> Result<StoreInfo, ClientError> {
+        let r = self
+            .call("cancel_store_removal", |mut c| async move {
+                c.cancel_store_removal(CancelStoreRemovalRequest { store_id })
+                    .await
             })
             .await?;
         if !r.refused.is_empty() {

@@ -35,6 +35,12 @@ pub enum CtlCommand {
         /// The store's id (see `stores`).
         store_id: u64,
     },
+    /// Puts a store being removed back in service: no more of its replicas move away
+    /// (moves already under way finish). Refused for a store removed already.
+    CancelRemoveStore {
+        /// The store's id (see `stores`).
+        store_id: u64,
+    },
 }
 
 /// How far behind now the GC safe point a store has installed is, as "42s ago" ("-":
@@ -167,6 +173,12 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                      `ctl stores` shows it as removed once they have"
                 ),
             }
+        }
+        CtlCommand::CancelRemoveStore { store_id } => {
+            meta.cancel_store_removal(store_id)
+                .await
+                .with_context(|| format!("cancelling the removal of store {store_id}"))?;
+            println!("store {store_id} is in service");
         }
         CtlCommand::CheckReplicas => {
             let stores: std::collections::HashMap<u64, String> = meta

@@ -391,6 +391,10 @@ fn four_stores_share_the_replicas_and_one_is_removed() {
         let out = pg.ctl(&["remove-store", &other.to_string()]);
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("add a store first"));
+        // Nor can the removed one come back.
+        let out = pg.ctl(&["cancel-remove-store", &id.to_string()]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("removed already"));
         for t in 0..TABLES {
             let row = client
                 .query_one(

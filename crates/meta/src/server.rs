@@ -613,6 +613,18 @@ fn ok_header() -> Option<ResponseHeader> {
     None
 }
 
+/// A store as `GetStores` and the removal calls show it.
+fn store_info(rec: &StoreRec) -> StoreInfo {
+    StoreInfo {
+        store: Some(rec.store.clone()),
+        stats: Some(rec.stats),
+        last_heartbeat_ago_ms: rec
+            .last_heartbeat
+            .map(|t| t.elapsed().as_millis() as u64)
+            .unwrap_or(u64::MAX),
+    }
+}
+
 impl MetaService {
     /// The peer that should take over the leadership of `region_id`, if leaders are
     /// unbalanced and no transfer was asked within `leader_balance_interval`.
@@ -1285,14 +1297,7 @@ impl Meta for MetaService {
             .stores
             .values()
             .filter(|r| id == 0 || r.store.id == id)
-            .map(|r| StoreInfo {
-                store: Some(r.store.clone()),
-                stats: Some(r.stats),
-                last_heartbeat_ago_ms: r
-                    .last_heartbeat
-                    .map(|t| t.elapsed().as_millis() as u64)
-                    .unwrap_or(u64::MAX),
-            })
+            .map(store_info)
             .collect();
         stores.sort_by_key(|s| s.store.as_ref().map(|s| s.id));
         Ok(Response::new(GetStoresResponse {
@@ -1339,18 +1344,56 @@ impl Meta for MetaService {
                 data.put_store(store, &mut batch);
                 tracing::info!(store_id, "store removal: moving its replicas away");
             }
-            let rec = &data.stores[&store_id];
-            StoreInfo {
-                store: Some(rec.store.clone()),
-                stats: Some(rec.stats),
-                last_heartbeat_ago_ms: rec
-                    .last_heartbeat
-                    .map(|t| t.elapsed().as_millis() as u64)
-                    .unwrap_or(u64::MAX),
-            }
+            store_info(&data.stores[&store_id])
         };
         Self::persist(&leader, batch).await?;
         Ok(Response::new(RemoveStoreResponse {
+            header: ok_header(),
+            refused: String::new(),
+            store: Some(info),
+        }))
+    }
+
+    async fn cancel_store_removal(
+        &self,
+        request: Request<CancelStoreRemovalRequest>,
+    ) -> Result<Response<CancelStoreRemovalResponse>, Status> {
+        let leader = leader_or_redirect!(self, CancelStoreRemovalResponse);
+        let store_id = request.into_inner().store_id;
+        let refused = |why: String| {
+            Ok(Response::new(CancelStoreRemovalResponse {
+                header: ok_header(),
+                refused: why,
+                store: None,
+            }))
+        };
+        let mut batch = WriteBatch::new();
+        let info = {
+            let mut data = leader.data.lock();
+            let Some(rec) = data.stores.get(&store_id) else {
+                return refused(format!("store {store_id} is not part of this cluster"));
+            };
+            let mut store = rec.store.clone();
+            match store.state() {
+                StoreState::Up => {}
+                StoreState::Offline => {
+                    // Moves already under way off it finish (balance may bring replicas
+                    // back later); no new one starts.
+                    store.set_state(StoreState::Up);
+                    data.put_store(store, &mut batch);
+                    tracing::info!(store_id, "store removal cancelled: back in service");
+                }
+                StoreState::Tombstone => {
+                    return refused(format!(
+                        "store {store_id} is removed already and holds no replica: to use its \
+                         machine again, start a new store there on an empty data directory"
+                    ));
+                }
+            }
+            store_info(&data.stores[&store_id])
+        };
+        Self::persist(&leader, batch).await?;
+        Ok(Response::new(CancelStoreRemovalResponse {
             header: ok_header(),
             refused: String::new(),
             store: Some(info),

@@ -1153,10 +1153,33 @@ async fn replicas_spread_to_an_added_store_and_off_a_removed_one_while_transacti
     assert_eq!(conf_vers(&regions) - conf_vers_before, 4 * 4);
 
     // Scale back in: remove one of the first stores, writes still going. Its replicas
-    // move to the other three (one each per region), then it is marked removed.
+    // move to the other three (one each per region), then it is marked removed. A
+    // removal cancelled at once leaves the store in service, with the replicas no move
+    // under way took away.
     let removed = cluster.stores[0].store_id();
+    let state_of = |info: flotilla_proto::metaservicepb::StoreInfo| info.store.unwrap().state();
+    assert_eq!(
+        state_of(meta.cancel_store_removal(removed).await.unwrap()),
+        StoreState::Up,
+        "a store in service stays so"
+    );
     let info = meta.remove_store(removed).await.unwrap();
-    assert_eq!(info.store.unwrap().state(), StoreState::Offline);
+    assert_eq!(state_of(info), StoreState::Offline);
+    let info = meta.cancel_store_removal(removed).await.unwrap();
+    assert_eq!(state_of(info), StoreState::Up);
+    let regions = meta.scan_regions(b"", b"", 0).await.unwrap();
+    assert!(
+        regions.iter().any(|r| r
+            .region
+            .as_ref()
+            .unwrap()
+            .peers
+            .iter()
+            .any(|p| p.store_id == removed)),
+        "a cancelled removal keeps the store's replicas: {regions:?}"
+    );
+    let info = meta.remove_store(removed).await.unwrap();
+    assert_eq!(state_of(info), StoreState::Offline);
     let deadline = Instant::now() + Duration::from_secs(60);
     let regions = loop {
         let regions = meta.scan_regions(b"", b"", 0).await.unwrap();
@@ -1186,6 +1209,13 @@ async fn replicas_spread_to_an_added_store_and_off_a_removed_one_while_transacti
     assert!(refused.contains("add a store first"), "{refused}");
     let refused = meta.remove_store(9_999).await.unwrap_err().to_string();
     assert!(refused.contains("not part of this cluster"), "{refused}");
+    // A removed store cannot be put back in service.
+    let refused = meta
+        .cancel_store_removal(removed)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("removed already"), "{refused}");
     let up: Vec<StoreState> = meta
         .get_stores(0)
         .await
