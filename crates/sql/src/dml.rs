@@ -272,7 +272,10 @@ fn uniquify_output_names(query: &mut Query) -> OutputNames {
                     }
                 }
                 let key = planned_name(e);
-                if key != shown {
+                // Only a bare column is sure to be planned under the name shown: a cast
+                // of one is named by the qualified column (`t.a`).
+                let bare_column = matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_));
+                if key != shown || !bare_column {
                     names.renamed.push((pos, shown.clone()));
                 }
                 (key, shown, e.clone())

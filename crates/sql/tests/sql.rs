@@ -1242,6 +1242,23 @@ async fn unnamed_output_columns_get_postgres_names() {
         names(run(&mut s, "SELECT count(*), sum(a) FROM t").await.unwrap()),
         vec!["count", "sum"]
     );
+    // A cast of a column alone (DataFusion names it by the qualified column), and the
+    // SQL value functions, which PostgreSQL names without parentheses.
+    assert_eq!(
+        names(run(&mut s, "SELECT a::bigint FROM t").await.unwrap()),
+        vec!["a"]
+    );
+    assert_eq!(
+        names(
+            run(
+                &mut s,
+                "SELECT b::text, t.a::text, current_timestamp, current_date, now() FROM t"
+            )
+            .await
+            .unwrap()
+        ),
+        vec!["b", "a", "current_timestamp", "current_date", "now"]
+    );
     // Around a `*`, and repeating a column the `*` expands to.
     assert_eq!(
         names(
