@@ -896,6 +896,35 @@ impl MetaService {
         })
     }
 
+    /// An operator's change of store `store_id`'s state (removal, its cancel): `decide`
+    /// sees the state and returns the new one (`None`: left as it is) or why the change
+    /// is refused (then nothing changes). Returns the store as it is afterwards.
+    async fn change_store_state(
+        leader: &Arc<LeaderState>,
+        store_id: u64,
+        decide: impl FnOnce(&MetaData, StoreState) -> Result<Option<StoreState>, String>,
+    ) -> Result<Result<StoreInfo, String>, Status> {
+        let mut batch = WriteBatch::new();
+        let info = {
+            let mut data = leader.data.lock();
+            let Some(rec) = data.stores.get(&store_id) else {
+                return Ok(Err(format!("store {store_id} is not part of this cluster")));
+            };
+            let mut store = rec.store.clone();
+            match decide(&data, store.state()) {
+                Err(why) => return Ok(Err(why)),
+                Ok(None) => {}
+                Ok(Some(state)) => {
+                    store.set_state(state);
+                    data.put_store(store, &mut batch);
+                }
+            }
+            store_info(&data.stores[&store_id])
+        };
+        Self::persist(leader, batch).await?;
+        Ok(Ok(info))
+    }
+
     /// The leader's state, or the header telling the caller where to go.
     fn leader(&self) -> Result<Arc<LeaderState>, ResponseHeader> {
         if let Some(l) = self.shared.leader.read().clone() {
@@ -1312,45 +1341,35 @@ impl Meta for MetaService {
     ) -> Result<Response<RemoveStoreResponse>, Status> {
         let leader = leader_or_redirect!(self, RemoveStoreResponse);
         let store_id = request.into_inner().store_id;
-        let refused = |why: String| {
-            Ok(Response::new(RemoveStoreResponse {
-                header: ok_header(),
-                refused: why,
-                store: None,
-            }))
-        };
-        let mut batch = WriteBatch::new();
-        let info = {
-            let mut data = leader.data.lock();
-            let Some(rec) = data.stores.get(&store_id) else {
-                return refused(format!("store {store_id} is not part of this cluster"));
-            };
-            let mut store = rec.store.clone();
-            if store.state() == StoreState::Up {
-                // The replicas go to the other stores in service: there must be enough.
-                let replication = self.shared.cfg.replication;
-                let staying = data
-                    .stores
-                    .values()
-                    .filter(|r| r.store.id != store_id && r.store.state() == StoreState::Up)
-                    .count();
-                if staying < replication {
-                    return refused(format!(
-                        "removing store {store_id} would leave {staying} stores for {replication} \
-                         replicas of every region: add a store first"
-                    ));
-                }
-                store.set_state(StoreState::Offline);
-                data.put_store(store, &mut batch);
-                tracing::info!(store_id, "store removal: moving its replicas away");
+        let replication = self.shared.cfg.replication;
+        let outcome = Self::change_store_state(&leader, store_id, |data, state| {
+            if state != StoreState::Up {
+                return Ok(None);
             }
-            store_info(&data.stores[&store_id])
+            // The replicas go to the other stores in service: there must be enough.
+            let staying = data
+                .stores
+                .values()
+                .filter(|r| r.store.id != store_id && r.store.state() == StoreState::Up)
+                .count();
+            if staying < replication {
+                return Err(format!(
+                    "removing store {store_id} would leave {staying} stores for {replication} \
+                     replicas of every region: add a store first"
+                ));
+            }
+            tracing::info!(store_id, "store removal: moving its replicas away");
+            Ok(Some(StoreState::Offline))
+        })
+        .await?;
+        let (refused, store) = match outcome {
+            Ok(info) => (String::new(), Some(info)),
+            Err(why) => (why, None),
         };
-        Self::persist(&leader, batch).await?;
         Ok(Response::new(RemoveStoreResponse {
             header: ok_header(),
-            refused: String::new(),
-            store: Some(info),
+            refused,
+            store,
         }))
     }
 
@@ -1360,43 +1379,28 @@ impl Meta for MetaService {
     ) -> Result<Response<CancelStoreRemovalResponse>, Status> {
         let leader = leader_or_redirect!(self, CancelStoreRemovalResponse);
         let store_id = request.into_inner().store_id;
-        let refused = |why: String| {
-            Ok(Response::new(CancelStoreRemovalResponse {
-                header: ok_header(),
-                refused: why,
-                store: None,
-            }))
-        };
-        let mut batch = WriteBatch::new();
-        let info = {
-            let mut data = leader.data.lock();
-            let Some(rec) = data.stores.get(&store_id) else {
-                return refused(format!("store {store_id} is not part of this cluster"));
-            };
-            let mut store = rec.store.clone();
-            match store.state() {
-                StoreState::Up => {}
-                StoreState::Offline => {
-                    // Moves already under way off it finish (balance may bring replicas
-                    // back later); no new one starts.
-                    store.set_state(StoreState::Up);
-                    data.put_store(store, &mut batch);
-                    tracing::info!(store_id, "store removal cancelled: back in service");
-                }
-                StoreState::Tombstone => {
-                    return refused(format!(
-                        "store {store_id} is removed already and holds no replica: to use its \
-                         machine again, start a new store there on an empty data directory"
-                    ));
-                }
+        let outcome = Self::change_store_state(&leader, store_id, |_, state| match state {
+            StoreState::Up => Ok(None),
+            StoreState::Offline => {
+                // Moves already under way off it finish (balance may bring replicas back
+                // later); no new one starts.
+                tracing::info!(store_id, "store removal cancelled: back in service");
+                Ok(Some(StoreState::Up))
             }
-            store_info(&data.stores[&store_id])
+            StoreState::Tombstone => Err(format!(
+                "store {store_id} is removed already and holds no replica: to use its \
+                 machine again, start a new store there on an empty data directory"
+            )),
+        })
+        .await?;
+        let (refused, store) = match outcome {
+            Ok(info) => (String::new(), Some(info)),
+            Err(why) => (why, None),
         };
-        Self::persist(&leader, batch).await?;
         Ok(Response::new(CancelStoreRemovalResponse {
             header: ok_header(),
-            refused: String::new(),
-            store: Some(info),
+            refused,
+            store,
         }))
     }
 
