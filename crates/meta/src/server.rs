@@ -613,6 +613,15 @@ fn ok_header() -> Option<ResponseHeader> {
     None
 }
 
+/// An operator's store-state change as its answer carries it: why it was refused, or
+/// the store afterwards.
+fn refused_or_store(outcome: Result<StoreInfo, String>) -> (String, Option<StoreInfo>) {
+    match outcome {
+        Ok(info) => (String::new(), Some(info)),
+        Err(why) => (why, None),
+    }
+}
+
 /// A store as `GetStores` and the removal calls show it.
 fn store_info(rec: &StoreRec) -> StoreInfo {
     StoreInfo {
@@ -1362,10 +1371,7 @@ impl Meta for MetaService {
             Ok(Some(StoreState::Offline))
         })
         .await?;
-        let (refused, store) = match outcome {
-            Ok(info) => (String::new(), Some(info)),
-            Err(why) => (why, None),
-        };
+        let (refused, store) = refused_or_store(outcome);
         Ok(Response::new(RemoveStoreResponse {
             header: ok_header(),
             refused,
@@ -1393,10 +1399,7 @@ impl Meta for MetaService {
             )),
         })
         .await?;
-        let (refused, store) = match outcome {
-            Ok(info) => (String::new(), Some(info)),
-            Err(why) => (why, None),
-        };
+        let (refused, store) = refused_or_store(outcome);
         Ok(Response::new(CancelStoreRemovalResponse {
             header: ok_header(),
             refused,

@@ -849,19 +849,24 @@ mod tests {
         assert!(data.leader_transfer_target(1, all_live).is_none());
     }
 
+    fn insert_store(data: &mut MetaData, store: Store) {
+        data.stores.insert(
+            store.id,
+            StoreRec {
+                store,
+                stats: StoreStats::default(),
+                last_heartbeat: None,
+            },
+        );
+    }
+
     fn with_stores(data: &mut MetaData, ids: &[u64]) {
         for id in ids {
-            data.stores.insert(
-                *id,
-                StoreRec {
-                    store: Store {
-                        id: *id,
-                        ..Default::default()
-                    },
-                    stats: StoreStats::default(),
-                    last_heartbeat: None,
-                },
-            );
+            let store = Store {
+                id: *id,
+                ..Default::default()
+            };
+            insert_store(data, store);
         }
     }
 
@@ -1102,18 +1107,12 @@ mod tests {
                     value: v.to_string(),
                 })
                 .collect();
-            data.stores.insert(
-                *id,
-                StoreRec {
-                    store: Store {
-                        id: *id,
-                        labels,
-                        ..Default::default()
-                    },
-                    stats: StoreStats::default(),
-                    last_heartbeat: None,
-                },
-            );
+            let store = Store {
+                id: *id,
+                labels,
+                ..Default::default()
+            };
+            insert_store(data, store);
         }
     }
 
