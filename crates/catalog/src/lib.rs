@@ -15,10 +15,10 @@ mod schema;
 use std::ops::Range;
 use std::sync::Arc;
 
-pub use local::LocalCatalog;
+pub use local::{LocalCatalog, SEQUENCE_BATCH};
 pub use schema::{
-    CatalogSnapshot, ColumnDef, Handle, IndexDef, IndexState, SchemaChange, SqlType, TableDef,
-    ViewDef,
+    CatalogSnapshot, ColumnDef, Handle, Identity, IndexDef, IndexState, SchemaChange, SequenceDef,
+    SqlType, TableDef, ViewDef,
 };
 
 /// Errors of the catalog.
@@ -60,13 +60,15 @@ impl CatalogError {
 }
 
 /// What kind of identifier to allocate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IdKind {
     /// Table ids and storage ids (one space, so a truncated table's new storage id never
     /// collides with another table).
     Table,
     /// Hidden row handles of the given table.
     RowId(i64),
+    /// Values of the sequence with this id (`SequenceDef::id`), as ordinals from 1.
+    Sequence(i64),
 }
 
 /// The schema's single source of truth.

@@ -46,6 +46,9 @@ fn storage_err(e: impl std::fmt::Display) -> CatalogError {
 
 /// Row ids are persisted this many at a time, so allocation rarely touches the disk.
 const ROW_ID_BATCH: i64 = 10_000;
+/// Sequence values are persisted this many at a time: a restart skips at most this many
+/// (users see sequence gaps, so fewer than row ids, which nobody sees).
+pub const SEQUENCE_BATCH: i64 = 1_000;
 
 /// A range of ids reserved on disk and handed out from memory.
 #[derive(Default, Clone, Copy)]
@@ -127,6 +130,20 @@ impl LocalCatalog {
             let mut columns = std::collections::HashSet::new();
             for c in &table.columns {
                 assert!(c.id < table.next_column_id, "column id beyond allocator");
+                if let Some(seq) = &c.sequence {
+                    if !seen_relations.insert(seq.name.clone()) {
+                        return Err(CatalogError::Invalid(format!(
+                            "relation \"{}\" already exists",
+                            seq.name
+                        )));
+                    }
+                    if seq.increment == 0 || !(seq.min..=seq.max).contains(&seq.start) {
+                        return Err(CatalogError::Invalid(format!(
+                            "sequence \"{}\": START {} must lie in [{}, {}] and INCREMENT ({}) must not be zero",
+                            seq.name, seq.start, seq.min, seq.max, seq.increment
+                        )));
+                    }
+                }
                 if !columns.insert(c.name.as_str()) {
                     return Err(CatalogError::Invalid(format!(
                         "column \"{}\" specified more than once",
@@ -220,9 +237,18 @@ impl Catalog for LocalCatalog {
         assert!(count > 0, "allocate at least one id");
         let count =
             i64::try_from(count).map_err(|_| CatalogError::Invalid("too many ids".into()))?;
-        let (key_kind, key, floor) = match kind {
-            IdKind::Table => (IdKindKey::Table, TABLE_ID_KEY.to_vec(), FIRST_TABLE_ID),
-            IdKind::RowId(t) => (IdKindKey::RowId(t), row_id_key(t), 1),
+        let (key_kind, key, floor, batch) = match kind {
+            IdKind::Table => (
+                IdKindKey::Table,
+                TABLE_ID_KEY.to_vec(),
+                FIRST_TABLE_ID,
+                ROW_ID_BATCH,
+            ),
+            IdKind::RowId(t) => (IdKindKey::RowId(t), row_id_key(t), 1, ROW_ID_BATCH),
+            // A sequence counts as the row ids of table `-id` (table ids are positive):
+            // a meta service that predates sequences, asked for those row ids, then
+            // continues the same counter (see `AllocateCatalogIdsRequest`).
+            IdKind::Sequence(s) => (IdKindKey::RowId(-s), row_id_key(-s), 1, SEQUENCE_BATCH),
         };
         let mut ids = self.ids.lock();
         let reserved = ids.entry(key_kind).or_default();
@@ -232,7 +258,7 @@ impl Catalog for LocalCatalog {
                 _ => floor,
             };
             let start = persisted.max(reserved.next).max(floor);
-            let end = start + count.max(ROW_ID_BATCH);
+            let end = start + count.max(batch);
             let mut batch = WriteBatch::new();
             batch.put(Cf::Meta, key, end.to_be_bytes().to_vec());
             self.engine.write(batch, true).map_err(storage_err)?;
@@ -269,6 +295,7 @@ mod tests {
                     nullable: true,
                     default: None,
                     origin_default: None,
+                    sequence: None,
                 })
                 .collect(),
             handle: Handle::RowId,
@@ -333,6 +360,26 @@ mod tests {
         assert_eq!(snap.version, 1);
         assert_eq!(snap.table("t").unwrap().columns.len(), 1);
         assert!(snap.table("u").is_none());
+    }
+
+    #[test]
+    fn sequence_values_are_unique_across_restart_and_apart_from_row_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = {
+            let cat = LocalCatalog::open(engine(dir.path())).unwrap();
+            assert_eq!(cat.allocate(IdKind::RowId(7), 3).unwrap(), 1..4);
+            cat.allocate(IdKind::Sequence(7), 5).unwrap()
+        };
+        assert_eq!(first, 1..6, "a sequence of its own, counted from 1");
+        let cat = LocalCatalog::open(engine(dir.path())).unwrap();
+        let second = cat.allocate(IdKind::Sequence(7), 5).unwrap();
+        assert!(second.start >= first.end, "{second:?} after {first:?}");
+        // A restart skips at most what one reservation held.
+        assert!(second.start <= first.start + SEQUENCE_BATCH, "{second:?}");
+        assert_eq!(cat.allocate(IdKind::Sequence(8), 1).unwrap(), 1..2);
+        // One counter with the row ids of table -8, which an older meta leader allocates.
+        assert_eq!(cat.allocate(IdKind::RowId(-8), 1).unwrap(), 2..3);
+        assert_eq!(cat.allocate(IdKind::Sequence(8), 1).unwrap(), 3..4);
     }
 
     #[test]

@@ -98,7 +98,8 @@ pub struct RemoteCatalog {
     meta: Arc<MetaClient>,
     runtime: tokio::runtime::Handle,
     current: RwLock<Arc<CatalogSnapshot>>,
-    row_ids: Mutex<HashMap<i64, Range<i64>>>,
+    /// Row ids and sequence values reserved here and not yet handed out.
+    reserved: Mutex<HashMap<IdKind, Range<i64>>>,
     on_new_storage: Mutex<Option<NewStorageHook>>,
 }
 
@@ -130,7 +131,7 @@ impl RemoteCatalog {
             meta,
             runtime: tokio::runtime::Handle::current(),
             current: RwLock::new(Arc::new(CatalogSnapshot::default())),
-            row_ids: Mutex::new(HashMap::new()),
+            reserved: Mutex::new(HashMap::new()),
             on_new_storage: Mutex::new(None),
         });
         catalog.refresh().await?;
@@ -194,9 +195,12 @@ impl RemoteCatalog {
     }
 
     async fn allocate_remote(&self, kind: IdKind, count: u64) -> Result<Range<i64>, CatalogError> {
-        let (table_ids, row_ids_of_table) = match kind {
-            IdKind::Table => (true, 0),
-            IdKind::RowId(t) => (false, t),
+        let (table_ids, row_ids_of_table, sequence) = match kind {
+            IdKind::Table => (true, 0, 0),
+            IdKind::RowId(t) => (false, t, 0),
+            // Also as the row ids of table `-s`, the same counter, for a meta leader
+            // that predates sequences (it ignores `sequence`).
+            IdKind::Sequence(s) => (false, -s, s),
         };
         let r = self
             .meta
@@ -205,6 +209,7 @@ impl RemoteCatalog {
                     row_ids_of_table,
                     table_ids,
                     count,
+                    sequence,
                 })
                 .await
             })
@@ -274,12 +279,14 @@ impl Catalog for RemoteCatalog {
     }
 
     fn allocate(&self, kind: IdKind, count: u64) -> Result<Range<i64>, CatalogError> {
-        let IdKind::RowId(table) = kind else {
-            return self.block_on(self.allocate_remote(kind, count));
+        let batch = match kind {
+            IdKind::Table => return self.block_on(self.allocate_remote(kind, count)),
+            IdKind::RowId(_) => ROW_ID_BATCH,
+            IdKind::Sequence(_) => flotilla_catalog::SEQUENCE_BATCH as u64,
         };
         {
-            let mut reserved = self.row_ids.lock();
-            if let Some(r) = reserved.get_mut(&table)
+            let mut reserved = self.reserved.lock();
+            if let Some(r) = reserved.get_mut(&kind)
                 && (r.end - r.start) as u64 >= count
             {
                 let out = r.start..r.start + count as i64;
@@ -287,9 +294,9 @@ impl Catalog for RemoteCatalog {
                 return Ok(out);
             }
         }
-        let fresh = self.block_on(self.allocate_remote(kind, count.max(ROW_ID_BATCH)))?;
+        let fresh = self.block_on(self.allocate_remote(kind, count.max(batch)))?;
         let out = fresh.start..fresh.start + count as i64;
-        self.row_ids.lock().insert(table, out.end..fresh.end);
+        self.reserved.lock().insert(kind, out.end..fresh.end);
         Ok(out)
     }
 }

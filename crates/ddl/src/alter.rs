@@ -75,6 +75,7 @@ fn apply_one(
                 nullable: column.nullable,
                 default: column.default.clone(),
                 origin_default: column.origin_default.clone(),
+                sequence: None,
             });
             table.next_column_id += 1;
             Ok(true)
@@ -182,6 +183,7 @@ mod tests {
                     nullable: true,
                     default: None,
                     origin_default: None,
+                    sequence: None,
                 })
                 .collect(),
             handle: Handle::PrimaryKey(vec![1]),

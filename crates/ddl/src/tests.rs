@@ -33,6 +33,7 @@ fn table(id: i64, name: &str) -> TableDef {
             nullable: false,
             default: None,
             origin_default: None,
+            sequence: None,
         }],
         handle: Handle::PrimaryKey(vec![0]),
         indexes: vec![],

@@ -1511,6 +1511,8 @@ impl Meta for MetaService {
         let req = request.into_inner();
         let kind = if req.table_ids {
             IdKind::Table
+        } else if req.sequence != 0 {
+            IdKind::Sequence(req.sequence)
         } else {
             IdKind::RowId(req.row_ids_of_table)
         };

@@ -194,6 +194,7 @@ async fn a_ddl_job_resumes_on_the_next_meta_leader() {
             nullable: false,
             default: None,
             origin_default: None,
+            sequence: None,
         }],
         handle: Handle::PrimaryKey(vec![0]),
         indexes: vec![],

@@ -489,3 +489,58 @@ async fn gc_on_a_cluster_never_removes_what_an_open_snapshot_reads() {
     assert_eq!(cluster.gc_settles_at(60, 10).await, 60);
     assert_eq!(rows(&mut s, "SELECT n FROM counter").await, ["60"]);
 }
+
+/// A serial column on a cluster: two SQL nodes number rows from one sequence kept by the
+/// meta service, each from batches of its own. Every value is unique, each node's values
+/// rise, and a new node (a restarted one) never hands out a value again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sql_nodes_number_rows_from_one_sequence() {
+    let cluster = common::Cluster::start().await;
+    let a = sql_node(&cluster).await;
+    let b = sql_node(&cluster).await;
+    let mut s = a.session();
+    ok(
+        &mut s,
+        "CREATE TABLE t (id BIGSERIAL PRIMARY KEY, node INT)",
+    )
+    .await;
+    let mut writers = tokio::task::JoinSet::new();
+    for (n, node) in [a.clone(), b.clone()].into_iter().enumerate() {
+        writers.spawn(async move {
+            let mut w = node.session();
+            let mut ids = Vec::new();
+            for _ in 0..20 {
+                let sql = format!("INSERT INTO t (node) VALUES ({n}), ({n}) RETURNING id");
+                ids.extend(
+                    rows(&mut w, &sql)
+                        .await
+                        .iter()
+                        .map(|r| r.parse::<i64>().unwrap()),
+                );
+            }
+            ids
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(ids) = writers.join_next().await {
+        let ids = ids.unwrap();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        all.extend(ids);
+    }
+    let mut unique = all.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), 80, "{all:?}");
+    assert_eq!(rows(&mut s, "SELECT count(*) FROM t").await, vec!["80"]);
+    // A node started later reserves past every batch handed out before.
+    let c = sql_node(&cluster).await;
+    let mut w = c.session();
+    let next: i64 = rows(&mut w, "SELECT nextval('t_id_seq')").await[0]
+        .parse()
+        .unwrap();
+    assert!(next > *unique.last().unwrap(), "{next} after {unique:?}");
+    assert_eq!(
+        rows(&mut w, "SELECT currval('t_id_seq')").await,
+        vec![next.to_string()]
+    );
+}

@@ -14,7 +14,7 @@ use datafusion::error::Result as DfResult;
 use datafusion::execution::SessionState;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{LogicalPlan, ScalarUDF};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement;
@@ -105,6 +105,7 @@ impl StatementContext {
         with_handle: Option<String>,
         overrides: HashMap<String, Arc<dyn TableProvider>>,
         now: chrono::DateTime<chrono::Utc>,
+        session_udfs: &[Arc<ScalarUDF>],
     ) -> Self {
         // Each statement gets its own catalog list: a cloned SessionState shares the
         // template's, and registering into a shared list would let concurrent statements
@@ -113,6 +114,9 @@ impl StatementContext {
             .with_catalog_list(Arc::new(MemoryCatalogProviderList::new()))
             .build();
         let ctx = SessionContext::new_with_state(state);
+        for udf in session_udfs {
+            ctx.register_udf(udf.as_ref().clone());
+        }
         let catalog = MemoryCatalogProvider::new();
         let schema = FlotillaSchema {
             snapshot,
@@ -209,6 +213,7 @@ mod tests {
                 nullable: true,
                 default: None,
                 origin_default: None,
+                sequence: None,
             }],
             handle: Handle::RowId,
             indexes: vec![],
@@ -227,6 +232,7 @@ mod tests {
             Some("t".into()),
             HashMap::new(),
             chrono::Utc::now(),
+            &[],
         );
         // A second context created in between must not change what the first resolves.
         let _without = StatementContext::new(
@@ -236,6 +242,7 @@ mod tests {
             None,
             HashMap::new(),
             chrono::Utc::now(),
+            &[],
         );
         let statement = datafusion::sql::sqlparser::parser::Parser::parse_sql(
             &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},

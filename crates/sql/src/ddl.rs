@@ -11,13 +11,14 @@ use std::time::Duration;
 use datafusion::sql::sqlparser::ast::{
     AlterColumnOperation, AlterTable, AlterTableOperation, CharacterLength,
     ColumnDef as AstColumnDef, ColumnOption, CreateIndex, CreateTable, CreateView,
-    DataType as AstType, ExactNumberInfo, Expr, IndexColumn, ObjectName, ObjectType,
-    RenameTableNameKind, Statement, TableConstraint, TimezoneInfo,
+    DataType as AstType, ExactNumberInfo, Expr, GeneratedAs, IndexColumn, ObjectName, ObjectType,
+    RenameTableNameKind, SequenceOptions, Statement, TableConstraint, TimezoneInfo,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use flotilla_catalog::{
-    ColumnDef, Handle, IdKind, IndexDef, IndexState, SchemaChange, SqlType, TableDef, ViewDef,
+    ColumnDef, Handle, IdKind, Identity, IndexDef, IndexState, SchemaChange, SqlType, TableDef,
+    ViewDef,
 };
 use flotilla_codec::{encode_row, index_prefix, prefix_end, record_prefix, table_prefix};
 use flotilla_ddl::{
@@ -274,22 +275,60 @@ async fn create_table(session: &mut Session, ct: CreateTable) -> Result<QueryRes
                 format!("column \"{col_name}\" specified more than once"),
             ));
         }
+        let serial = crate::sequence::serial_type(&column.data_type);
         let mut def = ColumnDef {
             id: table.next_column_id,
             name: col_name.clone(),
-            ty: sql_type(&column.data_type)?,
+            ty: match &serial {
+                Some(ty) => ty.clone(),
+                None => sql_type(&column.data_type)?,
+            },
             nullable: true,
             default: None,
             origin_default: None,
+            sequence: None,
         };
         table.next_column_id += 1;
+        // A serial column is numbered by a sequence (its default); so is an identity one.
+        let mut numbered: Option<(Option<Identity>, &[SequenceOptions])> =
+            serial.as_ref().map(|_| (None, &[][..]));
+        let mut explicit_null = false;
         for option in &column.options {
             match &option.option {
-                ColumnOption::Null => def.nullable = true,
+                ColumnOption::Null => {
+                    def.nullable = true;
+                    explicit_null = true;
+                }
                 ColumnOption::NotNull => def.nullable = false,
                 ColumnOption::Default(expr) => {
                     validate_default(session, expr).await?;
                     def.default = Some(expr.to_string());
+                }
+                ColumnOption::Generated {
+                    generated_as: generated @ (GeneratedAs::Always | GeneratedAs::ByDefault),
+                    sequence_options,
+                    generation_expr: None,
+                    ..
+                } => {
+                    if numbered.is_some() {
+                        return Err(SqlError::new(
+                            "42601",
+                            format!(
+                                "multiple identity specifications for column \"{col_name}\" of table \"{name}\""
+                            ),
+                        ));
+                    }
+                    let identity = match generated {
+                        GeneratedAs::Always => Identity::Always,
+                        _ => Identity::ByDefault,
+                    };
+                    numbered = Some((
+                        Some(identity),
+                        sequence_options.as_deref().unwrap_or_default(),
+                    ));
+                }
+                ColumnOption::Generated { .. } => {
+                    return Err(SqlError::unsupported("a generated column"));
                 }
                 ColumnOption::PrimaryKey(_) => set_primary(&mut primary, vec![col_name.clone()])?,
                 ColumnOption::Unique(u) => {
@@ -299,6 +338,41 @@ async fn create_table(session: &mut Session, ct: CreateTable) -> Result<QueryRes
                     return Err(SqlError::unsupported(format!("column option {other}")));
                 }
             }
+        }
+        if let Some((identity, options)) = numbered {
+            if def.default.is_some() {
+                let what = if identity.is_some() {
+                    "both default and identity specified"
+                } else {
+                    "multiple default values specified"
+                };
+                return Err(SqlError::new(
+                    "42601",
+                    format!("{what} for column \"{col_name}\" of table \"{name}\""),
+                ));
+            }
+            if explicit_null {
+                return Err(SqlError::new(
+                    "42601",
+                    format!(
+                        "conflicting NULL/NOT NULL declarations for column \"{col_name}\" of table \"{name}\""
+                    ),
+                ));
+            }
+            let taken = |n: &str| {
+                n == name
+                    || snapshot.relation_exists(n)
+                    || table
+                        .columns
+                        .iter()
+                        .any(|c| c.sequence.as_ref().is_some_and(|s| s.name == n))
+            };
+            let sequence = crate::sequence::column_sequence(
+                &name, &col_name, &def.ty, identity, options, taken,
+            )?;
+            def.nullable = false;
+            def.default = Some(crate::sequence::nextval_default(&sequence));
+            def.sequence = Some(sequence);
         }
         table.columns.push(def);
     }
@@ -349,6 +423,11 @@ async fn create_table(session: &mut Session, ct: CreateTable) -> Result<QueryRes
     let id = catalog.allocate(IdKind::Table, 1)?.start;
     table.id = id;
     table.storage_id = id;
+    for column in &mut table.columns {
+        if let Some(sequence) = &mut column.sequence {
+            sequence.id = catalog.allocate(IdKind::Table, 1)?.start;
+        }
+    }
     run_job(
         session,
         JobKind::CreateTable {
@@ -995,6 +1074,18 @@ async fn column_spec(
     def: &AstColumnDef,
 ) -> Result<ColumnSpec, SqlError> {
     let name = ident_name(&def.name);
+    // Existing rows would each need a value of the sequence; ADD COLUMN rewrites no row.
+    let numbered = crate::sequence::serial_type(&def.data_type).is_some()
+        || def
+            .options
+            .iter()
+            .any(|o| matches!(o.option, ColumnOption::Generated { .. }));
+    if numbered {
+        return Err(SqlError::unsupported(
+            "adding a serial, identity or generated column to an existing table",
+        )
+        .with_hint("Create the table with the column, or add an integer column with a default."));
+    }
     let ty = sql_type(&def.data_type)?;
     let mut nullable = true;
     let mut default = None;
@@ -1023,6 +1114,7 @@ async fn column_spec(
         nullable,
         default: default.clone(),
         origin_default: None,
+        sequence: None,
     };
     // Existing rows read as the default evaluated now (as PostgreSQL fills them in when
     // it adds the column), without rewriting a row: ADD COLUMN is metadata-only.

@@ -156,6 +156,12 @@ fn line_column_position(message: &str, sql: &str) -> Option<usize> {
 /// Classifies a DataFusion error into a SQLSTATE by what it says.
 pub(crate) fn datafusion_error(e: DataFusionError) -> SqlError {
     let e = e.find_root();
+    // An error of ours raised inside DataFusion (a function of ours) keeps its SQLSTATE.
+    if let DataFusionError::External(inner) = e
+        && let Some(ours) = inner.downcast_ref::<SqlError>()
+    {
+        return ours.clone();
+    }
     let text = e.to_string();
     let lower = text.to_lowercase();
     let code = match e {

@@ -646,7 +646,10 @@ async fn update(
         else {
             return Ok(None);
         };
-        if targets.iter().any(|(t, _)| *t == c) || is_default_keyword(&a.value) {
+        if targets.iter().any(|(t, _)| *t == c)
+            || is_default_keyword(&a.value)
+            || crate::dml::always_generated(&table.columns[c])
+        {
             return Ok(None);
         }
         targets.push((c, &a.value));
@@ -749,9 +752,12 @@ async fn insert(session: &mut Session, i: &Insert) -> Result<Option<QueryResult>
         }
         t
     };
-    // Columns not named must have no default (NULL); others go the general way.
+    // Columns not named must have no default (NULL), and no column named may refuse
+    // values (`GENERATED ALWAYS`); others go the general way.
     for (pos, c) in table.columns.iter().enumerate() {
-        if !targets.contains(&pos) && c.default.is_some() {
+        if (!targets.contains(&pos) && c.default.is_some())
+            || (targets.contains(&pos) && crate::dml::always_generated(c))
+        {
             return Ok(None);
         }
     }

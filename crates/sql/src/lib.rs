@@ -19,6 +19,7 @@ mod overflow;
 mod params;
 mod psql;
 mod rows;
+mod sequence;
 mod session;
 mod subquery;
 mod table;

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
-use flotilla_catalog::{CatalogSnapshot, IndexState, TableDef};
+use flotilla_catalog::{CatalogSnapshot, ColumnDef, Identity, IndexState, TableDef};
+
+use crate::sequence::nextval_default;
 
 use crate::api::QueryResult;
 
@@ -47,6 +49,19 @@ fn result(columns: Vec<(&str, Col)>) -> QueryResult {
         schema,
         batches: if n == 0 { vec![] } else { vec![batch] },
         tag: format!("SELECT {n}"),
+    }
+}
+
+/// A column's default as psql shows it: a serial column's sequence as a `regclass`, an
+/// identity column's none (psql shows its identity instead).
+fn psql_default(c: &ColumnDef) -> Option<String> {
+    match &c.sequence {
+        Some(s) if s.identity.is_some() => None,
+        Some(s) if c.default.as_deref() == Some(nextval_default(s).as_str()) => Some(format!(
+            "nextval('{}'::regclass)",
+            s.name.replace('\'', "''")
+        )),
+        _ => c.default.clone(),
     }
 }
 
@@ -142,7 +157,7 @@ pub(crate) fn answer(sql: &str, snapshot: &CatalogSnapshot) -> Option<QueryResul
             ),
             (
                 "pg_get_expr",
-                Col::Text(cols.iter().map(|c| c.default.clone()).collect()),
+                Col::Text(cols.iter().map(psql_default).collect()),
             ),
             (
                 "attnotnull",
@@ -152,7 +167,17 @@ pub(crate) fn answer(sql: &str, snapshot: &CatalogSnapshot) -> Option<QueryResul
                 "attcollation",
                 Col::Text(cols.iter().map(|_| None).collect()),
             ),
-            ("attidentity", texts(cols.iter().map(|_| ""))),
+            (
+                "attidentity",
+                texts(
+                    cols.iter()
+                        .map(|c| match c.sequence.as_ref().and_then(|s| s.identity) {
+                            Some(Identity::Always) => "a",
+                            Some(Identity::ByDefault) => "d",
+                            None => "",
+                        }),
+                ),
+            ),
             ("attgenerated", texts(cols.iter().map(|_| ""))),
         ]));
     }

@@ -187,6 +187,7 @@ mod tests {
                     nullable: true,
                     default: None,
                     origin_default: None,
+                    sequence: None,
                 })
                 .collect(),
             handle: Handle::RowId,

@@ -94,6 +94,10 @@ pub struct Session {
     default_isolation: Isolation,
     pub(crate) lock_timeout_ms: u64,
     settings: BTreeMap<String, String>,
+    /// `nextval`, `currval`, `lastval` and `pg_get_serial_sequence`, with this session's
+    /// `currval` state.
+    pub(crate) sequences: crate::sequence::Sequences,
+    sequence_udfs: Vec<Arc<datafusion::logical_expr::ScalarUDF>>,
 }
 
 /// How deeply expressions may nest. sqlparser's default (50) refuses machine-generated
@@ -204,7 +208,11 @@ fn parse_duration_ms(text: &str) -> Option<u64> {
 impl Session {
     pub(crate) fn new(engine: Arc<SqlEngine>) -> Self {
         let lock_timeout_ms = engine.config.lock_wait_timeout_ms;
+        let sequences = crate::sequence::Sequences::new(engine.catalog.clone());
+        let sequence_udfs = sequences.udfs();
         Self {
+            sequences,
+            sequence_udfs,
             engine,
             statement_catalog: None,
             open: None,
@@ -686,6 +694,7 @@ impl Session {
             with_handle,
             overrides,
             self.transaction_time(),
+            &self.sequence_udfs,
         )
     }
 

@@ -25,7 +25,7 @@ pub type Opened = Pin<Box<dyn Future<Output = (Session, Box<dyn Any + Send>)> + 
 /// passes) a real PostgreSQL named by `FLOTILLA_SLT_POSTGRES`.
 enum Db {
     Flotilla {
-        session: Session,
+        session: Box<Session>,
         /// Whatever keeps the session's database alive.
         _db: Box<dyn Any + Send>,
     },
@@ -256,7 +256,10 @@ pub async fn run_file(path: &Path, factory: Factory) -> (usize, usize, Vec<Strin
             return Ok::<_, DbError>(Db::Postgres(client));
         }
         let (session, db) = factory().await;
-        Ok::<_, DbError>(Db::Flotilla { session, _db: db })
+        Ok::<_, DbError>(Db::Flotilla {
+            session: Box::new(session),
+            _db: db,
+        })
     });
     runner.add_label("postgresql");
     let (mut passed, mut failed, mut failures) = (0, 0, Vec::new());
