@@ -65,6 +65,39 @@ fn psql_runs_ddl_dml_transactions_and_describes_tables() {
     );
     assert!(d.contains("acct_pkey"), "{d}");
     assert!(d.contains("acct_owner"), "{d}");
+    // Numbered columns, as psql describes them.
+    server.psql_ok(
+        "CREATE TABLE numbered (id SERIAL PRIMARY KEY, n BIGINT GENERATED ALWAYS AS IDENTITY, v TEXT);
+         INSERT INTO numbered (v) VALUES ('a'), ('b');",
+    );
+    let out = server
+        .psql_command()
+        .args(["-c", "\\d numbered"])
+        .output()
+        .unwrap();
+    let d = String::from_utf8_lossy(&out.stdout);
+    assert!(d.contains("nextval('numbered_id_seq'::regclass)"), "{d}");
+    assert!(
+        d.contains("| not null | generated always as identity"),
+        "{d}"
+    );
+    assert_eq!(
+        server.psql_ok("SELECT id, n, v FROM numbered ORDER BY id;"),
+        "1|1|a\n2|2|b\n"
+    );
+    // The session functions name the user and database the client connected as.
+    let out = server
+        .psql_command()
+        .args(["-U", "alice", "-d", "appdb", "-tA", "-c"])
+        .arg("SELECT current_user, session_user, current_database(), current_schema()")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "alice|alice|appdb|public\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

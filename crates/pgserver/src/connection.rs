@@ -25,8 +25,8 @@ use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
     ClientInfo, ClientPortalStore, DEFAULT_NAME, ErrorHandler, METADATA_APPLICATION_NAME,
-    METADATA_USER, PgWireConnectionState, PgWireServerHandlers, PidSecretKeyGenerator,
-    RandomPidSecretKeyGenerator, Type,
+    METADATA_DATABASE, METADATA_USER, PgWireConnectionState, PgWireServerHandlers,
+    PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::data::{
@@ -376,6 +376,14 @@ impl StartupHandler for ConnectionHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         if accept_startup(client, message).await? {
+            let metadata = client.metadata();
+            let user = metadata.get(METADATA_USER).cloned().unwrap_or_default();
+            // A client that names no database gets the one named like its user.
+            let database = metadata
+                .get(METADATA_DATABASE)
+                .cloned()
+                .unwrap_or_else(|| user.clone());
+            self.session.lock().await.set_client(&user, &database);
             self.started.notify_one();
         }
         Ok(())

@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
@@ -37,9 +38,112 @@ impl ScalarUDFImpl for Version {
     }
 }
 
+/// A text fixed for the session: `current_user`, `current_database()`, `current_schema`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct SessionText {
+    name: &'static str,
+    value: String,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for SessionText {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
+            self.value.clone(),
+        ))))
+    }
+}
+
+/// The session functions of a client connected as `user` to `database`: PostgreSQL's
+/// names for them, with and without parentheses as the SQL standard spells them. There
+/// is one schema, `public`.
+pub(crate) fn session_texts(user: &str, database: &str) -> Vec<Arc<ScalarUDF>> {
+    [
+        ("current_user", user),
+        ("session_user", user),
+        ("user", user),
+        ("current_database", database),
+        ("current_catalog", database),
+        ("current_schema", "public"),
+    ]
+    .into_iter()
+    .map(|(name, value)| {
+        Arc::new(ScalarUDF::new_from_impl(SessionText {
+            name,
+            value: value.to_string(),
+            signature: Signature::exact(vec![], Volatility::Stable),
+        }))
+    })
+    .collect()
+}
+
+/// `localtimestamp`: the transaction's start time as a `timestamp` without time zone,
+/// in the session's time zone (UTC), fixed when the statement is planned, as `now()`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct LocalTimestamp {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for LocalTimestamp {
+    fn name(&self) -> &str {
+        "localtimestamp"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Timestamp(TimeUnit::Microsecond, None))
+    }
+
+    fn simplify(
+        &self,
+        args: Vec<datafusion::logical_expr::Expr>,
+        info: &SimplifyContext,
+    ) -> DfResult<ExprSimplifyResult> {
+        Ok(match info.query_execution_start_time() {
+            Some(now) => ExprSimplifyResult::Simplified(datafusion::logical_expr::Expr::Literal(
+                ScalarValue::TimestampMicrosecond(Some(now.timestamp_micros()), None),
+                None,
+            )),
+            None => ExprSimplifyResult::Original(args),
+        })
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        Err(datafusion::error::DataFusionError::Internal(
+            "localtimestamp is replaced by its value when planned".into(),
+        ))
+    }
+}
+
 /// The functions to register in every statement's context.
 pub(crate) fn all() -> Vec<Arc<ScalarUDF>> {
-    vec![Arc::new(ScalarUDF::new_from_impl(Version {
-        signature: Signature::exact(vec![], Volatility::Stable),
-    }))]
+    // PostgreSQL's name for a random (version 4) UUID; DataFusion calls it `uuid()`.
+    let uuid = datafusion::functions::string::uuid()
+        .as_ref()
+        .clone()
+        .with_aliases(["gen_random_uuid"]);
+    vec![
+        Arc::new(ScalarUDF::new_from_impl(Version {
+            signature: Signature::exact(vec![], Volatility::Stable),
+        })),
+        Arc::new(ScalarUDF::new_from_impl(LocalTimestamp {
+            signature: Signature::exact(vec![], Volatility::Stable),
+        })),
+        Arc::new(uuid),
+    ]
 }

@@ -97,7 +97,9 @@ pub struct Session {
     /// `nextval`, `currval`, `lastval` and `pg_get_serial_sequence`, with this session's
     /// `currval` state.
     pub(crate) sequences: crate::sequence::Sequences,
-    sequence_udfs: Vec<Arc<datafusion::logical_expr::ScalarUDF>>,
+    /// Functions of this session: the sequence functions and `current_user` and its
+    /// kind, registered in each statement's context.
+    session_udfs: Vec<Arc<datafusion::logical_expr::ScalarUDF>>,
 }
 
 /// How deeply expressions may nest. sqlparser's default (50) refuses machine-generated
@@ -209,10 +211,11 @@ impl Session {
     pub(crate) fn new(engine: Arc<SqlEngine>) -> Self {
         let lock_timeout_ms = engine.config.lock_wait_timeout_ms;
         let sequences = crate::sequence::Sequences::new(engine.catalog.clone());
-        let sequence_udfs = sequences.udfs();
+        let mut session_udfs = sequences.udfs();
+        session_udfs.extend(crate::functions::session_texts("postgres", "postgres"));
         Self {
             sequences,
-            sequence_udfs,
+            session_udfs,
             engine,
             statement_catalog: None,
             open: None,
@@ -221,6 +224,14 @@ impl Session {
             lock_timeout_ms,
             settings: BTreeMap::new(),
         }
+    }
+
+    /// Names the client: the user and database it connected as, which `current_user`
+    /// and `current_database()` return (both `postgres` until this is called).
+    pub fn set_client(&mut self, user: &str, database: &str) {
+        self.session_udfs = self.sequences.udfs();
+        self.session_udfs
+            .extend(crate::functions::session_texts(user, database));
     }
 
     /// The session's transaction state.
@@ -694,7 +705,7 @@ impl Session {
             with_handle,
             overrides,
             self.transaction_time(),
-            &self.sequence_udfs,
+            &self.session_udfs,
         )
     }
 

@@ -2086,3 +2086,49 @@ async fn serial_and_identity_columns_number_rows_from_their_sequences() {
     ok(&mut s, "DROP TABLE b").await;
     assert_eq!(code(&mut s, "SELECT lastval()").await, "55000");
 }
+
+#[tokio::test]
+async fn session_functions_name_the_client_and_the_transaction_time() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    assert_eq!(
+        rows(&mut s, "SELECT current_user, current_database()").await,
+        vec!["postgres|postgres"]
+    );
+    s.set_client("alice", "appdb");
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT current_user, session_user, user, current_database(), current_catalog, \
+             current_schema()"
+        )
+        .await,
+        vec!["alice|alice|alice|appdb|appdb|public"]
+    );
+    // localtimestamp is the transaction's start, like now(), without a time zone.
+    ok(&mut s, "BEGIN").await;
+    let first = rows(
+        &mut s,
+        "SELECT localtimestamp, localtimestamp = now()::timestamp",
+    )
+    .await;
+    assert!(first[0].ends_with("|true"), "{first:?}");
+    let again = rows(&mut s, "SELECT localtimestamp").await;
+    assert_eq!(first[0].split('|').next().unwrap(), again[0]);
+    ok(&mut s, "COMMIT").await;
+    // gen_random_uuid() is PostgreSQL's name for a random UUID; as a default, one per row.
+    ok(
+        &mut s,
+        "CREATE TABLE u (id TEXT PRIMARY KEY DEFAULT gen_random_uuid(), v INT)",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO u (v) SELECT * FROM generate_series(1, 20)",
+    )
+    .await;
+    assert_eq!(
+        rows(&mut s, "SELECT count(DISTINCT id), min(length(id)) FROM u").await,
+        vec!["20|36"]
+    );
+}
