@@ -54,7 +54,7 @@ pub(crate) fn ident_name(ident: &Ident) -> String {
     }
 }
 
-fn quote(name: &str) -> String {
+pub(crate) fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
@@ -62,7 +62,7 @@ fn no_such_table(name: &str) -> SqlError {
     SqlError::new("42P01", format!("relation \"{name}\" does not exist"))
 }
 
-fn parse_one(sql: &str) -> Result<Statement, SqlError> {
+pub(crate) fn parse_one(sql: &str) -> Result<Statement, SqlError> {
     let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)
         .map_err(|e| SqlError::internal(format!("re-parse of {sql}: {e}")))?;
     statements
@@ -774,7 +774,7 @@ pub(crate) fn is_default_keyword(e: &Expr) -> bool {
 
 /// Evaluates the default of column `pos` for `n` rows: once if it gives every row the
 /// same value, else once per row (`nextval`, `random()`), as PostgreSQL does.
-async fn default_array(
+pub(crate) async fn default_array(
     session: &Session,
     table: &TableDef,
     pos: usize,
@@ -867,7 +867,10 @@ fn arrays_to_rows(
     Ok(rows)
 }
 
-fn rows_to_batch(table: &TableDef, rows: &[Vec<Datum>]) -> Result<RecordBatch, SqlError> {
+pub(crate) fn rows_to_batch(
+    table: &TableDef,
+    rows: &[Vec<Datum>],
+) -> Result<RecordBatch, SqlError> {
     let schema = table_schema(table, false);
     let columns: Vec<ArrayRef> = table
         .columns
@@ -902,7 +905,7 @@ fn datum_text(d: &Datum) -> String {
 }
 
 /// A unique violation for `key`, naming the constraint and the duplicate values.
-fn unique_violation(table: &TableDef, key: &[u8], row: Option<&[Datum]>) -> SqlError {
+pub(crate) fn unique_violation(table: &TableDef, key: &[u8], row: Option<&[Datum]>) -> SqlError {
     let index: Option<&IndexDef> = if key.starts_with(&record_prefix(table.storage_id)) {
         table.primary_key()
     } else {
@@ -938,7 +941,7 @@ fn unique_violation(table: &TableDef, key: &[u8], row: Option<&[Datum]>) -> SqlE
 
 /// Keys an inserted row claims: (key, must not exist). Returns also whether the row
 /// collides with a row this transaction already wrote.
-fn claimed_keys(
+pub(crate) fn claimed_keys(
     session: &Session,
     table: &TableDef,
     row: &[Datum],
@@ -972,7 +975,7 @@ fn claimed_keys(
     Ok(keys)
 }
 
-fn put_row(
+pub(crate) fn put_row(
     session: &mut Session,
     table: &TableDef,
     row: &[Datum],
@@ -1077,12 +1080,20 @@ async fn execute_insert(
     let table = target_table(session, &insert_table_name(insert)?)?;
     let targets = insert_targets(&table, insert)?;
     check_identity_insert(&table, &targets, insert.source.as_deref())?;
+    let mut upsert = None;
     let do_nothing = match &insert.on {
         None => false,
-        Some(OnInsert::OnConflict(c)) => match c.action {
+        Some(OnInsert::OnConflict(c)) => match &c.action {
             OnConflictAction::DoNothing => true,
-            OnConflictAction::DoUpdate(_) => {
-                return Err(SqlError::unsupported("ON CONFLICT DO UPDATE"));
+            OnConflictAction::DoUpdate(update) => {
+                let alias = insert.table_alias.as_ref().map(|a| ident_name(&a.alias));
+                upsert = Some(crate::upsert::resolve(
+                    &table,
+                    alias,
+                    c.conflict_target.as_ref(),
+                    update,
+                )?);
+                false
             }
         },
         Some(_) => return Err(SqlError::unsupported("this ON clause of INSERT")),
@@ -1148,7 +1159,10 @@ async fn execute_insert(
         }
         all_rows.extend(arrays_to_rows(&table, &full, n)?);
     }
-    let inserted = insert_rows(session, &table, all_rows, do_nothing).await?;
+    let inserted = match &upsert {
+        Some(upsert) => upsert.run(session, &table, all_rows, read_ts).await?,
+        None => insert_rows(session, &table, all_rows, do_nothing).await?,
+    };
     finish_dml(
         session,
         &table,

@@ -156,7 +156,7 @@ fn equalities(
 }
 
 /// How to find the single row a set of equalities names.
-enum Lookup {
+pub(crate) enum Lookup {
     /// The predicate can match no row (a comparison with NULL, or a value the column's
     /// type cannot hold).
     Nothing,
@@ -217,7 +217,7 @@ fn lookup(table: &TableDef, eqs: &[(usize, ScalarValue)]) -> Option<(Lookup, Vec
 }
 
 /// Fetches the row a lookup names at `read_ts`, applying the remaining filters.
-async fn fetch(
+pub(crate) async fn fetch(
     session: &Session,
     table: &TableDef,
     lookup: &Lookup,
@@ -275,7 +275,7 @@ async fn fetch_newest_by_index(
     }
 }
 
-fn buffered(session: &Session, key: &[u8]) -> bool {
+pub(crate) fn buffered(session: &Session, key: &[u8]) -> bool {
     session
         .open
         .as_ref()
@@ -290,7 +290,7 @@ fn buffered(session: &Session, key: &[u8]) -> bool {
 /// updates the newest version of a row it waited for once the row still matches; the
 /// caller computes the new row from the returned one. A row that does not match is
 /// unlocked again.
-async fn lock_and_fetch(
+pub(crate) async fn lock_and_fetch(
     session: &mut Session,
     table: &TableDef,
     key: &[u8],

@@ -24,6 +24,7 @@ mod session;
 mod subquery;
 mod table;
 mod types;
+mod upsert;
 
 pub use api::{PreparedStatement, QueryResult, SqlConfig, SqlError, TransactionState};
 pub use ddl::SqlReorg;

@@ -2132,3 +2132,211 @@ async fn session_functions_name_the_client_and_the_transaction_time() {
         vec!["20|36"]
     );
 }
+
+#[tokio::test]
+async fn insert_on_conflict_do_update_inserts_or_updates_each_row() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE kv (k INT PRIMARY KEY, v TEXT, n INT DEFAULT 0, email TEXT UNIQUE)",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO kv VALUES (1, 'a', 1, 'a@x'), (2, 'b', 1, 'b@x')",
+    )
+    .await;
+    // One new row and one conflicting row: the conflict updates from the existing row and
+    // the proposed one (`excluded`); RETURNING shows both outcomes, the tag counts both.
+    let out = rows(
+        &mut s,
+        "INSERT INTO kv AS t (k, v) VALUES (2, 'B'), (3, 'c') \
+         ON CONFLICT (k) DO UPDATE SET v = t.v || excluded.v, n = t.n + 1 \
+         RETURNING k, v, n",
+    )
+    .await;
+    assert_eq!(out, vec!["2|bB|2", "3|c|0"]);
+    assert_eq!(
+        ok(
+            &mut s,
+            "INSERT INTO kv (k, v) VALUES (1, 'z') ON CONFLICT (k) DO UPDATE SET v = excluded.v"
+        )
+        .await,
+        "INSERT 0 1"
+    );
+    // A unique index is an arbiter too (by its columns or its name); WHERE may leave the
+    // row as it is, which counts as no row.
+    ok(
+        &mut s,
+        "INSERT INTO kv VALUES (9, 'q', 0, 'a@x') ON CONFLICT (email) DO UPDATE SET n = 100",
+    )
+    .await;
+    assert_eq!(
+        ok(
+            &mut s,
+            "INSERT INTO kv VALUES (9, 'q', 0, 'a@x') ON CONFLICT ON CONSTRAINT kv_email_key \
+             DO UPDATE SET n = 200 WHERE kv.n < 50"
+        )
+        .await,
+        "INSERT 0 0"
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT k, v, n, email FROM kv ORDER BY k").await,
+        vec!["1|z|100|a@x", "2|bB|2|b@x", "3|c|0|NULL"]
+    );
+    // A conflict on a unique key other than the arbiter is an error; so is proposing
+    // one row twice in a statement. Neither changes anything.
+    assert_eq!(
+        code(
+            &mut s,
+            "INSERT INTO kv VALUES (5, 'e', 0, 'b@x') ON CONFLICT (k) DO UPDATE SET n = 7"
+        )
+        .await,
+        "23505"
+    );
+    assert_eq!(
+        code(
+            &mut s,
+            "INSERT INTO kv (k, v) VALUES (3, 'x'), (3, 'y') ON CONFLICT (k) DO UPDATE SET v = excluded.v"
+        )
+        .await,
+        "21000"
+    );
+    assert_eq!(
+        code(
+            &mut s,
+            "INSERT INTO kv (k, v) VALUES (7, 'x'), (7, 'y') ON CONFLICT (k) DO UPDATE SET v = excluded.v"
+        )
+        .await,
+        "21000"
+    );
+    for (sql, state) in [
+        (
+            "INSERT INTO kv (k) VALUES (1) ON CONFLICT DO UPDATE SET n = 1",
+            "42601",
+        ),
+        (
+            "INSERT INTO kv (k) VALUES (1) ON CONFLICT (v) DO UPDATE SET n = 1",
+            "42P10",
+        ),
+        (
+            "INSERT INTO kv (k) VALUES (1) ON CONFLICT (nope) DO UPDATE SET n = 1",
+            "42703",
+        ),
+        (
+            "INSERT INTO kv (k) VALUES (1) ON CONFLICT ON CONSTRAINT nope DO UPDATE SET n = 1",
+            "42704",
+        ),
+        (
+            "INSERT INTO kv (k) VALUES (1) ON CONFLICT (k) DO UPDATE SET nope = 1",
+            "42703",
+        ),
+        (
+            "INSERT INTO kv (k) VALUES (1) ON CONFLICT (k) DO UPDATE SET n = 'x'",
+            "22P02",
+        ),
+    ] {
+        assert_eq!(code(&mut s, sql).await, state, "{sql}");
+    }
+    assert_eq!(
+        rows(&mut s, "SELECT k, v, n, email FROM kv ORDER BY k").await,
+        vec!["1|z|100|a@x", "2|bB|2|b@x", "3|c|0|NULL"]
+    );
+    // Changing the primary key on conflict moves the row; DEFAULT takes the default.
+    ok(
+        &mut s,
+        "INSERT INTO kv (k) VALUES (3) ON CONFLICT (k) DO UPDATE SET k = 30, n = DEFAULT",
+    )
+    .await;
+    assert_eq!(
+        rows(&mut s, "SELECT k, n FROM kv WHERE k IN (3, 30)").await,
+        vec!["30|0"]
+    );
+    // Inside a transaction block the update sees the block's own writes, and ROLLBACK
+    // undoes it.
+    ok(&mut s, "BEGIN").await;
+    ok(&mut s, "INSERT INTO kv (k, v) VALUES (40, 'new')").await;
+    ok(
+        &mut s,
+        "INSERT INTO kv (k, v) VALUES (40, 'again') ON CONFLICT (k) DO UPDATE SET v = kv.v || '+' || excluded.v",
+    )
+    .await;
+    assert_eq!(
+        rows(&mut s, "SELECT v FROM kv WHERE k = 40").await,
+        vec!["new+again"]
+    );
+    ok(&mut s, "ROLLBACK").await;
+    assert_eq!(
+        rows(&mut s, "SELECT count(*) FROM kv WHERE k = 40").await,
+        vec!["0"]
+    );
+}
+
+/// Sessions upserting the same counter rows at once: every increment lands (the losers of
+/// each insert race update the winner's row), under READ COMMITTED, through the primary
+/// key and through a unique index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_upserts_of_one_row_lose_no_increment() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE counter (name TEXT PRIMARY KEY, hits INT NOT NULL, alt INT UNIQUE)",
+    )
+    .await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..4 {
+        let mut w = db.session();
+        tasks.spawn(async move {
+            for key in 0..30 {
+                // Half the tasks name the row by its primary key, half by its unique alt.
+                let target = if task % 2 == 0 { "name" } else { "alt" };
+                ok(
+                    &mut w,
+                    &format!(
+                        "INSERT INTO counter VALUES ('k{key}', 1, {key}) \
+                         ON CONFLICT ({target}) DO UPDATE SET hits = counter.hits + 1"
+                    ),
+                )
+                .await;
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    assert_eq!(
+        rows(&mut s, "SELECT count(*), min(hits), max(hits) FROM counter").await,
+        vec!["30|4|4"]
+    );
+}
+
+/// Under REPEATABLE READ an upsert whose conflicting row was committed after the
+/// snapshot fails with 40001 (as in PostgreSQL), through the primary key and through a
+/// unique index, and changes nothing.
+#[tokio::test]
+async fn an_upsert_meeting_a_row_newer_than_its_snapshot_is_a_serialization_failure() {
+    let db = TestDb::new().await;
+    let mut a = db.session();
+    let mut b = db.session();
+    ok(
+        &mut a,
+        "CREATE TABLE t (k INT PRIMARY KEY, u INT UNIQUE, v INT)",
+    )
+    .await;
+    for target in ["k", "u"] {
+        ok(&mut a, "DELETE FROM t").await;
+        ok(&mut b, "BEGIN ISOLATION LEVEL REPEATABLE READ").await;
+        assert_eq!(rows(&mut b, "SELECT count(*) FROM t").await, vec!["0"]);
+        ok(&mut a, "INSERT INTO t VALUES (1, 1, 0)").await;
+        let sql =
+            format!("INSERT INTO t VALUES (1, 1, 5) ON CONFLICT ({target}) DO UPDATE SET v = 9");
+        assert_eq!(code(&mut b, &sql).await, "40001", "{target}");
+        ok(&mut b, "ROLLBACK").await;
+        assert_eq!(rows(&mut a, "SELECT v FROM t").await, vec!["0"]);
+        // The same under READ COMMITTED updates the row.
+        ok(&mut b, &sql).await;
+        assert_eq!(rows(&mut a, "SELECT v FROM t").await, vec!["9"]);
+    }
+}
