@@ -47,6 +47,11 @@ pub(crate) fn template_state(query_memory_bytes_max: usize) -> Result<SessionSta
         .with_default_features()
         .build();
     for udf in crate::functions::all() {
+        // A function of ours replacing one of DataFusion's replaces it under its aliases
+        // too: a state rebuilt from this one re-registers every function it holds, and
+        // one left under an alias would take its name back.
+        datafusion::execution::FunctionRegistry::deregister_udf(&mut state, udf.name())
+            .map_err(datafusion_error)?;
         datafusion::execution::FunctionRegistry::register_udf(&mut state, udf)
             .map_err(datafusion_error)?;
     }

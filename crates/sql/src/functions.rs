@@ -145,5 +145,7 @@ pub(crate) fn all() -> Vec<Arc<ScalarUDF>> {
             signature: Signature::exact(vec![], Volatility::Stable),
         })),
         Arc::new(uuid),
+        // Replaces DataFusion's, which takes chrono's patterns, not PostgreSQL's.
+        Arc::new(ScalarUDF::new_from_impl(crate::to_char::ToChar::new())),
     ]
 }

@@ -23,6 +23,7 @@ mod sequence;
 mod session;
 mod subquery;
 mod table;
+mod to_char;
 mod types;
 mod upsert;
 

@@ -2340,3 +2340,32 @@ async fn an_upsert_meeting_a_row_newer_than_its_snapshot_is_a_serialization_fail
         assert_eq!(rows(&mut a, "SELECT v FROM t").await, vec!["9"]);
     }
 }
+
+#[tokio::test]
+async fn to_char_takes_postgres_templates() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT to_char(DATE '2024-03-05', 'FMDay, FMDDth \"of\" FMMonth YYYY'), \
+             to_char(TIMESTAMP '2024-03-05 17:08:09.5', 'YYYY-MM-DD HH24:MI:SS.MS HH12 PM'), \
+             to_char(TIMESTAMPTZ '2024-03-05 17:08:09+00', 'DD Mon YYYY TZ'), \
+             to_char(NULL::timestamp, 'YYYY')"
+        )
+        .await,
+        vec!["Tuesday, 5th of March 2024|2024-03-05 17:08:09.500 05 PM|05 Mar 2024 UTC|NULL"]
+    );
+    ok(&mut s, "CREATE TABLE e (at TIMESTAMP, fmt TEXT)").await;
+    ok(
+        &mut s,
+        "INSERT INTO e VALUES ('2021-12-31 23:59:59', 'IYYY-IW'), ('2021-01-01 00:00:00', 'Q')",
+    )
+    .await;
+    assert_eq!(
+        rows(&mut s, "SELECT to_char(at, fmt) FROM e ORDER BY at").await,
+        vec!["1", "2021-52"]
+    );
+    assert_eq!(code(&mut s, "SELECT to_char(1.5, '9.9')").await, "0A000");
+    assert_eq!(code(&mut s, "SELECT to_char(now(), 'DDSP')").await, "0A000");
+}
