@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
-use datafusion::arrow::array::{Array, AsArray};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, Date64Type, Decimal32Type, Decimal64Type, Decimal128Type, Float16Type,
@@ -260,16 +260,6 @@ fn cell(array: &dyn Array, row: usize) -> Option<PgValue<'_>> {
     Some(value)
 }
 
-/// Writes `year-month-day` the way PostgreSQL does: at least four year digits, and years
-/// before 1 AD as their BC number (the " BC" suffix is the caller's, as it comes last).
-fn write_date(out: &mut String, date: NaiveDate) {
-    use std::fmt::Write;
-    let year = date.year();
-    let shown = if year <= 0 { 1 - year } else { year };
-    // Writing to a String cannot fail.
-    let _ = write!(out, "{shown:04}-{:02}-{:02}", date.month(), date.day());
-}
-
 fn date_of_days(days: i64) -> Result<NaiveDate, SqlError> {
     days.checked_mul(86_400)
         .and_then(|secs| DateTime::from_timestamp(secs, 0))
@@ -283,43 +273,16 @@ fn datetime_of(secs: i64, nanos: u32) -> Result<NaiveDateTime, SqlError> {
         .ok_or_else(|| sql_error("22008", "timestamp out of range".to_owned()))
 }
 
-/// PostgreSQL's text form of a timestamp: fractional seconds only when non-zero, trailing
-/// zeros trimmed; `+00` for `timestamptz` (the session time zone is always UTC).
+/// PostgreSQL's text form of a timestamp (`flotilla_sql::timestamp_text`).
 fn timestamp_text(secs: i64, nanos: u32, with_tz: bool) -> Result<String, SqlError> {
-    use std::fmt::Write;
-    let dt = datetime_of(secs, nanos)?;
-    let mut out = String::with_capacity(32);
-    write_date(&mut out, dt.date());
-    let _ = write!(
-        out,
-        " {:02}:{:02}:{:02}",
-        dt.hour(),
-        dt.minute(),
-        dt.second()
-    );
-    let frac = dt.nanosecond() % 1_000_000_000;
-    if frac != 0 {
-        let digits = format!("{frac:09}");
-        out.push('.');
-        out.push_str(digits.trim_end_matches('0'));
-    }
-    if with_tz {
-        out.push_str("+00");
-    }
-    if dt.year() <= 0 {
-        out.push_str(" BC");
-    }
-    Ok(out)
+    Ok(flotilla_sql::timestamp_text(
+        datetime_of(secs, nanos)?,
+        with_tz,
+    ))
 }
 
 fn date_text(days: i64) -> Result<String, SqlError> {
-    let date = date_of_days(days)?;
-    let mut out = String::with_capacity(16);
-    write_date(&mut out, date);
-    if date.year() <= 0 {
-        out.push_str(" BC");
-    }
-    Ok(out)
+    Ok(flotilla_sql::date_text(date_of_days(days)?))
 }
 
 /// Text of a numeric with exactly `scale` digits after the point (PostgreSQL keeps the scale).
@@ -477,7 +440,10 @@ impl ColumnEncoder<'_> {
             return Ok(());
         }
         scratch.clear();
-        if let Some(formatter) = &self.fallback {
+        if array_text(self.array, row, scratch)? {
+            // An array, in PostgreSQL's text form; described as `text`, so binary is
+            // the same bytes.
+        } else if let Some(formatter) = &self.fallback {
             // Text and binary agree for `text`, the type these columns are described as.
             use std::fmt::Write;
             let mut s = String::new();
@@ -506,6 +472,61 @@ impl ColumnEncoder<'_> {
         out.data.extend_from_slice(scratch);
         Ok(())
     }
+}
+
+/// Writes row `row` of a list column as PostgreSQL writes an array (`{1,2,NULL}`,
+/// `{"a b",c}`, `{{1,2},{3,4}}`), elements in their PostgreSQL text; false if the column
+/// is no list.
+fn array_text(list: &dyn Array, row: usize, out: &mut Vec<u8>) -> Result<bool, SqlError> {
+    let values: ArrayRef = match list.data_type() {
+        DataType::List(_) => list.as_list::<i32>().value(row),
+        DataType::LargeList(_) => list.as_list::<i64>().value(row),
+        DataType::FixedSizeList(..) => list.as_fixed_size_list().value(row),
+        _ => return Ok(false),
+    };
+    let options = FormatOptions::default();
+    out.push(b'{');
+    let mut element = Vec::new();
+    for i in 0..values.len() {
+        if i > 0 {
+            out.push(b',');
+        }
+        if values.is_null(i) {
+            out.extend_from_slice(b"NULL");
+            continue;
+        }
+        if array_text(values.as_ref(), i, out)? {
+            continue;
+        }
+        element.clear();
+        match cell(values.as_ref(), i) {
+            Some(v) => encode_text(&v, &mut element)?,
+            None => {
+                let formatter = ArrayFormatter::try_new(values.as_ref(), &options)
+                    .map_err(|e| sql_error("XX000", format!("cannot format value: {e}")))?;
+                element.extend_from_slice(formatter.value(i).to_string().as_bytes());
+            }
+        }
+        let quote = element.is_empty()
+            || element.eq_ignore_ascii_case(b"NULL")
+            || element
+                .iter()
+                .any(|b| b"{}\",\\ \t\n\r\x0b\x0c".contains(b));
+        if quote {
+            out.push(b'"');
+            for &b in &element {
+                if b == b'"' || b == b'\\' {
+                    out.push(b'\\');
+                }
+                out.push(b);
+            }
+            out.push(b'"');
+        } else {
+            out.extend_from_slice(&element);
+        }
+    }
+    out.push(b'}');
+    Ok(true)
 }
 
 /// Whether the encoder handles `data_type` natively (otherwise it is sent as display text).
@@ -1722,12 +1743,53 @@ mod tests {
         ]);
         assert_eq!(
             text_cells(Arc::new(list.clone())),
-            vec![Some("[1, 2]".to_owned()), None]
+            vec![Some("{1,2}".to_owned()), None]
         );
         // Described as text, so binary is the same bytes.
         assert_eq!(
             binary_cells(Arc::new(list)),
-            vec![Some(b"[1, 2]".to_vec()), None]
+            vec![Some(b"{1,2}".to_vec()), None]
+        );
+        // Elements that need it are quoted and escaped; nested lists nest; NULLs stay.
+        let mut strings = datafusion::arrow::array::ListBuilder::new(
+            datafusion::arrow::array::StringBuilder::new(),
+        );
+        for v in [
+            Some("a b"),
+            None,
+            Some(""),
+            Some("null"),
+            Some("q\"\\"),
+            Some("plain"),
+        ] {
+            strings.values().append_option(v);
+        }
+        strings.append(true);
+        assert_eq!(
+            text_cells(Arc::new(strings.finish())),
+            vec![Some(r#"{"a b",NULL,"","null","q\"\\",plain}"#.to_owned())]
+        );
+        let nested = ListArray::new(
+            Arc::new(datafusion::arrow::datatypes::Field::new_list_field(
+                DataType::List(Arc::new(
+                    datafusion::arrow::datatypes::Field::new_list_field(DataType::Float64, true),
+                )),
+                true,
+            )),
+            datafusion::arrow::buffer::OffsetBuffer::from_lengths([2]),
+            Arc::new(datafusion::arrow::array::ListArray::from_iter_primitive::<
+                datafusion::arrow::datatypes::Float64Type,
+                _,
+                _,
+            >(vec![
+                Some(vec![Some(1.0), Some(2.5)]),
+                Some(vec![Some(3.0)]),
+            ])),
+            None,
+        );
+        assert_eq!(
+            text_cells(Arc::new(nested)),
+            vec![Some("{{1,2.5},{3}}".to_owned())]
         );
     }
 

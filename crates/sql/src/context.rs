@@ -57,7 +57,7 @@ pub(crate) fn template_state(query_memory_bytes_max: usize) -> Result<SessionSta
     }
     // After DataFusion's own rules (type coercion last), so operand types are final.
     state.add_analyzer_rule(Arc::new(crate::overflow::CheckedIntegerArithmetic::new()));
-    state.add_analyzer_rule(Arc::new(crate::float_text::PgFloatText::new()));
+    state.add_analyzer_rule(Arc::new(crate::pg_text::PgText::new()));
     Ok(state)
 }
 

@@ -1917,6 +1917,17 @@ async fn floats_cast_to_text_read_as_postgresql_prints_them() {
         rows(&mut s, "SELECT k FROM fl WHERE f::text = '2'").await,
         vec!["1"]
     );
+    // Dates and timestamps as text, PostgreSQL's way (Arrow's is 2024-01-02T03:04:05Z).
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT TIMESTAMP '2024-01-02 03:04:05.5'::text, \
+             CAST(TIMESTAMPTZ '2024-01-02 03:04:05+00' AS VARCHAR), DATE '2024-01-02'::text, \
+             'at ' || TIMESTAMP '2024-01-02 03:04:05', NULL::timestamp::text"
+        )
+        .await,
+        vec!["2024-01-02 03:04:05.5|2024-01-02 03:04:05+00|2024-01-02|at 2024-01-02 03:04:05|NULL"]
+    );
 }
 
 #[tokio::test]

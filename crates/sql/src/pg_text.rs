@@ -1,15 +1,19 @@
-//! Floats as text the way PostgreSQL prints them, on the wire and in casts.
+//! Values as text the way PostgreSQL prints them, on the wire and in casts.
 //!
 //! Arrow's cast of a float to a string prints `2.0` where PostgreSQL prints `2` (and
-//! `1e20` as `100000000000000000000`, where PostgreSQL prints `1e+20`). An analyzer rule,
-//! run after type coercion (so implicit casts, as in `'x' || 2.0::float8`, are seen too),
-//! replaces each cast of a float to a string type with a function printing PostgreSQL's
-//! text.
+//! `1e20` as `100000000000000000000`, where PostgreSQL prints `1e+20`), and of a
+//! timestamp `2024-01-02T03:04:05Z` where PostgreSQL prints `2024-01-02 03:04:05+00`. An
+//! analyzer rule, run after type coercion (so implicit casts, as in `'x' || 2.0::float8`,
+//! are seen too), replaces each cast of a float, date or timestamp to a string type with
+//! a function printing PostgreSQL's text.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
-use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type};
+use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, StringBuilder, TimestampMicrosecondArray,
+};
+use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type, TimeUnit};
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DFSchema, Result as DfResult};
 use datafusion::config::ConfigOptions;
@@ -61,15 +65,64 @@ where
     }
 }
 
-/// A float (`real` or `double precision`) as PostgreSQL's text, of string type `to`.
+/// Writes `year-month-day` the way PostgreSQL does: at least four year digits, and years
+/// before 1 AD as their BC number (the " BC" suffix is the caller's, as it comes last).
+fn write_date(out: &mut String, date: NaiveDate) {
+    use std::fmt::Write;
+    let year = date.year();
+    let shown = if year <= 0 { 1 - year } else { year };
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{shown:04}-{:02}-{:02}", date.month(), date.day());
+}
+
+/// A `date` as PostgreSQL prints it (`2024-01-02`, `0044-03-15 BC`).
+pub fn date_text(date: NaiveDate) -> String {
+    let mut out = String::with_capacity(16);
+    write_date(&mut out, date);
+    if date.year() <= 0 {
+        out.push_str(" BC");
+    }
+    out
+}
+
+/// A `timestamp` (or, `with_tz`, a `timestamptz` in UTC, the session's only time zone)
+/// as PostgreSQL prints it: fractional seconds only when not zero, trailing zeros
+/// trimmed, then `+00`, then ` BC` for years before 1 AD.
+pub fn timestamp_text(at: NaiveDateTime, with_tz: bool) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(32);
+    write_date(&mut out, at.date());
+    let _ = write!(
+        out,
+        " {:02}:{:02}:{:02}",
+        at.hour(),
+        at.minute(),
+        at.second()
+    );
+    let frac = at.nanosecond() % 1_000_000_000;
+    if frac != 0 {
+        let digits = format!("{frac:09}");
+        out.push('.');
+        out.push_str(digits.trim_end_matches('0'));
+    }
+    if with_tz {
+        out.push_str("+00");
+    }
+    if at.year() <= 0 {
+        out.push_str(" BC");
+    }
+    out
+}
+
+/// A float, date or timestamp as PostgreSQL's text, of string type `to`.
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct FloatText {
+struct PgTextUdf {
     to: DataType,
     name: String,
     signature: Signature,
 }
 
-impl ScalarUDFImpl for FloatText {
+impl ScalarUDFImpl for PgTextUdf {
     fn name(&self) -> &str {
         &self.name
     }
@@ -103,9 +156,48 @@ impl ScalarUDFImpl for FloatText {
                     out.append_option(v.map(float4_text));
                 }
             }
+            DataType::Date32 | DataType::Date64 => {
+                let days = datafusion::arrow::compute::cast(&input, &DataType::Date32)?;
+                for d in days.as_primitive::<datafusion::arrow::datatypes::Date32Type>() {
+                    let text = d
+                        .map(|d| {
+                            NaiveDate::default()
+                                .checked_add_signed(chrono::Duration::days(i64::from(d)))
+                                .map(date_text)
+                                .ok_or_else(|| {
+                                    DataFusionError::Execution("date out of range".into())
+                                })
+                        })
+                        .transpose()?;
+                    out.append_option(text);
+                }
+            }
+            DataType::Timestamp(_, tz) => {
+                let with_tz = tz.is_some();
+                let micros = datafusion::arrow::compute::cast(
+                    &input,
+                    &DataType::Timestamp(TimeUnit::Microsecond, None),
+                )?;
+                let micros = micros
+                    .as_any()
+                    .downcast_ref::<TimestampMicrosecondArray>()
+                    .ok_or_else(|| DataFusionError::Internal("microseconds".into()))?;
+                for v in micros {
+                    let text = v
+                        .map(|v| {
+                            chrono::DateTime::from_timestamp_micros(v)
+                                .map(|at| timestamp_text(at.naive_utc(), with_tz))
+                                .ok_or_else(|| {
+                                    DataFusionError::Execution("timestamp out of range".into())
+                                })
+                        })
+                        .transpose()?;
+                    out.append_option(text);
+                }
+            }
             other => {
                 return Err(DataFusionError::Internal(format!(
-                    "{} takes a float, not {other}",
+                    "{} takes a float, date or timestamp, not {other}",
                     self.name
                 )));
             }
@@ -124,25 +216,25 @@ impl ScalarUDFImpl for FloatText {
 
 /// The rewrite, registered after DataFusion's analyzer rules.
 #[derive(Debug)]
-pub(crate) struct PgFloatText {
+pub(crate) struct PgText {
     utf8: Arc<ScalarUDF>,
     large_utf8: Arc<ScalarUDF>,
     utf8_view: Arc<ScalarUDF>,
 }
 
-impl PgFloatText {
+impl PgText {
     pub(crate) fn new() -> Self {
         let udf = |to: DataType, name: &str| {
-            Arc::new(ScalarUDF::new_from_impl(FloatText {
+            Arc::new(ScalarUDF::new_from_impl(PgTextUdf {
                 to,
                 name: name.to_owned(),
                 signature: Signature::any(1, Volatility::Immutable),
             }))
         };
         Self {
-            utf8: udf(DataType::Utf8, "pg_float_text"),
-            large_utf8: udf(DataType::LargeUtf8, "pg_float_large_text"),
-            utf8_view: udf(DataType::Utf8View, "pg_float_text_view"),
+            utf8: udf(DataType::Utf8, "pg_text"),
+            large_utf8: udf(DataType::LargeUtf8, "pg_large_text"),
+            utf8_view: udf(DataType::Utf8View, "pg_text_view"),
         }
     }
 
@@ -161,7 +253,13 @@ impl PgFloatText {
         };
         // Types that cannot be resolved here (e.g. outer references) keep Arrow's cast.
         match inner.get_type(schema) {
-            Ok(DataType::Float32 | DataType::Float64) => {}
+            Ok(
+                DataType::Float32
+                | DataType::Float64
+                | DataType::Date32
+                | DataType::Date64
+                | DataType::Timestamp(_, _),
+            ) => {}
             _ => return Ok(Transformed::no(expr)),
         }
         let args = vec![inner.as_ref().clone()];
@@ -171,13 +269,13 @@ impl PgFloatText {
     }
 }
 
-impl AnalyzerRule for PgFloatText {
+impl AnalyzerRule for PgText {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
         crate::overflow::rewrite_expressions(plan, |e, schema| self.rewrite(e, schema))
     }
 
     fn name(&self) -> &str {
-        "flotilla_pg_float_text"
+        "flotilla_pg_text"
     }
 }
 
@@ -204,5 +302,24 @@ mod tests {
         assert_eq!(float4_text(0.1), "0.1");
         assert_eq!(float4_text(1e6), "1e+06");
         assert_eq!(float4_text(123456.0), "123456");
+    }
+
+    #[test]
+    fn dates_and_timestamps_print_as_postgresql_prints_them() {
+        let at = NaiveDate::from_ymd_opt(2024, 1, 2)
+            .unwrap()
+            .and_hms_micro_opt(3, 4, 5, 120_000)
+            .unwrap();
+        assert_eq!(timestamp_text(at, false), "2024-01-02 03:04:05.12");
+        assert_eq!(
+            timestamp_text(at.with_nanosecond(0).unwrap(), true),
+            "2024-01-02 03:04:05+00"
+        );
+        let bc = NaiveDate::from_ymd_opt(-43, 3, 15).unwrap();
+        assert_eq!(date_text(bc), "0044-03-15 BC");
+        assert_eq!(
+            timestamp_text(bc.and_hms_opt(0, 0, 0).unwrap(), true),
+            "0044-03-15 00:00:00+00 BC"
+        );
     }
 }
