@@ -261,6 +261,46 @@ fn narrow_values(values: datafusion::logical_expr::Values) -> DfResult<Transform
     ))
 }
 
+/// A recursive query's work table keeps the types planned before narrowing (its recursive
+/// term reads `int8` where the static term's literal now gives `int4`); the static term's
+/// narrowed columns are cast back to what the recursive term gives, so both terms agree.
+fn widen_static_term(
+    query: datafusion::logical_expr::RecursiveQuery,
+) -> DfResult<Transformed<LogicalPlan>> {
+    let static_fields = query.static_term.schema().fields().clone();
+    let recursive_fields = query.recursive_term.schema().fields().clone();
+    let differs = static_fields.len() == recursive_fields.len()
+        && static_fields
+            .iter()
+            .zip(recursive_fields.iter())
+            .any(|(s, r)| s.data_type() != r.data_type());
+    if !differs {
+        return Ok(Transformed::no(LogicalPlan::RecursiveQuery(query)));
+    }
+    let columns: Vec<Expr> = query
+        .static_term
+        .schema()
+        .columns()
+        .into_iter()
+        .zip(recursive_fields.iter())
+        .map(|(column, field)| {
+            let name = column.name.clone();
+            Expr::Column(column)
+                .cast_to(field.data_type(), query.static_term.schema())
+                .map(|e| e.alias(name))
+        })
+        .collect::<DfResult<_>>()?;
+    let static_term = Arc::new(LogicalPlan::Projection(
+        datafusion::logical_expr::Projection::try_new(columns, query.static_term.clone())?,
+    ));
+    Ok(Transformed::yes(LogicalPlan::RecursiveQuery(
+        datafusion::logical_expr::RecursiveQuery {
+            static_term,
+            ..query
+        },
+    )))
+}
+
 /// Types the integer literals of a freshly planned statement as PostgreSQL types them:
 /// `int4` when the value fits, `int8` otherwise (DataFusion types every integer literal as
 /// `int8`). So `SELECT 1` returns an int4, `int4_col + 1` stays int4 (and overflows as int4
@@ -271,6 +311,7 @@ pub(crate) fn narrow_int_literals(plan: LogicalPlan) -> DfResult<LogicalPlan> {
         // LIMIT and OFFSET take int8; the output types are the input's.
         LogicalPlan::Limit(_) => Ok(Transformed::yes(node.recompute_schema()?)),
         LogicalPlan::Values(values) => narrow_values(values),
+        LogicalPlan::RecursiveQuery(query) => widen_static_term(query),
         node => {
             let keep_names = matches!(
                 node,

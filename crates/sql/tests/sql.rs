@@ -2380,3 +2380,41 @@ async fn to_char_takes_postgres_templates() {
     assert_eq!(code(&mut s, "SELECT to_char(1.5, '9.9')").await, "0A000");
     assert_eq!(code(&mut s, "SELECT to_char(now(), 'DDSP')").await, "0A000");
 }
+
+#[tokio::test]
+async fn recursive_queries_over_integer_literals_plan_and_run() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    assert_eq!(
+        rows(
+            &mut s,
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 5) \
+             SELECT sum(n), count(*) FROM r"
+        )
+        .await,
+        vec!["15|5"]
+    );
+    // A tree walked from its root, the common use.
+    ok(
+        &mut s,
+        "CREATE TABLE node (id INT PRIMARY KEY, parent INT, name TEXT)",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO node VALUES (1, NULL, 'root'), (2, 1, 'a'), (3, 2, 'b'), (4, 1, 'c')",
+    )
+    .await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "WITH RECURSIVE t(id, depth, path) AS ( \
+               SELECT id, 0, name FROM node WHERE parent IS NULL \
+               UNION ALL \
+               SELECT n.id, t.depth + 1, t.path || '/' || n.name FROM node n JOIN t ON n.parent = t.id) \
+             SELECT depth, path FROM t ORDER BY path"
+        )
+        .await,
+        vec!["0|root", "1|root/a", "2|root/a/b", "1|root/c"]
+    );
+}
