@@ -113,3 +113,56 @@ fn pgbench_initialises_with_client_side_copy() {
         "100000\n10\n"
     );
 }
+
+/// `COPY ... TO STDOUT` through psql, in text and CSV, of a table and of a query, and a
+/// round trip through psql's `\copy` to a file and back: the copy equals the original,
+/// NULLs, empty strings, escapes and quotes included.
+#[test]
+fn copy_to_stdout_writes_what_copy_from_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    server.psql_ok(
+        "CREATE TABLE t (id INT PRIMARY KEY, s TEXT, f DOUBLE PRECISION, b BYTEA);
+         INSERT INTO t VALUES (1, E'tab\\there', 1.5, '\\x00ff'), (2, NULL, NULL, NULL),
+           (3, 'q\"uote,comma', 2, ''), (4, '', 0, NULL), (5, E'back\\\\slash\\nnl', 1e20, NULL);",
+    );
+    // As PostgreSQL 15 writes the same rows.
+    assert_eq!(
+        server.psql_ok("COPY t TO STDOUT;"),
+        "1\ttab\\there\t1.5\t\\\\x00ff\n2\t\\N\t\\N\t\\N\n3\tq\"uote,comma\t2\t\\\\x\n\
+         4\t\t0\t\\N\n5\tback\\\\slash\\nnl\t1e+20\t\\N\n"
+    );
+    assert_eq!(
+        server.psql_ok("COPY (SELECT id, s FROM t WHERE id >= 3 ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER);"),
+        "id,s\n3,\"q\"\"uote,comma\"\n4,\"\"\n5,\"back\\slash\nnl\"\n"
+    );
+    for (to, from) in [("", ""), (" WITH (FORMAT csv)", " WITH (FORMAT csv)")] {
+        let file = dir.path().join("out.data");
+        let file = file.display();
+        server.psql_ok(&format!(
+            "DROP TABLE IF EXISTS t2;
+             CREATE TABLE t2 (id INT PRIMARY KEY, s TEXT, f DOUBLE PRECISION, b BYTEA);
+             \\copy t TO '{file}'{to}
+             \\copy t2 FROM '{file}'{from}"
+        ));
+        assert_eq!(
+            server.psql_ok(
+                "SELECT count(*) FROM (SELECT * FROM t EXCEPT SELECT * FROM t2) AS d;
+                 SELECT count(*) FROM t2 WHERE s = '';"
+            ),
+            "0\n1\n",
+            "{to}"
+        );
+    }
+    // A server-side file or an unknown table is refused and the session goes on.
+    let out = server.psql("COPY t TO '/tmp/flotilla-copy-out';");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("0A000"),
+        "{out:?}"
+    );
+    let out = server.psql("COPY nope TO STDOUT;");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("42P01"),
+        "{out:?}"
+    );
+}

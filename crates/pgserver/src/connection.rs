@@ -154,6 +154,27 @@ impl ServerParameterProvider for ServerParameters {
     }
 }
 
+/// Bytes of `COPY ... TO STDOUT` data sent in one CopyData message, about.
+const COPY_OUT_CHUNK_BYTES: usize = 64 << 10;
+
+/// The fields of an encoded DataRow (length-prefixed, -1 for NULL).
+fn data_row_fields(row: &DataRow) -> Vec<Option<&[u8]>> {
+    let mut fields = Vec::with_capacity(usize::try_from(row.field_count).unwrap_or(0));
+    let mut rest: &[u8] = &row.data;
+    while rest.len() >= 4 {
+        let len = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+        rest = &rest[4..];
+        match usize::try_from(len) {
+            Ok(len) if len <= rest.len() => {
+                fields.push(Some(&rest[..len]));
+                rest = &rest[len..];
+            }
+            _ => fields.push(None),
+        }
+    }
+    fields
+}
+
 /// Trust authentication: any user, any database, no password.
 async fn accept_startup<C>(client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<bool>
 where
@@ -475,6 +496,9 @@ impl SimpleQueryHandler for ConnectionHandler {
         if let Some(spec) = copy::parse(&query.query) {
             return self.start_copy(client, spec).await;
         }
+        if let Some(out) = copy::parse_out(&query.query) {
+            return self.copy_out(client, out).await;
+        }
         let mut session = self.session.lock().await;
         let (results, mut error) = session.simple_query(&query.query).await;
         for result in &results {
@@ -752,6 +776,107 @@ impl ConnectionHandler {
                 Ok(())
             }
         }
+    }
+
+    /// `COPY ... TO STDOUT`: runs the query (in the session, as any statement), then
+    /// streams its rows in the COPY's format, `COPY_OUT_CHUNK_BYTES` to a message.
+    async fn copy_out<C>(
+        &self,
+        client: &mut C,
+        out: Result<(copy::CopySpec, String), SqlError>,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut session = self.session.lock().await;
+        let result = async {
+            let (spec, query) = out?;
+            let (mut results, error) = session.simple_query(&query).await;
+            if let Some(e) = error {
+                return Err(e);
+            }
+            match results.pop() {
+                Some(QueryResult::Rows {
+                    schema, batches, ..
+                }) => {
+                    let rows = values::encode_batches(&batches, &[])?;
+                    Ok((spec, schema, rows))
+                }
+                _ => Err(SqlError::new(
+                    "42601",
+                    "COPY needs a query that returns rows",
+                )),
+            }
+        }
+        .await;
+        let status = transaction_status(session.transaction_state());
+        drop(session);
+        match result {
+            Ok((spec, schema, rows)) => {
+                let columns = schema.fields().len();
+                client
+                    .feed(PgWireBackendMessage::CopyOutResponse(
+                        pgwire::messages::copy::CopyOutResponse::new(
+                            0,
+                            i16::try_from(columns).unwrap_or(i16::MAX),
+                            vec![0; columns],
+                        ),
+                    ))
+                    .await?;
+                let mut chunk = Vec::with_capacity(COPY_OUT_CHUNK_BYTES);
+                if spec.header {
+                    let names: Vec<Option<&[u8]>> = schema
+                        .fields()
+                        .iter()
+                        .map(|f| Some(f.name().as_bytes()))
+                        .collect();
+                    copy::encode_row(&spec, &names, &mut chunk);
+                }
+                for row in &rows {
+                    copy::encode_row(&spec, &data_row_fields(row), &mut chunk);
+                    if chunk.len() >= COPY_OUT_CHUNK_BYTES {
+                        let data = std::mem::take(&mut chunk);
+                        client
+                            .feed(PgWireBackendMessage::CopyData(
+                                pgwire::messages::copy::CopyData::new(data.into()),
+                            ))
+                            .await?;
+                    }
+                }
+                if !chunk.is_empty() {
+                    client
+                        .feed(PgWireBackendMessage::CopyData(
+                            pgwire::messages::copy::CopyData::new(chunk.into()),
+                        ))
+                        .await?;
+                }
+                client
+                    .feed(PgWireBackendMessage::CopyDone(
+                        pgwire::messages::copy::CopyDone::new(),
+                    ))
+                    .await?;
+                client
+                    .feed(PgWireBackendMessage::CommandComplete(
+                        Tag::new(&format!("COPY {}", rows.len())).into(),
+                    ))
+                    .await?;
+            }
+            Err(e) => {
+                client
+                    .feed(PgWireBackendMessage::ErrorResponse(error_info(&e).into()))
+                    .await?;
+            }
+        }
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        client.set_transaction_status(status);
+        client
+            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                status,
+            )))
+            .await?;
+        Ok(())
     }
 
     /// Inserts the rows decoded so far, as one INSERT.

@@ -1,3 +1,6 @@
+//! `COPY ... TO STDOUT` (`parse_out`, `encode_row`): a table's or a query's rows in the
+//! same formats, escaped and quoted as PostgreSQL writes them.
+//!
 //! `COPY table [(columns)] FROM STDIN`: the rows a client streams (psql's `\copy`, the
 //! default `pgbench -i`) in PostgreSQL's text or CSV format, inserted through the session's
 //! own INSERT path (types, defaults, constraints and indexes as for any INSERT) in batches,
@@ -98,6 +101,115 @@ pub(crate) fn parse(sql: &str) -> Option<Result<CopySpec, SqlError>> {
         &options,
         &legacy_options,
     ))
+}
+
+/// `Some` when `sql` is one `COPY table [(columns)] TO STDOUT` or `COPY (query) TO
+/// STDOUT` statement: its format, and the query whose rows it writes (`Err` when its
+/// options or target are not supported); `None` for anything else.
+pub(crate) fn parse_out(sql: &str) -> Option<Result<(CopySpec, String), SqlError>> {
+    let head = sql.trim_start();
+    if !head
+        .get(..4)
+        .is_some_and(|w| w.eq_ignore_ascii_case("copy"))
+    {
+        return None;
+    }
+    let (sql, trailing) = boolean_options_as_keywords(sql)?;
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, &sql).ok()?;
+    if statements.len() != 1 || trailing {
+        return None;
+    }
+    let Statement::Copy {
+        source,
+        to: true,
+        target,
+        options,
+        legacy_options,
+        ..
+    } = statements.pop()?
+    else {
+        return None;
+    };
+    if target != CopyTarget::Stdout {
+        return Some(Err(error(
+            "0A000",
+            "COPY TO a server file or program is not supported; use COPY ... TO STDOUT \
+             (psql's \\copy ... TO 'file' writes the client's file)",
+        )));
+    }
+    let (name, columns, query) = match source {
+        CopySource::Table {
+            table_name,
+            columns,
+        } => {
+            let list = if columns.is_empty() {
+                "*".to_string()
+            } else {
+                columns
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let query = format!("SELECT {list} FROM {table_name}");
+            (table_name.to_string(), columns, query)
+        }
+        CopySource::Query(query) => (String::new(), Vec::new(), query.to_string()),
+    };
+    Some(spec(name, &columns, &options, &legacy_options).map(|spec| (spec, query)))
+}
+
+/// Appends one row of a `COPY ... TO STDOUT` in `spec`'s format: fields are the values'
+/// PostgreSQL text (NULL as `None`), escaped or quoted as PostgreSQL writes them.
+pub(crate) fn encode_row(spec: &CopySpec, fields: &[Option<&[u8]>], out: &mut Vec<u8>) {
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(spec.delimiter);
+        }
+        let Some(value) = field else {
+            out.extend_from_slice(spec.null.as_bytes());
+            continue;
+        };
+        match spec.format {
+            Format::Text => {
+                for &b in *value {
+                    match b {
+                        b'\\' => out.extend_from_slice(b"\\\\"),
+                        b'\n' => out.extend_from_slice(b"\\n"),
+                        b'\r' => out.extend_from_slice(b"\\r"),
+                        b'\t' => out.extend_from_slice(b"\\t"),
+                        0x08 => out.extend_from_slice(b"\\b"),
+                        0x0b => out.extend_from_slice(b"\\v"),
+                        0x0c => out.extend_from_slice(b"\\f"),
+                        b if b == spec.delimiter => out.extend_from_slice(&[b'\\', b]),
+                        b => out.push(b),
+                    }
+                }
+            }
+            Format::Csv { quote, escape } => {
+                // NULL's text (the empty string by default) and `\.` (the end marker
+                // of old clients) are quoted to stay values.
+                let needs_quotes = *value == spec.null.as_bytes()
+                    || *value == b"\\.".as_slice()
+                    || value
+                        .iter()
+                        .any(|&b| b == spec.delimiter || b == quote || b == b'\n' || b == b'\r');
+                if !needs_quotes {
+                    out.extend_from_slice(value);
+                    continue;
+                }
+                out.push(quote);
+                for &b in *value {
+                    if b == quote || b == escape {
+                        out.push(escape);
+                    }
+                    out.push(b);
+                }
+                out.push(quote);
+            }
+        }
+    }
+    out.push(b'\n');
 }
 
 /// PostgreSQL takes `on`, `off`, `1` and `0` for a boolean option (`pgbench -i` sends
