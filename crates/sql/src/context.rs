@@ -123,6 +123,7 @@ impl StatementContext {
             ctx.register_udf(udf.as_ref().clone());
         }
         let catalog = MemoryCatalogProvider::new();
+        let pg_snapshot = snapshot.clone();
         let schema = FlotillaSchema {
             snapshot,
             view,
@@ -131,6 +132,12 @@ impl StatementContext {
         };
         catalog
             .register_schema("public", Arc::new(schema))
+            .expect("memory catalog accepts schemas");
+        catalog
+            .register_schema(
+                "pg_catalog",
+                Arc::new(crate::pg_catalog::PgCatalogSchema { snapshot: pg_snapshot }),
+            )
             .expect("memory catalog accepts schemas");
         ctx.register_catalog("datafusion", Arc::new(catalog));
         Self { ctx, now }

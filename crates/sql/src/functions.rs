@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::Array;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
@@ -130,6 +131,35 @@ impl ScalarUDFImpl for LocalTimestamp {
     }
 }
 
+/// `pg_table_is_visible(oid)`: whether a relation is on the search path. Every relation
+/// is, in the one schema `public`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct TableIsVisible {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for TableIsVisible {
+    fn name(&self) -> &str {
+        "pg_table_is_visible"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let oids = args.args[0].to_array(args.number_rows)?;
+        let visible: datafusion::arrow::array::BooleanArray = (0..oids.len())
+            .map(|i| (!oids.is_null(i)).then_some(true))
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(visible)))
+    }
+}
+
 /// The functions to register in every statement's context.
 pub(crate) fn all() -> Vec<Arc<ScalarUDF>> {
     // PostgreSQL's name for a random (version 4) UUID; DataFusion calls it `uuid()`.
@@ -145,6 +175,9 @@ pub(crate) fn all() -> Vec<Arc<ScalarUDF>> {
             signature: Signature::exact(vec![], Volatility::Stable),
         })),
         Arc::new(uuid),
+        Arc::new(ScalarUDF::new_from_impl(TableIsVisible {
+            signature: Signature::any(1, Volatility::Stable),
+        })),
         // Replaces DataFusion's, which takes chrono's patterns, not PostgreSQL's.
         Arc::new(ScalarUDF::new_from_impl(crate::to_char::ToChar::new())),
     ]

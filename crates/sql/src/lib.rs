@@ -16,6 +16,7 @@ mod fast;
 mod functions;
 mod overflow;
 mod params;
+mod pg_catalog;
 mod pg_text;
 mod psql;
 mod rows;

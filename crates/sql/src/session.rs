@@ -108,11 +108,33 @@ pub struct Session {
 const PARSER_RECURSION_LIMIT: usize = 500;
 
 fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
-    Parser::new(&PostgreSqlDialect {})
+    let mut statements = Parser::new(&PostgreSqlDialect {})
         .with_recursion_limit(PARSER_RECURSION_LIMIT)
         .try_with_sql(sql)
         .and_then(|mut p| p.parse_statements())
-        .map_err(|e| parser_error(&e, sql))
+        .map_err(|e| parser_error(&e, sql))?;
+    for statement in &mut statements {
+        unqualify_builtin_functions(statement);
+    }
+    Ok(statements)
+}
+
+/// Drivers and ORMs call built-in functions schema-qualified (`pg_catalog.version()`, as
+/// SQLAlchemy does on connect); the functions live unqualified here, so the `pg_catalog`
+/// qualifier goes.
+fn unqualify_builtin_functions(statement: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::{Expr, visit_expressions_mut};
+    let _ = visit_expressions_mut(statement, |e: &mut Expr| {
+        if let Expr::Function(f) = e
+            && f.name.0.len() == 2
+            && f.name.0[0]
+                .as_ident()
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("pg_catalog"))
+        {
+            f.name.0.remove(0);
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
 }
 
 fn single_text_column(name: &str, value: &str) -> QueryResult {
