@@ -38,6 +38,8 @@ pub struct SqlSection {
     pub query_memory_bytes_max: usize,
     /// Default and largest lock wait (`lock_timeout`), in milliseconds (55P03 past it).
     pub lock_wait_timeout_ms: u64,
+    /// Most savepoints open at once in one transaction (54000 past it).
+    pub savepoints_max: usize,
 }
 
 impl Default for SqlSection {
@@ -49,6 +51,7 @@ impl Default for SqlSection {
             rows_per_query_max: sql.rows_per_query_max,
             query_memory_bytes_max: sql.query_memory_bytes_max,
             lock_wait_timeout_ms: sql.lock_wait_timeout_ms,
+            savepoints_max: sql.savepoints_max,
         }
     }
 }

@@ -124,6 +124,7 @@ impl Standalone {
                 rows_per_query_max: config.sql.rows_per_query_max,
                 query_memory_bytes_max: config.sql.query_memory_bytes_max,
                 lock_wait_timeout_ms: config.sql.lock_wait_timeout_ms,
+                savepoints_max: config.sql.savepoints_max,
             },
         )
         .map_err(|e| StartError::Other(e.to_string()))?;

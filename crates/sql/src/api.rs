@@ -78,6 +78,9 @@ pub struct SqlConfig {
     pub query_memory_bytes_max: usize,
     /// Default lock wait (`lock_timeout`) in milliseconds; also the cap for `SET lock_timeout = 0`.
     pub lock_wait_timeout_ms: u64,
+    /// Most savepoints open at once in one transaction (54000 past it): each may hold a
+    /// copy of the transaction's buffered writes.
+    pub savepoints_max: usize,
 }
 
 impl Default for SqlConfig {
@@ -87,6 +90,7 @@ impl Default for SqlConfig {
             rows_per_query_max: 10_000_000,
             query_memory_bytes_max: 1024 * 1024 * 1024,
             lock_wait_timeout_ms: 50_000,
+            savepoints_max: 64,
         }
     }
 }

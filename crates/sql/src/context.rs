@@ -82,15 +82,32 @@ impl SchemaProvider for FlotillaSchema {
         if let Some(t) = self.overrides.get(name) {
             return Ok(Some(t.clone()));
         }
-        Ok(self.snapshot.table(name).map(|def| {
-            let with_handle = self.with_handle.as_deref() == Some(name);
-            Arc::new(KvTable::new(def.clone(), self.view.clone(), with_handle))
-                as Arc<dyn TableProvider>
-        }))
+        match self.snapshot.table(name) {
+            Some(def) => {
+                let with_handle = self.with_handle.as_deref() == Some(name);
+                Ok(Some(Arc::new(KvTable::new(
+                    def.clone(),
+                    self.view.clone(),
+                    with_handle,
+                ))))
+            }
+            // `pg_type` unqualified, as psycopg asks for it: PostgreSQL searches
+            // `pg_catalog` first.
+            None if crate::pg_catalog::TABLES.contains(&name) => {
+                crate::pg_catalog::PgCatalogSchema {
+                    snapshot: self.snapshot.clone(),
+                }
+                .table(name)
+                .await
+            }
+            None => Ok(None),
+        }
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.overrides.contains_key(name) || self.snapshot.tables.contains_key(name)
+        self.overrides.contains_key(name)
+            || self.snapshot.tables.contains_key(name)
+            || crate::pg_catalog::TABLES.contains(&name)
     }
 }
 
@@ -136,7 +153,9 @@ impl StatementContext {
         catalog
             .register_schema(
                 "pg_catalog",
-                Arc::new(crate::pg_catalog::PgCatalogSchema { snapshot: pg_snapshot }),
+                Arc::new(crate::pg_catalog::PgCatalogSchema {
+                    snapshot: pg_snapshot,
+                }),
             )
             .expect("memory catalog accepts schemas");
         ctx.register_catalog("datafusion", Arc::new(catalog));

@@ -8,20 +8,56 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::Array;
 use datafusion::arrow::array::{ArrayRef, BooleanArray, Int16Array, Int64Array, StringArray};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::datasource::MemTable;
+use datafusion::error::DataFusionError;
 use datafusion::error::Result as DfResult;
-use flotilla_catalog::{CatalogSnapshot, Identity, SqlType};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use flotilla_catalog::{CatalogRef, CatalogSnapshot, Identity, SqlType};
+
+use crate::error::SqlError;
 
 const PG_CATALOG_OID: i64 = 11;
 const PUBLIC_OID: i64 = 2200;
 /// The bootstrap superuser's OID, owner of everything.
 const OWNER_OID: i64 = 10;
 
-const TABLES: [&str; 4] = ["pg_namespace", "pg_class", "pg_attribute", "pg_type"];
+/// The tables of the schema; also found unqualified, as PostgreSQL searches `pg_catalog`
+/// first (a user table of the same name wins here).
+pub(crate) const TABLES: [&str; 4] = ["pg_namespace", "pg_class", "pg_attribute", "pg_type"];
+
+/// Every type name `regtype` knows, with its OID.
+const TYPE_NAMES: [(&str, i64); 22] = [
+    ("boolean", 16),
+    ("bool", 16),
+    ("smallint", 21),
+    ("int2", 21),
+    ("integer", 23),
+    ("int", 23),
+    ("int4", 23),
+    ("bigint", 20),
+    ("int8", 20),
+    ("real", 700),
+    ("float4", 700),
+    ("double precision", 701),
+    ("float8", 701),
+    ("numeric", 1700),
+    ("text", 25),
+    ("character varying", 1043),
+    ("varchar", 1043),
+    ("bpchar", 1042),
+    ("bytea", 17),
+    ("date", 1082),
+    ("timestamp", 1114),
+    ("timestamptz", 1184),
+];
 
 /// PostgreSQL's OID and name of a column type.
 fn pg_type(ty: &SqlType) -> (i64, &'static str) {
@@ -130,7 +166,10 @@ impl PgCatalogSchema {
                 Column::Text(rows.iter().map(|r| r.2.to_string()).collect()),
             ),
             ("relowner", Column::Int(vec![OWNER_OID; n])),
-            ("relhasindex", Column::Bool(rows.iter().map(|r| r.3).collect())),
+            (
+                "relhasindex",
+                Column::Bool(rows.iter().map(|r| r.3).collect()),
+            ),
             ("relpersistence", Column::Text(vec!["p".into(); n])),
             ("relispartition", Column::Bool(vec![false; n])),
             ("reltablespace", Column::Int(vec![0; n])),
@@ -204,6 +243,9 @@ impl PgCatalogSchema {
             ),
             ("typnamespace", Column::Int(vec![PG_CATALOG_OID; n])),
             ("typtype", Column::Text(vec!["b".into(); n])),
+            // No array types here (0, as for a type without one).
+            ("typarray", Column::Int(vec![0; n])),
+            ("typdelim", Column::Text(vec![",".into(); n])),
         ])
     }
 }
@@ -227,4 +269,167 @@ impl SchemaProvider for PgCatalogSchema {
     fn table_exist(&self, name: &str) -> bool {
         TABLES.contains(&name)
     }
+}
+
+/// Which OID type a cast names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum RegKind {
+    /// `regclass`: a relation's OID from its name.
+    Class,
+    /// `regtype`: a type's OID from its name.
+    Type,
+}
+
+impl RegKind {
+    /// The function a cast to this type becomes.
+    pub(crate) fn function(self) -> &'static str {
+        match self {
+            RegKind::Class => "flotilla_regclass",
+            RegKind::Type => "flotilla_regtype",
+        }
+    }
+
+    /// The kind of a cast's target type name, if it is one of these.
+    pub(crate) fn of(type_name: &str) -> Option<Self> {
+        match type_name {
+            "regclass" => Some(RegKind::Class),
+            "regtype" => Some(RegKind::Type),
+            _ => None,
+        }
+    }
+}
+
+/// `x::regclass` and `x::regtype`: a name (text) becomes its OID, an OID stays; an
+/// unknown name is an error (42P01, 42704), as in PostgreSQL, which drivers rely on.
+struct RegCast {
+    kind: RegKind,
+    catalog: CatalogRef,
+    signature: Signature,
+}
+
+impl std::fmt::Debug for RegCast {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegCast").field("kind", &self.kind).finish()
+    }
+}
+
+impl PartialEq for RegCast {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && Arc::ptr_eq(&self.catalog, &other.catalog)
+    }
+}
+
+impl Eq for RegCast {}
+
+impl std::hash::Hash for RegCast {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.kind.hash(state);
+    }
+}
+
+impl RegCast {
+    fn lookup(&self, name: &str) -> Result<i64, SqlError> {
+        let trimmed = name.trim();
+        let bare = trimmed
+            .strip_prefix("public.")
+            .or_else(|| trimmed.strip_prefix("pg_catalog."))
+            .unwrap_or(trimmed);
+        let folded = match bare.strip_prefix('"').and_then(|b| b.strip_suffix('"')) {
+            Some(quoted) => quoted.to_string(),
+            None => bare.to_lowercase(),
+        };
+        match self.kind {
+            RegKind::Type => TYPE_NAMES
+                .iter()
+                .find(|(n, _)| *n == folded)
+                .map(|(_, oid)| *oid)
+                .ok_or_else(|| SqlError::new("42704", format!("type \"{folded}\" does not exist"))),
+            RegKind::Class => {
+                let snapshot = self.catalog.snapshot();
+                let found = snapshot.tables.values().find_map(|t| {
+                    if t.name == folded {
+                        return Some(t.id);
+                    }
+                    t.indexes
+                        .iter()
+                        .find(|i| i.name == folded)
+                        .map(|i| index_oid(t.id, i.id))
+                        .or_else(|| {
+                            t.columns.iter().find_map(|c| {
+                                c.sequence
+                                    .as_ref()
+                                    .filter(|s| s.name == folded)
+                                    .map(|s| s.id)
+                            })
+                        })
+                });
+                found
+                    .or_else(|| snapshot.views.get(&folded).map(|v| v.id))
+                    .ok_or_else(|| {
+                        SqlError::new("42P01", format!("relation \"{folded}\" does not exist"))
+                    })
+            }
+        }
+    }
+}
+
+impl ScalarUDFImpl for RegCast {
+    fn name(&self) -> &str {
+        self.kind.function()
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Int64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let input = args.args[0].to_array(args.number_rows)?;
+        let out: Int64Array = match input.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                let names = cast(&input, &DataType::Utf8)?;
+                let names = names
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .ok_or_else(|| DataFusionError::Internal("names".into()))?;
+                let mut oids = Vec::with_capacity(names.len());
+                for i in 0..names.len() {
+                    oids.push(if names.is_null(i) {
+                        None
+                    } else {
+                        Some(
+                            self.lookup(names.value(i))
+                                .map_err(|e| DataFusionError::External(Box::new(e)))?,
+                        )
+                    });
+                }
+                Int64Array::from(oids)
+            }
+            _ => {
+                let oids = cast(&input, &DataType::Int64)?;
+                oids.as_any()
+                    .downcast_ref::<Int64Array>()
+                    .ok_or_else(|| DataFusionError::Internal("oids".into()))?
+                    .clone()
+            }
+        };
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+/// The `regclass` and `regtype` casts of a session, over its catalog.
+pub(crate) fn reg_udfs(catalog: &CatalogRef) -> Vec<Arc<ScalarUDF>> {
+    [RegKind::Class, RegKind::Type]
+        .into_iter()
+        .map(|kind| {
+            Arc::new(ScalarUDF::new_from_impl(RegCast {
+                kind,
+                catalog: catalog.clone(),
+                signature: Signature::any(1, Volatility::Stable),
+            }))
+        })
+        .collect()
 }

@@ -14,7 +14,9 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use flotilla_catalog::CatalogSnapshot;
-use flotilla_txn::{Transaction, TxnView};
+use flotilla_txn::{Transaction, TxnView, WriteMark};
+
+use crate::dml::ident_name;
 use flotilla_types::Timestamp;
 
 use crate::api::{PreparedStatement, QueryResult, TransactionState};
@@ -47,6 +49,18 @@ impl Isolation {
 struct Block {
     isolation: Isolation,
     failed: bool,
+    /// Open savepoints, oldest first, each with the transaction's buffered writes when it
+    /// was taken (`None`: no transaction had begun, so nothing was written).
+    savepoints: Vec<(String, Option<WriteMark>)>,
+}
+
+impl Block {
+    /// Marks the block failed; true if its transaction must end now (with no savepoint
+    /// to roll back to, only ROLLBACK can follow, so its locks go at once).
+    fn fail(&mut self) -> bool {
+        self.failed = true;
+        self.savepoints.is_empty()
+    }
 }
 
 /// An open transaction and its registration with the engine.
@@ -107,6 +121,23 @@ pub struct Session {
 /// 8 MiB of.
 const PARSER_RECURSION_LIMIT: usize = 500;
 
+/// 25P01: a transaction-block command outside a block.
+fn no_block(what: &str) -> SqlError {
+    SqlError::new(
+        "25P01",
+        format!("{what} can only be used in transaction blocks"),
+    )
+}
+
+/// The newest open savepoint named `name` (3B001 if none is).
+fn savepoint_position(block: &Block, name: &str) -> Result<usize, SqlError> {
+    block
+        .savepoints
+        .iter()
+        .rposition(|(n, _)| n == name)
+        .ok_or_else(|| SqlError::new("3B001", format!("savepoint \"{name}\" does not exist")))
+}
+
 fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
     let mut statements = Parser::new(&PostgreSqlDialect {})
         .with_recursion_limit(PARSER_RECURSION_LIMIT)
@@ -119,11 +150,15 @@ fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
     Ok(statements)
 }
 
-/// Drivers and ORMs call built-in functions schema-qualified (`pg_catalog.version()`, as
-/// SQLAlchemy does on connect); the functions live unqualified here, so the `pg_catalog`
-/// qualifier goes.
+/// What drivers and ORMs send that DataFusion reads otherwise: built-in functions called
+/// schema-qualified (`pg_catalog.version()`, as SQLAlchemy does on connect; the functions
+/// live unqualified here, so the qualifier goes), and casts to `regclass` and `regtype`
+/// (`'t'::regclass`), which become the functions that look the names up.
 fn unqualify_builtin_functions(statement: &mut Statement) {
-    use datafusion::sql::sqlparser::ast::{Expr, visit_expressions_mut};
+    use datafusion::sql::sqlparser::ast::{
+        DataType as AstType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList,
+        FunctionArguments, Ident, ObjectName, visit_expressions_mut,
+    };
     let _ = visit_expressions_mut(statement, |e: &mut Expr| {
         if let Expr::Function(f) = e
             && f.name.0.len() == 2
@@ -132,6 +167,34 @@ fn unqualify_builtin_functions(statement: &mut Statement) {
                 .is_some_and(|i| i.value.eq_ignore_ascii_case("pg_catalog"))
         {
             f.name.0.remove(0);
+        }
+        let reg = match e {
+            Expr::Cast {
+                data_type: AstType::Regclass,
+                ..
+            } => Some(crate::pg_catalog::RegKind::Class),
+            Expr::Cast {
+                data_type: AstType::Custom(name, _),
+                ..
+            } => crate::pg_catalog::RegKind::of(&crate::dml::relation_name(name)),
+            _ => None,
+        };
+        if let (Some(kind), Expr::Cast { expr, .. }) = (reg, &*e) {
+            let arg = FunctionArg::Unnamed(FunctionArgExpr::Expr((**expr).clone()));
+            *e = Expr::Function(Function {
+                name: ObjectName::from(vec![Ident::new(kind.function())]),
+                uses_odbc_syntax: false,
+                parameters: FunctionArguments::None,
+                args: FunctionArguments::List(FunctionArgumentList {
+                    duplicate_treatment: None,
+                    args: vec![arg],
+                    clauses: vec![],
+                }),
+                filter: None,
+                null_treatment: None,
+                over: None,
+                within_group: vec![],
+            });
         }
         std::ops::ControlFlow::<()>::Continue(())
     });
@@ -234,6 +297,7 @@ impl Session {
         let lock_timeout_ms = engine.config.lock_wait_timeout_ms;
         let sequences = crate::sequence::Sequences::new(engine.catalog.clone());
         let mut session_udfs = sequences.udfs();
+        session_udfs.extend(crate::pg_catalog::reg_udfs(&engine.catalog));
         session_udfs.extend(crate::functions::session_texts("postgres", "postgres"));
         Self {
             sequences,
@@ -253,6 +317,8 @@ impl Session {
     pub fn set_client(&mut self, user: &str, database: &str) {
         self.session_udfs = self.sequences.udfs();
         self.session_udfs
+            .extend(crate::pg_catalog::reg_udfs(&self.engine.catalog));
+        self.session_udfs
             .extend(crate::functions::session_texts(user, database));
     }
 
@@ -265,13 +331,13 @@ impl Session {
         }
     }
 
-    /// Marks an open transaction block failed (25P02 until ROLLBACK) and releases its
-    /// locks: for errors the wire protocol meets outside the session (a malformed Bind).
+    /// Marks an open transaction block failed (25P02 until ROLLBACK, or ROLLBACK TO a
+    /// savepoint) and, without a savepoint, releases its locks: for errors the wire protocol meets outside the session (a malformed Bind).
     pub async fn fail_transaction(&mut self) {
         if let Some(block) = &mut self.block
             && !block.failed
+            && block.fail()
         {
-            block.failed = true;
             let _ = self.finish_txn(false).await;
         }
     }
@@ -526,6 +592,7 @@ impl Session {
                 self.block = Some(Block {
                     isolation,
                     failed: false,
+                    savepoints: Vec::new(),
                 });
                 return Ok(command("BEGIN"));
             }
@@ -547,6 +614,22 @@ impl Session {
                 self.finish_txn(false).await?;
                 return Ok(command("ROLLBACK"));
             }
+            // Allowed in a failed block: it is the way back.
+            Statement::Rollback {
+                savepoint: Some(name),
+                ..
+            } => {
+                let result = self.rollback_to_savepoint(&ident_name(name));
+                // An unknown name fails the block like any error in it (the savepoints
+                // there are stay, so the transaction stays too).
+                if result.is_err()
+                    && let Some(block) = &mut self.block
+                    && block.fail()
+                {
+                    let _ = self.finish_txn(false).await;
+                }
+                return result;
+            }
             _ => {}
         }
         self.engine.check_schema_lease().await?;
@@ -560,15 +643,62 @@ impl Session {
             .with_hint("Issue ROLLBACK to end the failed transaction."));
         }
         let result = self.execute_in_transaction(statement).await;
-        if result.is_err() && self.block.is_some() {
-            // The whole block fails, as in PostgreSQL; release its locks now rather than
-            // at ROLLBACK so others need not wait for a client that may never send it.
-            if let Some(block) = &mut self.block {
-                block.failed = true;
-            }
+        if result.is_err()
+            && let Some(block) = &mut self.block
+            && block.fail()
+        {
+            // The whole block fails, as in PostgreSQL; with no savepoint to go back to,
+            // release its locks now rather than at ROLLBACK so others need not wait for a
+            // client that may never send it.
             let _ = self.finish_txn(false).await;
         }
         result
+    }
+
+    /// `SAVEPOINT name`: remembers the block's writes so far.
+    fn savepoint(&mut self, name: String) -> Result<QueryResult, SqlError> {
+        let max = self.engine.config.savepoints_max;
+        let mark = self.open.as_ref().map(|o| o.txn.write_mark());
+        let Some(block) = &mut self.block else {
+            return Err(no_block("SAVEPOINT"));
+        };
+        if block.savepoints.len() >= max {
+            return Err(SqlError::new(
+                "54000",
+                format!("more than {max} savepoints open in one transaction"),
+            )
+            .with_hint("Release savepoints no longer needed (RELEASE SAVEPOINT name)."));
+        }
+        block.savepoints.push((name, mark));
+        Ok(command("SAVEPOINT"))
+    }
+
+    /// `RELEASE SAVEPOINT name`: forgets it and every savepoint taken after it; the
+    /// writes since stay.
+    fn release_savepoint(&mut self, name: &str) -> Result<QueryResult, SqlError> {
+        let Some(block) = &mut self.block else {
+            return Err(no_block("RELEASE SAVEPOINT"));
+        };
+        let at = savepoint_position(block, name)?;
+        block.savepoints.truncate(at);
+        Ok(command("RELEASE"))
+    }
+
+    /// `ROLLBACK TO SAVEPOINT name`: undoes the writes made since it (the locks taken
+    /// stay until the transaction ends), forgets the savepoints taken after it, keeps it,
+    /// and lifts a failure of the block.
+    fn rollback_to_savepoint(&mut self, name: &str) -> Result<QueryResult, SqlError> {
+        let Some(block) = &mut self.block else {
+            return Err(no_block("ROLLBACK TO SAVEPOINT"));
+        };
+        let at = savepoint_position(block, name)?;
+        block.savepoints.truncate(at + 1);
+        let mark = block.savepoints[at].1.clone();
+        block.failed = false;
+        if let Some(open) = &mut self.open {
+            open.txn.rollback_to_mark(mark.as_ref());
+        }
+        Ok(command("ROLLBACK"))
     }
 
     async fn execute_in_transaction(
@@ -588,12 +718,9 @@ impl Session {
                 }
                 return self.show(&name);
             }
-            Statement::Rollback {
-                savepoint: Some(_), ..
-            }
-            | Statement::Savepoint { .. }
-            | Statement::ReleaseSavepoint { .. } => {
-                return Err(SqlError::unsupported("SAVEPOINT"));
+            Statement::Savepoint { name } => return self.savepoint(ident_name(name)),
+            Statement::ReleaseSavepoint { name } => {
+                return self.release_savepoint(&ident_name(name));
             }
             _ => {}
         }

@@ -2418,3 +2418,164 @@ async fn recursive_queries_over_integer_literals_plan_and_run() {
         vec!["0|root", "1|root/a", "2|root/a/b", "1|root/c"]
     );
 }
+
+/// The introspection ORMs send: SQLAlchemy's `has_table` query word for word, and
+/// `pg_catalog`-qualified calls.
+#[tokio::test]
+async fn pg_catalog_answers_orm_introspection() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE users (id SERIAL PRIMARY KEY, name VARCHAR(30) NOT NULL, n BIGINT)",
+    )
+    .await;
+    ok(&mut s, "CREATE VIEW v AS SELECT id FROM users").await;
+    let has_table = |name: &str| {
+        format!(
+            "SELECT pg_catalog.pg_class.relname FROM pg_catalog.pg_class JOIN pg_catalog.pg_namespace \
+             ON pg_catalog.pg_namespace.oid = pg_catalog.pg_class.relnamespace \
+             WHERE pg_catalog.pg_class.relname IN ('{name}'::VARCHAR) AND pg_catalog.pg_class.relkind = \
+             ANY (ARRAY['r'::VARCHAR, 'p'::VARCHAR, 'f'::VARCHAR, 'v'::VARCHAR, 'm'::VARCHAR]) \
+             AND pg_catalog.pg_table_is_visible(pg_catalog.pg_class.oid) \
+             AND pg_catalog.pg_namespace.nspname != 'pg_catalog'::VARCHAR"
+        )
+    };
+    assert_eq!(rows(&mut s, &has_table("users")).await, vec!["users"]);
+    assert_eq!(rows(&mut s, &has_table("v")).await, vec!["v"]);
+    assert!(rows(&mut s, &has_table("nope")).await.is_empty());
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT c.relname, c.relkind FROM pg_catalog.pg_class c \
+             WHERE c.relname LIKE 'users%' ORDER BY c.relname"
+        )
+        .await,
+        vec!["users|r", "users_id_seq|S", "users_pkey|i"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT a.attname, t.typname, a.attnotnull FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_class c ON a.attrelid = c.oid \
+             JOIN pg_catalog.pg_type t ON a.atttypid = t.oid \
+             WHERE c.relname = 'users' ORDER BY a.attnum"
+        )
+        .await,
+        vec!["id|int4|true", "name|varchar|true", "n|int8|false"]
+    );
+    // psycopg's TypeInfo.fetch, word for word: pg_type unqualified, names cast to
+    // regtype; an unknown type is 42704, which psycopg takes for "no such type".
+    let type_info = |name: &str| {
+        format!(
+            "SELECT typname AS name, oid, typarray AS array_oid, oid::regtype::text AS regtype, \
+             typdelim AS delimiter FROM pg_type t WHERE t.oid = '{name}'::regtype ORDER BY t.oid"
+        )
+    };
+    assert_eq!(
+        rows(&mut s, &type_info("int4")).await,
+        vec!["int4|23|0|23|,"]
+    );
+    assert_eq!(code(&mut s, &type_info("hstore")).await, "42704");
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT 'users'::regclass = c.oid FROM pg_class c WHERE relname = 'users'"
+        )
+        .await,
+        vec!["true"]
+    );
+    assert_eq!(code(&mut s, "SELECT 'nope'::regclass").await, "42P01");
+    let version = rows(
+        &mut s,
+        "SELECT pg_catalog.version(), pg_catalog.current_schema()",
+    )
+    .await;
+    assert!(
+        version[0].starts_with("PostgreSQL 15.0 (Flotilla"),
+        "{version:?}"
+    );
+    assert!(version[0].ends_with("|public"), "{version:?}");
+}
+
+#[tokio::test]
+async fn savepoints_undo_part_of_a_transaction_and_recover_a_failed_block() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE t (id INT PRIMARY KEY, v TEXT)").await;
+    // Outside a block they are refused, as in PostgreSQL.
+    assert_eq!(code(&mut s, "SAVEPOINT a").await, "25P01");
+    assert_eq!(code(&mut s, "ROLLBACK TO SAVEPOINT a").await, "25P01");
+    assert_eq!(code(&mut s, "RELEASE SAVEPOINT a").await, "25P01");
+
+    ok(&mut s, "BEGIN").await;
+    // A savepoint before the first statement rolls back to nothing written.
+    ok(&mut s, "SAVEPOINT first").await;
+    ok(&mut s, "INSERT INTO t VALUES (1, 'one')").await;
+    ok(&mut s, "SAVEPOINT a").await;
+    ok(&mut s, "INSERT INTO t VALUES (2, 'two')").await;
+    ok(&mut s, "UPDATE t SET v = 'uno' WHERE id = 1").await;
+    ok(&mut s, "SAVEPOINT b").await;
+    ok(&mut s, "DELETE FROM t").await;
+    assert_eq!(rows(&mut s, "SELECT count(*) FROM t").await, vec!["0"]);
+    ok(&mut s, "ROLLBACK TO SAVEPOINT b").await;
+    assert_eq!(
+        rows(&mut s, "SELECT id, v FROM t ORDER BY id").await,
+        vec!["1|uno", "2|two"]
+    );
+    ok(&mut s, "ROLLBACK TO a").await;
+    assert_eq!(
+        rows(&mut s, "SELECT id, v FROM t ORDER BY id").await,
+        vec!["1|one"]
+    );
+    // b was taken after a: rolling back to a forgot it.
+    assert_eq!(code(&mut s, "ROLLBACK TO SAVEPOINT b").await, "3B001");
+    // The unknown savepoint failed the block; rolling back to a known one recovers it.
+    assert_eq!(code(&mut s, "SELECT 1").await, "25P02");
+    ok(&mut s, "ROLLBACK TO SAVEPOINT a").await;
+    // A failing statement fails the block, and ROLLBACK TO undoes it and its writes.
+    ok(&mut s, "INSERT INTO t VALUES (3, 'three')").await;
+    assert_eq!(
+        code(&mut s, "INSERT INTO t VALUES (1, 'dup')").await,
+        "23505"
+    );
+    assert_eq!(code(&mut s, "SELECT 1").await, "25P02");
+    ok(&mut s, "ROLLBACK TO SAVEPOINT a").await;
+    ok(&mut s, "INSERT INTO t VALUES (4, 'four')").await;
+    ok(&mut s, "RELEASE SAVEPOINT a").await;
+    assert_eq!(code(&mut s, "RELEASE SAVEPOINT a").await, "3B001");
+    ok(&mut s, "ROLLBACK TO SAVEPOINT first").await;
+    ok(&mut s, "INSERT INTO t VALUES (5, 'five')").await;
+    ok(&mut s, "COMMIT").await;
+    assert_eq!(
+        rows(&mut s, "SELECT id, v FROM t ORDER BY id").await,
+        vec!["5|five"]
+    );
+
+    // Savepoints are bounded per transaction; past the bound, 54000 fails the block.
+    ok(&mut s, "BEGIN").await;
+    for i in 0..64 {
+        ok(&mut s, &format!("SAVEPOINT s{i}")).await;
+    }
+    assert_eq!(code(&mut s, "SAVEPOINT one_too_many").await, "54000");
+    ok(&mut s, "ROLLBACK TO SAVEPOINT s63").await;
+    ok(&mut s, "RELEASE SAVEPOINT s0").await;
+    ok(&mut s, "SAVEPOINT again").await;
+    ok(&mut s, "ROLLBACK").await;
+
+    // Another session waits for rows locked before a savepoint rolled back to, until
+    // the transaction ends (PostgreSQL releases them earlier; holding them is safe).
+    ok(&mut s, "BEGIN").await;
+    ok(&mut s, "SAVEPOINT a").await;
+    ok(&mut s, "UPDATE t SET v = 'x' WHERE id = 5").await;
+    ok(&mut s, "ROLLBACK TO SAVEPOINT a").await;
+    let mut other = db.session();
+    ok(&mut other, "SET lock_timeout = '50ms'").await;
+    assert_eq!(
+        code(&mut other, "UPDATE t SET v = 'y' WHERE id = 5").await,
+        "55P03"
+    );
+    ok(&mut s, "COMMIT").await;
+    ok(&mut other, "UPDATE t SET v = 'y' WHERE id = 5").await;
+    assert_eq!(rows(&mut s, "SELECT v FROM t").await, vec!["y"]);
+}

@@ -53,6 +53,13 @@ fn wall_clock_ms() -> u64 {
 /// Undo record of one buffered write: the key and what the buffer held before.
 type Undo = (Vec<u8>, Option<Option<Vec<u8>>>);
 
+/// A transaction's buffered writes at one moment (`Transaction::write_mark`).
+#[derive(Clone)]
+pub struct WriteMark {
+    buffer: Arc<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    bytes: usize,
+}
+
 /// A client-side transaction: buffers writes, takes pessimistic locks as statements write,
 /// and commits with two-phase commit (prewrite all, commit the primary, then the rest).
 pub struct Transaction {
@@ -293,6 +300,34 @@ impl Transaction {
     /// Buffers a deletion of `key`.
     pub fn delete(&mut self, key: Vec<u8>) -> Result<(), TxnError> {
         self.record(key, None)
+    }
+
+    /// The buffered writes as they are now, to come back to (a savepoint). Cheap: the
+    /// buffer is shared until the next write copies it.
+    pub fn write_mark(&self) -> WriteMark {
+        WriteMark {
+            buffer: self.buffer.clone(),
+            bytes: self.buffer_bytes,
+        }
+    }
+
+    /// Puts the buffered writes back as they were at `mark` (`None`: before the first
+    /// write). Locks taken since stay until the end of the transaction.
+    pub fn rollback_to_mark(&mut self, mark: Option<&WriteMark>) {
+        assert!(
+            self.statement_undo.is_none(),
+            "no statement is open at a savepoint"
+        );
+        match mark {
+            Some(m) => {
+                self.buffer = m.buffer.clone();
+                self.buffer_bytes = m.bytes;
+            }
+            None => {
+                self.buffer = Arc::new(BTreeMap::new());
+                self.buffer_bytes = 0;
+            }
+        }
     }
 
     /// Opens a statement: its writes can be undone as a unit.
