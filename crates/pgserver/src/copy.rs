@@ -58,9 +58,9 @@ pub(crate) struct CopySpec {
     pub(crate) header: bool,
 }
 
-/// `Some` when `sql` is one `COPY ... FROM STDIN` statement (`Err` when its options are
-/// not supported); `None` for anything else, which the session handles as usual.
-pub(crate) fn parse(sql: &str) -> Option<Result<CopySpec, SqlError>> {
+/// The statement of a query string that begins with COPY, if it parses, and whether
+/// another statement follows it.
+fn parse_copy(sql: &str) -> Option<(Statement, bool)> {
     let head = sql.trim_start();
     if !head
         .get(..4)
@@ -73,6 +73,13 @@ pub(crate) fn parse(sql: &str) -> Option<Result<CopySpec, SqlError>> {
     if statements.len() != 1 {
         return None;
     }
+    Some((statements.pop()?, trailing))
+}
+
+/// `Some` when `sql` is one `COPY ... FROM STDIN` statement (`Err` when its options are
+/// not supported); `None` for anything else, which the session handles as usual.
+pub(crate) fn parse(sql: &str) -> Option<Result<CopySpec, SqlError>> {
+    let (statement, trailing) = parse_copy(sql)?;
     let Statement::Copy {
         source: CopySource::Table {
             table_name,
@@ -83,7 +90,7 @@ pub(crate) fn parse(sql: &str) -> Option<Result<CopySpec, SqlError>> {
         options,
         legacy_options,
         values,
-    } = statements.pop()?
+    } = statement
     else {
         return None;
     };
@@ -107,16 +114,8 @@ pub(crate) fn parse(sql: &str) -> Option<Result<CopySpec, SqlError>> {
 /// STDOUT` statement: its format, and the query whose rows it writes (`Err` when its
 /// options or target are not supported); `None` for anything else.
 pub(crate) fn parse_out(sql: &str) -> Option<Result<(CopySpec, String), SqlError>> {
-    let head = sql.trim_start();
-    if !head
-        .get(..4)
-        .is_some_and(|w| w.eq_ignore_ascii_case("copy"))
-    {
-        return None;
-    }
-    let (sql, trailing) = boolean_options_as_keywords(sql)?;
-    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, &sql).ok()?;
-    if statements.len() != 1 || trailing {
+    let (statement, trailing) = parse_copy(sql)?;
+    if trailing {
         return None;
     }
     let Statement::Copy {
@@ -126,7 +125,7 @@ pub(crate) fn parse_out(sql: &str) -> Option<Result<(CopySpec, String), SqlError
         options,
         legacy_options,
         ..
-    } = statements.pop()?
+    } = statement
     else {
         return None;
     };

@@ -14,9 +14,9 @@ use datafusion::scalar::ScalarValue;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    AssignmentTarget, Delete, Expr, FromTable, Ident, Insert, ObjectName, OnConflictAction,
-    OnInsert, Query, SelectItem, SetExpr, Statement, TableAlias, TableAliasColumnDef, TableFactor,
-    TableObject, TableWithJoins, Update, VisitMut, VisitorMut,
+    Assignment, AssignmentTarget, Delete, Expr, FromTable, Ident, Insert, ObjectName,
+    OnConflictAction, OnInsert, Query, SelectItem, SetExpr, Statement, TableAlias,
+    TableAliasColumnDef, TableFactor, TableObject, TableWithJoins, Update, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -1266,8 +1266,17 @@ fn select_of_row(
 
 /// The positions of the assigned columns, checked.
 fn assignment_targets(table: &TableDef, update: &Update) -> Result<Vec<usize>, SqlError> {
+    assignment_positions(table, &update.assignments)
+}
+
+/// The positions of the columns `assignments` assign (UPDATE's SET, ON CONFLICT's),
+/// checked: each a column of `table`, none twice.
+pub(crate) fn assignment_positions(
+    table: &TableDef,
+    assignments: &[Assignment],
+) -> Result<Vec<usize>, SqlError> {
     let mut targets = Vec::new();
-    for a in &update.assignments {
+    for a in assignments {
         let AssignmentTarget::ColumnName(name) = &a.target else {
             return Err(SqlError::unsupported("assignment to a tuple of columns"));
         };

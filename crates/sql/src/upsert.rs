@@ -15,17 +15,16 @@ use std::sync::Arc;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use datafusion::scalar::ScalarValue;
-use datafusion::sql::sqlparser::ast::{
-    Assignment, AssignmentTarget, ConflictTarget, DoUpdate, Expr,
-};
+use datafusion::sql::sqlparser::ast::{Assignment, ConflictTarget, DoUpdate, Expr};
 use flotilla_catalog::{Handle, IndexDef, IndexState, TableDef};
 use flotilla_codec::Datum;
 use flotilla_txn::TxnError;
 use flotilla_types::Timestamp;
 
 use crate::dml::{
-    RowChange, always_generated, apply_updates, claimed_keys, default_array, ident_name,
-    is_default_keyword, parse_one, put_row, quote, relation_name, rows_to_batch, unique_violation,
+    RowChange, always_generated, apply_updates, assignment_positions, claimed_keys, default_array,
+    ident_name, is_default_keyword, parse_one, put_row, quote, relation_name, rows_to_batch,
+    unique_violation,
 };
 use crate::error::{SqlError, datafusion_error};
 use crate::fast::{Lookup, buffered, fetch, lock_and_fetch};
@@ -114,36 +113,17 @@ pub(crate) fn resolve<'a>(
             "there is no unique or exclusion constraint matching the ON CONFLICT specification",
         )
     })?;
-    let mut assignments: Vec<(usize, Option<&Expr>)> = Vec::new();
-    for Assignment { target, value } in &update.assignments {
-        let AssignmentTarget::ColumnName(name) = target else {
-            return Err(SqlError::unsupported("assignment to a tuple of columns"));
-        };
-        let col = relation_name(name);
-        let pos = table
-            .columns
-            .iter()
-            .position(|c| c.name == col)
-            .ok_or_else(|| {
-                SqlError::new(
-                    "42703",
-                    format!(
-                        "column \"{col}\" of relation \"{}\" does not exist",
-                        table.name
-                    ),
-                )
-            })?;
-        if assignments.iter().any(|(p, _)| *p == pos) {
-            return Err(SqlError::new(
-                "42601",
-                format!("multiple assignments to same column \"{col}\""),
-            ));
-        }
+    let positions = assignment_positions(table, &update.assignments)?;
+    let mut assignments: Vec<(usize, Option<&Expr>)> = Vec::with_capacity(positions.len());
+    for (pos, Assignment { value, .. }) in positions.into_iter().zip(&update.assignments) {
         let default = is_default_keyword(value);
         if always_generated(&table.columns[pos]) && !default {
             return Err(SqlError::new(
                 "428C9",
-                format!("column \"{col}\" can only be updated to DEFAULT"),
+                format!(
+                    "column \"{}\" can only be updated to DEFAULT",
+                    table.columns[pos].name
+                ),
             ));
         }
         assignments.push((pos, (!default).then_some(value)));
