@@ -224,6 +224,7 @@ fn pg_column_name(expr: &Expr) -> (String, bool) {
             (name.into(), false)
         }
         Expr::Case { .. } => ("case".into(), false),
+        Expr::Array(_) => ("array".into(), false),
         Expr::Exists { .. } => ("exists".into(), false),
         Expr::Subquery(q) => match q.body.as_ref() {
             SetExpr::Select(select) => match select.projection.first() {

@@ -75,6 +75,7 @@ pub(crate) fn session_texts(user: &str, database: &str) -> Vec<Arc<ScalarUDF>> {
         ("current_user", user),
         ("session_user", user),
         ("user", user),
+        ("current_role", user),
         ("current_database", database),
         ("current_catalog", database),
         ("current_schema", "public"),

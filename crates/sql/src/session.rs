@@ -150,8 +150,8 @@ fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
     Ok(statements)
 }
 
-/// What drivers and ORMs send that DataFusion reads otherwise: built-in functions called
-/// schema-qualified (`pg_catalog.version()`, as SQLAlchemy does on connect; the functions
+/// What drivers and ORMs send that DataFusion reads otherwise: `current_schema` and
+/// `current_role` without parentheses, built-in functions called schema-qualified (`pg_catalog.version()`, as SQLAlchemy does on connect; the functions
 /// live unqualified here, so the qualifier goes), and casts to `regclass` and `regtype`
 /// (`'t'::regclass`), which become the functions that look the names up.
 fn unqualify_builtin_functions(statement: &mut Statement) {
@@ -167,6 +167,25 @@ fn unqualify_builtin_functions(statement: &mut Statement) {
                 .is_some_and(|i| i.value.eq_ignore_ascii_case("pg_catalog"))
         {
             f.name.0.remove(0);
+        }
+        // Reserved words in PostgreSQL that name functions without parentheses;
+        // sqlparser reads these two as column names.
+        if let Expr::Identifier(i) = e
+            && i.quote_style.is_none()
+            && ["current_schema", "current_role"]
+                .iter()
+                .any(|w| i.value.eq_ignore_ascii_case(w))
+        {
+            *e = Expr::Function(Function {
+                name: ObjectName::from(vec![Ident::new(i.value.to_lowercase())]),
+                uses_odbc_syntax: false,
+                parameters: FunctionArguments::None,
+                args: FunctionArguments::None,
+                filter: None,
+                null_treatment: None,
+                over: None,
+                within_group: vec![],
+            });
         }
         let reg = match e {
             Expr::Cast {

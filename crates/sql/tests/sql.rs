@@ -1259,6 +1259,14 @@ async fn unnamed_output_columns_get_postgres_names() {
         ),
         vec!["b", "a", "current_timestamp", "current_date", "now"]
     );
+    assert_eq!(
+        names(
+            run(&mut s, "SELECT ARRAY[1, 2], current_schema, current_user")
+                .await
+                .unwrap()
+        ),
+        vec!["array", "current_schema", "current_user"]
+    );
     // Around a `*`, and repeating a column the `*` expands to.
     assert_eq!(
         names(
@@ -2110,11 +2118,11 @@ async fn session_functions_name_the_client_and_the_transaction_time() {
     assert_eq!(
         rows(
             &mut s,
-            "SELECT current_user, session_user, user, current_database(), current_catalog, \
-             current_schema()"
+            "SELECT current_user, session_user, user, current_role, current_database(), \
+             current_catalog, current_schema(), current_schema AS bare"
         )
         .await,
-        vec!["alice|alice|alice|appdb|appdb|public"]
+        vec!["alice|alice|alice|alice|appdb|appdb|public|public"]
     );
     // localtimestamp is the transaction's start, like now(), without a time zone.
     ok(&mut s, "BEGIN").await;
