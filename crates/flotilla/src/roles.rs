@@ -486,7 +486,8 @@ pub async fn run_store(args: StoreArgs) -> anyhow::Result<()> {
 
 #[derive(clap::Args)]
 pub struct SqlArgs {
-    /// TOML file with these settings (addr, meta); flags win.
+    /// TOML file with these settings (addr, meta) and a `[sql]` section of limits as the
+    /// standalone's; flags win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// PostgreSQL protocol listen address [default: 127.0.0.1:5434].
@@ -502,6 +503,19 @@ pub struct SqlArgs {
 struct SqlFile {
     addr: Option<SocketAddr>,
     meta: Option<String>,
+    /// The SQL limits, as the standalone's `[sql]` section (its defaults when absent).
+    #[serde(default)]
+    sql: flotilla_server::SqlSection,
+}
+
+impl SqlFile {
+    /// The node's configuration: these limits, over the meta service at `meta`.
+    fn node_config(&self, meta: &str) -> SqlNodeConfig {
+        let mut config = SqlNodeConfig::new(parse_endpoints(meta));
+        config.sql = self.sql.sql_config();
+        config.max_connections = self.sql.max_connections;
+        config
+    }
 }
 
 pub async fn run_sql(args: SqlArgs) -> anyhow::Result<()> {
@@ -512,12 +526,12 @@ pub async fn run_sql(args: SqlArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| "127.0.0.1:5434".parse().expect("valid address"));
     let meta = args
         .meta
-        .or(file.meta)
+        .or(file.meta.clone())
         .unwrap_or_else(|| "127.0.0.1:2379".into());
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    let node = SqlNode::start(SqlNodeConfig::new(parse_endpoints(&meta)), listener).await?;
+    let node = SqlNode::start(file.node_config(&meta), listener).await?;
     println!("flotilla sql serving PostgreSQL on {}", node.addr());
     println!(
         "connect with: psql -h {} -p {} -U postgres postgres",
@@ -532,6 +546,24 @@ pub async fn run_sql(args: SqlArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sql_node_takes_the_sql_limits_of_its_config_file() {
+        let file: SqlFile = toml::from_str(
+            "meta = \"127.0.0.1:2379\"\n[sql]\nsavepoints_max = 3\nmax_connections = 7\n",
+        )
+        .unwrap();
+        let config = file.node_config("127.0.0.1:2379");
+        assert_eq!(config.sql.savepoints_max, 3);
+        assert_eq!(config.max_connections, 7);
+        // Unset limits keep their defaults; an unknown one is refused.
+        assert_eq!(
+            config.sql.rows_per_query_max,
+            flotilla_server::SqlSection::default().rows_per_query_max
+        );
+        let bad = toml::from_str::<SqlFile>("[sql]\nsavepoint_max = 3\n");
+        assert!(bad.is_err());
+    }
 
     #[test]
     fn labels_parse_and_bad_ones_are_refused_with_what_is_wrong() {

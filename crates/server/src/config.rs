@@ -56,6 +56,19 @@ impl Default for SqlSection {
     }
 }
 
+impl SqlSection {
+    /// The SQL engine's limits these settings give.
+    pub fn sql_config(&self) -> flotilla_sql::SqlConfig {
+        flotilla_sql::SqlConfig {
+            statement_bytes_max: self.statement_bytes_max,
+            rows_per_query_max: self.rows_per_query_max,
+            query_memory_bytes_max: self.query_memory_bytes_max,
+            lock_wait_timeout_ms: self.lock_wait_timeout_ms,
+            savepoints_max: self.savepoints_max,
+        }
+    }
+}
+
 /// Storage settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]

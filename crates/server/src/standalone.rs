@@ -4,7 +4,7 @@ use std::sync::Arc;
 use flotilla_catalog::LocalCatalog;
 use flotilla_ddl::{JobQueue, LocalDdl};
 use flotilla_pgserver::PgServerConfig;
-use flotilla_sql::{SqlConfig, SqlEngine};
+use flotilla_sql::SqlEngine;
 use flotilla_storage::{EngineRef, FjallEngine, FjallOptions, SyncPolicy};
 use flotilla_tso::LocalTso;
 use flotilla_txn::LocalTxnKv;
@@ -114,20 +114,8 @@ impl Standalone {
             .map_err(|e| storage_err(format!("clearing the schema leases of the last run: {e}")))?;
         let ddl = LocalDdl::start(jobs.clone());
         let tso_for_gc: flotilla_tso::TsoRef = tso.clone();
-        let sql = SqlEngine::new(
-            kv,
-            tso,
-            catalog,
-            ddl,
-            SqlConfig {
-                statement_bytes_max: config.sql.statement_bytes_max,
-                rows_per_query_max: config.sql.rows_per_query_max,
-                query_memory_bytes_max: config.sql.query_memory_bytes_max,
-                lock_wait_timeout_ms: config.sql.lock_wait_timeout_ms,
-                savepoints_max: config.sql.savepoints_max,
-            },
-        )
-        .map_err(|e| StartError::Other(e.to_string()))?;
+        let sql = SqlEngine::new(kv, tso, catalog, ddl, config.sql.sql_config())
+            .map_err(|e| StartError::Other(e.to_string()))?;
 
         let sql_listener = tokio::net::TcpListener::bind(config.sql_addr)
             .await
