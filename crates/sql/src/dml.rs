@@ -691,15 +691,7 @@ fn insert_targets(table: &TableDef, insert: &Insert) -> Result<Vec<usize>, SqlEr
             .columns
             .iter()
             .position(|c| c.name == name)
-            .ok_or_else(|| {
-                SqlError::new(
-                    "42703",
-                    format!(
-                        "column \"{name}\" of relation \"{}\" does not exist",
-                        table.name
-                    ),
-                )
-            })?;
+            .ok_or_else(|| no_such_column(table, &name))?;
         if targets.contains(&pos) {
             return Err(SqlError::new(
                 "42701",
@@ -759,6 +751,17 @@ fn check_identity_insert(
         }
     }
     Ok(())
+}
+
+/// 42703: `table` has no column `name`.
+pub(crate) fn no_such_column(table: &TableDef, name: &str) -> SqlError {
+    SqlError::new(
+        "42703",
+        format!(
+            "column \"{name}\" of relation \"{}\" does not exist",
+            table.name
+        ),
+    )
 }
 
 fn default_expr(table: &TableDef, pos: usize) -> Result<Expr, SqlError> {
@@ -1286,15 +1289,7 @@ pub(crate) fn assignment_positions(
             .columns
             .iter()
             .position(|c| c.name == col)
-            .ok_or_else(|| {
-                SqlError::new(
-                    "42703",
-                    format!(
-                        "column \"{col}\" of relation \"{}\" does not exist",
-                        table.name
-                    ),
-                )
-            })?;
+            .ok_or_else(|| no_such_column(table, &col))?;
         if targets.contains(&pos) {
             return Err(SqlError::new(
                 "42601",

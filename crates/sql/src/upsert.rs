@@ -23,8 +23,8 @@ use flotilla_types::Timestamp;
 
 use crate::dml::{
     RowChange, always_generated, apply_updates, assignment_positions, claimed_keys, default_array,
-    ident_name, is_default_keyword, parse_one, put_row, quote, relation_name, rows_to_batch,
-    unique_violation,
+    ident_name, is_default_keyword, no_such_column, parse_one, put_row, quote, relation_name,
+    rows_to_batch, unique_violation,
 };
 use crate::error::{SqlError, datafusion_error};
 use crate::fast::{Lookup, buffered, fetch, lock_and_fetch};
@@ -70,15 +70,9 @@ pub(crate) fn resolve<'a>(
             let mut wanted = Vec::with_capacity(columns.len());
             for c in columns {
                 let name = ident_name(c);
-                let column = table.column(&name).ok_or_else(|| {
-                    SqlError::new(
-                        "42703",
-                        format!(
-                            "column \"{name}\" of relation \"{}\" does not exist",
-                            table.name
-                        ),
-                    )
-                })?;
+                let column = table
+                    .column(&name)
+                    .ok_or_else(|| no_such_column(table, &name))?;
                 wanted.push(column.id);
             }
             wanted.sort_unstable();
