@@ -1087,19 +1087,26 @@ async fn execute_insert(
     let mut upsert = None;
     let do_nothing = match &insert.on {
         None => false,
-        Some(OnInsert::OnConflict(c)) => match &c.action {
-            OnConflictAction::DoNothing => true,
-            OnConflictAction::DoUpdate(update) => {
-                let alias = insert.table_alias.as_ref().map(|a| ident_name(&a.alias));
-                upsert = Some(crate::upsert::resolve(
-                    &table,
-                    alias,
-                    c.conflict_target.as_ref(),
-                    update,
-                )?);
-                false
-            }
-        },
+        // Without a target, a conflict on any unique key skips the row.
+        Some(OnInsert::OnConflict(c))
+            if c.conflict_target.is_none() && c.action == OnConflictAction::DoNothing =>
+        {
+            true
+        }
+        Some(OnInsert::OnConflict(c)) => {
+            let alias = insert.table_alias.as_ref().map(|a| ident_name(&a.alias));
+            let update = match &c.action {
+                OnConflictAction::DoNothing => None,
+                OnConflictAction::DoUpdate(update) => Some(update),
+            };
+            upsert = Some(crate::upsert::resolve(
+                &table,
+                alias,
+                c.conflict_target.as_ref(),
+                update,
+            )?);
+            false
+        }
         Some(_) => return Err(SqlError::unsupported("this ON clause of INSERT")),
     };
     let (batches, mut all_rows): (Vec<RecordBatch>, Vec<Vec<Datum>>) = match &insert.source {

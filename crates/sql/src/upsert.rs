@@ -39,10 +39,14 @@ const UPSERT_ATTEMPTS_MAX: u32 = 16;
 /// The name the proposed row is read by in the SET and WHERE expressions.
 const EXCLUDED: &str = "excluded";
 
-/// A resolved `ON CONFLICT ... DO UPDATE`.
+/// A resolved `ON CONFLICT (target) DO UPDATE` or `ON CONFLICT (target) DO NOTHING`.
 pub(crate) struct Upsert<'a> {
-    /// The unique index (or clustered primary key) whose conflicts turn into updates.
+    /// The unique index (or clustered primary key) whose conflicts turn into updates, or
+    /// are skipped.
     arbiter: &'a IndexDef,
+    /// DO UPDATE (else DO NOTHING: a row conflicting on the arbiter is skipped, one
+    /// conflicting on another unique key is an error).
+    update: bool,
     /// Assigned column positions and their expressions (`None`: DEFAULT).
     assignments: Vec<(usize, Option<&'a Expr>)>,
     selection: Option<&'a Expr>,
@@ -50,12 +54,13 @@ pub(crate) struct Upsert<'a> {
     target_name: String,
 }
 
-/// Resolves the conflict target and the assignments against `table`.
+/// Resolves the conflict target and the assignments (`None`: DO NOTHING) against
+/// `table`.
 pub(crate) fn resolve<'a>(
     table: &'a TableDef,
     alias: Option<String>,
     target: Option<&ConflictTarget>,
-    update: &'a DoUpdate,
+    update: Option<&'a DoUpdate>,
 ) -> Result<Upsert<'a>, SqlError> {
     let usable = |i: &&IndexDef| i.unique && i.state == IndexState::Public;
     let arbiter = match target {
@@ -107,9 +112,13 @@ pub(crate) fn resolve<'a>(
             "there is no unique or exclusion constraint matching the ON CONFLICT specification",
         )
     })?;
-    let positions = assignment_positions(table, &update.assignments)?;
+    let (set, selection): (&[Assignment], _) = match update {
+        Some(u) => (&u.assignments, u.selection.as_ref()),
+        None => (&[], None),
+    };
+    let positions = assignment_positions(table, set)?;
     let mut assignments: Vec<(usize, Option<&Expr>)> = Vec::with_capacity(positions.len());
-    for (pos, Assignment { value, .. }) in positions.into_iter().zip(&update.assignments) {
+    for (pos, Assignment { value, .. }) in positions.into_iter().zip(set) {
         let default = is_default_keyword(value);
         if always_generated(&table.columns[pos]) && !default {
             return Err(SqlError::new(
@@ -124,8 +133,9 @@ pub(crate) fn resolve<'a>(
     }
     Ok(Upsert {
         arbiter,
+        update: update.is_some(),
         assignments,
-        selection: update.selection.as_ref(),
+        selection,
         target_name: alias.unwrap_or_else(|| table.name.clone()),
     })
 }
@@ -237,6 +247,34 @@ async fn try_insert(
 }
 
 impl Upsert<'_> {
+    /// True if the row at `key` holds `row`'s arbiter values: the newest version under
+    /// READ COMMITTED, the snapshot's under REPEATABLE READ (this transaction's own in
+    /// either).
+    async fn holder(
+        &self,
+        session: &Session,
+        table: &TableDef,
+        key: &[u8],
+        row: &[Datum],
+        read_ts: Timestamp,
+    ) -> Result<bool, SqlError> {
+        let filters: Vec<(usize, Datum)> = self
+            .arbiter
+            .columns
+            .iter()
+            .filter_map(|id| table.column_position(*id))
+            .map(|pos| (pos, row[pos].clone()))
+            .collect();
+        let ts = match session.isolation() {
+            Isolation::ReadCommitted => Timestamp::MAX,
+            _ => read_ts,
+        };
+        let lookup = Lookup::Record(key.to_vec());
+        Ok(fetch(session, table, &lookup, &filters, ts)
+            .await?
+            .is_some())
+    }
+
     /// The arbiter's key of `row` (its record key for the primary key).
     fn arbiter_key(&self, table: &TableDef, row: &[Datum]) -> Option<Vec<u8>> {
         if self.arbiter.clustered {
@@ -337,7 +375,15 @@ impl Upsert<'_> {
                     ));
                 }
                 let record = arbiter_record(session, table, self.arbiter, &row, read_ts).await?;
-                if let Some(key) = record
+                if !self.update {
+                    // DO NOTHING: skip a row whose arbiter values a row holds, without
+                    // locking that row (PostgreSQL does not lock it either).
+                    if let Some(key) = &record
+                        && self.holder(session, table, key, &row, read_ts).await?
+                    {
+                        break;
+                    }
+                } else if let Some(key) = record
                     && let Some((old, handle, stored)) =
                         lock_existing(session, table, self.arbiter, &key, &row, read_ts).await?
                 {

@@ -2262,6 +2262,42 @@ async fn insert_on_conflict_do_update_inserts_or_updates_each_row() {
         rows(&mut s, "SELECT k, v, n, email FROM kv ORDER BY k").await,
         vec!["1|z|100|a@x", "2|bB|2|b@x", "3|c|0|NULL"]
     );
+    // DO NOTHING with a target skips rows conflicting on it (a row proposed twice too),
+    // and refuses one conflicting on another unique key; without a target it skips both.
+    assert_eq!(
+        ok(
+            &mut s,
+            "INSERT INTO kv (k, v) VALUES (1, 'skip'), (6, 'six'), (6, 'again') \
+             ON CONFLICT (k) DO NOTHING"
+        )
+        .await,
+        "INSERT 0 1"
+    );
+    assert_eq!(
+        code(
+            &mut s,
+            "INSERT INTO kv VALUES (8, 'e', 0, 'a@x') ON CONFLICT (k) DO NOTHING"
+        )
+        .await,
+        "23505"
+    );
+    assert_eq!(
+        ok(
+            &mut s,
+            "INSERT INTO kv VALUES (8, 'e', 0, 'a@x') ON CONFLICT DO NOTHING"
+        )
+        .await,
+        "INSERT 0 0"
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT k, v FROM kv WHERE k IN (1, 6, 8) ORDER BY k"
+        )
+        .await,
+        vec!["1|z", "6|six"]
+    );
+    ok(&mut s, "DELETE FROM kv WHERE k = 6").await;
     // Changing the primary key on conflict moves the row; DEFAULT takes the default.
     ok(
         &mut s,
@@ -2353,6 +2389,15 @@ async fn an_upsert_meeting_a_row_newer_than_its_snapshot_is_a_serialization_fail
             format!("INSERT INTO t VALUES (1, 1, 5) ON CONFLICT ({target}) DO UPDATE SET v = 9");
         assert_eq!(code(&mut b, &sql).await, "40001", "{target}");
         ok(&mut b, "ROLLBACK").await;
+        // DO NOTHING too: the snapshot cannot see the row it would skip for.
+        ok(&mut b, "BEGIN ISOLATION LEVEL REPEATABLE READ").await;
+        ok(&mut b, "SELECT count(*) FROM t WHERE k < 0").await;
+        ok(&mut a, "INSERT INTO t VALUES (2, 2, 0)").await;
+        let nothing = format!("INSERT INTO t VALUES (2, 2, 5) ON CONFLICT ({target}) DO NOTHING");
+        assert_eq!(code(&mut b, &nothing).await, "40001", "{target}");
+        ok(&mut b, "ROLLBACK").await;
+        ok(&mut b, &nothing).await;
+        ok(&mut a, "DELETE FROM t WHERE k = 2").await;
         assert_eq!(rows(&mut a, "SELECT v FROM t").await, vec!["0"]);
         // The same under READ COMMITTED updates the row.
         ok(&mut b, &sql).await;
