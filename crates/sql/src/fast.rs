@@ -290,7 +290,7 @@ pub(crate) fn buffered(session: &Session, key: &[u8]) -> bool {
 /// updates the newest version of a row it waited for once the row still matches; the
 /// caller computes the new row from the returned one. A row that does not match is
 /// unlocked again.
-pub(crate) async fn lock_and_fetch(
+async fn lock_and_fetch(
     session: &mut Session,
     table: &TableDef,
     key: &[u8],

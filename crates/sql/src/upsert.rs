@@ -27,7 +27,7 @@ use crate::dml::{
     rows_to_batch, unique_violation,
 };
 use crate::error::{SqlError, datafusion_error};
-use crate::fast::{Lookup, buffered, fetch, lock_and_fetch};
+use crate::fast::{Lookup, buffered, fetch};
 use crate::rows::{index_entry, primary_handle, row_id_handle, row_key};
 use crate::session::{Isolation, Session};
 use crate::types::{cast_to_column, datum_at, fit_to_column};
@@ -211,7 +211,27 @@ async fn lock_existing(
         let lookup = Lookup::Record(key.to_vec());
         return fetch(session, table, &lookup, &filters, read_ts).await;
     }
-    lock_and_fetch(session, table, key, &filters).await
+    // Locked as a point UPDATE locks (the newest version under READ COMMITTED), and kept
+    // locked even when no row matches: the insert that follows claims the key anyway,
+    // and a lock given back in between can be judged lapsed by a transaction waiting on
+    // it, which then refuses this one's claim (seen in CI as a spurious 40001).
+    let handle = crate::rows::handle_of_key(table, key)?.to_vec();
+    let newest = session.isolation() == Isolation::ReadCommitted;
+    let txn = &mut session.open.as_mut().expect("open transaction").txn;
+    let keys = vec![(key.to_vec(), false)];
+    let locked = if newest {
+        txn.lock_keys_newest(keys).await?
+    } else {
+        txn.lock_keys(keys, true).await?
+    };
+    let Some(value) = locked.into_iter().next().flatten() else {
+        return Ok(None);
+    };
+    let existing = crate::rows::decode_row_value(table, &value)?;
+    Ok(filters
+        .iter()
+        .all(|(c, d)| &existing[*c] == d)
+        .then_some((existing, handle, value)))
 }
 
 /// Inserts `row` unless one of its unique keys is taken; returns the key taken.
