@@ -132,6 +132,15 @@ fn newer(a: &RegionEpoch, b: &RegionEpoch) -> bool {
     (a.version, a.conf_ver) > (b.version, b.conf_ver)
 }
 
+/// A region's peers are exactly `replication` voters, each on a store `ok` accepts: no
+/// move or repair is under way, so another may start.
+fn full_voter_set(peers: &[Peer], replication: usize, ok: impl Fn(u64) -> bool) -> bool {
+    peers.len() == replication
+        && peers
+            .iter()
+            .all(|p| p.role == PeerRole::Voter as i32 && ok(p.store_id))
+}
+
 fn overlaps(a: &Region, b: &Region) -> bool {
     let a_before_b = !a.end_key.is_empty() && a.end_key.as_ref() <= b.start_key.as_ref();
     let b_before_a = !b.end_key.is_empty() && b.end_key.as_ref() <= a.start_key.as_ref();
@@ -446,11 +455,7 @@ impl MetaData {
         }
         let rec = self.regions.get(&region_id)?;
         let peers = &rec.region.peers;
-        let healthy = peers.len() == replication
-            && peers
-                .iter()
-                .all(|p| p.role == PeerRole::Voter as i32 && placeable(p.store_id));
-        if !healthy {
+        if !full_voter_set(peers, replication, &placeable) {
             return None;
         }
         let replicas = self.replica_counts(moving);
@@ -581,9 +586,7 @@ impl MetaData {
     ) -> Option<ReplicaMove> {
         let rec = self.regions.get(&region_id)?;
         let peers = &rec.region.peers;
-        let steady =
-            peers.len() == replication && peers.iter().all(|p| p.role == PeerRole::Voter as i32);
-        if !steady {
+        if !full_voter_set(peers, replication, |_| true) {
             return None;
         }
         let source = peers
@@ -674,11 +677,7 @@ impl MetaData {
         let rec = self.regions.get(&region_id)?;
         let leader = rec.leader?;
         let peers = &rec.region.peers;
-        let healthy = peers.len() == replication
-            && peers
-                .iter()
-                .all(|p| p.role == PeerRole::Voter as i32 && live(p.store_id));
-        if !healthy {
+        if !full_voter_set(peers, replication, &live) {
             return None;
         }
         let replicas = self.replica_counts(moving);
