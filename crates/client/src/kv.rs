@@ -2,7 +2,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use flotilla_mvcc::{IngestEntry, Lock, LockKind, Mutation, MutationOp, TxnStatus};
+use flotilla_mvcc::{IngestEntry, Lock, LockKind, MissingPrimary, Mutation, MutationOp, TxnStatus};
 use flotilla_proto::kvpb::store_client::StoreClient;
 use flotilla_proto::kvpb::{
     self, CheckTxnStatusRequest, CommitRequest, Context, DeleteRangeRequest, GetRequest,
@@ -455,12 +455,15 @@ impl ClusterTxnKv {
         deadline: Instant,
         nap: bool,
     ) -> Result<(), TxnError> {
+        let missing = MissingPrimary::for_lock_met_at(&info.key, &info.primary);
         let status = self
-            .check_txn_status(&info.primary, Timestamp(info.start_ts))
+            .check_txn_status(&info.primary, Timestamp(info.start_ts), missing)
             .await?;
         let commit_ts = match status {
             TxnStatus::Committed { commit_ts } => Some(commit_ts),
             TxnStatus::RolledBack => None,
+            // The lock met was the primary, given back since: nothing to resolve.
+            TxnStatus::Released => return Ok(()),
             TxnStatus::Locked { lock } => {
                 if Instant::now() >= deadline {
                     return Err(TxnError::LockWaitTimeout {
@@ -1009,6 +1012,7 @@ impl TxnKv for ClusterTxnKv {
         &self,
         primary: &[u8],
         lock_ts: Timestamp,
+        missing: MissingPrimary,
     ) -> Result<TxnStatus, TxnError> {
         let now = self.tso.get_ts().await?;
         let resp = self
@@ -1017,6 +1021,7 @@ impl TxnKv for ClusterTxnKv {
                     primary: primary.to_vec().into(),
                     lock_ts: lock_ts.0,
                     current_ts: now.0,
+                    primary_met: missing == MissingPrimary::Report,
                 })
             })
             .await?;
@@ -1027,6 +1032,7 @@ impl TxnKv for ClusterTxnKv {
                 commit_ts: Timestamp(status.commit_ts),
             },
             2 => TxnStatus::RolledBack,
+            3 => TxnStatus::Released,
             _ => {
                 let l = status.lock.unwrap_or_default();
                 TxnStatus::Locked {

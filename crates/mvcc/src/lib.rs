@@ -20,8 +20,8 @@ pub use error::{LockInfo, MvccError};
 pub use gc::GcProgress;
 pub use records::{Lock, LockKind, Write, WriteKind};
 pub use store::{
-    IngestEntry, KeyCheck, LockKeys, Mutation, MutationOp, Mvcc, PendingWrite, PrewriteLocks,
-    TxnStatus, oldest_lock_on_disk,
+    IngestEntry, KeyCheck, LockKeys, MissingPrimary, Mutation, MutationOp, Mvcc, PendingWrite,
+    PrewriteLocks, TxnStatus, oldest_lock_on_disk,
 };
 
 #[cfg(test)]

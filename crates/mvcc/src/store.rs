@@ -115,6 +115,38 @@ pub enum TxnStatus {
     },
     /// Rolled back (or never prewritten, now fenced by a rollback record).
     RolledBack,
+    /// The primary holds no lock of the transaction and no record of its fate, and the
+    /// caller met that primary lock itself (`MissingPrimary::Report`): the transaction gave
+    /// the lock back (a statement released a row it locked but did not change) and is
+    /// alive. Nothing was written; the caller retries, with nothing to resolve.
+    Released,
+}
+
+/// What `Mvcc::check_txn_status` does when the primary holds neither a lock of the
+/// transaction nor a record of its fate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingPrimary {
+    /// Write a rollback record and report `RolledBack`. For a caller that met a secondary
+    /// lock: the primary's prewrite may still be on its way (or its coordinator died
+    /// before it), and the record makes it fail, so the secondaries can be rolled back.
+    Fence,
+    /// Report `Released` and write nothing. For a caller that met the primary lock
+    /// itself: that lock is gone, so no lock of this transaction depends on the caller's
+    /// verdict, and a fence would refuse the transaction's next lock of this key (a
+    /// spurious serialization failure for a live transaction). A late prewrite of a
+    /// pessimistically locked primary fails without a fence: it must find its lock.
+    Report,
+}
+
+impl MissingPrimary {
+    /// The choice for a caller that met a lock on `key` naming `primary`.
+    pub fn for_lock_met_at(key: &[u8], primary: &[u8]) -> Self {
+        if key == primary {
+            MissingPrimary::Report
+        } else {
+            MissingPrimary::Fence
+        }
+    }
 }
 
 /// Number of latch slots; a power of two well above any realistic concurrency.
@@ -1331,13 +1363,14 @@ impl Mvcc {
     /// Decides the fate of transaction `lock_ts` at its primary key. A lock that has
     /// outlived its TTL at `current_ts` (or any lock, with `force_expire`, used when the
     /// caller knows the coordinator is gone) is rolled back; a missing lock with no record
-    /// is fenced with a rollback record.
+    /// is fenced with a rollback record or reported, as `missing` says.
     pub fn check_txn_status(
         &self,
         primary: &[u8],
         lock_ts: Timestamp,
         current_ts: Timestamp,
         force_expire: bool,
+        missing: MissingPrimary,
     ) -> Result<TxnStatus, MvccError> {
         let ek = encode_user_key(primary);
         let _latch = self.latches.acquire(&[&ek]);
@@ -1352,6 +1385,7 @@ impl Mvcc {
                     return Ok(TxnStatus::Committed { commit_ts });
                 }
                 Some(_) => return Ok(TxnStatus::RolledBack),
+                None if missing == MissingPrimary::Report => return Ok(TxnStatus::Released),
                 None => {}
             },
         }

@@ -8,8 +8,8 @@ use flotilla_storage::{
 use flotilla_types::Timestamp;
 
 use crate::{
-    IngestEntry, KeyCheck, LockKeys, LockKind, Mutation, MutationOp, Mvcc, MvccError,
-    PrewriteLocks, TxnStatus,
+    IngestEntry, KeyCheck, LockKeys, LockKind, MissingPrimary, Mutation, MutationOp, Mvcc,
+    MvccError, PrewriteLocks, TxnStatus,
 };
 
 fn mvcc() -> (tempfile::TempDir, Mvcc) {
@@ -318,7 +318,13 @@ fn locks_of_a_coordinator_that_died_after_committing_its_primary_are_resolved_as
         other => panic!("expected a lock, got {other:?}"),
     };
     let status = m
-        .check_txn_status(&lock.primary, lock.start_ts, ts(20), false)
+        .check_txn_status(
+            &lock.primary,
+            lock.start_ts,
+            ts(20),
+            false,
+            MissingPrimary::Fence,
+        )
         .unwrap();
     assert_eq!(status, TxnStatus::Committed { commit_ts: ts(11) });
     m.resolve_lock(&[b"s".to_vec()], lock.start_ts, Some(ts(11)))
@@ -338,11 +344,13 @@ fn locks_of_a_coordinator_that_died_before_committing_are_rolled_back_after_thei
     )
     .unwrap();
     // Within the TTL the transaction is presumed alive.
-    let alive = m.check_txn_status(b"p", ts(10), ts(100), false).unwrap();
+    let alive = m
+        .check_txn_status(b"p", ts(10), ts(100), false, MissingPrimary::Fence)
+        .unwrap();
     assert!(matches!(alive, TxnStatus::Locked { .. }));
     // After it, the primary is rolled back and the secondary follows.
     let dead = m
-        .check_txn_status(b"p", ts(10), ts(10 + 3_000), false)
+        .check_txn_status(b"p", ts(10), ts(10 + 3_000), false, MissingPrimary::Fence)
         .unwrap();
     assert_eq!(dead, TxnStatus::RolledBack);
     m.resolve_lock(&[b"s".to_vec()], ts(10), None).unwrap();
@@ -361,7 +369,7 @@ fn locks_of_a_coordinator_that_died_before_committing_are_rolled_back_after_thei
     .unwrap();
     m.txn_heartbeat(b"q", ts(20), 10_000).unwrap();
     assert!(matches!(
-        m.check_txn_status(b"q", ts(20), ts(20 + 5_000), false)
+        m.check_txn_status(b"q", ts(20), ts(20 + 5_000), false, MissingPrimary::Fence)
             .unwrap(),
         TxnStatus::Locked { .. }
     ));
@@ -398,6 +406,65 @@ fn locks_are_seen_after_reopening_the_store() {
 }
 
 #[test]
+fn a_primary_lock_given_back_is_reported_to_whoever_met_it_not_fenced() {
+    let (_d, m) = mvcc();
+    let lock_k = |for_update_ts: u64| {
+        m.acquire_pessimistic_lock(
+            &[(b"k".to_vec(), false)],
+            b"k",
+            ts(10),
+            ts(for_update_ts),
+            3_000,
+            false,
+        )
+    };
+    // Transaction 10 locks k (its primary), then gives the lock back: the row it read
+    // did not match. A waiter that met that lock asks for the transaction's fate only now.
+    lock_k(10).unwrap();
+    m.pessimistic_rollback(&[b"k".to_vec()], ts(10)).unwrap();
+    assert_eq!(
+        m.check_txn_status(b"k", ts(10), ts(100), false, MissingPrimary::Report)
+            .unwrap(),
+        TxnStatus::Released
+    );
+    // Nothing was written, so the live transaction locks k again in a later statement.
+    lock_k(20).unwrap();
+    m.pessimistic_rollback(&[b"k".to_vec()], ts(10)).unwrap();
+    // A caller that met a secondary lock naming k fences k instead: transaction 10's
+    // next lock of k is refused, which is what made the first case a spurious failure.
+    assert_eq!(
+        m.check_txn_status(b"k", ts(10), ts(100), false, MissingPrimary::Fence)
+            .unwrap(),
+        TxnStatus::RolledBack
+    );
+    assert!(matches!(
+        lock_k(30).unwrap_err(),
+        MvccError::TxnLockNotFound { .. }
+    ));
+    // Once fenced, a report says rolled back too (the record is its fate).
+    assert_eq!(
+        m.check_txn_status(b"k", ts(10), ts(100), false, MissingPrimary::Report)
+            .unwrap(),
+        TxnStatus::RolledBack
+    );
+    // A lock that is there is reported whoever asks; the report never writes.
+    m.acquire_pessimistic_lock(
+        &[(b"p".to_vec(), false)],
+        b"p",
+        ts(40),
+        ts(40),
+        3_000,
+        false,
+    )
+    .unwrap();
+    assert!(matches!(
+        m.check_txn_status(b"p", ts(40), ts(100), false, MissingPrimary::Report)
+            .unwrap(),
+        TxnStatus::Locked { .. }
+    ));
+}
+
+#[test]
 fn a_rolled_back_transaction_cannot_lock_late_even_under_newer_history() {
     let (_d, m) = mvcc();
     write(&m, b"k", b"old", 5, 6);
@@ -412,7 +479,8 @@ fn a_rolled_back_transaction_cannot_lock_late_even_under_newer_history() {
     .unwrap();
     // Someone decides transaction 10 is dead and rolls it back; then others commit.
     assert_eq!(
-        m.check_txn_status(b"k", ts(10), ts(100), true).unwrap(),
+        m.check_txn_status(b"k", ts(10), ts(100), true, MissingPrimary::Fence)
+            .unwrap(),
         TxnStatus::RolledBack
     );
     write(&m, b"k", b"new", 20, 21);
@@ -602,13 +670,20 @@ fn an_expired_volatile_transaction_is_rolled_back_and_cannot_commit() {
     )
     .unwrap();
     assert!(matches!(
-        m.check_txn_status(b"k", ts(10), ts(20), false).unwrap(),
+        m.check_txn_status(b"k", ts(10), ts(20), false, MissingPrimary::Fence)
+            .unwrap(),
         TxnStatus::Locked { .. }
     ));
     // Long past its TTL.
     assert_eq!(
-        m.check_txn_status(b"k", Timestamp::compose(1_000_010, 0), ts(100_000), false)
-            .unwrap(),
+        m.check_txn_status(
+            b"k",
+            Timestamp::compose(1_000_010, 0),
+            ts(100_000),
+            false,
+            MissingPrimary::Fence
+        )
+        .unwrap(),
         TxnStatus::RolledBack
     );
     assert_eq!(m.lock_of(b"k").unwrap(), None);

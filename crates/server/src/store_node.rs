@@ -12,7 +12,8 @@ use flotilla_client::{
     ClientConfig, GrpcTransport, MetaClient, RaftMessageLimits, RaftService, StoreResolver,
 };
 use flotilla_mvcc::{
-    KeyCheck, LockInfo, LockKeys, Mutation, MutationOp, Mvcc, MvccError, PrewriteLocks, TxnStatus,
+    KeyCheck, LockInfo, LockKeys, MissingPrimary, Mutation, MutationOp, Mvcc, MvccError,
+    PrewriteLocks, TxnStatus,
 };
 use flotilla_proto::kvpb::store_server::{Store as StoreRpc, StoreServer};
 use flotilla_proto::kvpb::{self, *};
@@ -1217,6 +1218,11 @@ fn run(mvcc: &Mvcc, cmd: kv_request::Cmd) -> Result<KvResponse, Failure> {
                     Timestamp(c.lock_ts),
                     Timestamp(c.current_ts),
                     false,
+                    if c.primary_met {
+                        MissingPrimary::Report
+                    } else {
+                        MissingPrimary::Fence
+                    },
                 )
                 .map_err(mvcc_failure)?;
             resp.txn_status = Some(match status {
@@ -1238,6 +1244,11 @@ fn run(mvcc: &Mvcc, cmd: kv_request::Cmd) -> Result<KvResponse, Failure> {
                 },
                 TxnStatus::RolledBack => kvpb::TxnStatus {
                     state: 2,
+                    commit_ts: 0,
+                    lock: None,
+                },
+                TxnStatus::Released => kvpb::TxnStatus {
+                    state: 3,
                     commit_ts: 0,
                     lock: None,
                 },

@@ -140,6 +140,55 @@ async fn locks_of_a_dead_coordinator_are_resolved() {
     );
 }
 
+/// A waiter that met a transaction's primary lock and asks for its fate only after the
+/// transaction gave that lock back (a statement that locked a row it did not change) is
+/// told so, with nothing written: the live transaction locks the key again. A waiter that
+/// met a secondary lock naming the same primary fences it as before. (Both through the
+/// store's `CheckTxnStatus`, `primary_met` set or not.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_lock_given_back_is_not_fenced_by_whoever_met_it() {
+    use flotilla_mvcc::{MissingPrimary, TxnStatus};
+    use flotilla_txn::LockRequest;
+
+    let cluster = common::Cluster::start().await;
+    let (kv, tso) = cluster.kv();
+    let start_ts = tso.get_ts().await.unwrap();
+    let lock = |key: &[u8], for_update_ts| LockRequest {
+        keys: vec![(key.to_vec(), false)],
+        primary: key.to_vec(),
+        start_ts,
+        for_update_ts,
+        ttl_ms: 10_000,
+        need_values: true,
+        lock_wait_timeout_ms: 1_000,
+    };
+    for (key, missing, fenced) in [
+        (&b"k"[..], MissingPrimary::Report, false),
+        (&b"q"[..], MissingPrimary::Fence, true),
+    ] {
+        kv.acquire_pessimistic_lock(lock(key, start_ts))
+            .await
+            .unwrap();
+        kv.pessimistic_rollback(&[key.to_vec()], start_ts)
+            .await
+            .unwrap();
+        let status = kv.check_txn_status(key, start_ts, missing).await.unwrap();
+        let again = kv
+            .acquire_pessimistic_lock(lock(key, tso.get_ts().await.unwrap()))
+            .await;
+        if fenced {
+            assert_eq!(status, TxnStatus::RolledBack);
+            assert!(
+                again.is_err(),
+                "a fenced transaction locked again: {again:?}"
+            );
+        } else {
+            assert_eq!(status, TxnStatus::Released);
+            again.expect("the live transaction locks the key it gave back");
+        }
+    }
+}
+
 /// The log index of `key`'s region at its leader: the index of a checksum entry the
 /// leader proposes for it, so each call itself adds one entry to the region's log.
 async fn log_index_of(

@@ -212,9 +212,8 @@ async fn lock_existing(
         return fetch(session, table, &lookup, &filters, read_ts).await;
     }
     // Locked as a point UPDATE locks (the newest version under READ COMMITTED), and kept
-    // locked even when no row matches: the insert that follows claims the key anyway,
-    // and a lock given back in between can be judged lapsed by a transaction waiting on
-    // it, which then refuses this one's claim (seen in CI as a spurious 40001).
+    // locked even when no row matches: the insert that follows claims the key anyway, so
+    // giving the lock back would cost a release and a second lock for nothing.
     let handle = crate::rows::handle_of_key(table, key)?.to_vec();
     let newest = session.isolation() == Isolation::ReadCommitted;
     let txn = &mut session.open.as_mut().expect("open transaction").txn;

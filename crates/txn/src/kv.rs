@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use flotilla_mvcc::{IngestEntry, Mutation, TxnStatus};
+use flotilla_mvcc::{IngestEntry, MissingPrimary, Mutation, TxnStatus};
 use flotilla_types::Timestamp;
 
 use crate::error::TxnError;
@@ -126,10 +126,14 @@ pub trait TxnKv: Send + Sync + 'static {
     ) -> Result<u64, TxnError>;
 
     /// The fate of transaction `lock_ts`, rolling it back if its primary lock lapsed.
+    /// `missing` says what to do if the primary holds no lock or record of it: fence it
+    /// when the caller met a secondary lock, report it when the caller met the primary
+    /// lock itself (see `MissingPrimary`).
     async fn check_txn_status(
         &self,
         primary: &[u8],
         lock_ts: Timestamp,
+        missing: MissingPrimary,
     ) -> Result<TxnStatus, TxnError>;
 }
 

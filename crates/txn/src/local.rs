@@ -1,7 +1,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use flotilla_mvcc::{IngestEntry, LockInfo, Mutation, Mvcc, MvccError, PrewriteLocks, TxnStatus};
+use flotilla_mvcc::{
+    IngestEntry, LockInfo, MissingPrimary, Mutation, Mvcc, MvccError, PrewriteLocks, TxnStatus,
+};
 use flotilla_tso::TsoRef;
 use flotilla_types::Timestamp;
 
@@ -60,9 +62,13 @@ impl LocalTxnKv {
             }
             let now = self.tso.get_ts().await?;
             for (key, lock) in locks {
-                let status = self
-                    .mvcc
-                    .check_txn_status(&lock.primary, lock.start_ts, now, true)?;
+                let status = self.mvcc.check_txn_status(
+                    &lock.primary,
+                    lock.start_ts,
+                    now,
+                    true,
+                    MissingPrimary::Fence,
+                )?;
                 let commit_ts = match status {
                     TxnStatus::Committed { commit_ts } => Some(commit_ts),
                     _ => None,
@@ -82,7 +88,13 @@ impl LocalTxnKv {
         started: Instant,
         deadline: Instant,
     ) -> Result<AfterLock, TxnError> {
-        let status = self.check_txn_status(&info.primary, info.start_ts).await?;
+        let status = self
+            .check_txn_status(
+                &info.primary,
+                info.start_ts,
+                MissingPrimary::for_lock_met_at(&info.key, &info.primary),
+            )
+            .await?;
         let lock = match status {
             TxnStatus::Committed { commit_ts } => {
                 self.mvcc.resolve_lock(
@@ -99,6 +111,8 @@ impl LocalTxnKv {
                 self.waits.released(&[&info.key]);
                 return Ok(AfterLock::Retry);
             }
+            // The lock met was the primary, given back since: nothing to resolve.
+            TxnStatus::Released => return Ok(AfterLock::Retry),
             TxnStatus::Locked { lock } => lock,
         };
         let notified = self.waits.bucket(&info.key).notified();
@@ -329,9 +343,12 @@ impl TxnKv for LocalTxnKv {
         &self,
         primary: &[u8],
         lock_ts: Timestamp,
+        missing: MissingPrimary,
     ) -> Result<TxnStatus, TxnError> {
         let now = self.tso.get_ts().await?;
-        let status = self.mvcc.check_txn_status(primary, lock_ts, now, false)?;
+        let status = self
+            .mvcc
+            .check_txn_status(primary, lock_ts, now, false, missing)?;
         if status == TxnStatus::RolledBack {
             self.waits.released(&[primary]);
         }

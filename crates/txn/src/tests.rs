@@ -276,3 +276,39 @@ async fn transactions_commit_whole_whether_they_fit_one_request_or_not() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_lock_given_back_then_taken_again_survives_a_waiter_judging_its_fate_between() {
+    use crate::TxnKv;
+    use flotilla_mvcc::{MissingPrimary, TxnStatus};
+
+    let f = fixture();
+    let mut t = f.begin(1_000).await;
+    // A statement locks a row to read it (the transaction's first lock, so its primary),
+    // finds it does not match, and gives the lock back.
+    t.lock_keys(vec![(b"k".to_vec(), false)], true)
+        .await
+        .unwrap();
+    t.unlock_key(b"k").await;
+    assert!(!t.is_locked(b"k"));
+    // A writer that met that lock before it went asks for the transaction's fate only
+    // now, as a waiter racing the release does. The lock it met was the primary itself.
+    let status =
+        f.kv.check_txn_status(
+            b"k",
+            t.start_ts(),
+            MissingPrimary::for_lock_met_at(b"k", b"k"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, TxnStatus::Released);
+    // A later statement of the same, live transaction locks and writes the row. Before
+    // the waiter's check reported instead of fencing, this was a spurious "aborted by a
+    // concurrent transaction (its locks lapsed)".
+    t.lock_keys(vec![(b"k".to_vec(), false)], true)
+        .await
+        .unwrap();
+    t.put(b"k".to_vec(), b"v".to_vec()).unwrap();
+    t.commit().await.unwrap();
+    assert_eq!(f.read(b"k").await, Some(b"v".to_vec()));
+}
