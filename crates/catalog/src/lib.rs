@@ -84,6 +84,12 @@ pub trait Catalog: Send + Sync + 'static {
     /// restarts).
     fn allocate(&self, kind: IdKind, count: u64) -> Result<Range<i64>, CatalogError>;
 
+    /// Makes `next` (an ordinal, at least 1) the next value `allocate` hands out of the
+    /// sequence with id `sequence`, forward or back (`setval`). Values this node or
+    /// another had reserved before are not recalled: as in PostgreSQL, a session holding
+    /// cached values of a sequence hands them out first.
+    fn restart_sequence(&self, sequence: i64, next: i64) -> Result<(), CatalogError>;
+
     /// Loads the newest schema now, if this is a cache of a catalog kept elsewhere
     /// (blocking). A local catalog is always current.
     fn sync(&self) -> Result<(), CatalogError> {

@@ -268,6 +268,21 @@ impl Catalog for LocalCatalog {
         reserved.next += count;
         Ok(range)
     }
+
+    fn restart_sequence(&self, sequence: i64, next: i64) -> Result<(), CatalogError> {
+        if next < 1 {
+            return Err(CatalogError::Invalid(format!(
+                "a sequence restarts at ordinal 1 or later, not {next}"
+            )));
+        }
+        // Under the allocator's lock, so no allocation of this counter interleaves.
+        let mut ids = self.ids.lock();
+        let mut batch = WriteBatch::new();
+        batch.put(Cf::Meta, row_id_key(-sequence), next.to_be_bytes().to_vec());
+        self.engine.write(batch, true).map_err(storage_err)?;
+        ids.insert(IdKindKey::RowId(-sequence), Reserved { next, end: next });
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -380,6 +395,30 @@ mod tests {
         // One counter with the row ids of table -8, which an older meta leader allocates.
         assert_eq!(cat.allocate(IdKind::RowId(-8), 1).unwrap(), 2..3);
         assert_eq!(cat.allocate(IdKind::Sequence(8), 1).unwrap(), 3..4);
+    }
+
+    #[test]
+    fn a_restarted_sequence_continues_from_its_new_ordinal_also_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let cat = LocalCatalog::open(engine(dir.path())).unwrap();
+            assert_eq!(cat.allocate(IdKind::Sequence(3), 5).unwrap(), 1..6);
+            // Forward, past what this catalog had reserved.
+            cat.restart_sequence(3, 5_000).unwrap();
+            assert_eq!(cat.allocate(IdKind::Sequence(3), 2).unwrap(), 5_000..5_002);
+            // Back.
+            cat.restart_sequence(3, 2).unwrap();
+            assert_eq!(cat.allocate(IdKind::Sequence(3), 1).unwrap(), 2..3);
+            assert!(matches!(
+                cat.restart_sequence(3, 0),
+                Err(CatalogError::Invalid(_))
+            ));
+            // Other counters are untouched.
+            assert_eq!(cat.allocate(IdKind::Sequence(4), 1).unwrap(), 1..2);
+            cat.restart_sequence(3, 40).unwrap();
+        }
+        let cat = LocalCatalog::open(engine(dir.path())).unwrap();
+        assert_eq!(cat.allocate(IdKind::Sequence(3), 1).unwrap(), 40..41);
     }
 
     #[test]

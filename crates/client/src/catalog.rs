@@ -7,7 +7,7 @@ use flotilla_catalog::{
     Catalog, CatalogError, CatalogSnapshot, IdKind, SchemaChange, TableDef, ViewDef,
 };
 use flotilla_proto::metaservicepb::{
-    AllocateCatalogIdsRequest, CommitSchemaRequest, GetCatalogRequest,
+    AllocateCatalogIdsRequest, CommitSchemaRequest, GetCatalogRequest, RestartSequenceRequest,
 };
 use flotilla_types::TableId;
 use parking_lot::{Mutex, RwLock};
@@ -298,5 +298,20 @@ impl Catalog for RemoteCatalog {
         let out = fresh.start..fresh.start + count as i64;
         self.reserved.lock().insert(kind, out.end..fresh.end);
         Ok(out)
+    }
+
+    fn restart_sequence(&self, sequence: i64, next: i64) -> Result<(), CatalogError> {
+        let r = self
+            .block_on(self.meta.call("restart_sequence", |mut c| async move {
+                c.restart_sequence(RestartSequenceRequest { sequence, next })
+                    .await
+            }))
+            .map_err(unavailable)?;
+        if !r.error.is_empty() {
+            return Err(CatalogError::Invalid(r.error));
+        }
+        // This node's own reservation would otherwise hand out old values first.
+        self.reserved.lock().remove(&IdKind::Sequence(sequence));
+        Ok(())
     }
 }

@@ -166,6 +166,7 @@ has_header!(
     GetCatalogResponse,
     CommitSchemaResponse,
     AllocateCatalogIdsResponse,
+    RestartSequenceResponse,
     WaitForResponse,
     MembersResponse,
     DdlResponse

@@ -1535,6 +1535,23 @@ impl Meta for MetaService {
         }))
     }
 
+    async fn restart_sequence(
+        &self,
+        request: Request<RestartSequenceRequest>,
+    ) -> Result<Response<RestartSequenceResponse>, Status> {
+        let leader = leader_or_redirect!(self, RestartSequenceResponse);
+        let req = request.into_inner();
+        let l = leader.clone();
+        let result =
+            tokio::task::spawn_blocking(move || l.catalog.restart_sequence(req.sequence, req.next))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(RestartSequenceResponse {
+            header: ok_header(),
+            error: result.err().map(|e| e.to_string()).unwrap_or_default(),
+        }))
+    }
+
     async fn ddl(&self, request: Request<DdlRequest>) -> Result<Response<DdlResponse>, Status> {
         use flotilla_ddl::wire::{Request as DdlOp, Response as DdlAnswer, WAIT_SLICE_MS_MAX};
         let leader = leader_or_redirect!(self, DdlResponse);

@@ -543,4 +543,30 @@ async fn two_sql_nodes_number_rows_from_one_sequence() {
         rows(&mut w, "SELECT currval('t_id_seq')").await,
         vec![next.to_string()]
     );
+    // setval goes to the meta service's counter: the node that set it drops its own
+    // batch and continues from the value, and so does a node that had none; one that
+    // holds a batch hands that out first, as a PostgreSQL session's cached values.
+    assert_eq!(
+        rows(&mut w, "SELECT setval('t_id_seq', 10000)").await,
+        vec!["10000"]
+    );
+    assert_eq!(
+        rows(&mut w, "SELECT nextval('t_id_seq')").await,
+        vec!["10001"]
+    );
+    let d = sql_node(&cluster).await;
+    let fresh: i64 = rows(&mut d.session(), "SELECT nextval('t_id_seq')").await[0]
+        .parse()
+        .unwrap();
+    assert!(fresh > 10_001, "{fresh}");
+    let cached: i64 = rows(&mut a.session(), "SELECT nextval('t_id_seq')").await[0]
+        .parse()
+        .unwrap();
+    assert!(cached < 10_000, "{cached}");
+    // Back, too.
+    ok(&mut w, "SELECT setval('t_id_seq', 500, false)").await;
+    assert_eq!(
+        rows(&mut w, "INSERT INTO t (node) VALUES (9) RETURNING id").await,
+        vec!["500"]
+    );
 }

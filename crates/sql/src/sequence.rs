@@ -1,5 +1,6 @@
 //! Sequences owned by columns: the `serial` types and `GENERATED ... AS IDENTITY`, and the
-//! functions that use them (`nextval`, `currval`, `lastval`, `pg_get_serial_sequence`).
+//! functions that use them (`nextval`, `currval`, `lastval`, `setval`,
+//! `pg_get_serial_sequence`).
 //!
 //! A sequence's counter is an id space of the catalog (`IdKind::Sequence`): each SQL
 //! node reserves `SEQUENCE_BATCH` values at a time and hands them out from memory, so
@@ -11,18 +12,19 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, Int64Array, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
 };
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
     DataType as AstType, Expr, SequenceOptions, UnaryOperator, Value,
 };
-use flotilla_catalog::{CatalogRef, IdKind, Identity, SequenceDef, SqlType};
+use flotilla_catalog::{CatalogRef, CatalogSnapshot, IdKind, Identity, SequenceDef, SqlType};
 use parking_lot::Mutex;
 
 use crate::dml::relation_name;
@@ -234,6 +236,22 @@ fn no_sequence(name: &str) -> SqlError {
     SqlError::new("42P01", format!("relation \"{name}\" does not exist"))
 }
 
+/// The sequence named `name` in `snapshot`; a table or view of that name is the wrong
+/// kind of relation (42809), as in PostgreSQL.
+fn sequence_named<'a>(
+    snapshot: &'a CatalogSnapshot,
+    name: &str,
+) -> Result<&'a SequenceDef, SqlError> {
+    match snapshot.sequence(name) {
+        Some((_, _, sequence)) => Ok(sequence),
+        None if snapshot.relation_exists(name) => Err(SqlError::new(
+            "42809",
+            format!("\"{name}\" is not a sequence"),
+        )),
+        None => Err(no_sequence(name)),
+    }
+}
+
 impl Sequences {
     pub(crate) fn new(catalog: CatalogRef) -> Self {
         Self {
@@ -246,7 +264,7 @@ impl Sequences {
     pub(crate) fn next(&self, name: &str, n: usize) -> Result<Vec<i64>, SqlError> {
         let name = parse_sequence_name(name);
         let snapshot = self.catalog.snapshot();
-        let (_, _, sequence) = snapshot.sequence(&name).ok_or_else(|| no_sequence(&name))?;
+        let sequence = sequence_named(&snapshot, &name)?;
         self.next_of(sequence, n)
     }
 
@@ -282,10 +300,49 @@ impl Sequences {
         Ok(values)
     }
 
+    /// `setval(name, value, is_called)`: the next `nextval` returns the value after `value`
+    /// (`is_called`) or `value` itself, on whichever node asks first. Values a node had
+    /// reserved before are handed out first there, as a PostgreSQL session's cached
+    /// values are; this node drops its own.
+    fn set(&self, name: &str, value: i64, is_called: bool) -> Result<i64, SqlError> {
+        let name = parse_sequence_name(name);
+        let snapshot = self.catalog.snapshot();
+        let sequence = sequence_named(&snapshot, &name)?;
+        if !(sequence.min..=sequence.max).contains(&value) {
+            return Err(SqlError::new(
+                "22003",
+                format!(
+                    "setval: value {value} is out of bounds for sequence \"{name}\" ({}..{})",
+                    sequence.min, sequence.max
+                ),
+            ));
+        }
+        let increment = i128::from(sequence.increment);
+        let next = i128::from(value) + if is_called { increment } else { 0 };
+        let offset = next - i128::from(sequence.start);
+        // The counter numbers the values START + k × INCREMENT (k ≥ 0), so it can be set to
+        // those only: every value of a sequence with the default START and INCREMENT 1.
+        if offset % increment != 0 || offset / increment < 0 {
+            return Err(SqlError::unsupported(format!(
+                "setval of sequence \"{name}\" to a value it never reaches from START {} by \
+                 INCREMENT {} (the next value would be {next})",
+                sequence.start, sequence.increment
+            )));
+        }
+        // Past i64 the sequence is exhausted either way: `value` says so.
+        let ordinal = i64::try_from(offset / increment + 1).unwrap_or(i64::MAX);
+        self.catalog.restart_sequence(sequence.id, ordinal)?;
+        if is_called {
+            // As in PostgreSQL: currval reports the value set; lastval is unchanged.
+            self.session.current.lock().insert(sequence.id, value);
+        }
+        Ok(value)
+    }
+
     fn current(&self, name: &str) -> Result<i64, SqlError> {
         let name = parse_sequence_name(name);
         let snapshot = self.catalog.snapshot();
-        let (_, _, sequence) = snapshot.sequence(&name).ok_or_else(|| no_sequence(&name))?;
+        let sequence = sequence_named(&snapshot, &name)?;
         self.session
             .current
             .lock()
@@ -357,6 +414,13 @@ impl Sequences {
                 SequenceFn::SerialSequence,
                 Signature::uniform(2, text(), Volatility::Stable),
             ),
+            (
+                SequenceFn::SetVal,
+                Signature::one_of(
+                    vec![TypeSignature::Any(2), TypeSignature::Any(3)],
+                    Volatility::Volatile,
+                ),
+            ),
         ]
         .into_iter()
         .map(|(function, signature)| {
@@ -376,6 +440,7 @@ enum SequenceFn {
     CurrVal,
     LastVal,
     SerialSequence,
+    SetVal,
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -409,6 +474,7 @@ impl ScalarUDFImpl for SequenceUdf {
             SequenceFn::CurrVal => "currval",
             SequenceFn::LastVal => "lastval",
             SequenceFn::SerialSequence => "pg_get_serial_sequence",
+            SequenceFn::SetVal => "setval",
         }
     }
 
@@ -457,6 +523,42 @@ impl ScalarUDFImpl for SequenceUdf {
             }
             SequenceFn::LastVal => {
                 ScalarValue::Int64(Some(s.last().map_err(external)?)).to_array_of_size(n)?
+            }
+            SequenceFn::SetVal => {
+                let names = text_arg(&args, 0)?;
+                let values = cast(&args.args[1].to_array(n)?, &DataType::Int64)?;
+                let values = values
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .ok_or_else(|| DataFusionError::Internal("bigint argument".into()))?;
+                let called = match args.args.get(2) {
+                    Some(c) => Some(cast(&c.to_array(n)?, &DataType::Boolean)?),
+                    None => None,
+                };
+                let called = called
+                    .as_ref()
+                    .map(|c| {
+                        c.as_any()
+                            .downcast_ref::<BooleanArray>()
+                            .ok_or_else(|| DataFusionError::Internal("boolean argument".into()))
+                    })
+                    .transpose()?;
+                let mut out = Vec::with_capacity(n);
+                for (row, name) in names.into_iter().enumerate() {
+                    let is_called = match called {
+                        None => Some(true),
+                        Some(c) => (!c.is_null(row)).then(|| c.value(row)),
+                    };
+                    // Strict, as in PostgreSQL: a NULL argument gives NULL and sets nothing.
+                    out.push(match (name, values.is_valid(row), is_called) {
+                        (Some(name), true, Some(is_called)) => Some(
+                            s.set(&name, values.value(row), is_called)
+                                .map_err(external)?,
+                        ),
+                        _ => None,
+                    });
+                }
+                Arc::new(Int64Array::from(out))
             }
             SequenceFn::SerialSequence => {
                 let (tables, columns) = (text_arg(&args, 0)?, text_arg(&args, 1)?);

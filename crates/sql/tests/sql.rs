@@ -1939,6 +1939,107 @@ async fn floats_cast_to_text_read_as_postgresql_prints_them() {
 }
 
 #[tokio::test]
+async fn setval_moves_a_sequence_as_bulk_loads_and_pg_dump_need() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE t (id SERIAL PRIMARY KEY, x INT)").await;
+    // Rows loaded with their ids leave the sequence behind, and the next default
+    // collides, until setval moves it past them (every expectation below is what
+    // PostgreSQL 15 answered to the same statements).
+    ok(
+        &mut s,
+        "INSERT INTO t VALUES (1, 0), (2, 0), (3, 0), (4, 0), (5, 0)",
+    )
+    .await;
+    assert_eq!(code(&mut s, "INSERT INTO t (x) VALUES (1)").await, "23505");
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT setval(pg_get_serial_sequence('t', 'id'), (SELECT max(id) FROM t))"
+        )
+        .await,
+        vec!["5"]
+    );
+    assert_eq!(rows(&mut s, "SELECT currval('t_id_seq')").await, vec!["5"]);
+    assert_eq!(
+        rows(&mut s, "INSERT INTO t (x) VALUES (1) RETURNING id").await,
+        vec!["6"]
+    );
+    // pg_dump's form; then is_called false (the value itself comes next), then back.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT pg_catalog.setval('public.t_id_seq', 42, true)"
+        )
+        .await,
+        vec!["42"]
+    );
+    assert_eq!(rows(&mut s, "SELECT nextval('t_id_seq')").await, vec!["43"]);
+    assert_eq!(
+        rows(&mut s, "SELECT setval('t_id_seq', 100, false)").await,
+        vec!["100"]
+    );
+    assert_eq!(rows(&mut s, "SELECT currval('t_id_seq')").await, vec!["43"]);
+    assert_eq!(
+        rows(&mut s, "SELECT nextval('t_id_seq')").await,
+        vec!["100"]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT setval('t_id_seq', 10)").await,
+        vec!["10"]
+    );
+    // Another session, and a default, see the moved sequence too.
+    let mut other = db.session();
+    assert_eq!(
+        rows(&mut other, "INSERT INTO t (x) VALUES (2) RETURNING id").await,
+        vec!["11"]
+    );
+    // A NULL argument gives NULL and moves nothing.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT setval('t_id_seq', NULL), setval('t_id_seq', 5, NULL)"
+        )
+        .await,
+        vec!["NULL|NULL"]
+    );
+    assert_eq!(rows(&mut s, "SELECT nextval('t_id_seq')").await, vec!["12"]);
+    // Out of bounds, unknown, or not a sequence: refused, nothing moves.
+    assert_eq!(code(&mut s, "SELECT setval('t_id_seq', 0)").await, "22003");
+    assert_eq!(code(&mut s, "SELECT setval('nope', 1)").await, "42P01");
+    assert_eq!(code(&mut s, "SELECT setval('t', 3)").await, "42809");
+    assert_eq!(rows(&mut s, "SELECT nextval('t_id_seq')").await, vec!["13"]);
+    // At the bound, the next value is past it.
+    ok(&mut s, "SELECT setval('t_id_seq', 2147483647)").await;
+    assert_eq!(code(&mut s, "SELECT nextval('t_id_seq')").await, "2200H");
+
+    // A sequence with its own START and INCREMENT moves along its values; a value off
+    // them cannot be kept by its counter and is refused (PostgreSQL takes it).
+    ok(
+        &mut s,
+        "CREATE TABLE g (id BIGINT GENERATED ALWAYS AS IDENTITY (INCREMENT BY 10 START WITH 100) \
+         PRIMARY KEY, v INT)",
+    )
+    .await;
+    assert_eq!(
+        rows(&mut s, "SELECT setval('g_id_seq', 150)").await,
+        vec!["150"]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT nextval('g_id_seq'), lastval()").await,
+        vec!["160|160"]
+    );
+    assert_eq!(
+        code(&mut s, "SELECT setval('g_id_seq', 155)").await,
+        "0A000"
+    );
+    assert_eq!(
+        rows(&mut s, "INSERT INTO g (v) VALUES (1) RETURNING id").await,
+        vec!["170"]
+    );
+}
+
+#[tokio::test]
 async fn serial_and_identity_columns_number_rows_from_their_sequences() {
     let db = TestDb::new().await;
     let mut s = db.session();
@@ -1989,7 +2090,8 @@ async fn serial_and_identity_columns_number_rows_from_their_sequences() {
         "55000"
     );
     assert_eq!(code(&mut other, "SELECT lastval()").await, "55000");
-    assert_eq!(code(&mut other, "SELECT nextval('t')").await, "42P01");
+    assert_eq!(code(&mut other, "SELECT nextval('t')").await, "42809");
+    assert_eq!(code(&mut other, "SELECT nextval('nope')").await, "42P01");
     assert_eq!(
         rows(&mut other, "SELECT nextval('t_id_seq')").await,
         vec!["13"]
