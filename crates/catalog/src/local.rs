@@ -5,12 +5,13 @@ use std::sync::Arc;
 use flotilla_storage::{Cf, EngineRef, WriteBatch};
 use parking_lot::Mutex;
 
-use crate::schema::{CatalogSnapshot, SchemaChange, TableDef, ViewDef};
+use crate::schema::{CatalogSnapshot, SchemaChange, SequenceDef, TableDef, ViewDef};
 use crate::{Catalog, CatalogError, IdKind};
 
 const VERSION_KEY: &[u8] = b"catalog/version";
 const TABLE_PREFIX: &[u8] = b"catalog/table/";
 const VIEW_PREFIX: &[u8] = b"catalog/view/";
+const SEQUENCE_PREFIX: &[u8] = b"catalog/sequence/";
 const TABLE_ID_KEY: &[u8] = b"catalog/next_table_id";
 const ROW_ID_PREFIX: &[u8] = b"catalog/next_row_id/";
 /// First table id handed out; lower ids are reserved for system relations.
@@ -18,6 +19,12 @@ const FIRST_TABLE_ID: i64 = 16_384;
 
 fn table_key(id: i64) -> Vec<u8> {
     let mut k = TABLE_PREFIX.to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn sequence_key(id: i64) -> Vec<u8> {
+    let mut k = SEQUENCE_PREFIX.to_vec();
     k.extend_from_slice(&id.to_be_bytes());
     k
 }
@@ -76,6 +83,16 @@ enum IdKindKey {
     RowId(i64),
 }
 
+fn check_sequence(seq: &SequenceDef) -> Result<(), CatalogError> {
+    if seq.increment == 0 || !(seq.min..=seq.max).contains(&seq.start) {
+        return Err(CatalogError::Invalid(format!(
+            "sequence \"{}\": START {} must lie in [{}, {}] and INCREMENT ({}) must not be zero",
+            seq.name, seq.start, seq.min, seq.max, seq.increment
+        )));
+    }
+    Ok(())
+}
+
 impl LocalCatalog {
     /// Loads the catalog persisted in `engine` (empty on a new store).
     pub fn open(engine: EngineRef) -> Result<Self, CatalogError> {
@@ -98,12 +115,25 @@ impl LocalCatalog {
                 .map_err(|e| CatalogError::Storage(format!("corrupt view definition: {e}")))?;
             views.insert(view.name.clone(), Arc::new(view));
         }
+        let mut sequences = BTreeMap::new();
+        for item in engine.scan(
+            Cf::Meta,
+            SEQUENCE_PREFIX,
+            &prefix_end(SEQUENCE_PREFIX),
+            false,
+        ) {
+            let (_, value) = item.map_err(storage_err)?;
+            let sequence: SequenceDef = serde_json::from_slice(&value)
+                .map_err(|e| CatalogError::Storage(format!("corrupt sequence definition: {e}")))?;
+            sequences.insert(sequence.name.clone(), Arc::new(sequence));
+        }
         Ok(Self {
             engine,
             current: Mutex::new(Arc::new(CatalogSnapshot {
                 version,
                 tables,
                 views,
+                sequences,
             })),
             ids: Mutex::new(HashMap::new()),
             commits: Mutex::new(()),
@@ -112,6 +142,15 @@ impl LocalCatalog {
 
     fn validate(next: &CatalogSnapshot) -> Result<(), CatalogError> {
         let mut seen_relations = std::collections::HashSet::new();
+        for sequence in next.sequences.values() {
+            if !seen_relations.insert(sequence.name.clone()) {
+                return Err(CatalogError::Invalid(format!(
+                    "relation \"{}\" already exists",
+                    sequence.name
+                )));
+            }
+            check_sequence(sequence)?;
+        }
         for view in next.views.values() {
             if !seen_relations.insert(view.name.clone()) {
                 return Err(CatalogError::Invalid(format!(
@@ -137,12 +176,7 @@ impl LocalCatalog {
                             seq.name
                         )));
                     }
-                    if seq.increment == 0 || !(seq.min..=seq.max).contains(&seq.start) {
-                        return Err(CatalogError::Invalid(format!(
-                            "sequence \"{}\": START {} must lie in [{}, {}] and INCREMENT ({}) must not be zero",
-                            seq.name, seq.start, seq.min, seq.max, seq.increment
-                        )));
-                    }
+                    check_sequence(seq)?;
                 }
                 if !columns.insert(c.name.as_str()) {
                     return Err(CatalogError::Invalid(format!(
@@ -209,6 +243,17 @@ impl LocalCatalog {
             let bytes = serde_json::to_vec(&view).map_err(storage_err)?;
             batch.put(Cf::Meta, view_key(view.id), bytes);
             next.views.insert(view.name.clone(), Arc::new(view));
+        }
+        for id in &change.sequence_drops {
+            next.sequences.retain(|_, s| s.id != *id);
+            batch.delete(Cf::Meta, sequence_key(*id));
+        }
+        for sequence in change.sequence_upserts {
+            next.sequences.retain(|_, s| s.id != sequence.id);
+            let bytes = serde_json::to_vec(&sequence).map_err(storage_err)?;
+            batch.put(Cf::Meta, sequence_key(sequence.id), bytes);
+            next.sequences
+                .insert(sequence.name.clone(), Arc::new(sequence));
         }
         // Validated in full before anything is written: an invalid change leaves no trace.
         Self::validate(&next)?;
@@ -419,6 +464,59 @@ mod tests {
         }
         let cat = LocalCatalog::open(engine(dir.path())).unwrap();
         assert_eq!(cat.allocate(IdKind::Sequence(3), 1).unwrap(), 40..41);
+    }
+
+    #[test]
+    fn created_sequences_are_kept_across_a_reopen_and_share_the_relation_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let sequence = |id: i64, name: &str| SequenceDef {
+            id,
+            name: name.into(),
+            start: 1,
+            increment: 1,
+            min: 1,
+            max: i64::MAX,
+            identity: None,
+        };
+        {
+            let cat = LocalCatalog::open(engine(dir.path())).unwrap();
+            cat.commit(SchemaChange {
+                base_version: 0,
+                upserts: vec![table(1, "t", &["a"])],
+                sequence_upserts: vec![sequence(2, "s"), sequence(3, "gone")],
+                ..SchemaChange::default()
+            })
+            .unwrap();
+            cat.commit(SchemaChange {
+                base_version: 1,
+                sequence_drops: vec![3],
+                ..SchemaChange::default()
+            })
+            .unwrap();
+            // A sequence may not take a table's name, nor break its own bounds.
+            for bad in [
+                sequence(4, "t"),
+                SequenceDef {
+                    start: 0,
+                    ..sequence(4, "z")
+                },
+            ] {
+                let refused = cat.commit(SchemaChange {
+                    base_version: 2,
+                    sequence_upserts: vec![bad],
+                    ..SchemaChange::default()
+                });
+                assert!(
+                    matches!(refused, Err(CatalogError::Invalid(_))),
+                    "{refused:?}"
+                );
+            }
+        }
+        let snap = LocalCatalog::open(engine(dir.path())).unwrap().snapshot();
+        assert_eq!(snap.version, 2);
+        assert_eq!(snap.sequence("s"), Some(&sequence(2, "s")));
+        assert!(snap.sequence("gone").is_none());
+        assert!(snap.relation_exists("s") && snap.sequence_id_exists(2));
     }
 
     #[test]

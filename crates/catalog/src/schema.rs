@@ -99,7 +99,7 @@ pub enum Identity {
     ByDefault,
 }
 
-/// A sequence owned by a column: dropped with it. Its values are handed out in batches
+/// A sequence: owned by a column (and dropped with it), or made by CREATE SEQUENCE. Its values are handed out in batches
 /// per SQL node, so they are unique but, across SQL nodes, not in order, and values of a
 /// batch a node never used are skipped (PostgreSQL's sequences have gaps too).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -264,6 +264,9 @@ pub struct CatalogSnapshot {
     pub tables: BTreeMap<String, Arc<TableDef>>,
     /// Views by name.
     pub views: BTreeMap<String, Arc<ViewDef>>,
+    /// Sequences made by CREATE SEQUENCE, by name (a column's own sequence lives in its
+    /// `ColumnDef`).
+    pub sequences: BTreeMap<String, Arc<SequenceDef>>,
 }
 
 impl CatalogSnapshot {
@@ -288,14 +291,32 @@ impl CatalogSnapshot {
             || self.sequence(name).is_some()
     }
 
-    /// The sequence named `name`, and the table and column that own it.
-    pub fn sequence(&self, name: &str) -> Option<(&Arc<TableDef>, &ColumnDef, &SequenceDef)> {
+    /// The sequence named `name`, made by CREATE SEQUENCE or owned by a column.
+    pub fn sequence(&self, name: &str) -> Option<&SequenceDef> {
+        self.sequences
+            .get(name)
+            .map(|s| &**s)
+            .or_else(|| self.owned_sequence(name).map(|(_, _, s)| s))
+    }
+
+    /// The column-owned sequence named `name`, with the table and column that own it.
+    pub fn owned_sequence(&self, name: &str) -> Option<(&Arc<TableDef>, &ColumnDef, &SequenceDef)> {
         self.tables.values().find_map(|t| {
             t.columns.iter().find_map(|c| match &c.sequence {
                 Some(s) if s.name == name => Some((t, c, s)),
                 _ => None,
             })
         })
+    }
+
+    /// True if a sequence with counter id `id` exists.
+    pub fn sequence_id_exists(&self, id: i64) -> bool {
+        self.sequences.values().any(|s| s.id == id)
+            || self.tables.values().any(|t| {
+                t.columns
+                    .iter()
+                    .any(|c| c.sequence.as_ref().is_some_and(|s| s.id == id))
+            })
     }
 }
 
@@ -313,4 +334,8 @@ pub struct SchemaChange {
     pub view_upserts: Vec<ViewDef>,
     /// Ids of views dropped.
     pub view_drops: Vec<TableId>,
+    /// Sequences created (CREATE SEQUENCE).
+    pub sequence_upserts: Vec<SequenceDef>,
+    /// Ids of sequences dropped (DROP SEQUENCE).
+    pub sequence_drops: Vec<i64>,
 }

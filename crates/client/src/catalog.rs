@@ -4,7 +4,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use flotilla_catalog::{
-    Catalog, CatalogError, CatalogSnapshot, IdKind, SchemaChange, TableDef, ViewDef,
+    Catalog, CatalogError, CatalogSnapshot, IdKind, SchemaChange, SequenceDef, TableDef, ViewDef,
 };
 use flotilla_proto::metaservicepb::{
     AllocateCatalogIdsRequest, CommitSchemaRequest, GetCatalogRequest, RestartSequenceRequest,
@@ -22,6 +22,9 @@ pub struct WireSnapshot {
     pub version: u64,
     pub tables: Vec<TableDef>,
     pub views: Vec<ViewDef>,
+    /// Absent from a meta service that predates CREATE SEQUENCE.
+    #[serde(default)]
+    pub sequences: Vec<SequenceDef>,
 }
 
 impl WireSnapshot {
@@ -31,6 +34,7 @@ impl WireSnapshot {
             version: s.version,
             tables: s.tables.values().map(|t| (**t).clone()).collect(),
             views: s.views.values().map(|v| (**v).clone()).collect(),
+            sequences: s.sequences.values().map(|q| (**q).clone()).collect(),
         }
     }
 
@@ -48,6 +52,11 @@ impl WireSnapshot {
                 .into_iter()
                 .map(|v| (v.name.clone(), Arc::new(v)))
                 .collect(),
+            sequences: self
+                .sequences
+                .into_iter()
+                .map(|q| (q.name.clone(), Arc::new(q)))
+                .collect(),
         }
     }
 }
@@ -60,6 +69,10 @@ pub struct WireChange {
     pub drops: Vec<TableId>,
     pub view_upserts: Vec<ViewDef>,
     pub view_drops: Vec<TableId>,
+    #[serde(default)]
+    pub sequence_upserts: Vec<SequenceDef>,
+    #[serde(default)]
+    pub sequence_drops: Vec<i64>,
 }
 
 impl WireChange {
@@ -71,6 +84,8 @@ impl WireChange {
             drops: c.drops.clone(),
             view_upserts: c.view_upserts.clone(),
             view_drops: c.view_drops.clone(),
+            sequence_upserts: c.sequence_upserts.clone(),
+            sequence_drops: c.sequence_drops.clone(),
         }
     }
 
@@ -82,6 +97,8 @@ impl WireChange {
             drops: self.drops,
             view_upserts: self.view_upserts,
             view_drops: self.view_drops,
+            sequence_upserts: self.sequence_upserts,
+            sequence_drops: self.sequence_drops,
         }
     }
 }
@@ -242,6 +259,20 @@ impl Catalog for RemoteCatalog {
         }
         match (r.error.is_empty(), r.error_kind) {
             (true, _) => {
+                // A meta leader that predates CREATE SEQUENCE drops the field it does not
+                // know and commits the rest: say so rather than report a sequence made.
+                let after = self.snapshot();
+                if change
+                    .sequence_upserts
+                    .iter()
+                    .any(|s| !after.sequences.contains_key(&s.name))
+                {
+                    return Err(CatalogError::Invalid(
+                        "the meta service does not keep sequences yet (it runs an older \
+                         version); upgrade it, then create the sequence again"
+                            .into(),
+                    ));
+                }
                 let fresh: Vec<i64> = change.upserts.iter().map(|t| t.storage_id).collect();
                 let known: std::collections::HashSet<i64> =
                     before.tables.values().map(|t| t.storage_id).collect();

@@ -569,4 +569,18 @@ async fn two_sql_nodes_number_rows_from_one_sequence() {
         rows(&mut w, "INSERT INTO t (node) VALUES (9) RETURNING id").await,
         vec!["500"]
     );
+    // CREATE SEQUENCE goes to the meta service's catalog, which a node started later
+    // loads; that node's values follow the first node's batch.
+    ok(&mut w, "CREATE SEQUENCE q START WITH 7").await;
+    assert_eq!(rows(&mut w, "SELECT nextval('q')").await, vec!["7"]);
+    let e = sql_node(&cluster).await;
+    let later: i64 = rows(&mut e.session(), "SELECT nextval('q')").await[0]
+        .parse()
+        .unwrap();
+    assert!(later > 7, "{later}");
+    ok(&mut w, "DROP SEQUENCE q").await;
+    assert_eq!(
+        run(&mut w, "SELECT nextval('q')").await.unwrap_err().code,
+        "42P01"
+    );
 }

@@ -56,6 +56,7 @@ pub(crate) fn is_ddl(statement: &Statement) -> bool {
             | Statement::CreateIndex(_)
             | Statement::AlterTable(_)
             | Statement::CreateView(_)
+            | Statement::CreateSequence { .. }
     )
 }
 
@@ -102,9 +103,34 @@ pub(crate) async fn execute(
             ..
         } => match object_type {
             ObjectType::View => drop_views(session, &names, if_exists),
+            ObjectType::Sequence => drop_sequences(session, &names, if_exists),
             other => Err(SqlError::unsupported(format!("DROP {other}"))),
         },
         Statement::CreateView(cv) => create_view(session, cv).await,
+        Statement::CreateSequence {
+            temporary,
+            if_not_exists,
+            name,
+            data_type,
+            sequence_options,
+            owned_by,
+        } => {
+            if temporary {
+                return Err(SqlError::unsupported("CREATE TEMPORARY SEQUENCE"));
+            }
+            if owned_by.is_some_and(|o| relation_name(&o) != "none") {
+                return Err(SqlError::unsupported(
+                    "OWNED BY for a sequence (a serial or identity column owns one)",
+                ));
+            }
+            create_sequence(
+                session,
+                &name,
+                if_not_exists,
+                data_type.as_ref(),
+                &sequence_options,
+            )
+        }
         other => Err(SqlError::unsupported(format!("statement {other}"))),
     }
 }
@@ -554,6 +580,96 @@ fn drop_views(
         })?;
     }
     Ok(command("DROP VIEW"))
+}
+
+/// CREATE SEQUENCE: a sequence of its own in the catalog, of type bigint unless `AS`
+/// says otherwise.
+fn create_sequence(
+    session: &Session,
+    name: &ObjectName,
+    if_not_exists: bool,
+    data_type: Option<&AstType>,
+    options: &[SequenceOptions],
+) -> Result<QueryResult, SqlError> {
+    let catalog = session.engine.catalog.clone();
+    let snapshot = catalog.snapshot();
+    let name = relation_name(name);
+    if snapshot.relation_exists(&name) {
+        if if_not_exists {
+            return Ok(command("CREATE SEQUENCE"));
+        }
+        return Err(SqlError::new(
+            "42P07",
+            format!("relation \"{name}\" already exists"),
+        ));
+    }
+    let ty = data_type
+        .map(sql_type)
+        .transpose()?
+        .unwrap_or(SqlType::Int64);
+    let mut sequence = crate::sequence::sequence_def(name, "sequence", &ty, None, options)?;
+    sequence.id = catalog.allocate(IdKind::Table, 1)?.start;
+    catalog.commit(SchemaChange {
+        base_version: snapshot.version,
+        sequence_upserts: vec![sequence],
+        ..SchemaChange::default()
+    })?;
+    Ok(command("CREATE SEQUENCE"))
+}
+
+/// DROP SEQUENCE of sequences made by CREATE SEQUENCE. One a column's default uses (a
+/// column's own sequence, or `DEFAULT nextval('s')`) stays, with 2BP01, as PostgreSQL
+/// refuses it without CASCADE (which is not supported here).
+fn drop_sequences(
+    session: &Session,
+    names: &[ObjectName],
+    if_exists: bool,
+) -> Result<QueryResult, SqlError> {
+    let catalog = session.engine.catalog.clone();
+    let snapshot = catalog.snapshot();
+    let mut drops = Vec::new();
+    for name in names {
+        let name = relation_name(name);
+        let call = format!("nextval('{}')", name.replace('\'', "''"));
+        let dependent = snapshot.tables.values().find_map(|t| {
+            t.columns
+                .iter()
+                .find(|c| c.default.as_deref().is_some_and(|d| d.contains(&call)))
+                .map(|c| (t, c))
+        });
+        if let Some((table, column)) = dependent {
+            return Err(SqlError::new(
+                "2BP01",
+                format!("cannot drop sequence {name} because other objects depend on it"),
+            )
+            .with_hint(format!(
+                "default value for column {} of table {} depends on sequence {name}; drop or \
+                 change that default first (DROP ... CASCADE is not supported)",
+                column.name, table.name
+            )));
+        }
+        if let Some(sequence) = snapshot.sequences.get(&name) {
+            drops.push(sequence.id);
+        } else if snapshot.relation_exists(&name) {
+            return Err(SqlError::new(
+                "42809",
+                format!("\"{name}\" is not a sequence"),
+            ));
+        } else if !if_exists {
+            return Err(SqlError::new(
+                "42P01",
+                format!("sequence \"{name}\" does not exist"),
+            ));
+        }
+    }
+    if !drops.is_empty() {
+        catalog.commit(SchemaChange {
+            base_version: snapshot.version,
+            sequence_drops: drops,
+            ..SchemaChange::default()
+        })?;
+    }
+    Ok(command("DROP SEQUENCE"))
 }
 
 async fn drop_indexes(

@@ -153,6 +153,9 @@ impl PgCatalogSchema {
         for v in self.snapshot.views.values() {
             rows.push((v.id, v.name.clone(), "v", false));
         }
+        for s in self.snapshot.sequences.values() {
+            rows.push((s.id, s.name.clone(), "S", false));
+        }
         let n = rows.len();
         table(vec![
             ("oid", Column::Int(rows.iter().map(|r| r.0).collect())),

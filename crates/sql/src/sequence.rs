@@ -24,6 +24,9 @@ use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
     DataType as AstType, Expr, SequenceOptions, UnaryOperator, Value,
 };
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Word};
 use flotilla_catalog::{CatalogRef, CatalogSnapshot, IdKind, Identity, SequenceDef, SqlType};
 use parking_lot::Mutex;
 
@@ -87,11 +90,29 @@ pub(crate) fn column_sequence(
     options: &[SequenceOptions],
     taken: impl Fn(&str) -> bool,
 ) -> Result<SequenceDef, SqlError> {
+    let base = format!("{table}_{column}_seq");
+    let name = std::iter::once(base.clone())
+        .chain((1..).map(|i| format!("{base}{i}")))
+        .find(|n| !taken(n))
+        .expect("an unused name");
+    sequence_def(name, "identity column", ty, identity, options)
+}
+
+/// The sequence `name` of integer type `ty` with `options`, PostgreSQL's defaults and
+/// checks; its `id` is left 0 for the caller to allocate. `what` names the thing whose
+/// type must be an integer (an identity column, a sequence).
+pub(crate) fn sequence_def(
+    name: String,
+    what: &str,
+    ty: &SqlType,
+    identity: Option<Identity>,
+    options: &[SequenceOptions],
+) -> Result<SequenceDef, SqlError> {
     let Some((type_min, type_max)) = type_range(ty) else {
         return Err(SqlError::new(
             "22023",
             format!(
-                "identity column type must be smallint, integer, or bigint, not {}",
+                "{what} type must be smallint, integer, or bigint, not {}",
                 ty.pg_name()
             ),
         ));
@@ -122,8 +143,9 @@ pub(crate) fn column_sequence(
                     ));
                 }
             }
-            SequenceOptions::Cycle(false) => {}
-            SequenceOptions::Cycle(true) => {
+            // sqlparser's flag is "NO": `Cycle(true)` is NO CYCLE, the default.
+            SequenceOptions::Cycle(true) => {}
+            SequenceOptions::Cycle(false) => {
                 return Err(SqlError::unsupported("CYCLE for a sequence"));
             }
         }
@@ -161,11 +183,6 @@ pub(crate) fn column_sequence(
             format!("START value ({start}) cannot be greater than MAXVALUE ({max})"),
         ));
     }
-    let base = format!("{table}_{column}_seq");
-    let name = std::iter::once(base.clone())
-        .chain((1..).map(|i| format!("{base}{i}")))
-        .find(|n| !taken(n))
-        .expect("an unused name");
     Ok(SequenceDef {
         id: 0,
         name,
@@ -174,6 +191,136 @@ pub(crate) fn column_sequence(
         min,
         max,
         identity,
+    })
+}
+
+/// Rank of a sequence option clause starting with `word`, in the one order sqlparser
+/// reads them (INCREMENT, MINVALUE, MAXVALUE, START, CACHE, CYCLE, then OWNED BY);
+/// `None` if no clause starts with it.
+fn option_rank(word: &Word, next: Option<&Word>) -> Option<u8> {
+    if word.quote_style.is_some() {
+        return None;
+    }
+    Some(match word.keyword {
+        Keyword::INCREMENT => 0,
+        Keyword::MINVALUE => 1,
+        Keyword::MAXVALUE => 2,
+        Keyword::START => 3,
+        Keyword::CACHE => 4,
+        Keyword::CYCLE => 5,
+        Keyword::OWNED => 6,
+        Keyword::NO => match next.map(|w| w.keyword) {
+            Some(Keyword::MINVALUE) => 1,
+            Some(Keyword::MAXVALUE) => 2,
+            Some(Keyword::CYCLE) => 5,
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
+
+/// `sql` with the options of each CREATE SEQUENCE, and of each `AS IDENTITY (...)`, put
+/// in the order sqlparser reads them; `None` when nothing moved. PostgreSQL takes them in
+/// any order (Hibernate writes `START WITH 1 INCREMENT BY 50`). Only the clauses move,
+/// whole, by sqlparser's own tokens; sqlparser still parses the result.
+pub(crate) fn canonical_option_order(sql: &str) -> Option<String> {
+    if !sql
+        .as_bytes()
+        .windows(8)
+        .any(|w| w.eq_ignore_ascii_case(b"sequence") || w.eq_ignore_ascii_case(b"identity"))
+    {
+        return None;
+    }
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
+    // Indexes of the tokens that are not whitespace.
+    let solid: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i], Token::Whitespace(_)))
+        .collect();
+    let word = |k: usize| match solid.get(k).map(|&i| &tokens[i]) {
+        Some(Token::Word(w)) => Some(w),
+        _ => None,
+    };
+    let is =
+        |k: usize, kw: Keyword| word(k).is_some_and(|w| w.keyword == kw && w.quote_style.is_none());
+    // Option regions, as ranges of `solid` positions: (first option, end).
+    let mut regions = Vec::new();
+    let mut k = 0;
+    while k < solid.len() {
+        if is(k, Keyword::SEQUENCE)
+            && (k >= 1 && is(k - 1, Keyword::CREATE) || k >= 2 && is(k - 2, Keyword::CREATE))
+        {
+            // The options start at the first clause word after the name; the statement
+            // ends at a semicolon.
+            let end = (k..solid.len())
+                .find(|&j| matches!(tokens[solid[j]], Token::SemiColon))
+                .unwrap_or(solid.len());
+            if let Some(first) = (k + 2..end)
+                .find(|&j| word(j).is_some_and(|w| option_rank(w, word(j + 1)).is_some()))
+            {
+                regions.push((first, end));
+            }
+            k = end;
+        } else if is(k, Keyword::IDENTITY)
+            && matches!(solid.get(k + 1).map(|&i| &tokens[i]), Some(Token::LParen))
+        {
+            let end = (k + 2..solid.len())
+                .find(|&j| matches!(tokens[solid[j]], Token::RParen))
+                .unwrap_or(solid.len());
+            regions.push((k + 2, end));
+            k = end;
+        } else {
+            k += 1;
+        }
+    }
+    let mut order: Vec<usize> = (0..tokens.len()).collect();
+    let mut moved = false;
+    for (first, end) in regions {
+        // Clauses: runs of tokens from one clause word to the next.
+        let mut clauses: Vec<(u8, usize, usize)> = Vec::new();
+        for (j, &token) in solid.iter().enumerate().take(end).skip(first) {
+            let rank = word(j).and_then(|w| {
+                let after_no = j > first && is(j - 1, Keyword::NO);
+                if after_no {
+                    None
+                } else {
+                    option_rank(w, word(j + 1))
+                }
+            });
+            match (rank, clauses.last_mut()) {
+                (Some(rank), _) => clauses.push((rank, token, token)),
+                (None, Some(last)) => last.2 = token,
+                (None, None) => return None,
+            }
+        }
+        let mut sorted = clauses.clone();
+        sorted.sort_by_key(|c| c.0);
+        if sorted == clauses {
+            continue;
+        }
+        moved = true;
+        let span = clauses.first().map(|c| c.1)?..=clauses.last().map(|c| c.2)?;
+        let mut replacement = Vec::new();
+        for (n, (_, from, to)) in sorted.iter().enumerate() {
+            if n > 0 {
+                replacement.push(usize::MAX);
+            }
+            replacement.extend(*from..=*to);
+        }
+        let at = order.iter().position(|&i| i == *span.start())?;
+        let len = span.end() - span.start() + 1;
+        order.splice(at..at + len, replacement);
+    }
+    moved.then(|| {
+        order
+            .iter()
+            .map(|&i| {
+                if i == usize::MAX {
+                    " ".to_string()
+                } else {
+                    tokens[i].to_string()
+                }
+            })
+            .collect()
     })
 }
 
@@ -243,7 +390,7 @@ fn sequence_named<'a>(
     name: &str,
 ) -> Result<&'a SequenceDef, SqlError> {
     match snapshot.sequence(name) {
-        Some((_, _, sequence)) => Ok(sequence),
+        Some(sequence) => Ok(sequence),
         None if snapshot.relation_exists(name) => Err(SqlError::new(
             "42809",
             format!("\"{name}\" is not a sequence"),
@@ -359,12 +506,7 @@ impl Sequences {
     fn last(&self) -> Result<i64, SqlError> {
         let (id, value) = (*self.session.last.lock())
             .ok_or_else(|| SqlError::new("55000", "lastval is not yet defined in this session"))?;
-        let exists = self.catalog.snapshot().tables.values().any(|t| {
-            t.columns
-                .iter()
-                .any(|c| matches!(&c.sequence, Some(s) if s.id == id))
-        });
-        if !exists {
+        if !self.catalog.snapshot().sequence_id_exists(id) {
             return Err(SqlError::new("55000", "lastval: sequence no longer exists"));
         }
         Ok(value)
@@ -618,14 +760,54 @@ mod tests {
             e.message.contains("cannot be less than MINVALUE (1)"),
             "{e}"
         );
+        // sqlparser's `Cycle(no)`: CYCLE is refused, NO CYCLE is the default.
         assert_eq!(
-            seq(&[SequenceOptions::Cycle(true)]).unwrap_err().code,
+            seq(&[SequenceOptions::Cycle(false)]).unwrap_err().code,
             "0A000"
         );
+        assert!(seq(&[SequenceOptions::Cycle(true)]).is_ok());
         let taken = column_sequence("t", "id", &SqlType::Int64, None, &[], |n| n == "t_id_seq");
         assert_eq!(taken.unwrap().name, "t_id_seq1");
         let text = column_sequence("t", "id", &SqlType::Text, None, &[], |_| false);
         assert_eq!(text.unwrap_err().code, "22023");
+    }
+
+    #[test]
+    fn sequence_options_are_put_in_the_order_the_parser_reads() {
+        let reorder = |sql: &str| canonical_option_order(sql);
+        assert_eq!(
+            reorder("CREATE SEQUENCE s START WITH 1 INCREMENT BY 50").as_deref(),
+            Some("CREATE SEQUENCE s INCREMENT BY 50 START WITH 1")
+        );
+        assert_eq!(
+            reorder("create sequence if not exists hib start 1 increment 1;SELECT 1").as_deref(),
+            Some("create sequence if not exists hib increment 1 start 1;SELECT 1")
+        );
+        assert_eq!(
+            reorder("CREATE SEQUENCE s AS integer NO CYCLE START -3 NO MINVALUE CACHE 5")
+                .as_deref(),
+            Some("CREATE SEQUENCE s AS integer NO MINVALUE START -3 CACHE 5 NO CYCLE")
+        );
+        assert_eq!(
+            reorder(
+                "CREATE TABLE z (id INT GENERATED ALWAYS AS IDENTITY (START WITH 5 INCREMENT BY 2), \
+                 v INT GENERATED BY DEFAULT AS IDENTITY (MAXVALUE 9 MINVALUE 2))"
+            )
+            .as_deref(),
+            Some(
+                "CREATE TABLE z (id INT GENERATED ALWAYS AS IDENTITY (INCREMENT BY 2 START WITH 5), \
+                 v INT GENERATED BY DEFAULT AS IDENTITY (MINVALUE 2 MAXVALUE 9))"
+            )
+        );
+        // In order already, or no options, or only the word: nothing to do.
+        for sql in [
+            "CREATE SEQUENCE s INCREMENT BY 2 START WITH 5",
+            "CREATE SEQUENCE s",
+            "SELECT 'start sequence increment', nextval('sequence')",
+            "CREATE TABLE t (id INT GENERATED ALWAYS AS IDENTITY)",
+        ] {
+            assert_eq!(reorder(sql), None, "{sql}");
+        }
     }
 
     #[test]

@@ -139,6 +139,8 @@ fn savepoint_position(block: &Block, name: &str) -> Result<usize, SqlError> {
 }
 
 fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
+    let reordered = crate::sequence::canonical_option_order(sql);
+    let sql = reordered.as_deref().unwrap_or(sql);
     let mut statements = Parser::new(&PostgreSqlDialect {})
         .with_recursion_limit(PARSER_RECURSION_LIMIT)
         .try_with_sql(sql)

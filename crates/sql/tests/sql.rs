@@ -1939,6 +1939,76 @@ async fn floats_cast_to_text_read_as_postgresql_prints_them() {
 }
 
 #[tokio::test]
+async fn create_sequence_makes_a_sequence_of_its_own() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE t (id SERIAL PRIMARY KEY, x INT)").await;
+    // Every expectation below is what PostgreSQL 15 answered to the same statements.
+    ok(&mut s, "CREATE SEQUENCE s").await;
+    assert_eq!(
+        rows(&mut s, "SELECT nextval('s'), nextval('s')").await,
+        vec!["1|2"]
+    );
+    assert_eq!(code(&mut s, "CREATE SEQUENCE s").await, "42P07");
+    ok(&mut s, "CREATE SEQUENCE IF NOT EXISTS s").await;
+    assert_eq!(code(&mut s, "CREATE SEQUENCE t").await, "42P07");
+    ok(
+        &mut s,
+        "CREATE SEQUENCE public.s2 AS integer INCREMENT BY 50 MINVALUE 1 START WITH 1 NO CYCLE",
+    )
+    .await;
+    assert_eq!(
+        rows(&mut s, "SELECT nextval('s2'), nextval('s2')").await,
+        vec!["1|51"]
+    );
+    // Options in any order, as PostgreSQL takes them (Hibernate's form).
+    ok(
+        &mut s,
+        "create sequence hib_seq start with 1 increment by 50",
+    )
+    .await;
+    assert_eq!(
+        rows(&mut s, "SELECT nextval('hib_seq'), nextval('hib_seq')").await,
+        vec!["1|51"]
+    );
+    assert_eq!(code(&mut s, "CREATE SEQUENCE s4 AS text").await, "22023");
+    assert_eq!(code(&mut s, "CREATE SEQUENCE s4 CYCLE").await, "0A000");
+    assert_eq!(code(&mut s, "SELECT nextval('s4')").await, "42P01");
+    // A column's default may use it; the sequence then cannot go, nor can a column's own.
+    ok(&mut s, "SELECT setval('s', 100)").await;
+    ok(
+        &mut s,
+        "CREATE TABLE u (id BIGINT DEFAULT nextval('s'), v INT)",
+    )
+    .await;
+    assert_eq!(
+        rows(&mut s, "INSERT INTO u (v) VALUES (1) RETURNING id").await,
+        vec!["101"]
+    );
+    assert_eq!(code(&mut s, "DROP SEQUENCE s").await, "2BP01");
+    assert_eq!(code(&mut s, "DROP SEQUENCE t_id_seq").await, "2BP01");
+    assert_eq!(code(&mut s, "DROP SEQUENCE t").await, "42809");
+    assert_eq!(code(&mut s, "DROP SEQUENCE nope").await, "42P01");
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT relname, relkind FROM pg_class WHERE relname IN ('s', 's2', 't_id_seq') \
+             ORDER BY relname"
+        )
+        .await,
+        vec!["s|S", "s2|S", "t_id_seq|S"]
+    );
+    ok(&mut s, "DROP SEQUENCE IF EXISTS nope, s2").await;
+    assert_eq!(code(&mut s, "SELECT nextval('s2')").await, "42P01");
+    // Once no default uses it, it goes; a new one of the same name starts afresh.
+    ok(&mut s, "ALTER TABLE u ALTER COLUMN id DROP DEFAULT").await;
+    ok(&mut s, "DROP SEQUENCE s").await;
+    assert_eq!(code(&mut s, "SELECT nextval('s')").await, "42P01");
+    ok(&mut s, "CREATE SEQUENCE s").await;
+    assert_eq!(rows(&mut s, "SELECT nextval('s')").await, vec!["1"]);
+}
+
+#[tokio::test]
 async fn setval_moves_a_sequence_as_bulk_loads_and_pg_dump_need() {
     let db = TestDb::new().await;
     let mut s = db.session();
@@ -2100,8 +2170,8 @@ async fn serial_and_identity_columns_number_rows_from_their_sequences() {
     // GENERATED ALWAYS refuses values, in INSERT and UPDATE, and takes DEFAULT.
     ok(
         &mut s,
-        "CREATE TABLE g (id BIGINT GENERATED ALWAYS AS IDENTITY (INCREMENT BY 10 START WITH 100) \
-         PRIMARY KEY, v INT)",
+        "CREATE TABLE g (id BIGINT GENERATED ALWAYS AS IDENTITY (START WITH 100 INCREMENT BY 10 \
+         NO CYCLE) PRIMARY KEY, v INT)",
     )
     .await;
     assert_eq!(
@@ -2185,6 +2255,10 @@ async fn serial_and_identity_columns_number_rows_from_their_sequences() {
         ),
         ("CREATE TABLE t_id_seq (a INT)", "42P07"),
         ("ALTER TABLE v ADD COLUMN n SERIAL", "0A000"),
+        (
+            "CREATE TABLE z (id INT GENERATED ALWAYS AS IDENTITY (START WITH 9 CYCLE))",
+            "0A000",
+        ),
     ] {
         assert_eq!(code(&mut s, sql).await, state, "{sql}");
     }
