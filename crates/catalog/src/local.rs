@@ -2,7 +2,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::Arc;
 
-use flotilla_storage::{Cf, EngineRef, WriteBatch};
+use flotilla_storage::{Cf, EngineRef, KvEngine, WriteBatch};
 use parking_lot::Mutex;
 
 use crate::schema::{CatalogSnapshot, SchemaChange, SequenceDef, TableDef, ViewDef};
@@ -93,6 +93,24 @@ fn check_sequence(seq: &SequenceDef) -> Result<(), CatalogError> {
     Ok(())
 }
 
+/// The definitions of one kind (tables, views, sequences) stored as JSON under `prefix`,
+/// by name.
+fn load_definitions<T: serde::de::DeserializeOwned>(
+    engine: &dyn KvEngine,
+    prefix: &[u8],
+    what: &str,
+    name: impl Fn(&T) -> &String,
+) -> Result<BTreeMap<String, Arc<T>>, CatalogError> {
+    let mut out = BTreeMap::new();
+    for item in engine.scan(Cf::Meta, prefix, &prefix_end(prefix), false) {
+        let (_, value) = item.map_err(storage_err)?;
+        let def: T = serde_json::from_slice(&value)
+            .map_err(|e| CatalogError::Storage(format!("corrupt {what} definition: {e}")))?;
+        out.insert(name(&def).clone(), Arc::new(def));
+    }
+    Ok(out)
+}
+
 impl LocalCatalog {
     /// Loads the catalog persisted in `engine` (empty on a new store).
     pub fn open(engine: EngineRef) -> Result<Self, CatalogError> {
@@ -101,32 +119,12 @@ impl LocalCatalog {
             Some(_) => return Err(CatalogError::Storage("corrupt catalog version".into())),
             None => 0,
         };
-        let mut tables = BTreeMap::new();
-        for item in engine.scan(Cf::Meta, TABLE_PREFIX, &prefix_end(TABLE_PREFIX), false) {
-            let (_, value) = item.map_err(storage_err)?;
-            let table: TableDef = serde_json::from_slice(&value)
-                .map_err(|e| CatalogError::Storage(format!("corrupt table definition: {e}")))?;
-            tables.insert(table.name.clone(), Arc::new(table));
-        }
-        let mut views = BTreeMap::new();
-        for item in engine.scan(Cf::Meta, VIEW_PREFIX, &prefix_end(VIEW_PREFIX), false) {
-            let (_, value) = item.map_err(storage_err)?;
-            let view: ViewDef = serde_json::from_slice(&value)
-                .map_err(|e| CatalogError::Storage(format!("corrupt view definition: {e}")))?;
-            views.insert(view.name.clone(), Arc::new(view));
-        }
-        let mut sequences = BTreeMap::new();
-        for item in engine.scan(
-            Cf::Meta,
-            SEQUENCE_PREFIX,
-            &prefix_end(SEQUENCE_PREFIX),
-            false,
-        ) {
-            let (_, value) = item.map_err(storage_err)?;
-            let sequence: SequenceDef = serde_json::from_slice(&value)
-                .map_err(|e| CatalogError::Storage(format!("corrupt sequence definition: {e}")))?;
-            sequences.insert(sequence.name.clone(), Arc::new(sequence));
-        }
+        let tables = load_definitions(&*engine, TABLE_PREFIX, "table", |t: &TableDef| &t.name)?;
+        let views = load_definitions(&*engine, VIEW_PREFIX, "view", |v: &ViewDef| &v.name)?;
+        let sequences =
+            load_definitions(&*engine, SEQUENCE_PREFIX, "sequence", |s: &SequenceDef| {
+                &s.name
+            })?;
         Ok(Self {
             engine,
             current: Mutex::new(Arc::new(CatalogSnapshot {

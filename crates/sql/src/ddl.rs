@@ -651,10 +651,7 @@ fn drop_sequences(
         if let Some(sequence) = snapshot.sequences.get(&name) {
             drops.push(sequence.id);
         } else if snapshot.relation_exists(&name) {
-            return Err(SqlError::new(
-                "42809",
-                format!("\"{name}\" is not a sequence"),
-            ));
+            return Err(crate::sequence::not_a_sequence(&name));
         } else if !if_exists {
             return Err(SqlError::new(
                 "42P01",

@@ -383,6 +383,11 @@ fn no_sequence(name: &str) -> SqlError {
     SqlError::new("42P01", format!("relation \"{name}\" does not exist"))
 }
 
+/// 42809: `name` is a relation of another kind.
+pub(crate) fn not_a_sequence(name: &str) -> SqlError {
+    SqlError::new("42809", format!("\"{name}\" is not a sequence"))
+}
+
 /// The sequence named `name` in `snapshot`; a table or view of that name is the wrong
 /// kind of relation (42809), as in PostgreSQL.
 fn sequence_named<'a>(
@@ -391,10 +396,7 @@ fn sequence_named<'a>(
 ) -> Result<&'a SequenceDef, SqlError> {
     match snapshot.sequence(name) {
         Some(sequence) => Ok(sequence),
-        None if snapshot.relation_exists(name) => Err(SqlError::new(
-            "42809",
-            format!("\"{name}\" is not a sequence"),
-        )),
+        None if snapshot.relation_exists(name) => Err(not_a_sequence(name)),
         None => Err(no_sequence(name)),
     }
 }
