@@ -360,6 +360,7 @@ mod tests {
             indexes: vec![],
             next_column_id: columns.len() as u32,
             next_index_id: 1,
+            checks: Vec::new(),
         }
     }
 

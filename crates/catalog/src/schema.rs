@@ -123,6 +123,11 @@ pub struct SequenceDef {
 }
 
 impl SequenceDef {
+    /// The default of a column this sequence numbers.
+    pub fn nextval_default(&self) -> String {
+        format!("nextval('{}')", self.name.replace('\'', "''"))
+    }
+
     /// The value numbered `ordinal` (1 for the first), or `None` once past its bounds.
     pub fn value(&self, ordinal: i64) -> Option<i64> {
         let value = ordinal
@@ -213,6 +218,21 @@ pub struct TableDef {
     pub next_column_id: ColumnId,
     /// Next index id to assign.
     pub next_index_id: IndexId,
+    /// CHECK constraints, each row written must not make one false.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckDef>,
+}
+
+/// A CHECK constraint: a boolean expression over one row of its table, which no row
+/// written may make false (NULL passes, as in SQL).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckDef {
+    /// Name, unique among the table's constraints.
+    pub name: String,
+    /// The expression as SQL text, over the table's column names.
+    pub expr: String,
+    /// The columns it reads: dropping one drops the constraint, as in PostgreSQL.
+    pub columns: Vec<ColumnId>,
 }
 
 impl TableDef {
@@ -309,14 +329,25 @@ impl CatalogSnapshot {
         })
     }
 
+    /// The sequence with counter id (and OID) `id`, made by CREATE SEQUENCE or owned by a
+    /// column.
+    pub fn sequence_by_id(&self, id: i64) -> Option<&SequenceDef> {
+        self.sequences
+            .values()
+            .map(|s| &**s)
+            .find(|s| s.id == id)
+            .or_else(|| {
+                self.tables.values().find_map(|t| {
+                    t.columns
+                        .iter()
+                        .find_map(|c| c.sequence.as_ref().filter(|s| s.id == id))
+                })
+            })
+    }
+
     /// True if a sequence with counter id `id` exists.
     pub fn sequence_id_exists(&self, id: i64) -> bool {
-        self.sequences.values().any(|s| s.id == id)
-            || self.tables.values().any(|t| {
-                t.columns
-                    .iter()
-                    .any(|c| c.sequence.as_ref().is_some_and(|s| s.id == id))
-            })
+        self.sequence_by_id(id).is_some()
     }
 }
 

@@ -109,6 +109,8 @@ fn apply_one(
                 ));
             }
             table.columns.retain(|c| c.id != id);
+            // As in PostgreSQL, a CHECK constraint that reads the column goes with it.
+            table.checks.retain(|c| !c.columns.contains(&id));
             // As in PostgreSQL, indexes (and a non-clustered primary key) on the column go
             // with it; their entries become garbage.
             table
@@ -122,6 +124,21 @@ fn apply_one(
             }
             if from == to {
                 return Ok(false);
+            }
+            let id = table.column(from).map(|c| c.id);
+            if let Some(check) = table
+                .checks
+                .iter()
+                .find(|c| id.is_some_and(|id| c.columns.contains(&id)))
+            {
+                // A constraint is kept as the text of its expression, which names the column.
+                return Err(JobError::fatal(
+                    "0A000",
+                    format!(
+                        "cannot rename column \"{from}\" of relation \"{}\": check constraint \"{}\" reads it (drop the constraint first)",
+                        table.name, check.name
+                    ),
+                ));
             }
             if table.column(to).is_some() {
                 return Err(column_exists(table, to));
@@ -154,6 +171,46 @@ fn apply_one(
                 return Ok(false);
             }
             c.default = default.clone();
+            Ok(true)
+        }
+        AlterAction::AddIdentity { column, sequence } => {
+            if snapshot.relation_exists(&sequence.name) {
+                return Err(JobError::fatal(
+                    "42P07",
+                    format!("relation \"{}\" already exists", sequence.name),
+                ));
+            }
+            let table_name = table.name.clone();
+            let Some(c) = table.columns.iter_mut().find(|c| c.name == *column) else {
+                return Err(no_column(table, column));
+            };
+            // PostgreSQL's checks and words.
+            if c.sequence.as_ref().is_some_and(|s| s.identity.is_some()) {
+                return Err(JobError::fatal(
+                    "55000",
+                    format!(
+                        "column \"{column}\" of relation \"{table_name}\" is already an identity column"
+                    ),
+                ));
+            }
+            if c.default.is_some() {
+                return Err(JobError::fatal(
+                    "55000",
+                    format!(
+                        "column \"{column}\" of relation \"{table_name}\" already has a default value"
+                    ),
+                ));
+            }
+            if c.nullable {
+                return Err(JobError::fatal(
+                    "55000",
+                    format!(
+                        "column \"{column}\" of relation \"{table_name}\" must be declared NOT NULL before identity can be added"
+                    ),
+                ));
+            }
+            c.default = Some(sequence.nextval_default());
+            c.sequence = Some(sequence.clone());
             Ok(true)
         }
     }
@@ -198,6 +255,7 @@ mod tests {
             }],
             next_column_id: 2,
             next_index_id: 2,
+            checks: Vec::new(),
         };
         let mut s = CatalogSnapshot::default();
         s.tables.insert("test".into(), Arc::new(table));

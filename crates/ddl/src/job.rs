@@ -1,6 +1,6 @@
 //! What a DDL job is: the change it makes, its state, and its record.
 
-use flotilla_catalog::SqlType;
+use flotilla_catalog::{SequenceDef, SqlType};
 use flotilla_types::TableId;
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +57,14 @@ pub enum AlterAction {
         /// The new default expression; `None` drops it.
         default: Option<String>,
     },
+    /// ALTER COLUMN ADD GENERATED ... AS IDENTITY: the column is numbered by `sequence`
+    /// from now on; its existing values stay.
+    AddIdentity {
+        /// The column's name.
+        column: String,
+        /// Its new sequence (id allocated, identity set).
+        sequence: SequenceDef,
+    },
 }
 
 impl AlterAction {
@@ -85,6 +93,13 @@ impl AlterAction {
                 column,
                 default: None,
             } => format!("ALTER COLUMN {column} DROP DEFAULT"),
+            AlterAction::AddIdentity { column, sequence } => format!(
+                "ALTER COLUMN {column} ADD GENERATED {} AS IDENTITY",
+                match sequence.identity {
+                    Some(flotilla_catalog::Identity::Always) => "ALWAYS",
+                    _ => "BY DEFAULT",
+                }
+            ),
         }
     }
 }

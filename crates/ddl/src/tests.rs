@@ -39,6 +39,7 @@ fn table(id: i64, name: &str) -> TableDef {
         indexes: vec![],
         next_column_id: 1,
         next_index_id: 1,
+        checks: Vec::new(),
     }
 }
 

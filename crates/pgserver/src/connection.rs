@@ -927,7 +927,7 @@ impl ConnectionHandler {
                 params.push(value);
             }
         }
-        session.execute_prepared(&statement, params).await?;
+        session.execute_copied(&statement, params).await?;
         state.inserted += rows.len() as u64;
         Ok(())
     }

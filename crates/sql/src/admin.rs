@@ -1,5 +1,6 @@
-//! Statements of Flotilla's own that PostgreSQL's grammar lacks, recognised before
-//! parsing: `ADMIN CANCEL DDL JOB n [, m ...]` and `ADMIN CHECK TABLE name`.
+//! Statements sqlparser does not parse, recognised before parsing: Flotilla's own
+//! `ADMIN CANCEL DDL JOB n [, m ...]` and `ADMIN CHECK TABLE name`, and PostgreSQL's
+//! `ALTER SEQUENCE` (see `alter_sequence`).
 
 use std::collections::BTreeMap;
 
@@ -21,10 +22,15 @@ pub(crate) enum Admin {
     CancelJobs(Vec<u64>),
     /// ADMIN CHECK TABLE name.
     CheckTable(String),
+    /// ALTER SEQUENCE.
+    AlterSequence(crate::alter_sequence::AlterSequence),
 }
 
 /// The ADMIN statement `sql` is, if it starts with ADMIN.
 pub(crate) fn parse(sql: &str) -> Option<Result<Admin, SqlError>> {
+    if let Some(alter) = crate::alter_sequence::parse(sql) {
+        return Some(alter.map(Admin::AlterSequence));
+    }
     let text = sql.trim().trim_end_matches(';').trim();
     let words: Vec<&str> = text.split_whitespace().collect();
     if !words.first()?.eq_ignore_ascii_case("admin") {
@@ -66,6 +72,7 @@ pub(crate) async fn execute(session: &mut Session, admin: Admin) -> Result<Query
     match admin {
         Admin::CancelJobs(ids) => crate::ddl::cancel_jobs(session, &ids).await,
         Admin::CheckTable(name) => check_table(session, &name).await,
+        Admin::AlterSequence(alter) => crate::alter_sequence::execute(session, alter).await,
     }
 }
 

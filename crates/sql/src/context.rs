@@ -250,6 +250,7 @@ mod tests {
             indexes: vec![],
             next_column_id: 1,
             next_index_id: 1,
+            checks: Vec::new(),
         };
         let mut snapshot = CatalogSnapshot::default();
         snapshot.tables.insert("t".into(), Arc::new(table));

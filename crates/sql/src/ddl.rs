@@ -252,6 +252,13 @@ async fn validate_default(session: &Session, expr: &Expr) -> Result<(), SqlError
     ctx.plan(statement).await.map(|_| ())
 }
 
+/// 0A000 for a FOREIGN KEY, in CREATE TABLE or ALTER TABLE alike.
+fn foreign_keys_unsupported() -> SqlError {
+    SqlError::unsupported("a FOREIGN KEY constraint").with_hint(
+        "Flotilla does not enforce foreign keys yet; define the table without the constraint.",
+    )
+}
+
 async fn create_table(session: &mut Session, ct: CreateTable) -> Result<QueryResult, SqlError> {
     let catalog = session.engine.catalog.clone();
     let snapshot = catalog.snapshot();
@@ -280,9 +287,11 @@ async fn create_table(session: &mut Session, ct: CreateTable) -> Result<QueryRes
         indexes: Vec::new(),
         next_column_id: 0,
         next_index_id: 1,
+        checks: Vec::new(),
     };
     let mut primary: Option<Vec<String>> = None;
     let mut uniques: Vec<(Option<String>, Vec<String>)> = Vec::new();
+    let mut checks: Vec<crate::check::Written> = Vec::new();
     let set_primary = |primary: &mut Option<Vec<String>>, cols: Vec<String>| {
         if primary.is_some() {
             return Err(SqlError::new(
@@ -360,6 +369,12 @@ async fn create_table(session: &mut Session, ct: CreateTable) -> Result<QueryRes
                 ColumnOption::Unique(u) => {
                     uniques.push((u.name.as_ref().map(ident_name), vec![col_name.clone()]))
                 }
+                ColumnOption::ForeignKey(_) => return Err(foreign_keys_unsupported()),
+                ColumnOption::Check(check) => checks.push(crate::check::Written {
+                    column: Some(col_name.clone()),
+                    option_name: option.name.as_ref(),
+                    check,
+                }),
                 other => {
                     return Err(SqlError::unsupported(format!("column option {other}")));
                 }
@@ -411,9 +426,16 @@ async fn create_table(session: &mut Session, ct: CreateTable) -> Result<QueryRes
                 u.name.as_ref().map(ident_name),
                 index_column_names(&u.columns)?,
             )),
+            TableConstraint::Check(check) => checks.push(crate::check::Written {
+                column: None,
+                option_name: None,
+                check,
+            }),
+            TableConstraint::ForeignKey(_) => return Err(foreign_keys_unsupported()),
             other => return Err(SqlError::unsupported(format!("constraint {other}"))),
         }
     }
+    table.checks = crate::check::plan_checks(session, &table, &checks).await?;
     if let Some(cols) = primary {
         let ids = column_ids(&table, &cols)?;
         for id in &ids {
@@ -648,6 +670,20 @@ fn drop_sequences(
                 column.name, table.name
             )));
         }
+        if let Some((table, column, _)) = snapshot.owned_sequence(&name) {
+            return Err(SqlError::new(
+                "2BP01",
+                format!(
+                    "cannot drop sequence {name} because column {} of table {} requires it",
+                    column.name, table.name
+                ),
+            )
+            .with_hint(format!(
+                "You can drop column {} of table {} instead, or first detach the sequence \
+                 with ALTER SEQUENCE {name} OWNED BY NONE.",
+                column.name, table.name
+            )));
+        }
         if let Some(sequence) = snapshot.sequences.get(&name) {
             drops.push(sequence.id);
         } else if snapshot.relation_exists(&name) {
@@ -820,6 +856,13 @@ async fn add_constraint(
                 .map(ident_name)
                 .unwrap_or_else(|| format!("{table_name}_{}_key", cols.join("_")));
             (name, cols, false)
+        }
+        TableConstraint::ForeignKey(_) => return Err(foreign_keys_unsupported()),
+        TableConstraint::Check(_) => {
+            return Err(
+                SqlError::unsupported("adding a CHECK constraint to an existing table")
+                    .with_hint("Write the constraint in CREATE TABLE."),
+            );
         }
         other => return Err(SqlError::unsupported(format!("constraint {other}"))),
     };
@@ -1070,6 +1113,21 @@ pub(crate) async fn run_job(session: &mut Session, kind: JobKind) -> Result<Job,
 async fn alter_table(session: &mut Session, at: AlterTable) -> Result<QueryResult, SqlError> {
     let name = relation_name(&at.name);
     let snapshot = session.engine.catalog.snapshot();
+    // Flotilla has no roles yet: every relation belongs to the one superuser, so a change
+    // of owner (pg_dump writes one after each CREATE) records nothing, for any relation.
+    if at
+        .operations
+        .iter()
+        .all(|op| matches!(op, AlterTableOperation::OwnerTo { .. }))
+    {
+        if !snapshot.relation_exists(&name) && !at.if_exists {
+            return Err(SqlError::new(
+                "42P01",
+                format!("relation \"{name}\" does not exist"),
+            ));
+        }
+        return Ok(command("ALTER TABLE"));
+    }
     let Some(table) = snapshot.table(&name).cloned() else {
         if at.if_exists {
             return Ok(command("ALTER TABLE"));
@@ -1168,6 +1226,29 @@ async fn alter_actions(
                         column,
                         default: None,
                     }]
+                }
+                AlterColumnOperation::AddGenerated {
+                    generated_as,
+                    sequence_options,
+                } => {
+                    let Some(def) = table.column(&column) else {
+                        return Err(crate::dml::no_such_column(table, &column));
+                    };
+                    let identity = match generated_as {
+                        Some(GeneratedAs::Always) => Identity::Always,
+                        _ => Identity::ByDefault,
+                    };
+                    let snapshot = session.engine.catalog.snapshot();
+                    let mut sequence = crate::sequence::column_sequence(
+                        &table.name,
+                        &column,
+                        &def.ty,
+                        Some(identity),
+                        sequence_options.as_deref().unwrap_or_default(),
+                        |n| snapshot.relation_exists(n),
+                    )?;
+                    sequence.id = session.engine.catalog.allocate(IdKind::Table, 1)?.start;
+                    vec![AlterAction::AddIdentity { column, sequence }]
                 }
                 other => {
                     return Err(SqlError::unsupported(format!(

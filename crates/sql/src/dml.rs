@@ -844,6 +844,7 @@ pub(crate) async fn evaluate_default(
         indexes: vec![],
         next_column_id: column.id + 1,
         next_index_id: 1,
+        checks: Vec::new(),
     };
     let array = default_array(session, &table, 0, 1, Timestamp::MAX).await?;
     fit_to_column(datum_at(&array, 0, &column.ty), &column.ty)
@@ -891,7 +892,7 @@ pub(crate) fn rows_to_batch(
     RecordBatch::try_new(schema, columns).map_err(|e| SqlError::internal(e.to_string()))
 }
 
-fn datum_text(d: &Datum) -> String {
+pub(crate) fn datum_text(d: &Datum) -> String {
     match d {
         Datum::Null => "null".into(),
         Datum::Bool(b) => if *b { "t" } else { "f" }.into(),
@@ -1001,6 +1002,7 @@ pub(crate) async fn insert_rows(
     rows: Vec<Vec<Datum>>,
     do_nothing: bool,
 ) -> Result<Vec<Vec<Datum>>, SqlError> {
+    crate::check::enforce(session, table, &rows).await?;
     let mut inserted = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(WRITE_CHUNK_ROWS) {
         let handles: Vec<(Vec<u8>, bool)> = match table.handle {
@@ -1083,7 +1085,9 @@ async fn execute_insert(
 ) -> Result<QueryResult, SqlError> {
     let table = target_table(session, &insert_table_name(insert)?)?;
     let targets = insert_targets(&table, insert)?;
-    check_identity_insert(&table, &targets, insert.source.as_deref())?;
+    if !session.copying {
+        check_identity_insert(&table, &targets, insert.source.as_deref())?;
+    }
     let mut upsert = None;
     let do_nothing = match &insert.on {
         None => false,
@@ -1376,6 +1380,10 @@ pub(crate) async fn apply_updates(
         changes.len(),
         "a stored value slot per change"
     );
+    if !table.checks.is_empty() {
+        let new_rows: Vec<Vec<Datum>> = changes.iter().map(|c| c.2.clone()).collect();
+        crate::check::enforce(session, table, &new_rows).await?;
+    }
     // Lock every changed row first (the statement re-runs if any changed after read_ts),
     // reading the stored versions not known yet (their columns of a newer schema must
     // survive), then the new keys and the unique keys the new versions claim.

@@ -6,7 +6,9 @@
 //! crate maps sessions to PostgreSQL's protocol) and nothing of fjall.
 
 mod admin;
+mod alter_sequence;
 mod api;
+mod check;
 mod context;
 mod ddl;
 mod dml;

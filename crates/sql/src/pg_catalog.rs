@@ -368,6 +368,7 @@ impl RegCast {
                 });
                 found
                     .or_else(|| snapshot.views.get(&folded).map(|v| v.id))
+                    .or_else(|| snapshot.sequences.get(&folded).map(|s| s.id))
                     .ok_or_else(|| {
                         SqlError::new("42P01", format!("relation \"{folded}\" does not exist"))
                     })

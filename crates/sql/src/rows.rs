@@ -194,6 +194,7 @@ mod tests {
             indexes: vec![],
             next_column_id,
             next_index_id: 1,
+            checks: Vec::new(),
         }
     }
 

@@ -22,7 +22,8 @@ use datafusion::logical_expr::{
 };
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
-    DataType as AstType, Expr, SequenceOptions, UnaryOperator, Value,
+    AlterColumnOperation, AlterTableOperation, ColumnOption, DataType as AstType, Expr,
+    SequenceOptions, Statement, UnaryOperator, Value,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -30,7 +31,7 @@ use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Word};
 use flotilla_catalog::{CatalogRef, CatalogSnapshot, IdKind, Identity, SequenceDef, SqlType};
 use parking_lot::Mutex;
 
-use crate::dml::relation_name;
+use crate::dml::{ident_name, relation_name};
 use crate::error::SqlError;
 
 /// The integer type of a `serial` type name, if it is one.
@@ -209,6 +210,8 @@ fn option_rank(word: &Word, next: Option<&Word>) -> Option<u8> {
         Keyword::CACHE => 4,
         Keyword::CYCLE => 5,
         Keyword::OWNED => 6,
+        // `SEQUENCE NAME n` in `AS IDENTITY (...)`, which sqlparser lacks: taken out.
+        Keyword::SEQUENCE if next.is_some_and(|w| w.keyword == Keyword::NAME) => SEQUENCE_NAME_RANK,
         Keyword::NO => match next.map(|w| w.keyword) {
             Some(Keyword::MINVALUE) => 1,
             Some(Keyword::MAXVALUE) => 2,
@@ -219,11 +222,19 @@ fn option_rank(word: &Word, next: Option<&Word>) -> Option<u8> {
     })
 }
 
+/// The rank of an option clause that is taken out rather than moved.
+const SEQUENCE_NAME_RANK: u8 = u8::MAX;
+
 /// `sql` with the options of each CREATE SEQUENCE, and of each `AS IDENTITY (...)`, put
 /// in the order sqlparser reads them; `None` when nothing moved. PostgreSQL takes them in
 /// any order (Hibernate writes `START WITH 1 INCREMENT BY 50`). Only the clauses move,
-/// whole, by sqlparser's own tokens; sqlparser still parses the result.
-pub(crate) fn canonical_option_order(sql: &str) -> Option<String> {
+/// whole, by sqlparser's own tokens; sqlparser still parses the result. An identity's
+/// `SEQUENCE NAME n` (pg_dump writes one for each identity column), which sqlparser does
+/// not read, is taken out, and `n` added to `sequence_names` for the caller to check.
+pub(crate) fn canonical_option_order(
+    sql: &str,
+    sequence_names: &mut Vec<String>,
+) -> Option<String> {
     if !sql
         .as_bytes()
         .windows(8)
@@ -294,12 +305,23 @@ pub(crate) fn canonical_option_order(sql: &str) -> Option<String> {
         }
         let mut sorted = clauses.clone();
         sorted.sort_by_key(|c| c.0);
-        if sorted == clauses {
+        if sorted == clauses && clauses.iter().all(|c| c.0 != SEQUENCE_NAME_RANK) {
             continue;
         }
         moved = true;
         let span = clauses.first().map(|c| c.1)?..=clauses.last().map(|c| c.2)?;
         let mut replacement = Vec::new();
+        for &(_, from, to) in sorted.iter().filter(|c| c.0 == SEQUENCE_NAME_RANK) {
+            // The clause's tokens after SEQUENCE NAME.
+            let name: String = tokens[from..=to]
+                .iter()
+                .filter(|t| !matches!(t, Token::Whitespace(_)))
+                .skip(2)
+                .map(|t| t.to_string())
+                .collect();
+            sequence_names.push(name);
+        }
+        sorted.retain(|c| c.0 != SEQUENCE_NAME_RANK);
         for (n, (_, from, to)) in sorted.iter().enumerate() {
             if n > 0 {
                 replacement.push(usize::MAX);
@@ -324,9 +346,62 @@ pub(crate) fn canonical_option_order(sql: &str) -> Option<String> {
     })
 }
 
+/// Accepts the `SEQUENCE NAME n` clauses `canonical_option_order` took out of identity
+/// specifications when each names the sequence Flotilla gives that column anyway
+/// (`<table>_<column>_seq`, as PostgreSQL does and so as pg_dump writes back); another
+/// name is 0A000, since sequences are named by their column here.
+pub(crate) fn check_identity_sequence_names(
+    statements: &[Statement],
+    names: &[String],
+) -> Result<(), SqlError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let mut defaults = Vec::new();
+    for statement in statements {
+        match statement {
+            Statement::CreateTable(ct) => {
+                let table = relation_name(&ct.name);
+                for column in &ct.columns {
+                    if column
+                        .options
+                        .iter()
+                        .any(|o| matches!(o.option, ColumnOption::Generated { .. }))
+                    {
+                        defaults.push(format!("{table}_{}_seq", ident_name(&column.name)));
+                    }
+                }
+            }
+            Statement::AlterTable(at) => {
+                let table = relation_name(&at.name);
+                for op in &at.operations {
+                    if let AlterTableOperation::AlterColumn {
+                        column_name,
+                        op: AlterColumnOperation::AddGenerated { .. },
+                    } = op
+                    {
+                        defaults.push(format!("{table}_{}_seq", ident_name(column_name)));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for name in names {
+        let name = parse_sequence_name(name);
+        if !defaults.contains(&name) {
+            return Err(SqlError::unsupported(format!(
+                "SEQUENCE NAME {name} for an identity column: its sequence is named \
+                 <table>_<column>_seq"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The default of a column numbered by `sequence`.
 pub(crate) fn nextval_default(sequence: &SequenceDef) -> String {
-    format!("nextval('{}')", sequence.name.replace('\'', "''"))
+    sequence.nextval_default()
 }
 
 /// A sequence name as `nextval` takes it (PostgreSQL's `regclass` text): optionally
@@ -457,6 +532,26 @@ impl Sequences {
         let name = parse_sequence_name(name);
         let snapshot = self.catalog.snapshot();
         let sequence = sequence_named(&snapshot, &name)?;
+        self.set_of(sequence, value, is_called)
+    }
+
+    /// `ALTER SEQUENCE ... RESTART WITH value`: the next `nextval` returns `value`.
+    pub(crate) fn restart(&self, sequence: &SequenceDef, value: i64) -> Result<(), SqlError> {
+        let (word, bound) = if value < sequence.min {
+            ("less than MINVALUE", sequence.min)
+        } else if value > sequence.max {
+            ("greater than MAXVALUE", sequence.max)
+        } else {
+            return self.set_of(sequence, value, false).map(|_| ());
+        };
+        Err(SqlError::new(
+            "22023",
+            format!("RESTART value ({value}) cannot be {word} ({bound})"),
+        ))
+    }
+
+    fn set_of(&self, sequence: &SequenceDef, value: i64, is_called: bool) -> Result<i64, SqlError> {
+        let name = &sequence.name;
         if !(sequence.min..=sequence.max).contains(&value) {
             return Err(SqlError::new(
                 "22003",
@@ -541,15 +636,19 @@ impl Sequences {
     /// The session's sequence functions, to register in each statement's context.
     pub(crate) fn udfs(&self) -> Vec<Arc<ScalarUDF>> {
         let text = || vec![DataType::Utf8, DataType::LargeUtf8, DataType::Utf8View];
+        // A sequence's name, or its OID (`'s'::regclass`).
+        let sequence = || {
+            Signature::one_of(
+                vec![
+                    TypeSignature::Uniform(1, text()),
+                    TypeSignature::Exact(vec![DataType::Int64]),
+                ],
+                Volatility::Volatile,
+            )
+        };
         [
-            (
-                SequenceFn::NextVal,
-                Signature::uniform(1, text(), Volatility::Volatile),
-            ),
-            (
-                SequenceFn::CurrVal,
-                Signature::uniform(1, text(), Volatility::Volatile),
-            ),
+            (SequenceFn::NextVal, sequence()),
+            (SequenceFn::CurrVal, sequence()),
             (
                 SequenceFn::LastVal,
                 Signature::exact(vec![], Volatility::Volatile),
@@ -611,6 +710,52 @@ fn text_arg(args: &ScalarFunctionArgs, i: usize) -> DfResult<Vec<Option<String>>
         .collect())
 }
 
+impl SequenceUdf {
+    /// Argument `i` of every row as a sequence name: text as written (`'public.s'`), or
+    /// an OID, which `'s'::regclass` gives (PostgreSQL shows serial defaults as
+    /// `nextval('s'::regclass)`, and pg_dump and ORMs write them so), as the exact name of
+    /// the sequence it identifies.
+    fn sequence_names(&self, args: &ScalarFunctionArgs, i: usize) -> DfResult<Vec<Option<String>>> {
+        if !args.args[i].data_type().is_integer() {
+            return text_arg(args, i);
+        }
+        let oids = cast(&args.args[i].to_array(args.number_rows)?, &DataType::Int64)?;
+        let oids = oids
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| DataFusionError::Internal("oid argument".into()))?;
+        let snapshot = self.sequences.catalog.snapshot();
+        oids.iter()
+            .map(|oid| {
+                let Some(oid) = oid else { return Ok(None) };
+                match snapshot.sequence_by_id(oid) {
+                    Some(s) => Ok(Some(format!("\"{}\"", s.name.replace('"', "\"\"")))),
+                    None => Err(external(match relation_of_oid(&snapshot, oid) {
+                        Some(name) => not_a_sequence(&name),
+                        None => no_sequence(&format!("with OID {oid}")),
+                    })),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The name of the table or view whose OID is `oid`.
+fn relation_of_oid(snapshot: &CatalogSnapshot, oid: i64) -> Option<String> {
+    snapshot
+        .tables
+        .values()
+        .find(|t| t.id == oid)
+        .map(|t| t.name.clone())
+        .or_else(|| {
+            snapshot
+                .views
+                .values()
+                .find(|v| v.id == oid)
+                .map(|v| v.name.clone())
+        })
+}
+
 impl ScalarUDFImpl for SequenceUdf {
     fn name(&self) -> &str {
         match self.function {
@@ -639,13 +784,22 @@ impl ScalarUDFImpl for SequenceUdf {
         let array: ArrayRef = match self.function {
             SequenceFn::NextVal => match &args.args[0] {
                 // One name for every row: one allocation for all of them.
-                ColumnarValue::Scalar(v) => match v.try_as_str().flatten() {
-                    Some(name) => Arc::new(Int64Array::from(s.next(name, n).map_err(external)?)),
-                    None => ScalarValue::Int64(None).to_array_of_size(n)?,
-                },
+                ColumnarValue::Scalar(v) => {
+                    let one = ScalarFunctionArgs {
+                        args: vec![ColumnarValue::Scalar(v.clone())],
+                        number_rows: 1,
+                        ..args.clone()
+                    };
+                    match self.sequence_names(&one, 0)?.pop().flatten() {
+                        Some(name) => {
+                            Arc::new(Int64Array::from(s.next(&name, n).map_err(external)?))
+                        }
+                        None => ScalarValue::Int64(None).to_array_of_size(n)?,
+                    }
+                }
                 ColumnarValue::Array(_) => {
                     let mut values = Vec::with_capacity(n);
-                    for name in text_arg(&args, 0)? {
+                    for name in self.sequence_names(&args, 0)? {
                         values.push(match name {
                             Some(name) => Some(s.next(&name, 1).map_err(external)?[0]),
                             None => None,
@@ -656,7 +810,7 @@ impl ScalarUDFImpl for SequenceUdf {
             },
             SequenceFn::CurrVal => {
                 let mut values = Vec::with_capacity(n);
-                for name in text_arg(&args, 0)? {
+                for name in self.sequence_names(&args, 0)? {
                     values.push(
                         name.map(|name| s.current(&name))
                             .transpose()
@@ -669,7 +823,7 @@ impl ScalarUDFImpl for SequenceUdf {
                 ScalarValue::Int64(Some(s.last().map_err(external)?)).to_array_of_size(n)?
             }
             SequenceFn::SetVal => {
-                let names = text_arg(&args, 0)?;
+                let names = self.sequence_names(&args, 0)?;
                 let values = cast(&args.args[1].to_array(n)?, &DataType::Int64)?;
                 let values = values
                     .as_any()
@@ -776,7 +930,7 @@ mod tests {
 
     #[test]
     fn sequence_options_are_put_in_the_order_the_parser_reads() {
-        let reorder = |sql: &str| canonical_option_order(sql);
+        let reorder = |sql: &str| canonical_option_order(sql, &mut Vec::new());
         assert_eq!(
             reorder("CREATE SEQUENCE s START WITH 1 INCREMENT BY 50").as_deref(),
             Some("CREATE SEQUENCE s INCREMENT BY 50 START WITH 1")

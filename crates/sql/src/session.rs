@@ -9,7 +9,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
-    Expr, Set, Statement, TransactionIsolationLevel, TransactionMode, Value,
+    Expr, Query, Set, Statement, TransactionIsolationLevel, TransactionMode, Value,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -114,6 +114,8 @@ pub struct Session {
     /// Functions of this session: the sequence functions and `current_user` and its
     /// kind, registered in each statement's context.
     session_udfs: Vec<Arc<datafusion::logical_expr::ScalarUDF>>,
+    /// True while rows of a `COPY ... FROM` are inserted (`execute_copied`).
+    pub(crate) copying: bool,
 }
 
 /// How deeply expressions may nest. sqlparser's default (50) refuses machine-generated
@@ -139,7 +141,8 @@ fn savepoint_position(block: &Block, name: &str) -> Result<usize, SqlError> {
 }
 
 fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
-    let reordered = crate::sequence::canonical_option_order(sql);
+    let mut sequence_names = Vec::new();
+    let reordered = crate::sequence::canonical_option_order(sql, &mut sequence_names);
     let sql = reordered.as_deref().unwrap_or(sql);
     let mut statements = Parser::new(&PostgreSqlDialect {})
         .with_recursion_limit(PARSER_RECURSION_LIMIT)
@@ -149,6 +152,7 @@ fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
     for statement in &mut statements {
         unqualify_builtin_functions(statement);
     }
+    crate::sequence::check_identity_sequence_names(&statements, &sequence_names)?;
     Ok(statements)
 }
 
@@ -219,6 +223,49 @@ fn unqualify_builtin_functions(statement: &mut Statement) {
         }
         std::ops::ControlFlow::<()>::Continue(())
     });
+}
+
+/// `SELECT set_config('name', 'value', is_local)` with literal arguments and nothing
+/// else (pg_dump scripts begin with `SELECT pg_catalog.set_config('search_path', '',
+/// false)`): the parameter and value, to set as SET does. A `set_config` in any other
+/// query is not a function here, and fails as an unknown one.
+fn set_config_call(query: &Query) -> Option<(String, String)> {
+    use datafusion::sql::sqlparser::ast::{
+        FunctionArg, FunctionArgExpr, FunctionArguments, SelectItem, SetExpr,
+    };
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    if !select.from.is_empty() || select.selection.is_some() || select.projection.len() != 1 {
+        return None;
+    }
+    let SelectItem::UnnamedExpr(Expr::Function(f)) = &select.projection[0] else {
+        return None;
+    };
+    if !f.name.to_string().eq_ignore_ascii_case("set_config") {
+        return None;
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    let texts: Vec<String> = list
+        .args
+        .iter()
+        .filter_map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v))) => match &v.value {
+                Value::SingleQuotedString(s) => Some(s.clone()),
+                Value::Boolean(b) => Some(b.to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    match texts.as_slice() {
+        [name, value, local] if local == "true" || local == "false" => {
+            Some((name.to_ascii_lowercase(), value.clone()))
+        }
+        _ => None,
+    }
 }
 
 fn single_text_column(name: &str, value: &str) -> QueryResult {
@@ -330,6 +377,7 @@ impl Session {
             default_isolation: Isolation::ReadCommitted,
             lock_timeout_ms,
             settings: BTreeMap::new(),
+            copying: false,
         }
     }
 
@@ -510,6 +558,20 @@ impl Session {
             params::bind(&mut bound, &params)?;
         }
         self.execute_statement(bound).await
+    }
+
+    /// Executes the prepared INSERT of rows a `COPY ... FROM` read. As in PostgreSQL,
+    /// COPY writes the values it is given, also into a `GENERATED ALWAYS` identity column
+    /// (which an INSERT may not give one): a pg_dump of such a table loads.
+    pub async fn execute_copied(
+        &mut self,
+        statement: &PreparedStatement,
+        params: Vec<ScalarValue>,
+    ) -> Result<QueryResult, SqlError> {
+        self.copying = true;
+        let result = self.execute_prepared(statement, params).await;
+        self.copying = false;
+        result
     }
 
     pub(crate) fn isolation(&self) -> Isolation {
@@ -728,6 +790,11 @@ impl Session {
     ) -> Result<QueryResult, SqlError> {
         match &statement {
             Statement::Set(set) => return self.set(set),
+            Statement::Query(q) if set_config_call(q).is_some() => {
+                let (name, value) = set_config_call(q).expect("matched");
+                self.assign(&name, &value)?;
+                return Ok(single_text_column("set_config", &value));
+            }
             Statement::ShowVariable { variable } => {
                 let name = variable
                     .iter()
@@ -886,32 +953,7 @@ impl Session {
             } => {
                 let name = variable.to_string().to_ascii_lowercase();
                 let value = values.iter().map(expr_text).collect::<Vec<_>>().join(", ");
-                match name.as_str() {
-                    "lock_timeout" => {
-                        let ms = parse_duration_ms(&value).ok_or_else(|| {
-                            SqlError::new(
-                                "22023",
-                                format!(
-                                    "invalid value for parameter \"lock_timeout\": \"{value}\""
-                                ),
-                            )
-                        })?;
-                        let max = self.engine.config.lock_wait_timeout_ms;
-                        // 0 means "wait forever" in PostgreSQL; every wait here is bounded.
-                        self.lock_timeout_ms = if ms == 0 { max } else { ms.min(max) };
-                    }
-                    "default_transaction_isolation" => {
-                        self.default_isolation = parse_isolation_name(&value)?;
-                    }
-                    "transaction_isolation" => {
-                        let level = parse_isolation_name(&value)?;
-                        if let Some(b) = &mut self.block {
-                            b.isolation = level;
-                        }
-                    }
-                    _ => {}
-                }
-                self.settings.insert(name, value);
+                self.assign(&name, &value)?;
                 Ok(command("SET"))
             }
             Set::SetTransaction { modes, session, .. } => {
@@ -930,6 +972,36 @@ impl Session {
             }
             _ => Ok(command("SET")),
         }
+    }
+
+    /// Sets run-time parameter `name` (lower case) to `value` for the session, as SET and
+    /// `set_config` do.
+    fn assign(&mut self, name: &str, value: &str) -> Result<(), SqlError> {
+        match name {
+            "lock_timeout" => {
+                let ms = parse_duration_ms(value).ok_or_else(|| {
+                    SqlError::new(
+                        "22023",
+                        format!("invalid value for parameter \"lock_timeout\": \"{value}\""),
+                    )
+                })?;
+                let max = self.engine.config.lock_wait_timeout_ms;
+                // 0 means "wait forever" in PostgreSQL; every wait here is bounded.
+                self.lock_timeout_ms = if ms == 0 { max } else { ms.min(max) };
+            }
+            "default_transaction_isolation" => {
+                self.default_isolation = parse_isolation_name(value)?;
+            }
+            "transaction_isolation" => {
+                let level = parse_isolation_name(value)?;
+                if let Some(b) = &mut self.block {
+                    b.isolation = level;
+                }
+            }
+            _ => {}
+        }
+        self.settings.insert(name.to_string(), value.to_string());
+        Ok(())
     }
 
     fn show(&self, name: &str) -> Result<QueryResult, SqlError> {

@@ -1,0 +1,266 @@
+//! CHECK constraints: planned when a table is created, enforced on every row written.
+//!
+//! A constraint is kept as SQL text over the table's column names (`CheckDef`). Each
+//! statement that writes rows to a table with constraints evaluates them all at once
+//! through DataFusion, over the new rows as a table of the table's own name (as
+//! RETURNING reads them), so the expression means exactly what it means in a query. As
+//! in PostgreSQL, a row violates a constraint only when it makes it false (NULL passes),
+//! and a row's constraints are tested in the order of their names.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, BooleanArray};
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::MemTable;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::sqlparser::ast::{CheckConstraint, Expr, Ident, visit_expressions};
+use flotilla_catalog::{CheckDef, TableDef};
+use flotilla_codec::Datum;
+use flotilla_types::ColumnId;
+use flotilla_types::Timestamp;
+
+use crate::dml::{ident_name, parse_one, quote, rows_to_batch};
+use crate::error::{SqlError, datafusion_error};
+use crate::session::Session;
+
+/// A CHECK constraint as written in CREATE TABLE: on a column (named after it) or on the
+/// table.
+pub(crate) struct Written<'a> {
+    /// The column it was written on, if any.
+    pub(crate) column: Option<String>,
+    /// `CONSTRAINT name` on the column option, which names it when the check does not.
+    pub(crate) option_name: Option<&'a Ident>,
+    pub(crate) check: &'a CheckConstraint,
+}
+
+/// The `SELECT` that evaluates `checks` over rows of `table` (each a boolean column).
+fn select_checks<'a>(table: &str, checks: impl Iterator<Item = &'a str>) -> String {
+    let items: Vec<String> = checks.map(|c| format!("({c})")).collect();
+    format!("SELECT {} FROM {}", items.join(", "), quote(table))
+}
+
+/// 0A000 for a subquery, which a CHECK may not contain (PostgreSQL's words and code).
+fn refuse_subquery(expr: &Expr) -> Result<(), SqlError> {
+    let found = visit_expressions(expr, |e: &Expr| {
+        if matches!(
+            e,
+            Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. }
+        ) {
+            return std::ops::ControlFlow::Break(());
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+    match found {
+        std::ops::ControlFlow::Break(()) => Err(SqlError::new(
+            "0A000",
+            "cannot use subquery in check constraint",
+        )),
+        std::ops::ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+/// True if `plan` aggregates or windows (a CHECK reads one row).
+fn has_node(plan: &LogicalPlan, pred: &dyn Fn(&LogicalPlan) -> bool) -> bool {
+    pred(plan) || plan.inputs().into_iter().any(|p| has_node(p, pred))
+}
+
+/// The column names an expression reads (its identifiers' last parts).
+fn referenced_names(expr: &Expr) -> Vec<String> {
+    let mut names = Vec::new();
+    let _ = visit_expressions(expr, |e: &Expr| {
+        match e {
+            Expr::Identifier(i) => names.push(ident_name(i)),
+            Expr::CompoundIdentifier(parts) => {
+                if let Some(last) = parts.last() {
+                    names.push(ident_name(last));
+                }
+            }
+            _ => {}
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    names
+}
+
+/// Plans the CHECK constraints of a table being created (its columns already in
+/// `table`): names them as PostgreSQL does (`t_col_check`, `t_check`, numbered when
+/// taken), and refuses one that is not a boolean expression over the row alone.
+pub(crate) async fn plan_checks(
+    session: &Session,
+    table: &TableDef,
+    written: &[Written<'_>],
+) -> Result<Vec<CheckDef>, SqlError> {
+    let mut checks: Vec<CheckDef> = Vec::new();
+    for w in written {
+        let expr = &w.check.expr;
+        if w.check.enforced == Some(false) {
+            return Err(SqlError::unsupported("a NOT ENFORCED check constraint"));
+        }
+        refuse_subquery(expr)?;
+        let text = expr.to_string();
+        let batch = rows_to_batch(table, &[])?;
+        let mem = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(datafusion_error)?;
+        let mut overrides: HashMap<String, Arc<dyn TableProvider>> = HashMap::new();
+        overrides.insert(table.name.clone(), Arc::new(mem));
+        let ctx = session.context(Timestamp::MAX, None, overrides);
+        let plan = ctx
+            .plan(parse_one(&select_checks(
+                &table.name,
+                [text.as_str()].into_iter(),
+            ))?)
+            .await?;
+        if has_node(&plan, &|p| matches!(p, LogicalPlan::Aggregate(_))) {
+            return Err(SqlError::new(
+                "42803",
+                "aggregate functions are not allowed in check constraints",
+            ));
+        }
+        if has_node(&plan, &|p| matches!(p, LogicalPlan::Window(_))) {
+            return Err(SqlError::new(
+                "42P20",
+                "window functions are not allowed in check constraints",
+            ));
+        }
+        let ty = plan.schema().field(0).data_type().clone();
+        if !matches!(
+            ty,
+            datafusion::arrow::datatypes::DataType::Boolean
+                | datafusion::arrow::datatypes::DataType::Null
+        ) {
+            return Err(SqlError::new(
+                "42804",
+                format!(
+                    "argument of CHECK must be type boolean, not type {}",
+                    crate::error::pg_type_name(&ty)
+                ),
+            ));
+        }
+        let mut columns: Vec<ColumnId> = referenced_names(expr)
+            .iter()
+            .filter_map(|n| table.column(n).map(|c| c.id))
+            .collect();
+        columns.sort_unstable();
+        columns.dedup();
+        let name = match w.check.name.as_ref().or(w.option_name) {
+            Some(n) => {
+                let n = ident_name(n);
+                if checks.iter().any(|c| c.name == n) {
+                    return Err(SqlError::new(
+                        "42710",
+                        format!(
+                            "constraint \"{n}\" for relation \"{}\" already exists",
+                            table.name
+                        ),
+                    ));
+                }
+                n
+            }
+            None => {
+                let base = match &w.column {
+                    Some(c) => format!("{}_{c}_check", table.name),
+                    None => format!("{}_check", table.name),
+                };
+                (0..)
+                    .map(|k| {
+                        if k == 0 {
+                            base.clone()
+                        } else {
+                            format!("{base}{k}")
+                        }
+                    })
+                    .find(|n| !checks.iter().any(|c| c.name == *n))
+                    .expect("an unused name")
+            }
+        };
+        checks.push(CheckDef {
+            name,
+            expr: text,
+            columns,
+        });
+    }
+    Ok(checks)
+}
+
+/// The text of row `r` of `batch`, for "Failing row contains (...)".
+fn row_text(batch: &datafusion::arrow::record_batch::RecordBatch, r: usize) -> String {
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let options = FormatOptions::default().with_null("null");
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            ArrayFormatter::try_new(c.as_ref(), &options)
+                .map(|f| f.value(r).to_string())
+                .unwrap_or_else(|_| "?".into())
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Fails with 23514 if any of `rows` (in table column order) makes a CHECK constraint of
+/// `table` false.
+pub(crate) async fn enforce(
+    session: &Session,
+    table: &TableDef,
+    rows: &[Vec<Datum>],
+) -> Result<(), SqlError> {
+    if table.checks.is_empty() || rows.is_empty() {
+        return Ok(());
+    }
+    let mut order: Vec<usize> = (0..table.checks.len()).collect();
+    order.sort_by(|a, b| table.checks[*a].name.cmp(&table.checks[*b].name));
+    let written = rows_to_batch(table, rows)?;
+    let mem = MemTable::try_new(written.schema(), vec![vec![written.clone()]])
+        .map_err(datafusion_error)?;
+    let mut overrides: HashMap<String, Arc<dyn TableProvider>> = HashMap::new();
+    overrides.insert(table.name.clone(), Arc::new(mem));
+    let ctx = session.context(Timestamp::MAX, None, overrides);
+    let sql = select_checks(
+        &table.name,
+        order.iter().map(|i| table.checks[*i].expr.as_str()),
+    );
+    let plan = ctx.plan(parse_one(&sql)?).await?;
+    let batches = ctx.run(plan, rows.len()).await?;
+    let mut offset = 0;
+    for batch in &batches {
+        let results: Vec<BooleanArray> = batch
+            .columns()
+            .iter()
+            .map(|c| {
+                datafusion::arrow::compute::cast(
+                    c,
+                    &datafusion::arrow::datatypes::DataType::Boolean,
+                )
+                .map_err(|e| SqlError::internal(e.to_string()))
+                .and_then(|a| {
+                    a.as_any()
+                        .downcast_ref::<BooleanArray>()
+                        .cloned()
+                        .ok_or_else(|| SqlError::internal("a check gave no boolean"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        for r in 0..batch.num_rows() {
+            for (k, result) in results.iter().enumerate() {
+                if result.is_valid(r) && !result.value(r) {
+                    let check = &table.checks[order[k]];
+                    return Err(SqlError::new(
+                        "23514",
+                        format!(
+                            "new row for relation \"{}\" violates check constraint \"{}\"",
+                            table.name, check.name
+                        ),
+                    )
+                    .with_hint(format!(
+                        "Failing row contains ({}).",
+                        row_text(&written, offset + r)
+                    )));
+                }
+            }
+        }
+        offset += batch.num_rows();
+    }
+    assert_eq!(offset, rows.len(), "one result per row checked");
+    Ok(())
+}
