@@ -92,6 +92,15 @@ pub(crate) async fn plan_checks(
     written: &[Written<'_>],
 ) -> Result<Vec<CheckDef>, SqlError> {
     let mut checks: Vec<CheckDef> = Vec::new();
+    if written.is_empty() {
+        return Ok(checks);
+    }
+    // The expressions are planned over the table, empty, under its own name.
+    let empty = rows_to_batch(table, &[])?;
+    let mem = MemTable::try_new(empty.schema(), vec![vec![empty]]).map_err(datafusion_error)?;
+    let mut overrides: HashMap<String, Arc<dyn TableProvider>> = HashMap::new();
+    overrides.insert(table.name.clone(), Arc::new(mem));
+    let ctx = session.context(Timestamp::MAX, None, overrides);
     for w in written {
         let expr = &w.check.expr;
         if w.check.enforced == Some(false) {
@@ -99,11 +108,6 @@ pub(crate) async fn plan_checks(
         }
         refuse_subquery(expr)?;
         let text = expr.to_string();
-        let batch = rows_to_batch(table, &[])?;
-        let mem = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(datafusion_error)?;
-        let mut overrides: HashMap<String, Arc<dyn TableProvider>> = HashMap::new();
-        overrides.insert(table.name.clone(), Arc::new(mem));
-        let ctx = session.context(Timestamp::MAX, None, overrides);
         let plan = ctx
             .plan(parse_one(&select_checks(
                 &table.name,

@@ -788,13 +788,14 @@ impl Session {
         &mut self,
         statement: Statement,
     ) -> Result<QueryResult, SqlError> {
+        if let Statement::Query(q) = &statement
+            && let Some((name, value)) = set_config_call(q)
+        {
+            self.assign(&name, &value)?;
+            return Ok(single_text_column("set_config", &value));
+        }
         match &statement {
             Statement::Set(set) => return self.set(set),
-            Statement::Query(q) if set_config_call(q).is_some() => {
-                let (name, value) = set_config_call(q).expect("matched");
-                self.assign(&name, &value)?;
-                return Ok(single_text_column("set_config", &value));
-            }
             Statement::ShowVariable { variable } => {
                 let name = variable
                     .iter()

@@ -2808,3 +2808,44 @@ async fn savepoints_undo_part_of_a_transaction_and_recover_a_failed_block() {
     ok(&mut other, "UPDATE t SET v = 'y' WHERE id = 5").await;
     assert_eq!(rows(&mut s, "SELECT v FROM t").await, vec!["y"]);
 }
+
+#[tokio::test]
+async fn check_constraints_refuse_what_postgres_refuses_and_go_with_their_column() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    // The codes PostgreSQL 15 gives for the same statements.
+    assert_eq!(
+        code(&mut s, "CREATE TABLE c1 (a INT CHECK (a))").await,
+        "42804"
+    );
+    assert_eq!(
+        code(&mut s, "CREATE TABLE c2 (a INT CHECK (a > (SELECT 1)))").await,
+        "0A000"
+    );
+    assert_eq!(
+        code(&mut s, "CREATE TABLE c3 (a INT CHECK (sum(a) > 1))").await,
+        "42803"
+    );
+    assert_eq!(
+        code(&mut s, "CREATE TABLE c4 (a INT CHECK (b > 1))").await,
+        "42703"
+    );
+    ok(
+        &mut s,
+        "CREATE TABLE t (a INT CHECK (a > 0), b INT, CHECK (b <> 5))",
+    )
+    .await;
+    assert_eq!(code(&mut s, "INSERT INTO t VALUES (0, 1)").await, "23514");
+    assert_eq!(code(&mut s, "INSERT INTO t VALUES (1, 5)").await, "23514");
+    ok(&mut s, "INSERT INTO t VALUES (1, 1), (NULL, NULL)").await;
+    assert_eq!(code(&mut s, "UPDATE t SET a = -1").await, "23514");
+    assert_eq!(
+        code(&mut s, "ALTER TABLE t RENAME COLUMN a TO z").await,
+        "0A000"
+    );
+    // Dropping a column drops the constraints that read it, as in PostgreSQL.
+    ok(&mut s, "ALTER TABLE t DROP COLUMN a").await;
+    assert_eq!(code(&mut s, "INSERT INTO t VALUES (5)").await, "23514");
+    ok(&mut s, "INSERT INTO t VALUES (-3)").await;
+    assert_eq!(rows(&mut s, "SELECT count(*) FROM t").await, vec!["3"]);
+}
