@@ -396,14 +396,27 @@ fn four_stores_share_the_replicas_and_one_is_removed() {
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("removed already"));
         for t in 0..TABLES {
-            let row = client
-                .query_one(
-                    &format!("SELECT count(*), count(DISTINCT v) FROM t{t}"),
-                    &[],
-                )
-                .await
-                .unwrap();
-            assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (ROWS, ROWS));
+            let count = || async {
+                let row = client
+                    .query_one(
+                        &format!("SELECT count(*), count(DISTINCT v) FROM t{t}"),
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                (row.get::<_, i64>(0), row.get::<_, i64>(1))
+            };
+            let first = count().await;
+            if first != (ROWS, ROWS) {
+                // A wrong answer: say whether it lasts, and where the regions are.
+                let again = count().await;
+                let out = pg.ctl(&["regions"]);
+                panic!(
+                    "t{t} read {first:?} (then {again:?}), not {:?}; regions:\n{}",
+                    (ROWS, ROWS),
+                    String::from_utf8_lossy(&out.stdout)
+                );
+            }
         }
     });
     let out = pg.ctl(&["check-replicas"]);

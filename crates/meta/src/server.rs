@@ -707,9 +707,9 @@ impl MetaService {
         tracing::info!(
             region_id,
             remove_peer = remove.id,
-            down_store = remove.store_id,
+            store = remove.store_id,
             add_store = ?add.map(|p| p.store_id),
-            "replica repair: a replica is on a store down too long"
+            "replica repair: a replica is on a store down too long, or a learner is not needed"
         );
         repairs.insert(region_id, (data.conf_ver(region_id)?, Instant::now()));
         Some(ReplacePeer {

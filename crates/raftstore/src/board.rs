@@ -101,6 +101,12 @@ impl RegionBoard {
         self.entries.read().get(&region_id).cloned()
     }
 
+    /// The id of this store's peer of `region_id`, if it has one: a read compares it before
+    /// and after, since a peer that goes (removed, its data deleted) leaves the board first.
+    pub fn peer_id(&self, region_id: u64) -> Option<u64> {
+        self.entries.read().get(&region_id).map(|e| e.peer_id)
+    }
+
     /// Every peer.
     pub fn all(&self) -> Vec<BoardEntry> {
         self.entries.read().values().cloned().collect()

@@ -155,6 +155,10 @@ pub struct PeerStorage {
     last_term: u64,
     apply: RaftApplyState,
     conf_state: ConfState,
+    /// The region as this store last held it, when the peer was opened over the tombstone
+    /// of an earlier one of its peers: kept only to write the tombstone back should this
+    /// peer go before it is filled (so stale messages stay refused).
+    tombstone: Option<Region>,
     cache: EntryCache,
     /// Where snapshots are built, if not on the store thread.
     snap_gen: Option<Arc<SnapGenerator>>,
@@ -236,21 +240,28 @@ pub const ENTRY_CACHE_BYTES_MAX_DEFAULT: u64 = 4 << 20;
 
 impl PeerStorage {
     /// Loads a peer's state. A region with no stored state is an uninitialized peer (created
-    /// by a message from a new region member): empty log, waiting for a snapshot.
+    /// by a message from a new region member): empty log, waiting for a snapshot. So is a
+    /// region whose stored state is a tombstone (an earlier peer of this store, removed):
+    /// the new peer holds nothing yet. Opening it with the tombstone's region made it look
+    /// filled, with the range the region had when the old peer left; the snapshot that
+    /// filled it then deleted that whole range here, other regions' data included.
     pub fn open(engine: EngineRef, region_id: u64) -> Result<Self, RaftStoreError> {
-        let (peer_state, region) = match engine.get(Cf::Raft, &keys::region_state_key(region_id))? {
-            Some(bytes) => {
-                let state: RegionLocalState = decode(&bytes, "region state")?;
-                (state.state(), state.region.unwrap_or_default())
-            }
-            None => (
-                PeerState::Normal,
-                Region {
-                    id: region_id,
-                    ..Region::default()
-                },
-            ),
+        let empty = || Region {
+            id: region_id,
+            ..Region::default()
         };
+        let (peer_state, region, tombstone) =
+            match engine.get(Cf::Raft, &keys::region_state_key(region_id))? {
+                Some(bytes) => {
+                    let state: RegionLocalState = decode(&bytes, "region state")?;
+                    let region = state.region.clone().unwrap_or_default();
+                    match state.state() {
+                        PeerState::Tombstone => (PeerState::Normal, empty(), Some(region)),
+                        live => (live, region, None),
+                    }
+                }
+                None => (PeerState::Normal, empty(), None),
+            };
         let (hard_state, last_index, last_term) =
             match engine.get(Cf::Raft, &keys::raft_state_key(region_id))? {
                 Some(bytes) => {
@@ -276,6 +287,7 @@ impl PeerStorage {
             last_term,
             apply,
             conf_state,
+            tombstone,
             cache: EntryCache {
                 entries: VecDeque::new(),
                 bytes: 0,
@@ -449,11 +461,14 @@ impl PeerStorage {
 
     /// Stages the installation of a snapshot received from the leader: the region's data
     /// replaced by the snapshot's, the log dropped, and the snapshot's index as applied,
-    /// committed and truncated, all in one batch. Returns the new region.
+    /// committed and truncated, all in one batch. Returns the new region. What this peer
+    /// held outside the snapshot's range (it missed a split) is deleted unless
+    /// `keep_outside`: another peer here owns part of that range.
     pub fn stage_snapshot(
         &mut self,
         batch: &mut WriteBatch,
         snap: &Snapshot,
+        keep_outside: bool,
     ) -> Result<Region, RaftStoreError> {
         let data: SnapshotData = decode(&snap.data, "snapshot data")?;
         let region = data
@@ -461,8 +476,7 @@ impl PeerStorage {
             .clone()
             .ok_or_else(|| RaftStoreError::Corrupt("snapshot without a region".into()))?;
         let meta = snap.get_metadata();
-        let old = self
-            .is_initialized()
+        let old = (self.is_initialized() && !keep_outside)
             .then(|| (&self.region.start_key[..], &self.region.end_key[..]));
         stage_replace_data(
             &self.engine,
@@ -512,7 +526,12 @@ impl PeerStorage {
         self.cache.clear();
         batch.delete(Cf::Raft, keys::raft_state_key(self.region_id));
         batch.delete(Cf::Raft, keys::apply_state_key(self.region_id));
-        let region = self.region.clone();
+        // A peer never filled leaves the tombstone it was opened over (its epoch refuses
+        // stale messages), not an empty region.
+        let region = match self.tombstone.take() {
+            Some(old) if !self.is_initialized() => old,
+            _ => self.region.clone(),
+        };
         self.stage_region(batch, region, PeerState::Tombstone);
         Ok(())
     }

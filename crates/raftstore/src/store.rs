@@ -1237,11 +1237,30 @@ impl Store {
             }
             if !rd.snapshot().is_empty() {
                 let snap = rd.snapshot().clone();
+                let held = peer.region().clone();
+                let shared = peer.raw.store().is_initialized()
+                    && overlapping_peer(&self.peers, region_id, &held.start_key, &held.end_key)
+                        .inspect(|other| {
+                            tracing::error!(
+                                store = self.cfg.store_id,
+                                region_id,
+                                other,
+                                "a refilled peer's old range overlaps another peer here: \
+                                 its data outside the new range is kept"
+                            )
+                        })
+                        .is_some();
+                let peer = self.peers.get_mut(&region_id).expect("listed");
                 let (started, ops_before) = (Instant::now(), persist.len());
-                peer.raw.mut_store().stage_snapshot(&mut persist, &snap)?;
+                let region = peer
+                    .raw
+                    .mut_store()
+                    .stage_snapshot(&mut persist, &snap, shared)?;
                 tracing::info!(
                     store = self.cfg.store_id,
                     region_id,
+                    start = ?region.start_key,
+                    end = ?region.end_key,
                     index = snap.get_metadata().index,
                     bytes = snap.data.len(),
                     writes = persist.len() - ops_before,
@@ -1250,6 +1269,7 @@ impl Store {
                 );
                 peer.refresh_peer_cache();
             }
+            let peer = self.peers.get_mut(&region_id).expect("listed");
             peer.raw
                 .mut_store()
                 .stage_entries(&mut persist, rd.entries());
@@ -1420,11 +1440,27 @@ impl Store {
         let Some(mut peer) = self.peers.remove(&region_id) else {
             return Ok(());
         };
+        let held = peer.region();
+        let shared = peer.raw.store().is_initialized()
+            && overlapping_peer(&self.peers, region_id, &held.start_key, &held.end_key)
+                .inspect(|other| {
+                    tracing::error!(
+                        store = self.cfg.store_id,
+                        region_id,
+                        other,
+                        "a removed peer's range overlaps another peer here: its data is kept"
+                    )
+                })
+                .is_some();
+        // Off the board before its data goes: a request arriving from now on finds no
+        // region here, rather than an empty one.
+        self.board.publish(vec![], &[region_id]);
         let mut batch = WriteBatch::new();
-        peer.raw.mut_store().stage_destroy(&mut batch, keep_data)?;
+        peer.raw
+            .mut_store()
+            .stage_destroy(&mut batch, keep_data || shared)?;
         self.engine.write(batch, self.cfg.sync_log)?;
         peer.fail_all(&RaftStoreError::RegionNotFound(region_id));
-        self.board.publish(vec![], &[region_id]);
         self.tombstones.insert(region_id, peer.region().clone());
         Ok(())
     }
@@ -1471,23 +1507,38 @@ fn snapshot_fits(peers: &BTreeMap<u64, Peer>, region_id: u64, msg: &RaftMsg) -> 
     let Some(region) = data.region else {
         return false;
     };
-    for (id, other) in peers {
-        if *id == region_id || !other.raw.store().is_initialized() {
-            continue;
-        }
-        let o = other.region();
-        let disjoint = (!o.end_key.is_empty() && o.end_key.as_ref() <= region.start_key.as_ref())
-            || (!region.end_key.is_empty() && region.end_key.as_ref() <= o.start_key.as_ref());
-        if !disjoint {
+    match overlapping_peer(peers, region_id, &region.start_key, &region.end_key) {
+        Some(other) => {
             tracing::info!(
                 region_id,
-                other = id,
+                other,
                 "snapshot overlaps another region; dropped"
             );
-            return false;
+            false
         }
+        None => true,
     }
-    true
+}
+
+/// Another initialized peer of this store whose range overlaps `[start, end)` (an empty
+/// end: unbounded), if any. The initialized peers of a store hold disjoint ranges, which
+/// is what lets a peer delete its whole range when it goes or is refilled.
+fn overlapping_peer(
+    peers: &BTreeMap<u64, Peer>,
+    region_id: u64,
+    start: &[u8],
+    end: &[u8],
+) -> Option<u64> {
+    peers
+        .iter()
+        .filter(|(id, other)| **id != region_id && other.raw.store().is_initialized())
+        .find(|(_, other)| {
+            let o = other.region();
+            let disjoint = (!o.end_key.is_empty() && o.end_key.as_ref() <= start)
+                || (!end.is_empty() && end <= o.start_key.as_ref());
+            !disjoint
+        })
+        .map(|(id, _)| *id)
 }
 
 fn answer(cb: ProposalCb, applied: Applied) {
@@ -1673,12 +1724,26 @@ fn apply_command(
                 p.id = *new_id;
                 right.peers.push(p);
             }
+            // This store may have held the new region already: filled by a snapshot (this
+            // peer lagging behind the split), or since removed (a tombstone). Its state
+            // stands; the split's initial state would turn it back into a stale copy.
+            let held = match engine.get(Cf::Raft, &keys::region_state_key(right.id)) {
+                Ok(state) => state.is_some(),
+                Err(e) => return Applied::Split(Err(RaftStoreError::from(e))),
+            };
             peer.raw
                 .mut_store()
                 .stage_region(batch, left.clone(), PeerState::Normal);
-            write_initial_state(batch, &right);
-            if let Some(me) = right.peers.iter().find(|p| p.store_id == store_id) {
-                created.push((right.id, *me, peer.is_leader()));
+            if held {
+                tracing::info!(
+                    region_id = right.id,
+                    "split: this store already held the new region; its state is kept"
+                );
+            } else {
+                write_initial_state(batch, &right);
+                if let Some(me) = right.peers.iter().find(|p| p.store_id == store_id) {
+                    created.push((right.id, *me, peer.is_leader()));
+                }
             }
             Applied::Split(Ok(vec![left, right]))
         }

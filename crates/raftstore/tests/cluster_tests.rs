@@ -1244,3 +1244,61 @@ fn a_replica_removed_while_its_store_was_down_gives_way_when_it_returns() {
     assert!(replaced, "store 3 did not take its new replica");
     assert_eq!(c.get(3, b"after"), Some(b"1".to_vec()));
 }
+
+/// A store that once held a region and gave it up keeps a tombstone of it, with the range
+/// the region had then. When the region comes back to that store after a split, its new
+/// replica must clear only its own, smaller range: the old range now holds the other half,
+/// which may have a replica on the same store. (The new replica was opened from the
+/// tombstone, counted as holding the old range, and the snapshot that filled it deleted
+/// the other half's data on that store: found as a table reading empty after
+/// `ctl remove-store`.)
+#[test]
+fn a_replica_over_a_tombstone_clears_only_its_own_range() {
+    let mut c = Cluster::new(4, 3);
+    for i in 0..40 {
+        c.must_put(1, &key(i), b"v");
+    }
+    let learner = |id: u64, store: u64| PeerChange {
+        change_type: ConfChangeType::AddLearnerNode,
+        peer: peer(id, store),
+    };
+    let remove = |id: u64, store: u64| PeerChange {
+        change_type: ConfChangeType::RemoveNode,
+        peer: peer(id, store),
+    };
+    // Store 4 holds the whole region for a while, then gives it up.
+    c.change_peers(1, vec![learner(104, 4)]).unwrap();
+    c.wait_applied(1, &[1, 2, 3, 4]);
+    c.change_peers(1, vec![remove(104, 4)]).unwrap();
+    c.ticks(3);
+    assert!(
+        c.status(4, 1).is_none(),
+        "the removed replica is still there"
+    );
+    // The region splits, and store 4 takes a replica of the right half.
+    c.split(1, &key(20), 2, vec![201, 202, 203]).unwrap();
+    c.wait_applied(1, &[1, 2, 3]);
+    c.change_peers(2, vec![learner(204, 4)]).unwrap();
+    c.wait_applied(2, &[1, 2, 3, 4]);
+    assert_eq!(c.dump(4, &key(20), b"").len(), 20);
+    // Then a new replica of the left half on store 4, over its tombstone.
+    c.change_peers(1, vec![learner(114, 4)]).unwrap();
+    c.wait_applied(1, &[1, 2, 3, 4]);
+    assert_eq!(c.region(4, 1).end_key.as_ref(), key(20).as_slice());
+    assert_eq!(c.dump(4, b"", &key(20)).len(), 20);
+    assert_eq!(
+        c.dump(4, &key(20), b"").len(),
+        20,
+        "the right half's data on store 4 was deleted"
+    );
+    // Both replicas come back from a restart with their own ranges and data.
+    c.stop(4);
+    c.start(4);
+    c.must_put(2, &key(30), b"after");
+    c.wait_applied(1, &[1, 2, 3, 4]);
+    c.wait_applied(2, &[1, 2, 3, 4]);
+    assert_eq!(c.region(4, 1).end_key.as_ref(), key(20).as_slice());
+    assert_eq!(c.region(4, 2).start_key.as_ref(), key(20).as_slice());
+    assert_eq!(c.get(4, &key(30)), Some(b"after".to_vec()));
+    assert_eq!(c.dump(4, b"", b"").len(), 40);
+}

@@ -903,6 +903,15 @@ impl Shared {
             resp.region_error = Some(region_error(&e, &self.board));
             return resp;
         }
+        // The peer that was confirmed to lead: a read is answered only if it is still here
+        // once the read is done, since a removed peer's data is deleted after it leaves the
+        // board, and a read racing that would see the region empty.
+        let reader = self.board.peer_id(ctx.region_id);
+        let gone = RaftStoreError::RegionNotFound(ctx.region_id);
+        if reads && reader.is_none() {
+            resp.region_error = Some(region_error(&gone, &self.board));
+            return resp;
+        }
         // A point read takes no latch and never waits for Raft: it runs on this task
         // rather than paying two thread hand-offs to the blocking pool and back. Scans
         // (up to a page of rows) and every command that may wait stay off the runtime.
@@ -977,6 +986,10 @@ impl Shared {
         };
         if matches!(outcome, Ok(Ok(_))) && !released.is_empty() {
             self.waits.released(&released);
+        }
+        if reads && self.board.peer_id(ctx.region_id) != reader {
+            resp.region_error = Some(region_error(&gone, &self.board));
+            return resp;
         }
         match outcome {
             Ok(Ok(r)) => r,

@@ -205,5 +205,30 @@ impl Drop for Playground {
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            self.keep_logs();
+        }
+    }
+}
+
+impl Playground {
+    /// Copies every process's log out of the test's temporary directory (removed as the
+    /// test unwinds), so a failure that does not recur under a re-run can still be read.
+    fn keep_logs(&self) {
+        let kept = std::env::temp_dir().join(format!(
+            "flotilla-failed-{}-{}",
+            std::process::id(),
+            std::thread::current()
+                .name()
+                .unwrap_or("test")
+                .replace("::", "-")
+        ));
+        if std::fs::create_dir_all(&kept).is_err() {
+            return;
+        }
+        for p in &self.procs {
+            let _ = std::fs::copy(&p.log, kept.join(format!("{}-{}.log", p.role, p.id)));
+        }
+        eprintln!("the playground's logs are kept in {}", kept.display());
     }
 }
