@@ -1237,19 +1237,14 @@ impl Store {
             }
             if !rd.snapshot().is_empty() {
                 let snap = rd.snapshot().clone();
-                let held = peer.region().clone();
-                let shared = peer.raw.store().is_initialized()
-                    && overlapping_peer(&self.peers, region_id, &held.start_key, &held.end_key)
-                        .inspect(|other| {
-                            tracing::error!(
-                                store = self.cfg.store_id,
-                                region_id,
-                                other,
-                                "a refilled peer's old range overlaps another peer here: \
-                                 its data outside the new range is kept"
-                            )
-                        })
-                        .is_some();
+                let held = peer
+                    .raw
+                    .store()
+                    .is_initialized()
+                    .then(|| peer.region().clone());
+                let shared = held.is_some_and(|held| {
+                    self.shares_range(region_id, &held, "its data outside the new range")
+                });
                 let peer = self.peers.get_mut(&region_id).expect("listed");
                 let (started, ops_before) = (Instant::now(), persist.len());
                 let region = peer
@@ -1436,22 +1431,29 @@ impl Store {
         Ok(true)
     }
 
+    /// Whether `held` (the range `region_id`'s peer here holds data in) overlaps another
+    /// filled peer of this store. It must not (see `overlapping_peer`); if it does, the
+    /// data is kept rather than deleted from under that peer, and the breach is logged.
+    fn shares_range(&self, region_id: u64, held: &Region, kept: &str) -> bool {
+        let Some(other) = overlapping_peer(&self.peers, region_id, &held.start_key, &held.end_key)
+        else {
+            return false;
+        };
+        tracing::error!(
+            store = self.cfg.store_id,
+            region_id,
+            other,
+            "a peer's range overlaps another peer's here: {kept} is kept"
+        );
+        true
+    }
+
     fn destroy_peer(&mut self, region_id: u64, keep_data: bool) -> Result<(), RaftStoreError> {
         let Some(mut peer) = self.peers.remove(&region_id) else {
             return Ok(());
         };
-        let held = peer.region();
         let shared = peer.raw.store().is_initialized()
-            && overlapping_peer(&self.peers, region_id, &held.start_key, &held.end_key)
-                .inspect(|other| {
-                    tracing::error!(
-                        store = self.cfg.store_id,
-                        region_id,
-                        other,
-                        "a removed peer's range overlaps another peer here: its data is kept"
-                    )
-                })
-                .is_some();
+            && self.shares_range(region_id, peer.region(), "its data");
         // Off the board before its data goes: a request arriving from now on finds no
         // region here, rather than an empty one.
         self.board.publish(vec![], &[region_id]);
