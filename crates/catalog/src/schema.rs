@@ -233,6 +233,20 @@ pub struct CheckDef {
     pub expr: String,
     /// The columns it reads: dropping one drops the constraint, as in PostgreSQL.
     pub columns: Vec<ColumnId>,
+    /// Whether every row of the table is known to satisfy it. A constraint is enforced on
+    /// every write from the moment it is in the catalog; one added `NOT VALID`, or still
+    /// being checked against the existing rows by its job, is not validated yet.
+    #[serde(default = "validated_by_default", skip_serializing_if = "is_true")]
+    pub validated: bool,
+}
+
+/// Constraints recorded before `validated` existed were all written in CREATE TABLE.
+fn validated_by_default() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl TableDef {

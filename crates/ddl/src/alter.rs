@@ -118,6 +118,17 @@ fn apply_one(
                 .retain(|i| i.clustered || !i.columns.contains(&id));
             Ok(true)
         }
+        AlterAction::DropCheck { name, if_exists } => {
+            let before = table.checks.len();
+            table.checks.retain(|c| c.name != *name);
+            if table.checks.len() < before {
+                return Ok(true);
+            }
+            if *if_exists {
+                return Ok(false);
+            }
+            Err(crate::check::no_constraint(&table.name, name))
+        }
         AlterAction::RenameColumn { from, to } => {
             if table.column(from).is_none() {
                 return Err(no_column(table, from));

@@ -65,6 +65,14 @@ pub enum AlterAction {
         /// Its new sequence (id allocated, identity set).
         sequence: SequenceDef,
     },
+    /// DROP CONSTRAINT [IF EXISTS] of a CHECK constraint. (A node still on the version
+    /// before enforces it a little longer, which is only stricter.)
+    DropCheck {
+        /// The constraint's name.
+        name: String,
+        /// Skip (rather than fail) if there is no such constraint.
+        if_exists: bool,
+    },
 }
 
 impl AlterAction {
@@ -93,6 +101,10 @@ impl AlterAction {
                 column,
                 default: None,
             } => format!("ALTER COLUMN {column} DROP DEFAULT"),
+            AlterAction::DropCheck { name, if_exists } => format!(
+                "DROP CONSTRAINT {}{name}",
+                if *if_exists { "IF EXISTS " } else { "" }
+            ),
             AlterAction::AddIdentity { column, sequence } => format!(
                 "ALTER COLUMN {column} ADD GENERATED {} AS IDENTITY",
                 match sequence.identity {
@@ -168,6 +180,32 @@ pub enum JobKind {
         /// The index's name.
         name: String,
     },
+    /// ADD CHECK on an existing table: absent -> enforced on every write (not validated)
+    /// -> validated, once a scan of the rows written before found none that makes it
+    /// false. A row that does rolls the constraint back (23514). `NOT VALID` stops at
+    /// the second state.
+    AddCheck {
+        /// The table.
+        table_id: TableId,
+        /// Its name when planned.
+        table: String,
+        /// The constraint, planned (its expression checked) by the SQL node.
+        check: flotilla_catalog::CheckDef,
+        /// The names of `check.columns` when it was planned (its expression names them).
+        column_names: Vec<String>,
+        /// Scan the existing rows (false: `NOT VALID`).
+        validate: bool,
+    },
+    /// VALIDATE CONSTRAINT of a `NOT VALID` check: a scan of the rows, then validated. A
+    /// row that makes it false fails the job (23514) and leaves the constraint as it was.
+    ValidateCheck {
+        /// The table.
+        table_id: TableId,
+        /// Its name when planned.
+        table: String,
+        /// The constraint's name.
+        name: String,
+    },
 }
 
 impl JobKind {
@@ -177,6 +215,8 @@ impl JobKind {
             JobKind::AlterTable { table_id, .. }
             | JobKind::AddIndex { table_id, .. }
             | JobKind::DropIndex { table_id, .. }
+            | JobKind::AddCheck { table_id, .. }
+            | JobKind::ValidateCheck { table_id, .. }
             | JobKind::DropTable { table_id, .. }
             | JobKind::Truncate { table_id, .. } => *table_id,
             JobKind::CreateTable { table, .. } => table.id,
@@ -189,6 +229,8 @@ impl JobKind {
             JobKind::AlterTable { table, .. }
             | JobKind::AddIndex { table, .. }
             | JobKind::DropIndex { table, .. }
+            | JobKind::AddCheck { table, .. }
+            | JobKind::ValidateCheck { table, .. }
             | JobKind::DropTable { table, .. }
             | JobKind::Truncate { table, .. } => table,
             JobKind::CreateTable { table, .. } => &table.name,
@@ -218,6 +260,20 @@ impl JobKind {
                 if *primary { " (primary key)" } else { "" }
             ),
             JobKind::DropIndex { name, .. } => format!("DROP INDEX {name}"),
+            JobKind::AddCheck {
+                table,
+                check,
+                validate,
+                ..
+            } => format!(
+                "ALTER TABLE {table} ADD CONSTRAINT {} CHECK ({}){}",
+                check.name,
+                check.expr,
+                if *validate { "" } else { " NOT VALID" }
+            ),
+            JobKind::ValidateCheck { table, name, .. } => {
+                format!("ALTER TABLE {table} VALIDATE CONSTRAINT {name}")
+            }
             JobKind::CreateTable { table, .. } => {
                 let mut parts: Vec<String> = table
                     .columns
@@ -244,6 +300,8 @@ impl JobKind {
             JobKind::AlterTable { .. } => "alter table",
             JobKind::AddIndex { .. } => "add index",
             JobKind::DropIndex { .. } => "drop index",
+            JobKind::AddCheck { .. } => "add constraint",
+            JobKind::ValidateCheck { .. } => "validate constraint",
             JobKind::CreateTable { .. } => "create table",
             JobKind::DropTable { .. } => "drop table",
             JobKind::Truncate { .. } => "truncate table",

@@ -21,6 +21,7 @@
 //! carry its jobs over the wire).
 
 mod alter;
+mod check;
 mod index;
 mod job;
 mod leases;
@@ -31,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use alter::apply_alter;
+pub use check::{find_check, no_constraint, plan_add_check, remove_check, set_check_validated};
 pub use index::{NewIndex, index_to_drop, plan_add_index, set_index_state};
 pub use job::{AlterAction, Cleanup, ColumnSpec, DataRange, Job, JobError, JobKind, JobState};
 pub use leases::{LeaseGrant, SchemaLeases};
@@ -84,6 +86,17 @@ pub trait Reorg: Send + Sync + 'static {
         &self,
         table: &flotilla_catalog::TableDef,
         index: &flotilla_catalog::IndexDef,
+        cursor: Option<&[u8]>,
+    ) -> Result<(Option<Vec<u8>>, u64), JobError>;
+
+    /// Checks the rows of `table` from row key `cursor` (`None`: the first), one bounded
+    /// chunk read at a fresh snapshot, against `check`. Returns where the next chunk
+    /// starts (`None`: done) and the rows it read. A row that makes the check false is a
+    /// fatal error (23514). Blocking.
+    fn check_chunk(
+        &self,
+        table: &flotilla_catalog::TableDef,
+        check: &flotilla_catalog::CheckDef,
         cursor: Option<&[u8]>,
     ) -> Result<(Option<Vec<u8>>, u64), JobError>;
 

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::ReorgRef;
 use crate::alter::apply_alter;
+use crate::check::{find_check, plan_add_check, remove_check, set_check_validated};
 use crate::index::{NewIndex, index_to_drop, plan_add_index, set_index_state};
 use crate::job::{Cleanup, DataRange, Job, JobError, JobKind, JobState};
 use crate::leases::{LeaseGrant, SchemaLeases};
@@ -125,6 +126,10 @@ pub struct JobQueue {
     /// Writes index entries of existing rows (index jobs fail without one).
     reorg: Option<ReorgRef>,
 }
+
+/// One chunk of a job's scan from a cursor: where the next starts (`None`: done) and the
+/// rows it covered (`Reorg::backfill_chunk`, `Reorg::check_chunk`).
+type ScanChunk<'a> = dyn Fn(Option<&[u8]>) -> Result<(Option<Vec<u8>>, u64), JobError> + 'a;
 
 /// A step that moved the job to its end, not to another step.
 const STEP_DONE: u32 = u32::MAX;
@@ -631,6 +636,52 @@ impl JobQueue {
                 moved.storage_id = storage_id;
                 self.commit_and_wait(job, snapshot.version, moved, STEP_DONE, "public")
             }
+            JobKind::AddCheck {
+                table_id,
+                table,
+                check,
+                column_names,
+                validate,
+            } => {
+                let changed = match job.step {
+                    0 => {
+                        let (next, state) = if validate {
+                            (1, "write-only (validating)")
+                        } else {
+                            (STEP_DONE, "public (not valid)")
+                        };
+                        plan_add_check(&snapshot, table_id, &table, &check, &column_names)
+                            .map(|t| (Some(t), next, state))
+                    }
+                    1 => return self.check_rows(job, &snapshot, table_id, &check.name, 2),
+                    2 => set_check_validated(&snapshot, table_id, &table, &check.name)
+                        .map(|t| (t, STEP_DONE, "public")),
+                    STEP_ROLLBACK => remove_check(&snapshot, table_id, &table, &check.name)
+                        .map(|t| (t, STEP_ROLLED_BACK, "absent (rolled back)")),
+                    _ => return self.end_unchanged(job, snapshot.version),
+                };
+                self.commit_or_end(job, snapshot.version, changed)
+            }
+            JobKind::ValidateCheck {
+                table_id,
+                table,
+                name,
+            } => {
+                let changed = match job.step {
+                    0 => match find_check(&snapshot, table_id, &table, &name) {
+                        Ok(c) if c.validated => {
+                            return self.finish_unchanged(job, snapshot.version);
+                        }
+                        Ok(_) => return self.check_rows(job, &snapshot, table_id, &name, 1),
+                        Err(e) => return Outcome::Fail(e),
+                    },
+                    1 => set_check_validated(&snapshot, table_id, &table, &name)
+                        .map(|t| (t, STEP_DONE, "public")),
+                    // A row broke it, or a cancel: the constraint stays as it was.
+                    _ => return self.end_unchanged(job, snapshot.version),
+                };
+                self.commit_or_end(job, snapshot.version, changed)
+            }
             JobKind::DropIndex {
                 table_id,
                 table,
@@ -667,6 +718,31 @@ impl JobQueue {
         match self.write_record(done) {
             Ok(()) => Outcome::Committed,
             Err(e) => Outcome::Retry(e),
+        }
+    }
+
+    /// Ends a rolled-back (or cancelled) job whose rollback has nothing left to change:
+    /// failed with its cause, or cancelled.
+    fn end_unchanged(&self, job: &mut Job, version: u64) -> Outcome {
+        job.step = STEP_ROLLED_BACK;
+        self.await_nodes(job, version)
+    }
+
+    /// The end of a constraint job's step: its change committed (moving the job to the
+    /// step given with it), the job finished when there was nothing to change, or the
+    /// step's error.
+    fn commit_or_end(
+        &self,
+        job: &mut Job,
+        base_version: u64,
+        changed: Result<(Option<TableDef>, u32, &str), JobError>,
+    ) -> Outcome {
+        match changed {
+            Ok((Some(t), step, state)) => self.commit_and_wait(job, base_version, t, step, state),
+            Ok((None, STEP_ROLLED_BACK, _)) => self.end_unchanged(job, base_version),
+            Ok((None, _, _)) => self.finish_unchanged(job, base_version),
+            Err(e) if e.retryable => Outcome::Retry(e),
+            Err(e) => Outcome::Fail(e),
         }
     }
 
@@ -798,16 +874,60 @@ impl JobQueue {
                 "the index vanished during its backfill",
             ));
         };
-        at_background_priority(|| self.backfill_chunks(job, reorg.as_ref(), &table, &index))
+        at_background_priority(|| {
+            self.scan_chunks(job, "write-reorg", "backfilled", 4, &|cursor| {
+                reorg.backfill_chunk(&table, &index, cursor)
+            })
+        })
     }
 
-    /// The backfill loop of `backfill`.
-    fn backfill_chunks(
+    /// The validation scan of a CHECK constraint's job: chunk after chunk from the job's
+    /// checkpoint, as `backfill`; `done_step` follows it.
+    fn check_rows(
         &self,
         job: &mut Job,
-        reorg: &dyn crate::Reorg,
-        table: &flotilla_catalog::TableDef,
-        index: &flotilla_catalog::IndexDef,
+        snapshot: &flotilla_catalog::CatalogSnapshot,
+        table_id: i64,
+        name: &str,
+        done_step: u32,
+    ) -> Outcome {
+        let Some(reorg) = &self.reorg else {
+            job.rollback_cause = Some(JobError::fatal(
+                "0A000",
+                "this DDL owner cannot validate constraints (no reorg worker)",
+            ));
+            job.step = STEP_ROLLBACK;
+            return self.save_progress(job);
+        };
+        let table_name = job.kind.table_name().to_string();
+        let check = match find_check(snapshot, table_id, &table_name, name) {
+            Ok(c) => c,
+            Err(e) => return Outcome::Fail(e),
+        };
+        let Some(table) = snapshot.tables.values().find(|t| t.id == table_id).cloned() else {
+            return Outcome::Fail(JobError::fatal(
+                "42P01",
+                format!("relation \"{table_name}\" does not exist"),
+            ));
+        };
+        at_background_priority(|| {
+            self.scan_chunks(job, "validating", "checked", done_step, &|cursor| {
+                reorg.check_chunk(&table, &check, cursor)
+            })
+        })
+    }
+
+    /// The loop of a job's scan over a table's rows (`backfill`, `check_rows`): `chunk`
+    /// after chunk from the job's checkpoint, persisting it after each, at the configured
+    /// rate, for up to `REORG_STEP_BUDGET`. Done, the job moves to `done_step`; a fatal
+    /// error from a chunk (a duplicate key, a row that breaks a constraint) rolls it back.
+    fn scan_chunks(
+        &self,
+        job: &mut Job,
+        state: &str,
+        verb: &str,
+        done_step: u32,
+        chunk: &ScanChunk<'_>,
     ) -> Outcome {
         let started = Instant::now();
         loop {
@@ -823,14 +943,14 @@ impl JobQueue {
                 return self.save_progress(job);
             }
             let chunk_started = Instant::now();
-            match reorg.backfill_chunk(table, index, job.reorg_cursor.as_deref()) {
+            match chunk(job.reorg_cursor.as_deref()) {
                 Ok((next, rows)) => {
                     job.reorg_rows += rows;
                     job.reorg_cursor = next.clone();
                     job.error = None;
-                    job.schema_state = format!("write-reorg ({} rows backfilled)", job.reorg_rows);
+                    job.schema_state = format!("{state} ({} rows {verb})", job.reorg_rows);
                     if next.is_none() {
-                        job.step = 4;
+                        job.step = done_step;
                         return self.save_progress(job);
                     }
                     if let Outcome::Retry(e) = self.save_checkpoint(job) {
@@ -843,7 +963,8 @@ impl JobQueue {
                 }
                 Err(e) if e.retryable => return Outcome::Retry(e),
                 Err(e) => {
-                    // A duplicate or a NULL key: the index cannot be built. Roll back.
+                    // A duplicate or a NULL key, or a row that breaks the constraint: the
+                    // change cannot be made. Roll back.
                     job.rollback_cause = Some(e);
                     job.error = None;
                     job.step = STEP_ROLLBACK;
@@ -1127,6 +1248,8 @@ fn past_no_return(job: &Job) -> bool {
         JobKind::AlterTable { .. } => job.waiting_for_version.is_some(),
         JobKind::AddIndex { .. } => (4..STEP_ROLLBACK).contains(&job.step) || job.step == STEP_DONE,
         JobKind::DropIndex { .. } => job.step > 0,
+        JobKind::AddCheck { .. } => job.step == 2 || job.step == STEP_DONE,
+        JobKind::ValidateCheck { .. } => job.step == 1 || job.step == STEP_DONE,
         JobKind::CreateTable { .. } | JobKind::DropTable { .. } | JobKind::Truncate { .. } => {
             job.waiting_for_version.is_some()
         }

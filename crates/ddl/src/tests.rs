@@ -452,14 +452,12 @@ impl CountingReorg {
             opened: parking_lot::Condvar::new(),
         })
     }
-}
 
-impl crate::Reorg for CountingReorg {
-    fn backfill_chunk(
+    /// One chunk of a scan: waits for the gate, fails with `fail` at chunk `fail_at`.
+    fn chunk(
         &self,
-        _table: &TableDef,
-        _index: &flotilla_catalog::IndexDef,
         cursor: Option<&[u8]>,
+        fail: crate::JobError,
     ) -> Result<(Option<Vec<u8>>, u64), crate::JobError> {
         let n = cursor.map_or(0, |c| u64::from_be_bytes(c.try_into().unwrap()));
         {
@@ -473,16 +471,48 @@ impl crate::Reorg for CountingReorg {
         }
         self.calls.lock().push(cursor.map(<[u8]>::to_vec));
         if Some(n) == self.fail_at {
-            return Err(crate::JobError::fatal(
-                "23505",
-                "could not create unique index \"i\": key is duplicated",
-            ));
+            return Err(fail);
         }
         let next = n + 1;
         Ok((
             (next < self.chunks).then(|| next.to_be_bytes().to_vec()),
             10,
         ))
+    }
+}
+
+impl crate::Reorg for CountingReorg {
+    fn backfill_chunk(
+        &self,
+        _table: &TableDef,
+        _index: &flotilla_catalog::IndexDef,
+        cursor: Option<&[u8]>,
+    ) -> Result<(Option<Vec<u8>>, u64), crate::JobError> {
+        self.chunk(
+            cursor,
+            crate::JobError::fatal(
+                "23505",
+                "could not create unique index \"i\": key is duplicated",
+            ),
+        )
+    }
+
+    fn check_chunk(
+        &self,
+        table: &TableDef,
+        check: &flotilla_catalog::CheckDef,
+        cursor: Option<&[u8]>,
+    ) -> Result<(Option<Vec<u8>>, u64), crate::JobError> {
+        self.chunk(
+            cursor,
+            crate::JobError::fatal(
+                "23514",
+                format!(
+                    "check constraint \"{}\" of relation \"{}\" is violated by some row",
+                    check.name, table.name
+                ),
+            ),
+        )
     }
 
     fn delete_range_chunk(
@@ -644,4 +674,139 @@ async fn the_gc_bound_is_the_oldest_start_ts_any_live_node_reports() {
     let ddl = LocalDdl::start(queue.clone());
     ddl.renew_lease(2, v, v, 900, poll).await.unwrap();
     assert_eq!(queue.leases().oldest_start_ts(), 900);
+}
+
+fn add_check(name: &str, validate: bool) -> JobKind {
+    JobKind::AddCheck {
+        table_id: 1,
+        table: "t1".into(),
+        check: flotilla_catalog::CheckDef {
+            name: name.into(),
+            expr: "ts > 0".into(),
+            columns: vec![0],
+            validated: true,
+        },
+        column_names: vec!["ts".into()],
+        validate,
+    }
+}
+
+/// The check `name` of t1: whether it is validated, if it exists.
+fn check_state(catalog: &LocalCatalog, name: &str) -> Option<bool> {
+    catalog
+        .snapshot()
+        .table("t1")
+        .unwrap()
+        .checks
+        .iter()
+        .find(|c| c.name == name)
+        .map(|c| c.validated)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_is_enforced_before_its_scan_and_a_violating_row_rolls_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path());
+    let catalog = catalog(&engine, 1);
+    let cfg = DdlConfig {
+        backfill_rows_per_s: 0,
+        ..fast_retries()
+    };
+    let v = catalog.snapshot().version;
+    // Held at its second chunk: the constraint is in the catalog, not yet validated.
+    let reorg = CountingReorg::new(3, None, 1);
+    let queue = JobQueue::open(
+        engine.clone(),
+        catalog.clone(),
+        cfg.clone(),
+        Some(reorg.clone()),
+    )
+    .unwrap();
+    let ddl = LocalDdl::start(queue.clone());
+    let job = ddl
+        .submit(add_check("pos", true), "c1".into())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while queue.get(job.id).unwrap().reorg_rows < 10 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scan never advanced"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(check_state(&catalog, "pos"), Some(false));
+    assert_eq!(catalog.snapshot().version, v + 1);
+    *reorg.gate.lock() = u64::MAX;
+    reorg.opened.notify_all();
+    let done = ddl.wait(job.id, WAIT).await.unwrap();
+    assert_eq!(done.state, JobState::Done, "{done:?}");
+    assert_eq!(done.reorg_rows, 30);
+    assert_eq!(check_state(&catalog, "pos"), Some(true));
+    assert_eq!(catalog.snapshot().version, v + 2);
+
+    // A second constraint of the same name is refused and changes nothing.
+    let dup = ddl
+        .submit(add_check("pos", true), "c2".into())
+        .await
+        .unwrap();
+    let dup = ddl.wait(dup.id, WAIT).await.unwrap();
+    assert_eq!(dup.state, JobState::Failed);
+    assert_eq!(dup.error.unwrap().code, "42710");
+    assert_eq!(catalog.snapshot().version, v + 2);
+    drop(ddl);
+
+    // A row that breaks it, found in the scan's third chunk: the constraint goes again.
+    let failing = CountingReorg::new(5, Some(2), u64::MAX);
+    let queue =
+        JobQueue::open(engine.clone(), catalog.clone(), cfg.clone(), Some(failing)).unwrap();
+    let ddl = LocalDdl::start(queue);
+    let job = ddl
+        .submit(add_check("bad", true), "c3".into())
+        .await
+        .unwrap();
+    let failed = ddl.wait(job.id, WAIT).await.unwrap();
+    assert_eq!(failed.state, JobState::Failed, "{failed:?}");
+    let error = failed.error.unwrap();
+    assert_eq!(error.code, "23514");
+    assert!(error.message.contains("\"bad\""), "{}", error.message);
+    assert_eq!(check_state(&catalog, "bad"), None);
+
+    // NOT VALID: in the catalog at once, no scan; VALIDATE CONSTRAINT that meets a row
+    // breaking it leaves it as it was, and one that does not validates it.
+    let job = ddl
+        .submit(add_check("later", false), "c4".into())
+        .await
+        .unwrap();
+    let done = ddl.wait(job.id, WAIT).await.unwrap();
+    assert_eq!(done.state, JobState::Done, "{done:?}");
+    assert_eq!(done.reorg_rows, 0);
+    assert_eq!(check_state(&catalog, "later"), Some(false));
+    let validate = || JobKind::ValidateCheck {
+        table_id: 1,
+        table: "t1".into(),
+        name: "later".into(),
+    };
+    let job = ddl.submit(validate(), "v1".into()).await.unwrap();
+    let failed = ddl.wait(job.id, WAIT).await.unwrap();
+    assert_eq!(failed.state, JobState::Failed, "{failed:?}");
+    assert_eq!(failed.error.unwrap().code, "23514");
+    assert_eq!(check_state(&catalog, "later"), Some(false));
+    drop(ddl);
+    let clean = CountingReorg::new(2, None, u64::MAX);
+    let queue = JobQueue::open(engine, catalog.clone(), cfg, Some(clean)).unwrap();
+    let ddl = LocalDdl::start(queue);
+    let job = ddl.submit(validate(), "v2".into()).await.unwrap();
+    let done = ddl.wait(job.id, WAIT).await.unwrap();
+    assert_eq!(done.state, JobState::Done, "{done:?}");
+    assert_eq!(check_state(&catalog, "later"), Some(true));
+    // A column renamed between planning and the job: the stale expression never lands.
+    let mut stale = add_check("stale", true);
+    if let JobKind::AddCheck { column_names, .. } = &mut stale {
+        column_names[0] = "renamed".into();
+    }
+    let job = ddl.submit(stale, "c5".into()).await.unwrap();
+    let failed = ddl.wait(job.id, WAIT).await.unwrap();
+    assert_eq!(failed.error.unwrap().code, "40001");
+    assert_eq!(check_state(&catalog, "stale"), None);
 }

@@ -85,6 +85,21 @@ fn psql_runs_ddl_dml_transactions_and_describes_tables() {
         server.psql_ok("SELECT id, n, v FROM numbered ORDER BY id;"),
         "1|1|a\n2|2|b\n"
     );
+    // Check constraints, one added to the table with rows and one not yet validated.
+    server.psql_ok(
+        "ALTER TABLE acct ADD CHECK (balance >= 0);
+         ALTER TABLE acct ADD CONSTRAINT rich CHECK (balance > 1000) NOT VALID;",
+    );
+    let out = server
+        .psql_command()
+        .args(["-c", "\\d acct"])
+        .output()
+        .unwrap();
+    let d = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        d.contains("Check constraints:\n    \"acct_balance_check\" CHECK (balance >= 0)\n    \"rich\" CHECK (balance > 1000) NOT VALID\n"),
+        "{d}"
+    );
     // The session functions name the user and database the client connected as.
     let out = server
         .psql_command()

@@ -91,6 +91,38 @@ async fn incident_1_on_a_cluster() {
     assert!(jobs.iter().all(|j| j.contains("|done|")), "{jobs:?}");
 }
 
+/// A CHECK constraint added to a table with rows on a cluster: the meta leader's job
+/// validates it by scanning the rows through the stores, and a row that breaks it rolls
+/// it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_added_on_a_cluster_is_validated_against_the_rows() {
+    let cluster = common::Cluster::start().await;
+    let node = sql_node(&cluster).await;
+    let mut s = node.session();
+    ok(&mut s, "CREATE TABLE t (id INT PRIMARY KEY, a INT)").await;
+    ok(
+        &mut s,
+        "INSERT INTO t SELECT x, x FROM generate_series(1, 1500) AS x",
+    )
+    .await;
+    let e = run(
+        &mut s,
+        "ALTER TABLE t ADD CONSTRAINT small CHECK (a < 1500)",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, "23514", "{}", e.message);
+    ok(&mut s, "INSERT INTO t VALUES (2000, 2000)").await;
+    ok(&mut s, "ALTER TABLE t ADD CONSTRAINT pos CHECK (a > 0)").await;
+    // Another node enforces it too.
+    let other = sql_node(&cluster).await;
+    let e = run(&mut other.session(), "UPDATE t SET a = -1 WHERE id = 7")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "23514", "{}", e.message);
+    assert_eq!(rows(&mut s, "SELECT count(*) FROM t").await, ["1501"]);
+}
+
 /// ORIGINS.md §2 (the DDL flood), on a cluster: more concurrent DDL than the cap while
 /// every job fails retryably. The excess is refused at once with 53000, the records stay
 /// bounded, and once the failure clears the accepted jobs finish and new DDL runs.

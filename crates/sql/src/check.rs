@@ -24,11 +24,9 @@ use crate::dml::{ident_name, parse_one, quote, rows_to_batch};
 use crate::error::{SqlError, datafusion_error};
 use crate::session::Session;
 
-/// A CHECK constraint as written in CREATE TABLE: on a column (named after it) or on the
-/// table.
+/// A CHECK constraint as written in CREATE TABLE (on a column or on the table) or added by
+/// ALTER TABLE.
 pub(crate) struct Written<'a> {
-    /// The column it was written on, if any.
-    pub(crate) column: Option<String>,
     /// `CONSTRAINT name` on the column option, which names it when the check does not.
     pub(crate) option_name: Option<&'a Ident>,
     pub(crate) check: &'a CheckConstraint,
@@ -149,7 +147,8 @@ pub(crate) async fn plan_checks(
         let name = match w.check.name.as_ref().or(w.option_name) {
             Some(n) => {
                 let n = ident_name(n);
-                if checks.iter().any(|c| c.name == n) {
+                let index = table.indexes.iter().any(|i| i.name == n);
+                if index || checks.iter().chain(&table.checks).any(|c| c.name == n) {
                     return Err(SqlError::new(
                         "42710",
                         format!(
@@ -161,9 +160,16 @@ pub(crate) async fn plan_checks(
                 n
             }
             None => {
-                let base = match &w.column {
-                    Some(c) => format!("{}_{c}_check", table.name),
-                    None => format!("{}_check", table.name),
+                // PostgreSQL's choice: after the column when the expression reads exactly
+                // one, wherever the constraint was written.
+                let base = match columns.as_slice() {
+                    [id] => format!(
+                        "{}_{}_check",
+                        table.name,
+                        table.columns[table.column_position(*id).expect("a column of the table")]
+                            .name
+                    ),
+                    _ => format!("{}_check", table.name),
                 };
                 (0..)
                     .map(|k| {
@@ -173,7 +179,7 @@ pub(crate) async fn plan_checks(
                             format!("{base}{k}")
                         }
                     })
-                    .find(|n| !checks.iter().any(|c| c.name == *n))
+                    .find(|n| !checks.iter().chain(&table.checks).any(|c| c.name == *n))
                     .expect("an unused name")
             }
         };
@@ -181,9 +187,39 @@ pub(crate) async fn plan_checks(
             name,
             expr: text,
             columns,
+            validated: true,
         });
     }
     Ok(checks)
+}
+
+/// Plans a CHECK constraint added to an existing table (ALTER TABLE ... ADD CHECK): the
+/// constraint, and the names of the columns it reads as they are now (the job makes sure
+/// they still are when it adds the constraint).
+pub(crate) async fn plan_added(
+    session: &Session,
+    table: &TableDef,
+    check: &CheckConstraint,
+) -> Result<(CheckDef, Vec<String>), SqlError> {
+    let written = [Written {
+        option_name: None,
+        check,
+    }];
+    let check = plan_checks(session, table, &written)
+        .await?
+        .pop()
+        .expect("one constraint planned for one written");
+    let names = check
+        .columns
+        .iter()
+        .map(|id| {
+            table
+                .column_by_id(*id)
+                .map(|c| c.name.clone())
+                .expect("a check reads the table's columns")
+        })
+        .collect();
+    Ok((check, names))
 }
 
 /// The text of row `r` of `batch`, for "Failing row contains (...)".
@@ -212,18 +248,79 @@ pub(crate) async fn enforce(
     if table.checks.is_empty() || rows.is_empty() {
         return Ok(());
     }
-    let mut order: Vec<usize> = (0..table.checks.len()).collect();
-    order.sort_by(|a, b| table.checks[*a].name.cmp(&table.checks[*b].name));
+    let checks: Vec<&CheckDef> = table.checks.iter().collect();
+    let found = first_violation(table, &checks, rows, |overrides| {
+        session.context(Timestamp::MAX, None, overrides)
+    })
+    .await?;
+    match found {
+        None => Ok(()),
+        Some((check, row)) => Err(SqlError::new(
+            "23514",
+            format!(
+                "new row for relation \"{}\" violates check constraint \"{}\"",
+                table.name, check.name
+            ),
+        )
+        .with_hint(format!("Failing row contains ({row})."))),
+    }
+}
+
+/// Checks rows already stored in `table` against `check` (ALTER TABLE ... ADD CHECK and
+/// VALIDATE CONSTRAINT): 23514 in PostgreSQL's words if one makes it false.
+pub(crate) async fn validate(
+    template: &datafusion::execution::SessionState,
+    view: flotilla_txn::TxnView,
+    table: &TableDef,
+    check: &CheckDef,
+    rows: &[Vec<Datum>],
+) -> Result<(), SqlError> {
+    let found = first_violation(table, &[check], rows, |overrides| {
+        crate::context::StatementContext::new(
+            template,
+            Arc::new(flotilla_catalog::CatalogSnapshot::default()),
+            view.clone(),
+            None,
+            overrides,
+            chrono::Utc::now(),
+            &[],
+        )
+    })
+    .await?;
+    match found {
+        None => Ok(()),
+        Some((check, _)) => Err(SqlError::new(
+            "23514",
+            format!(
+                "check constraint \"{}\" of relation \"{}\" is violated by some row",
+                check.name, table.name
+            ),
+        )),
+    }
+}
+
+/// The first of `rows` (in table column order) that makes one of `checks` false, tried
+/// in the order of their names as PostgreSQL does: the check and the row's text. The
+/// expressions run in a context `context` makes over the rows as a table of the table's
+/// own name.
+async fn first_violation<'c>(
+    table: &TableDef,
+    checks: &[&'c CheckDef],
+    rows: &[Vec<Datum>],
+    context: impl FnOnce(HashMap<String, Arc<dyn TableProvider>>) -> crate::context::StatementContext,
+) -> Result<Option<(&'c CheckDef, String)>, SqlError> {
+    if checks.is_empty() || rows.is_empty() {
+        return Ok(None);
+    }
+    let mut order: Vec<usize> = (0..checks.len()).collect();
+    order.sort_by(|a, b| checks[*a].name.cmp(&checks[*b].name));
     let written = rows_to_batch(table, rows)?;
     let mem = MemTable::try_new(written.schema(), vec![vec![written.clone()]])
         .map_err(datafusion_error)?;
     let mut overrides: HashMap<String, Arc<dyn TableProvider>> = HashMap::new();
     overrides.insert(table.name.clone(), Arc::new(mem));
-    let ctx = session.context(Timestamp::MAX, None, overrides);
-    let sql = select_checks(
-        &table.name,
-        order.iter().map(|i| table.checks[*i].expr.as_str()),
-    );
+    let ctx = context(overrides);
+    let sql = select_checks(&table.name, order.iter().map(|i| checks[*i].expr.as_str()));
     let plan = ctx.plan(parse_one(&sql)?).await?;
     let batches = ctx.run(plan, rows.len()).await?;
     let mut offset = 0;
@@ -248,23 +345,12 @@ pub(crate) async fn enforce(
         for r in 0..batch.num_rows() {
             for (k, result) in results.iter().enumerate() {
                 if result.is_valid(r) && !result.value(r) {
-                    let check = &table.checks[order[k]];
-                    return Err(SqlError::new(
-                        "23514",
-                        format!(
-                            "new row for relation \"{}\" violates check constraint \"{}\"",
-                            table.name, check.name
-                        ),
-                    )
-                    .with_hint(format!(
-                        "Failing row contains ({}).",
-                        row_text(&written, offset + r)
-                    )));
+                    return Ok(Some((checks[order[k]], row_text(&written, offset + r))));
                 }
             }
         }
         offset += batch.num_rows();
     }
     assert_eq!(offset, rows.len(), "one result per row checked");
-    Ok(())
+    Ok(None)
 }

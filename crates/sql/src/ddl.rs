@@ -371,7 +371,6 @@ async fn create_table(session: &mut Session, ct: CreateTable) -> Result<QueryRes
                 }
                 ColumnOption::ForeignKey(_) => return Err(foreign_keys_unsupported()),
                 ColumnOption::Check(check) => checks.push(crate::check::Written {
-                    column: Some(col_name.clone()),
                     option_name: option.name.as_ref(),
                     check,
                 }),
@@ -427,7 +426,6 @@ async fn create_table(session: &mut Session, ct: CreateTable) -> Result<QueryRes
                 index_column_names(&u.columns)?,
             )),
             TableConstraint::Check(check) => checks.push(crate::check::Written {
-                column: None,
                 option_name: None,
                 check,
             }),
@@ -827,6 +825,7 @@ async fn add_constraint(
     session: &mut Session,
     table_name: &str,
     constraint: TableConstraint,
+    not_valid: bool,
 ) -> Result<QueryResult, SqlError> {
     let snapshot = session.engine.catalog.snapshot();
     let table = snapshot.table(table_name).ok_or_else(|| {
@@ -858,11 +857,20 @@ async fn add_constraint(
             (name, cols, false)
         }
         TableConstraint::ForeignKey(_) => return Err(foreign_keys_unsupported()),
-        TableConstraint::Check(_) => {
-            return Err(
-                SqlError::unsupported("adding a CHECK constraint to an existing table")
-                    .with_hint("Write the constraint in CREATE TABLE."),
-            );
+        TableConstraint::Check(check) => {
+            let (check, column_names) = crate::check::plan_added(session, table, check).await?;
+            run_job(
+                session,
+                JobKind::AddCheck {
+                    table_id: table.id,
+                    table: table_name.to_string(),
+                    check,
+                    column_names,
+                    validate: !not_valid,
+                },
+            )
+            .await?;
+            return Ok(command("ALTER TABLE"));
         }
         other => return Err(SqlError::unsupported(format!("constraint {other}"))),
     };
@@ -891,7 +899,13 @@ pub struct SqlReorg {
     tso: TsoRef,
     options: TxnOptions,
     runtime: tokio::runtime::Handle,
+    /// The DataFusion state CHECK constraints are evaluated in when validated.
+    template: datafusion::execution::SessionState,
 }
+
+/// Memory one chunk of a CHECK constraint's validation may use in DataFusion (its rows
+/// are at most `BACKFILL_CHUNK_ROWS`).
+const CHECK_SCAN_MEMORY_BYTES: usize = 64 << 20;
 
 impl SqlReorg {
     /// A backfill worker whose transactions run on the current runtime.
@@ -901,7 +915,21 @@ impl SqlReorg {
             tso,
             options: TxnOptions::default(),
             runtime: tokio::runtime::Handle::current(),
+            template: crate::context::template_state(CHECK_SCAN_MEMORY_BYTES)
+                .expect("a DataFusion state of the default settings builds"),
         })
+    }
+}
+
+/// A reorg error as a job's: conflicts, lapsed locks and unavailable stores pass; a
+/// duplicate, a NULL key or a row that breaks a constraint does not.
+fn reorg_error(e: SqlError) -> JobError {
+    let retryable = matches!(e.code, "40001" | "55P03" | "57P03" | "53000" | "40P01");
+    JobError {
+        code: e.code.to_string(),
+        // Not the hint: a failing row's values do not belong in job records.
+        message: e.message,
+        retryable,
     }
 }
 
@@ -925,16 +953,41 @@ impl Reorg for SqlReorg {
             &cursor,
             &end,
         );
-        self.runtime.block_on(chunk).map_err(|e| {
-            // Conflicts, lapsed locks and unavailable stores pass; a duplicate or a NULL
-            // key does not.
-            let retryable = matches!(e.code, "40001" | "55P03" | "57P03" | "53000" | "40P01");
-            JobError {
-                code: e.code.to_string(),
-                message: e.message,
-                retryable,
-            }
-        })
+        self.runtime.block_on(chunk).map_err(reorg_error)
+    }
+
+    fn check_chunk(
+        &self,
+        table: &TableDef,
+        check: &flotilla_catalog::CheckDef,
+        cursor: Option<&[u8]>,
+    ) -> Result<(Option<Vec<u8>>, u64), JobError> {
+        let prefix = record_prefix(table.storage_id);
+        let end = prefix_end(&prefix);
+        let cursor = cursor.map_or(prefix, <[u8]>::to_vec);
+        let chunk = async {
+            // Every node enforces the constraint before the scan starts (the job waited for
+            // that), so a snapshot taken now sees every row written without it.
+            let snapshot_ts = self.tso.get_ts().await.map_err(TxnError::from)?;
+            let view = TxnView::detached(
+                self.kv.clone(),
+                snapshot_ts,
+                self.options.lock_wait_timeout_ms,
+            );
+            let rows = view.scan(&cursor, &end, BACKFILL_CHUNK_ROWS).await?;
+            let Some((last, _)) = rows.last() else {
+                return Ok((None, 0));
+            };
+            let mut next = last.clone();
+            next.push(0);
+            let values = rows
+                .iter()
+                .map(|(_, value)| decode_row_value(table, value))
+                .collect::<Result<Vec<_>, _>>()?;
+            crate::check::validate(&self.template, view, table, check, &values).await?;
+            Ok((Some(next), rows.len() as u64))
+        };
+        self.runtime.block_on(chunk).map_err(reorg_error)
     }
 
     fn delete_range_chunk(
@@ -1051,10 +1104,13 @@ pub(crate) fn job_error(e: JobError) -> SqlError {
         "0A000" => "0A000",
         "23502" => "23502",
         "23505" => "23505",
+        "23514" => "23514",
         "40001" => "40001",
         "42701" => "42701",
         "42703" => "42703",
         "42704" => "42704",
+        "42710" => "42710",
+        "42809" => "42809",
         "42P01" => "42P01",
         "42P07" => "42P07",
         "42P16" => "42P16",
@@ -1145,15 +1201,24 @@ async fn alter_table(session: &mut Session, at: AlterTable) -> Result<QueryResul
     if constraints > 0 {
         if at.operations.len() > 1 {
             return Err(SqlError::unsupported(
-                "ADD PRIMARY KEY / UNIQUE together with other changes in one ALTER TABLE; run them as separate statements",
+                "ADD CONSTRAINT together with other changes in one ALTER TABLE; run them as separate statements",
             ));
         }
-        let Some(AlterTableOperation::AddConstraint { constraint, .. }) =
-            at.operations.into_iter().next()
+        let Some(AlterTableOperation::AddConstraint {
+            constraint,
+            not_valid,
+        }) = at.operations.into_iter().next()
         else {
             unreachable!("counted one constraint");
         };
-        return add_constraint(session, &name, constraint).await;
+        return add_constraint(session, &name, constraint, not_valid).await;
+    }
+    if let [
+        op @ (AlterTableOperation::DropConstraint { .. }
+        | AlterTableOperation::ValidateConstraint { .. }),
+    ] = at.operations.as_slice()
+    {
+        return alter_constraint(session, &table, op).await;
     }
     let mut actions = Vec::new();
     for op in at.operations {
@@ -1169,6 +1234,66 @@ async fn alter_table(session: &mut Session, at: AlterTable) -> Result<QueryResul
         },
     )
     .await?;
+    Ok(command("ALTER TABLE"))
+}
+
+/// DROP CONSTRAINT and VALIDATE CONSTRAINT, alone in their statement. A unique or
+/// primary key constraint is its index: dropping it drops the index.
+async fn alter_constraint(
+    session: &mut Session,
+    table: &TableDef,
+    op: &AlterTableOperation,
+) -> Result<QueryResult, SqlError> {
+    let (name, drop, if_exists) = match op {
+        AlterTableOperation::DropConstraint {
+            name, if_exists, ..
+        } => (ident_name(name), true, *if_exists),
+        AlterTableOperation::ValidateConstraint { name } => (ident_name(name), false, false),
+        _ => unreachable!("matched by the caller"),
+    };
+    let is_check = table.checks.iter().any(|c| c.name == name);
+    let index = table
+        .indexes
+        .iter()
+        .find(|i| i.name == name && (i.unique || i.primary));
+    let kind = match (drop, is_check, index) {
+        (true, true, _) => JobKind::AlterTable {
+            table_id: table.id,
+            table: table.name.clone(),
+            actions: vec![AlterAction::DropCheck { name, if_exists }],
+        },
+        (true, false, Some(index)) => {
+            if index.clustered {
+                return Err(SqlError::unsupported(format!(
+                    "dropping the primary key \"{name}\" that keys the rows of \"{}\"",
+                    table.name
+                ))
+                .with_hint("Create a new table with the key you want and copy the rows over."));
+            }
+            JobKind::DropIndex {
+                table_id: table.id,
+                table: table.name.clone(),
+                name,
+            }
+        }
+        (false, true, _) => JobKind::ValidateCheck {
+            table_id: table.id,
+            table: table.name.clone(),
+            name,
+        },
+        (false, false, Some(_)) => {
+            return Err(SqlError::new(
+                "42809",
+                format!(
+                    "constraint \"{name}\" of relation \"{}\" is not a foreign key or check constraint",
+                    table.name
+                ),
+            ));
+        }
+        (_, false, None) if if_exists => return Ok(command("ALTER TABLE")),
+        (_, false, None) => return Err(job_error(flotilla_ddl::no_constraint(&table.name, &name))),
+    };
+    run_job(session, kind).await?;
     Ok(command("ALTER TABLE"))
 }
 
@@ -1487,7 +1612,7 @@ pub(crate) async fn explain(
                 .any(|op| matches!(op, AlterTableOperation::AddConstraint { .. }))
             {
                 return Err(SqlError::unsupported(
-                    "EXPLAIN of ALTER TABLE ... ADD PRIMARY KEY / UNIQUE; EXPLAIN the equivalent CREATE UNIQUE INDEX",
+                    "EXPLAIN of ALTER TABLE ... ADD CONSTRAINT (for a key, EXPLAIN the equivalent CREATE UNIQUE INDEX)",
                 ));
             }
             let mut actions = Vec::new();

@@ -129,7 +129,7 @@ pub(crate) fn answer(sql: &str, snapshot: &CatalogSnapshot) -> Option<QueryResul
     if sql.starts_with("SELECT c.relchecks, c.relkind, c.relhasindex") {
         let table = table_by_oid(snapshot, quoted_oid(sql, "c.oid")?)?;
         return Some(result(vec![
-            ("relchecks", Col::Int(vec![0])),
+            ("relchecks", Col::Int(vec![table.checks.len() as i64])),
             ("relkind", texts(["r"])),
             ("relhasindex", Col::Bool(vec![!table.indexes.is_empty()])),
             ("relhasrules", Col::Bool(vec![false])),
@@ -267,6 +267,32 @@ pub(crate) fn answer(sql: &str, snapshot: &CatalogSnapshot) -> Option<QueryResul
             (
                 "reltablespace",
                 Col::Int(indexes.iter().map(|_| 0).collect()),
+            ),
+        ]));
+    }
+    if sql.contains("FROM pg_catalog.pg_constraint r\nWHERE r.conrelid = '")
+        && sql.contains("r.contype = 'c'")
+    {
+        // `\d TABLE`'s "Check constraints:" footer.
+        let table = table_by_oid(snapshot, quoted_oid(sql, "r.conrelid")?)?;
+        let mut checks: Vec<_> = table.checks.iter().collect();
+        checks.sort_by(|a, b| a.name.cmp(&b.name));
+        return Some(result(vec![
+            ("conname", texts(checks.iter().map(|c| c.name.as_str()))),
+            (
+                "pg_get_constraintdef",
+                Col::Text(
+                    checks
+                        .iter()
+                        .map(|c| {
+                            Some(format!(
+                                "CHECK ({}){}",
+                                c.expr,
+                                if c.validated { "" } else { " NOT VALID" }
+                            ))
+                        })
+                        .collect(),
+                ),
             ),
         ]));
     }

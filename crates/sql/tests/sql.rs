@@ -2849,3 +2849,91 @@ async fn check_constraints_refuse_what_postgres_refuses_and_go_with_their_column
     ok(&mut s, "INSERT INTO t VALUES (-3)").await;
     assert_eq!(rows(&mut s, "SELECT count(*) FROM t").await, vec!["3"]);
 }
+
+#[tokio::test]
+async fn check_constraints_are_added_validated_and_dropped_on_a_table_with_rows() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE t (id INT PRIMARY KEY, a INT, b TEXT UNIQUE)",
+    )
+    .await;
+    // More rows than one chunk of the validation scan.
+    ok(
+        &mut s,
+        "INSERT INTO t SELECT x, x, 'v' || x FROM generate_series(1, 2500) AS x",
+    )
+    .await;
+    ok(&mut s, "ALTER TABLE t ADD CHECK (a > 0)").await;
+    // Named after its one column, as PostgreSQL names it.
+    let e = run(&mut s, "INSERT INTO t VALUES (0, 0, 'z')")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "23514");
+    assert!(e.message.contains("\"t_a_check\""), "{}", e.message);
+    assert_eq!(
+        code(
+            &mut s,
+            "ALTER TABLE t ADD CONSTRAINT t_a_check CHECK (a > 1)"
+        )
+        .await,
+        "42710"
+    );
+    // A row breaks it (the last one written): refused, and nothing of it stays.
+    let e = run(
+        &mut s,
+        "ALTER TABLE t ADD CONSTRAINT small CHECK (a < 2500)",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, "23514");
+    assert_eq!(
+        e.message,
+        "check constraint \"small\" of relation \"t\" is violated by some row"
+    );
+    ok(&mut s, "INSERT INTO t VALUES (3000, 3000, 'z')").await;
+    // NOT VALID: enforced from now on, the rows before are not checked until VALIDATE.
+    ok(
+        &mut s,
+        "ALTER TABLE t ADD CONSTRAINT small CHECK (a < 2500) NOT VALID",
+    )
+    .await;
+    assert_eq!(
+        code(&mut s, "INSERT INTO t VALUES (3001, 3001, 'y')").await,
+        "23514"
+    );
+    assert_eq!(
+        code(&mut s, "ALTER TABLE t VALIDATE CONSTRAINT small").await,
+        "23514"
+    );
+    ok(&mut s, "DELETE FROM t WHERE a >= 2500").await;
+    ok(&mut s, "ALTER TABLE t VALIDATE CONSTRAINT small").await;
+    ok(&mut s, "ALTER TABLE t VALIDATE CONSTRAINT small").await;
+    assert_eq!(
+        code(&mut s, "ALTER TABLE t VALIDATE CONSTRAINT t_b_key").await,
+        "42809"
+    );
+    // DROP CONSTRAINT: a check, then a unique constraint (its index).
+    ok(&mut s, "ALTER TABLE t DROP CONSTRAINT small").await;
+    ok(&mut s, "INSERT INTO t VALUES (4000, 4000, 'w')").await;
+    assert_eq!(
+        code(&mut s, "INSERT INTO t VALUES (4001, 1, 'w')").await,
+        "23505"
+    );
+    ok(&mut s, "ALTER TABLE t DROP CONSTRAINT t_b_key").await;
+    ok(&mut s, "INSERT INTO t VALUES (4001, 1, 'w')").await;
+    assert_eq!(
+        code(&mut s, "ALTER TABLE t DROP CONSTRAINT small").await,
+        "42704"
+    );
+    ok(&mut s, "ALTER TABLE t DROP CONSTRAINT IF EXISTS small").await;
+    assert_eq!(
+        code(&mut s, "ALTER TABLE t DROP CONSTRAINT t_pkey").await,
+        "0A000"
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT count(*) FROM t WHERE a > 0").await,
+        vec!["2501"]
+    );
+}
