@@ -5,22 +5,8 @@
 use flotilla_catalog::{CatalogSnapshot, CheckDef, TableDef};
 use flotilla_types::TableId;
 
+use crate::index::table_of;
 use crate::job::JobError;
-
-fn table_of(
-    snapshot: &CatalogSnapshot,
-    table_id: TableId,
-    table_name: &str,
-) -> Result<TableDef, JobError> {
-    snapshot
-        .tables
-        .values()
-        .find(|t| t.id == table_id)
-        .map(|t| (**t).clone())
-        .ok_or_else(|| {
-            JobError::fatal("42P01", format!("relation \"{table_name}\" does not exist"))
-        })
-}
 
 /// 42704 for a constraint the table does not have.
 pub fn no_constraint(table: &str, name: &str) -> JobError {

@@ -5,7 +5,8 @@ use flotilla_types::TableId;
 
 use crate::job::JobError;
 
-fn table_of(
+/// The table `table_id` of `snapshot`, to change; 42P01 if it is gone.
+pub(crate) fn table_of(
     snapshot: &CatalogSnapshot,
     table_id: TableId,
     name: &str,
