@@ -351,6 +351,7 @@ mod tests {
                     name: c.to_string(),
                     ty: SqlType::Int64,
                     nullable: true,
+                    not_null_pending: false,
                     default: None,
                     origin_default: None,
                     sequence: None,

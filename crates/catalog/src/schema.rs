@@ -74,8 +74,14 @@ pub struct ColumnDef {
     pub name: String,
     /// Type.
     pub ty: SqlType,
-    /// Whether NULL is allowed.
+    /// Whether NULL is allowed (and every row is known to hold a value: reads may rely
+    /// on it).
     pub nullable: bool,
+    /// `ALTER COLUMN ... SET NOT NULL` is being applied: writes refuse NULL in the
+    /// column, but the rows written before are still being checked, so `nullable` stays
+    /// true until they have been. See `refuses_null`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub not_null_pending: bool,
     /// Default expression as SQL text, evaluated at insert.
     pub default: Option<String>,
     /// What rows written before the column existed read as (ADD COLUMN ... DEFAULT: the
@@ -247,6 +253,17 @@ fn validated_by_default() -> bool {
 
 fn is_true(b: &bool) -> bool {
     *b
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl ColumnDef {
+    /// Whether a write may not store NULL in the column: it is NOT NULL, or becoming so.
+    pub fn refuses_null(&self) -> bool {
+        !self.nullable || self.not_null_pending
+    }
 }
 
 impl TableDef {

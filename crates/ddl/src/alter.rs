@@ -73,6 +73,7 @@ fn apply_one(
                 name: column.name.clone(),
                 ty: column.ty.clone(),
                 nullable: column.nullable,
+                not_null_pending: false,
                 default: column.default.clone(),
                 origin_default: column.origin_default.clone(),
                 sequence: None,
@@ -118,6 +119,36 @@ fn apply_one(
                 .retain(|i| i.clustered || !i.columns.contains(&id));
             Ok(true)
         }
+        AlterAction::DropNotNull { column } => {
+            let Some(c) = table.column(column) else {
+                return Err(no_column(table, column));
+            };
+            let id = c.id;
+            let keyed = matches!(&table.handle, Handle::PrimaryKey(key) if key.contains(&id));
+            if keyed
+                || table
+                    .indexes
+                    .iter()
+                    .any(|i| i.primary && i.columns.contains(&id))
+            {
+                // PostgreSQL's words: a primary key's columns are never NULL.
+                return Err(JobError::fatal(
+                    "42P16",
+                    format!("column \"{column}\" is in a primary key"),
+                ));
+            }
+            let c = table
+                .columns
+                .iter_mut()
+                .find(|c| c.id == id)
+                .expect("found above");
+            if !c.refuses_null() {
+                return Ok(false);
+            }
+            c.nullable = true;
+            c.not_null_pending = false;
+            Ok(true)
+        }
         AlterAction::DropCheck { name, if_exists } => {
             let before = table.checks.len();
             table.checks.retain(|c| c.name != *name);
@@ -129,30 +160,34 @@ fn apply_one(
             }
             Err(crate::check::no_constraint(&table.name, name))
         }
-        AlterAction::RenameColumn { from, to } => {
-            if table.column(from).is_none() {
+        AlterAction::RenameColumn { from, to, checks } => {
+            let Some(id) = table.column(from).map(|c| c.id) else {
                 return Err(no_column(table, from));
-            }
+            };
             if from == to {
                 return Ok(false);
             }
-            let id = table.column(from).map(|c| c.id);
-            if let Some(check) = table
-                .checks
-                .iter()
-                .find(|c| id.is_some_and(|id| c.columns.contains(&id)))
-            {
-                // A constraint is kept as the text of its expression, which names the column.
-                return Err(JobError::fatal(
-                    "0A000",
-                    format!(
-                        "cannot rename column \"{from}\" of relation \"{}\": check constraint \"{}\" reads it (drop the constraint first)",
-                        table.name, check.name
-                    ),
-                ));
-            }
             if table.column(to).is_some() {
                 return Err(column_exists(table, to));
+            }
+            // A constraint is kept as the text of its expression, which names the column:
+            // each that reads it takes the text the SQL node rewrote, if it rewrote the
+            // text the constraint still has.
+            let table_name = table.name.clone();
+            for check in table.checks.iter_mut().filter(|c| c.columns.contains(&id)) {
+                let Some(rewrite) = checks
+                    .iter()
+                    .find(|r| r.name == check.name && r.from == check.expr)
+                else {
+                    return Err(JobError::fatal(
+                        "40001",
+                        format!(
+                            "check constraint \"{}\" of relation \"{table_name}\" changed while the statement was planned; run it again",
+                            check.name
+                        ),
+                    ));
+                };
+                check.expr = rewrite.to.clone();
             }
             for c in &mut table.columns {
                 if c.name == *from {
@@ -234,7 +269,7 @@ mod tests {
     use flotilla_catalog::{IndexDef, IndexState, SqlType};
 
     use super::*;
-    use crate::job::ColumnSpec;
+    use crate::job::{CheckRewrite, ColumnSpec};
 
     fn snapshot() -> CatalogSnapshot {
         let table = TableDef {
@@ -249,6 +284,7 @@ mod tests {
                     name: n.to_string(),
                     ty: SqlType::Int32,
                     nullable: true,
+                    not_null_pending: false,
                     default: None,
                     origin_default: None,
                     sequence: None,
@@ -337,6 +373,7 @@ mod tests {
             &[AlterAction::RenameColumn {
                 from: "a".into(),
                 to: "ts".into(),
+                checks: vec![],
             }],
         )
         .unwrap_err();
@@ -351,5 +388,35 @@ mod tests {
         assert_eq!(e, None);
         let e = apply_alter(&s, 8, "gone", &[add("x", false)]).unwrap_err();
         assert_eq!(e.code, "42P01");
+    }
+
+    #[test]
+    fn a_rename_rewrites_the_checks_that_read_the_column_as_planned() {
+        let mut s = snapshot();
+        let mut table = (**s.tables.get("test").unwrap()).clone();
+        table.checks.push(flotilla_catalog::CheckDef {
+            name: "test_a_check".into(),
+            expr: "a > 0".into(),
+            columns: vec![0],
+            validated: true,
+        });
+        s.tables.insert("test".into(), Arc::new(table));
+        let rename = |from: &str| AlterAction::RenameColumn {
+            from: "a".into(),
+            to: "b".into(),
+            checks: vec![CheckRewrite {
+                name: "test_a_check".into(),
+                from: from.into(),
+                to: "b > 0".into(),
+            }],
+        };
+        let t = apply_alter(&s, 7, "test", &[rename("a > 0")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.checks[0].expr, "b > 0");
+        assert_eq!(t.column("b").unwrap().id, 0);
+        // The constraint changed after the SQL node rewrote it: nothing applies.
+        let e = apply_alter(&s, 7, "test", &[rename("a >= 0")]).unwrap_err();
+        assert_eq!(e.code, "40001");
     }
 }

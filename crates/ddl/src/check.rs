@@ -1,9 +1,9 @@
-//! CHECK constraints added to (or validated on) an existing table: the catalog side of
-//! the `AddCheck` and `ValidateCheck` jobs. The rows are scanned by the reorg worker
+//! CHECK and NOT NULL constraints added to (or validated on) an existing table: the
+//! catalog side of the `AddCheck`, `ValidateCheck` and `SetNotNull` jobs. The rows are scanned by the reorg worker
 //! (`Reorg::check_chunk`), which knows how to evaluate an expression.
 
 use flotilla_catalog::{CatalogSnapshot, CheckDef, TableDef};
-use flotilla_types::TableId;
+use flotilla_types::{ColumnId, TableId};
 
 use crate::index::table_of;
 use crate::job::JobError;
@@ -105,4 +105,82 @@ pub fn remove_check(
     let before = table.checks.len();
     table.checks.retain(|c| c.name != name);
     Ok((table.checks.len() < before).then_some(table))
+}
+
+/// The step of a `SetNotNull` job, applied to the current table: the column as it should
+/// be at that step, or `None` when it already is (or is gone, for a rollback).
+pub fn set_not_null_step(
+    snapshot: &CatalogSnapshot,
+    table_id: TableId,
+    table_name: &str,
+    column_id: ColumnId,
+    column_name: &str,
+    step: NotNullStep,
+) -> Result<Option<TableDef>, JobError> {
+    let mut table = table_of(snapshot, table_id, table_name)?;
+    let name = table.name.clone();
+    let Some(c) = table.columns.iter_mut().find(|c| c.id == column_id) else {
+        return match step {
+            NotNullStep::Rollback => Ok(None),
+            _ => Err(JobError::fatal(
+                "42703",
+                format!("column \"{column_name}\" of relation \"{name}\" does not exist"),
+            )),
+        };
+    };
+    let (nullable, pending) = match step {
+        NotNullStep::Enforce if !c.nullable => return Ok(None),
+        NotNullStep::Enforce => (true, true),
+        NotNullStep::Validated => (false, false),
+        NotNullStep::Rollback if !c.nullable => return Ok(None),
+        NotNullStep::Rollback => (true, false),
+    };
+    if (c.nullable, c.not_null_pending) == (nullable, pending) {
+        return Ok(None);
+    }
+    c.nullable = nullable;
+    c.not_null_pending = pending;
+    Ok(Some(table))
+}
+
+/// Where a `SetNotNull` job takes its column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotNullStep {
+    /// Writes refuse NULL; the rows are not checked yet.
+    Enforce,
+    /// Every row was found to hold a value: NOT NULL.
+    Validated,
+    /// A NULL was found, or a cancel: nullable again.
+    Rollback,
+}
+
+/// The scan of a `SetNotNull` job, as a check the reorg worker evaluates: `column IS NOT
+/// NULL` over the column's current name.
+pub fn not_null_check(
+    snapshot: &CatalogSnapshot,
+    table_id: TableId,
+    table_name: &str,
+    column_id: ColumnId,
+) -> Result<CheckDef, JobError> {
+    let table = table_of(snapshot, table_id, table_name)?;
+    let column = table.column_by_id(column_id).ok_or_else(|| {
+        JobError::fatal(
+            "42703",
+            format!("a column of relation \"{}\" was dropped", table.name),
+        )
+    })?;
+    Ok(CheckDef {
+        name: format!("{}_{}_not_null", table.name, column.name),
+        expr: format!("\"{}\" IS NOT NULL", column.name.replace('"', "\"\"")),
+        columns: vec![column_id],
+        validated: false,
+    })
+}
+
+/// PostgreSQL's error for SET NOT NULL over a column holding NULL.
+pub fn nulls_found(table: &str, column: &str) -> JobError {
+    JobError::fatal(
+        "23502",
+        format!("column \"{column}\" of relation \"{table}\" contains null values"),
+    )
 }

@@ -1,7 +1,7 @@
 //! What a DDL job is: the change it makes, its state, and its record.
 
 use flotilla_catalog::{SequenceDef, SqlType};
-use flotilla_types::TableId;
+use flotilla_types::{ColumnId, TableId};
 use serde::{Deserialize, Serialize};
 
 /// A column to add, fully resolved by the SQL node that planned the statement.
@@ -18,6 +18,17 @@ pub struct ColumnSpec {
     /// What existing rows read as: the default evaluated once when the statement was
     /// planned, as an encoded one-column row value; `None` for NULL.
     pub origin_default: Option<Vec<u8>>,
+}
+
+/// A CHECK constraint's expression with a column renamed in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckRewrite {
+    /// The constraint's name.
+    pub name: String,
+    /// Its expression when the statement was planned.
+    pub from: String,
+    /// The same expression naming the column by its new name.
+    pub to: String,
 }
 
 /// One change of an ALTER TABLE. The actions of one statement apply in order to one
@@ -44,6 +55,10 @@ pub enum AlterAction {
         from: String,
         /// New name.
         to: String,
+        /// The CHECK constraints that read the column, their expressions rewritten by the
+        /// SQL node (a constraint is kept as SQL text naming its columns).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        checks: Vec<CheckRewrite>,
     },
     /// RENAME TO.
     RenameTable {
@@ -64,6 +79,12 @@ pub enum AlterAction {
         column: String,
         /// Its new sequence (id allocated, identity set).
         sequence: SequenceDef,
+    },
+    /// ALTER COLUMN DROP NOT NULL. (A node still on the version before refuses NULL a
+    /// little longer, which is only stricter.)
+    DropNotNull {
+        /// The column's name.
+        column: String,
     },
     /// DROP CONSTRAINT [IF EXISTS] of a CHECK constraint. (A node still on the version
     /// before enforces it a little longer, which is only stricter.)
@@ -91,7 +112,9 @@ impl AlterAction {
                 "DROP COLUMN {}{name}",
                 if *if_exists { "IF EXISTS " } else { "" }
             ),
-            AlterAction::RenameColumn { from, to } => format!("RENAME COLUMN {from} TO {to}"),
+            AlterAction::RenameColumn { from, to, .. } => {
+                format!("RENAME COLUMN {from} TO {to}")
+            }
             AlterAction::RenameTable { to } => format!("RENAME TO {to}"),
             AlterAction::SetDefault {
                 column,
@@ -101,6 +124,9 @@ impl AlterAction {
                 column,
                 default: None,
             } => format!("ALTER COLUMN {column} DROP DEFAULT"),
+            AlterAction::DropNotNull { column } => {
+                format!("ALTER COLUMN {column} DROP NOT NULL")
+            }
             AlterAction::DropCheck { name, if_exists } => format!(
                 "DROP CONSTRAINT {}{name}",
                 if *if_exists { "IF EXISTS " } else { "" }
@@ -196,6 +222,19 @@ pub enum JobKind {
         /// Scan the existing rows (false: `NOT VALID`).
         validate: bool,
     },
+    /// ALTER COLUMN SET NOT NULL: nullable -> writes refuse NULL (the rows not checked
+    /// yet) -> NOT NULL, once a scan of the rows written before found no NULL in the
+    /// column. A NULL found rolls it back (23502).
+    SetNotNull {
+        /// The table.
+        table_id: TableId,
+        /// Its name when planned.
+        table: String,
+        /// The column (by id: a concurrent rename does not redirect the job).
+        column_id: ColumnId,
+        /// Its name when planned.
+        column: String,
+    },
     /// VALIDATE CONSTRAINT of a `NOT VALID` check: a scan of the rows, then validated. A
     /// row that makes it false fails the job (23514) and leaves the constraint as it was.
     ValidateCheck {
@@ -217,6 +256,7 @@ impl JobKind {
             | JobKind::DropIndex { table_id, .. }
             | JobKind::AddCheck { table_id, .. }
             | JobKind::ValidateCheck { table_id, .. }
+            | JobKind::SetNotNull { table_id, .. }
             | JobKind::DropTable { table_id, .. }
             | JobKind::Truncate { table_id, .. } => *table_id,
             JobKind::CreateTable { table, .. } => table.id,
@@ -231,6 +271,7 @@ impl JobKind {
             | JobKind::DropIndex { table, .. }
             | JobKind::AddCheck { table, .. }
             | JobKind::ValidateCheck { table, .. }
+            | JobKind::SetNotNull { table, .. }
             | JobKind::DropTable { table, .. }
             | JobKind::Truncate { table, .. } => table,
             JobKind::CreateTable { table, .. } => &table.name,
@@ -274,6 +315,9 @@ impl JobKind {
             JobKind::ValidateCheck { table, name, .. } => {
                 format!("ALTER TABLE {table} VALIDATE CONSTRAINT {name}")
             }
+            JobKind::SetNotNull { table, column, .. } => {
+                format!("ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL")
+            }
             JobKind::CreateTable { table, .. } => {
                 let mut parts: Vec<String> = table
                     .columns
@@ -302,6 +346,7 @@ impl JobKind {
             JobKind::DropIndex { .. } => "drop index",
             JobKind::AddCheck { .. } => "add constraint",
             JobKind::ValidateCheck { .. } => "validate constraint",
+            JobKind::SetNotNull { .. } => "set not null",
             JobKind::CreateTable { .. } => "create table",
             JobKind::DropTable { .. } => "drop table",
             JobKind::Truncate { .. } => "truncate table",

@@ -34,7 +34,9 @@ use std::time::Duration;
 pub use alter::apply_alter;
 pub use check::{find_check, no_constraint, plan_add_check, remove_check, set_check_validated};
 pub use index::{NewIndex, index_to_drop, plan_add_index, set_index_state};
-pub use job::{AlterAction, Cleanup, ColumnSpec, DataRange, Job, JobError, JobKind, JobState};
+pub use job::{
+    AlterAction, CheckRewrite, Cleanup, ColumnSpec, DataRange, Job, JobError, JobKind, JobState,
+};
 pub use leases::{LeaseGrant, SchemaLeases};
 pub use queue::{DdlConfig, JobQueue};
 use tokio::sync::watch;

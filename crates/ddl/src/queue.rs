@@ -15,7 +15,10 @@ use tokio::sync::watch;
 
 use crate::ReorgRef;
 use crate::alter::apply_alter;
-use crate::check::{find_check, plan_add_check, remove_check, set_check_validated};
+use crate::check::{
+    NotNullStep, find_check, not_null_check, nulls_found, plan_add_check, remove_check,
+    set_check_validated, set_not_null_step,
+};
 use crate::index::{NewIndex, index_to_drop, plan_add_index, set_index_state};
 use crate::job::{Cleanup, DataRange, Job, JobError, JobKind, JobState};
 use crate::leases::{LeaseGrant, SchemaLeases};
@@ -653,7 +656,12 @@ impl JobQueue {
                         plan_add_check(&snapshot, table_id, &table, &check, &column_names)
                             .map(|t| (Some(t), next, state))
                     }
-                    1 => return self.check_rows(job, &snapshot, table_id, &check.name, 2),
+                    1 => {
+                        return match find_check(&snapshot, table_id, &table, &check.name) {
+                            Ok(check) => self.check_rows(job, &snapshot, table_id, check, 2, None),
+                            Err(e) => Outcome::Fail(e),
+                        };
+                    }
                     2 => set_check_validated(&snapshot, table_id, &table, &check.name)
                         .map(|t| (t, STEP_DONE, "public")),
                     STEP_ROLLBACK => remove_check(&snapshot, table_id, &table, &check.name)
@@ -672,12 +680,40 @@ impl JobQueue {
                         Ok(c) if c.validated => {
                             return self.finish_unchanged(job, snapshot.version);
                         }
-                        Ok(_) => return self.check_rows(job, &snapshot, table_id, &name, 1),
+                        Ok(check) => {
+                            return self.check_rows(job, &snapshot, table_id, check, 1, None);
+                        }
                         Err(e) => return Outcome::Fail(e),
                     },
                     1 => set_check_validated(&snapshot, table_id, &table, &name)
                         .map(|t| (t, STEP_DONE, "public")),
                     // A row broke it, or a cancel: the constraint stays as it was.
+                    _ => return self.end_unchanged(job, snapshot.version),
+                };
+                self.commit_or_end(job, snapshot.version, changed)
+            }
+            JobKind::SetNotNull {
+                table_id,
+                table,
+                column_id,
+                column,
+            } => {
+                let step =
+                    |s| set_not_null_step(&snapshot, table_id, &table, column_id, &column, s);
+                let changed = match job.step {
+                    0 => step(NotNullStep::Enforce).map(|t| (t, 1, "write-only (validating)")),
+                    1 => {
+                        return match not_null_check(&snapshot, table_id, &table, column_id) {
+                            Ok(check) => {
+                                let found = nulls_found(&table, &column);
+                                self.check_rows(job, &snapshot, table_id, check, 2, Some(found))
+                            }
+                            Err(e) => Outcome::Fail(e),
+                        };
+                    }
+                    2 => step(NotNullStep::Validated).map(|t| (t, STEP_DONE, "public")),
+                    STEP_ROLLBACK => step(NotNullStep::Rollback)
+                        .map(|t| (t, STEP_ROLLED_BACK, "nullable (rolled back)")),
                     _ => return self.end_unchanged(job, snapshot.version),
                 };
                 self.commit_or_end(job, snapshot.version, changed)
@@ -881,15 +917,17 @@ impl JobQueue {
         })
     }
 
-    /// The validation scan of a CHECK constraint's job: chunk after chunk from the job's
-    /// checkpoint, as `backfill`; `done_step` follows it.
+    /// The validation scan of a constraint's job: chunk after chunk from the job's
+    /// checkpoint, as `backfill`; `done_step` follows it. A row that makes `check` false
+    /// fails the job with `violation` if given, else with the check's own error.
     fn check_rows(
         &self,
         job: &mut Job,
         snapshot: &flotilla_catalog::CatalogSnapshot,
         table_id: i64,
-        name: &str,
+        check: flotilla_catalog::CheckDef,
         done_step: u32,
+        violation: Option<JobError>,
     ) -> Outcome {
         let Some(reorg) = &self.reorg else {
             job.rollback_cause = Some(JobError::fatal(
@@ -900,10 +938,6 @@ impl JobQueue {
             return self.save_progress(job);
         };
         let table_name = job.kind.table_name().to_string();
-        let check = match find_check(snapshot, table_id, &table_name, name) {
-            Ok(c) => c,
-            Err(e) => return Outcome::Fail(e),
-        };
         let Some(table) = snapshot.tables.values().find(|t| t.id == table_id).cloned() else {
             return Outcome::Fail(JobError::fatal(
                 "42P01",
@@ -912,7 +946,12 @@ impl JobQueue {
         };
         at_background_priority(|| {
             self.scan_chunks(job, "validating", "checked", done_step, &|cursor| {
-                reorg.check_chunk(&table, &check, cursor)
+                reorg
+                    .check_chunk(&table, &check, cursor)
+                    .map_err(|e| match &violation {
+                        Some(v) if !e.retryable && e.code == "23514" => v.clone(),
+                        _ => e,
+                    })
             })
         })
     }
@@ -1250,6 +1289,7 @@ fn past_no_return(job: &Job) -> bool {
         JobKind::DropIndex { .. } => job.step > 0,
         JobKind::AddCheck { .. } => job.step == 2 || job.step == STEP_DONE,
         JobKind::ValidateCheck { .. } => job.step == 1 || job.step == STEP_DONE,
+        JobKind::SetNotNull { .. } => job.step == 2 || job.step == STEP_DONE,
         JobKind::CreateTable { .. } | JobKind::DropTable { .. } | JobKind::Truncate { .. } => {
             job.waiting_for_version.is_some()
         }

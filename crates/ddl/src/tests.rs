@@ -31,6 +31,7 @@ fn table(id: i64, name: &str) -> TableDef {
             name: "ts".into(),
             ty: SqlType::Int64,
             nullable: false,
+            not_null_pending: false,
             default: None,
             origin_default: None,
             sequence: None,
@@ -190,6 +191,7 @@ async fn one_tables_jobs_run_in_order_and_identical_ones_join() {
                 actions: vec![AlterAction::RenameColumn {
                     from: "a".into(),
                     to: "b".into(),
+                    checks: vec![],
                 }],
             },
             "b".into(),
@@ -809,4 +811,110 @@ async fn a_check_is_enforced_before_its_scan_and_a_violating_row_rolls_it_back()
     let failed = ddl.wait(job.id, WAIT).await.unwrap();
     assert_eq!(failed.error.unwrap().code, "40001");
     assert_eq!(check_state(&catalog, "stale"), None);
+}
+
+/// Column `name` of t1: (nullable, NOT NULL pending).
+fn null_state(catalog: &LocalCatalog, name: &str) -> (bool, bool) {
+    let snapshot = catalog.snapshot();
+    let c = snapshot.table("t1").unwrap().column(name).unwrap().clone();
+    (c.nullable, c.not_null_pending)
+}
+
+fn set_not_null(column_id: u32, column: &str) -> JobKind {
+    JobKind::SetNotNull {
+        table_id: 1,
+        table: "t1".into(),
+        column_id,
+        column: column.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_not_null_refuses_nulls_before_its_scan_and_a_null_found_rolls_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path());
+    let catalog = catalog(&engine, 1);
+    let cfg = DdlConfig {
+        backfill_rows_per_s: 0,
+        ..fast_retries()
+    };
+    // Held at its second chunk: writes refuse NULL, the column is not NOT NULL yet.
+    let reorg = CountingReorg::new(3, None, 1);
+    let queue = JobQueue::open(
+        engine.clone(),
+        catalog.clone(),
+        cfg.clone(),
+        Some(reorg.clone()),
+    )
+    .unwrap();
+    let ddl = LocalDdl::start(queue.clone());
+    let job = ddl.submit(add(1, &["v"]), "a1".into()).await.unwrap();
+    assert_eq!(ddl.wait(job.id, WAIT).await.unwrap().state, JobState::Done);
+    let v = catalog.snapshot().version;
+    let job = ddl.submit(set_not_null(1, "v"), "n1".into()).await.unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while queue.get(job.id).unwrap().reorg_rows < 10 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scan never advanced"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(null_state(&catalog, "v"), (true, true));
+    assert_eq!(catalog.snapshot().version, v + 1);
+    *reorg.gate.lock() = u64::MAX;
+    reorg.opened.notify_all();
+    let done = ddl.wait(job.id, WAIT).await.unwrap();
+    assert_eq!(done.state, JobState::Done, "{done:?}");
+    assert_eq!(done.reorg_rows, 30);
+    assert_eq!(null_state(&catalog, "v"), (false, false));
+    assert_eq!(catalog.snapshot().version, v + 2);
+
+    // Already NOT NULL: nothing to do, no new version.
+    let again = ddl.submit(set_not_null(1, "v"), "n2".into()).await.unwrap();
+    assert_eq!(
+        ddl.wait(again.id, WAIT).await.unwrap().state,
+        JobState::Done
+    );
+    assert_eq!(catalog.snapshot().version, v + 2);
+
+    // DROP NOT NULL is metadata only; a primary key column keeps its NOT NULL.
+    let drop_not_null = |column: &str| JobKind::AlterTable {
+        table_id: 1,
+        table: "t1".into(),
+        actions: vec![AlterAction::DropNotNull {
+            column: column.into(),
+        }],
+    };
+    let job = ddl.submit(drop_not_null("v"), "d1".into()).await.unwrap();
+    assert_eq!(ddl.wait(job.id, WAIT).await.unwrap().state, JobState::Done);
+    assert_eq!(null_state(&catalog, "v"), (true, false));
+    let job = ddl.submit(drop_not_null("ts"), "d2".into()).await.unwrap();
+    let failed = ddl.wait(job.id, WAIT).await.unwrap();
+    assert_eq!(failed.error.unwrap().code, "42P16");
+    assert_eq!(null_state(&catalog, "ts"), (false, false));
+    drop(ddl);
+
+    // A NULL found in the scan's third chunk: PostgreSQL's 23502, and the column is
+    // nullable again.
+    let failing = CountingReorg::new(5, Some(2), u64::MAX);
+    let queue = JobQueue::open(engine, catalog.clone(), cfg, Some(failing)).unwrap();
+    let ddl = LocalDdl::start(queue);
+    let job = ddl.submit(set_not_null(1, "v"), "n3".into()).await.unwrap();
+    let failed = ddl.wait(job.id, WAIT).await.unwrap();
+    assert_eq!(failed.state, JobState::Failed, "{failed:?}");
+    let error = failed.error.unwrap();
+    assert_eq!(error.code, "23502");
+    assert_eq!(
+        error.message,
+        "column \"v\" of relation \"t1\" contains null values"
+    );
+    assert_eq!(null_state(&catalog, "v"), (true, false));
+    // A column dropped before its job ran.
+    let job = ddl
+        .submit(set_not_null(9, "gone"), "n4".into())
+        .await
+        .unwrap();
+    let failed = ddl.wait(job.id, WAIT).await.unwrap();
+    assert_eq!(failed.error.unwrap().code, "42703");
 }

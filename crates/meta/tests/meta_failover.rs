@@ -192,6 +192,7 @@ async fn a_ddl_job_resumes_on_the_next_meta_leader() {
             name: "id".into(),
             ty: SqlType::Int64,
             nullable: false,
+            not_null_pending: false,
             default: None,
             origin_default: None,
             sequence: None,

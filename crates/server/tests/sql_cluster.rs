@@ -95,7 +95,7 @@ async fn incident_1_on_a_cluster() {
 /// validates it by scanning the rows through the stores, and a row that breaks it rolls
 /// it back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_check_added_on_a_cluster_is_validated_against_the_rows() {
+async fn a_check_or_not_null_added_on_a_cluster_is_validated_against_the_rows() {
     let cluster = common::Cluster::start().await;
     let node = sql_node(&cluster).await;
     let mut s = node.session();
@@ -120,7 +120,19 @@ async fn a_check_added_on_a_cluster_is_validated_against_the_rows() {
         .await
         .unwrap_err();
     assert_eq!(e.code, "23514", "{}", e.message);
-    assert_eq!(rows(&mut s, "SELECT count(*) FROM t").await, ["1501"]);
+    // SET NOT NULL scans the rows the same way.
+    ok(&mut s, "UPDATE t SET a = NULL WHERE id = 1499").await;
+    let e = run(&mut s, "ALTER TABLE t ALTER COLUMN a SET NOT NULL")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "23502", "{}", e.message);
+    ok(&mut s, "DELETE FROM t WHERE a IS NULL").await;
+    ok(&mut s, "ALTER TABLE t ALTER COLUMN a SET NOT NULL").await;
+    let e = run(&mut other.session(), "UPDATE t SET a = NULL WHERE id = 7")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "23502", "{}", e.message);
+    assert_eq!(rows(&mut s, "SELECT count(*) FROM t").await, ["1500"]);
 }
 
 /// ORIGINS.md §2 (the DDL flood), on a cluster: more concurrent DDL than the cap while

@@ -14,9 +14,15 @@ use datafusion::arrow::array::{Array, BooleanArray};
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::sql::sqlparser::ast::{CheckConstraint, Expr, Ident, visit_expressions};
+use datafusion::sql::sqlparser::ast::{
+    CheckConstraint, Expr, Ident, visit_expressions, visit_expressions_mut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::keywords::ALL_KEYWORDS;
+use datafusion::sql::sqlparser::parser::Parser;
 use flotilla_catalog::{CheckDef, TableDef};
 use flotilla_codec::Datum;
+use flotilla_ddl::CheckRewrite;
 use flotilla_types::ColumnId;
 use flotilla_types::Timestamp;
 
@@ -79,6 +85,64 @@ fn referenced_names(expr: &Expr) -> Vec<String> {
         std::ops::ControlFlow::<()>::Continue(())
     });
     names
+}
+
+/// The CHECK constraints of `table` that read column `from`, each with its expression
+/// rewritten to name the column `to` (RENAME COLUMN).
+pub(crate) fn renamed_checks(
+    table: &TableDef,
+    from: &str,
+    to: &str,
+) -> Result<Vec<CheckRewrite>, SqlError> {
+    let Some(id) = table.column(from).map(|c| c.id) else {
+        return Ok(Vec::new());
+    };
+    // Unquoted when that reads back as the same name, as PostgreSQL prints it.
+    let plain = to
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && to
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && ALL_KEYWORDS
+            .binary_search(&to.to_ascii_uppercase().as_str())
+            .is_err();
+    let new_ident = || {
+        if plain {
+            Ident::new(to)
+        } else {
+            Ident::with_quote('"', to)
+        }
+    };
+    let mut out = Vec::new();
+    for check in table.checks.iter().filter(|c| c.columns.contains(&id)) {
+        let mut expr = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(&check.expr)
+            .and_then(|mut p| p.parse_expr())
+            .map_err(|e| {
+                SqlError::internal(format!("stored check constraint {}: {e}", check.expr))
+            })?;
+        let _ = visit_expressions_mut(&mut expr, |e: &mut Expr| {
+            let ident = match e {
+                Expr::Identifier(i) => Some(i),
+                Expr::CompoundIdentifier(parts) => parts.last_mut(),
+                _ => None,
+            };
+            if let Some(i) = ident
+                && ident_name(i) == from
+            {
+                *i = new_ident();
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        out.push(CheckRewrite {
+            name: check.name.clone(),
+            from: check.expr.clone(),
+            to: expr.to_string(),
+        });
+    }
+    Ok(out)
 }
 
 /// Plans the CHECK constraints of a table being created (its columns already in
@@ -238,13 +302,15 @@ fn row_text(batch: &datafusion::arrow::record_batch::RecordBatch, r: usize) -> S
         .join(", ")
 }
 
-/// Fails with 23514 if any of `rows` (in table column order) makes a CHECK constraint of
-/// `table` false.
+/// Fails with 23502 if any of `rows` (in table column order) has NULL in a column that
+/// refuses it, else with 23514 if one makes a CHECK constraint of `table` false. Every
+/// row a statement writes passes here.
 pub(crate) async fn enforce(
     session: &Session,
     table: &TableDef,
     rows: &[Vec<Datum>],
 ) -> Result<(), SqlError> {
+    refuse_nulls(table, rows)?;
     if table.checks.is_empty() || rows.is_empty() {
         return Ok(());
     }
@@ -264,6 +330,22 @@ pub(crate) async fn enforce(
         )
         .with_hint(format!("Failing row contains ({row})."))),
     }
+}
+
+/// Fails with 23502 if any of `rows` (in table column order) has NULL in a column that
+/// refuses it (NOT NULL, or becoming so).
+pub(crate) fn refuse_nulls<'a>(
+    table: &TableDef,
+    rows: impl IntoIterator<Item = &'a Vec<Datum>>,
+) -> Result<(), SqlError> {
+    for row in rows {
+        for (def, datum) in table.columns.iter().zip(row) {
+            if datum.is_null() && def.refuses_null() {
+                return Err(crate::error::not_null_violation(&table.name, &def.name));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks rows already stored in `table` against `check` (ALTER TABLE ... ADD CHECK and

@@ -242,6 +242,7 @@ mod tests {
                 name: "x".into(),
                 ty: SqlType::Int32,
                 nullable: true,
+                not_null_pending: false,
                 default: None,
                 origin_default: None,
                 sequence: None,

@@ -319,6 +319,7 @@ async fn create_table(session: &mut Session, ct: CreateTable) -> Result<QueryRes
                 None => sql_type(&column.data_type)?,
             },
             nullable: true,
+            not_null_pending: false,
             default: None,
             origin_default: None,
             sequence: None,
@@ -1220,6 +1221,38 @@ async fn alter_table(session: &mut Session, at: AlterTable) -> Result<QueryResul
     {
         return alter_constraint(session, &table, op).await;
     }
+    let set_not_null = |op: &AlterTableOperation| {
+        matches!(
+            op,
+            AlterTableOperation::AlterColumn {
+                op: AlterColumnOperation::SetNotNull,
+                ..
+            }
+        )
+    };
+    if at.operations.iter().any(set_not_null) {
+        let [AlterTableOperation::AlterColumn { column_name, .. }] = at.operations.as_slice()
+        else {
+            return Err(SqlError::unsupported(
+                "SET NOT NULL together with other changes in one ALTER TABLE; run them as separate statements",
+            ));
+        };
+        let column = ident_name(column_name);
+        let def = table
+            .column(&column)
+            .ok_or_else(|| crate::dml::no_such_column(&table, &column))?;
+        run_job(
+            session,
+            JobKind::SetNotNull {
+                table_id: table.id,
+                table: name,
+                column_id: def.id,
+                column,
+            },
+        )
+        .await?;
+        return Ok(command("ALTER TABLE"));
+    }
     let mut actions = Vec::new();
     for op in at.operations {
         actions.extend(alter_actions(session, &table, op).await?);
@@ -1327,10 +1360,11 @@ async fn alter_actions(
         AlterTableOperation::RenameColumn {
             old_column_name,
             new_column_name,
-        } => vec![AlterAction::RenameColumn {
-            from: ident_name(&old_column_name),
-            to: ident_name(&new_column_name),
-        }],
+        } => {
+            let (from, to) = (ident_name(&old_column_name), ident_name(&new_column_name));
+            let checks = crate::check::renamed_checks(table, &from, &to)?;
+            vec![AlterAction::RenameColumn { from, to, checks }]
+        }
         AlterTableOperation::RenameTable {
             table_name: RenameTableNameKind::To(to) | RenameTableNameKind::As(to),
         } => vec![AlterAction::RenameTable {
@@ -1352,6 +1386,7 @@ async fn alter_actions(
                         default: None,
                     }]
                 }
+                AlterColumnOperation::DropNotNull => vec![AlterAction::DropNotNull { column }],
                 AlterColumnOperation::AddGenerated {
                     generated_as,
                     sequence_options,
@@ -1431,6 +1466,7 @@ async fn column_spec(
         name: name.clone(),
         ty: ty.clone(),
         nullable,
+        not_null_pending: false,
         default: default.clone(),
         origin_default: None,
         sequence: None,
@@ -1591,6 +1627,176 @@ pub(crate) async fn show_jobs(session: &Session) -> Result<QueryResult, SqlError
     })
 }
 
+/// The lines of EXPLAIN for a metadata-only ALTER TABLE (one `AlterTable` job).
+async fn explain_alter(
+    session: &Session,
+    snapshot: &flotilla_catalog::CatalogSnapshot,
+    table: &TableDef,
+    operations: Vec<AlterTableOperation>,
+    lines: &mut Vec<String>,
+) -> Result<(), SqlError> {
+    let name = table.name.clone();
+    let mut actions = Vec::new();
+    for op in operations {
+        actions.extend(alter_actions(session, table, op).await?);
+    }
+    let changed = apply_alter(snapshot, table.id, &name, &actions).map_err(job_error)?;
+    let kind = JobKind::AlterTable {
+        table_id: table.id,
+        table: name.clone(),
+        actions,
+    };
+    lines.push(format!(
+        "DDL job ({}): {}",
+        kind.type_name(),
+        kind.describe()
+    ));
+    lines.push(format!(
+        "  validated against schema version {}",
+        snapshot.version
+    ));
+    match changed {
+        None => lines
+            .push("  step 1: nothing to change (every action skipped by IF [NOT] EXISTS)".into()),
+        Some(after) => {
+            let next = snapshot.version + 1;
+            let mut changes = Vec::new();
+            for c in &after.columns {
+                match table.column_by_id(c.id) {
+                    None => changes.push(format!("column {}: absent -> public", c.name)),
+                    Some(before) if before.name != c.name => {
+                        changes.push(format!("column {} renamed to {}", before.name, c.name))
+                    }
+                    Some(before) if before.nullable != c.nullable => {
+                        changes.push(format!("column {}: NOT NULL dropped", c.name))
+                    }
+                    Some(before) if before.default != c.default => changes.push(format!(
+                        "column {}: default {}",
+                        c.name,
+                        c.default.as_deref().unwrap_or("dropped")
+                    )),
+                    _ => {}
+                }
+            }
+            for c in &table.columns {
+                if after.column_by_id(c.id).is_none() {
+                    changes.push(format!("column {}: public -> absent", c.name));
+                }
+            }
+            for c in &after.checks {
+                match table.checks.iter().find(|b| b.name == c.name) {
+                    Some(before) if before.expr != c.expr => changes.push(format!(
+                        "check {}: ({}) rewritten as ({})",
+                        c.name, before.expr, c.expr
+                    )),
+                    _ => {}
+                }
+            }
+            for c in &table.checks {
+                if !after.checks.iter().any(|a| a.name == c.name) {
+                    changes.push(format!("check {}: dropped", c.name));
+                }
+            }
+            for i in &table.indexes {
+                if !after.indexes.iter().any(|a| a.id == i.id) {
+                    changes.push(format!("index {}: public -> absent", i.name));
+                }
+            }
+            if after.name != table.name {
+                changes.push(format!("table renamed to {}", after.name));
+            }
+            lines.push(format!(
+                "  step 1: commit schema version {next}, metadata only (the point of no return): {}",
+                changes.join("; ")
+            ));
+            lines.push(format!(
+                "  step 2: wait until every live SQL node uses schema version {next} (or its lease lapses)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The lines of EXPLAIN for an ALTER TABLE that runs a job scanning the rows (ADD CHECK,
+/// SET NOT NULL); `None` for any other operation.
+async fn explain_scan_job(
+    session: &Session,
+    table: &TableDef,
+    op: &AlterTableOperation,
+) -> Result<Option<Vec<String>>, SqlError> {
+    let v = session.engine.catalog.snapshot().version;
+    let (kind, already, enforced, done, undo) = match op {
+        AlterTableOperation::AddConstraint {
+            constraint: TableConstraint::Check(check),
+            not_valid,
+        } => {
+            let (check, column_names) = crate::check::plan_added(session, table, check).await?;
+            let name = check.name.clone();
+            let kind = JobKind::AddCheck {
+                table_id: table.id,
+                table: table.name.clone(),
+                check,
+                column_names,
+                validate: !not_valid,
+            };
+            if *not_valid {
+                return Ok(Some(vec![
+                    format!("DDL job ({}): {}", kind.type_name(), kind.describe()),
+                    format!("  validated against schema version {v}"),
+                    format!(
+                        "  step 1: schema version {}: constraint {name}: absent -> enforced on every write, NOT VALID (the existing rows are not checked)",
+                        v + 1
+                    ),
+                ]));
+            }
+            (
+                kind,
+                None,
+                format!("constraint {name}: absent -> enforced on every write, not validated"),
+                format!("constraint {name}: validated (the point of no return)"),
+                "a row that makes it false rolls the job back (23514: the constraint is removed)",
+            )
+        }
+        AlterTableOperation::AlterColumn {
+            column_name,
+            op: AlterColumnOperation::SetNotNull,
+        } => {
+            let column = ident_name(column_name);
+            let def = table
+                .column(&column)
+                .ok_or_else(|| crate::dml::no_such_column(table, &column))?;
+            let kind = JobKind::SetNotNull {
+                table_id: table.id,
+                table: table.name.clone(),
+                column_id: def.id,
+                column: column.clone(),
+            };
+            (
+                kind,
+                (!def.nullable).then(|| format!("  nothing to do: column {column} is NOT NULL")),
+                format!("column {column}: writes refuse NULL, not NOT NULL yet"),
+                format!("column {column}: NOT NULL (the point of no return)"),
+                "a NULL rolls the job back (23502: the column stays nullable)",
+            )
+        }
+        _ => return Ok(None),
+    };
+    let mut lines = vec![
+        format!("DDL job ({}): {}", kind.type_name(), kind.describe()),
+        format!("  validated against schema version {v}"),
+    ];
+    if let Some(already) = already {
+        lines.push(already);
+        return Ok(Some(lines));
+    }
+    lines.push(format!("  step 1: schema version {}: {enforced}", v + 1));
+    lines.push(format!(
+        "  step 2: once no transaction of schema version {v} is open, scan the rows in chunks of {BACKFILL_CHUNK_ROWS}, each at a fresh snapshot, checkpointed after each; {undo}"
+    ));
+    lines.push(format!("  step 3: schema version {}: {done}", v + 2));
+    Ok(Some(lines))
+}
+
 /// EXPLAIN of a schema change: validates it against the current schema exactly as running
 /// it would (nothing changes, nothing is submitted) and shows the job that would run,
 /// with its steps and the schema states each element goes through.
@@ -1606,75 +1812,25 @@ pub(crate) async fn explain(
             let table = snapshot.table(&name).cloned().ok_or_else(|| {
                 SqlError::new("42P01", format!("relation \"{name}\" does not exist"))
             })?;
-            if at
-                .operations
-                .iter()
-                .any(|op| matches!(op, AlterTableOperation::AddConstraint { .. }))
+            if let [op] = at.operations.as_slice()
+                && let Some(scan) = explain_scan_job(session, &table, op).await?
             {
+                lines = scan;
+            } else if at.operations.iter().any(|op| {
+                matches!(
+                    op,
+                    AlterTableOperation::AddConstraint { .. }
+                        | AlterTableOperation::AlterColumn {
+                            op: AlterColumnOperation::SetNotNull,
+                            ..
+                        }
+                )
+            }) {
                 return Err(SqlError::unsupported(
-                    "EXPLAIN of ALTER TABLE ... ADD CONSTRAINT (for a key, EXPLAIN the equivalent CREATE UNIQUE INDEX)",
+                    "EXPLAIN of this ALTER TABLE (for a key, EXPLAIN the equivalent CREATE UNIQUE INDEX; EXPLAIN a CHECK or SET NOT NULL alone)",
                 ));
-            }
-            let mut actions = Vec::new();
-            for op in at.operations {
-                actions.extend(alter_actions(session, &table, op).await?);
-            }
-            let changed = apply_alter(&snapshot, table.id, &name, &actions).map_err(job_error)?;
-            let kind = JobKind::AlterTable {
-                table_id: table.id,
-                table: name.clone(),
-                actions,
-            };
-            lines.push(format!(
-                "DDL job ({}): {}",
-                kind.type_name(),
-                kind.describe()
-            ));
-            lines.push(format!(
-                "  validated against schema version {}",
-                snapshot.version
-            ));
-            match changed {
-                None => lines.push(
-                    "  step 1: nothing to change (every action skipped by IF [NOT] EXISTS)".into(),
-                ),
-                Some(after) => {
-                    let next = snapshot.version + 1;
-                    let mut changes = Vec::new();
-                    for c in &after.columns {
-                        match table.column_by_id(c.id) {
-                            None => changes.push(format!("column {}: absent -> public", c.name)),
-                            Some(before) if before.name != c.name => changes
-                                .push(format!("column {} renamed to {}", before.name, c.name)),
-                            Some(before) if before.default != c.default => changes.push(format!(
-                                "column {}: default {}",
-                                c.name,
-                                c.default.as_deref().unwrap_or("dropped")
-                            )),
-                            _ => {}
-                        }
-                    }
-                    for c in &table.columns {
-                        if after.column_by_id(c.id).is_none() {
-                            changes.push(format!("column {}: public -> absent", c.name));
-                        }
-                    }
-                    for i in &table.indexes {
-                        if !after.indexes.iter().any(|a| a.id == i.id) {
-                            changes.push(format!("index {}: public -> absent", i.name));
-                        }
-                    }
-                    if after.name != table.name {
-                        changes.push(format!("table renamed to {}", after.name));
-                    }
-                    lines.push(format!(
-                        "  step 1: commit schema version {next}, metadata only (the point of no return): {}",
-                        changes.join("; ")
-                    ));
-                    lines.push(format!(
-                        "  step 2: wait until every live SQL node uses schema version {next} (or its lease lapses)"
-                    ));
-                }
+            } else {
+                explain_alter(session, &snapshot, &table, at.operations, &mut lines).await?;
             }
         }
         Statement::CreateIndex(ci) => {

@@ -862,7 +862,7 @@ fn arrays_to_rows(
         for (c, array) in columns.iter().enumerate() {
             let def = &table.columns[c];
             let datum = fit_to_column(datum_at(array, r, &def.ty), &def.ty)?;
-            if datum.is_null() && !def.nullable {
+            if datum.is_null() && def.refuses_null() {
                 return Err(crate::error::not_null_violation(&table.name, &def.name));
             }
             row.push(datum);
@@ -1380,6 +1380,7 @@ pub(crate) async fn apply_updates(
         changes.len(),
         "a stored value slot per change"
     );
+    crate::check::refuse_nulls(table, changes.iter().map(|c| &c.2))?;
     if !table.checks.is_empty() {
         let new_rows: Vec<Vec<Datum>> = changes.iter().map(|c| c.2.clone()).collect();
         crate::check::enforce(session, table, &new_rows).await?;
@@ -1512,7 +1513,7 @@ async fn execute_update(
             for (j, &pos) in targets.iter().enumerate() {
                 let def = &table.columns[pos];
                 let d = fit_to_column(datum_at(&new_values[j], r, &def.ty), &def.ty)?;
-                if d.is_null() && !def.nullable {
+                if d.is_null() && def.refuses_null() {
                     return Err(crate::error::not_null_violation(&table.name, &def.name));
                 }
                 new[pos] = d;

@@ -520,7 +520,7 @@ fn assigned(value: ScalarValue, table: &TableDef, col: usize) -> Result<Datum, S
     let array = value.to_array().map_err(crate::error::datafusion_error)?;
     let cast = cast_to_column(&array, &def.ty, &def.name)?;
     let d = fit_to_column(datum_at(&cast, 0, &def.ty), &def.ty)?;
-    if d.is_null() && !def.nullable {
+    if d.is_null() && def.refuses_null() {
         return Err(crate::error::not_null_violation(&table.name, &def.name));
     }
     Ok(d)
@@ -780,7 +780,7 @@ async fn insert(session: &mut Session, i: &Insert) -> Result<Option<QueryResult>
             datums[pos] = assigned(value, &table, pos)?;
         }
         for (pos, c) in table.columns.iter().enumerate() {
-            if !c.nullable && datums[pos].is_null() {
+            if c.refuses_null() && datums[pos].is_null() {
                 return Err(crate::error::not_null_violation(&table.name, &c.name));
             }
         }

@@ -239,9 +239,7 @@ async fn try_insert(
     table: &TableDef,
     row: &[Datum],
 ) -> Result<Result<Vec<u8>, Vec<u8>>, SqlError> {
-    if !table.checks.is_empty() {
-        crate::check::enforce(session, table, &[row.to_vec()]).await?;
-    }
+    crate::check::enforce(session, table, &[row.to_vec()]).await?;
     let (handle, fresh) = match table.handle {
         Handle::RowId => {
             let id = session

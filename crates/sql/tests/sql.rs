@@ -1571,6 +1571,43 @@ async fn explain_alter_table_and_create_index_validate_without_executing() {
         code(&mut s, "EXPLAIN CREATE INDEX t_z ON test (z)").await,
         "42703"
     );
+    // The jobs that scan the rows: a CHECK (named as it would be) and SET NOT NULL.
+    let plan = rows(&mut s, "EXPLAIN ALTER TABLE test ADD CHECK (a > 0)")
+        .await
+        .join("\n");
+    assert!(plan.contains("DDL job (add constraint)"), "{plan}");
+    assert!(
+        plan.contains("constraint test_a_check: absent -> enforced on every write"),
+        "{plan}"
+    );
+    assert!(plan.contains("scan the rows in chunks"), "{plan}");
+    let plan = rows(
+        &mut s,
+        "EXPLAIN ALTER TABLE test ADD CHECK (a > 0) NOT VALID",
+    )
+    .await
+    .join("\n");
+    assert!(plan.contains("NOT VALID"), "{plan}");
+    assert!(!plan.contains("scan the rows"), "{plan}");
+    assert_eq!(
+        code(&mut s, "EXPLAIN ALTER TABLE test ADD CHECK (z > 0)").await,
+        "42703"
+    );
+    let plan = rows(
+        &mut s,
+        "EXPLAIN ALTER TABLE test ALTER COLUMN a SET NOT NULL",
+    )
+    .await
+    .join("\n");
+    assert!(plan.contains("DDL job (set not null)"), "{plan}");
+    assert!(plan.contains("a NULL rolls the job back"), "{plan}");
+    let plan = rows(
+        &mut s,
+        "EXPLAIN ALTER TABLE test ALTER COLUMN ts SET NOT NULL",
+    )
+    .await
+    .join("\n");
+    assert!(plan.contains("nothing to do"), "{plan}");
     // Nothing ran.
     assert_eq!(
         rows(&mut s, "SELECT count(*) FROM (SELECT * FROM test) x").await,
@@ -2839,10 +2876,13 @@ async fn check_constraints_refuse_what_postgres_refuses_and_go_with_their_column
     assert_eq!(code(&mut s, "INSERT INTO t VALUES (1, 5)").await, "23514");
     ok(&mut s, "INSERT INTO t VALUES (1, 1), (NULL, NULL)").await;
     assert_eq!(code(&mut s, "UPDATE t SET a = -1").await, "23514");
+    // A rename carries the constraint along.
+    ok(&mut s, "ALTER TABLE t RENAME COLUMN a TO z").await;
     assert_eq!(
-        code(&mut s, "ALTER TABLE t RENAME COLUMN a TO z").await,
-        "0A000"
+        code(&mut s, "INSERT INTO t (z, b) VALUES (0, 1)").await,
+        "23514"
     );
+    ok(&mut s, "ALTER TABLE t RENAME COLUMN z TO a").await;
     // Dropping a column drops the constraints that read it, as in PostgreSQL.
     ok(&mut s, "ALTER TABLE t DROP COLUMN a").await;
     assert_eq!(code(&mut s, "INSERT INTO t VALUES (5)").await, "23514");
@@ -2932,8 +2972,113 @@ async fn check_constraints_are_added_validated_and_dropped_on_a_table_with_rows(
         code(&mut s, "ALTER TABLE t DROP CONSTRAINT t_pkey").await,
         "0A000"
     );
+    // A rename rewrites the constraints that read the column (to a name that must be
+    // quoted, then back) and they go on being enforced.
+    ok(&mut s, "ALTER TABLE t RENAME COLUMN a TO \"Order\"").await;
+    let e = run(&mut s, "INSERT INTO t VALUES (5000, -1, 'q')")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "23514");
+    assert!(e.message.contains("\"t_a_check\""), "{}", e.message);
+    ok(&mut s, "ALTER TABLE t RENAME COLUMN \"Order\" TO a").await;
+    assert_eq!(
+        code(&mut s, "UPDATE t SET a = 0 WHERE id = 1").await,
+        "23514"
+    );
     assert_eq!(
         rows(&mut s, "SELECT count(*) FROM t WHERE a > 0").await,
         vec!["2501"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_not_null_checks_the_rows_and_drop_not_null_frees_the_column() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE n (id INT PRIMARY KEY, a INT, b INT)").await;
+    // More rows than one chunk of the scan; the one NULL of b is in the last.
+    ok(
+        &mut s,
+        "INSERT INTO n SELECT x, x, CASE WHEN x = 2500 THEN NULL ELSE x END \
+         FROM generate_series(1, 2500) AS x",
+    )
+    .await;
+    let nullable = |column: &str| {
+        format!(
+            "SELECT NOT a.attnotnull FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_class c ON a.attrelid = c.oid \
+             WHERE c.relname = 'n' AND a.attname = '{column}'"
+        )
+    };
+    assert_eq!(rows(&mut s, &nullable("a")).await, vec!["true"]);
+    ok(&mut s, "ALTER TABLE n ALTER COLUMN a SET NOT NULL").await;
+    assert_eq!(rows(&mut s, &nullable("a")).await, vec!["false"]);
+    let e = run(&mut s, "INSERT INTO n VALUES (5000, NULL, 1)")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "23502");
+    // Every way of writing a row refuses it, ON CONFLICT's update too.
+    assert_eq!(
+        code(&mut s, "UPDATE n SET a = NULL WHERE id = 1").await,
+        "23502"
+    );
+    assert_eq!(
+        code(
+            &mut s,
+            "INSERT INTO n VALUES (1, 1, 1) ON CONFLICT (id) DO UPDATE SET a = NULL"
+        )
+        .await,
+        "23502"
+    );
+    // A NULL in the rows: PostgreSQL's error, and the column stays nullable.
+    let e = run(&mut s, "ALTER TABLE n ALTER COLUMN b SET NOT NULL")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "23502");
+    assert_eq!(
+        e.message,
+        "column \"b\" of relation \"n\" contains null values"
+    );
+    assert_eq!(rows(&mut s, &nullable("b")).await, vec!["true"]);
+    ok(&mut s, "INSERT INTO n VALUES (5001, 1, NULL)").await;
+    ok(&mut s, "UPDATE n SET b = 0 WHERE b IS NULL").await;
+    ok(&mut s, "ALTER TABLE n ALTER COLUMN b SET NOT NULL").await;
+    // Again: nothing to do.
+    ok(&mut s, "ALTER TABLE n ALTER COLUMN b SET NOT NULL").await;
+    // Rows written before a column was added read as its default, or NULL.
+    ok(&mut s, "ALTER TABLE n ADD COLUMN c INT DEFAULT 7").await;
+    ok(&mut s, "ALTER TABLE n ADD COLUMN d INT").await;
+    ok(&mut s, "ALTER TABLE n ALTER COLUMN c SET NOT NULL").await;
+    assert_eq!(
+        code(&mut s, "ALTER TABLE n ALTER COLUMN d SET NOT NULL").await,
+        "23502"
+    );
+    // DROP NOT NULL, except on the primary key.
+    ok(&mut s, "ALTER TABLE n ALTER COLUMN a DROP NOT NULL").await;
+    ok(&mut s, "INSERT INTO n VALUES (5002, NULL, 2)").await;
+    assert_eq!(rows(&mut s, &nullable("a")).await, vec!["true"]);
+    assert_eq!(
+        code(&mut s, "ALTER TABLE n ALTER COLUMN id DROP NOT NULL").await,
+        "42P16"
+    );
+    assert_eq!(
+        code(&mut s, "ALTER TABLE n ALTER COLUMN zz SET NOT NULL").await,
+        "42703"
+    );
+    assert_eq!(
+        code(
+            &mut s,
+            "ALTER TABLE n ALTER COLUMN a SET NOT NULL, ADD COLUMN e INT"
+        )
+        .await,
+        "0A000"
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT count(*), count(a), count(b), count(c), count(d) FROM n"
+        )
+        .await,
+        vec!["2502|2501|2502|2502|0"]
     );
 }
