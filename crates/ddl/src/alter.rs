@@ -120,10 +120,10 @@ fn apply_one(
             Ok(true)
         }
         AlterAction::DropNotNull { column } => {
-            let Some(c) = table.column(column) else {
+            let Some(pos) = table.columns.iter().position(|c| c.name == *column) else {
                 return Err(no_column(table, column));
             };
-            let id = c.id;
+            let id = table.columns[pos].id;
             let keyed = matches!(&table.handle, Handle::PrimaryKey(key) if key.contains(&id));
             if keyed
                 || table
@@ -137,11 +137,7 @@ fn apply_one(
                     format!("column \"{column}\" is in a primary key"),
                 ));
             }
-            let c = table
-                .columns
-                .iter_mut()
-                .find(|c| c.id == id)
-                .expect("found above");
+            let c = &mut table.columns[pos];
             if !c.refuses_null() {
                 return Ok(false);
             }

@@ -574,14 +574,7 @@ async fn an_index_goes_through_every_state_and_its_backfill_resumes_from_its_che
         .unwrap();
         let ddl = LocalDdl::start(queue.clone());
         let job = ddl.submit(add_index("i"), "i".into()).await.unwrap();
-        let deadline = std::time::Instant::now() + WAIT;
-        while queue.get(job.id).unwrap().reorg_rows < 30 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "backfill never advanced"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        await_scanned(&queue, job.id, 30).await;
         assert_eq!(index_state(&catalog, "i"), Some(IndexState::WriteReorg));
         // Three schema versions so far: delete-only, write-only, write-reorg.
         assert_eq!(catalog.snapshot().version, v + 3);
@@ -628,14 +621,7 @@ async fn a_failed_or_cancelled_backfill_rolls_the_index_back() {
     let queue = JobQueue::open(engine, catalog.clone(), cfg, Some(held.clone())).unwrap();
     let ddl = LocalDdl::start(queue.clone());
     let job = ddl.submit(add_index("slow"), "slow".into()).await.unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    while queue.get(job.id).unwrap().reorg_rows < 20 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "backfill never advanced"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    await_scanned(&queue, job.id, 20).await;
     ddl.cancel(job.id).await.unwrap();
     let cancelled = ddl.wait(job.id, WAIT).await.unwrap();
     assert_eq!(cancelled.state, JobState::Cancelled, "{cancelled:?}");
@@ -678,6 +664,36 @@ async fn the_gc_bound_is_the_oldest_start_ts_any_live_node_reports() {
     assert_eq!(queue.leases().oldest_start_ts(), 900);
 }
 
+/// Waits until job `id`'s scan has read `rows` rows.
+async fn await_scanned(queue: &JobQueue, id: u64, rows: u64) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while queue.get(id).unwrap().reorg_rows < rows {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scan of job {id} never read {rows} rows"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A queue and its owner over `catalog`, scanning through `reorg`.
+fn start_with(
+    engine: &EngineRef,
+    catalog: &Arc<LocalCatalog>,
+    cfg: &DdlConfig,
+    reorg: &Arc<CountingReorg>,
+) -> (Arc<JobQueue>, Arc<LocalDdl>) {
+    let queue = JobQueue::open(
+        engine.clone(),
+        catalog.clone(),
+        cfg.clone(),
+        Some(reorg.clone()),
+    )
+    .unwrap();
+    let ddl = LocalDdl::start(queue.clone());
+    (queue, ddl)
+}
+
 fn add_check(name: &str, validate: bool) -> JobKind {
     JobKind::AddCheck {
         table_id: 1,
@@ -717,26 +733,12 @@ async fn a_check_is_enforced_before_its_scan_and_a_violating_row_rolls_it_back()
     let v = catalog.snapshot().version;
     // Held at its second chunk: the constraint is in the catalog, not yet validated.
     let reorg = CountingReorg::new(3, None, 1);
-    let queue = JobQueue::open(
-        engine.clone(),
-        catalog.clone(),
-        cfg.clone(),
-        Some(reorg.clone()),
-    )
-    .unwrap();
-    let ddl = LocalDdl::start(queue.clone());
+    let (queue, ddl) = start_with(&engine, &catalog, &cfg, &reorg);
     let job = ddl
         .submit(add_check("pos", true), "c1".into())
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    while queue.get(job.id).unwrap().reorg_rows < 10 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the scan never advanced"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    await_scanned(&queue, job.id, 10).await;
     assert_eq!(check_state(&catalog, "pos"), Some(false));
     assert_eq!(catalog.snapshot().version, v + 1);
     *reorg.gate.lock() = u64::MAX;
@@ -840,26 +842,12 @@ async fn set_not_null_refuses_nulls_before_its_scan_and_a_null_found_rolls_it_ba
     };
     // Held at its second chunk: writes refuse NULL, the column is not NOT NULL yet.
     let reorg = CountingReorg::new(3, None, 1);
-    let queue = JobQueue::open(
-        engine.clone(),
-        catalog.clone(),
-        cfg.clone(),
-        Some(reorg.clone()),
-    )
-    .unwrap();
-    let ddl = LocalDdl::start(queue.clone());
+    let (queue, ddl) = start_with(&engine, &catalog, &cfg, &reorg);
     let job = ddl.submit(add(1, &["v"]), "a1".into()).await.unwrap();
     assert_eq!(ddl.wait(job.id, WAIT).await.unwrap().state, JobState::Done);
     let v = catalog.snapshot().version;
     let job = ddl.submit(set_not_null(1, "v"), "n1".into()).await.unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    while queue.get(job.id).unwrap().reorg_rows < 10 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the scan never advanced"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    await_scanned(&queue, job.id, 10).await;
     assert_eq!(null_state(&catalog, "v"), (true, true));
     assert_eq!(catalog.snapshot().version, v + 1);
     *reorg.gate.lock() = u64::MAX;

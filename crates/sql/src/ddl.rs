@@ -1257,6 +1257,16 @@ async fn alter_table(session: &mut Session, at: AlterTable) -> Result<QueryResul
     for op in at.operations {
         actions.extend(alter_actions(session, &table, op).await?);
     }
+    // Each rewrite is of the constraint as it is now, not as an earlier action of the
+    // same statement would leave it. (PostgreSQL takes RENAME alone anyway.)
+    let rewrites = actions
+        .iter()
+        .any(|a| matches!(a, AlterAction::RenameColumn { checks, .. } if !checks.is_empty()));
+    if rewrites && actions.len() > 1 {
+        return Err(SqlError::unsupported(
+            "renaming a column a CHECK constraint reads together with other changes in one ALTER TABLE; run it alone",
+        ));
+    }
     apply_alter(&snapshot, table.id, &name, &actions).map_err(job_error)?;
     run_job(
         session,

@@ -2882,6 +2882,12 @@ async fn check_constraints_refuse_what_postgres_refuses_and_go_with_their_column
         code(&mut s, "INSERT INTO t (z, b) VALUES (0, 1)").await,
         "23514"
     );
+    let combined = code(
+        &mut s,
+        "ALTER TABLE t RENAME COLUMN z TO y, ADD COLUMN q INT",
+    )
+    .await;
+    assert!(matches!(combined, "0A000" | "42601"), "{combined}");
     ok(&mut s, "ALTER TABLE t RENAME COLUMN z TO a").await;
     // Dropping a column drops the constraints that read it, as in PostgreSQL.
     ok(&mut s, "ALTER TABLE t DROP COLUMN a").await;
