@@ -149,6 +149,7 @@ impl DdlJobs for RemoteDdl {
         loaded: u64,
         in_use: u64,
         oldest_start_ts: u64,
+        binary_version: Option<u32>,
         poll: Duration,
     ) -> Result<LeaseGrant, JobError> {
         let poll_ms = (poll.as_millis() as u64).min(WAIT_SLICE_MS_MAX);
@@ -158,6 +159,7 @@ impl DdlJobs for RemoteDdl {
                 loaded,
                 in_use,
                 oldest_start_ts,
+                binary_version,
                 poll_ms,
             })
             .await?

@@ -169,6 +169,7 @@ has_header!(
     RestartSequenceResponse,
     WaitForResponse,
     MembersResponse,
+    MemberHeartbeatResponse,
     DdlResponse
 );
 
@@ -262,6 +263,14 @@ impl MetaClient {
                             return Ok(resp);
                         }
                     }
+                }
+                // The leader refuses this node for good (an older build than the
+                // cluster's version): retrying cannot help.
+                Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                    return Err(ClientError::Failed(format!(
+                        "meta {addr}: {}",
+                        status.message()
+                    )));
                 }
                 Err(status) => {
                     last_error = format!("meta {addr}: {}", status.message());
@@ -376,6 +385,17 @@ impl MetaClient {
         Ok(r.stores)
     }
 
+    /// The cluster's version (`None` from a meta leader that predates versions) and the
+    /// nodes that hold it where it is (see `GetStoresResponse::version_held_by`).
+    pub async fn cluster_version(&self) -> Result<(Option<u32>, Vec<String>), ClientError> {
+        let r = self
+            .call("get_stores", |mut c| async move {
+                c.get_stores(GetStoresRequest { store_id: 0 }).await
+            })
+            .await?;
+        Ok((r.cluster_version, r.version_held_by))
+    }
+
     /// Starts removing store `store_id` (see `RemoveStoreRequest`); returns its record.
     /// A refusal (unknown store, too few stores left) is `Failed`.
     pub async fn remove_store(&self, store_id: u64) -> Result<StoreInfo, ClientError> {
@@ -419,16 +439,20 @@ impl MetaClient {
             .ok_or_else(|| ClientError::Unavailable(format!("store {store_id} is unknown")))
     }
 
-    /// Registers or refreshes a store.
+    /// Registers or refreshes a store whose build understands cluster versions up to
+    /// `binary_version` (`None`: a build that predates versions). A store older than the
+    /// cluster's version is refused (`ClientError::Failed`, not retried).
     pub async fn store_heartbeat(
         &self,
         store: Store,
         stats: StoreStats,
+        binary_version: Option<u32>,
     ) -> Result<StoreHeartbeatResponse, ClientError> {
         self.call("store_heartbeat", |mut c| {
             let req = StoreHeartbeatRequest {
                 store: Some(store.clone()),
                 stats: Some(stats),
+                binary_version,
             };
             async move { c.store_heartbeat(req).await }
         })
@@ -477,6 +501,25 @@ impl MetaClient {
             })
             .await?;
         Ok(r.deadlock)
+    }
+
+    /// Tells the meta leader which cluster version meta member `member_id`'s build
+    /// understands (`None`: the base version); answers the cluster's version.
+    pub async fn member_heartbeat(
+        &self,
+        member_id: u64,
+        binary_version: Option<u32>,
+    ) -> Result<Option<u32>, ClientError> {
+        let r = self
+            .call("member_heartbeat", |mut c| async move {
+                c.member_heartbeat(MemberHeartbeatRequest {
+                    member_id,
+                    binary_version,
+                })
+                .await
+            })
+            .await?;
+        Ok(r.cluster_version)
     }
 
     /// The meta members and who leads.

@@ -248,6 +248,14 @@ pub enum JobKind {
 }
 
 impl JobKind {
+    /// The cluster-version gate of this kind of job, if it is newer than the base.
+    pub fn feature(&self) -> Option<flotilla_types::version::Feature> {
+        match self {
+            JobKind::SetNotNull { .. } => Some(flotilla_types::version::Feature::SetNotNull),
+            _ => None,
+        }
+    }
+
     /// The table whose jobs run one after the other.
     pub fn table_id(&self) -> TableId {
         match self {

@@ -10,6 +10,8 @@ use flotilla_storage::{Cf, EngineRef, WriteBatch};
 use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 
+use flotilla_types::version::ClusterVersion;
+
 use crate::job::JobError;
 
 const NODE_PREFIX: &[u8] = b"ddl/node/";
@@ -33,6 +35,9 @@ struct NodeLease {
     /// When this owner last heard from it (`None`: registered before this owner
     /// started, not heard from since).
     renewed: Option<Instant>,
+    /// The cluster version its build understands, as it reported (`None`: not heard
+    /// from, or a build that predates versions).
+    binary_version: Option<ClusterVersion>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -47,6 +52,9 @@ pub struct LeaseGrant {
     pub lease_ms: u64,
     /// The newest catalog version published by the owner.
     pub version: u64,
+    /// The cluster's version (`None`: an owner that predates versions, the base one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_version: Option<ClusterVersion>,
 }
 
 /// The leases of the SQL nodes, kept by the DDL owner. Nodes are registered (persisted)
@@ -86,6 +94,7 @@ impl SchemaLeases {
                     in_use: 0,
                     oldest_start_ts: 0,
                     renewed: None,
+                    binary_version: None,
                 },
             );
         }
@@ -112,6 +121,7 @@ impl SchemaLeases {
         loaded: u64,
         in_use: u64,
         oldest_start_ts: u64,
+        binary_version: Option<ClusterVersion>,
     ) -> Result<(), JobError> {
         let mut nodes = self.nodes.lock();
         if !nodes.contains_key(&node) {
@@ -147,6 +157,7 @@ impl SchemaLeases {
                 in_use: in_use.min(loaded),
                 oldest_start_ts,
                 renewed: Some(Instant::now()),
+                binary_version,
             },
         );
         drop(nodes);
@@ -275,6 +286,22 @@ impl SchemaLeases {
             .map(|l| l.oldest_start_ts)
             .min()
             .unwrap_or(u64::MAX)
+    }
+
+    /// Each node that may hold a lease: its id, whether this owner has heard from it, and
+    /// the cluster version it reported (`None`: not heard from, or a build that predates
+    /// versions).
+    pub fn binary_versions(&self) -> Vec<(u64, bool, Option<ClusterVersion>)> {
+        let now = Instant::now();
+        let mut versions: Vec<_> = self
+            .nodes
+            .lock()
+            .iter()
+            .filter(|(_, l)| self.live(l, now))
+            .map(|(id, l)| (*id, l.renewed.is_some(), l.binary_version))
+            .collect();
+        versions.sort_unstable();
+        versions
     }
 
     /// Nodes currently holding a lease.

@@ -63,12 +63,16 @@ pub trait DdlJobs: Send + Sync + 'static {
     /// start_ts of every transaction it has open or will open (0: unknown; the GC safe
     /// point stays below it); answers within `poll`, at once if a newer catalog version is
     /// published.
+    /// `binary_version` is the cluster version the node's build understands (`None`: the
+    /// base one); a node older than the cluster is refused (55000).
+    #[allow(clippy::too_many_arguments)]
     async fn renew_lease(
         &self,
         node: u64,
         loaded: u64,
         in_use: u64,
         oldest_start_ts: u64,
+        binary_version: Option<u32>,
         poll: Duration,
     ) -> Result<LeaseGrant, JobError>;
 
@@ -180,10 +184,11 @@ impl DdlJobs for LocalDdl {
         loaded: u64,
         in_use: u64,
         oldest_start_ts: u64,
+        binary_version: Option<u32>,
         poll: Duration,
     ) -> Result<LeaseGrant, JobError> {
         self.queue
-            .renew_lease(node, loaded, in_use, oldest_start_ts, poll)
+            .renew_lease(node, loaded, in_use, oldest_start_ts, binary_version, poll)
             .await
     }
 

@@ -3,12 +3,13 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flotilla_catalog::{Catalog, CatalogError, IndexState, LocalCatalog, SchemaChange, TableDef};
 use flotilla_storage::{Cf, EngineRef, WriteBatch};
 use flotilla_types::TableId;
+use flotilla_types::version::{self, BINARY_CLUSTER_VERSION, ClusterVersion};
 use parking_lot::Mutex;
 use rand::Rng;
 use tokio::sync::watch;
@@ -128,6 +129,10 @@ pub struct JobQueue {
     leases: SchemaLeases,
     /// Writes index entries of existing rows (index jobs fail without one).
     reorg: Option<ReorgRef>,
+    /// The cluster's version (`flotilla_types::version`): job kinds of a newer one are
+    /// refused, and so are SQL nodes of an older build. A standalone's is its build's; a
+    /// meta leader sets the persisted one.
+    cluster_version: AtomicU32,
 }
 
 /// One chunk of a job's scan from a cursor: where the next starts (`None`: done) and the
@@ -198,7 +203,19 @@ impl JobQueue {
             writes: Mutex::new(()),
             changed,
             failpoint: AtomicBool::new(false),
+            cluster_version: AtomicU32::new(BINARY_CLUSTER_VERSION),
         }))
+    }
+
+    /// The cluster's version as this queue gates by it.
+    pub fn cluster_version(&self) -> ClusterVersion {
+        self.cluster_version.load(Ordering::Acquire)
+    }
+
+    /// Sets the cluster's version (the meta leader, from its persisted state; it never
+    /// lowers it).
+    pub fn set_cluster_version(&self, v: ClusterVersion) {
+        self.cluster_version.store(v, Ordering::Release);
     }
 
     /// The queue's bounds.
@@ -218,19 +235,33 @@ impl JobQueue {
     }
 
     /// Renews `node`'s schema lease with its report, then waits up to `poll` for a catalog
-    /// version newer than `loaded` (so nodes learn of a schema change at once).
+    /// version newer than `loaded` (so nodes learn of a schema change at once). A node
+    /// whose build is older than the cluster's version (`binary_version`; `None`: a build
+    /// that predates versions) is refused (55000): it would not understand the schema.
     pub async fn renew_lease(
         self: &Arc<Self>,
         node: u64,
         loaded: u64,
         in_use: u64,
         oldest_start_ts: u64,
+        binary_version: Option<ClusterVersion>,
         poll: Duration,
     ) -> Result<LeaseGrant, JobError> {
+        let cluster = self.cluster_version();
+        let binary = version::reported(binary_version);
+        if binary < cluster {
+            return Err(JobError::fatal(
+                "55000",
+                version::too_old(&format!("SQL node {node:x}"), binary, cluster),
+            ));
+        }
         let q = self.clone();
-        tokio::task::spawn_blocking(move || q.leases.renew(node, loaded, in_use, oldest_start_ts))
-            .await
-            .map_err(|e| JobError::fatal("XX000", format!("lease task failed: {e}")))??;
+        tokio::task::spawn_blocking(move || {
+            q.leases
+                .renew(node, loaded, in_use, oldest_start_ts, binary_version)
+        })
+        .await
+        .map_err(|e| JobError::fatal("XX000", format!("lease task failed: {e}")))??;
         let deadline = tokio::time::Instant::now() + poll.min(self.cfg.schema_lease / 2);
         let mut changed = self.changed.subscribe();
         loop {
@@ -243,6 +274,7 @@ impl JobQueue {
                 return Ok(LeaseGrant {
                     lease_ms: self.cfg.schema_lease.as_millis() as u64,
                     version: self.catalog.snapshot().version,
+                    cluster_version: Some(self.cluster_version()),
                 });
             }
         }
@@ -262,6 +294,23 @@ impl JobQueue {
     /// retry) gets that job back, finished or not; one identical to an active job joins
     /// it. Blocking: persists the job before returning.
     pub fn submit(&self, kind: JobKind, request_id: String) -> Result<Job, JobError> {
+        if let Some(feature) = kind.feature() {
+            let cluster = self.cluster_version();
+            if !feature.active_at(cluster) {
+                return Err(JobError::fatal(
+                    "0A000",
+                    format!(
+                        "{} needs cluster version {}, and the cluster is at version {cluster} \
+                         until every node runs a build of version {} or newer (`flotilla ctl \
+                         version` names the nodes holding it back): finish the upgrade, then \
+                         retry",
+                        feature.what(),
+                        feature.since(),
+                        feature.since()
+                    ),
+                ));
+            }
+        }
         let _writes = self.writes.lock();
         let inner = self.inner.lock();
         let earlier = inner

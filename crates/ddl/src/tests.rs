@@ -330,8 +330,8 @@ async fn a_schema_change_is_done_only_once_every_live_node_uses_it() {
     let ddl = LocalDdl::start(queue.clone());
     let v = catalog.snapshot().version;
     let poll = Duration::ZERO;
-    ddl.renew_lease(1, v, v, 0, poll).await.unwrap();
-    ddl.renew_lease(2, v, v, 0, poll).await.unwrap();
+    ddl.renew_lease(1, v, v, 0, Some(2), poll).await.unwrap();
+    ddl.renew_lease(2, v, v, 0, Some(2), poll).await.unwrap();
     let job = ddl.submit(add(1, &["a"]), "a".into()).await.unwrap();
     // The change is committed (its point of no return) but nodes 1 and 2 are behind.
     let waiting = ddl.wait(job.id, Duration::from_millis(150)).await.unwrap();
@@ -341,13 +341,17 @@ async fn a_schema_change_is_done_only_once_every_live_node_uses_it() {
     assert_eq!(ddl.cancel(job.id).await.unwrap_err().code, "55000");
     // A renewal answers at once when a newer version exists.
     let grant = ddl
-        .renew_lease(1, v, v, 0, Duration::from_secs(5))
+        .renew_lease(1, v, v, 0, Some(2), Duration::from_secs(5))
         .await
         .unwrap();
     assert_eq!(grant.version, v + 1);
     // Node 1 loaded it but a transaction of its own still uses the old one.
-    ddl.renew_lease(1, v + 1, v, 0, poll).await.unwrap();
-    ddl.renew_lease(2, v + 1, v + 1, 0, poll).await.unwrap();
+    ddl.renew_lease(1, v + 1, v, 0, Some(2), poll)
+        .await
+        .unwrap();
+    ddl.renew_lease(2, v + 1, v + 1, 0, Some(2), poll)
+        .await
+        .unwrap();
     let still = ddl.wait(job.id, Duration::from_millis(150)).await.unwrap();
     assert_eq!(still.state, JobState::Running);
     assert!(
@@ -357,7 +361,9 @@ async fn a_schema_change_is_done_only_once_every_live_node_uses_it() {
             .message
             .contains("transaction still using schema version"),
     );
-    ddl.renew_lease(1, v + 1, v + 1, 0, poll).await.unwrap();
+    ddl.renew_lease(1, v + 1, v + 1, 0, Some(2), poll)
+        .await
+        .unwrap();
     let done = ddl.wait(job.id, WAIT).await.unwrap();
     assert_eq!(done.state, JobState::Done);
     assert_eq!(done.schema_version, Some(v + 1));
@@ -373,7 +379,9 @@ async fn a_node_that_stops_renewing_is_waited_for_only_until_its_lease_lapses() 
         let queue = JobQueue::open(engine.clone(), catalog.clone(), leased(), None).unwrap();
         let ddl = LocalDdl::start(queue);
         // Node 7 registers, then the owner dies: the next owner must not forget it.
-        ddl.renew_lease(7, v, v, 0, Duration::ZERO).await.unwrap();
+        ddl.renew_lease(7, v, v, 0, Some(2), Duration::ZERO)
+            .await
+            .unwrap();
     }
     let queue = JobQueue::open(engine, catalog.clone(), leased(), None).unwrap();
     let started = std::time::Instant::now();
@@ -387,7 +395,9 @@ async fn a_node_that_stops_renewing_is_waited_for_only_until_its_lease_lapses() 
     assert_eq!(queue.leases().live_nodes(), 0);
     // A released node is not waited for at all.
     let v = catalog.snapshot().version;
-    ddl.renew_lease(8, v, v, 0, Duration::ZERO).await.unwrap();
+    ddl.renew_lease(8, v, v, 0, Some(2), Duration::ZERO)
+        .await
+        .unwrap();
     ddl.release_lease(8).await.unwrap();
     let job = ddl.submit(add(1, &["b"]), "b".into()).await.unwrap();
     assert_eq!(ddl.wait(job.id, WAIT).await.unwrap().state, JobState::Done);
@@ -409,7 +419,9 @@ async fn an_owner_in_the_nodes_process_forgets_the_leases_of_its_earlier_run() {
     {
         let queue = JobQueue::open(engine.clone(), catalog.clone(), cfg.clone(), None).unwrap();
         let ddl = LocalDdl::start(queue);
-        ddl.renew_lease(7, v, v, 0, Duration::ZERO).await.unwrap();
+        ddl.renew_lease(7, v, v, 0, Some(2), Duration::ZERO)
+            .await
+            .unwrap();
     }
     let queue = JobQueue::open(engine.clone(), catalog.clone(), cfg.clone(), None).unwrap();
     assert_eq!(
@@ -421,7 +433,9 @@ async fn an_owner_in_the_nodes_process_forgets_the_leases_of_its_earlier_run() {
     assert_eq!(queue.leases().live_nodes(), 0);
     // A node that renewed with this owner is not forgotten, and the forgetting persists.
     let ddl = LocalDdl::start(queue.clone());
-    ddl.renew_lease(8, v, v, 0, Duration::ZERO).await.unwrap();
+    ddl.renew_lease(8, v, v, 0, Some(2), Duration::ZERO)
+        .await
+        .unwrap();
     queue.leases().forget_earlier_runs().unwrap();
     assert_eq!(queue.leases().live_nodes(), 1);
     drop(ddl);
@@ -644,11 +658,11 @@ async fn the_gc_bound_is_the_oldest_start_ts_any_live_node_reports() {
     let poll = Duration::ZERO;
     // No node: nothing holds GC back.
     assert_eq!(queue.leases().oldest_start_ts(), u64::MAX);
-    ddl.renew_lease(1, v, v, 500, poll).await.unwrap();
-    ddl.renew_lease(2, v, v, 300, poll).await.unwrap();
+    ddl.renew_lease(1, v, v, 500, Some(2), poll).await.unwrap();
+    ddl.renew_lease(2, v, v, 300, Some(2), poll).await.unwrap();
     assert_eq!(queue.leases().oldest_start_ts(), 300);
     // A node's newer report replaces its older one.
-    ddl.renew_lease(2, v, v, 700, poll).await.unwrap();
+    ddl.renew_lease(2, v, v, 700, Some(2), poll).await.unwrap();
     assert_eq!(queue.leases().oldest_start_ts(), 500);
     // A node that gave its lease up holds nothing back.
     ddl.release_lease(1).await.unwrap();
@@ -660,7 +674,7 @@ async fn the_gc_bound_is_the_oldest_start_ts_any_live_node_reports() {
     let queue = JobQueue::open(engine, catalog, long_leases, None).unwrap();
     assert_eq!(queue.leases().oldest_start_ts(), 0);
     let ddl = LocalDdl::start(queue.clone());
-    ddl.renew_lease(2, v, v, 900, poll).await.unwrap();
+    ddl.renew_lease(2, v, v, 900, Some(2), poll).await.unwrap();
     assert_eq!(queue.leases().oldest_start_ts(), 900);
 }
 
@@ -905,4 +919,67 @@ async fn set_not_null_refuses_nulls_before_its_scan_and_a_null_found_rolls_it_ba
         .unwrap();
     let failed = ddl.wait(job.id, WAIT).await.unwrap();
     assert_eq!(failed.error.unwrap().code, "42703");
+}
+
+/// ORIGINS.md §3: a job kind newer than the cluster's version is refused before it is
+/// queued (an older meta member could not decode it, an older SQL node would not honour
+/// it), and a SQL node of a build older than the cluster's version gets no lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_version_gates_new_job_kinds_and_refuses_older_sql_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path());
+    let catalog = catalog(&engine, 1);
+    let reorg = CountingReorg::new(3, None, u64::MAX);
+    let (queue, ddl) = start_with(&engine, &catalog, &fast_retries(), &reorg);
+    let job = ddl.submit(add(1, &["v"]), "a1".into()).await.unwrap();
+    assert_eq!(ddl.wait(job.id, WAIT).await.unwrap().state, JobState::Done);
+    let v = catalog.snapshot().version;
+    // A cluster still at the base version: a node reporting no version (an older build)
+    // holds a lease, and SET NOT NULL is refused without a job or a schema change.
+    queue.set_cluster_version(1);
+    let grant = ddl
+        .renew_lease(1, v, v, 0, None, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(grant.cluster_version, Some(1));
+    assert_eq!(queue.leases().binary_versions(), vec![(1, true, None)]);
+    // Gone again, so the jobs below wait for no node.
+    ddl.release_lease(1).await.unwrap();
+    let e = ddl
+        .submit(set_not_null(1, "v"), "n1".into())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "0A000");
+    assert!(
+        e.message.contains("needs cluster version 2"),
+        "{}",
+        e.message
+    );
+    assert!(!e.retryable);
+    assert_eq!(queue.list().len(), 1, "a refused kind left a job record");
+    assert_eq!(catalog.snapshot().version, v);
+    // Other kinds are not gated.
+    let job = ddl.submit(add(1, &["w"]), "a2".into()).await.unwrap();
+    assert_eq!(ddl.wait(job.id, WAIT).await.unwrap().state, JobState::Done);
+    // Version 2: the job runs, and the older build is refused its lease (55000).
+    queue.set_cluster_version(2);
+    let job = ddl.submit(set_not_null(1, "v"), "n2".into()).await.unwrap();
+    assert_eq!(ddl.wait(job.id, WAIT).await.unwrap().state, JobState::Done);
+    let v = catalog.snapshot().version;
+    let e = ddl
+        .renew_lease(1, v, v, 0, None, Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "55000");
+    assert!(
+        e.message.contains("older than the cluster's version 2"),
+        "{}",
+        e.message
+    );
+    let grant = ddl
+        .renew_lease(2, v, v, 0, Some(2), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(grant.cluster_version, Some(2));
+    assert_eq!(queue.leases().binary_versions(), vec![(2, true, Some(2))]);
 }

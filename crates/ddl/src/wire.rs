@@ -46,6 +46,10 @@ pub enum Request {
         /// older node: unknown).
         #[serde(default)]
         oldest_start_ts: u64,
+        /// The cluster version the node's build understands (absent: a build that
+        /// predates versions, the base one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        binary_version: Option<u32>,
         /// Longest wait for a newer version, at most `WAIT_SLICE_MS_MAX`.
         poll_ms: u64,
     },

@@ -25,6 +25,10 @@ pub enum CtlCommand {
     Stores,
     /// Regions: range, epoch, peers, leader.
     Regions,
+    /// The cluster version (the newest behaviour every node understands; it rises by
+    /// itself once every node runs a newer build, and never goes back) and the nodes that
+    /// hold it where it is.
+    Version,
     /// Compares a checksum of every region's replicas, taken at one Raft log index;
     /// exits non-zero if any differ.
     CheckReplicas,
@@ -93,7 +97,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     match args.command {
         CtlCommand::Stores => {
             println!(
-                "{:>6}  {:<22} {:<7} {:>10} {:>10} {:>8} {:>8} {:>14} {:>12}  labels",
+                "{:>6}  {:<22} {:<7} {:>10} {:>10} {:>8} {:>8} {:>14} {:>12} {:>7}  labels",
                 "store",
                 "address",
                 "state",
@@ -102,7 +106,8 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 "regions",
                 "leaders",
                 "heartbeat_ago",
-                "gc_safe_point"
+                "gc_safe_point",
+                "version"
             );
             for s in meta.get_stores(0).await? {
                 let store = s.store.unwrap_or_default();
@@ -120,7 +125,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                     .map(|l| format!("{}={}", l.key, l.value))
                     .collect();
                 println!(
-                    "{:>6}  {:<22} {:<7} {:>10} {:>10} {:>8} {:>8} {:>12}ms {:>12}  {}",
+                    "{:>6}  {:<22} {:<7} {:>10} {:>10} {:>8} {:>8} {:>12}ms {:>12} {:>7}  {}",
                     store.id,
                     store.address,
                     state,
@@ -134,8 +139,21 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                         s.last_heartbeat_ago_ms
                     },
                     gc_safe_point_age(stats.gc.map_or(0, |gc| gc.safe_point_installed)),
+                    // The cluster version its build understands ("-": not heard from).
+                    s.binary_version.map_or("-".to_string(), |v| v.to_string()),
                     labels.join(","),
                 );
+            }
+        }
+        CtlCommand::Version => {
+            let (version, held_by) = meta.cluster_version().await?;
+            let version = flotilla_types::version::reported(version);
+            println!("cluster version: {version}");
+            if held_by.is_empty() {
+                println!("every node runs a build of the newest version the meta leader knows");
+            }
+            for node in held_by {
+                println!("held by: {node}");
             }
         }
         CtlCommand::Regions => {

@@ -108,7 +108,17 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) async fn wait_for_signal() {
+/// How a process was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopSignal {
+    /// SIGINT (Ctrl-C): stop now.
+    Interrupt,
+    /// SIGTERM: a planned stop (a rolling upgrade, a service manager), so a store first
+    /// hands its regions' leadership to other stores and a meta leader its own.
+    Terminate,
+}
+
+pub(crate) async fn wait_for_signal() -> StopSignal {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -117,17 +127,18 @@ pub(crate) async fn wait_for_signal() {
                 Ok(s) => s,
                 Err(_) => {
                     let _ = ctrl_c.await;
-                    return;
+                    return StopSignal::Interrupt;
                 }
             };
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            _ = ctrl_c => StopSignal::Interrupt,
+            _ = term.recv() => StopSignal::Terminate,
         }
     }
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+        StopSignal::Interrupt
     }
 }
 

@@ -54,6 +54,10 @@ pub struct PlaygroundArgs {
     /// replicas over the zones; 0 = no labels.
     #[arg(long, value_name = "ZONES", default_value_t = 0)]
     pub zones: usize,
+    /// Testing only: every child emulates a build of this older cluster version
+    /// (rolling-upgrade tests restart them without it).
+    #[arg(long, value_name = "VERSION", hide = true)]
+    pub emulate_binary_version: Option<u32>,
 }
 
 /// Runtime threads for each of `children` processes sharing `cores`.
@@ -162,6 +166,9 @@ pub async fn run(args: PlaygroundArgs) -> anyhow::Result<()> {
                       mut command: Vec<String>|
      -> anyhow::Result<()> {
         command.extend(["--worker-threads".into(), worker_threads.to_string()]);
+        if let Some(v) = args.emulate_binary_version {
+            command.extend(["--emulate-binary-version".into(), v.to_string()]);
+        }
         let log = data_dir.join("logs").join(format!("{role}-{id}.log"));
         let child = spawn(&exe, &command, &log)?;
         infos.push(ProcessInfo {
@@ -342,9 +349,11 @@ async fn wait_ready(
 async fn stop_all(children: &mut [tokio::process::Child]) {
     for c in children.iter() {
         if let Some(pid) = c.id() {
+            // SIGINT, not SIGTERM: the whole cluster stops, so there is no store or meta
+            // member to hand leadership to before stopping.
             // SAFETY: sending a signal to our own child process.
             unsafe {
-                libc::kill(pid as i32, libc::SIGTERM);
+                libc::kill(pid as i32, libc::SIGINT);
             }
         }
     }

@@ -81,6 +81,20 @@ pub fn parse_location_labels(s: &str) -> anyhow::Result<Vec<String>> {
 }
 
 /// Reads a role's TOML file; unknown keys are errors, so a typo is not silently ignored.
+/// The cluster version a node reports: its build's, or the one `--emulate-binary-version`
+/// names (no newer than its build's, at least the base).
+fn binary_version(emulate: Option<u32>) -> anyhow::Result<u32> {
+    use flotilla_types::version::{BINARY_CLUSTER_VERSION, CLUSTER_VERSION_BASE};
+    match emulate {
+        None => Ok(BINARY_CLUSTER_VERSION),
+        Some(v) if (CLUSTER_VERSION_BASE..=BINARY_CLUSTER_VERSION).contains(&v) => Ok(v),
+        Some(v) => anyhow::bail!(
+            "--emulate-binary-version {v}: this build emulates versions \
+             {CLUSTER_VERSION_BASE} to {BINARY_CLUSTER_VERSION}"
+        ),
+    }
+}
+
 fn load<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> anyhow::Result<T> {
     let Some(path) = path else {
         return Ok(T::default());
@@ -180,6 +194,10 @@ pub struct MetaArgs {
     /// stays behind. Set the same on every node [default: 2147483648].
     #[arg(long, value_name = "BYTES")]
     pub raft_chunked_message_bytes_max: Option<usize>,
+    /// Testing only: report this older cluster version and behave on the wire as a build
+    /// of it would (rolling-upgrade tests; 1 = a build from before versions).
+    #[arg(long, value_name = "VERSION", hide = true)]
+    pub emulate_binary_version: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -233,6 +251,7 @@ pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
         .or(file.data_dir)
         .unwrap_or_else(|| PathBuf::from(format!("flotilla-meta-{id}")));
     let mut cfg = MetaConfig::new(id, members, data_dir);
+    cfg.binary_version = binary_version(args.emulate_binary_version)?;
     cfg.replication = args.replication.or(file.replication).unwrap_or(3);
     if let Some(ms) = args
         .leader_balance_interval_ms
@@ -311,7 +330,9 @@ pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let node = MetaNode::start_with_reorg(cfg, listener, Some(reorg)).await?;
     println!("flotilla meta {id} serving on {}", node.addr());
-    crate::wait_for_signal().await;
+    if crate::wait_for_signal().await == crate::StopSignal::Terminate {
+        node.hand_over_leadership().await;
+    }
     node.stop().await;
     Ok(())
 }
@@ -379,6 +400,10 @@ pub struct StoreArgs {
     /// stays behind. Set the same on every node [default: 2147483648].
     #[arg(long, value_name = "BYTES")]
     pub raft_chunked_message_bytes_max: Option<usize>,
+    /// Testing only: report this older cluster version and behave on the wire as a build
+    /// of it would (rolling-upgrade tests; 1 = a build from before versions).
+    #[arg(long, value_name = "VERSION", hide = true)]
+    pub emulate_binary_version: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -429,6 +454,7 @@ pub async fn run_store(args: StoreArgs) -> anyhow::Result<()> {
         advertise,
         parse_endpoints(&meta),
     );
+    cfg.binary_version = binary_version(args.emulate_binary_version)?;
     if let Some(labels) = args.labels.or(file.labels) {
         cfg.labels = parse_labels(&labels)?;
     }
@@ -479,10 +505,16 @@ pub async fn run_store(args: StoreArgs) -> anyhow::Result<()> {
         node.store_id(),
         node.addr()
     );
-    crate::wait_for_signal().await;
+    if crate::wait_for_signal().await == crate::StopSignal::Terminate {
+        node.evict_leaders(LEADER_EVICTION_TIMEOUT).await;
+    }
     node.stop().await;
     Ok(())
 }
+
+/// How long a store stopped by SIGTERM spends handing its regions' leadership to other
+/// stores before it stops regardless.
+const LEADER_EVICTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(clap::Args)]
 pub struct SqlArgs {
@@ -496,6 +528,10 @@ pub struct SqlArgs {
     /// Meta endpoints, comma-separated [default: 127.0.0.1:2379].
     #[arg(long, value_name = "HOST:PORT,...")]
     pub meta: Option<String>,
+    /// Testing only: report this older cluster version and behave on the wire as a build
+    /// of it would (rolling-upgrade tests; 1 = a build from before versions).
+    #[arg(long, value_name = "VERSION", hide = true)]
+    pub emulate_binary_version: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -531,7 +567,9 @@ pub async fn run_sql(args: SqlArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    let node = SqlNode::start(file.node_config(&meta), listener).await?;
+    let mut config = file.node_config(&meta);
+    config.sql.binary_version = binary_version(args.emulate_binary_version)?;
+    let node = SqlNode::start(config, listener).await?;
     println!("flotilla sql serving PostgreSQL on {}", node.addr());
     println!(
         "connect with: psql -h {} -p {} -U postgres postgres",

@@ -19,11 +19,14 @@ use flotilla_raftstore::{
 use flotilla_storage::{EngineRef, FjallEngine, FjallOptions, KvEngine, WriteBatch};
 use flotilla_tso::LocalTso;
 use flotilla_types::Timestamp;
+use flotilla_types::version::{self, BINARY_CLUSTER_VERSION, ClusterVersion};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use crate::state::{GcStoreBounds, MetaData, MovePlan, ReplicaRepair, StoreRec};
+use crate::state::{
+    GcStoreBounds, MetaData, MovePlan, NodeVersion, ReplicaRepair, StoreRec, next_cluster_version,
+};
 
 /// The meta group's only region.
 const META_REGION_ID: u64 = 1;
@@ -84,6 +87,9 @@ pub struct MetaConfig {
     /// Size bounds of Raft messages between members: batches, and single messages (the
     /// meta group's snapshots: every store, region and table) sent in pieces.
     pub raft_limits: RaftMessageLimits,
+    /// The newest cluster version this member understands (`flotilla_types::version`):
+    /// this build's, or an older one to emulate an older build in rolling-upgrade tests.
+    pub binary_version: ClusterVersion,
 }
 
 impl MetaConfig {
@@ -115,9 +121,14 @@ impl MetaConfig {
             gc_run_interval: Duration::from_secs(60),
             grpc_message_bytes_max: GRPC_MESSAGE_BYTES_MAX_DEFAULT,
             raft_limits: RaftMessageLimits::default(),
+            binary_version: BINARY_CLUSTER_VERSION,
         }
     }
 }
+
+/// How often the leader looks whether the cluster version may rise, and how often a
+/// member that does not lead reports its own version to the leader.
+const CLUSTER_VERSION_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A replica repair step not seen done (the region's conf_ver unchanged) within this long
 /// is asked again.
@@ -163,6 +174,9 @@ struct LeaderState {
     moves: Mutex<HashMap<u64, ReplicaMoveOp>>,
     /// When this leader last started a replica move (or removed a stray learner).
     last_move: Mutex<Option<Instant>>,
+    /// What each other meta member reported of its build's cluster version (absent: not
+    /// heard from by this leader).
+    member_versions: Mutex<HashMap<u64, Option<ClusterVersion>>>,
 }
 
 /// Replica balance, one region: `learner` is added on the target store and catches up,
@@ -233,6 +247,7 @@ pub struct MetaNode {
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     _driver: StoreDriver,
+    shared: Arc<Shared>,
 }
 
 impl MetaNode {
@@ -351,6 +366,7 @@ impl MetaNode {
             .map_err(|e| MetaStartError::Config(e.to_string()))?;
         let (shutdown, watcher) = watch::channel(false);
         let leadership = tokio::spawn(watch_leadership(shared.clone(), watcher.clone()));
+        let member_heartbeat = tokio::spawn(member_heartbeat_loop(shared.clone(), watcher.clone()));
         let service = MetaService {
             shared: shared.clone(),
             raft_chunked_message_bytes_max: raft_limits.chunked_message_bytes_max,
@@ -376,9 +392,62 @@ impl MetaNode {
         Ok(Self {
             addr,
             shutdown,
-            tasks: vec![leadership, server],
+            tasks: vec![leadership, member_heartbeat, server],
             _driver: driver,
+            shared,
         })
+    }
+
+    /// Before a planned stop: if this member leads, hands the leadership to a caught-up
+    /// member, so clients meet a redirect rather than an election timeout. Waits at most
+    /// an election timeout; returns whether this member no longer leads.
+    pub async fn hand_over_leadership(&self) -> bool {
+        let shared = &self.shared;
+        let leads = || {
+            shared
+                .board
+                .get(META_REGION_ID)
+                .is_some_and(|e| e.is_leader)
+        };
+        if !leads() {
+            return true;
+        }
+        let election = shared.cfg.tick_interval * shared.cfg.election_ticks as u32;
+        for (to, _) in shared
+            .cfg
+            .members
+            .iter()
+            .filter(|(id, _)| *id != shared.cfg.member_id)
+        {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let to = *to;
+            let asked = shared.router.inspect(Box::new(move |store| {
+                let _ = tx.send(store.transfer_target_ready(META_REGION_ID, to));
+            }));
+            if asked.is_err() || !rx.await.unwrap_or(false) {
+                continue;
+            }
+            tracing::info!(to, "handing the meta leadership over before stopping");
+            if shared
+                .router
+                .send(StoreMsg::TransferLeader {
+                    region_id: META_REGION_ID,
+                    to_peer_id: to,
+                })
+                .is_err()
+            {
+                return false;
+            }
+            let deadline = tokio::time::Instant::now() + election;
+            while tokio::time::Instant::now() < deadline {
+                if !leads() {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            return !leads();
+        }
+        false
     }
 
     /// Where the member serves.
@@ -439,6 +508,11 @@ async fn watch_leadership(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) 
                             Arc::downgrade(&state),
                             state.ddl_stop.subscribe(),
                         ));
+                        tokio::spawn(cluster_version_loop(
+                            shared.cfg.clone(),
+                            Arc::downgrade(&state),
+                            state.ddl_stop.subscribe(),
+                        ));
                         *shared.leader.write() = Some(state);
                     }
                     Ok(Err(e)) => tracing::info!(term, "meta leader not ready yet: {e}"),
@@ -453,6 +527,152 @@ async fn watch_leadership(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) 
                     }
                 }
             }
+        }
+    }
+}
+
+/// Raises the cluster version while this term lasts, once every node that counts runs a
+/// build that understands a newer one (see `state::next_cluster_version`).
+async fn cluster_version_loop(
+    cfg: MetaConfig,
+    leader: std::sync::Weak<LeaderState>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(CLUSTER_VERSION_INTERVAL) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let Some(leader) = leader.upgrade() else {
+            return;
+        };
+        let (current, (next, _)) = {
+            let data = leader.data.lock();
+            // Not before the first region is laid out: until then the stores that will
+            // make up the cluster may not have registered yet.
+            if data.bootstrap.is_none() {
+                continue;
+            }
+            let nodes = node_versions(&cfg, &leader, &data);
+            (
+                data.cluster_version,
+                next_cluster_version(data.cluster_version, cfg.binary_version, &nodes),
+            )
+        };
+        if next <= current {
+            continue;
+        }
+        // Persisted before any node hears of it: a later leader never goes back.
+        let mut batch = WriteBatch::new();
+        MetaData::persist_cluster_version(next, &mut batch);
+        match MetaService::persist(&leader, batch).await {
+            Ok(()) => {
+                let mut data = leader.data.lock();
+                data.cluster_version = data.cluster_version.max(next);
+                leader.ddl.set_cluster_version(data.cluster_version);
+                tracing::info!(from = current, to = next, "cluster version raised");
+            }
+            Err(e) => tracing::warn!("cluster version not raised (tried again): {e}"),
+        }
+    }
+}
+
+/// Every node that counts in the cluster version: each store until it is removed (a
+/// store that is down may come back with its build), each meta member, and each SQL node
+/// that may hold a schema lease.
+fn node_versions(cfg: &MetaConfig, leader: &LeaderState, data: &MetaData) -> Vec<NodeVersion> {
+    let mut nodes: Vec<NodeVersion> = Vec::new();
+    let mut stores: Vec<&StoreRec> = data
+        .stores
+        .values()
+        .filter(|r| r.store.state() != StoreState::Tombstone)
+        .collect();
+    stores.sort_by_key(|r| r.store.id);
+    for rec in stores {
+        nodes.push(NodeVersion {
+            node: format!("store {}", rec.store.id),
+            heard: rec.last_heartbeat.is_some(),
+            reported: rec.binary_version,
+        });
+    }
+    let members = leader.member_versions.lock();
+    for (id, _) in &cfg.members {
+        let (heard, reported) = if *id == cfg.member_id {
+            (true, version::to_report(cfg.binary_version))
+        } else {
+            match members.get(id) {
+                Some(v) => (true, *v),
+                None => (false, None),
+            }
+        };
+        nodes.push(NodeVersion {
+            node: format!("meta member {id}"),
+            heard,
+            reported,
+        });
+    }
+    for (id, heard, reported) in leader.ddl.leases().binary_versions() {
+        nodes.push(NodeVersion {
+            node: format!("SQL node {id:x}"),
+            heard,
+            reported,
+        });
+    }
+    nodes
+}
+
+/// Reports this member's build version to the meta leader while it does not lead, so
+/// the cluster version rises only once every member understands the newer one. A member
+/// emulating a build from before versions sends nothing, as those builds did.
+async fn member_heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let Some(binary_version) = version::to_report(shared.cfg.binary_version) else {
+        return;
+    };
+    let others: Vec<String> = shared
+        .cfg
+        .members
+        .iter()
+        .filter(|(id, _)| *id != shared.cfg.member_id)
+        .map(|(_, a)| a.clone())
+        .collect();
+    if others.is_empty() {
+        return;
+    }
+    let client = match flotilla_client::MetaClient::new(
+        others,
+        ClientConfig {
+            retry_budget: CLUSTER_VERSION_INTERVAL,
+            ..ClientConfig::default()
+        },
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("meta member heartbeat: no client: {e}");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(CLUSTER_VERSION_INTERVAL) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if shared.leader.read().is_some() {
+            continue;
+        }
+        match client
+            .member_heartbeat(shared.cfg.member_id, Some(binary_version))
+            .await
+        {
+            Ok(Some(cluster)) if cluster > binary_version => tracing::error!(
+                "{}",
+                version::too_old(
+                    &format!("meta member {}", shared.cfg.member_id),
+                    binary_version,
+                    cluster
+                )
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::debug!("meta member heartbeat: {e}"),
         }
     }
 }
@@ -583,6 +803,27 @@ fn activate(shared: &Shared, term: u64, region: Region) -> Result<LeaderState, S
     .map_err(|e| e.to_string())?;
     let mut data = MetaData::load(engine.as_ref()).map_err(|e| e.to_string())?;
     data.location_labels = shared.cfg.location_labels.clone();
+    if data.cluster_version > shared.cfg.binary_version {
+        // This build would misread what the cluster now writes: hand the leadership to a
+        // member that may be newer, and never serve.
+        if let Some((to, _)) = shared
+            .cfg
+            .members
+            .iter()
+            .find(|(id, _)| *id != shared.cfg.member_id)
+        {
+            let _ = shared.router.send(StoreMsg::TransferLeader {
+                region_id: META_REGION_ID,
+                to_peer_id: *to,
+            });
+        }
+        return Err(version::too_old(
+            &format!("meta member {}", shared.cfg.member_id),
+            shared.cfg.binary_version,
+            data.cluster_version,
+        ));
+    }
+    ddl.set_cluster_version(data.cluster_version);
     let (ddl_stop, _) = watch::channel(false);
     Ok(LeaderState {
         term,
@@ -597,6 +838,7 @@ fn activate(shared: &Shared, term: u64, region: Region) -> Result<LeaderState, S
         repairs: Mutex::new(HashMap::new()),
         moves: Mutex::new(HashMap::new()),
         last_move: Mutex::new(None),
+        member_versions: Mutex::new(HashMap::new()),
     })
 }
 
@@ -631,6 +873,9 @@ fn store_info(rec: &StoreRec) -> StoreInfo {
             .last_heartbeat
             .map(|t| t.elapsed().as_millis() as u64)
             .unwrap_or(u64::MAX),
+        binary_version: rec
+            .last_heartbeat
+            .map(|_| version::reported(rec.binary_version)),
     }
 }
 
@@ -1108,6 +1353,35 @@ impl Meta for MetaService {
         }))
     }
 
+    async fn member_heartbeat(
+        &self,
+        request: Request<MemberHeartbeatRequest>,
+    ) -> Result<Response<MemberHeartbeatResponse>, Status> {
+        let leader = leader_or_redirect!(self, MemberHeartbeatResponse);
+        let req = request.into_inner();
+        if !self
+            .shared
+            .cfg
+            .members
+            .iter()
+            .any(|(id, _)| *id == req.member_id)
+        {
+            return Err(Status::invalid_argument(format!(
+                "meta member {} is not in the member list",
+                req.member_id
+            )));
+        }
+        leader
+            .member_versions
+            .lock()
+            .insert(req.member_id, req.binary_version);
+        let cluster_version = leader.data.lock().cluster_version;
+        Ok(Response::new(MemberHeartbeatResponse {
+            header: ok_header(),
+            cluster_version: Some(cluster_version),
+        }))
+    }
+
     async fn tso(&self, request: Request<TsoRequest>) -> Result<Response<TsoResponse>, Status> {
         self.tso_batch(request.into_inner().count)
             .await
@@ -1155,9 +1429,23 @@ impl Meta for MetaService {
         let req = request.into_inner();
         let mut store = req.store.unwrap_or_default();
         let stats = req.stats.unwrap_or_default();
+        let binary_version = version::reported(req.binary_version);
         let mut batch = WriteBatch::new();
-        let (store_id, bootstrap_region, bootstrapped, gc_safe_point, gc_collect_point) = {
+        let (store_id, bootstrap_region, bootstrapped, gc_safe_point, gc_collect_point, cluster) = {
             let mut data = leader.data.lock();
+            // Refused before anything of it is recorded: to this leader it stays silent,
+            // and its replicas are replaced once it is down long enough.
+            if binary_version < data.cluster_version {
+                let who = match store.id {
+                    0 => format!("a new store at {}", store.address),
+                    id => format!("store {id}"),
+                };
+                return Err(Status::failed_precondition(version::too_old(
+                    &who,
+                    binary_version,
+                    data.cluster_version,
+                )));
+            }
             if store.id == 0 {
                 store.id = data.alloc(1, &mut batch);
                 tracing::info!(store_id = store.id, address = %store.address, "new store registered");
@@ -1180,6 +1468,7 @@ impl Meta for MetaService {
             if let Some(rec) = data.stores.get_mut(&store.id) {
                 rec.stats = stats;
                 rec.last_heartbeat = Some(Instant::now());
+                rec.binary_version = req.binary_version;
             }
             if data.bootstrap.is_none() {
                 let down_after = self.shared.cfg.store_down_after;
@@ -1209,6 +1498,7 @@ impl Meta for MetaService {
                 data.bootstrap.is_some(),
                 data.gc_safe_point,
                 data.gc_safe_point.min(installed),
+                data.cluster_version,
             )
         };
         Self::persist(&leader, batch).await?;
@@ -1219,6 +1509,7 @@ impl Meta for MetaService {
             cluster_bootstrapped: bootstrapped,
             gc_safe_point,
             gc_collect_point,
+            cluster_version: Some(cluster),
         }))
     }
 
@@ -1246,7 +1537,9 @@ impl Meta for MetaService {
             // go on only with a leader's periodic heartbeat.
             let periodic = req.term != 0;
             let moving = if periodic {
-                self.drive_replica_move(&leader, &data, id, &req.pending_peer_ids)
+                let pending =
+                    data.pending_peers(id, req.pending_peers.as_ref().map(|p| &p.ids[..]));
+                self.drive_replica_move(&leader, &data, id, &pending)
             } else {
                 leader
                     .moves
@@ -1338,9 +1631,20 @@ impl Meta for MetaService {
             .map(store_info)
             .collect();
         stores.sort_by_key(|s| s.store.as_ref().map(|s| s.id));
+        let (cluster_version, version_held_by) = (
+            data.cluster_version,
+            next_cluster_version(
+                data.cluster_version,
+                self.shared.cfg.binary_version,
+                &node_versions(&self.shared.cfg, &leader, &data),
+            )
+            .1,
+        );
         Ok(Response::new(GetStoresResponse {
             header: ok_header(),
             stores,
+            cluster_version: Some(cluster_version),
+            version_held_by,
         }))
     }
 
@@ -1591,11 +1895,12 @@ impl Meta for MetaService {
                 loaded,
                 in_use,
                 oldest_start_ts,
+                binary_version,
                 poll_ms,
             } => {
                 let poll = Duration::from_millis(poll_ms.min(WAIT_SLICE_MS_MAX));
                 match queue
-                    .renew_lease(node, loaded, in_use, oldest_start_ts, poll)
+                    .renew_lease(node, loaded, in_use, oldest_start_ts, binary_version, poll)
                     .await
                 {
                     Ok(grant) => DdlAnswer::Lease(grant),

@@ -7,12 +7,14 @@ use flotilla_proto::Message;
 use flotilla_proto::metapb::{Peer, PeerRole, Region, RegionEpoch, Store, StoreState};
 use flotilla_proto::metaservicepb::{RegionInfo, StoreStats};
 use flotilla_storage::{Cf, KvEngine, StorageError, WriteBatch};
+use flotilla_types::version::{CLUSTER_VERSION_BASE, ClusterVersion};
 
 const STORE_PREFIX: &[u8] = b"meta/store/";
 const REGION_PREFIX: &[u8] = b"meta/region/";
 const ALLOC_KEY: &[u8] = b"meta/alloc_end";
 const BOOTSTRAP_KEY: &[u8] = b"meta/bootstrap";
 const GC_SAFE_POINT_KEY: &[u8] = b"meta/gc_safe_point";
+const CLUSTER_VERSION_KEY: &[u8] = b"meta/cluster_version";
 /// Ids are persisted this many at a time ahead of use.
 const ALLOC_STEP: u64 = 1000;
 
@@ -32,6 +34,9 @@ pub struct StoreRec {
     pub store: Store,
     pub stats: StoreStats,
     pub last_heartbeat: Option<Instant>,
+    /// The cluster version the store's build understands, as its last heartbeat to this
+    /// leader said (`None`: not heard from yet, or a build that predates versions).
+    pub binary_version: Option<ClusterVersion>,
 }
 
 #[derive(Clone)]
@@ -103,6 +108,9 @@ pub struct MetaData {
     pub bootstrap: Option<Region>,
     /// The GC safe point: never moves back, across leaders included (0: none yet).
     pub gc_safe_point: u64,
+    /// The cluster's version (`flotilla_types::version`): never moves back, across
+    /// leaders included (the base version when none was ever persisted).
+    pub cluster_version: ClusterVersion,
     /// The store label keys each region's replicas are spread over, outermost first
     /// (`MetaConfig::location_labels`; configuration, not persisted).
     pub location_labels: Vec<String>,
@@ -160,6 +168,7 @@ impl MetaData {
                     store,
                     stats: StoreStats::default(),
                     last_heartbeat: None,
+                    binary_version: None,
                 },
             );
         }
@@ -191,11 +200,30 @@ impl MetaData {
             Some(_) => return Err(corrupt("gc safe point", "bad length")),
             None => 0,
         };
+        data.cluster_version = match engine.get(Cf::Meta, CLUSTER_VERSION_KEY)? {
+            Some(b) if b.len() == 4 => u32::from_be_bytes(b.try_into().expect("checked")),
+            Some(_) => return Err(corrupt("cluster version", "bad length")),
+            None => CLUSTER_VERSION_BASE,
+        };
         if let Some(b) = engine.get(Cf::Meta, BOOTSTRAP_KEY)? {
             data.bootstrap =
                 Some(Region::decode(b.as_slice()).map_err(|e| corrupt("bootstrap", e))?);
         }
         Ok(data)
+    }
+
+    /// The peers of region `region_id` its leader's log does not yet reach, as its
+    /// heartbeat `reported` them; unreported (a store too old to say) is no information,
+    /// so every peer counts as pending and no learner is promoted on it.
+    pub fn pending_peers(&self, region_id: u64, reported: Option<&[u64]>) -> Vec<u64> {
+        match reported {
+            Some(ids) => ids.to_vec(),
+            None => self
+                .regions
+                .get(&region_id)
+                .map(|r| r.region.peers.iter().map(|p| p.id).collect())
+                .unwrap_or_default(),
+        }
     }
 
     /// Allocates `count` ids; `batch` gets the new persisted end when the window moves.
@@ -220,6 +248,16 @@ impl MetaData {
             Cf::Meta,
             GC_SAFE_POINT_KEY.to_vec(),
             ts.to_be_bytes().to_vec(),
+        );
+    }
+
+    /// Adds the persisted cluster version `v` to `batch`. Only the leader's loop that
+    /// raises it writes it, one write at a time, so it never moves back on disk.
+    pub fn persist_cluster_version(v: ClusterVersion, batch: &mut WriteBatch) {
+        batch.put(
+            Cf::Meta,
+            CLUSTER_VERSION_KEY.to_vec(),
+            v.to_be_bytes().to_vec(),
         );
     }
 
@@ -264,6 +302,7 @@ impl MetaData {
             store: store.clone(),
             stats: StoreStats::default(),
             last_heartbeat: None,
+            binary_version: None,
         });
         rec.store = store;
     }
@@ -795,6 +834,60 @@ impl MetaData {
     }
 }
 
+/// One node's part in the cluster version (see [`next_cluster_version`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeVersion {
+    /// Who: "store 3", "meta member 2", "SQL node 5a1f...".
+    pub node: String,
+    /// Whether this leader has heard from it.
+    pub heard: bool,
+    /// The version its build reported (`None`: a build that predates versions).
+    pub reported: Option<ClusterVersion>,
+}
+
+impl NodeVersion {
+    /// The version it counts as: the base one until heard from with a report. Absent
+    /// means no information, and no information never lets the cluster version rise.
+    pub fn counts_as(&self) -> ClusterVersion {
+        if self.heard {
+            flotilla_types::version::reported(self.reported)
+        } else {
+            CLUSTER_VERSION_BASE
+        }
+    }
+
+    fn describe(&self) -> String {
+        if self.heard {
+            format!("{} (version {})", self.node, self.counts_as())
+        } else {
+            format!("{} (not heard from yet)", self.node)
+        }
+    }
+}
+
+/// The cluster version to move to from `current` when the meta leader's build
+/// understands up to `newest` and `nodes` are every node that counts: the oldest of
+/// them, never below `current` (a cluster never goes back), never above `newest`. Also
+/// the nodes that hold it below `newest`, for operators.
+pub fn next_cluster_version(
+    current: ClusterVersion,
+    newest: ClusterVersion,
+    nodes: &[NodeVersion],
+) -> (ClusterVersion, Vec<String>) {
+    let floor = nodes
+        .iter()
+        .map(NodeVersion::counts_as)
+        .min()
+        .unwrap_or(newest)
+        .min(newest);
+    let held_by = nodes
+        .iter()
+        .filter(|n| n.counts_as() < newest)
+        .map(NodeVersion::describe)
+        .collect();
+    (current.max(floor), held_by)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -855,6 +948,7 @@ mod tests {
                 store,
                 stats: StoreStats::default(),
                 last_heartbeat: None,
+                binary_version: None,
             },
         );
     }
@@ -1013,6 +1107,11 @@ mod tests {
         set_roles(&mut data, &[(learner.id, PeerRole::Learner)]);
         // Taking its snapshot: wait, however long (the move's own timeout bounds it).
         assert_eq!(plan(&data, &[learner.id], &all_live), MovePlan::CatchUp);
+        // A heartbeat that does not say which peers are pending (a store too old to)
+        // promotes nothing: absent is no information, not "none pending".
+        let unreported = data.pending_peers(1, None);
+        assert_eq!(plan(&data, &unreported, &all_live), MovePlan::CatchUp);
+        assert_eq!(data.pending_peers(1, Some(&[])), Vec::<u64>::new());
         assert_eq!(plan(&data, &[], &all_live), MovePlan::Promote);
         // Had the source become the leader meanwhile: hand the leadership over first.
         data.regions.get_mut(&1).unwrap().leader = Some(source);
@@ -1317,5 +1416,39 @@ mod tests {
         engine.write(batch, true).unwrap();
         // A new leader loads it.
         assert_eq!(MetaData::load(&engine).unwrap().gc_safe_point, 50);
+    }
+
+    fn node(name: &str, heard: bool, reported: Option<u32>) -> NodeVersion {
+        NodeVersion {
+            node: name.into(),
+            heard,
+            reported,
+        }
+    }
+
+    #[test]
+    fn the_cluster_version_rises_to_the_oldest_node_and_never_falls() {
+        let new = |n: &str| node(n, true, Some(2));
+        // Every node at 2: the cluster moves from 1 to 2, and nobody holds it.
+        let (v, held) = next_cluster_version(1, 2, &[new("store 1"), new("meta member 1")]);
+        assert_eq!((v, held.len()), (2, 0));
+        // A node whose report has no version (an older build) holds it at 1.
+        let (v, held) = next_cluster_version(1, 2, &[new("store 1"), node("store 2", true, None)]);
+        assert_eq!(v, 1);
+        assert_eq!(held, vec!["store 2 (version 1)".to_string()]);
+        // A node not heard from yet counts as the base version, whatever it may run:
+        // unknown is no information.
+        let (v, held) =
+            next_cluster_version(1, 2, &[new("store 1"), node("store 3", false, Some(2))]);
+        assert_eq!(v, 1);
+        assert_eq!(held, vec!["store 3 (not heard from yet)".to_string()]);
+        // Once at 2, an older node does not lower it (it is refused instead).
+        let (v, _) = next_cluster_version(2, 2, &[node("store 2", true, None)]);
+        assert_eq!(v, 2);
+        // Never above what the leader's own build understands.
+        let (v, held) = next_cluster_version(1, 2, &[node("store 1", true, Some(3))]);
+        assert_eq!((v, held.len()), (2, 0));
+        // No node counted: the leader's own.
+        assert_eq!(next_cluster_version(1, 2, &[]).0, 2);
     }
 }

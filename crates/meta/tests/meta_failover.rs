@@ -125,6 +125,7 @@ async fn timestamps_stay_monotonic_across_meta_leader_failover() {
                 ..Default::default()
             },
             StoreStats::default(),
+            None,
         )
         .await
         .unwrap()
@@ -159,6 +160,7 @@ async fn timestamps_stay_monotonic_across_meta_leader_failover() {
                     ..Default::default()
                 },
                 StoreStats::default(),
+                None,
             )
             .await
             .unwrap()

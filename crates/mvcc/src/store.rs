@@ -1,5 +1,5 @@
 use flotilla_codec::prefix_end;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -263,7 +263,16 @@ fn any_lock_in(locks: &BTreeMap<Vec<u8>, Lock>, start: &[u8], end: &[u8]) -> boo
 #[derive(Default)]
 struct Fences {
     next_id: u64,
-    ranges: Vec<(u64, Vec<u8>, Vec<u8>)>,
+    ranges: Vec<Fence>,
+}
+
+struct Fence {
+    id: u64,
+    start: Vec<u8>,
+    end: Vec<u8>,
+    /// Transactions that held an in-memory lock behind the fence when it went up and
+    /// may still take more there (see `raise_memory_lock_fence_letting_holders`).
+    holders: HashSet<Timestamp>,
 }
 
 fn lock_info(key: &[u8], lock: &Lock) -> LockInfo {
@@ -306,11 +315,58 @@ impl Mvcc {
             let mut fences = self.memory_lock_fences.lock();
             fences.next_id += 1;
             let id = fences.next_id;
-            fences.ranges.push((id, start.to_vec(), end.to_vec()));
+            fences.ranges.push(Fence {
+                id,
+                start: start.to_vec(),
+                end: end.to_vec(),
+                holders: HashSet::new(),
+            });
             id
         };
         drop(self.memory_lock_ops.write());
         id
+    }
+
+    /// Like `raise_memory_lock_fence`, but the transactions holding an in-memory lock
+    /// behind it once it stands may take more there, so a transaction that locks several
+    /// rows of a hot region one statement at a time can finish and the range drain
+    /// (`wait_memory_locks_gone`); new transactions are refused. Before relying on the
+    /// range staying empty, `close_memory_lock_fence` shuts them out too.
+    pub fn raise_memory_lock_fence_letting_holders(&self, start: &[u8], end: &[u8]) -> u64 {
+        let id = self.raise_memory_lock_fence(start, end);
+        let holders: HashSet<Timestamp> = self
+            .memory
+            .lock()
+            .range(start.to_vec()..)
+            .take_while(|(k, _)| end.is_empty() || k.as_slice() < end)
+            .map(|(_, lock)| lock.start_ts)
+            .collect();
+        if let Some(fence) = self
+            .memory_lock_fences
+            .lock()
+            .ranges
+            .iter_mut()
+            .find(|f| f.id == id)
+        {
+            fence.holders = holders;
+        }
+        id
+    }
+
+    /// Shuts the holders a fence let in out as well (see
+    /// `raise_memory_lock_fence_letting_holders`) and waits for operations already past
+    /// the check; returns true if no in-memory lock lies behind it then, which stays so.
+    pub fn close_memory_lock_fence(&self, id: u64) -> bool {
+        let range = {
+            let mut fences = self.memory_lock_fences.lock();
+            let Some(fence) = fences.ranges.iter_mut().find(|f| f.id == id) else {
+                return false;
+            };
+            fence.holders.clear();
+            (fence.start.clone(), fence.end.clone())
+        };
+        drop(self.memory_lock_ops.write());
+        !self.has_memory_locks_in(&range.0, &range.1)
     }
 
     /// Ends the fence `raise_memory_lock_fence` returned `id` for.
@@ -318,19 +374,27 @@ impl Mvcc {
         self.memory_lock_fences
             .lock()
             .ranges
-            .retain(|(fence, _, _)| *fence != id);
+            .retain(|fence| fence.id != id);
     }
 
     /// Fails (retryably) if one of `encoded` lies behind the fence and holds no in-memory
-    /// lock yet. Callers hold `memory_lock_ops` shared until they have written their locks.
-    fn check_memory_lock_fence(&self, encoded: &[Vec<u8>]) -> Result<(), MvccError> {
+    /// lock yet, unless the fence lets transaction `start_ts` in. Callers hold
+    /// `memory_lock_ops` shared until they have written their locks.
+    fn check_memory_lock_fence(
+        &self,
+        encoded: &[Vec<u8>],
+        start_ts: Timestamp,
+    ) -> Result<(), MvccError> {
         // Keys already locked in memory are on their way out (the split waits for them),
         // so their transactions may go on converting them (prewrite).
         let fences = self.memory_lock_fences.lock();
-        if fences.ranges.iter().any(|(_, start, end)| {
-            encoded.iter().any(|k| {
-                k >= start && (end.is_empty() || k < end) && !self.memory.lock().contains_key(k)
-            })
+        if fences.ranges.iter().any(|f| {
+            !f.holders.contains(&start_ts)
+                && encoded.iter().any(|k| {
+                    k >= &f.start
+                        && (f.end.is_empty() || k < &f.end)
+                        && !self.memory.lock().contains_key(k)
+                })
         }) {
             return Err(MvccError::Storage(StorageError::Unavailable(
                 "the region is splitting at this key; retry shortly".into(),
@@ -800,7 +864,7 @@ impl Mvcc {
             need_values,
         } = *request;
         let encoded: Vec<Vec<u8>> = keys.iter().map(|(k, _)| encode_user_key(k)).collect();
-        let Some((_latch, _ops)) = self.enter(&encoded, true, waiting)? else {
+        let Some((_latch, _ops)) = self.enter(&encoded, true, start_ts, waiting)? else {
             return Ok(None);
         };
         let mut batch = WriteBatch::new();
@@ -1000,6 +1064,7 @@ impl Mvcc {
         &self,
         encoded: &[Vec<u8>],
         fenced: bool,
+        start_ts: Timestamp,
         waiting: Waiting,
     ) -> Result<Option<(LatchGuard<'_>, Option<FenceOps<'_>>)>, MvccError> {
         let latch = match waiting {
@@ -1019,7 +1084,7 @@ impl Mvcc {
                 None => return Ok(None),
             },
         };
-        self.check_memory_lock_fence(encoded)?;
+        self.check_memory_lock_fence(encoded, start_ts)?;
         Ok(Some((latch, Some(ops))))
     }
 
@@ -1034,7 +1099,7 @@ impl Mvcc {
     ) -> Result<Option<(PendingWrite<'_>, Option<FenceOps<'_>>)>, MvccError> {
         let encoded: Vec<Vec<u8>> = mutations.iter().map(|m| encode_user_key(&m.key)).collect();
         let fenced = placement == PrewriteLocks::Volatile;
-        let Some((latch, ops)) = self.enter(&encoded, fenced, waiting)? else {
+        let Some((latch, ops)) = self.enter(&encoded, fenced, start_ts, waiting)? else {
             return Ok(None);
         };
         let mut batch = WriteBatch::new();
@@ -1229,7 +1294,7 @@ impl Mvcc {
     ) -> Result<Option<PendingWrite<'_>>, MvccError> {
         assert!(commit_ts > start_ts, "commit_ts must follow start_ts");
         let encoded: Vec<Vec<u8>> = keys.iter().map(|k| encode_user_key(k)).collect();
-        let Some((latch, _)) = self.enter(&encoded, false, Waiting::Never)? else {
+        let Some((latch, _)) = self.enter(&encoded, false, start_ts, Waiting::Never)? else {
             return Ok(None);
         };
         let mut batch = WriteBatch::new();

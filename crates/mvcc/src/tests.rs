@@ -1314,3 +1314,56 @@ fn the_oldest_lock_counts_prewrite_locks_on_disk_and_in_memory() {
     assert_eq!(m.oldest_lock_start_ts().unwrap(), None);
     assert!(keys(100, 10).is_empty());
 }
+
+/// A leader transfer's fence lets the transactions already holding locks behind it take
+/// more there, so a hot region drains; new transactions wait; closing it shuts the
+/// holders out as well, and says whether the range is empty then.
+#[test]
+fn a_fence_letting_holders_in_drains_a_hot_range_and_closes_behind_them() {
+    let (_dir, m) = mvcc();
+    let (start, end) = (crate::keys::encode_user_key(b"m"), Vec::new());
+    let lock = |key: &[u8], start_ts: u64| {
+        m.acquire_pessimistic_lock(
+            &[(key.to_vec(), false)],
+            key,
+            ts(start_ts),
+            ts(start_ts),
+            3_000,
+            false,
+        )
+    };
+    // Transaction 1 holds a row behind the fence when it goes up.
+    lock(b"x", 1).unwrap();
+    let fence = m.raise_memory_lock_fence_letting_holders(&start, &end);
+    // It locks another row there (its next statement); a new transaction is refused.
+    lock(b"y", 1).unwrap();
+    assert!(matches!(
+        lock(b"z", 2),
+        Err(MvccError::Storage(StorageError::Unavailable(_)))
+    ));
+    // Not empty while it holds them: closing says so, and shuts it out too.
+    assert!(!m.close_memory_lock_fence(fence));
+    assert!(matches!(
+        lock(b"w", 1),
+        Err(MvccError::Storage(StorageError::Unavailable(_)))
+    ));
+    m.lift_memory_lock_fence(fence);
+    // Again, and this time it finishes: the range drains and the fence closes empty.
+    let fence = m.raise_memory_lock_fence_letting_holders(&start, &end);
+    let mut x = put(b"x", b"1");
+    x.check = KeyCheck::Locked;
+    let mut y = put(b"y", b"2");
+    y.check = KeyCheck::Locked;
+    m.prewrite(&[x, y], b"x", ts(1), 3_000, PrewriteLocks::Volatile)
+        .unwrap();
+    m.commit(&[b"x".to_vec(), b"y".to_vec()], ts(1), ts(3))
+        .unwrap();
+    assert!(m.wait_memory_locks_gone(&start, &end, std::time::Duration::from_millis(10)));
+    assert!(m.close_memory_lock_fence(fence));
+    assert!(matches!(
+        lock(b"z", 2),
+        Err(MvccError::Storage(StorageError::Unavailable(_)))
+    ));
+    m.lift_memory_lock_fence(fence);
+    lock(b"z", 2).unwrap();
+}

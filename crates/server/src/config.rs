@@ -65,6 +65,7 @@ impl SqlSection {
             query_memory_bytes_max: self.query_memory_bytes_max,
             lock_wait_timeout_ms: self.lock_wait_timeout_ms,
             savepoints_max: self.savepoints_max,
+            ..flotilla_sql::SqlConfig::default()
         }
     }
 }

@@ -17,7 +17,7 @@ use flotilla_mvcc::{
 };
 use flotilla_proto::kvpb::store_server::{Store as StoreRpc, StoreServer};
 use flotilla_proto::kvpb::{self, *};
-use flotilla_proto::metapb::{Region, Store as StoreMeta, StoreLabel, StoreState};
+use flotilla_proto::metapb::{PeerRole, Region, Store as StoreMeta, StoreLabel, StoreState};
 use flotilla_proto::metaservicepb::{RegionHeartbeatRequest, ReplacePeer, StoreStats};
 use flotilla_proto::raft_serverpb::RaftMessageBatch;
 use flotilla_raftstore::{
@@ -26,6 +26,7 @@ use flotilla_raftstore::{
 };
 use flotilla_storage::{Cf, EngineRef, FjallEngine, FjallOptions, WriteBatch};
 use flotilla_types::Timestamp;
+use flotilla_types::version::{BINARY_CLUSTER_VERSION, ClusterVersion, to_report};
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, watch};
 use tonic::{Request, Response, Status};
@@ -46,6 +47,10 @@ pub struct StoreNodeConfig {
     /// service spreads each region's replicas over the values of the keys it is told to
     /// (`MetaConfig::location_labels`). None by default.
     pub labels: Vec<(String, String)>,
+    /// The newest cluster version this store reports (`flotilla_types::version`): this
+    /// build's, or an older one to emulate an older build in rolling-upgrade tests (at the
+    /// base version it reports none, as builds before versions did).
+    pub binary_version: ClusterVersion,
     pub tick_interval: Duration,
     pub election_ticks: usize,
     /// Elections time out at a random tick in [election_ticks, max_election_ticks).
@@ -128,6 +133,7 @@ impl StoreNodeConfig {
             gc_records_per_s: 50_000,
             gc_resolve_locks_after: Duration::from_secs(60),
             gc_resolve_locks_max: 256,
+            binary_version: BINARY_CLUSTER_VERSION,
         }
     }
 }
@@ -190,6 +196,7 @@ pub struct StoreNode {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     driver: Option<StoreDriver>,
     gc_stats: Arc<GcStats>,
+    shared: Arc<Shared>,
 }
 
 fn local_regions(engine: &EngineRef) -> Result<bool, String> {
@@ -245,6 +252,7 @@ impl StoreNode {
                         is_empty,
                         ..Default::default()
                     },
+                    to_report(cfg.binary_version),
                 )
                 .await
                 .map_err(|e| {
@@ -347,7 +355,7 @@ impl StoreNode {
         let heartbeats = tokio::spawn(heartbeat_loop(shared.clone(), watcher.clone()));
         let splits = tokio::spawn(split_check_loop(shared.clone(), watcher.clone()));
         let gc_stats = shared.gc.stats.clone();
-        let collector = tokio::spawn(gc::collect_loop(shared, watcher));
+        let collector = tokio::spawn(gc::collect_loop(shared.clone(), watcher));
         tracing::info!(store_id, %addr, "store is serving");
         Ok(Self {
             store_id,
@@ -357,7 +365,17 @@ impl StoreNode {
             tasks: vec![server, heartbeats, splits, collector],
             driver: Some(driver),
             gc_stats,
+            shared,
         })
+    }
+
+    /// Before a planned stop: hands the leadership of every region this store leads to
+    /// another voter, as leader balance does (new in-memory locks fenced off, the held
+    /// ones drained first), so no transaction loses its locks with a term and clients
+    /// meet a routing error at most. Bounded by `timeout`; returns how many regions it
+    /// still leads then (they elect a leader after the stop, as after a crash).
+    pub async fn evict_leaders(&self, timeout: Duration) -> usize {
+        self.shared.evict_leaders(timeout).await
     }
 
     pub fn store_id(&self) -> u64 {
@@ -563,12 +581,26 @@ const TRANSFER_LOCK_DRAIN_MAX: Duration = Duration::from_secs(2);
 struct FenceGuard(Arc<RegionMvcc>, u64, bool);
 
 /// Raises a memory-lock fence over `[start, end)` of `m` (off the async workers: it waits
-/// for operations past their fence check).
-async fn raise_fence(m: &Arc<RegionMvcc>, start: &[u8], end: &[u8]) -> Option<FenceGuard> {
+/// for operations past their fence check). `letting_holders`: transactions holding locks
+/// there may take more (`Mvcc::raise_memory_lock_fence_letting_holders`).
+async fn raise_fence(
+    m: &Arc<RegionMvcc>,
+    start: &[u8],
+    end: &[u8],
+    letting_holders: bool,
+) -> Option<FenceGuard> {
     let (raised, start, end) = (m.clone(), start.to_vec(), end.to_vec());
-    let id = tokio::task::spawn_blocking(move || raised.mvcc.raise_memory_lock_fence(&start, &end))
-        .await
-        .ok()?;
+    let id = tokio::task::spawn_blocking(move || {
+        if letting_holders {
+            raised
+                .mvcc
+                .raise_memory_lock_fence_letting_holders(&start, &end)
+        } else {
+            raised.mvcc.raise_memory_lock_fence(&start, &end)
+        }
+    })
+    .await
+    .ok()?;
     Some(FenceGuard(m.clone(), id, true))
 }
 
@@ -638,6 +670,54 @@ impl Shared {
         }
     }
 
+    /// See `StoreNode::evict_leaders`.
+    async fn evict_leaders(self: &Arc<Self>, timeout: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut round = 0usize;
+        loop {
+            let led: Vec<BoardEntry> = self
+                .board
+                .all()
+                .into_iter()
+                .filter(|e| e.is_leader)
+                .collect();
+            let mut transfers = tokio::task::JoinSet::new();
+            for e in &led {
+                let voters: Vec<_> = e
+                    .region
+                    .peers
+                    .iter()
+                    .filter(|p| p.store_id != self.store_id && p.role == PeerRole::Voter as i32)
+                    .copied()
+                    .collect();
+                if voters.is_empty() {
+                    continue;
+                }
+                // A target that is not caught up is skipped by the transfer: try the
+                // next one the round after.
+                let to = voters[round % voters.len()];
+                let (shared, region) = (self.clone(), e.region.clone());
+                transfers.spawn(async move { shared.transfer_leader_gracefully(region, to).await });
+            }
+            if transfers.is_empty() || tokio::time::Instant::now() >= deadline {
+                if !led.is_empty() {
+                    tracing::info!(
+                        regions = led.len(),
+                        "leader eviction ends with regions still led here"
+                    );
+                }
+                return led.len();
+            }
+            tracing::info!(
+                regions = led.len(),
+                round,
+                "handing leadership to other stores"
+            );
+            let _ = tokio::time::timeout_at(deadline, transfers.join_all()).await;
+            round += 1;
+        }
+    }
+
     /// Hands the leadership of `region` to peer `to` (leader balance) without aborting
     /// transactions: in-memory locks die with a leader's term, so new ones are fenced off
     /// the whole region and the transfer waits (bounded) until the held ones are gone. If
@@ -657,12 +737,18 @@ impl Shared {
         let fence = match current {
             Some(m) => {
                 let (start, end) = (region.start_key.to_vec(), region.end_key.to_vec());
-                let Some(guard) = raise_fence(&m, &start, &end).await else {
+                // Transactions holding locks here may take more (a hot region's rows are
+                // locked one statement at a time), so they finish; new ones wait.
+                let Some(guard) = raise_fence(&m, &start, &end, true).await else {
                     return;
                 };
+                let fence_id = guard.1;
                 let drained = tokio::task::spawn_blocking(move || {
                     m.mvcc
                         .wait_memory_locks_gone(&start, &end, TRANSFER_LOCK_DRAIN_MAX)
+                        // Then shut them out too: one may have released its last lock
+                        // here and be about to take another.
+                        && m.mvcc.close_memory_lock_fence(fence_id)
                 })
                 .await
                 .unwrap_or(false);
@@ -1351,7 +1437,7 @@ impl Shared {
         let fence = match Some(current).filter(|m| m.term == entry.term) {
             Some(m) => {
                 let (start, end) = (split_key.clone(), entry.region.end_key.to_vec());
-                Some(raise_fence(&m, &start, &end).await.ok_or_else(|| {
+                Some(raise_fence(&m, &start, &end, false).await.ok_or_else(|| {
                     RaftStoreError::ServerIsBusy("raising the split fence failed".into())
                 })?)
             }
@@ -1610,12 +1696,20 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             gc,
         };
         let store = store_meta(&shared.cfg, shared.store_id);
-        match shared.meta.store_heartbeat(store, stats).await {
+        let binary_version = to_report(shared.cfg.binary_version);
+        match shared
+            .meta
+            .store_heartbeat(store, stats, binary_version)
+            .await
+        {
             Ok(resp) => {
                 shared
                     .gc
                     .install(&shared.regions, resp.gc_safe_point, resp.gc_collect_point)
             }
+            // Refused: this build is older than the cluster. Its replicas serve on until
+            // the meta service counts the store down and replaces them.
+            Err(flotilla_client::ClientError::Failed(e)) => tracing::error!("store heartbeat: {e}"),
             Err(e) => tracing::debug!("store heartbeat: {e}"),
         }
         for e in leaders {
@@ -1626,6 +1720,9 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 approximate_bytes: 0,
                 term: e.term,
                 pending_peer_ids: e.pending_peers.clone(),
+                pending_peers: Some(flotilla_proto::metaservicepb::PendingPeers {
+                    ids: e.pending_peers.clone(),
+                }),
             };
             match shared.meta.region_heartbeat(req).await {
                 Ok(resp) => {

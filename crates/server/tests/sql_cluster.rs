@@ -628,3 +628,120 @@ async fn two_sql_nodes_number_rows_from_one_sequence() {
         "42P01"
     );
 }
+
+async fn cluster_version(meta: &MetaClient) -> (u32, Vec<String>) {
+    let (version, held_by) = meta.cluster_version().await.unwrap();
+    (flotilla_types::version::reported(version), held_by)
+}
+
+/// ORIGINS.md §3 in one process: a store of an older build (it reports no version, as
+/// builds before versions did) holds the cluster at the base version, where SET NOT NULL
+/// is refused with what to do; once that store runs the new build the version rises by
+/// itself and the statement runs; from then on an older SQL node or store is refused,
+/// with the reason, and the version does not go back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_version_rises_once_every_node_runs_the_newer_build() {
+    let old_store = std::sync::atomic::AtomicBool::new(true);
+    let mut cluster = common::Cluster::start_with(|cfg| {
+        if old_store.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            cfg.binary_version = 1;
+        }
+    })
+    .await;
+    let meta = MetaClient::new(vec![cluster.meta_addr.clone()], ClientConfig::default()).unwrap();
+    let node = sql_node(&cluster).await;
+    let mut s = node.session();
+    ok(&mut s, "CREATE TABLE t (id INT PRIMARY KEY, v INT)").await;
+    ok(&mut s, "INSERT INTO t VALUES (1, 10)").await;
+    assert_eq!(rows(&mut s, "SHOW cluster_version").await, ["1"]);
+    assert_eq!(rows(&mut s, "SHOW binary_version").await, ["2"]);
+    let (version, held_by) = cluster_version(&meta).await;
+    assert_eq!(version, 1);
+    let old = cluster
+        .configs
+        .iter()
+        .position(|c| c.binary_version == 1)
+        .unwrap();
+    let old_id = cluster.stores[old].store_id();
+    assert_eq!(held_by, [format!("store {old_id} (version 1)")]);
+    let e = run(&mut s, "ALTER TABLE t ALTER COLUMN v SET NOT NULL")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "0A000", "{}", e.message);
+    assert!(
+        e.message.contains("needs cluster version 2"),
+        "{}",
+        e.message
+    );
+    // Nothing changed: the column still takes NULL.
+    ok(&mut s, "INSERT INTO t VALUES (2, NULL)").await;
+    ok(&mut s, "DELETE FROM t WHERE id = 2").await;
+
+    // The old store is upgraded: stopped and started on its data with the new build.
+    let mut cfg = cluster.stop_store(old_id).await;
+    cfg.binary_version = flotilla_types::version::BINARY_CLUSTER_VERSION;
+    cluster.start_store(cfg).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while cluster_version(&meta).await.0 < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cluster version did not rise: {:?}",
+            cluster_version(&meta).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(cluster_version(&meta).await.1.is_empty());
+    ok(&mut s, "ALTER TABLE t ALTER COLUMN v SET NOT NULL").await;
+    assert_eq!(
+        run(&mut s, "INSERT INTO t VALUES (3, NULL)")
+            .await
+            .unwrap_err()
+            .code,
+        "23502"
+    );
+    // The SQL node learns the new version with its next lease renewal.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while rows(&mut s, "SHOW cluster_version").await != ["2"] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the SQL node never learned version 2"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // An older SQL node is refused, and says why.
+    let mut old_cfg = SqlNodeConfig::new(vec![cluster.meta_addr.clone()]);
+    old_cfg.sql.binary_version = 1;
+    let old_node = cluster_sql_engine(&old_cfg).await.unwrap();
+    let mut old_session = old_node.session();
+    let e = run(&mut old_session, "SELECT * FROM t").await.unwrap_err();
+    assert_eq!(e.code, "57P03", "{}", e.message);
+    assert!(
+        e.message.contains("older than the cluster's version 2"),
+        "{}",
+        e.message
+    );
+    // So is an older store, before it is registered.
+    let refused = meta
+        .store_heartbeat(
+            flotilla_proto::metapb::Store {
+                id: 0,
+                address: "127.0.0.1:1".into(),
+                ..Default::default()
+            },
+            Default::default(),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("older than the cluster's version 2"),
+        "{refused}"
+    );
+    assert_eq!(meta.get_stores(0).await.unwrap().len(), 3);
+    // The new build serves on, and the version stays.
+    assert_eq!(rows(&mut s, "SELECT id, v FROM t").await, ["1|10"]);
+    assert_eq!(cluster_version(&meta).await.0, 2);
+}

@@ -81,6 +81,10 @@ pub struct SqlConfig {
     /// Most savepoints open at once in one transaction (54000 past it): each may hold a
     /// copy of the transaction's buffered writes.
     pub savepoints_max: usize,
+    /// The newest cluster version this node reports with its schema lease
+    /// (`flotilla_types::version`): this build's, or an older one to emulate an older
+    /// build in rolling-upgrade tests.
+    pub binary_version: u32,
 }
 
 impl Default for SqlConfig {
@@ -91,6 +95,7 @@ impl Default for SqlConfig {
             query_memory_bytes_max: 1024 * 1024 * 1024,
             lock_wait_timeout_ms: 50_000,
             savepoints_max: 64,
+            binary_version: flotilla_types::version::BINARY_CLUSTER_VERSION,
         }
     }
 }

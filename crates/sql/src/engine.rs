@@ -39,6 +39,11 @@ pub struct SqlEngine {
     ts_pins: Mutex<TsPins>,
     /// Until when this node may use its schema (its lease, renewed in the background).
     lease_until: tokio::sync::watch::Sender<Option<Instant>>,
+    /// The cluster's version as the last lease renewal gave it (0: not known yet).
+    cluster_version: std::sync::atomic::AtomicU32,
+    /// Why the DDL owner refuses this node's lease for good (its build is older than the
+    /// cluster's version), until a renewal succeeds.
+    refused: Mutex<Option<String>>,
 }
 
 /// How often a node without open readers fetches a timestamp for its lease report, so
@@ -162,6 +167,8 @@ impl SqlEngine {
             pins: Mutex::new(BTreeMap::new()),
             ts_pins: Mutex::new(TsPins::default()),
             lease_until: tokio::sync::watch::channel(None).0,
+            cluster_version: std::sync::atomic::AtomicU32::new(0),
+            refused: Mutex::new(None),
         });
         // The schema lease is held from the start, renewed in the background until the
         // engine is dropped; statements wait for the first grant.
@@ -195,9 +202,17 @@ impl SqlEngine {
     pub(crate) async fn check_schema_lease(&self) -> Result<(), SqlError> {
         let mut lease = self.lease_until.subscribe();
         let first_grant = Duration::from_secs(10);
-        let valid = |until: &Option<Instant>| until.is_some();
+        // A refusal wakes the wait too (it sends on `lease_until`).
+        let answered = |until: &Option<Instant>| until.is_some() || self.refused.lock().is_some();
         if lease.borrow().is_none() {
-            let _ = tokio::time::timeout(first_grant, lease.wait_for(valid)).await;
+            let _ = tokio::time::timeout(first_grant, lease.wait_for(answered)).await;
+        }
+        if let Some(why) = self.refused.lock().clone() {
+            return Err(SqlError::new(
+                "57P03",
+                format!("the cluster refuses this SQL node: {why}"),
+            )
+            .with_hint("Connect to another SQL node."));
         }
         match *lease.borrow() {
             Some(until) if Instant::now() < until => Ok(()),
@@ -218,6 +233,12 @@ impl SqlEngine {
     }
 
     /// The catalog this node has loaded (its schema version, its tables' states).
+    /// The cluster's version as the last lease renewal gave it (0: no renewal yet).
+    pub fn cluster_version(&self) -> u32 {
+        self.cluster_version
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     pub fn catalog_snapshot(&self) -> Arc<flotilla_catalog::CatalogSnapshot> {
         self.catalog.snapshot()
     }
@@ -339,6 +360,7 @@ async fn hold_schema_lease(weak: &Weak<SqlEngine>, held: &mut Option<(DdlJobsRef
         let in_use = engine.schema_in_use(loaded);
         let oldest_start_ts = engine.oldest_start_ts().await;
         let ddl = engine.ddl.clone();
+        let binary_version = flotilla_types::version::to_report(engine.config.binary_version);
         *held = Some((ddl.clone(), node));
         drop(engine);
         let sent = Instant::now();
@@ -351,7 +373,7 @@ async fn hold_schema_lease(weak: &Weak<SqlEngine>, held: &mut Option<(DdlJobsRef
         } else {
             Duration::ZERO
         };
-        let renewal = ddl.renew_lease(node, loaded, in_use, oldest_start_ts, poll);
+        let renewal = ddl.renew_lease(node, loaded, in_use, oldest_start_ts, binary_version, poll);
         let grant = if in_use < loaded {
             // A transaction pins an older version: report as soon as one ends.
             tokio::select! {
@@ -369,6 +391,11 @@ async fn hold_schema_lease(weak: &Weak<SqlEngine>, held: &mut Option<(DdlJobsRef
                 let lease = Duration::from_millis(grant.lease_ms);
                 let until = sent + lease - lease / LEASE_MARGIN_DIVISOR;
                 engine.lease_until.send_replace(Some(until));
+                *engine.refused.lock() = None;
+                engine.cluster_version.store(
+                    flotilla_types::version::reported(grant.cluster_version),
+                    std::sync::atomic::Ordering::Release,
+                );
                 if grant.version > loaded {
                     let catalog = engine.catalog.clone();
                     match tokio::task::spawn_blocking(move || catalog.sync()).await {
@@ -379,6 +406,11 @@ async fn hold_schema_lease(weak: &Weak<SqlEngine>, held: &mut Option<(DdlJobsRef
                 }
             }
             Some(Err(e)) => {
+                if e.code == "55000" {
+                    // Refused for good: no lease until this node runs a newer build.
+                    *engine.refused.lock() = Some(e.message.clone());
+                    engine.lease_until.send_replace(None);
+                }
                 tracing::warn!("schema lease: renewal failed: {e}");
                 drop(engine);
                 tokio::time::sleep(pause).await;

@@ -1024,6 +1024,10 @@ impl Session {
             // The newest schema version this node has loaded (its transactions may still
             // use an older one): how an operator or a test sees a node lag a schema change.
             "schema_version" => self.engine.catalog_snapshot().version.to_string(),
+            // The cluster's version as this node's last lease renewal gave it, and the
+            // newest its build understands (`flotilla_types::version`).
+            "cluster_version" => self.engine.cluster_version().to_string(),
+            "binary_version" => self.engine.config.binary_version.to_string(),
             other => match self.settings.get(other) {
                 Some(v) => v.clone(),
                 None => {

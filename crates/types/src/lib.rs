@@ -4,6 +4,7 @@
 //! beyond the arithmetic of its types.
 
 mod timestamp;
+pub mod version;
 
 /// Bit layout of [`Timestamp`].
 pub mod timestamp_bits {

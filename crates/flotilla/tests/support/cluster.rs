@@ -152,6 +152,68 @@ impl Playground {
         self.restarted.insert((role.to_string(), id), child);
     }
 
+    /// SIGTERM (a planned stop: a store hands its leaderships over first, a meta leader
+    /// its own), then waits (bounded) until the process is gone.
+    pub fn terminate(&mut self, role: &str, id: u64) {
+        let pid = self.pid(role, id);
+        signal(pid, "-TERM");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        if let Some(mut c) = self.restarted.remove(&(role.to_string(), id)) {
+            let _ = c.wait();
+            return;
+        }
+        // A child of the playground: gone, or a zombie it has not reaped.
+        loop {
+            match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Err(_) => return,
+                Ok(stat)
+                    if stat
+                        .rsplit(')')
+                        .next()
+                        .is_some_and(|s| s.trim_start().starts_with('Z')) =>
+                {
+                    return;
+                }
+                Ok(_) => {}
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{role} {id} did not stop within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the process again on its data with the command line it was started with,
+    /// less `--emulate-binary-version` and its value: the upgraded build.
+    pub fn restart_upgraded(&mut self, role: &str, id: u64) {
+        let p = self.proc(role, id).clone();
+        let mut command = Vec::new();
+        let mut args = p.command.iter();
+        while let Some(a) = args.next() {
+            if a == "--emulate-binary-version" {
+                args.next();
+            } else {
+                command.push(a.clone());
+            }
+        }
+        assert!(
+            command.len() < p.command.len(),
+            "{role} {id} emulated no older build"
+        );
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p.log)
+            .unwrap();
+        let child = Command::new(&command[0])
+            .args(&command[1..])
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("restart");
+        self.restarted.insert((role.to_string(), id), child);
+    }
+
     /// Runs `flotilla ctl --meta ... ARGS`.
     pub fn ctl(&self, args: &[&str]) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_flotilla"))

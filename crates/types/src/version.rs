@@ -1,0 +1,108 @@
+//! Cluster versions (ORIGINS.md §3): components may be upgraded in any order, so a new
+//! behaviour that every node must understand is used only once every node can.
+//!
+//! A binary understands cluster versions up to [`BINARY_CLUSTER_VERSION`]. Every node
+//! reports its own; the meta leader raises the cluster's version to the minimum reported
+//! by every node that counts (stores until removed, meta members, SQL nodes holding a
+//! schema lease), persists it, and never lowers it. A node older than the cluster's
+//! version is refused. A node that reports nothing (a build from before versions were
+//! reported) is at [`CLUSTER_VERSION_BASE`]: absent means "no information", and no
+//! information never lets the version rise.
+
+/// A cluster version: a number that only grows, one step per release that adds a
+/// behaviour every node must understand.
+pub type ClusterVersion = u32;
+
+/// The version of every node that reports none, and of a cluster that never recorded one.
+pub const CLUSTER_VERSION_BASE: ClusterVersion = 1;
+
+/// The newest cluster version this build understands.
+pub const BINARY_CLUSTER_VERSION: ClusterVersion = 2;
+
+// A build understands every feature it gates. (Every build so far also runs in a
+// cluster at any older version, down to the base: one that drops an old version's
+// protocol must refuse to join a cluster still at it.)
+const _: () = assert!(Feature::SetNotNull.since() <= BINARY_CLUSTER_VERSION);
+
+/// A behaviour gated by the cluster version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feature {
+    /// `ALTER COLUMN ... SET NOT NULL` as an online job: every SQL node must refuse NULL
+    /// while `ColumnDef::not_null_pending` is set, and every meta member must decode the
+    /// job kind.
+    SetNotNull,
+}
+
+impl Feature {
+    /// The first cluster version with this behaviour.
+    pub const fn since(self) -> ClusterVersion {
+        match self {
+            Feature::SetNotNull => 2,
+        }
+    }
+
+    /// What the user asked for, for errors.
+    pub const fn what(self) -> &'static str {
+        match self {
+            Feature::SetNotNull => "ALTER COLUMN ... SET NOT NULL",
+        }
+    }
+
+    /// Whether a cluster at `version` may use it.
+    pub const fn active_at(self, version: ClusterVersion) -> bool {
+        version >= self.since()
+    }
+}
+
+/// A node's version as a report gives it: absent is a build that predates reporting.
+pub const fn reported(version: Option<ClusterVersion>) -> ClusterVersion {
+    match version {
+        Some(v) => v,
+        None => CLUSTER_VERSION_BASE,
+    }
+}
+
+/// What a node of `binary` version puts in a report: nothing at the base version (as
+/// the builds before reporting did, so a test emulating one sends what it sent).
+pub const fn to_report(binary: ClusterVersion) -> Option<ClusterVersion> {
+    if binary > CLUSTER_VERSION_BASE {
+        Some(binary)
+    } else {
+        None
+    }
+}
+
+/// The error for a node of `binary` version that a cluster at `cluster` refuses, with
+/// what to do about it.
+pub fn too_old(node: &str, binary: ClusterVersion, cluster: ClusterVersion) -> String {
+    format!(
+        "{node} runs a build of cluster version {binary}, older than the cluster's version \
+         {cluster} (a cluster never goes back to an older version): upgrade it to a build of \
+         version {cluster} or newer"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_absent_report_is_the_base_version_and_the_base_reports_nothing() {
+        assert_eq!(reported(None), CLUSTER_VERSION_BASE);
+        assert_eq!(
+            reported(to_report(CLUSTER_VERSION_BASE)),
+            CLUSTER_VERSION_BASE
+        );
+        assert_eq!(to_report(CLUSTER_VERSION_BASE), None);
+        assert_eq!(
+            reported(to_report(BINARY_CLUSTER_VERSION)),
+            BINARY_CLUSTER_VERSION
+        );
+    }
+
+    #[test]
+    fn a_feature_is_active_from_its_version_on() {
+        assert!(!Feature::SetNotNull.active_at(CLUSTER_VERSION_BASE));
+        assert!(Feature::SetNotNull.active_at(2));
+    }
+}
