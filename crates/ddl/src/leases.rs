@@ -67,6 +67,9 @@ pub struct SchemaLeases {
     started: Instant,
     nodes: Mutex<HashMap<u64, NodeLease>>,
     renewed: Condvar,
+    /// Serialises the writers of node records (registrations, releases, forgetting the
+    /// lapsed), each with its change to `nodes`, without holding `nodes` across a write.
+    writes: Mutex<()>,
 }
 
 fn storage_error(e: impl std::fmt::Display) -> JobError {
@@ -105,6 +108,7 @@ impl SchemaLeases {
             started: Instant::now(),
             nodes: Mutex::new(nodes),
             renewed: Condvar::new(),
+            writes: Mutex::new(()),
         })
     }
 
@@ -123,12 +127,27 @@ impl SchemaLeases {
         oldest_start_ts: u64,
         binary_version: Option<ClusterVersion>,
     ) -> Result<(), JobError> {
-        let mut nodes = self.nodes.lock();
-        if !nodes.contains_key(&node) {
-            if nodes.len() >= self.nodes_max {
-                self.forget_lapsed(&mut nodes);
+        // No write under the lock: in a cluster a write is a Raft round trip, and the
+        // meta leader's async tasks read the leases (`binary_versions`, `oldest_start_ts`)
+        // on runtime threads that the round trip's messages need.
+        // A node unknown, or known but lapsed (it may be being forgotten, its record
+        // deleted), is registered: under `writes`, so no forgetting interleaves.
+        let registered = |nodes: &HashMap<u64, NodeLease>| {
+            nodes
+                .get(&node)
+                .is_some_and(|l| self.live(l, Instant::now()))
+        };
+        let mut _writes = None;
+        if !registered(&self.nodes.lock()) {
+            _writes = Some(self.writes.lock());
+        }
+        if _writes.is_some() && !registered(&self.nodes.lock()) {
+            let full = self.nodes.lock().len() >= self.nodes_max;
+            if full {
+                self.forget_lapsed();
             }
-            if nodes.len() >= self.nodes_max {
+            let count = self.nodes.lock().len();
+            if count >= self.nodes_max {
                 return Err(JobError::retryable(
                     "53000",
                     format!(
@@ -150,6 +169,7 @@ impl SchemaLeases {
             );
             self.engine.write(batch, true).map_err(storage_error)?;
         }
+        let mut nodes = self.nodes.lock();
         nodes.insert(
             node,
             NodeLease {
@@ -167,6 +187,7 @@ impl SchemaLeases {
 
     /// Forgets `node` (it stopped serving).
     pub fn release(&self, node: u64) -> Result<(), JobError> {
+        let _writes = self.writes.lock();
         let mut batch = WriteBatch::new();
         batch.delete(Cf::Meta, node_key(node));
         self.engine.write(batch, true).map_err(storage_error)?;
@@ -210,14 +231,19 @@ impl SchemaLeases {
         now.saturating_duration_since(since) < self.lease
     }
 
-    /// Drops nodes whose lease lapsed (they refuse queries now) from memory and disk.
-    fn forget_lapsed(&self, nodes: &mut HashMap<u64, NodeLease>) {
-        let now = Instant::now();
-        let lapsed: Vec<u64> = nodes
-            .iter()
-            .filter(|(_, l)| !self.live(l, now))
-            .map(|(id, _)| *id)
-            .collect();
+    /// Drops nodes whose lease lapsed (they refuse queries now) from memory and disk
+    /// (written without the lock held, as in `renew`).
+    fn forget_lapsed(&self) {
+        // Callers hold `writes`.
+        let lapsed: Vec<u64> = {
+            let now = Instant::now();
+            self.nodes
+                .lock()
+                .iter()
+                .filter(|(_, l)| !self.live(l, now))
+                .map(|(id, _)| *id)
+                .collect()
+        };
         if lapsed.is_empty() {
             return;
         }
@@ -226,6 +252,9 @@ impl SchemaLeases {
             batch.delete(Cf::Meta, node_key(*id));
         }
         if self.engine.write(batch, true).is_ok() {
+            // A renewal in between only refreshed a known node (registrations wait
+            // for `writes`), so each of them is forgotten, as its record is.
+            let mut nodes = self.nodes.lock();
             for id in lapsed {
                 nodes.remove(&id);
             }

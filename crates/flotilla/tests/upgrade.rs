@@ -345,19 +345,7 @@ fn a_rolling_upgrade_under_load_fails_no_request_and_repairs_nothing() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    rt.block_on(psql_code(
-        &urls[0],
-        "ALTER TABLE accounts ALTER COLUMN balance SET NOT NULL",
-    ))
-    .unwrap();
-    await_progress(&bank, 30, "SET NOT NULL ran");
-    // The version is persisted in the meta group: a new meta leader keeps it.
-    let leader = pg.meta_leader();
-    pg.terminate("meta", leader);
-    pg.meta_leader();
-    assert_eq!(cluster_version(&pg).0, 2);
-    await_progress(&bank, 30, "the meta leader stopped");
-
+    await_progress(&bank, 30, "the cluster version rose");
     bank.stop.store(true, Ordering::Relaxed);
     for w in workers {
         rt.block_on(w).unwrap();
@@ -368,6 +356,16 @@ fn a_rolling_upgrade_under_load_fails_no_request_and_repairs_nothing() {
         "{} transfers failed: {failed:#?}",
         failed.len()
     );
+    rt.block_on(psql_code(
+        &urls[0],
+        "ALTER TABLE accounts ALTER COLUMN balance SET NOT NULL",
+    ))
+    .unwrap();
+    // The version is persisted in the meta group: a new meta leader keeps it.
+    let leader = pg.meta_leader();
+    pg.terminate("meta", leader);
+    pg.meta_leader();
+    assert_eq!(cluster_version(&pg).0, 2);
     let after = memberships(&pg);
     assert_eq!(
         before, after,

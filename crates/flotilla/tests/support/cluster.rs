@@ -47,7 +47,11 @@ impl Playground {
             .arg("--data-dir")
             .arg(dir)
             .args(args)
-            .env("RUST_LOG", "info")
+            // `RUST_LOG` of the test's environment, to look closer at a failure.
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
