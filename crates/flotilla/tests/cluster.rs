@@ -6,16 +6,14 @@
 
 mod support;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use support::bank::{self, INITIAL, Transfers};
 use support::cluster::Playground;
 
-const ACCOUNTS: i32 = 20;
-const INITIAL: i64 = 1000;
 /// How long a fault may keep the cluster from committing before the test fails. Far above
 /// the failover target (see BENCHMARKS.md); this is a liveness bound, not a timing test.
 const PROGRESS_DEADLINE: Duration = Duration::from_secs(45);
@@ -35,52 +33,9 @@ async fn connect(url: &str) -> Option<tokio_postgres::Client> {
     Some(client)
 }
 
-async fn transfer(
-    client: &tokio_postgres::Client,
-    id: i64,
-    from: i32,
-    to: i32,
-    amount: i64,
-) -> Result<(), tokio_postgres::Error> {
-    client.batch_execute("BEGIN").await?;
-    let r = async {
-        client
-            .execute(
-                "UPDATE accounts SET balance = balance - $1 WHERE id = $2",
-                &[&amount, &from],
-            )
-            .await?;
-        client
-            .execute(
-                "UPDATE accounts SET balance = balance + $1 WHERE id = $2",
-                &[&amount, &to],
-            )
-            .await?;
-        client
-            .execute(
-                "INSERT INTO transfers VALUES ($1, $2, $3, $4)",
-                &[&id, &from, &to, &amount],
-            )
-            .await?;
-        client.batch_execute("COMMIT").await
-    }
-    .await;
-    if r.is_err() {
-        let _ = client.batch_execute("ROLLBACK").await;
-    }
-    r
-}
-
 async fn worker(bank: Arc<Bank>, url: String, worker: i64) {
     let mut client: Option<tokio_postgres::Client> = None;
-    let mut n = 0i64;
-    let mut rng_state = 0x9e37_79b9_7f4a_7c15u64 ^ (worker as u64);
-    let mut next = move |m: u64| {
-        rng_state ^= rng_state << 13;
-        rng_state ^= rng_state >> 7;
-        rng_state ^= rng_state << 17;
-        rng_state % m
-    };
+    let mut transfers = Transfers::new(worker);
     while !bank.stop.load(Ordering::Relaxed) {
         let Some(c) = client.as_ref() else {
             client = connect(&url).await;
@@ -89,14 +44,10 @@ async fn worker(bank: Arc<Bank>, url: String, worker: i64) {
             }
             continue;
         };
-        let from = next(ACCOUNTS as u64) as i32 + 1;
-        let to = (from + next(ACCOUNTS as u64 - 1) as i32) % ACCOUNTS + 1;
-        let amount = next(10) as i64 + 1;
-        let id = worker * 1_000_000_000 + n;
-        n += 1;
-        match transfer(c, id, from, to, amount).await {
+        let t = transfers.next();
+        match bank::transfer(c, t).await {
             Ok(()) => {
-                bank.acked.lock().push(id);
+                bank.acked.lock().push(t.0);
                 bank.committed.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
@@ -115,18 +66,7 @@ async fn worker(bank: Arc<Bank>, url: String, worker: i64) {
 
 /// Waits until `n` more transfers commit after this call.
 fn await_progress(bank: &Bank, n: u64, what: &str) -> Duration {
-    let start = Instant::now();
-    let base = bank.committed.load(Ordering::Relaxed);
-    while bank.committed.load(Ordering::Relaxed) < base + n {
-        assert!(
-            start.elapsed() < PROGRESS_DEADLINE,
-            "no progress within {PROGRESS_DEADLINE:?} after {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let waited = start.elapsed();
-    println!("{what}: {n} transfers committed {waited:?} later");
-    waited
+    bank::await_progress(&bank.committed, n, what, PROGRESS_DEADLINE)
 }
 
 #[test]
@@ -154,17 +94,7 @@ fn a_bank_survives_kill_9_sigstop_and_a_meta_leader_kill() {
         .unwrap();
     rt.block_on(async {
         let c = connect(&url).await.expect("connect");
-        c.batch_execute(
-            "CREATE TABLE accounts (id INT PRIMARY KEY, balance BIGINT NOT NULL);
-             CREATE TABLE transfers (id BIGINT PRIMARY KEY, src INT, dst INT, amount BIGINT);",
-        )
-        .await
-        .unwrap();
-        c.batch_execute(&format!(
-            "INSERT INTO accounts SELECT g, {INITIAL} FROM generate_series(1, {ACCOUNTS}) g"
-        ))
-        .await
-        .unwrap();
+        bank::create(&c).await;
     });
     let bank = Arc::new(Bank {
         acked: Mutex::new(Vec::new()),
@@ -209,22 +139,8 @@ fn a_bank_survives_kill_9_sigstop_and_a_meta_leader_kill() {
 
     rt.block_on(async {
         let c = connect(&url).await.expect("connect");
-        let total: i64 = c
-            .query_one("SELECT CAST(sum(balance) AS BIGINT) FROM accounts", &[])
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(total, INITIAL * ACCOUNTS as i64, "money was created or lost");
-        let logged: HashSet<i64> = c
-            .query("SELECT id FROM transfers", &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
         let acked = bank.acked.lock().clone();
-        let lost: Vec<_> = acked.iter().filter(|id| !logged.contains(id)).collect();
-        assert!(lost.is_empty(), "{} acknowledged transfers are lost: {lost:?}", lost.len());
+        let logged = bank::check(&c, &acked).await;
         // Every account's balance is what the transfer log says it is.
         let rows = c
             .query(
@@ -240,7 +156,7 @@ fn a_bank_survives_kill_9_sigstop_and_a_meta_leader_kill() {
             let (id, balance, net): (i32, i64, i64) = (r.get(0), r.get(1), r.get(2));
             assert_eq!(balance, INITIAL + net, "account {id} disagrees with the transfer log");
         }
-        println!("{} transfers acknowledged, {} logged", acked.len(), logged.len());
+        println!("{} transfers acknowledged, {logged} logged", acked.len());
     });
 
     // GC ran (each store logs the regions it collected): the faults hold it back (a store
@@ -485,7 +401,8 @@ fn stores_in_three_zones_keep_serving_when_a_whole_zone_fails() {
             let regions = meta.scan_regions(b"", b"", 0).await.unwrap();
             let spread = regions.iter().all(|info| {
                 let peers = &info.region.as_ref().unwrap().peers;
-                let zones: HashSet<&String> = peers.iter().map(|p| &zone_of[&p.store_id]).collect();
+                let zones: std::collections::HashSet<&String> =
+                    peers.iter().map(|p| &zone_of[&p.store_id]).collect();
                 peers.len() == 3
                     && zones.len() == 3
                     && peers

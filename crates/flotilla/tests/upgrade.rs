@@ -15,16 +15,15 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use support::bank::{self, Transfers};
 use support::cluster::Playground;
 
-const ACCOUNTS: i32 = 20;
-const INITIAL: i64 = 1000;
 const WORKERS: i64 = 4;
 /// Liveness bound for each step, far above what a step takes.
 const STEP_DEADLINE: Duration = Duration::from_secs(60);
@@ -41,59 +40,9 @@ struct Bank {
     connected: [AtomicUsize; 2],
 }
 
-async fn transfer(
-    client: &tokio_postgres::Client,
-    id: i64,
-    from: i32,
-    to: i32,
-    amount: i64,
-) -> Result<(), tokio_postgres::Error> {
-    client.batch_execute("BEGIN").await?;
-    let r = async {
-        // Rows locked in id order: transfers never deadlock, so any failure is the
-        // cluster's.
-        let (first, second, first_delta) = if from < to {
-            (from, to, -amount)
-        } else {
-            (to, from, amount)
-        };
-        client
-            .execute(
-                "UPDATE accounts SET balance = balance + $1 WHERE id = $2",
-                &[&first_delta, &first],
-            )
-            .await?;
-        client
-            .execute(
-                "UPDATE accounts SET balance = balance + $1 WHERE id = $2",
-                &[&-first_delta, &second],
-            )
-            .await?;
-        client
-            .execute(
-                "INSERT INTO transfers VALUES ($1, $2, $3, $4)",
-                &[&id, &from, &to, &amount],
-            )
-            .await?;
-        client.batch_execute("COMMIT").await
-    }
-    .await;
-    if r.is_err() {
-        let _ = client.batch_execute("ROLLBACK").await;
-    }
-    r
-}
-
 async fn worker(bank: Arc<Bank>, urls: [String; 2], worker: i64) {
     let mut client: Option<(usize, tokio_postgres::Client)> = None;
-    let mut n = 0i64;
-    let mut rng_state = 0x9e37_79b9_7f4a_7c15u64 ^ (worker as u64);
-    let mut next = move |m: u64| {
-        rng_state ^= rng_state << 13;
-        rng_state ^= rng_state >> 7;
-        rng_state ^= rng_state << 17;
-        rng_state % m
-    };
+    let mut transfers = Transfers::new(worker);
     while !bank.stop.load(Ordering::Relaxed) {
         let target = bank.target.load(Ordering::Relaxed);
         if client.as_ref().is_some_and(|(node, _)| *node != target) {
@@ -114,14 +63,12 @@ async fn worker(bank: Arc<Bank>, urls: [String; 2], worker: i64) {
             }
             continue;
         };
-        let from = next(ACCOUNTS as u64) as i32 + 1;
-        let to = (from + next(ACCOUNTS as u64 - 1) as i32) % ACCOUNTS + 1;
-        let amount = next(10) as i64 + 1;
-        let id = worker * 1_000_000_000 + n;
-        n += 1;
-        match transfer(c, id, from, to, amount).await {
+        // Transfers lock their rows in id order: they never deadlock one another, so any
+        // failure is the cluster's.
+        let t = transfers.next();
+        match bank::transfer(c, t).await {
             Ok(()) => {
-                bank.acked.lock().push(id);
+                bank.acked.lock().push(t.0);
                 bank.committed.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
@@ -138,19 +85,7 @@ async fn worker(bank: Arc<Bank>, urls: [String; 2], worker: i64) {
 
 /// Waits until `n` more transfers commit after this call.
 fn await_progress(bank: &Bank, n: u64, what: &str) {
-    let start = Instant::now();
-    let base = bank.committed.load(Ordering::Relaxed);
-    while bank.committed.load(Ordering::Relaxed) < base + n {
-        assert!(
-            start.elapsed() < STEP_DEADLINE,
-            "no progress within {STEP_DEADLINE:?} after {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    println!(
-        "{what}: {n} transfers committed {:?} later",
-        start.elapsed()
-    );
+    bank::await_progress(&bank.committed, n, what, STEP_DEADLINE);
 }
 
 fn ctl_ok(pg: &Playground, args: &[&str]) -> String {
@@ -244,17 +179,7 @@ fn a_rolling_upgrade_under_load_fails_no_request_and_repairs_nothing() {
             .await
             .unwrap();
         tokio::spawn(conn);
-        c.batch_execute(
-            "CREATE TABLE accounts (id INT PRIMARY KEY, balance BIGINT);
-             CREATE TABLE transfers (id BIGINT PRIMARY KEY, src INT, dst INT, amount BIGINT)",
-        )
-        .await
-        .unwrap();
-        for id in 1..=ACCOUNTS {
-            c.execute("INSERT INTO accounts VALUES ($1, $2)", &[&id, &INITIAL])
-                .await
-                .unwrap();
-        }
+        bank::create(&c).await;
     });
     let (version, out) = cluster_version(&pg);
     assert_eq!(version, 1, "{out}");
@@ -377,22 +302,8 @@ fn a_rolling_upgrade_under_load_fails_no_request_and_repairs_nothing() {
             .await
             .unwrap();
         tokio::spawn(conn);
-        let total: i64 = c
-            .query_one("SELECT sum(balance)::BIGINT FROM accounts", &[])
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(total, ACCOUNTS as i64 * INITIAL);
-        let ids: HashSet<i64> = c
-            .query("SELECT id FROM transfers", &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
         let acked = bank.acked.lock().clone();
-        let lost: Vec<&i64> = acked.iter().filter(|id| !ids.contains(id)).collect();
-        assert!(lost.is_empty(), "acknowledged transfers lost: {lost:?}");
+        bank::check(&c, &acked).await;
         println!("{} transfers acknowledged, none failed", acked.len());
     });
     let out = ctl_ok(&pg, &["check-replicas"]);

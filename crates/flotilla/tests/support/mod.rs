@@ -154,4 +154,5 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+pub mod bank;
 pub mod cluster;
