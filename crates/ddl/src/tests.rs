@@ -579,14 +579,7 @@ async fn an_index_goes_through_every_state_and_its_backfill_resumes_from_its_che
     // The first owner gets through three chunks, then dies.
     let first = CountingReorg::new(5, None, 3);
     let id = {
-        let queue = JobQueue::open(
-            engine.clone(),
-            catalog.clone(),
-            cfg.clone(),
-            Some(first.clone()),
-        )
-        .unwrap();
-        let ddl = LocalDdl::start(queue.clone());
+        let (queue, ddl) = start_with(&engine, &catalog, &cfg, &first);
         let job = ddl.submit(add_index("i"), "i".into()).await.unwrap();
         await_scanned(&queue, job.id, 30).await;
         assert_eq!(index_state(&catalog, "i"), Some(IndexState::WriteReorg));
