@@ -106,6 +106,33 @@ fn decode<M: flotilla_proto::Message + Default>(
 /// Stages the state of a brand-new region peer (bootstrap or split): its region, an empty
 /// log truncated at `RAFT_INIT_LOG_INDEX`, and that index as applied and committed.
 pub fn write_initial_state(batch: &mut WriteBatch, region: &Region) {
+    write_initial_state_with(batch, region, HardState::default());
+}
+
+/// Stages the state a split gives its new region's peer on this store, over whatever an
+/// uninitialized peer of that region left here. Such a peer (created by the new region's
+/// election before this store applied the split) holds no data, but it may have voted:
+/// its term and vote are kept, or it could vote twice in one term.
+pub(crate) fn write_split_state(
+    engine: &EngineRef,
+    batch: &mut WriteBatch,
+    region: &Region,
+) -> Result<(), RaftStoreError> {
+    let voted = match engine.get(Cf::Raft, &keys::raft_state_key(region.id))? {
+        Some(bytes) => {
+            let state: RaftLocalState = decode(&bytes, "raft state")?;
+            HardState::parse_from_bytes(&state.hard_state)
+                .map_err(|e| RaftStoreError::Corrupt(format!("hard state: {e}")))?
+        }
+        None => HardState::default(),
+    };
+    write_initial_state_with(batch, region, voted);
+    Ok(())
+}
+
+/// `write_initial_state`, keeping `voted`'s term and vote when its term is past the
+/// initial one.
+fn write_initial_state_with(batch: &mut WriteBatch, region: &Region, voted: HardState) {
     let region_id = region.id;
     let state = RegionLocalState {
         state: PeerState::Normal as i32,
@@ -116,8 +143,14 @@ pub fn write_initial_state(batch: &mut WriteBatch, region: &Region) {
         keys::region_state_key(region_id),
         state.encode_to_vec(),
     );
+    let (term, vote) = if voted.term > RAFT_INIT_LOG_TERM {
+        (voted.term, voted.vote)
+    } else {
+        (RAFT_INIT_LOG_TERM, 0)
+    };
     let hs = HardState {
-        term: RAFT_INIT_LOG_TERM,
+        term,
+        vote,
         commit: RAFT_INIT_LOG_INDEX,
         ..HardState::default()
     };

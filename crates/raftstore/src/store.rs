@@ -35,7 +35,7 @@ use crate::keys;
 use crate::snap_gen::SnapGenerator;
 use crate::storage::{
     DATA_CFS, PeerStorage, data_cf_from_proto, data_cf_to_proto, region_contains,
-    write_initial_state,
+    write_initial_state, write_split_state,
 };
 
 /// Tuning of a store's Raft groups. Every bound here is enforced and answered with a
@@ -373,6 +373,8 @@ pub struct PeerStatus {
     pub is_leader: bool,
     pub leader_peer_id: u64,
     pub term: u64,
+    /// The peer this one voted for in `term` (0: none).
+    pub vote: u64,
     pub commit_index: u64,
     pub applied_index: u64,
     pub truncated_index: u64,
@@ -597,6 +599,7 @@ impl Store {
             is_leader: peer.is_leader(),
             leader_peer_id: peer.raw.raft.leader_id,
             term: peer.raw.raft.term,
+            vote: peer.raw.raft.vote,
             commit_index: peer.raw.raft.raft_log.committed,
             applied_index: store.applied_index(),
             truncated_index: store.truncated_index(),
@@ -1742,7 +1745,9 @@ fn apply_command(
                     "split: this store already held the new region; its state is kept"
                 );
             } else {
-                write_initial_state(batch, &right);
+                if let Err(e) = write_split_state(engine, batch, &right) {
+                    return Applied::Split(Err(e));
+                }
                 if let Some(me) = right.peers.iter().find(|p| p.store_id == store_id) {
                     created.push((right.id, *me, peer.is_leader()));
                 }

@@ -568,6 +568,72 @@ fn a_region_splits_atomically_and_stale_routes_are_refused() {
     assert_eq!(c.region(2, 2).start_key.as_ref(), key(20).as_slice());
 }
 
+/// A store that lags behind a split meets the new region first as an uninitialized peer,
+/// created by the new region's election, and it may vote there. When it then applies the
+/// split, the new region's initial state must not wipe that vote: a peer that forgets
+/// whom it voted for in a term can vote again in it, and two leaders of one term follow.
+#[test]
+fn a_split_applied_over_a_peer_that_voted_keeps_its_vote() {
+    let mut c = Cluster::new(3, 3);
+    for i in 0..20 {
+        c.must_put(1, &key(i), b"v");
+    }
+    let leader = c.wait_leader(1);
+    c.wait_applied(1, &[1, 2, 3]);
+    let lagging = [1, 2, 3].into_iter().find(|s| *s != leader).unwrap();
+    let peer_of = |store: u64| 200 + store;
+    // The lagging store hears nothing of region 1, so it misses the split; it still hears
+    // the new region's members.
+    c.block_region(1, lagging);
+    let regions = c.split(1, &key(10), 2, vec![201, 202, 203]).unwrap();
+    assert_eq!(regions[1].id, 2);
+    c.wait_leader(2);
+    let before = c
+        .status(lagging, 2)
+        .expect("the new region's election created a peer on the lagging store");
+    assert!(
+        before.region.peers.is_empty(),
+        "the lagging store's peer of region 2 is uninitialized: {:?}",
+        before.region
+    );
+    assert!(
+        before.term > flotilla_raftstore::RAFT_INIT_LOG_TERM && before.vote != 0,
+        "the uninitialized peer voted in the new region's election: term {}, vote {}",
+        before.term,
+        before.vote
+    );
+    assert_ne!(before.vote, peer_of(lagging));
+    // It catches up on region 1 and applies the split over that peer.
+    c.heal();
+    c.wait_applied(1, &[1, 2, 3]);
+    let after = c.status(lagging, 2).unwrap();
+    assert_eq!(after.region.start_key.as_ref(), key(10).as_slice());
+    assert!(
+        after.term > before.term || (after.term == before.term && after.vote == before.vote),
+        "the split forgot the vote: term {} vote {} before, term {} vote {} after",
+        before.term,
+        before.vote,
+        after.term,
+        after.vote
+    );
+    // The vote is on disk too, not only in memory.
+    c.stop(lagging);
+    c.start(lagging);
+    let restarted = c.status(lagging, 2).unwrap();
+    assert!(
+        restarted.term > before.term
+            || (restarted.term == before.term && restarted.vote == before.vote),
+        "after a restart: term {} vote {}",
+        restarted.term,
+        restarted.vote
+    );
+    // And the region serves on every replica.
+    c.must_put(2, &key(15), b"new");
+    c.wait_applied(2, &[1, 2, 3]);
+    assert_eq!(c.get(lagging, &key(15)), Some(b"new".to_vec()));
+    assert_eq!(c.get(lagging, &key(12)), Some(b"v".to_vec()));
+}
+
 /// Writes under message loss, delay and reordering, with a store killed and restarted on
 /// the way: every acknowledged write is on every replica afterwards, and the replicas are
 /// identical.

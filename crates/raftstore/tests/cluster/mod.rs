@@ -84,6 +84,9 @@ pub struct Cluster {
     pub faults: NetFaults,
     /// Stores in different groups cannot talk; empty means no partition.
     partition: Vec<BTreeSet<u64>>,
+    /// (region, store) pairs whose messages are lost both ways: one region cut off at one
+    /// store while its other regions talk.
+    blocked: BTreeSet<(u64, u64)>,
     delayed: Vec<(u64, RaftMessage)>,
     round: u64,
     /// Messages delivered, for tests that check traffic happened.
@@ -151,6 +154,7 @@ impl Cluster {
             net,
             faults: NetFaults::default(),
             partition: Vec::new(),
+            blocked: BTreeSet::new(),
             delayed: Vec::new(),
             round: 0,
             delivered: 0,
@@ -214,8 +218,14 @@ impl Cluster {
         self.partition = groups.iter().map(|g| g.iter().copied().collect()).collect();
     }
 
+    /// Loses every message of `region_id` to or from `store_id` (its other regions talk).
+    pub fn block_region(&mut self, region_id: u64, store_id: u64) {
+        self.blocked.insert((region_id, store_id));
+    }
+
     pub fn heal(&mut self) {
         self.partition.clear();
+        self.blocked.clear();
         self.faults = NetFaults::default();
     }
 
@@ -252,7 +262,10 @@ impl Cluster {
         for m in msgs {
             let from = m.from_peer.as_ref().map(|p| p.store_id).unwrap_or(0);
             let to = m.to_peer.as_ref().map(|p| p.store_id).unwrap_or(0);
-            if !self.reachable(from, to) {
+            if !self.reachable(from, to)
+                || self.blocked.contains(&(m.region_id, from))
+                || self.blocked.contains(&(m.region_id, to))
+            {
                 continue;
             }
             if self.faults.drop_rate > 0.0 && self.rng.random_bool(self.faults.drop_rate) {
