@@ -202,8 +202,11 @@ impl SchemaLeases {
     /// serving, and waiting for their leases to lapse would hold up the first schema
     /// change after every restart by up to a lease.
     pub fn forget_earlier_runs(&self) -> Result<(), JobError> {
-        let mut nodes = self.nodes.lock();
-        let earlier: Vec<u64> = nodes
+        // The record is written under `writes`, never under `nodes`, as everywhere here.
+        let _writes = self.writes.lock();
+        let earlier: Vec<u64> = self
+            .nodes
+            .lock()
             .iter()
             .filter(|(_, l)| l.renewed.is_none())
             .map(|(id, _)| *id)
@@ -216,6 +219,9 @@ impl SchemaLeases {
             batch.delete(Cf::Meta, node_key(*id));
         }
         self.engine.write(batch, true).map_err(storage_error)?;
+        // A renewal in between only refreshed a known node (registrations wait for
+        // `writes`): forgotten with its record, it registers again at its next renewal.
+        let mut nodes = self.nodes.lock();
         for id in earlier {
             nodes.remove(&id);
         }

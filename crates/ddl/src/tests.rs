@@ -977,61 +977,6 @@ async fn the_cluster_version_gates_new_job_kinds_and_refuses_older_sql_nodes() {
     assert_eq!(queue.leases().binary_versions(), vec![(2, true, Some(2))]);
 }
 
-/// An engine whose writes wait while its gate is shut, as a meta leader's writes wait for
-/// a Raft round trip.
-struct GatedEngine {
-    inner: EngineRef,
-    shut: parking_lot::Mutex<bool>,
-    moved: parking_lot::Condvar,
-    waiting: std::sync::atomic::AtomicUsize,
-}
-
-impl flotilla_storage::KvEngine for GatedEngine {
-    fn get(
-        &self,
-        cf: flotilla_storage::Cf,
-        key: &[u8],
-    ) -> Result<Option<Vec<u8>>, flotilla_storage::StorageError> {
-        self.inner.get(cf, key)
-    }
-
-    fn scan<'a>(
-        &'a self,
-        cf: flotilla_storage::Cf,
-        start: &[u8],
-        end: &[u8],
-        reverse: bool,
-    ) -> flotilla_storage::KvIter<'a> {
-        self.inner.scan(cf, start, end, reverse)
-    }
-
-    fn append(
-        &self,
-        batch: flotilla_storage::WriteBatch,
-    ) -> Result<flotilla_storage::DurabilityTicket, flotilla_storage::StorageError> {
-        let mut shut = self.shut.lock();
-        self.waiting
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.moved.notify_all();
-        while *shut {
-            self.moved.wait(&mut shut);
-        }
-        drop(shut);
-        self.inner.append(batch)
-    }
-
-    fn sync_through(
-        &self,
-        ticket: flotilla_storage::DurabilityTicket,
-    ) -> Result<(), flotilla_storage::StorageError> {
-        self.inner.sync_through(ticket)
-    }
-
-    fn disk_space_bytes(&self) -> u64 {
-        self.inner.disk_space_bytes()
-    }
-}
-
 /// A meta leader reads the leases from async tasks on runtime threads that its Raft
 /// writes need; a registration holding the leases' lock across its (Raft) write stalled
 /// them for the write's whole timeout, and a meta group of one-thread members lost its
@@ -1040,30 +985,19 @@ impl flotilla_storage::KvEngine for GatedEngine {
 #[test]
 fn reading_the_leases_never_waits_for_a_registrations_write() {
     let dir = tempfile::tempdir().unwrap();
-    let gated = Arc::new(GatedEngine {
-        inner: engine(dir.path()),
-        shut: parking_lot::Mutex::new(false),
-        moved: parking_lot::Condvar::new(),
-        waiting: std::sync::atomic::AtomicUsize::new(0),
-    });
+    let gated = Arc::new(flotilla_storage::testing::GatedEngine::new(engine(
+        dir.path(),
+    )));
     let leases =
         Arc::new(crate::SchemaLeases::open(gated.clone(), Duration::from_secs(10), 16).unwrap());
     leases.renew(1, 1, 1, 100, Some(2)).unwrap();
-    *gated.shut.lock() = true;
+    gated.set_shut(true);
     let registering = {
         let leases = leases.clone();
         std::thread::spawn(move || leases.renew(2, 1, 1, 50, Some(2)))
     };
     // Wait (bounded) until the registration is inside its write.
-    {
-        let mut shut = gated.shut.lock();
-        while gated.waiting.load(std::sync::atomic::Ordering::SeqCst) < 2 {
-            assert!(
-                !gated.moved.wait_for(&mut shut, WAIT).timed_out(),
-                "the registration never wrote"
-            );
-        }
-    }
+    assert!(gated.await_entered(2, WAIT), "the registration never wrote");
     let (tx, rx) = std::sync::mpsc::channel();
     let reader = {
         let leases = leases.clone();
@@ -1072,8 +1006,7 @@ fn reading_the_leases_never_waits_for_a_registrations_write() {
         })
     };
     let read = rx.recv_timeout(WAIT);
-    *gated.shut.lock() = false;
-    gated.moved.notify_all();
+    gated.set_shut(false);
     let (versions, oldest) = read.expect("reading the leases waited for a registration's write");
     // Node 2 is not registered until its record is written.
     assert_eq!(versions, vec![(1, true, Some(2))]);

@@ -8,7 +8,7 @@
 //! (its clients moved to the other one first, as a load balancer drains a node). While
 //! any process runs the old build the cluster stays at version 1 and SET NOT NULL is
 //! refused; once every one runs the new build the version rises to 2 by itself and the
-//! statement runs. No transfer fails, no replica is repaired or moved (every region keeps
+//! statement runs, under the workload. No transfer fails, no replica is repaired or moved (every region keeps
 //! its membership: the meta service took no stopped or old process for a broken one), the
 //! total is exact, every acknowledged transfer is there, and `ctl check-replicas` finds
 //! every region's replicas identical.
@@ -271,6 +271,14 @@ fn a_rolling_upgrade_under_load_fails_no_request_and_repairs_nothing() {
         std::thread::sleep(Duration::from_millis(200));
     }
     await_progress(&bank, 30, "the cluster version rose");
+    // The gated feature now runs, under the workload: its job's scan and schema changes
+    // run on the meta leader beside the transfers' timestamps and leases.
+    rt.block_on(psql_code(
+        &urls[0],
+        "ALTER TABLE accounts ALTER COLUMN balance SET NOT NULL",
+    ))
+    .unwrap();
+    await_progress(&bank, 30, "SET NOT NULL ran");
     bank.stop.store(true, Ordering::Relaxed);
     for w in workers {
         rt.block_on(w).unwrap();
@@ -281,11 +289,6 @@ fn a_rolling_upgrade_under_load_fails_no_request_and_repairs_nothing() {
         "{} transfers failed: {failed:#?}",
         failed.len()
     );
-    rt.block_on(psql_code(
-        &urls[0],
-        "ALTER TABLE accounts ALTER COLUMN balance SET NOT NULL",
-    ))
-    .unwrap();
     // The version is persisted in the meta group: a new meta leader keeps it.
     let leader = pg.meta_leader();
     pg.terminate("meta", leader);

@@ -8,6 +8,7 @@ mod engine;
 mod fjall_engine;
 mod group_commit;
 mod point_cache;
+pub mod testing;
 
 pub use engine::{
     Cf, DurabilityTicket, EngineRef, KvEngine, KvIter, KvPair, ReadView, StorageError, WriteBatch,

@@ -50,8 +50,20 @@ struct State {
 pub struct LocalTso {
     engine: EngineRef,
     window_ms: u64,
+    /// The counters. Held only to read or bump them, never across a write: async callers
+    /// take it (`try_next_batch`), and on a meta leader the write of a raised window is a
+    /// Raft round trip that needs those callers' runtime threads. Holding it across the
+    /// write stalled a one-thread meta member for the write's whole timeout, and its group
+    /// lost quorum.
     state: Mutex<State>,
+    /// Serialises the raising of the window: written first, then published in `state`.
+    raising: Mutex<()>,
 }
+
+/// How many times `next_batch` raises the window before giving up: each raise reaches a
+/// whole window past the clock, so a second one is needed only when a write took longer
+/// than the window.
+const RAISES_PER_BATCH_MAX: u32 = 3;
 
 fn wall_clock_ms() -> u64 {
     SystemTime::now()
@@ -73,29 +85,29 @@ impl LocalTso {
             }
             _ => 0,
         };
+        let start_ms = wall_clock_ms().max(saved_end_ms);
         let tso = Self {
             engine,
             window_ms,
             state: Mutex::new(State {
-                physical_ms: wall_clock_ms().max(saved_end_ms),
+                physical_ms: start_ms,
                 logical: 0,
                 window_end_ms: 0,
             }),
+            raising: Mutex::new(()),
         };
-        {
-            let mut state = tso.state.lock();
-            let start = state.physical_ms;
-            tso.raise_window(&mut state, start)?;
-        }
+        tso.raise_window(start_ms + window_ms)?;
         Ok(tso)
     }
 
-    fn raise_window(&self, state: &mut State, physical_ms: u64) -> Result<(), TsoError> {
-        let end = physical_ms + self.window_ms;
+    /// Persists `end_ms` as the window's end, then lets timestamps below it out. Call
+    /// with `raising` held and `state` not.
+    fn raise_window(&self, end_ms: u64) -> Result<(), TsoError> {
         let mut batch = WriteBatch::new();
-        batch.put(Cf::Meta, WINDOW_KEY.to_vec(), end.to_be_bytes().to_vec());
+        batch.put(Cf::Meta, WINDOW_KEY.to_vec(), end_ms.to_be_bytes().to_vec());
         self.engine.write(batch, true)?;
-        state.window_end_ms = end;
+        let mut state = self.state.lock();
+        state.window_end_ms = state.window_end_ms.max(end_ms);
         Ok(())
     }
 
@@ -111,18 +123,33 @@ impl LocalTso {
     /// rest are `first + 1 ..= first + count - 1`. Concurrent callers never interleave.
     /// May block persisting a raised window.
     pub fn next_batch(&self, count: u32) -> Result<Timestamp, TsoError> {
-        let mut state = self.state.lock();
-        let (physical_ms, first) = Self::reserve(&state, count);
-        if physical_ms >= state.window_end_ms {
-            self.raise_window(&mut state, physical_ms)?;
+        for _ in 0..RAISES_PER_BATCH_MAX {
+            if let Some(first) = self.try_next_batch(count) {
+                return Ok(first);
+            }
+            let _raising = self.raising.lock();
+            let needed_ms = {
+                let state = self.state.lock();
+                let (physical_ms, _) = Self::reserve(&state, count);
+                (physical_ms >= state.window_end_ms).then_some(physical_ms)
+            };
+            // None: raised by another caller while this one waited for its turn.
+            if let Some(physical_ms) = needed_ms {
+                self.raise_window(physical_ms + self.window_ms)?;
+            }
         }
-        state.physical_ms = physical_ms;
-        state.logical = first + u64::from(count) - 1;
-        Ok(Timestamp::compose(physical_ms, first))
+        self.try_next_batch(count).ok_or_else(|| {
+            TsoError::Unavailable(format!(
+                "the clock outran the persisted window {RAISES_PER_BATCH_MAX} times (its \
+                 writes take longer than the {} ms window)",
+                self.window_ms
+            ))
+        })
     }
 
     /// `next_batch` when it needs no write (the window covers it), else `None` and
-    /// nothing handed out: callers on an async thread try this before blocking.
+    /// nothing handed out: callers on an async thread try this before blocking. Never
+    /// waits for a write.
     pub fn try_next_batch(&self, count: u32) -> Option<Timestamp> {
         let mut state = self.state.lock();
         let (physical_ms, first) = Self::reserve(&state, count);
@@ -227,6 +254,54 @@ mod tests {
                 "a batch stays within one millisecond"
             );
         }
+    }
+
+    /// On a meta leader the window's write is a Raft round trip that needs the runtime
+    /// threads async callers of `try_next_batch` run on; a raise holding the counters'
+    /// lock across it stalled them (and the round trip) for the write's whole timeout.
+    #[test]
+    fn trying_for_a_batch_never_waits_for_the_windows_write() {
+        const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+        let dir = tempfile::tempdir().unwrap();
+        let gated = Arc::new(flotilla_storage::testing::GatedEngine::new(engine(
+            dir.path(),
+        )));
+        // A 1 ms window runs out at once, so the next batch must raise it.
+        let tso = Arc::new(LocalTso::open(gated.clone(), 1).unwrap());
+        let before = tso.next_ts().unwrap();
+        let written = gated.entered();
+        gated.set_shut(true);
+        let raising = {
+            let tso = tso.clone();
+            std::thread::spawn(move || {
+                // Bounded: the clock reaches past the window within a few milliseconds.
+                loop {
+                    if tso.try_next_batch(1).is_none() {
+                        return tso.next_batch(1);
+                    }
+                }
+            })
+        };
+        assert!(
+            gated.await_entered(written + 1, WAIT),
+            "the window was never raised"
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        let trying = {
+            let tso = tso.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(tso.try_next_batch(1));
+            })
+        };
+        let tried = rx.recv_timeout(WAIT);
+        gated.set_shut(false);
+        let tried = tried.expect("try_next_batch waited for the window's write");
+        // The window is spent until the write lands: nothing is handed out past it.
+        assert_eq!(tried, None);
+        let raised = raising.join().unwrap().unwrap();
+        trying.join().unwrap();
+        assert!(raised > before);
+        assert!(tso.next_ts().unwrap() > raised);
     }
 
     #[test]
