@@ -14,6 +14,8 @@
 //! catalog and TSO implementations it hosts; never SQL execution or MVCC.
 
 mod server;
-mod state;
+/// The leader's view of the cluster and its placement decisions; public for the benches.
+#[doc(hidden)]
+pub mod state;
 
 pub use server::{MetaConfig, MetaNode, MetaStartError};

@@ -1529,10 +1529,10 @@ impl Meta for MetaService {
             let mut data = leader.data.lock();
             let id = region.id;
             data.upsert_region(region, req.leader, &mut batch);
-            if let Some(rec) = data.regions.get_mut(&id) {
+            data.regions.update(id, |rec| {
                 rec.keys = req.approximate_keys;
                 rec.bytes = req.approximate_bytes;
-            }
+            });
             // A split's report (term 0) says nothing of which peers are pending: moves
             // go on only with a leader's periodic heartbeat.
             let periodic = req.term != 0;

@@ -58,6 +58,97 @@ impl RegionRec {
     }
 }
 
+/// The regions the leader knows, with the per-store counts that leader and replica balance
+/// weigh kept up to date as regions change: every leader's heartbeat (one per region and
+/// second) asks for them, and recounting every region each time made a heartbeat cost
+/// grow with the number of regions, so a second's heartbeats with it squared. Reads go
+/// through `Deref` to the map; changes go through the methods, which keep the counts.
+#[derive(Default)]
+pub struct Regions {
+    map: HashMap<u64, RegionRec>,
+    /// Regions led, by store (no entry: none).
+    leading: HashMap<u64, usize>,
+    /// Replicas (voters and learners), by store (no entry: none).
+    replicas: HashMap<u64, i64>,
+}
+
+impl std::ops::Deref for Regions {
+    type Target = HashMap<u64, RegionRec>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl Regions {
+    /// Adds (`sign` 1) or takes away (-1) what `rec` counts for.
+    fn count(&mut self, rec: &RegionRec, sign: i64) {
+        if let Some(l) = rec.leader {
+            let v = self.leading.entry(l.store_id).or_default();
+            if sign > 0 {
+                *v += 1;
+            } else {
+                *v = v.checked_sub(1).expect("a region's leader was counted");
+            }
+            if *v == 0 {
+                self.leading.remove(&l.store_id);
+            }
+        }
+        for p in &rec.region.peers {
+            let v = self.replicas.entry(p.store_id).or_default();
+            *v += sign;
+            assert!(*v >= 0, "store {}: a replica taken away twice", p.store_id);
+            if *v == 0 {
+                self.replicas.remove(&p.store_id);
+            }
+        }
+    }
+
+    /// Puts `rec` in (replacing the record of its id); returns the one it replaced.
+    pub fn insert(&mut self, id: u64, rec: RegionRec) -> Option<RegionRec> {
+        let old = self.remove(&id);
+        self.count(&rec, 1);
+        self.map.insert(id, rec);
+        old
+    }
+
+    pub fn remove(&mut self, id: &u64) -> Option<RegionRec> {
+        let old = self.map.remove(id)?;
+        self.count(&old, -1);
+        Some(old)
+    }
+
+    /// Changes region `id`'s record with `f`, if known, keeping the counts.
+    pub fn update<T>(&mut self, id: u64, f: impl FnOnce(&mut RegionRec) -> T) -> Option<T> {
+        let mut rec = self.map.remove(&id)?;
+        self.count(&rec, -1);
+        let out = f(&mut rec);
+        self.count(&rec, 1);
+        self.map.insert(id, rec);
+        Some(out)
+    }
+
+    /// How many regions store `store_id`'s peers lead.
+    pub fn leading(&self, store_id: u64) -> usize {
+        self.leading.get(&store_id).copied().unwrap_or(0)
+    }
+
+    /// Replicas per store (stores with none left out).
+    pub fn replicas(&self) -> &HashMap<u64, i64> {
+        &self.replicas
+    }
+
+    /// The counts recomputed from every region (the invariant the methods keep).
+    #[cfg(test)]
+    fn recount(&self) -> (HashMap<u64, usize>, HashMap<u64, i64>) {
+        let mut fresh = Regions::default();
+        for (id, rec) in &self.map {
+            fresh.insert(*id, rec.clone());
+        }
+        (fresh.leading, fresh.replicas)
+    }
+}
+
 /// One step of replica repair (see `MetaData::replica_repair_step`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaRepair {
@@ -100,7 +191,7 @@ pub enum MovePlan {
 #[derive(Default)]
 pub struct MetaData {
     pub stores: HashMap<u64, StoreRec>,
-    pub regions: HashMap<u64, RegionRec>,
+    pub regions: Regions,
     /// Region ids by start key.
     pub by_start: BTreeMap<Vec<u8>, u64>,
     pub alloc_next: u64,
@@ -343,11 +434,11 @@ impl MetaData {
         batch: &mut WriteBatch,
     ) -> bool {
         let epoch = region.epoch.unwrap_or_default();
-        if let Some(rec) = self.regions.get_mut(&region.id) {
+        if let Some(rec) = self.regions.get(&region.id) {
             let known = rec.region.epoch.unwrap_or_default();
             if !newer(&epoch, &known) {
-                if rec.region.epoch == region.epoch && leader.is_some() {
-                    rec.leader = leader;
+                if rec.region.epoch == region.epoch && leader.is_some() && rec.leader != leader {
+                    self.regions.update(region.id, |rec| rec.leader = leader);
                 }
                 return false;
             }
@@ -403,13 +494,7 @@ impl MetaData {
     ) -> Option<Peer> {
         let rec = self.regions.get(&region_id)?;
         let leader = rec.leader?;
-        let mut leading: HashMap<u64, usize> = HashMap::new();
-        for r in self.regions.values() {
-            if let Some(l) = r.leader {
-                *leading.entry(l.store_id).or_default() += 1;
-            }
-        }
-        let count = |store_id: u64| leading.get(&store_id).copied().unwrap_or(0);
+        let count = |store_id: u64| self.regions.leading(store_id);
         rec.region
             .peers
             .iter()
@@ -658,12 +743,7 @@ impl MetaData {
     /// Replicas per store over every region, with the moves in progress (`moving`: source
     /// and target store of each) counted as done.
     fn replica_counts(&self, moving: &[(u64, u64)]) -> HashMap<u64, i64> {
-        let mut replicas: HashMap<u64, i64> = HashMap::new();
-        for r in self.regions.values() {
-            for p in &r.region.peers {
-                *replicas.entry(p.store_id).or_default() += 1;
-            }
-        }
+        let mut replicas = self.regions.replicas().clone();
         for (source, target) in moving {
             *replicas.entry(*source).or_default() -= 1;
             *replicas.entry(*target).or_default() += 1;
@@ -678,11 +758,7 @@ impl MetaData {
             .values()
             .filter(|r| r.store.state() == StoreState::Offline)
             .map(|r| r.store.id)
-            .filter(|id| {
-                self.regions
-                    .values()
-                    .all(|r| r.region.peers.iter().all(|p| p.store_id != *id))
-            })
+            .filter(|id| !self.regions.replicas().contains_key(id))
             .collect();
         drained.sort_unstable();
         drained
@@ -914,6 +990,84 @@ mod tests {
         }
     }
 
+    /// The per-store counts are kept as regions change (not recounted per heartbeat), so
+    /// they must follow every kind of change: heartbeats moving the leader, splits
+    /// replacing overlapping regions, membership changes, size reports.
+    #[test]
+    fn the_per_store_counts_follow_every_change_of_a_region() {
+        let mut data = MetaData::default();
+        let mut batch = WriteBatch::new();
+        // A fixed linear congruential sequence: the same changes every run.
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |n: u64| {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (x >> 33) % n
+        };
+        let bounds = |i: u64| format!("k{i:04}").into_bytes();
+        for step in 0..2_000u64 {
+            let id = 1 + next(40);
+            let stores: Vec<u64> = {
+                let mut s = vec![1 + next(6)];
+                while s.len() < 3 {
+                    let c = 1 + next(6);
+                    if !s.contains(&c) {
+                        s.push(c);
+                    }
+                }
+                s
+            };
+            let leader_store = stores[next(3) as usize];
+            match next(4) {
+                // A newer report of the region, possibly over others' ranges (a split or
+                // a stale neighbour replaced).
+                0 => {
+                    let start = next(40);
+                    let mut rec = region(id, &stores, leader_store);
+                    rec.region.start_key = bounds(start).into();
+                    rec.region.end_key = bounds(start + 1 + next(3)).into();
+                    rec.region.epoch = Some(RegionEpoch {
+                        conf_ver: 1,
+                        version: step + 1,
+                    });
+                    data.upsert_region(rec.region, rec.leader, &mut batch);
+                }
+                // A heartbeat of the same epoch naming another leader.
+                1 => {
+                    if let Some(known) = data.regions.get(&id).map(|r| r.region.clone())
+                        && !known.peers.is_empty()
+                    {
+                        let leader = known.peers[next(known.peers.len() as u64) as usize];
+                        data.upsert_region(known, Some(leader), &mut batch);
+                    }
+                }
+                // A membership change.
+                2 => {
+                    data.regions.update(id, |rec| {
+                        if rec.region.peers.len() > 1 {
+                            rec.region.peers.pop();
+                        }
+                        rec.leader = rec.region.peers.first().copied();
+                    });
+                }
+                _ => {
+                    data.regions.update(id, |rec| rec.keys += 1);
+                }
+            }
+            let (leading, replicas) = data.regions.recount();
+            assert_eq!(data.regions.leading, leading, "leaders after step {step}");
+            assert_eq!(
+                data.regions.replicas, replicas,
+                "replicas after step {step}"
+            );
+        }
+        assert!(
+            data.regions.len() > 5,
+            "the sequence exercised several regions"
+        );
+    }
+
     #[test]
     fn leaders_move_from_the_busiest_store_to_the_idlest_live_one_and_only_past_one() {
         let mut data = MetaData::default();
@@ -985,18 +1139,20 @@ mod tests {
         // No live store without a replica of the region: nothing to do.
         assert!(data.replica_repair_step(1, 3, down, |s| s <= 2).is_none());
         // In a joint configuration: wait for raft-rs to leave it.
-        let rec = data.regions.get_mut(&1).unwrap();
-        rec.region.peers[2].role = PeerRole::DemotingVoter as i32;
-        rec.region.peers.push(Peer {
-            id: 99,
-            store_id: 5,
-            role: PeerRole::IncomingVoter as i32,
+        data.regions.update(1, |rec| {
+            rec.region.peers[2].role = PeerRole::DemotingVoter as i32;
+            rec.region.peers.push(Peer {
+                id: 99,
+                store_id: 5,
+                role: PeerRole::IncomingVoter as i32,
+            });
         });
         assert!(data.replica_repair_step(1, 3, down, live).is_none());
         // Out of it, the demoted replica is a learner on the down store: remove it.
-        let rec = data.regions.get_mut(&1).unwrap();
-        rec.region.peers[2].role = PeerRole::Learner as i32;
-        rec.region.peers[3].role = PeerRole::Voter as i32;
+        data.regions.update(1, |rec| {
+            rec.region.peers[2].role = PeerRole::Learner as i32;
+            rec.region.peers[3].role = PeerRole::Voter as i32;
+        });
         let step = data
             .replica_repair_step(1, 3, down, live)
             .expect("remove the learner");
@@ -1034,8 +1190,9 @@ mod tests {
         assert!(data.replica_move(1, 3, |s| s != 4, &[]).is_none());
         assert!(data.replica_move(1, 3, |s| s != 3, &[]).is_none());
         // Not healthy: a learner, or fewer voters than the replication.
-        let rec = data.regions.get_mut(&1).unwrap();
-        rec.region.peers[2].role = PeerRole::Learner as i32;
+        data.regions.update(1, |rec| {
+            rec.region.peers[2].role = PeerRole::Learner as i32;
+        });
         assert!(data.replica_move(1, 3, all_live, &[]).is_none());
         assert!(data.replica_move(2, 4, all_live, &[]).is_none());
         // Balanced within one (3, 3, 3, 3 over four regions): nothing moves.
@@ -1093,16 +1250,18 @@ mod tests {
         assert_eq!(plan(&data, &[], &all_live), MovePlan::AddLearner);
         assert!(matches!(plan(&data, &[], &|s| s != 4), MovePlan::GiveUp(_)));
         let set_roles = |data: &mut MetaData, roles: &[(u64, PeerRole)]| {
-            let peers = &mut data.regions.get_mut(&1).unwrap().region.peers;
-            for (id, role) in roles {
-                match peers.iter_mut().find(|p| p.id == *id) {
-                    Some(p) => p.role = *role as i32,
-                    None => peers.push(Peer {
-                        role: *role as i32,
-                        ..learner
-                    }),
+            data.regions.update(1, |rec| {
+                let peers = &mut rec.region.peers;
+                for (id, role) in roles {
+                    match peers.iter_mut().find(|p| p.id == *id) {
+                        Some(p) => p.role = *role as i32,
+                        None => peers.push(Peer {
+                            role: *role as i32,
+                            ..learner
+                        }),
+                    }
                 }
-            }
+            });
         };
         set_roles(&mut data, &[(learner.id, PeerRole::Learner)]);
         // Taking its snapshot: wait, however long (the move's own timeout bounds it).
@@ -1114,12 +1273,13 @@ mod tests {
         assert_eq!(data.pending_peers(1, Some(&[])), Vec::<u64>::new());
         assert_eq!(plan(&data, &[], &all_live), MovePlan::Promote);
         // Had the source become the leader meanwhile: hand the leadership over first.
-        data.regions.get_mut(&1).unwrap().leader = Some(source);
+        data.regions.update(1, |rec| rec.leader = Some(source));
         assert_eq!(
             plan(&data, &[], &all_live),
             MovePlan::TransferLeader(data.regions[&1].region.peers[0])
         );
-        data.regions.get_mut(&1).unwrap().leader = Some(data.regions[&1].region.peers[0]);
+        data.regions
+            .update(1, |rec| rec.leader = Some(rec.region.peers[0]));
         set_roles(
             &mut data,
             &[
@@ -1137,11 +1297,7 @@ mod tests {
         );
         assert_eq!(plan(&data, &[], &all_live), MovePlan::RemoveSource);
         data.regions
-            .get_mut(&1)
-            .unwrap()
-            .region
-            .peers
-            .retain(|p| p.id != source.id);
+            .update(1, |rec| rec.region.peers.retain(|p| p.id != source.id));
         assert_eq!(plan(&data, &[], &all_live), MovePlan::Done);
         // Someone else removed the learner before it was promoted: give up.
         let mut data = MetaData::default();
@@ -1176,13 +1332,14 @@ mod tests {
         assert!(data.drain_move(2, 3, |s| s == 1 || s == 2, &[]).is_none());
         // A region without a replica there, or not steady, is not drained.
         assert!(data.drain_move(3, 3, all, &[]).is_none());
-        data.regions.get_mut(&2).unwrap().region.peers[2].role = PeerRole::Learner as i32;
+        data.regions
+            .update(2, |rec| rec.region.peers[2].role = PeerRole::Learner as i32);
         assert!(data.drain_move(2, 3, all, &[]).is_none());
         // Drained once no region has a replica there, learners included.
         assert!(data.drained_stores().is_empty());
         for id in [1, 2] {
-            let peers = &mut data.regions.get_mut(&id).unwrap().region.peers;
-            peers.retain(|p| p.store_id != 1);
+            data.regions
+                .update(id, |rec| rec.region.peers.retain(|p| p.store_id != 1));
         }
         assert_eq!(data.drained_stores(), vec![1]);
         // Once marked removed it is listed no more.
@@ -1242,7 +1399,8 @@ mod tests {
         data.regions.insert(2, region(2, &[1, 3, 4], 1));
         assert!(data.placement_move(2, 3, all, &[]).is_none());
         // Not healthy (a learner): left to repair.
-        data.regions.get_mut(&1).unwrap().region.peers[1].role = PeerRole::Learner as i32;
+        data.regions
+            .update(1, |rec| rec.region.peers[1].role = PeerRole::Learner as i32);
         assert!(data.placement_move(1, 3, all, &[]).is_none());
         // Without location labels every store is a location of its own.
         data.location_labels.clear();
