@@ -10,9 +10,12 @@ use crate::{Cf, DurabilityTicket, EngineRef, KvEngine, KvIter, StorageError, Wri
 
 /// An engine whose writes wait while its gate is shut, as a meta leader's writes wait for
 /// a Raft round trip that needs the very threads a caller may be blocking. Tests use it to
-/// show that readers of some state never wait for a write of it.
+/// show that readers of some state never wait for a write of it. Its writes can also be
+/// made slow (a loaded disk or a slow quorum).
 pub struct GatedEngine {
     inner: EngineRef,
+    /// How long every write takes at least.
+    write_delay: Mutex<Duration>,
     shut: Mutex<bool>,
     moved: Condvar,
     /// Writes that reached the gate so far (passed or waiting).
@@ -24,6 +27,7 @@ impl GatedEngine {
     pub fn new(inner: EngineRef) -> Self {
         Self {
             inner,
+            write_delay: Mutex::new(Duration::ZERO),
             shut: Mutex::new(false),
             moved: Condvar::new(),
             entered: AtomicUsize::new(0),
@@ -34,6 +38,11 @@ impl GatedEngine {
     pub fn set_shut(&self, shut: bool) {
         *self.shut.lock() = shut;
         self.moved.notify_all();
+    }
+
+    /// Makes every later write take at least `delay`.
+    pub fn set_write_delay(&self, delay: Duration) {
+        *self.write_delay.lock() = delay;
     }
 
     /// Writes that reached the gate so far.
@@ -72,6 +81,11 @@ impl KvEngine for GatedEngine {
             self.moved.wait(&mut shut);
         }
         drop(shut);
+        let delay = *self.write_delay.lock();
+        if !delay.is_zero() {
+            // The slowness under test, not a wait for another thread.
+            std::thread::sleep(delay);
+        }
         self.inner.append(batch)
     }
 

@@ -124,35 +124,47 @@ impl LocalTso {
     /// May block persisting a raised window.
     pub fn next_batch(&self, count: u32) -> Result<Timestamp, TsoError> {
         for _ in 0..RAISES_PER_BATCH_MAX {
-            if let Some(first) = self.try_next_batch(count) {
+            if let Some(first) = self.take(count, false) {
                 return Ok(first);
             }
             let _raising = self.raising.lock();
             let needed_ms = {
                 let state = self.state.lock();
-                let (physical_ms, _) = Self::reserve(&state, count);
+                let (physical_ms, _) = Self::reserve(&state, count, wall_clock_ms());
                 (physical_ms >= state.window_end_ms).then_some(physical_ms)
             };
             // None: raised by another caller while this one waited for its turn.
             if let Some(physical_ms) = needed_ms {
                 self.raise_window(physical_ms + self.window_ms)?;
             }
+            // A write that outlasted the window leaves the clock past it again: hand out
+            // just past the last timestamp instead, below the window all the same.
+            if let Some(first) = self.take(count, true) {
+                return Ok(first);
+            }
         }
-        self.try_next_batch(count).ok_or_else(|| {
-            TsoError::Unavailable(format!(
-                "the clock outran the persisted window {RAISES_PER_BATCH_MAX} times (its \
-                 writes take longer than the {} ms window)",
-                self.window_ms
-            ))
-        })
+        Err(TsoError::Unavailable(format!(
+            "the persisted window ({} ms) could not be raised past the timestamps asked \
+             for in {RAISES_PER_BATCH_MAX} writes",
+            self.window_ms
+        )))
     }
 
     /// `next_batch` when it needs no write (the window covers it), else `None` and
     /// nothing handed out: callers on an async thread try this before blocking. Never
     /// waits for a write.
     pub fn try_next_batch(&self, count: u32) -> Option<Timestamp> {
+        self.take(count, false)
+    }
+
+    /// Hands out `count` timestamps below the persisted window: from the clock, or with
+    /// `lagging` (the clock past the window) just past the last one handed out.
+    fn take(&self, count: u32, lagging: bool) -> Option<Timestamp> {
         let mut state = self.state.lock();
-        let (physical_ms, first) = Self::reserve(&state, count);
+        let (mut physical_ms, mut first) = Self::reserve(&state, count, wall_clock_ms());
+        if physical_ms >= state.window_end_ms && lagging {
+            (physical_ms, first) = Self::reserve(&state, count, 0);
+        }
         if physical_ms >= state.window_end_ms {
             return None;
         }
@@ -161,14 +173,14 @@ impl LocalTso {
         Some(Timestamp::compose(physical_ms, first))
     }
 
-    /// Where the next `count` timestamps start: (physical ms, first logical).
-    fn reserve(state: &State, count: u32) -> (u64, u64) {
+    /// Where the next `count` timestamps start with the clock at `now` ms: (physical ms,
+    /// first logical). A `now` not past the last timestamp continues from it.
+    fn reserve(state: &State, count: u32, now: u64) -> (u64, u64) {
         assert!(
             (1..=Self::BATCH_MAX).contains(&count),
             "a timestamp batch takes 1..={} timestamps, not {count}",
             Self::BATCH_MAX
         );
-        let now = wall_clock_ms();
         let (physical_ms, first) = if now > state.physical_ms {
             (now, 0)
         } else {
@@ -193,7 +205,7 @@ impl Tso for LocalTso {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flotilla_storage::{FjallEngine, FjallOptions};
+    use flotilla_storage::{FjallEngine, FjallOptions, KvEngine};
 
     fn engine(dir: &std::path::Path) -> EngineRef {
         Arc::new(FjallEngine::open(dir, &FjallOptions::default()).unwrap())
@@ -302,6 +314,42 @@ mod tests {
         trying.join().unwrap();
         assert!(raised > before);
         assert!(tso.next_ts().unwrap() > raised);
+    }
+
+    /// A raise whose write takes longer than the window leaves the clock past the new
+    /// window too; the batch is then handed out just past the last timestamp, below the
+    /// window, rather than raising again and again (and failing).
+    #[test]
+    fn a_raise_slower_than_the_window_still_hands_out_timestamps_below_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let gated = Arc::new(flotilla_storage::testing::GatedEngine::new(engine(
+            dir.path(),
+        )));
+        let tso = LocalTso::open(gated.clone(), 2).unwrap();
+        gated.set_write_delay(std::time::Duration::from_millis(10));
+        let persisted_end_ms = || {
+            let bytes = gated.get(Cf::Meta, WINDOW_KEY).unwrap().unwrap();
+            u64::from_be_bytes(bytes.try_into().unwrap())
+        };
+        let mut last = Timestamp::ZERO;
+        for _ in 0..5 {
+            // Let the clock pass the window (2 ms at most), so the call must raise it.
+            let spent_at_ms = persisted_end_ms();
+            while wall_clock_ms() < spent_at_ms {
+                std::hint::spin_loop();
+            }
+            let raised_before = gated.entered();
+            let ts = tso.next_ts().expect("a slow write is no reason to fail");
+            assert!(ts > last);
+            last = ts;
+            assert!(
+                ts.physical_ms() < persisted_end_ms(),
+                "handed out past the persisted window"
+            );
+            // Raised once, its write outlasting the new window too.
+            assert_eq!(gated.entered() - raised_before, 1);
+            assert!(wall_clock_ms() >= persisted_end_ms());
+        }
     }
 
     #[test]
