@@ -30,6 +30,22 @@ fn ts(n: u64) -> Timestamp {
     Timestamp::compose(1_000_000 + n, 0)
 }
 
+/// A pessimistic lock on `key` alone, as its own primary, for transaction `start_ts`.
+fn lock_alone(
+    m: &Mvcc,
+    key: &[u8],
+    start_ts: u64,
+) -> Result<Vec<Option<Vec<u8>>>, crate::MvccError> {
+    m.acquire_pessimistic_lock(
+        &[(key.to_vec(), false)],
+        key,
+        ts(start_ts),
+        ts(start_ts),
+        3_000,
+        false,
+    )
+}
+
 fn write(m: &Mvcc, key: &[u8], value: &[u8], start: u64, commit: u64) {
     m.prewrite(
         &[put(key, value)],
@@ -699,16 +715,7 @@ fn a_memory_lock_fence_refuses_new_in_memory_locks_behind_it_until_lifted() {
     let (_dir, m) = mvcc();
     let (start, end) = (crate::keys::encode_user_key(b"m"), Vec::new());
     let fence = m.raise_memory_lock_fence(&start, &end);
-    let lock = |key: &[u8], start_ts: u64| {
-        m.acquire_pessimistic_lock(
-            &[(key.to_vec(), false)],
-            key,
-            ts(start_ts),
-            ts(start_ts),
-            3_000,
-            false,
-        )
-    };
+    let lock = |key: &[u8], start_ts: u64| lock_alone(&m, key, start_ts);
     // In front of the fence: taken.
     lock(b"a", 1).unwrap();
     // Behind it: refused with a retryable (unavailable) error, and nothing is held.
@@ -1322,16 +1329,7 @@ fn the_oldest_lock_counts_prewrite_locks_on_disk_and_in_memory() {
 fn a_fence_letting_holders_in_drains_a_hot_range_and_closes_behind_them() {
     let (_dir, m) = mvcc();
     let (start, end) = (crate::keys::encode_user_key(b"m"), Vec::new());
-    let lock = |key: &[u8], start_ts: u64| {
-        m.acquire_pessimistic_lock(
-            &[(key.to_vec(), false)],
-            key,
-            ts(start_ts),
-            ts(start_ts),
-            3_000,
-            false,
-        )
-    };
+    let lock = |key: &[u8], start_ts: u64| lock_alone(&m, key, start_ts);
     // Transaction 1 holds a row behind the fence when it goes up.
     lock(b"x", 1).unwrap();
     let fence = m.raise_memory_lock_fence_letting_holders(&start, &end);
