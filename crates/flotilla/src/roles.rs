@@ -341,7 +341,8 @@ pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
 pub struct StoreArgs {
     /// TOML file with these settings (addr, advertise_addr, meta, data_dir, labels,
     /// region_split_keys, raft_entry_cache_bytes, raft_log_keep_for_lagging_entries,
-    /// raft_snapshot_build_queue, raft_chunked_message_bytes_max); flags win.
+    /// raft_snapshot_build_queue, raft_snapshot_apply_queue, raft_chunked_message_bytes_max);
+    /// flags win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Listen address [default: 127.0.0.1:20160].
@@ -380,6 +381,12 @@ pub struct StoreArgs {
     /// [default: 16].
     #[arg(long, value_name = "SNAPSHOTS")]
     pub raft_snapshot_build_queue: Option<usize>,
+    /// Received region snapshots whose data the store's snapshot writer thread holds at
+    /// once (each whole in memory); past it a snapshot is dropped and its leader sends it
+    /// again later. 0 writes them on the store thread, which stalls every region of the
+    /// store meanwhile [default: 4].
+    #[arg(long, value_name = "SNAPSHOTS")]
+    pub raft_snapshot_apply_queue: Option<usize>,
     /// Old row versions garbage collection removes per second at most, on this store;
     /// 0 = no limit [default: 50000].
     #[arg(long, value_name = "RECORDS")]
@@ -418,6 +425,7 @@ struct StoreFile {
     raft_entry_cache_bytes: Option<u64>,
     raft_log_keep_for_lagging_entries: Option<u64>,
     raft_snapshot_build_queue: Option<usize>,
+    raft_snapshot_apply_queue: Option<usize>,
     gc_records_per_s: Option<u64>,
     gc_batch_records_max: Option<u64>,
     gc_resolve_locks_after_s: Option<u64>,
@@ -476,6 +484,12 @@ pub async fn run_store(args: StoreArgs) -> anyhow::Result<()> {
         .or(file.raft_snapshot_build_queue)
     {
         cfg.raft_snapshot_build_queue = queue;
+    }
+    if let Some(queue) = args
+        .raft_snapshot_apply_queue
+        .or(file.raft_snapshot_apply_queue)
+    {
+        cfg.raft_snapshot_apply_queue = queue;
     }
     if let Some(r) = args.gc_records_per_s.or(file.gc_records_per_s) {
         cfg.gc_records_per_s = r;

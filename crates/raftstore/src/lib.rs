@@ -11,6 +11,7 @@ mod driver;
 mod error;
 pub mod keys;
 mod region_engine;
+mod snap_apply;
 mod snap_gen;
 mod storage;
 mod store;
@@ -20,6 +21,7 @@ pub use driver::{DriverConfig, Inspect, StoreDriver, StoreRouter};
 pub use error::RaftStoreError;
 pub use raft::eraftpb::ConfChangeType;
 pub use region_engine::{RegionEngine, to_storage_error};
+pub use snap_apply::SnapApplier;
 pub use snap_gen::SnapGenerator;
 pub use storage::{
     DATA_CFS, ENTRY_CACHE_BYTES_MAX_DEFAULT, PeerStorage, RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM,

@@ -19,7 +19,7 @@ use flotilla_proto::Message as _;
 use flotilla_proto::metapb::{Peer as PeerMeta, PeerRole, Region, RegionEpoch};
 use flotilla_proto::raft_serverpb::{
     ChangePeerContext, ComputeHashRequest, KvOp, PeerState, RaftCommand, RaftMessage,
-    RegionLocalState, SnapshotData, SplitRequest, WriteRequest, raft_command,
+    RegionLocalState, SplitRequest, WriteRequest, raft_command,
 };
 use flotilla_storage::{Cf, EngineRef, WriteBatch, WriteOp};
 use protobuf::Message as _;
@@ -32,9 +32,10 @@ use raft::{RawNode, SnapshotStatus, StateRole};
 use crate::board::{BoardEntry, Lease, LeaseCell, RegionBoard};
 use crate::error::RaftStoreError;
 use crate::keys;
+use crate::snap_apply::{ApplyTask, SnapApplier};
 use crate::snap_gen::SnapGenerator;
 use crate::storage::{
-    DATA_CFS, PeerStorage, data_cf_from_proto, data_cf_to_proto, region_contains,
+    DATA_CFS, PeerStorage, data_cf_from_proto, data_cf_to_proto, region_contains, snapshot_region,
     write_initial_state, write_split_state,
 };
 
@@ -83,6 +84,16 @@ pub struct StoreConfig {
     /// past it a follower waits for a later try. 0 builds them on the store thread, which
     /// stalls every region of the store meanwhile.
     pub snapshot_build_queue: usize,
+    /// Snapshots a follower received whose data is written into the engine on the store's
+    /// snapshot writer thread (`SnapApplier`) rather than on the store thread: queued,
+    /// being written, or written and not yet installed. Each is held whole in memory; past
+    /// it a new snapshot is dropped and its leader sends it again later. 0 writes them on
+    /// the store thread, which stalls every region of the store meanwhile.
+    pub snapshot_apply_queue: usize,
+    /// Bytes of keys and values per engine batch when a snapshot's data is written off the
+    /// store thread: a batch holds the engine's journal while it goes into the memtables,
+    /// so the store thread's own writes wait for at most one.
+    pub snapshot_apply_batch_bytes: usize,
 }
 
 impl StoreConfig {
@@ -102,7 +113,8 @@ impl StoreConfig {
     /// Defaults for `store_id`: 10 ticks election, 2 ticks heartbeat (1–2 s elections at
     /// the default 100 ms tick), 1 MiB messages, 256 in flight, log compaction every 1,024
     /// entries, 4,096 pending proposals and reads per region, fsync on, lease reads (720 ms
-    /// leases), 4 MiB of cached log entries per region, 16 snapshots queued for building.
+    /// leases), 4 MiB of cached log entries per region, 16 snapshots queued for building,
+    /// 4 received snapshots written off the store thread at once, in 1 MiB batches.
     pub fn new(store_id: u64) -> Self {
         Self {
             store_id,
@@ -121,6 +133,8 @@ impl StoreConfig {
             tick_interval: Duration::from_millis(100),
             entry_cache_bytes_max: crate::storage::ENTRY_CACHE_BYTES_MAX_DEFAULT,
             snapshot_build_queue: 16,
+            snapshot_apply_queue: 4,
+            snapshot_apply_batch_bytes: 1 << 20,
         }
     }
 }
@@ -228,6 +242,18 @@ struct PendingRead {
     /// renews the lease from then.
     asked: Option<(u64, u64, Instant)>,
     cb: Callback<()>,
+}
+
+/// A snapshot a follower received, held back from raft-rs while its data is written off
+/// the store thread (`SnapApplier`). Meanwhile the peer takes no appends or snapshots,
+/// applies nothing, does not tick (so it never campaigns), and no other peer's snapshot
+/// may overlap `region`; once the data is written, `msg` is stepped.
+struct Applying {
+    /// The peer the snapshot is for (a newer peer of the region here makes it stale).
+    peer_id: u64,
+    /// The region the snapshot fills.
+    region: Region,
+    msg: RaftMsg,
 }
 
 /// What applying an entry produced, answered after the apply batch is written.
@@ -413,6 +439,13 @@ pub struct Store {
     last_persist: RoundTimes,
     /// Builds the snapshots of this store's leaders off its thread (none: on it).
     snap_gen: Option<Arc<SnapGenerator>>,
+    /// Writes the data of the snapshots its followers receive off its thread (none: on it).
+    snap_apply: Option<Arc<SnapApplier>>,
+    /// Snapshots whose data `snap_apply` is writing, by region.
+    applying: HashMap<u64, Applying>,
+    /// Regions whose snapshot's data was written off the thread and whose message was
+    /// stepped this round, with the snapshot's index: its Ready installs only the states.
+    data_written: HashMap<u64, u64>,
 }
 
 impl Store {
@@ -444,6 +477,14 @@ impl Store {
         let logger = slog::Logger::root(TracingDrain, slog::o!("store" => cfg.store_id));
         let snap_gen = (cfg.snapshot_build_queue > 0)
             .then(|| SnapGenerator::spawn(cfg.store_id, cfg.snapshot_build_queue));
+        let snap_apply = (cfg.snapshot_apply_queue > 0).then(|| {
+            SnapApplier::spawn(
+                cfg.store_id,
+                engine.clone(),
+                cfg.snapshot_apply_queue,
+                cfg.snapshot_apply_batch_bytes,
+            )
+        });
         let mut store = Self {
             cfg,
             engine,
@@ -457,6 +498,9 @@ impl Store {
             ticks: 0,
             last_persist: RoundTimes::default(),
             snap_gen,
+            snap_apply,
+            applying: HashMap::new(),
+            data_written: HashMap::new(),
         };
         let (start, end) = keys::region_state_range();
         let mut states = Vec::new();
@@ -494,6 +538,19 @@ impl Store {
     /// thread (`StoreConfig::snapshot_build_queue`).
     pub fn snapshot_builder(&self) -> Option<Arc<SnapGenerator>> {
         self.snap_gen.clone()
+    }
+
+    /// The thread that writes the data of snapshots this store's followers receive, if
+    /// they are not written on the store thread (`StoreConfig::snapshot_apply_queue`).
+    pub fn snapshot_applier(&self) -> Option<Arc<SnapApplier>> {
+        self.snap_apply.clone()
+    }
+
+    /// The regions whose received snapshot's data is being written off the store thread.
+    pub fn snapshots_being_written(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.applying.keys().copied().collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// The peers of this store as of the last round, readable from any thread.
@@ -614,7 +671,11 @@ impl Store {
         let half_ticks = self.cfg.lease_ticks() / 2;
         let half = self.cfg.lease_duration() / 2;
         let now = Instant::now();
-        for peer in self.peers.values_mut() {
+        for (region_id, peer) in self.peers.iter_mut() {
+            if self.applying.contains_key(region_id) {
+                // Never campaigns while its snapshot's data is written under it.
+                continue;
+            }
             peer.raw.tick();
             if !self.cfg.lease_reads || peer.renewing || !peer.lease_allowed() {
                 continue;
@@ -702,7 +763,8 @@ impl Store {
                 }
             }
             StoreMsg::Campaign { region_id } => {
-                if let Some(peer) = self.peers.get_mut(&region_id)
+                if !self.applying.contains_key(&region_id)
+                    && let Some(peer) = self.peers.get_mut(&region_id)
                     && let Err(e) = peer.raw.campaign()
                 {
                     tracing::debug!(region_id, "campaign: {e}");
@@ -983,7 +1045,7 @@ impl Store {
             );
             return;
         }
-        let raft_msg = match RaftMsg::parse_from_bytes(&msg.message) {
+        let mut raft_msg = match RaftMsg::parse_from_bytes(&msg.message) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(
@@ -1015,7 +1077,7 @@ impl Store {
             return;
         }
         if raft_msg.get_msg_type() == MessageType::MsgSnapshot
-            && !snapshot_fits(&self.peers, region_id, &raft_msg)
+            && !snapshot_fits(&self.peers, &self.applying, region_id, &raft_msg)
         {
             return;
         }
@@ -1052,6 +1114,59 @@ impl Store {
         if let Some(from) = msg.from_peer {
             peer.peer_cache.insert(from.id, from);
             peer.heard_at_tick.insert(from.id, self.ticks);
+        }
+        if self.applying.contains_key(&region_id) {
+            match raft_msg.get_msg_type() {
+                // The peer's log and data wait for the snapshot whose data is being
+                // written: the leader sends these again once it hears the snapshot taken.
+                MessageType::MsgAppend | MessageType::MsgSnapshot | MessageType::MsgTimeoutNow => {
+                    return;
+                }
+                // Heard (the peer does not time out), but it commits nothing it would then
+                // apply under the data being written.
+                MessageType::MsgHeartbeat => raft_msg.commit = 0,
+                _ => {}
+            }
+        } else if raft_msg.get_msg_type() == MessageType::MsgSnapshot
+            && let Some(applier) = &self.snap_apply
+            && writes_off_thread(peer, &raft_msg)
+        {
+            let region = match snapshot_region(raft_msg.get_snapshot().get_data()) {
+                Ok(region) => region,
+                Err(e) => {
+                    tracing::warn!(region_id, "undecodable snapshot dropped: {e}");
+                    return;
+                }
+            };
+            let snapshot = raft_msg.get_snapshot();
+            let task = ApplyTask {
+                region_id,
+                snapshot: snapshot.clone(),
+            };
+            if !applier.submit(task) {
+                tracing::info!(
+                    store = self.cfg.store_id,
+                    region_id,
+                    "the snapshot writer is full (raftstore snapshot_apply_queue); the leader sends the snapshot again later"
+                );
+                return;
+            }
+            tracing::info!(
+                store = self.cfg.store_id,
+                region_id,
+                index = snapshot.get_metadata().index,
+                bytes = snapshot.get_data().len(),
+                "writing a snapshot's data off the store thread"
+            );
+            self.applying.insert(
+                region_id,
+                Applying {
+                    peer_id: peer.meta.id,
+                    region,
+                    msg: raft_msg,
+                },
+            );
+            return;
         }
         // A pre-vote from a voter whose log is behind ours is refused, but it shows that
         // voter's election timer ran out: it no longer counts a leader as alive, so our
@@ -1197,6 +1312,7 @@ impl Store {
     /// Runs one round: persists every peer's Ready in one batch, sends, applies, answers.
     /// Returns true when it did anything (the caller may loop until it returns false).
     pub fn process_ready(&mut self) -> Result<bool, RaftStoreError> {
+        self.take_written_snapshots()?;
         let mut persist = WriteBatch::new();
         let mut must_sync = false;
         let mut readies = Vec::new();
@@ -1248,12 +1364,16 @@ impl Store {
                 let shared = held.is_some_and(|held| {
                     self.shares_range(region_id, &held, "its data outside the new range")
                 });
+                let data_written =
+                    self.data_written.remove(&region_id) == Some(snap.get_metadata().index);
                 let peer = self.peers.get_mut(&region_id).expect("listed");
                 let (started, ops_before) = (Instant::now(), persist.len());
-                let region = peer
-                    .raw
-                    .mut_store()
-                    .stage_snapshot(&mut persist, &snap, shared)?;
+                let region = peer.raw.mut_store().stage_snapshot(
+                    &mut persist,
+                    &snap,
+                    shared,
+                    data_written,
+                )?;
                 tracing::info!(
                     store = self.cfg.store_id,
                     region_id,
@@ -1263,6 +1383,7 @@ impl Store {
                     bytes = snap.data.len(),
                     writes = persist.len() - ops_before,
                     staged_ms = started.elapsed().as_millis() as u64,
+                    data_written,
                     "applying a snapshot"
                 );
                 peer.refresh_peer_cache();
@@ -1281,6 +1402,9 @@ impl Store {
             self.wrap_messages(region_id, msgs);
             readies.push((region_id, rd, committed));
         }
+        // A snapshot message stepped after its data was written but not taken by raft-rs
+        // (a newer term came meanwhile) leaves that data to the next snapshot's write.
+        self.data_written.clear();
         if readies.is_empty() {
             return Ok(false);
         }
@@ -1418,7 +1542,7 @@ impl Store {
         }
         for (region_id, meta, campaign) in created {
             if let Some(existing) = self.peers.get(&region_id)
-                && existing.raw.store().is_initialized()
+                && (existing.raw.store().is_initialized() || self.applying.contains_key(&region_id))
             {
                 continue;
             }
@@ -1434,12 +1558,56 @@ impl Store {
         Ok(true)
     }
 
+    /// Steps the snapshot messages whose data the snapshot writer has written: their
+    /// Ready, this round, installs the peers' states over it.
+    fn take_written_snapshots(&mut self) -> Result<(), RaftStoreError> {
+        let Some(applier) = &self.snap_apply else {
+            return Ok(());
+        };
+        for written in applier.take_written() {
+            let region_id = written.region_id;
+            let Some(applying) = self.applying.remove(&region_id) else {
+                continue;
+            };
+            let Some(done) = written.result? else {
+                // Stopped: the store is closing.
+                continue;
+            };
+            tracing::info!(
+                store = self.cfg.store_id,
+                region_id,
+                index = written.index,
+                writes = done.writes,
+                bytes = done.bytes,
+                batches = done.chunks,
+                took_ms = written.took.as_millis() as u64,
+                "wrote a snapshot's data off the store thread"
+            );
+            let Some(peer) = self.peers.get_mut(&region_id) else {
+                continue;
+            };
+            if peer.meta.id != applying.peer_id {
+                continue;
+            }
+            self.data_written.insert(region_id, written.index);
+            if let Err(e) = peer.raw.step(applying.msg) {
+                tracing::debug!(region_id, "step: {e}");
+            }
+        }
+        Ok(())
+    }
+
     /// Whether `held` (the range `region_id`'s peer here holds data in) overlaps another
     /// filled peer of this store. It must not (see `overlapping_peer`); if it does, the
     /// data is kept rather than deleted from under that peer, and the breach is logged.
     fn shares_range(&self, region_id: u64, held: &Region, kept: &str) -> bool {
-        let Some(other) = overlapping_peer(&self.peers, region_id, &held.start_key, &held.end_key)
-        else {
+        let Some(other) = overlapping_peer(
+            &self.peers,
+            &self.applying,
+            region_id,
+            &held.start_key,
+            &held.end_key,
+        ) else {
             return false;
         };
         tracing::error!(
@@ -1452,6 +1620,16 @@ impl Store {
     }
 
     fn destroy_peer(&mut self, region_id: u64, keep_data: bool) -> Result<(), RaftStoreError> {
+        if self.applying.contains_key(&region_id) {
+            // Its range is being written: it goes once the snapshot is in, when the
+            // message that asked for this comes again.
+            tracing::info!(
+                store = self.cfg.store_id,
+                region_id,
+                "a peer whose snapshot is being written is not destroyed yet"
+            );
+            return Ok(());
+        }
         let Some(mut peer) = self.peers.remove(&region_id) else {
             return Ok(());
         };
@@ -1504,15 +1682,24 @@ fn raft_config(cfg: &StoreConfig, peer_id: u64, applied: u64) -> raft::Config {
 }
 
 /// A snapshot may only fill a peer if its range overlaps no other initialized peer here
-/// (one that has not yet learned of a split or a removal would otherwise share keys).
-fn snapshot_fits(peers: &BTreeMap<u64, Peer>, region_id: u64, msg: &RaftMsg) -> bool {
-    let Ok(data) = SnapshotData::decode(msg.get_snapshot().get_data()) else {
+/// (one that has not yet learned of a split or a removal would otherwise share keys), nor
+/// another snapshot whose data is being written.
+fn snapshot_fits(
+    peers: &BTreeMap<u64, Peer>,
+    applying: &HashMap<u64, Applying>,
+    region_id: u64,
+    msg: &RaftMsg,
+) -> bool {
+    let Ok(region) = snapshot_region(msg.get_snapshot().get_data()) else {
         return false;
     };
-    let Some(region) = data.region else {
-        return false;
-    };
-    match overlapping_peer(peers, region_id, &region.start_key, &region.end_key) {
+    match overlapping_peer(
+        peers,
+        applying,
+        region_id,
+        &region.start_key,
+        &region.end_key,
+    ) {
         Some(other) => {
             tracing::info!(
                 region_id,
@@ -1526,24 +1713,52 @@ fn snapshot_fits(peers: &BTreeMap<u64, Peer>, region_id: u64, msg: &RaftMsg) -> 
 }
 
 /// Another initialized peer of this store whose range overlaps `[start, end)` (an empty
-/// end: unbounded), if any. The initialized peers of a store hold disjoint ranges, which
-/// is what lets a peer delete its whole range when it goes or is refilled.
+/// end: unbounded), or another region whose snapshot's data is being written there, if
+/// any. The initialized peers of a store hold disjoint ranges, which is what lets a peer
+/// delete its whole range when it goes or is refilled.
 fn overlapping_peer(
     peers: &BTreeMap<u64, Peer>,
+    applying: &HashMap<u64, Applying>,
     region_id: u64,
     start: &[u8],
     end: &[u8],
 ) -> Option<u64> {
-    peers
+    let overlaps = |o: &Region| {
+        let disjoint = (!o.end_key.is_empty() && o.end_key.as_ref() <= start)
+            || (!end.is_empty() && end <= o.start_key.as_ref());
+        !disjoint
+    };
+    let held = peers
         .iter()
-        .filter(|(id, other)| **id != region_id && other.raw.store().is_initialized())
-        .find(|(_, other)| {
-            let o = other.region();
-            let disjoint = (!o.end_key.is_empty() && o.end_key.as_ref() <= start)
-                || (!end.is_empty() && end <= o.start_key.as_ref());
-            !disjoint
-        })
-        .map(|(id, _)| *id)
+        .filter(|(_, other)| other.raw.store().is_initialized())
+        .map(|(id, other)| (*id, other.region()));
+    let being_written = applying.iter().map(|(id, a)| (*id, &a.region));
+    held.chain(being_written)
+        .find(|(id, o)| *id != region_id && overlaps(o))
+        .map(|(id, _)| id)
+}
+
+/// Whether `msg`, a snapshot for `peer`, may have its data written off the store thread
+/// first: it comes from the leader this follower follows in its term (a newer term would
+/// first change the peer's state), fills more than the peer has committed, includes the
+/// peer, and the peer has applied all it committed (nothing of its own left to write
+/// under the snapshot's data). Otherwise it is stepped as it comes (raft-rs drops what it
+/// would not take) and applied on the store thread.
+fn writes_off_thread(peer: &Peer, msg: &RaftMsg) -> bool {
+    let raft = &peer.raw.raft;
+    let meta = msg.get_snapshot().get_metadata();
+    let cs = meta.get_conf_state();
+    let me = peer.meta.id;
+    let included = cs.voters.contains(&me)
+        || cs.learners.contains(&me)
+        || cs.voters_outgoing.contains(&me)
+        || cs.learners_next.contains(&me);
+    raft.state == StateRole::Follower
+        && raft.term == msg.term
+        && raft.leader_id == msg.from
+        && raft.raft_log.committed == peer.raw.store().applied_index()
+        && meta.index > raft.raft_log.committed
+        && included
 }
 
 fn answer(cb: ProposalCb, applied: Applied) {

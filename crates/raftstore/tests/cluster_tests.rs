@@ -194,6 +194,147 @@ fn a_leader_commits_while_a_lagging_replicas_snapshot_is_built() {
     assert_eq!(c.dump(lagging, b"", b""), expected);
 }
 
+/// Stops a follower of region 1, writes past what the leader keeps for it, restarts it
+/// with its snapshot writer closed (`batches` allowed), and ticks until the snapshot it
+/// needs is in that writer's hands. Returns (leader, lagging store).
+fn lag_into_a_held_snapshot_write(c: &mut Cluster, batches: u64) -> (u64, u64) {
+    let leader = c.wait_leader(1);
+    let lagging = [1, 2, 3].into_iter().find(|s| *s != leader).unwrap();
+    c.stop(lagging);
+    for i in 0..60 {
+        c.must_put(1, &key(i), b"v");
+    }
+    c.start(lagging);
+    c.allow_snapshot_writes(lagging, Some(batches));
+    for _ in 0..20 {
+        if c.writing_snapshot(lagging) {
+            break;
+        }
+        c.tick();
+    }
+    assert!(
+        c.writing_snapshot(lagging),
+        "the lagging replica never received a snapshot"
+    );
+    (c.wait_leader(1), lagging)
+}
+
+/// A follower writes a received snapshot's data on its store's snapshot writer thread.
+/// While that write is under way (held here, as a large region's takes seconds), the store
+/// thread goes on serving its other regions (here one that cannot commit without it), the
+/// peer takes no log, applies nothing and never campaigns, and once the data is written it
+/// holds exactly the leader's data.
+#[test]
+fn a_store_writing_a_snapshots_data_serves_its_other_regions_meanwhile() {
+    let mut c = cluster_with_short_logs();
+    c.must_put(1, b"first", b"1");
+    c.split(1, &key(1000), 2, vec![201, 202, 203]).unwrap();
+    c.wait_applied(1, &[1, 2, 3]);
+    c.wait_applied(2, &[1, 2, 3]);
+    let (leader, lagging) = lag_into_a_held_snapshot_write(&mut c, 0);
+    assert_eq!(c.snapshots_being_written(lagging), vec![1]);
+    let applied_before = c.status(lagging, 1).unwrap().applied_index;
+    // Region 2 commits only with the lagging store now: its third replica is down.
+    let other = [1, 2, 3]
+        .into_iter()
+        .find(|s| *s != leader && *s != lagging)
+        .unwrap();
+    c.stop(other);
+    for i in 1000..1010 {
+        c.must_put(2, &key(i), b"w");
+    }
+    // Many election timeouts: the peer under the write neither applies nor campaigns.
+    c.ticks(40);
+    let status = c.status(lagging, 1).unwrap();
+    assert_eq!(
+        status.applied_index, applied_before,
+        "applied entries under a snapshot whose data is still being written"
+    );
+    assert!(!status.is_leader);
+    assert_eq!(c.snapshots_being_written(lagging), vec![1]);
+
+    c.start(other);
+    c.allow_snapshot_writes(lagging, None);
+    c.wait_applied(1, &[1, 2, 3]);
+    c.wait_applied(2, &[1, 2, 3]);
+    assert!(c.snapshots_being_written(lagging).is_empty());
+    let leader = c.wait_leader(1);
+    let expected = c.dump(leader, b"", &key(1000));
+    assert_eq!(expected.len(), 61, "acknowledged writes are missing");
+    assert_eq!(c.dump(lagging, b"", &key(1000)), expected);
+    assert_eq!(c.dump(lagging, &key(1000), b"").len(), 10);
+    // It keeps up by log afterwards.
+    c.must_put(1, &key(500), b"later");
+    c.wait_applied(1, &[1, 2, 3]);
+    assert_eq!(c.get(lagging, &key(500)), Some(b"later".to_vec()));
+}
+
+/// A store that stops part-way through writing a snapshot's data (a crash) comes back with
+/// the peer's states from before the snapshot over partly written data, takes the
+/// snapshot again, and ends with exactly the leader's data.
+#[test]
+fn a_store_stopped_while_writing_a_snapshots_data_catches_up_exactly() {
+    let mut c = Cluster::with_config(3, 3, |cfg| {
+        cfg.log_gc_count_limit = 8;
+        cfg.log_keep_for_lagging_entries = 32;
+        cfg.snapshot_apply_batch_bytes = 64;
+    });
+    c.must_put(1, b"first", b"1");
+    c.wait_applied(1, &[1, 2, 3]);
+    let applied_before = {
+        let leader = c.wait_leader(1);
+        c.status(leader, 1).unwrap().applied_index
+    };
+    let (leader, lagging) = lag_into_a_held_snapshot_write(&mut c, 1);
+    let partial = c.dump(lagging, b"", b"").len();
+    assert!(
+        partial > 1 && partial < 61,
+        "one batch of the snapshot's data written, not {partial} keys"
+    );
+    assert!(c.status(lagging, 1).unwrap().applied_index <= applied_before);
+    c.stop(lagging);
+    c.start(lagging);
+    c.wait_applied(1, &[1, 2, 3]);
+    let expected = c.dump(leader, b"", b"");
+    assert_eq!(expected.len(), 61, "acknowledged writes are missing");
+    assert_eq!(c.dump(lagging, b"", b""), expected);
+}
+
+/// At most `snapshot_apply_queue` received snapshots are in the writer's hands; another
+/// is dropped, and its leader sends it again once there is room.
+#[test]
+fn a_full_snapshot_writer_drops_new_snapshots_until_it_has_room() {
+    let mut c = Cluster::with_config(3, 3, |cfg| {
+        cfg.log_gc_count_limit = 8;
+        cfg.log_keep_for_lagging_entries = 32;
+        cfg.snapshot_apply_queue = 1;
+    });
+    c.must_put(1, b"first", b"1");
+    c.split(1, &key(1000), 2, vec![201, 202, 203]).unwrap();
+    c.wait_applied(1, &[1, 2, 3]);
+    c.wait_applied(2, &[1, 2, 3]);
+    let lagging = 3;
+    c.stop(lagging);
+    for i in 0..60 {
+        c.must_put(1, &key(i), b"v");
+        c.must_put(2, &key(1000 + i), b"w");
+    }
+    c.start(lagging);
+    c.allow_snapshot_writes(lagging, Some(0));
+    c.ticks(40);
+    assert_eq!(
+        c.snapshots_being_written(lagging).len(),
+        1,
+        "both regions' snapshots should wait for one writer slot"
+    );
+    c.allow_snapshot_writes(lagging, None);
+    c.wait_applied(1, &[1, 2, 3]);
+    c.wait_applied(2, &[1, 2, 3]);
+    let leader = c.wait_leader(1);
+    assert_eq!(c.dump(lagging, b"", b""), c.dump(leader, b"", b""));
+    assert_eq!(c.dump(lagging, b"", b"").len(), 121);
+}
+
 /// A cluster whose peers compact their logs past 8 entries, and whose leaders keep them
 /// for followers at most 32 entries behind.
 fn cluster_with_short_logs() -> Cluster {

@@ -73,6 +73,10 @@ pub struct StoreNodeConfig {
     /// Region snapshots waiting for the store's snapshot thread; 0 builds them on the
     /// store thread (every region of the store waits meanwhile).
     pub raft_snapshot_build_queue: usize,
+    /// Received snapshots whose data the store's snapshot writer thread holds at once
+    /// (each whole in memory); past it a snapshot is dropped and its leader sends it again
+    /// later. 0 writes them on the store thread (every region of the store waits meanwhile).
+    pub raft_snapshot_apply_queue: usize,
     pub storage: FjallOptions,
     pub client: ClientConfig,
     /// Commands one KV stream (one client) may have in progress on this store; past it,
@@ -124,6 +128,7 @@ impl StoreNodeConfig {
             raft_log_keep_for_lagging_entries:
                 flotilla_raftstore::LOG_KEEP_FOR_LAGGING_ENTRIES_DEFAULT,
             raft_snapshot_build_queue: 16,
+            raft_snapshot_apply_queue: StoreConfig::new(0).snapshot_apply_queue,
             storage: FjallOptions::default(),
             client: ClientConfig::default(),
             kv_stream_in_flight_max: 4_096,
@@ -304,6 +309,7 @@ impl StoreNode {
         store_cfg.log_gc_count_limit = cfg.raft_log_gc_count_limit;
         store_cfg.log_keep_for_lagging_entries = cfg.raft_log_keep_for_lagging_entries;
         store_cfg.snapshot_build_queue = cfg.raft_snapshot_build_queue;
+        store_cfg.snapshot_apply_queue = cfg.raft_snapshot_apply_queue;
         store_cfg.tick_interval = cfg.tick_interval;
         let store = Store::open(store_cfg, engine.clone(), transport.clone())
             .map_err(|e| storage_err(e.to_string()))?;

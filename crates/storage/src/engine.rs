@@ -107,6 +107,14 @@ impl WriteBatch {
         self.ops.push(WriteOp::Delete { cf, key });
     }
 
+    /// Adds a put or a delete.
+    pub fn push(&mut self, op: WriteOp) {
+        match op {
+            WriteOp::Put { cf, key, value } => self.put(cf, key, value),
+            WriteOp::Delete { cf, key } => self.delete(cf, key),
+        }
+    }
+
     /// Number of operations.
     pub fn len(&self) -> usize {
         self.ops.len()

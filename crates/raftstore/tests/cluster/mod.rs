@@ -91,6 +91,8 @@ pub struct Cluster {
     round: u64,
     /// Messages delivered, for tests that check traffic happened.
     pub delivered: u64,
+    /// The longest `process_ready` of each store (its thread's longest stop), for benches.
+    pub longest_round: BTreeMap<u64, Duration>,
 }
 
 /// Result slot of an asynchronous request.
@@ -158,6 +160,7 @@ impl Cluster {
             delayed: Vec::new(),
             round: 0,
             delivered: 0,
+            longest_round: BTreeMap::new(),
         };
         for store_id in 1..=stores {
             let pick = rng.random_range(0..timeouts.len());
@@ -291,7 +294,16 @@ impl Cluster {
             if let Some(builder) = node.store.snapshot_builder() {
                 builder.wait_idle(Duration::from_secs(60));
             }
+            // So are received snapshots' data written (a write held at its gate stays
+            // unfinished).
+            if let Some(applier) = node.store.snapshot_applier() {
+                applier.wait_idle(Duration::from_secs(60));
+            }
+            let started = std::time::Instant::now();
             active |= node.store.process_ready().unwrap();
+            let took = started.elapsed();
+            let longest = self.longest_round.entry(node.store.store_id()).or_default();
+            *longest = (*longest).max(took);
         }
         active || !self.delayed.is_empty()
     }
@@ -425,6 +437,40 @@ impl Cluster {
         )
     }
 
+    /// Writes `pairs` in one batch (one log entry) through the region's leader, retrying
+    /// routing errors as a client would.
+    pub fn must_put_batch(&mut self, region_id: u64, pairs: &[(Vec<u8>, Vec<u8>)]) {
+        for _ in 0..20 {
+            let leader = self.wait_leader(region_id);
+            let epoch = self.region(leader, region_id).epoch.unwrap_or_default();
+            let mut batch = WriteBatch::new();
+            for (key, value) in pairs {
+                batch.put(Cf::Default, key.clone(), value.clone());
+            }
+            let result = self.request(
+                leader,
+                |cb| StoreMsg::Write {
+                    region_id,
+                    epoch,
+                    term: 0,
+                    batch,
+                    cb,
+                },
+                50,
+            );
+            match result {
+                Some(Ok(())) => return,
+                Some(Err(e)) if e.is_retryable() => self.tick(),
+                Some(Err(e)) => panic!("write failed: {e}"),
+                None => self.tick(),
+            }
+        }
+        panic!(
+            "a batch of {} writes was not acknowledged after 20 attempts",
+            pairs.len()
+        );
+    }
+
     /// Writes through the region's leader, retrying routing errors as a client would.
     pub fn must_put(&mut self, region_id: u64, key: &[u8], value: &[u8]) {
         for _ in 0..20 {
@@ -493,6 +539,31 @@ impl Cluster {
             .snapshot_builder()
             .expect("the store builds snapshots on a thread of its own")
             .hold(held);
+    }
+
+    /// Lets a store's snapshot writer write at most `batches` more engine batches (`None`:
+    /// any number) before it waits: a received snapshot whose data takes as long as the
+    /// test likes to write, or a write cut short.
+    pub fn allow_snapshot_writes(&mut self, store_id: u64, batches: Option<u64>) {
+        self.node(store_id)
+            .store
+            .snapshot_applier()
+            .expect("the store writes snapshots on a thread of its own")
+            .allow_batches(batches);
+    }
+
+    /// The regions whose received snapshot's data a store is writing (see
+    /// `Store::snapshots_being_written`).
+    pub fn snapshots_being_written(&mut self, store_id: u64) -> Vec<u64> {
+        self.node(store_id).store.snapshots_being_written()
+    }
+
+    /// Whether a store has a received snapshot's data queued or being written.
+    pub fn writing_snapshot(&mut self, store_id: u64) -> bool {
+        self.node(store_id)
+            .store
+            .snapshot_applier()
+            .is_some_and(|a| a.is_writing())
     }
 
     /// Whether a store has a snapshot build queued or under way.
