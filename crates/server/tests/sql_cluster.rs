@@ -120,7 +120,11 @@ async fn a_check_or_not_null_added_on_a_cluster_is_validated_against_the_rows() 
         .await
         .unwrap_err();
     assert_eq!(e.code, "23514", "{}", e.message);
-    // SET NOT NULL scans the rows the same way.
+    // SET NOT NULL scans the rows the same way. It needs cluster version 2, which a new
+    // cluster reaches within a second of its bootstrap (`cluster_version_loop`): this test
+    // can get here sooner.
+    let meta = MetaClient::new(vec![cluster.meta_addr.clone()], ClientConfig::default()).unwrap();
+    wait_for_cluster_version(&meta, 2).await;
     ok(&mut s, "UPDATE t SET a = NULL WHERE id = 1499").await;
     let e = run(&mut s, "ALTER TABLE t ALTER COLUMN a SET NOT NULL")
         .await
@@ -634,6 +638,19 @@ async fn cluster_version(meta: &MetaClient) -> (u32, Vec<String>) {
     (flotilla_types::version::reported(version), held_by)
 }
 
+/// Polls the meta service until the cluster version reaches `version` (30 s at most).
+async fn wait_for_cluster_version(meta: &MetaClient, version: u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while cluster_version(meta).await.0 < version {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cluster version did not rise to {version}: {:?}",
+            cluster_version(meta).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// ORIGINS.md §3 in one process: a store of an older build (it reports no version, as
 /// builds before versions did) holds the cluster at the base version, where SET NOT NULL
 /// is refused with what to do; once that store runs the new build the version rises by
@@ -681,15 +698,7 @@ async fn the_cluster_version_rises_once_every_node_runs_the_newer_build() {
     let mut cfg = cluster.stop_store(old_id).await;
     cfg.binary_version = flotilla_types::version::BINARY_CLUSTER_VERSION;
     cluster.start_store(cfg).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while cluster_version(&meta).await.0 < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the cluster version did not rise: {:?}",
-            cluster_version(&meta).await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_cluster_version(&meta, 2).await;
     assert!(cluster_version(&meta).await.1.is_empty());
     ok(&mut s, "ALTER TABLE t ALTER COLUMN v SET NOT NULL").await;
     assert_eq!(
