@@ -15,6 +15,7 @@ mod snap_apply;
 mod snap_gen;
 mod storage;
 mod store;
+mod watched;
 
 pub use board::{BoardEntry, Lease, LeaseCell, RegionBoard};
 pub use driver::{DriverConfig, Inspect, StoreDriver, StoreRouter};

@@ -11,8 +11,8 @@
 //! (`PeerStorage::stage_snapshot` with `data_written`), synced, after the data in the
 //! engine's journal: a crash before it leaves the peer as it was, over data it ignores.
 
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use raft::eraftpb::Snapshot;
 
 use crate::error::RaftStoreError;
 use crate::storage::{SnapshotWrite, write_snapshot_data};
+use crate::watched::Watched;
 
 /// One snapshot whose data to write.
 pub(crate) struct ApplyTask {
@@ -53,16 +54,7 @@ struct State {
     stopping: bool,
 }
 
-struct Shared {
-    state: Mutex<State>,
-    changed: Condvar,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
+type Shared = Watched<State>;
 
 /// A store's snapshot writer: one thread and a bounded number of snapshots in its hands.
 pub struct SnapApplier {
@@ -85,10 +77,7 @@ impl SnapApplier {
     ) -> Arc<Self> {
         let capacity = capacity.max(1);
         let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
-            changed: Condvar::new(),
-        });
+        let shared = Arc::new(Shared::default());
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
             .name(format!("snap-apply-{store_id}"))
@@ -127,21 +116,10 @@ impl SnapApplier {
     /// test gate (`allow_batches`), or `timeout` passes; returns whether one of the first
     /// two happened.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut state = self.shared.lock();
-        while state.writing > 0 && !state.at_gate {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            state = self
-                .shared
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        true
+        let state = self
+            .shared
+            .wait_while(timeout, |s| s.writing > 0 && !s.at_gate);
+        state.writing == 0 || state.at_gate
     }
 
     /// Whether a write is queued or under way.
@@ -153,7 +131,7 @@ impl SnapApplier {
     /// waits (`Some(0)`: it writes nothing more), or any number (`None`).
     pub fn allow_batches(&self, batches: Option<u64>) {
         self.shared.lock().batches_allowed = batches;
-        self.shared.changed.notify_all();
+        self.shared.notify();
     }
 }
 
@@ -161,7 +139,7 @@ impl Drop for SnapApplier {
     fn drop(&mut self) {
         self.tx = None;
         self.shared.lock().stopping = true;
-        self.shared.changed.notify_all();
+        self.shared.notify();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -181,11 +159,8 @@ fn run(rx: Receiver<ApplyTask>, shared: Arc<Shared>, engine: EngineRef, batch_by
                 match state.batches_allowed {
                     Some(0) => {
                         state.at_gate = true;
-                        shared.changed.notify_all();
-                        state = shared
-                            .changed
-                            .wait(state)
-                            .unwrap_or_else(|e| e.into_inner());
+                        shared.notify();
+                        state = shared.wait(state);
                     }
                     Some(n) => {
                         state.batches_allowed = Some(n - 1);
@@ -214,7 +189,7 @@ fn run(rx: Receiver<ApplyTask>, shared: Arc<Shared>, engine: EngineRef, batch_by
             took: started.elapsed(),
         });
         drop(state);
-        shared.changed.notify_all();
+        shared.notify();
         if stopping {
             return;
         }

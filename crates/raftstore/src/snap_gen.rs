@@ -8,8 +8,8 @@
 //! next heartbeat response), by which time the snapshot is ready here.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use raft::eraftpb::{ConfState, Snapshot};
 
 use crate::error::RaftStoreError;
 use crate::storage::{DATA_CFS, data_cf_to_proto};
+use crate::watched::Watched;
 
 /// What a snapshot is built from: the region as of one applied index, and a view of the
 /// engine taken at that index.
@@ -53,16 +54,7 @@ struct State {
     stopping: bool,
 }
 
-struct Shared {
-    state: Mutex<State>,
-    changed: Condvar,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
+type Shared = Watched<State>;
 
 /// A store's snapshot builder: one thread and a bounded queue of builds.
 pub struct SnapGenerator {
@@ -76,10 +68,7 @@ impl SnapGenerator {
     /// (past it a region is asked for again later, as raft-rs retries).
     pub fn spawn(store_id: u64, queue_capacity: usize) -> Arc<Self> {
         let (tx, rx) = std::sync::mpsc::sync_channel(queue_capacity.max(1));
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
-            changed: Condvar::new(),
-        });
+        let shared = Arc::new(Shared::default());
         let worker = shared.clone();
         // Bounds `State::built` too: snapshots no follower came for (the leader stepped
         // down, the follower caught up otherwise) are dropped past it; any can be rebuilt.
@@ -134,24 +123,10 @@ impl SnapGenerator {
     /// Waits until no build is queued or under way (or `timeout` passes); returns whether
     /// none is. While builds are held it does not wait.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut state = self.shared.lock();
-        while !state.building.is_empty() {
-            if state.held {
-                return false;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            state = self
-                .shared
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        true
+        let state = self
+            .shared
+            .wait_while(timeout, |s| !s.building.is_empty() && !s.held);
+        state.building.is_empty()
     }
 
     /// Whether a build is queued or under way.
@@ -163,7 +138,7 @@ impl SnapGenerator {
     /// long as it likes.
     pub fn hold(&self, held: bool) {
         self.shared.lock().held = held;
-        self.shared.changed.notify_all();
+        self.shared.notify();
     }
 }
 
@@ -183,10 +158,7 @@ fn run(rx: Receiver<SnapTask>, shared: Arc<Shared>, built_max: usize) {
         {
             let mut state = shared.lock();
             while state.held {
-                state = shared
-                    .changed
-                    .wait(state)
-                    .unwrap_or_else(|e| e.into_inner());
+                state = shared.wait(state);
             }
             if state.stopping {
                 return;
@@ -209,7 +181,7 @@ fn run(rx: Receiver<SnapTask>, shared: Arc<Shared>, built_max: usize) {
             Err(e) => tracing::error!(region_id, "building a snapshot failed: {e}"),
         }
         drop(state);
-        shared.changed.notify_all();
+        shared.notify();
     }
 }
 

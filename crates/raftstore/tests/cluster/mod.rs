@@ -473,16 +473,7 @@ impl Cluster {
 
     /// Writes through the region's leader, retrying routing errors as a client would.
     pub fn must_put(&mut self, region_id: u64, key: &[u8], value: &[u8]) {
-        for _ in 0..20 {
-            let leader = self.wait_leader(region_id);
-            match self.try_put(leader, region_id, key, value, 50) {
-                Some(Ok(())) => return,
-                Some(Err(e)) if e.is_retryable() => self.tick(),
-                Some(Err(e)) => panic!("write failed: {e}"),
-                None => self.tick(),
-            }
-        }
-        panic!("write of {key:?} was not acknowledged after 20 attempts");
+        self.must_put_batch(region_id, &[(key.to_vec(), value.to_vec())]);
     }
 
     pub fn change_peers(
