@@ -37,6 +37,7 @@ fn layout(regions: u64) -> MetaData {
                 version: 1,
             }),
             peers: peers.clone(),
+            merging: None,
         };
         data.upsert_region(region, Some(peers[0]), &mut batch);
     }

@@ -312,6 +312,7 @@ impl MetaNode {
                     role: PeerRole::Voter as i32,
                 })
                 .collect(),
+            merging: None,
         };
         if engine
             .get(

@@ -418,6 +418,7 @@ impl MetaData {
                 version: 1,
             }),
             peers,
+            merging: None,
         };
         batch.put(Cf::Meta, BOOTSTRAP_KEY.to_vec(), region.encode_to_vec());
         self.bootstrap = Some(region.clone());

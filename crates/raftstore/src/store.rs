@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use flotilla_proto::Message as _;
 use flotilla_proto::metapb::{Peer as PeerMeta, PeerRole, Region, RegionEpoch};
 use flotilla_proto::raft_serverpb::{
-    ChangePeerContext, ComputeHashRequest, KvOp, PeerState, RaftCommand, RaftMessage,
-    RegionLocalState, SplitRequest, WriteRequest, raft_command,
+    ChangePeerContext, CommitMergeRequest, ComputeHashRequest, KvOp, PeerState,
+    PrepareMergeRequest, RaftCommand, RaftMessage, RegionLocalState, RollbackMergeRequest,
+    SplitRequest, WriteRequest, raft_command,
 };
 use flotilla_storage::{Cf, EngineRef, WriteBatch, WriteOp};
 use protobuf::Message as _;
@@ -36,7 +37,7 @@ use crate::snap_apply::{ApplyTask, SnapApplier};
 use crate::snap_gen::SnapGenerator;
 use crate::storage::{
     DATA_CFS, PeerStorage, data_cf_from_proto, data_cf_to_proto, region_contains, snapshot_region,
-    write_initial_state, write_split_state,
+    stage_clear_range, write_initial_state, write_split_state,
 };
 
 /// Tuning of a store's Raft groups. Every bound here is enforced and answered with a
@@ -204,6 +205,27 @@ pub enum StoreMsg {
         new_peer_ids: Vec<u64>,
         cb: Callback<Vec<Region>>,
     },
+    /// Freeze the region to be absorbed by its left neighbour (`Region::merging`): applied
+    /// only if it holds no data. Answers the frozen region (at once if it already is).
+    PrepareMerge {
+        region_id: u64,
+        epoch: RegionEpoch,
+        cb: Callback<Region>,
+    },
+    /// Absorb `source`, the right neighbour a prepare-merge froze, as its leader reported
+    /// it; `epoch` is this region's epoch the caller saw it colocated with the source at.
+    /// Answers the grown region.
+    CommitMerge {
+        region_id: u64,
+        epoch: RegionEpoch,
+        source: Region,
+        cb: Callback<Region>,
+    },
+    /// Unfreeze a region whose merge will not happen. Answers the region.
+    RollbackMerge {
+        region_id: u64,
+        cb: Callback<Region>,
+    },
     /// Hand leadership to another voter.
     TransferLeader { region_id: u64, to_peer_id: u64 },
     /// Campaign now (bootstrap and tests).
@@ -215,6 +237,7 @@ enum ProposalCb {
     ConfChange(Callback<Region>),
     Split(Callback<Vec<Region>>),
     Hash(Callback<(u64, u64, u64)>),
+    Merge(Callback<Region>),
 }
 
 impl ProposalCb {
@@ -224,6 +247,7 @@ impl ProposalCb {
             ProposalCb::ConfChange(cb) => cb(Err(e)),
             ProposalCb::Split(cb) => cb(Err(e)),
             ProposalCb::Hash(cb) => cb(Err(e)),
+            ProposalCb::Merge(cb) => cb(Err(e)),
         }
     }
 }
@@ -262,7 +286,29 @@ enum Applied {
     ConfChange(Result<Region, RaftStoreError>),
     Split(Result<Vec<Region>, RaftStoreError>),
     Hash((u64, u64, u64)),
+    Merge(Result<Region, RaftStoreError>),
     Noop,
+}
+
+/// What applying entries asks of the store once the round's apply batch is staged.
+#[derive(Default)]
+struct ApplyEffects {
+    /// Peers a split created here: (region, this store's peer, campaign at once).
+    created: Vec<(u64, PeerMeta, bool)>,
+    /// Regions a merge absorbed: their peers here are destroyed in the same batch.
+    merged: Vec<Region>,
+}
+
+/// Whether a prepare-merge froze the region (`Region::merging`).
+pub fn is_merging(region: &Region) -> bool {
+    region.merging == Some(true)
+}
+
+fn merging_error(region_id: u64) -> RaftStoreError {
+    RaftStoreError::ServerIsBusy(format!(
+        "region {region_id} is frozen to be merged into its left neighbour, which takes over \
+         its range; refresh the route after a backoff"
+    ))
 }
 
 struct Peer {
@@ -283,6 +329,10 @@ struct Peer {
     /// The log index of the last admin proposal (split, checksum) this leader made:
     /// until it is applied, commits are broadcast at once (see `raft_config`).
     admin_index: Option<u64>,
+    /// The log index of this leader's prepare-merge proposal until it is applied: no
+    /// membership change is proposed meanwhile, so the frozen region's peers are the ones
+    /// its prepare-merge saw.
+    merge_index: Option<u64>,
     /// See `Lease`; shared with the board.
     lease: LeaseCell,
     /// A read asked a quorum only to renew the lease and is not answered yet.
@@ -346,9 +396,11 @@ impl Peer {
     /// Whether a lease may be taken or used now: a leader with an entry of its term
     /// committed, handing leadership to no one (the target campaigns at once, past the
     /// followers' refusal) and changing no membership (a new quorum need not have heard
-    /// the heartbeats that gave the lease).
+    /// the heartbeats that gave the lease), of a region not frozen for a merge (its left
+    /// neighbour may already serve its range).
     fn lease_allowed(&self) -> bool {
-        self.is_leader()
+        !is_merging(self.region())
+            && self.is_leader()
             && self.raw.raft.commit_to_current_term()
             && self.raw.raft.lead_transferee.is_none()
             && !self.raw.raft.has_pending_conf()
@@ -629,6 +681,7 @@ impl Store {
             written_keys: 0,
             checksum: None,
             admin_index: None,
+            merge_index: None,
             lease: LeaseCell::default(),
             renewing: false,
             heard_at_tick: HashMap::new(),
@@ -751,6 +804,38 @@ impl Store {
                 new_peer_ids,
                 cb,
             } => self.propose_split(region_id, epoch, split_key, new_region_id, new_peer_ids, cb),
+            StoreMsg::PrepareMerge {
+                region_id,
+                epoch,
+                cb,
+            } => self.propose_prepare_merge(region_id, epoch, cb),
+            StoreMsg::CommitMerge {
+                region_id,
+                epoch,
+                source,
+                cb,
+            } => {
+                let cmd = RaftCommand {
+                    region_id,
+                    epoch: Some(epoch),
+                    request: Some(raft_command::Request::CommitMerge(CommitMergeRequest {
+                        source: Some(source),
+                    })),
+                };
+                self.propose(region_id, cmd.encode_to_vec(), ProposalCb::Merge(cb));
+            }
+            StoreMsg::RollbackMerge { region_id, cb } => {
+                let epoch = match self.peers.get(&region_id) {
+                    Some(p) => p.region().epoch,
+                    None => return cb(Err(RaftStoreError::RegionNotFound(region_id))),
+                };
+                let cmd = RaftCommand {
+                    region_id,
+                    epoch,
+                    request: Some(raft_command::Request::RollbackMerge(RollbackMergeRequest {})),
+                };
+                self.propose(region_id, cmd.encode_to_vec(), ProposalCb::Merge(cb));
+            }
             StoreMsg::TransferLeader {
                 region_id,
                 to_peer_id,
@@ -845,6 +930,9 @@ impl Store {
         if term != 0 && peer.raw.raft.term != term {
             return cb(Err(RaftStoreError::StaleCommand(region_id)));
         }
+        if is_merging(peer.region()) {
+            return cb(Err(merging_error(region_id)));
+        }
         let region = peer.region().clone();
         let mut ops = Vec::with_capacity(batch.len());
         for op in batch.into_ops() {
@@ -889,6 +977,9 @@ impl Store {
             Err(e) => return cb(Err(e)),
         };
         let region = peer.region();
+        if is_merging(region) {
+            return cb(Err(merging_error(region_id)));
+        }
         if split_key.as_slice() <= region.start_key.as_ref() || !region_contains(region, &split_key)
         {
             return cb(Err(RaftStoreError::KeyNotInRegion {
@@ -927,6 +1018,9 @@ impl Store {
             Err(e) => return cb(Err(e)),
         };
         let region = peer.region().clone();
+        if is_merging(&region) || peer.merge_index.is_some() {
+            return cb(Err(merging_error(region_id)));
+        }
         if changes.is_empty() {
             return cb(Err(RaftStoreError::Raft(
                 "no membership change given".into(),
@@ -981,6 +1075,43 @@ impl Store {
         });
     }
 
+    /// Proposes freezing the region for a merge. Refused while a membership change is
+    /// pending or a peer is behind (a snapshot of its data may be in flight): the frozen
+    /// region's peers must be exactly those of its region, each holding its applied data.
+    fn propose_prepare_merge(&mut self, region_id: u64, epoch: RegionEpoch, cb: Callback<Region>) {
+        let peer = match self.leader_peer(region_id, Some(&epoch)) {
+            Ok(peer) => peer,
+            Err(e) => return cb(Err(e)),
+        };
+        if is_merging(peer.region()) {
+            return cb(Ok(peer.region().clone()));
+        }
+        if peer.region().epoch.unwrap_or_default().conf_ver != epoch.conf_ver {
+            return cb(Err(RaftStoreError::EpochNotMatch {
+                current: vec![peer.region().clone()],
+            }));
+        }
+        if peer.raw.raft.has_pending_conf() || !peer.pending_peers().is_empty() {
+            return cb(Err(RaftStoreError::ServerIsBusy(format!(
+                "region {region_id}: a membership change is pending or a peer is behind; \
+                 the merge waits"
+            ))));
+        }
+        let cmd = RaftCommand {
+            region_id,
+            epoch: Some(epoch),
+            request: Some(raft_command::Request::PrepareMerge(PrepareMergeRequest {})),
+        };
+        self.propose(region_id, cmd.encode_to_vec(), ProposalCb::Merge(cb));
+        if let Some(peer) = self.peers.get_mut(&region_id)
+            && let Some(p) = peer.proposals.back()
+            && matches!(p.cb, ProposalCb::Merge(_))
+            && p.index == peer.raw.raft.raft_log.last_index()
+        {
+            peer.merge_index = Some(p.index);
+        }
+    }
+
     fn read_index(&mut self, region_id: u64, epoch: RegionEpoch, term: u64, cb: Callback<()>) {
         let max = self.cfg.max_pending_reads;
         let id = self.next_read_id;
@@ -995,6 +1126,9 @@ impl Store {
         // read until now, so what it read was current.
         if term != 0 && peer.raw.raft.term != term {
             return cb(Err(RaftStoreError::StaleCommand(region_id)));
+        }
+        if is_merging(peer.region()) {
+            return cb(Err(merging_error(region_id)));
         }
         // raft-rs drops a read index silently until the leader has committed an entry of
         // its own term; say so instead of letting the caller time out.
@@ -1076,10 +1210,11 @@ impl Store {
         if !self.peers.contains_key(&region_id) && !self.maybe_create_peer(&msg, &raft_msg) {
             return;
         }
-        if raft_msg.get_msg_type() == MessageType::MsgSnapshot
-            && !snapshot_fits(&self.peers, &self.applying, region_id, &raft_msg)
-        {
-            return;
+        if raft_msg.get_msg_type() == MessageType::MsgSnapshot {
+            self.destroy_peers_covered_by(region_id, &raft_msg);
+            if !snapshot_fits(&self.peers, &self.applying, region_id, &raft_msg) {
+                return;
+            }
         }
         let peer = self.peers.get_mut(&region_id).expect("peer exists");
         if peer.meta.id != to_peer.id {
@@ -1430,7 +1565,7 @@ impl Store {
 
         let mut apply = WriteBatch::new();
         let mut answers: Vec<(ProposalCb, Applied)> = Vec::new();
-        let mut created: Vec<(u64, PeerMeta, bool)> = Vec::new();
+        let mut effects = ApplyEffects::default();
         let touched: Vec<u64> = readies.iter().map(|(id, _, _)| *id).collect();
         for (region_id, mut rd, committed) in readies {
             let persisted = rd.take_persisted_messages();
@@ -1460,7 +1595,7 @@ impl Store {
                     &self.engine,
                     &mut apply,
                     &mut answers,
-                    &mut created,
+                    &mut effects,
                     self.cfg.store_id,
                 )?;
             }
@@ -1471,6 +1606,12 @@ impl Store {
                 peer.admin_index = None;
                 peer.raw.raft.skip_bcast_commit(true);
             }
+            if peer
+                .merge_index
+                .is_some_and(|index| peer.raw.store().applied_index() >= index || !peer.is_leader())
+            {
+                peer.merge_index = None;
+            }
             for to in std::mem::take(&mut peer.sent_snapshots) {
                 peer.raw.report_snapshot(to, SnapshotStatus::Finish);
             }
@@ -1480,6 +1621,9 @@ impl Store {
                 self.cfg.log_gc_count_limit,
                 self.cfg.log_keep_for_lagging_entries,
             )?;
+        }
+        for source in std::mem::take(&mut effects.merged) {
+            self.stage_merged_away(&source, &mut apply)?;
         }
         if !apply.is_empty() {
             // Not synced: the Raft log is durable, so a crash replays what this loses.
@@ -1540,7 +1684,7 @@ impl Store {
         for region_id in removed {
             self.destroy_peer(region_id, false)?;
         }
-        for (region_id, meta, campaign) in created {
+        for (region_id, meta, campaign) in effects.created {
             if let Some(existing) = self.peers.get(&region_id)
                 && (existing.raw.store().is_initialized() || self.applying.contains_key(&region_id))
             {
@@ -1617,6 +1761,72 @@ impl Store {
             "a peer's range overlaps another peer's here: {kept} is kept"
         );
         true
+    }
+
+    /// A merge absorbed `source` into its left neighbour: this store's peer of it goes in
+    /// the same batch as the neighbour's new range (which already cleared its data), so a
+    /// crash never leaves both. A snapshot of it still being written here is left to
+    /// finish with no peer to fill (an empty frozen region's snapshot writes nothing).
+    fn stage_merged_away(
+        &mut self,
+        source: &Region,
+        batch: &mut WriteBatch,
+    ) -> Result<(), RaftStoreError> {
+        let region_id = source.id;
+        self.applying.remove(&region_id);
+        let Some(mut peer) = self.peers.remove(&region_id) else {
+            return Ok(());
+        };
+        tracing::info!(
+            store = self.cfg.store_id,
+            region_id,
+            "region merged into its left neighbour: its peer here goes"
+        );
+        self.board.publish(vec![], &[region_id]);
+        peer.raw.mut_store().stage_destroy(batch, true)?;
+        peer.fail_all(&RaftStoreError::RegionNotFound(region_id));
+        self.tombstones.insert(region_id, peer.region().clone());
+        Ok(())
+    }
+
+    /// Destroys the peers here that a snapshot of `region_id` proves stale: each lies
+    /// wholly inside the snapshot's range at an older version. A key range's owner only
+    /// ever gets a higher version (a split gives both halves the old version + 1, a merge
+    /// the larger of both + 1), so such a peer was merged away while this store's peer of
+    /// `region_id` lagged (it never applied the merge that would have destroyed it here).
+    fn destroy_peers_covered_by(&mut self, region_id: u64, msg: &RaftMsg) {
+        let Ok(region) = snapshot_region(msg.get_snapshot().get_data()) else {
+            return;
+        };
+        let version = region.epoch.unwrap_or_default().version;
+        let within = |o: &Region| {
+            o.start_key.as_ref() >= region.start_key.as_ref()
+                && (region.end_key.is_empty()
+                    || (!o.end_key.is_empty() && o.end_key.as_ref() <= region.end_key.as_ref()))
+        };
+        let stale: Vec<u64> = self
+            .peers
+            .iter()
+            .filter(|(id, p)| {
+                **id != region_id
+                    && p.raw.store().is_initialized()
+                    && !self.applying.contains_key(id)
+                    && within(p.region())
+                    && p.region().epoch.unwrap_or_default().version < version
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            tracing::info!(
+                store = self.cfg.store_id,
+                region_id = id,
+                by = region_id,
+                "a snapshot of a newer region covers this peer's range: it was merged away"
+            );
+            if let Err(e) = self.destroy_peer(id, false) {
+                tracing::warn!(region_id = id, "cannot destroy the merged-away peer: {e}");
+            }
+        }
     }
 
     fn destroy_peer(&mut self, region_id: u64, keep_data: bool) -> Result<(), RaftStoreError> {
@@ -1772,6 +1982,7 @@ fn answer(cb: ProposalCb, applied: Applied) {
         (ProposalCb::ConfChange(cb), Applied::ConfChange(r)) => cb(r),
         (ProposalCb::Split(cb), Applied::Split(r)) => cb(r),
         (ProposalCb::Hash(cb), Applied::Hash(h)) => cb(Ok(h)),
+        (ProposalCb::Merge(cb), Applied::Merge(r)) => cb(r),
         (cb, _) => stale(cb),
     }
 }
@@ -1783,7 +1994,7 @@ fn apply_entry(
     engine: &EngineRef,
     batch: &mut WriteBatch,
     answers: &mut Vec<(ProposalCb, Applied)>,
-    created: &mut Vec<(u64, PeerMeta, bool)>,
+    effects: &mut ApplyEffects,
     store_id: u64,
 ) -> Result<(), RaftStoreError> {
     if peer.removed {
@@ -1794,7 +2005,7 @@ fn apply_entry(
         EntryType::EntryNormal => {
             let cmd = RaftCommand::decode(entry.data.as_ref())
                 .map_err(|e| RaftStoreError::Corrupt(format!("raft command: {e}")))?;
-            apply_command(peer, cmd, entry.index, engine, batch, created, store_id)
+            apply_command(peer, cmd, entry.index, engine, batch, effects, store_id)
         }
         EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
             Applied::ConfChange(apply_conf_change(peer, entry, batch, store_id))
@@ -1877,7 +2088,7 @@ fn apply_command(
     index: u64,
     engine: &EngineRef,
     batch: &mut WriteBatch,
-    created: &mut Vec<(u64, PeerMeta, bool)>,
+    effects: &mut ApplyEffects,
     store_id: u64,
 ) -> Applied {
     let region = peer.region().clone();
@@ -1890,6 +2101,9 @@ fn apply_command(
         Some(raft_command::Request::Write(write)) => {
             if asked.version != current.version {
                 return Applied::Write(Err(epoch_error()));
+            }
+            if is_merging(&region) {
+                return Applied::Write(Err(merging_error(region.id)));
             }
             if let Some(op) = write
                 .ops
@@ -1917,6 +2131,9 @@ fn apply_command(
             if asked.version != current.version {
                 return Applied::Split(Err(epoch_error()));
             }
+            if is_merging(&region) {
+                return Applied::Split(Err(merging_error(region.id)));
+            }
             if !region_contains(&region, &split.split_key)
                 || split.split_key.as_ref() <= region.start_key.as_ref()
             {
@@ -1938,6 +2155,7 @@ fn apply_command(
                 end_key: region.end_key.clone(),
                 epoch: left.epoch,
                 peers: Vec::with_capacity(region.peers.len()),
+                merging: None,
             };
             for (old, new_id) in region.peers.iter().zip(&split.new_peer_ids) {
                 let mut p = *old;
@@ -1964,7 +2182,7 @@ fn apply_command(
                     return Applied::Split(Err(e));
                 }
                 if let Some(me) = right.peers.iter().find(|p| p.store_id == store_id) {
-                    created.push((right.id, *me, peer.is_leader()));
+                    effects.created.push((right.id, *me, peer.is_leader()));
                 }
             }
             Applied::Split(Ok(vec![left, right]))
@@ -1980,8 +2198,174 @@ fn apply_command(
             peer.checksum = Some((index, checksum, keys));
             Applied::Hash((index, checksum, keys))
         }
+        Some(raft_command::Request::PrepareMerge(_)) => {
+            Applied::Merge(apply_prepare_merge(peer, &region, asked, engine, batch))
+        }
+        Some(raft_command::Request::CommitMerge(commit)) => Applied::Merge(apply_commit_merge(
+            peer, &region, asked, commit, engine, batch, effects,
+        )),
+        Some(raft_command::Request::RollbackMerge(_)) => {
+            if !is_merging(&region) {
+                return Applied::Merge(Ok(region));
+            }
+            let mut unfrozen = region.clone();
+            unfrozen.merging = None;
+            unfrozen.epoch = Some(RegionEpoch {
+                conf_ver: current.conf_ver,
+                version: current.version + 1,
+            });
+            peer.raw
+                .mut_store()
+                .stage_region(batch, unfrozen.clone(), PeerState::Normal);
+            tracing::info!(region_id = region.id, "merge rolled back: the region serves again");
+            Applied::Merge(Ok(unfrozen))
+        }
         Some(raft_command::Request::CompactLog(_)) | None => Applied::Noop,
     }
+}
+
+/// Freezes the region for a merge if it holds no data at this apply point (the engine
+/// with the round's not yet written batch laid over it; every replica decides alike).
+fn apply_prepare_merge(
+    peer: &mut Peer,
+    region: &Region,
+    asked: RegionEpoch,
+    engine: &EngineRef,
+    batch: &mut WriteBatch,
+) -> Result<Region, RaftStoreError> {
+    if is_merging(region) {
+        return Ok(region.clone());
+    }
+    let current = region.epoch.unwrap_or_default();
+    if asked != current {
+        return Err(RaftStoreError::EpochNotMatch {
+            current: vec![region.clone()],
+        });
+    }
+    if let Some(key) = first_key_in(engine, region, batch)? {
+        return Err(RaftStoreError::Raft(format!(
+            "region {} holds data (key {key:?}): only an empty region is merged",
+            region.id
+        )));
+    }
+    let mut frozen = region.clone();
+    frozen.merging = Some(true);
+    frozen.epoch = Some(RegionEpoch {
+        conf_ver: current.conf_ver,
+        version: current.version + 1,
+    });
+    peer.revoke_lease();
+    peer.raw
+        .mut_store()
+        .stage_region(batch, frozen.clone(), PeerState::Normal);
+    tracing::info!(region_id = region.id, "region frozen to be merged into its left neighbour");
+    Ok(frozen)
+}
+
+/// Absorbs `commit.source` into the region if the two are adjacent and colocated (see
+/// `CommitMergeRequest`). The source's range is cleared here: it was empty when frozen, so
+/// whatever this store holds there is a lagging replica's past.
+fn apply_commit_merge(
+    peer: &mut Peer,
+    region: &Region,
+    asked: RegionEpoch,
+    commit: CommitMergeRequest,
+    engine: &EngineRef,
+    batch: &mut WriteBatch,
+    effects: &mut ApplyEffects,
+) -> Result<Region, RaftStoreError> {
+    let current = region.epoch.unwrap_or_default();
+    if asked != current {
+        return Err(RaftStoreError::EpochNotMatch {
+            current: vec![region.clone()],
+        });
+    }
+    let source = commit
+        .source
+        .ok_or_else(|| RaftStoreError::Raft("commit-merge without a source region".into()))?;
+    if is_merging(region) {
+        return Err(merging_error(region.id));
+    }
+    if !is_merging(&source) {
+        return Err(RaftStoreError::Raft(format!(
+            "region {} is not frozen for a merge",
+            source.id
+        )));
+    }
+    if region.end_key.is_empty() || region.end_key != source.start_key {
+        return Err(RaftStoreError::Raft(format!(
+            "region {} does not end where region {} starts",
+            region.id, source.id
+        )));
+    }
+    if voter_stores(region) != voter_stores(&source) {
+        return Err(RaftStoreError::Raft(format!(
+            "regions {} and {} do not have their voters on the same stores",
+            region.id, source.id
+        )));
+    }
+    stage_clear_range(engine, batch, &source.start_key, &source.end_key)?;
+    let mut grown = region.clone();
+    grown.end_key = source.end_key.clone();
+    grown.epoch = Some(RegionEpoch {
+        conf_ver: current.conf_ver,
+        version: current.version.max(source.epoch.unwrap_or_default().version) + 1,
+    });
+    peer.raw
+        .mut_store()
+        .stage_region(batch, grown.clone(), PeerState::Normal);
+    tracing::info!(
+        region_id = region.id,
+        source = source.id,
+        end = ?grown.end_key,
+        "region absorbed its right neighbour"
+    );
+    effects.merged.push(source);
+    Ok(grown)
+}
+
+/// The stores of a region's peers, sorted, if every peer is a voter (`None` otherwise: a
+/// region changing membership is never merged).
+fn voter_stores(region: &Region) -> Option<Vec<u64>> {
+    let mut stores = Vec::with_capacity(region.peers.len());
+    for p in &region.peers {
+        if p.role() != PeerRole::Voter {
+            return None;
+        }
+        stores.push(p.store_id);
+    }
+    stores.sort_unstable();
+    Some(stores)
+}
+
+/// The first data key in the region, the round's pending batch laid over the engine.
+fn first_key_in(
+    engine: &EngineRef,
+    region: &Region,
+    pending: &WriteBatch,
+) -> Result<Option<Vec<u8>>, RaftStoreError> {
+    // The last write of each pending key decides it.
+    let mut pending_state: HashMap<(Cf, &[u8]), bool> = HashMap::new();
+    for op in pending.ops() {
+        match op {
+            WriteOp::Put { cf, key, .. } => pending_state.insert((*cf, key), true),
+            WriteOp::Delete { cf, key } => pending_state.insert((*cf, key), false),
+        };
+    }
+    for ((cf, key), present) in &pending_state {
+        if *present && DATA_CFS.contains(cf) && region_contains(region, key) {
+            return Ok(Some(key.to_vec()));
+        }
+    }
+    for cf in DATA_CFS {
+        for item in engine.scan(cf, &region.start_key, &region.end_key, false) {
+            let (key, _) = item?;
+            if pending_state.get(&(cf, key.as_slice())) != Some(&false) {
+                return Ok(Some(key));
+            }
+        }
+    }
+    Ok(None)
 }
 
 fn apply_conf_change(

@@ -119,6 +119,7 @@ fn start_threaded() -> Threaded {
             })
             .collect(),
         ..Region::default()
+        merging: None,
     };
     let transport = Arc::new(Routers::default());
     let mut dirs = Vec::new();

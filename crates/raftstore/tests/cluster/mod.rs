@@ -143,6 +143,7 @@ impl Cluster {
                     role: PeerRole::Voter as i32,
                 })
                 .collect(),
+            merging: None,
         };
         // Distinct fixed election timeouts make elections depend only on the seed.
         let mut timeouts: Vec<usize> = (10..30).collect();
