@@ -119,7 +119,6 @@ fn start_threaded() -> Threaded {
             })
             .collect(),
         ..Region::default()
-        merging: None,
     };
     let transport = Arc::new(Routers::default());
     let mut dirs = Vec::new();
