@@ -111,7 +111,8 @@ pub struct MetaArgs {
     /// replica_balance_interval_ms, replica_moves_max, location_labels, ddl_jobs_max,
     /// ddl_running_max, ddl_finished_ttl_s, ddl_backfill_rows_per_s,
     /// ddl_cleanup_records_per_s, ddl_schema_lease_ms, ddl_schema_wait_timeout_ms,
-    /// raft_chunked_message_bytes_max); flags win.
+    /// raft_chunked_message_bytes_max, region_merge_after_s, region_merges_max); flags
+    /// win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// This member's id (1-based) [default: 1].
@@ -150,6 +151,14 @@ pub struct MetaArgs {
     /// [default: 4].
     #[arg(long, value_name = "MOVES", value_parser = clap::value_parser!(u64).range(1..))]
     pub replica_moves_max: Option<u64>,
+    /// Region merge: a region whose range has held no live table's keys for this many
+    /// seconds (a dropped or truncated table's, once its data is deleted) is folded into
+    /// its left neighbour; 0 turns merge off [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    pub region_merge_after_s: Option<u64>,
+    /// Region merges under way at once, cluster-wide [default: 4].
+    #[arg(long, value_name = "MERGES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub region_merges_max: Option<u64>,
     /// Store label keys each region's replicas are spread over, outermost first, e.g.
     /// `zone,host`: a region's replicas go to different zones as far as the stores
     /// allow, then to different hosts (each store says where it is with `flotilla store
@@ -213,6 +222,8 @@ struct MetaFile {
     replica_repairs_max: Option<u64>,
     replica_balance_interval_ms: Option<u64>,
     replica_moves_max: Option<u64>,
+    region_merge_after_s: Option<u64>,
+    region_merges_max: Option<u64>,
     location_labels: Option<String>,
     ddl_jobs_max: Option<u64>,
     ddl_running_max: Option<u64>,
@@ -273,6 +284,12 @@ pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
     }
     if let Some(n) = args.replica_moves_max.or(file.replica_moves_max) {
         cfg.replica_moves_max = usize::try_from(n).unwrap_or(usize::MAX).max(1);
+    }
+    if let Some(s) = args.region_merge_after_s.or(file.region_merge_after_s) {
+        cfg.region_merge_after = std::time::Duration::from_secs(s);
+    }
+    if let Some(n) = args.region_merges_max.or(file.region_merges_max) {
+        cfg.region_merges_max = usize::try_from(n).unwrap_or(usize::MAX).max(1);
     }
     if let Some(keys) = args.location_labels.or(file.location_labels) {
         cfg.location_labels = parse_location_labels(&keys)?;

@@ -7,8 +7,8 @@
 //! build: the meta followers, then the meta leader, then each store, then each SQL node
 //! (its clients moved to the other one first, as a load balancer drains a node). While
 //! any process runs the old build the cluster stays at version 1 and SET NOT NULL is
-//! refused; once every one runs the new build the version rises to 2 by itself and the
-//! statement runs, under the workload. No transfer fails, no replica is repaired or moved (every region keeps
+//! refused; once every one runs the new build the version rises to the new build's by
+//! itself and the statement runs, under the workload. No transfer fails, no replica is repaired or moved (every region keeps
 //! its membership: the meta service took no stopped or old process for a broken one), the
 //! total is exact, every acknowledged transfer is there, and `ctl check-replicas` finds
 //! every region's replicas identical.
@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use support::bank::{self, Transfers};
 use support::cluster::Playground;
+
+/// The cluster version of this build: the version every node upgraded to reaches.
+const NEW: u32 = flotilla_types::version::BINARY_CLUSTER_VERSION;
 
 const WORKERS: i64 = 4;
 /// Liveness bound for each step, far above what a step takes.
@@ -229,7 +232,7 @@ fn a_rolling_upgrade_under_load_fails_no_request_and_repairs_nothing() {
     for id in pg.ids("store") {
         pg.terminate("store", id);
         pg.restart_upgraded("store", id);
-        await_store_version(&pg, id, 2);
+        await_store_version(&pg, id, NEW);
         await_progress(&bank, 30, &format!("store {id} upgraded"));
     }
     assert_eq!(
@@ -260,7 +263,7 @@ fn a_rolling_upgrade_under_load_fails_no_request_and_repairs_nothing() {
     let deadline = Instant::now() + STEP_DEADLINE;
     loop {
         let (version, out) = cluster_version(&pg);
-        if version == 2 {
+        if version == NEW {
             assert!(out.contains("every node runs"), "{out}");
             break;
         }
@@ -293,7 +296,7 @@ fn a_rolling_upgrade_under_load_fails_no_request_and_repairs_nothing() {
     let leader = pg.meta_leader();
     pg.terminate("meta", leader);
     pg.meta_leader();
-    assert_eq!(cluster_version(&pg).0, 2);
+    assert_eq!(cluster_version(&pg).0, NEW);
     let after = memberships(&pg);
     assert_eq!(
         before, after,

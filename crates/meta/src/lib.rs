@@ -13,6 +13,7 @@
 //! Architecture invariant: knows the wire contract, raftstore, the storage seam and the
 //! catalog and TSO implementations it hosts; never SQL execution or MVCC.
 
+pub mod merge;
 mod server;
 /// The leader's view of the cluster and its placement decisions; public for the benches.
 #[doc(hidden)]

@@ -24,6 +24,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
+use crate::merge::{MergeConfig, MergeState, MergeStep, live_ranges};
 use crate::state::{
     GcStoreBounds, MetaData, MovePlan, NodeVersion, ReplicaRepair, StoreRec, next_cluster_version,
 };
@@ -87,6 +88,12 @@ pub struct MetaConfig {
     /// Size bounds of Raft messages between members: batches, and single messages (the
     /// meta group's snapshots: every store, region and table) sent in pieces.
     pub raft_limits: RaftMessageLimits,
+    /// Region merge: a region whose range has held no live table's keys for this long (a
+    /// dropped or truncated table's, once its data is deleted) is folded into its left
+    /// neighbour. Zero turns merge off.
+    pub region_merge_after: Duration,
+    /// Region merges under way at once, cluster-wide.
+    pub region_merges_max: usize,
     /// The newest cluster version this member understands (`flotilla_types::version`):
     /// this build's, or an older one to emulate an older build in rolling-upgrade tests.
     pub binary_version: ClusterVersion,
@@ -96,7 +103,8 @@ impl MetaConfig {
     /// A member with the defaults: replication 3, 100 ms ticks, 10-tick elections, stores
     /// down after 10 s of silence, a 3 s TSO window, a leader transfer per 5 s at most,
     /// replicas on a store silent for 30 minutes replaced, 4 repair steps at once, a
-    /// replica move started per second at most with 4 in progress at once, old row
+    /// replica move started per second at most with 4 in progress at once, regions without
+    /// live tables' keys merged after a minute (4 merges at once), old row
     /// versions readable for 10 minutes with the GC safe point moved every minute, gRPC
     /// messages of up to 64 MiB, Raft batches of up to 4 MiB and snapshots of up to
     /// 2 GiB.
@@ -122,6 +130,8 @@ impl MetaConfig {
             grpc_message_bytes_max: GRPC_MESSAGE_BYTES_MAX_DEFAULT,
             raft_limits: RaftMessageLimits::default(),
             binary_version: BINARY_CLUSTER_VERSION,
+            region_merge_after: Duration::from_secs(60),
+            region_merges_max: 4,
         }
     }
 }
@@ -177,6 +187,8 @@ struct LeaderState {
     /// What each other meta member reported of its build's cluster version (absent: not
     /// heard from by this leader).
     member_versions: Mutex<HashMap<u64, Option<ClusterVersion>>>,
+    /// Region merges (see `crate::merge`).
+    merge: Mutex<MergeState>,
 }
 
 /// Replica balance, one region: `learner` is added on the target store and catches up,
@@ -840,6 +852,7 @@ fn activate(shared: &Shared, term: u64, region: Region) -> Result<LeaderState, S
         moves: Mutex::new(HashMap::new()),
         last_move: Mutex::new(None),
         member_versions: Mutex::new(HashMap::new()),
+        merge: Mutex::new(MergeState::default()),
     })
 }
 
@@ -881,6 +894,41 @@ fn store_info(rec: &StoreRec) -> StoreInfo {
 }
 
 impl MetaService {
+    /// The merge step for `region_id` (see `crate::merge`), once every node understands
+    /// merges (`Feature::RegionMerge`). `quiet`: no peer of it is behind.
+    fn merge_step(
+        &self,
+        leader: &LeaderState,
+        data: &MetaData,
+        region_id: u64,
+        quiet: bool,
+    ) -> Option<MergeStep> {
+        let cfg = &self.shared.cfg;
+        if !version::Feature::RegionMerge.active_at(data.cluster_version) {
+            return None;
+        }
+        let moving = leader.moves.lock().contains_key(&region_id)
+            || leader.repairs.lock().contains_key(&region_id);
+        let mut merge = leader.merge.lock();
+        let catalog = leader.catalog.snapshot();
+        if merge.live.as_ref().map(|(v, _)| *v) != Some(catalog.version) {
+            let ids = catalog.tables.values().map(|t| t.storage_id);
+            merge.live = Some((catalog.version, live_ranges(ids)));
+        }
+        let bounds = MergeConfig {
+            after: cfg.region_merge_after,
+            max: cfg.region_merges_max,
+        };
+        merge.step(
+            data,
+            region_id,
+            quiet && !moving,
+            bounds,
+            cfg.replication,
+            Instant::now(),
+        )
+    }
+
     /// The peer that should take over the leadership of `region_id`, if leaders are
     /// unbalanced and no transfer was asked within `leader_balance_interval`.
     fn leader_balance(
@@ -1526,7 +1574,7 @@ impl Meta for MetaService {
             ));
         };
         let mut batch = WriteBatch::new();
-        let (transfer_leader, replace_peer) = {
+        let (transfer_leader, replace_peer, merge) = {
             let mut data = leader.data.lock();
             let id = region.id;
             data.upsert_region(region, req.leader, &mut batch);
@@ -1537,9 +1585,12 @@ impl Meta for MetaService {
             // A split's report (term 0) says nothing of which peers are pending: moves
             // go on only with a leader's periodic heartbeat.
             let periodic = req.term != 0;
+            let pending = if periodic {
+                data.pending_peers(id, req.pending_peers.as_ref().map(|p| &p.ids[..]))
+            } else {
+                Vec::new()
+            };
             let moving = if periodic {
-                let pending =
-                    data.pending_peers(id, req.pending_peers.as_ref().map(|p| &p.ids[..]));
                 self.drive_replica_move(&leader, &data, id, &pending)
             } else {
                 leader
@@ -1549,27 +1600,52 @@ impl Meta for MetaService {
                     .then_some(MoveStep::Wait)
             };
             match moving {
-                Some(MoveStep::Wait) => (None, None),
-                Some(MoveStep::Transfer(to)) => (Some(to), None),
-                Some(MoveStep::Change(step)) => (None, Some(step)),
+                Some(MoveStep::Wait) => (None, None, None),
+                Some(MoveStep::Transfer(to)) => (Some(to), None, None),
+                Some(MoveStep::Change(step)) => (None, Some(step), None),
                 None => {
+                    // A region frozen for a merge takes no membership change.
+                    let frozen = data
+                        .regions
+                        .get(&id)
+                        .is_some_and(|r| flotilla_raftstore::is_merging(&r.region));
                     let transfer = self.leader_balance(&leader, &data, id);
                     let mut replace = None;
-                    if transfer.is_none() {
+                    if transfer.is_none() && !frozen {
                         replace = self.replica_repair(&leader, &mut data, id, &mut batch);
                     }
-                    if transfer.is_none() && replace.is_none() && periodic {
+                    if transfer.is_none() && replace.is_none() && periodic && !frozen {
                         replace = self.start_replica_move(&leader, &mut data, id, &mut batch);
                     }
-                    (transfer, replace)
+                    let mut merge = None;
+                    if transfer.is_none() && replace.is_none() && periodic {
+                        merge = self.merge_step(&leader, &data, id, pending.is_empty());
+                    }
+                    (transfer, replace, merge)
                 }
             }
+        };
+        let (prepare_merge, commit_merge, rollback_merge) = match merge {
+            None => (None, None, None),
+            Some(MergeStep::Prepare) => (Some(true), None, None),
+            Some(MergeStep::Commit { source, epoch }) => (
+                None,
+                Some(CommitMerge {
+                    source: Some(source),
+                    epoch: Some(epoch),
+                }),
+                None,
+            ),
+            Some(MergeStep::Rollback) => (None, None, Some(true)),
         };
         Self::persist(&leader, batch).await?;
         Ok(Response::new(RegionHeartbeatResponse {
             header: ok_header(),
             transfer_leader,
             replace_peer,
+            prepare_merge,
+            commit_merge,
+            rollback_merge,
         }))
     }
 

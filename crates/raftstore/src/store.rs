@@ -832,7 +832,9 @@ impl Store {
                 let cmd = RaftCommand {
                     region_id,
                     epoch,
-                    request: Some(raft_command::Request::RollbackMerge(RollbackMergeRequest {})),
+                    request: Some(raft_command::Request::RollbackMerge(
+                        RollbackMergeRequest {},
+                    )),
                 };
                 self.propose(region_id, cmd.encode_to_vec(), ProposalCb::Merge(cb));
             }
@@ -2217,7 +2219,10 @@ fn apply_command(
             peer.raw
                 .mut_store()
                 .stage_region(batch, unfrozen.clone(), PeerState::Normal);
-            tracing::info!(region_id = region.id, "merge rolled back: the region serves again");
+            tracing::info!(
+                region_id = region.id,
+                "merge rolled back: the region serves again"
+            );
             Applied::Merge(Ok(unfrozen))
         }
         Some(raft_command::Request::CompactLog(_)) | None => Applied::Noop,
@@ -2258,7 +2263,10 @@ fn apply_prepare_merge(
     peer.raw
         .mut_store()
         .stage_region(batch, frozen.clone(), PeerState::Normal);
-    tracing::info!(region_id = region.id, "region frozen to be merged into its left neighbour");
+    tracing::info!(
+        region_id = region.id,
+        "region frozen to be merged into its left neighbour"
+    );
     Ok(frozen)
 }
 
@@ -2309,7 +2317,10 @@ fn apply_commit_merge(
     grown.end_key = source.end_key.clone();
     grown.epoch = Some(RegionEpoch {
         conf_ver: current.conf_ver,
-        version: current.version.max(source.epoch.unwrap_or_default().version) + 1,
+        version: current
+            .version
+            .max(source.epoch.unwrap_or_default().version)
+            + 1,
     });
     peer.raw
         .mut_store()

@@ -225,7 +225,10 @@ fn a_rolled_back_merge_serves_again() {
     let frozen = prepare(&mut c, 2).unwrap();
     let back = rollback(&mut c, 2).unwrap();
     assert!(!is_merging(&back));
-    assert_eq!(back.epoch.unwrap().version, frozen.epoch.unwrap().version + 1);
+    assert_eq!(
+        back.epoch.unwrap().version,
+        frozen.epoch.unwrap().version + 1
+    );
     c.must_put(2, &key(25), b"v");
     c.wait_applied(2, &[1, 2, 3]);
     // A commit-merge with the region as it was when frozen no longer applies anywhere:
@@ -299,7 +302,11 @@ fn a_store_down_during_a_merge_applies_it_from_the_log_when_it_returns() {
     c.wait_applied(1, &[1, 2, 3]);
     assert_eq!(c.region(down, 1), grown);
     assert!(c.status(down, 2).is_none());
-    assert_eq!(c.get(down, &key(25)), None, "the lagging replica's old data stays");
+    assert_eq!(
+        c.get(down, &key(25)),
+        None,
+        "the lagging replica's old data stays"
+    );
     assert_eq!(c.dump(down, b"", b""), c.dump(up, b"", b""));
 }
 

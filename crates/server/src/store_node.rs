@@ -676,6 +676,55 @@ impl Shared {
         }
     }
 
+    /// One step of a region merge, as the meta service asked (see `flotilla_meta::merge`).
+    /// A step that fails is asked again by a later heartbeat.
+    async fn merge_step(&self, region: Region, step: MergeStepAsked) {
+        let region_id = region.id;
+        let epoch = region.epoch.unwrap_or_default();
+        let (what, outcome) = match step {
+            MergeStepAsked::Prepare => (
+                "prepare-merge",
+                ask_store(&self.router, region_id, "prepare-merge", |cb| {
+                    StoreMsg::PrepareMerge {
+                        region_id,
+                        epoch,
+                        cb,
+                    }
+                })
+                .await,
+            ),
+            MergeStepAsked::Commit { source, epoch } => (
+                "commit-merge",
+                ask_store(&self.router, region_id, "commit-merge", |cb| {
+                    StoreMsg::CommitMerge {
+                        region_id,
+                        epoch,
+                        source,
+                        cb,
+                    }
+                })
+                .await,
+            ),
+            MergeStepAsked::Rollback => (
+                "rollback-merge",
+                ask_store(&self.router, region_id, "rollback-merge", |cb| {
+                    StoreMsg::RollbackMerge { region_id, cb }
+                })
+                .await,
+            ),
+        };
+        match outcome {
+            Ok(region) => tracing::info!(
+                region_id,
+                start = ?region.start_key,
+                end = ?region.end_key,
+                merging = flotilla_raftstore::is_merging(&region),
+                "{what} applied"
+            ),
+            Err(e) => tracing::info!(region_id, "{what} not applied: {e}"),
+        }
+    }
+
     /// See `StoreNode::evict_leaders`.
     async fn evict_leaders(self: &Arc<Self>, timeout: Duration) -> usize {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -1744,11 +1793,41 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                             shared.replace_peer(region_id, step).await;
                         });
                     }
+                    if let Some(step) = merge_step(&resp) {
+                        let (shared, region) = (shared.clone(), e.region.clone());
+                        tokio::spawn(async move {
+                            shared.merge_step(region, step).await;
+                        });
+                    }
                 }
                 Err(err) => tracing::debug!(region_id = e.region.id, "region heartbeat: {err}"),
             }
         }
     }
+}
+
+/// A merge step a region heartbeat's answer asks for.
+enum MergeStepAsked {
+    Prepare,
+    Commit {
+        source: Region,
+        epoch: flotilla_proto::metapb::RegionEpoch,
+    },
+    Rollback,
+}
+
+fn merge_step(
+    resp: &flotilla_proto::metaservicepb::RegionHeartbeatResponse,
+) -> Option<MergeStepAsked> {
+    if resp.prepare_merge == Some(true) {
+        return Some(MergeStepAsked::Prepare);
+    }
+    if let Some(c) = &resp.commit_merge
+        && let (Some(source), Some(epoch)) = (c.source.clone(), c.epoch)
+    {
+        return Some(MergeStepAsked::Commit { source, epoch });
+    }
+    (resp.rollback_merge == Some(true)).then_some(MergeStepAsked::Rollback)
 }
 
 /// Sends the store thread the request `make` builds around a callback, and waits for its

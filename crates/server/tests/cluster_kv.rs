@@ -850,69 +850,6 @@ async fn a_stopped_leader_ends_its_command_streams_and_clients_move_on() {
     );
 }
 
-/// The checksum of `region_id`'s data on the store at `addr`: taken through the region's
-/// log when the store leads it (`at_index` 0), else the one it took at `at_index`.
-async fn replica_checksum(
-    addr: std::net::SocketAddr,
-    region_id: u64,
-    at_index: u64,
-) -> Result<(u64, u64, u64), String> {
-    use flotilla_proto::kvpb::{ReplicaChecksumRequest, store_client::StoreClient};
-    let mut client = StoreClient::connect(format!("http://{addr}"))
-        .await
-        .map_err(|e| e.to_string())?;
-    let r = client
-        .replica_checksum(ReplicaChecksumRequest {
-            region_id,
-            at_index,
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .into_inner();
-    if r.error.is_empty() {
-        Ok((r.applied_index, r.checksum, r.key_count))
-    } else {
-        Err(r.error)
-    }
-}
-
-/// Waits until the replica of `region_id` on `addr` holds exactly the leader's data at one
-/// log index, as `ctl check-replicas` compares them.
-async fn wait_for_identical_replica(
-    cluster: &common::Cluster,
-    region_id: u64,
-    addr: std::net::SocketAddr,
-    within: std::time::Duration,
-) -> (u64, u64, u64) {
-    let deadline = std::time::Instant::now() + within;
-    let mut last = String::new();
-    while std::time::Instant::now() < deadline {
-        let mut taken = None;
-        for store in &cluster.stores {
-            match replica_checksum(store.addr(), region_id, 0).await {
-                Ok(sum) => {
-                    taken = Some(sum);
-                    break;
-                }
-                Err(e) => last = e,
-            }
-        }
-        if let Some((index, sum, keys)) = taken {
-            // The replica takes its checksum when it applies that entry.
-            let applied_by = std::time::Instant::now() + std::time::Duration::from_secs(1);
-            while std::time::Instant::now() < applied_by {
-                match replica_checksum(addr, region_id, index).await {
-                    Ok(got) if got == (index, sum, keys) => return got,
-                    Ok(got) => panic!("replica differs: {got:?}, leader {:?}", (index, sum, keys)),
-                    Err(e) => last = e,
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-        }
-    }
-    panic!("the replica on {addr} did not catch up within {within:?}: {last}");
-}
-
 /// A store that was down while its region's log moved past what the leader keeps catches
 /// up by a snapshot of the whole region, here larger than any gRPC message the stores
 /// accept: it travels in pieces on a call of its own. (Before, a snapshot travelled whole
@@ -965,7 +902,7 @@ async fn a_restarted_store_catches_up_by_a_snapshot_larger_than_a_grpc_message()
     );
     let addr = stopped.advertise_addr.parse().unwrap();
     cluster.start_store(stopped).await;
-    let (_, _, keys) = wait_for_identical_replica(
+    let (_, _, keys) = common::wait_for_identical_replica(
         &cluster,
         route.region.id,
         addr,
@@ -1089,7 +1026,13 @@ async fn replicas_on_a_store_down_too_long_move_to_a_live_store() {
         .addr();
     for info in &regions {
         let region_id = info.region.as_ref().unwrap().id;
-        wait_for_identical_replica(&cluster, region_id, added_addr, Duration::from_secs(30)).await;
+        common::wait_for_identical_replica(
+            &cluster,
+            region_id,
+            added_addr,
+            Duration::from_secs(30),
+        )
+        .await;
     }
     let read_ts = tso.get_ts().await.unwrap();
     let rows = kv.scan(b"", b"", read_ts, 100, None, 1_000).await.unwrap();
@@ -1304,7 +1247,7 @@ async fn replicas_spread_to_an_added_store_and_off_a_removed_one_while_transacti
     for info in &regions {
         let region = info.region.as_ref().unwrap();
         for p in &region.peers {
-            wait_for_identical_replica(
+            common::wait_for_identical_replica(
                 &cluster,
                 region.id,
                 addr_of(p.store_id),
@@ -1468,7 +1411,7 @@ async fn gc_removes_old_versions_on_every_replica_and_never_past_a_lock() {
     // The removals went through the region's log: every replica holds the same data.
     let region = kv.cache().locate(&encode_key(b"k")).await.unwrap();
     for store in &cluster.stores {
-        wait_for_identical_replica(
+        common::wait_for_identical_replica(
             &cluster,
             region.region.id,
             store.addr(),

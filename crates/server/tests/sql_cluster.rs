@@ -658,6 +658,7 @@ async fn wait_for_cluster_version(meta: &MetaClient, version: u32) {
 /// with the reason, and the version does not go back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_version_rises_once_every_node_runs_the_newer_build() {
+    const NEW: u32 = flotilla_types::version::BINARY_CLUSTER_VERSION;
     let old_store = std::sync::atomic::AtomicBool::new(true);
     let mut cluster = common::Cluster::start_with(|cfg| {
         if old_store.swap(false, std::sync::atomic::Ordering::Relaxed) {
@@ -671,7 +672,7 @@ async fn the_cluster_version_rises_once_every_node_runs_the_newer_build() {
     ok(&mut s, "CREATE TABLE t (id INT PRIMARY KEY, v INT)").await;
     ok(&mut s, "INSERT INTO t VALUES (1, 10)").await;
     assert_eq!(rows(&mut s, "SHOW cluster_version").await, ["1"]);
-    assert_eq!(rows(&mut s, "SHOW binary_version").await, ["2"]);
+    assert_eq!(rows(&mut s, "SHOW binary_version").await, [NEW.to_string()]);
     let (version, held_by) = cluster_version(&meta).await;
     assert_eq!(version, 1);
     let old = cluster
@@ -698,7 +699,7 @@ async fn the_cluster_version_rises_once_every_node_runs_the_newer_build() {
     let mut cfg = cluster.stop_store(old_id).await;
     cfg.binary_version = flotilla_types::version::BINARY_CLUSTER_VERSION;
     cluster.start_store(cfg).await;
-    wait_for_cluster_version(&meta, 2).await;
+    wait_for_cluster_version(&meta, NEW).await;
     assert!(cluster_version(&meta).await.1.is_empty());
     ok(&mut s, "ALTER TABLE t ALTER COLUMN v SET NOT NULL").await;
     assert_eq!(
@@ -710,10 +711,10 @@ async fn the_cluster_version_rises_once_every_node_runs_the_newer_build() {
     );
     // The SQL node learns the new version with its next lease renewal.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while rows(&mut s, "SHOW cluster_version").await != ["2"] {
+    while rows(&mut s, "SHOW cluster_version").await != [NEW.to_string()] {
         assert!(
             std::time::Instant::now() < deadline,
-            "the SQL node never learned version 2"
+            "the SQL node never learned version {NEW}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -726,7 +727,8 @@ async fn the_cluster_version_rises_once_every_node_runs_the_newer_build() {
     let e = run(&mut old_session, "SELECT * FROM t").await.unwrap_err();
     assert_eq!(e.code, "57P03", "{}", e.message);
     assert!(
-        e.message.contains("older than the cluster's version 2"),
+        e.message
+            .contains(&format!("older than the cluster's version {NEW}")),
         "{}",
         e.message
     );
@@ -746,11 +748,109 @@ async fn the_cluster_version_rises_once_every_node_runs_the_newer_build() {
     assert!(
         refused
             .to_string()
-            .contains("older than the cluster's version 2"),
+            .contains(&format!("older than the cluster's version {NEW}")),
         "{refused}"
     );
     assert_eq!(meta.get_stores(0).await.unwrap().len(), 3);
     // The new build serves on, and the version stays.
     assert_eq!(rows(&mut s, "SELECT id, v FROM t").await, ["1|10"]);
-    assert_eq!(cluster_version(&meta).await.0, 2);
+    assert_eq!(cluster_version(&meta).await.0, NEW);
+}
+
+/// The regions of the cluster, in key order: (start, end, merging).
+async fn regions(meta: &MetaClient) -> Vec<(Vec<u8>, Vec<u8>, bool)> {
+    meta.scan_regions(b"", b"", 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|info| info.region)
+        .map(|r| {
+            let merging = flotilla_raftstore::is_merging(&r);
+            (r.start_key.to_vec(), r.end_key.to_vec(), merging)
+        })
+        .collect()
+}
+
+/// Each table starts in a region of its own, so dropping and truncating tables used to
+/// leave ever more regions (Raft groups on every store) behind. Once a dropped table's
+/// data is deleted its region holds no live table's keys and is merged into its left
+/// neighbour, as is the gap between tables: after three tables dropped and one truncated
+/// twice, the cluster is back to three regions (the key space before the live table,
+/// the live table, the rest), and the live table's rows are all there and take writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_regions_of_dropped_and_truncated_tables_are_merged_away() {
+    let cluster = common::Cluster::start_tuned(
+        |meta| meta.region_merge_after = Duration::from_millis(300),
+        |_| {},
+    )
+    .await;
+    let meta = MetaClient::new(vec![cluster.meta_addr.clone()], ClientConfig::default()).unwrap();
+    wait_for_cluster_version(&meta, flotilla_types::version::BINARY_CLUSTER_VERSION).await;
+    let node = sql_node(&cluster).await;
+    let mut s = node.session();
+    ok(&mut s, "CREATE TABLE keep (id INT PRIMARY KEY, v TEXT)").await;
+    for i in 0..3 {
+        ok(
+            &mut s,
+            &format!("CREATE TABLE gone{i} (id INT PRIMARY KEY)"),
+        )
+        .await;
+        ok(
+            &mut s,
+            &format!("INSERT INTO gone{i} SELECT x FROM generate_series(1, 200) AS x"),
+        )
+        .await;
+    }
+    for _ in 0..2 {
+        ok(&mut s, "INSERT INTO keep VALUES (1, 'a'), (2, 'b')").await;
+        ok(&mut s, "TRUNCATE keep").await;
+    }
+    ok(
+        &mut s,
+        "INSERT INTO keep SELECT x, 'v' FROM generate_series(1, 100) AS x",
+    )
+    .await;
+    let grown = regions(&meta).await.len();
+    assert!(
+        grown >= 7,
+        "every table and truncation got a region: {grown}"
+    );
+    for i in 0..3 {
+        ok(&mut s, &format!("DROP TABLE gone{i}")).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let now = regions(&meta).await;
+        if now.len() == 3 && !now.iter().any(|r| r.2) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "regions not merged: {} left ({} before the drops): {now:?}",
+            now.len(),
+            grown
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(rows(&mut s, "SELECT count(*) FROM keep").await, ["100"]);
+    ok(&mut s, "INSERT INTO keep VALUES (1000, 'after')").await;
+    ok(&mut s, "CREATE TABLE later (id INT PRIMARY KEY)").await;
+    ok(&mut s, "INSERT INTO later VALUES (1), (2)").await;
+    assert_eq!(rows(&mut s, "SELECT count(*) FROM keep").await, ["101"]);
+    assert_eq!(rows(&mut s, "SELECT count(*) FROM later").await, ["2"]);
+    // Every store's replicas of every region hold the same data.
+    let ids: Vec<u64> = meta
+        .scan_regions(b"", b"", 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|info| info.region.map(|r| r.id))
+        .collect();
+    assert!(ids.len() >= 4, "{ids:?}");
+    for id in ids {
+        for store in &cluster.stores {
+            common::wait_for_identical_replica(&cluster, id, store.addr(), Duration::from_secs(10))
+                .await;
+        }
+    }
 }

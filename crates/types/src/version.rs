@@ -17,12 +17,13 @@ pub type ClusterVersion = u32;
 pub const CLUSTER_VERSION_BASE: ClusterVersion = 1;
 
 /// The newest cluster version this build understands.
-pub const BINARY_CLUSTER_VERSION: ClusterVersion = 2;
+pub const BINARY_CLUSTER_VERSION: ClusterVersion = 3;
 
 // A build understands every feature it gates. (Every build so far also runs in a
 // cluster at any older version, down to the base: one that drops an old version's
 // protocol must refuse to join a cluster still at it.)
 const _: () = assert!(Feature::SetNotNull.since() <= BINARY_CLUSTER_VERSION);
+const _: () = assert!(Feature::RegionMerge.since() <= BINARY_CLUSTER_VERSION);
 
 /// A behaviour gated by the cluster version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +32,10 @@ pub enum Feature {
     /// while `ColumnDef::not_null_pending` is set, and every meta member must decode the
     /// job kind.
     SetNotNull,
+    /// Region merge: every store must apply the prepare-merge and commit-merge commands
+    /// of a region's log (a build without them would skip them, and its replica would
+    /// part from the others').
+    RegionMerge,
 }
 
 impl Feature {
@@ -38,6 +43,7 @@ impl Feature {
     pub const fn since(self) -> ClusterVersion {
         match self {
             Feature::SetNotNull => 2,
+            Feature::RegionMerge => 3,
         }
     }
 
@@ -45,6 +51,7 @@ impl Feature {
     pub const fn what(self) -> &'static str {
         match self {
             Feature::SetNotNull => "ALTER COLUMN ... SET NOT NULL",
+            Feature::RegionMerge => "region merge",
         }
     }
 

@@ -187,3 +187,66 @@ impl Cluster {
         self.gc_removed()
     }
 }
+
+/// The checksum of `region_id`'s data on the store at `addr`: taken through the region's
+/// log when the store leads it (`at_index` 0), else the one it took at `at_index`.
+pub async fn replica_checksum(
+    addr: std::net::SocketAddr,
+    region_id: u64,
+    at_index: u64,
+) -> Result<(u64, u64, u64), String> {
+    use flotilla_proto::kvpb::{ReplicaChecksumRequest, store_client::StoreClient};
+    let mut client = StoreClient::connect(format!("http://{addr}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let r = client
+        .replica_checksum(ReplicaChecksumRequest {
+            region_id,
+            at_index,
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    if r.error.is_empty() {
+        Ok((r.applied_index, r.checksum, r.key_count))
+    } else {
+        Err(r.error)
+    }
+}
+
+/// Waits until the replica of `region_id` on `addr` holds exactly the leader's data at one
+/// log index, as `ctl check-replicas` compares them.
+pub async fn wait_for_identical_replica(
+    cluster: &Cluster,
+    region_id: u64,
+    addr: std::net::SocketAddr,
+    within: std::time::Duration,
+) -> (u64, u64, u64) {
+    let deadline = std::time::Instant::now() + within;
+    let mut last = String::new();
+    while std::time::Instant::now() < deadline {
+        let mut taken = None;
+        for store in &cluster.stores {
+            match replica_checksum(store.addr(), region_id, 0).await {
+                Ok(sum) => {
+                    taken = Some(sum);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        if let Some((index, sum, keys)) = taken {
+            // The replica takes its checksum when it applies that entry.
+            let applied_by = std::time::Instant::now() + std::time::Duration::from_secs(1);
+            while std::time::Instant::now() < applied_by {
+                match replica_checksum(addr, region_id, index).await {
+                    Ok(got) if got == (index, sum, keys) => return got,
+                    Ok(got) => panic!("replica differs: {got:?}, leader {:?}", (index, sum, keys)),
+                    Err(e) => last = e,
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
+    panic!("the replica on {addr} did not catch up within {within:?}: {last}");
+}
