@@ -8,6 +8,9 @@ use crate::{AlterAction, ColumnSpec, DdlConfig, DdlJobs, JobKind, JobQueue, JobS
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// The version a node of this build reports.
+const NEW: Option<u32> = Some(flotilla_types::version::BINARY_CLUSTER_VERSION);
+
 fn engine(dir: &std::path::Path) -> EngineRef {
     Arc::new(
         FjallEngine::open(
@@ -330,8 +333,8 @@ async fn a_schema_change_is_done_only_once_every_live_node_uses_it() {
     let ddl = LocalDdl::start(queue.clone());
     let v = catalog.snapshot().version;
     let poll = Duration::ZERO;
-    ddl.renew_lease(1, v, v, 0, Some(2), poll).await.unwrap();
-    ddl.renew_lease(2, v, v, 0, Some(2), poll).await.unwrap();
+    ddl.renew_lease(1, v, v, 0, NEW, poll).await.unwrap();
+    ddl.renew_lease(2, v, v, 0, NEW, poll).await.unwrap();
     let job = ddl.submit(add(1, &["a"]), "a".into()).await.unwrap();
     // The change is committed (its point of no return) but nodes 1 and 2 are behind.
     let waiting = ddl.wait(job.id, Duration::from_millis(150)).await.unwrap();
@@ -341,15 +344,13 @@ async fn a_schema_change_is_done_only_once_every_live_node_uses_it() {
     assert_eq!(ddl.cancel(job.id).await.unwrap_err().code, "55000");
     // A renewal answers at once when a newer version exists.
     let grant = ddl
-        .renew_lease(1, v, v, 0, Some(2), Duration::from_secs(5))
+        .renew_lease(1, v, v, 0, NEW, Duration::from_secs(5))
         .await
         .unwrap();
     assert_eq!(grant.version, v + 1);
     // Node 1 loaded it but a transaction of its own still uses the old one.
-    ddl.renew_lease(1, v + 1, v, 0, Some(2), poll)
-        .await
-        .unwrap();
-    ddl.renew_lease(2, v + 1, v + 1, 0, Some(2), poll)
+    ddl.renew_lease(1, v + 1, v, 0, NEW, poll).await.unwrap();
+    ddl.renew_lease(2, v + 1, v + 1, 0, NEW, poll)
         .await
         .unwrap();
     let still = ddl.wait(job.id, Duration::from_millis(150)).await.unwrap();
@@ -361,7 +362,7 @@ async fn a_schema_change_is_done_only_once_every_live_node_uses_it() {
             .message
             .contains("transaction still using schema version"),
     );
-    ddl.renew_lease(1, v + 1, v + 1, 0, Some(2), poll)
+    ddl.renew_lease(1, v + 1, v + 1, 0, NEW, poll)
         .await
         .unwrap();
     let done = ddl.wait(job.id, WAIT).await.unwrap();
@@ -379,7 +380,7 @@ async fn a_node_that_stops_renewing_is_waited_for_only_until_its_lease_lapses() 
         let queue = JobQueue::open(engine.clone(), catalog.clone(), leased(), None).unwrap();
         let ddl = LocalDdl::start(queue);
         // Node 7 registers, then the owner dies: the next owner must not forget it.
-        ddl.renew_lease(7, v, v, 0, Some(2), Duration::ZERO)
+        ddl.renew_lease(7, v, v, 0, NEW, Duration::ZERO)
             .await
             .unwrap();
     }
@@ -395,7 +396,7 @@ async fn a_node_that_stops_renewing_is_waited_for_only_until_its_lease_lapses() 
     assert_eq!(queue.leases().live_nodes(), 0);
     // A released node is not waited for at all.
     let v = catalog.snapshot().version;
-    ddl.renew_lease(8, v, v, 0, Some(2), Duration::ZERO)
+    ddl.renew_lease(8, v, v, 0, NEW, Duration::ZERO)
         .await
         .unwrap();
     ddl.release_lease(8).await.unwrap();
@@ -419,7 +420,7 @@ async fn an_owner_in_the_nodes_process_forgets_the_leases_of_its_earlier_run() {
     {
         let queue = JobQueue::open(engine.clone(), catalog.clone(), cfg.clone(), None).unwrap();
         let ddl = LocalDdl::start(queue);
-        ddl.renew_lease(7, v, v, 0, Some(2), Duration::ZERO)
+        ddl.renew_lease(7, v, v, 0, NEW, Duration::ZERO)
             .await
             .unwrap();
     }
@@ -433,7 +434,7 @@ async fn an_owner_in_the_nodes_process_forgets_the_leases_of_its_earlier_run() {
     assert_eq!(queue.leases().live_nodes(), 0);
     // A node that renewed with this owner is not forgotten, and the forgetting persists.
     let ddl = LocalDdl::start(queue.clone());
-    ddl.renew_lease(8, v, v, 0, Some(2), Duration::ZERO)
+    ddl.renew_lease(8, v, v, 0, NEW, Duration::ZERO)
         .await
         .unwrap();
     queue.leases().forget_earlier_runs().unwrap();
@@ -651,11 +652,11 @@ async fn the_gc_bound_is_the_oldest_start_ts_any_live_node_reports() {
     let poll = Duration::ZERO;
     // No node: nothing holds GC back.
     assert_eq!(queue.leases().oldest_start_ts(), u64::MAX);
-    ddl.renew_lease(1, v, v, 500, Some(2), poll).await.unwrap();
-    ddl.renew_lease(2, v, v, 300, Some(2), poll).await.unwrap();
+    ddl.renew_lease(1, v, v, 500, NEW, poll).await.unwrap();
+    ddl.renew_lease(2, v, v, 300, NEW, poll).await.unwrap();
     assert_eq!(queue.leases().oldest_start_ts(), 300);
     // A node's newer report replaces its older one.
-    ddl.renew_lease(2, v, v, 700, Some(2), poll).await.unwrap();
+    ddl.renew_lease(2, v, v, 700, NEW, poll).await.unwrap();
     assert_eq!(queue.leases().oldest_start_ts(), 500);
     // A node that gave its lease up holds nothing back.
     ddl.release_lease(1).await.unwrap();
@@ -667,7 +668,7 @@ async fn the_gc_bound_is_the_oldest_start_ts_any_live_node_reports() {
     let queue = JobQueue::open(engine, catalog, long_leases, None).unwrap();
     assert_eq!(queue.leases().oldest_start_ts(), 0);
     let ddl = LocalDdl::start(queue.clone());
-    ddl.renew_lease(2, v, v, 900, Some(2), poll).await.unwrap();
+    ddl.renew_lease(2, v, v, 900, NEW, poll).await.unwrap();
     assert_eq!(queue.leases().oldest_start_ts(), 900);
 }
 

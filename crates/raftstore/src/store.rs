@@ -773,18 +773,11 @@ impl Store {
                 batch,
                 cb,
             } => self.propose_write(region_id, epoch, term, batch, cb),
-            StoreMsg::ComputeHash { region_id, cb } => {
-                let epoch = match self.peers.get(&region_id) {
-                    Some(p) => p.region().epoch,
-                    None => return cb(Err(RaftStoreError::RegionNotFound(region_id))),
-                };
-                let cmd = RaftCommand {
-                    region_id,
-                    epoch,
-                    request: Some(raft_command::Request::ComputeHash(ComputeHashRequest {})),
-                };
-                self.propose(region_id, cmd.encode_to_vec(), ProposalCb::Hash(cb));
-            }
+            StoreMsg::ComputeHash { region_id, cb } => self.propose_at_current_epoch(
+                region_id,
+                raft_command::Request::ComputeHash(ComputeHashRequest {}),
+                ProposalCb::Hash(cb),
+            ),
             StoreMsg::ReadIndex {
                 region_id,
                 epoch,
@@ -824,20 +817,11 @@ impl Store {
                 };
                 self.propose(region_id, cmd.encode_to_vec(), ProposalCb::Merge(cb));
             }
-            StoreMsg::RollbackMerge { region_id, cb } => {
-                let epoch = match self.peers.get(&region_id) {
-                    Some(p) => p.region().epoch,
-                    None => return cb(Err(RaftStoreError::RegionNotFound(region_id))),
-                };
-                let cmd = RaftCommand {
-                    region_id,
-                    epoch,
-                    request: Some(raft_command::Request::RollbackMerge(
-                        RollbackMergeRequest {},
-                    )),
-                };
-                self.propose(region_id, cmd.encode_to_vec(), ProposalCb::Merge(cb));
-            }
+            StoreMsg::RollbackMerge { region_id, cb } => self.propose_at_current_epoch(
+                region_id,
+                raft_command::Request::RollbackMerge(RollbackMergeRequest {}),
+                ProposalCb::Merge(cb),
+            ),
             StoreMsg::TransferLeader {
                 region_id,
                 to_peer_id,
@@ -882,6 +866,26 @@ impl Store {
             }
         }
         Ok(peer)
+    }
+
+    /// Proposes an admin command at the region's epoch as this store has it (a command
+    /// whose caller names no epoch: checksums, rollbacks of a merge).
+    fn propose_at_current_epoch(
+        &mut self,
+        region_id: u64,
+        request: raft_command::Request,
+        cb: ProposalCb,
+    ) {
+        let epoch = match self.peers.get(&region_id) {
+            Some(p) => p.region().epoch,
+            None => return cb.fail(RaftStoreError::RegionNotFound(region_id)),
+        };
+        let cmd = RaftCommand {
+            region_id,
+            epoch,
+            request: Some(request),
+        };
+        self.propose(region_id, cmd.encode_to_vec(), cb);
     }
 
     fn propose(&mut self, region_id: u64, data: Vec<u8>, cb: ProposalCb) {

@@ -108,6 +108,22 @@ fn follower_of_both(c: &mut Cluster) -> u64 {
         .unwrap()
 }
 
+/// Writes k25 into region 2 on every store, stops a store leading neither region, then
+/// deletes k25 and merges region 2 into region 1 without it. Returns the stopped store
+/// (its peer of region 2 still holds k25) and the grown region 1.
+fn merge_while_a_store_is_down(c: &mut Cluster) -> (u64, Region) {
+    three_regions(c);
+    c.must_put(2, &key(25), b"old");
+    c.wait_applied(2, &[1, 2, 3]);
+    let down = follower_of_both(c);
+    c.stop(down);
+    delete(c, 2, &key(25));
+    let frozen = prepare(c, 2).unwrap();
+    let epoch = left_epoch(c);
+    let grown = commit(c, 1, epoch, frozen).unwrap();
+    (down, grown)
+}
+
 fn left_epoch(c: &mut Cluster) -> RegionEpoch {
     let leader = c.wait_leader(1);
     c.region(leader, 1).epoch.unwrap_or_default()
@@ -287,15 +303,7 @@ fn a_commit_merge_is_refused_unless_adjacent_current_and_frozen() {
 #[test]
 fn a_store_down_during_a_merge_applies_it_from_the_log_when_it_returns() {
     let mut c = Cluster::new(3, 3);
-    three_regions(&mut c);
-    c.must_put(2, &key(25), b"old");
-    c.wait_applied(2, &[1, 2, 3]);
-    let down = follower_of_both(&mut c);
-    c.stop(down);
-    delete(&mut c, 2, &key(25));
-    let frozen = prepare(&mut c, 2).unwrap();
-    let epoch = left_epoch(&mut c);
-    let grown = commit(&mut c, 1, epoch, frozen).unwrap();
+    let (down, grown) = merge_while_a_store_is_down(&mut c);
     let up = [1, 2, 3].into_iter().find(|s| *s != down).unwrap();
     assert_eq!(c.get(up, &key(25)), None);
     c.start(down);
@@ -318,15 +326,7 @@ fn a_store_that_missed_a_merge_takes_a_snapshot_over_its_stale_peer_of_the_sourc
         cfg.log_gc_count_limit = 8;
         cfg.log_keep_for_lagging_entries = 16;
     });
-    three_regions(&mut c);
-    c.must_put(2, &key(25), b"old");
-    c.wait_applied(2, &[1, 2, 3]);
-    let down = follower_of_both(&mut c);
-    c.stop(down);
-    delete(&mut c, 2, &key(25));
-    let frozen = prepare(&mut c, 2).unwrap();
-    let epoch = left_epoch(&mut c);
-    let grown = commit(&mut c, 1, epoch, frozen).unwrap();
+    let (down, grown) = merge_while_a_store_is_down(&mut c);
     let left_leader = c.wait_leader(1);
     let before = c.status(left_leader, 1).unwrap().applied_index;
     for i in 0..60 {
