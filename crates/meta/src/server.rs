@@ -187,6 +187,9 @@ struct LeaderState {
     /// What each other meta member reported of its build's cluster version (absent: not
     /// heard from by this leader).
     member_versions: Mutex<HashMap<u64, Option<ClusterVersion>>>,
+    /// Wakes `cluster_version_loop` before its next interval: a node's build version
+    /// became known or changed, so the cluster version may rise now.
+    version_wake: Arc<tokio::sync::Notify>,
     /// Region merges (see `crate::merge`).
     merge: Mutex<MergeState>,
 }
@@ -524,6 +527,7 @@ async fn watch_leadership(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) 
                         tokio::spawn(cluster_version_loop(
                             shared.cfg.clone(),
                             Arc::downgrade(&state),
+                            state.version_wake.clone(),
                             state.ddl_stop.subscribe(),
                         ));
                         *shared.leader.write() = Some(state);
@@ -549,11 +553,13 @@ async fn watch_leadership(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) 
 async fn cluster_version_loop(
     cfg: MetaConfig,
     leader: std::sync::Weak<LeaderState>,
+    wake: Arc<tokio::sync::Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(CLUSTER_VERSION_INTERVAL) => {}
+            _ = wake.notified() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
         let Some(leader) = leader.upgrade() else {
@@ -664,11 +670,17 @@ async fn member_heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bo
             return;
         }
     };
+    // The first report goes at once (the client retries until a leader answers, within
+    // its budget): a new cluster bootstraps at the versions heard by then.
+    let mut first = true;
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(CLUSTER_VERSION_INTERVAL) => {}
-            _ = stop.wait_for(|s| *s) => return,
+        if !first {
+            tokio::select! {
+                _ = tokio::time::sleep(CLUSTER_VERSION_INTERVAL) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
         }
+        first = false;
         if shared.leader.read().is_some() {
             continue;
         }
@@ -852,6 +864,7 @@ fn activate(shared: &Shared, term: u64, region: Region) -> Result<LeaderState, S
         moves: Mutex::new(HashMap::new()),
         last_move: Mutex::new(None),
         member_versions: Mutex::new(HashMap::new()),
+        version_wake: Arc::new(tokio::sync::Notify::new()),
         merge: Mutex::new(MergeState::default()),
     })
 }
@@ -1420,10 +1433,13 @@ impl Meta for MetaService {
                 req.member_id
             )));
         }
-        leader
+        let before = leader
             .member_versions
             .lock()
             .insert(req.member_id, req.binary_version);
+        if before != Some(req.binary_version) {
+            leader.version_wake.notify_one();
+        }
         let cluster_version = leader.data.lock().cluster_version;
         Ok(Response::new(MemberHeartbeatResponse {
             header: ok_header(),
@@ -1480,6 +1496,9 @@ impl Meta for MetaService {
         let stats = req.stats.unwrap_or_default();
         let binary_version = version::reported(req.binary_version);
         let mut batch = WriteBatch::new();
+        // The cluster version a new cluster starts at, persisted with its first region.
+        let mut start_version = None;
+        let mut version_news = false;
         let (store_id, bootstrap_region, bootstrapped, gc_safe_point, gc_collect_point, cluster) = {
             let mut data = leader.data.lock();
             // Refused before anything of it is recorded: to this leader it stays silent,
@@ -1517,6 +1536,7 @@ impl Meta for MetaService {
             if let Some(rec) = data.stores.get_mut(&store.id) {
                 rec.stats = stats;
                 rec.last_heartbeat = Some(Instant::now());
+                version_news = rec.binary_version != req.binary_version;
                 rec.binary_version = req.binary_version;
             }
             if data.bootstrap.is_none() {
@@ -1531,7 +1551,27 @@ impl Meta for MetaService {
                 if live.len() >= self.shared.cfg.replication {
                     let live = data.spread_pick(&live, self.shared.cfg.replication);
                     let region = data.plan_bootstrap(&live, &mut batch);
-                    tracing::info!(region_id = region.id, stores = ?live, "cluster bootstrapped");
+                    // A new cluster holds no data a newer behaviour could misread: it
+                    // starts at the oldest version of the nodes heard from so far, not
+                    // at the base version for `cluster_version_loop` to raise a second
+                    // later (DDL gated on a version would be refused until then). A node
+                    // older than that is refused when it joins, as after any rise.
+                    let nodes = node_versions(&self.shared.cfg, &leader, &data);
+                    let (v, _) = next_cluster_version(
+                        data.cluster_version,
+                        self.shared.cfg.binary_version,
+                        &nodes,
+                    );
+                    if v > data.cluster_version {
+                        MetaData::persist_cluster_version(v, &mut batch);
+                        start_version = Some(v);
+                    }
+                    tracing::info!(
+                        region_id = region.id,
+                        stores = ?live,
+                        cluster_version = v,
+                        "cluster bootstrapped"
+                    );
                 }
             }
             let bootstrap_region = data
@@ -1551,6 +1591,20 @@ impl Meta for MetaService {
             )
         };
         Self::persist(&leader, batch).await?;
+        // Raised only once persisted: no node may hear of a version a later leader
+        // would not find.
+        let cluster = match start_version {
+            Some(v) => {
+                let mut data = leader.data.lock();
+                data.cluster_version = data.cluster_version.max(v);
+                leader.ddl.set_cluster_version(data.cluster_version);
+                data.cluster_version
+            }
+            None => cluster,
+        };
+        if version_news {
+            leader.version_wake.notify_one();
+        }
         Ok(Response::new(StoreHeartbeatResponse {
             header: ok_header(),
             store_id,

@@ -198,7 +198,19 @@ impl LocalTso {
 #[async_trait::async_trait]
 impl Tso for LocalTso {
     async fn get_ts(&self) -> Result<Timestamp, TsoError> {
-        self.next_ts()
+        if let Some(ts) = self.try_next_batch(1) {
+            return Ok(ts);
+        }
+        // Raising the window is a durable write (an fsync; on a meta leader a Raft round
+        // trip): on a multi-threaded runtime this worker hands its other tasks to another
+        // thread for it, rather than stopping them for the write. A one-thread runtime
+        // has no other thread to hand them to.
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                tokio::task::block_in_place(|| self.next_ts())
+            }
+            _ => self.next_ts(),
+        }
     }
 }
 
@@ -314,6 +326,46 @@ mod tests {
         trying.join().unwrap();
         assert!(raised > before);
         assert!(tso.next_ts().unwrap() > raised);
+    }
+
+    /// `get_ts` raising the window on an async worker thread must not stop the other
+    /// tasks of that thread for the write: with one worker, a task that would free the
+    /// write still runs while it waits.
+    #[test]
+    fn get_ts_raising_the_window_leaves_the_async_thread_to_other_tasks() {
+        const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+        let dir = tempfile::tempdir().unwrap();
+        let gated = Arc::new(flotilla_storage::testing::GatedEngine::new(engine(
+            dir.path(),
+        )));
+        let tso = Arc::new(LocalTso::open(gated.clone(), 1).unwrap());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let written = gated.entered();
+        gated.set_shut(true);
+        let raising = {
+            let tso = tso.clone();
+            rt.spawn(async move {
+                // Bounded: the clock passes the 1 ms window within a few milliseconds.
+                while tso.try_next_batch(1).is_some() {}
+                tso.get_ts().await
+            })
+        };
+        assert!(
+            gated.await_entered(written + 1, WAIT),
+            "the window was never raised"
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        rt.spawn(async move {
+            let _ = tx.send(());
+        });
+        let ran = rx.recv_timeout(WAIT);
+        gated.set_shut(false);
+        ran.expect("a task on the runtime waited for the window's write");
+        let ts = rt.block_on(raising).unwrap().unwrap();
+        assert!(tso.next_ts().unwrap() > ts);
     }
 
     /// A raise whose write takes longer than the window leaves the clock past the new
