@@ -4,10 +4,11 @@
 //! leave ever more Raft groups behind (each table starts in a region of its own).
 //!
 //! Three steps, each asked in a region heartbeat's answer and applied through a Raft log
-//! (`flotilla_raftstore`): the region is frozen by a prepare-merge (which its store
-//! applies only if the region holds no data at all); the neighbour absorbs it by a
-//! commit-merge, proposed at the neighbour's epoch the meta service saw it colocated at;
-//! or the freeze is rolled back. Nothing here is persisted: every decision follows from
+//! (`flotilla_raftstore`): the region is frozen by a prepare-merge; once its leader reports
+//! the frozen region holds no data at all (checked off its store thread: a frozen region
+//! applies no writes), the neighbour absorbs it by a commit-merge, proposed at the
+//! neighbour's epoch the meta service saw it colocated at; or the freeze is rolled back
+//! (the region holds data, or the neighbour moved). Nothing here is persisted: every decision follows from
 //! the regions' reported state, so a new meta leader carries on where the last stopped.
 //!
 //! Why a rollback is safe: a commit-merge is only ever sent with an epoch of the
@@ -25,9 +26,9 @@ use flotilla_raftstore::is_merging;
 
 use crate::state::{MetaData, RegionRec};
 
-/// A prepare-merge not seen applied within this long was refused (the region still holds
-/// data: its dropped table is not yet cleaned up) or lost: the region waits
-/// `MergeConfig::after` again before the next attempt.
+/// A prepare-merge not seen applied within this long was refused (the region changed
+/// meanwhile) or lost: the region waits `MergeConfig::after` again before the next
+/// attempt, as after a rollback.
 pub const PREPARE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bounds of region merge (`MetaConfig::region_merge_after`, `region_merges_max`).
@@ -71,11 +72,15 @@ pub struct MergeState {
 impl MergeState {
     /// The merge step for `region_id`, whose leader just sent a periodic heartbeat.
     /// `quiet`: the region has no pending peer and no replica move or repair of its own.
+    /// `empty`: whether the region, if frozen, holds no data, as its leader found
+    /// (`None`: not found yet).
+    #[allow(clippy::too_many_arguments)]
     pub fn step(
         &mut self,
         data: &MetaData,
         region_id: u64,
         quiet: bool,
+        empty: Option<bool>,
         cfg: MergeConfig,
         replication: usize,
         now: Instant,
@@ -103,12 +108,22 @@ impl MergeState {
         }
         if is_merging(region) {
             self.prepares.remove(&region_id);
+            if empty == Some(false) {
+                // Its dropped data is not all deleted yet: it waits `after` again.
+                self.commits.retain(|_, (s, _)| s.id != region_id);
+                self.dead_since.insert(region_id, now);
+                return Some(MergeStep::Rollback);
+            }
             let left = left_neighbour(data, region)?;
             if is_merging(&left.region) {
                 // It goes into its own left neighbour first.
                 return None;
             }
             if colocated(&left.region, region, replication) {
+                if empty != Some(true) {
+                    // Its leader has not checked it yet.
+                    return None;
+                }
                 if left.leader.is_some() {
                     let epoch = left.region.epoch.unwrap_or_default();
                     self.commits.insert(left.region.id, (region.clone(), epoch));
@@ -116,6 +131,7 @@ impl MergeState {
                 return None;
             }
             self.commits.retain(|_, (s, _)| s.id != region_id);
+            self.dead_since.insert(region_id, now);
             return Some(MergeStep::Rollback);
         }
         if cfg.after.is_zero() || region.end_key.is_empty() {
@@ -233,6 +249,94 @@ mod tests {
         assert!(holds_live_keys(&region(b"e", b""), &live));
         assert!(!holds_live_keys(&region(b"g", b""), &live));
         assert!(!holds_live_keys(&region(b"a", b"z"), &[]));
+    }
+
+    /// Region `id` over `[start, end)` with a voter on stores 1..=3 (peer `id * 10 +
+    /// store`), at `version`, frozen or not.
+    fn placed(id: u64, start: &[u8], end: &[u8], version: u64, frozen: bool) -> Region {
+        let mut r = region(start, end);
+        r.id = id;
+        r.epoch = Some(RegionEpoch {
+            conf_ver: 1,
+            version,
+        });
+        r.peers = (1..=3)
+            .map(|s| flotilla_proto::metapb::Peer {
+                id: id * 10 + s,
+                store_id: s,
+                role: PeerRole::Voter as i32,
+            })
+            .collect();
+        r.merging = frozen.then_some(true);
+        r
+    }
+
+    fn meta_with(regions: &[Region]) -> MetaData {
+        let mut data = MetaData::default();
+        let mut batch = flotilla_storage::WriteBatch::new();
+        for r in regions {
+            data.upsert_region(r.clone(), r.peers.first().copied(), &mut batch);
+        }
+        data
+    }
+
+    /// A frozen region is absorbed only once its leader reports it holds no data: until
+    /// then nothing is asked of its neighbour, and on a report of data the freeze is
+    /// rolled back and the region waits `after` again before the next prepare.
+    #[test]
+    fn a_frozen_region_is_absorbed_only_once_its_leader_found_it_empty() {
+        let cfg = MergeConfig {
+            after: Duration::from_secs(60),
+            max: 4,
+        };
+        let left = placed(1, b"", b"b", 1, false);
+        let dead = placed(2, b"b", b"c", 1, false);
+        let last = placed(3, b"c", b"", 1, false);
+        let t0 = Instant::now();
+        let mut m = MergeState {
+            live: Some((1, vec![])),
+            ..Default::default()
+        };
+        let data = meta_with(&[left.clone(), dead.clone(), last.clone()]);
+        assert_eq!(m.step(&data, 2, true, None, cfg, 3, t0), None);
+        let t1 = t0 + cfg.after;
+        assert_eq!(
+            m.step(&data, 2, true, None, cfg, 3, t1),
+            Some(MergeStep::Prepare)
+        );
+
+        let frozen = placed(2, b"b", b"c", 2, true);
+        let data = meta_with(&[left.clone(), frozen.clone(), last.clone()]);
+        // Not checked yet: the neighbour is asked nothing.
+        assert_eq!(m.step(&data, 2, true, None, cfg, 3, t1), None);
+        assert_eq!(m.step(&data, 1, true, None, cfg, 3, t1), None);
+        // Holds data: rolled back, and no prepare before another `after`.
+        assert_eq!(
+            m.step(&data, 2, true, Some(false), cfg, 3, t1),
+            Some(MergeStep::Rollback)
+        );
+        assert_eq!(m.step(&data, 1, true, None, cfg, 3, t1), None);
+        let unfrozen = placed(2, b"b", b"c", 3, false);
+        let data = meta_with(&[left.clone(), unfrozen, last.clone()]);
+        let t2 = t1 + cfg.after / 2;
+        assert_eq!(m.step(&data, 2, true, None, cfg, 3, t2), None);
+        let t3 = t1 + cfg.after;
+        assert_eq!(
+            m.step(&data, 2, true, None, cfg, 3, t3),
+            Some(MergeStep::Prepare)
+        );
+
+        // Found empty: the neighbour absorbs it at the epoch it was seen colocated at.
+        let frozen = placed(2, b"b", b"c", 4, true);
+        let data = meta_with(&[left.clone(), frozen.clone(), last]);
+        assert_eq!(m.step(&data, 2, true, Some(true), cfg, 3, t3), None);
+        assert_eq!(
+            m.step(&data, 1, true, None, cfg, 3, t3),
+            Some(MergeStep::Commit {
+                source: frozen,
+                epoch: left.epoch.unwrap(),
+            })
+        );
     }
 
     #[test]

@@ -908,13 +908,15 @@ fn store_info(rec: &StoreRec) -> StoreInfo {
 
 impl MetaService {
     /// The merge step for `region_id` (see `crate::merge`), once every node understands
-    /// merges (`Feature::RegionMerge`). `quiet`: no peer of it is behind.
+    /// merges (`Feature::RegionMerge`). `quiet`: no peer of it is behind. `empty`: what
+    /// its leader found of a frozen region (`merge_source_empty`).
     fn merge_step(
         &self,
         leader: &LeaderState,
         data: &MetaData,
         region_id: u64,
         quiet: bool,
+        empty: Option<bool>,
     ) -> Option<MergeStep> {
         let cfg = &self.shared.cfg;
         if !version::Feature::RegionMerge.active_at(data.cluster_version) {
@@ -936,6 +938,7 @@ impl MetaService {
             data,
             region_id,
             quiet && !moving,
+            empty,
             bounds,
             cfg.replication,
             Instant::now(),
@@ -1673,7 +1676,13 @@ impl Meta for MetaService {
                     }
                     let mut merge = None;
                     if transfer.is_none() && replace.is_none() && periodic {
-                        merge = self.merge_step(&leader, &data, id, pending.is_empty());
+                        merge = self.merge_step(
+                            &leader,
+                            &data,
+                            id,
+                            pending.is_empty(),
+                            req.merge_source_empty,
+                        );
                     }
                     (transfer, replace, merge)
                 }

@@ -30,5 +30,5 @@ pub use storage::{
 };
 pub use store::{
     Callback, LOG_KEEP_FOR_LAGGING_ENTRIES_DEFAULT, PeerChange, PeerStatus, Store, StoreConfig,
-    StoreMsg, Transport, is_merging,
+    StoreMsg, Transport, first_data_key, is_merging,
 };

@@ -1770,9 +1770,12 @@ impl Store {
     }
 
     /// A merge absorbed `source` into its left neighbour: this store's peer of it goes in
-    /// the same batch as the neighbour's new range (which already cleared its data), so a
-    /// crash never leaves both. A snapshot of it still being written here is left to
-    /// finish with no peer to fill (an empty frozen region's snapshot writes nothing).
+    /// the same batch as the neighbour's new range, so a crash never leaves both. A peer
+    /// that applied the freeze `source` carries holds nothing (its leader checked the
+    /// frozen region empty, and it applied no write since), so its range is left as it
+    /// is, with no scan. Otherwise the range is cleared: whatever a lagging peer (or no
+    /// peer) left there is the past of a region that ended empty. A snapshot of it still
+    /// being written here is left to finish with no peer to fill.
     fn stage_merged_away(
         &mut self,
         source: &Region,
@@ -1780,12 +1783,22 @@ impl Store {
     ) -> Result<(), RaftStoreError> {
         let region_id = source.id;
         self.applying.remove(&region_id);
-        let Some(mut peer) = self.peers.remove(&region_id) else {
+        let peer = self.peers.remove(&region_id);
+        let frozen_here = peer.as_ref().is_some_and(|p| {
+            p.raw.store().is_initialized()
+                && is_merging(p.region())
+                && p.region().epoch == source.epoch
+        });
+        if !frozen_here {
+            stage_clear_range(&self.engine, batch, &source.start_key, &source.end_key)?;
+        }
+        let Some(mut peer) = peer else {
             return Ok(());
         };
         tracing::info!(
             store = self.cfg.store_id,
             region_id,
+            cleared = !frozen_here,
             "region merged into its left neighbour: its peer here goes"
         );
         self.board.publish(vec![], &[region_id]);
@@ -2205,10 +2218,10 @@ fn apply_command(
             Applied::Hash((index, checksum, keys))
         }
         Some(raft_command::Request::PrepareMerge(_)) => {
-            Applied::Merge(apply_prepare_merge(peer, &region, asked, engine, batch))
+            Applied::Merge(apply_prepare_merge(peer, &region, asked, batch))
         }
         Some(raft_command::Request::CommitMerge(commit)) => Applied::Merge(apply_commit_merge(
-            peer, &region, asked, commit, engine, batch, effects,
+            peer, &region, asked, commit, batch, effects,
         )),
         Some(raft_command::Request::RollbackMerge(_)) => {
             if !is_merging(&region) {
@@ -2233,13 +2246,15 @@ fn apply_command(
     }
 }
 
-/// Freezes the region for a merge if it holds no data at this apply point (the engine
-/// with the round's not yet written batch laid over it; every replica decides alike).
+/// Freezes the region for a merge: from here on it applies no writes, so what it holds is
+/// fixed, and its leader checks off the store thread that this is nothing at all
+/// ([`first_data_key`]) before the merge may commit. (Checking here would scan the range
+/// on the store thread, through every tombstone a dropped table's deletion left: a stop
+/// of every region of the store, hundreds of milliseconds for a full region.)
 fn apply_prepare_merge(
     peer: &mut Peer,
     region: &Region,
     asked: RegionEpoch,
-    engine: &EngineRef,
     batch: &mut WriteBatch,
 ) -> Result<Region, RaftStoreError> {
     if is_merging(region) {
@@ -2250,12 +2265,6 @@ fn apply_prepare_merge(
         return Err(RaftStoreError::EpochNotMatch {
             current: vec![region.clone()],
         });
-    }
-    if let Some(key) = first_key_in(engine, region, batch)? {
-        return Err(RaftStoreError::Raft(format!(
-            "region {} holds data (key {key:?}): only an empty region is merged",
-            region.id
-        )));
     }
     let mut frozen = region.clone();
     frozen.merging = Some(true);
@@ -2275,14 +2284,14 @@ fn apply_prepare_merge(
 }
 
 /// Absorbs `commit.source` into the region if the two are adjacent and colocated (see
-/// `CommitMergeRequest`). The source's range is cleared here: it was empty when frozen, so
-/// whatever this store holds there is a lagging replica's past.
+/// `CommitMergeRequest`). This store's peer of the source goes in the same batch
+/// (`Store::stage_merged_away`), which clears the source's range unless that peer is the
+/// frozen, checked-empty region itself.
 fn apply_commit_merge(
     peer: &mut Peer,
     region: &Region,
     asked: RegionEpoch,
     commit: CommitMergeRequest,
-    engine: &EngineRef,
     batch: &mut WriteBatch,
     effects: &mut ApplyEffects,
 ) -> Result<Region, RaftStoreError> {
@@ -2316,7 +2325,6 @@ fn apply_commit_merge(
             region.id, source.id
         )));
     }
-    stage_clear_range(engine, batch, &source.start_key, &source.end_key)?;
     let mut grown = region.clone();
     grown.end_key = source.end_key.clone();
     grown.epoch = Some(RegionEpoch {
@@ -2353,31 +2361,19 @@ fn voter_stores(region: &Region) -> Option<Vec<u64>> {
     Some(stores)
 }
 
-/// The first data key in the region, the round's pending batch laid over the engine.
-fn first_key_in(
+/// The first data key in `region`'s range on this store, if any. A scan through every
+/// tombstone in the range: run it off the store thread (the leader of a region frozen
+/// for a merge does, before the merge may commit).
+pub fn first_data_key(
     engine: &EngineRef,
     region: &Region,
-    pending: &WriteBatch,
-) -> Result<Option<Vec<u8>>, RaftStoreError> {
-    // The last write of each pending key decides it.
-    let mut pending_state: HashMap<(Cf, &[u8]), bool> = HashMap::new();
-    for op in pending.ops() {
-        match op {
-            WriteOp::Put { cf, key, .. } => pending_state.insert((*cf, key), true),
-            WriteOp::Delete { cf, key } => pending_state.insert((*cf, key), false),
-        };
-    }
-    for ((cf, key), present) in &pending_state {
-        if *present && DATA_CFS.contains(cf) && region_contains(region, key) {
-            return Ok(Some(key.to_vec()));
-        }
-    }
+) -> Result<Option<(Cf, Vec<u8>)>, RaftStoreError> {
     for cf in DATA_CFS {
-        for item in engine.scan(cf, &region.start_key, &region.end_key, false) {
-            let (key, _) = item?;
-            if pending_state.get(&(cf, key.as_slice())) != Some(&false) {
-                return Ok(Some(key));
-            }
+        if let Some(item) = engine
+            .scan(cf, &region.start_key, &region.end_key, false)
+            .next()
+        {
+            return Ok(Some((cf, item?.0)));
         }
     }
     Ok(None)

@@ -4,10 +4,9 @@
 
 mod cluster;
 
-use cluster::{Cluster, key};
+use cluster::{Cluster, ask, commit, delete, key, leader_alone, prepare, rollback};
 use flotilla_proto::metapb::{Region, RegionEpoch};
-use flotilla_raftstore::{RaftStoreError, StoreMsg, is_merging};
-use flotilla_storage::{Cf, WriteBatch};
+use flotilla_raftstore::{RaftStoreError, StoreMsg, first_data_key, is_merging};
 
 /// Three regions over three stores: 1 = [, k20), 2 = [k20, k40), 3 = [k40, ); region 1
 /// holds k0..k9.
@@ -21,80 +20,6 @@ fn three_regions(c: &mut Cluster) {
     c.wait_leader(3);
     c.wait_applied(1, &[1, 2, 3]);
     c.wait_applied(2, &[1, 2, 3]);
-}
-
-/// The leader of `region_id`, without `Cluster::wait_leader`'s probe (a read, which a
-/// frozen region refuses).
-fn leader_alone(c: &mut Cluster, region_id: u64) -> u64 {
-    for _ in 0..300 {
-        if let Some(leader) = c.leader_of(region_id) {
-            return leader;
-        }
-        c.tick();
-    }
-    panic!("region {region_id} elected no leader within 300 ticks");
-}
-
-fn prepare(c: &mut Cluster, region_id: u64) -> Result<Region, RaftStoreError> {
-    let leader = leader_alone(c, region_id);
-    let epoch = c.region(leader, region_id).epoch.unwrap_or_default();
-    ask(c, leader, |cb| StoreMsg::PrepareMerge {
-        region_id,
-        epoch,
-        cb,
-    })
-}
-
-fn commit(
-    c: &mut Cluster,
-    region_id: u64,
-    epoch: RegionEpoch,
-    source: Region,
-) -> Result<Region, RaftStoreError> {
-    let leader = c.wait_leader(region_id);
-    ask(c, leader, |cb| StoreMsg::CommitMerge {
-        region_id,
-        epoch,
-        source,
-        cb,
-    })
-}
-
-fn rollback(c: &mut Cluster, region_id: u64) -> Result<Region, RaftStoreError> {
-    let leader = leader_alone(c, region_id);
-    ask(c, leader, |cb| StoreMsg::RollbackMerge { region_id, cb })
-}
-
-fn ask<T: Send + 'static>(
-    c: &mut Cluster,
-    store_id: u64,
-    make: impl FnOnce(flotilla_raftstore::Callback<T>) -> StoreMsg,
-) -> Result<T, RaftStoreError> {
-    let (slot, cb) = cluster::slot::<T>();
-    c.send(store_id, make(cb));
-    for _ in 0..50 {
-        c.settle();
-        if let Some(r) = slot.lock().unwrap().take() {
-            return r;
-        }
-        c.tick();
-    }
-    panic!("no answer within 50 ticks");
-}
-
-fn delete(c: &mut Cluster, region_id: u64, k: &[u8]) {
-    let leader = c.wait_leader(region_id);
-    let epoch = c.region(leader, region_id).epoch.unwrap_or_default();
-    let mut batch = WriteBatch::new();
-    batch.delete(Cf::Default, k.to_vec());
-    ask(c, leader, |cb| StoreMsg::Write {
-        region_id,
-        epoch,
-        term: 0,
-        batch,
-        cb,
-    })
-    .unwrap();
 }
 
 /// A store leading neither region 1 nor region 2: stopping it leaves both leaders in
@@ -217,21 +142,36 @@ fn an_empty_region_is_absorbed_by_its_left_neighbour_on_every_store() {
 }
 
 #[test]
-fn a_region_holding_data_is_not_frozen_until_it_is_empty() {
+fn a_frozen_region_holding_data_shows_it_on_every_replica_and_is_rolled_back() {
     let mut c = Cluster::new(3, 3);
     three_regions(&mut c);
     c.must_put(2, &key(25), b"v");
-    let refused = prepare(&mut c, 2);
-    assert!(
-        matches!(&refused, Err(RaftStoreError::Raft(m)) if m.contains("holds data")),
-        "{refused:?}"
-    );
-    // Nothing changed: it still takes writes.
-    c.must_put(2, &key(26), b"v");
-    delete(&mut c, 2, &key(25));
-    delete(&mut c, 2, &key(26));
+    // Frozen whatever it holds: the check is its leader's, off the store thread.
     let frozen = prepare(&mut c, 2).unwrap();
     assert!(is_merging(&frozen));
+    c.wait_applied(2, &[1, 2, 3]);
+    // It applies no write from here on, so every replica holds what the leader finds.
+    let leader = leader_alone(&mut c, 2);
+    assert!(matches!(
+        c.try_put(leader, 2, &key(26), b"v", 50),
+        Some(Err(RaftStoreError::ServerIsBusy(_)))
+    ));
+    for s in [1, 2, 3] {
+        let found = first_data_key(&c.engine(s), &frozen).unwrap();
+        assert_eq!(found.map(|(_, k)| k), Some(key(25)), "store {s}");
+    }
+    // Rolled back, it serves again; emptied, a freeze finds nothing anywhere.
+    rollback(&mut c, 2).unwrap();
+    delete(&mut c, 2, &key(25));
+    let frozen = prepare(&mut c, 2).unwrap();
+    c.wait_applied(2, &[1, 2, 3]);
+    for s in [1, 2, 3] {
+        assert_eq!(
+            first_data_key(&c.engine(s), &frozen).unwrap(),
+            None,
+            "store {s}"
+        );
+    }
 }
 
 #[test]

@@ -17,12 +17,14 @@ use flotilla_mvcc::{
 };
 use flotilla_proto::kvpb::store_server::{Store as StoreRpc, StoreServer};
 use flotilla_proto::kvpb::{self, *};
-use flotilla_proto::metapb::{PeerRole, Region, Store as StoreMeta, StoreLabel, StoreState};
+use flotilla_proto::metapb::{
+    PeerRole, Region, RegionEpoch, Store as StoreMeta, StoreLabel, StoreState,
+};
 use flotilla_proto::metaservicepb::{RegionHeartbeatRequest, ReplacePeer, StoreStats};
 use flotilla_proto::raft_serverpb::RaftMessageBatch;
 use flotilla_raftstore::{
     BoardEntry, DriverConfig, RaftStoreError, RegionBoard, RegionEngine, Store, StoreConfig,
-    StoreDriver, StoreMsg, StoreRouter, keys, to_storage_error,
+    StoreDriver, StoreMsg, StoreRouter, first_data_key, is_merging, keys, to_storage_error,
 };
 use flotilla_storage::{Cf, EngineRef, FjallEngine, FjallOptions, WriteBatch};
 use flotilla_types::Timestamp;
@@ -334,6 +336,7 @@ impl StoreNode {
             regions: Mutex::new(HashMap::new()),
             cfg: cfg.clone(),
             gc: gc::StoreGc::new(gc_safe_point),
+            merge_checks: Mutex::new(HashMap::new()),
         });
         let (shutdown, watcher) = watch::channel(false);
         let service = StoreService {
@@ -478,6 +481,59 @@ struct Shared {
     regions: Mutex<HashMap<u64, Arc<RegionMvcc>>>,
     cfg: StoreNodeConfig,
     gc: gc::StoreGc,
+    /// Emptiness checks of the regions this store leads that are frozen for a merge, by
+    /// region: the frozen epoch checked, and the answer (`None` while the check runs). One
+    /// per frozen region led, forgotten when it is no longer both.
+    merge_checks: Mutex<HashMap<u64, MergeCheck>>,
+}
+
+/// A frozen region's epoch, and whether it holds no data (`None`: being checked).
+type MergeCheck = (Option<RegionEpoch>, Option<bool>);
+
+impl Shared {
+    /// Whether `region`, led here, holds no data, if it is frozen for a merge and the
+    /// check at its frozen epoch has finished; starts that check, off the async threads,
+    /// when it has not. A frozen region applies no writes, so one check answers for its
+    /// every replica (the meta leader commits the merge only on `Some(true)`).
+    fn merge_source_empty(self: &Arc<Self>, region: &Region) -> Option<bool> {
+        if !is_merging(region) {
+            return None;
+        }
+        let mut checks = self.merge_checks.lock();
+        if let Some((epoch, empty)) = checks.get(&region.id)
+            && *epoch == region.epoch
+        {
+            return *empty;
+        }
+        checks.insert(region.id, (region.epoch, None));
+        let (shared, region) = (self.clone(), region.clone());
+        tokio::task::spawn_blocking(move || {
+            let empty = match first_data_key(&shared.local, &region) {
+                Ok(None) => true,
+                Ok(Some((cf, key))) => {
+                    tracing::info!(
+                        region_id = region.id,
+                        ?cf,
+                        key = ?key,
+                        "the region frozen for a merge holds data: it is rolled back"
+                    );
+                    false
+                }
+                Err(e) => {
+                    // Forgotten: the next heartbeat checks again.
+                    tracing::warn!(region_id = region.id, "merge emptiness check: {e}");
+                    shared.merge_checks.lock().remove(&region.id);
+                    return;
+                }
+            };
+            if let Some((epoch, answer)) = shared.merge_checks.lock().get_mut(&region.id)
+                && *epoch == region.epoch
+            {
+                *answer = Some(empty);
+            }
+        });
+        None
+    }
 }
 
 fn region_error(e: &RaftStoreError, board: &RegionBoard) -> RegionError {
@@ -1733,6 +1789,11 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 .iter()
                 .any(|e| e.region.id == *id && e.is_leader && e.term == m.term)
         });
+        shared.merge_checks.lock().retain(|id, _| {
+            leaders
+                .iter()
+                .any(|e| e.region.id == *id && is_merging(&e.region))
+        });
         let (capacity_bytes, available_bytes) = disk_of(&shared.cfg.data_dir);
         let gc = match gc::report(&shared).await {
             Ok(report) => Some(report),
@@ -1778,6 +1839,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 pending_peers: Some(flotilla_proto::metaservicepb::PendingPeers {
                     ids: e.pending_peers.clone(),
                 }),
+                merge_source_empty: shared.merge_source_empty(&e.region),
             };
             match shared.meta.region_heartbeat(req).await {
                 Ok(resp) => {

@@ -17,7 +17,7 @@ pub type ClusterVersion = u32;
 pub const CLUSTER_VERSION_BASE: ClusterVersion = 1;
 
 /// The newest cluster version this build understands.
-pub const BINARY_CLUSTER_VERSION: ClusterVersion = 3;
+pub const BINARY_CLUSTER_VERSION: ClusterVersion = 4;
 
 // A build understands every feature it gates. (Every build so far also runs in a
 // cluster at any older version, down to the base: one that drops an old version's
@@ -34,7 +34,8 @@ pub enum Feature {
     SetNotNull,
     /// Region merge: every store must apply the prepare-merge and commit-merge commands
     /// of a region's log (a build without them would skip them, and its replica would
-    /// part from the others').
+    /// part from the others'), and freeze a region whatever it holds (version 3's builds,
+    /// never released, refused to freeze one holding data, at apply).
     RegionMerge,
 }
 
@@ -43,7 +44,7 @@ impl Feature {
     pub const fn since(self) -> ClusterVersion {
         match self {
             Feature::SetNotNull => 2,
-            Feature::RegionMerge => 3,
+            Feature::RegionMerge => 4,
         }
     }
 

@@ -640,3 +640,86 @@ fn open_engine(dir: &std::path::Path) -> EngineRef {
     };
     Arc::new(FjallEngine::open(dir, &options).unwrap())
 }
+
+// Region merge steps, each asked of the region's leader and awaited.
+
+/// The leader of `region_id`, without `Cluster::wait_leader`'s probe (a read, which a
+/// frozen region refuses).
+pub fn leader_alone(c: &mut Cluster, region_id: u64) -> u64 {
+    for _ in 0..300 {
+        if let Some(leader) = c.leader_of(region_id) {
+            return leader;
+        }
+        c.tick();
+    }
+    panic!("region {region_id} elected no leader within 300 ticks");
+}
+
+pub fn prepare(c: &mut Cluster, region_id: u64) -> Result<Region, RaftStoreError> {
+    let leader = leader_alone(c, region_id);
+    let epoch = c.region(leader, region_id).epoch.unwrap_or_default();
+    ask(c, leader, |cb| StoreMsg::PrepareMerge {
+        region_id,
+        epoch,
+        cb,
+    })
+}
+
+pub fn commit(
+    c: &mut Cluster,
+    region_id: u64,
+    epoch: RegionEpoch,
+    source: Region,
+) -> Result<Region, RaftStoreError> {
+    let leader = c.wait_leader(region_id);
+    ask(c, leader, |cb| StoreMsg::CommitMerge {
+        region_id,
+        epoch,
+        source,
+        cb,
+    })
+}
+
+pub fn rollback(c: &mut Cluster, region_id: u64) -> Result<Region, RaftStoreError> {
+    let leader = leader_alone(c, region_id);
+    ask(c, leader, |cb| StoreMsg::RollbackMerge { region_id, cb })
+}
+
+pub fn ask<T: Send + 'static>(
+    c: &mut Cluster,
+    store_id: u64,
+    make: impl FnOnce(flotilla_raftstore::Callback<T>) -> StoreMsg,
+) -> Result<T, RaftStoreError> {
+    let (slot, cb) = slot::<T>();
+    c.send(store_id, make(cb));
+    for _ in 0..50 {
+        c.settle();
+        if let Some(r) = slot.lock().unwrap().take() {
+            return r;
+        }
+        c.tick();
+    }
+    panic!("no answer within 50 ticks");
+}
+
+pub fn delete(c: &mut Cluster, region_id: u64, k: &[u8]) {
+    delete_all(c, region_id, &[k.to_vec()]);
+}
+
+/// Deletes `keys` in one write.
+pub fn delete_all(c: &mut Cluster, region_id: u64, keys: &[Vec<u8>]) {
+    let leader = c.wait_leader(region_id);
+    let epoch = c.region(leader, region_id).epoch.unwrap_or_default();
+    let mut batch = WriteBatch::new();
+    for k in keys {
+        batch.delete(Cf::Default, k.clone());
+    }
+    ask(c, leader, |cb| StoreMsg::Write {
+        region_id,
+        epoch,
+        term: 0,
+        batch,
+        cb,
+    })
+    .unwrap();
+}
