@@ -2227,15 +2227,7 @@ fn apply_command(
             if !is_merging(&region) {
                 return Applied::Merge(Ok(region));
             }
-            let mut unfrozen = region.clone();
-            unfrozen.merging = None;
-            unfrozen.epoch = Some(RegionEpoch {
-                conf_ver: current.conf_ver,
-                version: current.version + 1,
-            });
-            peer.raw
-                .mut_store()
-                .stage_region(batch, unfrozen.clone(), PeerState::Normal);
+            let unfrozen = stage_merging(peer, &region, false, batch);
             tracing::info!(
                 region_id = region.id,
                 "merge rolled back: the region serves again"
@@ -2260,27 +2252,46 @@ fn apply_prepare_merge(
     if is_merging(region) {
         return Ok(region.clone());
     }
+    exact_epoch(region, asked)?;
+    peer.revoke_lease();
+    let frozen = stage_merging(peer, region, true, batch);
+    tracing::info!(
+        region_id = region.id,
+        "region frozen to be merged into its left neighbour"
+    );
+    Ok(frozen)
+}
+
+/// The region's epoch, if it is exactly `asked` (a merge command applies at the epoch it
+/// was proposed for, or not at all).
+fn exact_epoch(region: &Region, asked: RegionEpoch) -> Result<RegionEpoch, RaftStoreError> {
     let current = region.epoch.unwrap_or_default();
     if asked != current {
         return Err(RaftStoreError::EpochNotMatch {
             current: vec![region.clone()],
         });
     }
-    let mut frozen = region.clone();
-    frozen.merging = Some(true);
-    frozen.epoch = Some(RegionEpoch {
+    Ok(current)
+}
+
+/// Stages `region` frozen for a merge (`merging`) or unfrozen, at the next version.
+fn stage_merging(
+    peer: &mut Peer,
+    region: &Region,
+    merging: bool,
+    batch: &mut WriteBatch,
+) -> Region {
+    let current = region.epoch.unwrap_or_default();
+    let mut next = region.clone();
+    next.merging = merging.then_some(true);
+    next.epoch = Some(RegionEpoch {
         conf_ver: current.conf_ver,
         version: current.version + 1,
     });
-    peer.revoke_lease();
     peer.raw
         .mut_store()
-        .stage_region(batch, frozen.clone(), PeerState::Normal);
-    tracing::info!(
-        region_id = region.id,
-        "region frozen to be merged into its left neighbour"
-    );
-    Ok(frozen)
+        .stage_region(batch, next.clone(), PeerState::Normal);
+    next
 }
 
 /// Absorbs `commit.source` into the region if the two are adjacent and colocated (see
@@ -2295,12 +2306,7 @@ fn apply_commit_merge(
     batch: &mut WriteBatch,
     effects: &mut ApplyEffects,
 ) -> Result<Region, RaftStoreError> {
-    let current = region.epoch.unwrap_or_default();
-    if asked != current {
-        return Err(RaftStoreError::EpochNotMatch {
-            current: vec![region.clone()],
-        });
-    }
+    let current = exact_epoch(region, asked)?;
     let source = commit
         .source
         .ok_or_else(|| RaftStoreError::Raft("commit-merge without a source region".into()))?;
