@@ -1575,6 +1575,10 @@ impl Store {
         let touched: Vec<u64> = readies.iter().map(|(id, _, _)| *id).collect();
         for (region_id, mut rd, committed) in readies {
             let persisted = rd.take_persisted_messages();
+            // A region merged away by an earlier one of this round's applies has gone.
+            if !self.peers.contains_key(&region_id) {
+                continue;
+            }
             self.wrap_messages(region_id, persisted);
             let peer = self.peers.get_mut(&region_id).expect("listed");
             // Not `advance`: it tells raft-rs that `rd`'s committed entries are applied
@@ -1593,8 +1597,8 @@ impl Store {
             let light_msgs = light.take_messages();
             let light_committed = light.take_committed_entries();
             self.wrap_messages(region_id, light_msgs);
-            let peer = self.peers.get_mut(&region_id).expect("listed");
             for entry in committed.into_iter().chain(light_committed) {
+                let peer = self.peers.get_mut(&region_id).expect("listed");
                 apply_entry(
                     peer,
                     &entry,
@@ -1604,7 +1608,14 @@ impl Store {
                     &mut effects,
                     self.cfg.store_id,
                 )?;
+                // In log order: a later entry of the grown region may write into the
+                // absorbed range in this very batch, and a clear staged after it would
+                // delete that write here.
+                for source in std::mem::take(&mut effects.merged) {
+                    self.stage_merged_away(&source, &mut apply)?;
+                }
             }
+            let peer = self.peers.get_mut(&region_id).expect("listed");
             peer.raw.advance_apply();
             if let Some(index) = peer.admin_index
                 && peer.raw.store().applied_index() >= index
@@ -1627,9 +1638,6 @@ impl Store {
                 self.cfg.log_gc_count_limit,
                 self.cfg.log_keep_for_lagging_entries,
             )?;
-        }
-        for source in std::mem::take(&mut effects.merged) {
-            self.stage_merged_away(&source, &mut apply)?;
         }
         if !apply.is_empty() {
             // Not synced: the Raft log is durable, so a crash replays what this loses.

@@ -293,3 +293,21 @@ fn a_store_that_missed_a_merge_takes_a_snapshot_over_its_stale_peer_of_the_sourc
     assert_eq!(c.get(down, &key(25)), None);
     assert_eq!(c.dump(down, b"", b""), c.dump(leader, b"", b""));
 }
+
+/// A store down while a merge committed, then the grown region wrote into the absorbed
+/// range: when the store returns it applies the merge and that write in one round, and the
+/// clear of the source's range it missed the emptying of must not wipe the write.
+#[test]
+fn a_write_into_the_absorbed_range_right_after_the_merge_survives_on_a_lagging_store() {
+    let mut c = Cluster::new(3, 3);
+    let (down, _grown) = merge_while_a_store_is_down(&mut c);
+    c.must_put(1, &key(25), b"new");
+    c.must_put(1, &key(30), b"also");
+    c.start(down);
+    c.wait_applied(1, &[1, 2, 3]);
+    assert!(c.status(down, 2).is_none());
+    assert_eq!(c.get(down, &key(25)), Some(b"new".to_vec()));
+    assert_eq!(c.get(down, &key(30)), Some(b"also".to_vec()));
+    let leader = c.wait_leader(1);
+    assert_eq!(c.dump(down, b"", b""), c.dump(leader, b"", b""));
+}
