@@ -358,7 +358,8 @@ pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
 pub struct StoreArgs {
     /// TOML file with these settings (addr, advertise_addr, meta, data_dir, labels,
     /// region_split_keys, raft_entry_cache_bytes, raft_log_keep_for_lagging_entries,
-    /// raft_snapshot_build_queue, raft_snapshot_apply_queue, raft_chunked_message_bytes_max);
+    /// raft_snapshot_build_queue, raft_snapshot_apply_queue, raft_checksum_queue,
+    /// raft_chunked_message_bytes_max);
     /// flags win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -404,6 +405,11 @@ pub struct StoreArgs {
     /// store meanwhile [default: 4].
     #[arg(long, value_name = "SNAPSHOTS")]
     pub raft_snapshot_apply_queue: Option<usize>,
+    /// Region checksums (`flotilla ctl check-replicas`) that may wait for the store's
+    /// checksum thread; past it a replica answers a retryable error for that checksum
+    /// and `check-replicas` reports the region unchecked [default: 8].
+    #[arg(long, value_name = "CHECKSUMS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub raft_checksum_queue: Option<u64>,
     /// Old row versions garbage collection removes per second at most, on this store;
     /// 0 = no limit [default: 50000].
     #[arg(long, value_name = "RECORDS")]
@@ -443,6 +449,7 @@ struct StoreFile {
     raft_log_keep_for_lagging_entries: Option<u64>,
     raft_snapshot_build_queue: Option<usize>,
     raft_snapshot_apply_queue: Option<usize>,
+    raft_checksum_queue: Option<u64>,
     gc_records_per_s: Option<u64>,
     gc_batch_records_max: Option<u64>,
     gc_resolve_locks_after_s: Option<u64>,
@@ -507,6 +514,10 @@ pub async fn run_store(args: StoreArgs) -> anyhow::Result<()> {
         .or(file.raft_snapshot_apply_queue)
     {
         cfg.raft_snapshot_apply_queue = queue;
+    }
+    if let Some(queue) = args.raft_checksum_queue.or(file.raft_checksum_queue) {
+        anyhow::ensure!(queue >= 1, "raft_checksum_queue must be at least 1");
+        cfg.raft_checksum_queue = usize::try_from(queue).unwrap_or(usize::MAX);
     }
     if let Some(r) = args.gc_records_per_s.or(file.gc_records_per_s) {
         cfg.gc_records_per_s = r;

@@ -63,8 +63,6 @@ pub struct BoardEntry {
     /// Commit records applied in this region since the peer was created here: a cheap
     /// measure of growth for the split checker.
     pub written_keys: u64,
-    /// The last replica checksum: (log index, checksum, key count).
-    pub checksum: Option<(u64, u64, u64)>,
     /// This peer's lease while it leads (see `Lease`).
     pub lease: LeaseCell,
     /// While it leads: the peers its log does not yet reach (see `Peer::pending_peers`).

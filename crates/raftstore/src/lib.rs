@@ -9,6 +9,7 @@
 mod board;
 mod driver;
 mod error;
+mod hasher;
 pub mod keys;
 mod region_engine;
 mod snap_apply;
@@ -20,6 +21,7 @@ mod watched;
 pub use board::{BoardEntry, Lease, LeaseCell, RegionBoard};
 pub use driver::{DriverConfig, Inspect, StoreDriver, StoreRouter};
 pub use error::RaftStoreError;
+pub use hasher::{RegionChecksum, RegionHasher};
 pub use raft::eraftpb::ConfChangeType;
 pub use region_engine::{RegionEngine, to_storage_error};
 pub use snap_apply::SnapApplier;

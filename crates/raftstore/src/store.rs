@@ -32,6 +32,7 @@ use raft::{RawNode, SnapshotStatus, StateRole};
 
 use crate::board::{BoardEntry, Lease, LeaseCell, RegionBoard};
 use crate::error::RaftStoreError;
+use crate::hasher::{HashTask, RegionChecksum, RegionHasher, checksum, pending_writes};
 use crate::keys;
 use crate::snap_apply::{ApplyTask, SnapApplier};
 use crate::snap_gen::SnapGenerator;
@@ -95,6 +96,11 @@ pub struct StoreConfig {
     /// store thread: a batch holds the engine's journal while it goes into the memtables,
     /// so the store thread's own writes wait for at most one.
     pub snapshot_apply_batch_bytes: usize,
+    /// Region checksums (`StoreMsg::ComputeHash`) waiting for the store's checksum thread
+    /// (`RegionHasher`; at least 1). Each holds a point-in-time view of the engine, which
+    /// keeps the versions it sees from being compacted away; past it a replica records a
+    /// retryable failure at the index instead of a checksum.
+    pub checksum_queue: usize,
 }
 
 impl StoreConfig {
@@ -115,7 +121,8 @@ impl StoreConfig {
     /// the default 100 ms tick), 1 MiB messages, 256 in flight, log compaction every 1,024
     /// entries, 4,096 pending proposals and reads per region, fsync on, lease reads (720 ms
     /// leases), 4 MiB of cached log entries per region, 16 snapshots queued for building,
-    /// 4 received snapshots written off the store thread at once, in 1 MiB batches.
+    /// 4 received snapshots written off the store thread at once, in 1 MiB batches, 8
+    /// region checksums queued.
     pub fn new(store_id: u64) -> Self {
         Self {
             store_id,
@@ -136,6 +143,7 @@ impl StoreConfig {
             snapshot_build_queue: 16,
             snapshot_apply_queue: 4,
             snapshot_apply_batch_bytes: 1 << 20,
+            checksum_queue: 8,
         }
     }
 }
@@ -174,8 +182,9 @@ pub enum StoreMsg {
         batch: WriteBatch,
         cb: Callback<()>,
     },
-    /// Every replica computes a checksum of the region's data when it applies this
-    /// command; answers (log index, checksum, key count) on the leader.
+    /// Every replica checksums the region's data as of this command's log index, off the
+    /// store thread (`Store::checksums`); the leader answers (log index, checksum, key
+    /// count) once its own is computed.
     ComputeHash {
         region_id: u64,
         cb: Callback<(u64, u64, u64)>,
@@ -285,7 +294,11 @@ enum Applied {
     Write(Result<(), RaftStoreError>),
     ConfChange(Result<Region, RaftStoreError>),
     Split(Result<Vec<Region>, RaftStoreError>),
-    Hash((u64, u64, u64)),
+    /// A checksum at this index, computed off the thread (`RegionHasher`).
+    Hash {
+        region_id: u64,
+        index: u64,
+    },
     Merge(Result<Region, RaftStoreError>),
     Noop,
 }
@@ -297,6 +310,10 @@ struct ApplyEffects {
     created: Vec<(u64, PeerMeta, bool)>,
     /// Regions a merge absorbed: their peers here are destroyed in the same batch.
     merged: Vec<Region>,
+    /// Checksums to compute off the thread once the round is applied.
+    hashes: Vec<HashTask>,
+    /// Checksums computed here: (region, log index, checksum).
+    hashed: Vec<(u64, u64, RegionChecksum)>,
 }
 
 /// Whether a prepare-merge froze the region (`Region::merging`).
@@ -324,8 +341,6 @@ struct Peer {
     removed: bool,
     /// See `BoardEntry::written_keys`.
     written_keys: u64,
-    /// See `BoardEntry::checksum`.
-    checksum: Option<(u64, u64, u64)>,
     /// The log index of the last admin proposal (split, checksum) this leader made:
     /// until it is applied, commits are broadcast at once (see `raft_config`).
     admin_index: Option<u64>,
@@ -491,6 +506,8 @@ pub struct Store {
     last_persist: RoundTimes,
     /// Builds the snapshots of this store's leaders off its thread (none: on it).
     snap_gen: Option<Arc<SnapGenerator>>,
+    /// Computes its replicas' checksums off its thread.
+    hasher: Arc<RegionHasher>,
     /// Writes the data of the snapshots its followers receive off its thread (none: on it).
     snap_apply: Option<Arc<SnapApplier>>,
     /// Snapshots whose data `snap_apply` is writing, by region.
@@ -537,6 +554,7 @@ impl Store {
                 cfg.snapshot_apply_batch_bytes,
             )
         });
+        let hasher = RegionHasher::spawn(cfg.store_id, cfg.checksum_queue);
         let mut store = Self {
             cfg,
             engine,
@@ -550,6 +568,7 @@ impl Store {
             ticks: 0,
             last_persist: RoundTimes::default(),
             snap_gen,
+            hasher,
             snap_apply,
             applying: HashMap::new(),
             data_written: HashMap::new(),
@@ -592,6 +611,12 @@ impl Store {
         self.snap_gen.clone()
     }
 
+    /// The thread that computes this store's replicas' checksums (`StoreMsg::ComputeHash`),
+    /// which holds each region's newest.
+    pub fn checksums(&self) -> Arc<RegionHasher> {
+        self.hasher.clone()
+    }
+
     /// The thread that writes the data of snapshots this store's followers receive, if
     /// they are not written on the store thread (`StoreConfig::snapshot_apply_queue`).
     pub fn snapshot_applier(&self) -> Option<Arc<SnapApplier>> {
@@ -619,7 +644,6 @@ impl Store {
             term: peer.raw.raft.term,
             applied_index: peer.raw.store().applied_index(),
             written_keys: peer.written_keys,
-            checksum: peer.checksum,
             lease: peer.lease.clone(),
             pending_peers: peer.pending_peers(),
         }
@@ -679,7 +703,6 @@ impl Store {
             sent_snapshots: Vec::new(),
             removed: false,
             written_keys: 0,
-            checksum: None,
             admin_index: None,
             merge_index: None,
             lease: LeaseCell::default(),
@@ -1645,8 +1668,14 @@ impl Store {
             let _ticket = self.engine.append(apply)?;
             self.last_persist.apply_write = started.elapsed();
         }
+        for task in std::mem::take(&mut effects.hashes) {
+            self.hasher.submit(task);
+        }
+        for (region_id, index, result) in std::mem::take(&mut effects.hashed) {
+            self.hasher.record(region_id, index, result);
+        }
         for (cb, applied) in answers {
-            answer(cb, applied);
+            answer(cb, applied, &self.hasher);
         }
         let touched: Vec<BoardEntry> = touched
             .iter()
@@ -1810,6 +1839,7 @@ impl Store {
             "region merged into its left neighbour: its peer here goes"
         );
         self.board.publish(vec![], &[region_id]);
+        self.hasher.forget(region_id);
         peer.raw.mut_store().stage_destroy(batch, true)?;
         peer.fail_all(&RaftStoreError::RegionNotFound(region_id));
         self.tombstones.insert(region_id, peer.region().clone());
@@ -1875,6 +1905,7 @@ impl Store {
         // Off the board before its data goes: a request arriving from now on finds no
         // region here, rather than an empty one.
         self.board.publish(vec![], &[region_id]);
+        self.hasher.forget(region_id);
         let mut batch = WriteBatch::new();
         peer.raw
             .mut_store()
@@ -1998,7 +2029,7 @@ fn writes_off_thread(peer: &Peer, msg: &RaftMsg) -> bool {
         && included
 }
 
-fn answer(cb: ProposalCb, applied: Applied) {
+fn answer(cb: ProposalCb, applied: Applied, hasher: &RegionHasher) {
     let stale = |cb: ProposalCb| {
         cb.fail(RaftStoreError::Raft(
             "the command was dropped by raft (another membership change is pending)".into(),
@@ -2008,7 +2039,9 @@ fn answer(cb: ProposalCb, applied: Applied) {
         (ProposalCb::Write(cb), Applied::Write(r)) => cb(r),
         (ProposalCb::ConfChange(cb), Applied::ConfChange(r)) => cb(r),
         (ProposalCb::Split(cb), Applied::Split(r)) => cb(r),
-        (ProposalCb::Hash(cb), Applied::Hash(h)) => cb(Ok(h)),
+        (ProposalCb::Hash(cb), Applied::Hash { region_id, index }) => {
+            hasher.when_done(region_id, index, cb)
+        }
         (ProposalCb::Merge(cb), Applied::Merge(r)) => cb(r),
         (cb, _) => stale(cb),
     }
@@ -2059,54 +2092,6 @@ fn apply_entry(
         p.cb.fail(RaftStoreError::StaleCommand(peer.region().id));
     }
     Ok(())
-}
-
-/// A checksum of the region's replicated data as of this apply point: the engine's state
-/// with the not yet written part of the apply batch laid over it. FNV-1a over every
-/// (column family, key, value) in order, so replicas agree iff their data does.
-fn region_checksum(
-    engine: &EngineRef,
-    region: &Region,
-    pending: &WriteBatch,
-) -> Result<(u64, u64), RaftStoreError> {
-    let mut state: BTreeMap<(usize, Vec<u8>), Vec<u8>> = BTreeMap::new();
-    for (i, cf) in DATA_CFS.iter().enumerate() {
-        for item in engine.scan(*cf, &region.start_key, &region.end_key, false) {
-            let (k, v) = item?;
-            state.insert((i, k), v);
-        }
-    }
-    for op in pending.ops() {
-        let (cf, key, value) = match op {
-            WriteOp::Put { cf, key, value } => (*cf, key, Some(value)),
-            WriteOp::Delete { cf, key } => (*cf, key, None),
-        };
-        let Some(i) = DATA_CFS.iter().position(|c| *c == cf) else {
-            continue;
-        };
-        if !region_contains(region, key) {
-            continue;
-        }
-        match value {
-            Some(v) => state.insert((i, key.clone()), v.clone()),
-            None => state.remove(&(i, key.clone())),
-        };
-    }
-    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash = FNV_OFFSET;
-    let mut feed = |bytes: &[u8]| {
-        for b in (bytes.len() as u64).to_be_bytes().iter().chain(bytes) {
-            hash ^= u64::from(*b);
-            hash = hash.wrapping_mul(FNV_PRIME);
-        }
-    };
-    for ((i, k), v) in &state {
-        feed(&[*i as u8]);
-        feed(k);
-        feed(v);
-    }
-    Ok((hash, state.len() as u64))
 }
 
 fn apply_command(
@@ -2215,15 +2200,30 @@ fn apply_command(
             Applied::Split(Ok(vec![left, right]))
         }
         Some(raft_command::Request::ComputeHash(_)) => {
-            let (checksum, keys) = match region_checksum(engine, &region, batch) {
-                Ok(h) => h,
-                Err(e) => {
-                    tracing::error!(region_id = region.id, "checksum: {e}");
-                    return Applied::Noop;
-                }
-            };
-            peer.checksum = Some((index, checksum, keys));
-            Applied::Hash((index, checksum, keys))
+            // The region as of this entry: the engine now (none of this round's applies is
+            // in it yet) with the round's writes to the region so far laid over it.
+            let pending = pending_writes(&region, batch);
+            match engine.read_view() {
+                Some(view) => effects.hashes.push(HashTask {
+                    region: region.clone(),
+                    index,
+                    view,
+                    pending,
+                }),
+                // An engine without views: on this thread.
+                None => effects.hashed.push((
+                    region.id,
+                    index,
+                    checksum(
+                        |cf| engine.scan(cf, &region.start_key, &region.end_key, false),
+                        &pending,
+                    ),
+                )),
+            }
+            Applied::Hash {
+                region_id: region.id,
+                index,
+            }
         }
         Some(raft_command::Request::PrepareMerge(_)) => {
             Applied::Merge(apply_prepare_merge(peer, &region, asked, batch))

@@ -2,7 +2,7 @@
 
 mod cluster;
 
-use cluster::{Cluster, NetFaults, key};
+use cluster::{Cluster, NetFaults, compute_hash, key};
 use flotilla_proto::metapb::{Peer, PeerRole};
 use flotilla_raftstore::{ConfChangeType, PeerChange, RaftStoreError, StoreMsg};
 
@@ -931,6 +931,9 @@ fn pending_proposals_and_reads_are_bounded() {
     );
 }
 
+/// How long a test waits for a store's checksum thread.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Every replica computes its checksum at the same log index; equal data gives equal
 /// checksums, and a replica whose data was changed behind Raft's back is caught.
 #[test]
@@ -940,16 +943,13 @@ fn replica_checksums_are_taken_at_one_log_index() {
     for i in 0..20 {
         c.must_put(1, &key(i), format!("v{i}").as_bytes());
     }
-    let (slot, cb) = cluster::slot::<(u64, u64, u64)>();
-    c.send(leader, StoreMsg::ComputeHash { region_id: 1, cb });
-    let (index, checksum, keys) = slot.lock().unwrap().take().unwrap().unwrap();
+    let (index, checksum, keys) = compute_hash(&mut c, leader, 1).unwrap();
     assert_eq!(keys, 20);
     c.wait_applied(1, &[1, 2, 3]);
     for store in [1, 2, 3] {
-        let entry = c.board(store).get(1).unwrap();
         assert_eq!(
-            entry.checksum,
-            Some((index, checksum, keys)),
+            c.wait_checksum(store, 1, index, WAIT),
+            Ok((checksum, keys)),
             "store {store}"
         );
     }
@@ -958,15 +958,123 @@ fn replica_checksums_are_taken_at_one_log_index() {
     let mut batch = flotilla_storage::WriteBatch::new();
     batch.put(flotilla_storage::Cf::Default, key(3), b"rot".to_vec());
     c.engine(follower).write(batch, true).unwrap();
-    let (slot, cb) = cluster::slot::<(u64, u64, u64)>();
-    c.send(leader, StoreMsg::ComputeHash { region_id: 1, cb });
-    let (index2, checksum2, _) = slot.lock().unwrap().take().unwrap().unwrap();
+    let (index2, checksum2, _) = compute_hash(&mut c, leader, 1).unwrap();
     assert!(index2 > index);
     c.wait_applied(1, &[1, 2, 3]);
     for store in [1, 2, 3] {
-        let (at, sum, _) = c.board(store).get(1).unwrap().checksum.unwrap();
-        assert_eq!(at, index2);
+        let (sum, _) = c.wait_checksum(store, 1, index2, WAIT).unwrap();
         assert_eq!(sum == checksum2, store != follower, "store {store}");
+    }
+}
+
+/// A checksum is of the region as of its log index on every replica, whatever else the
+/// same round applies: writes applied before it in the round (not yet in the engine when
+/// the store thread hands the checksum over) count, writes after it do not.
+#[test]
+fn a_checksum_counts_the_writes_of_its_round_before_it_and_none_after() {
+    let mut c = Cluster::new(3, 3);
+    let leader = c.wait_leader(1);
+    for i in 0..10 {
+        c.must_put(1, &key(i), b"old");
+    }
+    c.wait_applied(1, &[1, 2, 3]);
+    let epoch = c.region(leader, 1).epoch.unwrap();
+    // Handed over without running rounds, so every replica applies them in one round.
+    let write = |c: &mut Cluster, batch: flotilla_storage::WriteBatch| {
+        let (slot, cb) = cluster::slot::<()>();
+        c.handle(
+            leader,
+            StoreMsg::Write {
+                region_id: 1,
+                epoch,
+                term: 0,
+                batch,
+                cb,
+            },
+        );
+        slot
+    };
+    let mut before = flotilla_storage::WriteBatch::new();
+    before.put(flotilla_storage::Cf::Default, key(3), b"new".to_vec());
+    before.delete(flotilla_storage::Cf::Default, key(4));
+    before.put(flotilla_storage::Cf::Default, key(15), b"added".to_vec());
+    let first = write(&mut c, before);
+    let (hash, cb) = cluster::slot::<(u64, u64, u64)>();
+    c.handle(leader, StoreMsg::ComputeHash { region_id: 1, cb });
+    let mut after = flotilla_storage::WriteBatch::new();
+    after.put(flotilla_storage::Cf::Default, key(17), b"later".to_vec());
+    after.put(flotilla_storage::Cf::Default, key(16), b"later".to_vec());
+    let second = write(&mut c, after);
+    c.settle();
+    let hasher = c.checksums(leader);
+    assert!(hasher.wait_idle(WAIT));
+    let (index, sum, keys) = hash.lock().unwrap().take().unwrap().unwrap();
+    c.wait_applied(1, &[1, 2, 3]);
+    assert!(first.lock().unwrap().take().unwrap().is_ok());
+    assert!(second.lock().unwrap().take().unwrap().is_ok());
+    assert_eq!(keys, 10, "10 - k4 + k15, and neither of the later writes");
+    for store in [1, 2, 3] {
+        assert_eq!(
+            c.wait_checksum(store, 1, index, WAIT),
+            Ok((sum, keys)),
+            "store {store}"
+        );
+    }
+    // The same data written plainly, checksummed alone, gives the same checksum.
+    let mut undo = flotilla_storage::WriteBatch::new();
+    undo.delete(flotilla_storage::Cf::Default, key(17));
+    undo.delete(flotilla_storage::Cf::Default, key(16));
+    let undone = write(&mut c, undo);
+    c.settle();
+    assert!(undone.lock().unwrap().take().unwrap().is_ok());
+    let (_, again, keys_again) = compute_hash(&mut c, leader, 1).unwrap();
+    assert_eq!((again, keys_again), (sum, keys));
+}
+
+/// With the checksum thread busy and its queue full, a further checksum is answered with
+/// a retryable error at its index, not queued without bound; once the thread is free
+/// again, checksums work.
+#[test]
+fn a_checksum_past_the_queue_is_refused_with_a_retryable_error() {
+    let mut c = Cluster::with_config(3, 3, |cfg| cfg.checksum_queue = 2);
+    let leader = c.wait_leader(1);
+    c.must_put(1, &key(1), b"v");
+    c.wait_applied(1, &[1, 2, 3]);
+    for store in [1, 2, 3] {
+        c.checksums(store).hold(true);
+    }
+    // One taken by the thread (held), two queued, the fourth refused.
+    let mut slots = Vec::new();
+    for i in 0..4 {
+        let (slot, cb) = cluster::slot::<(u64, u64, u64)>();
+        c.send(leader, StoreMsg::ComputeHash { region_id: 1, cb });
+        c.settle();
+        slots.push(slot);
+        if i == 0 {
+            let hasher = c.checksums(leader);
+            assert!(
+                hasher.wait_held(WAIT),
+                "the leader's checksum thread took none"
+            );
+        }
+    }
+    let refused = slots[3].lock().unwrap().take().expect("answered at once");
+    assert!(
+        matches!(&refused, Err(e @ RaftStoreError::ServerIsBusy(m)) if e.is_retryable() && m.contains("raft_checksum_queue")),
+        "{refused:?}"
+    );
+    for store in [1, 2, 3] {
+        let hasher = c.checksums(store);
+        hasher.hold(false);
+        assert!(
+            hasher.wait_idle(WAIT),
+            "store {store}'s checksums never finished"
+        );
+    }
+    let (index, sum, _) = compute_hash(&mut c, leader, 1).unwrap();
+    c.wait_applied(1, &[1, 2, 3]);
+    for store in [1, 2, 3] {
+        assert_eq!(c.wait_checksum(store, 1, index, WAIT), Ok((sum, 1)));
     }
 }
 

@@ -23,8 +23,9 @@ use flotilla_proto::metapb::{
 use flotilla_proto::metaservicepb::{RegionHeartbeatRequest, ReplacePeer, StoreStats};
 use flotilla_proto::raft_serverpb::RaftMessageBatch;
 use flotilla_raftstore::{
-    BoardEntry, DriverConfig, RaftStoreError, RegionBoard, RegionEngine, Store, StoreConfig,
-    StoreDriver, StoreMsg, StoreRouter, first_data_key, is_merging, keys, to_storage_error,
+    BoardEntry, DriverConfig, RaftStoreError, RegionBoard, RegionEngine, RegionHasher, Store,
+    StoreConfig, StoreDriver, StoreMsg, StoreRouter, first_data_key, is_merging, keys,
+    to_storage_error,
 };
 use flotilla_storage::{Cf, EngineRef, FjallEngine, FjallOptions, WriteBatch};
 use flotilla_types::Timestamp;
@@ -79,6 +80,9 @@ pub struct StoreNodeConfig {
     /// (each whole in memory); past it a snapshot is dropped and its leader sends it again
     /// later. 0 writes them on the store thread (every region of the store waits meanwhile).
     pub raft_snapshot_apply_queue: usize,
+    /// Region checksums (`flotilla ctl check-replicas`) waiting for the store's checksum
+    /// thread (at least 1); past it a replica answers a retryable error at that index.
+    pub raft_checksum_queue: usize,
     pub storage: FjallOptions,
     pub client: ClientConfig,
     /// Commands one KV stream (one client) may have in progress on this store; past it,
@@ -131,6 +135,7 @@ impl StoreNodeConfig {
                 flotilla_raftstore::LOG_KEEP_FOR_LAGGING_ENTRIES_DEFAULT,
             raft_snapshot_build_queue: 16,
             raft_snapshot_apply_queue: StoreConfig::new(0).snapshot_apply_queue,
+            raft_checksum_queue: StoreConfig::new(0).checksum_queue,
             storage: FjallOptions::default(),
             client: ClientConfig::default(),
             kv_stream_in_flight_max: 4_096,
@@ -312,10 +317,12 @@ impl StoreNode {
         store_cfg.log_keep_for_lagging_entries = cfg.raft_log_keep_for_lagging_entries;
         store_cfg.snapshot_build_queue = cfg.raft_snapshot_build_queue;
         store_cfg.snapshot_apply_queue = cfg.raft_snapshot_apply_queue;
+        store_cfg.checksum_queue = cfg.raft_checksum_queue;
         store_cfg.tick_interval = cfg.tick_interval;
         let store = Store::open(store_cfg, engine.clone(), transport.clone())
             .map_err(|e| storage_err(e.to_string()))?;
         let board = store.board();
+        let checksums = store.checksums();
         let driver = StoreDriver::spawn(
             store,
             DriverConfig {
@@ -331,6 +338,7 @@ impl StoreNode {
             waits: LockWaits::new(),
             router: driver.router(),
             board,
+            checksums,
             local: engine,
             meta,
             regions: Mutex::new(HashMap::new()),
@@ -476,6 +484,8 @@ struct Shared {
     waits: LockWaits,
     router: StoreRouter,
     board: Arc<RegionBoard>,
+    /// Each region's newest replica checksum here (`ReplicaChecksum` at an index).
+    checksums: Arc<RegionHasher>,
     local: EngineRef,
     meta: Arc<MetaClient>,
     regions: Mutex<HashMap<u64, Arc<RegionMvcc>>>,
@@ -1751,21 +1761,25 @@ impl StoreRpc for StoreService {
                 Err(e) => resp.error = e.to_string(),
             }
         } else {
-            match self.shared.board.get(req.region_id) {
-                Some(entry) => match entry.checksum {
-                    Some((index, checksum, keys)) if index == req.at_index => {
-                        resp.applied_index = index;
-                        resp.checksum = checksum;
-                        resp.key_count = keys;
-                    }
-                    _ => {
-                        resp.error = format!(
-                            "no checksum at index {} yet (applied {})",
-                            req.at_index, entry.applied_index
-                        )
-                    }
-                },
-                None => resp.error = format!("region {} not on this store", req.region_id),
+            match (
+                self.shared.board.get(req.region_id),
+                self.shared.checksums.checksum(req.region_id),
+            ) {
+                (None, _) => resp.error = format!("region {} not on this store", req.region_id),
+                (Some(_), Some((index, Ok((checksum, keys))))) if index == req.at_index => {
+                    resp.applied_index = index;
+                    resp.checksum = checksum;
+                    resp.key_count = keys;
+                }
+                (Some(_), Some((index, Err(e)))) if index == req.at_index => {
+                    resp.error = format!("no checksum at index {index}: {e}");
+                }
+                (Some(entry), _) => {
+                    resp.error = format!(
+                        "no checksum at index {} yet (applied {})",
+                        req.at_index, entry.applied_index
+                    )
+                }
             }
         }
         resp.region = self.shared.board.get(req.region_id).map(|e| e.region);

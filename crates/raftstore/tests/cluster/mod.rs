@@ -574,6 +574,27 @@ impl Cluster {
         self.node(store_id).store.board()
     }
 
+    /// The store's checksum thread.
+    pub fn checksums(&mut self, store_id: u64) -> Arc<flotilla_raftstore::RegionHasher> {
+        self.node(store_id).store.checksums()
+    }
+
+    /// The store's checksum of `region_id` at log index `index`: (checksum, key count),
+    /// once its checksum thread has it (within `timeout`).
+    pub fn wait_checksum(
+        &mut self,
+        store_id: u64,
+        region_id: u64,
+        index: u64,
+        timeout: std::time::Duration,
+    ) -> Result<(u64, u64), String> {
+        let hasher = self.node(store_id).store.checksums();
+        match hasher.wait(region_id, index, timeout) {
+            Some((at, result)) if at == index => result.map_err(|e| e.to_string()),
+            other => Err(format!("no checksum at index {index}: {other:?}")),
+        }
+    }
+
     pub fn send(&mut self, store_id: u64, msg: StoreMsg) {
         self.node(store_id).store.handle(msg);
         self.settle();
@@ -700,6 +721,30 @@ pub fn ask<T: Send + 'static>(
         c.tick();
     }
     panic!("no answer within 50 ticks");
+}
+
+/// Has `store_id`'s leader of `region_id` checksum the region (`ComputeHash`) and waits for
+/// its answer, which its checksum thread gives once the entry is applied.
+pub fn compute_hash(
+    c: &mut Cluster,
+    store_id: u64,
+    region_id: u64,
+) -> Result<(u64, u64, u64), RaftStoreError> {
+    let (slot, cb) = slot::<(u64, u64, u64)>();
+    c.send(store_id, StoreMsg::ComputeHash { region_id, cb });
+    for _ in 0..50 {
+        c.settle();
+        let hasher = c.checksums(store_id);
+        assert!(
+            hasher.wait_idle(Duration::from_secs(600)),
+            "store {store_id}'s checksum thread is stuck"
+        );
+        if let Some(r) = slot.lock().unwrap().take() {
+            return r;
+        }
+        c.tick();
+    }
+    panic!("no checksum of region {region_id} within 50 ticks");
 }
 
 pub fn delete(c: &mut Cluster, region_id: u64, k: &[u8]) {
