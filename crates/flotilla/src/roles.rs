@@ -359,7 +359,7 @@ pub struct StoreArgs {
     /// TOML file with these settings (addr, advertise_addr, meta, data_dir, labels,
     /// region_split_keys, raft_entry_cache_bytes, raft_log_keep_for_lagging_entries,
     /// raft_snapshot_build_queue, raft_snapshot_apply_queue, raft_checksum_queue,
-    /// raft_chunked_message_bytes_max);
+    /// merge_checks_max, raft_chunked_message_bytes_max);
     /// flags win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -410,6 +410,11 @@ pub struct StoreArgs {
     /// and `check-replicas` reports the region unchecked [default: 8].
     #[arg(long, value_name = "CHECKSUMS", value_parser = clap::value_parser!(u64).range(1..))]
     pub raft_checksum_queue: Option<u64>,
+    /// Checks that a region frozen for a merge holds no data (each a scan of the region
+    /// off the async threads) running at once on this store; past it a region is checked
+    /// at a later heartbeat [default: 2].
+    #[arg(long, value_name = "CHECKS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub merge_checks_max: Option<u64>,
     /// Old row versions garbage collection removes per second at most, on this store;
     /// 0 = no limit [default: 50000].
     #[arg(long, value_name = "RECORDS")]
@@ -450,6 +455,7 @@ struct StoreFile {
     raft_snapshot_build_queue: Option<usize>,
     raft_snapshot_apply_queue: Option<usize>,
     raft_checksum_queue: Option<u64>,
+    merge_checks_max: Option<u64>,
     gc_records_per_s: Option<u64>,
     gc_batch_records_max: Option<u64>,
     gc_resolve_locks_after_s: Option<u64>,
@@ -518,6 +524,10 @@ pub async fn run_store(args: StoreArgs) -> anyhow::Result<()> {
     if let Some(queue) = args.raft_checksum_queue.or(file.raft_checksum_queue) {
         anyhow::ensure!(queue >= 1, "raft_checksum_queue must be at least 1");
         cfg.raft_checksum_queue = usize::try_from(queue).unwrap_or(usize::MAX);
+    }
+    if let Some(n) = args.merge_checks_max.or(file.merge_checks_max) {
+        anyhow::ensure!(n >= 1, "merge_checks_max must be at least 1");
+        cfg.merge_checks_max = usize::try_from(n).unwrap_or(usize::MAX);
     }
     if let Some(r) = args.gc_records_per_s.or(file.gc_records_per_s) {
         cfg.gc_records_per_s = r;

@@ -17,9 +17,7 @@ use flotilla_mvcc::{
 };
 use flotilla_proto::kvpb::store_server::{Store as StoreRpc, StoreServer};
 use flotilla_proto::kvpb::{self, *};
-use flotilla_proto::metapb::{
-    PeerRole, Region, RegionEpoch, Store as StoreMeta, StoreLabel, StoreState,
-};
+use flotilla_proto::metapb::{PeerRole, Region, Store as StoreMeta, StoreLabel, StoreState};
 use flotilla_proto::metaservicepb::{RegionHeartbeatRequest, ReplacePeer, StoreStats};
 use flotilla_proto::raft_serverpb::RaftMessageBatch;
 use flotilla_raftstore::{
@@ -38,6 +36,9 @@ use crate::gc::GcStats;
 use crate::standalone::StartError;
 
 mod gc;
+mod merge_check;
+
+use merge_check::{Admit, MergeChecks};
 
 /// How a store runs.
 #[derive(Debug, Clone)]
@@ -83,6 +84,10 @@ pub struct StoreNodeConfig {
     /// Region checksums (`flotilla ctl check-replicas`) waiting for the store's checksum
     /// thread (at least 1); past it a replica answers a retryable error at that index.
     pub raft_checksum_queue: usize,
+    /// Checks that a region frozen for a merge holds no data (each a scan of the region on
+    /// a blocking thread) running at once on this store; past it a region is checked at
+    /// a later heartbeat.
+    pub merge_checks_max: usize,
     pub storage: FjallOptions,
     pub client: ClientConfig,
     /// Commands one KV stream (one client) may have in progress on this store; past it,
@@ -136,6 +141,7 @@ impl StoreNodeConfig {
             raft_snapshot_build_queue: 16,
             raft_snapshot_apply_queue: StoreConfig::new(0).snapshot_apply_queue,
             raft_checksum_queue: StoreConfig::new(0).checksum_queue,
+            merge_checks_max: 2,
             storage: FjallOptions::default(),
             client: ClientConfig::default(),
             kv_stream_in_flight_max: 4_096,
@@ -344,7 +350,7 @@ impl StoreNode {
             regions: Mutex::new(HashMap::new()),
             cfg: cfg.clone(),
             gc: gc::StoreGc::new(gc_safe_point),
-            merge_checks: Mutex::new(HashMap::new()),
+            merge_checks: MergeChecks::new(cfg.merge_checks_max),
         });
         let (shutdown, watcher) = watch::channel(false);
         let service = StoreService {
@@ -491,14 +497,11 @@ struct Shared {
     regions: Mutex<HashMap<u64, Arc<RegionMvcc>>>,
     cfg: StoreNodeConfig,
     gc: gc::StoreGc,
-    /// Emptiness checks of the regions this store leads that are frozen for a merge, by
-    /// region: the frozen epoch checked, and the answer (`None` while the check runs). One
-    /// per frozen region led, forgotten when it is no longer both.
-    merge_checks: Mutex<HashMap<u64, MergeCheck>>,
+    /// Emptiness checks of the regions this store leads that are frozen for a merge: one
+    /// per frozen region led, forgotten when it is no longer both, at most
+    /// `merge_checks_max` running.
+    merge_checks: MergeChecks,
 }
-
-/// A frozen region's epoch, and whether it holds no data (`None`: being checked).
-type MergeCheck = (Option<RegionEpoch>, Option<bool>);
 
 impl Shared {
     /// Whether `region`, led here, holds no data, if it is frozen for a merge and the
@@ -509,17 +512,15 @@ impl Shared {
         if !is_merging(region) {
             return None;
         }
-        let mut checks = self.merge_checks.lock();
-        if let Some((epoch, empty)) = checks.get(&region.id)
-            && *epoch == region.epoch
-        {
-            return *empty;
+        match self.merge_checks.admit(region.id, region.epoch) {
+            Admit::Known(empty) => return empty,
+            Admit::Busy => return None,
+            Admit::Start => {}
         }
-        checks.insert(region.id, (region.epoch, None));
         let (shared, region) = (self.clone(), region.clone());
         tokio::task::spawn_blocking(move || {
             let empty = match first_data_key(&shared.local, &region) {
-                Ok(None) => true,
+                Ok(None) => Some(true),
                 Ok(Some((cf, key))) => {
                     tracing::info!(
                         region_id = region.id,
@@ -527,20 +528,15 @@ impl Shared {
                         key = ?key,
                         "the region frozen for a merge holds data: it is rolled back"
                     );
-                    false
+                    Some(false)
                 }
                 Err(e) => {
                     // Forgotten: the next heartbeat checks again.
                     tracing::warn!(region_id = region.id, "merge emptiness check: {e}");
-                    shared.merge_checks.lock().remove(&region.id);
-                    return;
+                    None
                 }
             };
-            if let Some((epoch, answer)) = shared.merge_checks.lock().get_mut(&region.id)
-                && *epoch == region.epoch
-            {
-                *answer = Some(empty);
-            }
+            shared.merge_checks.finish(region.id, region.epoch, empty);
         });
         None
     }
@@ -1803,10 +1799,10 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 .iter()
                 .any(|e| e.region.id == *id && e.is_leader && e.term == m.term)
         });
-        shared.merge_checks.lock().retain(|id, _| {
+        shared.merge_checks.retain(|id| {
             leaders
                 .iter()
-                .any(|e| e.region.id == *id && is_merging(&e.region))
+                .any(|e| e.region.id == id && is_merging(&e.region))
         });
         let (capacity_bytes, available_bytes) = disk_of(&shared.cfg.data_dir);
         let gc = match gc::report(&shared).await {
