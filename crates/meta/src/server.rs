@@ -261,7 +261,8 @@ pub struct MetaNode {
     addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    _driver: StoreDriver,
+    /// The meta group's Raft thread; `stop` joins it off the async threads.
+    driver: Option<StoreDriver>,
     shared: Arc<Shared>,
 }
 
@@ -409,7 +410,7 @@ impl MetaNode {
             addr,
             shutdown,
             tasks: vec![leadership, member_heartbeat, server],
-            _driver: driver,
+            driver: Some(driver),
             shared,
         })
     }
@@ -471,11 +472,16 @@ impl MetaNode {
         self.addr
     }
 
-    /// Stops serving.
+    /// Stops serving and stops the meta group's Raft thread.
     pub async fn stop(mut self) {
         let _ = self.shutdown.send(true);
         for t in std::mem::take(&mut self.tasks) {
             let _ = t.await;
+        }
+        // Joining the Raft thread waits out its round (a sync of the log): not on an async
+        // worker, whose other tasks would wait too.
+        if let Some(d) = self.driver.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(d)).await;
         }
     }
 }
