@@ -355,24 +355,58 @@ impl MetaClient {
             .ok_or_else(|| ClientError::Unavailable("the cluster has no region yet".into()))
     }
 
-    /// Regions overlapping [start, end) (empty end: to the end), at most `limit`.
+    /// Regions overlapping [start, end) (empty end: to the end), at most `limit` (0: all),
+    /// asked of the leader a page at a time. Not one snapshot of the layout: a split or
+    /// merge between two pages may show a range in its old and new shape.
     pub async fn scan_regions(
         &self,
         start: &[u8],
         end: &[u8],
         limit: u32,
     ) -> Result<Vec<RegionInfo>, ClientError> {
-        let r = self
-            .call("scan_regions", |mut c| async move {
-                c.scan_regions(ScanRegionsRequest {
-                    start_key: start.to_vec().into(),
-                    end_key: end.to_vec().into(),
-                    limit,
+        // The leader answers a page at a time (`MetaConfig::scan_regions_page_max`): ask
+        // from where the last page's last region ends until `end`, the end of the key
+        // space, or `limit` regions.
+        let mut regions: Vec<RegionInfo> = Vec::new();
+        let mut from = start.to_vec();
+        loop {
+            let want = if limit == 0 {
+                0
+            } else {
+                limit - regions.len() as u32
+            };
+            let page = self
+                .call("scan_regions", |mut c| {
+                    let from = from.clone();
+                    async move {
+                        c.scan_regions(ScanRegionsRequest {
+                            start_key: from.into(),
+                            end_key: end.to_vec().into(),
+                            limit: want,
+                        })
+                        .await
+                    }
                 })
-                .await
-            })
-            .await?;
-        Ok(r.regions)
+                .await?
+                .regions;
+            let Some(last_end) = page.last().map(|r| {
+                r.region
+                    .as_ref()
+                    .map(|r| r.end_key.to_vec())
+                    .unwrap_or_default()
+            }) else {
+                return Ok(regions);
+            };
+            regions.extend(page);
+            let done = last_end.is_empty()
+                || (!end.is_empty() && last_end.as_slice() >= end)
+                || last_end <= from
+                || (limit != 0 && regions.len() >= limit as usize);
+            if done {
+                return Ok(regions);
+            }
+            from = last_end;
+        }
     }
 
     /// Stores (all when `store_id` is 0).

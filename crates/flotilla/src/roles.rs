@@ -111,8 +111,8 @@ pub struct MetaArgs {
     /// replica_balance_interval_ms, replica_moves_max, location_labels, ddl_jobs_max,
     /// ddl_running_max, ddl_finished_ttl_s, ddl_backfill_rows_per_s,
     /// ddl_cleanup_records_per_s, ddl_schema_lease_ms, ddl_schema_wait_timeout_ms,
-    /// raft_chunked_message_bytes_max, region_merge_after_s, region_merges_max); flags
-    /// win.
+    /// raft_chunked_message_bytes_max, region_merge_after_s, region_merges_max,
+    /// scan_regions_page_max); flags win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// This member's id (1-based) [default: 1].
@@ -159,6 +159,10 @@ pub struct MetaArgs {
     /// Region merges under way at once, cluster-wide [default: 4].
     #[arg(long, value_name = "MERGES", value_parser = clap::value_parser!(u64).range(1..))]
     pub region_merges_max: Option<u64>,
+    /// Regions one answer to a region scan holds at most; clients (`flotilla ctl regions`)
+    /// ask page after page [default: 4096].
+    #[arg(long, value_name = "REGIONS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub scan_regions_page_max: Option<u64>,
     /// Store label keys each region's replicas are spread over, outermost first, e.g.
     /// `zone,host`: a region's replicas go to different zones as far as the stores
     /// allow, then to different hosts (each store says where it is with `flotilla store
@@ -224,6 +228,7 @@ struct MetaFile {
     replica_moves_max: Option<u64>,
     region_merge_after_s: Option<u64>,
     region_merges_max: Option<u64>,
+    scan_regions_page_max: Option<u64>,
     location_labels: Option<String>,
     ddl_jobs_max: Option<u64>,
     ddl_running_max: Option<u64>,
@@ -290,6 +295,10 @@ pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
     }
     if let Some(n) = args.region_merges_max.or(file.region_merges_max) {
         cfg.region_merges_max = usize::try_from(n).unwrap_or(usize::MAX).max(1);
+    }
+    if let Some(n) = args.scan_regions_page_max.or(file.scan_regions_page_max) {
+        anyhow::ensure!(n >= 1, "scan_regions_page_max must be at least 1");
+        cfg.scan_regions_page_max = usize::try_from(n).unwrap_or(usize::MAX);
     }
     if let Some(keys) = args.location_labels.or(file.location_labels) {
         cfg.location_labels = parse_location_labels(&keys)?;

@@ -94,6 +94,11 @@ pub struct MetaConfig {
     pub region_merge_after: Duration,
     /// Region merges under way at once, cluster-wide.
     pub region_merges_max: usize,
+    /// Regions one `ScanRegions` answer holds at most (a request's limit of 0 or more is
+    /// cut to it); `MetaClient::scan_regions` asks page after page. Bounds the answer to
+    /// well under a client's 4 MiB gRPC message limit (a region's entry is a few hundred
+    /// bytes) and the time the leader's state is locked to copy it out.
+    pub scan_regions_page_max: usize,
     /// The newest cluster version this member understands (`flotilla_types::version`):
     /// this build's, or an older one to emulate an older build in rolling-upgrade tests.
     pub binary_version: ClusterVersion,
@@ -107,7 +112,7 @@ impl MetaConfig {
     /// live tables' keys merged after a minute (4 merges at once), old row
     /// versions readable for 10 minutes with the GC safe point moved every minute, gRPC
     /// messages of up to 64 MiB, Raft batches of up to 4 MiB and snapshots of up to
-    /// 2 GiB.
+    /// 2 GiB, 4,096 regions per `ScanRegions` answer.
     pub fn new(member_id: u64, members: Vec<(u64, String)>, data_dir: PathBuf) -> Self {
         Self {
             member_id,
@@ -132,6 +137,7 @@ impl MetaConfig {
             binary_version: BINARY_CLUSTER_VERSION,
             region_merge_after: Duration::from_secs(60),
             region_merges_max: 4,
+            scan_regions_page_max: SCAN_REGIONS_PAGE_MAX_DEFAULT,
         }
     }
 }
@@ -234,6 +240,9 @@ struct Shared {
     /// Deadlock detection: each waiting transaction's holder, and when it started.
     waits: Mutex<HashMap<u64, (u64, Instant)>>,
 }
+
+/// Default of `MetaConfig::scan_regions_page_max`.
+pub const SCAN_REGIONS_PAGE_MAX_DEFAULT: usize = 4096;
 
 /// Bound on recorded lock waits; past it new waits are not checked for deadlock (they
 /// are still bounded by their lock wait timeout).
@@ -1737,10 +1746,10 @@ impl Meta for MetaService {
     ) -> Result<Response<ScanRegionsResponse>, Status> {
         let leader = leader_or_redirect!(self, ScanRegionsResponse);
         let req = request.into_inner();
-        let limit = if req.limit == 0 {
-            usize::MAX
-        } else {
-            req.limit as usize
+        let page_max = self.shared.cfg.scan_regions_page_max.max(1);
+        let limit = match req.limit as usize {
+            0 => page_max,
+            n => n.min(page_max),
         };
         let data = leader.data.lock();
         let first = data

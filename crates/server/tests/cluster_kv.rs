@@ -389,6 +389,58 @@ async fn a_region_past_its_key_threshold_splits() {
     assert_eq!(rows.len(), 500);
 }
 
+/// The meta leader answers a region scan a page at a time, whatever limit it is asked
+/// for, and the client asks page after page: a listing of every region (`ctl regions`,
+/// `ctl check-replicas`) stays whole and each answer small however many regions there are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_scan_is_answered_in_pages_and_read_whole() {
+    use flotilla_proto::metaservicepb::ScanRegionsRequest;
+    let cluster = common::Cluster::start_tuned(|meta| meta.scan_regions_page_max = 2, |_| {}).await;
+    let (kv, _tso) = cluster.kv();
+    for key in [b"c", b"f", b"i", b"l", b"o"] {
+        kv.split_at(&encode_key(key)).await.unwrap();
+    }
+    let meta = kv.cache().meta().clone();
+    let regions = meta.scan_regions(b"", b"", 0).await.unwrap();
+    let ranges: Vec<(Vec<u8>, Vec<u8>)> = regions
+        .iter()
+        .map(|r| {
+            let r = r.region.clone().unwrap();
+            (r.start_key.to_vec(), r.end_key.to_vec())
+        })
+        .collect();
+    assert!(ranges.len() >= 6, "{ranges:?}");
+    assert!(
+        ranges[0].0.is_empty() && ranges.last().unwrap().1.is_empty(),
+        "{ranges:?}"
+    );
+    for pair in ranges.windows(2) {
+        assert_eq!(pair[0].1, pair[1].0, "a gap or an overlap: {ranges:?}");
+    }
+    // A limit is honoured across pages, and a range in the middle is read whole too.
+    assert_eq!(meta.scan_regions(b"", b"", 5).await.unwrap().len(), 5);
+    let from = &ranges[1].0;
+    let to = &ranges[5].0;
+    let middle = meta.scan_regions(from, to, 0).await.unwrap();
+    assert_eq!(middle.len(), 4, "{middle:?}");
+    // One answer holds at most a page, whatever it is asked for.
+    for limit in [0, 100] {
+        let page = meta
+            .call("scan_regions", |mut c| async move {
+                c.scan_regions(ScanRegionsRequest {
+                    start_key: Vec::new().into(),
+                    end_key: Vec::new().into(),
+                    limit,
+                })
+                .await
+            })
+            .await
+            .unwrap()
+            .regions;
+        assert_eq!(page.len(), 2, "limit {limit}");
+    }
+}
+
 /// Two transactions that lock keys in two regions in opposite orders: one of them is
 /// refused as a deadlock (detected at the meta service), the other gets its locks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
