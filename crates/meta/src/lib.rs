@@ -18,5 +18,6 @@ mod server;
 /// The leader's view of the cluster and its placement decisions; public for the benches.
 #[doc(hidden)]
 pub mod state;
+mod wait_graph;
 
 pub use server::{MetaConfig, MetaNode, MetaStartError};

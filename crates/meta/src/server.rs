@@ -28,6 +28,7 @@ use crate::merge::{MergeConfig, MergeState, MergeStep, live_ranges};
 use crate::state::{
     GcStoreBounds, MetaData, MovePlan, NodeVersion, ReplicaRepair, StoreRec, next_cluster_version,
 };
+use crate::wait_graph::WaitGraph;
 
 /// The meta group's only region.
 const META_REGION_ID: u64 = 1;
@@ -238,7 +239,7 @@ struct Shared {
     local: EngineRef,
     leader: parking_lot::RwLock<Option<Arc<LeaderState>>>,
     /// Deadlock detection: each waiting transaction's holder, and when it started.
-    waits: Mutex<HashMap<u64, (u64, Instant)>>,
+    waits: Mutex<WaitGraph>,
 }
 
 /// Default of `MetaConfig::scan_regions_page_max`.
@@ -385,7 +386,7 @@ impl MetaNode {
             board,
             local: engine,
             leader: parking_lot::RwLock::new(None),
-            waits: Mutex::new(HashMap::new()),
+            waits: Mutex::new(WaitGraph::new(MAX_WAIT_EDGES, WAIT_EDGE_TTL)),
         });
         let addr = listener
             .local_addr()
@@ -2091,30 +2092,14 @@ impl Meta for MetaService {
         let req = request.into_inner();
         let mut waits = self.shared.waits.lock();
         if !req.waiting {
-            waits.remove(&req.waiter_ts);
+            waits.done(req.waiter_ts);
             return Ok(Response::new(WaitForResponse {
                 header: ok_header(),
                 deadlock: false,
             }));
         }
-        waits.retain(|_, (_, since)| since.elapsed() < WAIT_EDGE_TTL);
-        // Each waiter waits for one holder, so the graph is a set of chains: a cycle
-        // exists iff the holder's chain leads back to the waiter.
-        let mut current = req.holder_ts;
-        let mut deadlock = false;
-        for _ in 0..=waits.len() {
-            if current == req.waiter_ts {
-                deadlock = true;
-                break;
-            }
-            match waits.get(&current) {
-                Some((next, _)) => current = *next,
-                None => break,
-            }
-        }
-        if !deadlock && waits.len() < MAX_WAIT_EDGES {
-            waits.insert(req.waiter_ts, (req.holder_ts, Instant::now()));
-        }
+        let deadlock = waits.wait(req.waiter_ts, req.holder_ts, Instant::now());
+        drop(waits);
         Ok(Response::new(WaitForResponse {
             header: ok_header(),
             deadlock,
