@@ -12,7 +12,7 @@ mod cluster;
 
 use std::time::{Duration, Instant};
 
-use cluster::{Cluster, compute_hash, key, leader_alone};
+use cluster::{compute_hash, filled_region, leader_alone};
 
 fn main() {
     let keys: u64 = std::env::var("CHECKSUM_KEYS")
@@ -29,23 +29,7 @@ fn main() {
 /// The longest round of any store while the checksum applied, and the time from the
 /// request to every replica's checksum.
 fn run(keys: u64) -> (Duration, Duration) {
-    const BASE: u64 = 10_000_000;
-    const BATCH: u64 = 2_048;
-    let mut c = Cluster::new(3, 3);
-    c.must_put(1, &key(0), b"left");
-    c.split(1, &key(BASE), 2, vec![201, 202, 203]).unwrap();
-    c.wait_leader(2);
-    let value = vec![7u8; 100];
-    let mut first = 0;
-    while first < keys {
-        let last = (first + BATCH).min(keys);
-        let pairs: Vec<(Vec<u8>, Vec<u8>)> = (first..last)
-            .map(|i| (key(BASE + i), value.clone()))
-            .collect();
-        c.must_put_batch(2, &pairs);
-        first = last;
-    }
-    c.wait_applied(2, &[1, 2, 3]);
+    let mut c = filled_region(keys);
     c.longest_round.clear();
     let leader = leader_alone(&mut c, 2);
     let started = Instant::now();

@@ -16,7 +16,9 @@ mod cluster;
 
 use std::time::{Duration, Instant};
 
-use cluster::{Cluster, commit, delete_all, key, leader_alone, prepare};
+use cluster::{
+    FILL_BATCH, FILLED_BASE, commit, delete_all, filled_region, key, leader_alone, prepare,
+};
 use flotilla_raftstore::first_data_key;
 
 fn main() {
@@ -36,26 +38,11 @@ fn main() {
 /// The longest round of any store while the prepare applied, how long the leader's
 /// emptiness check took, and the longest round while the commit applied.
 fn run(keys: u64) -> (Duration, Duration, Duration) {
-    const BASE: u64 = 10_000_000;
-    const BATCH: u64 = 2_048;
-    let mut c = Cluster::new(3, 3);
-    c.must_put(1, &key(0), b"left");
-    c.split(1, &key(BASE), 2, vec![201, 202, 203]).unwrap();
-    c.wait_leader(2);
-    let value = vec![7u8; 100];
+    let mut c = filled_region(keys);
     let mut first = 0;
     while first < keys {
-        let last = (first + BATCH).min(keys);
-        let pairs: Vec<(Vec<u8>, Vec<u8>)> = (first..last)
-            .map(|i| (key(BASE + i), value.clone()))
-            .collect();
-        c.must_put_batch(2, &pairs);
-        first = last;
-    }
-    let mut first = 0;
-    while first < keys {
-        let last = (first + BATCH).min(keys);
-        let doomed: Vec<Vec<u8>> = (first..last).map(|i| key(BASE + i)).collect();
+        let last = (first + FILL_BATCH).min(keys);
+        let doomed: Vec<Vec<u8>> = (first..last).map(|i| key(FILLED_BASE + i)).collect();
         delete_all(&mut c, 2, &doomed);
         first = last;
     }
@@ -75,6 +62,6 @@ fn run(keys: u64) -> (Duration, Duration, Duration) {
     commit(&mut c, 1, epoch, source).expect("the merge commits");
     c.wait_applied(1, &[1, 2, 3]);
     let commit_stop = c.longest_round.values().copied().max().unwrap_or_default();
-    assert_eq!(c.dump(leader, &key(BASE), b"").len(), 0);
+    assert_eq!(c.dump(leader, &key(FILLED_BASE), b"").len(), 0);
     (prepare_stop, check, commit_stop)
 }

@@ -675,17 +675,8 @@ fn a_region_splits_atomically_and_stale_routes_are_refused() {
     let leader = c.wait_leader(1);
     let mut batch = flotilla_storage::WriteBatch::new();
     batch.put(flotilla_storage::Cf::Default, key(6), b"stale".to_vec());
-    let (slot, cb) = cluster::slot::<()>();
-    c.send(
-        leader,
-        StoreMsg::Write {
-            region_id: 1,
-            epoch: old_epoch,
-            term: 0,
-            batch,
-            cb,
-        },
-    );
+    let slot = c.propose_write(leader, 1, old_epoch, batch);
+    c.settle();
     let result = slot.lock().unwrap().take();
     assert!(
         matches!(result, Some(Err(RaftStoreError::EpochNotMatch { .. }))),
@@ -872,20 +863,10 @@ fn pending_proposals_and_reads_are_bounded() {
     let epoch = c.region(leader, 1).epoch.unwrap();
     let mut slots = Vec::new();
     for i in 0..3u64 {
-        let (slot, cb) = cluster::slot::<()>();
         let mut batch = flotilla_storage::WriteBatch::new();
         batch.put(flotilla_storage::Cf::Default, key(i), b"v".to_vec());
-        c.send(
-            leader,
-            StoreMsg::Write {
-                region_id: 1,
-                epoch,
-                term: 0,
-                batch,
-                cb,
-            },
-        );
-        slots.push(slot);
+        slots.push(c.propose_write(leader, 1, epoch, batch));
+        c.settle();
     }
     assert!(slots[0].lock().unwrap().is_none());
     assert!(slots[1].lock().unwrap().is_none());
@@ -980,20 +961,7 @@ fn a_checksum_counts_the_writes_of_its_round_before_it_and_none_after() {
     c.wait_applied(1, &[1, 2, 3]);
     let epoch = c.region(leader, 1).epoch.unwrap();
     // Handed over without running rounds, so every replica applies them in one round.
-    let write = |c: &mut Cluster, batch: flotilla_storage::WriteBatch| {
-        let (slot, cb) = cluster::slot::<()>();
-        c.handle(
-            leader,
-            StoreMsg::Write {
-                region_id: 1,
-                epoch,
-                term: 0,
-                batch,
-                cb,
-            },
-        );
-        slot
-    };
+    let write = |c: &mut Cluster, batch| c.propose_write(leader, 1, epoch, batch);
     let mut before = flotilla_storage::WriteBatch::new();
     before.put(flotilla_storage::Cf::Default, key(3), b"new".to_vec());
     before.delete(flotilla_storage::Cf::Default, key(4));
@@ -1147,17 +1115,8 @@ fn writes_racing_a_split_land_whole_or_not_at_all() {
         // route would.
         let mut batch = flotilla_storage::WriteBatch::new();
         batch.put(flotilla_storage::Cf::Default, key(i), b"v".to_vec());
-        let (slot, cb) = cluster::slot::<()>();
-        c.send(
-            leader,
-            StoreMsg::Write {
-                region_id: 1,
-                epoch,
-                term: 0,
-                batch,
-                cb,
-            },
-        );
+        let slot = c.propose_write(leader, 1, epoch, batch);
+        c.settle();
         writes.push((i, slot));
     }
     let answered = |writes: &[(u64, cluster::Slot<()>)]| {

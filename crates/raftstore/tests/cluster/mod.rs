@@ -607,6 +607,29 @@ impl Cluster {
             .transfer_target_ready(region_id, peer_id)
     }
 
+    /// Hands `batch` to `store_id` as a write of `region_id` at `epoch` (any leader term)
+    /// without running a round; the slot gets its answer.
+    pub fn propose_write(
+        &mut self,
+        store_id: u64,
+        region_id: u64,
+        epoch: RegionEpoch,
+        batch: WriteBatch,
+    ) -> Slot<()> {
+        let (slot, cb) = slot::<()>();
+        self.handle(
+            store_id,
+            StoreMsg::Write {
+                region_id,
+                epoch,
+                term: 0,
+                batch,
+                cb,
+            },
+        );
+        slot
+    }
+
     /// Hands a request to the store without running a round: nothing reaches the network.
     pub fn handle(&mut self, store_id: u64, msg: StoreMsg) {
         self.node(store_id).store.handle(msg);
@@ -666,6 +689,33 @@ fn open_engine(dir: &std::path::Path) -> EngineRef {
 
 /// The leader of `region_id`, without `Cluster::wait_leader`'s probe (a read, which a
 /// frozen region refuses).
+/// Where `filled_region`'s region 2 starts: `key(FILLED_BASE)`.
+pub const FILLED_BASE: u64 = 10_000_000;
+/// Keys per write when filling (or emptying) a region in the benches.
+pub const FILL_BATCH: u64 = 2_048;
+
+/// Three stores; region 1 holds one key, and region 2, from `key(FILLED_BASE)` on, holds
+/// `keys` keys of 100 bytes (written in batches of `FILL_BATCH`) on every replica.
+pub fn filled_region(keys: u64) -> Cluster {
+    let mut c = Cluster::new(3, 3);
+    c.must_put(1, &key(0), b"left");
+    c.split(1, &key(FILLED_BASE), 2, vec![201, 202, 203])
+        .unwrap();
+    c.wait_leader(2);
+    let value = vec![7u8; 100];
+    let mut first = 0;
+    while first < keys {
+        let last = (first + FILL_BATCH).min(keys);
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = (first..last)
+            .map(|i| (key(FILLED_BASE + i), value.clone()))
+            .collect();
+        c.must_put_batch(2, &pairs);
+        first = last;
+    }
+    c.wait_applied(2, &[1, 2, 3]);
+    c
+}
+
 pub fn leader_alone(c: &mut Cluster, region_id: u64) -> u64 {
     for _ in 0..300 {
         if let Some(leader) = c.leader_of(region_id) {
