@@ -10,7 +10,7 @@
 //! checksum is of the region as of that index on every replica, so replicas agree iff
 //! their data does.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
@@ -121,6 +121,11 @@ struct State {
     holding: bool,
     /// Checksums queued or being computed.
     queued: usize,
+    /// Of those, each region's.
+    queued_by_region: HashMap<u64, usize>,
+    /// Regions whose peer here is gone while a checksum of theirs is queued: that
+    /// checksum answers its callers but is not kept (`forget`).
+    forgotten: HashSet<u64>,
     stopping: bool,
 }
 
@@ -160,10 +165,16 @@ impl RegionHasher {
             return;
         };
         // Counted first: the thread may finish it before `try_send` returns.
-        self.shared.lock().queued += 1;
+        {
+            let mut state = self.shared.lock();
+            state.queued += 1;
+            *state.queued_by_region.entry(region_id).or_default() += 1;
+            // A peer of the region is here again: its checksums are kept.
+            state.forgotten.remove(&region_id);
+        }
         let sent = tx.try_send(task);
         if sent.is_err() {
-            self.shared.lock().queued -= 1;
+            unqueue(&mut self.shared.lock(), region_id);
         }
         match sent {
             Ok(()) => {}
@@ -225,9 +236,14 @@ impl RegionHasher {
         state.results.get(&region_id).cloned()
     }
 
-    /// Drops region `region_id`'s checksum (its peer here is gone).
+    /// Drops region `region_id`'s checksum (its peer here is gone), and any checksum of
+    /// it still queued once that one is done, so a destroyed region leaves nothing here.
     pub(crate) fn forget(&self, region_id: u64) {
-        self.shared.lock().results.remove(&region_id);
+        let mut state = self.shared.lock();
+        state.results.remove(&region_id);
+        if state.queued_by_region.contains_key(&region_id) {
+            state.forgotten.insert(region_id);
+        }
     }
 
     /// Holds (or releases) every checksum before it starts: a test's checksum that takes
@@ -316,8 +332,19 @@ fn run(rx: Receiver<HashTask>, shared: Arc<Watched<State>>) {
             tracing::error!(region_id = region.id, "checksum: {e}");
         }
         record_in(&shared, region.id, task.index, result);
-        shared.lock().queued -= 1;
+        unqueue(&mut shared.lock(), region.id);
         shared.notify();
+    }
+}
+
+/// One checksum of region `region_id` is no longer queued.
+fn unqueue(state: &mut State, region_id: u64) {
+    state.queued -= 1;
+    let count = state.queued_by_region.entry(region_id).or_default();
+    *count = count.saturating_sub(1);
+    if *count == 0 {
+        state.queued_by_region.remove(&region_id);
+        state.forgotten.remove(&region_id);
     }
 }
 
@@ -332,7 +359,9 @@ fn record_in(shared: &Watched<State>, region_id: u64, index: u64, result: Region
     {
         return;
     }
-    state.results.insert(region_id, (index, result.clone()));
+    if !state.forgotten.contains(&region_id) {
+        state.results.insert(region_id, (index, result.clone()));
+    }
     let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut state.waiters)
         .into_iter()
         .partition(|(r, at, _)| *r == region_id && *at <= index);
@@ -341,5 +370,64 @@ fn record_in(shared: &Watched<State>, region_id: u64, index: u64, result: Region
     shared.notify();
     for (_, at, cb) in done {
         cb(answer_at(region_id, at, index, &result));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use flotilla_storage::{FjallEngine, FjallOptions, KvEngine};
+
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(10);
+    /// An empty region's checksum: FNV-1a's offset basis, nothing fed.
+    const FNV_EMPTY: u64 = 0xcbf2_9ce4_8422_2325;
+
+    fn task(engine: &FjallEngine, region_id: u64, index: u64) -> HashTask {
+        HashTask {
+            region: Region {
+                id: region_id,
+                ..Default::default()
+            },
+            index,
+            view: engine.read_view().expect("fjall has read views"),
+            pending: Overlay::new(),
+        }
+    }
+
+    /// A checksum still queued when its region's peer is destroyed answers its caller, but
+    /// leaves no result behind; a new peer of the region keeps its own.
+    #[test]
+    fn a_checksum_queued_when_its_region_is_forgotten_answers_and_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = FjallEngine::open(dir.path(), &FjallOptions::default()).unwrap();
+        let hasher = RegionHasher::spawn(1, 4);
+        hasher.hold(true);
+        hasher.submit(task(&engine, 7, 10));
+        assert!(hasher.wait_held(WAIT), "the thread took no checksum");
+        let answer = Arc::new(Mutex::new(None));
+        let slot = answer.clone();
+        hasher.when_done(7, 10, Box::new(move |r| *slot.lock().unwrap() = Some(r)));
+        hasher.forget(7);
+        hasher.hold(false);
+        assert!(hasher.wait_idle(WAIT), "the checksum never finished");
+        let answered = answer.lock().unwrap().take();
+        assert!(
+            matches!(answered, Some(Ok((10, FNV_EMPTY, 0)))),
+            "{answered:?}"
+        );
+        let kept = hasher.checksum(7);
+        assert!(
+            kept.is_none(),
+            "a destroyed region's checksum was kept: {kept:?}"
+        );
+
+        // The region's peer comes back here: its checksums are kept again.
+        hasher.submit(task(&engine, 7, 20));
+        assert!(hasher.wait_idle(WAIT), "the checksum never finished");
+        let kept = hasher.checksum(7);
+        assert!(matches!(kept, Some((20, Ok((FNV_EMPTY, 0))))), "{kept:?}");
     }
 }
