@@ -24,6 +24,7 @@ mod psql;
 mod rows;
 mod sequence;
 mod session;
+mod split;
 mod subquery;
 mod table;
 mod to_char;

@@ -89,7 +89,9 @@ fn table_by_oid(snapshot: &CatalogSnapshot, oid: i64) -> Option<&Arc<TableDef>> 
 
 /// The answer to `sql` if it is one of psql's catalog queries.
 pub(crate) fn answer(sql: &str, snapshot: &CatalogSnapshot) -> Option<QueryResult> {
-    if !sql.contains("pg_catalog.") {
+    // The shapes below are matched as text: only a SELECT that names pg_catalog (not a
+    // statement that merely holds their text in a literal or a comment) is one of them.
+    if !sql.contains("pg_catalog.") || !crate::split::is_catalog_select(sql) {
         return None;
     }
     if sql.contains("pg_catalog.pg_get_userbyid(c.relowner) as \"Owner\"") {

@@ -17,6 +17,7 @@ use flotilla_catalog::CatalogSnapshot;
 use flotilla_txn::{Transaction, TxnView, WriteMark};
 
 use crate::dml::ident_name;
+use crate::split::{split_statements, statement_spans};
 use flotilla_types::Timestamp;
 
 use crate::api::{PreparedStatement, QueryResult, TransactionState};
@@ -282,6 +283,14 @@ fn single_text_column(name: &str, value: &str) -> QueryResult {
     }
 }
 
+/// One statement of a simple query, read and ready to run.
+enum Step {
+    /// Answered without running anything (a no-op, psql's catalog queries).
+    Answer(QueryResult),
+    Admin(crate::admin::Admin),
+    Statement(Box<Statement>),
+}
+
 fn command(tag: &str) -> QueryResult {
     QueryResult::Command { tag: tag.into() }
 }
@@ -431,37 +440,58 @@ impl Session {
         if let Err(e) = self.check_size(sql) {
             return (vec![], Some(e));
         }
-        if let Some(tag) = no_op_tag(sql) {
-            return (vec![command(tag)], None);
-        }
-        if let Some(admin) = crate::admin::parse(sql) {
-            let result = match admin {
-                Ok(admin) => crate::admin::execute(self, admin).await,
-                Err(e) => Err(e),
-            };
-            return match result {
-                Ok(r) => (vec![r], None),
-                Err(e) => (vec![], Some(e)),
-            };
-        }
-        if let Some(answer) = crate::psql::answer(sql, &self.engine.catalog.snapshot()) {
-            return (vec![answer], None);
-        }
-        let statements = match parse(sql) {
-            Ok(s) => s,
+        // Every statement is read before any runs: a syntax error anywhere in the string
+        // runs none of it, as in PostgreSQL.
+        let steps = match statement_spans(sql).and_then(|spans| {
+            let mut steps = Vec::new();
+            for (from, to) in spans {
+                let read = self.read_statement(&sql[from..to]).map_err(|mut e| {
+                    // A position counts from the start of the whole string.
+                    if let Some(p) = e.position.as_mut() {
+                        *p += sql[..from].chars().count();
+                    }
+                    e
+                });
+                steps.extend(read?);
+            }
+            Ok(steps)
+        }) {
+            Ok(steps) => steps,
             Err(e) => return (vec![], Some(e)),
         };
-        if statements.is_empty() {
+        if steps.is_empty() {
             return (vec![QueryResult::Empty], None);
         }
-        let mut results = Vec::with_capacity(statements.len());
-        for statement in statements {
-            match self.execute_statement(statement).await {
+        let mut results = Vec::with_capacity(steps.len());
+        for step in steps {
+            let result = match step {
+                Step::Answer(r) => Ok(r),
+                Step::Admin(admin) => crate::admin::execute(self, admin).await,
+                Step::Statement(statement) => self.execute_statement(*statement).await,
+            };
+            match result {
                 Ok(r) => results.push(r),
                 Err(e) => return (results, Some(e)),
             }
         }
         (results, None)
+    }
+
+    /// What one statement of a simple query (`piece`, without its `;`) is to run.
+    fn read_statement(&self, piece: &str) -> Result<Vec<Step>, SqlError> {
+        if let Some(tag) = no_op_tag(piece) {
+            return Ok(vec![Step::Answer(command(tag))]);
+        }
+        if let Some(admin) = crate::admin::parse(piece) {
+            return Ok(vec![Step::Admin(admin?)]);
+        }
+        if let Some(answer) = crate::psql::answer(piece, &self.engine.catalog.snapshot()) {
+            return Ok(vec![Step::Answer(answer)]);
+        }
+        Ok(parse(piece)?
+            .into_iter()
+            .map(|s| Step::Statement(Box::new(s)))
+            .collect())
     }
 
     /// Parses and describes one statement for the extended protocol. `param_types` are the
@@ -485,6 +515,12 @@ impl Session {
         param_types: &[Option<DataType>],
     ) -> Result<PreparedStatement, SqlError> {
         self.check_size(sql)?;
+        if split_statements(sql)?.len() > 1 {
+            return Err(SqlError::new(
+                "42601",
+                "cannot insert multiple commands into a prepared statement",
+            ));
+        }
         if let Some(admin) = crate::admin::parse(sql) {
             admin?;
             return Ok(PreparedStatement {

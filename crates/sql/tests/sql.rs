@@ -3088,3 +3088,70 @@ async fn set_not_null_checks_the_rows_and_drop_not_null_frees_the_column() {
         vec!["2502|2501|2502|2502|0"]
     );
 }
+
+/// Statements recognised before parsing (VACUUM, ADMIN, psql's catalog queries) are
+/// recognised one statement at a time: `VACUUM; DELETE ...` runs the DELETE too, and a
+/// statement holding a catalog query's text in a literal or a comment runs as written.
+#[tokio::test]
+async fn a_query_string_runs_every_statement_whatever_its_first_or_its_literals_are() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE t (id INT PRIMARY KEY, note TEXT)").await;
+    ok(&mut s, "INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c')").await;
+
+    let (results, error) = s.simple_query("VACUUM; DELETE FROM t WHERE id = 1").await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(results.len(), 2);
+    assert!(matches!(&results[1], QueryResult::Command { tag } if tag == "DELETE 1"));
+    let (results, error) = s
+        .simple_query("DELETE FROM t WHERE id = 2; CHECKPOINT; SELECT count(*) FROM t")
+        .await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(results.len(), 3);
+    assert_eq!(rows(&mut s, "SELECT id FROM t").await, vec!["3"]);
+
+    // psql's catalog shapes inside a literal or after a comment marker are text.
+    ok(
+        &mut s,
+        "INSERT INTO t VALUES (4, 'FROM pg_catalog.pg_database d')",
+    )
+    .await;
+    ok(
+        &mut s,
+        "DELETE FROM t WHERE id = 3 -- FROM pg_catalog.pg_policy pol",
+    )
+    .await;
+    assert_eq!(
+        rows(&mut s, "SELECT id, note FROM t").await,
+        vec!["4|FROM pg_catalog.pg_database d"]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT 'FROM pg_catalog.pg_database d' AS x").await,
+        vec!["FROM pg_catalog.pg_database d"]
+    );
+
+    // A syntax error anywhere runs none of the string, and its position counts from the
+    // start of the string.
+    let (results, error) = s
+        .simple_query("VACUUM; DELETE FROM t; SELECT * FRM t")
+        .await;
+    let error = error.expect("a syntax error");
+    assert!(results.is_empty());
+    assert_eq!(error.code, "42601");
+    assert!(error.position.is_some_and(|p| p > 25), "{error:?}");
+    assert_eq!(rows(&mut s, "SELECT id FROM t").await, vec!["4"]);
+    let (_, error) = s.simple_query("ADMIN CHECK TABLE t; SELECT * FRM t").await;
+    assert_eq!(error.expect("a syntax error").code, "42601");
+
+    // ADMIN after another statement is recognised too.
+    let (results, error) = s.simple_query("SELECT 1; ADMIN CHECK TABLE t").await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(results.len(), 2);
+
+    // The extended protocol takes one statement.
+    for sql in ["VACUUM; DELETE FROM t", "SELECT 1; ADMIN CHECK TABLE t"] {
+        let e = s.prepare(sql, &[]).await.expect_err(sql);
+        assert_eq!(e.code, "42601", "{sql}");
+    }
+    assert_eq!(rows(&mut s, "SELECT id FROM t").await, vec!["4"]);
+}
