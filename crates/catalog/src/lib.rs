@@ -40,6 +40,10 @@ pub enum CatalogError {
     /// Persisting failed; nothing changed.
     #[error("catalog storage failure: {0}")]
     Storage(String),
+    /// The id counter has fewer ids left below `i64::MAX` than asked for: a sequence
+    /// reached its maximum, or a table its last row id.
+    #[error("{0}")]
+    Exhausted(String),
     /// The catalog service (the meta service) could not be reached in time; whether the
     /// change was made is unknown only if the statement was DDL: retry it.
     #[error("catalog unavailable: {0}; retry")]
@@ -53,6 +57,8 @@ impl CatalogError {
             CatalogError::Invalid(m) if m.contains("already exists") => "42P07",
             CatalogError::Invalid(m) if m.contains("more than once") => "42701",
             CatalogError::Invalid(_) => "42P16",
+            // sequence_generator_limit_exceeded
+            CatalogError::Exhausted(_) => "2200H",
             CatalogError::VersionMismatch { .. } | CatalogError::Unavailable(_) => "40001",
             CatalogError::Storage(_) => "XX000",
         }

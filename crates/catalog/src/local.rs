@@ -277,7 +277,12 @@ impl Catalog for LocalCatalog {
     }
 
     fn allocate(&self, kind: IdKind, count: u64) -> Result<Range<i64>, CatalogError> {
-        assert!(count > 0, "allocate at least one id");
+        if count == 0 {
+            // A request off the wire (AllocateCatalogIds) may say 0.
+            return Err(CatalogError::Invalid(
+                "asked for 0 ids; ask for at least one".into(),
+            ));
+        }
         let count =
             i64::try_from(count).map_err(|_| CatalogError::Invalid("too many ids".into()))?;
         let (key_kind, key, floor, batch) = match kind {
@@ -301,7 +306,15 @@ impl Catalog for LocalCatalog {
                 _ => floor,
             };
             let start = persisted.max(reserved.next).max(floor);
-            let end = start + count.max(batch);
+            // Near the top of i64 the counter ends rather than wraps to negative ids (and
+            // from there back to the floor: ids handed out twice).
+            let end = start.saturating_add(count.max(batch));
+            if end - start < count {
+                return Err(CatalogError::Exhausted(format!(
+                    "{} ids left of this counter, {count} asked for",
+                    end - start
+                )));
+            }
             let mut batch = WriteBatch::new();
             batch.put(Cf::Meta, key, end.to_be_bytes().to_vec());
             self.engine.write(batch, true).map_err(storage_err)?;

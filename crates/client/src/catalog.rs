@@ -232,8 +232,20 @@ impl RemoteCatalog {
             })
             .await
             .map_err(unavailable)?;
+        if r.exhausted == Some(true) {
+            return Err(CatalogError::Exhausted(r.error));
+        }
         if !r.error.is_empty() {
             return Err(CatalogError::Storage(r.error));
+        }
+        // A range too short (or wrapped, from a meta leader that predates `exhausted`)
+        // means the counter is used up, never ids to hand out.
+        let asked = i64::try_from(count).unwrap_or(i64::MAX);
+        if r.end.checked_sub(r.start).is_none_or(|n| n < asked) {
+            return Err(CatalogError::Exhausted(format!(
+                "the meta service answered ids {}..{} for {count}",
+                r.start, r.end
+            )));
         }
         Ok(r.start..r.end)
     }
@@ -325,7 +337,13 @@ impl Catalog for RemoteCatalog {
                 return Ok(out);
             }
         }
-        let fresh = self.block_on(self.allocate_remote(kind, count.max(batch)))?;
+        let fresh = match self.block_on(self.allocate_remote(kind, count.max(batch))) {
+            // Fewer than a batch left: take just what is needed, if that is there.
+            Err(CatalogError::Exhausted(_)) if batch > count => {
+                self.block_on(self.allocate_remote(kind, count))?
+            }
+            other => other?,
+        };
         let out = fresh.start..fresh.start + count as i64;
         self.reserved.lock().insert(kind, out.end..fresh.end);
         Ok(out)

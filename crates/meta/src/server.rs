@@ -1363,7 +1363,7 @@ fn catalog_error_kind(e: &CatalogError) -> u32 {
     match e {
         CatalogError::Invalid(_) => 0,
         CatalogError::VersionMismatch { .. } => 1,
-        CatalogError::Storage(_) | CatalogError::Unavailable(_) => 2,
+        CatalogError::Storage(_) | CatalogError::Unavailable(_) | CatalogError::Exhausted(_) => 2,
     }
 }
 
@@ -1986,10 +1986,12 @@ impl Meta for MetaService {
                 error: String::new(),
                 start: r.start,
                 end: r.end,
+                exhausted: None,
             },
             Err(e) => AllocateCatalogIdsResponse {
                 header: ok_header(),
                 error: e.to_string(),
+                exhausted: Some(matches!(e, CatalogError::Exhausted(_))),
                 ..Default::default()
             },
         }))

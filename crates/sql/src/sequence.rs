@@ -28,7 +28,9 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Word};
-use flotilla_catalog::{CatalogRef, CatalogSnapshot, IdKind, Identity, SequenceDef, SqlType};
+use flotilla_catalog::{
+    CatalogError, CatalogRef, CatalogSnapshot, IdKind, Identity, SequenceDef, SqlType,
+};
 use parking_lot::Mutex;
 
 use crate::dml::{ident_name, relation_name};
@@ -497,26 +499,30 @@ impl Sequences {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let ordinals = self
+        let reached = || {
+            let (verb, bound) = if sequence.increment > 0 {
+                ("maximum", sequence.max)
+            } else {
+                ("minimum", sequence.min)
+            };
+            SqlError::new(
+                "2200H",
+                format!(
+                    "nextval: reached {verb} value of sequence \"{}\" ({bound})",
+                    sequence.name
+                ),
+            )
+        };
+        let ordinals = match self
             .catalog
-            .allocate(IdKind::Sequence(sequence.id), n as u64)?;
+            .allocate(IdKind::Sequence(sequence.id), n as u64)
+        {
+            // The counter of ordinals itself is used up (near 2^63).
+            Err(CatalogError::Exhausted(_)) => return Err(reached()),
+            other => other?,
+        };
         let values = ordinals
-            .map(|k| {
-                sequence.value(k).ok_or_else(|| {
-                    let (verb, bound) = if sequence.increment > 0 {
-                        ("maximum", sequence.max)
-                    } else {
-                        ("minimum", sequence.min)
-                    };
-                    SqlError::new(
-                        "2200H",
-                        format!(
-                            "nextval: reached {verb} value of sequence \"{}\" ({bound})",
-                            sequence.name
-                        ),
-                    )
-                })
-            })
+            .map(|k| sequence.value(k).ok_or_else(reached))
             .collect::<Result<Vec<i64>, SqlError>>()?;
         let last = *values.last().expect("n > 0");
         self.session.current.lock().insert(sequence.id, last);

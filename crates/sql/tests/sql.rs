@@ -3155,3 +3155,49 @@ async fn a_query_string_runs_every_statement_whatever_its_first_or_its_literals_
     }
     assert_eq!(rows(&mut s, "SELECT id FROM t").await, vec!["4"]);
 }
+
+/// A sequence moved near the top of bigint runs out with 2200H, as in PostgreSQL, and
+/// stays out: its counter used to wrap past 2^63 and start again from 1, handing out
+/// values it had handed out before.
+#[tokio::test]
+async fn a_sequence_at_the_top_of_bigint_runs_out_instead_of_starting_again() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE SEQUENCE s").await;
+    ok(&mut s, "SELECT setval('s', 9223372036854775000)").await;
+    let mut last = 9_223_372_036_854_775_000_i64;
+    let mut handed = 0;
+    let error = loop {
+        match run(&mut s, "SELECT nextval('s')").await {
+            Ok(QueryResult::Rows { .. }) => {
+                let value: i64 = rows(&mut s, "SELECT currval('s')").await[0]
+                    .parse()
+                    .unwrap();
+                assert!(value > last, "{value} after {last}");
+                last = value;
+                handed += 1;
+                assert!(handed <= 1_000, "the sequence never ran out");
+            }
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(error.code, "2200H", "{}", error.message);
+    assert!(
+        error.message.contains("reached maximum value"),
+        "{}",
+        error.message
+    );
+    assert!(
+        last >= 9_223_372_036_854_775_800,
+        "ran out early, at {last}"
+    );
+    for _ in 0..3 {
+        assert_eq!(code(&mut s, "SELECT nextval('s')").await, "2200H");
+    }
+    // setval and RESTART to the top: nothing left either.
+    ok(&mut s, "SELECT setval('s', 9223372036854775807)").await;
+    assert_eq!(code(&mut s, "SELECT nextval('s')").await, "2200H");
+    ok(&mut s, "ALTER SEQUENCE s RESTART WITH 5").await;
+    assert_eq!(rows(&mut s, "SELECT nextval('s')").await, vec!["5"]);
+}
