@@ -885,7 +885,9 @@ pub fn decode_text(text: &str, target: &DataType) -> Result<ScalarValue, SqlErro
             // `timestamp` ignores a zone in its input, as PostgreSQL does; `timestamptz`
             // applies it, and the session time zone (UTC) when there is none.
             let utc = match (tz, offset) {
-                (Some(_), Some(offset)) => naive - chrono::Duration::seconds(offset.into()),
+                (Some(_), Some(offset)) => naive
+                    .checked_sub_signed(chrono::Duration::seconds(offset.into()))
+                    .ok_or_else(|| sql_error("22008", "timestamp out of range".to_owned()))?,
                 _ => naive,
             };
             let v = timestamp_in_unit(utc, *unit)
@@ -2026,6 +2028,10 @@ mod tests {
 
     #[test]
     fn text_params_dates_and_timestamps() {
+        // A zone that moves the time past chrono's last date is out of range, not a panic.
+        let tstz = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let err = param("262142-12-31 23:00:00-10", &tstz).expect_err("past the last date");
+        assert_eq!(err.code, "22008", "{}", err.message);
         assert_eq!(
             param("2024-01-31", &DataType::Date32).ok(),
             Some(ScalarValue::Date32(Some(19_753)))

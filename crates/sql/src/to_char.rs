@@ -98,11 +98,13 @@ pub(crate) fn render(
     let chars: Vec<char> = template.chars().collect();
     let mut out = String::with_capacity(template.len() + 8);
     let mut i = 0;
+    // ASCII only: the patterns are, and a full uppercase may be longer than the text it
+    // came from ('ß' is "SS"), which would match a pattern past the template's end.
     let upper_at = |at: usize, len: usize| -> String {
         chars[at..(at + len).min(chars.len())]
             .iter()
+            .map(char::to_ascii_uppercase)
             .collect::<String>()
-            .to_uppercase()
     };
     while i < chars.len() {
         // Quoted text is printed as it is; a backslash escapes a quote inside it.
@@ -403,6 +405,16 @@ mod tests {
 
     fn at(s: &str) -> NaiveDateTime {
         NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").unwrap()
+    }
+
+    /// A character whose uppercase is longer ('ß' is "SS") is printed as it is, as in
+    /// PostgreSQL; it used to match the pattern SS past the template's end and panic.
+    #[test]
+    fn characters_whose_uppercase_is_longer_are_text() {
+        let t = at("2024-03-05 07:08:09.123456");
+        for (template, want) in [("ß", "ß"), ("ﬀ1", "ﬀ1"), ("Maße SS", "Maße 09")] {
+            assert_eq!(render(t, None, template).unwrap(), want, "{template}");
+        }
     }
 
     /// Each expectation is what PostgreSQL 15 prints for the same call.
