@@ -135,10 +135,23 @@ pub(crate) async fn execute(
     }
 }
 
-fn char_length(l: &Option<CharacterLength>) -> Option<u32> {
+/// PostgreSQL's longest `char(n)` or `varchar(n)` (`MaxAttrSize`).
+const CHAR_LENGTH_MAX: u64 = 10_485_760;
+
+/// The length of `char(n)` or `varchar(n)`: 1 to `CHAR_LENGTH_MAX`, as in PostgreSQL.
+fn char_length(l: &Option<CharacterLength>, type_name: &str) -> Result<Option<u32>, SqlError> {
     match l {
-        Some(CharacterLength::IntegerLength { length, .. }) => Some(*length as u32),
-        _ => None,
+        Some(CharacterLength::IntegerLength { length, .. }) => {
+            let message = if *length < 1 {
+                format!("length for type {type_name} must be at least 1")
+            } else if *length > CHAR_LENGTH_MAX {
+                format!("length for type {type_name} cannot exceed {CHAR_LENGTH_MAX}")
+            } else {
+                return Ok(Some(*length as u32));
+            };
+            Err(SqlError::new("22023", message))
+        }
+        _ => Ok(None),
     }
 }
 
@@ -185,9 +198,11 @@ pub(crate) fn sql_type(t: &AstType) -> Result<SqlType, SqlError> {
         }
         AstType::Text | AstType::String(_) => SqlType::Text,
         AstType::Varchar(l) | AstType::CharacterVarying(l) | AstType::CharVarying(l) => {
-            SqlType::Varchar(char_length(l))
+            SqlType::Varchar(char_length(l, "character varying")?)
         }
-        AstType::Char(l) | AstType::Character(l) => SqlType::Char(char_length(l).unwrap_or(1)),
+        AstType::Char(l) | AstType::Character(l) => {
+            SqlType::Char(char_length(l, "character")?.unwrap_or(1))
+        }
         AstType::Bytea => SqlType::Bytea,
         AstType::Date => SqlType::Date,
         AstType::Timestamp(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => {

@@ -3201,3 +3201,25 @@ async fn a_sequence_at_the_top_of_bigint_runs_out_instead_of_starting_again() {
     ok(&mut s, "ALTER SEQUENCE s RESTART WITH 5").await;
     assert_eq!(rows(&mut s, "SELECT nextval('s')").await, vec!["5"]);
 }
+
+/// char(n) and varchar(n) take 1 to 10,485,760, as in PostgreSQL: a longer length used to
+/// be cut to 32 bits (varchar(4294967297) became varchar(1)), and char(4294967295) padded
+/// every value to 4 GiB.
+#[tokio::test]
+async fn character_lengths_are_checked_like_postgres() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    for sql in [
+        "CREATE TABLE t (v VARCHAR(4294967297))",
+        "CREATE TABLE t (c CHAR(4294967295))",
+        "CREATE TABLE t (c CHAR(10485761))",
+        "CREATE TABLE t (v VARCHAR(0))",
+        "CREATE TABLE t (c CHARACTER(0))",
+    ] {
+        assert_eq!(code(&mut s, sql).await, "22023", "{sql}");
+    }
+    assert_eq!(code(&mut s, "SELECT * FROM t").await, "42P01");
+    ok(&mut s, "CREATE TABLE t (v VARCHAR(10485760), c CHAR(2))").await;
+    ok(&mut s, "INSERT INTO t VALUES ('abc', 'ab')").await;
+    assert_eq!(rows(&mut s, "SELECT v, c FROM t").await, vec!["abc|ab"]);
+}
