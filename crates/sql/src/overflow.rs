@@ -14,12 +14,13 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchema, Result as DfResult};
 use datafusion::config::ConfigOptions;
 use datafusion::error::DataFusionError;
-use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::expr::{Cast, ScalarFunction, WindowFunctionDefinition};
 use datafusion::logical_expr::{
     BinaryExpr, ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, ScalarFunctionArgs,
     ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::optimizer::AnalyzerRule;
+use datafusion::scalar::ScalarValue;
 
 /// PostgreSQL's name for an integer type, for its "out of range" message.
 fn pg_name(t: &DataType) -> Option<&'static str> {
@@ -119,6 +120,19 @@ impl CheckedIntegerArithmetic {
     }
 
     fn rewrite(&self, expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
+        // `-x` negates with wrapping too (-(-2^63) is -2^63): it becomes `0 - x`, checked.
+        if let Expr::Negative(inner) = &expr {
+            let Ok(t) = inner.get_type(schema) else {
+                return Ok(Transformed::no(expr));
+            };
+            if pg_name(&t).is_none() {
+                return Ok(Transformed::no(expr));
+            }
+            let zero = Expr::Literal(ScalarValue::new_zero(&t)?, None);
+            return Ok(Transformed::yes(Expr::ScalarFunction(
+                ScalarFunction::new_udf(self.sub.clone(), vec![zero, inner.as_ref().clone()]),
+            )));
+        }
         let Expr::BinaryExpr(BinaryExpr { left, op, right }) = &expr else {
             return Ok(Transformed::no(expr));
         };
@@ -301,6 +315,46 @@ fn widen_static_term(
     )))
 }
 
+/// PostgreSQL sums `bigint` as `numeric`, so a sum past 2^63 is still exact; DataFusion
+/// sums it as `bigint` and wraps around (a wrong answer, not an error). A `sum` (or a
+/// windowed one) over an `int8` sums its argument as numeric(38,0) instead: an i128, which
+/// 2^64 rows of int8 values cannot overflow, and a numeric result as in PostgreSQL.
+fn widen_bigint_sum(e: Expr, input: &DFSchema) -> DfResult<Transformed<Expr>> {
+    let is_sum = |name: &str| name.eq_ignore_ascii_case("sum");
+    let widen = |args: &mut Vec<Expr>| -> bool {
+        let [arg] = args.as_mut_slice() else {
+            return false;
+        };
+        if !arg.get_type(input).is_ok_and(|t| t == DataType::Int64) {
+            return false;
+        }
+        let whole = std::mem::replace(arg, Expr::Literal(ScalarValue::Null, None));
+        *arg = Expr::Cast(Cast::new(Box::new(whole), BIGINT_SUM_TYPE));
+        true
+    };
+    match e {
+        Expr::AggregateFunction(mut f) if is_sum(f.func.name()) => {
+            let changed = widen(&mut f.params.args);
+            Ok(Transformed::new_transformed(
+                Expr::AggregateFunction(f),
+                changed,
+            ))
+        }
+        Expr::WindowFunction(mut f) if matches!(&f.fun, WindowFunctionDefinition::AggregateUDF(u) if is_sum(u.name())) =>
+        {
+            let changed = widen(&mut f.params.args);
+            Ok(Transformed::new_transformed(
+                Expr::WindowFunction(f),
+                changed,
+            ))
+        }
+        other => Ok(Transformed::no(other)),
+    }
+}
+
+/// What a sum of `bigint` adds up in: numeric(38,0), an i128.
+const BIGINT_SUM_TYPE: DataType = DataType::Decimal128(38, 0);
+
 /// Types the integer literals of a freshly planned statement as PostgreSQL types them:
 /// `int4` when the value fits, `int8` otherwise (DataFusion types every integer literal as
 /// `int8`). So `SELECT 1` returns an int4, `int4_col + 1` stays int4 (and overflows as int4
@@ -317,9 +371,19 @@ pub(crate) fn narrow_int_literals(plan: LogicalPlan) -> DfResult<LogicalPlan> {
                 node,
                 LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_) | LogicalPlan::Window(_)
             );
+            // The input an aggregate's or a window's sums read.
+            let sums_over = match (&node, node.inputs().as_slice()) {
+                (LogicalPlan::Aggregate(_) | LogicalPlan::Window(_), [input]) => {
+                    Some(input.schema().clone())
+                }
+                _ => None,
+            };
             let rewritten = node.map_expressions(|e| {
                 let name = keep_names.then(|| e.schema_name().to_string());
-                let t = e.transform_down(narrow_literal)?;
+                let mut t = e.transform_down(narrow_literal)?;
+                if let Some(input) = &sums_over {
+                    t = t.transform_parent(|e| e.transform_up(|e| widen_bigint_sum(e, input)))?;
+                }
                 match name {
                     Some(name) if t.transformed => t.map_data(|e| e.alias_if_changed(name)),
                     _ => Ok(t),

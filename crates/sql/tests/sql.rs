@@ -3223,3 +3223,58 @@ async fn character_lengths_are_checked_like_postgres() {
     ok(&mut s, "INSERT INTO t VALUES ('abc', 'ab')").await;
     assert_eq!(rows(&mut s, "SELECT v, c FROM t").await, vec!["abc|ab"]);
 }
+
+/// PostgreSQL sums bigint as numeric, exact past 2^63, and `-x` past the type's range is
+/// 22003. DataFusion's sum and negation wrapped around: sum(9223372036854775807, 7) was
+/// -9223372036854775802.
+#[tokio::test]
+async fn sums_of_bigint_are_exact_and_negation_overflows_with_22003() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE n (k INT PRIMARY KEY, g INT, b BIGINT, i INT)",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO n VALUES (1, 1, 9223372036854775807, -2147483648), (2, 1, 7, 5), \
+         (3, 2, -9223372036854775808, 1), (4, 2, -9223372036854775808, 2)",
+    )
+    .await;
+    assert_eq!(
+        rows(&mut s, "SELECT sum(b) FROM n WHERE k < 3").await,
+        vec!["9223372036854775814"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT g, sum(b) AS total FROM n GROUP BY g ORDER BY g"
+        )
+        .await,
+        vec!["1|9223372036854775814", "2|-18446744073709551616"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT k, sum(b) OVER (ORDER BY k) FROM n WHERE k < 3 ORDER BY k"
+        )
+        .await,
+        vec!["1|9223372036854775807", "2|9223372036854775814"]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT sum(i) FROM n").await,
+        vec!["-2147483640"]
+    );
+    for sql in [
+        "SELECT -b FROM n WHERE k = 3",
+        "SELECT -i FROM n WHERE k = 1",
+        "SELECT k FROM n WHERE -b > 0",
+    ] {
+        assert_eq!(code(&mut s, sql).await, "22003", "{sql}");
+    }
+    assert_eq!(
+        rows(&mut s, "SELECT -b, -i FROM n WHERE k = 2").await,
+        vec!["-7|-5"]
+    );
+}
