@@ -29,11 +29,15 @@ pub struct ClientConfig {
     /// Transaction commands that may wait to be sent on one store's command stream; past
     /// it, a command fails as if the store were unreachable, and is retried.
     pub kv_stream_queue_max: usize,
+    /// The largest answer taken from the meta service (the whole catalog comes in one):
+    /// past tonic's 4 MiB default, a catalog of some thousands of tables or a few views of
+    /// long text would stop every SQL node from loading it.
+    pub meta_message_bytes_max: usize,
 }
 
 impl Default for ClientConfig {
     /// 5 s per RPC, 1 s per transaction command, 1 s to connect, 15 s of retries, 4,096
-    /// commands queued per store.
+    /// commands queued per store, meta answers up to 256 MiB.
     fn default() -> Self {
         Self {
             request_timeout: Duration::from_secs(5),
@@ -41,6 +45,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(1),
             retry_budget: Duration::from_secs(15),
             kv_stream_queue_max: 4_096,
+            meta_message_bytes_max: 256 << 20,
         }
     }
 }
@@ -173,6 +178,10 @@ has_header!(
     DdlResponse
 );
 
+/// Redirects a meta call follows without a backoff in between (more than one member may
+/// have moved on since the last answer).
+const META_REDIRECTS_AT_ONCE_MAX: u32 = 3;
+
 /// A client of the meta service: tries members until one leads, follows redirects, and
 /// retries (with backoff, within the retry budget) across a meta failover.
 pub struct MetaClient {
@@ -241,9 +250,13 @@ impl MetaClient {
     {
         let mut backoff = Backoff::routing(self.cfg.retry_budget);
         let mut last_error;
+        // Redirects followed at once since the last backoff: members naming each other
+        // (during an election) must not spin this loop past its budget.
+        let mut redirects = 0;
         loop {
             let addr = self.target();
-            let client = MetaGrpc::new(self.channel(&addr)?);
+            let client = MetaGrpc::new(self.channel(&addr)?)
+                .max_decoding_message_size(self.cfg.meta_message_bytes_max);
             match f(client).await {
                 Ok(resp) => {
                     let resp = resp.into_inner();
@@ -253,10 +266,14 @@ impl MetaClient {
                             let mut leader = self.leader.lock();
                             if !h.leader_address.is_empty() && h.leader_address != addr {
                                 *leader = Some(h.leader_address.clone());
-                                // A redirect is worth trying at once.
-                                continue;
+                                // A redirect is worth trying at once, a few times.
+                                if redirects < META_REDIRECTS_AT_ONCE_MAX {
+                                    redirects += 1;
+                                    continue;
+                                }
+                            } else {
+                                *leader = None;
                             }
-                            *leader = None;
                         }
                         _ => {
                             *self.leader.lock() = Some(addr);
@@ -285,6 +302,7 @@ impl MetaClient {
                     self.cfg.retry_budget
                 )));
             }
+            redirects = 0;
         }
     }
 

@@ -888,3 +888,28 @@ async fn the_regions_of_dropped_and_truncated_tables_are_merged_away() {
         }
     }
 }
+
+/// A catalog past gRPC's default 4 MiB (here five views of long text) still loads on a
+/// SQL node started later: the meta client takes answers up to `meta_message_bytes_max`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_larger_than_a_default_grpc_message_loads_on_a_new_sql_node() {
+    let cluster = common::Cluster::start().await;
+    let a = sql_node(&cluster).await;
+    let mut s = a.session();
+    let text = "x".repeat(900_000);
+    for i in 0..5 {
+        ok(
+            &mut s,
+            &format!("CREATE VIEW v{i} AS SELECT '{text}' AS t, {i} AS i"),
+        )
+        .await;
+    }
+    let b = sql_node(&cluster).await;
+    let mut w = b.session();
+    assert_eq!(
+        rows(&mut w, "SELECT i, length(t) FROM v4").await,
+        vec!["4|900000"]
+    );
+    ok(&mut w, "CREATE TABLE after_views (k INT PRIMARY KEY)").await;
+    ok(&mut s, "INSERT INTO after_views VALUES (1)").await;
+}
