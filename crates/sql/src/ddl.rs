@@ -259,12 +259,27 @@ fn column_ids(table: &TableDef, names: &[String]) -> Result<Vec<u32>, SqlError> 
 
 /// Checks that a default expression is a valid expression of no columns.
 async fn validate_default(session: &Session, expr: &Expr) -> Result<(), SqlError> {
+    plan_default(session, expr).await.map(|_| ())
+}
+
+/// `SELECT expr`, planned.
+async fn plan_default(
+    session: &Session,
+    expr: &Expr,
+) -> Result<datafusion::logical_expr::LogicalPlan, SqlError> {
     let ctx = session.context(Timestamp::MAX, None, HashMap::new());
     let statement = Parser::parse_sql(&PostgreSqlDialect {}, &format!("SELECT {expr}"))
         .map_err(|e| SqlError::new("42601", e.to_string()))?
         .pop()
         .ok_or_else(|| SqlError::internal("empty default"))?;
-    ctx.plan(statement).await.map(|_| ())
+    ctx.plan(statement).await
+}
+
+/// Whether the default `expr` gives each row its own value (`random()`, `nextval`,
+/// `clock_timestamp()`): volatile, in DataFusion's terms.
+async fn default_is_volatile(session: &Session, expr: &Expr) -> Result<bool, SqlError> {
+    let plan = plan_default(session, expr).await?;
+    Ok(plan.expressions().iter().any(|e| e.is_volatile()))
 }
 
 /// 0A000 for a FOREIGN KEY, in CREATE TABLE or ALTER TABLE alike.
@@ -1473,7 +1488,19 @@ async fn column_spec(
             ColumnOption::Null => nullable = true,
             ColumnOption::NotNull => nullable = false,
             ColumnOption::Default(expr) => {
-                validate_default(session, expr).await?;
+                // PostgreSQL rewrites the table to give each row its own value; ADD COLUMN
+                // here rewrites no row, so the existing rows would all share one.
+                if default_is_volatile(session, expr).await?
+                    && table_has_rows(session, table).await?
+                {
+                    return Err(SqlError::unsupported(format!(
+                        "ADD COLUMN with the volatile DEFAULT {expr} to a table with rows"
+                    ))
+                    .with_hint(
+                        "Add the column without the default (or with a constant one), UPDATE \
+                         the rows to their values, then ALTER COLUMN ... SET DEFAULT.",
+                    ));
+                }
                 default = Some(expr.to_string());
             }
             ColumnOption::PrimaryKey(_) | ColumnOption::Unique(_) => {

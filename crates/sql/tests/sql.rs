@@ -3278,3 +3278,43 @@ async fn sums_of_bigint_are_exact_and_negation_overflows_with_22003() {
         vec!["-7|-5"]
     );
 }
+
+/// PostgreSQL gives each existing row its own value of a volatile default it adds a column
+/// with (it rewrites the table); ADD COLUMN here rewrites no row, so it refuses one on a
+/// table with rows instead of giving every row the same value. Stable and constant
+/// defaults are evaluated once, as in PostgreSQL.
+#[tokio::test]
+async fn add_column_with_a_volatile_default_to_a_table_with_rows_is_refused() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE SEQUENCE q").await;
+    ok(&mut s, "CREATE TABLE empty (k INT PRIMARY KEY)").await;
+    ok(
+        &mut s,
+        "ALTER TABLE empty ADD COLUMN r FLOAT8 DEFAULT random()",
+    )
+    .await;
+    ok(&mut s, "CREATE TABLE t (k INT PRIMARY KEY)").await;
+    ok(&mut s, "INSERT INTO t VALUES (1), (2)").await;
+    for sql in [
+        "ALTER TABLE t ADD COLUMN r FLOAT8 DEFAULT random()",
+        "ALTER TABLE t ADD COLUMN id BIGINT DEFAULT nextval('q')",
+    ] {
+        assert_eq!(code(&mut s, sql).await, "0A000", "{sql}");
+    }
+    assert_eq!(code(&mut s, "SELECT r FROM t").await, "42703");
+    ok(&mut s, "ALTER TABLE t ADD COLUMN c INT DEFAULT 5").await;
+    ok(
+        &mut s,
+        "ALTER TABLE t ADD COLUMN at TIMESTAMPTZ DEFAULT now()",
+    )
+    .await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT k, c, count(DISTINCT at) OVER () FROM t ORDER BY k"
+        )
+        .await,
+        vec!["1|5|1", "2|5|1"]
+    );
+}
