@@ -17,6 +17,7 @@ use datafusion::sql::sqlparser::ast::{
     Assignment, AssignmentTarget, Delete, Expr, FromTable, Ident, Insert, ObjectName,
     OnConflictAction, OnInsert, Query, SelectItem, SetExpr, Statement, TableAlias,
     TableAliasColumnDef, TableFactor, TableObject, TableWithJoins, Update, VisitMut, VisitorMut,
+    With,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -385,14 +386,74 @@ const VIEW_EXPANSIONS_MAX: usize = 64;
 
 /// Replaces every reference to a view by its defining query (as a derived table named
 /// after the view, or after the reference's alias).
-struct ViewExpander<'a> {
+struct ViewExpander<'a, 'e> {
     snapshot: &'a CatalogSnapshot,
-    expansions: usize,
+    /// Expansions so far in the whole statement, views within views included.
+    expansions: &'e mut usize,
+    /// The names of the common table expressions in scope, one entry per enclosing query.
+    /// An unqualified name that one of them declares is that CTE, not a view (as in
+    /// PostgreSQL, a CTE hides a relation of the same name).
+    ctes: Vec<Vec<String>>,
+    /// The WITH clauses of the enclosing queries, held out of the tree while their bodies are
+    /// visited: their CTEs are expanded each in its own scope.
+    withs: Vec<Option<With>>,
     error: Option<SqlError>,
 }
 
-impl VisitorMut for ViewExpander<'_> {
+impl ViewExpander<'_, '_> {
+    fn names_a_cte(&self, name: &ObjectName) -> bool {
+        name.0.len() == 1 && {
+            let name = relation_name(name);
+            self.ctes.iter().flatten().any(|cte| *cte == name)
+        }
+    }
+
+    /// Expands the views in the CTEs of a WITH clause. A CTE sees the CTEs before it (all
+    /// of them under RECURSIVE), so `WITH v AS (SELECT * FROM v)` reads the view `v`.
+    fn expand_ctes(&mut self, with: &mut With) -> Result<Vec<String>, SqlError> {
+        let names: Vec<String> = with
+            .cte_tables
+            .iter()
+            .map(|cte| ident_name(&cte.alias.name))
+            .collect();
+        for (i, cte) in with.cte_tables.iter_mut().enumerate() {
+            let visible = if with.recursive {
+                &names[..]
+            } else {
+                &names[..i]
+            };
+            let mut scope = self.ctes.clone();
+            scope.push(visible.to_vec());
+            expand_in(cte.query.as_mut(), self.snapshot, self.expansions, scope)?;
+        }
+        Ok(names)
+    }
+}
+
+impl VisitorMut for ViewExpander<'_, '_> {
     type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        let mut with = query.with.take();
+        let names = match with.as_mut().map(|w| self.expand_ctes(w)) {
+            None => Vec::new(),
+            Some(Ok(names)) => names,
+            Some(Err(e)) => {
+                self.error = Some(e);
+                query.with = with;
+                return ControlFlow::Break(());
+            }
+        };
+        self.ctes.push(names);
+        self.withs.push(with);
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        self.ctes.pop();
+        query.with = self.withs.pop().flatten();
+        ControlFlow::Continue(())
+    }
 
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
         let TableFactor::Table {
@@ -404,11 +465,14 @@ impl VisitorMut for ViewExpander<'_> {
         else {
             return ControlFlow::Continue(());
         };
+        if self.names_a_cte(name) {
+            return ControlFlow::Continue(());
+        }
         let Some(view) = self.snapshot.views.get(&relation_name(name)) else {
             return ControlFlow::Continue(());
         };
-        self.expansions += 1;
-        if self.expansions > VIEW_EXPANSIONS_MAX {
+        *self.expansions += 1;
+        if *self.expansions > VIEW_EXPANSIONS_MAX {
             self.error = Some(SqlError::new(
                 "54001",
                 format!(
@@ -418,8 +482,8 @@ impl VisitorMut for ViewExpander<'_> {
             ));
             return ControlFlow::Break(());
         }
-        let query = match parse_one(&view.query) {
-            Ok(Statement::Query(q)) => q,
+        let mut body = match parse_one(&view.query) {
+            Ok(statement @ Statement::Query(_)) => statement,
             Ok(_) | Err(_) => {
                 self.error = Some(SqlError::internal(format!(
                     "stored view {} is not a query",
@@ -427,6 +491,15 @@ impl VisitorMut for ViewExpander<'_> {
                 )));
                 return ControlFlow::Break(());
             }
+        };
+        // The view's own names resolve where it was defined, not among the CTEs of the
+        // query that names it: expand its body in a scope of its own first.
+        if let Err(e) = expand_in(&mut body, self.snapshot, self.expansions, Vec::new()) {
+            self.error = Some(e);
+            return ControlFlow::Break(());
+        }
+        let Statement::Query(query) = body else {
+            unreachable!("matched as a query above");
         };
         let mut alias = alias.clone().unwrap_or(TableAlias {
             explicit: true,
@@ -489,12 +562,25 @@ pub(crate) fn expand_views(
     if snapshot.views.is_empty() {
         return Ok(());
     }
+    expand_in(statement, snapshot, &mut 0, Vec::new())
+}
+
+/// Expands the views in `node`, with the CTEs `ctes` in scope. On an error `node` is left half
+/// expanded (a WITH clause may be missing): the caller discards it.
+fn expand_in<T: VisitMut>(
+    node: &mut T,
+    snapshot: &CatalogSnapshot,
+    expansions: &mut usize,
+    ctes: Vec<Vec<String>>,
+) -> Result<(), SqlError> {
     let mut expander = ViewExpander {
         snapshot,
-        expansions: 0,
+        expansions,
+        ctes,
+        withs: Vec::new(),
         error: None,
     };
-    let _ = statement.visit(&mut expander);
+    let _ = node.visit(&mut expander);
     expander.error.map_or(Ok(()), Err)
 }
 
