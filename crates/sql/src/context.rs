@@ -179,7 +179,8 @@ impl StatementContext {
             .map_err(datafusion_error)?;
         // Once, on the plan as written: the analyzer may run again on analyzed plans, where
         // coercion has made int8 literals that must stay int8.
-        crate::overflow::narrow_int_literals(plan).map_err(datafusion_error)
+        let plan = crate::overflow::narrow_int_literals(plan).map_err(datafusion_error)?;
+        crate::bpchar::pad_compared_literals(plan).map_err(datafusion_error)
     }
 
     /// Plans and runs a query, collecting at most `rows_max` rows.

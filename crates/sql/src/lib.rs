@@ -8,6 +8,7 @@
 mod admin;
 mod alter_sequence;
 mod api;
+mod bpchar;
 mod check;
 mod context;
 mod ddl;

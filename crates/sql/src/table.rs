@@ -44,7 +44,13 @@ pub(crate) fn table_schema(table: &TableDef, with_handle: bool) -> SchemaRef {
     let mut fields: Vec<Field> = table
         .columns
         .iter()
-        .map(|c| Field::new(&c.name, arrow_type(&c.ty), c.nullable))
+        .map(|c| {
+            let field = Field::new(&c.name, arrow_type(&c.ty), c.nullable);
+            match c.ty {
+                SqlType::Char(n) => field.with_metadata(crate::bpchar::field_metadata(n)),
+                _ => field,
+            }
+        })
         .collect();
     if with_handle {
         fields.push(Field::new(HANDLE_COLUMN, DataType::Binary, false));

@@ -981,6 +981,72 @@ async fn views_are_expanded_where_they_are_named() {
 }
 
 #[tokio::test]
+async fn a_cte_hides_a_view_of_the_same_name_where_postgres_says_it_does() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE t (x INT)").await;
+    ok(&mut s, "INSERT INTO t VALUES (1), (2), (3)").await;
+    ok(&mut s, "CREATE VIEW v AS SELECT x FROM t WHERE x > 1").await;
+    // The CTE, not the view.
+    assert_eq!(
+        rows(&mut s, "WITH v AS (SELECT 7 AS x) SELECT x FROM v").await,
+        vec!["7"]
+    );
+    // Also from a subquery inside the WITH's body.
+    assert_eq!(
+        rows(
+            &mut s,
+            "WITH v AS (SELECT 7 AS x) SELECT (SELECT max(x) FROM v) FROM t WHERE x = 1"
+        )
+        .await,
+        vec!["7"]
+    );
+    // A non-recursive CTE does not see itself: its `v` is the view.
+    assert_eq!(
+        rows(
+            &mut s,
+            "WITH v AS (SELECT x * 10 AS x FROM v) SELECT x FROM v ORDER BY x"
+        )
+        .await,
+        vec!["20", "30"]
+    );
+    // A later CTE sees an earlier one; an earlier one sees the view.
+    assert_eq!(
+        rows(
+            &mut s,
+            "WITH a AS (SELECT count(*) AS n FROM v), v AS (SELECT 0 AS x) \
+             SELECT n, (SELECT x FROM v) FROM a"
+        )
+        .await,
+        vec!["2|0"]
+    );
+    // A schema-qualified name is the view, whatever the CTEs.
+    assert_eq!(
+        rows(
+            &mut s,
+            "WITH v AS (SELECT 7 AS x) SELECT count(*) FROM public.v"
+        )
+        .await,
+        vec!["2"]
+    );
+    // The CTE's scope ends with its query: the view is seen outside it.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT (WITH v AS (SELECT 7 AS x) SELECT x FROM v), (SELECT count(*) FROM v)"
+        )
+        .await,
+        vec!["7|2"]
+    );
+    // A view's own names resolve where it was defined, not among the caller's CTEs.
+    ok(&mut s, "CREATE VIEW w AS SELECT count(*) AS n FROM v").await;
+    assert_eq!(
+        rows(&mut s, "WITH v AS (SELECT 7 AS x) SELECT n FROM w").await,
+        vec!["2"]
+    );
+}
+
+#[tokio::test]
 async fn point_statements_agree_with_the_general_path() {
     let db = TestDb::new().await;
     let mut s = db.session();
@@ -3317,4 +3383,114 @@ async fn add_column_with_a_volatile_default_to_a_table_with_rows_is_refused() {
         .await,
         vec!["1|5|1", "2|5|1"]
     );
+}
+
+#[tokio::test]
+async fn character_n_compares_without_trailing_blanks_on_every_path() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE c (id INT PRIMARY KEY, code CHAR(4) UNIQUE, note TEXT)",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO c VALUES (1, 'ab', 'x'), (2, 'abc', 'y'), (3, 'b', 'z')",
+    )
+    .await;
+    // The point path (a unique key) and the general path (an aggregate, a scan, a join)
+    // agree: trailing blanks do not count on either side.
+    for q in [
+        "SELECT count(*) FROM c WHERE code = 'ab'",
+        "SELECT count(*) FROM c WHERE code = 'ab   '",
+        "SELECT count(*) FROM c WHERE 'ab' = code",
+        "SELECT count(*) FROM c WHERE code IN ('ab', 'zz')",
+        "SELECT count(*) FROM c WHERE code = 'ab' AND note = 'x'",
+        "SELECT count(*) FROM c AS k WHERE k.code = 'ab'",
+        "SELECT count(*) FROM c WHERE code IS NOT DISTINCT FROM 'ab'",
+    ] {
+        assert_eq!(rows(&mut s, q).await, vec!["1"], "{q}");
+    }
+    assert_eq!(
+        rows(&mut s, "SELECT id FROM c WHERE code = 'ab'").await,
+        vec!["1"]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT id FROM c WHERE code <> 'ab' ORDER BY id").await,
+        vec!["2", "3"]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT id FROM c WHERE code <= 'ab' ORDER BY id").await,
+        vec!["1"]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT id FROM c WHERE code > 'ab' ORDER BY id").await,
+        vec!["2", "3"]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT code = 'ab' FROM c ORDER BY id").await,
+        vec!["true", "false", "false"]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT count(*) FROM c WHERE code = 'abcdef'").await,
+        vec!["0"]
+    );
+    // The length the column's field carries does not get in the way of set operations,
+    // joins, subqueries or copying rows between tables.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT code FROM c UNION SELECT note FROM c UNION ALL SELECT 'q' ORDER BY 1"
+        )
+        .await,
+        vec!["ab  ", "abc ", "b   ", "q", "x", "y", "z"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT count(*) FROM c JOIN c AS d ON c.code = d.code \
+             WHERE d.code IN (SELECT code FROM c WHERE code = 'b')"
+        )
+        .await,
+        vec!["1"]
+    );
+    ok(&mut s, "CREATE TABLE c2 (id INT, code CHAR(4), note TEXT)").await;
+    ok(&mut s, "INSERT INTO c2 SELECT * FROM c").await;
+    assert_eq!(
+        rows(&mut s, "SELECT count(*) FROM c2 WHERE code = 'abc'").await,
+        vec!["1"]
+    );
+    // UPDATE and DELETE find the row the same way.
+    assert_eq!(
+        ok(
+            &mut s,
+            "UPDATE c SET note = 'u' WHERE code = 'b' AND id > 0"
+        )
+        .await,
+        "UPDATE 1"
+    );
+    assert_eq!(
+        ok(&mut s, "DELETE FROM c WHERE code IN ('abc') AND note = 'y'").await,
+        "DELETE 1"
+    );
+    // A bound parameter compares the same way as a literal.
+    let prepared = s
+        .prepare("SELECT count(*) FROM c WHERE code = $1", &[])
+        .await
+        .unwrap();
+    let result = s
+        .execute_prepared(
+            &prepared,
+            vec![datafusion::scalar::ScalarValue::Utf8(Some("b".into()))],
+        )
+        .await
+        .unwrap();
+    let QueryResult::Rows { batches, .. } = result else {
+        panic!("a SELECT returns rows");
+    };
+    let counted = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string();
+    assert!(counted.contains("| 1 "), "{counted}");
 }
