@@ -1354,7 +1354,13 @@ fn select_of_row(
         .map(|c| format!("{qualifier}.{}", quote(&c.name)))
         .collect();
     items.push(format!("{qualifier}.{}", quote(HANDLE_COLUMN)));
-    items.extend(extra.iter().map(|e| format!("({e})")));
+    // Named apart: `SET h = b` would otherwise repeat the name of the column `b` read above.
+    items.extend(
+        extra
+            .iter()
+            .enumerate()
+            .map(|(i, e)| format!("({e}) AS \"__flotilla_new_{i}\"")),
+    );
     let mut sql = format!("SELECT {} FROM {}", items.join(", "), quote(&table.name));
     if let Some(alias) = alias {
         sql.push_str(&format!(" AS {}", quote(alias)));

@@ -561,15 +561,14 @@ fn new_value(
         BinaryOperator::Minus => true,
         _ => return None,
     };
-    let (c, lit, col_first) = match (
+    let (c, lit, lit_expr) = match (
         column(left, table, qualifier),
         column(right, table, qualifier),
     ) {
-        (Some(c), None) => (c, literal(right)?, true),
-        (None, Some(c)) if !negate => (c, literal(left)?, false),
+        (Some(c), None) => (c, literal(right)?, right),
+        (None, Some(c)) if !negate => (c, literal(left)?, left),
         _ => return None,
     };
-    let _ = col_first;
     let (lo, hi) = int_range(&table.columns[c].ty)?;
     int_range(&table.columns[target].ty)?;
     let delta = match lit {
@@ -594,11 +593,15 @@ fn new_value(
     } else {
         base.checked_add(delta)
     };
-    // The arithmetic happens in the wider of the two operand types, then is assigned.
-    let (lit_lo, lit_hi) = if delta < i32::MIN as i64 || delta > i32::MAX as i64 {
-        (i64::MIN, i64::MAX)
-    } else {
-        (lo, hi)
+    // The arithmetic happens in the wider of the two operand types, then is assigned. A
+    // bare integer literal is an int4 when it fits and an int8 otherwise (never an int2,
+    // so `int2_col + 1` adds in int4); a cast or a bound parameter has its own type.
+    let (lit_lo, lit_hi) = match (lit_expr.as_ref(), &lit) {
+        (Expr::Cast { .. }, ScalarValue::Int16(_)) => int_range(&SqlType::Int16)?,
+        (Expr::Cast { .. }, ScalarValue::Int32(_)) => int_range(&SqlType::Int32)?,
+        (Expr::Cast { .. }, _) => int_range(&SqlType::Int64)?,
+        _ if i32::try_from(delta).is_ok() => int_range(&SqlType::Int32)?,
+        _ => int_range(&SqlType::Int64)?,
     };
     match result {
         Some(v) if v >= lit_lo.min(lo) && v <= lit_hi.max(hi) => {

@@ -178,7 +178,14 @@ fn bytea_from_text(strings: &StringArray) -> Result<ArrayRef, SqlError> {
 
 fn cast_error(e: datafusion::arrow::error::ArrowError, ty: &SqlType) -> SqlError {
     let text = e.to_string();
-    if text.contains("overflow") || text.contains("Overflow") || text.contains("too large") {
+    // Arrow says "Can't cast value 32768 to type Int16" for an integer out of range.
+    let integer_out_of_range = matches!(ty, SqlType::Int16 | SqlType::Int32 | SqlType::Int64)
+        && text.contains("Can't cast value");
+    if integer_out_of_range
+        || text.contains("overflow")
+        || text.contains("Overflow")
+        || text.contains("too large")
+    {
         SqlError::new(
             "22003",
             format!("value out of range for type {}", ty.pg_name()),

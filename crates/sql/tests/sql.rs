@@ -1224,6 +1224,54 @@ async fn integer_overflow_is_an_error_not_a_wrapped_value() {
         .await,
         vec!["2|1", "3|1"]
     );
+    // `smallint + 1` adds in int4 (the literal's type), on the point path as on the
+    // general one: 32767 + 1 fits the int4 column it is assigned to.
+    for (sql, tag) in [
+        ("UPDATE n SET i = h + 1 WHERE k = 1", "UPDATE 1"),
+        ("UPDATE n SET i = h + 1 WHERE k + 0 = 1", "UPDATE 1"),
+        ("UPDATE n SET i = 1 + h WHERE k = 1", "UPDATE 1"),
+    ] {
+        assert_eq!(ok(&mut s, sql).await, tag, "{sql}");
+        assert_eq!(
+            rows(&mut s, "SELECT i FROM n WHERE k = 1").await,
+            vec!["32768"],
+            "{sql}"
+        );
+    }
+    // Assigned back to the smallint it overflows; as does smallint + smallint, and an
+    // integer too large for the column it is written to.
+    for sql in [
+        "INSERT INTO n VALUES (3, 1, 1, 40000)",
+        "INSERT INTO n VALUES (3, 4294967296, 1, 1)",
+        "INSERT INTO n SELECT 3, 1, 1, 40000",
+        "UPDATE n SET h = 40000 WHERE k = 1",
+        "UPDATE n SET h = b WHERE k + 0 = 1",
+    ] {
+        let e = run(&mut s, sql).await.unwrap_err();
+        assert_eq!(e.code, "22003", "{sql}: {e:?}");
+    }
+    // A column assigned another column's value, on the general path (the internal read
+    // once named both alike and failed).
+    assert_eq!(
+        ok(&mut s, "UPDATE n SET h = i, b = i WHERE k + 0 = 2").await,
+        "UPDATE 1"
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT h, b FROM n WHERE k = 2").await,
+        vec!["5|5"]
+    );
+    assert_eq!(
+        code(&mut s, "UPDATE n SET h = h + 1 WHERE k = 1").await,
+        "22003"
+    );
+    assert_eq!(
+        code(&mut s, "UPDATE n SET i = h + 1::smallint WHERE k = 1").await,
+        "22003"
+    );
+    assert_eq!(
+        code(&mut s, "UPDATE n SET i = h + 1::smallint WHERE k + 0 = 1").await,
+        "22003"
+    );
 }
 
 #[tokio::test]
