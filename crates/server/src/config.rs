@@ -34,8 +34,11 @@ pub struct SqlSection {
     pub statement_bytes_max: usize,
     /// Most rows one query may return or one statement change (54000 past it).
     pub rows_per_query_max: usize,
-    /// Memory for query execution (sorts, joins, aggregates), in bytes (53200 past it).
+    /// Memory for query execution (sorts, joins, aggregates), in bytes (53200 past it); also
+    /// the most bytes of rows a writing statement reads before writing them (54000).
     pub query_memory_bytes_max: usize,
+    /// Most bytes of rows one query string's results hold (54000 past it).
+    pub result_bytes_max: usize,
     /// Default and largest lock wait (`lock_timeout`), in milliseconds (55P03 past it).
     pub lock_wait_timeout_ms: u64,
     /// Most savepoints open at once in one transaction (54000 past it).
@@ -50,6 +53,7 @@ impl Default for SqlSection {
             statement_bytes_max: sql.statement_bytes_max,
             rows_per_query_max: sql.rows_per_query_max,
             query_memory_bytes_max: sql.query_memory_bytes_max,
+            result_bytes_max: sql.result_bytes_max,
             lock_wait_timeout_ms: sql.lock_wait_timeout_ms,
             savepoints_max: sql.savepoints_max,
         }
@@ -63,6 +67,7 @@ impl SqlSection {
             statement_bytes_max: self.statement_bytes_max,
             rows_per_query_max: self.rows_per_query_max,
             query_memory_bytes_max: self.query_memory_bytes_max,
+            result_bytes_max: self.result_bytes_max,
             lock_wait_timeout_ms: self.lock_wait_timeout_ms,
             savepoints_max: self.savepoints_max,
             ..flotilla_sql::SqlConfig::default()

@@ -74,8 +74,14 @@ pub struct SqlConfig {
     pub statement_bytes_max: usize,
     /// Most rows one query may return or one statement may change.
     pub rows_per_query_max: usize,
-    /// Memory one query's execution may use (DataFusion memory pool), in bytes.
+    /// Memory one query's execution may use (DataFusion memory pool), in bytes. Also bounds
+    /// the rows a writing statement reads before it writes them (INSERT ... SELECT's source,
+    /// the rows an UPDATE or DELETE changes).
     pub query_memory_bytes_max: usize,
+    /// Most bytes of rows one query string's results may hold (54000 past it): a node holds a
+    /// result whole before sending it, and each statement of a multi-statement string until
+    /// the last one ends.
+    pub result_bytes_max: usize,
     /// Default lock wait (`lock_timeout`) in milliseconds; also the cap for `SET lock_timeout = 0`.
     pub lock_wait_timeout_ms: u64,
     /// Most savepoints open at once in one transaction (54000 past it): each may hold a
@@ -93,6 +99,7 @@ impl Default for SqlConfig {
             statement_bytes_max: 1024 * 1024,
             rows_per_query_max: 10_000_000,
             query_memory_bytes_max: 1024 * 1024 * 1024,
+            result_bytes_max: 256 * 1024 * 1024,
             lock_wait_timeout_ms: 50_000,
             savepoints_max: 64,
             binary_version: flotilla_types::version::BINARY_CLUSTER_VERSION,

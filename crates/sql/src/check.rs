@@ -404,7 +404,9 @@ async fn first_violation<'c>(
     let ctx = context(overrides);
     let sql = select_checks(&table.name, order.iter().map(|i| checks[*i].expr.as_str()));
     let plan = ctx.plan(parse_one(&sql)?).await?;
-    let batches = ctx.run(plan, rows.len()).await?;
+    let batches = ctx
+        .run(plan, crate::context::Collect::derived(rows.len()))
+        .await?;
     let mut offset = 0;
     for batch in &batches {
         let results: Vec<BooleanArray> = batch

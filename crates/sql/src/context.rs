@@ -183,11 +183,11 @@ impl StatementContext {
         crate::bpchar::pad_compared_literals(plan).map_err(datafusion_error)
     }
 
-    /// Plans and runs a query, collecting at most `rows_max` rows.
+    /// Plans and runs a query, collecting what `limits` allows.
     pub(crate) async fn run(
         &self,
         plan: LogicalPlan,
-        rows_max: usize,
+        limits: Collect,
     ) -> Result<Vec<RecordBatch>, SqlError> {
         let state = self.state();
         let optimized = state.optimize(&plan).map_err(datafusion_error)?;
@@ -200,15 +200,23 @@ impl StatementContext {
         let mut stream = df.execute_stream().await.map_err(datafusion_error)?;
         let mut batches = Vec::new();
         let mut rows = 0usize;
+        let mut bytes = 0usize;
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(datafusion_error)?;
             rows += batch.num_rows();
-            if rows > rows_max {
+            if rows > limits.rows_max {
                 return Err(SqlError::new(
                     "54000",
-                    format!("query returns more than {rows_max} rows (rows_per_query_max)"),
+                    format!(
+                        "query returns more than {} rows (rows_per_query_max)",
+                        limits.rows_max
+                    ),
                 )
                 .with_hint("Add a LIMIT or a narrower WHERE clause, or raise the limit in the configuration."));
+            }
+            bytes = bytes.saturating_add(batch_bytes(&batch));
+            if bytes > limits.bytes_max {
+                return Err(limits.too_many_bytes());
             }
             if batch.num_rows() > 0 {
                 batches.push(batch);
@@ -218,12 +226,95 @@ impl StatementContext {
     }
 }
 
+/// What one query may collect before it fails with 54000.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Collect {
+    pub(crate) rows_max: usize,
+    pub(crate) bytes_max: usize,
+    /// The setting that gave `bytes_max`, for the error.
+    pub(crate) bytes_setting: &'static str,
+}
+
+impl Collect {
+    /// A result for the client: what is left of `result_bytes_max` after the results the
+    /// query string already holds.
+    pub(crate) fn result(config: &crate::SqlConfig, held_bytes: usize) -> Self {
+        Self {
+            rows_max: config.rows_per_query_max,
+            bytes_max: config.result_bytes_max.saturating_sub(held_bytes),
+            bytes_setting: "result_bytes_max",
+        }
+    }
+
+    /// Rows a writing statement reads before writing them.
+    pub(crate) fn rows_to_write(config: &crate::SqlConfig) -> Self {
+        Self {
+            rows_max: config.rows_per_query_max,
+            bytes_max: config.query_memory_bytes_max,
+            bytes_setting: "query_memory_bytes_max",
+        }
+    }
+
+    /// At most `rows_max` rows computed from rows the statement already holds (defaults per
+    /// row, CHECK results, one ON CONFLICT row): bounded by those rows, not in bytes.
+    pub(crate) fn derived(rows_max: usize) -> Self {
+        Self {
+            rows_max,
+            bytes_max: usize::MAX,
+            bytes_setting: "",
+        }
+    }
+
+    fn too_many_bytes(&self) -> SqlError {
+        SqlError::new(
+            "54000",
+            format!(
+                "query result exceeds {} bytes ({}; with a multi-statement query, the results \
+                 of its earlier statements count too)",
+                self.bytes_max, self.bytes_setting
+            ),
+        )
+        .with_hint(
+            "Add a LIMIT, select fewer or narrower columns, or raise the limit in the configuration.",
+        )
+    }
+}
+
+/// The bytes a batch's rows take: the part of each buffer its slice covers, so a sorted
+/// result cut into slices of one large batch is not counted once per slice.
+pub(crate) fn batch_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use flotilla_catalog::{ColumnDef, Handle, SqlType, TableDef};
     use flotilla_storage::{FjallEngine, FjallOptions};
     use flotilla_types::Timestamp;
+
+    #[test]
+    fn a_slice_of_a_batch_counts_only_the_rows_it_covers() {
+        use datafusion::arrow::array::StringArray;
+        let column = StringArray::from_iter_values((0..10_000).map(|i| format!("{i:0>100}")));
+        let batch = RecordBatch::try_from_iter([("v", Arc::new(column) as _)]).unwrap();
+        let whole = batch_bytes(&batch);
+        assert!(whole >= 10_000 * 100, "{whole}");
+        // Ten slices add up to about the whole, not ten times it.
+        let sliced: usize = (0..10)
+            .map(|i| batch_bytes(&batch.slice(i * 1_000, 1_000)))
+            .sum();
+        assert!(sliced <= whole + 10 * 64, "{sliced} > {whole}");
+        assert!(sliced >= 10_000 * 100, "{sliced}");
+    }
 
     #[tokio::test]
     async fn statement_contexts_never_share_table_resolution() {

@@ -27,6 +27,7 @@ use flotilla_txn::TxnError;
 use flotilla_types::Timestamp;
 
 use crate::api::QueryResult;
+use crate::context::Collect;
 use crate::error::{SqlError, datafusion_error};
 use crate::rows::{
     index_entry, primary_handle, row_id_handle, row_key, row_value, row_value_keeping,
@@ -703,9 +704,8 @@ pub(crate) async fn execute(
             let (prepared, renamed) = prepare_query_statement(statement);
             let plan = ctx.plan(prepared).await?;
             let schema = plan.schema().inner().clone();
-            let batches = ctx
-                .run(plan, session.engine.config.rows_per_query_max)
-                .await?;
+            let limits = Collect::result(&session.engine.config, session.result_bytes_held);
+            let batches = ctx.run(plan, limits).await?;
             let (schema, batches) = restore_names(schema, batches, &renamed)?;
             let n: usize = batches.iter().map(|b| b.num_rows()).sum();
             let tag = if matches!(statement, Statement::Explain { .. }) {
@@ -894,7 +894,7 @@ pub(crate) async fn default_array(
             if n > 0 && plan.expressions().iter().any(|e| e.is_volatile()) {
                 let per_row = format!("SELECT {sql} FROM generate_series(1, {n})");
                 let plan = ctx.plan(parse_one(&per_row)?).await?;
-                let batches = ctx.run(plan, n).await?;
+                let batches = ctx.run(plan, Collect::derived(n)).await?;
                 let columns: Vec<&dyn Array> =
                     batches.iter().map(|b| b.column(0).as_ref()).collect();
                 let array = datafusion::arrow::compute::concat(&columns)
@@ -902,7 +902,7 @@ pub(crate) async fn default_array(
                 assert_eq!(array.len(), n, "one default per row");
                 array
             } else {
-                let batches = ctx.run(plan, 1).await?;
+                let batches = ctx.run(plan, Collect::derived(1)).await?;
                 let value = batches
                     .first()
                     .map(|b| ScalarValue::try_from_array(b.column(0), 0))
@@ -1233,7 +1233,7 @@ async fn execute_insert(
             let ctx = session.context(read_ts, None, HashMap::new());
             let plan = ctx.plan(Statement::Query(source)).await?;
             let batches = ctx
-                .run(plan, session.engine.config.rows_per_query_max)
+                .run(plan, Collect::rows_to_write(&session.engine.config))
                 .await?;
             (batches, Vec::new())
         }
@@ -1303,7 +1303,8 @@ async fn finish_dml(
     let sql = returning_query(table, items);
     let plan = ctx.plan(parse_one(&sql)?).await?;
     let schema = plan.schema().inner().clone();
-    let batches = ctx.run(plan, usize::MAX).await?;
+    let limits = Collect::result(&session.engine.config, session.result_bytes_held);
+    let batches = ctx.run(plan, limits).await?;
     Ok(QueryResult::Rows {
         schema,
         batches,
@@ -1437,7 +1438,7 @@ async fn read_target_rows(
 ) -> Result<Vec<RecordBatch>, SqlError> {
     let ctx = session.context(read_ts, Some(table.name.clone()), HashMap::new());
     let plan = ctx.plan(select).await?;
-    ctx.run(plan, session.engine.config.rows_per_query_max)
+    ctx.run(plan, Collect::rows_to_write(&session.engine.config))
         .await
 }
 

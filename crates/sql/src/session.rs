@@ -117,6 +117,9 @@ pub struct Session {
     session_udfs: Vec<Arc<datafusion::logical_expr::ScalarUDF>>,
     /// True while rows of a `COPY ... FROM` are inserted (`execute_copied`).
     pub(crate) copying: bool,
+    /// Bytes of rows the results of the running query string's earlier statements hold:
+    /// they count against `result_bytes_max` with the next statement's result.
+    pub(crate) result_bytes_held: usize,
 }
 
 /// How deeply expressions may nest. sqlparser's default (50) refuses machine-generated
@@ -387,6 +390,7 @@ impl Session {
             lock_timeout_ms,
             settings: BTreeMap::new(),
             copying: false,
+            result_bytes_held: 0,
         }
     }
 
@@ -463,6 +467,8 @@ impl Session {
             return (vec![QueryResult::Empty], None);
         }
         let mut results = Vec::with_capacity(steps.len());
+        self.result_bytes_held = 0;
+        let mut error = None;
         for step in steps {
             let result = match step {
                 Step::Answer(r) => Ok(r),
@@ -470,11 +476,21 @@ impl Session {
                 Step::Statement(statement) => self.execute_statement(*statement).await,
             };
             match result {
-                Ok(r) => results.push(r),
-                Err(e) => return (results, Some(e)),
+                Ok(r) => {
+                    if let QueryResult::Rows { batches, .. } = &r {
+                        let bytes: usize = batches.iter().map(crate::context::batch_bytes).sum();
+                        self.result_bytes_held = self.result_bytes_held.saturating_add(bytes);
+                    }
+                    results.push(r);
+                }
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
             }
         }
-        (results, None)
+        self.result_bytes_held = 0;
+        (results, error)
     }
 
     /// What one statement of a simple query (`piece`, without its `;`) is to run.

@@ -343,7 +343,7 @@ impl Upsert<'_> {
         );
         let ctx = session.context(read_ts, None, overrides);
         let plan = ctx.plan(parse_one(&sql)?).await?;
-        let batches = ctx.run(plan, 1).await?;
+        let batches = ctx.run(plan, crate::context::Collect::derived(1)).await?;
         let batch = batches
             .iter()
             .find(|b| b.num_rows() == 1)

@@ -798,6 +798,84 @@ async fn limits_are_enforced_with_clear_errors() {
 }
 
 #[tokio::test]
+async fn results_are_bounded_in_bytes_across_a_query_string() {
+    const MIB: usize = 1024 * 1024;
+    let db = TestDb::with_config(SqlConfig {
+        result_bytes_max: MIB,
+        query_memory_bytes_max: 32 * MIB,
+        ..SqlConfig::default()
+    })
+    .await;
+    let mut s = db.session();
+    // About 2 MB of rows: refused, whatever the row count.
+    let e = run(
+        &mut s,
+        "SELECT repeat('x', 1000) FROM generate_series(1, 2000)",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, "54000");
+    assert!(e.message.contains("result_bytes_max"), "{}", e.message);
+    // Half a megabyte is served.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT count(*) FROM (SELECT repeat('x', 1000) FROM generate_series(1, 500))"
+        )
+        .await,
+        vec!["500"]
+    );
+    let (results, error) = s
+        .simple_query("SELECT repeat('x', 1000) FROM generate_series(1, 500)")
+        .await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(results.len(), 1);
+    // About 800 kB, sorted (the sort's own memory is execution memory, not result).
+    let (results, error) = s
+        .simple_query(
+            "SELECT lpad(g::text, 20, '0') FROM generate_series(1, 40000) g ORDER BY 1 DESC",
+        )
+        .await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(results.len(), 1);
+    // Two statements of 600 kB each: the second fails, the first's rows are returned.
+    let two = "SELECT repeat('x', 1000) FROM generate_series(1, 600); \
+               SELECT repeat('y', 1000) FROM generate_series(1, 600)";
+    let (results, error) = s.simple_query(two).await;
+    assert_eq!(results.len(), 1);
+    let error = error.expect("the second result passes the bound with the first");
+    assert_eq!(error.code, "54000");
+    // Each query string starts with the whole budget, and the session serves on.
+    let (results, error) = s
+        .simple_query("SELECT repeat('y', 1000) FROM generate_series(1, 600)")
+        .await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(results.len(), 1);
+    // Rows a statement reads to write are bounded by query_memory_bytes_max, and a refused
+    // statement writes nothing.
+    ok(&mut s, "CREATE TABLE big (v TEXT)").await;
+    let e = run(
+        &mut s,
+        "INSERT INTO big SELECT repeat('x', 1000) FROM generate_series(1, 40000)",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, "54000");
+    assert!(
+        e.message.contains("query_memory_bytes_max"),
+        "{}",
+        e.message
+    );
+    assert_eq!(rows(&mut s, "SELECT count(*) FROM big").await, vec!["0"]);
+    ok(
+        &mut s,
+        "INSERT INTO big SELECT repeat('x', 1000) FROM generate_series(1, 2000)",
+    )
+    .await;
+    assert_eq!(rows(&mut s, "SELECT count(*) FROM big").await, vec!["2000"]);
+}
+
+#[tokio::test]
 async fn prepared_statements_bind_typed_parameters() {
     let db = TestDb::new().await;
     let mut s = db.session();
