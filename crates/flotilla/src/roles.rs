@@ -610,7 +610,7 @@ impl SqlFile {
     fn node_config(&self, meta: &str) -> SqlNodeConfig {
         let mut config = SqlNodeConfig::new(parse_endpoints(meta));
         config.sql = self.sql.sql_config();
-        config.max_connections = self.sql.max_connections;
+        config.pg = self.sql.pg_config();
         config
     }
 }
@@ -649,12 +649,14 @@ mod tests {
     #[test]
     fn a_sql_node_takes_the_sql_limits_of_its_config_file() {
         let file: SqlFile = toml::from_str(
-            "meta = \"127.0.0.1:2379\"\n[sql]\nsavepoints_max = 3\nmax_connections = 7\n",
+            "meta = \"127.0.0.1:2379\"\n[sql]\nsavepoints_max = 3\nmax_connections = 7\nportals_max = 5\nresult_bytes_max = 9\n",
         )
         .unwrap();
         let config = file.node_config("127.0.0.1:2379");
         assert_eq!(config.sql.savepoints_max, 3);
-        assert_eq!(config.max_connections, 7);
+        assert_eq!(config.pg.max_connections, 7);
+        assert_eq!(config.pg.portals_max, 5);
+        assert_eq!(config.sql.result_bytes_max, 9);
         // Unset limits keep their defaults; an unknown one is refused.
         assert_eq!(
             config.sql.rows_per_query_max,

@@ -41,7 +41,7 @@ use pgwire::messages::simplequery::Query;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::sync::{Mutex, Notify};
 
-use crate::{copy, values};
+use crate::{PgServerConfig, copy, values};
 
 /// Version reported to clients; drivers parse the leading number to pick features.
 pub(crate) const SERVER_VERSION: &str = "15.0 (Flotilla)";
@@ -251,6 +251,34 @@ pub(crate) struct ConnectionHandler {
     describer: Arc<StatementDescriber>,
     /// The `COPY ... FROM STDIN` in progress, between its statement and CopyDone.
     copy: Mutex<Option<CopyIn>>,
+    /// Most named statements kept (`PgServerConfig::prepared_statements_max`).
+    prepared_statements_max: usize,
+    /// Most named portals open at once (`PgServerConfig::portals_max`).
+    portals_max: usize,
+    /// The portals open in pgwire's store (which cannot list them) and what they hold.
+    portals: Mutex<PortalBook>,
+}
+
+/// The named portals of a connection, and the bytes of encoded rows each suspended portal
+/// (the unnamed one included) still holds.
+#[derive(Default)]
+struct PortalBook {
+    named: HashSet<String>,
+    suspended_bytes: HashMap<String, usize>,
+}
+
+impl PortalBook {
+    /// Bytes of rows all suspended portals hold.
+    fn held_bytes(&self) -> usize {
+        self.suspended_bytes
+            .values()
+            .fold(0, |sum, b| sum.saturating_add(*b))
+    }
+
+    fn forget(&mut self, name: &str) {
+        self.named.remove(name);
+        self.suspended_bytes.remove(name);
+    }
 }
 
 /// A `COPY ... FROM STDIN` in progress (see `copy`).
@@ -275,13 +303,25 @@ fn quote_ident(name: &str) -> String {
 }
 
 impl ConnectionHandler {
-    pub(crate) fn new(session: Session, started: Arc<Notify>) -> Self {
+    pub(crate) fn new(session: Session, started: Arc<Notify>, config: &PgServerConfig) -> Self {
         Self {
             session: Mutex::new(session),
             statement_names: Mutex::new(HashSet::new()),
             started,
             describer: Arc::new(StatementDescriber),
             copy: Mutex::new(None),
+            prepared_statements_max: config.prepared_statements_max,
+            portals_max: config.portals_max,
+            portals: Mutex::new(PortalBook::default()),
+        }
+    }
+
+    /// Closes every portal once no transaction is open, as PostgreSQL does at a
+    /// transaction's end: what a suspended portal held is freed with it.
+    async fn close_portals_if_idle<S: PortalStore>(&self, store: &S, state: TransactionState) {
+        if state == TransactionState::Idle {
+            store.clear_portals();
+            *self.portals.lock().await = PortalBook::default();
         }
     }
 
@@ -499,7 +539,15 @@ impl SimpleQueryHandler for ConnectionHandler {
         if let Some(out) = copy::parse_out(&query.query) {
             return self.copy_out(client, out).await;
         }
+        // A simple query replaces the unnamed portal, as in PostgreSQL.
+        client.portal_store().rm_portal(DEFAULT_NAME);
+        let held_bytes = {
+            let mut portals = self.portals.lock().await;
+            portals.forget(DEFAULT_NAME);
+            portals.held_bytes()
+        };
         let mut session = self.session.lock().await;
+        session.hold_result_bytes(held_bytes);
         let (results, mut error) = session.simple_query(&query.query).await;
         for result in &results {
             if let Err(e) = send_simple_result(client, result).await {
@@ -530,8 +578,11 @@ impl SimpleQueryHandler for ConnectionHandler {
                 ))
                 .await?;
         }
-        let status = transaction_status(session.transaction_state());
+        let state = session.transaction_state();
         drop(session);
+        self.close_portals_if_idle(client.portal_store(), state)
+            .await;
+        let status = transaction_status(state);
         client.set_state(PgWireConnectionState::ReadyForQuery);
         client.set_transaction_status(status);
         client
@@ -1075,6 +1126,17 @@ impl ConnectionHandler {
                 format!("cursor \"{portal_name}\" already exists"),
             ));
         }
+        if portal_name != DEFAULT_NAME && self.portals.lock().await.named.len() >= self.portals_max
+        {
+            return Err(protocol_error(
+                "54000",
+                format!(
+                    "too many open portals: one connection keeps at most {} (portals_max); \
+                     close portals no longer needed, or end the transaction, which closes them",
+                    self.portals_max
+                ),
+            ));
+        }
         match client.portal_store().get_statement(statement_name) {
             Some(Entry::Value(statement)) => {
                 check_bind(&message, &statement.statement, statement_name)?;
@@ -1112,6 +1174,13 @@ impl ConnectionHandler {
                 ));
             }
         }
+        // A new portal replaces an unnamed one, and what it held.
+        let mut portals = self.portals.lock().await;
+        portals.forget(portal_name);
+        if portal_name != DEFAULT_NAME {
+            portals.named.insert(portal_name.to_owned());
+        }
+        drop(portals);
         client
             .feed(PgWireBackendMessage::BindComplete(BindComplete::new()))
             .await?;
@@ -1156,13 +1225,13 @@ impl ConnectionHandler {
                     &portal.statement,
                 )
                 .map_err(|e| pg_error(&e))?;
-                let result = self
-                    .session
-                    .lock()
-                    .await
-                    .execute_prepared(prepared, params)
-                    .await
-                    .map_err(|e| pg_error(&e))?;
+                let held_bytes = self.portals.lock().await.held_bytes();
+                let result = {
+                    let mut session = self.session.lock().await;
+                    session.hold_result_bytes(held_bytes);
+                    session.execute_prepared(prepared, params).await
+                }
+                .map_err(|e| pg_error(&e))?;
                 match result {
                     QueryResult::Rows {
                         schema,
@@ -1192,7 +1261,15 @@ impl ConnectionHandler {
                             client
                                 .feed(PgWireBackendMessage::PortalSuspended(PortalSuspended::new()))
                                 .await?;
-                            let rest: Vec<PgWireResult<DataRow>> = rows.map(Ok).collect();
+                            let rest: Vec<DataRow> = rows.collect();
+                            let rest_bytes = rest.iter().map(|r| r.data.len()).sum();
+                            self.portals
+                                .lock()
+                                .await
+                                .suspended_bytes
+                                .insert(portal.name.clone(), rest_bytes);
+                            let rest: Vec<PgWireResult<DataRow>> =
+                                rest.into_iter().map(Ok).collect();
                             let fields = Arc::new(values::field_infos(&schema, &formats));
                             let mut response =
                                 QueryResponse::new(fields, futures::stream::iter(rest));
@@ -1220,17 +1297,28 @@ impl ConnectionHandler {
                 let command = response.command_tag().to_owned();
                 let rows = response.data_rows();
                 let mut sent = 0;
+                let mut sent_bytes = 0;
                 let mut exhausted = false;
                 while max_rows == 0 || sent < max_rows {
                     match rows.next().await {
                         Some(row) => {
-                            client.feed(PgWireBackendMessage::DataRow(row?)).await?;
+                            let row = row?;
+                            sent_bytes += row.data.len();
+                            client.feed(PgWireBackendMessage::DataRow(row)).await?;
                             sent += 1;
                         }
                         None => {
                             exhausted = true;
                             break;
                         }
+                    }
+                }
+                {
+                    let mut portals = self.portals.lock().await;
+                    if exhausted {
+                        portals.suspended_bytes.remove(&portal.name);
+                    } else if let Some(held) = portals.suspended_bytes.get_mut(&portal.name) {
+                        *held = held.saturating_sub(sent_bytes);
                     }
                 }
                 if exhausted {
@@ -1299,6 +1387,20 @@ impl ExtendedQueryHandler for ConnectionHandler {
             .iter()
             .map(|oid| Type::from_oid(*oid))
             .collect();
+        if name != DEFAULT_NAME
+            && self.statement_names.lock().await.len() >= self.prepared_statements_max
+        {
+            // As any error in a transaction block, this one fails the block.
+            self.session.lock().await.fail_transaction().await;
+            return Err(protocol_error(
+                "54000",
+                format!(
+                    "too many prepared statements: one connection keeps at most {} \
+                     (prepared_statements_max); close or DEALLOCATE statements no longer needed",
+                    self.prepared_statements_max
+                ),
+            ));
+        }
         if name != DEFAULT_NAME {
             self.statement_names.lock().await.insert(name.clone());
         }
@@ -1500,8 +1602,12 @@ impl ExtendedQueryHandler for ConnectionHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         client.portal_store().rm_portal(DEFAULT_NAME);
+        self.portals.lock().await.forget(DEFAULT_NAME);
         // The session, not pgwire's bookkeeping, knows whether an error failed the block.
-        let status = self.status().await;
+        let state = self.session.lock().await.transaction_state();
+        self.close_portals_if_idle(client.portal_store(), state)
+            .await;
+        let status = transaction_status(state);
         client.set_transaction_status(status);
         client
             .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
@@ -1524,7 +1630,10 @@ impl ExtendedQueryHandler for ConnectionHandler {
                 self.statement_names.lock().await.remove(name);
                 client.portal_store().rm_statement(name);
             }
-            TARGET_TYPE_BYTE_PORTAL => client.portal_store().rm_portal(name),
+            TARGET_TYPE_BYTE_PORTAL => {
+                self.portals.lock().await.forget(name);
+                client.portal_store().rm_portal(name);
+            }
             other => return Err(PgWireError::InvalidTargetType(other)),
         }
         client

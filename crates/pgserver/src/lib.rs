@@ -39,6 +39,12 @@ pub struct PgServerConfig {
     pub max_connections: usize,
     /// Bound on the time a client may take to finish startup, in milliseconds.
     pub startup_timeout_ms: u64,
+    /// Most named prepared statements one connection keeps (54000 past it).
+    pub prepared_statements_max: usize,
+    /// Most named portals one connection keeps open at once (54000 past it). Portals close
+    /// with the transaction, as in PostgreSQL; the rows suspended portals hold count against
+    /// the session's `result_bytes_max`.
+    pub portals_max: usize,
 }
 
 impl Default for PgServerConfig {
@@ -46,6 +52,8 @@ impl Default for PgServerConfig {
         Self {
             max_connections: 256,
             startup_timeout_ms: 10_000,
+            prepared_statements_max: 1_000,
+            portals_max: 64,
         }
     }
 }
@@ -84,6 +92,7 @@ pub async fn serve(
                             engine.clone(),
                             permit,
                             startup_timeout,
+                            config.clone(),
                         ));
                     } else if let Some(permit) = rejecting.try_acquire() {
                         tracing::warn!(%peer, "refusing pg connection: too many clients");
@@ -110,10 +119,15 @@ async fn serve_connection(
     engine: Arc<SqlEngine>,
     permit: ConnectionPermit,
     startup_timeout: Duration,
+    config: PgServerConfig,
 ) {
     let _permit = permit;
     let started = Arc::new(Notify::new());
-    let handler = Arc::new(ConnectionHandler::new(engine.session(), started.clone()));
+    let handler = Arc::new(ConnectionHandler::new(
+        engine.session(),
+        started.clone(),
+        &config,
+    ));
     drive(stream, Admitted(handler), started, startup_timeout).await;
 }
 

@@ -28,6 +28,10 @@ struct Server {
 
 impl Server {
     async fn start(config: PgServerConfig) -> Self {
+        Self::start_with(config, SqlConfig::default()).await
+    }
+
+    async fn start_with(config: PgServerConfig, sql_config: SqlConfig) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let storage = Arc::new(
             FjallEngine::open(
@@ -58,7 +62,7 @@ impl Server {
             tso,
             catalog,
             flotilla_ddl::LocalDdl::start(jobs),
-            SqlConfig::default(),
+            sql_config,
         )
         .expect("engine");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -607,6 +611,137 @@ async fn portal_row_limits_suspend_and_resume() {
     assert_eq!(msgs[6].tag_text(), "SELECT 1");
     assert_eq!(ready_status(&msgs), b'T');
     assert_eq!(ready_status(&c.query("COMMIT").await), b'I');
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn portals_close_with_their_transaction_and_are_capped() {
+    let server = Server::start(PgServerConfig {
+        portals_max: 2,
+        ..config()
+    })
+    .await;
+    let (mut c, _) = Client::start(server.addr).await;
+    c.query("CREATE TABLE t (id INT PRIMARY KEY)").await;
+    c.query("INSERT INTO t VALUES (1), (2), (3)").await;
+    c.parse("s", "SELECT id FROM t ORDER BY id", &[]).await;
+    // Outside a block, a suspended portal lives until Sync ends the implicit transaction.
+    c.bind("p", "s", &[], &[], &[]).await;
+    c.execute("p", 1).await;
+    c.execute("p", 1).await;
+    let msgs = c.sync().await;
+    assert_eq!(tags(&msgs), "12DsDsZ", "{msgs:?}");
+    c.execute("p", 0).await;
+    let msgs = c.sync().await;
+    assert_eq!(msgs[0].field(b'C').as_deref(), Some("34000"), "{msgs:?}");
+    // In a block, portals stay open across Syncs, at most `portals_max` of them named.
+    c.query("BEGIN").await;
+    c.bind("a", "s", &[], &[], &[]).await;
+    c.bind("b", "s", &[], &[], &[]).await;
+    c.bind("", "s", &[], &[], &[]).await;
+    assert_eq!(tags(&c.sync().await), "222Z");
+    c.bind("c", "s", &[], &[], &[]).await;
+    let msgs = c.sync().await;
+    assert_eq!(msgs[0].field(b'C').as_deref(), Some("54000"), "{msgs:?}");
+    assert!(
+        msgs[0].field(b'M').unwrap().contains("portals_max"),
+        "{msgs:?}"
+    );
+    assert_eq!(ready_status(&msgs), b'E');
+    assert_eq!(ready_status(&c.query("ROLLBACK").await), b'I');
+    // ROLLBACK closed them all: the names are free again, and Close frees one too.
+    c.query("BEGIN").await;
+    c.bind("a", "s", &[], &[], &[]).await;
+    c.bind("b", "s", &[], &[], &[]).await;
+    c.send(b'C', b"Pa\0").await;
+    c.bind("c", "s", &[], &[], &[]).await;
+    c.execute("c", 1).await;
+    let msgs = c.sync().await;
+    assert_eq!(tags(&msgs), "2232DsZ", "{msgs:?}");
+    assert_eq!(ready_status(&c.query("COMMIT").await), b'I');
+    c.execute("c", 0).await;
+    let msgs = c.sync().await;
+    assert_eq!(msgs[0].field(b'C').as_deref(), Some("34000"), "{msgs:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn named_statements_are_capped_per_connection() {
+    let server = Server::start(PgServerConfig {
+        prepared_statements_max: 2,
+        ..config()
+    })
+    .await;
+    let (mut c, _) = Client::start(server.addr).await;
+    c.parse("s1", "SELECT 1", &[]).await;
+    c.parse("s2", "SELECT 2", &[]).await;
+    assert_eq!(tags(&c.sync().await), "11Z");
+    c.parse("s3", "SELECT 3", &[]).await;
+    let msgs = c.sync().await;
+    assert_eq!(msgs[0].field(b'C').as_deref(), Some("54000"), "{msgs:?}");
+    assert!(
+        msgs[0]
+            .field(b'M')
+            .unwrap()
+            .contains("prepared_statements_max"),
+        "{msgs:?}"
+    );
+    // The unnamed statement is not counted; closing a named one makes room.
+    c.parse("", "SELECT 4", &[]).await;
+    c.send(b'C', b"Ss1\0").await;
+    c.parse("s3", "SELECT 3", &[]).await;
+    c.bind("", "s3", &[], &[], &[]).await;
+    c.execute("", 0).await;
+    let msgs = c.sync().await;
+    assert_eq!(tags(&msgs), "1312DCZ", "{msgs:?}");
+    // Another connection has its own.
+    let (mut d, _) = Client::start(server.addr).await;
+    d.parse("s1", "SELECT 1", &[]).await;
+    d.parse("s2", "SELECT 2", &[]).await;
+    assert_eq!(tags(&d.sync().await), "11Z");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn rows_suspended_portals_hold_count_against_the_result_bound() {
+    let server = Server::start_with(
+        config(),
+        SqlConfig {
+            result_bytes_max: 1024 * 1024,
+            ..SqlConfig::default()
+        },
+    )
+    .await;
+    let (mut c, _) = Client::start(server.addr).await;
+    // About 700 kB of rows each.
+    c.parse(
+        "big",
+        "SELECT repeat('x', 1000) FROM generate_series(1, 700)",
+        &[],
+    )
+    .await;
+    c.bind("p1", "big", &[], &[], &[]).await;
+    c.execute("p1", 1).await;
+    c.bind("p2", "big", &[], &[], &[]).await;
+    c.execute("p2", 0).await;
+    let msgs = c.sync().await;
+    assert_eq!(tags(&msgs), "12Ds2EZ", "{msgs:?}");
+    assert_eq!(msgs[5].field(b'C').as_deref(), Some("54000"), "{msgs:?}");
+    let message = msgs[5].field(b'M').unwrap();
+    assert!(
+        message.contains("result_bytes_max (1048576 bytes)") && message.contains("suspended"),
+        "{message}"
+    );
+    // Once the first portal is drained, the second fits.
+    c.bind("p1", "big", &[], &[], &[]).await;
+    c.execute("p1", 1).await;
+    c.execute("p1", 0).await;
+    c.bind("p2", "big", &[], &[], &[]).await;
+    c.execute("p2", 0).await;
+    let msgs = c.sync().await;
+    assert_eq!(msgs.iter().filter(|m| m.tag == b'D').count(), 1400);
+    assert_eq!(msgs.iter().filter(|m| m.tag == b'C').count(), 2);
+    assert_eq!(ready_status(&msgs), b'I');
     server.stop().await;
 }
 

@@ -30,6 +30,11 @@ pub enum ConfigError {
 pub struct SqlSection {
     /// Most concurrent client connections; more are refused with SQLSTATE 53300.
     pub max_connections: usize,
+    /// Most named prepared statements one connection keeps (54000 past it).
+    pub prepared_statements_max: usize,
+    /// Most named portals one connection keeps open (54000 past it); portals close with
+    /// their transaction.
+    pub portals_max: usize,
     /// Largest statement text in bytes (54000 past it).
     pub statement_bytes_max: usize,
     /// Most rows one query may return or one statement change (54000 past it).
@@ -48,8 +53,11 @@ pub struct SqlSection {
 impl Default for SqlSection {
     fn default() -> Self {
         let sql = flotilla_sql::SqlConfig::default();
+        let pg = flotilla_pgserver::PgServerConfig::default();
         Self {
-            max_connections: 256,
+            max_connections: pg.max_connections,
+            prepared_statements_max: pg.prepared_statements_max,
+            portals_max: pg.portals_max,
             statement_bytes_max: sql.statement_bytes_max,
             rows_per_query_max: sql.rows_per_query_max,
             query_memory_bytes_max: sql.query_memory_bytes_max,
@@ -61,6 +69,16 @@ impl Default for SqlSection {
 }
 
 impl SqlSection {
+    /// The PostgreSQL front end's limits these settings give.
+    pub fn pg_config(&self) -> flotilla_pgserver::PgServerConfig {
+        flotilla_pgserver::PgServerConfig {
+            max_connections: self.max_connections,
+            prepared_statements_max: self.prepared_statements_max,
+            portals_max: self.portals_max,
+            ..flotilla_pgserver::PgServerConfig::default()
+        }
+    }
+
     /// The SQL engine's limits these settings give.
     pub fn sql_config(&self) -> flotilla_sql::SqlConfig {
         flotilla_sql::SqlConfig {

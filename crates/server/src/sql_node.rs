@@ -20,7 +20,8 @@ use crate::standalone::StartError;
 pub struct SqlNodeConfig {
     pub meta_endpoints: Vec<String>,
     pub sql: SqlConfig,
-    pub max_connections: usize,
+    /// The PostgreSQL front end's limits (connections, statements and portals per connection).
+    pub pg: PgServerConfig,
     pub client: ClientConfig,
     /// How often the cached catalog is compared with the meta service's.
     pub catalog_refresh: Duration,
@@ -32,7 +33,7 @@ impl SqlNodeConfig {
         Self {
             meta_endpoints,
             sql: SqlConfig::default(),
-            max_connections: PgServerConfig::default().max_connections,
+            pg: PgServerConfig::default(),
             client: ClientConfig::default(),
             catalog_refresh: Duration::from_millis(250),
         }
@@ -57,10 +58,7 @@ impl SqlNode {
             .local_addr()
             .map_err(|e| StartError::Other(e.to_string()))?;
         let (shutdown, mut watcher) = watch::channel(false);
-        let pg_config = PgServerConfig {
-            max_connections: cfg.max_connections,
-            ..PgServerConfig::default()
-        };
+        let pg_config = cfg.pg.clone();
         let task = tokio::spawn(async move {
             let stop = async move {
                 let _ = watcher.wait_for(|s| *s).await;

@@ -3,7 +3,6 @@ use std::sync::Arc;
 
 use flotilla_catalog::LocalCatalog;
 use flotilla_ddl::{JobQueue, LocalDdl};
-use flotilla_pgserver::PgServerConfig;
 use flotilla_sql::SqlEngine;
 use flotilla_storage::{EngineRef, FjallEngine, FjallOptions, SyncPolicy};
 use flotilla_tso::LocalTso;
@@ -142,10 +141,7 @@ impl Standalone {
         };
         let pg = {
             let sql = sql.clone();
-            let config = PgServerConfig {
-                max_connections: config.sql.max_connections,
-                ..PgServerConfig::default()
-            };
+            let config = config.sql.pg_config();
             let stop = stopped(watcher.clone());
             tokio::spawn(async move {
                 if let Err(e) = flotilla_pgserver::serve(sql_listener, sql, config, stop).await {

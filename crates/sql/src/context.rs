@@ -229,10 +229,11 @@ impl StatementContext {
 /// What one query may collect before it fails with 54000.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Collect {
-    pub(crate) rows_max: usize,
-    pub(crate) bytes_max: usize,
-    /// The setting that gave `bytes_max`, for the error.
-    pub(crate) bytes_setting: &'static str,
+    rows_max: usize,
+    bytes_max: usize,
+    /// The setting that gave `bytes_max`, for the error, and its value.
+    bytes_setting: &'static str,
+    setting_bytes: usize,
 }
 
 impl Collect {
@@ -243,6 +244,7 @@ impl Collect {
             rows_max: config.rows_per_query_max,
             bytes_max: config.result_bytes_max.saturating_sub(held_bytes),
             bytes_setting: "result_bytes_max",
+            setting_bytes: config.result_bytes_max,
         }
     }
 
@@ -252,6 +254,7 @@ impl Collect {
             rows_max: config.rows_per_query_max,
             bytes_max: config.query_memory_bytes_max,
             bytes_setting: "query_memory_bytes_max",
+            setting_bytes: config.query_memory_bytes_max,
         }
     }
 
@@ -262,18 +265,26 @@ impl Collect {
             rows_max,
             bytes_max: usize::MAX,
             bytes_setting: "",
+            setting_bytes: usize::MAX,
         }
     }
 
     fn too_many_bytes(&self) -> SqlError {
-        SqlError::new(
-            "54000",
+        let held = self.setting_bytes - self.bytes_max;
+        let message = if held == 0 {
             format!(
-                "query result exceeds {} bytes ({}; with a multi-statement query, the results \
-                 of its earlier statements count too)",
-                self.bytes_max, self.bytes_setting
-            ),
-        )
+                "query result exceeds {} ({} bytes)",
+                self.bytes_setting, self.setting_bytes
+            )
+        } else {
+            format!(
+                "query result exceeds the {} bytes that {} ({} bytes) leaves: {held} bytes are \
+                 held by results not yet sent (earlier statements of the query string, \
+                 suspended portals)",
+                self.bytes_max, self.bytes_setting, self.setting_bytes
+            )
+        };
+        SqlError::new("54000", message)
         .with_hint(
             "Add a LIMIT, select fewer or narrower columns, or raise the limit in the configuration.",
         )

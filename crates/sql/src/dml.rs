@@ -704,7 +704,7 @@ pub(crate) async fn execute(
             let (prepared, renamed) = prepare_query_statement(statement);
             let plan = ctx.plan(prepared).await?;
             let schema = plan.schema().inner().clone();
-            let limits = Collect::result(&session.engine.config, session.result_bytes_held);
+            let limits = Collect::result(&session.engine.config, session.result_bytes_held());
             let batches = ctx.run(plan, limits).await?;
             let (schema, batches) = restore_names(schema, batches, &renamed)?;
             let n: usize = batches.iter().map(|b| b.num_rows()).sum();
@@ -1303,7 +1303,7 @@ async fn finish_dml(
     let sql = returning_query(table, items);
     let plan = ctx.plan(parse_one(&sql)?).await?;
     let schema = plan.schema().inner().clone();
-    let limits = Collect::result(&session.engine.config, session.result_bytes_held);
+    let limits = Collect::result(&session.engine.config, session.result_bytes_held());
     let batches = ctx.run(plan, limits).await?;
     Ok(QueryResult::Rows {
         schema,

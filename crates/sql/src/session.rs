@@ -119,7 +119,10 @@ pub struct Session {
     pub(crate) copying: bool,
     /// Bytes of rows the results of the running query string's earlier statements hold:
     /// they count against `result_bytes_max` with the next statement's result.
-    pub(crate) result_bytes_held: usize,
+    result_bytes_held: usize,
+    /// Bytes of rows the client's front end holds for this session outside any statement
+    /// (suspended portals): they count against `result_bytes_max` too.
+    result_bytes_elsewhere: usize,
 }
 
 /// How deeply expressions may nest. sqlparser's default (50) refuses machine-generated
@@ -391,6 +394,7 @@ impl Session {
             settings: BTreeMap::new(),
             copying: false,
             result_bytes_held: 0,
+            result_bytes_elsewhere: 0,
         }
     }
 
@@ -436,6 +440,18 @@ impl Session {
             ));
         }
         Ok(())
+    }
+
+    /// Tells the session how many bytes of its results the front end still holds (the rest of
+    /// suspended portals): the next results may add only what `result_bytes_max` leaves.
+    pub fn hold_result_bytes(&mut self, bytes: usize) {
+        self.result_bytes_elsewhere = bytes;
+    }
+
+    /// Bytes of results held now: the running query string's and the front end's.
+    pub(crate) fn result_bytes_held(&self) -> usize {
+        self.result_bytes_held
+            .saturating_add(self.result_bytes_elsewhere)
     }
 
     /// Runs a simple-protocol query string, statement by statement, stopping at the first
