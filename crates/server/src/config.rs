@@ -48,6 +48,8 @@ pub struct SqlSection {
     pub lock_wait_timeout_ms: u64,
     /// Most savepoints open at once in one transaction (54000 past it).
     pub savepoints_max: usize,
+    /// Most bytes of one session's settings, names and values (54000 past it).
+    pub settings_bytes_max: usize,
 }
 
 impl Default for SqlSection {
@@ -64,6 +66,7 @@ impl Default for SqlSection {
             result_bytes_max: sql.result_bytes_max,
             lock_wait_timeout_ms: sql.lock_wait_timeout_ms,
             savepoints_max: sql.savepoints_max,
+            settings_bytes_max: sql.settings_bytes_max,
         }
     }
 }
@@ -88,6 +91,7 @@ impl SqlSection {
             result_bytes_max: self.result_bytes_max,
             lock_wait_timeout_ms: self.lock_wait_timeout_ms,
             savepoints_max: self.savepoints_max,
+            settings_bytes_max: self.settings_bytes_max,
             ..flotilla_sql::SqlConfig::default()
         }
     }

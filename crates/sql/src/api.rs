@@ -84,6 +84,9 @@ pub struct SqlConfig {
     pub result_bytes_max: usize,
     /// Default lock wait (`lock_timeout`) in milliseconds; also the cap for `SET lock_timeout = 0`.
     pub lock_wait_timeout_ms: u64,
+    /// Most bytes of names and values of one session's settings (`SET`, `set_config`); 54000
+    /// past it.
+    pub settings_bytes_max: usize,
     /// Most savepoints open at once in one transaction (54000 past it): each may hold a
     /// copy of the transaction's buffered writes.
     pub savepoints_max: usize,
@@ -102,6 +105,7 @@ impl Default for SqlConfig {
             result_bytes_max: 256 * 1024 * 1024,
             lock_wait_timeout_ms: 50_000,
             savepoints_max: 64,
+            settings_bytes_max: 64 * 1024,
             binary_version: flotilla_types::version::BINARY_CLUSTER_VERSION,
         }
     }

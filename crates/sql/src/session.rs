@@ -9,7 +9,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
-    Expr, Query, Set, Statement, TransactionIsolationLevel, TransactionMode, Value,
+    Expr, Query, Reset, Set, Statement, TransactionIsolationLevel, TransactionMode, Value,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -864,6 +864,15 @@ impl Session {
         }
         match &statement {
             Statement::Set(set) => return self.set(set),
+            Statement::Reset(reset) => {
+                match &reset.reset {
+                    Reset::ALL => self.reset_all(),
+                    Reset::ConfigurationParameter(name) => {
+                        self.reset(&name.to_string().to_ascii_lowercase());
+                    }
+                }
+                return Ok(command("RESET"));
+            }
             Statement::ShowVariable { variable } => {
                 let name = variable
                     .iter()
@@ -1036,7 +1045,9 @@ impl Session {
                 Ok(command("SET"))
             }
             Set::SetTimeZone { value, .. } => {
-                self.settings.insert("timezone".into(), expr_text(value));
+                let value = expr_text(value);
+                self.check_setting_room("timezone", &value)?;
+                self.settings.insert("timezone".into(), value);
                 Ok(command("SET"))
             }
             _ => Ok(command("SET")),
@@ -1046,6 +1057,7 @@ impl Session {
     /// Sets run-time parameter `name` (lower case) to `value` for the session, as SET and
     /// `set_config` do.
     fn assign(&mut self, name: &str, value: &str) -> Result<(), SqlError> {
+        self.check_setting_room(name, value)?;
         match name {
             "lock_timeout" => {
                 let ms = parse_duration_ms(value).ok_or_else(|| {
@@ -1070,6 +1082,51 @@ impl Session {
             _ => {}
         }
         self.settings.insert(name.to_string(), value.to_string());
+        Ok(())
+    }
+
+    /// `RESET name`: the parameter's default again.
+    fn reset(&mut self, name: &str) {
+        match name {
+            "lock_timeout" => self.lock_timeout_ms = self.engine.config.lock_wait_timeout_ms,
+            "default_transaction_isolation" => self.default_isolation = Isolation::ReadCommitted,
+            _ => {}
+        }
+        self.settings.remove(name);
+    }
+
+    /// `RESET ALL`.
+    fn reset_all(&mut self) {
+        let names: Vec<String> = self.settings.keys().cloned().collect();
+        for name in names {
+            self.reset(&name);
+        }
+        self.reset("lock_timeout");
+        self.reset("default_transaction_isolation");
+    }
+
+    /// Whether a setting fits `settings_bytes_max`, which bounds all of a session's names
+    /// and values together (54000 past it, before anything changes).
+    fn check_setting_room(&self, name: &str, value: &str) -> Result<(), SqlError> {
+        let max = self.engine.config.settings_bytes_max;
+        let others: usize = self
+            .settings
+            .iter()
+            .filter(|(n, _)| n.as_str() != name)
+            .map(|(n, v)| n.len() + v.len())
+            .sum();
+        if others + name.len() + value.len() > max {
+            return Err(SqlError::new(
+                "54000",
+                format!(
+                    "session settings would take more than {max} bytes (settings_bytes_max); \
+                     parameter \"{name}\" is unchanged"
+                ),
+            )
+            .with_hint(
+                "RESET settings no longer needed, or raise the limit in the configuration.",
+            ));
+        }
         Ok(())
     }
 

@@ -3620,3 +3620,64 @@ async fn character_n_compares_without_trailing_blanks_on_every_path() {
         .to_string();
     assert!(counted.contains("| 1 "), "{counted}");
 }
+
+#[tokio::test]
+async fn session_settings_are_bounded_and_reset() {
+    let db = TestDb::with_config(SqlConfig {
+        settings_bytes_max: 1024,
+        ..SqlConfig::default()
+    })
+    .await;
+    let mut s = db.session();
+    ok(&mut s, "SET application_name = 'app'").await;
+    ok(&mut s, "SET lock_timeout = '250ms'").await;
+    assert_eq!(rows(&mut s, "SHOW application_name").await, vec!["app"]);
+    // Settings past the bound are refused, and leave the parameter as it was.
+    let mut refused = None;
+    for i in 0..100 {
+        if let Err(e) = run(
+            &mut s,
+            &format!("SET my.setting_{i} = '{}'", "v".repeat(40)),
+        )
+        .await
+        {
+            refused = Some((i, e));
+            break;
+        }
+    }
+    let (i, e) = refused.expect("some setting passes 1024 bytes");
+    assert_eq!(e.code, "54000");
+    assert!(e.message.contains("settings_bytes_max"), "{}", e.message);
+    assert_eq!(code(&mut s, &format!("SHOW my.setting_{i}")).await, "42704");
+    let long = "x".repeat(2000);
+    assert_eq!(
+        run(
+            &mut s,
+            &format!("SELECT set_config('application_name', '{long}', false)")
+        )
+        .await
+        .unwrap_err()
+        .code,
+        "54000"
+    );
+    assert_eq!(rows(&mut s, "SHOW application_name").await, vec!["app"]);
+    assert_eq!(
+        code(
+            &mut s,
+            &format!("SET lock_timeout = '{}1ms'", "0".repeat(2000))
+        )
+        .await,
+        "54000"
+    );
+    assert_eq!(rows(&mut s, "SHOW lock_timeout").await, vec!["250ms"]);
+    // Replacing a value does not count it twice.
+    ok(&mut s, "SET my.setting_0 = 'short'").await;
+    ok(&mut s, &format!("SET my.setting_{i} = 'fits now'")).await;
+    // RESET frees one; RESET ALL frees every one and restores defaults.
+    ok(&mut s, "RESET my.setting_0").await;
+    assert_eq!(code(&mut s, "SHOW my.setting_0").await, "42704");
+    assert_eq!(ok(&mut s, "RESET ALL").await, "RESET");
+    assert_eq!(code(&mut s, "SHOW application_name").await, "42704");
+    assert_eq!(rows(&mut s, "SHOW lock_timeout").await, vec!["50000ms"]);
+    ok(&mut s, &format!("SET my.long = '{}'", "v".repeat(900))).await;
+}
