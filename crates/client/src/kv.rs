@@ -723,6 +723,7 @@ impl TxnKv for ClusterTxnKv {
                 ts: ts.0,
                 limit: (limit - out.len()).min(u32::MAX as usize) as u32,
                 reader_ts: reader.map(|r| r.0).unwrap_or(0),
+                follows_next_key: true,
             });
             let resp = match self.attempt(&region, cmd).await {
                 Attempt::Done(resp) => *resp,
@@ -739,13 +740,24 @@ impl TxnKv for ClusterTxnKv {
             }
             check(&resp)?;
             let got = resp.pairs.len();
+            let asked = limit - out.len();
             out.extend(
                 resp.pairs
                     .into_iter()
                     .map(|p| (p.key.to_vec(), p.value.to_vec())),
             );
-            if out.len() >= limit || got >= limit {
+            if out.len() >= limit || got >= asked {
                 break;
+            }
+            // The store cut its answer at its bound on bytes: the region goes on from there.
+            if let Some(next) = resp.next_key {
+                let next = next.to_vec();
+                if next <= cursor {
+                    return Err(self.unavailable("scan", "a store's cut answer did not move on"));
+                }
+                cursor = next;
+                backoff = Backoff::routing(self.cfg.retry_budget);
+                continue;
             }
             match decode_boundary(&region.region.end_key) {
                 Some(next) => cursor = next,

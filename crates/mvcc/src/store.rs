@@ -747,6 +747,21 @@ impl Mvcc {
         limit: usize,
         reader: Option<Timestamp>,
     ) -> Result<Vec<KvPair>, MvccError> {
+        self.scan_bounded(start, end, read_ts, limit, usize::MAX, reader)
+    }
+
+    /// `scan`, stopping also once the pairs found hold `bytes_max` bytes of keys and values
+    /// (at least one pair is returned when any is visible): a caller that must bound its
+    /// answer goes on from after the last key.
+    pub fn scan_bounded(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        read_ts: Timestamp,
+        limit: usize,
+        bytes_max: usize,
+        reader: Option<Timestamp>,
+    ) -> Result<Vec<KvPair>, MvccError> {
         self.check_read_ts(read_ts)?;
         let (es, ee) = encode_range(start, end);
         let lock_scan = if self.may_be_locked(&es, &ee) {
@@ -771,9 +786,10 @@ impl Mvcc {
             )));
         }
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         let mut decided: Option<Vec<u8>> = None;
         for item in self.engine.scan(Cf::Write, &es, &ee, false) {
-            if out.len() >= limit {
+            if out.len() >= limit || bytes >= bytes_max {
                 break;
             }
             let (key, value) = item?;
@@ -794,6 +810,7 @@ impl Mvcc {
                 WriteKind::Delete => {}
                 WriteKind::Put => {
                     let value = self.value_of(ek, write)?;
+                    bytes = bytes.saturating_add(user_key.len() + value.len());
                     out.push((user_key, value));
                 }
             }

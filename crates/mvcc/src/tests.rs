@@ -109,6 +109,25 @@ fn scan_returns_newest_visible_versions_in_key_order() {
 }
 
 #[test]
+fn a_bounded_scan_stops_at_the_pair_that_reaches_its_bytes_and_returns_at_least_one() {
+    let (_d, m) = mvcc();
+    write(&m, b"a", b"1234", 10, 11);
+    write(&m, b"b", b"5678", 10, 11);
+    write(&m, b"c", b"9", 10, 11);
+    // 5 bytes a pair: a bound of 6 ends with the second pair, one of 1 with the first.
+    let rows = m.scan_bounded(b"", b"", ts(20), 10, 6, None).unwrap();
+    assert_eq!(rows.len(), 2);
+    let rows = m.scan_bounded(b"", b"", ts(20), 10, 1, None).unwrap();
+    assert_eq!(rows, vec![(b"a".to_vec(), b"1234".to_vec())]);
+    let rows = m.scan_bounded(b"", b"", ts(20), 10, 5, None).unwrap();
+    assert_eq!(rows.len(), 1);
+    let rows = m
+        .scan_bounded(b"", b"", ts(20), 10, usize::MAX, None)
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+}
+
+#[test]
 fn prewrite_locks_block_readers_but_pessimistic_locks_do_not() {
     let (_d, m) = mvcc();
     write(&m, b"k", b"old", 1, 2);

@@ -96,6 +96,13 @@ pub struct StoreNodeConfig {
     /// Largest gRPC message the store accepts (a transaction command, a batch of Raft
     /// messages, or one piece of a larger Raft message).
     pub grpc_message_bytes_max: usize,
+    /// Bytes of keys and values one scan answer holds, about (it ends with the pair that
+    /// passes the bound); the client goes on from where it ended. Keeps answers of wide
+    /// rows under the clients' gRPC message bound.
+    pub scan_response_bytes_max: usize,
+    /// Longest one pessimistic lock command waits on this store for a lock to be released,
+    /// whatever its `wait_ms`; the client asks again for a longer wait.
+    pub lock_wait_max: Duration,
     /// Size bounds of Raft messages between stores: batches, and single messages (region
     /// snapshots) sent in pieces. The same on every store.
     pub raft_limits: RaftMessageLimits,
@@ -117,10 +124,11 @@ impl StoreNodeConfig {
     /// split at 200,000 keys or 96 MiB, checked every 20,000 written keys, 4 MiB of cached
     /// Raft log entries per region, the log kept for followers up to 65,536 entries behind,
     /// 16 snapshots queued for the snapshot thread, 4,096 commands in progress per KV
-    /// stream, gRPC messages of up to 256 MiB, Raft batches of up to 4 MiB and snapshots of
-    /// up to 2 GiB, and GC removing old versions 4,096 records per Raft write and at most
-    /// 50,000 records a second, and resolving up to 256 abandoned locks a round once they
-    /// are a minute old.
+    /// stream, gRPC messages of up to 256 MiB, scan answers of about 16 MiB, lock waits of
+    /// at most 5 s per command, Raft batches of up to 4 MiB and snapshots of up to 2 GiB,
+    /// and GC removing old versions 4,096 records per Raft write and at most 50,000
+    /// records a second, and resolving up to 256 abandoned locks a round once they are a
+    /// minute old.
     pub fn new(data_dir: PathBuf, advertise_addr: String, meta_endpoints: Vec<String>) -> Self {
         Self {
             data_dir,
@@ -146,6 +154,8 @@ impl StoreNodeConfig {
             client: ClientConfig::default(),
             kv_stream_in_flight_max: 4_096,
             grpc_message_bytes_max: GRPC_MESSAGE_BYTES_MAX_DEFAULT,
+            scan_response_bytes_max: 16 << 20,
+            lock_wait_max: Duration::from_secs(5),
             raft_limits: RaftMessageLimits::default(),
             gc_batch_records_max: 4_096,
             gc_records_per_s: 50_000,
@@ -1119,9 +1129,14 @@ impl Shared {
         // rather than paying two thread hand-offs to the blocking pool and back. Scans
         // (up to a page of rows) and every command that may wait stay off the runtime.
         let inline = matches!(cmd, kv_request::Cmd::Get(_));
+        let scan_bytes_max = self.cfg.scan_response_bytes_max;
         let released = released_keys(&cmd);
+        // A waiting command holds a task and a place in its stream: however long a client
+        // asks for, it waits at most `lock_wait_max` here (and asks again if it wants more).
         let lock_wait = match &cmd {
-            kv_request::Cmd::PessimisticLock(l) => Duration::from_millis(u64::from(l.wait_ms)),
+            kv_request::Cmd::PessimisticLock(l) => {
+                Duration::from_millis(u64::from(l.wait_ms)).min(self.cfg.lock_wait_max)
+            }
             _ => Duration::ZERO,
         };
         let deadline = tokio::time::Instant::now() + lock_wait;
@@ -1160,10 +1175,10 @@ impl Shared {
             let outcome = if let Some(done) = fast {
                 Ok(done)
             } else if inline {
-                Ok(run(&region.mvcc, cmd.clone()))
+                Ok(run(&region.mvcc, cmd.clone(), scan_bytes_max))
             } else {
                 let (m, c) = (region.clone(), cmd.clone());
-                tokio::task::spawn_blocking(move || run(&m.mvcc, c)).await
+                tokio::task::spawn_blocking(move || run(&m.mvcc, c, scan_bytes_max)).await
             };
             let locked_key = match &outcome {
                 Ok(Err(Failure::Key(KeyError {
@@ -1354,8 +1369,9 @@ mod bytes_t {
     pub use tonic::codegen::Bytes;
 }
 
-/// Runs one command on a region's MVCC (blocking: writes wait for Raft).
-fn run(mvcc: &Mvcc, cmd: kv_request::Cmd) -> Result<KvResponse, Failure> {
+/// Runs one command on a region's MVCC (blocking: writes wait for Raft). A scan whose
+/// client follows `next_key` answers at most about `scan_bytes_max` bytes of pairs.
+fn run(mvcc: &Mvcc, cmd: kv_request::Cmd, scan_bytes_max: usize) -> Result<KvResponse, Failure> {
     use kv_request::Cmd;
     let mut resp = KvResponse::default();
     match cmd {
@@ -1372,15 +1388,33 @@ fn run(mvcc: &Mvcc, cmd: kv_request::Cmd) -> Result<KvResponse, Failure> {
             }
         }
         Cmd::Scan(s) => {
+            // A client that does not follow next_key (an older build) would take a cut
+            // answer for the end of the region: it gets the whole page, as before.
+            let bytes_max = if s.follows_next_key {
+                scan_bytes_max
+            } else {
+                usize::MAX
+            };
+            let limit = s.limit as usize;
             let pairs = mvcc
-                .scan(
+                .scan_bounded(
                     &s.start_key,
                     &s.end_key,
                     Timestamp(s.ts),
-                    s.limit as usize,
+                    limit,
+                    bytes_max,
                     reader(s.reader_ts),
                 )
                 .map_err(mvcc_failure)?;
+            let bytes: usize = pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
+            if pairs.len() < limit
+                && bytes >= bytes_max
+                && let Some((last, _)) = pairs.last()
+            {
+                let mut next = last.clone();
+                next.push(0);
+                resp.next_key = Some(next.into());
+            }
             resp.pairs = pairs
                 .into_iter()
                 .map(|(k, v)| KvPair {

@@ -873,6 +873,108 @@ async fn commands_past_a_streams_in_flight_bound_wait_and_are_all_answered() {
     concurrent_writes(&kv, &tso, 64).await;
 }
 
+/// A store cuts a scan answer at its bound on bytes and the client goes on from where it
+/// ended: every pair comes back once, in order, however wide, and a row limit still holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_answers_are_cut_at_the_stores_byte_bound_and_the_client_goes_on() {
+    let cluster = common::Cluster::start_with(|cfg| cfg.scan_response_bytes_max = 1_000).await;
+    let (kv, tso) = cluster.kv();
+    let start_ts = tso.get_ts().await.unwrap();
+    let keys: Vec<Vec<u8>> = (0..60)
+        .map(|i| format!("wide{i:02}").into_bytes())
+        .collect();
+    let value = vec![b'v'; 300];
+    kv.prewrite(
+        keys.iter().map(|k| put(k, &value)).collect(),
+        &keys[0],
+        start_ts,
+        10_000,
+        true,
+    )
+    .await
+    .unwrap();
+    let commit_ts = tso.get_ts().await.unwrap();
+    kv.commit(keys.clone(), start_ts, commit_ts).await.unwrap();
+    let read_ts = tso.get_ts().await.unwrap();
+    // 60 pairs of about 306 bytes: answers of 4 pairs each, 15 of them.
+    let rows = kv
+        .scan(b"wide", b"widf", read_ts, 1_000, None, 1_000)
+        .await
+        .unwrap();
+    let got: Vec<Vec<u8>> = rows.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(got, keys);
+    assert!(rows.iter().all(|(_, v)| *v == value));
+    let rows = kv
+        .scan(b"wide", b"widf", read_ts, 37, None, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 37);
+    assert_eq!(rows.last().unwrap().0, keys[36]);
+}
+
+/// A store waits for a lock at most `lock_wait_max`, whatever `wait_ms` a client asks for:
+/// a command that asks to wait for ever is answered `locked` once the bound passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_wait_is_bounded_by_the_store_whatever_the_client_asks() {
+    use flotilla_proto::kvpb::{self, kv_request, store_client::StoreClient};
+    let cluster = common::Cluster::start_with(|cfg| {
+        cfg.lock_wait_max = std::time::Duration::from_millis(200);
+    })
+    .await;
+    let (kv, tso) = cluster.kv();
+    let holder_ts = tso.get_ts().await.unwrap();
+    kv.prewrite(vec![put(b"lw", b"v")], b"lw", holder_ts, 60_000, true)
+        .await
+        .unwrap();
+    let route = kv.cache().locate(&encode_key(b"lw")).await.unwrap();
+    let leader = route
+        .leader
+        .expect("the prewrite found the leader")
+        .store_id;
+    let leader_addr = cluster
+        .stores
+        .iter()
+        .find(|s| s.store_id() == leader)
+        .unwrap()
+        .addr();
+    let mut client = StoreClient::connect(format!("http://{leader_addr}"))
+        .await
+        .unwrap();
+    let waiter_ts = tso.get_ts().await.unwrap();
+    let lock = kvpb::KvRequest {
+        context: Some(kvpb::Context {
+            region_id: route.region.id,
+            epoch: route.region.epoch,
+        }),
+        cmd: Some(kv_request::Cmd::PessimisticLock(
+            kvpb::PessimisticLockRequest {
+                keys: vec![kvpb::LockKey {
+                    key: b"lw".to_vec().into(),
+                    must_not_exist: false,
+                }],
+                primary: b"lw".to_vec().into(),
+                start_ts: waiter_ts.0,
+                for_update_ts: waiter_ts.0,
+                ttl_ms: 10_000,
+                need_values: false,
+                wait_ms: u32::MAX,
+            },
+        )),
+    };
+    // About 49 days asked for; the answer comes after the store's 200 ms (the bound here
+    // is only how long this test waits before calling the wait unbounded).
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(30), client.kv(lock))
+        .await
+        .expect("the store answers once its bound on lock waits passes")
+        .unwrap()
+        .into_inner();
+    let locked = matches!(
+        resp.key_error.and_then(|e| e.kind),
+        Some(kvpb::key_error::Kind::Locked(_))
+    );
+    assert!(locked, "the key is still locked by the holder");
+}
+
 /// Past the client's bound on commands queued for a store, a command fails as if the
 /// store were unreachable and is retried: nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
