@@ -50,6 +50,8 @@ pub struct SqlSection {
     pub savepoints_max: usize,
     /// Most bytes of one session's settings, names and values (54000 past it).
     pub settings_bytes_max: usize,
+    /// Most bytes of writes one transaction buffers until its commit (54000 past it).
+    pub txn_size_bytes_max: usize,
 }
 
 impl Default for SqlSection {
@@ -67,6 +69,7 @@ impl Default for SqlSection {
             lock_wait_timeout_ms: sql.lock_wait_timeout_ms,
             savepoints_max: sql.savepoints_max,
             settings_bytes_max: sql.settings_bytes_max,
+            txn_size_bytes_max: sql.txn_size_bytes_max,
         }
     }
 }
@@ -92,6 +95,7 @@ impl SqlSection {
             lock_wait_timeout_ms: self.lock_wait_timeout_ms,
             savepoints_max: self.savepoints_max,
             settings_bytes_max: self.settings_bytes_max,
+            txn_size_bytes_max: self.txn_size_bytes_max,
             ..flotilla_sql::SqlConfig::default()
         }
     }

@@ -84,6 +84,9 @@ pub struct SqlConfig {
     pub result_bytes_max: usize,
     /// Default lock wait (`lock_timeout`) in milliseconds; also the cap for `SET lock_timeout = 0`.
     pub lock_wait_timeout_ms: u64,
+    /// Most bytes one transaction buffers (its writes, held until commit); past it a
+    /// statement fails with 54000 and the transaction can roll back.
+    pub txn_size_bytes_max: usize,
     /// Most bytes of names and values of one session's settings (`SET`, `set_config`); 54000
     /// past it.
     pub settings_bytes_max: usize,
@@ -106,6 +109,7 @@ impl Default for SqlConfig {
             lock_wait_timeout_ms: 50_000,
             savepoints_max: 64,
             settings_bytes_max: 64 * 1024,
+            txn_size_bytes_max: flotilla_txn::TxnOptions::default().txn_size_bytes_max,
             binary_version: flotilla_types::version::BINARY_CLUSTER_VERSION,
         }
     }

@@ -74,61 +74,33 @@ pub(crate) fn parse_one(sql: &str) -> Result<Statement, SqlError> {
 
 /// PostgreSQL names the single column of a function in FROM after its alias
 /// (`generate_series(1, 3) AS x` has column `x`); DataFusion needs that said explicitly.
+/// Everywhere in the query: CTEs, derived tables, and subqueries in expressions.
 fn alias_function_columns(query: &mut Query) {
-    fn factor(f: &mut TableFactor) {
-        match f {
-            TableFactor::Table {
-                args: Some(_),
-                alias: Some(alias),
-                ..
-            } if alias.columns.is_empty() => {
-                alias.columns.push(
-                    datafusion::sql::sqlparser::ast::TableAliasColumnDef::from_name(
-                        alias.name.value.clone(),
-                    ),
-                );
+    struct Aliaser;
+    impl VisitorMut for Aliaser {
+        type Break = ();
+
+        fn pre_visit_table_factor(&mut self, f: &mut TableFactor) -> ControlFlow<()> {
+            let alias = match f {
+                TableFactor::Table {
+                    args: Some(_),
+                    alias: Some(alias),
+                    ..
+                }
+                | TableFactor::Function {
+                    alias: Some(alias), ..
+                } => alias,
+                _ => return ControlFlow::Continue(()),
+            };
+            if alias.columns.is_empty() {
+                alias
+                    .columns
+                    .push(TableAliasColumnDef::from_name(alias.name.value.clone()));
             }
-            TableFactor::Function {
-                alias: Some(alias), ..
-            } if alias.columns.is_empty() => {
-                alias.columns.push(
-                    datafusion::sql::sqlparser::ast::TableAliasColumnDef::from_name(
-                        alias.name.value.clone(),
-                    ),
-                );
-            }
-            TableFactor::Derived { subquery, .. } => alias_function_columns(subquery),
-            TableFactor::NestedJoin {
-                table_with_joins, ..
-            } => tables(std::slice::from_mut(table_with_joins)),
-            _ => {}
+            ControlFlow::Continue(())
         }
     }
-    fn tables(from: &mut [TableWithJoins]) {
-        for t in from {
-            factor(&mut t.relation);
-            for j in &mut t.joins {
-                factor(&mut j.relation);
-            }
-        }
-    }
-    fn set_expr(s: &mut SetExpr) {
-        match s {
-            SetExpr::Select(select) => tables(&mut select.from),
-            SetExpr::Query(q) => alias_function_columns(q),
-            SetExpr::SetOperation { left, right, .. } => {
-                set_expr(left);
-                set_expr(right);
-            }
-            _ => {}
-        }
-    }
-    if let Some(with) = &mut query.with {
-        for cte in &mut with.cte_tables {
-            alias_function_columns(&mut cte.query);
-        }
-    }
-    set_expr(&mut query.body);
+    let _ = query.visit(&mut Aliaser);
 }
 
 /// DataFusion names every scalar subquery column "(<subquery>)" and refuses two columns

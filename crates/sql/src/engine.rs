@@ -151,6 +151,7 @@ impl SqlEngine {
         let template = template_state(config.query_memory_bytes_max)?;
         let txn_options = TxnOptions {
             lock_wait_timeout_ms: config.lock_wait_timeout_ms,
+            txn_size_bytes_max: config.txn_size_bytes_max,
             ..TxnOptions::default()
         };
         let engine = Arc::new(Self {

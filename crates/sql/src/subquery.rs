@@ -15,13 +15,14 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::execution::SessionState;
+use datafusion::execution::{SendableRecordBatchStream, SessionState};
 use datafusion::logical_expr::{
     ColumnarValue, Expr, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
     Subquery, Volatility, expr::Exists, expr::InSubquery, expr::ScalarFunction,
 };
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
+use futures::StreamExt;
 use futures::future::BoxFuture;
 
 /// Stack size of the thread that runs subqueries (DataFusion plans recursively).
@@ -97,11 +98,12 @@ fn bind_outer(plan: &LogicalPlan, outer: &[Expr], values: &[ScalarValue]) -> DfR
         .map(|t| t.data)
 }
 
-/// Optimises, rewrites remaining subqueries, and runs a plan.
-pub(crate) fn run_plan(
+/// Optimises, rewrites remaining subqueries, and starts a plan: its rows as they come, so
+/// a caller that has its answer stops reading (and the plan stops running).
+fn stream_plan(
     state: SessionState,
     plan: LogicalPlan,
-) -> BoxFuture<'static, DfResult<Vec<RecordBatch>>> {
+) -> BoxFuture<'static, DfResult<SendableRecordBatchStream>> {
     Box::pin(async move {
         let ctx = SessionContext::new_with_state(state.clone());
         // The statement's `now()` (its transaction's start), not the current time.
@@ -110,8 +112,24 @@ pub(crate) fn run_plan(
             state.execution_props().query_execution_start_time;
         let optimized = fresh.optimize(&plan)?;
         let rewritten = rewrite(optimized, &state)?;
-        ctx.execute_logical_plan(rewritten).await?.collect().await
+        ctx.execute_logical_plan(rewritten)
+            .await?
+            .execute_stream()
+            .await
     })
+}
+
+/// The next non-empty batch of `rows`, or `None` at its end.
+fn next_rows(
+    rt: &tokio::runtime::Runtime,
+    rows: &mut SendableRecordBatchStream,
+) -> DfResult<Option<RecordBatch>> {
+    loop {
+        match rt.block_on(rows.next()).transpose()? {
+            Some(b) if b.num_rows() == 0 => continue,
+            other => return Ok(other),
+        }
+    }
 }
 
 impl SubqueryFunction {
@@ -122,46 +140,60 @@ impl SubqueryFunction {
         rt: &tokio::runtime::Runtime,
     ) -> DfResult<ScalarValue> {
         let plan = bind_outer(&self.plan, &self.outer, values)?;
-        let batches = rt.block_on(run_plan(self.state.clone(), plan))?;
-        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        // Rows are read only until the answer is known: one for EXISTS, two for a scalar
+        // subquery, up to the first match for IN. None is kept past its batch.
+        let mut rows = rt.block_on(stream_plan(self.state.clone(), plan))?;
         match self.kind {
-            Kind::Exists { negated } => Ok(ScalarValue::Boolean(Some((rows > 0) != negated))),
+            Kind::Exists { negated } => {
+                let any = next_rows(rt, &mut rows)?.is_some();
+                Ok(ScalarValue::Boolean(Some(any != negated)))
+            }
             Kind::Scalar => {
-                if rows > 1 {
-                    return Err(ext(
-                        "more than one row returned by a subquery used as an expression",
-                    ));
+                let Some(first) = next_rows(rt, &mut rows)? else {
+                    return ScalarValue::try_from(&self.return_type);
+                };
+                if first.num_rows() > 1 || next_rows(rt, &mut rows)?.is_some() {
+                    return Err(DataFusionError::External(Box::new(
+                        crate::error::SqlError::new(
+                            "21000",
+                            "more than one row returned by a subquery used as an expression",
+                        ),
+                    )));
                 }
-                match batches.iter().find(|b| b.num_rows() > 0) {
-                    Some(b) => ScalarValue::try_from_array(b.column(0), 0),
-                    None => ScalarValue::try_from(&self.return_type),
-                }
+                ScalarValue::try_from_array(first.column(0), 0)
             }
             Kind::In { negated } => {
                 let operand = operand.expect("IN has an operand");
+                let mut any = false;
                 let mut saw_null = false;
                 let mut found = false;
-                if !operand.is_null() {
+                while let Some(b) = next_rows(rt, &mut rows)? {
+                    any = true;
+                    if operand.is_null() {
+                        // NULL IN (a non-empty set) is NULL, whatever the set holds.
+                        break;
+                    }
                     let target = operand.data_type();
-                    'outer: for b in &batches {
-                        let col: ArrayRef = if b.column(0).data_type() == &target {
-                            b.column(0).clone()
-                        } else {
-                            cast(b.column(0), &target)?
-                        };
-                        for r in 0..col.len() {
-                            if col.is_null(r) {
-                                saw_null = true;
-                            } else if ScalarValue::try_from_array(&col, r)? == *operand {
-                                found = true;
-                                break 'outer;
-                            }
+                    let col: ArrayRef = if b.column(0).data_type() == &target {
+                        b.column(0).clone()
+                    } else {
+                        cast(b.column(0), &target)?
+                    };
+                    for r in 0..col.len() {
+                        if col.is_null(r) {
+                            saw_null = true;
+                        } else if ScalarValue::try_from_array(&col, r)? == *operand {
+                            found = true;
+                            break;
                         }
+                    }
+                    if found {
+                        break;
                     }
                 }
                 let result = if found {
                     Some(true)
-                } else if rows == 0 {
+                } else if !any {
                     Some(false)
                 } else if operand.is_null() || saw_null {
                     None

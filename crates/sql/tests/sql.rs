@@ -3681,3 +3681,81 @@ async fn session_settings_are_bounded_and_reset() {
     assert_eq!(rows(&mut s, "SHOW lock_timeout").await, vec!["50000ms"]);
     ok(&mut s, &format!("SET my.long = '{}'", "v".repeat(900))).await;
 }
+
+#[tokio::test]
+async fn a_correlated_subquery_reads_only_until_its_answer_is_known() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE t (x INT)").await;
+    ok(&mut s, "INSERT INTO t VALUES (1), (2)").await;
+    // Each subquery's rows fail once g reaches 50000 (a division by zero): reading all of
+    // them, as collecting a whole result does, fails; stopping at the answer does not.
+    // (These are subqueries in the select list, which run once per outer row as in
+    // PostgreSQL; DataFusion joins those in WHERE.)
+    let rows_until_50000 = "FROM generate_series(1, 100000) g \
+                            WHERE g > t.x AND 1 / (50000 - g) >= 0";
+    assert_eq!(
+        rows(
+            &mut s,
+            &format!(
+                "SELECT x, EXISTS (SELECT 1 {rows_until_50000}), \
+                 x + 1 IN (SELECT g {rows_until_50000}) FROM t ORDER BY x"
+            )
+        )
+        .await,
+        vec!["1|true|true", "2|true|true"]
+    );
+    // Answers that need every row still read them all.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT x, 0 IN (SELECT g FROM generate_series(1, 20000) g WHERE g > t.x), \
+             NOT EXISTS (SELECT 1 FROM generate_series(1, 3) g WHERE g > t.x + 5) \
+             FROM t ORDER BY x"
+        )
+        .await,
+        vec!["1|false|true", "2|false|true"]
+    );
+}
+
+#[tokio::test]
+async fn a_transactions_buffered_writes_are_bounded_by_the_configured_size() {
+    let db = TestDb::with_config(SqlConfig {
+        txn_size_bytes_max: 100_000,
+        ..SqlConfig::default()
+    })
+    .await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE w (id INT PRIMARY KEY, v TEXT)").await;
+    let e = run(
+        &mut s,
+        "INSERT INTO w SELECT g, repeat('x', 1000) FROM generate_series(1, 200) g",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, "54000");
+    assert!(e.message.contains("txn_size_bytes_max"), "{}", e.message);
+    assert_eq!(rows(&mut s, "SELECT count(*) FROM w").await, vec!["0"]);
+    ok(
+        &mut s,
+        "INSERT INTO w SELECT g, repeat('x', 1000) FROM generate_series(1, 50) g",
+    )
+    .await;
+    // In a block: the statement that passes the bound fails, and so the block.
+    ok(&mut s, "BEGIN").await;
+    ok(
+        &mut s,
+        "INSERT INTO w SELECT g, repeat('x', 1000) FROM generate_series(51, 90) g",
+    )
+    .await;
+    assert_eq!(
+        code(
+            &mut s,
+            "INSERT INTO w SELECT g, repeat('x', 1000) FROM generate_series(91, 150) g"
+        )
+        .await,
+        "54000"
+    );
+    ok(&mut s, "ROLLBACK").await;
+    assert_eq!(rows(&mut s, "SELECT count(*) FROM w").await, vec!["50"]);
+}
