@@ -76,6 +76,28 @@ pub(crate) async fn execute(session: &mut Session, admin: Admin) -> Result<Query
     }
 }
 
+/// Calls `visit` with every (key, value) of `[start, end)`, read in chunks.
+async fn for_each_row(
+    view: &flotilla_txn::TxnView,
+    start: &[u8],
+    end: &[u8],
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), SqlError>,
+) -> Result<(), SqlError> {
+    let mut cursor = start.to_vec();
+    loop {
+        let chunk = view.scan(&cursor, end, CHECK_CHUNK_ROWS).await?;
+        let Some((last, _)) = chunk.last() else {
+            return Ok(());
+        };
+        let mut next = last.clone();
+        next.push(0);
+        for (key, value) in &chunk {
+            visit(key, value)?;
+        }
+        cursor = next;
+    }
+}
+
 /// ADMIN CHECK TABLE: reads the table and every public index at one timestamp and
 /// compares each index with the entries its rows imply: an entry missing, an entry with
 /// no row (dangling), an entry pointing at the wrong row. Succeeds with one row per index
@@ -99,63 +121,93 @@ async fn check_table(session: &Session, name: &str) -> Result<QueryResult, SqlEr
         .filter(|i| i.state == flotilla_catalog::IndexState::Public)
         .cloned()
         .collect();
-    // Expected entries of every index, from the rows.
-    let mut expected: Vec<BTreeMap<Vec<u8>, Vec<u8>>> = vec![BTreeMap::new(); indexes.len()];
-    let mut rows = 0i64;
     let prefix = record_prefix(table.storage_id);
-    let end = prefix_end(&prefix);
-    let mut cursor = prefix.clone();
-    loop {
-        let chunk = view.scan(&cursor, &end, CHECK_CHUNK_ROWS).await?;
-        let Some((last, _)) = chunk.last() else { break };
-        let mut next = last.clone();
-        next.push(0);
-        for (key, value) in &chunk {
-            let row = decode_row_value(&table, value)?;
-            let handle = handle_of_key(&table, key)?;
-            for (i, index) in indexes.iter().enumerate() {
-                let (k, v, _) = index_entry(&table, index, &row, handle);
-                expected[i].insert(k, v);
-            }
-            rows += 1;
-        }
-        cursor = next;
-    }
+    let rows_end = prefix_end(&prefix);
+    let slice_bytes_max = session.engine.config.check_table_slice_bytes;
+    let mut rows = 0i64;
+    for_each_row(&view, &prefix, &rows_end, |_, _| {
+        rows += 1;
+        Ok(())
+    })
+    .await?;
     let mut problems = Vec::new();
+    let mut note = |problem: String| {
+        if problems.len() < CHECK_DIFFERENCES_SHOWN {
+            problems.push(problem);
+        }
+    };
     let mut summary = Vec::new();
-    for (index, mut want) in indexes.iter().zip(expected) {
-        let prefix = index_prefix(table.storage_id, index.id);
-        let end = prefix_end(&prefix);
-        let mut cursor = prefix.clone();
-        let mut entries = 0i64;
-        let (mut missing, mut dangling, mut wrong) = (0i64, 0i64, 0i64);
+    for index in &indexes {
+        // The index is compared a slice at a time: its entries in [lo, hi), at most about
+        // `check_table_slice_bytes` of them in memory, against the entries every row
+        // implies in that range. Slices cover the index's whole key range, so an entry a
+        // row implies falls in exactly one.
+        let index_start = index_prefix(table.storage_id, index.id);
+        let index_end = prefix_end(&index_start);
+        let mut lo = index_start.clone();
+        let (mut entries, mut missing, mut dangling, mut wrong) = (0i64, 0i64, 0i64, 0i64);
         loop {
-            let chunk = view.scan(&cursor, &end, CHECK_CHUNK_ROWS).await?;
-            let Some((last, _)) = chunk.last() else { break };
-            let mut next = last.clone();
-            next.push(0);
-            for (key, value) in chunk {
-                entries += 1;
-                match want.remove(&key) {
-                    Some(v) if v == value => {}
-                    Some(_) => {
-                        wrong += 1;
-                        problems.push(format!(
-                            "index {}: an entry points at the wrong row",
-                            index.name
-                        ));
-                    }
-                    None => {
-                        dangling += 1;
-                        problems.push(format!("index {}: an entry has no row", index.name));
+            // This slice's entries: key -> (value, implied by a row).
+            let mut slice: BTreeMap<Vec<u8>, (Vec<u8>, bool)> = BTreeMap::new();
+            let mut slice_bytes = 0usize;
+            let mut cursor = lo.clone();
+            let mut hi = index_end.clone();
+            'load: loop {
+                let chunk = view.scan(&cursor, &index_end, CHECK_CHUNK_ROWS).await?;
+                if chunk.is_empty() {
+                    break;
+                }
+                for (key, value) in chunk {
+                    slice_bytes += key.len() + value.len();
+                    cursor = key.clone();
+                    cursor.push(0);
+                    slice.insert(key, (value, false));
+                    if slice_bytes >= slice_bytes_max {
+                        hi = cursor.clone();
+                        break 'load;
                     }
                 }
             }
-            cursor = next;
-        }
-        missing += want.len() as i64;
-        for _ in want.keys().take(CHECK_DIFFERENCES_SHOWN) {
-            problems.push(format!("index {}: a row has no entry", index.name));
+            entries += slice.len() as i64;
+            for_each_row(&view, &prefix, &rows_end, |key, value| {
+                let row = decode_row_value(&table, value)?;
+                let handle = handle_of_key(&table, key)?;
+                let (k, v, _) = index_entry(&table, index, &row, handle);
+                if k < lo || k >= hi {
+                    return Ok(());
+                }
+                match slice.get_mut(&k) {
+                    Some((found, implied)) if !*implied => {
+                        *implied = true;
+                        if *found != v {
+                            wrong += 1;
+                            note(format!(
+                                "index {}: an entry points at the wrong row",
+                                index.name
+                            ));
+                        }
+                    }
+                    // Two rows implying one entry: a unique index holding a duplicate.
+                    Some(_) => {
+                        wrong += 1;
+                        note(format!("index {}: two rows imply one entry", index.name));
+                    }
+                    None => {
+                        missing += 1;
+                        note(format!("index {}: a row has no entry", index.name));
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+            for _ in slice.values().filter(|(_, implied)| !implied) {
+                dangling += 1;
+                note(format!("index {}: an entry has no row", index.name));
+            }
+            if hi == index_end {
+                break;
+            }
+            lo = hi;
         }
         let status = if missing + dangling + wrong == 0 {
             "ok"
@@ -179,7 +231,6 @@ async fn check_table(session: &Session, name: &str) -> Result<QueryResult, SqlEr
                 format!("{n}: {rows} rows, {e} entries, {m} missing, {d} dangling or wrong")
             })
             .collect();
-        problems.truncate(CHECK_DIFFERENCES_SHOWN);
         return Err(SqlError::new(
             "XX001",
             format!(

@@ -87,6 +87,9 @@ pub struct SqlConfig {
     /// Most bytes one transaction buffers (its writes, held until commit); past it a
     /// statement fails with 54000 and the transaction can roll back.
     pub txn_size_bytes_max: usize,
+    /// Bytes of index entries `ADMIN CHECK TABLE` holds at once: an index is compared a
+    /// slice of this size at a time, the table's rows read once per slice.
+    pub check_table_slice_bytes: usize,
     /// Most bytes of names and values of one session's settings (`SET`, `set_config`); 54000
     /// past it.
     pub settings_bytes_max: usize,
@@ -109,6 +112,7 @@ impl Default for SqlConfig {
             lock_wait_timeout_ms: 50_000,
             savepoints_max: 64,
             settings_bytes_max: 64 * 1024,
+            check_table_slice_bytes: 64 * 1024 * 1024,
             txn_size_bytes_max: flotilla_txn::TxnOptions::default().txn_size_bytes_max,
             binary_version: flotilla_types::version::BINARY_CLUSTER_VERSION,
         }

@@ -179,7 +179,12 @@ pub(crate) fn datafusion_error(e: DataFusionError) -> SqlError {
         _ if lower.contains("divide by zero") || lower.contains("division by zero") => "22012",
         _ if lower.contains("table '") && lower.contains("not found") => "42P01",
         _ if lower.contains("no field named") || lower.contains("not found in schema") => "42703",
-        _ if lower.contains("overflow") || lower.contains("out of range") => "22003",
+        _ if lower.contains("overflow")
+            || lower.contains("out of range")
+            || lower.contains("too large to store") =>
+        {
+            "22003"
+        }
         _ if lower.contains("cannot cast")
             || lower.contains("can't cast")
             || lower.contains("cast error") =>

@@ -319,20 +319,34 @@ fn widen_static_term(
 /// sums it as `bigint` and wraps around (a wrong answer, not an error). A `sum` (or a
 /// windowed one) over an `int8` sums its argument as numeric(38,0) instead: an i128, which
 /// 2^64 rows of int8 values cannot overflow, and a numeric result as in PostgreSQL.
+///
+/// A sum over `numeric` (Decimal128) wraps its i128 past about 1.7e38 units of its scale;
+/// PostgreSQL's numeric has no such bound. It adds up in Decimal256 instead, which no count
+/// of rows overflows, and `cast_wide_sums_back` narrows the total to numeric(38,s): a total
+/// past 38 digits is then 22003, not a wrapped value.
 fn widen_bigint_sum(e: Expr, input: &DFSchema) -> DfResult<Transformed<Expr>> {
     let is_sum = |name: &str| name.eq_ignore_ascii_case("sum");
     let widen = |args: &mut Vec<Expr>| -> bool {
         let [arg] = args.as_mut_slice() else {
             return false;
         };
-        if !arg.get_type(input).is_ok_and(|t| t == DataType::Int64) {
-            return false;
-        }
+        let to = match arg.get_type(input) {
+            Ok(DataType::Int64) => BIGINT_SUM_TYPE,
+            Ok(DataType::Decimal128(_, scale)) => DataType::Decimal256(
+                datafusion::arrow::datatypes::DECIMAL256_MAX_PRECISION,
+                scale,
+            ),
+            _ => return false,
+        };
         let whole = std::mem::replace(arg, Expr::Literal(ScalarValue::Null, None));
-        *arg = Expr::Cast(Cast::new(Box::new(whole), BIGINT_SUM_TYPE));
+        *arg = Expr::Cast(Cast::new(Box::new(whole), to));
         true
     };
     match e {
+        // DISTINCT sums keep DataFusion's own types.
+        Expr::AggregateFunction(f) if f.params.distinct => {
+            Ok(Transformed::no(Expr::AggregateFunction(f)))
+        }
         Expr::AggregateFunction(mut f) if is_sum(f.func.name()) => {
             let changed = widen(&mut f.params.args);
             Ok(Transformed::new_transformed(
@@ -354,6 +368,37 @@ fn widen_bigint_sum(e: Expr, input: &DFSchema) -> DfResult<Transformed<Expr>> {
 
 /// What a sum of `bigint` adds up in: numeric(38,0), an i128.
 const BIGINT_SUM_TYPE: DataType = DataType::Decimal128(38, 0);
+
+/// Narrows the Decimal256 totals of `widen_bigint_sum` (the only Decimal256 values a plan
+/// holds: no column or literal is one) back to numeric(38,s), in a projection over the
+/// aggregate or window node that made them. A total past 38 digits fails the cast: 22003.
+fn cast_wide_sums_back(node: LogicalPlan) -> DfResult<LogicalPlan> {
+    let wide = |t: &DataType| matches!(t, DataType::Decimal256(_, _));
+    if !node.schema().fields().iter().any(|f| wide(f.data_type())) {
+        return Ok(node);
+    }
+    let columns = node
+        .schema()
+        .iter()
+        .map(|(qualifier, field)| {
+            let column = Expr::Column(datafusion::common::Column::from((qualifier, field)));
+            match field.data_type() {
+                DataType::Decimal256(_, scale) => Expr::Cast(Cast::new(
+                    Box::new(column),
+                    DataType::Decimal128(
+                        datafusion::arrow::datatypes::DECIMAL128_MAX_PRECISION,
+                        *scale,
+                    ),
+                ))
+                .alias_qualified(qualifier.cloned(), field.name()),
+                _ => column,
+            }
+        })
+        .collect();
+    Ok(LogicalPlan::Projection(
+        datafusion::logical_expr::Projection::try_new(columns, Arc::new(node))?,
+    ))
+}
 
 /// Types the integer literals of a freshly planned statement as PostgreSQL types them:
 /// `int4` when the value fits, `int8` otherwise (DataFusion types every integer literal as
@@ -392,7 +437,13 @@ pub(crate) fn narrow_int_literals(plan: LogicalPlan) -> DfResult<LogicalPlan> {
             // The node's output types may have changed, through its own literals or its
             // inputs' (a projection of an aggregate's narrowed group column); nodes are
             // visited bottom-up, so each sees its inputs' new schemas.
-            Ok(Transformed::yes(rewritten.data.recompute_schema()?))
+            let node = rewritten.data.recompute_schema()?;
+            let node = if sums_over.is_some() {
+                cast_wide_sums_back(node)?
+            } else {
+                node
+            };
+            Ok(Transformed::yes(node))
         }
     })
     .map(|t| t.data)
