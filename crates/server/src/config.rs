@@ -52,6 +52,8 @@ pub struct SqlSection {
     pub settings_bytes_max: usize,
     /// Most bytes of writes one transaction buffers until its commit (54000 past it).
     pub txn_size_bytes_max: usize,
+    /// Bytes of index entries `ADMIN CHECK TABLE` holds at once (one slice of an index).
+    pub check_table_slice_bytes: usize,
 }
 
 impl Default for SqlSection {
@@ -70,6 +72,7 @@ impl Default for SqlSection {
             savepoints_max: sql.savepoints_max,
             settings_bytes_max: sql.settings_bytes_max,
             txn_size_bytes_max: sql.txn_size_bytes_max,
+            check_table_slice_bytes: sql.check_table_slice_bytes,
         }
     }
 }
@@ -96,6 +99,7 @@ impl SqlSection {
             savepoints_max: self.savepoints_max,
             settings_bytes_max: self.settings_bytes_max,
             txn_size_bytes_max: self.txn_size_bytes_max,
+            check_table_slice_bytes: self.check_table_slice_bytes,
             ..flotilla_sql::SqlConfig::default()
         }
     }
