@@ -15,6 +15,36 @@ fn put(key: &[u8], value: &[u8]) -> Mutation {
     }
 }
 
+/// The route of the region holding `key` (its leader already found by a request), the
+/// leader's store id, and a raw gRPC client of that store.
+async fn leader_client(
+    cluster: &common::Cluster,
+    kv: &flotilla_client::ClusterTxnKv,
+    key: &[u8],
+) -> (
+    flotilla_client::CachedRegion,
+    u64,
+    flotilla_proto::kvpb::store_client::StoreClient<tonic::transport::Channel>,
+) {
+    let route = kv.cache().locate(&encode_key(key)).await.unwrap();
+    let leader = route
+        .leader
+        .as_ref()
+        .expect("a request found the leader")
+        .store_id;
+    let leader_addr = cluster
+        .stores
+        .iter()
+        .find(|s| s.store_id() == leader)
+        .unwrap()
+        .addr();
+    let client =
+        flotilla_proto::kvpb::store_client::StoreClient::connect(format!("http://{leader_addr}"))
+            .await
+            .unwrap();
+    (route, leader, client)
+}
+
 /// Writes one key in a transaction of its own (prewrite, then commit).
 async fn write_one(
     kv: &flotilla_client::ClusterTxnKv,
@@ -746,7 +776,7 @@ async fn raft_streams_outlive_the_request_timeout() {
 /// transaction's volatile lock stayed and every reader met it until one resolved it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_commit_still_releases_its_lock_once_written() {
-    use flotilla_proto::kvpb::{self, kv_request, store_client::StoreClient};
+    use flotilla_proto::kvpb::{self, kv_request};
     // Elections after 2–3 s without a heartbeat: the leader keeps its term while its
     // followers restart, so the proposal it holds is the one that commits.
     let mut cluster = common::Cluster::start_tuned(
@@ -762,20 +792,7 @@ async fn a_cancelled_commit_still_releases_its_lock_once_written() {
     kv.prewrite(vec![put(b"c1", b"v")], b"c1", start_ts, 60_000, true)
         .await
         .unwrap();
-    let route = kv.cache().locate(&encode_key(b"c1")).await.unwrap();
-    let leader = route
-        .leader
-        .expect("the prewrite found the leader")
-        .store_id;
-    let leader_addr = cluster
-        .stores
-        .iter()
-        .find(|s| s.store_id() == leader)
-        .unwrap()
-        .addr();
-    let mut client = StoreClient::connect(format!("http://{leader_addr}"))
-        .await
-        .unwrap();
+    let (route, leader, mut client) = leader_client(&cluster, &kv, b"c1").await;
     let request = |cmd| kvpb::KvRequest {
         context: Some(kvpb::Context {
             region_id: route.region.id,
@@ -916,7 +933,7 @@ async fn scan_answers_are_cut_at_the_stores_byte_bound_and_the_client_goes_on() 
 /// a command that asks to wait for ever is answered `locked` once the bound passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_wait_is_bounded_by_the_store_whatever_the_client_asks() {
-    use flotilla_proto::kvpb::{self, kv_request, store_client::StoreClient};
+    use flotilla_proto::kvpb::{self, kv_request};
     let cluster = common::Cluster::start_with(|cfg| {
         cfg.lock_wait_max = std::time::Duration::from_millis(200);
     })
@@ -926,20 +943,7 @@ async fn a_lock_wait_is_bounded_by_the_store_whatever_the_client_asks() {
     kv.prewrite(vec![put(b"lw", b"v")], b"lw", holder_ts, 60_000, true)
         .await
         .unwrap();
-    let route = kv.cache().locate(&encode_key(b"lw")).await.unwrap();
-    let leader = route
-        .leader
-        .expect("the prewrite found the leader")
-        .store_id;
-    let leader_addr = cluster
-        .stores
-        .iter()
-        .find(|s| s.store_id() == leader)
-        .unwrap()
-        .addr();
-    let mut client = StoreClient::connect(format!("http://{leader_addr}"))
-        .await
-        .unwrap();
+    let (route, _, mut client) = leader_client(&cluster, &kv, b"lw").await;
     let waiter_ts = tso.get_ts().await.unwrap();
     let lock = kvpb::KvRequest {
         context: Some(kvpb::Context {
