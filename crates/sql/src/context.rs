@@ -34,6 +34,9 @@ pub(crate) fn template_state(query_memory_bytes_max: usize) -> Result<SessionSta
     let options = config.options_mut();
     options.sql_parser.map_string_types_to_utf8view = false;
     options.sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+    // `0.1` is `numeric`, as in PostgreSQL: read as a float it would be `0.1000…055`, and
+    // a numeric column written from it would lose digits.
+    options.sql_parser.parse_float_as_decimal = true;
     // `now()` is a `timestamptz` in UTC, as PostgreSQL's with TimeZone UTC (unset, it
     // would be a zone-less `timestamp`).
     options.execution.time_zone = Some("+00:00".into());
@@ -171,7 +174,8 @@ impl StatementContext {
     }
 
     /// Plans a statement.
-    pub(crate) async fn plan(&self, statement: Statement) -> Result<LogicalPlan, SqlError> {
+    pub(crate) async fn plan(&self, mut statement: Statement) -> Result<LogicalPlan, SqlError> {
+        crate::numeric::float_literals_past_decimal(&mut statement);
         let plan = self
             .state()
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))
@@ -180,7 +184,23 @@ impl StatementContext {
         // Once, on the plan as written: the analyzer may run again on analyzed plans, where
         // coercion has made int8 literals that must stay int8.
         let plan = crate::overflow::narrow_int_literals(plan).map_err(datafusion_error)?;
+        let plan = crate::numeric::numeric_as_postgres(plan).map_err(datafusion_error)?;
         crate::bpchar::pad_compared_literals(plan).map_err(datafusion_error)
+    }
+
+    /// The columns `plan` answers with: its schema once analyzed. Type coercion settles
+    /// the type of an expression the plan as written types otherwise (a CASE of `1` and
+    /// `2.5` is numeric; written, it is the int its first branch is).
+    pub(crate) fn output_schema(
+        &self,
+        plan: &LogicalPlan,
+    ) -> Result<datafusion::arrow::datatypes::SchemaRef, SqlError> {
+        let state = self.state();
+        let analyzed = state
+            .analyzer()
+            .execute_and_check(plan.clone(), state.config_options(), |_, _| {})
+            .map_err(datafusion_error)?;
+        Ok(analyzed.schema().inner().clone())
     }
 
     /// Plans and runs a query, collecting what `limits` allows.

@@ -599,7 +599,7 @@ pub(crate) async fn describe(
             let ctx = session.context(ts, None, HashMap::new());
             let (prepared, renamed) = prepare_query_statement(statement);
             let plan = ctx.plan(prepared).await?;
-            let (schema, _) = restore_names(plan.schema().inner().clone(), vec![], &renamed)?;
+            let (schema, _) = restore_names(ctx.output_schema(&plan)?, vec![], &renamed)?;
             Ok((collect_types(&plan), Some(schema)))
         }
         Statement::Insert(insert) => {
@@ -675,7 +675,7 @@ pub(crate) async fn execute(
             let ctx = session.context(read_ts, None, HashMap::new());
             let (prepared, renamed) = prepare_query_statement(statement);
             let plan = ctx.plan(prepared).await?;
-            let schema = plan.schema().inner().clone();
+            let schema = ctx.output_schema(&plan)?;
             let limits = Collect::result(&session.engine.config, session.result_bytes_held());
             let batches = ctx.run(plan, limits).await?;
             let (schema, batches) = restore_names(schema, batches, &renamed)?;
@@ -1274,7 +1274,7 @@ async fn finish_dml(
     let ctx = session.context(read_ts, None, overrides);
     let sql = returning_query(table, items);
     let plan = ctx.plan(parse_one(&sql)?).await?;
-    let schema = plan.schema().inner().clone();
+    let schema = ctx.output_schema(&plan)?;
     let limits = Collect::result(&session.engine.config, session.result_bytes_held());
     let batches = ctx.run(plan, limits).await?;
     Ok(QueryResult::Rows {
@@ -1295,7 +1295,7 @@ async fn returning_schema(
     let ctx = session.context(Timestamp::MAX, None, HashMap::new());
     let sql = returning_query(table, items);
     let plan = ctx.plan(parse_one(&sql)?).await?;
-    Ok(Some(plan.schema().inner().clone()))
+    Ok(Some(ctx.output_schema(&plan)?))
 }
 
 fn update_target(

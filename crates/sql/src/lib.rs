@@ -17,6 +17,7 @@ mod engine;
 mod error;
 mod fast;
 mod functions;
+mod numeric;
 mod overflow;
 mod params;
 mod pg_catalog;

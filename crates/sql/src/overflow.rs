@@ -324,14 +324,25 @@ fn widen_static_term(
 /// PostgreSQL's numeric has no such bound. It adds up in Decimal256 instead, which no count
 /// of rows overflows, and `cast_wide_sums_back` narrows the total to numeric(38,s): a total
 /// past 38 digits is then 22003, not a wrapped value.
+///
+/// An `avg` over numeric has the same wrapping i128 sum, and keeps only 4 more digits after
+/// the point than its argument: it reads its argument as Decimal256 too, at the scale that
+/// gives the average `numeric::average_scale` places.
 fn widen_bigint_sum(e: Expr, input: &DFSchema) -> DfResult<Transformed<Expr>> {
-    let is_sum = |name: &str| name.eq_ignore_ascii_case("sum");
-    let widen = |args: &mut Vec<Expr>| -> bool {
+    let is_sum = |name: &str| name.eq_ignore_ascii_case("sum") || name.eq_ignore_ascii_case("avg");
+    let widen = |name: &str, args: &mut Vec<Expr>| -> bool {
         let [arg] = args.as_mut_slice() else {
             return false;
         };
+        let average = name.eq_ignore_ascii_case("avg");
         let to = match arg.get_type(input) {
-            Ok(DataType::Int64) => BIGINT_SUM_TYPE,
+            Ok(DataType::Int64) if !average => BIGINT_SUM_TYPE,
+            Ok(DataType::Decimal128(p, s)) if average => {
+                match crate::numeric::average_argument_type(p, s) {
+                    Some(t) => t,
+                    None => return false,
+                }
+            }
             Ok(DataType::Decimal128(_, scale)) => DataType::Decimal256(
                 datafusion::arrow::datatypes::DECIMAL256_MAX_PRECISION,
                 scale,
@@ -348,7 +359,7 @@ fn widen_bigint_sum(e: Expr, input: &DFSchema) -> DfResult<Transformed<Expr>> {
             Ok(Transformed::no(Expr::AggregateFunction(f)))
         }
         Expr::AggregateFunction(mut f) if is_sum(f.func.name()) => {
-            let changed = widen(&mut f.params.args);
+            let changed = widen(f.func.name(), &mut f.params.args);
             Ok(Transformed::new_transformed(
                 Expr::AggregateFunction(f),
                 changed,
@@ -356,7 +367,8 @@ fn widen_bigint_sum(e: Expr, input: &DFSchema) -> DfResult<Transformed<Expr>> {
         }
         Expr::WindowFunction(mut f) if matches!(&f.fun, WindowFunctionDefinition::AggregateUDF(u) if is_sum(u.name())) =>
         {
-            let changed = widen(&mut f.params.args);
+            let name = f.fun.name().to_string();
+            let changed = widen(&name, &mut f.params.args);
             Ok(Transformed::new_transformed(
                 Expr::WindowFunction(f),
                 changed,
@@ -369,25 +381,43 @@ fn widen_bigint_sum(e: Expr, input: &DFSchema) -> DfResult<Transformed<Expr>> {
 /// What a sum of `bigint` adds up in: numeric(38,0), an i128.
 const BIGINT_SUM_TYPE: DataType = DataType::Decimal128(38, 0);
 
-/// Narrows the Decimal256 totals of `widen_bigint_sum` (the only Decimal256 values a plan
-/// holds: no column or literal is one) back to numeric(38,s), in a projection over the
-/// aggregate or window node that made them. A total past 38 digits fails the cast: 22003.
+/// Narrows the Decimal256 totals and averages of `widen_bigint_sum` back to numeric(38,s),
+/// in a projection over the aggregate or window node that made them. A total past 38 digits
+/// fails the cast: 22003. DataFusion truncates an average; it is asked for one place more
+/// than it keeps (`numeric::average_argument_type`), which the cast rounds off.
 fn cast_wide_sums_back(node: LogicalPlan) -> DfResult<LogicalPlan> {
     let wide = |t: &DataType| matches!(t, DataType::Decimal256(_, _));
     if !node.schema().fields().iter().any(|f| wide(f.data_type())) {
         return Ok(node);
     }
+    let is_avg = |e: &Expr| match e.clone().unalias_nested().data {
+        Expr::AggregateFunction(f) => f.func.name().eq_ignore_ascii_case("avg"),
+        Expr::WindowFunction(f) => f.fun.name().eq_ignore_ascii_case("avg"),
+        _ => false,
+    };
+    // The node's own expressions are its last output columns.
+    let (own, first_own): (Vec<&Expr>, usize) = match &node {
+        LogicalPlan::Aggregate(a) => (a.aggr_expr.iter().collect(), a.aggr_expr.len()),
+        LogicalPlan::Window(w) => (w.window_expr.iter().collect(), w.window_expr.len()),
+        _ => (Vec::new(), 0),
+    };
+    let first_own = node.schema().fields().len().saturating_sub(first_own);
     let columns = node
         .schema()
         .iter()
-        .map(|(qualifier, field)| {
+        .enumerate()
+        .map(|(i, (qualifier, field))| {
             let column = Expr::Column(datafusion::common::Column::from((qualifier, field)));
+            let average = i
+                .checked_sub(first_own)
+                .and_then(|j| own.get(j))
+                .is_some_and(|e| is_avg(e));
             match field.data_type() {
                 DataType::Decimal256(_, scale) => Expr::Cast(Cast::new(
                     Box::new(column),
                     DataType::Decimal128(
                         datafusion::arrow::datatypes::DECIMAL128_MAX_PRECISION,
-                        *scale,
+                        if average { scale - 1 } else { *scale },
                     ),
                 ))
                 .alias_qualified(qualifier.cloned(), field.name()),

@@ -2144,7 +2144,8 @@ async fn floats_cast_to_text_read_as_postgresql_prints_them() {
     .await;
     ok(
         &mut s,
-        "INSERT INTO fl VALUES (1, 2, 1e6), (2, NULL, 0.5), (3, -0.0, 3), (4, 1e20, 0.1)",
+        // `-0.0` is numeric, which has no negative zero (PostgreSQL stores 0 from it too).
+        "INSERT INTO fl VALUES (1, 2, 1e6), (2, NULL, 0.5), (3, '-0'::FLOAT8, 3), (4, 1e20, 0.1)",
     )
     .await;
     assert_eq!(
@@ -3785,14 +3786,12 @@ async fn sums_of_numeric_never_wrap_exact_or_22003() {
          small NUMERIC(20, 2))",
     )
     .await;
-    // Values as text: a multi-row VALUES list reads a decimal literal as a float (a known
-    // difference from PostgreSQL, whose literals are numeric).
     ok(
         &mut s,
         "INSERT INTO m VALUES \
-         (1, 1, '99999999999999999999999999999999999999', '9000000000000000000000000000', '100000000000000000.25'), \
-         (2, 1, '99999999999999999999999999999999999999', '9000000000000000000000000000', '100000000000000000.25'), \
-         (3, 2, -5, '-1.5', '100000000000000000.25')",
+         (1, 1, 99999999999999999999999999999999999999, 9000000000000000000000000000, 100000000000000000.25), \
+         (2, 1, 99999999999999999999999999999999999999, 9000000000000000000000000000, 100000000000000000.25), \
+         (3, 2, -5, -1.5, 100000000000000000.25)",
     )
     .await;
     // Past 38 digits: an error, never a wrapped (negative) total.
@@ -3838,4 +3837,191 @@ async fn sums_of_numeric_never_wrap_exact_or_22003() {
         rows(&mut s, "SELECT sum(DISTINCT small), count(*) FROM m").await,
         vec!["100000000000000000.25|3"]
     );
+}
+
+/// A literal such as `0.1` is numeric, as in PostgreSQL, on every path: exact in sums and
+/// in multi-row VALUES lists, where a float would have lost digits. Numeric division and
+/// `avg` keep PostgreSQL's precision (20 places where the types leave room, never fewer
+/// than 16) and round half away from zero, where Arrow would truncate to the dividend's
+/// scale plus 4.
+#[tokio::test]
+async fn numeric_literals_and_quotients_keep_postgresqls_digits() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT 0.1 + 0.2, 1.0 / 3, 2 / 3.0, -2 / 3.0, 1e3, 1.5e-3"
+        )
+        .await,
+        vec![
+            "0.3|0.33333333333333333333|0.66666666666666666667|-0.66666666666666666667|1000|0.0015"
+        ]
+    );
+    ok(
+        &mut s,
+        "CREATE TABLE q (k INT PRIMARY KEY, n NUMERIC(20, 2), u NUMERIC, f DOUBLE PRECISION, i INT)",
+    )
+    .await;
+    // Multi-row, so not the single-row point path, which always parsed literals exactly.
+    ok(
+        &mut s,
+        "INSERT INTO q VALUES (1, 100000000000000000.25, 1.0, 0.1, 1e3), \
+         (2, 2.00, 2, 2.5, 7), (3, 2, 2.0, 2.5, 7)",
+    )
+    .await;
+    assert_eq!(
+        rows(&mut s, "SELECT n, i FROM q WHERE k = 1").await,
+        vec!["100000000000000000.25|1000"]
+    );
+    // A float column still compares with a decimal literal as a float.
+    assert_eq!(
+        rows(&mut s, "SELECT k FROM q WHERE f = 0.1").await,
+        vec!["1"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT n / 3, u / 3, i / 2, i / 2.0, f / 2.0 FROM q WHERE k > 1 ORDER BY k"
+        )
+        .await,
+        vec![
+            "0.66666666666666666667|0.6666666666666667|3|3.50000000000000000000|1.25",
+            "0.66666666666666666667|0.6666666666666667|3|3.50000000000000000000|1.25"
+        ]
+    );
+    // avg, and sum / count, over numeric(20,2) and unconstrained numeric, grouped, windowed.
+    ok(&mut s, "DELETE FROM q WHERE k = 1").await;
+    ok(&mut s, "INSERT INTO q VALUES (1, 1.00, 1, 0, 0)").await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT avg(n), avg(u), sum(n) / count(*), avg(-n) FROM q"
+        )
+        .await,
+        vec![
+            "1.66666666666666666667|1.6666666666666667|1.6666666666666667|-1.66666666666666666667"
+        ]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT i, avg(n) FROM q GROUP BY i HAVING avg(n) > 1 ORDER BY i"
+        )
+        .await,
+        vec!["7|2.00000000000000000000"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT k, avg(u) OVER (ORDER BY k) FROM q ORDER BY k"
+        )
+        .await,
+        vec![
+            "1|1.0000000000000000",
+            "2|1.5000000000000000",
+            "3|1.6666666666666667"
+        ]
+    );
+    // A quotient named in GROUP BY and ORDER BY is found under its name.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT i / 2.0 AS h, count(*) FROM q GROUP BY i / 2.0 ORDER BY i / 2.0"
+        )
+        .await,
+        vec!["0.00000000000000000000|1", "3.50000000000000000000|2"]
+    );
+    // Quotients take part in coercion as numeric: UNION, CASE.
+    assert_eq!(
+        rows(&mut s, "SELECT 1.0 / 3 UNION ALL SELECT 2.5").await,
+        vec!["0.33333333333333333333", "2.50000000000000000000"]
+    );
+    assert_eq!(code(&mut s, "SELECT n / 0 FROM q").await, "22012");
+    // A quotient too large for the places it keeps is an error, never a wrong value.
+    ok(
+        &mut s,
+        "UPDATE q SET u = 1000000000000000000000000000 WHERE k = 1",
+    )
+    .await;
+    assert_eq!(
+        code(&mut s, "SELECT u / 0.0000000001 FROM q WHERE k = 1").await,
+        "22003"
+    );
+}
+
+/// A query's columns have the types its values have once coerced: a CASE of `1` and a
+/// float is a float, though as written it is typed by its first branch. Before, the
+/// statement failed (XX000), described its column as int4, or both.
+#[tokio::test]
+async fn result_columns_are_typed_as_coerced() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE c (k INT PRIMARY KEY)").await;
+    ok(&mut s, "INSERT INTO c VALUES (1), (2)").await;
+    let sql = "SELECT CASE WHEN k = 1 THEN 1 ELSE 2.5::FLOAT8 END AS v, \
+               CASE WHEN k = 1 THEN 1.5 ELSE 2 END AS w FROM c ORDER BY k";
+    assert_eq!(rows(&mut s, sql).await, vec!["1.0|1.5", "2.5|2.0"]);
+    let prepared = s.prepare(sql, &[]).await.unwrap();
+    let schema = prepared.result_schema.unwrap();
+    assert_eq!(
+        schema.field(0).data_type(),
+        &datafusion::arrow::datatypes::DataType::Float64
+    );
+    assert!(matches!(
+        schema.field(1).data_type(),
+        datafusion::arrow::datatypes::DataType::Decimal128(_, 1)
+    ));
+}
+
+/// Where a float meets a numeric (a decimal literal included), the numeric becomes a
+/// float8, as PostgreSQL resolves it; DataFusion would make the float a numeric(30,15),
+/// failing past 10^15 and comparing below 10^-15 as zero. A literal no decimal holds
+/// (`1e300`) is its nearest float8 rather than an error.
+#[tokio::test]
+async fn floats_meet_numerics_as_float8() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE ff (k INT PRIMARY KEY, f DOUBLE PRECISION, n NUMERIC(10, 2))",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO ff VALUES (1, 1e300, 1.5), (2, 1e-20, 2.5), (3, 0.1, 3)",
+    )
+    .await;
+    let cases: [(&str, Vec<&str>); 9] = [
+        ("SELECT k FROM ff WHERE f > 1e20 ORDER BY k", vec!["1"]),
+        (
+            "SELECT k FROM ff WHERE f < 0.000000000000000001 ORDER BY k",
+            vec!["2"],
+        ),
+        (
+            "SELECT k, coalesce(f, 0.0), CASE WHEN k = 1 THEN f ELSE 0.5 END FROM ff ORDER BY k",
+            vec!["1|1e300|1e300", "2|1e-20|0.5", "3|0.1|0.5"],
+        ),
+        (
+            "SELECT k FROM ff WHERE f IN (0.1, 1e300) ORDER BY k",
+            vec!["1", "3"],
+        ),
+        ("SELECT k FROM ff WHERE f BETWEEN 0.05 AND 0.2", vec!["3"]),
+        (
+            "SELECT f FROM ff WHERE k = 2 UNION ALL SELECT 0.5",
+            vec!["1e-20", "0.5"],
+        ),
+        (
+            "SELECT x FROM (VALUES (1e-20::FLOAT8), (0.5)) v(x) ORDER BY x",
+            vec!["1e-20", "0.5"],
+        ),
+        (
+            "SELECT greatest(f, 0.5), n + f FROM ff ORDER BY k",
+            vec!["1e300|1e300", "0.5|2.5", "0.5|3.1"],
+        ),
+        ("SELECT 1e300, 1e-300", vec!["1e300|1e-300"]),
+    ];
+    for (sql, want) in cases {
+        assert_eq!(rows(&mut s, sql).await, want, "{sql}");
+    }
 }
