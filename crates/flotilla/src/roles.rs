@@ -649,13 +649,14 @@ mod tests {
     #[test]
     fn a_sql_node_takes_the_sql_limits_of_its_config_file() {
         let file: SqlFile = toml::from_str(
-            "meta = \"127.0.0.1:2379\"\n[sql]\nsavepoints_max = 3\nmax_connections = 7\nportals_max = 5\nresult_bytes_max = 9\n",
+            "meta = \"127.0.0.1:2379\"\n[sql]\nsavepoints_max = 3\nmax_connections = 7\nportals_max = 5\nresult_bytes_max = 9\nmessage_bytes_max = 11\n",
         )
         .unwrap();
         let config = file.node_config("127.0.0.1:2379");
         assert_eq!(config.sql.savepoints_max, 3);
         assert_eq!(config.pg.max_connections, 7);
         assert_eq!(config.pg.portals_max, 5);
+        assert_eq!(config.pg.message_bytes_max, 11);
         assert_eq!(config.sql.result_bytes_max, 9);
         // Unset limits keep their defaults; an unknown one is refused.
         assert_eq!(

@@ -11,6 +11,7 @@
 
 mod connection;
 mod copy;
+mod frame;
 mod limit;
 mod values;
 
@@ -45,6 +46,10 @@ pub struct PgServerConfig {
     /// with the transaction, as in PostgreSQL; the rows suspended portals hold count against
     /// the session's `result_bytes_max`.
     pub portals_max: usize,
+    /// Largest inbound protocol message, in bytes, length word included: a longer one ends
+    /// the connection with FATAL 54000 before it is buffered. It bounds one Bind's
+    /// parameters and one COPY data message; statement text has its own, smaller bound.
+    pub message_bytes_max: usize,
 }
 
 impl Default for PgServerConfig {
@@ -54,6 +59,7 @@ impl Default for PgServerConfig {
             startup_timeout_ms: 10_000,
             prepared_statements_max: 1_000,
             portals_max: 64,
+            message_bytes_max: 64 * 1024 * 1024,
         }
     }
 }
@@ -96,7 +102,12 @@ pub async fn serve(
                         ));
                     } else if let Some(permit) = rejecting.try_acquire() {
                         tracing::warn!(%peer, "refusing pg connection: too many clients");
-                        connections.spawn(refuse_connection(stream, permit, startup_timeout));
+                        connections.spawn(refuse_connection(
+                            stream,
+                            permit,
+                            startup_timeout,
+                            config.message_bytes_max,
+                        ));
                     } else {
                         tracing::warn!(%peer, "dropping pg connection: too many clients");
                     }
@@ -128,26 +139,47 @@ async fn serve_connection(
         started.clone(),
         &config,
     ));
-    drive(stream, Admitted(handler), started, startup_timeout).await;
+    let message_bytes_max = config.message_bytes_max;
+    drive(
+        stream,
+        Admitted(handler),
+        started,
+        startup_timeout,
+        message_bytes_max,
+    )
+    .await;
 }
 
 /// Answers one connection past the limit with 53300 and closes it.
-async fn refuse_connection(stream: TcpStream, permit: ConnectionPermit, timeout: Duration) {
+async fn refuse_connection(
+    stream: TcpStream,
+    permit: ConnectionPermit,
+    timeout: Duration,
+    message_bytes_max: usize,
+) {
     let _permit = permit;
     // Never signalled: the refusal is bounded by the startup deadline alone.
-    drive(stream, Rejected, Arc::new(Notify::new()), timeout).await;
+    drive(
+        stream,
+        Rejected,
+        Arc::new(Notify::new()),
+        timeout,
+        message_bytes_max,
+    )
+    .await;
 }
 
-/// Runs pgwire's protocol loop on `stream`, dropping the connection if startup has not
+/// Runs the protocol loop on `stream`, dropping the connection if startup has not
 /// finished (`started` not signalled) within `startup_timeout`.
 async fn drive<H: PgWireServerHandlers>(
     stream: TcpStream,
     handlers: H,
     started: Arc<Notify>,
     startup_timeout: Duration,
+    message_bytes_max: usize,
 ) {
     let peer = stream.peer_addr().ok();
-    let connection = pgwire::tokio::process_socket(stream, None, handlers);
+    let connection = serve_socket(stream, handlers, message_bytes_max);
     tokio::pin!(connection);
     tokio::select! {
         result = &mut connection => {
@@ -166,4 +198,92 @@ async fn drive<H: PgWireServerHandlers>(
     if let Err(e) = connection.await {
         tracing::debug!(?peer, error = %e, "pg connection ended with error");
     }
+}
+
+/// pgwire's protocol loop (`pgwire::tokio::process_socket`, whose steps are public), over a
+/// socket whose inbound messages are bounded by `message_bytes_max` (see `frame`). TLS is
+/// refused, as before. A message past the bound ends the connection with FATAL 54000.
+async fn serve_socket<H: PgWireServerHandlers>(
+    stream: TcpStream,
+    handlers: H,
+    message_bytes_max: usize,
+) -> std::io::Result<()> {
+    use futures::{SinkExt, StreamExt};
+    use pgwire::api::{ClientInfo, ErrorHandler, PgWireConnectionState};
+    use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+    use tokio_util::codec::{Framed, FramedParts};
+
+    let Some(negotiated) = pgwire::tokio::server::negotiate_tls(stream, None).await? else {
+        // A direct TLS handshake, which this server does not offer.
+        return Ok(());
+    };
+    let parts = negotiated.into_parts();
+    // What negotiation read past its own messages is the start of the startup packet.
+    let mut scanner = frame::Scanner::new(message_bytes_max);
+    if let Err(e) = scanner.pass(&parts.read_buf) {
+        tracing::debug!(error = %e, "pg startup packet refused");
+        return Ok(());
+    }
+    let mut limited = FramedParts::new(frame::MessageLimit::new(parts.io, scanner), parts.codec);
+    limited.read_buf = parts.read_buf;
+    limited.write_buf = parts.write_buf;
+    let mut socket = Framed::from_parts(limited);
+
+    let startup = handlers.startup_handler();
+    let simple = handlers.simple_query_handler();
+    let extended = handlers.extended_query_handler();
+    let copy = handlers.copy_handler();
+    let cancel = handlers.cancel_handler();
+    let errors = handlers.error_handler();
+    loop {
+        let message = match socket.next().await {
+            Some(Ok(message)) => message,
+            Some(Err(pgwire::error::PgWireError::IoError(e))) => {
+                if let Some(too_large) = frame::message_too_large(&e) {
+                    let info = pgwire::error::ErrorInfo::new(
+                        "FATAL".to_string(),
+                        "54000".to_string(),
+                        too_large.to_string(),
+                    );
+                    // The connection ends either way; a failed send changes nothing.
+                    let _ = socket
+                        .send(PgWireBackendMessage::ErrorResponse(info.into()))
+                        .await;
+                }
+                return Err(e);
+            }
+            _ => break,
+        };
+        // The client is leaving (some wait for the server to close first).
+        if matches!(message, PgWireFrontendMessage::Terminate(_)) {
+            break;
+        }
+        let extended_query = match socket.state() {
+            PgWireConnectionState::CopyInProgress(extended) => extended,
+            _ => message.is_extended_query(),
+        };
+        let is_cancel = matches!(message, PgWireFrontendMessage::CancelRequest(_));
+        if let Err(mut e) = pgwire::tokio::server::process_message(
+            message,
+            &mut socket,
+            startup.clone(),
+            simple.clone(),
+            extended.clone(),
+            copy.clone(),
+            cancel.clone(),
+        )
+        .await
+        {
+            errors.on_error(&socket, &mut e);
+            let fatal = e.is_fatal();
+            pgwire::tokio::server::process_error(&mut socket, e, extended_query).await?;
+            if fatal {
+                break;
+            }
+        }
+        if is_cancel {
+            break;
+        }
+    }
+    Ok(())
 }

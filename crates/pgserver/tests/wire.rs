@@ -922,3 +922,50 @@ async fn copy_from_stdin_and_copy_fail() {
     assert_eq!(msgs[1].text_cells(), vec![Some("3".to_owned())]);
     server.stop().await;
 }
+
+/// The fields of an ErrorResponse body, by their one-byte codes.
+fn error_fields(body: &[u8]) -> std::collections::HashMap<u8, String> {
+    body.split(|b| *b == 0)
+        .filter(|f| !f.is_empty())
+        .map(|f| (f[0], String::from_utf8_lossy(&f[1..]).into_owned()))
+        .collect()
+}
+
+/// An inbound message longer than `message_bytes_max` ends its connection with FATAL 54000
+/// as soon as its length word arrives, before its body is read or buffered; a message
+/// within the bound, and every other connection, go on. Before, pgwire buffered up to
+/// 1 GiB of one message before any check of ours.
+#[tokio::test]
+async fn an_inbound_message_past_the_bound_ends_only_its_connection() {
+    let server = Server::start(PgServerConfig {
+        message_bytes_max: 4096,
+        ..config()
+    })
+    .await;
+    let (mut other, _) = Client::start(server.addr).await;
+    let (mut client, _) = Client::start(server.addr).await;
+    // Within the bound, by a few bytes: served.
+    let sql = format!("SELECT '{}'", "x".repeat(4000));
+    assert_eq!(tags(&client.query(&sql).await), "TDCZ");
+    // A Query announcing 1 GiB, of which only a few bytes follow.
+    let mut header = vec![b'Q'];
+    header.extend_from_slice(&0x3fff_ffffi32.to_be_bytes());
+    header.extend_from_slice(b"SELECT ");
+    client.stream.write_all(&header).await.expect("write");
+    let error = client.recv().await.expect("an error before the close");
+    assert_eq!(error.tag, b'E');
+    let fields = error_fields(&error.body);
+    assert_eq!(fields[&b'C'], "54000");
+    assert_eq!(fields[&b'S'], "FATAL");
+    assert!(fields[&b'M'].contains("message_bytes_max"), "{fields:?}");
+    assert!(client.recv().await.is_none(), "the connection is closed");
+    // A startup packet past the bound is refused the same way.
+    let mut huge_startup = Client::connect(server.addr).await;
+    let mut packet = (1i32 << 24).to_be_bytes().to_vec();
+    packet.extend_from_slice(&196_608i32.to_be_bytes());
+    huge_startup.stream.write_all(&packet).await.expect("write");
+    while huge_startup.recv().await.is_some() {}
+    // Everyone else is served.
+    assert_eq!(tags(&other.query("SELECT 1").await), "TDCZ");
+    server.stop().await;
+}

@@ -35,6 +35,9 @@ pub struct SqlSection {
     /// Most named portals one connection keeps open (54000 past it); portals close with
     /// their transaction.
     pub portals_max: usize,
+    /// Largest inbound protocol message in bytes; a longer one ends the connection with
+    /// FATAL 54000 before it is buffered.
+    pub message_bytes_max: usize,
     /// Largest statement text in bytes (54000 past it).
     pub statement_bytes_max: usize,
     /// Most rows one query may return or one statement change (54000 past it).
@@ -64,6 +67,7 @@ impl Default for SqlSection {
             max_connections: pg.max_connections,
             prepared_statements_max: pg.prepared_statements_max,
             portals_max: pg.portals_max,
+            message_bytes_max: pg.message_bytes_max,
             statement_bytes_max: sql.statement_bytes_max,
             rows_per_query_max: sql.rows_per_query_max,
             query_memory_bytes_max: sql.query_memory_bytes_max,
@@ -84,6 +88,7 @@ impl SqlSection {
             max_connections: self.max_connections,
             prepared_statements_max: self.prepared_statements_max,
             portals_max: self.portals_max,
+            message_bytes_max: self.message_bytes_max,
             ..flotilla_pgserver::PgServerConfig::default()
         }
     }
