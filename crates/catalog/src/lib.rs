@@ -15,7 +15,7 @@ mod schema;
 use std::ops::Range;
 use std::sync::Arc;
 
-pub use local::{LocalCatalog, SEQUENCE_BATCH};
+pub use local::{CatalogLimits, LocalCatalog, SEQUENCE_BATCH};
 pub use schema::{
     CatalogSnapshot, CheckDef, ColumnDef, Handle, Identity, IndexDef, IndexState, SchemaChange,
     SequenceDef, SqlType, TableDef, ViewDef,
@@ -56,6 +56,9 @@ impl CatalogError {
         match self {
             CatalogError::Invalid(m) if m.contains("already exists") => "42P07",
             CatalogError::Invalid(m) if m.contains("more than once") => "42701",
+            // program_limit_exceeded; too_many_columns
+            CatalogError::Invalid(m) if m.contains("(relations_max)") => "54000",
+            CatalogError::Invalid(m) if m.contains("(columns_per_table_max)") => "54011",
             CatalogError::Invalid(_) => "42P16",
             // sequence_generator_limit_exceeded
             CatalogError::Exhausted(_) => "2200H",

@@ -68,6 +68,7 @@ struct Reserved {
 /// one synced write batch: after a crash the catalog is at the old or the new version.
 pub struct LocalCatalog {
     engine: EngineRef,
+    limits: CatalogLimits,
     /// The current snapshot: held only to read or swap it, never across a write (async
     /// readers on a runtime that may have one thread take it).
     current: Mutex<Arc<CatalogSnapshot>>,
@@ -111,9 +112,49 @@ fn load_definitions<T: serde::de::DeserializeOwned>(
     Ok(out)
 }
 
+/// Bounds on the catalog's size, checked on every change that grows it (a catalog already
+/// past a lowered bound can still shrink).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatalogLimits {
+    /// Most relations: tables, views, sequences and indexes together (54000 past it). Each
+    /// table starts in a Raft region of its own, and every SQL node holds the whole catalog.
+    pub relations_max: usize,
+    /// Most columns of one table (54011 past it), PostgreSQL's 1,600 by default.
+    pub columns_per_table_max: usize,
+}
+
+impl Default for CatalogLimits {
+    /// 10,000 relations and 1,600 columns a table.
+    fn default() -> Self {
+        Self {
+            relations_max: 10_000,
+            columns_per_table_max: 1_600,
+        }
+    }
+}
+
+/// Tables, views, sequences (owned ones included) and indexes.
+fn relation_count(s: &CatalogSnapshot) -> usize {
+    let per_table: usize = s
+        .tables
+        .values()
+        .map(|t| 1 + t.indexes.len() + t.columns.iter().filter(|c| c.sequence.is_some()).count())
+        .sum();
+    per_table + s.views.len() + s.sequences.len()
+}
+
 impl LocalCatalog {
-    /// Loads the catalog persisted in `engine` (empty on a new store).
+    /// Loads the catalog persisted in `engine` (empty on a new store), with the default
+    /// limits.
     pub fn open(engine: EngineRef) -> Result<Self, CatalogError> {
+        Self::open_with_limits(engine, CatalogLimits::default())
+    }
+
+    /// Loads the catalog persisted in `engine`, bounded by `limits`.
+    pub fn open_with_limits(
+        engine: EngineRef,
+        limits: CatalogLimits,
+    ) -> Result<Self, CatalogError> {
         let version = match engine.get(Cf::Meta, VERSION_KEY).map_err(storage_err)? {
             Some(b) if b.len() == 8 => u64::from_be_bytes(b.try_into().expect("checked")),
             Some(_) => return Err(CatalogError::Storage("corrupt catalog version".into())),
@@ -127,6 +168,7 @@ impl LocalCatalog {
             })?;
         Ok(Self {
             engine,
+            limits,
             current: Mutex::new(Arc::new(CatalogSnapshot {
                 version,
                 tables,
@@ -136,6 +178,36 @@ impl LocalCatalog {
             ids: Mutex::new(HashMap::new()),
             commits: Mutex::new(()),
         })
+    }
+
+    /// Past a bound only where the change grows the catalog past it.
+    fn check_limits(
+        limits: &CatalogLimits,
+        current: &CatalogSnapshot,
+        next: &CatalogSnapshot,
+    ) -> Result<(), CatalogError> {
+        let relations = relation_count(next);
+        if relations > limits.relations_max && relations > relation_count(current) {
+            return Err(CatalogError::Invalid(format!(
+                "too many relations: the catalog holds at most {} tables, views, sequences and \
+                 indexes (relations_max); drop some or raise the limit",
+                limits.relations_max
+            )));
+        }
+        for table in next.tables.values() {
+            let before = current
+                .tables
+                .values()
+                .find(|t| t.id == table.id)
+                .map_or(0, |t| t.columns.len());
+            if table.columns.len() > limits.columns_per_table_max && table.columns.len() > before {
+                return Err(CatalogError::Invalid(format!(
+                    "tables can have at most {} columns (columns_per_table_max)",
+                    limits.columns_per_table_max
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn validate(next: &CatalogSnapshot) -> Result<(), CatalogError> {
@@ -255,6 +327,7 @@ impl LocalCatalog {
         }
         // Validated in full before anything is written: an invalid change leaves no trace.
         Self::validate(&next)?;
+        Self::check_limits(&self.limits, &current, &next)?;
         batch.put(
             Cf::Meta,
             VERSION_KEY.to_vec(),
@@ -376,6 +449,63 @@ mod tests {
             next_index_id: 1,
             checks: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_catalog_grows_only_within_its_limits_and_can_always_shrink() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = CatalogLimits {
+            relations_max: 2,
+            columns_per_table_max: 3,
+        };
+        let cat = LocalCatalog::open_with_limits(engine(dir.path()), limits).unwrap();
+        let create = |cat: &LocalCatalog, t: TableDef| {
+            cat.commit(SchemaChange {
+                base_version: cat.snapshot().version,
+                upserts: vec![t],
+                ..SchemaChange::default()
+            })
+        };
+        create(&cat, table(1, "a", &["x", "y", "z"])).unwrap();
+        create(&cat, table(2, "b", &["x"])).unwrap();
+        // A third relation, and a fourth column: refused, nothing changed.
+        let e = create(&cat, table(3, "c", &["x"])).unwrap_err();
+        assert_eq!(e.sqlstate(), "54000", "{e}");
+        let e = create(&cat, table(2, "b", &["x", "y", "z", "w"])).unwrap_err();
+        assert_eq!(e.sqlstate(), "54011", "{e}");
+        let snap = cat.snapshot();
+        assert_eq!((snap.version, snap.tables.len()), (2, 2));
+        assert_eq!(snap.tables["b"].columns.len(), 1);
+        // An index is a relation too.
+        let mut indexed = table(2, "b", &["x"]);
+        indexed.indexes.push(crate::schema::IndexDef {
+            id: 1,
+            name: "b_x".into(),
+            columns: vec![0],
+            unique: false,
+            primary: false,
+            clustered: false,
+            state: crate::schema::IndexState::Public,
+        });
+        assert_eq!(create(&cat, indexed).unwrap_err().sqlstate(), "54000");
+        // Reopened with lower limits, the catalog is past them, and may still shrink.
+        drop(cat);
+        let cat = LocalCatalog::open_with_limits(
+            engine(dir.path()),
+            CatalogLimits {
+                relations_max: 1,
+                columns_per_table_max: 1,
+            },
+        )
+        .unwrap();
+        create(&cat, table(1, "a", &["x", "y"])).unwrap();
+        cat.commit(SchemaChange {
+            base_version: cat.snapshot().version,
+            drops: vec![2],
+            ..SchemaChange::default()
+        })
+        .unwrap();
+        assert_eq!(cat.snapshot().tables.len(), 1);
     }
 
     #[test]

@@ -71,6 +71,9 @@ pub struct DdlConfig {
     /// Records per second at most that the deletion of dropped tables' and indexes'
     /// data removes (0: no limit).
     pub cleanup_records_per_s: u64,
+    /// Bounds on the catalog's size (relations, columns of a table), applied by the
+    /// catalog the queue commits to.
+    pub catalog: flotilla_catalog::CatalogLimits,
 }
 
 impl Default for DdlConfig {
@@ -95,6 +98,7 @@ impl Default for DdlConfig {
             nodes_max: 1024,
             backfill_rows_per_s: 5_000,
             cleanup_records_per_s: 20_000,
+            catalog: flotilla_catalog::CatalogLimits::default(),
         }
     }
 }

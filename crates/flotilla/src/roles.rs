@@ -111,6 +111,7 @@ pub struct MetaArgs {
     /// replica_balance_interval_ms, replica_moves_max, location_labels, ddl_jobs_max,
     /// ddl_running_max, ddl_finished_ttl_s, ddl_backfill_rows_per_s,
     /// ddl_cleanup_records_per_s, ddl_schema_lease_ms, ddl_schema_wait_timeout_ms,
+    /// ddl_relations_max, ddl_columns_per_table_max,
     /// raft_chunked_message_bytes_max, region_merge_after_s, region_merges_max,
     /// scan_regions_page_max); flags win.
     #[arg(long, value_name = "FILE")]
@@ -186,6 +187,14 @@ pub struct MetaArgs {
     /// removes; 0 = no limit [default: 20000].
     #[arg(long, value_name = "RECORDS")]
     pub ddl_cleanup_records_per_s: Option<u64>,
+    /// Most tables, views, sequences and indexes the catalog holds; past it CREATE fails
+    /// with SQLSTATE 54000 [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub ddl_relations_max: Option<u64>,
+    /// Most columns of one table; past it CREATE or ALTER fails with SQLSTATE 54011
+    /// [default: 1600].
+    #[arg(long, value_name = "N")]
+    pub ddl_columns_per_table_max: Option<u64>,
     /// SQL nodes' schema lease, in milliseconds: a node that cannot renew it for this long
     /// refuses queries, and schema changes stop waiting for it [default: 10000].
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(100..))]
@@ -235,6 +244,8 @@ struct MetaFile {
     ddl_finished_ttl_s: Option<u64>,
     ddl_backfill_rows_per_s: Option<u64>,
     ddl_cleanup_records_per_s: Option<u64>,
+    ddl_relations_max: Option<u64>,
+    ddl_columns_per_table_max: Option<u64>,
     ddl_schema_lease_ms: Option<u64>,
     ddl_schema_wait_timeout_ms: Option<u64>,
     gc_life_time_s: Option<u64>,
@@ -329,6 +340,15 @@ pub async fn run_meta(args: MetaArgs) -> anyhow::Result<()> {
         .or(file.ddl_cleanup_records_per_s)
     {
         cfg.ddl.cleanup_records_per_s = r;
+    }
+    if let Some(n) = args.ddl_relations_max.or(file.ddl_relations_max) {
+        cfg.ddl.catalog.relations_max = usize::try_from(n).unwrap_or(usize::MAX);
+    }
+    if let Some(n) = args
+        .ddl_columns_per_table_max
+        .or(file.ddl_columns_per_table_max)
+    {
+        cfg.ddl.catalog.columns_per_table_max = usize::try_from(n).unwrap_or(usize::MAX);
     }
     if let Some(s) = args.gc_life_time_s.or(file.gc_life_time_s) {
         cfg.gc_life_time = std::time::Duration::from_secs(s);

@@ -834,7 +834,10 @@ fn activate(shared: &Shared, term: u64, region: Region) -> Result<LeaderState, S
     let erased: EngineRef = engine.clone();
     let tso =
         LocalTso::open(erased.clone(), shared.cfg.tso_window_ms).map_err(|e| e.to_string())?;
-    let catalog = Arc::new(LocalCatalog::open(erased.clone()).map_err(|e| e.to_string())?);
+    let catalog = Arc::new(
+        LocalCatalog::open_with_limits(erased.clone(), shared.cfg.ddl.catalog)
+            .map_err(|e| e.to_string())?,
+    );
     let ddl = JobQueue::open(
         erased,
         catalog.clone(),

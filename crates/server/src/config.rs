@@ -203,6 +203,12 @@ pub struct DdlSection {
     /// Milliseconds one step waits for every session to use a new schema version before
     /// it fails retryably (and is retried). Default 10,000.
     pub schema_wait_timeout_ms: u64,
+    /// Most tables, views, sequences and indexes together; past it CREATE fails with
+    /// SQLSTATE 54000. Default 10,000.
+    pub relations_max: usize,
+    /// Most columns of one table; past it CREATE or ALTER fails with SQLSTATE 54011.
+    /// Default 1,600.
+    pub columns_per_table_max: usize,
 }
 
 impl Default for DdlSection {
@@ -222,6 +228,8 @@ impl DdlSection {
             cleanup_records_per_s: c.cleanup_records_per_s,
             running_max: c.running_max,
             schema_wait_timeout_ms: c.schema_wait_timeout.as_millis() as u64,
+            relations_max: c.catalog.relations_max,
+            columns_per_table_max: c.catalog.columns_per_table_max,
         }
     }
 
@@ -236,6 +244,10 @@ impl DdlSection {
             cleanup_records_per_s: self.cleanup_records_per_s,
             running_max: self.running_max.max(1),
             schema_wait_timeout: std::time::Duration::from_millis(self.schema_wait_timeout_ms),
+            catalog: flotilla_catalog::CatalogLimits {
+                relations_max: self.relations_max,
+                columns_per_table_max: self.columns_per_table_max,
+            },
             ..flotilla_ddl::DdlConfig::default()
         }
     }

@@ -84,8 +84,10 @@ impl Standalone {
             LocalTso::open(engine.clone(), LocalTso::DEFAULT_WINDOW_MS)
                 .map_err(|e| storage_err(e.to_string()))?,
         );
-        let catalog =
-            Arc::new(LocalCatalog::open(engine.clone()).map_err(|e| storage_err(e.to_string()))?);
+        let catalog = Arc::new(
+            LocalCatalog::open_with_limits(engine.clone(), config.ddl.to_config().catalog)
+                .map_err(|e| storage_err(e.to_string()))?,
+        );
         let mvcc = Arc::new(
             flotilla_mvcc::Mvcc::new(engine.clone()).map_err(|e| storage_err(e.to_string()))?,
         );

@@ -4025,3 +4025,44 @@ async fn floats_meet_numerics_as_float8() {
         assert_eq!(rows(&mut s, sql).await, want, "{sql}");
     }
 }
+
+/// The catalog's size is bounded (`relations_max`, `columns_per_table_max`): CREATE TABLE,
+/// CREATE INDEX, CREATE VIEW and ALTER TABLE ADD COLUMN past a bound fail with 54000 or
+/// 54011 and change nothing, and dropping makes room again.
+#[tokio::test]
+async fn the_catalog_is_bounded_in_relations_and_columns() {
+    let db = TestDb::with_limits(
+        flotilla_sql::SqlConfig::default(),
+        flotilla_catalog::CatalogLimits {
+            // a, its primary key, a_v, va.
+            relations_max: 4,
+            columns_per_table_max: 2,
+        },
+    )
+    .await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE a (k INT PRIMARY KEY, v INT)").await;
+    assert_eq!(
+        code(&mut s, "CREATE TABLE wide (a INT, b INT, c INT)").await,
+        "54011"
+    );
+    assert_eq!(
+        code(&mut s, "ALTER TABLE a ADD COLUMN w INT").await,
+        "54011"
+    );
+    ok(&mut s, "CREATE INDEX a_v ON a (v)").await;
+    ok(&mut s, "CREATE VIEW va AS SELECT k FROM a").await;
+    for sql in [
+        "CREATE TABLE b (k INT PRIMARY KEY)",
+        "CREATE INDEX a_k ON a (k)",
+        "CREATE VIEW vb AS SELECT v FROM a",
+    ] {
+        assert_eq!(code(&mut s, sql).await, "54000", "{sql}");
+    }
+    assert_eq!(code(&mut s, "SELECT * FROM b").await, "42P01");
+    ok(&mut s, "DROP VIEW va").await;
+    ok(&mut s, "DROP INDEX a_v").await;
+    ok(&mut s, "CREATE TABLE b (k INT PRIMARY KEY)").await;
+    ok(&mut s, "INSERT INTO b VALUES (1)").await;
+    assert_eq!(rows(&mut s, "SELECT k FROM b").await, vec!["1"]);
+}

@@ -31,6 +31,10 @@ impl TestDb {
     }
 
     pub async fn with_config(config: SqlConfig) -> Self {
+        Self::with_limits(config, flotilla_catalog::CatalogLimits::default()).await
+    }
+
+    pub async fn with_limits(config: SqlConfig, limits: flotilla_catalog::CatalogLimits) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let storage = Arc::new(
             FjallEngine::open(
@@ -45,7 +49,7 @@ impl TestDb {
         );
         let tso = Arc::new(LocalTso::open(storage.clone(), 3_000).unwrap());
         let storage_for_ddl: flotilla_storage::EngineRef = storage.clone();
-        let catalog = Arc::new(LocalCatalog::open(storage.clone()).unwrap());
+        let catalog = Arc::new(LocalCatalog::open_with_limits(storage.clone(), limits).unwrap());
         let kv = Arc::new(LocalTxnKv::new(
             Arc::new(Mvcc::new(storage).unwrap()),
             tso.clone(),
