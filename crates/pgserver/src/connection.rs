@@ -580,6 +580,15 @@ impl SimpleQueryHandler for ConnectionHandler {
         }
         let state = session.transaction_state();
         drop(session);
+        // DISCARD ALL drops the connection's prepared statements too, which live here.
+        let discarded = results
+            .iter()
+            .any(|r| matches!(r, QueryResult::Command { tag } if tag == "DISCARD ALL"));
+        if discarded {
+            for name in self.statement_names.lock().await.drain() {
+                client.portal_store().rm_statement(&name);
+            }
+        }
         self.close_portals_if_idle(client.portal_store(), state)
             .await;
         let status = transaction_status(state);

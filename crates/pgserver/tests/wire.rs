@@ -969,3 +969,39 @@ async fn an_inbound_message_past_the_bound_ends_only_its_connection() {
     assert_eq!(tags(&other.query("SELECT 1").await), "TDCZ");
     server.stop().await;
 }
+
+/// `DISCARD ALL`, which connection poolers send when a client hands a connection back,
+/// drops the connection's prepared statements and resets its settings; inside a
+/// transaction block it is 25001 and changes nothing. Before, it was 0A000.
+#[tokio::test]
+async fn discard_all_resets_a_connection_for_its_next_user() {
+    let server = Server::start(config()).await;
+    let (mut c, _) = Client::start(server.addr).await;
+    c.parse("s", "SELECT 1", &[]).await;
+    assert_eq!(tags(&c.sync().await), "1Z");
+    assert_eq!(tags(&c.query("SET lock_timeout = 1234").await), "CZ");
+    let msgs = c.query("BEGIN; DISCARD ALL").await;
+    assert_eq!(msgs.last().map(|m| m.body[0]), Some(b'E'), "{msgs:?}");
+    assert!(
+        msgs.iter()
+            .any(|m| m.field(b'C').as_deref() == Some("25001"))
+    );
+    c.query("ROLLBACK").await;
+    let shown = c.query("SHOW lock_timeout").await;
+    let has_1234 = |msgs: &[Msg]| {
+        msgs.iter()
+            .any(|m| m.tag == b'D' && m.body.windows(4).any(|w| w == b"1234"))
+    };
+    assert!(has_1234(&shown), "{shown:?}");
+    let msgs = c.query("DISCARD ALL").await;
+    assert_eq!(msgs[0].tag_text(), "DISCARD ALL");
+    c.bind("", "s", &[], &[], &[]).await;
+    let msgs = c.sync().await;
+    assert_eq!(msgs[0].field(b'C').as_deref(), Some("26000"));
+    let shown = c.query("SHOW lock_timeout").await;
+    assert!(!has_1234(&shown), "{shown:?}");
+    // The name is free again.
+    c.parse("s", "SELECT 2", &[]).await;
+    assert_eq!(tags(&c.sync().await), "1Z");
+    server.stop().await;
+}

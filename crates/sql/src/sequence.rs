@@ -479,6 +479,12 @@ fn sequence_named<'a>(
 }
 
 impl Sequences {
+    /// Forgets this session's `currval` and `lastval` state (`DISCARD SEQUENCES`).
+    pub(crate) fn discard(&self) {
+        self.session.current.lock().clear();
+        *self.session.last.lock() = None;
+    }
+
     pub(crate) fn new(catalog: CatalogRef) -> Self {
         Self {
             catalog,

@@ -747,6 +747,27 @@ impl Session {
                 });
                 return Ok(command("BEGIN"));
             }
+            Statement::Discard { object_type } => {
+                use datafusion::sql::sqlparser::ast::DiscardObject;
+                let all = matches!(object_type, DiscardObject::ALL);
+                if all && self.block.is_some() {
+                    // An error in a block fails it, as any statement's does.
+                    self.fail_transaction().await;
+                    return Err(SqlError::new(
+                        "25001",
+                        "DISCARD ALL cannot run inside a transaction block",
+                    ));
+                }
+                // No plan cache and no temporary tables: PLANS and TEMP have nothing to
+                // drop. The front end drops prepared statements and portals on DISCARD ALL.
+                if all {
+                    self.reset_all();
+                }
+                if all || matches!(object_type, DiscardObject::SEQUENCES) {
+                    self.sequences.discard();
+                }
+                return Ok(command(&format!("DISCARD {object_type}")));
+            }
             Statement::Commit { .. } => {
                 let Some(block) = self.block.take() else {
                     return Ok(command("COMMIT"));

@@ -4066,3 +4066,26 @@ async fn the_catalog_is_bounded_in_relations_and_columns() {
     ok(&mut s, "INSERT INTO b VALUES (1)").await;
     assert_eq!(rows(&mut s, "SELECT k FROM b").await, vec!["1"]);
 }
+
+/// DISCARD SEQUENCES forgets `currval`/`lastval`; DISCARD ALL also resets settings, and is
+/// refused in a transaction block (25001); PLANS and TEMP have nothing to drop.
+#[tokio::test]
+async fn discard_forgets_session_state() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE SEQUENCE sq").await;
+    assert_eq!(rows(&mut s, "SELECT nextval('sq')").await, vec!["1"]);
+    assert_eq!(rows(&mut s, "SELECT currval('sq')").await, vec!["1"]);
+    assert_eq!(ok(&mut s, "DISCARD SEQUENCES").await, "DISCARD SEQUENCES");
+    assert_eq!(code(&mut s, "SELECT currval('sq')").await, "55000");
+    assert_eq!(code(&mut s, "SELECT lastval()").await, "55000");
+    ok(&mut s, "DISCARD PLANS").await;
+    ok(&mut s, "DISCARD TEMP").await;
+    ok(&mut s, "SET lock_timeout = 777").await;
+    ok(&mut s, "BEGIN").await;
+    assert_eq!(code(&mut s, "DISCARD ALL").await, "25001");
+    ok(&mut s, "ROLLBACK").await;
+    assert_eq!(rows(&mut s, "SHOW lock_timeout").await, vec!["777ms"]);
+    assert_eq!(ok(&mut s, "DISCARD ALL").await, "DISCARD ALL");
+    assert_ne!(rows(&mut s, "SHOW lock_timeout").await, vec!["777ms"]);
+}
