@@ -271,17 +271,7 @@ pub(crate) fn numeric_as_postgres(plan: LogicalPlan) -> DfResult<LogicalPlan> {
             LogicalPlan::Union(union) => float_union_columns(union)?,
             node => node,
         };
-        let schema = match node.inputs().as_slice() {
-            [] => node.schema().as_ref().clone(),
-            [input] => input.schema().as_ref().clone(),
-            inputs => {
-                let mut merged = DFSchema::empty();
-                for input in inputs {
-                    merged.merge(input.schema());
-                }
-                merged
-            }
-        };
+        let schema = crate::overflow::input_schema(&node);
         let rewritten =
             node.map_expressions(|e| e.transform_up(|e| rewrite(e, &schema, &divide)))?;
         // Types may have changed here or below; each node is visited after its inputs.

@@ -167,6 +167,22 @@ impl AnalyzerRule for CheckedIntegerArithmetic {
     }
 }
 
+/// The schema a node's expressions are typed against: its inputs' (a scan's filters
+/// against the scan itself).
+pub(crate) fn input_schema(node: &LogicalPlan) -> DFSchema {
+    match node.inputs().as_slice() {
+        [] => node.schema().as_ref().clone(),
+        [input] => input.schema().as_ref().clone(),
+        inputs => {
+            let mut merged = DFSchema::empty();
+            for input in inputs {
+                merged.merge(input.schema());
+            }
+            merged
+        }
+    }
+}
+
 /// Applies `rewrite` bottom-up to every expression of `plan` (subqueries included), each
 /// typed against its node's inputs; a rewritten output column keeps its name.
 pub(crate) fn rewrite_expressions(
@@ -174,19 +190,7 @@ pub(crate) fn rewrite_expressions(
     rewrite: impl Fn(Expr, &DFSchema) -> DfResult<Transformed<Expr>>,
 ) -> DfResult<LogicalPlan> {
     plan.transform_up_with_subqueries(|node| {
-        // Expressions of a node are typed against its inputs (a scan's filters against
-        // the scan itself).
-        let schema = match node.inputs().as_slice() {
-            [] => node.schema().as_ref().clone(),
-            [input] => input.schema().as_ref().clone(),
-            inputs => {
-                let mut merged = DFSchema::empty();
-                for input in inputs {
-                    merged.merge(input.schema());
-                }
-                merged
-            }
-        };
+        let schema = input_schema(&node);
         // Where expressions name output columns, the rewritten ones keep their names,
         // so clients and the nodes above see the same columns.
         let keep_names = matches!(
