@@ -211,13 +211,8 @@ impl ScalarUDFImpl for NumericDivide {
             ));
         };
         let (precision, scale) = quotient_type(p1, s1, s2);
-        let scalar = matches!(
-            (left, right),
-            (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_))
-        );
-        let n = if scalar { 1 } else { args.number_rows };
-        let l = left.to_array(n)?;
-        let r = right.to_array(n)?;
+        let (l, r, scalar) = crate::overflow::operand_arrays(left, right, args.number_rows)?;
+        let n = l.len();
         let (l, r) = (
             l.as_primitive::<Decimal128Type>(),
             r.as_primitive::<Decimal128Type>(),
@@ -243,11 +238,7 @@ impl ScalarUDFImpl for NumericDivide {
         }
         let result: ArrayRef =
             Arc::new(Decimal128Array::from(out).with_precision_and_scale(precision, scale)?);
-        Ok(if scalar {
-            ColumnarValue::Scalar(ScalarValue::try_from_array(&result, 0)?)
-        } else {
-            ColumnarValue::Array(result)
-        })
+        crate::overflow::answer(result, scalar)
     }
 }
 

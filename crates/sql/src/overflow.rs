@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::compute::kernels::numeric;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -66,13 +67,7 @@ impl ScalarUDFImpl for Checked {
             )));
         };
         let data_type = left.data_type();
-        let scalar = matches!(
-            (left, right),
-            (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_))
-        );
-        let n = if scalar { 1 } else { args.number_rows };
-        let l = left.to_array(n)?;
-        let r = right.to_array(n)?;
+        let (l, r, scalar) = operand_arrays(left, right, args.number_rows)?;
         let result = match self.op {
             Operator::Plus => numeric::add(&l, &r),
             Operator::Minus => numeric::sub(&l, &r),
@@ -87,12 +82,32 @@ impl ScalarUDFImpl for Checked {
             }
             other => DataFusionError::ArrowError(Box::new(other), None),
         })?;
-        Ok(if scalar {
-            ColumnarValue::Scalar(datafusion::scalar::ScalarValue::try_from_array(&result, 0)?)
-        } else {
-            ColumnarValue::Array(result)
-        })
+        answer(result, scalar)
     }
+}
+
+/// The two operands of a binary function as arrays of one length: one row if both are
+/// scalars (the third value says so), else the batch's rows.
+pub(crate) fn operand_arrays(
+    left: &ColumnarValue,
+    right: &ColumnarValue,
+    number_rows: usize,
+) -> DfResult<(ArrayRef, ArrayRef, bool)> {
+    let scalar = matches!(
+        (left, right),
+        (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_))
+    );
+    let n = if scalar { 1 } else { number_rows };
+    Ok((left.to_array(n)?, right.to_array(n)?, scalar))
+}
+
+/// A binary function's result: a scalar again if its operands were (`operand_arrays`).
+pub(crate) fn answer(result: ArrayRef, scalar: bool) -> DfResult<ColumnarValue> {
+    Ok(if scalar {
+        ColumnarValue::Scalar(ScalarValue::try_from_array(&result, 0)?)
+    } else {
+        ColumnarValue::Array(result)
+    })
 }
 
 /// The rewrite, registered after DataFusion's analyzer rules.
