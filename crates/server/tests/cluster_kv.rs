@@ -52,14 +52,29 @@ async fn write_one(
     key: &[u8],
     value: &[u8],
 ) {
+    write_all(kv, tso, &[key.to_vec()], value).await;
+}
+
+/// Writes `value` under every key of `keys` in one transaction of its own, the first key
+/// its primary (prewrite, then commit).
+async fn write_all(
+    kv: &flotilla_client::ClusterTxnKv,
+    tso: &flotilla_client::RemoteTso,
+    keys: &[Vec<u8>],
+    value: &[u8],
+) {
     let start_ts = tso.get_ts().await.unwrap();
-    kv.prewrite(vec![put(key, value)], key, start_ts, 10_000, true)
-        .await
-        .unwrap();
+    kv.prewrite(
+        keys.iter().map(|k| put(k, value)).collect(),
+        &keys[0],
+        start_ts,
+        10_000,
+        true,
+    )
+    .await
+    .unwrap();
     let commit_ts = tso.get_ts().await.unwrap();
-    kv.commit(vec![key.to_vec()], start_ts, commit_ts)
-        .await
-        .unwrap();
+    kv.commit(keys.to_vec(), start_ts, commit_ts).await.unwrap();
 }
 
 /// A split under the same leader keeps the locks that leader holds only in memory: a
@@ -896,22 +911,11 @@ async fn commands_past_a_streams_in_flight_bound_wait_and_are_all_answered() {
 async fn scan_answers_are_cut_at_the_stores_byte_bound_and_the_client_goes_on() {
     let cluster = common::Cluster::start_with(|cfg| cfg.scan_response_bytes_max = 1_000).await;
     let (kv, tso) = cluster.kv();
-    let start_ts = tso.get_ts().await.unwrap();
     let keys: Vec<Vec<u8>> = (0..60)
         .map(|i| format!("wide{i:02}").into_bytes())
         .collect();
     let value = vec![b'v'; 300];
-    kv.prewrite(
-        keys.iter().map(|k| put(k, &value)).collect(),
-        &keys[0],
-        start_ts,
-        10_000,
-        true,
-    )
-    .await
-    .unwrap();
-    let commit_ts = tso.get_ts().await.unwrap();
-    kv.commit(keys.clone(), start_ts, commit_ts).await.unwrap();
+    write_all(&kv, &tso, &keys, &value).await;
     let read_ts = tso.get_ts().await.unwrap();
     // 60 pairs of about 306 bytes: answers of 4 pairs each, 15 of them.
     let rows = kv
