@@ -209,8 +209,19 @@ impl StatementContext {
         plan: LogicalPlan,
         limits: Collect,
     ) -> Result<Vec<RecordBatch>, SqlError> {
+        Ok(self.run_with_schema(plan, limits).await?.1)
+    }
+
+    /// `run`, with the columns the rows have: the schema `output_schema` gives, taken
+    /// from the plan as optimized here rather than analyzed once more.
+    pub(crate) async fn run_with_schema(
+        &self,
+        plan: LogicalPlan,
+        limits: Collect,
+    ) -> Result<(datafusion::arrow::datatypes::SchemaRef, Vec<RecordBatch>), SqlError> {
         let state = self.state();
         let optimized = state.optimize(&plan).map_err(datafusion_error)?;
+        let schema = optimized.schema().inner().clone();
         let plan = crate::subquery::rewrite(optimized, &state).map_err(datafusion_error)?;
         let df = self
             .ctx
@@ -242,7 +253,7 @@ impl StatementContext {
                 batches.push(batch);
             }
         }
-        Ok(batches)
+        Ok((schema, batches))
     }
 }
 

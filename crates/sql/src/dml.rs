@@ -675,9 +675,8 @@ pub(crate) async fn execute(
             let ctx = session.context(read_ts, None, HashMap::new());
             let (prepared, renamed) = prepare_query_statement(statement);
             let plan = ctx.plan(prepared).await?;
-            let schema = ctx.output_schema(&plan)?;
             let limits = Collect::result(&session.engine.config, session.result_bytes_held());
-            let batches = ctx.run(plan, limits).await?;
+            let (schema, batches) = ctx.run_with_schema(plan, limits).await?;
             let (schema, batches) = restore_names(schema, batches, &renamed)?;
             let n: usize = batches.iter().map(|b| b.num_rows()).sum();
             let tag = if matches!(statement, Statement::Explain { .. }) {
@@ -1274,9 +1273,8 @@ async fn finish_dml(
     let ctx = session.context(read_ts, None, overrides);
     let sql = returning_query(table, items);
     let plan = ctx.plan(parse_one(&sql)?).await?;
-    let schema = ctx.output_schema(&plan)?;
     let limits = Collect::result(&session.engine.config, session.result_bytes_held());
-    let batches = ctx.run(plan, limits).await?;
+    let (schema, batches) = ctx.run_with_schema(plan, limits).await?;
     Ok(QueryResult::Rows {
         schema,
         batches,
