@@ -23,8 +23,9 @@ use datafusion::common::{DFSchema, Result as DfResult};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::expr::{Cast, ScalarFunction};
 use datafusion::logical_expr::{
-    BinaryExpr, ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, Projection,
-    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Union, Values, Volatility,
+    BinaryExpr, ColumnarValue, Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, Operator,
+    Projection, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Subquery, Union, Values,
+    Volatility,
 };
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
@@ -256,10 +257,21 @@ pub(crate) fn numeric_as_postgres(plan: LogicalPlan) -> DfResult<LogicalPlan> {
     let divide = Arc::new(ScalarUDF::new_from_impl(NumericDivide::new()));
     plan.transform_up_with_subqueries(|node| {
         let node = match node {
-            // A VALUES list holds the types of its rows in its schema; its quotients keep
-            // Arrow's division.
-            LogicalPlan::Values(values) => return float_values_columns(values),
+            // A VALUES list holds the types of its rows in its schema, so its rows are
+            // rewritten and its columns typed again here.
+            LogicalPlan::Values(values) => {
+                return float_values_columns(values_rewritten(values, &divide)?);
+            }
             LogicalPlan::Union(union) => float_union_columns(union)?,
+            LogicalPlan::Join(mut join) => {
+                // Equality keys (USING) resolve each pair to one type.
+                let mut schema = join.left.schema().as_ref().clone();
+                schema.merge(join.right.schema());
+                for (l, r) in &mut join.on {
+                    floats_win(&mut [l, r], &schema);
+                }
+                LogicalPlan::Join(join)
+            }
             node => node,
         };
         let schema = crate::overflow::input_schema(&node);
@@ -311,11 +323,96 @@ fn floats_win(exprs: &mut [&mut Expr], schema: &DFSchema) -> bool {
     true
 }
 
+/// Float8 for whichever of `expr` and the one column of `subquery` (`IN`, `= ANY`) is a
+/// numeric, where the other is a float; whether it changed either.
+fn float_against_subquery(
+    expr: &mut Expr,
+    subquery: &mut Subquery,
+    schema: &DFSchema,
+) -> DfResult<bool> {
+    let Some(column) = subquery.subquery.schema().fields().first().cloned() else {
+        return Ok(false);
+    };
+    let left = expr.get_type(schema).map_or(Kind::Other, |t| kind(&t));
+    match (left, kind(column.data_type())) {
+        (Kind::Numeric, Kind::Float) => {
+            let whole = std::mem::replace(expr, Expr::Literal(ScalarValue::Null, None));
+            *expr = to_float8(whole);
+            Ok(true)
+        }
+        (Kind::Float, Kind::Numeric) => {
+            let plan = subquery.subquery.as_ref().clone();
+            let columns = plan
+                .schema()
+                .iter()
+                .enumerate()
+                .map(|(i, (q, f))| {
+                    let c = Expr::Column(datafusion::common::Column::from((q, f)));
+                    if i == 0 {
+                        to_float8(c).alias_qualified(q.cloned(), f.name())
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            subquery.subquery = Arc::new(LogicalPlan::Projection(Projection::try_new(
+                columns,
+                Arc::new(plan),
+            )?));
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
 /// Functions whose arguments resolve to one type, as CASE branches do.
 fn resolves_arguments_together(name: &str) -> bool {
     ["coalesce", "nullif", "greatest", "least", "nvl", "ifnull"]
         .iter()
         .any(|f| name.eq_ignore_ascii_case(f))
+}
+
+/// A row value as written: without the cast to its column's type the planner put on it
+/// (a typed NULL becomes an untyped one again).
+fn as_written(e: &Expr, column_type: &DataType) -> Expr {
+    match e {
+        Expr::Cast(c) if c.field.data_type() == column_type => c.expr.as_ref().clone(),
+        Expr::Literal(v, meta) if v.is_null() => Expr::Literal(ScalarValue::Null, meta.clone()),
+        other => other.clone(),
+    }
+}
+
+/// A VALUES list whose rows are rewritten as any other expression is (`rewrite`). Where
+/// a row changed, the columns are typed again from the rows as written, as the planner
+/// typed them: a quotient of `numeric_div` has more places than Arrow's, and the column
+/// type made for Arrow's would cast them away.
+fn values_rewritten(values: Values, divide: &Arc<ScalarUDF>) -> DfResult<Values> {
+    let empty = DFSchema::empty();
+    let mut changed = false;
+    let mut rows = Vec::with_capacity(values.values.len());
+    for row in &values.values {
+        let mut written = Vec::with_capacity(row.len());
+        for (e, field) in row.iter().zip(values.schema.fields()) {
+            let t = e.clone().transform_up(|e| rewrite(e, &empty, divide))?;
+            changed |= t.transformed;
+            written.push(if t.transformed {
+                as_written(&t.data, field.data_type())
+            } else {
+                as_written(e, field.data_type())
+            });
+        }
+        rows.push(written);
+    }
+    if !changed {
+        return Ok(values);
+    }
+    match LogicalPlanBuilder::values(rows)?.build()? {
+        LogicalPlan::Values(v) => Ok(v),
+        other => Err(DataFusionError::Internal(format!(
+            "a VALUES list was planned as {}",
+            other.display()
+        ))),
+    }
 }
 
 /// Float8 for each VALUES column where floats and numerics meet (see
@@ -329,10 +426,7 @@ fn float_values_columns(values: Values) -> DfResult<Transformed<LogicalPlan>> {
         if kind(field.data_type()) != Kind::Numeric {
             continue;
         }
-        let written = |e: &Expr| match e {
-            Expr::Cast(c) if c.field.data_type() == field.data_type() => c.expr.as_ref().clone(),
-            other => other.clone(),
-        };
+        let written = |e: &Expr| as_written(e, field.data_type());
         let has_float = values.iter().any(|row| {
             row.get(col)
                 .and_then(|e| written(e).get_type(&empty).ok())
@@ -483,6 +577,17 @@ fn rewrite(e: Expr, schema: &DFSchema, divide: &Arc<ScalarUDF>) -> DfResult<Tran
             all.extend(l.list.iter_mut());
             let changed = floats_win(&mut all, schema);
             Ok(Transformed::new_transformed(Expr::InList(l), changed))
+        }
+        Expr::InSubquery(mut i) => {
+            let changed = float_against_subquery(i.expr.as_mut(), &mut i.subquery, schema)?;
+            Ok(Transformed::new_transformed(Expr::InSubquery(i), changed))
+        }
+        Expr::SetComparison(mut c) => {
+            let changed = float_against_subquery(c.expr.as_mut(), &mut c.subquery, schema)?;
+            Ok(Transformed::new_transformed(
+                Expr::SetComparison(c),
+                changed,
+            ))
         }
         Expr::ScalarFunction(mut f) if resolves_arguments_together(f.func.name()) => {
             let changed = floats_win(&mut f.args.iter_mut().collect::<Vec<_>>(), schema);

@@ -373,10 +373,6 @@ fn widen_bigint_sum(e: Expr, input: &DFSchema) -> DfResult<Transformed<Expr>> {
         true
     };
     match e {
-        // DISTINCT sums keep DataFusion's own types.
-        Expr::AggregateFunction(f) if f.params.distinct => {
-            Ok(Transformed::no(Expr::AggregateFunction(f)))
-        }
         Expr::AggregateFunction(mut f) if is_sum(f.func.name()) => {
             let changed = widen(f.func.name(), &mut f.params.args);
             Ok(Transformed::new_transformed(

@@ -3837,6 +3837,20 @@ async fn sums_of_numeric_never_wrap_exact_or_22003() {
         rows(&mut s, "SELECT sum(DISTINCT small), count(*) FROM m").await,
         vec!["100000000000000000.25|3"]
     );
+    // DISTINCT sums add up as widely: an int8 one was a wrapped (negative) total.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT sum(DISTINCT x) FROM (VALUES (9223372036854775807::INT8), \
+             (9223372036854775806::INT8), (9223372036854775806::INT8)) v(x)"
+        )
+        .await,
+        vec!["18446744073709551613"]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT sum(DISTINCT big) FROM m").await,
+        vec!["99999999999999999999999999999999999994"]
+    );
 }
 
 /// A literal such as `0.1` is numeric, as in PostgreSQL, on every path: exact in sums and
@@ -3937,6 +3951,36 @@ async fn numeric_literals_and_quotients_keep_postgresqls_digits() {
         rows(&mut s, "SELECT 1.0 / 3 UNION ALL SELECT 2.5").await,
         vec!["0.33333333333333333333", "2.50000000000000000000"]
     );
+    // Quotients in a VALUES row, stored or selected: the column is typed from them.
+    assert_eq!(
+        rows(&mut s, "VALUES (1.0 / 3, 1), (NULL, 2), (2, 3)").await,
+        vec![
+            "0.33333333333333333333|1",
+            "NULL|2",
+            "2.00000000000000000000|3"
+        ]
+    );
+    ok(
+        &mut s,
+        "INSERT INTO q VALUES (4, 2.0 / 3, 1.0 / 3, 0, 0), (5, 0, 0, 0, 0)",
+    )
+    .await;
+    assert_eq!(
+        rows(&mut s, "SELECT n, u FROM q WHERE k = 4").await,
+        // Unconstrained NUMERIC keeps 10 places; Arrow's quotient had 5.
+        vec!["0.67|0.3333333333"]
+    );
+    ok(&mut s, "DELETE FROM q WHERE k > 3").await;
+    // DISTINCT averages too: of 1, 2, 2 and 7, 7, 0.
+    assert_eq!(
+        rows(&mut s, "SELECT avg(DISTINCT n), avg(DISTINCT i) FROM q").await,
+        vec!["1.50000000000000000000|3.5"]
+    );
+    ok(&mut s, "UPDATE q SET n = 4 WHERE k = 3").await;
+    assert_eq!(
+        rows(&mut s, "SELECT avg(DISTINCT n) FROM q").await,
+        vec!["2.33333333333333333333"]
+    );
     assert_eq!(code(&mut s, "SELECT n / 0 FROM q").await, "22012");
     // A quotient too large for the places it keeps is an error, never a wrong value.
     ok(
@@ -3992,7 +4036,7 @@ async fn floats_meet_numerics_as_float8() {
         "INSERT INTO ff VALUES (1, 1e300, 1.5), (2, 1e-20, 2.5), (3, 0.1, 3)",
     )
     .await;
-    let cases: [(&str, Vec<&str>); 9] = [
+    let cases: [(&str, Vec<&str>); 14] = [
         ("SELECT k FROM ff WHERE f > 1e20 ORDER BY k", vec!["1"]),
         (
             "SELECT k FROM ff WHERE f < 0.000000000000000001 ORDER BY k",
@@ -4020,6 +4064,27 @@ async fn floats_meet_numerics_as_float8() {
             vec!["1e300|1e300", "0.5|2.5", "0.5|3.1"],
         ),
         ("SELECT 1e300, 1e-300", vec!["1e300|1e-300"]),
+        // Through a subquery (IN, NOT IN, = ANY) and a join's keys, either side a float.
+        (
+            "SELECT k FROM ff WHERE f IN (SELECT 1e300 UNION ALL SELECT 0.1) ORDER BY k",
+            vec!["1", "3"],
+        ),
+        (
+            "SELECT k FROM ff WHERE f NOT IN (SELECT 0.1) ORDER BY k",
+            vec!["1", "2"],
+        ),
+        (
+            "SELECT k FROM ff WHERE f = ANY (SELECT 0.00000000000000000001)",
+            vec!["2"],
+        ),
+        (
+            "SELECT k FROM ff WHERE n IN (SELECT 2.5::FLOAT8)",
+            vec!["2"],
+        ),
+        (
+            "SELECT k FROM ff JOIN (SELECT 1e-20 AS f) v USING (f)",
+            vec!["2"],
+        ),
     ];
     for (sql, want) in cases {
         assert_eq!(rows(&mut s, sql).await, want, "{sql}");
