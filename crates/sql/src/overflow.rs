@@ -346,7 +346,8 @@ fn widen_static_term(
 ///
 /// An `avg` over numeric has the same wrapping i128 sum, and keeps only 4 more digits after
 /// the point than its argument: it reads its argument as Decimal256 too, at the scale that
-/// gives the average `numeric::average_scale` places.
+/// gives the average `numeric::average_scale` places. So does an `avg` over integers,
+/// which PostgreSQL answers as numeric.
 fn widen_bigint_sum(e: Expr, input: &DFSchema) -> DfResult<Transformed<Expr>> {
     let is_sum = |name: &str| name.eq_ignore_ascii_case("sum") || name.eq_ignore_ascii_case("avg");
     let widen = |name: &str, args: &mut Vec<Expr>| -> bool {
@@ -358,6 +359,14 @@ fn widen_bigint_sum(e: Expr, input: &DFSchema) -> DfResult<Transformed<Expr>> {
             Ok(DataType::Int64) if !average => BIGINT_SUM_TYPE,
             Ok(DataType::Decimal128(p, s)) if average => {
                 match crate::numeric::average_argument_type(p, s) {
+                    Some(t) => t,
+                    None => return false,
+                }
+            }
+            // PostgreSQL averages integers as numeric; DataFusion as a float8, which
+            // rounds an int8 average to 16 digits.
+            Ok(t) if average && integer_digits(&t).is_some() => {
+                match integer_digits(&t).and_then(|p| crate::numeric::average_argument_type(p, 0)) {
                     Some(t) => t,
                     None => return false,
                 }
@@ -390,6 +399,18 @@ fn widen_bigint_sum(e: Expr, input: &DFSchema) -> DfResult<Transformed<Expr>> {
             ))
         }
         other => Ok(Transformed::no(other)),
+    }
+}
+
+/// The most decimal digits a value of integer type `t` has; `None` for other types.
+fn integer_digits(t: &DataType) -> Option<u8> {
+    match t {
+        DataType::Int8 | DataType::UInt8 => Some(3),
+        DataType::Int16 | DataType::UInt16 => Some(5),
+        DataType::Int32 | DataType::UInt32 => Some(10),
+        DataType::Int64 => Some(19),
+        DataType::UInt64 => Some(20),
+        _ => None,
     }
 }
 

@@ -3837,6 +3837,20 @@ async fn sums_of_numeric_never_wrap_exact_or_22003() {
         rows(&mut s, "SELECT sum(DISTINCT small), count(*) FROM m").await,
         vec!["100000000000000000.25|3"]
     );
+    // An average of integers is numeric, as in PostgreSQL: as a float8 it was rounded
+    // to 16 digits (9223372036854775806 for both).
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT avg(x), avg(x) OVER () FROM (VALUES (9223372036854775807::INT8), \
+             (9223372036854775806::INT8)) v(x) GROUP BY x ORDER BY x"
+        )
+        .await,
+        vec![
+            "9223372036854775806.0000000000000000000|9223372036854775806.5000000000000000000",
+            "9223372036854775807.0000000000000000000|9223372036854775806.5000000000000000000"
+        ]
+    );
     // DISTINCT sums add up as widely: an int8 one was a wrapped (negative) total.
     assert_eq!(
         rows(
@@ -3974,7 +3988,7 @@ async fn numeric_literals_and_quotients_keep_postgresqls_digits() {
     // DISTINCT averages too: of 1, 2, 2 and 7, 7, 0.
     assert_eq!(
         rows(&mut s, "SELECT avg(DISTINCT n), avg(DISTINCT i) FROM q").await,
-        vec!["1.50000000000000000000|3.5"]
+        vec!["1.50000000000000000000|3.50000000000000000000"]
     );
     ok(&mut s, "UPDATE q SET n = 4 WHERE k = 3").await;
     assert_eq!(
