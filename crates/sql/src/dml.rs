@@ -283,7 +283,7 @@ fn uniquify_output_names(query: &mut Query) -> OutputNames {
 
 /// Output columns to show under PostgreSQL's names; see `uniquify_output_names`.
 #[derive(Debug, Default)]
-struct OutputNames {
+pub(crate) struct OutputNames {
     /// (projection item, name) pairs.
     renamed: Vec<(usize, String)>,
     /// Number of projection items.
@@ -306,7 +306,7 @@ impl OutputNames {
 }
 
 /// Shows renamed columns under the names the query gave them.
-fn restore_names(
+pub(crate) fn restore_names(
     schema: SchemaRef,
     batches: Vec<RecordBatch>,
     names: &OutputNames,
@@ -331,7 +331,7 @@ fn restore_names(
     Ok((schema, batches))
 }
 
-fn prepare_query_statement(statement: &Statement) -> (Statement, OutputNames) {
+pub(crate) fn prepare_query_statement(statement: &Statement) -> (Statement, OutputNames) {
     let mut statement = statement.clone();
     let mut renamed = OutputNames::default();
     match &mut statement {
@@ -671,6 +671,9 @@ pub(crate) async fn execute(
         return Ok(result);
     }
     match statement {
+        Statement::Query(q) if !q.locks.is_empty() => {
+            crate::locking::select_locking(session, q, read_ts).await
+        }
         Statement::Query(_) | Statement::Explain { .. } => {
             let ctx = session.context(read_ts, None, HashMap::new());
             let (prepared, renamed) = prepare_query_statement(statement);

@@ -4168,3 +4168,105 @@ async fn discard_forgets_session_state() {
     assert_eq!(ok(&mut s, "DISCARD ALL").await, "DISCARD ALL");
     assert_ne!(rows(&mut s, "SHOW lock_timeout").await, vec!["777ms"]);
 }
+
+/// SELECT ... FOR UPDATE locks the rows it returns until the transaction ends: another
+/// writer waits (here past its lock_timeout: 55P03), NOWAIT fails at once, and a row
+/// changed after a REPEATABLE READ snapshot fails the lock (40001) rather than being read
+/// stale and written back. Before, the clause was accepted and ignored.
+#[tokio::test]
+async fn select_for_update_locks_the_rows_it_returns() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    let mut other = db.session();
+    ok(&mut s, "CREATE TABLE acct (id INT PRIMARY KEY, n INT)").await;
+    ok(&mut s, "INSERT INTO acct VALUES (1, 10), (2, 20), (3, 30)").await;
+    ok(&mut other, "SET lock_timeout = '100ms'").await;
+
+    ok(&mut s, "BEGIN").await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT n AS v, id FROM acct a WHERE id >= 2 ORDER BY id DESC LIMIT 1 FOR UPDATE OF a"
+        )
+        .await,
+        vec!["30|3"]
+    );
+    assert_eq!(
+        code(&mut other, "UPDATE acct SET n = 0 WHERE id = 3").await,
+        "55P03"
+    );
+    // Only the rows returned are locked.
+    ok(&mut other, "UPDATE acct SET n = 21 WHERE id = 2").await;
+    ok(&mut other, "BEGIN").await;
+    let e = run(
+        &mut other,
+        "SELECT * FROM acct WHERE id = 3 FOR UPDATE NOWAIT",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, "55P03", "{e:?}");
+    assert!(e.message.contains("could not obtain lock"), "{e:?}");
+    ok(&mut other, "ROLLBACK").await;
+    ok(&mut s, "UPDATE acct SET n = n + 1 WHERE id = 3").await;
+    ok(&mut s, "COMMIT").await;
+    ok(&mut other, "UPDATE acct SET n = n + 1 WHERE id = 3").await;
+    assert_eq!(
+        rows(&mut s, "SELECT n FROM acct WHERE id = 3").await,
+        vec!["32"]
+    );
+
+    // A rollback releases the locks too; so does the end of an autocommit statement.
+    for (take, end) in [
+        ("SELECT id FROM acct WHERE id = 1 FOR SHARE", "ROLLBACK"),
+        ("SELECT id FROM acct WHERE id = 1 FOR UPDATE", "COMMIT"),
+    ] {
+        ok(&mut s, "BEGIN").await;
+        assert_eq!(rows(&mut s, take).await, vec!["1"]);
+        assert_eq!(
+            code(&mut other, "UPDATE acct SET n = 0 WHERE id = 1").await,
+            "55P03",
+            "{take}"
+        );
+        ok(&mut s, end).await;
+        ok(&mut other, "UPDATE acct SET n = 11 WHERE id = 1").await;
+    }
+    assert_eq!(
+        rows(&mut s, "SELECT * FROM acct WHERE id = 1 FOR UPDATE").await,
+        vec!["1|11"]
+    );
+    ok(&mut other, "UPDATE acct SET n = 10 WHERE id = 1").await;
+
+    // REPEATABLE READ: a row changed after the snapshot cannot be locked as read.
+    ok(&mut s, "BEGIN ISOLATION LEVEL REPEATABLE READ").await;
+    assert_eq!(
+        rows(&mut s, "SELECT n FROM acct WHERE id = 1").await,
+        vec!["10"]
+    );
+    ok(&mut other, "UPDATE acct SET n = 12 WHERE id = 1").await;
+    assert_eq!(
+        code(&mut s, "SELECT n FROM acct WHERE id = 1 FOR UPDATE").await,
+        "40001"
+    );
+    ok(&mut s, "ROLLBACK").await;
+
+    // What cannot be locked row by row is refused, never run without its locks.
+    for (sql, want) in [
+        ("SELECT count(*) FROM acct FOR UPDATE", "0A000"),
+        (
+            "SELECT n, count(*) FROM acct GROUP BY n FOR UPDATE",
+            "0A000",
+        ),
+        ("SELECT DISTINCT n FROM acct FOR UPDATE", "0A000"),
+        ("SELECT * FROM (SELECT id FROM acct) s FOR UPDATE", "0A000"),
+        (
+            "SELECT a.id FROM acct a JOIN acct b ON a.id = b.id FOR UPDATE",
+            "0A000",
+        ),
+        ("SELECT id FROM acct FOR UPDATE SKIP LOCKED", "0A000"),
+        ("SELECT id FROM acct FOR UPDATE OF elsewhere", "42P01"),
+        ("SELECT id FROM missing FOR UPDATE", "42P01"),
+    ] {
+        assert_eq!(code(&mut s, sql).await, want, "{sql}");
+    }
+    assert_eq!(rows(&mut s, "SELECT sum(n) FROM acct").await, vec!["65"]);
+}
