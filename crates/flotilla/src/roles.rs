@@ -388,8 +388,8 @@ pub struct StoreArgs {
     /// TOML file with these settings (addr, advertise_addr, meta, data_dir, labels,
     /// region_split_keys, raft_entry_cache_bytes, raft_log_keep_for_lagging_entries,
     /// raft_snapshot_build_queue, raft_snapshot_apply_queue, raft_checksum_queue,
-    /// merge_checks_max, raft_chunked_message_bytes_max);
-    /// flags win.
+    /// merge_checks_max, raft_chunked_message_bytes_max, memory_locks_region_bytes_max,
+    /// memory_locks_store_bytes_max); flags win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Listen address [default: 127.0.0.1:20160].
@@ -464,6 +464,15 @@ pub struct StoreArgs {
     /// stays behind. Set the same on every node [default: 2147483648].
     #[arg(long, value_name = "BYTES")]
     pub raft_chunked_message_bytes_max: Option<usize>,
+    /// Bytes of locks a region led here keeps only in memory (pessimistic locks, and
+    /// prewrite locks of transactions that commit in one batch); past it, its new locks
+    /// are written through Raft instead: slower, never refused [default: 4194304].
+    #[arg(long, value_name = "BYTES")]
+    pub memory_locks_region_bytes_max: Option<usize>,
+    /// The same bound for all the regions of this store together
+    /// [default: 268435456].
+    #[arg(long, value_name = "BYTES")]
+    pub memory_locks_store_bytes_max: Option<usize>,
     /// Testing only: report this older cluster version and behave on the wire as a build
     /// of it would (rolling-upgrade tests; 1 = a build from before versions).
     #[arg(long, value_name = "VERSION", hide = true)]
@@ -490,6 +499,8 @@ struct StoreFile {
     gc_resolve_locks_after_s: Option<u64>,
     gc_resolve_locks_max: Option<usize>,
     raft_chunked_message_bytes_max: Option<usize>,
+    memory_locks_region_bytes_max: Option<usize>,
+    memory_locks_store_bytes_max: Option<usize>,
 }
 
 pub async fn run_store(args: StoreArgs) -> anyhow::Result<()> {
@@ -579,6 +590,18 @@ pub async fn run_store(args: StoreArgs) -> anyhow::Result<()> {
         .or(file.raft_chunked_message_bytes_max)
     {
         cfg.raft_limits.chunked_message_bytes_max = bytes;
+    }
+    if let Some(bytes) = args
+        .memory_locks_region_bytes_max
+        .or(file.memory_locks_region_bytes_max)
+    {
+        cfg.memory_locks_region_bytes_max = bytes;
+    }
+    if let Some(bytes) = args
+        .memory_locks_store_bytes_max
+        .or(file.memory_locks_store_bytes_max)
+    {
+        cfg.memory_locks_store_bytes_max = bytes;
     }
     let node = StoreNode::start(cfg, listener).await?;
     println!(

@@ -13,11 +13,13 @@ mod error;
 mod gc;
 mod keys;
 mod latches;
+mod memory_locks;
 mod records;
 mod store;
 
 pub use error::{LockInfo, MvccError};
 pub use gc::GcProgress;
+pub use memory_locks::MemoryLockBudget;
 pub use records::{Lock, LockKind, Write, WriteKind};
 pub use store::{
     IngestEntry, KeyCheck, LockKeys, MissingPrimary, Mutation, MutationOp, Mvcc, PendingWrite,

@@ -1,6 +1,7 @@
 use flotilla_codec::prefix_end;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ops::Bound;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use crate::keys::{
     decode_user_key, decode_versioned_key, encode_range, encode_user_key, versioned_key,
 };
 use crate::latches::{LatchGuard, Latches};
+use crate::memory_locks::{MemoryLockBudget, MemoryLocks, entry_bytes, lock_bytes};
 use crate::records::{Lock, LockKind, SHORT_VALUE_MAX_BYTES, Write, WriteKind};
 
 /// What a transaction does to one key at prewrite.
@@ -168,8 +170,9 @@ pub struct Mvcc {
     /// readers, and die with the transaction's coordinator anyway, so writing them to disk
     /// would buy nothing. And volatile prewrite locks (`PrewriteLocks::Volatile`), which
     /// hold the value (of any length) until the one commit batch writes it. Ordered, so
-    /// scans can find the blocking ones in their range.
-    memory: Mutex<BTreeMap<Vec<u8>, Lock>>,
+    /// scans can find the blocking ones in their range. Bounded in bytes (a
+    /// `MemoryLockBudget`): past it, locks are written to the lock CF instead.
+    memory: Mutex<MemoryLocks>,
     /// Encoded-key range `[start, end)` (empty end: unbounded) where new in-memory locks
     /// are refused, retryably, while a split moving it to a new region is in flight: that
     /// region's MVCC would not know them.
@@ -286,8 +289,18 @@ fn lock_info(key: &[u8], lock: &Lock) -> LockInfo {
 }
 
 impl Mvcc {
-    /// MVCC over `engine`, loading the set of locked keys from the lock CF.
+    /// MVCC over `engine`, loading the set of locked keys from the lock CF, with a budget
+    /// of its own for in-memory locks (the defaults of `MemoryLockBudget`).
     pub fn new(engine: EngineRef) -> Result<Self, MvccError> {
+        Self::with_memory_lock_budget(engine, Arc::new(MemoryLockBudget::default()))
+    }
+
+    /// `new`, keeping its in-memory locks within `budget`, which other MVCCs (the
+    /// store's other regions) may share.
+    pub fn with_memory_lock_budget(
+        engine: EngineRef,
+        budget: Arc<MemoryLockBudget>,
+    ) -> Result<Self, MvccError> {
         let mut locked = BTreeSet::new();
         for item in engine.scan(Cf::Lock, b"", b"", false) {
             locked.insert(item?.0);
@@ -297,7 +310,7 @@ impl Mvcc {
             latches: Latches::new(LATCH_SLOTS),
             safe_point: AtomicU64::new(0),
             locked: RwLock::new(locked),
-            memory: Mutex::new(BTreeMap::new()),
+            memory: Mutex::new(MemoryLocks::new(budget)),
             memory_lock_fences: Mutex::new(Fences::default()),
             memory_lock_ops: RwLock::new(()),
             memory_released: Condvar::new(),
@@ -420,6 +433,7 @@ impl Mvcc {
     fn stage(&self, batch: WriteBatch) -> Result<Staged, MvccError> {
         let mut staged = Staged::default();
         let mut added = Vec::new();
+        let mut memory_put_bytes = 0usize;
         for op in batch.into_ops() {
             match op {
                 WriteOp::Put {
@@ -428,7 +442,18 @@ impl Mvcc {
                     value,
                 } => {
                     let lock = Lock::from_bytes(&value)?;
+                    // A pessimistic lock goes to memory unless the budget is spent or the
+                    // key's lock is on disk (which this one must replace there).
+                    let mut in_memory = false;
                     if lock.kind == LockKind::Pessimistic {
+                        let on_disk = self.locked.read().contains(&key);
+                        let bytes = lock_bytes(key.len(), &lock);
+                        in_memory = !on_disk && self.memory.lock().admits(memory_put_bytes + bytes);
+                        if in_memory {
+                            memory_put_bytes += bytes;
+                        }
+                    }
+                    if in_memory {
                         staged.memory_put.push((key, lock));
                     } else {
                         staged.memory_delete.push(key.clone());
@@ -478,7 +503,9 @@ impl Mvcc {
         if memory.len() < before {
             self.memory_released.notify_all();
         }
-        memory.extend(put);
+        for (key, lock) in put {
+            memory.insert(key, lock);
+        }
     }
 
     /// Waits until the batch of `ticket` is durable. Called without latches: the batch is
@@ -856,8 +883,9 @@ impl Mvcc {
     /// write: the locks go to memory without a call to the engine. Returns `Ok(None)`,
     /// having changed nothing, when that is not possible now: another operation holds a
     /// latch of these keys or is raising a fence, or a key already holds this
-    /// transaction's lock on disk (raising its `for_update_ts` is a write). The caller
-    /// then uses `lock_keys`.
+    /// transaction's lock on disk (raising its `for_update_ts` is a write), or the budget
+    /// for in-memory locks is spent. The caller then uses `lock_keys`, which writes them
+    /// to the lock CF where they cannot live in memory.
     pub fn try_lock_keys_in_memory(
         &self,
         request: &LockKeys<'_>,
@@ -956,7 +984,19 @@ impl Mvcc {
             }
         }
         // Pessimistic locks need not be durable: if this store crashes, the transaction's
-        // coordinator finds them gone at prewrite and the transaction fails cleanly.
+        // coordinator finds them gone at prewrite and the transaction fails cleanly. Where
+        // the budget for in-memory locks is spent, or a key's lock is on disk already,
+        // the blocking path writes them to the lock CF instead (see `stage`).
+        if waiting == Waiting::Never {
+            let bytes: usize = in_memory.iter().map(|(k, l)| lock_bytes(k.len(), l)).sum();
+            let on_disk = {
+                let locked = self.locked.read();
+                in_memory.iter().any(|(k, _)| locked.contains(k))
+            };
+            if on_disk || !self.memory.lock().admits(bytes) {
+                return Ok(None);
+            }
+        }
         match waiting {
             Waiting::Block => {
                 let _ = self.apply(batch)?;
@@ -1121,8 +1161,36 @@ impl Mvcc {
         };
         let mut batch = WriteBatch::new();
         let mut volatile = Vec::new();
+        let mut volatile_bytes = 0usize;
         for (mutation, ek) in mutations.iter().zip(&encoded) {
             let existing = self.load_lock(ek)?;
+            // A key whose lock is on disk (its pessimistic lock went there), or one past
+            // the budget for in-memory locks, gets a durable lock. Mixing them is safe: a
+            // crash leaves the durable ones to be resolved, as any transaction's.
+            let placement = match placement {
+                PrewriteLocks::Volatile => {
+                    let value = match &mutation.op {
+                        MutationOp::Put(v) => v.len(),
+                        _ => 0,
+                    };
+                    let on_disk = self.locked.read().contains(ek);
+                    // The in-memory lock this one replaces (its pessimistic lock) is
+                    // counted already.
+                    let replaced = match &existing {
+                        Some(lock) if !on_disk => lock_bytes(ek.len(), lock),
+                        _ => 0,
+                    };
+                    let grows =
+                        entry_bytes(ek.len(), primary.len(), value).saturating_sub(replaced);
+                    if !on_disk && self.memory.lock().admits(volatile_bytes + grows) {
+                        volatile_bytes += grows;
+                        PrewriteLocks::Volatile
+                    } else {
+                        PrewriteLocks::Durable
+                    }
+                }
+                PrewriteLocks::Durable => PrewriteLocks::Durable,
+            };
             match &existing {
                 Some(lock) if lock.start_ts != start_ts => {
                     return Err(MvccError::KeyIsLocked(lock_info(&mutation.key, lock)));

@@ -1384,3 +1384,122 @@ fn a_fence_letting_holders_in_drains_a_hot_range_and_closes_behind_them() {
     m.lift_memory_lock_fence(fence);
     lock(b"z", 2).unwrap();
 }
+
+/// Past the budget for in-memory locks, pessimistic and volatile locks are written to the
+/// lock CF instead: memory stays bounded, the locks behave the same, and the transaction
+/// commits the same values. A volatile lock never sits in memory beside a disk lock of its
+/// key, which reads would find first (and commit would drop the value as never written).
+#[test]
+fn locks_past_the_memory_budget_go_to_the_lock_cf_and_commit_the_same() {
+    use crate::MemoryLockBudget;
+    use crate::keys::encode_user_key;
+    use crate::memory_locks::entry_bytes;
+
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(FjallEngine::open(dir.path(), &FjallOptions::default()).unwrap());
+    // Room in the region for two pessimistic locks of these keys, and a few value bytes.
+    let one = entry_bytes(encode_user_key(b"k0").len(), 2, 0);
+    let budget = MemoryLockBudget::new(2 * one + 16, 1 << 20);
+    let m = Mvcc::with_memory_lock_budget(engine, budget.clone()).unwrap();
+    write(&m, b"k3", b"old", 5, 6);
+    let keys: Vec<(Vec<u8>, bool)> = (0..4)
+        .map(|i| (format!("k{i}").into_bytes(), false))
+        .collect();
+    fn request(keys: &[(Vec<u8>, bool)], for_update: u64) -> LockKeys<'_> {
+        LockKeys {
+            keys,
+            primary: b"k0",
+            start_ts: ts(10),
+            for_update_ts: ts(for_update),
+            ttl_ms: 3_000,
+            need_values: false,
+        }
+    }
+    let on_disk = |k: &[u8]| {
+        m.engine()
+            .get(Cf::Lock, &encode_user_key(k))
+            .unwrap()
+            .is_some()
+    };
+
+    assert!(
+        m.try_lock_keys_in_memory(&request(&keys[..2], 10))
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(budget.used_bytes(), 2 * one);
+    // No room for two more: the path that must not block declines, and the blocking one
+    // writes them to the lock CF.
+    assert_eq!(
+        m.try_lock_keys_in_memory(&request(&keys[2..], 10)).unwrap(),
+        None
+    );
+    m.lock_keys(&request(&keys[2..], 10)).unwrap();
+    assert_eq!(budget.used_bytes(), 2 * one);
+    assert!(!on_disk(b"k0") && !on_disk(b"k1") && on_disk(b"k2") && on_disk(b"k3"));
+    // A lock on disk is a lock as one in memory is: it holds off another writer, not a
+    // reader.
+    assert!(matches!(
+        lock_alone(&m, b"k3", 20),
+        Err(MvccError::KeyIsLocked(_))
+    ));
+    assert_eq!(m.get(b"k3", ts(30), None).unwrap(), Some(b"old".to_vec()));
+    // Raising its for_update_ts is a write to the lock CF, never a copy in memory.
+    assert_eq!(
+        m.try_lock_keys_in_memory(&request(&keys[3..], 12)).unwrap(),
+        None
+    );
+    m.lock_keys(&request(&keys[3..], 12)).unwrap();
+    assert_eq!(m.lock_of(b"k3").unwrap().unwrap().for_update_ts, ts(12));
+    assert_eq!(budget.used_bytes(), 2 * one);
+
+    // With room in memory again, a volatile prewrite of k2 and k3 still replaces their
+    // disk locks on disk.
+    m.pessimistic_rollback(&[b"k0".to_vec(), b"k1".to_vec()], ts(10))
+        .unwrap();
+    assert_eq!(budget.used_bytes(), 0);
+    let written = [b"k2".to_vec(), b"k3".to_vec()];
+    let mutations: Vec<Mutation> = written.iter().map(|k| put(k, b"new")).collect();
+    m.prewrite(&mutations, b"k0", ts(10), 3_000, PrewriteLocks::Volatile)
+        .unwrap();
+    assert!(on_disk(b"k2") && on_disk(b"k3"));
+    assert_eq!(m.lock_of(b"k3").unwrap().unwrap().kind, LockKind::Put);
+    m.commit(&written, ts(10), ts(11)).unwrap();
+    for k in &written {
+        assert_eq!(m.get(k, ts(12), None).unwrap(), Some(b"new".to_vec()));
+        assert!(!on_disk(k));
+    }
+    assert_eq!(budget.used_bytes(), 0);
+
+    // A volatile prewrite past the budget: the lock it has no room for is durable.
+    let big = vec![1u8; 3 * one];
+    m.prewrite(
+        &[put(b"v0", b"x"), put(b"v1", &big)],
+        b"v0",
+        ts(20),
+        3_000,
+        PrewriteLocks::Volatile,
+    )
+    .unwrap();
+    assert!(!on_disk(b"v0") && on_disk(b"v1"));
+    m.commit(&[b"v0".to_vec(), b"v1".to_vec()], ts(20), ts(21))
+        .unwrap();
+    assert_eq!(m.get(b"v1", ts(22), None).unwrap(), Some(big));
+    assert_eq!(m.get(b"v0", ts(22), None).unwrap(), Some(b"x".to_vec()));
+    assert_eq!(budget.used_bytes(), 0);
+
+    // Pessimistic locks on disk are released by a statement's rollback too.
+    m.lock_keys(&LockKeys {
+        primary: b"k2",
+        start_ts: ts(30),
+        ..request(&keys[..], 30)
+    })
+    .unwrap();
+    assert!(on_disk(b"k3"));
+    let all: Vec<Vec<u8>> = keys.iter().map(|(k, _)| k.clone()).collect();
+    m.pessimistic_rollback(&all, ts(30)).unwrap();
+    for k in &all {
+        assert_eq!(m.lock_of(k).unwrap(), None);
+    }
+    assert_eq!(budget.used_bytes(), 0);
+}

@@ -123,6 +123,10 @@ pub struct StorageSection {
     /// Bytes of the cache of point reads of rows' newest versions (a row cache); 0 turns
     /// it off.
     pub row_cache_bytes: u64,
+    /// Bytes of locks kept only in memory (pessimistic locks, and prewrite locks of
+    /// transactions that commit in one batch); past it, new locks are written to the
+    /// lock CF instead: slower, never refused. Default 256 MiB.
+    pub memory_locks_bytes_max: usize,
 }
 
 impl Default for StorageSection {
@@ -131,6 +135,7 @@ impl Default for StorageSection {
             sync: "fsync".into(),
             cache_size_bytes: 256 * 1024 * 1024,
             row_cache_bytes: 512 * 1024 * 1024,
+            memory_locks_bytes_max: flotilla_mvcc::MemoryLockBudget::STORE_BYTES_MAX_DEFAULT,
         }
     }
 }

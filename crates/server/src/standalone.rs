@@ -89,7 +89,15 @@ impl Standalone {
                 .map_err(|e| storage_err(e.to_string()))?,
         );
         let mvcc = Arc::new(
-            flotilla_mvcc::Mvcc::new(engine.clone()).map_err(|e| storage_err(e.to_string()))?,
+            flotilla_mvcc::Mvcc::with_memory_lock_budget(
+                engine.clone(),
+                // One store, one MVCC: the region's bound is the store's.
+                flotilla_mvcc::MemoryLockBudget::new(
+                    config.storage.memory_locks_bytes_max,
+                    config.storage.memory_locks_bytes_max,
+                ),
+            )
+            .map_err(|e| storage_err(e.to_string()))?,
         );
         let kv = Arc::new(LocalTxnKv::new(mvcc.clone(), tso.clone()));
         let resolved = kv

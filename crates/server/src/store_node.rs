@@ -12,8 +12,8 @@ use flotilla_client::{
     ClientConfig, GrpcTransport, MetaClient, RaftMessageLimits, RaftService, StoreResolver,
 };
 use flotilla_mvcc::{
-    KeyCheck, LockInfo, LockKeys, MissingPrimary, Mutation, MutationOp, Mvcc, MvccError,
-    PrewriteLocks, TxnStatus,
+    KeyCheck, LockInfo, LockKeys, MemoryLockBudget, MissingPrimary, Mutation, MutationOp, Mvcc,
+    MvccError, PrewriteLocks, TxnStatus,
 };
 use flotilla_proto::kvpb::store_server::{Store as StoreRpc, StoreServer};
 use flotilla_proto::kvpb::{self, *};
@@ -116,6 +116,12 @@ pub struct StoreNodeConfig {
     pub gc_resolve_locks_after: Duration,
     /// GC: abandoned locks the store resolves per round (a heartbeat interval) at most.
     pub gc_resolve_locks_max: usize,
+    /// Bytes of locks kept only in memory (pessimistic locks, and prewrite locks of
+    /// transactions committing in one batch) per region this store leads; past it, a
+    /// region's new locks are written through Raft to its lock CF instead.
+    pub memory_locks_region_bytes_max: usize,
+    /// The same bound for all the regions of this store together.
+    pub memory_locks_store_bytes_max: usize,
 }
 
 impl StoreNodeConfig {
@@ -128,7 +134,7 @@ impl StoreNodeConfig {
     /// at most 5 s per command, Raft batches of up to 4 MiB and snapshots of up to 2 GiB,
     /// and GC removing old versions 4,096 records per Raft write and at most 50,000
     /// records a second, and resolving up to 256 abandoned locks a round once they are a
-    /// minute old.
+    /// minute old; in-memory locks of up to 4 MiB per region and 256 MiB per store.
     pub fn new(data_dir: PathBuf, advertise_addr: String, meta_endpoints: Vec<String>) -> Self {
         Self {
             data_dir,
@@ -161,6 +167,8 @@ impl StoreNodeConfig {
             gc_records_per_s: 50_000,
             gc_resolve_locks_after: Duration::from_secs(60),
             gc_resolve_locks_max: 256,
+            memory_locks_region_bytes_max: MemoryLockBudget::REGION_BYTES_MAX_DEFAULT,
+            memory_locks_store_bytes_max: MemoryLockBudget::STORE_BYTES_MAX_DEFAULT,
             binary_version: BINARY_CLUSTER_VERSION,
         }
     }
@@ -361,6 +369,10 @@ impl StoreNode {
             cfg: cfg.clone(),
             gc: gc::StoreGc::new(gc_safe_point),
             merge_checks: MergeChecks::new(cfg.merge_checks_max),
+            memory_locks: MemoryLockBudget::new(
+                cfg.memory_locks_region_bytes_max,
+                cfg.memory_locks_store_bytes_max,
+            ),
         });
         let (shutdown, watcher) = watch::channel(false);
         let service = StoreService {
@@ -413,6 +425,12 @@ impl StoreNode {
 
     pub fn store_id(&self) -> u64 {
         self.store_id
+    }
+
+    /// Bytes of locks the regions this store leads hold only in memory now (bounded by
+    /// `memory_locks_store_bytes_max`).
+    pub fn memory_lock_bytes(&self) -> usize {
+        self.shared.memory_locks.used_bytes()
     }
 
     /// What this store's garbage collection has done.
@@ -511,6 +529,8 @@ struct Shared {
     /// per frozen region led, forgotten when it is no longer both, at most
     /// `merge_checks_max` running.
     merge_checks: MergeChecks,
+    /// The bound on the in-memory locks of the regions this store leads, together.
+    memory_locks: Arc<MemoryLockBudget>,
 }
 
 impl Shared {
@@ -978,10 +998,12 @@ impl Shared {
             WRITE_TIMEOUT,
         ));
         let for_mvcc = engine.clone();
-        let mvcc = tokio::task::spawn_blocking(move || Mvcc::new(for_mvcc))
-            .await
-            .map_err(|e| RaftStoreError::Storage(e.to_string()))?
-            .map_err(|e| RaftStoreError::Storage(e.to_string()))?;
+        let budget = self.memory_locks.clone();
+        let mvcc =
+            tokio::task::spawn_blocking(move || Mvcc::with_memory_lock_budget(for_mvcc, budget))
+                .await
+                .map_err(|e| RaftStoreError::Storage(e.to_string()))?
+                .map_err(|e| RaftStoreError::Storage(e.to_string()))?;
         let m = Arc::new(RegionMvcc {
             term: entry.term,
             engine,

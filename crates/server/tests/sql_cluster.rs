@@ -913,3 +913,53 @@ async fn a_catalog_larger_than_a_default_grpc_message_loads_on_a_new_sql_node() 
     ok(&mut w, "CREATE TABLE after_views (k INT PRIMARY KEY)").await;
     ok(&mut s, "INSERT INTO after_views VALUES (1)").await;
 }
+
+/// A transaction that locks more rows than the stores' budget for in-memory locks: the
+/// locks past it go through Raft to the lock CF, so no store holds more than its bound in
+/// memory, and the transaction commits exactly as it would have, leaving no lock behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_past_the_memory_budget_go_through_raft_and_commit_the_same() {
+    const STORE_BYTES_MAX: usize = 8 * 1024;
+    let cluster = common::Cluster::start_with(|c| {
+        c.memory_locks_region_bytes_max = 4 * 1024;
+        c.memory_locks_store_bytes_max = STORE_BYTES_MAX;
+    })
+    .await;
+    let node = sql_node(&cluster).await;
+    let mut s = node.session();
+    ok(&mut s, "CREATE TABLE acct (id INT PRIMARY KEY, n INT)").await;
+    ok(
+        &mut s,
+        "INSERT INTO acct SELECT g, 1 FROM generate_series(1, 400) AS t(g)",
+    )
+    .await;
+    ok(&mut s, "BEGIN").await;
+    assert_eq!(
+        rows(&mut s, "SELECT id FROM acct FOR UPDATE").await.len(),
+        400
+    );
+    // 400 row locks are some 50 KiB.
+    for store in &cluster.stores {
+        assert!(
+            store.memory_lock_bytes() <= STORE_BYTES_MAX,
+            "store {} holds {} bytes of in-memory locks",
+            store.store_id(),
+            store.memory_lock_bytes()
+        );
+    }
+    ok(&mut s, "UPDATE acct SET n = n + id").await;
+    ok(&mut s, "COMMIT").await;
+    assert_eq!(
+        rows(&mut s, "SELECT sum(n), count(*) FROM acct").await,
+        ["80600|400"]
+    );
+    for store in &cluster.stores {
+        assert_eq!(store.memory_lock_bytes(), 0);
+    }
+    // No lock is left: another transaction changes every row at once.
+    let mut other = node.session();
+    ok(&mut other, "BEGIN").await;
+    ok(&mut other, "UPDATE acct SET n = 0").await;
+    ok(&mut other, "COMMIT").await;
+    assert_eq!(rows(&mut s, "SELECT sum(n) FROM acct").await, ["0"]);
+}
