@@ -389,7 +389,7 @@ pub struct StoreArgs {
     /// region_split_keys, raft_entry_cache_bytes, raft_log_keep_for_lagging_entries,
     /// raft_snapshot_build_queue, raft_snapshot_apply_queue, raft_checksum_queue,
     /// merge_checks_max, raft_chunked_message_bytes_max, memory_locks_region_bytes_max,
-    /// memory_locks_store_bytes_max); flags win.
+    /// memory_locks_store_bytes_max, kv_in_flight_max, scans_in_flight_max); flags win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Listen address [default: 127.0.0.1:20160].
@@ -473,6 +473,15 @@ pub struct StoreArgs {
     /// [default: 268435456].
     #[arg(long, value_name = "BYTES")]
     pub memory_locks_store_bytes_max: Option<usize>,
+    /// Transaction commands all clients together may have in progress on this store;
+    /// past it, the store reads no more commands until one is answered. A command waiting
+    /// for a lock holds its place for up to 5 s [default: 16384].
+    #[arg(long, value_name = "COMMANDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub kv_in_flight_max: Option<u64>,
+    /// Scans in progress on this store at once, each answer up to 16 MiB; past it, a scan
+    /// waits for one to finish [default: 32].
+    #[arg(long, value_name = "SCANS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub scans_in_flight_max: Option<u64>,
     /// Testing only: report this older cluster version and behave on the wire as a build
     /// of it would (rolling-upgrade tests; 1 = a build from before versions).
     #[arg(long, value_name = "VERSION", hide = true)]
@@ -501,6 +510,8 @@ struct StoreFile {
     raft_chunked_message_bytes_max: Option<usize>,
     memory_locks_region_bytes_max: Option<usize>,
     memory_locks_store_bytes_max: Option<usize>,
+    kv_in_flight_max: Option<u64>,
+    scans_in_flight_max: Option<u64>,
 }
 
 pub async fn run_store(args: StoreArgs) -> anyhow::Result<()> {
@@ -602,6 +613,14 @@ pub async fn run_store(args: StoreArgs) -> anyhow::Result<()> {
         .or(file.memory_locks_store_bytes_max)
     {
         cfg.memory_locks_store_bytes_max = bytes;
+    }
+    if let Some(n) = args.kv_in_flight_max.or(file.kv_in_flight_max) {
+        anyhow::ensure!(n >= 1, "kv_in_flight_max must be at least 1");
+        cfg.kv_in_flight_max = usize::try_from(n).unwrap_or(usize::MAX);
+    }
+    if let Some(n) = args.scans_in_flight_max.or(file.scans_in_flight_max) {
+        anyhow::ensure!(n >= 1, "scans_in_flight_max must be at least 1");
+        cfg.scans_in_flight_max = usize::try_from(n).unwrap_or(usize::MAX);
     }
     let node = StoreNode::start(cfg, listener).await?;
     println!(

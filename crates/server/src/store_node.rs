@@ -93,6 +93,13 @@ pub struct StoreNodeConfig {
     /// Commands one KV stream (one client) may have in progress on this store; past it,
     /// the store reads no more of that stream's commands until one is answered.
     pub kv_stream_in_flight_max: usize,
+    /// Commands all clients together may have in progress on this store; past it, the
+    /// store reads no more commands from any stream until one is answered. A command
+    /// waiting for a lock holds its place (at most `lock_wait_max`).
+    pub kv_in_flight_max: usize,
+    /// Scans in progress on this store at once (each answer up to
+    /// `scan_response_bytes_max`); past it, a scan waits for one to finish.
+    pub scans_in_flight_max: usize,
     /// Largest gRPC message the store accepts (a transaction command, a batch of Raft
     /// messages, or one piece of a larger Raft message).
     pub grpc_message_bytes_max: usize,
@@ -130,7 +137,8 @@ impl StoreNodeConfig {
     /// split at 200,000 keys or 96 MiB, checked every 20,000 written keys, 4 MiB of cached
     /// Raft log entries per region, the log kept for followers up to 65,536 entries behind,
     /// 16 snapshots queued for the snapshot thread, 4,096 commands in progress per KV
-    /// stream, gRPC messages of up to 256 MiB, scan answers of about 16 MiB, lock waits of
+    /// stream and 16,384 on the store, 32 scans at once, gRPC messages of up to 256 MiB,
+    /// scan answers of about 16 MiB, lock waits of
     /// at most 5 s per command, Raft batches of up to 4 MiB and snapshots of up to 2 GiB,
     /// and GC removing old versions 4,096 records per Raft write and at most 50,000
     /// records a second, and resolving up to 256 abandoned locks a round once they are a
@@ -159,6 +167,8 @@ impl StoreNodeConfig {
             storage: FjallOptions::default(),
             client: ClientConfig::default(),
             kv_stream_in_flight_max: 4_096,
+            kv_in_flight_max: 16_384,
+            scans_in_flight_max: 32,
             grpc_message_bytes_max: GRPC_MESSAGE_BYTES_MAX_DEFAULT,
             scan_response_bytes_max: 16 << 20,
             lock_wait_max: Duration::from_secs(5),
@@ -369,6 +379,8 @@ impl StoreNode {
             cfg: cfg.clone(),
             gc: gc::StoreGc::new(gc_safe_point),
             merge_checks: MergeChecks::new(cfg.merge_checks_max),
+            kv_permits: Arc::new(tokio::sync::Semaphore::new(cfg.kv_in_flight_max.max(1))),
+            scan_permits: tokio::sync::Semaphore::new(cfg.scans_in_flight_max.max(1)),
             memory_locks: MemoryLockBudget::new(
                 cfg.memory_locks_region_bytes_max,
                 cfg.memory_locks_store_bytes_max,
@@ -531,6 +543,10 @@ struct Shared {
     merge_checks: MergeChecks,
     /// The bound on the in-memory locks of the regions this store leads, together.
     memory_locks: Arc<MemoryLockBudget>,
+    /// Places for commands in progress, from every client (`kv_in_flight_max`).
+    kv_permits: Arc<tokio::sync::Semaphore>,
+    /// Places for scans in progress (`scans_in_flight_max`).
+    scan_permits: tokio::sync::Semaphore,
 }
 
 impl Shared {
@@ -1152,6 +1168,11 @@ impl Shared {
         // (up to a page of rows) and every command that may wait stay off the runtime.
         let inline = matches!(cmd, kv_request::Cmd::Get(_));
         let scan_bytes_max = self.cfg.scan_response_bytes_max;
+        // Each scan answer may hold `scan_bytes_max`: so many at once, no more.
+        let _scan_permit = match &cmd {
+            kv_request::Cmd::Scan(_) => self.scan_permits.acquire().await.ok(),
+            _ => None,
+        };
         let released = released_keys(&cmd);
         // A waiting command holds a task and a place in its stream: however long a client
         // asks for, it waits at most `lock_wait_max` here (and asks again if it wants more).
@@ -1741,11 +1762,15 @@ impl StoreRpc for StoreService {
                     let Ok(permit) = permits.clone().acquire_owned().await else {
                         return;
                     };
+                    // The store's bound on every client's commands together, likewise.
+                    let Ok(store_permit) = shared.kv_permits.clone().acquire_owned().await else {
+                        return;
+                    };
                     let (shared, answers) = (shared.clone(), answers.clone());
                     tokio::spawn(async move {
                         let resp = shared.handle(req).await;
                         let _ = answers.send((id, resp)).await;
-                        drop(permit);
+                        drop((permit, store_permit));
                     });
                 }
             }
@@ -1770,6 +1795,12 @@ impl StoreRpc for StoreService {
     }
 
     async fn kv(&self, request: Request<KvRequest>) -> Result<Response<KvResponse>, Status> {
+        let _permit = self
+            .shared
+            .kv_permits
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("the store is stopping"))?;
         Ok(Response::new(
             self.shared.handle(request.into_inner()).await,
         ))

@@ -963,3 +963,42 @@ async fn locks_past_the_memory_budget_go_through_raft_and_commit_the_same() {
     ok(&mut other, "COMMIT").await;
     assert_eq!(rows(&mut s, "SELECT sum(n) FROM acct").await, ["0"]);
 }
+
+/// At the stores' bounds on commands in progress (`kv_in_flight_max`) and scans
+/// (`scans_in_flight_max`), set to the least here, concurrent writers of one row and
+/// concurrent scans queue and all finish, exactly: a command waiting for a lock holds its
+/// place only up to `lock_wait_max`, so the holder's commit gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_stores_command_bounds_clients_queue_and_all_finish() {
+    let cluster = common::Cluster::start_with(|c| {
+        c.kv_in_flight_max = 1;
+        c.scans_in_flight_max = 1;
+        c.lock_wait_max = Duration::from_millis(50);
+    })
+    .await;
+    let node = sql_node(&cluster).await;
+    let mut s = node.session();
+    ok(&mut s, "CREATE TABLE counter (id INT PRIMARY KEY, n INT)").await;
+    ok(&mut s, "INSERT INTO counter VALUES (1, 0), (2, 0)").await;
+    let mut clients = Vec::new();
+    for c in 0..4 {
+        let node = node.clone();
+        clients.push(tokio::spawn(async move {
+            let mut s = node.session();
+            for _ in 0..5 {
+                ok(&mut s, "BEGIN").await;
+                ok(&mut s, "UPDATE counter SET n = n + 1 WHERE id = 1").await;
+                assert_eq!(rows(&mut s, "SELECT count(*) FROM counter").await, ["2"]);
+                ok(&mut s, "COMMIT").await;
+            }
+            c
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert_eq!(
+        rows(&mut s, "SELECT n FROM counter WHERE id = 1").await,
+        ["20"]
+    );
+}
