@@ -341,28 +341,31 @@ fn float_against_subquery(
             Ok(true)
         }
         (Kind::Float, Kind::Numeric) => {
-            let plan = subquery.subquery.as_ref().clone();
-            let columns = plan
-                .schema()
-                .iter()
-                .enumerate()
-                .map(|(i, (q, f))| {
-                    let c = Expr::Column(datafusion::common::Column::from((q, f)));
-                    if i == 0 {
-                        to_float8(c).alias_qualified(q.cloned(), f.name())
-                    } else {
-                        c
-                    }
-                })
-                .collect();
-            subquery.subquery = Arc::new(LogicalPlan::Projection(Projection::try_new(
-                columns,
-                Arc::new(plan),
-            )?));
+            subquery.subquery = Arc::new(with_float8_columns(subquery.subquery.clone(), &[0])?);
             Ok(true)
         }
         _ => Ok(false),
     }
+}
+
+/// `input` with its columns at `positions` cast to float8, under their names.
+fn with_float8_columns(input: Arc<LogicalPlan>, positions: &[usize]) -> DfResult<LogicalPlan> {
+    let columns = input
+        .schema()
+        .iter()
+        .enumerate()
+        .map(|(i, (q, f))| {
+            let column = Expr::Column(datafusion::common::Column::from((q, f)));
+            if positions.contains(&i) {
+                to_float8(column).alias_qualified(q.cloned(), f.name())
+            } else {
+                column
+            }
+        })
+        .collect();
+    Ok(LogicalPlan::Projection(Projection::try_new(
+        columns, input,
+    )?))
 }
 
 /// Functions whose arguments resolve to one type, as CASE branches do.
@@ -513,22 +516,7 @@ fn float_union_columns(union: Union) -> DfResult<LogicalPlan> {
             if casts.is_empty() {
                 return Ok(input);
             }
-            let columns = input
-                .schema()
-                .iter()
-                .enumerate()
-                .map(|(i, (q, f))| {
-                    let column = Expr::Column(datafusion::common::Column::from((q, f)));
-                    if casts.contains(&i) {
-                        to_float8(column).alias_qualified(q.cloned(), f.name())
-                    } else {
-                        column
-                    }
-                })
-                .collect();
-            Ok(Arc::new(LogicalPlan::Projection(Projection::try_new(
-                columns, input,
-            )?)))
+            Ok(Arc::new(with_float8_columns(input, &casts)?))
         })
         .collect::<DfResult<Vec<_>>>()?;
     Ok(LogicalPlan::Union(Union::try_new_with_loose_types(inputs)?))
