@@ -364,8 +364,7 @@ pub(crate) async fn validate(
             view.clone(),
             None,
             overrides,
-            chrono::Utc::now(),
-            &[],
+            crate::context::SessionScope::detached(),
         )
     })
     .await?;

@@ -114,6 +114,28 @@ impl SchemaProvider for FlotillaSchema {
     }
 }
 
+/// What a statement takes from its session.
+pub(crate) struct SessionScope<'a> {
+    /// What `now()` is: the transaction's start time.
+    pub(crate) now: chrono::DateTime<chrono::Utc>,
+    /// The session's own functions (`currval`, `current_user`, ...).
+    pub(crate) udfs: &'a [Arc<ScalarUDF>],
+    /// The database the client connected to (`information_schema`'s catalog).
+    pub(crate) database: &'a str,
+}
+
+impl SessionScope<'_> {
+    /// No session: `now()` is the current time, no functions of a session's, database
+    /// `postgres`.
+    pub(crate) fn detached() -> SessionScope<'static> {
+        SessionScope {
+            now: chrono::Utc::now(),
+            udfs: &[],
+            database: "postgres",
+        }
+    }
+}
+
 /// A statement's DataFusion context.
 pub(crate) struct StatementContext {
     ctx: SessionContext,
@@ -129,9 +151,13 @@ impl StatementContext {
         view: TxnView,
         with_handle: Option<String>,
         overrides: HashMap<String, Arc<dyn TableProvider>>,
-        now: chrono::DateTime<chrono::Utc>,
-        session_udfs: &[Arc<ScalarUDF>],
+        scope: SessionScope<'_>,
     ) -> Self {
+        let SessionScope {
+            now,
+            udfs: session_udfs,
+            database,
+        } = scope;
         // Each statement gets its own catalog list: a cloned SessionState shares the
         // template's, and registering into a shared list would let concurrent statements
         // resolve tables through each other's transaction views.
@@ -144,6 +170,7 @@ impl StatementContext {
         }
         let catalog = MemoryCatalogProvider::new();
         let pg_snapshot = snapshot.clone();
+        let info_snapshot = snapshot.clone();
         let schema = FlotillaSchema {
             snapshot,
             view,
@@ -158,6 +185,15 @@ impl StatementContext {
                 "pg_catalog",
                 Arc::new(crate::pg_catalog::PgCatalogSchema {
                     snapshot: pg_snapshot,
+                }),
+            )
+            .expect("memory catalog accepts schemas");
+        catalog
+            .register_schema(
+                "information_schema",
+                Arc::new(crate::info_schema::InformationSchema {
+                    snapshot: info_snapshot,
+                    database: database.to_string(),
                 }),
             )
             .expect("memory catalog accepts schemas");
@@ -398,8 +434,7 @@ mod tests {
             view.clone(),
             Some("t".into()),
             HashMap::new(),
-            chrono::Utc::now(),
-            &[],
+            SessionScope::detached(),
         );
         // A second context created in between must not change what the first resolves.
         let _without = StatementContext::new(
@@ -408,8 +443,7 @@ mod tests {
             view,
             None,
             HashMap::new(),
-            chrono::Utc::now(),
-            &[],
+            SessionScope::detached(),
         );
         let statement = datafusion::sql::sqlparser::parser::Parser::parse_sql(
             &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},

@@ -92,7 +92,7 @@ fn tables_by_name(snapshot: &CatalogSnapshot) -> impl Iterator<Item = &Arc<Table
 }
 
 /// A table's column of id `id`.
-fn column_named(table: &TableDef, id: flotilla_catalog::ColumnId) -> Option<&ColumnDef> {
+fn column_named(table: &TableDef, id: flotilla_types::ColumnId) -> Option<&ColumnDef> {
     table.columns.iter().find(|c| c.id == id)
 }
 
@@ -226,8 +226,12 @@ impl InformationSchema {
     }
 
     fn sequences(&self) -> DfResult<Arc<dyn TableProvider>> {
-        let mut sequences: Vec<&flotilla_catalog::SequenceDef> =
-            self.snapshot.sequences.values().map(|s| s.as_ref()).collect();
+        let mut sequences: Vec<&flotilla_catalog::SequenceDef> = self
+            .snapshot
+            .sequences
+            .values()
+            .map(|s| s.as_ref())
+            .collect();
         for t in self.snapshot.tables.values() {
             sequences.extend(t.columns.iter().filter_map(|c| c.sequence.as_ref()));
         }
@@ -330,7 +334,10 @@ impl InformationSchema {
             ("column_name", Column::Text(c_name)),
             ("ordinal_position", Column::Int(position)),
             // Foreign keys do not exist yet: no constraint refers to a unique one.
-            ("position_in_unique_constraint", Column::OptInt(vec![None; n])),
+            (
+                "position_in_unique_constraint",
+                Column::OptInt(vec![None; n]),
+            ),
         ])
     }
 }

@@ -17,6 +17,7 @@ mod engine;
 mod error;
 mod fast;
 mod functions;
+mod info_schema;
 mod locking;
 mod numeric;
 mod overflow;

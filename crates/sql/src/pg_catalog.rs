@@ -79,29 +79,40 @@ fn pg_type(ty: &SqlType) -> (i64, &'static str) {
     }
 }
 
+/// PostgreSQL's name of a column type (`udt_name` in `information_schema.columns`).
+pub(crate) fn pg_type_name(ty: &SqlType) -> &'static str {
+    pg_type(ty).1
+}
+
 /// The OID of index `index_id` of table `table_id`.
 fn index_oid(table_id: i64, index_id: i64) -> i64 {
     (table_id << 16) + index_id
 }
 
-enum Column {
+/// The values of one column of a catalog table.
+pub(crate) enum Column {
     Int(Vec<i64>),
+    OptInt(Vec<Option<i64>>),
     Small(Vec<i16>),
     Text(Vec<String>),
+    OptText(Vec<Option<String>>),
     Bool(Vec<bool>),
 }
 
-fn table(columns: Vec<(&str, Column)>) -> DfResult<Arc<dyn TableProvider>> {
+/// A catalog table of `columns`, each named.
+pub(crate) fn table(columns: Vec<(&str, Column)>) -> DfResult<Arc<dyn TableProvider>> {
     let fields: Vec<Field> = columns
         .iter()
         .map(|(name, c)| {
-            let ty = match c {
-                Column::Int(_) => DataType::Int64,
-                Column::Small(_) => DataType::Int16,
-                Column::Text(_) => DataType::Utf8,
-                Column::Bool(_) => DataType::Boolean,
+            let (ty, nullable) = match c {
+                Column::Int(_) => (DataType::Int64, false),
+                Column::OptInt(_) => (DataType::Int64, true),
+                Column::Small(_) => (DataType::Int16, false),
+                Column::Text(_) => (DataType::Utf8, false),
+                Column::OptText(_) => (DataType::Utf8, true),
+                Column::Bool(_) => (DataType::Boolean, false),
             };
-            Field::new(*name, ty, false)
+            Field::new(*name, ty, nullable)
         })
         .collect();
     let schema = Arc::new(Schema::new(fields));
@@ -109,8 +120,10 @@ fn table(columns: Vec<(&str, Column)>) -> DfResult<Arc<dyn TableProvider>> {
         .into_iter()
         .map(|(_, c)| match c {
             Column::Int(v) => Arc::new(Int64Array::from(v)) as ArrayRef,
+            Column::OptInt(v) => Arc::new(Int64Array::from(v)),
             Column::Small(v) => Arc::new(Int16Array::from(v)),
             Column::Text(v) => Arc::new(StringArray::from(v)),
+            Column::OptText(v) => Arc::new(StringArray::from(v)),
             Column::Bool(v) => Arc::new(BooleanArray::from(v)),
         })
         .collect();

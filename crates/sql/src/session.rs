@@ -115,6 +115,8 @@ pub struct Session {
     /// Functions of this session: the sequence functions and `current_user` and its
     /// kind, registered in each statement's context.
     session_udfs: Vec<Arc<datafusion::logical_expr::ScalarUDF>>,
+    /// The database the client connected to (`current_database()`).
+    database: String,
     /// True while rows of a `COPY ... FROM` are inserted (`execute_copied`).
     pub(crate) copying: bool,
     /// Bytes of rows the results of the running query string's earlier statements hold:
@@ -385,6 +387,7 @@ impl Session {
         Self {
             sequences,
             session_udfs,
+            database: "postgres".into(),
             engine,
             statement_catalog: None,
             open: None,
@@ -401,6 +404,7 @@ impl Session {
     /// Names the client: the user and database it connected as, which `current_user`
     /// and `current_database()` return (both `postgres` until this is called).
     pub fn set_client(&mut self, user: &str, database: &str) {
+        self.database = database.to_string();
         self.session_udfs = self.sequences.udfs();
         self.session_udfs
             .extend(crate::pg_catalog::reg_udfs(&self.engine.catalog));
@@ -1040,8 +1044,11 @@ impl Session {
             self.view(read_ts),
             with_handle,
             overrides,
-            self.transaction_time(),
-            &self.session_udfs,
+            crate::context::SessionScope {
+                now: self.transaction_time(),
+                udfs: &self.session_udfs,
+                database: &self.database,
+            },
         )
     }
 

@@ -4270,3 +4270,102 @@ async fn select_for_update_locks_the_rows_it_returns() {
     }
     assert_eq!(rows(&mut s, "SELECT sum(n) FROM acct").await, vec!["65"]);
 }
+
+/// `information_schema` describes the catalog as tools and ORMs read it: tables and
+/// views, columns with PostgreSQL's type names, sequences, and the constraints with their
+/// columns. Before, the schema did not exist (42P01).
+#[tokio::test]
+async fn information_schema_describes_the_catalog() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE item (id SERIAL PRIMARY KEY, name VARCHAR(40) NOT NULL UNIQUE, \
+         price NUMERIC(10, 2) DEFAULT 0, at TIMESTAMPTZ, CHECK (price >= 0))",
+    )
+    .await;
+    ok(
+        &mut s,
+        "CREATE TABLE tag (item INT, label TEXT, PRIMARY KEY (item, label))",
+    )
+    .await;
+    ok(
+        &mut s,
+        "CREATE VIEW cheap AS SELECT id FROM item WHERE price < 1",
+    )
+    .await;
+    ok(&mut s, "CREATE SEQUENCE tickets").await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT table_name, table_type FROM information_schema.tables \
+             WHERE table_schema = 'public' AND table_catalog = current_database() \
+             ORDER BY table_name"
+        )
+        .await,
+        vec!["cheap|VIEW", "item|BASE TABLE", "tag|BASE TABLE"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT column_name, ordinal_position, data_type, is_nullable, \
+             character_maximum_length, numeric_precision, numeric_scale, udt_name, \
+             column_default FROM information_schema.columns WHERE table_name = 'item' \
+             ORDER BY ordinal_position"
+        )
+        .await,
+        vec![
+            "id|1|integer|NO|NULL|32|0|int4|nextval('item_id_seq')",
+            "name|2|character varying|NO|40|NULL|NULL|varchar|NULL",
+            "price|3|numeric|YES|NULL|10|2|numeric|0",
+            "at|4|timestamp with time zone|YES|NULL|NULL|NULL|timestamptz|NULL"
+        ]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT constraint_type, count(*) FROM information_schema.table_constraints \
+             WHERE table_name = 'item' GROUP BY constraint_type ORDER BY constraint_type"
+        )
+        .await,
+        vec!["CHECK|1", "PRIMARY KEY|1", "UNIQUE|1"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT k.column_name, k.ordinal_position \
+             FROM information_schema.table_constraints c \
+             JOIN information_schema.key_column_usage k \
+               ON c.constraint_name = k.constraint_name AND c.table_name = k.table_name \
+             WHERE c.table_name = 'tag' AND c.constraint_type = 'PRIMARY KEY' \
+             ORDER BY k.ordinal_position"
+        )
+        .await,
+        vec!["item|1", "label|2"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT sequence_name, start_value, increment FROM information_schema.sequences \
+             ORDER BY sequence_name"
+        )
+        .await,
+        vec!["item_id_seq|1|1", "tickets|1|1"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT schema_name FROM information_schema.schemata ORDER BY schema_name"
+        )
+        .await,
+        vec!["information_schema", "pg_catalog", "public"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT view_definition IS NOT NULL FROM information_schema.views"
+        )
+        .await,
+        vec!["true"]
+    );
+}
