@@ -390,26 +390,39 @@ fn as_written(e: &Expr, column_type: &DataType) -> Expr {
 /// typed them: a quotient of `numeric_div` has more places than Arrow's, and the column
 /// type made for Arrow's would cast them away.
 fn values_rewritten(values: Values, divide: &Arc<ScalarUDF>) -> DfResult<Values> {
+    let Values { schema, values } = values;
     let empty = DFSchema::empty();
     let mut changed = false;
-    let mut rows = Vec::with_capacity(values.values.len());
-    for row in &values.values {
-        let mut written = Vec::with_capacity(row.len());
-        for (e, field) in row.iter().zip(values.schema.fields()) {
-            let t = e.clone().transform_up(|e| rewrite(e, &empty, divide))?;
-            changed |= t.transformed;
-            written.push(if t.transformed {
-                as_written(&t.data, field.data_type())
-            } else {
-                as_written(e, field.data_type())
-            });
-        }
-        rows.push(written);
-    }
+    // Each expression is moved through the rewrite, not copied: a multi-row INSERT's
+    // VALUES list may be long.
+    let rows = values
+        .into_iter()
+        .map(|row| {
+            row.into_iter()
+                .map(|e| {
+                    let t = e.transform_up(|e| rewrite(e, &empty, divide))?;
+                    changed |= t.transformed;
+                    Ok(t.data)
+                })
+                .collect::<DfResult<Vec<Expr>>>()
+        })
+        .collect::<DfResult<Vec<Vec<Expr>>>>()?;
     if !changed {
-        return Ok(values);
+        return Ok(Values {
+            schema,
+            values: rows,
+        });
     }
-    match LogicalPlanBuilder::values(rows)?.build()? {
+    let written = rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .zip(schema.fields())
+                .map(|(e, field)| as_written(e, field.data_type()))
+                .collect()
+        })
+        .collect();
+    match LogicalPlanBuilder::values(written)?.build()? {
         LogicalPlan::Values(v) => Ok(v),
         other => Err(DataFusionError::Internal(format!(
             "a VALUES list was planned as {}",
