@@ -123,6 +123,14 @@ impl LocalTxnKv {
             Some(current) if current.start_ts == info.start_ts => {}
             _ => return Ok(AfterLock::Retry),
         }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(TxnError::LockWaitTimeout {
+                waited_ms: started.elapsed().as_millis() as u64,
+            });
+        }
+        // Only a statement that will wait joins the wait-for graph: one that may not wait
+        // is refused as timed out, never as a deadlock.
         let _edge =
             match waiter {
                 Some(waiter) => Some(self.graph.wait(waiter, info.start_ts).map_err(|()| {
@@ -133,12 +141,6 @@ impl LocalTxnKv {
                 })?),
                 None => None,
             };
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(TxnError::LockWaitTimeout {
-                waited_ms: started.elapsed().as_millis() as u64,
-            });
-        }
         let expires_at_ms = lock.start_ts.physical_ms().saturating_add(lock.ttl_ms);
         let until_expiry =
             Duration::from_millis(expires_at_ms.saturating_sub(wall_clock_ms()).max(1));
@@ -162,12 +164,10 @@ impl LocalTxnKv {
         loop {
             match op() {
                 Ok(v) => return Ok(v),
+                // Settled even past the deadline (NOWAIT's is now): a lock whose
+                // transaction is decided is resolved, not reported as held; only a live
+                // one times out (in `settle_lock`).
                 Err(MvccError::KeyIsLocked(info)) => {
-                    if Instant::now() >= deadline {
-                        return Err(TxnError::LockWaitTimeout {
-                            waited_ms: started.elapsed().as_millis() as u64,
-                        });
-                    }
                     match self.settle_lock(info, waiter, started, deadline).await? {
                         AfterLock::Retry => continue,
                     }

@@ -253,6 +253,37 @@ async fn a_reader_resolves_the_secondary_of_a_committed_transaction() {
 }
 
 #[tokio::test]
+async fn a_lock_that_may_not_wait_still_resolves_a_decided_lock_and_times_out_on_a_live_one() {
+    let f = fixture();
+    let kv = f.kv.clone() as TxnKvRef;
+    let start = f.tso.get_ts().await.unwrap();
+    let put = |k: &[u8]| flotilla_mvcc::Mutation {
+        key: k.to_vec(),
+        op: flotilla_mvcc::MutationOp::Put(b"v".to_vec()),
+        check: flotilla_mvcc::KeyCheck::Snapshot,
+    };
+    // A committed transaction whose secondary lock is still there.
+    kv.prewrite(vec![put(b"p"), put(b"s")], b"p", start, 60_000, false)
+        .await
+        .unwrap();
+    let commit = f.tso.get_ts().await.unwrap();
+    kv.commit(vec![b"p".to_vec()], start, commit).await.unwrap();
+    // NOWAIT (no time to wait) takes the row: the lock on it holds nobody's place.
+    let mut nowait = f.begin(0).await;
+    let values = nowait
+        .lock_keys(vec![(b"s".to_vec(), false)], true)
+        .await
+        .unwrap();
+    assert_eq!(values, vec![Some(b"v".to_vec())]);
+    // A live lock is refused at once, as timed out (not as a deadlock).
+    let mut other = f.begin(0).await;
+    let r = other.lock_keys(vec![(b"s".to_vec(), false)], false).await;
+    assert!(matches!(r, Err(TxnError::LockWaitTimeout { .. })), "{r:?}");
+    other.rollback().await.unwrap();
+    nowait.rollback().await.unwrap();
+}
+
+#[tokio::test]
 async fn transactions_commit_whole_whether_they_fit_one_request_or_not() {
     let f = fixture();
     for (keys, per_request) in [(3usize, 4usize), (7, 2)] {
