@@ -283,6 +283,37 @@ async fn a_lock_that_may_not_wait_still_resolves_a_decided_lock_and_times_out_on
     nowait.rollback().await.unwrap();
 }
 
+/// A transaction whose first lock is refused goes on (NOWAIT, SKIP LOCKED, a savepoint)
+/// and locks other keys: their primary must be one of them. It was the refused key, which
+/// the transaction never held, so anyone meeting its later locks judged it rolled back and
+/// removed them, and its commit lost them.
+#[tokio::test]
+async fn a_transaction_whose_first_lock_was_refused_keeps_the_locks_it_takes_after() {
+    let f = fixture();
+    let mut holder = f.begin(0).await;
+    holder
+        .lock_keys(vec![(b"a".to_vec(), false)], false)
+        .await
+        .unwrap();
+    let mut t = f.begin(0).await;
+    let r = t.lock_keys(vec![(b"a".to_vec(), false)], false).await;
+    assert!(matches!(r, Err(TxnError::LockWaitTimeout { .. })), "{r:?}");
+    t.lock_keys(vec![(b"b".to_vec(), false)], false)
+        .await
+        .unwrap();
+    let mut third = f.begin(0).await;
+    let r = third.lock_keys(vec![(b"b".to_vec(), false)], false).await;
+    assert!(
+        matches!(r, Err(TxnError::LockWaitTimeout { .. })),
+        "the lock on b was taken from its live transaction: {r:?}"
+    );
+    third.rollback().await.unwrap();
+    holder.rollback().await.unwrap();
+    t.put(b"b".to_vec(), b"v".to_vec()).unwrap();
+    t.commit().await.unwrap();
+    assert_eq!(f.read(b"b").await, Some(b"v".to_vec()));
+}
+
 #[tokio::test]
 async fn transactions_commit_whole_whether_they_fit_one_request_or_not() {
     let f = fixture();

@@ -225,18 +225,22 @@ impl Transaction {
         };
         let mut values = Vec::with_capacity(if need_values { keys.len() } else { 0 });
         for chunk in keys.chunks(self.options.keys_per_request_max) {
-            let got = self
-                .kv
-                .acquire_pessimistic_lock(LockRequest {
-                    keys: chunk.to_vec(),
-                    primary: primary.clone(),
-                    start_ts: self.start_ts,
-                    for_update_ts,
-                    ttl_ms: self.options.lock_ttl_ms,
-                    need_values,
-                    lock_wait_timeout_ms: self.options.lock_wait_timeout_ms,
-                })
-                .await?;
+            let request = LockRequest {
+                keys: chunk.to_vec(),
+                primary: primary.clone(),
+                start_ts: self.start_ts,
+                for_update_ts,
+                ttl_ms: self.options.lock_ttl_ms,
+                need_values,
+                lock_wait_timeout_ms: self.options.lock_wait_timeout_ms,
+            };
+            let got = match self.kv.acquire_pessimistic_lock(request).await {
+                Ok(got) => got,
+                Err(e) => {
+                    self.after_failed_lock(chunk, &primary).await;
+                    return Err(e);
+                }
+            };
             for (key, _) in chunk {
                 self.locked.insert(key.clone());
             }
@@ -244,6 +248,32 @@ impl Transaction {
         }
         self.start_heartbeat(&primary);
         Ok(values)
+    }
+
+    /// Cleans up after a lock request for `chunk` failed (a lock held past the wait, a
+    /// deadlock, a key that must not exist): the transaction goes on (a NOWAIT or SKIP
+    /// LOCKED statement, a savepoint, an upsert row by row), so
+    /// - the primary, if this request was to be its first lock, is chosen again: others
+    ///   judge the transaction's fate by its primary's lock, and one it never took would
+    ///   make every later lock of it look rolled back, for anyone to remove;
+    /// - any key of the request locked before another refused (a request spanning regions)
+    ///   is given back, so no lock outlives the transaction unknown to it.
+    async fn after_failed_lock(&mut self, chunk: &[(Vec<u8>, bool)], primary: &[u8]) {
+        if !self.locked.contains(primary) {
+            self.primary = None;
+        }
+        let untracked: Vec<Vec<u8>> = chunk
+            .iter()
+            .filter(|(key, _)| !self.locked.contains(key))
+            .map(|(key, _)| key.clone())
+            .collect();
+        if let Err(e) = self
+            .kv
+            .pessimistic_rollback(&untracked, self.start_ts)
+            .await
+        {
+            tracing::warn!(error = %e, "releasing a failed request's locks failed; they will lapse");
+        }
     }
 
     /// Gives back the pessimistic lock on `key` that a statement took but did not need (the
