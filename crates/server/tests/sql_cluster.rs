@@ -25,6 +25,13 @@ async fn ok(session: &mut Session, sql: &str) {
     }
 }
 
+async fn code(session: &mut Session, sql: &str) -> &'static str {
+    match run(session, sql).await {
+        Ok(r) => panic!("{sql}: expected an error, got {r:?}"),
+        Err(e) => e.code,
+    }
+}
+
 async fn rows(session: &mut Session, sql: &str) -> Vec<String> {
     let Ok(QueryResult::Rows { batches, .. }) = run(session, sql).await else {
         panic!("{sql}: expected rows");
@@ -962,6 +969,76 @@ async fn locks_past_the_memory_budget_go_through_raft_and_commit_the_same() {
     ok(&mut other, "UPDATE acct SET n = 0").await;
     ok(&mut other, "COMMIT").await;
     assert_eq!(rows(&mut s, "SELECT sum(n) FROM acct").await, ["0"]);
+}
+
+/// A job queue across regions and stores: workers claim jobs with a locking subquery and
+/// `SKIP LOCKED`, each taking the next row no other holds without waiting; a worker whose
+/// first lock was refused keeps the locks it takes after (NOWAIT on them fails), and a
+/// join locks the rows of the table it names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_claim_jobs_with_skip_locked_across_the_cluster() {
+    let cluster = common::Cluster::start().await;
+    let node = sql_node(&cluster).await;
+    let mut s = node.session();
+    let mut other = node.session();
+    let mut third = node.session();
+    ok(&mut s, "CREATE TABLE job (id INT PRIMARY KEY, state TEXT)").await;
+    ok(
+        &mut s,
+        "INSERT INTO job SELECT g, 'new' FROM generate_series(1, 20) AS t(g)",
+    )
+    .await;
+    ok(&mut s, "CREATE TABLE note (job INT PRIMARY KEY, body TEXT)").await;
+    ok(&mut s, "INSERT INTO note VALUES (1, 'a'), (2, 'b')").await;
+    ok(&mut third, "SET lock_timeout = '200ms'").await;
+    let claim = "UPDATE job SET state = 'taken' WHERE id = (SELECT id FROM job \
+                 WHERE state = 'new' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id";
+    ok(&mut s, "BEGIN").await;
+    ok(&mut other, "BEGIN").await;
+    assert_eq!(rows(&mut s, claim).await, ["1"]);
+    assert_eq!(rows(&mut other, claim).await, ["2"]);
+    assert_eq!(
+        rows(
+            &mut other,
+            "SELECT id FROM job ORDER BY id LIMIT 3 FOR UPDATE SKIP LOCKED"
+        )
+        .await,
+        ["2", "3", "4"]
+    );
+    assert_eq!(
+        code(
+            &mut third,
+            "SELECT id FROM job WHERE id = 2 FOR UPDATE NOWAIT"
+        )
+        .await,
+        "55P03"
+    );
+    ok(&mut s, "COMMIT").await;
+    ok(&mut other, "COMMIT").await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT id FROM job WHERE state = 'taken' ORDER BY id"
+        )
+        .await,
+        ["1", "2"]
+    );
+    ok(&mut s, "BEGIN").await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT j.id, n.body FROM job j JOIN note n ON n.job = j.id ORDER BY j.id \
+             FOR UPDATE OF n"
+        )
+        .await,
+        ["1|a", "2|b"]
+    );
+    assert_eq!(
+        code(&mut third, "UPDATE note SET body = 'z' WHERE job = 2").await,
+        "55P03"
+    );
+    ok(&mut third, "UPDATE job SET state = 'done' WHERE id = 2").await;
+    ok(&mut s, "COMMIT").await;
 }
 
 /// At the stores' bounds on commands in progress (`kv_in_flight_max`) and scans

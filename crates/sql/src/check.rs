@@ -162,7 +162,7 @@ pub(crate) async fn plan_checks(
     let mem = MemTable::try_new(empty.schema(), vec![vec![empty]]).map_err(datafusion_error)?;
     let mut overrides: HashMap<String, Arc<dyn TableProvider>> = HashMap::new();
     overrides.insert(table.name.clone(), Arc::new(mem));
-    let ctx = session.context(Timestamp::MAX, None, overrides);
+    let ctx = session.context(Timestamp::MAX, Vec::new(), overrides);
     for w in written {
         let expr = &w.check.expr;
         if w.check.enforced == Some(false) {
@@ -316,7 +316,7 @@ pub(crate) async fn enforce(
     }
     let checks: Vec<&CheckDef> = table.checks.iter().collect();
     let found = first_violation(table, &checks, rows, |overrides| {
-        session.context(Timestamp::MAX, None, overrides)
+        session.context(Timestamp::MAX, Vec::new(), overrides)
     })
     .await?;
     match found {
@@ -362,7 +362,7 @@ pub(crate) async fn validate(
             template,
             Arc::new(flotilla_catalog::CatalogSnapshot::default()),
             view.clone(),
-            None,
+            Vec::new(),
             overrides,
             crate::context::SessionScope::detached(),
         )

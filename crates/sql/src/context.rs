@@ -69,8 +69,9 @@ pub(crate) fn template_state(query_memory_bytes_max: usize) -> Result<SessionSta
 struct FlotillaSchema {
     snapshot: Arc<CatalogSnapshot>,
     view: TxnView,
-    /// Tables whose scans also produce the row handle (the target of a DML statement).
-    with_handle: Option<String>,
+    /// Tables whose scans also produce the row handle (the target of a DML statement,
+    /// the tables a `SELECT ... FOR UPDATE` locks).
+    with_handle: Vec<String>,
     /// Tables replaced for this statement (RETURNING reads the changed rows).
     overrides: HashMap<String, Arc<dyn TableProvider>>,
 }
@@ -87,7 +88,7 @@ impl SchemaProvider for FlotillaSchema {
         }
         match self.snapshot.table(name) {
             Some(def) => {
-                let with_handle = self.with_handle.as_deref() == Some(name);
+                let with_handle = self.with_handle.iter().any(|t| t == name);
                 Ok(Some(Arc::new(KvTable::new(
                     def.clone(),
                     self.view.clone(),
@@ -149,7 +150,7 @@ impl StatementContext {
         template: &SessionState,
         snapshot: Arc<CatalogSnapshot>,
         view: TxnView,
-        with_handle: Option<String>,
+        with_handle: Vec<String>,
         overrides: HashMap<String, Arc<dyn TableProvider>>,
         scope: SessionScope<'_>,
     ) -> Self {
@@ -432,7 +433,7 @@ mod tests {
             &template,
             snapshot.clone(),
             view.clone(),
-            Some("t".into()),
+            vec!["t".into()],
             HashMap::new(),
             SessionScope::detached(),
         );
@@ -441,7 +442,7 @@ mod tests {
             &template,
             snapshot,
             view,
-            None,
+            Vec::new(),
             HashMap::new(),
             SessionScope::detached(),
         );

@@ -267,7 +267,7 @@ async fn plan_default(
     session: &Session,
     expr: &Expr,
 ) -> Result<datafusion::logical_expr::LogicalPlan, SqlError> {
-    let ctx = session.context(Timestamp::MAX, None, HashMap::new());
+    let ctx = session.context(Timestamp::MAX, Vec::new(), HashMap::new());
     let statement = Parser::parse_sql(&PostgreSqlDialect {}, &format!("SELECT {expr}"))
         .map_err(|e| SqlError::new("42601", e.to_string()))?
         .pop()
@@ -576,7 +576,7 @@ async fn create_view(session: &mut Session, cv: CreateView) -> Result<QueryResul
     // expanded wherever the view is named.
     let mut query = cv.query.clone();
     crate::dml::expand_views_in_query(&mut query, &snapshot)?;
-    let ctx = session.context(Timestamp::MAX, None, HashMap::new());
+    let ctx = session.context(Timestamp::MAX, Vec::new(), HashMap::new());
     let plan = ctx.plan(Statement::Query(query)).await?;
     let columns: Vec<String> = cv.columns.iter().map(|c| ident_name(&c.name)).collect();
     if !columns.is_empty() && columns.len() > plan.schema().fields().len() {

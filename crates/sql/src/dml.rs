@@ -596,7 +596,7 @@ pub(crate) async fn describe(
         };
     match statement {
         Statement::Query(_) | Statement::Explain { .. } => {
-            let ctx = session.context(ts, None, HashMap::new());
+            let ctx = session.context(ts, Vec::new(), HashMap::new());
             let (prepared, renamed) = prepare_query_statement(statement);
             let plan = ctx.plan(prepared).await?;
             let (schema, _) = restore_names(ctx.output_schema(&plan)?, vec![], &renamed)?;
@@ -622,7 +622,7 @@ pub(crate) async fn describe(
                         }
                     }
                 }
-                let ctx = session.context(ts, None, HashMap::new());
+                let ctx = session.context(ts, Vec::new(), HashMap::new());
                 if let Ok(plan) = ctx.plan(Statement::Query(source.clone())).await {
                     for (k, v) in collect_types(&plan) {
                         types.entry(k).or_insert(v);
@@ -635,7 +635,7 @@ pub(crate) async fn describe(
         Statement::Update(update) => {
             let (table, alias) = update_target(session, &update.table)?;
             let select = update_select(&table, alias.as_deref(), update)?;
-            let ctx = session.context(ts, Some(table.name.clone()), HashMap::new());
+            let ctx = session.context(ts, vec![table.name.clone()], HashMap::new());
             let plan = ctx.plan(select).await?;
             let schema = returning_schema(session, &table, update.returning.as_deref()).await?;
             Ok((collect_types(&plan), schema))
@@ -643,7 +643,7 @@ pub(crate) async fn describe(
         Statement::Delete(delete) => {
             let (table, alias) = delete_target(session, delete)?;
             let select = delete_select(&table, alias.as_deref(), delete.selection.as_ref())?;
-            let ctx = session.context(ts, Some(table.name.clone()), HashMap::new());
+            let ctx = session.context(ts, vec![table.name.clone()], HashMap::new());
             let plan = ctx.plan(select).await?;
             let schema = returning_schema(session, &table, delete.returning.as_deref()).await?;
             Ok((collect_types(&plan), schema))
@@ -667,6 +667,14 @@ pub(crate) async fn execute(
         expand_views(&mut expanded, &session.catalog())?;
         &expanded
     };
+    let settled;
+    let statement = match crate::locking::settle_nested_locks(session, statement, read_ts).await? {
+        Some(s) => {
+            settled = s;
+            &settled
+        }
+        None => statement,
+    };
     if let Some(result) = crate::fast::try_execute(session, statement, read_ts).await? {
         return Ok(result);
     }
@@ -675,7 +683,7 @@ pub(crate) async fn execute(
             crate::locking::select_locking(session, q, read_ts).await
         }
         Statement::Query(_) | Statement::Explain { .. } => {
-            let ctx = session.context(read_ts, None, HashMap::new());
+            let ctx = session.context(read_ts, Vec::new(), HashMap::new());
             let (prepared, renamed) = prepare_query_statement(statement);
             let plan = ctx.plan(prepared).await?;
             let limits = Collect::result(&session.engine.config, session.result_bytes_held());
@@ -863,7 +871,7 @@ pub(crate) async fn default_array(
             ))
         }
         Some(sql) => {
-            let ctx = session.context(read_ts, None, HashMap::new());
+            let ctx = session.context(read_ts, Vec::new(), HashMap::new());
             let plan = ctx.plan(parse_one(&format!("SELECT {sql}"))?).await?;
             if n > 0 && plan.expressions().iter().any(|e| e.is_volatile()) {
                 let per_row = format!("SELECT {sql} FROM generate_series(1, {n})");
@@ -1204,7 +1212,7 @@ async fn execute_insert(
             // INSERT takes the source's columns by position: names may repeat, as in
             // PostgreSQL (`INSERT INTO t SELECT x, x FROM ...`).
             uniquify_output_names(&mut source);
-            let ctx = session.context(read_ts, None, HashMap::new());
+            let ctx = session.context(read_ts, Vec::new(), HashMap::new());
             let plan = ctx.plan(Statement::Query(source)).await?;
             let batches = ctx
                 .run(plan, Collect::rows_to_write(&session.engine.config))
@@ -1273,7 +1281,7 @@ async fn finish_dml(
     let mem = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(datafusion_error)?;
     let mut overrides: HashMap<String, Arc<dyn TableProvider>> = HashMap::new();
     overrides.insert(table.name.clone(), Arc::new(mem));
-    let ctx = session.context(read_ts, None, overrides);
+    let ctx = session.context(read_ts, Vec::new(), overrides);
     let sql = returning_query(table, items);
     let plan = ctx.plan(parse_one(&sql)?).await?;
     let limits = Collect::result(&session.engine.config, session.result_bytes_held());
@@ -1293,7 +1301,7 @@ async fn returning_schema(
     let Some(items) = returning else {
         return Ok(None);
     };
-    let ctx = session.context(Timestamp::MAX, None, HashMap::new());
+    let ctx = session.context(Timestamp::MAX, Vec::new(), HashMap::new());
     let sql = returning_query(table, items);
     let plan = ctx.plan(parse_one(&sql)?).await?;
     Ok(Some(ctx.output_schema(&plan)?))
@@ -1409,7 +1417,7 @@ async fn read_target_rows(
     select: Statement,
     read_ts: Timestamp,
 ) -> Result<Vec<RecordBatch>, SqlError> {
-    let ctx = session.context(read_ts, Some(table.name.clone()), HashMap::new());
+    let ctx = session.context(read_ts, vec![table.name.clone()], HashMap::new());
     let plan = ctx.plan(select).await?;
     ctx.run(plan, Collect::rows_to_write(&session.engine.config))
         .await

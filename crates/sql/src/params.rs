@@ -86,7 +86,7 @@ fn scalar_text(value: &ScalarValue) -> Result<String, SqlError> {
 
 /// A literal expression with the value and type of `value`, built directly (binding runs
 /// on every execution of a prepared statement, so it never goes through the parser).
-fn literal_expr(value: &ScalarValue) -> Result<Expr, SqlError> {
+pub(crate) fn literal_expr(value: &ScalarValue) -> Result<Expr, SqlError> {
     let t = value.data_type();
     if value.is_null() {
         return Ok(match sql_type(&t) {

@@ -1035,7 +1035,7 @@ impl Session {
     pub(crate) fn context(
         &self,
         read_ts: Timestamp,
-        with_handle: Option<String>,
+        with_handle: Vec<String>,
         overrides: HashMap<String, Arc<dyn datafusion::catalog::TableProvider>>,
     ) -> StatementContext {
         StatementContext::new(

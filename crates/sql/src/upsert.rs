@@ -341,7 +341,7 @@ impl Upsert<'_> {
             quote(&self.target_name),
             quote(EXCLUDED)
         );
-        let ctx = session.context(read_ts, None, overrides);
+        let ctx = session.context(read_ts, Vec::new(), overrides);
         let plan = ctx.plan(parse_one(&sql)?).await?;
         let batches = ctx.run(plan, crate::context::Collect::derived(1)).await?;
         let batch = batches

@@ -4258,17 +4258,270 @@ async fn select_for_update_locks_the_rows_it_returns() {
         ),
         ("SELECT DISTINCT n FROM acct FOR UPDATE", "0A000"),
         ("SELECT * FROM (SELECT id FROM acct) s FOR UPDATE", "0A000"),
-        (
-            "SELECT a.id FROM acct a JOIN acct b ON a.id = b.id FOR UPDATE",
-            "0A000",
-        ),
-        ("SELECT id FROM acct FOR UPDATE SKIP LOCKED", "0A000"),
         ("SELECT id FROM acct FOR UPDATE OF elsewhere", "42P01"),
         ("SELECT id FROM missing FOR UPDATE", "42P01"),
     ] {
         assert_eq!(code(&mut s, sql).await, want, "{sql}");
     }
     assert_eq!(rows(&mut s, "SELECT sum(n) FROM acct").await, vec!["65"]);
+}
+
+/// FOR UPDATE over a join locks the row of each table it names (every table without
+/// OF), each once however often the join returns it; SKIP LOCKED leaves out the rows
+/// another transaction holds and still fills its LIMIT, as a job queue needs. Before,
+/// both were refused (0A000).
+#[tokio::test]
+async fn for_update_locks_each_joined_table_and_skip_locked_fills_its_limit() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    let mut other = db.session();
+    let mut third = db.session();
+    ok(&mut s, "CREATE TABLE job (id INT PRIMARY KEY, state TEXT)").await;
+    ok(
+        &mut s,
+        "CREATE TABLE worker (id INT PRIMARY KEY, job INT, name TEXT)",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO job SELECT i, 'new' FROM generate_series(1, 100) AS g(i)",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO worker VALUES (1, 1, 'ann'), (2, 2, 'bob'), (3, 2, 'cy')",
+    )
+    .await;
+    for session in [&mut other, &mut third] {
+        ok(session, "SET lock_timeout = '100ms'").await;
+    }
+
+    // Without OF every table's rows are locked; a row the join returns twice, once.
+    ok(&mut s, "BEGIN").await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT j.id, w.name FROM job j JOIN worker w ON w.job = j.id \
+             WHERE j.id <= 2 ORDER BY w.id FOR UPDATE"
+        )
+        .await,
+        vec!["1|ann", "2|bob", "2|cy"]
+    );
+    for sql in [
+        "UPDATE job SET state = 'x' WHERE id = 2",
+        "UPDATE worker SET name = 'x' WHERE id = 3",
+    ] {
+        assert_eq!(code(&mut other, sql).await, "55P03", "{sql}");
+    }
+    ok(&mut s, "ROLLBACK").await;
+    // OF one table locks only its rows, with that table's NOWAIT.
+    ok(&mut s, "BEGIN").await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT w.name FROM job j, worker w WHERE w.job = j.id AND j.id = 1 \
+             FOR UPDATE OF w"
+        )
+        .await,
+        vec!["ann"]
+    );
+    ok(&mut other, "UPDATE job SET state = 'seen' WHERE id = 1").await;
+    assert_eq!(
+        code(&mut other, "UPDATE worker SET name = 'x' WHERE id = 1").await,
+        "55P03"
+    );
+    assert_eq!(
+        code(
+            &mut other,
+            "SELECT j.id FROM job j JOIN worker w ON w.job = j.id WHERE w.id = 1 \
+             FOR UPDATE OF j FOR UPDATE OF w NOWAIT"
+        )
+        .await,
+        "55P03"
+    );
+    ok(&mut s, "COMMIT").await;
+    // The outer side of an outer join can be locked; its nullable side cannot.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT j.id, w.name FROM job j LEFT JOIN worker w ON w.job = j.id \
+             WHERE j.id IN (1, 3) ORDER BY j.id FOR UPDATE OF j"
+        )
+        .await,
+        vec!["1|ann", "3|NULL"]
+    );
+    for sql in [
+        "SELECT j.id FROM job j LEFT JOIN worker w ON w.job = j.id FOR UPDATE",
+        "SELECT j.id FROM job j RIGHT JOIN worker w ON w.job = j.id FOR UPDATE OF j",
+        "SELECT j.id FROM job j NATURAL JOIN worker w FOR UPDATE",
+        "SELECT j.id FROM job j, (SELECT job FROM worker) w WHERE w.job = j.id FOR UPDATE",
+    ] {
+        assert_eq!(code(&mut s, sql).await, "0A000", "{sql}");
+    }
+    // A subquery in FROM that is not locked is fine.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT j.id FROM job j, (SELECT job FROM worker) w WHERE w.job = j.id \
+             ORDER BY j.id FOR UPDATE OF j"
+        )
+        .await,
+        vec!["1", "2", "2"]
+    );
+
+    // SKIP LOCKED: each worker takes the next rows nobody holds.
+    let take = "SELECT id FROM job WHERE state = 'new' ORDER BY id LIMIT 2 \
+                FOR UPDATE SKIP LOCKED";
+    ok(&mut other, "BEGIN").await;
+    assert_eq!(rows(&mut other, take).await, vec!["2", "3"]);
+    ok(&mut s, "BEGIN").await;
+    assert_eq!(rows(&mut s, take).await, vec!["4", "5"]);
+    // Rows the transaction holds itself are not skipped; OFFSET's rows (1 and 4) are
+    // locked too.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT id FROM job WHERE id <= 8 ORDER BY id OFFSET 2 FOR UPDATE SKIP LOCKED"
+        )
+        .await,
+        vec!["5", "6", "7", "8"]
+    );
+    assert_eq!(
+        rows(
+            &mut third,
+            "SELECT id FROM job WHERE id <= 9 ORDER BY id FOR UPDATE SKIP LOCKED"
+        )
+        .await,
+        vec!["9"]
+    );
+    // Far more rows held than asked for: the window widens until the LIMIT is met.
+    ok(&mut s, "ROLLBACK").await;
+    ok(&mut other, "COMMIT").await;
+    ok(&mut s, "BEGIN").await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT id FROM job WHERE id <= 60 ORDER BY id FOR UPDATE"
+        )
+        .await
+        .len(),
+        60
+    );
+    assert_eq!(
+        rows(
+            &mut third,
+            "SELECT id FROM job ORDER BY id LIMIT 3 FOR UPDATE SKIP LOCKED"
+        )
+        .await,
+        vec!["61", "62", "63"]
+    );
+    // Outside a transaction block the statement's locks end with it.
+    assert_eq!(
+        ok(&mut other, "UPDATE job SET state = 'x' WHERE id = 61").await,
+        "UPDATE 1"
+    );
+    ok(&mut s, "ROLLBACK").await;
+
+    // A bound LIMIT, as a driver sends it.
+    use datafusion::scalar::ScalarValue;
+    let prepared = s
+        .prepare(
+            "SELECT id FROM job ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            &[],
+        )
+        .await
+        .unwrap();
+    ok(&mut other, "BEGIN").await;
+    assert_eq!(
+        rows(&mut other, "SELECT id FROM job WHERE id = 1 FOR UPDATE").await,
+        vec!["1"]
+    );
+    ok(&mut s, "BEGIN").await;
+    let result = s
+        .execute_prepared(&prepared, vec![ScalarValue::Int64(Some(2))])
+        .await
+        .unwrap();
+    let QueryResult::Rows { batches, .. } = result else {
+        panic!("a SELECT returns rows");
+    };
+    let taken: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(taken, 2);
+    assert_eq!(
+        code(&mut other, "UPDATE job SET state = 'x' WHERE id = 2").await,
+        "55P03"
+    );
+    ok(&mut s, "COMMIT").await;
+    ok(&mut other, "COMMIT").await;
+
+    // The job queue: a locking subquery runs first and takes the next free row, so two
+    // workers take two jobs at once rather than one waiting for the other.
+    let claim = "UPDATE job SET state = 'taken' WHERE id = (SELECT id FROM job \
+                 WHERE state = 'new' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id";
+    ok(&mut s, "BEGIN").await;
+    ok(&mut other, "BEGIN").await;
+    assert_eq!(rows(&mut s, claim).await, vec!["2"]);
+    assert_eq!(rows(&mut other, claim).await, vec!["3"]);
+    assert_eq!(
+        rows(
+            &mut third,
+            "DELETE FROM job WHERE id IN (SELECT id FROM job WHERE state = 'new' \
+             ORDER BY id LIMIT 2 FOR UPDATE SKIP LOCKED) RETURNING id"
+        )
+        .await,
+        vec!["4", "5"]
+    );
+    ok(&mut s, "COMMIT").await;
+    ok(&mut other, "COMMIT").await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT state, count(*) FROM job WHERE id BETWEEN 2 AND 5 GROUP BY state"
+        )
+        .await,
+        vec!["taken|2"]
+    );
+    // EXISTS locks what it finds; a subquery finding nothing is NULL (no row matches).
+    ok(&mut s, "BEGIN").await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT 1 WHERE EXISTS (SELECT id FROM job WHERE id = 6 FOR UPDATE)"
+        )
+        .await,
+        vec!["1"]
+    );
+    assert_eq!(
+        code(&mut other, "UPDATE job SET state = 'x' WHERE id = 6").await,
+        "55P03"
+    );
+    assert_eq!(
+        ok(
+            &mut s,
+            "UPDATE job SET state = 'x' WHERE id = (SELECT id FROM job WHERE id = 5 FOR UPDATE)"
+        )
+        .await,
+        "UPDATE 0"
+    );
+    ok(&mut s, "COMMIT").await;
+    // Locking queries it cannot run first are refused, never run without their locks.
+    for (sql, want) in [
+        ("SELECT * FROM (SELECT id FROM job FOR UPDATE) s", "0A000"),
+        (
+            "SELECT id FROM job j WHERE id = (SELECT w.job FROM worker w \
+             WHERE w.job = j.id FOR UPDATE)",
+            "0A000",
+        ),
+        (
+            "SELECT id FROM job WHERE id = (SELECT id FROM job WHERE id < 9 FOR UPDATE)",
+            "21000",
+        ),
+        (
+            "SELECT id FROM job WHERE id IN (SELECT id, state FROM job FOR UPDATE)",
+            "42601",
+        ),
+    ] {
+        assert_eq!(code(&mut s, sql).await, want, "{sql}");
+    }
 }
 
 /// `information_schema` describes the catalog as tools and ORMs read it: tables and
