@@ -595,6 +595,10 @@ pub(crate) async fn settle_nested_locks(
     statement: &Statement,
     read_ts: Timestamp,
 ) -> Result<Option<Statement>, SqlError> {
+    // EXPLAIN shows the plan; it takes no locks, as PostgreSQL's does not.
+    if matches!(statement, Statement::Explain { .. }) {
+        return Ok(None);
+    }
     let all = locking_queries(statement);
     let top = matches!(statement, Statement::Query(q) if !q.locks.is_empty());
     if all == usize::from(top) {

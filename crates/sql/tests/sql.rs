@@ -4503,6 +4503,15 @@ async fn for_update_locks_each_joined_table_and_skip_locked_fills_its_limit() {
         "UPDATE 0"
     );
     ok(&mut s, "COMMIT").await;
+    // EXPLAIN takes no lock.
+    ok(&mut s, "BEGIN").await;
+    ok(
+        &mut s,
+        "EXPLAIN SELECT id FROM job WHERE id IN (SELECT id FROM job WHERE id = 7 FOR UPDATE)",
+    )
+    .await;
+    ok(&mut other, "UPDATE job SET state = 'x' WHERE id = 7").await;
+    ok(&mut s, "COMMIT").await;
     // Locking queries it cannot run first are refused, never run without their locks.
     for (sql, want) in [
         ("SELECT * FROM (SELECT id FROM job FOR UPDATE) s", "0A000"),
