@@ -36,6 +36,31 @@ impl Fixture {
             .unwrap()
     }
 
+    /// Writes `v` to `primary` and `secondary` in one transaction and commits only the
+    /// primary, as a coordinator that died at the commit point leaves them.
+    async fn commit_leaving_the_secondary_locked(&self, primary: &[u8], secondary: &[u8]) {
+        let kv = self.kv.clone() as TxnKvRef;
+        let start = self.tso.get_ts().await.unwrap();
+        let put = |k: &[u8]| flotilla_mvcc::Mutation {
+            key: k.to_vec(),
+            op: flotilla_mvcc::MutationOp::Put(b"v".to_vec()),
+            check: flotilla_mvcc::KeyCheck::Snapshot,
+        };
+        kv.prewrite(
+            vec![put(primary), put(secondary)],
+            primary,
+            start,
+            60_000,
+            false,
+        )
+        .await
+        .unwrap();
+        let commit = self.tso.get_ts().await.unwrap();
+        kv.commit(vec![primary.to_vec()], start, commit)
+            .await
+            .unwrap();
+    }
+
     async fn read(&self, key: &[u8]) -> Option<Vec<u8>> {
         let t = self.begin(1_000).await;
         let ts = t.fresh_ts().await.unwrap();
@@ -236,18 +261,7 @@ async fn restart_recovery_commits_or_rolls_back_every_orphan_lock() {
 #[tokio::test]
 async fn a_reader_resolves_the_secondary_of_a_committed_transaction() {
     let f = fixture();
-    let kv = f.kv.clone() as TxnKvRef;
-    let start = f.tso.get_ts().await.unwrap();
-    let put = |k: &[u8]| flotilla_mvcc::Mutation {
-        key: k.to_vec(),
-        op: flotilla_mvcc::MutationOp::Put(b"v".to_vec()),
-        check: flotilla_mvcc::KeyCheck::Snapshot,
-    };
-    kv.prewrite(vec![put(b"p"), put(b"s")], b"p", start, 60_000, false)
-        .await
-        .unwrap();
-    let commit = f.tso.get_ts().await.unwrap();
-    kv.commit(vec![b"p".to_vec()], start, commit).await.unwrap();
+    f.commit_leaving_the_secondary_locked(b"p", b"s").await;
     // The lock on s has a long TTL, but its primary says committed: no waiting.
     assert_eq!(f.read(b"s").await, Some(b"v".to_vec()));
 }
@@ -255,19 +269,7 @@ async fn a_reader_resolves_the_secondary_of_a_committed_transaction() {
 #[tokio::test]
 async fn a_lock_that_may_not_wait_still_resolves_a_decided_lock_and_times_out_on_a_live_one() {
     let f = fixture();
-    let kv = f.kv.clone() as TxnKvRef;
-    let start = f.tso.get_ts().await.unwrap();
-    let put = |k: &[u8]| flotilla_mvcc::Mutation {
-        key: k.to_vec(),
-        op: flotilla_mvcc::MutationOp::Put(b"v".to_vec()),
-        check: flotilla_mvcc::KeyCheck::Snapshot,
-    };
-    // A committed transaction whose secondary lock is still there.
-    kv.prewrite(vec![put(b"p"), put(b"s")], b"p", start, 60_000, false)
-        .await
-        .unwrap();
-    let commit = f.tso.get_ts().await.unwrap();
-    kv.commit(vec![b"p".to_vec()], start, commit).await.unwrap();
+    f.commit_leaving_the_secondary_locked(b"p", b"s").await;
     // NOWAIT (no time to wait) takes the row: the lock on it holds nobody's place.
     let mut nowait = f.begin(0).await;
     let values = nowait
