@@ -17,7 +17,8 @@
 //! queue's `LIMIT 1 FOR UPDATE SKIP LOCKED` reads only a few rows past those taken.
 //!
 //! Every lock is exclusive: `FOR SHARE` locks as `FOR UPDATE` does, so two of them wait for
-//! each other where PostgreSQL lets them share. Set operations, WITH, grouping, DISTINCT,
+//! each other where PostgreSQL lets them share. A WITH query referenced in FROM is not
+//! locked, as in PostgreSQL. Set operations, grouping, DISTINCT,
 //! NATURAL and parenthesized joins, the nullable side of an outer join and subqueries in
 //! FROM that would be locked are refused (0A000 or PostgreSQL's error), never run without
 //! their locks.
@@ -98,6 +99,12 @@ struct Relation<'a> {
 
 fn relation(factor: &TableFactor) -> Relation<'_> {
     let qualifier = match factor {
+        // A table function (`generate_series(1, 3) AS g`) has no rows to lock.
+        TableFactor::Table {
+            alias,
+            args: Some(_),
+            ..
+        } => alias.as_ref().map(|a| ident_name(&a.name)),
         TableFactor::Table { name, alias, .. } => Some(
             alias
                 .as_ref()
@@ -174,9 +181,18 @@ fn locking_targets(session: &Session, query: &Query) -> Result<Vec<Target>, SqlE
     if select.having.is_some() {
         return Err(not_allowed("HAVING clause"));
     }
-    if query.with.is_some() {
-        return Err(not_supported("with a WITH clause"));
-    }
+    // A WITH query's rows are not locked through a reference to it, as in PostgreSQL: a
+    // locking clause applies to the tables of the query it is on.
+    let ctes: Vec<String> = query
+        .with
+        .iter()
+        .flat_map(|with| &with.cte_tables)
+        .map(|cte| ident_name(&cte.alias.name))
+        .collect();
+    let is_cte = |factor: &TableFactor| match factor {
+        TableFactor::Table { name, .. } => name.0.len() == 1 && ctes.contains(&relation_name(name)),
+        _ => false,
+    };
     let relations = relations(&select.from)?;
     let named =
         |lock: &datafusion::sql::sqlparser::ast::LockClause| lock.of.as_ref().map(relation_name);
@@ -193,7 +209,7 @@ fn locking_targets(session: &Session, query: &Query) -> Result<Vec<Target>, SqlE
         }
     }
     let mut targets = Vec::new();
-    for r in &relations {
+    for r in relations.iter().filter(|r| !is_cte(r.factor)) {
         let on_locked = query
             .locks
             .iter()
@@ -210,7 +226,13 @@ fn locking_targets(session: &Session, query: &Query) -> Result<Vec<Target>, SqlE
         let Some(on_locked) = on_locked else {
             continue;
         };
-        let (TableFactor::Table { name, .. }, Some(qualifier)) = (r.factor, &r.qualifier) else {
+        let (
+            TableFactor::Table {
+                name, args: None, ..
+            },
+            Some(qualifier),
+        ) = (r.factor, &r.qualifier)
+        else {
             return Err(not_supported("of a subquery or function"));
         };
         if r.nullable {

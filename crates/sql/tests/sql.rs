@@ -4354,10 +4354,28 @@ async fn for_update_locks_each_joined_table_and_skip_locked_fills_its_limit() {
         "SELECT j.id FROM job j LEFT JOIN worker w ON w.job = j.id FOR UPDATE",
         "SELECT j.id FROM job j RIGHT JOIN worker w ON w.job = j.id FOR UPDATE OF j",
         "SELECT j.id FROM job j NATURAL JOIN worker w FOR UPDATE",
+        "SELECT j.id FROM job j, generate_series(1, 2) AS g(i) WHERE j.id = g.i FOR UPDATE",
         "SELECT j.id FROM job j, (SELECT job FROM worker) w WHERE w.job = j.id FOR UPDATE",
     ] {
         assert_eq!(code(&mut s, sql).await, "0A000", "{sql}");
     }
+    // A WITH query in FROM is not locked (as in PostgreSQL); the tables beside it are.
+    ok(&mut s, "BEGIN").await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "WITH busy AS (SELECT job FROM worker WHERE name = 'ann') \
+             SELECT j.id FROM job j JOIN busy b ON b.job = j.id FOR UPDATE"
+        )
+        .await,
+        vec!["1"]
+    );
+    assert_eq!(
+        code(&mut other, "UPDATE job SET state = 'x' WHERE id = 1").await,
+        "55P03"
+    );
+    ok(&mut other, "UPDATE worker SET name = 'ann' WHERE id = 1").await;
+    ok(&mut s, "COMMIT").await;
     // A subquery in FROM that is not locked is fine.
     assert_eq!(
         rows(
