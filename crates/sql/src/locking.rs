@@ -315,16 +315,15 @@ pub(crate) async fn select_locking(
     }
     let limits = Collect::result(&session.engine.config, session.result_bytes_held());
     let first_handle = plan.schema().fields().len() - targets.len();
-    let locked = if targets.iter().any(|t| t.on_locked == OnLocked::Skip) {
-        skip_locked(session, &ctx, plan, &targets, first_handle, limits).await
-    } else {
-        match ctx.run_with_schema(plan, limits).await {
-            Ok((schema, batches)) => lock_all(session, &targets, &batches, first_handle)
-                .await
-                .map(|()| (schema, batches)),
-            Err(e) => Err(e),
+    let locked = async {
+        if targets.iter().any(|t| t.on_locked == OnLocked::Skip) {
+            return skip_locked(session, &ctx, plan, &targets, first_handle, limits).await;
         }
-    };
+        let (schema, batches) = ctx.run_with_schema(plan, limits).await?;
+        lock_all(session, &targets, &batches, first_handle).await?;
+        Ok((schema, batches))
+    }
+    .await;
     // NOWAIT and SKIP LOCKED are this statement's alone.
     let lock_timeout_ms = session.lock_timeout_ms;
     if let Some(open) = session.open.as_mut() {
@@ -355,7 +354,7 @@ pub(crate) async fn select_locking(
     })
 }
 
-/// The row handles of the `i`th locked table in `batch`.
+/// The row handles in `batch`'s column `column` (one locked table's).
 fn handles(batch: &RecordBatch, column: usize) -> Result<&BinaryArray, SqlError> {
     batch
         .column(column)
