@@ -87,9 +87,41 @@ struct PlaygroundFile<'a> {
     processes: &'a [ProcessInfo],
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?.port())
+/// Loopback addresses for the children, each distinct. Every address stays bound until
+/// `release`: a port the kernel handed out and got back at once could be handed out
+/// again, and two children given one port leave one of them unable to listen (and a
+/// readiness probe of that address answered by the other).
+struct Ports {
+    held: Vec<std::net::TcpListener>,
+}
+
+impl Ports {
+    fn new() -> Ports {
+        Ports { held: Vec::new() }
+    }
+
+    /// A free loopback port, distinct from every other this picker handed out.
+    fn pick(&mut self) -> anyhow::Result<String> {
+        self.hold("127.0.0.1:0")
+            .context("finding a free loopback port")
+    }
+
+    /// Holds an address fixed by the operator, so no picked port takes it and an address
+    /// already in use is reported before anything starts.
+    fn reserve(&mut self, addr: &str) -> anyhow::Result<String> {
+        self.hold(addr)
+            .with_context(|| format!("{addr} cannot be listened on; choose another address"))
+    }
+
+    fn hold(&mut self, addr: &str) -> anyhow::Result<String> {
+        let l = std::net::TcpListener::bind(addr)?;
+        let bound = l.local_addr()?.to_string();
+        self.held.push(l);
+        Ok(bound)
+    }
+
+    /// Frees every address so the children can listen on them.
+    fn release(self) {}
 }
 
 fn spawn(exe: &Path, args: &[String], log: &Path) -> anyhow::Result<tokio::process::Child> {
@@ -149,9 +181,24 @@ pub async fn run(args: PlaygroundArgs) -> anyhow::Result<()> {
     let mut children = Vec::new();
     let mut infos = Vec::new();
 
+    let mut ports = Ports::new();
+    let first_sql = match &args.sql_addr {
+        Some(a) => Some(ports.reserve(a).map(|_| a.clone())?),
+        None => None,
+    };
     let meta_addrs: Vec<String> = (0..args.metas)
-        .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
+        .map(|_| ports.pick())
         .collect::<Result<_, _>>()?;
+    let store_addrs: Vec<String> = (0..args.stores)
+        .map(|_| ports.pick())
+        .collect::<Result<_, _>>()?;
+    let sql_addrs: Vec<String> = (0..args.sqls)
+        .map(|i| match (&first_sql, i) {
+            (Some(a), 0) => Ok(a.clone()),
+            _ => ports.pick(),
+        })
+        .collect::<Result<_, _>>()?;
+    ports.release();
     let members = meta_addrs
         .iter()
         .enumerate()
@@ -212,8 +259,7 @@ pub async fn run(args: PlaygroundArgs) -> anyhow::Result<()> {
         }
         launch("meta", i + 1, addr.clone(), dir, cmd)?;
     }
-    for i in 0..args.stores {
-        let addr = format!("127.0.0.1:{}", free_port()?);
+    for (i, addr) in store_addrs.into_iter().enumerate() {
         let dir = data_dir.join(format!("store-{}", i + 1));
         let mut cmd = vec![
             "store".into(),
@@ -234,12 +280,7 @@ pub async fn run(args: PlaygroundArgs) -> anyhow::Result<()> {
         }
         launch("store", i + 1, addr, dir, cmd)?;
     }
-    let mut sql_addrs = Vec::new();
-    for i in 0..args.sqls {
-        let addr = match (&args.sql_addr, i) {
-            (Some(a), 0) => a.clone(),
-            _ => format!("127.0.0.1:{}", free_port()?),
-        };
+    for (i, addr) in sql_addrs.iter().enumerate() {
         let cmd = vec![
             "sql".into(),
             "--addr".into(),
@@ -248,26 +289,33 @@ pub async fn run(args: PlaygroundArgs) -> anyhow::Result<()> {
             endpoints.clone(),
         ];
         launch("sql", i + 1, addr.clone(), data_dir.clone(), cmd)?;
-        sql_addrs.push(addr);
     }
 
-    let ready = wait_ready(&endpoints, &sql_addrs, Duration::from_secs(90));
-    tokio::select! {
-        r = ready => match r {
-            Ok(store_ids) => {
-                // Stores are known by the id the meta service gave them.
-                for p in infos.iter_mut().filter(|p| p.role == "store") {
-                    if let Some(id) = store_ids.get(&p.addr) {
-                        p.id = *id as usize;
-                    }
+    let outcome = tokio::select! {
+        r = wait_ready(&endpoints, &sql_addrs, &mut children, &infos, Duration::from_secs(90)) => Some(r),
+        _ = crate::wait_for_signal() => None,
+    };
+    match outcome {
+        Some(Ok(store_ids)) => {
+            // Stores are known by the id the meta service gave them.
+            for p in infos.iter_mut().filter(|p| p.role == "store") {
+                if let Some(id) = store_ids.get(&p.addr) {
+                    p.id = *id as usize;
                 }
             }
-            Err(e) => {
-                stop_all(&mut children).await;
-                return Err(e.context(format!("the playground did not come up; logs are in {}", data_dir.join("logs").display())));
+        }
+        Some(Err(e)) => {
+            stop_all(&mut children).await;
+            // The logs explain the failure, so a temporary data directory is kept.
+            if let Some(t) = temp {
+                let _ = t.keep();
             }
-        },
-        _ = crate::wait_for_signal() => {
+            return Err(e.context(format!(
+                "the playground did not come up; logs are in {}",
+                data_dir.join("logs").display()
+            )));
+        }
+        None => {
             stop_all(&mut children).await;
             return Ok(());
         }
@@ -309,10 +357,13 @@ pub async fn run(args: PlaygroundArgs) -> anyhow::Result<()> {
 }
 
 /// Waits until the first region has a leader and every SQL node accepts connections;
-/// returns the store ids by address.
+/// returns the store ids by address. A child that exits meanwhile fails the wait at once,
+/// naming its log: a port probe alone could be answered by some other process.
 async fn wait_ready(
     endpoints: &str,
     sql_addrs: &[String],
+    children: &mut [tokio::process::Child],
+    infos: &[ProcessInfo],
     limit: Duration,
 ) -> anyhow::Result<std::collections::HashMap<String, u64>> {
     let deadline = Instant::now() + limit;
@@ -324,6 +375,16 @@ async fn wait_ready(
         },
     )?;
     loop {
+        for (child, info) in children.iter_mut().zip(infos) {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "{} {} exited while starting ({status}); see {}",
+                    info.role,
+                    info.id,
+                    info.log
+                );
+            }
+        }
         if Instant::now() > deadline {
             bail!("not ready within {limit:?}");
         }
@@ -369,7 +430,24 @@ async fn stop_all(children: &mut [tokio::process::Child]) {
 
 #[cfg(test)]
 mod tests {
-    use super::worker_threads_per_child;
+    use super::{Ports, worker_threads_per_child};
+
+    #[test]
+    fn picked_ports_are_distinct_and_a_taken_address_is_refused() {
+        // 500 picks from the ~14,000 ports Linux hands out for port 0 would repeat one
+        // with near certainty (birthday bound) if a picked port were handed back early.
+        let mut ports = Ports::new();
+        let picked: Vec<String> = (0..500).map(|_| ports.pick().unwrap()).collect();
+        let distinct: std::collections::HashSet<&String> = picked.iter().collect();
+        assert_eq!(distinct.len(), picked.len());
+        let err = ports.reserve(&picked[0]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("cannot be listened on"),
+            "{err:#}"
+        );
+        ports.release();
+        assert!(std::net::TcpListener::bind(&picked[0]).is_ok());
+    }
 
     #[test]
     fn children_share_the_cores_and_each_gets_at_least_one_thread() {

@@ -31,6 +31,42 @@ fn help_and_version() {
     assert!(String::from_utf8_lossy(&version.stdout).starts_with("flotilla "));
 }
 
+/// A playground that cannot start says why, at once, and keeps the logs it points at;
+/// an address already taken is refused before any child starts.
+#[test]
+fn a_playground_that_cannot_start_names_the_child_and_keeps_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every child refuses an emulated version this build does not know, so the meta
+    // member, started first, exits at once.
+    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["playground", "--emulate-binary-version", "0", "--data-dir"])
+        .arg(dir.path())
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("meta 1 exited while starting"), "{err}");
+    let log = dir.path().join("logs").join("meta-1.log");
+    assert!(err.contains(&log.display().to_string()), "{err}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("--emulate-binary-version 0"), "{text}");
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["playground", "--sql-addr", &addr, "--data-dir"])
+        .arg(dir.path())
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{addr} cannot be listened on")), "{err}");
+    assert!(!dir.path().join("logs").join("meta-1.log").exists());
+}
+
 #[test]
 fn psql_runs_ddl_dml_transactions_and_describes_tables() {
     let dir = tempfile::tempdir().unwrap();

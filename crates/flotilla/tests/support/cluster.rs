@@ -42,7 +42,7 @@ impl Playground {
     /// Starts `flotilla playground` with `args` in `dir` and waits (bounded) for its
     /// description file, which it writes once SQL is served.
     pub fn start(dir: &Path, args: &[&str]) -> Playground {
-        let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
             .arg("playground")
             .arg("--data-dir")
             .arg(dir)
@@ -63,6 +63,9 @@ impl Playground {
                 && let Ok(v) = serde_json::from_str(&text)
             {
                 break v;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the playground exited before it came up ({status})");
             }
             assert!(Instant::now() < deadline, "the playground did not come up");
             std::thread::sleep(Duration::from_millis(100));
