@@ -63,7 +63,10 @@ fn a_playground_that_cannot_start_names_the_child_and_keeps_its_log() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("{addr} cannot be listened on")), "{err}");
+    assert!(
+        err.contains(&format!("{addr} cannot be listened on")),
+        "{err}"
+    );
     assert!(!dir.path().join("logs").join("meta-1.log").exists());
 }
 

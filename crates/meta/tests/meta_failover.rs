@@ -33,12 +33,15 @@ async fn start(id: u64, members: &[(u64, String)], dir: &std::path::Path) -> Met
 /// Three members on free loopback ports, started.
 async fn start_group() -> (tempfile::TempDir, Vec<(u64, String)>, Vec<Option<MetaNode>>) {
     let dir = tempfile::tempdir().unwrap();
-    let members: Vec<(u64, String)> = (1..=3)
-        .map(|id| {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            (id, l.local_addr().unwrap().to_string())
-        })
+    // Each probe stays bound until all three are picked, so no port is handed out twice.
+    let probes: Vec<std::net::TcpListener> = (1..=3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
+    let members: Vec<(u64, String)> = (1..=3)
+        .zip(&probes)
+        .map(|(id, l)| (id, l.local_addr().unwrap().to_string()))
+        .collect();
+    drop(probes);
     let mut nodes = Vec::new();
     for (id, _) in &members {
         nodes.push(Some(start(*id, &members, dir.path()).await));
