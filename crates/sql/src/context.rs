@@ -222,6 +222,8 @@ impl StatementContext {
         // coercion has made int8 literals that must stay int8.
         let plan = crate::overflow::narrow_int_literals(plan).map_err(datafusion_error)?;
         let plan = crate::numeric::numeric_as_postgres(plan).map_err(datafusion_error)?;
+        let plan = crate::subquery::per_row_where_refused(plan, &self.state())
+            .map_err(datafusion_error)?;
         crate::bpchar::pad_compared_literals(plan).map_err(datafusion_error)
     }
 

@@ -13,12 +13,14 @@ use datafusion::arrow::array::{Array, ArrayRef};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, DFSchema};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, SessionState};
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-    Subquery, Volatility, expr::Exists, expr::InSubquery, expr::ScalarFunction,
+    ColumnarValue, Expr, LogicalPlan, Projection, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, Sort, Subquery, Volatility, check_subquery_expr, expr::Exists, expr::InSubquery,
+    expr::ScalarFunction,
 };
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
@@ -110,6 +112,7 @@ fn stream_plan(
         let mut fresh = ctx.state();
         fresh.execution_props_mut().query_execution_start_time =
             state.execution_props().query_execution_start_time;
+        let plan = per_row_where_refused(plan, &state)?;
         let optimized = fresh.optimize(&plan)?;
         let rewritten = rewrite(optimized, &state)?;
         ctx.execute_logical_plan(rewritten)
@@ -290,15 +293,17 @@ impl ScalarUDFImpl for SubqueryFunction {
     }
 }
 
+/// A call of a per-row function running `sq` with `outer` (outer reference columns)
+/// bound to the call's arguments.
 fn function_call(
     kind: Kind,
     sq: &Subquery,
+    outer: Vec<Expr>,
     operand: Option<Expr>,
     return_type: DataType,
     state: &SessionState,
 ) -> Expr {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let outer: Vec<Expr> = sq.outer_ref_columns.clone();
     let mut args: Vec<Expr> = operand.into_iter().collect();
     for o in &outer {
         if let Expr::OuterReferenceColumn(_, c) = o {
@@ -317,6 +322,195 @@ fn function_call(
     };
     let udf = Arc::new(ScalarUDF::new_from_impl(udf));
     Expr::ScalarFunction(ScalarFunction::new_udf(udf, args))
+}
+
+/// Correlated scalar subqueries DataFusion's planner refuses (it decorrelates only those
+/// that are aggregated, or limited to one row, and only in a projection, filter or
+/// aggregate) become per-row function calls before the plan is analyzed, so they run as
+/// PostgreSQL runs them: once per distinct set of outer values, and 21000 if one returns
+/// more than one row. Innermost first, so a subquery whose nested subquery was refused
+/// can still be decorrelated itself. A subquery of more than one column, or one that
+/// refers past the query enclosing it, is left for DataFusion to refuse.
+pub(crate) fn per_row_where_refused(
+    plan: LogicalPlan,
+    state: &SessionState,
+) -> DfResult<LogicalPlan> {
+    let mut refused = false;
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|sub| {
+                if let Expr::ScalarSubquery(sq) = sub
+                    && !refused
+                {
+                    let mut past = Vec::new();
+                    read_past(&sq.subquery, &mut Vec::new(), &mut past)?;
+                    refused = check_subquery_expr(node, &sq.subquery, sub).is_err()
+                        || past.iter().any(|o| !sq.outer_ref_columns.contains(o));
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })?;
+    if !refused {
+        return Ok(plan);
+    }
+    plan.transform_up_with_subqueries(|node| match widened_sort(&node)? {
+        Some((sort, shown)) => {
+            let sorted = per_row_in_node(sort, state)?.data;
+            Ok(Transformed::yes(LogicalPlan::Projection(
+                Projection::try_new(shown, Arc::new(sorted))?,
+            )))
+        }
+        None => per_row_in_node(node, state),
+    })
+    .map(|t| t.data)
+}
+
+/// `node` with each of its refused correlated scalar subqueries a per-row function call.
+fn per_row_in_node(node: LogicalPlan, state: &SessionState) -> DfResult<Transformed<LogicalPlan>> {
+    let keeps_names = matches!(node, LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_));
+    let inputs: Vec<Arc<DFSchema>> = node
+        .inputs()
+        .iter()
+        .map(|i| Arc::clone(i.schema()))
+        .collect();
+    let outer_plan = node.clone();
+    let rewritten = node.map_expressions(|e| {
+        let name = e.schema_name().to_string();
+        let t = e.transform_up(|e| {
+            let Expr::ScalarSubquery(sq) = &e else {
+                return Ok(Transformed::no(e));
+            };
+            if sq.subquery.schema().fields().len() != 1 {
+                return Ok(Transformed::no(e));
+            }
+            let Some(outer) = outer_columns(sq, &inputs)? else {
+                return Ok(Transformed::no(e));
+            };
+            // DataFusion plans a correlated subquery it accepts, unless a nested one reads
+            // past it (the planner lists only the subquery's own outer references).
+            let skips_a_level = outer.iter().any(|o| !sq.outer_ref_columns.contains(o));
+            if outer.is_empty()
+                || (!skips_a_level && check_subquery_expr(&outer_plan, &sq.subquery, &e).is_ok())
+            {
+                return Ok(Transformed::no(e));
+            }
+            let t = sq.subquery.schema().field(0).data_type().clone();
+            Ok(Transformed::yes(function_call(
+                Kind::Scalar,
+                sq,
+                outer,
+                None,
+                t,
+                state,
+            )))
+        })?;
+        if t.transformed && keeps_names {
+            Ok(Transformed::yes(t.data.alias_if_changed(name)?))
+        } else {
+            Ok(t)
+        }
+    })?;
+    if rewritten.transformed {
+        Ok(Transformed::yes(rewritten.data.recompute_schema()?))
+    } else {
+        Ok(rewritten)
+    }
+}
+
+/// An ORDER BY subquery reading an outer column the select list leaves out: the planner
+/// adds a sort key's missing columns to the projection below the sort, but does not see
+/// those a subquery reads. Returns the sort over the projection widened by them, and the
+/// columns the query shows (to project back to above the sort).
+fn widened_sort(node: &LogicalPlan) -> DfResult<Option<(LogicalPlan, Vec<Expr>)>> {
+    let LogicalPlan::Sort(sort) = node else {
+        return Ok(None);
+    };
+    let LogicalPlan::Projection(p) = sort.input.as_ref() else {
+        return Ok(None);
+    };
+    let mut missing: Vec<Column> = Vec::new();
+    for key in &sort.expr {
+        key.expr.apply(|e| {
+            if let Expr::ScalarSubquery(sq) = e {
+                for o in &sq.outer_ref_columns {
+                    if let Expr::OuterReferenceColumn(_, c) = o
+                        && !p.schema.has_column(c)
+                        && p.input.schema().has_column(c)
+                        && !missing.contains(c)
+                    {
+                        missing.push(c.clone());
+                    }
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+    }
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    let shown: Vec<Expr> = p.schema.columns().into_iter().map(Expr::Column).collect();
+    let mut exprs = p.expr.clone();
+    exprs.extend(missing.into_iter().map(Expr::Column));
+    let widened = Projection::try_new(exprs, Arc::clone(&p.input))?;
+    let sort = LogicalPlan::Sort(Sort {
+        expr: sort.expr.clone(),
+        input: Arc::new(LogicalPlan::Projection(widened)),
+        fetch: sort.fetch,
+    });
+    Ok(Some((sort, shown)))
+}
+
+/// The outer columns `sq` reads from the query enclosing it (whose node has `inputs`),
+/// those its own nested subqueries read past it included. `None` if some reference
+/// reaches past the enclosing query too (the subquery is then left as it is).
+fn outer_columns(sq: &Subquery, inputs: &[Arc<DFSchema>]) -> DfResult<Option<Vec<Expr>>> {
+    let mut found = Vec::new();
+    read_past(&sq.subquery, &mut Vec::new(), &mut found)?;
+    let ours = |o: &Expr| match o {
+        Expr::OuterReferenceColumn(_, c) => inputs.iter().any(|s| s.has_column(c)),
+        _ => false,
+    };
+    Ok(found.iter().all(ours).then_some(found))
+}
+
+/// Collects the outer references in `plan` (and its nested subqueries) that none of
+/// `scopes` (the inputs of the nodes holding those nested subqueries, within the
+/// subquery being examined) resolves: the ones reaching past it.
+fn read_past(
+    plan: &LogicalPlan,
+    scopes: &mut Vec<Arc<DFSchema>>,
+    found: &mut Vec<Expr>,
+) -> DfResult<()> {
+    plan.apply(|node| {
+        let inputs: Vec<Arc<DFSchema>> = node
+            .inputs()
+            .iter()
+            .map(|i| Arc::clone(i.schema()))
+            .collect();
+        node.apply_expressions(|e| {
+            e.apply(|x| {
+                match x {
+                    Expr::OuterReferenceColumn(_, c)
+                        if !scopes.iter().any(|s| s.has_column(c)) && !found.contains(x) =>
+                    {
+                        found.push(x.clone());
+                    }
+                    Expr::ScalarSubquery(sq)
+                    | Expr::Exists(Exists { subquery: sq, .. })
+                    | Expr::InSubquery(InSubquery { subquery: sq, .. }) => {
+                        let depth = scopes.len();
+                        scopes.extend(inputs.iter().cloned());
+                        read_past(&sq.subquery, scopes, found)?;
+                        scopes.truncate(depth);
+                    }
+                    _ => {}
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })?;
+    Ok(())
 }
 
 /// True if the plan still holds subquery expressions that the physical planner cannot
@@ -338,7 +532,7 @@ pub(crate) fn rewrite(plan: LogicalPlan, state: &SessionState) -> DfResult<Logic
                 if needs_rewrite(sub) {
                     found = true;
                 }
-                Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+                Ok(TreeNodeRecursion::Continue)
             })
         })
     })?;
@@ -355,7 +549,8 @@ pub(crate) fn rewrite(plan: LogicalPlan, state: &SessionState) -> DfResult<Logic
                 Ok(match e {
                     Expr::ScalarSubquery(sq) if !sq.outer_ref_columns.is_empty() => {
                         let t = sq.subquery.schema().field(0).data_type().clone();
-                        Transformed::yes(function_call(Kind::Scalar, &sq, None, t, state))
+                        let outer = sq.outer_ref_columns.clone();
+                        Transformed::yes(function_call(Kind::Scalar, &sq, outer, None, t, state))
                     }
                     Expr::InSubquery(InSubquery {
                         expr,
@@ -364,6 +559,7 @@ pub(crate) fn rewrite(plan: LogicalPlan, state: &SessionState) -> DfResult<Logic
                     }) => Transformed::yes(function_call(
                         Kind::In { negated },
                         &subquery,
+                        subquery.outer_ref_columns.clone(),
                         Some(*expr),
                         DataType::Boolean,
                         state,
@@ -371,6 +567,7 @@ pub(crate) fn rewrite(plan: LogicalPlan, state: &SessionState) -> DfResult<Logic
                     Expr::Exists(Exists { subquery, negated }) => Transformed::yes(function_call(
                         Kind::Exists { negated },
                         &subquery,
+                        subquery.outer_ref_columns.clone(),
                         None,
                         DataType::Boolean,
                         state,

@@ -3735,6 +3735,135 @@ async fn a_correlated_subquery_reads_only_until_its_answer_is_known() {
 }
 
 #[tokio::test]
+async fn a_correlated_scalar_subquery_needs_no_aggregate() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE u (id INT PRIMARY KEY, name TEXT)").await;
+    ok(&mut s, "CREATE TABLE o (id INT PRIMARY KEY, uid INT)").await;
+    ok(&mut s, "INSERT INTO u VALUES (1, 'a'), (2, 'b')").await;
+    ok(
+        &mut s,
+        "INSERT INTO o VALUES (10, 1), (11, 2), (12, 3), (13, 1)",
+    )
+    .await;
+    // A lookup per row, NULL where nothing matches.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT o.id, (SELECT name FROM u WHERE u.id = o.uid) AS name FROM o ORDER BY 1"
+        )
+        .await,
+        vec!["10|a", "11|b", "12|NULL", "13|a"]
+    );
+    // In a condition, in ORDER BY, and inside an expression.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT id FROM o WHERE (SELECT name FROM u WHERE u.id = o.uid) = 'a' ORDER BY id"
+        )
+        .await,
+        vec!["10", "13"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT id FROM o ORDER BY (SELECT name FROM u WHERE u.id = o.uid) DESC NULLS LAST, id"
+        )
+        .await,
+        vec!["11", "10", "13", "12"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT id, coalesce((SELECT u.id * 100 FROM u WHERE u.id = o.uid), -1) + 1 \
+             FROM o ORDER BY id"
+        )
+        .await,
+        vec!["10|101", "11|201", "12|0", "13|101"]
+    );
+    // Nested in an aggregated subquery, which DataFusion still decorrelates.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT o.id, (SELECT count(*) FROM u WHERE u.id <= o.uid \
+             AND (SELECT u2.name FROM u u2 WHERE u2.id = u.id) <> 'b') FROM o ORDER BY 1"
+        )
+        .await,
+        vec!["10|1", "11|1", "12|1", "13|1"]
+    );
+    // A subquery nested in it reading the outer row (past the subquery), and one in a
+    // subquery that reads no outer column of its own.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT o.id, (SELECT name FROM u WHERE u.id = o.uid \
+             AND EXISTS (SELECT 1 FROM o o2 WHERE o2.uid = o.uid AND o2.id <> o.id)) \
+             FROM o ORDER BY 1"
+        )
+        .await,
+        vec!["10|a", "11|NULL", "12|NULL", "13|a"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT o.id, (SELECT name FROM u WHERE u.id = \
+             (SELECT max(o2.uid) FROM o o2 WHERE o2.id <= o.id)) FROM o ORDER BY 1"
+        )
+        .await,
+        vec!["10|a", "11|b", "12|NULL", "13|NULL"]
+    );
+    // An aggregated one in ORDER BY, which DataFusion refuses there.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT id FROM o ORDER BY (SELECT max(name) FROM u WHERE u.id = o.uid), id"
+        )
+        .await,
+        vec!["10", "13", "11", "12"]
+    );
+    // In an UPDATE's SET, read before the write.
+    ok(
+        &mut s,
+        "UPDATE o SET uid = (SELECT u.id + 10 FROM u WHERE u.id = o.uid) WHERE id < 13",
+    )
+    .await;
+    assert_eq!(
+        rows(&mut s, "SELECT id, uid FROM o ORDER BY id").await,
+        vec!["10|11", "11|12", "12|NULL", "13|1"]
+    );
+    // More than one row for an outer row is PostgreSQL's 21000, and changes nothing.
+    assert_eq!(
+        code(
+            &mut s,
+            "SELECT o.id, (SELECT name FROM u WHERE u.id >= o.uid) FROM o"
+        )
+        .await,
+        "21000"
+    );
+    assert_eq!(
+        code(
+            &mut s,
+            "UPDATE o SET uid = (SELECT u.id FROM u WHERE u.id >= o.uid)"
+        )
+        .await,
+        "21000"
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT uid FROM o WHERE id = 13").await,
+        vec!["1"]
+    );
+    // A subquery of two columns is still refused.
+    assert_eq!(
+        code(
+            &mut s,
+            "SELECT (SELECT id, name FROM u WHERE u.id = o.uid) FROM o"
+        )
+        .await,
+        "42601"
+    );
+}
+
+#[tokio::test]
 async fn a_transactions_buffered_writes_are_bounded_by_the_configured_size() {
     let db = TestDb::with_config(SqlConfig {
         txn_size_bytes_max: 100_000,
