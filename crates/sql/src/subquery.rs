@@ -93,7 +93,31 @@ fn bind_outer(plan: &LogicalPlan, outer: &[Expr], values: &[ScalarValue]) -> DfR
                 }
             }
         }
-        Ok(Transformed::no(e))
+        // A nested subquery no longer reads the columns bound here: left on its list, they
+        // would make DataFusion treat it as correlated still.
+        let unbound = |sq: &mut Subquery| {
+            sq.outer_ref_columns.retain(|r| match r {
+                Expr::OuterReferenceColumn(_, c) => !outer
+                    .iter()
+                    .any(|o| matches!(o, Expr::OuterReferenceColumn(_, oc) if oc == c)),
+                _ => true,
+            })
+        };
+        Ok(match e {
+            Expr::ScalarSubquery(mut sq) => {
+                unbound(&mut sq);
+                Transformed::yes(Expr::ScalarSubquery(sq))
+            }
+            Expr::Exists(mut x) => {
+                unbound(&mut x.subquery);
+                Transformed::yes(Expr::Exists(x))
+            }
+            Expr::InSubquery(mut x) => {
+                unbound(&mut x.subquery);
+                Transformed::yes(Expr::InSubquery(x))
+            }
+            e => Transformed::no(e),
+        })
     };
     plan.clone()
         .transform_up_with_subqueries(|node| node.map_expressions(|e| e.transform_up(bind)))
@@ -339,15 +363,22 @@ pub(crate) fn per_row_where_refused(
     plan.apply_with_subqueries(|node| {
         node.apply_expressions(|e| {
             e.apply(|sub| {
-                if let Expr::ScalarSubquery(sq) = sub
-                    && !refused
-                {
-                    let mut past = Vec::new();
-                    read_past(&sq.subquery, &mut Vec::new(), &mut past)?;
-                    refused = check_subquery_expr(node, &sq.subquery, sub).is_err()
-                        || past.iter().any(|o| !sq.outer_ref_columns.contains(o));
-                }
-                Ok(TreeNodeRecursion::Continue)
+                let sq = match sub {
+                    Expr::ScalarSubquery(sq) => sq,
+                    Expr::Exists(Exists { subquery, .. })
+                    | Expr::InSubquery(InSubquery { subquery, .. }) => subquery,
+                    _ => return Ok(TreeNodeRecursion::Continue),
+                };
+                let mut past = Vec::new();
+                read_past(&sq.subquery, &mut Vec::new(), &mut past)?;
+                refused = past.iter().any(|o| !sq.outer_ref_columns.contains(o))
+                    || matches!(sub, Expr::ScalarSubquery(_))
+                        && check_subquery_expr(node, &sq.subquery, sub).is_err();
+                Ok(if refused {
+                    TreeNodeRecursion::Stop
+                } else {
+                    TreeNodeRecursion::Continue
+                })
             })
         })
     })?;
@@ -378,8 +409,15 @@ fn per_row_in_node(node: LogicalPlan, state: &SessionState) -> DfResult<Transfor
     let rewritten = node.map_expressions(|e| {
         let name = e.schema_name().to_string();
         let t = e.transform_up(|e| {
-            let Expr::ScalarSubquery(sq) = &e else {
-                return Ok(Transformed::no(e));
+            let (kind, sq, operand) = match &e {
+                Expr::ScalarSubquery(sq) => (Kind::Scalar, sq, None),
+                Expr::Exists(x) => (Kind::Exists { negated: x.negated }, &x.subquery, None),
+                Expr::InSubquery(x) => (
+                    Kind::In { negated: x.negated },
+                    &x.subquery,
+                    Some(x.expr.as_ref().clone()),
+                ),
+                _ => return Ok(Transformed::no(e)),
             };
             if sq.subquery.schema().fields().len() != 1 {
                 return Ok(Transformed::no(e));
@@ -387,22 +425,23 @@ fn per_row_in_node(node: LogicalPlan, state: &SessionState) -> DfResult<Transfor
             let Some(outer) = outer_columns(sq, &inputs)? else {
                 return Ok(Transformed::no(e));
             };
-            // DataFusion plans a correlated subquery it accepts, unless a nested one reads
-            // past it (the planner lists only the subquery's own outer references).
+            // DataFusion plans a correlated subquery it accepts (IN and EXISTS it may turn
+            // into joins, or they run per row after optimizing), unless a nested one reads
+            // past it: the planner lists only the subquery's own outer references.
             let skips_a_level = outer.iter().any(|o| !sq.outer_ref_columns.contains(o));
-            if outer.is_empty()
-                || (!skips_a_level && check_subquery_expr(&outer_plan, &sq.subquery, &e).is_ok())
-            {
+            let refused = match kind {
+                Kind::Scalar => check_subquery_expr(&outer_plan, &sq.subquery, &e).is_err(),
+                _ => false,
+            };
+            if outer.is_empty() || !(skips_a_level || refused) {
                 return Ok(Transformed::no(e));
             }
-            let t = sq.subquery.schema().field(0).data_type().clone();
+            let t = match kind {
+                Kind::Scalar => sq.subquery.schema().field(0).data_type().clone(),
+                _ => DataType::Boolean,
+            };
             Ok(Transformed::yes(function_call(
-                Kind::Scalar,
-                sq,
-                outer,
-                None,
-                t,
-                state,
+                kind, sq, outer, operand, t, state,
             )))
         })?;
         if t.transformed && keeps_names {
@@ -543,13 +582,23 @@ pub(crate) fn rewrite(plan: LogicalPlan, state: &SessionState) -> DfResult<Logic
         // Columns are referenced by name above this node: a rewritten projection keeps
         // the name its expression had.
         let keeps_names = matches!(node, LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_));
+        let inputs: Vec<Arc<DFSchema>> = node
+            .inputs()
+            .iter()
+            .map(|i| Arc::clone(i.schema()))
+            .collect();
+        // Bound per row: the subquery's own outer columns and those its nested subqueries
+        // read past it.
+        let outer_of = |sq: &Subquery| -> DfResult<Vec<Expr>> {
+            Ok(outer_columns(sq, &inputs)?.unwrap_or_else(|| sq.outer_ref_columns.clone()))
+        };
         let rewritten = node.map_expressions(|e| {
             let name = e.schema_name().to_string();
             let t = e.transform_up(|e| {
                 Ok(match e {
                     Expr::ScalarSubquery(sq) if !sq.outer_ref_columns.is_empty() => {
                         let t = sq.subquery.schema().field(0).data_type().clone();
-                        let outer = sq.outer_ref_columns.clone();
+                        let outer = outer_of(&sq)?;
                         Transformed::yes(function_call(Kind::Scalar, &sq, outer, None, t, state))
                     }
                     Expr::InSubquery(InSubquery {
@@ -559,7 +608,7 @@ pub(crate) fn rewrite(plan: LogicalPlan, state: &SessionState) -> DfResult<Logic
                     }) => Transformed::yes(function_call(
                         Kind::In { negated },
                         &subquery,
-                        subquery.outer_ref_columns.clone(),
+                        outer_of(&subquery)?,
                         Some(*expr),
                         DataType::Boolean,
                         state,
@@ -567,7 +616,7 @@ pub(crate) fn rewrite(plan: LogicalPlan, state: &SessionState) -> DfResult<Logic
                     Expr::Exists(Exists { subquery, negated }) => Transformed::yes(function_call(
                         Kind::Exists { negated },
                         &subquery,
-                        subquery.outer_ref_columns.clone(),
+                        outer_of(&subquery)?,
                         None,
                         DataType::Boolean,
                         state,

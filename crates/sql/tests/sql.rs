@@ -3812,6 +3812,34 @@ async fn a_correlated_scalar_subquery_needs_no_aggregate() {
         .await,
         vec!["10|a", "11|b", "12|NULL", "13|NULL"]
     );
+    // Likewise under EXISTS and NOT IN, in the select list and in WHERE, and a scalar
+    // subquery nested in one without a FROM.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT o.id, EXISTS (SELECT 1 FROM u WHERE u.id = o.uid \
+             AND EXISTS (SELECT 1 FROM o o2 WHERE o2.id > o.id)) FROM o ORDER BY 1"
+        )
+        .await,
+        vec!["10|true", "11|true", "12|false", "13|false"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT o.id FROM o WHERE o.uid NOT IN (SELECT u.id FROM u WHERE EXISTS \
+             (SELECT 1 FROM o o2 WHERE o2.id > o.id AND o2.uid = u.id)) ORDER BY 1"
+        )
+        .await,
+        vec!["11", "12", "13"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT o.id, (SELECT (SELECT name FROM u WHERE u.id = o.uid)) FROM o ORDER BY 1"
+        )
+        .await,
+        vec!["10|a", "11|b", "12|NULL", "13|a"]
+    );
     // An aggregated one in ORDER BY, which DataFusion refuses there.
     assert_eq!(
         rows(
