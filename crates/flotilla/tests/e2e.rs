@@ -35,15 +35,20 @@ fn help_and_version() {
 /// an address already taken is refused before any child starts.
 #[test]
 fn a_playground_that_cannot_start_names_the_child_and_keeps_its_log() {
+    let playground = |dir: &std::path::Path, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_flotilla"))
+            .arg("playground")
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap()
+    };
     let dir = tempfile::tempdir().unwrap();
     // Every child refuses an emulated version this build does not know, so the meta
     // member, started first, exits at once.
-    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .args(["playground", "--emulate-binary-version", "0", "--data-dir"])
-        .arg(dir.path())
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
+    let out = playground(dir.path(), &["--emulate-binary-version", "0"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("meta 1 exited while starting"), "{err}");
@@ -55,12 +60,7 @@ fn a_playground_that_cannot_start_names_the_child_and_keeps_its_log() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .args(["playground", "--sql-addr", &addr, "--data-dir"])
-        .arg(dir.path())
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
+    let out = playground(dir.path(), &["--sql-addr", &addr]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

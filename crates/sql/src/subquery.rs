@@ -399,51 +399,60 @@ pub(crate) fn per_row_where_refused(
 
 /// `node` with each of its refused correlated scalar subqueries a per-row function call.
 fn per_row_in_node(node: LogicalPlan, state: &SessionState) -> DfResult<Transformed<LogicalPlan>> {
-    let keeps_names = matches!(node, LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_));
     let inputs: Vec<Arc<DFSchema>> = node
         .inputs()
         .iter()
         .map(|i| Arc::clone(i.schema()))
         .collect();
     let outer_plan = node.clone();
+    map_node_expressions(node, |e| {
+        let (kind, sq, operand) = match &e {
+            Expr::ScalarSubquery(sq) => (Kind::Scalar, sq, None),
+            Expr::Exists(x) => (Kind::Exists { negated: x.negated }, &x.subquery, None),
+            Expr::InSubquery(x) => (
+                Kind::In { negated: x.negated },
+                &x.subquery,
+                Some(x.expr.as_ref().clone()),
+            ),
+            _ => return Ok(Transformed::no(e)),
+        };
+        if sq.subquery.schema().fields().len() != 1 {
+            return Ok(Transformed::no(e));
+        }
+        let Some(outer) = outer_columns(sq, &inputs)? else {
+            return Ok(Transformed::no(e));
+        };
+        // DataFusion plans a correlated subquery it accepts (IN and EXISTS it may turn
+        // into joins, or they run per row after optimizing), unless a nested one reads
+        // past it: the planner lists only the subquery's own outer references.
+        let skips_a_level = outer.iter().any(|o| !sq.outer_ref_columns.contains(o));
+        let refused = match kind {
+            Kind::Scalar => check_subquery_expr(&outer_plan, &sq.subquery, &e).is_err(),
+            _ => false,
+        };
+        if outer.is_empty() || !(skips_a_level || refused) {
+            return Ok(Transformed::no(e));
+        }
+        let t = match kind {
+            Kind::Scalar => sq.subquery.schema().field(0).data_type().clone(),
+            _ => DataType::Boolean,
+        };
+        Ok(Transformed::yes(function_call(
+            kind, sq, outer, operand, t, state,
+        )))
+    })
+}
+
+/// `node` with `f` applied bottom-up to each of its expressions; a rewritten projection or
+/// aggregate keeps each expression's name, as columns above are referenced by name.
+fn map_node_expressions(
+    node: LogicalPlan,
+    mut f: impl FnMut(Expr) -> DfResult<Transformed<Expr>>,
+) -> DfResult<Transformed<LogicalPlan>> {
+    let keeps_names = matches!(node, LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_));
     let rewritten = node.map_expressions(|e| {
         let name = e.schema_name().to_string();
-        let t = e.transform_up(|e| {
-            let (kind, sq, operand) = match &e {
-                Expr::ScalarSubquery(sq) => (Kind::Scalar, sq, None),
-                Expr::Exists(x) => (Kind::Exists { negated: x.negated }, &x.subquery, None),
-                Expr::InSubquery(x) => (
-                    Kind::In { negated: x.negated },
-                    &x.subquery,
-                    Some(x.expr.as_ref().clone()),
-                ),
-                _ => return Ok(Transformed::no(e)),
-            };
-            if sq.subquery.schema().fields().len() != 1 {
-                return Ok(Transformed::no(e));
-            }
-            let Some(outer) = outer_columns(sq, &inputs)? else {
-                return Ok(Transformed::no(e));
-            };
-            // DataFusion plans a correlated subquery it accepts (IN and EXISTS it may turn
-            // into joins, or they run per row after optimizing), unless a nested one reads
-            // past it: the planner lists only the subquery's own outer references.
-            let skips_a_level = outer.iter().any(|o| !sq.outer_ref_columns.contains(o));
-            let refused = match kind {
-                Kind::Scalar => check_subquery_expr(&outer_plan, &sq.subquery, &e).is_err(),
-                _ => false,
-            };
-            if outer.is_empty() || !(skips_a_level || refused) {
-                return Ok(Transformed::no(e));
-            }
-            let t = match kind {
-                Kind::Scalar => sq.subquery.schema().field(0).data_type().clone(),
-                _ => DataType::Boolean,
-            };
-            Ok(Transformed::yes(function_call(
-                kind, sq, outer, operand, t, state,
-            )))
-        })?;
+        let t = e.transform_up(&mut f)?;
         if t.transformed && keeps_names {
             Ok(Transformed::yes(t.data.alias_if_changed(name)?))
         } else {
@@ -579,9 +588,6 @@ pub(crate) fn rewrite(plan: LogicalPlan, state: &SessionState) -> DfResult<Logic
         return Ok(plan);
     }
     plan.transform_up(|node| {
-        // Columns are referenced by name above this node: a rewritten projection keeps
-        // the name its expression had.
-        let keeps_names = matches!(node, LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_));
         let inputs: Vec<Arc<DFSchema>> = node
             .inputs()
             .iter()
@@ -592,49 +598,36 @@ pub(crate) fn rewrite(plan: LogicalPlan, state: &SessionState) -> DfResult<Logic
         let outer_of = |sq: &Subquery| -> DfResult<Vec<Expr>> {
             Ok(outer_columns(sq, &inputs)?.unwrap_or_else(|| sq.outer_ref_columns.clone()))
         };
-        let rewritten = node.map_expressions(|e| {
-            let name = e.schema_name().to_string();
-            let t = e.transform_up(|e| {
-                Ok(match e {
-                    Expr::ScalarSubquery(sq) if !sq.outer_ref_columns.is_empty() => {
-                        let t = sq.subquery.schema().field(0).data_type().clone();
-                        let outer = outer_of(&sq)?;
-                        Transformed::yes(function_call(Kind::Scalar, &sq, outer, None, t, state))
-                    }
-                    Expr::InSubquery(InSubquery {
-                        expr,
-                        subquery,
-                        negated,
-                    }) => Transformed::yes(function_call(
-                        Kind::In { negated },
-                        &subquery,
-                        outer_of(&subquery)?,
-                        Some(*expr),
-                        DataType::Boolean,
-                        state,
-                    )),
-                    Expr::Exists(Exists { subquery, negated }) => Transformed::yes(function_call(
-                        Kind::Exists { negated },
-                        &subquery,
-                        outer_of(&subquery)?,
-                        None,
-                        DataType::Boolean,
-                        state,
-                    )),
-                    other => Transformed::no(other),
-                })
-            })?;
-            if t.transformed && keeps_names {
-                Ok(Transformed::yes(t.data.alias_if_changed(name)?))
-            } else {
-                Ok(t)
-            }
-        })?;
-        if rewritten.transformed {
-            Ok(Transformed::yes(rewritten.data.recompute_schema()?))
-        } else {
-            Ok(rewritten)
-        }
+        map_node_expressions(node, |e| {
+            Ok(match e {
+                Expr::ScalarSubquery(sq) if !sq.outer_ref_columns.is_empty() => {
+                    let t = sq.subquery.schema().field(0).data_type().clone();
+                    let outer = outer_of(&sq)?;
+                    Transformed::yes(function_call(Kind::Scalar, &sq, outer, None, t, state))
+                }
+                Expr::InSubquery(InSubquery {
+                    expr,
+                    subquery,
+                    negated,
+                }) => Transformed::yes(function_call(
+                    Kind::In { negated },
+                    &subquery,
+                    outer_of(&subquery)?,
+                    Some(*expr),
+                    DataType::Boolean,
+                    state,
+                )),
+                Expr::Exists(Exists { subquery, negated }) => Transformed::yes(function_call(
+                    Kind::Exists { negated },
+                    &subquery,
+                    outer_of(&subquery)?,
+                    None,
+                    DataType::Boolean,
+                    state,
+                )),
+                other => Transformed::no(other),
+            })
+        })
     })
     .map(|t| t.data)
 }
