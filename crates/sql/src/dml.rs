@@ -16,8 +16,8 @@ use std::ops::ControlFlow;
 use datafusion::sql::sqlparser::ast::{
     Assignment, AssignmentTarget, Delete, Expr, FromTable, Ident, Insert, ObjectName,
     OnConflictAction, OnInsert, Query, SelectItem, SetExpr, Statement, TableAlias,
-    TableAliasColumnDef, TableFactor, TableObject, TableWithJoins, Update, VisitMut, VisitorMut,
-    With,
+    TableAliasColumnDef, TableFactor, TableObject, TableWithJoins, Update, UpdateTableFromKind,
+    VisitMut, VisitorMut, With,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -629,7 +629,8 @@ pub(crate) async fn describe(
                     }
                 }
             }
-            let schema = returning_schema(session, &table, insert.returning.as_deref()).await?;
+            let schema =
+                returning_schema(session, &table, None, insert.returning.as_deref()).await?;
             Ok((types, schema))
         }
         Statement::Update(update) => {
@@ -637,15 +638,27 @@ pub(crate) async fn describe(
             let select = update_select(&table, alias.as_deref(), update)?;
             let ctx = session.context(ts, vec![table.name.clone()], HashMap::new());
             let plan = ctx.plan(select).await?;
-            let schema = returning_schema(session, &table, update.returning.as_deref()).await?;
+            let schema = returning_schema(
+                session,
+                &table,
+                alias.as_deref(),
+                update.returning.as_deref(),
+            )
+            .await?;
             Ok((collect_types(&plan), schema))
         }
         Statement::Delete(delete) => {
             let (table, alias) = delete_target(session, delete)?;
-            let select = delete_select(&table, alias.as_deref(), delete.selection.as_ref())?;
+            let select = delete_select(&table, alias.as_deref(), delete)?;
             let ctx = session.context(ts, vec![table.name.clone()], HashMap::new());
             let plan = ctx.plan(select).await?;
-            let schema = returning_schema(session, &table, delete.returning.as_deref()).await?;
+            let schema = returning_schema(
+                session,
+                &table,
+                alias.as_deref(),
+                delete.returning.as_deref(),
+            )
+            .await?;
             Ok((collect_types(&plan), schema))
         }
         _ => Ok((HashMap::new(), None)),
@@ -1249,6 +1262,7 @@ async fn execute_insert(
     finish_dml(
         session,
         &table,
+        None,
         "INSERT",
         inserted,
         insert.returning.as_deref(),
@@ -1259,15 +1273,21 @@ async fn execute_insert(
 
 /// The query that evaluates RETURNING items over the changed rows (which stand in for the
 /// table under its own name).
-fn returning_query(table: &TableDef, items: &[SelectItem]) -> String {
+fn returning_query(table: &TableDef, alias: Option<&str>, items: &[SelectItem]) -> String {
     let items: Vec<String> = items.iter().map(|i| i.to_string()).collect();
-    format!("SELECT {} FROM {}", items.join(", "), quote(&table.name))
+    let mut sql = format!("SELECT {} FROM {}", items.join(", "), quote(&table.name));
+    // `UPDATE t AS a ... RETURNING a.x` names the rows by the statement's alias.
+    if let Some(alias) = alias {
+        sql.push_str(&format!(" AS {}", quote(alias)));
+    }
+    sql
 }
 
 /// The command result of a DML statement: its tag, or its RETURNING rows.
 async fn finish_dml(
     session: &Session,
     table: &TableDef,
+    alias: Option<&str>,
     verb: &str,
     rows: Vec<Vec<Datum>>,
     returning: Option<&[SelectItem]>,
@@ -1282,7 +1302,7 @@ async fn finish_dml(
     let mut overrides: HashMap<String, Arc<dyn TableProvider>> = HashMap::new();
     overrides.insert(table.name.clone(), Arc::new(mem));
     let ctx = session.context(read_ts, Vec::new(), overrides);
-    let sql = returning_query(table, items);
+    let sql = returning_query(table, alias, items);
     let plan = ctx.plan(parse_one(&sql)?).await?;
     let limits = Collect::result(&session.engine.config, session.result_bytes_held());
     let (schema, batches) = ctx.run_with_schema(plan, limits).await?;
@@ -1296,13 +1316,14 @@ async fn finish_dml(
 async fn returning_schema(
     session: &Session,
     table: &TableDef,
+    alias: Option<&str>,
     returning: Option<&[SelectItem]>,
 ) -> Result<Option<SchemaRef>, SqlError> {
     let Some(items) = returning else {
         return Ok(None);
     };
     let ctx = session.context(Timestamp::MAX, Vec::new(), HashMap::new());
-    let sql = returning_query(table, items);
+    let sql = returning_query(table, alias, items);
     let plan = ctx.plan(parse_one(&sql)?).await?;
     Ok(Some(ctx.output_schema(&plan)?))
 }
@@ -1323,10 +1344,14 @@ fn update_target(
     }
 }
 
+/// The internal SELECT of an UPDATE or DELETE: the target's columns and handle, then
+/// `extra` expressions, from the target joined with `joined` (UPDATE's FROM, DELETE's
+/// USING) where `selection` holds.
 fn select_of_row(
     table: &TableDef,
     alias: Option<&str>,
     extra: &[String],
+    joined: &[TableWithJoins],
     selection: Option<&Expr>,
 ) -> Result<Statement, SqlError> {
     let qualifier = quote(alias.unwrap_or(&table.name));
@@ -1346,6 +1371,9 @@ fn select_of_row(
     let mut sql = format!("SELECT {} FROM {}", items.join(", "), quote(&table.name));
     if let Some(alias) = alias {
         sql.push_str(&format!(" AS {}", quote(alias)));
+    }
+    for t in joined {
+        sql.push_str(&format!(", {t}"));
     }
     if let Some(selection) = selection {
         sql.push_str(&format!(" WHERE {selection}"));
@@ -1391,9 +1419,6 @@ fn update_select(
     alias: Option<&str>,
     update: &Update,
 ) -> Result<Statement, SqlError> {
-    if update.from.is_some() {
-        return Err(SqlError::unsupported("UPDATE ... FROM"));
-    }
     assignment_targets(table, update)?;
     let extra: Vec<String> = update
         .assignments
@@ -1407,7 +1432,94 @@ fn update_select(
             }
         })
         .collect();
-    select_of_row(table, alias, &extra, update.selection.as_ref())
+    select_of_row(
+        table,
+        alias,
+        &extra,
+        update_from(update)?,
+        update.selection.as_ref(),
+    )
+}
+
+/// The tables of UPDATE's FROM (PostgreSQL's form, after SET).
+fn update_from(update: &Update) -> Result<&[TableWithJoins], SqlError> {
+    match &update.from {
+        None => Ok(&[]),
+        Some(UpdateTableFromKind::AfterSet(tables)) => Ok(tables),
+        Some(UpdateTableFromKind::BeforeSet(_)) => Err(SqlError::new(
+            "42601",
+            "FROM goes after SET in an UPDATE: UPDATE t SET ... FROM ... WHERE ...",
+        )),
+    }
+}
+
+/// The rows of `batches` by position, each target row once: joined with FROM's or USING's
+/// tables, a row may be read once per match, and PostgreSQL then changes it once (with
+/// one of the matches).
+fn first_per_handle(table: &TableDef, batches: &[RecordBatch]) -> Vec<(usize, u32)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut rows = Vec::new();
+    for (b, batch) in batches.iter().enumerate() {
+        let handles = batch
+            .column(table.columns.len())
+            .as_any()
+            .downcast_ref::<BinaryArray>()
+            .expect("handle column is binary");
+        for r in 0..batch.num_rows() {
+            if seen.insert(handles.value(r).to_vec()) {
+                rows.push((b, r as u32));
+            }
+        }
+    }
+    rows
+}
+
+/// The name `joined` (or a table joined to it) goes by, if it is `name`.
+fn named_like(joined: &TableWithJoins, name: &str) -> Option<String> {
+    std::iter::once(&joined.relation)
+        .chain(joined.joins.iter().map(|j| &j.relation))
+        .find_map(|f| {
+            let called = match f {
+                TableFactor::Table { alias: Some(a), .. } => ident_name(&a.name),
+                TableFactor::Table { name, .. } => relation_name(name),
+                _ => return None,
+            };
+            (called == name).then_some(called)
+        })
+}
+
+/// Checks FROM's or USING's tables and RETURNING before anything is written: no joined
+/// table may go by the target's name, and RETURNING can refer only to the target's
+/// columns here.
+async fn check_joined(
+    session: &Session,
+    table: &TableDef,
+    alias: Option<&str>,
+    joined: &[TableWithJoins],
+    returning: Option<&[SelectItem]>,
+) -> Result<(), SqlError> {
+    if joined.is_empty() {
+        return Ok(());
+    }
+    if let Some(t) = joined
+        .iter()
+        .find_map(|t| named_like(t, alias.unwrap_or(&table.name)))
+    {
+        return Err(SqlError::new(
+            "42712",
+            format!("table name \"{t}\" specified more than once"),
+        )
+        .with_hint("Give one of them an alias."));
+    }
+    returning_schema(session, table, alias, returning)
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            e.with_hint(
+                "RETURNING of UPDATE ... FROM or DELETE ... USING can refer only to the \
+                 columns of the table it changes.",
+            )
+        })
 }
 
 /// Old rows (with handles) read by a DML statement's internal SELECT.
@@ -1566,7 +1678,19 @@ async fn execute_update(
         }
     }
     let select = update_select(&table, alias.as_deref(), update)?;
-    let batches = read_target_rows(session, &table, select, read_ts).await?;
+    let joined = update_from(update)?;
+    check_joined(
+        session,
+        &table,
+        alias.as_deref(),
+        joined,
+        update.returning.as_deref(),
+    )
+    .await?;
+    let mut batches = read_target_rows(session, &table, select, read_ts).await?;
+    if !joined.is_empty() {
+        batches = crate::locking::pick(&batches, &first_per_handle(&table, &batches))?;
+    }
     let ncols = table.columns.len();
     let mut changes: Vec<RowChange> = Vec::new();
     for batch in &batches {
@@ -1601,6 +1725,7 @@ async fn execute_update(
     finish_dml(
         session,
         &table,
+        alias.as_deref(),
         "UPDATE",
         returned,
         update.returning.as_deref(),
@@ -1613,9 +1738,6 @@ fn delete_target(
     session: &Session,
     delete: &Delete,
 ) -> Result<(Arc<TableDef>, Option<String>), SqlError> {
-    if delete.using.is_some() {
-        return Err(SqlError::unsupported("DELETE ... USING"));
-    }
     let from = match &delete.from {
         FromTable::WithFromKeyword(f) | FromTable::WithoutKeyword(f) => f,
     };
@@ -1628,9 +1750,10 @@ fn delete_target(
 fn delete_select(
     table: &TableDef,
     alias: Option<&str>,
-    selection: Option<&Expr>,
+    delete: &Delete,
 ) -> Result<Statement, SqlError> {
-    select_of_row(table, alias, &[], selection)
+    let using = delete.using.as_deref().unwrap_or(&[]);
+    select_of_row(table, alias, &[], using, delete.selection.as_ref())
 }
 
 async fn execute_delete(
@@ -1639,14 +1762,31 @@ async fn execute_delete(
     read_ts: Timestamp,
 ) -> Result<QueryResult, SqlError> {
     let (table, alias) = delete_target(session, delete)?;
-    let select = delete_select(&table, alias.as_deref(), delete.selection.as_ref())?;
+    let select = delete_select(&table, alias.as_deref(), delete)?;
+    let using = delete.using.as_deref().unwrap_or(&[]);
+    check_joined(
+        session,
+        &table,
+        alias.as_deref(),
+        using,
+        delete.returning.as_deref(),
+    )
+    .await?;
     let batches = read_target_rows(session, &table, select, read_ts).await?;
-    let mut victims = Vec::new();
-    for batch in &batches {
-        for r in 0..batch.num_rows() {
-            victims.push(old_row(&table, batch, r));
-        }
-    }
+    let victims: Vec<(Vec<Datum>, Vec<u8>)> = if using.is_empty() {
+        batches
+            .iter()
+            .flat_map(|batch| {
+                let table = &table;
+                (0..batch.num_rows()).map(move |r| old_row(table, batch, r))
+            })
+            .collect()
+    } else {
+        first_per_handle(&table, &batches)
+            .into_iter()
+            .map(|(b, r)| old_row(&table, &batches[b], r as usize))
+            .collect()
+    };
     let keys: Vec<(Vec<u8>, bool)> = victims
         .iter()
         .map(|(_, h)| (row_key(&table, h), false))
@@ -1668,6 +1808,7 @@ async fn execute_delete(
     finish_dml(
         session,
         &table,
+        alias.as_deref(),
         "DELETE",
         returned,
         delete.returning.as_deref(),

@@ -513,7 +513,10 @@ fn without_top_limit(plan: LogicalPlan) -> Result<(LogicalPlan, usize, Option<us
 }
 
 /// The rows `rows` (batch, row) of `batches`, in that order.
-fn pick(batches: &[RecordBatch], rows: &[(usize, u32)]) -> Result<Vec<RecordBatch>, SqlError> {
+pub(crate) fn pick(
+    batches: &[RecordBatch],
+    rows: &[(usize, u32)],
+) -> Result<Vec<RecordBatch>, SqlError> {
     rows.chunk_by(|a, b| a.0 == b.0)
         .map(|run| {
             let indices = UInt32Array::from_iter_values(run.iter().map(|&(_, r)| r));

@@ -3892,6 +3892,100 @@ async fn a_correlated_scalar_subquery_needs_no_aggregate() {
 }
 
 #[tokio::test]
+async fn update_from_and_delete_using_join_other_tables() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE acct (id INT PRIMARY KEY, bal INT)").await;
+    ok(&mut s, "CREATE TABLE mv (src INT, amt INT)").await;
+    ok(
+        &mut s,
+        "INSERT INTO acct VALUES (1, 100), (2, 100), (3, 100)",
+    )
+    .await;
+    ok(&mut s, "INSERT INTO mv VALUES (1, 10), (1, 20), (2, 5)").await;
+    // A row joined to several FROM rows changes once, with one of them (as PostgreSQL).
+    assert_eq!(
+        ok(
+            &mut s,
+            "UPDATE acct SET bal = bal - m.amt FROM mv m WHERE m.src = acct.id"
+        )
+        .await,
+        "UPDATE 2"
+    );
+    let after = rows(&mut s, "SELECT id, bal FROM acct ORDER BY id").await;
+    assert!(after[0] == "1|90" || after[0] == "1|80", "{after:?}");
+    assert_eq!(after[1..], ["2|95", "3|100"]);
+    // From a derived table, with the target aliased and RETURNING by that alias.
+    assert_eq!(
+        rows(
+            &mut s,
+            "UPDATE acct AS a SET bal = t.total FROM \
+             (SELECT src, sum(amt) AS total FROM mv GROUP BY src) t \
+             WHERE t.src = a.id RETURNING a.id, a.bal"
+        )
+        .await,
+        vec!["1|30", "2|5"]
+    );
+    // Bound parameters, prepared.
+    let upd = s
+        .prepare(
+            "UPDATE acct SET bal = $1 FROM mv WHERE mv.src = acct.id AND mv.amt = $2",
+            &[],
+        )
+        .await
+        .unwrap();
+    let r = s
+        .execute_prepared(
+            &upd,
+            vec![
+                datafusion::scalar::ScalarValue::Int32(Some(7)),
+                datafusion::scalar::ScalarValue::Int32(Some(5)),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(matches!(r, QueryResult::Command { ref tag } if tag == "UPDATE 1"));
+    // Refused before anything is written: the target's name twice (42712), and RETURNING
+    // of a FROM table's column.
+    assert_eq!(
+        code(
+            &mut s,
+            "UPDATE acct SET bal = 0 FROM acct WHERE acct.id = 1"
+        )
+        .await,
+        "42712"
+    );
+    assert_eq!(
+        code(&mut s, "DELETE FROM acct USING acct WHERE acct.id = 1").await,
+        "42712"
+    );
+    assert_eq!(
+        code(
+            &mut s,
+            "UPDATE acct SET bal = 0 FROM mv WHERE mv.src = acct.id RETURNING mv.amt"
+        )
+        .await,
+        "42703"
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT id, bal FROM acct ORDER BY id").await,
+        vec!["1|30", "2|7", "3|100"]
+    );
+    // DELETE ... USING a join; a row matched twice is deleted once.
+    ok(&mut s, "INSERT INTO mv VALUES (2, 5)").await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "DELETE FROM acct a USING mv JOIN acct b ON b.id = mv.src \
+             WHERE a.id = b.id + 1 RETURNING a.id"
+        )
+        .await,
+        vec!["2", "3"]
+    );
+    assert_eq!(rows(&mut s, "SELECT id FROM acct").await, vec!["1"]);
+}
+
+#[tokio::test]
 async fn a_transactions_buffered_writes_are_bounded_by_the_configured_size() {
     let db = TestDb::with_config(SqlConfig {
         txn_size_bytes_max: 100_000,
