@@ -213,6 +213,7 @@ impl StatementContext {
     /// Plans a statement.
     pub(crate) async fn plan(&self, mut statement: Statement) -> Result<LogicalPlan, SqlError> {
         crate::numeric::float_literals_past_decimal(&mut statement);
+        crate::fetch::fetch_as_limit(&mut statement)?;
         let plan = self
             .state()
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))

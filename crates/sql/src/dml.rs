@@ -577,15 +577,33 @@ fn rows_tag(verb: &str, n: usize) -> String {
     }
 }
 
+/// What describing a statement gives: its parameters' types by name (`$1`) and its result
+/// columns, if it answers with rows.
+pub(crate) type Described = (HashMap<String, DataType>, Option<SchemaRef>);
+
 /// Parameter types and result schema of a statement, for the extended protocol.
 pub(crate) async fn describe(
-    session: &Session,
+    session: &mut Session,
     statement: &Statement,
-) -> Result<(HashMap<String, DataType>, Option<SchemaRef>), SqlError> {
-    let ts = Timestamp::MAX;
+) -> Result<Described, SqlError> {
+    crate::cte::check_top_level(statement)?;
     let mut expanded = statement.clone();
     expand_views(&mut expanded, &session.catalog())?;
-    let statement = &expanded;
+    describe_expanded(session, &expanded).await
+}
+
+/// `describe` of a statement whose views are expanded.
+pub(crate) async fn describe_expanded(
+    session: &mut Session,
+    statement: &Statement,
+) -> Result<Described, SqlError> {
+    if let Statement::Query(q) = statement
+        && crate::cte::runs_in_parts(q)
+    {
+        return crate::cte::describe(session, q).await;
+    }
+    let session = &*session;
+    let ts = Timestamp::MAX;
     let collect_types =
         |plan: &datafusion::logical_expr::LogicalPlan| -> HashMap<String, DataType> {
             plan.get_parameter_types()
@@ -672,6 +690,7 @@ pub(crate) async fn execute(
     read_ts: Timestamp,
 ) -> Result<QueryResult, SqlError> {
     check_grammar(statement)?;
+    crate::cte::check_top_level(statement)?;
     let mut expanded;
     let statement = if session.catalog().views.is_empty() {
         statement
@@ -680,6 +699,21 @@ pub(crate) async fn execute(
         expand_views(&mut expanded, &session.catalog())?;
         &expanded
     };
+    execute_expanded(session, statement, read_ts).await
+}
+
+/// `execute` of a statement whose views are expanded (a part of a WITH statement: its
+/// names are the WITH queries', which must not be taken for views).
+pub(crate) async fn execute_expanded(
+    session: &mut Session,
+    statement: &Statement,
+    read_ts: Timestamp,
+) -> Result<QueryResult, SqlError> {
+    if let Statement::Query(q) = statement
+        && crate::cte::runs_in_parts(q)
+    {
+        return crate::cte::execute(session, q, read_ts).await;
+    }
     let settled;
     let statement = match crate::locking::settle_nested_locks(session, statement, read_ts).await? {
         Some(s) => {
@@ -688,7 +722,10 @@ pub(crate) async fn execute(
         }
         None => statement,
     };
-    if let Some(result) = crate::fast::try_execute(session, statement, read_ts).await? {
+    // The fast path reads tables by name from the catalog: a WITH query's rows are not there.
+    if session.with_results.is_empty()
+        && let Some(result) = crate::fast::try_execute(session, statement, read_ts).await?
+    {
         return Ok(result);
     }
     match statement {

@@ -164,6 +164,14 @@ pub(crate) fn datafusion_error(e: DataFusionError) -> SqlError {
     }
     let text = e.to_string();
     let lower = text.to_lowercase();
+    // PostgreSQL's wording and codes for a negative row count (DataFusion's planner checks
+    // literals: "LIMIT must be >= 0, '-1' was provided").
+    if lower.contains("limit must be >=") {
+        return SqlError::new("2201W", "LIMIT must not be negative");
+    }
+    if lower.contains("offset must be >=") {
+        return SqlError::new("2201X", "OFFSET must not be negative");
+    }
     let code = match e {
         DataFusionError::SQL(_, _) => "42601",
         DataFusionError::NotImplemented(_) => "0A000",

@@ -125,6 +125,9 @@ pub struct Session {
     /// Bytes of rows the client's front end holds for this session outside any statement
     /// (suspended portals): they count against `result_bytes_max` too.
     result_bytes_elsewhere: usize,
+    /// The rows of the WITH queries of the statement running, by name, while its later
+    /// parts run (`cte`): every statement context reads them as tables.
+    pub(crate) with_results: crate::cte::WithResults,
 }
 
 /// How deeply expressions may nest. sqlparser's default (50) refuses machine-generated
@@ -398,6 +401,7 @@ impl Session {
             copying: false,
             result_bytes_held: 0,
             result_bytes_elsewhere: 0,
+            with_results: HashMap::new(),
         }
     }
 
@@ -1036,8 +1040,13 @@ impl Session {
         &self,
         read_ts: Timestamp,
         with_handle: Vec<String>,
-        overrides: HashMap<String, Arc<dyn datafusion::catalog::TableProvider>>,
+        mut overrides: HashMap<String, Arc<dyn datafusion::catalog::TableProvider>>,
     ) -> StatementContext {
+        for (name, rows) in &self.with_results {
+            overrides
+                .entry(name.clone())
+                .or_insert_with(|| rows.clone());
+        }
         StatementContext::new(
             &self.engine.template,
             self.catalog(),

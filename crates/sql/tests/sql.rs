@@ -4900,3 +4900,195 @@ async fn information_schema_describes_the_catalog() {
         vec!["true"]
     );
 }
+
+#[tokio::test]
+async fn offset_fetch_first_limits_rows_as_limit_does() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE f (id INT PRIMARY KEY)").await;
+    ok(&mut s, "INSERT INTO f VALUES (1), (2), (3), (4)").await;
+    for (sql, want) in [
+        (
+            "SELECT id FROM f ORDER BY id FETCH FIRST 2 ROWS ONLY",
+            vec!["1", "2"],
+        ),
+        (
+            "SELECT id FROM f ORDER BY id OFFSET 1 ROWS FETCH NEXT 2 ROWS ONLY",
+            vec!["2", "3"],
+        ),
+        // No count is one row; NULL is no limit, as LIMIT NULL.
+        (
+            "SELECT id FROM f ORDER BY id FETCH FIRST ROW ONLY",
+            vec!["1"],
+        ),
+        (
+            "SELECT id FROM f ORDER BY id FETCH FIRST NULL ROWS ONLY",
+            vec!["1", "2", "3", "4"],
+        ),
+        (
+            "SELECT count(*) FROM (SELECT id FROM f ORDER BY id DESC \
+             FETCH FIRST 3 ROWS ONLY) s WHERE id > 1",
+            vec!["3"],
+        ),
+    ] {
+        assert_eq!(rows(&mut s, sql).await, want, "{sql}");
+    }
+    ok(
+        &mut s,
+        "CREATE VIEW top_f AS SELECT id FROM f ORDER BY id DESC FETCH FIRST 1 ROW ONLY",
+    )
+    .await;
+    assert_eq!(rows(&mut s, "SELECT id FROM top_f").await, vec!["4"]);
+    for (sql, want) in [
+        ("SELECT id FROM f LIMIT 1 FETCH FIRST 1 ROWS ONLY", "42601"),
+        ("SELECT id FROM f FETCH FIRST 1 ROWS WITH TIES", "42601"),
+        (
+            "SELECT id FROM f ORDER BY id FETCH FIRST 1 ROWS WITH TIES",
+            "0A000",
+        ),
+        ("SELECT id FROM f LIMIT -1", "2201W"),
+        ("SELECT id FROM f OFFSET -1", "2201X"),
+    ] {
+        assert_eq!(code(&mut s, sql).await, want, "{sql}");
+    }
+}
+
+#[tokio::test]
+async fn data_modifying_with_queries_run_once_before_the_main_statement() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE live (id INT PRIMARY KEY, v TEXT)").await;
+    ok(&mut s, "CREATE TABLE archive (id INT PRIMARY KEY, v TEXT)").await;
+    ok(
+        &mut s,
+        "INSERT INTO live VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd')",
+    )
+    .await;
+    // Rows move from one table to another in one statement.
+    assert_eq!(
+        ok(
+            &mut s,
+            "WITH moved AS (DELETE FROM live WHERE id <= 2 RETURNING *) \
+             INSERT INTO archive SELECT * FROM moved"
+        )
+        .await,
+        "INSERT 0 2"
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT id FROM live ORDER BY id").await,
+        vec!["3", "4"]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT id, v FROM archive ORDER BY id").await,
+        vec!["1|a", "2|b"]
+    );
+    // A column list names the RETURNING columns; the main statement may be a SELECT.
+    assert_eq!(
+        rows(
+            &mut s,
+            "WITH d(k, val) AS (UPDATE live SET v = 'z' WHERE id = 3 RETURNING id, v) \
+             SELECT k, val FROM d"
+        )
+        .await,
+        vec!["3|z"]
+    );
+    // A data-modifying WITH query runs even if nothing reads it.
+    ok(
+        &mut s,
+        "WITH gone AS (DELETE FROM archive WHERE id = 1) SELECT 1",
+    )
+    .await;
+    assert_eq!(rows(&mut s, "SELECT id FROM archive").await, vec!["2"]);
+    // A read-only WITH query feeds a data-modifying one, and one stands before a DELETE.
+    assert_eq!(
+        rows(
+            &mut s,
+            "WITH src AS (SELECT 10 AS id, 'x' AS v), \
+             ins AS (INSERT INTO live SELECT * FROM src RETURNING id) \
+             SELECT count(*) FROM ins"
+        )
+        .await,
+        vec!["1"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "WITH x AS (SELECT 3 AS id) DELETE FROM live WHERE id IN (SELECT id FROM x) \
+             RETURNING v"
+        )
+        .await,
+        vec!["z"]
+    );
+    // Two plain INSERTs into one table read nothing of it: both stand.
+    assert_eq!(
+        ok(
+            &mut s,
+            "WITH a AS (INSERT INTO archive VALUES (50, 'p') RETURNING id) \
+             INSERT INTO archive SELECT id + 1, 'q' FROM a"
+        )
+        .await,
+        "INSERT 0 1"
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT id FROM archive ORDER BY id").await,
+        vec!["2", "50", "51"]
+    );
+    // The statement is atomic: the main INSERT's duplicate key undoes the DELETE.
+    assert_eq!(
+        code(
+            &mut s,
+            "WITH d AS (DELETE FROM live RETURNING id, v) \
+             INSERT INTO archive SELECT 2, v FROM d"
+        )
+        .await,
+        "23505"
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT id FROM live ORDER BY id").await,
+        vec!["4", "10"]
+    );
+    // Refused before anything runs: a WITH query read without RETURNING, one below the
+    // top level, and a table one part changes and another reads (PostgreSQL would read
+    // it as before the change).
+    for sql in [
+        "WITH d AS (DELETE FROM live) SELECT * FROM d",
+        "SELECT * FROM (WITH d AS (DELETE FROM live RETURNING *) SELECT * FROM d) s",
+        "INSERT INTO archive WITH d AS (DELETE FROM live RETURNING *) SELECT * FROM d",
+        "WITH d AS (DELETE FROM live WHERE id = 4 RETURNING *) SELECT count(*) FROM live",
+        "WITH d AS (DELETE FROM live RETURNING *) UPDATE live SET v = 'w'",
+    ] {
+        assert_eq!(code(&mut s, sql).await, "0A000", "{sql}");
+    }
+    assert_eq!(
+        rows(&mut s, "SELECT id FROM live ORDER BY id").await,
+        vec!["4", "10"]
+    );
+    // Prepared, with a parameter inside the WITH query; ROLLBACK undoes it.
+    let del = s
+        .prepare(
+            "WITH d AS (DELETE FROM live WHERE id = $1 RETURNING v) SELECT v FROM d",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        del.param_types,
+        vec![datafusion::arrow::datatypes::DataType::Int32]
+    );
+    assert_eq!(del.result_schema.as_ref().unwrap().fields().len(), 1);
+    ok(&mut s, "BEGIN").await;
+    let r = s
+        .execute_prepared(&del, vec![datafusion::scalar::ScalarValue::Int32(Some(4))])
+        .await
+        .unwrap();
+    assert!(
+        matches!(r, QueryResult::Rows { ref tag, .. } if tag == "SELECT 1"),
+        "{r:?}"
+    );
+    assert_eq!(rows(&mut s, "SELECT id FROM live").await, vec!["10"]);
+    ok(&mut s, "ROLLBACK").await;
+    assert_eq!(
+        rows(&mut s, "SELECT id FROM live ORDER BY id").await,
+        vec!["4", "10"]
+    );
+}
