@@ -19,8 +19,8 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, SessionState};
 use datafusion::logical_expr::{
     ColumnarValue, Expr, LogicalPlan, Projection, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
-    Signature, Sort, Subquery, Volatility, check_subquery_expr, expr::Exists, expr::InSubquery,
-    expr::ScalarFunction,
+    Signature, Sort, Subquery, TypeSignature, Volatility, check_subquery_expr, expr::Exists,
+    expr::InSubquery, expr::ScalarFunction,
 };
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
@@ -342,7 +342,11 @@ fn function_call(
         outer,
         return_type,
         state: state.clone(),
-        signature: Signature::variadic_any(Volatility::Volatile),
+        // An uncorrelated EXISTS outside WHERE binds nothing: the call has no arguments.
+        signature: Signature::one_of(
+            vec![TypeSignature::VariadicAny, TypeSignature::Nullary],
+            Volatility::Volatile,
+        ),
     };
     let udf = Arc::new(ScalarUDF::new_from_impl(udf));
     Expr::ScalarFunction(ScalarFunction::new_udf(udf, args))

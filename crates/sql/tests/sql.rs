@@ -5092,3 +5092,31 @@ async fn data_modifying_with_queries_run_once_before_the_main_statement() {
         vec!["4", "10"]
     );
 }
+
+#[tokio::test]
+async fn an_uncorrelated_exists_outside_where_is_evaluated() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE ex (id INT PRIMARY KEY, k TEXT)").await;
+    ok(&mut s, "INSERT INTO ex VALUES (1, 'a'), (2, 'b')").await;
+    // It binds no outer column, so its per-row call has no arguments (this was refused
+    // as "does not support zero arguments").
+    for (sql, want) in [
+        (
+            "SELECT EXISTS (SELECT 1 FROM ex WHERE k = 'a')",
+            vec!["true"],
+        ),
+        ("SELECT NOT EXISTS (SELECT 1 FROM ex)", vec!["false"]),
+        ("SELECT EXISTS (SELECT 1)", vec!["true"]),
+        (
+            "SELECT id, EXISTS (SELECT 1 FROM ex WHERE k = 'z') FROM ex ORDER BY id",
+            vec!["1|false", "2|false"],
+        ),
+        (
+            "SELECT CASE WHEN EXISTS (SELECT 1 FROM ex WHERE id = 2) THEN 'y' ELSE 'n' END",
+            vec!["y"],
+        ),
+    ] {
+        assert_eq!(rows(&mut s, sql).await, want, "{sql}");
+    }
+}
