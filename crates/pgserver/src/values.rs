@@ -10,7 +10,8 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, Date64Type, Decimal32Type, Decimal64Type, Decimal128Type, Float16Type,
-    Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, Schema, TimeUnit,
+    Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, IntervalDayTimeType,
+    IntervalMonthDayNanoType, IntervalUnit, IntervalYearMonthType, Schema, TimeUnit,
     TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
     TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
@@ -67,6 +68,7 @@ pub fn pg_type_of(data_type: &DataType) -> Type {
         DataType::Date32 | DataType::Date64 => Type::DATE,
         DataType::Timestamp(_, None) => Type::TIMESTAMP,
         DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
+        DataType::Interval(_) => Type::INTERVAL,
         _ => Type::TEXT,
     }
 }
@@ -98,6 +100,7 @@ fn type_size(pg_type: &Type) -> i16 {
         Type::INT2 => 2,
         Type::INT4 | Type::FLOAT4 | Type::DATE => 4,
         Type::INT8 | Type::FLOAT8 | Type::TIMESTAMP | Type::TIMESTAMPTZ => 8,
+        Type::INTERVAL => 16,
         _ => -1,
     }
 }
@@ -165,6 +168,16 @@ pub enum PgValue<'a> {
     Timestamp(i64, u32),
     /// `timestamptz` in UTC, as seconds and nanoseconds since 1970-01-01.
     TimestampTz(i64, u32),
+    /// `interval`: months, days and microseconds, each with its own sign, as PostgreSQL
+    /// keeps them (a month is not a fixed number of days, nor a day of hours).
+    Interval {
+        /// Months (a year is 12).
+        months: i32,
+        /// Days.
+        days: i32,
+        /// Time of day part, in microseconds.
+        micros: i64,
+    },
 }
 
 /// Splits a timestamp in `unit` into whole seconds and nanoseconds (floor, so pre-1970 works).
@@ -255,6 +268,32 @@ fn cell(array: &dyn Array, row: usize) -> Option<PgValue<'_>> {
                 PgValue::Timestamp(secs, nanos)
             }
         }
+        DataType::Interval(IntervalUnit::MonthDayNano) => {
+            let v = array
+                .as_primitive_opt::<IntervalMonthDayNanoType>()?
+                .value(row);
+            PgValue::Interval {
+                months: v.months,
+                days: v.days,
+                // PostgreSQL keeps microseconds; finer digits are dropped toward zero.
+                micros: v.nanoseconds / 1_000,
+            }
+        }
+        DataType::Interval(IntervalUnit::DayTime) => {
+            let v = array.as_primitive_opt::<IntervalDayTimeType>()?.value(row);
+            PgValue::Interval {
+                months: 0,
+                days: v.days,
+                micros: i64::from(v.milliseconds) * 1_000,
+            }
+        }
+        DataType::Interval(IntervalUnit::YearMonth) => PgValue::Interval {
+            months: array
+                .as_primitive_opt::<IntervalYearMonthType>()?
+                .value(row),
+            days: 0,
+            micros: 0,
+        },
         _ => return None,
     };
     Some(value)
@@ -388,8 +427,60 @@ pub fn encode_text(value: &PgValue<'_>, out: &mut Vec<u8>) -> Result<(), SqlErro
         PgValue::TimestampTz(secs, nanos) => {
             out.extend_from_slice(timestamp_text(*secs, *nanos, true)?.as_bytes())
         }
+        PgValue::Interval {
+            months,
+            days,
+            micros,
+        } => out.extend_from_slice(interval_text(*months, *days, *micros).as_bytes()),
     }
     Ok(())
+}
+
+/// PostgreSQL's text form of an interval under `IntervalStyle = postgres` (what this server
+/// reports): `1 year 2 mons 3 days 04:05:06.7`, each field with its own sign, the time
+/// shown when nonzero or when nothing else is, fractional seconds without trailing zeros.
+fn interval_text(months: i32, days: i32, micros: i64) -> String {
+    let mut out = String::new();
+    // Whether the last field printed was negative: a positive one after it says "+".
+    let mut before_negative = false;
+    for (value, unit) in [
+        (i64::from(months / 12), "year"),
+        (i64::from(months % 12), "mon"),
+        (i64::from(days), "day"),
+    ] {
+        if value == 0 {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        if before_negative && value > 0 {
+            out.push('+');
+        }
+        let plural = if value == 1 { "" } else { "s" };
+        out.push_str(&format!("{value} {unit}{plural}"));
+        before_negative = value < 0;
+    }
+    if out.is_empty() || micros != 0 {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        if micros < 0 {
+            out.push('-');
+        } else if before_negative {
+            out.push('+');
+        }
+        let abs = micros.unsigned_abs();
+        let (hours, minutes) = (abs / 3_600_000_000, abs / 60_000_000 % 60);
+        let (seconds, fraction) = (abs / 1_000_000 % 60, abs % 1_000_000);
+        out.push_str(&format!("{hours:02}:{minutes:02}:{seconds:02}"));
+        if fraction != 0 {
+            let digits = format!("{fraction:06}");
+            out.push('.');
+            out.push_str(digits.trim_end_matches('0'));
+        }
+    }
+    out
 }
 
 /// Appends `value` in PostgreSQL's binary format.
@@ -418,6 +509,15 @@ pub fn encode_binary(value: &PgValue<'_>, out: &mut Vec<u8>) -> Result<(), SqlEr
                 .and_then(|m| m.checked_sub(PG_EPOCH_MICROS))
                 .ok_or_else(|| sql_error("22008", "timestamp out of range".to_owned()))?;
             out.extend_from_slice(&micros.to_be_bytes());
+        }
+        PgValue::Interval {
+            months,
+            days,
+            micros,
+        } => {
+            out.extend_from_slice(&micros.to_be_bytes());
+            out.extend_from_slice(&days.to_be_bytes());
+            out.extend_from_slice(&months.to_be_bytes());
         }
     }
     Ok(())
@@ -608,6 +708,7 @@ fn pg_type_name(data_type: &DataType) -> &'static str {
         DataType::Date32 | DataType::Date64 => "date",
         DataType::Timestamp(_, None) => "timestamp without time zone",
         DataType::Timestamp(_, Some(_)) => "timestamp with time zone",
+        DataType::Interval(_) => "interval",
         _ => "text",
     }
 }
@@ -1445,6 +1546,48 @@ mod tests {
         assert_eq!(
             text(PgValue::Numeric(i128::MAX, 38)),
             "1.70141183460469231731687303715884105727"
+        );
+    }
+
+    #[test]
+    fn intervals_read_as_postgres_style_shows_them() {
+        let iv = |months, days, micros| {
+            text(PgValue::Interval {
+                months,
+                days,
+                micros,
+            })
+        };
+        // Each of these is what PostgreSQL 15 prints for the same interval.
+        assert_eq!(iv(0, 1, 7_200_000_000), "1 day 02:00:00");
+        assert_eq!(iv(1, 15, 0), "1 mon 15 days");
+        assert_eq!(iv(14, 0, 0), "1 year 2 mons");
+        assert_eq!(iv(-14, 0, 0), "-1 years -2 mons");
+        assert_eq!(iv(0, -15, 0), "-15 days");
+        assert_eq!(iv(0, 0, 0), "00:00:00");
+        assert_eq!(iv(0, 0, 1_800_000_000), "00:30:00");
+        assert_eq!(iv(0, 1, -3_600_000_000), "1 day -01:00:00");
+        assert_eq!(iv(0, -1, 3_600_000_000), "-1 days +01:00:00");
+        assert_eq!(iv(1, 4, 37_028_546_743), "1 mon 4 days 10:17:08.546743");
+        assert_eq!(iv(0, 0, 90_000_500_000), "25:00:00.5");
+        let mut out = Vec::new();
+        encode_binary(
+            &PgValue::Interval {
+                months: 2,
+                days: -3,
+                micros: 5,
+            },
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            [
+                5i64.to_be_bytes().as_slice(),
+                &(-3i32).to_be_bytes(),
+                &2i32.to_be_bytes()
+            ]
+            .concat()
         );
     }
 

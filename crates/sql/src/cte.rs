@@ -9,10 +9,11 @@
 //! a failure undoes as a whole.
 //!
 //! PostgreSQL runs all parts on one snapshot, so no part sees another's changes to a
-//! table. Running them in order gives the same answer only while no table changed by one
-//! part is read by another, so a statement where one is refused (0A000) rather than
-//! answered differently. Two plain INSERTs into one table read nothing of it and may both
-//! stand.
+//! table. Running them in order gives the same answer only while no part reads or changes
+//! a table an earlier part changed, so a statement where one does is refused (0A000)
+//! rather than answered differently. (A part before the change saw the table as it was,
+//! as on the shared snapshot.) Two plain INSERTs into one table read nothing of it and may
+//! both stand.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -218,10 +219,9 @@ fn parts(query: &Query) -> Result<Vec<Part<'_>>, SqlError> {
         let Some((table, appends)) = &targets[i] else {
             continue;
         };
-        for (j, other) in mentions.iter().enumerate() {
-            if j == i {
-                continue;
-            }
+        // Parts run in order, so one before this saw the table as it was: as on the
+        // shared snapshot. One after it would see the change.
+        for (j, other) in mentions.iter().enumerate().skip(i + 1) {
             let times = other.iter().filter(|m| *m == table).count();
             // A plain INSERT into the same table names it once, as its target.
             let also_appends = *appends

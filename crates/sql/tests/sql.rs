@@ -5091,6 +5091,23 @@ async fn data_modifying_with_queries_run_once_before_the_main_statement() {
         rows(&mut s, "SELECT id FROM live ORDER BY id").await,
         vec!["4", "10"]
     );
+    // A part before the change reads the table as it was, as on PostgreSQL's one
+    // snapshot: a recursive WITH query picks the rows, a later one deletes them.
+    ok(&mut s, "CREATE TABLE tree (id INT PRIMARY KEY, parent INT)").await;
+    ok(
+        &mut s,
+        "INSERT INTO tree VALUES (1, NULL), (2, 1), (3, 2), (4, NULL)",
+    )
+    .await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "WITH RECURSIVE sub AS (SELECT id FROM tree WHERE id = 1              UNION ALL SELECT t.id FROM tree t JOIN sub ON t.parent = sub.id),              before AS (SELECT count(*) AS n FROM tree),              pruned AS (DELETE FROM tree WHERE id IN (SELECT id FROM sub) RETURNING id)              SELECT (SELECT n FROM before), count(*) FROM pruned"
+        )
+        .await,
+        vec!["4|3"]
+    );
+    assert_eq!(rows(&mut s, "SELECT id FROM tree").await, vec!["4"]);
 }
 
 #[tokio::test]
