@@ -100,30 +100,7 @@ impl Part<'_> {
     /// The table this part changes, and whether it only appends to it (an INSERT without
     /// ON CONFLICT, which reads nothing of its target).
     fn target(&self) -> Option<(String, bool)> {
-        match &self.statement {
-            Statement::Insert(insert) => match &insert.table {
-                TableObject::TableName(name) => Some((relation_name(name), insert.on.is_none())),
-                _ => None,
-            },
-            Statement::Update(update) => factor_name(&update.table.relation).map(|n| (n, false)),
-            Statement::Delete(delete) => {
-                let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) =
-                    &delete.from;
-                from.first()
-                    .and_then(|t| factor_name(&t.relation))
-                    .map(|n| (n, false))
-            }
-            Statement::Query(q) => match q.body.as_ref() {
-                SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) => Part {
-                    cte: None,
-                    statement: s.clone(),
-                    read_later: false,
-                }
-                .target(),
-                _ => None,
-            },
-            _ => None,
-        }
+        written_table(&self.statement)
     }
 
     /// Every relation this part names (its target included), once per mention.
@@ -134,6 +111,28 @@ impl Part<'_> {
             ControlFlow::<()>::Continue(())
         });
         names
+    }
+}
+
+/// `Part::target` of `statement`.
+fn written_table(statement: &Statement) -> Option<(String, bool)> {
+    match statement {
+        Statement::Insert(insert) => match &insert.table {
+            TableObject::TableName(name) => Some((relation_name(name), insert.on.is_none())),
+            _ => None,
+        },
+        Statement::Update(update) => factor_name(&update.table.relation).map(|n| (n, false)),
+        Statement::Delete(delete) => {
+            let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) = &delete.from;
+            from.first()
+                .and_then(|t| factor_name(&t.relation))
+                .map(|n| (n, false))
+        }
+        Statement::Query(q) => match q.body.as_ref() {
+            SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) => written_table(s),
+            _ => None,
+        },
+        _ => None,
     }
 }
 

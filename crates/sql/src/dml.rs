@@ -592,6 +592,30 @@ pub(crate) async fn describe(
     describe_expanded(session, &expanded).await
 }
 
+/// The parameter types a plan settled.
+fn collect_types(plan: &datafusion::logical_expr::LogicalPlan) -> HashMap<String, DataType> {
+    plan.get_parameter_types()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|t| (k, t)))
+        .collect()
+}
+
+/// `describe` of an UPDATE or DELETE: the parameters of the SELECT of its target rows,
+/// and its RETURNING columns.
+async fn describe_target_select(
+    session: &Session,
+    table: &TableDef,
+    alias: Option<&str>,
+    select: Statement,
+    returning: Option<&[SelectItem]>,
+) -> Result<Described, SqlError> {
+    let ctx = session.context(Timestamp::MAX, vec![table.name.clone()], HashMap::new());
+    let plan = ctx.plan(select).await?;
+    let schema = returning_schema(session, table, alias, returning).await?;
+    Ok((collect_types(&plan), schema))
+}
+
 /// `describe` of a statement whose views are expanded.
 pub(crate) async fn describe_expanded(
     session: &mut Session,
@@ -604,14 +628,6 @@ pub(crate) async fn describe_expanded(
     }
     let session = &*session;
     let ts = Timestamp::MAX;
-    let collect_types =
-        |plan: &datafusion::logical_expr::LogicalPlan| -> HashMap<String, DataType> {
-            plan.get_parameter_types()
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|(k, v)| v.map(|t| (k, t)))
-                .collect()
-        };
     match statement {
         Statement::Query(_) | Statement::Explain { .. } => {
             let ctx = session.context(ts, Vec::new(), HashMap::new());
@@ -654,30 +670,14 @@ pub(crate) async fn describe_expanded(
         Statement::Update(update) => {
             let (table, alias) = update_target(session, &update.table)?;
             let select = update_select(&table, alias.as_deref(), update)?;
-            let ctx = session.context(ts, vec![table.name.clone()], HashMap::new());
-            let plan = ctx.plan(select).await?;
-            let schema = returning_schema(
-                session,
-                &table,
-                alias.as_deref(),
-                update.returning.as_deref(),
-            )
-            .await?;
-            Ok((collect_types(&plan), schema))
+            let returning = update.returning.as_deref();
+            describe_target_select(session, &table, alias.as_deref(), select, returning).await
         }
         Statement::Delete(delete) => {
             let (table, alias) = delete_target(session, delete)?;
             let select = delete_select(&table, alias.as_deref(), delete)?;
-            let ctx = session.context(ts, vec![table.name.clone()], HashMap::new());
-            let plan = ctx.plan(select).await?;
-            let schema = returning_schema(
-                session,
-                &table,
-                alias.as_deref(),
-                delete.returning.as_deref(),
-            )
-            .await?;
-            Ok((collect_types(&plan), schema))
+            let returning = delete.returning.as_deref();
+            describe_target_select(session, &table, alias.as_deref(), select, returning).await
         }
         _ => Ok((HashMap::new(), None)),
     }
