@@ -448,6 +448,7 @@ mod tests {
             next_column_id: columns.len() as u32,
             next_index_id: 1,
             checks: Vec::new(),
+            foreign_keys: Vec::new(),
         }
     }
 

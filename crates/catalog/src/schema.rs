@@ -227,6 +227,36 @@ pub struct TableDef {
     /// CHECK constraints, each row written must not make one false.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckDef>,
+    /// FOREIGN KEY constraints of this table (the referencing side). Written only once
+    /// the cluster is at `Feature::ForeignKeys`: an older node would decode the table
+    /// without them and write rows they forbid.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub foreign_keys: Vec<ForeignKeyDef>,
+}
+
+/// A FOREIGN KEY constraint (MATCH SIMPLE, NO ACTION): every row of its table whose key
+/// columns are all non-NULL has a row of the referenced table with equal referenced
+/// columns, checked as each statement writes (NOT DEFERRABLE).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForeignKeyDef {
+    /// Name, unique among the table's constraints.
+    pub name: String,
+    /// The referencing columns of this table, in the constraint's order.
+    pub columns: Vec<ColumnId>,
+    /// The referenced table (this table itself for a self-reference).
+    pub ref_table: TableId,
+    /// The referenced columns, paired with `columns`.
+    pub ref_columns: Vec<ColumnId>,
+    /// The unique index (or primary key) of the referenced table over exactly
+    /// `ref_columns`: a reference is found, and locked, through its entry. It cannot be
+    /// dropped while the constraint exists.
+    pub ref_index: IndexId,
+    /// Set while the constraint is new and some SQL node may still use a catalog version
+    /// without it, and so would delete or change a referenced row without checking for
+    /// references: rows of the table are not written until it clears (CREATE TABLE
+    /// clears it before it returns).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub pending: bool,
 }
 
 /// A CHECK constraint: a boolean expression over one row of its table, which no row
@@ -291,6 +321,14 @@ impl TableDef {
     pub fn primary_key(&self) -> Option<&IndexDef> {
         self.indexes.iter().find(|i| i.primary)
     }
+
+    /// Whether a constraint of this table (an index, a check or a foreign key) is named
+    /// `name`.
+    pub fn has_constraint(&self, name: &str) -> bool {
+        self.indexes.iter().any(|i| i.name == name)
+            || self.checks.iter().any(|c| c.name == name)
+            || self.foreign_keys.iter().any(|f| f.name == name)
+    }
 }
 
 /// A view: a stored query, expanded where it is named.
@@ -324,6 +362,26 @@ impl CatalogSnapshot {
     /// The table named `name`.
     pub fn table(&self, name: &str) -> Option<&Arc<TableDef>> {
         self.tables.get(name)
+    }
+
+    /// The table with id `id`.
+    pub fn table_by_id(&self, id: TableId) -> Option<&Arc<TableDef>> {
+        self.tables.values().find(|t| t.id == id)
+    }
+
+    /// The foreign keys of other tables that reference table `id` (a table's references
+    /// to itself are left out), with the referencing table.
+    pub fn references_to(&self, id: TableId) -> Vec<(&Arc<TableDef>, &ForeignKeyDef)> {
+        self.tables
+            .values()
+            .filter(|t| t.id != id)
+            .flat_map(|t| {
+                t.foreign_keys
+                    .iter()
+                    .filter(move |f| f.ref_table == id)
+                    .map(move |f| (t, f))
+            })
+            .collect()
     }
 
     /// The table that owns index `name`.

@@ -109,6 +109,10 @@ fn apply_one(
                     ),
                 ));
             }
+            // As in PostgreSQL, the table's own foreign keys over the column go with it;
+            // a foreign key referencing it stops the drop.
+            table.foreign_keys.retain(|f| !f.columns.contains(&id));
+            crate::foreign::check_drop_referenced_column(snapshot, table, id, name)?;
             table.columns.retain(|c| c.id != id);
             // As in PostgreSQL, a CHECK constraint that reads the column goes with it.
             table.checks.retain(|c| !c.columns.contains(&id));
@@ -146,9 +150,10 @@ fn apply_one(
             Ok(true)
         }
         AlterAction::DropCheck { name, if_exists } => {
-            let before = table.checks.len();
+            let before = table.checks.len() + table.foreign_keys.len();
             table.checks.retain(|c| c.name != *name);
-            if table.checks.len() < before {
+            table.foreign_keys.retain(|f| f.name != *name);
+            if table.checks.len() + table.foreign_keys.len() < before {
                 return Ok(true);
             }
             if *if_exists {
@@ -299,6 +304,7 @@ mod tests {
             next_column_id: 2,
             next_index_id: 2,
             checks: Vec::new(),
+            foreign_keys: Vec::new(),
         };
         let mut s = CatalogSnapshot::default();
         s.tables.insert("test".into(), Arc::new(table));

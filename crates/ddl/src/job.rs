@@ -86,8 +86,8 @@ pub enum AlterAction {
         /// The column's name.
         column: String,
     },
-    /// DROP CONSTRAINT [IF EXISTS] of a CHECK constraint. (A node still on the version
-    /// before enforces it a little longer, which is only stricter.)
+    /// DROP CONSTRAINT [IF EXISTS] of a CHECK or FOREIGN KEY constraint. (A node still on
+    /// the version before enforces it a little longer, which is only stricter.)
     DropCheck {
         /// The constraint's name.
         name: String,
@@ -252,6 +252,9 @@ impl JobKind {
     pub fn feature(&self) -> Option<flotilla_types::version::Feature> {
         match self {
             JobKind::SetNotNull { .. } => Some(flotilla_types::version::Feature::SetNotNull),
+            JobKind::CreateTable { table, .. } if !table.foreign_keys.is_empty() => {
+                Some(flotilla_types::version::Feature::ForeignKeys)
+            }
             _ => None,
         }
     }

@@ -22,6 +22,7 @@
 
 mod alter;
 mod check;
+mod foreign;
 mod index;
 mod job;
 mod leases;
@@ -33,6 +34,7 @@ use std::time::Duration;
 
 pub use alter::apply_alter;
 pub use check::{find_check, no_constraint, plan_add_check, remove_check, set_check_validated};
+pub use foreign::check_references_exist;
 pub use index::{NewIndex, index_to_drop, plan_add_index, set_index_state};
 pub use job::{
     AlterAction, CheckRewrite, Cleanup, ColumnSpec, DataRange, Job, JobError, JobKind, JobState,

@@ -631,6 +631,18 @@ impl JobQueue {
                 table,
                 if_not_exists,
             } => {
+                if job.step == 1 {
+                    // Every SQL node now checks the new foreign keys from the referenced
+                    // side too: the table's rows may be written.
+                    let Some(current) = snapshot.table_by_id(table.id) else {
+                        return self.finish_unchanged(job, snapshot.version);
+                    };
+                    let mut ready = (**current).clone();
+                    for fk in &mut ready.foreign_keys {
+                        fk.pending = false;
+                    }
+                    return self.commit_and_wait(job, snapshot.version, ready, STEP_DONE, "public");
+                }
                 if snapshot.tables.values().any(|t| t.id == table.id) {
                     // This job's own change (a step re-run after a crash).
                     return self.finish_unchanged(job, snapshot.version);
@@ -643,6 +655,18 @@ impl JobQueue {
                         "42P07",
                         format!("relation \"{}\" already exists", table.name),
                     ));
+                }
+                if let Err(e) = crate::foreign::check_references_exist(&snapshot, &table) {
+                    return Outcome::Fail(e);
+                }
+                if table.foreign_keys.iter().any(|f| f.pending) {
+                    return self.commit_and_wait(
+                        job,
+                        snapshot.version,
+                        table,
+                        1,
+                        "public (foreign keys pending)",
+                    );
                 }
                 self.commit_and_wait(job, snapshot.version, table, STEP_DONE, "public")
             }
@@ -662,6 +686,11 @@ impl JobQueue {
                     drops: vec![table_id],
                     ..SchemaChange::default()
                 };
+                if let Some(t) = snapshot.table_by_id(table_id)
+                    && let Err(e) = crate::foreign::check_drop_table(&snapshot, t)
+                {
+                    return Outcome::Fail(e);
+                }
                 if let Some(t) = snapshot.tables.values().find(|t| t.id == table_id) {
                     job.cleanup = Some(Cleanup::of(vec![DataRange::Table {
                         storage_id: t.storage_id,
@@ -682,6 +711,9 @@ impl JobQueue {
                 };
                 if current.storage_id == storage_id {
                     return self.finish_unchanged(job, snapshot.version);
+                }
+                if let Err(e) = crate::foreign::check_truncate(&snapshot, current) {
+                    return Outcome::Fail(e);
                 }
                 // The rows stored under the old storage id are unreachable once no SQL
                 // node uses the version before.
@@ -780,6 +812,11 @@ impl JobQueue {
                     match index_to_drop(&snapshot, table_id, &table, &name) {
                         Ok(index) => job.index_id = Some(index.id),
                         Err(e) => return Outcome::Fail(e),
+                    }
+                    if let (Some(t), Some(id)) = (snapshot.table_by_id(table_id), job.index_id)
+                        && let Err(e) = crate::foreign::check_drop_index(&snapshot, t, id, &name)
+                    {
+                        return Outcome::Fail(e);
                     }
                 }
                 let id = job.index_id.unwrap_or(-1);

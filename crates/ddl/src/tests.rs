@@ -44,6 +44,7 @@ fn table(id: i64, name: &str) -> TableDef {
         next_column_id: 1,
         next_index_id: 1,
         checks: Vec::new(),
+        foreign_keys: Vec::new(),
     }
 }
 
@@ -1015,4 +1016,130 @@ fn reading_the_leases_never_waits_for_a_registrations_write() {
     registering.join().unwrap().unwrap();
     reader.join().unwrap();
     assert_eq!(leases.binary_versions().len(), 2);
+}
+
+/// A table with a foreign key to table `parent` (id 10, keyed by its column 0).
+fn referencing(id: i64, name: &str, pending: bool) -> TableDef {
+    let mut t = table(id, name);
+    t.columns.push(ColumnDef {
+        id: 1,
+        name: "pid".into(),
+        ty: SqlType::Int64,
+        nullable: true,
+        not_null_pending: false,
+        default: None,
+        origin_default: None,
+        sequence: None,
+    });
+    t.next_column_id = 2;
+    t.foreign_keys.push(flotilla_catalog::ForeignKeyDef {
+        name: format!("{name}_pid_fkey"),
+        columns: vec![1],
+        ref_table: 10,
+        ref_columns: vec![0],
+        ref_index: 1,
+        pending,
+    });
+    t
+}
+
+fn create(table: TableDef) -> JobKind {
+    JobKind::CreateTable {
+        table,
+        if_not_exists: false,
+    }
+}
+
+/// ORIGINS.md §3 and F1: a table with a foreign key needs the cluster version that knows
+/// them; it is committed with the key pending (writes refused) until every SQL node uses
+/// a version with it, then made ready; the table it references can be neither dropped
+/// nor truncated while it exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_keys_wait_for_their_version_and_pin_what_they_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path());
+    let catalog = catalog(&engine, 1);
+    let reorg = CountingReorg::new(3, None, u64::MAX);
+    let (queue, ddl) = start_with(&engine, &catalog, &fast_retries(), &reorg);
+    let mut parent = table(10, "parent");
+    parent.indexes.push(flotilla_catalog::IndexDef {
+        id: 1,
+        name: "parent_pkey".into(),
+        columns: vec![0],
+        unique: true,
+        primary: true,
+        clustered: true,
+        state: flotilla_catalog::IndexState::Public,
+    });
+    parent.next_index_id = 2;
+    let job = ddl.submit(create(parent), "p".into()).await.unwrap();
+    assert_eq!(ddl.wait(job.id, WAIT).await.unwrap().state, JobState::Done);
+
+    queue.set_cluster_version(4);
+    let e = ddl
+        .submit(create(referencing(11, "child", true)), "c1".into())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "0A000");
+    assert!(
+        e.message.contains("needs cluster version 5"),
+        "{}",
+        e.message
+    );
+    assert!(catalog.snapshot().table("child").is_none());
+
+    queue.set_cluster_version(5);
+    // A reference to a table that is not there fails the job, and creates nothing.
+    let mut dangling = referencing(12, "dangling", true);
+    dangling.foreign_keys[0].ref_table = 99;
+    let job = ddl.submit(create(dangling), "d".into()).await.unwrap();
+    let failed = ddl.wait(job.id, WAIT).await.unwrap();
+    assert_eq!(failed.error.unwrap().code, "42P01");
+    assert!(catalog.snapshot().table("dangling").is_none());
+
+    let job = ddl
+        .submit(create(referencing(11, "child", true)), "c2".into())
+        .await
+        .unwrap();
+    let done = ddl.wait(job.id, WAIT).await.unwrap();
+    assert_eq!(done.state, JobState::Done);
+    let child = catalog.snapshot().table("child").unwrap().clone();
+    assert!(!child.foreign_keys[0].pending, "ready once the job is done");
+
+    let drop_parent = JobKind::DropTable {
+        table_id: 10,
+        table: "parent".into(),
+    };
+    let job = ddl.submit(drop_parent.clone(), "x1".into()).await.unwrap();
+    let failed = ddl.wait(job.id, WAIT).await.unwrap();
+    assert_eq!(failed.error.unwrap().code, "2BP01");
+    let job = ddl
+        .submit(
+            JobKind::Truncate {
+                table_id: 10,
+                table: "parent".into(),
+                storage_id: 100,
+            },
+            "x2".into(),
+        )
+        .await
+        .unwrap();
+    let failed = ddl.wait(job.id, WAIT).await.unwrap();
+    assert_eq!(failed.error.unwrap().code, "0A000");
+    assert!(catalog.snapshot().table("parent").is_some());
+
+    // Once the referencing table is gone, so may the referenced one go.
+    let job = ddl
+        .submit(
+            JobKind::DropTable {
+                table_id: 11,
+                table: "child".into(),
+            },
+            "x3".into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ddl.wait(job.id, WAIT).await.unwrap().state, JobState::Done);
+    let job = ddl.submit(drop_parent, "x4".into()).await.unwrap();
+    assert_eq!(ddl.wait(job.id, WAIT).await.unwrap().state, JobState::Done);
 }

@@ -207,6 +207,7 @@ async fn a_ddl_job_resumes_on_the_next_meta_leader() {
         next_column_id: 1,
         next_index_id: 1,
         checks: Vec::new(),
+        foreign_keys: Vec::new(),
     };
     catalog
         .commit(SchemaChange {

@@ -55,7 +55,7 @@ static PID_GENERATOR: LazyLock<RandomPidSecretKeyGenerator> =
 // ---------------------------------------------------------------------------------------------
 
 /// The ErrorResponse fields for a SQL error: severity ERROR, its SQLSTATE, message, and the
-/// position ('P') and hint ('H') when known.
+/// position ('P'), detail ('D') and hint ('H') when known.
 pub(crate) fn error_info(error: &SqlError) -> ErrorInfo {
     let mut info = ErrorInfo::new(
         "ERROR".to_owned(),
@@ -65,6 +65,7 @@ pub(crate) fn error_info(error: &SqlError) -> ErrorInfo {
     info.severity_nonlocalized = Some("ERROR".to_owned());
     info.position = error.position.map(|p| p.to_string());
     info.hint = error.hint.clone();
+    info.detail = error.detail.clone();
     info
 }
 
@@ -80,6 +81,7 @@ fn protocol_error(code: &'static str, message: String) -> PgWireError {
         message,
         position: None,
         hint: None,
+        detail: None,
     })
 }
 
@@ -341,6 +343,7 @@ impl ConnectionHandler {
                 message: "current transaction is aborted, commands ignored until end of transaction block".to_owned(),
                 position: None,
                 hint: None,
+                detail: None,
             });
         }
         let mut names = self.statement_names.lock().await;
@@ -358,6 +361,7 @@ impl ConnectionHandler {
                         message: format!("prepared statement \"{name}\" does not exist"),
                         position: None,
                         hint: None,
+                        detail: None,
                     });
                 }
                 store.rm_statement(&name);
@@ -743,6 +747,7 @@ fn decode_params(
                     message: format!("parameter ${} is not in the statement", idx + 1),
                     position: None,
                     hint: None,
+                    detail: None,
                 })?;
             let declared = statement.parameter_types.get(idx).and_then(Option::as_ref);
             values::decode_param(
@@ -1746,17 +1751,22 @@ mod tests {
     }
 
     #[test]
-    fn sql_errors_carry_position_and_hint() {
+    fn sql_errors_carry_position_hint_and_detail() {
         let info = error_info(&SqlError {
             code: "42601",
             message: "syntax error at or near \"FORM\"".to_owned(),
             position: Some(10),
             hint: Some("check the spelling".to_owned()),
+            detail: Some("Key (id)=(1) is not present in table \"p\".".to_owned()),
         });
         assert_eq!(info.severity, "ERROR");
         assert_eq!(info.code, "42601");
         assert_eq!(info.position.as_deref(), Some("10"));
         assert_eq!(info.hint.as_deref(), Some("check the spelling"));
+        assert_eq!(
+            info.detail.as_deref(),
+            Some("Key (id)=(1) is not present in table \"p\".")
+        );
     }
 
     #[test]

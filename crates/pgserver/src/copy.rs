@@ -31,6 +31,7 @@ fn error(code: &'static str, message: impl Into<String>) -> SqlError {
         message: message.into(),
         position: None,
         hint: None,
+        detail: None,
     }
 }
 

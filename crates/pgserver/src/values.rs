@@ -39,6 +39,7 @@ fn sql_error(code: &'static str, message: String) -> SqlError {
         message,
         position: None,
         hint: None,
+        detail: None,
     }
 }
 
@@ -1121,6 +1122,7 @@ fn parse_numeric(
             hint: Some(format!(
                 "A field with precision {precision}, scale {scale} must round to an absolute value less than 10^{integer_digits}."
             )),
+            detail: None,
         }
     };
     // Digits kept from the input, then zeros for an exponent reaching past them; `keep` can

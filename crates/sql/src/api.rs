@@ -19,6 +19,8 @@ pub struct SqlError {
     pub position: Option<usize>,
     /// What to do about it.
     pub hint: Option<String>,
+    /// More about what happened (PostgreSQL's DETAIL), e.g. the key that was missing.
+    pub detail: Option<String>,
 }
 
 /// The outcome of one statement.

@@ -426,6 +426,7 @@ mod tests {
             next_column_id: 1,
             next_index_id: 1,
             checks: Vec::new(),
+            foreign_keys: Vec::new(),
         };
         let mut snapshot = CatalogSnapshot::default();
         snapshot.tables.insert("t".into(), Arc::new(table));

@@ -282,10 +282,11 @@ async fn default_is_volatile(session: &Session, expr: &Expr) -> Result<bool, Sql
     Ok(plan.expressions().iter().any(|e| e.is_volatile()))
 }
 
-/// 0A000 for a FOREIGN KEY, in CREATE TABLE or ALTER TABLE alike.
+/// 0A000 for a FOREIGN KEY added to an existing table.
 fn foreign_keys_unsupported() -> SqlError {
-    SqlError::unsupported("a FOREIGN KEY constraint").with_hint(
-        "Flotilla does not enforce foreign keys yet; define the table without the constraint.",
+    SqlError::unsupported("adding a FOREIGN KEY constraint to an existing table").with_hint(
+        "Declare the foreign key in CREATE TABLE (create a new table with it and copy the \
+         rows over).",
     )
 }
 
@@ -318,10 +319,12 @@ async fn create_table(session: &mut Session, ct: CreateTable) -> Result<QueryRes
         next_column_id: 0,
         next_index_id: 1,
         checks: Vec::new(),
+        foreign_keys: Vec::new(),
     };
     let mut primary: Option<Vec<String>> = None;
     let mut uniques: Vec<(Option<String>, Vec<String>)> = Vec::new();
     let mut checks: Vec<crate::check::Written> = Vec::new();
+    let mut foreign_keys: Vec<crate::foreign::Written> = Vec::new();
     let set_primary = |primary: &mut Option<Vec<String>>, cols: Vec<String>| {
         if primary.is_some() {
             return Err(SqlError::new(
@@ -400,7 +403,11 @@ async fn create_table(session: &mut Session, ct: CreateTable) -> Result<QueryRes
                 ColumnOption::Unique(u) => {
                     uniques.push((u.name.as_ref().map(ident_name), vec![col_name.clone()]))
                 }
-                ColumnOption::ForeignKey(_) => return Err(foreign_keys_unsupported()),
+                ColumnOption::ForeignKey(fk) => foreign_keys.push(crate::foreign::Written {
+                    name: option.name.as_ref().or(fk.name.as_ref()).map(ident_name),
+                    columns: vec![col_name.clone()],
+                    fk,
+                }),
                 ColumnOption::Check(check) => checks.push(crate::check::Written {
                     option_name: option.name.as_ref(),
                     check,
@@ -460,7 +467,11 @@ async fn create_table(session: &mut Session, ct: CreateTable) -> Result<QueryRes
                 option_name: None,
                 check,
             }),
-            TableConstraint::ForeignKey(_) => return Err(foreign_keys_unsupported()),
+            TableConstraint::ForeignKey(fk) => foreign_keys.push(crate::foreign::Written {
+                name: fk.name.as_ref().map(ident_name),
+                columns: fk.columns.iter().map(ident_name).collect(),
+                fk,
+            }),
             other => return Err(SqlError::unsupported(format!("constraint {other}"))),
         }
     }
@@ -500,6 +511,7 @@ async fn create_table(session: &mut Session, ct: CreateTable) -> Result<QueryRes
     let id = catalog.allocate(IdKind::Table, 1)?.start;
     table.id = id;
     table.storage_id = id;
+    crate::foreign::plan(&snapshot, &mut table, &foreign_keys)?;
     for column in &mut table.columns {
         if let Some(sequence) = &mut column.sequence {
             sequence.id = catalog.allocate(IdKind::Table, 1)?.start;
@@ -1136,12 +1148,14 @@ pub(crate) fn job_error(e: JobError) -> SqlError {
         "23502" => "23502",
         "23505" => "23505",
         "23514" => "23514",
+        "2BP01" => "2BP01",
         "40001" => "40001",
         "42701" => "42701",
         "42703" => "42703",
         "42704" => "42704",
         "42710" => "42710",
         "42809" => "42809",
+        "42830" => "42830",
         "42P01" => "42P01",
         "42P07" => "42P07",
         "42P16" => "42P16",
@@ -1327,6 +1341,19 @@ async fn alter_constraint(
         _ => unreachable!("matched by the caller"),
     };
     let is_check = table.checks.iter().any(|c| c.name == name);
+    if table.foreign_keys.iter().any(|f| f.name == name) {
+        if !drop {
+            // Every foreign key is validated: CREATE TABLE is the only way to add one.
+            return Ok(command("ALTER TABLE"));
+        }
+        let kind = JobKind::AlterTable {
+            table_id: table.id,
+            table: table.name.clone(),
+            actions: vec![AlterAction::DropCheck { name, if_exists }],
+        };
+        run_job(session, kind).await?;
+        return Ok(command("ALTER TABLE"));
+    }
     let index = table
         .indexes
         .iter()

@@ -963,6 +963,7 @@ pub(crate) async fn evaluate_default(
         next_column_id: column.id + 1,
         next_index_id: 1,
         checks: Vec::new(),
+        foreign_keys: Vec::new(),
     };
     let array = default_array(session, &table, 0, 1, Timestamp::MAX).await?;
     fit_to_column(datum_at(&array, 0, &column.ty), &column.ty)
@@ -1193,6 +1194,8 @@ pub(crate) async fn insert_rows(
             Err(e) => return Err(e.into()),
         }
     }
+    let written: Vec<&[Datum]> = inserted.iter().map(Vec::as_slice).collect();
+    crate::foreign::check_references(session, table, &written).await?;
     Ok(inserted)
 }
 
@@ -1670,6 +1673,13 @@ pub(crate) async fn apply_updates(
             });
         }
     }
+    // The old rows, kept only where a foreign key may need them once the writes are in.
+    let involved = crate::foreign::involved(session, table);
+    let olds: Vec<Vec<Datum>> = if involved {
+        changes.iter().map(|c| c.0.clone()).collect()
+    } else {
+        Vec::new()
+    };
     let txn = &mut session.open.as_mut().expect("open transaction").txn;
     let mut returned = Vec::with_capacity(changes.len());
     for ((old, handle, new, new_handle), stored) in changes.into_iter().zip(stored) {
@@ -1694,6 +1704,18 @@ pub(crate) async fn apply_updates(
             }
         }
         returned.push(new);
+    }
+    if involved {
+        let referencing: Vec<&[Datum]> = olds
+            .iter()
+            .zip(&returned)
+            .filter(|(old, new)| crate::foreign::references_changed(table, old, new))
+            .map(|(_, new)| new.as_slice())
+            .collect();
+        crate::foreign::check_references(session, table, &referencing).await?;
+        let removed: Vec<&[Datum]> = olds.iter().map(Vec::as_slice).collect();
+        let kept: Vec<&[Datum]> = returned.iter().map(Vec::as_slice).collect();
+        crate::foreign::check_unreferenced(session, table, &removed, &kept).await?;
     }
     Ok(returned)
 }
@@ -1842,6 +1864,8 @@ async fn execute_delete(
         }
         returned.push(row);
     }
+    let removed: Vec<&[Datum]> = returned.iter().map(Vec::as_slice).collect();
+    crate::foreign::check_unreferenced(session, &table, &removed, &[]).await?;
     finish_dml(
         session,
         &table,

@@ -16,7 +16,14 @@ impl SqlError {
             message: message.into(),
             position: None,
             hint: None,
+            detail: None,
         }
+    }
+
+    /// Adds a detail (PostgreSQL's DETAIL field).
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
     }
 
     /// Adds a hint.

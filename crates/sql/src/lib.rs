@@ -18,6 +18,7 @@ mod engine;
 mod error;
 mod fast;
 mod fetch;
+mod foreign;
 mod functions;
 mod info_schema;
 mod locking;

@@ -196,6 +196,7 @@ mod tests {
             next_column_id,
             next_index_id: 1,
             checks: Vec::new(),
+            foreign_keys: Vec::new(),
         }
     }
 

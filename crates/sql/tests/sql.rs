@@ -5137,3 +5137,333 @@ async fn an_uncorrelated_exists_outside_where_is_evaluated() {
         assert_eq!(rows(&mut s, sql).await, want, "{sql}");
     }
 }
+
+/// The SQLSTATE and the DETAIL of a statement's error.
+async fn error_detail(session: &mut Session, sql: &str) -> (&'static str, String) {
+    match run(session, sql).await {
+        Ok(r) => panic!("{sql}: expected an error, got {r:?}"),
+        Err(e) => (e.code, e.detail.unwrap_or_default()),
+    }
+}
+
+#[tokio::test]
+async fn foreign_keys_refuse_missing_and_still_referenced_keys() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE parent (id INT PRIMARY KEY, code TEXT UNIQUE, v INT)",
+    )
+    .await;
+    ok(
+        &mut s,
+        "CREATE TABLE child (id INT PRIMARY KEY, pid INT REFERENCES parent, \
+         pcode VARCHAR(10), note TEXT, FOREIGN KEY (pcode) REFERENCES parent (code))",
+    )
+    .await;
+    ok(&mut s, "INSERT INTO parent VALUES (1, 'a', 0), (2, 'b', 0)").await;
+    ok(&mut s, "INSERT INTO child VALUES (1, 1, 'a', NULL)").await;
+    assert_eq!(
+        error_detail(&mut s, "INSERT INTO child VALUES (2, 3, NULL, NULL)").await,
+        (
+            "23503",
+            "Key (pid)=(3) is not present in table \"parent\".".to_string()
+        )
+    );
+    // MATCH SIMPLE: a NULL key references nothing.
+    ok(&mut s, "INSERT INTO child VALUES (3, NULL, NULL, NULL)").await;
+    assert_eq!(
+        code(&mut s, "INSERT INTO child VALUES (4, 2, 'zz', NULL)").await,
+        "23503"
+    );
+    // One bad row stops the whole statement.
+    assert_eq!(
+        code(
+            &mut s,
+            "INSERT INTO child VALUES (5, 2, 'b', NULL), (6, 9, NULL, NULL)"
+        )
+        .await,
+        "23503"
+    );
+    assert_eq!(rows(&mut s, "SELECT count(*) FROM child").await, vec!["2"]);
+    assert_eq!(
+        code(&mut s, "UPDATE child SET pid = 9 WHERE id = 1").await,
+        "23503"
+    );
+    ok(&mut s, "UPDATE child SET note = 'x' WHERE id = 1").await;
+    assert_eq!(
+        error_detail(&mut s, "DELETE FROM parent WHERE id = 1").await,
+        (
+            "23503",
+            "Key (id)=(1) is still referenced from table \"child\".".to_string()
+        )
+    );
+    assert_eq!(
+        code(&mut s, "UPDATE parent SET id = 10 WHERE id = 1").await,
+        "23503"
+    );
+    assert_eq!(
+        code(&mut s, "UPDATE parent SET code = 'c' WHERE id = 1").await,
+        "23503"
+    );
+    // Keys that stay, and keys nobody references, change freely.
+    ok(&mut s, "UPDATE parent SET v = 5 WHERE id = 1").await;
+    ok(
+        &mut s,
+        "UPDATE parent SET id = 20, code = 'bb' WHERE id = 2",
+    )
+    .await;
+    ok(&mut s, "DELETE FROM parent WHERE id = 20").await;
+    // The transaction's own writes count: references deleted first, then their row.
+    ok(&mut s, "BEGIN").await;
+    ok(&mut s, "DELETE FROM child WHERE id = 1").await;
+    ok(&mut s, "DELETE FROM parent WHERE id = 1").await;
+    ok(&mut s, "COMMIT").await;
+    // ... and a row referenced in the transaction that wrote it.
+    ok(&mut s, "BEGIN").await;
+    ok(&mut s, "INSERT INTO parent VALUES (7, 'g', 0)").await;
+    ok(&mut s, "INSERT INTO child VALUES (7, 7, 'g', NULL)").await;
+    ok(&mut s, "COMMIT").await;
+    // Upserts: the insert and the update are both checked.
+    assert_eq!(
+        code(
+            &mut s,
+            "INSERT INTO child VALUES (8, 99, NULL, NULL) ON CONFLICT (id) DO NOTHING"
+        )
+        .await,
+        "23503"
+    );
+    assert_eq!(
+        code(
+            &mut s,
+            "INSERT INTO child VALUES (7, 99, NULL, NULL) ON CONFLICT (id) \
+             DO UPDATE SET pid = excluded.pid"
+        )
+        .await,
+        "23503"
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT id, pid, pcode FROM child ORDER BY id").await,
+        vec!["3|NULL|NULL", "7|7|g"]
+    );
+
+    // A table referencing itself: rows of one statement may reference each other.
+    ok(
+        &mut s,
+        "CREATE TABLE tree (id INT PRIMARY KEY, up INT REFERENCES tree (id))",
+    )
+    .await;
+    ok(&mut s, "INSERT INTO tree VALUES (1, NULL), (2, 1), (3, 2)").await;
+    assert_eq!(
+        code(&mut s, "INSERT INTO tree VALUES (4, 5)").await,
+        "23503"
+    );
+    assert_eq!(code(&mut s, "DELETE FROM tree WHERE id = 2").await, "23503");
+    assert_eq!(ok(&mut s, "DELETE FROM tree").await, "DELETE 3");
+
+    // Integer keys of different widths: a key a SMALLINT cannot hold is referenced by
+    // no row.
+    ok(&mut s, "CREATE TABLE big (id BIGINT PRIMARY KEY)").await;
+    ok(&mut s, "CREATE TABLE small (s SMALLINT REFERENCES big)").await;
+    ok(&mut s, "INSERT INTO big VALUES (100000), (5)").await;
+    ok(&mut s, "INSERT INTO small VALUES (5)").await;
+    assert_eq!(code(&mut s, "INSERT INTO small VALUES (6)").await, "23503");
+    ok(&mut s, "DELETE FROM big WHERE id = 100000").await;
+    assert_eq!(code(&mut s, "DELETE FROM big WHERE id = 5").await, "23503");
+}
+
+#[tokio::test]
+async fn foreign_key_definitions_are_checked_and_protect_what_they_reference() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE parent (id INT PRIMARY KEY, code TEXT UNIQUE, v INT)",
+    )
+    .await;
+    ok(&mut s, "CREATE TABLE nopk (id INT)").await;
+    ok(&mut s, "CREATE VIEW pv AS SELECT id FROM parent").await;
+    for (sql, expected) in [
+        ("CREATE TABLE c (p INT REFERENCES nosuch)", "42P01"),
+        ("CREATE TABLE c (p INT REFERENCES pv)", "42809"),
+        ("CREATE TABLE c (p INT REFERENCES nopk)", "42830"),
+        ("CREATE TABLE c (p INT REFERENCES parent (v))", "42830"),
+        ("CREATE TABLE c (p INT REFERENCES parent (nosuch))", "42703"),
+        ("CREATE TABLE c (p TEXT REFERENCES parent)", "42804"),
+        (
+            "CREATE TABLE c (p INT, q INT, FOREIGN KEY (p, q) REFERENCES parent (id))",
+            "42830",
+        ),
+        (
+            "CREATE TABLE c (p INT, FOREIGN KEY (nosuch) REFERENCES parent)",
+            "42703",
+        ),
+        (
+            "CREATE TABLE c (p INT REFERENCES parent ON DELETE CASCADE)",
+            "0A000",
+        ),
+        (
+            "CREATE TABLE c (p INT REFERENCES parent ON UPDATE SET NULL)",
+            "0A000",
+        ),
+        (
+            "CREATE TABLE c (p INT REFERENCES parent DEFERRABLE INITIALLY DEFERRED)",
+            "0A000",
+        ),
+        (
+            "CREATE TABLE c (p INT, CONSTRAINT k CHECK (p > 0), \
+             CONSTRAINT k FOREIGN KEY (p) REFERENCES parent)",
+            "42710",
+        ),
+    ] {
+        assert_eq!(code(&mut s, sql).await, expected, "{sql}");
+    }
+    assert_eq!(
+        rows(&mut s, "SELECT count(*) FROM pg_class WHERE relname = 'c'").await,
+        vec!["0"],
+        "a refused definition created nothing"
+    );
+    ok(
+        &mut s,
+        "CREATE TABLE child (id INT PRIMARY KEY, pid INT REFERENCES parent ON DELETE RESTRICT, \
+         pcode TEXT, CONSTRAINT by_code FOREIGN KEY (pcode) REFERENCES parent (code) \
+         ON UPDATE NO ACTION NOT DEFERRABLE)",
+    )
+    .await;
+    ok(&mut s, "INSERT INTO parent VALUES (1, 'a', 0)").await;
+    ok(&mut s, "INSERT INTO child VALUES (1, 1, 'a')").await;
+    // What the constraints reference stays.
+    assert_eq!(code(&mut s, "DROP TABLE parent").await, "2BP01");
+    assert_eq!(code(&mut s, "TRUNCATE parent").await, "0A000");
+    assert_eq!(
+        code(&mut s, "ALTER TABLE parent DROP COLUMN code").await,
+        "2BP01"
+    );
+    assert_eq!(
+        code(&mut s, "ALTER TABLE parent DROP CONSTRAINT parent_code_key").await,
+        "2BP01"
+    );
+    assert_eq!(
+        code(
+            &mut s,
+            "ALTER TABLE child ADD FOREIGN KEY (pid) REFERENCES parent"
+        )
+        .await,
+        "0A000"
+    );
+    assert_eq!(rows(&mut s, "SELECT count(*) FROM parent").await, vec!["1"]);
+    // Dropping a constraint, or the referencing column, ends its checks.
+    ok(&mut s, "ALTER TABLE child DROP CONSTRAINT child_pid_fkey").await;
+    assert_eq!(
+        code(&mut s, "ALTER TABLE child DROP CONSTRAINT child_pid_fkey").await,
+        "42704"
+    );
+    ok(&mut s, "INSERT INTO child VALUES (2, 99, NULL)").await;
+    assert_eq!(code(&mut s, "DELETE FROM parent").await, "23503");
+    ok(&mut s, "ALTER TABLE child DROP COLUMN pcode").await;
+    ok(&mut s, "DELETE FROM parent").await;
+    ok(&mut s, "TRUNCATE parent").await;
+    ok(&mut s, "DROP TABLE parent").await;
+    // A table referencing itself may be dropped.
+    ok(
+        &mut s,
+        "CREATE TABLE tree (id INT PRIMARY KEY, up INT REFERENCES tree)",
+    )
+    .await;
+    ok(&mut s, "DROP TABLE tree").await;
+}
+
+/// A reference and a delete of the row it references never both commit: whichever locks
+/// the row's key second waits for the first, then sees what it did.
+#[tokio::test]
+async fn a_reference_and_a_delete_of_its_row_never_both_commit() {
+    let db = TestDb::new().await;
+    let mut a = db.session();
+    let mut b = db.session();
+    ok(
+        &mut a,
+        "CREATE TABLE parent (id INT PRIMARY KEY, code TEXT UNIQUE, v INT)",
+    )
+    .await;
+    ok(
+        &mut a,
+        "CREATE TABLE child (id INT PRIMARY KEY, pid INT REFERENCES parent, \
+         pcode TEXT REFERENCES parent (code))",
+    )
+    .await;
+    ok(
+        &mut a,
+        "INSERT INTO parent VALUES (1, 'a', 0), (2, 'b', 0), (3, 'c', 0), (4, 'd', 0)",
+    )
+    .await;
+
+    // The reference first: the delete waits for it, then finds it.
+    ok(&mut a, "BEGIN").await;
+    ok(&mut a, "INSERT INTO child VALUES (1, 1, NULL)").await;
+    // It waits (here, until its lock timeout) ...
+    ok(&mut b, "SET lock_timeout = '100ms'").await;
+    assert_eq!(
+        code(&mut b, "DELETE FROM parent WHERE id = 1").await,
+        "55P03"
+    );
+    ok(&mut b, "SET lock_timeout = '20s'").await;
+    // ... and once the reference commits, fails.
+    let deleter = tokio::spawn(async move {
+        let c = code(&mut b, "DELETE FROM parent WHERE id = 1").await;
+        (b, c)
+    });
+    ok(&mut a, "COMMIT").await;
+    let (mut b, c) = deleter.await.unwrap();
+    assert_eq!(c, "23503");
+
+    // The delete first: the reference waits for it, then (READ COMMITTED re-runs the
+    // statement) finds the row gone.
+    ok(&mut a, "BEGIN").await;
+    ok(&mut a, "DELETE FROM parent WHERE id = 2").await;
+    ok(&mut b, "SET lock_timeout = '100ms'").await;
+    assert_eq!(
+        code(&mut b, "INSERT INTO child VALUES (2, 2, NULL)").await,
+        "55P03"
+    );
+    ok(&mut b, "SET lock_timeout = '20s'").await;
+    let inserter = tokio::spawn(async move {
+        let c = code(&mut b, "INSERT INTO child VALUES (2, 2, NULL)").await;
+        (b, c)
+    });
+    ok(&mut a, "COMMIT").await;
+    let (mut b, c) = inserter.await.unwrap();
+    assert_eq!(c, "23503");
+
+    // Under REPEATABLE READ the reference cannot see the newer state: 40001.
+    ok(&mut b, "BEGIN ISOLATION LEVEL REPEATABLE READ").await;
+    ok(&mut b, "SELECT count(*) FROM parent").await;
+    ok(&mut a, "DELETE FROM parent WHERE id = 3").await;
+    assert_eq!(
+        code(&mut b, "INSERT INTO child VALUES (3, 3, NULL)").await,
+        "40001"
+    );
+    ok(&mut b, "ROLLBACK").await;
+
+    // A reference through a unique index locks that index entry only: an update of the
+    // row's other columns goes ahead while the referencing transaction is open.
+    ok(&mut a, "BEGIN").await;
+    ok(&mut a, "INSERT INTO child VALUES (4, NULL, 'd')").await;
+    ok(&mut b, "SET lock_timeout = '100ms'").await;
+    assert_eq!(
+        ok(&mut b, "UPDATE parent SET v = v + 1 WHERE code = 'd'").await,
+        "UPDATE 1"
+    );
+    ok(&mut a, "COMMIT").await;
+    assert_eq!(
+        rows(
+            &mut a,
+            "SELECT c.id, p.v FROM child c JOIN parent p ON p.code = c.pcode"
+        )
+        .await,
+        vec!["4|1"]
+    );
+    assert_eq!(
+        code(&mut b, "DELETE FROM parent WHERE id = 4").await,
+        "23503"
+    );
+}

@@ -376,3 +376,57 @@ async fn a_lock_given_back_then_taken_again_survives_a_waiter_judging_its_fate_b
     t.commit().await.unwrap();
     assert_eq!(f.read(b"k").await, Some(b"v".to_vec()));
 }
+
+/// A key a transaction read and depends on, but does not write (a row a foreign key
+/// references), is kept locked until commit: if its lock was lost meanwhile (its store
+/// restarted; in-memory pessimistic locks are not durable) and another transaction
+/// changed the key, the commit fails instead of committing on a stale read.
+#[tokio::test]
+async fn a_key_kept_locked_until_commit_fails_the_commit_if_its_lock_was_lost() {
+    let f = fixture();
+    let mut setup = f.begin(1_000).await;
+    setup.put(b"parent".to_vec(), b"row".to_vec()).unwrap();
+    setup.commit().await.unwrap();
+
+    let mut t = f.begin(1_000).await;
+    // The written key is locked first, so it (not the kept key) is the primary.
+    t.lock_keys(vec![(b"child".to_vec(), true)], false)
+        .await
+        .unwrap();
+    let found = t
+        .lock_keys(vec![(b"parent".to_vec(), false)], true)
+        .await
+        .unwrap();
+    assert_eq!(found, vec![Some(b"row".to_vec())]);
+    t.keep_locked_until_commit(&[b"parent".to_vec()]);
+    t.put(b"child".to_vec(), b"ref".to_vec()).unwrap();
+    // The lock vanishes, as with a store restart, and another transaction deletes the key.
+    let kv = f.kv.clone() as TxnKvRef;
+    kv.pessimistic_rollback(&[b"parent".to_vec()], t.start_ts())
+        .await
+        .unwrap();
+    let mut other = f.begin(1_000).await;
+    other
+        .lock_keys(vec![(b"parent".to_vec(), false)], false)
+        .await
+        .unwrap();
+    other.delete(b"parent".to_vec()).unwrap();
+    other.commit().await.unwrap();
+
+    assert!(t.commit().await.is_err(), "committed on a lost lock");
+    assert_eq!(f.read(b"child").await, None);
+
+    // With the lock held, the commit goes through and records nothing for the key.
+    let mut setup = f.begin(1_000).await;
+    setup.put(b"parent".to_vec(), b"row".to_vec()).unwrap();
+    setup.commit().await.unwrap();
+    let mut t = f.begin(1_000).await;
+    t.lock_keys(vec![(b"parent".to_vec(), false)], true)
+        .await
+        .unwrap();
+    t.keep_locked_until_commit(&[b"parent".to_vec()]);
+    t.put(b"child".to_vec(), b"ref".to_vec()).unwrap();
+    t.commit().await.unwrap();
+    assert_eq!(f.read(b"parent").await, Some(b"row".to_vec()));
+    assert_eq!(f.read(b"child").await, Some(b"ref".to_vec()));
+}

@@ -72,6 +72,10 @@ pub struct Transaction {
     buffer: Arc<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
     buffer_bytes: usize,
     locked: HashSet<Vec<u8>>,
+    /// Keys locked, not written, whose locks must still be held at commit (a row a foreign
+    /// key references): prewritten as lock-only mutations, so a lock lost meanwhile fails
+    /// the commit instead of letting a conflicting change through unseen.
+    lock_only: HashSet<Vec<u8>>,
     primary: Option<Vec<u8>>,
     heartbeat: Option<tokio::task::JoinHandle<()>>,
     /// Undo log of the current statement, when one is open.
@@ -92,6 +96,7 @@ impl Transaction {
             buffer: Arc::new(BTreeMap::new()),
             buffer_bytes: 0,
             locked: HashSet::new(),
+            lock_only: HashSet::new(),
             primary: None,
             heartbeat: None,
             statement_undo: None,
@@ -301,6 +306,16 @@ impl Transaction {
         }
     }
 
+    /// Makes commit check that the pessimistic locks on `keys` (taken by this transaction)
+    /// are still held, and record them (a lock-only write): for keys read, not written,
+    /// whose staying unchanged until commit the transaction depends on.
+    pub fn keep_locked_until_commit(&mut self, keys: &[Vec<u8>]) {
+        for key in keys {
+            debug_assert!(self.locked.contains(key), "a key kept locked is locked");
+            self.lock_only.insert(key.clone());
+        }
+    }
+
     /// True when this transaction holds a pessimistic lock on `key`.
     pub fn is_locked(&self, key: &[u8]) -> bool {
         self.locked.contains(key)
@@ -442,6 +457,11 @@ impl Transaction {
             key: primary.clone(),
             op: primary_op,
         });
+        let lock_only: Vec<Vec<u8>> = self
+            .lock_only
+            .drain()
+            .filter(|k| *k != primary && !buffer.contains_key(k))
+            .collect();
         for (key, value) in buffer {
             if key == primary {
                 continue;
@@ -454,6 +474,13 @@ impl Transaction {
                 check: check(&key),
                 key,
                 op,
+            });
+        }
+        for key in lock_only {
+            mutations.push(Mutation {
+                check: KeyCheck::Locked,
+                key,
+                op: MutationOp::Lock,
             });
         }
         let written: Vec<Vec<u8>> = mutations.iter().map(|m| m.key.clone()).collect();

@@ -17,13 +17,14 @@ pub type ClusterVersion = u32;
 pub const CLUSTER_VERSION_BASE: ClusterVersion = 1;
 
 /// The newest cluster version this build understands.
-pub const BINARY_CLUSTER_VERSION: ClusterVersion = 4;
+pub const BINARY_CLUSTER_VERSION: ClusterVersion = 5;
 
 // A build understands every feature it gates. (Every build so far also runs in a
 // cluster at any older version, down to the base: one that drops an old version's
 // protocol must refuse to join a cluster still at it.)
 const _: () = assert!(Feature::SetNotNull.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::RegionMerge.since() <= BINARY_CLUSTER_VERSION);
+const _: () = assert!(Feature::ForeignKeys.since() <= BINARY_CLUSTER_VERSION);
 
 /// A behaviour gated by the cluster version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +38,10 @@ pub enum Feature {
     /// part from the others'), and freeze a region whatever it holds (version 3's builds,
     /// never released, refused to freeze one holding data, at apply).
     RegionMerge,
+    /// FOREIGN KEY constraints: every SQL node must check them on every write, and a node
+    /// of an older build would decode a table without its `foreign_keys` and write rows
+    /// they forbid.
+    ForeignKeys,
 }
 
 impl Feature {
@@ -45,6 +50,7 @@ impl Feature {
         match self {
             Feature::SetNotNull => 2,
             Feature::RegionMerge => 4,
+            Feature::ForeignKeys => 5,
         }
     }
 
@@ -53,6 +59,7 @@ impl Feature {
         match self {
             Feature::SetNotNull => "ALTER COLUMN ... SET NOT NULL",
             Feature::RegionMerge => "region merge",
+            Feature::ForeignKeys => "a FOREIGN KEY constraint",
         }
     }
 

@@ -146,6 +146,7 @@ async fn run_postgres(
             message: e.to_string(),
             position: None,
             hint: None,
+            detail: None,
         })
     };
     let trimmed = sql.trim_start().to_ascii_lowercase();
