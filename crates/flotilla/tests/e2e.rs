@@ -139,6 +139,37 @@ fn psql_runs_ddl_dml_transactions_and_describes_tables() {
         d.contains("Check constraints:\n    \"acct_balance_check\" CHECK (balance >= 0)\n    \"rich\" CHECK (balance > 1000) NOT VALID\n"),
         "{d}"
     );
+    // Foreign keys, from both sides, and a violation with PostgreSQL's DETAIL.
+    server.psql_ok(
+        "CREATE TABLE owners (id INT PRIMARY KEY, email TEXT UNIQUE);
+         CREATE TABLE pets (id INT PRIMARY KEY, owner INT REFERENCES owners,
+                            email TEXT REFERENCES owners (email));",
+    );
+    let out = server
+        .psql_command()
+        .args(["-c", "\\d pets", "-c", "\\d owners"])
+        .output()
+        .unwrap();
+    let d = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        d.contains("Foreign-key constraints:\n    \"pets_email_fkey\" FOREIGN KEY (email) REFERENCES owners(email)\n    \"pets_owner_fkey\" FOREIGN KEY (owner) REFERENCES owners(id)\n"),
+        "{d}"
+    );
+    assert!(
+        d.contains("Referenced by:\n    TABLE \"pets\" CONSTRAINT \"pets_email_fkey\" FOREIGN KEY (email) REFERENCES owners(email)\n"),
+        "{d}"
+    );
+    let out = server
+        .psql_command()
+        .args(["-c", "INSERT INTO pets VALUES (1, 7, NULL)"])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("violates foreign key constraint \"pets_owner_fkey\"")
+            && e.contains("DETAIL:  Key (owner)=(7) is not present in table \"owners\"."),
+        "{e}"
+    );
     // The session functions name the user and database the client connected as.
     let out = server
         .psql_command()

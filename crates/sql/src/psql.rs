@@ -135,7 +135,14 @@ pub(crate) fn answer(sql: &str, snapshot: &CatalogSnapshot) -> Option<QueryResul
             ("relkind", texts(["r"])),
             ("relhasindex", Col::Bool(vec![!table.indexes.is_empty()])),
             ("relhasrules", Col::Bool(vec![false])),
-            ("relhastriggers", Col::Bool(vec![false])),
+            // psql asks for foreign keys (and triggers) only of a table that has triggers,
+            // as PostgreSQL implements foreign keys with them.
+            (
+                "relhastriggers",
+                Col::Bool(vec![
+                    !table.foreign_keys.is_empty() || !snapshot.references_to(table.id).is_empty(),
+                ]),
+            ),
             ("relrowsecurity", Col::Bool(vec![false])),
             ("relforcerowsecurity", Col::Bool(vec![false])),
             ("relhasoids", Col::Bool(vec![false])),
@@ -298,7 +305,67 @@ pub(crate) fn answer(sql: &str, snapshot: &CatalogSnapshot) -> Option<QueryResul
             ),
         ]));
     }
+    if sql.contains("FROM pg_catalog.pg_constraint r\nWHERE r.conrelid = '")
+        && sql.contains("r.contype = 'f'")
+    {
+        // `\d TABLE`'s "Foreign-key constraints:" footer.
+        let table = table_by_oid(snapshot, quoted_oid(sql, "r.conrelid")?)?;
+        let mut fks: Vec<_> = table.foreign_keys.iter().collect();
+        fks.sort_by(|a, b| a.name.cmp(&b.name));
+        return Some(result(vec![
+            ("sametable", Col::Bool(fks.iter().map(|_| true).collect())),
+            ("conname", texts(fks.iter().map(|f| f.name.as_str()))),
+            (
+                "condef",
+                Col::Text(
+                    fks.iter()
+                        .map(|f| Some(foreign_key_def(snapshot, table, f)))
+                        .collect(),
+                ),
+            ),
+            ("ontable", texts(fks.iter().map(|_| table.name.as_str()))),
+        ]));
+    }
+    if sql.contains("FROM pg_catalog.pg_constraint c\n WHERE confrelid IN")
+        && sql.contains("contype = 'f'")
+    {
+        // `\d TABLE`'s "Referenced by:" footer.
+        let at = sql.find("VALUES ('")? + "VALUES ('".len();
+        let end = sql[at..].find('\'')? + at;
+        let oid = sql[at..end].parse().ok()?;
+        let table = table_by_oid(snapshot, oid)?;
+        let mut refs: Vec<(&TableDef, &flotilla_catalog::ForeignKeyDef)> = table
+            .foreign_keys
+            .iter()
+            .filter(|f| f.ref_table == table.id)
+            .map(|f| (table.as_ref(), f))
+            .chain(
+                snapshot
+                    .references_to(table.id)
+                    .into_iter()
+                    .map(|(t, f)| (t.as_ref(), f)),
+            )
+            .collect();
+        refs.sort_by(|a, b| a.1.name.cmp(&b.1.name));
+        return Some(result(vec![
+            ("conname", texts(refs.iter().map(|(_, f)| f.name.as_str()))),
+            ("ontable", texts(refs.iter().map(|(t, _)| t.name.as_str()))),
+            (
+                "condef",
+                Col::Text(
+                    refs.iter()
+                        .map(|(t, f)| Some(foreign_key_def(snapshot, t, f)))
+                        .collect(),
+                ),
+            ),
+        ]));
+    }
     let empty = |n: usize| result((0..n).map(|_| ("?column?", Col::Text(vec![]))).collect());
+    if sql.contains("FROM pg_catalog.pg_trigger t") {
+        // Flotilla has no triggers (psql asks because foreign keys are triggers in
+        // PostgreSQL).
+        return Some(empty(5));
+    }
     if sql.contains("FROM pg_catalog.pg_policy pol") {
         return Some(empty(6));
     }
@@ -316,6 +383,36 @@ pub(crate) fn answer(sql: &str, snapshot: &CatalogSnapshot) -> Option<QueryResul
         }));
     }
     None
+}
+
+/// A foreign key as `pg_get_constraintdef` prints it:
+/// `FOREIGN KEY (a) REFERENCES parent(id)`.
+fn foreign_key_def(
+    snapshot: &CatalogSnapshot,
+    table: &TableDef,
+    fk: &flotilla_catalog::ForeignKeyDef,
+) -> String {
+    let parent: &TableDef = if fk.ref_table == table.id {
+        table
+    } else {
+        match snapshot.table_by_id(fk.ref_table) {
+            Some(t) => t,
+            None => return format!("FOREIGN KEY ({})", column_names(table, &fk.columns)),
+        }
+    };
+    format!(
+        "FOREIGN KEY ({}) REFERENCES {}({})",
+        column_names(table, &fk.columns),
+        parent.name,
+        column_names(parent, &fk.ref_columns)
+    )
+}
+
+fn column_names(table: &TableDef, ids: &[flotilla_types::ColumnId]) -> String {
+    ids.iter()
+        .filter_map(|id| table.column_by_id(*id).map(|c| c.name.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn list_relations(sql: &str, snapshot: &CatalogSnapshot) -> QueryResult {
