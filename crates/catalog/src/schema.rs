@@ -329,6 +329,15 @@ impl TableDef {
             || self.checks.iter().any(|c| c.name == name)
             || self.foreign_keys.iter().any(|f| f.name == name)
     }
+
+    /// The names of the columns `ids`, joined with ", " as constraint definitions and
+    /// their error messages list them (an id with no column is left out).
+    pub fn column_list(&self, ids: &[ColumnId]) -> String {
+        ids.iter()
+            .filter_map(|id| self.column_by_id(*id).map(|c| c.name.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// A view: a stored query, expanded where it is named.
@@ -367,6 +376,20 @@ impl CatalogSnapshot {
     /// The table with id `id`.
     pub fn table_by_id(&self, id: TableId) -> Option<&Arc<TableDef>> {
         self.tables.values().find(|t| t.id == id)
+    }
+
+    /// The table that `fk` (a foreign key of `table`) references: `table` itself for a
+    /// self-reference, which may not be in this snapshot yet. None if it is gone.
+    pub fn referenced_table<'a>(
+        &'a self,
+        table: &'a TableDef,
+        fk: &ForeignKeyDef,
+    ) -> Option<&'a TableDef> {
+        if fk.ref_table == table.id {
+            Some(table)
+        } else {
+            self.table_by_id(fk.ref_table).map(|t| t.as_ref())
+        }
     }
 
     /// The foreign keys of other tables that reference table `id` (a table's references

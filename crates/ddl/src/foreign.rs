@@ -16,21 +16,14 @@ pub fn check_references_exist(
     table: &TableDef,
 ) -> Result<(), JobError> {
     for fk in &table.foreign_keys {
-        let parent = if fk.ref_table == table.id {
-            table
-        } else {
-            match snapshot.table_by_id(fk.ref_table) {
-                Some(t) => t.as_ref(),
-                None => {
-                    return Err(JobError::fatal(
-                        "42P01",
-                        format!(
-                            "the table referenced by foreign key constraint \"{}\" no longer exists",
-                            fk.name
-                        ),
-                    ));
-                }
-            }
+        let Some(parent) = snapshot.referenced_table(table, fk) else {
+            return Err(JobError::fatal(
+                "42P01",
+                format!(
+                    "the table referenced by foreign key constraint \"{}\" no longer exists",
+                    fk.name
+                ),
+            ));
         };
         let usable = parent.indexes.iter().any(|i| {
             i.id == fk.ref_index

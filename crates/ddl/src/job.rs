@@ -336,11 +336,7 @@ impl JobKind {
                     .map(|c| format!("{} {}", c.name, c.ty.pg_name()))
                     .collect();
                 if let flotilla_catalog::Handle::PrimaryKey(ids) = &table.handle {
-                    let names: Vec<&str> = ids
-                        .iter()
-                        .filter_map(|id| table.column_by_id(*id).map(|c| c.name.as_str()))
-                        .collect();
-                    parts.push(format!("PRIMARY KEY ({})", names.join(", ")));
+                    parts.push(format!("PRIMARY KEY ({})", table.column_list(ids)));
                 }
                 format!("CREATE TABLE {} ({})", table.name, parts.join(", "))
             }

@@ -286,8 +286,9 @@ pub(crate) async fn plan_added(
     Ok((check, names))
 }
 
-/// The text of row `r` of `batch`, for "Failing row contains (...)".
-fn row_text(batch: &datafusion::arrow::record_batch::RecordBatch, r: usize) -> String {
+/// The text of row `r` of `batch`, for "Failing row contains (...)" and a foreign
+/// key's "Key (...)=(...)".
+pub(crate) fn row_text(batch: &datafusion::arrow::record_batch::RecordBatch, r: usize) -> String {
     use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
     let options = FormatOptions::default().with_null("null");
     batch

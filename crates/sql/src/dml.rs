@@ -1045,18 +1045,13 @@ pub(crate) fn unique_violation(table: &TableDef, key: &[u8], row: Option<&[Datum
         format!("duplicate key value violates unique constraint \"{name}\""),
     );
     if let (Some(index), Some(row)) = (index, row) {
-        let cols: Vec<String> = index
-            .columns
-            .iter()
-            .filter_map(|id| table.column_by_id(*id).map(|c| c.name.clone()))
-            .collect();
         let vals: Vec<String> = crate::rows::index_values(table, index, row)
             .iter()
             .map(datum_text)
             .collect();
         err = err.with_hint(format!(
             "Key ({})=({}) already exists.",
-            cols.join(", "),
+            table.column_list(&index.columns),
             vals.join(", ")
         ));
     }

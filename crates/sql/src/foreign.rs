@@ -22,7 +22,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
     ConstraintReferenceMatchKind, DeferrableInitial, ForeignKeyConstraint, ReferentialAction,
@@ -233,13 +232,9 @@ fn referenced<'a>(
     table: &'a TableDef,
     fk: &ForeignKeyDef,
 ) -> Result<(&'a TableDef, &'a IndexDef), SqlError> {
-    let parent: &TableDef = if fk.ref_table == table.id {
-        table
-    } else {
-        snapshot.table_by_id(fk.ref_table).ok_or_else(|| {
-            SqlError::internal(format!("foreign key \"{}\" lost its table", fk.name))
-        })?
-    };
+    let parent = snapshot
+        .referenced_table(table, fk)
+        .ok_or_else(|| SqlError::internal(format!("foreign key \"{}\" lost its table", fk.name)))?;
     let index = parent
         .indexes
         .iter()
@@ -287,14 +282,6 @@ fn referenced_key(
     }
 }
 
-fn names(table: &TableDef, columns: &[ColumnId]) -> String {
-    columns
-        .iter()
-        .filter_map(|id| table.column_by_id(*id).map(|c| c.name.clone()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 fn missing(table: &TableDef, parent: &TableDef, fk: &ForeignKeyDef, values: &[Datum]) -> SqlError {
     SqlError::new(
         "23503",
@@ -305,7 +292,7 @@ fn missing(table: &TableDef, parent: &TableDef, fk: &ForeignKeyDef, values: &[Da
     )
     .with_detail(format!(
         "Key ({})=({}) is not present in table \"{}\".",
-        names(table, &fk.columns),
+        table.column_list(&fk.columns),
         values.iter().map(datum_text).collect::<Vec<_>>().join(", "),
         parent.name
     ))
@@ -557,16 +544,6 @@ pub(crate) async fn check_unreferenced(
             let plan = ctx.plan(parse_one(&sql)?).await?;
             let batches = ctx.run(plan, Collect::derived(1)).await?;
             if let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) {
-                let options = FormatOptions::default().with_null("null");
-                let values: Vec<String> = batch
-                    .columns()
-                    .iter()
-                    .map(|c| {
-                        ArrayFormatter::try_new(c.as_ref(), &options)
-                            .map(|f| f.value(0).to_string())
-                            .unwrap_or_else(|_| "?".into())
-                    })
-                    .collect();
                 return Err(SqlError::new(
                     "23503",
                     format!(
@@ -576,8 +553,8 @@ pub(crate) async fn check_unreferenced(
                 )
                 .with_detail(format!(
                     "Key ({})=({}) is still referenced from table \"{}\".",
-                    names(table, &fk.ref_columns),
-                    values.join(", "),
+                    table.column_list(&fk.ref_columns),
+                    crate::check::row_text(batch, 0),
                     child.name
                 )));
             }

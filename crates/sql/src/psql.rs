@@ -194,12 +194,7 @@ pub(crate) fn answer(sql: &str, snapshot: &CatalogSnapshot) -> Option<QueryResul
         let table = table_by_oid(snapshot, quoted_oid(sql, "c.oid")?)?;
         let mut indexes: Vec<_> = table.indexes.iter().collect();
         indexes.sort_by(|a, b| b.primary.cmp(&a.primary).then(a.name.cmp(&b.name)));
-        let column_list = |ids: &[u32]| {
-            ids.iter()
-                .filter_map(|id| table.column_by_id(*id).map(|c| c.name.clone()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let column_list = |ids: &[u32]| table.column_list(ids);
         return Some(result(vec![
             ("relname", texts(indexes.iter().map(|i| i.name.as_str()))),
             (
@@ -392,27 +387,15 @@ fn foreign_key_def(
     table: &TableDef,
     fk: &flotilla_catalog::ForeignKeyDef,
 ) -> String {
-    let parent: &TableDef = if fk.ref_table == table.id {
-        table
-    } else {
-        match snapshot.table_by_id(fk.ref_table) {
-            Some(t) => t,
-            None => return format!("FOREIGN KEY ({})", column_names(table, &fk.columns)),
-        }
+    let Some(parent) = snapshot.referenced_table(table, fk) else {
+        return format!("FOREIGN KEY ({})", table.column_list(&fk.columns));
     };
     format!(
         "FOREIGN KEY ({}) REFERENCES {}({})",
-        column_names(table, &fk.columns),
+        table.column_list(&fk.columns),
         parent.name,
-        column_names(parent, &fk.ref_columns)
+        parent.column_list(&fk.ref_columns)
     )
-}
-
-fn column_names(table: &TableDef, ids: &[flotilla_types::ColumnId]) -> String {
-    ids.iter()
-        .filter_map(|id| table.column_by_id(*id).map(|c| c.name.as_str()))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn list_relations(sql: &str, snapshot: &CatalogSnapshot) -> QueryResult {
