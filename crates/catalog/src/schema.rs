@@ -257,6 +257,13 @@ pub struct ForeignKeyDef {
     /// clears it before it returns).
     #[serde(default, skip_serializing_if = "is_false")]
     pub pending: bool,
+    /// Whether every row of the table is known to reference an existing row. Added to an
+    /// existing table (ALTER TABLE ... ADD FOREIGN KEY), the constraint is enforced on
+    /// every write (and every delete of a referenced row) from the moment it is in the
+    /// catalog, and validated once its job has checked the rows written before; one added
+    /// `NOT VALID` stays unvalidated until VALIDATE CONSTRAINT.
+    #[serde(default = "validated_by_default", skip_serializing_if = "is_true")]
+    pub validated: bool,
 }
 
 /// A CHECK constraint: a boolean expression over one row of its table, which no row

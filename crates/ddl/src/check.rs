@@ -1,8 +1,9 @@
 //! CHECK and NOT NULL constraints added to (or validated on) an existing table: the
-//! catalog side of the `AddCheck`, `ValidateCheck` and `SetNotNull` jobs. The rows are scanned by the reorg worker
+//! catalog side of the `AddCheck`, `ValidateCheck` and `SetNotNull` jobs, and the steps
+//! those share with `AddForeignKey` and `ValidateForeignKey`. The rows are scanned by the reorg worker
 //! (`Reorg::check_chunk`), which knows how to evaluate an expression.
 
-use flotilla_catalog::{CatalogSnapshot, CheckDef, TableDef};
+use flotilla_catalog::{CatalogSnapshot, CheckDef, ForeignKeyDef, TableDef};
 use flotilla_types::{ColumnId, TableId};
 
 use crate::index::table_of;
@@ -13,6 +14,17 @@ pub fn no_constraint(table: &str, name: &str) -> JobError {
     JobError::fatal(
         "42704",
         format!("constraint \"{name}\" of relation \"{table}\" does not exist"),
+    )
+}
+
+/// 42710 for a constraint named as one `table` has.
+pub(crate) fn name_taken(table: &TableDef, name: &str) -> JobError {
+    JobError::fatal(
+        "42710",
+        format!(
+            "constraint \"{name}\" for relation \"{}\" already exists",
+            table.name
+        ),
     )
 }
 
@@ -28,16 +40,8 @@ pub fn plan_add_check(
     planned_columns: &[String],
 ) -> Result<TableDef, JobError> {
     let mut table = table_of(snapshot, table_id, table_name)?;
-    let taken = table.checks.iter().any(|c| c.name == check.name)
-        || table.indexes.iter().any(|i| i.name == check.name);
-    if taken {
-        return Err(JobError::fatal(
-            "42710",
-            format!(
-                "constraint \"{}\" for relation \"{}\" already exists",
-                check.name, table.name
-            ),
-        ));
+    if table.has_constraint(&check.name) {
+        return Err(name_taken(&table, &check.name));
     }
     let unchanged = check.columns.len() == planned_columns.len()
         && check
@@ -60,51 +64,89 @@ pub fn plan_add_check(
     Ok(table)
 }
 
-/// The table's check `name`, which must exist.
-pub fn find_check(
+/// A constraint that a job may add unvalidated and validate by scanning the table's rows:
+/// a CHECK or a FOREIGN KEY.
+pub trait Validated: Clone {
+    /// The table's constraints of this kind.
+    fn of(table: &mut TableDef) -> &mut Vec<Self>;
+    /// The constraint's name.
+    fn name(&self) -> &str;
+    /// Whether every row is known to satisfy it.
+    fn validated(&mut self) -> &mut bool;
+}
+
+impl Validated for CheckDef {
+    fn of(table: &mut TableDef) -> &mut Vec<Self> {
+        &mut table.checks
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn validated(&mut self) -> &mut bool {
+        &mut self.validated
+    }
+}
+
+impl Validated for ForeignKeyDef {
+    fn of(table: &mut TableDef) -> &mut Vec<Self> {
+        &mut table.foreign_keys
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn validated(&mut self) -> &mut bool {
+        &mut self.validated
+    }
+}
+
+/// The table's constraint `name` (of kind `C`), which must exist.
+pub fn find_constraint<C: Validated>(
     snapshot: &CatalogSnapshot,
     table_id: TableId,
     table_name: &str,
     name: &str,
-) -> Result<CheckDef, JobError> {
-    let table = table_of(snapshot, table_id, table_name)?;
-    table
-        .checks
+) -> Result<C, JobError> {
+    let mut table = table_of(snapshot, table_id, table_name)?;
+    let table_name = table.name.clone();
+    C::of(&mut table)
         .iter()
-        .find(|c| c.name == name)
+        .find(|c| c.name() == name)
         .cloned()
-        .ok_or_else(|| no_constraint(&table.name, name))
+        .ok_or_else(|| no_constraint(&table_name, name))
 }
 
-/// The table with check `name` marked validated; `None` if it already was.
-pub fn set_check_validated(
+/// The table with constraint `name` (of kind `C`) marked validated; `None` if it
+/// already was.
+pub fn set_validated<C: Validated>(
     snapshot: &CatalogSnapshot,
     table_id: TableId,
     table_name: &str,
     name: &str,
 ) -> Result<Option<TableDef>, JobError> {
     let mut table = table_of(snapshot, table_id, table_name)?;
-    let Some(check) = table.checks.iter_mut().find(|c| c.name == name) else {
+    let Some(c) = C::of(&mut table).iter_mut().find(|c| c.name() == name) else {
         return Err(no_constraint(table_name, name));
     };
-    if check.validated {
+    if *c.validated() {
         return Ok(None);
     }
-    check.validated = true;
+    *c.validated() = true;
     Ok(Some(table))
 }
 
-/// The table without check `name`; `None` if it has none of that name.
-pub fn remove_check(
+/// The table without constraint `name` (of kind `C`); `None` if it has none of that name.
+pub fn remove_constraint<C: Validated>(
     snapshot: &CatalogSnapshot,
     table_id: TableId,
     table_name: &str,
     name: &str,
 ) -> Result<Option<TableDef>, JobError> {
     let mut table = table_of(snapshot, table_id, table_name)?;
-    let before = table.checks.len();
-    table.checks.retain(|c| c.name != name);
-    Ok((table.checks.len() < before).then_some(table))
+    let list = C::of(&mut table);
+    let before = list.len();
+    list.retain(|c| c.name() != name);
+    let removed = list.len() < before;
+    Ok(removed.then_some(table))
 }
 
 /// The step of a `SetNotNull` job, applied to the current table: the column as it should

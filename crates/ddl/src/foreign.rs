@@ -5,8 +5,10 @@
 //! table, column or index that is gone.
 
 use flotilla_catalog::{CatalogSnapshot, ForeignKeyDef, IndexState, TableDef};
-use flotilla_types::{ColumnId, IndexId};
+use flotilla_types::{ColumnId, IndexId, TableId};
 
+use crate::check::name_taken;
+use crate::index::table_of;
 use crate::job::JobError;
 
 /// Fails unless each foreign key of `table` (about to be committed) finds its referenced
@@ -43,6 +45,37 @@ pub fn check_references_exist(
         }
     }
     Ok(())
+}
+
+/// The table with `fk` (planned by a SQL node for ALTER TABLE ... ADD FOREIGN KEY) added,
+/// enforced but not validated. Its columns are ids, so a concurrent rename changes
+/// nothing; if one was dropped since the plan, the job fails and the statement is to be
+/// run again.
+pub fn plan_add_foreign_key(
+    snapshot: &CatalogSnapshot,
+    table_id: TableId,
+    table_name: &str,
+    fk: &ForeignKeyDef,
+) -> Result<TableDef, JobError> {
+    let mut table = table_of(snapshot, table_id, table_name)?;
+    if table.has_constraint(&fk.name) {
+        return Err(name_taken(&table, &fk.name));
+    }
+    if fk.columns.iter().any(|c| table.column_by_id(*c).is_none()) {
+        return Err(JobError::fatal(
+            "40001",
+            format!(
+                "the columns of relation \"{}\" changed while the constraint was planned; run the statement again",
+                table.name
+            ),
+        ));
+    }
+    let mut fk = fk.clone();
+    fk.pending = false;
+    fk.validated = false;
+    table.foreign_keys.push(fk);
+    check_references_exist(snapshot, &table)?;
+    Ok(table)
 }
 
 /// The first foreign key that references `table` (another table's, or one of `table`'s

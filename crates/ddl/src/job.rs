@@ -245,6 +245,33 @@ pub enum JobKind {
         /// The constraint's name.
         name: String,
     },
+    /// ADD FOREIGN KEY on an existing table: absent -> enforced (each write of a
+    /// reference, and each delete of a referenced row, checked on every SQL node; the
+    /// rows written before not checked yet) -> validated, once a scan found that every
+    /// row written before references an existing row. A row that does not rolls the
+    /// constraint back (23503). `NOT VALID` stops at the second state.
+    AddForeignKey {
+        /// The referencing table.
+        table_id: TableId,
+        /// Its name when planned.
+        table: String,
+        /// The constraint, planned by the SQL node (its columns and referenced index
+        /// resolved, its types checked); checked again against the snapshot it commits on.
+        fk: flotilla_catalog::ForeignKeyDef,
+        /// Scan the existing rows (false: `NOT VALID`).
+        validate: bool,
+    },
+    /// VALIDATE CONSTRAINT of a `NOT VALID` foreign key: a scan of the rows, then
+    /// validated. A row without its referenced row fails the job (23503) and leaves the
+    /// constraint as it was.
+    ValidateForeignKey {
+        /// The referencing table.
+        table_id: TableId,
+        /// Its name when planned.
+        table: String,
+        /// The constraint's name.
+        name: String,
+    },
 }
 
 impl JobKind {
@@ -254,6 +281,9 @@ impl JobKind {
             JobKind::SetNotNull { .. } => Some(flotilla_types::version::Feature::SetNotNull),
             JobKind::CreateTable { table, .. } if !table.foreign_keys.is_empty() => {
                 Some(flotilla_types::version::Feature::ForeignKeys)
+            }
+            JobKind::AddForeignKey { .. } | JobKind::ValidateForeignKey { .. } => {
+                Some(flotilla_types::version::Feature::AddForeignKey)
             }
             _ => None,
         }
@@ -267,6 +297,8 @@ impl JobKind {
             | JobKind::DropIndex { table_id, .. }
             | JobKind::AddCheck { table_id, .. }
             | JobKind::ValidateCheck { table_id, .. }
+            | JobKind::AddForeignKey { table_id, .. }
+            | JobKind::ValidateForeignKey { table_id, .. }
             | JobKind::SetNotNull { table_id, .. }
             | JobKind::DropTable { table_id, .. }
             | JobKind::Truncate { table_id, .. } => *table_id,
@@ -282,6 +314,8 @@ impl JobKind {
             | JobKind::DropIndex { table, .. }
             | JobKind::AddCheck { table, .. }
             | JobKind::ValidateCheck { table, .. }
+            | JobKind::AddForeignKey { table, .. }
+            | JobKind::ValidateForeignKey { table, .. }
             | JobKind::SetNotNull { table, .. }
             | JobKind::DropTable { table, .. }
             | JobKind::Truncate { table, .. } => table,
@@ -323,9 +357,20 @@ impl JobKind {
                 check.expr,
                 if *validate { "" } else { " NOT VALID" }
             ),
-            JobKind::ValidateCheck { table, name, .. } => {
+            JobKind::ValidateCheck { table, name, .. }
+            | JobKind::ValidateForeignKey { table, name, .. } => {
                 format!("ALTER TABLE {table} VALIDATE CONSTRAINT {name}")
             }
+            JobKind::AddForeignKey {
+                table,
+                fk,
+                validate,
+                ..
+            } => format!(
+                "ALTER TABLE {table} ADD CONSTRAINT {} FOREIGN KEY{}",
+                fk.name,
+                if *validate { "" } else { " NOT VALID" }
+            ),
             JobKind::SetNotNull { table, column, .. } => {
                 format!("ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL")
             }
@@ -351,8 +396,10 @@ impl JobKind {
             JobKind::AlterTable { .. } => "alter table",
             JobKind::AddIndex { .. } => "add index",
             JobKind::DropIndex { .. } => "drop index",
-            JobKind::AddCheck { .. } => "add constraint",
-            JobKind::ValidateCheck { .. } => "validate constraint",
+            JobKind::AddCheck { .. } | JobKind::AddForeignKey { .. } => "add constraint",
+            JobKind::ValidateCheck { .. } | JobKind::ValidateForeignKey { .. } => {
+                "validate constraint"
+            }
             JobKind::SetNotNull { .. } => "set not null",
             JobKind::CreateTable { .. } => "create table",
             JobKind::DropTable { .. } => "drop table",

@@ -33,8 +33,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use alter::apply_alter;
-pub use check::{find_check, no_constraint, plan_add_check, remove_check, set_check_validated};
-pub use foreign::check_references_exist;
+pub use check::{
+    Validated, find_constraint, no_constraint, plan_add_check, remove_constraint, set_validated,
+};
+pub use foreign::{check_references_exist, plan_add_foreign_key};
 pub use index::{NewIndex, index_to_drop, plan_add_index, set_index_state};
 pub use job::{
     AlterAction, CheckRewrite, Cleanup, ColumnSpec, DataRange, Job, JobError, JobKind, JobState,
@@ -105,6 +107,19 @@ pub trait Reorg: Send + Sync + 'static {
         &self,
         table: &flotilla_catalog::TableDef,
         check: &flotilla_catalog::CheckDef,
+        cursor: Option<&[u8]>,
+    ) -> Result<(Option<Vec<u8>>, u64), JobError>;
+
+    /// Checks the rows of `table` from row key `cursor` (`None`: the first), one bounded
+    /// chunk read at a fresh snapshot, against foreign key `fk`: each row whose key
+    /// columns are all non-NULL must find its row in `parent` at the same snapshot.
+    /// Returns where the next chunk starts (`None`: done) and the rows it read. A row
+    /// without its referenced row is a fatal error (23503). Blocking.
+    fn foreign_key_chunk(
+        &self,
+        table: &flotilla_catalog::TableDef,
+        fk: &flotilla_catalog::ForeignKeyDef,
+        parent: &flotilla_catalog::TableDef,
         cursor: Option<&[u8]>,
     ) -> Result<(Option<Vec<u8>>, u64), JobError>;
 

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use flotilla_catalog::{Catalog, CatalogError, IndexState, LocalCatalog, SchemaChange, TableDef};
+use flotilla_catalog::{
+    Catalog, CatalogError, CheckDef, ForeignKeyDef, IndexState, LocalCatalog, SchemaChange,
+    TableDef,
+};
 use flotilla_storage::{Cf, EngineRef, WriteBatch};
 use flotilla_types::TableId;
 use flotilla_types::version::{self, BINARY_CLUSTER_VERSION, ClusterVersion};
@@ -17,9 +20,10 @@ use tokio::sync::watch;
 use crate::ReorgRef;
 use crate::alter::apply_alter;
 use crate::check::{
-    NotNullStep, find_check, not_null_check, nulls_found, plan_add_check, remove_check,
-    set_check_validated, set_not_null_step,
+    NotNullStep, find_constraint, not_null_check, nulls_found, plan_add_check, remove_constraint,
+    set_not_null_step, set_validated,
 };
+use crate::foreign::plan_add_foreign_key;
 use crate::index::{NewIndex, index_to_drop, plan_add_index, set_index_state};
 use crate::job::{Cleanup, DataRange, Job, JobError, JobKind, JobState};
 use crate::leases::{LeaseGrant, SchemaLeases};
@@ -142,6 +146,11 @@ pub struct JobQueue {
 /// One chunk of a job's scan from a cursor: where the next starts (`None`: done) and the
 /// rows it covered (`Reorg::backfill_chunk`, `Reorg::check_chunk`).
 type ScanChunk<'a> = dyn Fn(Option<&[u8]>) -> Result<(Option<Vec<u8>>, u64), JobError> + 'a;
+
+/// One chunk of a constraint's validation, with the reorg worker and the table.
+type ValidateChunk<'a> = dyn Fn(&dyn crate::Reorg, &TableDef, Option<&[u8]>) -> Result<(Option<Vec<u8>>, u64), JobError>
+    + Sync
+    + 'a;
 
 /// A step that moved the job to its end, not to another step.
 const STEP_DONE: u32 = u32::MAX;
@@ -742,15 +751,17 @@ impl JobQueue {
                             .map(|t| (Some(t), next, state))
                     }
                     1 => {
-                        return match find_check(&snapshot, table_id, &table, &check.name) {
+                        return match find_constraint(&snapshot, table_id, &table, &check.name) {
                             Ok(check) => self.check_rows(job, &snapshot, table_id, check, 2, None),
                             Err(e) => Outcome::Fail(e),
                         };
                     }
-                    2 => set_check_validated(&snapshot, table_id, &table, &check.name)
+                    2 => set_validated::<CheckDef>(&snapshot, table_id, &table, &check.name)
                         .map(|t| (t, STEP_DONE, "public")),
-                    STEP_ROLLBACK => remove_check(&snapshot, table_id, &table, &check.name)
-                        .map(|t| (t, STEP_ROLLED_BACK, "absent (rolled back)")),
+                    STEP_ROLLBACK => {
+                        remove_constraint::<CheckDef>(&snapshot, table_id, &table, &check.name)
+                            .map(|t| (t, STEP_ROLLED_BACK, "absent (rolled back)"))
+                    }
                     _ => return self.end_unchanged(job, snapshot.version),
                 };
                 self.commit_or_end(job, snapshot.version, changed)
@@ -761,7 +772,7 @@ impl JobQueue {
                 name,
             } => {
                 let changed = match job.step {
-                    0 => match find_check(&snapshot, table_id, &table, &name) {
+                    0 => match find_constraint::<CheckDef>(&snapshot, table_id, &table, &name) {
                         Ok(c) if c.validated => {
                             return self.finish_unchanged(job, snapshot.version);
                         }
@@ -770,7 +781,60 @@ impl JobQueue {
                         }
                         Err(e) => return Outcome::Fail(e),
                     },
-                    1 => set_check_validated(&snapshot, table_id, &table, &name)
+                    1 => set_validated::<CheckDef>(&snapshot, table_id, &table, &name)
+                        .map(|t| (t, STEP_DONE, "public")),
+                    // A row broke it, or a cancel: the constraint stays as it was.
+                    _ => return self.end_unchanged(job, snapshot.version),
+                };
+                self.commit_or_end(job, snapshot.version, changed)
+            }
+            JobKind::AddForeignKey {
+                table_id,
+                table,
+                fk,
+                validate,
+            } => {
+                let changed = match job.step {
+                    0 => {
+                        let (next, state) = if validate {
+                            (1, "write-only (validating)")
+                        } else {
+                            (STEP_DONE, "public (not valid)")
+                        };
+                        plan_add_foreign_key(&snapshot, table_id, &table, &fk)
+                            .map(|t| (Some(t), next, state))
+                    }
+                    1 => {
+                        return match find_constraint(&snapshot, table_id, &table, &fk.name) {
+                            Ok(fk) => self.check_references(job, &snapshot, table_id, fk, 2),
+                            Err(e) => Outcome::Fail(e),
+                        };
+                    }
+                    2 => set_validated::<ForeignKeyDef>(&snapshot, table_id, &table, &fk.name)
+                        .map(|t| (t, STEP_DONE, "public")),
+                    STEP_ROLLBACK => {
+                        remove_constraint::<ForeignKeyDef>(&snapshot, table_id, &table, &fk.name)
+                            .map(|t| (t, STEP_ROLLED_BACK, "absent (rolled back)"))
+                    }
+                    _ => return self.end_unchanged(job, snapshot.version),
+                };
+                self.commit_or_end(job, snapshot.version, changed)
+            }
+            JobKind::ValidateForeignKey {
+                table_id,
+                table,
+                name,
+            } => {
+                let changed = match job.step {
+                    0 => match find_constraint::<ForeignKeyDef>(&snapshot, table_id, &table, &name)
+                    {
+                        Ok(fk) if fk.validated => {
+                            return self.finish_unchanged(job, snapshot.version);
+                        }
+                        Ok(fk) => return self.check_references(job, &snapshot, table_id, fk, 1),
+                        Err(e) => return Outcome::Fail(e),
+                    },
+                    1 => set_validated::<ForeignKeyDef>(&snapshot, table_id, &table, &name)
                         .map(|t| (t, STEP_DONE, "public")),
                     // A row broke it, or a cancel: the constraint stays as it was.
                     _ => return self.end_unchanged(job, snapshot.version),
@@ -1007,7 +1071,7 @@ impl JobQueue {
         })
     }
 
-    /// The validation scan of a constraint's job: chunk after chunk from the job's
+    /// The validation scan of a CHECK constraint's job: chunk after chunk from the job's
     /// checkpoint, as `backfill`; `done_step` follows it. A row that makes `check` false
     /// fails the job with `violation` if given, else with the check's own error.
     fn check_rows(
@@ -1015,9 +1079,65 @@ impl JobQueue {
         job: &mut Job,
         snapshot: &flotilla_catalog::CatalogSnapshot,
         table_id: i64,
-        check: flotilla_catalog::CheckDef,
+        check: CheckDef,
         done_step: u32,
         violation: Option<JobError>,
+    ) -> Outcome {
+        self.validate_rows(
+            job,
+            snapshot,
+            table_id,
+            done_step,
+            &|reorg, table, cursor| {
+                reorg
+                    .check_chunk(table, &check, cursor)
+                    .map_err(|e| match &violation {
+                        Some(v) if !e.retryable && e.code == "23514" => v.clone(),
+                        _ => e,
+                    })
+            },
+        )
+    }
+
+    /// The validation scan of a FOREIGN KEY's job, as `check_rows`: every row must find
+    /// the row `fk` references.
+    fn check_references(
+        &self,
+        job: &mut Job,
+        snapshot: &flotilla_catalog::CatalogSnapshot,
+        table_id: i64,
+        fk: ForeignKeyDef,
+        done_step: u32,
+    ) -> Outcome {
+        self.validate_rows(
+            job,
+            snapshot,
+            table_id,
+            done_step,
+            &|reorg, table, cursor| {
+                let parent = snapshot.referenced_table(table, &fk).ok_or_else(|| {
+                JobError::fatal(
+                    "42P01",
+                    format!(
+                        "the table referenced by foreign key constraint \"{}\" no longer exists",
+                        fk.name
+                    ),
+                )
+            })?;
+                reorg.foreign_key_chunk(table, &fk, parent, cursor)
+            },
+        )
+    }
+
+    /// The scan of `check_rows` and `check_references`: `chunk` with the reorg worker
+    /// and the table as `snapshot` has it.
+    fn validate_rows(
+        &self,
+        job: &mut Job,
+        snapshot: &flotilla_catalog::CatalogSnapshot,
+        table_id: i64,
+        done_step: u32,
+        chunk: &ValidateChunk<'_>,
     ) -> Outcome {
         let Some(reorg) = &self.reorg else {
             job.rollback_cause = Some(JobError::fatal(
@@ -1036,12 +1156,7 @@ impl JobQueue {
         };
         at_background_priority(|| {
             self.scan_chunks(job, "validating", "checked", done_step, &|cursor| {
-                reorg
-                    .check_chunk(&table, &check, cursor)
-                    .map_err(|e| match &violation {
-                        Some(v) if !e.retryable && e.code == "23514" => v.clone(),
-                        _ => e,
-                    })
+                chunk(reorg.as_ref(), &table, cursor)
             })
         })
     }
@@ -1377,8 +1492,12 @@ fn past_no_return(job: &Job) -> bool {
         JobKind::AlterTable { .. } => job.waiting_for_version.is_some(),
         JobKind::AddIndex { .. } => (4..STEP_ROLLBACK).contains(&job.step) || job.step == STEP_DONE,
         JobKind::DropIndex { .. } => job.step > 0,
-        JobKind::AddCheck { .. } => job.step == 2 || job.step == STEP_DONE,
-        JobKind::ValidateCheck { .. } => job.step == 1 || job.step == STEP_DONE,
+        JobKind::AddCheck { .. } | JobKind::AddForeignKey { .. } => {
+            job.step == 2 || job.step == STEP_DONE
+        }
+        JobKind::ValidateCheck { .. } | JobKind::ValidateForeignKey { .. } => {
+            job.step == 1 || job.step == STEP_DONE
+        }
         JobKind::SetNotNull { .. } => job.step == 2 || job.step == STEP_DONE,
         JobKind::CreateTable { .. } | JobKind::DropTable { .. } | JobKind::Truncate { .. } => {
             job.waiting_for_version.is_some()

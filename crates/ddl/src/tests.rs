@@ -533,6 +533,25 @@ impl crate::Reorg for CountingReorg {
         )
     }
 
+    fn foreign_key_chunk(
+        &self,
+        table: &TableDef,
+        fk: &flotilla_catalog::ForeignKeyDef,
+        parent: &TableDef,
+        cursor: Option<&[u8]>,
+    ) -> Result<(Option<Vec<u8>>, u64), crate::JobError> {
+        self.chunk(
+            cursor,
+            crate::JobError::fatal(
+                "23503",
+                format!(
+                    "insert or update on table \"{}\" violates foreign key constraint \"{}\" (no row in \"{}\")",
+                    table.name, fk.name, parent.name
+                ),
+            ),
+        )
+    }
+
     fn delete_range_chunk(
         &self,
         _range: &crate::DataRange,
@@ -1039,6 +1058,7 @@ fn referencing(id: i64, name: &str, pending: bool) -> TableDef {
         ref_columns: vec![0],
         ref_index: 1,
         pending,
+        validated: true,
     });
     t
 }
@@ -1142,4 +1162,156 @@ async fn foreign_keys_wait_for_their_version_and_pin_what_they_reference() {
     assert_eq!(ddl.wait(job.id, WAIT).await.unwrap().state, JobState::Done);
     let job = ddl.submit(drop_parent, "x4".into()).await.unwrap();
     assert_eq!(ddl.wait(job.id, WAIT).await.unwrap().state, JobState::Done);
+}
+
+/// A table "parent" (id 10) keyed by column 0, through index 1.
+async fn create_parent(ddl: &LocalDdl) {
+    let mut parent = table(10, "parent");
+    parent.indexes.push(flotilla_catalog::IndexDef {
+        id: 1,
+        name: "parent_pkey".into(),
+        columns: vec![0],
+        unique: true,
+        primary: true,
+        clustered: true,
+        state: flotilla_catalog::IndexState::Public,
+    });
+    parent.next_index_id = 2;
+    let job = ddl.submit(create(parent), "p".into()).await.unwrap();
+    assert_eq!(ddl.wait(job.id, WAIT).await.unwrap().state, JobState::Done);
+}
+
+/// ALTER TABLE child ADD CONSTRAINT `name` FOREIGN KEY (pid) REFERENCES parent.
+fn add_foreign_key(name: &str, validate: bool) -> JobKind {
+    let mut fk = referencing(11, "child", false).foreign_keys.remove(0);
+    fk.name = name.into();
+    JobKind::AddForeignKey {
+        table_id: 11,
+        table: "child".into(),
+        fk,
+        validate,
+    }
+}
+
+/// Whether foreign key `name` of "child" is validated; `None` if it has none such.
+fn foreign_key_state(catalog: &LocalCatalog, name: &str) -> Option<bool> {
+    let snapshot = catalog.snapshot();
+    let fk = snapshot
+        .table("child")
+        .unwrap()
+        .foreign_keys
+        .iter()
+        .find(|f| f.name == name)
+        .cloned()?;
+    assert!(!fk.pending, "an added foreign key is enforced at once");
+    Some(fk.validated)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_added_foreign_key_is_enforced_before_its_scan_and_a_missing_row_rolls_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path());
+    let catalog = catalog(&engine, 1);
+    let cfg = DdlConfig {
+        backfill_rows_per_s: 0,
+        ..fast_retries()
+    };
+    // Held at its second chunk: the constraint is in the catalog, not yet validated.
+    let reorg = CountingReorg::new(3, None, 1);
+    let (queue, ddl) = start_with(&engine, &catalog, &cfg, &reorg);
+    create_parent(&ddl).await;
+    let mut child = referencing(11, "child", false);
+    child.foreign_keys.clear();
+    let job = ddl.submit(create(child), "c".into()).await.unwrap();
+    assert_eq!(ddl.wait(job.id, WAIT).await.unwrap().state, JobState::Done);
+
+    // A meta member of version 5 could not decode the job.
+    queue.set_cluster_version(5);
+    let e = ddl
+        .submit(add_foreign_key("fk", true), "f0".into())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "0A000");
+    assert!(e.message.contains("cluster version 6"), "{}", e.message);
+    queue.set_cluster_version(6);
+
+    let v = catalog.snapshot().version;
+    let job = ddl
+        .submit(add_foreign_key("fk", true), "f1".into())
+        .await
+        .unwrap();
+    await_scanned(&queue, job.id, 10).await;
+    assert_eq!(foreign_key_state(&catalog, "fk"), Some(false));
+    assert_eq!(catalog.snapshot().version, v + 1);
+    *reorg.gate.lock() = u64::MAX;
+    reorg.opened.notify_all();
+    let done = ddl.wait(job.id, WAIT).await.unwrap();
+    assert_eq!(done.state, JobState::Done, "{done:?}");
+    assert_eq!(done.reorg_rows, 30);
+    assert_eq!(foreign_key_state(&catalog, "fk"), Some(true));
+    assert_eq!(catalog.snapshot().version, v + 2);
+
+    // A name the table has is refused; so is an index the parent does not have.
+    let job = ddl
+        .submit(add_foreign_key("fk", true), "f2".into())
+        .await
+        .unwrap();
+    let failed = ddl.wait(job.id, WAIT).await.unwrap();
+    assert_eq!(failed.error.unwrap().code, "42710");
+    let mut no_index = add_foreign_key("no_index", true);
+    if let JobKind::AddForeignKey { fk, .. } = &mut no_index {
+        fk.ref_index = 7;
+    }
+    let job = ddl.submit(no_index, "f3".into()).await.unwrap();
+    let failed = ddl.wait(job.id, WAIT).await.unwrap();
+    assert_eq!(failed.error.unwrap().code, "42830");
+    assert_eq!(foreign_key_state(&catalog, "no_index"), None);
+    assert_eq!(catalog.snapshot().version, v + 2);
+    drop(ddl);
+
+    // A row without its referenced row, found in the scan's third chunk: the constraint
+    // goes again.
+    let failing = CountingReorg::new(5, Some(2), u64::MAX);
+    let queue =
+        JobQueue::open(engine.clone(), catalog.clone(), cfg.clone(), Some(failing)).unwrap();
+    let ddl = LocalDdl::start(queue);
+    let job = ddl
+        .submit(add_foreign_key("bad", true), "f4".into())
+        .await
+        .unwrap();
+    let failed = ddl.wait(job.id, WAIT).await.unwrap();
+    assert_eq!(failed.state, JobState::Failed, "{failed:?}");
+    let error = failed.error.unwrap();
+    assert_eq!(error.code, "23503");
+    assert!(error.message.contains("\"bad\""), "{}", error.message);
+    assert_eq!(foreign_key_state(&catalog, "bad"), None);
+
+    // NOT VALID: in the catalog at once, no scan; VALIDATE CONSTRAINT that meets a
+    // missing row leaves it as it was, and one that does not validates it.
+    let job = ddl
+        .submit(add_foreign_key("later", false), "f5".into())
+        .await
+        .unwrap();
+    let done = ddl.wait(job.id, WAIT).await.unwrap();
+    assert_eq!(done.state, JobState::Done, "{done:?}");
+    assert_eq!(done.reorg_rows, 0);
+    assert_eq!(foreign_key_state(&catalog, "later"), Some(false));
+    let validate = || JobKind::ValidateForeignKey {
+        table_id: 11,
+        table: "child".into(),
+        name: "later".into(),
+    };
+    let job = ddl.submit(validate(), "v1".into()).await.unwrap();
+    let failed = ddl.wait(job.id, WAIT).await.unwrap();
+    assert_eq!(failed.error.unwrap().code, "23503");
+    assert_eq!(foreign_key_state(&catalog, "later"), Some(false));
+    drop(ddl);
+    let clean = CountingReorg::new(2, None, u64::MAX);
+    let queue = JobQueue::open(engine, catalog.clone(), cfg, Some(clean)).unwrap();
+    let ddl = LocalDdl::start(queue);
+    let job = ddl.submit(validate(), "v2".into()).await.unwrap();
+    let done = ddl.wait(job.id, WAIT).await.unwrap();
+    assert_eq!(done.state, JobState::Done, "{done:?}");
+    assert_eq!(done.reorg_rows, 20);
+    assert_eq!(foreign_key_state(&catalog, "later"), Some(true));
 }

@@ -8,7 +8,7 @@ use support::Server;
 const DUMP: &str = include_str!("data/pg_dump_15.sql");
 
 #[test]
-fn a_pg_dump_of_postgres_loads_with_its_data_sequences_identities_and_checks() {
+fn a_pg_dump_of_postgres_loads_with_its_data_sequences_identities_checks_and_foreign_keys() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     // psql_ok runs with ON_ERROR_STOP: every statement of the dump must succeed.
@@ -72,14 +72,24 @@ fn a_pg_dump_of_postgres_loads_with_its_data_sequences_identities_and_checks() {
         "0.00\n1\n"
     );
 
-    // The sequence a column owns goes with it; the foreign key is refused, clearly.
+    // The foreign key, added after the rows as pg_dump orders it, holds.
+    let err = server.psql_err("INSERT INTO orders (customer_id, amount) VALUES (99, 1);");
+    assert!(
+        err.contains("violates foreign key constraint \"orders_customer_id_fkey\""),
+        "{err}"
+    );
+    let err = server.psql_err("DELETE FROM customers WHERE id = 1;");
+    assert!(
+        err.contains("is still referenced from table \"orders\""),
+        "{err}"
+    );
+
+    // The sequence a column owns goes with it; the table goes once its references do.
     let err = server.psql_err("DROP SEQUENCE customers_id_seq;");
     assert!(err.contains("requires it"), "{err}");
-    let err = server.psql_err(
-        "ALTER TABLE ONLY public.orders
-           ADD CONSTRAINT orders_customer_id_fkey FOREIGN KEY (customer_id) REFERENCES public.customers(id);",
-    );
-    assert!(err.contains("FOREIGN KEY"), "{err}");
+    let err = server.psql_err("DROP TABLE customers;");
+    assert!(err.contains("orders_customer_id_fkey"), "{err}");
+    server.psql_ok("ALTER TABLE orders DROP CONSTRAINT orders_customer_id_fkey;");
     server.psql_ok("DROP TABLE customers;");
     assert_eq!(
         server.psql_ok("SELECT count(*) FROM pg_class WHERE relname = 'customers_id_seq';"),

@@ -98,11 +98,11 @@ async fn incident_1_on_a_cluster() {
     assert!(jobs.iter().all(|j| j.contains("|done|")), "{jobs:?}");
 }
 
-/// A CHECK constraint added to a table with rows on a cluster: the meta leader's job
-/// validates it by scanning the rows through the stores, and a row that breaks it rolls
-/// it back.
+/// A CHECK constraint (or NOT NULL, or a FOREIGN KEY) added to a table with rows on a
+/// cluster: the meta leader's job validates it by scanning the rows through the stores,
+/// and a row that breaks it rolls it back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_check_or_not_null_added_on_a_cluster_is_validated_against_the_rows() {
+async fn a_constraint_added_on_a_cluster_is_validated_against_the_rows() {
     let cluster = common::Cluster::start().await;
     // A new cluster starts at this build's version (persisted with its first region),
     // so SET NOT NULL below runs on its first try: no window in which a version-gated
@@ -149,6 +149,28 @@ async fn a_check_or_not_null_added_on_a_cluster_is_validated_against_the_rows() 
         .unwrap_err();
     assert_eq!(e.code, "23502", "{}", e.message);
     assert_eq!(rows(&mut s, "SELECT count(*) FROM t").await, ["1500"]);
+
+    // A foreign key: each row's referenced row is looked up at the scan's snapshot.
+    ok(&mut s, "CREATE TABLE r (id INT PRIMARY KEY, tid INT)").await;
+    ok(
+        &mut s,
+        "INSERT INTO r SELECT x, x + 1 FROM generate_series(1, 1500) AS x",
+    )
+    .await;
+    let add = "ALTER TABLE r ADD FOREIGN KEY (tid) REFERENCES t";
+    let e = run(&mut s, add).await.unwrap_err();
+    assert_eq!(e.code, "23503", "{}", e.message);
+    // Row 1499 went with its NULL above; 1501 was never there.
+    ok(&mut s, "UPDATE r SET tid = 2000 WHERE tid IN (1499, 1501)").await;
+    ok(&mut s, add).await;
+    let e = run(&mut other.session(), "DELETE FROM t WHERE id = 2000")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "23503", "{}", e.message);
+    let e = run(&mut other.session(), "INSERT INTO r VALUES (9999, 9999)")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "23503", "{}", e.message);
 }
 
 /// ORIGINS.md §2 (the DDL flood), on a cluster: more concurrent DDL than the cap while

@@ -20,7 +20,7 @@ use flotilla_catalog::{
     ColumnDef, Handle, IdKind, Identity, IndexDef, IndexState, SchemaChange, SqlType, TableDef,
     ViewDef,
 };
-use flotilla_codec::{encode_row, index_prefix, prefix_end, record_prefix, table_prefix};
+use flotilla_codec::{Datum, encode_row, index_prefix, prefix_end, record_prefix, table_prefix};
 use flotilla_ddl::{
     AlterAction, ColumnSpec, DataRange, Job, JobError, JobKind, JobState, NewIndex, Reorg,
     apply_alter, plan_add_index,
@@ -280,14 +280,6 @@ async fn plan_default(
 async fn default_is_volatile(session: &Session, expr: &Expr) -> Result<bool, SqlError> {
     let plan = plan_default(session, expr).await?;
     Ok(plan.expressions().iter().any(|e| e.is_volatile()))
-}
-
-/// 0A000 for a FOREIGN KEY added to an existing table.
-fn foreign_keys_unsupported() -> SqlError {
-    SqlError::unsupported("adding a FOREIGN KEY constraint to an existing table").with_hint(
-        "Declare the foreign key in CREATE TABLE (create a new table with it and copy the \
-         rows over).",
-    )
 }
 
 async fn create_table(session: &mut Session, ct: CreateTable) -> Result<QueryResult, SqlError> {
@@ -899,7 +891,23 @@ async fn add_constraint(
                 .unwrap_or_else(|| format!("{table_name}_{}_key", cols.join("_")));
             (name, cols, false)
         }
-        TableConstraint::ForeignKey(_) => return Err(foreign_keys_unsupported()),
+        TableConstraint::ForeignKey(fk) => {
+            let fk = crate::foreign::plan_added(&snapshot, table, fk)?;
+            let hint = format!(
+                "{} Or add the constraint NOT VALID, to check new writes only.",
+                crate::foreign::unreferenced_rows_hint(&snapshot, table, &fk)
+            );
+            let kind = JobKind::AddForeignKey {
+                table_id: table.id,
+                table: table_name.to_string(),
+                fk,
+                validate: !not_valid,
+            };
+            run_job(session, kind)
+                .await
+                .map_err(|e| with_hint_on(e, "23503", hint))?;
+            return Ok(command("ALTER TABLE"));
+        }
         TableConstraint::Check(check) => {
             let (check, column_names) = crate::check::plan_added(session, table, check).await?;
             run_job(
@@ -976,6 +984,40 @@ fn reorg_error(e: SqlError) -> JobError {
     }
 }
 
+impl SqlReorg {
+    /// One chunk of a constraint's validation scan: up to `BACKFILL_CHUNK_ROWS` rows of
+    /// `table` from `cursor` (`None`: the first), read at a fresh snapshot, with the view
+    /// that read them and where the next chunk starts; `None` when no rows are left.
+    async fn read_chunk(
+        &self,
+        table: &TableDef,
+        cursor: Option<&[u8]>,
+    ) -> Result<Option<(TxnView, Vec<u8>, Vec<Vec<Datum>>)>, SqlError> {
+        let prefix = record_prefix(table.storage_id);
+        let end = prefix_end(&prefix);
+        let cursor = cursor.map_or(prefix, <[u8]>::to_vec);
+        // Every node enforces the constraint before the scan starts (the job waited for
+        // that), so a snapshot taken now sees every row written without it.
+        let snapshot_ts = self.tso.get_ts().await.map_err(TxnError::from)?;
+        let view = TxnView::detached(
+            self.kv.clone(),
+            snapshot_ts,
+            self.options.lock_wait_timeout_ms,
+        );
+        let rows = view.scan(&cursor, &end, BACKFILL_CHUNK_ROWS).await?;
+        let Some((last, _)) = rows.last() else {
+            return Ok(None);
+        };
+        let mut next = last.clone();
+        next.push(0);
+        let values = rows
+            .iter()
+            .map(|(_, value)| decode_row_value(table, value))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some((view, next, values)))
+    }
+}
+
 impl Reorg for SqlReorg {
     fn backfill_chunk(
         &self,
@@ -1005,30 +1047,29 @@ impl Reorg for SqlReorg {
         check: &flotilla_catalog::CheckDef,
         cursor: Option<&[u8]>,
     ) -> Result<(Option<Vec<u8>>, u64), JobError> {
-        let prefix = record_prefix(table.storage_id);
-        let end = prefix_end(&prefix);
-        let cursor = cursor.map_or(prefix, <[u8]>::to_vec);
         let chunk = async {
-            // Every node enforces the constraint before the scan starts (the job waited for
-            // that), so a snapshot taken now sees every row written without it.
-            let snapshot_ts = self.tso.get_ts().await.map_err(TxnError::from)?;
-            let view = TxnView::detached(
-                self.kv.clone(),
-                snapshot_ts,
-                self.options.lock_wait_timeout_ms,
-            );
-            let rows = view.scan(&cursor, &end, BACKFILL_CHUNK_ROWS).await?;
-            let Some((last, _)) = rows.last() else {
+            let Some((view, next, values)) = self.read_chunk(table, cursor).await? else {
                 return Ok((None, 0));
             };
-            let mut next = last.clone();
-            next.push(0);
-            let values = rows
-                .iter()
-                .map(|(_, value)| decode_row_value(table, value))
-                .collect::<Result<Vec<_>, _>>()?;
             crate::check::validate(&self.template, view, table, check, &values).await?;
-            Ok((Some(next), rows.len() as u64))
+            Ok((Some(next), values.len() as u64))
+        };
+        self.runtime.block_on(chunk).map_err(reorg_error)
+    }
+
+    fn foreign_key_chunk(
+        &self,
+        table: &TableDef,
+        fk: &flotilla_catalog::ForeignKeyDef,
+        parent: &TableDef,
+        cursor: Option<&[u8]>,
+    ) -> Result<(Option<Vec<u8>>, u64), JobError> {
+        let chunk = async {
+            let Some((view, next, values)) = self.read_chunk(table, cursor).await? else {
+                return Ok((None, 0));
+            };
+            crate::foreign::validate(&view, table, parent, fk, &values).await?;
+            Ok((Some(next), values.len() as u64))
         };
         self.runtime.block_on(chunk).map_err(reorg_error)
     }
@@ -1148,6 +1189,7 @@ pub(crate) fn job_error(e: JobError) -> SqlError {
         "23502" => "23502",
         "23505" => "23505",
         "23514" => "23514",
+        "23503" => "23503",
         "2BP01" => "2BP01",
         "40001" => "40001",
         "42701" => "42701",
@@ -1175,8 +1217,68 @@ pub(crate) fn job_error(e: JobError) -> SqlError {
     }
 }
 
+/// Fails if `kind` reads a table's rows in a job of its own (an index backfill, a
+/// constraint's validation) and the session's transaction has written to that table (or,
+/// for a foreign key, to the table it references). The job reads committed rows only: it
+/// would build the index without the transaction's rows, or validate the constraint
+/// without them, and the commit that follows would store rows the index misses or the
+/// constraint forbids.
+fn refuse_after_writes(session: &Session, kind: &JobKind) -> Result<(), SqlError> {
+    let Some(open) = session.open.as_ref() else {
+        return Ok(());
+    };
+    if !open.txn.has_writes() {
+        return Ok(());
+    }
+    let snapshot = session.engine.catalog.snapshot();
+    let Some(table) = snapshot.table_by_id(kind.table_id()) else {
+        return Ok(());
+    };
+    let mut read = vec![table.as_ref()];
+    match kind {
+        JobKind::AddIndex { .. }
+        | JobKind::AddCheck { validate: true, .. }
+        | JobKind::ValidateCheck { .. }
+        | JobKind::SetNotNull { .. } => {}
+        JobKind::AddForeignKey { fk, .. } => read.extend(snapshot.referenced_table(table, fk)),
+        JobKind::ValidateForeignKey { name, .. } => read.extend(
+            table
+                .foreign_keys
+                .iter()
+                .filter(|f| f.name == *name)
+                .filter_map(|f| snapshot.referenced_table(table, f)),
+        ),
+        _ => return Ok(()),
+    }
+    for t in read {
+        let prefix = table_prefix(t.storage_id);
+        if open.txn.has_writes_in(&prefix, &prefix_end(&prefix)) {
+            return Err(SqlError::unsupported(format!(
+                "{} in a transaction that has already written to table \"{}\"",
+                kind.describe(),
+                t.name
+            ))
+            .with_hint(
+                "The change reads the table's committed rows: commit the transaction's writes \
+                 first, or run the schema change before them.",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `e` with `hint` if it is of SQLSTATE `code`.
+fn with_hint_on(e: SqlError, code: &str, hint: String) -> SqlError {
+    if e.code == code && !hint.is_empty() {
+        e.with_hint(hint)
+    } else {
+        e
+    }
+}
+
 /// Submits `kind` as a DDL job and waits for its end: done, or the job's error.
 pub(crate) async fn run_job(session: &mut Session, kind: JobKind) -> Result<Job, SqlError> {
+    refuse_after_writes(session, &kind)?;
     // The job waits until no transaction uses an older schema: not for the session's own
     // (DDL in a transaction block), which uses the newest schema from here on.
     if let Some(open) = session.open.as_mut() {
@@ -1341,17 +1443,26 @@ async fn alter_constraint(
         _ => unreachable!("matched by the caller"),
     };
     let is_check = table.checks.iter().any(|c| c.name == name);
-    if table.foreign_keys.iter().any(|f| f.name == name) {
-        if !drop {
-            // Every foreign key is validated: CREATE TABLE is the only way to add one.
+    if let Some(fk) = table.foreign_keys.iter().find(|f| f.name == name) {
+        let kind = if drop {
+            JobKind::AlterTable {
+                table_id: table.id,
+                table: table.name.clone(),
+                actions: vec![AlterAction::DropCheck { name, if_exists }],
+            }
+        } else if fk.validated {
             return Ok(command("ALTER TABLE"));
-        }
-        let kind = JobKind::AlterTable {
-            table_id: table.id,
-            table: table.name.clone(),
-            actions: vec![AlterAction::DropCheck { name, if_exists }],
+        } else {
+            JobKind::ValidateForeignKey {
+                table_id: table.id,
+                table: table.name.clone(),
+                name,
+            }
         };
-        run_job(session, kind).await?;
+        let hint = crate::foreign::unreferenced_rows_hint(&session.catalog(), table, fk);
+        run_job(session, kind)
+            .await
+            .map_err(|e| with_hint_on(e, "23503", hint))?;
         return Ok(command("ALTER TABLE"));
     }
     let index = table
@@ -1799,7 +1910,7 @@ async fn explain_alter(
 }
 
 /// The lines of EXPLAIN for an ALTER TABLE that runs a job scanning the rows (ADD CHECK,
-/// SET NOT NULL); `None` for any other operation.
+/// ADD FOREIGN KEY, SET NOT NULL); `None` for any other operation.
 async fn explain_scan_job(
     session: &Session,
     table: &TableDef,
@@ -1820,22 +1931,42 @@ async fn explain_scan_job(
                 column_names,
                 validate: !not_valid,
             };
+            let enforced = format!("constraint {name}: absent -> enforced on every write");
             if *not_valid {
-                return Ok(Some(vec![
-                    format!("DDL job ({}): {}", kind.type_name(), kind.describe()),
-                    format!("  validated against schema version {v}"),
-                    format!(
-                        "  step 1: schema version {}: constraint {name}: absent -> enforced on every write, NOT VALID (the existing rows are not checked)",
-                        v + 1
-                    ),
-                ]));
+                return Ok(Some(not_valid_lines(&kind, v, &enforced)));
             }
             (
                 kind,
                 None,
-                format!("constraint {name}: absent -> enforced on every write, not validated"),
+                format!("{enforced}, not validated"),
                 format!("constraint {name}: validated (the point of no return)"),
                 "a row that makes it false rolls the job back (23514: the constraint is removed)",
+            )
+        }
+        AlterTableOperation::AddConstraint {
+            constraint: TableConstraint::ForeignKey(fk),
+            not_valid,
+        } => {
+            let fk = crate::foreign::plan_added(&session.engine.catalog.snapshot(), table, fk)?;
+            let name = fk.name.clone();
+            let kind = JobKind::AddForeignKey {
+                table_id: table.id,
+                table: table.name.clone(),
+                fk,
+                validate: !not_valid,
+            };
+            let enforced = format!(
+                "constraint {name}: absent -> enforced on every write of a reference and every delete or key update of a referenced row"
+            );
+            if *not_valid {
+                return Ok(Some(not_valid_lines(&kind, v, &enforced)));
+            }
+            (
+                kind,
+                None,
+                format!("{enforced}, not validated"),
+                format!("constraint {name}: validated (the point of no return)"),
+                "a row whose referenced row is missing rolls the job back (23503: the constraint is removed)",
             )
         }
         AlterTableOperation::AlterColumn {
@@ -1878,6 +2009,18 @@ async fn explain_scan_job(
     Ok(Some(lines))
 }
 
+/// The lines of EXPLAIN for a constraint added `NOT VALID`: one step, no scan.
+fn not_valid_lines(kind: &JobKind, version: u64, enforced: &str) -> Vec<String> {
+    vec![
+        format!("DDL job ({}): {}", kind.type_name(), kind.describe()),
+        format!("  validated against schema version {version}"),
+        format!(
+            "  step 1: schema version {}: {enforced}, NOT VALID (the existing rows are not checked)",
+            version + 1
+        ),
+    ]
+}
+
 /// EXPLAIN of a schema change: validates it against the current schema exactly as running
 /// it would (nothing changes, nothing is submitted) and shows the job that would run,
 /// with its steps and the schema states each element goes through.
@@ -1908,7 +2051,7 @@ pub(crate) async fn explain(
                 )
             }) {
                 return Err(SqlError::unsupported(
-                    "EXPLAIN of this ALTER TABLE (for a key, EXPLAIN the equivalent CREATE UNIQUE INDEX; EXPLAIN a CHECK or SET NOT NULL alone)",
+                    "EXPLAIN of this ALTER TABLE (for a key, EXPLAIN the equivalent CREATE UNIQUE INDEX; EXPLAIN a CHECK, FOREIGN KEY or SET NOT NULL alone)",
                 ));
             } else {
                 explain_alter(session, &snapshot, &table, at.operations, &mut lines).await?;

@@ -28,7 +28,9 @@ use datafusion::sql::sqlparser::ast::{
 };
 use flotilla_catalog::{CatalogSnapshot, ForeignKeyDef, IndexDef, IndexState, SqlType, TableDef};
 use flotilla_codec::{Datum, encode_key_tuple, index_key, record_key};
+use flotilla_txn::TxnView;
 use flotilla_types::{ColumnId, Timestamp};
+use futures::StreamExt;
 
 use crate::context::Collect;
 use crate::dml::{datum_text, parse_one, quote, relation_name};
@@ -124,106 +126,145 @@ pub(crate) fn plan(
     written: &[Written<'_>],
 ) -> Result<(), SqlError> {
     for w in written {
-        refuse_options(w.fk)?;
-        let parent_name = relation_name(&w.fk.foreign_table);
-        let own = table.clone();
-        let parent: &TableDef = if parent_name == table.name {
-            &own
-        } else if let Some(t) = snapshot.table(&parent_name) {
-            t
-        } else if snapshot.views.contains_key(&parent_name) {
-            return Err(SqlError::new(
-                "42809",
-                format!("referenced relation \"{parent_name}\" is not a table"),
-            ));
-        } else {
-            return Err(SqlError::new(
-                "42P01",
-                format!("relation \"{parent_name}\" does not exist"),
-            ));
-        };
-        let columns = column_ids(&own, &w.columns)?;
-        let ref_columns = if w.fk.referred_columns.is_empty() {
-            match parent.primary_key() {
-                Some(pk) => pk.columns.clone(),
-                None => {
-                    return Err(SqlError::new(
-                        "42830",
-                        format!("there is no primary key for referenced table \"{parent_name}\""),
-                    ));
-                }
+        let mut def = plan_one(snapshot, table, w)?;
+        def.pending = true;
+        table.foreign_keys.push(def);
+    }
+    Ok(())
+}
+
+/// The foreign key of ALTER TABLE ... ADD [CONSTRAINT] FOREIGN KEY on `table`, for its
+/// job (which checks it again against the snapshot it commits on).
+pub(crate) fn plan_added(
+    snapshot: &CatalogSnapshot,
+    table: &TableDef,
+    fk: &ForeignKeyConstraint,
+) -> Result<ForeignKeyDef, SqlError> {
+    let written = Written {
+        name: fk.name.as_ref().map(crate::dml::ident_name),
+        columns: fk.columns.iter().map(crate::dml::ident_name).collect(),
+        fk,
+    };
+    plan_one(snapshot, table, &written)
+}
+
+/// `written` on `own`, resolved against `snapshot`: its columns, the referenced table
+/// and the unique index the references go through. A name not given is PostgreSQL's
+/// `table_columns_fkey`, numbered if the table has a constraint of that name.
+fn plan_one(
+    snapshot: &CatalogSnapshot,
+    own: &TableDef,
+    w: &Written<'_>,
+) -> Result<ForeignKeyDef, SqlError> {
+    refuse_options(w.fk)?;
+    let parent_name = relation_name(&w.fk.foreign_table);
+    let parent: &TableDef = if parent_name == own.name {
+        own
+    } else if let Some(t) = snapshot.table(&parent_name) {
+        t
+    } else if snapshot.views.contains_key(&parent_name) {
+        return Err(SqlError::new(
+            "42809",
+            format!("referenced relation \"{parent_name}\" is not a table"),
+        ));
+    } else {
+        return Err(SqlError::new(
+            "42P01",
+            format!("relation \"{parent_name}\" does not exist"),
+        ));
+    };
+    let columns = column_ids(own, &w.columns)?;
+    let ref_columns = if w.fk.referred_columns.is_empty() {
+        match parent.primary_key() {
+            Some(pk) => pk.columns.clone(),
+            None => {
+                return Err(SqlError::new(
+                    "42830",
+                    format!("there is no primary key for referenced table \"{parent_name}\""),
+                ));
             }
-        } else {
-            let names: Vec<String> =
-                w.fk.referred_columns
-                    .iter()
-                    .map(crate::dml::ident_name)
-                    .collect();
-            column_ids(parent, &names)?
-        };
-        if columns.len() != ref_columns.len() {
-            return Err(SqlError::new(
-                "42830",
-                "number of referencing and referenced columns for foreign key disagree",
-            ));
         }
-        let index = parent.indexes.iter().find(|i| {
-            i.unique
-                && i.state == IndexState::Public
-                && i.columns.len() == ref_columns.len()
-                && ref_columns.iter().all(|c| i.columns.contains(c))
-        });
-        let Some(index) = index else {
-            return Err(SqlError::new(
-                "42830",
-                format!(
-                    "there is no unique constraint matching given keys for referenced table \"{parent_name}\""
-                ),
-            ));
-        };
-        let name = w
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("{}_{}_fkey", table.name, w.columns.join("_")));
-        if own.has_constraint(&name) {
+    } else {
+        let names: Vec<String> =
+            w.fk.referred_columns
+                .iter()
+                .map(crate::dml::ident_name)
+                .collect();
+        column_ids(parent, &names)?
+    };
+    if columns.len() != ref_columns.len() {
+        return Err(SqlError::new(
+            "42830",
+            "number of referencing and referenced columns for foreign key disagree",
+        ));
+    }
+    let index = parent.indexes.iter().find(|i| {
+        i.unique
+            && i.state == IndexState::Public
+            && i.columns.len() == ref_columns.len()
+            && ref_columns.iter().all(|c| i.columns.contains(c))
+    });
+    let Some(index) = index else {
+        return Err(SqlError::new(
+            "42830",
+            format!(
+                "there is no unique constraint matching given keys for referenced table \"{parent_name}\""
+            ),
+        ));
+    };
+    let name = match &w.name {
+        Some(name) if own.has_constraint(name) => {
             return Err(SqlError::new(
                 "42710",
                 format!(
                     "constraint \"{name}\" for relation \"{}\" already exists",
-                    table.name
+                    own.name
                 ),
             ));
         }
-        for (c, r) in columns.iter().zip(&ref_columns) {
-            let (c, r) = (
-                own.column_by_id(*c).expect("resolved above"),
-                parent.column_by_id(*r).expect("resolved above"),
-            );
-            if !comparable(&c.ty, &r.ty) {
-                return Err(SqlError::new(
-                    "42804",
-                    format!("foreign key constraint \"{name}\" cannot be implemented"),
-                )
-                .with_detail(format!(
-                    "Key columns \"{}\" and \"{}\" are of incompatible types: {} and {}.",
-                    c.name,
-                    r.name,
-                    c.ty.pg_name(),
-                    r.ty.pg_name()
-                )));
-            }
+        Some(name) => name.clone(),
+        None => {
+            let base = format!("{}_{}_fkey", own.name, w.columns.join("_"));
+            (0..)
+                .map(|n| {
+                    if n == 0 {
+                        base.clone()
+                    } else {
+                        format!("{base}{n}")
+                    }
+                })
+                .find(|n| !own.has_constraint(n))
+                .expect("some number is free")
         }
-        let def = ForeignKeyDef {
-            name,
-            columns,
-            ref_table: parent.id,
-            ref_columns,
-            ref_index: index.id,
-            pending: true,
-        };
-        table.foreign_keys.push(def);
+    };
+    for (c, r) in columns.iter().zip(&ref_columns) {
+        let (c, r) = (
+            own.column_by_id(*c).expect("resolved above"),
+            parent.column_by_id(*r).expect("resolved above"),
+        );
+        if !comparable(&c.ty, &r.ty) {
+            return Err(SqlError::new(
+                "42804",
+                format!("foreign key constraint \"{name}\" cannot be implemented"),
+            )
+            .with_detail(format!(
+                "Key columns \"{}\" and \"{}\" are of incompatible types: {} and {}.",
+                c.name,
+                r.name,
+                c.ty.pg_name(),
+                r.ty.pg_name()
+            )));
+        }
     }
-    Ok(())
+    Ok(ForeignKeyDef {
+        name,
+        columns,
+        ref_table: parent.id,
+        ref_columns,
+        ref_index: index.id,
+        pending: false,
+        validated: true,
+    })
 }
 
 /// The referenced table of `fk` (of `table`) and the index its keys are found through.
@@ -235,12 +276,16 @@ fn referenced<'a>(
     let parent = snapshot
         .referenced_table(table, fk)
         .ok_or_else(|| SqlError::internal(format!("foreign key \"{}\" lost its table", fk.name)))?;
-    let index = parent
+    Ok((parent, ref_index(parent, fk)?))
+}
+
+/// The index of `parent` (the table `fk` references) that its keys are found through.
+fn ref_index<'a>(parent: &'a TableDef, fk: &ForeignKeyDef) -> Result<&'a IndexDef, SqlError> {
+    parent
         .indexes
         .iter()
         .find(|i| i.id == fk.ref_index)
-        .ok_or_else(|| SqlError::internal(format!("foreign key \"{}\" lost its index", fk.name)))?;
-    Ok((parent, index))
+        .ok_or_else(|| SqlError::internal(format!("foreign key \"{}\" lost its index", fk.name)))
 }
 
 fn positions(table: &TableDef, columns: &[ColumnId]) -> Vec<usize> {
@@ -366,6 +411,77 @@ pub(crate) async fn check_references(
     Ok(())
 }
 
+/// The hint of a failed validation of `fk` (of `table`): a query for the rows that
+/// reference nothing.
+pub(crate) fn unreferenced_rows_hint(
+    snapshot: &CatalogSnapshot,
+    table: &TableDef,
+    fk: &ForeignKeyDef,
+) -> String {
+    let Ok((parent, _)) = referenced(snapshot, table, fk) else {
+        return String::new();
+    };
+    let name = |t: &TableDef, id: &ColumnId| {
+        t.column_by_id(*id)
+            .map(|c| quote(&c.name))
+            .unwrap_or_default()
+    };
+    let not_null: Vec<String> = fk
+        .columns
+        .iter()
+        .map(|c| format!("r.{} IS NOT NULL", name(table, c)))
+        .collect();
+    let equal: Vec<String> = fk
+        .columns
+        .iter()
+        .zip(&fk.ref_columns)
+        .map(|(c, k)| format!("k.{} = r.{}", name(parent, k), name(table, c)))
+        .collect();
+    format!(
+        "Find the rows that reference nothing with: SELECT * FROM {} AS r WHERE {} AND NOT EXISTS \
+         (SELECT 1 FROM {} AS k WHERE {}); then fix or delete them.",
+        quote(&table.name),
+        not_null.join(" AND "),
+        quote(&parent.name),
+        equal.join(" AND ")
+    )
+}
+
+/// Reads referenced keys looked up at once while a foreign key is validated.
+const LOOKUPS_IN_FLIGHT: usize = 16;
+
+/// Fails with 23503 unless every row of `rows` (of `table`, in its column order, read by
+/// `view`) whose `fk` columns are all non-NULL finds its row in `parent` at the view's
+/// timestamp: one chunk of the validation of a foreign key added to a table with rows.
+pub(crate) async fn validate(
+    view: &TxnView,
+    table: &TableDef,
+    parent: &TableDef,
+    fk: &ForeignKeyDef,
+    rows: &[Vec<Datum>],
+) -> Result<(), SqlError> {
+    let index = ref_index(parent, fk)?;
+    let at = positions(table, &fk.columns);
+    let mut wanted: BTreeMap<Vec<u8>, Vec<Datum>> = BTreeMap::new();
+    for row in rows {
+        let values: Vec<Datum> = at.iter().map(|p| row[*p].clone()).collect();
+        if !values.iter().any(Datum::is_null) {
+            wanted
+                .entry(referenced_key(parent, index, fk, &values))
+                .or_insert(values);
+        }
+    }
+    let mut found = futures::stream::iter(wanted.iter())
+        .map(|(key, values)| async move { (view.get(key).await, values) })
+        .buffered(LOOKUPS_IN_FLIGHT);
+    while let Some((value, values)) = found.next().await {
+        if value?.is_none() {
+            return Err(missing(table, parent, fk, values));
+        }
+    }
+    Ok(())
+}
+
 /// Whether writes of `table` may need a foreign key checked: it has one, or one
 /// references it.
 pub(crate) fn involved(session: &Session, table: &TableDef) -> bool {
@@ -482,13 +598,7 @@ pub(crate) async fn check_unreferenced(
     }
     let mut read_ts: Option<Timestamp> = None;
     for (child, fk) in refs {
-        let index = table
-            .indexes
-            .iter()
-            .find(|i| i.id == fk.ref_index)
-            .ok_or_else(|| {
-                SqlError::internal(format!("foreign key \"{}\" lost its index", fk.name))
-            })?;
+        let index = ref_index(table, fk)?;
         let at = positions(table, &fk.ref_columns);
         let values_of = |row: &[Datum]| -> Option<Vec<Datum>> {
             let v: Vec<Datum> = at.iter().map(|p| row[*p].clone()).collect();

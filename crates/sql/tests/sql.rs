@@ -5343,14 +5343,6 @@ async fn foreign_key_definitions_are_checked_and_protect_what_they_reference() {
         code(&mut s, "ALTER TABLE parent DROP CONSTRAINT parent_code_key").await,
         "2BP01"
     );
-    assert_eq!(
-        code(
-            &mut s,
-            "ALTER TABLE child ADD FOREIGN KEY (pid) REFERENCES parent"
-        )
-        .await,
-        "0A000"
-    );
     assert_eq!(rows(&mut s, "SELECT count(*) FROM parent").await, vec!["1"]);
     // Dropping a constraint, or the referencing column, ends its checks.
     ok(&mut s, "ALTER TABLE child DROP CONSTRAINT child_pid_fkey").await;
@@ -5466,4 +5458,233 @@ async fn a_reference_and_a_delete_of_its_row_never_both_commit() {
         code(&mut b, "DELETE FROM parent WHERE id = 4").await,
         "23503"
     );
+}
+
+/// The message of the error `sql` fails with.
+async fn error_message(session: &mut Session, sql: &str) -> String {
+    match run(session, sql).await {
+        Ok(r) => panic!("{sql}: expected an error, got {r:?}"),
+        Err(e) => e.message,
+    }
+}
+
+#[tokio::test]
+async fn foreign_keys_added_to_tables_with_rows_check_them_or_wait_for_validate() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE parent (id INT PRIMARY KEY, code TEXT UNIQUE)",
+    )
+    .await;
+    ok(
+        &mut s,
+        "CREATE TABLE child (id INT PRIMARY KEY, pid BIGINT, pcode TEXT)",
+    )
+    .await;
+    ok(&mut s, "INSERT INTO parent VALUES (1, 'a'), (2, 'b')").await;
+    ok(
+        &mut s,
+        "INSERT INTO child VALUES (1, 1, 'a'), (2, NULL, 'b'), (3, 7, NULL)",
+    )
+    .await;
+
+    // A row referencing nothing fails the statement, with PostgreSQL's message, and
+    // leaves no constraint behind.
+    let add = "ALTER TABLE child ADD FOREIGN KEY (pid) REFERENCES parent";
+    let e = run(&mut s, add).await.unwrap_err();
+    assert_eq!(
+        e.message,
+        "insert or update on table \"child\" violates foreign key constraint \"child_pid_fkey\""
+    );
+    // Its hint is a query that lists the rows referencing nothing.
+    let hint = e.hint.unwrap_or_default();
+    let query = hint
+        .split_once("with: ")
+        .and_then(|(_, q)| q.split_once("; then"))
+        .map(|(q, _)| q.to_string())
+        .unwrap_or_else(|| panic!("no query in {hint:?}"));
+    assert_eq!(rows(&mut s, &query).await, vec!["3|7|NULL"]);
+    ok(&mut s, "INSERT INTO child VALUES (4, 8, NULL)").await;
+    ok(&mut s, "DELETE FROM child WHERE id IN (3, 4)").await;
+    ok(&mut s, add).await;
+    assert_eq!(
+        code(&mut s, "INSERT INTO child VALUES (5, 9, NULL)").await,
+        "23503"
+    );
+    assert_eq!(
+        code(&mut s, "DELETE FROM parent WHERE id = 1").await,
+        "23503"
+    );
+    ok(&mut s, "DELETE FROM parent WHERE id = 2").await;
+    // A second unnamed key on the same columns is numbered, as PostgreSQL names it.
+    ok(&mut s, add).await;
+    ok(&mut s, "ALTER TABLE child DROP CONSTRAINT child_pid_fkey1").await;
+    ok(&mut s, "INSERT INTO parent VALUES (2, 'b')").await;
+
+    // NOT VALID: the rows are not checked, every write from now on is; VALIDATE checks
+    // the rows, and fails (changing nothing) while one references nothing.
+    ok(&mut s, "UPDATE child SET pcode = 'zz' WHERE id = 2").await;
+    ok(
+        &mut s,
+        "ALTER TABLE child ADD CONSTRAINT by_code FOREIGN KEY (pcode) REFERENCES parent (code) NOT VALID",
+    )
+    .await;
+    assert_eq!(
+        code(&mut s, "INSERT INTO child VALUES (6, NULL, 'zz')").await,
+        "23503"
+    );
+    assert_eq!(
+        code(&mut s, "DELETE FROM parent WHERE code = 'a'").await,
+        "23503"
+    );
+    let validate = "ALTER TABLE child VALIDATE CONSTRAINT by_code";
+    assert_eq!(
+        error_message(&mut s, validate).await,
+        "insert or update on table \"child\" violates foreign key constraint \"by_code\""
+    );
+    assert_eq!(
+        code(&mut s, "DELETE FROM parent WHERE code = 'a'").await,
+        "23503"
+    );
+    ok(&mut s, "UPDATE child SET pcode = 'b' WHERE id = 2").await;
+    ok(&mut s, validate).await;
+    ok(&mut s, validate).await;
+
+    // A table referencing itself, with a composite key and MATCH SIMPLE rows.
+    ok(
+        &mut s,
+        "CREATE TABLE emp (org INT, id INT, boss_org INT, boss INT, PRIMARY KEY (org, id))",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO emp VALUES (1, 1, NULL, NULL), (1, 2, 1, 1), (2, 1, 2, NULL)",
+    )
+    .await;
+    ok(
+        &mut s,
+        "ALTER TABLE emp ADD CONSTRAINT boss FOREIGN KEY (boss_org, boss) REFERENCES emp (org, id)",
+    )
+    .await;
+    assert_eq!(
+        code(&mut s, "INSERT INTO emp VALUES (1, 3, 2, 2)").await,
+        "23503"
+    );
+    assert_eq!(
+        code(&mut s, "DELETE FROM emp WHERE id = 1 AND org = 1").await,
+        "23503"
+    );
+
+    // What it names is checked as in CREATE TABLE, and a refused one changes nothing.
+    for (sql, expected) in [
+        (
+            "ALTER TABLE child ADD FOREIGN KEY (pid) REFERENCES nope",
+            "42P01",
+        ),
+        (
+            "ALTER TABLE child ADD FOREIGN KEY (nope) REFERENCES parent",
+            "42703",
+        ),
+        (
+            "ALTER TABLE child ADD FOREIGN KEY (pcode) REFERENCES parent",
+            "42804",
+        ),
+        (
+            "ALTER TABLE child ADD FOREIGN KEY (pid, pcode) REFERENCES parent",
+            "42830",
+        ),
+        (
+            "ALTER TABLE child ADD CONSTRAINT by_code FOREIGN KEY (pcode) REFERENCES parent (code)",
+            "42710",
+        ),
+        (
+            "ALTER TABLE child ADD FOREIGN KEY (pid) REFERENCES parent ON DELETE CASCADE",
+            "0A000",
+        ),
+    ] {
+        assert_eq!(code(&mut s, sql).await, expected, "{sql}");
+    }
+    ok(&mut s, "DELETE FROM child WHERE id = 1").await;
+    ok(&mut s, "DELETE FROM parent WHERE id = 1").await;
+
+    // EXPLAIN shows the job's steps and runs nothing.
+    let plan = rows(
+        &mut s,
+        "EXPLAIN ALTER TABLE child ADD FOREIGN KEY (pid) REFERENCES parent",
+    )
+    .await;
+    assert!(
+        plan[0].contains("ADD CONSTRAINT child_pid_fkey1 FOREIGN KEY"),
+        "{plan:?}"
+    );
+    assert!(plan.iter().any(|l| l.contains("23503")), "{plan:?}");
+    assert_eq!(
+        code(&mut s, "ALTER TABLE child DROP CONSTRAINT child_pid_fkey1").await,
+        "42704"
+    );
+}
+
+/// A job that reads a table's rows (an index backfill, a constraint's validation) reads
+/// committed rows only: run in a transaction that had written to the table, it built a
+/// unique index without the transaction's duplicate, or validated a CHECK or a foreign
+/// key without its violating row, and the commit stored them anyway.
+#[tokio::test]
+async fn a_schema_change_reading_rows_is_refused_after_writes_to_them_in_its_transaction() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE p (id INT PRIMARY KEY)").await;
+    ok(
+        &mut s,
+        "CREATE TABLE c (id INT PRIMARY KEY, pid INT, v INT)",
+    )
+    .await;
+    ok(&mut s, "INSERT INTO p VALUES (1)").await;
+    ok(&mut s, "INSERT INTO c VALUES (1, 1, 1)").await;
+    for (write, change) in [
+        (
+            "INSERT INTO c VALUES (2, 1, 1)",
+            "CREATE UNIQUE INDEX c_v ON c (v)",
+        ),
+        (
+            "INSERT INTO c VALUES (2, 1, -1)",
+            "ALTER TABLE c ADD CHECK (v > 0)",
+        ),
+        (
+            "INSERT INTO c VALUES (2, 1, NULL)",
+            "ALTER TABLE c ALTER COLUMN v SET NOT NULL",
+        ),
+        (
+            "INSERT INTO c VALUES (2, 5, 1)",
+            "ALTER TABLE c ADD FOREIGN KEY (pid) REFERENCES p",
+        ),
+        (
+            "DELETE FROM p WHERE id = 1",
+            "ALTER TABLE c ADD FOREIGN KEY (pid) REFERENCES p",
+        ),
+    ] {
+        ok(&mut s, "BEGIN").await;
+        ok(&mut s, write).await;
+        let e = run(&mut s, change).await.unwrap_err();
+        assert_eq!(e.code, "0A000", "{change}: {e:?}");
+        assert!(
+            e.message.contains("already written to table"),
+            "{}",
+            e.message
+        );
+        ok(&mut s, "ROLLBACK").await;
+    }
+    // Before the writes, or with writes to other tables only, the change runs.
+    ok(&mut s, "BEGIN").await;
+    ok(&mut s, "INSERT INTO p VALUES (2)").await;
+    ok(&mut s, "CREATE UNIQUE INDEX c_v ON c (v)").await;
+    ok(&mut s, "ALTER TABLE c ADD CHECK (v > 0)").await;
+    ok(&mut s, "INSERT INTO c VALUES (2, 2, 2)").await;
+    assert_eq!(
+        code(&mut s, "INSERT INTO c VALUES (3, 2, 2)").await,
+        "23505"
+    );
+    ok(&mut s, "ROLLBACK").await;
+    ok(&mut s, "ADMIN CHECK TABLE c").await;
+    assert_eq!(rows(&mut s, "SELECT count(*) FROM c").await, vec!["1"]);
 }

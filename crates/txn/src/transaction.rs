@@ -139,6 +139,17 @@ impl Transaction {
         !self.buffer.is_empty()
     }
 
+    /// True when the transaction has buffered writes to a key in `[start, end)`.
+    pub fn has_writes_in(&self, start: &[u8], end: &[u8]) -> bool {
+        self.buffer
+            .range::<[u8], _>((
+                std::ops::Bound::Included(start),
+                std::ops::Bound::Excluded(end),
+            ))
+            .next()
+            .is_some()
+    }
+
     /// What the write buffer says about `key`: `Some(None)` if deleted, `Some(Some(v))` if
     /// written, `None` if untouched.
     pub fn buffered(&self, key: &[u8]) -> Option<Option<&[u8]>> {

@@ -17,7 +17,7 @@ pub type ClusterVersion = u32;
 pub const CLUSTER_VERSION_BASE: ClusterVersion = 1;
 
 /// The newest cluster version this build understands.
-pub const BINARY_CLUSTER_VERSION: ClusterVersion = 5;
+pub const BINARY_CLUSTER_VERSION: ClusterVersion = 6;
 
 // A build understands every feature it gates. (Every build so far also runs in a
 // cluster at any older version, down to the base: one that drops an old version's
@@ -25,6 +25,7 @@ pub const BINARY_CLUSTER_VERSION: ClusterVersion = 5;
 const _: () = assert!(Feature::SetNotNull.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::RegionMerge.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::ForeignKeys.since() <= BINARY_CLUSTER_VERSION);
+const _: () = assert!(Feature::AddForeignKey.since() <= BINARY_CLUSTER_VERSION);
 
 /// A behaviour gated by the cluster version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +43,10 @@ pub enum Feature {
     /// of an older build would decode a table without its `foreign_keys` and write rows
     /// they forbid.
     ForeignKeys,
+    /// `ALTER TABLE ... ADD FOREIGN KEY` and `VALIDATE CONSTRAINT` of a foreign key as
+    /// online jobs: every meta member must decode the job kinds, and every SQL node must
+    /// know a foreign key that is not validated yet.
+    AddForeignKey,
 }
 
 impl Feature {
@@ -51,6 +56,7 @@ impl Feature {
             Feature::SetNotNull => 2,
             Feature::RegionMerge => 4,
             Feature::ForeignKeys => 5,
+            Feature::AddForeignKey => 6,
         }
     }
 
@@ -60,6 +66,7 @@ impl Feature {
             Feature::SetNotNull => "ALTER COLUMN ... SET NOT NULL",
             Feature::RegionMerge => "region merge",
             Feature::ForeignKeys => "a FOREIGN KEY constraint",
+            Feature::AddForeignKey => "ALTER TABLE ... ADD FOREIGN KEY",
         }
     }
 

@@ -1,5 +1,5 @@
 -- pg_dump 15.18 of a PostgreSQL 15 database (tests/restore.rs), unedited but for psql's
--- \restrict lines (newer psql only) and the FOREIGN KEY, which the test adds on its own.
+-- \restrict lines (newer psql only).
 --
 -- PostgreSQL database dump
 --
@@ -336,6 +336,8 @@ CREATE INDEX orders_customer_idx ON public.orders USING btree (customer_id);
 -- Name: orders orders_customer_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: postgres
 --
 
+ALTER TABLE ONLY public.orders
+    ADD CONSTRAINT orders_customer_id_fkey FOREIGN KEY (customer_id) REFERENCES public.customers(id);
 
 
 --
