@@ -329,7 +329,7 @@ pub(crate) async fn enforce(
                 table.name, check.name
             ),
         )
-        .with_hint(format!("Failing row contains ({row})."))),
+        .with_detail(format!("Failing row contains ({row})."))),
     }
 }
 

@@ -1049,7 +1049,7 @@ pub(crate) fn unique_violation(table: &TableDef, key: &[u8], row: Option<&[Datum
             .iter()
             .map(datum_text)
             .collect();
-        err = err.with_hint(format!(
+        err = err.with_detail(format!(
             "Key ({})=({}) already exists.",
             table.column_list(&index.columns),
             vals.join(", ")

@@ -1,7 +1,8 @@
 //! A read-only `information_schema` computed from the catalog snapshot, for the
 //! introspection queries of tools and ORMs (schema browsers, migration tools, Django's and
 //! Rails' table listings): `schemata`, `tables`, `columns`, `views`, `sequences`,
-//! `table_constraints` and `key_column_usage`, with the SQL standard's column names and
+//! `table_constraints`, `key_column_usage`, `constraint_column_usage` and
+//! `referential_constraints`, with the SQL standard's column names and
 //! PostgreSQL's values for them. Only user relations are listed (schema `public`); the
 //! columns are `text` and `bigint` where PostgreSQL has its own domains over them.
 
@@ -15,7 +16,7 @@ use flotilla_catalog::{CatalogSnapshot, ColumnDef, Identity, IndexState, SqlType
 use crate::pg_catalog::{Column, table};
 
 /// The tables of the schema.
-pub(crate) const TABLES: [&str; 7] = [
+pub(crate) const TABLES: [&str; 9] = [
     "schemata",
     "tables",
     "columns",
@@ -23,6 +24,8 @@ pub(crate) const TABLES: [&str; 7] = [
     "sequences",
     "table_constraints",
     "key_column_usage",
+    "constraint_column_usage",
+    "referential_constraints",
 ];
 
 /// The schema every user relation is in.
@@ -259,10 +262,15 @@ impl InformationSchema {
         ])
     }
 
-    /// Every constraint: (table, name, type, its columns in order).
-    fn constraints(&self) -> Vec<(&TableDef, String, &'static str, Vec<String>)> {
+    /// Every constraint of every table, tables by name.
+    fn constraints(&self) -> Vec<Constraint<'_>> {
         let mut out = Vec::new();
         for t in tables_by_name(&self.snapshot) {
+            let names = |ids: &[flotilla_types::ColumnId], of: &TableDef| -> Vec<String> {
+                ids.iter()
+                    .filter_map(|id| column_named(of, *id).map(|c| c.name.clone()))
+                    .collect()
+            };
             for index in &t.indexes {
                 if index.state != IndexState::Public || !(index.primary || index.unique) {
                     continue;
@@ -272,15 +280,56 @@ impl InformationSchema {
                 } else {
                     "UNIQUE"
                 };
-                let columns = index
-                    .columns
-                    .iter()
-                    .filter_map(|id| column_named(t, *id).map(|c| c.name.clone()))
-                    .collect();
-                out.push((t.as_ref(), index.name.clone(), kind, columns));
+                let columns = names(&index.columns, t);
+                out.push(Constraint {
+                    table: t.as_ref(),
+                    name: index.name.clone(),
+                    kind,
+                    used: (t.as_ref(), columns.clone()),
+                    columns,
+                    reference: None,
+                });
             }
             for check in &t.checks {
-                out.push((t.as_ref(), check.name.clone(), "CHECK", Vec::new()));
+                out.push(Constraint {
+                    table: t.as_ref(),
+                    name: check.name.clone(),
+                    kind: "CHECK",
+                    columns: Vec::new(),
+                    used: (t.as_ref(), names(&check.columns, t)),
+                    reference: None,
+                });
+            }
+            for fk in &t.foreign_keys {
+                let Some(parent) = self.snapshot.referenced_table(t, fk) else {
+                    continue;
+                };
+                let Some(index) = parent.indexes.iter().find(|i| i.id == fk.ref_index) else {
+                    continue;
+                };
+                // Each referencing column's place in the referenced unique constraint.
+                let positions = fk
+                    .ref_columns
+                    .iter()
+                    .map(|c| {
+                        index
+                            .columns
+                            .iter()
+                            .position(|i| i == c)
+                            .map(|p| i64::try_from(p + 1).unwrap_or(i64::MAX))
+                    })
+                    .collect();
+                out.push(Constraint {
+                    table: t.as_ref(),
+                    name: fk.name.clone(),
+                    kind: "FOREIGN KEY",
+                    columns: names(&fk.columns, t),
+                    used: (parent, names(&fk.ref_columns, parent)),
+                    reference: Some(Reference {
+                        unique: index.name.clone(),
+                        positions,
+                    }),
+                });
             }
         }
         out
@@ -294,17 +343,17 @@ impl InformationSchema {
             ("constraint_schema", self.texts(n, SCHEMA)),
             (
                 "constraint_name",
-                Column::Text(constraints.iter().map(|c| c.1.clone()).collect()),
+                Column::Text(constraints.iter().map(|c| c.name.clone()).collect()),
             ),
             ("table_catalog", self.texts(n, &self.database)),
             ("table_schema", self.texts(n, SCHEMA)),
             (
                 "table_name",
-                Column::Text(constraints.iter().map(|c| c.0.name.clone()).collect()),
+                Column::Text(constraints.iter().map(|c| c.table.name.clone()).collect()),
             ),
             (
                 "constraint_type",
-                Column::Text(constraints.iter().map(|c| c.2.to_string()).collect()),
+                Column::Text(constraints.iter().map(|c| c.kind.to_string()).collect()),
             ),
             ("is_deferrable", self.texts(n, "NO")),
             ("initially_deferred", self.texts(n, "NO")),
@@ -313,14 +362,15 @@ impl InformationSchema {
     }
 
     fn key_column_usage(&self) -> DfResult<Arc<dyn TableProvider>> {
-        let (mut constraint, mut t_name, mut c_name, mut position) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (t, name, _, columns) in self.constraints() {
-            for (i, c) in columns.into_iter().enumerate() {
-                constraint.push(name.clone());
-                t_name.push(t.name.clone());
-                c_name.push(c);
+        let (mut constraint, mut t_name, mut c_name, mut position, mut in_unique) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for c in self.constraints() {
+            for (i, column) in c.columns.into_iter().enumerate() {
+                constraint.push(c.name.clone());
+                t_name.push(c.table.name.clone());
+                c_name.push(column);
                 position.push(i64::try_from(i + 1).unwrap_or(i64::MAX));
+                in_unique.push(c.reference.as_ref().and_then(|r| r.positions[i]));
             }
         }
         let n = constraint.len();
@@ -333,13 +383,79 @@ impl InformationSchema {
             ("table_name", Column::Text(t_name)),
             ("column_name", Column::Text(c_name)),
             ("ordinal_position", Column::Int(position)),
-            // Foreign keys do not exist yet: no constraint refers to a unique one.
-            (
-                "position_in_unique_constraint",
-                Column::OptInt(vec![None; n]),
-            ),
+            ("position_in_unique_constraint", Column::OptInt(in_unique)),
         ])
     }
+
+    /// The columns each constraint uses: its own, or for a foreign key the referenced
+    /// table's (as PostgreSQL lists them).
+    fn constraint_column_usage(&self) -> DfResult<Arc<dyn TableProvider>> {
+        let (mut t_name, mut c_name, mut constraint) = (Vec::new(), Vec::new(), Vec::new());
+        for c in self.constraints() {
+            let (used, columns) = c.used;
+            for column in columns {
+                t_name.push(used.name.clone());
+                c_name.push(column);
+                constraint.push(c.name.clone());
+            }
+        }
+        let n = constraint.len();
+        table(vec![
+            ("table_catalog", self.texts(n, &self.database)),
+            ("table_schema", self.texts(n, SCHEMA)),
+            ("table_name", Column::Text(t_name)),
+            ("column_name", Column::Text(c_name)),
+            ("constraint_catalog", self.texts(n, &self.database)),
+            ("constraint_schema", self.texts(n, SCHEMA)),
+            ("constraint_name", Column::Text(constraint)),
+        ])
+    }
+
+    /// A row per foreign key: the unique constraint it references and its rules (Flotilla's
+    /// are MATCH SIMPLE, reported as `NONE`, and NO ACTION).
+    fn referential_constraints(&self) -> DfResult<Arc<dyn TableProvider>> {
+        let (mut name, mut unique) = (Vec::new(), Vec::new());
+        for c in self.constraints() {
+            if let Some(r) = c.reference {
+                name.push(c.name);
+                unique.push(r.unique);
+            }
+        }
+        let n = name.len();
+        table(vec![
+            ("constraint_catalog", self.texts(n, &self.database)),
+            ("constraint_schema", self.texts(n, SCHEMA)),
+            ("constraint_name", Column::Text(name)),
+            ("unique_constraint_catalog", self.texts(n, &self.database)),
+            ("unique_constraint_schema", self.texts(n, SCHEMA)),
+            ("unique_constraint_name", Column::Text(unique)),
+            ("match_option", self.texts(n, "NONE")),
+            ("update_rule", self.texts(n, "NO ACTION")),
+            ("delete_rule", self.texts(n, "NO ACTION")),
+        ])
+    }
+}
+
+/// A constraint as `information_schema` lists it.
+struct Constraint<'a> {
+    table: &'a TableDef,
+    name: String,
+    /// `constraint_type`.
+    kind: &'static str,
+    /// Its key columns in order (none for a CHECK).
+    columns: Vec<String>,
+    /// The table and columns it uses (`constraint_column_usage`).
+    used: (&'a TableDef, Vec<String>),
+    /// For a foreign key, what it references.
+    reference: Option<Reference>,
+}
+
+/// The referenced side of a foreign key.
+struct Reference {
+    /// The referenced unique constraint (index).
+    unique: String,
+    /// Each key column's 1-based position in it.
+    positions: Vec<Option<i64>>,
 }
 
 #[async_trait]
@@ -357,6 +473,8 @@ impl SchemaProvider for InformationSchema {
             "sequences" => self.sequences()?,
             "table_constraints" => self.table_constraints()?,
             "key_column_usage" => self.key_column_usage()?,
+            "constraint_column_usage" => self.constraint_column_usage()?,
+            "referential_constraints" => self.referential_constraints()?,
             _ => return Ok(None),
         }))
     }
