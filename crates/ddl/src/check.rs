@@ -72,7 +72,9 @@ pub trait Validated: Clone {
     /// The constraint's name.
     fn name(&self) -> &str;
     /// Whether every row is known to satisfy it.
-    fn validated(&mut self) -> &mut bool;
+    fn is_validated(&self) -> bool;
+    /// Records that every row satisfies it.
+    fn mark_validated(&mut self);
 }
 
 impl Validated for CheckDef {
@@ -82,8 +84,11 @@ impl Validated for CheckDef {
     fn name(&self) -> &str {
         &self.name
     }
-    fn validated(&mut self) -> &mut bool {
-        &mut self.validated
+    fn is_validated(&self) -> bool {
+        self.validated
+    }
+    fn mark_validated(&mut self) {
+        self.validated = true;
     }
 }
 
@@ -94,8 +99,11 @@ impl Validated for ForeignKeyDef {
     fn name(&self) -> &str {
         &self.name
     }
-    fn validated(&mut self) -> &mut bool {
-        &mut self.validated
+    fn is_validated(&self) -> bool {
+        self.validated
+    }
+    fn mark_validated(&mut self) {
+        self.validated = true;
     }
 }
 
@@ -127,10 +135,10 @@ pub fn set_validated<C: Validated>(
     let Some(c) = C::of(&mut table).iter_mut().find(|c| c.name() == name) else {
         return Err(no_constraint(table_name, name));
     };
-    if *c.validated() {
+    if c.is_validated() {
         return Ok(None);
     }
-    *c.validated() = true;
+    c.mark_validated();
     Ok(Some(table))
 }
 

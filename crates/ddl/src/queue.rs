@@ -20,8 +20,8 @@ use tokio::sync::watch;
 use crate::ReorgRef;
 use crate::alter::apply_alter;
 use crate::check::{
-    NotNullStep, find_constraint, not_null_check, nulls_found, plan_add_check, remove_constraint,
-    set_not_null_step, set_validated,
+    NotNullStep, Validated, find_constraint, not_null_check, nulls_found, plan_add_check,
+    remove_constraint, set_not_null_step, set_validated,
 };
 use crate::foreign::plan_add_foreign_key;
 use crate::index::{NewIndex, index_to_drop, plan_add_index, set_index_state};
@@ -146,6 +146,9 @@ pub struct JobQueue {
 /// One chunk of a job's scan from a cursor: where the next starts (`None`: done) and the
 /// rows it covered (`Reorg::backfill_chunk`, `Reorg::check_chunk`).
 type ScanChunk<'a> = dyn Fn(Option<&[u8]>) -> Result<(Option<Vec<u8>>, u64), JobError> + 'a;
+
+/// The validation scan of a constraint job's step, for the constraint as found.
+type ConstraintScan<'a, C> = dyn Fn(&JobQueue, &mut Job, C) -> Outcome + 'a;
 
 /// One chunk of a constraint's validation, with the reorg worker and the table.
 type ValidateChunk<'a> = dyn Fn(&dyn crate::Reorg, &TableDef, Option<&[u8]>) -> Result<(Option<Vec<u8>>, u64), JobError>
@@ -739,108 +742,47 @@ impl JobQueue {
                 check,
                 column_names,
                 validate,
-            } => {
-                let changed = match job.step {
-                    0 => {
-                        let (next, state) = if validate {
-                            (1, "write-only (validating)")
-                        } else {
-                            (STEP_DONE, "public (not valid)")
-                        };
-                        plan_add_check(&snapshot, table_id, &table, &check, &column_names)
-                            .map(|t| (Some(t), next, state))
-                    }
-                    1 => {
-                        return match find_constraint(&snapshot, table_id, &table, &check.name) {
-                            Ok(check) => self.check_rows(job, &snapshot, table_id, check, 2, None),
-                            Err(e) => Outcome::Fail(e),
-                        };
-                    }
-                    2 => set_validated::<CheckDef>(&snapshot, table_id, &table, &check.name)
-                        .map(|t| (t, STEP_DONE, "public")),
-                    STEP_ROLLBACK => {
-                        remove_constraint::<CheckDef>(&snapshot, table_id, &table, &check.name)
-                            .map(|t| (t, STEP_ROLLED_BACK, "absent (rolled back)"))
-                    }
-                    _ => return self.end_unchanged(job, snapshot.version),
-                };
-                self.commit_or_end(job, snapshot.version, changed)
-            }
+            } => self.add_constraint_step::<CheckDef>(
+                job,
+                &snapshot,
+                (table_id, &table, &check.name),
+                validate,
+                || plan_add_check(&snapshot, table_id, &table, &check, &column_names),
+                &|queue, job, check| queue.check_rows(job, &snapshot, table_id, check, 2, None),
+            ),
             JobKind::ValidateCheck {
                 table_id,
                 table,
                 name,
-            } => {
-                let changed = match job.step {
-                    0 => match find_constraint::<CheckDef>(&snapshot, table_id, &table, &name) {
-                        Ok(c) if c.validated => {
-                            return self.finish_unchanged(job, snapshot.version);
-                        }
-                        Ok(check) => {
-                            return self.check_rows(job, &snapshot, table_id, check, 1, None);
-                        }
-                        Err(e) => return Outcome::Fail(e),
-                    },
-                    1 => set_validated::<CheckDef>(&snapshot, table_id, &table, &name)
-                        .map(|t| (t, STEP_DONE, "public")),
-                    // A row broke it, or a cancel: the constraint stays as it was.
-                    _ => return self.end_unchanged(job, snapshot.version),
-                };
-                self.commit_or_end(job, snapshot.version, changed)
-            }
+            } => self.validate_constraint_step::<CheckDef>(
+                job,
+                &snapshot,
+                (table_id, &table, &name),
+                &|queue, job, check| queue.check_rows(job, &snapshot, table_id, check, 1, None),
+            ),
             JobKind::AddForeignKey {
                 table_id,
                 table,
                 fk,
                 validate,
-            } => {
-                let changed = match job.step {
-                    0 => {
-                        let (next, state) = if validate {
-                            (1, "write-only (validating)")
-                        } else {
-                            (STEP_DONE, "public (not valid)")
-                        };
-                        plan_add_foreign_key(&snapshot, table_id, &table, &fk)
-                            .map(|t| (Some(t), next, state))
-                    }
-                    1 => {
-                        return match find_constraint(&snapshot, table_id, &table, &fk.name) {
-                            Ok(fk) => self.check_references(job, &snapshot, table_id, fk, 2),
-                            Err(e) => Outcome::Fail(e),
-                        };
-                    }
-                    2 => set_validated::<ForeignKeyDef>(&snapshot, table_id, &table, &fk.name)
-                        .map(|t| (t, STEP_DONE, "public")),
-                    STEP_ROLLBACK => {
-                        remove_constraint::<ForeignKeyDef>(&snapshot, table_id, &table, &fk.name)
-                            .map(|t| (t, STEP_ROLLED_BACK, "absent (rolled back)"))
-                    }
-                    _ => return self.end_unchanged(job, snapshot.version),
-                };
-                self.commit_or_end(job, snapshot.version, changed)
-            }
+            } => self.add_constraint_step::<ForeignKeyDef>(
+                job,
+                &snapshot,
+                (table_id, &table, &fk.name),
+                validate,
+                || plan_add_foreign_key(&snapshot, table_id, &table, &fk),
+                &|queue, job, fk| queue.check_references(job, &snapshot, table_id, fk, 2),
+            ),
             JobKind::ValidateForeignKey {
                 table_id,
                 table,
                 name,
-            } => {
-                let changed = match job.step {
-                    0 => match find_constraint::<ForeignKeyDef>(&snapshot, table_id, &table, &name)
-                    {
-                        Ok(fk) if fk.validated => {
-                            return self.finish_unchanged(job, snapshot.version);
-                        }
-                        Ok(fk) => return self.check_references(job, &snapshot, table_id, fk, 1),
-                        Err(e) => return Outcome::Fail(e),
-                    },
-                    1 => set_validated::<ForeignKeyDef>(&snapshot, table_id, &table, &name)
-                        .map(|t| (t, STEP_DONE, "public")),
-                    // A row broke it, or a cancel: the constraint stays as it was.
-                    _ => return self.end_unchanged(job, snapshot.version),
-                };
-                self.commit_or_end(job, snapshot.version, changed)
-            }
+            } => self.validate_constraint_step::<ForeignKeyDef>(
+                job,
+                &snapshot,
+                (table_id, &table, &name),
+                &|queue, job, fk| queue.check_references(job, &snapshot, table_id, fk, 1),
+            ),
             JobKind::SetNotNull {
                 table_id,
                 table,
@@ -898,6 +840,68 @@ impl JobQueue {
                 }
             }
         }
+    }
+
+    /// A step of a job adding constraint `name` (of kind `C`) to table `table_id`
+    /// (ADD CHECK, ADD FOREIGN KEY): step 0 commits what `plan` makes of the table (the
+    /// constraint enforced, not validated), then stops there if not `validate`; step 1
+    /// scans the rows with `scan`; step 2 marks it validated. A rollback removes it.
+    fn add_constraint_step<C: Validated>(
+        &self,
+        job: &mut Job,
+        snapshot: &flotilla_catalog::CatalogSnapshot,
+        (table_id, table, name): (TableId, &str, &str),
+        validate: bool,
+        plan: impl FnOnce() -> Result<TableDef, JobError>,
+        scan: &ConstraintScan<'_, C>,
+    ) -> Outcome {
+        let changed = match job.step {
+            0 => {
+                let (next, state) = if validate {
+                    (1, "write-only (validating)")
+                } else {
+                    (STEP_DONE, "public (not valid)")
+                };
+                plan().map(|t| (Some(t), next, state))
+            }
+            1 => {
+                return match find_constraint::<C>(snapshot, table_id, table, name) {
+                    Ok(c) => scan(self, job, c),
+                    Err(e) => Outcome::Fail(e),
+                };
+            }
+            2 => set_validated::<C>(snapshot, table_id, table, name)
+                .map(|t| (t, STEP_DONE, "public")),
+            STEP_ROLLBACK => remove_constraint::<C>(snapshot, table_id, table, name)
+                .map(|t| (t, STEP_ROLLED_BACK, "absent (rolled back)")),
+            _ => return self.end_unchanged(job, snapshot.version),
+        };
+        self.commit_or_end(job, snapshot.version, changed)
+    }
+
+    /// A step of VALIDATE CONSTRAINT of `name` (of kind `C`): step 0 scans the rows with
+    /// `scan` (nothing to do if it is validated), step 1 marks it validated. A row that
+    /// breaks it, or a cancel, leaves it as it was.
+    fn validate_constraint_step<C: Validated>(
+        &self,
+        job: &mut Job,
+        snapshot: &flotilla_catalog::CatalogSnapshot,
+        (table_id, table, name): (TableId, &str, &str),
+        scan: &ConstraintScan<'_, C>,
+    ) -> Outcome {
+        let changed = match job.step {
+            0 => {
+                return match find_constraint::<C>(snapshot, table_id, table, name) {
+                    Ok(c) if c.is_validated() => self.finish_unchanged(job, snapshot.version),
+                    Ok(c) => scan(self, job, c),
+                    Err(e) => Outcome::Fail(e),
+                };
+            }
+            1 => set_validated::<C>(snapshot, table_id, table, name)
+                .map(|t| (t, STEP_DONE, "public")),
+            _ => return self.end_unchanged(job, snapshot.version),
+        };
+        self.commit_or_end(job, snapshot.version, changed)
     }
 
     /// Ends a job whose change was already there (IF [NOT] EXISTS): nothing to wait for.

@@ -1917,7 +1917,7 @@ async fn explain_scan_job(
     op: &AlterTableOperation,
 ) -> Result<Option<Vec<String>>, SqlError> {
     let v = session.engine.catalog.snapshot().version;
-    let (kind, already, enforced, done, undo) = match op {
+    let (kind, already, enforced, done, undo): ScanSteps = match op {
         AlterTableOperation::AddConstraint {
             constraint: TableConstraint::Check(check),
             not_valid,
@@ -1931,17 +1931,18 @@ async fn explain_scan_job(
                 column_names,
                 validate: !not_valid,
             };
-            let enforced = format!("constraint {name}: absent -> enforced on every write");
-            if *not_valid {
-                return Ok(Some(not_valid_lines(&kind, v, &enforced)));
-            }
-            (
+            let added = added_constraint(
                 kind,
-                None,
-                format!("{enforced}, not validated"),
-                format!("constraint {name}: validated (the point of no return)"),
+                v,
+                &name,
+                "every write",
                 "a row that makes it false rolls the job back (23514: the constraint is removed)",
-            )
+                *not_valid,
+            );
+            match added {
+                Ok(steps) => steps,
+                Err(lines) => return Ok(Some(lines)),
+            }
         }
         AlterTableOperation::AddConstraint {
             constraint: TableConstraint::ForeignKey(fk),
@@ -1955,19 +1956,18 @@ async fn explain_scan_job(
                 fk,
                 validate: !not_valid,
             };
-            let enforced = format!(
-                "constraint {name}: absent -> enforced on every write of a reference and every delete or key update of a referenced row"
-            );
-            if *not_valid {
-                return Ok(Some(not_valid_lines(&kind, v, &enforced)));
-            }
-            (
+            let added = added_constraint(
                 kind,
-                None,
-                format!("{enforced}, not validated"),
-                format!("constraint {name}: validated (the point of no return)"),
+                v,
+                &name,
+                "every write of a reference and every delete or key update of a referenced row",
                 "a row whose referenced row is missing rolls the job back (23503: the constraint is removed)",
-            )
+                *not_valid,
+            );
+            match added {
+                Ok(steps) => steps,
+                Err(lines) => return Ok(Some(lines)),
+            }
         }
         AlterTableOperation::AlterColumn {
             column_name,
@@ -2009,16 +2009,39 @@ async fn explain_scan_job(
     Ok(Some(lines))
 }
 
-/// The lines of EXPLAIN for a constraint added `NOT VALID`: one step, no scan.
-fn not_valid_lines(kind: &JobKind, version: u64, enforced: &str) -> Vec<String> {
-    vec![
-        format!("DDL job ({}): {}", kind.type_name(), kind.describe()),
-        format!("  validated against schema version {version}"),
-        format!(
-            "  step 1: schema version {}: {enforced}, NOT VALID (the existing rows are not checked)",
-            version + 1
-        ),
-    ]
+/// What EXPLAIN shows of a job that scans the rows: the job, a line when it has nothing
+/// to do, the state its first step enforces, the state its last step reaches, and what a
+/// failing row does.
+type ScanSteps = (JobKind, Option<String>, String, String, &'static str);
+
+/// The EXPLAIN of `kind`, which adds constraint `name` enforced on `enforced_on`: its
+/// steps, or (`Err`) the whole text for one added `NOT VALID` (one step, no scan).
+fn added_constraint(
+    kind: JobKind,
+    version: u64,
+    name: &str,
+    enforced_on: &str,
+    undo: &'static str,
+    not_valid: bool,
+) -> Result<ScanSteps, Vec<String>> {
+    let enforced = format!("constraint {name}: absent -> enforced on {enforced_on}");
+    if not_valid {
+        return Err(vec![
+            format!("DDL job ({}): {}", kind.type_name(), kind.describe()),
+            format!("  validated against schema version {version}"),
+            format!(
+                "  step 1: schema version {}: {enforced}, NOT VALID (the existing rows are not checked)",
+                version + 1
+            ),
+        ]);
+    }
+    Ok((
+        kind,
+        None,
+        format!("{enforced}, not validated"),
+        format!("constraint {name}: validated (the point of no return)"),
+        undo,
+    ))
 }
 
 /// EXPLAIN of a schema change: validates it against the current schema exactly as running
