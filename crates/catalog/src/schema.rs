@@ -236,7 +236,8 @@ pub struct TableDef {
 
 /// A FOREIGN KEY constraint (MATCH SIMPLE, NO ACTION): every row of its table whose key
 /// columns are all non-NULL has a row of the referenced table with equal referenced
-/// columns, checked as each statement writes (NOT DEFERRABLE).
+/// columns, checked as each statement writes, or, while deferred, when its transaction
+/// commits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForeignKeyDef {
     /// Name, unique among the table's constraints.
@@ -264,6 +265,15 @@ pub struct ForeignKeyDef {
     /// `NOT VALID` stays unvalidated until VALIDATE CONSTRAINT.
     #[serde(default = "validated_by_default", skip_serializing_if = "is_true")]
     pub validated: bool,
+    /// DEFERRABLE: a transaction may put its checks off until it commits (SET
+    /// CONSTRAINTS). Written only once the cluster is at
+    /// `Feature::DeferrableForeignKeys`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deferrable: bool,
+    /// INITIALLY DEFERRED (only if `deferrable`): a transaction checks it when it commits
+    /// unless it sets the constraint IMMEDIATE.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub initially_deferred: bool,
 }
 
 /// A CHECK constraint: a boolean expression over one row of its table, which no row

@@ -277,7 +277,16 @@ pub enum JobKind {
 impl JobKind {
     /// The cluster-version gate of this kind of job, if it is newer than the base.
     pub fn feature(&self) -> Option<flotilla_types::version::Feature> {
+        use flotilla_types::version::Feature;
         match self {
+            JobKind::CreateTable { table, .. }
+                if table.foreign_keys.iter().any(|fk| fk.deferrable) =>
+            {
+                Some(Feature::DeferrableForeignKeys)
+            }
+            JobKind::AddForeignKey { fk, .. } if fk.deferrable => {
+                Some(Feature::DeferrableForeignKeys)
+            }
             JobKind::SetNotNull { .. } => Some(flotilla_types::version::Feature::SetNotNull),
             JobKind::CreateTable { table, .. } if !table.foreign_keys.is_empty() => {
                 Some(flotilla_types::version::Feature::ForeignKeys)

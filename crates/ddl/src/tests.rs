@@ -1059,6 +1059,8 @@ fn referencing(id: i64, name: &str, pending: bool) -> TableDef {
         ref_index: 1,
         pending,
         validated: true,
+        deferrable: false,
+        initially_deferred: false,
     });
     t
 }
@@ -1233,7 +1235,24 @@ async fn an_added_foreign_key_is_enforced_before_its_scan_and_a_missing_row_roll
         .unwrap_err();
     assert_eq!(e.code, "0A000");
     assert!(e.message.contains("cluster version 6"), "{}", e.message);
+    // A DEFERRABLE one needs version 7: a node of version 6 would check it as each
+    // statement ends; so does a table created with one.
     queue.set_cluster_version(6);
+    let mut deferrable = add_foreign_key("deferred", true);
+    if let JobKind::AddForeignKey { fk, .. } = &mut deferrable {
+        fk.deferrable = true;
+    }
+    let e = ddl.submit(deferrable, "f6".into()).await.unwrap_err();
+    assert_eq!(e.code, "0A000");
+    assert!(e.message.contains("cluster version 7"), "{}", e.message);
+    let mut deferring = referencing(12, "deferring", false);
+    deferring.foreign_keys[0].deferrable = true;
+    let e = ddl
+        .submit(create(deferring), "c2".into())
+        .await
+        .unwrap_err();
+    assert!(e.message.contains("cluster version 7"), "{}", e.message);
+    assert_eq!(foreign_key_state(&catalog, "deferred"), None);
 
     let v = catalog.snapshot().version;
     let job = ddl

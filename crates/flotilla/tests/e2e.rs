@@ -143,7 +143,7 @@ fn psql_runs_ddl_dml_transactions_and_describes_tables() {
     server.psql_ok(
         "CREATE TABLE owners (id INT PRIMARY KEY, email TEXT UNIQUE);
          CREATE TABLE pets (id INT PRIMARY KEY, owner INT REFERENCES owners,
-                            email TEXT REFERENCES owners (email));",
+                            email TEXT REFERENCES owners (email) DEFERRABLE INITIALLY DEFERRED);",
     );
     let out = server
         .psql_command()
@@ -152,11 +152,11 @@ fn psql_runs_ddl_dml_transactions_and_describes_tables() {
         .unwrap();
     let d = String::from_utf8_lossy(&out.stdout);
     assert!(
-        d.contains("Foreign-key constraints:\n    \"pets_email_fkey\" FOREIGN KEY (email) REFERENCES owners(email)\n    \"pets_owner_fkey\" FOREIGN KEY (owner) REFERENCES owners(id)\n"),
+        d.contains("Foreign-key constraints:\n    \"pets_email_fkey\" FOREIGN KEY (email) REFERENCES owners(email) DEFERRABLE INITIALLY DEFERRED\n    \"pets_owner_fkey\" FOREIGN KEY (owner) REFERENCES owners(id)\n"),
         "{d}"
     );
     assert!(
-        d.contains("Referenced by:\n    TABLE \"pets\" CONSTRAINT \"pets_email_fkey\" FOREIGN KEY (email) REFERENCES owners(email)\n"),
+        d.contains("Referenced by:\n    TABLE \"pets\" CONSTRAINT \"pets_email_fkey\" FOREIGN KEY (email) REFERENCES owners(email) DEFERRABLE INITIALLY DEFERRED\n"),
         "{d}"
     );
     let out = server
@@ -170,6 +170,17 @@ fn psql_runs_ddl_dml_transactions_and_describes_tables() {
             && e.contains("DETAIL:  Key (owner)=(7) is not present in table \"owners\"."),
         "{e}"
     );
+    // A deferred one is checked at COMMIT: a reference may come before its row.
+    server.psql_ok(
+        "BEGIN; INSERT INTO pets VALUES (2, NULL, 'x@y'); INSERT INTO owners VALUES (3, 'x@y'); COMMIT;",
+    );
+    let e = server.psql_err("BEGIN; INSERT INTO pets VALUES (3, NULL, 'no@one'); COMMIT;");
+    assert!(
+        e.contains("violates foreign key constraint \"pets_email_fkey\"")
+            && e.contains("DETAIL:  Key (email)=(no@one) is not present in table \"owners\"."),
+        "{e}"
+    );
+    assert_eq!(server.psql_ok("SELECT id FROM pets ORDER BY id;"), "2\n");
     // The session functions name the user and database the client connected as.
     let out = server
         .psql_command()

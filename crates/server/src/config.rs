@@ -51,6 +51,8 @@ pub struct SqlSection {
     pub lock_wait_timeout_ms: u64,
     /// Most savepoints open at once in one transaction (54000 past it).
     pub savepoints_max: usize,
+    /// Most foreign key checks one transaction defers until commit (54000 past it).
+    pub deferred_checks_max: usize,
     /// Most bytes of one session's settings, names and values (54000 past it).
     pub settings_bytes_max: usize,
     /// Most bytes of writes one transaction buffers until its commit (54000 past it).
@@ -74,6 +76,7 @@ impl Default for SqlSection {
             result_bytes_max: sql.result_bytes_max,
             lock_wait_timeout_ms: sql.lock_wait_timeout_ms,
             savepoints_max: sql.savepoints_max,
+            deferred_checks_max: sql.deferred_checks_max,
             settings_bytes_max: sql.settings_bytes_max,
             txn_size_bytes_max: sql.txn_size_bytes_max,
             check_table_slice_bytes: sql.check_table_slice_bytes,
@@ -102,6 +105,7 @@ impl SqlSection {
             result_bytes_max: self.result_bytes_max,
             lock_wait_timeout_ms: self.lock_wait_timeout_ms,
             savepoints_max: self.savepoints_max,
+            deferred_checks_max: self.deferred_checks_max,
             settings_bytes_max: self.settings_bytes_max,
             txn_size_bytes_max: self.txn_size_bytes_max,
             check_table_slice_bytes: self.check_table_slice_bytes,

@@ -1,6 +1,6 @@
 //! Statements sqlparser does not parse, recognised before parsing: Flotilla's own
 //! `ADMIN CANCEL DDL JOB n [, m ...]` and `ADMIN CHECK TABLE name`, and PostgreSQL's
-//! `ALTER SEQUENCE` (see `alter_sequence`).
+//! `ALTER SEQUENCE` (see `alter_sequence`) and `SET CONSTRAINTS` (see `deferred`).
 
 use std::collections::BTreeMap;
 
@@ -24,12 +24,17 @@ pub(crate) enum Admin {
     CheckTable(String),
     /// ALTER SEQUENCE.
     AlterSequence(crate::alter_sequence::AlterSequence),
+    /// SET CONSTRAINTS.
+    SetConstraints(crate::deferred::SetConstraints),
 }
 
 /// The ADMIN statement `sql` is, if it starts with ADMIN.
 pub(crate) fn parse(sql: &str) -> Option<Result<Admin, SqlError>> {
     if let Some(alter) = crate::alter_sequence::parse(sql) {
         return Some(alter.map(Admin::AlterSequence));
+    }
+    if let Some(set) = crate::deferred::parse(sql) {
+        return Some(set.map(Admin::SetConstraints));
     }
     let text = sql.trim().trim_end_matches(';').trim();
     let words: Vec<&str> = text.split_whitespace().collect();
@@ -73,6 +78,7 @@ pub(crate) async fn execute(session: &mut Session, admin: Admin) -> Result<Query
         Admin::CancelJobs(ids) => crate::ddl::cancel_jobs(session, &ids).await,
         Admin::CheckTable(name) => check_table(session, &name).await,
         Admin::AlterSequence(alter) => crate::alter_sequence::execute(session, alter).await,
+        Admin::SetConstraints(set) => session.set_constraints(set).await,
     }
 }
 

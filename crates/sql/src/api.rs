@@ -98,6 +98,9 @@ pub struct SqlConfig {
     /// Most savepoints open at once in one transaction (54000 past it): each may hold a
     /// copy of the transaction's buffered writes.
     pub savepoints_max: usize,
+    /// Most foreign key checks one transaction puts off until commit (rows written
+    /// and referenced keys removed under a deferred constraint); 54000 past it.
+    pub deferred_checks_max: usize,
     /// The newest cluster version this node reports with its schema lease
     /// (`flotilla_types::version`): this build's, or an older one to emulate an older
     /// build in rolling-upgrade tests.
@@ -113,6 +116,7 @@ impl Default for SqlConfig {
             result_bytes_max: 256 * 1024 * 1024,
             lock_wait_timeout_ms: 50_000,
             savepoints_max: 64,
+            deferred_checks_max: 1_000_000,
             settings_bytes_max: 64 * 1024,
             check_table_slice_bytes: 64 * 1024 * 1024,
             txn_size_bytes_max: flotilla_txn::TxnOptions::default().txn_size_bytes_max,

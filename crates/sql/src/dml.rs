@@ -1118,6 +1118,9 @@ pub(crate) async fn insert_rows(
 ) -> Result<Vec<Vec<Datum>>, SqlError> {
     crate::check::enforce(session, table, &rows).await?;
     let mut inserted = Vec::with_capacity(rows.len());
+    // Their handles, for a foreign key check put off until commit.
+    let mut handles_inserted: Vec<Vec<u8>> = Vec::new();
+    let keep_handles = !table.foreign_keys.is_empty();
     for chunk in rows.chunks(WRITE_CHUNK_ROWS) {
         let handles: Vec<(Vec<u8>, bool)> = match table.handle {
             Handle::RowId => {
@@ -1162,6 +1165,9 @@ pub(crate) async fn insert_rows(
                 for (row, handle) in ok_rows {
                     put_row(session, table, row, handle)?;
                     inserted.push(row.clone());
+                    if keep_handles {
+                        handles_inserted.push(handle.clone());
+                    }
                 }
             }
             Err(TxnError::AlreadyExists { key }) => {
@@ -1180,6 +1186,9 @@ pub(crate) async fn insert_rows(
                         Ok(_) => {
                             put_row(session, table, row, handle)?;
                             inserted.push(row.clone());
+                            if keep_handles {
+                                handles_inserted.push(handle.clone());
+                            }
                         }
                         Err(TxnError::AlreadyExists { .. }) => {}
                         Err(e) => return Err(e.into()),
@@ -1189,7 +1198,11 @@ pub(crate) async fn insert_rows(
             Err(e) => return Err(e.into()),
         }
     }
-    let written: Vec<&[Datum]> = inserted.iter().map(Vec::as_slice).collect();
+    let written: Vec<(&[Datum], &[u8])> = inserted
+        .iter()
+        .zip(&handles_inserted)
+        .map(|(row, handle)| (row.as_slice(), handle.as_slice()))
+        .collect();
     crate::foreign::check_references(session, table, &written).await?;
     Ok(inserted)
 }
@@ -1677,6 +1690,7 @@ pub(crate) async fn apply_updates(
     };
     let txn = &mut session.open.as_mut().expect("open transaction").txn;
     let mut returned = Vec::with_capacity(changes.len());
+    let mut new_handles = Vec::with_capacity(if involved { changes.len() } else { 0 });
     for ((old, handle, new, new_handle), stored) in changes.into_iter().zip(stored) {
         if new_handle != handle {
             txn.delete(row_key(table, &handle))?;
@@ -1699,13 +1713,17 @@ pub(crate) async fn apply_updates(
             }
         }
         returned.push(new);
+        if involved {
+            new_handles.push(new_handle);
+        }
     }
     if involved {
-        let referencing: Vec<&[Datum]> = olds
+        let referencing: Vec<(&[Datum], &[u8])> = olds
             .iter()
             .zip(&returned)
-            .filter(|(old, new)| crate::foreign::references_changed(table, old, new))
-            .map(|(_, new)| new.as_slice())
+            .zip(&new_handles)
+            .filter(|((old, new), _)| crate::foreign::references_changed(table, old, new))
+            .map(|((_, new), handle)| (new.as_slice(), handle.as_slice()))
             .collect();
         crate::foreign::check_references(session, table, &referencing).await?;
         let removed: Vec<&[Datum]> = olds.iter().map(Vec::as_slice).collect();

@@ -1,5 +1,5 @@
-//! FOREIGN KEY constraints (MATCH SIMPLE, NO ACTION, NOT DEFERRABLE), checked as each
-//! statement writes, as PostgreSQL checks a non-deferred constraint:
+//! FOREIGN KEY constraints (MATCH SIMPLE, NO ACTION), checked as each statement writes,
+//! as PostgreSQL checks a constraint that is not deferred:
 //!
 //! - **A row written** to the referencing table (INSERT, an UPDATE that changes its key
 //!   columns, the insert of an upsert) whose key columns are all non-NULL must find its
@@ -14,6 +14,10 @@
 //!   takes the same lock (so no new reference can commit meanwhile), then looks for a
 //!   referencing row at a fresh timestamp, with the transaction's own writes, and fails
 //!   with 23503 if one is left.
+//!
+//! A DEFERRABLE constraint that its transaction defers (INITIALLY DEFERRED, or SET
+//! CONSTRAINTS) has both checks put off until commit (`deferred`); the lock of a deleted
+//! referenced key is still taken as the statement runs.
 //!
 //! The lock is exclusive (Flotilla has no shared locks yet): two transactions adding
 //! references to one row wait for each other, where PostgreSQL's `FOR KEY SHARE` lets
@@ -52,7 +56,9 @@ pub(crate) struct Written<'a> {
     pub(crate) fk: &'a ForeignKeyConstraint,
 }
 
-fn refuse_options(fk: &ForeignKeyConstraint) -> Result<(), SqlError> {
+/// Refuses what Flotilla does not implement; returns whether the constraint is
+/// DEFERRABLE and whether INITIALLY DEFERRED.
+fn characteristics(fk: &ForeignKeyConstraint) -> Result<(bool, bool), SqlError> {
     for (when, action) in [("DELETE", &fk.on_delete), ("UPDATE", &fk.on_update)] {
         if let Some(
             a @ (ReferentialAction::Cascade
@@ -74,18 +80,24 @@ fn refuse_options(fk: &ForeignKeyConstraint) -> Result<(), SqlError> {
             "Flotilla's foreign keys are MATCH SIMPLE: a key with a NULL is not checked.",
         ));
     }
-    if let Some(c) = &fk.characteristics {
-        if c.deferrable == Some(true) || c.initially == Some(DeferrableInitial::Deferred) {
-            return Err(SqlError::unsupported("a DEFERRABLE foreign key").with_hint(
-                "Flotilla checks a foreign key as each statement ends (NOT DEFERRABLE): write \
-                 the referenced rows first.",
-            ));
-        }
-        if c.enforced == Some(false) {
-            return Err(SqlError::unsupported("a NOT ENFORCED foreign key"));
-        }
+    let Some(c) = &fk.characteristics else {
+        return Ok((false, false));
+    };
+    if c.enforced == Some(false) {
+        return Err(SqlError::unsupported("a NOT ENFORCED foreign key"));
     }
-    Ok(())
+    let initially_deferred = c.initially == Some(DeferrableInitial::Deferred);
+    if initially_deferred && c.deferrable == Some(false) {
+        return Err(SqlError::new(
+            "42601",
+            "constraint declared INITIALLY DEFERRED must be DEFERRABLE",
+        ));
+    }
+    // INITIALLY DEFERRED alone implies DEFERRABLE, as in PostgreSQL.
+    Ok((
+        c.deferrable == Some(true) || initially_deferred,
+        initially_deferred,
+    ))
 }
 
 /// Whether a key column of type `a` may reference one of type `b`: the same type, or
@@ -156,7 +168,7 @@ fn plan_one(
     own: &TableDef,
     w: &Written<'_>,
 ) -> Result<ForeignKeyDef, SqlError> {
-    refuse_options(w.fk)?;
+    let (deferrable, initially_deferred) = characteristics(w.fk)?;
     let parent_name = relation_name(&w.fk.foreign_table);
     let parent: &TableDef = if parent_name == own.name {
         own
@@ -264,6 +276,8 @@ fn plan_one(
         ref_index: index.id,
         pending: false,
         validated: true,
+        deferrable,
+        initially_deferred,
     })
 }
 
@@ -343,20 +357,20 @@ fn missing(table: &TableDef, parent: &TableDef, fk: &ForeignKeyDef, values: &[Da
     ))
 }
 
-/// Checks that every row of `rows` (written to `table`, in its column order) finds the
-/// rows its foreign keys reference, and locks them until commit. Called once the
-/// statement's rows are buffered, so a row may reference one the same statement wrote.
+/// Checks that every row of `rows` (written to `table`, in its column order, each with
+/// its handle) finds the rows its foreign keys reference, and locks them until commit;
+/// for a constraint the transaction defers, records the rows to check at commit instead.
+/// Called once the statement's rows are buffered, so a row may reference one the same
+/// statement wrote.
 pub(crate) async fn check_references(
     session: &mut Session,
     table: &TableDef,
-    rows: &[&[Datum]],
+    rows: &[(&[Datum], &[u8])],
 ) -> Result<(), SqlError> {
     if table.foreign_keys.is_empty() || rows.is_empty() {
         return Ok(());
     }
-    let snapshot = session.catalog();
-    // Each referenced key once: (constraint, values) for the error.
-    let mut wanted: BTreeMap<Vec<u8>, (usize, Vec<Datum>)> = BTreeMap::new();
+    let mut now = Vec::with_capacity(table.foreign_keys.len());
     for (f, fk) in table.foreign_keys.iter().enumerate() {
         if fk.pending {
             return Err(SqlError::new(
@@ -368,6 +382,40 @@ pub(crate) async fn check_references(
             )
             .with_hint("Retry once CREATE TABLE has returned."));
         }
+        if session.constraint_deferred(table.id, fk) {
+            let at = positions(table, &fk.columns);
+            let keys = rows
+                .iter()
+                .filter(|(row, _)| !at.iter().any(|p| row[*p].is_null()))
+                .map(|(_, handle)| crate::rows::row_key(table, handle));
+            crate::deferred::defer_references(session, table.id, &fk.name, keys)?;
+        } else {
+            now.push(f);
+        }
+    }
+    let rows: Vec<&[Datum]> = rows.iter().map(|(row, _)| *row).collect();
+    check_rows(session, table, &now, &rows, false).await
+}
+
+/// Checks that every row of `rows` (of `table`, in its column order) finds the rows its
+/// foreign keys at positions `fks` reference, and locks them until commit. `newest`:
+/// lock the newest version of each (a deferred check under READ COMMITTED, which has no
+/// statement snapshot to check against), else check against `for_update_ts`.
+pub(crate) async fn check_rows(
+    session: &mut Session,
+    table: &TableDef,
+    fks: &[usize],
+    rows: &[&[Datum]],
+    newest: bool,
+) -> Result<(), SqlError> {
+    if fks.is_empty() || rows.is_empty() {
+        return Ok(());
+    }
+    let snapshot = session.catalog();
+    // Each referenced key once: (constraint, values) for the error.
+    let mut wanted: BTreeMap<Vec<u8>, (usize, Vec<Datum>)> = BTreeMap::new();
+    for &f in fks {
+        let fk = &table.foreign_keys[f];
         let (parent, index) = referenced(&snapshot, table, fk)?;
         let at = positions(table, &fk.columns);
         for row in rows {
@@ -397,9 +445,12 @@ pub(crate) async fn check_references(
         }
     }
     for chunk in to_lock.chunks(KEYS_PER_REQUEST) {
-        let found = txn
-            .lock_keys(chunk.iter().map(|k| (k.clone(), false)).collect(), true)
-            .await?;
+        let keys = chunk.iter().map(|k| (k.clone(), false)).collect();
+        let found = if newest {
+            txn.lock_keys_newest(keys).await?
+        } else {
+            txn.lock_keys(keys, true).await?
+        };
         txn.keep_locked_until_commit(chunk);
         for (key, value) in chunk.iter().zip(found) {
             if value.is_none() {
@@ -570,7 +621,9 @@ fn referencing_query(
 /// Checks that no row still references a key of `removed` (rows of `table` deleted, or
 /// updated away from their key, in its column order) that `kept` (the rows the statement
 /// wrote) does not hold again. Called once the statement's writes are buffered, so rows
-/// it deleted from a referencing table (or from `table` itself) no longer count.
+/// it deleted from a referencing table (or from `table` itself) no longer count. For a
+/// constraint the transaction defers, the keys are locked now and recorded to check at
+/// commit.
 pub(crate) async fn check_unreferenced(
     session: &mut Session,
     table: &TableDef,
@@ -631,43 +684,65 @@ pub(crate) async fn check_unreferenced(
                     .await?;
             }
         }
-        // After the locks: every reference committed before them is older than this.
-        let ts = match read_ts {
-            Some(ts) => ts,
-            None => *read_ts.insert(txn.fresh_ts().await?),
-        };
-        let candidates: Vec<&Vec<Datum>> = gone
-            .values()
-            .filter(|v| {
-                fk.columns
-                    .iter()
-                    .zip(v.iter())
-                    .all(|(id, d)| child.column_by_id(*id).is_some_and(|c| fits(&c.ty, d)))
-            })
-            .collect();
-        for chunk in candidates.chunks(KEYS_PER_REQUEST) {
-            let sql = referencing_query(child, fk, chunk)?;
-            // The statement's WITH queries must not stand in for the referencing table.
-            let with = std::mem::take(&mut session.with_results);
-            let ctx = session.context(ts, Vec::new(), HashMap::new());
-            session.with_results = with;
-            let plan = ctx.plan(parse_one(&sql)?).await?;
-            let batches = ctx.run(plan, Collect::derived(1)).await?;
-            if let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) {
-                return Err(SqlError::new(
-                    "23503",
-                    format!(
-                        "update or delete on table \"{}\" violates foreign key constraint \"{}\" on table \"{}\"",
-                        table.name, fk.name, child.name
-                    ),
-                )
-                .with_detail(format!(
-                    "Key ({})=({}) is still referenced from table \"{}\".",
-                    table.column_list(&fk.ref_columns),
-                    crate::check::row_text(batch, 0),
-                    child.name
-                )));
-            }
+        if session.constraint_deferred(child.id, fk) {
+            crate::deferred::defer_removals(session, table.id, child.id, &fk.name, gone)?;
+            continue;
+        }
+        find_referencing(session, table, child, fk, &gone, &mut read_ts).await?;
+    }
+    Ok(())
+}
+
+/// Fails with 23503 if a row of `child` references (through `fk`) one of the keys of
+/// `table` in `gone` (referenced key -> its values), all locked by the transaction. Reads
+/// at `read_ts`, taken now if `None` (after the locks: every reference committed before
+/// them is older), with the transaction's own writes.
+pub(crate) async fn find_referencing(
+    session: &mut Session,
+    table: &TableDef,
+    child: &TableDef,
+    fk: &ForeignKeyDef,
+    gone: &BTreeMap<Vec<u8>, Vec<Datum>>,
+    read_ts: &mut Option<Timestamp>,
+) -> Result<(), SqlError> {
+    let ts = match *read_ts {
+        Some(ts) => ts,
+        None => {
+            let txn = &session.open.as_ref().expect("open transaction").txn;
+            *read_ts.insert(txn.fresh_ts().await?)
+        }
+    };
+    let candidates: Vec<&Vec<Datum>> = gone
+        .values()
+        .filter(|v| {
+            fk.columns
+                .iter()
+                .zip(v.iter())
+                .all(|(id, d)| child.column_by_id(*id).is_some_and(|c| fits(&c.ty, d)))
+        })
+        .collect();
+    for chunk in candidates.chunks(KEYS_PER_REQUEST) {
+        let sql = referencing_query(child, fk, chunk)?;
+        // The statement's WITH queries must not stand in for the referencing table.
+        let with = std::mem::take(&mut session.with_results);
+        let ctx = session.context(ts, Vec::new(), HashMap::new());
+        session.with_results = with;
+        let plan = ctx.plan(parse_one(&sql)?).await?;
+        let batches = ctx.run(plan, Collect::derived(1)).await?;
+        if let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) {
+            return Err(SqlError::new(
+                "23503",
+                format!(
+                    "update or delete on table \"{}\" violates foreign key constraint \"{}\" on table \"{}\"",
+                    table.name, fk.name, child.name
+                ),
+            )
+            .with_detail(format!(
+                "Key ({})=({}) is still referenced from table \"{}\".",
+                table.column_list(&fk.ref_columns),
+                crate::check::row_text(batch, 0),
+                child.name
+            )));
         }
     }
     Ok(())

@@ -29,7 +29,7 @@ pub(crate) const TABLES: [&str; 9] = [
 ];
 
 /// The schema every user relation is in.
-const SCHEMA: &str = "public";
+pub(crate) const SCHEMA: &str = "public";
 
 /// The `information_schema` of one statement, over its catalog snapshot, for a client
 /// connected to `database` (each row's catalog).
@@ -328,6 +328,8 @@ impl InformationSchema {
                     reference: Some(Reference {
                         unique: index.name.clone(),
                         positions,
+                        deferrable: fk.deferrable,
+                        initially_deferred: fk.initially_deferred,
                     }),
                 });
             }
@@ -355,8 +357,24 @@ impl InformationSchema {
                 "constraint_type",
                 Column::Text(constraints.iter().map(|c| c.kind.to_string()).collect()),
             ),
-            ("is_deferrable", self.texts(n, "NO")),
-            ("initially_deferred", self.texts(n, "NO")),
+            (
+                "is_deferrable",
+                Column::Text(
+                    constraints
+                        .iter()
+                        .map(|c| yes_no(c.reference.as_ref().is_some_and(|r| r.deferrable)))
+                        .collect(),
+                ),
+            ),
+            (
+                "initially_deferred",
+                Column::Text(
+                    constraints
+                        .iter()
+                        .map(|c| yes_no(c.reference.as_ref().is_some_and(|r| r.initially_deferred)))
+                        .collect(),
+                ),
+            ),
             ("enforced", self.texts(n, "YES")),
         ])
     }
@@ -456,6 +474,10 @@ struct Reference {
     unique: String,
     /// Each key column's 1-based position in it.
     positions: Vec<Option<i64>>,
+    /// DEFERRABLE.
+    deferrable: bool,
+    /// INITIALLY DEFERRED.
+    initially_deferred: bool,
 }
 
 #[async_trait]

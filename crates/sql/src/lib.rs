@@ -13,6 +13,7 @@ mod check;
 mod context;
 mod cte;
 mod ddl;
+mod deferred;
 mod dml;
 mod engine;
 mod error;

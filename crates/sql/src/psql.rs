@@ -391,10 +391,16 @@ fn foreign_key_def(
         return format!("FOREIGN KEY ({})", table.column_list(&fk.columns));
     };
     format!(
-        "FOREIGN KEY ({}) REFERENCES {}({}){}",
+        "FOREIGN KEY ({}) REFERENCES {}({}){}{}{}",
         table.column_list(&fk.columns),
         parent.name,
         parent.column_list(&fk.ref_columns),
+        if fk.deferrable { " DEFERRABLE" } else { "" },
+        if fk.initially_deferred {
+            " INITIALLY DEFERRED"
+        } else {
+            ""
+        },
         if fk.validated { "" } else { " NOT VALID" }
     )
 }

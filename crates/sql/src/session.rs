@@ -13,15 +13,16 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
-use flotilla_catalog::CatalogSnapshot;
+use flotilla_catalog::{CatalogSnapshot, ForeignKeyDef};
 use flotilla_txn::{Transaction, TxnView, WriteMark};
 
 use crate::dml::ident_name;
 use crate::split::{split_statements, statement_spans};
-use flotilla_types::Timestamp;
+use flotilla_types::{TableId, Timestamp};
 
 use crate::api::{PreparedStatement, QueryResult, TransactionState};
 use crate::context::StatementContext;
+use crate::deferred::ConstraintModes;
 use crate::engine::{ActiveTxn, SqlEngine};
 use crate::error::{SqlError, parser_error};
 use crate::params;
@@ -51,8 +52,18 @@ struct Block {
     isolation: Isolation,
     failed: bool,
     /// Open savepoints, oldest first, each with the transaction's buffered writes when it
-    /// was taken (`None`: no transaction had begun, so nothing was written).
-    savepoints: Vec<(String, Option<WriteMark>)>,
+    /// was taken (`None`: no transaction had begun, so nothing was written) and the
+    /// constraint modes then (ROLLBACK TO puts them back, as in PostgreSQL).
+    savepoints: Vec<Savepoint>,
+    /// What SET CONSTRAINTS has set.
+    modes: ConstraintModes,
+}
+
+/// A savepoint: its name, and the block's writes and constraint modes when it was taken.
+struct Savepoint {
+    name: String,
+    writes: Option<WriteMark>,
+    modes: ConstraintModes,
 }
 
 impl Block {
@@ -80,6 +91,8 @@ pub(crate) struct OpenTxn {
     /// When the transaction began: `now()` and `current_timestamp` in every statement of
     /// the transaction (PostgreSQL's transaction timestamp, not the statement's).
     pub(crate) started_at: chrono::DateTime<chrono::Utc>,
+    /// The foreign key checks put off until commit.
+    pub(crate) deferred: crate::deferred::Pending,
 }
 
 /// The current time at PostgreSQL's precision (microseconds), so a `now()` written into a
@@ -148,7 +161,7 @@ fn savepoint_position(block: &Block, name: &str) -> Result<usize, SqlError> {
     block
         .savepoints
         .iter()
-        .rposition(|(n, _)| n == name)
+        .rposition(|s| s.name == name)
         .ok_or_else(|| SqlError::new("3B001", format!("savepoint \"{name}\" does not exist")))
 }
 
@@ -672,11 +685,21 @@ impl Session {
             fresh: true,
             catalog: Some(catalog),
             started_at: now_micros(),
+            deferred: Default::default(),
         });
         Ok(())
     }
 
     async fn finish_txn(&mut self, commit: bool) -> Result<(), SqlError> {
+        // Boxed: the checks plan queries, and their future inlined would grow every
+        // caller's (each statement's) by as much.
+        if commit && let Err(e) = Box::pin(crate::deferred::check(self, true)).await {
+            // The deferred checks failed: the transaction ends, undone, as in PostgreSQL.
+            if let Some(open) = self.open.take() {
+                let _ = open.txn.rollback().await;
+            }
+            return Err(e);
+        }
         if let Some(open) = self.open.take() {
             if commit {
                 open.txn.commit().await?;
@@ -752,6 +775,7 @@ impl Session {
                     isolation,
                     failed: false,
                     savepoints: Vec::new(),
+                    modes: ConstraintModes::default(),
                 });
                 return Ok(command("BEGIN"));
             }
@@ -813,6 +837,14 @@ impl Session {
             _ => {}
         }
         self.engine.check_schema_lease().await?;
+        self.refuse_in_failed_block()?;
+        let result = self.execute_in_transaction(statement).await;
+        self.fail_block_on_error(&result).await;
+        result
+    }
+
+    /// 25P02 in a failed transaction block.
+    fn refuse_in_failed_block(&self) -> Result<(), SqlError> {
         if let Some(block) = &self.block
             && block.failed
         {
@@ -822,7 +854,11 @@ impl Session {
             )
             .with_hint("Issue ROLLBACK to end the failed transaction."));
         }
-        let result = self.execute_in_transaction(statement).await;
+        Ok(())
+    }
+
+    /// Fails the transaction block, if `result` is an error.
+    async fn fail_block_on_error<T>(&mut self, result: &Result<T, SqlError>) {
         if result.is_err()
             && let Some(block) = &mut self.block
             && block.fail()
@@ -832,7 +868,48 @@ impl Session {
             // client that may never send it.
             let _ = self.finish_txn(false).await;
         }
+    }
+
+    /// Whether foreign key `fk` of table `table` is checked at commit, not as each
+    /// statement ends: it is DEFERRABLE, and INITIALLY DEFERRED or set DEFERRED by SET
+    /// CONSTRAINTS in this transaction block.
+    pub(crate) fn constraint_deferred(&self, table: TableId, fk: &ForeignKeyDef) -> bool {
+        match &self.block {
+            Some(block) => block.modes.deferred(table, fk),
+            None => fk.deferrable && fk.initially_deferred,
+        }
+    }
+
+    /// SET CONSTRAINTS: outside a transaction block it does nothing (PostgreSQL warns);
+    /// in one, it sets the constraints named (or all) deferred or immediate, and runs at
+    /// once the checks put off for those now immediate.
+    pub(crate) async fn set_constraints(
+        &mut self,
+        set: crate::deferred::SetConstraints,
+    ) -> Result<QueryResult, SqlError> {
+        if self.block.is_none() {
+            return Ok(command("SET CONSTRAINTS"));
+        }
+        self.refuse_in_failed_block()?;
+        let result = self.set_constraints_in_block(set).await;
+        self.fail_block_on_error(&result).await;
         result
+    }
+
+    async fn set_constraints_in_block(
+        &mut self,
+        set: crate::deferred::SetConstraints,
+    ) -> Result<QueryResult, SqlError> {
+        let named = match &set.names {
+            Some(names) => Some(crate::deferred::resolve(&self.catalog(), names)?),
+            None => None,
+        };
+        let block = self.block.as_mut().expect("checked by the caller");
+        crate::deferred::apply(&mut block.modes, named, set.deferred);
+        if !set.deferred {
+            Box::pin(crate::deferred::check(self, false)).await?;
+        }
+        Ok(command("SET CONSTRAINTS"))
     }
 
     /// `SAVEPOINT name`: remembers the block's writes so far.
@@ -849,7 +926,11 @@ impl Session {
             )
             .with_hint("Release savepoints no longer needed (RELEASE SAVEPOINT name)."));
         }
-        block.savepoints.push((name, mark));
+        block.savepoints.push(Savepoint {
+            name,
+            writes: mark,
+            modes: block.modes.clone(),
+        });
         Ok(command("SAVEPOINT"))
     }
 
@@ -873,7 +954,8 @@ impl Session {
         };
         let at = savepoint_position(block, name)?;
         block.savepoints.truncate(at + 1);
-        let mark = block.savepoints[at].1.clone();
+        let mark = block.savepoints[at].writes.clone();
+        block.modes = block.savepoints[at].modes.clone();
         block.failed = false;
         if let Some(open) = &mut self.open {
             open.txn.rollback_to_mark(mark.as_ref());

@@ -259,7 +259,7 @@ async fn try_insert(
     match txn.lock_keys(keys, false).await {
         Ok(_) => {
             put_row(session, table, row, &handle)?;
-            crate::foreign::check_references(session, table, &[row]).await?;
+            crate::foreign::check_references(session, table, &[(row, &handle)]).await?;
             Ok(Ok(handle))
         }
         Err(TxnError::AlreadyExists { key }) => Ok(Err(key)),

@@ -5366,8 +5366,8 @@ async fn foreign_key_definitions_are_checked_and_protect_what_they_reference() {
             "0A000",
         ),
         (
-            "CREATE TABLE c (p INT REFERENCES parent DEFERRABLE INITIALLY DEFERRED)",
-            "0A000",
+            "CREATE TABLE c (p INT REFERENCES parent NOT DEFERRABLE INITIALLY DEFERRED)",
+            "42601",
         ),
         (
             "CREATE TABLE c (p INT, CONSTRAINT k CHECK (p > 0), \
@@ -5753,4 +5753,316 @@ async fn a_schema_change_reading_rows_is_refused_after_writes_to_them_in_its_tra
     ok(&mut s, "ROLLBACK").await;
     ok(&mut s, "ADMIN CHECK TABLE c").await;
     assert_eq!(rows(&mut s, "SELECT count(*) FROM c").await, vec!["1"]);
+}
+
+/// Tables p and c, c with an INITIALLY DEFERRED, a DEFERRABLE (INITIALLY IMMEDIATE) and
+/// a NOT DEFERRABLE foreign key to p.
+async fn deferring_tables(s: &mut Session) {
+    ok(s, "CREATE TABLE p (id INT PRIMARY KEY, code TEXT UNIQUE)").await;
+    ok(
+        s,
+        "CREATE TABLE c (id INT PRIMARY KEY, \
+         pid INT REFERENCES p DEFERRABLE INITIALLY DEFERRED, \
+         pcode TEXT CONSTRAINT c_code REFERENCES p (code) DEFERRABLE, \
+         q INT CONSTRAINT c_q REFERENCES p)",
+    )
+    .await;
+}
+
+/// DEFERRABLE foreign keys, as PostgreSQL 15 answers (checked against it): INITIALLY
+/// DEFERRED ones are checked at commit, on the rows as they are then, in both
+/// directions; a failed check at COMMIT ends the transaction undone.
+#[tokio::test]
+async fn deferred_foreign_keys_are_checked_at_commit_on_the_rows_as_they_are_then() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    deferring_tables(&mut s).await;
+
+    // A reference written before its row, in one transaction.
+    ok(&mut s, "BEGIN").await;
+    ok(&mut s, "INSERT INTO c VALUES (1, 5, NULL, NULL)").await;
+    ok(&mut s, "INSERT INTO p VALUES (5, 'a')").await;
+    ok(&mut s, "COMMIT").await;
+    // One whose row never comes fails at COMMIT, which ends the transaction undone.
+    ok(&mut s, "BEGIN").await;
+    ok(&mut s, "INSERT INTO c VALUES (2, 6, NULL, NULL)").await;
+    ok(&mut s, "INSERT INTO p VALUES (7, 'b')").await;
+    let (code_, detail) = error_detail(&mut s, "COMMIT").await;
+    assert_eq!(code_, "23503");
+    assert_eq!(detail, "Key (pid)=(6) is not present in table \"p\".");
+    assert_eq!(s.transaction_state(), TransactionState::Idle);
+    assert_eq!(rows(&mut s, "SELECT id FROM c").await, vec!["1"]);
+    assert_eq!(rows(&mut s, "SELECT id FROM p").await, vec!["5"]);
+    // Outside a block the statement is its transaction: checked as it ends.
+    assert_eq!(
+        error_message(&mut s, "INSERT INTO c VALUES (2, 6, NULL, NULL)").await,
+        "insert or update on table \"c\" violates foreign key constraint \"c_pid_fkey\""
+    );
+    assert_eq!(rows(&mut s, "SELECT count(*) FROM c").await, vec!["1"]);
+
+    // The rows as they are at commit count: one deleted, or updated to a good key, since.
+    ok(&mut s, "BEGIN").await;
+    ok(&mut s, "INSERT INTO c VALUES (3, 8, NULL, NULL)").await;
+    ok(&mut s, "DELETE FROM c WHERE id = 3").await;
+    ok(&mut s, "INSERT INTO c VALUES (4, 9, NULL, NULL)").await;
+    ok(&mut s, "UPDATE c SET pid = 5 WHERE id = 4").await;
+    ok(&mut s, "COMMIT").await;
+    assert_eq!(
+        rows(&mut s, "SELECT id, pid FROM c ORDER BY id").await,
+        vec!["1|5", "4|5"]
+    );
+    // ... and a row written under a savepoint rolled back to is not checked.
+    ok(&mut s, "BEGIN").await;
+    ok(&mut s, "SAVEPOINT a").await;
+    ok(&mut s, "INSERT INTO c VALUES (3, 8, NULL, NULL)").await;
+    ok(&mut s, "ROLLBACK TO SAVEPOINT a").await;
+    ok(&mut s, "COMMIT").await;
+
+    // The referenced side: a row deleted and written again, or whose references go too,
+    // passes; one still referenced at COMMIT fails it.
+    ok(&mut s, "BEGIN").await;
+    ok(&mut s, "DELETE FROM p WHERE id = 5").await;
+    ok(&mut s, "INSERT INTO p VALUES (5, 'a')").await;
+    ok(&mut s, "COMMIT").await;
+    ok(&mut s, "BEGIN").await;
+    ok(&mut s, "UPDATE p SET id = 6 WHERE id = 5").await;
+    let (code_, detail) = error_detail(&mut s, "COMMIT").await;
+    assert_eq!(code_, "23503");
+    assert_eq!(detail, "Key (id)=(5) is still referenced from table \"c\".");
+    assert_eq!(
+        rows(&mut s, "SELECT id FROM p WHERE id = 5").await,
+        vec!["5"]
+    );
+    ok(&mut s, "BEGIN").await;
+    ok(&mut s, "DELETE FROM p WHERE id = 5").await;
+    ok(&mut s, "UPDATE c SET pid = 7 WHERE pid = 5").await;
+    ok(&mut s, "INSERT INTO p VALUES (7, 'c')").await;
+    ok(&mut s, "COMMIT").await;
+    assert_eq!(
+        rows(&mut s, "SELECT id, pid FROM c ORDER BY id").await,
+        vec!["1|7", "4|7"]
+    );
+    // A NOT DEFERRABLE one is still checked as each statement ends.
+    ok(&mut s, "BEGIN").await;
+    assert_eq!(
+        code(&mut s, "INSERT INTO c VALUES (3, NULL, NULL, 42)").await,
+        "23503"
+    );
+    ok(&mut s, "ROLLBACK").await;
+
+    // A self-reference written in either order; REPEATABLE READ checks at commit too.
+    ok(
+        &mut s,
+        "CREATE TABLE tree (id INT PRIMARY KEY, up INT REFERENCES tree INITIALLY DEFERRED)",
+    )
+    .await;
+    ok(&mut s, "BEGIN ISOLATION LEVEL REPEATABLE READ").await;
+    ok(&mut s, "INSERT INTO tree VALUES (1, 2)").await;
+    ok(&mut s, "INSERT INTO tree VALUES (2, 1)").await;
+    ok(&mut s, "COMMIT").await;
+    assert_eq!(code(&mut s, "DELETE FROM tree WHERE id = 1").await, "23503");
+    ok(&mut s, "DELETE FROM tree").await;
+
+    // ADD CONSTRAINT ... DEFERRABLE INITIALLY DEFERRED on a table with rows (as Django
+    // adds every foreign key).
+    ok(&mut s, "CREATE TABLE d (id INT PRIMARY KEY, pid INT)").await;
+    ok(&mut s, "INSERT INTO d VALUES (1, 7)").await;
+    ok(
+        &mut s,
+        "ALTER TABLE d ADD CONSTRAINT d_pid_fk FOREIGN KEY (pid) REFERENCES p (id) \
+         DEFERRABLE INITIALLY DEFERRED",
+    )
+    .await;
+    ok(&mut s, "BEGIN").await;
+    ok(&mut s, "INSERT INTO d VALUES (2, 10)").await;
+    ok(&mut s, "INSERT INTO p VALUES (10, 'd')").await;
+    ok(&mut s, "COMMIT").await;
+
+    // What introspection shows, as PostgreSQL's does.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT constraint_name, is_deferrable, initially_deferred \
+             FROM information_schema.table_constraints WHERE table_name = 'c' ORDER BY 1"
+        )
+        .await,
+        vec![
+            "c_code|YES|NO",
+            "c_pid_fkey|YES|YES",
+            "c_pkey|NO|NO",
+            "c_q|NO|NO"
+        ]
+    );
+}
+
+/// SET CONSTRAINTS, as PostgreSQL 15 answers: it defers DEFERRABLE foreign keys or makes
+/// them immediate (running the checks put off), ROLLBACK TO SAVEPOINT restores what it
+/// set, and it names only constraints that are there and deferrable.
+#[tokio::test]
+async fn set_constraints_defers_foreign_keys_or_checks_them_at_once() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    deferring_tables(&mut s).await;
+    ok(&mut s, "INSERT INTO p VALUES (5, 'a')").await;
+    // A DEFERRABLE (INITIALLY IMMEDIATE) constraint is checked as the statement ends,
+    // unless SET CONSTRAINTS defers it; setting it IMMEDIATE again runs the checks.
+    ok(&mut s, "BEGIN").await;
+    assert_eq!(
+        code(&mut s, "INSERT INTO c VALUES (3, NULL, 'zz', NULL)").await,
+        "23503"
+    );
+    ok(&mut s, "ROLLBACK").await;
+    ok(&mut s, "BEGIN").await;
+    assert_eq!(
+        ok(&mut s, "SET CONSTRAINTS c_code DEFERRED").await,
+        "SET CONSTRAINTS"
+    );
+    ok(&mut s, "INSERT INTO c VALUES (3, NULL, 'zz', NULL)").await;
+    let (code_, detail) = error_detail(&mut s, "SET CONSTRAINTS public.c_code IMMEDIATE").await;
+    assert_eq!(code_, "23503");
+    assert_eq!(detail, "Key (pcode)=(zz) is not present in table \"p\".");
+    assert_eq!(s.transaction_state(), TransactionState::Failed);
+    assert_eq!(code(&mut s, "SET CONSTRAINTS ALL DEFERRED").await, "25P02");
+    ok(&mut s, "ROLLBACK").await;
+    // Checks that pass at SET CONSTRAINTS ... IMMEDIATE are done with.
+    ok(&mut s, "BEGIN").await;
+    ok(&mut s, "SET CONSTRAINTS ALL DEFERRED").await;
+    ok(&mut s, "INSERT INTO c VALUES (3, NULL, 'b', NULL)").await;
+    ok(&mut s, "INSERT INTO p VALUES (8, 'b')").await;
+    ok(&mut s, "SET CONSTRAINTS c_code, c_pid_fkey IMMEDIATE").await;
+    // Now immediate: checked as the statement ends.
+    assert_eq!(
+        code(&mut s, "INSERT INTO c VALUES (9, 99, NULL, NULL)").await,
+        "23503"
+    );
+    ok(&mut s, "ROLLBACK").await;
+    // SET CONSTRAINTS ALL IMMEDIATE makes an INITIALLY DEFERRED one immediate; ROLLBACK TO
+    // SAVEPOINT puts back what was set before it.
+    ok(&mut s, "BEGIN").await;
+    ok(&mut s, "SAVEPOINT a").await;
+    ok(&mut s, "SET CONSTRAINTS ALL IMMEDIATE").await;
+    assert_eq!(
+        code(&mut s, "INSERT INTO c VALUES (3, 99, NULL, NULL)").await,
+        "23503"
+    );
+    ok(&mut s, "ROLLBACK TO SAVEPOINT a").await;
+    ok(&mut s, "INSERT INTO c VALUES (3, 99, NULL, NULL)").await;
+    assert_eq!(code(&mut s, "SET CONSTRAINTS ALL IMMEDIATE").await, "23503");
+    ok(&mut s, "ROLLBACK").await;
+
+    // SET CONSTRAINTS names constraints that are there and deferrable.
+    ok(&mut s, "BEGIN").await;
+    assert_eq!(
+        code(&mut s, "SET CONSTRAINTS nosuch DEFERRED").await,
+        "42704"
+    );
+    ok(&mut s, "ROLLBACK").await;
+    for name in ["c_q", "c_pkey", "p_code_key"] {
+        ok(&mut s, "BEGIN").await;
+        let sql = format!("SET CONSTRAINTS {name} DEFERRED");
+        assert_eq!(
+            error_message(&mut s, &sql).await,
+            format!("constraint \"{name}\" is not deferrable")
+        );
+        ok(&mut s, "ROLLBACK").await;
+    }
+    assert_eq!(code(&mut s, "SET CONSTRAINTS ALL LATER").await, "42601");
+    assert_eq!(code(&mut s, "SET CONSTRAINTS DEFERRED").await, "42601");
+    // Outside a block it does nothing (PostgreSQL warns).
+    assert_eq!(
+        ok(&mut s, "SET CONSTRAINTS ALL IMMEDIATE").await,
+        "SET CONSTRAINTS"
+    );
+    assert_eq!(
+        code(&mut s, "INSERT INTO c VALUES (3, NULL, 'zz', NULL)").await,
+        "23503"
+    );
+    // Over the extended protocol too.
+    ok(&mut s, "BEGIN").await;
+    let set = s
+        .prepare("SET CONSTRAINTS ALL DEFERRED", &[])
+        .await
+        .unwrap();
+    s.execute_prepared(&set, vec![]).await.unwrap();
+    ok(&mut s, "INSERT INTO c VALUES (3, NULL, 'zz', NULL)").await;
+    assert_eq!(code(&mut s, "COMMIT").await, "23503");
+}
+
+/// The checks a transaction defers are bounded (`deferred_checks_max`): past it the
+/// statement fails with 54000 and nothing is written.
+#[tokio::test]
+async fn deferred_foreign_key_checks_are_bounded_per_transaction() {
+    let db = TestDb::with_config(SqlConfig {
+        deferred_checks_max: 3,
+        ..SqlConfig::default()
+    })
+    .await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE p (id INT PRIMARY KEY)").await;
+    ok(
+        &mut s,
+        "CREATE TABLE c (id INT PRIMARY KEY, pid INT REFERENCES p INITIALLY DEFERRED)",
+    )
+    .await;
+    ok(&mut s, "INSERT INTO p SELECT * FROM generate_series(1, 10)").await;
+    ok(&mut s, "BEGIN").await;
+    ok(&mut s, "INSERT INTO c VALUES (1, 1), (2, 2)").await;
+    // A row written twice is one check.
+    ok(&mut s, "UPDATE c SET pid = 3 WHERE id = 1").await;
+    ok(&mut s, "INSERT INTO c VALUES (3, 3)").await;
+    let e = run(&mut s, "INSERT INTO c VALUES (4, 4)")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "54000");
+    assert!(e.message.contains("more than 3"), "{}", e.message);
+    assert_eq!(s.transaction_state(), TransactionState::Failed);
+    ok(&mut s, "ROLLBACK").await;
+    // Checked as they go, they are not kept.
+    ok(&mut s, "BEGIN").await;
+    ok(&mut s, "INSERT INTO c VALUES (1, 1), (2, 2), (3, 3)").await;
+    ok(&mut s, "SET CONSTRAINTS ALL IMMEDIATE").await;
+    ok(&mut s, "SET CONSTRAINTS ALL DEFERRED").await;
+    ok(&mut s, "INSERT INTO c VALUES (4, 4), (5, 5)").await;
+    ok(&mut s, "COMMIT").await;
+    assert_eq!(rows(&mut s, "SELECT count(*) FROM c").await, vec!["5"]);
+    // A referenced key removed counts too.
+    ok(&mut s, "BEGIN").await;
+    let e = run(&mut s, "DELETE FROM p WHERE id > 6").await.unwrap_err();
+    assert_eq!(e.code, "54000");
+    ok(&mut s, "ROLLBACK").await;
+    assert_eq!(rows(&mut s, "SELECT count(*) FROM p").await, vec!["10"]);
+}
+
+/// A deferred reference is checked against the newest rows at commit, and locks what it
+/// found until the transaction ends.
+#[tokio::test]
+async fn a_deferred_reference_is_checked_and_locked_at_commit() {
+    let db = TestDb::new().await;
+    let mut a = db.session();
+    let mut b = db.session();
+    ok(&mut a, "CREATE TABLE p (id INT PRIMARY KEY)").await;
+    ok(
+        &mut a,
+        "CREATE TABLE c (id INT PRIMARY KEY, pid INT REFERENCES p INITIALLY DEFERRED)",
+    )
+    .await;
+    ok(&mut a, "INSERT INTO p VALUES (1), (2)").await;
+    // Its referenced row committed by another transaction before the commit: found.
+    ok(&mut a, "BEGIN").await;
+    ok(&mut a, "INSERT INTO c VALUES (1, 3)").await;
+    ok(&mut b, "INSERT INTO p VALUES (3)").await;
+    ok(&mut a, "COMMIT").await;
+    // Deleted by another before the commit (nothing locked it yet): the commit fails.
+    ok(&mut a, "BEGIN").await;
+    ok(&mut a, "INSERT INTO c VALUES (2, 1)").await;
+    ok(&mut b, "DELETE FROM p WHERE id = 1").await;
+    assert_eq!(code(&mut a, "COMMIT").await, "23503");
+    // Once checked (SET CONSTRAINTS ... IMMEDIATE), the row is locked until the end.
+    ok(&mut a, "BEGIN").await;
+    ok(&mut a, "INSERT INTO c VALUES (2, 2)").await;
+    ok(&mut a, "SET CONSTRAINTS ALL IMMEDIATE").await;
+    ok(&mut b, "SET lock_timeout = '100ms'").await;
+    assert_eq!(code(&mut b, "DELETE FROM p WHERE id = 2").await, "55P03");
+    ok(&mut a, "COMMIT").await;
+    assert_eq!(code(&mut b, "DELETE FROM p WHERE id = 2").await, "23503");
 }

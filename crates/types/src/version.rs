@@ -17,7 +17,7 @@ pub type ClusterVersion = u32;
 pub const CLUSTER_VERSION_BASE: ClusterVersion = 1;
 
 /// The newest cluster version this build understands.
-pub const BINARY_CLUSTER_VERSION: ClusterVersion = 6;
+pub const BINARY_CLUSTER_VERSION: ClusterVersion = 7;
 
 // A build understands every feature it gates. (Every build so far also runs in a
 // cluster at any older version, down to the base: one that drops an old version's
@@ -26,6 +26,7 @@ const _: () = assert!(Feature::SetNotNull.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::RegionMerge.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::ForeignKeys.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::AddForeignKey.since() <= BINARY_CLUSTER_VERSION);
+const _: () = assert!(Feature::DeferrableForeignKeys.since() <= BINARY_CLUSTER_VERSION);
 
 /// A behaviour gated by the cluster version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +48,11 @@ pub enum Feature {
     /// online jobs: every meta member must decode the job kinds, and every SQL node must
     /// know a foreign key that is not validated yet.
     AddForeignKey,
+    /// DEFERRABLE foreign keys, checked at commit (or at SET CONSTRAINTS ... IMMEDIATE):
+    /// a node of an older build would decode one as NOT DEFERRABLE and refuse, as each
+    /// statement ends, rows that other nodes let a transaction write before their
+    /// references.
+    DeferrableForeignKeys,
 }
 
 impl Feature {
@@ -57,6 +63,7 @@ impl Feature {
             Feature::RegionMerge => 4,
             Feature::ForeignKeys => 5,
             Feature::AddForeignKey => 6,
+            Feature::DeferrableForeignKeys => 7,
         }
     }
 
@@ -67,6 +74,7 @@ impl Feature {
             Feature::RegionMerge => "region merge",
             Feature::ForeignKeys => "a FOREIGN KEY constraint",
             Feature::AddForeignKey => "ALTER TABLE ... ADD FOREIGN KEY",
+            Feature::DeferrableForeignKeys => "a DEFERRABLE foreign key",
         }
     }
 
