@@ -3,9 +3,9 @@
 //! job, so IF [NOT] EXISTS is honoured at both points and a retried job is harmless.
 
 use flotilla_catalog::{CatalogSnapshot, ColumnDef, Handle, TableDef};
-use flotilla_types::TableId;
+use flotilla_types::{ColumnId, TableId};
 
-use crate::job::{AlterAction, JobError};
+use crate::job::{AlterAction, ColumnSpec, JobError};
 
 /// Applies `actions` in order to the table `table_id` of `snapshot`. Returns the changed
 /// table, `None` if every action was skipped by IF [NOT] EXISTS, or the first error (then
@@ -51,6 +51,26 @@ fn column_exists(table: &TableDef, name: &str) -> JobError {
     )
 }
 
+/// Adds `column` to `table` (42701 if it has one of that name); returns its id.
+pub fn add_column(table: &mut TableDef, column: &ColumnSpec) -> Result<ColumnId, JobError> {
+    if table.column(&column.name).is_some() {
+        return Err(column_exists(table, &column.name));
+    }
+    let id = table.next_column_id;
+    table.columns.push(ColumnDef {
+        id,
+        name: column.name.clone(),
+        ty: column.ty.clone(),
+        nullable: column.nullable,
+        not_null_pending: false,
+        default: column.default.clone(),
+        origin_default: column.origin_default.clone(),
+        sequence: None,
+    });
+    table.next_column_id += 1;
+    Ok(id)
+}
+
 /// Applies one action; true if it changed the table.
 fn apply_one(
     snapshot: &CatalogSnapshot,
@@ -62,23 +82,10 @@ fn apply_one(
             column,
             if_not_exists,
         } => {
-            if table.column(&column.name).is_some() {
-                if *if_not_exists {
-                    return Ok(false);
-                }
-                return Err(column_exists(table, &column.name));
+            if table.column(&column.name).is_some() && *if_not_exists {
+                return Ok(false);
             }
-            table.columns.push(ColumnDef {
-                id: table.next_column_id,
-                name: column.name.clone(),
-                ty: column.ty.clone(),
-                nullable: column.nullable,
-                not_null_pending: false,
-                default: column.default.clone(),
-                origin_default: column.origin_default.clone(),
-                sequence: None,
-            });
-            table.next_column_id += 1;
+            add_column(table, column)?;
             Ok(true)
         }
         AlterAction::DropColumn { name, if_exists } => {

@@ -148,12 +148,19 @@ pub fn remove_constraint<C: Validated>(
     table_id: TableId,
     table_name: &str,
     name: &str,
+    column: Option<&str>,
 ) -> Result<Option<TableDef>, JobError> {
     let mut table = table_of(snapshot, table_id, table_name)?;
     let list = C::of(&mut table);
     let before = list.len();
     list.retain(|c| c.name() != name);
-    let removed = list.len() < before;
+    let mut removed = list.len() < before;
+    if let Some(column) = column {
+        // Added by the same job, which ran alone on the table: nothing else uses it.
+        let before = table.columns.len();
+        table.columns.retain(|c| c.name != column);
+        removed |= table.columns.len() < before;
+    }
     Ok(removed.then_some(table))
 }
 

@@ -9,7 +9,7 @@ use flotilla_types::{ColumnId, IndexId, TableId};
 
 use crate::check::name_taken;
 use crate::index::table_of;
-use crate::job::JobError;
+use crate::job::{ColumnSpec, JobError};
 
 /// Fails unless each foreign key of `table` (about to be committed) finds its referenced
 /// table and, there, a public unique index over exactly its referenced columns.
@@ -56,12 +56,20 @@ pub fn plan_add_foreign_key(
     table_id: TableId,
     table_name: &str,
     fk: &ForeignKeyDef,
+    column: Option<&ColumnSpec>,
 ) -> Result<TableDef, JobError> {
     let mut table = table_of(snapshot, table_id, table_name)?;
     if table.has_constraint(&fk.name) {
         return Err(name_taken(&table, &fk.name));
     }
-    if fk.columns.iter().any(|c| table.column_by_id(*c).is_none()) {
+    // The column added with it must get the id the constraint was planned with (another
+    // column added since would have taken it).
+    let added = column
+        .map(|c| crate::alter::add_column(&mut table, c))
+        .transpose()?;
+    if fk.columns.iter().any(|c| table.column_by_id(*c).is_none())
+        || added.is_some_and(|id| !fk.columns.contains(&id))
+    {
         return Err(JobError::fatal(
             "40001",
             format!(

@@ -260,6 +260,11 @@ pub enum JobKind {
         fk: flotilla_catalog::ForeignKeyDef,
         /// Scan the existing rows (false: `NOT VALID`).
         validate: bool,
+        /// ADD COLUMN ... REFERENCES: the column to add with the constraint, in the same
+        /// step (the constraint's columns name it by the id it is to get); a rollback
+        /// removes both.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        column: Option<ColumnSpec>,
     },
     /// VALIDATE CONSTRAINT of a `NOT VALID` foreign key: a scan of the rows, then
     /// validated. A row without its referenced row fails the job (23503) and leaves the
@@ -284,7 +289,7 @@ impl JobKind {
             {
                 Some(Feature::DeferrableForeignKeys)
             }
-            JobKind::AddForeignKey { fk, .. } if fk.deferrable => {
+            JobKind::AddForeignKey { fk, column, .. } if fk.deferrable || column.is_some() => {
                 Some(Feature::DeferrableForeignKeys)
             }
             JobKind::SetNotNull { .. } => Some(flotilla_types::version::Feature::SetNotNull),
@@ -374,11 +379,23 @@ impl JobKind {
                 table,
                 fk,
                 validate,
+                column: None,
                 ..
             } => format!(
                 "ALTER TABLE {table} ADD CONSTRAINT {} FOREIGN KEY{}",
                 fk.name,
                 if *validate { "" } else { " NOT VALID" }
+            ),
+            JobKind::AddForeignKey {
+                table,
+                fk,
+                column: Some(column),
+                ..
+            } => format!(
+                "ALTER TABLE {table} ADD COLUMN {} {} CONSTRAINT {} REFERENCES",
+                column.name,
+                column.ty.pg_name(),
+                fk.name
             ),
             JobKind::SetNotNull { table, column, .. } => {
                 format!("ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL")

@@ -746,7 +746,7 @@ impl JobQueue {
                 job,
                 &snapshot,
                 (table_id, &table, &check.name),
-                validate,
+                (validate, None),
                 || plan_add_check(&snapshot, table_id, &table, &check, &column_names),
                 &|queue, job, check| queue.check_rows(job, &snapshot, table_id, check, 2, None),
             ),
@@ -765,12 +765,13 @@ impl JobQueue {
                 table,
                 fk,
                 validate,
+                column,
             } => self.add_constraint_step::<ForeignKeyDef>(
                 job,
                 &snapshot,
                 (table_id, &table, &fk.name),
-                validate,
-                || plan_add_foreign_key(&snapshot, table_id, &table, &fk),
+                (validate, column.as_ref().map(|c| c.name.as_str())),
+                || plan_add_foreign_key(&snapshot, table_id, &table, &fk, column.as_ref()),
                 &|queue, job, fk| queue.check_references(job, &snapshot, table_id, fk, 2),
             ),
             JobKind::ValidateForeignKey {
@@ -845,13 +846,14 @@ impl JobQueue {
     /// A step of a job adding constraint `name` (of kind `C`) to table `table_id`
     /// (ADD CHECK, ADD FOREIGN KEY): step 0 commits what `plan` makes of the table (the
     /// constraint enforced, not validated), then stops there if not `validate`; step 1
-    /// scans the rows with `scan`; step 2 marks it validated. A rollback removes it.
+    /// scans the rows with `scan`; step 2 marks it validated. A rollback removes it, and
+    /// `column`, the column `plan` added with it (ADD COLUMN ... REFERENCES).
     fn add_constraint_step<C: Validated>(
         &self,
         job: &mut Job,
         snapshot: &flotilla_catalog::CatalogSnapshot,
         (table_id, table, name): (TableId, &str, &str),
-        validate: bool,
+        (validate, column): (bool, Option<&str>),
         plan: impl FnOnce() -> Result<TableDef, JobError>,
         scan: &ConstraintScan<'_, C>,
     ) -> Outcome {
@@ -872,7 +874,7 @@ impl JobQueue {
             }
             2 => set_validated::<C>(snapshot, table_id, table, name)
                 .map(|t| (t, STEP_DONE, "public")),
-            STEP_ROLLBACK => remove_constraint::<C>(snapshot, table_id, table, name)
+            STEP_ROLLBACK => remove_constraint::<C>(snapshot, table_id, table, name, column)
                 .map(|t| (t, STEP_ROLLED_BACK, "absent (rolled back)")),
             _ => return self.end_unchanged(job, snapshot.version),
         };

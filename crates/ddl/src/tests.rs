@@ -1192,6 +1192,7 @@ fn add_foreign_key(name: &str, validate: bool) -> JobKind {
         table: "child".into(),
         fk,
         validate,
+        column: None,
     }
 }
 
@@ -1244,6 +1245,19 @@ async fn an_added_foreign_key_is_enforced_before_its_scan_and_a_missing_row_roll
     }
     let e = ddl.submit(deferrable, "f6".into()).await.unwrap_err();
     assert_eq!(e.code, "0A000");
+    assert!(e.message.contains("cluster version 7"), "{}", e.message);
+    // ... as does one that adds its column.
+    let mut with_column = add_foreign_key("with_column", true);
+    if let JobKind::AddForeignKey { column, .. } = &mut with_column {
+        *column = Some(crate::job::ColumnSpec {
+            name: "qid".into(),
+            ty: SqlType::Int64,
+            nullable: true,
+            default: None,
+            origin_default: None,
+        });
+    }
+    let e = ddl.submit(with_column, "f7".into()).await.unwrap_err();
     assert!(e.message.contains("cluster version 7"), "{}", e.message);
     let mut deferring = referencing(12, "deferring", false);
     deferring.foreign_keys[0].deferrable = true;
@@ -1333,4 +1347,34 @@ async fn an_added_foreign_key_is_enforced_before_its_scan_and_a_missing_row_roll
     assert_eq!(done.state, JobState::Done, "{done:?}");
     assert_eq!(done.reorg_rows, 20);
     assert_eq!(foreign_key_state(&catalog, "later"), Some(true));
+}
+
+/// ADD COLUMN ... REFERENCES: the constraint names the column by the id it was planned
+/// to get; a column added meanwhile took it, so the step refuses (40001) rather than
+/// constrain that other column.
+#[test]
+fn a_column_added_with_its_foreign_key_gets_the_id_it_was_planned_with() {
+    let child = referencing(11, "child", false);
+    let mut fk = child.foreign_keys[0].clone();
+    fk.name = "q_fkey".into();
+    let mut snapshot = flotilla_catalog::CatalogSnapshot::default();
+    snapshot
+        .tables
+        .insert("child".into(), std::sync::Arc::new(child.clone()));
+    let column = crate::job::ColumnSpec {
+        name: "q".into(),
+        ty: SqlType::Int64,
+        nullable: true,
+        default: None,
+        origin_default: None,
+    };
+    // Planned when column 1 was the next id; it is "pid" now.
+    fk.columns = vec![1];
+    let e = crate::plan_add_foreign_key(&snapshot, 11, "child", &fk, Some(&column)).unwrap_err();
+    assert_eq!(e.code, "40001", "{}", e.message);
+    // The id the column gets: past that check, to the referenced table (not in this
+    // snapshot).
+    fk.columns = vec![child.next_column_id];
+    let e = crate::plan_add_foreign_key(&snapshot, 11, "child", &fk, Some(&column)).unwrap_err();
+    assert_eq!(e.code, "42P01", "{}", e.message);
 }

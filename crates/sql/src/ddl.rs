@@ -902,6 +902,7 @@ async fn add_constraint(
                 table: table_name.to_string(),
                 fk,
                 validate: !not_valid,
+                column: None,
             };
             run_job(session, kind)
                 .await
@@ -1369,6 +1370,15 @@ async fn alter_table(session: &mut Session, at: AlterTable) -> Result<QueryResul
     {
         return alter_constraint(session, &table, op).await;
     }
+    if at.operations.iter().any(adds_referencing_column) {
+        let [_] = at.operations.as_slice() else {
+            return Err(SqlError::unsupported(
+                "ADD COLUMN ... REFERENCES together with other changes in one ALTER TABLE; run them as separate statements",
+            ));
+        };
+        let op = at.operations.into_iter().next().expect("one operation");
+        return add_referencing_column(session, &snapshot, &table, op).await;
+    }
     let set_not_null = |op: &AlterTableOperation| {
         matches!(
             op,
@@ -1507,6 +1517,75 @@ async fn alter_constraint(
         (_, false, None) => return Err(job_error(flotilla_ddl::no_constraint(&table.name, &name))),
     };
     run_job(session, kind).await?;
+    Ok(command("ALTER TABLE"))
+}
+
+/// Whether `op` is ADD COLUMN with a REFERENCES option.
+fn adds_referencing_column(op: &AlterTableOperation) -> bool {
+    matches!(op, AlterTableOperation::AddColumn { column_def, .. }
+        if column_def.options.iter().any(|o| matches!(o.option, ColumnOption::ForeignKey(_))))
+}
+
+/// ALTER TABLE t ADD COLUMN c ... REFERENCES p: one job adds the column and its foreign
+/// key in one schema version, then checks the rows (a column with a DEFAULT gives them a
+/// value) as ADD FOREIGN KEY does; a failure removes both.
+async fn add_referencing_column(
+    session: &mut Session,
+    snapshot: &flotilla_catalog::CatalogSnapshot,
+    table: &TableDef,
+    op: AlterTableOperation,
+) -> Result<QueryResult, SqlError> {
+    let AlterTableOperation::AddColumn {
+        if_not_exists,
+        mut column_def,
+        column_position: None,
+        ..
+    } = op
+    else {
+        return Err(SqlError::unsupported(format!("ALTER TABLE {op}")));
+    };
+    let mut references = Vec::new();
+    column_def.options.retain(|o| match &o.option {
+        ColumnOption::ForeignKey(fk) => {
+            references.push((
+                o.name.as_ref().or(fk.name.as_ref()).map(ident_name),
+                fk.clone(),
+            ));
+            false
+        }
+        _ => true,
+    });
+    let [(name, fk)] = references.as_slice() else {
+        return Err(SqlError::unsupported(
+            "more than one REFERENCES on one added column; add the others with ADD FOREIGN KEY",
+        ));
+    };
+    let column = ident_name(&column_def.name);
+    if if_not_exists && table.column(&column).is_some() {
+        return Ok(command("ALTER TABLE"));
+    }
+    let spec = column_spec(session, table, &column_def).await?;
+    // The key is planned over the table as it is to be, with the column (under the id it
+    // is to get; the job checks it does).
+    let mut planned = table.clone();
+    flotilla_ddl::add_column(&mut planned, &spec).map_err(job_error)?;
+    let written = crate::foreign::Written {
+        name: name.clone(),
+        columns: vec![column],
+        fk,
+    };
+    let fk = crate::foreign::plan_column(snapshot, &planned, &written)?;
+    let hint = crate::foreign::unreferenced_rows_hint(snapshot, &planned, &fk);
+    let kind = JobKind::AddForeignKey {
+        table_id: table.id,
+        table: table.name.clone(),
+        fk,
+        validate: true,
+        column: Some(spec),
+    };
+    run_job(session, kind)
+        .await
+        .map_err(|e| with_hint_on(e, "23503", hint))?;
     Ok(command("ALTER TABLE"))
 }
 
@@ -1955,6 +2034,7 @@ async fn explain_scan_job(
                 table: table.name.clone(),
                 fk,
                 validate: !not_valid,
+                column: None,
             };
             let added = added_constraint(
                 kind,

@@ -6066,3 +6066,95 @@ async fn a_deferred_reference_is_checked_and_locked_at_commit() {
     ok(&mut a, "COMMIT").await;
     assert_eq!(code(&mut b, "DELETE FROM p WHERE id = 2").await, "23503");
 }
+
+/// ALTER TABLE ... ADD COLUMN ... REFERENCES (as Django adds a foreign key field), as
+/// PostgreSQL 15 answers: the column and its constraint come together, the rows are
+/// checked (a DEFAULT gives them a value), and a failure leaves neither.
+#[tokio::test]
+async fn a_column_added_with_references_comes_with_its_checked_foreign_key() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE p2 (id INT PRIMARY KEY)").await;
+    ok(&mut s, "CREATE TABLE k (id INT PRIMARY KEY)").await;
+    ok(&mut s, "INSERT INTO p2 VALUES (1)").await;
+    ok(&mut s, "INSERT INTO k VALUES (10), (11)").await;
+    // Django's statement, then its SET CONSTRAINTS (outside a block: nothing to do).
+    run(
+        &mut s,
+        "ALTER TABLE k ADD COLUMN p_id INT NULL CONSTRAINT k_p_id_fk REFERENCES p2 (id) \
+         DEFERRABLE INITIALLY DEFERRED; SET CONSTRAINTS k_p_id_fk IMMEDIATE",
+    )
+    .await
+    .unwrap();
+    let (code_, detail) = error_detail(&mut s, "INSERT INTO k VALUES (12, 2)").await;
+    assert_eq!(code_, "23503");
+    assert_eq!(detail, "Key (p_id)=(2) is not present in table \"p2\".");
+    ok(&mut s, "INSERT INTO k VALUES (12, 1)").await;
+    // A DEFAULT that references nothing fails the rows' check: no column is left.
+    assert_eq!(
+        error_message(
+            &mut s,
+            "ALTER TABLE k ADD COLUMN q INT DEFAULT 5 REFERENCES p2"
+        )
+        .await,
+        "insert or update on table \"k\" violates foreign key constraint \"k_q_fkey\""
+    );
+    assert_eq!(code(&mut s, "SELECT q FROM k").await, "42703");
+    ok(
+        &mut s,
+        "ALTER TABLE k ADD COLUMN r INT DEFAULT 1 REFERENCES p2",
+    )
+    .await;
+    assert_eq!(
+        rows(&mut s, "SELECT id, p_id, r FROM k ORDER BY id").await,
+        vec!["10|NULL|1", "11|NULL|1", "12|1|1"]
+    );
+    assert_eq!(code(&mut s, "DELETE FROM p2 WHERE id = 1").await, "23503");
+    // A self-reference.
+    ok(&mut s, "ALTER TABLE k ADD COLUMN up INT REFERENCES k").await;
+    ok(&mut s, "INSERT INTO k (id, up) VALUES (13, 10)").await;
+    assert_eq!(
+        code(&mut s, "INSERT INTO k (id, up) VALUES (14, 99)").await,
+        "23503"
+    );
+    // Refused before anything changes.
+    for (sql, expected) in [
+        ("ALTER TABLE k ADD COLUMN s TEXT REFERENCES p2", "42804"),
+        ("ALTER TABLE k ADD COLUMN s INT REFERENCES nosuch", "42P01"),
+        ("ALTER TABLE k ADD COLUMN id INT REFERENCES p2", "42701"),
+        (
+            "ALTER TABLE k ADD COLUMN s INT REFERENCES p2, ADD COLUMN t INT",
+            "0A000",
+        ),
+        (
+            "ALTER TABLE k ADD COLUMN s INT REFERENCES p2 REFERENCES k",
+            "0A000",
+        ),
+    ] {
+        assert_eq!(code(&mut s, sql).await, expected, "{sql}");
+    }
+    ok(
+        &mut s,
+        "ALTER TABLE k ADD COLUMN IF NOT EXISTS id INT REFERENCES p2",
+    )
+    .await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'k' \
+             ORDER BY ordinal_position"
+        )
+        .await,
+        vec!["id", "p_id", "r", "up"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT constraint_name, is_deferrable, initially_deferred \
+             FROM information_schema.table_constraints \
+             WHERE table_name = 'k' AND constraint_type = 'FOREIGN KEY' ORDER BY 1"
+        )
+        .await,
+        vec!["k_p_id_fk|YES|YES", "k_r_fkey|NO|NO", "k_up_fkey|NO|NO"]
+    );
+}
