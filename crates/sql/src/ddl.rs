@@ -1574,7 +1574,7 @@ async fn add_referencing_column(
         columns: vec![column],
         fk,
     };
-    let fk = crate::foreign::plan_column(snapshot, &planned, &written)?;
+    let fk = crate::foreign::plan_one(snapshot, &planned, &written)?;
     let hint = crate::foreign::unreferenced_rows_hint(snapshot, &planned, &fk);
     let kind = JobKind::AddForeignKey {
         table_id: table.id,

@@ -21,7 +21,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::Token;
-use flotilla_catalog::{CatalogSnapshot, ForeignKeyDef};
+use flotilla_catalog::{CatalogSnapshot, ForeignKeyDef, TableDef};
 use flotilla_codec::Datum;
 use flotilla_types::{TableId, Timestamp};
 
@@ -159,10 +159,7 @@ pub(crate) async fn check(session: &mut Session, all: bool) -> Result<(), SqlErr
     let result = run(session, &taken, all).await;
     if result.is_ok() {
         let snapshot = session.catalog();
-        let still = |c: &ConstraintId| -> bool {
-            !all && constraint(&snapshot, c)
-                .is_some_and(|(table, fk)| session.constraint_deferred(table, fk))
-        };
+        let still = |c: &ConstraintId| !all && still_deferred(session, &snapshot, c);
         taken.references.retain(|c, _| still(c));
         taken.removals.retain(|(_, c), _| still(c));
         taken.recount();
@@ -175,46 +172,36 @@ pub(crate) async fn check(session: &mut Session, all: bool) -> Result<(), SqlErr
     result
 }
 
-/// The constraint `c` names in `snapshot`, with its table's id; `None` once dropped
-/// (nothing is left to check for it).
+/// The constraint `c` names in `snapshot`: its table and its position among the table's
+/// foreign keys; `None` once dropped (nothing is left to check for it).
 fn constraint<'a>(
     snapshot: &'a CatalogSnapshot,
     c: &ConstraintId,
-) -> Option<(TableId, &'a ForeignKeyDef)> {
+) -> Option<(&'a TableDef, usize)> {
     let table = snapshot.table_by_id(c.0)?;
-    table
-        .foreign_keys
-        .iter()
-        .find(|fk| fk.name == c.1)
-        .map(|fk| (table.id, fk))
+    let f = table.foreign_keys.iter().position(|fk| fk.name == c.1)?;
+    Some((table, f))
+}
+
+/// Whether the constraint `c` names is there and still deferred in this transaction.
+fn still_deferred(session: &Session, snapshot: &CatalogSnapshot, c: &ConstraintId) -> bool {
+    constraint(snapshot, c)
+        .is_some_and(|(table, f)| session.constraint_deferred(table.id, &table.foreign_keys[f]))
 }
 
 async fn run(session: &mut Session, pending: &Pending, all: bool) -> Result<(), SqlError> {
     let snapshot = session.catalog();
-    let is_due = |c: &ConstraintId| -> bool {
-        constraint(&snapshot, c)
-            .is_some_and(|(table, fk)| all || !session.constraint_deferred(table, fk))
-    };
-    let due: BTreeSet<&ConstraintId> = pending
-        .references
-        .keys()
-        .chain(pending.removals.keys().map(|(_, c)| c))
-        .filter(|c| is_due(c))
-        .collect();
     // Referenced keys first: their locks were taken as the statements ran.
     let mut read_ts: Option<Timestamp> = None;
     for ((table_id, c), gone) in &pending.removals {
-        if !due.contains(c) {
-            continue;
-        }
-        let (Some(table), Some(child)) =
-            (snapshot.table_by_id(*table_id), snapshot.table_by_id(c.0))
+        let (Some((child, f)), Some(table)) =
+            (constraint(&snapshot, c), snapshot.table_by_id(*table_id))
         else {
             continue;
         };
-        let Some(fk) = child.foreign_keys.iter().find(|fk| fk.name == c.1) else {
+        if !all && still_deferred(session, &snapshot, c) {
             continue;
-        };
+        }
         let txn = &session.open.as_ref().expect("open transaction").txn;
         // Only keys still removed: one written again (or whose removal was undone) is
         // there for its references.
@@ -224,21 +211,19 @@ async fn run(session: &mut Session, pending: &Pending, all: bool) -> Result<(), 
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         if !still_gone.is_empty() {
+            let fk = &child.foreign_keys[f];
             crate::foreign::find_referencing(session, table, child, fk, &still_gone, &mut read_ts)
                 .await?;
         }
     }
     let newest = session.isolation() == crate::session::Isolation::ReadCommitted;
     for (c, keys) in &pending.references {
-        if !due.contains(c) {
+        let Some((table, f)) = constraint(&snapshot, c) else {
+            continue;
+        };
+        if !all && still_deferred(session, &snapshot, c) {
             continue;
         }
-        let Some(table) = snapshot.table_by_id(c.0) else {
-            continue;
-        };
-        let Some(f) = table.foreign_keys.iter().position(|fk| fk.name == c.1) else {
-            continue;
-        };
         let txn = &session.open.as_ref().expect("open transaction").txn;
         let mut rows = Vec::with_capacity(keys.len());
         for key in keys {

@@ -160,20 +160,10 @@ pub(crate) fn plan_added(
     plan_one(snapshot, table, &written)
 }
 
-/// The foreign key `written` on a column of ALTER TABLE ... ADD COLUMN, planned on `own`
-/// as it is to be with the column.
-pub(crate) fn plan_column(
-    snapshot: &CatalogSnapshot,
-    own: &TableDef,
-    written: &Written<'_>,
-) -> Result<ForeignKeyDef, SqlError> {
-    plan_one(snapshot, own, written)
-}
-
 /// `written` on `own`, resolved against `snapshot`: its columns, the referenced table
 /// and the unique index the references go through. A name not given is PostgreSQL's
 /// `table_columns_fkey`, numbered if the table has a constraint of that name.
-fn plan_one(
+pub(crate) fn plan_one(
     snapshot: &CatalogSnapshot,
     own: &TableDef,
     w: &Written<'_>,
