@@ -343,12 +343,17 @@ pub(crate) fn choose_access(table: &TableDef, filters: &[Expr]) -> Access {
         if let Some((ranges, all_equal, _)) =
             key_ranges(&record_prefix(table.storage_id), &cols, filters)
         {
-            let ranges = merge_ranges(ranges);
             if all_equal {
-                // Each range is exactly one full handle.
-                return Access::PointGets(ranges.into_iter().map(|(s, _)| s).collect());
+                // Each range is exactly one full handle: get each once (an IN list may
+                // name a value twice). Not merged as ranges are: the ranges of adjacent
+                // keys (`id IN (2, 3)`) touch, and a merged one would keep only its
+                // first key.
+                let mut keys: Vec<Vec<u8>> = ranges.into_iter().map(|(s, _)| s).collect();
+                keys.sort();
+                keys.dedup();
+                return Access::PointGets(keys);
             }
-            return Access::PrimaryRanges(ranges);
+            return Access::PrimaryRanges(merge_ranges(ranges));
         }
     }
     let mut best: Option<(usize, Access)> = None;

@@ -956,6 +956,57 @@ async fn an_in_list_naming_a_value_twice_returns_each_row_once() {
     );
 }
 
+/// Adjacent keys in an IN list over the whole primary key: each key's range ends where
+/// the next begins, and merging them as ranges kept only the first key, so
+/// `id IN (2, 3, 4, 5)` read one row and Django's `DELETE ... WHERE id IN (6, 5, 4, 3,
+/// 2)` deleted one.
+#[tokio::test]
+async fn an_in_list_of_adjacent_keys_reads_and_deletes_every_row() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v INT)").await;
+    ok(
+        &mut s,
+        "INSERT INTO t SELECT g, g FROM generate_series(1, 8) g",
+    )
+    .await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT id FROM t WHERE id IN (7, 3, 2, 1, 3) ORDER BY id"
+        )
+        .await,
+        vec!["1", "2", "3", "7"]
+    );
+    assert_eq!(
+        ok(&mut s, "UPDATE t SET v = 0 WHERE id IN (4, 5, 6, 7)").await,
+        "UPDATE 4"
+    );
+    assert_eq!(
+        ok(&mut s, "DELETE FROM t WHERE id IN (6, 5, 4, 3, 2)").await,
+        "DELETE 5"
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT id, v FROM t ORDER BY id").await,
+        vec!["1|1", "7|0", "8|8"]
+    );
+    // A composite key, both columns fixed: (1, 1) and (1, 2) are adjacent too.
+    ok(&mut s, "CREATE TABLE p (a INT, b INT, PRIMARY KEY (a, b))").await;
+    ok(
+        &mut s,
+        "INSERT INTO p SELECT a, b FROM generate_series(1, 3) a, generate_series(1, 3) b",
+    )
+    .await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT a, b FROM p WHERE a IN (1, 2, 4, 3) AND b IN (2, 1, 5, 6) ORDER BY a, b"
+        )
+        .await,
+        vec!["1|1", "1|2", "2|1", "2|2", "3|1", "3|2"]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_prepared_updates_of_one_row_all_apply() {
     let db = TestDb::new().await;
