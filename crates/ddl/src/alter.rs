@@ -2,7 +2,7 @@
 //! the statement on the SQL node that plans it and applies it in the owner that runs the
 //! job, so IF [NOT] EXISTS is honoured at both points and a retried job is harmless.
 
-use flotilla_catalog::{CatalogSnapshot, ColumnDef, Handle, TableDef};
+use flotilla_catalog::{CatalogSnapshot, ColumnDef, Handle, SqlType, TableDef};
 use flotilla_types::{ColumnId, TableId};
 
 use crate::job::{AlterAction, ColumnSpec, JobError};
@@ -69,6 +69,18 @@ pub fn add_column(table: &mut TableDef, column: &ColumnSpec) -> Result<ColumnId,
     });
     table.next_column_id += 1;
     Ok(id)
+}
+
+/// Whether a column of type `from` may become `to` by a change of the catalog alone:
+/// every value it holds is a value of `to`, stored and compared alike. A `varchar` may
+/// grow longer or unbounded and become `text`, and `text` an unbounded `varchar`.
+/// (Anything else would have to check or rewrite the rows.)
+pub fn widens(from: &SqlType, to: &SqlType) -> bool {
+    match (from, to) {
+        (SqlType::Varchar(Some(old)), SqlType::Varchar(Some(new))) => new >= old,
+        (SqlType::Varchar(_) | SqlType::Text, SqlType::Varchar(None) | SqlType::Text) => true,
+        _ => from == to,
+    }
 }
 
 /// Applies one action; true if it changed the table.
@@ -154,6 +166,26 @@ fn apply_one(
             }
             c.nullable = true;
             c.not_null_pending = false;
+            Ok(true)
+        }
+        AlterAction::WidenType { column, ty } => {
+            let Some(c) = table.columns.iter_mut().find(|c| c.name == *column) else {
+                return Err(no_column(table, column));
+            };
+            if c.ty == *ty {
+                return Ok(false);
+            }
+            if !widens(&c.ty, ty) {
+                return Err(JobError::fatal(
+                    "0A000",
+                    format!(
+                        "ALTER COLUMN TYPE from {} to {} is not supported",
+                        c.ty.pg_name(),
+                        ty.pg_name()
+                    ),
+                ));
+            }
+            c.ty = ty.clone();
             Ok(true)
         }
         AlterAction::DropCheck { name, if_exists } => {

@@ -86,6 +86,14 @@ pub enum AlterAction {
         /// The column's name.
         column: String,
     },
+    /// ALTER COLUMN TYPE to a type that holds every value of the old one, stored alike
+    /// (see `alter::widens`): no row is rewritten or checked.
+    WidenType {
+        /// The column's name.
+        column: String,
+        /// Its new type.
+        ty: SqlType,
+    },
     /// DROP CONSTRAINT [IF EXISTS] of a CHECK or FOREIGN KEY constraint. (A node still on
     /// the version before enforces it a little longer, which is only stricter.)
     DropCheck {
@@ -126,6 +134,9 @@ impl AlterAction {
             } => format!("ALTER COLUMN {column} DROP DEFAULT"),
             AlterAction::DropNotNull { column } => {
                 format!("ALTER COLUMN {column} DROP NOT NULL")
+            }
+            AlterAction::WidenType { column, ty } => {
+                format!("ALTER COLUMN {column} TYPE {}", ty.pg_name())
             }
             AlterAction::DropCheck { name, if_exists } => format!(
                 "DROP CONSTRAINT {}{name}",
@@ -291,6 +302,13 @@ impl JobKind {
             }
             JobKind::AddForeignKey { fk, column, .. } if fk.deferrable || column.is_some() => {
                 Some(Feature::DeferrableForeignKeys)
+            }
+            JobKind::AlterTable { actions, .. }
+                if actions
+                    .iter()
+                    .any(|a| matches!(a, AlterAction::WidenType { .. })) =>
+            {
+                Some(Feature::WidenColumnType)
             }
             JobKind::SetNotNull { .. } => Some(flotilla_types::version::Feature::SetNotNull),
             JobKind::CreateTable { table, .. } if !table.foreign_keys.is_empty() => {

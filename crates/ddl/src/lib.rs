@@ -32,7 +32,7 @@ pub mod wire;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use alter::{add_column, apply_alter};
+pub use alter::{add_column, apply_alter, widens};
 pub use check::{
     Validated, find_constraint, no_constraint, plan_add_check, remove_constraint, set_validated,
 };

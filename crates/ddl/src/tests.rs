@@ -1267,6 +1267,21 @@ async fn an_added_foreign_key_is_enforced_before_its_scan_and_a_missing_row_roll
         .unwrap_err();
     assert!(e.message.contains("cluster version 7"), "{}", e.message);
     assert_eq!(foreign_key_state(&catalog, "deferred"), None);
+    // Widening a column's type needs version 8: a meta member of version 7 could not
+    // decode the action.
+    queue.set_cluster_version(7);
+    let widen = JobKind::AlterTable {
+        table_id: 11,
+        table: "child".into(),
+        actions: vec![AlterAction::WidenType {
+            column: "pid".into(),
+            ty: SqlType::Text,
+        }],
+    };
+    let e = ddl.submit(widen, "w7".into()).await.unwrap_err();
+    assert_eq!(e.code, "0A000");
+    assert!(e.message.contains("cluster version 8"), "{}", e.message);
+    queue.set_cluster_version(6);
 
     let v = catalog.snapshot().version;
     let job = ddl

@@ -70,8 +70,42 @@ pub fn pg_type_of(data_type: &DataType) -> Type {
         DataType::Timestamp(_, None) => Type::TIMESTAMP,
         DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
         DataType::Interval(_) => Type::INTERVAL,
+        DataType::List(element)
+        | DataType::LargeList(element)
+        | DataType::FixedSizeList(element, _) => {
+            array_type_of(element.data_type()).unwrap_or(Type::TEXT)
+        }
         _ => Type::TEXT,
     }
+}
+
+/// The PostgreSQL array type of a one-dimensional list of `element`s, if they have a
+/// PostgreSQL type of their own. (A list of lists is sent as `text` in the array's text
+/// form.)
+fn array_type_of(element: &DataType) -> Option<Type> {
+    if matches!(
+        element,
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..)
+    ) || !is_native(element)
+    {
+        return None;
+    }
+    Some(match pg_type_of(element) {
+        Type::BOOL => Type::BOOL_ARRAY,
+        Type::INT2 => Type::INT2_ARRAY,
+        Type::INT4 => Type::INT4_ARRAY,
+        Type::INT8 => Type::INT8_ARRAY,
+        Type::FLOAT4 => Type::FLOAT4_ARRAY,
+        Type::FLOAT8 => Type::FLOAT8_ARRAY,
+        Type::NUMERIC => Type::NUMERIC_ARRAY,
+        Type::TEXT => Type::TEXT_ARRAY,
+        Type::BYTEA => Type::BYTEA_ARRAY,
+        Type::DATE => Type::DATE_ARRAY,
+        Type::TIMESTAMP => Type::TIMESTAMP_ARRAY,
+        Type::TIMESTAMPTZ => Type::TIMESTAMPTZ_ARRAY,
+        Type::INTERVAL => Type::INTERVAL_ARRAY,
+        _ => return None,
+    })
 }
 
 /// The Arrow type for a parameter type a client declared in Parse; `None` lets the server
@@ -541,9 +575,11 @@ impl ColumnEncoder<'_> {
             return Ok(());
         }
         scratch.clear();
-        if array_text(self.array, row, scratch)? {
-            // An array, in PostgreSQL's text form; described as `text`, so binary is
-            // the same bytes.
+        if self.binary && array_binary(self.array, row, scratch)? {
+            // A one-dimensional array, in PostgreSQL's binary form.
+        } else if array_text(self.array, row, scratch)? {
+            // An array in PostgreSQL's text form (one of more dimensions is described as
+            // `text`, so binary is the same bytes).
         } else if let Some(formatter) = &self.fallback {
             // Text and binary agree for `text`, the type these columns are described as.
             use std::fmt::Write;
@@ -573,6 +609,52 @@ impl ColumnEncoder<'_> {
         out.data.extend_from_slice(scratch);
         Ok(())
     }
+}
+
+/// Writes row `row` of a one-dimensional list column in PostgreSQL's binary array form:
+/// dimensions, a has-NULLs flag, the element type's OID, each dimension's length and
+/// lower bound (1), then each element's length word (-1 for NULL) and binary bytes. False
+/// if the column is no such list.
+fn array_binary(list: &dyn Array, row: usize, out: &mut Vec<u8>) -> Result<bool, SqlError> {
+    let (values, element): (ArrayRef, &DataType) = match list.data_type() {
+        DataType::List(f) => (list.as_list::<i32>().value(row), f.data_type()),
+        DataType::LargeList(f) => (list.as_list::<i64>().value(row), f.data_type()),
+        DataType::FixedSizeList(f, _) => (list.as_fixed_size_list().value(row), f.data_type()),
+        _ => return Ok(false),
+    };
+    if array_type_of(element).is_none() {
+        return Ok(false);
+    }
+    let too_long = || sql_error("54000", "array too large".to_owned());
+    let count = i32::try_from(values.len()).map_err(|_| too_long())?;
+    let has_nulls = values.null_count() > 0;
+    // An empty array has no dimensions, as PostgreSQL sends it.
+    out.extend_from_slice(&i32::from(count > 0).to_be_bytes());
+    out.extend_from_slice(&i32::from(has_nulls).to_be_bytes());
+    out.extend_from_slice(&pg_type_of(element).oid().to_be_bytes());
+    if count > 0 {
+        out.extend_from_slice(&count.to_be_bytes());
+        out.extend_from_slice(&1i32.to_be_bytes());
+    }
+    let mut item = Vec::new();
+    for i in 0..values.len() {
+        if values.is_null(i) {
+            out.extend_from_slice(&(-1i32).to_be_bytes());
+            continue;
+        }
+        let value = cell(values.as_ref(), i).ok_or_else(|| {
+            sql_error(
+                "XX000",
+                format!("array element does not match its type {element}"),
+            )
+        })?;
+        item.clear();
+        encode_binary(&value, &mut item)?;
+        let len = i32::try_from(item.len()).map_err(|_| too_long())?;
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&item);
+    }
+    Ok(true)
 }
 
 /// Writes row `row` of a list column as PostgreSQL writes an array (`{1,2,NULL}`,
@@ -1892,11 +1974,13 @@ mod tests {
             text_cells(Arc::new(list.clone())),
             vec![Some("{1,2}".to_owned()), None]
         );
-        // Described as text, so binary is the same bytes.
-        assert_eq!(
-            binary_cells(Arc::new(list)),
-            vec![Some(b"{1,2}".to_vec()), None]
-        );
+        // Described as int4[], and sent in the array's binary form when asked.
+        assert_eq!(pg_type_of(list.data_type()), Type::INT4_ARRAY);
+        let binary: Vec<u8> = [1i32, 0, 23, 2, 1, 4, 1, 4, 2]
+            .iter()
+            .flat_map(|w| w.to_be_bytes())
+            .collect();
+        assert_eq!(binary_cells(Arc::new(list)), vec![Some(binary), None]);
         // Elements that need it are quoted and escaped; nested lists nest; NULLs stay.
         let mut strings = datafusion::arrow::array::ListBuilder::new(
             datafusion::arrow::array::StringBuilder::new(),

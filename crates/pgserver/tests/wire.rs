@@ -1005,3 +1005,56 @@ async fn discard_all_resets_a_connection_for_its_next_user() {
     assert_eq!(tags(&c.sync().await), "1Z");
     server.stop().await;
 }
+
+/// A one-dimensional array is described with its array type's OID, and sent in
+/// PostgreSQL's text form, or in its binary form when asked (drivers decode it to a
+/// list either way); an array of arrays stays `text`.
+#[tokio::test]
+async fn arrays_are_typed_and_sent_in_text_or_binary() {
+    let server = Server::start(config()).await;
+    let (mut c, _) = Client::start(server.addr).await;
+    let sql = "SELECT ARRAY[1, NULL, 3], ARRAY['a b', 'c'], ARRAY[[1, 2], [3, 4]]";
+    let msgs = c.query(sql).await;
+    let oids: Vec<u32> = msgs[0].columns().iter().map(|col| col.1).collect();
+    assert_eq!(oids, vec![1007, 1009, 25]);
+    let cells = msgs[1].text_cells();
+    assert_eq!(cells[0].as_deref(), Some("{1,NULL,3}"));
+    assert_eq!(cells[1].as_deref(), Some("{\"a b\",c}"));
+    assert_eq!(cells[2].as_deref(), Some("{{1,2},{3,4}}"));
+
+    c.parse("", sql, &[]).await;
+    c.bind("", "", &[], &[], &[1]).await;
+    c.execute("", 0).await;
+    let msgs = c.sync().await;
+    assert_eq!(tags(&msgs), "12DCZ", "{msgs:?}");
+    let cells = msgs[2].cells();
+    let int4s: Vec<u8> = [
+        &1i32.to_be_bytes()[..], // dimensions
+        &1i32.to_be_bytes(),     // has NULLs
+        &23u32.to_be_bytes(),    // element type int4
+        &3i32.to_be_bytes(),     // length
+        &1i32.to_be_bytes(),     // lower bound
+        &4i32.to_be_bytes(),
+        &1i32.to_be_bytes(),
+        &(-1i32).to_be_bytes(),
+        &4i32.to_be_bytes(),
+        &3i32.to_be_bytes(),
+    ]
+    .concat();
+    assert_eq!(cells[0].as_deref(), Some(&int4s[..]));
+    let texts: Vec<u8> = [
+        &1i32.to_be_bytes()[..],
+        &0i32.to_be_bytes(),
+        &25u32.to_be_bytes(),
+        &2i32.to_be_bytes(),
+        &1i32.to_be_bytes(),
+        &3i32.to_be_bytes(),
+        b"a b",
+        &1i32.to_be_bytes(),
+        b"c",
+    ]
+    .concat();
+    assert_eq!(cells[1].as_deref(), Some(&texts[..]));
+    assert_eq!(cells[2].as_deref(), Some(&b"{{1,2},{3,4}}"[..]));
+    server.stop().await;
+}

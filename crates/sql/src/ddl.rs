@@ -1646,6 +1646,27 @@ async fn alter_actions(
                     }]
                 }
                 AlterColumnOperation::DropNotNull => vec![AlterAction::DropNotNull { column }],
+                AlterColumnOperation::SetDataType {
+                    data_type, using, ..
+                } => {
+                    if using.is_some() {
+                        return Err(SqlError::unsupported("ALTER COLUMN TYPE ... USING")
+                            .with_hint(WIDEN_HINT));
+                    }
+                    let Some(def) = table.column(&column) else {
+                        return Err(crate::dml::no_such_column(table, &column));
+                    };
+                    let ty = sql_type(&data_type)?;
+                    if !flotilla_ddl::widens(&def.ty, &ty) {
+                        return Err(SqlError::unsupported(format!(
+                            "ALTER COLUMN TYPE from {} to {}",
+                            def.ty.pg_name(),
+                            ty.pg_name()
+                        ))
+                        .with_hint(WIDEN_HINT));
+                    }
+                    vec![AlterAction::WidenType { column, ty }]
+                }
                 AlterColumnOperation::AddGenerated {
                     generated_as,
                     sequence_options,
@@ -1679,6 +1700,9 @@ async fn alter_actions(
         other => return Err(SqlError::unsupported(format!("ALTER TABLE {other}"))),
     })
 }
+
+/// What ALTER COLUMN TYPE can do, for its refusals.
+const WIDEN_HINT: &str = "Only a varchar or text column can change type, to a longer varchar or to text (no row is rewritten). Add a new column, copy the values over, and drop the old one.";
 
 /// A column to add, with the value existing rows read as.
 async fn column_spec(

@@ -1,16 +1,22 @@
 //! A read-only `pg_catalog` schema computed from the catalog snapshot, for the
 //! introspection queries drivers and ORMs send (SQLAlchemy's `has_table`, for one):
-//! `pg_namespace`, `pg_class`, `pg_attribute` and `pg_type`, with PostgreSQL's column
-//! names and a subset of its columns. OIDs are `bigint` here (PostgreSQL's `oid` is an
-//! unsigned 32-bit type): a table's is its id, a sequence's its id, an index's its table's
-//! id times 65,536 plus its own. Everything lives in the one schema `public` (OID 2200).
+//! `pg_namespace`, `pg_class`, `pg_attribute`, `pg_type`, `pg_constraint`, `pg_index`,
+//! `pg_attrdef`, `pg_depend`, `pg_am` and `pg_collation`, with PostgreSQL's column names
+//! and a subset of its columns. OIDs are `bigint` here (PostgreSQL's `oid` is an unsigned
+//! 32-bit type): a table's is its id, a sequence's its id, an index's its table's id
+//! times 65,536 plus its own, and a constraint's its table's id times 65,536 plus 32,768
+//! plus its place among the table's constraints (so a constraint's OID holds only within
+//! one catalog version). Everything lives in the one schema `public` (OID 2200).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::Array;
-use datafusion::arrow::array::{ArrayRef, BooleanArray, Int16Array, Int64Array, StringArray};
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, Int16Array, Int64Array, ListArray, StringArray,
+};
 use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::Int16Type;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{SchemaProvider, TableProvider};
@@ -20,7 +26,14 @@ use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
-use flotilla_catalog::{CatalogRef, CatalogSnapshot, Identity, SqlType};
+use flotilla_catalog::{
+    CatalogRef, CatalogSnapshot, CheckDef, ColumnDef, ForeignKeyDef, Identity, IndexDef,
+    IndexState, SqlType, TableDef,
+};
+
+use flotilla_types::ColumnId;
+
+use crate::sequence::nextval_default;
 
 use crate::error::SqlError;
 
@@ -31,7 +44,40 @@ const OWNER_OID: i64 = 10;
 
 /// The tables of the schema; also found unqualified, as PostgreSQL searches `pg_catalog`
 /// first (a user table of the same name wins here).
-pub(crate) const TABLES: [&str; 4] = ["pg_namespace", "pg_class", "pg_attribute", "pg_type"];
+pub(crate) const TABLES: [&str; 10] = [
+    "pg_namespace",
+    "pg_class",
+    "pg_attribute",
+    "pg_type",
+    "pg_constraint",
+    "pg_index",
+    "pg_attrdef",
+    "pg_depend",
+    "pg_am",
+    "pg_collation",
+];
+
+/// The OIDs PostgreSQL gives its catalog tables, which `'pg_class'::regclass` names (as
+/// `pg_depend.classid` holds them).
+const CATALOG_TABLE_OIDS: [(&str, i64); 10] = [
+    ("pg_namespace", 2615),
+    ("pg_class", 1259),
+    ("pg_attribute", 1249),
+    ("pg_type", 1247),
+    ("pg_constraint", 2606),
+    ("pg_index", 2610),
+    ("pg_attrdef", 2604),
+    ("pg_depend", 2608),
+    ("pg_am", 2601),
+    ("pg_collation", 3456),
+];
+const PG_CLASS_OID: i64 = 1259;
+/// `btree`'s OID in `pg_am`, the access method of every index.
+const BTREE_OID: i64 = 403;
+/// `heap`'s OID in `pg_am`, the access method of every table.
+const HEAP_OID: i64 = 2;
+/// The OID of collation `default`, which every text column has.
+const DEFAULT_COLLATION_OID: i64 = 100;
 
 /// Every type name `regtype` knows, with its OID.
 const TYPE_NAMES: [(&str, i64); 22] = [
@@ -84,9 +130,199 @@ pub(crate) fn pg_type_name(ty: &SqlType) -> &'static str {
     pg_type(ty).1
 }
 
+/// A column type's `atttypmod`: its declared length or precision and scale, encoded as
+/// PostgreSQL does (plus 4, the varlena header), or -1 for none.
+fn type_modifier(ty: &SqlType) -> i64 {
+    match ty {
+        SqlType::Varchar(Some(n)) | SqlType::Char(n) => i64::from(*n) + 4,
+        SqlType::Numeric { precision, scale } => {
+            ((i64::from(*precision) << 16) | (i64::from(*scale) & 0xffff)) + 4
+        }
+        _ => -1,
+    }
+}
+
+/// Whether values of the type are text, and so collated (by the default collation).
+fn is_collatable(ty: &SqlType) -> bool {
+    matches!(ty, SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_))
+}
+
 /// The OID of index `index_id` of table `table_id`.
-fn index_oid(table_id: i64, index_id: i64) -> i64 {
+pub(crate) fn index_oid(table_id: i64, index_id: i64) -> i64 {
     (table_id << 16) + index_id
+}
+
+/// A column's number in `pg_attribute` (`attnum`): its place in the table, from 1.
+pub(crate) fn attnum(table: &TableDef, column: ColumnId) -> i16 {
+    table
+        .column_position(column)
+        .map_or(0, |p| i16::try_from(p + 1).unwrap_or(i16::MAX))
+}
+
+fn attnums(table: &TableDef, columns: &[ColumnId]) -> Vec<i16> {
+    columns.iter().map(|c| attnum(table, *c)).collect()
+}
+
+/// What a constraint is, with its definition in the catalog.
+pub(crate) enum ConstraintKind<'a> {
+    /// A primary key or unique constraint, and its index.
+    Index(&'a IndexDef),
+    Check(&'a CheckDef),
+    Foreign(&'a ForeignKeyDef),
+}
+
+/// A constraint as `pg_constraint` lists it.
+pub(crate) struct Constraint<'a> {
+    pub(crate) oid: i64,
+    pub(crate) table: &'a TableDef,
+    pub(crate) kind: ConstraintKind<'a>,
+}
+
+impl<'a> Constraint<'a> {
+    fn foreign(&self) -> Option<&'a ForeignKeyDef> {
+        match self.kind {
+            ConstraintKind::Foreign(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self.kind {
+            ConstraintKind::Index(i) => &i.name,
+            ConstraintKind::Check(c) => &c.name,
+            ConstraintKind::Foreign(f) => &f.name,
+        }
+    }
+
+    /// `contype`: p(rimary key), u(nique), c(heck) or f(oreign key).
+    fn contype(&self) -> &'static str {
+        match self.kind {
+            ConstraintKind::Index(i) if i.primary => "p",
+            ConstraintKind::Index(_) => "u",
+            ConstraintKind::Check(_) => "c",
+            ConstraintKind::Foreign(_) => "f",
+        }
+    }
+
+    fn columns(&self) -> &[ColumnId] {
+        match self.kind {
+            ConstraintKind::Index(i) => &i.columns,
+            ConstraintKind::Check(c) => &c.columns,
+            ConstraintKind::Foreign(f) => &f.columns,
+        }
+    }
+
+    /// The definition as `pg_get_constraintdef` prints it.
+    pub(crate) fn definition(&self, snapshot: &CatalogSnapshot) -> String {
+        let table = self.table;
+        match self.kind {
+            ConstraintKind::Index(i) => format!(
+                "{} ({})",
+                if i.primary { "PRIMARY KEY" } else { "UNIQUE" },
+                table.column_list(&i.columns)
+            ),
+            ConstraintKind::Check(c) => check_def(c),
+            ConstraintKind::Foreign(fk) => foreign_key_def(snapshot, table, fk),
+        }
+    }
+}
+
+/// A check constraint as `pg_get_constraintdef` prints it: `CHECK (a > 0)`.
+pub(crate) fn check_def(check: &CheckDef) -> String {
+    format!(
+        "CHECK ({}){}",
+        check.expr,
+        if check.validated { "" } else { " NOT VALID" }
+    )
+}
+
+/// A foreign key as `pg_get_constraintdef` prints it:
+/// `FOREIGN KEY (a) REFERENCES parent(id)`.
+pub(crate) fn foreign_key_def(
+    snapshot: &CatalogSnapshot,
+    table: &TableDef,
+    fk: &ForeignKeyDef,
+) -> String {
+    let Some(parent) = snapshot.referenced_table(table, fk) else {
+        return format!("FOREIGN KEY ({})", table.column_list(&fk.columns));
+    };
+    format!(
+        "FOREIGN KEY ({}) REFERENCES {}({}){}{}{}",
+        table.column_list(&fk.columns),
+        parent.name,
+        parent.column_list(&fk.ref_columns),
+        if fk.deferrable { " DEFERRABLE" } else { "" },
+        if fk.initially_deferred {
+            " INITIALLY DEFERRED"
+        } else {
+            ""
+        },
+        if fk.validated { "" } else { " NOT VALID" }
+    )
+}
+
+/// An index as `pg_get_indexdef` prints it.
+pub(crate) fn index_def(table: &TableDef, index: &IndexDef) -> String {
+    format!(
+        "CREATE {}INDEX {} ON public.{} USING btree ({})",
+        if index.unique { "UNIQUE " } else { "" },
+        index.name,
+        table.name,
+        table.column_list(&index.columns)
+    )
+}
+
+/// The first OID of table `table_id`'s constraints.
+const CONSTRAINT_OID_BASE: i64 = 0x8000;
+
+/// The constraints of `table`: its primary key and unique indexes (every unique index
+/// is a constraint here, as Flotilla keeps no other kind), checks and foreign keys.
+pub(crate) fn table_constraints(table: &TableDef) -> impl Iterator<Item = Constraint<'_>> {
+    let indexes = table
+        .indexes
+        .iter()
+        .filter(|i| i.unique)
+        .map(ConstraintKind::Index);
+    let checks = table.checks.iter().map(ConstraintKind::Check);
+    let fks = table.foreign_keys.iter().map(ConstraintKind::Foreign);
+    indexes
+        .chain(checks)
+        .chain(fks)
+        .enumerate()
+        .map(move |(n, kind)| Constraint {
+            oid: (table.id << 16) + CONSTRAINT_OID_BASE + n as i64,
+            table,
+            kind,
+        })
+}
+
+/// The constraint with OID `oid`.
+pub(crate) fn constraint_by_oid(snapshot: &CatalogSnapshot, oid: i64) -> Option<Constraint<'_>> {
+    let table = snapshot.table_by_id(oid >> 16)?;
+    table_constraints(table).find(|c| c.oid == oid)
+}
+
+/// The index with OID `oid`, and its table.
+pub(crate) fn index_by_oid(snapshot: &CatalogSnapshot, oid: i64) -> Option<(&TableDef, &IndexDef)> {
+    let table = snapshot.table_by_id(oid >> 16)?;
+    let index = table
+        .indexes
+        .iter()
+        .find(|i| index_oid(table.id, i.id) == oid)?;
+    Some((table, index))
+}
+
+/// A column's default as PostgreSQL shows it (`pg_attrdef`): a serial column's sequence
+/// as a `regclass`; an identity column has none (its identity stands instead).
+pub(crate) fn shown_default(c: &ColumnDef) -> Option<String> {
+    match &c.sequence {
+        Some(s) if s.identity.is_some() => None,
+        Some(s) if c.default.as_deref() == Some(nextval_default(s).as_str()) => Some(format!(
+            "nextval('{}'::regclass)",
+            s.name.replace('\'', "''")
+        )),
+        _ => c.default.clone(),
+    }
 }
 
 /// The values of one column of a catalog table.
@@ -97,6 +333,8 @@ pub(crate) enum Column {
     Text(Vec<String>),
     OptText(Vec<Option<String>>),
     Bool(Vec<bool>),
+    /// An `int2[]` (or `int2vector`), NULL where None.
+    SmallList(Vec<Option<Vec<i16>>>),
 }
 
 /// A catalog table of `columns`, each named.
@@ -111,6 +349,10 @@ pub(crate) fn table(columns: Vec<(&str, Column)>) -> DfResult<Arc<dyn TableProvi
                 Column::Text(_) => (DataType::Utf8, false),
                 Column::OptText(_) => (DataType::Utf8, true),
                 Column::Bool(_) => (DataType::Boolean, false),
+                Column::SmallList(_) => (
+                    DataType::List(Arc::new(Field::new_list_field(DataType::Int16, true))),
+                    true,
+                ),
             };
             Field::new(*name, ty, nullable)
         })
@@ -125,6 +367,10 @@ pub(crate) fn table(columns: Vec<(&str, Column)>) -> DfResult<Arc<dyn TableProvi
             Column::Text(v) => Arc::new(StringArray::from(v)),
             Column::OptText(v) => Arc::new(StringArray::from(v)),
             Column::Bool(v) => Arc::new(BooleanArray::from(v)),
+            Column::SmallList(v) => Arc::new(ListArray::from_iter_primitive::<Int16Type, _, _>(
+                v.into_iter()
+                    .map(|l| l.map(|l| l.into_iter().map(Some).collect::<Vec<_>>())),
+            )),
         })
         .collect();
     let batch = RecordBatch::try_new(schema.clone(), arrays)?;
@@ -189,17 +435,37 @@ impl PgCatalogSchema {
             ("relpersistence", Column::Text(vec!["p".into(); n])),
             ("relispartition", Column::Bool(vec![false; n])),
             ("reltablespace", Column::Int(vec![0; n])),
+            (
+                "relam",
+                Column::Int(
+                    rows.iter()
+                        .map(|r| match r.2 {
+                            "i" => BTREE_OID,
+                            "r" => HEAP_OID,
+                            _ => 0,
+                        })
+                        .collect(),
+                ),
+            ),
+            ("reloptions", Column::OptText(vec![None; n])),
         ])
     }
 
     fn pg_attribute(&self) -> DfResult<Arc<dyn TableProvider>> {
         let (mut relid, mut name, mut typid, mut num) = (vec![], vec![], vec![], vec![]);
         let (mut notnull, mut hasdef, mut identity) = (vec![], vec![], vec![]);
+        let (mut typmod, mut collation) = (vec![], vec![]);
         for t in self.snapshot.tables.values() {
             for (pos, c) in t.columns.iter().enumerate() {
                 relid.push(t.id);
                 name.push(c.name.clone());
                 typid.push(pg_type(&c.ty).0);
+                typmod.push(type_modifier(&c.ty));
+                collation.push(if is_collatable(&c.ty) {
+                    DEFAULT_COLLATION_OID
+                } else {
+                    0
+                });
                 num.push(i16::try_from(pos + 1).unwrap_or(i16::MAX));
                 notnull.push(!c.nullable);
                 hasdef.push(c.default.is_some());
@@ -224,6 +490,8 @@ impl PgCatalogSchema {
             ("attisdropped", Column::Bool(vec![false; n])),
             ("attidentity", Column::Text(identity)),
             ("attgenerated", Column::Text(vec![String::new(); n])),
+            ("atttypmod", Column::Int(typmod)),
+            ("attcollation", Column::Int(collation)),
         ])
     }
 
@@ -262,6 +530,290 @@ impl PgCatalogSchema {
             // No array types here (0, as for a type without one).
             ("typarray", Column::Int(vec![0; n])),
             ("typdelim", Column::Text(vec![",".into(); n])),
+            ("typnotnull", Column::Bool(vec![false; n])),
+            ("typbasetype", Column::Int(vec![0; n])),
+            ("typelem", Column::Int(vec![0; n])),
+            (
+                "typcollation",
+                Column::Int(
+                    types
+                        .iter()
+                        .map(|t| {
+                            if is_collatable(t) {
+                                DEFAULT_COLLATION_OID
+                            } else {
+                                0
+                            }
+                        })
+                        .collect(),
+                ),
+            ),
+        ])
+    }
+
+    fn pg_constraint(&self) -> DfResult<Arc<dyn TableProvider>> {
+        let snapshot = &self.snapshot;
+        let all: Vec<Constraint<'_>> = snapshot
+            .tables
+            .values()
+            .flat_map(|t| table_constraints(t))
+            .collect();
+        let n = all.len();
+        // Referential actions and match type: NO ACTION (`a`) and MATCH SIMPLE (`s`) for
+        // a foreign key, a blank for any other constraint, as in PostgreSQL.
+        let fk_char =
+            |c: &Constraint<'_>, ch: &str| if c.foreign().is_some() { ch } else { " " }.to_string();
+        table(vec![
+            ("oid", Column::Int(all.iter().map(|c| c.oid).collect())),
+            (
+                "conname",
+                Column::Text(all.iter().map(|c| c.name().to_string()).collect()),
+            ),
+            ("connamespace", Column::Int(vec![PUBLIC_OID; n])),
+            (
+                "contype",
+                Column::Text(all.iter().map(|c| c.contype().to_string()).collect()),
+            ),
+            (
+                "condeferrable",
+                Column::Bool(
+                    all.iter()
+                        .map(|c| c.foreign().is_some_and(|f| f.deferrable))
+                        .collect(),
+                ),
+            ),
+            (
+                "condeferred",
+                Column::Bool(
+                    all.iter()
+                        .map(|c| c.foreign().is_some_and(|f| f.initially_deferred))
+                        .collect(),
+                ),
+            ),
+            (
+                "convalidated",
+                Column::Bool(
+                    all.iter()
+                        .map(|c| match c.kind {
+                            ConstraintKind::Index(_) => true,
+                            ConstraintKind::Check(k) => k.validated,
+                            ConstraintKind::Foreign(f) => f.validated,
+                        })
+                        .collect(),
+                ),
+            ),
+            (
+                "conrelid",
+                Column::Int(all.iter().map(|c| c.table.id).collect()),
+            ),
+            ("contypid", Column::Int(vec![0; n])),
+            (
+                "conindid",
+                Column::Int(
+                    all.iter()
+                        .map(|c| match c.kind {
+                            ConstraintKind::Index(i) => index_oid(c.table.id, i.id),
+                            ConstraintKind::Check(_) => 0,
+                            ConstraintKind::Foreign(f) => index_oid(f.ref_table, f.ref_index),
+                        })
+                        .collect(),
+                ),
+            ),
+            ("conparentid", Column::Int(vec![0; n])),
+            (
+                "confrelid",
+                Column::Int(
+                    all.iter()
+                        .map(|c| c.foreign().map_or(0, |f| f.ref_table))
+                        .collect(),
+                ),
+            ),
+            (
+                "confupdtype",
+                Column::Text(all.iter().map(|c| fk_char(c, "a")).collect()),
+            ),
+            (
+                "confdeltype",
+                Column::Text(all.iter().map(|c| fk_char(c, "a")).collect()),
+            ),
+            (
+                "confmatchtype",
+                Column::Text(all.iter().map(|c| fk_char(c, "s")).collect()),
+            ),
+            ("conislocal", Column::Bool(vec![true; n])),
+            ("coninhcount", Column::Int(vec![0; n])),
+            ("connoinherit", Column::Bool(vec![false; n])),
+            (
+                "conkey",
+                Column::SmallList(
+                    all.iter()
+                        .map(|c| Some(attnums(c.table, c.columns())))
+                        .collect(),
+                ),
+            ),
+            (
+                "confkey",
+                Column::SmallList(
+                    all.iter()
+                        .map(|c| {
+                            let f = c.foreign()?;
+                            let parent = snapshot.referenced_table(c.table, f)?;
+                            Some(attnums(parent, &f.ref_columns))
+                        })
+                        .collect(),
+                ),
+            ),
+        ])
+    }
+
+    fn pg_index(&self) -> DfResult<Arc<dyn TableProvider>> {
+        let all: Vec<(&TableDef, &IndexDef)> = self
+            .snapshot
+            .tables
+            .values()
+            .flat_map(|t| t.indexes.iter().map(move |i| (t.as_ref(), i)))
+            .collect();
+        let n = all.len();
+        let natts = |i: &IndexDef| i16::try_from(i.columns.len()).unwrap_or(i16::MAX);
+        table(vec![
+            (
+                "indexrelid",
+                Column::Int(all.iter().map(|(t, i)| index_oid(t.id, i.id)).collect()),
+            ),
+            (
+                "indrelid",
+                Column::Int(all.iter().map(|(t, _)| t.id).collect()),
+            ),
+            (
+                "indnatts",
+                Column::Small(all.iter().map(|(_, i)| natts(i)).collect()),
+            ),
+            (
+                "indnkeyatts",
+                Column::Small(all.iter().map(|(_, i)| natts(i)).collect()),
+            ),
+            (
+                "indisunique",
+                Column::Bool(all.iter().map(|(_, i)| i.unique).collect()),
+            ),
+            (
+                "indisprimary",
+                Column::Bool(all.iter().map(|(_, i)| i.primary).collect()),
+            ),
+            ("indisexclusion", Column::Bool(vec![false; n])),
+            ("indimmediate", Column::Bool(vec![true; n])),
+            // CLUSTER has not ordered any table by an index (a clustered primary key is
+            // how rows are keyed, which PostgreSQL has no word for).
+            ("indisclustered", Column::Bool(vec![false; n])),
+            (
+                "indisvalid",
+                Column::Bool(
+                    all.iter()
+                        .map(|(_, i)| i.state == IndexState::Public)
+                        .collect(),
+                ),
+            ),
+            (
+                "indisready",
+                Column::Bool(all.iter().map(|(_, i)| i.state.takes_writes()).collect()),
+            ),
+            ("indislive", Column::Bool(vec![true; n])),
+            ("indisreplident", Column::Bool(vec![false; n])),
+            (
+                "indkey",
+                Column::SmallList(
+                    all.iter()
+                        .map(|(t, i)| Some(attnums(t, &i.columns)))
+                        .collect(),
+                ),
+            ),
+            // Every key column ascending, NULLs last.
+            (
+                "indoption",
+                Column::SmallList(
+                    all.iter()
+                        .map(|(_, i)| Some(vec![0; i.columns.len()]))
+                        .collect(),
+                ),
+            ),
+            ("indexprs", Column::OptText(vec![None; n])),
+            ("indpred", Column::OptText(vec![None; n])),
+        ])
+    }
+
+    fn pg_attrdef(&self) -> DfResult<Arc<dyn TableProvider>> {
+        let (mut relid, mut num, mut expr) = (vec![], vec![], vec![]);
+        for t in self.snapshot.tables.values() {
+            for c in &t.columns {
+                if let Some(shown) = shown_default(c) {
+                    relid.push(t.id);
+                    num.push(attnum(t, c.id));
+                    expr.push(shown);
+                }
+            }
+        }
+        table(vec![
+            (
+                "oid",
+                Column::Int(
+                    relid
+                        .iter()
+                        .zip(&num)
+                        .map(|(t, n)| (t << 16) + 0x4000 + i64::from(*n))
+                        .collect(),
+                ),
+            ),
+            ("adrelid", Column::Int(relid)),
+            ("adnum", Column::Small(num)),
+            // PostgreSQL keeps the parsed expression here, which `pg_get_expr` prints;
+            // this holds the printed text, and `pg_get_expr` returns it.
+            ("adbin", Column::Text(expr)),
+        ])
+    }
+
+    /// What depends on what: a sequence on the column it numbers (`a`uto for `serial`,
+    /// `i`nternal for an identity column), as drivers find a column's sequence.
+    fn pg_depend(&self) -> DfResult<Arc<dyn TableProvider>> {
+        let (mut objid, mut refobjid, mut refobjsubid, mut deptype) =
+            (vec![], vec![], vec![], vec![]);
+        for t in self.snapshot.tables.values() {
+            for c in &t.columns {
+                if let Some(s) = &c.sequence {
+                    objid.push(s.id);
+                    refobjid.push(t.id);
+                    refobjsubid.push(i64::from(attnum(t, c.id)));
+                    deptype.push(if s.identity.is_some() { "i" } else { "a" }.to_string());
+                }
+            }
+        }
+        let n = objid.len();
+        table(vec![
+            ("classid", Column::Int(vec![PG_CLASS_OID; n])),
+            ("objid", Column::Int(objid)),
+            ("objsubid", Column::Int(vec![0; n])),
+            ("refclassid", Column::Int(vec![PG_CLASS_OID; n])),
+            ("refobjid", Column::Int(refobjid)),
+            ("refobjsubid", Column::Int(refobjsubid)),
+            ("deptype", Column::Text(deptype)),
+        ])
+    }
+
+    fn pg_am(&self) -> DfResult<Arc<dyn TableProvider>> {
+        table(vec![
+            ("oid", Column::Int(vec![HEAP_OID, BTREE_OID])),
+            ("amname", Column::Text(vec!["heap".into(), "btree".into()])),
+            ("amtype", Column::Text(vec!["t".into(), "i".into()])),
+        ])
+    }
+
+    fn pg_collation(&self) -> DfResult<Arc<dyn TableProvider>> {
+        table(vec![
+            ("oid", Column::Int(vec![DEFAULT_COLLATION_OID, 950, 951])),
+            (
+                "collname",
+                Column::Text(vec!["default".into(), "C".into(), "POSIX".into()]),
+            ),
+            ("collnamespace", Column::Int(vec![PG_CATALOG_OID; 3])),
         ])
     }
 }
@@ -278,6 +830,12 @@ impl SchemaProvider for PgCatalogSchema {
             "pg_class" => self.pg_class()?,
             "pg_attribute" => self.pg_attribute()?,
             "pg_type" => self.pg_type()?,
+            "pg_constraint" => self.pg_constraint()?,
+            "pg_index" => self.pg_index()?,
+            "pg_attrdef" => self.pg_attrdef()?,
+            "pg_depend" => self.pg_depend()?,
+            "pg_am" => self.pg_am()?,
+            "pg_collation" => self.pg_collation()?,
             _ => return Ok(None),
         }))
     }
@@ -381,6 +939,12 @@ impl RegCast {
                 });
                 found
                     .or_else(|| snapshot.views.get(&folded).map(|v| v.id))
+                    .or_else(|| {
+                        CATALOG_TABLE_OIDS
+                            .iter()
+                            .find(|(n, _)| *n == folded)
+                            .map(|(_, oid)| *oid)
+                    })
                     .or_else(|| snapshot.sequences.get(&folded).map(|s| s.id))
                     .ok_or_else(|| {
                         SqlError::new("42P01", format!("relation \"{folded}\" does not exist"))

@@ -10,11 +10,10 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
-use flotilla_catalog::{CatalogSnapshot, ColumnDef, Identity, IndexState, TableDef};
-
-use crate::sequence::nextval_default;
+use flotilla_catalog::{CatalogSnapshot, Identity, IndexState, TableDef};
 
 use crate::api::QueryResult;
+use crate::pg_catalog::{check_def, foreign_key_def, index_def, shown_default};
 
 enum Col {
     Text(Vec<Option<String>>),
@@ -49,19 +48,6 @@ fn result(columns: Vec<(&str, Col)>) -> QueryResult {
         schema,
         batches: if n == 0 { vec![] } else { vec![batch] },
         tag: format!("SELECT {n}"),
-    }
-}
-
-/// A column's default as psql shows it: a serial column's sequence as a `regclass`, an
-/// identity column's none (psql shows its identity instead).
-fn psql_default(c: &ColumnDef) -> Option<String> {
-    match &c.sequence {
-        Some(s) if s.identity.is_some() => None,
-        Some(s) if c.default.as_deref() == Some(nextval_default(s).as_str()) => Some(format!(
-            "nextval('{}'::regclass)",
-            s.name.replace('\'', "''")
-        )),
-        _ => c.default.clone(),
     }
 }
 
@@ -166,7 +152,7 @@ pub(crate) fn answer(sql: &str, snapshot: &CatalogSnapshot) -> Option<QueryResul
             ),
             (
                 "pg_get_expr",
-                Col::Text(cols.iter().map(psql_default).collect()),
+                Col::Text(cols.iter().map(shown_default).collect()),
             ),
             (
                 "attnotnull",
@@ -220,20 +206,7 @@ pub(crate) fn answer(sql: &str, snapshot: &CatalogSnapshot) -> Option<QueryResul
             ),
             (
                 "pg_get_indexdef",
-                Col::Text(
-                    indexes
-                        .iter()
-                        .map(|i| {
-                            Some(format!(
-                                "CREATE {}INDEX {} ON public.{} USING btree ({})",
-                                if i.unique { "UNIQUE " } else { "" },
-                                i.name,
-                                table.name,
-                                column_list(&i.columns)
-                            ))
-                        })
-                        .collect(),
-                ),
+                Col::Text(indexes.iter().map(|i| Some(index_def(table, i))).collect()),
             ),
             (
                 "pg_get_constraintdef",
@@ -285,18 +258,7 @@ pub(crate) fn answer(sql: &str, snapshot: &CatalogSnapshot) -> Option<QueryResul
             ("conname", texts(checks.iter().map(|c| c.name.as_str()))),
             (
                 "pg_get_constraintdef",
-                Col::Text(
-                    checks
-                        .iter()
-                        .map(|c| {
-                            Some(format!(
-                                "CHECK ({}){}",
-                                c.expr,
-                                if c.validated { "" } else { " NOT VALID" }
-                            ))
-                        })
-                        .collect(),
-                ),
+                Col::Text(checks.iter().map(|c| Some(check_def(c))).collect()),
             ),
         ]));
     }
@@ -378,31 +340,6 @@ pub(crate) fn answer(sql: &str, snapshot: &CatalogSnapshot) -> Option<QueryResul
         }));
     }
     None
-}
-
-/// A foreign key as `pg_get_constraintdef` prints it:
-/// `FOREIGN KEY (a) REFERENCES parent(id)`.
-fn foreign_key_def(
-    snapshot: &CatalogSnapshot,
-    table: &TableDef,
-    fk: &flotilla_catalog::ForeignKeyDef,
-) -> String {
-    let Some(parent) = snapshot.referenced_table(table, fk) else {
-        return format!("FOREIGN KEY ({})", table.column_list(&fk.columns));
-    };
-    format!(
-        "FOREIGN KEY ({}) REFERENCES {}({}){}{}{}",
-        table.column_list(&fk.columns),
-        parent.name,
-        parent.column_list(&fk.ref_columns),
-        if fk.deferrable { " DEFERRABLE" } else { "" },
-        if fk.initially_deferred {
-            " INITIALLY DEFERRED"
-        } else {
-            ""
-        },
-        if fk.validated { "" } else { " NOT VALID" }
-    )
 }
 
 fn list_relations(sql: &str, snapshot: &CatalogSnapshot) -> QueryResult {

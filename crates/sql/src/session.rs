@@ -166,6 +166,8 @@ fn savepoint_position(block: &Block, name: &str) -> Result<usize, SqlError> {
 }
 
 fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
+    let rewritten = crate::orm::rewrite(sql);
+    let sql = rewritten.as_ref();
     let mut sequence_names = Vec::new();
     let reordered = crate::sequence::canonical_option_order(sql, &mut sequence_names);
     let sql = reordered.as_deref().unwrap_or(sql);
@@ -399,6 +401,7 @@ impl Session {
         let sequences = crate::sequence::Sequences::new(engine.catalog.clone());
         let mut session_udfs = sequences.udfs();
         session_udfs.extend(crate::pg_catalog::reg_udfs(&engine.catalog));
+        session_udfs.extend(crate::pg_functions::catalog_udfs(&engine.catalog));
         session_udfs.extend(crate::functions::session_texts("postgres", "postgres"));
         Self {
             sequences,
@@ -425,6 +428,8 @@ impl Session {
         self.session_udfs = self.sequences.udfs();
         self.session_udfs
             .extend(crate::pg_catalog::reg_udfs(&self.engine.catalog));
+        self.session_udfs
+            .extend(crate::pg_functions::catalog_udfs(&self.engine.catalog));
         self.session_udfs
             .extend(crate::functions::session_texts(user, database));
     }

@@ -6209,3 +6209,216 @@ async fn a_column_added_with_references_comes_with_its_checked_foreign_key() {
         vec!["k_p_id_fk|YES|YES", "k_r_fkey|NO|NO", "k_up_fkey|NO|NO"]
     );
 }
+
+/// `pg_constraint`, `pg_index`, `pg_attrdef`, `pg_depend` and the catalog functions (lists
+/// print here as Arrow shows them; clients get `int2[]` and `text[]`), as
+/// Django's introspection reads them (its `get_constraints` queries word for word: they
+/// are rewritten, see `orm.rs`).
+#[tokio::test]
+async fn pg_catalog_lists_constraints_and_indexes_as_orms_read_them() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE p (id SERIAL PRIMARY KEY, code VARCHAR(10) UNIQUE)",
+    )
+    .await;
+    ok(
+        &mut s,
+        "CREATE TABLE c (id INT PRIMARY KEY, note TEXT DEFAULT 'x', b INT, a INT CHECK (a > 0), \
+         CONSTRAINT c_a_fk FOREIGN KEY (a) REFERENCES p (id) DEFERRABLE INITIALLY DEFERRED, \
+         UNIQUE (b, a))",
+    )
+    .await;
+    ok(&mut s, "CREATE INDEX c_note ON c (note)").await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT conname, contype, conkey, confkey, condeferrable, condeferred, \
+             pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'c'::regclass \
+             ORDER BY conname"
+        )
+        .await,
+        vec![
+            "c_a_check|c|[4]|NULL|false|false|CHECK (a > 0)",
+            "c_a_fk|f|[4]|[1]|true|true|FOREIGN KEY (a) REFERENCES p(id) DEFERRABLE INITIALLY DEFERRED",
+            "c_b_a_key|u|[3, 4]|NULL|false|false|UNIQUE (b, a)",
+            "c_pkey|p|[1]|NULL|false|false|PRIMARY KEY (id)",
+        ]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT i.relname, x.indisunique, x.indisprimary, x.indkey, \
+             pg_get_indexdef(x.indexrelid), pg_get_indexdef(x.indexrelid, 2, true) \
+             FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
+             WHERE x.indrelid = 'c'::regclass ORDER BY i.relname"
+        )
+        .await,
+        vec![
+            "c_b_a_key|true|false|[3, 4]|CREATE UNIQUE INDEX c_b_a_key ON public.c USING btree (b, a)|a",
+            "c_note|false|false|[2]|CREATE INDEX c_note ON public.c USING btree (note)|NULL",
+            "c_pkey|true|true|[1]|CREATE UNIQUE INDEX c_pkey ON public.c USING btree (id)|NULL",
+        ]
+    );
+    // Defaults (a serial's as PostgreSQL shows it), the sequence a serial depends on,
+    // type names, and no comments.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT a.attname, pg_get_expr(d.adbin, d.adrelid), format_type(a.atttypid, a.atttypmod), \
+             col_description(a.attrelid, a.attnum) FROM pg_attribute a \
+             LEFT JOIN pg_attrdef d ON a.attrelid = d.adrelid AND a.attnum = d.adnum \
+             WHERE a.attrelid = 'p'::regclass ORDER BY a.attnum"
+        )
+        .await,
+        vec![
+            "id|nextval('p_id_seq'::regclass)|integer|NULL",
+            "code|NULL|character varying(10)|NULL",
+        ]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT s.relname, a.attname FROM pg_class s \
+             JOIN pg_depend d ON d.objid = s.oid AND d.classid = 'pg_class'::regclass \
+             JOIN pg_attribute a ON d.refobjid = a.attrelid AND d.refobjsubid = a.attnum \
+             WHERE s.relkind = 'S'"
+        )
+        .await,
+        vec!["p_id_seq|id"]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT obj_description('p'::regclass, 'pg_class'), current_schemas(false), current_schemas(true)").await,
+        vec!["NULL|[public]|[pg_catalog, public]"]
+    );
+    // Django's get_constraints, both queries as Django 5.1 sends them.
+    let django_constraints = "
+            SELECT
+                c.conname,
+                array(
+                    SELECT attname
+                    FROM unnest(c.conkey) WITH ORDINALITY cols(colid, arridx)
+                    JOIN pg_attribute AS ca ON cols.colid = ca.attnum
+                    WHERE ca.attrelid = c.conrelid
+                    ORDER BY cols.arridx
+                ),
+                c.contype,
+                (SELECT fkc.relname || '.' || fka.attname
+                FROM pg_attribute AS fka
+                JOIN pg_class AS fkc ON fka.attrelid = fkc.oid
+                WHERE fka.attrelid = c.confrelid AND fka.attnum = c.confkey[1]),
+                cl.reloptions
+            FROM pg_constraint AS c
+            JOIN pg_class AS cl ON c.conrelid = cl.oid
+            WHERE cl.relname = 'c' AND pg_catalog.pg_table_is_visible(cl.oid)
+            ORDER BY 1";
+    assert_eq!(
+        rows(&mut s, django_constraints).await,
+        vec![
+            "c_a_check|[a]|c|NULL|NULL",
+            "c_a_fk|[a]|f|p.id|NULL",
+            "c_b_a_key|[b, a]|u|NULL|NULL",
+            "c_pkey|[id]|p|NULL|NULL",
+        ]
+    );
+    let django_indexes = "
+            SELECT
+                indexname,
+                array_agg(attname ORDER BY arridx),
+                indisunique,
+                indisprimary,
+                array_agg(ordering ORDER BY arridx),
+                amname,
+                exprdef,
+                s2.attoptions
+            FROM (
+                SELECT
+                    c2.relname as indexname, idx.*, attr.attname, am.amname,
+                    CASE
+                        WHEN idx.indexprs IS NOT NULL THEN
+                            pg_get_indexdef(idx.indexrelid)
+                    END AS exprdef,
+                    CASE am.amname
+                        WHEN 'btree' THEN
+                            CASE (option & 1)
+                                WHEN 1 THEN 'DESC' ELSE 'ASC'
+                            END
+                    END as ordering,
+                    c2.reloptions as attoptions
+                FROM (
+                    SELECT *
+                    FROM
+                        pg_index i,
+                        unnest(i.indkey, i.indoption)
+                            WITH ORDINALITY koi(key, option, arridx)
+                ) idx
+                LEFT JOIN pg_class c ON idx.indrelid = c.oid
+                LEFT JOIN pg_class c2 ON idx.indexrelid = c2.oid
+                LEFT JOIN pg_am am ON c2.relam = am.oid
+                LEFT JOIN
+                    pg_attribute attr ON attr.attrelid = c.oid AND attr.attnum = idx.key
+                WHERE c.relname = 'c' AND pg_catalog.pg_table_is_visible(c.oid)
+            ) s2
+            GROUP BY indexname, indisunique, indisprimary, amname, exprdef, attoptions
+            ORDER BY 1;";
+    assert_eq!(
+        rows(&mut s, django_indexes).await,
+        vec![
+            "c_b_a_key|[b, a]|true|false|[ASC, ASC]|btree|NULL|NULL",
+            "c_note|[note]|false|false|[ASC]|btree|NULL|NULL",
+            "c_pkey|[id]|true|true|[ASC]|btree|NULL|NULL",
+        ]
+    );
+}
+
+/// ALTER COLUMN TYPE widens a varchar or text column in the catalog alone; anything that
+/// would check or rewrite rows is refused and changes nothing.
+#[tokio::test]
+async fn alter_column_type_widens_text_columns_and_refuses_the_rest() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE w (id INT PRIMARY KEY, name VARCHAR(3) NOT NULL, n INT)",
+    )
+    .await;
+    ok(&mut s, "CREATE INDEX w_name ON w (name)").await;
+    ok(&mut s, "INSERT INTO w VALUES (1, 'abc', 1), (2, 'de', 2)").await;
+    assert_eq!(
+        code(&mut s, "INSERT INTO w VALUES (3, 'long', 3)").await,
+        "22001"
+    );
+    ok(&mut s, "ALTER TABLE w ALTER COLUMN name TYPE VARCHAR(10)").await;
+    ok(&mut s, "INSERT INTO w VALUES (3, 'longer', 3)").await;
+    assert_eq!(
+        code(&mut s, "INSERT INTO w VALUES (4, 'much too long', 4)").await,
+        "22001"
+    );
+    ok(&mut s, "ALTER TABLE w ALTER COLUMN name SET DATA TYPE TEXT").await;
+    ok(&mut s, "INSERT INTO w VALUES (4, 'much too long', 4)").await;
+    assert_eq!(
+        rows(&mut s, "SELECT id FROM w WHERE name = 'longer'").await,
+        vec!["3"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT data_type FROM information_schema.columns \
+             WHERE table_name = 'w' AND column_name = 'name'"
+        )
+        .await,
+        vec!["text"]
+    );
+    for refused in [
+        "ALTER TABLE w ALTER COLUMN name TYPE VARCHAR(2)",
+        "ALTER TABLE w ALTER COLUMN n TYPE BIGINT",
+        "ALTER TABLE w ALTER COLUMN name TYPE VARCHAR(20) USING upper(name)",
+    ] {
+        assert_eq!(code(&mut s, refused).await, "0A000", "{refused}");
+    }
+    assert_eq!(
+        code(&mut s, "ALTER TABLE w ALTER COLUMN nope TYPE TEXT").await,
+        "42703"
+    );
+}

@@ -17,7 +17,7 @@ pub type ClusterVersion = u32;
 pub const CLUSTER_VERSION_BASE: ClusterVersion = 1;
 
 /// The newest cluster version this build understands.
-pub const BINARY_CLUSTER_VERSION: ClusterVersion = 7;
+pub const BINARY_CLUSTER_VERSION: ClusterVersion = 8;
 
 // A build understands every feature it gates. (Every build so far also runs in a
 // cluster at any older version, down to the base: one that drops an old version's
@@ -27,6 +27,7 @@ const _: () = assert!(Feature::RegionMerge.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::ForeignKeys.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::AddForeignKey.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::DeferrableForeignKeys.since() <= BINARY_CLUSTER_VERSION);
+const _: () = assert!(Feature::WidenColumnType.since() <= BINARY_CLUSTER_VERSION);
 
 /// A behaviour gated by the cluster version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +54,10 @@ pub enum Feature {
     /// statement ends, rows that other nodes let a transaction write before their
     /// references.
     DeferrableForeignKeys,
+    /// `ALTER COLUMN ... TYPE` widening a `varchar` or `text` column: every meta member
+    /// must decode the ALTER TABLE action (a node still on the table's version before
+    /// refuses longer values a little longer, which is only stricter).
+    WidenColumnType,
 }
 
 impl Feature {
@@ -64,6 +69,7 @@ impl Feature {
             Feature::ForeignKeys => 5,
             Feature::AddForeignKey => 6,
             Feature::DeferrableForeignKeys => 7,
+            Feature::WidenColumnType => 8,
         }
     }
 
@@ -75,6 +81,7 @@ impl Feature {
             Feature::ForeignKeys => "a FOREIGN KEY constraint",
             Feature::AddForeignKey => "ALTER TABLE ... ADD FOREIGN KEY",
             Feature::DeferrableForeignKeys => "a DEFERRABLE foreign key",
+            Feature::WidenColumnType => "ALTER TABLE ... ALTER COLUMN ... TYPE",
         }
     }
 

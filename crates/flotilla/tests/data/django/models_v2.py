@@ -1,0 +1,21 @@
+# The models after a second migration: a unique_together and a unique dropped, a
+# column widened, an index dropped, a column with a foreign key added.
+from django.db import models
+
+class Author(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    born = models.DateField(null=True)
+
+class Publisher(models.Model):
+    name = models.CharField(max_length=50)
+
+class Book(models.Model):
+    title = models.CharField(max_length=300)
+    author = models.ForeignKey(Author, on_delete=models.PROTECT, related_name="books")
+    price = models.DecimalField(max_digits=8, decimal_places=2)
+    tags = models.ManyToManyField("Tag", blank=True)
+    publisher = models.ForeignKey(Publisher, null=True, on_delete=models.PROTECT)
+    pages = models.IntegerField(default=0, db_index=True)
+
+class Tag(models.Model):
+    name = models.SlugField(unique=False, max_length=80)

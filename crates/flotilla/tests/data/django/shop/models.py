@@ -1,0 +1,17 @@
+# The first models: a unique column, a foreign key, a many-to-many, a unique_together.
+from django.db import models
+
+class Author(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    born = models.DateField(null=True)
+
+class Book(models.Model):
+    title = models.CharField(max_length=200, db_index=True)
+    author = models.ForeignKey(Author, on_delete=models.PROTECT, related_name="books")
+    price = models.DecimalField(max_digits=8, decimal_places=2)
+    tags = models.ManyToManyField("Tag", blank=True)
+    class Meta:
+        unique_together = [("title", "author")]
+
+class Tag(models.Model):
+    name = models.SlugField(unique=True)
