@@ -142,9 +142,13 @@ fn type_modifier(ty: &SqlType) -> i64 {
     }
 }
 
-/// Whether values of the type are text, and so collated (by the default collation).
-fn is_collatable(ty: &SqlType) -> bool {
-    matches!(ty, SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_))
+/// The collation of values of the type: the default one for text, none (0) otherwise.
+fn collation_oid(ty: &SqlType) -> i64 {
+    if matches!(ty, SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_)) {
+        DEFAULT_COLLATION_OID
+    } else {
+        0
+    }
 }
 
 /// The OID of index `index_id` of table `table_id`.
@@ -272,8 +276,12 @@ pub(crate) fn index_def(table: &TableDef, index: &IndexDef) -> String {
     )
 }
 
-/// The first OID of table `table_id`'s constraints.
+/// Where a table's constraints' OIDs begin, after its indexes' (table id << 16 plus
+/// this plus the constraint's place).
 const CONSTRAINT_OID_BASE: i64 = 0x8000;
+/// Where a table's column defaults' OIDs (`pg_attrdef.oid`) begin: plus the column's
+/// number.
+const ATTRDEF_OID_BASE: i64 = 0x4000;
 
 /// The constraints of `table`: its primary key and unique indexes (every unique index
 /// is a constraint here, as Flotilla keeps no other kind), checks and foreign keys.
@@ -461,11 +469,7 @@ impl PgCatalogSchema {
                 name.push(c.name.clone());
                 typid.push(pg_type(&c.ty).0);
                 typmod.push(type_modifier(&c.ty));
-                collation.push(if is_collatable(&c.ty) {
-                    DEFAULT_COLLATION_OID
-                } else {
-                    0
-                });
+                collation.push(collation_oid(&c.ty));
                 num.push(i16::try_from(pos + 1).unwrap_or(i16::MAX));
                 notnull.push(!c.nullable);
                 hasdef.push(c.default.is_some());
@@ -535,18 +539,7 @@ impl PgCatalogSchema {
             ("typelem", Column::Int(vec![0; n])),
             (
                 "typcollation",
-                Column::Int(
-                    types
-                        .iter()
-                        .map(|t| {
-                            if is_collatable(t) {
-                                DEFAULT_COLLATION_OID
-                            } else {
-                                0
-                            }
-                        })
-                        .collect(),
-                ),
+                Column::Int(types.iter().map(collation_oid).collect()),
             ),
         ])
     }
@@ -759,7 +752,7 @@ impl PgCatalogSchema {
                     relid
                         .iter()
                         .zip(&num)
-                        .map(|(t, n)| (t << 16) + 0x4000 + i64::from(*n))
+                        .map(|(t, n)| (t << 16) + ATTRDEF_OID_BASE + i64::from(*n))
                         .collect(),
                 ),
             ),
