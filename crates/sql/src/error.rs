@@ -193,6 +193,13 @@ pub(crate) fn datafusion_error(e: DataFusionError) -> SqlError {
         }
         _ if lower.contains("divide by zero") || lower.contains("division by zero") => "22012",
         _ if lower.contains("table '") && lower.contains("not found") => "42P01",
+        // PostgreSQL's grouping_error: a selected column neither grouped, determined by a
+        // grouped primary key, nor aggregated.
+        _ if lower.contains("group by")
+            && (lower.contains("must appear") || lower.contains("must be in")) =>
+        {
+            "42803"
+        }
         _ if lower.contains("no field named") || lower.contains("not found in schema") => "42703",
         _ if lower.contains("overflow")
             || lower.contains("out of range")

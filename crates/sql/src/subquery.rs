@@ -376,8 +376,7 @@ pub(crate) fn per_row_where_refused(
                 let mut past = Vec::new();
                 read_past(&sq.subquery, &mut Vec::new(), &mut past)?;
                 refused = past.iter().any(|o| !sq.outer_ref_columns.contains(o))
-                    || matches!(sub, Expr::ScalarSubquery(_))
-                        && check_subquery_expr(node, &sq.subquery, sub).is_err();
+                    || matches!(sub, Expr::ScalarSubquery(_)) && scalar_refused(node, sq, sub);
                 Ok(if refused {
                     TreeNodeRecursion::Stop
                 } else {
@@ -399,6 +398,29 @@ pub(crate) fn per_row_where_refused(
         None => per_row_in_node(node, state),
     })
     .map(|t| t.data)
+}
+
+/// Whether the scalar subquery `e` (of `sq`) in `node` runs per row: DataFusion refuses
+/// it, or it is correlated and not aggregated (see `aggregated`).
+fn scalar_refused(node: &LogicalPlan, sq: &Subquery, e: &Expr) -> bool {
+    check_subquery_expr(node, &sq.subquery, e).is_err()
+        || !sq.outer_ref_columns.is_empty() && !aggregated(&sq.subquery)
+}
+
+/// Whether a subquery's rows come from an aggregate (under projections, aliases and a
+/// HAVING filter). A correlated scalar subquery that is not aggregated runs per row even
+/// when DataFusion would accept it because a filter on a primary key limits it to one
+/// row: DataFusion 55 then decorrelates it into a join that loses the `coalesce` around
+/// it, giving NULL where no row matches and the default belongs
+/// (`a_correlated_scalar_subquery_needs_no_aggregate` shows it).
+fn aggregated(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::Projection(p) => aggregated(&p.input),
+        LogicalPlan::SubqueryAlias(a) => aggregated(&a.input),
+        LogicalPlan::Filter(f) => matches!(f.input.as_ref(), LogicalPlan::Aggregate(_)),
+        LogicalPlan::Aggregate(_) => true,
+        _ => false,
+    }
 }
 
 /// `node` with each of its refused correlated scalar subqueries a per-row function call.
@@ -431,7 +453,7 @@ fn per_row_in_node(node: LogicalPlan, state: &SessionState) -> DfResult<Transfor
         // past it: the planner lists only the subquery's own outer references.
         let skips_a_level = outer.iter().any(|o| !sq.outer_ref_columns.contains(o));
         let refused = match kind {
-            Kind::Scalar => check_subquery_expr(&outer_plan, &sq.subquery, &e).is_err(),
+            Kind::Scalar => scalar_refused(&outer_plan, sq, &e),
             _ => false,
         };
         if outer.is_empty() || !(skips_a_level || refused) {

@@ -12,6 +12,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::catalog::{Session as DfSession, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Constraint, Constraints};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::expr::InList;
@@ -64,19 +65,43 @@ pub(crate) struct KvTable {
     table: Arc<TableDef>,
     view: TxnView,
     schema: SchemaRef,
+    constraints: Constraints,
     batch_rows: usize,
 }
 
 impl KvTable {
     pub(crate) fn new(table: Arc<TableDef>, view: TxnView, with_handle: bool) -> Self {
         let schema = table_schema(&table, with_handle);
+        let constraints = key_constraints(&table);
         Self {
             table,
             view,
             schema,
+            constraints,
             batch_rows: 1024,
         }
     }
+}
+
+/// The table's primary key as a DataFusion constraint, so the planner knows what the key
+/// determines: `SELECT name ... GROUP BY id` is valid when `id` is the primary key. Only
+/// the primary key, as in PostgreSQL, which recognises no dependency on a unique
+/// constraint (its columns may be NULL, any number of times).
+fn key_constraints(table: &TableDef) -> Constraints {
+    let place = |id| table.columns.iter().position(|c| c.id == id);
+    let key = table
+        .indexes
+        .iter()
+        .filter(|i| i.primary && i.state == IndexState::Public)
+        .filter_map(|i| {
+            i.columns
+                .iter()
+                .map(|&c| place(c))
+                .collect::<Option<Vec<_>>>()
+        })
+        .map(Constraint::PrimaryKey)
+        .collect();
+    Constraints::new_unverified(key)
 }
 
 #[async_trait]
@@ -87,6 +112,10 @@ impl TableProvider for KvTable {
 
     fn table_type(&self) -> TableType {
         TableType::Base
+    }
+
+    fn constraints(&self) -> Option<&Constraints> {
+        Some(&self.constraints)
     }
 
     fn supports_filters_pushdown(

@@ -3786,6 +3786,95 @@ async fn a_correlated_subquery_reads_only_until_its_answer_is_known() {
 }
 
 #[tokio::test]
+async fn grouping_by_the_primary_key_groups_by_every_column_it_determines() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE au (id INT PRIMARY KEY, name TEXT, email TEXT UNIQUE)",
+    )
+    .await;
+    ok(
+        &mut s,
+        "CREATE TABLE bk (id INT PRIMARY KEY, au INT, title TEXT)",
+    )
+    .await;
+    ok(
+        &mut s,
+        "CREATE TABLE kv (k INT, s INT, v TEXT, PRIMARY KEY (k, s))",
+    )
+    .await;
+    ok(&mut s, "CREATE TABLE nk (a INT, b TEXT)").await;
+    ok(
+        &mut s,
+        "INSERT INTO au VALUES (1, 'ann', 'a@x'), (2, 'bob', 'b@x'), (3, 'cy', NULL)",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO bk VALUES (10, 1, 't1'), (11, 1, 't2'), (12, 2, 't3')",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO kv VALUES (1, 1, 'x'), (1, 2, 'y'), (2, 1, 'z')",
+    )
+    .await;
+    // Django's `Author.objects.annotate(n=Count('book'))`: every column of the author,
+    // grouped by its primary key alone.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT au.id, au.name, au.email, COUNT(bk.id) AS n FROM au \
+             LEFT OUTER JOIN bk ON (au.id = bk.au) GROUP BY au.id ORDER BY au.id"
+        )
+        .await,
+        vec!["1|ann|a@x|2", "2|bob|b@x|1", "3|cy|NULL|0"]
+    );
+    // In HAVING and ORDER BY too, and through a composite key.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT name FROM au JOIN bk ON au.id = bk.au GROUP BY au.id \
+             HAVING count(*) > 1 OR name = 'bob' ORDER BY name DESC"
+        )
+        .await,
+        vec!["bob", "ann"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT k, s, v FROM kv GROUP BY k, s ORDER BY v DESC"
+        )
+        .await,
+        vec!["2|1|z", "1|2|y", "1|1|x"]
+    );
+    // Part of a composite key, a unique column, or a table without a primary key
+    // determines nothing, as in PostgreSQL.
+    assert_eq!(
+        code(&mut s, "SELECT k, v FROM kv GROUP BY k").await,
+        "42803"
+    );
+    assert_eq!(
+        code(&mut s, "SELECT email, name FROM au GROUP BY email").await,
+        "42803"
+    );
+    assert_eq!(
+        code(&mut s, "SELECT a, b FROM nk GROUP BY a").await,
+        "42803"
+    );
+    // The joined table's columns are not determined by the other's key.
+    assert_eq!(
+        code(
+            &mut s,
+            "SELECT au.id, bk.title FROM au JOIN bk ON au.id = bk.au GROUP BY au.id"
+        )
+        .await,
+        "42803"
+    );
+}
+
+#[tokio::test]
 async fn a_correlated_scalar_subquery_needs_no_aggregate() {
     let db = TestDb::new().await;
     let mut s = db.session();
@@ -3831,6 +3920,17 @@ async fn a_correlated_scalar_subquery_needs_no_aggregate() {
         )
         .await,
         vec!["10|101", "11|201", "12|0", "13|101"]
+    );
+    // The same through an aggregate, which DataFusion decorrelates, and through a
+    // LIMIT.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT id, coalesce((SELECT max(u.id) * 100 FROM u WHERE u.id = o.uid), -1) + 1, \
+             coalesce((SELECT u.id FROM u WHERE u.id = o.uid LIMIT 1), -1) FROM o ORDER BY id"
+        )
+        .await,
+        vec!["10|101|1", "11|201|2", "12|0|-1", "13|101|1"]
     );
     // Nested in an aggregated subquery, which DataFusion still decorrelates.
     assert_eq!(

@@ -19,10 +19,13 @@ assert Book.objects.count() == 6
 assert list(Book.objects.filter(author__name="Iain").order_by("-price").values_list("price", flat=True)[:2]) == [Decimal(5), Decimal(4)]
 agg = Book.objects.aggregate(total=Sum("price"), avg=Avg("price"), n=Count("id"))
 assert agg["total"] == Decimal("27.50"), agg
-# Grouped by the name: Django's annotate() over a model groups by its primary key
-# alone, and Flotilla does not yet let a key's other columns be selected so.
 counts = dict(Author.objects.values("name").annotate(n=Count("books")).values_list("name", "n"))
 assert counts == {"Ursula": 1, "Iain": 5}, counts
+# annotate() over the model selects every column and groups by the primary key alone.
+annotated = {a.name: a.n for a in Author.objects.annotate(n=Count("books")).filter(n__gt=0)}
+assert annotated == {"Ursula": 1, "Iain": 5}, annotated
+top = Author.objects.annotate(n=Count("books")).order_by("-n").first()
+assert (top.name, top.n) == ("Iain", 5), top
 assert [t.name for t in Book.objects.get(title="The Dispossessed").tags.order_by("name")] == ["classic", "sf"]
 assert [x.author.name for x in Book.objects.select_related("author").filter(price__gt=4)] 
 pre = list(Author.objects.prefetch_related("books").order_by("name"))
