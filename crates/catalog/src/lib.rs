@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 pub use local::{CatalogLimits, LocalCatalog, SEQUENCE_BATCH};
 pub use schema::{
-    CatalogSnapshot, CheckDef, ColumnDef, ForeignKeyDef, Handle, Identity, IndexDef, IndexState,
-    SchemaChange, SequenceDef, SqlType, TableDef, ViewDef,
+    CatalogSnapshot, CheckDef, ColumnDef, FkAction, ForeignKeyDef, Handle, Identity, IndexDef,
+    IndexState, SchemaChange, SequenceDef, SqlType, TableDef, ViewDef,
 };
 
 /// Errors of the catalog.

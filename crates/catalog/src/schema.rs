@@ -274,6 +274,66 @@ pub struct ForeignKeyDef {
     /// unless it sets the constraint IMMEDIATE.
     #[serde(default, skip_serializing_if = "is_false")]
     pub initially_deferred: bool,
+    /// What deleting a referenced row does to the rows referencing it. Written (other
+    /// than NO ACTION) only once the cluster is at `Feature::ReferentialActions`.
+    #[serde(default, skip_serializing_if = "FkAction::is_no_action")]
+    pub on_delete: FkAction,
+    /// What changing a referenced key does to the rows referencing it.
+    #[serde(default, skip_serializing_if = "FkAction::is_no_action")]
+    pub on_update: FkAction,
+}
+
+/// A foreign key's referential action: what happens to the referencing rows when the
+/// row they reference is deleted, or its key changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FkAction {
+    /// Fail (23503) if a referencing row is left when the check runs: as the statement
+    /// ends, or at commit while the constraint is deferred.
+    #[default]
+    NoAction,
+    /// Fail (23503) if a referencing row is left as the statement ends, even while the
+    /// constraint is deferred.
+    Restrict,
+    /// Delete the referencing rows, or change their key along with the referenced one.
+    Cascade,
+    /// Set the referencing columns to NULL.
+    SetNull,
+    /// Set the referencing columns to their defaults (which must reference a row).
+    SetDefault,
+}
+
+impl FkAction {
+    /// NO ACTION, the default.
+    pub fn is_no_action(&self) -> bool {
+        *self == FkAction::NoAction
+    }
+
+    /// Whether it only checks (NO ACTION, RESTRICT) and changes no row.
+    pub fn only_checks(self) -> bool {
+        matches!(self, FkAction::NoAction | FkAction::Restrict)
+    }
+
+    /// The SQL words, as in `ON DELETE <words>`.
+    pub fn sql(self) -> &'static str {
+        match self {
+            FkAction::NoAction => "NO ACTION",
+            FkAction::Restrict => "RESTRICT",
+            FkAction::Cascade => "CASCADE",
+            FkAction::SetNull => "SET NULL",
+            FkAction::SetDefault => "SET DEFAULT",
+        }
+    }
+
+    /// `pg_constraint.confdeltype` / `confupdtype`.
+    pub fn pg_code(self) -> &'static str {
+        match self {
+            FkAction::NoAction => "a",
+            FkAction::Restrict => "r",
+            FkAction::Cascade => "c",
+            FkAction::SetNull => "n",
+            FkAction::SetDefault => "d",
+        }
+    }
 }
 
 /// A CHECK constraint: a boolean expression over one row of its table, which no row

@@ -294,7 +294,14 @@ impl JobKind {
     /// The cluster-version gate of this kind of job, if it is newer than the base.
     pub fn feature(&self) -> Option<flotilla_types::version::Feature> {
         use flotilla_types::version::Feature;
+        let acts = |fk: &flotilla_catalog::ForeignKeyDef| {
+            !fk.on_delete.is_no_action() || !fk.on_update.is_no_action()
+        };
         match self {
+            JobKind::CreateTable { table, .. } if table.foreign_keys.iter().any(acts) => {
+                Some(Feature::ReferentialActions)
+            }
+            JobKind::AddForeignKey { fk, .. } if acts(fk) => Some(Feature::ReferentialActions),
             JobKind::CreateTable { table, .. }
                 if table.foreign_keys.iter().any(|fk| fk.deferrable) =>
             {

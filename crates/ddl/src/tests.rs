@@ -1061,6 +1061,8 @@ fn referencing(id: i64, name: &str, pending: bool) -> TableDef {
         validated: true,
         deferrable: false,
         initially_deferred: false,
+        on_delete: flotilla_catalog::FkAction::NoAction,
+        on_update: flotilla_catalog::FkAction::NoAction,
     });
     t
 }
@@ -1281,6 +1283,21 @@ async fn an_added_foreign_key_is_enforced_before_its_scan_and_a_missing_row_roll
     let e = ddl.submit(widen, "w7".into()).await.unwrap_err();
     assert_eq!(e.code, "0A000");
     assert!(e.message.contains("cluster version 8"), "{}", e.message);
+    // A referential action needs version 9: a node of version 8 would decode the
+    // constraint as NO ACTION and refuse the deletes others cascade.
+    queue.set_cluster_version(8);
+    let mut cascading = add_foreign_key("cascading", true);
+    if let JobKind::AddForeignKey { fk, .. } = &mut cascading {
+        fk.on_delete = flotilla_catalog::FkAction::Cascade;
+    }
+    let e = ddl.submit(cascading, "a8".into()).await.unwrap_err();
+    assert_eq!(e.code, "0A000");
+    assert!(e.message.contains("cluster version 9"), "{}", e.message);
+    let mut setting = referencing(13, "setting", false);
+    setting.foreign_keys[0].on_update = flotilla_catalog::FkAction::SetNull;
+    let e = ddl.submit(create(setting), "c8".into()).await.unwrap_err();
+    assert!(e.message.contains("cluster version 9"), "{}", e.message);
+    assert_eq!(foreign_key_state(&catalog, "cascading"), None);
     queue.set_cluster_version(6);
 
     let v = catalog.snapshot().version;

@@ -53,6 +53,8 @@ pub struct SqlSection {
     pub savepoints_max: usize,
     /// Most foreign key checks one transaction defers until commit (54000 past it).
     pub deferred_checks_max: usize,
+    /// Most steps of foreign key actions one statement runs (54001 past it).
+    pub fk_action_steps_max: usize,
     /// Most bytes of one session's settings, names and values (54000 past it).
     pub settings_bytes_max: usize,
     /// Most bytes of writes one transaction buffers until its commit (54000 past it).
@@ -77,6 +79,7 @@ impl Default for SqlSection {
             lock_wait_timeout_ms: sql.lock_wait_timeout_ms,
             savepoints_max: sql.savepoints_max,
             deferred_checks_max: sql.deferred_checks_max,
+            fk_action_steps_max: sql.fk_action_steps_max,
             settings_bytes_max: sql.settings_bytes_max,
             txn_size_bytes_max: sql.txn_size_bytes_max,
             check_table_slice_bytes: sql.check_table_slice_bytes,
@@ -106,6 +109,7 @@ impl SqlSection {
             lock_wait_timeout_ms: self.lock_wait_timeout_ms,
             savepoints_max: self.savepoints_max,
             deferred_checks_max: self.deferred_checks_max,
+            fk_action_steps_max: self.fk_action_steps_max,
             settings_bytes_max: self.settings_bytes_max,
             txn_size_bytes_max: self.txn_size_bytes_max,
             check_table_slice_bytes: self.check_table_slice_bytes,

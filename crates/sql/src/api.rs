@@ -101,6 +101,10 @@ pub struct SqlConfig {
     /// Most foreign key checks one transaction puts off until commit (rows written
     /// and referenced keys removed under a deferred constraint); 54000 past it.
     pub deferred_checks_max: usize,
+    /// Most steps of foreign key actions (ON DELETE / ON UPDATE CASCADE, SET NULL, SET
+    /// DEFAULT) one statement runs, a step being the rows one action changed in one
+    /// table (a cascade down a tree of rows takes one per level); 54001 past it.
+    pub fk_action_steps_max: usize,
     /// The newest cluster version this node reports with its schema lease
     /// (`flotilla_types::version`): this build's, or an older one to emulate an older
     /// build in rolling-upgrade tests.
@@ -117,6 +121,7 @@ impl Default for SqlConfig {
             lock_wait_timeout_ms: 50_000,
             savepoints_max: 64,
             deferred_checks_max: 1_000_000,
+            fk_action_steps_max: 10_000,
             settings_bytes_max: 64 * 1024,
             check_table_slice_bytes: 64 * 1024 * 1024,
             txn_size_bytes_max: flotilla_txn::TxnOptions::default().txn_size_bytes_max,

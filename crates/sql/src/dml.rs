@@ -1400,7 +1400,7 @@ fn select_of_row(
     alias: Option<&str>,
     extra: &[String],
     joined: &[TableWithJoins],
-    selection: Option<&Expr>,
+    selection: Option<&dyn std::fmt::Display>,
 ) -> Result<Statement, SqlError> {
     let qualifier = quote(alias.unwrap_or(&table.name));
     let mut items: Vec<String> = table
@@ -1485,7 +1485,7 @@ fn update_select(
         alias,
         &extra,
         update_from(update)?,
-        update.selection.as_ref(),
+        update.selection.as_ref().map(|e| e as _),
     )
 }
 
@@ -1601,14 +1601,32 @@ fn old_row(table: &TableDef, batch: &RecordBatch, r: usize) -> (Vec<Datum>, Vec<
 /// One row an UPDATE changes: (old row, old handle, new row, new handle).
 pub(crate) type RowChange = (Vec<Datum>, Vec<u8>, Vec<Datum>, Vec<u8>);
 
-/// Locks and writes the rows an UPDATE changes, maintaining every index; returns the new
-/// rows.
+/// Locks and writes the rows an UPDATE changes, maintaining every index, and carries out
+/// the foreign keys involved; returns the new rows.
 pub(crate) async fn apply_updates(
     session: &mut Session,
     table: &TableDef,
     changes: Vec<RowChange>,
-    mut stored: Vec<Option<Vec<u8>>>,
+    stored: Vec<Option<Vec<u8>>>,
 ) -> Result<Vec<Vec<Datum>>, SqlError> {
+    let (returned, olds) = write_updates(session, table, changes, stored).await?;
+    if let Some(olds) = olds {
+        let removed: Vec<&[Datum]> = olds.iter().map(Vec::as_slice).collect();
+        let kept: Vec<&[Datum]> = returned.iter().map(Vec::as_slice).collect();
+        crate::foreign::check_unreferenced(session, table, &removed, &kept).await?;
+    }
+    Ok(returned)
+}
+
+/// `apply_updates` but for the constraints referencing `table`: returns the new rows and,
+/// when a foreign key is involved, the old ones (in the same order), for the caller to
+/// carry those out (`foreign::check_unreferenced`).
+pub(crate) async fn write_updates(
+    session: &mut Session,
+    table: &TableDef,
+    changes: Vec<RowChange>,
+    mut stored: Vec<Option<Vec<u8>>>,
+) -> Result<(Vec<Vec<Datum>>, Option<Vec<Vec<Datum>>>), SqlError> {
     assert_eq!(
         stored.len(),
         changes.len(),
@@ -1726,11 +1744,9 @@ pub(crate) async fn apply_updates(
             .map(|((_, new), handle)| (new.as_slice(), handle.as_slice()))
             .collect();
         crate::foreign::check_references(session, table, &referencing).await?;
-        let removed: Vec<&[Datum]> = olds.iter().map(Vec::as_slice).collect();
-        let kept: Vec<&[Datum]> = returned.iter().map(Vec::as_slice).collect();
-        crate::foreign::check_unreferenced(session, table, &removed, &kept).await?;
+        return Ok((returned, Some(olds)));
     }
-    Ok(returned)
+    Ok((returned, None))
 }
 
 async fn execute_update(
@@ -1825,7 +1841,61 @@ fn delete_select(
     delete: &Delete,
 ) -> Result<Statement, SqlError> {
     let using = delete.using.as_deref().unwrap_or(&[]);
-    select_of_row(table, alias, &[], using, delete.selection.as_ref())
+    select_of_row(
+        table,
+        alias,
+        &[],
+        using,
+        delete.selection.as_ref().map(|e| e as _),
+    )
+}
+
+/// Locks and deletes `victims` (rows of `table` with their handles, read at the
+/// statement's snapshot or later), with their index entries; returns the rows.
+pub(crate) async fn delete_rows(
+    session: &mut Session,
+    table: &TableDef,
+    victims: Vec<(Vec<Datum>, Vec<u8>)>,
+) -> Result<Vec<Vec<Datum>>, SqlError> {
+    let keys: Vec<(Vec<u8>, bool)> = victims
+        .iter()
+        .map(|(_, h)| (row_key(table, h), false))
+        .collect();
+    for chunk in keys.chunks(WRITE_CHUNK_ROWS) {
+        let txn = &mut session.open.as_mut().expect("open transaction").txn;
+        txn.lock_keys(chunk.to_vec(), false).await?;
+    }
+    let txn = &mut session.open.as_mut().expect("open transaction").txn;
+    let mut returned = Vec::with_capacity(victims.len());
+    for (row, handle) in victims {
+        txn.delete(row_key(table, &handle))?;
+        for index in table.stored_indexes() {
+            let (key, _, _) = index_entry(table, index, &row, &handle);
+            txn.delete(key)?;
+        }
+        returned.push(row);
+    }
+    Ok(returned)
+}
+
+/// The rows of `table` (each with its handle) where `condition` (SQL over its column
+/// names) holds, read at `read_ts` with the transaction's own writes: the rows a
+/// foreign key's action changes.
+pub(crate) async fn rows_where(
+    session: &mut Session,
+    table: &TableDef,
+    condition: &str,
+    read_ts: Timestamp,
+) -> Result<Vec<(Vec<Datum>, Vec<u8>)>, SqlError> {
+    let select = select_of_row(table, None, &[], &[], Some(&condition))?;
+    // The statement's WITH queries must not stand in for the table.
+    let with = std::mem::take(&mut session.with_results);
+    let batches = read_target_rows(session, table, select, read_ts).await;
+    session.with_results = with;
+    Ok(batches?
+        .iter()
+        .flat_map(|batch| (0..batch.num_rows()).map(move |r| old_row(table, batch, r)))
+        .collect())
 }
 
 async fn execute_delete(
@@ -1859,24 +1929,7 @@ async fn execute_delete(
             .map(|(b, r)| old_row(&table, &batches[b], r as usize))
             .collect()
     };
-    let keys: Vec<(Vec<u8>, bool)> = victims
-        .iter()
-        .map(|(_, h)| (row_key(&table, h), false))
-        .collect();
-    for chunk in keys.chunks(WRITE_CHUNK_ROWS) {
-        let txn = &mut session.open.as_mut().expect("open transaction").txn;
-        txn.lock_keys(chunk.to_vec(), false).await?;
-    }
-    let txn = &mut session.open.as_mut().expect("open transaction").txn;
-    let mut returned = Vec::with_capacity(victims.len());
-    for (row, handle) in victims {
-        txn.delete(row_key(&table, &handle))?;
-        for index in table.stored_indexes() {
-            let (key, _, _) = index_entry(&table, index, &row, &handle);
-            txn.delete(key)?;
-        }
-        returned.push(row);
-    }
+    let returned = delete_rows(session, &table, victims).await?;
     let removed: Vec<&[Datum]> = returned.iter().map(Vec::as_slice).collect();
     crate::foreign::check_unreferenced(session, &table, &removed, &[]).await?;
     finish_dml(

@@ -1,5 +1,6 @@
-//! FOREIGN KEY constraints (MATCH SIMPLE, NO ACTION), checked as each statement writes,
-//! as PostgreSQL checks a constraint that is not deferred:
+//! FOREIGN KEY constraints (MATCH SIMPLE), checked as each statement writes, as
+//! PostgreSQL checks a constraint that is not deferred, with its ON DELETE and ON UPDATE
+//! actions:
 //!
 //! - **A row written** to the referencing table (INSERT, an UPDATE that changes its key
 //!   columns, the insert of an upsert) whose key columns are all non-NULL must find its
@@ -11,33 +12,38 @@
 //!   re-runs it on a newer snapshot, where the key is gone (23503), and REPEATABLE READ
 //!   fails with 40001, as PostgreSQL's does.
 //! - **A row deleted** from the referenced table, or an UPDATE that changes its key,
-//!   takes the same lock (so no new reference can commit meanwhile), then looks for a
-//!   referencing row at a fresh timestamp, with the transaction's own writes, and fails
-//!   with 23503 if one is left.
+//!   takes the same lock (so no new reference can commit meanwhile), then carries out
+//!   each constraint's action (`check_unreferenced`): NO ACTION and RESTRICT look for a
+//!   referencing row at a fresh timestamp, with the transaction's own writes, and fail
+//!   with 23503 if one is left; CASCADE, SET NULL and SET DEFAULT delete or update the
+//!   referencing rows, whose own constraints are then carried out in turn.
 //!
-//! A DEFERRABLE constraint that its transaction defers (INITIALLY DEFERRED, or SET
-//! CONSTRAINTS) has both checks put off until commit (`deferred`); the lock of a deleted
-//! referenced key is still taken as the statement runs.
+//! A DEFERRABLE NO ACTION constraint that its transaction defers (INITIALLY DEFERRED, or
+//! SET CONSTRAINTS) has both checks put off until commit (`deferred`); the lock of a
+//! deleted referenced key is still taken as the statement runs. Actions (and RESTRICT)
+//! are never put off: they run as the statement does.
 //!
 //! The lock is exclusive (Flotilla has no shared locks yet): two transactions adding
 //! references to one row wait for each other, where PostgreSQL's `FOR KEY SHARE` lets
 //! them both proceed. A key referenced through a unique index (not the primary key) is
 //! locked at its index entry, so an update of the row's other columns does not wait.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
     ConstraintReferenceMatchKind, DeferrableInitial, ForeignKeyConstraint, ReferentialAction,
 };
-use flotilla_catalog::{CatalogSnapshot, ForeignKeyDef, IndexDef, IndexState, SqlType, TableDef};
+use flotilla_catalog::{
+    CatalogSnapshot, FkAction, ForeignKeyDef, IndexDef, IndexState, SqlType, TableDef,
+};
 use flotilla_codec::{Datum, encode_key_tuple, index_key, record_key};
 use flotilla_txn::TxnView;
 use flotilla_types::{ColumnId, Timestamp};
 use futures::StreamExt;
 
 use crate::context::Collect;
-use crate::dml::{datum_text, parse_one, quote, relation_name};
+use crate::dml::{RowChange, datum_text, parse_one, quote, relation_name};
 use crate::error::{SqlError, datafusion_error};
 use crate::session::Session;
 use crate::types::ColumnBuilder;
@@ -56,22 +62,28 @@ pub(crate) struct Written<'a> {
     pub(crate) fk: &'a ForeignKeyConstraint,
 }
 
-/// Refuses what Flotilla does not implement; returns whether the constraint is
-/// DEFERRABLE and whether INITIALLY DEFERRED.
-fn characteristics(fk: &ForeignKeyConstraint) -> Result<(bool, bool), SqlError> {
-    for (when, action) in [("DELETE", &fk.on_delete), ("UPDATE", &fk.on_update)] {
-        if let Some(
-            a @ (ReferentialAction::Cascade
-            | ReferentialAction::SetNull
-            | ReferentialAction::SetDefault),
-        ) = action
-        {
-            return Err(SqlError::unsupported(format!("ON {when} {a}")).with_hint(
-                "Flotilla checks foreign keys as NO ACTION (or RESTRICT) only: change the \
-                 referencing rows in the same transaction, before the referenced ones.",
-            ));
-        }
+/// What a FOREIGN KEY says beyond its columns, once checked.
+struct Characteristics {
+    deferrable: bool,
+    initially_deferred: bool,
+    on_delete: FkAction,
+    on_update: FkAction,
+}
+
+fn action(a: Option<ReferentialAction>) -> FkAction {
+    match a {
+        None | Some(ReferentialAction::NoAction) => FkAction::NoAction,
+        Some(ReferentialAction::Restrict) => FkAction::Restrict,
+        Some(ReferentialAction::Cascade) => FkAction::Cascade,
+        Some(ReferentialAction::SetNull) => FkAction::SetNull,
+        Some(ReferentialAction::SetDefault) => FkAction::SetDefault,
     }
+}
+
+/// Refuses what Flotilla does not implement; returns whether the constraint is
+/// DEFERRABLE, whether INITIALLY DEFERRED, and its actions.
+fn characteristics(fk: &ForeignKeyConstraint) -> Result<Characteristics, SqlError> {
+    let (on_delete, on_update) = (action(fk.on_delete), action(fk.on_update));
     if let Some(
         kind @ (ConstraintReferenceMatchKind::Full | ConstraintReferenceMatchKind::Partial),
     ) = fk.match_kind
@@ -81,7 +93,12 @@ fn characteristics(fk: &ForeignKeyConstraint) -> Result<(bool, bool), SqlError> 
         ));
     }
     let Some(c) = &fk.characteristics else {
-        return Ok((false, false));
+        return Ok(Characteristics {
+            deferrable: false,
+            initially_deferred: false,
+            on_delete,
+            on_update,
+        });
     };
     if c.enforced == Some(false) {
         return Err(SqlError::unsupported("a NOT ENFORCED foreign key"));
@@ -94,10 +111,12 @@ fn characteristics(fk: &ForeignKeyConstraint) -> Result<(bool, bool), SqlError> 
         ));
     }
     // INITIALLY DEFERRED alone implies DEFERRABLE, as in PostgreSQL.
-    Ok((
-        c.deferrable == Some(true) || initially_deferred,
+    Ok(Characteristics {
+        deferrable: c.deferrable == Some(true) || initially_deferred,
         initially_deferred,
-    ))
+        on_delete,
+        on_update,
+    })
 }
 
 /// Whether a key column of type `a` may reference one of type `b`: the same type, or
@@ -168,7 +187,12 @@ pub(crate) fn plan_one(
     own: &TableDef,
     w: &Written<'_>,
 ) -> Result<ForeignKeyDef, SqlError> {
-    let (deferrable, initially_deferred) = characteristics(w.fk)?;
+    let Characteristics {
+        deferrable,
+        initially_deferred,
+        on_delete,
+        on_update,
+    } = characteristics(w.fk)?;
     let parent_name = relation_name(&w.fk.foreign_table);
     let parent: &TableDef = if parent_name == own.name {
         own
@@ -278,6 +302,8 @@ pub(crate) fn plan_one(
         validated: true,
         deferrable,
         initially_deferred,
+        on_delete,
+        on_update,
     })
 }
 
@@ -578,6 +604,32 @@ fn referencing_query(
     fk: &ForeignKeyDef,
     keys: &[&Vec<Datum>],
 ) -> Result<String, SqlError> {
+    let select = fk
+        .columns
+        .iter()
+        .map(|id| {
+            quote(
+                &child
+                    .column_by_id(*id)
+                    .expect("a constraint's columns exist")
+                    .name,
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(format!(
+        "SELECT {select} FROM {} WHERE {} LIMIT 1",
+        quote(&child.name),
+        referencing_condition(child, fk, keys)?
+    ))
+}
+
+/// SQL that holds for a row of `child` whose `fk` columns equal one of `keys`.
+fn referencing_condition(
+    child: &TableDef,
+    fk: &ForeignKeyDef,
+    keys: &[&Vec<Datum>],
+) -> Result<String, SqlError> {
     let cols: Vec<(String, &SqlType)> = fk
         .columns
         .iter()
@@ -588,87 +640,188 @@ fn referencing_query(
             (quote(&c.name), &c.ty)
         })
         .collect();
-    let select = cols
-        .iter()
-        .map(|(n, _)| n.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let condition = if cols.len() == 1 {
-        let (name, ty) = &cols[0];
+    if let [(name, ty)] = cols.as_slice() {
         let list = keys
             .iter()
             .map(|k| literal(ty, &k[0]))
             .collect::<Result<Vec<_>, _>>()?;
-        format!("{name} IN ({})", list.join(", "))
-    } else {
-        let mut ors = Vec::with_capacity(keys.len());
-        for k in keys {
-            let ands = cols
-                .iter()
-                .zip(k.iter())
-                .map(|((name, ty), d)| Ok(format!("{name} = {}", literal(ty, d)?)))
-                .collect::<Result<Vec<_>, SqlError>>()?;
-            ors.push(format!("({})", ands.join(" AND ")));
-        }
-        ors.join(" OR ")
-    };
-    Ok(format!(
-        "SELECT {select} FROM {} WHERE {condition} LIMIT 1",
-        quote(&child.name)
-    ))
+        return Ok(format!("{name} IN ({})", list.join(", ")));
+    }
+    let mut ors = Vec::with_capacity(keys.len());
+    for k in keys {
+        let ands = cols
+            .iter()
+            .zip(k.iter())
+            .map(|((name, ty), d)| Ok(format!("{name} = {}", literal(ty, d)?)))
+            .collect::<Result<Vec<_>, SqlError>>()?;
+        ors.push(format!("({})", ands.join(" AND ")));
+    }
+    Ok(ors.join(" OR "))
 }
 
-/// Checks that no row still references a key of `removed` (rows of `table` deleted, or
-/// updated away from their key, in its column order) that `kept` (the rows the statement
-/// wrote) does not hold again. Called once the statement's writes are buffered, so rows
-/// it deleted from a referencing table (or from `table` itself) no longer count. For a
-/// constraint the transaction defers, the keys are locked now and recorded to check at
-/// commit.
+/// The keys of `gone` that a column of `child`'s `fk` can hold (one of a wider type that
+/// a narrower referencing column cannot hold is referenced by no row).
+fn candidates<'a>(
+    child: &TableDef,
+    fk: &ForeignKeyDef,
+    gone: &'a BTreeMap<Vec<u8>, Vec<Datum>>,
+) -> Vec<&'a Vec<Datum>> {
+    gone.values()
+        .filter(|v| {
+            fk.columns
+                .iter()
+                .zip(v.iter())
+                .all(|(id, d)| child.column_by_id(*id).is_some_and(|c| fits(&c.ty, d)))
+        })
+        .collect()
+}
+
+/// Rows of a table an action deleted (with no new rows) or updated (with the new rows,
+/// in the same order), whose own references are yet to be carried out.
+type Cascaded = (TableDef, Vec<Vec<Datum>>, Vec<Vec<Datum>>);
+
+/// A NO ACTION or RESTRICT check left for the end of the statement: no row of `child`
+/// may still reference (through `fk`) a key of `parent` in `gone`.
+struct LeftToCheck {
+    parent: TableDef,
+    child: TableDef,
+    fk: ForeignKeyDef,
+    gone: BTreeMap<Vec<u8>, Vec<Datum>>,
+}
+
+/// Carries out the foreign keys referencing `table` for `removed`, its rows deleted (with
+/// `kept` empty) or updated (with `kept` the new rows, paired with `removed` in order),
+/// in its column order. Called once the statement's writes are buffered, so rows it
+/// deleted from a referencing table (or from `table` itself) no longer count.
+///
+/// - **NO ACTION, RESTRICT:** no row may still reference a key of `removed` that no row
+///   of `kept` holds again. Checked after every action has run, as PostgreSQL checks
+///   them as the statement ends; a NO ACTION constraint the transaction defers has its
+///   keys locked now and recorded to check at commit.
+/// - **CASCADE:** the referencing rows are deleted (and their own references carried
+///   out in turn, breadth first, until no cascade is left), or, for an update, their
+///   key changed to the new key of the row they reference.
+/// - **SET NULL, SET DEFAULT:** their key columns are set so, checked like any update
+///   (NOT NULL, CHECK, a default that must reference a row).
+///
+/// An action applies to each row whose key the statement changed, even if another row
+/// takes that key (`UPDATE t SET id = 3 - id` swaps its referencing rows too), and reads
+/// the referencing rows before it changes any. Rows are read at a fresh timestamp, taken
+/// once the referenced keys are locked (no new reference can commit after it), and
+/// locked against the statement's snapshot: one changed since fails with a write
+/// conflict (the statement re-runs under READ COMMITTED, 40001 under REPEATABLE READ).
 pub(crate) async fn check_unreferenced(
     session: &mut Session,
     table: &TableDef,
     removed: &[&[Datum]],
     kept: &[&[Datum]],
 ) -> Result<(), SqlError> {
+    assert!(
+        kept.is_empty() || kept.len() == removed.len(),
+        "an update pairs each old row with its new row"
+    );
+    let mut cascaded: VecDeque<Cascaded> = VecDeque::new();
+    let mut checks: Vec<LeftToCheck> = Vec::new();
+    act(session, table, removed, kept, &mut cascaded, &mut checks).await?;
+    // A step is the rows one action changed in one table, whose own references are
+    // then carried out: breadth first, never nested, so a cascade down a tree of rows of
+    // any depth needs no stack. Each step reads at least once, and a cycle of
+    // constraints could go round for as long as it changes rows: bounded, 54001 past it
+    // (PostgreSQL's code for its stack depth).
+    let steps_max = session.engine.config.fk_action_steps_max;
+    let mut steps = 0;
+    while let Some((child, olds, news)) = cascaded.pop_front() {
+        steps += 1;
+        if steps > steps_max {
+            return Err(SqlError::new(
+                "54001",
+                format!(
+                    "foreign key actions took more than {steps_max} steps (at table \"{}\")",
+                    child.name
+                ),
+            )
+            .with_hint(
+                "Change the rows a part at a time, in separate statements, or raise the \
+                 server's fk_action_steps_max.",
+            ));
+        }
+        let removed: Vec<&[Datum]> = olds.iter().map(Vec::as_slice).collect();
+        let kept: Vec<&[Datum]> = news.iter().map(Vec::as_slice).collect();
+        act(session, &child, &removed, &kept, &mut cascaded, &mut checks).await?;
+    }
+    let mut read_ts: Option<Timestamp> = None;
+    for c in &checks {
+        find_referencing(session, &c.parent, &c.child, &c.fk, &c.gone, &mut read_ts).await?;
+    }
+    Ok(())
+}
+
+/// One step of `check_unreferenced`: the constraints referencing `table`, for its rows
+/// `removed` (and `kept`). Rows deleted by a cascade are queued on `cascaded`; checks
+/// are left on `checks`.
+async fn act(
+    session: &mut Session,
+    table: &TableDef,
+    removed: &[&[Datum]],
+    kept: &[&[Datum]],
+    cascaded: &mut VecDeque<Cascaded>,
+    checks: &mut Vec<LeftToCheck>,
+) -> Result<(), SqlError> {
     if removed.is_empty() {
         return Ok(());
     }
     let snapshot = session.catalog();
-    let mut refs: Vec<(&TableDef, &ForeignKeyDef)> = table
+    let mut refs: Vec<(TableDef, ForeignKeyDef)> = table
         .foreign_keys
         .iter()
         .filter(|f| f.ref_table == table.id)
-        .map(|f| (table, f))
+        .map(|f| (table.clone(), f.clone()))
         .collect();
     refs.extend(
         snapshot
             .references_to(table.id)
             .into_iter()
-            .map(|(t, f)| (t.as_ref(), f)),
+            .map(|(t, f)| (t.as_ref().clone(), f.clone())),
     );
-    if refs.is_empty() {
-        return Ok(());
-    }
-    let mut read_ts: Option<Timestamp> = None;
+    let updating = !kept.is_empty();
     for (child, fk) in refs {
-        let index = ref_index(table, fk)?;
+        let action = if updating { fk.on_update } else { fk.on_delete };
+        let index = ref_index(table, &fk)?;
         let at = positions(table, &fk.ref_columns);
-        let values_of = |row: &[Datum]| -> Option<Vec<Datum>> {
-            let v: Vec<Datum> = at.iter().map(|p| row[*p].clone()).collect();
-            (!v.iter().any(Datum::is_null)).then_some(v)
-        };
+        let values_of =
+            |row: &[Datum]| -> Vec<Datum> { at.iter().map(|p| row[*p].clone()).collect() };
+        // Referenced key -> its values, and, for an update's action, the new values.
+        let mut gone: BTreeMap<Vec<u8>, Vec<Datum>> = BTreeMap::new();
+        let mut moved: HashMap<Vec<u8>, Vec<Datum>> = HashMap::new();
+        // Keys the statement's rows hold again.
         let still: HashSet<Vec<u8>> = kept
             .iter()
-            .filter_map(|r| values_of(r))
-            .map(|v| referenced_key(table, index, fk, &v))
+            .map(|r| values_of(r))
+            .filter(|v| !v.iter().any(Datum::is_null))
+            .map(|v| referenced_key(table, index, &fk, &v))
             .collect();
-        let mut gone: BTreeMap<Vec<u8>, Vec<Datum>> = BTreeMap::new();
-        for row in removed {
-            if let Some(v) = values_of(row) {
-                let key = referenced_key(table, index, fk, &v);
-                if !still.contains(&key) {
-                    gone.insert(key, v);
+        if action.only_checks() {
+            for row in removed {
+                let v = values_of(row);
+                if !v.iter().any(Datum::is_null) {
+                    let key = referenced_key(table, index, &fk, &v);
+                    if !still.contains(&key) {
+                        gone.insert(key, v);
+                    }
                 }
+            }
+        } else {
+            for (i, row) in removed.iter().enumerate() {
+                let v = values_of(row);
+                let new = kept.get(i).map(|k| values_of(k));
+                if v.iter().any(Datum::is_null) || new.as_ref() == Some(&v) {
+                    continue;
+                }
+                let key = referenced_key(table, index, &fk, &v);
+                if let Some(new) = new {
+                    moved.insert(key.clone(), new);
+                }
+                gone.insert(key, v);
             }
         }
         if gone.is_empty() {
@@ -684,13 +837,136 @@ pub(crate) async fn check_unreferenced(
                     .await?;
             }
         }
-        if session.constraint_deferred(child.id, fk) {
-            crate::deferred::defer_removals(session, table.id, child.id, &fk.name, gone)?;
-            continue;
+        match action {
+            FkAction::NoAction | FkAction::Restrict => {
+                // RESTRICT is never put off (PostgreSQL's difference between the two).
+                if action == FkAction::NoAction && session.constraint_deferred(child.id, &fk) {
+                    crate::deferred::defer_removals(session, table.id, child.id, &fk.name, gone)?;
+                } else {
+                    checks.push(LeftToCheck {
+                        parent: table.clone(),
+                        child,
+                        fk,
+                        gone,
+                    });
+                }
+            }
+            FkAction::Cascade if !updating => {
+                let rows = referencing_rows(session, &child, &fk, &gone).await?;
+                let deleted = crate::dml::delete_rows(session, &child, rows).await?;
+                if !deleted.is_empty() {
+                    cascaded.push_back((child, deleted, Vec::new()));
+                }
+            }
+            FkAction::Cascade | FkAction::SetNull | FkAction::SetDefault => {
+                let rows = referencing_rows(session, &child, &fk, &gone).await?;
+                let changes =
+                    changed_references(session, table, index, &child, &fk, action, &moved, rows)
+                        .await?;
+                if action == FkAction::SetDefault {
+                    // A default may be the very key that went: then the rows still
+                    // reference it, which the check at the end refuses, as PostgreSQL's
+                    // SET DEFAULT does.
+                    let gone: BTreeMap<Vec<u8>, Vec<Datum>> = gone
+                        .iter()
+                        .filter(|(k, _)| !still.contains(*k))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    checks.push(LeftToCheck {
+                        parent: table.clone(),
+                        child: child.clone(),
+                        fk: fk.clone(),
+                        gone,
+                    });
+                }
+                if !changes.is_empty() {
+                    let stored = vec![None; changes.len()];
+                    let (news, olds) =
+                        crate::dml::write_updates(session, &child, changes, stored).await?;
+                    if let Some(olds) = olds {
+                        cascaded.push_back((child, olds, news));
+                    }
+                }
+            }
         }
-        find_referencing(session, table, child, fk, &gone, &mut read_ts).await?;
     }
     Ok(())
+}
+
+/// The rows of `child` referencing (through `fk`) a key of `gone`, with their handles,
+/// read at a fresh timestamp with the transaction's own writes.
+async fn referencing_rows(
+    session: &mut Session,
+    child: &TableDef,
+    fk: &ForeignKeyDef,
+    gone: &BTreeMap<Vec<u8>, Vec<Datum>>,
+) -> Result<Vec<(Vec<Datum>, Vec<u8>)>, SqlError> {
+    let ts = {
+        let txn = &session.open.as_ref().expect("open transaction").txn;
+        txn.fresh_ts().await?
+    };
+    let mut rows = Vec::new();
+    for chunk in candidates(child, fk, gone).chunks(KEYS_PER_REQUEST) {
+        let condition = referencing_condition(child, fk, chunk)?;
+        rows.extend(crate::dml::rows_where(session, child, &condition, ts).await?);
+    }
+    Ok(rows)
+}
+
+/// The updates `action` (CASCADE of an update, SET NULL, SET DEFAULT) makes to `rows`,
+/// rows of `child` referencing `parent` through `fk`; `moved`: each changed referenced
+/// key's new values (in `fk.ref_columns` order).
+#[allow(clippy::too_many_arguments)]
+async fn changed_references(
+    session: &Session,
+    parent: &TableDef,
+    index: &IndexDef,
+    child: &TableDef,
+    fk: &ForeignKeyDef,
+    action: FkAction,
+    moved: &HashMap<Vec<u8>, Vec<Datum>>,
+    rows: Vec<(Vec<Datum>, Vec<u8>)>,
+) -> Result<Vec<RowChange>, SqlError> {
+    let at = positions(child, &fk.columns);
+    let defaults = if action == FkAction::SetDefault {
+        let mut d = Vec::with_capacity(at.len());
+        for p in &at {
+            d.push(crate::dml::evaluate_default(session, &child.columns[*p]).await?);
+        }
+        d
+    } else {
+        Vec::new()
+    };
+    let mut changes = Vec::with_capacity(rows.len());
+    for (old, handle) in rows {
+        let mut new = old.clone();
+        let values: Vec<Datum> = at.iter().map(|p| old[*p].clone()).collect();
+        for (k, p) in at.iter().enumerate() {
+            let column = &child.columns[*p];
+            new[*p] = match action {
+                FkAction::SetNull => Datum::Null,
+                FkAction::SetDefault => defaults[k].clone(),
+                _ => {
+                    let key = referenced_key(parent, index, fk, &values);
+                    // A row read as referencing a changed key: its new value, fitted to
+                    // the referencing column (22003 or 22001 if it cannot hold it).
+                    let Some(to) = moved.get(&key) else {
+                        return Err(SqlError::internal(format!(
+                            "a row of \"{}\" references a key of \"{}\" that did not change",
+                            child.name, parent.name
+                        )));
+                    };
+                    crate::types::fit_to_column(to[k].clone(), &column.ty)?
+                }
+            };
+        }
+        if new != old {
+            let new_handle =
+                crate::rows::primary_handle(child, &new).unwrap_or_else(|| handle.clone());
+            changes.push((old, handle, new, new_handle));
+        }
+    }
+    Ok(changes)
 }
 
 /// Fails with 23503 if a row of `child` references (through `fk`) one of the keys of
@@ -712,16 +988,7 @@ pub(crate) async fn find_referencing(
             *read_ts.insert(txn.fresh_ts().await?)
         }
     };
-    let candidates: Vec<&Vec<Datum>> = gone
-        .values()
-        .filter(|v| {
-            fk.columns
-                .iter()
-                .zip(v.iter())
-                .all(|(id, d)| child.column_by_id(*id).is_some_and(|c| fits(&c.ty, d)))
-        })
-        .collect();
-    for chunk in candidates.chunks(KEYS_PER_REQUEST) {
+    for chunk in candidates(child, fk, gone).chunks(KEYS_PER_REQUEST) {
         let sql = referencing_query(child, fk, chunk)?;
         // The statement's WITH queries must not stand in for the referencing table.
         let with = std::mem::take(&mut session.with_results);

@@ -330,6 +330,8 @@ impl InformationSchema {
                         positions,
                         deferrable: fk.deferrable,
                         initially_deferred: fk.initially_deferred,
+                        update_rule: fk.on_update.sql(),
+                        delete_rule: fk.on_delete.sql(),
                     }),
                 });
             }
@@ -430,13 +432,16 @@ impl InformationSchema {
     }
 
     /// A row per foreign key: the unique constraint it references and its rules (Flotilla's
-    /// are MATCH SIMPLE, reported as `NONE`, and NO ACTION).
+    /// are MATCH SIMPLE, reported as `NONE`).
     fn referential_constraints(&self) -> DfResult<Arc<dyn TableProvider>> {
         let (mut name, mut unique) = (Vec::new(), Vec::new());
+        let (mut update_rule, mut delete_rule) = (Vec::new(), Vec::new());
         for c in self.constraints() {
             if let Some(r) = c.reference {
                 name.push(c.name);
                 unique.push(r.unique);
+                update_rule.push(r.update_rule.to_string());
+                delete_rule.push(r.delete_rule.to_string());
             }
         }
         let n = name.len();
@@ -448,8 +453,8 @@ impl InformationSchema {
             ("unique_constraint_schema", self.texts(n, SCHEMA)),
             ("unique_constraint_name", Column::Text(unique)),
             ("match_option", self.texts(n, "NONE")),
-            ("update_rule", self.texts(n, "NO ACTION")),
-            ("delete_rule", self.texts(n, "NO ACTION")),
+            ("update_rule", Column::Text(update_rule)),
+            ("delete_rule", Column::Text(delete_rule)),
         ])
     }
 }
@@ -478,6 +483,10 @@ struct Reference {
     deferrable: bool,
     /// INITIALLY DEFERRED.
     initially_deferred: bool,
+    /// ON UPDATE, in SQL words.
+    update_rule: &'static str,
+    /// ON DELETE, in SQL words.
+    delete_rule: &'static str,
 }
 
 #[async_trait]

@@ -250,8 +250,14 @@ pub(crate) fn foreign_key_def(
     let Some(parent) = snapshot.referenced_table(table, fk) else {
         return format!("FOREIGN KEY ({})", table.column_list(&fk.columns));
     };
+    // PostgreSQL prints the actions other than NO ACTION, update first.
+    let actions: String = [("UPDATE", fk.on_update), ("DELETE", fk.on_delete)]
+        .iter()
+        .filter(|(_, a)| !a.is_no_action())
+        .map(|(on, a)| format!(" ON {on} {}", a.sql()))
+        .collect();
     format!(
-        "FOREIGN KEY ({}) REFERENCES {}({}){}{}{}",
+        "FOREIGN KEY ({}) REFERENCES {}({}){actions}{}{}{}",
         table.column_list(&fk.columns),
         parent.name,
         parent.column_list(&fk.ref_columns),
@@ -623,11 +629,19 @@ impl PgCatalogSchema {
             ),
             (
                 "confupdtype",
-                Column::Text(all.iter().map(|c| fk_char(c, "a")).collect()),
+                Column::Text(
+                    all.iter()
+                        .map(|c| c.foreign().map_or(" ", |f| f.on_update.pg_code()).into())
+                        .collect(),
+                ),
             ),
             (
                 "confdeltype",
-                Column::Text(all.iter().map(|c| fk_char(c, "a")).collect()),
+                Column::Text(
+                    all.iter()
+                        .map(|c| c.foreign().map_or(" ", |f| f.on_delete.pg_code()).into())
+                        .collect(),
+                ),
             ),
             (
                 "confmatchtype",

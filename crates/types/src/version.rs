@@ -17,7 +17,7 @@ pub type ClusterVersion = u32;
 pub const CLUSTER_VERSION_BASE: ClusterVersion = 1;
 
 /// The newest cluster version this build understands.
-pub const BINARY_CLUSTER_VERSION: ClusterVersion = 8;
+pub const BINARY_CLUSTER_VERSION: ClusterVersion = 9;
 
 // A build understands every feature it gates. (Every build so far also runs in a
 // cluster at any older version, down to the base: one that drops an old version's
@@ -28,6 +28,7 @@ const _: () = assert!(Feature::ForeignKeys.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::AddForeignKey.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::DeferrableForeignKeys.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::WidenColumnType.since() <= BINARY_CLUSTER_VERSION);
+const _: () = assert!(Feature::ReferentialActions.since() <= BINARY_CLUSTER_VERSION);
 
 /// A behaviour gated by the cluster version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +59,10 @@ pub enum Feature {
     /// must decode the ALTER TABLE action (a node still on the table's version before
     /// refuses longer values a little longer, which is only stricter).
     WidenColumnType,
+    /// A foreign key's ON DELETE / ON UPDATE action other than NO ACTION (CASCADE, SET
+    /// NULL, SET DEFAULT, RESTRICT): a node of an older build would decode the constraint
+    /// as NO ACTION and refuse deletes that others cascade.
+    ReferentialActions,
 }
 
 impl Feature {
@@ -70,6 +75,7 @@ impl Feature {
             Feature::AddForeignKey => 6,
             Feature::DeferrableForeignKeys => 7,
             Feature::WidenColumnType => 8,
+            Feature::ReferentialActions => 9,
         }
     }
 
@@ -82,6 +88,7 @@ impl Feature {
             Feature::AddForeignKey => "ALTER TABLE ... ADD FOREIGN KEY",
             Feature::DeferrableForeignKeys => "a DEFERRABLE foreign key",
             Feature::WidenColumnType => "ALTER TABLE ... ALTER COLUMN ... TYPE",
+            Feature::ReferentialActions => "a foreign key's ON DELETE or ON UPDATE action",
         }
     }
 
