@@ -704,9 +704,8 @@ struct LeftToCheck {
 /// - **SET NULL, SET DEFAULT:** their key columns are set so, checked like any update
 ///   (NOT NULL, CHECK, a default that must reference a row).
 ///
-/// An action applies to each row whose key the statement changed, even if another row
-/// takes that key (`UPDATE t SET id = 3 - id` swaps its referencing rows too), and reads
-/// the referencing rows before it changes any. Rows are read at a fresh timestamp, taken
+/// An action applies to each row whose key the statement changed, and reads the
+/// referencing rows before it changes any. Rows are read at a fresh timestamp, taken
 /// once the referenced keys are locked (no new reference can commit after it), and
 /// locked against the statement's snapshot: one changed since fails with a write
 /// conflict (the statement re-runs under READ COMMITTED, 40001 under REPEATABLE READ).
@@ -940,24 +939,27 @@ async fn changed_references(
     let mut changes = Vec::with_capacity(rows.len());
     for (old, handle) in rows {
         let mut new = old.clone();
-        let values: Vec<Datum> = at.iter().map(|p| old[*p].clone()).collect();
+        // CASCADE: the new key of the row this one references (it was read as
+        // referencing a changed key).
+        let to = if action == FkAction::Cascade {
+            let values: Vec<Datum> = at.iter().map(|p| old[*p].clone()).collect();
+            let key = referenced_key(parent, index, fk, &values);
+            Some(moved.get(&key).ok_or_else(|| {
+                SqlError::internal(format!(
+                    "a row of \"{}\" references a key of \"{}\" that did not change",
+                    child.name, parent.name
+                ))
+            })?)
+        } else {
+            None
+        };
         for (k, p) in at.iter().enumerate() {
-            let column = &child.columns[*p];
-            new[*p] = match action {
-                FkAction::SetNull => Datum::Null,
-                FkAction::SetDefault => defaults[k].clone(),
-                _ => {
-                    let key = referenced_key(parent, index, fk, &values);
-                    // A row read as referencing a changed key: its new value, fitted to
-                    // the referencing column (22003 or 22001 if it cannot hold it).
-                    let Some(to) = moved.get(&key) else {
-                        return Err(SqlError::internal(format!(
-                            "a row of \"{}\" references a key of \"{}\" that did not change",
-                            child.name, parent.name
-                        )));
-                    };
-                    crate::types::fit_to_column(to[k].clone(), &column.ty)?
-                }
+            new[*p] = match (action, to) {
+                (FkAction::SetNull, _) => Datum::Null,
+                (FkAction::SetDefault, _) => defaults[k].clone(),
+                // Fitted to the referencing column: 22003 or 22001 if it cannot hold it.
+                (_, Some(to)) => crate::types::fit_to_column(to[k].clone(), &child.columns[*p].ty)?,
+                (_, None) => unreachable!("only CASCADE, SET NULL and SET DEFAULT change rows"),
             };
         }
         if new != old {

@@ -262,6 +262,14 @@ pub(crate) fn fit_to_column(datum: Datum, ty: &SqlType) -> Result<Datum, SqlErro
             padded.extend(std::iter::repeat_n(' ', n - len));
             Ok(Datum::String(padded))
         }
+        // An integer from another integer column (a foreign key's new key): in range, as
+        // a cast would have checked.
+        (SqlType::Int16, Datum::Int(v)) if i16::try_from(v).is_err() => {
+            Err(SqlError::new("22003", "smallint out of range"))
+        }
+        (SqlType::Int32, Datum::Int(v)) if i32::try_from(v).is_err() => {
+            Err(SqlError::new("22003", "integer out of range"))
+        }
         (_, d) => Ok(d),
     }
 }

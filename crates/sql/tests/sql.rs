@@ -5738,6 +5738,20 @@ async fn foreign_key_actions_change_the_referencing_rows() {
         "update or delete on table \"parent\" violates foreign key constraint \
          \"notes_pid_fkey\" on table \"notes\""
     );
+    // A new key the referencing column cannot hold: 22003, nothing changed.
+    ok(
+        &mut s,
+        "CREATE TABLE small (id INT PRIMARY KEY, pid SMALLINT REFERENCES parent ON UPDATE CASCADE)",
+    )
+    .await;
+    ok(&mut s, "INSERT INTO small VALUES (1, 3)").await;
+    assert_eq!(
+        code(&mut s, "UPDATE parent SET id = 100000 WHERE id = 3").await,
+        "22003"
+    );
+    ok(&mut s, "UPDATE parent SET id = 30 WHERE id = 3").await;
+    assert_eq!(rows(&mut s, "SELECT pid FROM small").await, vec!["30"]);
+    ok(&mut s, "UPDATE parent SET id = 3 WHERE id = 30").await;
     // SET NULL on a NOT NULL column: 23502.
     ok(
         &mut s,
