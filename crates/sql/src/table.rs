@@ -88,7 +88,6 @@ impl KvTable {
 /// the primary key, as in PostgreSQL, which recognises no dependency on a unique
 /// constraint (its columns may be NULL, any number of times).
 fn key_constraints(table: &TableDef) -> Constraints {
-    let place = |id| table.columns.iter().position(|c| c.id == id);
     let key = table
         .indexes
         .iter()
@@ -96,7 +95,7 @@ fn key_constraints(table: &TableDef) -> Constraints {
         .filter_map(|i| {
             i.columns
                 .iter()
-                .map(|&c| place(c))
+                .map(|&c| table.column_position(c))
                 .collect::<Option<Vec<_>>>()
         })
         .map(Constraint::PrimaryKey)
