@@ -40,6 +40,8 @@ pub enum SqlType {
     Timestamp,
     /// TIMESTAMPTZ
     TimestampTz,
+    /// UUID: 16 bytes (cluster version 10).
+    Uuid,
 }
 
 impl SqlType {
@@ -61,6 +63,7 @@ impl SqlType {
             SqlType::Date => "date".into(),
             SqlType::Timestamp => "timestamp without time zone".into(),
             SqlType::TimestampTz => "timestamp with time zone".into(),
+            SqlType::Uuid => "uuid".into(),
         }
     }
 }

@@ -297,6 +297,21 @@ impl JobKind {
         let acts = |fk: &flotilla_catalog::ForeignKeyDef| {
             !fk.on_delete.is_no_action() || !fk.on_update.is_no_action()
         };
+        let uuid_column = match self {
+            JobKind::CreateTable { table, .. } => table
+                .columns
+                .iter()
+                .any(|c| c.ty == flotilla_catalog::SqlType::Uuid),
+            JobKind::AlterTable { actions, .. } => actions.iter().any(|a| {
+                matches!(a, AlterAction::AddColumn { column, .. }
+                    if column.ty == flotilla_catalog::SqlType::Uuid)
+            }),
+            _ => false,
+        };
+        // The newest feature first: a job needing several needs the newest of them.
+        if uuid_column {
+            return Some(Feature::UuidType);
+        }
         match self {
             JobKind::CreateTable { table, .. } if table.foreign_keys.iter().any(acts) => {
                 Some(Feature::ReferentialActions)

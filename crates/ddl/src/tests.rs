@@ -1298,6 +1298,31 @@ async fn an_added_foreign_key_is_enforced_before_its_scan_and_a_missing_row_roll
     let e = ddl.submit(create(setting), "c8".into()).await.unwrap_err();
     assert!(e.message.contains("cluster version 9"), "{}", e.message);
     assert_eq!(foreign_key_state(&catalog, "cascading"), None);
+    // A uuid column needs version 10, in a new table or an added column: a node of
+    // version 9 could not decode the table at all.
+    queue.set_cluster_version(9);
+    let mut uuids = table(14, "uuids");
+    uuids.columns[0].ty = SqlType::Uuid;
+    let e = ddl.submit(create(uuids), "u9".into()).await.unwrap_err();
+    assert_eq!(e.code, "0A000");
+    assert!(e.message.contains("cluster version 10"), "{}", e.message);
+    let add_uuid = JobKind::AlterTable {
+        table_id: 11,
+        table: "child".into(),
+        actions: vec![AlterAction::AddColumn {
+            column: crate::job::ColumnSpec {
+                name: "token".into(),
+                ty: SqlType::Uuid,
+                nullable: true,
+                default: None,
+                origin_default: None,
+            },
+            if_not_exists: false,
+        }],
+    };
+    let e = ddl.submit(add_uuid, "u9b".into()).await.unwrap_err();
+    assert!(e.message.contains("cluster version 10"), "{}", e.message);
+    assert!(catalog.snapshot().table("uuids").is_none());
     queue.set_cluster_version(6);
 
     let v = catalog.snapshot().version;

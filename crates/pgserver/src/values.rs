@@ -62,6 +62,7 @@ pub fn pg_type_of(data_type: &DataType) -> Type {
             Type::NUMERIC
         }
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Type::TEXT,
+        t if flotilla_sql::pg_uuid::is_uuid(t) => Type::UUID,
         DataType::Binary
         | DataType::LargeBinary
         | DataType::BinaryView
@@ -104,6 +105,7 @@ fn array_type_of(element: &DataType) -> Option<Type> {
         Type::TIMESTAMP => Type::TIMESTAMP_ARRAY,
         Type::TIMESTAMPTZ => Type::TIMESTAMPTZ_ARRAY,
         Type::INTERVAL => Type::INTERVAL_ARRAY,
+        Type::UUID => Type::UUID_ARRAY,
         _ => return None,
     })
 }
@@ -120,6 +122,7 @@ pub fn arrow_type_of(pg_type: &Type) -> Option<DataType> {
         Type::FLOAT8 => DataType::Float64,
         Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => DataType::Utf8,
         Type::BYTEA => DataType::Binary,
+        Type::UUID => flotilla_sql::pg_uuid::ARROW_TYPE,
         Type::DATE => DataType::Date32,
         Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
         Type::TIMESTAMPTZ => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
@@ -135,7 +138,7 @@ fn type_size(pg_type: &Type) -> i16 {
         Type::INT2 => 2,
         Type::INT4 | Type::FLOAT4 | Type::DATE => 4,
         Type::INT8 | Type::FLOAT8 | Type::TIMESTAMP | Type::TIMESTAMPTZ => 8,
-        Type::INTERVAL => 16,
+        Type::INTERVAL | Type::UUID => 16,
         _ => -1,
     }
 }
@@ -197,6 +200,8 @@ pub enum PgValue<'a> {
     Text(&'a str),
     /// `bytea`.
     Bytes(&'a [u8]),
+    /// `uuid`: 16 bytes.
+    Uuid(&'a [u8]),
     /// `date`, as days since 1970-01-01.
     Date(i64),
     /// `timestamp`, as seconds and nanoseconds since 1970-01-01.
@@ -271,6 +276,9 @@ fn cell(array: &dyn Array, row: usize) -> Option<PgValue<'_>> {
         DataType::Binary => PgValue::Bytes(array.as_binary_opt::<i32>()?.value(row)),
         DataType::LargeBinary => PgValue::Bytes(array.as_binary_opt::<i64>()?.value(row)),
         DataType::BinaryView => PgValue::Bytes(array.as_binary_view_opt()?.value(row)),
+        t if flotilla_sql::pg_uuid::is_uuid(t) => {
+            PgValue::Uuid(array.as_fixed_size_binary_opt()?.value(row))
+        }
         DataType::FixedSizeBinary(_) => {
             PgValue::Bytes(array.as_fixed_size_binary_opt()?.value(row))
         }
@@ -455,6 +463,7 @@ pub fn encode_text(value: &PgValue<'_>, out: &mut Vec<u8>) -> Result<(), SqlErro
                 out.push(HEX[usize::from(byte & 0x0f)]);
             }
         }
+        PgValue::Uuid(b) => out.extend_from_slice(flotilla_sql::pg_uuid::text(b).as_bytes()),
         PgValue::Date(days) => out.extend_from_slice(date_text(*days)?.as_bytes()),
         PgValue::Timestamp(secs, nanos) => {
             out.extend_from_slice(timestamp_text(*secs, *nanos, false)?.as_bytes())
@@ -529,7 +538,7 @@ pub fn encode_binary(value: &PgValue<'_>, out: &mut Vec<u8>) -> Result<(), SqlEr
         PgValue::Float8(v) => out.extend_from_slice(&v.to_be_bytes()),
         PgValue::Numeric(v, s) => numeric_binary(*v, *s, out),
         PgValue::Text(s) => out.extend_from_slice(s.as_bytes()),
-        PgValue::Bytes(b) => out.extend_from_slice(b),
+        PgValue::Bytes(b) | PgValue::Uuid(b) => out.extend_from_slice(b),
         PgValue::Date(days) => {
             let pg_days = days
                 .checked_sub(PG_EPOCH_DAYS)
@@ -784,6 +793,7 @@ fn pg_type_name(data_type: &DataType) -> &'static str {
         | DataType::Decimal64(..)
         | DataType::Decimal128(..)
         | DataType::Decimal256(..) => "numeric",
+        t if flotilla_sql::pg_uuid::is_uuid(t) => "uuid",
         DataType::Binary
         | DataType::LargeBinary
         | DataType::BinaryView
@@ -855,6 +865,17 @@ fn coerce(value: ScalarValue, target: &DataType, index: usize) -> Result<ScalarV
     if value.data_type() == *target || matches!(target, DataType::Null) {
         return Ok(value);
     }
+    // A uuid for a string: its text, as PostgreSQL's assignment cast gives (Arrow's cast
+    // has none).
+    if let ScalarValue::FixedSizeBinary(_, Some(bytes)) = &value
+        && flotilla_sql::pg_uuid::is_uuid(&value.data_type())
+        && matches!(
+            target,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        )
+    {
+        return decode_text(&flotilla_sql::pg_uuid::text(bytes), target);
+    }
     value.cast_to(target).map_err(|e| {
         sql_error(
             "42804",
@@ -912,6 +933,10 @@ fn decode_binary(
             }
         }
         Type::BYTEA => ScalarValue::Binary(Some(raw.to_vec())),
+        Type::UUID => ScalarValue::FixedSizeBinary(
+            flotilla_sql::pg_uuid::UUID_BYTES as i32,
+            Some(fixed::<{ flotilla_sql::pg_uuid::UUID_BYTES }>(raw, index)?.to_vec()),
+        ),
         Type::DATE => {
             let pg_days = i32::from_be_bytes(fixed(raw, index)?);
             let days = i64::from(pg_days) + PG_EPOCH_DAYS;
@@ -1044,6 +1069,14 @@ pub fn decode_text(text: &str, target: &DataType) -> Result<ScalarValue, SqlErro
         DataType::Binary => ScalarValue::Binary(Some(parse_bytea(text, target)?)),
         DataType::LargeBinary => ScalarValue::LargeBinary(Some(parse_bytea(text, target)?)),
         DataType::BinaryView => ScalarValue::BinaryView(Some(parse_bytea(text, target)?)),
+        t if flotilla_sql::pg_uuid::is_uuid(t) => {
+            let bytes =
+                flotilla_sql::pg_uuid::parse(text).ok_or_else(|| invalid_syntax(t, text))?;
+            ScalarValue::FixedSizeBinary(
+                flotilla_sql::pg_uuid::UUID_BYTES as i32,
+                Some(bytes.to_vec()),
+            )
+        }
         DataType::FixedSizeBinary(len) => {
             let bytes = parse_bytea(text, target)?;
             if usize::try_from(*len).ok() != Some(bytes.len()) {
@@ -2217,6 +2250,37 @@ mod tests {
     }
 
     #[test]
+    fn uuids_travel_as_postgres_sends_them() {
+        let uuid = flotilla_sql::pg_uuid::ARROW_TYPE;
+        assert_eq!(pg_type_of(&uuid), Type::UUID);
+        assert_eq!(pg_type_of(&DataType::FixedSizeBinary(8)), Type::BYTEA);
+        assert_eq!(arrow_type_of(&Type::UUID), Some(uuid.clone()));
+        assert_eq!(type_size(&Type::UUID), 16);
+        let bytes: Vec<u8> = (0..16u8).map(|b| b * 17).collect();
+        let canonical = "00112233-4455-6677-8899-aabbccddeeff";
+        assert_eq!(text(PgValue::Uuid(&bytes)), canonical);
+        assert_eq!(binary(PgValue::Uuid(&bytes)), bytes);
+        let value = ScalarValue::FixedSizeBinary(16, Some(bytes.clone()));
+        assert_eq!(param(canonical, &uuid).ok(), Some(value.clone()));
+        assert_eq!(
+            param("{00112233445566778899AABBCCDDEEFF}", &uuid).ok(),
+            Some(value.clone())
+        );
+        let e = param("00112233", &uuid).expect_err("short");
+        assert_eq!(e.code, "22P02");
+        assert_eq!(
+            e.message,
+            "invalid input syntax for type uuid: \"00112233\""
+        );
+        let binary_param = |raw: &[u8]| decode_param(Some(raw), true, Some(&Type::UUID), &uuid, 0);
+        assert_eq!(binary_param(&bytes).ok(), Some(value));
+        assert_eq!(
+            binary_param(&bytes[..15]).expect_err("15 bytes").code,
+            "22P03"
+        );
+    }
+
+    #[test]
     fn text_params_strings_and_bytea() {
         assert_eq!(
             param("héllo", &DataType::Utf8).ok(),
@@ -2454,7 +2518,13 @@ mod tests {
             "22P02"
         );
         assert_eq!(
-            bin(&[0; 16], Some(&Type::UUID), &DataType::Utf8)
+            bin(&[0; 16], Some(&Type::UUID), &DataType::Utf8).ok(),
+            Some(ScalarValue::Utf8(Some(
+                "00000000-0000-0000-0000-000000000000".into()
+            )))
+        );
+        assert_eq!(
+            bin(&[0; 16], Some(&Type::POINT), &DataType::Utf8)
                 .expect_err("unsupported")
                 .code,
             "0A000"

@@ -48,6 +48,7 @@ pub(crate) fn template_state(query_memory_bytes_max: usize) -> Result<SessionSta
         .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
+        .with_type_planner(Arc::new(crate::pg_uuid::PgTypes))
         .build();
     for udf in crate::functions::all() {
         // A function of ours replacing one of DataFusion's replaces it under its aliases
@@ -61,6 +62,7 @@ pub(crate) fn template_state(query_memory_bytes_max: usize) -> Result<SessionSta
     // After DataFusion's own rules (type coercion last), so operand types are final.
     state.add_analyzer_rule(Arc::new(crate::overflow::CheckedIntegerArithmetic::new()));
     state.add_analyzer_rule(Arc::new(crate::pg_text::PgText::new()));
+    state.add_analyzer_rule(Arc::new(crate::pg_uuid::UuidCasts::new()));
     Ok(state)
 }
 
@@ -214,6 +216,7 @@ impl StatementContext {
     pub(crate) async fn plan(&self, mut statement: Statement) -> Result<LogicalPlan, SqlError> {
         crate::numeric::float_literals_past_decimal(&mut statement);
         crate::fetch::fetch_as_limit(&mut statement)?;
+        crate::cast_names::name_column_casts(&mut statement);
         let plan = self
             .state()
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))
@@ -225,7 +228,8 @@ impl StatementContext {
         let plan = crate::numeric::numeric_as_postgres(plan).map_err(datafusion_error)?;
         let plan = crate::subquery::per_row_where_refused(plan, &self.state())
             .map_err(datafusion_error)?;
-        crate::bpchar::pad_compared_literals(plan).map_err(datafusion_error)
+        let plan = crate::bpchar::pad_compared_literals(plan).map_err(datafusion_error)?;
+        crate::pg_uuid::literals_as_uuid(plan).map_err(datafusion_error)
     }
 
     /// The columns `plan` answers with: its schema once analyzed. Type coercion settles

@@ -204,6 +204,7 @@ pub(crate) fn sql_type(t: &AstType) -> Result<SqlType, SqlError> {
             SqlType::Char(char_length(l, "character")?.unwrap_or(1))
         }
         AstType::Bytea => SqlType::Bytea,
+        AstType::Uuid => SqlType::Uuid,
         AstType::Date => SqlType::Date,
         AstType::Timestamp(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => {
             SqlType::Timestamp

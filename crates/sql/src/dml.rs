@@ -21,10 +21,10 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
-use flotilla_catalog::{CatalogSnapshot, ColumnDef, Handle, Identity, IndexDef, TableDef};
+use flotilla_catalog::{CatalogSnapshot, ColumnDef, Handle, Identity, IndexDef, SqlType, TableDef};
 use flotilla_codec::{Datum, record_prefix};
 use flotilla_txn::TxnError;
-use flotilla_types::Timestamp;
+use flotilla_types::{ColumnId, Timestamp};
 
 use crate::api::QueryResult;
 use crate::context::Collect;
@@ -1011,21 +1011,50 @@ pub(crate) fn rows_to_batch(
     RecordBatch::try_new(schema, columns).map_err(|e| SqlError::internal(e.to_string()))
 }
 
-pub(crate) fn datum_text(d: &Datum) -> String {
+/// A stored value as PostgreSQL prints it in messages (a key in a DETAIL), for a column
+/// of type `ty`.
+pub(crate) fn datum_text(d: &Datum, ty: &SqlType) -> String {
     match d {
         Datum::Null => "null".into(),
         Datum::Bool(b) => if *b { "t" } else { "f" }.into(),
         Datum::Int(v) => v.to_string(),
-        Datum::Float(v) => v.to_string(),
-        Datum::Decimal(v) => v.to_string(),
+        Datum::Float(v) if *ty == SqlType::Float32 => crate::pg_text::float4_text(*v as f32),
+        Datum::Float(v) => crate::pg_text::float8_text(*v),
+        Datum::Decimal(v) => match ty {
+            SqlType::Numeric { scale, .. } if *scale > 0 => {
+                let digits = format!("{:0>width$}", v.unsigned_abs(), width = *scale as usize + 1);
+                let (int, frac) = digits.split_at(digits.len() - *scale as usize);
+                format!("{}{int}.{frac}", if *v < 0 { "-" } else { "" })
+            }
+            _ => v.to_string(),
+        },
+        Datum::Bytes(b) if *ty == SqlType::Uuid => crate::pg_uuid::text(b),
         Datum::Bytes(b) => format!(
             "\\x{}",
             b.iter().map(|x| format!("{x:02x}")).collect::<String>()
         ),
         Datum::String(s) => s.clone(),
-        Datum::Date(v) => v.to_string(),
-        Datum::Timestamp(v) => v.to_string(),
+        Datum::Date(v) => chrono::NaiveDate::default()
+            .checked_add_signed(chrono::Duration::days(i64::from(*v)))
+            .map_or_else(|| v.to_string(), crate::pg_text::date_text),
+        Datum::Timestamp(v) => chrono::DateTime::from_timestamp_micros(*v).map_or_else(
+            || v.to_string(),
+            |at| crate::pg_text::timestamp_text(at.naive_utc(), *ty == SqlType::TimestampTz),
+        ),
     }
+}
+
+/// The values of `columns` (ids of `table`'s columns) as a key DETAIL lists them.
+pub(crate) fn key_text(table: &TableDef, columns: &[ColumnId], values: &[Datum]) -> String {
+    values
+        .iter()
+        .zip(columns)
+        .map(|(d, id)| match table.column_by_id(*id) {
+            Some(c) => datum_text(d, &c.ty),
+            None => datum_text(d, &SqlType::Text),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A unique violation for `key`, naming the constraint and the duplicate values.
@@ -1045,14 +1074,11 @@ pub(crate) fn unique_violation(table: &TableDef, key: &[u8], row: Option<&[Datum
         format!("duplicate key value violates unique constraint \"{name}\""),
     );
     if let (Some(index), Some(row)) = (index, row) {
-        let vals: Vec<String> = crate::rows::index_values(table, index, row)
-            .iter()
-            .map(datum_text)
-            .collect();
+        let vals = crate::rows::index_values(table, index, row);
         err = err.with_detail(format!(
             "Key ({})=({}) already exists.",
             table.column_list(&index.columns),
-            vals.join(", ")
+            key_text(table, &index.columns, &vals)
         ));
     }
     err

@@ -76,6 +76,7 @@ pub(crate) fn pg_type_name(t: &DataType) -> String {
         DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => "numeric".into(),
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "text".into(),
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "bytea".into(),
+        t if crate::pg_uuid::is_uuid(t) => "uuid".into(),
         DataType::Date32 | DataType::Date64 => "date".into(),
         DataType::Timestamp(_, None) => "timestamp without time zone".into(),
         DataType::Timestamp(_, Some(_)) => "timestamp with time zone".into(),

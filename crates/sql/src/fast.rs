@@ -69,6 +69,11 @@ fn literal(expr: &Expr) -> Option<ScalarValue> {
                     DataType::Int64 => {
                         return text.parse().ok().map(|v| ScalarValue::Int64(Some(v)));
                     }
+                    // Arrow's cast would take the text's bytes.
+                    ref t if crate::pg_uuid::is_uuid(t) => {
+                        return crate::pg_uuid::parse(text)
+                            .map(|b| ScalarValue::FixedSizeBinary(16, Some(b.to_vec())));
+                    }
                     _ => {}
                 }
             }

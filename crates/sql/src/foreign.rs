@@ -43,7 +43,7 @@ use flotilla_types::{ColumnId, Timestamp};
 use futures::StreamExt;
 
 use crate::context::Collect;
-use crate::dml::{RowChange, datum_text, parse_one, quote, relation_name};
+use crate::dml::{RowChange, key_text, parse_one, quote, relation_name};
 use crate::error::{SqlError, datafusion_error};
 use crate::session::Session;
 use crate::types::ColumnBuilder;
@@ -378,7 +378,7 @@ fn missing(table: &TableDef, parent: &TableDef, fk: &ForeignKeyDef, values: &[Da
     .with_detail(format!(
         "Key ({})=({}) is not present in table \"{}\".",
         table.column_list(&fk.columns),
-        values.iter().map(datum_text).collect::<Vec<_>>().join(", "),
+        key_text(table, &fk.columns, values),
         parent.name
     ))
 }

@@ -163,11 +163,6 @@ impl ScalarUDFImpl for TableIsVisible {
 
 /// The functions to register in every statement's context.
 pub(crate) fn all() -> Vec<Arc<ScalarUDF>> {
-    // PostgreSQL's name for a random (version 4) UUID; DataFusion calls it `uuid()`.
-    let uuid = datafusion::functions::string::uuid()
-        .as_ref()
-        .clone()
-        .with_aliases(["gen_random_uuid"]);
     vec![
         Arc::new(ScalarUDF::new_from_impl(Version {
             signature: Signature::exact(vec![], Volatility::Stable),
@@ -175,7 +170,7 @@ pub(crate) fn all() -> Vec<Arc<ScalarUDF>> {
         Arc::new(ScalarUDF::new_from_impl(LocalTimestamp {
             signature: Signature::exact(vec![], Volatility::Stable),
         })),
-        Arc::new(uuid),
+        crate::pg_uuid::gen_random_uuid(),
         Arc::new(ScalarUDF::new_from_impl(TableIsVisible {
             signature: Signature::any(1, Volatility::Stable),
         })),

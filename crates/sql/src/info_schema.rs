@@ -53,6 +53,7 @@ fn data_type(ty: &SqlType) -> &'static str {
         SqlType::Varchar(_) => "character varying",
         SqlType::Char(_) => "character",
         SqlType::Bytea => "bytea",
+        SqlType::Uuid => "uuid",
         SqlType::Date => "date",
         SqlType::Timestamp => "timestamp without time zone",
         SqlType::TimestampTz => "timestamp with time zone",

@@ -49,6 +49,7 @@ fn sql_type(t: &DataType) -> Option<SqlDataType> {
         DataType::Timestamp(_, None) => SqlDataType::Timestamp(None, TimezoneInfo::None),
         DataType::Timestamp(_, Some(_)) => SqlDataType::Timestamp(None, TimezoneInfo::WithTimeZone),
         DataType::Binary => SqlDataType::Bytea,
+        t if crate::pg_uuid::is_uuid(t) => SqlDataType::Uuid,
         DataType::Decimal128(p, s) => {
             SqlDataType::Numeric(ExactNumberInfo::PrecisionAndScale(*p as u64, *s as i64))
         }
@@ -75,6 +76,9 @@ fn scalar_text(value: &ScalarValue) -> Result<String, SqlError> {
         ScalarValue::Utf8(Some(s))
         | ScalarValue::LargeUtf8(Some(s))
         | ScalarValue::Utf8View(Some(s)) => s.clone(),
+        ScalarValue::FixedSizeBinary(_, Some(b)) if crate::pg_uuid::is_uuid(&value.data_type()) => {
+            crate::pg_uuid::text(b)
+        }
         _ => {
             let array = value.to_array().map_err(crate::error::datafusion_error)?;
             let formatter = ArrayFormatter::try_new(array.as_ref(), &FormatOptions::default())

@@ -122,6 +122,7 @@ fn pg_type(ty: &SqlType) -> (i64, &'static str) {
         SqlType::Date => (1082, "date"),
         SqlType::Timestamp => (1114, "timestamp"),
         SqlType::TimestampTz => (1184, "timestamptz"),
+        SqlType::Uuid => (2950, "uuid"),
     }
 }
 
@@ -524,6 +525,7 @@ impl PgCatalogSchema {
             SqlType::Date,
             SqlType::Timestamp,
             SqlType::TimestampTz,
+            SqlType::Uuid,
         ];
         let n = types.len();
         table(vec![

@@ -212,6 +212,7 @@ fn format_type(_snapshot: &CatalogSnapshot, args: &[ScalarValue]) -> Option<Stri
         1082 => SqlType::Date,
         1114 => SqlType::Timestamp,
         1184 => SqlType::TimestampTz,
+        2950 => SqlType::Uuid,
         _ => return Some("???".into()),
     };
     Some(ty.pg_name())

@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder, Date32Array,
-    Date32Builder, Decimal128Array, Decimal128Builder, Float32Array, Float32Builder, Float64Array,
-    Float64Builder, Int16Array, Int16Builder, Int32Array, Int32Builder, Int64Array, Int64Builder,
-    StringArray, StringBuilder, TimestampMicrosecondArray, TimestampMicrosecondBuilder,
+    Date32Builder, Decimal128Array, Decimal128Builder, FixedSizeBinaryArray,
+    FixedSizeBinaryBuilder, Float32Array, Float32Builder, Float64Array, Float64Builder, Int16Array,
+    Int16Builder, Int32Array, Int32Builder, Int64Array, Int64Builder, StringArray, StringBuilder,
+    TimestampMicrosecondArray, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
@@ -35,6 +36,7 @@ pub(crate) fn arrow_type(ty: &SqlType) -> DataType {
         SqlType::Date => DataType::Date32,
         SqlType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
         SqlType::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
+        SqlType::Uuid => crate::pg_uuid::ARROW_TYPE,
     }
 }
 
@@ -79,6 +81,7 @@ pub(crate) fn assignable(from: &DataType, to: &SqlType) -> bool {
         SqlType::Timestamp | SqlType::TimestampTz => {
             matches!(from, D::Date32 | D::Date64 | D::Timestamp(_, _))
         }
+        SqlType::Uuid => crate::pg_uuid::is_uuid(from),
     }
 }
 
@@ -107,6 +110,27 @@ pub(crate) fn cast_to_column(
         && let Some(strings) = array.as_any().downcast_ref::<StringArray>()
     {
         return bytea_from_text(strings);
+    }
+    if crate::pg_uuid::is_uuid(array.data_type())
+        && matches!(ty, SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_))
+    {
+        // A uuid assigned to a string column is its text (Arrow has no such cast).
+        let uuids = array
+            .as_any()
+            .downcast_ref::<FixedSizeBinaryArray>()
+            .expect("a uuid array");
+        return Ok(Arc::new(
+            uuids
+                .iter()
+                .map(|v| v.map(crate::pg_uuid::text))
+                .collect::<StringArray>(),
+        ));
+    }
+    if *ty == SqlType::Uuid {
+        // Arrow would copy a string's bytes; PostgreSQL reads its text form.
+        let strings = cast_with_options(array, &DataType::Utf8, &CastOptions::default())
+            .map_err(|e| cast_error(e, ty))?;
+        return uuid_from_text(strings.as_any().downcast_ref().expect("cast to Utf8"));
     }
     let options = CastOptions {
         safe: false,
@@ -176,6 +200,23 @@ fn bytea_from_text(strings: &StringArray) -> Result<ArrayRef, SqlError> {
     Ok(Arc::new(b.finish()))
 }
 
+/// Reads PostgreSQL's text forms of uuid.
+fn uuid_from_text(strings: &StringArray) -> Result<ArrayRef, SqlError> {
+    let width = crate::pg_uuid::UUID_BYTES as i32;
+    let mut b = FixedSizeBinaryBuilder::with_capacity(strings.len(), width);
+    for v in strings.iter() {
+        match v {
+            None => b.append_null(),
+            Some(s) => {
+                let bytes = crate::pg_uuid::parse(s).ok_or_else(|| crate::pg_uuid::invalid(s))?;
+                b.append_value(bytes)
+                    .map_err(|e| SqlError::internal(e.to_string()))?;
+            }
+        }
+    }
+    Ok(Arc::new(b.finish()))
+}
+
 fn cast_error(e: datafusion::arrow::error::ArrowError, ty: &SqlType) -> SqlError {
     let text = e.to_string();
     // Arrow says "Can't cast value 32768 to type Int16" for an integer out of range.
@@ -220,6 +261,7 @@ pub(crate) fn datum_at(array: &ArrayRef, row: usize, ty: &SqlType) -> Datum {
         SqlType::Timestamp | SqlType::TimestampTz => {
             Datum::Timestamp(downcast::<TimestampMicrosecondArray>(any).value(row))
         }
+        SqlType::Uuid => Datum::Bytes(downcast::<FixedSizeBinaryArray>(any).value(row).to_vec()),
     }
 }
 
@@ -289,6 +331,7 @@ enum Builder {
     Decimal(Decimal128Builder, u8, i8),
     String(StringBuilder),
     Binary(BinaryBuilder),
+    Uuid(FixedSizeBinaryBuilder),
     Date(Date32Builder),
     Timestamp(TimestampMicrosecondBuilder, Option<Arc<str>>),
 }
@@ -314,6 +357,10 @@ impl ColumnBuilder {
             SqlType::Bytea => {
                 Builder::Binary(BinaryBuilder::with_capacity(capacity, capacity * 16))
             }
+            SqlType::Uuid => Builder::Uuid(FixedSizeBinaryBuilder::with_capacity(
+                capacity,
+                crate::pg_uuid::UUID_BYTES as i32,
+            )),
             SqlType::Date => Builder::Date(Date32Builder::with_capacity(capacity)),
             SqlType::Timestamp => {
                 Builder::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity), None)
@@ -339,6 +386,10 @@ impl ColumnBuilder {
             (Builder::Decimal(b, _, _), Datum::Decimal(v)) => b.append_value(*v),
             (Builder::String(b), Datum::String(v)) => b.append_value(v),
             (Builder::Binary(b), Datum::Bytes(v)) => b.append_value(v),
+            // A stored uuid always has 16 bytes.
+            (Builder::Uuid(b), Datum::Bytes(v)) if v.len() == crate::pg_uuid::UUID_BYTES => {
+                b.append_value(v).expect("16 bytes")
+            }
             (Builder::Date(b), Datum::Date(v)) => b.append_value(*v),
             (Builder::Timestamp(b, _), Datum::Timestamp(v)) => b.append_value(*v),
             (Builder::Bool(b), _) => b.append_null(),
@@ -350,6 +401,7 @@ impl ColumnBuilder {
             (Builder::Decimal(b, _, _), _) => b.append_null(),
             (Builder::String(b), _) => b.append_null(),
             (Builder::Binary(b), _) => b.append_null(),
+            (Builder::Uuid(b), _) => b.append_null(),
             (Builder::Date(b), _) => b.append_null(),
             (Builder::Timestamp(b, _), _) => b.append_null(),
         }
@@ -371,6 +423,7 @@ impl ColumnBuilder {
             ),
             Builder::String(mut b) => Arc::new(b.finish()),
             Builder::Binary(mut b) => Arc::new(b.finish()),
+            Builder::Uuid(mut b) => Arc::new(b.finish()),
             Builder::Date(mut b) => Arc::new(b.finish()),
             Builder::Timestamp(mut b, tz) => Arc::new(b.finish().with_timezone_opt(tz)),
         }
@@ -383,6 +436,19 @@ impl ColumnBuilder {
 pub(crate) fn scalar_to_datum(value: &ScalarValue, ty: &SqlType) -> Option<Datum> {
     if value.is_null() {
         return None;
+    }
+    if *ty == SqlType::Uuid {
+        // A string literal stands for the uuid it reads as (Arrow's cast would take its
+        // bytes).
+        return match value {
+            ScalarValue::FixedSizeBinary(16, Some(b)) => Some(Datum::Bytes(b.clone())),
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)) => {
+                crate::pg_uuid::parse(s).map(|b| Datum::Bytes(b.to_vec()))
+            }
+            _ => None,
+        };
     }
     let array = value.to_array().ok()?;
     let target = arrow_type(ty);

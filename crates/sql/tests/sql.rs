@@ -6827,3 +6827,283 @@ async fn alter_column_type_widens_text_columns_and_refuses_the_rest() {
         "42703"
     );
 }
+
+/// The uuid type as PostgreSQL 15 has it: its input forms, comparisons with string
+/// literals (keys, indexes, IN lists), casts both ways, `gen_random_uuid()`, foreign keys
+/// between uuid columns, bound parameters, and errors that change nothing.
+#[tokio::test]
+async fn uuid_columns_read_compare_and_print_as_in_postgres() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE u (id UUID PRIMARY KEY DEFAULT gen_random_uuid(), name TEXT, other uuid)",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO u (id, name) VALUES ('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'a'), \
+         ('{B0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11}', 'b'), ('00eebc999c0b4ef8bb6d6bb9bd380a11', 'c')",
+    )
+    .await;
+    ok(&mut s, "INSERT INTO u (name) VALUES ('random')").await;
+    // Printed in PostgreSQL's form; ordered by their bytes.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT id::text, name FROM u WHERE name <> 'random' ORDER BY id"
+        )
+        .await,
+        vec![
+            "00eebc99-9c0b-4ef8-bb6d-6bb9bd380a11|c",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11|a",
+            "b0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11|b",
+        ]
+    );
+    // A string literal compared with a uuid is read as one, in any of its forms.
+    for sql in [
+        "SELECT name FROM u WHERE id = 'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11'",
+        "SELECT name FROM u WHERE 'a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11' = id",
+        "SELECT name FROM u WHERE id IN ('a0eebc999c0b4ef8bb6d6bb9bd380a11', 'ffffffff-9c0b-4ef8-bb6d-6bb9bd380a11')",
+        "SELECT name FROM u WHERE id = '{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}'::uuid",
+        "SELECT name FROM u WHERE id::text = 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'",
+    ] {
+        assert_eq!(rows(&mut s, sql).await, vec!["a"], "{sql}");
+    }
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT count(*) FROM u WHERE id > 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11' AND name <> 'random'"
+        )
+        .await,
+        vec!["1"]
+    );
+    // gen_random_uuid() is a version 4 uuid, a new one per row.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT substr(id::text, 15, 1), length(id::text) FROM u WHERE name = 'random'"
+        )
+        .await,
+        vec!["4|36"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT count(DISTINCT g) FROM (SELECT gen_random_uuid() AS g FROM u) AS x"
+        )
+        .await,
+        vec!["4"]
+    );
+    // A secondary index on a uuid column, and UPDATE through it.
+    ok(&mut s, "CREATE INDEX u_other ON u (other)").await;
+    ok(
+        &mut s,
+        "UPDATE u SET other = 'c0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11' WHERE id = 'b0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'",
+    )
+    .await;
+    ok(&mut s, "UPDATE u SET other = id WHERE name = 'a'").await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT name FROM u WHERE other = 'c0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'"
+        )
+        .await,
+        vec!["b"]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT name FROM u WHERE other = id").await,
+        vec!["a"]
+    );
+    // Text that is not a uuid: 22P02, and nothing changes.
+    for sql in [
+        "SELECT name FROM u WHERE id = 'a0eebc99'",
+        "SELECT 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11 '::uuid",
+        "INSERT INTO u (id, name) VALUES ('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1g', 'bad')",
+        "UPDATE u SET other = 'abcdefghijklmnop' WHERE name = 'c'",
+        "DELETE FROM u WHERE id IN ('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'x')",
+    ] {
+        assert_eq!(code(&mut s, sql).await, "22P02", "{sql}");
+    }
+    assert_eq!(
+        error_message(&mut s, "SELECT * FROM u WHERE id = 'nope'").await,
+        "invalid input syntax for type uuid: \"nope\""
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT count(*), count(other) FROM u").await,
+        vec!["4|2"]
+    );
+    // A duplicate key and a missing reference name the uuid as PostgreSQL prints it.
+    let (c, detail) = error_detail(
+        &mut s,
+        "INSERT INTO u (id) VALUES ('A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11')",
+    )
+    .await;
+    assert_eq!(c, "23505");
+    assert_eq!(
+        detail,
+        "Key (id)=(a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11) already exists."
+    );
+    ok(
+        &mut s,
+        "CREATE TABLE r (n INT PRIMARY KEY, u uuid REFERENCES u ON DELETE CASCADE)",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO r VALUES (1, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'), (2, 'b0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11')",
+    )
+    .await;
+    let (c, detail) = error_detail(
+        &mut s,
+        "INSERT INTO r VALUES (3, 'd0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11')",
+    )
+    .await;
+    assert_eq!(c, "23503");
+    assert_eq!(
+        detail,
+        "Key (u)=(d0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11) is not present in table \"u\"."
+    );
+    ok(
+        &mut s,
+        "DELETE FROM u WHERE id = 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'",
+    )
+    .await;
+    assert_eq!(rows(&mut s, "SELECT n FROM r").await, vec!["2"]);
+    // A uuid column neither takes nor compares with a number or a text column.
+    assert_eq!(code(&mut s, "INSERT INTO r VALUES (4, 7)").await, "42804");
+    // Bound parameters: a uuid, or its text.
+    use datafusion::scalar::ScalarValue;
+    let sel = s
+        .prepare("SELECT name FROM u WHERE id = $1", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        sel.param_types,
+        vec![datafusion::arrow::datatypes::DataType::FixedSizeBinary(16)]
+    );
+    let b0 = flotilla_sql::pg_uuid::parse("b0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").unwrap();
+    let bound = s
+        .execute_prepared(
+            &sel,
+            vec![ScalarValue::FixedSizeBinary(16, Some(b0.to_vec()))],
+        )
+        .await
+        .unwrap();
+    let QueryResult::Rows { batches, .. } = bound else {
+        panic!("rows expected")
+    };
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+    let by_text = s
+        .prepare("SELECT name FROM u WHERE id = $1::uuid", &[])
+        .await
+        .unwrap();
+    let bound = s
+        .execute_prepared(
+            &by_text,
+            vec![ScalarValue::Utf8(Some(
+                "B0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11".into(),
+            ))],
+        )
+        .await
+        .unwrap();
+    let QueryResult::Rows { batches, .. } = bound else {
+        panic!("rows expected")
+    };
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+    // The catalog says uuid.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT data_type, udt_name FROM information_schema.columns WHERE table_name = 'u' AND column_name = 'id'"
+        )
+        .await,
+        vec!["uuid|uuid"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'u'::regclass AND attname = 'other'"
+        )
+        .await,
+        vec!["uuid"]
+    );
+}
+
+/// Keys in a DETAIL are printed as PostgreSQL prints their values: a date as a date, a
+/// numeric with its scale, a timestamp as a timestamp (they were raw day, unscaled and
+/// microsecond counts).
+#[tokio::test]
+async fn key_details_print_values_as_postgres_does() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE k (d DATE UNIQUE, n NUMERIC(8,2) UNIQUE, t TIMESTAMP UNIQUE, f FLOAT8 UNIQUE)",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO k VALUES ('2024-03-01', -0.5, '2024-03-01 10:00:00', 2.0)",
+    )
+    .await;
+    for (sql, detail) in [
+        (
+            "INSERT INTO k (d) VALUES ('2024-03-01')",
+            "Key (d)=(2024-03-01) already exists.",
+        ),
+        (
+            "INSERT INTO k (n) VALUES (-0.50)",
+            "Key (n)=(-0.50) already exists.",
+        ),
+        (
+            "INSERT INTO k (t) VALUES ('2024-03-01 10:00:00')",
+            "Key (t)=(2024-03-01 10:00:00) already exists.",
+        ),
+        (
+            "INSERT INTO k (f) VALUES (2)",
+            "Key (f)=(2) already exists.",
+        ),
+    ] {
+        assert_eq!(
+            error_detail(&mut s, sql).await,
+            ("23505", detail.into()),
+            "{sql}"
+        );
+    }
+}
+
+/// A cast of a column is named after the column, and may stand beside the column or be
+/// ordered by its name (DataFusion refused both: apache/datafusion#13558). As in
+/// PostgreSQL, `ORDER BY f` then sorts by the output column `f`, the text.
+#[tokio::test]
+async fn a_cast_of_a_column_stands_beside_it_and_orders_by_its_name() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE ft (f FLOAT8, n INT)").await;
+    ok(&mut s, "INSERT INTO ft VALUES (10, 1), (9, 2)").await;
+    assert_eq!(
+        rows(&mut s, "SELECT f::text FROM ft ORDER BY f").await,
+        vec!["10", "9"]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT ft.f::int, f FROM ft ORDER BY n").await,
+        vec!["10|10.0", "9|9.0"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT CAST(n AS text), sum(n) FROM ft GROUP BY n ORDER BY n DESC"
+        )
+        .await,
+        vec!["2|2", "1|1"]
+    );
+    let QueryResult::Rows { schema, .. } = run(&mut s, "SELECT f::text, n::int8 FROM ft")
+        .await
+        .unwrap()
+    else {
+        panic!("rows expected")
+    };
+    let names: Vec<_> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    assert_eq!(names, ["f", "n"]);
+}

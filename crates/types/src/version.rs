@@ -17,7 +17,7 @@ pub type ClusterVersion = u32;
 pub const CLUSTER_VERSION_BASE: ClusterVersion = 1;
 
 /// The newest cluster version this build understands.
-pub const BINARY_CLUSTER_VERSION: ClusterVersion = 9;
+pub const BINARY_CLUSTER_VERSION: ClusterVersion = 10;
 
 // A build understands every feature it gates. (Every build so far also runs in a
 // cluster at any older version, down to the base: one that drops an old version's
@@ -29,6 +29,7 @@ const _: () = assert!(Feature::AddForeignKey.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::DeferrableForeignKeys.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::WidenColumnType.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::ReferentialActions.since() <= BINARY_CLUSTER_VERSION);
+const _: () = assert!(Feature::UuidType.since() <= BINARY_CLUSTER_VERSION);
 
 /// A behaviour gated by the cluster version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +64,9 @@ pub enum Feature {
     /// NULL, SET DEFAULT, RESTRICT): a node of an older build would decode the constraint
     /// as NO ACTION and refuse deletes that others cascade.
     ReferentialActions,
+    /// Columns of type `uuid`: a node of an older build cannot decode a table that has
+    /// one (its catalog lacks the type), so it could not read or write the table.
+    UuidType,
 }
 
 impl Feature {
@@ -76,6 +80,7 @@ impl Feature {
             Feature::DeferrableForeignKeys => 7,
             Feature::WidenColumnType => 8,
             Feature::ReferentialActions => 9,
+            Feature::UuidType => 10,
         }
     }
 
@@ -89,6 +94,7 @@ impl Feature {
             Feature::DeferrableForeignKeys => "a DEFERRABLE foreign key",
             Feature::WidenColumnType => "ALTER TABLE ... ALTER COLUMN ... TYPE",
             Feature::ReferentialActions => "a foreign key's ON DELETE or ON UPDATE action",
+            Feature::UuidType => "a column of type uuid",
         }
     }
 

@@ -1,13 +1,13 @@
 # Django ORM work over Flotilla: CRUD, aggregates, joins, transactions, a deferred
 # foreign key failing at commit, auth, and the introspection migrations rely on.
-import django, datetime
+import django, datetime, uuid
 from decimal import Decimal
 django.setup()
 from django.db import transaction, IntegrityError, connection
 from django.db.models import Count, Sum, Avg, Q, F, ProtectedError
 from django.contrib.auth.models import User, Group, Permission
 from django.contrib.auth import authenticate
-from shop.models import Author, Book, Tag
+from shop.models import Author, Book, Order, Tag
 
 a = Author.objects.create(name="Ursula", born=datetime.date(1929, 10, 21))
 b = Author.objects.create(name="Iain")
@@ -34,6 +34,27 @@ Book.objects.filter(author=b).update(price=F("price") * 2)
 assert Book.objects.get(title="Culture 5").price == Decimal("10.00")
 assert Book.objects.filter(Q(title__startswith="Cult") | Q(price__lt=1)).count() == 5
 assert Book.objects.filter(title__icontains="dispo").exists()
+# uuid columns: a uuid primary key made by the client, a unique nullable uuid, lookups
+# by UUID and by its text, and the uuid type read back by introspection.
+voucher = uuid.UUID("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11")
+o1 = Order.objects.create(book=bk, voucher=voucher)
+o2 = Order.objects.create(book=bk)
+assert isinstance(o1.id, uuid.UUID) and o1.id != o2.id
+assert Order.objects.get(pk=o1.id).voucher == voucher
+assert Order.objects.get(voucher="a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").id == o1.id
+assert Order.objects.filter(id__in=[o1.id, o2.id, uuid.uuid4()]).count() == 2
+assert Order.objects.filter(voucher__isnull=True).get().id == o2.id
+assert [o.id for o in Book.objects.get(pk=bk.pk).orders.order_by("id")] == sorted([o1.id, o2.id])
+try:
+    with transaction.atomic():
+        Order.objects.create(book=bk, voucher=voucher)
+    raise SystemExit("duplicate voucher accepted")
+except IntegrityError:
+    pass
+with connection.cursor() as c:
+    kinds = {d.name: connection.introspection.get_field_type(d.type_code, d)
+             for d in connection.introspection.get_table_description(c, "shop_order")}
+assert kinds["id"] == "UUIDField" and kinds["voucher"] == "UUIDField", kinds
 obj, created = Tag.objects.get_or_create(name="sf")
 assert not created
 try:

@@ -1,5 +1,7 @@
 # The models after a second migration: a unique_together and a unique dropped, a
 # column widened, an index dropped, a column with a foreign key added.
+import uuid
+
 from django.db import models
 
 class Author(models.Model):
@@ -19,3 +21,9 @@ class Book(models.Model):
 
 class Tag(models.Model):
     name = models.SlugField(unique=False, max_length=80)
+
+class Order(models.Model):
+    # A uuid primary key, as Django's docs suggest for public identifiers.
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    book = models.ForeignKey(Book, on_delete=models.CASCADE, related_name="orders")
+    voucher = models.UUIDField(null=True, unique=True)

@@ -1,4 +1,6 @@
 # The first models: a unique column, a foreign key, a many-to-many, a unique_together.
+import uuid
+
 from django.db import models
 
 class Author(models.Model):
@@ -15,3 +17,9 @@ class Book(models.Model):
 
 class Tag(models.Model):
     name = models.SlugField(unique=True)
+
+class Order(models.Model):
+    # A uuid primary key, as Django's docs suggest for public identifiers.
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    book = models.ForeignKey(Book, on_delete=models.CASCADE, related_name="orders")
+    voucher = models.UUIDField(null=True, unique=True)
