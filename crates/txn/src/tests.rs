@@ -430,3 +430,56 @@ async fn a_key_kept_locked_until_commit_fails_the_commit_if_its_lock_was_lost() 
     assert_eq!(f.read(b"parent").await, Some(b"row".to_vec()));
     assert_eq!(f.read(b"child").await, Some(b"ref".to_vec()));
 }
+
+/// A timestamp oracle whose first timestamp is `lag_ms` in the past: a transaction begun
+/// with it is as old as one that began then.
+struct Lagging {
+    inner: TsoRef,
+    lag_ms: u64,
+    first: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl flotilla_tso::Tso for Lagging {
+    async fn get_ts(&self) -> Result<flotilla_types::Timestamp, flotilla_tso::TsoError> {
+        let ts = self.inner.get_ts().await?;
+        if self.first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Ok(flotilla_types::Timestamp::compose(
+                ts.physical_ms() - self.lag_ms,
+                0,
+            ));
+        }
+        Ok(ts)
+    }
+}
+
+/// A transaction older than `lock_ttl_ms` (it waited long for another's lock) takes a
+/// lock: the lock lives its age plus the TTL, so a waiter waits for it rather than
+/// finding it lapsed and rolling back a live transaction ("aborted by a concurrent
+/// transaction (its locks lapsed)" at its commit, before its first heartbeat).
+#[tokio::test]
+async fn a_lock_taken_late_in_a_long_transaction_is_not_born_lapsed() {
+    let f = fixture();
+    let options = TxnOptions::default();
+    let old = Arc::new(Lagging {
+        inner: f.tso.clone(),
+        lag_ms: 2 * options.lock_ttl_ms,
+        first: std::sync::atomic::AtomicBool::new(true),
+    });
+    let mut t = Transaction::begin(f.kv.clone() as TxnKvRef, old, options)
+        .await
+        .unwrap();
+    t.lock_keys(vec![(b"k".to_vec(), false)], false)
+        .await
+        .unwrap();
+    t.put(b"k".to_vec(), b"old".to_vec()).unwrap();
+    let mut waiter = f.begin(50).await;
+    let e = waiter
+        .lock_keys(vec![(b"k".to_vec(), false)], false)
+        .await
+        .expect_err("the lock is held");
+    assert!(matches!(e, TxnError::LockWaitTimeout { .. }), "{e:?}");
+    waiter.rollback().await.unwrap();
+    t.commit().await.unwrap();
+    assert_eq!(f.read(b"k").await, Some(b"old".to_vec()));
+}

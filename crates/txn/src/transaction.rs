@@ -168,6 +168,17 @@ impl Transaction {
         }
     }
 
+    /// The time to live of a lock taken now. A lock lives from its transaction's start
+    /// (`start_ts`), so one taken by a transaction older than `lock_ttl_ms` (it waited
+    /// for another's lock, or ran long statements) lives its age plus `lock_ttl_ms`, as
+    /// the heartbeat extends it: with `lock_ttl_ms` alone it would be born lapsed, and a
+    /// waiter would roll back a live transaction before its first heartbeat.
+    fn lock_ttl_now_ms(&self) -> u64 {
+        wall_clock_ms()
+            .saturating_sub(self.start_ts.physical_ms())
+            .saturating_add(self.options.lock_ttl_ms)
+    }
+
     fn start_heartbeat(&mut self, primary: &[u8]) {
         if self.heartbeat.is_some() {
             return;
@@ -246,7 +257,7 @@ impl Transaction {
                 primary: primary.clone(),
                 start_ts: self.start_ts,
                 for_update_ts,
-                ttl_ms: self.options.lock_ttl_ms,
+                ttl_ms: self.lock_ttl_now_ms(),
                 need_values,
                 lock_wait_timeout_ms: self.options.lock_wait_timeout_ms,
             };
@@ -505,7 +516,7 @@ impl Transaction {
                     chunk.to_vec(),
                     &primary,
                     self.start_ts,
-                    self.options.lock_ttl_ms,
+                    self.lock_ttl_now_ms(),
                     one_commit_batch,
                 )
                 .await
