@@ -127,7 +127,8 @@ fn pad(e: Expr, length_of: &impl Fn(&Expr) -> Option<usize>) -> DfResult<Transfo
     }
 }
 
-fn compares(op: Operator) -> bool {
+/// Whether `op` compares its operands (the operators a literal takes its type from).
+pub(crate) fn compares(op: Operator) -> bool {
     matches!(
         op,
         Operator::Eq
