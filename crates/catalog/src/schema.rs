@@ -42,6 +42,11 @@ pub enum SqlType {
     TimestampTz,
     /// UUID: 16 bytes (cluster version 10).
     Uuid,
+    /// JSON: the text as written, checked to be JSON (cluster version 11).
+    Json,
+    /// JSONB: JSON in a canonical text form: object keys sorted and unique, numbers as
+    /// `numeric` prints them, no insignificant blanks (cluster version 11).
+    Jsonb,
 }
 
 impl SqlType {
@@ -64,6 +69,8 @@ impl SqlType {
             SqlType::Timestamp => "timestamp without time zone".into(),
             SqlType::TimestampTz => "timestamp with time zone".into(),
             SqlType::Uuid => "uuid".into(),
+            SqlType::Json => "json".into(),
+            SqlType::Jsonb => "jsonb".into(),
         }
     }
 }

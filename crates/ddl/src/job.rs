@@ -297,19 +297,25 @@ impl JobKind {
         let acts = |fk: &flotilla_catalog::ForeignKeyDef| {
             !fk.on_delete.is_no_action() || !fk.on_update.is_no_action()
         };
-        let uuid_column = match self {
-            JobKind::CreateTable { table, .. } => table
-                .columns
-                .iter()
-                .any(|c| c.ty == flotilla_catalog::SqlType::Uuid),
+        let column_of = |types: &[flotilla_catalog::SqlType]| {
+            match self {
+            JobKind::CreateTable { table, .. } => {
+                table.columns.iter().any(|c| types.contains(&c.ty))
+            }
             JobKind::AlterTable { actions, .. } => actions.iter().any(|a| {
-                matches!(a, AlterAction::AddColumn { column, .. }
-                    if column.ty == flotilla_catalog::SqlType::Uuid)
+                matches!(a, AlterAction::AddColumn { column, .. } if types.contains(&column.ty))
             }),
             _ => false,
+        }
         };
         // The newest feature first: a job needing several needs the newest of them.
-        if uuid_column {
+        if column_of(&[
+            flotilla_catalog::SqlType::Json,
+            flotilla_catalog::SqlType::Jsonb,
+        ]) {
+            return Some(Feature::JsonTypes);
+        }
+        if column_of(&[flotilla_catalog::SqlType::Uuid]) {
             return Some(Feature::UuidType);
         }
         match self {

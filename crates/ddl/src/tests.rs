@@ -1323,6 +1323,34 @@ async fn an_added_foreign_key_is_enforced_before_its_scan_and_a_missing_row_roll
     let e = ddl.submit(add_uuid, "u9b".into()).await.unwrap_err();
     assert!(e.message.contains("cluster version 10"), "{}", e.message);
     assert!(catalog.snapshot().table("uuids").is_none());
+    // So does a json or jsonb column need version 11; a table with both a uuid and a
+    // jsonb column needs the newer.
+    queue.set_cluster_version(10);
+    let mut docs = table(15, "docs");
+    docs.columns[0].ty = SqlType::Uuid;
+    let mut doc = docs.columns[0].clone();
+    (doc.id, doc.name, doc.ty) = (1, "doc".into(), SqlType::Jsonb);
+    docs.columns.push(doc);
+    let e = ddl.submit(create(docs), "j10".into()).await.unwrap_err();
+    assert_eq!(e.code, "0A000");
+    assert!(e.message.contains("cluster version 11"), "{}", e.message);
+    let add_json = JobKind::AlterTable {
+        table_id: 11,
+        table: "child".into(),
+        actions: vec![AlterAction::AddColumn {
+            column: crate::job::ColumnSpec {
+                name: "doc".into(),
+                ty: SqlType::Json,
+                nullable: true,
+                default: None,
+                origin_default: None,
+            },
+            if_not_exists: false,
+        }],
+    };
+    let e = ddl.submit(add_json, "j10b".into()).await.unwrap_err();
+    assert!(e.message.contains("cluster version 11"), "{}", e.message);
+    assert!(catalog.snapshot().table("docs").is_none());
     queue.set_cluster_version(6);
 
     let v = catalog.snapshot().version;

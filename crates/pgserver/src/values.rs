@@ -19,6 +19,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::scalar::ScalarValue;
 use flotilla_sql::SqlError;
+use flotilla_sql::pg_json::Kind;
 use pgwire::api::Type;
 use pgwire::api::results::{FieldFormat, FieldInfo};
 use pgwire::messages::data::DataRow;
@@ -63,10 +64,9 @@ pub fn pg_type_of(data_type: &DataType) -> Type {
         }
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Type::TEXT,
         t if flotilla_sql::pg_uuid::is_uuid(t) => Type::UUID,
-        DataType::Binary
-        | DataType::LargeBinary
-        | DataType::BinaryView
-        | DataType::FixedSizeBinary(_) => Type::BYTEA,
+        DataType::LargeBinary => Type::JSONB,
+        DataType::BinaryView => Type::JSON,
+        DataType::Binary | DataType::FixedSizeBinary(_) => Type::BYTEA,
         DataType::Date32 | DataType::Date64 => Type::DATE,
         DataType::Timestamp(_, None) => Type::TIMESTAMP,
         DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
@@ -106,6 +106,8 @@ fn array_type_of(element: &DataType) -> Option<Type> {
         Type::TIMESTAMPTZ => Type::TIMESTAMPTZ_ARRAY,
         Type::INTERVAL => Type::INTERVAL_ARRAY,
         Type::UUID => Type::UUID_ARRAY,
+        Type::JSON => Type::JSON_ARRAY,
+        Type::JSONB => Type::JSONB_ARRAY,
         _ => return None,
     })
 }
@@ -123,6 +125,8 @@ pub fn arrow_type_of(pg_type: &Type) -> Option<DataType> {
         Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => DataType::Utf8,
         Type::BYTEA => DataType::Binary,
         Type::UUID => flotilla_sql::pg_uuid::ARROW_TYPE,
+        Type::JSON => Kind::Json.arrow_type(),
+        Type::JSONB => Kind::Jsonb.arrow_type(),
         Type::DATE => DataType::Date32,
         Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
         Type::TIMESTAMPTZ => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
@@ -202,6 +206,10 @@ pub enum PgValue<'a> {
     Bytes(&'a [u8]),
     /// `uuid`: 16 bytes.
     Uuid(&'a [u8]),
+    /// `json`: the text as written.
+    Json(&'a str),
+    /// `jsonb`: the canonical text.
+    Jsonb(&'a str),
     /// `date`, as days since 1970-01-01.
     Date(i64),
     /// `timestamp`, as seconds and nanoseconds since 1970-01-01.
@@ -274,8 +282,13 @@ fn cell(array: &dyn Array, row: usize) -> Option<PgValue<'_>> {
         DataType::LargeUtf8 => PgValue::Text(array.as_string_opt::<i64>()?.value(row)),
         DataType::Utf8View => PgValue::Text(array.as_string_view_opt()?.value(row)),
         DataType::Binary => PgValue::Bytes(array.as_binary_opt::<i32>()?.value(row)),
-        DataType::LargeBinary => PgValue::Bytes(array.as_binary_opt::<i64>()?.value(row)),
-        DataType::BinaryView => PgValue::Bytes(array.as_binary_view_opt()?.value(row)),
+        // json and jsonb values hold UTF-8 text (the sql layer writes no other).
+        DataType::LargeBinary => {
+            PgValue::Jsonb(std::str::from_utf8(array.as_binary_opt::<i64>()?.value(row)).ok()?)
+        }
+        DataType::BinaryView => {
+            PgValue::Json(std::str::from_utf8(array.as_binary_view_opt()?.value(row)).ok()?)
+        }
         t if flotilla_sql::pg_uuid::is_uuid(t) => {
             PgValue::Uuid(array.as_fixed_size_binary_opt()?.value(row))
         }
@@ -453,7 +466,9 @@ pub fn encode_text(value: &PgValue<'_>, out: &mut Vec<u8>) -> Result<(), SqlErro
         PgValue::Float4(v) => out.extend_from_slice(flotilla_sql::float4_text(*v).as_bytes()),
         PgValue::Float8(v) => out.extend_from_slice(flotilla_sql::float8_text(*v).as_bytes()),
         PgValue::Numeric(v, s) => out.extend_from_slice(numeric_text(*v, *s).as_bytes()),
-        PgValue::Text(s) => out.extend_from_slice(s.as_bytes()),
+        PgValue::Text(s) | PgValue::Json(s) | PgValue::Jsonb(s) => {
+            out.extend_from_slice(s.as_bytes())
+        }
         PgValue::Bytes(b) => {
             const HEX: &[u8; 16] = b"0123456789abcdef";
             out.reserve(2 + b.len() * 2);
@@ -537,7 +552,11 @@ pub fn encode_binary(value: &PgValue<'_>, out: &mut Vec<u8>) -> Result<(), SqlEr
         PgValue::Float4(v) => out.extend_from_slice(&v.to_be_bytes()),
         PgValue::Float8(v) => out.extend_from_slice(&v.to_be_bytes()),
         PgValue::Numeric(v, s) => numeric_binary(*v, *s, out),
-        PgValue::Text(s) => out.extend_from_slice(s.as_bytes()),
+        PgValue::Text(s) | PgValue::Json(s) => out.extend_from_slice(s.as_bytes()),
+        PgValue::Jsonb(s) => {
+            out.push(JSONB_VERSION);
+            out.extend_from_slice(s.as_bytes());
+        }
         PgValue::Bytes(b) | PgValue::Uuid(b) => out.extend_from_slice(b),
         PgValue::Date(days) => {
             let pg_days = days
@@ -794,10 +813,9 @@ fn pg_type_name(data_type: &DataType) -> &'static str {
         | DataType::Decimal128(..)
         | DataType::Decimal256(..) => "numeric",
         t if flotilla_sql::pg_uuid::is_uuid(t) => "uuid",
-        DataType::Binary
-        | DataType::LargeBinary
-        | DataType::BinaryView
-        | DataType::FixedSizeBinary(_) => "bytea",
+        DataType::LargeBinary => "jsonb",
+        DataType::BinaryView => "json",
+        DataType::Binary | DataType::FixedSizeBinary(_) => "bytea",
         DataType::Date32 | DataType::Date64 => "date",
         DataType::Timestamp(_, None) => "timestamp without time zone",
         DataType::Timestamp(_, Some(_)) => "timestamp with time zone",
@@ -898,6 +916,20 @@ fn bad_binary(index: usize) -> SqlError {
     )
 }
 
+/// The version byte that starts jsonb's binary form.
+const JSONB_VERSION: u8 = 1;
+
+/// A json or jsonb parameter sent in binary: its text, read for the statement's type.
+fn decode_json_text(raw: &[u8], target: &DataType) -> Result<ScalarValue, SqlError> {
+    let text = std::str::from_utf8(raw).map_err(|_| {
+        sql_error(
+            "22021",
+            "invalid byte sequence for encoding \"UTF8\"".to_owned(),
+        )
+    })?;
+    decode_text(text, target)
+}
+
 fn fixed<const N: usize>(raw: &[u8], index: usize) -> Result<[u8; N], SqlError> {
     raw.try_into().map_err(|_| bad_binary(index))
 }
@@ -933,6 +965,17 @@ fn decode_binary(
             }
         }
         Type::BYTEA => ScalarValue::Binary(Some(raw.to_vec())),
+        // jsonb's binary form is a version byte, then the text.
+        Type::JSONB => match raw.split_first() {
+            Some((&JSONB_VERSION, text)) => return decode_json_text(text, target),
+            _ => {
+                return Err(sql_error(
+                    "22P03",
+                    "unsupported jsonb version number".to_owned(),
+                ));
+            }
+        },
+        Type::JSON => return decode_json_text(raw, target),
         Type::UUID => ScalarValue::FixedSizeBinary(
             flotilla_sql::pg_uuid::UUID_BYTES as i32,
             Some(fixed::<{ flotilla_sql::pg_uuid::UUID_BYTES }>(raw, index)?.to_vec()),
@@ -1067,8 +1110,10 @@ pub fn decode_text(text: &str, target: &DataType) -> Result<ScalarValue, SqlErro
         DataType::LargeUtf8 => ScalarValue::LargeUtf8(Some(text.to_owned())),
         DataType::Utf8View => ScalarValue::Utf8View(Some(text.to_owned())),
         DataType::Binary => ScalarValue::Binary(Some(parse_bytea(text, target)?)),
-        DataType::LargeBinary => ScalarValue::LargeBinary(Some(parse_bytea(text, target)?)),
-        DataType::BinaryView => ScalarValue::BinaryView(Some(parse_bytea(text, target)?)),
+        DataType::LargeBinary => {
+            ScalarValue::LargeBinary(Some(Kind::Jsonb.input(text)?.into_bytes()))
+        }
+        DataType::BinaryView => ScalarValue::BinaryView(Some(Kind::Json.input(text)?.into_bytes())),
         t if flotilla_sql::pg_uuid::is_uuid(t) => {
             let bytes =
                 flotilla_sql::pg_uuid::parse(text).ok_or_else(|| invalid_syntax(t, text))?;
@@ -1549,7 +1594,8 @@ mod tests {
         assert_eq!(pg_type_of(&DataType::LargeUtf8), Type::TEXT);
         assert_eq!(pg_type_of(&DataType::Utf8View), Type::TEXT);
         assert_eq!(pg_type_of(&DataType::Binary), Type::BYTEA);
-        assert_eq!(pg_type_of(&DataType::LargeBinary), Type::BYTEA);
+        // LargeBinary and BinaryView are jsonb and json (see flotilla_sql::pg_json).
+        assert_eq!(pg_type_of(&DataType::LargeBinary), Type::JSONB);
         assert_eq!(pg_type_of(&DataType::Date32), Type::DATE);
         assert_eq!(
             pg_type_of(&DataType::Timestamp(TimeUnit::Microsecond, None)),
@@ -2277,6 +2323,51 @@ mod tests {
         assert_eq!(
             binary_param(&bytes[..15]).expect_err("15 bytes").code,
             "22P03"
+        );
+    }
+
+    #[test]
+    fn json_and_jsonb_travel_as_postgres_sends_them() {
+        let (json, jsonb) = (Kind::Json.arrow_type(), Kind::Jsonb.arrow_type());
+        assert_eq!(pg_type_of(&json), Type::JSON);
+        assert_eq!(pg_type_of(&jsonb), Type::JSONB);
+        assert_eq!(arrow_type_of(&Type::JSONB), Some(jsonb.clone()));
+        assert_eq!(array_type_of(&jsonb), Some(Type::JSONB_ARRAY));
+        let doc = r#"{"a": 1}"#;
+        assert_eq!(text(PgValue::Jsonb(doc)), doc);
+        // jsonb's binary form is version 1, then the text; json's is the text.
+        assert_eq!(
+            binary(PgValue::Jsonb(doc)),
+            [&[1u8][..], doc.as_bytes()].concat()
+        );
+        assert_eq!(binary(PgValue::Json(doc)), doc.as_bytes());
+        // Parameters: jsonb is read into its canonical form, json kept as sent.
+        let canonical = ScalarValue::LargeBinary(Some(doc.as_bytes().to_vec()));
+        assert_eq!(param(r#"{ "a":1 }"#, &jsonb).ok(), Some(canonical.clone()));
+        assert_eq!(
+            param(r#"{ "a":1 }"#, &json).ok(),
+            Some(ScalarValue::BinaryView(Some(br#"{ "a":1 }"#.to_vec())))
+        );
+        assert_eq!(param("{", &jsonb).expect_err("not json").code, "22P02");
+        let binary_param =
+            |raw: &[u8]| decode_param(Some(raw), true, Some(&Type::JSONB), &jsonb, 0);
+        assert_eq!(binary_param(b"\x01{\"a\":1}").ok(), Some(canonical));
+        assert_eq!(binary_param(b"\x02{}").expect_err("version").code, "22P03");
+        // A jsonb parameter for a text target is its text.
+        assert_eq!(
+            binary_param(b"\x01[1]").ok().map(|v| v.data_type()),
+            Some(jsonb.clone())
+        );
+        assert_eq!(
+            decode_param(
+                Some(b"\x01[1]"),
+                true,
+                Some(&Type::JSONB),
+                &DataType::Utf8,
+                0
+            )
+            .ok(),
+            Some(ScalarValue::Utf8(Some("[1]".into())))
         );
     }
 

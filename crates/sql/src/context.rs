@@ -44,12 +44,18 @@ pub(crate) fn template_state(query_memory_bytes_max: usize) -> Result<SessionSta
         .with_memory_limit(query_memory_bytes_max, 1.0)
         .build_arc()
         .map_err(datafusion_error)?;
-    let mut state = SessionStateBuilder::new()
+    let mut builder = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
-        .with_type_planner(Arc::new(crate::pg_uuid::PgTypes))
-        .build();
+        .with_type_planner(Arc::new(crate::types::PgTypes));
+    // First, so the JSON operators are planned before DataFusion's array planner takes
+    // `@>` and `||`.
+    builder
+        .expr_planners()
+        .get_or_insert_with(Vec::new)
+        .insert(0, Arc::new(crate::pg_json::JsonOperators::new()));
+    let mut state = builder.build();
     for udf in crate::functions::all() {
         // A function of ours replacing one of DataFusion's replaces it under its aliases
         // too: a state rebuilt from this one re-registers every function it holds, and
@@ -63,6 +69,7 @@ pub(crate) fn template_state(query_memory_bytes_max: usize) -> Result<SessionSta
     state.add_analyzer_rule(Arc::new(crate::overflow::CheckedIntegerArithmetic::new()));
     state.add_analyzer_rule(Arc::new(crate::pg_text::PgText::new()));
     state.add_analyzer_rule(Arc::new(crate::pg_uuid::UuidCasts::new()));
+    state.add_analyzer_rule(Arc::new(crate::pg_json::JsonCasts::new()));
     Ok(state)
 }
 
@@ -229,7 +236,7 @@ impl StatementContext {
         let plan = crate::subquery::per_row_where_refused(plan, &self.state())
             .map_err(datafusion_error)?;
         let plan = crate::bpchar::pad_compared_literals(plan).map_err(datafusion_error)?;
-        crate::pg_uuid::literals_as_uuid(plan).map_err(datafusion_error)
+        crate::untyped::read_compared_literals(plan).map_err(datafusion_error)
     }
 
     /// The columns `plan` answers with: its schema once analyzed. Type coercion settles

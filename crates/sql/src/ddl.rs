@@ -205,6 +205,8 @@ pub(crate) fn sql_type(t: &AstType) -> Result<SqlType, SqlError> {
         }
         AstType::Bytea => SqlType::Bytea,
         AstType::Uuid => SqlType::Uuid,
+        AstType::JSON => SqlType::Json,
+        AstType::JSONB => SqlType::Jsonb,
         AstType::Date => SqlType::Date,
         AstType::Timestamp(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => {
             SqlType::Timestamp

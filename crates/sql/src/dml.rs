@@ -188,6 +188,9 @@ fn pg_column_name(expr: &Expr) -> (String, bool) {
                 T::Varchar(_) | T::CharacterVarying(_) => "varchar",
                 T::Char(_) | T::Character(_) => "bpchar",
                 T::Bytea => "bytea",
+                T::Uuid => "uuid",
+                T::JSON => "json",
+                T::JSONB => "jsonb",
                 T::Date => "date",
                 T::Timestamp(_, datafusion::sql::sqlparser::ast::TimezoneInfo::WithTimeZone) => {
                     "timestamptz"

@@ -74,6 +74,19 @@ fn literal(expr: &Expr) -> Option<ScalarValue> {
                         return crate::pg_uuid::parse(text)
                             .map(|b| ScalarValue::FixedSizeBinary(16, Some(b.to_vec())));
                     }
+                    // Text that is not JSON takes the general path, which says why.
+                    DataType::LargeBinary => {
+                        return crate::pg_json::Kind::Jsonb
+                            .input(text)
+                            .ok()
+                            .map(|t| ScalarValue::LargeBinary(Some(t.into_bytes())));
+                    }
+                    DataType::BinaryView => {
+                        return crate::pg_json::Kind::Json
+                            .input(text)
+                            .ok()
+                            .map(|t| ScalarValue::BinaryView(Some(t.into_bytes())));
+                    }
                     _ => {}
                 }
             }

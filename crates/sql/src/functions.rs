@@ -161,6 +161,31 @@ impl ScalarUDFImpl for TableIsVisible {
     }
 }
 
+/// `pg_typeof(any)`: the name of its argument's type, as PostgreSQL prints a `regtype`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PgTypeOf {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for PgTypeOf {
+    fn name(&self) -> &str {
+        "pg_typeof"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let name = crate::error::pg_type_name(&args.args[0].data_type());
+        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(name))))
+    }
+}
+
 /// The functions to register in every statement's context.
 pub(crate) fn all() -> Vec<Arc<ScalarUDF>> {
     vec![
@@ -171,10 +196,16 @@ pub(crate) fn all() -> Vec<Arc<ScalarUDF>> {
             signature: Signature::exact(vec![], Volatility::Stable),
         })),
         crate::pg_uuid::gen_random_uuid(),
+        Arc::new(ScalarUDF::new_from_impl(PgTypeOf {
+            signature: Signature::any(1, Volatility::Immutable),
+        })),
         Arc::new(ScalarUDF::new_from_impl(TableIsVisible {
             signature: Signature::any(1, Volatility::Stable),
         })),
         // Replaces DataFusion's, which takes chrono's patterns, not PostgreSQL's.
         Arc::new(ScalarUDF::new_from_impl(crate::to_char::ToChar::new())),
     ]
+    .into_iter()
+    .chain(crate::pg_json::functions())
+    .collect()
 }

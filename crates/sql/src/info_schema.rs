@@ -54,6 +54,8 @@ fn data_type(ty: &SqlType) -> &'static str {
         SqlType::Char(_) => "character",
         SqlType::Bytea => "bytea",
         SqlType::Uuid => "uuid",
+        SqlType::Json => "json",
+        SqlType::Jsonb => "jsonb",
         SqlType::Date => "date",
         SqlType::Timestamp => "timestamp without time zone",
         SqlType::TimestampTz => "timestamp with time zone",

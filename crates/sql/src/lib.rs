@@ -30,6 +30,7 @@ mod overflow;
 mod params;
 mod pg_catalog;
 mod pg_functions;
+pub mod pg_json;
 mod pg_text;
 pub mod pg_uuid;
 mod psql;
@@ -41,6 +42,7 @@ mod subquery;
 mod table;
 mod to_char;
 mod types;
+mod untyped;
 mod upsert;
 
 pub use api::{PreparedStatement, QueryResult, SqlConfig, SqlError, TransactionState};

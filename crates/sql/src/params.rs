@@ -50,6 +50,8 @@ fn sql_type(t: &DataType) -> Option<SqlDataType> {
         DataType::Timestamp(_, Some(_)) => SqlDataType::Timestamp(None, TimezoneInfo::WithTimeZone),
         DataType::Binary => SqlDataType::Bytea,
         t if crate::pg_uuid::is_uuid(t) => SqlDataType::Uuid,
+        DataType::LargeBinary => SqlDataType::JSONB,
+        DataType::BinaryView => SqlDataType::JSON,
         DataType::Decimal128(p, s) => {
             SqlDataType::Numeric(ExactNumberInfo::PrecisionAndScale(*p as u64, *s as i64))
         }
@@ -78,6 +80,10 @@ fn scalar_text(value: &ScalarValue) -> Result<String, SqlError> {
         | ScalarValue::Utf8View(Some(s)) => s.clone(),
         ScalarValue::FixedSizeBinary(_, Some(b)) if crate::pg_uuid::is_uuid(&value.data_type()) => {
             crate::pg_uuid::text(b)
+        }
+        // json and jsonb values hold their text.
+        ScalarValue::LargeBinary(Some(b)) | ScalarValue::BinaryView(Some(b)) => {
+            String::from_utf8(b.clone()).map_err(|e| SqlError::internal(e.to_string()))?
         }
         _ => {
             let array = value.to_array().map_err(crate::error::datafusion_error)?;
@@ -118,7 +124,7 @@ pub(crate) fn literal_expr(value: &ScalarValue) -> Result<Expr, SqlError> {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
             Expr::value(Value::SingleQuotedString(text))
         }
-        DataType::Binary | DataType::LargeBinary => cast(
+        DataType::Binary => cast(
             Expr::value(Value::HexStringLiteral(text)),
             SqlDataType::Bytea,
         ),

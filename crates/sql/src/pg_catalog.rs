@@ -123,6 +123,8 @@ fn pg_type(ty: &SqlType) -> (i64, &'static str) {
         SqlType::Timestamp => (1114, "timestamp"),
         SqlType::TimestampTz => (1184, "timestamptz"),
         SqlType::Uuid => (2950, "uuid"),
+        SqlType::Json => (114, "json"),
+        SqlType::Jsonb => (3802, "jsonb"),
     }
 }
 
@@ -526,6 +528,8 @@ impl PgCatalogSchema {
             SqlType::Timestamp,
             SqlType::TimestampTz,
             SqlType::Uuid,
+            SqlType::Json,
+            SqlType::Jsonb,
         ];
         let n = types.len();
         table(vec![

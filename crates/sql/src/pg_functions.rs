@@ -213,6 +213,8 @@ fn format_type(_snapshot: &CatalogSnapshot, args: &[ScalarValue]) -> Option<Stri
         1114 => SqlType::Timestamp,
         1184 => SqlType::TimestampTz,
         2950 => SqlType::Uuid,
+        114 => SqlType::Json,
+        3802 => SqlType::Jsonb,
         _ => return Some("???".into()),
     };
     Some(ty.pg_name())

@@ -5,8 +5,8 @@
 //! uuid: it plans no `::uuid`, compares no text with a `FixedSizeBinary`, and Arrow's
 //! casts between them copy raw bytes. So:
 //!
-//! - a type planner ([`PgTypes`]) plans `uuid` in casts as `FixedSizeBinary(16)`;
-//! - a pass over each statement as planned ([`literals_as_uuid`]) turns a string literal
+//! - a type planner (`types::PgTypes`) plans `uuid` in casts as `FixedSizeBinary(16)`;
+//! - a pass over each statement as planned (`untyped`) turns a string literal
 //!   compared with a uuid into a uuid, as PostgreSQL types an untyped literal by the
 //!   other operand (22P02 if it is not one, as there);
 //! - an analyzer rule after type coercion ([`UuidCasts`]) replaces each cast between a
@@ -16,20 +16,18 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, FixedSizeBinaryBuilder, StringBuilder};
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DFSchema, Result as DfResult};
 use datafusion::config::ConfigOptions;
 use datafusion::error::DataFusionError;
-use datafusion::logical_expr::expr::{Cast, InList, ScalarFunction, TryCast};
-use datafusion::logical_expr::planner::TypePlanner;
+use datafusion::logical_expr::expr::{Cast, ScalarFunction, TryCast};
 use datafusion::logical_expr::{
-    BinaryExpr, ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarFunctionArgs, ScalarUDF,
-    ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, Volatility,
 };
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::scalar::ScalarValue;
-use datafusion::sql::sqlparser::ast::DataType as SqlDataType;
 
 use crate::error::SqlError;
 
@@ -90,21 +88,8 @@ fn external(e: SqlError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
-/// Plans the SQL types DataFusion lacks: `uuid`.
-#[derive(Debug)]
-pub(crate) struct PgTypes;
-
-impl TypePlanner for PgTypes {
-    fn plan_type_field(&self, sql_type: &SqlDataType) -> DfResult<Option<FieldRef>> {
-        Ok(match sql_type {
-            SqlDataType::Uuid => Some(Arc::new(Field::new("", ARROW_TYPE, true))),
-            _ => None,
-        })
-    }
-}
-
 /// The uuid a string literal stands for; `None` if `expr` is not a string literal.
-fn uuid_literal(expr: &Expr) -> Option<DfResult<Expr>> {
+pub(crate) fn uuid_literal(expr: &Expr) -> Option<DfResult<Expr>> {
     let Expr::Literal(value, _) = expr else {
         return None;
     };
@@ -123,61 +108,6 @@ fn uuid_literal(expr: &Expr) -> Option<DfResult<Expr>> {
         ScalarValue::FixedSizeBinary(UUID_BYTES as i32, bytes),
         None,
     )))
-}
-
-fn typed_uuid(expr: &Expr, schema: &DFSchema) -> bool {
-    // Types that cannot be resolved here (outer references) are left to coercion.
-    expr.get_type(schema).is_ok_and(|t| is_uuid(&t))
-}
-
-fn compare_as_uuid(expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
-    match expr {
-        Expr::BinaryExpr(BinaryExpr { left, op, right }) if crate::bpchar::compares(op) => {
-            let (left, right) = if typed_uuid(&left, schema)
-                && let Some(lit) = uuid_literal(&right)
-            {
-                (left, Box::new(lit?))
-            } else if typed_uuid(&right, schema)
-                && let Some(lit) = uuid_literal(&left)
-            {
-                (Box::new(lit?), right)
-            } else {
-                return Ok(Transformed::no(Expr::BinaryExpr(BinaryExpr {
-                    left,
-                    op,
-                    right,
-                })));
-            };
-            Ok(Transformed::yes(Expr::BinaryExpr(BinaryExpr {
-                left,
-                op,
-                right,
-            })))
-        }
-        Expr::InList(InList {
-            expr,
-            list,
-            negated,
-        }) if typed_uuid(&expr, schema) && list.iter().any(|e| uuid_literal(e).is_some()) => {
-            let list = list
-                .into_iter()
-                .map(|e| uuid_literal(&e).unwrap_or(Ok(e)))
-                .collect::<DfResult<Vec<_>>>()?;
-            Ok(Transformed::yes(Expr::InList(InList {
-                expr,
-                list,
-                negated,
-            })))
-        }
-        other => Ok(Transformed::no(other)),
-    }
-}
-
-/// Turns the string literals that uuids are compared with (`=`, `<>`, `<`, `<=`, `>`,
-/// `>=`, IS [NOT] DISTINCT FROM, IN lists) into uuids. Apply once, to a statement as
-/// planned, before analysis (type coercion would refuse the comparison).
-pub(crate) fn literals_as_uuid(plan: LogicalPlan) -> DfResult<LogicalPlan> {
-    crate::overflow::rewrite_expressions(plan, compare_as_uuid)
 }
 
 /// Reads text as uuids (`'…'::uuid`).

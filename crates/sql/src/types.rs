@@ -3,11 +3,12 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder, Date32Array,
-    Date32Builder, Decimal128Array, Decimal128Builder, FixedSizeBinaryArray,
-    FixedSizeBinaryBuilder, Float32Array, Float32Builder, Float64Array, Float64Builder, Int16Array,
-    Int16Builder, Int32Array, Int32Builder, Int64Array, Int64Builder, StringArray, StringBuilder,
-    TimestampMicrosecondArray, TimestampMicrosecondBuilder,
+    Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, BinaryViewBuilder, BooleanArray,
+    BooleanBuilder, Date32Array, Date32Builder, Decimal128Array, Decimal128Builder,
+    FixedSizeBinaryArray, FixedSizeBinaryBuilder, Float32Array, Float32Builder, Float64Array,
+    Float64Builder, Int16Array, Int16Builder, Int32Array, Int32Builder, Int64Array, Int64Builder,
+    LargeBinaryBuilder, StringArray, StringBuilder, TimestampMicrosecondArray,
+    TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
@@ -17,9 +18,32 @@ use flotilla_catalog::SqlType;
 use flotilla_codec::Datum;
 
 use crate::error::SqlError;
+use crate::pg_json::Kind;
 
 /// Time zone label of TIMESTAMPTZ columns: values are stored in UTC.
 pub(crate) const UTC: &str = "+00:00";
+
+/// Plans the SQL types DataFusion lacks: `uuid`, `json` and `jsonb`.
+#[derive(Debug)]
+pub(crate) struct PgTypes;
+
+impl datafusion::logical_expr::planner::TypePlanner for PgTypes {
+    fn plan_type_field(
+        &self,
+        sql_type: &datafusion::sql::sqlparser::ast::DataType,
+    ) -> datafusion::common::Result<Option<datafusion::arrow::datatypes::FieldRef>> {
+        use datafusion::sql::sqlparser::ast::DataType as Sql;
+        let data_type = match sql_type {
+            Sql::Uuid => crate::pg_uuid::ARROW_TYPE,
+            Sql::JSON => Kind::Json.arrow_type(),
+            Sql::JSONB => Kind::Jsonb.arrow_type(),
+            _ => return Ok(None),
+        };
+        Ok(Some(Arc::new(datafusion::arrow::datatypes::Field::new(
+            "", data_type, true,
+        ))))
+    }
+}
 
 /// The Arrow type a column of `ty` is read and written as.
 pub(crate) fn arrow_type(ty: &SqlType) -> DataType {
@@ -37,6 +61,8 @@ pub(crate) fn arrow_type(ty: &SqlType) -> DataType {
         SqlType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
         SqlType::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
         SqlType::Uuid => crate::pg_uuid::ARROW_TYPE,
+        SqlType::Json => Kind::Json.arrow_type(),
+        SqlType::Jsonb => Kind::Jsonb.arrow_type(),
     }
 }
 
@@ -82,6 +108,8 @@ pub(crate) fn assignable(from: &DataType, to: &SqlType) -> bool {
             matches!(from, D::Date32 | D::Date64 | D::Timestamp(_, _))
         }
         SqlType::Uuid => crate::pg_uuid::is_uuid(from),
+        // json to jsonb and back are assignment casts in PostgreSQL.
+        SqlType::Json | SqlType::Jsonb => Kind::of(from).is_some(),
     }
 }
 
@@ -125,6 +153,17 @@ pub(crate) fn cast_to_column(
                 .map(|v| v.map(crate::pg_uuid::text))
                 .collect::<StringArray>(),
         ));
+    }
+    if let Some(kind) = json_kind(ty) {
+        // Arrow would copy the bytes; PostgreSQL reads the text (a jsonb's canonical form).
+        return json_from_text(array, kind);
+    }
+    if Kind::of(array.data_type()).is_some()
+        && matches!(ty, SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_))
+    {
+        // A json or jsonb assigned to a string column is its text.
+        let texts = json_texts(array)?;
+        return Ok(Arc::new(texts.into_iter().collect::<StringArray>()));
     }
     if *ty == SqlType::Uuid {
         // Arrow would copy a string's bytes; PostgreSQL reads its text form.
@@ -200,6 +239,62 @@ fn bytea_from_text(strings: &StringArray) -> Result<ArrayRef, SqlError> {
     Ok(Arc::new(b.finish()))
 }
 
+/// The kind of a json column type.
+fn json_kind(ty: &SqlType) -> Option<Kind> {
+    match ty {
+        SqlType::Json => Some(Kind::Json),
+        SqlType::Jsonb => Some(Kind::Jsonb),
+        _ => None,
+    }
+}
+
+/// The texts of a json, jsonb or string array.
+fn json_texts(array: &ArrayRef) -> Result<Vec<Option<String>>, SqlError> {
+    let utf8 = |b: &[u8]| {
+        String::from_utf8(b.to_vec()).map_err(|e| SqlError::internal(format!("json text: {e}")))
+    };
+    match array.data_type() {
+        DataType::LargeBinary => array
+            .as_binary::<i64>()
+            .iter()
+            .map(|v| v.map(utf8).transpose())
+            .collect(),
+        DataType::BinaryView => array
+            .as_binary_view()
+            .iter()
+            .map(|v| v.map(utf8).transpose())
+            .collect(),
+        _ => {
+            let strings = cast_with_options(array, &DataType::Utf8, &CastOptions::default())
+                .map_err(|e| SqlError::internal(e.to_string()))?;
+            Ok(strings
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.map(str::to_string))
+                .collect())
+        }
+    }
+}
+
+/// Reads texts (or the other kind's values) as values of a json column.
+fn json_from_text(array: &ArrayRef, kind: Kind) -> Result<ArrayRef, SqlError> {
+    let mut b = ColumnBuilder::new(
+        match kind {
+            Kind::Json => &SqlType::Json,
+            Kind::Jsonb => &SqlType::Jsonb,
+        },
+        array.len(),
+    );
+    for text in json_texts(array)? {
+        match text {
+            None => b.push(&Datum::Null),
+            Some(t) if Kind::of(array.data_type()) == Some(kind) => b.push(&Datum::String(t)),
+            Some(t) => b.push(&Datum::String(kind.input(&t)?)),
+        }
+    }
+    Ok(b.finish())
+}
+
 /// Reads PostgreSQL's text forms of uuid.
 fn uuid_from_text(strings: &StringArray) -> Result<ArrayRef, SqlError> {
     let width = crate::pg_uuid::UUID_BYTES as i32;
@@ -262,6 +357,13 @@ pub(crate) fn datum_at(array: &ArrayRef, row: usize, ty: &SqlType) -> Datum {
             Datum::Timestamp(downcast::<TimestampMicrosecondArray>(any).value(row))
         }
         SqlType::Uuid => Datum::Bytes(downcast::<FixedSizeBinaryArray>(any).value(row).to_vec()),
+        // Values reach here from the json functions and casts, which write UTF-8 text.
+        SqlType::Json => {
+            Datum::String(String::from_utf8_lossy(array.as_binary_view().value(row)).into_owned())
+        }
+        SqlType::Jsonb => {
+            Datum::String(String::from_utf8_lossy(array.as_binary::<i64>().value(row)).into_owned())
+        }
     }
 }
 
@@ -332,6 +434,8 @@ enum Builder {
     String(StringBuilder),
     Binary(BinaryBuilder),
     Uuid(FixedSizeBinaryBuilder),
+    Json(BinaryViewBuilder),
+    Jsonb(LargeBinaryBuilder),
     Date(Date32Builder),
     Timestamp(TimestampMicrosecondBuilder, Option<Arc<str>>),
 }
@@ -361,6 +465,10 @@ impl ColumnBuilder {
                 capacity,
                 crate::pg_uuid::UUID_BYTES as i32,
             )),
+            SqlType::Json => Builder::Json(BinaryViewBuilder::with_capacity(capacity)),
+            SqlType::Jsonb => {
+                Builder::Jsonb(LargeBinaryBuilder::with_capacity(capacity, capacity * 32))
+            }
             SqlType::Date => Builder::Date(Date32Builder::with_capacity(capacity)),
             SqlType::Timestamp => {
                 Builder::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity), None)
@@ -390,6 +498,8 @@ impl ColumnBuilder {
             (Builder::Uuid(b), Datum::Bytes(v)) if v.len() == crate::pg_uuid::UUID_BYTES => {
                 b.append_value(v).expect("16 bytes")
             }
+            (Builder::Json(b), Datum::String(v)) => b.append_value(v),
+            (Builder::Jsonb(b), Datum::String(v)) => b.append_value(v),
             (Builder::Date(b), Datum::Date(v)) => b.append_value(*v),
             (Builder::Timestamp(b, _), Datum::Timestamp(v)) => b.append_value(*v),
             (Builder::Bool(b), _) => b.append_null(),
@@ -402,6 +512,8 @@ impl ColumnBuilder {
             (Builder::String(b), _) => b.append_null(),
             (Builder::Binary(b), _) => b.append_null(),
             (Builder::Uuid(b), _) => b.append_null(),
+            (Builder::Json(b), _) => b.append_null(),
+            (Builder::Jsonb(b), _) => b.append_null(),
             (Builder::Date(b), _) => b.append_null(),
             (Builder::Timestamp(b, _), _) => b.append_null(),
         }
@@ -424,6 +536,8 @@ impl ColumnBuilder {
             Builder::String(mut b) => Arc::new(b.finish()),
             Builder::Binary(mut b) => Arc::new(b.finish()),
             Builder::Uuid(mut b) => Arc::new(b.finish()),
+            Builder::Json(mut b) => Arc::new(b.finish()),
+            Builder::Jsonb(mut b) => Arc::new(b.finish()),
             Builder::Date(mut b) => Arc::new(b.finish()),
             Builder::Timestamp(mut b, tz) => Arc::new(b.finish().with_timezone_opt(tz)),
         }
@@ -447,6 +561,20 @@ pub(crate) fn scalar_to_datum(value: &ScalarValue, ty: &SqlType) -> Option<Datum
             | ScalarValue::Utf8View(Some(s)) => {
                 crate::pg_uuid::parse(s).map(|b| Datum::Bytes(b.to_vec()))
             }
+            _ => None,
+        };
+    }
+    if let Some(kind) = json_kind(ty) {
+        // The text a value of the column holds: a jsonb's canonical form.
+        return match value {
+            ScalarValue::LargeBinary(Some(b)) | ScalarValue::BinaryView(Some(b))
+                if Kind::of(&value.data_type()) == Some(kind) =>
+            {
+                String::from_utf8(b.clone()).ok().map(Datum::String)
+            }
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)) => kind.input(s).ok().map(Datum::String),
             _ => None,
         };
     }

@@ -7107,3 +7107,142 @@ async fn a_cast_of_a_column_stands_beside_it_and_orders_by_its_name() {
     let names: Vec<_> = schema.fields().iter().map(|f| f.name().clone()).collect();
     assert_eq!(names, ["f", "n"]);
 }
+
+#[tokio::test]
+async fn json_and_jsonb_columns_read_query_and_print_as_in_postgres() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE d (id INT PRIMARY KEY, j JSON, b JSONB NOT NULL DEFAULT '{}')",
+    )
+    .await;
+    ok(&mut s, "CREATE UNIQUE INDEX d_b ON d (b)").await;
+    ok(
+        &mut s,
+        r#"INSERT INTO d VALUES (1, ' {"b":1, "a":[1,2,{"c":"x"}]} ', '{"b":1, "a":[1,2,{"c":"x"}]}'),
+           (2, '[1, 2.50, "three", null]', '[1, 2.50, "three", null]'),
+           (3, NULL, '{"a":1, "a":2, "name":"Ann", "n":1e2, "tags":["x","y"]}')"#,
+    )
+    .await;
+    ok(&mut s, "INSERT INTO d (id) VALUES (4)").await;
+    // json keeps the text as written; jsonb prints its canonical form (outputs checked
+    // against PostgreSQL 15).
+    assert_eq!(
+        rows(&mut s, "SELECT id, j::text, b::text FROM d ORDER BY id").await,
+        vec![
+            r#"1| {"b":1, "a":[1,2,{"c":"x"}]} |{"a": [1, 2, {"c": "x"}], "b": 1}"#,
+            r#"2|[1, 2.50, "three", null]|[1, 2.50, "three", null]"#,
+            r#"3|NULL|{"a": 2, "n": 100, "name": "Ann", "tags": ["x", "y"]}"#,
+            "4|NULL|{}",
+        ]
+    );
+    // ->, ->>, #>, #>> on both; json's -> returns the member's text as written.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT (j -> 'a')::text, (b -> 'a')::text, b ->> 'name', (b -> -1)::text, \
+             b #>> '{a,2,c}', (j #> ARRAY['a','2'])::text FROM d ORDER BY id"
+        )
+        .await,
+        vec![
+            r#"[1,2,{"c":"x"}]|[1, 2, {"c": "x"}]|NULL|NULL|x|{"c":"x"}"#,
+            "NULL|NULL|NULL|null|NULL|NULL",
+            "NULL|2|Ann|NULL|NULL|NULL",
+            "NULL|NULL|NULL|NULL|NULL|NULL",
+        ]
+    );
+    // Containment, key existence, equality in any spelling, IN lists.
+    for (sql, ids) in [
+        (r#"SELECT id FROM d WHERE b @> '{"tags":["y"]}'"#, vec!["3"]),
+        (r#"SELECT id FROM d WHERE '{"b":1}' <@ b"#, vec!["1"]),
+        ("SELECT id FROM d WHERE b @> '2.5'", vec!["2"]),
+        ("SELECT id FROM d WHERE b ? 'name'", vec!["3"]),
+        ("SELECT id FROM d WHERE b ? 'three'", vec!["2"]),
+        (
+            "SELECT id FROM d WHERE b ?| ARRAY['b','name'] ORDER BY id",
+            vec!["1", "3"],
+        ),
+        ("SELECT id FROM d WHERE b ?& '{a,n}'", vec!["3"]),
+        (
+            r#"SELECT id FROM d WHERE b = '{ "b" : 1, "a" : [1,2,{"c":"x"}] }'"#,
+            vec!["1"],
+        ),
+        (
+            r#"SELECT id FROM d WHERE b IN ('{}', '[1]') ORDER BY id"#,
+            vec!["4"],
+        ),
+        ("SELECT id FROM d WHERE b ->> 'name' = 'Ann'", vec!["3"]),
+    ] {
+        assert_eq!(rows(&mut s, sql).await, ids, "{sql}");
+    }
+    // The unique index compares canonical forms.
+    assert_eq!(
+        code(
+            &mut s,
+            r#"INSERT INTO d (id, b) VALUES (5, '{"b": 1, "a": [1, 2, {"c": "x"}]}')"#
+        )
+        .await,
+        "23505"
+    );
+    // Functions and operators that build values.
+    assert_eq!(
+        rows(
+            &mut s,
+            r#"SELECT ('{"a":1}'::jsonb || '{"a":2,"b":3}')::text, ('[1]'::jsonb || '2')::text,
+                      jsonb_build_object('a', 1, 'b', 'two', 'c', NULL, 'd', 1.50)::text,
+                      json_build_object('a', 1)::text, jsonb_build_array(1, 'x', NULL)::text,
+                      to_jsonb('say "hi"'::text)::text, jsonb_typeof(b -> 'tags'),
+                      jsonb_array_length(b -> 'tags'), (b -> 'n')::int + 1, pg_typeof(b)
+               FROM d WHERE id = 3"#
+        )
+        .await,
+        vec![
+            r#"{"a": 2, "b": 3}|[1, 2]|{"a": 1, "b": "two", "c": null, "d": 1.50}|{"a" : 1}|[1, "x", null]|"say \"hi\""|array|2|101|jsonb"#
+        ]
+    );
+    ok(
+        &mut s,
+        r#"UPDATE d SET b = b || '{"seen": true}' WHERE id = 4"#,
+    )
+    .await;
+    ok(&mut s, "ALTER TABLE d ADD COLUMN extra jsonb DEFAULT '[]'").await;
+    assert_eq!(
+        rows(&mut s, "SELECT b::text, extra::text FROM d WHERE id = 4").await,
+        vec![r#"{"seen": true}|[]"#]
+    );
+    // A parameter compared with a jsonb is read as one.
+    let sel = s
+        .prepare("SELECT id FROM d WHERE b @> $1 ORDER BY id", &[])
+        .await
+        .unwrap();
+    let r = s
+        .execute_prepared(
+            &sel,
+            vec![datafusion::scalar::ScalarValue::Utf8(Some(
+                r#"{"a":2}"#.into(),
+            ))],
+        )
+        .await
+        .unwrap();
+    match r {
+        QueryResult::Rows { batches, .. } => {
+            assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1)
+        }
+        other => panic!("{other:?}"),
+    }
+    // Errors as PostgreSQL's, changing nothing.
+    for (sql, want) in [
+        ("INSERT INTO d (id, b) VALUES (6, '{\"a\":}')", "22P02"),
+        ("INSERT INTO d (id, j) VALUES (6, '[1,]')", "22P02"),
+        (r#"INSERT INTO d (id, b) VALUES (6, '"\u0000"')"#, "22P05"),
+        ("SELECT 1::jsonb", "42846"),
+        ("SELECT j = j FROM d", "42883"),
+        (r#"SELECT ('{"a":"x"}'::jsonb -> 'a')::int"#, "22023"),
+        ("SELECT jsonb_array_length('{}')", "22023"),
+        ("SELECT jsonb_build_object('a')", "22023"),
+    ] {
+        assert_eq!(code(&mut s, sql).await, want, "{sql}");
+    }
+    assert_eq!(rows(&mut s, "SELECT count(*) FROM d").await, vec!["4"]);
+}

@@ -17,7 +17,7 @@ pub type ClusterVersion = u32;
 pub const CLUSTER_VERSION_BASE: ClusterVersion = 1;
 
 /// The newest cluster version this build understands.
-pub const BINARY_CLUSTER_VERSION: ClusterVersion = 10;
+pub const BINARY_CLUSTER_VERSION: ClusterVersion = 11;
 
 // A build understands every feature it gates. (Every build so far also runs in a
 // cluster at any older version, down to the base: one that drops an old version's
@@ -30,6 +30,7 @@ const _: () = assert!(Feature::DeferrableForeignKeys.since() <= BINARY_CLUSTER_V
 const _: () = assert!(Feature::WidenColumnType.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::ReferentialActions.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::UuidType.since() <= BINARY_CLUSTER_VERSION);
+const _: () = assert!(Feature::JsonTypes.since() <= BINARY_CLUSTER_VERSION);
 
 /// A behaviour gated by the cluster version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +68,9 @@ pub enum Feature {
     /// Columns of type `uuid`: a node of an older build cannot decode a table that has
     /// one (its catalog lacks the type), so it could not read or write the table.
     UuidType,
+    /// Columns of type `json` or `jsonb`: a node of an older build cannot decode a table
+    /// that has one.
+    JsonTypes,
 }
 
 impl Feature {
@@ -81,6 +85,7 @@ impl Feature {
             Feature::WidenColumnType => 8,
             Feature::ReferentialActions => 9,
             Feature::UuidType => 10,
+            Feature::JsonTypes => 11,
         }
     }
 
@@ -95,6 +100,7 @@ impl Feature {
             Feature::WidenColumnType => "ALTER TABLE ... ALTER COLUMN ... TYPE",
             Feature::ReferentialActions => "a foreign key's ON DELETE or ON UPDATE action",
             Feature::UuidType => "a column of type uuid",
+            Feature::JsonTypes => "a column of type json or jsonb",
         }
     }
 

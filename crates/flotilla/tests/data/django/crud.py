@@ -55,6 +55,23 @@ with connection.cursor() as c:
     kinds = {d.name: connection.introspection.get_field_type(d.type_code, d)
              for d in connection.introspection.get_table_description(c, "shop_order")}
 assert kinds["id"] == "UUIDField" and kinds["voucher"] == "UUIDField", kinds
+# A jsonb column: documents written and read back, and the key, containment and key
+# existence lookups Django writes for PostgreSQL (->, ->>, #>, @>, ?, ?|, ?&).
+assert kinds["details"] == "JSONField", kinds
+o1.details = {"gift": True, "lines": [{"sku": "b-1", "qty": 2}], "note": "Ring twice"}
+o1.save()
+o2.details = {"gift": False, "lines": []}
+o2.save()
+assert Order.objects.get(pk=o1.pk).details == o1.details
+assert Order.objects.get(details__gift=True).pk == o1.pk
+assert Order.objects.get(details__contains={"lines": [{"sku": "b-1"}]}).pk == o1.pk
+assert Order.objects.get(details__lines__0__qty=2).pk == o1.pk
+assert Order.objects.filter(details__has_key="note").get().pk == o1.pk
+assert Order.objects.filter(details__has_any_keys=["note", "gift"]).count() == 2
+assert Order.objects.filter(details__has_keys=["note", "gift"]).count() == 1
+assert Order.objects.filter(details__note__icontains="ring").count() == 1
+assert Order.objects.filter(details__lines=[]).get().pk == o2.pk
+assert list(Order.objects.filter(pk=o1.pk).values_list("details__lines__0__sku", flat=True)) == ["b-1"]
 obj, created = Tag.objects.get_or_create(name="sf")
 assert not created
 try:

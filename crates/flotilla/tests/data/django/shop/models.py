@@ -23,3 +23,5 @@ class Order(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     book = models.ForeignKey(Book, on_delete=models.CASCADE, related_name="orders")
     voucher = models.UUIDField(null=True, unique=True)
+    # A jsonb column.
+    details = models.JSONField(default=dict)

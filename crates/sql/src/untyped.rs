@@ -1,0 +1,78 @@
+//! String literals compared with a value of a type DataFusion cannot compare text with
+//! (`uuid`, `jsonb`) are read as that type, as PostgreSQL types an untyped literal by the
+//! other operand. Without this, type coercion would refuse the comparison (uuid) or
+//! compare the literal's bytes (jsonb).
+
+use datafusion::common::tree_node::Transformed;
+use datafusion::common::{DFSchema, Result as DfResult};
+use datafusion::logical_expr::expr::InList;
+use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, LogicalPlan};
+
+/// Reads a string literal as a value of one type: `None` if `expr` is not a string
+/// literal, an error if its text is not a value of the type.
+type ReadLiteral = fn(&Expr) -> Option<DfResult<Expr>>;
+
+/// How a literal compared with `expr` is read, if `expr` is of a type that needs it.
+/// Types that cannot be resolved here (outer references) are left to coercion.
+fn reader(expr: &Expr, schema: &DFSchema) -> Option<ReadLiteral> {
+    let data_type = expr.get_type(schema).ok()?;
+    if crate::pg_uuid::is_uuid(&data_type) {
+        Some(crate::pg_uuid::uuid_literal)
+    } else if crate::pg_json::Kind::of(&data_type) == Some(crate::pg_json::Kind::Jsonb) {
+        Some(crate::pg_json::jsonb_literal)
+    } else {
+        None
+    }
+}
+
+fn read_compared(expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
+    match expr {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) if crate::bpchar::compares(op) => {
+            let read_right = reader(&left, schema).and_then(|read| read(&right));
+            let read_left = reader(&right, schema).and_then(|read| read(&left));
+            let (left, right, transformed) = match (read_left, read_right) {
+                (_, Some(lit)) => (left, Box::new(lit?), true),
+                (Some(lit), None) => (Box::new(lit?), right, true),
+                (None, None) => (left, right, false),
+            };
+            let expr = Expr::BinaryExpr(BinaryExpr { left, op, right });
+            Ok(if transformed {
+                Transformed::yes(expr)
+            } else {
+                Transformed::no(expr)
+            })
+        }
+        Expr::InList(InList {
+            expr,
+            list,
+            negated,
+        }) => {
+            let Some(read) =
+                reader(&expr, schema).filter(|read| list.iter().any(|e| read(e).is_some()))
+            else {
+                return Ok(Transformed::no(Expr::InList(InList {
+                    expr,
+                    list,
+                    negated,
+                })));
+            };
+            let list = list
+                .into_iter()
+                .map(|e| read(&e).unwrap_or(Ok(e)))
+                .collect::<DfResult<Vec<_>>>()?;
+            Ok(Transformed::yes(Expr::InList(InList {
+                expr,
+                list,
+                negated,
+            })))
+        }
+        other => Ok(Transformed::no(other)),
+    }
+}
+
+/// Reads the string literals compared (`=`, `<>`, `<`, `<=`, `>`, `>=`, IS [NOT]
+/// DISTINCT FROM, IN lists) with a uuid or a jsonb as values of its type. Apply once, to
+/// a statement as planned, before analysis.
+pub(crate) fn read_compared_literals(plan: LogicalPlan) -> DfResult<LogicalPlan> {
+    crate::overflow::rewrite_expressions(plan, read_compared)
+}
