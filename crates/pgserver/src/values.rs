@@ -868,13 +868,7 @@ pub fn decode_param(
         let pg_type = declared.cloned().unwrap_or_else(|| pg_type_of(target));
         decode_binary(raw, &pg_type, target, index)
     } else {
-        let text = std::str::from_utf8(raw).map_err(|_| {
-            sql_error(
-                "22021",
-                "invalid byte sequence for encoding \"UTF8\"".to_owned(),
-            )
-        })?;
-        decode_text(text, target)
+        decode_utf8(raw, target)
     }
 }
 
@@ -919,8 +913,9 @@ fn bad_binary(index: usize) -> SqlError {
 /// The version byte that starts jsonb's binary form.
 const JSONB_VERSION: u8 = 1;
 
-/// A json or jsonb parameter sent in binary: its text, read for the statement's type.
-fn decode_json_text(raw: &[u8], target: &DataType) -> Result<ScalarValue, SqlError> {
+/// A parameter sent as text (or as json's binary form, which is text): read for the
+/// statement's type.
+fn decode_utf8(raw: &[u8], target: &DataType) -> Result<ScalarValue, SqlError> {
     let text = std::str::from_utf8(raw).map_err(|_| {
         sql_error(
             "22021",
@@ -967,7 +962,7 @@ fn decode_binary(
         Type::BYTEA => ScalarValue::Binary(Some(raw.to_vec())),
         // jsonb's binary form is a version byte, then the text.
         Type::JSONB => match raw.split_first() {
-            Some((&JSONB_VERSION, text)) => return decode_json_text(text, target),
+            Some((&JSONB_VERSION, text)) => return decode_utf8(text, target),
             _ => {
                 return Err(sql_error(
                     "22P03",
@@ -975,7 +970,7 @@ fn decode_binary(
                 ));
             }
         },
-        Type::JSON => return decode_json_text(raw, target),
+        Type::JSON => return decode_utf8(raw, target),
         Type::UUID => ScalarValue::FixedSizeBinary(
             flotilla_sql::pg_uuid::UUID_BYTES as i32,
             Some(fixed::<{ flotilla_sql::pg_uuid::UUID_BYTES }>(raw, index)?.to_vec()),

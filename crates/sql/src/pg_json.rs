@@ -35,7 +35,7 @@ use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DFSchema, Result as DfResult};
 use datafusion::config::ConfigOptions;
 use datafusion::error::DataFusionError;
-use datafusion::logical_expr::expr::{Cast, ScalarFunction, TryCast};
+use datafusion::logical_expr::expr::{Cast, ScalarFunction};
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
@@ -502,7 +502,7 @@ fn stored_utf8(bytes: &[u8]) -> DfResult<&str> {
 }
 
 /// The texts of a `json`, `jsonb` or string array.
-fn texts(array: &ArrayRef) -> DfResult<Vec<Option<&str>>> {
+pub(crate) fn texts(array: &ArrayRef) -> DfResult<Vec<Option<&str>>> {
     match array.data_type() {
         DataType::LargeBinary => array
             .as_binary::<i64>()
@@ -1258,33 +1258,26 @@ impl JsonCasts {
     }
 
     fn rewrite(&self, expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
-        let (inner, to) = match &expr {
-            Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) => {
-                (expr, field.data_type())
-            }
-            _ => return Ok(Transformed::no(expr)),
-        };
-        let Ok(from) = inner.get_type(schema) else {
+        let Some((inner, to, from)) = crate::types::cast_parts(&expr, schema) else {
             return Ok(Transformed::no(expr));
         };
-        let stringy =
-            |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
         let (from_kind, to_kind) = (Kind::of(&from), Kind::of(to));
         let call = |udf: &Arc<ScalarUDF>| {
-            Expr::ScalarFunction(ScalarFunction::new_udf(
-                udf.clone(),
-                vec![inner.as_ref().clone()],
-            ))
+            Expr::ScalarFunction(ScalarFunction::new_udf(udf.clone(), vec![inner.clone()]))
         };
         let rewritten = match (from_kind, to_kind) {
-            (Some(a), Some(b)) if a == b => inner.as_ref().clone(),
-            (_, Some(kind)) if from_kind.is_some() || stringy(&from) || from == DataType::Null => {
+            (Some(a), Some(b)) if a == b => inner.clone(),
+            (_, Some(kind))
+                if from_kind.is_some()
+                    || crate::types::is_string(&from)
+                    || from == DataType::Null =>
+            {
                 call(match kind {
                     Kind::Json => &self.json_in,
                     Kind::Jsonb => &self.jsonb_in,
                 })
             }
-            (Some(_), None) if stringy(to) => {
+            (Some(_), None) if crate::types::is_string(to) => {
                 let text = call(&self.out);
                 if *to == DataType::Utf8 {
                     text

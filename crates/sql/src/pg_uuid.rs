@@ -21,10 +21,10 @@ use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DFSchema, Result as DfResult};
 use datafusion::config::ConfigOptions;
 use datafusion::error::DataFusionError;
-use datafusion::logical_expr::expr::{Cast, ScalarFunction, TryCast};
+use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
-    Signature, Volatility,
+    ColumnarValue, Expr, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
 };
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::scalar::ScalarValue;
@@ -268,18 +268,10 @@ impl UuidCasts {
     }
 
     fn rewrite(&self, expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
-        let (inner, to) = match &expr {
-            Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) => {
-                (expr, field.data_type())
-            }
-            _ => return Ok(Transformed::no(expr)),
-        };
-        let Ok(from) = inner.get_type(schema) else {
+        let Some((inner, to, from)) = crate::types::cast_parts(&expr, schema) else {
             return Ok(Transformed::no(expr));
         };
-        let stringy =
-            |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
-        let udf = if is_uuid(to) && stringy(&from) {
+        let udf = if is_uuid(to) && crate::types::is_string(&from) {
             &self.uuid_in
         } else if is_uuid(&from) {
             match to {
@@ -291,7 +283,7 @@ impl UuidCasts {
         } else {
             return Ok(Transformed::no(expr));
         };
-        let args = vec![inner.as_ref().clone()];
+        let args = vec![inner.clone()];
         Ok(Transformed::yes(Expr::ScalarFunction(
             ScalarFunction::new_udf(udf.clone(), args),
         )))

@@ -45,6 +45,33 @@ impl datafusion::logical_expr::planner::TypePlanner for PgTypes {
     }
 }
 
+/// Whether `data_type` is one of Arrow's string types (PostgreSQL's text, or its untyped
+/// literal).
+pub(crate) fn is_string(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    )
+}
+
+/// A cast's operand, the type it casts to and the operand's type; `None` if `expr` is no
+/// cast or its operand's type cannot be resolved here (outer references).
+pub(crate) fn cast_parts<'e>(
+    expr: &'e datafusion::logical_expr::Expr,
+    schema: &datafusion::common::DFSchema,
+) -> Option<(&'e datafusion::logical_expr::Expr, &'e DataType, DataType)> {
+    use datafusion::logical_expr::expr::{Cast, TryCast};
+    use datafusion::logical_expr::{Expr, ExprSchemable};
+    let (inner, to) = match expr {
+        Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) => {
+            (expr.as_ref(), field.data_type())
+        }
+        _ => return None,
+    };
+    let from = inner.get_type(schema).ok()?;
+    Some((inner, to, from))
+}
+
 /// The Arrow type a column of `ty` is read and written as.
 pub(crate) fn arrow_type(ty: &SqlType) -> DataType {
     match ty {
@@ -88,8 +115,7 @@ pub(crate) fn assignable(from: &DataType, to: &SqlType) -> bool {
                 | D::Decimal256(_, _)
         )
     };
-    let stringy = |t: &D| matches!(t, D::Utf8 | D::LargeUtf8 | D::Utf8View);
-    if matches!(from, D::Null) || stringy(from) {
+    if matches!(from, D::Null) || is_string(from) {
         // NULL and string literals (PostgreSQL's "unknown") are assignable to anything.
         return true;
     }
@@ -162,7 +188,7 @@ pub(crate) fn cast_to_column(
         && matches!(ty, SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_))
     {
         // A json or jsonb assigned to a string column is its text.
-        let texts = json_texts(array)?;
+        let texts = crate::pg_json::texts(array).map_err(crate::error::datafusion_error)?;
         return Ok(Arc::new(texts.into_iter().collect::<StringArray>()));
     }
     if *ty == SqlType::Uuid {
@@ -248,34 +274,6 @@ fn json_kind(ty: &SqlType) -> Option<Kind> {
     }
 }
 
-/// The texts of a json, jsonb or string array.
-fn json_texts(array: &ArrayRef) -> Result<Vec<Option<String>>, SqlError> {
-    let utf8 = |b: &[u8]| {
-        String::from_utf8(b.to_vec()).map_err(|e| SqlError::internal(format!("json text: {e}")))
-    };
-    match array.data_type() {
-        DataType::LargeBinary => array
-            .as_binary::<i64>()
-            .iter()
-            .map(|v| v.map(utf8).transpose())
-            .collect(),
-        DataType::BinaryView => array
-            .as_binary_view()
-            .iter()
-            .map(|v| v.map(utf8).transpose())
-            .collect(),
-        _ => {
-            let strings = cast_with_options(array, &DataType::Utf8, &CastOptions::default())
-                .map_err(|e| SqlError::internal(e.to_string()))?;
-            Ok(strings
-                .as_string::<i32>()
-                .iter()
-                .map(|v| v.map(str::to_string))
-                .collect())
-        }
-    }
-}
-
 /// Reads texts (or the other kind's values) as values of a json column.
 fn json_from_text(array: &ArrayRef, kind: Kind) -> Result<ArrayRef, SqlError> {
     let mut b = ColumnBuilder::new(
@@ -285,11 +283,13 @@ fn json_from_text(array: &ArrayRef, kind: Kind) -> Result<ArrayRef, SqlError> {
         },
         array.len(),
     );
-    for text in json_texts(array)? {
+    for text in crate::pg_json::texts(array).map_err(crate::error::datafusion_error)? {
         match text {
             None => b.push(&Datum::Null),
-            Some(t) if Kind::of(array.data_type()) == Some(kind) => b.push(&Datum::String(t)),
-            Some(t) => b.push(&Datum::String(kind.input(&t)?)),
+            Some(t) if Kind::of(array.data_type()) == Some(kind) => {
+                b.push(&Datum::String(t.to_string()))
+            }
+            Some(t) => b.push(&Datum::String(kind.input(t)?)),
         }
     }
     Ok(b.finish())
