@@ -637,12 +637,14 @@ fn value_json(array: &ArrayRef, row: usize) -> DfResult<Option<String>> {
         return Ok(None);
     }
     if let Some(kind) = Kind::of(data_type) {
-        let text = texts(array)?[row].unwrap_or("null");
-        // A json value's text with the blanks around it, as written.
-        return Ok(Some(match kind {
-            Kind::Json => text.trim().to_string(),
-            Kind::Jsonb => text.to_string(),
-        }));
+        // This row's value alone: reading the whole array per row would make a
+        // json_build_object over n rows cost n².
+        let text = stored_utf8(match kind {
+            Kind::Json => array.as_binary_view().value(row),
+            Kind::Jsonb => array.as_binary::<i64>().value(row),
+        })?;
+        // A json value's text without the blanks written around it.
+        return Ok(Some(text.trim().to_string()));
     }
     let formatted = || -> DfResult<String> {
         let options = FormatOptions::default();

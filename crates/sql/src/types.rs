@@ -274,7 +274,8 @@ fn json_kind(ty: &SqlType) -> Option<Kind> {
     }
 }
 
-/// Reads texts (or the other kind's values) as values of a json column.
+/// Reads texts (or the other kind's values) as values of a json column. (Values of the
+/// column's own type never get here: `cast_to_column` returns them as they are.)
 fn json_from_text(array: &ArrayRef, kind: Kind) -> Result<ArrayRef, SqlError> {
     let mut b = ColumnBuilder::new(
         match kind {
@@ -286,9 +287,6 @@ fn json_from_text(array: &ArrayRef, kind: Kind) -> Result<ArrayRef, SqlError> {
     for text in crate::pg_json::texts(array).map_err(crate::error::datafusion_error)? {
         match text {
             None => b.push(&Datum::Null),
-            Some(t) if Kind::of(array.data_type()) == Some(kind) => {
-                b.push(&Datum::String(t.to_string()))
-            }
             Some(t) => b.push(&Datum::String(kind.input(t)?)),
         }
     }
