@@ -17,8 +17,9 @@ use std::sync::Arc;
 
 pub use local::{CatalogLimits, LocalCatalog, SEQUENCE_BATCH};
 pub use schema::{
-    CatalogSnapshot, CheckDef, ColumnDef, FkAction, ForeignKeyDef, Handle, Identity, IndexDef,
-    IndexState, SchemaChange, SequenceDef, SqlType, TableDef, ViewDef,
+    CatalogSnapshot, CheckDef, ColumnDef, CompareOp, FkAction, ForeignKeyDef, Handle, Identity,
+    IndexDef, IndexPredicate, IndexState, PredicateTerm, PredicateTest, SchemaChange, SequenceDef,
+    SqlType, TableDef, ViewDef,
 };
 
 /// Errors of the catalog.

@@ -487,6 +487,7 @@ mod tests {
             primary: false,
             clustered: false,
             state: crate::schema::IndexState::Public,
+            predicate: None,
         });
         assert_eq!(create(&cat, indexed).unwrap_err().sqlstate(), "54000");
         // Reopened with lower limits, the catalog is past them, and may still shrink.

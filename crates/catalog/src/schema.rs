@@ -213,6 +213,118 @@ pub struct IndexDef {
     pub clustered: bool,
     /// Lifecycle state.
     pub state: IndexState,
+    /// A partial index's predicate (`CREATE INDEX ... WHERE`): only rows that satisfy it
+    /// have entries, and a unique one constrains only them. Written only once the
+    /// cluster is at `Feature::PartialIndexes`: an older node would decode the index
+    /// without it, index every row, and refuse rows the predicate leaves out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicate: Option<IndexPredicate>,
+}
+
+/// The predicate of a partial index: a conjunction of tests of one column each, true for
+/// a row only when every test is (a NULL compared is not true, as in SQL). Kept as tests
+/// over column ids rather than SQL text, so that every node evaluates it alike without a
+/// planner, cheaply on every write, and a column's rename leaves it intact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexPredicate {
+    /// The conjuncts, in the order written.
+    pub terms: Vec<PredicateTerm>,
+}
+
+/// One test of a partial index's predicate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PredicateTerm {
+    /// The column tested.
+    pub column: ColumnId,
+    /// The test.
+    pub test: PredicateTest,
+}
+
+/// What a predicate term tests. Constants are held in the column type's key encoding,
+/// whose byte order is the type's order, so a comparison is a comparison of bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PredicateTest {
+    /// `column IS NULL`.
+    IsNull,
+    /// `column IS NOT NULL`.
+    IsNotNull,
+    /// `column <op> constant`.
+    Compare {
+        /// The operator, with the column on its left.
+        op: CompareOp,
+        /// The constant's key encoding.
+        value: Vec<u8>,
+    },
+    /// `column IN (constants)`.
+    In {
+        /// The constants' key encodings.
+        values: Vec<Vec<u8>>,
+    },
+}
+
+/// A comparison operator of a predicate term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareOp {
+    /// `=`
+    Eq,
+    /// `<>`
+    NotEq,
+    /// `<`
+    Lt,
+    /// `<=`
+    LtEq,
+    /// `>`
+    Gt,
+    /// `>=`
+    GtEq,
+}
+
+impl CompareOp {
+    /// The SQL operator.
+    pub fn sql(self) -> &'static str {
+        match self {
+            CompareOp::Eq => "=",
+            CompareOp::NotEq => "<>",
+            CompareOp::Lt => "<",
+            CompareOp::LtEq => "<=",
+            CompareOp::Gt => ">",
+            CompareOp::GtEq => ">=",
+        }
+    }
+
+    /// Whether `ordering` (the column's value against the constant) satisfies it.
+    pub fn holds(self, ordering: std::cmp::Ordering) -> bool {
+        use std::cmp::Ordering::*;
+        match self {
+            CompareOp::Eq => ordering == Equal,
+            CompareOp::NotEq => ordering != Equal,
+            CompareOp::Lt => ordering == Less,
+            CompareOp::LtEq => ordering != Greater,
+            CompareOp::Gt => ordering == Greater,
+            CompareOp::GtEq => ordering != Less,
+        }
+    }
+}
+
+impl IndexPredicate {
+    /// Whether it reads column `id` (dropping the column drops the index, as in
+    /// PostgreSQL).
+    pub fn reads(&self, id: ColumnId) -> bool {
+        self.terms.iter().any(|t| t.column == id)
+    }
+}
+
+impl IndexDef {
+    /// Whether the index reads column `id`, as a key column or in its predicate.
+    pub fn reads_column(&self, id: ColumnId) -> bool {
+        self.columns.contains(&id) || self.predicate.as_ref().is_some_and(|p| p.reads(id))
+    }
+
+    /// A unique index over all rows: one that a foreign key may reference, an ON
+    /// CONFLICT may name, and that is a constraint (a partial one is only an index).
+    pub fn is_unique_constraint(&self) -> bool {
+        (self.unique || self.primary) && self.predicate.is_none()
+    }
 }
 
 /// A table.

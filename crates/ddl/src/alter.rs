@@ -135,11 +135,9 @@ fn apply_one(
             table.columns.retain(|c| c.id != id);
             // As in PostgreSQL, a CHECK constraint that reads the column goes with it.
             table.checks.retain(|c| !c.columns.contains(&id));
-            // As in PostgreSQL, indexes (and a non-clustered primary key) on the column go
-            // with it; their entries become garbage.
-            table
-                .indexes
-                .retain(|i| i.clustered || !i.columns.contains(&id));
+            // As in PostgreSQL, indexes (and a non-clustered primary key) on the column, or
+            // whose predicate reads it, go with it; their entries become garbage.
+            table.indexes.retain(|i| i.clustered || !i.reads_column(id));
             Ok(true)
         }
         AlterAction::DropNotNull { column } => {
@@ -339,6 +337,7 @@ mod tests {
                 primary: true,
                 clustered: true,
                 state: IndexState::Public,
+                predicate: None,
             }],
             next_column_id: 2,
             next_index_id: 2,

@@ -30,6 +30,7 @@ pub fn check_references_exist(
         let usable = parent.indexes.iter().any(|i| {
             i.id == fk.ref_index
                 && i.unique
+                && i.predicate.is_none()
                 && i.state == IndexState::Public
                 && i.columns.len() == fk.ref_columns.len()
                 && fk.ref_columns.iter().all(|c| i.columns.contains(c))

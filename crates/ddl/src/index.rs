@@ -1,6 +1,6 @@
 //! The schema steps of index jobs, each computed from one catalog snapshot.
 
-use flotilla_catalog::{CatalogSnapshot, IndexDef, IndexState, TableDef};
+use flotilla_catalog::{CatalogSnapshot, IndexDef, IndexPredicate, IndexState, TableDef};
 use flotilla_types::TableId;
 
 use crate::job::JobError;
@@ -35,6 +35,8 @@ pub struct NewIndex<'a> {
     pub primary: bool,
     /// Skip if the name is taken.
     pub if_not_exists: bool,
+    /// A partial index's predicate.
+    pub predicate: Option<&'a IndexPredicate>,
 }
 
 /// The table with the new index in its first state (delete-only), or `None` if it exists
@@ -62,7 +64,11 @@ pub fn plan_add_index(
             ),
         ));
     }
-    for id in new.columns {
+    let predicate_columns = new
+        .predicate
+        .iter()
+        .flat_map(|p| p.terms.iter().map(|t| &t.column));
+    for id in new.columns.iter().chain(predicate_columns) {
         if table.column_by_id(*id).is_none() {
             return Err(JobError::fatal(
                 "42703",
@@ -78,6 +84,7 @@ pub fn plan_add_index(
         primary: new.primary,
         clustered: false,
         state: IndexState::DeleteOnly,
+        predicate: new.predicate.cloned(),
     });
     table.next_index_id += 1;
     Ok(Some(table))

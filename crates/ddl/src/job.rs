@@ -182,6 +182,9 @@ pub enum JobKind {
         primary: bool,
         /// Skip if a relation of that name exists.
         if_not_exists: bool,
+        /// A partial index's predicate (needs `Feature::PartialIndexes`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        predicate: Option<flotilla_catalog::IndexPredicate>,
     },
     /// CREATE TABLE: the table (its ids allocated when planned) becomes public in one
     /// step.
@@ -309,6 +312,12 @@ impl JobKind {
         }
         };
         // The newest feature first: a job needing several needs the newest of them.
+        if let JobKind::AddIndex {
+            predicate: Some(_), ..
+        } = self
+        {
+            return Some(Feature::PartialIndexes);
+        }
         if column_of(&[
             flotilla_catalog::SqlType::Json,
             flotilla_catalog::SqlType::Jsonb,

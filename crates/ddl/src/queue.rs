@@ -585,6 +585,7 @@ impl JobQueue {
                 unique,
                 primary,
                 if_not_exists,
+                predicate,
             } => {
                 let next = |state: Option<IndexState>| {
                     set_index_state(
@@ -605,6 +606,7 @@ impl JobQueue {
                             unique,
                             primary,
                             if_not_exists,
+                            predicate: predicate.as_ref(),
                         };
                         match plan_add_index(&snapshot, &new) {
                             Ok(Some(t)) => {

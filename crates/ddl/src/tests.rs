@@ -572,6 +572,7 @@ fn add_index(name: &str) -> JobKind {
         unique: true,
         primary: false,
         if_not_exists: false,
+        predicate: None,
     }
 }
 
@@ -1094,6 +1095,7 @@ async fn foreign_keys_wait_for_their_version_and_pin_what_they_reference() {
         primary: true,
         clustered: true,
         state: flotilla_catalog::IndexState::Public,
+        predicate: None,
     });
     parent.next_index_id = 2;
     let job = ddl.submit(create(parent), "p".into()).await.unwrap();
@@ -1179,6 +1181,7 @@ async fn create_parent(ddl: &LocalDdl) {
         primary: true,
         clustered: true,
         state: flotilla_catalog::IndexState::Public,
+        predicate: None,
     });
     parent.next_index_id = 2;
     let job = ddl.submit(create(parent), "p".into()).await.unwrap();
@@ -1351,6 +1354,30 @@ async fn an_added_foreign_key_is_enforced_before_its_scan_and_a_missing_row_roll
     let e = ddl.submit(add_json, "j10b".into()).await.unwrap_err();
     assert!(e.message.contains("cluster version 11"), "{}", e.message);
     assert!(catalog.snapshot().table("docs").is_none());
+    // A partial index needs version 12: a node of version 11 would decode the index
+    // without its predicate and refuse rows it leaves out. The same index without one
+    // is still built at version 11.
+    queue.set_cluster_version(11);
+    let mut partial = add_index("partial_idx");
+    if let JobKind::AddIndex { predicate, .. } = &mut partial {
+        *predicate = Some(flotilla_catalog::IndexPredicate {
+            terms: vec![flotilla_catalog::PredicateTerm {
+                column: 0,
+                test: flotilla_catalog::PredicateTest::IsNull,
+            }],
+        });
+    }
+    let e = ddl.submit(partial, "p11".into()).await.unwrap_err();
+    assert_eq!(e.code, "0A000");
+    assert!(e.message.contains("cluster version 12"), "{}", e.message);
+    assert_eq!(add_index("partial_idx").feature(), None);
+    assert!(
+        catalog
+            .snapshot()
+            .tables
+            .values()
+            .all(|t| t.indexes.iter().all(|i| i.name != "partial_idx"))
+    );
     queue.set_cluster_version(6);
 
     let v = catalog.snapshot().version;

@@ -178,7 +178,9 @@ async fn check_table(session: &Session, name: &str) -> Result<QueryResult, SqlEr
             for_each_row(&view, &prefix, &rows_end, |key, value| {
                 let row = decode_row_value(&table, value)?;
                 let handle = handle_of_key(&table, key)?;
-                let (k, v, _) = index_entry(&table, index, &row, handle);
+                let Some((k, v, _)) = index_entry(&table, index, &row, handle) else {
+                    return Ok(());
+                };
                 if k < lo || k >= hi {
                     return Ok(());
                 }

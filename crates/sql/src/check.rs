@@ -18,7 +18,6 @@ use datafusion::sql::sqlparser::ast::{
     CheckConstraint, Expr, Ident, visit_expressions, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::keywords::ALL_KEYWORDS;
 use datafusion::sql::sqlparser::parser::Parser;
 use flotilla_catalog::{CheckDef, TableDef};
 use flotilla_codec::Datum;
@@ -44,8 +43,9 @@ fn select_checks<'a>(table: &str, checks: impl Iterator<Item = &'a str>) -> Stri
     format!("SELECT {} FROM {}", items.join(", "), quote(table))
 }
 
-/// 0A000 for a subquery, which a CHECK may not contain (PostgreSQL's words and code).
-fn refuse_subquery(expr: &Expr) -> Result<(), SqlError> {
+/// 0A000 for a subquery, which a CHECK or an index predicate (`what`) may not contain
+/// (PostgreSQL's words and code).
+pub(crate) fn refuse_subquery(expr: &Expr, what: &str) -> Result<(), SqlError> {
     let found = visit_expressions(expr, |e: &Expr| {
         if matches!(
             e,
@@ -58,7 +58,7 @@ fn refuse_subquery(expr: &Expr) -> Result<(), SqlError> {
     match found {
         std::ops::ControlFlow::Break(()) => Err(SqlError::new(
             "0A000",
-            "cannot use subquery in check constraint",
+            format!("cannot use subquery in {what}"),
         )),
         std::ops::ControlFlow::Continue(()) => Ok(()),
     }
@@ -97,19 +97,8 @@ pub(crate) fn renamed_checks(
     let Some(id) = table.column(from).map(|c| c.id) else {
         return Ok(Vec::new());
     };
-    // Unquoted when that reads back as the same name, as PostgreSQL prints it.
-    let plain = to
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && to
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && ALL_KEYWORDS
-            .binary_search(&to.to_ascii_uppercase().as_str())
-            .is_err();
     let new_ident = || {
-        if plain {
+        if crate::dml::ident_sql(to) == to {
             Ident::new(to)
         } else {
             Ident::with_quote('"', to)
@@ -168,7 +157,7 @@ pub(crate) async fn plan_checks(
         if w.check.enforced == Some(false) {
             return Err(SqlError::unsupported("a NOT ENFORCED check constraint"));
         }
-        refuse_subquery(expr)?;
+        refuse_subquery(expr, "check constraint")?;
         let text = expr.to_string();
         let plan = ctx
             .plan(parse_one(&select_checks(

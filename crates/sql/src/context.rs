@@ -239,6 +239,11 @@ impl StatementContext {
         crate::untyped::read_compared_literals(plan).map_err(datafusion_error)
     }
 
+    /// `plan` as the optimizer leaves it (constants folded, casts of literals settled).
+    pub(crate) fn optimize(&self, plan: &LogicalPlan) -> Result<LogicalPlan, SqlError> {
+        self.state().optimize(plan).map_err(datafusion_error)
+    }
+
     /// The columns `plan` answers with: its schema once analyzed. Type coercion settles
     /// the type of an expression the plan as written types otherwise (a CASE of `1` and
     /// `2.5` is numeric; written, it is the int its first branch is).

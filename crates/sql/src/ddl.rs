@@ -487,6 +487,7 @@ async fn create_table(session: &mut Session, ct: CreateTable) -> Result<QueryRes
             primary: true,
             clustered: true,
             state: IndexState::Public,
+            predicate: None,
         });
         table.next_index_id += 1;
     }
@@ -500,6 +501,7 @@ async fn create_table(session: &mut Session, ct: CreateTable) -> Result<QueryRes
             primary: false,
             clustered: false,
             state: IndexState::Public,
+            predicate: None,
         });
         table.next_index_id += 1;
     }
@@ -806,15 +808,16 @@ async fn create_index(session: &mut Session, ci: CreateIndex) -> Result<QueryRes
     let table = snapshot.table(&table_name).ok_or_else(|| {
         SqlError::new("42P01", format!("relation \"{table_name}\" does not exist"))
     })?;
-    if ci.predicate.is_some() {
-        return Err(SqlError::unsupported("partial indexes"));
-    }
     let cols = index_column_names(&ci.columns)?;
     let name = match &ci.name {
         Some(n) => relation_name(n),
         None => format!("{table_name}_{}_idx", cols.join("_")),
     };
     let columns = column_ids(table, &cols)?;
+    let predicate = match &ci.predicate {
+        Some(p) => Some(crate::partial::plan(session, table, p).await?),
+        None => None,
+    };
     let table_id = table.id;
     add_index(
         session,
@@ -827,6 +830,7 @@ async fn create_index(session: &mut Session, ci: CreateIndex) -> Result<QueryRes
             unique: ci.unique,
             primary: false,
             if_not_exists: ci.if_not_exists,
+            predicate: predicate.as_ref(),
         },
     )
     .await?;
@@ -853,6 +857,7 @@ async fn add_index(
             unique: new.unique,
             primary: new.primary,
             if_not_exists: new.if_not_exists,
+            predicate: new.predicate.cloned(),
         },
     )
     .await?;
@@ -942,6 +947,7 @@ async fn add_constraint(
             unique: true,
             primary,
             if_not_exists: false,
+            predicate: None,
         },
     )
     .await?;
@@ -1159,7 +1165,9 @@ async fn backfill_chunk(
                     }
                 }
             }
-            let (ikey, ivalue, unique) = index_entry(table, index, &row, &handle);
+            let Some((ikey, ivalue, unique)) = index_entry(table, index, &row, &handle) else {
+                continue;
+            };
             if unique && !seen.insert(ikey.clone()) {
                 return Err(duplicate());
             }
@@ -1481,7 +1489,7 @@ async fn alter_constraint(
     let index = table
         .indexes
         .iter()
-        .find(|i| i.name == name && (i.unique || i.primary));
+        .find(|i| i.name == name && i.is_unique_constraint());
     let kind = match (drop, is_check, index) {
         (true, true, _) => JobKind::AlterTable {
             table_id: table.id,
@@ -2192,17 +2200,25 @@ pub(crate) async fn explain(
             let table = snapshot.table(&table_name).cloned().ok_or_else(|| {
                 SqlError::new("42P01", format!("relation \"{table_name}\" does not exist"))
             })?;
-            if ci.predicate.is_some() {
-                return Err(SqlError::unsupported("partial indexes"));
-            }
             let cols = index_column_names(&ci.columns)?;
             column_ids(&table, &cols)?;
             let name = match &ci.name {
                 Some(n) => relation_name(n),
                 None => format!("{table_name}_{}_idx", cols.join("_")),
             };
+            let predicate = match &ci.predicate {
+                Some(p) => format!(
+                    " WHERE {}",
+                    crate::partial::predicate_sql(
+                        &table,
+                        &crate::partial::plan(session, &table, p).await?,
+                        true
+                    )
+                ),
+                None => String::new(),
+            };
             lines.push(format!(
-                "CREATE {}INDEX {name} ON {table_name} ({})",
+                "CREATE {}INDEX {name} ON {table_name} ({}){predicate}",
                 if ci.unique { "UNIQUE " } else { "" },
                 cols.join(", ")
             ));

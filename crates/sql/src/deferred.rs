@@ -314,7 +314,7 @@ pub(crate) fn resolve(
                     || table
                         .indexes
                         .iter()
-                        .any(|i| (i.unique || i.primary) && i.name == name)
+                        .any(|i| i.is_unique_constraint() && i.name == name)
                 {
                     return Err(not_deferrable(&name));
                 }

@@ -60,6 +60,22 @@ pub(crate) fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// An identifier as PostgreSQL prints it in a definition: unquoted when that reads back
+/// as the same name (lower case, not a keyword), quoted otherwise.
+pub(crate) fn ident_sql(name: &str) -> String {
+    let plain = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && datafusion::sql::sqlparser::keywords::ALL_KEYWORDS
+            .binary_search(&name.to_ascii_uppercase().as_str())
+            .is_err();
+    if plain { name.to_string() } else { quote(name) }
+}
+
 fn no_such_table(name: &str) -> SqlError {
     SqlError::new("42P01", format!("relation \"{name}\" does not exist"))
 }
@@ -1115,8 +1131,7 @@ pub(crate) fn claimed_keys(
         claim(row_key(table, handle))?;
     }
     for index in table.stored_indexes().filter(|i| i.state.takes_writes()) {
-        let (key, _, unique) = index_entry(table, index, row, handle);
-        if unique {
+        if let Some((key, _, true)) = index_entry(table, index, row, handle) {
             claim(key)?;
         }
     }
@@ -1132,8 +1147,9 @@ pub(crate) fn put_row(
     let txn = &mut session.open.as_mut().expect("open transaction").txn;
     txn.put(row_key(table, handle), row_value(table, row))?;
     for index in table.stored_indexes().filter(|i| i.state.takes_writes()) {
-        let (key, value, _) = index_entry(table, index, row, handle);
-        txn.put(key, value)?;
+        if let Some((key, value, _)) = index_entry(table, index, row, handle) {
+            txn.put(key, value)?;
+        }
     }
     Ok(())
 }
@@ -1701,21 +1717,15 @@ pub(crate) async fn write_updates(
             locks.push((key, true));
         }
         for index in table.stored_indexes().filter(|i| i.state.takes_writes()) {
-            let (old_key, _, _) = index_entry(table, index, old, handle);
-            let (new_key, _, unique) = index_entry(table, index, new, new_handle);
-            if unique && new_key != old_key {
-                locks.push((
-                    new_key,
-                    !matches!(
-                        session
-                            .open
-                            .as_ref()
-                            .expect("open")
-                            .txn
-                            .buffered(&index_entry(table, index, new, new_handle).0),
-                        Some(None)
-                    ),
-                ));
+            let old_key = index_entry(table, index, old, handle).map(|e| e.0);
+            if let Some((new_key, _, true)) = index_entry(table, index, new, new_handle)
+                && Some(&new_key) != old_key.as_ref()
+            {
+                let fresh = !matches!(
+                    session.open.as_ref().expect("open").txn.buffered(&new_key),
+                    Some(None)
+                );
+                locks.push((new_key, fresh));
             }
         }
     }
@@ -1747,15 +1757,16 @@ pub(crate) async fn write_updates(
             row_value_keeping(table, &new, stored.as_deref())?,
         )?;
         for index in table.stored_indexes() {
-            let (old_key, _, _) = index_entry(table, index, &old, &handle);
-            let (new_key, new_value, _) = index_entry(table, index, &new, &new_handle);
-            let writes = index.state.takes_writes();
-            if old_key != new_key {
+            let old_entry = index_entry(table, index, &old, &handle);
+            let new_entry = index_entry(table, index, &new, &new_handle);
+            let changed = old_entry.as_ref().map(|e| &e.0) != new_entry.as_ref().map(|e| &e.0);
+            if changed && let Some((old_key, _, _)) = old_entry {
                 txn.delete(old_key)?;
-                if writes {
-                    txn.put(new_key, new_value)?;
-                }
-            } else if new_handle != handle && writes {
+            }
+            if (changed || new_handle != handle)
+                && index.state.takes_writes()
+                && let Some((new_key, new_value, _)) = new_entry
+            {
                 txn.put(new_key, new_value)?;
             }
         }
@@ -1899,8 +1910,9 @@ pub(crate) async fn delete_rows(
     for (row, handle) in victims {
         txn.delete(row_key(table, &handle))?;
         for index in table.stored_indexes() {
-            let (key, _, _) = index_entry(table, index, &row, &handle);
-            txn.delete(key)?;
+            if let Some((key, _, _)) = index_entry(table, index, &row, &handle) {
+                txn.delete(key)?;
+            }
         }
         returned.push(row);
     }

@@ -220,7 +220,8 @@ fn lookup(table: &TableDef, eqs: &[(usize, ScalarValue)]) -> Option<(Lookup, Vec
         }
     }
     for index in table.stored_indexes() {
-        if !index.unique || index.state != IndexState::Public {
+        // A partial index holds only some rows: the general path checks its predicate.
+        if !index.unique || index.state != IndexState::Public || index.predicate.is_some() {
             continue;
         }
         let key: Option<Vec<Datum>> = index.columns.iter().map(|id| value_of(*id)).collect();

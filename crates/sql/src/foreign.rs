@@ -235,7 +235,7 @@ pub(crate) fn plan_one(
         ));
     }
     let index = parent.indexes.iter().find(|i| {
-        i.unique
+        i.is_unique_constraint()
             && i.state == IndexState::Public
             && i.columns.len() == ref_columns.len()
             && ref_columns.iter().all(|c| i.columns.contains(c))

@@ -275,7 +275,7 @@ impl InformationSchema {
                     .collect()
             };
             for index in &t.indexes {
-                if index.state != IndexState::Public || !(index.primary || index.unique) {
+                if index.state != IndexState::Public || !index.is_unique_constraint() {
                     continue;
                 }
                 let kind = if index.primary {

@@ -28,6 +28,7 @@ mod numeric;
 mod orm;
 mod overflow;
 mod params;
+mod partial;
 mod pg_catalog;
 mod pg_functions;
 pub mod pg_json;

@@ -275,13 +275,17 @@ pub(crate) fn foreign_key_def(
 }
 
 /// An index as `pg_get_indexdef` prints it.
-pub(crate) fn index_def(table: &TableDef, index: &IndexDef) -> String {
+pub(crate) fn index_def(table: &TableDef, index: &IndexDef, pretty: bool) -> String {
     format!(
-        "CREATE {}INDEX {} ON public.{} USING btree ({})",
+        "CREATE {}INDEX {} ON public.{} USING btree ({}){}",
         if index.unique { "UNIQUE " } else { "" },
         index.name,
         table.name,
-        table.column_list(&index.columns)
+        table.column_list(&index.columns),
+        match &index.predicate {
+            Some(p) => format!(" WHERE {}", crate::partial::predicate_sql(table, p, pretty)),
+            None => String::new(),
+        }
     )
 }
 
@@ -293,12 +297,13 @@ const CONSTRAINT_OID_BASE: i64 = 0x8000;
 const ATTRDEF_OID_BASE: i64 = 0x4000;
 
 /// The constraints of `table`: its primary key and unique indexes (every unique index
-/// is a constraint here, as Flotilla keeps no other kind), checks and foreign keys.
+/// but a partial one is a constraint here, as Flotilla keeps no other kind), checks and
+/// foreign keys.
 pub(crate) fn table_constraints(table: &TableDef) -> impl Iterator<Item = Constraint<'_>> {
     let indexes = table
         .indexes
         .iter()
-        .filter(|i| i.unique)
+        .filter(|i| i.is_unique_constraint())
         .map(ConstraintKind::Index);
     let checks = table.checks.iter().map(ConstraintKind::Check);
     let fks = table.foreign_keys.iter().map(ConstraintKind::Foreign);
@@ -750,7 +755,19 @@ impl PgCatalogSchema {
                 ),
             ),
             ("indexprs", Column::OptText(vec![None; n])),
-            ("indpred", Column::OptText(vec![None; n])),
+            // The predicate's text, as `pg_get_expr` returns what it is given.
+            (
+                "indpred",
+                Column::OptText(
+                    all.iter()
+                        .map(|(t, i)| {
+                            i.predicate
+                                .as_ref()
+                                .map(|p| crate::partial::predicate_sql(t, p, false))
+                        })
+                        .collect(),
+                ),
+            ),
         ])
     }
 

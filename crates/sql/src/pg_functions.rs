@@ -134,7 +134,11 @@ fn constraint_def(snapshot: &CatalogSnapshot, args: &[ScalarValue]) -> Option<St
 fn index_definition(snapshot: &CatalogSnapshot, args: &[ScalarValue]) -> Option<String> {
     let (table, index) = index_by_oid(snapshot, int(&args[0])?)?;
     match args.get(1).map(int) {
-        None | Some(Some(0)) => Some(index_def(table, index)),
+        None | Some(Some(0)) => Some(index_def(
+            table,
+            index,
+            matches!(args.get(2), Some(ScalarValue::Boolean(Some(true)))),
+        )),
         Some(Some(n)) => {
             let id = index.columns.get(usize::try_from(n - 1).ok()?)?;
             Some(table.column_by_id(*id)?.name.clone())

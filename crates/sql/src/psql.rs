@@ -206,7 +206,12 @@ pub(crate) fn answer(sql: &str, snapshot: &CatalogSnapshot) -> Option<QueryResul
             ),
             (
                 "pg_get_indexdef",
-                Col::Text(indexes.iter().map(|i| Some(index_def(table, i))).collect()),
+                Col::Text(
+                    indexes
+                        .iter()
+                        .map(|i| Some(index_def(table, i, true)))
+                        .collect(),
+                ),
             ),
             (
                 "pg_get_constraintdef",

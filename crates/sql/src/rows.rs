@@ -125,18 +125,23 @@ pub(crate) fn index_values(table: &TableDef, index: &IndexDef, row: &[Datum]) ->
         .collect()
 }
 
-/// An index entry: key and value. A unique index without NULLs keys the entry by its
-/// values alone (so a second row with the same values collides) and stores the handle as
-/// the value; otherwise the handle is appended to the key and the value is empty.
+/// A row's index entry: key, value, and whether the key is unique. A unique index
+/// without NULLs keys the entry by its values alone (so a second row with the same values
+/// collides) and stores the handle as the value; otherwise the handle is appended to the
+/// key and the value is empty. `None` when the row has no entry: a partial index whose
+/// predicate the row does not satisfy.
 pub(crate) fn index_entry(
     table: &TableDef,
     index: &IndexDef,
     row: &[Datum],
     handle: &[u8],
-) -> (Vec<u8>, Vec<u8>, bool) {
+) -> Option<(Vec<u8>, Vec<u8>, bool)> {
+    if !crate::partial::covers(table, index, row) {
+        return None;
+    }
     let values = index_values(table, index, row);
     let unique = index.unique && !values.iter().any(Datum::is_null);
-    if unique {
+    Some(if unique {
         (
             index_key(table.storage_id, index.id, &values, None),
             handle.to_vec(),
@@ -148,7 +153,7 @@ pub(crate) fn index_entry(
             Vec::new(),
             false,
         )
-    }
+    })
 }
 
 /// The handle an index entry points to.

@@ -389,6 +389,13 @@ pub(crate) fn choose_access(table: &TableDef, filters: &[Expr]) -> Access {
         if index.state != IndexState::Public {
             continue;
         }
+        // A partial index holds only the rows its predicate covers: it serves only a
+        // query whose conditions include every test of the predicate.
+        if let Some(predicate) = &index.predicate
+            && !crate::partial::implied_by(table, predicate, filters)
+        {
+            continue;
+        }
         let cols = columns_of(&index.columns);
         if let Some((ranges, _, used)) =
             key_ranges(&index_prefix(table.storage_id, index.id), &cols, filters)

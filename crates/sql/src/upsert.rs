@@ -62,7 +62,9 @@ pub(crate) fn resolve<'a>(
     target: Option<&ConflictTarget>,
     update: Option<&'a DoUpdate>,
 ) -> Result<Upsert<'a>, SqlError> {
-    let usable = |i: &&IndexDef| i.unique && i.state == IndexState::Public;
+    // A partial unique index is no arbiter: PostgreSQL infers one only from an ON
+    // CONFLICT that repeats its predicate, which the parser does not take.
+    let usable = |i: &&IndexDef| i.is_unique_constraint() && i.state == IndexState::Public;
     let arbiter = match target {
         None => {
             return Err(SqlError::new(
@@ -153,10 +155,9 @@ async fn arbiter_record(
         return Ok(primary_handle(table, row).map(|h| row_key(table, &h)));
     }
     // The entry's key does not depend on the handle (unique entries carry it as value).
-    let (ikey, _, unique) = index_entry(table, arbiter, row, &[]);
-    if !unique {
+    let Some((ikey, _, true)) = index_entry(table, arbiter, row, &[]) else {
         return Ok(None);
-    }
+    };
     let txn = &session.open.as_ref().expect("open transaction").txn;
     let handle = match txn.buffered(&ikey) {
         Some(value) => value.map(<[u8]>::to_vec),
@@ -301,8 +302,10 @@ impl Upsert<'_> {
         if self.arbiter.clustered {
             primary_handle(table, row).map(|h| row_key(table, &h))
         } else {
-            let (key, _, unique) = index_entry(table, self.arbiter, row, &[]);
-            unique.then_some(key)
+            match index_entry(table, self.arbiter, row, &[]) {
+                Some((key, _, true)) => Some(key),
+                _ => None,
+            }
         }
     }
 

@@ -7246,3 +7246,295 @@ async fn json_and_jsonb_columns_read_query_and_print_as_in_postgres() {
     }
     assert_eq!(rows(&mut s, "SELECT count(*) FROM d").await, vec!["4"]);
 }
+
+/// A partial index (CREATE INDEX ... WHERE) has entries for the rows its predicate
+/// covers and no others: a unique one constrains only them (the soft-delete pattern),
+/// its backfill skips the rest, writes move rows in and out of it, a query uses it only
+/// when its own conditions include the predicate, and it is an index, not a constraint.
+#[tokio::test]
+async fn partial_indexes_index_and_constrain_only_the_rows_their_predicate_covers() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE users (id INT PRIMARY KEY, email TEXT, deleted_at TIMESTAMP, \
+         active BOOLEAN, n INT, status VARCHAR(10))",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO users VALUES (1, 'a@x', NULL, true, 1, 'new'), \
+         (2, 'a@x', '2024-01-01', true, 2, 'old'), (3, 'b@x', '2024-01-01', false, 3, 'new')",
+    )
+    .await;
+    // Rows 1 and 2 share an email, but only row 1 is live: the backfill indexes it alone.
+    ok(
+        &mut s,
+        "CREATE UNIQUE INDEX users_email_live ON users (email) WHERE deleted_at IS NULL",
+    )
+    .await;
+    assert_eq!(
+        rows(&mut s, "ADMIN CHECK TABLE users").await,
+        ["users_email_live|3|1|ok"]
+    );
+    // Deleted rows may repeat a live email; a second live one may not.
+    ok(
+        &mut s,
+        "INSERT INTO users VALUES (4, 'a@x', '2024-02-02', true, 4, 'x')",
+    )
+    .await;
+    assert_eq!(
+        error_detail(
+            &mut s,
+            "INSERT INTO users VALUES (5, 'a@x', NULL, true, 5, 'x')"
+        )
+        .await,
+        ("23505", "Key (email)=(a@x) already exists.".to_string())
+    );
+    // An UPDATE that brings a row into the predicate claims its key; one that takes a
+    // row out frees it.
+    assert_eq!(
+        code(&mut s, "UPDATE users SET deleted_at = NULL WHERE id = 2").await,
+        "23505"
+    );
+    ok(&mut s, "UPDATE users SET deleted_at = now() WHERE id = 1").await;
+    ok(&mut s, "UPDATE users SET deleted_at = NULL WHERE id = 2").await;
+    ok(&mut s, "UPDATE users SET email = 'c@x' WHERE id = 3").await;
+    ok(&mut s, "DELETE FROM users WHERE id = 4").await;
+    // A proposed row colliding with a live one is skipped by a DO NOTHING without
+    // target; PostgreSQL infers no partial index from a bare column list.
+    assert_eq!(
+        ok(
+            &mut s,
+            "INSERT INTO users VALUES (6, 'a@x', NULL, true, 6, 'x') ON CONFLICT DO NOTHING"
+        )
+        .await,
+        "INSERT 0 0"
+    );
+    assert_eq!(
+        code(
+            &mut s,
+            "INSERT INTO users VALUES (6, 'a@x', NULL, true, 6, 'x') \
+             ON CONFLICT (email) DO NOTHING"
+        )
+        .await,
+        "42P10"
+    );
+    assert_eq!(
+        rows(&mut s, "ADMIN CHECK TABLE users").await,
+        ["users_email_live|3|1|ok"]
+    );
+    // A query reads the index only when its conditions include the predicate.
+    let plan = rows(
+        &mut s,
+        "EXPLAIN SELECT id FROM users WHERE email = 'a@x' AND deleted_at IS NULL",
+    )
+    .await
+    .join("\n");
+    assert!(plan.contains("index users_email_live"), "{plan}");
+    let plan = rows(&mut s, "EXPLAIN SELECT id FROM users WHERE email = 'a@x'")
+        .await
+        .join("\n");
+    assert!(!plan.contains("users_email_live"), "{plan}");
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT id FROM users WHERE email = 'a@x' AND deleted_at IS NULL"
+        )
+        .await,
+        ["2"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT id FROM users WHERE email = 'a@x' ORDER BY id"
+        )
+        .await,
+        ["1", "2"]
+    );
+
+    // Other shapes: a boolean column, IN (and the ORs the optimizer makes of a short
+    // one), NOT IN, comparisons either way round, and a literal read as the column's
+    // type.
+    ok(
+        &mut s,
+        "CREATE INDEX users_n_active ON users (n) WHERE active",
+    )
+    .await;
+    ok(
+        &mut s,
+        "CREATE INDEX users_status ON users (status) \
+         WHERE status IN ('new', 'old') AND 1 < n AND NOT active",
+    )
+    .await;
+    ok(
+        &mut s,
+        "CREATE INDEX users_recent ON users (n) \
+         WHERE deleted_at >= '2024-01-15' AND status NOT IN ('x', 'y') AND n <> 0",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO users VALUES (7, 'd@x', '2024-03-01', false, 7, 'new'), \
+         (8, 'e@x', '2024-01-10', true, 8, 'old'), (9, 'f@x', '2024-05-01', true, 9, 'x')",
+    )
+    .await;
+    assert_eq!(
+        rows(&mut s, "ADMIN CHECK TABLE users").await,
+        [
+            "users_email_live|6|1|ok",
+            "users_n_active|6|4|ok",
+            "users_status|6|2|ok",
+            "users_recent|6|2|ok"
+        ]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT id FROM users WHERE n IN (2, 3, 7, 8) AND active ORDER BY id"
+        )
+        .await,
+        ["2", "8"]
+    );
+    let plan = rows(
+        &mut s,
+        "EXPLAIN SELECT id FROM users WHERE n = 8 AND active",
+    )
+    .await
+    .join("\n");
+    assert!(plan.contains("index users_n_active"), "{plan}");
+    assert_eq!(
+        rows(
+            &mut s,
+            "EXPLAIN CREATE INDEX users_q ON users (n) WHERE 0 < n AND status = 'x'"
+        )
+        .await[0],
+        "CREATE INDEX users_q ON users (n) WHERE n > 0 AND \"status\" = 'x'::text"
+    );
+    // Definitions as pg_get_indexdef prints them, and psql's pretty form.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT pg_get_indexdef(indexrelid), pg_get_indexdef(indexrelid, 0, true) \
+             FROM pg_index WHERE indpred IS NOT NULL ORDER BY indexrelid"
+        )
+        .await,
+        [
+            "CREATE UNIQUE INDEX users_email_live ON public.users USING btree (email) \
+             WHERE (deleted_at IS NULL)|CREATE UNIQUE INDEX users_email_live ON \
+             public.users USING btree (email) WHERE deleted_at IS NULL",
+            "CREATE INDEX users_n_active ON public.users USING btree (n) WHERE active|\
+             CREATE INDEX users_n_active ON public.users USING btree (n) WHERE active",
+            "CREATE INDEX users_status ON public.users USING btree (status) WHERE \
+             ((\"status\" = ANY (ARRAY['new'::text, 'old'::text])) AND (n > 1) AND \
+             (NOT active))|CREATE INDEX users_status ON public.users USING btree \
+             (status) WHERE \"status\" = ANY (ARRAY['new'::text, 'old'::text]) AND \
+             n > 1 AND NOT active",
+            "CREATE INDEX users_recent ON public.users USING btree (n) WHERE \
+             ((deleted_at >= '2024-01-15 00:00:00'::timestamp without time zone) AND \
+             (\"status\" <> 'x'::text) AND (\"status\" <> 'y'::text) AND (n <> 0))|\
+             CREATE INDEX users_recent ON public.users USING btree (n) WHERE \
+             deleted_at >= '2024-01-15 00:00:00'::timestamp without time zone AND \
+             \"status\" <> 'x'::text AND \"status\" <> 'y'::text AND n <> 0"
+        ]
+    );
+    // A partial unique index is no constraint: not in pg_constraint, not droppable as
+    // one, not a foreign key's target.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'users'::regclass"
+        )
+        .await,
+        ["users_pkey"]
+    );
+    assert_eq!(
+        code(&mut s, "ALTER TABLE users DROP CONSTRAINT users_email_live").await,
+        "42704"
+    );
+    assert_eq!(
+        code(
+            &mut s,
+            "CREATE TABLE orders (id INT PRIMARY KEY, email TEXT REFERENCES users (email))"
+        )
+        .await,
+        "42830"
+    );
+
+    // Predicates outside the kept shape are refused, and change nothing.
+    for (predicate, expected) in [
+        ("n > 1 OR active", "0A000"),
+        ("n + 1 > 2", "0A000"),
+        ("lower(email) = 'x'", "0A000"),
+        ("n IN (SELECT 1)", "0A000"),
+        ("n > 1.5", "0A000"),
+        ("nope IS NULL", "42703"),
+        ("n = 'abc'", "22P02"),
+    ] {
+        assert_eq!(
+            code(
+                &mut s,
+                &format!("CREATE INDEX users_bad ON users (n) WHERE {predicate}")
+            )
+            .await,
+            expected,
+            "{predicate}"
+        );
+    }
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT count(*) FROM pg_index WHERE indpred IS NOT NULL"
+        )
+        .await,
+        ["4"]
+    );
+    // A duplicate among the covered rows fails the build and leaves no index.
+    ok(
+        &mut s,
+        "UPDATE users SET deleted_at = NULL, email = 'e@x' WHERE id = 9",
+    )
+    .await;
+    assert_eq!(
+        code(
+            &mut s,
+            "CREATE UNIQUE INDEX users_email_active ON users (email) WHERE active"
+        )
+        .await,
+        "23505"
+    );
+    // Renaming a column the predicate reads renames it there; dropping it drops the
+    // index, as in PostgreSQL.
+    ok(
+        &mut s,
+        "ALTER TABLE users RENAME COLUMN deleted_at TO gone_at",
+    )
+    .await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT pg_get_indexdef('users_email_live'::regclass)"
+        )
+        .await,
+        [
+            "CREATE UNIQUE INDEX users_email_live ON public.users USING btree (email) \
+          WHERE (gone_at IS NULL)"
+        ]
+    );
+    ok(&mut s, "ALTER TABLE users DROP COLUMN active").await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             WHERE indpred IS NOT NULL ORDER BY 1"
+        )
+        .await,
+        ["users_email_live", "users_recent"]
+    );
+    assert!(
+        rows(&mut s, "ADMIN CHECK TABLE users")
+            .await
+            .iter()
+            .all(|r| r.ends_with("|ok"))
+    );
+}

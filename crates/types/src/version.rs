@@ -17,7 +17,7 @@ pub type ClusterVersion = u32;
 pub const CLUSTER_VERSION_BASE: ClusterVersion = 1;
 
 /// The newest cluster version this build understands.
-pub const BINARY_CLUSTER_VERSION: ClusterVersion = 11;
+pub const BINARY_CLUSTER_VERSION: ClusterVersion = 12;
 
 // A build understands every feature it gates. (Every build so far also runs in a
 // cluster at any older version, down to the base: one that drops an old version's
@@ -31,6 +31,7 @@ const _: () = assert!(Feature::WidenColumnType.since() <= BINARY_CLUSTER_VERSION
 const _: () = assert!(Feature::ReferentialActions.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::UuidType.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::JsonTypes.since() <= BINARY_CLUSTER_VERSION);
+const _: () = assert!(Feature::PartialIndexes.since() <= BINARY_CLUSTER_VERSION);
 
 /// A behaviour gated by the cluster version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +72,10 @@ pub enum Feature {
     /// Columns of type `json` or `jsonb`: a node of an older build cannot decode a table
     /// that has one.
     JsonTypes,
+    /// Partial indexes (`CREATE INDEX ... WHERE`): a node of an older build would decode
+    /// the index without its predicate, give every row an entry, and refuse (for a
+    /// unique one) rows the predicate leaves out.
+    PartialIndexes,
 }
 
 impl Feature {
@@ -86,6 +91,7 @@ impl Feature {
             Feature::ReferentialActions => 9,
             Feature::UuidType => 10,
             Feature::JsonTypes => 11,
+            Feature::PartialIndexes => 12,
         }
     }
 
@@ -101,6 +107,7 @@ impl Feature {
             Feature::ReferentialActions => "a foreign key's ON DELETE or ON UPDATE action",
             Feature::UuidType => "a column of type uuid",
             Feature::JsonTypes => "a column of type json or jsonb",
+            Feature::PartialIndexes => "a partial index (CREATE INDEX ... WHERE)",
         }
     }
 

@@ -51,6 +51,18 @@ try:
     raise SystemExit("duplicate voucher accepted")
 except IntegrityError:
     pass
+# The partial unique constraint: a second order without a voucher for the book is
+# refused, one with a voucher is not, and introspection reads it back as unique.
+try:
+    with transaction.atomic():
+        Order.objects.create(book=bk)
+    raise SystemExit("second open order accepted")
+except IntegrityError as e:
+    assert "order_one_open_per_book" in str(e), e
+Order.objects.create(book=bk, voucher=uuid.uuid4()).delete()
+with connection.cursor() as c:
+    partial = connection.introspection.get_constraints(c, "shop_order")["order_one_open_per_book"]
+assert partial["unique"] and partial["columns"] == ["book_id"], partial
 with connection.cursor() as c:
     kinds = {d.name: connection.introspection.get_field_type(d.type_code, d)
              for d in connection.introspection.get_table_description(c, "shop_order")}

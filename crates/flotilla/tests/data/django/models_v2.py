@@ -29,3 +29,9 @@ class Order(models.Model):
     voucher = models.UUIDField(null=True, unique=True)
     # A jsonb column.
     details = models.JSONField(default=dict)
+    class Meta:
+        # A partial unique index (CREATE UNIQUE INDEX ... WHERE): one order without a
+        # voucher per book, any number with one.
+        constraints = [models.UniqueConstraint(
+            fields=["book"], condition=models.Q(voucher__isnull=True),
+            name="order_one_open_per_book")]
