@@ -336,7 +336,7 @@ async fn indexes_stay_exact_while_two_nodes_write_through_schema_changes() {
     let mut s = a.session();
     ok(
         &mut s,
-        "CREATE TABLE t (id INT PRIMARY KEY, k INT, extra INT)",
+        "CREATE TABLE t (id INT PRIMARY KEY, k INT, extra INT, hidden INT)",
     )
     .await;
     ok(
@@ -360,8 +360,11 @@ async fn indexes_stay_exact_while_two_nodes_write_through_schema_changes() {
                 let id = 10_000 + (n as i64) * 1_000_000 + i;
                 let statements = [
                     format!("INSERT INTO t (id, k) VALUES ({id}, {})", i % 50),
+                    // Moves the row in or out of the partial indexes (WHERE hidden IS
+                    // NULL).
                     format!(
-                        "UPDATE t SET k = k + 1 WHERE id = {}",
+                        "UPDATE t SET k = k + 1, hidden = CASE WHEN hidden IS NULL THEN {i} \
+                         ELSE NULL END WHERE id = {}",
                         (i * 7 + n as i64) % 2000 + 1
                     ),
                     format!("DELETE FROM t WHERE id = {}", id - 3),
@@ -381,7 +384,19 @@ async fn indexes_stay_exact_while_two_nodes_write_through_schema_changes() {
         });
     }
     ok(&mut s, "CREATE INDEX t_k ON t (k)").await;
+    // Partial indexes, built while the writers move rows in and out of them.
+    ok(
+        &mut s,
+        "CREATE INDEX t_k_live ON t (k) WHERE hidden IS NULL",
+    )
+    .await;
+    ok(
+        &mut s,
+        "CREATE UNIQUE INDEX t_id_live ON t (id) WHERE hidden IS NULL",
+    )
+    .await;
     let check = rows(&mut s, "ADMIN CHECK TABLE t").await;
+    assert_eq!(check.len(), 3, "{check:?}");
     assert!(check.iter().all(|r| r.ends_with("|ok")), "{check:?}");
     // A unique index on k meets duplicates: the job rolls back, no half index stays.
     let e = run(&mut s, "CREATE UNIQUE INDEX t_k_u ON t (k)")
@@ -392,6 +407,8 @@ async fn indexes_stay_exact_while_two_nodes_write_through_schema_changes() {
     assert_eq!(e.code, "42704");
     ok(&mut s, "CREATE INDEX t_extra ON t (extra)").await;
     ok(&mut s, "DROP INDEX t_k").await;
+    ok(&mut s, "DROP INDEX t_k_live").await;
+    ok(&mut s, "DROP INDEX t_id_live").await;
     ok(&mut s, "ALTER TABLE t DROP COLUMN extra").await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut writes = 0;
