@@ -47,6 +47,47 @@ fn unsupported(what: impl std::fmt::Display) -> SqlError {
     )
 }
 
+/// Refuses a function call, which planning would fold into a constant when it reads no
+/// column (`now()` would become the moment of CREATE INDEX): 42P17 for one whose result
+/// changes, as PostgreSQL refuses it, 0A000 for any other (a column test needs none).
+fn refuse_functions(predicate: &ast::Expr) -> Result<(), SqlError> {
+    const NOT_IMMUTABLE: &[&str] = &[
+        "now",
+        "current_timestamp",
+        "current_date",
+        "current_time",
+        "localtime",
+        "localtimestamp",
+        "transaction_timestamp",
+        "statement_timestamp",
+        "clock_timestamp",
+        "timeofday",
+        "random",
+        "nextval",
+        "currval",
+        "lastval",
+        "setval",
+        "gen_random_uuid",
+        "current_setting",
+    ];
+    let mut found: Option<String> = None;
+    let _ = ast::visit_expressions(predicate, |e: &ast::Expr| {
+        if let ast::Expr::Function(f) = e {
+            found = Some(f.name.to_string().to_ascii_lowercase());
+            return std::ops::ControlFlow::Break(());
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+    match found {
+        None => Ok(()),
+        Some(name) if NOT_IMMUTABLE.contains(&name.as_str()) => Err(SqlError::new(
+            "42P17",
+            "functions in index predicate must be marked IMMUTABLE",
+        )),
+        Some(name) => Err(unsupported(format!("a call of {name}()"))),
+    }
+}
+
 /// Plans the predicate of a partial index on `table`.
 pub(crate) async fn plan(
     session: &Session,
@@ -54,6 +95,7 @@ pub(crate) async fn plan(
     predicate: &ast::Expr,
 ) -> Result<IndexPredicate, SqlError> {
     crate::check::refuse_subquery(predicate, "index predicate")?;
+    refuse_functions(predicate)?;
     // Planned over the table, empty, under its own name, as a CHECK is.
     let empty = rows_to_batch(table, &[])?;
     let mem = MemTable::try_new(empty.schema(), vec![vec![empty]]).map_err(datafusion_error)?;

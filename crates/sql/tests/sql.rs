@@ -7470,6 +7470,9 @@ async fn partial_indexes_index_and_constrain_only_the_rows_their_predicate_cover
         ("n > 1.5", "0A000"),
         ("nope IS NULL", "42703"),
         ("n = 'abc'", "22P02"),
+        ("deleted_at < now()", "42P17"),
+        ("deleted_at < CURRENT_TIMESTAMP", "42P17"),
+        ("n > abs(-1)", "0A000"),
     ] {
         assert_eq!(
             code(
