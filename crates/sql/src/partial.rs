@@ -20,6 +20,7 @@ use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::MemTable;
 use datafusion::logical_expr::expr::InList;
+use datafusion::logical_expr::utils::{split_binary, split_conjunction};
 use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast;
@@ -135,42 +136,10 @@ fn terms_of(
     written: &ast::Expr,
 ) -> Result<Vec<PredicateTerm>, SqlError> {
     let mut out = Vec::new();
-    for conjunct in split_and(expr) {
+    for conjunct in split_conjunction(expr) {
         out.extend(term_of(table, conjunct).ok_or_else(|| unsupported(written))?);
     }
     Ok(out)
-}
-
-/// The operands of a chain of ORs.
-fn split_or(expr: &Expr) -> Vec<&Expr> {
-    match expr {
-        Expr::BinaryExpr(BinaryExpr {
-            left,
-            op: Operator::Or,
-            right,
-        }) => {
-            let mut out = split_or(left);
-            out.extend(split_or(right));
-            out
-        }
-        other => vec![other],
-    }
-}
-
-fn split_and(expr: &Expr) -> Vec<&Expr> {
-    match expr {
-        Expr::BinaryExpr(BinaryExpr {
-            left,
-            op: Operator::And,
-            right,
-        }) => {
-            let mut out = split_and(left);
-            out.extend(split_and(right));
-            out
-        }
-        Expr::Alias(a) => split_and(&a.expr),
-        other => vec![other],
-    }
 }
 
 /// The column `expr` names, if it is a bare column of `table`.
@@ -236,7 +205,7 @@ fn term_of(table: &TableDef, expr: &Expr) -> Option<Vec<PredicateTerm>> {
         }) => {
             let mut column = None;
             let mut values = Vec::new();
-            for operand in split_or(expr) {
+            for operand in split_binary(expr, Operator::Or) {
                 let [term] = <[PredicateTerm; 1]>::try_from(term_of(table, operand)?).ok()?;
                 let PredicateTerm {
                     column: c,
@@ -368,7 +337,7 @@ pub(crate) fn covers(table: &TableDef, index: &IndexDef, row: &[Datum]) -> bool 
 pub(crate) fn implied_by(table: &TableDef, predicate: &IndexPredicate, filters: &[Expr]) -> bool {
     let given: Vec<PredicateTerm> = filters
         .iter()
-        .flat_map(split_and)
+        .flat_map(split_conjunction)
         .filter_map(|e| term_of(table, e))
         .flatten()
         .collect();
