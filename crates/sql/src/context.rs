@@ -65,6 +65,10 @@ pub(crate) fn template_state(query_memory_bytes_max: usize) -> Result<SessionSta
         datafusion::execution::FunctionRegistry::register_udf(&mut state, udf)
             .map_err(datafusion_error)?;
     }
+    for udaf in crate::json_agg::aggregates() {
+        datafusion::execution::FunctionRegistry::register_udaf(&mut state, Arc::new(udaf))
+            .map_err(datafusion_error)?;
+    }
     // After DataFusion's own rules (type coercion last), so operand types are final.
     state.add_analyzer_rule(Arc::new(crate::overflow::CheckedIntegerArithmetic::new()));
     state.add_analyzer_rule(Arc::new(crate::pg_text::PgText::new()));

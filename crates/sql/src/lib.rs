@@ -23,6 +23,7 @@ mod fetch;
 mod foreign;
 mod functions;
 mod info_schema;
+mod json_agg;
 mod locking;
 mod numeric;
 mod orm;

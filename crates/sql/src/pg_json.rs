@@ -263,7 +263,7 @@ fn unique_sorted<'m, 'a>(members: &'m [(String, Item<'a>)]) -> Vec<&'m (String, 
 }
 
 /// A string as PostgreSQL's `escape_json` writes it.
-fn write_string(s: &str, out: &mut String) -> Result<(), SqlError> {
+pub(crate) fn write_string(s: &str, out: &mut String) -> Result<(), SqlError> {
     out.push('"');
     for c in s.chars() {
         match c {
@@ -492,7 +492,7 @@ fn concatenate<'a>(a: Item<'a>, b: Item<'a>) -> Result<String, SqlError> {
 // Values from Arrow arrays
 // ---------------------------------------------------------------------------------------------
 
-fn external(e: SqlError) -> DataFusionError {
+pub(crate) fn external(e: SqlError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
@@ -631,7 +631,7 @@ fn array_text(text: &str) -> Result<Vec<String>, SqlError> {
 
 /// A value of `array`'s row as JSON text, as PostgreSQL's `to_json` writes it; `None`
 /// for SQL NULL.
-fn value_json(array: &ArrayRef, row: usize) -> DfResult<Option<String>> {
+pub(crate) fn value_json(array: &ArrayRef, row: usize) -> DfResult<Option<String>> {
     let data_type = array.data_type();
     if array.is_null(row) || *data_type == DataType::Null {
         return Ok(None);
@@ -673,12 +673,11 @@ fn value_json(array: &ArrayRef, row: usize) -> DfResult<Option<String>> {
             let uuid = array.as_fixed_size_binary().value(row);
             write_string(&crate::pg_uuid::text(uuid), &mut out).map_err(external)?;
         }
-        DataType::Utf8
-        | DataType::LargeUtf8
-        | DataType::Utf8View
-        | DataType::Date32
-        | DataType::Timestamp(..) => {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Date32 => {
             write_string(&formatted()?, &mut out).map_err(external)?;
+        }
+        DataType::Timestamp(..) => {
+            write_string(&timestamp_json(&formatted()?), &mut out).map_err(external)?;
         }
         DataType::List(_) | DataType::LargeList(_) => {
             let values = match data_type {
@@ -694,6 +693,22 @@ fn value_json(array: &ArrayRef, row: usize) -> DfResult<Option<String>> {
             }
             out.push(']');
         }
+        // A composite, as PostgreSQL writes a row: its fields by name, no blanks.
+        DataType::Struct(fields) => {
+            let row_values = array.as_struct();
+            out.push('{');
+            for (i, field) in fields.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_string(field.name(), &mut out).map_err(external)?;
+                out.push(':');
+                out.push_str(
+                    &value_json(row_values.column(i), row)?.unwrap_or_else(|| "null".into()),
+                );
+            }
+            out.push('}');
+        }
         other => {
             return Err(external(SqlError::new(
                 "0A000",
@@ -705,6 +720,27 @@ fn value_json(array: &ArrayRef, row: usize) -> DfResult<Option<String>> {
         }
     }
     Ok(Some(out))
+}
+
+/// A timestamp as PostgreSQL writes one in JSON, from Arrow's ISO 8601 text: the
+/// fraction without trailing zeros, and the session's zone (UTC) as `+00:00`, not `Z`.
+fn timestamp_json(iso: &str) -> String {
+    let (time, zone) = match iso.strip_suffix('Z') {
+        Some(time) => (time, "+00:00"),
+        None => (iso, ""),
+    };
+    let time = match time.split_once('.') {
+        Some((whole, fraction)) => {
+            let fraction = fraction.trim_end_matches('0');
+            if fraction.is_empty() {
+                whole.to_string()
+            } else {
+                format!("{whole}.{fraction}")
+            }
+        }
+        None => time.to_string(),
+    };
+    format!("{time}{zone}")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1029,7 +1065,7 @@ impl ScalarUDFImpl for JsonFn {
 }
 
 /// An array of `kind` values from their texts.
-fn json_array(kind: Kind, values: Vec<Option<String>>) -> ArrayRef {
+pub(crate) fn json_array(kind: Kind, values: Vec<Option<String>>) -> ArrayRef {
     match kind {
         Kind::Jsonb => {
             let mut out = LargeBinaryBuilder::with_capacity(values.len(), values.len() * 16);
@@ -1379,6 +1415,19 @@ mod tests {
             ("[]", "[]"),
         ] {
             assert_eq!(jsonb(input), output, "{input}");
+        }
+    }
+
+    #[test]
+    fn timestamps_are_written_as_postgresql_writes_them_in_json() {
+        // Each pair checked against PostgreSQL 15's `to_json` (TimeZone UTC).
+        for (arrow, output) in [
+            ("2024-01-01T10:00:00.120Z", "2024-01-01T10:00:00.12+00:00"),
+            ("2024-01-01T10:00:00Z", "2024-01-01T10:00:00+00:00"),
+            ("2024-01-01T10:00:00.000001", "2024-01-01T10:00:00.000001"),
+            ("2024-01-01T10:00:00.000", "2024-01-01T10:00:00"),
+        ] {
+            assert_eq!(timestamp_json(arrow), output, "{arrow}");
         }
     }
 
