@@ -74,6 +74,7 @@ pub(crate) fn template_state(query_memory_bytes_max: usize) -> Result<SessionSta
     state.add_analyzer_rule(Arc::new(crate::pg_text::PgText::new()));
     state.add_analyzer_rule(Arc::new(crate::pg_uuid::UuidCasts::new()));
     state.add_analyzer_rule(Arc::new(crate::pg_json::JsonCasts::new()));
+    state.add_analyzer_rule(Arc::new(crate::pg_array::ArrayCasts::new()));
     Ok(state)
 }
 

@@ -207,5 +207,6 @@ pub(crate) fn all() -> Vec<Arc<ScalarUDF>> {
     ]
     .into_iter()
     .chain(crate::pg_json::functions())
+    .chain(crate::json_edit::functions())
     .collect()
 }

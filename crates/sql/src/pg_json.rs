@@ -525,7 +525,7 @@ pub(crate) fn texts(array: &ArrayRef) -> DfResult<Vec<Option<&str>>> {
 }
 
 /// The documents of a `json` or `jsonb` array, read.
-fn documents(array: &ArrayRef) -> DfResult<Vec<Option<Item<'_>>>> {
+pub(crate) fn documents(array: &ArrayRef) -> DfResult<Vec<Option<Item<'_>>>> {
     texts(array)?
         .into_iter()
         .map(|t| t.map(parse).transpose().map_err(external))
@@ -553,9 +553,17 @@ fn steps(array: &ArrayRef) -> DfResult<Vec<Option<Step>>> {
         .collect())
 }
 
-/// The texts of a `text[]` argument, row by row; a string is read as an array's text form
-/// (`'{a,b}'`).
+/// The texts of a `text[]` argument, row by row, without its NULL elements.
 fn text_lists(array: &ArrayRef) -> DfResult<Vec<Option<Vec<String>>>> {
+    Ok(path_lists(array)?
+        .into_iter()
+        .map(|list| list.map(|list| list.into_iter().flatten().collect()))
+        .collect())
+}
+
+/// The elements of a `text[]` argument, row by row; a string is read as an array's text
+/// form (`'{a,b}'`).
+pub(crate) fn path_lists(array: &ArrayRef) -> DfResult<Vec<Option<Vec<Option<String>>>>> {
     match array.data_type() {
         DataType::List(_) | DataType::LargeList(_) => {
             let lists: Vec<Option<ArrayRef>> = match array.data_type() {
@@ -570,8 +578,7 @@ fn text_lists(array: &ArrayRef) -> DfResult<Vec<Option<Vec<String>>>> {
                         Ok(strings
                             .as_string::<i32>()
                             .iter()
-                            .flatten()
-                            .map(str::to_string)
+                            .map(|s| s.map(str::to_string))
                             .collect())
                     })
                     .transpose()
@@ -580,52 +587,12 @@ fn text_lists(array: &ArrayRef) -> DfResult<Vec<Option<Vec<String>>>> {
         }
         _ => texts(array)?
             .into_iter()
-            .map(|t| t.map(array_text).transpose().map_err(external))
+            .map(|t| {
+                t.map(crate::pg_array::array_text)
+                    .transpose()
+                    .map_err(external)
+            })
             .collect(),
-    }
-}
-
-/// The elements of a one-dimensional `text[]` in its text form: `{a,"b c"}`.
-fn array_text(text: &str) -> Result<Vec<String>, SqlError> {
-    let malformed = || {
-        SqlError::new("22P02", format!("malformed array literal: \"{text}\""))
-            .with_detail("Array value must start with \"{\" and end with \"}\".")
-    };
-    let inner = text
-        .trim()
-        .strip_prefix('{')
-        .and_then(|t| t.strip_suffix('}'))
-        .ok_or_else(malformed)?;
-    let mut out = Vec::new();
-    if inner.trim().is_empty() {
-        return Ok(out);
-    }
-    let mut chars = inner.chars().peekable();
-    loop {
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        let mut element = String::new();
-        if chars.next_if_eq(&'"').is_some() {
-            loop {
-                match chars.next() {
-                    Some('"') => break,
-                    Some('\\') => element.extend(chars.next()),
-                    Some(c) => element.push(c),
-                    None => return Err(malformed()),
-                }
-            }
-            while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        } else {
-            while let Some(c) = chars.next_if(|c| *c != ',') {
-                element.push(c);
-            }
-            element.truncate(element.trim_end().len());
-        }
-        out.push(element);
-        match chars.next() {
-            Some(',') => continue,
-            None => return Ok(out),
-            Some(_) => return Err(malformed()),
-        }
     }
 }
 
@@ -1159,11 +1126,14 @@ pub(crate) struct JsonOperators {
     has_any: Arc<ScalarUDF>,
     has_all: Arc<ScalarUDF>,
     concat: Arc<ScalarUDF>,
+    delete: Arc<ScalarUDF>,
+    delete_path: Arc<ScalarUDF>,
 }
 
 impl JsonOperators {
     pub(crate) fn new() -> Self {
         let two = || Signature::any(2, Volatility::Immutable);
+        let (delete, delete_path) = crate::json_edit::operators();
         Self {
             get: JsonFn::udf("json_get", Op::Get { text: false }, two()),
             get_text: JsonFn::udf("json_get_text", Op::Get { text: true }, two()),
@@ -1174,6 +1144,8 @@ impl JsonOperators {
             has_any: JsonFn::udf("jsonb_exists_any", Op::HasKeys { all: false }, two()),
             has_all: JsonFn::udf("jsonb_exists_all", Op::HasKeys { all: true }, two()),
             concat: JsonFn::udf("jsonb_concat", Op::Concat, two()),
+            delete,
+            delete_path,
         }
     }
 }
@@ -1251,6 +1223,24 @@ impl ExprPlanner for JsonOperators {
                     _ => call(&self.concat, vec![left, right]),
                 }
             }
+            BinaryOperator::Minus if left_kind == Some(Kind::Jsonb) => {
+                call(&self.delete, vec![left, right])
+            }
+            BinaryOperator::HashMinus if left_kind == Some(Kind::Jsonb) => {
+                call(&self.delete_path, vec![left, right])
+            }
+            // PostgreSQL's json has no `-` or `#-` (jsonb has).
+            BinaryOperator::Minus | BinaryOperator::HashMinus if left_kind == Some(Kind::Json) => {
+                let right_type = match &right {
+                    Expr::Literal(value, _) if value.data_type() == DataType::Utf8 => {
+                        "unknown".to_string()
+                    }
+                    right => right
+                        .get_type(schema)
+                        .map_or_else(|_| "unknown".into(), |t| crate::error::pg_type_name(&t)),
+                };
+                Err(no_operator(&format!("json {op} {right_type}")))
+            }
             // PostgreSQL's json has no comparison operators (jsonb has).
             BinaryOperator::Eq
             | BinaryOperator::NotEq
@@ -1260,17 +1250,21 @@ impl ExprPlanner for JsonOperators {
             | BinaryOperator::GtEq
                 if left_kind == Some(Kind::Json) && right_kind == Some(Kind::Json) =>
             {
-                Err(external(
-                    SqlError::new("42883", format!("operator does not exist: json {op} json"))
-                        .with_hint(
-                            "No operator matches the given name and argument types. \
-                             You might need to add explicit type casts.",
-                        ),
-                ))
+                Err(no_operator(&format!("json {op} json")))
             }
             op => original(op, left, right),
         }
     }
+}
+
+/// PostgreSQL's error for an operator it lacks, `operator` written as `json - text`.
+fn no_operator(operator: &str) -> DataFusionError {
+    external(
+        SqlError::new("42883", format!("operator does not exist: {operator}")).with_hint(
+            "No operator matches the given name and argument types. \
+             You might need to add explicit type casts.",
+        ),
+    )
 }
 
 /// The cast rewrite, registered after DataFusion's analyzer rules.
@@ -1468,9 +1462,5 @@ mod tests {
         assert!(has_key(&doc(r#"{"a":null}"#).node, "a"));
         assert!(has_key(&doc(r#"["a",1]"#).node, "a"));
         assert!(!has_key(&doc("[1]").node, "1"));
-        assert_eq!(
-            array_text(r#"{a, "b c" ,"d\"e"}"#).expect("array"),
-            ["a", "b c", "d\"e"]
-        );
     }
 }

@@ -1,0 +1,511 @@
+//! Functions and operators that make a changed copy of a JSON value: `jsonb - key`,
+//! `jsonb - keys`, `jsonb - index`, `jsonb #- path`, `jsonb_set`, `jsonb_insert`,
+//! `json[b]_strip_nulls` and `jsonb_pretty`, with PostgreSQL's results and errors (each
+//! checked against PostgreSQL 15).
+//!
+//! Each reads the document into [`Item`]s, changes the tree, and prints it again:
+//! canonical for `jsonb`, without blanks for `json` (as PostgreSQL's `json_strip_nulls`).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, AsArray, StringBuilder};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::Result as DfResult;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
+};
+
+use crate::error::SqlError;
+use crate::pg_json::{
+    Item, Kind, Node, canonical, documents, external, json_array, parse, path_lists, write_string,
+};
+
+/// What a function of this module does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Edit {
+    /// `jsonb - text`, `jsonb - text[]` and `jsonb - integer`, told apart by the type of
+    /// the second argument.
+    Delete,
+    /// `jsonb #- text[]`.
+    DeletePath,
+    /// `jsonb_set(target, path, value [, create_if_missing])`.
+    Set,
+    /// `jsonb_insert(target, path, value [, insert_after])`.
+    Insert,
+    /// `json[b]_strip_nulls`.
+    StripNulls(Kind),
+    /// `jsonb_pretty`.
+    Pretty,
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct JsonEdit {
+    name: &'static str,
+    edit: Edit,
+    signature: Signature,
+}
+
+impl JsonEdit {
+    fn udf(name: &'static str, edit: Edit, signature: Signature) -> Arc<ScalarUDF> {
+        Arc::new(ScalarUDF::new_from_impl(JsonEdit {
+            name,
+            edit,
+            signature,
+        }))
+    }
+}
+
+/// The functions of this module callable by name.
+pub(crate) fn functions() -> Vec<Arc<ScalarUDF>> {
+    let three_or_four = || {
+        Signature::one_of(
+            vec![TypeSignature::Any(3), TypeSignature::Any(4)],
+            Volatility::Immutable,
+        )
+    };
+    let one = || Signature::any(1, Volatility::Immutable);
+    vec![
+        JsonEdit::udf("jsonb_set", Edit::Set, three_or_four()),
+        JsonEdit::udf("jsonb_insert", Edit::Insert, three_or_four()),
+        JsonEdit::udf("jsonb_strip_nulls", Edit::StripNulls(Kind::Jsonb), one()),
+        JsonEdit::udf("json_strip_nulls", Edit::StripNulls(Kind::Json), one()),
+        JsonEdit::udf("jsonb_pretty", Edit::Pretty, one()),
+    ]
+}
+
+/// The functions the operators `-` and `#-` on a `jsonb` are planned as.
+pub(crate) fn operators() -> (Arc<ScalarUDF>, Arc<ScalarUDF>) {
+    let two = || Signature::any(2, Volatility::Immutable);
+    (
+        JsonEdit::udf("jsonb_delete", Edit::Delete, two()),
+        JsonEdit::udf("jsonb_delete_path", Edit::DeletePath, two()),
+    )
+}
+
+impl ScalarUDFImpl for JsonEdit {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
+        Ok(match self.edit {
+            Edit::Pretty => DataType::Utf8,
+            Edit::StripNulls(kind) => kind.arrow_type(),
+            Edit::Delete | Edit::DeletePath | Edit::Set | Edit::Insert => Kind::Jsonb.arrow_type(),
+        })
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let rows = args.number_rows;
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(rows))
+            .collect::<DfResult<Vec<_>>>()?;
+        let docs = documents(&arrays[0])?;
+        let out: ArrayRef = match self.edit {
+            Edit::Delete => {
+                let values = delete(docs, &arrays[1]).map_err(external)?;
+                json_array(Kind::Jsonb, values)
+            }
+            Edit::DeletePath => {
+                let paths = path_lists(&arrays[1])?;
+                let values = docs
+                    .into_iter()
+                    .zip(paths)
+                    .map(|(doc, path)| match (doc, path) {
+                        (Some(mut doc), Some(path)) => {
+                            if is_scalar(&doc) {
+                                return Err(SqlError::new("22023", "cannot delete path in scalar"));
+                            }
+                            delete_path(&mut doc, &path, 0)?;
+                            canonical(&doc.node).map(Some)
+                        }
+                        _ => Ok(None),
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(external)?;
+                json_array(Kind::Jsonb, values)
+            }
+            Edit::Set | Edit::Insert => {
+                let paths = path_lists(&arrays[1])?;
+                let news = documents(&arrays[2])?;
+                let flags: Vec<Option<bool>> = match arrays.get(3) {
+                    Some(flags) => flags.as_boolean_opt().map_or_else(
+                        || Err(wrong_flag_type(self.name, flags.data_type())),
+                        |b| Ok(b.iter().collect()),
+                    )?,
+                    // create_if_missing defaults to true, insert_after to false.
+                    None => vec![Some(self.edit == Edit::Set); rows],
+                };
+                let values = docs
+                    .into_iter()
+                    .zip(paths)
+                    .zip(news)
+                    .zip(flags)
+                    .map(|(((doc, path), new), flag)| {
+                        let (Some(mut doc), Some(path), Some(new), Some(flag)) =
+                            (doc, path, new, flag)
+                        else {
+                            return Ok(None);
+                        };
+                        if is_scalar(&doc) {
+                            return Err(SqlError::new("22023", "cannot set path in scalar"));
+                        }
+                        let mode = match self.edit {
+                            Edit::Set => Mode::Set { create: flag },
+                            _ => Mode::Insert { after: flag },
+                        };
+                        set_path(&mut doc, &path, 0, new, mode)?;
+                        canonical(&doc.node).map(Some)
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(external)?;
+                json_array(Kind::Jsonb, values)
+            }
+            Edit::StripNulls(kind) => {
+                let values = docs
+                    .into_iter()
+                    .map(|doc| {
+                        doc.map(|mut doc| {
+                            strip_nulls(&mut doc.node);
+                            match kind {
+                                Kind::Jsonb => canonical(&doc.node),
+                                Kind::Json => {
+                                    let mut out = String::new();
+                                    write_compact(&doc, &mut out).map(|()| out)
+                                }
+                            }
+                        })
+                        .transpose()
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(external)?;
+                json_array(kind, values)
+            }
+            Edit::Pretty => {
+                let mut out = StringBuilder::with_capacity(rows, rows * 32);
+                for doc in docs {
+                    match doc {
+                        Some(doc) => {
+                            // Canonical first: keys unique and sorted, numbers as jsonb's.
+                            let stored = canonical(&doc.node).map_err(external)?;
+                            let doc = parse(&stored).map_err(external)?;
+                            let mut text = String::new();
+                            write_pretty(&doc.node, 0, &mut text).map_err(external)?;
+                            out.append_value(text);
+                        }
+                        None => out.append_null(),
+                    }
+                }
+                Arc::new(out.finish())
+            }
+        };
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
+fn wrong_flag_type(name: &str, data_type: &DataType) -> datafusion::error::DataFusionError {
+    external(SqlError::new(
+        "42883",
+        format!(
+            "function {name}(jsonb, text[], jsonb, {}) does not exist",
+            crate::error::pg_type_name(data_type)
+        ),
+    ))
+}
+
+fn is_scalar(item: &Item) -> bool {
+    !matches!(item.node, Node::Object(_) | Node::Array(_))
+}
+
+/// `jsonb - text`, `jsonb - text[]` or `jsonb - integer`, row by row.
+fn delete(docs: Vec<Option<Item<'_>>>, what: &ArrayRef) -> Result<Vec<Option<String>>, SqlError> {
+    let keys: Vec<Option<Vec<String>>>;
+    let indexes: Vec<Option<i64>>;
+    let by_index = what.data_type().is_integer();
+    if by_index {
+        let ints = datafusion::arrow::compute::cast(what, &DataType::Int64)
+            .map_err(|e| SqlError::new("22023", e.to_string()))?;
+        indexes = ints
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+            .iter()
+            .collect();
+        keys = Vec::new();
+    } else {
+        keys = match what.data_type() {
+            DataType::List(_) | DataType::LargeList(_) => path_lists(what)
+                .map_err(|e| SqlError::new("22023", e.to_string()))?
+                .into_iter()
+                // A NULL among the keys matches nothing.
+                .map(|keys| keys.map(|keys| keys.into_iter().flatten().collect()))
+                .collect(),
+            _ => crate::pg_json::texts(what)
+                .map_err(|e| SqlError::new("42883", e.to_string()))?
+                .into_iter()
+                .map(|key| key.map(|key| vec![key.to_string()]))
+                .collect(),
+        };
+        indexes = Vec::new();
+    }
+    let mut out = Vec::with_capacity(docs.len());
+    for (row, doc) in docs.into_iter().enumerate() {
+        let Some(mut doc) = doc else {
+            out.push(None);
+            continue;
+        };
+        if is_scalar(&doc) {
+            return Err(SqlError::new("22023", "cannot delete from scalar"));
+        }
+        if by_index {
+            let Some(index) = indexes[row] else {
+                out.push(None);
+                continue;
+            };
+            match &mut doc.node {
+                Node::Array(items) => {
+                    if let Some(at) = array_position(index, items.len()) {
+                        items.remove(at);
+                    }
+                }
+                _ => {
+                    return Err(SqlError::new(
+                        "22023",
+                        "cannot delete from object using integer index",
+                    ));
+                }
+            }
+        } else {
+            let Some(keys) = &keys[row] else {
+                out.push(None);
+                continue;
+            };
+            match &mut doc.node {
+                Node::Object(members) => members.retain(|(k, _)| !keys.contains(k)),
+                Node::Array(items) => {
+                    items.retain(|item| !matches!(&item.node, Node::String(s) if keys.contains(s)))
+                }
+                _ => unreachable!("scalars are refused above"),
+            }
+        }
+        out.push(Some(canonical(&doc.node)?));
+    }
+    Ok(out)
+}
+
+/// The element `index` names in an array of `len`, counted from the end if negative;
+/// `None` outside it.
+fn array_position(index: i64, len: usize) -> Option<usize> {
+    let at = if index < 0 { len as i64 + index } else { index };
+    usize::try_from(at).ok().filter(|at| *at < len)
+}
+
+/// The path step at `level` (0-based), refused if NULL.
+fn path_step(path: &[Option<String>], level: usize) -> Result<&str, SqlError> {
+    path[level].as_deref().ok_or_else(|| {
+        SqlError::new(
+            "22004",
+            format!("path element at position {} is null", level + 1),
+        )
+    })
+}
+
+/// A path step taken into an array: its number.
+fn array_step(step: &str, level: usize) -> Result<i64, SqlError> {
+    step.trim().parse().map_err(|_| {
+        SqlError::new(
+            "22P02",
+            format!(
+                "path element at position {} is not an integer: \"{step}\"",
+                level + 1
+            ),
+        )
+    })
+}
+
+/// `#-`: removes what `path` leads to, if anything.
+fn delete_path(item: &mut Item, path: &[Option<String>], level: usize) -> Result<(), SqlError> {
+    if level == path.len() {
+        return Ok(());
+    }
+    let step = path_step(path, level)?;
+    let last = level + 1 == path.len();
+    match &mut item.node {
+        Node::Object(members) => {
+            if last {
+                members.retain(|(k, _)| k != step);
+            } else if let Some((_, value)) = members.iter_mut().rev().find(|(k, _)| k == step) {
+                delete_path(value, path, level + 1)?;
+            }
+        }
+        Node::Array(items) => {
+            if let Some(at) = array_position(array_step(step, level)?, items.len()) {
+                if last {
+                    items.remove(at);
+                } else {
+                    delete_path(&mut items[at], path, level + 1)?;
+                }
+            }
+        }
+        // A path through a scalar leads nowhere.
+        _ => {}
+    }
+    Ok(())
+}
+
+/// How [`set_path`] puts the new value in.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    /// `jsonb_set`: replaces what the path leads to, or adds it if `create`.
+    Set { create: bool },
+    /// `jsonb_insert`: inserts before (or `after`) the element the path leads to; adds a
+    /// missing key but refuses an existing one.
+    Insert { after: bool },
+}
+
+/// `jsonb_set` and `jsonb_insert`: puts `new` where `path` leads; changes nothing if the
+/// path leads through something missing or a scalar.
+fn set_path<'a>(
+    item: &mut Item<'a>,
+    path: &[Option<String>],
+    level: usize,
+    new: Item<'a>,
+    mode: Mode,
+) -> Result<(), SqlError> {
+    if level == path.len() {
+        return Ok(());
+    }
+    let step = path_step(path, level)?;
+    let last = level + 1 == path.len();
+    let adds = match mode {
+        Mode::Set { create } => create,
+        Mode::Insert { .. } => true,
+    };
+    match &mut item.node {
+        Node::Object(members) => match members.iter().rposition(|(k, _)| k == step) {
+            Some(at) if last => match mode {
+                Mode::Set { .. } => members[at].1 = new,
+                Mode::Insert { .. } => {
+                    return Err(SqlError::new("22023", "cannot replace existing key")
+                        .with_hint("Try using the function jsonb_set to replace key value."));
+                }
+            },
+            Some(at) => set_path(&mut members[at].1, path, level + 1, new, mode)?,
+            None if last && adds => members.push((step.to_string(), new)),
+            None => {}
+        },
+        Node::Array(items) => {
+            let index = array_step(step, level)?;
+            match array_position(index, items.len()) {
+                Some(at) if last => match mode {
+                    Mode::Set { .. } => items[at] = new,
+                    Mode::Insert { after } => items.insert(at + usize::from(after), new),
+                },
+                Some(at) => set_path(&mut items[at], path, level + 1, new, mode)?,
+                // Past either end: added at that end.
+                None if last && adds => {
+                    if index < 0 {
+                        items.insert(0, new);
+                    } else {
+                        items.push(new);
+                    }
+                }
+                None => {}
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Removes the object members whose value is null, at any depth (array elements stay).
+fn strip_nulls(node: &mut Node) {
+    match node {
+        Node::Object(members) => {
+            members.retain(|(_, value)| !matches!(value.node, Node::Null));
+            for (_, value) in members {
+                strip_nulls(&mut value.node);
+            }
+        }
+        Node::Array(items) => {
+            for item in items {
+                strip_nulls(&mut item.node);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A `json` value without blanks, each scalar as written.
+fn write_compact(item: &Item, out: &mut String) -> Result<(), SqlError> {
+    match &item.node {
+        Node::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_compact(item, out)?;
+            }
+            out.push(']');
+        }
+        Node::Object(members) => {
+            out.push('{');
+            for (i, (key, value)) in members.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_string(key, out)?;
+                out.push(':');
+                write_compact(value, out)?;
+            }
+            out.push('}');
+        }
+        _ => out.push_str(item.raw),
+    }
+    Ok(())
+}
+
+/// `jsonb_pretty`: one item a line, indented four spaces a level.
+fn write_pretty(node: &Node, level: usize, out: &mut String) -> Result<(), SqlError> {
+    let indent = |out: &mut String, level: usize| {
+        out.push('\n');
+        out.extend(std::iter::repeat_n("    ", level));
+    };
+    match node {
+        Node::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                indent(out, level + 1);
+                write_pretty(&item.node, level + 1, out)?;
+            }
+            indent(out, level);
+            out.push(']');
+        }
+        Node::Object(members) => {
+            out.push('{');
+            // Canonical (above): keys already unique and sorted.
+            for (i, (key, value)) in members.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                indent(out, level + 1);
+                write_string(key, out)?;
+                out.push_str(": ");
+                write_pretty(&value.node, level + 1, out)?;
+            }
+            indent(out, level);
+            out.push('}');
+        }
+        scalar => out.push_str(&canonical(scalar)?),
+    }
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! Arrays written as PostgreSQL's text form: `'{1,2,NULL}'::int[]`, `'{a,"b c"}'::text[]`.
+//!
+//! Arrow's cast of a string to a list makes a list of one element, the whole string. An
+//! analyzer rule, run after type coercion, replaces each cast of a string to a list with a
+//! function reading the text form into a `text[]`, cast from there to the element type
+//! (so `'{1,x}'::int[]` fails as `'x'::int` does).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, ListBuilder, StringBuilder};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::tree_node::Transformed;
+use datafusion::common::{DFSchema, Result as DfResult};
+use datafusion::config::ConfigOptions;
+use datafusion::logical_expr::expr::{Cast, ScalarFunction};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
+};
+use datafusion::optimizer::AnalyzerRule;
+
+use crate::error::SqlError;
+
+/// The elements of a one-dimensional array in its text form, `None` for `NULL`.
+pub(crate) fn array_text(text: &str) -> Result<Vec<Option<String>>, SqlError> {
+    let malformed = |detail: &str| {
+        SqlError::new("22P02", format!("malformed array literal: \"{text}\"")).with_detail(detail)
+    };
+    let inner = text
+        .trim()
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .ok_or_else(|| malformed("Array value must start with \"{\" or dimension information."))?;
+    let mut out = Vec::new();
+    if inner.trim().is_empty() {
+        return Ok(out);
+    }
+    let mut chars = inner.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek() == Some(&'{') {
+            return Err(SqlError::new(
+                "0A000",
+                format!("multidimensional arrays are not supported: \"{text}\""),
+            )
+            .with_hint("Write a one-dimensional array, such as '{1,2,3}'."));
+        }
+        let element = if chars.next_if_eq(&'"').is_some() {
+            let mut element = String::new();
+            loop {
+                match chars.next() {
+                    Some('"') => break,
+                    Some('\\') => element.extend(chars.next()),
+                    Some(c) => element.push(c),
+                    None => return Err(malformed("Unexpected end of input.")),
+                }
+            }
+            while chars.next_if(|c| c.is_whitespace()).is_some() {}
+            Some(element)
+        } else {
+            let mut element = String::new();
+            let mut escaped = false;
+            while let Some(c) = chars.next_if(|c| *c != ',') {
+                match c {
+                    '\\' => {
+                        escaped = true;
+                        element.extend(chars.next());
+                    }
+                    '"' | '{' | '}' => return Err(malformed("Unexpected array element.")),
+                    c => element.push(c),
+                }
+            }
+            element.truncate(element.trim_end().len());
+            if element.is_empty() {
+                return Err(malformed("Unexpected \",\" character."));
+            }
+            // An unquoted NULL is a null element; a quoted or escaped one is the word.
+            (escaped || !element.eq_ignore_ascii_case("null")).then_some(element)
+        };
+        out.push(element);
+        match chars.next() {
+            Some(',') => continue,
+            None => return Ok(out),
+            Some(_) => return Err(malformed("Unexpected array element.")),
+        }
+    }
+}
+
+/// `text_array(text)`: a string's array text form read as a `text[]`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct TextArray {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for TextArray {
+    fn name(&self) -> &str {
+        "text_array"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
+        Ok(text_list_type())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let array = args.args[0].to_array(args.number_rows)?;
+        let mut out = ListBuilder::new(StringBuilder::new());
+        for text in crate::pg_json::texts(&array)? {
+            match text {
+                Some(text) => {
+                    for element in array_text(text).map_err(crate::pg_json::external)? {
+                        out.values().append_option(element);
+                    }
+                    out.append(true);
+                }
+                None => out.append(false),
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
+    }
+}
+
+fn text_list_type() -> DataType {
+    DataType::new_list(DataType::Utf8, true)
+}
+
+/// The cast rewrite, registered after DataFusion's analyzer rules.
+#[derive(Debug)]
+pub(crate) struct ArrayCasts {
+    text_array: Arc<ScalarUDF>,
+}
+
+impl ArrayCasts {
+    pub(crate) fn new() -> Self {
+        Self {
+            text_array: Arc::new(ScalarUDF::new_from_impl(TextArray {
+                signature: Signature::any(1, Volatility::Immutable),
+            })),
+        }
+    }
+
+    fn rewrite(&self, expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
+        let Some((inner, to, from)) = crate::types::cast_parts(&expr, schema) else {
+            return Ok(Transformed::no(expr));
+        };
+        if !crate::types::is_string(&from)
+            || !matches!(to, DataType::List(_) | DataType::LargeList(_))
+        {
+            return Ok(Transformed::no(expr));
+        }
+        let texts = Expr::ScalarFunction(ScalarFunction::new_udf(
+            self.text_array.clone(),
+            vec![inner.clone()],
+        ));
+        Ok(Transformed::yes(if *to == text_list_type() {
+            texts
+        } else {
+            Expr::Cast(Cast::new(Box::new(texts), to.clone()))
+        }))
+    }
+}
+
+impl AnalyzerRule for ArrayCasts {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
+        crate::overflow::rewrite_expressions(plan, |e, schema| self.rewrite(e, schema))
+    }
+
+    fn name(&self) -> &str {
+        "flotilla_array_casts"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn array_text_reads_what_postgresql_reads() {
+        let some = |s: &str| Some(s.to_string());
+        assert_eq!(
+            array_text(r#"{a, "b c" ,"d\"e"}"#).expect("array"),
+            [some("a"), some("b c"), some("d\"e")]
+        );
+        assert_eq!(
+            array_text(r#"{NULL,null,"NULL",\NULL, x y }"#).expect("array"),
+            [None, None, some("NULL"), some("NULL"), some("x y")]
+        );
+        assert_eq!(
+            array_text(" { } ").expect("array"),
+            Vec::<Option<String>>::new()
+        );
+        for bad in ["a,b", "{a,,b}", "{a", "{a}x", r#"{"a}"#, "{a\"b}"] {
+            assert_eq!(array_text(bad).expect_err(bad).code, "22P02", "{bad}");
+        }
+        assert_eq!(array_text("{{1,2},{3,4}}").expect_err("2-d").code, "0A000");
+    }
+}
