@@ -229,6 +229,7 @@ impl StatementContext {
         crate::numeric::float_literals_past_decimal(&mut statement);
         crate::fetch::fetch_as_limit(&mut statement)?;
         crate::cast_names::name_column_casts(&mut statement);
+        crate::json_sets::expand_in_select_lists(&mut statement)?;
         let plan = self
             .state()
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))

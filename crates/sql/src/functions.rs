@@ -208,5 +208,6 @@ pub(crate) fn all() -> Vec<Arc<ScalarUDF>> {
     .into_iter()
     .chain(crate::pg_json::functions())
     .chain(crate::json_edit::functions())
+    .chain(crate::json_sets::functions())
     .collect()
 }

@@ -25,6 +25,7 @@ mod functions;
 mod info_schema;
 mod json_agg;
 mod json_edit;
+mod json_sets;
 mod locking;
 mod numeric;
 mod orm;

@@ -840,6 +840,14 @@ impl ScalarUDFImpl for JsonFn {
                     .zip(&steps)
                     .map(|(doc, step)| match (doc, step) {
                         (Some(doc), Some(Step::Key(k))) => doc.member(k),
+                        // PostgreSQL keeps a scalar jsonb as a one-element array
+                        // inside, so element 0 (or -1) of one is the scalar itself.
+                        (Some(doc), Some(Step::Index(0 | -1)))
+                            if kind == Kind::Jsonb
+                                && !matches!(doc.node, Node::Array(_) | Node::Object(_)) =>
+                        {
+                            Some(doc)
+                        }
                         (Some(doc), Some(Step::Index(i))) => doc.element(*i),
                         _ => None,
                     });

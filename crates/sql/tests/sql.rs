@@ -7515,6 +7515,110 @@ async fn jsonb_edits_return_and_refuse_what_postgres_does() {
     );
 }
 
+/// json[b]_array_elements[_text] and json[b]_object_keys in a select list yield a row
+/// per element or key, named as in PostgreSQL (every output checked against
+/// PostgreSQL 15); in a FROM clause they are refused with a hint.
+#[tokio::test]
+async fn json_set_returning_functions_yield_rows_in_a_select_list() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    let all = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    for (sql, want) in [
+        (
+            r#"SELECT jsonb_array_elements('[1, "a", null, {"b":2}]')::text"#,
+            all(&["1", r#""a""#, "null", r#"{"b": 2}"#]),
+        ),
+        (
+            r#"SELECT jsonb_array_elements_text('[1, "a", null, {"b":2}]')"#,
+            all(&["1", "a", "NULL", r#"{"b": 2}"#]),
+        ),
+        (
+            r#"SELECT json_array_elements('[1,  "a" , {"b":2}]')::text"#,
+            all(&["1", r#""a""#, r#"{"b":2}"#]),
+        ),
+        (
+            r#"SELECT json_array_elements_text('[1,"a\"b",null]')"#,
+            all(&["1", "a\"b", "NULL"]),
+        ),
+        // jsonb's keys come sorted and once; json's as written.
+        (
+            r#"SELECT jsonb_object_keys('{"b":1,"a":2}')"#,
+            all(&["a", "b"]),
+        ),
+        (
+            r#"SELECT json_object_keys('{"b":1,"a":2,"b":3}')"#,
+            all(&["b", "a", "b"]),
+        ),
+        ("SELECT jsonb_array_elements(NULL)", all(&[])),
+    ] {
+        assert_eq!(rows(&mut s, sql).await, want, "{sql}");
+    }
+    for (sql, message) in [
+        (
+            r#"SELECT jsonb_array_elements('{"a":1}')"#,
+            "cannot extract elements from an object",
+        ),
+        (
+            "SELECT jsonb_array_elements('1')",
+            "cannot extract elements from a scalar",
+        ),
+        (
+            "SELECT jsonb_object_keys('[1]')",
+            "cannot call jsonb_object_keys on an array",
+        ),
+        (
+            "SELECT json_object_keys('1')",
+            "cannot call json_object_keys on a scalar",
+        ),
+    ] {
+        assert_eq!(code(&mut s, sql).await, "22023", "{sql}");
+        assert_eq!(error_message(&mut s, sql).await, message, "{sql}");
+    }
+    assert_eq!(
+        code(&mut s, "SELECT * FROM jsonb_array_elements('[1]')").await,
+        "0A000"
+    );
+    ok(&mut s, "CREATE TABLE dj (id INT PRIMARY KEY, d JSONB)").await;
+    ok(
+        &mut s,
+        r#"INSERT INTO dj VALUES (1, '{"tags":["x","y"]}'), (2, '{"tags":[]}'), (3, '{}')"#,
+    )
+    .await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT id, jsonb_array_elements_text(d -> 'tags') AS tag FROM dj ORDER BY id, tag"
+        )
+        .await,
+        vec!["1|x", "1|y"]
+    );
+    // A scalar jsonb's element 0 (or -1) is the scalar itself, as in PostgreSQL.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT id, jsonb_array_elements(d -> 'tags') ->> 0 FROM dj ORDER BY id"
+        )
+        .await,
+        vec!["1|x", "1|y"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            r#"SELECT ('"x"'::jsonb -> -1)::text, '"x"'::jsonb ->> 1, '1'::json ->> 0"#
+        )
+        .await,
+        vec![r#""x"|NULL|NULL"#]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT count(*) FROM (SELECT jsonb_object_keys(d) k FROM dj) s"
+        )
+        .await,
+        vec!["2"]
+    );
+}
+
 /// An array in PostgreSQL's text form cast to an array type is read element by element,
 /// as PostgreSQL reads it (Arrow's cast alone would make a one-element array).
 #[tokio::test]
