@@ -178,7 +178,7 @@ impl ScalarUDFImpl for JsonEdit {
                                 Kind::Jsonb => canonical(&doc.node),
                                 Kind::Json => {
                                     let mut out = String::new();
-                                    write_compact(&doc, &mut out).map(|()| out)
+                                    write_laid_out(&doc, Layout::Compact, &mut out).map(|()| out)
                                 }
                             }
                         })
@@ -193,11 +193,13 @@ impl ScalarUDFImpl for JsonEdit {
                 for doc in docs {
                     match doc {
                         Some(doc) => {
-                            // Canonical first: keys unique and sorted, numbers as jsonb's.
+                            // Canonical first: keys unique and sorted, scalars as jsonb
+                            // prints them.
                             let stored = canonical(&doc.node).map_err(external)?;
                             let doc = parse(&stored).map_err(external)?;
                             let mut text = String::new();
-                            write_pretty(&doc.node, 0, &mut text).map_err(external)?;
+                            write_laid_out(&doc, Layout::Pretty { level: 0 }, &mut text)
+                                .map_err(external)?;
                             out.append_value(text);
                         }
                         None => out.append_null(),
@@ -441,71 +443,55 @@ fn strip_nulls(node: &mut Node) {
     }
 }
 
-/// A `json` value without blanks, each scalar as written.
-fn write_compact(item: &Item, out: &mut String) -> Result<(), SqlError> {
-    match &item.node {
-        Node::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_compact(item, out)?;
-            }
-            out.push(']');
-        }
-        Node::Object(members) => {
-            out.push('{');
-            for (i, (key, value)) in members.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(key, out)?;
-                out.push(':');
-                write_compact(value, out)?;
-            }
-            out.push('}');
-        }
-        _ => out.push_str(item.raw),
-    }
-    Ok(())
+/// How [`write_laid_out`] lays a value out.
+#[derive(Debug, Clone, Copy)]
+enum Layout {
+    /// Without blanks, as PostgreSQL's `json_strip_nulls` prints.
+    Compact,
+    /// `jsonb_pretty`'s: one item a line, indented four spaces a level.
+    Pretty { level: usize },
 }
 
-/// `jsonb_pretty`: one item a line, indented four spaces a level.
-fn write_pretty(node: &Node, level: usize, out: &mut String) -> Result<(), SqlError> {
-    let indent = |out: &mut String, level: usize| {
-        out.push('\n');
-        out.extend(std::iter::repeat_n("    ", level));
+/// Writes `item` laid out as `layout` says, each scalar as written.
+fn write_laid_out(item: &Item, layout: Layout, out: &mut String) -> Result<(), SqlError> {
+    let (open, close, entries): (char, char, Vec<(Option<&str>, &Item)>) = match &item.node {
+        Node::Array(items) => ('[', ']', items.iter().map(|i| (None, i)).collect()),
+        Node::Object(members) => (
+            '{',
+            '}',
+            members.iter().map(|(k, v)| (Some(k.as_str()), v)).collect(),
+        ),
+        _ => {
+            out.push_str(item.raw);
+            return Ok(());
+        }
     };
-    match node {
-        Node::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                indent(out, level + 1);
-                write_pretty(&item.node, level + 1, out)?;
-            }
-            indent(out, level);
-            out.push(']');
+    let new_line = |out: &mut String, layout: Layout| {
+        if let Layout::Pretty { level } = layout {
+            out.push('\n');
+            out.extend(std::iter::repeat_n("    ", level));
         }
-        Node::Object(members) => {
-            out.push('{');
-            // Canonical (above): keys already unique and sorted.
-            for (i, (key, value)) in members.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                indent(out, level + 1);
-                write_string(key, out)?;
-                out.push_str(": ");
-                write_pretty(&value.node, level + 1, out)?;
-            }
-            indent(out, level);
-            out.push('}');
+    };
+    let inner = match layout {
+        Layout::Pretty { level } => Layout::Pretty { level: level + 1 },
+        Layout::Compact => Layout::Compact,
+    };
+    out.push(open);
+    for (i, (key, value)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
         }
-        scalar => out.push_str(&canonical(scalar)?),
+        new_line(out, inner);
+        if let Some(key) = key {
+            write_string(key, out)?;
+            out.push_str(match layout {
+                Layout::Compact => ":",
+                Layout::Pretty { .. } => ": ",
+            });
+        }
+        write_laid_out(value, inner, out)?;
     }
+    new_line(out, layout);
+    out.push(close);
     Ok(())
 }
