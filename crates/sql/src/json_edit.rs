@@ -18,7 +18,8 @@ use datafusion::logical_expr::{
 
 use crate::error::SqlError;
 use crate::pg_json::{
-    Item, Kind, Node, canonical, documents, external, json_array, parse, path_lists, write_string,
+    Item, Kind, Node, Step, canonical, documents, external, json_array, parse, path_lists, steps,
+    text_lists, write_string,
 };
 
 /// What a function of this module does.
@@ -110,7 +111,7 @@ impl ScalarUDFImpl for JsonEdit {
         let docs = documents(&arrays[0])?;
         let out: ArrayRef = match self.edit {
             Edit::Delete => {
-                let values = delete(docs, &arrays[1]).map_err(external)?;
+                let values = delete(docs, &arrays[1])?;
                 json_array(Kind::Jsonb, values)
             }
             Edit::DeletePath => {
@@ -226,78 +227,63 @@ fn is_scalar(item: &Item) -> bool {
     !matches!(item.node, Node::Object(_) | Node::Array(_))
 }
 
-/// `jsonb - text`, `jsonb - text[]` or `jsonb - integer`, row by row.
-fn delete(docs: Vec<Option<Item<'_>>>, what: &ArrayRef) -> Result<Vec<Option<String>>, SqlError> {
-    let keys: Vec<Option<Vec<String>>>;
-    let indexes: Vec<Option<i64>>;
-    let by_index = what.data_type().is_integer();
-    if by_index {
-        let ints = datafusion::arrow::compute::cast(what, &DataType::Int64)
-            .map_err(|e| SqlError::new("22023", e.to_string()))?;
-        indexes = ints
-            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
-            .iter()
-            .collect();
-        keys = Vec::new();
-    } else {
-        keys = match what.data_type() {
-            DataType::List(_) | DataType::LargeList(_) => path_lists(what)
-                .map_err(|e| SqlError::new("22023", e.to_string()))?
-                .into_iter()
-                // A NULL among the keys matches nothing.
-                .map(|keys| keys.map(|keys| keys.into_iter().flatten().collect()))
-                .collect(),
-            _ => crate::pg_json::texts(what)
-                .map_err(|e| SqlError::new("42883", e.to_string()))?
-                .into_iter()
-                .map(|key| key.map(|key| vec![key.to_string()]))
-                .collect(),
-        };
-        indexes = Vec::new();
-    }
-    let mut out = Vec::with_capacity(docs.len());
-    for (row, doc) in docs.into_iter().enumerate() {
-        let Some(mut doc) = doc else {
-            out.push(None);
-            continue;
-        };
-        if is_scalar(&doc) {
-            return Err(SqlError::new("22023", "cannot delete from scalar"));
-        }
-        if by_index {
-            let Some(index) = indexes[row] else {
-                out.push(None);
-                continue;
+/// What `jsonb - x` removes in one row.
+enum Removal {
+    /// `- text` and `- text[]`: these keys (or string elements).
+    Keys(Vec<String>),
+    /// `- integer`: the element at this index.
+    Index(i64),
+}
+
+/// `jsonb - text`, `jsonb - text[]` or `jsonb - integer`, row by row. The operand is
+/// read as `->` reads its own, or as a list of keys.
+fn delete(docs: Vec<Option<Item<'_>>>, what: &ArrayRef) -> DfResult<Vec<Option<String>>> {
+    let removals: Vec<Option<Removal>> = match what.data_type() {
+        // A NULL among the keys matches nothing.
+        DataType::List(_) | DataType::LargeList(_) => text_lists(what)?
+            .into_iter()
+            .map(|keys| keys.map(Removal::Keys))
+            .collect(),
+        _ => steps(what)?
+            .into_iter()
+            .map(|step| {
+                step.map(|step| match step {
+                    Step::Key(key) => Removal::Keys(vec![key]),
+                    Step::Index(index) => Removal::Index(index),
+                })
+            })
+            .collect(),
+    };
+    docs.into_iter()
+        .zip(removals)
+        .map(|(doc, removal)| {
+            let (Some(mut doc), Some(removal)) = (doc, removal) else {
+                return Ok(None);
             };
-            match &mut doc.node {
-                Node::Array(items) => {
+            match (&mut doc.node, removal) {
+                (Node::Object(members), Removal::Keys(keys)) => {
+                    members.retain(|(k, _)| !keys.contains(k))
+                }
+                (Node::Array(items), Removal::Keys(keys)) => {
+                    items.retain(|item| !matches!(&item.node, Node::String(s) if keys.contains(s)))
+                }
+                (Node::Array(items), Removal::Index(index)) => {
                     if let Some(at) = array_position(index, items.len()) {
                         items.remove(at);
                     }
                 }
-                _ => {
+                (Node::Object(_), Removal::Index(_)) => {
                     return Err(SqlError::new(
                         "22023",
                         "cannot delete from object using integer index",
                     ));
                 }
+                _ => return Err(SqlError::new("22023", "cannot delete from scalar")),
             }
-        } else {
-            let Some(keys) = &keys[row] else {
-                out.push(None);
-                continue;
-            };
-            match &mut doc.node {
-                Node::Object(members) => members.retain(|(k, _)| !keys.contains(k)),
-                Node::Array(items) => {
-                    items.retain(|item| !matches!(&item.node, Node::String(s) if keys.contains(s)))
-                }
-                _ => unreachable!("scalars are refused above"),
-            }
-        }
-        out.push(Some(canonical(&doc.node)?));
-    }
-    Ok(out)
+            canonical(&doc.node).map(Some)
+        })
+        .collect::<Result<_, _>>()
+        .map_err(external)
 }
 
 /// The element `index` names in an array of `len`, counted from the end if negative;

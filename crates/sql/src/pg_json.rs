@@ -533,12 +533,12 @@ pub(crate) fn documents(array: &ArrayRef) -> DfResult<Vec<Option<Item<'_>>>> {
 }
 
 /// One step of `->`: a member's key or an element's number.
-enum Step {
+pub(crate) enum Step {
     Key(String),
     Index(i64),
 }
 
-fn steps(array: &ArrayRef) -> DfResult<Vec<Option<Step>>> {
+pub(crate) fn steps(array: &ArrayRef) -> DfResult<Vec<Option<Step>>> {
     if array.data_type().is_integer() {
         let ints = datafusion::arrow::compute::cast(array, &DataType::Int64)?;
         return Ok(ints
@@ -554,7 +554,7 @@ fn steps(array: &ArrayRef) -> DfResult<Vec<Option<Step>>> {
 }
 
 /// The texts of a `text[]` argument, row by row, without its NULL elements.
-fn text_lists(array: &ArrayRef) -> DfResult<Vec<Option<Vec<String>>>> {
+pub(crate) fn text_lists(array: &ArrayRef) -> DfResult<Vec<Option<Vec<String>>>> {
     Ok(path_lists(array)?
         .into_iter()
         .map(|list| list.map(|list| list.into_iter().flatten().collect()))
