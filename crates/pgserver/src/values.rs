@@ -605,9 +605,9 @@ impl ColumnEncoder<'_> {
         scratch.clear();
         if self.binary && array_binary(self.array, row, scratch)? {
             // A one-dimensional array, in PostgreSQL's binary form.
-        } else if array_text(self.array, row, scratch)? {
+        } else if array_text(self.array, row, scratch)? || record_text(self.array, row, scratch)? {
             // An array in PostgreSQL's text form (one of more dimensions is described as
-            // `text`, so binary is the same bytes).
+            // `text`, so binary is the same bytes), or a row value, described as `text`.
         } else if let Some(formatter) = &self.fallback {
             // Text and binary agree for `text`, the type these columns are described as.
             use std::fmt::Write;
@@ -695,7 +695,6 @@ fn array_text(list: &dyn Array, row: usize, out: &mut Vec<u8>) -> Result<bool, S
         DataType::FixedSizeList(..) => list.as_fixed_size_list().value(row),
         _ => return Ok(false),
     };
-    let options = FormatOptions::default();
     out.push(b'{');
     let mut element = Vec::new();
     for i in 0..values.len() {
@@ -706,38 +705,95 @@ fn array_text(list: &dyn Array, row: usize, out: &mut Vec<u8>) -> Result<bool, S
             out.extend_from_slice(b"NULL");
             continue;
         }
+        // An inner list is a further dimension, written bare.
         if array_text(values.as_ref(), i, out)? {
             continue;
         }
         element.clear();
-        match cell(values.as_ref(), i) {
-            Some(v) => encode_text(&v, &mut element)?,
-            None => {
-                let formatter = ArrayFormatter::try_new(values.as_ref(), &options)
-                    .map_err(|e| sql_error("XX000", format!("cannot format value: {e}")))?;
-                element.extend_from_slice(formatter.value(i).to_string().as_bytes());
-            }
-        }
+        nested_text(values.as_ref(), i, &mut element)?;
         let quote = element.is_empty()
             || element.eq_ignore_ascii_case(b"NULL")
             || element
                 .iter()
                 .any(|b| b"{}\",\\ \t\n\r\x0b\x0c".contains(b));
-        if quote {
-            out.push(b'"');
-            for &b in &element {
-                if b == b'"' || b == b'\\' {
-                    out.push(b'\\');
-                }
-                out.push(b);
-            }
-            out.push(b'"');
-        } else {
-            out.extend_from_slice(&element);
-        }
+        write_quoted(&element, quote, Escape::Backslash, out);
     }
     out.push(b'}');
     Ok(true)
+}
+
+/// Writes row `row` of a struct column as PostgreSQL writes a row value (`(1,x)`,
+/// `(2,"y z",)`): fields in their PostgreSQL text, NULL as nothing; false if the column
+/// is no struct.
+fn record_text(record: &dyn Array, row: usize, out: &mut Vec<u8>) -> Result<bool, SqlError> {
+    let Some(fields) = record.as_struct_opt() else {
+        return Ok(false);
+    };
+    out.push(b'(');
+    let mut field = Vec::new();
+    for (i, column) in fields.columns().iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        if column.is_null(row) {
+            continue;
+        }
+        field.clear();
+        nested_text(column.as_ref(), row, &mut field)?;
+        // record_out's rule: an empty string is quoted so it differs from NULL.
+        let quote = field.is_empty()
+            || field
+                .iter()
+                .any(|b| b"\"\\(),".contains(b) || b.is_ascii_whitespace());
+        write_quoted(&field, quote, Escape::Doubled, out);
+    }
+    out.push(b')');
+    Ok(true)
+}
+
+/// The PostgreSQL text of the non-NULL value at `row` of `values`, an array element or a
+/// row's field: an array, a row, or a scalar in its own text form.
+fn nested_text(values: &dyn Array, row: usize, out: &mut Vec<u8>) -> Result<(), SqlError> {
+    if array_text(values, row, out)? || record_text(values, row, out)? {
+        return Ok(());
+    }
+    match cell(values, row) {
+        Some(v) => encode_text(&v, out),
+        None => {
+            let formatter = ArrayFormatter::try_new(values, &FormatOptions::default())
+                .map_err(|e| sql_error("XX000", format!("cannot format value: {e}")))?;
+            out.extend_from_slice(formatter.value(row).to_string().as_bytes());
+            Ok(())
+        }
+    }
+}
+
+/// How a quote or backslash is written inside a quoted element: array_out escapes it
+/// with a backslash, record_out doubles it.
+#[derive(Clone, Copy)]
+enum Escape {
+    Backslash,
+    Doubled,
+}
+
+/// Writes `text`, in double quotes when `quote`, a quote or backslash inside them
+/// written as `escape` says.
+fn write_quoted(text: &[u8], quote: bool, escape: Escape, out: &mut Vec<u8>) {
+    if !quote {
+        out.extend_from_slice(text);
+        return;
+    }
+    out.push(b'"');
+    for &b in text {
+        if b == b'"' || b == b'\\' {
+            out.push(match escape {
+                Escape::Backslash => b'\\',
+                Escape::Doubled => b,
+            });
+        }
+        out.push(b);
+    }
+    out.push(b'"');
 }
 
 /// Whether the encoder handles `data_type` natively (otherwise it is sent as display text).
@@ -1487,10 +1543,11 @@ mod tests {
     use datafusion::arrow::array::{
         ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Float32Array,
         Float64Array, Int16Array, Int32Array, Int64Array, LargeStringArray, ListArray, NullArray,
-        StringArray, StringViewArray, TimestampMicrosecondArray, TimestampNanosecondArray,
-        TimestampSecondArray,
+        StringArray, StringViewArray, StructArray, TimestampMicrosecondArray,
+        TimestampNanosecondArray, TimestampSecondArray,
     };
-    use datafusion::arrow::datatypes::Field;
+    use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
+    use datafusion::arrow::datatypes::{Field, Fields};
     use pgwire::api::results::DataRowEncoder;
     use pgwire::types::format::FormatOptions as PgFormatOptions;
     use rust_decimal::Decimal;
@@ -1950,6 +2007,71 @@ mod tests {
             .iter()
             .map(|r| row_fields(r).remove(0))
             .collect()
+    }
+
+    /// A row value is sent as record_out writes it: fields in their text, NULL as
+    /// nothing, and a field quoted (quotes and backslashes doubled) when it is empty or
+    /// holds a separator, parenthesis, quote, backslash or blank.
+    #[test]
+    fn rows_encode_as_postgresql_record_text() {
+        let text: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("x"),
+            Some("y z"),
+            Some(""),
+            Some(r#"q"b\c"#),
+            None,
+            Some("a(b),c"),
+        ]));
+        let list: ArrayRef = Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
+            Some(vec![Some(1)]),
+            Some(vec![Some(1), None]),
+            Some(vec![]),
+            None,
+            Some(vec![Some(2)]),
+            Some(vec![Some(3)]),
+        ]));
+        let ids: ArrayRef = Arc::new(Int32Array::from(vec![
+            Some(1),
+            Some(2),
+            Some(3),
+            Some(4),
+            None,
+            Some(6),
+        ]));
+        let fields = Fields::from(vec![
+            Field::new("id", DataType::Int32, true),
+            Field::new("t", DataType::Utf8, true),
+            Field::new("l", list.data_type().clone(), true),
+        ]);
+        let rows = StructArray::new(
+            fields,
+            vec![ids, text, list],
+            Some(NullBuffer::from(vec![true, true, true, true, true, false])),
+        );
+        let s = |v: &str| Some(v.to_owned());
+        assert_eq!(
+            text_cells(Arc::new(rows.clone())),
+            vec![
+                s("(1,x,{1})"),
+                s(r#"(2,"y z","{1,NULL}")"#),
+                s(r#"(3,"",{})"#),
+                s(r#"(4,"q""b\\c",)"#),
+                s("(,,{2})"),
+                None,
+            ]
+        );
+        // In an array a row is an element like any other, quoted by array_out's rule.
+        let offsets = OffsetBuffer::from_lengths([2]);
+        let nested = ListArray::new(
+            Arc::new(Field::new("item", rows.data_type().clone(), true)),
+            offsets,
+            Arc::new(rows.slice(0, 2)),
+            None,
+        );
+        assert_eq!(
+            text_cells(Arc::new(nested)),
+            vec![s(r#"{"(1,x,{1})","(2,\"y z\",\"{1,NULL}\")"}"#)]
+        );
     }
 
     #[test]

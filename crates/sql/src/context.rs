@@ -230,6 +230,7 @@ impl StatementContext {
         crate::fetch::fetch_as_limit(&mut statement)?;
         crate::cast_names::name_column_casts(&mut statement);
         crate::json_sets::expand_in_select_lists(&mut statement)?;
+        crate::whole_row::expand(&mut statement, &self.state()).await?;
         let plan = self
             .state()
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))

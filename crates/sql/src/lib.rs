@@ -49,6 +49,7 @@ mod to_char;
 mod types;
 mod untyped;
 mod upsert;
+mod whole_row;
 
 pub use api::{PreparedStatement, QueryResult, SqlConfig, SqlError, TransactionState};
 pub use ddl::SqlReorg;

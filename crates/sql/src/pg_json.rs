@@ -596,6 +596,37 @@ pub(crate) fn path_lists(array: &ArrayRef) -> DfResult<Vec<Option<Vec<Option<Str
     }
 }
 
+/// How `row_to_json` separates a row's fields: with `,` alone, or (`pretty`) with `,`
+/// and a line break.
+#[derive(Clone, Copy, PartialEq)]
+enum RowLayout {
+    Compact,
+    Pretty,
+}
+
+/// Row `row` of a struct column as a JSON object, as PostgreSQL writes a composite: its
+/// fields by name, no blanks; `None` for SQL NULL.
+fn row_json(array: &ArrayRef, row: usize, layout: RowLayout) -> DfResult<Option<String>> {
+    let (DataType::Struct(fields), false) = (array.data_type(), array.is_null(row)) else {
+        return Ok(None);
+    };
+    let row_values = array.as_struct();
+    let mut out = String::from("{");
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push_str(match layout {
+                RowLayout::Compact => ",",
+                RowLayout::Pretty => ",\n ",
+            });
+        }
+        write_string(field.name(), &mut out).map_err(external)?;
+        out.push(':');
+        out.push_str(&value_json(row_values.column(i), row)?.unwrap_or_else(|| "null".into()));
+    }
+    out.push('}');
+    Ok(Some(out))
+}
+
 /// A value of `array`'s row as JSON text, as PostgreSQL's `to_json` writes it; `None`
 /// for SQL NULL.
 pub(crate) fn value_json(array: &ArrayRef, row: usize) -> DfResult<Option<String>> {
@@ -661,21 +692,7 @@ pub(crate) fn value_json(array: &ArrayRef, row: usize) -> DfResult<Option<String
             out.push(']');
         }
         // A composite, as PostgreSQL writes a row: its fields by name, no blanks.
-        DataType::Struct(fields) => {
-            let row_values = array.as_struct();
-            out.push('{');
-            for (i, field) in fields.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(field.name(), &mut out).map_err(external)?;
-                out.push(':');
-                out.push_str(
-                    &value_json(row_values.column(i), row)?.unwrap_or_else(|| "null".into()),
-                );
-            }
-            out.push('}');
-        }
+        DataType::Struct(_) => return row_json(array, row, RowLayout::Compact),
         other => {
             return Err(external(SqlError::new(
                 "0A000",
@@ -742,6 +759,8 @@ enum Op {
     ArrayLength,
     /// `to_json[b]`.
     To(Kind),
+    /// `row_to_json(record [, pretty])`.
+    RowTo,
     /// `json[b]_build_object`.
     BuildObject(Kind),
     /// `json[b]_build_array`.
@@ -766,18 +785,23 @@ impl JsonFn {
 }
 
 fn kind_arg(args: &[DataType], name: &str) -> DfResult<Kind> {
-    args.first().and_then(Kind::of).ok_or_else(|| {
-        external(SqlError::new(
-            "42883",
-            format!(
-                "function {name}({}) does not exist",
-                args.iter()
-                    .map(crate::error::pg_type_name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ))
-    })
+    args.first()
+        .and_then(Kind::of)
+        .ok_or_else(|| no_function(name, args))
+}
+
+/// PostgreSQL's error for a call no function of that name takes.
+fn no_function(name: &str, args: &[DataType]) -> datafusion::error::DataFusionError {
+    external(SqlError::new(
+        "42883",
+        format!(
+            "function {name}({}) does not exist",
+            args.iter()
+                .map(crate::error::pg_type_name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    ))
 }
 
 impl ScalarUDFImpl for JsonFn {
@@ -794,6 +818,12 @@ impl ScalarUDFImpl for JsonFn {
             Op::In(kind) | Op::To(kind) | Op::BuildObject(kind) | Op::BuildArray(kind) => {
                 kind.arrow_type()
             }
+            Op::RowTo => match args {
+                [DataType::Struct(_)] | [DataType::Struct(_), DataType::Boolean] => {
+                    Kind::Json.arrow_type()
+                }
+                _ => return Err(no_function(self.name, args)),
+            },
             Op::Get { text: false } | Op::Path { text: false } => {
                 kind_arg(args, self.name)?.arrow_type()
             }
@@ -976,6 +1006,19 @@ impl ScalarUDFImpl for JsonFn {
                     .collect::<DfResult<Vec<_>>>()?;
                 json_array(kind, values)
             }
+            Op::RowTo => {
+                let pretty = arrays.get(1).map(|a| a.as_boolean());
+                let values = (0..rows)
+                    .map(|row| {
+                        let layout = match pretty {
+                            Some(p) if p.is_valid(row) && p.value(row) => RowLayout::Pretty,
+                            _ => RowLayout::Compact,
+                        };
+                        row_json(&arrays[0], row, layout)
+                    })
+                    .collect::<DfResult<Vec<_>>>()?;
+                json_array(Kind::Json, values)
+            }
             Op::BuildObject(kind) => {
                 if arrays.len() % 2 != 0 {
                     return Err(external(
@@ -1095,6 +1138,17 @@ pub(crate) fn functions() -> Vec<Arc<ScalarUDF>> {
         JsonFn::udf("json_array_length", Op::ArrayLength, one()),
         JsonFn::udf("to_jsonb", Op::To(Kind::Jsonb), one()),
         JsonFn::udf("to_json", Op::To(Kind::Json), one()),
+        JsonFn::udf(
+            "row_to_json",
+            Op::RowTo,
+            Signature::one_of(
+                vec![
+                    datafusion::logical_expr::TypeSignature::Any(1),
+                    datafusion::logical_expr::TypeSignature::Any(2),
+                ],
+                Volatility::Immutable,
+            ),
+        ),
         JsonFn::udf(
             "jsonb_build_object",
             Op::BuildObject(Kind::Jsonb),

@@ -7938,3 +7938,143 @@ async fn partial_indexes_index_and_constrain_only_the_rows_their_predicate_cover
             .all(|r| r.ends_with("|ok"))
     );
 }
+
+/// A relation's name used as a value is the row of its columns, as in PostgreSQL:
+/// `row_to_json(t)`, `to_jsonb(t.*)`, `json_agg(t ORDER BY ...)` over tables, derived
+/// tables, CTEs and VALUES, NULL for a row an outer join made up, and a column of the same
+/// name winning over the relation.
+#[tokio::test]
+async fn whole_row_references_are_rows_of_the_relations_columns() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE a (id INT PRIMARY KEY, name TEXT, tags JSONB)",
+    )
+    .await;
+    ok(
+        &mut s,
+        "CREATE TABLE b (id INT PRIMARY KEY, a_id INT, note TEXT)",
+    )
+    .await;
+    ok(&mut s, "CREATE TABLE c (id INT PRIMARY KEY, c TEXT)").await;
+    ok(
+        &mut s,
+        r#"INSERT INTO a VALUES (1, 'x', '["p"]'), (2, 'y z', NULL), (3, '', '{"k":1}')"#,
+    )
+    .await;
+    ok(&mut s, "INSERT INTO b VALUES (10, 1, 'n1'), (11, 1, 'a,b')").await;
+    ok(&mut s, "INSERT INTO c VALUES (1, 'column')").await;
+    for (sql, want) in [
+        (
+            "SELECT row_to_json(a)::text FROM a ORDER BY id",
+            vec![
+                r#"{"id":1,"name":"x","tags":["p"]}"#,
+                r#"{"id":2,"name":"y z","tags":null}"#,
+                r#"{"id":3,"name":"","tags":{"k": 1}}"#,
+            ],
+        ),
+        // An alias, `t.*`, and an upper-case (folded) name all name the same row.
+        (
+            "SELECT row_to_json(t.*)::text, to_jsonb(T)::text FROM a AS t WHERE id = 1",
+            vec![r#"{"id":1,"name":"x","tags":["p"]}|{"id": 1, "name": "x", "tags": ["p"]}"#],
+        ),
+        (
+            "SELECT row_to_json(t, true)::text FROM a t WHERE id = 1",
+            vec!["{\"id\":1,\n \"name\":\"x\",\n \"tags\":[\"p\"]}"],
+        ),
+        (
+            "SELECT json_agg(t ORDER BY t.id DESC)::text FROM a t WHERE id < 3",
+            vec![
+                "[{\"id\":2,\"name\":\"y z\",\"tags\":null}, \n {\"id\":1,\"name\":\"x\",\"tags\":[\"p\"]}]",
+            ],
+        ),
+        // A derived table's columns are its select list's, under their aliases.
+        (
+            "SELECT jsonb_agg(s)::text FROM (SELECT a.id, b.note AS n FROM a JOIN b ON b.a_id = a.id ORDER BY b.id) s",
+            vec![r#"[{"n": "n1", "id": 1}, {"n": "a,b", "id": 1}]"#],
+        ),
+        (
+            "WITH w AS (SELECT id, name FROM a WHERE id = 2) SELECT row_to_json(w)::text FROM w",
+            vec![r#"{"id":2,"name":"y z"}"#],
+        ),
+        (
+            "SELECT row_to_json(v)::text FROM (VALUES (1, 'q')) AS v(p, q)",
+            vec![r#"{"p":1,"q":"q"}"#],
+        ),
+        // The row an outer join makes up for a missing match is NULL, not a row of NULLs.
+        (
+            "SELECT a.id, row_to_json(b)::text FROM a LEFT JOIN b ON b.a_id = a.id ORDER BY a.id, b.id",
+            vec![
+                r#"1|{"id":10,"a_id":1,"note":"n1"}"#,
+                r#"1|{"id":11,"a_id":1,"note":"a,b"}"#,
+                "2|NULL",
+                "3|NULL",
+            ],
+        ),
+        // Correlated: the inner query's relation, not the outer one.
+        (
+            "SELECT a.id, (SELECT json_agg(b ORDER BY b.id) FROM b WHERE b.a_id = a.id)::text FROM a ORDER BY a.id",
+            vec![
+                "1|[{\"id\":10,\"a_id\":1,\"note\":\"n1\"}, \n {\"id\":11,\"a_id\":1,\"note\":\"a,b\"}]",
+                "2|NULL",
+                "3|NULL",
+            ],
+        ),
+        (
+            "SELECT json_build_object('id', t.id, 'row', t)::text FROM a t WHERE id = 3",
+            vec![r#"{"id" : 3, "row" : {"id":3,"name":"","tags":{"k": 1}}}"#],
+        ),
+        (
+            "SELECT row_to_json(t)::text FROM a t WHERE id = 1 UNION ALL SELECT row_to_json(u)::text FROM b u WHERE id = 10",
+            vec![
+                r#"{"id":1,"name":"x","tags":["p"]}"#,
+                r#"{"id":10,"a_id":1,"note":"n1"}"#,
+            ],
+        ),
+        // A column named like its table is the column.
+        ("SELECT c FROM c", vec!["column"]),
+        // ROW(...) and a parenthesised list passed to a function name fields f1, f2, ...
+        (
+            "SELECT json_agg(ROW(id, name) ORDER BY id)::text FROM a WHERE id < 3",
+            vec!["[{\"f1\":1,\"f2\":\"x\"}, \n {\"f1\":2,\"f2\":\"y z\"}]"],
+        ),
+        (
+            "SELECT to_jsonb((1, 'a'))::text, json_build_array(row(1, 2), (3, 4))::text",
+            vec![r#"{"f1": 1, "f2": "a"}|[{"f1":1,"f2":2}, {"f1":3,"f2":4}]"#],
+        ),
+        ("SELECT (1, 2) = (1, 2)", vec!["true"]),
+        // `x.l[1]` is a qualified column, subscripted: `x` there names no row.
+        ("SELECT x.l[2] FROM (SELECT ARRAY[5, 6] AS l) x", vec!["6"]),
+        ("SELECT count(t.*) FROM a t", vec!["3"]),
+    ] {
+        assert_eq!(rows(&mut s, sql).await, want, "{sql}");
+    }
+    // A bare relation in a select list is a column named after it.
+    match run(&mut s, "SELECT t FROM a t WHERE id = 1").await {
+        Ok(QueryResult::Rows { schema, .. }) => {
+            assert_eq!(schema.field(0).name(), "t");
+            assert!(matches!(
+                schema.field(0).data_type(),
+                datafusion::arrow::datatypes::DataType::Struct(f) if f.len() == 3
+            ));
+        }
+        other => panic!("expected rows, got {other:?}"),
+    }
+    // Writes read whole rows too: INSERT ... SELECT, and UPDATE's SET and RETURNING.
+    ok(&mut s, "CREATE TABLE d (id INT PRIMARY KEY, doc JSONB)").await;
+    ok(&mut s, "INSERT INTO d SELECT id, to_jsonb(t) FROM a t").await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "UPDATE d SET doc = to_jsonb(d) - 'doc' WHERE id = 2 RETURNING row_to_json(d)::text"
+        )
+        .await,
+        vec![r#"{"id":2,"doc":{"id": 2}}"#]
+    );
+    assert_eq!(code(&mut s, "SELECT row_to_json(1)").await, "42883");
+    assert_eq!(
+        code(&mut s, "SELECT row_to_json(x) FROM a t").await,
+        "42703"
+    );
+}

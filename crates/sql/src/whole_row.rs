@@ -1,0 +1,482 @@
+//! Whole-row references: a relation's name used as a value, as in `row_to_json(t)`,
+//! `json_agg(t ORDER BY t.id)`, `to_jsonb(t.*)` or `SELECT t FROM t`.
+//!
+//! DataFusion resolves a bare name only as a column, so before planning each such name
+//! becomes `named_struct('a', t.a, 'b', t.b, …)` of the relation's columns, in order: a
+//! row value whose JSON is PostgreSQL's (`{"a":1,"b":"x"}`) and whose text is its
+//! record text (`(1,x)`). A relation's columns are what `SELECT * FROM <it>` answers,
+//! planned under the same WITH clauses, so tables, views of CTEs and derived tables all
+//! work. As in PostgreSQL a column of the same name wins over the relation.
+//!
+//! Anonymous rows get PostgreSQL's field names too: `ROW(1, 'a')`, and `(1, 'a')` as a
+//! function's argument, become `named_struct('f1', 1, 'f2', 'a')` (DataFusion's `struct`
+//! would name them `c0`, `c1`, and `row_to_json` would show it).
+//!
+//! The rewrite is two passes over the statement with the same scopes: the first finds
+//! the relations named as values, their columns are then planned, and the second
+//! replaces the names. A statement naming no relation as a value is left as it was after
+//! the first pass.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::ControlFlow;
+
+use datafusion::execution::SessionState;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
+use datafusion::sql::sqlparser::ast::{
+    AccessExpr, CaseWhen, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList,
+    FunctionArguments, Ident, JoinOperator, ObjectName, ObjectNamePart, Query, SelectItem, SetExpr,
+    Statement, TableFactor, TableWithJoins, Value, VisitMut, VisitorMut, With,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use crate::error::SqlError;
+
+/// Rewrites every relation named as a value in `statement` into a row of its columns.
+pub(crate) async fn expand(
+    statement: &mut Statement,
+    state: &SessionState,
+) -> Result<(), SqlError> {
+    let mut find = Scopes::new(Pass::Find(HashMap::new()));
+    let _ = statement.visit(&mut find);
+    let Pass::Find(probes) = find.pass else {
+        unreachable!("the find pass stays one")
+    };
+    if probes.is_empty() {
+        return Ok(());
+    }
+    let mut columns = HashMap::with_capacity(probes.len());
+    for (key, probe) in probes {
+        if let Some(found) = Box::pin(columns_of(probe, state)).await {
+            columns.insert(key, found);
+        }
+    }
+    let mut rewrite = Scopes::new(Pass::Rewrite(columns));
+    let _ = statement.visit(&mut rewrite);
+    Ok(())
+}
+
+/// A relation's columns: name, and whether it may be NULL.
+type Columns = Vec<(String, bool)>;
+
+/// A relation of one query's FROM: (the query's number in visiting order, its index).
+type Key = (usize, usize);
+
+/// The columns `SELECT * FROM <relation>` answers, or `None` when it cannot be planned on
+/// its own (a LATERAL subquery, say): such a relation is never rewritten.
+async fn columns_of(mut probe: Statement, state: &SessionState) -> Option<Columns> {
+    // A derived table may name its own relations as values.
+    expand(&mut probe, state).await.ok()?;
+    let plan = state
+        .statement_to_plan(DfStatement::Statement(Box::new(probe)))
+        .await
+        .ok()?;
+    let columns: Columns = plan
+        .schema()
+        .fields()
+        .iter()
+        // Not the row handle an UPDATE's or DELETE's own scan adds: no column of the row.
+        .filter(|f| f.name() != crate::table::HANDLE_COLUMN)
+        .map(|f| (f.name().clone(), f.is_nullable()))
+        .collect();
+    (!columns.is_empty()).then_some(columns)
+}
+
+/// The name `ident` resolves to: folded to lower case unless quoted, as DataFusion does.
+fn folded(ident: &Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
+    }
+}
+
+/// A relation one query's FROM introduces.
+struct Relation {
+    /// The name it is referred to by, folded.
+    name: String,
+    /// That name as written, to qualify its columns with.
+    qualifier: Ident,
+    factor: TableFactor,
+    /// Whether an outer join may extend it with NULLs.
+    outer_nullable: bool,
+}
+
+/// The relations of one query, and the WITH clauses it sees.
+struct Scope {
+    number: usize,
+    relations: Vec<Relation>,
+    with: Vec<With>,
+}
+
+enum Pass {
+    /// Finding relations named as values: the probe planning each one's columns.
+    Find(HashMap<Key, Statement>),
+    /// Replacing those names: the columns the probes found.
+    Rewrite(HashMap<Key, Columns>),
+}
+
+struct Scopes {
+    stack: Vec<Scope>,
+    next_number: usize,
+    pass: Pass,
+    /// The addresses of names that are parts of a qualified name, not values: `c` and
+    /// `k` in `c.k[1]`, which is a field access chain rather than a compound identifier.
+    qualifying: HashSet<usize>,
+}
+
+impl Scopes {
+    fn new(pass: Pass) -> Self {
+        Scopes {
+            stack: Vec::new(),
+            next_number: 0,
+            pass,
+            qualifying: HashSet::new(),
+        }
+    }
+
+    /// The innermost relation called `ident`: (its scope's depth, its index).
+    fn lookup(&self, ident: &Ident) -> Option<(usize, usize)> {
+        let name = folded(ident);
+        self.stack
+            .iter()
+            .enumerate()
+            .rev()
+            .find_map(|(depth, scope)| {
+                let index = scope.relations.iter().position(|r| r.name == name)?;
+                Some((depth, index))
+            })
+    }
+
+    /// What a name used as a value becomes, if it names a relation and no column in scope
+    /// (the find pass only notes the relations in scope, and gives `None`).
+    fn row_of(&mut self, ident: &Ident) -> Option<Expr> {
+        let (depth, index) = self.lookup(ident)?;
+        match &mut self.pass {
+            Pass::Find(probes) => {
+                // Every relation between the named one and here may have a column of
+                // that name, which would win.
+                for scope in &self.stack[depth..] {
+                    let with = merged(&self.stack[..=depth], scope);
+                    for (i, relation) in scope.relations.iter().enumerate() {
+                        probes
+                            .entry((scope.number, i))
+                            .or_insert_with(|| probe(&relation.factor, with.clone()));
+                    }
+                }
+                None
+            }
+            Pass::Rewrite(columns) => {
+                let name = folded(ident);
+                let shadowed = self.stack[depth..].iter().any(|scope| {
+                    (0..scope.relations.len()).any(|i| {
+                        columns
+                            .get(&(scope.number, i))
+                            .is_some_and(|c| c.iter().any(|(column, _)| *column == name))
+                    })
+                });
+                let scope = &self.stack[depth];
+                let relation = &scope.relations[index];
+                let found = columns.get(&(scope.number, index))?;
+                (!shadowed).then(|| row_expr(relation, found))
+            }
+        }
+    }
+}
+
+/// The WITH clauses a relation of `scope` sees: those of the queries enclosing it, the
+/// inner one winning a name both define.
+fn merged(outer: &[Scope], scope: &Scope) -> Option<With> {
+    let mut all: Option<With> = None;
+    for with in outer
+        .iter()
+        .chain(std::iter::once(scope))
+        .flat_map(|s| &s.with)
+    {
+        match &mut all {
+            None => all = Some(with.clone()),
+            Some(all) => {
+                all.recursive |= with.recursive;
+                for cte in &with.cte_tables {
+                    all.cte_tables.retain(|c| c.alias.name != cte.alias.name);
+                    all.cte_tables.push(cte.clone());
+                }
+            }
+        }
+    }
+    all
+}
+
+/// `SELECT * FROM <factor>` under `with`.
+fn probe(factor: &TableFactor, with: Option<With>) -> Statement {
+    let mut statement = Parser::parse_sql(&PostgreSqlDialect {}, "SELECT * FROM probe")
+        .ok()
+        .and_then(|mut s| s.pop())
+        .expect("a fixed query parses");
+    if let Statement::Query(query) = &mut statement {
+        query.with = with;
+        if let SetExpr::Select(select) = query.body.as_mut() {
+            select.from[0].relation = factor.clone();
+        }
+    }
+    statement
+}
+
+/// `named_struct('a', t.a, …)`, or for a relation an outer join may extend with NULLs,
+/// NULL when it does (seen in a column that is otherwise never NULL), as PostgreSQL's
+/// whole-row value of such a row is NULL.
+fn row_expr(relation: &Relation, columns: &Columns) -> Expr {
+    let column = |name: &str| {
+        Expr::CompoundIdentifier(vec![
+            relation.qualifier.clone(),
+            Ident::with_quote('"', name),
+        ])
+    };
+    let row = named_struct(columns.iter().map(|(name, _)| (name.clone(), column(name))));
+    let never_null = columns.iter().find(|(_, nullable)| !nullable);
+    match (relation.outer_nullable, never_null) {
+        (true, Some((name, _))) => Expr::Case {
+            case_token: AttachedToken::empty(),
+            end_token: AttachedToken::empty(),
+            operand: None,
+            conditions: vec![CaseWhen {
+                condition: Expr::IsNull(Box::new(column(name))),
+                result: Expr::value(Value::Null),
+            }],
+            else_result: Some(Box::new(row)),
+        },
+        _ => row,
+    }
+}
+
+/// `named_struct('a', <a>, …)` of `fields`: a row value with those field names.
+fn named_struct(fields: impl Iterator<Item = (String, Expr)>) -> Expr {
+    let args = fields
+        .flat_map(|(name, value)| [Expr::value(Value::SingleQuotedString(name)), value])
+        .map(|e| FunctionArg::Unnamed(FunctionArgExpr::Expr(e)))
+        .collect();
+    Expr::Function(Function {
+        name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new("named_struct"))]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args,
+            clauses: Vec::new(),
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: Vec::new(),
+    })
+}
+
+/// `ROW(a, b)` or, as a function's argument, `(a, b)`, with PostgreSQL's field names
+/// `f1`, `f2`, … (DataFusion's `struct` names them `c0`, `c1`).
+fn anonymous_row(values: &[Expr]) -> Expr {
+    named_struct(
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("f{}", i + 1), v.clone())),
+    )
+}
+
+/// The values of a `ROW(...)` call, if `function` is one.
+fn row_constructor(function: &Function) -> Option<Vec<Expr>> {
+    let [ObjectNamePart::Identifier(name)] = function.name.0.as_slice() else {
+        return None;
+    };
+    let FunctionArguments::List(list) = &function.args else {
+        return None;
+    };
+    if !name.value.eq_ignore_ascii_case("row") || function.over.is_some() {
+        return None;
+    }
+    list.args
+        .iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The relations `from` introduces, each marked if an outer join may extend it with
+/// NULLs.
+fn relations_of(from: &[TableWithJoins], out: &mut Vec<Relation>) {
+    for table in from {
+        let first = out.len();
+        add_relation(&table.relation, false, out);
+        for join in &table.joins {
+            let (left, right) = match &join.join_operator {
+                JoinOperator::Left(_) | JoinOperator::LeftOuter(_) | JoinOperator::OuterApply => {
+                    (false, true)
+                }
+                JoinOperator::Right(_) | JoinOperator::RightOuter(_) => (true, false),
+                JoinOperator::FullOuter(_) => (true, true),
+                _ => (false, false),
+            };
+            if left {
+                for relation in &mut out[first..] {
+                    relation.outer_nullable = true;
+                }
+            }
+            add_relation(&join.relation, right, out);
+        }
+    }
+}
+
+fn add_relation(factor: &TableFactor, outer_nullable: bool, out: &mut Vec<Relation>) {
+    let (alias, name) = match factor {
+        TableFactor::Table { alias, name, .. } => (alias, name.0.last().and_then(|p| p.as_ident())),
+        TableFactor::NestedJoin {
+            table_with_joins,
+            alias: None,
+        } => {
+            let first = out.len();
+            relations_of(std::slice::from_ref(table_with_joins), out);
+            for relation in &mut out[first..] {
+                relation.outer_nullable |= outer_nullable;
+            }
+            return;
+        }
+        TableFactor::Derived { alias, .. }
+        | TableFactor::Function { alias, .. }
+        | TableFactor::UNNEST { alias, .. }
+        | TableFactor::NestedJoin { alias, .. } => (alias, None),
+        _ => return,
+    };
+    let Some(qualifier) = alias.as_ref().map(|a| &a.name).or(name) else {
+        return;
+    };
+    out.push(Relation {
+        name: folded(qualifier),
+        qualifier: qualifier.clone(),
+        factor: factor.clone(),
+        outer_nullable,
+    });
+}
+
+fn selects_relations(body: &SetExpr, out: &mut Vec<Relation>) {
+    match body {
+        SetExpr::Select(select) => relations_of(&select.from, out),
+        SetExpr::SetOperation { left, right, .. } => {
+            selects_relations(left, out);
+            selects_relations(right, out);
+        }
+        _ => {}
+    }
+}
+
+/// The select lists of `body`'s own selects.
+fn projections(body: &mut SetExpr) -> Vec<&mut Vec<SelectItem>> {
+    match body {
+        SetExpr::Select(select) => vec![&mut select.projection],
+        SetExpr::SetOperation { left, right, .. } => {
+            let mut all = projections(left);
+            all.extend(projections(right));
+            all
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Functions whose `t.*` argument is not a row: `count(t.*)` counts rows.
+fn takes_star(function: &Function) -> bool {
+    function
+        .name
+        .0
+        .last()
+        .and_then(|p| p.as_ident())
+        .is_some_and(|i| i.value.eq_ignore_ascii_case("count"))
+}
+
+impl VisitorMut for Scopes {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        let mut relations = Vec::new();
+        selects_relations(&query.body, &mut relations);
+        self.stack.push(Scope {
+            number: self.next_number,
+            relations,
+            with: query.with.iter().cloned().collect(),
+        });
+        self.next_number += 1;
+        if matches!(self.pass, Pass::Rewrite(_)) {
+            // PostgreSQL names the column of a bare `t` after the relation.
+            for projection in projections(&mut query.body) {
+                for item in projection.iter_mut() {
+                    if let SelectItem::UnnamedExpr(Expr::Identifier(ident)) = item
+                        && self.lookup(ident).is_some()
+                    {
+                        *item = SelectItem::ExprWithAlias {
+                            alias: ident.clone(),
+                            expr: Expr::Identifier(ident.clone()),
+                        };
+                    }
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _query: &mut Query) -> ControlFlow<()> {
+        self.stack.pop();
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let address = std::ptr::from_ref::<Expr>(expr) as usize;
+        match expr {
+            Expr::CompoundFieldAccess { root, access_chain } => {
+                if let Some(AccessExpr::Dot(_)) = access_chain.first() {
+                    self.qualifying.insert(std::ptr::from_ref::<Expr>(root) as usize);
+                }
+                for access in access_chain.iter() {
+                    if let AccessExpr::Dot(name) = access {
+                        self.qualifying.insert(std::ptr::from_ref(name) as usize);
+                    }
+                }
+            }
+            Expr::Identifier(ident) => {
+                if self.qualifying.contains(&address) {
+                    return ControlFlow::Continue(());
+                }
+                let ident = ident.clone();
+                if let Some(row) = self.row_of(&ident) {
+                    *expr = row;
+                }
+            }
+            Expr::Function(function) if !takes_star(function) => {
+                if let Some(values) = row_constructor(function) {
+                    *expr = anonymous_row(&values);
+                    return ControlFlow::Continue(());
+                }
+                if let FunctionArguments::List(list) = &mut function.args {
+                    for arg in &mut list.args {
+                        if let FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Tuple(values))) =
+                            arg
+                        {
+                            *arg =
+                                FunctionArg::Unnamed(FunctionArgExpr::Expr(anonymous_row(values)));
+                            continue;
+                        }
+                        if let FunctionArg::Unnamed(a) = arg
+                            && let FunctionArgExpr::QualifiedWildcard(name) = a
+                            && let [ObjectNamePart::Identifier(ident)] = name.0.as_slice()
+                        {
+                            let ident = ident.clone();
+                            if let Some(row) = self.row_of(&ident) {
+                                *a = FunctionArgExpr::Expr(row);
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+}
