@@ -14,7 +14,7 @@ use datafusion::scalar::ScalarValue;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Assignment, AssignmentTarget, Delete, Expr, FromTable, Ident, Insert, ObjectName,
+    AccessExpr, Assignment, AssignmentTarget, Delete, Expr, FromTable, Ident, Insert, ObjectName,
     OnConflictAction, OnInsert, Query, SelectItem, SetExpr, Statement, TableAlias,
     TableAliasColumnDef, TableFactor, TableObject, TableWithJoins, Update, UpdateTableFromKind,
     VisitMut, VisitorMut, With,
@@ -97,17 +97,23 @@ fn alias_function_columns(query: &mut Query) {
         type Break = ();
 
         fn pre_visit_table_factor(&mut self, f: &mut TableFactor) -> ControlFlow<()> {
-            let alias = match f {
+            let (name, alias) = match f {
                 TableFactor::Table {
+                    name,
                     args: Some(_),
                     alias: Some(alias),
                     ..
                 }
                 | TableFactor::Function {
-                    alias: Some(alias), ..
-                } => alias,
+                    name,
+                    alias: Some(alias),
+                    ..
+                } => (name, alias),
                 _ => return ControlFlow::Continue(()),
             };
+            if crate::json_sets::names_its_columns(name) {
+                return ControlFlow::Continue(());
+            }
             if alias.columns.is_empty() {
                 alias
                     .columns
@@ -185,6 +191,11 @@ fn pg_column_name(expr: &Expr) -> (String, bool) {
             true,
         ),
         Expr::Nested(e) => pg_column_name(e),
+        // `(row).f` by the field.
+        Expr::CompoundFieldAccess { access_chain, .. } => match access_chain.last() {
+            Some(AccessExpr::Dot(Expr::Identifier(field))) => (ident_name(field), true),
+            _ => ("?column?".into(), false),
+        },
         Expr::Cast {
             expr, data_type, ..
         } => {

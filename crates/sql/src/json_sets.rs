@@ -9,21 +9,25 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, ListArray, StringArray};
+use datafusion::arrow::array::{ArrayRef, ListArray, StringArray, StructArray};
 use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
-use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::arrow::datatypes::{DataType, Field, Fields};
 use datafusion::common::Result as DfResult;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident, ObjectName,
-    ObjectNamePart, Query, SelectItem, SetExpr, Statement, TableFactor, VisitMut, VisitorMut,
-    visit_expressions_mut,
+    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident,
+    JoinConstraint, JoinOperator, ObjectName, ObjectNamePart, Query, Select, SelectItem,
+    SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias, TableFactor, Value, VisitMut,
+    VisitorMut, visit_expressions_mut,
 };
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
 
 use crate::error::SqlError;
 use crate::pg_json::{Item, Kind, Node, canonical, documents, external, json_array, parse};
+use crate::whole_row::folded;
 
 /// What a set-returning function yields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,10 +36,12 @@ enum Yields {
     Elements { text: bool },
     /// An object's keys.
     Keys,
+    /// An object's members, as rows of `key` and `value` (of the kind, or as text).
+    Members { text: bool },
 }
 
 /// The set-returning functions: the name a query calls, the kind it reads, what it yields.
-const SET_FUNCTIONS: [(&str, Kind, Yields); 6] = [
+const SET_FUNCTIONS: [(&str, Kind, Yields); 10] = [
     (
         "jsonb_array_elements",
         Kind::Jsonb,
@@ -58,6 +64,14 @@ const SET_FUNCTIONS: [(&str, Kind, Yields); 6] = [
     ),
     ("jsonb_object_keys", Kind::Jsonb, Yields::Keys),
     ("json_object_keys", Kind::Json, Yields::Keys),
+    ("jsonb_each", Kind::Jsonb, Yields::Members { text: false }),
+    ("json_each", Kind::Json, Yields::Members { text: false }),
+    (
+        "jsonb_each_text",
+        Kind::Jsonb,
+        Yields::Members { text: true },
+    ),
+    ("json_each_text", Kind::Json, Yields::Members { text: true }),
 ];
 
 /// The name of the function returning the set of `name` as a list.
@@ -80,29 +94,380 @@ impl VisitorMut for SelectLists {
     type Break = SqlError;
 
     fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<SqlError> {
+        from_clauses(query);
         expand_in(&mut query.body);
         ControlFlow::Continue(())
     }
 
+    /// A call the FROM rewrite left: one after a join, or WITH ORDINALITY.
     fn pre_visit_table_factor(&mut self, table: &mut TableFactor) -> ControlFlow<SqlError> {
-        if let TableFactor::Table {
-            name,
-            args: Some(_),
-            ..
-        } = table
-            && let Some(name) = set_function(name)
-        {
+        let name = match table {
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            }
+            | TableFactor::Function { name, .. } => set_function(name),
+            _ => None,
+        };
+        if let Some(name) = name {
             return ControlFlow::Break(
                 SqlError::new(
                     "0A000",
-                    format!("{name}() in a FROM clause is not supported yet"),
+                    format!("{name}() in this position of a FROM clause is not supported yet"),
                 )
                 .with_hint(format!(
-                    "Call it in the select list instead: SELECT {name}(...) AS value FROM ..."
+                    "In a FROM clause it may take constants or parameters, or the columns of \
+                     the one table before it (FROM t, {name}(t.doc) AS e), without WITH \
+                     ORDINALITY; or call it in the select list: SELECT {name}(...) FROM ..."
                 )),
             );
         }
         ControlFlow::Continue(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// In a FROM clause
+// ---------------------------------------------------------------------------------------------
+
+/// A set-returning function a FROM clause calls.
+struct FromCall {
+    name: &'static str,
+    yields: Yields,
+    args: Vec<FunctionArg>,
+    /// The name its columns are qualified with: its alias, else the function's name.
+    qualifier: Ident,
+    /// Its columns, named as PostgreSQL names them or as the alias renames them.
+    columns: Vec<Ident>,
+}
+
+impl FromCall {
+    fn of(factor: &TableFactor) -> Option<FromCall> {
+        let (name, args, alias) = match factor {
+            TableFactor::Table {
+                name,
+                args: Some(args),
+                alias,
+                with_ordinality: false,
+                ..
+            } => (name, &args.args, alias),
+            TableFactor::Function {
+                name,
+                args,
+                alias,
+                with_ordinality: false,
+                ..
+            } => (name, args, alias),
+            _ => return None,
+        };
+        let name = set_function(name)?;
+        let yields = SET_FUNCTIONS.iter().find(|f| f.0 == name)?.2;
+        let qualifier = alias
+            .as_ref()
+            .map_or_else(|| Ident::new(name), |a| a.name.clone());
+        let mut columns: Vec<Ident> = match yields {
+            Yields::Elements { .. } => vec![Ident::new("value")],
+            // A function of one unnamed column names it after its alias, as a table.
+            Yields::Keys => vec![qualifier.clone()],
+            Yields::Members { .. } => vec![Ident::new("key"), Ident::new("value")],
+        };
+        if let Some(alias) = alias {
+            for (column, renamed) in columns.iter_mut().zip(&alias.columns) {
+                *column = renamed.name.clone();
+            }
+        }
+        Some(FromCall {
+            name,
+            yields,
+            args: args.clone(),
+            qualifier,
+            columns,
+        })
+    }
+
+    /// Whether its arguments name columns (of the relations before it).
+    fn is_lateral(&self) -> bool {
+        let mut names_columns = false;
+        for arg in &self.args {
+            if let FunctionArg::Unnamed(FunctionArgExpr::Expr(e))
+            | FunctionArg::Named {
+                arg: FunctionArgExpr::Expr(e),
+                ..
+            } = arg
+            {
+                let _ = datafusion::sql::sqlparser::ast::visit_expressions(e, |e| {
+                    if matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
+                        names_columns = true;
+                    }
+                    ControlFlow::<()>::Continue(())
+                });
+            }
+        }
+        names_columns
+    }
+
+    /// Its select items: `unnest` of its list, a member's fields taken apart.
+    fn items(&self) -> Vec<SelectItem> {
+        let unnest = call(
+            "unnest",
+            vec![call(&list_function(self.name), self.args.clone())],
+        );
+        let values: Vec<Expr> = match self.yields {
+            Yields::Elements { .. } | Yields::Keys => vec![unnest],
+            Yields::Members { .. } => ["key", "value"]
+                .iter()
+                .map(|field| {
+                    call(
+                        "get_field",
+                        vec![
+                            unnest.clone(),
+                            Expr::value(Value::SingleQuotedString((*field).into())),
+                        ],
+                    )
+                })
+                .collect(),
+        };
+        values
+            .into_iter()
+            .zip(&self.columns)
+            .map(|(expr, alias)| SelectItem::ExprWithAlias {
+                expr,
+                alias: alias.clone(),
+            })
+            .collect()
+    }
+}
+
+/// `name(args…)`.
+fn call(name: &str, args: Vec<impl Into<CallArg>>) -> Expr {
+    Expr::Function(Function {
+        name: object_name(name),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: args.into_iter().map(|a| a.into().0).collect(),
+            clauses: Vec::new(),
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: Vec::new(),
+    })
+}
+
+/// An argument of `call`: an expression, or one as the query passed it.
+struct CallArg(FunctionArg);
+
+impl From<Expr> for CallArg {
+    fn from(e: Expr) -> Self {
+        CallArg(FunctionArg::Unnamed(FunctionArgExpr::Expr(e)))
+    }
+}
+
+impl From<FunctionArg> for CallArg {
+    fn from(a: FunctionArg) -> Self {
+        CallArg(a)
+    }
+}
+
+/// `(SELECT [<lateral_to>.*,] <call's items> [FROM <base>]) AS <alias>`.
+fn derived(call: &FromCall, base: Option<(&TableFactor, &Ident)>, alias: Ident) -> TableFactor {
+    let sql = match base {
+        Some((_, qualifier)) => format!("SELECT {qualifier}.* FROM base"),
+        None => "SELECT 1".to_string(),
+    };
+    let mut statement = Parser::parse_sql(&PostgreSqlDialect {}, &sql)
+        .ok()
+        .and_then(|mut s| s.pop())
+        .expect("a fixed query parses");
+    let Statement::Query(query) = &mut statement else {
+        unreachable!("a SELECT is a query")
+    };
+    if let SetExpr::Select(select) = query.body.as_mut() {
+        if base.is_none() {
+            select.projection.clear();
+        }
+        select.projection.extend(call.items());
+        if let Some((factor, _)) = base {
+            select.from[0].relation = factor.clone();
+        }
+    }
+    TableFactor::Derived {
+        lateral: false,
+        subquery: query.clone(),
+        alias: Some(TableAlias {
+            explicit: true,
+            name: alias,
+            columns: Vec::new(),
+            at: None,
+        }),
+        sample: None,
+    }
+}
+
+/// The name a FROM item's columns are qualified with: its alias, or a table's name.
+fn qualifier_of(factor: &TableFactor) -> Option<Ident> {
+    match factor {
+        TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            ..
+        } => alias
+            .as_ref()
+            .map(|a| a.name.clone())
+            .or_else(|| name.0.last().and_then(|p| p.as_ident()).cloned()),
+        TableFactor::Derived {
+            alias: Some(alias),
+            lateral: false,
+            ..
+        } => Some(alias.name.clone()),
+        _ => None,
+    }
+}
+
+/// Rewrites the set-returning calls in `query`'s FROM clauses into derived tables
+/// DataFusion plans:
+/// - a call of constants or parameters becomes `(SELECT unnest(<list>) AS value) AS e`;
+/// - a call of the columns of the one table before it (`FROM t, f(t.doc) AS e`, or `t
+///   CROSS JOIN LATERAL f(t.doc)`) joins that table into a derived table under the
+///   table's name, `(SELECT t.*, unnest(<list>) AS value FROM t) AS t`, and `e.value`
+///   elsewhere in the query becomes `t.value`, `e.*` the call's columns.
+fn from_clauses(query: &mut Query) {
+    let mut renamed: Vec<(String, Ident, Vec<Ident>)> = Vec::new();
+    for select in selects(&mut query.body) {
+        let from = &mut select.from;
+        for table in from.iter_mut() {
+            let joined = table.joins.iter_mut().map(|j| &mut j.relation);
+            for relation in std::iter::once(&mut table.relation).chain(joined) {
+                if let Some(call) = FromCall::of(relation)
+                    && !call.is_lateral()
+                {
+                    *relation = derived(&call, None, call.qualifier.clone());
+                    renamed.push((folded(&call.qualifier), call.qualifier, call.columns));
+                }
+            }
+        }
+        // A call of the first table's columns, as the second item or its first join.
+        let Some(first) = from.first_mut() else {
+            continue;
+        };
+        let Some(qualifier) = qualifier_of(&first.relation) else {
+            continue;
+        };
+        let joined = match first.joins.first() {
+            Some(join) if is_cross(&join.join_operator) => FromCall::of(&join.relation),
+            _ => None,
+        };
+        if let Some(call) = joined {
+            first.relation = derived(
+                &call,
+                Some((&first.relation, &qualifier)),
+                qualifier.clone(),
+            );
+            first.joins.remove(0);
+            renamed.push((folded(&call.qualifier), qualifier, call.columns));
+        } else if first.joins.is_empty()
+            && let Some(second) = from.get(1)
+            && let Some(call) = FromCall::of(&second.relation)
+        {
+            let second = from.remove(1);
+            let first = &mut from[0];
+            first.relation = derived(
+                &call,
+                Some((&first.relation, &qualifier)),
+                qualifier.clone(),
+            );
+            first.joins = second.joins;
+            renamed.push((folded(&call.qualifier), qualifier, call.columns));
+        }
+    }
+    if renamed.is_empty() {
+        return;
+    }
+    let find = |ident: &Ident| renamed.iter().find(|(name, ..)| *name == folded(ident));
+    for select in selects(&mut query.body) {
+        let mut items = Vec::with_capacity(select.projection.len());
+        for item in select.projection.drain(..) {
+            match &item {
+                SelectItem::QualifiedWildcard(
+                    SelectItemQualifiedWildcardKind::ObjectName(n),
+                    _,
+                ) if let [ObjectNamePart::Identifier(ident)] = n.0.as_slice()
+                    && let Some((_, qualifier, columns)) = find(ident) =>
+                {
+                    items.extend(columns.iter().map(|c| {
+                        SelectItem::UnnamedExpr(Expr::CompoundIdentifier(vec![
+                            qualifier.clone(),
+                            c.clone(),
+                        ]))
+                    }));
+                }
+                // Named as written: `SELECT v FROM ..., f(...) v` has a column `v`.
+                SelectItem::UnnamedExpr(Expr::Identifier(ident))
+                    if let Some((name, _, columns)) = find(ident)
+                        && let [column] = columns.as_slice()
+                        && folded(column) != *name =>
+                {
+                    items.push(SelectItem::ExprWithAlias {
+                        expr: Expr::Identifier(ident.clone()),
+                        alias: ident.clone(),
+                    });
+                }
+                _ => items.push(item),
+            }
+        }
+        select.projection = items;
+    }
+    let _ = visit_expressions_mut(query, |e| {
+        match e {
+            Expr::CompoundIdentifier(parts) => {
+                if let [first, _] = parts.as_mut_slice()
+                    && let Some((_, qualifier, _)) = find(first)
+                {
+                    *first = qualifier.clone();
+                }
+            }
+            // The alias of a one-column function used as a value is that column, as
+            // PostgreSQL's whole row of a function returning one value is the value.
+            Expr::Identifier(ident) => {
+                if let Some((name, qualifier, columns)) = find(ident)
+                    && let [column] = columns.as_slice()
+                    && folded(column) != *name
+                {
+                    *e = Expr::CompoundIdentifier(vec![qualifier.clone(), column.clone()]);
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// Whether a join adds every pair of rows: CROSS JOIN, or an inner join on TRUE.
+fn is_cross(operator: &JoinOperator) -> bool {
+    match operator {
+        JoinOperator::CrossJoin(_) => true,
+        JoinOperator::Join(JoinConstraint::On(on))
+        | JoinOperator::Inner(JoinConstraint::On(on)) => {
+            matches!(on, Expr::Value(v) if v.value == Value::Boolean(true))
+        }
+        _ => false,
+    }
+}
+
+/// The selects of `body`.
+fn selects(body: &mut SetExpr) -> Vec<&mut Select> {
+    match body {
+        SetExpr::Select(select) => vec![select.as_mut()],
+        SetExpr::SetOperation { left, right, .. } => {
+            let mut all = selects(left);
+            all.extend(selects(right));
+            all
+        }
+        _ => Vec::new(),
     }
 }
 
@@ -174,6 +539,16 @@ fn set_function(name: &ObjectName) -> Option<&'static str> {
     SET_FUNCTIONS.iter().map(|(n, ..)| *n).find(|n| n == last)
 }
 
+/// Whether `name` is a set-returning function whose columns have names of their own
+/// (`value`, `key`), which an alias without a column list does not rename.
+pub(crate) fn names_its_columns(name: &ObjectName) -> bool {
+    set_function(name).is_some_and(|name| {
+        SET_FUNCTIONS
+            .iter()
+            .any(|(n, _, yields)| *n == name && *yields != Yields::Keys)
+    })
+}
+
 /// A set-returning function's whole set, as a list.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct SetList {
@@ -186,42 +561,83 @@ struct SetList {
 }
 
 impl SetList {
-    fn item_type(&self) -> DataType {
-        match self.yields {
-            Yields::Elements { text: false } => self.kind.arrow_type(),
-            Yields::Elements { text: true } | Yields::Keys => DataType::Utf8,
+    /// The type of a member's value, or an element's.
+    fn value_type(&self, text: bool) -> DataType {
+        if text {
+            DataType::Utf8
+        } else {
+            self.kind.arrow_type()
         }
     }
 
-    /// The set of one document.
-    fn set_of(&self, doc: &Item) -> Result<Vec<Option<String>>, SqlError> {
+    fn item_type(&self) -> DataType {
+        match self.yields {
+            Yields::Elements { text } => self.value_type(text),
+            Yields::Keys => DataType::Utf8,
+            Yields::Members { text } => DataType::Struct(self.member_fields(text)),
+        }
+    }
+
+    /// A member's fields, named as PostgreSQL names the columns of `json[b]_each`.
+    fn member_fields(&self, text: bool) -> Fields {
+        Fields::from(vec![
+            Field::new("key", DataType::Utf8, true),
+            Field::new("value", self.value_type(text), true),
+        ])
+    }
+
+    /// The set of one document: its keys (for keys and members) and its values (for
+    /// elements and members).
+    fn set_of(&self, doc: &Item) -> Result<Set, SqlError> {
         let refused = |what: &str| {
             Err(SqlError::new(
                 "22023",
                 match self.yields {
                     Yields::Keys => format!("cannot call {} on {what}", self.set_name),
+                    Yields::Members { .. } => {
+                        format!("cannot call {} on a non-object", self.set_name)
+                    }
                     Yields::Elements { .. } => format!("cannot extract elements from {what}"),
                 },
             ))
         };
-        match (&doc.node, self.yields) {
-            (Node::Array(items), Yields::Elements { text }) => Ok(items
-                .iter()
-                .map(|item| {
-                    if text {
-                        item.text()
-                    } else {
-                        Some(item.raw.to_string())
-                    }
-                })
-                .collect()),
-            (Node::Object(members), Yields::Keys) => {
-                Ok(members.iter().map(|(k, _)| Some(k.clone())).collect())
+        let value = |item: &Item, text: bool| {
+            if text {
+                item.text()
+            } else {
+                Some(item.raw.to_string())
             }
-            (Node::Object(_), _) => refused("an object"),
-            (Node::Array(_), _) => refused("an array"),
-            _ => refused("a scalar"),
+        };
+        let mut set = Set::default();
+        match (&doc.node, self.yields) {
+            (Node::Array(items), Yields::Elements { text }) => {
+                set.values = items.iter().map(|item| value(item, text)).collect();
+            }
+            (Node::Object(members), Yields::Keys) => {
+                set.keys = members.iter().map(|(k, _)| Some(k.clone())).collect();
+            }
+            (Node::Object(members), Yields::Members { text }) => {
+                set.keys = members.iter().map(|(k, _)| Some(k.clone())).collect();
+                set.values = members.iter().map(|(_, item)| value(item, text)).collect();
+            }
+            (Node::Object(_), _) => return refused("an object"),
+            (Node::Array(_), _) => return refused("an array"),
+            _ => return refused("a scalar"),
         }
+        Ok(set)
+    }
+}
+
+/// One document's set: keys, values, or both side by side.
+#[derive(Default)]
+struct Set {
+    keys: Vec<Option<String>>,
+    values: Vec<Option<String>>,
+}
+
+impl Set {
+    fn len(&self) -> usize {
+        self.keys.len().max(self.values.len())
     }
 }
 
@@ -242,7 +658,7 @@ impl ScalarUDFImpl for SetList {
         let array = args.args[0].to_array(args.number_rows)?;
         let mut lengths = Vec::with_capacity(args.number_rows);
         let mut valid = Vec::with_capacity(args.number_rows);
-        let mut values: Vec<Option<String>> = Vec::new();
+        let mut all = Set::default();
         // A jsonb read from a string (a literal) is made canonical first, so its keys
         // come sorted and unique and its elements print as jsonb's.
         let read_from_text = self.kind == Kind::Jsonb && Kind::of(array.data_type()).is_none();
@@ -257,7 +673,8 @@ impl ScalarUDFImpl for SetList {
                     }
                     .map_err(external)?;
                     lengths.push(set.len());
-                    values.extend(set);
+                    all.keys.extend(set.keys);
+                    all.values.extend(set.values);
                     valid.push(true);
                 }
                 None => {
@@ -266,9 +683,24 @@ impl ScalarUDFImpl for SetList {
                 }
             }
         }
+        let values_of = |values: Vec<Option<String>>, text: bool| -> ArrayRef {
+            if text {
+                Arc::new(StringArray::from(values))
+            } else {
+                json_array(self.kind, values)
+            }
+        };
         let values: ArrayRef = match self.yields {
-            Yields::Elements { text: false } => json_array(self.kind, values),
-            _ => Arc::new(StringArray::from(values)),
+            Yields::Elements { text } => values_of(all.values, text),
+            Yields::Keys => Arc::new(StringArray::from(all.keys)),
+            Yields::Members { text } => Arc::new(StructArray::try_new(
+                self.member_fields(text),
+                vec![
+                    Arc::new(StringArray::from(all.keys)),
+                    values_of(all.values, text),
+                ],
+                None,
+            )?),
         };
         let list = ListArray::try_new(
             Arc::new(Field::new_list_field(self.item_type(), true)),

@@ -84,7 +84,7 @@ async fn columns_of(mut probe: Statement, state: &SessionState) -> Option<Column
 }
 
 /// The name `ident` resolves to: folded to lower case unless quoted, as DataFusion does.
-fn folded(ident: &Ident) -> String {
+pub(crate) fn folded(ident: &Ident) -> String {
     match ident.quote_style {
         Some(_) => ident.value.clone(),
         None => ident.value.to_lowercase(),
@@ -247,6 +247,27 @@ fn row_expr(relation: &Relation, columns: &Columns) -> Expr {
         },
         _ => row,
     }
+}
+
+/// `get_field(<row>, 'f')`: field `f` (folded) of a row.
+fn get_field(row: Expr, field: &Ident) -> Expr {
+    Expr::Function(Function {
+        name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new("get_field"))]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: [row, Expr::value(Value::SingleQuotedString(folded(field)))]
+                .into_iter()
+                .map(|e| FunctionArg::Unnamed(FunctionArgExpr::Expr(e)))
+                .collect(),
+            clauses: Vec::new(),
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: Vec::new(),
+    })
 }
 
 /// `named_struct('a', <a>, …)` of `fields`: a row value with those field names.
@@ -430,9 +451,34 @@ impl VisitorMut for Scopes {
     fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
         let address = std::ptr::from_ref::<Expr>(expr) as usize;
         match expr {
+            // `(row).f`: DataFusion takes a field by `get_field` only.
+            Expr::CompoundFieldAccess { root, access_chain }
+                if matches!(root.as_ref(), Expr::Nested(_))
+                    && matches!(
+                        access_chain.first(),
+                        Some(AccessExpr::Dot(Expr::Identifier(_)))
+                    ) =>
+            {
+                let AccessExpr::Dot(Expr::Identifier(field)) = access_chain.remove(0) else {
+                    unreachable!("matched above")
+                };
+                let field = get_field(
+                    std::mem::replace(root.as_mut(), Expr::value(Value::Null)),
+                    &field,
+                );
+                *expr = if access_chain.is_empty() {
+                    field
+                } else {
+                    Expr::CompoundFieldAccess {
+                        root: Box::new(field),
+                        access_chain: std::mem::take(access_chain),
+                    }
+                };
+            }
             Expr::CompoundFieldAccess { root, access_chain } => {
                 if let Some(AccessExpr::Dot(_)) = access_chain.first() {
-                    self.qualifying.insert(std::ptr::from_ref::<Expr>(root) as usize);
+                    self.qualifying
+                        .insert(std::ptr::from_ref::<Expr>(root) as usize);
                 }
                 for access in access_chain.iter() {
                     if let AccessExpr::Dot(name) = access {

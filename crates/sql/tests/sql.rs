@@ -4,6 +4,7 @@
 mod common;
 
 use common::{TestDb, run};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use flotilla_sql::{QueryResult, Session, SqlConfig, TransactionState};
 
@@ -13,8 +14,18 @@ async fn rows(session: &mut Session, sql: &str) -> Vec<String> {
         Ok(QueryResult::Rows { batches, .. }) => {
             let mut out = Vec::new();
             for b in &batches {
-                let formatters: Vec<_> = b
+                // json (BinaryView) and jsonb (LargeBinary) as their text, not hex.
+                let columns: Vec<_> = b
                     .columns()
+                    .iter()
+                    .map(|c| match c.data_type() {
+                        DataType::LargeBinary | DataType::BinaryView => {
+                            datafusion::arrow::compute::cast(c, &DataType::Utf8).unwrap()
+                        }
+                        _ => c.clone(),
+                    })
+                    .collect();
+                let formatters: Vec<_> = columns
                     .iter()
                     .map(|c| {
                         ArrayFormatter::try_new(
@@ -7575,7 +7586,11 @@ async fn json_set_returning_functions_yield_rows_in_a_select_list() {
         assert_eq!(error_message(&mut s, sql).await, message, "{sql}");
     }
     assert_eq!(
-        code(&mut s, "SELECT * FROM jsonb_array_elements('[1]')").await,
+        code(
+            &mut s,
+            "SELECT * FROM jsonb_array_elements('[1]') WITH ORDINALITY"
+        )
+        .await,
         "0A000"
     );
     ok(&mut s, "CREATE TABLE dj (id INT PRIMARY KEY, d JSONB)").await;
@@ -8056,7 +8071,7 @@ async fn whole_row_references_are_rows_of_the_relations_columns() {
             assert_eq!(schema.field(0).name(), "t");
             assert!(matches!(
                 schema.field(0).data_type(),
-                datafusion::arrow::datatypes::DataType::Struct(f) if f.len() == 3
+                DataType::Struct(f) if f.len() == 3
             ));
         }
         other => panic!("expected rows, got {other:?}"),
@@ -8076,5 +8091,159 @@ async fn whole_row_references_are_rows_of_the_relations_columns() {
     assert_eq!(
         code(&mut s, "SELECT row_to_json(x) FROM a t").await,
         "42703"
+    );
+}
+
+/// The JSON set-returning functions in FROM, as PostgreSQL runs them: of constants or
+/// parameters, or of the columns of the one table before them (`FROM t,
+/// jsonb_array_elements(t.d) e`, `CROSS JOIN LATERAL`), with PostgreSQL's column names
+/// (`value`, `key`, or the alias), alias column lists, `e.*`, and `(row).field`.
+#[tokio::test]
+async fn json_set_returning_functions_in_from_yield_rows() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE sd (id INT PRIMARY KEY, d JSONB, j JSON)",
+    )
+    .await;
+    ok(
+        &mut s,
+        r#"INSERT INTO sd VALUES (1, '{"b":[1,2],"a":"x"}', '{"b":1,"a":2,"b":3}'),
+           (2, '[10, "y", null]', '[1]'), (3, NULL, NULL)"#,
+    )
+    .await;
+    for (sql, names, want) in [
+        (
+            r#"SELECT * FROM jsonb_array_elements('[1,"a",{"k":2}]')"#,
+            "value",
+            vec!["1", "\"a\"", "{\"k\": 2}"],
+        ),
+        (
+            r#"SELECT * FROM jsonb_array_elements_text('[1,"a",null]') AS e"#,
+            "value",
+            vec!["1", "a", "NULL"],
+        ),
+        (
+            "SELECT x FROM jsonb_array_elements('[1,2]') e(x)",
+            "x",
+            vec!["1", "2"],
+        ),
+        (
+            r#"SELECT * FROM jsonb_object_keys('{"b":1,"a":2}') k"#,
+            "k",
+            vec!["a", "b"],
+        ),
+        (
+            r#"SELECT * FROM jsonb_each('{"b":1,"a":"s"}')"#,
+            "key,value",
+            vec!["a|\"s\"", "b|1"],
+        ),
+        (
+            r#"SELECT key, value FROM jsonb_each_text('{"b":1,"a":"s","n":null}') ORDER BY key"#,
+            "key,value",
+            vec!["a|s", "b|1", "n|NULL"],
+        ),
+        // json keeps duplicate keys, in the order written.
+        (
+            r#"SELECT * FROM json_each('{"b":1,"a":2,"b":3}')"#,
+            "key,value",
+            vec!["b|1", "a|2", "b|3"],
+        ),
+        (
+            r#"SELECT k, v FROM jsonb_each('{"x":[1]}') AS t(k, v)"#,
+            "k,v",
+            vec!["x|[1]"],
+        ),
+        (
+            "SELECT sd.id, e.value FROM sd, jsonb_array_elements(sd.d) e WHERE sd.id = 2",
+            "id,value",
+            vec!["2|10", "2|\"y\"", "2|null"],
+        ),
+        (
+            "SELECT id, value FROM sd CROSS JOIN LATERAL jsonb_array_elements_text(sd.d) WHERE id = 2",
+            "id,value",
+            vec!["2|10", "2|y", "2|NULL"],
+        ),
+        (
+            "SELECT s.id, kv.key, kv.value FROM sd s, jsonb_each(s.d) kv WHERE s.id = 1 ORDER BY 2",
+            "id,key,value",
+            vec!["1|a|\"x\"", "1|b|[1, 2]"],
+        ),
+        (
+            "SELECT kv.* FROM sd s, jsonb_each(s.d) kv WHERE s.id = 1 ORDER BY 1",
+            "key,value",
+            vec!["a|\"x\"", "b|[1, 2]"],
+        ),
+        // The alias of a one-column function, used as a value, is its column.
+        (
+            "SELECT x.id, v FROM (SELECT id, d FROM sd) x, jsonb_array_elements_text(x.d) v WHERE x.id = 2",
+            "id,v",
+            vec!["2|10", "2|y", "2|NULL"],
+        ),
+        (
+            "SELECT count(*) FROM sd, jsonb_array_elements(sd.d) WHERE id = 2",
+            "count",
+            vec!["3"],
+        ),
+        (
+            "SELECT id, e.value FROM sd JOIN jsonb_array_elements('[1,2]') e ON true WHERE id = 1",
+            "id,value",
+            vec!["1|1", "1|2"],
+        ),
+        (
+            r#"SELECT (jsonb_each('{"b":1}')).key, (t).id FROM sd t WHERE id = 1"#,
+            "key,id",
+            vec!["b|1"],
+        ),
+    ] {
+        assert_eq!(rows(&mut s, sql).await, want, "{sql}");
+        match run(&mut s, sql).await {
+            Ok(QueryResult::Rows { schema, .. }) => {
+                let got: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                assert_eq!(got.join(","), names, "{sql}");
+            }
+            other => panic!("{sql}: expected rows, got {other:?}"),
+        }
+    }
+    // Parameters are constants too.
+    let statement = s
+        .prepare("SELECT key FROM jsonb_each($1::jsonb) ORDER BY key", &[])
+        .await
+        .expect("prepares");
+    match s
+        .execute_prepared(
+            &statement,
+            vec![datafusion::scalar::ScalarValue::Utf8(Some(
+                r#"{"b":1,"a":2}"#.into(),
+            ))],
+        )
+        .await
+    {
+        Ok(QueryResult::Rows { batches, .. }) => {
+            assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+        }
+        other => panic!("expected rows, got {other:?}"),
+    }
+    assert_eq!(
+        error_message(&mut s, "SELECT * FROM jsonb_each('[1]')").await,
+        "cannot call jsonb_each on a non-object"
+    );
+    assert_eq!(
+        error_message(&mut s, r#"SELECT * FROM jsonb_array_elements('{"a":1}')"#).await,
+        "cannot extract elements from an object"
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT count(*) FROM jsonb_each(NULL)").await,
+        vec!["0"]
+    );
+    // A call after a join, or of a column of a table further back, is refused with a hint.
+    assert_eq!(
+        code(
+            &mut s,
+            "SELECT * FROM sd a JOIN sd b ON a.id = b.id, jsonb_array_elements(b.d)"
+        )
+        .await,
+        "0A000"
     );
 }
