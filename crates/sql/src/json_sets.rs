@@ -17,17 +17,15 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::sql::sqlparser::ast::{
-    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident,
+    Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident,
     JoinConstraint, JoinOperator, ObjectName, ObjectNamePart, Query, Select, SelectItem,
     SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias, TableFactor, Value, VisitMut,
     VisitorMut, visit_expressions_mut,
 };
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 
 use crate::error::SqlError;
 use crate::pg_json::{Item, Kind, Node, canonical, documents, external, json_array, parse};
-use crate::whole_row::folded;
+use crate::sql_ast::{arg, call, fixed_query, folded, object_name, string};
 
 /// What a set-returning function yields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -209,23 +207,13 @@ impl FromCall {
 
     /// Its select items: `unnest` of its list, a member's fields taken apart.
     fn items(&self) -> Vec<SelectItem> {
-        let unnest = call(
-            "unnest",
-            vec![call(&list_function(self.name), self.args.clone())],
-        );
+        let list = call(&list_function(self.name), self.args.iter().cloned());
+        let unnest = call("unnest", [arg(list)]);
         let values: Vec<Expr> = match self.yields {
             Yields::Elements { .. } | Yields::Keys => vec![unnest],
             Yields::Members { .. } => ["key", "value"]
                 .iter()
-                .map(|field| {
-                    call(
-                        "get_field",
-                        vec![
-                            unnest.clone(),
-                            Expr::value(Value::SingleQuotedString((*field).into())),
-                        ],
-                    )
-                })
+                .map(|field| call("get_field", [arg(unnest.clone()), arg(string(*field))]))
                 .collect(),
         };
         values
@@ -239,64 +227,31 @@ impl FromCall {
     }
 }
 
-/// `name(args…)`.
-fn call(name: &str, args: Vec<impl Into<CallArg>>) -> Expr {
-    Expr::Function(Function {
-        name: object_name(name),
-        uses_odbc_syntax: false,
-        parameters: FunctionArguments::None,
-        args: FunctionArguments::List(FunctionArgumentList {
-            duplicate_treatment: None,
-            args: args.into_iter().map(|a| a.into().0).collect(),
-            clauses: Vec::new(),
-        }),
-        filter: None,
-        null_treatment: None,
-        over: None,
-        within_group: Vec::new(),
-    })
-}
-
-/// An argument of `call`: an expression, or one as the query passed it.
-struct CallArg(FunctionArg);
-
-impl From<Expr> for CallArg {
-    fn from(e: Expr) -> Self {
-        CallArg(FunctionArg::Unnamed(FunctionArgExpr::Expr(e)))
-    }
-}
-
-impl From<FunctionArg> for CallArg {
-    fn from(a: FunctionArg) -> Self {
-        CallArg(a)
-    }
-}
-
-/// `(SELECT [<lateral_to>.*,] <call's items> [FROM <base>]) AS <alias>`.
+/// `(SELECT [<base>.*,] <call's items> [FROM <base>]) AS <alias>`.
 fn derived(call: &FromCall, base: Option<(&TableFactor, &Ident)>, alias: Ident) -> TableFactor {
-    let sql = match base {
-        Some((_, qualifier)) => format!("SELECT {qualifier}.* FROM base"),
-        None => "SELECT 1".to_string(),
-    };
-    let mut statement = Parser::parse_sql(&PostgreSqlDialect {}, &sql)
-        .ok()
-        .and_then(|mut s| s.pop())
-        .expect("a fixed query parses");
-    let Statement::Query(query) = &mut statement else {
-        unreachable!("a SELECT is a query")
-    };
+    let mut query = fixed_query("SELECT base.* FROM base");
     if let SetExpr::Select(select) = query.body.as_mut() {
-        if base.is_none() {
-            select.projection.clear();
+        match base {
+            Some((factor, qualifier)) => {
+                if let Some(SelectItem::QualifiedWildcard(
+                    SelectItemQualifiedWildcardKind::ObjectName(name),
+                    _,
+                )) = select.projection.first_mut()
+                {
+                    *name = ObjectName(vec![ObjectNamePart::Identifier(qualifier.clone())]);
+                }
+                select.from[0].relation = factor.clone();
+            }
+            None => {
+                select.projection.clear();
+                select.from.clear();
+            }
         }
         select.projection.extend(call.items());
-        if let Some((factor, _)) = base {
-            select.from[0].relation = factor.clone();
-        }
     }
     TableFactor::Derived {
         lateral: false,
-        subquery: query.clone(),
+        subquery: query,
         alias: Some(TableAlias {
             explicit: true,
             name: alias,
@@ -517,10 +472,6 @@ fn expand_in(body: &mut SetExpr) {
         // A parenthesised query is visited as a query of its own.
         _ => {}
     }
-}
-
-fn object_name(name: &str) -> ObjectName {
-    ObjectName(vec![ObjectNamePart::Identifier(Ident::new(name))])
 }
 
 /// The set-returning function `name` calls, if it calls one (unqualified or in

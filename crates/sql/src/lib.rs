@@ -43,6 +43,7 @@ mod rows;
 mod sequence;
 mod session;
 mod split;
+mod sql_ast;
 mod subquery;
 mod table;
 mod to_char;

@@ -24,14 +24,13 @@ use datafusion::execution::SessionState;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
 use datafusion::sql::sqlparser::ast::{
-    AccessExpr, CaseWhen, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList,
-    FunctionArguments, Ident, JoinOperator, ObjectName, ObjectNamePart, Query, SelectItem, SetExpr,
-    Statement, TableFactor, TableWithJoins, Value, VisitMut, VisitorMut, With,
+    AccessExpr, CaseWhen, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident,
+    JoinOperator, ObjectNamePart, Query, SelectItem, SetExpr, Statement, TableFactor,
+    TableWithJoins, Value, VisitMut, VisitorMut, With,
 };
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 
 use crate::error::SqlError;
+use crate::sql_ast::{arg, call, fixed_query, folded, string};
 
 /// Rewrites every relation named as a value in `statement` into a row of its columns.
 pub(crate) async fn expand(
@@ -81,14 +80,6 @@ async fn columns_of(mut probe: Statement, state: &SessionState) -> Option<Column
         .map(|f| (f.name().clone(), f.is_nullable()))
         .collect();
     (!columns.is_empty()).then_some(columns)
-}
-
-/// The name `ident` resolves to: folded to lower case unless quoted, as DataFusion does.
-pub(crate) fn folded(ident: &Ident) -> String {
-    match ident.quote_style {
-        Some(_) => ident.value.clone(),
-        None => ident.value.to_lowercase(),
-    }
 }
 
 /// A relation one query's FROM introduces.
@@ -209,17 +200,12 @@ fn merged(outer: &[Scope], scope: &Scope) -> Option<With> {
 
 /// `SELECT * FROM <factor>` under `with`.
 fn probe(factor: &TableFactor, with: Option<With>) -> Statement {
-    let mut statement = Parser::parse_sql(&PostgreSqlDialect {}, "SELECT * FROM probe")
-        .ok()
-        .and_then(|mut s| s.pop())
-        .expect("a fixed query parses");
-    if let Statement::Query(query) = &mut statement {
-        query.with = with;
-        if let SetExpr::Select(select) = query.body.as_mut() {
-            select.from[0].relation = factor.clone();
-        }
+    let mut query = fixed_query("SELECT * FROM probe");
+    query.with = with;
+    if let SetExpr::Select(select) = query.body.as_mut() {
+        select.from[0].relation = factor.clone();
     }
-    statement
+    Statement::Query(query)
 }
 
 /// `named_struct('a', t.a, …)`, or for a relation an outer join may extend with NULLs,
@@ -251,45 +237,15 @@ fn row_expr(relation: &Relation, columns: &Columns) -> Expr {
 
 /// `get_field(<row>, 'f')`: field `f` (folded) of a row.
 fn get_field(row: Expr, field: &Ident) -> Expr {
-    Expr::Function(Function {
-        name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new("get_field"))]),
-        uses_odbc_syntax: false,
-        parameters: FunctionArguments::None,
-        args: FunctionArguments::List(FunctionArgumentList {
-            duplicate_treatment: None,
-            args: [row, Expr::value(Value::SingleQuotedString(folded(field)))]
-                .into_iter()
-                .map(|e| FunctionArg::Unnamed(FunctionArgExpr::Expr(e)))
-                .collect(),
-            clauses: Vec::new(),
-        }),
-        filter: None,
-        null_treatment: None,
-        over: None,
-        within_group: Vec::new(),
-    })
+    call("get_field", [arg(row), arg(string(folded(field)))])
 }
 
 /// `named_struct('a', <a>, …)` of `fields`: a row value with those field names.
 fn named_struct(fields: impl Iterator<Item = (String, Expr)>) -> Expr {
-    let args = fields
-        .flat_map(|(name, value)| [Expr::value(Value::SingleQuotedString(name)), value])
-        .map(|e| FunctionArg::Unnamed(FunctionArgExpr::Expr(e)))
-        .collect();
-    Expr::Function(Function {
-        name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new("named_struct"))]),
-        uses_odbc_syntax: false,
-        parameters: FunctionArguments::None,
-        args: FunctionArguments::List(FunctionArgumentList {
-            duplicate_treatment: None,
-            args,
-            clauses: Vec::new(),
-        }),
-        filter: None,
-        null_treatment: None,
-        over: None,
-        within_group: Vec::new(),
-    })
+    call(
+        "named_struct",
+        fields.flat_map(|(name, value)| [arg(string(name)), arg(value)]),
+    )
 }
 
 /// `ROW(a, b)` or, as a function's argument, `(a, b)`, with PostgreSQL's field names
@@ -453,27 +409,22 @@ impl VisitorMut for Scopes {
         match expr {
             // `(row).f`: DataFusion takes a field by `get_field` only.
             Expr::CompoundFieldAccess { root, access_chain }
-                if matches!(root.as_ref(), Expr::Nested(_))
-                    && matches!(
-                        access_chain.first(),
-                        Some(AccessExpr::Dot(Expr::Identifier(_)))
-                    ) =>
+                if matches!(root.as_ref(), Expr::Nested(_)) =>
             {
-                let AccessExpr::Dot(Expr::Identifier(field)) = access_chain.remove(0) else {
-                    unreachable!("matched above")
-                };
-                let field = get_field(
-                    std::mem::replace(root.as_mut(), Expr::value(Value::Null)),
-                    &field,
-                );
-                *expr = if access_chain.is_empty() {
-                    field
-                } else {
-                    Expr::CompoundFieldAccess {
-                        root: Box::new(field),
-                        access_chain: std::mem::take(access_chain),
-                    }
-                };
+                if let Some(AccessExpr::Dot(Expr::Identifier(field))) = access_chain.first() {
+                    let field = field.clone();
+                    access_chain.remove(0);
+                    let row = std::mem::replace(root.as_mut(), Expr::value(Value::Null));
+                    let field = get_field(row, &field);
+                    *expr = if access_chain.is_empty() {
+                        field
+                    } else {
+                        Expr::CompoundFieldAccess {
+                            root: Box::new(field),
+                            access_chain: std::mem::take(access_chain),
+                        }
+                    };
+                }
             }
             Expr::CompoundFieldAccess { root, access_chain } => {
                 if let Some(AccessExpr::Dot(_)) = access_chain.first() {
