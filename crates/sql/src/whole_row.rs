@@ -39,12 +39,10 @@ pub(crate) async fn expand(
 ) -> Result<(), SqlError> {
     let mut find = Scopes::new(Pass::Find(HashMap::new()));
     let _ = statement.visit(&mut find);
-    let Pass::Find(probes) = find.pass else {
-        unreachable!("the find pass stays one")
+    let probes = match find.pass {
+        Pass::Find(probes) if !probes.is_empty() => probes,
+        _ => return Ok(()),
     };
-    if probes.is_empty() {
-        return Ok(());
-    }
     let mut columns = HashMap::with_capacity(probes.len());
     for (key, probe) in probes {
         if let Some(found) = Box::pin(columns_of(probe, state)).await {
