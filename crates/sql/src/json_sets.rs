@@ -18,14 +18,14 @@ use datafusion::logical_expr::{
 };
 use datafusion::sql::sqlparser::ast::{
     Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident,
-    JoinConstraint, JoinOperator, ObjectName, ObjectNamePart, Query, Select, SelectItem,
+    JoinConstraint, JoinOperator, ObjectName, ObjectNamePart, Query, SelectItem,
     SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias, TableFactor, Value, VisitMut,
     VisitorMut, visit_expressions_mut,
 };
 
 use crate::error::SqlError;
 use crate::pg_json::{Item, Kind, Node, canonical, documents, external, json_array, parse};
-use crate::sql_ast::{arg, call, fixed_query, folded, object_name, string};
+use crate::sql_ast::{arg, call, fixed_query, folded, object_name, selects, string};
 
 /// What a set-returning function yields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -410,19 +410,6 @@ fn is_cross(operator: &JoinOperator) -> bool {
             matches!(on, Expr::Value(v) if v.value == Value::Boolean(true))
         }
         _ => false,
-    }
-}
-
-/// The selects of `body`.
-fn selects(body: &mut SetExpr) -> Vec<&mut Select> {
-    match body {
-        SetExpr::Select(select) => vec![select.as_mut()],
-        SetExpr::SetOperation { left, right, .. } => {
-            let mut all = selects(left);
-            all.extend(selects(right));
-            all
-        }
-        _ => Vec::new(),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use datafusion::sql::sqlparser::ast::{
     Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident,
-    ObjectName, ObjectNamePart, Query, Statement, Value,
+    ObjectName, ObjectNamePart, Query, Select, SetExpr, Statement, Value,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -54,5 +54,19 @@ pub(crate) fn fixed_query(sql: &str) -> Box<Query> {
     match Parser::parse_sql(&PostgreSqlDialect {}, sql).map(|mut s| s.pop()) {
         Ok(Some(Statement::Query(query))) => query,
         other => panic!("the fixed query {sql} does not parse as one: {other:?}"),
+    }
+}
+
+/// The selects of `body`: itself, or each side of a set operation (a parenthesised
+/// query is a query of its own).
+pub(crate) fn selects(body: &mut SetExpr) -> Vec<&mut Select> {
+    match body {
+        SetExpr::Select(select) => vec![select.as_mut()],
+        SetExpr::SetOperation { left, right, .. } => {
+            let mut all = selects(left);
+            all.extend(selects(right));
+            all
+        }
+        _ => Vec::new(),
     }
 }

@@ -30,7 +30,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use crate::error::SqlError;
-use crate::sql_ast::{arg, call, fixed_query, folded, string};
+use crate::sql_ast::{arg, call, fixed_query, folded, selects, string};
 
 /// Rewrites every relation named as a value in `statement` into a row of its columns.
 pub(crate) async fn expand(
@@ -333,30 +333,6 @@ fn add_relation(factor: &TableFactor, outer_nullable: bool, out: &mut Vec<Relati
     });
 }
 
-fn selects_relations(body: &SetExpr, out: &mut Vec<Relation>) {
-    match body {
-        SetExpr::Select(select) => relations_of(&select.from, out),
-        SetExpr::SetOperation { left, right, .. } => {
-            selects_relations(left, out);
-            selects_relations(right, out);
-        }
-        _ => {}
-    }
-}
-
-/// The select lists of `body`'s own selects.
-fn projections(body: &mut SetExpr) -> Vec<&mut Vec<SelectItem>> {
-    match body {
-        SetExpr::Select(select) => vec![&mut select.projection],
-        SetExpr::SetOperation { left, right, .. } => {
-            let mut all = projections(left);
-            all.extend(projections(right));
-            all
-        }
-        _ => Vec::new(),
-    }
-}
-
 /// Functions whose `t.*` argument is not a row: `count(t.*)` counts rows.
 fn takes_star(function: &Function) -> bool {
     function
@@ -372,7 +348,9 @@ impl VisitorMut for Scopes {
 
     fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
         let mut relations = Vec::new();
-        selects_relations(&query.body, &mut relations);
+        for select in selects(&mut query.body) {
+            relations_of(&select.from, &mut relations);
+        }
         self.stack.push(Scope {
             number: self.next_number,
             relations,
@@ -381,8 +359,8 @@ impl VisitorMut for Scopes {
         self.next_number += 1;
         if matches!(self.pass, Pass::Rewrite(_)) {
             // PostgreSQL names the column of a bare `t` after the relation.
-            for projection in projections(&mut query.body) {
-                for item in projection.iter_mut() {
+            for select in selects(&mut query.body) {
+                for item in &mut select.projection {
                     if let SelectItem::UnnamedExpr(Expr::Identifier(ident)) = item
                         && self.lookup(ident).is_some()
                     {
