@@ -141,6 +141,10 @@ pub struct JobQueue {
     /// refused, and so are SQL nodes of an older build. A standalone's is its build's; a
     /// meta leader sets the persisted one.
     cluster_version: AtomicU32,
+    /// The owner's stop signal. A queue has one owner in its life (a new term or process
+    /// opens the queue again): once it is stopped, scans and deletions still running end
+    /// at their next chunk, so no work of an ended owner outlives it by more than one.
+    owner_stop: Mutex<Option<watch::Receiver<bool>>>,
 }
 
 /// One chunk of a job's scan from a cursor: where the next starts (`None`: done) and the
@@ -220,6 +224,7 @@ impl JobQueue {
             changed,
             failpoint: AtomicBool::new(false),
             cluster_version: AtomicU32::new(BINARY_CLUSTER_VERSION),
+            owner_stop: Mutex::new(None),
         }))
     }
 
@@ -1183,6 +1188,10 @@ impl JobQueue {
     ) -> Outcome {
         let started = Instant::now();
         loop {
+            if self.owner_stopped() {
+                // The checkpoint is saved: the next owner resumes from it.
+                return Outcome::Committed;
+            }
             if self
                 .inner
                 .lock()
@@ -1345,7 +1354,7 @@ impl JobQueue {
     fn clean_up(&self) {
         let Some(reorg) = &self.reorg else { return };
         let started = Instant::now();
-        while started.elapsed() < REORG_STEP_BUDGET {
+        while started.elapsed() < REORG_STEP_BUDGET && !self.owner_stopped() {
             let pending = self
                 .inner
                 .lock()
@@ -1449,8 +1458,40 @@ impl JobQueue {
     }
 
     /// Runs jobs until `stop` turns true: the owner. There must be one owner per queue
-    /// (the standalone process, or the meta leader for its term).
-    pub async fn run_owner(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    /// (the standalone process, or the meta leader for its term). Returns once the steps
+    /// and the deletion it started have ended too, each at its next chunk at most.
+    pub async fn run_owner(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        assert!(
+            self.owner_stop.lock().replace(stop.clone()).is_none(),
+            "a DDL job queue has one owner in its life"
+        );
+        let (mut steps, cleaning) = self.clone().own(stop).await;
+        // The blocking work below the steps' tasks keeps running when they are dropped:
+        // wait for it, so the owner's end is the end of its work.
+        while steps.join_next().await.is_some() {}
+        if let Some(cleaning) = cleaning {
+            let _ = cleaning.await;
+        }
+    }
+
+    /// Whether the owner was told to stop (or its stop signal is gone). Read by the blocking
+    /// work between chunks, the moment the signal is sent: not when the owner's task next
+    /// runs.
+    fn owner_stopped(&self) -> bool {
+        self.owner_stop
+            .lock()
+            .as_ref()
+            .is_some_and(|stop| *stop.borrow() || stop.has_changed().is_err())
+    }
+
+    /// The owner's loop, until `stop`: returns the steps and the deletion still running.
+    async fn own(
+        self: Arc<Self>,
+        mut stop: watch::Receiver<bool>,
+    ) -> (
+        tokio::task::JoinSet<()>,
+        Option<tokio::task::JoinHandle<()>>,
+    ) {
         let mut changed = self.changed.subscribe();
         let mut steps = tokio::task::JoinSet::new();
         let gc_every = Duration::from_secs(1);
@@ -1459,7 +1500,7 @@ impl JobQueue {
         let mut cleaning: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             if *stop.borrow() {
-                return;
+                return (steps, cleaning);
             }
             let now = Instant::now();
             let (start, wake) = self.pick(now);

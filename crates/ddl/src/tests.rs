@@ -1490,3 +1490,180 @@ fn a_column_added_with_its_foreign_key_gets_the_id_it_was_planned_with() {
     let e = crate::plan_add_foreign_key(&snapshot, 11, "child", &fk, Some(&column)).unwrap_err();
     assert_eq!(e.code, "42P01", "{}", e.message);
 }
+
+/// A reorg worker over `HeldReorg::CHUNKS` chunks of 10 rows whose scans and deletions
+/// stop inside chunk `HELD_AT` until the test lets them go: the owner can be stopped while
+/// its work runs.
+#[derive(Default)]
+struct HeldReorg {
+    state: parking_lot::Mutex<HeldState>,
+    changed: parking_lot::Condvar,
+}
+
+#[derive(Default)]
+struct HeldState {
+    /// Chunks a scan finished.
+    scanned: u64,
+    /// Chunks a deletion finished.
+    deleted: u64,
+    /// A call is inside chunk `HELD_AT`.
+    holding: bool,
+    released: bool,
+}
+
+impl HeldReorg {
+    const CHUNKS: u64 = 1_000;
+    const HELD_AT: u64 = 3;
+
+    /// One chunk from `cursor`, counted by `count`; returns the next cursor.
+    fn chunk(&self, cursor: Option<&[u8]>, count: fn(&mut HeldState)) -> Option<Vec<u8>> {
+        let n = cursor.map_or(0, |c| u64::from_be_bytes(c.try_into().unwrap()));
+        let mut state = self.state.lock();
+        if n == Self::HELD_AT {
+            state.holding = true;
+            self.changed.notify_all();
+            let deadline = std::time::Instant::now() + WAIT;
+            while !state.released {
+                assert!(
+                    !self.changed.wait_until(&mut state, deadline).timed_out(),
+                    "the test never released the held chunk"
+                );
+            }
+            state.holding = false;
+        }
+        count(&mut state);
+        let next = n + 1;
+        (next < Self::CHUNKS).then(|| next.to_be_bytes().to_vec())
+    }
+
+    /// Waits until a call holds in chunk `HELD_AT` (off the runtime's threads).
+    async fn await_holding(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut state = me.state.lock();
+            let deadline = std::time::Instant::now() + WAIT;
+            while !state.holding {
+                assert!(
+                    !me.changed.wait_until(&mut state, deadline).timed_out(),
+                    "no scan or deletion reached the held chunk"
+                );
+            }
+        })
+        .await
+        .unwrap();
+    }
+
+    fn release(&self) {
+        self.state.lock().released = true;
+        self.changed.notify_all();
+    }
+}
+
+impl crate::Reorg for HeldReorg {
+    fn backfill_chunk(
+        &self,
+        _table: &TableDef,
+        _index: &flotilla_catalog::IndexDef,
+        cursor: Option<&[u8]>,
+    ) -> Result<(Option<Vec<u8>>, u64), crate::JobError> {
+        Ok((self.chunk(cursor, |s| s.scanned += 1), 10))
+    }
+
+    fn check_chunk(
+        &self,
+        _table: &TableDef,
+        _check: &flotilla_catalog::CheckDef,
+        cursor: Option<&[u8]>,
+    ) -> Result<(Option<Vec<u8>>, u64), crate::JobError> {
+        Ok((self.chunk(cursor, |s| s.scanned += 1), 10))
+    }
+
+    fn foreign_key_chunk(
+        &self,
+        _table: &TableDef,
+        _fk: &flotilla_catalog::ForeignKeyDef,
+        _parent: &TableDef,
+        cursor: Option<&[u8]>,
+    ) -> Result<(Option<Vec<u8>>, u64), crate::JobError> {
+        Ok((self.chunk(cursor, |s| s.scanned += 1), 10))
+    }
+
+    fn delete_range_chunk(
+        &self,
+        _range: &crate::DataRange,
+        cursor: Option<&[u8]>,
+        _limit: usize,
+    ) -> Result<Option<Vec<u8>>, crate::JobError> {
+        Ok(self.chunk(cursor, |s| s.deleted += 1))
+    }
+}
+
+/// Runs `queue`'s owner until `work` holds in its chunk `HELD_AT`, then stops the owner,
+/// lets the chunk go, and waits for the owner to end.
+async fn stop_the_owner_while_held(
+    queue: &Arc<JobQueue>,
+    reorg: &Arc<HeldReorg>,
+    work: JobKind,
+) -> u64 {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let owner = tokio::spawn(queue.clone().run_owner(stopped));
+    let q = queue.clone();
+    let job = tokio::task::spawn_blocking(move || q.submit(work, "held".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    reorg.await_holding().await;
+    stop.send(true).unwrap();
+    reorg.release();
+    tokio::time::timeout(WAIT, owner)
+        .await
+        .expect("the owner ends once its work has")
+        .unwrap();
+    job.id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_owners_scans_and_deletions_end_at_their_next_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path());
+    let catalog = catalog(&engine, 1);
+    let cfg = DdlConfig {
+        backfill_rows_per_s: 0,
+        cleanup_records_per_s: 0,
+        ..fast_retries()
+    };
+
+    // A backfill: the chunk it was in when the owner stopped is its last, and its
+    // checkpoint says so (the next owner resumes there).
+    let reorg = Arc::new(HeldReorg::default());
+    let queue = JobQueue::open(
+        engine.clone(),
+        catalog.clone(),
+        cfg.clone(),
+        Some(reorg.clone()),
+    )
+    .unwrap();
+    let id = stop_the_owner_while_held(&queue, &reorg, add_index("i")).await;
+    assert_eq!(reorg.state.lock().scanned, HeldReorg::HELD_AT + 1);
+    let job = queue.get(id).unwrap();
+    assert!(!job.is_finished(), "{job:?}");
+    assert_eq!(job.reorg_rows, (HeldReorg::HELD_AT + 1) * 10);
+    drop(queue);
+
+    // The deletion of a dropped table's rows (on a fresh engine: the backfill above
+    // would resume).
+    let dir = tempfile::tempdir().unwrap();
+    let engine = self::engine(dir.path());
+    let catalog = self::catalog(&engine, 1);
+    let reorg = Arc::new(HeldReorg::default());
+    let queue = JobQueue::open(engine, catalog, cfg, Some(reorg.clone())).unwrap();
+    let drop_table = JobKind::DropTable {
+        table_id: 1,
+        table: "t1".into(),
+    };
+    let id = stop_the_owner_while_held(&queue, &reorg, drop_table).await;
+    assert_eq!(reorg.state.lock().deleted, HeldReorg::HELD_AT + 1);
+    let job = queue.get(id).unwrap();
+    assert_eq!(job.state, JobState::Done, "{job:?}");
+    assert!(job.cleanup_pending(), "rows are left to delete: {job:?}");
+}

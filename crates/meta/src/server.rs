@@ -499,6 +499,16 @@ impl MetaNode {
 impl Drop for MetaNode {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
+        step_down(&self.shared);
+    }
+}
+
+/// Ends this member's term's work (the DDL owner and the loops of the term) now, not when
+/// the last handle on the leader state goes: a stopped member's DDL work must not run on
+/// against a cluster that is going away.
+fn step_down(shared: &Shared) {
+    if let Some(old) = shared.leader.write().take() {
+        let _ = old.ddl_stop.send(true);
     }
 }
 
@@ -509,7 +519,10 @@ async fn watch_leadership(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) 
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.wait_for(|s| *s) => {
+                step_down(&shared);
+                return;
+            }
         }
         let entry = shared.board.get(META_REGION_ID);
         let current_term = shared.leader.read().as_ref().map(|l| l.term);
@@ -518,9 +531,7 @@ async fn watch_leadership(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) 
                 if current_term == Some(e.term) {
                     continue;
                 }
-                if let Some(old) = shared.leader.write().take() {
-                    let _ = old.ddl_stop.send(true);
-                }
+                step_down(&shared);
                 let s = shared.clone();
                 let term = e.term;
                 let region = e.region.clone();
@@ -555,9 +566,7 @@ async fn watch_leadership(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) 
             _ => {
                 if current_term.is_some() {
                     tracing::info!(member = shared.cfg.member_id, "no longer the meta leader");
-                    if let Some(old) = shared.leader.write().take() {
-                        let _ = old.ddl_stop.send(true);
-                    }
+                    step_down(&shared);
                 }
             }
         }
