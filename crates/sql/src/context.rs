@@ -229,6 +229,7 @@ impl StatementContext {
         crate::numeric::float_literals_past_decimal(&mut statement);
         crate::fetch::fetch_as_limit(&mut statement)?;
         crate::cast_names::name_column_casts(&mut statement);
+        crate::cast_length::cut_to_length(&mut statement)?;
         crate::json_sets::expand_in_select_lists(&mut statement)?;
         crate::whole_row::expand(&mut statement, &self.state()).await?;
         let plan = self

@@ -139,7 +139,10 @@ pub(crate) async fn execute(
 const CHAR_LENGTH_MAX: u64 = 10_485_760;
 
 /// The length of `char(n)` or `varchar(n)`: 1 to `CHAR_LENGTH_MAX`, as in PostgreSQL.
-fn char_length(l: &Option<CharacterLength>, type_name: &str) -> Result<Option<u32>, SqlError> {
+pub(crate) fn char_length(
+    l: &Option<CharacterLength>,
+    type_name: &str,
+) -> Result<Option<u32>, SqlError> {
     match l {
         Some(CharacterLength::IntegerLength { length, .. }) => {
             let message = if *length < 1 {
@@ -198,10 +201,10 @@ pub(crate) fn sql_type(t: &AstType) -> Result<SqlType, SqlError> {
         }
         AstType::Text | AstType::String(_) => SqlType::Text,
         AstType::Varchar(l) | AstType::CharacterVarying(l) | AstType::CharVarying(l) => {
-            SqlType::Varchar(char_length(l, "character varying")?)
+            SqlType::Varchar(char_length(l, "varchar")?)
         }
         AstType::Char(l) | AstType::Character(l) => {
-            SqlType::Char(char_length(l, "character")?.unwrap_or(1))
+            SqlType::Char(char_length(l, "char")?.unwrap_or(1))
         }
         AstType::Bytea => SqlType::Bytea,
         AstType::Uuid => SqlType::Uuid,

@@ -90,7 +90,13 @@ fn literal(expr: &Expr) -> Option<ScalarValue> {
                     _ => {}
                 }
             }
-            inner.cast_to(&target).ok()
+            match (inner.cast_to(&target).ok()?, &ty) {
+                // An explicit cast cuts to the type's length (see `cast_length`).
+                (ScalarValue::Utf8(Some(text)), SqlType::Varchar(Some(n)) | SqlType::Char(n)) => {
+                    Some(ScalarValue::Utf8(Some(crate::cast_length::cut(text, *n))))
+                }
+                (value, _) => Some(value),
+            }
         }
         Expr::Nested(e) => literal(e),
         _ => None,

@@ -9,6 +9,7 @@ mod admin;
 mod alter_sequence;
 mod api;
 mod bpchar;
+mod cast_length;
 mod cast_names;
 mod check;
 mod context;

@@ -8247,3 +8247,75 @@ async fn json_set_returning_functions_in_from_yield_rows() {
         "0A000"
     );
 }
+
+/// An explicit cast to `varchar(n)` or `char(n)` cuts the value to `n` characters, as in
+/// PostgreSQL, on the general path and on the fast path of a single-row INSERT; assigning
+/// a longer value to such a column is still 22001. Outputs as PostgreSQL 15 gives them.
+#[tokio::test]
+async fn explicit_casts_to_a_string_length_cut_the_value() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT 'abcdef'::varchar(3), CAST('abcdef' AS character varying(2)), \
+             'héllo'::varchar(2), 12345::varchar(3), 'xyz'::char(2), 'abc'::char, \
+             NULL::varchar(2), 'ab'::char(4) = 'ab'"
+        )
+        .await,
+        vec!["abc|ab|hé|123|xy|a|NULL|true"]
+    );
+    assert_eq!(
+        error_message(&mut s, "SELECT 'a'::varchar(0)").await,
+        "length for type varchar must be at least 1"
+    );
+    assert_eq!(
+        error_message(&mut s, "SELECT 'a'::char(20000000)").await,
+        "length for type char cannot exceed 10485760"
+    );
+    assert_eq!(code(&mut s, "SELECT 'a'::char(0)").await, "22023");
+
+    ok(
+        &mut s,
+        "CREATE TABLE vc (id INT PRIMARY KEY, a VARCHAR(3), b CHAR(2))",
+    )
+    .await;
+    // One row of literals (the fast path), several, and a SELECT.
+    ok(
+        &mut s,
+        "INSERT INTO vc VALUES (1, 'abcdef'::varchar(3), 'xyz'::char(2))",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO vc VALUES (2, 'pqrst'::varchar(2), 'q'::char), (3, 'uvw', 'mn')",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO vc SELECT 4, 'ghijk'::varchar(3), 'rst'::char(2)",
+    )
+    .await;
+    assert_eq!(
+        code(&mut s, "INSERT INTO vc VALUES (5, 'abcdef', 'x')").await,
+        "22001"
+    );
+    let insert = s
+        .prepare("INSERT INTO vc VALUES ($1, $2::varchar(3), 'z')", &[])
+        .await
+        .unwrap();
+    use datafusion::scalar::ScalarValue;
+    s.execute_prepared(
+        &insert,
+        vec![
+            ScalarValue::Int32(Some(6)),
+            ScalarValue::Utf8(Some("longer".into())),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        rows(&mut s, "SELECT id, a, b FROM vc ORDER BY id").await,
+        vec!["1|abc|xy", "2|pq|q ", "3|uvw|mn", "4|ghi|rs", "6|lon|z "]
+    );
+}
