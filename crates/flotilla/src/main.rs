@@ -142,6 +142,12 @@ pub(crate) async fn wait_for_signal() -> StopSignal {
     }
 }
 
+/// The stack of each runtime thread (workers and blocking threads). Statements are
+/// planned recursively (DataFusion, and the parser up to its recursion limit in
+/// `flotilla_sql`), and debug-build futures are large: tokio's default of 2 MiB overflowed
+/// on ordinary statements of a debug build, which aborts the whole process.
+const RUNTIME_THREAD_STACK_BYTES: usize = 8 << 20;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -154,6 +160,7 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.thread_stack_size(RUNTIME_THREAD_STACK_BYTES);
     if let Some(n) = cli.worker_threads {
         builder.worker_threads(usize::from(n));
     }

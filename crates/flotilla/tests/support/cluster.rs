@@ -52,6 +52,8 @@ impl Playground {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            // As a user runs it (see `Server::start`).
+            .env_remove("RUST_MIN_STACK")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

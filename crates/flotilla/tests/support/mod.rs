@@ -48,6 +48,9 @@ impl Server {
             .args(["--sql-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", "warn")
+            // As a user runs it: cargo gives test processes a larger stack (.cargo/config.toml),
+            // which would hide a server thread's stack too small for its statements.
+            .env_remove("RUST_MIN_STACK")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
