@@ -93,6 +93,22 @@ fn psql_runs_ddl_dml_transactions_and_describes_tables() {
     );
     let out = server.psql_ok("SELECT id, owner, balance FROM acct ORDER BY id;");
     assert_eq!(out, "1|ada|90.00\n2|bob|60.00\n");
+    // SQL-level prepared statements, their values evaluated: on the server's runtime
+    // threads such an EXECUTE once overflowed the stack and took the server down.
+    server.psql_ok(
+        "PREPARE pay (bigint, numeric) AS UPDATE acct SET balance = balance + $2 WHERE id = $1;
+         EXECUTE pay (2, 2 * 3);
+         EXECUTE pay (1, -1.5);
+         DEALLOCATE pay;",
+    );
+    let out = server.psql_ok("SELECT id, balance FROM acct ORDER BY id;");
+    assert_eq!(out, "1|88.50\n2|66.00\n");
+    server.psql_ok(
+        "CREATE TABLE opened (id BIGINT PRIMARY KEY, owner TEXT NOT NULL, balance NUMERIC(12,2));
+         PREPARE open (int, text, numeric) AS INSERT INTO opened VALUES ($1, $2, $3);
+         EXECUTE open (3, 'c' || 'y', 2 * 3);",
+    );
+    assert_eq!(server.psql_ok("SELECT * FROM opened;"), "3|cy|6.00\n");
     let dt = server.psql_ok("\\dt");
     assert!(dt.contains("public|acct|table|postgres"), "{dt}");
     // Without tuples-only mode, so psql prints the index footer too.
@@ -199,6 +215,22 @@ fn psql_runs_ddl_dml_transactions_and_describes_tables() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A deeply nested statement is answered, or refused past the parser's limit, on the
+/// server's own threads as a user runs it: before their stack was set (8 MiB) and
+/// DataFusion's recursion grew it on demand, a 200-deep expression overflowed a debug
+/// build's stack and aborted the server for every client.
+#[test]
+fn deeply_nested_statements_are_answered_or_refused_and_the_server_serves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let nested = |depth: usize| format!("SELECT {}1{};", "(1 + ".repeat(depth), ")".repeat(depth));
+    assert_eq!(server.psql_ok(&nested(200)), "201\n");
+    let err = server.psql_err(&nested(2_000));
+    assert!(err.contains("42601"), "{err}");
+    assert!(err.contains("recursion limit exceeded"), "{err}");
+    assert_eq!(server.psql_ok("SELECT 1;"), "1\n");
 }
 
 #[test]

@@ -352,17 +352,13 @@ impl ConnectionHandler {
                 for name in names.drain() {
                     store.rm_statement(&name);
                 }
-                Ok("DEALLOCATE ALL")
+                // And the session's, of SQL-level PREPARE.
+                self.session.lock().await.deallocate_named(None)
             }
             Deallocate::Name(name) => {
                 if !names.remove(&name) || store.get_statement(&name).is_none() {
-                    return Err(SqlError {
-                        code: "26000",
-                        message: format!("prepared statement \"{name}\" does not exist"),
-                        position: None,
-                        hint: None,
-                        detail: None,
-                    });
+                    // Not one of the protocol's: one of SQL-level PREPARE, or none (26000).
+                    return self.session.lock().await.deallocate_named(Some(&name));
                 }
                 store.rm_statement(&name);
                 Ok("DEALLOCATE")

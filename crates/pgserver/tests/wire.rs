@@ -595,6 +595,50 @@ async fn named_statements_and_deallocate() {
     server.stop().await;
 }
 
+/// SQL-level PREPARE / EXECUTE / DEALLOCATE through the front end, on runtime worker
+/// threads as in the server (an EXECUTE's future once overflowed their stack), and
+/// DEALLOCATE finding a statement of either kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_prepare_execute_and_deallocate() {
+    let server = Server::start(config()).await;
+    let (mut c, _) = Client::start(server.addr).await;
+    c.query("CREATE TABLE pe (id INT PRIMARY KEY, name TEXT, score NUMERIC(5,2))")
+        .await;
+    let msgs = c
+        .query("PREPARE ins (int, text, numeric) AS INSERT INTO pe VALUES ($1, $2, $3)")
+        .await;
+    assert_eq!(msgs[0].tag_text(), "PREPARE");
+    let msgs = c.query("EXECUTE ins (1, 'a' || 'b', 1.5)").await;
+    assert_eq!(msgs[0].tag_text(), "INSERT 0 1", "{msgs:?}");
+    let msgs = c.query("EXECUTE ins (2, 'c', 2 * 3)").await;
+    assert_eq!(msgs[0].tag_text(), "INSERT 0 1", "{msgs:?}");
+    c.query("PREPARE sel AS SELECT name FROM pe WHERE id = $1")
+        .await;
+    let msgs = c.query("EXECUTE sel (1)").await;
+    assert_eq!(tags(&msgs), "TDCZ");
+    assert_eq!(msgs[1].text_cells(), vec![Some("ab".to_owned())]);
+    assert_eq!(msgs[2].tag_text(), "SELECT 1");
+    // The extended protocol describes an EXECUTE by its statement's columns.
+    c.parse("", "EXECUTE sel ($1)", &[]).await;
+    c.bind("", "", &[], &[Some(b"1".as_slice())], &[]).await;
+    c.describe(b'P', "").await;
+    c.execute("", 0).await;
+    let msgs = c.sync().await;
+    assert_eq!(tags(&msgs), "12TDCZ", "{msgs:?}");
+    let msgs = c.query("EXECUTE sel (1, 2)").await;
+    assert_eq!(msgs[0].field(b'C').as_deref(), Some("42601"));
+    // DEALLOCATE finds a statement of SQL-level PREPARE; then it is gone.
+    let msgs = c.query("DEALLOCATE sel").await;
+    assert_eq!(msgs[0].tag_text(), "DEALLOCATE");
+    let msgs = c.query("EXECUTE sel (1)").await;
+    assert_eq!(msgs[0].field(b'C').as_deref(), Some("26000"));
+    let msgs = c.query("DEALLOCATE ALL").await;
+    assert_eq!(msgs[0].tag_text(), "DEALLOCATE ALL");
+    let msgs = c.query("EXECUTE ins (2, 'c')").await;
+    assert_eq!(msgs[0].field(b'C').as_deref(), Some("26000"));
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn portal_row_limits_suspend_and_resume() {
     let server = Server::start(config()).await;

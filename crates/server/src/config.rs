@@ -108,6 +108,7 @@ impl SqlSection {
             result_bytes_max: self.result_bytes_max,
             lock_wait_timeout_ms: self.lock_wait_timeout_ms,
             savepoints_max: self.savepoints_max,
+            prepared_statements_max: self.prepared_statements_max,
             deferred_checks_max: self.deferred_checks_max,
             fk_action_steps_max: self.fk_action_steps_max,
             settings_bytes_max: self.settings_bytes_max,

@@ -98,6 +98,9 @@ pub struct SqlConfig {
     /// Most savepoints open at once in one transaction (54000 past it): each may hold a
     /// copy of the transaction's buffered writes.
     pub savepoints_max: usize,
+    /// Most statements of SQL-level PREPARE one session keeps (54000 past it). The
+    /// extended protocol's named statements are bounded apart, by the front end.
+    pub prepared_statements_max: usize,
     /// Most foreign key checks one transaction puts off until commit (rows written
     /// and referenced keys removed under a deferred constraint); 54000 past it.
     pub deferred_checks_max: usize,
@@ -120,6 +123,7 @@ impl Default for SqlConfig {
             result_bytes_max: 256 * 1024 * 1024,
             lock_wait_timeout_ms: 50_000,
             savepoints_max: 64,
+            prepared_statements_max: 1_000,
             deferred_checks_max: 1_000_000,
             fk_action_steps_max: 10_000,
             settings_bytes_max: 64 * 1024,

@@ -709,6 +709,18 @@ pub(crate) async fn describe_expanded(
             let returning = delete.returning.as_deref();
             describe_target_select(session, &table, alias.as_deref(), select, returning).await
         }
+        Statement::Execute {
+            name: Some(name),
+            parameters,
+            ..
+        } => Ok(match session.named_statement(name) {
+            Some(prepared) => (
+                crate::prepared::execute_parameter_types(prepared, parameters),
+                prepared.result_schema.clone(),
+            ),
+            // EXECUTE says so when it runs.
+            None => (HashMap::new(), None),
+        }),
         _ => Ok((HashMap::new(), None)),
     }
 }

@@ -39,6 +39,7 @@ mod pg_functions;
 pub mod pg_json;
 mod pg_text;
 pub mod pg_uuid;
+mod prepared;
 mod psql;
 mod rows;
 mod sequence;

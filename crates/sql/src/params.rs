@@ -37,7 +37,7 @@ pub(crate) fn parameter_count(statement: &Statement) -> usize {
 }
 
 /// The SQL type DataFusion plans a CAST to for an Arrow type.
-fn sql_type(t: &DataType) -> Option<SqlDataType> {
+pub(crate) fn sql_type(t: &DataType) -> Option<SqlDataType> {
     Some(match t {
         DataType::Boolean => SqlDataType::Boolean,
         DataType::Int16 => SqlDataType::SmallInt(None),

@@ -141,6 +141,8 @@ pub struct Session {
     /// The rows of the WITH queries of the statement running, by name, while its later
     /// parts run (`cte`): every statement context reads them as tables.
     pub(crate) with_results: crate::cte::WithResults,
+    /// The statements of SQL-level PREPARE (`prepared`).
+    pub(crate) named: crate::prepared::NamedStatements,
 }
 
 /// How deeply expressions may nest. sqlparser's default (50) refuses machine-generated
@@ -418,6 +420,7 @@ impl Session {
             result_bytes_held: 0,
             result_bytes_elsewhere: 0,
             with_results: HashMap::new(),
+            named: Default::default(),
         }
     }
 
@@ -567,7 +570,7 @@ impl Session {
         result
     }
 
-    async fn prepare_inner(
+    pub(crate) async fn prepare_inner(
         &mut self,
         sql: &str,
         param_types: &[Option<DataType>],
@@ -799,6 +802,7 @@ impl Session {
                 // drop. The front end drops prepared statements and portals on DISCARD ALL.
                 if all {
                     self.reset_all();
+                    self.named.clear();
                 }
                 if all || matches!(object_type, DiscardObject::SEQUENCES) {
                     self.sequences.discard();
@@ -843,9 +847,48 @@ impl Session {
         }
         self.engine.check_schema_lease().await?;
         self.refuse_in_failed_block()?;
-        let result = self.execute_in_transaction(statement).await;
+        let result = match statement {
+            Statement::Prepare { .. }
+            | Statement::Execute { .. }
+            | Statement::Deallocate { .. } => self.run_sql_prepared(statement).await,
+            statement => self.execute_in_transaction(statement).await,
+        };
         self.fail_block_on_error(&result).await;
         result
+    }
+
+    /// PREPARE, EXECUTE or DEALLOCATE (`prepared`). Its future is built here and boxed,
+    /// behind a pointer: built in `execute_statement_inner`, a second statement's future
+    /// beside `execute_in_transaction`'s would double that function's stack frame (debug
+    /// builds keep both), which every statement's deepest call chain passes through.
+    fn run_sql_prepared(
+        &mut self,
+        statement: Statement,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<QueryResult, SqlError>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            match statement {
+                Statement::Prepare {
+                    name,
+                    data_types,
+                    statement,
+                } => self.prepare_named(&name, &data_types, &statement).await,
+                Statement::Deallocate { name, .. } => {
+                    // `ALL` unquoted is every statement.
+                    let all = name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all");
+                    self.deallocate_named((!all).then(|| ident_name(&name)).as_deref())
+                        .map(command)
+                }
+                Statement::Execute {
+                    name, parameters, ..
+                } => {
+                    let bound = self.bind_named(name.as_ref(), &parameters).await?;
+                    self.execute_in_transaction(bound).await
+                }
+                other => self.execute_in_transaction(other).await,
+            }
+        })
     }
 
     /// 25P02 in a failed transaction block.
@@ -968,7 +1011,7 @@ impl Session {
         Ok(command("ROLLBACK"))
     }
 
-    async fn execute_in_transaction(
+    pub(crate) async fn execute_in_transaction(
         &mut self,
         statement: Statement,
     ) -> Result<QueryResult, SqlError> {

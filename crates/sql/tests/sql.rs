@@ -8319,3 +8319,102 @@ async fn explicit_casts_to_a_string_length_cut_the_value() {
         vec!["1|abc|xy", "2|pq|q ", "3|uvw|mn", "4|ghi|rs", "6|lon|z "]
     );
 }
+
+/// SQL-level PREPARE, EXECUTE and DEALLOCATE, with PostgreSQL 15's results and errors.
+#[tokio::test]
+async fn sql_prepared_statements_prepare_execute_and_deallocate() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE pt (id INT PRIMARY KEY, name TEXT, score NUMERIC(5,2))",
+    )
+    .await;
+    assert_eq!(
+        ok(
+            &mut s,
+            "PREPARE ins (int, text, numeric) AS INSERT INTO pt VALUES ($1, $2, $3)"
+        )
+        .await,
+        "PREPARE"
+    );
+    // Values are expressions, evaluated once and cast to the parameter's type.
+    assert_eq!(ok(&mut s, "EXECUTE ins (1, 'a', 1.5)").await, "INSERT 0 1");
+    assert_eq!(
+        ok(&mut s, "EXECUTE ins (2, 'b' || 'c', 2 * 3)").await,
+        "INSERT 0 1"
+    );
+    assert_eq!(
+        ok(&mut s, "EXECUTE ins (3, NULL, NULL)").await,
+        "INSERT 0 1"
+    );
+    ok(
+        &mut s,
+        "PREPARE sel AS SELECT id, name, score FROM pt WHERE id >= $1 ORDER BY id",
+    )
+    .await;
+    assert_eq!(
+        rows(&mut s, "EXECUTE sel (2)").await,
+        vec!["2|bc|6.00", "3|NULL|NULL"]
+    );
+    assert_eq!(rows(&mut s, "EXECUTE sel ('3')").await, vec!["3|NULL|NULL"]);
+    ok(&mut s, "PREPARE twice AS SELECT $1::int + $1::int").await;
+    assert_eq!(rows(&mut s, "EXECUTE twice (20)").await, vec!["40"]);
+
+    assert_eq!(code(&mut s, "PREPARE sel AS SELECT 1").await, "42P05");
+    assert_eq!(code(&mut s, "EXECUTE nope").await, "26000");
+    assert_eq!(
+        error_detail(&mut s, "EXECUTE sel").await,
+        ("42601", "Expected 1 parameters but got 0.".to_string())
+    );
+    assert_eq!(code(&mut s, "EXECUTE sel (1, 2)").await, "42601");
+    assert_eq!(code(&mut s, "EXECUTE ins (4, 'x', 'nan?')").await, "22P02");
+    assert_eq!(
+        code(&mut s, "PREPARE bad AS CREATE TABLE q (a INT)").await,
+        "42601"
+    );
+    assert_eq!(
+        code(&mut s, "PREPARE bad AS SELECT * FROM nosuch").await,
+        "42P01"
+    );
+
+    // Not transactional: a statement prepared in a rolled-back block stays.
+    ok(&mut s, "BEGIN").await;
+    ok(&mut s, "PREPARE n AS SELECT count(*) FROM pt").await;
+    ok(&mut s, "ROLLBACK").await;
+    assert_eq!(rows(&mut s, "EXECUTE n").await, vec!["3"]);
+    // In a failed block EXECUTE is refused like any statement.
+    ok(&mut s, "BEGIN").await;
+    code(&mut s, "SELECT 1/0").await;
+    assert_eq!(code(&mut s, "EXECUTE n").await, "25P02");
+    ok(&mut s, "ROLLBACK").await;
+
+    assert_eq!(ok(&mut s, "DEALLOCATE n").await, "DEALLOCATE");
+    assert_eq!(code(&mut s, "DEALLOCATE n").await, "26000");
+    assert_eq!(ok(&mut s, "DEALLOCATE PREPARE sel").await, "DEALLOCATE");
+    assert_eq!(ok(&mut s, "DEALLOCATE ALL").await, "DEALLOCATE ALL");
+    assert_eq!(code(&mut s, "EXECUTE ins (5, 'y', 1)").await, "26000");
+    assert_eq!(
+        rows(&mut s, "SELECT id, name, score FROM pt ORDER BY id").await,
+        vec!["1|a|1.50", "2|bc|6.00", "3|NULL|NULL"]
+    );
+}
+
+/// A session keeps at most `prepared_statements_max` SQL-level prepared statements: one
+/// more is 54000 and changes nothing; DEALLOCATE makes room.
+#[tokio::test]
+async fn sql_prepared_statements_are_bounded_per_session() {
+    let db = TestDb::with_config(SqlConfig {
+        prepared_statements_max: 2,
+        ..SqlConfig::default()
+    })
+    .await;
+    let mut s = db.session();
+    ok(&mut s, "PREPARE a AS SELECT 1").await;
+    ok(&mut s, "PREPARE b AS SELECT 2").await;
+    assert_eq!(code(&mut s, "PREPARE c AS SELECT 3").await, "54000");
+    assert_eq!(code(&mut s, "EXECUTE c").await, "26000");
+    ok(&mut s, "DEALLOCATE a").await;
+    ok(&mut s, "PREPARE c AS SELECT 3").await;
+    assert_eq!(rows(&mut s, "EXECUTE c").await, vec!["3"]);
+}
