@@ -245,6 +245,9 @@ pub(crate) fn datafusion_error(e: DataFusionError) -> SqlError {
         .trim_start_matches("Schema error: ")
         .trim_start_matches("This feature is not implemented: ")
         .to_string();
+    if let Some(e) = invalid_input(&message) {
+        return e;
+    }
     let message = if code == "42P01" {
         match extract_quoted(&message) {
             Some(name) => format!(
@@ -262,6 +265,35 @@ pub(crate) fn datafusion_error(e: DataFusionError) -> SqlError {
     SqlError::new(code, message)
 }
 
+/// PostgreSQL's error for text a type's input function refuses, from Arrow's failed cast
+/// (`Cast error: Cannot cast string 'x' to value of Int32 type`) or its timestamp parser
+/// (`Parser error: Error parsing timestamp from 'x': ...`): `invalid input syntax for
+/// type integer: "x"`, 22P02 (22007 for dates and times). `None` for anything else.
+pub(crate) fn invalid_input(arrow_message: &str) -> Option<SqlError> {
+    let message = arrow_message.trim_start_matches("Arrow error: ");
+    let (value, type_name) = if let Some(rest) = message
+        .strip_prefix("Cast error: Cannot cast string '")
+        .or_else(|| message.strip_prefix("Cast error: Cannot cast value '"))
+    {
+        let (value, ty) = rest.rsplit_once("' to value of ")?;
+        let ty: DataType = ty.strip_suffix(" type")?.parse().ok()?;
+        (value, pg_type_name(&ty))
+    } else {
+        let rest = message.strip_prefix("Parser error: Error parsing timestamp from '")?;
+        let (value, _) = rest.split_once("': ")?;
+        (value, "timestamp".to_string())
+    };
+    let code = if type_name == "date" || type_name.starts_with("timestamp") {
+        "22007"
+    } else {
+        "22P02"
+    };
+    Some(SqlError::new(
+        code,
+        format!("invalid input syntax for type {type_name}: \"{value}\""),
+    ))
+}
+
 fn extract_quoted(s: &str) -> Option<&str> {
     let start = s.find('\'')? + 1;
     let end = s[start..].find('\'')? + start;
@@ -271,6 +303,58 @@ fn extract_quoted(s: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arrow_cast_failures_read_as_postgresql_input_errors() {
+        let read = |m: &str| invalid_input(m).map(|e| (e.code, e.message));
+        assert_eq!(
+            read("Cast error: Cannot cast string 'x' to value of Int32 type"),
+            Some((
+                "22P02",
+                "invalid input syntax for type integer: \"x\"".into()
+            ))
+        );
+        assert_eq!(
+            read("Arrow error: Cast error: Cannot cast value 'maybe' to value of Boolean type"),
+            Some((
+                "22P02",
+                "invalid input syntax for type boolean: \"maybe\"".into()
+            ))
+        );
+        assert_eq!(
+            read("Cast error: Cannot cast string 'a' to value of Decimal128(38, 10) type"),
+            Some((
+                "22P02",
+                "invalid input syntax for type numeric: \"a\"".into()
+            ))
+        );
+        assert_eq!(
+            read("Cast error: Cannot cast string 'nope' to value of Date32 type"),
+            Some((
+                "22007",
+                "invalid input syntax for type date: \"nope\"".into()
+            ))
+        );
+        assert_eq!(
+            read(
+                "Parser error: Error parsing timestamp from 'x': timestamp must contain at least 10 characters"
+            ),
+            Some((
+                "22007",
+                "invalid input syntax for type timestamp: \"x\"".into()
+            ))
+        );
+        // A value holding the separator is still read whole.
+        assert_eq!(
+            read("Cast error: Cannot cast string 'a' to value of b' to value of Int64 type"),
+            Some((
+                "22P02",
+                "invalid input syntax for type bigint: \"a' to value of b\"".into()
+            ))
+        );
+        assert_eq!(read("Cast error: Cannot cast string 'x' to Int32"), None);
+        assert_eq!(read("Execution error: something else"), None);
+    }
 
     #[test]
     fn parser_positions_count_characters_across_lines() {

@@ -325,10 +325,12 @@ fn cast_error(e: datafusion::arrow::error::ArrowError, ty: &SqlType) -> SqlError
             format!("value out of range for type {}", ty.pg_name()),
         )
     } else {
-        SqlError::new(
-            "22P02",
-            format!("invalid input syntax for type {}: {text}", ty.pg_name()),
-        )
+        crate::error::invalid_input(&text).unwrap_or_else(|| {
+            SqlError::new(
+                "22P02",
+                format!("invalid input syntax for type {}: {text}", ty.pg_name()),
+            )
+        })
     }
 }
 

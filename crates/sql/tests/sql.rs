@@ -8418,3 +8418,62 @@ async fn sql_prepared_statements_are_bounded_per_session() {
     ok(&mut s, "PREPARE c AS SELECT 3").await;
     assert_eq!(rows(&mut s, "EXECUTE c").await, vec!["3"]);
 }
+
+/// Text a type cannot take is PostgreSQL's input error, in casts, in values assigned to
+/// a column and in comparisons with a column (messages and codes as PostgreSQL 15's).
+#[tokio::test]
+async fn input_errors_say_what_postgresql_says() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE ie (a INT, b DATE)").await;
+    for (sql, code, message) in [
+        (
+            "SELECT 'x'::int",
+            "22P02",
+            "invalid input syntax for type integer: \"x\"",
+        ),
+        (
+            "SELECT '1.5'::bigint",
+            "22P02",
+            "invalid input syntax for type bigint: \"1.5\"",
+        ),
+        (
+            "SELECT 'x'::numeric",
+            "22P02",
+            "invalid input syntax for type numeric: \"x\"",
+        ),
+        (
+            "SELECT 'x'::boolean",
+            "22P02",
+            "invalid input syntax for type boolean: \"x\"",
+        ),
+        (
+            "SELECT 'x'::date",
+            "22007",
+            "invalid input syntax for type date: \"x\"",
+        ),
+        (
+            "SELECT 'x'::timestamp",
+            "22007",
+            "invalid input syntax for type timestamp: \"x\"",
+        ),
+        (
+            "INSERT INTO ie VALUES ('x', NULL)",
+            "22P02",
+            "invalid input syntax for type integer: \"x\"",
+        ),
+        (
+            "INSERT INTO ie VALUES (1, 'nope')",
+            "22007",
+            "invalid input syntax for type date: \"nope\"",
+        ),
+        (
+            "SELECT * FROM ie WHERE a = 'zz'",
+            "22P02",
+            "invalid input syntax for type integer: \"zz\"",
+        ),
+    ] {
+        let e = run(&mut s, sql).await.expect_err(sql);
+        assert_eq!((e.code, e.message.as_str()), (code, message), "{sql}");
+    }
+}
