@@ -886,7 +886,9 @@ impl Session {
                     let bound = self.bind_named(name.as_ref(), &parameters).await?;
                     self.execute_in_transaction(bound).await
                 }
-                other => self.execute_in_transaction(other).await,
+                other => Err(SqlError::internal(format!(
+                    "not a prepared-statement command: {other}"
+                ))),
             }
         })
     }
