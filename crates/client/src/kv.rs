@@ -11,7 +11,7 @@ use flotilla_proto::kvpb::{
     key_error, kv_request, region_error,
 };
 use flotilla_tso::TsoRef;
-use flotilla_txn::{LockRequest, TxnError, TxnKv};
+use flotilla_txn::{LockRequest, TxnError, TxnKv, lock_ttl_ms_after};
 use flotilla_types::Timestamp;
 use parking_lot::Mutex;
 use tonic::transport::Channel;
@@ -798,7 +798,9 @@ impl TxnKv for ClusterTxnKv {
                             primary: request.primary.clone().into(),
                             start_ts: request.start_ts.0,
                             for_update_ts: request.for_update_ts.0,
-                            ttl_ms: request.ttl_ms,
+                            // A request sent again after a wait asks for the lifetime
+                            // the first asked for at its sending.
+                            ttl_ms: request.ttl_ms_after(started.elapsed()),
                             need_values: request.need_values,
                             wait_ms,
                         })
@@ -887,7 +889,8 @@ impl TxnKv for ClusterTxnKv {
         let volatile_for = |group: &[Mutation]| {
             one_commit_batch && group.iter().any(|m| m.key.as_slice() == primary)
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let sent = Instant::now();
+        let deadline = sent + Duration::from_secs(10);
         self.route_settling(
             "prewrite",
             mutations,
@@ -913,7 +916,8 @@ impl TxnKv for ClusterTxnKv {
                         .collect(),
                     primary: primary.to_vec().into(),
                     start_ts: start_ts.0,
-                    ttl_ms,
+                    // Sent again after settling a lock: the lifetime asked at first.
+                    ttl_ms: lock_ttl_ms_after(ttl_ms, sent.elapsed()),
                     volatile_locks,
                 })
             },

@@ -26,6 +26,7 @@ use flotilla_raftstore::{
     to_storage_error,
 };
 use flotilla_storage::{Cf, EngineRef, FjallEngine, FjallOptions, WriteBatch};
+use flotilla_txn::lock_ttl_ms_after;
 use flotilla_types::Timestamp;
 use flotilla_types::version::{BINARY_CLUSTER_VERSION, ClusterVersion, to_report};
 use parking_lot::Mutex;
@@ -1127,9 +1128,10 @@ impl Shared {
     }
 
     async fn handle(&self, req: KvRequest) -> KvResponse {
+        let arrived = tokio::time::Instant::now();
         let ctx = req.context.unwrap_or_default();
         let mut resp = KvResponse::default();
-        let Some(cmd) = req.cmd else {
+        let Some(mut cmd) = req.cmd else {
             resp.key_error = Some(KeyError {
                 message: "empty command".into(),
                 kind: Some(key_error::Kind::Abort("empty command".into())),
@@ -1186,7 +1188,16 @@ impl Shared {
         // The key last found locked; its waiters' bucket is registered before each attempt,
         // so a release between the attempt and the wait is not missed.
         let mut blocked_on: Option<Vec<u8>> = None;
+        let asked_ttl_ms = match &cmd {
+            kv_request::Cmd::PessimisticLock(l) => l.ttl_ms,
+            _ => 0,
+        };
         let outcome = loop {
+            // A lock granted after a wait here lives as long past its grant as the client
+            // asked for at its sending (see `LockRequest::ttl_ms`), or it is born lapsed.
+            if let kv_request::Cmd::PessimisticLock(l) = &mut cmd {
+                l.ttl_ms = lock_ttl_ms_after(asked_ttl_ms, arrived.elapsed());
+            }
             let notified = blocked_on.as_ref().map(|k| self.waits.bucket(k).notified());
             tokio::pin!(notified);
             if let Some(n) = notified.as_mut().as_pin_mut() {

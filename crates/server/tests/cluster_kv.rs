@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use flotilla_client::encode_key;
 use flotilla_mvcc::{KeyCheck, Mutation, MutationOp};
 use flotilla_tso::Tso;
@@ -232,6 +234,60 @@ async fn a_primary_lock_given_back_is_not_fenced_by_whoever_met_it() {
             again.expect("the live transaction locks the key it gave back");
         }
     }
+}
+
+/// A lock granted after a wait longer than its TTL (in the store's wait, and the client's
+/// asking again) lives that TTL past its grant, not past the request's sending: before,
+/// it was born lapsed, and the next waiter rolled back its live transaction (40001 "its
+/// locks lapsed" at COMMIT for clients updating one row under load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_granted_after_a_wait_longer_than_its_ttl_is_not_born_lapsed() {
+    use flotilla_txn::LockRequest;
+
+    let cluster = common::Cluster::start().await;
+    let (kv, tso) = cluster.kv();
+    let wall_clock_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let lock = |start_ts: flotilla_types::Timestamp, ttl_ms| LockRequest {
+        keys: vec![(b"k".to_vec(), false)],
+        primary: b"k".to_vec(),
+        start_ts,
+        for_update_ts: start_ts,
+        ttl_ms: wall_clock_ms().saturating_sub(start_ts.physical_ms()) + ttl_ms,
+        need_values: false,
+        lock_wait_timeout_ms: 10_000,
+    };
+    let holder = tso.get_ts().await.unwrap();
+    kv.acquire_pessimistic_lock(lock(holder, 60_000))
+        .await
+        .unwrap();
+    let waiter = tso.get_ts().await.unwrap();
+    let ttl_ms = 200;
+    // `join!` polls the request first, so it is sent before the holder lets three of its
+    // TTLs pass and gives the key up.
+    let wait = kv.acquire_pessimistic_lock(lock(waiter, ttl_ms));
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(3 * ttl_ms)).await;
+        let released_at_ms = wall_clock_ms();
+        kv.pessimistic_rollback(&[b"k".to_vec()], holder)
+            .await
+            .unwrap();
+        released_at_ms
+    };
+    let (granted, released_at_ms) = tokio::join!(wait, release);
+    granted.unwrap();
+    // A heartbeat asking for no more than the lock has answers its lifetime, unchanged.
+    let lock_ttl_ms = kv.txn_heartbeat(b"k", waiter, 0).await.unwrap();
+    let expires_at_ms = waiter.physical_ms() + lock_ttl_ms;
+    assert!(
+        expires_at_ms + 2 >= released_at_ms + ttl_ms,
+        "the lock expires at {expires_at_ms} ms, {} ms after its holder's release",
+        expires_at_ms as i64 - released_at_ms as i64
+    );
 }
 
 /// The log index of `key`'s region at its leader: the index of a checksum entry the

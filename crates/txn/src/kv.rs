@@ -16,12 +16,30 @@ pub struct LockRequest {
     pub start_ts: Timestamp,
     /// Versions committed after this are conflicts.
     pub for_update_ts: Timestamp,
-    /// Lock lifetime without heartbeat.
+    /// Lock lifetime without heartbeat, from `start_ts`, as of the request's sending. A
+    /// lock granted later (after a wait for another's release) must live that much longer,
+    /// or it is born lapsed and a waiter rolls back its live transaction: whoever holds
+    /// the request before the lock is written adds the time it held it (`ttl_ms_after`).
     pub ttl_ms: u64,
     /// Return each key's newest committed value.
     pub need_values: bool,
     /// How long to wait for other transactions' locks.
     pub lock_wait_timeout_ms: u64,
+}
+
+impl LockRequest {
+    /// The lock lifetime to write once the request has been held `held` since it was
+    /// sent (or since it reached this layer): `ttl_ms` plus that time.
+    pub fn ttl_ms_after(&self, held: std::time::Duration) -> u64 {
+        lock_ttl_ms_after(self.ttl_ms, held)
+    }
+}
+
+/// A lock lifetime of `ttl_ms` (from the transaction's start) asked for `held` ago: the
+/// same lifetime after the moment it is written.
+pub fn lock_ttl_ms_after(ttl_ms: u64, held: std::time::Duration) -> u64 {
+    let held_ms = u64::try_from(held.as_millis()).unwrap_or(u64::MAX);
+    ttl_ms.saturating_add(held_ms)
 }
 
 /// Percolator operations over the whole key space. Implementations resolve or wait for
@@ -67,7 +85,9 @@ pub trait TxnKv: Send + Sync + 'static {
     /// Prewrites mutations (first phase of commit). `one_commit_batch` promises that these
     /// are all of the transaction's mutations and that exactly their keys will be
     /// committed in one `commit` call; a store may then keep the locks in memory, since a
-    /// crash can no longer leave the commit half done.
+    /// crash can no longer leave the commit half done. `ttl_ms` is reckoned as
+    /// `LockRequest::ttl_ms` is: a prewrite sent again after settling another's lock adds
+    /// the time since the first sending.
     async fn prewrite(
         &self,
         mutations: Vec<Mutation>,

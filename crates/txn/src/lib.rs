@@ -14,7 +14,7 @@ mod transaction;
 mod waits;
 
 pub use error::TxnError;
-pub use kv::{LockRequest, TxnKv, TxnKvRef};
+pub use kv::{LockRequest, TxnKv, TxnKvRef, lock_ttl_ms_after};
 pub use local::LocalTxnKv;
 pub use transaction::{Transaction, TxnOptions, TxnView, WriteMark};
 

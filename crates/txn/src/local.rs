@@ -9,7 +9,7 @@ use flotilla_types::Timestamp;
 
 use crate::deadlock::WaitForGraph;
 use crate::error::TxnError;
-use crate::kv::{LockRequest, TxnKv};
+use crate::kv::{LockRequest, TxnKv, lock_ttl_ms_after};
 use crate::waits::LockWaits;
 
 /// `TxnKv` over one local store: the standalone node's implementation. Lock conflicts are
@@ -225,13 +225,16 @@ impl TxnKv for LocalTxnKv {
         &self,
         request: LockRequest,
     ) -> Result<Vec<Option<Vec<u8>>>, TxnError> {
+        let sent = Instant::now();
         self.with_lock_waits(Some(request.start_ts), request.lock_wait_timeout_ms, || {
+            // Each attempt after a wait asks for the lifetime the request asked for at
+            // its sending.
             self.mvcc.acquire_pessimistic_lock(
                 &request.keys,
                 &request.primary,
                 request.start_ts,
                 request.for_update_ts,
-                request.ttl_ms,
+                request.ttl_ms_after(sent.elapsed()),
                 request.need_values,
             )
         })
@@ -263,7 +266,9 @@ impl TxnKv for LocalTxnKv {
         };
         // Every key a pessimistic transaction writes is already locked by it, so prewrite
         // meets no live lock in practice; a lock left by a dead transaction is settled.
+        let sent = Instant::now();
         self.with_lock_waits(Some(start_ts), 10_000, || {
+            let ttl_ms = lock_ttl_ms_after(ttl_ms, sent.elapsed());
             self.mvcc
                 .prewrite(&mutations, primary, start_ts, ttl_ms, placement)
         })

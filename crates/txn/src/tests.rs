@@ -6,10 +6,12 @@ use flotilla_mvcc::Mvcc;
 use flotilla_storage::{FjallEngine, FjallOptions};
 use flotilla_tso::{LocalTso, TsoRef};
 
-use crate::{LocalTxnKv, Transaction, TxnError, TxnKvRef, TxnOptions};
+use crate::transaction::wall_clock_ms;
+use crate::{LocalTxnKv, Transaction, TxnError, TxnKv, TxnKvRef, TxnOptions};
 
 struct Fixture {
     _dir: tempfile::TempDir,
+    mvcc: Arc<Mvcc>,
     kv: Arc<LocalTxnKv>,
     tso: TsoRef,
 }
@@ -18,11 +20,14 @@ fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let engine = Arc::new(FjallEngine::open(dir.path(), &FjallOptions::default()).unwrap());
     let tso: TsoRef = Arc::new(LocalTso::open(engine.clone(), 3_000).unwrap());
-    let kv = Arc::new(LocalTxnKv::new(
-        Arc::new(Mvcc::new(engine).unwrap()),
-        tso.clone(),
-    ));
-    Fixture { _dir: dir, kv, tso }
+    let mvcc = Arc::new(Mvcc::new(engine).unwrap());
+    let kv = Arc::new(LocalTxnKv::new(mvcc.clone(), tso.clone()));
+    Fixture {
+        _dir: dir,
+        mvcc,
+        kv,
+        tso,
+    }
 }
 
 impl Fixture {
@@ -482,4 +487,94 @@ async fn a_lock_taken_late_in_a_long_transaction_is_not_born_lapsed() {
     waiter.rollback().await.unwrap();
     t.commit().await.unwrap();
     assert_eq!(f.read(b"k").await, Some(b"old".to_vec()));
+}
+
+/// A lock granted after a wait longer than its TTL lives that TTL past its grant. Before,
+/// its lifetime was reckoned from the request's sending, so it was born lapsed: the next
+/// waiter found it expired and rolled back the live transaction, whose COMMIT then failed
+/// with "aborted by a concurrent transaction (its locks lapsed)" (40001). Four clients
+/// updating one row of a cluster under load met this.
+#[tokio::test]
+async fn a_lock_granted_after_a_wait_longer_than_its_ttl_is_not_born_lapsed() {
+    let f = fixture();
+    let mut holder = f.begin(10_000).await;
+    holder
+        .lock_keys(vec![(b"k".to_vec(), false)], false)
+        .await
+        .unwrap();
+    let ttl_ms = 100;
+    let options = TxnOptions {
+        lock_ttl_ms: ttl_ms,
+        lock_wait_timeout_ms: 10_000,
+        ..TxnOptions::default()
+    };
+    let mut waiter = Transaction::begin(f.kv.clone() as TxnKvRef, f.tso.clone(), options)
+        .await
+        .unwrap();
+    // `join!` polls the wait first, so the request is made and waiting before the holder
+    // lets three of its TTLs pass and gives the key up.
+    let wait = waiter.lock_keys(vec![(b"k".to_vec(), false)], false);
+    let release = async {
+        tokio::time::sleep(std::time::Duration::from_millis(3 * ttl_ms)).await;
+        let released_at_ms = wall_clock_ms();
+        holder.rollback().await.unwrap();
+        released_at_ms
+    };
+    let (granted, released_at_ms) = tokio::join!(wait, release);
+    granted.unwrap();
+    let lock = f.mvcc.lock_of(b"k").unwrap().expect("the waiter's lock");
+    assert_eq!(lock.start_ts, waiter.start_ts());
+    let expires_at_ms = lock.start_ts.physical_ms() + lock.ttl_ms;
+    // Granted after the release, so it lives until `ttl_ms` after that at least (less
+    // the milliseconds the reckoning rounds away).
+    assert!(
+        expires_at_ms + 2 >= released_at_ms + ttl_ms,
+        "the lock expires at {expires_at_ms} ms, {} ms after its holder's release",
+        expires_at_ms as i64 - released_at_ms as i64
+    );
+    waiter.rollback().await.unwrap();
+}
+
+/// The same for a prewrite that settles another's lock and is sent again: its primary's
+/// lock lives its TTL past its writing.
+#[tokio::test]
+async fn a_prewrite_sent_again_after_a_wait_longer_than_its_ttl_is_not_born_lapsed() {
+    let f = fixture();
+    let mut holder = f.begin(10_000).await;
+    holder
+        .lock_keys(vec![(b"b".to_vec(), false)], false)
+        .await
+        .unwrap();
+    let ttl_ms = 100;
+    let start_ts = f.tso.get_ts().await.unwrap();
+    let put = |k: &[u8]| flotilla_mvcc::Mutation {
+        key: k.to_vec(),
+        op: flotilla_mvcc::MutationOp::Put(b"v".to_vec()),
+        check: flotilla_mvcc::KeyCheck::Snapshot,
+    };
+    let prewrite = f.kv.prewrite(
+        vec![put(b"a"), put(b"b")],
+        b"a",
+        start_ts,
+        wall_clock_ms().saturating_sub(start_ts.physical_ms()) + ttl_ms,
+        false,
+    );
+    let release = async {
+        tokio::time::sleep(std::time::Duration::from_millis(3 * ttl_ms)).await;
+        let released_at_ms = wall_clock_ms();
+        holder.rollback().await.unwrap();
+        released_at_ms
+    };
+    let (written, released_at_ms) = tokio::join!(prewrite, release);
+    written.unwrap();
+    let lock = f.mvcc.lock_of(b"a").unwrap().expect("the primary's lock");
+    let expires_at_ms = lock.start_ts.physical_ms() + lock.ttl_ms;
+    assert!(
+        expires_at_ms + 2 >= released_at_ms + ttl_ms,
+        "the lock expires at {expires_at_ms} ms, {} ms after the other's release",
+        expires_at_ms as i64 - released_at_ms as i64
+    );
+    f.kv.rollback(vec![b"a".to_vec(), b"b".to_vec()], start_ts)
+        .await
+        .unwrap();
 }
