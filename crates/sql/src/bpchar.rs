@@ -6,6 +6,13 @@
 //! carries its length in metadata; a pass over each freshly planned statement pads the
 //! string literal a `character(n)` column is compared with to `n` characters. Padding the
 //! literal, rather than trimming the column, keeps the comparison usable as a key range.
+//!
+//! Where PostgreSQL converts a `character(n)` value to `text` (which drops its trailing
+//! blanks): the string functions that take `text` (`length`, `upper`, `substr`, ...), the
+//! `||` operator, `string_agg`, a cast to a string type, and a comparison with a value
+//! that is not a `character(n)` of the same length, the column is read without its
+//! trailing blanks. `octet_length`, `concat`, `format` and `LIKE` see the padded value, as
+//! in PostgreSQL.
 
 use std::collections::HashMap;
 
@@ -47,7 +54,9 @@ pub(crate) fn pad_compared_literals(plan: LogicalPlan) -> DfResult<LogicalPlan> 
         );
         let rewritten = node.map_expressions(|e| {
             let name = keep_names.then(|| e.schema_name().to_string());
-            let t = e.transform_up(|e| pad(e, &length_of))?;
+            let t = e.transform_up(|e| {
+                pad(e, &length_of)?.transform_data(|e| strip_blanks(e, &length_of))
+            })?;
             match name {
                 Some(name) if t.transformed => t.map_data(|e| e.alias_if_changed(name)),
                 _ => Ok(t),
@@ -124,6 +133,142 @@ fn pad(e: Expr, length_of: &impl Fn(&Expr) -> Option<usize>) -> DfResult<Transfo
             }))),
         },
         other => Ok(Transformed::no(other)),
+    }
+}
+
+/// The functions (by DataFusion's names) whose string arguments PostgreSQL takes as
+/// `text`, so a `character(n)` argument loses its trailing blanks.
+const TEXT_FUNCTIONS: &[&str] = &[
+    "ascii",
+    "bit_length",
+    "btrim",
+    "char_length",
+    "character_length",
+    "ends_with",
+    "initcap",
+    "left",
+    "length",
+    "levenshtein",
+    "lower",
+    "lpad",
+    "ltrim",
+    "md5",
+    "overlay",
+    "position",
+    "regexp_count",
+    "regexp_like",
+    "regexp_match",
+    "regexp_replace",
+    "repeat",
+    "replace",
+    "reverse",
+    "right",
+    "rpad",
+    "rtrim",
+    "sha224",
+    "sha256",
+    "sha384",
+    "sha512",
+    "split_part",
+    "starts_with",
+    "strpos",
+    "substr",
+    "substring",
+    "translate",
+    "upper",
+];
+
+/// `e` without its trailing blanks (only blanks: PostgreSQL keeps a trailing tab).
+fn without_trailing_blanks(e: Expr) -> Expr {
+    datafusion::functions::string::expr_fn::rtrim(vec![
+        e,
+        Expr::Literal(ScalarValue::Utf8(Some(" ".into())), None),
+    ])
+}
+
+/// Reads the `character(n)` columns of `e` that PostgreSQL would convert to `text` there
+/// without their trailing blanks (see the module's comment).
+fn strip_blanks(
+    e: Expr,
+    length_of: &impl Fn(&Expr) -> Option<usize>,
+) -> DfResult<Transformed<Expr>> {
+    let strip = |arg: Expr| match length_of(&arg) {
+        Some(_) => Transformed::yes(without_trailing_blanks(arg)),
+        None => Transformed::no(arg),
+    };
+    Ok(match e {
+        Expr::BinaryExpr(BinaryExpr { left, op, right })
+            if op == Operator::StringConcat
+                || (compares(op)
+                    && length_of(&left) != length_of(&right)
+                    && !is_given(&left)
+                    && !is_given(&right)) =>
+        {
+            let (left, right) = (strip(*left), strip(*right));
+            let transformed = left.transformed || right.transformed;
+            let e = Expr::BinaryExpr(BinaryExpr {
+                left: Box::new(left.data),
+                op,
+                right: Box::new(right.data),
+            });
+            if transformed {
+                Transformed::yes(e)
+            } else {
+                Transformed::no(e)
+            }
+        }
+        Expr::ScalarFunction(mut f) if TEXT_FUNCTIONS.contains(&f.name()) => {
+            let mut transformed = false;
+            f.args = std::mem::take(&mut f.args)
+                .into_iter()
+                .map(|arg| {
+                    let t = strip(arg);
+                    transformed |= t.transformed;
+                    t.data
+                })
+                .collect();
+            if transformed {
+                Transformed::yes(Expr::ScalarFunction(f))
+            } else {
+                Transformed::no(Expr::ScalarFunction(f))
+            }
+        }
+        Expr::AggregateFunction(mut f)
+            if f.func.name() == "string_agg" && !f.params.args.is_empty() =>
+        {
+            let first = strip(f.params.args.remove(0));
+            let transformed = first.transformed;
+            f.params.args.insert(0, first.data);
+            if transformed {
+                Transformed::yes(Expr::AggregateFunction(f))
+            } else {
+                Transformed::no(Expr::AggregateFunction(f))
+            }
+        }
+        Expr::Cast(Cast { expr, field }) if field.data_type().is_string() => {
+            let inner = strip(*expr);
+            let transformed = inner.transformed;
+            let e = Expr::Cast(Cast {
+                expr: Box::new(inner.data),
+                field,
+            });
+            if transformed {
+                Transformed::yes(e)
+            } else {
+                Transformed::no(e)
+            }
+        }
+        other => Transformed::no(other),
+    })
+}
+
+/// A literal or a parameter (which `pad` pads once bound): a `character(n)` column
+/// compared with one keeps its blanks, so the comparison stays a key range.
+fn is_given(e: &Expr) -> bool {
+    match e {
+        Expr::Literal(..) | Expr::Placeholder(_) => true,
+        Expr::Cast(Cast { expr, .. }) => is_given(expr),
+        _ => false,
     }
 }
 

@@ -3589,6 +3589,121 @@ async fn add_column_with_a_volatile_default_to_a_table_with_rows_is_refused() {
     );
 }
 
+/// Where PostgreSQL converts a `character(n)` value to `text` (string functions, `||`,
+/// casts, `string_agg`, a comparison with a value of another type or length), its
+/// trailing blanks go; `octet_length`, `concat` and `LIKE` keep them. Each expectation was
+/// checked against PostgreSQL 15. Before, `length('ab'::char(4))` was 4 and
+/// `c || 'x'` was `ab  x`.
+#[tokio::test]
+async fn character_n_reads_without_trailing_blanks_where_postgresql_takes_text() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE bp (id INT PRIMARY KEY, c CHAR(4), v VARCHAR(4), d CHAR(6))",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO bp VALUES (1, 'ab', 'ab', 'ab'), (2, 'abcd', 'abcd', 'abcd'), \
+         (3, '', '', ''), (4, NULL, NULL, NULL)",
+    )
+    .await;
+    for (q, want) in [
+        (
+            "SELECT length(c), char_length(c), character_length(c), octet_length(c), \
+             bit_length(c) FROM bp ORDER BY id",
+            [
+                "2|2|2|4|16",
+                "4|4|4|4|32",
+                "0|0|0|4|0",
+                "NULL|NULL|NULL|NULL|NULL",
+            ],
+        ),
+        (
+            "SELECT c || 'x', 'x' || c, c || c FROM bp ORDER BY id",
+            [
+                "abx|xab|abab",
+                "abcdx|xabcd|abcdabcd",
+                "x|x|",
+                "NULL|NULL|NULL",
+            ],
+        ),
+        (
+            "SELECT upper(c) || '#', lower(c) || '#', reverse(c) || '#', c::text || '#', \
+             CAST(c AS varchar(3)) || '#' FROM bp ORDER BY id",
+            [
+                "AB#|ab#|ba#|ab#|ab#",
+                "ABCD#|abcd#|dcba#|abcd#|abc#",
+                "#|#|#|#|#",
+                "NULL|NULL|NULL|NULL|NULL",
+            ],
+        ),
+        (
+            "SELECT concat(c, '#'), concat_ws(',', c, 'y') FROM bp ORDER BY id",
+            ["ab  #|ab  ,y", "abcd#|abcd,y", "    #|    ,y", "#|y"],
+        ),
+        (
+            "SELECT c LIKE 'ab', c LIKE 'ab%', c LIKE 'ab  ' FROM bp ORDER BY id",
+            [
+                "false|true|true",
+                "false|true|false",
+                "false|false|false",
+                "NULL|NULL|NULL",
+            ],
+        ),
+        (
+            "SELECT substr(c, 1, 3) || '#', left(c, 3) || '#', right(c, 3) || '#', \
+             position('b' in c), strpos(c, ' ') FROM bp ORDER BY id",
+            [
+                "ab#|ab#|ab#|2|0",
+                "abc#|abc#|bcd#|2|0",
+                "#|#|#|0|0",
+                "NULL|NULL|NULL|NULL|NULL",
+            ],
+        ),
+        (
+            "SELECT replace(c, 'a', 'z') || '#', lpad(c, 6, '*'), rpad(c, 6, '*'), md5(c) \
+             FROM bp ORDER BY id",
+            [
+                "zb#|****ab|ab****|187ef4436122d1cc2f40dc2b92f0eba0",
+                "zbcd#|**abcd|abcd**|e2fc714c4727ee9395f324cd2e7f331f",
+                "#|******|******|d41d8cd98f00b204e9800998ecf8427e",
+                "NULL|NULL|NULL|NULL",
+            ],
+        ),
+        (
+            "SELECT c = 'ab', c = v, v = c, c = d, c < 'abc' FROM bp ORDER BY id",
+            [
+                "true|true|true|true|true",
+                "false|true|true|true|false",
+                "false|true|true|true|true",
+                "NULL|NULL|NULL|NULL|NULL",
+            ],
+        ),
+    ] {
+        assert_eq!(rows(&mut s, q).await, want, "{q}");
+    }
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT count(*) FROM bp AS a JOIN bp AS b ON a.c = b.d"
+        )
+        .await,
+        ["3"]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT string_agg(c, ',' ORDER BY id) FROM bp").await,
+        ["ab,abcd,"]
+    );
+    // The column keeps its padding where it is read as itself, and a literal compared
+    // with it is still a key.
+    assert_eq!(
+        rows(&mut s, "SELECT c, id FROM bp WHERE c = 'ab'").await,
+        ["ab  |1"]
+    );
+}
+
 #[tokio::test]
 async fn character_n_compares_without_trailing_blanks_on_every_path() {
     let db = TestDb::new().await;
