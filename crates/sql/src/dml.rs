@@ -273,7 +273,27 @@ fn uniquify_output_names(query: &mut Query) -> OutputNames {
                     match e {
                         Expr::Identifier(_) | Expr::CompoundIdentifier(_) => pg_column_name(e).0,
                         Expr::Cast { expr, .. } | Expr::Nested(expr) => planned_name(expr),
-                        other => other.to_string(),
+                        other => {
+                            // Casts written apart may plan as one (`c::text` and
+                            // `CAST(c AS varchar)` are both `CAST(c AS Utf8)`), so compare
+                            // without them: a false match only costs an internal name.
+                            let mut bare = other.clone();
+                            let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(
+                                &mut bare,
+                                |e| {
+                                    if let Expr::Cast { expr, .. } = e {
+                                        *e = std::mem::replace(
+                                            expr.as_mut(),
+                                            Expr::Value(
+                                                datafusion::sql::sqlparser::ast::Value::Null.into(),
+                                            ),
+                                        );
+                                    }
+                                    std::ops::ControlFlow::<()>::Continue(())
+                                },
+                            );
+                            bare.to_string()
+                        }
                     }
                 }
                 let key = planned_name(e);

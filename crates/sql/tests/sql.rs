@@ -3696,6 +3696,17 @@ async fn character_n_reads_without_trailing_blanks_where_postgresql_takes_text()
         rows(&mut s, "SELECT string_agg(c, ',' ORDER BY id) FROM bp").await,
         ["ab,abcd,"]
     );
+    // Two casts written apart that plan as one expression are two columns, as in
+    // PostgreSQL (this was "Projections require unique expression names").
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT c::text || '#', CAST(c AS varchar) || '#', c::text, CAST(c AS varchar) \
+             FROM bp WHERE id = 1"
+        )
+        .await,
+        ["ab#|ab#|ab|ab"]
+    );
     // The column keeps its padding where it is read as itself, and a literal compared
     // with it is still a key.
     assert_eq!(
