@@ -1439,9 +1439,13 @@ async fn finish_dml(
     overrides.insert(table.name.clone(), Arc::new(mem));
     let ctx = session.context(read_ts, Vec::new(), overrides);
     let sql = returning_query(table, alias, items);
-    let plan = ctx.plan(parse_one(&sql)?).await?;
+    // Named as a SELECT list is (`length`, `?column?`, repeated names), not by the text
+    // DataFusion plans an expression under.
+    let (statement, names) = prepare_query_statement(&parse_one(&sql)?);
+    let plan = ctx.plan(statement).await?;
     let limits = Collect::result(&session.engine.config, session.result_bytes_held());
     let (schema, batches) = ctx.run_with_schema(plan, limits).await?;
+    let (schema, batches) = restore_names(schema, batches, &names)?;
     Ok(QueryResult::Rows {
         schema,
         batches,
@@ -1460,8 +1464,10 @@ async fn returning_schema(
     };
     let ctx = session.context(Timestamp::MAX, Vec::new(), HashMap::new());
     let sql = returning_query(table, alias, items);
-    let plan = ctx.plan(parse_one(&sql)?).await?;
-    Ok(Some(ctx.output_schema(&plan)?))
+    let (statement, names) = prepare_query_statement(&parse_one(&sql)?);
+    let plan = ctx.plan(statement).await?;
+    let (schema, _) = restore_names(ctx.output_schema(&plan)?, Vec::new(), &names)?;
+    Ok(Some(schema))
 }
 
 fn update_target(

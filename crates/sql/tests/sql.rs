@@ -3589,6 +3589,42 @@ async fn add_column_with_a_volatile_default_to_a_table_with_rows_is_refused() {
     );
 }
 
+/// RETURNING columns are named as a SELECT list's are: an expression by its function
+/// or `?column?`, a repeated name repeated (checked against PostgreSQL 15). They were
+/// named by DataFusion's text for the expression (`length(t.c)`, `t.c || Utf8("#")`).
+#[tokio::test]
+async fn returning_columns_are_named_as_a_select_lists_are() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE t (id INT PRIMARY KEY, c CHAR(4), v VARCHAR(4))",
+    )
+    .await;
+    for (q, want) in [
+        (
+            "INSERT INTO t VALUES (1, 'z', 'z') RETURNING length(c), c || '#', id, id",
+            vec!["length", "?column?", "id", "id"],
+        ),
+        (
+            "UPDATE t SET v = 'y' WHERE id = 1 RETURNING v || '#', upper(v) AS u, t.v",
+            vec!["?column?", "u", "v"],
+        ),
+        (
+            "DELETE FROM t WHERE id = 1 RETURNING id + 1",
+            vec!["?column?"],
+        ),
+    ] {
+        match run(&mut s, q).await {
+            Ok(QueryResult::Rows { schema, .. }) => {
+                let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                assert_eq!(names, want, "{q}");
+            }
+            other => panic!("{q}: {other:?}"),
+        }
+    }
+}
+
 /// Where PostgreSQL converts a `character(n)` value to `text` (string functions, `||`,
 /// casts, `string_agg`, a comparison with a value of another type or length), its
 /// trailing blanks go; `octet_length`, `concat` and `LIKE` keep them. Each expectation was
