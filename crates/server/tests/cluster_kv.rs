@@ -283,8 +283,11 @@ async fn a_lock_granted_after_a_wait_longer_than_its_ttl_is_not_born_lapsed() {
     // A heartbeat asking for no more than the lock has answers its lifetime, unchanged.
     let lock_ttl_ms = kv.txn_heartbeat(b"k", waiter, 0).await.unwrap();
     let expires_at_ms = waiter.physical_ms() + lock_ttl_ms;
+    // Granted after the release, so it lives about `ttl_ms` past it: less what nobody
+    // counts, a request's way to the store, which load stretches to milliseconds. Before,
+    // it had lapsed two TTLs before the release.
     assert!(
-        expires_at_ms + 2 >= released_at_ms + ttl_ms,
+        expires_at_ms >= released_at_ms + ttl_ms / 2,
         "the lock expires at {expires_at_ms} ms, {} ms after its holder's release",
         expires_at_ms as i64 - released_at_ms as i64
     );
