@@ -800,7 +800,7 @@ impl TxnKv for ClusterTxnKv {
                             for_update_ts: request.for_update_ts.0,
                             // A request sent again after a wait asks for the lifetime
                             // the first asked for at its sending.
-                            ttl_ms: request.ttl_ms_after(started.elapsed()),
+                            ttl_ms: lock_ttl_ms_after(request.ttl_ms, started.elapsed()),
                             need_values: request.need_values,
                             wait_ms,
                         })

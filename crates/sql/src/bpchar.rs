@@ -196,6 +196,19 @@ fn strip_blanks(
         Some(_) => Transformed::yes(without_trailing_blanks(arg)),
         None => Transformed::no(arg),
     };
+    // Strips the `character(n)` columns among `args`: (the arguments, whether any was).
+    let strip_all = |args: Vec<Expr>| {
+        let mut transformed = false;
+        let args = args
+            .into_iter()
+            .map(|arg| {
+                let t = strip(arg);
+                transformed |= t.transformed;
+                t.data
+            })
+            .collect::<Vec<_>>();
+        (args, transformed)
+    };
     Ok(match e {
         Expr::BinaryExpr(BinaryExpr { left, op, right })
             if op == Operator::StringConcat
@@ -211,52 +224,28 @@ fn strip_blanks(
                 op,
                 right: Box::new(right.data),
             });
-            if transformed {
-                Transformed::yes(e)
-            } else {
-                Transformed::no(e)
-            }
+            Transformed::new_transformed(e, transformed)
         }
         Expr::ScalarFunction(mut f) if TEXT_FUNCTIONS.contains(&f.name()) => {
-            let mut transformed = false;
-            f.args = std::mem::take(&mut f.args)
-                .into_iter()
-                .map(|arg| {
-                    let t = strip(arg);
-                    transformed |= t.transformed;
-                    t.data
-                })
-                .collect();
-            if transformed {
-                Transformed::yes(Expr::ScalarFunction(f))
-            } else {
-                Transformed::no(Expr::ScalarFunction(f))
-            }
+            let (args, transformed) = strip_all(std::mem::take(&mut f.args));
+            f.args = args;
+            Transformed::new_transformed(Expr::ScalarFunction(f), transformed)
         }
+        // Only the aggregated value: the delimiter keeps its blanks.
         Expr::AggregateFunction(mut f)
             if f.func.name() == "string_agg" && !f.params.args.is_empty() =>
         {
             let first = strip(f.params.args.remove(0));
-            let transformed = first.transformed;
             f.params.args.insert(0, first.data);
-            if transformed {
-                Transformed::yes(Expr::AggregateFunction(f))
-            } else {
-                Transformed::no(Expr::AggregateFunction(f))
-            }
+            Transformed::new_transformed(Expr::AggregateFunction(f), first.transformed)
         }
         Expr::Cast(Cast { expr, field }) if field.data_type().is_string() => {
             let inner = strip(*expr);
-            let transformed = inner.transformed;
             let e = Expr::Cast(Cast {
                 expr: Box::new(inner.data),
                 field,
             });
-            if transformed {
-                Transformed::yes(e)
-            } else {
-                Transformed::no(e)
-            }
+            Transformed::new_transformed(e, inner.transformed)
         }
         other => Transformed::no(other),
     })

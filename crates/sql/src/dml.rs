@@ -17,7 +17,7 @@ use datafusion::sql::sqlparser::ast::{
     AccessExpr, Assignment, AssignmentTarget, Delete, Expr, FromTable, Ident, Insert, ObjectName,
     OnConflictAction, OnInsert, Query, SelectItem, SetExpr, Statement, TableAlias,
     TableAliasColumnDef, TableFactor, TableObject, TableWithJoins, Update, UpdateTableFromKind,
-    VisitMut, VisitorMut, With,
+    Value, VisitMut, VisitorMut, With, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -278,20 +278,15 @@ fn uniquify_output_names(query: &mut Query) -> OutputNames {
                             // `CAST(c AS varchar)` are both `CAST(c AS Utf8)`), so compare
                             // without them: a false match only costs an internal name.
                             let mut bare = other.clone();
-                            let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(
-                                &mut bare,
-                                |e| {
-                                    if let Expr::Cast { expr, .. } = e {
-                                        *e = std::mem::replace(
-                                            expr.as_mut(),
-                                            Expr::Value(
-                                                datafusion::sql::sqlparser::ast::Value::Null.into(),
-                                            ),
-                                        );
-                                    }
-                                    std::ops::ControlFlow::<()>::Continue(())
-                                },
-                            );
+                            let _ = visit_expressions_mut(&mut bare, |e| {
+                                if let Expr::Cast { expr, .. } = e {
+                                    *e = std::mem::replace(
+                                        expr.as_mut(),
+                                        Expr::Value(Value::Null.into()),
+                                    );
+                                }
+                                std::ops::ControlFlow::<()>::Continue(())
+                            });
                             bare.to_string()
                         }
                     }

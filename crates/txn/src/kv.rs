@@ -19,20 +19,12 @@ pub struct LockRequest {
     /// Lock lifetime without heartbeat, from `start_ts`, as of the request's sending. A
     /// lock granted later (after a wait for another's release) must live that much longer,
     /// or it is born lapsed and a waiter rolls back its live transaction: whoever holds
-    /// the request before the lock is written adds the time it held it (`ttl_ms_after`).
+    /// the request before the lock is written adds the time it held it (`lock_ttl_ms_after`).
     pub ttl_ms: u64,
     /// Return each key's newest committed value.
     pub need_values: bool,
     /// How long to wait for other transactions' locks.
     pub lock_wait_timeout_ms: u64,
-}
-
-impl LockRequest {
-    /// The lock lifetime to write once the request has been held `held` since it was
-    /// sent (or since it reached this layer): `ttl_ms` plus that time.
-    pub fn ttl_ms_after(&self, held: std::time::Duration) -> u64 {
-        lock_ttl_ms_after(self.ttl_ms, held)
-    }
 }
 
 /// A lock lifetime of `ttl_ms` (from the transaction's start) asked for `held` ago: the

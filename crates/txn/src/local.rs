@@ -234,7 +234,7 @@ impl TxnKv for LocalTxnKv {
                 &request.primary,
                 request.start_ts,
                 request.for_update_ts,
-                request.ttl_ms_after(sent.elapsed()),
+                lock_ttl_ms_after(request.ttl_ms, sent.elapsed()),
                 request.need_values,
             )
         })
