@@ -47,6 +47,9 @@ pub enum SqlType {
     /// JSONB: JSON in a canonical text form: object keys sorted and unique, numbers as
     /// `numeric` prints them, no insignificant blanks (cluster version 11).
     Jsonb,
+    /// A one-dimensional array of a scalar type (`integer[]`, `text[]`), of any length,
+    /// its elements nullable; stored as the elements' row encoding (cluster version 13).
+    Array(Box<SqlType>),
 }
 
 impl SqlType {
@@ -71,6 +74,15 @@ impl SqlType {
             SqlType::Uuid => "uuid".into(),
             SqlType::Json => "json".into(),
             SqlType::Jsonb => "jsonb".into(),
+            SqlType::Array(element) => format!("{}[]", element.pg_name()),
+        }
+    }
+
+    /// The element type of an array type.
+    pub fn element(&self) -> Option<&SqlType> {
+        match self {
+            SqlType::Array(element) => Some(element),
+            _ => None,
         }
     }
 }

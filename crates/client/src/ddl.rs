@@ -100,7 +100,12 @@ impl RemoteDdl {
 #[async_trait::async_trait]
 impl DdlJobs for RemoteDdl {
     async fn submit(&self, kind: JobKind, request_id: String) -> Result<Job, JobError> {
-        let job = self.job(Request::Submit { kind, request_id }).await?;
+        let job = self
+            .job(Request::Submit {
+                kind: Box::new(kind),
+                request_id,
+            })
+            .await?;
         // A retried submission may find its job already done.
         if job.state == JobState::Done
             && let Some(version) = job.schema_version

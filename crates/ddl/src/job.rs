@@ -300,23 +300,24 @@ impl JobKind {
         let acts = |fk: &flotilla_catalog::ForeignKeyDef| {
             !fk.on_delete.is_no_action() || !fk.on_update.is_no_action()
         };
-        let column_of = |types: &[flotilla_catalog::SqlType]| {
-            match self {
-            JobKind::CreateTable { table, .. } => {
-                table.columns.iter().any(|c| types.contains(&c.ty))
-            }
-            JobKind::AlterTable { actions, .. } => actions.iter().any(|a| {
-                matches!(a, AlterAction::AddColumn { column, .. } if types.contains(&column.ty))
-            }),
+        let column_where = |test: &dyn Fn(&flotilla_catalog::SqlType) -> bool| match self {
+            JobKind::CreateTable { table, .. } => table.columns.iter().any(|c| test(&c.ty)),
+            JobKind::AlterTable { actions, .. } => actions
+                .iter()
+                .any(|a| matches!(a, AlterAction::AddColumn { column, .. } if test(&column.ty))),
             _ => false,
-        }
         };
+        let column_of =
+            |types: &[flotilla_catalog::SqlType]| column_where(&|ty| types.contains(ty));
         // The newest feature first: a job needing several needs the newest of them.
         if let JobKind::AddIndex {
             predicate: Some(_), ..
         } = self
         {
             return Some(Feature::PartialIndexes);
+        }
+        if column_where(&|ty| ty.element().is_some()) {
+            return Some(Feature::ArrayTypes);
         }
         if column_of(&[
             flotilla_catalog::SqlType::Json,

@@ -1378,6 +1378,35 @@ async fn an_added_foreign_key_is_enforced_before_its_scan_and_a_missing_row_roll
             .values()
             .all(|t| t.indexes.iter().all(|i| i.name != "partial_idx"))
     );
+    // An array column needs version 13, in a new table or an added column (an array of
+    // uuid needs no more): a node of version 12 could not decode the table.
+    queue.set_cluster_version(12);
+    let mut arrays = table(16, "arrays");
+    arrays.columns[0].ty = SqlType::Array(Box::new(SqlType::Int32));
+    let e = ddl.submit(create(arrays), "a12".into()).await.unwrap_err();
+    assert_eq!(e.code, "0A000");
+    assert!(e.message.contains("cluster version 13"), "{}", e.message);
+    let add_array = JobKind::AlterTable {
+        table_id: 11,
+        table: "child".into(),
+        actions: vec![AlterAction::AddColumn {
+            column: crate::job::ColumnSpec {
+                name: "tokens".into(),
+                ty: SqlType::Array(Box::new(SqlType::Uuid)),
+                nullable: true,
+                default: None,
+                origin_default: None,
+            },
+            if_not_exists: false,
+        }],
+    };
+    assert_eq!(
+        add_array.feature(),
+        Some(flotilla_types::version::Feature::ArrayTypes)
+    );
+    let e = ddl.submit(add_array, "a12b".into()).await.unwrap_err();
+    assert!(e.message.contains("cluster version 13"), "{}", e.message);
+    assert!(catalog.snapshot().table("arrays").is_none());
     queue.set_cluster_version(6);
 
     let v = catalog.snapshot().version;

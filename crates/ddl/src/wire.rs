@@ -15,8 +15,9 @@ pub const WAIT_SLICE_MS_MAX: u64 = 2_000;
 pub enum Request {
     /// Submit a job.
     Submit {
-        /// The change.
-        kind: JobKind,
+        /// The change (boxed: a job kind is far larger than any other request; the
+        /// JSON is the same).
+        kind: Box<JobKind>,
         /// The submission's idempotency key.
         request_id: String,
     },

@@ -2039,7 +2039,7 @@ impl Meta for MetaService {
         };
         let answer = match op {
             DdlOp::Submit { kind, request_id } => {
-                blocking(Box::new(move || match queue.submit(kind, request_id) {
+                blocking(Box::new(move || match queue.submit(*kind, request_id) {
                     Ok(job) => DdlAnswer::Job(Box::new(job)),
                     Err(e) => DdlAnswer::Error(e),
                 }))

@@ -9,10 +9,10 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::datatypes::{
-    DataType, Date32Type, Date64Type, Decimal32Type, Decimal64Type, Decimal128Type, Float16Type,
-    Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, IntervalDayTimeType,
-    IntervalMonthDayNanoType, IntervalUnit, IntervalYearMonthType, Schema, TimeUnit,
-    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    DataType, Date32Type, Date64Type, Decimal32Type, Decimal64Type, Decimal128Type, Field,
+    Float16Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
+    IntervalDayTimeType, IntervalMonthDayNanoType, IntervalUnit, IntervalYearMonthType, Schema,
+    TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
     TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use datafusion::arrow::record_batch::RecordBatch;
@@ -91,25 +91,39 @@ fn array_type_of(element: &DataType) -> Option<Type> {
     {
         return None;
     }
-    Some(match pg_type_of(element) {
-        Type::BOOL => Type::BOOL_ARRAY,
-        Type::INT2 => Type::INT2_ARRAY,
-        Type::INT4 => Type::INT4_ARRAY,
-        Type::INT8 => Type::INT8_ARRAY,
-        Type::FLOAT4 => Type::FLOAT4_ARRAY,
-        Type::FLOAT8 => Type::FLOAT8_ARRAY,
-        Type::NUMERIC => Type::NUMERIC_ARRAY,
-        Type::TEXT => Type::TEXT_ARRAY,
-        Type::BYTEA => Type::BYTEA_ARRAY,
-        Type::DATE => Type::DATE_ARRAY,
-        Type::TIMESTAMP => Type::TIMESTAMP_ARRAY,
-        Type::TIMESTAMPTZ => Type::TIMESTAMPTZ_ARRAY,
-        Type::INTERVAL => Type::INTERVAL_ARRAY,
-        Type::UUID => Type::UUID_ARRAY,
-        Type::JSON => Type::JSON_ARRAY,
-        Type::JSONB => Type::JSONB_ARRAY,
-        _ => return None,
-    })
+    let element = pg_type_of(element);
+    ARRAY_TYPES
+        .iter()
+        .find(|(e, _)| *e == element)
+        .map(|(_, array)| array.clone())
+}
+
+/// Each element type with its array type. Arrays of `varchar` and `bpchar` come last:
+/// results present strings as `text`, but a client may declare a parameter of them.
+const ARRAY_TYPES: [(Type, Type); 18] = [
+    (Type::BOOL, Type::BOOL_ARRAY),
+    (Type::INT2, Type::INT2_ARRAY),
+    (Type::INT4, Type::INT4_ARRAY),
+    (Type::INT8, Type::INT8_ARRAY),
+    (Type::FLOAT4, Type::FLOAT4_ARRAY),
+    (Type::FLOAT8, Type::FLOAT8_ARRAY),
+    (Type::NUMERIC, Type::NUMERIC_ARRAY),
+    (Type::TEXT, Type::TEXT_ARRAY),
+    (Type::BYTEA, Type::BYTEA_ARRAY),
+    (Type::DATE, Type::DATE_ARRAY),
+    (Type::TIMESTAMP, Type::TIMESTAMP_ARRAY),
+    (Type::TIMESTAMPTZ, Type::TIMESTAMPTZ_ARRAY),
+    (Type::INTERVAL, Type::INTERVAL_ARRAY),
+    (Type::UUID, Type::UUID_ARRAY),
+    (Type::JSON, Type::JSON_ARRAY),
+    (Type::JSONB, Type::JSONB_ARRAY),
+    (Type::VARCHAR, Type::VARCHAR_ARRAY),
+    (Type::BPCHAR, Type::BPCHAR_ARRAY),
+];
+
+/// The element type of an array type.
+fn element_type_of(array: &Type) -> Option<&'static Type> {
+    ARRAY_TYPES.iter().find(|(_, a)| a == array).map(|(e, _)| e)
 }
 
 /// The Arrow type for a parameter type a client declared in Parse; `None` lets the server
@@ -130,6 +144,9 @@ pub fn arrow_type_of(pg_type: &Type) -> Option<DataType> {
         Type::DATE => DataType::Date32,
         Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
         Type::TIMESTAMPTZ => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        ref array if let Some(element) = element_type_of(array) => DataType::List(Arc::new(
+            Field::new_list_field(arrow_type_of(element)?, true),
+        )),
         _ => return None,
     };
     Some(data_type)
@@ -1046,6 +1063,9 @@ fn decode_binary(
             let tz = (*pg_type == Type::TIMESTAMPTZ).then(|| Arc::from("UTC"));
             ScalarValue::TimestampMicrosecond(Some(micros), tz)
         }
+        ref array if let Some(element) = element_type_of(array) => {
+            return decode_binary_array(raw, element, target, index);
+        }
         Type::NUMERIC => {
             let text = numeric_binary_to_text(raw).ok_or_else(|| bad_binary(index))?;
             let decimal_target = match target {
@@ -1212,10 +1232,106 @@ pub fn decode_text(text: &str, target: &DataType) -> Result<ScalarValue, SqlErro
                 TimeUnit::Nanosecond => ScalarValue::TimestampNanosecond(Some(v), tz.clone()),
             }
         }
+        DataType::List(field) => {
+            let mut elements = Vec::new();
+            for element in flotilla_sql::pg_array::array_text(text)? {
+                elements.push(match element {
+                    Some(e) => decode_text(&e, field.data_type())?,
+                    None => null_of(field.data_type()),
+                });
+            }
+            list_of(&elements, field.data_type())
+        }
         _ => ScalarValue::try_from_string(text.to_owned(), target)
             .map_err(|_| invalid_syntax(target, text))?,
     };
     Ok(value)
+}
+
+/// A NULL of `data_type`, or an untyped one where Arrow has none.
+fn null_of(data_type: &DataType) -> ScalarValue {
+    ScalarValue::try_from(data_type).unwrap_or(ScalarValue::Null)
+}
+
+/// A list scalar of `elements`, each of `element_type`.
+fn list_of(elements: &[ScalarValue], element_type: &DataType) -> ScalarValue {
+    ScalarValue::List(ScalarValue::new_list_nullable(elements, element_type))
+}
+
+/// Decodes an array's binary form: dimensions, then each element (its length, -1 for
+/// NULL, and its bytes in its type's binary form). One dimension only.
+fn decode_binary_array(
+    raw: &[u8],
+    element_pg_type: &Type,
+    target: &DataType,
+    index: usize,
+) -> Result<ScalarValue, SqlError> {
+    let DataType::List(field) = target else {
+        return Err(sql_error(
+            "42804",
+            format!(
+                "parameter ${} is an array but the statement expects {}",
+                index + 1,
+                pg_type_name(target)
+            ),
+        ));
+    };
+    let mut input = raw;
+    let int = |input: &mut &[u8]| -> Result<i32, SqlError> {
+        let (head, rest) = input
+            .split_first_chunk::<4>()
+            .ok_or_else(|| bad_binary(index))?;
+        *input = rest;
+        Ok(i32::from_be_bytes(*head))
+    };
+    let dimensions = int(&mut input)?;
+    let _has_nulls = int(&mut input)?;
+    let _element_oid = int(&mut input)?;
+    let len = match dimensions {
+        0 => 0,
+        1 => {
+            let len = int(&mut input)?;
+            let _lower_bound = int(&mut input)?;
+            usize::try_from(len).map_err(|_| bad_binary(index))?
+        }
+        _ => {
+            return Err(sql_error(
+                "0A000",
+                format!(
+                    "parameter ${}: multidimensional arrays are not supported",
+                    index + 1
+                ),
+            ));
+        }
+    };
+    // Each element takes at least its 4-byte length: a larger count is malformed.
+    if len > input.len() / 4 {
+        return Err(bad_binary(index));
+    }
+    let mut elements = Vec::with_capacity(len);
+    for _ in 0..len {
+        let element_len = int(&mut input)?;
+        if element_len < 0 {
+            elements.push(null_of(field.data_type()));
+            continue;
+        }
+        let element_len = element_len as usize;
+        if element_len > input.len() {
+            return Err(bad_binary(index));
+        }
+        let (bytes, rest) = input.split_at(element_len);
+        input = rest;
+        elements.push(decode_binary(
+            bytes,
+            element_pg_type,
+            field.data_type(),
+            index,
+        )?);
+    }
+    if !input.is_empty() {
+        return Err(bad_binary(index));
+    }
+    Ok(list_of(&elements, field.data_type()))
 }
 
 fn epoch_date() -> NaiveDate {
@@ -2705,6 +2821,87 @@ mod tests {
             err.message,
             "incorrect binary data format in bind parameter 1"
         );
+    }
+
+    /// Array parameters, as psycopg sends a Python list: the text form, or the binary
+    /// form of the declared array type (its elements in their own binary form).
+    #[test]
+    fn array_params_in_text_and_binary() {
+        let ints = DataType::new_list(DataType::Int32, true);
+        let list = |values: &[ScalarValue], element: &DataType| {
+            ScalarValue::List(ScalarValue::new_list_nullable(values, element))
+        };
+        assert_eq!(
+            param("{1, NULL,3}", &ints).ok(),
+            Some(list(
+                &[
+                    ScalarValue::Int32(Some(1)),
+                    ScalarValue::Int32(None),
+                    ScalarValue::Int32(Some(3))
+                ],
+                &DataType::Int32
+            ))
+        );
+        assert_eq!(param("{1,x}", &ints).expect_err("x").code, "22P02");
+        assert_eq!(param("1,2", &ints).expect_err("braces").code, "22P02");
+        // One dimension, no NULLs, int2 elements (psycopg's choice for small ints),
+        // read for an int4[] column: 2, then NULL, then 7.
+        let mut raw = Vec::new();
+        for v in [1i32, 1, 21, 3, 1] {
+            raw.extend_from_slice(&v.to_be_bytes());
+        }
+        for element in [Some(2i16), None, Some(7)] {
+            match element {
+                Some(v) => {
+                    raw.extend_from_slice(&2i32.to_be_bytes());
+                    raw.extend_from_slice(&v.to_be_bytes());
+                }
+                None => raw.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        assert_eq!(
+            bin(&raw, Some(&Type::INT2_ARRAY), &ints).ok(),
+            Some(list(
+                &[
+                    ScalarValue::Int32(Some(2)),
+                    ScalarValue::Int32(None),
+                    ScalarValue::Int32(Some(7))
+                ],
+                &DataType::Int32
+            ))
+        );
+        // An empty array has no dimensions.
+        let empty: Vec<u8> = [0i32, 0, 25].iter().flat_map(|v| v.to_be_bytes()).collect();
+        let texts = DataType::new_list(DataType::Utf8, true);
+        assert_eq!(
+            bin(&empty, Some(&Type::TEXT_ARRAY), &texts).ok(),
+            Some(list(&[], &DataType::Utf8))
+        );
+        // Truncated, claiming more elements than it holds, two dimensions: refused.
+        assert_eq!(
+            bin(&raw[..raw.len() - 1], Some(&Type::INT2_ARRAY), &ints)
+                .expect_err("truncated")
+                .code,
+            "22P03"
+        );
+        let mut lying = raw.clone();
+        lying[12..16].copy_from_slice(&i32::MAX.to_be_bytes());
+        assert_eq!(
+            bin(&lying, Some(&Type::INT2_ARRAY), &ints)
+                .expect_err("count")
+                .code,
+            "22P03"
+        );
+        let mut two_d = raw.clone();
+        two_d[..4].copy_from_slice(&2i32.to_be_bytes());
+        assert_eq!(
+            bin(&two_d, Some(&Type::INT2_ARRAY), &ints)
+                .expect_err("2-d")
+                .code,
+            "0A000"
+        );
+        // A declared array type plans as a list.
+        assert_eq!(arrow_type_of(&Type::VARCHAR_ARRAY), Some(texts));
     }
 
     #[test]

@@ -55,6 +55,10 @@ pub(crate) fn template_state(query_memory_bytes_max: usize) -> Result<SessionSta
         .expr_planners()
         .get_or_insert_with(Vec::new)
         .insert(0, Arc::new(crate::pg_json::JsonOperators::new()));
+    builder
+        .expr_planners()
+        .get_or_insert_with(Vec::new)
+        .push(Arc::new(crate::pg_array::ArrayOperators));
     let mut state = builder.build();
     for udf in crate::functions::all() {
         // A function of ours replacing one of DataFusion's replaces it under its aliases

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use datafusion::sql::sqlparser::ast::{
-    AlterColumnOperation, AlterTable, AlterTableOperation, CharacterLength,
+    AlterColumnOperation, AlterTable, AlterTableOperation, ArrayElemTypeDef, CharacterLength,
     ColumnDef as AstColumnDef, ColumnOption, CreateIndex, CreateTable, CreateView,
     DataType as AstType, ExactNumberInfo, Expr, GeneratedAs, IndexColumn, ObjectName, ObjectType,
     RenameTableNameKind, SequenceOptions, Statement, TableConstraint, TimezoneInfo,
@@ -217,6 +217,22 @@ pub(crate) fn sql_type(t: &AstType) -> Result<SqlType, SqlError> {
         AstType::Timestamp(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => {
             SqlType::TimestampTz
         }
+        AstType::Array(ArrayElemTypeDef::SquareBracket(element, _)) => {
+            // PostgreSQL ignores a declared size (`int[3]`) and number of dimensions
+            // (`int[][]` is `int[]`), as here; only one-dimensional values are stored.
+            let element = sql_type(element)?;
+            match element {
+                array @ SqlType::Array(_) => array,
+                SqlType::Json | SqlType::Jsonb => {
+                    return Err(SqlError::unsupported(format!(
+                        "an array of {}",
+                        element.pg_name()
+                    ))
+                    .with_hint("Store the array as one jsonb value instead."));
+                }
+                element => SqlType::Array(Box::new(element)),
+            }
+        }
         AstType::Custom(name, _) => match relation_name(name).as_str() {
             "timestamptz" => SqlType::TimestampTz,
             "int2" => SqlType::Int16,
@@ -257,6 +273,14 @@ fn column_ids(table: &TableDef, names: &[String]) -> Result<Vec<u32>, SqlError> 
                 "42701",
                 format!("column \"{name}\" appears twice in index definition"),
             ));
+        }
+        if let SqlType::Array(_) = col.ty {
+            // Keys are encoded to sort as their values do; an array has no such encoding.
+            return Err(SqlError::unsupported(format!(
+                "a key or index on column \"{name}\" of type {}",
+                col.ty.pg_name()
+            ))
+            .with_hint("Index the values in a table of their own, one row per element."));
         }
         ids.push(col.id);
     }

@@ -947,6 +947,28 @@ fn default_expr(table: &TableDef, pos: usize) -> Result<Expr, SqlError> {
         .map_err(|e| SqlError::internal(format!("stored default {sql}: {e}")))
 }
 
+/// Casts a string literal for a column of an array type to that type, as PostgreSQL
+/// types it by its column: a VALUES list may then mix `'{1,2}'` with `ARRAY[3]`, which
+/// DataFusion would refuse to unify.
+fn typed_array_literal(expr: &mut Expr, ty: &SqlType) {
+    let is_string = matches!(
+        expr,
+        Expr::Value(v) if matches!(v.value, Value::SingleQuotedString(_) | Value::EscapedStringLiteral(_))
+    );
+    if !is_string || ty.element().is_none() {
+        return;
+    }
+    if let Some(data_type) = crate::params::sql_type(&crate::types::arrow_type(ty)) {
+        *expr = Expr::Cast {
+            kind: datafusion::sql::sqlparser::ast::CastKind::DoubleColon,
+            expr: Box::new(expr.clone()),
+            data_type,
+            array: false,
+            format: None,
+        };
+    }
+}
+
 pub(crate) fn is_default_keyword(e: &Expr) -> bool {
     matches!(e, Expr::Identifier(i) if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"))
 }
@@ -1086,6 +1108,19 @@ pub(crate) fn datum_text(d: &Datum, ty: &SqlType) -> String {
             _ => v.to_string(),
         },
         Datum::Bytes(b) if *ty == SqlType::Uuid => crate::pg_uuid::text(b),
+        Datum::Bytes(_) if let Some(element) = ty.element() => {
+            let Some(elements) = crate::types::decode_elements(d) else {
+                return "?".into();
+            };
+            let texts: Vec<String> = elements
+                .iter()
+                .map(|e| match e {
+                    Datum::Null => "NULL".into(),
+                    e => crate::pg_array::element_text(&datum_text(e, element)),
+                })
+                .collect();
+            format!("{{{}}}", texts.join(","))
+        }
         Datum::Bytes(b) => format!(
             "\\x{}",
             b.iter().map(|x| format!("{x:02x}")).collect::<String>()
@@ -1348,6 +1383,7 @@ async fn execute_insert(
                         if is_default_keyword(expr) {
                             *expr = default_expr(&table, pos)?;
                         }
+                        typed_array_literal(expr, &table.columns[pos].ty);
                     }
                 }
             }

@@ -83,6 +83,9 @@ pub(crate) fn pg_type_name(t: &DataType) -> String {
         DataType::Timestamp(_, None) => "timestamp without time zone".into(),
         DataType::Timestamp(_, Some(_)) => "timestamp with time zone".into(),
         DataType::Null => "unknown".into(),
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            format!("{}[]", pg_type_name(f.data_type()))
+        }
         other => other.to_string().to_lowercase(),
     }
 }

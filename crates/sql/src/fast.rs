@@ -52,6 +52,11 @@ fn literal(expr: &Expr) -> Option<ScalarValue> {
         } => {
             let inner = literal(expr)?;
             let ty = crate::ddl::sql_type(data_type).ok()?;
+            if ty.element().is_some() {
+                // An array's text form is read by the general path (Arrow's cast would
+                // make the whole text one element).
+                return None;
+            }
             let target = arrow_type(&ty);
             if inner.is_null() {
                 return ScalarValue::try_from(&target).ok();

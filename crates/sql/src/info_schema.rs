@@ -59,6 +59,7 @@ fn data_type(ty: &SqlType) -> &'static str {
         SqlType::Date => "date",
         SqlType::Timestamp => "timestamp without time zone",
         SqlType::TimestampTz => "timestamp with time zone",
+        SqlType::Array(_) => "ARRAY",
     }
 }
 

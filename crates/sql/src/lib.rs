@@ -33,7 +33,7 @@ mod orm;
 mod overflow;
 mod params;
 mod partial;
-mod pg_array;
+pub mod pg_array;
 mod pg_catalog;
 mod pg_functions;
 pub mod pg_json;

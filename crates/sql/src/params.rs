@@ -8,8 +8,8 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
-    CastKind, DataType as SqlDataType, ExactNumberInfo, Expr, Statement, TimezoneInfo,
-    UnaryOperator, Value, visit_expressions, visit_expressions_mut,
+    ArrayElemTypeDef, CastKind, DataType as SqlDataType, ExactNumberInfo, Expr, Statement,
+    TimezoneInfo, UnaryOperator, Value, visit_expressions, visit_expressions_mut,
 };
 
 use crate::error::SqlError;
@@ -55,6 +55,13 @@ pub(crate) fn sql_type(t: &DataType) -> Option<SqlDataType> {
         DataType::Decimal128(p, s) => {
             SqlDataType::Numeric(ExactNumberInfo::PrecisionAndScale(*p as u64, *s as i64))
         }
+        DataType::List(f) => {
+            let element = match f.data_type() {
+                t if crate::types::is_string(t) => SqlDataType::Text,
+                t => sql_type(t)?,
+            };
+            SqlDataType::Array(ArrayElemTypeDef::SquareBracket(Box::new(element), None))
+        }
         _ => return None,
     })
 }
@@ -84,6 +91,21 @@ fn scalar_text(value: &ScalarValue) -> Result<String, SqlError> {
         // json and jsonb values hold their text.
         ScalarValue::LargeBinary(Some(b)) | ScalarValue::BinaryView(Some(b)) => {
             String::from_utf8(b.clone()).map_err(|e| SqlError::internal(e.to_string()))?
+        }
+        // An array: PostgreSQL's text form, `{1,NULL,"a b"}`.
+        ScalarValue::List(list) if datafusion::arrow::array::Array::len(list.as_ref()) == 1 => {
+            let values = list.value(0);
+            let mut texts = Vec::with_capacity(values.len());
+            for i in 0..values.len() {
+                let element = ScalarValue::try_from_array(&values, i)
+                    .map_err(crate::error::datafusion_error)?;
+                texts.push(if element.is_null() {
+                    "NULL".to_string()
+                } else {
+                    crate::pg_array::element_text(&scalar_text(&element)?)
+                });
+            }
+            format!("{{{}}}", texts.join(","))
         }
         _ => {
             let array = value.to_array().map_err(crate::error::datafusion_error)?;

@@ -8,21 +8,23 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, ListBuilder, StringBuilder};
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DFSchema, Result as DfResult};
 use datafusion::config::ConfigOptions;
-use datafusion::logical_expr::expr::{Cast, ScalarFunction};
+use datafusion::logical_expr::expr::{Cast, Placeholder, ScalarFunction};
+use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-    Volatility,
+    ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, Volatility,
 };
 use datafusion::optimizer::AnalyzerRule;
+use datafusion::sql::sqlparser::ast::BinaryOperator;
 
 use crate::error::SqlError;
 
 /// The elements of a one-dimensional array in its text form, `None` for `NULL`.
-pub(crate) fn array_text(text: &str) -> Result<Vec<Option<String>>, SqlError> {
+pub fn array_text(text: &str) -> Result<Vec<Option<String>>, SqlError> {
     let malformed = |detail: &str| {
         SqlError::new("22P02", format!("malformed array literal: \"{text}\"")).with_detail(detail)
     };
@@ -84,6 +86,29 @@ pub(crate) fn array_text(text: &str) -> Result<Vec<Option<String>>, SqlError> {
             Some(_) => return Err(malformed("Unexpected array element.")),
         }
     }
+}
+
+/// An element's text as it stands in an array's text form: quoted (with `\` before
+/// each `"` and `\`) if it is empty, is `NULL`, or holds a blank or one of `{},"\`.
+pub fn element_text(text: &str) -> String {
+    let quote = text.is_empty()
+        || text.eq_ignore_ascii_case("null")
+        || text
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '{' | '}' | ',' | '"' | '\\'));
+    if !quote {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        if matches!(c, '"' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
 }
 
 /// `text_array(text)`: a string's array text form read as a `text[]`.
@@ -197,4 +222,79 @@ mod tests {
         }
         assert_eq!(array_text("{{1,2},{3,4}}").expect_err("2-d").code, "0A000");
     }
+}
+
+/// Plans PostgreSQL's array operators DataFusion's SQL planner lacks: `a && b` (the arrays
+/// share an element).
+#[derive(Debug)]
+pub(crate) struct ArrayOperators;
+
+impl ExprPlanner for ArrayOperators {
+    fn plan_binary_op(
+        &self,
+        expr: RawBinaryExpr,
+        schema: &DFSchema,
+    ) -> DfResult<PlannerResult<RawBinaryExpr>> {
+        let list_type = |e: &Expr| e.get_type(schema).ok().filter(is_list);
+        let op = expr.op.clone();
+        if !matches!(
+            op,
+            BinaryOperator::PGOverlap | BinaryOperator::AtArrow | BinaryOperator::ArrowAt
+        ) {
+            return Ok(PlannerResult::Original(expr));
+        }
+        // A string literal on the other side is an array of the list's type, as
+        // PostgreSQL types an untyped literal by the other operand.
+        let (left, right) = match (list_type(&expr.left), list_type(&expr.right)) {
+            (Some(_), Some(_)) => (expr.left, expr.right),
+            (Some(t), None) if is_untyped(&expr.right) => (expr.left, typed(expr.right, t)),
+            (None, Some(t)) if is_untyped(&expr.left) => (typed(expr.left, t), expr.right),
+            _ => return Ok(PlannerResult::Original(expr)),
+        };
+        use datafusion::functions_nested::expr_fn::{array_has_all, array_has_any};
+        Ok(PlannerResult::Planned(match op {
+            BinaryOperator::PGOverlap => array_has_any(left, right),
+            BinaryOperator::AtArrow => array_has_all(left, right),
+            _ => array_has_all(right, left),
+        }))
+    }
+}
+
+fn is_list(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..)
+    )
+}
+
+fn is_string_literal(expr: &Expr) -> bool {
+    matches!(expr, Expr::Literal(v, _) if crate::types::is_string(&v.data_type()))
+}
+
+fn cast(expr: Expr, data_type: DataType) -> Expr {
+    Expr::Cast(Cast::new(Box::new(expr), data_type))
+}
+
+/// A string literal, or a parameter of no declared type.
+fn is_untyped(expr: &Expr) -> bool {
+    is_string_literal(expr) || matches!(expr, Expr::Placeholder(p) if p.field.is_none())
+}
+
+/// An untyped operand as a value of `data_type`: a parameter of the type, a literal
+/// cast to it.
+fn typed(expr: Expr, data_type: DataType) -> Expr {
+    match expr {
+        Expr::Placeholder(p) => Expr::Placeholder(Placeholder::new_with_field(
+            p.id,
+            Some(Arc::new(Field::new("", data_type, true))),
+        )),
+        expr => cast(expr, data_type),
+    }
+}
+
+/// `expr` read as an array of `data_type` (a list type) if it is a string literal,
+/// as PostgreSQL reads `tags = '{a,b}'`.
+pub(crate) fn list_literal(expr: &Expr, data_type: &DataType) -> Option<DfResult<Expr>> {
+    (is_list(data_type) && is_string_literal(expr))
+        .then(|| Ok(cast(expr.clone(), data_type.clone())))
 }

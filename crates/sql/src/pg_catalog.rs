@@ -125,7 +125,70 @@ fn pg_type(ty: &SqlType) -> (i64, &'static str) {
         SqlType::Uuid => (2950, "uuid"),
         SqlType::Json => (114, "json"),
         SqlType::Jsonb => (3802, "jsonb"),
+        SqlType::Array(element) => array_pg_type(element),
     }
+}
+
+/// PostgreSQL's OID and name of the array type of `element`.
+fn array_pg_type(element: &SqlType) -> (i64, &'static str) {
+    match element {
+        SqlType::Bool => (1000, "_bool"),
+        SqlType::Int16 => (1005, "_int2"),
+        SqlType::Int32 => (1007, "_int4"),
+        SqlType::Int64 => (1016, "_int8"),
+        SqlType::Float32 => (1021, "_float4"),
+        SqlType::Float64 => (1022, "_float8"),
+        SqlType::Numeric { .. } => (1231, "_numeric"),
+        SqlType::Text => (1009, "_text"),
+        SqlType::Varchar(_) => (1015, "_varchar"),
+        SqlType::Char(_) => (1014, "_bpchar"),
+        SqlType::Bytea => (1001, "_bytea"),
+        SqlType::Date => (1182, "_date"),
+        SqlType::Timestamp => (1115, "_timestamp"),
+        SqlType::TimestampTz => (1185, "_timestamptz"),
+        SqlType::Uuid => (2951, "_uuid"),
+        SqlType::Json => (199, "_json"),
+        SqlType::Jsonb => (3807, "_jsonb"),
+        // One-dimensional arrays only: an array's array type is its own, as in PostgreSQL.
+        SqlType::Array(element) => array_pg_type(element),
+    }
+}
+
+/// The column type of the PostgreSQL type `oid` that `pg_type` lists, with no modifier.
+pub(crate) fn type_of_oid(oid: i64) -> Option<SqlType> {
+    PG_TYPES
+        .iter()
+        .flat_map(|t| [t.clone(), SqlType::Array(Box::new(t.clone()))])
+        .find(|t| pg_type(t).0 == oid)
+}
+
+/// The types `pg_type` lists (each with its array type).
+const PG_TYPES: [SqlType; 17] = [
+    SqlType::Bool,
+    SqlType::Int16,
+    SqlType::Int32,
+    SqlType::Int64,
+    SqlType::Float32,
+    SqlType::Float64,
+    SqlType::Numeric {
+        precision: 1,
+        scale: 0,
+    },
+    SqlType::Text,
+    SqlType::Varchar(None),
+    SqlType::Char(1),
+    SqlType::Bytea,
+    SqlType::Date,
+    SqlType::Timestamp,
+    SqlType::TimestampTz,
+    SqlType::Uuid,
+    SqlType::Json,
+    SqlType::Jsonb,
+];
+
+/// PostgreSQL's OID of a column type (`atttypid`).
+pub(crate) fn pg_type_oid(ty: &SqlType) -> i64 {
+    pg_type(ty).0
 }
 
 /// PostgreSQL's name of a column type (`udt_name` in `information_schema.columns`).
@@ -137,6 +200,8 @@ pub(crate) fn pg_type_name(ty: &SqlType) -> &'static str {
 /// PostgreSQL does (plus 4, the varlena header), or -1 for none.
 fn type_modifier(ty: &SqlType) -> i64 {
     match ty {
+        // An array's is its element's.
+        SqlType::Array(element) => type_modifier(element),
         SqlType::Varchar(Some(n)) | SqlType::Char(n) => i64::from(*n) + 4,
         SqlType::Numeric { precision, scale } => {
             ((i64::from(*precision) << 16) | (i64::from(*scale) & 0xffff)) + 4
@@ -147,6 +212,8 @@ fn type_modifier(ty: &SqlType) -> i64 {
 
 /// The collation of values of the type: the default one for text, none (0) otherwise.
 fn collation_oid(ty: &SqlType) -> i64 {
+    // An array's is its elements'.
+    let ty = ty.element().unwrap_or(ty);
     if matches!(ty, SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_)) {
         DEFAULT_COLLATION_OID
     } else {
@@ -514,28 +581,11 @@ impl PgCatalogSchema {
     }
 
     fn pg_type(&self) -> DfResult<Arc<dyn TableProvider>> {
-        let types = [
-            SqlType::Bool,
-            SqlType::Int16,
-            SqlType::Int32,
-            SqlType::Int64,
-            SqlType::Float32,
-            SqlType::Float64,
-            SqlType::Numeric {
-                precision: 1,
-                scale: 0,
-            },
-            SqlType::Text,
-            SqlType::Varchar(None),
-            SqlType::Char(1),
-            SqlType::Bytea,
-            SqlType::Date,
-            SqlType::Timestamp,
-            SqlType::TimestampTz,
-            SqlType::Uuid,
-            SqlType::Json,
-            SqlType::Jsonb,
-        ];
+        // Each type, then its array type (whose element it is).
+        let types: Vec<SqlType> = PG_TYPES
+            .iter()
+            .flat_map(|t| [t.clone(), SqlType::Array(Box::new(t.clone()))])
+            .collect();
         let n = types.len();
         table(vec![
             (
@@ -548,12 +598,30 @@ impl PgCatalogSchema {
             ),
             ("typnamespace", Column::Int(vec![PG_CATALOG_OID; n])),
             ("typtype", Column::Text(vec!["b".into(); n])),
-            // No array types here (0, as for a type without one).
-            ("typarray", Column::Int(vec![0; n])),
+            (
+                "typarray",
+                Column::Int(
+                    types
+                        .iter()
+                        .map(|t| match t {
+                            SqlType::Array(_) => 0,
+                            t => array_pg_type(t).0,
+                        })
+                        .collect(),
+                ),
+            ),
             ("typdelim", Column::Text(vec![",".into(); n])),
             ("typnotnull", Column::Bool(vec![false; n])),
             ("typbasetype", Column::Int(vec![0; n])),
-            ("typelem", Column::Int(vec![0; n])),
+            (
+                "typelem",
+                Column::Int(
+                    types
+                        .iter()
+                        .map(|t| t.element().map_or(0, |e| pg_type(e).0))
+                        .collect(),
+                ),
+            ),
             (
                 "typcollation",
                 Column::Int(types.iter().map(collation_oid).collect()),

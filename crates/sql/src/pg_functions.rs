@@ -188,9 +188,13 @@ fn no_comment(_snapshot: &CatalogSnapshot, _args: &[ScalarValue]) -> Option<Stri
 
 /// `format_type(type_oid, typmod)`: the type's SQL name with its length or precision.
 fn format_type(_snapshot: &CatalogSnapshot, args: &[ScalarValue]) -> Option<String> {
-    let oid = int(&args[0])?;
+    type_name(int(&args[0])?, args.get(1).and_then(int))
+}
+
+/// The SQL name of type `oid` with the length or precision of modifier `typmod`.
+fn type_name(oid: i64, typmod: Option<i64>) -> Option<String> {
     // Without a modifier (NULL or -1), the bare name.
-    let typmod = args.get(1).and_then(int).filter(|m| *m >= 4);
+    let typmod = typmod.filter(|m| *m >= 4);
     let length = || typmod.and_then(|m| u32::try_from(m - 4).ok());
     let ty = match oid {
         16 => SqlType::Bool,
@@ -219,7 +223,15 @@ fn format_type(_snapshot: &CatalogSnapshot, args: &[ScalarValue]) -> Option<Stri
         2950 => SqlType::Uuid,
         114 => SqlType::Json,
         3802 => SqlType::Jsonb,
-        _ => return Some("???".into()),
+        _ => {
+            // An array type: its element's name, with the modifier (which is the
+            // element's), then `[]`.
+            let Some(SqlType::Array(element)) = crate::pg_catalog::type_of_oid(oid) else {
+                return Some("???".into());
+            };
+            let element_oid = crate::pg_catalog::pg_type_oid(&element);
+            return type_name(element_oid, typmod).map(|name| name + "[]");
+        }
     };
     Some(ty.pg_name())
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, StringBuilder, TimestampMicrosecondArray,
+    Array, ArrayRef, AsArray, StringArray, StringBuilder, TimestampMicrosecondArray,
 };
 use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type, TimeUnit};
 use datafusion::common::tree_node::Transformed;
@@ -114,7 +114,7 @@ pub fn timestamp_text(at: NaiveDateTime, with_tz: bool) -> String {
     out
 }
 
-/// A float, date or timestamp as PostgreSQL's text, of string type `to`.
+/// A float, date, timestamp or array as PostgreSQL's text, of string type `to`.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct PgTextUdf {
     to: DataType,
@@ -144,65 +144,7 @@ impl ScalarUDFImpl for PgTextUdf {
         };
         let scalar = matches!(arg, ColumnarValue::Scalar(_));
         let input = arg.to_array(if scalar { 1 } else { args.number_rows })?;
-        let mut out = StringBuilder::with_capacity(input.len(), input.len() * 8);
-        match input.data_type() {
-            DataType::Float64 => {
-                for v in input.as_primitive::<Float64Type>() {
-                    out.append_option(v.map(float8_text));
-                }
-            }
-            DataType::Float32 => {
-                for v in input.as_primitive::<Float32Type>() {
-                    out.append_option(v.map(float4_text));
-                }
-            }
-            DataType::Date32 | DataType::Date64 => {
-                let days = datafusion::arrow::compute::cast(&input, &DataType::Date32)?;
-                for d in days.as_primitive::<datafusion::arrow::datatypes::Date32Type>() {
-                    let text = d
-                        .map(|d| {
-                            NaiveDate::default()
-                                .checked_add_signed(chrono::Duration::days(i64::from(d)))
-                                .map(date_text)
-                                .ok_or_else(|| {
-                                    DataFusionError::Execution("date out of range".into())
-                                })
-                        })
-                        .transpose()?;
-                    out.append_option(text);
-                }
-            }
-            DataType::Timestamp(_, tz) => {
-                let with_tz = tz.is_some();
-                let micros = datafusion::arrow::compute::cast(
-                    &input,
-                    &DataType::Timestamp(TimeUnit::Microsecond, None),
-                )?;
-                let micros = micros
-                    .as_any()
-                    .downcast_ref::<TimestampMicrosecondArray>()
-                    .ok_or_else(|| DataFusionError::Internal("microseconds".into()))?;
-                for v in micros {
-                    let text = v
-                        .map(|v| {
-                            chrono::DateTime::from_timestamp_micros(v)
-                                .map(|at| timestamp_text(at.naive_utc(), with_tz))
-                                .ok_or_else(|| {
-                                    DataFusionError::Execution("timestamp out of range".into())
-                                })
-                        })
-                        .transpose()?;
-                    out.append_option(text);
-                }
-            }
-            other => {
-                return Err(DataFusionError::Internal(format!(
-                    "{} takes a float, date or timestamp, not {other}",
-                    self.name
-                )));
-            }
-        }
-        let mut result: ArrayRef = Arc::new(out.finish());
+        let mut result: ArrayRef = Arc::new(pg_texts(&input)?);
         if self.to != DataType::Utf8 {
             result = datafusion::arrow::compute::cast(&result, &self.to)?;
         }
@@ -212,6 +154,100 @@ impl ScalarUDFImpl for PgTextUdf {
             ColumnarValue::Array(result)
         })
     }
+}
+
+/// The PostgreSQL text of each value of `input`: floats, dates, timestamps and arrays as
+/// PostgreSQL prints them; within an array, any element type.
+fn pg_texts(input: &ArrayRef) -> DfResult<StringArray> {
+    let mut out = StringBuilder::with_capacity(input.len(), input.len() * 8);
+    match input.data_type() {
+        DataType::Float64 => {
+            for v in input.as_primitive::<Float64Type>() {
+                out.append_option(v.map(float8_text));
+            }
+        }
+        DataType::Float32 => {
+            for v in input.as_primitive::<Float32Type>() {
+                out.append_option(v.map(float4_text));
+            }
+        }
+        DataType::Date32 | DataType::Date64 => {
+            let days = datafusion::arrow::compute::cast(&input, &DataType::Date32)?;
+            for d in days.as_primitive::<datafusion::arrow::datatypes::Date32Type>() {
+                let text = d
+                    .map(|d| {
+                        NaiveDate::default()
+                            .checked_add_signed(chrono::Duration::days(i64::from(d)))
+                            .map(date_text)
+                            .ok_or_else(|| DataFusionError::Execution("date out of range".into()))
+                    })
+                    .transpose()?;
+                out.append_option(text);
+            }
+        }
+        DataType::Timestamp(_, tz) => {
+            let with_tz = tz.is_some();
+            let micros = datafusion::arrow::compute::cast(
+                &input,
+                &DataType::Timestamp(TimeUnit::Microsecond, None),
+            )?;
+            let micros = micros
+                .as_any()
+                .downcast_ref::<TimestampMicrosecondArray>()
+                .ok_or_else(|| DataFusionError::Internal("microseconds".into()))?;
+            for v in micros {
+                let text = v
+                    .map(|v| {
+                        chrono::DateTime::from_timestamp_micros(v)
+                            .map(|at| timestamp_text(at.naive_utc(), with_tz))
+                            .ok_or_else(|| {
+                                DataFusionError::Execution("timestamp out of range".into())
+                            })
+                    })
+                    .transpose()?;
+                out.append_option(text);
+            }
+        }
+        DataType::List(_) => {
+            // An array: `{...}` of its elements' texts, quoted where PostgreSQL quotes.
+            let list = input.as_list::<i32>();
+            let elements = pg_texts(list.values())?;
+            for (row, bounds) in list.offsets().windows(2).enumerate() {
+                if list.is_null(row) {
+                    out.append_null();
+                    continue;
+                }
+                let texts: Vec<String> = (bounds[0] as usize..bounds[1] as usize)
+                    .map(|i| {
+                        if elements.is_null(i) {
+                            "NULL".to_string()
+                        } else {
+                            crate::pg_array::element_text(elements.value(i))
+                        }
+                    })
+                    .collect();
+                out.append_value(format!("{{{}}}", texts.join(",")));
+            }
+        }
+        DataType::Boolean => {
+            for v in input.as_boolean() {
+                out.append_option(v.map(|b| if b { "t" } else { "f" }));
+            }
+        }
+        t if crate::pg_uuid::is_uuid(t) => {
+            for v in input.as_fixed_size_binary() {
+                out.append_option(v.map(crate::pg_uuid::text));
+            }
+        }
+        _ => {
+            // The other element types print as Arrow casts them.
+            let texts = datafusion::arrow::compute::cast(input, &DataType::Utf8)?;
+            for v in texts.as_string::<i32>() {
+                out.append_option(v);
+            }
+        }
+    }
+    Ok(out.finish())
 }
 
 /// The rewrite, registered after DataFusion's analyzer rules.
@@ -258,7 +294,8 @@ impl PgText {
                 | DataType::Float64
                 | DataType::Date32
                 | DataType::Date64
-                | DataType::Timestamp(_, _),
+                | DataType::Timestamp(_, _)
+                | DataType::List(_),
             ) => {}
             _ => return Ok(Transformed::no(expr)),
         }

@@ -2,16 +2,18 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::NullBufferBuilder;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, BinaryViewBuilder, BooleanArray,
     BooleanBuilder, Date32Array, Date32Builder, Decimal128Array, Decimal128Builder,
     FixedSizeBinaryArray, FixedSizeBinaryBuilder, Float32Array, Float32Builder, Float64Array,
     Float64Builder, Int16Array, Int16Builder, Int32Array, Int32Builder, Int64Array, Int64Builder,
-    LargeBinaryBuilder, StringArray, StringBuilder, TimestampMicrosecondArray,
-    TimestampMicrosecondBuilder,
+    LargeBinaryBuilder, ListArray, ListBuilder, StringArray, StringBuilder,
+    TimestampMicrosecondArray, TimestampMicrosecondBuilder,
 };
+use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
 use datafusion::arrow::util::display::FormatOptions;
 use datafusion::scalar::ScalarValue;
 use flotilla_catalog::SqlType;
@@ -90,7 +92,13 @@ pub(crate) fn arrow_type(ty: &SqlType) -> DataType {
         SqlType::Uuid => crate::pg_uuid::ARROW_TYPE,
         SqlType::Json => Kind::Json.arrow_type(),
         SqlType::Jsonb => Kind::Jsonb.arrow_type(),
+        SqlType::Array(element) => list_type(arrow_type(element)),
     }
+}
+
+/// The Arrow type of an array of `element`s (nullable, as PostgreSQL's elements are).
+pub(crate) fn list_type(element: DataType) -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(element, true)))
 }
 
 /// True if PostgreSQL would assign a value of Arrow type `from` to a column of `to`
@@ -136,6 +144,12 @@ pub(crate) fn assignable(from: &DataType, to: &SqlType) -> bool {
         SqlType::Uuid => crate::pg_uuid::is_uuid(from),
         // json to jsonb and back are assignment casts in PostgreSQL.
         SqlType::Json | SqlType::Jsonb => Kind::of(from).is_some(),
+        SqlType::Array(element) => match from {
+            D::List(f) | D::LargeList(f) | D::FixedSizeList(f, _) => {
+                assignable(f.data_type(), element)
+            }
+            _ => false,
+        },
     }
 }
 
@@ -159,6 +173,9 @@ pub(crate) fn cast_to_column(
     let target = arrow_type(ty);
     if array.data_type() == &target {
         return Ok(array.clone());
+    }
+    if let SqlType::Array(element) = ty {
+        return list_to_column(array, element, column);
     }
     if *ty == SqlType::Bytea
         && let Some(strings) = array.as_any().downcast_ref::<StringArray>()
@@ -217,6 +234,66 @@ pub(crate) fn cast_to_column(
         array.clone()
     };
     cast_with_options(&source, &target, &options).map_err(|e| cast_error(e, ty))
+}
+
+/// Casts `array` (lists, or PostgreSQL's text form of arrays: `'{1,2}'`) to a column of
+/// arrays of `element`s, each element as it would be assigned to a column of `element`.
+fn list_to_column(array: &ArrayRef, element: &SqlType, column: &str) -> Result<ArrayRef, SqlError> {
+    let list = if is_string(array.data_type()) {
+        let mut b = ListBuilder::new(StringBuilder::new());
+        for text in crate::pg_json::texts(array).map_err(crate::error::datafusion_error)? {
+            match text {
+                Some(text) => {
+                    for e in crate::pg_array::array_text(text)? {
+                        b.values().append_option(e);
+                    }
+                    b.append(true);
+                }
+                None => b.append(false),
+            }
+        }
+        b.finish()
+    } else if matches!(array.data_type(), DataType::List(_)) {
+        array.as_list::<i32>().clone()
+    } else {
+        // A large or fixed-size list (or NULL): as a list of its own elements.
+        let element_type = match array.data_type() {
+            DataType::LargeList(f) | DataType::FixedSizeList(f, _) => f.data_type().clone(),
+            _ => DataType::Null,
+        };
+        let options = CastOptions::default();
+        cast_with_options(array, &list_type(element_type), &options)
+            .map_err(|e| cast_error(e, &SqlType::Array(Box::new(element.clone()))))?
+            .as_list::<i32>()
+            .clone()
+    };
+    let (_, offsets, values, nulls) = list.into_parts();
+    let values = cast_to_column(&values, element, column)?;
+    let field = Arc::new(Field::new_list_field(values.data_type().clone(), true));
+    Ok(Arc::new(
+        ListArray::try_new(field, offsets, values, nulls)
+            .map_err(|e| SqlError::internal(e.to_string()))?,
+    ))
+}
+
+/// An array's elements in storage form: a row value of `(position, datum)` pairs, so
+/// each element, NULL included, keeps its place.
+pub(crate) fn encode_elements(elements: &[Datum]) -> Datum {
+    let pairs: Vec<(u32, Datum)> = elements
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (i as u32, d.clone()))
+        .collect();
+    Datum::Bytes(flotilla_codec::encode_row(&pairs))
+}
+
+/// The elements of an array stored by `encode_elements`; `None` if `stored` is not one.
+pub(crate) fn decode_elements(stored: &Datum) -> Option<Vec<Datum>> {
+    let Datum::Bytes(bytes) = stored else {
+        return None;
+    };
+    let pairs = flotilla_codec::decode_row(bytes).ok()?;
+    Some(pairs.into_iter().map(|(_, d)| d).collect())
 }
 
 /// Decodes PostgreSQL's text forms of bytea: hex (`\\x0a0b`) or escape (`a\\000b`).
@@ -364,6 +441,13 @@ pub(crate) fn datum_at(array: &ArrayRef, row: usize, ty: &SqlType) -> Datum {
         SqlType::Jsonb => {
             Datum::String(String::from_utf8_lossy(array.as_binary::<i64>().value(row)).into_owned())
         }
+        SqlType::Array(element) => {
+            let values = array.as_list::<i32>().value(row);
+            let elements: Vec<Datum> = (0..values.len())
+                .map(|i| datum_at(&values, i, element))
+                .collect();
+            encode_elements(&elements)
+        }
     }
 }
 
@@ -406,6 +490,15 @@ pub(crate) fn fit_to_column(datum: Datum, ty: &SqlType) -> Result<Datum, SqlErro
             padded.extend(std::iter::repeat_n(' ', n - len));
             Ok(Datum::String(padded))
         }
+        (SqlType::Array(element), stored @ Datum::Bytes(_)) => {
+            let elements = decode_elements(&stored)
+                .ok_or_else(|| SqlError::internal("an array value is not in storage form"))?;
+            let fitted = elements
+                .into_iter()
+                .map(|e| fit_to_column(e, element))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(encode_elements(&fitted))
+        }
         // An integer from another integer column (a foreign key's new key): in range, as
         // a cast would have checked.
         (SqlType::Int16, Datum::Int(v)) if i16::try_from(v).is_err() => {
@@ -438,6 +531,12 @@ enum Builder {
     Jsonb(LargeBinaryBuilder),
     Date(Date32Builder),
     Timestamp(TimestampMicrosecondBuilder, Option<Arc<str>>),
+    /// Arrays: their elements, where each array ends in them, and which are NULL.
+    Array {
+        values: Box<ColumnBuilder>,
+        offsets: Vec<i32>,
+        nulls: NullBufferBuilder,
+    },
 }
 
 impl ColumnBuilder {
@@ -477,6 +576,15 @@ impl ColumnBuilder {
                 TimestampMicrosecondBuilder::with_capacity(capacity),
                 Some(UTC.into()),
             ),
+            SqlType::Array(element) => {
+                let mut offsets = Vec::with_capacity(capacity + 1);
+                offsets.push(0);
+                Builder::Array {
+                    values: Box::new(ColumnBuilder::new(element, capacity * 4)),
+                    offsets,
+                    nulls: NullBufferBuilder::new(capacity),
+                }
+            }
         };
         Self { inner }
     }
@@ -502,6 +610,23 @@ impl ColumnBuilder {
             (Builder::Jsonb(b), Datum::String(v)) => b.append_value(v),
             (Builder::Date(b), Datum::Date(v)) => b.append_value(*v),
             (Builder::Timestamp(b, _), Datum::Timestamp(v)) => b.append_value(*v),
+            (
+                Builder::Array {
+                    values,
+                    offsets,
+                    nulls,
+                },
+                stored,
+            ) => {
+                let elements = decode_elements(stored);
+                for e in elements.iter().flatten() {
+                    values.push(e);
+                }
+                let len = elements.as_ref().map_or(0, Vec::len);
+                let end = offsets.last().copied().unwrap_or(0) + len as i32;
+                offsets.push(end);
+                nulls.append(elements.is_some());
+            }
             (Builder::Bool(b), _) => b.append_null(),
             (Builder::Int16(b), _) => b.append_null(),
             (Builder::Int32(b), _) => b.append_null(),
@@ -540,6 +665,20 @@ impl ColumnBuilder {
             Builder::Jsonb(mut b) => Arc::new(b.finish()),
             Builder::Date(mut b) => Arc::new(b.finish()),
             Builder::Timestamp(mut b, tz) => Arc::new(b.finish().with_timezone_opt(tz)),
+            Builder::Array {
+                values,
+                offsets,
+                mut nulls,
+            } => {
+                let values = values.finish();
+                let field = Arc::new(Field::new_list_field(values.data_type().clone(), true));
+                Arc::new(ListArray::new(
+                    field,
+                    OffsetBuffer::new(offsets.into()),
+                    values,
+                    nulls.finish(),
+                ))
+            }
         }
     }
 }
@@ -548,7 +687,8 @@ impl ColumnBuilder {
 /// the conversion is exact; `None` otherwise (the predicate is then not used for access
 /// paths, only evaluated).
 pub(crate) fn scalar_to_datum(value: &ScalarValue, ty: &SqlType) -> Option<Datum> {
-    if value.is_null() {
+    if value.is_null() || matches!(ty, SqlType::Array(_)) {
+        // Array columns are never keys, so no access path reads one.
         return None;
     }
     if *ty == SqlType::Uuid {

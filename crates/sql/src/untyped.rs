@@ -1,8 +1,9 @@
 //! String literals compared with a value of a type DataFusion cannot compare text with
-//! (`uuid`, `jsonb`) are read as that type, as PostgreSQL types an untyped literal by the
+//! (`uuid`, `jsonb`, arrays) are read as that type, as PostgreSQL types an untyped literal by the
 //! other operand. Without this, type coercion would refuse the comparison (uuid) or
 //! compare the literal's bytes (jsonb).
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DFSchema, Result as DfResult};
 use datafusion::logical_expr::expr::InList;
@@ -10,16 +11,20 @@ use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, LogicalPlan};
 
 /// Reads a string literal as a value of one type: `None` if `expr` is not a string
 /// literal, an error if its text is not a value of the type.
-type ReadLiteral = fn(&Expr) -> Option<DfResult<Expr>>;
+type ReadLiteral = Box<dyn Fn(&Expr) -> Option<DfResult<Expr>>>;
 
 /// How a literal compared with `expr` is read, if `expr` is of a type that needs it.
 /// Types that cannot be resolved here (outer references) are left to coercion.
 fn reader(expr: &Expr, schema: &DFSchema) -> Option<ReadLiteral> {
     let data_type = expr.get_type(schema).ok()?;
     if crate::pg_uuid::is_uuid(&data_type) {
-        Some(crate::pg_uuid::uuid_literal)
+        Some(Box::new(crate::pg_uuid::uuid_literal))
     } else if crate::pg_json::Kind::of(&data_type) == Some(crate::pg_json::Kind::Jsonb) {
-        Some(crate::pg_json::jsonb_literal)
+        Some(Box::new(crate::pg_json::jsonb_literal))
+    } else if matches!(data_type, DataType::List(_)) {
+        Some(Box::new(move |e| {
+            crate::pg_array::list_literal(e, &data_type)
+        }))
     } else {
         None
     }

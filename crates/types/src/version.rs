@@ -17,7 +17,7 @@ pub type ClusterVersion = u32;
 pub const CLUSTER_VERSION_BASE: ClusterVersion = 1;
 
 /// The newest cluster version this build understands.
-pub const BINARY_CLUSTER_VERSION: ClusterVersion = 12;
+pub const BINARY_CLUSTER_VERSION: ClusterVersion = 13;
 
 // A build understands every feature it gates. (Every build so far also runs in a
 // cluster at any older version, down to the base: one that drops an old version's
@@ -32,6 +32,7 @@ const _: () = assert!(Feature::ReferentialActions.since() <= BINARY_CLUSTER_VERS
 const _: () = assert!(Feature::UuidType.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::JsonTypes.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::PartialIndexes.since() <= BINARY_CLUSTER_VERSION);
+const _: () = assert!(Feature::ArrayTypes.since() <= BINARY_CLUSTER_VERSION);
 
 /// A behaviour gated by the cluster version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +77,9 @@ pub enum Feature {
     /// the index without its predicate, give every row an entry, and refuse (for a
     /// unique one) rows the predicate leaves out.
     PartialIndexes,
+    /// Columns of an array type (`integer[]`): a node of an older build cannot decode a
+    /// table that has one.
+    ArrayTypes,
 }
 
 impl Feature {
@@ -92,6 +96,7 @@ impl Feature {
             Feature::UuidType => 10,
             Feature::JsonTypes => 11,
             Feature::PartialIndexes => 12,
+            Feature::ArrayTypes => 13,
         }
     }
 
@@ -108,6 +113,7 @@ impl Feature {
             Feature::UuidType => "a column of type uuid",
             Feature::JsonTypes => "a column of type json or jsonb",
             Feature::PartialIndexes => "a partial index (CREATE INDEX ... WHERE)",
+            Feature::ArrayTypes => "a column of an array type",
         }
     }
 

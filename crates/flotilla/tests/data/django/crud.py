@@ -9,8 +9,18 @@ from django.contrib.auth.models import User, Group, Permission
 from django.contrib.auth import authenticate
 from shop.models import Author, Book, Order, Tag
 
-a = Author.objects.create(name="Ursula", born=datetime.date(1929, 10, 21))
+a = Author.objects.create(name="Ursula", born=datetime.date(1929, 10, 21), aliases=["U. K. Le Guin", "Ursula K."])
 b = Author.objects.create(name="Iain")
+# An array column: stored, read back, and queried with the ArrayField lookups.
+assert Author.objects.get(name="Ursula").aliases == ["U. K. Le Guin", "Ursula K."]
+assert Author.objects.get(name="Iain").aliases == []
+assert [x.name for x in Author.objects.filter(aliases__contains=["Ursula K."])] == ["Ursula"]
+assert [x.name for x in Author.objects.filter(aliases__overlap=["nobody", "U. K. Le Guin"])] == ["Ursula"]
+assert [x.name for x in Author.objects.filter(aliases__len=2)] == ["Ursula"]
+assert [x.name for x in Author.objects.filter(aliases__0="U. K. Le Guin")] == ["Ursula"]
+assert Author.objects.filter(aliases=[]).count() == 1
+Author.objects.filter(name="Iain").update(aliases=["Iain M. Banks"])
+assert Author.objects.get(name="Iain").aliases == ["Iain M. Banks"]
 t1, t2 = Tag.objects.create(name="sf"), Tag.objects.create(name="classic")
 bk = Book.objects.create(title="The Dispossessed", author=a, price=Decimal("12.50"))
 bk.tags.add(t1, t2)

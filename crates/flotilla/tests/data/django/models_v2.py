@@ -2,11 +2,14 @@
 # column widened, an index dropped, a column with a foreign key added.
 import uuid
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 class Author(models.Model):
     name = models.CharField(max_length=100, unique=True)
     born = models.DateField(null=True)
+    # A varchar(50)[] column.
+    aliases = ArrayField(models.CharField(max_length=50), default=list, blank=True)
 
 class Publisher(models.Model):
     name = models.CharField(max_length=50)

@@ -1,11 +1,14 @@
 # The first models: a unique column, a foreign key, a many-to-many, a unique_together.
 import uuid
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 class Author(models.Model):
     name = models.CharField(max_length=100, unique=True)
     born = models.DateField(null=True)
+    # A varchar(50)[] column.
+    aliases = ArrayField(models.CharField(max_length=50), default=list, blank=True)
 
 class Book(models.Model):
     title = models.CharField(max_length=200, db_index=True)
