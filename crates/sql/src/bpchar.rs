@@ -15,7 +15,10 @@
 //! in PostgreSQL.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use datafusion::arrow::array::{ArrayRef, AsArray, StringArray};
+use datafusion::arrow::datatypes::Field;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DFSchema, Result as DfResult};
 use datafusion::logical_expr::expr::{Cast, InList};
@@ -69,6 +72,31 @@ pub(crate) fn pad_compared_literals(plan: LogicalPlan) -> DfResult<LogicalPlan> 
         }
     })
     .map(|t| t.data)
+}
+
+/// A result column as a value assigned to a column of type `to`: a `character(n)`
+/// column's values without their trailing blanks when assigned to `text` or `varchar`,
+/// as PostgreSQL converts `bpchar` to `text` (`INSERT INTO t SELECT c`, `SET v = c`).
+pub(crate) fn assigned(
+    values: &ArrayRef,
+    field: &Field,
+    to: &flotilla_catalog::SqlType,
+) -> ArrayRef {
+    use flotilla_catalog::SqlType;
+    if !field.metadata().contains_key(LENGTH_KEY)
+        || !matches!(to, SqlType::Text | SqlType::Varchar(_))
+    {
+        return values.clone();
+    }
+    let Some(strings) = values.as_string_opt::<i32>() else {
+        return values.clone();
+    };
+    Arc::new(
+        strings
+            .iter()
+            .map(|v| v.map(|s| s.trim_end_matches(' ')))
+            .collect::<StringArray>(),
+    )
 }
 
 fn has_bpchar(schema: &DFSchema) -> bool {

@@ -1411,7 +1411,8 @@ async fn execute_insert(
         let mut columns: Vec<Option<ArrayRef>> = vec![None; table.columns.len()];
         for (j, &pos) in targets.iter().enumerate().take(batch.num_columns()) {
             let def = &table.columns[pos];
-            columns[pos] = Some(cast_to_column(batch.column(j), &def.ty, &def.name)?);
+            let source = crate::bpchar::assigned(batch.column(j), batch.schema().field(j), &def.ty);
+            columns[pos] = Some(cast_to_column(&source, &def.ty, &def.name)?);
         }
         let mut full = Vec::with_capacity(table.columns.len());
         for (pos, c) in columns.into_iter().enumerate() {
@@ -1909,7 +1910,8 @@ async fn execute_update(
             let source = if is_default_keyword(&update.assignments[j].value) {
                 default_array(session, &table, pos, n, read_ts).await?
             } else {
-                batch.column(ncols + 1 + j).clone()
+                let k = ncols + 1 + j;
+                crate::bpchar::assigned(batch.column(k), batch.schema().field(k), &def.ty)
             };
             new_values.push(cast_to_column(&source, &def.ty, &def.name)?);
         }

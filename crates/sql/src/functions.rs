@@ -209,5 +209,6 @@ pub(crate) fn all() -> Vec<Arc<ScalarUDF>> {
     .chain(crate::pg_json::functions())
     .chain(crate::json_edit::functions())
     .chain(crate::json_sets::functions())
+    .chain(crate::pg_array::functions())
     .collect()
 }

@@ -198,6 +198,64 @@ impl AnalyzerRule for ArrayCasts {
     }
 }
 
+/// `array_length(a, dimension)`: DataFusion's, except that an empty array's length is
+/// NULL, as PostgreSQL's is (an empty array has no dimensions), and an `integer`. Django's `__len` lookup
+/// reads it through `coalesce(array_length(a, 1), 0)`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ArrayLength {
+    inner: Arc<ScalarUDF>,
+}
+
+impl ScalarUDFImpl for ArrayLength {
+    fn name(&self) -> &str {
+        "array_length"
+    }
+
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> DfResult<Vec<DataType>> {
+        self.inner.coerce_types(arg_types)
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        // PostgreSQL's is an integer (DataFusion's an unsigned 64-bit one, which the wire
+        // would send as numeric).
+        Ok(DataType::Int32)
+    }
+
+    fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        // DataFusion's checks that it returns the type it promised.
+        args.return_field = Arc::new(Field::new(self.name(), self.inner.return_type(&[])?, true));
+        let zero_is_null = |lengths: &ArrayRef| -> DfResult<ArrayRef> {
+            let zero = datafusion::scalar::ScalarValue::new_zero(lengths.data_type())?;
+            let empty = datafusion::arrow::compute::kernels::cmp::eq(lengths, &zero.to_scalar()?)?;
+            let lengths = datafusion::arrow::compute::nullif(lengths, &empty)?;
+            Ok(datafusion::arrow::compute::cast(
+                &lengths,
+                &DataType::Int32,
+            )?)
+        };
+        Ok(match self.inner.invoke_with_args(args)? {
+            ColumnarValue::Array(lengths) => ColumnarValue::Array(zero_is_null(&lengths)?),
+            ColumnarValue::Scalar(length) => {
+                let lengths = zero_is_null(&length.to_array()?)?;
+                ColumnarValue::Scalar(datafusion::scalar::ScalarValue::try_from_array(
+                    &lengths, 0,
+                )?)
+            }
+        })
+    }
+}
+
+/// The array functions that replace DataFusion's.
+pub(crate) fn functions() -> Vec<Arc<ScalarUDF>> {
+    vec![Arc::new(ScalarUDF::new_from_impl(ArrayLength {
+        inner: datafusion::functions_nested::length::array_length_udf(),
+    }))]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,13 +334,13 @@ fn cast(expr: Expr, data_type: DataType) -> Expr {
 }
 
 /// A string literal, or a parameter of no declared type.
-fn is_untyped(expr: &Expr) -> bool {
+pub(crate) fn is_untyped(expr: &Expr) -> bool {
     is_string_literal(expr) || matches!(expr, Expr::Placeholder(p) if p.field.is_none())
 }
 
 /// An untyped operand as a value of `data_type`: a parameter of the type, a literal
 /// cast to it.
-fn typed(expr: Expr, data_type: DataType) -> Expr {
+pub(crate) fn typed(expr: Expr, data_type: DataType) -> Expr {
     match expr {
         Expr::Placeholder(p) => Expr::Placeholder(Placeholder::new_with_field(
             p.id,

@@ -71,12 +71,34 @@ fn read_compared(expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
                 negated,
             })))
         }
+        // `x = ANY(<untyped>)` (planned as `array_has(<untyped>, x)`): an array of x's
+        // type, as PostgreSQL reads `name = ANY('{a,b}')` or `name = ANY($1)`.
+        Expr::ScalarFunction(mut f)
+            if f.func.name() == "array_has"
+                && f.args.len() == 2
+                && crate::pg_array::is_untyped(&f.args[0]) =>
+        {
+            let element = f.args[1]
+                .get_type(schema)
+                .ok()
+                .filter(|t| !matches!(t, DataType::Null));
+            let Some(element) = element else {
+                return Ok(Transformed::no(Expr::ScalarFunction(f)));
+            };
+            let haystack = std::mem::replace(
+                &mut f.args[0],
+                Expr::Literal(datafusion::scalar::ScalarValue::Null, None),
+            );
+            f.args[0] = crate::pg_array::typed(haystack, crate::types::list_type(element));
+            Ok(Transformed::yes(Expr::ScalarFunction(f)))
+        }
         other => Ok(Transformed::no(other)),
     }
 }
 
 /// Reads the string literals compared (`=`, `<>`, `<`, `<=`, `>`, `>=`, IS [NOT]
-/// DISTINCT FROM, IN lists) with a uuid or a jsonb as values of its type. Apply once, to
+/// DISTINCT FROM, IN lists) with a uuid, a jsonb or an array as values of its type, and
+/// an untyped array in `= ANY(...)` as an array of the other operand's type. Apply once, to
 /// a statement as planned, before analysis.
 pub(crate) fn read_compared_literals(plan: LogicalPlan) -> DfResult<LogicalPlan> {
     crate::overflow::rewrite_expressions(plan, read_compared)

@@ -3751,6 +3751,41 @@ async fn character_n_reads_without_trailing_blanks_where_postgresql_takes_text()
     );
 }
 
+/// A `character(n)` value assigned to a `text` or `varchar` column loses its trailing
+/// blanks, as PostgreSQL converts `bpchar` to `text`; assigned to another `character(n)`
+/// it is padded to that length. Checked against PostgreSQL 15 (this stored `'z   '`).
+#[tokio::test]
+async fn character_n_assigned_to_text_loses_its_trailing_blanks() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE bpa (id INT PRIMARY KEY, c CHAR(4), t TEXT, v VARCHAR(6), d CHAR(6))",
+    )
+    .await;
+    ok(&mut s, "INSERT INTO bpa (id, c) VALUES (1, 'z'), (2, NULL)").await;
+    ok(&mut s, "UPDATE bpa SET t = c, v = c, d = c").await;
+    ok(
+        &mut s,
+        "INSERT INTO bpa (id, t, v, d) SELECT id + 10, c, c, c FROM bpa",
+    )
+    .await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT id, t || '#', v || '#', octet_length(t), octet_length(v), octet_length(d) \
+             FROM bpa ORDER BY id"
+        )
+        .await,
+        [
+            "1|z#|z#|1|1|6",
+            "2|NULL|NULL|NULL|NULL|NULL",
+            "11|z#|z#|1|1|6",
+            "12|NULL|NULL|NULL|NULL|NULL",
+        ]
+    );
+}
+
 #[tokio::test]
 async fn character_n_compares_without_trailing_blanks_on_every_path() {
     let db = TestDb::new().await;
@@ -8700,6 +8735,16 @@ async fn array_columns_store_and_compare_as_postgresql_does() {
         ),
         ("SELECT id FROM arr WHERE '{4}' <@ nums", vec!["2"]),
         ("SELECT id FROM arr WHERE 3 = ANY(nums)", vec!["1"]),
+        // An empty array has no dimensions: its length is NULL, its cardinality 0.
+        (
+            "SELECT id, array_length(nums, 1), array_length(nums, 2), \
+             pg_typeof(array_length(nums, 1))::text FROM arr ORDER BY id",
+            vec![
+                "1|3|NULL|integer",
+                "2|2|NULL|integer",
+                "3|NULL|NULL|integer",
+            ],
+        ),
     ] {
         assert_eq!(rows(&mut s, q).await, want, "{q}");
     }
@@ -8724,6 +8769,40 @@ async fn array_columns_store_and_compare_as_postgresql_does() {
         ["3"],
         "refused writes wrote nothing"
     );
+    // `= ANY` of an untyped array reads it as an array of the other side's type, a
+    // literal as a parameter (psycopg sends a list of strings untyped; this failed with
+    // "array_has(Utf8, Utf8)").
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT id FROM arr WHERE id = ANY('{1,3}') ORDER BY id"
+        )
+        .await,
+        ["1", "3"]
+    );
+    let any = s
+        .prepare(
+            "SELECT id FROM arr WHERE tags[1] = ANY($1) ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let text_list = DataType::new_list(DataType::Utf8, true);
+    assert_eq!(any.param_types, [text_list]);
+    let names =
+        datafusion::scalar::ScalarValue::List(datafusion::scalar::ScalarValue::new_list_nullable(
+            &[
+                datafusion::scalar::ScalarValue::Utf8(Some("x".into())),
+                datafusion::scalar::ScalarValue::Utf8(Some("a".into())),
+            ],
+            &DataType::Utf8,
+        ));
+    match s.execute_prepared(&any, vec![names]).await.unwrap() {
+        QueryResult::Rows { batches, .. } => {
+            assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2)
+        }
+        other => panic!("expected rows, got {other:?}"),
+    }
     // An update by primary key (the single-row fast path) with an explicit cast, as
     // Django writes it; this once stored the whole text as one element.
     ok(
