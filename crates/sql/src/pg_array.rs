@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, ListBuilder, StringBuilder};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array, ListBuilder, StringBuilder};
 use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DFSchema, Result as DfResult};
@@ -249,11 +249,85 @@ impl ScalarUDFImpl for ArrayLength {
     }
 }
 
-/// The array functions that replace DataFusion's.
+/// `array_lower(a, dimension)` and `array_upper(a, dimension)`: the bounds of a
+/// one-dimensional array, which start at 1 (NULL for an empty array or another
+/// dimension), as PostgreSQL's. DataFusion has neither.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ArrayBound {
+    upper: bool,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for ArrayBound {
+    fn name(&self) -> &str {
+        if self.upper {
+            "array_upper"
+        } else {
+            "array_lower"
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Int32)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let rows = if scalar { 1 } else { args.number_rows };
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let [list, dimension] = arrays.as_slice() else {
+            return datafusion::common::exec_err!("{} takes an array and a dimension", self.name());
+        };
+        let DataType::List(_) = list.data_type() else {
+            return datafusion::common::exec_err!(
+                "{} takes an array, not {}",
+                self.name(),
+                list.data_type()
+            );
+        };
+        let list = list.as_list::<i32>();
+        let dimension = datafusion::arrow::compute::cast(dimension, &DataType::Int64)?;
+        let dimension = dimension.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        let bounds: Int32Array = (0..rows)
+            .map(|row| {
+                if list.is_null(row) || dimension.is_null(row) || dimension.value(row) != 1 {
+                    return None;
+                }
+                let len = list.value_length(row);
+                (len > 0).then_some(if self.upper { len } else { 1 })
+            })
+            .collect();
+        let bounds: ArrayRef = Arc::new(bounds);
+        Ok(if scalar {
+            ColumnarValue::Scalar(datafusion::scalar::ScalarValue::try_from_array(&bounds, 0)?)
+        } else {
+            ColumnarValue::Array(bounds)
+        })
+    }
+}
+
+/// The array functions that replace DataFusion's, or that it lacks.
 pub(crate) fn functions() -> Vec<Arc<ScalarUDF>> {
-    vec![Arc::new(ScalarUDF::new_from_impl(ArrayLength {
-        inner: datafusion::functions_nested::length::array_length_udf(),
-    }))]
+    let bound = |upper| {
+        Arc::new(ScalarUDF::new_from_impl(ArrayBound {
+            upper,
+            signature: Signature::any(2, Volatility::Immutable),
+        }))
+    };
+    vec![
+        Arc::new(ScalarUDF::new_from_impl(ArrayLength {
+            inner: datafusion::functions_nested::length::array_length_udf(),
+        })),
+        bound(false),
+        bound(true),
+    ]
 }
 
 #[cfg(test)]

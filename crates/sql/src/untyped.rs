@@ -16,7 +16,11 @@ type ReadLiteral = Box<dyn Fn(&Expr) -> Option<DfResult<Expr>>>;
 /// How a literal compared with `expr` is read, if `expr` is of a type that needs it.
 /// Types that cannot be resolved here (outer references) are left to coercion.
 fn reader(expr: &Expr, schema: &DFSchema) -> Option<ReadLiteral> {
-    let data_type = expr.get_type(schema).ok()?;
+    reader_of(expr.get_type(schema).ok()?)
+}
+
+/// How a literal compared with a value of `data_type` is read, if the type needs it.
+fn reader_of(data_type: DataType) -> Option<ReadLiteral> {
     if crate::pg_uuid::is_uuid(&data_type) {
         Some(Box::new(crate::pg_uuid::uuid_literal))
     } else if crate::pg_json::Kind::of(&data_type) == Some(crate::pg_json::Kind::Jsonb) {
@@ -70,6 +74,18 @@ fn read_compared(expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
                 list,
                 negated,
             })))
+        }
+        // `'<literal>' = ANY(ids)` (planned as `array_has(ids, '<literal>')`) with `ids` a
+        // `uuid[]` or `jsonb[]`: the literal read as an element, as for `=`.
+        Expr::ScalarFunction(mut f)
+            if f.func.name() == "array_has"
+                && f.args.len() == 2
+                && let Ok(DataType::List(element)) = f.args[0].get_type(schema)
+                && let Some(read) = reader_of(element.data_type().clone())
+                && let Some(needle) = read(&f.args[1]) =>
+        {
+            f.args[1] = needle?;
+            Ok(Transformed::yes(Expr::ScalarFunction(f)))
         }
         // `x = ANY(<untyped>)` (planned as `array_has(<untyped>, x)`): an array of x's
         // type, as PostgreSQL reads `name = ANY('{a,b}')` or `name = ANY($1)`.

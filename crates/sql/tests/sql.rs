@@ -8745,6 +8745,17 @@ async fn array_columns_store_and_compare_as_postgresql_does() {
                 "3|NULL|NULL|integer",
             ],
         ),
+        (
+            "SELECT id, array_lower(nums, 1), array_upper(nums, 1), array_upper(nums, 2) \
+             FROM arr ORDER BY id",
+            vec!["1|1|3|NULL", "2|1|2|NULL", "3|NULL|NULL|NULL"],
+        ),
+        // A string literal in ANY over a uuid[] is read as a uuid, as by `=`.
+        (
+            "SELECT count(*) FROM (SELECT ARRAY['a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid] \
+             AS ids) AS u WHERE 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11' = ANY(ids)",
+            vec!["1"],
+        ),
     ] {
         assert_eq!(rows(&mut s, q).await, want, "{q}");
     }
