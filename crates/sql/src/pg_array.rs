@@ -198,9 +198,9 @@ impl AnalyzerRule for ArrayCasts {
     }
 }
 
-/// `array_length(a, dimension)`: DataFusion's, except that an empty array's length is
-/// NULL, as PostgreSQL's is (an empty array has no dimensions), and an `integer`. Django's `__len` lookup
-/// reads it through `coalesce(array_length(a, 1), 0)`.
+/// `array_length(a, dimension)`: DataFusion's, except that it is an `integer`, and NULL
+/// for an empty array, as PostgreSQL's is (an empty array has no dimensions). Django's
+/// `__len` lookup reads it through `coalesce(array_length(a, 1), 0)`.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct ArrayLength {
     inner: Arc<ScalarUDF>,

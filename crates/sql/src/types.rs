@@ -2,13 +2,12 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::NullBufferBuilder;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, BinaryViewBuilder, BooleanArray,
     BooleanBuilder, Date32Array, Date32Builder, Decimal128Array, Decimal128Builder,
     FixedSizeBinaryArray, FixedSizeBinaryBuilder, Float32Array, Float32Builder, Float64Array,
     Float64Builder, Int16Array, Int16Builder, Int32Array, Int32Builder, Int64Array, Int64Builder,
-    LargeBinaryBuilder, ListArray, ListBuilder, StringArray, StringBuilder,
+    LargeBinaryBuilder, ListArray, ListBuilder, NullBufferBuilder, StringArray, StringBuilder,
     TimestampMicrosecondArray, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::buffer::OffsetBuffer;

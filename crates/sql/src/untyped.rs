@@ -1,6 +1,6 @@
 //! String literals compared with a value of a type DataFusion cannot compare text with
-//! (`uuid`, `jsonb`, arrays) are read as that type, as PostgreSQL types an untyped literal by the
-//! other operand. Without this, type coercion would refuse the comparison (uuid) or
+//! (`uuid`, `jsonb`, arrays) are read as that type, as PostgreSQL types an untyped
+//! literal by the other operand. Without this, type coercion would refuse the comparison (uuid) or
 //! compare the literal's bytes (jsonb).
 
 use datafusion::arrow::datatypes::DataType;
@@ -114,8 +114,8 @@ fn read_compared(expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
 
 /// Reads the string literals compared (`=`, `<>`, `<`, `<=`, `>`, `>=`, IS [NOT]
 /// DISTINCT FROM, IN lists) with a uuid, a jsonb or an array as values of its type, and
-/// an untyped array in `= ANY(...)` as an array of the other operand's type. Apply once, to
-/// a statement as planned, before analysis.
+/// an untyped array in `= ANY(...)` as an array of the other operand's type. Apply once,
+/// to a statement as planned, before analysis.
 pub(crate) fn read_compared_literals(plan: LogicalPlan) -> DfResult<LogicalPlan> {
     crate::overflow::rewrite_expressions(plan, read_compared)
 }
