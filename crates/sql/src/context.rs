@@ -59,7 +59,14 @@ pub(crate) fn template_state(query_memory_bytes_max: usize) -> Result<SessionSta
         .expr_planners()
         .get_or_insert_with(Vec::new)
         .push(Arc::new(crate::pg_array::ArrayOperators));
-    let mut state = builder.build();
+    let built = builder.build();
+    // Before DataFusion's rules: see `UnnestRepeatsRows`.
+    let mut rules: Vec<Arc<dyn datafusion::optimizer::OptimizerRule + Send + Sync>> =
+        vec![Arc::new(crate::lateral::UnnestRepeatsRows)];
+    rules.extend(built.optimizers().iter().cloned());
+    let mut state = SessionStateBuilder::new_from_existing(built)
+        .with_optimizer_rules(rules)
+        .build();
     for udf in crate::functions::all() {
         // A function of ours replacing one of DataFusion's replaces it under its aliases
         // too: a state rebuilt from this one re-registers every function it holds, and
@@ -235,6 +242,7 @@ impl StatementContext {
         crate::cast_names::name_column_casts(&mut statement);
         crate::cast_length::cut_to_length(&mut statement)?;
         crate::json_sets::expand_in_select_lists(&mut statement)?;
+        crate::lateral::prepare(&mut statement);
         crate::whole_row::expand(&mut statement, &self.state()).await?;
         let plan = self
             .state()
@@ -245,6 +253,8 @@ impl StatementContext {
         // coercion has made int8 literals that must stay int8.
         let plan = crate::overflow::narrow_int_literals(plan).map_err(datafusion_error)?;
         let plan = crate::numeric::numeric_as_postgres(plan).map_err(datafusion_error)?;
+        let plan =
+            crate::lateral::plan_lateral_joins(plan, &self.state()).map_err(datafusion_error)?;
         let plan = crate::subquery::per_row_where_refused(plan, &self.state())
             .map_err(datafusion_error)?;
         let plan = crate::bpchar::pad_compared_literals(plan).map_err(datafusion_error)?;

@@ -4,7 +4,9 @@
 //! DataFusion has no set-returning functions but `unnest`. Before planning, each call of
 //! one of these in a select list becomes `unnest` of a function returning the whole set
 //! as a list, named as PostgreSQL names the column (`jsonb_array_elements`). In a FROM
-//! clause they are not available (DataFusion has no table functions taking a column).
+//! clause each call becomes a derived table of those `unnest`s (with `WITH ORDINALITY`, a
+//! zipped `generate_series` numbering its rows), lateral when it reads the columns of
+//! the items before it, as `crate::lateral` runs them.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -17,10 +19,9 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident,
-    JoinConstraint, JoinOperator, ObjectName, ObjectNamePart, Query, SelectItem,
-    SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias, TableFactor, Value, VisitMut,
-    VisitorMut, visit_expressions_mut,
+    Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident, ObjectName,
+    ObjectNamePart, Query, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement,
+    TableAlias, TableFactor, VisitMut, VisitorMut, visit_expressions_mut,
 };
 
 use crate::error::SqlError;
@@ -97,7 +98,7 @@ impl VisitorMut for SelectLists {
         ControlFlow::Continue(())
     }
 
-    /// A call the FROM rewrite left: one after a join, or WITH ORDINALITY.
+    /// A call the FROM rewrite left: one inside a parenthesized join.
     fn pre_visit_table_factor(&mut self, table: &mut TableFactor) -> ControlFlow<SqlError> {
         let name = match table {
             TableFactor::Table {
@@ -115,9 +116,8 @@ impl VisitorMut for SelectLists {
                     format!("{name}() in this position of a FROM clause is not supported yet"),
                 )
                 .with_hint(format!(
-                    "In a FROM clause it may take constants or parameters, or the columns of \
-                     the one table before it (FROM t, {name}(t.doc) AS e), without WITH \
-                     ORDINALITY; or call it in the select list: SELECT {name}(...) FROM ..."
+                    "Call it outside the parentheses of a join (FROM t JOIN u ON ..., \
+                     {name}(u.doc) AS e), or in the select list: SELECT {name}(...) FROM ..."
                 )),
             );
         }
@@ -136,27 +136,30 @@ struct FromCall {
     args: Vec<FunctionArg>,
     /// The name its columns are qualified with: its alias, else the function's name.
     qualifier: Ident,
-    /// Its columns, named as PostgreSQL names them or as the alias renames them.
+    /// Its columns, named as PostgreSQL names them or as the alias renames them (the
+    /// last one its ordinality, if asked for).
     columns: Vec<Ident>,
+    /// WITH ORDINALITY: each row's number from 1 as a last column.
+    ordinality: bool,
 }
 
 impl FromCall {
     fn of(factor: &TableFactor) -> Option<FromCall> {
-        let (name, args, alias) = match factor {
+        let (name, args, alias, ordinality) = match factor {
             TableFactor::Table {
                 name,
                 args: Some(args),
                 alias,
-                with_ordinality: false,
+                with_ordinality,
                 ..
-            } => (name, &args.args, alias),
+            } => (name, &args.args, alias, *with_ordinality),
             TableFactor::Function {
                 name,
                 args,
                 alias,
-                with_ordinality: false,
+                with_ordinality,
                 ..
-            } => (name, args, alias),
+            } => (name, args, alias, *with_ordinality),
             _ => return None,
         };
         let name = set_function(name)?;
@@ -170,6 +173,9 @@ impl FromCall {
             Yields::Keys => vec![qualifier.clone()],
             Yields::Members { .. } => vec![Ident::new("key"), Ident::new("value")],
         };
+        if ordinality {
+            columns.push(Ident::new("ordinality"));
+        }
         if let Some(alias) = alias {
             for (column, renamed) in columns.iter_mut().zip(&alias.columns) {
                 *column = renamed.name.clone();
@@ -181,6 +187,7 @@ impl FromCall {
             args: args.clone(),
             qualifier,
             columns,
+            ordinality,
         })
     }
 
@@ -205,17 +212,21 @@ impl FromCall {
         names_columns
     }
 
-    /// Its select items: `unnest` of its list, a member's fields taken apart.
+    /// Its select items: `unnest` of its list, a member's fields taken apart, and the
+    /// ordinality as `unnest(generate_series(1, cardinality(<list>)))` zipped beside.
     fn items(&self) -> Vec<SelectItem> {
         let list = call(&list_function(self.name), self.args.iter().cloned());
-        let unnest = call("unnest", [arg(list)]);
-        let values: Vec<Expr> = match self.yields {
+        let unnest = call("unnest", [arg(list.clone())]);
+        let mut values: Vec<Expr> = match self.yields {
             Yields::Elements { .. } | Yields::Keys => vec![unnest],
             Yields::Members { .. } => ["key", "value"]
                 .iter()
                 .map(|field| call("get_field", [arg(unnest.clone()), arg(string(*field))]))
                 .collect(),
         };
+        if self.ordinality {
+            values.push(call("unnest", [arg(crate::lateral::ordinals(&[list]))]));
+        }
         values
             .into_iter()
             .zip(&self.columns)
@@ -227,34 +238,19 @@ impl FromCall {
     }
 }
 
-/// `(SELECT [<base>.*,] <call's items> [FROM <base>]) AS <alias>`.
-fn derived(call: &FromCall, base: Option<(&TableFactor, &Ident)>, alias: Ident) -> TableFactor {
-    let mut query = fixed_query("SELECT base.* FROM base");
+/// `[LATERAL] (SELECT <call's items>) AS <its qualifier>`: lateral when it reads the
+/// columns of the items before it (see `crate::lateral`, which runs it).
+fn derived(call: &FromCall) -> TableFactor {
+    let mut query = fixed_query("SELECT 1");
     if let SetExpr::Select(select) = query.body.as_mut() {
-        match base {
-            Some((factor, qualifier)) => {
-                if let Some(SelectItem::QualifiedWildcard(
-                    SelectItemQualifiedWildcardKind::ObjectName(name),
-                    _,
-                )) = select.projection.first_mut()
-                {
-                    *name = ObjectName(vec![ObjectNamePart::Identifier(qualifier.clone())]);
-                }
-                select.from[0].relation = factor.clone();
-            }
-            None => {
-                select.projection.clear();
-                select.from.clear();
-            }
-        }
-        select.projection.extend(call.items());
+        select.projection = call.items();
     }
     TableFactor::Derived {
-        lateral: false,
+        lateral: call.is_lateral(),
         subquery: query,
         alias: Some(TableAlias {
             explicit: true,
-            name: alias,
+            name: call.qualifier.clone(),
             columns: Vec::new(),
             at: None,
         }),
@@ -262,81 +258,21 @@ fn derived(call: &FromCall, base: Option<(&TableFactor, &Ident)>, alias: Ident) 
     }
 }
 
-/// The name a FROM item's columns are qualified with: its alias, or a table's name.
-fn qualifier_of(factor: &TableFactor) -> Option<Ident> {
-    match factor {
-        TableFactor::Table {
-            name,
-            alias,
-            args: None,
-            ..
-        } => alias
-            .as_ref()
-            .map(|a| a.name.clone())
-            .or_else(|| name.0.last().and_then(|p| p.as_ident()).cloned()),
-        TableFactor::Derived {
-            alias: Some(alias),
-            lateral: false,
-            ..
-        } => Some(alias.name.clone()),
-        _ => None,
-    }
-}
-
 /// Rewrites the set-returning calls in `query`'s FROM clauses into derived tables
-/// DataFusion plans:
-/// - a call of constants or parameters becomes `(SELECT unnest(<list>) AS value) AS e`;
-/// - a call of the columns of the one table before it (`FROM t, f(t.doc) AS e`, or `t
-///   CROSS JOIN LATERAL f(t.doc)`) joins that table into a derived table under the
-///   table's name, `(SELECT t.*, unnest(<list>) AS value FROM t) AS t`, and `e.value`
-///   elsewhere in the query becomes `t.value`, `e.*` the call's columns.
+/// DataFusion plans, `(SELECT unnest(<list>) AS value) AS e`, lateral where the call
+/// reads columns of the items before it; a bare `e` elsewhere in the query, the whole
+/// row of a one-column function, becomes its column `e.value`.
 fn from_clauses(query: &mut Query) {
     let mut renamed: Vec<(String, Ident, Vec<Ident>)> = Vec::new();
     for select in selects(&mut query.body) {
-        let from = &mut select.from;
-        for table in from.iter_mut() {
+        for table in select.from.iter_mut() {
             let joined = table.joins.iter_mut().map(|j| &mut j.relation);
             for relation in std::iter::once(&mut table.relation).chain(joined) {
-                if let Some(call) = FromCall::of(relation)
-                    && !call.is_lateral()
-                {
-                    *relation = derived(&call, None, call.qualifier.clone());
+                if let Some(call) = FromCall::of(relation) {
+                    *relation = derived(&call);
                     renamed.push((folded(&call.qualifier), call.qualifier, call.columns));
                 }
             }
-        }
-        // A call of the first table's columns, as the second item or its first join.
-        let Some(first) = from.first_mut() else {
-            continue;
-        };
-        let Some(qualifier) = qualifier_of(&first.relation) else {
-            continue;
-        };
-        let joined = match first.joins.first() {
-            Some(join) if is_cross(&join.join_operator) => FromCall::of(&join.relation),
-            _ => None,
-        };
-        if let Some(call) = joined {
-            first.relation = derived(
-                &call,
-                Some((&first.relation, &qualifier)),
-                qualifier.clone(),
-            );
-            first.joins.remove(0);
-            renamed.push((folded(&call.qualifier), qualifier, call.columns));
-        } else if first.joins.is_empty()
-            && let Some(second) = from.get(1)
-            && let Some(call) = FromCall::of(&second.relation)
-        {
-            let second = from.remove(1);
-            let first = &mut from[0];
-            first.relation = derived(
-                &call,
-                Some((&first.relation, &qualifier)),
-                qualifier.clone(),
-            );
-            first.joins = second.joins;
-            renamed.push((folded(&call.qualifier), qualifier, call.columns));
         }
     }
     if renamed.is_empty() {
@@ -399,18 +335,6 @@ fn from_clauses(query: &mut Query) {
         }
         ControlFlow::<()>::Continue(())
     });
-}
-
-/// Whether a join adds every pair of rows: CROSS JOIN, or an inner join on TRUE.
-fn is_cross(operator: &JoinOperator) -> bool {
-    match operator {
-        JoinOperator::CrossJoin(_) => true,
-        JoinOperator::Join(JoinConstraint::On(on))
-        | JoinOperator::Inner(JoinConstraint::On(on)) => {
-            matches!(on, Expr::Value(v) if v.value == Value::Boolean(true))
-        }
-        _ => false,
-    }
 }
 
 fn expand_in(body: &mut SetExpr) {

@@ -27,6 +27,7 @@ mod info_schema;
 mod json_agg;
 mod json_edit;
 mod json_sets;
+mod lateral;
 mod locking;
 mod numeric;
 mod orm;

@@ -9,9 +9,10 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use datafusion::arrow::array::{Array, ArrayRef};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::array::{Array, ArrayRef, ListArray, StructArray, new_empty_array};
+use datafusion::arrow::buffer::OffsetBuffer;
+use datafusion::arrow::compute::{cast, concat};
+use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema};
@@ -35,8 +36,14 @@ static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {
     Scalar,
-    In { negated: bool },
-    Exists { negated: bool },
+    In {
+        negated: bool,
+    },
+    Exists {
+        negated: bool,
+    },
+    /// Every row, as a list of structs of the row type (a lateral join's right side).
+    Rows,
 }
 
 /// A subquery evaluated per row.
@@ -78,6 +85,16 @@ fn ext(e: impl std::fmt::Display) -> DataFusionError {
 
 /// Replaces outer references with the given values.
 fn bind_outer(plan: &LogicalPlan, outer: &[Expr], values: &[ScalarValue]) -> DfResult<LogicalPlan> {
+    // A nested subquery no longer reads the columns bound here: left on its list, they
+    // would make DataFusion treat it as correlated still.
+    let unbound = |sq: &mut Subquery| {
+        sq.outer_ref_columns.retain(|r| match r {
+            Expr::OuterReferenceColumn(_, c) => !outer
+                .iter()
+                .any(|o| matches!(o, Expr::OuterReferenceColumn(_, oc) if oc == c)),
+            _ => true,
+        })
+    };
     let bind = |e: Expr| -> DfResult<Transformed<Expr>> {
         if let Expr::OuterReferenceColumn(field, column) = &e {
             for (o, v) in outer.iter().zip(values) {
@@ -93,16 +110,6 @@ fn bind_outer(plan: &LogicalPlan, outer: &[Expr], values: &[ScalarValue]) -> DfR
                 }
             }
         }
-        // A nested subquery no longer reads the columns bound here: left on its list, they
-        // would make DataFusion treat it as correlated still.
-        let unbound = |sq: &mut Subquery| {
-            sq.outer_ref_columns.retain(|r| match r {
-                Expr::OuterReferenceColumn(_, c) => !outer
-                    .iter()
-                    .any(|o| matches!(o, Expr::OuterReferenceColumn(_, oc) if oc == c)),
-                _ => true,
-            })
-        };
         Ok(match e {
             Expr::ScalarSubquery(mut sq) => {
                 unbound(&mut sq);
@@ -120,7 +127,25 @@ fn bind_outer(plan: &LogicalPlan, outer: &[Expr], values: &[ScalarValue]) -> DfR
         })
     };
     plan.clone()
-        .transform_up_with_subqueries(|node| node.map_expressions(|e| e.transform_up(bind)))
+        .transform_up_with_subqueries(|node| {
+            node.map_expressions(|e| e.transform_up(bind))?
+                .transform_data(|node| {
+                    // A FROM item that read the columns bound here (`unnest(t.tags)` in a
+                    // subquery's FROM) reads none now: the planner's wrapper goes. (Among
+                    // the inputs only: a subquery expression's own plan stays one.)
+                    node.map_children(|child| match child {
+                        LogicalPlan::Subquery(mut sq) => {
+                            unbound(&mut sq);
+                            if sq.outer_ref_columns.is_empty() {
+                                Ok(Transformed::yes(Arc::unwrap_or_clone(sq.subquery)))
+                            } else {
+                                Ok(Transformed::yes(LogicalPlan::Subquery(sq)))
+                            }
+                        }
+                        other => Ok(Transformed::no(other)),
+                    })
+                })
+        })
         .map(|t| t.data)
 }
 
@@ -188,6 +213,45 @@ impl SubqueryFunction {
                     )));
                 }
                 ScalarValue::try_from_array(first.column(0), 0)
+            }
+            Kind::Rows => {
+                let DataType::List(item) = &self.return_type else {
+                    return Err(ext("a lateral subquery's rows are a list"));
+                };
+                let DataType::Struct(fields) = item.data_type() else {
+                    return Err(ext("a lateral subquery's rows are structs"));
+                };
+                let mut parts: Vec<ArrayRef> = Vec::new();
+                while let Some(b) = next_rows(rt, &mut rows)? {
+                    let columns = b
+                        .columns()
+                        .iter()
+                        .zip(fields.iter())
+                        .map(|(c, f)| {
+                            if c.data_type() == f.data_type() {
+                                Ok(c.clone())
+                            } else {
+                                cast(c, f.data_type())
+                            }
+                        })
+                        .collect::<Result<Vec<ArrayRef>, _>>()?;
+                    parts.push(Arc::new(StructArray::try_new(
+                        fields.clone(),
+                        columns,
+                        None,
+                    )?));
+                }
+                let values: ArrayRef = match parts.len() {
+                    0 => new_empty_array(item.data_type()),
+                    1 => parts.pop().expect("one part"),
+                    _ => {
+                        let parts: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
+                        concat(&parts)?
+                    }
+                };
+                let offsets = OffsetBuffer::from_lengths([values.len()]);
+                let list = ListArray::try_new(Arc::clone(item), offsets, values, None)?;
+                Ok(ScalarValue::List(Arc::new(list)))
             }
             Kind::In { negated } => {
                 let operand = operand.expect("IN has an operand");
@@ -352,6 +416,28 @@ fn function_call(
     Expr::ScalarFunction(ScalarFunction::new_udf(udf, args))
 }
 
+/// A name no other column has (a per-row function's output, before it is taken apart).
+pub(crate) fn fresh_name(prefix: &str) -> String {
+    format!("{prefix}_{}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A call of a per-row function returning every row of `plan` (one column per field of
+/// `row_type`, a struct) with `outer` bound to the call's arguments, as a list.
+pub(crate) fn rows_call(
+    plan: Arc<LogicalPlan>,
+    outer: Vec<Expr>,
+    row_type: DataType,
+    state: &SessionState,
+) -> Expr {
+    let sq = Subquery {
+        subquery: plan,
+        outer_ref_columns: outer.clone(),
+        spans: Default::default(),
+    };
+    let list = DataType::List(Arc::new(Field::new_list_field(row_type, true)));
+    function_call(Kind::Rows, &sq, outer, None, list, state)
+}
+
 /// Correlated scalar subqueries DataFusion's planner refuses (it decorrelates only those
 /// that are aggregated, or limited to one row, and only in a projection, filter or
 /// aggregate) become per-row function calls before the plan is analyzed, so they run as
@@ -376,6 +462,7 @@ pub(crate) fn per_row_where_refused(
                 let mut past = Vec::new();
                 read_past(&sq.subquery, &mut Vec::new(), &mut past)?;
                 refused = past.iter().any(|o| !sq.outer_ref_columns.contains(o))
+                    || correlated_from(&sq.subquery)
                     || matches!(sub, Expr::ScalarSubquery(_)) && scalar_refused(node, sq, sub);
                 Ok(if refused {
                     TreeNodeRecursion::Stop
@@ -398,6 +485,14 @@ pub(crate) fn per_row_where_refused(
         None => per_row_in_node(node, state),
     })
     .map(|t| t.data)
+}
+
+/// Whether a FROM item of `plan` (not of a subquery nested in it) reads the columns of an
+/// enclosing query: `(SELECT count(*) FROM unnest(t.tags))`. DataFusion plans it as a
+/// `Subquery` node, which it cannot execute or decorrelate; bound per row, it goes.
+fn correlated_from(plan: &LogicalPlan) -> bool {
+    plan.exists(|node| Ok(matches!(node, LogicalPlan::Subquery(_))))
+        .unwrap_or(false)
 }
 
 /// Whether the scalar subquery `e` (of `sq`) in `node` runs per row: DataFusion refuses
@@ -452,10 +547,11 @@ fn per_row_in_node(node: LogicalPlan, state: &SessionState) -> DfResult<Transfor
         // into joins, or they run per row after optimizing), unless a nested one reads
         // past it: the planner lists only the subquery's own outer references.
         let skips_a_level = outer.iter().any(|o| !sq.outer_ref_columns.contains(o));
-        let refused = match kind {
-            Kind::Scalar => scalar_refused(&outer_plan, sq, &e),
-            _ => false,
-        };
+        let refused = correlated_from(&sq.subquery)
+            || match kind {
+                Kind::Scalar => scalar_refused(&outer_plan, sq, &e),
+                _ => false,
+            };
         if outer.is_empty() || !(skips_a_level || refused) {
             return Ok(Transformed::no(e));
         }
@@ -551,7 +647,7 @@ fn outer_columns(sq: &Subquery, inputs: &[Arc<DFSchema>]) -> DfResult<Option<Vec
 /// Collects the outer references in `plan` (and its nested subqueries) that none of
 /// `scopes` (the inputs of the nodes holding those nested subqueries, within the
 /// subquery being examined) resolves: the ones reaching past it.
-fn read_past(
+pub(crate) fn read_past(
     plan: &LogicalPlan,
     scopes: &mut Vec<Arc<DFSchema>>,
     found: &mut Vec<Expr>,

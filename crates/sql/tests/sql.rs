@@ -7783,12 +7783,12 @@ async fn json_set_returning_functions_yield_rows_in_a_select_list() {
         assert_eq!(error_message(&mut s, sql).await, message, "{sql}");
     }
     assert_eq!(
-        code(
+        rows(
             &mut s,
             "SELECT * FROM jsonb_array_elements('[1]') WITH ORDINALITY"
         )
         .await,
-        "0A000"
+        ["1|1"]
     );
     ok(&mut s, "CREATE TABLE dj (id INT PRIMARY KEY, d JSONB)").await;
     ok(
@@ -8434,15 +8434,28 @@ async fn json_set_returning_functions_in_from_yield_rows() {
         rows(&mut s, "SELECT count(*) FROM jsonb_each(NULL)").await,
         vec!["0"]
     );
-    // A call after a join, or of a column of a table further back, is refused with a hint.
-    assert_eq!(
-        code(
-            &mut s,
-            "SELECT * FROM sd a JOIN sd b ON a.id = b.id, jsonb_array_elements(b.d)"
-        )
-        .await,
-        "0A000"
-    );
+    // After a join, of a column of any item before it, with its ordinality, in a left
+    // join: as PostgreSQL 15 gives them.
+    for (sql, want) in [
+        (
+            "SELECT a.id, value FROM sd a JOIN sd b ON a.id = b.id, \
+             jsonb_array_elements(b.d) WHERE a.id = 2",
+            vec!["2|10", "2|\"y\"", "2|null"],
+        ),
+        (
+            "SELECT a.id, k.* FROM sd a LEFT JOIN LATERAL jsonb_each_text(a.d) \
+             WITH ORDINALITY k(name, v, n) ON true WHERE a.id <> 2 ORDER BY 1, 4",
+            vec!["1|a|x|1", "1|b|[1, 2]|2", "3|NULL|NULL|NULL"],
+        ),
+        (
+            "SELECT a.id, e.*, k FROM sd a JOIN sd b ON a.id = b.id, \
+             jsonb_array_elements(b.d -> 'b') WITH ORDINALITY e, jsonb_object_keys(a.d) k \
+             WHERE a.id = 1 ORDER BY 1, 3, 4",
+            vec!["1|1|1|a", "1|1|1|b", "1|2|2|a", "1|2|2|b"],
+        ),
+    ] {
+        assert_eq!(rows(&mut s, sql).await, want, "{sql}");
+    }
 }
 
 /// An explicit cast to `varchar(n)` or `char(n)` cuts the value to `n` characters, as in
@@ -8859,5 +8872,157 @@ async fn array_columns_store_and_compare_as_postgresql_does() {
         )
         .await,
         ["ARRAY|_int4", "ARRAY|_varchar"]
+    );
+}
+
+/// The names of a query's columns.
+async fn column_names(session: &mut Session, sql: &str) -> Vec<String> {
+    match run(session, sql).await {
+        Ok(QueryResult::Rows { schema, .. }) => {
+            schema.fields().iter().map(|f| f.name().clone()).collect()
+        }
+        other => panic!("{sql}: expected rows, got {other:?}"),
+    }
+}
+
+/// FROM items reading the columns of the items before them: set-returning functions
+/// (implicitly lateral), LATERAL subqueries DataFusion does not decorrelate (run per row),
+/// WITH ORDINALITY. Every expectation is PostgreSQL 15's output for the same statements.
+#[tokio::test]
+async fn lateral_joins_and_set_returning_functions_in_from_as_postgresql_does() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE doc (id INT PRIMARY KEY, lo INT, hi INT, tags TEXT[])",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO doc VALUES (1, 1, 3, '{x,y}'), (2, 5, 4, NULL), (3, 2, 2, '{z,NULL}'), \
+         (4, 0, 1, '{}')",
+    )
+    .await;
+    ok(
+        &mut s,
+        "CREATE TABLE ord (id INT PRIMARY KEY, doc_id INT, amount NUMERIC(8,2), at INT)",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO ord VALUES (1, 1, 10.50, 3), (2, 1, 20.00, 1), (3, 1, 5.25, 2), \
+         (4, 3, 7.00, 1)",
+    )
+    .await;
+    for (q, want) in [
+        (
+            "SELECT doc.id, t FROM doc, unnest(doc.tags) t ORDER BY 1, 2",
+            vec!["1|x", "1|y", "3|z", "3|NULL"],
+        ),
+        // A left join keeps the rows whose set is empty or NULL, with NULLs.
+        (
+            "SELECT d.id, u.tag, u.n FROM doc d LEFT JOIN LATERAL unnest(d.tags) \
+             WITH ORDINALITY AS u(tag, n) ON true ORDER BY 1, 3",
+            vec![
+                "1|x|1",
+                "1|y|2",
+                "2|NULL|NULL",
+                "3|z|1",
+                "3|NULL|2",
+                "4|NULL|NULL",
+            ],
+        ),
+        (
+            "SELECT d.id, g FROM doc d CROSS JOIN LATERAL generate_series(d.lo, d.hi) g \
+             ORDER BY 1, 2",
+            vec!["1|1", "1|2", "1|3", "3|2", "4|0", "4|1"],
+        ),
+        (
+            "SELECT d.id, u.tag FROM doc d JOIN LATERAL unnest(d.tags) u(tag) \
+             ON u.tag <> 'x' ORDER BY 1, 2",
+            vec!["1|y", "3|z"],
+        ),
+        // The condition is the join's: a row none of whose elements passes gets NULLs.
+        (
+            "SELECT d.id, u.tag FROM doc d LEFT JOIN LATERAL unnest(d.tags) u(tag) \
+             ON u.tag <> 'x' ORDER BY 1, 2",
+            vec!["1|y", "2|NULL", "3|z", "4|NULL"],
+        ),
+        // The newest two orders of each document: a subquery run per row.
+        (
+            "SELECT d.id, x.id, x.amount FROM doc d LEFT JOIN LATERAL (SELECT o.id, o.amount \
+             FROM ord o WHERE o.doc_id = d.id ORDER BY o.at DESC LIMIT 2) x ON true \
+             ORDER BY 1, 2",
+            vec![
+                "1|1|10.50",
+                "1|3|5.25",
+                "2|NULL|NULL",
+                "3|4|7.00",
+                "4|NULL|NULL",
+            ],
+        ),
+        (
+            "SELECT d.id, x.total FROM doc d, LATERAL (SELECT sum(o.amount) AS total \
+             FROM ord o WHERE o.doc_id = d.id AND o.at >= d.lo) x ORDER BY 1",
+            vec!["1|35.75", "2|NULL", "3|NULL", "4|NULL"],
+        ),
+        // A lateral item may read the one before it, itself lateral.
+        (
+            "SELECT d.id, x.c, y.e FROM doc d, LATERAL (SELECT d.lo * 10 AS c) x, \
+             LATERAL (SELECT x.c + d.hi AS e) y ORDER BY 1",
+            vec!["1|10|13", "2|50|54", "3|20|22", "4|0|1"],
+        ),
+        // A subquery whose FROM is a function of the enclosing row.
+        (
+            "SELECT d.id, (SELECT count(*) FROM unnest(d.tags)) FROM doc d ORDER BY 1",
+            vec!["1|2", "2|0", "3|2", "4|0"],
+        ),
+        (
+            "SELECT id FROM doc WHERE EXISTS (SELECT 1 FROM unnest(tags) v WHERE v = 'z') \
+             ORDER BY 1",
+            vec!["3"],
+        ),
+        // The key of the table is no key of its unnested rows: `u DESC` still sorts.
+        (
+            "SELECT id, unnest(tags) AS u FROM doc ORDER BY id, u DESC",
+            vec!["1|y", "1|x", "3|NULL", "3|z"],
+        ),
+        (
+            "SELECT * FROM generate_series(3, 1, -1) WITH ORDINALITY",
+            vec!["3|1", "2|2", "1|3"],
+        ),
+        (
+            "SELECT * FROM unnest(ARRAY['a','b'], ARRAY[1,2,3]) WITH ORDINALITY AS u(s, i, o)",
+            vec!["a|1|1", "b|2|2", "NULL|3|3"],
+        ),
+    ] {
+        assert_eq!(rows(&mut s, q).await, want, "{q}");
+    }
+    for (q, want) in [
+        ("SELECT * FROM unnest(ARRAY[1,2])", vec!["unnest"]),
+        ("SELECT * FROM unnest(ARRAY[1,2]) u", vec!["u"]),
+        (
+            "SELECT * FROM generate_series(1, 2)",
+            vec!["generate_series"],
+        ),
+        (
+            "SELECT * FROM generate_series(1, 2) WITH ORDINALITY",
+            vec!["generate_series", "ordinality"],
+        ),
+        (
+            "SELECT * FROM doc d, unnest(d.tags) WITH ORDINALITY AS u(tag) WHERE d.id = 1",
+            vec!["id", "lo", "hi", "tags", "tag", "ordinality"],
+        ),
+    ] {
+        assert_eq!(column_names(&mut s, q).await, want, "{q}");
+    }
+    // An error inside the per-row subquery is the statement's.
+    assert_eq!(
+        code(
+            &mut s,
+            "SELECT d.id, x.v FROM doc d, LATERAL (SELECT 10 / (d.lo - 1) AS v) x ORDER BY 1"
+        )
+        .await,
+        "22012"
     );
 }
