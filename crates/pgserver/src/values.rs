@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime};
+use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::datatypes::{
@@ -1200,37 +1200,9 @@ pub fn decode_text(text: &str, target: &DataType) -> Result<ScalarValue, SqlErro
             }
             ScalarValue::FixedSizeBinary(*len, Some(bytes))
         }
-        DataType::Date32 => {
-            let date = parse_date(text).ok_or_else(|| invalid_syntax(target, text))?;
-            let days = date.signed_duration_since(epoch_date()).num_days();
-            let days = i32::try_from(days)
-                .map_err(|_| sql_error("22008", "date out of range".to_owned()))?;
-            ScalarValue::Date32(Some(days))
-        }
-        DataType::Date64 => {
-            let date = parse_date(text).ok_or_else(|| invalid_syntax(target, text))?;
-            let days = date.signed_duration_since(epoch_date()).num_days();
-            ScalarValue::Date64(Some(days * 86_400_000))
-        }
-        DataType::Timestamp(unit, tz) => {
-            let (naive, offset) =
-                parse_timestamp(text).ok_or_else(|| invalid_syntax(target, text))?;
-            // `timestamp` ignores a zone in its input, as PostgreSQL does; `timestamptz`
-            // applies it, and the session time zone (UTC) when there is none.
-            let utc = match (tz, offset) {
-                (Some(_), Some(offset)) => naive
-                    .checked_sub_signed(chrono::Duration::seconds(offset.into()))
-                    .ok_or_else(|| sql_error("22008", "timestamp out of range".to_owned()))?,
-                _ => naive,
-            };
-            let v = timestamp_in_unit(utc, *unit)
-                .ok_or_else(|| sql_error("22008", "timestamp out of range".to_owned()))?;
-            match unit {
-                TimeUnit::Second => ScalarValue::TimestampSecond(Some(v), tz.clone()),
-                TimeUnit::Millisecond => ScalarValue::TimestampMillisecond(Some(v), tz.clone()),
-                TimeUnit::Microsecond => ScalarValue::TimestampMicrosecond(Some(v), tz.clone()),
-                TimeUnit::Nanosecond => ScalarValue::TimestampNanosecond(Some(v), tz.clone()),
-            }
+        DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _) => {
+            flotilla_sql::pg_datetime::scalar_from_text(text, target)?
+                .ok_or_else(|| invalid_syntax(target, text))?
         }
         DataType::List(field) => {
             let mut elements = Vec::new();
@@ -1332,10 +1304,6 @@ fn decode_binary_array(
         return Err(bad_binary(index));
     }
     Ok(list_of(&elements, field.data_type()))
-}
-
-fn epoch_date() -> NaiveDate {
-    NaiveDate::default() // 1970-01-01
 }
 
 /// PostgreSQL's boolean input: t/true/y/yes/on/1 and f/false/n/no/off/0, any unique prefix,
@@ -1530,127 +1498,6 @@ fn parse_bytea(text: &str, target: &DataType) -> Result<Vec<u8>, SqlError> {
         }
     }
     Ok(out)
-}
-
-fn parse_ymd(text: &str) -> Option<NaiveDate> {
-    let mut parts = text.splitn(3, '-');
-    let y = parts.next()?;
-    let m = parts.next()?;
-    let d = parts.next()?;
-    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !all_digits(y) || !all_digits(m) || !all_digits(d) || m.len() > 2 || d.len() > 2 {
-        return None;
-    }
-    NaiveDate::from_ymd_opt(y.parse().ok()?, m.parse().ok()?, d.parse().ok()?)
-}
-
-/// `date` input in ISO form; a time part, as PostgreSQL allows, is ignored.
-fn parse_date(text: &str) -> Option<NaiveDate> {
-    let t = text.trim();
-    parse_ymd(t).or_else(|| parse_timestamp(t).map(|(dt, _)| dt.date()))
-}
-
-/// Parses `YYYY-MM-DD[( |T)HH:MM[:SS[.fffffffff]]][zone]` where zone is `Z`, `UTC`, `GMT` or
-/// `±HH[[:]MM[[:]SS]]`. Returns the local date-time and the zone's offset east of UTC.
-fn parse_timestamp(text: &str) -> Option<(NaiveDateTime, Option<i32>)> {
-    let t = text.trim();
-    let split = t.find([' ', 'T', 't']).unwrap_or(t.len());
-    let date = parse_ymd(&t[..split])?;
-    let rest = t[split..].trim_start_matches([' ', 'T', 't']);
-    if rest.is_empty() {
-        return Some((date.and_time(NaiveTime::MIN), None));
-    }
-    // The time is digits, ':' and '.'; whatever follows is the zone.
-    let time_end = rest
-        .find(|c: char| !(c.is_ascii_digit() || c == ':' || c == '.'))
-        .unwrap_or(rest.len());
-    let time = parse_time(&rest[..time_end])?;
-    let zone = rest[time_end..].trim();
-    let offset = if zone.is_empty() {
-        None
-    } else {
-        Some(parse_zone(zone)?)
-    };
-    Some((date.and_time(time), offset))
-}
-
-fn parse_time(text: &str) -> Option<NaiveTime> {
-    let (hms, frac) = text.split_once('.').unwrap_or((text, ""));
-    let mut parts = hms.split(':');
-    let h: u32 = parts.next()?.parse().ok()?;
-    let m: u32 = parts.next()?.parse().ok()?;
-    let s: u32 = match parts.next() {
-        Some(s) => s.parse().ok()?,
-        None if frac.is_empty() => 0,
-        None => return None,
-    };
-    if parts.next().is_some() || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    // Nanosecond precision; PostgreSQL keeps microseconds, the session rounds further if so.
-    let mut nanos_text: String = frac.chars().take(9).collect();
-    while nanos_text.len() < 9 {
-        nanos_text.push('0');
-    }
-    let nanos: u32 = nanos_text.parse().ok()?;
-    NaiveTime::from_hms_nano_opt(h, m, s, nanos)
-}
-
-fn parse_zone(zone: &str) -> Option<i32> {
-    if ["z", "utc", "gmt"].contains(&zone.to_ascii_lowercase().as_str()) {
-        return Some(0);
-    }
-    let (sign, body) = match zone.as_bytes().first()? {
-        b'+' => (1, &zone[1..]),
-        b'-' => (-1, &zone[1..]),
-        _ => return None,
-    };
-    let digits: String = body.chars().filter(|c| *c != ':').collect();
-    // H, HH, HHMM or HHMMSS.
-    let well_formed = digits.len() == 1 || (digits.len() <= 6 && digits.len().is_multiple_of(2));
-    if !well_formed {
-        return None;
-    }
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let (h, rest) = if digits.len() == 1 {
-        (digits.as_str(), "")
-    } else {
-        digits.split_at(2)
-    };
-    let (m, s) = if rest.len() >= 2 {
-        rest.split_at(2)
-    } else {
-        (rest, "")
-    };
-    let num = |s: &str| -> Option<i32> {
-        if s.is_empty() {
-            Some(0)
-        } else {
-            s.parse().ok()
-        }
-    };
-    let (h, m, s) = (num(h)?, num(m)?, num(s)?);
-    if h > 15 || m > 59 || s > 59 {
-        return None;
-    }
-    Some(sign * (h * 3600 + m * 60 + s))
-}
-
-/// A UTC date-time as a count of `unit`s since 1970, rounding sub-unit digits half up.
-fn timestamp_in_unit(dt: NaiveDateTime, unit: TimeUnit) -> Option<i64> {
-    let utc = dt.and_utc();
-    let secs = utc.timestamp();
-    let nanos = i64::from(utc.timestamp_subsec_nanos());
-    let (per_second, nanos_per_unit) = match unit {
-        TimeUnit::Second => (1, 1_000_000_000),
-        TimeUnit::Millisecond => (1_000, 1_000_000),
-        TimeUnit::Microsecond => (1_000_000, 1_000),
-        TimeUnit::Nanosecond => (1_000_000_000, 1),
-    };
-    let sub = (nanos + nanos_per_unit / 2) / nanos_per_unit;
-    secs.checked_mul(per_second)?.checked_add(sub)
 }
 
 #[cfg(test)]
@@ -1989,7 +1836,7 @@ mod tests {
             reference_binary(date, &Type::DATE)
         );
         let old = NaiveDate::from_ymd_opt(1901, 3, 4).expect("date");
-        let old_days = old.signed_duration_since(epoch_date()).num_days();
+        let old_days = old.signed_duration_since(NaiveDate::default()).num_days();
         assert_eq!(
             binary(PgValue::Date(old_days)),
             reference_binary(old, &Type::DATE)

@@ -86,6 +86,7 @@ pub(crate) fn template_state(query_memory_bytes_max: usize) -> Result<SessionSta
     state.add_analyzer_rule(Arc::new(crate::pg_uuid::UuidCasts::new()));
     state.add_analyzer_rule(Arc::new(crate::pg_json::JsonCasts::new()));
     state.add_analyzer_rule(Arc::new(crate::pg_array::ArrayCasts::new()));
+    state.add_analyzer_rule(Arc::new(crate::pg_datetime::DatetimeLiterals::new()));
     Ok(state)
 }
 

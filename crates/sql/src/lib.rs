@@ -36,6 +36,7 @@ mod params;
 mod partial;
 pub mod pg_array;
 mod pg_catalog;
+pub mod pg_datetime;
 mod pg_functions;
 pub mod pg_json;
 mod pg_text;

@@ -207,6 +207,10 @@ pub(crate) fn cast_to_column(
         let texts = crate::pg_json::texts(array).map_err(crate::error::datafusion_error)?;
         return Ok(Arc::new(texts.into_iter().collect::<StringArray>()));
     }
+    if let Some(read) = crate::pg_datetime::from_text(array, &target)? {
+        // Arrow reads ISO 8601 with seconds only; PostgreSQL also `2024-01-01 02:00`.
+        return Ok(read);
+    }
     if *ty == SqlType::Uuid {
         // Arrow would copy a string's bytes; PostgreSQL reads its text form.
         let strings = cast_with_options(array, &DataType::Utf8, &CastOptions::default())
