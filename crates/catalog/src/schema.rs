@@ -36,6 +36,8 @@ pub enum SqlType {
     Bytea,
     /// DATE
     Date,
+    /// TIME (without time zone): microseconds since midnight (cluster version 14).
+    Time,
     /// TIMESTAMP (without time zone)
     Timestamp,
     /// TIMESTAMPTZ
@@ -69,6 +71,7 @@ impl SqlType {
             SqlType::Char(n) => format!("character({n})"),
             SqlType::Bytea => "bytea".into(),
             SqlType::Date => "date".into(),
+            SqlType::Time => "time without time zone".into(),
             SqlType::Timestamp => "timestamp without time zone".into(),
             SqlType::TimestampTz => "timestamp with time zone".into(),
             SqlType::Uuid => "uuid".into(),

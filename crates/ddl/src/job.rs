@@ -316,6 +316,13 @@ impl JobKind {
         {
             return Some(Feature::PartialIndexes);
         }
+        let time = |ty: &flotilla_catalog::SqlType| {
+            *ty == flotilla_catalog::SqlType::Time
+                || ty.element() == Some(&flotilla_catalog::SqlType::Time)
+        };
+        if column_where(&time) {
+            return Some(Feature::TimeType);
+        }
         if column_where(&|ty| ty.element().is_some()) {
             return Some(Feature::ArrayTypes);
         }

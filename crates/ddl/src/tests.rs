@@ -1407,6 +1407,24 @@ async fn an_added_foreign_key_is_enforced_before_its_scan_and_a_missing_row_roll
     let e = ddl.submit(add_array, "a12b".into()).await.unwrap_err();
     assert!(e.message.contains("cluster version 13"), "{}", e.message);
     assert!(catalog.snapshot().table("arrays").is_none());
+    // A time column, or an array of times, needs version 14.
+    queue.set_cluster_version(13);
+    for (name, ty) in [
+        ("times", SqlType::Time),
+        ("time_lists", SqlType::Array(Box::new(SqlType::Time))),
+    ] {
+        let mut t = table(17, name);
+        t.columns[0].ty = ty;
+        let job = create(t);
+        assert_eq!(
+            job.feature(),
+            Some(flotilla_types::version::Feature::TimeType)
+        );
+        let e = ddl.submit(job, format!("{name}13")).await.unwrap_err();
+        assert_eq!(e.code, "0A000");
+        assert!(e.message.contains("cluster version 14"), "{}", e.message);
+        assert!(catalog.snapshot().table(name).is_none());
+    }
     queue.set_cluster_version(6);
 
     let v = catalog.snapshot().version;

@@ -12,7 +12,8 @@ use datafusion::arrow::datatypes::{
     DataType, Date32Type, Date64Type, Decimal32Type, Decimal64Type, Decimal128Type, Field,
     Float16Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
     IntervalDayTimeType, IntervalMonthDayNanoType, IntervalUnit, IntervalYearMonthType, Schema,
-    TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    Time32MillisecondType, Time32SecondType, Time64MicrosecondType, Time64NanosecondType, TimeUnit,
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
     TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use datafusion::arrow::record_batch::RecordBatch;
@@ -68,9 +69,10 @@ pub fn pg_type_of(data_type: &DataType) -> Type {
         DataType::BinaryView => Type::JSON,
         DataType::Binary | DataType::FixedSizeBinary(_) => Type::BYTEA,
         DataType::Date32 | DataType::Date64 => Type::DATE,
+        DataType::Time32(_) | DataType::Time64(_) => Type::TIME,
         DataType::Timestamp(_, None) => Type::TIMESTAMP,
         DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
-        DataType::Interval(_) => Type::INTERVAL,
+        DataType::Interval(_) | DataType::Duration(_) => Type::INTERVAL,
         DataType::List(element)
         | DataType::LargeList(element)
         | DataType::FixedSizeList(element, _) => {
@@ -100,7 +102,7 @@ fn array_type_of(element: &DataType) -> Option<Type> {
 
 /// Each element type with its array type. Arrays of `varchar` and `bpchar` come last:
 /// results present strings as `text`, but a client may declare a parameter of them.
-const ARRAY_TYPES: [(Type, Type); 18] = [
+const ARRAY_TYPES: [(Type, Type); 19] = [
     (Type::BOOL, Type::BOOL_ARRAY),
     (Type::INT2, Type::INT2_ARRAY),
     (Type::INT4, Type::INT4_ARRAY),
@@ -111,6 +113,7 @@ const ARRAY_TYPES: [(Type, Type); 18] = [
     (Type::TEXT, Type::TEXT_ARRAY),
     (Type::BYTEA, Type::BYTEA_ARRAY),
     (Type::DATE, Type::DATE_ARRAY),
+    (Type::TIME, Type::TIME_ARRAY),
     (Type::TIMESTAMP, Type::TIMESTAMP_ARRAY),
     (Type::TIMESTAMPTZ, Type::TIMESTAMPTZ_ARRAY),
     (Type::INTERVAL, Type::INTERVAL_ARRAY),
@@ -142,6 +145,7 @@ pub fn arrow_type_of(pg_type: &Type) -> Option<DataType> {
         Type::JSON => Kind::Json.arrow_type(),
         Type::JSONB => Kind::Jsonb.arrow_type(),
         Type::DATE => DataType::Date32,
+        Type::TIME => DataType::Time64(TimeUnit::Microsecond),
         Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
         Type::TIMESTAMPTZ => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         ref array if let Some(element) = element_type_of(array) => DataType::List(Arc::new(
@@ -158,7 +162,7 @@ fn type_size(pg_type: &Type) -> i16 {
         Type::BOOL => 1,
         Type::INT2 => 2,
         Type::INT4 | Type::FLOAT4 | Type::DATE => 4,
-        Type::INT8 | Type::FLOAT8 | Type::TIMESTAMP | Type::TIMESTAMPTZ => 8,
+        Type::INT8 | Type::FLOAT8 | Type::TIME | Type::TIMESTAMP | Type::TIMESTAMPTZ => 8,
         Type::INTERVAL | Type::UUID => 16,
         _ => -1,
     }
@@ -229,6 +233,8 @@ pub enum PgValue<'a> {
     Jsonb(&'a str),
     /// `date`, as days since 1970-01-01.
     Date(i64),
+    /// `time`, as microseconds since midnight.
+    Time(i64),
     /// `timestamp`, as seconds and nanoseconds since 1970-01-01.
     Timestamp(i64, u32),
     /// `timestamptz` in UTC, as seconds and nanoseconds since 1970-01-01.
@@ -321,6 +327,24 @@ fn cell(array: &dyn Array, row: usize) -> Option<PgValue<'_>> {
                 .value(row)
                 .div_euclid(86_400_000),
         ),
+        DataType::Time64(TimeUnit::Microsecond) => PgValue::Time(
+            array
+                .as_primitive_opt::<Time64MicrosecondType>()?
+                .value(row),
+        ),
+        DataType::Time64(TimeUnit::Nanosecond) => {
+            PgValue::Time(array.as_primitive_opt::<Time64NanosecondType>()?.value(row) / 1_000)
+        }
+        DataType::Time32(TimeUnit::Second) => PgValue::Time(
+            i64::from(array.as_primitive_opt::<Time32SecondType>()?.value(row)) * 1_000_000,
+        ),
+        DataType::Time32(TimeUnit::Millisecond) => PgValue::Time(
+            i64::from(
+                array
+                    .as_primitive_opt::<Time32MillisecondType>()?
+                    .value(row),
+            ) * 1_000,
+        ),
         DataType::Timestamp(unit, tz) => {
             let raw = match unit {
                 TimeUnit::Second => array.as_primitive_opt::<TimestampSecondType>()?.value(row),
@@ -350,6 +374,16 @@ fn cell(array: &dyn Array, row: usize) -> Option<PgValue<'_>> {
                 days: v.days,
                 // PostgreSQL keeps microseconds; finer digits are dropped toward zero.
                 micros: v.nanoseconds / 1_000,
+            }
+        }
+        DataType::Duration(unit) => {
+            // `timestamp - timestamp`: PostgreSQL's interval of days and a time of day.
+            let micros = flotilla_sql::pg_text::duration_micros(array, row, *unit)?;
+            let (days, micros) = flotilla_sql::pg_text::days_and_micros(micros);
+            PgValue::Interval {
+                months: 0,
+                days,
+                micros,
             }
         }
         DataType::Interval(IntervalUnit::DayTime) => {
@@ -497,6 +531,11 @@ pub fn encode_text(value: &PgValue<'_>, out: &mut Vec<u8>) -> Result<(), SqlErro
         }
         PgValue::Uuid(b) => out.extend_from_slice(flotilla_sql::pg_uuid::text(b).as_bytes()),
         PgValue::Date(days) => out.extend_from_slice(date_text(*days)?.as_bytes()),
+        PgValue::Time(micros) => out.extend_from_slice(
+            flotilla_sql::pg_text::time_text(*micros)
+                .ok_or_else(|| sql_error("22008", "time out of range".to_owned()))?
+                .as_bytes(),
+        ),
         PgValue::Timestamp(secs, nanos) => {
             out.extend_from_slice(timestamp_text(*secs, *nanos, false)?.as_bytes())
         }
@@ -507,56 +546,11 @@ pub fn encode_text(value: &PgValue<'_>, out: &mut Vec<u8>) -> Result<(), SqlErro
             months,
             days,
             micros,
-        } => out.extend_from_slice(interval_text(*months, *days, *micros).as_bytes()),
+        } => out.extend_from_slice(
+            flotilla_sql::pg_text::interval_text(*months, *days, *micros).as_bytes(),
+        ),
     }
     Ok(())
-}
-
-/// PostgreSQL's text form of an interval under `IntervalStyle = postgres` (what this server
-/// reports): `1 year 2 mons 3 days 04:05:06.7`, each field with its own sign, the time
-/// shown when nonzero or when nothing else is, fractional seconds without trailing zeros.
-fn interval_text(months: i32, days: i32, micros: i64) -> String {
-    let mut out = String::new();
-    // Whether the last field printed was negative: a positive one after it says "+".
-    let mut before_negative = false;
-    for (value, unit) in [
-        (i64::from(months / 12), "year"),
-        (i64::from(months % 12), "mon"),
-        (i64::from(days), "day"),
-    ] {
-        if value == 0 {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        if before_negative && value > 0 {
-            out.push('+');
-        }
-        let plural = if value == 1 { "" } else { "s" };
-        out.push_str(&format!("{value} {unit}{plural}"));
-        before_negative = value < 0;
-    }
-    if out.is_empty() || micros != 0 {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        if micros < 0 {
-            out.push('-');
-        } else if before_negative {
-            out.push('+');
-        }
-        let abs = micros.unsigned_abs();
-        let (hours, minutes) = (abs / 3_600_000_000, abs / 60_000_000 % 60);
-        let (seconds, fraction) = (abs / 1_000_000 % 60, abs % 1_000_000);
-        out.push_str(&format!("{hours:02}:{minutes:02}:{seconds:02}"));
-        if fraction != 0 {
-            let digits = format!("{fraction:06}");
-            out.push('.');
-            out.push_str(digits.trim_end_matches('0'));
-        }
-    }
-    out
 }
 
 /// Appends `value` in PostgreSQL's binary format.
@@ -582,6 +576,7 @@ pub fn encode_binary(value: &PgValue<'_>, out: &mut Vec<u8>) -> Result<(), SqlEr
                 .ok_or_else(|| sql_error("22008", "date out of range".to_owned()))?;
             out.extend_from_slice(&pg_days.to_be_bytes());
         }
+        PgValue::Time(micros) => out.extend_from_slice(&micros.to_be_bytes()),
         PgValue::Timestamp(secs, nanos) | PgValue::TimestampTz(secs, nanos) => {
             let micros = secs
                 .checked_mul(1_000_000)
@@ -1055,6 +1050,13 @@ fn decode_binary(
                 .map_err(|_| sql_error("22008", "date out of range".to_owned()))?;
             ScalarValue::Date32(Some(days))
         }
+        Type::TIME => {
+            let micros = i64::from_be_bytes(fixed(raw, index)?);
+            if !(0..=86_400_000_000).contains(&micros) {
+                return Err(sql_error("22008", "time out of range".to_owned()));
+            }
+            ScalarValue::Time64Microsecond(Some(micros))
+        }
         Type::TIMESTAMP | Type::TIMESTAMPTZ => {
             let pg_micros = i64::from_be_bytes(fixed(raw, index)?);
             let micros = pg_micros
@@ -1200,7 +1202,7 @@ pub fn decode_text(text: &str, target: &DataType) -> Result<ScalarValue, SqlErro
             }
             ScalarValue::FixedSizeBinary(*len, Some(bytes))
         }
-        DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _) => {
+        DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _) | DataType::Time64(_) => {
             flotilla_sql::pg_datetime::scalar_from_text(text, target)?
                 .ok_or_else(|| invalid_syntax(target, text))?
         }
@@ -1630,7 +1632,7 @@ mod tests {
         assert_eq!(pg_type_of(&DataType::Null), Type::TEXT);
         assert_eq!(
             pg_type_of(&DataType::Time64(TimeUnit::Microsecond)),
-            Type::TEXT
+            Type::TIME
         );
     }
 
@@ -1767,6 +1769,32 @@ mod tests {
             ]
             .concat()
         );
+    }
+
+    #[test]
+    fn durations_and_times_go_out_as_postgresql_types() {
+        use datafusion::arrow::array::{DurationNanosecondArray, Time64MicrosecondArray};
+        // `timestamp - timestamp` is a duration here, an interval of days and a time of
+        // day in PostgreSQL (15 prints these for the same differences).
+        let durations = DurationNanosecondArray::from(vec![
+            136_800_000_000_000,
+            -208_800_500_000_000,
+            5_400_000_000_000,
+        ]);
+        assert_eq!(pg_type_of(durations.data_type()), Type::INTERVAL);
+        let texts: Vec<String> = (0..3)
+            .map(|row| text(cell(&durations, row).expect("a duration")))
+            .collect();
+        assert_eq!(texts, ["1 day 14:00:00", "-2 days -10:00:00.5", "01:30:00"]);
+        let times = Time64MicrosecondArray::from(vec![0, 45_015_250_000, 86_399_999_999]);
+        assert_eq!(pg_type_of(times.data_type()), Type::TIME);
+        let texts: Vec<String> = (0..3)
+            .map(|row| text(cell(&times, row).expect("a time")))
+            .collect();
+        assert_eq!(texts, ["00:00:00", "12:30:15.25", "23:59:59.999999"]);
+        let mut out = Vec::new();
+        encode_binary(&cell(&times, 1).expect("a time"), &mut out).unwrap();
+        assert_eq!(out, 45_015_250_000i64.to_be_bytes());
     }
 
     #[test]

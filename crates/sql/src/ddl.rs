@@ -211,6 +211,11 @@ pub(crate) fn sql_type(t: &AstType) -> Result<SqlType, SqlError> {
         AstType::JSON => SqlType::Json,
         AstType::JSONB => SqlType::Jsonb,
         AstType::Date => SqlType::Date,
+        AstType::Time(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => SqlType::Time,
+        AstType::Time(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => {
+            return Err(SqlError::unsupported("type time with time zone")
+                .with_hint("Use time (without time zone), or timestamptz for a moment in time."));
+        }
         AstType::Timestamp(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => {
             SqlType::Timestamp
         }
@@ -235,6 +240,7 @@ pub(crate) fn sql_type(t: &AstType) -> Result<SqlType, SqlError> {
         }
         AstType::Custom(name, _) => match relation_name(name).as_str() {
             "timestamptz" => SqlType::TimestampTz,
+            "time" => SqlType::Time,
             "int2" => SqlType::Int16,
             "int4" => SqlType::Int32,
             "int8" => SqlType::Int64,

@@ -1096,6 +1096,9 @@ pub(crate) fn datum_text(d: &Datum, ty: &SqlType) -> String {
     match d {
         Datum::Null => "null".into(),
         Datum::Bool(b) => if *b { "t" } else { "f" }.into(),
+        Datum::Int(v) if *ty == SqlType::Time => {
+            crate::pg_text::time_text(*v).unwrap_or_else(|| v.to_string())
+        }
         Datum::Int(v) => v.to_string(),
         Datum::Float(v) if *ty == SqlType::Float32 => crate::pg_text::float4_text(*v as f32),
         Datum::Float(v) => crate::pg_text::float8_text(*v),

@@ -80,6 +80,8 @@ pub(crate) fn pg_type_name(t: &DataType) -> String {
         DataType::BinaryView => "json".into(),
         t if crate::pg_uuid::is_uuid(t) => "uuid".into(),
         DataType::Date32 | DataType::Date64 => "date".into(),
+        DataType::Time32(_) | DataType::Time64(_) => "time without time zone".into(),
+        DataType::Interval(_) | DataType::Duration(_) => "interval".into(),
         DataType::Timestamp(_, None) => "timestamp without time zone".into(),
         DataType::Timestamp(_, Some(_)) => "timestamp with time zone".into(),
         DataType::Null => "unknown".into(),

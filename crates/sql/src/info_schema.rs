@@ -57,6 +57,7 @@ fn data_type(ty: &SqlType) -> &'static str {
         SqlType::Json => "json",
         SqlType::Jsonb => "jsonb",
         SqlType::Date => "date",
+        SqlType::Time => "time without time zone",
         SqlType::Timestamp => "timestamp without time zone",
         SqlType::TimestampTz => "timestamp with time zone",
         SqlType::Array(_) => "ARRAY",

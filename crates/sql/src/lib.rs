@@ -39,7 +39,7 @@ mod pg_catalog;
 pub mod pg_datetime;
 mod pg_functions;
 pub mod pg_json;
-mod pg_text;
+pub mod pg_text;
 pub mod pg_uuid;
 mod prepared;
 mod psql;

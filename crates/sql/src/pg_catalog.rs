@@ -80,7 +80,7 @@ const HEAP_OID: i64 = 2;
 const DEFAULT_COLLATION_OID: i64 = 100;
 
 /// Every type name `regtype` knows, with its OID.
-const TYPE_NAMES: [(&str, i64); 22] = [
+const TYPE_NAMES: [(&str, i64); 24] = [
     ("boolean", 16),
     ("bool", 16),
     ("smallint", 21),
@@ -101,6 +101,8 @@ const TYPE_NAMES: [(&str, i64); 22] = [
     ("bpchar", 1042),
     ("bytea", 17),
     ("date", 1082),
+    ("time", 1083),
+    ("time without time zone", 1083),
     ("timestamp", 1114),
     ("timestamptz", 1184),
 ];
@@ -120,6 +122,7 @@ fn pg_type(ty: &SqlType) -> (i64, &'static str) {
         SqlType::Char(_) => (1042, "bpchar"),
         SqlType::Bytea => (17, "bytea"),
         SqlType::Date => (1082, "date"),
+        SqlType::Time => (1083, "time"),
         SqlType::Timestamp => (1114, "timestamp"),
         SqlType::TimestampTz => (1184, "timestamptz"),
         SqlType::Uuid => (2950, "uuid"),
@@ -144,6 +147,7 @@ fn array_pg_type(element: &SqlType) -> (i64, &'static str) {
         SqlType::Char(_) => (1014, "_bpchar"),
         SqlType::Bytea => (1001, "_bytea"),
         SqlType::Date => (1182, "_date"),
+        SqlType::Time => (1183, "_time"),
         SqlType::Timestamp => (1115, "_timestamp"),
         SqlType::TimestampTz => (1185, "_timestamptz"),
         SqlType::Uuid => (2951, "_uuid"),
@@ -163,7 +167,7 @@ pub(crate) fn type_of_oid(oid: i64) -> Option<SqlType> {
 }
 
 /// The types `pg_type` lists (each with its array type).
-const PG_TYPES: [SqlType; 17] = [
+const PG_TYPES: [SqlType; 18] = [
     SqlType::Bool,
     SqlType::Int16,
     SqlType::Int32,
@@ -179,6 +183,7 @@ const PG_TYPES: [SqlType; 17] = [
     SqlType::Char(1),
     SqlType::Bytea,
     SqlType::Date,
+    SqlType::Time,
     SqlType::Timestamp,
     SqlType::TimestampTz,
     SqlType::Uuid,

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use chrono::{Duration, NaiveDate, NaiveDateTime, NaiveTime};
+use chrono::{Duration, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 use datafusion::arrow::array::{Array, ArrayRef, StringArray};
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
@@ -220,7 +220,7 @@ fn out_of_range(what: &str) -> SqlError {
     SqlError::new("22008", format!("{what} out of range"))
 }
 
-/// `text` as a value of `target` (a date or timestamp type) read as PostgreSQL reads it,
+/// `text` as a value of `target` (a date, timestamp or time type) read as PostgreSQL reads it,
 /// or `None` if it is not in a form read here (Arrow's cast may still read it).
 /// Out of range is 22008.
 pub fn scalar_from_text(text: &str, target: &DataType) -> Result<Option<ScalarValue>, SqlError> {
@@ -257,6 +257,34 @@ pub fn scalar_from_text(text: &str, target: &DataType) -> Result<Option<ScalarVa
                 TimeUnit::Nanosecond => ScalarValue::TimestampNanosecond(Some(v), tz.clone()),
             }
         }
+        DataType::Time64(unit) => {
+            // A zone after the time is ignored, as `time` (without time zone) does.
+            let t = text.trim();
+            let end = t
+                .find(|c: char| !(c.is_ascii_digit() || c == ':' || c == '.'))
+                .unwrap_or(t.len());
+            if !t[end..].trim().is_empty() && parse_zone(t[end..].trim()).is_none() {
+                return Ok(None);
+            }
+            let Some(time) = parse_time(&t[..end]) else {
+                let shaped = t[..end].contains(':') && t[..end].split([':', '.']).all(digits);
+                if shaped {
+                    // `25:00`: PostgreSQL's form, a field out of range.
+                    return Err(SqlError::new(
+                        "22008",
+                        format!("date/time field value out of range: \"{text}\""),
+                    ));
+                }
+                return Ok(None);
+            };
+            let nanos = i64::from(time.num_seconds_from_midnight()) * 1_000_000_000
+                + i64::from(time.nanosecond());
+            match unit {
+                TimeUnit::Nanosecond => ScalarValue::Time64Nanosecond(Some(nanos)),
+                // Microseconds, rounding the rest half up, as PostgreSQL rounds.
+                _ => ScalarValue::Time64Microsecond(Some((nanos + 500) / 1_000)),
+            }
+        }
         _ => return Ok(None),
     }))
 }
@@ -265,7 +293,7 @@ pub fn scalar_from_text(text: &str, target: &DataType) -> Result<Option<ScalarVa
 fn is_datetime(target: &DataType) -> bool {
     matches!(
         target,
-        DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _)
+        DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _) | DataType::Time64(_)
     )
 }
 

@@ -218,6 +218,7 @@ fn type_name(oid: i64, typmod: Option<i64>) -> Option<String> {
         },
         17 => SqlType::Bytea,
         1082 => SqlType::Date,
+        1083 => SqlType::Time,
         1114 => SqlType::Timestamp,
         1184 => SqlType::TimestampTz,
         2950 => SqlType::Uuid,

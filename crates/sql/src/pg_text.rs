@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
+use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, StringArray, StringBuilder, TimestampMicrosecondArray,
 };
@@ -89,12 +89,26 @@ pub fn date_text(date: NaiveDate) -> String {
 /// as PostgreSQL prints it: fractional seconds only when not zero, trailing zeros
 /// trimmed, then `+00`, then ` BC` for years before 1 AD.
 pub fn timestamp_text(at: NaiveDateTime, with_tz: bool) -> String {
-    use std::fmt::Write;
     let mut out = String::with_capacity(32);
     write_date(&mut out, at.date());
+    out.push(' ');
+    write_time(&mut out, at.time());
+    if with_tz {
+        out.push_str("+00");
+    }
+    if at.year() <= 0 {
+        out.push_str(" BC");
+    }
+    out
+}
+
+/// Writes `HH:MM:SS`, then the fraction of a second only when not zero, its trailing
+/// zeros trimmed, as PostgreSQL does.
+fn write_time(out: &mut String, at: NaiveTime) {
+    use std::fmt::Write;
     let _ = write!(
         out,
-        " {:02}:{:02}:{:02}",
+        "{:02}:{:02}:{:02}",
         at.hour(),
         at.minute(),
         at.second()
@@ -105,13 +119,101 @@ pub fn timestamp_text(at: NaiveDateTime, with_tz: bool) -> String {
         out.push('.');
         out.push_str(digits.trim_end_matches('0'));
     }
-    if with_tz {
-        out.push_str("+00");
+}
+
+/// A `time` of `micros` microseconds since midnight as PostgreSQL prints it
+/// (`10:00:01.5`), or `None` past a day.
+pub fn time_text(micros: i64) -> Option<String> {
+    let secs = u32::try_from(micros.div_euclid(1_000_000)).ok()?;
+    let nanos = u32::try_from(micros.rem_euclid(1_000_000) * 1_000).ok()?;
+    let at = NaiveTime::from_num_seconds_from_midnight_opt(secs, nanos)?;
+    let mut out = String::with_capacity(16);
+    write_time(&mut out, at);
+    Some(out)
+}
+
+/// PostgreSQL's text form of an interval under `IntervalStyle = postgres` (what this server
+/// reports): `1 year 2 mons 3 days 04:05:06.7`, each field with its own sign, the time
+/// shown when nonzero or when nothing else is, fractional seconds without trailing zeros.
+pub fn interval_text(months: i32, days: i32, micros: i64) -> String {
+    let mut out = String::new();
+    // Whether the last field printed was negative: a positive one after it says "+".
+    let mut before_negative = false;
+    for (value, unit) in [
+        (i64::from(months / 12), "year"),
+        (i64::from(months % 12), "mon"),
+        (i64::from(days), "day"),
+    ] {
+        if value == 0 {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        if before_negative && value > 0 {
+            out.push('+');
+        }
+        let plural = if value == 1 { "" } else { "s" };
+        out.push_str(&format!("{value} {unit}{plural}"));
+        before_negative = value < 0;
     }
-    if at.year() <= 0 {
-        out.push_str(" BC");
+    if out.is_empty() || micros != 0 {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        if micros < 0 {
+            out.push('-');
+        } else if before_negative {
+            out.push('+');
+        }
+        let abs = micros.unsigned_abs();
+        let (hours, minutes) = (abs / 3_600_000_000, abs / 60_000_000 % 60);
+        let (seconds, fraction) = (abs / 1_000_000 % 60, abs % 1_000_000);
+        out.push_str(&format!("{hours:02}:{minutes:02}:{seconds:02}"));
+        if fraction != 0 {
+            let digits = format!("{fraction:06}");
+            out.push('.');
+            out.push_str(digits.trim_end_matches('0'));
+        }
     }
     out
+}
+
+/// The microseconds of a duration (`timestamp - timestamp`) at `row`, finer digits
+/// dropped toward zero; `None` if `array` is no duration array.
+pub fn duration_micros(array: &dyn Array, row: usize, unit: TimeUnit) -> Option<i64> {
+    use datafusion::arrow::datatypes::{
+        DurationMicrosecondType, DurationMillisecondType, DurationNanosecondType,
+        DurationSecondType,
+    };
+    Some(match unit {
+        TimeUnit::Second => array
+            .as_primitive_opt::<DurationSecondType>()?
+            .value(row)
+            .saturating_mul(1_000_000),
+        TimeUnit::Millisecond => array
+            .as_primitive_opt::<DurationMillisecondType>()?
+            .value(row)
+            .saturating_mul(1_000),
+        TimeUnit::Microsecond => array
+            .as_primitive_opt::<DurationMicrosecondType>()?
+            .value(row),
+        TimeUnit::Nanosecond => {
+            array
+                .as_primitive_opt::<DurationNanosecondType>()?
+                .value(row)
+                / 1_000
+        }
+    })
+}
+
+/// A duration as PostgreSQL's `timestamp - timestamp` gives it: whole days, and the rest
+/// as a time of day, both of the duration's sign (`1 day 14:00:00`, `-2 days -10:00:00`).
+pub fn days_and_micros(micros: i64) -> (i32, i64) {
+    const DAY_MICROS: i64 = 86_400_000_000;
+    let days =
+        i32::try_from(micros / DAY_MICROS).unwrap_or(if micros < 0 { i32::MIN } else { i32::MAX });
+    (days, micros % DAY_MICROS)
 }
 
 /// A float, date, timestamp or array as PostgreSQL's text, of string type `to`.
@@ -208,6 +310,42 @@ fn pg_texts(input: &ArrayRef) -> DfResult<StringArray> {
                 out.append_option(text);
             }
         }
+        DataType::Interval(_) => {
+            let mdn = datafusion::arrow::compute::cast(
+                &input,
+                &DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano),
+            )?;
+            for v in mdn.as_primitive::<datafusion::arrow::datatypes::IntervalMonthDayNanoType>() {
+                out.append_option(
+                    v.map(|v| interval_text(v.months, v.days, v.nanoseconds / 1_000)),
+                );
+            }
+        }
+        DataType::Duration(unit) => {
+            for row in 0..input.len() {
+                if input.is_null(row) {
+                    out.append_null();
+                    continue;
+                }
+                let micros = duration_micros(input.as_ref(), row, *unit)
+                    .ok_or_else(|| DataFusionError::Internal("a duration".into()))?;
+                let (days, micros) = days_and_micros(micros);
+                out.append_value(interval_text(0, days, micros));
+            }
+        }
+        DataType::Time32(_) | DataType::Time64(_) => {
+            let micros =
+                datafusion::arrow::compute::cast(&input, &DataType::Time64(TimeUnit::Microsecond))?;
+            for v in micros.as_primitive::<datafusion::arrow::datatypes::Time64MicrosecondType>() {
+                let text = v
+                    .map(|v| {
+                        time_text(v)
+                            .ok_or_else(|| DataFusionError::Execution("time out of range".into()))
+                    })
+                    .transpose()?;
+                out.append_option(text);
+            }
+        }
         DataType::List(_) => {
             // An array: `{...}` of its elements' texts, quoted where PostgreSQL quotes.
             let list = input.as_list::<i32>();
@@ -295,6 +433,10 @@ impl PgText {
                 | DataType::Date32
                 | DataType::Date64
                 | DataType::Timestamp(_, _)
+                | DataType::Time32(_)
+                | DataType::Time64(_)
+                | DataType::Interval(_)
+                | DataType::Duration(_)
                 | DataType::List(_),
             ) => {}
             _ => return Ok(Transformed::no(expr)),

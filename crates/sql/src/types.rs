@@ -8,7 +8,8 @@ use datafusion::arrow::array::{
     FixedSizeBinaryArray, FixedSizeBinaryBuilder, Float32Array, Float32Builder, Float64Array,
     Float64Builder, Int16Array, Int16Builder, Int32Array, Int32Builder, Int64Array, Int64Builder,
     LargeBinaryBuilder, ListArray, ListBuilder, NullBufferBuilder, StringArray, StringBuilder,
-    TimestampMicrosecondArray, TimestampMicrosecondBuilder,
+    Time64MicrosecondArray, Time64MicrosecondBuilder, TimestampMicrosecondArray,
+    TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
@@ -33,11 +34,15 @@ impl datafusion::logical_expr::planner::TypePlanner for PgTypes {
         &self,
         sql_type: &datafusion::sql::sqlparser::ast::DataType,
     ) -> datafusion::common::Result<Option<datafusion::arrow::datatypes::FieldRef>> {
-        use datafusion::sql::sqlparser::ast::DataType as Sql;
+        use datafusion::sql::sqlparser::ast::{DataType as Sql, TimezoneInfo};
         let data_type = match sql_type {
             Sql::Uuid => crate::pg_uuid::ARROW_TYPE,
             Sql::JSON => Kind::Json.arrow_type(),
             Sql::JSONB => Kind::Jsonb.arrow_type(),
+            // Microseconds, as PostgreSQL and a `time` column keep (DataFusion's is ns).
+            Sql::Time(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => {
+                DataType::Time64(TimeUnit::Microsecond)
+            }
             _ => return Ok(None),
         };
         Ok(Some(Arc::new(datafusion::arrow::datatypes::Field::new(
@@ -86,6 +91,7 @@ pub(crate) fn arrow_type(ty: &SqlType) -> DataType {
         SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) => DataType::Utf8,
         SqlType::Bytea => DataType::Binary,
         SqlType::Date => DataType::Date32,
+        SqlType::Time => DataType::Time64(TimeUnit::Microsecond),
         SqlType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
         SqlType::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
         SqlType::Uuid => crate::pg_uuid::ARROW_TYPE,
@@ -137,6 +143,7 @@ pub(crate) fn assignable(from: &DataType, to: &SqlType) -> bool {
         SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) => true,
         SqlType::Bytea => matches!(from, D::Binary | D::LargeBinary | D::BinaryView),
         SqlType::Date => matches!(from, D::Date32 | D::Date64 | D::Timestamp(_, _)),
+        SqlType::Time => matches!(from, D::Time32(_) | D::Time64(_) | D::Timestamp(_, None)),
         SqlType::Timestamp | SqlType::TimestampTz => {
             matches!(from, D::Date32 | D::Date64 | D::Timestamp(_, _))
         }
@@ -433,6 +440,7 @@ pub(crate) fn datum_at(array: &ArrayRef, row: usize, ty: &SqlType) -> Datum {
         }
         SqlType::Bytea => Datum::Bytes(downcast::<BinaryArray>(any).value(row).to_vec()),
         SqlType::Date => Datum::Date(downcast::<Date32Array>(any).value(row)),
+        SqlType::Time => Datum::Int(downcast::<Time64MicrosecondArray>(any).value(row)),
         SqlType::Timestamp | SqlType::TimestampTz => {
             Datum::Timestamp(downcast::<TimestampMicrosecondArray>(any).value(row))
         }
@@ -533,6 +541,7 @@ enum Builder {
     Json(BinaryViewBuilder),
     Jsonb(LargeBinaryBuilder),
     Date(Date32Builder),
+    Time(Time64MicrosecondBuilder),
     Timestamp(TimestampMicrosecondBuilder, Option<Arc<str>>),
     /// Arrays: their elements, where each array ends in them, and which are NULL.
     Array {
@@ -572,6 +581,7 @@ impl ColumnBuilder {
                 Builder::Jsonb(LargeBinaryBuilder::with_capacity(capacity, capacity * 32))
             }
             SqlType::Date => Builder::Date(Date32Builder::with_capacity(capacity)),
+            SqlType::Time => Builder::Time(Time64MicrosecondBuilder::with_capacity(capacity)),
             SqlType::Timestamp => {
                 Builder::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity), None)
             }
@@ -612,6 +622,7 @@ impl ColumnBuilder {
             (Builder::Json(b), Datum::String(v)) => b.append_value(v),
             (Builder::Jsonb(b), Datum::String(v)) => b.append_value(v),
             (Builder::Date(b), Datum::Date(v)) => b.append_value(*v),
+            (Builder::Time(b), Datum::Int(v)) => b.append_value(*v),
             (Builder::Timestamp(b, _), Datum::Timestamp(v)) => b.append_value(*v),
             (
                 Builder::Array {
@@ -643,6 +654,7 @@ impl ColumnBuilder {
             (Builder::Json(b), _) => b.append_null(),
             (Builder::Jsonb(b), _) => b.append_null(),
             (Builder::Date(b), _) => b.append_null(),
+            (Builder::Time(b), _) => b.append_null(),
             (Builder::Timestamp(b, _), _) => b.append_null(),
         }
     }
@@ -667,6 +679,7 @@ impl ColumnBuilder {
             Builder::Json(mut b) => Arc::new(b.finish()),
             Builder::Jsonb(mut b) => Arc::new(b.finish()),
             Builder::Date(mut b) => Arc::new(b.finish()),
+            Builder::Time(mut b) => Arc::new(b.finish()),
             Builder::Timestamp(mut b, tz) => Arc::new(b.finish().with_timezone_opt(tz)),
             Builder::Array {
                 values,

@@ -9119,3 +9119,109 @@ async fn dates_and_timestamps_are_read_from_text_as_postgresql_reads_them() {
         ["2024-01-05"]
     );
 }
+
+/// `time` columns (and `time[]`): read from PostgreSQL's text forms, compared, indexed,
+/// printed as PostgreSQL prints them, and described in the catalog as there. Every
+/// expectation is PostgreSQL 15's output for the same statements.
+#[tokio::test]
+async fn time_columns_store_compare_and_print_as_postgresql_does() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE sh (id INT PRIMARY KEY, opens TIME, closes TIME WITHOUT TIME ZONE, \
+         slots TIME[])",
+    )
+    .await;
+    for sql in [
+        "INSERT INTO sh VALUES (1, '09:00', '17:30:00', '{08:00,12:15:30.5}'), \
+         (2, '9:05:01.25', '23:59:59.999999', NULL), (3, NULL, '00:00', '{}')",
+        "INSERT INTO sh SELECT 4, '10:00'::time + interval '30 minutes', time '11:00', \
+         ARRAY['10:00'::time]",
+        "UPDATE sh SET closes = '18:00' WHERE id = 1",
+        "CREATE INDEX sh_opens ON sh (opens)",
+    ] {
+        ok(&mut s, sql).await;
+    }
+    for (q, want) in [
+        (
+            "SELECT id, opens::text, closes::text, slots::text FROM sh ORDER BY opens NULLS FIRST",
+            vec![
+                "3|NULL|00:00:00|{}",
+                "1|09:00:00|18:00:00|{08:00:00,12:15:30.5}",
+                "2|09:05:01.25|23:59:59.999999|NULL",
+                "4|10:30:00|11:00:00|{10:00:00}",
+            ],
+        ),
+        (
+            "SELECT id FROM sh WHERE opens > '09:01' ORDER BY 1",
+            vec!["2", "4"],
+        ),
+        // Through the index.
+        ("SELECT id FROM sh WHERE opens = '09:05:01.25'", vec!["2"]),
+        (
+            "SELECT id, (closes - opens)::text, pg_typeof(opens)::text FROM sh ORDER BY 1",
+            vec![
+                "1|09:00:00|time without time zone",
+                "2|14:54:58.749999|time without time zone",
+                "3|NULL|time without time zone",
+                "4|00:30:00|time without time zone",
+            ],
+        ),
+        (
+            "SELECT max(opens)::text, min(closes)::text, count(DISTINCT opens) FROM sh",
+            vec!["10:30:00|00:00:00|3"],
+        ),
+        (
+            "SELECT '10:00:01.5'::time::text, '1:2'::time::text, '10:00+02'::time::text",
+            vec!["10:00:01.5|01:02:00|10:00:00"],
+        ),
+        (
+            "SELECT ('2024-01-01'::date + '10:30'::time)::text",
+            vec!["2024-01-01 10:30:00"],
+        ),
+        // A difference of timestamps is PostgreSQL's interval of days and a time of day.
+        (
+            "SELECT (timestamp '2024-01-03' - timestamp '2024-01-01 10:00')::text, \
+             (timestamp '2024-01-01' - timestamp '2024-01-03 10:00:00.5')::text, \
+             pg_typeof(timestamp '2024-01-03' - timestamp '2024-01-01')::text",
+            vec!["1 day 14:00:00|-2 days -10:00:00.5|interval"],
+        ),
+        (
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
+             WHERE attrelid = 'sh'::regclass AND attnum > 0 ORDER BY attnum",
+            vec![
+                "integer",
+                "time without time zone",
+                "time without time zone",
+                "time without time zone[]",
+            ],
+        ),
+        (
+            "SELECT data_type, udt_name FROM information_schema.columns \
+             WHERE table_name = 'sh' ORDER BY ordinal_position",
+            vec![
+                "integer|int4",
+                "time without time zone|time",
+                "time without time zone|time",
+                "ARRAY|_time",
+            ],
+        ),
+    ] {
+        assert_eq!(rows(&mut s, q).await, want, "{q}");
+    }
+    // Out of range is PostgreSQL's 22008; not a time at all, 22007; neither changes a row.
+    assert_eq!(code(&mut s, "SELECT '25:00'::time").await, "22008");
+    assert_eq!(
+        code(&mut s, "UPDATE sh SET opens = 'noon' WHERE id = 1").await,
+        "22007"
+    );
+    assert_eq!(
+        code(&mut s, "CREATE TABLE tz (t TIME WITH TIME ZONE)").await,
+        "0A000"
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT opens::text FROM sh WHERE id = 1").await,
+        ["09:00:00"]
+    );
+}

@@ -17,7 +17,7 @@ pub type ClusterVersion = u32;
 pub const CLUSTER_VERSION_BASE: ClusterVersion = 1;
 
 /// The newest cluster version this build understands.
-pub const BINARY_CLUSTER_VERSION: ClusterVersion = 13;
+pub const BINARY_CLUSTER_VERSION: ClusterVersion = 14;
 
 // A build understands every feature it gates. (Every build so far also runs in a
 // cluster at any older version, down to the base: one that drops an old version's
@@ -33,6 +33,7 @@ const _: () = assert!(Feature::UuidType.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::JsonTypes.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::PartialIndexes.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::ArrayTypes.since() <= BINARY_CLUSTER_VERSION);
+const _: () = assert!(Feature::TimeType.since() <= BINARY_CLUSTER_VERSION);
 
 /// A behaviour gated by the cluster version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +81,9 @@ pub enum Feature {
     /// Columns of an array type (`integer[]`): a node of an older build cannot decode a
     /// table that has one.
     ArrayTypes,
+    /// Columns of type `time`: a node of an older build cannot decode a table that has
+    /// one.
+    TimeType,
 }
 
 impl Feature {
@@ -97,6 +101,7 @@ impl Feature {
             Feature::JsonTypes => 11,
             Feature::PartialIndexes => 12,
             Feature::ArrayTypes => 13,
+            Feature::TimeType => 14,
         }
     }
 
@@ -114,6 +119,7 @@ impl Feature {
             Feature::JsonTypes => "a column of type json or jsonb",
             Feature::PartialIndexes => "a partial index (CREATE INDEX ... WHERE)",
             Feature::ArrayTypes => "a column of an array type",
+            Feature::TimeType => "a column of type time",
         }
     }
 

@@ -9,7 +9,7 @@ from django.contrib.auth.models import User, Group, Permission
 from django.contrib.auth import authenticate
 from shop.models import Author, Book, Order, Tag
 
-a = Author.objects.create(name="Ursula", born=datetime.date(1929, 10, 21), aliases=["U. K. Le Guin", "Ursula K."])
+a = Author.objects.create(name="Ursula", born=datetime.date(1929, 10, 21), aliases=["U. K. Le Guin", "Ursula K."], writes_at=datetime.time(6, 30, 15, 500000))
 b = Author.objects.create(name="Iain")
 # An array column: stored, read back, and queried with the ArrayField lookups.
 assert Author.objects.get(name="Ursula").aliases == ["U. K. Le Guin", "Ursula K."]
@@ -21,6 +21,11 @@ assert [x.name for x in Author.objects.filter(aliases__0="U. K. Le Guin")] == ["
 assert Author.objects.filter(aliases=[]).count() == 1
 Author.objects.filter(name="Iain").update(aliases=["Iain M. Banks"])
 assert Author.objects.get(name="Iain").aliases == ["Iain M. Banks"]
+# A time column: stored to the microsecond, compared, and its hour extracted.
+assert Author.objects.get(name="Ursula").writes_at == datetime.time(6, 30, 15, 500000)
+assert [x.name for x in Author.objects.filter(writes_at__lt=datetime.time(7))] == ["Ursula"]
+assert [x.name for x in Author.objects.filter(writes_at__hour=6)] == ["Ursula"]
+assert Author.objects.filter(writes_at__isnull=True).count() == 1
 t1, t2 = Tag.objects.create(name="sf"), Tag.objects.create(name="classic")
 bk = Book.objects.create(title="The Dispossessed", author=a, price=Decimal("12.50"))
 bk.tags.add(t1, t2)

@@ -10,6 +10,8 @@ class Author(models.Model):
     born = models.DateField(null=True)
     # A varchar(50)[] column.
     aliases = ArrayField(models.CharField(max_length=50), default=list, blank=True)
+    # A time column.
+    writes_at = models.TimeField(null=True)
 
 class Publisher(models.Model):
     name = models.CharField(max_length=50)
