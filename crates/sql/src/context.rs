@@ -59,6 +59,10 @@ pub(crate) fn template_state(query_memory_bytes_max: usize) -> Result<SessionSta
         .expr_planners()
         .get_or_insert_with(Vec::new)
         .push(Arc::new(crate::pg_array::ArrayOperators));
+    builder
+        .expr_planners()
+        .get_or_insert_with(Vec::new)
+        .push(Arc::new(crate::pg_datetime::IntervalArithmetic));
     let built = builder.build();
     // Before DataFusion's rules: see `UnnestRepeatsRows`.
     let mut rules: Vec<Arc<dyn datafusion::optimizer::OptimizerRule + Send + Sync>> =

@@ -489,3 +489,210 @@ mod tests {
         assert_eq!(parse_date("epoch"), Some(epoch()));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// An interval times or divided by a number
+// ---------------------------------------------------------------------------------------------
+
+/// Plans `interval * n`, `n * interval` and `interval / n` (DataFusion refuses them) as
+/// PostgreSQL computes them: see `scaled`.
+#[derive(Debug, Default)]
+pub(crate) struct IntervalArithmetic;
+
+fn is_number(t: &DataType) -> bool {
+    t.is_numeric()
+}
+
+impl datafusion::logical_expr::planner::ExprPlanner for IntervalArithmetic {
+    fn plan_binary_op(
+        &self,
+        expr: datafusion::logical_expr::planner::RawBinaryExpr,
+        schema: &datafusion::common::DFSchema,
+    ) -> DfResult<
+        datafusion::logical_expr::planner::PlannerResult<
+            datafusion::logical_expr::planner::RawBinaryExpr,
+        >,
+    > {
+        use datafusion::logical_expr::ExprSchemable;
+        use datafusion::logical_expr::planner::PlannerResult;
+        use datafusion::sql::sqlparser::ast::BinaryOperator;
+        let divide = match expr.op {
+            BinaryOperator::Multiply => false,
+            BinaryOperator::Divide => true,
+            _ => return Ok(PlannerResult::Original(expr)),
+        };
+        let type_of = |e: &Expr| e.get_type(schema).ok();
+        let interval = |t: &Option<DataType>| matches!(t, Some(DataType::Interval(_)));
+        let number = |t: &Option<DataType>| t.as_ref().is_some_and(is_number);
+        // An untyped parameter beside an interval is the factor, as PostgreSQL infers.
+        let untyped = |e: &Expr| matches!(e, Expr::Placeholder(p) if p.field.is_none());
+        let (l, r) = (type_of(&expr.left), type_of(&expr.right));
+        let (span, factor) = if interval(&l) && (number(&r) || untyped(&expr.right)) {
+            (expr.left, expr.right)
+        } else if !divide && (number(&l) || untyped(&expr.left)) && interval(&r) {
+            (expr.right, expr.left)
+        } else {
+            return Ok(PlannerResult::Original(expr));
+        };
+        let udf = Arc::new(datafusion::logical_expr::ScalarUDF::new_from_impl(
+            IntervalScale::new(divide),
+        ));
+        Ok(PlannerResult::Planned(udf.call(vec![
+            Expr::Cast(Cast::new(
+                Box::new(span),
+                DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano),
+            )),
+            Expr::Cast(Cast::new(Box::new(factor), DataType::Float64)),
+        ])))
+    }
+}
+
+/// `interval * float8` (or `/`), as PostgreSQL's `interval_mul` and `interval_div`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct IntervalScale {
+    divide: bool,
+    signature: datafusion::logical_expr::Signature,
+}
+
+impl IntervalScale {
+    fn new(divide: bool) -> Self {
+        Self {
+            divide,
+            signature: datafusion::logical_expr::Signature::exact(
+                vec![
+                    DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano),
+                    DataType::Float64,
+                ],
+                datafusion::logical_expr::Volatility::Immutable,
+            ),
+        }
+    }
+}
+
+/// Rounds to microseconds' precision, as PostgreSQL's `TSROUND`.
+fn ts_round(v: f64) -> f64 {
+    (v * 1e6).round() / 1e6
+}
+
+/// `months`, `days` and `micros` scaled by `f` (times, or divided by it) as PostgreSQL
+/// scales an interval: the fraction of a month becomes days of 30, the fraction of a day
+/// becomes time, each part truncated toward zero and the time rounded to microseconds.
+/// `None` on overflow or division by zero.
+pub fn scaled(
+    months: i32,
+    days: i32,
+    micros: i64,
+    f: f64,
+    divide: bool,
+) -> Option<(i32, i32, i64)> {
+    if divide && f == 0.0 {
+        return None;
+    }
+    let op = |x: f64| if divide { x / f } else { x * f };
+    let month_total = op(f64::from(months));
+    let day_total = op(f64::from(days));
+    if !month_total.is_finite() || !day_total.is_finite() {
+        return None;
+    }
+    let new_months = month_total.trunc();
+    let new_days = day_total.trunc();
+    if new_months.abs() > f64::from(i32::MAX) || new_days.abs() > f64::from(i32::MAX) {
+        return None;
+    }
+    let month_remainder_days = ts_round((month_total - new_months) * 30.0);
+    let mut sec_remainder = ts_round(
+        (day_total - new_days + month_remainder_days - month_remainder_days.trunc()) * 86_400.0,
+    );
+    let mut days_out = new_days as i64 + month_remainder_days.trunc() as i64;
+    if sec_remainder.abs() >= 86_400.0 {
+        let whole = (sec_remainder / 86_400.0).trunc();
+        days_out += whole as i64;
+        sec_remainder -= whole * 86_400.0;
+    }
+    let time = (op(micros as f64) + sec_remainder * 1e6).round();
+    if !time.is_finite() || time.abs() >= 9.2e18 {
+        return None;
+    }
+    Some((
+        new_months as i32,
+        i32::try_from(days_out).ok()?,
+        time as i64,
+    ))
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for IntervalScale {
+    fn name(&self) -> &str {
+        if self.divide {
+            "flotilla_interval_div"
+        } else {
+            "flotilla_interval_mul"
+        }
+    }
+
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Interval(
+            datafusion::arrow::datatypes::IntervalUnit::MonthDayNano,
+        ))
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> DfResult<datafusion::logical_expr::ColumnarValue> {
+        use datafusion::arrow::array::{AsArray, IntervalMonthDayNanoArray};
+        use datafusion::arrow::datatypes::{
+            Float64Type, IntervalMonthDayNano, IntervalMonthDayNanoType,
+        };
+        let n = args.number_rows;
+        let arrays = datafusion::logical_expr::ColumnarValue::values_to_arrays(&args.args)?;
+        let (spans, factors) = (
+            arrays[0].as_primitive::<IntervalMonthDayNanoType>(),
+            arrays[1].as_primitive::<Float64Type>(),
+        );
+        let mut out = Vec::with_capacity(n);
+        for row in 0..spans.len() {
+            if spans.is_null(row) || factors.is_null(row) {
+                out.push(None);
+                continue;
+            }
+            let v = spans.value(row);
+            let Some((months, days, micros)) = scaled(
+                v.months,
+                v.days,
+                v.nanoseconds / 1_000,
+                factors.value(row),
+                self.divide,
+            ) else {
+                let e = if self.divide && factors.value(row) == 0.0 {
+                    SqlError::new("22012", "division by zero")
+                } else {
+                    SqlError::new("22008", "interval out of range")
+                };
+                return Err(datafusion::error::DataFusionError::External(Box::new(e)));
+            };
+            out.push(Some(IntervalMonthDayNano::new(
+                months,
+                days,
+                micros * 1_000,
+            )));
+        }
+        let array: ArrayRef = Arc::new(IntervalMonthDayNanoArray::from(out));
+        Ok(
+            if args
+                .args
+                .iter()
+                .all(|a| matches!(a, datafusion::logical_expr::ColumnarValue::Scalar(_)))
+            {
+                datafusion::logical_expr::ColumnarValue::Scalar(ScalarValue::try_from_array(
+                    &array, 0,
+                )?)
+            } else {
+                datafusion::logical_expr::ColumnarValue::Array(array)
+            },
+        )
+    }
+}

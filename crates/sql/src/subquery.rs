@@ -221,8 +221,15 @@ impl SubqueryFunction {
                 let DataType::Struct(fields) = item.data_type() else {
                     return Err(ext("a lateral subquery's rows are structs"));
                 };
+                // The rows are held until the list is built: counted against the
+                // statement's memory pool (`query_memory_bytes_max`, 53200 past it).
+                let held = datafusion::execution::memory_pool::MemoryConsumer::new(
+                    "lateral subquery rows",
+                )
+                .register(&self.state.runtime_env().memory_pool);
                 let mut parts: Vec<ArrayRef> = Vec::new();
                 while let Some(b) = next_rows(rt, &mut rows)? {
+                    held.try_grow(b.get_array_memory_size())?;
                     let columns = b
                         .columns()
                         .iter()

@@ -9225,3 +9225,58 @@ async fn time_columns_store_compare_and_print_as_postgresql_does() {
         ["09:00:00"]
     );
 }
+
+/// The rows a lateral subquery returns for one outer row are held until they are joined:
+/// they count against `query_memory_bytes_max` (53200 past it), and the session serves on.
+#[tokio::test]
+async fn a_lateral_subquerys_rows_are_bounded_by_query_memory() {
+    const MIB: usize = 1024 * 1024;
+    let db = TestDb::with_config(SqlConfig {
+        query_memory_bytes_max: 32 * MIB,
+        ..SqlConfig::default()
+    })
+    .await;
+    let mut s = db.session();
+    // About 40 MB of rows for the one outer row: refused.
+    let lateral = |n: usize| {
+        format!(
+            "SELECT count(*) FROM (VALUES ({n})) v(n), \
+             LATERAL (SELECT repeat('x', 1000) AS r FROM generate_series(1, v.n)) x"
+        )
+    };
+    let e = run(&mut s, &lateral(40_000)).await.unwrap_err();
+    assert_eq!(e.code, "53200", "{}", e.message);
+    assert!(e.message.contains("lateral subquery rows"), "{}", e.message);
+    assert_eq!(rows(&mut s, &lateral(2_000)).await, ["2000"]);
+}
+
+/// `interval * n`, `n * interval` and `interval / n` as PostgreSQL computes them: a month's
+/// fraction becomes days of 30, a day's fraction time. Expectations are PostgreSQL 15's.
+#[tokio::test]
+async fn an_interval_scales_by_a_number_as_postgresql_scales_it() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT (interval '1 day' * 3)::text, (3 * interval '1 minute')::text, \
+             (interval '1 hour' / 2)::text, (interval '1 mon' * 1.5)::text, \
+             (interval '1 mon 1 day' / 3)::text, (interval '-1 day 2 hours' * 2.5)::text, \
+             (2 * interval '36 hours')::text, (interval '1 year' * 0.1)::text"
+        )
+        .await,
+        [
+            "3 days|00:03:00|00:30:00|1 mon 15 days|10 days 08:00:00|-2 days -07:00:00|\
+          72:00:00|1 mon 6 days"
+        ]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT now() + interval '1 minute' * 5 > now()").await,
+        ["true"]
+    );
+    assert_eq!(code(&mut s, "SELECT interval '1 day' / 0").await, "22012");
+    assert_eq!(
+        code(&mut s, "SELECT interval '1000000000 days' * 10").await,
+        "22008"
+    );
+}
