@@ -71,10 +71,7 @@ impl VisitorMut for Prepare {
             && let [part] = name.0.as_slice()
             && part.as_ident().map(folded).as_deref() == Some("generate_series")
         {
-            let default = alias
-                .as_ref()
-                .map_or_else(|| "generate_series".to_string(), |a| a.name.value.clone());
-            name_columns(alias, 1, &default, "generate_series", false);
+            name_columns(alias, 1, "generate_series", false);
         }
         if let TableFactor::UNNEST {
             alias,
@@ -84,16 +81,7 @@ impl VisitorMut for Prepare {
             with_ordinality,
         } = factor
         {
-            let default = alias
-                .as_ref()
-                .map_or_else(|| "unnest".to_string(), |a| a.name.value.clone());
-            name_columns(
-                alias,
-                array_exprs.len(),
-                &default,
-                "unnest",
-                *with_ordinality,
-            );
+            name_columns(alias, array_exprs.len(), "unnest", *with_ordinality);
             if *with_ordinality {
                 array_exprs.push(ordinals(array_exprs));
                 *with_ordinality = false;
@@ -165,10 +153,7 @@ fn as_unnest(factor: &TableFactor) -> Option<TableFactor> {
     };
     let mut alias = alias.clone();
     if function == "generate_series" {
-        let default = alias
-            .as_ref()
-            .map_or_else(|| function.clone(), |a| a.name.value.clone());
-        name_columns(&mut alias, 1, &default, &function, with_ordinality);
+        name_columns(&mut alias, 1, &function, with_ordinality);
     }
     Some(TableFactor::UNNEST {
         alias,
@@ -179,14 +164,13 @@ fn as_unnest(factor: &TableFactor) -> Option<TableFactor> {
     })
 }
 
-/// Names the columns of a function of `count` results as PostgreSQL does where the alias
-/// leaves them unnamed: a single one after the alias (or `one`, the function, without
-/// one), several after the function (numbered past the first: DataFusion refuses two
-/// columns of one name), and the ordinality `ordinality`.
+/// Names the columns of `function` of `count` results as PostgreSQL does where the alias
+/// leaves them unnamed: a single one after the alias (the function without one, which
+/// then is the alias), several after the function (numbered past the first: DataFusion
+/// refuses two columns of one name), and the ordinality `ordinality`.
 fn name_columns(
     alias: &mut Option<TableAlias>,
     count: usize,
-    one: &str,
     function: &str,
     with_ordinality: bool,
 ) {
@@ -202,15 +186,19 @@ fn name_columns(
     }
     for i in alias.columns.len()..wanted {
         let name = if i == count {
-            "ordinality".to_string()
+            Ident::new("ordinality")
         } else if count == 1 {
-            one.to_string()
+            // As written: a quoted alias names its column with the same case.
+            alias.name.clone()
         } else if i == 0 {
-            function.to_string()
+            Ident::new(function)
         } else {
-            format!("{function}_{}", i + 1)
+            Ident::new(format!("{function}_{}", i + 1))
         };
-        alias.columns.push(TableAliasColumnDef::from_name(name));
+        alias.columns.push(TableAliasColumnDef {
+            name,
+            data_type: None,
+        });
     }
 }
 
@@ -305,6 +293,8 @@ fn always_true(filter: &Option<Expr>) -> bool {
     )
 }
 
+/// `join` rewritten if it is a lateral join DataFusion would not execute: the unnest of
+/// the left side, or the per-row call; as it is otherwise.
 fn lateral_join(join: Join, state: &SessionState) -> DfResult<Transformed<LogicalPlan>> {
     let keep = |join: Join| Ok(Transformed::no(LogicalPlan::Join(join)));
     if !matches!(join.join_type, JoinType::Inner | JoinType::Left) || !join.on.is_empty() {

@@ -9002,6 +9002,10 @@ async fn lateral_joins_and_set_returning_functions_in_from_as_postgresql_does() 
         ("SELECT * FROM unnest(ARRAY[1,2])", vec!["unnest"]),
         ("SELECT * FROM unnest(ARRAY[1,2]) u", vec!["u"]),
         (
+            "SELECT * FROM unnest(ARRAY[1,2]) AS \"Mixed\"",
+            vec!["Mixed"],
+        ),
+        (
             "SELECT * FROM generate_series(1, 2)",
             vec!["generate_series"],
         ),
