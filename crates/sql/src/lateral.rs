@@ -587,11 +587,9 @@ impl OptimizerRule for UnnestRepeatsRows {
                     Arc::new(schema.with_functional_dependencies(FunctionalDependencies::empty())?);
                 Ok(Transformed::yes(LogicalPlan::Unnest(u)))
             }
-            // Above one, the dependencies derived from it go too.
-            other if other.exists(|n| Ok(matches!(n, LogicalPlan::Unnest(_))))? => {
-                Ok(Transformed::yes(other.recompute_schema()?))
-            }
-            other => Ok(Transformed::no(other)),
+            // Above one, the dependencies derived from it go too. Every node recomputes
+            // (one pass; a node not above an Unnest gets the schema it had).
+            other => Ok(Transformed::yes(other.recompute_schema()?)),
         })
     }
 }
