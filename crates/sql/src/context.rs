@@ -58,6 +58,10 @@ pub(crate) fn template_state(query_memory_bytes_max: usize) -> Result<SessionSta
     builder
         .expr_planners()
         .get_or_insert_with(Vec::new)
+        .insert(0, Arc::new(crate::pg_date_functions::ExtractPlanner));
+    builder
+        .expr_planners()
+        .get_or_insert_with(Vec::new)
         .push(Arc::new(crate::pg_array::ArrayOperators));
     builder
         .expr_planners()
@@ -91,6 +95,7 @@ pub(crate) fn template_state(query_memory_bytes_max: usize) -> Result<SessionSta
     state.add_analyzer_rule(Arc::new(crate::pg_json::JsonCasts::new()));
     state.add_analyzer_rule(Arc::new(crate::pg_array::ArrayCasts::new()));
     state.add_analyzer_rule(Arc::new(crate::pg_datetime::DatetimeLiterals::new()));
+    state.add_analyzer_rule(Arc::new(crate::pg_builtins::PgBuiltins::new()));
     Ok(state)
 }
 
@@ -243,6 +248,7 @@ impl StatementContext {
     /// Plans a statement.
     pub(crate) async fn plan(&self, mut statement: Statement) -> Result<LogicalPlan, SqlError> {
         crate::numeric::float_literals_past_decimal(&mut statement);
+        crate::pg_builtins::rewrite_calls(&mut statement)?;
         crate::fetch::fetch_as_limit(&mut statement)?;
         crate::cast_names::name_column_casts(&mut statement);
         crate::cast_length::cut_to_length(&mut statement)?;

@@ -177,7 +177,6 @@ fn name_subquery_columns(query: &mut Query) {
 /// its type, CASE as `case`, anything else `?column?`. Returns the name and whether it is
 /// a strong one (a cast prefers its operand's name only if that is strong).
 fn pg_column_name(expr: &Expr) -> (String, bool) {
-    use datafusion::sql::sqlparser::ast::DataType as T;
     match expr {
         Expr::Identifier(i) => (ident_name(i), true),
         Expr::CompoundIdentifier(parts) => (parts.last().map(ident_name).unwrap_or_default(), true),
@@ -203,31 +202,28 @@ fn pg_column_name(expr: &Expr) -> (String, bool) {
             if inner.1 {
                 return inner;
             }
-            let name = match data_type {
-                T::Boolean | T::Bool => "bool",
-                T::SmallInt(_) | T::Int2(_) => "int2",
-                T::Int(_) | T::Integer(_) | T::Int4(_) => "int4",
-                T::BigInt(_) | T::Int8(_) => "int8",
-                T::Real | T::Float4 => "float4",
-                T::DoublePrecision | T::Float8 | T::Double(_) => "float8",
-                T::Numeric(_) | T::Decimal(_) | T::Dec(_) => "numeric",
-                T::Text => "text",
-                T::Varchar(_) | T::CharacterVarying(_) => "varchar",
-                T::Char(_) | T::Character(_) => "bpchar",
-                T::Bytea => "bytea",
-                T::Uuid => "uuid",
-                T::JSON => "json",
-                T::JSONB => "jsonb",
-                T::Date => "date",
-                T::Timestamp(_, datafusion::sql::sqlparser::ast::TimezoneInfo::WithTimeZone) => {
-                    "timestamptz"
-                }
-                T::Timestamp(..) => "timestamp",
-                _ => "?column?",
-            };
-            (name.into(), false)
+            (type_column_name(data_type).into(), false)
         }
         Expr::Case { .. } => ("case".into(), false),
+        Expr::TypedString(t) => (type_column_name(&t.data_type).into(), false),
+        Expr::Interval(_) => ("interval".into(), false),
+        // The functions PostgreSQL computes these by.
+        Expr::Trim { trim_where, .. } => (
+            match trim_where {
+                Some(datafusion::sql::sqlparser::ast::TrimWhereField::Leading) => "ltrim",
+                Some(datafusion::sql::sqlparser::ast::TrimWhereField::Trailing) => "rtrim",
+                _ => "btrim",
+            }
+            .into(),
+            true,
+        ),
+        Expr::Substring { .. } => ("substring".into(), true),
+        Expr::Position { .. } => ("position".into(), true),
+        Expr::Extract { .. } => ("extract".into(), true),
+        Expr::Ceil { .. } => ("ceil".into(), true),
+        Expr::Floor { .. } => ("floor".into(), true),
+        Expr::Overlay { .. } => ("overlay".into(), true),
+        Expr::AtTimeZone { .. } => ("timezone".into(), true),
         Expr::Array(_) => ("array".into(), false),
         Expr::Exists { .. } => ("exists".into(), false),
         Expr::Subquery(q) => match q.body.as_ref() {
@@ -239,6 +235,36 @@ fn pg_column_name(expr: &Expr) -> (String, bool) {
             _ => ("?column?".into(), false),
         },
         _ => ("?column?".into(), false),
+    }
+}
+
+/// The name PostgreSQL gives a column computed as a value of `data_type` (a cast of a
+/// literal, `date '...'`): the type's.
+fn type_column_name(data_type: &datafusion::sql::sqlparser::ast::DataType) -> &'static str {
+    use datafusion::sql::sqlparser::ast::DataType as T;
+    match data_type {
+        T::Boolean | T::Bool => "bool",
+        T::SmallInt(_) | T::Int2(_) => "int2",
+        T::Int(_) | T::Integer(_) | T::Int4(_) => "int4",
+        T::BigInt(_) | T::Int8(_) => "int8",
+        T::Real | T::Float4 => "float4",
+        T::DoublePrecision | T::Float8 | T::Double(_) => "float8",
+        T::Numeric(_) | T::Decimal(_) | T::Dec(_) => "numeric",
+        T::Text => "text",
+        T::Varchar(_) | T::CharacterVarying(_) => "varchar",
+        T::Char(_) | T::Character(_) => "bpchar",
+        T::Bytea => "bytea",
+        T::Uuid => "uuid",
+        T::JSON => "json",
+        T::JSONB => "jsonb",
+        T::Date => "date",
+        T::Timestamp(_, datafusion::sql::sqlparser::ast::TimezoneInfo::WithTimeZone) => {
+            "timestamptz"
+        }
+        T::Timestamp(..) => "timestamp",
+        T::Time(..) => "time",
+        T::Interval { .. } => "interval",
+        _ => "?column?",
     }
 }
 
@@ -257,14 +283,19 @@ fn uniquify_output_names(query: &mut Query) -> OutputNames {
         return OutputNames::default();
     };
     let mut seen = std::collections::HashSet::new();
+    // The names shown for expressions: two expressions shown alike may plan under one
+    // name though written apart (`btrim(s, 'x')` and `trim(both 'x' from s)`, or
+    // `interval '90 minutes'` and `interval '1.5 hours'`), so the later is planned under
+    // an internal name.
+    let mut shown_expressions = std::collections::HashSet::new();
     let mut names = OutputNames {
         items: select.projection.len(),
         ..OutputNames::default()
     };
     for (pos, item) in select.projection.iter_mut().enumerate() {
-        let (key, shown, expr) = match &*item {
+        let (key, shown, expr, expression) = match &*item {
             SelectItem::ExprWithAlias { expr, alias } => {
-                (ident_name(alias), ident_name(alias), expr.clone())
+                (ident_name(alias), ident_name(alias), expr.clone(), false)
             }
             SelectItem::UnnamedExpr(e) => {
                 let shown = pg_column_name(e).0;
@@ -298,7 +329,7 @@ fn uniquify_output_names(query: &mut Query) -> OutputNames {
                 if key != shown || !bare_column {
                     names.renamed.push((pos, shown.clone()));
                 }
-                (key, shown, e.clone())
+                (key, shown, e.clone(), !bare_column)
             }
             // `*` (and any item of several columns): its column count is known only
             // from the result.
@@ -314,7 +345,8 @@ fn uniquify_output_names(query: &mut Query) -> OutputNames {
                 item,
                 SelectItem::UnnamedExpr(Expr::Identifier(_) | Expr::CompoundIdentifier(_))
             );
-        if !seen.insert(key) || after_wildcard {
+        let shown_before = expression && !shown_expressions.insert(shown.clone());
+        if !seen.insert(key) || after_wildcard || shown_before {
             *item = SelectItem::ExprWithAlias {
                 expr,
                 alias: Ident::with_quote('"', format!("__flotilla_column_{pos}")),

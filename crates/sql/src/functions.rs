@@ -132,6 +132,60 @@ impl ScalarUDFImpl for LocalTimestamp {
     }
 }
 
+/// The time on the clock, as a `timestamptz`: `clock_timestamp()` each time it is
+/// computed, `statement_timestamp()` once, when the statement is planned (PostgreSQL's is
+/// when the statement arrived; `now()` is the transaction's start).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct WallClock {
+    name: &'static str,
+    once_per_statement: bool,
+    signature: Signature,
+}
+
+impl WallClock {
+    fn now() -> ScalarValue {
+        ScalarValue::TimestampMicrosecond(
+            Some(chrono::Utc::now().timestamp_micros()),
+            Some(crate::types::UTC.into()),
+        )
+    }
+}
+
+impl ScalarUDFImpl for WallClock {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Timestamp(
+            TimeUnit::Microsecond,
+            Some(crate::types::UTC.into()),
+        ))
+    }
+
+    fn simplify(
+        &self,
+        args: Vec<datafusion::logical_expr::Expr>,
+        _info: &SimplifyContext,
+    ) -> DfResult<ExprSimplifyResult> {
+        Ok(match self.once_per_statement {
+            true => ExprSimplifyResult::Simplified(datafusion::logical_expr::Expr::Literal(
+                Self::now(),
+                None,
+            )),
+            false => ExprSimplifyResult::Original(args),
+        })
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        Ok(ColumnarValue::Scalar(Self::now()))
+    }
+}
+
 /// `pg_table_is_visible(oid)`: whether a relation is on the search path. Every relation
 /// is, in the one schema `public`.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -195,6 +249,16 @@ pub(crate) fn all() -> Vec<Arc<ScalarUDF>> {
         Arc::new(ScalarUDF::new_from_impl(LocalTimestamp {
             signature: Signature::exact(vec![], Volatility::Stable),
         })),
+        Arc::new(ScalarUDF::new_from_impl(WallClock {
+            name: "clock_timestamp",
+            once_per_statement: false,
+            signature: Signature::exact(vec![], Volatility::Volatile),
+        })),
+        Arc::new(ScalarUDF::new_from_impl(WallClock {
+            name: "statement_timestamp",
+            once_per_statement: true,
+            signature: Signature::exact(vec![], Volatility::Stable),
+        })),
         crate::pg_uuid::gen_random_uuid(),
         Arc::new(ScalarUDF::new_from_impl(PgTypeOf {
             signature: Signature::any(1, Volatility::Immutable),
@@ -210,5 +274,7 @@ pub(crate) fn all() -> Vec<Arc<ScalarUDF>> {
     .chain(crate::json_edit::functions())
     .chain(crate::json_sets::functions())
     .chain(crate::pg_array::functions())
+    .chain(crate::pg_builtins::functions())
+    .chain(crate::pg_date_functions::functions())
     .collect()
 }

@@ -1,5 +1,6 @@
 //! The JSON set-returning functions in a select list: `json[b]_array_elements`,
-//! `json[b]_array_elements_text` and `json[b]_object_keys`.
+//! `json[b]_array_elements_text` and `json[b]_object_keys`; and `generate_series` in a
+//! select list, which yields rows there as it does in PostgreSQL.
 //!
 //! DataFusion has no set-returning functions but `unnest`. Before planning, each call of
 //! one of these in a select list becomes `unnest` of a function returning the whole set
@@ -343,7 +344,10 @@ fn expand_in(body: &mut SetExpr) {
             for item in &mut select.projection {
                 // PostgreSQL names the column of a bare call after the function.
                 if let SelectItem::UnnamedExpr(Expr::Function(f)) = item
-                    && let Some(name) = set_function(&f.name)
+                    && let Some(name) = set_function(&f.name).or_else(|| {
+                        (catalog_name(&f.name).as_deref() == Some("generate_series"))
+                            .then_some("generate_series")
+                    })
                 {
                     let expr = Expr::Function(f.clone());
                     *item = SelectItem::ExprWithAlias {
@@ -356,6 +360,31 @@ fn expand_in(body: &mut SetExpr) {
                     _ => continue,
                 };
                 let _ = visit_expressions_mut(expr, |e| {
+                    // `generate_series` in a select list yields rows, as in PostgreSQL:
+                    // `unnest` of DataFusion's function of the same name, which returns
+                    // the whole series as a list. (Post-order: the call wrapped is not
+                    // visited again.)
+                    if let Expr::Function(f) = e
+                        && catalog_name(&f.name).as_deref() == Some("generate_series")
+                    {
+                        let mut series = f.clone();
+                        series.name = object_name("generate_series");
+                        *e = call("unnest", [arg(Expr::Function(series))]);
+                        return ControlFlow::<()>::Continue(());
+                    }
+                    // A call written `unnest(generate_series(...))` (as the FROM rewrite
+                    // numbers rows) was wrapped once more just now: unwrap it.
+                    if let Expr::Function(f) = e
+                        && catalog_name(&f.name).as_deref() == Some("unnest")
+                        && let Some(inner) = only_argument(f)
+                        && let Expr::Function(g) = inner
+                        && catalog_name(&g.name).as_deref() == Some("unnest")
+                        && let Some(Expr::Function(series)) = only_argument(g)
+                        && catalog_name(&series.name).as_deref() == Some("generate_series")
+                    {
+                        *e = inner.clone();
+                        return ControlFlow::<()>::Continue(());
+                    }
                     if let Expr::Function(f) = e
                         && let Some(name) = set_function(&f.name)
                     {
@@ -385,20 +414,36 @@ fn expand_in(body: &mut SetExpr) {
     }
 }
 
-/// The set-returning function `name` calls, if it calls one (unqualified or in
-/// `pg_catalog`).
-fn set_function(name: &ObjectName) -> Option<&'static str> {
+/// The one argument of a call of one argument.
+fn only_argument(f: &datafusion::sql::sqlparser::ast::Function) -> Option<&Expr> {
+    match &f.args {
+        FunctionArguments::List(list) => match list.args.as_slice() {
+            [FunctionArg::Unnamed(FunctionArgExpr::Expr(e))] => Some(e),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The function `name` calls, if it is a built-in one (unqualified or in `pg_catalog`).
+fn catalog_name(name: &ObjectName) -> Option<String> {
     let parts: Vec<String> = name
         .0
         .iter()
         .filter_map(|p| p.as_ident().map(|i| i.value.to_lowercase()))
         .collect();
-    let last = match parts.as_slice() {
-        [last] => last,
-        [schema, last] if schema == "pg_catalog" => last,
-        _ => return None,
-    };
-    SET_FUNCTIONS.iter().map(|(n, ..)| *n).find(|n| n == last)
+    match parts.as_slice() {
+        [last] => Some(last.clone()),
+        [schema, last] if schema == "pg_catalog" => Some(last.clone()),
+        _ => None,
+    }
+}
+
+/// The set-returning function `name` calls, if it calls one (unqualified or in
+/// `pg_catalog`).
+fn set_function(name: &ObjectName) -> Option<&'static str> {
+    let last = catalog_name(name)?;
+    SET_FUNCTIONS.iter().map(|(n, ..)| *n).find(|n| *n == last)
 }
 
 /// Whether `name` is a set-returning function whose columns have names of their own

@@ -516,12 +516,44 @@ impl datafusion::logical_expr::planner::ExprPlanner for IntervalArithmetic {
         use datafusion::logical_expr::ExprSchemable;
         use datafusion::logical_expr::planner::PlannerResult;
         use datafusion::sql::sqlparser::ast::BinaryOperator;
+        let type_of = |e: &Expr| e.get_type(schema).ok();
+        // `date ± interval` is a timestamp in PostgreSQL (the date at midnight moved by
+        // the interval); DataFusion's stays a date, dropping any time the interval adds.
+        if matches!(expr.op, BinaryOperator::Plus | BinaryOperator::Minus) {
+            let date = |t: &Option<DataType>| matches!(t, Some(DataType::Date32));
+            let interval = |t: &Option<DataType>| matches!(t, Some(DataType::Interval(_)));
+            let (l, r) = (type_of(&expr.left), type_of(&expr.right));
+            let at_midnight = |e: Expr| {
+                Expr::Cast(Cast::new(
+                    Box::new(e),
+                    DataType::Timestamp(TimeUnit::Microsecond, None),
+                ))
+            };
+            return Ok(if date(&l) && interval(&r) {
+                PlannerResult::Planned(Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr::new(
+                    Box::new(at_midnight(expr.left)),
+                    if expr.op == BinaryOperator::Plus {
+                        datafusion::logical_expr::Operator::Plus
+                    } else {
+                        datafusion::logical_expr::Operator::Minus
+                    },
+                    Box::new(expr.right),
+                )))
+            } else if expr.op == BinaryOperator::Plus && interval(&l) && date(&r) {
+                PlannerResult::Planned(Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr::new(
+                    Box::new(expr.left),
+                    datafusion::logical_expr::Operator::Plus,
+                    Box::new(at_midnight(expr.right)),
+                )))
+            } else {
+                PlannerResult::Original(expr)
+            });
+        }
         let divide = match expr.op {
             BinaryOperator::Multiply => false,
             BinaryOperator::Divide => true,
             _ => return Ok(PlannerResult::Original(expr)),
         };
-        let type_of = |e: &Expr| e.get_type(schema).ok();
         let interval = |t: &Option<DataType>| matches!(t, Some(DataType::Interval(_)));
         let number = |t: &Option<DataType>| t.as_ref().is_some_and(is_number);
         // An untyped parameter beside an interval is the factor, as PostgreSQL infers.

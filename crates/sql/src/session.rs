@@ -1179,6 +1179,8 @@ impl Session {
                 .entry(name.clone())
                 .or_insert_with(|| rows.clone());
         }
+        let mut udfs = self.session_udfs.clone();
+        udfs.push(crate::pg_builtins::current_setting(self.settings_shown()));
         StatementContext::new(
             &self.engine.template,
             self.catalog(),
@@ -1187,7 +1189,7 @@ impl Session {
             overrides,
             crate::context::SessionScope {
                 now: self.transaction_time(),
-                udfs: &self.session_udfs,
+                udfs: &udfs,
                 database: &self.database,
             },
         )
@@ -1300,7 +1302,39 @@ impl Session {
     }
 
     fn show(&self, name: &str) -> Result<QueryResult, SqlError> {
-        let value = match name {
+        Ok(single_text_column(name, &self.setting(name)?))
+    }
+
+    /// The names `SHOW` knows besides those `SET` has given a value.
+    const SHOWN: [&'static str; 12] = [
+        "transaction_isolation",
+        "default_transaction_isolation",
+        "lock_timeout",
+        "server_version",
+        "server_encoding",
+        "client_encoding",
+        "standard_conforming_strings",
+        "timezone",
+        "datestyle",
+        "schema_version",
+        "cluster_version",
+        "binary_version",
+    ];
+
+    /// Every setting `SHOW` and `current_setting` know, by name.
+    fn settings_shown(&self) -> HashMap<String, String> {
+        Self::SHOWN
+            .iter()
+            .map(|n| n.to_string())
+            .chain(self.settings.keys().cloned())
+            .filter_map(|n| self.setting(&n).ok().map(|v| (n, v)))
+            .chain([("server_version_num".to_string(), "150000".to_string())])
+            .collect()
+    }
+
+    /// A setting's value as `SHOW` prints it; 42704 for a name it does not know.
+    fn setting(&self, name: &str) -> Result<String, SqlError> {
+        Ok(match name {
             "transaction isolation level" | "transaction_isolation" => {
                 self.isolation().name().to_string()
             }
@@ -1331,7 +1365,6 @@ impl Session {
                     ));
                 }
             },
-        };
-        Ok(single_text_column(name, &value))
+        })
     }
 }

@@ -307,7 +307,7 @@ pub(crate) fn decode_elements(stored: &Datum) -> Option<Vec<Datum>> {
 }
 
 /// Decodes PostgreSQL's text forms of bytea: hex (`\\x0a0b`) or escape (`a\\000b`).
-fn bytea_from_text(strings: &StringArray) -> Result<ArrayRef, SqlError> {
+pub(crate) fn bytea_from_text(strings: &StringArray) -> Result<ArrayRef, SqlError> {
     let invalid = |s: &str| {
         SqlError::new(
             "22P02",

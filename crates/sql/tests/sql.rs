@@ -9284,3 +9284,379 @@ async fn an_interval_scales_by_a_number_as_postgresql_scales_it() {
         "22008"
     );
 }
+
+/// PostgreSQL 15's answers to the same statements (checked against it).
+#[tokio::test]
+async fn generate_series_in_a_select_list_yields_rows_as_in_postgresql() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE gs (id int PRIMARY KEY)").await;
+    ok(&mut s, "INSERT INTO gs VALUES (1), (2)").await;
+    assert_eq!(
+        rows(&mut s, "SELECT generate_series(1, 3)").await,
+        ["1", "2", "3"]
+    );
+    assert_eq!(
+        column_names(&mut s, "SELECT generate_series(1, 3)").await,
+        ["generate_series"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT generate_series(timestamp '2024-01-01', timestamp '2024-01-02', \
+             interval '12 hours')::text"
+        )
+        .await,
+        [
+            "2024-01-01 00:00:00",
+            "2024-01-01 12:00:00",
+            "2024-01-02 00:00:00"
+        ]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT id, generate_series(1, id) FROM gs ORDER BY 1, 2"
+        )
+        .await,
+        ["1|1", "2|1", "2|2"]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT generate_series(1, 2) + 1 AS x, 'a'").await,
+        ["2|a", "3|a"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT count(*) FROM (SELECT generate_series(1, 5)) AS s"
+        )
+        .await,
+        ["5"]
+    );
+}
+
+/// PostgreSQL 15's answers to the same statements (checked against it).
+#[tokio::test]
+async fn date_and_time_functions_answer_as_postgresql_does() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    // A date moved by an interval is a timestamp: the hour is kept.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT (date '2024-03-01' + interval '1 hour')::text, \
+             pg_typeof(date '2024-03-01' + interval '1 hour'), \
+             (interval '1 day' + date '2024-03-01')::text, \
+             (date '2024-03-01' - interval '1 month')::text, \
+             ('2024-01-31'::date + interval '1 month')::text"
+        )
+        .await,
+        [
+            "2024-03-01 01:00:00|timestamp without time zone|2024-03-02 00:00:00|\
+             2024-02-01 00:00:00|2024-02-29 00:00:00"
+        ]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT age(timestamp '2024-03-01', timestamp '2023-01-15')::text, \
+             age(date '2024-03-01', timestamp '2023-01-15 10:00')::text, \
+             age(timestamp '2000-01-01') > interval '20 years'"
+        )
+        .await,
+        ["1 year 1 mon 17 days|1 year 1 mon 16 days 14:00:00|true"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT justify_days(interval '35 days')::text, \
+             justify_hours(interval '50 hours')::text, \
+             justify_interval(interval '1 mon -1 hour')::text"
+        )
+        .await,
+        ["1 mon 5 days|2 days 02:00:00|29 days 23:00:00"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT make_timestamp(2024, 1, 2, 3, 4, 5.5)::text, \
+             to_date('2024-03-05', 'YYYY-MM-DD')::text, \
+             to_timestamp('2024-03-05 10:11', 'YYYY-MM-DD HH24:MI')::text, \
+             to_timestamp('05 Mar 2024', 'DD Mon YYYY')::text"
+        )
+        .await,
+        ["2024-01-02 03:04:05.5|2024-03-05|2024-03-05 10:11:00+00|2024-03-05 00:00:00+00"]
+    );
+    assert_eq!(
+        code(&mut s, "SELECT make_timestamp(2024, 2, 30, 0, 0, 0)").await,
+        "22008"
+    );
+    assert_eq!(
+        code(&mut s, "SELECT to_date('2024-02-30', 'YYYY-MM-DD')").await,
+        "22008"
+    );
+    assert_eq!(
+        code(&mut s, "SELECT to_date('March', 'YYYY')").await,
+        "22007"
+    );
+    // Intervals compare with a month as 30 days and a day as 24 hours.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT '1 day'::interval = '24 hours'::interval, \
+             interval '1 mon' > interval '29 days', interval '1 mon' = interval '30 days', \
+             (timestamp '2024-03-02' - timestamp '2024-03-01') = interval '24 hours'"
+        )
+        .await,
+        ["true|true|true|true"]
+    );
+    // EXTRACT is numeric and keeps fractions of a second; date_part is a float.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT extract(second from timestamp '2024-03-01 10:30:15.5'), \
+             extract(epoch from timestamp '2024-03-01'), extract(year from date '2024-03-01'), \
+             extract(epoch from interval '1 day 2 hours'), \
+             extract(epoch from interval '1 year 1 month'), \
+             extract(epoch from (timestamp '2024-03-01' - timestamp '2024-02-01')), \
+             extract(milliseconds from timestamp '2024-03-01 10:30:15.5'), \
+             extract(epoch from date '2024-03-01'), \
+             date_part('second', timestamp '2024-03-01 10:30:15.5'), \
+             pg_typeof(extract(year from now())), pg_typeof(date_part('year', now()))"
+        )
+        .await,
+        [
+            "15.500000|1709251200.000000|2024|93600.000000|34149600.000000|2505600.000000|\
+             15500.000|1709251200|15.5|numeric|double precision"
+        ]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT extract(dow from date '2024-03-03'), extract(isodow from date '2024-03-03'), \
+             extract(doy from date '2024-03-03'), extract(week from date '2024-03-03'), \
+             extract(quarter from date '2024-05-03'), extract(century from date '2024-05-03'), \
+             extract(decade from date '2024-05-03'), extract(isoyear from date '2024-12-31'), \
+             extract(minute from time '10:30:15.5'), extract(day from interval '3 days 4 hours')"
+        )
+        .await,
+        ["0|7|63|9|2|21|202|2025|30|3"]
+    );
+    assert_eq!(
+        code(&mut s, "SELECT extract(hour from date '2024-03-01')").await,
+        "0A000"
+    );
+    assert_eq!(
+        code(&mut s, "SELECT extract(foo from date '2024-03-01')").await,
+        "22023"
+    );
+    // AT TIME ZONE: a timestamptz becomes the zone's wall-clock time, and a timestamp is
+    // read as one; a bare offset is POSIX's (hours west).
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT (timestamptz '2024-01-01 00:00+02' AT TIME ZONE 'Europe/Paris')::text, \
+             (timestamptz '2024-07-01 12:00+00' AT TIME ZONE 'america/new_york')::text, \
+             (timestamp '2024-01-01 00:00' AT TIME ZONE 'Europe/Paris')::text, \
+             (timestamptz '2024-01-01 00:00+00' AT TIME ZONE '+02')::text, \
+             pg_typeof(now() AT TIME ZONE 'UTC'), \
+             pg_typeof(localtimestamp AT TIME ZONE 'UTC')"
+        )
+        .await,
+        [
+            "2023-12-31 23:00:00|2024-07-01 08:00:00|2023-12-31 23:00:00+00|\
+             2023-12-31 22:00:00|timestamp without time zone|timestamp with time zone"
+        ]
+    );
+    assert_eq!(
+        code(&mut s, "SELECT now() AT TIME ZONE 'Mars/Olympus'").await,
+        "22023"
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT statement_timestamp() >= now(), clock_timestamp() >= now(), \
+             transaction_timestamp() = now(), pg_typeof(localtime), \
+             isfinite(date '2024-01-01')"
+        )
+        .await,
+        ["true|true|true|time without time zone|true"]
+    );
+}
+
+/// PostgreSQL 15's answers to the same statements (checked against it).
+#[tokio::test]
+async fn string_bytea_array_and_math_functions_answer_as_postgresql_does() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE fb (id int PRIMARY KEY, name text, b bytea, amount numeric(8,2))",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO fb VALUES (1, 'Ann', '\\x4142', 10.5), (2, 'Bob', 'a\\\\b', -5), \
+         (3, 'Cy', NULL, 20)",
+    )
+    .await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT 'abc' SIMILAR TO 'a%', 'abc' SIMILAR TO '(a|b)%', 'abc' NOT SIMILAR TO 'b%', \
+             'a.c' SIMILAR TO 'a.c', 'abc' SIMILAR TO 'a.c', 'a%' SIMILAR TO 'a\\%'"
+        )
+        .await,
+        ["true|true|true|true|false|true"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT name FROM fb WHERE name SIMILAR TO '(A|C)%' ORDER BY 1"
+        )
+        .await,
+        ["Ann", "Cy"]
+    );
+    // A string cast to bytea is read as PostgreSQL's text of bytea, and printed so.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT '\\x41'::bytea::text, E'\\\\x41'::bytea::text, 'a\\\\b'::bytea::text, \
+             'abc'::bytea::text"
+        )
+        .await,
+        ["\\x41|\\x41|\\x615c62|\\x616263"]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT id, b::text FROM fb WHERE b = '\\x4142'").await,
+        ["1|\\x4142"]
+    );
+    assert_eq!(code(&mut s, "SELECT '\\x4'::bytea").await, "22P02");
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT quote_ident('Foo'), quote_ident('foo'), quote_ident('select'), \
+             quote_literal('it''s'), quote_literal(E'a\\\\b'), quote_nullable(NULL), \
+             quote_nullable(5)"
+        )
+        .await,
+        ["\"Foo\"|foo|\"select\"|'it''s'|E'a\\\\b'|NULL|'5'"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT format('%s has %I %L', 'x', 'Col', 'v'), format('%2$s %1$s', 'a', 'b'), \
+             format('[%5s][%-5s]', 'ab', 'cd'), format('%s|%L|%s', NULL, NULL, 1.5::float8), \
+             format('%s', timestamp '2024-01-01 10:00')"
+        )
+        .await,
+        ["x has \"Col\" 'v'|b a|[   ab][cd   ]||NULL|1.5|2024-01-01 10:00:00"]
+    );
+    assert_eq!(code(&mut s, "SELECT format('%s %s', 1)").await, "22023");
+    assert_eq!(code(&mut s, "SELECT format('%x', 1)").await, "22023");
+    assert_eq!(code(&mut s, "SELECT format('%I', NULL)").await, "22004");
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT regexp_split_to_array('a1b2c', '[0-9]')::text, \
+             array_remove(ARRAY['a','b','a'], 'a')::text, array_remove(ARRAY[1,2,1], 1)::text, \
+             array_dims(ARRAY[1,2]), array_dims(ARRAY[[1,2,3],[4,5,6]])"
+        )
+        .await,
+        ["{a,b,c}|{b}|{2}|[1:2]|[1:2][1:3]"]
+    );
+    // ARRAY(subquery): in the subquery's order, correlated or not, empty for no rows.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT ARRAY(SELECT x FROM generate_series(1, 3) x ORDER BY x DESC)::text, \
+             ARRAY(SELECT name FROM fb WHERE id > 10)::text, \
+             ARRAY(SELECT x AS v FROM generate_series(1, 5) x ORDER BY v DESC LIMIT 2)::text, \
+             ARRAY(SELECT count(*) FROM fb GROUP BY amount > 0 ORDER BY 1)::text"
+        )
+        .await,
+        ["{3,2,1}|{}|{5,4}|{1,2}"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT c.id, ARRAY(SELECT d.name FROM fb d WHERE d.id <> c.id ORDER BY d.name DESC)::text \
+             FROM fb c ORDER BY 1"
+        )
+        .await,
+        ["1|{Cy,Bob}", "2|{Cy,Ann}", "3|{Bob,Ann}"]
+    );
+    assert_eq!(
+        code(&mut s, "SELECT ARRAY(SELECT id, name FROM fb)").await,
+        "42601"
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT mod(7, 3), mod(-7, 3), mod(7.5, 2), sign(-3)::text, sign(2.5)::text, \
+             variance(amount)::numeric(10,4), every(amount > 0) FROM fb"
+        )
+        .await,
+        ["1|-1|1.5|-1|1|159.2500|false"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT current_setting('TimeZone'), current_setting('server_version_num'), \
+             current_setting('nope', true) IS NULL"
+        )
+        .await,
+        ["UTC|150000|true"]
+    );
+    assert_eq!(
+        code(&mut s, "SELECT current_setting('nope')").await,
+        "42704"
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT name FROM fb ORDER BY name COLLATE \"C\" DESC"
+        )
+        .await,
+        ["Cy", "Bob", "Ann"]
+    );
+    assert_eq!(
+        code(
+            &mut s,
+            "SELECT name FROM fb ORDER BY name COLLATE \"en_US\""
+        )
+        .await,
+        "0A000"
+    );
+    assert_eq!(
+        column_names(
+            &mut s,
+            "SELECT date '2024-01-01', trim(' x '), trim(leading ' x '), \
+             extract(year from now()), interval '1 day', substring('abc' from 1 for 1), \
+             ceil(1.5), now() AT TIME ZONE 'UTC', '1'::interval, time '10:00'"
+        )
+        .await,
+        [
+            "date",
+            "btrim",
+            "ltrim",
+            "extract",
+            "interval",
+            "substring",
+            "ceil",
+            "timezone",
+            "interval",
+            "time"
+        ]
+    );
+    // Expressions written apart that plan alike keep their own columns.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT btrim('xax', 'x'), trim(both 'x' from 'xax'), \
+             interval '90 minutes' = interval '1.5 hours', count(*), count(*) FROM fb"
+        )
+        .await,
+        ["a|a|true|3|3"]
+    );
+}

@@ -1,0 +1,663 @@
+//! PostgreSQL's date and time functions that DataFusion answers differently:
+//!
+//! - `EXTRACT(field FROM v)` is `numeric` and `date_part('field', v)` is `double
+//!   precision`, both keeping fractions of a second (DataFusion's `date_part` gave
+//!   `extract(second from '10:30:15.5')` as 15), over timestamps, dates, times and
+//!   intervals, with PostgreSQL's fields (`epoch`, `dow`, `isodow`, `doy`, `week`,
+//!   `isoyear`, `quarter`, `decade`, `century`, `millennium`, `milliseconds`,
+//!   `microseconds`, ...).
+//! - `v AT TIME ZONE zone` and `timezone(zone, v)`: a `timestamptz` becomes the wall-clock
+//!   `timestamp` in the zone, a `timestamp` is read as wall-clock time in the zone and
+//!   becomes a `timestamptz`. Zones are names of the tz database, case-insensitive
+//!   (`Europe/Paris`), `UTC`, or POSIX offsets (`+02` is two hours *west*, as in
+//!   PostgreSQL). DataFusion's kept the instant and relabelled it, so the value printed
+//!   was unchanged.
+
+use std::sync::Arc;
+
+use chrono::{Datelike, NaiveDateTime, Offset, TimeZone, Timelike};
+use datafusion::arrow::array::{Array, ArrayRef};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, IntervalUnit, TimeUnit};
+use datafusion::common::Result as DfResult;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
+};
+use datafusion::scalar::ScalarValue;
+
+use crate::error::SqlError;
+
+const MICROS_PER_SECOND: i64 = 1_000_000;
+const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
+
+fn external(e: SqlError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+// ---------------------------------------------------------------------------------------------
+// EXTRACT and date_part
+// ---------------------------------------------------------------------------------------------
+
+/// What a date/time value is, for the fields it has.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Input {
+    Timestamp,
+    Date,
+    Time,
+    Interval,
+}
+
+impl Input {
+    fn of(t: &DataType) -> Option<Self> {
+        Some(match t {
+            DataType::Timestamp(..) => Input::Timestamp,
+            DataType::Date32 | DataType::Date64 => Input::Date,
+            DataType::Time32(_) | DataType::Time64(_) => Input::Time,
+            DataType::Interval(_) | DataType::Duration(_) => Input::Interval,
+            // An untyped literal (`extract(year from '2024-01-01')`) is a timestamp.
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => {
+                Input::Timestamp
+            }
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Input::Timestamp => "timestamp",
+            Input::Date => "date",
+            Input::Time => "time",
+            Input::Interval => "interval",
+        }
+    }
+}
+
+/// The fields PostgreSQL extracts, by the names it reads (lower case, plural or short
+/// forms as it accepts them).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Part {
+    Millennium,
+    Century,
+    Decade,
+    Year,
+    IsoYear,
+    Quarter,
+    Month,
+    Week,
+    Day,
+    Dow,
+    IsoDow,
+    Doy,
+    Hour,
+    Minute,
+    Second,
+    Milliseconds,
+    Microseconds,
+    Epoch,
+    Timezone,
+    TimezoneHour,
+    TimezoneMinute,
+}
+
+impl Part {
+    fn parse(name: &str, input: Input) -> Result<Part, SqlError> {
+        Ok(match name.to_ascii_lowercase().as_str() {
+            "millennium" | "millennia" | "mil" | "mils" => Part::Millennium,
+            "century" | "centuries" | "c" | "cent" => Part::Century,
+            "decade" | "decades" | "dec" | "decs" => Part::Decade,
+            "year" | "years" | "y" | "yr" | "yrs" => Part::Year,
+            "isoyear" => Part::IsoYear,
+            "quarter" | "qtr" => Part::Quarter,
+            "month" | "months" | "mon" | "mons" => Part::Month,
+            "week" | "weeks" | "w" => Part::Week,
+            "day" | "days" | "d" => Part::Day,
+            "dow" => Part::Dow,
+            "isodow" => Part::IsoDow,
+            "doy" => Part::Doy,
+            "hour" | "hours" | "h" | "hr" | "hrs" => Part::Hour,
+            "minute" | "minutes" | "m" | "min" | "mins" => Part::Minute,
+            "second" | "seconds" | "s" | "sec" | "secs" => Part::Second,
+            "millisecond" | "milliseconds" | "ms" | "msec" | "msecs" => Part::Milliseconds,
+            "microsecond" | "microseconds" | "us" | "usec" | "usecs" => Part::Microseconds,
+            "epoch" => Part::Epoch,
+            "timezone" => Part::Timezone,
+            "timezone_hour" => Part::TimezoneHour,
+            "timezone_minute" => Part::TimezoneMinute,
+            other => {
+                return Err(SqlError::new(
+                    "22023",
+                    format!("unit \"{other}\" not recognized for type {}", input.name()),
+                ));
+            }
+        })
+    }
+
+    /// Decimal places of the numeric `EXTRACT` gives for it (PostgreSQL 14 on).
+    fn scale(self, input: Input) -> i8 {
+        match (self, input) {
+            (Part::Epoch, Input::Date) => 0,
+            (Part::Second | Part::Epoch, _) => 6,
+            (Part::Milliseconds, _) => 3,
+            _ => 0,
+        }
+    }
+
+    /// Whether a value of `input` has this field, as PostgreSQL answers.
+    fn of(self, input: Input) -> bool {
+        use Part::*;
+        match input {
+            Input::Timestamp => true,
+            Input::Date => !matches!(
+                self,
+                Hour | Minute
+                    | Second
+                    | Milliseconds
+                    | Microseconds
+                    | Timezone
+                    | TimezoneHour
+                    | TimezoneMinute
+            ),
+            Input::Time => matches!(
+                self,
+                Hour | Minute | Second | Milliseconds | Microseconds | Epoch
+            ),
+            Input::Interval => !matches!(
+                self,
+                Week | Dow | IsoDow | Doy | IsoYear | Timezone | TimezoneHour | TimezoneMinute
+            ),
+        }
+    }
+}
+
+/// The field's value, unscaled at `part.scale(...)` decimal places.
+fn part_of_timestamp(part: Part, t: NaiveDateTime, epoch_micros: i64) -> i128 {
+    let year = t.year() as i128;
+    let second_micros =
+        (t.second() as i64 * MICROS_PER_SECOND + (t.nanosecond() / 1_000) as i64) as i128;
+    match part {
+        Part::Millennium => {
+            if year > 0 {
+                (year + 999) / 1000
+            } else {
+                -((999 - (year - 1)) / 1000)
+            }
+        }
+        Part::Century => {
+            if year > 0 {
+                (year + 99) / 100
+            } else {
+                -((99 - (year - 1)) / 100)
+            }
+        }
+        Part::Decade => year.div_euclid(10),
+        Part::Year => year,
+        Part::IsoYear => t.iso_week().year() as i128,
+        Part::Quarter => ((t.month() - 1) / 3 + 1) as i128,
+        Part::Month => t.month() as i128,
+        Part::Week => t.iso_week().week() as i128,
+        Part::Day => t.day() as i128,
+        Part::Dow => t.weekday().num_days_from_sunday() as i128,
+        Part::IsoDow => t.weekday().number_from_monday() as i128,
+        Part::Doy => t.ordinal() as i128,
+        Part::Hour => t.hour() as i128,
+        Part::Minute => t.minute() as i128,
+        Part::Second | Part::Milliseconds | Part::Microseconds => second_micros,
+        Part::Epoch => epoch_micros as i128,
+        Part::Timezone | Part::TimezoneHour | Part::TimezoneMinute => 0,
+    }
+}
+
+fn part_of_time(part: Part, micros: i64) -> i128 {
+    match part {
+        Part::Hour => (micros / (3600 * MICROS_PER_SECOND)) as i128,
+        Part::Minute => (micros / (60 * MICROS_PER_SECOND) % 60) as i128,
+        Part::Second | Part::Milliseconds | Part::Microseconds => {
+            (micros % (60 * MICROS_PER_SECOND)) as i128
+        }
+        // Seconds since midnight.
+        _ => micros as i128,
+    }
+}
+
+/// PostgreSQL's `interval_part`: a year of months is 365.25 days for the epoch, a month
+/// 30 days.
+fn part_of_interval(part: Part, months: i64, days: i64, micros: i64) -> i128 {
+    let year = (months / 12) as i128;
+    match part {
+        Part::Millennium => year / 1000,
+        Part::Century => year / 100,
+        Part::Decade => year / 10,
+        Part::Year => year,
+        Part::Quarter => ((months % 12) / 3 + 1) as i128,
+        Part::Month => (months % 12) as i128,
+        Part::Day => days as i128,
+        Part::Hour => (micros / (3600 * MICROS_PER_SECOND)) as i128,
+        Part::Minute => (micros / (60 * MICROS_PER_SECOND) % 60) as i128,
+        Part::Second | Part::Milliseconds | Part::Microseconds => {
+            (micros % (60 * MICROS_PER_SECOND)) as i128
+        }
+        Part::Epoch => {
+            // 365.25 days a year, in micros: exact in quarter days.
+            let year_micros = (MICROS_PER_DAY as i128 * 1461) / 4;
+            year * year_micros
+                + ((months % 12) as i128) * 30 * MICROS_PER_DAY as i128
+                + days as i128 * MICROS_PER_DAY as i128
+                + micros as i128
+        }
+        _ => 0,
+    }
+}
+
+/// `EXTRACT` (numeric) or `date_part` (double precision).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct DatePart {
+    numeric: bool,
+    signature: Signature,
+}
+
+/// Precision of the numeric `EXTRACT` gives.
+const EXTRACT_PRECISION: u8 = 38;
+
+impl DatePart {
+    fn field(args: &[Option<&ScalarValue>], input: Input) -> Result<Option<Part>, SqlError> {
+        match args.first().copied().flatten() {
+            Some(ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)))
+            | Some(ScalarValue::LargeUtf8(Some(s))) => Part::parse(s, input).map(Some),
+            _ => Ok(None),
+        }
+    }
+}
+
+impl ScalarUDFImpl for DatePart {
+    fn name(&self) -> &str {
+        if self.numeric { "extract" } else { "date_part" }
+    }
+
+    fn aliases(&self) -> &[String] {
+        &[]
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
+        Err(DataFusionError::Internal(
+            "date_part's type is given by return_field_from_args".into(),
+        ))
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> DfResult<FieldRef> {
+        let input = args
+            .arg_fields
+            .get(1)
+            .and_then(|f| Input::of(f.data_type()))
+            .ok_or_else(|| {
+                external(SqlError::new(
+                    "42883",
+                    format!(
+                        "function {}(unknown, {}) does not exist",
+                        self.name(),
+                        args.arg_fields
+                            .get(1)
+                            .map(|f| crate::error::pg_type_name(f.data_type()))
+                            .unwrap_or_default()
+                    ),
+                ))
+            })?;
+        let part = Self::field(args.scalar_arguments, input).map_err(external)?;
+        let data_type = match (self.numeric, part) {
+            (true, Some(part)) => DataType::Decimal128(EXTRACT_PRECISION, part.scale(input)),
+            (true, None) => {
+                return Err(external(SqlError::new(
+                    "0A000",
+                    "EXTRACT's field must be written out, not computed",
+                )));
+            }
+            (false, _) => DataType::Float64,
+        };
+        Ok(Arc::new(Field::new(self.name(), data_type, true)))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let rows = args.number_rows;
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let n = if scalar { 1 } else { rows };
+        let fields = cast(&args.args[0].to_array(n)?, &DataType::Utf8)?;
+        let fields = fields
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>()
+            .ok_or_else(|| DataFusionError::Internal("fields are not text".into()))?;
+        let values = args.args[1].to_array(n)?;
+        let input = Input::of(values.data_type()).ok_or_else(|| {
+            DataFusionError::Internal(format!("date_part of {}", values.data_type()))
+        })?;
+        // Every input as micros: timestamps since the epoch, times since midnight; dates
+        // as timestamps at midnight; intervals apart.
+        let values = match values.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => {
+                cast(&values, &DataType::Timestamp(TimeUnit::Microsecond, None))?
+            }
+            DataType::Date32 | DataType::Date64 => {
+                cast(&values, &DataType::Timestamp(TimeUnit::Microsecond, None))?
+            }
+            DataType::Timestamp(unit, _) if *unit != TimeUnit::Microsecond => {
+                cast(&values, &DataType::Timestamp(TimeUnit::Microsecond, None))?
+            }
+            DataType::Time32(_) | DataType::Time64(TimeUnit::Nanosecond) => {
+                cast(&values, &DataType::Time64(TimeUnit::Microsecond))?
+            }
+            DataType::Duration(_) => cast(&values, &DataType::Duration(TimeUnit::Microsecond))?,
+            DataType::Interval(unit) if *unit != IntervalUnit::MonthDayNano => {
+                cast(&values, &DataType::Interval(IntervalUnit::MonthDayNano))?
+            }
+            _ => values,
+        };
+        // Unscaled values at each row's part's scale: `Second`, `Milliseconds` and
+        // `Microseconds` share one count of micros, read at 6, 3 and 0 places.
+        let mut out: Vec<Option<(i128, i8)>> = Vec::with_capacity(n);
+        let mut parts: Option<(String, Part)> = None;
+        for row in 0..n {
+            if fields.is_null(row) || values.is_null(row) {
+                out.push(None);
+                continue;
+            }
+            let name = fields.value(row);
+            let part = match &parts {
+                Some((n, p)) if n == name => *p,
+                _ => {
+                    let p = Part::parse(name, input).map_err(external)?;
+                    parts = Some((name.to_string(), p));
+                    p
+                }
+            };
+            if !part.of(input) {
+                return Err(external(SqlError::new(
+                    "0A000",
+                    format!(
+                        "unit \"{}\" not supported for type {}",
+                        name.to_ascii_lowercase(),
+                        input.name()
+                    ),
+                )));
+            }
+            let unscaled = match ScalarValue::try_from_array(&values, row)? {
+                ScalarValue::TimestampMicrosecond(Some(us), _) => {
+                    let t = chrono::DateTime::from_timestamp_micros(us)
+                        .ok_or_else(|| external(SqlError::new("22008", "timestamp out of range")))?
+                        .naive_utc();
+                    let v = part_of_timestamp(part, t, us);
+                    if input == Input::Date && part == Part::Epoch {
+                        v / MICROS_PER_SECOND as i128
+                    } else {
+                        v
+                    }
+                }
+                ScalarValue::Time64Microsecond(Some(us)) => part_of_time(part, us),
+                ScalarValue::IntervalMonthDayNano(Some(i)) => {
+                    part_of_interval(part, i.months as i64, i.days as i64, i.nanoseconds / 1_000)
+                }
+                ScalarValue::DurationMicrosecond(Some(us)) => {
+                    part_of_interval(part, 0, us / MICROS_PER_DAY, us % MICROS_PER_DAY)
+                }
+                other => {
+                    return Err(DataFusionError::Internal(format!("date_part of {other:?}")));
+                }
+            };
+            out.push(Some((unscaled, part.scale(input))));
+        }
+        let array: ArrayRef = if self.numeric {
+            // One field, written out (see `return_field_from_args`): one scale.
+            let scale = parts.map(|(_, p)| p.scale(input)).unwrap_or(0);
+            Arc::new(
+                datafusion::arrow::array::Decimal128Array::from(
+                    out.into_iter()
+                        .map(|v| v.map(|(v, _)| v))
+                        .collect::<Vec<_>>(),
+                )
+                .with_precision_and_scale(EXTRACT_PRECISION, scale)?,
+            )
+        } else {
+            Arc::new(datafusion::arrow::array::Float64Array::from(
+                out.into_iter()
+                    .map(|v| v.map(|(v, scale)| v as f64 / 10f64.powi(scale as i32)))
+                    .collect::<Vec<_>>(),
+            ))
+        };
+        Ok(if scalar {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?)
+        } else {
+            ColumnarValue::Array(array)
+        })
+    }
+}
+
+fn date_part_udf(numeric: bool) -> Arc<ScalarUDF> {
+    Arc::new(ScalarUDF::new_from_impl(DatePart {
+        numeric,
+        signature: Signature::any(2, Volatility::Immutable),
+    }))
+}
+
+/// Plans `EXTRACT(field FROM v)` as PostgreSQL's numeric `extract`.
+#[derive(Debug)]
+pub(crate) struct ExtractPlanner;
+
+impl ExprPlanner for ExtractPlanner {
+    fn plan_extract(&self, args: Vec<Expr>) -> DfResult<PlannerResult<Vec<Expr>>> {
+        Ok(PlannerResult::Planned(Expr::ScalarFunction(
+            ScalarFunction::new_udf(date_part_udf(true), args),
+        )))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// AT TIME ZONE
+// ---------------------------------------------------------------------------------------------
+
+/// A zone `AT TIME ZONE` names.
+enum Zone {
+    Named(chrono_tz::Tz),
+    /// Seconds east of UTC.
+    Fixed(i32),
+}
+
+impl Zone {
+    fn parse(text: &str) -> Result<Zone, SqlError> {
+        let trimmed = text.trim();
+        if let Some(east) = crate::pg_datetime::parse_zone(trimmed) {
+            // A bare offset is POSIX's, hours west of UTC, as PostgreSQL reads it.
+            let posix = trimmed.starts_with(['+', '-']);
+            return Ok(Zone::Fixed(if posix { -east } else { east }));
+        }
+        trimmed
+            .parse::<chrono_tz::Tz>()
+            .ok()
+            .or_else(|| {
+                chrono_tz::TZ_VARIANTS
+                    .iter()
+                    .find(|tz| tz.name().eq_ignore_ascii_case(trimmed))
+                    .copied()
+            })
+            .map(Zone::Named)
+            .ok_or_else(|| SqlError::new("22023", format!("time zone \"{text}\" not recognized")))
+    }
+
+    /// The zone's offset east of UTC, in seconds, at the instant `utc`.
+    fn offset_at_utc(&self, utc: NaiveDateTime) -> i64 {
+        match self {
+            Zone::Fixed(s) => *s as i64,
+            Zone::Named(tz) => tz.offset_from_utc_datetime(&utc).fix().local_minus_utc() as i64,
+        }
+    }
+
+    /// The instant the wall-clock time `local` in this zone is. An hour that happens twice
+    /// (clocks going back) is its later, standard-time one; an hour skipped (clocks going
+    /// forward) is read with the offset before the change, as PostgreSQL does.
+    fn utc_of_local(&self, local: NaiveDateTime) -> NaiveDateTime {
+        let offset = match self {
+            Zone::Fixed(s) => *s as i64,
+            Zone::Named(tz) => match tz.offset_from_local_datetime(&local) {
+                chrono::LocalResult::Single(o) => o.fix().local_minus_utc() as i64,
+                chrono::LocalResult::Ambiguous(a, b) => {
+                    (a.fix().local_minus_utc() as i64).min(b.fix().local_minus_utc() as i64)
+                }
+                chrono::LocalResult::None => {
+                    let before = local - chrono::Duration::hours(3);
+                    match tz.offset_from_local_datetime(&before) {
+                        chrono::LocalResult::Single(o) | chrono::LocalResult::Ambiguous(o, _) => {
+                            o.fix().local_minus_utc() as i64
+                        }
+                        chrono::LocalResult::None => 0,
+                    }
+                }
+            },
+        };
+        local - chrono::Duration::seconds(offset)
+    }
+}
+
+/// `timezone(zone, v)`, which `v AT TIME ZONE zone` is.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct AtTimeZone {
+    signature: Signature,
+}
+
+fn with_zone(t: &DataType) -> bool {
+    matches!(t, DataType::Timestamp(_, Some(_)))
+}
+
+impl ScalarUDFImpl for AtTimeZone {
+    fn name(&self) -> &str {
+        "timezone"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> DfResult<DataType> {
+        // A timestamptz (or text, read as one) gives the wall-clock timestamp; a timestamp
+        // or a date gives the timestamptz.
+        Ok(match &args[1] {
+            DataType::Timestamp(_, None) | DataType::Date32 | DataType::Date64 => {
+                DataType::Timestamp(TimeUnit::Microsecond, Some(crate::types::UTC.into()))
+            }
+            _ => DataType::Timestamp(TimeUnit::Microsecond, None),
+        })
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let n = if scalar { 1 } else { args.number_rows };
+        let zones = cast(&args.args[0].to_array(n)?, &DataType::Utf8)?;
+        let zones = zones
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>()
+            .ok_or_else(|| DataFusionError::Internal("zones are not text".into()))?;
+        let values = args.args[1].to_array(n)?;
+        let to_local = !matches!(
+            values.data_type(),
+            DataType::Timestamp(_, None) | DataType::Date32 | DataType::Date64
+        );
+        let values = cast(
+            &values,
+            &DataType::Timestamp(
+                TimeUnit::Microsecond,
+                with_zone(values.data_type()).then(|| crate::types::UTC.into()),
+            ),
+        )?;
+        let values = cast(&values, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+        let values = values
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::TimestampMicrosecondArray>()
+            .ok_or_else(|| DataFusionError::Internal("timestamps are not micros".into()))?;
+        let mut out: Vec<Option<i64>> = Vec::with_capacity(n);
+        let mut zone: Option<(String, Zone)> = None;
+        for row in 0..n {
+            if zones.is_null(row) || values.is_null(row) {
+                out.push(None);
+                continue;
+            }
+            let name = zones.value(row);
+            if zone.as_ref().is_none_or(|(n, _)| n != name) {
+                zone = Some((name.to_string(), Zone::parse(name).map_err(external)?));
+            }
+            let z = &zone.as_ref().expect("set above").1;
+            let us = values.value(row);
+            let t = chrono::DateTime::from_timestamp_micros(us)
+                .ok_or_else(|| external(SqlError::new("22008", "timestamp out of range")))?
+                .naive_utc();
+            let moved = if to_local {
+                t + chrono::Duration::seconds(z.offset_at_utc(t))
+            } else {
+                z.utc_of_local(t)
+            };
+            out.push(Some(moved.and_utc().timestamp_micros()));
+        }
+        let array = datafusion::arrow::array::TimestampMicrosecondArray::from(out);
+        let array: ArrayRef = if to_local {
+            Arc::new(array)
+        } else {
+            Arc::new(array.with_timezone(crate::types::UTC))
+        };
+        Ok(if scalar {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?)
+        } else {
+            ColumnarValue::Array(array)
+        })
+    }
+}
+
+/// The functions of this module to register in every statement's context.
+pub(crate) fn functions() -> Vec<Arc<ScalarUDF>> {
+    vec![
+        date_part_udf(false),
+        Arc::new(ScalarUDF::new_from_impl(AtTimeZone {
+            signature: Signature::any(2, Volatility::Immutable),
+        })),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zones_read_as_postgresql_reads_them() {
+        let t = chrono::NaiveDate::from_ymd_opt(2024, 1, 1)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap();
+        assert_eq!(Zone::parse("Europe/Paris").unwrap().offset_at_utc(t), 3600);
+        assert_eq!(Zone::parse("europe/paris").unwrap().offset_at_utc(t), 3600);
+        assert_eq!(Zone::parse("UTC").unwrap().offset_at_utc(t), 0);
+        // POSIX: +02 is west.
+        assert_eq!(Zone::parse("+02").unwrap().offset_at_utc(t), -7200);
+        assert_eq!(Zone::parse("Mars/Olympus").err().unwrap().code, "22023");
+        // New York's clocks went back at 02:00 on 2024-11-03: 01:30 happened twice, and
+        // is read as the later (standard time, UTC-5).
+        let ny = Zone::parse("America/New_York").unwrap();
+        let twice = chrono::NaiveDate::from_ymd_opt(2024, 11, 3)
+            .unwrap()
+            .and_hms_opt(1, 30, 0)
+            .unwrap();
+        assert_eq!(ny.utc_of_local(twice).hour(), 6);
+        // And forward at 02:00 on 2024-03-10: 02:30 never happened; read at UTC-5.
+        let skipped = chrono::NaiveDate::from_ymd_opt(2024, 3, 10)
+            .unwrap()
+            .and_hms_opt(2, 30, 0)
+            .unwrap();
+        assert_eq!(ny.utc_of_local(skipped).hour(), 7);
+    }
+}
