@@ -187,6 +187,19 @@ pub(crate) fn datafusion_error(e: DataFusionError) -> SqlError {
     if lower.contains("offset must be >=") {
         return SqlError::new("2201X", "OFFSET must not be negative");
     }
+    // Arrow's cast past an integer type's range ("value of 2147483648 is out of range
+    // Int32") in PostgreSQL's words.
+    if lower.contains("is out of range int") {
+        for (arrow, pg) in [
+            ("int16", "smallint"),
+            ("int32", "integer"),
+            ("int64", "bigint"),
+        ] {
+            if lower.ends_with(arrow) {
+                return SqlError::new("22003", format!("{pg} out of range"));
+            }
+        }
+    }
     let code = match e {
         DataFusionError::SQL(_, _) => "42601",
         DataFusionError::NotImplemented(_) => "0A000",

@@ -53,6 +53,7 @@ mod sql_ast;
 mod subquery;
 mod table;
 mod to_char;
+mod to_char_number;
 mod types;
 mod untyped;
 mod upsert;

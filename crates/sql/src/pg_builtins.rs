@@ -11,7 +11,8 @@
 //!   (DataFusion's reads the pattern as a regular expression, so `'abc' SIMILAR TO 'a%'`
 //!   was false), and reads a string cast to bytea as PostgreSQL's text forms of bytea
 //!   (`'\x4142'::bytea` is two bytes, not five), so comparing a bytea column with a
-//!   literal is right. Intervals compare as PostgreSQL's do: a month as 30 days, a day as
+//!   literal is right. A `numeric` or float cast to an integer type is rounded first, as
+//!   PostgreSQL rounds it (Arrow's cast truncates). Intervals compare as PostgreSQL's do: a month as 30 days, a day as
 //!   24 hours (`interval '1 day' = interval '24 hours'`).
 //! - Functions of their own: `age`, `justify_days`, `justify_hours`, `justify_interval`,
 //!   `make_timestamp`, `quote_ident`, `quote_literal`, `quote_nullable`,
@@ -1608,6 +1609,97 @@ impl ScalarUDFImpl for CurrentSetting {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Casts of fractions to integers
+// ---------------------------------------------------------------------------------------------
+
+/// A `numeric` or float rounded to a whole number as PostgreSQL rounds it on the way to
+/// an integer type: a numeric half away from zero (`12.5::int` is 13), a float half to
+/// even (`2.5::float8::int` is 2, as `rint`). Arrow's cast truncates (`12.5` would be 12).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct RoundForInteger {
+    signature: Signature,
+}
+
+const ROUND_FOR_INTEGER: &str = "flotilla_round_for_integer";
+
+impl ScalarUDFImpl for RoundForInteger {
+    fn name(&self) -> &str {
+        ROUND_FOR_INTEGER
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> DfResult<DataType> {
+        Ok(args[0].clone())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let round = round_for_integer;
+        Ok(match &args.args[0] {
+            ColumnarValue::Array(a) => ColumnarValue::Array(round(a)?),
+            ColumnarValue::Scalar(s) => {
+                let out = round(&s.to_array()?)?;
+                ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+            }
+        })
+    }
+}
+
+/// Each number rounded as `RoundForInteger` says (other types unchanged): for a cast,
+/// and for a value assigned to an integer column (`types::cast_to_column`).
+pub(crate) fn round_for_integer(array: &ArrayRef) -> DfResult<ArrayRef> {
+    use datafusion::arrow::array::{AsArray, PrimitiveArray};
+    use datafusion::arrow::datatypes::{Decimal128Type, Float32Type, Float64Type};
+    Ok(match array.data_type() {
+        DataType::Decimal128(p, s) if *s > 0 => {
+            let unit = 10i128.pow(*s as u32);
+            let half = unit / 2;
+            let rounded: PrimitiveArray<Decimal128Type> =
+                array.as_primitive::<Decimal128Type>().unary(|v| {
+                    let whole = v / unit;
+                    let rest = v % unit;
+                    let whole = if rest >= half {
+                        whole + 1
+                    } else if rest <= -half {
+                        whole - 1
+                    } else {
+                        whole
+                    };
+                    whole * unit
+                });
+            Arc::new(rounded.with_precision_and_scale(*p, *s)?)
+        }
+        DataType::Float64 => Arc::new(
+            array
+                .as_primitive::<Float64Type>()
+                .unary::<_, Float64Type>(f64::round_ties_even),
+        ),
+        DataType::Float32 => Arc::new(
+            array
+                .as_primitive::<Float32Type>()
+                .unary::<_, Float32Type>(f32::round_ties_even),
+        ),
+        _ => array.clone(),
+    })
+}
+
+fn is_integer(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64
+    )
+}
+
+fn is_fraction(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Decimal128(..) | DataType::Float32 | DataType::Float64
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
 // After type coercion: SIMILAR TO and casts of strings to bytea
 // ---------------------------------------------------------------------------------------------
 
@@ -1618,6 +1710,7 @@ pub(crate) struct PgBuiltins {
     bytea_in: Arc<ScalarUDF>,
     bytea_out: Arc<ScalarUDF>,
     interval_key: Arc<ScalarUDF>,
+    round_for_integer: Arc<ScalarUDF>,
 }
 
 impl PgBuiltins {
@@ -1633,6 +1726,9 @@ impl PgBuiltins {
             bytea_in: find(BYTEA_IN),
             bytea_out: find(BYTEA_OUT),
             interval_key: find(INTERVAL_KEY),
+            round_for_integer: Arc::new(ScalarUDF::new_from_impl(RoundForInteger {
+                signature: Signature::any(1, Volatility::Immutable),
+            })),
         }
     }
 
@@ -1702,6 +1798,24 @@ impl PgBuiltins {
         let Some((inner, to, from)) = crate::types::cast_parts(&expr, schema) else {
             return Ok(Transformed::no(expr));
         };
+        if is_integer(to) && is_fraction(&from) {
+            let rounded = matches!(inner, Expr::ScalarFunction(f) if f.name() == ROUND_FOR_INTEGER);
+            if rounded {
+                return Ok(Transformed::no(expr));
+            }
+            let rounded = Expr::ScalarFunction(ScalarFunction::new_udf(
+                self.round_for_integer.clone(),
+                vec![inner.clone()],
+            ));
+            let to = to.clone();
+            return Ok(Transformed::yes(match expr {
+                Expr::TryCast(_) => Expr::TryCast(datafusion::logical_expr::TryCast::new(
+                    Box::new(rounded),
+                    to,
+                )),
+                _ => Expr::Cast(datafusion::logical_expr::Cast::new(Box::new(rounded), to)),
+            }));
+        }
         let udf = if *to == DataType::Binary && crate::types::is_string(&from) {
             &self.bytea_in
         } else if *to == DataType::Utf8 && from == DataType::Binary {

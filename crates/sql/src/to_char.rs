@@ -1,3 +1,5 @@
+//! `to_char(number, template)` is `crate::to_char_number`'s.
+//!
 //! `to_char(timestamp | timestamptz | date, template)` with PostgreSQL's template patterns
 //! (`YYYY-MM-DD HH24:MI:SS`, `FMMonth`, `Dy`, `"quoted text"`, ...), in place of
 //! DataFusion's, which takes chrono's `%Y` patterns and would print a PostgreSQL
@@ -334,6 +336,69 @@ impl ToChar {
     }
 }
 
+fn is_number(t: &DataType) -> bool {
+    t.is_integer() || t.is_floating() || matches!(t, DataType::Decimal128(..))
+}
+
+/// `to_char` of each number by its template (`crate::to_char_number`).
+fn numbers(values: &ArrayRef, templates: &ArrayRef) -> DfResult<ColumnarValue> {
+    use crate::to_char_number::{Digits, fraction_places, render};
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{Decimal128Type, Float64Type, Int64Type};
+    let templates = cast(templates, &DataType::Utf8)?;
+    let templates = templates.as_string::<i32>();
+    let (decimals, scale) = match values.data_type() {
+        DataType::Decimal128(_, s) => (Some(values.as_primitive::<Decimal128Type>()), *s),
+        _ => (None, 0),
+    };
+    let floats = values
+        .data_type()
+        .is_floating()
+        .then(|| cast(values, &DataType::Float64))
+        .transpose()?;
+    let integers = values
+        .data_type()
+        .is_integer()
+        .then(|| cast(values, &DataType::Int64))
+        .transpose()?;
+    let mut out = Vec::with_capacity(values.len());
+    for r in 0..values.len() {
+        if values.is_null(r) || templates.is_null(r) {
+            out.push(None);
+            continue;
+        }
+        let template = templates.value(r);
+        let digits = if let Some(d) = decimals {
+            Digits::of_decimal(d.value(r), scale)
+        } else if let Some(f) = &floats {
+            let v = f.as_primitive::<Float64Type>().value(r);
+            if v.is_nan() {
+                let fill = template.to_ascii_uppercase().contains("FM");
+                out.push(Some(if fill { "NaN" } else { " NaN" }.to_string()));
+                continue;
+            }
+            let places = fraction_places(template).map_err(external)?;
+            match Digits::of_float(v, places) {
+                Some(d) => d,
+                // An infinity prints `#` in every place, as PostgreSQL's.
+                None => Digits {
+                    negative: false,
+                    integer: "9".repeat(100),
+                    fraction: String::new(),
+                },
+            }
+        } else if let Some(i) = &integers {
+            Digits::of_integer(i.as_primitive::<Int64Type>().value(r) as i128)
+        } else {
+            return Err(DataFusionError::Internal("to_char of a number".into()));
+        };
+        out.push(Some(render(digits, template).map_err(external)?));
+    }
+    Ok(ColumnarValue::Array(
+        Arc::new(StringArray::from(out)) as ArrayRef
+    ))
+}
+
 fn external(e: SqlError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
@@ -352,10 +417,11 @@ impl ScalarUDFImpl for ToChar {
             DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _) | DataType::Null => {
                 Ok(DataType::Utf8)
             }
+            t if is_number(t) => Ok(DataType::Utf8),
             other => Err(external(SqlError::new(
                 "0A000",
                 format!(
-                    "to_char of {} is not supported (only of dates and timestamps)",
+                    "to_char of {} is not supported (only of numbers, dates and timestamps)",
                     crate::error::pg_type_name(other)
                 ),
             ))),
@@ -365,6 +431,9 @@ impl ScalarUDFImpl for ToChar {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let n = args.number_rows;
         let values = args.args[0].to_array(n)?;
+        if is_number(values.data_type()) {
+            return numbers(&values, &args.args[1].to_array(n)?);
+        }
         let zone = match values.data_type() {
             DataType::Timestamp(_, Some(_)) => Some("UTC"),
             _ => None,

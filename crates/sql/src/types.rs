@@ -228,18 +228,10 @@ pub(crate) fn cast_to_column(
         safe: false,
         format_options: FormatOptions::default(),
     };
-    let source = if matches!(ty, SqlType::Int16 | SqlType::Int32 | SqlType::Int64)
-        && matches!(array.data_type(), DataType::Float32 | DataType::Float64)
-    {
-        // PostgreSQL rounds a float assigned to an integer column; Arrow truncates.
-        let as_f64 = cast_with_options(array, &DataType::Float64, &options)
-            .map_err(|e| cast_error(e, ty))?;
-        let f = as_f64
-            .as_any()
-            .downcast_ref::<Float64Array>()
-            .expect("cast to Float64");
-        Arc::new(f.unary::<_, datafusion::arrow::datatypes::Float64Type>(|v| v.round_ties_even()))
-            as ArrayRef
+    let source = if matches!(ty, SqlType::Int16 | SqlType::Int32 | SqlType::Int64) {
+        // PostgreSQL rounds a numeric or float assigned to an integer column (a numeric
+        // half away from zero, a float half to even); Arrow truncates.
+        crate::pg_builtins::round_for_integer(array).map_err(crate::error::datafusion_error)?
     } else {
         array.clone()
     };

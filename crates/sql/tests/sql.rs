@@ -2913,7 +2913,8 @@ async fn to_char_takes_postgres_templates() {
         rows(&mut s, "SELECT to_char(at, fmt) FROM e ORDER BY at").await,
         vec!["1", "2021-52"]
     );
-    assert_eq!(code(&mut s, "SELECT to_char(1.5, '9.9')").await, "0A000");
+    assert_eq!(rows(&mut s, "SELECT to_char(1.5, '9.9')").await, [" 1.5"]);
+    assert_eq!(code(&mut s, "SELECT to_char(1.5, '9.9EEEE')").await, "0A000");
     assert_eq!(code(&mut s, "SELECT to_char(now(), 'DDSP')").await, "0A000");
 }
 
@@ -9658,5 +9659,59 @@ async fn string_bytea_array_and_math_functions_answer_as_postgresql_does() {
         )
         .await,
         ["a|a|true|3|3"]
+    );
+}
+
+/// PostgreSQL 15's answers to the same statements (checked against it).
+#[tokio::test]
+async fn fractions_become_integers_and_numbers_print_as_postgresql_rounds_them() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    // A numeric rounds half away from zero, a float half to even; Arrow's cast truncated.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT '12.5'::numeric::int, 12.5::int, 13.5::int, (-12.5)::int, \
+             '2.5'::float8::int, 3.5::float8::int, (-2.5)::float8::int4, 2.7::float4::int, \
+             0.49999::int, 10.5::bigint, 10.5::smallint"
+        )
+        .await,
+        ["13|13|14|-13|2|4|-2|3|0|11|11"]
+    );
+    assert_eq!(code(&mut s, "SELECT 2147483647.5::int").await, "22003");
+    assert_eq!(code(&mut s, "SELECT 1e10::int").await, "22003");
+    // Assigned to an integer column, the same.
+    ok(
+        &mut s,
+        "CREATE TABLE ri (id int PRIMARY KEY, n int, s smallint)",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO ri VALUES (1, 10.5, 2.5), (2, -3.5, 1.5::float8)",
+    )
+    .await;
+    assert_eq!(
+        rows(&mut s, "SELECT id, n, s FROM ri ORDER BY id").await,
+        ["1|11|3", "2|-4|2"]
+    );
+    assert_eq!(
+        rows(&mut s, "UPDATE ri SET n = 7.5 WHERE id = 1 RETURNING n").await,
+        ["8"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT to_char(1234.5, 'FM9,999.00'), to_char(0.5, '0.99'), to_char(-12, '999'), \
+             to_char(1234567, '9G999G999'), to_char(3.14159::float8, '9.999'), \
+             to_char(125::int, '9,999'), to_char(-125::bigint, 'FM0000'), \
+             to_char(-12, '999PR'), to_char(12345, '999')"
+        )
+        .await,
+        ["1,234.50| 0.50| -12| 1,234,567| 3.142|   125|-0125| <12>| ###"]
+    );
+    assert_eq!(
+        code(&mut s, "SELECT to_char(1.5, '9.9EEEE')").await,
+        "0A000"
     );
 }
