@@ -1,6 +1,6 @@
 //! The JSON set-returning functions in a select list: `json[b]_array_elements`,
-//! `json[b]_array_elements_text` and `json[b]_object_keys`; and `generate_series` in a
-//! select list, which yields rows there as it does in PostgreSQL.
+//! `json[b]_array_elements_text` and `json[b]_object_keys`; and `generate_series` and
+//! `regexp_matches` in a select list, which yield rows there as they do in PostgreSQL.
 //!
 //! DataFusion has no set-returning functions but `unnest`. Before planning, each call of
 //! one of these in a select list becomes `unnest` of a function returning the whole set
@@ -345,8 +345,9 @@ fn expand_in(body: &mut SetExpr) {
                 // PostgreSQL names the column of a bare call after the function.
                 if let SelectItem::UnnamedExpr(Expr::Function(f)) = item
                     && let Some(name) = set_function(&f.name).or_else(|| {
-                        (catalog_name(&f.name).as_deref() == Some("generate_series"))
-                            .then_some("generate_series")
+                        catalog_name(&f.name)
+                            .and_then(|n| LIST_FUNCTIONS.iter().find(|(s, _)| *s == n))
+                            .map(|(s, _)| *s)
                     })
                 {
                     let expr = Expr::Function(f.clone());
@@ -365,11 +366,11 @@ fn expand_in(body: &mut SetExpr) {
                     // the whole series as a list. (Post-order: the call wrapped is not
                     // visited again.)
                     if let Expr::Function(f) = e
-                        && catalog_name(&f.name).as_deref() == Some("generate_series")
+                        && let Some(list) = catalog_name(&f.name).and_then(|n| list_of(&n))
                     {
-                        let mut series = f.clone();
-                        series.name = object_name("generate_series");
-                        *e = call("unnest", [arg(Expr::Function(series))]);
+                        let mut whole = f.clone();
+                        whole.name = object_name(list);
+                        *e = call("unnest", [arg(Expr::Function(whole))]);
                         return ControlFlow::<()>::Continue(());
                     }
                     // A call written `unnest(generate_series(...))` (as the FROM rewrite
@@ -412,6 +413,21 @@ fn expand_in(body: &mut SetExpr) {
         // A parenthesised query is visited as a query of its own.
         _ => {}
     }
+}
+
+/// Set-returning functions other than JSON's whose whole set a function of DataFusion's
+/// or ours returns as a list: (PostgreSQL's name, the list's).
+const LIST_FUNCTIONS: [(&str, &str); 2] = [
+    ("generate_series", "generate_series"),
+    ("regexp_matches", crate::pg_builtins::REGEXP_MATCHES_LIST),
+];
+
+/// The list function of a set-returning function of `LIST_FUNCTIONS`.
+fn list_of(name: &str) -> Option<&'static str> {
+    LIST_FUNCTIONS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, list)| *list)
 }
 
 /// The one argument of a call of one argument.

@@ -89,6 +89,27 @@ pub(crate) fn rewrite_calls(statement: &mut Statement) -> Result<(), SqlError> {
             }
             *e = AstExpr::Nested(Box::new((**expr).clone()));
         }
+        // `substring(s from 'pattern')`: a pattern, not a position (only a literal is
+        // known to be text before planning).
+        if let AstExpr::Substring {
+            expr,
+            substring_from: Some(from),
+            substring_for: None,
+            ..
+        } = e
+            && matches!(
+                from.as_ref(),
+                AstExpr::Value(v) if matches!(
+                    v.value,
+                    Value::SingleQuotedString(_) | Value::EscapedStringLiteral(_)
+                )
+            )
+        {
+            *e = call(
+                SUBSTRING_REGEX,
+                [arg((**expr).clone()), arg((**from).clone())],
+            );
+        }
         // PostgreSQL's meaning (`crate::pg_date_functions`), not DataFusion's relabelling.
         if let AstExpr::AtTimeZone {
             timestamp,
@@ -957,7 +978,7 @@ fn regexp_split_to_array(args: &[ScalarValue]) -> Result<ScalarValue, SqlError> 
     let (Some(s), Some(pattern)) = (text(&args[0]), text(&args[1])) else {
         return Err(wrong_argument("regexp_split_to_array"));
     };
-    let re = regex::Regex::new(pattern).map_err(invalid_regex)?;
+    let (re, _) = regex_with_flags(pattern, "")?;
     let parts: Vec<ScalarValue> = if s.is_empty() {
         vec![ScalarValue::Utf8(Some(String::new()))]
     } else if re.is_match("") {
@@ -975,6 +996,99 @@ fn regexp_split_to_array(args: &[ScalarValue]) -> Result<ScalarValue, SqlError> 
         &DataType::Utf8,
     )))
 }
+
+/// A regular expression with PostgreSQL's flags: `g` (every match; reported apart),
+/// `i` (case-insensitive), `c` (case-sensitive, the default), `q` (the pattern is
+/// literal text), `x` (blanks and `#` comments in the pattern ignored). Others are 22023.
+/// As in PostgreSQL, `.` matches a newline too.
+fn regex_with_flags(pattern: &str, flags: &str) -> Result<(regex::Regex, bool), SqlError> {
+    let mut global = false;
+    let mut insensitive = false;
+    let mut literal = false;
+    let mut expanded = false;
+    for f in flags.chars() {
+        match f {
+            'g' => global = true,
+            'i' => insensitive = true,
+            'c' => insensitive = false,
+            'q' => literal = true,
+            'x' => expanded = true,
+            other => {
+                return Err(SqlError::new(
+                    "22023",
+                    format!("invalid regular expression option: \"{other}\""),
+                ));
+            }
+        }
+    }
+    let pattern = if literal {
+        regex::escape(pattern)
+    } else {
+        pattern.to_string()
+    };
+    let re = regex::RegexBuilder::new(&pattern)
+        .case_insensitive(insensitive)
+        .ignore_whitespace(expanded && !literal)
+        .dot_matches_new_line(true)
+        .build()
+        .map_err(invalid_regex)?;
+    Ok((re, global))
+}
+
+/// The type `regexp_matches` yields its rows as: a list of each match's texts.
+fn text_list() -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
+}
+
+/// `regexp_matches(string, pattern [, flags])` as one list of its rows (`unnest` makes
+/// them rows; `json_sets::expand_in`): each match as the texts its parenthesized
+/// groups caught (NULL for a group that caught nothing), or as its whole text if the
+/// pattern has no groups; the first match only, or every match with the flag `g`.
+fn regexp_matches_list(args: &[ScalarValue]) -> Result<ScalarValue, SqlError> {
+    let (Some(s), Some(pattern)) = (text(&args[0]), text(&args[1])) else {
+        return Err(wrong_argument("regexp_matches"));
+    };
+    let flags = args.get(2).and_then(text).unwrap_or("");
+    let (re, global) = regex_with_flags(pattern, flags)?;
+    let mut rows = Vec::new();
+    for caps in re.captures_iter(s) {
+        let texts: Vec<ScalarValue> = if caps.len() > 1 {
+            (1..caps.len())
+                .map(|i| ScalarValue::Utf8(caps.get(i).map(|m| m.as_str().to_string())))
+                .collect()
+        } else {
+            vec![ScalarValue::Utf8(Some(caps[0].to_string()))]
+        };
+        rows.push(ScalarValue::List(ScalarValue::new_list_nullable(
+            &texts,
+            &DataType::Utf8,
+        )));
+        if !global {
+            break;
+        }
+    }
+    Ok(ScalarValue::List(ScalarValue::new_list_nullable(
+        &rows,
+        &text_list(),
+    )))
+}
+
+/// `substring(string from pattern)`: the first match's text, or of its first
+/// parenthesized group if the pattern has one; NULL for no match.
+fn substring_regex(args: &[ScalarValue]) -> Result<ScalarValue, SqlError> {
+    let (Some(s), Some(pattern)) = (text(&args[0]), text(&args[1])) else {
+        return Err(wrong_argument("substring"));
+    };
+    let (re, _) = regex_with_flags(pattern, "")?;
+    Ok(ScalarValue::Utf8(re.captures(s).and_then(|caps| {
+        caps.get(if caps.len() > 1 { 1 } else { 0 })
+            .map(|m| m.as_str().to_string())
+    })))
+}
+
+/// The names `regexp_matches` and `substring(string from pattern)` are planned under.
+pub(crate) const REGEXP_MATCHES_LIST: &str = "flotilla_regexp_matches_list";
+const SUBSTRING_REGEX: &str = "flotilla_substring_regex";
 
 /// A `SIMILAR TO` pattern as a regular expression matching the whole string (PostgreSQL's
 /// `similar_to_escape`): `%` any text, `_` any character, `|`, `*`, `+`, `?`, `{m,n}`,
@@ -1477,6 +1591,22 @@ pub(crate) fn functions() -> Vec<Arc<ScalarUDF>> {
             text_type(),
             DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
             regexp_split_to_array,
+        )
+        .udf(),
+        RowFunction::new(
+            REGEXP_MATCHES_LIST,
+            &[2, 3],
+            text_type(),
+            DataType::List(Arc::new(Field::new_list_field(text_list(), true))),
+            regexp_matches_list,
+        )
+        .udf(),
+        RowFunction::new(
+            SUBSTRING_REGEX,
+            &[2],
+            text_type(),
+            DataType::Utf8,
+            substring_regex,
         )
         .udf(),
         RowFunction::new(

@@ -2914,7 +2914,10 @@ async fn to_char_takes_postgres_templates() {
         vec!["1", "2021-52"]
     );
     assert_eq!(rows(&mut s, "SELECT to_char(1.5, '9.9')").await, [" 1.5"]);
-    assert_eq!(code(&mut s, "SELECT to_char(1.5, '9.9EEEE')").await, "0A000");
+    assert_eq!(
+        code(&mut s, "SELECT to_char(1.5, '9.9EEEE')").await,
+        "0A000"
+    );
     assert_eq!(code(&mut s, "SELECT to_char(now(), 'DDSP')").await, "0A000");
 }
 
@@ -9713,5 +9716,89 @@ async fn fractions_become_integers_and_numbers_print_as_postgresql_rounds_them()
     assert_eq!(
         code(&mut s, "SELECT to_char(1.5, '9.9EEEE')").await,
         "0A000"
+    );
+}
+
+/// PostgreSQL 15's answers to the same statements (checked against it).
+#[tokio::test]
+async fn regular_expression_functions_answer_as_postgresql_does() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE rx (id int PRIMARY KEY, email text)").await;
+    ok(
+        &mut s,
+        "INSERT INTO rx VALUES (1, 'ann@x.org'), (2, NULL), (3, 'cy@y.com')",
+    )
+    .await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT regexp_matches('foo123bar45', '[0-9]+', 'g')::text"
+        )
+        .await,
+        ["{123}", "{45}"]
+    );
+    assert_eq!(
+        column_names(&mut s, "SELECT regexp_matches('foo123bar45', '[0-9]+')").await,
+        ["regexp_matches"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT regexp_matches('foo123bar45', '[0-9]+')::text"
+        )
+        .await,
+        ["{123}"]
+    );
+    assert!(
+        rows(&mut s, "SELECT regexp_matches('abc', 'x')")
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT regexp_matches('a1b2', '([a-z])([0-9])', 'g')::text"
+        )
+        .await,
+        ["{a,1}", "{b,2}"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT regexp_matches('ABC', 'b', 'i')::text, regexp_matches('a.c', '.', 'q')::text"
+        )
+        .await,
+        ["{B}|{.}"]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT id, regexp_matches(email, '@(.*)$')::text FROM rx ORDER BY id"
+        )
+        .await,
+        ["1|{x.org}", "3|{y.com}"]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT (regexp_matches('k=v', '(\\w)=(\\w)'))[2]").await,
+        ["v"]
+    );
+    assert_eq!(
+        code(&mut s, "SELECT regexp_matches('abc', 'b', 'z')").await,
+        "22023"
+    );
+    assert_eq!(
+        code(&mut s, "SELECT regexp_matches('abc', '(')").await,
+        "2201B"
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT substring('hello' from 'l+'), substring('foo123' from '[0-9]+'), \
+             substring('abc' from 'x') IS NULL, substring('k=v' from '=(.)'), \
+             substring('hello' from 2 for 2), substring('hello', 2), substring('hello' from 3)"
+        )
+        .await,
+        ["ll|123|true|v|el|ello|llo"]
     );
 }
