@@ -12,18 +12,18 @@
 //!   was false), and reads a string cast to bytea as PostgreSQL's text forms of bytea
 //!   (`'\x4142'::bytea` is two bytes, not five), so comparing a bytea column with a
 //!   literal is right. A `numeric` or float cast to an integer type is rounded first, as
-//!   PostgreSQL rounds it (Arrow's cast truncates). Intervals compare as PostgreSQL's do: a month as 30 days, a day as
-//!   24 hours (`interval '1 day' = interval '24 hours'`).
-//! - Functions of their own: `age`, `justify_days`, `justify_hours`, `justify_interval`,
-//!   `make_timestamp`, `quote_ident`, `quote_literal`, `quote_nullable`,
-//!   `regexp_split_to_array`, and `current_setting` (built per statement from the
-//!   session's settings).
+//!   PostgreSQL rounds it (Arrow's cast truncates). Intervals compare as PostgreSQL's
+//!   do: a month as 30 days, a day as 24 hours (`interval '1 day' = interval '24 hours'`).
+//! - Functions of their own: `quote_ident`, `quote_literal`, `quote_nullable`, `format`,
+//!   `regexp_split_to_array`, `regexp_matches`, `array_dims`, `isfinite`, and
+//!   `current_setting` (built per statement from the session's settings); the date and
+//!   time ones are `crate::pg_date_functions`'. `RowFunction` computes those that work a
+//!   value at a time.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 use datafusion::arrow::array::{Array, ArrayRef};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, IntervalMonthDayNano, IntervalUnit, TimeUnit};
@@ -46,6 +46,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use crate::error::SqlError;
+use crate::pg_date_functions::{DAYS_PER_MONTH, NANOS_PER_DAY};
 use crate::sql_ast::{arg, call, object_name};
 
 // ---------------------------------------------------------------------------------------------
@@ -358,11 +359,13 @@ fn rewritten(f: &Function) -> Option<AstExpr> {
             right: nested(b),
         }))),
         ("sign", [_]) => renamed("signum"),
+        // DataFusion's divides natural logarithms (`log(1000)` was 2.9999999999999996).
+        ("log", [_]) => renamed("log10"),
         ("variance", [_]) => renamed("var_samp"),
         ("every", [_]) => renamed("bool_and"),
         ("array_remove", [_, _]) => renamed("array_remove_all"),
-        ("to_timestamp", [_, _]) => renamed(TO_TIMESTAMP),
-        ("to_date", [_, _]) => renamed(TO_DATE),
+        ("to_timestamp", [_, _]) => renamed(crate::pg_date_functions::TO_TIMESTAMP),
+        ("to_date", [_, _]) => renamed(crate::pg_date_functions::TO_DATE),
         ("transaction_timestamp", []) => renamed("now"),
         // The statement's time of day, as a `time`.
         ("localtime", []) if matches!(f.args, FunctionArguments::None) => Some(AstExpr::Cast {
@@ -403,22 +406,18 @@ fn rewritten(f: &Function) -> Option<AstExpr> {
 /// The name `format(template, ...)` is planned under, its values cast to text.
 const FORMAT: &str = "flotilla_format";
 
-/// The names `to_timestamp(text, template)` and `to_date(text, template)` are planned under.
-const TO_TIMESTAMP: &str = "flotilla_to_timestamp";
-const TO_DATE: &str = "flotilla_to_date";
-
 // ---------------------------------------------------------------------------------------------
 // Functions computed a row at a time
 // ---------------------------------------------------------------------------------------------
 
 /// One row's value from its arguments (cast as the function asks), or an error to report.
-type Eval = fn(&[ScalarValue]) -> Result<ScalarValue, SqlError>;
+pub(crate) type Eval = fn(&[ScalarValue]) -> Result<ScalarValue, SqlError>;
 
 /// A function computed a row at a time from its arguments' values: for functions whose
 /// work per row dwarfs the cost of taking the row apart (parsing, formatting, calendar
 /// arithmetic). Any NULL argument makes the result NULL, unless `null_in` says otherwise.
 #[derive(Debug)]
-struct RowFunction {
+pub(crate) struct RowFunction {
     name: &'static str,
     signature: Signature,
     /// The types the arguments are cast to before `eval` (by position; the last repeats).
@@ -426,7 +425,7 @@ struct RowFunction {
     returns: DataType,
     eval: Eval,
     /// Whether `eval` sees NULL arguments (otherwise they give NULL).
-    null_in: bool,
+    pub(crate) null_in: bool,
 }
 
 // By name: each is registered once under its own.
@@ -445,7 +444,7 @@ impl std::hash::Hash for RowFunction {
 }
 
 impl RowFunction {
-    fn new(
+    pub(crate) fn new(
         name: &'static str,
         args: &[usize],
         arg_types: Vec<DataType>,
@@ -466,7 +465,7 @@ impl RowFunction {
         }
     }
 
-    fn udf(self) -> Arc<ScalarUDF> {
+    pub(crate) fn udf(self) -> Arc<ScalarUDF> {
         Arc::new(ScalarUDF::new_from_impl(self))
     }
 }
@@ -529,257 +528,43 @@ impl ScalarUDFImpl for RowFunction {
     }
 }
 
-fn timestamp() -> DataType {
+pub(crate) fn timestamp() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, None)
 }
 
-fn interval() -> DataType {
+pub(crate) fn interval() -> DataType {
     DataType::Interval(IntervalUnit::MonthDayNano)
 }
 
-fn text(v: &ScalarValue) -> Option<&str> {
+pub(crate) fn text(v: &ScalarValue) -> Option<&str> {
     match v {
         ScalarValue::Utf8(s) | ScalarValue::LargeUtf8(s) | ScalarValue::Utf8View(s) => s.as_deref(),
         _ => None,
     }
 }
 
-fn micros(v: &ScalarValue) -> Option<i64> {
+pub(crate) fn micros(v: &ScalarValue) -> Option<i64> {
     match v {
         ScalarValue::TimestampMicrosecond(t, _) => *t,
         _ => None,
     }
 }
 
-fn span(v: &ScalarValue) -> Option<IntervalMonthDayNano> {
+pub(crate) fn span(v: &ScalarValue) -> Option<IntervalMonthDayNano> {
     match v {
         ScalarValue::IntervalMonthDayNano(i) => *i,
         _ => None,
     }
 }
 
-fn wrong_argument(function: &str) -> SqlError {
+pub(crate) fn wrong_argument(function: &str) -> SqlError {
     SqlError::internal(format!(
         "{function} was called with an argument of a wrong type"
     ))
 }
 
-fn out_of_range(what: &str) -> SqlError {
+pub(crate) fn out_of_range(what: &str) -> SqlError {
     SqlError::new("22008", format!("{what} out of range"))
-}
-
-fn naive(micros: i64) -> Result<NaiveDateTime, SqlError> {
-    chrono::DateTime::from_timestamp_micros(micros)
-        .map(|t| t.naive_utc())
-        .ok_or_else(|| out_of_range("timestamp"))
-}
-
-fn days_in_month(year: i32, month: u32) -> i32 {
-    let (next_year, next_month) = if month == 12 {
-        (year + 1, 1)
-    } else {
-        (year, month + 1)
-    };
-    match (
-        NaiveDate::from_ymd_opt(year, month, 1),
-        NaiveDate::from_ymd_opt(next_year, next_month, 1),
-    ) {
-        (Some(first), Some(next)) => (next - first).num_days() as i32,
-        _ => 30,
-    }
-}
-
-const NANOS_PER_MICRO: i64 = 1_000;
-const MICROS_PER_DAY: i64 = 86_400_000_000;
-const NANOS_PER_DAY: i64 = MICROS_PER_DAY * NANOS_PER_MICRO;
-const DAYS_PER_MONTH: i32 = 30;
-
-/// `age(a, b)`: `a - b` as years, months and days counted on the calendar (PostgreSQL's
-/// `timestamp_age`): each field subtracted, negative ones borrowed from the next larger,
-/// a day borrowed as the days of the earlier timestamp's month.
-fn age(args: &[ScalarValue]) -> Result<ScalarValue, SqlError> {
-    let (Some(a), Some(b)) = (micros(&args[0]), micros(&args[1])) else {
-        return Err(wrong_argument("age"));
-    };
-    let (t1, t2) = (naive(a)?, naive(b)?);
-    let fields = |t: &NaiveDateTime| {
-        [
-            t.year() as i64,
-            t.month() as i64,
-            t.day() as i64,
-            t.hour() as i64,
-            t.minute() as i64,
-            t.second() as i64,
-            (t.nanosecond() / 1_000) as i64,
-        ]
-    };
-    let (f1, f2) = (fields(&t1), fields(&t2));
-    let mut d: Vec<i64> = f1.iter().zip(f2.iter()).map(|(x, y)| x - y).collect();
-    let flip = a < b;
-    if flip {
-        d.iter_mut().for_each(|v| *v = -*v);
-    }
-    let [year, month, day, hour, minute, second, micro] = d.as_mut_slice() else {
-        unreachable!("seven fields");
-    };
-    while *micro < 0 {
-        *micro += 1_000_000;
-        *second -= 1;
-    }
-    while *second < 0 {
-        *second += 60;
-        *minute -= 1;
-    }
-    while *minute < 0 {
-        *minute += 60;
-        *hour -= 1;
-    }
-    while *hour < 0 {
-        *hour += 24;
-        *day -= 1;
-    }
-    // The earlier timestamp's month lends its days.
-    let lender = if flip { &t1 } else { &t2 };
-    while *day < 0 {
-        *day += days_in_month(lender.year(), lender.month()) as i64;
-        *month -= 1;
-    }
-    while *month < 0 {
-        *month += 12;
-        *year -= 1;
-    }
-    let sign = if flip { -1 } else { 1 };
-    let months = sign * (*year * 12 + *month);
-    let days = sign * *day;
-    let time_micros = sign * (((*hour * 60 + *minute) * 60 + *second) * 1_000_000 + *micro);
-    let months = i32::try_from(months).map_err(|_| out_of_range("interval"))?;
-    let days = i32::try_from(days).map_err(|_| out_of_range("interval"))?;
-    Ok(ScalarValue::IntervalMonthDayNano(Some(
-        IntervalMonthDayNano::new(months, days, time_micros * NANOS_PER_MICRO),
-    )))
-}
-
-fn interval_value(months: i64, days: i64, nanos: i64) -> Result<ScalarValue, SqlError> {
-    let months = i32::try_from(months).map_err(|_| out_of_range("interval"))?;
-    let days = i32::try_from(days).map_err(|_| out_of_range("interval"))?;
-    Ok(ScalarValue::IntervalMonthDayNano(Some(
-        IntervalMonthDayNano::new(months, days, nanos),
-    )))
-}
-
-/// `justify_days`: each 30 days as a month (PostgreSQL's `interval_justify_days`).
-fn justify_days(args: &[ScalarValue]) -> Result<ScalarValue, SqlError> {
-    let i = span(&args[0]).ok_or_else(|| wrong_argument("justify_days"))?;
-    let (mut months, mut days) = (i.months as i64, i.days as i64);
-    months += days / DAYS_PER_MONTH as i64;
-    days %= DAYS_PER_MONTH as i64;
-    if months > 0 && days < 0 {
-        days += DAYS_PER_MONTH as i64;
-        months -= 1;
-    } else if months < 0 && days > 0 {
-        days -= DAYS_PER_MONTH as i64;
-        months += 1;
-    }
-    interval_value(months, days, i.nanoseconds)
-}
-
-/// `justify_hours`: each 24 hours as a day (PostgreSQL's `interval_justify_hours`).
-fn justify_hours(args: &[ScalarValue]) -> Result<ScalarValue, SqlError> {
-    let i = span(&args[0]).ok_or_else(|| wrong_argument("justify_hours"))?;
-    let mut days = i.days as i64 + i.nanoseconds / NANOS_PER_DAY;
-    let mut nanos = i.nanoseconds % NANOS_PER_DAY;
-    if days > 0 && nanos < 0 {
-        nanos += NANOS_PER_DAY;
-        days -= 1;
-    } else if days < 0 && nanos > 0 {
-        nanos -= NANOS_PER_DAY;
-        days += 1;
-    }
-    interval_value(i.months as i64, days, nanos)
-}
-
-/// `justify_interval`: both, with the signs of the parts made to agree (PostgreSQL's
-/// `interval_justify_interval`).
-fn justify_interval(args: &[ScalarValue]) -> Result<ScalarValue, SqlError> {
-    let i = span(&args[0]).ok_or_else(|| wrong_argument("justify_interval"))?;
-    let per_month = DAYS_PER_MONTH as i64;
-    let (mut months, mut days, mut nanos) = (i.months as i64, i.days as i64, i.nanoseconds);
-    if (days > 0 && nanos > 0) || (days < 0 && nanos < 0) {
-        months += days / per_month;
-        days %= per_month;
-    }
-    days += nanos / NANOS_PER_DAY;
-    nanos %= NANOS_PER_DAY;
-    months += days / per_month;
-    days %= per_month;
-    if months > 0 && (days < 0 || (days == 0 && nanos < 0)) {
-        days += per_month;
-        months -= 1;
-    } else if months < 0 && (days > 0 || (days == 0 && nanos > 0)) {
-        days -= per_month;
-        months += 1;
-    }
-    if days > 0 && nanos < 0 {
-        nanos += NANOS_PER_DAY;
-        days -= 1;
-    } else if days < 0 && nanos > 0 {
-        nanos -= NANOS_PER_DAY;
-        days += 1;
-    }
-    interval_value(months, days, nanos)
-}
-
-/// `make_timestamp(year, month, day, hour, min, sec)`.
-fn make_timestamp(args: &[ScalarValue]) -> Result<ScalarValue, SqlError> {
-    let int = |v: &ScalarValue| match v {
-        ScalarValue::Int64(Some(n)) => Ok(*n),
-        _ => Err(wrong_argument("make_timestamp")),
-    };
-    let (year, month, day, hour, minute) = (
-        int(&args[0])?,
-        int(&args[1])?,
-        int(&args[2])?,
-        int(&args[3])?,
-        int(&args[4])?,
-    );
-    let ScalarValue::Float64(Some(seconds)) = args[5] else {
-        return Err(wrong_argument("make_timestamp"));
-    };
-    let date = i32::try_from(year)
-        .ok()
-        .filter(|y| *y > 0)
-        .and_then(|y| {
-            NaiveDate::from_ymd_opt(y, u32::try_from(month).ok()?, u32::try_from(day).ok()?)
-        })
-        .ok_or_else(|| {
-            SqlError::new(
-                "22008",
-                format!("date field value out of range: {year}-{month:02}-{day:02}"),
-            )
-        })?;
-    let whole = seconds.trunc();
-    let time = (0..=59)
-        .contains(&(whole as i64))
-        .then(|| {
-            NaiveTime::from_hms_micro_opt(
-                u32::try_from(hour).ok()?,
-                u32::try_from(minute).ok()?,
-                whole as u32,
-                ((seconds - whole) * 1e6).round() as u32,
-            )
-        })
-        .flatten()
-        .filter(|_| seconds >= 0.0)
-        .ok_or_else(|| {
-            SqlError::new(
-                "22008",
-                format!("time field value out of range: {hour}:{minute:02}:{seconds}"),
-            )
-        })?;
-    Ok(ScalarValue::TimestampMicrosecond(
-        Some(NaiveDateTime::new(date, time).and_utc().timestamp_micros()),
-        None,
-    ))
 }
 
 /// PostgreSQL's keywords that `quote_ident` quotes: all but the unreserved ones.
@@ -1186,156 +971,6 @@ fn bytea_in(args: &[ScalarValue]) -> Result<ScalarValue, SqlError> {
     ScalarValue::try_from_array(&bytes, 0).map_err(crate::error::datafusion_error)
 }
 
-// ---------------------------------------------------------------------------------------------
-// to_timestamp(text, template) and to_date(text, template)
-// ---------------------------------------------------------------------------------------------
-
-/// PostgreSQL's template patterns and chrono's for reading them, longest first so `HH24`
-/// is not read as `HH` and `24`.
-const TEMPLATE_PATTERNS: &[(&str, &str)] = &[
-    ("HH24", "%H"),
-    ("HH12", "%I"),
-    ("YYYY", "%Y"),
-    ("MONTH", "%B"),
-    ("Month", "%B"),
-    ("month", "%B"),
-    ("A.M.", "%p"),
-    ("P.M.", "%p"),
-    ("a.m.", "%p"),
-    ("p.m.", "%p"),
-    ("DDD", "%j"),
-    ("MON", "%b"),
-    ("Mon", "%b"),
-    ("mon", "%b"),
-    ("DAY", "%A"),
-    ("Day", "%A"),
-    ("day", "%A"),
-    ("YY", "%y"),
-    ("MM", "%m"),
-    ("DD", "%d"),
-    ("HH", "%I"),
-    ("MI", "%M"),
-    ("SS", "%S"),
-    ("MS", "%3f"),
-    ("US", "%6f"),
-    ("AM", "%p"),
-    ("PM", "%p"),
-    ("am", "%p"),
-    ("pm", "%p"),
-    ("DY", "%a"),
-    ("Dy", "%a"),
-    ("dy", "%a"),
-];
-
-/// A PostgreSQL template as chrono's format: patterns translated, `FM` and `FX` dropped
-/// (chrono reads numbers of any width), double-quoted text and other characters as
-/// themselves.
-fn chrono_format(template: &str) -> Result<String, SqlError> {
-    let mut out = String::new();
-    let mut rest = template;
-    'outer: while !rest.is_empty() {
-        for prefix in ["FM", "FX", "fm", "fx"] {
-            if let Some(after) = rest.strip_prefix(prefix) {
-                rest = after;
-                continue 'outer;
-            }
-        }
-        for (pattern, format) in TEMPLATE_PATTERNS {
-            if let Some(after) = rest.strip_prefix(pattern) {
-                out.push_str(format);
-                rest = after;
-                continue 'outer;
-            }
-        }
-        let mut chars = rest.chars();
-        let c = chars.next().expect("not empty");
-        rest = chars.as_str();
-        match c {
-            '"' => {
-                let Some(end) = rest.find('"') else {
-                    return Err(SqlError::new(
-                        "22007",
-                        format!("unterminated quoted text in the template \"{template}\""),
-                    ));
-                };
-                out.push_str(&rest[..end].replace('%', "%%"));
-                rest = &rest[end + 1..];
-            }
-            '%' => out.push_str("%%"),
-            c => out.push(c),
-        }
-    }
-    Ok(out)
-}
-
-/// Reads `text` by `template` into a date and a time (midnight if it has none); fields the
-/// template lacks are those of 0001-01-01 00:00:00, as in PostgreSQL.
-fn read_by_template(text: &str, template: &str) -> Result<NaiveDateTime, SqlError> {
-    let format = chrono_format(template)?;
-    let invalid = |why: String| {
-        SqlError::new(
-            "22007",
-            format!("invalid value \"{text}\" for the template \"{template}\": {why}"),
-        )
-    };
-    let mut parsed = chrono::format::Parsed::new();
-    chrono::format::parse(
-        &mut parsed,
-        text.trim(),
-        chrono::format::StrftimeItems::new(&format),
-    )
-    .map_err(|e| invalid(e.to_string()))?;
-    let year = match (parsed.year(), parsed.year_mod_100()) {
-        (Some(y), _) => y,
-        // Two digits: the year nearest 2020, as PostgreSQL.
-        (None, Some(y)) if y < 70 => 2000 + y,
-        (None, Some(y)) => 1900 + y,
-        (None, None) => 1,
-    };
-    let out_of_range = || {
-        SqlError::new(
-            "22008",
-            format!("date/time field value out of range: \"{text}\""),
-        )
-    };
-    let date = match parsed.ordinal() {
-        Some(ordinal) if parsed.month().is_none() => NaiveDate::from_yo_opt(year, ordinal),
-        _ => NaiveDate::from_ymd_opt(year, parsed.month().unwrap_or(1), parsed.day().unwrap_or(1)),
-    }
-    .ok_or_else(out_of_range)?;
-    let hour = parsed.hour_div_12().unwrap_or(0) * 12 + parsed.hour_mod_12().unwrap_or(0);
-    let time = NaiveTime::from_hms_nano_opt(
-        hour,
-        parsed.minute().unwrap_or(0),
-        parsed.second().unwrap_or(0),
-        parsed.nanosecond().unwrap_or(0),
-    )
-    .ok_or_else(out_of_range)?;
-    Ok(NaiveDateTime::new(date, time))
-}
-
-fn to_timestamp(args: &[ScalarValue]) -> Result<ScalarValue, SqlError> {
-    let (Some(t), Some(template)) = (text(&args[0]), text(&args[1])) else {
-        return Err(wrong_argument("to_timestamp"));
-    };
-    let at = read_by_template(t, template)?;
-    Ok(ScalarValue::TimestampMicrosecond(
-        Some(at.and_utc().timestamp_micros()),
-        Some(crate::types::UTC.into()),
-    ))
-}
-
-fn to_date(args: &[ScalarValue]) -> Result<ScalarValue, SqlError> {
-    let (Some(t), Some(template)) = (text(&args[0]), text(&args[1])) else {
-        return Err(wrong_argument("to_date"));
-    };
-    let at = read_by_template(t, template)?;
-    let days = (at.date() - NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date")).num_days();
-    Ok(ScalarValue::Date32(Some(
-        i32::try_from(days).map_err(|_| out_of_range("date"))?,
-    )))
-}
-
 /// `bytea::text`: PostgreSQL's hex form (`\x4142`).
 fn bytea_out(args: &[ScalarValue]) -> Result<ScalarValue, SqlError> {
     let (ScalarValue::Binary(Some(bytes)) | ScalarValue::LargeBinary(Some(bytes))) = &args[0]
@@ -1518,46 +1153,6 @@ const BYTEA_OUT: &str = "flotilla_bytea_out";
 pub(crate) fn functions() -> Vec<Arc<ScalarUDF>> {
     let text_type = || vec![DataType::Utf8];
     vec![
-        RowFunction::new("age", &[2], vec![timestamp()], interval(), age).udf(),
-        RowFunction::new(
-            "justify_days",
-            &[1],
-            vec![interval()],
-            interval(),
-            justify_days,
-        )
-        .udf(),
-        RowFunction::new(
-            "justify_hours",
-            &[1],
-            vec![interval()],
-            interval(),
-            justify_hours,
-        )
-        .udf(),
-        RowFunction::new(
-            "justify_interval",
-            &[1],
-            vec![interval()],
-            interval(),
-            justify_interval,
-        )
-        .udf(),
-        RowFunction::new(
-            "make_timestamp",
-            &[6],
-            vec![
-                DataType::Int64,
-                DataType::Int64,
-                DataType::Int64,
-                DataType::Int64,
-                DataType::Int64,
-                DataType::Float64,
-            ],
-            timestamp(),
-            make_timestamp,
-        )
-        .udf(),
         RowFunction::new(
             "quote_ident",
             &[1],
@@ -1609,15 +1204,6 @@ pub(crate) fn functions() -> Vec<Arc<ScalarUDF>> {
             substring_regex,
         )
         .udf(),
-        RowFunction::new(
-            TO_TIMESTAMP,
-            &[2],
-            text_type(),
-            DataType::Timestamp(TimeUnit::Microsecond, Some(crate::types::UTC.into())),
-            to_timestamp,
-        )
-        .udf(),
-        RowFunction::new(TO_DATE, &[2], text_type(), DataType::Date32, to_date).udf(),
         RowFunction {
             null_in: true,
             ..RowFunction::new(
@@ -1925,6 +1511,9 @@ impl PgBuiltins {
                 ))));
             }
         }
+        if let Some(rewritten) = self.rounding(&expr, schema) {
+            return Ok(Transformed::yes(rewritten));
+        }
         let Some((inner, to, from)) = crate::types::cast_parts(&expr, schema) else {
             return Ok(Transformed::no(expr));
         };
@@ -1960,9 +1549,81 @@ impl PgBuiltins {
     }
 }
 
+impl PgBuiltins {
+    /// `round(float8)` rounds half to even (PostgreSQL's `rint`; DataFusion's rounds
+    /// half away from zero), and `ceil`, `floor` and `trunc` of a numeric have the scale
+    /// PostgreSQL gives them (none, or `trunc`'s places: `trunc(12.345, 1)` is `12.3`,
+    /// not `12.300`).
+    fn rounding(&self, expr: &Expr, schema: &DFSchema) -> Option<Expr> {
+        use datafusion::logical_expr::ExprSchemable;
+        let Expr::ScalarFunction(f) = expr else {
+            return None;
+        };
+        let name = f.name();
+        let first = f.args.first()?.get_type(schema).ok()?;
+        match (name, &first, f.args.len()) {
+            ("round", DataType::Float64 | DataType::Float32, 1) => Some(Expr::ScalarFunction(
+                ScalarFunction::new_udf(self.round_for_integer.clone(), f.args.clone()),
+            )),
+            ("ceil" | "floor" | "trunc", DataType::Decimal128(p, s), _) => {
+                fn literal_int(e: &Expr) -> Option<i64> {
+                    match e {
+                        Expr::Literal(ScalarValue::Int64(Some(n)), _) => Some(*n),
+                        Expr::Literal(ScalarValue::Int32(Some(n)), _) => Some(*n as i64),
+                        Expr::Cast(c) => literal_int(&c.expr),
+                        Expr::TryCast(c) => literal_int(&c.expr),
+                        _ => None,
+                    }
+                }
+                let places: i8 = match f.args.get(1) {
+                    None => 0,
+                    Some(e) => literal_int(e)?.clamp(0, 38) as i8,
+                };
+                // Done already: the argument was widened (below).
+                let widened = DataType::Decimal128((*p + 1).min(38), *s);
+                if *p == 38
+                    || matches!(&f.args[0], Expr::Cast(c) if *c.field.data_type() == widened)
+                {
+                    return None;
+                }
+                // One more integer digit: `floor(-0.5)` is -1, which DataFusion would
+                // compute in the argument's precision (1) and overflow.
+                let mut args = f.args.clone();
+                args[0] = Expr::Cast(datafusion::logical_expr::Cast::new(
+                    Box::new(args[0].clone()),
+                    widened,
+                ));
+                let integer_digits = (*p as i16 - *s as i16 + 1).max(1);
+                let precision = (integer_digits + places as i16).clamp(1, 38) as u8;
+                Some(Expr::Cast(datafusion::logical_expr::Cast::new(
+                    Box::new(Expr::ScalarFunction(ScalarFunction::new_udf(
+                        f.func.clone(),
+                        args,
+                    ))),
+                    DataType::Decimal128(precision, places),
+                )))
+            }
+            _ => None,
+        }
+    }
+}
+
 impl AnalyzerRule for PgBuiltins {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
-        crate::overflow::rewrite_expressions(plan, |e, schema| self.rewrite(e, schema))
+        let retyped = std::cell::Cell::new(false);
+        let plan = crate::overflow::rewrite_expressions(plan, |e, schema| {
+            let rewritten = self.rewrite(e, schema)?;
+            if rewritten.transformed && matches!(rewritten.data, Expr::Cast(_)) {
+                retyped.set(true);
+            }
+            Ok(rewritten)
+        })?;
+        if !retyped.get() {
+            return Ok(plan);
+        }
+        // A numeric's new scale changes its column's type: every node's schema follows.
+        plan.transform_up_with_subqueries(|node| node.recompute_schema().map(Transformed::yes))
+            .map(|t| t.data)
     }
 
     fn name(&self) -> &str {
@@ -1973,61 +1634,6 @@ impl AnalyzerRule for PgBuiltins {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ts(s: &str) -> ScalarValue {
-        let t = NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").expect("a timestamp");
-        ScalarValue::TimestampMicrosecond(Some(t.and_utc().timestamp_micros()), None)
-    }
-
-    fn parts(v: ScalarValue) -> (i32, i32, i64) {
-        let i = span(&v).expect("an interval");
-        (i.months, i.days, i.nanoseconds / NANOS_PER_MICRO)
-    }
-
-    #[test]
-    fn age_counts_the_calendar_as_postgresql_does() {
-        // Expected values are PostgreSQL 15's.
-        let hour = 3_600_000_000;
-        for (a, b, want) in [
-            ("2024-03-01 00:00:00", "2023-01-15 00:00:00", (13, 17, 0)),
-            ("2023-01-15 00:00:00", "2024-03-01 00:00:00", (-13, -17, 0)),
-            (
-                "2024-03-31 00:00:00",
-                "2024-02-29 10:00:00",
-                (1, 1, 14 * hour),
-            ),
-            ("2024-01-01 00:00:00", "2024-01-01 00:00:00", (0, 0, 0)),
-        ] {
-            let got = parts(age(&[ts(a), ts(b)]).expect("computed"));
-            assert_eq!(got, want, "age({a}, {b})");
-        }
-    }
-
-    #[test]
-    fn justify_moves_days_and_hours_as_postgresql_does() {
-        let iv = |m, d, us: i64| {
-            ScalarValue::IntervalMonthDayNano(Some(IntervalMonthDayNano::new(
-                m,
-                d,
-                us * NANOS_PER_MICRO,
-            )))
-        };
-        let hour = 3_600_000_000;
-        assert_eq!(parts(justify_days(&[iv(0, 35, 0)]).unwrap()), (1, 5, 0));
-        assert_eq!(parts(justify_days(&[iv(1, -5, 0)]).unwrap()), (0, 25, 0));
-        assert_eq!(
-            parts(justify_hours(&[iv(0, 0, 50 * hour)]).unwrap()),
-            (0, 2, 2 * hour)
-        );
-        assert_eq!(
-            parts(justify_hours(&[iv(0, 1, -2 * hour)]).unwrap()),
-            (0, 0, 22 * hour)
-        );
-        assert_eq!(
-            parts(justify_interval(&[iv(1, 0, -hour)]).unwrap()),
-            (0, 29, 23 * hour)
-        );
-    }
 
     #[test]
     fn similar_to_patterns_become_anchored_regular_expressions() {
@@ -2047,29 +1653,5 @@ mod tests {
         assert!(matches("line\nbreak", "line%"));
         assert!(similar_to_regex("a\\", Some('\\')).is_err());
         assert!(similar_to_regex("[ab", Some('\\')).is_err());
-    }
-
-    #[test]
-    fn templates_read_as_postgresql_reads_them() {
-        let read = |t: &str, f: &str| read_by_template(t, f).map(|d| d.to_string());
-        assert_eq!(
-            read("2024-03-05", "YYYY-MM-DD").unwrap(),
-            "2024-03-05 00:00:00"
-        );
-        assert_eq!(
-            read("2024-3-5 7:08", "YYYY-MM-DD HH24:MI").unwrap(),
-            "2024-03-05 07:08:00"
-        );
-        assert_eq!(
-            read("05 Mar 2024 03:04:05 PM", "DD Mon YYYY HH12:MI:SS AM").unwrap(),
-            "2024-03-05 15:04:05"
-        );
-        assert_eq!(read("24/12/31", "YY/MM/DD").unwrap(), "2024-12-31 00:00:00");
-        assert_eq!(
-            read("at 2024", "\"at\" YYYY").unwrap(),
-            "2024-01-01 00:00:00"
-        );
-        assert_eq!(read("2024-02-30", "YYYY-MM-DD").unwrap_err().code, "22008");
-        assert_eq!(read("March", "YYYY").unwrap_err().code, "22007");
     }
 }

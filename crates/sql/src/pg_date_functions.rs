@@ -6,6 +6,9 @@
 //!   intervals, with PostgreSQL's fields (`epoch`, `dow`, `isodow`, `doy`, `week`,
 //!   `isoyear`, `quarter`, `decade`, `century`, `millennium`, `milliseconds`,
 //!   `microseconds`, ...).
+//! - `age`, `justify_days`, `justify_hours`, `justify_interval`, `make_timestamp`, and
+//!   `to_timestamp(text, template)` / `to_date(text, template)` with PostgreSQL's
+//!   template patterns.
 //! - `v AT TIME ZONE zone` and `timezone(zone, v)`: a `timestamptz` becomes the wall-clock
 //!   `timestamp` in the zone, a `timestamp` is read as wall-clock time in the zone and
 //!   becomes a `timestamptz`. Zones are names of the tz database, case-insensitive
@@ -15,10 +18,12 @@
 
 use std::sync::Arc;
 
-use chrono::{Datelike, NaiveDateTime, Offset, TimeZone, Timelike};
+use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Timelike};
 use datafusion::arrow::array::{Array, ArrayRef};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, IntervalUnit, TimeUnit};
+use datafusion::arrow::datatypes::{
+    DataType, Field, FieldRef, IntervalMonthDayNano, IntervalUnit, TimeUnit,
+};
 use datafusion::common::Result as DfResult;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::expr::ScalarFunction;
@@ -30,6 +35,9 @@ use datafusion::logical_expr::{
 use datafusion::scalar::ScalarValue;
 
 use crate::error::SqlError;
+use crate::pg_builtins::{
+    RowFunction, interval, micros, out_of_range, span, text, timestamp, wrong_argument,
+};
 
 const MICROS_PER_SECOND: i64 = 1_000_000;
 const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
@@ -619,9 +627,432 @@ impl ScalarUDFImpl for AtTimeZone {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Calendar arithmetic and templates: age, justify_*, make_timestamp, to_timestamp, to_date
+// ---------------------------------------------------------------------------------------------
+
+fn naive(micros: i64) -> Result<NaiveDateTime, SqlError> {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|t| t.naive_utc())
+        .ok_or_else(|| out_of_range("timestamp"))
+}
+
+fn days_in_month(year: i32, month: u32) -> i32 {
+    let (next_year, next_month) = if month == 12 {
+        (year + 1, 1)
+    } else {
+        (year, month + 1)
+    };
+    match (
+        NaiveDate::from_ymd_opt(year, month, 1),
+        NaiveDate::from_ymd_opt(next_year, next_month, 1),
+    ) {
+        (Some(first), Some(next)) => (next - first).num_days() as i32,
+        _ => 30,
+    }
+}
+
+const NANOS_PER_MICRO: i64 = 1_000;
+pub(crate) const NANOS_PER_DAY: i64 = MICROS_PER_DAY * NANOS_PER_MICRO;
+/// Days in a month where PostgreSQL counts a month as days (`justify_days`, interval
+/// order).
+pub(crate) const DAYS_PER_MONTH: i32 = 30;
+
+/// `age(a, b)`: `a - b` as years, months and days counted on the calendar (PostgreSQL's
+/// `timestamp_age`): each field subtracted, negative ones borrowed from the next larger,
+/// a day borrowed as the days of the earlier timestamp's month.
+fn age(args: &[ScalarValue]) -> Result<ScalarValue, SqlError> {
+    let (Some(a), Some(b)) = (micros(&args[0]), micros(&args[1])) else {
+        return Err(wrong_argument("age"));
+    };
+    let (t1, t2) = (naive(a)?, naive(b)?);
+    let fields = |t: &NaiveDateTime| {
+        [
+            t.year() as i64,
+            t.month() as i64,
+            t.day() as i64,
+            t.hour() as i64,
+            t.minute() as i64,
+            t.second() as i64,
+            (t.nanosecond() / 1_000) as i64,
+        ]
+    };
+    let (f1, f2) = (fields(&t1), fields(&t2));
+    let mut d: Vec<i64> = f1.iter().zip(f2.iter()).map(|(x, y)| x - y).collect();
+    let flip = a < b;
+    if flip {
+        d.iter_mut().for_each(|v| *v = -*v);
+    }
+    let [year, month, day, hour, minute, second, micro] = d.as_mut_slice() else {
+        unreachable!("seven fields");
+    };
+    while *micro < 0 {
+        *micro += 1_000_000;
+        *second -= 1;
+    }
+    while *second < 0 {
+        *second += 60;
+        *minute -= 1;
+    }
+    while *minute < 0 {
+        *minute += 60;
+        *hour -= 1;
+    }
+    while *hour < 0 {
+        *hour += 24;
+        *day -= 1;
+    }
+    // The earlier timestamp's month lends its days.
+    let lender = if flip { &t1 } else { &t2 };
+    while *day < 0 {
+        *day += days_in_month(lender.year(), lender.month()) as i64;
+        *month -= 1;
+    }
+    while *month < 0 {
+        *month += 12;
+        *year -= 1;
+    }
+    let sign = if flip { -1 } else { 1 };
+    let months = sign * (*year * 12 + *month);
+    let days = sign * *day;
+    let time_micros = sign * (((*hour * 60 + *minute) * 60 + *second) * 1_000_000 + *micro);
+    let months = i32::try_from(months).map_err(|_| out_of_range("interval"))?;
+    let days = i32::try_from(days).map_err(|_| out_of_range("interval"))?;
+    Ok(ScalarValue::IntervalMonthDayNano(Some(
+        IntervalMonthDayNano::new(months, days, time_micros * NANOS_PER_MICRO),
+    )))
+}
+
+fn interval_value(months: i64, days: i64, nanos: i64) -> Result<ScalarValue, SqlError> {
+    let months = i32::try_from(months).map_err(|_| out_of_range("interval"))?;
+    let days = i32::try_from(days).map_err(|_| out_of_range("interval"))?;
+    Ok(ScalarValue::IntervalMonthDayNano(Some(
+        IntervalMonthDayNano::new(months, days, nanos),
+    )))
+}
+
+/// `justify_days`: each 30 days as a month (PostgreSQL's `interval_justify_days`).
+fn justify_days(args: &[ScalarValue]) -> Result<ScalarValue, SqlError> {
+    let i = span(&args[0]).ok_or_else(|| wrong_argument("justify_days"))?;
+    let (mut months, mut days) = (i.months as i64, i.days as i64);
+    months += days / DAYS_PER_MONTH as i64;
+    days %= DAYS_PER_MONTH as i64;
+    if months > 0 && days < 0 {
+        days += DAYS_PER_MONTH as i64;
+        months -= 1;
+    } else if months < 0 && days > 0 {
+        days -= DAYS_PER_MONTH as i64;
+        months += 1;
+    }
+    interval_value(months, days, i.nanoseconds)
+}
+
+/// `justify_hours`: each 24 hours as a day (PostgreSQL's `interval_justify_hours`).
+fn justify_hours(args: &[ScalarValue]) -> Result<ScalarValue, SqlError> {
+    let i = span(&args[0]).ok_or_else(|| wrong_argument("justify_hours"))?;
+    let mut days = i.days as i64 + i.nanoseconds / NANOS_PER_DAY;
+    let mut nanos = i.nanoseconds % NANOS_PER_DAY;
+    if days > 0 && nanos < 0 {
+        nanos += NANOS_PER_DAY;
+        days -= 1;
+    } else if days < 0 && nanos > 0 {
+        nanos -= NANOS_PER_DAY;
+        days += 1;
+    }
+    interval_value(i.months as i64, days, nanos)
+}
+
+/// `justify_interval`: both, with the signs of the parts made to agree (PostgreSQL's
+/// `interval_justify_interval`).
+fn justify_interval(args: &[ScalarValue]) -> Result<ScalarValue, SqlError> {
+    let i = span(&args[0]).ok_or_else(|| wrong_argument("justify_interval"))?;
+    let per_month = DAYS_PER_MONTH as i64;
+    let (mut months, mut days, mut nanos) = (i.months as i64, i.days as i64, i.nanoseconds);
+    if (days > 0 && nanos > 0) || (days < 0 && nanos < 0) {
+        months += days / per_month;
+        days %= per_month;
+    }
+    days += nanos / NANOS_PER_DAY;
+    nanos %= NANOS_PER_DAY;
+    months += days / per_month;
+    days %= per_month;
+    if months > 0 && (days < 0 || (days == 0 && nanos < 0)) {
+        days += per_month;
+        months -= 1;
+    } else if months < 0 && (days > 0 || (days == 0 && nanos > 0)) {
+        days -= per_month;
+        months += 1;
+    }
+    if days > 0 && nanos < 0 {
+        nanos += NANOS_PER_DAY;
+        days -= 1;
+    } else if days < 0 && nanos > 0 {
+        nanos -= NANOS_PER_DAY;
+        days += 1;
+    }
+    interval_value(months, days, nanos)
+}
+
+/// `make_timestamp(year, month, day, hour, min, sec)`.
+fn make_timestamp(args: &[ScalarValue]) -> Result<ScalarValue, SqlError> {
+    let int = |v: &ScalarValue| match v {
+        ScalarValue::Int64(Some(n)) => Ok(*n),
+        _ => Err(wrong_argument("make_timestamp")),
+    };
+    let (year, month, day, hour, minute) = (
+        int(&args[0])?,
+        int(&args[1])?,
+        int(&args[2])?,
+        int(&args[3])?,
+        int(&args[4])?,
+    );
+    let ScalarValue::Float64(Some(seconds)) = args[5] else {
+        return Err(wrong_argument("make_timestamp"));
+    };
+    let date = i32::try_from(year)
+        .ok()
+        .filter(|y| *y > 0)
+        .and_then(|y| {
+            NaiveDate::from_ymd_opt(y, u32::try_from(month).ok()?, u32::try_from(day).ok()?)
+        })
+        .ok_or_else(|| {
+            SqlError::new(
+                "22008",
+                format!("date field value out of range: {year}-{month:02}-{day:02}"),
+            )
+        })?;
+    let whole = seconds.trunc();
+    let time = (0..=59)
+        .contains(&(whole as i64))
+        .then(|| {
+            NaiveTime::from_hms_micro_opt(
+                u32::try_from(hour).ok()?,
+                u32::try_from(minute).ok()?,
+                whole as u32,
+                ((seconds - whole) * 1e6).round() as u32,
+            )
+        })
+        .flatten()
+        .filter(|_| seconds >= 0.0)
+        .ok_or_else(|| {
+            SqlError::new(
+                "22008",
+                format!("time field value out of range: {hour}:{minute:02}:{seconds}"),
+            )
+        })?;
+    Ok(ScalarValue::TimestampMicrosecond(
+        Some(NaiveDateTime::new(date, time).and_utc().timestamp_micros()),
+        None,
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// to_timestamp(text, template) and to_date(text, template)
+// ---------------------------------------------------------------------------------------------
+
+/// PostgreSQL's template patterns and chrono's for reading them, longest first so `HH24`
+/// is not read as `HH` and `24`.
+const TEMPLATE_PATTERNS: &[(&str, &str)] = &[
+    ("HH24", "%H"),
+    ("HH12", "%I"),
+    ("YYYY", "%Y"),
+    ("MONTH", "%B"),
+    ("Month", "%B"),
+    ("month", "%B"),
+    ("A.M.", "%p"),
+    ("P.M.", "%p"),
+    ("a.m.", "%p"),
+    ("p.m.", "%p"),
+    ("DDD", "%j"),
+    ("MON", "%b"),
+    ("Mon", "%b"),
+    ("mon", "%b"),
+    ("DAY", "%A"),
+    ("Day", "%A"),
+    ("day", "%A"),
+    ("YY", "%y"),
+    ("MM", "%m"),
+    ("DD", "%d"),
+    ("HH", "%I"),
+    ("MI", "%M"),
+    ("SS", "%S"),
+    ("MS", "%3f"),
+    ("US", "%6f"),
+    ("AM", "%p"),
+    ("PM", "%p"),
+    ("am", "%p"),
+    ("pm", "%p"),
+    ("DY", "%a"),
+    ("Dy", "%a"),
+    ("dy", "%a"),
+];
+
+/// A PostgreSQL template as chrono's format: patterns translated, `FM` and `FX` dropped
+/// (chrono reads numbers of any width), double-quoted text and other characters as
+/// themselves.
+fn chrono_format(template: &str) -> Result<String, SqlError> {
+    let mut out = String::new();
+    let mut rest = template;
+    'outer: while !rest.is_empty() {
+        for prefix in ["FM", "FX", "fm", "fx"] {
+            if let Some(after) = rest.strip_prefix(prefix) {
+                rest = after;
+                continue 'outer;
+            }
+        }
+        for (pattern, format) in TEMPLATE_PATTERNS {
+            if let Some(after) = rest.strip_prefix(pattern) {
+                out.push_str(format);
+                rest = after;
+                continue 'outer;
+            }
+        }
+        let mut chars = rest.chars();
+        let c = chars.next().expect("not empty");
+        rest = chars.as_str();
+        match c {
+            '"' => {
+                let Some(end) = rest.find('"') else {
+                    return Err(SqlError::new(
+                        "22007",
+                        format!("unterminated quoted text in the template \"{template}\""),
+                    ));
+                };
+                out.push_str(&rest[..end].replace('%', "%%"));
+                rest = &rest[end + 1..];
+            }
+            '%' => out.push_str("%%"),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// Reads `text` by `template` into a date and a time (midnight if it has none); fields the
+/// template lacks are those of 0001-01-01 00:00:00, as in PostgreSQL.
+fn read_by_template(text: &str, template: &str) -> Result<NaiveDateTime, SqlError> {
+    let format = chrono_format(template)?;
+    let invalid = |why: String| {
+        SqlError::new(
+            "22007",
+            format!("invalid value \"{text}\" for the template \"{template}\": {why}"),
+        )
+    };
+    let mut parsed = chrono::format::Parsed::new();
+    chrono::format::parse(
+        &mut parsed,
+        text.trim(),
+        chrono::format::StrftimeItems::new(&format),
+    )
+    .map_err(|e| invalid(e.to_string()))?;
+    let year = match (parsed.year(), parsed.year_mod_100()) {
+        (Some(y), _) => y,
+        // Two digits: the year nearest 2020, as PostgreSQL.
+        (None, Some(y)) if y < 70 => 2000 + y,
+        (None, Some(y)) => 1900 + y,
+        (None, None) => 1,
+    };
+    let out_of_range = || {
+        SqlError::new(
+            "22008",
+            format!("date/time field value out of range: \"{text}\""),
+        )
+    };
+    let date = match parsed.ordinal() {
+        Some(ordinal) if parsed.month().is_none() => NaiveDate::from_yo_opt(year, ordinal),
+        _ => NaiveDate::from_ymd_opt(year, parsed.month().unwrap_or(1), parsed.day().unwrap_or(1)),
+    }
+    .ok_or_else(out_of_range)?;
+    let hour = parsed.hour_div_12().unwrap_or(0) * 12 + parsed.hour_mod_12().unwrap_or(0);
+    let time = NaiveTime::from_hms_nano_opt(
+        hour,
+        parsed.minute().unwrap_or(0),
+        parsed.second().unwrap_or(0),
+        parsed.nanosecond().unwrap_or(0),
+    )
+    .ok_or_else(out_of_range)?;
+    Ok(NaiveDateTime::new(date, time))
+}
+
+fn to_timestamp(args: &[ScalarValue]) -> Result<ScalarValue, SqlError> {
+    let (Some(t), Some(template)) = (text(&args[0]), text(&args[1])) else {
+        return Err(wrong_argument("to_timestamp"));
+    };
+    let at = read_by_template(t, template)?;
+    Ok(ScalarValue::TimestampMicrosecond(
+        Some(at.and_utc().timestamp_micros()),
+        Some(crate::types::UTC.into()),
+    ))
+}
+
+fn to_date(args: &[ScalarValue]) -> Result<ScalarValue, SqlError> {
+    let (Some(t), Some(template)) = (text(&args[0]), text(&args[1])) else {
+        return Err(wrong_argument("to_date"));
+    };
+    let at = read_by_template(t, template)?;
+    let days = (at.date() - NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date")).num_days();
+    Ok(ScalarValue::Date32(Some(
+        i32::try_from(days).map_err(|_| out_of_range("date"))?,
+    )))
+}
+
+/// The names `to_timestamp(text, template)` and `to_date(text, template)` are planned under.
+pub(crate) const TO_TIMESTAMP: &str = "flotilla_to_timestamp";
+pub(crate) const TO_DATE: &str = "flotilla_to_date";
+
 /// The functions of this module to register in every statement's context.
 pub(crate) fn functions() -> Vec<Arc<ScalarUDF>> {
+    let text_type = || vec![DataType::Utf8];
     vec![
+        RowFunction::new("age", &[2], vec![timestamp()], interval(), age).udf(),
+        RowFunction::new(
+            "justify_days",
+            &[1],
+            vec![interval()],
+            interval(),
+            justify_days,
+        )
+        .udf(),
+        RowFunction::new(
+            "justify_hours",
+            &[1],
+            vec![interval()],
+            interval(),
+            justify_hours,
+        )
+        .udf(),
+        RowFunction::new(
+            "justify_interval",
+            &[1],
+            vec![interval()],
+            interval(),
+            justify_interval,
+        )
+        .udf(),
+        RowFunction::new(
+            "make_timestamp",
+            &[6],
+            vec![
+                DataType::Int64,
+                DataType::Int64,
+                DataType::Int64,
+                DataType::Int64,
+                DataType::Int64,
+                DataType::Float64,
+            ],
+            timestamp(),
+            make_timestamp,
+        )
+        .udf(),
+        RowFunction::new(
+            TO_TIMESTAMP,
+            &[2],
+            text_type(),
+            DataType::Timestamp(TimeUnit::Microsecond, Some(crate::types::UTC.into())),
+            to_timestamp,
+        )
+        .udf(),
+        RowFunction::new(TO_DATE, &[2], text_type(), DataType::Date32, to_date).udf(),
         date_part_udf(false),
         Arc::new(ScalarUDF::new_from_impl(AtTimeZone {
             signature: Signature::any(2, Volatility::Immutable),
@@ -632,6 +1063,85 @@ pub(crate) fn functions() -> Vec<Arc<ScalarUDF>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ts(s: &str) -> ScalarValue {
+        let t = NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").expect("a timestamp");
+        ScalarValue::TimestampMicrosecond(Some(t.and_utc().timestamp_micros()), None)
+    }
+
+    fn parts(v: ScalarValue) -> (i32, i32, i64) {
+        let i = span(&v).expect("an interval");
+        (i.months, i.days, i.nanoseconds / NANOS_PER_MICRO)
+    }
+
+    #[test]
+    fn age_counts_the_calendar_as_postgresql_does() {
+        // Expected values are PostgreSQL 15's.
+        let hour = 3_600_000_000;
+        for (a, b, want) in [
+            ("2024-03-01 00:00:00", "2023-01-15 00:00:00", (13, 17, 0)),
+            ("2023-01-15 00:00:00", "2024-03-01 00:00:00", (-13, -17, 0)),
+            (
+                "2024-03-31 00:00:00",
+                "2024-02-29 10:00:00",
+                (1, 1, 14 * hour),
+            ),
+            ("2024-01-01 00:00:00", "2024-01-01 00:00:00", (0, 0, 0)),
+        ] {
+            let got = parts(age(&[ts(a), ts(b)]).expect("computed"));
+            assert_eq!(got, want, "age({a}, {b})");
+        }
+    }
+
+    #[test]
+    fn justify_moves_days_and_hours_as_postgresql_does() {
+        let iv = |m, d, us: i64| {
+            ScalarValue::IntervalMonthDayNano(Some(IntervalMonthDayNano::new(
+                m,
+                d,
+                us * NANOS_PER_MICRO,
+            )))
+        };
+        let hour = 3_600_000_000;
+        assert_eq!(parts(justify_days(&[iv(0, 35, 0)]).unwrap()), (1, 5, 0));
+        assert_eq!(parts(justify_days(&[iv(1, -5, 0)]).unwrap()), (0, 25, 0));
+        assert_eq!(
+            parts(justify_hours(&[iv(0, 0, 50 * hour)]).unwrap()),
+            (0, 2, 2 * hour)
+        );
+        assert_eq!(
+            parts(justify_hours(&[iv(0, 1, -2 * hour)]).unwrap()),
+            (0, 0, 22 * hour)
+        );
+        assert_eq!(
+            parts(justify_interval(&[iv(1, 0, -hour)]).unwrap()),
+            (0, 29, 23 * hour)
+        );
+    }
+
+    #[test]
+    fn templates_read_as_postgresql_reads_them() {
+        let read = |t: &str, f: &str| read_by_template(t, f).map(|d| d.to_string());
+        assert_eq!(
+            read("2024-03-05", "YYYY-MM-DD").unwrap(),
+            "2024-03-05 00:00:00"
+        );
+        assert_eq!(
+            read("2024-3-5 7:08", "YYYY-MM-DD HH24:MI").unwrap(),
+            "2024-03-05 07:08:00"
+        );
+        assert_eq!(
+            read("05 Mar 2024 03:04:05 PM", "DD Mon YYYY HH12:MI:SS AM").unwrap(),
+            "2024-03-05 15:04:05"
+        );
+        assert_eq!(read("24/12/31", "YY/MM/DD").unwrap(), "2024-12-31 00:00:00");
+        assert_eq!(
+            read("at 2024", "\"at\" YYYY").unwrap(),
+            "2024-01-01 00:00:00"
+        );
+        assert_eq!(read("2024-02-30", "YYYY-MM-DD").unwrap_err().code, "22008");
+        assert_eq!(read("March", "YYYY").unwrap_err().code, "22007");
+    }
 
     #[test]
     fn zones_read_as_postgresql_reads_them() {

@@ -9717,6 +9717,49 @@ async fn fractions_become_integers_and_numbers_print_as_postgresql_rounds_them()
         code(&mut s, "SELECT to_char(1.5, '9.9EEEE')").await,
         "0A000"
     );
+    // round of a float rounds half to even; ceil, floor and trunc of a numeric have
+    // PostgreSQL's scale; floor(-0.5) is -1 (it overflowed the argument's precision).
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT round(2.5::float8)::text, round(-2.5::float8)::text, round(3.5::float8)::text, \
+             round(0.5::float4)::text, log(1000)::text"
+        )
+        .await,
+        ["2|-2|4|0|3"]
+    );
+    ok(
+        &mut s,
+        "CREATE TABLE rn (id int PRIMARY KEY, amount numeric(12,2))",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO rn VALUES (1, 10.5), (2, 99.99), (3, -5)",
+    )
+    .await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT round(amount), trunc(amount), round(amount, 1), trunc(amount, 1), \
+             ceil(amount), floor(amount), abs(amount) FROM rn ORDER BY id"
+        )
+        .await,
+        [
+            "11|10|10.5|10.5|11|10|10.50",
+            "100|99|100.0|99.9|100|99|99.99",
+            "-5|-5|-5.0|-5.0|-5|-5|5.00"
+        ]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT trunc(12.345, 2), trunc(-12.345, 1), trunc(1.5, 3), \
+             trunc(99.99::numeric(4,2), 5), ceil(-0.5), floor(-0.5)"
+        )
+        .await,
+        ["12.34|-12.3|1.500|99.99000|0|-1"]
+    );
 }
 
 /// PostgreSQL 15's answers to the same statements (checked against it).
