@@ -552,10 +552,11 @@ impl ScalarUDFImpl for AtTimeZone {
     }
 
     fn return_type(&self, args: &[DataType]) -> DfResult<DataType> {
-        // A timestamptz (or text, read as one) gives the wall-clock timestamp; a timestamp
-        // or a date gives the timestamptz.
+        // A timestamp gives the timestamptz; a timestamptz gives the wall-clock timestamp,
+        // and so do text and a date, which PostgreSQL reads as a timestamptz (its
+        // preferred type), a date as its midnight in the session's zone (UTC).
         Ok(match &args[1] {
-            DataType::Timestamp(_, None) | DataType::Date32 | DataType::Date64 => {
+            DataType::Timestamp(_, None) => {
                 DataType::Timestamp(TimeUnit::Microsecond, Some(crate::types::UTC.into()))
             }
             _ => DataType::Timestamp(TimeUnit::Microsecond, None),
@@ -574,10 +575,7 @@ impl ScalarUDFImpl for AtTimeZone {
             .downcast_ref::<datafusion::arrow::array::StringArray>()
             .ok_or_else(|| DataFusionError::Internal("zones are not text".into()))?;
         let values = args.args[1].to_array(n)?;
-        let to_local = !matches!(
-            values.data_type(),
-            DataType::Timestamp(_, None) | DataType::Date32 | DataType::Date64
-        );
+        let to_local = !matches!(values.data_type(), DataType::Timestamp(_, None));
         let values = cast(
             &values,
             &DataType::Timestamp(

@@ -9464,12 +9464,14 @@ async fn date_and_time_functions_answer_as_postgresql_does() {
              (timestamp '2024-01-01 00:00' AT TIME ZONE 'Europe/Paris')::text, \
              (timestamptz '2024-01-01 00:00+00' AT TIME ZONE '+02')::text, \
              pg_typeof(now() AT TIME ZONE 'UTC'), \
-             pg_typeof(localtimestamp AT TIME ZONE 'UTC')"
+             pg_typeof(localtimestamp AT TIME ZONE 'UTC'), \
+             (date '2024-01-01' AT TIME ZONE 'Europe/Paris')::text"
         )
         .await,
         [
             "2023-12-31 23:00:00|2024-07-01 08:00:00|2023-12-31 23:00:00+00|\
-             2023-12-31 22:00:00|timestamp without time zone|timestamp with time zone"
+             2023-12-31 22:00:00|timestamp without time zone|timestamp with time zone|\
+             2024-01-01 01:00:00"
         ]
     );
     assert_eq!(
