@@ -60,16 +60,21 @@ pub(crate) fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// An identifier as PostgreSQL prints it in a definition: unquoted when that reads back
-/// as the same name (lower case, not a keyword), quoted otherwise.
-pub(crate) fn ident_sql(name: &str) -> String {
-    let plain = name
-        .chars()
+/// Whether `name` is lower case letters, digits and underscores, not starting with a
+/// digit: written unquoted, it reads back as itself (keywords apart).
+pub(crate) fn reads_back_unquoted(name: &str) -> bool {
+    name.chars()
         .next()
         .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// An identifier as PostgreSQL prints it in a definition: unquoted when that reads back
+/// as the same name (lower case, not a keyword), quoted otherwise.
+pub(crate) fn ident_sql(name: &str) -> String {
+    let plain = reads_back_unquoted(name)
         && datafusion::sql::sqlparser::keywords::ALL_KEYWORDS
             .binary_search(&name.to_ascii_uppercase().as_str())
             .is_err();

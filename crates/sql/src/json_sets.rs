@@ -27,7 +27,7 @@ use datafusion::sql::sqlparser::ast::{
 
 use crate::error::SqlError;
 use crate::pg_json::{Item, Kind, Node, canonical, documents, external, json_array, parse};
-use crate::sql_ast::{arg, call, fixed_query, folded, object_name, selects, string};
+use crate::sql_ast::{arg, builtin_name, call, fixed_query, folded, object_name, selects, string};
 
 /// What a set-returning function yields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -345,7 +345,7 @@ fn expand_in(body: &mut SetExpr) {
                 // PostgreSQL names the column of a bare call after the function.
                 if let SelectItem::UnnamedExpr(Expr::Function(f)) = item
                     && let Some(name) = set_function(&f.name).or_else(|| {
-                        catalog_name(&f.name)
+                        builtin_name(&f.name)
                             .and_then(|n| LIST_FUNCTIONS.iter().find(|(s, _)| *s == n))
                             .map(|(s, _)| *s)
                     })
@@ -366,7 +366,7 @@ fn expand_in(body: &mut SetExpr) {
                     // the whole series as a list. (Post-order: the call wrapped is not
                     // visited again.)
                     if let Expr::Function(f) = e
-                        && let Some(list) = catalog_name(&f.name).and_then(|n| list_of(&n))
+                        && let Some(list) = builtin_name(&f.name).and_then(|n| list_of(&n))
                     {
                         let mut whole = f.clone();
                         whole.name = object_name(list);
@@ -376,12 +376,12 @@ fn expand_in(body: &mut SetExpr) {
                     // A call written `unnest(generate_series(...))` (as the FROM rewrite
                     // numbers rows) was wrapped once more just now: unwrap it.
                     if let Expr::Function(f) = e
-                        && catalog_name(&f.name).as_deref() == Some("unnest")
+                        && builtin_name(&f.name).as_deref() == Some("unnest")
                         && let Some(inner) = only_argument(f)
                         && let Expr::Function(g) = inner
-                        && catalog_name(&g.name).as_deref() == Some("unnest")
+                        && builtin_name(&g.name).as_deref() == Some("unnest")
                         && let Some(Expr::Function(series)) = only_argument(g)
-                        && catalog_name(&series.name).as_deref() == Some("generate_series")
+                        && builtin_name(&series.name).as_deref() == Some("generate_series")
                     {
                         *e = inner.clone();
                         return ControlFlow::<()>::Continue(());
@@ -441,24 +441,10 @@ fn only_argument(f: &datafusion::sql::sqlparser::ast::Function) -> Option<&Expr>
     }
 }
 
-/// The function `name` calls, if it is a built-in one (unqualified or in `pg_catalog`).
-fn catalog_name(name: &ObjectName) -> Option<String> {
-    let parts: Vec<String> = name
-        .0
-        .iter()
-        .filter_map(|p| p.as_ident().map(|i| i.value.to_lowercase()))
-        .collect();
-    match parts.as_slice() {
-        [last] => Some(last.clone()),
-        [schema, last] if schema == "pg_catalog" => Some(last.clone()),
-        _ => None,
-    }
-}
-
 /// The set-returning function `name` calls, if it calls one (unqualified or in
 /// `pg_catalog`).
 fn set_function(name: &ObjectName) -> Option<&'static str> {
-    let last = catalog_name(name)?;
+    let last = builtin_name(name)?;
     SET_FUNCTIONS.iter().map(|(n, ..)| *n).find(|n| *n == last)
 }
 

@@ -40,14 +40,13 @@ use datafusion::optimizer::AnalyzerRule;
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, CastKind, DataType as AstType, Expr as AstExpr, Function, FunctionArg,
-    FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, ObjectName, OrderBy, OrderByExpr,
-    OrderByKind, Query, SelectItem, SetExpr, Statement, TableFactor, TimezoneInfo, Value,
-    visit_expressions_mut,
+    FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, OrderBy, OrderByExpr, OrderByKind,
+    Query, SelectItem, SetExpr, Statement, TableFactor, TimezoneInfo, Value, visit_expressions_mut,
 };
 
 use crate::error::SqlError;
 use crate::pg_date_functions::{DAYS_PER_MONTH, NANOS_PER_DAY};
-use crate::sql_ast::{arg, call, object_name};
+use crate::sql_ast::{arg, builtin_name, call, object_name};
 
 // ---------------------------------------------------------------------------------------------
 // Before planning: calls under DataFusion's names
@@ -315,20 +314,6 @@ fn put_subquery(outer: &mut Query, query: Query) {
         && let TableFactor::Derived { subquery, .. } = &mut from.relation
     {
         **subquery = query;
-    }
-}
-
-/// The built-in function `name` calls: unqualified or in `pg_catalog`, folded.
-fn builtin_name(name: &ObjectName) -> Option<String> {
-    let parts: Vec<String> = name
-        .0
-        .iter()
-        .filter_map(|p| p.as_ident().map(crate::sql_ast::folded))
-        .collect();
-    match parts.as_slice() {
-        [last] => Some(last.clone()),
-        [schema, last] if schema == "pg_catalog" => Some(last.clone()),
-        _ => None,
     }
 }
 
@@ -715,14 +700,7 @@ const QUOTED_KEYWORDS: &[&str] = &[
 /// digits and underscores not starting with a digit and not a keyword.
 fn quote_ident(args: &[ScalarValue]) -> Result<ScalarValue, SqlError> {
     let name = text(&args[0]).ok_or_else(|| wrong_argument("quote_ident"))?;
-    let plain = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && !QUOTED_KEYWORDS.contains(&name);
+    let plain = crate::dml::reads_back_unquoted(name) && !QUOTED_KEYWORDS.contains(&name);
     Ok(ScalarValue::Utf8(Some(if plain {
         name.to_string()
     } else {
@@ -1478,17 +1456,7 @@ impl PgBuiltins {
             ))));
         }
         if let Expr::BinaryExpr(BinaryExpr { left, op, right }) = &expr
-            && matches!(
-                op,
-                Operator::Eq
-                    | Operator::NotEq
-                    | Operator::Lt
-                    | Operator::LtEq
-                    | Operator::Gt
-                    | Operator::GtEq
-                    | Operator::IsDistinctFrom
-                    | Operator::IsNotDistinctFrom
-            )
+            && crate::bpchar::compares(*op)
         {
             use datafusion::logical_expr::ExprSchemable;
             let is_interval = |e: &Expr| {

@@ -38,13 +38,10 @@ use crate::error::SqlError;
 use crate::pg_builtins::{
     RowFunction, interval, micros, out_of_range, span, text, timestamp, wrong_argument,
 };
+use crate::pg_json::external;
 
 const MICROS_PER_SECOND: i64 = 1_000_000;
 const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
-
-fn external(e: SqlError) -> DataFusionError {
-    DataFusionError::External(Box::new(e))
-}
 
 // ---------------------------------------------------------------------------------------------
 // EXTRACT and date_part

@@ -16,6 +16,20 @@ pub(crate) fn folded(ident: &Ident) -> String {
     }
 }
 
+/// The built-in function `name` calls: unqualified or in `pg_catalog`, folded.
+pub(crate) fn builtin_name(name: &ObjectName) -> Option<String> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .filter_map(|p| p.as_ident().map(folded))
+        .collect();
+    match parts.as_slice() {
+        [last] => Some(last.clone()),
+        [schema, last] if schema == "pg_catalog" => Some(last.clone()),
+        _ => None,
+    }
+}
+
 /// An unqualified name.
 pub(crate) fn object_name(name: &str) -> ObjectName {
     ObjectName(vec![ObjectNamePart::Identifier(Ident::new(name))])
