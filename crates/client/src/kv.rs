@@ -103,6 +103,8 @@ fn lock_kind(kind: u32) -> LockKind {
         0 => LockKind::Put,
         1 => LockKind::Delete,
         2 => LockKind::Lock,
+        4 => LockKind::Shared,
+        5 => LockKind::SharedPrewritten,
         _ => LockKind::Pessimistic,
     }
 }
@@ -803,6 +805,7 @@ impl TxnKv for ClusterTxnKv {
                             ttl_ms: lock_ttl_ms_after(request.ttl_ms, started.elapsed()),
                             need_values: request.need_values,
                             wait_ms,
+                            shared: request.shared,
                         })
                     },
                 )

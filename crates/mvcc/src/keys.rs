@@ -47,3 +47,20 @@ pub(crate) fn decode_user_key(key: &[u8]) -> Result<Vec<u8>, MvccError> {
     let mut input = key;
     decode_bytes(&mut input).map_err(|e| MvccError::Corrupt(e.to_string()))
 }
+
+/// The `lock` CF key of transaction `start_ts`'s shared lock on the key encoded as `ek`:
+/// the key's own lock CF key followed by the timestamp, as a version's key is. An encoded
+/// key is never a prefix of another, so every shared lock of a key sorts between that
+/// key's own lock and the next key's (in the same region, whatever its bounds), and a
+/// scan of a range of keys meets them as locks of their keys.
+pub(crate) fn shared_lock_key(ek: &[u8], start_ts: Timestamp) -> Vec<u8> {
+    versioned_key(ek, start_ts)
+}
+
+/// The `lock` CF keys `[start, end)` holding the shared locks of the key encoded as `ek`.
+pub(crate) fn shared_lock_range(ek: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let start = shared_lock_key(ek, Timestamp::MAX);
+    let mut end = shared_lock_key(ek, Timestamp(0));
+    end.push(0);
+    (start, end)
+}

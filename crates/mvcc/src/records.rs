@@ -20,6 +20,30 @@ pub enum LockKind {
     /// A pessimistic lock taken when a statement wrote the key; becomes one of the above at
     /// prewrite. Does not block readers.
     Pessimistic,
+    /// A shared lock (`FOR SHARE`, a foreign key's referenced row), taken by a statement:
+    /// stored beside the key under its transaction's start_ts (`keys::shared_lock_key`), so
+    /// any number of transactions hold one key at once. Blocks writers and exclusive
+    /// lockers, never readers or other shared lockers. Like `Pessimistic` it may live in
+    /// memory; it is released at commit unless kept (`SharedPrewritten`).
+    Shared,
+    /// A shared lock the transaction depends on until it commits (a foreign key's
+    /// referenced row), prewritten: durable, so it cannot be lost before the commit, which
+    /// records it as a `WriteKind::Lock` (the record of a primary's fate).
+    SharedPrewritten,
+}
+
+impl LockKind {
+    /// Taken by a statement and not prewritten: the lock has no fate to read (its
+    /// transaction commits only after prewriting every lock it keeps), it may live in
+    /// memory, and a transaction may give it back before it ends.
+    pub fn is_pessimistic(self) -> bool {
+        matches!(self, LockKind::Pessimistic | LockKind::Shared)
+    }
+
+    /// One of several transactions' locks on one key (see `Shared`).
+    pub fn is_shared(self) -> bool {
+        matches!(self, LockKind::Shared | LockKind::SharedPrewritten)
+    }
 }
 
 /// A lock record.
@@ -122,6 +146,8 @@ impl Lock {
             LockKind::Delete => b'D',
             LockKind::Lock => b'L',
             LockKind::Pessimistic => b'S',
+            LockKind::Shared => b'h',
+            LockKind::SharedPrewritten => b'H',
         });
         out.extend_from_slice(&self.start_ts.0.to_le_bytes());
         out.extend_from_slice(&self.for_update_ts.0.to_le_bytes());
@@ -138,6 +164,8 @@ impl Lock {
             b'D' => LockKind::Delete,
             b'L' => LockKind::Lock,
             b'S' => LockKind::Pessimistic,
+            b'h' => LockKind::Shared,
+            b'H' => LockKind::SharedPrewritten,
             _ => return Err(corrupt("lock kind")),
         };
         let start_ts = Timestamp(take_u64(&mut input, "lock start_ts")?);

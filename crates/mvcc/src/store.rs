@@ -13,7 +13,8 @@ use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
 
 use crate::error::{LockInfo, MvccError};
 use crate::keys::{
-    decode_user_key, decode_versioned_key, encode_range, encode_user_key, versioned_key,
+    decode_user_key, decode_versioned_key, encode_range, encode_user_key, shared_lock_key,
+    shared_lock_range, versioned_key,
 };
 use crate::latches::{LatchGuard, Latches};
 use crate::memory_locks::{MemoryLockBudget, MemoryLocks, entry_bytes, lock_bytes};
@@ -44,6 +45,10 @@ pub enum KeyCheck {
     /// COMMITTED statement locked the row after it), never a conflict. As TiKV's
     /// pessimistic transactions skip the check for keys they did not lock.
     Guarded,
+    /// The transaction holds a shared lock on the key (`LockKind::Shared`) and depends on
+    /// it until commit: prewrite must find it, and makes it durable. Only with
+    /// `MutationOp::Lock`.
+    SharedLocked,
 }
 
 impl KeyCheck {
@@ -53,6 +58,7 @@ impl KeyCheck {
             KeyCheck::Snapshot => 0,
             KeyCheck::Locked => 1,
             KeyCheck::Guarded => 2,
+            KeyCheck::SharedLocked => 3,
         }
     }
 
@@ -62,6 +68,7 @@ impl KeyCheck {
         match code {
             1 => KeyCheck::Locked,
             2 => KeyCheck::Guarded,
+            3 => KeyCheck::SharedLocked,
             _ => KeyCheck::Snapshot,
         }
     }
@@ -252,6 +259,10 @@ pub struct LockKeys<'a> {
     pub ttl_ms: u64,
     /// Return each key's newest committed value.
     pub need_values: bool,
+    /// Take shared locks (`LockKind::Shared`), which other transactions' shared locks may
+    /// join; exclusive ones otherwise, which wait for every other holder (a transaction's
+    /// own shared lock becomes exclusive).
+    pub shared: bool,
 }
 
 /// True if `locks` holds a key in `[start, end)` (empty end: unbounded).
@@ -445,7 +456,7 @@ impl Mvcc {
                     // A pessimistic lock goes to memory unless the budget is spent or the
                     // key's lock is on disk (which this one must replace there).
                     let mut in_memory = false;
-                    if lock.kind == LockKind::Pessimistic {
+                    if lock.kind.is_pessimistic() {
                         let on_disk = self.locked.read().contains(&key);
                         let bytes = lock_bytes(key.len(), &lock);
                         in_memory = !on_disk && self.memory.lock().admits(memory_put_bytes + bytes);
@@ -735,11 +746,56 @@ impl Mvcc {
     }
 
     fn blocks_reader(lock: &Lock, read_ts: Timestamp, reader: Option<Timestamp>) -> bool {
-        // Pessimistic locks are taken before the value is known; they never block readers.
-        lock.kind != LockKind::Pessimistic
-            && lock.kind != LockKind::Lock
+        // Only a prewritten change may commit below a reader. Pessimistic and shared locks
+        // are taken before any value is known, and a lock-only one changes nothing.
+        matches!(lock.kind, LockKind::Put | LockKind::Delete)
             && lock.start_ts <= read_ts
             && Some(lock.start_ts) != reader
+    }
+
+    /// Transaction `start_ts`'s lock on the key encoded as `ek`, with its `lock` CF key:
+    /// the key's own lock if it is that transaction's, or else its shared lock there.
+    fn own_lock(
+        &self,
+        ek: &[u8],
+        start_ts: Timestamp,
+    ) -> Result<Option<(Vec<u8>, Lock)>, MvccError> {
+        if let Some(lock) = self.load_lock(ek)?
+            && lock.start_ts == start_ts
+        {
+            return Ok(Some((ek.to_vec(), lock)));
+        }
+        let slot = shared_lock_key(ek, start_ts);
+        Ok(self.load_lock(&slot)?.map(|lock| (slot, lock)))
+    }
+
+    /// The shared locks on the key encoded as `ek`, each with its `lock` CF key. Both
+    /// places a lock may be are probed in memory first, so a key nobody shares costs no
+    /// read of the engine.
+    fn shared_locks(&self, ek: &[u8]) -> Result<Vec<(Vec<u8>, Lock)>, MvccError> {
+        let (start, end) = shared_lock_range(ek);
+        let mut out: Vec<(Vec<u8>, Lock)> = self
+            .memory
+            .lock()
+            .range(start.clone()..end.clone())
+            .map(|(k, l)| (k.clone(), l.clone()))
+            .collect();
+        let on_disk: Vec<Vec<u8>> = self.locked.read().range(start..end).cloned().collect();
+        for slot in on_disk {
+            if out.iter().any(|(k, _)| *k == slot) {
+                continue;
+            }
+            if let Some(bytes) = self.engine.get(Cf::Lock, &slot)? {
+                out.push((slot, Lock::from_bytes(&bytes)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// True while transaction `start_ts` holds a lock on `key`, its own or a share of it:
+    /// what a waiter for that lock watches.
+    pub fn is_held_by(&self, key: &[u8], start_ts: Timestamp) -> Result<bool, MvccError> {
+        Ok(self.own_lock(&encode_user_key(key), start_ts)?.is_some())
     }
 
     /// Reads `key` at `read_ts`. `reader` is the reading transaction's start_ts, whose own
@@ -867,6 +923,7 @@ impl Mvcc {
             for_update_ts,
             ttl_ms,
             need_values,
+            shared: false,
         })
     }
 
@@ -907,6 +964,7 @@ impl Mvcc {
             for_update_ts,
             ttl_ms,
             need_values,
+            shared,
         } = *request;
         let encoded: Vec<Vec<u8>> = keys.iter().map(|(k, _)| encode_user_key(k)).collect();
         let Some((_latch, _ops)) = self.enter(&encoded, true, start_ts, waiting)? else {
@@ -914,16 +972,44 @@ impl Mvcc {
         };
         let mut batch = WriteBatch::new();
         let mut in_memory = Vec::with_capacity(keys.len());
+        // This transaction's shared locks that its exclusive ones replace.
+        let mut replaced = Vec::new();
         let mut values = Vec::with_capacity(if need_values { keys.len() } else { 0 });
         for ((key, should_not_exist), ek) in keys.iter().zip(&encoded) {
             // What the lock records as its `for_update_ts` (see `LockKeys::for_update_ts`).
             let mut locked_at = for_update_ts;
-            let existing = self.load_lock(ek)?;
-            if let Some(lock) = &existing {
-                if lock.start_ts != start_ts {
-                    return Err(MvccError::KeyIsLocked(lock_info(key, lock)));
+            let main = self.load_lock(ek)?;
+            if let Some(lock) = &main
+                && lock.start_ts != start_ts
+            {
+                return Err(MvccError::KeyIsLocked(lock_info(key, lock)));
+            }
+            // Where the lock goes, and this transaction's lock already there or replaced.
+            let (slot, existing) = match main {
+                Some(lock) => (ek.clone(), Some(lock)),
+                None if shared => {
+                    let slot = shared_lock_key(ek, start_ts);
+                    let existing = self.load_lock(&slot)?;
+                    (slot, existing)
                 }
-                if waiting == Waiting::Never && lock.kind != LockKind::Pessimistic {
+                None => {
+                    let mut own = None;
+                    for (slot, lock) in self.shared_locks(ek)? {
+                        if lock.start_ts != start_ts {
+                            return Err(MvccError::KeyIsLocked(lock_info(key, &lock)));
+                        }
+                        replaced.push(slot);
+                        // Nobody can have committed to the key while it was shared.
+                        own = Some(Lock {
+                            kind: LockKind::Pessimistic,
+                            ..lock
+                        });
+                    }
+                    (ek.clone(), own)
+                }
+            };
+            if let Some(lock) = &existing {
+                if waiting == Waiting::Never && !lock.kind.is_pessimistic() {
                     return Ok(None);
                 }
             } else {
@@ -970,7 +1056,11 @@ impl Mvcc {
                     lock
                 }
                 None => Lock {
-                    kind: LockKind::Pessimistic,
+                    kind: if shared {
+                        LockKind::Shared
+                    } else {
+                        LockKind::Pessimistic
+                    },
                     primary: primary.to_vec(),
                     start_ts,
                     for_update_ts: locked_at,
@@ -979,8 +1069,8 @@ impl Mvcc {
                 },
             };
             match waiting {
-                Waiting::Block => batch.put(Cf::Lock, ek.clone(), lock.to_bytes()),
-                Waiting::Never => in_memory.push((ek.clone(), lock)),
+                Waiting::Block => batch.put(Cf::Lock, slot, lock.to_bytes()),
+                Waiting::Never => in_memory.push((slot, lock)),
             }
         }
         // Pessimistic locks need not be durable: if this store crashes, the transaction's
@@ -992,6 +1082,7 @@ impl Mvcc {
             let on_disk = {
                 let locked = self.locked.read();
                 in_memory.iter().any(|(k, _)| locked.contains(k))
+                    || replaced.iter().any(|k| locked.contains(k))
             };
             if on_disk || !self.memory.lock().admits(bytes) {
                 return Ok(None);
@@ -999,15 +1090,19 @@ impl Mvcc {
         }
         match waiting {
             Waiting::Block => {
+                for slot in replaced {
+                    batch.delete(Cf::Lock, slot);
+                }
                 let _ = self.apply(batch)?;
             }
-            Waiting::Never => self.update_memory_locks(in_memory, &[]),
+            Waiting::Never => self.update_memory_locks(in_memory, &replaced),
         }
         Ok(Some(values))
     }
 
-    /// Releases the pessimistic locks of `start_ts` on `keys` (statement or transaction
-    /// rollback before prewrite). Prewritten locks and other transactions' locks stay.
+    /// Releases the pessimistic and shared locks of `start_ts` on `keys` (statement or
+    /// transaction rollback before prewrite). Prewritten locks and other transactions'
+    /// locks stay.
     pub fn pessimistic_rollback(
         &self,
         keys: &[Vec<u8>],
@@ -1017,11 +1112,10 @@ impl Mvcc {
         let _latch = self.latches.acquire(&encoded);
         let mut batch = WriteBatch::new();
         for ek in &encoded {
-            if let Some(lock) = self.load_lock(ek)?
-                && lock.start_ts == start_ts
-                && lock.kind == LockKind::Pessimistic
+            if let Some((slot, lock)) = self.own_lock(ek, start_ts)?
+                && lock.kind.is_pessimistic()
             {
-                batch.delete(Cf::Lock, ek.clone());
+                batch.delete(Cf::Lock, slot);
             }
         }
         let _ = self.apply(batch)?;
@@ -1163,7 +1257,19 @@ impl Mvcc {
         let mut volatile = Vec::new();
         let mut volatile_bytes = 0usize;
         for (mutation, ek) in mutations.iter().zip(&encoded) {
+            if mutation.check == KeyCheck::SharedLocked {
+                self.prewrite_shared(&mut batch, mutation, ek, start_ts, ttl_ms)?;
+                continue;
+            }
             let existing = self.load_lock(ek)?;
+            // Others' shared locks keep the key from changing; this transaction's own
+            // goes, as the change (or exclusive lock) prewritten here replaces it.
+            for (slot, lock) in self.shared_locks(ek)? {
+                if lock.start_ts != start_ts {
+                    return Err(MvccError::KeyIsLocked(lock_info(&mutation.key, &lock)));
+                }
+                batch.delete(Cf::Lock, slot);
+            }
             // A key whose lock is on disk (its pessimistic lock went there), or one past
             // the budget for in-memory locks, gets a durable lock. Mixing them is safe: a
             // crash leaves the durable ones to be resolved, as any transaction's.
@@ -1287,6 +1393,44 @@ impl Mvcc {
         Ok(Some((pending, ops)))
     }
 
+    /// Prewrites transaction `start_ts`'s shared lock on `mutation`'s key (encoded as
+    /// `ek`), which it must still hold: durably, whatever the placement of its other
+    /// locks, since nothing else would show its loss before the commit.
+    fn prewrite_shared(
+        &self,
+        batch: &mut WriteBatch,
+        mutation: &Mutation,
+        ek: &[u8],
+        start_ts: Timestamp,
+        ttl_ms: u64,
+    ) -> Result<(), MvccError> {
+        debug_assert_eq!(
+            mutation.op,
+            MutationOp::Lock,
+            "a shared lock changes nothing"
+        );
+        let slot = shared_lock_key(ek, start_ts);
+        match self.load_lock(&slot)? {
+            Some(lock) => {
+                let kept = Lock {
+                    kind: LockKind::SharedPrewritten,
+                    ttl_ms: lock.ttl_ms.max(ttl_ms),
+                    ..lock
+                };
+                batch.put(Cf::Lock, slot, kept.to_bytes());
+                Ok(())
+            }
+            None => match self.txn_record(ek, start_ts)? {
+                // Already committed: a retried prewrite after commit is a no-op.
+                Some((_, write)) if write.kind != WriteKind::Rollback => Ok(()),
+                _ => Err(MvccError::TxnLockNotFound {
+                    key: mutation.key.clone(),
+                    start_ts,
+                }),
+            },
+        }
+    }
+
     fn commit_key(
         &self,
         batch: &mut WriteBatch,
@@ -1295,16 +1439,18 @@ impl Mvcc {
         start_ts: Timestamp,
         commit_ts: Timestamp,
     ) -> Result<(), MvccError> {
-        match self.load_lock(ek)? {
-            Some(lock) if lock.start_ts == start_ts => {
+        match self.own_lock(ek, start_ts)? {
+            Some((slot, lock)) => {
                 let kind = match lock.kind {
                     LockKind::Put => WriteKind::Put,
                     LockKind::Delete => WriteKind::Delete,
-                    LockKind::Lock => WriteKind::Lock,
+                    // A kept shared lock is recorded as a lock-only write: the fate of a
+                    // transaction whose primary it is.
+                    LockKind::Lock | LockKind::SharedPrewritten => WriteKind::Lock,
                     // Locked by a statement but never prewritten: nothing to commit; just
                     // release it.
-                    LockKind::Pessimistic => {
-                        batch.delete(Cf::Lock, ek.to_vec());
+                    LockKind::Pessimistic | LockKind::Shared => {
+                        batch.delete(Cf::Lock, slot);
                         return Ok(());
                     }
                 };
@@ -1322,10 +1468,10 @@ impl Mvcc {
                     Self::put_latest(batch, ek, commit_ts, &write);
                 }
                 batch.put(Cf::Write, versioned_key(ek, commit_ts), write.to_bytes());
-                batch.delete(Cf::Lock, ek.to_vec());
+                batch.delete(Cf::Lock, slot);
                 Ok(())
             }
-            _ => match self.txn_record(ek, start_ts)? {
+            None => match self.txn_record(ek, start_ts)? {
                 Some((_, write)) if write.kind != WriteKind::Rollback => Ok(()),
                 _ => Err(MvccError::TxnLockNotFound {
                     key: key.to_vec(),
@@ -1470,14 +1616,14 @@ impl Mvcc {
         ek: &[u8],
         start_ts: Timestamp,
     ) -> Result<(), MvccError> {
-        match self.load_lock(ek)? {
-            Some(lock) if lock.start_ts == start_ts => {
-                batch.delete(Cf::Lock, ek.to_vec());
+        match self.own_lock(ek, start_ts)? {
+            Some((slot, lock)) => {
+                batch.delete(Cf::Lock, slot);
                 if lock.kind == LockKind::Put && lock.short_value.is_none() {
                     batch.delete(Cf::Default, versioned_key(ek, start_ts));
                 }
             }
-            _ => match self.txn_record(ek, start_ts)? {
+            None => match self.txn_record(ek, start_ts)? {
                 Some((commit_ts, write)) if write.kind != WriteKind::Rollback => {
                     return Err(MvccError::Committed {
                         start_ts,
@@ -1524,13 +1670,13 @@ impl Mvcc {
     ) -> Result<TxnStatus, MvccError> {
         let ek = encode_user_key(primary);
         let _latch = self.latches.acquire(&[&ek]);
-        match self.load_lock(&ek)? {
-            Some(lock) if lock.start_ts == lock_ts => {
+        match self.own_lock(&ek, lock_ts)? {
+            Some((_, lock)) => {
                 if !force_expire && !lock.is_expired(current_ts) {
                     return Ok(TxnStatus::Locked { lock });
                 }
             }
-            _ => match self.txn_record(&ek, lock_ts)? {
+            None => match self.txn_record(&ek, lock_ts)? {
                 Some((commit_ts, write)) if write.kind != WriteKind::Rollback => {
                     return Ok(TxnStatus::Committed { commit_ts });
                 }
@@ -1555,22 +1701,22 @@ impl Mvcc {
     ) -> Result<u64, MvccError> {
         let ek = encode_user_key(primary);
         let _latch = self.latches.acquire(&[&ek]);
-        match self.load_lock(&ek)? {
-            Some(mut lock) if lock.start_ts == start_ts => {
+        match self.own_lock(&ek, start_ts)? {
+            Some((slot, mut lock)) => {
                 if ttl_ms > lock.ttl_ms {
                     lock.ttl_ms = ttl_ms;
-                    if self.locked.read().contains(&ek) {
+                    if self.locked.read().contains(&slot) {
                         let mut batch = WriteBatch::new();
-                        batch.put(Cf::Lock, ek, lock.to_bytes());
+                        batch.put(Cf::Lock, slot, lock.to_bytes());
                         let _ = self.apply(batch)?;
                     } else {
                         // An in-memory lock stays in memory.
-                        self.memory.lock().insert(ek, lock.clone());
+                        self.memory.lock().insert(slot, lock.clone());
                     }
                 }
                 Ok(lock.ttl_ms)
             }
-            _ => Err(MvccError::TxnLockNotFound {
+            None => Err(MvccError::TxnLockNotFound {
                 key: primary.to_vec(),
                 start_ts,
             }),
@@ -1678,7 +1824,7 @@ impl Mvcc {
         self.memory
             .lock()
             .values()
-            .filter(|l| l.kind != LockKind::Pessimistic)
+            .filter(|l| !l.kind.is_pessimistic())
             .map(|l| l.start_ts)
             .min()
     }
@@ -1691,7 +1837,7 @@ impl Mvcc {
         max_ts: Timestamp,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Lock)>, MvccError> {
-        let wanted = |l: &Lock| l.kind != LockKind::Pessimistic && l.start_ts <= max_ts;
+        let wanted = |l: &Lock| !l.kind.is_pessimistic() && l.start_ts <= max_ts;
         let mut out: Vec<(Vec<u8>, Lock)> = Vec::new();
         for (ek, lock) in self.memory.lock().iter() {
             if out.len() >= limit {
@@ -1747,7 +1893,7 @@ pub fn oldest_lock_on_disk(engine: &dyn KvEngine) -> Result<Option<Timestamp>, M
     for item in engine.scan(Cf::Lock, b"", b"", false) {
         let (_, bytes) = item?;
         let lock = Lock::from_bytes(&bytes)?;
-        if lock.kind == LockKind::Pessimistic {
+        if lock.kind.is_pessimistic() {
             continue;
         }
         oldest = Some(oldest.map_or(lock.start_ts, |o| o.min(lock.start_ts)));

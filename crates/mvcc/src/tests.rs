@@ -978,6 +978,7 @@ fn a_write_prepared_without_blocking_holds_its_latches_until_it_is_written_and_f
             for_update_ts: ts(start),
             ttl_ms: 3_000,
             need_values: true,
+            shared: false,
         })
     };
     assert_eq!(lock(10).unwrap(), Some(vec![Some(b"old".to_vec())]));
@@ -1077,6 +1078,7 @@ fn locking_without_blocking_leaves_a_lock_of_its_own_on_disk_to_the_blocking_cal
         for_update_ts: ts(for_update),
         ttl_ms: 3_000,
         need_values: false,
+        shared: false,
     };
     // Raising a prewritten lock's for_update_ts is a disk write: not done in memory.
     assert_eq!(m.try_lock_keys_in_memory(&request(10, 15)).unwrap(), None);
@@ -1413,6 +1415,7 @@ fn locks_past_the_memory_budget_go_to_the_lock_cf_and_commit_the_same() {
             for_update_ts: ts(for_update),
             ttl_ms: 3_000,
             need_values: false,
+            shared: false,
         }
     }
     let on_disk = |k: &[u8]| {
@@ -1502,4 +1505,258 @@ fn locks_past_the_memory_budget_go_to_the_lock_cf_and_commit_the_same() {
         assert_eq!(m.lock_of(k).unwrap(), None);
     }
     assert_eq!(budget.used_bytes(), 0);
+}
+
+/// A lock on `key` for transaction `start_ts` (its own primary), shared or exclusive.
+fn lock_as(
+    m: &Mvcc,
+    key: &[u8],
+    start_ts: u64,
+    shared: bool,
+) -> Result<Vec<Option<Vec<u8>>>, MvccError> {
+    m.lock_keys(&LockKeys {
+        keys: &[(key.to_vec(), false)],
+        primary: key,
+        start_ts: ts(start_ts),
+        for_update_ts: ts(start_ts),
+        ttl_ms: 3_000,
+        need_values: false,
+        shared,
+    })
+}
+
+fn holder_of(result: Result<Vec<Option<Vec<u8>>>, MvccError>) -> Timestamp {
+    match result {
+        Err(MvccError::KeyIsLocked(info)) => info.start_ts,
+        other => panic!("expected KeyIsLocked, got {other:?}"),
+    }
+}
+
+#[test]
+fn shared_locks_are_held_by_many_and_keep_every_writer_out() {
+    let (_d, m) = mvcc();
+    write(&m, b"k", b"v", 1, 2);
+    lock_as(&m, b"k", 10, true).unwrap();
+    lock_as(&m, b"k", 11, true).unwrap();
+    // Taking it again changes nothing.
+    lock_as(&m, b"k", 11, true).unwrap();
+    assert!(m.is_held_by(b"k", ts(10)).unwrap());
+    assert!(m.is_held_by(b"k", ts(11)).unwrap());
+    // Readers are not blocked, and see the key's value, unchanged.
+    assert_eq!(m.get(b"k", ts(12), None).unwrap(), Some(b"v".to_vec()));
+    assert_eq!(
+        m.scan(b"", b"", ts(12), 10, None).unwrap(),
+        vec![(b"k".to_vec(), b"v".to_vec())]
+    );
+    // An exclusive lock, and a write, wait for every holder.
+    let holder = holder_of(lock_as(&m, b"k", 13, false));
+    assert!(holder == ts(10) || holder == ts(11), "{holder:?}");
+    assert!(matches!(
+        m.prewrite(
+            &[put(b"k", b"w")],
+            b"k",
+            ts(13),
+            3_000,
+            PrewriteLocks::Durable
+        ),
+        Err(MvccError::KeyIsLocked(_))
+    ));
+    m.pessimistic_rollback(&[b"k".to_vec()], ts(10)).unwrap();
+    assert!(!m.is_held_by(b"k", ts(10)).unwrap());
+    assert_eq!(holder_of(lock_as(&m, b"k", 13, false)), ts(11));
+    // A shared lock never prewritten leaves nothing at commit.
+    m.commit(&[b"k".to_vec()], ts(11), ts(14)).unwrap();
+    assert!(!m.is_held_by(b"k", ts(11)).unwrap());
+    lock_as(&m, b"k", 13, false).unwrap();
+    // Now the exclusive holder keeps shared lockers out.
+    assert_eq!(holder_of(lock_as(&m, b"k", 15, true)), ts(13));
+    assert_eq!(
+        m.lock_of(b"k").unwrap().unwrap().kind,
+        LockKind::Pessimistic
+    );
+}
+
+#[test]
+fn a_shared_lock_becomes_exclusive_once_its_holder_holds_it_alone() {
+    let (_d, m) = mvcc();
+    lock_as(&m, b"k", 10, true).unwrap();
+    lock_as(&m, b"k", 11, true).unwrap();
+    assert_eq!(holder_of(lock_as(&m, b"k", 10, false)), ts(11));
+    m.pessimistic_rollback(&[b"k".to_vec()], ts(11)).unwrap();
+    lock_as(&m, b"k", 10, false).unwrap();
+    let lock = m.lock_of(b"k").unwrap().unwrap();
+    assert_eq!((lock.kind, lock.start_ts), (LockKind::Pessimistic, ts(10)));
+    // The shared lock it replaced is gone: one lock, released by one rollback.
+    m.pessimistic_rollback(&[b"k".to_vec()], ts(10)).unwrap();
+    assert!(!m.is_held_by(b"k", ts(10)).unwrap());
+    assert_eq!(m.lock_of(b"k").unwrap(), None);
+    // An exclusive holder asking for a shared lock keeps its exclusive one.
+    lock_as(&m, b"k", 12, false).unwrap();
+    lock_as(&m, b"k", 12, true).unwrap();
+    assert_eq!(holder_of(lock_as(&m, b"k", 13, true)), ts(12));
+}
+
+#[test]
+fn a_shared_lock_checks_for_newer_commits_as_an_exclusive_one_does() {
+    let (_d, m) = mvcc();
+    write(&m, b"k", b"v", 10, 12);
+    assert!(matches!(
+        lock_as(&m, b"k", 11, true),
+        Err(MvccError::WriteConflict { .. })
+    ));
+    lock_as(&m, b"k", 13, true).unwrap();
+}
+
+#[test]
+fn a_kept_shared_lock_is_durable_until_commit_and_records_its_transactions_fate() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(FjallEngine::open(dir.path(), &FjallOptions::default()).unwrap());
+    let m = Mvcc::new(engine.clone()).unwrap();
+    write(&m, b"parent", b"p", 1, 2);
+    // Two transactions insert children of one parent, each sharing its lock; the first
+    // makes the parent its primary.
+    lock_as(&m, b"parent", 10, true).unwrap();
+    lock_as(&m, b"parent", 11, true).unwrap();
+    let kept = |key: &[u8]| Mutation {
+        key: key.to_vec(),
+        op: MutationOp::Lock,
+        check: KeyCheck::SharedLocked,
+    };
+    m.prewrite(
+        &[kept(b"parent"), put(b"child1", b"c")],
+        b"parent",
+        ts(10),
+        3_000,
+        PrewriteLocks::Volatile,
+    )
+    .unwrap();
+    // Durable whatever the placement asked: an MVCC opened afresh on the engine sees it.
+    let reopened = Mvcc::new(engine.clone()).unwrap();
+    assert!(reopened.is_held_by(b"parent", ts(10)).unwrap());
+    assert!(
+        !reopened.is_held_by(b"parent", ts(11)).unwrap(),
+        "in memory only"
+    );
+    // A transaction whose shared lock is gone cannot keep it.
+    m.pessimistic_rollback(&[b"parent".to_vec()], ts(11))
+        .unwrap();
+    assert!(matches!(
+        m.prewrite(
+            &[kept(b"parent")],
+            b"parent",
+            ts(11),
+            3_000,
+            PrewriteLocks::Durable
+        ),
+        Err(MvccError::TxnLockNotFound { .. })
+    ));
+    // The parent cannot change before the commit; pessimistic rollback leaves a kept lock.
+    assert_eq!(holder_of(lock_as(&m, b"parent", 12, false)), ts(10));
+    m.pessimistic_rollback(&[b"parent".to_vec()], ts(10))
+        .unwrap();
+    assert_eq!(holder_of(lock_as(&m, b"parent", 12, false)), ts(10));
+    m.commit(&[b"parent".to_vec(), b"child1".to_vec()], ts(10), ts(20))
+        .unwrap();
+    // The primary's fate is on record; committing again is harmless; the value stands.
+    assert_eq!(
+        m.check_txn_status(b"parent", ts(10), ts(30), false, MissingPrimary::Report)
+            .unwrap(),
+        TxnStatus::Committed { commit_ts: ts(20) }
+    );
+    m.commit(&[b"parent".to_vec()], ts(10), ts(20)).unwrap();
+    assert_eq!(m.get(b"parent", ts(30), None).unwrap(), Some(b"p".to_vec()));
+    assert_eq!(m.get(b"child1", ts(30), None).unwrap(), Some(b"c".to_vec()));
+    lock_as(&m, b"parent", 31, false).unwrap();
+}
+
+#[test]
+fn a_shared_lock_of_a_dead_transaction_is_rolled_back_at_its_ttl_and_resolved() {
+    let (_d, m) = mvcc();
+    // Transaction 10's primary is `p`; it shares `k`.
+    lock_as(&m, b"p", 10, false).unwrap();
+    m.lock_keys(&LockKeys {
+        keys: &[(b"k".to_vec(), false)],
+        primary: b"p",
+        start_ts: ts(10),
+        for_update_ts: ts(10),
+        ttl_ms: 3_000,
+        need_values: false,
+        shared: true,
+    })
+    .unwrap();
+    let met = match lock_as(&m, b"k", 20, false) {
+        Err(MvccError::KeyIsLocked(info)) => info,
+        other => panic!("expected KeyIsLocked, got {other:?}"),
+    };
+    assert_eq!(
+        (met.primary.as_slice(), met.kind),
+        (&b"p"[..], LockKind::Shared)
+    );
+    // Alive within its TTL, rolled back after it; the shared lock then resolves away.
+    assert!(matches!(
+        m.check_txn_status(b"p", ts(10), ts(11), false, MissingPrimary::Fence)
+            .unwrap(),
+        TxnStatus::Locked { .. }
+    ));
+    let late = Timestamp::compose(1_000_000 + 10 + 10_000, 0);
+    assert_eq!(
+        m.check_txn_status(b"p", ts(10), late, false, MissingPrimary::Fence)
+            .unwrap(),
+        TxnStatus::RolledBack
+    );
+    m.resolve_lock(&[b"k".to_vec()], ts(10), None).unwrap();
+    assert!(!m.is_held_by(b"k", ts(10)).unwrap());
+    lock_as(&m, b"k", 20, false).unwrap();
+
+    // A shared primary's heartbeat and expiry work on its shared lock.
+    lock_as(&m, b"s", 30, true).unwrap();
+    assert_eq!(m.txn_heartbeat(b"s", ts(30), 9_000).unwrap(), 9_000);
+    let past_first_ttl = Timestamp::compose(1_000_000 + 30 + 5_000, 0);
+    assert!(matches!(
+        m.check_txn_status(b"s", ts(30), past_first_ttl, false, MissingPrimary::Fence)
+            .unwrap(),
+        TxnStatus::Locked { .. }
+    ));
+}
+
+#[test]
+fn shared_locks_in_memory_are_taken_and_replaced_without_the_engine() {
+    let (_d, m) = mvcc();
+    let keys = [(b"k".to_vec(), false)];
+    let request = |start: u64, shared: bool| LockKeys {
+        keys: &keys,
+        primary: b"k",
+        start_ts: ts(start),
+        for_update_ts: ts(start),
+        ttl_ms: 3_000,
+        need_values: false,
+        shared,
+    };
+    assert_eq!(
+        m.try_lock_keys_in_memory(&request(10, true)).unwrap(),
+        Some(vec![])
+    );
+    assert_eq!(
+        m.try_lock_keys_in_memory(&request(11, true)).unwrap(),
+        Some(vec![])
+    );
+    assert!(m.has_memory_locks_in(b"", b""));
+    assert!(matches!(
+        m.try_lock_keys_in_memory(&request(10, false)),
+        Err(MvccError::KeyIsLocked(_))
+    ));
+    m.pessimistic_rollback(&[b"k".to_vec()], ts(11)).unwrap();
+    assert_eq!(
+        m.try_lock_keys_in_memory(&request(10, false)).unwrap(),
+        Some(vec![])
+    );
+    assert_eq!(
+        m.lock_of(b"k").unwrap().unwrap().kind,
+        LockKind::Pessimistic
+    );
+    m.pessimistic_rollback(&[b"k".to_vec()], ts(10)).unwrap();
+    assert!(!m.has_memory_locks_in(b"", b""));
+    // Shared locks are no prewrite locks: they hold back no GC safe point.
+    lock_as(&m, b"k", 12, true).unwrap();
+    assert_eq!(m.oldest_lock_start_ts().unwrap(), None);
 }

@@ -1358,6 +1358,7 @@ fn lock_request<'a>(l: &'a PessimisticLockRequest, keys: &'a [(Vec<u8>, bool)]) 
         for_update_ts: Timestamp(l.for_update_ts),
         ttl_ms: l.ttl_ms,
         need_values: l.need_values,
+        shared: l.shared,
     }
 }
 

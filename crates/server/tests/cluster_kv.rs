@@ -208,6 +208,7 @@ async fn a_primary_lock_given_back_is_not_fenced_by_whoever_met_it() {
         ttl_ms: 10_000,
         need_values: true,
         lock_wait_timeout_ms: 1_000,
+        shared: false,
     };
     for (key, missing, fenced) in [
         (&b"k"[..], MissingPrimary::Report, false),
@@ -260,6 +261,7 @@ async fn a_lock_granted_after_a_wait_longer_than_its_ttl_is_not_born_lapsed() {
         ttl_ms: wall_clock_ms().saturating_sub(start_ts.physical_ms()) + ttl_ms,
         need_values: false,
         lock_wait_timeout_ms: 10_000,
+        shared: false,
     };
     let holder = tso.get_ts().await.unwrap();
     kv.acquire_pessimistic_lock(lock(holder, 60_000))
@@ -563,6 +565,7 @@ async fn a_deadlock_across_regions_is_detected() {
         ttl_ms: 20_000,
         need_values: false,
         lock_wait_timeout_ms: 10_000,
+        shared: false,
     };
     kv.acquire_pessimistic_lock(lock(b"a", t1, b"a"))
         .await
@@ -612,6 +615,7 @@ async fn a_split_waits_for_in_memory_locks_on_its_right_half() {
         ttl_ms: 20_000,
         need_values: false,
         lock_wait_timeout_ms: 1_000,
+        shared: false,
     })
     .await
     .unwrap();
@@ -678,6 +682,7 @@ async fn transactions_keep_their_locks_while_their_region_splits_under_them() {
                     ttl_ms: 20_000,
                     need_values: false,
                     lock_wait_timeout_ms: 5_000,
+                    shared: false,
                 })
                 .await
                 .unwrap_or_else(|e| panic!("worker {w} txn {i}: lock: {e}"));
@@ -764,6 +769,7 @@ async fn leaders_spread_over_the_stores_without_aborting_transactions() {
         ttl_ms: 60_000,
         need_values: false,
         lock_wait_timeout_ms: 1_000,
+        shared: false,
     })
     .await
     .unwrap();
@@ -1025,6 +1031,7 @@ async fn a_lock_wait_is_bounded_by_the_store_whatever_the_client_asks() {
                 ttl_ms: 10_000,
                 need_values: false,
                 wait_ms: u32::MAX,
+                shared: false,
             },
         )),
     };

@@ -767,6 +767,17 @@ async fn the_cluster_version_rises_once_every_node_runs_the_newer_build() {
     // Nothing changed: the column still takes NULL.
     ok(&mut s, "INSERT INTO t VALUES (2, NULL)").await;
     ok(&mut s, "DELETE FROM t WHERE id = 2").await;
+    // Until every store takes shared locks, FOR SHARE locks exclusively: two of them
+    // wait for each other.
+    let mut other = node.session();
+    ok(&mut other, "SET lock_timeout = '100ms'").await;
+    ok(&mut s, "BEGIN").await;
+    ok(&mut s, "SELECT * FROM t WHERE id = 1 FOR SHARE").await;
+    assert_eq!(
+        code(&mut other, "SELECT * FROM t WHERE id = 1 FOR SHARE").await,
+        "55P03"
+    );
+    ok(&mut s, "ROLLBACK").await;
 
     // The old store is upgraded: stopped and started on its data with the new build.
     let mut cfg = cluster.stop_store(old_id).await;
@@ -791,6 +802,12 @@ async fn the_cluster_version_rises_once_every_node_runs_the_newer_build() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // Now FOR SHARE is shared.
+    ok(&mut s, "BEGIN").await;
+    ok(&mut s, "SELECT * FROM t WHERE id = 1 FOR SHARE").await;
+    ok(&mut other, "SELECT * FROM t WHERE id = 1 FOR SHARE").await;
+    ok(&mut s, "ROLLBACK").await;
 
     // An older SQL node is refused, and says why.
     let mut old_cfg = SqlNodeConfig::new(vec![cluster.meta_addr.clone()]);
@@ -1116,5 +1133,45 @@ async fn at_the_stores_command_bounds_clients_queue_and_all_finish() {
     assert_eq!(
         rows(&mut s, "SELECT n FROM counter WHERE id = 1").await,
         ["20"]
+    );
+}
+
+/// Shared locks through the stores: two SQL nodes add references to one row at once,
+/// a delete of the row waits for both, and then finds their rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_to_one_row_share_its_lock_across_sql_nodes() {
+    let cluster = common::Cluster::start().await;
+    let (one, two) = (sql_node(&cluster).await, sql_node(&cluster).await);
+    let (mut a, mut b, mut w) = (one.session(), two.session(), one.session());
+    ok(&mut a, "CREATE TABLE parent (id INT PRIMARY KEY)").await;
+    ok(
+        &mut a,
+        "CREATE TABLE child (id INT PRIMARY KEY, pid INT REFERENCES parent)",
+    )
+    .await;
+    ok(&mut a, "INSERT INTO parent VALUES (1)").await;
+    ok(&mut b, "SET lock_timeout = '2s'").await;
+    ok(&mut w, "SET lock_timeout = '200ms'").await;
+    ok(&mut a, "BEGIN").await;
+    ok(&mut a, "INSERT INTO child VALUES (1, 1)").await;
+    ok(&mut b, "BEGIN").await;
+    ok(&mut b, "INSERT INTO child VALUES (2, 1)").await;
+    assert_eq!(
+        code(&mut w, "DELETE FROM parent WHERE id = 1").await,
+        "55P03"
+    );
+    ok(&mut a, "COMMIT").await;
+    assert_eq!(
+        code(&mut w, "DELETE FROM parent WHERE id = 1").await,
+        "55P03"
+    );
+    ok(&mut b, "COMMIT").await;
+    assert_eq!(
+        code(&mut w, "DELETE FROM parent WHERE id = 1").await,
+        "23503"
+    );
+    assert_eq!(
+        rows(&mut w, "SELECT id FROM child ORDER BY id").await,
+        ["1", "2"]
     );
 }

@@ -233,13 +233,19 @@ impl SqlEngine {
         }
     }
 
-    /// The catalog this node has loaded (its schema version, its tables' states).
     /// The cluster's version as the last lease renewal gave it (0: no renewal yet).
     pub fn cluster_version(&self) -> u32 {
         self.cluster_version
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// Whether the cluster's version (as the last lease renewal gave it) lets this node
+    /// use `feature`.
+    pub fn may_use(&self, feature: flotilla_types::version::Feature) -> bool {
+        feature.active_at(self.cluster_version())
+    }
+
+    /// The catalog this node has loaded (its schema version, its tables' states).
     pub fn catalog_snapshot(&self) -> Arc<flotilla_catalog::CatalogSnapshot> {
         self.catalog.snapshot()
     }

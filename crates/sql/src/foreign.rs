@@ -5,7 +5,7 @@
 //! - **A row written** to the referencing table (INSERT, an UPDATE that changes its key
 //!   columns, the insert of an upsert) whose key columns are all non-NULL must find its
 //!   referenced row: the referenced key's entry (the unique index's, or the row itself
-//!   for a primary key) is read and locked, checked against the statement's
+//!   for a primary key) is read and locked with a shared lock, checked against the statement's
 //!   `for_update_ts` like any pessimistic lock, and the lock is recorded at commit. So a
 //!   concurrent DELETE of the referenced row either waits for this transaction, or (if it
 //!   committed first) makes this statement fail with a write conflict: READ COMMITTED
@@ -23,10 +23,13 @@
 //! deleted referenced key is still taken as the statement runs. Actions (and RESTRICT)
 //! are never put off: they run as the statement does.
 //!
-//! The lock is exclusive (Flotilla has no shared locks yet): two transactions adding
-//! references to one row wait for each other, where PostgreSQL's `FOR KEY SHARE` lets
-//! them both proceed. A key referenced through a unique index (not the primary key) is
-//! locked at its index entry, so an update of the row's other columns does not wait.
+//! The lock of a referenced key is shared (`Feature::SharedLocks`; exclusive before every
+//! store has it): any number of transactions add references to one row at once, as
+//! PostgreSQL's `FOR KEY SHARE` lets them, while a delete of the row, or a change of its
+//! key, waits for them all. A key referenced through its primary key is locked at the
+//! row itself, so an update of the row's other columns waits too (PostgreSQL's `FOR NO
+//! KEY UPDATE` would not); one referenced through a unique index is locked at its index
+//! entry, so such an update does not wait.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
@@ -39,6 +42,7 @@ use flotilla_catalog::{
 };
 use flotilla_codec::{Datum, encode_key_tuple, index_key, record_key};
 use flotilla_txn::TxnView;
+use flotilla_types::version::Feature;
 use flotilla_types::{ColumnId, Timestamp};
 use futures::StreamExt;
 
@@ -460,6 +464,8 @@ pub(crate) async fn check_rows(
             Err(e) => e,
         }
     };
+    // Before every store can take a shared lock (a rolling upgrade), the lock is exclusive.
+    let shared = session.engine.may_use(Feature::SharedLocks);
     let txn = &mut session.open.as_mut().expect("open transaction").txn;
     let mut to_lock = Vec::new();
     for (key, (f, values)) in &wanted {
@@ -472,10 +478,11 @@ pub(crate) async fn check_rows(
     }
     for chunk in to_lock.chunks(KEYS_PER_REQUEST) {
         let keys = chunk.iter().map(|k| (k.clone(), false)).collect();
-        let found = if newest {
-            txn.lock_keys_newest(keys).await?
-        } else {
-            txn.lock_keys(keys, true).await?
+        let found = match (newest, shared) {
+            (true, true) => txn.lock_keys_newest_shared(keys).await?,
+            (true, false) => txn.lock_keys_newest(keys).await?,
+            (false, true) => txn.lock_keys_shared(keys, true).await?,
+            (false, false) => txn.lock_keys(keys, true).await?,
         };
         txn.keep_locked_until_commit(chunk);
         for (key, value) in chunk.iter().zip(found) {

@@ -16,8 +16,11 @@
 //! does: the query is run for a window of rows, doubled while rows were skipped, so a
 //! queue's `LIMIT 1 FOR UPDATE SKIP LOCKED` reads only a few rows past those taken.
 //!
-//! Every lock is exclusive: `FOR SHARE` locks as `FOR UPDATE` does, so two of them wait for
-//! each other where PostgreSQL lets them share. A WITH query referenced in FROM is not
+//! `FOR SHARE` takes shared locks: any number of transactions hold one row so, and none
+//! of them lets another change the row, delete it or lock it `FOR UPDATE` until it ends
+//! (a writer waits for every holder). A transaction's own shared lock becomes exclusive
+//! when it writes the row or locks it `FOR UPDATE`, waiting for the other holders; two
+//! doing so at once is a deadlock (40P01), as in PostgreSQL. A WITH query referenced in FROM is not
 //! locked, as in PostgreSQL. Set operations, grouping, DISTINCT,
 //! NATURAL and parenthesized joins, the nullable side of an outer join and subqueries in
 //! FROM that would be locked are refused (0A000 or PostgreSQL's error), never run without
@@ -35,12 +38,14 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, Projection};
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
-    Expr, Ident, JoinConstraint, JoinOperator, NonBlock, Query, SelectItem, SetExpr, Statement,
-    TableFactor, TableWithJoins, Value, Visit, Visitor, visit_expressions, visit_expressions_mut,
+    Expr, Ident, JoinConstraint, JoinOperator, LockClause, LockType, NonBlock, Query, SelectItem,
+    SetExpr, Statement, TableFactor, TableWithJoins, Value, Visit, Visitor, visit_expressions,
+    visit_expressions_mut,
 };
 use flotilla_catalog::TableDef;
 use flotilla_txn::TxnError;
 use flotilla_types::Timestamp;
+use flotilla_types::version::Feature;
 
 use crate::api::QueryResult;
 use crate::context::{Collect, StatementContext};
@@ -86,6 +91,10 @@ struct Target {
     /// The name its columns are qualified by in the query: its alias, or its name.
     qualifier: String,
     on_locked: OnLocked,
+    /// `FOR SHARE` alone names it: its rows take shared locks, which other transactions'
+    /// `FOR SHARE` (and foreign key checks) share, and which keep out writers and
+    /// `FOR UPDATE`. The strongest clause naming a table wins, as in PostgreSQL.
+    shared: bool,
 }
 
 /// A relation of a query's FROM clause.
@@ -208,15 +217,22 @@ fn locking_targets(session: &Session, query: &Query) -> Result<Vec<Target>, SqlE
             ));
         }
     }
+    // Before every store can take a shared lock (a rolling upgrade), FOR SHARE locks
+    // exclusively: it waits where it need not, but lets no write through.
+    let may_share = session.engine.may_use(Feature::SharedLocks);
     let mut targets = Vec::new();
     for r in relations.iter().filter(|r| !is_cte(r.factor)) {
-        let on_locked = query
+        let naming: Vec<&LockClause> = query
             .locks
             .iter()
             .filter(|lock| match named(lock) {
                 None => true,
                 Some(name) => r.qualifier.as_deref() == Some(name.as_str()),
             })
+            .collect();
+        let shared = may_share && naming.iter().all(|lock| lock.lock_type == LockType::Share);
+        let on_locked = naming
+            .iter()
             .map(|lock| match lock.nonblock {
                 Some(NonBlock::Nowait) => OnLocked::Fail,
                 Some(NonBlock::SkipLocked) => OnLocked::Skip,
@@ -245,6 +261,7 @@ fn locking_targets(session: &Session, query: &Query) -> Result<Vec<Target>, SqlE
             table: crate::dml::target_table(session, &relation_name(name))?,
             qualifier: qualifier.clone(),
             on_locked,
+            shared,
         });
     }
     Ok(targets)
@@ -390,6 +407,20 @@ fn wait_as(session: &mut Session, target: &Target) {
     transaction(session).set_lock_wait_timeout_ms(ms);
 }
 
+/// Locks the rows of `target` at `keys`, with the strength its clause asks for.
+async fn lock_rows(
+    txn: &mut flotilla_txn::Transaction,
+    target: &Target,
+    keys: Vec<(Vec<u8>, bool)>,
+) -> Result<(), TxnError> {
+    if target.shared {
+        txn.lock_keys_shared(keys, false).await?;
+    } else {
+        txn.lock_keys(keys, false).await?;
+    }
+    Ok(())
+}
+
 /// Locks every table row behind `batches`' rows (none is skipped).
 async fn lock_all(
     session: &mut Session,
@@ -412,8 +443,7 @@ async fn lock_all(
         }
         wait_as(session, target);
         for chunk in keys.chunks(LOCK_CHUNK_ROWS) {
-            transaction(session)
-                .lock_keys(chunk.to_vec(), false)
+            lock_rows(transaction(session), target, chunk.to_vec())
                 .await
                 .map_err(|e| lock_error(target, e))?;
         }
@@ -436,17 +466,20 @@ async fn take_row(
             continue;
         }
         let key = row_key(&target.table, handles.value(r));
-        if transaction(session).is_locked(&key) {
+        let txn = transaction(session);
+        let held = if target.shared {
+            txn.holds(&key)
+        } else {
+            txn.is_locked(&key)
+        };
+        if held {
             continue;
         }
         if skipped.contains(&key) {
             return Ok(false);
         }
         wait_as(session, target);
-        match transaction(session)
-            .lock_keys(vec![(key.clone(), false)], false)
-            .await
-        {
+        match lock_rows(transaction(session), target, vec![(key.clone(), false)]).await {
             Ok(_) => {}
             Err(TxnError::LockWaitTimeout { .. }) if target.on_locked == OnLocked::Skip => {
                 skipped.insert(key);

@@ -4787,6 +4787,152 @@ async fn discard_forgets_session_state() {
 /// writer waits (here past its lock_timeout: 55P03), NOWAIT fails at once, and a row
 /// changed after a REPEATABLE READ snapshot fails the lock (40001) rather than being read
 /// stale and written back. Before, the clause was accepted and ignored.
+/// `FOR SHARE` as PostgreSQL 15 answers it: any number of transactions share a row's
+/// lock, and none lets another change, delete or lock the row `FOR UPDATE` until it ends.
+#[tokio::test]
+async fn for_share_is_shared_by_readers_and_keeps_writers_out() {
+    let db = TestDb::new().await;
+    let mut a = db.session();
+    let mut b = db.session();
+    let mut w = db.session();
+    ok(&mut a, "CREATE TABLE acct (id INT PRIMARY KEY, n INT)").await;
+    ok(&mut a, "INSERT INTO acct VALUES (1, 10), (2, 20)").await;
+    ok(&mut w, "SET lock_timeout = '100ms'").await;
+    ok(&mut b, "SET lock_timeout = '100ms'").await;
+
+    ok(&mut a, "BEGIN").await;
+    assert_eq!(
+        rows(&mut a, "SELECT n FROM acct WHERE id = 1 FOR SHARE").await,
+        vec!["10"]
+    );
+    ok(&mut b, "BEGIN").await;
+    assert_eq!(
+        rows(&mut b, "SELECT n FROM acct WHERE id = 1 FOR SHARE NOWAIT").await,
+        vec!["10"]
+    );
+    // Every writer, and FOR UPDATE, waits for both; a third FOR SHARE does not.
+    for sql in [
+        "UPDATE acct SET n = 0 WHERE id = 1",
+        "DELETE FROM acct WHERE id = 1",
+        "SELECT n FROM acct WHERE id = 1 FOR UPDATE",
+    ] {
+        assert_eq!(code(&mut w, sql).await, "55P03", "{sql}");
+    }
+    assert_eq!(
+        rows(&mut w, "SELECT n FROM acct WHERE id = 1 FOR SHARE NOWAIT").await,
+        vec!["10"]
+    );
+    assert_eq!(
+        rows(&mut w, "SELECT id FROM acct FOR SHARE SKIP LOCKED").await,
+        vec!["1", "2"]
+    );
+    assert_eq!(
+        rows(&mut w, "SELECT id FROM acct FOR UPDATE SKIP LOCKED").await,
+        vec!["2"]
+    );
+    // Readers never wait.
+    assert_eq!(
+        rows(&mut w, "SELECT n FROM acct WHERE id = 1").await,
+        vec!["10"]
+    );
+    // One holder gone, the other still keeps the row.
+    ok(&mut a, "ROLLBACK").await;
+    assert_eq!(
+        code(&mut w, "UPDATE acct SET n = 0 WHERE id = 1").await,
+        "55P03"
+    );
+    ok(&mut b, "COMMIT").await;
+    ok(&mut w, "UPDATE acct SET n = 11 WHERE id = 1").await;
+
+    // A holder alone may write the row: its lock becomes exclusive, and keeps others'
+    // FOR SHARE out until it ends.
+    ok(&mut a, "BEGIN").await;
+    ok(&mut a, "SELECT n FROM acct WHERE id = 1 FOR SHARE").await;
+    ok(&mut a, "UPDATE acct SET n = n + 1 WHERE id = 1").await;
+    assert_eq!(
+        code(&mut w, "SELECT n FROM acct WHERE id = 1 FOR SHARE").await,
+        "55P03"
+    );
+    ok(&mut a, "COMMIT").await;
+    assert_eq!(
+        rows(&mut w, "SELECT n FROM acct WHERE id = 1 FOR SHARE").await,
+        vec!["12"]
+    );
+
+    // The strongest clause naming a table wins.
+    ok(&mut a, "BEGIN").await;
+    ok(
+        &mut a,
+        "SELECT * FROM acct x JOIN acct y ON y.id = x.id + 1 FOR SHARE OF x FOR UPDATE OF y",
+    )
+    .await;
+    assert_eq!(
+        rows(&mut w, "SELECT n FROM acct WHERE id = 1 FOR SHARE").await,
+        vec!["12"]
+    );
+    assert_eq!(
+        code(&mut w, "SELECT n FROM acct WHERE id = 2 FOR SHARE").await,
+        "55P03"
+    );
+    ok(&mut a, "COMMIT").await;
+
+    // REPEATABLE READ: a row changed after the snapshot cannot be locked as read.
+    ok(&mut a, "BEGIN ISOLATION LEVEL REPEATABLE READ").await;
+    ok(&mut a, "SELECT n FROM acct WHERE id = 2").await;
+    ok(&mut w, "UPDATE acct SET n = 21 WHERE id = 2").await;
+    assert_eq!(
+        code(&mut a, "SELECT n FROM acct WHERE id = 2 FOR SHARE").await,
+        "40001"
+    );
+    ok(&mut a, "ROLLBACK").await;
+}
+
+/// Two holders of a shared lock that both go on to write the row wait for each other:
+/// one is refused as a deadlock (40P01), the other then writes, as in PostgreSQL.
+#[tokio::test]
+async fn two_sharers_writing_their_row_are_a_deadlock_one_of_them_survives() {
+    let db = TestDb::new().await;
+    let mut a = db.session();
+    let mut b = db.session();
+    ok(&mut a, "CREATE TABLE c (id INT PRIMARY KEY, n INT)").await;
+    ok(&mut a, "INSERT INTO c VALUES (1, 0)").await;
+    ok(&mut b, "SET lock_timeout = '20s'").await;
+    ok(&mut a, "SET lock_timeout = '20s'").await;
+    ok(&mut a, "BEGIN").await;
+    ok(&mut a, "SELECT * FROM c WHERE id = 1 FOR SHARE").await;
+    ok(&mut b, "BEGIN").await;
+    ok(&mut b, "SELECT * FROM c WHERE id = 1 FOR SHARE").await;
+    let a_task = tokio::spawn(async move {
+        let r = run(&mut a, "UPDATE c SET n = n + 1 WHERE id = 1")
+            .await
+            .map(|_| ())
+            .map_err(|e| e.code);
+        (a, r)
+    });
+    let b_result = run(&mut b, "UPDATE c SET n = n + 10 WHERE id = 1")
+        .await
+        .map(|_| ())
+        .map_err(|e| e.code);
+    if b_result.is_ok() {
+        ok(&mut b, "COMMIT").await;
+    } else {
+        ok(&mut b, "ROLLBACK").await;
+    }
+    let (mut a, a_result) = a_task.await.unwrap();
+    if a_result.is_ok() {
+        ok(&mut a, "COMMIT").await;
+    } else {
+        ok(&mut a, "ROLLBACK").await;
+    }
+    let survivor = if a_result.is_ok() { "1" } else { "10" };
+    let codes: Vec<_> = [a_result, b_result]
+        .into_iter()
+        .filter_map(|r| r.err())
+        .collect();
+    assert_eq!(codes, vec!["40P01"]);
+    assert_eq!(rows(&mut a, "SELECT n FROM c").await, vec![survivor]);
+}
+
 #[tokio::test]
 async fn select_for_update_locks_the_rows_it_returns() {
     let db = TestDb::new().await;
@@ -5785,6 +5931,77 @@ async fn foreign_key_definitions_are_checked_and_protect_what_they_reference() {
 
 /// A reference and a delete of the row it references never both commit: whichever locks
 /// the row's key second waits for the first, then sees what it did.
+/// References to one row share its lock, as PostgreSQL's `FOR KEY SHARE` lets them: two
+/// transactions add children of one parent at once, while a delete of the parent waits
+/// for both and then finds their children.
+#[tokio::test]
+async fn references_to_one_row_share_its_lock_and_a_delete_waits_for_them_all() {
+    let db = TestDb::new().await;
+    let mut a = db.session();
+    let mut b = db.session();
+    let mut w = db.session();
+    ok(
+        &mut a,
+        "CREATE TABLE parent (id INT PRIMARY KEY, note TEXT)",
+    )
+    .await;
+    ok(
+        &mut a,
+        "CREATE TABLE child (id INT PRIMARY KEY, pid INT REFERENCES parent)",
+    )
+    .await;
+    ok(&mut a, "INSERT INTO parent VALUES (1, 'x'), (2, 'y')").await;
+    ok(&mut b, "SET lock_timeout = '100ms'").await;
+    ok(&mut w, "SET lock_timeout = '100ms'").await;
+
+    ok(&mut a, "BEGIN").await;
+    ok(&mut a, "INSERT INTO child VALUES (1, 1)").await;
+    ok(&mut b, "BEGIN").await;
+    ok(&mut b, "INSERT INTO child VALUES (2, 1)").await;
+    ok(&mut b, "INSERT INTO child VALUES (3, 1)").await;
+    assert_eq!(
+        code(&mut w, "DELETE FROM parent WHERE id = 1").await,
+        "55P03"
+    );
+    assert_eq!(
+        code(&mut w, "UPDATE parent SET id = 9 WHERE id = 1").await,
+        "55P03"
+    );
+    ok(&mut a, "COMMIT").await;
+    assert_eq!(
+        code(&mut w, "DELETE FROM parent WHERE id = 1").await,
+        "55P03"
+    );
+    ok(&mut b, "COMMIT").await;
+    assert_eq!(
+        code(&mut w, "DELETE FROM parent WHERE id = 1").await,
+        "23503"
+    );
+    assert_eq!(
+        rows(&mut w, "SELECT id, pid FROM child ORDER BY id").await,
+        vec!["1|1", "2|1", "3|1"]
+    );
+
+    // A transaction whose first lock is a shared one (its primary) commits its writes.
+    ok(&mut a, "BEGIN").await;
+    assert_eq!(
+        rows(&mut a, "SELECT note FROM parent WHERE id = 2 FOR SHARE").await,
+        vec!["y"]
+    );
+    ok(&mut a, "INSERT INTO child VALUES (4, 2)").await;
+    ok(&mut b, "BEGIN").await;
+    ok(&mut b, "INSERT INTO child VALUES (5, 2)").await;
+    ok(&mut b, "COMMIT").await;
+    ok(&mut a, "COMMIT").await;
+    assert_eq!(
+        rows(&mut w, "SELECT id FROM child WHERE pid = 2 ORDER BY id").await,
+        vec!["4", "5"]
+    );
+    // Every lock went with its transaction.
+    ok(&mut w, "DELETE FROM child WHERE pid = 2").await;
+    ok(&mut w, "DELETE FROM parent WHERE id = 2").await;
+}
+
 #[tokio::test]
 async fn a_reference_and_a_delete_of_its_row_never_both_commit() {
     let db = TestDb::new().await;

@@ -25,6 +25,9 @@ pub struct LockRequest {
     pub need_values: bool,
     /// How long to wait for other transactions' locks.
     pub lock_wait_timeout_ms: u64,
+    /// Shared locks, which other transactions' shared locks may join (see
+    /// `flotilla_mvcc::LockKeys::shared`); exclusive ones otherwise.
+    pub shared: bool,
 }
 
 /// A lock lifetime of `ttl_ms` (from the transaction's start) asked for `held` ago: the

@@ -2,7 +2,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flotilla_mvcc::{
-    IngestEntry, LockInfo, MissingPrimary, Mutation, Mvcc, MvccError, PrewriteLocks, TxnStatus,
+    IngestEntry, LockInfo, LockKeys, MissingPrimary, Mutation, Mvcc, MvccError, PrewriteLocks,
+    TxnStatus,
 };
 use flotilla_tso::TsoRef;
 use flotilla_types::Timestamp;
@@ -119,9 +120,8 @@ impl LocalTxnKv {
         tokio::pin!(notified);
         // Registered before the re-check below, so a release between the two is not lost.
         notified.as_mut().enable();
-        match self.mvcc.lock_of(&info.key)? {
-            Some(current) if current.start_ts == info.start_ts => {}
-            _ => return Ok(AfterLock::Retry),
+        if !self.mvcc.is_held_by(&info.key, info.start_ts)? {
+            return Ok(AfterLock::Retry);
         }
         let now = Instant::now();
         if now >= deadline {
@@ -229,14 +229,15 @@ impl TxnKv for LocalTxnKv {
         self.with_lock_waits(Some(request.start_ts), request.lock_wait_timeout_ms, || {
             // Each attempt after a wait asks for the lifetime the request asked for at
             // its sending.
-            self.mvcc.acquire_pessimistic_lock(
-                &request.keys,
-                &request.primary,
-                request.start_ts,
-                request.for_update_ts,
-                lock_ttl_ms_after(request.ttl_ms, sent.elapsed()),
-                request.need_values,
-            )
+            self.mvcc.lock_keys(&LockKeys {
+                keys: &request.keys,
+                primary: &request.primary,
+                start_ts: request.start_ts,
+                for_update_ts: request.for_update_ts,
+                ttl_ms: lock_ttl_ms_after(request.ttl_ms, sent.elapsed()),
+                need_values: request.need_values,
+                shared: request.shared,
+            })
         })
         .await
     }

@@ -71,7 +71,10 @@ pub struct Transaction {
     /// Buffered writes: `None` is a deletion.
     buffer: Arc<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
     buffer_bytes: usize,
+    /// Keys this transaction holds an exclusive lock on.
     locked: HashSet<Vec<u8>>,
+    /// Keys it holds a shared lock on (and no exclusive one).
+    shared: HashSet<Vec<u8>>,
     /// Keys locked, not written, whose locks must still be held at commit (a row a foreign
     /// key references): prewritten as lock-only mutations, so a lock lost meanwhile fails
     /// the commit instead of letting a conflicting change through unseen.
@@ -96,6 +99,7 @@ impl Transaction {
             buffer: Arc::new(BTreeMap::new()),
             buffer_bytes: 0,
             locked: HashSet::new(),
+            shared: HashSet::new(),
             lock_only: HashSet::new(),
             primary: None,
             heartbeat: None,
@@ -207,7 +211,20 @@ impl Transaction {
         keys: Vec<(Vec<u8>, bool)>,
         need_values: bool,
     ) -> Result<Vec<Option<Vec<u8>>>, TxnError> {
-        self.lock_keys_checked(keys, need_values, self.for_update_ts)
+        self.lock_keys_checked(keys, need_values, self.for_update_ts, false)
+            .await
+    }
+
+    /// `lock_keys`, taking shared locks: other transactions may share them, but none may
+    /// change the keys or lock them exclusively until this one ends or gives them back. A
+    /// key this transaction already holds exclusively stays so; an exclusive lock asked
+    /// for later replaces a shared one (waiting for the other holders).
+    pub async fn lock_keys_shared(
+        &mut self,
+        keys: Vec<(Vec<u8>, bool)>,
+        need_values: bool,
+    ) -> Result<Vec<Option<Vec<u8>>>, TxnError> {
+        self.lock_keys_checked(keys, need_values, self.for_update_ts, true)
             .await
     }
 
@@ -220,7 +237,17 @@ impl Transaction {
         &mut self,
         keys: Vec<(Vec<u8>, bool)>,
     ) -> Result<Vec<Option<Vec<u8>>>, TxnError> {
-        self.lock_keys_checked(keys, true, Timestamp::MAX).await
+        self.lock_keys_checked(keys, true, Timestamp::MAX, false)
+            .await
+    }
+
+    /// `lock_keys_newest`, taking shared locks (see `lock_keys_shared`).
+    pub async fn lock_keys_newest_shared(
+        &mut self,
+        keys: Vec<(Vec<u8>, bool)>,
+    ) -> Result<Vec<Option<Vec<u8>>>, TxnError> {
+        self.lock_keys_checked(keys, true, Timestamp::MAX, true)
+            .await
     }
 
     async fn lock_keys_checked(
@@ -228,15 +255,20 @@ impl Transaction {
         keys: Vec<(Vec<u8>, bool)>,
         need_values: bool,
         for_update_ts: Timestamp,
+        shared: bool,
     ) -> Result<Vec<Option<Vec<u8>>>, TxnError> {
-        // A lock this transaction holds needs no request: nobody else can have committed
-        // to its key since. Keys that must not exist are still asked (the request checks
-        // that), as are keys whose values are wanted.
+        // A lock this transaction holds (at least as strong as the one asked for) needs no
+        // request: nobody else can have committed to its key since. Keys that must not
+        // exist are still asked (the request checks that), as are keys whose values are
+        // wanted.
         let keys: Vec<(Vec<u8>, bool)> = if need_values {
             keys
         } else {
             keys.into_iter()
-                .filter(|(key, must_not_exist)| *must_not_exist || !self.locked.contains(key))
+                .filter(|(key, must_not_exist)| {
+                    *must_not_exist
+                        || !(self.locked.contains(key) || shared && self.shared.contains(key))
+                })
                 .collect()
         };
         if keys.is_empty() {
@@ -260,6 +292,7 @@ impl Transaction {
                 ttl_ms: self.lock_ttl_now_ms(),
                 need_values,
                 lock_wait_timeout_ms: self.options.lock_wait_timeout_ms,
+                shared,
             };
             let got = match self.kv.acquire_pessimistic_lock(request).await {
                 Ok(got) => got,
@@ -269,7 +302,12 @@ impl Transaction {
                 }
             };
             for (key, _) in chunk {
-                self.locked.insert(key.clone());
+                if !shared {
+                    self.shared.remove(key);
+                    self.locked.insert(key.clone());
+                } else if !self.locked.contains(key) {
+                    self.shared.insert(key.clone());
+                }
             }
             values.extend(got);
         }
@@ -286,12 +324,12 @@ impl Transaction {
     /// - any key of the request locked before another refused (a request spanning regions)
     ///   is given back, so no lock outlives the transaction unknown to it.
     async fn after_failed_lock(&mut self, chunk: &[(Vec<u8>, bool)], primary: &[u8]) {
-        if !self.locked.contains(primary) {
+        if !self.holds(primary) {
             self.primary = None;
         }
         let untracked: Vec<Vec<u8>> = chunk
             .iter()
-            .filter(|(key, _)| !self.locked.contains(key))
+            .filter(|(key, _)| !self.holds(key))
             .map(|(key, _)| key.clone())
             .collect();
         if let Err(e) = self
@@ -307,11 +345,11 @@ impl Transaction {
     /// row it locked to read turned out not to match). Keys written in this transaction
     /// stay locked, as does the primary while other locks or writes refer to it.
     pub async fn unlock_key(&mut self, key: &[u8]) {
-        if self.buffer.contains_key(key) || !self.locked.contains(key) {
+        if self.buffer.contains_key(key) || !self.holds(key) {
             return;
         }
         if self.primary.as_deref() == Some(key) {
-            if self.locked.len() > 1 || !self.buffer.is_empty() {
+            if self.locked.len() + self.shared.len() > 1 || !self.buffer.is_empty() {
                 return;
             }
             // Nothing else refers to it: the next lock or write picks a new primary.
@@ -319,6 +357,7 @@ impl Transaction {
             self.primary = None;
         }
         self.locked.remove(key);
+        self.shared.remove(key);
         if let Err(e) = self
             .kv
             .pessimistic_rollback(&[key.to_vec()], self.start_ts)
@@ -328,19 +367,24 @@ impl Transaction {
         }
     }
 
-    /// Makes commit check that the pessimistic locks on `keys` (taken by this transaction)
-    /// are still held, and record them (a lock-only write): for keys read, not written,
-    /// whose staying unchanged until commit the transaction depends on.
+    /// Makes commit check that the locks on `keys` (taken by this transaction, exclusive
+    /// or shared) are still held, and record them (a lock-only write): for keys read, not
+    /// written, whose staying unchanged until commit the transaction depends on.
     pub fn keep_locked_until_commit(&mut self, keys: &[Vec<u8>]) {
         for key in keys {
-            debug_assert!(self.locked.contains(key), "a key kept locked is locked");
+            debug_assert!(self.holds(key), "a key kept locked is locked");
             self.lock_only.insert(key.clone());
         }
     }
 
-    /// True when this transaction holds a pessimistic lock on `key`.
+    /// True when this transaction holds an exclusive lock on `key`.
     pub fn is_locked(&self, key: &[u8]) -> bool {
         self.locked.contains(key)
+    }
+
+    /// True when this transaction holds a lock on `key`, exclusive or shared.
+    pub fn holds(&self, key: &[u8]) -> bool {
+        self.locked.contains(key) || self.shared.contains(key)
     }
 
     fn record(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), TxnError> {
@@ -474,8 +518,21 @@ impl Transaction {
                 unlocked
             }
         };
+        // A key read under a lock and kept (or the primary, whose lock records the
+        // transaction's fate): its lock must still be there.
+        let kept = |key: &Vec<u8>| {
+            if self.shared.contains(key) {
+                KeyCheck::SharedLocked
+            } else {
+                KeyCheck::Locked
+            }
+        };
         mutations.push(Mutation {
-            check: check(&primary),
+            check: if primary_op == MutationOp::Lock {
+                kept(&primary)
+            } else {
+                check(&primary)
+            },
             key: primary.clone(),
             op: primary_op,
         });
@@ -500,7 +557,7 @@ impl Transaction {
         }
         for key in lock_only {
             mutations.push(Mutation {
-                check: KeyCheck::Locked,
+                check: kept(&key),
                 key,
                 op: MutationOp::Lock,
             });
@@ -547,15 +604,16 @@ impl Transaction {
         }
         let written: HashSet<Vec<u8>> = written.into_iter().collect();
         self.locked.retain(|k| !written.contains(k));
+        self.shared.retain(|k| !written.contains(k));
         self.release_locks().await;
         Ok(Some(commit_ts))
     }
 
     async fn release_locks(&mut self) {
-        if self.locked.is_empty() {
+        if self.locked.is_empty() && self.shared.is_empty() {
             return;
         }
-        let keys: Vec<Vec<u8>> = self.locked.drain().collect();
+        let keys: Vec<Vec<u8>> = self.locked.drain().chain(self.shared.drain()).collect();
         for chunk in keys.chunks(self.options.keys_per_request_max) {
             if let Err(e) = self.kv.pessimistic_rollback(chunk, self.start_ts).await {
                 tracing::warn!(error = %e, "releasing pessimistic locks failed; they will lapse");
@@ -576,14 +634,14 @@ impl Transaction {
 impl Drop for Transaction {
     fn drop(&mut self) {
         self.stop_heartbeat();
-        if self.finished || self.locked.is_empty() {
+        if self.finished || self.locked.is_empty() && self.shared.is_empty() {
             return;
         }
         // Dropped without commit or rollback (a client disconnected mid-transaction):
         // release the locks in the background rather than make others wait for the TTL.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let kv = self.kv.clone();
-            let keys: Vec<Vec<u8>> = self.locked.drain().collect();
+            let keys: Vec<Vec<u8>> = self.locked.drain().chain(self.shared.drain()).collect();
             let start_ts = self.start_ts;
             handle.spawn(async move {
                 let _ = kv.pessimistic_rollback(&keys, start_ts).await;

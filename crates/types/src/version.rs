@@ -17,7 +17,7 @@ pub type ClusterVersion = u32;
 pub const CLUSTER_VERSION_BASE: ClusterVersion = 1;
 
 /// The newest cluster version this build understands.
-pub const BINARY_CLUSTER_VERSION: ClusterVersion = 14;
+pub const BINARY_CLUSTER_VERSION: ClusterVersion = 15;
 
 // A build understands every feature it gates. (Every build so far also runs in a
 // cluster at any older version, down to the base: one that drops an old version's
@@ -34,6 +34,7 @@ const _: () = assert!(Feature::JsonTypes.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::PartialIndexes.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::ArrayTypes.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::TimeType.since() <= BINARY_CLUSTER_VERSION);
+const _: () = assert!(Feature::SharedLocks.since() <= BINARY_CLUSTER_VERSION);
 
 /// A behaviour gated by the cluster version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +85,11 @@ pub enum Feature {
     /// Columns of type `time`: a node of an older build cannot decode a table that has
     /// one.
     TimeType,
+    /// Shared row locks (`FOR SHARE`, a foreign key's referenced row): every store must
+    /// take a shared lock when asked for one (an older build would take an exclusive
+    /// one, which is safe) and must keep one at prewrite (an older build would read the
+    /// check as an optimistic one and lose the lock). Before it, they are exclusive.
+    SharedLocks,
 }
 
 impl Feature {
@@ -102,6 +108,7 @@ impl Feature {
             Feature::PartialIndexes => 12,
             Feature::ArrayTypes => 13,
             Feature::TimeType => 14,
+            Feature::SharedLocks => 15,
         }
     }
 
@@ -120,6 +127,7 @@ impl Feature {
             Feature::PartialIndexes => "a partial index (CREATE INDEX ... WHERE)",
             Feature::ArrayTypes => "a column of an array type",
             Feature::TimeType => "a column of type time",
+            Feature::SharedLocks => "a shared row lock",
         }
     }
 
