@@ -329,7 +329,9 @@ async fn lock_and_fetch(
     let handle = crate::rows::handle_of_key(table, key)?.to_vec();
     let newest = session.isolation() == Isolation::ReadCommitted;
     let txn = &mut session.open.as_mut().expect("open transaction").txn;
-    let held = txn.is_locked(key);
+    // Any lock the transaction held before stays: a shared one (FOR SHARE) that this
+    // lock made exclusive is kept so rather than given back with it.
+    let held = txn.holds(key);
     let keys = vec![(key.to_vec(), false)];
     let locked = if newest {
         txn.lock_keys_newest(keys).await?

@@ -1,4 +1,4 @@
-//! `SELECT ... FOR UPDATE` (and `FOR SHARE`; the parser has no `FOR NO KEY UPDATE`): the
+//! `SELECT ... FOR UPDATE` (and `FOR SHARE`, `FOR NO KEY UPDATE`, `FOR KEY SHARE`): the
 //! rows a query returns are locked in its transaction until it ends, so a transaction can
 //! read a row and write it back without another changing it in between.
 //!
@@ -16,7 +16,8 @@
 //! does: the query is run for a window of rows, doubled while rows were skipped, so a
 //! queue's `LIMIT 1 FOR UPDATE SKIP LOCKED` reads only a few rows past those taken.
 //!
-//! `FOR SHARE` takes shared locks: any number of transactions hold one row so, and none
+//! `FOR NO KEY UPDATE` and `FOR KEY SHARE` lock as `FOR UPDATE` and `FOR SHARE` do
+//! (`key_lock_strengths_read`). `FOR SHARE` takes shared locks: any number of transactions hold one row so, and none
 //! of them lets another change the row, delete it or lock it `FOR UPDATE` until it ends
 //! (a writer waits for every holder). A transaction's own shared lock becomes exclusive
 //! when it writes the row or locks it `FOR UPDATE`, waiting for the other holders; two
@@ -42,6 +43,8 @@ use datafusion::sql::sqlparser::ast::{
     SetExpr, Statement, TableFactor, TableWithJoins, Value, Visit, Visitor, visit_expressions,
     visit_expressions_mut,
 };
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 use flotilla_catalog::TableDef;
 use flotilla_txn::TxnError;
 use flotilla_types::Timestamp;
@@ -405,6 +408,44 @@ fn wait_as(session: &mut Session, target: &Target) {
         OnLocked::Fail | OnLocked::Skip => 0,
     };
     transaction(session).set_lock_wait_timeout_ms(ms);
+}
+
+/// `FOR NO KEY UPDATE` and `FOR KEY SHARE`, which sqlparser does not read, as `FOR UPDATE`
+/// and `FOR SHARE` (the words `NO KEY` and `KEY` are dropped from `tokens`). Each takes
+/// a stronger lock than PostgreSQL's, since Flotilla locks a row whole, not its key apart
+/// from its other columns: it may wait where PostgreSQL would not, but lets through
+/// nothing PostgreSQL would refuse. (Django's `select_for_update(no_key=True)` sends the
+/// first.)
+pub(crate) fn key_lock_strengths_read(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let is = |t: &TokenWithSpan, keyword: Keyword| matches!(&t.token, Token::Word(w) if w.keyword == keyword && w.quote_style.is_none());
+    let significant: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
+        .collect();
+    let mut dropped = HashSet::new();
+    for (n, &at) in significant.iter().enumerate() {
+        if !is(&tokens[at], Keyword::FOR) {
+            continue;
+        }
+        let after = |k: usize, keyword: Keyword| {
+            significant
+                .get(n + k)
+                .is_some_and(|&i| is(&tokens[i], keyword))
+        };
+        if after(1, Keyword::KEY) && after(2, Keyword::SHARE) {
+            dropped.insert(significant[n + 1]);
+        } else if after(1, Keyword::NO) && after(2, Keyword::KEY) && after(3, Keyword::UPDATE) {
+            dropped.extend([significant[n + 1], significant[n + 2]]);
+        }
+    }
+    if dropped.is_empty() {
+        return tokens;
+    }
+    tokens
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !dropped.contains(i))
+        .map(|(_, t)| t)
+        .collect()
 }
 
 /// Locks the rows of `target` at `keys`, with the strength its clause asks for.

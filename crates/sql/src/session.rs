@@ -13,6 +13,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::Tokenizer;
 use flotilla_catalog::{CatalogSnapshot, ForeignKeyDef};
 use flotilla_txn::{Transaction, TxnView, WriteMark};
 
@@ -173,10 +174,13 @@ fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
     let mut sequence_names = Vec::new();
     let reordered = crate::sequence::canonical_option_order(sql, &mut sequence_names);
     let sql = reordered.as_deref().unwrap_or(sql);
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize_with_location()
+        .map_err(|e| parser_error(&e.into(), sql))?;
     let mut statements = Parser::new(&PostgreSqlDialect {})
         .with_recursion_limit(PARSER_RECURSION_LIMIT)
-        .try_with_sql(sql)
-        .and_then(|mut p| p.parse_statements())
+        .with_tokens_with_locations(crate::locking::key_lock_strengths_read(tokens))
+        .parse_statements()
         .map_err(|e| parser_error(&e, sql))?;
     for statement in &mut statements {
         unqualify_builtin_functions(statement);

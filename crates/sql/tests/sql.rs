@@ -4845,9 +4845,15 @@ async fn for_share_is_shared_by_readers_and_keeps_writers_out() {
     ok(&mut w, "UPDATE acct SET n = 11 WHERE id = 1").await;
 
     // A holder alone may write the row: its lock becomes exclusive, and keeps others'
-    // FOR SHARE out until it ends.
+    // FOR SHARE out until it ends. An update that finds the row no longer matching
+    // keeps the lock as well.
     ok(&mut a, "BEGIN").await;
     ok(&mut a, "SELECT n FROM acct WHERE id = 1 FOR SHARE").await;
+    ok(&mut a, "UPDATE acct SET n = 0 WHERE id = 1 AND n = 999").await;
+    assert_eq!(
+        code(&mut w, "UPDATE acct SET n = 0 WHERE id = 1").await,
+        "55P03"
+    );
     ok(&mut a, "UPDATE acct SET n = n + 1 WHERE id = 1").await;
     assert_eq!(
         code(&mut w, "SELECT n FROM acct WHERE id = 1 FOR SHARE").await,
@@ -4858,6 +4864,28 @@ async fn for_share_is_shared_by_readers_and_keeps_writers_out() {
         rows(&mut w, "SELECT n FROM acct WHERE id = 1 FOR SHARE").await,
         vec!["12"]
     );
+
+    // FOR KEY SHARE shares as FOR SHARE; FOR NO KEY UPDATE locks as FOR UPDATE.
+    ok(&mut a, "BEGIN").await;
+    ok(&mut a, "SELECT n FROM acct WHERE id = 1 FOR KEY SHARE").await;
+    ok(
+        &mut a,
+        "SELECT n FROM acct WHERE id = 2 FOR NO KEY UPDATE NOWAIT",
+    )
+    .await;
+    assert_eq!(
+        rows(&mut w, "SELECT n FROM acct WHERE id = 1 FOR KEY SHARE").await,
+        vec!["12"]
+    );
+    assert_eq!(
+        code(&mut w, "SELECT n FROM acct WHERE id = 1 FOR NO KEY UPDATE").await,
+        "55P03"
+    );
+    assert_eq!(
+        code(&mut w, "SELECT n FROM acct WHERE id = 2 FOR KEY SHARE").await,
+        "55P03"
+    );
+    ok(&mut a, "COMMIT").await;
 
     // The strongest clause naming a table wins.
     ok(&mut a, "BEGIN").await;
