@@ -49,6 +49,12 @@ pub(crate) fn template_state(query_memory_bytes_max: usize) -> Result<SessionSta
         .with_runtime_env(runtime)
         .with_default_features()
         .with_type_planner(Arc::new(crate::types::PgTypes));
+    // Before DataFusion's planners, which would take `||` of an array and a string for
+    // appending an element.
+    builder
+        .expr_planners()
+        .get_or_insert_with(Vec::new)
+        .insert(0, Arc::new(crate::pg_array::ArrayOperators));
     // First, so the JSON operators are planned before DataFusion's array planner takes
     // `@>` and `||`.
     builder
@@ -59,10 +65,6 @@ pub(crate) fn template_state(query_memory_bytes_max: usize) -> Result<SessionSta
         .expr_planners()
         .get_or_insert_with(Vec::new)
         .insert(0, Arc::new(crate::pg_date_functions::ExtractPlanner));
-    builder
-        .expr_planners()
-        .get_or_insert_with(Vec::new)
-        .push(Arc::new(crate::pg_array::ArrayOperators));
     builder
         .expr_planners()
         .get_or_insert_with(Vec::new)
@@ -252,6 +254,7 @@ impl StatementContext {
         crate::fetch::fetch_as_limit(&mut statement)?;
         crate::cast_names::name_column_casts(&mut statement);
         crate::cast_length::cut_to_length(&mut statement)?;
+        crate::untyped::type_by_other_operands(&mut statement);
         crate::json_sets::expand_in_select_lists(&mut statement)?;
         crate::lateral::prepare(&mut statement);
         crate::whole_row::expand(&mut statement, &self.state()).await?;

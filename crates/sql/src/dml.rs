@@ -179,7 +179,7 @@ fn name_subquery_columns(query: &mut Query) {
 
 /// How PostgreSQL names an output column that has no alias (its `FigureColname`): a column
 /// reference by the column, a function call by the function, a cast by its operand or else
-/// its type, CASE as `case`, anything else `?column?`. Returns the name and whether it is
+/// its type, CASE by its ELSE result or else as `case`, anything else `?column?`. Returns the name and whether it is
 /// a strong one (a cast prefers its operand's name only if that is strong).
 fn pg_column_name(expr: &Expr) -> (String, bool) {
     match expr {
@@ -209,6 +209,11 @@ fn pg_column_name(expr: &Expr) -> (String, bool) {
             }
             (type_column_name(data_type).into(), false)
         }
+        // By its ELSE result if that names it strongly (`CASE ... ELSE tags END` is `tags`).
+        Expr::Case {
+            else_result: Some(e),
+            ..
+        } if pg_column_name(e).1 => pg_column_name(e),
         Expr::Case { .. } => ("case".into(), false),
         Expr::TypedString(t) => (type_column_name(&t.data_type).into(), false),
         Expr::Interval(_) => ("interval".into(), false),

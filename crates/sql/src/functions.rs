@@ -274,6 +274,7 @@ pub(crate) fn all() -> Vec<Arc<ScalarUDF>> {
     .chain(crate::json_edit::functions())
     .chain(crate::json_sets::functions())
     .chain(crate::pg_array::functions())
+    .chain(crate::untyped::functions())
     .chain(crate::pg_builtins::functions())
     .chain(crate::pg_date_functions::functions())
     .collect()

@@ -132,20 +132,94 @@ impl ScalarUDFImpl for TextArray {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let array = args.args[0].to_array(args.number_rows)?;
-        let mut out = ListBuilder::new(StringBuilder::new());
-        for text in crate::pg_json::texts(&array)? {
-            match text {
-                Some(text) => {
-                    for element in array_text(text).map_err(crate::pg_json::external)? {
-                        out.values().append_option(element);
-                    }
-                    out.append(true);
-                }
-                None => out.append(false),
-            }
-        }
-        Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
+        Ok(ColumnarValue::Array(read_text_arrays(&array)?))
     }
+}
+
+/// Each string of `texts` read as an array's text form, into a `text[]`.
+fn read_text_arrays(texts: &ArrayRef) -> DfResult<ArrayRef> {
+    let mut out = ListBuilder::new(StringBuilder::new());
+    for text in crate::pg_json::texts(texts)? {
+        match text {
+            Some(text) => {
+                for element in array_text(text).map_err(crate::pg_json::external)? {
+                    out.values().append_option(element);
+                }
+                out.append(true);
+            }
+            None => out.append(false),
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// The name of [`UntypedArray`].
+pub(crate) const UNTYPED_ARRAY: &str = "flotilla_untyped_array";
+
+/// `flotilla_untyped_array(text, sample)`: an untyped literal or parameter quantified by
+/// ANY or ALL (`x <> ALL('{1,2}')`, `x < ANY($1)`) as an array of `sample`'s type, as
+/// PostgreSQL types an untyped operand by the other one. DataFusion plans the array
+/// before it could see the other operand, so `untyped::type_by_other_operands` writes
+/// this call in before planning, and `untyped::read_compared_literals` replaces it with a
+/// cast (or a parameter of the array type) once the plan's types are known. Evaluated,
+/// it reads the text as that cast would.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct UntypedArray {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for UntypedArray {
+    fn name(&self) -> &str {
+        UNTYPED_ARRAY
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> DfResult<DataType> {
+        Ok(quantified_array_type(args.get(1).cloned()))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
+        let texts = args.args[0].to_array(if scalar { 1 } else { args.number_rows })?;
+        let texts = datafusion::arrow::compute::cast(&texts, &DataType::Utf8)?;
+        let arrays = datafusion::arrow::compute::cast(
+            &read_text_arrays(&texts)?,
+            args.return_field.data_type(),
+        )?;
+        Ok(if scalar {
+            ColumnarValue::Scalar(datafusion::scalar::ScalarValue::try_from_array(&arrays, 0)?)
+        } else {
+            ColumnarValue::Array(arrays)
+        })
+    }
+}
+
+/// The array type an untyped operand quantified against a value of `element` is read
+/// as: an array of its type, `text[]` if it has none (`NULL = ANY('{a}')`).
+fn quantified_array_type(element: Option<DataType>) -> DataType {
+    match element {
+        None | Some(DataType::Null) => text_list_type(),
+        Some(element) => crate::types::list_type(element),
+    }
+}
+
+/// A `flotilla_untyped_array(..)` call as the cast it stands for, once the type of
+/// its sample is known: `None` for any other expression.
+pub(crate) fn untyped_array_typed(expr: &Expr, schema: &DFSchema) -> Option<Expr> {
+    let Expr::ScalarFunction(f) = expr else {
+        return None;
+    };
+    let [untyped, sample] = f.args.as_slice() else {
+        return None;
+    };
+    if f.func.name() != UNTYPED_ARRAY {
+        return None;
+    }
+    let element = sample.get_type(schema).ok()?;
+    Some(typed(untyped.clone(), quantified_array_type(Some(element))))
 }
 
 fn text_list_type() -> DataType {
@@ -327,6 +401,9 @@ pub(crate) fn functions() -> Vec<Arc<ScalarUDF>> {
         })),
         bound(false),
         bound(true),
+        Arc::new(ScalarUDF::new_from_impl(UntypedArray {
+            signature: Signature::any(2, Volatility::Immutable),
+        })),
     ]
 }
 
@@ -356,8 +433,12 @@ mod tests {
     }
 }
 
-/// Plans PostgreSQL's array operators DataFusion's SQL planner lacks: `a && b` (the arrays
-/// share an element).
+/// Plans PostgreSQL's array operators DataFusion's SQL planner lacks (`a && b`: the
+/// arrays share an element), and reads an untyped operand of an array operator as an
+/// array of the other operand's type, as PostgreSQL types an untyped literal or
+/// parameter by the other operand: `a = '{1,2}'` compares arrays, `a || '{3}'` (and
+/// `a || $1`) concatenates them. Registered before DataFusion's planners, which would
+/// take `||` with a string for appending an element.
 #[derive(Debug)]
 pub(crate) struct ArrayOperators;
 
@@ -369,20 +450,36 @@ impl ExprPlanner for ArrayOperators {
     ) -> DfResult<PlannerResult<RawBinaryExpr>> {
         let list_type = |e: &Expr| e.get_type(schema).ok().filter(is_list);
         let op = expr.op.clone();
-        if !matches!(
+        let typed_by_other = matches!(
             op,
-            BinaryOperator::PGOverlap | BinaryOperator::AtArrow | BinaryOperator::ArrowAt
-        ) {
+            BinaryOperator::Eq
+                | BinaryOperator::NotEq
+                | BinaryOperator::Lt
+                | BinaryOperator::LtEq
+                | BinaryOperator::Gt
+                | BinaryOperator::GtEq
+                | BinaryOperator::StringConcat
+        );
+        if !typed_by_other
+            && !matches!(
+                op,
+                BinaryOperator::PGOverlap | BinaryOperator::AtArrow | BinaryOperator::ArrowAt
+            )
+        {
             return Ok(PlannerResult::Original(expr));
         }
-        // A string literal on the other side is an array of the list's type, as
-        // PostgreSQL types an untyped literal by the other operand.
+        // A string literal on the other side is an array of the list's type.
         let (left, right) = match (list_type(&expr.left), list_type(&expr.right)) {
-            (Some(_), Some(_)) => (expr.left, expr.right),
+            (Some(_), Some(_)) if !typed_by_other => (expr.left, expr.right),
             (Some(t), None) if is_untyped(&expr.right) => (expr.left, typed(expr.right, t)),
             (None, Some(t)) if is_untyped(&expr.left) => (typed(expr.left, t), expr.right),
             _ => return Ok(PlannerResult::Original(expr)),
         };
+        if typed_by_other {
+            // Typed, the operator is planned as any other (DataFusion's array planner
+            // takes `||` of two arrays for a concatenation).
+            return Ok(PlannerResult::Original(RawBinaryExpr { op, left, right }));
+        }
         use datafusion::functions_nested::expr_fn::{array_has_all, array_has_any};
         Ok(PlannerResult::Planned(match op {
             BinaryOperator::PGOverlap => array_has_any(left, right),

@@ -2,12 +2,25 @@
 //! (`uuid`, `jsonb`, arrays) are read as that type, as PostgreSQL types an untyped
 //! literal by the other operand. Without this, type coercion would refuse the comparison (uuid) or
 //! compare the literal's bytes (jsonb).
+//!
+//! Where DataFusion types an expression while planning it (a select list, `COALESCE`,
+//! `CASE`), it refuses the literal before a rewrite of the plan could read it, so
+//! [`type_by_other_operands`] first marks such literals in the statement with the operand
+//! that types them: `coalesce(j, '{}')` is planned as
+//! `coalesce(j, flotilla_untyped('{}', j))`, and [`read_compared_literals`] replaces the
+//! mark with the literal read as `j`'s type.
+
+use std::ops::ControlFlow;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DFSchema, Result as DfResult};
 use datafusion::logical_expr::expr::InList;
-use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, LogicalPlan};
+use datafusion::logical_expr::{
+    BinaryExpr, ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::sql::sqlparser::ast::{self, Statement, VisitMut, VisitorMut};
 
 /// Reads a string literal as a value of one type: `None` if `expr` is not a string
 /// literal, an error if its text is not a value of the type.
@@ -108,14 +121,223 @@ fn read_compared(expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
             f.args[0] = crate::pg_array::typed(haystack, crate::types::list_type(element));
             Ok(Transformed::yes(Expr::ScalarFunction(f)))
         }
-        other => Ok(Transformed::no(other)),
+        Expr::ScalarFunction(f) if f.func.name() == UNTYPED && f.args.len() == 2 => {
+            let [untyped, sample] = <[Expr; 2]>::try_from(f.args).map_err(|_| {
+                datafusion::common::DataFusionError::Internal(format!("{UNTYPED} takes two"))
+            })?;
+            Ok(Transformed::yes(typed_as(untyped, &sample, schema)?))
+        }
+        // `x <> ALL('{1,2}')`, written with the literal as an untyped array of `x`.
+        other => Ok(match crate::pg_array::untyped_array_typed(&other, schema) {
+            Some(typed) => Transformed::yes(typed),
+            None => Transformed::no(other),
+        }),
     }
 }
 
+/// `untyped` (a string literal or a parameter) as a value of `sample`'s type if that is
+/// a type text must be read as (uuid, jsonb, an array); otherwise as it is, for type
+/// coercion to settle as before.
+fn typed_as(untyped: Expr, sample: &Expr, schema: &DFSchema) -> DfResult<Expr> {
+    let Some(data_type) = sample.get_type(schema).ok() else {
+        return Ok(untyped);
+    };
+    let Some(read) = reader_of(data_type.clone()) else {
+        return Ok(untyped);
+    };
+    match read(&untyped) {
+        Some(literal) => literal,
+        None if matches!(untyped, Expr::Placeholder(_)) => {
+            Ok(crate::pg_array::typed(untyped, data_type))
+        }
+        None => Ok(untyped),
+    }
+}
+
+/// The name of [`Untyped`].
+const UNTYPED: &str = "flotilla_untyped";
+
+/// `flotilla_untyped(literal, sample)`: a mark [`type_by_other_operands`] writes around
+/// an untyped literal or parameter, naming the operand whose type it takes. Planning
+/// types it as that operand if its type is one text must be read as (uuid, jsonb, an
+/// array), else as the literal; [`read_compared_literals`] then replaces it with the
+/// literal so read. Evaluated, which only a plan that skipped that rewrite would do, it
+/// is the literal itself where that is its type, and an internal error otherwise.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Untyped {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for Untyped {
+    fn name(&self) -> &str {
+        UNTYPED
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> DfResult<DataType> {
+        let [untyped, sample] = args else {
+            return datafusion::common::plan_err!("{UNTYPED} takes a literal and a sample");
+        };
+        Ok(if reader_of(sample.clone()).is_some() {
+            sample.clone()
+        } else {
+            untyped.clone()
+        })
+    }
+
+    fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let untyped = args.args.swap_remove(0);
+        if untyped.data_type() != *args.return_field.data_type() {
+            return datafusion::common::internal_err!(
+                "{UNTYPED} reached execution as a {}: the plan was not rewritten by \
+                 read_compared_literals",
+                args.return_field.data_type()
+            );
+        }
+        Ok(untyped)
+    }
+}
+
+/// The marks this module writes into statements, registered as functions.
+pub(crate) fn functions() -> Vec<std::sync::Arc<ScalarUDF>> {
+    vec![std::sync::Arc::new(ScalarUDF::new_from_impl(Untyped {
+        signature: Signature::any(2, Volatility::Immutable),
+    }))]
+}
+
+/// Marks each untyped string literal or parameter whose type DataFusion would settle
+/// while planning with the operand PostgreSQL types it by:
+/// - `x <op> ANY(<untyped>)` and `ALL(..)`: an array of `x`'s type
+///   (`pg_array::UNTYPED_ARRAY`);
+/// - `IS [NOT] DISTINCT FROM`, `COALESCE`, `NULLIF`, `GREATEST`, `LEAST`, a simple
+///   `CASE`'s operand and `WHEN` values, and a `CASE`'s results: the first operand of the
+///   group that is neither untyped nor NULL (`flotilla_untyped`).
+///
+/// An operand holding a subquery is not copied (it would be planned twice); its
+/// literals are left to type coercion as before.
+pub(crate) fn type_by_other_operands(statement: &mut Statement) {
+    let _ = statement.visit(&mut ByOtherOperands);
+}
+
+struct ByOtherOperands;
+
+impl VisitorMut for ByOtherOperands {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut ast::Expr) -> ControlFlow<()> {
+        match expr {
+            ast::Expr::AnyOp { left, right, .. } | ast::Expr::AllOp { left, right, .. }
+                if is_untyped_sql(right) && !holds_subquery(left) =>
+            {
+                mark(right, crate::pg_array::UNTYPED_ARRAY, left);
+            }
+            ast::Expr::IsDistinctFrom(a, b) | ast::Expr::IsNotDistinctFrom(a, b) => {
+                mark_by_first_typed([&mut **a, &mut **b]);
+            }
+            ast::Expr::Function(f)
+                if crate::sql_ast::builtin_name(&f.name).is_some_and(|name| {
+                    matches!(name.as_str(), "coalesce" | "nullif" | "greatest" | "least")
+                }) =>
+            {
+                if let ast::FunctionArguments::List(list) = &mut f.args {
+                    mark_by_first_typed(list.args.iter_mut().filter_map(|a| match a {
+                        ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => Some(e),
+                        _ => None,
+                    }));
+                }
+            }
+            ast::Expr::Case {
+                operand,
+                conditions,
+                else_result,
+                ..
+            } => {
+                if let Some(operand) = operand {
+                    mark_by_first_typed(
+                        std::iter::once(&mut **operand)
+                            .chain(conditions.iter_mut().map(|c| &mut c.condition)),
+                    );
+                }
+                mark_by_first_typed(
+                    conditions
+                        .iter_mut()
+                        .map(|c| &mut c.result)
+                        .chain(else_result.as_deref_mut()),
+                );
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Marks each untyped operand of a group with the first operand that is neither
+/// untyped nor NULL.
+fn mark_by_first_typed<'a>(operands: impl IntoIterator<Item = &'a mut ast::Expr>) {
+    let mut operands: Vec<&mut ast::Expr> = operands.into_iter().collect();
+    let Some(sample) = operands
+        .iter()
+        .find(|e| !is_untyped_sql(e) && !is_null_sql(e))
+        .map(|e| (**e).clone())
+    else {
+        return;
+    };
+    if holds_subquery(&sample) {
+        return;
+    }
+    for operand in operands.iter_mut().filter(|e| is_untyped_sql(e)) {
+        mark(operand, UNTYPED, &sample);
+    }
+}
+
+/// `untyped` as `function(untyped, sample)`.
+fn mark(untyped: &mut ast::Expr, function: &str, sample: &ast::Expr) {
+    let literal = std::mem::replace(untyped, ast::Expr::value(ast::Value::Null));
+    *untyped = crate::sql_ast::call(
+        function,
+        [
+            crate::sql_ast::arg(literal),
+            crate::sql_ast::arg(sample.clone()),
+        ],
+    );
+}
+
+/// A string literal or a parameter, as written: its type is the other operand's.
+fn is_untyped_sql(expr: &ast::Expr) -> bool {
+    matches!(
+        expr,
+        ast::Expr::Value(v) if matches!(
+            v.value,
+            ast::Value::SingleQuotedString(_)
+                | ast::Value::EscapedStringLiteral(_)
+                | ast::Value::DollarQuotedString(_)
+                | ast::Value::Placeholder(_)
+        )
+    )
+}
+
+fn is_null_sql(expr: &ast::Expr) -> bool {
+    matches!(expr, ast::Expr::Value(v) if v.value == ast::Value::Null)
+}
+
+fn holds_subquery(expr: &ast::Expr) -> bool {
+    ast::visit_expressions(expr, |e| match e {
+        ast::Expr::Subquery(_) | ast::Expr::Exists { .. } | ast::Expr::InSubquery { .. } => {
+            ControlFlow::Break(())
+        }
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
+}
+
 /// Reads the string literals compared (`=`, `<>`, `<`, `<=`, `>`, `>=`, IS [NOT]
-/// DISTINCT FROM, IN lists) with a uuid, a jsonb or an array as values of its type, and
-/// an untyped array in `= ANY(...)` as an array of the other operand's type. Apply once,
-/// to a statement as planned, before analysis.
+/// DISTINCT FROM, IN lists) with a uuid, a jsonb or an array as values of its type, an
+/// untyped array in `= ANY(...)` as an array of the other operand's type, and each
+/// literal [`type_by_other_operands`] marked as its operand's type. Apply once, to a
+/// statement as planned, before analysis.
 pub(crate) fn read_compared_literals(plan: LogicalPlan) -> DfResult<LogicalPlan> {
     crate::overflow::rewrite_expressions(plan, read_compared)
 }

@@ -11,44 +11,44 @@ use flotilla_sql::{QueryResult, Session, SqlConfig, TransactionState};
 /// The rows of a query as text, cells joined by '|'.
 async fn rows(session: &mut Session, sql: &str) -> Vec<String> {
     match run(session, sql).await {
-        Ok(QueryResult::Rows { batches, .. }) => {
-            let mut out = Vec::new();
-            for b in &batches {
-                // json (BinaryView) and jsonb (LargeBinary) as their text, not hex.
-                let columns: Vec<_> = b
-                    .columns()
-                    .iter()
-                    .map(|c| match c.data_type() {
-                        DataType::LargeBinary | DataType::BinaryView => {
-                            datafusion::arrow::compute::cast(c, &DataType::Utf8).unwrap()
-                        }
-                        _ => c.clone(),
-                    })
-                    .collect();
-                let formatters: Vec<_> = columns
-                    .iter()
-                    .map(|c| {
-                        ArrayFormatter::try_new(
-                            c.as_ref(),
-                            &FormatOptions::default().with_null("NULL"),
-                        )
-                        .unwrap()
-                    })
-                    .collect();
-                for r in 0..b.num_rows() {
-                    out.push(
-                        formatters
-                            .iter()
-                            .map(|f| f.value(r).to_string())
-                            .collect::<Vec<_>>()
-                            .join("|"),
-                    );
-                }
-            }
-            out
-        }
+        Ok(QueryResult::Rows { batches, .. }) => batch_rows(&batches),
         other => panic!("{sql}: expected rows, got {other:?}"),
     }
+}
+
+/// Rows as text, cells joined by '|', NULL as `NULL`.
+fn batch_rows(batches: &[datafusion::arrow::array::RecordBatch]) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in batches {
+        // json (BinaryView) and jsonb (LargeBinary) as their text, not hex.
+        let columns: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| match c.data_type() {
+                DataType::LargeBinary | DataType::BinaryView => {
+                    datafusion::arrow::compute::cast(c, &DataType::Utf8).unwrap()
+                }
+                _ => c.clone(),
+            })
+            .collect();
+        let formatters: Vec<_> = columns
+            .iter()
+            .map(|c| {
+                ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default().with_null("NULL"))
+                    .unwrap()
+            })
+            .collect();
+        for r in 0..b.num_rows() {
+            out.push(
+                formatters
+                    .iter()
+                    .map(|f| f.value(r).to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            );
+        }
+    }
+    out
 }
 
 async fn ok(session: &mut Session, sql: &str) -> String {
@@ -1491,6 +1491,14 @@ async fn unnamed_output_columns_get_postgres_names() {
         vec![
             "a", "b", "?column?", "count", "text", "a", "case", "upper", "max", "seven"
         ]
+    );
+    // A CASE by its ELSE result, where that names it strongly.
+    let sql = "SELECT CASE WHEN a > 0 THEN 1 ELSE a END, CASE WHEN a > 0 THEN 'y' ELSE 'x' END, \
+               CASE WHEN a > 0 THEN 'y' ELSE upper(b) END, CASE WHEN a > 0 THEN 2 ELSE b::int END \
+               FROM t";
+    assert_eq!(
+        names(run(&mut s, sql).await.unwrap()),
+        vec!["a", "case", "upper", "b"]
     );
     assert_eq!(
         names(run(&mut s, "SELECT count(*), sum(a) FROM t").await.unwrap()),
@@ -8934,6 +8942,163 @@ async fn input_errors_say_what_postgresql_says() {
     ] {
         let e = run(&mut s, sql).await.expect_err(sql);
         assert_eq!((e.code, e.message.as_str()), (code, message), "{sql}");
+    }
+}
+
+/// An untyped literal or parameter on one side of an array operator (`=`, `<`, `||`),
+/// quantified by ANY or ALL, or beside a typed operand of `COALESCE`, `NULLIF`,
+/// `GREATEST`, `LEAST`, `CASE` or `IS DISTINCT FROM` takes the other operand's type, as
+/// PostgreSQL types it; each result checked against PostgreSQL 15. Before, these failed to
+/// plan in a select list ("Cannot infer common argument type for comparison operation
+/// List(Int64) = Utf8"), `<> ALL('{..}')`, `< ANY('{..}')` and `coalesce(j, '{}')` (a
+/// jsonb, uuid or array) failed anywhere, and `a || '{c}'` appended the text `{c}` as one
+/// element.
+#[tokio::test]
+async fn untyped_literals_take_the_type_of_the_operand_beside_them() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE ua (id INT PRIMARY KEY, tags TEXT[], n INT[], j JSONB, u UUID)",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO ua VALUES (1, '{a,b}', '{1,2}', NULL, NULL), \
+         (2, '{c}', '{3}', '{\"b\":2}', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'), \
+         (3, NULL, '{}', NULL, NULL)",
+    )
+    .await;
+    for (q, want) in [
+        (
+            "SELECT ARRAY[1] = '{1}', '{1,2}' = ARRAY[1,2], ARRAY[1,2] <> '{1}', \
+             ARRAY[1,2] < '{1,3}'",
+            vec!["true|true|true|true"],
+        ),
+        (
+            "SELECT 1 <> ALL('{2,3}'), 2 <> ALL('{2,3}'), 3 = ANY('{3}'), 3 < ANY('{3,4}'), \
+             5 > ALL('{1,2}'), 'a' = ANY('{a,b}'), NULL = ANY('{a}')",
+            vec!["true|false|true|true|true|true|NULL"],
+        ),
+        (
+            "SELECT (ARRAY['a','b'] || '{c}')::text, ('{z}' || ARRAY['a'])::text",
+            vec!["{a,b,c}|{z,a}"],
+        ),
+        (
+            "SELECT id, tags = '{a,b}', (n || '{9}')::text, 2 = ANY(n), 2 <> ALL(n) \
+             FROM ua ORDER BY id",
+            vec![
+                "1|true|{1,2,9}|true|false",
+                "2|false|{3,9}|false|true",
+                "3|NULL|{9}|false|true",
+            ],
+        ),
+        (
+            "SELECT id FROM ua WHERE id <> ALL('{1,3}') ORDER BY id",
+            vec!["2"],
+        ),
+        (
+            "SELECT id FROM ua WHERE id >= ANY('{2,9}') AND id <= ALL('{3}') ORDER BY id",
+            vec!["2", "3"],
+        ),
+        // Inside a correlated subquery, and with a subquery on the left (left as
+        // DataFusion plans it).
+        (
+            "SELECT id FROM ua t WHERE EXISTS (SELECT 1 FROM ua u WHERE u.id = t.id \
+             AND u.id = ANY('{2,3}')) AND id <> ALL('{3}')",
+            vec!["2"],
+        ),
+        (
+            "SELECT id FROM ua WHERE (SELECT 1) = ANY('{1}') AND id = 1",
+            vec!["1"],
+        ),
+        (
+            "SELECT id, (coalesce(j, '{}') || '{\"a\":1}')::text, \
+             coalesce(u, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12')::text, \
+             (coalesce(tags, '{}') || '{y}')::text FROM ua ORDER BY id",
+            vec![
+                "1|{\"a\": 1}|a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12|{a,b,y}",
+                "2|{\"a\": 1, \"b\": 2}|a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11|{c,y}",
+                "3|{\"a\": 1}|a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12|{y}",
+            ],
+        ),
+        (
+            "SELECT id, (CASE WHEN id = 1 THEN '{}' ELSE tags END)::text, \
+             CASE n WHEN '{3}' THEN 'three' WHEN '{}' THEN 'none' ELSE 'other' END, \
+             nullif(tags, '{c}')::text, tags IS DISTINCT FROM '{a,b}', \
+             n IS NOT DISTINCT FROM '{}', greatest(n, '{2}')::text, least('{2}', n)::text \
+             FROM ua ORDER BY id",
+            vec![
+                "1|{}|other|{a,b}|false|false|{2}|{1,2}",
+                "2|{c}|three|NULL|true|false|{3}|{2}",
+                "3|NULL|none|NULL|true|true|{2}|{}",
+            ],
+        ),
+    ] {
+        assert_eq!(rows(&mut s, q).await, want, "{q}");
+    }
+    // A literal that is not an array of the type is refused as PostgreSQL refuses it:
+    // `tags || 'q'` is not an append there either.
+    for (q, want) in [
+        ("SELECT id FROM ua WHERE id = ANY('{1,x}')", "22P02"),
+        ("SELECT id FROM ua WHERE id <> ALL('1,2')", "22P02"),
+        ("SELECT tags || 'q' FROM ua", "22P02"),
+        ("SELECT n = '{1,x}' FROM ua", "22P02"),
+    ] {
+        assert_eq!(code(&mut s, q).await, want, "{q}");
+    }
+    // In an UPDATE's assignments, the idiom for adding to a value that may be NULL.
+    ok(
+        &mut s,
+        "UPDATE ua SET j = coalesce(j, '{}') || '{\"c\":3}', \
+         tags = coalesce(tags, '{}') || '{z}' WHERE id <> 2",
+    )
+    .await;
+    assert_eq!(
+        rows(&mut s, "SELECT id, j::text, tags::text FROM ua ORDER BY id").await,
+        [
+            "1|{\"c\": 3}|{a,b,z}",
+            "2|{\"b\": 2}|{c}",
+            "3|{\"c\": 3}|{z}"
+        ]
+    );
+    // A parameter is typed the same way.
+    let int_list = DataType::new_list(DataType::Int32, true);
+    let ints = |values: &[i32]| {
+        datafusion::scalar::ScalarValue::List(datafusion::scalar::ScalarValue::new_list_nullable(
+            &values
+                .iter()
+                .map(|v| datafusion::scalar::ScalarValue::Int32(Some(*v)))
+                .collect::<Vec<_>>(),
+            &DataType::Int32,
+        ))
+    };
+    for (q, want) in [
+        (
+            "SELECT id FROM ua WHERE id <> ALL($1) ORDER BY id",
+            vec!["3"],
+        ),
+        ("SELECT id FROM ua WHERE n = $1 ORDER BY id", vec!["1"]),
+        (
+            "SELECT (n || $1)::text FROM ua WHERE id = 2",
+            vec!["{3,1,2}"],
+        ),
+        (
+            "SELECT id < ALL($1) FROM ua ORDER BY id",
+            vec!["false", "false", "false"],
+        ),
+        (
+            "SELECT coalesce(n, $1)::text FROM ua WHERE id = 2",
+            vec!["{3}"],
+        ),
+    ] {
+        let prepared = s.prepare(q, &[]).await.expect(q);
+        assert_eq!(prepared.param_types, std::slice::from_ref(&int_list), "{q}");
+        let result = s.execute_prepared(&prepared, vec![ints(&[1, 2])]).await;
+        let QueryResult::Rows { batches, .. } = result.expect(q) else {
+            panic!("{q}: expected rows");
+        };
+        assert_eq!(batch_rows(&batches), want, "{q}");
     }
 }
 
