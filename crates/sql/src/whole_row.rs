@@ -12,10 +12,17 @@
 //! function's argument, become `named_struct('f1', 1, 'f2', 'a')` (DataFusion's `struct`
 //! would name them `c0`, `c1`, and `row_to_json` would show it).
 //!
+//! The same scopes settle what `t.c` names inside a subquery when `t` is a relation of
+//! an enclosing query and a relation of the subquery has a column `t`. PostgreSQL reads
+//! the relation (a qualified name looks for relations, innermost first, before any
+//! column); DataFusion reads field `c` of the column `t`, and fails. Such a relation is
+//! given a name no column has (`"t@1"`, for `t` in the scope numbered 1), and every
+//! reference to it is renamed to match.
+//!
 //! The rewrite is two passes over the statement with the same scopes: the first finds
-//! the relations named as values, their columns are then planned, and the second
-//! replaces the names. A statement naming no relation as a value is left as it was after
-//! the first pass.
+//! the relations named as values and the relations inside a subquery that a reference to
+//! an outer relation passes, their columns are then planned, and the second replaces the
+//! names. A statement with neither is left as it was after the first pass.
 
 use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
@@ -25,8 +32,8 @@ use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
 use datafusion::sql::sqlparser::ast::{
     AccessExpr, CaseWhen, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident,
-    JoinOperator, ObjectNamePart, Query, SelectItem, SetExpr, Statement, TableFactor,
-    TableWithJoins, Value, VisitMut, VisitorMut, With,
+    JoinOperator, ObjectName, ObjectNamePart, Query, SelectItem, SelectItemQualifiedWildcardKind,
+    SetExpr, Statement, TableAlias, TableFactor, TableWithJoins, Value, VisitMut, VisitorMut, With,
 };
 
 use crate::error::SqlError;
@@ -49,9 +56,36 @@ pub(crate) async fn expand(
             columns.insert(key, found);
         }
     }
+    // An outer relation whose name is a column of a relation the reference passes is
+    // renamed: DataFusion would read the reference as a field of that column.
+    let renames = find
+        .outer_references
+        .into_iter()
+        .filter(|(_, reference)| {
+            reference.passes.iter().any(|key| {
+                columns
+                    .get(key)
+                    .is_some_and(|c| c.iter().any(|(column, _)| *column == reference.name))
+            })
+        })
+        .map(|((number, index), reference)| {
+            let renamed = Ident::with_quote('"', format!("{}@{number}", reference.name));
+            ((number, index), renamed)
+        })
+        .collect();
     let mut rewrite = Scopes::new(Pass::Rewrite(columns));
+    rewrite.renames = renames;
     let _ = statement.visit(&mut rewrite);
     Ok(())
+}
+
+/// A relation referred to by a qualified name from inside a subquery of its query.
+struct OuterReference {
+    /// Its name, folded.
+    name: String,
+    /// The relations of the queries between it and the references, any of which may have
+    /// a column of its name.
+    passes: HashSet<Key>,
 }
 
 /// A relation's columns: name, and whether it may be NULL.
@@ -112,6 +146,10 @@ struct Scopes {
     /// The addresses of names that are parts of a qualified name, not values: `c` and
     /// `k` in `c.k[1]`, which is a field access chain rather than a compound identifier.
     qualifying: HashSet<usize>,
+    /// Found by the find pass: the outer relations subqueries name columns of.
+    outer_references: HashMap<Key, OuterReference>,
+    /// Given to the rewrite pass: the relations to rename, and their new names.
+    renames: HashMap<Key, Ident>,
 }
 
 impl Scopes {
@@ -121,7 +159,53 @@ impl Scopes {
             next_number: 0,
             pass,
             qualifying: HashSet::new(),
+            outer_references: HashMap::new(),
+            renames: HashMap::new(),
         }
+    }
+
+    /// Notes a qualified reference `qualifier.c`: if `qualifier` is a relation of an
+    /// enclosing query, every relation between it and here is probed for a column of
+    /// that name (find pass only).
+    fn note_qualifier(&mut self, qualifier: &Ident) {
+        let Some((depth, index)) = self.lookup(qualifier) else {
+            return;
+        };
+        let Pass::Find(probes) = &mut self.pass else {
+            return;
+        };
+        if depth + 1 == self.stack.len() {
+            // A relation of this query's own FROM: DataFusion reads it first.
+            return;
+        }
+        let reference = self
+            .outer_references
+            .entry((self.stack[depth].number, index))
+            .or_insert_with(|| OuterReference {
+                name: folded(qualifier),
+                passes: HashSet::new(),
+            });
+        for level in depth + 1..self.stack.len() {
+            let scope = &self.stack[level];
+            let with = merged(&self.stack[..level], scope);
+            for (i, relation) in scope.relations.iter().enumerate() {
+                reference.passes.insert((scope.number, i));
+                probes
+                    .entry((scope.number, i))
+                    .or_insert_with(|| probe(&relation.factor, with.clone()));
+            }
+        }
+    }
+
+    /// The new name of the relation `qualifier` names, if it is renamed.
+    fn renamed(&self, qualifier: &Ident) -> Option<Ident> {
+        if self.renames.is_empty() {
+            return None;
+        }
+        let (depth, index) = self.lookup(qualifier)?;
+        self.renames
+            .get(&(self.stack[depth].number, index))
+            .cloned()
     }
 
     /// The innermost relation called `ident`: (its scope's depth, its index).
@@ -333,6 +417,69 @@ fn add_relation(factor: &TableFactor, outer_nullable: bool, out: &mut Vec<Relati
     });
 }
 
+/// Gives the relation of `from` called `name` (folded) the name `renamed`.
+fn rename_relation(from: &mut [TableWithJoins], name: &str, renamed: &Ident) {
+    for table in from {
+        rename_factor(&mut table.relation, name, renamed);
+        for join in &mut table.joins {
+            rename_factor(&mut join.relation, name, renamed);
+        }
+    }
+}
+
+fn rename_factor(factor: &mut TableFactor, name: &str, renamed: &Ident) {
+    match factor {
+        TableFactor::NestedJoin {
+            table_with_joins,
+            alias: None,
+        } => rename_relation(std::slice::from_mut(table_with_joins), name, renamed),
+        TableFactor::Table {
+            alias: alias @ None,
+            name: table,
+            ..
+        } if table
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .is_some_and(|t| folded(t) == name) =>
+        {
+            *alias = Some(TableAlias {
+                explicit: true,
+                name: renamed.clone(),
+                columns: Vec::new(),
+                at: None,
+            });
+        }
+        TableFactor::Table {
+            alias: Some(alias), ..
+        }
+        | TableFactor::Derived {
+            alias: Some(alias), ..
+        }
+        | TableFactor::Function {
+            alias: Some(alias), ..
+        }
+        | TableFactor::UNNEST {
+            alias: Some(alias), ..
+        }
+        | TableFactor::NestedJoin {
+            alias: Some(alias), ..
+        } if folded(&alias.name) == name => {
+            alias.name = renamed.clone();
+        }
+        _ => {}
+    }
+}
+
+/// `t` of `t.*` renamed, if it is `name` (folded).
+fn rename_qualifier(qualifier: &mut ObjectName, name: &str, renamed: &Ident) {
+    if let [ObjectNamePart::Identifier(ident)] = qualifier.0.as_mut_slice()
+        && folded(ident) == name
+    {
+        *ident = renamed.clone();
+    }
+}
+
 /// Functions whose `t.*` argument is not a row: `count(t.*)` counts rows.
 fn takes_star(function: &Function) -> bool {
     function
@@ -351,8 +498,26 @@ impl VisitorMut for Scopes {
         for select in selects(&mut query.body) {
             relations_of(&select.from, &mut relations);
         }
+        let number = self.next_number;
+        for (index, relation) in relations.iter_mut().enumerate() {
+            if let Some(renamed) = self.renames.get(&(number, index)) {
+                relation.qualifier = renamed.clone();
+                for select in selects(&mut query.body) {
+                    rename_relation(&mut select.from, &relation.name, renamed);
+                    for item in &mut select.projection {
+                        if let SelectItem::QualifiedWildcard(
+                            SelectItemQualifiedWildcardKind::ObjectName(name),
+                            _,
+                        ) = item
+                        {
+                            rename_qualifier(name, &relation.name, renamed);
+                        }
+                    }
+                }
+            }
+        }
         self.stack.push(Scope {
-            number: self.next_number,
+            number,
             relations,
             with: query.with.iter().cloned().collect(),
         });
@@ -402,10 +567,22 @@ impl VisitorMut for Scopes {
                     };
                 }
             }
+            Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+                self.note_qualifier(&parts[0]);
+                if let Some(renamed) = self.renamed(&parts[0]) {
+                    parts[0] = renamed;
+                }
+            }
             Expr::CompoundFieldAccess { root, access_chain } => {
                 if let Some(AccessExpr::Dot(_)) = access_chain.first() {
                     self.qualifying
                         .insert(std::ptr::from_ref::<Expr>(root) as usize);
+                    if let Expr::Identifier(qualifier) = root.as_mut() {
+                        self.note_qualifier(qualifier);
+                        if let Some(renamed) = self.renamed(qualifier) {
+                            *qualifier = renamed;
+                        }
+                    }
                 }
                 for access in access_chain.iter() {
                     if let AccessExpr::Dot(name) = access {
@@ -443,7 +620,23 @@ impl VisitorMut for Scopes {
                             let ident = ident.clone();
                             if let Some(row) = self.row_of(&ident) {
                                 *a = FunctionArgExpr::Expr(row);
+                            } else if let Some(renamed) = self.renamed(&ident) {
+                                rename_qualifier(name, &folded(&ident), &renamed);
                             }
+                        }
+                    }
+                }
+            }
+            // `count(t.*)`.
+            Expr::Function(function) => {
+                if let FunctionArguments::List(list) = &mut function.args {
+                    for arg in &mut list.args {
+                        if let FunctionArg::Unnamed(FunctionArgExpr::QualifiedWildcard(name)) = arg
+                            && let [ObjectNamePart::Identifier(ident)] = name.0.as_slice()
+                            && let Some(renamed) = self.renamed(ident)
+                        {
+                            let name_folded = folded(ident);
+                            rename_qualifier(name, &name_folded, &renamed);
                         }
                     }
                 }

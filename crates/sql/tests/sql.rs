@@ -8408,6 +8408,113 @@ async fn partial_indexes_index_and_constrain_only_the_rows_their_predicate_cover
     );
 }
 
+/// Inside a subquery, `t.c` names column `c` of the enclosing query's relation `t` even
+/// where a relation of the subquery has a column `t`, as PostgreSQL reads it (relations
+/// first, innermost out). DataFusion read it as field `c` of that column and failed
+/// ("Cannot access field ... is not Struct"): a time-series table with a column `t`
+/// aliased `t` could not be queried with a correlated subquery. Results checked against
+/// PostgreSQL 15.
+#[tokio::test]
+async fn a_qualified_name_in_a_subquery_is_the_outer_relations_before_an_inner_column() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE metrics (host TEXT, t TIMESTAMPTZ, v FLOAT8)",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO metrics VALUES ('a', '2024-01-01', 1), ('a', '2024-01-02', 3), \
+         ('b', '2024-01-01', 5)",
+    )
+    .await;
+    ok(&mut s, "CREATE TABLE t2 (id INT PRIMARY KEY, a INT)").await;
+    ok(&mut s, "INSERT INTO t2 VALUES (1, 10), (2, 20), (3, 30)").await;
+    ok(
+        &mut s,
+        "CREATE TABLE host (name TEXT PRIMARY KEY, rack INT)",
+    )
+    .await;
+    ok(
+        &mut s,
+        "INSERT INTO host VALUES ('a', 1), ('b', 2), ('c', 3)",
+    )
+    .await;
+    for (q, want) in [
+        (
+            "SELECT t.host, t.v FROM metrics t \
+             WHERE t.v > (SELECT avg(v) FROM metrics m WHERE m.host = t.host) ORDER BY 1",
+            vec!["a|3.0"],
+        ),
+        (
+            "SELECT host, v FROM metrics t WHERE EXISTS \
+             (SELECT 1 FROM metrics m WHERE m.host = t.host AND m.v > t.v) ORDER BY 1, 2",
+            vec!["a|1.0"],
+        ),
+        // `t.*` and `count(t.*)` of the renamed relation.
+        (
+            "SELECT t.host, t.t::date, (SELECT count(*) FROM metrics m WHERE m.host = t.host) \
+             FROM metrics t ORDER BY 1, 2",
+            vec!["a|2024-01-01|2", "a|2024-01-02|2", "b|2024-01-01|1"],
+        ),
+        (
+            "SELECT t.* FROM metrics t \
+             WHERE t.v = (SELECT max(v) FROM metrics m WHERE m.host = t.host) ORDER BY 1",
+            vec!["a|2024-01-02T00:00:00Z|3.0", "b|2024-01-01T00:00:00Z|5.0"],
+        ),
+        (
+            "SELECT count(t.*), max(t.v) FROM metrics t \
+             WHERE EXISTS (SELECT 1 FROM metrics m WHERE m.v > t.v)",
+            vec!["2|3.0"],
+        ),
+        // LATERAL, where `y.t < t.t` reads both.
+        (
+            "SELECT t.host, l.n FROM metrics t, LATERAL (SELECT count(*) n FROM metrics y \
+             WHERE y.host = t.host AND y.t < t.t) l ORDER BY 1, 2",
+            vec!["a|0", "a|1", "b|0"],
+        ),
+        (
+            "SELECT a.id, x.id FROM t2 a, LATERAL (SELECT * FROM t2 b WHERE b.id >= a.id) x \
+             WHERE a.id > 1 ORDER BY 1, 2",
+            vec!["2|2", "2|3", "3|3"],
+        ),
+        // A table without an alias, and a subquery in the select list.
+        (
+            "SELECT host.name, (SELECT count(*) FROM metrics WHERE metrics.host = host.name) \
+             FROM host ORDER BY 1",
+            vec!["a|2", "b|1", "c|0"],
+        ),
+        (
+            "SELECT (SELECT a.id FROM t2 b WHERE b.id = a.id) FROM t2 a ORDER BY 1",
+            vec!["1", "2", "3"],
+        ),
+        // A reference to the subquery's own relation of that name is its own.
+        (
+            "SELECT count(*) FROM t2 a WHERE EXISTS (SELECT 1 FROM metrics t2 WHERE t2.v = 5)",
+            vec!["3"],
+        ),
+    ] {
+        assert_eq!(rows(&mut s, q).await, want, "{q}");
+    }
+    // UPDATE and DELETE of a relation whose name is its own column.
+    ok(
+        &mut s,
+        "UPDATE t2 a SET a = a.a + 100 WHERE EXISTS \
+         (SELECT 1 FROM t2 b WHERE b.id = a.id AND b.a > 15)",
+    )
+    .await;
+    ok(
+        &mut s,
+        "DELETE FROM t2 a WHERE EXISTS (SELECT 1 FROM t2 b WHERE b.id = a.id AND b.a > 120)",
+    )
+    .await;
+    assert_eq!(
+        rows(&mut s, "SELECT id, a FROM t2 ORDER BY id").await,
+        ["1|10", "2|120"]
+    );
+}
+
 /// A relation's name used as a value is the row of its columns, as in PostgreSQL:
 /// `row_to_json(t)`, `to_jsonb(t.*)`, `json_agg(t ORDER BY ...)` over tables, derived
 /// tables, CTEs and VALUES, NULL for a row an outer join made up, and a column of the same
