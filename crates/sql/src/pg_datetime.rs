@@ -519,6 +519,7 @@ impl datafusion::logical_expr::planner::ExprPlanner for IntervalArithmetic {
         let type_of = |e: &Expr| e.get_type(schema).ok();
         // `date ± interval` is a timestamp in PostgreSQL (the date at midnight moved by
         // the interval); DataFusion's stays a date, dropping any time the interval adds.
+        // `date - date` is an integer.
         if matches!(expr.op, BinaryOperator::Plus | BinaryOperator::Minus) {
             let date = |t: &Option<DataType>| matches!(t, Some(DataType::Date32));
             let interval = |t: &Option<DataType>| matches!(t, Some(DataType::Interval(_)));
@@ -538,6 +539,16 @@ impl datafusion::logical_expr::planner::ExprPlanner for IntervalArithmetic {
                         datafusion::logical_expr::Operator::Minus
                     },
                     Box::new(expr.right),
+                )))
+            } else if expr.op == BinaryOperator::Minus && date(&l) && date(&r) {
+                // `date - date` is PostgreSQL's `integer` of days (DataFusion's a bigint).
+                PlannerResult::Planned(Expr::Cast(Cast::new(
+                    Box::new(Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr::new(
+                        Box::new(expr.left),
+                        datafusion::logical_expr::Operator::Minus,
+                        Box::new(expr.right),
+                    ))),
+                    DataType::Int32,
                 )))
             } else if expr.op == BinaryOperator::Plus && interval(&l) && date(&r) {
                 PlannerResult::Planned(Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr::new(

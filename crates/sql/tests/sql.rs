@@ -9877,6 +9877,17 @@ async fn date_and_time_functions_answer_as_postgresql_does() {
              2024-02-01 00:00:00|2024-02-29 00:00:00"
         ]
     );
+    // The days between two dates are an integer (this was a bigint).
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT date '2024-03-01' - date '2024-02-01', \
+             pg_typeof(date '2024-03-01' - date '2024-02-01'), \
+             date '2024-01-01' - date '2024-03-01', (date '2024-03-01' - date '2024-02-01') / 2"
+        )
+        .await,
+        ["29|integer|-60|14"]
+    );
     assert_eq!(
         rows(
             &mut s,
