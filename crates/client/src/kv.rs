@@ -806,6 +806,7 @@ impl TxnKv for ClusterTxnKv {
                             need_values: request.need_values,
                             wait_ms,
                             shared: request.shared,
+                            key_only: request.key_only,
                         })
                     },
                 )
@@ -1062,6 +1063,7 @@ impl TxnKv for ClusterTxnKv {
                         for_update_ts: Timestamp(l.start_ts),
                         ttl_ms: l.ttl_ms,
                         short_value: None,
+                        key_only: false,
                     },
                 }
             }

@@ -154,6 +154,7 @@ mod tests {
             for_update_ts: Timestamp(1),
             ttl_ms: 1,
             short_value: Some(vec![0; value_len]),
+            key_only: false,
         }
     }
 

@@ -8,6 +8,9 @@ use crate::error::MvccError;
 /// second lookup in `default` on every read (TiKV's short-value optimisation).
 pub(crate) const SHORT_VALUE_MAX_BYTES: usize = 255;
 
+/// The byte after a lock's short value when the lock is `key_only`.
+const KEY_ONLY: u8 = b'k';
+
 /// What a lock protects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockKind {
@@ -23,8 +26,9 @@ pub enum LockKind {
     /// A shared lock (`FOR SHARE`, a foreign key's referenced row), taken by a statement:
     /// stored beside the key under its transaction's start_ts (`keys::shared_lock_key`), so
     /// any number of transactions hold one key at once. Blocks writers and exclusive
-    /// lockers, never readers or other shared lockers. Like `Pessimistic` it may live in
-    /// memory; it is released at commit unless kept (`SharedPrewritten`).
+    /// lockers (a `key_only` one: only those that may delete the key), never readers or
+    /// other shared lockers. Like `Pessimistic` it may live in memory; it is released at
+    /// commit unless kept (`SharedPrewritten`).
     Shared,
     /// A shared lock the transaction depends on until it commits (a foreign key's
     /// referenced row), prewritten: durable, so it cannot be lost before the commit, which
@@ -61,6 +65,12 @@ pub struct Lock {
     pub ttl_ms: u64,
     /// The value, when short enough to live in the lock.
     pub short_value: Option<Vec<u8>>,
+    /// The lock is about the key's existence only (PostgreSQL's key-level strengths). On a
+    /// shared lock: `FOR KEY SHARE`, a foreign key's referenced key, which keeps the key
+    /// from being deleted but lets others change its value and lock it `key_only`. On an
+    /// exclusive one (pessimistic, or the `Put` or `Lock` it became): `FOR NO KEY
+    /// UPDATE`, an update that keeps the key, which `key_only` sharers may join.
+    pub key_only: bool,
 }
 
 /// What a write record says about its version.
@@ -154,6 +164,11 @@ impl Lock {
         out.extend_from_slice(&self.ttl_ms.to_le_bytes());
         put_bytes(&mut out, &self.primary);
         put_short_value(&mut out, &self.short_value);
+        // Only when set, so a lock without it reads the same in a build from before it
+        // (which ignores what follows the short value).
+        if self.key_only {
+            out.push(KEY_ONLY);
+        }
         out
     }
 
@@ -173,6 +188,11 @@ impl Lock {
         let ttl_ms = take_u64(&mut input, "lock ttl")?;
         let primary = take_bytes(&mut input, "lock primary")?;
         let short_value = take_short_value(&mut input)?;
+        let key_only = match input {
+            [] => false,
+            [KEY_ONLY] => true,
+            _ => return Err(corrupt("lock flags")),
+        };
         Ok(Lock {
             kind,
             primary,
@@ -180,6 +200,7 @@ impl Lock {
             for_update_ts,
             ttl_ms,
             short_value,
+            key_only,
         })
     }
 
@@ -236,8 +257,19 @@ mod tests {
             for_update_ts: Timestamp(9),
             ttl_ms: 3000,
             short_value: Some(b"v".to_vec()),
+            key_only: false,
         };
         assert_eq!(Lock::from_bytes(&lock.to_bytes()).unwrap(), lock);
+        let key_share = Lock {
+            kind: LockKind::Shared,
+            key_only: true,
+            ..lock.clone()
+        };
+        let bytes = key_share.to_bytes();
+        assert_eq!(Lock::from_bytes(&bytes).unwrap(), key_share);
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(Lock::from_bytes(&trailing).is_err());
         let write = Write {
             kind: WriteKind::Rollback,
             start_ts: Timestamp(5),

@@ -263,6 +263,12 @@ pub struct LockKeys<'a> {
     /// join; exclusive ones otherwise, which wait for every other holder (a transaction's
     /// own shared lock becomes exclusive).
     pub shared: bool,
+    /// Lock only the keys' existence (`Lock::key_only`): shared, `FOR KEY SHARE` (a
+    /// foreign key's referenced key), which joins an exclusive `key_only` lock and sees a
+    /// value committed after `for_update_ts` as no conflict (the key is still there);
+    /// exclusive, `FOR NO KEY UPDATE` (an update that keeps the key), which key-only
+    /// sharers may join. Such a lock is made full again by a request without it.
+    pub key_only: bool,
 }
 
 /// True if `locks` holds a key in `[start, end)` (empty end: unbounded).
@@ -769,6 +775,34 @@ impl Mvcc {
         Ok(self.load_lock(&slot)?.map(|lock| (slot, lock)))
     }
 
+    /// Whether another transaction's lock on a key (not a share of it) lets a key-only
+    /// share join it: it is `key_only` and keeps the key, whatever its transaction does.
+    fn keeps_key(lock: &Lock) -> bool {
+        lock.key_only
+            && matches!(
+                lock.kind,
+                LockKind::Pessimistic | LockKind::Put | LockKind::Lock
+            )
+    }
+
+    /// Refuses (with the first holder, to wait for) where another transaction shares the
+    /// key encoded as `ek`.
+    fn refuse_others_shares(
+        &self,
+        key: &[u8],
+        ek: &[u8],
+        start_ts: Timestamp,
+    ) -> Result<(), MvccError> {
+        match self
+            .shared_locks(ek)?
+            .into_iter()
+            .find(|(_, lock)| lock.start_ts != start_ts)
+        {
+            Some((_, lock)) => Err(MvccError::KeyIsLocked(lock_info(key, &lock))),
+            None => Ok(()),
+        }
+    }
+
     /// The shared locks on the key encoded as `ek`, each with its `lock` CF key. Both
     /// places a lock may be are probed in memory first, so a key nobody shares costs no
     /// read of the engine.
@@ -924,6 +958,7 @@ impl Mvcc {
             ttl_ms,
             need_values,
             shared: false,
+            key_only: false,
         })
     }
 
@@ -965,6 +1000,7 @@ impl Mvcc {
             ttl_ms,
             need_values,
             shared,
+            key_only,
         } = *request;
         let encoded: Vec<Vec<u8>> = keys.iter().map(|(k, _)| encode_user_key(k)).collect();
         let Some((_latch, _ops)) = self.enter(&encoded, true, start_ts, waiting)? else {
@@ -979,59 +1015,86 @@ impl Mvcc {
             // What the lock records as its `for_update_ts` (see `LockKeys::for_update_ts`).
             let mut locked_at = for_update_ts;
             let main = self.load_lock(ek)?;
-            if let Some(lock) = &main
-                && lock.start_ts != start_ts
-            {
-                return Err(MvccError::KeyIsLocked(lock_info(key, lock)));
-            }
-            // Where the lock goes, and this transaction's lock already there or replaced.
-            let (slot, existing) = match main {
-                Some(lock) => (ek.clone(), Some(lock)),
-                None if shared => {
+            // Another transaction's lock on the key itself: only a key-only share joins
+            // it, and only where that lock keeps the key.
+            let joins_main = match &main {
+                Some(lock) if lock.start_ts != start_ts => {
+                    if !(shared && key_only && Self::keeps_key(lock)) {
+                        return Err(MvccError::KeyIsLocked(lock_info(key, lock)));
+                    }
+                    true
+                }
+                _ => false,
+            };
+            // Where the lock goes, this transaction's lock already there or replaced, and
+            // whether that lock kept every other transaction from committing to the key
+            // since it was checked (a key-only share does not).
+            let (slot, existing, guarded) = match main {
+                Some(lock) if !joins_main => {
+                    if !shared && !key_only && lock.key_only {
+                        // NO KEY UPDATE made full: the key-only sharers it let in go first.
+                        self.refuse_others_shares(key, ek, start_ts)?;
+                    }
+                    (ek.clone(), Some(lock), true)
+                }
+                _ if shared => {
                     let slot = shared_lock_key(ek, start_ts);
                     let existing = self.load_lock(&slot)?;
-                    (slot, existing)
+                    let guarded = existing.as_ref().is_some_and(|l| !l.key_only);
+                    (slot, existing, guarded)
                 }
-                None => {
+                _ => {
                     let mut own = None;
+                    let mut guarded = false;
                     for (slot, lock) in self.shared_locks(ek)? {
                         if lock.start_ts != start_ts {
-                            return Err(MvccError::KeyIsLocked(lock_info(key, &lock)));
+                            if !(key_only && lock.key_only) {
+                                return Err(MvccError::KeyIsLocked(lock_info(key, &lock)));
+                            }
+                            continue;
                         }
                         replaced.push(slot);
-                        // Nobody can have committed to the key while it was shared.
+                        guarded = !lock.key_only;
                         own = Some(Lock {
                             kind: LockKind::Pessimistic,
+                            key_only,
                             ..lock
                         });
                     }
-                    (ek.clone(), own)
+                    (ek.clone(), own, guarded)
                 }
             };
-            if let Some(lock) = &existing {
+            if let Some(lock) = &existing
+                && guarded
+            {
                 if waiting == Waiting::Never && !lock.kind.is_pessimistic() {
                     return Ok(None);
                 }
             } else {
                 // Only a rollback matters here: a transaction still taking locks has not
                 // committed.
-                if self.rolled_back(ek, start_ts)? {
+                if existing.is_none() && self.rolled_back(ek, start_ts)? {
                     return Err(MvccError::TxnLockNotFound {
                         key: key.clone(),
                         start_ts,
                     });
                 }
-                let newest = self.newest_data_write(ek)?.map(|(commit_ts, _)| commit_ts);
-                if let Some(commit_ts) = newest
-                    && commit_ts > for_update_ts
+                let newest = self.newest_data_write(ek)?;
+                if let Some((commit_ts, write)) = &newest
+                    && *commit_ts > for_update_ts
+                    // A key-only share is about the key's existence: a newer value of it
+                    // is no conflict (PostgreSQL's FOR KEY SHARE of a row updated since
+                    // the snapshot), a deletion is.
+                    && !(shared && key_only && write.kind == WriteKind::Put)
                 {
                     return Err(MvccError::WriteConflict {
                         key: key.clone(),
                         for_update_ts,
-                        conflict_commit_ts: commit_ts,
+                        conflict_commit_ts: *commit_ts,
                     });
                 }
                 if for_update_ts == Timestamp::MAX {
+                    let newest = newest.map(|(commit_ts, _)| commit_ts);
                     locked_at = newest.unwrap_or(start_ts).max(start_ts);
                 }
             }
@@ -1049,9 +1112,15 @@ impl Mvcc {
             let lock = match existing {
                 Some(mut lock) => {
                     // Already ours: keep its kind (it may be prewritten), raise
-                    // for_update_ts (nobody can have committed since it was taken).
+                    // for_update_ts (checked above unless nobody can have committed
+                    // since it was taken), and make it full if asked.
                     if for_update_ts != Timestamp::MAX {
                         lock.for_update_ts = lock.for_update_ts.max(for_update_ts);
+                    }
+                    // A share asked of a key held exclusively leaves that lock as it is:
+                    // even a no-key one keeps out all a share does.
+                    if !shared || slot != *ek {
+                        lock.key_only &= key_only;
                     }
                     lock
                 }
@@ -1066,6 +1135,7 @@ impl Mvcc {
                     for_update_ts: locked_at,
                     ttl_ms,
                     short_value: None,
+                    key_only,
                 },
             };
             match waiting {
@@ -1262,10 +1332,15 @@ impl Mvcc {
                 continue;
             }
             let existing = self.load_lock(ek)?;
-            // Others' shared locks keep the key from changing; this transaction's own
-            // goes, as the change (or exclusive lock) prewritten here replaces it.
+            // Others' shared locks keep the key from changing (a key-only one, from going);
+            // this transaction's own goes, as the change (or exclusive lock) prewritten
+            // here replaces it.
+            let deletes = matches!(mutation.op, MutationOp::Delete);
             for (slot, lock) in self.shared_locks(ek)? {
                 if lock.start_ts != start_ts {
+                    if lock.key_only && !deletes {
+                        continue;
+                    }
                     return Err(MvccError::KeyIsLocked(lock_info(&mutation.key, &lock)));
                 }
                 batch.delete(Cf::Lock, slot);
@@ -1373,6 +1448,8 @@ impl Mvcc {
                     .map(|l| l.ttl_ms.max(ttl_ms))
                     .unwrap_or(ttl_ms),
                 short_value,
+                // A no-key update stays one: key-only sharers still join it.
+                key_only: !deletes && existing.as_ref().is_some_and(|l| l.key_only),
             };
             match placement {
                 PrewriteLocks::Durable => batch.put(Cf::Lock, ek.clone(), lock.to_bytes()),

@@ -979,6 +979,7 @@ fn a_write_prepared_without_blocking_holds_its_latches_until_it_is_written_and_f
             ttl_ms: 3_000,
             need_values: true,
             shared: false,
+            key_only: false,
         })
     };
     assert_eq!(lock(10).unwrap(), Some(vec![Some(b"old".to_vec())]));
@@ -1079,6 +1080,7 @@ fn locking_without_blocking_leaves_a_lock_of_its_own_on_disk_to_the_blocking_cal
         ttl_ms: 3_000,
         need_values: false,
         shared: false,
+        key_only: false,
     };
     // Raising a prewritten lock's for_update_ts is a disk write: not done in memory.
     assert_eq!(m.try_lock_keys_in_memory(&request(10, 15)).unwrap(), None);
@@ -1416,6 +1418,7 @@ fn locks_past_the_memory_budget_go_to_the_lock_cf_and_commit_the_same() {
             ttl_ms: 3_000,
             need_values: false,
             shared: false,
+            key_only: false,
         }
     }
     let on_disk = |k: &[u8]| {
@@ -1514,15 +1517,196 @@ fn lock_as(
     start_ts: u64,
     shared: bool,
 ) -> Result<Vec<Option<Vec<u8>>>, MvccError> {
+    lock_key_level(m, key, start_ts, start_ts, shared, false)
+}
+
+/// `lock_as`, checked against `for_update_ts`, and key-only if asked.
+fn lock_key_level(
+    m: &Mvcc,
+    key: &[u8],
+    start_ts: u64,
+    for_update_ts: u64,
+    shared: bool,
+    key_only: bool,
+) -> Result<Vec<Option<Vec<u8>>>, MvccError> {
     m.lock_keys(&LockKeys {
         keys: &[(key.to_vec(), false)],
         primary: key,
         start_ts: ts(start_ts),
-        for_update_ts: ts(start_ts),
+        for_update_ts: ts(for_update_ts),
         ttl_ms: 3_000,
         need_values: false,
         shared,
+        key_only,
     })
+}
+
+/// PostgreSQL's key-level strengths: `FOR KEY SHARE` (a foreign key's referenced row) and
+/// `FOR NO KEY UPDATE` (an update that keeps the key) join each other; each keeps out
+/// what changes the key's existence, and the full strengths keep out each other.
+#[test]
+fn key_only_locks_let_an_update_that_keeps_the_key_through_and_keep_a_delete_out() {
+    let (_d, m) = mvcc();
+    write(&m, b"k", b"v", 1, 2);
+    let key_share = |start: u64| lock_key_level(&m, b"k", start, start, true, true);
+    let no_key_update = |start: u64| lock_key_level(&m, b"k", start, start, false, true);
+    key_share(10).unwrap();
+    key_share(11).unwrap();
+    no_key_update(12).unwrap();
+    // FOR UPDATE and FOR SHARE wait for the no-key updater; FOR KEY SHARE joins it.
+    assert_eq!(holder_of(lock_as(&m, b"k", 13, false)), ts(12));
+    assert_eq!(holder_of(lock_as(&m, b"k", 14, true)), ts(12));
+    assert_eq!(holder_of(no_key_update(14)), ts(12));
+    key_share(15).unwrap();
+    // The update is prewritten over the shares, and still lets one join.
+    let locked_put = Mutation {
+        key: b"k".to_vec(),
+        op: MutationOp::Put(b"w".to_vec()),
+        check: KeyCheck::Locked,
+    };
+    m.prewrite(&[locked_put], b"k", ts(12), 3_000, PrewriteLocks::Durable)
+        .unwrap();
+    let lock = m.lock_of(b"k").unwrap().unwrap();
+    assert_eq!((lock.kind, lock.key_only), (LockKind::Put, true));
+    key_share(16).unwrap();
+    m.commit(&[b"k".to_vec()], ts(12), ts(20)).unwrap();
+    assert_eq!(m.get(b"k", ts(21), None).unwrap(), Some(b"w".to_vec()));
+    // A share kept to commit is recorded; the key's value is the update's.
+    let kept = Mutation {
+        key: b"k".to_vec(),
+        op: MutationOp::Lock,
+        check: KeyCheck::SharedLocked,
+    };
+    m.prewrite(&[kept], b"k", ts(10), 3_000, PrewriteLocks::Durable)
+        .unwrap();
+    m.commit(&[b"k".to_vec()], ts(10), ts(22)).unwrap();
+    assert_eq!(m.get(b"k", ts(23), None).unwrap(), Some(b"w".to_vec()));
+    // A delete (a full exclusive lock) waits for every key-only sharer.
+    let mut waited_for = Vec::new();
+    while let Err(e) = lock_key_level(&m, b"k", 30, 30, false, false) {
+        let holder = holder_of(Err(e));
+        waited_for.push(holder);
+        m.pessimistic_rollback(&[b"k".to_vec()], holder).unwrap();
+    }
+    waited_for.sort();
+    assert_eq!(waited_for, vec![ts(11), ts(15), ts(16)]);
+    assert_eq!(holder_of(key_share(31)), ts(30));
+    m.pessimistic_rollback(&[b"k".to_vec()], ts(30)).unwrap();
+
+    // Unlocked writes too: a key-only share lets a new value through, not a deletion.
+    lock_key_level(&m, b"k", 40, 40, true, true).unwrap();
+    let delete = Mutation {
+        key: b"k".to_vec(),
+        op: MutationOp::Delete,
+        check: KeyCheck::Snapshot,
+    };
+    assert_eq!(
+        holder_of(
+            m.prewrite(&[delete], b"k", ts(41), 3_000, PrewriteLocks::Durable)
+                .map(|_| Vec::new())
+        ),
+        ts(40)
+    );
+    m.prewrite(
+        &[put(b"k", b"x")],
+        b"k",
+        ts(42),
+        3_000,
+        PrewriteLocks::Durable,
+    )
+    .unwrap();
+    // A full share keeps both out.
+    write(&m, b"f", b"v", 1, 2);
+    lock_as(&m, b"f", 50, true).unwrap();
+    assert_eq!(
+        holder_of(
+            m.prewrite(
+                &[put(b"f", b"x")],
+                b"f",
+                ts(51),
+                3_000,
+                PrewriteLocks::Durable
+            )
+            .map(|_| Vec::new())
+        ),
+        ts(50)
+    );
+}
+
+#[test]
+fn a_key_only_share_sees_a_newer_value_as_no_conflict_but_a_deletion_as_one() {
+    let (_d, m) = mvcc();
+    write(&m, b"k", b"v", 10, 12);
+    // FOR KEY SHARE of a row updated since the snapshot, as PostgreSQL's: the key is there.
+    lock_key_level(&m, b"k", 11, 11, true, true).unwrap();
+    // Made full (FOR SHARE, or an update), it is checked as it would have been.
+    assert!(matches!(
+        lock_key_level(&m, b"k", 11, 11, true, false),
+        Err(MvccError::WriteConflict { .. })
+    ));
+    assert!(matches!(
+        lock_key_level(&m, b"k", 11, 11, false, false),
+        Err(MvccError::WriteConflict { .. })
+    ));
+    m.pessimistic_rollback(&[b"k".to_vec()], ts(11)).unwrap();
+    // A value committed while a key-only share was held is checked when it is made full.
+    lock_key_level(&m, b"k", 13, 13, true, true).unwrap();
+    lock_key_level(&m, b"k", 14, 14, false, true).unwrap();
+    let locked_put = Mutation {
+        key: b"k".to_vec(),
+        op: MutationOp::Put(b"w".to_vec()),
+        check: KeyCheck::Locked,
+    };
+    m.prewrite(&[locked_put], b"k", ts(14), 3_000, PrewriteLocks::Durable)
+        .unwrap();
+    m.commit(&[b"k".to_vec()], ts(14), ts(15)).unwrap();
+    assert!(matches!(
+        lock_key_level(&m, b"k", 13, 13, false, true),
+        Err(MvccError::WriteConflict { .. })
+    ));
+    m.pessimistic_rollback(&[b"k".to_vec()], ts(13)).unwrap();
+    // A deletion since the snapshot is a conflict: the key is gone.
+    let delete = Mutation {
+        key: b"k".to_vec(),
+        op: MutationOp::Delete,
+        check: KeyCheck::Snapshot,
+    };
+    m.prewrite(&[delete], b"k", ts(16), 3_000, PrewriteLocks::Durable)
+        .unwrap();
+    m.commit(&[b"k".to_vec()], ts(16), ts(17)).unwrap();
+    assert!(matches!(
+        lock_key_level(&m, b"k", 18, 16, true, true),
+        Err(MvccError::WriteConflict { .. })
+    ));
+}
+
+#[test]
+fn a_no_key_lock_made_full_waits_for_the_key_only_sharers_it_let_in() {
+    let (_d, m) = mvcc();
+    lock_key_level(&m, b"k", 10, 10, false, true).unwrap();
+    lock_key_level(&m, b"k", 11, 11, true, true).unwrap();
+    // Asking for a share of a key it holds exclusively changes nothing.
+    lock_key_level(&m, b"k", 10, 10, true, false).unwrap();
+    assert!(m.lock_of(b"k").unwrap().unwrap().key_only);
+    assert_eq!(
+        holder_of(lock_key_level(&m, b"k", 10, 10, false, false)),
+        ts(11)
+    );
+    m.pessimistic_rollback(&[b"k".to_vec()], ts(11)).unwrap();
+    lock_key_level(&m, b"k", 10, 10, false, false).unwrap();
+    let lock = m.lock_of(b"k").unwrap().unwrap();
+    assert_eq!((lock.kind, lock.key_only), (LockKind::Pessimistic, false));
+    assert_eq!(
+        holder_of(lock_key_level(&m, b"k", 12, 12, true, true)),
+        ts(10)
+    );
+    // A key-only sharer's own exclusive lock keeps the key only if asked so.
+    lock_key_level(&m, b"j", 20, 20, true, true).unwrap();
+    lock_key_level(&m, b"j", 21, 21, true, true).unwrap();
+    lock_key_level(&m, b"j", 20, 20, false, true).unwrap();
+    let lock = m.lock_of(b"j").unwrap().unwrap();
+    assert_eq!((lock.kind, lock.key_only), (LockKind::Pessimistic, true));
+    assert!(m.is_held_by(b"j", ts(21)).unwrap());
 }
 
 fn holder_of(result: Result<Vec<Option<Vec<u8>>>, MvccError>) -> Timestamp {
@@ -1682,6 +1866,7 @@ fn a_shared_lock_of_a_dead_transaction_is_rolled_back_at_its_ttl_and_resolved() 
         ttl_ms: 3_000,
         need_values: false,
         shared: true,
+        key_only: false,
     })
     .unwrap();
     let met = match lock_as(&m, b"k", 20, false) {
@@ -1731,6 +1916,7 @@ fn shared_locks_in_memory_are_taken_and_replaced_without_the_engine() {
         ttl_ms: 3_000,
         need_values: false,
         shared,
+        key_only: false,
     };
     assert_eq!(
         m.try_lock_keys_in_memory(&request(10, true)).unwrap(),

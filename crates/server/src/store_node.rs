@@ -1359,6 +1359,7 @@ fn lock_request<'a>(l: &'a PessimisticLockRequest, keys: &'a [(Vec<u8>, bool)]) 
         ttl_ms: l.ttl_ms,
         need_values: l.need_values,
         shared: l.shared,
+        key_only: l.key_only,
     }
 }
 

@@ -209,6 +209,7 @@ async fn a_primary_lock_given_back_is_not_fenced_by_whoever_met_it() {
         need_values: true,
         lock_wait_timeout_ms: 1_000,
         shared: false,
+        key_only: false,
     };
     for (key, missing, fenced) in [
         (&b"k"[..], MissingPrimary::Report, false),
@@ -262,6 +263,7 @@ async fn a_lock_granted_after_a_wait_longer_than_its_ttl_is_not_born_lapsed() {
         need_values: false,
         lock_wait_timeout_ms: 10_000,
         shared: false,
+        key_only: false,
     };
     let holder = tso.get_ts().await.unwrap();
     kv.acquire_pessimistic_lock(lock(holder, 60_000))
@@ -566,6 +568,7 @@ async fn a_deadlock_across_regions_is_detected() {
         need_values: false,
         lock_wait_timeout_ms: 10_000,
         shared: false,
+        key_only: false,
     };
     kv.acquire_pessimistic_lock(lock(b"a", t1, b"a"))
         .await
@@ -616,6 +619,7 @@ async fn a_split_waits_for_in_memory_locks_on_its_right_half() {
         need_values: false,
         lock_wait_timeout_ms: 1_000,
         shared: false,
+        key_only: false,
     })
     .await
     .unwrap();
@@ -683,6 +687,7 @@ async fn transactions_keep_their_locks_while_their_region_splits_under_them() {
                     need_values: false,
                     lock_wait_timeout_ms: 5_000,
                     shared: false,
+                    key_only: false,
                 })
                 .await
                 .unwrap_or_else(|e| panic!("worker {w} txn {i}: lock: {e}"));
@@ -770,6 +775,7 @@ async fn leaders_spread_over_the_stores_without_aborting_transactions() {
         need_values: false,
         lock_wait_timeout_ms: 1_000,
         shared: false,
+        key_only: false,
     })
     .await
     .unwrap();
@@ -1032,6 +1038,7 @@ async fn a_lock_wait_is_bounded_by_the_store_whatever_the_client_asks() {
                 need_values: false,
                 wait_ms: u32::MAX,
                 shared: false,
+                key_only: false,
             },
         )),
     };

@@ -778,6 +778,14 @@ async fn the_cluster_version_rises_once_every_node_runs_the_newer_build() {
         "55P03"
     );
     ok(&mut s, "ROLLBACK").await;
+    // And FOR KEY SHARE as FOR UPDATE, the strongest lock every store knows.
+    ok(&mut s, "BEGIN").await;
+    ok(&mut s, "SELECT * FROM t WHERE id = 1 FOR KEY SHARE").await;
+    assert_eq!(
+        code(&mut other, "SELECT * FROM t WHERE id = 1 FOR KEY SHARE").await,
+        "55P03"
+    );
+    ok(&mut s, "ROLLBACK").await;
 
     // The old store is upgraded: stopped and started on its data with the new build.
     let mut cfg = cluster.stop_store(old_id).await;
@@ -803,10 +811,19 @@ async fn the_cluster_version_rises_once_every_node_runs_the_newer_build() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // Now FOR SHARE is shared.
+    // Now FOR SHARE is shared, and FOR KEY SHARE lets an update that keeps the key
+    // through, but not a delete.
     ok(&mut s, "BEGIN").await;
     ok(&mut s, "SELECT * FROM t WHERE id = 1 FOR SHARE").await;
     ok(&mut other, "SELECT * FROM t WHERE id = 1 FOR SHARE").await;
+    ok(&mut s, "ROLLBACK").await;
+    ok(&mut s, "BEGIN").await;
+    ok(&mut s, "SELECT * FROM t WHERE id = 1 FOR KEY SHARE").await;
+    ok(&mut other, "UPDATE t SET v = v WHERE id = 1").await;
+    assert_eq!(
+        code(&mut other, "DELETE FROM t WHERE id = 1").await,
+        "55P03"
+    );
     ok(&mut s, "ROLLBACK").await;
 
     // An older SQL node is refused, and says why.

@@ -23,7 +23,8 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use flotilla_catalog::{CatalogSnapshot, ColumnDef, Handle, Identity, IndexDef, SqlType, TableDef};
 use flotilla_codec::{Datum, record_prefix};
-use flotilla_txn::TxnError;
+use flotilla_txn::{LockStrength, TxnError};
+use flotilla_types::version::Feature;
 use flotilla_types::{ColumnId, Timestamp};
 
 use crate::api::QueryResult;
@@ -1772,6 +1773,54 @@ fn old_row(table: &TableDef, batch: &RecordBatch, r: usize) -> (Vec<Datum>, Vec<
 /// One row an UPDATE changes: (old row, old handle, new row, new handle).
 pub(crate) type RowChange = (Vec<Datum>, Vec<u8>, Vec<Datum>, Vec<u8>);
 
+/// The lock an UPDATE assigning the columns at `positions` takes on a row before it
+/// knows the row's new values: `FOR NO KEY UPDATE` unless one of them is a key column
+/// (of the primary key or a unique index), as `update_strength` then finds.
+pub(crate) fn update_strength_before(
+    key_level: bool,
+    table: &TableDef,
+    positions: &[usize],
+) -> LockStrength {
+    let assigns_key = positions.iter().any(|p| {
+        let id = table.columns[*p].id;
+        table
+            .indexes
+            .iter()
+            .any(|index| index.unique && index.columns.contains(&id))
+    });
+    if key_level && !assigns_key {
+        LockStrength::NoKeyUpdate
+    } else {
+        LockStrength::Update
+    }
+}
+
+/// The lock an UPDATE takes on the row `change` rewrites: PostgreSQL's `FOR NO KEY
+/// UPDATE` where the row keeps its primary key and every unique key (its test: a key
+/// set to the value it had is kept), which the key-only locks of foreign key checks
+/// join, so neither waits for the other; `FOR UPDATE` otherwise, and wherever the
+/// cluster cannot take key-level locks yet (`key_level` false).
+pub(crate) fn update_strength(
+    key_level: bool,
+    table: &TableDef,
+    change: &RowChange,
+) -> LockStrength {
+    let (old, handle, new, new_handle) = change;
+    let keeps_keys = handle == new_handle
+        && table
+            .stored_indexes()
+            .filter(|index| index.unique)
+            .all(|index| {
+                index_entry(table, index, old, handle).map(|e| e.0)
+                    == index_entry(table, index, new, new_handle).map(|e| e.0)
+            });
+    if key_level && keeps_keys {
+        LockStrength::NoKeyUpdate
+    } else {
+        LockStrength::Update
+    }
+}
+
 /// Locks and writes the rows an UPDATE changes, maintaining every index, and carries out
 /// the foreign keys involved; returns the new rows.
 pub(crate) async fn apply_updates(
@@ -1814,22 +1863,38 @@ pub(crate) async fn write_updates(
     let unknown: Vec<usize> = (0..changes.len())
         .filter(|i| stored[*i].is_none())
         .collect();
-    for chunk in unknown.chunks(WRITE_CHUNK_ROWS) {
-        let keys: Vec<(Vec<u8>, bool)> = chunk
+    let key_level = session.engine.may_use(Feature::KeyShareLocks);
+    let strengths: Vec<LockStrength> = changes
+        .iter()
+        .map(|change| update_strength(key_level, table, change))
+        .collect();
+    for strength in [LockStrength::NoKeyUpdate, LockStrength::Update] {
+        let unknown: Vec<usize> = unknown
             .iter()
-            .map(|i| (row_key(table, &changes[*i].1), false))
+            .copied()
+            .filter(|i| strengths[*i] == strength)
             .collect();
-        let txn = &mut session.open.as_mut().expect("open transaction").txn;
-        let values = txn.lock_keys(keys, true).await?;
-        for (i, value) in chunk.iter().zip(values) {
-            stored[*i] = value;
+        for chunk in unknown.chunks(WRITE_CHUNK_ROWS) {
+            let keys: Vec<(Vec<u8>, bool)> = chunk
+                .iter()
+                .map(|i| (row_key(table, &changes[*i].1), false))
+                .collect();
+            let txn = &mut session.open.as_mut().expect("open transaction").txn;
+            let values = txn.lock_keys_as(keys, true, strength).await?;
+            for (i, value) in chunk.iter().zip(values) {
+                stored[*i] = value;
+            }
         }
     }
+    // Rows whose stored version the caller read are locked here, without a read.
+    let mut kept_key_rows: Vec<(Vec<u8>, bool)> = Vec::new();
     let mut locks: Vec<(Vec<u8>, bool)> = Vec::new();
     for (i, (old, handle, new, new_handle)) in changes.iter().enumerate() {
         if unknown.binary_search(&i).is_err() {
-            // Rows whose stored version the caller read are locked here, without a read.
-            locks.push((row_key(table, handle), false));
+            match strengths[i] {
+                LockStrength::NoKeyUpdate => kept_key_rows.push((row_key(table, handle), false)),
+                _ => locks.push((row_key(table, handle), false)),
+            }
         }
         if new_handle != handle {
             let key = row_key(table, new_handle);
@@ -1854,6 +1919,11 @@ pub(crate) async fn write_updates(
                 locks.push((new_key, fresh));
             }
         }
+    }
+    for chunk in kept_key_rows.chunks(WRITE_CHUNK_ROWS) {
+        let txn = &mut session.open.as_mut().expect("open transaction").txn;
+        txn.lock_keys_as(chunk.to_vec(), false, LockStrength::NoKeyUpdate)
+            .await?;
     }
     for chunk in locks.chunks(WRITE_CHUNK_ROWS) {
         let txn = &mut session.open.as_mut().expect("open transaction").txn;

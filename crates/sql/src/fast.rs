@@ -16,7 +16,9 @@ use datafusion::sql::sqlparser::ast::{
 };
 use flotilla_catalog::{Handle, IndexState, SqlType, TableDef};
 use flotilla_codec::{Datum, encode_key_tuple, index_key};
+use flotilla_txn::LockStrength;
 use flotilla_types::Timestamp;
+use flotilla_types::version::Feature;
 
 use crate::api::QueryResult;
 use crate::dml::{
@@ -325,6 +327,7 @@ async fn lock_and_fetch(
     table: &TableDef,
     key: &[u8],
     filters: &[(usize, Datum)],
+    strength: LockStrength,
 ) -> Result<Option<(Vec<Datum>, Vec<u8>, Vec<u8>)>, SqlError> {
     let handle = crate::rows::handle_of_key(table, key)?.to_vec();
     let newest = session.isolation() == Isolation::ReadCommitted;
@@ -334,9 +337,9 @@ async fn lock_and_fetch(
     let held = txn.holds(key);
     let keys = vec![(key.to_vec(), false)];
     let locked = if newest {
-        txn.lock_keys_newest(keys).await?
+        txn.lock_keys_newest_as(keys, strength).await?
     } else {
-        txn.lock_keys(keys, true).await?
+        txn.lock_keys_as(keys, true, strength).await?
     };
     let value = locked.into_iter().next().flatten();
     let row = match value {
@@ -692,9 +695,18 @@ async fn update(
     let Some((lookup, filters)) = lookup(&table, &eqs) else {
         return Ok(None);
     };
+    let assigned: Vec<usize> = targets.iter().map(|(c, _)| *c).collect();
+    let key_level = session.engine.may_use(Feature::KeyShareLocks);
+    let strength = crate::dml::update_strength_before(key_level, &table, &assigned);
+    if key_level && strength == LockStrength::Update {
+        // A key column is assigned, maybe the value it holds (an ORM saving every
+        // column): the general path locks the row knowing its new values, so an update
+        // that keeps every key still lets foreign key checks through.
+        return Ok(None);
+    }
     let fetched = match &lookup {
         Lookup::Record(key) if !buffered(session, key) => {
-            lock_and_fetch(session, &table, key, &filters).await?
+            lock_and_fetch(session, &table, key, &filters, strength).await?
         }
         Lookup::Index(ikey) => {
             // The entry names the row; locking the row then reads it (one request, not a
@@ -716,7 +728,7 @@ async fn update(
                 )
                 .await?
             } else {
-                match lock_and_fetch(session, &table, &key, &filters).await? {
+                match lock_and_fetch(session, &table, &key, &filters, strength).await? {
                     Some(found) => Some(found),
                     // The row no longer holds the looked-up values (its key changed after
                     // the entry was read): another row may hold them now; the general path

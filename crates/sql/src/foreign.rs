@@ -23,13 +23,14 @@
 //! deleted referenced key is still taken as the statement runs. Actions (and RESTRICT)
 //! are never put off: they run as the statement does.
 //!
-//! The lock of a referenced key is shared (`Feature::SharedLocks`; exclusive before every
-//! store has it): any number of transactions add references to one row at once, as
-//! PostgreSQL's `FOR KEY SHARE` lets them, while a delete of the row, or a change of its
-//! key, waits for them all. A key referenced through its primary key is locked at the
-//! row itself, so an update of the row's other columns waits too (PostgreSQL's `FOR NO
-//! KEY UPDATE` would not); one referenced through a unique index is locked at its index
-//! entry, so such an update does not wait.
+//! The lock of a referenced key is PostgreSQL's `FOR KEY SHARE` (`LockStrength::KeyShare`;
+//! `FOR SHARE`, or exclusive, before every store knows it): any number of transactions
+//! add references to one row at once, while a delete of the row, or a change of its key,
+//! waits for them all. An update that keeps every key of its row (`FOR NO KEY UPDATE`,
+//! see `dml::update_strength`) neither waits for them nor makes them wait: a key
+//! referenced through its primary key is locked at the row itself, which such an update
+//! only gives a new value; one referenced through a unique index, at its index entry,
+//! which it does not touch.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
@@ -41,7 +42,7 @@ use flotilla_catalog::{
     CatalogSnapshot, FkAction, ForeignKeyDef, IndexDef, IndexState, SqlType, TableDef,
 };
 use flotilla_codec::{Datum, encode_key_tuple, index_key, record_key};
-use flotilla_txn::TxnView;
+use flotilla_txn::{LockStrength, TxnView};
 use flotilla_types::version::Feature;
 use flotilla_types::{ColumnId, Timestamp};
 use futures::StreamExt;
@@ -464,8 +465,15 @@ pub(crate) async fn check_rows(
             Err(e) => e,
         }
     };
-    // Before every store can take a shared lock (a rolling upgrade), the lock is exclusive.
-    let shared = session.engine.may_use(Feature::SharedLocks);
+    // Before every store can take a key-only (or any) shared lock (a rolling upgrade),
+    // the lock is the strongest one they all know.
+    let strength = if session.engine.may_use(Feature::KeyShareLocks) {
+        LockStrength::KeyShare
+    } else if session.engine.may_use(Feature::SharedLocks) {
+        LockStrength::Share
+    } else {
+        LockStrength::Update
+    };
     let txn = &mut session.open.as_mut().expect("open transaction").txn;
     let mut to_lock = Vec::new();
     for (key, (f, values)) in &wanted {
@@ -478,11 +486,10 @@ pub(crate) async fn check_rows(
     }
     for chunk in to_lock.chunks(KEYS_PER_REQUEST) {
         let keys = chunk.iter().map(|k| (k.clone(), false)).collect();
-        let found = match (newest, shared) {
-            (true, true) => txn.lock_keys_newest_shared(keys).await?,
-            (true, false) => txn.lock_keys_newest(keys).await?,
-            (false, true) => txn.lock_keys_shared(keys, true).await?,
-            (false, false) => txn.lock_keys(keys, true).await?,
+        let found = if newest {
+            txn.lock_keys_newest_as(keys, strength).await?
+        } else {
+            txn.lock_keys_as(keys, true, strength).await?
         };
         txn.keep_locked_until_commit(chunk);
         for (key, value) in chunk.iter().zip(found) {

@@ -16,8 +16,10 @@
 //! does: the query is run for a window of rows, doubled while rows were skipped, so a
 //! queue's `LIMIT 1 FOR UPDATE SKIP LOCKED` reads only a few rows past those taken.
 //!
-//! `FOR NO KEY UPDATE` and `FOR KEY SHARE` lock as `FOR UPDATE` and `FOR SHARE` do
-//! (`key_lock_strengths_read`). `FOR SHARE` takes shared locks: any number of transactions hold one row so, and none
+//! `FOR NO KEY UPDATE` and `FOR KEY SHARE` are PostgreSQL's key-level locks, read by
+//! `key_lock_strengths_read`: they lock the row's key's existence only, so neither waits
+//! for the other (nor for an update that keeps the row's keys, nor for a foreign key
+//! check). `FOR SHARE` takes shared locks: any number of transactions hold one row so, and none
 //! of them lets another change the row, delete it or lock it `FOR UPDATE` until it ends
 //! (a writer waits for every holder). A transaction's own shared lock becomes exclusive
 //! when it writes the row or locks it `FOR UPDATE`, waiting for the other holders; two
@@ -39,14 +41,14 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, Projection};
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
-    Expr, Ident, JoinConstraint, JoinOperator, LockClause, LockType, NonBlock, Query, SelectItem,
-    SetExpr, Statement, TableFactor, TableWithJoins, Value, Visit, Visitor, visit_expressions,
-    visit_expressions_mut,
+    Expr, Ident, JoinConstraint, JoinOperator, LockClause, LockType, NonBlock, ObjectName, Query,
+    SelectItem, SetExpr, Statement, TableFactor, TableWithJoins, Value, Visit, Visitor,
+    visit_expressions, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
+use datafusion::sql::sqlparser::tokenizer::{Span, Token, TokenWithSpan};
 use flotilla_catalog::TableDef;
-use flotilla_txn::TxnError;
+use flotilla_txn::{LockStrength, TxnError};
 use flotilla_types::Timestamp;
 use flotilla_types::version::Feature;
 
@@ -94,10 +96,10 @@ struct Target {
     /// The name its columns are qualified by in the query: its alias, or its name.
     qualifier: String,
     on_locked: OnLocked,
-    /// `FOR SHARE` alone names it: its rows take shared locks, which other transactions'
-    /// `FOR SHARE` (and foreign key checks) share, and which keep out writers and
-    /// `FOR UPDATE`. The strongest clause naming a table wins, as in PostgreSQL.
-    shared: bool,
+    /// The lock its rows take: the strongest its clauses ask for (`FOR SHARE` rows take
+    /// shared locks, which other transactions' `FOR SHARE` and `FOR KEY SHARE` (and
+    /// foreign key checks) share, and which keep out writers and `FOR UPDATE`).
+    strength: LockStrength,
 }
 
 /// A relation of a query's FROM clause.
@@ -206,23 +208,36 @@ fn locking_targets(session: &Session, query: &Query) -> Result<Vec<Target>, SqlE
         _ => false,
     };
     let relations = relations(&select.from)?;
-    let named =
-        |lock: &datafusion::sql::sqlparser::ast::LockClause| lock.of.as_ref().map(relation_name);
+    let named = |lock: &LockClause| clause_of(lock).0;
     for lock in &query.locks {
-        if let Some(name) = named(lock)
+        if let (Some(name), strength) = clause_of(lock)
             && !relations
                 .iter()
                 .any(|r| r.qualifier.as_deref() == Some(name.as_str()))
         {
+            let clause = match strength {
+                LockStrength::KeyShare => "FOR KEY SHARE",
+                LockStrength::Share => "FOR SHARE",
+                LockStrength::NoKeyUpdate => "FOR NO KEY UPDATE",
+                LockStrength::Update => "FOR UPDATE",
+            };
             return Err(SqlError::new(
                 "42P01",
-                format!("relation \"{name}\" in FOR UPDATE clause not found in FROM clause"),
+                format!("relation \"{name}\" in {clause} clause not found in FROM clause"),
             ));
         }
     }
-    // Before every store can take a shared lock (a rolling upgrade), FOR SHARE locks
-    // exclusively: it waits where it need not, but lets no write through.
+    // Before every store can take a shared (or key-only) lock, a rolling upgrade, a clause
+    // takes the nearest stronger lock they all know: it waits where it need not, but lets
+    // no write through.
     let may_share = session.engine.may_use(Feature::SharedLocks);
+    let key_level = session.engine.may_use(Feature::KeyShareLocks);
+    let known = |strength: LockStrength| match strength {
+        LockStrength::KeyShare if key_level => LockStrength::KeyShare,
+        LockStrength::KeyShare | LockStrength::Share if may_share => LockStrength::Share,
+        LockStrength::NoKeyUpdate if key_level => LockStrength::NoKeyUpdate,
+        _ => LockStrength::Update,
+    };
     let mut targets = Vec::new();
     for r in relations.iter().filter(|r| !is_cte(r.factor)) {
         let naming: Vec<&LockClause> = query
@@ -233,7 +248,8 @@ fn locking_targets(session: &Session, query: &Query) -> Result<Vec<Target>, SqlE
                 Some(name) => r.qualifier.as_deref() == Some(name.as_str()),
             })
             .collect();
-        let shared = may_share && naming.iter().all(|lock| lock.lock_type == LockType::Share);
+        // The strongest clause naming a table wins, as in PostgreSQL.
+        let strength = naming.iter().map(|lock| clause_of(lock).1).max().map(known);
         let on_locked = naming
             .iter()
             .map(|lock| match lock.nonblock {
@@ -242,7 +258,7 @@ fn locking_targets(session: &Session, query: &Query) -> Result<Vec<Target>, SqlE
                 None => OnLocked::Wait,
             })
             .max();
-        let Some(on_locked) = on_locked else {
+        let (Some(on_locked), Some(strength)) = (on_locked, strength) else {
             continue;
         };
         let (
@@ -264,7 +280,7 @@ fn locking_targets(session: &Session, query: &Query) -> Result<Vec<Target>, SqlE
             table: crate::dml::target_table(session, &relation_name(name))?,
             qualifier: qualifier.clone(),
             on_locked,
-            shared,
+            strength,
         });
     }
     Ok(targets)
@@ -410,18 +426,24 @@ fn wait_as(session: &mut Session, target: &Target) {
     transaction(session).set_lock_wait_timeout_ms(ms);
 }
 
-/// `FOR NO KEY UPDATE` and `FOR KEY SHARE`, which sqlparser does not read, as `FOR UPDATE`
-/// and `FOR SHARE` (the words `NO KEY` and `KEY` are dropped from `tokens`). Each takes
-/// a stronger lock than PostgreSQL's, since Flotilla locks a row whole, not its key apart
-/// from its other columns: it may wait where PostgreSQL would not, but lets through
-/// nothing PostgreSQL would refuse. (Django's `select_for_update(no_key=True)` sends the
-/// first.)
+/// What marks, in a locking clause's `OF` name, a clause that `key_lock_strengths_read`
+/// read as `FOR NO KEY UPDATE` or `FOR KEY SHARE`: a first name part no identifier the
+/// user wrote can be (it holds a control character).
+const KEY_LEVEL_MARK: &str = "\u{1}key";
+
+/// `FOR NO KEY UPDATE` and `FOR KEY SHARE`, which sqlparser does not read: the words
+/// `NO KEY` and `KEY` are dropped from `tokens`, leaving `FOR UPDATE` and `FOR SHARE`,
+/// and the clause's `OF` name gets `KEY_LEVEL_MARK` as its first part (an `OF` is added
+/// where there is none) so that `clause_of` reads the strength back. (Django's
+/// `select_for_update(no_key=True)` sends the first.)
 pub(crate) fn key_lock_strengths_read(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
     let is = |t: &TokenWithSpan, keyword: Keyword| matches!(&t.token, Token::Word(w) if w.keyword == keyword && w.quote_style.is_none());
     let significant: Vec<usize> = (0..tokens.len())
         .filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
         .collect();
     let mut dropped = HashSet::new();
+    // Token position -> what goes in before it (`usize::MAX`: at the end).
+    let mut inserted: HashMap<usize, Vec<Token>> = HashMap::new();
     for (n, &at) in significant.iter().enumerate() {
         if !is(&tokens[at], Keyword::FOR) {
             continue;
@@ -431,21 +453,84 @@ pub(crate) fn key_lock_strengths_read(tokens: Vec<TokenWithSpan>) -> Vec<TokenWi
                 .get(n + k)
                 .is_some_and(|&i| is(&tokens[i], keyword))
         };
-        if after(1, Keyword::KEY) && after(2, Keyword::SHARE) {
-            dropped.insert(significant[n + 1]);
+        let words = if after(1, Keyword::KEY) && after(2, Keyword::SHARE) {
+            1
         } else if after(1, Keyword::NO) && after(2, Keyword::KEY) && after(3, Keyword::UPDATE) {
-            dropped.extend([significant[n + 1], significant[n + 2]]);
+            2
+        } else {
+            continue;
+        };
+        dropped.extend(significant[n + 1..=n + words].iter().copied());
+        let mark = Token::make_word(KEY_LEVEL_MARK, Some('"'));
+        // The k-th token after the clause's last word (`SHARE` or `UPDATE`).
+        let next = |k: usize| significant.get(n + words + 1 + k).copied();
+        match (next(1), next(2)) {
+            // `OF name`: the mark goes before the name, as its first part.
+            (Some(of), Some(name)) if is(&tokens[of], Keyword::OF) => {
+                inserted.insert(name, vec![mark, Token::Period]);
+            }
+            (Some(of), _) if is(&tokens[of], Keyword::OF) => {}
+            (Some(following), _) => {
+                inserted.insert(following, vec![Token::make_keyword("OF"), mark]);
+            }
+            (None, _) => {
+                inserted.insert(usize::MAX, vec![Token::make_keyword("OF"), mark]);
+            }
         }
     }
     if dropped.is_empty() {
         return tokens;
     }
-    tokens
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| !dropped.contains(i))
-        .map(|(_, t)| t)
-        .collect()
+    let space = || Token::Whitespace(datafusion::sql::sqlparser::tokenizer::Whitespace::Space);
+    let end_span = tokens.last().map(|t| t.span).unwrap_or_else(Span::empty);
+    let mut out = Vec::with_capacity(tokens.len() + 4 * inserted.len());
+    let spaced = |tokens: Vec<Token>, span: Span, out: &mut Vec<TokenWithSpan>| {
+        for token in tokens {
+            out.push(TokenWithSpan::new(space(), span));
+            out.push(TokenWithSpan::new(token, span));
+        }
+        out.push(TokenWithSpan::new(space(), span));
+    };
+    for (i, token) in tokens.into_iter().enumerate() {
+        if let Some(before) = inserted.remove(&i) {
+            spaced(before, token.span, &mut out);
+        }
+        if !dropped.contains(&i) {
+            out.push(token);
+        }
+    }
+    if let Some(at_end) = inserted.remove(&usize::MAX) {
+        // Before the closing EOF token, if there is one.
+        let eof = out.pop_if(|t| t.token == Token::EOF);
+        spaced(at_end, end_span, &mut out);
+        out.extend(eof);
+    }
+    out
+}
+
+/// A locking clause's `OF` name (as `relation_name` gives it) and the strength it asks
+/// for, reading back what `key_lock_strengths_read` marked.
+fn clause_of(lock: &LockClause) -> (Option<String>, LockStrength) {
+    let marked = lock.of.as_ref().is_some_and(|of| {
+        of.0.first()
+            .and_then(|part| part.as_ident())
+            .is_some_and(|i| i.value == KEY_LEVEL_MARK)
+    });
+    let name = match &lock.of {
+        Some(of) if marked => {
+            let rest = ObjectName(of.0[1..].to_vec());
+            (!rest.0.is_empty()).then(|| relation_name(&rest))
+        }
+        Some(of) => Some(relation_name(of)),
+        None => None,
+    };
+    let strength = match (lock.lock_type, marked) {
+        (LockType::Share, true) => LockStrength::KeyShare,
+        (LockType::Share, false) => LockStrength::Share,
+        (LockType::Update, true) => LockStrength::NoKeyUpdate,
+        (LockType::Update, false) => LockStrength::Update,
+    };
+    (name, strength)
 }
 
 /// Locks the rows of `target` at `keys`, with the strength its clause asks for.
@@ -454,11 +539,7 @@ async fn lock_rows(
     target: &Target,
     keys: Vec<(Vec<u8>, bool)>,
 ) -> Result<(), TxnError> {
-    if target.shared {
-        txn.lock_keys_shared(keys, false).await?;
-    } else {
-        txn.lock_keys(keys, false).await?;
-    }
+    txn.lock_keys_as(keys, false, target.strength).await?;
     Ok(())
 }
 
@@ -508,12 +589,7 @@ async fn take_row(
         }
         let key = row_key(&target.table, handles.value(r));
         let txn = transaction(session);
-        let held = if target.shared {
-            txn.holds(&key)
-        } else {
-            txn.is_locked(&key)
-        };
-        if held {
+        if txn.holds_at_least(&key, target.strength) {
             continue;
         }
         if skipped.contains(&key) {

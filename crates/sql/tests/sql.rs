@@ -4873,7 +4873,8 @@ async fn for_share_is_shared_by_readers_and_keeps_writers_out() {
         vec!["12"]
     );
 
-    // FOR KEY SHARE shares as FOR SHARE; FOR NO KEY UPDATE locks as FOR UPDATE.
+    // FOR KEY SHARE and FOR NO KEY UPDATE join each other, not FOR UPDATE and FOR SHARE
+    // (PostgreSQL's conflict table).
     ok(&mut a, "BEGIN").await;
     ok(&mut a, "SELECT n FROM acct WHERE id = 1 FOR KEY SHARE").await;
     ok(
@@ -4886,14 +4887,54 @@ async fn for_share_is_shared_by_readers_and_keeps_writers_out() {
         vec!["12"]
     );
     assert_eq!(
-        code(&mut w, "SELECT n FROM acct WHERE id = 1 FOR NO KEY UPDATE").await,
-        "55P03"
+        rows(&mut w, "SELECT n FROM acct WHERE id = 1 FOR NO KEY UPDATE").await,
+        vec!["12"]
     );
     assert_eq!(
-        code(&mut w, "SELECT n FROM acct WHERE id = 2 FOR KEY SHARE").await,
+        code(&mut w, "SELECT n FROM acct WHERE id = 1 FOR UPDATE").await,
+        "55P03"
+    );
+    ok(&mut w, "SELECT n FROM acct WHERE id = 2 FOR KEY SHARE").await;
+    assert_eq!(
+        code(&mut w, "SELECT n FROM acct WHERE id = 2 FOR SHARE").await,
         "55P03"
     );
     ok(&mut a, "COMMIT").await;
+    // The strongest clause naming a table wins among them too; a clause names its kind.
+    ok(&mut a, "BEGIN").await;
+    ok(
+        &mut a,
+        "SELECT x.n FROM acct x JOIN acct y ON y.id = x.id + 1 \
+         FOR KEY SHARE OF x FOR NO KEY UPDATE OF y FOR SHARE OF x",
+    )
+    .await;
+    ok(&mut w, "SELECT n FROM acct WHERE id = 1 FOR KEY SHARE").await;
+    assert_eq!(
+        code(&mut w, "SELECT n FROM acct WHERE id = 1 FOR NO KEY UPDATE").await,
+        "55P03"
+    );
+    ok(&mut w, "SELECT n FROM acct WHERE id = 2 FOR KEY SHARE").await;
+    assert_eq!(
+        code(&mut w, "SELECT n FROM acct WHERE id = 2 FOR SHARE").await,
+        "55P03"
+    );
+    ok(&mut a, "COMMIT").await;
+    for (clause, name) in [
+        ("FOR KEY SHARE OF nope", "FOR KEY SHARE"),
+        ("FOR NO KEY UPDATE OF nope", "FOR NO KEY UPDATE"),
+        ("FOR SHARE OF nope", "FOR SHARE"),
+    ] {
+        let e = run(&mut w, &format!("SELECT n FROM acct {clause}"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (
+                "42P01",
+                format!("relation \"nope\" in {name} clause not found in FROM clause").as_str()
+            )
+        );
+    }
 
     // The strongest clause naming a table wins.
     ok(&mut a, "BEGIN").await;
@@ -4967,6 +5008,179 @@ async fn two_sharers_writing_their_row_are_a_deadlock_one_of_them_survives() {
         .collect();
     assert_eq!(codes, vec!["40P01"]);
     assert_eq!(rows(&mut a, "SELECT n FROM c").await, vec![survivor]);
+}
+
+/// PostgreSQL's key-level row locks: a foreign key check locks its referenced row `FOR
+/// KEY SHARE`, and an UPDATE that keeps every key of its row locks it `FOR NO KEY
+/// UPDATE`; neither waits for the other, so transactions that add a child and then update
+/// its parent (an order and its total) run side by side instead of deadlocking. A
+/// delete, or a change of a key, still waits for every reference in flight. Each step
+/// was checked against PostgreSQL 15.
+#[tokio::test]
+async fn foreign_key_checks_and_updates_that_keep_the_key_do_not_wait_for_each_other() {
+    let db = TestDb::new().await;
+    let mut a = db.session();
+    let mut b = db.session();
+    ok(
+        &mut a,
+        "CREATE TABLE parent (id INT PRIMARY KEY, total INT, u INT UNIQUE)",
+    )
+    .await;
+    ok(
+        &mut a,
+        "CREATE TABLE child (id INT PRIMARY KEY, pid INT REFERENCES parent (id))",
+    )
+    .await;
+    ok(
+        &mut a,
+        "CREATE TABLE by_u (id INT PRIMARY KEY, pu INT REFERENCES parent (u))",
+    )
+    .await;
+    ok(&mut a, "INSERT INTO parent VALUES (1, 0, 10), (2, 0, 20)").await;
+    ok(&mut a, "SET lock_timeout = '100ms'").await;
+    ok(&mut b, "SET lock_timeout = '100ms'").await;
+
+    // Two orders of one parent, each adding a child, then updating the parent: the first
+    // update does not wait for the other's reference; the second waits for the first.
+    ok(&mut a, "BEGIN").await;
+    ok(&mut a, "INSERT INTO child VALUES (1, 1)").await;
+    ok(&mut b, "BEGIN").await;
+    ok(&mut b, "INSERT INTO child VALUES (2, 1)").await;
+    ok(&mut a, "UPDATE parent SET total = total + 1 WHERE id = 1").await;
+    ok(&mut b, "SET lock_timeout = '20s'").await;
+    let b_update = tokio::spawn(async move {
+        let r = run(&mut b, "UPDATE parent SET total = total + 1 WHERE id = 1")
+            .await
+            .map(|_| ())
+            .map_err(|e| e.code);
+        (b, r)
+    });
+    ok(&mut a, "COMMIT").await;
+    let (mut b, result) = b_update.await.unwrap();
+    assert_eq!(result, Ok(()));
+    ok(&mut b, "COMMIT").await;
+    ok(&mut b, "SET lock_timeout = '100ms'").await;
+    assert_eq!(
+        rows(
+            &mut a,
+            "SELECT total, (SELECT count(*) FROM child) FROM parent WHERE id = 1"
+        )
+        .await,
+        vec!["2|2"]
+    );
+
+    // An update in flight lets a new reference through; so does one committed since a
+    // REPEATABLE READ snapshot.
+    ok(&mut a, "BEGIN").await;
+    ok(&mut a, "UPDATE parent SET total = 5 WHERE id = 1").await;
+    ok(&mut b, "INSERT INTO child VALUES (3, 1)").await;
+    ok(&mut a, "COMMIT").await;
+    ok(&mut b, "BEGIN ISOLATION LEVEL REPEATABLE READ").await;
+    ok(&mut b, "SELECT 1").await;
+    ok(&mut a, "UPDATE parent SET total = 6 WHERE id = 1").await;
+    ok(&mut b, "INSERT INTO child VALUES (4, 1)").await;
+    ok(&mut b, "COMMIT").await;
+
+    // A reference in flight keeps out a delete and a change of any key of the row (its
+    // primary key or a unique column), not an update that sets a key to the value it had.
+    ok(&mut a, "BEGIN").await;
+    ok(&mut a, "INSERT INTO child VALUES (5, 2)").await;
+    for changes_key in [
+        "DELETE FROM parent WHERE id = 2",
+        "UPDATE parent SET id = 3 WHERE id = 2",
+        "UPDATE parent SET u = 21 WHERE id = 2",
+    ] {
+        assert_eq!(code(&mut b, changes_key).await, "55P03", "{changes_key}");
+    }
+    ok(
+        &mut b,
+        "UPDATE parent SET id = 2, u = 20, total = 1 WHERE id = 2",
+    )
+    .await;
+    ok(&mut b, "UPDATE parent SET u = u, total = 2 WHERE u = 20").await;
+    ok(&mut a, "ROLLBACK").await;
+    // A reference through a unique column is a lock of that key alone.
+    ok(&mut a, "BEGIN").await;
+    ok(&mut a, "INSERT INTO by_u VALUES (1, 20)").await;
+    ok(&mut b, "UPDATE parent SET id = 4, total = 3 WHERE id = 2").await;
+    assert_eq!(
+        code(&mut b, "UPDATE parent SET u = 22 WHERE id = 4").await,
+        "55P03"
+    );
+    ok(&mut a, "COMMIT").await;
+
+    // The locking clauses: FOR KEY SHARE lets FOR NO KEY UPDATE and an update that keeps
+    // the key through; FOR NO KEY UPDATE lets FOR KEY SHARE and a reference through.
+    ok(&mut a, "BEGIN").await;
+    assert_eq!(
+        rows(
+            &mut a,
+            "SELECT total FROM parent p WHERE id = 1 FOR KEY SHARE OF p"
+        )
+        .await,
+        vec!["6"]
+    );
+    ok(&mut b, "UPDATE parent SET total = 7 WHERE id = 1").await;
+    ok(
+        &mut b,
+        "SELECT * FROM parent WHERE id = 1 FOR NO KEY UPDATE",
+    )
+    .await;
+    for refused in [
+        "SELECT * FROM parent WHERE id = 1 FOR UPDATE",
+        "DELETE FROM parent WHERE id = 1",
+    ] {
+        assert_eq!(code(&mut b, refused).await, "55P03", "{refused}");
+    }
+    ok(&mut a, "ROLLBACK").await;
+    ok(&mut a, "BEGIN").await;
+    ok(
+        &mut a,
+        "SELECT * FROM parent WHERE id = 1 FOR NO KEY UPDATE NOWAIT",
+    )
+    .await;
+    ok(&mut b, "SELECT * FROM parent WHERE id = 1 FOR KEY SHARE").await;
+    ok(&mut b, "INSERT INTO child VALUES (6, 1)").await;
+    for refused in [
+        "SELECT * FROM parent WHERE id = 1 FOR SHARE",
+        "SELECT * FROM parent WHERE id = 1 FOR NO KEY UPDATE",
+        "UPDATE parent SET total = 8 WHERE id = 1",
+    ] {
+        assert_eq!(code(&mut b, refused).await, "55P03", "{refused}");
+    }
+    // Made FOR UPDATE in the same transaction, it waits for no reference, as none is
+    // in flight; FOR KEY SHARE then waits.
+    ok(&mut a, "SELECT * FROM parent WHERE id = 1 FOR UPDATE").await;
+    assert_eq!(
+        code(&mut b, "SELECT * FROM parent WHERE id = 1 FOR KEY SHARE").await,
+        "55P03"
+    );
+    ok(&mut a, "ROLLBACK").await;
+
+    // REPEATABLE READ: FOR KEY SHARE of a row updated since the snapshot reads the
+    // snapshot's version; FOR SHARE and FOR NO KEY UPDATE fail, as PostgreSQL's do.
+    for (clause, expected) in [
+        ("FOR KEY SHARE", Ok(vec!["7".to_string()])),
+        ("FOR SHARE", Err("40001")),
+        ("FOR NO KEY UPDATE", Err("40001")),
+    ] {
+        ok(&mut b, "BEGIN ISOLATION LEVEL REPEATABLE READ").await;
+        ok(&mut b, "SELECT 1").await;
+        ok(&mut a, "UPDATE parent SET total = total + 1 WHERE id = 1").await;
+        ok(&mut a, "UPDATE parent SET total = total - 1 WHERE id = 1").await;
+        let got = match run(
+            &mut b,
+            &format!("SELECT total FROM parent WHERE id = 1 {clause}"),
+        )
+        .await
+        {
+            Ok(QueryResult::Rows { batches, .. }) => Ok(batch_rows(&batches)),
+            Ok(other) => panic!("{clause}: expected rows, got {other:?}"),
+            Err(e) => Err(e.code),
+        };
+        assert_eq!(got, expected, "{clause}");
+        ok(&mut b, "ROLLBACK").await;
+    }
 }
 
 #[tokio::test]

@@ -28,6 +28,8 @@ pub struct LockRequest {
     /// Shared locks, which other transactions' shared locks may join (see
     /// `flotilla_mvcc::LockKeys::shared`); exclusive ones otherwise.
     pub shared: bool,
+    /// Lock only the keys' existence (`flotilla_mvcc::LockKeys::key_only`).
+    pub key_only: bool,
 }
 
 /// A lock lifetime of `ttl_ms` (from the transaction's start) asked for `held` ago: the

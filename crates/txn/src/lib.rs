@@ -16,7 +16,7 @@ mod waits;
 pub use error::TxnError;
 pub use kv::{LockRequest, TxnKv, TxnKvRef, lock_ttl_ms_after};
 pub use local::LocalTxnKv;
-pub use transaction::{Transaction, TxnOptions, TxnView, WriteMark};
+pub use transaction::{LockStrength, Transaction, TxnOptions, TxnView, WriteMark};
 
 pub use flotilla_mvcc::{IngestEntry, KeyCheck, Mutation, MutationOp, TxnStatus};
 

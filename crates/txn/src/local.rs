@@ -237,6 +237,7 @@ impl TxnKv for LocalTxnKv {
                 ttl_ms: lock_ttl_ms_after(request.ttl_ms, sent.elapsed()),
                 need_values: request.need_values,
                 shared: request.shared,
+                key_only: request.key_only,
             })
         })
         .await

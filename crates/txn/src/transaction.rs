@@ -60,6 +60,34 @@ pub struct WriteMark {
     bytes: usize,
 }
 
+/// How strongly a statement locks a key, after PostgreSQL's row-level lock modes. Each
+/// conflicts with the ones PostgreSQL's does: `KeyShare` only with `Update`; `Share`
+/// with both exclusive ones; `NoKeyUpdate` with all but `KeyShare`; `Update` with all.
+/// Ordered weakest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LockStrength {
+    /// `FOR KEY SHARE`, a foreign key's referenced key: the key may change, not go.
+    KeyShare,
+    /// `FOR SHARE`: the key may not change.
+    Share,
+    /// `FOR NO KEY UPDATE`, an update that keeps the key (and every unique key of its row).
+    NoKeyUpdate,
+    /// `FOR UPDATE`, a delete, or an update of a key.
+    Update,
+}
+
+impl LockStrength {
+    /// Other transactions' shares may join it.
+    pub fn shared(self) -> bool {
+        matches!(self, LockStrength::KeyShare | LockStrength::Share)
+    }
+
+    /// It is about the key's existence only (`LockRequest::key_only`).
+    pub fn key_only(self) -> bool {
+        matches!(self, LockStrength::KeyShare | LockStrength::NoKeyUpdate)
+    }
+}
+
 /// A client-side transaction: buffers writes, takes pessimistic locks as statements write,
 /// and commits with two-phase commit (prewrite all, commit the primary, then the rest).
 pub struct Transaction {
@@ -75,6 +103,9 @@ pub struct Transaction {
     locked: HashSet<Vec<u8>>,
     /// Keys it holds a shared lock on (and no exclusive one).
     shared: HashSet<Vec<u8>>,
+    /// Keys of `locked` or `shared` whose lock is about the key's existence only
+    /// (`LockStrength::NoKeyUpdate`, `LockStrength::KeyShare`).
+    key_only: HashSet<Vec<u8>>,
     /// Keys locked, not written, whose locks must still be held at commit (a row a foreign
     /// key references): prewritten as lock-only mutations, so a lock lost meanwhile fails
     /// the commit instead of letting a conflicting change through unseen.
@@ -100,6 +131,7 @@ impl Transaction {
             buffer_bytes: 0,
             locked: HashSet::new(),
             shared: HashSet::new(),
+            key_only: HashSet::new(),
             lock_only: HashSet::new(),
             primary: None,
             heartbeat: None,
@@ -211,20 +243,23 @@ impl Transaction {
         keys: Vec<(Vec<u8>, bool)>,
         need_values: bool,
     ) -> Result<Vec<Option<Vec<u8>>>, TxnError> {
-        self.lock_keys_checked(keys, need_values, self.for_update_ts, false)
+        self.lock_keys_as(keys, need_values, LockStrength::Update)
             .await
     }
 
-    /// `lock_keys`, taking shared locks: other transactions may share them, but none may
-    /// change the keys or lock them exclusively until this one ends or gives them back. A
-    /// key this transaction already holds exclusively stays so; an exclusive lock asked
-    /// for later replaces a shared one (waiting for the other holders).
-    pub async fn lock_keys_shared(
+    /// `lock_keys` with the given strength. A shared lock lets other transactions share
+    /// the key, but none may change it (a key-only one: delete it) or lock it exclusively
+    /// (a key-only one: fully) until this one ends or gives it back. A key this
+    /// transaction already holds exclusively stays so; a stronger lock asked for later
+    /// replaces a weaker one (waiting for the holders it may not join).
+    pub async fn lock_keys_as(
         &mut self,
         keys: Vec<(Vec<u8>, bool)>,
         need_values: bool,
+        strength: LockStrength,
     ) -> Result<Vec<Option<Vec<u8>>>, TxnError> {
-        self.lock_keys_checked(keys, need_values, self.for_update_ts, true)
+        let for_update_ts = self.for_update_ts;
+        self.lock_keys_checked(keys, need_values, for_update_ts, strength)
             .await
     }
 
@@ -237,17 +272,29 @@ impl Transaction {
         &mut self,
         keys: Vec<(Vec<u8>, bool)>,
     ) -> Result<Vec<Option<Vec<u8>>>, TxnError> {
-        self.lock_keys_checked(keys, true, Timestamp::MAX, false)
+        self.lock_keys_newest_as(keys, LockStrength::Update).await
+    }
+
+    /// `lock_keys_newest` with the given strength (see `lock_keys_as`).
+    pub async fn lock_keys_newest_as(
+        &mut self,
+        keys: Vec<(Vec<u8>, bool)>,
+        strength: LockStrength,
+    ) -> Result<Vec<Option<Vec<u8>>>, TxnError> {
+        self.lock_keys_checked(keys, true, Timestamp::MAX, strength)
             .await
     }
 
-    /// `lock_keys_newest`, taking shared locks (see `lock_keys_shared`).
-    pub async fn lock_keys_newest_shared(
-        &mut self,
-        keys: Vec<(Vec<u8>, bool)>,
-    ) -> Result<Vec<Option<Vec<u8>>>, TxnError> {
-        self.lock_keys_checked(keys, true, Timestamp::MAX, true)
-            .await
+    /// Whether the lock this transaction holds on `key`, if any, is at least as strong as
+    /// `strength`: then nobody else can have done what that lock keeps out since.
+    pub fn holds_at_least(&self, key: &[u8], strength: LockStrength) -> bool {
+        let weak = self.key_only.contains(key) && !strength.key_only();
+        if self.locked.contains(key) {
+            // A no-key exclusive lock covers every strength but a full exclusive one.
+            !weak || strength.shared()
+        } else {
+            self.shared.contains(key) && strength.shared() && !weak
+        }
     }
 
     async fn lock_keys_checked(
@@ -255,7 +302,7 @@ impl Transaction {
         keys: Vec<(Vec<u8>, bool)>,
         need_values: bool,
         for_update_ts: Timestamp,
-        shared: bool,
+        strength: LockStrength,
     ) -> Result<Vec<Option<Vec<u8>>>, TxnError> {
         // A lock this transaction holds (at least as strong as the one asked for) needs no
         // request: nobody else can have committed to its key since. Keys that must not
@@ -266,8 +313,7 @@ impl Transaction {
         } else {
             keys.into_iter()
                 .filter(|(key, must_not_exist)| {
-                    *must_not_exist
-                        || !(self.locked.contains(key) || shared && self.shared.contains(key))
+                    *must_not_exist || !self.holds_at_least(key, strength)
                 })
                 .collect()
         };
@@ -282,6 +328,7 @@ impl Transaction {
                 p
             }
         };
+        let shared = strength.shared();
         let mut values = Vec::with_capacity(if need_values { keys.len() } else { 0 });
         for chunk in keys.chunks(self.options.keys_per_request_max) {
             let request = LockRequest {
@@ -293,6 +340,7 @@ impl Transaction {
                 need_values,
                 lock_wait_timeout_ms: self.options.lock_wait_timeout_ms,
                 shared,
+                key_only: strength.key_only(),
             };
             let got = match self.kv.acquire_pessimistic_lock(request).await {
                 Ok(got) => got,
@@ -302,17 +350,40 @@ impl Transaction {
                 }
             };
             for (key, _) in chunk {
-                if !shared {
-                    self.shared.remove(key);
-                    self.locked.insert(key.clone());
-                } else if !self.locked.contains(key) {
-                    self.shared.insert(key.clone());
-                }
+                self.note_lock(key, strength);
             }
             values.extend(got);
         }
         self.start_heartbeat(&primary);
         Ok(values)
+    }
+
+    /// Records that this transaction now holds `key` at `strength` or stronger, as the
+    /// store combines them: an exclusive lock replaces a shared one (keeping the key
+    /// only if asked so), a shared one joins an exclusive one, and a lock is key-only
+    /// while every request for it was.
+    fn note_lock(&mut self, key: &[u8], strength: LockStrength) {
+        let was_held = self.holds(key);
+        let was_exclusive = self.locked.contains(key);
+        let was_key_only = self.key_only.contains(key);
+        let key_only = if strength.shared() {
+            if was_exclusive {
+                was_key_only
+            } else {
+                self.shared.insert(key.to_vec());
+                strength.key_only() && (!was_held || was_key_only)
+            }
+        } else {
+            self.shared.remove(key);
+            self.locked.insert(key.to_vec());
+            // A full share made exclusive keeps what the exclusive request asked.
+            strength.key_only() && (!was_exclusive || was_key_only)
+        };
+        if key_only {
+            self.key_only.insert(key.to_vec());
+        } else {
+            self.key_only.remove(key);
+        }
     }
 
     /// Cleans up after a lock request for `chunk` failed (a lock held past the wait, a
@@ -358,6 +429,7 @@ impl Transaction {
         }
         self.locked.remove(key);
         self.shared.remove(key);
+        self.key_only.remove(key);
         if let Err(e) = self
             .kv
             .pessimistic_rollback(&[key.to_vec()], self.start_ts)
@@ -613,6 +685,7 @@ impl Transaction {
         if self.locked.is_empty() && self.shared.is_empty() {
             return;
         }
+        self.key_only.clear();
         let keys: Vec<Vec<u8>> = self.locked.drain().chain(self.shared.drain()).collect();
         for chunk in keys.chunks(self.options.keys_per_request_max) {
             if let Err(e) = self.kv.pessimistic_rollback(chunk, self.start_ts).await {

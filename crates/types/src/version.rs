@@ -17,7 +17,7 @@ pub type ClusterVersion = u32;
 pub const CLUSTER_VERSION_BASE: ClusterVersion = 1;
 
 /// The newest cluster version this build understands.
-pub const BINARY_CLUSTER_VERSION: ClusterVersion = 15;
+pub const BINARY_CLUSTER_VERSION: ClusterVersion = 16;
 
 // A build understands every feature it gates. (Every build so far also runs in a
 // cluster at any older version, down to the base: one that drops an old version's
@@ -35,6 +35,7 @@ const _: () = assert!(Feature::PartialIndexes.since() <= BINARY_CLUSTER_VERSION)
 const _: () = assert!(Feature::ArrayTypes.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::TimeType.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::SharedLocks.since() <= BINARY_CLUSTER_VERSION);
+const _: () = assert!(Feature::KeyShareLocks.since() <= BINARY_CLUSTER_VERSION);
 
 /// A behaviour gated by the cluster version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +91,13 @@ pub enum Feature {
     /// one, which is safe) and must keep one at prewrite (an older build would read the
     /// check as an optimistic one and lose the lock). Before it, they are exclusive.
     SharedLocks,
+    /// Key-level lock strengths (`FOR KEY SHARE`, `FOR NO KEY UPDATE`): a foreign key's
+    /// referenced key and an update that keeps its row's keys lock only the key's
+    /// existence, so neither waits for the other. Every store must know the lock flag
+    /// (an older build would read such a lock as a full one, and let a key-only share
+    /// wait where a newer one let it join: safe, but the behaviour would change with
+    /// the region's leader). Before it, they lock fully, as `FOR SHARE` and `FOR UPDATE`.
+    KeyShareLocks,
 }
 
 impl Feature {
@@ -109,6 +117,7 @@ impl Feature {
             Feature::ArrayTypes => 13,
             Feature::TimeType => 14,
             Feature::SharedLocks => 15,
+            Feature::KeyShareLocks => 16,
         }
     }
 
@@ -128,6 +137,7 @@ impl Feature {
             Feature::ArrayTypes => "a column of an array type",
             Feature::TimeType => "a column of type time",
             Feature::SharedLocks => "a shared row lock",
+            Feature::KeyShareLocks => "a key-level row lock (FOR KEY SHARE, FOR NO KEY UPDATE)",
         }
     }
 
