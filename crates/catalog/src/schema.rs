@@ -40,6 +40,8 @@ pub enum SqlType {
     Time,
     /// TIMESTAMP (without time zone)
     Timestamp,
+    /// INTERVAL: months, days and nanoseconds, each kept apart (cluster version 17).
+    Interval,
     /// TIMESTAMPTZ
     TimestampTz,
     /// UUID: 16 bytes (cluster version 10).
@@ -73,6 +75,7 @@ impl SqlType {
             SqlType::Date => "date".into(),
             SqlType::Time => "time without time zone".into(),
             SqlType::Timestamp => "timestamp without time zone".into(),
+            SqlType::Interval => "interval".into(),
             SqlType::TimestampTz => "timestamp with time zone".into(),
             SqlType::Uuid => "uuid".into(),
             SqlType::Json => "json".into(),

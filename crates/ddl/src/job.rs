@@ -316,6 +316,9 @@ impl JobKind {
         {
             return Some(Feature::PartialIndexes);
         }
+        if column_of(&[flotilla_catalog::SqlType::Interval]) {
+            return Some(Feature::IntervalType);
+        }
         let time = |ty: &flotilla_catalog::SqlType| {
             *ty == flotilla_catalog::SqlType::Time
                 || ty.element() == Some(&flotilla_catalog::SqlType::Time)

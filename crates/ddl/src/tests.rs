@@ -1425,6 +1425,19 @@ async fn an_added_foreign_key_is_enforced_before_its_scan_and_a_missing_row_roll
         assert!(e.message.contains("cluster version 14"), "{}", e.message);
         assert!(catalog.snapshot().table(name).is_none());
     }
+    // An interval column needs version 17.
+    queue.set_cluster_version(16);
+    let mut t = table(18, "spans");
+    t.columns[0].ty = SqlType::Interval;
+    let job = create(t);
+    assert_eq!(
+        job.feature(),
+        Some(flotilla_types::version::Feature::IntervalType)
+    );
+    let e = ddl.submit(job, "spans16".into()).await.unwrap_err();
+    assert_eq!(e.code, "0A000");
+    assert!(e.message.contains("cluster version 17"), "{}", e.message);
+    assert!(catalog.snapshot().table("spans").is_none());
     queue.set_cluster_version(6);
 
     let v = catalog.snapshot().version;

@@ -1202,7 +1202,11 @@ pub fn decode_text(text: &str, target: &DataType) -> Result<ScalarValue, SqlErro
             }
             ScalarValue::FixedSizeBinary(*len, Some(bytes))
         }
-        DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _) | DataType::Time64(_) => {
+        DataType::Date32
+        | DataType::Date64
+        | DataType::Timestamp(_, _)
+        | DataType::Time64(_)
+        | DataType::Interval(IntervalUnit::MonthDayNano) => {
             flotilla_sql::pg_datetime::scalar_from_text(text, target)?
                 .ok_or_else(|| invalid_syntax(target, text))?
         }

@@ -98,6 +98,7 @@ pub(crate) fn template_state(query_memory_bytes_max: usize) -> Result<SessionSta
     state.add_analyzer_rule(Arc::new(crate::pg_array::ArrayCasts::new()));
     state.add_analyzer_rule(Arc::new(crate::pg_datetime::DatetimeLiterals::new()));
     state.add_analyzer_rule(Arc::new(crate::pg_builtins::PgBuiltins::new()));
+    state.add_analyzer_rule(Arc::new(crate::subquery::NullableScalarSubqueries::new()));
     Ok(state)
 }
 
@@ -251,6 +252,7 @@ impl StatementContext {
     pub(crate) async fn plan(&self, mut statement: Statement) -> Result<LogicalPlan, SqlError> {
         crate::numeric::float_literals_past_decimal(&mut statement);
         crate::pg_builtins::rewrite_calls(&mut statement)?;
+        crate::pg_interval::read_literals(&mut statement)?;
         crate::fetch::fetch_as_limit(&mut statement)?;
         crate::cast_names::name_column_casts(&mut statement);
         crate::cast_length::cut_to_length(&mut statement)?;

@@ -211,6 +211,16 @@ pub(crate) fn sql_type(t: &AstType) -> Result<SqlType, SqlError> {
         AstType::JSON => SqlType::Json,
         AstType::JSONB => SqlType::Jsonb,
         AstType::Date => SqlType::Date,
+        AstType::Interval {
+            fields: None,
+            precision: None,
+        } => SqlType::Interval,
+        AstType::Interval { .. } => {
+            return Err(
+                SqlError::unsupported("an interval type with fields or a precision")
+                    .with_hint("Declare the column interval; values keep every field."),
+            );
+        }
         AstType::Time(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => SqlType::Time,
         AstType::Time(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => {
             return Err(SqlError::unsupported("type time with time zone")
@@ -228,12 +238,12 @@ pub(crate) fn sql_type(t: &AstType) -> Result<SqlType, SqlError> {
             let element = sql_type(element)?;
             match element {
                 array @ SqlType::Array(_) => array,
-                SqlType::Json | SqlType::Jsonb => {
+                SqlType::Json | SqlType::Jsonb | SqlType::Interval => {
                     return Err(SqlError::unsupported(format!(
                         "an array of {}",
                         element.pg_name()
                     ))
-                    .with_hint("Store the array as one jsonb value instead."));
+                    .with_hint("Store the array as one jsonb value, or its elements as rows."));
                 }
                 element => SqlType::Array(Box::new(element)),
             }
@@ -287,6 +297,14 @@ fn column_ids(table: &TableDef, names: &[String]) -> Result<Vec<u32>, SqlError> 
                 col.ty.pg_name()
             ))
             .with_hint("Index the values in a table of their own, one row per element."));
+        }
+        if col.ty == SqlType::Interval {
+            // An interval key would have to sort and be equal as PostgreSQL's do (a month
+            // as 30 days: `1 mon` = `30 days`), which the stored form does not.
+            return Err(SqlError::unsupported(format!(
+                "a key or index on column \"{name}\" of type interval"
+            ))
+            .with_hint("Key or index a bigint column holding its length in microseconds."));
         }
         ids.push(col.id);
     }

@@ -1154,6 +1154,10 @@ pub(crate) fn datum_text(d: &Datum, ty: &SqlType) -> String {
             _ => v.to_string(),
         },
         Datum::Bytes(b) if *ty == SqlType::Uuid => crate::pg_uuid::text(b),
+        Datum::Bytes(b) if *ty == SqlType::Interval => match crate::types::interval_of_datum(b) {
+            Some(i) => crate::pg_text::interval_text(i.months, i.days, i.nanoseconds / 1_000),
+            None => "?".into(),
+        },
         Datum::Bytes(_) if let Some(element) = ty.element() => {
             let Some(elements) = crate::types::decode_elements(d) else {
                 return "?".into();

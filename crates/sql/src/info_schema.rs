@@ -59,6 +59,7 @@ fn data_type(ty: &SqlType) -> &'static str {
         SqlType::Date => "date",
         SqlType::Time => "time without time zone",
         SqlType::Timestamp => "timestamp without time zone",
+        SqlType::Interval => "interval",
         SqlType::TimestampTz => "timestamp with time zone",
         SqlType::Array(_) => "ARRAY",
     }

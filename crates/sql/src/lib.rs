@@ -40,6 +40,7 @@ mod pg_catalog;
 mod pg_date_functions;
 pub mod pg_datetime;
 mod pg_functions;
+mod pg_interval;
 pub mod pg_json;
 pub mod pg_text;
 pub mod pg_uuid;

@@ -1576,6 +1576,36 @@ impl PgBuiltins {
     }
 }
 
+impl PgBuiltins {
+    /// ORDER BY an interval sorts by its place in PostgreSQL's order (`interval_key`: a
+    /// month as 30 days), as comparisons do; Arrow's order of its fields would put `1
+    /// mon` after `40 days`.
+    fn intervals_sorted_by_key(&self, plan: LogicalPlan) -> DfResult<LogicalPlan> {
+        use datafusion::logical_expr::ExprSchemable;
+        plan.transform_up_with_subqueries(|node| {
+            let LogicalPlan::Sort(mut sort) = node else {
+                return Ok(Transformed::no(node));
+            };
+            let schema = sort.input.schema().clone();
+            let mut keyed = false;
+            for order in sort.expr.iter_mut() {
+                if matches!(
+                    order.expr.get_type(&schema),
+                    Ok(DataType::Interval(IntervalUnit::MonthDayNano))
+                ) {
+                    order.expr = Expr::ScalarFunction(ScalarFunction::new_udf(
+                        self.interval_key.clone(),
+                        vec![order.expr.clone()],
+                    ));
+                    keyed = true;
+                }
+            }
+            Ok(Transformed::new_transformed(LogicalPlan::Sort(sort), keyed))
+        })
+        .map(|t| t.data)
+    }
+}
+
 impl AnalyzerRule for PgBuiltins {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
         let retyped = std::cell::Cell::new(false);
@@ -1586,6 +1616,7 @@ impl AnalyzerRule for PgBuiltins {
             }
             Ok(rewritten)
         })?;
+        let plan = self.intervals_sorted_by_key(plan)?;
         if !retyped.get() {
             return Ok(plan);
         }

@@ -124,6 +124,7 @@ fn pg_type(ty: &SqlType) -> (i64, &'static str) {
         SqlType::Date => (1082, "date"),
         SqlType::Time => (1083, "time"),
         SqlType::Timestamp => (1114, "timestamp"),
+        SqlType::Interval => (1186, "interval"),
         SqlType::TimestampTz => (1184, "timestamptz"),
         SqlType::Uuid => (2950, "uuid"),
         SqlType::Json => (114, "json"),
@@ -149,6 +150,7 @@ fn array_pg_type(element: &SqlType) -> (i64, &'static str) {
         SqlType::Date => (1182, "_date"),
         SqlType::Time => (1183, "_time"),
         SqlType::Timestamp => (1115, "_timestamp"),
+        SqlType::Interval => (1187, "_interval"),
         SqlType::TimestampTz => (1185, "_timestamptz"),
         SqlType::Uuid => (2951, "_uuid"),
         SqlType::Json => (199, "_json"),
@@ -167,7 +169,7 @@ pub(crate) fn type_of_oid(oid: i64) -> Option<SqlType> {
 }
 
 /// The types `pg_type` lists (each with its array type).
-const PG_TYPES: [SqlType; 18] = [
+const PG_TYPES: [SqlType; 19] = [
     SqlType::Bool,
     SqlType::Int16,
     SqlType::Int32,
@@ -186,6 +188,7 @@ const PG_TYPES: [SqlType; 18] = [
     SqlType::Time,
     SqlType::Timestamp,
     SqlType::TimestampTz,
+    SqlType::Interval,
     SqlType::Uuid,
     SqlType::Json,
     SqlType::Jsonb,

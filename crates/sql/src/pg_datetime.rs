@@ -16,7 +16,7 @@ use std::sync::Arc;
 use chrono::{Duration, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 use datafusion::arrow::array::{Array, ArrayRef, StringArray};
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, IntervalUnit, TimeUnit};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::Transformed;
 use datafusion::error::Result as DfResult;
@@ -220,9 +220,10 @@ fn out_of_range(what: &str) -> SqlError {
     SqlError::new("22008", format!("{what} out of range"))
 }
 
-/// `text` as a value of `target` (a date, timestamp or time type) read as PostgreSQL reads it,
-/// or `None` if it is not in a form read here (Arrow's cast may still read it).
-/// Out of range is 22008.
+/// `text` as a value of `target` (a date, timestamp, time or interval type) read as
+/// PostgreSQL reads it, or `None` if it is not in a form read here (Arrow's cast may still
+/// read it). Out of range is 22008. Intervals are read here alone (`crate::pg_interval`):
+/// text this does not read is 22007.
 pub fn scalar_from_text(text: &str, target: &DataType) -> Result<Option<ScalarValue>, SqlError> {
     Ok(Some(match target {
         DataType::Date32 | DataType::Date64 => {
@@ -285,6 +286,10 @@ pub fn scalar_from_text(text: &str, target: &DataType) -> Result<Option<ScalarVa
                 _ => ScalarValue::Time64Microsecond(Some((nanos + 500) / 1_000)),
             }
         }
+        DataType::Interval(IntervalUnit::MonthDayNano) => {
+            let span = crate::pg_interval::parse_interval(text, Default::default())?;
+            ScalarValue::IntervalMonthDayNano(Some(span.to_arrow()?))
+        }
         _ => return Ok(None),
     }))
 }
@@ -293,7 +298,11 @@ pub fn scalar_from_text(text: &str, target: &DataType) -> Result<Option<ScalarVa
 fn is_datetime(target: &DataType) -> bool {
     matches!(
         target,
-        DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _) | DataType::Time64(_)
+        DataType::Date32
+            | DataType::Date64
+            | DataType::Timestamp(_, _)
+            | DataType::Time64(_)
+            | DataType::Interval(IntervalUnit::MonthDayNano)
     )
 }
 

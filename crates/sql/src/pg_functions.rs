@@ -220,6 +220,7 @@ fn type_name(oid: i64, typmod: Option<i64>) -> Option<String> {
         1082 => SqlType::Date,
         1083 => SqlType::Time,
         1114 => SqlType::Timestamp,
+        1186 => SqlType::Interval,
         1184 => SqlType::TimestampTz,
         2950 => SqlType::Uuid,
         114 => SqlType::Json,

@@ -760,3 +760,128 @@ pub(crate) fn rewrite(plan: LogicalPlan, state: &SessionState) -> DfResult<Logic
     })
     .map(|t| t.data)
 }
+
+// ---------------------------------------------------------------------------------------------
+// A scalar subquery may be NULL
+// ---------------------------------------------------------------------------------------------
+
+/// A scalar subquery is NULL when it returns no row, whatever its column holds. DataFusion
+/// 55 takes a scalar subquery's nullability from its column alone (apache/datafusion#24513,
+/// fixed after 55), so a subquery of a literal or of a NOT NULL column was typed never
+/// NULL: `(SELECT 1 WHERE false) IS NULL` was folded to false, a `WHERE (SELECT ...) IS
+/// NULL` kept no row, and a subquery that did return NULL failed its batch ("declared as
+/// non-nullable but contains null values"). Such a subquery's column is passed through
+/// `flotilla_nullable`, which says it may be NULL; a subquery that always returns one row
+/// (an aggregate without GROUP BY) is left as it is.
+#[derive(Debug, Default)]
+pub(crate) struct NullableScalarSubqueries;
+
+impl NullableScalarSubqueries {
+    pub(crate) fn new() -> Self {
+        Self
+    }
+}
+
+/// Whether `plan` returns exactly one row whatever its input: an aggregate without
+/// grouping, under projections.
+fn one_row_always(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::Projection(p) => one_row_always(&p.input),
+        LogicalPlan::SubqueryAlias(a) => one_row_always(&a.input),
+        LogicalPlan::Aggregate(a) => a.group_expr.is_empty(),
+        _ => false,
+    }
+}
+
+/// `sq` with its column declared nullable, if it was not.
+fn nullable_subquery(sq: &Subquery) -> DfResult<Option<Subquery>> {
+    let plan = sq.subquery.as_ref();
+    let field = plan.schema().field(0);
+    if field.is_nullable() || one_row_always(plan) {
+        return Ok(None);
+    }
+    let (qualifier, field) = plan.schema().qualified_field(0);
+    let column = Expr::Column(Column::new(qualifier.cloned(), field.name()));
+    let call = Expr::ScalarFunction(ScalarFunction::new_udf(
+        Arc::new(ScalarUDF::new_from_impl(MayBeNull::new())),
+        vec![column],
+    ))
+    .alias(field.name());
+    let projection = Projection::try_new(vec![call], sq.subquery.clone())?;
+    Ok(Some(Subquery {
+        subquery: Arc::new(LogicalPlan::Projection(projection)),
+        outer_ref_columns: sq.outer_ref_columns.clone(),
+        spans: sq.spans.clone(),
+    }))
+}
+
+impl datafusion::optimizer::AnalyzerRule for NullableScalarSubqueries {
+    fn name(&self) -> &str {
+        "flotilla_nullable_scalar_subqueries"
+    }
+
+    fn analyze(
+        &self,
+        plan: LogicalPlan,
+        _config: &datafusion::common::config::ConfigOptions,
+    ) -> DfResult<LogicalPlan> {
+        plan.transform_up_with_subqueries(|node| {
+            let rewritten = node.map_expressions(|e| {
+                e.transform_up(|e| match &e {
+                    Expr::ScalarSubquery(sq) => Ok(match nullable_subquery(sq)? {
+                        Some(sq) => Transformed::yes(Expr::ScalarSubquery(sq)),
+                        None => Transformed::no(e),
+                    }),
+                    _ => Ok(Transformed::no(e)),
+                })
+            })?;
+            if rewritten.transformed {
+                rewritten.map_data(|node| node.recompute_schema())
+            } else {
+                Ok(rewritten)
+            }
+        })
+        .map(|t| t.data)
+    }
+}
+
+/// `flotilla_nullable(x)`: `x`, typed as possibly NULL. Volatile, so constant folding
+/// does not replace it by a literal typed never NULL.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct MayBeNull {
+    signature: Signature,
+}
+
+impl MayBeNull {
+    fn new() -> Self {
+        Self {
+            signature: Signature::any(1, Volatility::Volatile),
+        }
+    }
+}
+
+impl ScalarUDFImpl for MayBeNull {
+    fn name(&self) -> &str {
+        "flotilla_nullable"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> DfResult<DataType> {
+        Ok(args[0].clone())
+    }
+
+    fn return_field_from_args(
+        &self,
+        args: datafusion::logical_expr::ReturnFieldArgs,
+    ) -> DfResult<datafusion::arrow::datatypes::FieldRef> {
+        let field = args.arg_fields[0].as_ref().clone().with_nullable(true);
+        Ok(Arc::new(field.with_name(self.name())))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        Ok(args.args[0].clone())
+    }
+}

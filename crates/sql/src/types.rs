@@ -7,13 +7,13 @@ use datafusion::arrow::array::{
     BooleanBuilder, Date32Array, Date32Builder, Decimal128Array, Decimal128Builder,
     FixedSizeBinaryArray, FixedSizeBinaryBuilder, Float32Array, Float32Builder, Float64Array,
     Float64Builder, Int16Array, Int16Builder, Int32Array, Int32Builder, Int64Array, Int64Builder,
-    LargeBinaryBuilder, ListArray, ListBuilder, NullBufferBuilder, StringArray, StringBuilder,
-    Time64MicrosecondArray, Time64MicrosecondBuilder, TimestampMicrosecondArray,
-    TimestampMicrosecondBuilder,
+    IntervalMonthDayNanoArray, IntervalMonthDayNanoBuilder, LargeBinaryBuilder, ListArray,
+    ListBuilder, NullBufferBuilder, StringArray, StringBuilder, Time64MicrosecondArray,
+    Time64MicrosecondBuilder, TimestampMicrosecondArray, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
-use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, IntervalMonthDayNano, IntervalUnit, TimeUnit};
 use datafusion::arrow::util::display::FormatOptions;
 use datafusion::scalar::ScalarValue;
 use flotilla_catalog::SqlType;
@@ -92,6 +92,7 @@ pub(crate) fn arrow_type(ty: &SqlType) -> DataType {
         SqlType::Bytea => DataType::Binary,
         SqlType::Date => DataType::Date32,
         SqlType::Time => DataType::Time64(TimeUnit::Microsecond),
+        SqlType::Interval => DataType::Interval(IntervalUnit::MonthDayNano),
         SqlType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
         SqlType::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
         SqlType::Uuid => crate::pg_uuid::ARROW_TYPE,
@@ -144,6 +145,7 @@ pub(crate) fn assignable(from: &DataType, to: &SqlType) -> bool {
         SqlType::Bytea => matches!(from, D::Binary | D::LargeBinary | D::BinaryView),
         SqlType::Date => matches!(from, D::Date32 | D::Date64 | D::Timestamp(_, _)),
         SqlType::Time => matches!(from, D::Time32(_) | D::Time64(_) | D::Timestamp(_, None)),
+        SqlType::Interval => matches!(from, D::Interval(_) | D::Duration(_)),
         SqlType::Timestamp | SqlType::TimestampTz => {
             matches!(from, D::Date32 | D::Date64 | D::Timestamp(_, _))
         }
@@ -433,6 +435,7 @@ pub(crate) fn datum_at(array: &ArrayRef, row: usize, ty: &SqlType) -> Datum {
         SqlType::Bytea => Datum::Bytes(downcast::<BinaryArray>(any).value(row).to_vec()),
         SqlType::Date => Datum::Date(downcast::<Date32Array>(any).value(row)),
         SqlType::Time => Datum::Int(downcast::<Time64MicrosecondArray>(any).value(row)),
+        SqlType::Interval => interval_datum(downcast::<IntervalMonthDayNanoArray>(any).value(row)),
         SqlType::Timestamp | SqlType::TimestampTz => {
             Datum::Timestamp(downcast::<TimestampMicrosecondArray>(any).value(row))
         }
@@ -452,6 +455,31 @@ pub(crate) fn datum_at(array: &ArrayRef, row: usize, ty: &SqlType) -> Datum {
             encode_elements(&elements)
         }
     }
+}
+
+/// Bytes of a stored interval: months and days (4 bytes each) and nanoseconds (8),
+/// big-endian.
+const INTERVAL_DATUM_BYTES: usize = 16;
+
+/// An interval as stored.
+pub(crate) fn interval_datum(i: IntervalMonthDayNano) -> Datum {
+    let mut bytes = Vec::with_capacity(INTERVAL_DATUM_BYTES);
+    bytes.extend_from_slice(&i.months.to_be_bytes());
+    bytes.extend_from_slice(&i.days.to_be_bytes());
+    bytes.extend_from_slice(&i.nanoseconds.to_be_bytes());
+    Datum::Bytes(bytes)
+}
+
+/// A stored interval, `None` if `bytes` are not one.
+pub(crate) fn interval_of_datum(bytes: &[u8]) -> Option<IntervalMonthDayNano> {
+    let bytes: &[u8; INTERVAL_DATUM_BYTES] = bytes.try_into().ok()?;
+    let (months, rest) = bytes.split_first_chunk::<4>()?;
+    let (days, nanos) = rest.split_first_chunk::<4>()?;
+    Some(IntervalMonthDayNano::new(
+        i32::from_be_bytes(*months),
+        i32::from_be_bytes(*days),
+        i64::from_be_bytes(nanos.try_into().ok()?),
+    ))
 }
 
 fn downcast<T: 'static>(any: &dyn std::any::Any) -> &T {
@@ -534,6 +562,7 @@ enum Builder {
     Jsonb(LargeBinaryBuilder),
     Date(Date32Builder),
     Time(Time64MicrosecondBuilder),
+    Interval(IntervalMonthDayNanoBuilder),
     Timestamp(TimestampMicrosecondBuilder, Option<Arc<str>>),
     /// Arrays: their elements, where each array ends in them, and which are NULL.
     Array {
@@ -574,6 +603,9 @@ impl ColumnBuilder {
             }
             SqlType::Date => Builder::Date(Date32Builder::with_capacity(capacity)),
             SqlType::Time => Builder::Time(Time64MicrosecondBuilder::with_capacity(capacity)),
+            SqlType::Interval => {
+                Builder::Interval(IntervalMonthDayNanoBuilder::with_capacity(capacity))
+            }
             SqlType::Timestamp => {
                 Builder::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity), None)
             }
@@ -615,6 +647,10 @@ impl ColumnBuilder {
             (Builder::Jsonb(b), Datum::String(v)) => b.append_value(v),
             (Builder::Date(b), Datum::Date(v)) => b.append_value(*v),
             (Builder::Time(b), Datum::Int(v)) => b.append_value(*v),
+            (Builder::Interval(b), Datum::Bytes(v)) => match interval_of_datum(v) {
+                Some(i) => b.append_value(i),
+                None => b.append_null(),
+            },
             (Builder::Timestamp(b, _), Datum::Timestamp(v)) => b.append_value(*v),
             (
                 Builder::Array {
@@ -647,6 +683,7 @@ impl ColumnBuilder {
             (Builder::Jsonb(b), _) => b.append_null(),
             (Builder::Date(b), _) => b.append_null(),
             (Builder::Time(b), _) => b.append_null(),
+            (Builder::Interval(b), _) => b.append_null(),
             (Builder::Timestamp(b, _), _) => b.append_null(),
         }
     }
@@ -672,6 +709,7 @@ impl ColumnBuilder {
             Builder::Jsonb(mut b) => Arc::new(b.finish()),
             Builder::Date(mut b) => Arc::new(b.finish()),
             Builder::Time(mut b) => Arc::new(b.finish()),
+            Builder::Interval(mut b) => Arc::new(b.finish()),
             Builder::Timestamp(mut b, tz) => Arc::new(b.finish().with_timezone_opt(tz)),
             Builder::Array {
                 values,
@@ -695,8 +733,8 @@ impl ColumnBuilder {
 /// the conversion is exact; `None` otherwise (the predicate is then not used for access
 /// paths, only evaluated).
 pub(crate) fn scalar_to_datum(value: &ScalarValue, ty: &SqlType) -> Option<Datum> {
-    if value.is_null() || matches!(ty, SqlType::Array(_)) {
-        // Array columns are never keys, so no access path reads one.
+    if value.is_null() || matches!(ty, SqlType::Array(_) | SqlType::Interval) {
+        // Array and interval columns are never keys, so no access path reads one.
         return None;
     }
     if *ty == SqlType::Uuid {

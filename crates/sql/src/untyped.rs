@@ -1,7 +1,9 @@
 //! String literals compared with a value of a type DataFusion cannot compare text with
-//! (`uuid`, `jsonb`, arrays) are read as that type, as PostgreSQL types an untyped
-//! literal by the other operand. Without this, type coercion would refuse the comparison (uuid) or
-//! compare the literal's bytes (jsonb).
+//! (`uuid`, `jsonb`, arrays, `interval`) are read as that type, as PostgreSQL types an
+//! untyped literal by the other operand; so is one in arithmetic (`n + '1'`, and `ts +
+//! '1 day'`, which PostgreSQL reads as an interval: see `Arithmetic::literal_type`).
+//! Without this, type coercion would refuse the comparison (uuid) or compare the
+//! literal's bytes (jsonb).
 //!
 //! Where DataFusion types an expression while planning it (a select list, `COALESCE`,
 //! `CASE`), it refuses the literal before a rewrite of the plan could read it, so
@@ -12,14 +14,16 @@
 
 use std::ops::ControlFlow;
 
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, IntervalUnit};
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DFSchema, Result as DfResult};
-use datafusion::logical_expr::expr::InList;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::expr::{Between, InList};
 use datafusion::logical_expr::{
     BinaryExpr, ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarFunctionArgs, ScalarUDF,
     ScalarUDFImpl, Signature, Volatility,
 };
+use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{self, Statement, VisitMut, VisitorMut};
 
 /// Reads a string literal as a value of one type: `None` if `expr` is not a string
@@ -38,6 +42,8 @@ fn reader_of(data_type: DataType) -> Option<ReadLiteral> {
         Some(Box::new(crate::pg_uuid::uuid_literal))
     } else if crate::pg_json::Kind::of(&data_type) == Some(crate::pg_json::Kind::Jsonb) {
         Some(Box::new(crate::pg_json::jsonb_literal))
+    } else if matches!(data_type, DataType::Interval(IntervalUnit::MonthDayNano)) {
+        Some(Box::new(interval_literal))
     } else if matches!(data_type, DataType::List(_)) {
         Some(Box::new(move |e| {
             crate::pg_array::list_literal(e, &data_type)
@@ -47,8 +53,49 @@ fn reader_of(data_type: DataType) -> Option<ReadLiteral> {
     }
 }
 
+/// A string literal read as an interval, as PostgreSQL reads one (`crate::pg_interval`).
+fn interval_literal(expr: &Expr) -> Option<DfResult<Expr>> {
+    let Expr::Literal(
+        ScalarValue::Utf8(text) | ScalarValue::LargeUtf8(text) | ScalarValue::Utf8View(text),
+        _,
+    ) = expr
+    else {
+        return None;
+    };
+    let value = match text {
+        None => None,
+        Some(text) => {
+            match crate::pg_interval::parse_interval(text, Default::default())
+                .and_then(|span| span.to_arrow())
+            {
+                Ok(v) => Some(v),
+                Err(e) => return Some(Err(DataFusionError::External(Box::new(e)))),
+            }
+        }
+    };
+    Some(Ok(Expr::Literal(
+        ScalarValue::IntervalMonthDayNano(value),
+        None,
+    )))
+}
+
 fn read_compared(expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
     match expr {
+        Expr::Between(Between {
+            expr,
+            negated,
+            low,
+            high,
+        }) if let Some(read) = reader(&expr, schema) => {
+            let low = Box::new(read(&low).unwrap_or(Ok(*low))?);
+            let high = Box::new(read(&high).unwrap_or(Ok(*high))?);
+            Ok(Transformed::yes(Expr::Between(Between {
+                expr,
+                negated,
+                low,
+                high,
+            })))
+        }
         Expr::BinaryExpr(BinaryExpr { left, op, right }) if crate::bpchar::compares(op) => {
             let read_right = reader(&left, schema).and_then(|read| read(&right));
             let read_left = reader(&right, schema).and_then(|read| read(&left));
@@ -120,6 +167,17 @@ fn read_compared(expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
             );
             f.args[0] = crate::pg_array::typed(haystack, crate::types::list_type(element));
             Ok(Transformed::yes(Expr::ScalarFunction(f)))
+        }
+        Expr::ScalarFunction(f)
+            if f.args.len() == 2
+                && let Some(arithmetic) = Arithmetic::of_mark(f.func.name()) =>
+        {
+            let [untyped, other] = <[Expr; 2]>::try_from(f.args).map_err(|_| {
+                DataFusionError::Internal(format!("{} takes two", arithmetic.mark()))
+            })?;
+            Ok(Transformed::yes(operand_typed(
+                arithmetic, untyped, &other, schema,
+            )?))
         }
         Expr::ScalarFunction(f) if f.func.name() == UNTYPED && f.args.len() == 2 => {
             let [untyped, sample] = <[Expr; 2]>::try_from(f.args).map_err(|_| {
@@ -203,9 +261,142 @@ impl ScalarUDFImpl for Untyped {
 
 /// The marks this module writes into statements, registered as functions.
 pub(crate) fn functions() -> Vec<std::sync::Arc<ScalarUDF>> {
-    vec![std::sync::Arc::new(ScalarUDF::new_from_impl(Untyped {
+    let mut all = vec![std::sync::Arc::new(ScalarUDF::new_from_impl(Untyped {
         signature: Signature::any(2, Volatility::Immutable),
-    }))]
+    }))];
+    for arithmetic in [Arithmetic::Add, Arithmetic::Subtract, Arithmetic::Multiply] {
+        all.push(std::sync::Arc::new(ScalarUDF::new_from_impl(
+            UntypedOperand {
+                arithmetic,
+                signature: Signature::any(2, Volatility::Immutable),
+            },
+        )));
+    }
+    all
+}
+
+/// The arithmetic an untyped literal is an operand of, as it decides the literal's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Arithmetic {
+    /// `+`
+    Add,
+    /// `-`
+    Subtract,
+    /// `*`, `/`, `%`
+    Multiply,
+}
+
+impl Arithmetic {
+    fn of(op: &ast::BinaryOperator) -> Option<Self> {
+        Some(match op {
+            ast::BinaryOperator::Plus => Arithmetic::Add,
+            ast::BinaryOperator::Minus => Arithmetic::Subtract,
+            ast::BinaryOperator::Multiply
+            | ast::BinaryOperator::Divide
+            | ast::BinaryOperator::Modulo => Arithmetic::Multiply,
+            _ => return None,
+        })
+    }
+
+    /// The name of its mark.
+    fn mark(self) -> &'static str {
+        match self {
+            Arithmetic::Add => "flotilla_untyped_addend",
+            Arithmetic::Subtract => "flotilla_untyped_subtrahend",
+            Arithmetic::Multiply => "flotilla_untyped_factor",
+        }
+    }
+
+    fn of_mark(name: &str) -> Option<Self> {
+        [Arithmetic::Add, Arithmetic::Subtract, Arithmetic::Multiply]
+            .into_iter()
+            .find(|a| a.mark() == name)
+    }
+
+    /// The type PostgreSQL reads an untyped literal as, beside an operand of `other`:
+    /// the operand's own type for numbers (`1 + '2'`) and for `timestamp - '...'`
+    /// (`date - '...'`), an interval added to a timestamp or an interval or subtracted
+    /// from an interval. `None` leaves the literal to type coercion (`date + '...'` is
+    /// ambiguous in PostgreSQL too).
+    fn literal_type(self, other: &DataType) -> Option<DataType> {
+        let interval = DataType::Interval(IntervalUnit::MonthDayNano);
+        match (self, other) {
+            (_, t) if t.is_numeric() => Some(t.clone()),
+            (Arithmetic::Add, DataType::Timestamp(..) | DataType::Interval(_))
+            | (Arithmetic::Subtract, DataType::Interval(_)) => Some(interval),
+            (Arithmetic::Subtract, DataType::Timestamp(..) | DataType::Date32) => {
+                Some(other.clone())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// `flotilla_untyped_addend(literal, other)` (and `_subtrahend`, `_factor`): a mark
+/// [`type_by_other_operands`] writes around an untyped string literal in arithmetic,
+/// naming the other operand. Planning types it as `Arithmetic::literal_type` says (else
+/// as the literal); [`read_compared_literals`] then replaces it with the literal read or
+/// cast as that type.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct UntypedOperand {
+    arithmetic: Arithmetic,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for UntypedOperand {
+    fn name(&self) -> &str {
+        self.arithmetic.mark()
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> DfResult<DataType> {
+        let [untyped, other] = args else {
+            return datafusion::common::plan_err!("{} takes a literal and an operand", self.name());
+        };
+        Ok(self
+            .arithmetic
+            .literal_type(other)
+            .unwrap_or_else(|| untyped.clone()))
+    }
+
+    fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let untyped = args.args.swap_remove(0);
+        if untyped.data_type() != *args.return_field.data_type() {
+            return datafusion::common::internal_err!(
+                "{} reached execution as a {}: the plan was not rewritten by \
+                 read_compared_literals",
+                self.name(),
+                args.return_field.data_type()
+            );
+        }
+        Ok(untyped)
+    }
+}
+
+/// The literal of an arithmetic mark, read as the type its other operand gives it.
+fn operand_typed(
+    arithmetic: Arithmetic,
+    untyped: Expr,
+    other: &Expr,
+    schema: &DFSchema,
+) -> DfResult<Expr> {
+    let Some(target) = other
+        .get_type(schema)
+        .ok()
+        .and_then(|t| arithmetic.literal_type(&t))
+    else {
+        return Ok(untyped);
+    };
+    if matches!(target, DataType::Interval(_)) {
+        return interval_literal(&untyped).unwrap_or(Ok(untyped));
+    }
+    Ok(Expr::Cast(datafusion::logical_expr::expr::Cast::new(
+        Box::new(untyped),
+        target,
+    )))
 }
 
 /// Marks each untyped string literal or parameter whose type DataFusion would settle
@@ -214,7 +405,9 @@ pub(crate) fn functions() -> Vec<std::sync::Arc<ScalarUDF>> {
 ///   (`pg_array::UNTYPED_ARRAY`);
 /// - `IS [NOT] DISTINCT FROM`, `COALESCE`, `NULLIF`, `GREATEST`, `LEAST`, a simple
 ///   `CASE`'s operand and `WHEN` values, and a `CASE`'s results: the first operand of the
-///   group that is neither untyped nor NULL (`flotilla_untyped`).
+///   group that is neither untyped nor NULL (`flotilla_untyped`);
+/// - a string literal in `+`, `-`, `*`, `/` or `%`: the other operand
+///   (`flotilla_untyped_addend`, `_subtrahend`, `_factor`).
 ///
 /// An operand holding a subquery is not copied (it would be planned twice); its
 /// literals are left to type coercion as before.
@@ -233,6 +426,22 @@ impl VisitorMut for ByOtherOperands {
                 if is_untyped_sql(right) && !holds_subquery(left) =>
             {
                 mark(right, crate::pg_array::UNTYPED_ARRAY, left);
+            }
+            ast::Expr::BinaryOp { left, op, right }
+                if let Some(arithmetic) = Arithmetic::of(op) =>
+            {
+                // A string literal only: a parameter's type is inferred from the other
+                // operand already.
+                let literal = |e: &ast::Expr| is_untyped_sql(e) && !is_placeholder_sql(e);
+                let (untyped, other) = match (literal(left), literal(right)) {
+                    (true, false) => (&mut **left, &**right),
+                    (false, true) => (&mut **right, &**left),
+                    _ => return ControlFlow::Continue(()),
+                };
+                if !is_null_sql(other) && !holds_subquery(other) {
+                    let other = other.clone();
+                    mark(untyped, arithmetic.mark(), &other);
+                }
             }
             ast::Expr::IsDistinctFrom(a, b) | ast::Expr::IsNotDistinctFrom(a, b) => {
                 mark_by_first_typed([&mut **a, &mut **b]);
@@ -317,6 +526,10 @@ fn is_untyped_sql(expr: &ast::Expr) -> bool {
                 | ast::Value::Placeholder(_)
         )
     )
+}
+
+fn is_placeholder_sql(expr: &ast::Expr) -> bool {
+    matches!(expr, ast::Expr::Value(v) if matches!(v.value, ast::Value::Placeholder(_)))
 }
 
 fn is_null_sql(expr: &ast::Expr) -> bool {

@@ -4095,6 +4095,46 @@ async fn grouping_by_the_primary_key_groups_by_every_column_it_determines() {
 }
 
 #[tokio::test]
+async fn a_scalar_subquery_that_returns_no_row_is_null_whatever_its_column() {
+    // DataFusion 55 typed these by their column (a literal, a NOT NULL column) as never
+    // NULL: `IS NULL` of one was folded to false, and one that was NULL failed its batch.
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(&mut s, "CREATE TABLE t (a INT NOT NULL, b TEXT)").await;
+    ok(&mut s, "INSERT INTO t VALUES (1, 'x'), (2, NULL), (3, 'z')").await;
+    for (sql, want) in [
+        ("SELECT (SELECT 'x' WHERE false)", vec!["NULL"]),
+        ("SELECT (SELECT 1 WHERE false) IS NULL", vec!["true"]),
+        ("SELECT coalesce((SELECT 1 WHERE false), 2)", vec!["2"]),
+        ("SELECT (SELECT a FROM t WHERE a > 10) + 1", vec!["NULL"]),
+        (
+            "SELECT a FROM t WHERE (SELECT 1 FROM t WHERE a > 5) IS NULL ORDER BY a",
+            vec!["1", "2", "3"],
+        ),
+        (
+            "SELECT a, (SELECT 'y' FROM t t2 WHERE t2.a = t1.a + 1) FROM t t1 ORDER BY a",
+            vec!["1|y", "2|y", "3|NULL"],
+        ),
+        (
+            "SELECT a, (SELECT t2.a FROM t t2 WHERE t2.a = t1.a + 1) IS NULL FROM t t1 ORDER BY a",
+            vec!["1|false", "2|false", "3|true"],
+        ),
+        (
+            "SELECT (SELECT a FROM t WHERE a > 5 LIMIT 1) IS NULL",
+            vec!["true"],
+        ),
+        // An aggregate without GROUP BY returns a row, empty input or not.
+        (
+            "SELECT a, (SELECT count(*) FROM t t2 WHERE t2.a > t1.a) FROM t t1 ORDER BY a",
+            vec!["1|2", "2|1", "3|0"],
+        ),
+        ("SELECT (SELECT count(*) FROM t WHERE a > 10)", vec!["0"]),
+    ] {
+        assert_eq!(rows(&mut s, sql).await, want, "{sql}");
+    }
+}
+
+#[tokio::test]
 async fn a_correlated_scalar_subquery_needs_no_aggregate() {
     let db = TestDb::new().await;
     let mut s = db.session();
@@ -9856,6 +9896,138 @@ async fn dates_and_timestamps_are_read_from_text_as_postgresql_reads_them() {
     assert_eq!(
         rows(&mut s, "SELECT '20240105'::date").await,
         ["2024-01-05"]
+    );
+}
+
+/// `interval` literals and columns: PostgreSQL's interval text (a time of day, a day
+/// count before one, years-months, ISO 8601, `ago`, qualifiers), stored, compared with
+/// a month as 30 days, and an untyped literal in arithmetic read as PostgreSQL reads it.
+/// Every expectation is PostgreSQL 15's output for the same statements.
+#[tokio::test]
+async fn interval_columns_and_literals_read_as_postgresql_does() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    ok(
+        &mut s,
+        "CREATE TABLE ev (id INT PRIMARY KEY, took INTERVAL, at TIMESTAMP, n INT)",
+    )
+    .await;
+    for sql in [
+        "INSERT INTO ev VALUES (1, '1 day 02:00', '2024-01-01 10:00', 5), \
+         (2, '-1:30', '2024-02-01', 7), (3, 'P2D', NULL, NULL), (4, NULL, NULL, NULL)",
+        "INSERT INTO ev SELECT 5, interval '1 year 2 mons 3 days 04:05:06.5', NULL, 1",
+        "UPDATE ev SET took = took + '00:30' WHERE id = 2",
+        "ALTER TABLE ev ADD COLUMN pause INTERVAL DEFAULT '1 hour'",
+    ] {
+        ok(&mut s, sql).await;
+    }
+    for (q, want) in [
+        (
+            // `took` here is the output column, text, as in PostgreSQL.
+            "SELECT id, took::text, pause::text FROM ev ORDER BY took NULLS FIRST, id",
+            vec![
+                "4|NULL|01:00:00",
+                "2|-01:00:00|01:00:00",
+                "1|1 day 02:00:00|01:00:00",
+                "5|1 year 2 mons 3 days 04:05:06.5|01:00:00",
+                "3|2 days|01:00:00",
+            ],
+        ),
+        (
+            "SELECT id FROM ev ORDER BY took NULLS FIRST, id",
+            vec!["4", "2", "1", "3", "5"],
+        ),
+        // Sorted with a month as 30 days.
+        (
+            "SELECT x::text AS t FROM (VALUES (interval '40 days'), (interval '1 mon'), \
+             (interval '29 days 23:00')) v(x) ORDER BY x",
+            vec!["29 days 23:00:00", "1 mon", "40 days"],
+        ),
+        // Compared with a month as 30 days and a day as 24 hours.
+        (
+            "SELECT id FROM ev WHERE took = '48:00:00' OR took > '1 mon' ORDER BY id",
+            vec!["3", "5"],
+        ),
+        (
+            "SELECT count(*) FROM ev WHERE took BETWEEN '1 day' AND '3 days'",
+            vec!["2"],
+        ),
+        (
+            "SELECT id FROM ev WHERE took IN ('2 days', '-1:00') ORDER BY id",
+            vec!["2", "3"],
+        ),
+        (
+            "SELECT max(took)::text, min(took)::text, sum(took)::text FROM ev WHERE id < 5",
+            vec!["2 days|-01:00:00|3 days 01:00:00"],
+        ),
+        // An untyped literal in arithmetic: an interval beside a timestamp or an
+        // interval, the operand's own type otherwise.
+        (
+            "SELECT id, (at + '1 day 02:03')::text, (took - '2 hours')::text, n + '1', \
+             n * '2' FROM ev WHERE id < 3 ORDER BY id",
+            vec![
+                "1|2024-01-02 12:03:00|1 day|6|10",
+                "2|2024-02-02 02:03:00|-03:00:00|8|14",
+            ],
+        ),
+        (
+            "SELECT (timestamp '2024-01-02' - '2024-01-01')::text, \
+             ('1 day' + timestamp '2024-01-02')::text",
+            vec!["1 day|2024-01-03 00:00:00"],
+        ),
+        ("SELECT date '2024-01-02' - '2024-01-01'", vec!["1"]),
+        (
+            "SELECT interval '1 day 02:03:04'::text, interval '-1 day +02:00'::text, \
+             interval '1 2:03:04'::text, interval '1-2'::text, interval 'P1Y2M3DT4H5M6S'::text",
+            vec![
+                "1 day 02:03:04|-1 days +02:00:00|1 day 02:03:04|1 year 2 mons|1 year 2 mons 3 days 04:05:06",
+            ],
+        ),
+        (
+            "SELECT '1 day 2 hours ago'::interval::text, interval '1.5 months'::text, \
+             interval '1 year 2 days 3:04:05' HOUR TO MINUTE::text, \
+             interval '1:30' MINUTE TO SECOND::text, interval '2' HOUR::text",
+            vec!["-1 days -02:00:00|1 mon 15 days|1 year 2 days 03:04:00|00:01:30|02:00:00"],
+        ),
+        (
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
+             WHERE attrelid = 'ev'::regclass AND attname = 'took'",
+            vec!["interval"],
+        ),
+        (
+            "SELECT data_type FROM information_schema.columns \
+             WHERE table_name = 'ev' AND column_name = 'took'",
+            vec!["interval"],
+        ),
+    ] {
+        assert_eq!(rows(&mut s, q).await, want, "{q}");
+    }
+    // Not an interval: 22007; a field out of range: 22015; out of range: 22008; none
+    // changes a row.
+    for (sql, want) in [
+        ("SELECT interval '1 day 1 day'", "22007"),
+        ("SELECT '1 :30'::interval", "22007"),
+        ("INSERT INTO ev (id, took) VALUES (6, 'soon')", "22007"),
+        ("UPDATE ev SET took = '1:60' WHERE id = 1", "22015"),
+        ("UPDATE ev SET took = took + 'x' WHERE id = 1", "22007"),
+        ("SELECT interval '178956971 years'", "22008"),
+        ("SELECT 1 + 'x'", "22P02"),
+        ("INSERT INTO ev (id, took) VALUES (6, 5)", "42804"),
+        // Keys and indexes on an interval are refused, as are fields on a column type.
+        ("CREATE INDEX ev_took ON ev (took)", "0A000"),
+        ("CREATE TABLE k (d INTERVAL PRIMARY KEY)", "0A000"),
+        ("CREATE TABLE k (d INTERVAL HOUR TO MINUTE)", "0A000"),
+        ("CREATE TABLE k (d INTERVAL[])", "0A000"),
+    ] {
+        assert_eq!(code(&mut s, sql).await, want, "{sql}");
+    }
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT count(*), min(took)::text FROM ev WHERE id = 1"
+        )
+        .await,
+        vec!["1|1 day 02:00:00"]
     );
 }
 

@@ -17,7 +17,7 @@ pub type ClusterVersion = u32;
 pub const CLUSTER_VERSION_BASE: ClusterVersion = 1;
 
 /// The newest cluster version this build understands.
-pub const BINARY_CLUSTER_VERSION: ClusterVersion = 16;
+pub const BINARY_CLUSTER_VERSION: ClusterVersion = 17;
 
 // A build understands every feature it gates. (Every build so far also runs in a
 // cluster at any older version, down to the base: one that drops an old version's
@@ -36,6 +36,7 @@ const _: () = assert!(Feature::ArrayTypes.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::TimeType.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::SharedLocks.since() <= BINARY_CLUSTER_VERSION);
 const _: () = assert!(Feature::KeyShareLocks.since() <= BINARY_CLUSTER_VERSION);
+const _: () = assert!(Feature::IntervalType.since() <= BINARY_CLUSTER_VERSION);
 
 /// A behaviour gated by the cluster version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +99,9 @@ pub enum Feature {
     /// wait where a newer one let it join: safe, but the behaviour would change with
     /// the region's leader). Before it, they lock fully, as `FOR SHARE` and `FOR UPDATE`.
     KeyShareLocks,
+    /// Columns of type `interval`: a node of an older build cannot decode a table that
+    /// has one.
+    IntervalType,
 }
 
 impl Feature {
@@ -118,6 +122,7 @@ impl Feature {
             Feature::TimeType => 14,
             Feature::SharedLocks => 15,
             Feature::KeyShareLocks => 16,
+            Feature::IntervalType => 17,
         }
     }
 
@@ -138,6 +143,7 @@ impl Feature {
             Feature::TimeType => "a column of type time",
             Feature::SharedLocks => "a shared row lock",
             Feature::KeyShareLocks => "a key-level row lock (FOR KEY SHARE, FOR NO KEY UPDATE)",
+            Feature::IntervalType => "a column of type interval",
         }
     }
 

@@ -26,6 +26,14 @@ assert Author.objects.get(name="Ursula").writes_at == datetime.time(6, 30, 15, 5
 assert [x.name for x in Author.objects.filter(writes_at__lt=datetime.time(7))] == ["Ursula"]
 assert [x.name for x in Author.objects.filter(writes_at__hour=6)] == ["Ursula"]
 assert Author.objects.filter(writes_at__isnull=True).count() == 1
+# An interval column: a timedelta stored to the microsecond (a negative one too), read
+# back, and compared.
+Author.objects.filter(name="Ursula").update(pause=datetime.timedelta(days=1, hours=2, minutes=3, seconds=4, microseconds=500000))
+Author.objects.filter(name="Iain").update(pause=datetime.timedelta(hours=-1))
+assert Author.objects.get(name="Ursula").pause == datetime.timedelta(days=1, seconds=7384, microseconds=500000)
+assert Author.objects.get(name="Iain").pause == datetime.timedelta(hours=-1)
+assert [x.name for x in Author.objects.filter(pause__gt=datetime.timedelta(hours=1))] == ["Ursula"]
+assert [x.name for x in Author.objects.order_by("pause")] == ["Iain", "Ursula"]
 t1, t2 = Tag.objects.create(name="sf"), Tag.objects.create(name="classic")
 bk = Book.objects.create(title="The Dispossessed", author=a, price=Decimal("12.50"))
 bk.tags.add(t1, t2)

@@ -12,6 +12,8 @@ class Author(models.Model):
     aliases = ArrayField(models.CharField(max_length=50), default=list, blank=True)
     # A time column.
     writes_at = models.TimeField(null=True)
+    # An interval column.
+    pause = models.DurationField(null=True)
 
 class Publisher(models.Model):
     name = models.CharField(max_length=50)

@@ -11,6 +11,8 @@ class Author(models.Model):
     aliases = ArrayField(models.CharField(max_length=50), default=list, blank=True)
     # A time column.
     writes_at = models.TimeField(null=True)
+    # An interval column.
+    pause = models.DurationField(null=True)
 
 class Book(models.Model):
     title = models.CharField(max_length=200, db_index=True)
