@@ -86,7 +86,10 @@ pub(crate) fn template_state(query_memory_bytes_max: usize) -> Result<SessionSta
         datafusion::execution::FunctionRegistry::register_udf(&mut state, udf)
             .map_err(datafusion_error)?;
     }
-    for udaf in crate::json_agg::aggregates() {
+    for udaf in crate::json_agg::aggregates()
+        .into_iter()
+        .chain(crate::ordered_set::aggregates())
+    {
         datafusion::execution::FunctionRegistry::register_udaf(&mut state, Arc::new(udaf))
             .map_err(datafusion_error)?;
     }

@@ -5,9 +5,10 @@
 //! DataFusion has no set-returning functions but `unnest`. Before planning, each call of
 //! one of these in a select list becomes `unnest` of a function returning the whole set
 //! as a list, named as PostgreSQL names the column (`jsonb_array_elements`). In a FROM
-//! clause each call becomes a derived table of those `unnest`s (with `WITH ORDINALITY`, a
-//! zipped `generate_series` numbering its rows), lateral when it reads the columns of
-//! the items before it, as `crate::lateral` runs them.
+//! clause each call (and one of `regexp_matches`) becomes a derived table of those
+//! `unnest`s (with `WITH ORDINALITY`, a zipped `generate_series` numbering its rows),
+//! lateral when it reads the columns of the items before it, as `crate::lateral` runs
+//! them.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -163,8 +164,14 @@ impl FromCall {
             } => (name, args, alias, *with_ordinality),
             _ => return None,
         };
-        let name = set_function(name)?;
-        let yields = SET_FUNCTIONS.iter().find(|f| f.0 == name)?.2;
+        let (name, yields) = match set_function(name) {
+            Some(name) => (name, SET_FUNCTIONS.iter().find(|f| f.0 == name)?.2),
+            // One column of text arrays, named as a function of one column is.
+            None if builtin_name(name).as_deref() == Some("regexp_matches") => {
+                ("regexp_matches", Yields::Keys)
+            }
+            None => return None,
+        };
         let qualifier = alias
             .as_ref()
             .map_or_else(|| Ident::new(name), |a| a.name.clone());

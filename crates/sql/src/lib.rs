@@ -30,6 +30,7 @@ mod json_sets;
 mod lateral;
 mod locking;
 mod numeric;
+mod ordered_set;
 mod orm;
 mod overflow;
 mod params;

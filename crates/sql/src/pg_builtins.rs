@@ -41,7 +41,8 @@ use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, CastKind, DataType as AstType, Expr as AstExpr, Function, FunctionArg,
     FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, OrderBy, OrderByExpr, OrderByKind,
-    Query, SelectItem, SetExpr, Statement, TableFactor, TimezoneInfo, Value, visit_expressions_mut,
+    Query, SelectItem, SetExpr, Statement, TableFactor, TimezoneInfo, Value, VisitMut, VisitorMut,
+    visit_expressions_mut,
 };
 
 use crate::error::SqlError;
@@ -54,7 +55,14 @@ use crate::sql_ast::{arg, builtin_name, call, object_name};
 
 /// Rewrites the calls named in the module's description.
 pub(crate) fn rewrite_calls(statement: &mut Statement) -> Result<(), SqlError> {
+    let _ = statement.visit(&mut SeriesInFrom);
     let outcome = visit_expressions_mut(statement, |e| {
+        if let AstExpr::Function(f) = e
+            && builtin_name(&f.name).as_deref() == Some("generate_series")
+            && let FunctionArguments::List(list) = &mut f.args
+        {
+            type_series_arguments(&mut list.args);
+        }
         if let AstExpr::Function(f) = e
             && builtin_name(&f.name).as_deref() == Some("array")
             && let FunctionArguments::Subquery(query) = &f.args
@@ -126,6 +134,99 @@ pub(crate) fn rewrite_calls(statement: &mut Statement) -> Result<(), SqlError> {
     match outcome {
         ControlFlow::Break(e) => Err(e),
         ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+/// `generate_series(...)` called in a FROM clause, typed as in a select list.
+struct SeriesInFrom;
+
+impl VisitorMut for SeriesInFrom {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, table: &mut TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table {
+            name,
+            args: Some(args),
+            ..
+        } = table
+            && builtin_name(name).as_deref() == Some("generate_series")
+        {
+            type_series_arguments(&mut args.args);
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// `generate_series(start, stop [, step])` with an untyped literal beside a typed bound:
+/// the literal takes the bound's type (a step, an interval), as PostgreSQL resolves it;
+/// DataFusion's signature would refuse it as text. Two untyped bounds with an interval
+/// step are `timestamptz`, PostgreSQL's choice.
+fn type_series_arguments(args: &mut [FunctionArg]) {
+    let mut exprs: Vec<&mut AstExpr> = args
+        .iter_mut()
+        .filter_map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+            _ => None,
+        })
+        .collect();
+    if !(2..=3).contains(&exprs.len()) {
+        return;
+    }
+    fn declared(e: &AstExpr) -> Option<&AstType> {
+        match e {
+            AstExpr::Cast { data_type, .. } => Some(data_type),
+            AstExpr::TypedString(t) => Some(&t.data_type),
+            AstExpr::Nested(inner) => declared(inner),
+            _ => None,
+        }
+    }
+    let untyped = |e: &AstExpr| {
+        matches!(
+            e,
+            AstExpr::Value(v) if matches!(
+                v.value,
+                Value::SingleQuotedString(_) | Value::EscapedStringLiteral(_)
+            )
+        )
+    };
+    let moment = |t: &AstType| matches!(t, AstType::Timestamp(..) | AstType::Date);
+    let interval_step = exprs.get(2).is_some_and(|step| {
+        matches!(step, AstExpr::Interval(_))
+            || declared(step).is_some_and(|t| matches!(t, AstType::Interval { .. }))
+    });
+    let bound_type = declared(exprs[0])
+        .or_else(|| declared(exprs[1]))
+        .filter(|t| moment(t))
+        .cloned()
+        .or_else(|| {
+            (untyped(exprs[0]) && untyped(exprs[1]) && interval_step)
+                .then_some(AstType::Timestamp(None, TimezoneInfo::WithTimeZone))
+        });
+    let Some(bound_type) = bound_type else {
+        return;
+    };
+    let cast = |e: &mut AstExpr, to: AstType| {
+        let literal = std::mem::replace(e, AstExpr::value(Value::Null));
+        *e = AstExpr::Cast {
+            kind: CastKind::DoubleColon,
+            expr: Box::new(literal),
+            data_type: to,
+            array: false,
+            format: None,
+        };
+    };
+    for (i, e) in exprs.iter_mut().enumerate() {
+        if untyped(e) {
+            let to = if i < 2 {
+                bound_type.clone()
+            } else {
+                AstType::Interval {
+                    fields: None,
+                    precision: None,
+                }
+            };
+            cast(e, to);
+        }
     }
 }
 
@@ -352,6 +453,45 @@ fn rewritten(f: &Function) -> Option<AstExpr> {
         ("to_timestamp", [_, _]) => renamed(crate::pg_date_functions::TO_TIMESTAMP),
         ("to_date", [_, _]) => renamed(crate::pg_date_functions::TO_DATE),
         ("transaction_timestamp", []) => renamed("now"),
+        // The text read as bytes first: DataFusion's `decode` takes binary, and the cast
+        // type coercion would add is read as json here. PostgreSQL's `escape` format is
+        // bytea's own text form; its base64 skips blanks and line breaks.
+        ("decode", [text, format]) => {
+            let text = if literal_is(format, "base64") {
+                call(
+                    "translate",
+                    [
+                        arg((*text).clone()),
+                        arg(crate::sql_ast::string(" \t\n\r")),
+                        arg(crate::sql_ast::string("")),
+                    ],
+                )
+            } else {
+                (*text).clone()
+            };
+            let bytes = as_bytea(text);
+            if literal_is(format, "escape") {
+                return Some(bytes);
+            }
+            Some(call("decode", [arg(bytes), arg((*format).clone())]))
+        }
+        // An untyped literal is a bytea, as PostgreSQL reads it. PostgreSQL's base64
+        // breaks lines at 76 characters.
+        ("encode", [bytes, format]) => {
+            let bytes = as_bytea((*bytes).clone());
+            if literal_is(format, "escape") {
+                return Some(call(ENCODE_ESCAPE, [arg(bytes)]));
+            }
+            if literal_is(format, "base64") {
+                // DataFusion's `base64` leaves out the padding PostgreSQL writes.
+                let padded = call(
+                    "encode",
+                    [arg(bytes), arg(crate::sql_ast::string("base64pad"))],
+                );
+                return Some(call(BASE64_LINES, [arg(padded)]));
+            }
+            Some(call("encode", [arg(bytes), arg((*format).clone())]))
+        }
         // The statement's time of day, as a `time`.
         ("localtime", []) if matches!(f.args, FunctionArguments::None) => Some(AstExpr::Cast {
             kind: CastKind::DoubleColon,
@@ -390,6 +530,215 @@ fn rewritten(f: &Function) -> Option<AstExpr> {
 
 /// The name `format(template, ...)` is planned under, its values cast to text.
 const FORMAT: &str = "flotilla_format";
+
+/// The name `encode(bytes, 'escape')` is planned under.
+const ENCODE_ESCAPE: &str = "flotilla_encode_escape";
+
+/// The name of the base64 text broken into PostgreSQL's lines.
+const BASE64_LINES: &str = "flotilla_base64_lines";
+
+/// Characters of a line of PostgreSQL's base64 (`encode(..., 'base64')`).
+const BASE64_LINE_CHARS: usize = 76;
+
+/// `e` cast to bytea.
+fn as_bytea(e: AstExpr) -> AstExpr {
+    AstExpr::Cast {
+        kind: CastKind::DoubleColon,
+        expr: Box::new(e),
+        data_type: AstType::Bytea,
+        array: false,
+        format: None,
+    }
+}
+
+/// Base64 text with a line break after every 76 characters, as PostgreSQL writes it.
+fn base64_lines(args: &[ScalarValue]) -> Result<ScalarValue, SqlError> {
+    let ScalarValue::Utf8(Some(text)) = &args[0] else {
+        return Err(wrong_argument("encode"));
+    };
+    let mut out = String::with_capacity(text.len() + text.len() / BASE64_LINE_CHARS);
+    // After every full line, the last one too.
+    for (i, c) in text.chars().enumerate() {
+        out.push(c);
+        if (i + 1) % BASE64_LINE_CHARS == 0 {
+            out.push('\n');
+        }
+    }
+    Ok(ScalarValue::Utf8(Some(out)))
+}
+
+/// Whether `e` is the string literal `word` (in any case).
+fn literal_is(e: &AstExpr, word: &str) -> bool {
+    matches!(
+        e,
+        AstExpr::Value(v) if matches!(
+            &v.value,
+            Value::SingleQuotedString(s) if s.eq_ignore_ascii_case(word)
+        )
+    )
+}
+
+/// `encode(bytes, 'escape')`: PostgreSQL's escape format, a zero byte, a byte with the
+/// high bit set and a backslash escaped (`\000`, `\377`, `\\`).
+fn encode_escape(args: &[ScalarValue]) -> Result<ScalarValue, SqlError> {
+    let ScalarValue::Binary(Some(bytes)) = &args[0] else {
+        return Err(wrong_argument("encode"));
+    };
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        match b {
+            b'\\' => out.push_str("\\\\"),
+            0 | 0x80..=0xff => out.push_str(&format!("\\{b:03o}")),
+            _ => out.push(char::from(b)),
+        }
+    }
+    Ok(ScalarValue::Utf8(Some(out)))
+}
+
+/// A bound of `width_bucket`: exact (an unscaled integer and its scale) or a float.
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    Exact(i128, i8),
+    Float(f64),
+}
+
+fn bound_of(v: &ScalarValue) -> Result<Bound, SqlError> {
+    let exact = |v: &ScalarValue| match v {
+        ScalarValue::Decimal128(Some(x), _, s) => Some(Bound::Exact(*x, *s)),
+        _ => None,
+    };
+    let t = v.data_type();
+    if matches!(t, DataType::Float16 | DataType::Float32 | DataType::Float64) {
+        return match v.cast_to(&DataType::Float64) {
+            Ok(ScalarValue::Float64(Some(f))) => Ok(Bound::Float(f)),
+            _ => Err(wrong_argument("width_bucket")),
+        };
+    }
+    if let Some(b) = exact(v) {
+        return Ok(b);
+    }
+    // Integers exactly; text (an untyped literal) as a numeric of 10 places.
+    let target = if t.is_integer() {
+        DataType::Decimal128(38, 0)
+    } else {
+        DataType::Decimal128(38, 10)
+    };
+    v.cast_to(&target)
+        .ok()
+        .as_ref()
+        .and_then(exact)
+        .ok_or_else(|| {
+            SqlError::new(
+                "22P02",
+                format!("invalid input syntax for type numeric: \"{v}\""),
+            )
+        })
+}
+
+/// `width_bucket(operand, low, high, count)`: the bucket of `count` equal ones between
+/// the bounds that holds the operand, 0 below them and `count + 1` above (the bounds may
+/// be given high first). Exact for integers and numerics, in floating point where one is a
+/// float, as PostgreSQL computes each.
+fn width_bucket(args: &[ScalarValue]) -> Result<ScalarValue, SqlError> {
+    let bucket_error = |m: &str| SqlError::new("2201G", m.to_string());
+    let count = match args[3].cast_to(&DataType::Int64) {
+        Ok(ScalarValue::Int64(Some(c))) => c,
+        _ => return Err(wrong_argument("width_bucket")),
+    };
+    if count <= 0 {
+        return Err(bucket_error("count must be greater than zero"));
+    }
+    let bounds = [
+        bound_of(&args[0])?,
+        bound_of(&args[1])?,
+        bound_of(&args[2])?,
+    ];
+    let floats = bounds.iter().any(|b| matches!(b, Bound::Float(_)));
+    let bucket = if floats {
+        let f = |b: Bound| match b {
+            Bound::Float(f) => f,
+            Bound::Exact(v, s) => v as f64 / 10f64.powi(i32::from(s)),
+        };
+        let [operand, low, high] = bounds.map(f);
+        if operand.is_nan() || low.is_nan() || high.is_nan() {
+            return Err(bucket_error(
+                "operand, lower bound, and upper bound cannot be NaN",
+            ));
+        }
+        if low.is_infinite() || high.is_infinite() {
+            return Err(bucket_error("lower and upper bounds must be finite"));
+        }
+        if low == high {
+            return Err(bucket_error("lower bound cannot equal upper bound"));
+        }
+        let (below, above, share) = if low < high {
+            (
+                operand < low,
+                operand >= high,
+                (operand - low) / (high - low),
+            )
+        } else {
+            (
+                operand > low,
+                operand <= high,
+                (low - operand) / (low - high),
+            )
+        };
+        if below {
+            0
+        } else if above {
+            count + 1
+        } else {
+            (count as f64 * share) as i64 + 1
+        }
+    } else {
+        let scale = bounds
+            .iter()
+            .map(|b| match b {
+                Bound::Exact(_, s) => *s,
+                Bound::Float(_) => 0,
+            })
+            .max()
+            .unwrap_or(0);
+        let numeric_overflow = || SqlError::new("22003", "numeric value out of range");
+        let aligned = |b: Bound| -> Result<i128, SqlError> {
+            let Bound::Exact(v, s) = b else {
+                return Err(wrong_argument("width_bucket"));
+            };
+            10i128
+                .checked_pow(u32::try_from(scale - s).map_err(|_| numeric_overflow())?)
+                .and_then(|m| v.checked_mul(m))
+                .ok_or_else(numeric_overflow)
+        };
+        let [operand, low, high] = [
+            aligned(bounds[0])?,
+            aligned(bounds[1])?,
+            aligned(bounds[2])?,
+        ];
+        if low == high {
+            return Err(bucket_error("lower bound cannot equal upper bound"));
+        }
+        let (below, above, part, whole) = if low < high {
+            (operand < low, operand >= high, operand - low, high - low)
+        } else {
+            (operand > low, operand <= high, low - operand, low - high)
+        };
+        if below {
+            0
+        } else if above {
+            count + 1
+        } else {
+            // Both positive: the quotient is its floor.
+            let scaled = part
+                .checked_mul(i128::from(count))
+                .ok_or_else(numeric_overflow)?;
+            i64::try_from(scaled / whole).map_err(|_| numeric_overflow())? + 1
+        }
+    };
+    i32::try_from(bucket)
+        .map(|b| ScalarValue::Int32(Some(b)))
+        .map_err(|_| SqlError::new("22003", "integer out of range"))
+}
 
 // ---------------------------------------------------------------------------------------------
 // Functions computed a row at a time
@@ -1209,6 +1558,23 @@ pub(crate) fn functions() -> Vec<Arc<ScalarUDF>> {
         }
         .udf(),
         RowFunction::new("isfinite", &[1], vec![], DataType::Boolean, isfinite).udf(),
+        RowFunction::new(
+            ENCODE_ESCAPE,
+            &[1],
+            vec![DataType::Binary],
+            DataType::Utf8,
+            encode_escape,
+        )
+        .udf(),
+        RowFunction::new("width_bucket", &[4], vec![], DataType::Int32, width_bucket).udf(),
+        RowFunction::new(
+            BASE64_LINES,
+            &[1],
+            text_type(),
+            DataType::Utf8,
+            base64_lines,
+        )
+        .udf(),
         RowFunction::new("array_dims", &[1], vec![], DataType::Utf8, array_dims).udf(),
         RowFunction::new(
             INTERVAL_KEY,

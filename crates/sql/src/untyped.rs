@@ -282,7 +282,7 @@ enum Arithmetic {
     Add,
     /// `-`
     Subtract,
-    /// `*`, `/`, `%`
+    /// `*`, `/`, `%`, `^`
     Multiply,
 }
 
@@ -293,7 +293,8 @@ impl Arithmetic {
             ast::BinaryOperator::Minus => Arithmetic::Subtract,
             ast::BinaryOperator::Multiply
             | ast::BinaryOperator::Divide
-            | ast::BinaryOperator::Modulo => Arithmetic::Multiply,
+            | ast::BinaryOperator::Modulo
+            | ast::BinaryOperator::PGExp => Arithmetic::Multiply,
             _ => return None,
         })
     }
@@ -406,7 +407,7 @@ fn operand_typed(
 /// - `IS [NOT] DISTINCT FROM`, `COALESCE`, `NULLIF`, `GREATEST`, `LEAST`, a simple
 ///   `CASE`'s operand and `WHEN` values, and a `CASE`'s results: the first operand of the
 ///   group that is neither untyped nor NULL (`flotilla_untyped`);
-/// - a string literal in `+`, `-`, `*`, `/` or `%`: the other operand
+/// - a string literal in `+`, `-`, `*`, `/`, `%` or `^`: the other operand
 ///   (`flotilla_untyped_addend`, `_subtrahend`, `_factor`).
 ///
 /// An operand holding a subquery is not copied (it would be planned twice); its

@@ -9899,6 +9899,111 @@ async fn dates_and_timestamps_are_read_from_text_as_postgresql_reads_them() {
     );
 }
 
+/// Functions PostgreSQL has and DataFusion lacked or answered otherwise: `width_bucket`,
+/// `encode`/`decode` (escape, base64 as PostgreSQL writes and reads it), the
+/// ordered-set aggregates `mode()` and `percentile_disc`, `regexp_matches` and a
+/// `generate_series` of timestamps in FROM. Every expectation is PostgreSQL 15's.
+#[tokio::test]
+async fn width_bucket_encodings_ordered_set_aggregates_and_series_answer_as_postgresql() {
+    let db = TestDb::new().await;
+    let mut s = db.session();
+    for (q, want) in [
+        (
+            "SELECT width_bucket(5.35, 0.024, 10.06, 5), width_bucket(5, 0, 10, 4), \
+             width_bucket(0.3, 0, 0.9, 3), width_bucket(0.3::float8, 0, 0.9, 3)",
+            vec!["3|3|2|2"],
+        ),
+        (
+            "SELECT width_bucket(5, 10, 0, 4), width_bucket(10, 10, 0, 4), \
+             width_bucket(0, 10, 0, 4), width_bucket(-1, 0, 10, 4), width_bucket(10, 0, 10, 4), \
+             width_bucket(5, 0, 10, 2147483647)",
+            vec!["3|1|5|0|5|1073741824"],
+        ),
+        (
+            "SELECT width_bucket(x, 0, 100, 10), count(*) FROM (VALUES (5), (15), (17), (99), \
+             (100), (-3)) v(x) GROUP BY 1 ORDER BY 1",
+            vec!["0|1", "1|1", "2|2", "10|1", "11|1"],
+        ),
+        (
+            "SELECT encode('abc'::bytea, 'base64'), decode('YWJj', 'base64')::text, \
+             encode(decode('616263', 'hex'), 'escape'), encode('a', 'base64'), \
+             decode('YW Jj', 'base64')::text",
+            vec![r"YWJj|\x616263|abc|YQ==|\x616263"],
+        ),
+        (
+            r"SELECT encode('a\\b'::bytea || '\x00ff'::bytea, 'escape'), decode('a\\000b', 'escape')::text",
+            vec![r"a\\b\000\377|\x615c30303062"],
+        ),
+        // Lines of 76 characters, each ended, as PostgreSQL writes base64.
+        (
+            "SELECT length(encode(repeat('x', 57)::bytea, 'base64')), \
+             length(encode(repeat('x', 114)::bytea, 'base64')), \
+             decode(encode(repeat('xy', 100)::bytea, 'base64'), 'base64') = repeat('xy', 100)::bytea",
+            vec!["77|154|true"],
+        ),
+        ("SELECT 2 ^ '3'", vec!["8.0"]),
+        (
+            "SELECT mode() WITHIN GROUP (ORDER BY x), mode() WITHIN GROUP (ORDER BY x DESC) \
+             FROM (VALUES (1), (2), (2), (3), (3)) v(x)",
+            vec!["2|3"],
+        ),
+        (
+            "SELECT g, mode() WITHIN GROUP (ORDER BY x) FROM (VALUES (1, 'b'), (1, 'b'), \
+             (1, 'a'), (1, NULL), (1, NULL), (2, 'c')) v(g, x) GROUP BY g ORDER BY g",
+            vec!["1|b", "2|c"],
+        ),
+        (
+            "SELECT mode() WITHIN GROUP (ORDER BY x) FROM (VALUES (1)) v(x) WHERE false",
+            vec!["NULL"],
+        ),
+        (
+            "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY x), \
+             percentile_disc(0) WITHIN GROUP (ORDER BY x), \
+             percentile_disc(1) WITHIN GROUP (ORDER BY x), \
+             percentile_disc(0.25) WITHIN GROUP (ORDER BY x DESC), \
+             percentile_disc(NULL) WITHIN GROUP (ORDER BY x) \
+             FROM (VALUES (1), (2), (3), (4), (5)) v(x)",
+            vec!["3|1|5|4|NULL"],
+        ),
+        (
+            "SELECT g::text FROM generate_series('2020-01-01'::timestamp, '2020-01-02', \
+             interval '12 hours') g",
+            vec![
+                "2020-01-01 00:00:00",
+                "2020-01-01 12:00:00",
+                "2020-01-02 00:00:00",
+            ],
+        ),
+        (
+            "SELECT generate_series(timestamp '2020-01-01', '2020-01-02', '1 day')::text",
+            vec!["2020-01-01 00:00:00", "2020-01-02 00:00:00"],
+        ),
+        (
+            "SELECT m::text, m[1] FROM regexp_matches('foobarbequebaz', 'ba(.)', 'g') AS m",
+            vec!["{r}|r", "{z}|z"],
+        ),
+        (
+            "SELECT x::text, ordinality FROM regexp_matches('foobarbequebaz', 'ba(.)', 'g') \
+             WITH ORDINALITY AS m(x)",
+            vec!["{r}|1", "{z}|2"],
+        ),
+    ] {
+        assert_eq!(rows(&mut s, q).await, want, "{q}");
+    }
+    for (sql, want) in [
+        ("SELECT width_bucket(5, 0, 0, 4)", "2201G"),
+        ("SELECT width_bucket(5, 0, 10, 0)", "2201G"),
+        ("SELECT width_bucket('nan'::float8, 0, 10, 3)", "2201G"),
+        (
+            "SELECT percentile_disc(1.5) WITHIN GROUP (ORDER BY x) FROM (VALUES (1)) v(x)",
+            "22003",
+        ),
+        ("SELECT decode('zz', 'hex')", "22023"),
+    ] {
+        assert_eq!(code(&mut s, sql).await, want, "{sql}");
+    }
+}
+
 /// `interval` literals and columns: PostgreSQL's interval text (a time of day, a day
 /// count before one, years-months, ISO 8601, `ago`, qualifiers), stored, compared with
 /// a month as 30 days, and an untyped literal in arithmetic read as PostgreSQL reads it.
@@ -10137,16 +10242,21 @@ async fn time_columns_store_compare_and_print_as_postgresql_does() {
     );
 }
 
+/// A database whose queries may hold 32 MiB (`query_memory_bytes_max`).
+async fn db_with_32_mib_of_query_memory() -> TestDb {
+    const MIB: usize = 1024 * 1024;
+    TestDb::with_config(SqlConfig {
+        query_memory_bytes_max: 32 * MIB,
+        ..SqlConfig::default()
+    })
+    .await
+}
+
 /// The rows a lateral subquery returns for one outer row are held until they are joined:
 /// they count against `query_memory_bytes_max` (53200 past it), and the session serves on.
 #[tokio::test]
 async fn a_lateral_subquerys_rows_are_bounded_by_query_memory() {
-    const MIB: usize = 1024 * 1024;
-    let db = TestDb::with_config(SqlConfig {
-        query_memory_bytes_max: 32 * MIB,
-        ..SqlConfig::default()
-    })
-    .await;
+    let db = db_with_32_mib_of_query_memory().await;
     let mut s = db.session();
     // About 40 MB of rows for the one outer row: refused.
     let lateral = |n: usize| {
@@ -10159,6 +10269,34 @@ async fn a_lateral_subquerys_rows_are_bounded_by_query_memory() {
     assert_eq!(e.code, "53200", "{}", e.message);
     assert!(e.message.contains("lateral subquery rows"), "{}", e.message);
     assert_eq!(rows(&mut s, &lateral(2_000)).await, ["2000"]);
+}
+
+/// The values an ordered-set aggregate holds for a group count against the query's
+/// memory: past `query_memory_bytes_max`, 53200, and the session goes on.
+#[tokio::test]
+async fn an_ordered_set_aggregates_values_are_bounded_by_query_memory() {
+    let db = db_with_32_mib_of_query_memory().await;
+    let mut s = db.session();
+    // About 60 MB of distinct values in one group: refused.
+    let mode = |n: usize| {
+        format!(
+            "SELECT length(mode() WITHIN GROUP (ORDER BY r)) FROM \
+             (SELECT repeat('x', 1000) || g AS r FROM generate_series(1, {n}) g) t"
+        )
+    };
+    let e = run(&mut s, &mode(60_000)).await.unwrap_err();
+    assert_eq!(e.code, "53200", "{}", e.message);
+    assert_eq!(rows(&mut s, &mode(2_000)).await, ["1001"]);
+    // The same rows streamed through an aggregate that holds none of them fit.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT max(length(r)) FROM \
+             (SELECT repeat('x', 1000) || g AS r FROM generate_series(1, 60000) g) t"
+        )
+        .await,
+        ["1005"]
+    );
 }
 
 /// `interval * n`, `n * interval` and `interval / n` as PostgreSQL computes them: a month's
