@@ -187,6 +187,12 @@ pub(crate) fn datafusion_error(e: DataFusionError) -> SqlError {
     if lower.contains("offset must be >=") {
         return SqlError::new("2201X", "OFFSET must not be negative");
     }
+    // `encode` / `decode` with a format there is none of.
+    if let Some(at) = text.find("no built-in encoding named '") {
+        let rest = &text[at + "no built-in encoding named '".len()..];
+        let name = rest.split('\'').next().unwrap_or(rest);
+        return SqlError::new("22023", format!("unrecognized encoding: \"{name}\""));
+    }
     // Arrow's cast past an integer type's range ("value of 2147483648 is out of range
     // Int32") in PostgreSQL's words.
     if lower.contains("is out of range int") {

@@ -73,6 +73,12 @@ pub(crate) fn rewrite_calls(statement: &mut Statement) -> Result<(), SqlError> {
             }
         }
         if let AstExpr::Function(f) = e
+            && builtin_name(&f.name).as_deref() == Some("make_interval")
+            && let Some(call) = crate::pg_date_functions::make_interval_call(f)
+        {
+            *e = call;
+        }
+        if let AstExpr::Function(f) = e
             && let Some(rewritten) = rewritten(f)
         {
             *e = rewritten;

@@ -789,6 +789,91 @@ fn justify_interval(args: &[ScalarValue]) -> Result<ScalarValue, SqlError> {
 }
 
 /// `make_timestamp(year, month, day, hour, min, sec)`.
+/// `make_interval`'s parameters, in order; each defaults to 0.
+const MAKE_INTERVAL_PARAMETERS: [&str; 7] =
+    ["years", "months", "weeks", "days", "hours", "mins", "secs"];
+
+/// `make_interval(...)` with its arguments given by position or by name (`days => 3`)
+/// as a call of all seven by position, the ones left out 0. `None` for a call this does
+/// not read (an unknown or repeated name, a position after a name), left to planning,
+/// which refuses it.
+pub(crate) fn make_interval_call(
+    f: &datafusion::sql::sqlparser::ast::Function,
+) -> Option<datafusion::sql::sqlparser::ast::Expr> {
+    use datafusion::sql::sqlparser::ast::{
+        Expr as AstExpr, FunctionArg, FunctionArgExpr, FunctionArguments,
+    };
+    let args = match &f.args {
+        FunctionArguments::List(list) => list.args.as_slice(),
+        FunctionArguments::None => &[],
+        FunctionArguments::Subquery(_) => return None,
+    };
+    let mut values: [Option<AstExpr>; 7] = Default::default();
+    let mut named = false;
+    for (position, a) in args.iter().enumerate() {
+        let (slot, value) = match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) if !named => (position, e),
+            FunctionArg::Named {
+                name,
+                arg: FunctionArgExpr::Expr(e),
+                ..
+            }
+            | FunctionArg::ExprNamed {
+                name: AstExpr::Identifier(name),
+                arg: FunctionArgExpr::Expr(e),
+                ..
+            } => {
+                named = true;
+                let name = crate::sql_ast::folded(name);
+                (MAKE_INTERVAL_PARAMETERS.iter().position(|p| *p == name)?, e)
+            }
+            _ => return None,
+        };
+        let held = values.get_mut(slot)?;
+        if held.is_some() {
+            return None;
+        }
+        *held = Some(value.clone());
+    }
+    let zero = || {
+        AstExpr::value(datafusion::sql::sqlparser::ast::Value::Number(
+            "0".into(),
+            false,
+        ))
+    };
+    Some(crate::sql_ast::call(
+        "make_interval",
+        values
+            .into_iter()
+            .map(|v| crate::sql_ast::arg(v.unwrap_or_else(zero))),
+    ))
+}
+
+/// `make_interval(years, months, weeks, days, hours, mins, secs)`: PostgreSQL's, seconds
+/// rounded to microseconds half to even; past an interval's range, 22008.
+fn make_interval(args: &[ScalarValue]) -> Result<ScalarValue, SqlError> {
+    let int = |v: &ScalarValue| match v {
+        ScalarValue::Int64(Some(n)) => Ok(i128::from(*n)),
+        _ => Err(wrong_argument("make_interval")),
+    };
+    let ScalarValue::Float64(Some(secs)) = args[6] else {
+        return Err(wrong_argument("make_interval"));
+    };
+    if !secs.is_finite() {
+        return Err(out_of_range("interval"));
+    }
+    let months = int(&args[0])? * 12 + int(&args[1])?;
+    let days = int(&args[2])? * 7 + int(&args[3])?;
+    let micros = int(&args[4])? * 3_600 * i128::from(MICROS_PER_SECOND)
+        + int(&args[5])? * 60 * i128::from(MICROS_PER_SECOND)
+        + (secs * MICROS_PER_SECOND as f64).round_ties_even() as i128;
+    let fits = |v: i128| i64::try_from(v).map_err(|_| out_of_range("interval"));
+    let nanos = micros
+        .checked_mul(i128::from(NANOS_PER_MICRO))
+        .ok_or_else(|| out_of_range("interval"))?;
+    interval_value(fits(months)?, fits(days)?, fits(nanos)?)
+}
+
 fn make_timestamp(args: &[ScalarValue]) -> Result<ScalarValue, SqlError> {
     let int = |v: &ScalarValue| match v {
         ScalarValue::Int64(Some(n)) => Ok(*n),
@@ -995,6 +1080,14 @@ fn to_date(args: &[ScalarValue]) -> Result<ScalarValue, SqlError> {
 pub(crate) const TO_TIMESTAMP: &str = "flotilla_to_timestamp";
 pub(crate) const TO_DATE: &str = "flotilla_to_date";
 
+/// Argument types of `make_interval` and `make_timestamp`: `whole` bigints, then seconds
+/// as a float.
+fn whole_numbers_then_seconds(whole: usize) -> Vec<DataType> {
+    let mut types = vec![DataType::Int64; whole];
+    types.push(DataType::Float64);
+    types
+}
+
 /// The functions of this module to register in every statement's context.
 pub(crate) fn functions() -> Vec<Arc<ScalarUDF>> {
     let text_type = || vec![DataType::Utf8];
@@ -1025,16 +1118,17 @@ pub(crate) fn functions() -> Vec<Arc<ScalarUDF>> {
         )
         .udf(),
         RowFunction::new(
+            "make_interval",
+            &[7],
+            whole_numbers_then_seconds(6),
+            interval(),
+            make_interval,
+        )
+        .udf(),
+        RowFunction::new(
             "make_timestamp",
             &[6],
-            vec![
-                DataType::Int64,
-                DataType::Int64,
-                DataType::Int64,
-                DataType::Int64,
-                DataType::Int64,
-                DataType::Float64,
-            ],
+            whole_numbers_then_seconds(5),
             timestamp(),
             make_timestamp,
         )

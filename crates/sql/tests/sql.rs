@@ -9900,7 +9900,8 @@ async fn dates_and_timestamps_are_read_from_text_as_postgresql_reads_them() {
 }
 
 /// Functions PostgreSQL has and DataFusion lacked or answered otherwise: `width_bucket`,
-/// `encode`/`decode` (escape, base64 as PostgreSQL writes and reads it), the
+/// `make_interval` (by name or position), `encode`/`decode` (escape, base64 as
+/// PostgreSQL writes and reads it), the
 /// ordered-set aggregates `mode()` and `percentile_disc`, `regexp_matches` and a
 /// `generate_series` of timestamps in FROM. Every expectation is PostgreSQL 15's.
 #[tokio::test]
@@ -9942,6 +9943,14 @@ async fn width_bucket_encodings_ordered_set_aggregates_and_series_answer_as_post
             vec!["77|154|true"],
         ),
         ("SELECT 2 ^ '3'", vec!["8.0"]),
+        (
+            "SELECT make_interval(days => 3)::text, make_interval(1, 2, 3, 4, 5, 6, 7.5)::text, \
+             make_interval(secs => 1.5, hours => 2)::text, make_interval()::text, \
+             make_interval(weeks => -1, mins => 90)::text, make_interval(days => NULL)",
+            vec![
+                "3 days|1 year 2 mons 25 days 05:06:07.5|02:00:01.5|00:00:00|-7 days +01:30:00|NULL",
+            ],
+        ),
         (
             "SELECT mode() WITHIN GROUP (ORDER BY x), mode() WITHIN GROUP (ORDER BY x DESC) \
              FROM (VALUES (1), (2), (2), (3), (3)) v(x)",
@@ -9999,6 +10008,8 @@ async fn width_bucket_encodings_ordered_set_aggregates_and_series_answer_as_post
             "22003",
         ),
         ("SELECT decode('zz', 'hex')", "22023"),
+        ("SELECT decode('abc', 'foo')", "22023"),
+        ("SELECT make_interval(secs => 'infinity')", "22008"),
     ] {
         assert_eq!(code(&mut s, sql).await, want, "{sql}");
     }
