@@ -723,22 +723,12 @@ fn iso8601(text: &str) -> Result<Sum, Refusal> {
 }
 
 /// ISO 8601's alternative form after `P`: `Y[-M[-D]]`, then `T` and its time.
-fn alternative_form(text: &str, mut sum: Sum) -> Result<Sum, Refusal> {
+fn alternative_form(text: &str, sum: Sum) -> Result<Sum, Refusal> {
     let (date, time) = match text.split_once('T') {
         Some((date, time)) => (date, Some(time)),
         None => (text, None),
     };
-    let mut parts = date.split('-');
-    for unit in [Unit::Year, Unit::Month, Unit::Day] {
-        let Some(part) = parts.next() else {
-            break;
-        };
-        let (whole, fraction) = number(part)?;
-        sum.add(unit, whole, fraction);
-    }
-    if parts.next().is_some() {
-        return Err(Refusal::Syntax);
-    }
+    let sum = add_parts(date, '-', [Unit::Year, Unit::Month, Unit::Day], sum)?;
     match time {
         Some(time) => alternative_time(time, sum),
         None => sum.checked(),
@@ -746,9 +736,15 @@ fn alternative_form(text: &str, mut sum: Sum) -> Result<Sum, Refusal> {
 }
 
 /// The time of ISO 8601's alternative form: `H[:M[:S]]`, each part a number.
-fn alternative_time(text: &str, mut sum: Sum) -> Result<Sum, Refusal> {
-    let mut parts = text.split(':');
-    for unit in [Unit::Hour, Unit::Minute, Unit::Second] {
+fn alternative_time(text: &str, sum: Sum) -> Result<Sum, Refusal> {
+    add_parts(text, ':', [Unit::Hour, Unit::Minute, Unit::Second], sum)?.checked()
+}
+
+/// `text`'s parts between `separator`s, each a number of the next of `units`; more parts
+/// than units is not the form.
+fn add_parts(text: &str, separator: char, units: [Unit; 3], mut sum: Sum) -> Result<Sum, Refusal> {
+    let mut parts = text.split(separator);
+    for unit in units {
         let Some(part) = parts.next() else {
             break;
         };
@@ -758,7 +754,7 @@ fn alternative_time(text: &str, mut sum: Sum) -> Result<Sum, Refusal> {
     if parts.next().is_some() {
         return Err(Refusal::Syntax);
     }
-    sum.checked()
+    Ok(sum)
 }
 
 #[cfg(test)]
